@@ -1,0 +1,41 @@
+# vectorbea — PGXS build.
+#
+# `make` builds the module, `make install` installs it into the PostgreSQL
+# found by $(PG_CONFIG).  The full test suite (pg_regress, isolation, TAP)
+# runs through test/run, which stages a private installation and never needs
+# to write outside the checkout; see README.md.
+
+EXTENSION = vectorbea
+MODULE_big = vectorbea
+OBJS = \
+	src/vectorbea.o \
+	src/clock.o \
+	src/duration.o \
+	src/jsonb_util.o \
+	src/validate.o \
+	src/events.o \
+	src/workflow.o \
+	src/graph.o \
+	src/claim.o \
+	src/complete.o \
+	src/failure.o \
+	src/lease.o
+
+DATA = sql/vectorbea--0.1.0.sql
+PGFILEDESC = "vectorbea - durable AI agent workflows"
+
+# pg_regress inputs live in sql/ and expected/ (PGXS's default inputdir).
+REGRESS = $(sort $(patsubst sql/%.sql,%,$(filter-out sql/vectorbea--%,$(wildcard sql/*.sql))))
+REGRESS_OPTS = --temp-config=$(srcdir)/test/vectorbea.conf
+
+ISOLATION = $(sort $(patsubst test/specs/%.spec,%,$(wildcard test/specs/*.spec)))
+ISOLATION_OPTS = --inputdir=$(srcdir)/test --temp-config=$(srcdir)/test/vectorbea.conf
+
+TAP_TESTS = 1
+PROVE_TESTS = test/t/*.pl
+
+PG_CPPFLAGS = -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

@@ -1,0 +1,290 @@
+/*-------------------------------------------------------------------------
+ *
+ * claim.c
+ *	  The worker's side of a lease: claim_tasks and heartbeat.
+ *
+ * claim_tasks never waits on a lock.  It takes ready nodes with FOR UPDATE
+ * SKIP LOCKED inside a MATERIALIZED CTE (so LIMIT bounds the rows taken,
+ * whatever the plan), then the runs of those nodes, again SKIP LOCKED: a run
+ * busy in another transaction keeps its nodes for the next claim.  Because
+ * it never waits, it cannot deadlock with the writers that lock a run first.
+ * One statement leases the nodes, numbers their STEP_STARTED events and
+ * returns them with their upstream outputs.
+ *
+ * Leases that ran out are reclaimed here too (as a failed attempt of class
+ * lease_expired, retried by the node's policy), so a task whose worker
+ * vanished is offered again even where no scheduler runs.
+ *
+ * IDENTIFICATION
+ *	  src/claim.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+
+#include "vectorbea.h"
+
+#define MAX_TASKS_PER_CLAIM		1000
+#define EXPIRED_PER_CLAIM		100
+
+/*
+ * Fails the attempts whose lease ran out, for the activities being claimed.
+ * Each node is taken with SKIP LOCKED and so is its run; whatever is busy is
+ * left for the next claim.
+ */
+static void
+reclaim_expired_leases(Datum activities, TimestampTz at)
+{
+	static SPIPlanPtr find_plan = NULL;
+	static SPIPlanPtr run_plan = NULL;
+	Datum		args[2];
+	uint64		n;
+	int64	   *task_ids;
+	pg_uuid_t  *run_ids;
+
+	if (find_plan == NULL)
+	{
+		Oid			types[2] = {TEXTARRAYOID, TIMESTAMPTZOID};
+		Oid			run_types[1] = {UUIDOID};
+
+		find_plan = vb_prepare("SELECT id, run_id FROM vectorbea.nodes"
+							   " WHERE status = 'running' AND lease_expires_at <= $2"
+							   "   AND activity = ANY ($1)"
+							   " ORDER BY lease_expires_at LIMIT " CppAsString2(EXPIRED_PER_CLAIM)
+							   " FOR UPDATE SKIP LOCKED", 2, types);
+		run_plan = vb_prepare("SELECT 1 FROM vectorbea.runs WHERE id = $1"
+							  " FOR NO KEY UPDATE SKIP LOCKED", 1, run_types);
+	}
+	args[0] = activities;
+	args[1] = TimestampTzGetDatum(at);
+	if (SPI_execute_plan(find_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: expired lease scan failed");
+	n = SPI_processed;
+	if (n == 0)
+		return;
+
+	task_ids = palloc(sizeof(int64) * n);
+	run_ids = palloc(sizeof(pg_uuid_t) * n);
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		task_ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		memcpy(&run_ids[i], DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull)),
+			   sizeof(pg_uuid_t));
+	}
+	for (uint64 i = 0; i < n; i++)
+	{
+		VbRun		run;
+		Datum		run_arg[1] = {UUIDPGetDatum(&run_ids[i])};
+
+		if (SPI_execute_plan(run_plan, run_arg, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "vectorbea: run lock failed");
+		if (SPI_processed == 0)
+			continue;			/* busy: the next claim gets it */
+		/* Now held (by us), so this reads the counters without waiting. */
+		if (!vb_run_lock(&run_ids[i], &run) || strcmp(run.status, "running") != 0)
+			continue;
+		vb_fail_attempt(&run, task_ids[i], "lease_expired",
+						"{\"message\":\"the lease expired before the worker reported\","
+						"\"class\":\"lease_expired\"}",
+						true, -1, at);
+		vb_run_save(&run, at);
+	}
+}
+
+/*
+ * claim_tasks(worker text, activities text[], max_tasks int,
+ *             lease_duration interval) -> SETOF record
+ */
+PG_FUNCTION_INFO_V1(vectorbea_claim_tasks);
+Datum
+vectorbea_claim_tasks(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char	   *worker;
+	ArrayType  *activities;
+	int32		max_tasks;
+	Interval   *lease_duration;
+	TimestampTz at = vb_now();
+	Datum		args[5];
+	int			nelems;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("worker and activities must not be null")));
+	worker = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	activities = PG_GETARG_ARRAYTYPE_P(1);
+	max_tasks = PG_ARGISNULL(2) ? 1 : PG_GETARG_INT32(2);
+	if (PG_ARGISNULL(3))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("lease_duration must not be null")));
+	lease_duration = PG_GETARG_INTERVAL_P(3);
+
+	if (strlen(worker) == 0 || strlen(worker) > 200)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("worker name must be 1 to 200 characters long")));
+	nelems = ArrayGetNItems(ARR_NDIM(activities), ARR_DIMS(activities));
+	if (nelems == 0 || array_contains_nulls(activities))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("activities must be a non-empty array without nulls"),
+				 errhint("Pass the activities this worker can do, e.g. ARRAY['scout'].")));
+	if (max_tasks < 1 || max_tasks > MAX_TASKS_PER_CLAIM)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_tasks must be between 1 and %d", MAX_TASKS_PER_CLAIM),
+				 errdetail("Found %d.", max_tasks)));
+	(void) vb_interval_ms(lease_duration, "lease_duration");
+
+	InitMaterializedSRF(fcinfo, 0);
+
+	SPI_connect();
+	reclaim_expired_leases(PointerGetDatum(activities), at);
+
+	if (plan == NULL)
+	{
+		Oid			types[5] = {TEXTOID, TEXTARRAYOID, INT4OID, TIMESTAMPTZOID, INTERVALOID};
+
+		/*
+		 * Per activity, the best ready nodes in index order, locked SKIP
+		 * LOCKED; then the best max_tasks of those; then their runs, SKIP
+		 * LOCKED.  Nodes whose run is busy are left ready.
+		 */
+		plan = vb_prepare(
+						  "WITH candidate AS MATERIALIZED ("
+						  "  SELECT c.id, c.run_id, c.priority, c.available_at"
+						  "    FROM (SELECT DISTINCT a FROM unnest($2::text[]) AS a) acts"
+						  "    CROSS JOIN LATERAL ("
+						  "      SELECT n.id, n.run_id, n.priority, n.available_at"
+						  "        FROM vectorbea.nodes n"
+						  "       WHERE n.status = 'ready' AND n.activity = acts.a"
+						  "         AND n.available_at <= $4"
+						  "       ORDER BY n.priority DESC, n.available_at, n.id"
+						  "       LIMIT $3 FOR UPDATE SKIP LOCKED) c"
+						  "   ORDER BY c.priority DESC, c.available_at, c.id"
+						  "   LIMIT $3"
+						  "), locked_run AS MATERIALIZED ("
+						  "  SELECT r.id FROM vectorbea.runs r"
+						  "   WHERE r.id IN (SELECT run_id FROM candidate) AND r.status = 'running'"
+						  "   FOR NO KEY UPDATE SKIP LOCKED"
+						  "), claimed AS ("
+						  "  UPDATE vectorbea.nodes n"
+						  "     SET status = 'running', attempt = n.attempt + 1,"
+						  "         lease = gen_random_uuid(), lease_expires_at = $4 + $5,"
+						  "         lease_duration = $5, worker = $1, started_at = $4"
+						  "    FROM candidate c"
+						  "   WHERE n.id = c.id AND c.run_id IN (SELECT id FROM locked_run)"
+						  "  RETURNING n.id, n.lease, n.run_id, n.node, n.activity, n.attempt,"
+						  "            n.max_attempts, n.input, n.depends_on, n.checkpoint,"
+						  "            n.lease_expires_at, n.priority, n.available_at"
+						  "), numbered AS ("
+						  "  SELECT cl.*, row_number() OVER (PARTITION BY cl.run_id ORDER BY cl.id) AS k,"
+						  "         count(*) OVER (PARTITION BY cl.run_id) AS per_run"
+						  "    FROM claimed cl"
+						  "), seq AS ("
+						  "  UPDATE vectorbea.runs r SET last_seq = r.last_seq + x.per_run"
+						  "    FROM (SELECT DISTINCT run_id, per_run FROM numbered) x"
+						  "   WHERE r.id = x.run_id"
+						  "  RETURNING r.id, r.last_seq - x.per_run AS base"
+						  "), started AS ("
+						  "  INSERT INTO vectorbea.events (run_id, seq, type, node, attempt, data, at)"
+						  "  SELECT nb.run_id, s.base + nb.k, 'STEP_STARTED', nb.node, nb.attempt,"
+						  "         jsonb_build_object('worker', $1::text, 'task_id', nb.id,"
+						  "                            'lease_expires_at', nb.lease_expires_at),"
+						  "         $4"
+						  "    FROM numbered nb JOIN seq s ON s.id = nb.run_id"
+						  ")"
+						  " SELECT nb.id, nb.lease, nb.run_id, nb.node, nb.activity, nb.attempt,"
+						  "        nb.max_attempts, nb.input,"
+						  "        coalesce((SELECT jsonb_object_agg(d.node, d.output)"
+						  "                    FROM vectorbea.nodes d"
+						  "                   WHERE d.run_id = nb.run_id AND d.node = ANY (nb.depends_on)),"
+						  "                 '{}'::jsonb),"
+						  "        nb.checkpoint, nb.run_id::text || ':' || nb.node,"
+						  "        nb.lease_expires_at"
+						  "   FROM numbered nb"
+						  "  ORDER BY nb.priority DESC, nb.available_at, nb.id",
+						  5, types);
+	}
+	args[0] = CStringGetTextDatum(worker);
+	args[1] = PointerGetDatum(activities);
+	args[2] = Int32GetDatum(max_tasks);
+	args[3] = TimestampTzGetDatum(at);
+	args[4] = IntervalPGetDatum(lease_duration);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: claim failed");
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+		tuplestore_puttuple(rsinfo->setResult, SPI_tuptable->vals[i]);
+	SPI_finish();
+	return (Datum) 0;
+}
+
+/*
+ * heartbeat(task_id bigint, lease uuid, extend interval) -> timestamptz
+ *
+ * Writes no event: a heartbeat changes no state that replay rebuilds, and
+ * the history would otherwise grow with every minute of work.  It takes no
+ * run lock either, so it never queues behind the run's other writers.
+ */
+PG_FUNCTION_INFO_V1(vectorbea_heartbeat);
+Datum
+vectorbea_heartbeat(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	int64		task_id;
+	pg_uuid_t  *lease;
+	Datum		args[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	TimestampTz expires;
+	bool		isnull;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("task_id and lease must not be null")));
+	task_id = PG_GETARG_INT64(0);
+	lease = PG_GETARG_UUID_P(1);
+	if (!PG_ARGISNULL(2))
+		(void) vb_interval_ms(PG_GETARG_INTERVAL_P(2), "extend");
+
+	SPI_connect();
+	if (plan == NULL)
+	{
+		Oid			types[4] = {INT8OID, UUIDOID, INTERVALOID, TIMESTAMPTZOID};
+
+		plan = vb_prepare("UPDATE vectorbea.nodes"
+						  "   SET lease_expires_at = greatest(lease_expires_at,"
+						  "                                   $4 + coalesce($3, lease_duration))"
+						  " WHERE id = $1 AND lease = $2 AND status = 'running'"
+						  " RETURNING lease_expires_at", 4, types);
+	}
+	args[0] = Int64GetDatum(task_id);
+	args[1] = UUIDPGetDatum(lease);
+	if (PG_ARGISNULL(2))
+		nulls[2] = 'n';
+	else
+		args[2] = PG_GETARG_DATUM(2);
+	args[3] = TimestampTzGetDatum(vb_now());
+	if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "vectorbea: heartbeat failed");
+	if (SPI_processed == 0)
+		vb_refuse_lease(task_id, lease, "extend the lease of");
+	expires = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+	PG_RETURN_TIMESTAMPTZ(expires);
+}

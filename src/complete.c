@@ -1,0 +1,367 @@
+/*-------------------------------------------------------------------------
+ *
+ * complete.c
+ *	  complete_task and save_checkpoint: results a worker hands back.
+ *
+ * complete_task does, in its caller's transaction: the fenced update of the
+ * node (lease and status in the WHERE clause), STEP_COMPLETED, the release of
+ * dependents, the validation and insertion of spawned nodes with
+ * NODES_SPAWNED, the booking of usage against the run's budget, and the end
+ * of the run when nothing is left open.  Either all of it commits or none.
+ *
+ * Dependents are released before spawned nodes are added: a spawned node
+ * that depends on the node being completed counts it as done when it is
+ * inserted, and must not be released a second time.
+ *
+ * IDENTIFICATION
+ *	  src/complete.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+
+#include "vectorbea.h"
+
+typedef struct Usage
+{
+	bool		given;
+	int64		tokens;
+	char	   *usd;			/* numeric text */
+} Usage;
+
+static void
+parse_usage(Jsonb *usage, Usage *u)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	int			depth = 0;
+
+	u->given = false;
+	u->tokens = 0;
+	u->usd = "0";
+	if (usage == NULL)
+		return;
+	if (!JsonContainerIsObject(&usage->root))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid usage: it must be a JSON object like {\"tokens\": 812, \"usd\": 0.0042}")));
+	it = JsonbIteratorInit(&usage->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		char	   *key;
+		JsonbValue	val;
+		char	   *text;
+
+		if (tok == WJB_BEGIN_OBJECT)
+			depth++;
+		if (tok != WJB_KEY || depth != 1)
+			continue;
+		key = pnstrdup(v.val.string.val, v.val.string.len);
+		if (strcmp(key, "tokens") != 0 && strcmp(key, "usd") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid usage: unknown field \"%s\"", key),
+					 errdetail("Allowed fields: tokens, usd.")));
+		vb_jsonb_get(&usage->root, key, &val);
+		if (val.type != jbvNumeric)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid usage: field \"%s\" must be a number", key),
+					 errdetail("Found %s.", vb_jsonb_type_name(&val))));
+		text = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(val.val.numeric)));
+		if (text[0] == '-')
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid usage: field \"%s\" must not be negative", key),
+					 errdetail("Found %s.", text)));
+		if (strcmp(key, "tokens") == 0)
+		{
+			char	   *end;
+
+			errno = 0;
+			u->tokens = strtoll(text, &end, 10);
+			if (*end != '\0' || errno != 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("invalid usage: field \"tokens\" must be an integer"),
+						 errdetail("Found %s.", text)));
+		}
+		else
+			u->usd = text;
+		u->given = true;
+	}
+}
+
+/*
+ * Books usage on the run; true when the run's budget is now exceeded, with
+ * the BUDGET_EXCEEDED data in *detail_json.
+ */
+static bool
+book_usage(VbRun *run, Usage *u, char **detail_json)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[3];
+	bool		isnull;
+	bool		over;
+
+	if (plan == NULL)
+	{
+		Oid			types[3] = {UUIDOID, INT8OID, TEXTOID};
+
+		plan = vb_prepare("UPDATE vectorbea.runs"
+						  "   SET usage_tokens = usage_tokens + $2,"
+						  "       usage_usd = usage_usd + $3::numeric"
+						  " WHERE id = $1"
+						  " RETURNING coalesce(usage_usd > budget_usd, false)"
+						  "        OR coalesce(usage_tokens > budget_tokens, false),"
+						  "        jsonb_build_object('usage_usd', usage_usd, 'budget_usd', budget_usd,"
+						  "                           'usage_tokens', usage_tokens,"
+						  "                           'budget_tokens', budget_tokens)::text",
+						  3, types);
+	}
+	args[0] = UUIDPGetDatum(&run->id);
+	args[1] = Int64GetDatum(u->tokens);
+	args[2] = CStringGetTextDatum(u->usd);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "vectorbea: could not book usage");
+	over = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	*detail_json = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	return over;
+}
+
+/*
+ * A completion that matched no running node: a repeat of the call that
+ * succeeded (a no-op), the same lease with another output (an error), or a
+ * stale lease (refused).
+ */
+static void
+not_running(int64 task_id, pg_uuid_t *lease, Jsonb *output)
+{
+	Datum		args[3] = {Int64GetDatum(task_id), UUIDPGetDatum(lease),
+	output ? JsonbPGetDatum(output) : (Datum) 0};
+	char		nulls[3] = {' ', ' ', output ? ' ' : 'n'};
+	Oid			types[3] = {INT8OID, UUIDOID, JSONBOID};
+	bool		isnull;
+
+	if (SPI_execute_with_args("SELECT output IS NOT DISTINCT FROM $3 FROM vectorbea.nodes"
+							  " WHERE id = $1 AND lease = $2 AND status = 'succeeded'",
+							  3, types, args, nulls, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: task lookup failed");
+	if (SPI_processed == 1)
+	{
+		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+			return;				/* the same call again: nothing to do */
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("task %ld was already completed with a different output", (long) task_id),
+				 errdetail("A completion is final; repeating it is allowed only with the same output."),
+				 errhint("Record further results with vectorbea.append_event().")));
+	}
+	vb_refuse_lease(task_id, lease, "complete");
+}
+
+/*
+ * complete_task(task_id bigint, lease uuid, output jsonb, spawn jsonb,
+ *               usage jsonb) -> void
+ */
+PG_FUNCTION_INFO_V1(vectorbea_complete_task);
+Datum
+vectorbea_complete_task(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr complete_plan = NULL;
+	int64		task_id;
+	pg_uuid_t  *lease;
+	Jsonb	   *output;
+	Jsonb	   *spawn;
+	Jsonb	   *usage;
+	Usage		u;
+	TimestampTz at = vb_now();
+	VbRun		run;
+	Datum		args[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	char	   *node;
+	int			attempt;
+	TimestampTz started_at;
+	StringInfoData data;
+	char	   *budget_detail = NULL;
+	bool		over_budget = false;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("task_id and lease must not be null")));
+	task_id = PG_GETARG_INT64(0);
+	lease = PG_GETARG_UUID_P(1);
+	output = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
+	spawn = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
+	usage = PG_ARGISNULL(4) ? NULL : PG_GETARG_JSONB_P(4);
+	vb_check_payload_size(output, "the task output");
+	parse_usage(usage, &u);
+
+	SPI_connect();
+	if (!vb_run_lock_for_task(task_id, &run))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("task %ld does not exist", (long) task_id)));
+
+	if (complete_plan == NULL)
+	{
+		Oid			types[4] = {INT8OID, UUIDOID, JSONBOID, TIMESTAMPTZOID};
+
+		complete_plan = vb_prepare("UPDATE vectorbea.nodes"
+								   "   SET status = 'succeeded', output = $3, finished_at = $4"
+								   " WHERE id = $1 AND lease = $2 AND status = 'running'"
+								   " RETURNING node, attempt, started_at", 4, types);
+	}
+	args[0] = Int64GetDatum(task_id);
+	args[1] = UUIDPGetDatum(lease);
+	if (output)
+		args[2] = JsonbPGetDatum(output);
+	else
+		nulls[2] = 'n';
+	args[3] = TimestampTzGetDatum(at);
+	if (SPI_execute_plan(complete_plan, args, nulls, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "vectorbea: could not complete task");
+	if (SPI_processed == 0)
+	{
+		not_running(task_id, lease, output);
+		SPI_finish();
+		PG_RETURN_VOID();
+	}
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	node = SPI_getvalue(tup, desc, 1);
+	attempt = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
+	started_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull));
+	run.open_nodes--;
+
+	initStringInfo(&data);
+	appendStringInfo(&data, "{\"output\":%s,\"duration_ms\":%ld",
+					 output ? JsonbToCString(NULL, &output->root, VARSIZE(output)) : "null",
+					 (long) ((at - started_at) / 1000));
+	if (u.given)
+		appendStringInfo(&data, ",\"usage\":{\"tokens\":%ld,\"usd\":%s}",
+						 (long) u.tokens, u.usd);
+	appendStringInfoChar(&data, '}');
+	vb_event(&run, "STEP_COMPLETED", node, attempt, data.data, at);
+
+	vb_release_dependents(&run, node, at);
+
+	if (spawn)
+	{
+		Datum		rargs[3] = {UUIDPGetDatum(&run.id), CStringGetTextDatum(run.workflow),
+		Int32GetDatum(run.workflow_version)};
+		Oid			rtypes[3] = {UUIDOID, TEXTOID, INT4OID};
+		VbExistingNodes existing;
+		Jsonb	   *definition;
+		List	   *specs;
+		char	   *specs_json;
+
+		if (SPI_execute_with_args("SELECT w.definition, (SELECT array_agg(node) FROM vectorbea.nodes"
+								  "  WHERE run_id = $1)::text[]"
+								  "  FROM vectorbea.workflows w WHERE w.name = $2 AND w.version = $3",
+								  3, rtypes, rargs, NULL, true, 1) != SPI_OK_SELECT ||
+			SPI_processed != 1)
+			elog(ERROR, "vectorbea: definition of run %s is missing", vb_uuid_text(&run.id));
+		definition = DatumGetJsonbP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		{
+			Datum		arr = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+			Datum	   *elems;
+			int			nelems;
+
+			deconstruct_array(DatumGetArrayTypeP(arr), TEXTOID, -1, false, TYPALIGN_INT,
+							  &elems, NULL, &nelems);
+			existing.count = nelems;
+			existing.ids = palloc(sizeof(char *) * Max(nelems, 1));
+			for (int i = 0; i < nelems; i++)
+				existing.ids[i] = TextDatumGetCString(elems[i]);
+		}
+		specs = vb_validate_spawn(spawn, definition, node, &existing);
+		if (specs != NIL)
+		{
+			specs_json = vb_node_specs_json(specs);
+			vb_insert_nodes(&run, specs_json, node, 0, at);
+			vb_event(&run, "NODES_SPAWNED", node, attempt,
+					 psprintf("{\"nodes\":%s}", specs_json), at);
+		}
+	}
+
+	if (u.given)
+		over_budget = book_usage(&run, &u, &budget_detail);
+
+	if (over_budget)
+	{
+		vb_event(&run, "BUDGET_EXCEEDED", node, attempt, budget_detail, at);
+		vb_fail_run(&run, node, "budget_exceeded", at);
+	}
+	else
+		vb_finish_run_if_done(&run, at);
+	vb_run_save(&run, at);
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/*
+ * save_checkpoint(task_id bigint, lease uuid, state jsonb) -> void
+ */
+PG_FUNCTION_INFO_V1(vectorbea_save_checkpoint);
+Datum
+vectorbea_save_checkpoint(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	int64		task_id;
+	pg_uuid_t  *lease;
+	Jsonb	   *state;
+	TimestampTz at = vb_now();
+	VbRun		run;
+	Datum		args[3];
+	bool		isnull;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("task_id, lease and state must not be null")));
+	task_id = PG_GETARG_INT64(0);
+	lease = PG_GETARG_UUID_P(1);
+	state = PG_GETARG_JSONB_P(2);
+	vb_check_payload_size(state, "the checkpoint");
+
+	SPI_connect();
+	if (!vb_run_lock_for_task(task_id, &run))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("task %ld does not exist", (long) task_id)));
+	if (plan == NULL)
+	{
+		Oid			types[3] = {INT8OID, UUIDOID, JSONBOID};
+
+		plan = vb_prepare("UPDATE vectorbea.nodes SET checkpoint = $3"
+						  " WHERE id = $1 AND lease = $2 AND status = 'running'"
+						  " RETURNING node, attempt", 3, types);
+	}
+	args[0] = Int64GetDatum(task_id);
+	args[1] = UUIDPGetDatum(lease);
+	args[2] = JsonbPGetDatum(state);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "vectorbea: could not save checkpoint");
+	if (SPI_processed == 0)
+		vb_refuse_lease(task_id, lease, "checkpoint");
+	vb_event(&run, "RUN_CHECKPOINTED",
+			 SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1),
+			 DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)),
+			 psprintf("{\"bytes\":%zu}", VARSIZE_ANY_EXHDR(state)), at);
+	vb_run_save(&run, at);
+	SPI_finish();
+	PG_RETURN_VOID();
+}

@@ -1,0 +1,102 @@
+/*-------------------------------------------------------------------------
+ *
+ * duration.c
+ *	  The duration syntax of definitions and settings: "500ms", "30s",
+ *	  "1m30s", "2h", "1d".
+ *
+ * Durations are parsed here and nowhere else, so that a definition, a spawn
+ * list and a setting all accept exactly the same spellings.  Values are
+ * milliseconds.
+ *
+ * IDENTIFICATION
+ *	  src/duration.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <ctype.h>
+#include <math.h>
+
+#include "vectorbea.h"
+
+/* One year: far beyond any sensible backoff, lease or timeout. */
+#define VB_MAX_DURATION_MS	((int64) 366 * 24 * 3600 * 1000)
+
+/*
+ * Parses a duration; returns false (never throws) on anything else, so that
+ * callers can name the offending field in their own error.
+ */
+bool
+vb_parse_duration(const char *text, int64 *ms)
+{
+	const char *p = text;
+	double		total = 0;
+	bool		any = false;
+
+	if (text == NULL)
+		return false;
+	while (*p)
+	{
+		double		value = 0;
+		double		scale = 1;
+		bool		digits = false;
+		double		unit_ms;
+
+		while (isdigit((unsigned char) *p))
+		{
+			value = value * 10 + (*p++ - '0');
+			digits = true;
+		}
+		if (*p == '.')
+		{
+			p++;
+			while (isdigit((unsigned char) *p))
+			{
+				scale /= 10;
+				value += (*p++ - '0') * scale;
+				digits = true;
+			}
+		}
+		if (!digits)
+			return false;
+
+		if (p[0] == 'm' && p[1] == 's')
+		{
+			unit_ms = 1;
+			p += 2;
+		}
+		else if (*p == 's')
+			unit_ms = 1000, p++;
+		else if (*p == 'm')
+			unit_ms = 60 * 1000, p++;
+		else if (*p == 'h')
+			unit_ms = 3600 * 1000, p++;
+		else if (*p == 'd')
+			unit_ms = 24 * 3600 * 1000, p++;
+		else
+			return false;
+
+		total += value * unit_ms;
+		if (total > (double) VB_MAX_DURATION_MS)
+			return false;
+		any = true;
+	}
+	if (!any)
+		return false;
+	*ms = (int64) llround(total);
+	return true;
+}
+
+/* The shortest spelling of a duration, for timelines and messages. */
+char *
+vb_format_duration(int64 ms)
+{
+	if (ms < 1000)
+		return psprintf("%ldms", (long) ms);
+	if (ms < 60 * 1000)
+		return psprintf("%.2fs", ms / 1000.0);
+	if (ms < 3600 * 1000)
+		return psprintf("%ldm%02lds", (long) (ms / 60000), (long) (ms % 60000) / 1000);
+	return psprintf("%ldh%02ldm", (long) (ms / 3600000), (long) (ms % 3600000) / 60000);
+}

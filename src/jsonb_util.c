@@ -1,0 +1,108 @@
+/*-------------------------------------------------------------------------
+ *
+ * jsonb_util.c
+ *	  Small helpers for reading and writing jsonb from C.
+ *
+ * The engine reads definitions, options and errors straight from their
+ * jsonb containers (no round trip through text) and writes event data as
+ * JSON text that jsonb_in turns into jsonb once.
+ *
+ * IDENTIFICATION
+ *	  src/jsonb_util.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+
+#include "vectorbea.h"
+
+/* Looks up key in an object container; false when absent. */
+bool
+vb_jsonb_get(JsonbContainer *obj, const char *key, JsonbValue *out)
+{
+	if (!JsonContainerIsObject(obj))
+		return false;
+	return getKeyJsonValueFromContainer(obj, key, strlen(key), out) != NULL;
+}
+
+const char *
+vb_jsonb_type_name(JsonbValue *v)
+{
+	switch (v->type)
+	{
+		case jbvNull:
+			return "null";
+		case jbvString:
+			return "a string";
+		case jbvNumeric:
+			return "a number";
+		case jbvBool:
+			return "a boolean";
+		case jbvBinary:
+			if (JsonContainerIsObject(v->val.binary.data))
+				return "an object";
+			if (JsonContainerIsArray(v->val.binary.data))
+				return "an array";
+			return "a scalar";
+		default:
+			return "an unexpected value";
+	}
+}
+
+Jsonb *
+vb_jsonb_from_value(JsonbValue *v)
+{
+	return JsonbValueToJsonb(v);
+}
+
+/* The JSON text of a value, as it would be stored. */
+char *
+vb_jsonb_value_text(JsonbValue *v)
+{
+	Jsonb	   *jb = JsonbValueToJsonb(v);
+
+	return JsonbToCString(NULL, &jb->root, VARSIZE(jb));
+}
+
+Jsonb *
+vb_jsonb_from_cstring(const char *json)
+{
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
+}
+
+/*
+ * Refuses a payload larger than vectorbea.max_payload_size.  The stored
+ * jsonb size is what the tables and the history pay for, so that is what is
+ * measured.
+ */
+void
+vb_check_payload_size(Jsonb *payload, const char *what)
+{
+	Size		size;
+
+	if (payload == NULL)
+		return;
+	size = VARSIZE_ANY_EXHDR(payload);
+	if (size > (Size) vb_max_payload_kb * 1024)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("%s is too large", what),
+				 errdetail("It takes %zu bytes; vectorbea.max_payload_size allows %d kB.",
+						   size, vb_max_payload_kb),
+				 errhint("Store large artefacts elsewhere and pass a reference, "
+						 "or raise vectorbea.max_payload_size.")));
+}
+
+void
+vb_append_json_string(StringInfo buf, const char *s)
+{
+	if (s == NULL)
+		appendStringInfoString(buf, "null");
+	else
+		escape_json(buf, s);
+}

@@ -1,0 +1,96 @@
+/*-------------------------------------------------------------------------
+ *
+ * lease.c
+ *	  Fencing: what a worker is told when its lease no longer holds a task.
+ *
+ * Every call that acts on a task (heartbeat, complete_task, fail_task,
+ * save_checkpoint) matches the lease token in the WHERE clause of its UPDATE.
+ * When that matches nothing the result is refused with SQLSTATE VB001 and an
+ * explanation of what became of the task, so the worker can drop its work.
+ * The refusal is an error, so a worker that wrote its side effects in the
+ * same transaction has them rolled back too; the server log records it.
+ *
+ * IDENTIFICATION
+ *	  src/lease.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "datatype/timestamp.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+
+#include "vectorbea.h"
+
+/*
+ * Explains why lease does not hold task_id and throws.  Called inside SPI
+ * after the guarded UPDATE matched no row.
+ */
+void
+vb_refuse_lease(int64 task_id, pg_uuid_t *lease, const char *action)
+{
+	Datum		args[1] = {Int64GetDatum(task_id)};
+	Oid			types[1] = {INT8OID};
+	HeapTuple	tup;
+	TupleDesc	desc;
+	char	   *status;
+	char	   *node;
+	char	   *run;
+	char	   *attempt;
+	char	   *worker;
+	char	   *run_status;
+	char	   *detail;
+
+	if (SPI_execute_with_args("SELECT n.status, n.node, n.run_id, n.attempt, n.worker, r.status"
+							  "  FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
+							  " WHERE n.id = $1",
+							  1, types, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: task lookup failed");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("task %ld does not exist", (long) task_id)));
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	status = SPI_getvalue(tup, desc, 1);
+	node = SPI_getvalue(tup, desc, 2);
+	run = SPI_getvalue(tup, desc, 3);
+	attempt = SPI_getvalue(tup, desc, 4);
+	worker = SPI_getvalue(tup, desc, 5);
+	run_status = SPI_getvalue(tup, desc, 6);
+
+	if (strcmp(status, "running") == 0)
+		detail = psprintf("The task is now attempt %s, held by worker \"%s\".",
+						  attempt, worker ? worker : "?");
+	else if (strcmp(status, "cancelled") == 0 || strcmp(status, "skipped") == 0)
+		detail = psprintf("The task was %s because its run is %s.", status, run_status);
+	else if (strcmp(status, "ready") == 0 || strcmp(status, "pending") == 0)
+		detail = psprintf("The attempt ended (failed or its lease expired); the task waits for attempt %d.",
+						  atoi(attempt) + 1);
+	else
+		detail = psprintf("The task is %s (attempt %s).", status, attempt);
+
+	ereport(ERROR,
+			(errcode(ERRCODE_VB_LEASE_LOST),
+			 errmsg("cannot %s task %ld: lease %s does not hold it",
+					action, (long) task_id, vb_uuid_text(lease)),
+			 errdetail("Node \"%s\" of run %s. %s", node, run, detail),
+			 errhint("Discard this result: the task belongs to another attempt or is over.")));
+}
+
+/* An interval argument as milliseconds; it must be positive. */
+int64
+vb_interval_ms(Interval *iv, const char *what)
+{
+	int64		us = iv->time + (int64) iv->day * USECS_PER_DAY +
+		(int64) iv->month * DAYS_PER_MONTH * USECS_PER_DAY;
+
+	if (us <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be positive", what),
+				 errhint("Pass an interval such as '5 minutes'.")));
+	return us / 1000;
+}

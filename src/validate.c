@@ -1,0 +1,770 @@
+/*-------------------------------------------------------------------------
+ *
+ * validate.c
+ *	  Validation and normalisation of workflow definitions and spawn lists.
+ *
+ * A definition and a spawn list describe nodes in the same shape, and both
+ * pass through the same checks before anything is written: known fields
+ * only, known kinds, unique ids, dependencies that exist, no cycles,
+ * durations that parse, a sane retry policy, sizes within the settings.
+ * Every error names the node and the field.  The result is a list of
+ * VbNodeSpec with all defaults applied, which is what the engine stores on
+ * the nodes and writes into RUN_STARTED / NODES_SPAWNED, so that replay
+ * never has to know the defaulting rules.
+ *
+ * Fields of the contract that this version does not act on yet (timeouts,
+ * compensation, llm and approval nodes) are refused with
+ * feature_not_supported, never accepted and silently ignored.
+ *
+ * IDENTIFICATION
+ *	  src/validate.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "common/hashfn.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+
+#include "vectorbea.h"
+
+typedef struct Checker
+{
+	const char *what;			/* "workflow definition", "spawn list of node \"x\"" */
+	const char *field_prefix;	/* "" or "defaults." */
+} Checker;
+
+static const char *const top_fields[] = {"nodes", "defaults", NULL};
+static const char *const default_fields[] = {"retry", NULL};
+static const char *const node_fields[] = {"id", "kind", "activity", "depends_on",
+"input", "retry", NULL};
+static const char *const retry_fields[] = {"max_attempts", "backoff", "initial",
+"max", "multiplier", "jitter", NULL};
+
+/* Contract fields not acted on by this version, and why. */
+static const char *const later_node_fields[] = {"timeout", "compensate", "approval",
+"llm", NULL};
+
+#define DEFAULT_MAX_ATTEMPTS	3
+#define DEFAULT_INITIAL_MS		1000
+#define DEFAULT_MAX_MS			(60 * 1000)
+#define DEFAULT_MULTIPLIER		2.0
+
+static bool
+in_list(const char *s, const char *const *list)
+{
+	for (; *list; list++)
+		if (strcmp(s, *list) == 0)
+			return true;
+	return false;
+}
+
+static char *
+list_text(const char *const *list)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (; *list; list++)
+		appendStringInfo(&buf, "%s%s", buf.len ? ", " : "", *list);
+	return buf.data;
+}
+
+/* "node \"plan\"" or "node #3" when the id itself is unusable. */
+static char *
+node_label(const char *id, int position)
+{
+	if (id)
+		return psprintf("node \"%s\"", id);
+	return psprintf("node #%d", position + 1);
+}
+
+/* Refuses keys outside allowed; names where they were found. */
+static void
+check_fields(Checker *chk, JsonbContainer *obj, const char *const *allowed,
+			 const char *label, const char *field_path)
+{
+	JsonbIterator *it = JsonbIteratorInit(obj);
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	int			depth = 0;
+
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		char	   *key;
+		char	   *where;
+
+		if (tok == WJB_BEGIN_OBJECT)
+		{
+			depth++;
+			continue;
+		}
+		if (tok != WJB_KEY || depth != 1)
+			continue;
+		key = pnstrdup(v.val.string.val, v.val.string.len);
+		if (in_list(key, allowed))
+			continue;
+		where = field_path[0] ? psprintf("%s.%s", field_path, key) : key;
+		if (strcmp(field_path, "") == 0 && label && in_list(key, later_node_fields))
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("invalid %s: %s, field \"%s\" is not supported by this version of vectorbea",
+							chk->what, label, where),
+					 errdetail("vectorbea 0.1.0 does not act on \"%s\" yet; it refuses it rather than ignore it.",
+							   key),
+					 errhint("Remove the field, or upgrade to a version that supports it.")));
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s: %s%sunknown field \"%s\"",
+						chk->what, label ? label : "", label ? ", " : "", where),
+				 errdetail("Allowed fields here: %s.", list_text(allowed))));
+	}
+}
+
+static void
+type_error(Checker *chk, const char *label, const char *field, JsonbValue *v,
+		   const char *expected)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("invalid %s: %s, field \"%s\" must be %s",
+					chk->what, label, field, expected),
+			 errdetail("Found %s.", vb_jsonb_type_name(v))));
+}
+
+bool
+vb_valid_name(const char *s)
+{
+	size_t		len = strlen(s);
+
+	if (len == 0 || len > VB_MAX_NAME_LEN)
+		return false;
+	for (; *s; s++)
+		if (!(isalnum((unsigned char) *s) || *s == '_' || *s == '-' ||
+			  *s == '.' || *s == ':'))
+			return false;
+	return true;
+}
+
+static char *
+get_name(Checker *chk, JsonbContainer *obj, const char *key, const char *label,
+		 bool required)
+{
+	JsonbValue	v;
+	char	   *s;
+
+	if (!vb_jsonb_get(obj, key, &v))
+	{
+		if (required)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid %s: %s, field \"%s\" is required",
+							chk->what, label, key)));
+		return NULL;
+	}
+	if (v.type != jbvString)
+		type_error(chk, label, key, &v, "a string");
+	s = pnstrdup(v.val.string.val, v.val.string.len);
+	if (!vb_valid_name(s))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s: %s, field \"%s\" has an invalid value \"%s\"",
+						chk->what, label, key, s),
+				 errdetail("Names are 1 to %d characters: letters, digits, \"_\", \"-\", \".\" and \":\".",
+						   VB_MAX_NAME_LEN)));
+	return s;
+}
+
+static int64
+get_duration(Checker *chk, JsonbValue *v, const char *label, const char *field)
+{
+	char	   *text;
+	int64		ms;
+
+	if (v->type != jbvString)
+		type_error(chk, label, field, v, "a duration string such as \"30s\"");
+	text = pnstrdup(v->val.string.val, v->val.string.len);
+	if (!vb_parse_duration(text, &ms))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s: %s, field \"%s\" has an invalid duration \"%s\"",
+						chk->what, label, field, text),
+				 errdetail("A duration is one or more numbers with a unit: ms, s, m, h or d, up to 366d."),
+				 errhint("Write durations like \"500ms\", \"30s\" or \"1m30s\".")));
+	return ms;
+}
+
+static char *
+numeric_text(JsonbValue *v)
+{
+	return DatumGetCString(DirectFunctionCall1(numeric_out,
+											   NumericGetDatum(v->val.numeric)));
+}
+
+/* An integer within [min, max], or an error naming the field. */
+static int
+get_int(Checker *chk, JsonbValue *v, const char *label, const char *field,
+		int min, int max)
+{
+	char	   *text;
+	char	   *end;
+	long		n;
+
+	if (v->type != jbvNumeric)
+		type_error(chk, label, field, v, "an integer");
+	text = numeric_text(v);
+	errno = 0;
+	n = strtol(text, &end, 10);
+	if (*end != '\0' || errno != 0 || n < min || n > max)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s: %s, field \"%s\" must be an integer from %d to %d",
+						chk->what, label, field, min, max),
+				 errdetail("Found %s.", text)));
+	return (int) n;
+}
+
+static double
+get_number(Checker *chk, JsonbValue *v, const char *label, const char *field,
+		   double min, double max)
+{
+	double		d;
+
+	if (v->type != jbvNumeric)
+		type_error(chk, label, field, v, "a number");
+	d = DatumGetFloat8(DirectFunctionCall1(numeric_float8,
+										   NumericGetDatum(v->val.numeric)));
+	if (!(d >= min && d <= max))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s: %s, field \"%s\" must be a number from %g to %g",
+						chk->what, label, field, min, max),
+				 errdetail("Found %s.", numeric_text(v))));
+	return d;
+}
+
+/*
+ * Applies one retry object (the workflow defaults or a node's own) on top of
+ * spec's current policy.  prefix is "" or "defaults." so that the error names
+ * the field the user wrote.
+ */
+static void
+apply_retry(Checker *chk, JsonbValue *retry, VbNodeSpec *spec, const char *label,
+			const char *prefix)
+{
+	JsonbContainer *obj;
+	JsonbValue	v;
+	char	   *field = psprintf("%sretry", prefix);
+
+	if (retry->type != jbvBinary || !JsonContainerIsObject(retry->val.binary.data))
+		type_error(chk, label, field, retry, "an object");
+	obj = retry->val.binary.data;
+	check_fields(chk, obj, retry_fields, label, field);
+
+	if (vb_jsonb_get(obj, "max_attempts", &v))
+		spec->max_attempts = get_int(chk, &v, label,
+									 psprintf("%s.max_attempts", field),
+									 1, VB_MAX_ATTEMPTS_LIMIT);
+	if (vb_jsonb_get(obj, "backoff", &v))
+	{
+		char	   *b;
+
+		if (v.type != jbvString)
+			type_error(chk, label, psprintf("%s.backoff", field), &v, "a string");
+		b = pnstrdup(v.val.string.val, v.val.string.len);
+		if (strcmp(b, "exponential") == 0)
+			spec->backoff_exponential = true;
+		else if (strcmp(b, "fixed") == 0)
+			spec->backoff_exponential = false;
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid %s: %s, field \"%s.backoff\" has an unknown value \"%s\"",
+							chk->what, label, field, b),
+					 errdetail("Allowed values: exponential, fixed.")));
+	}
+	if (vb_jsonb_get(obj, "initial", &v))
+		spec->initial_ms = get_duration(chk, &v, label, psprintf("%s.initial", field));
+	if (vb_jsonb_get(obj, "max", &v))
+		spec->max_ms = get_duration(chk, &v, label, psprintf("%s.max", field));
+	if (vb_jsonb_get(obj, "multiplier", &v))
+		spec->multiplier = get_number(chk, &v, label,
+									  psprintf("%s.multiplier", field), 1.0, 10.0);
+	if (vb_jsonb_get(obj, "jitter", &v))
+	{
+		if (v.type != jbvBool)
+			type_error(chk, label, psprintf("%s.jitter", field), &v, "a boolean");
+		spec->jitter = v.val.boolean;
+	}
+	if (spec->max_ms < spec->initial_ms)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s: %s, field \"%s.max\" is shorter than \"%s.initial\"",
+						chk->what, label, field, field),
+				 errdetail("max is %s, initial is %s.",
+						   vb_format_duration(spec->max_ms),
+						   vb_format_duration(spec->initial_ms)),
+				 errhint("The longest delay between attempts must be at least the first one.")));
+}
+
+/* Parses one node object into spec, defaults already applied to spec. */
+static void
+parse_node(Checker *chk, JsonbValue *nodeval, int position, VbNodeSpec *spec)
+{
+	JsonbContainer *obj;
+	JsonbValue	v;
+	char	   *label = node_label(NULL, position);
+
+	if (nodeval->type != jbvBinary || !JsonContainerIsObject(nodeval->val.binary.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s: %s must be an object", chk->what, label),
+				 errdetail("Found %s.", vb_jsonb_type_name(nodeval))));
+	obj = nodeval->val.binary.data;
+
+	spec->id = get_name(chk, obj, "id", label, true);
+	label = node_label(spec->id, position);
+	check_fields(chk, obj, node_fields, label, "");
+
+	spec->kind = "task";
+	if (vb_jsonb_get(obj, "kind", &v))
+	{
+		char	   *kind;
+
+		if (v.type != jbvString)
+			type_error(chk, label, "kind", &v, "a string");
+		kind = pnstrdup(v.val.string.val, v.val.string.len);
+		if (strcmp(kind, "llm") == 0 || strcmp(kind, "approval") == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("invalid %s: %s, field \"kind\": \"%s\" nodes are not supported by this version of vectorbea",
+							chk->what, label, kind),
+					 errdetail("vectorbea 0.1.0 runs \"task\" nodes only."),
+					 errhint("Use a \"task\" node done by a worker.")));
+		if (strcmp(kind, "task") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid %s: %s, field \"kind\" has an unknown value \"%s\"",
+							chk->what, label, kind),
+					 errdetail("Allowed kinds: task, llm, approval.")));
+	}
+	spec->activity = get_name(chk, obj, "activity", label, true);
+
+	spec->depends_on = NIL;
+	if (vb_jsonb_get(obj, "depends_on", &v))
+	{
+		JsonbContainer *deps;
+		int			n;
+
+		if (v.type != jbvBinary || !JsonContainerIsArray(v.val.binary.data))
+			type_error(chk, label, "depends_on", &v, "an array of node ids");
+		deps = v.val.binary.data;
+		n = JsonContainerSize(deps);
+		for (int i = 0; i < n; i++)
+		{
+			JsonbValue *d = getIthJsonbValueFromContainer(deps, i);
+			char	   *dep;
+			ListCell   *lc;
+
+			if (d->type != jbvString)
+				type_error(chk, label, psprintf("depends_on[%d]", i), d, "a node id string");
+			dep = pnstrdup(d->val.string.val, d->val.string.len);
+			if (strcmp(dep, spec->id) == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+						 errmsg("invalid %s: %s, field \"depends_on\": the node depends on itself",
+								chk->what, label),
+						 errdetail("A dependency cycle: %s → %s.", spec->id, spec->id)));
+			foreach(lc, spec->depends_on)
+				if (strcmp((char *) lfirst(lc), dep) == 0)
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("invalid %s: %s, field \"depends_on\" lists \"%s\" twice",
+									chk->what, label, dep)));
+			spec->depends_on = lappend(spec->depends_on, dep);
+		}
+	}
+
+	spec->input_json = "{}";
+	if (vb_jsonb_get(obj, "input", &v))
+	{
+		if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
+			type_error(chk, label, "input", &v, "an object");
+		spec->input_json = vb_jsonb_value_text(&v);
+	}
+
+	if (vb_jsonb_get(obj, "retry", &v))
+		apply_retry(chk, &v, spec, label, "");
+}
+
+typedef struct IdEntry
+{
+	char		key[VB_MAX_NAME_LEN + 1];
+	int			index;			/* position among new nodes, -1 for existing */
+} IdEntry;
+
+static HTAB *
+id_table(int size)
+{
+	HASHCTL		ctl;
+
+	ctl.keysize = VB_MAX_NAME_LEN + 1;
+	ctl.entrysize = sizeof(IdEntry);
+	ctl.hcxt = CurrentMemoryContext;
+	return hash_create("vectorbea node ids", Max(size, 16), &ctl,
+					   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+}
+
+/*
+ * Finds and reports a cycle among the nodes Kahn's algorithm could not
+ * order.  Each of them has a dependency that is also unordered, so walking
+ * such dependencies must revisit a node.
+ */
+static void
+report_cycle(Checker *chk, VbNodeSpec **specs, int n, bool *ordered, HTAB *ids)
+{
+	int		   *visit_order = palloc0(sizeof(int) * n);
+	int			start = -1;
+	int			cur;
+	int			step = 1;
+	StringInfoData path;
+
+	for (int i = 0; i < n && start < 0; i++)
+		if (!ordered[i])
+			start = i;
+	cur = start;
+	while (visit_order[cur] == 0)
+	{
+		ListCell   *lc;
+		int			next = -1;
+
+		visit_order[cur] = step++;
+		foreach(lc, specs[cur]->depends_on)
+		{
+			IdEntry    *e = hash_search(ids, lfirst(lc), HASH_FIND, NULL);
+
+			if (e && e->index >= 0 && !ordered[e->index])
+			{
+				next = e->index;
+				break;
+			}
+		}
+		Assert(next >= 0);
+		if (next < 0)
+			elog(ERROR, "cycle search lost its way at node \"%s\"", specs[cur]->id);
+		cur = next;
+	}
+
+	/* cur is on the cycle; print it in the direction of the dependencies. */
+	initStringInfo(&path);
+	start = cur;
+	do
+	{
+		ListCell   *lc;
+
+		appendStringInfo(&path, "%s → ", specs[cur]->id);
+		foreach(lc, specs[cur]->depends_on)
+		{
+			IdEntry    *e = hash_search(ids, lfirst(lc), HASH_FIND, NULL);
+
+			if (e && e->index >= 0 && !ordered[e->index])
+			{
+				cur = e->index;
+				break;
+			}
+		}
+	} while (cur != start);
+	appendStringInfoString(&path, specs[start]->id);
+
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
+			 errmsg("invalid %s: node \"%s\", field \"depends_on\" closes a dependency cycle",
+					chk->what, specs[start]->id),
+			 errdetail("The cycle (each node depends on the next): %s.", path.data),
+			 errhint("A workflow is a directed acyclic graph; remove one of these dependencies.")));
+}
+
+/*
+ * Parses an array of node objects against the defaults, checks ids,
+ * dependencies and cycles.  existing (may be NULL) are the run's nodes for a
+ * spawn list: new ids must not collide with them and may depend on them.
+ */
+static List *
+parse_nodes(Checker *chk, JsonbValue *nodes, JsonbValue *defaults_retry,
+			VbExistingNodes *existing)
+{
+	JsonbContainer *arr;
+	int			n;
+	int			existing_count = existing ? existing->count : 0;
+	VbNodeSpec **specs;
+	HTAB	   *ids;
+	int		   *remaining;
+	bool	   *ordered;
+	int		   *queue;
+	int			head = 0,
+				tail = 0;
+	List	   *result = NIL;
+
+	if (nodes->type != jbvBinary || !JsonContainerIsArray(nodes->val.binary.data))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s: \"nodes\" must be an array of node objects", chk->what),
+				 errdetail("Found %s.", vb_jsonb_type_name(nodes))));
+	arr = nodes->val.binary.data;
+	n = JsonContainerSize(arr);
+	if (n == 0 && existing == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s: \"nodes\" is empty", chk->what),
+				 errhint("A workflow needs at least one node.")));
+	if (n + existing_count > vb_max_nodes_per_run)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("invalid %s: a run would have %d nodes, more than vectorbea.max_nodes_per_run",
+						chk->what, n + existing_count),
+				 errdetail("vectorbea.max_nodes_per_run is %d%s.", vb_max_nodes_per_run,
+						   existing ? psprintf("; the run already has %d", existing_count) : ""),
+				 errhint("Split the work into several runs, or raise vectorbea.max_nodes_per_run.")));
+
+	specs = palloc0(sizeof(VbNodeSpec *) * Max(n, 1));
+	ids = id_table(n + existing_count);
+	for (int i = 0; i < existing_count; i++)
+	{
+		IdEntry    *e = hash_search(ids, existing->ids[i], HASH_ENTER, NULL);
+
+		e->index = -1;
+	}
+
+	for (int i = 0; i < n; i++)
+	{
+		VbNodeSpec *spec = palloc0(sizeof(VbNodeSpec));
+		JsonbValue *nodeval = getIthJsonbValueFromContainer(arr, i);
+		IdEntry    *e;
+		bool		found;
+
+		spec->max_attempts = DEFAULT_MAX_ATTEMPTS;
+		spec->backoff_exponential = true;
+		spec->initial_ms = DEFAULT_INITIAL_MS;
+		spec->max_ms = DEFAULT_MAX_MS;
+		spec->multiplier = DEFAULT_MULTIPLIER;
+		spec->jitter = true;
+		if (defaults_retry)
+			apply_retry(chk, defaults_retry, spec, node_label(NULL, i), "defaults.");
+		parse_node(chk, nodeval, i, spec);
+
+		e = hash_search(ids, spec->id, HASH_ENTER, &found);
+		if (found)
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_OBJECT),
+					 errmsg("invalid %s: node \"%s\", field \"id\" is not unique",
+							chk->what, spec->id),
+					 e->index >= 0 ?
+					 errdetail("Nodes #%d and #%d both have the id \"%s\".",
+							   e->index + 1, i + 1, spec->id) :
+					 errdetail("The run already has a node \"%s\".", spec->id),
+					 errhint("Every node of a run needs its own id.")));
+		e->index = i;
+		specs[i] = spec;
+	}
+
+	/* Dependencies must name a node of the run, new or existing. */
+	remaining = palloc0(sizeof(int) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		ListCell   *lc;
+
+		foreach(lc, specs[i]->depends_on)
+		{
+			IdEntry    *e = hash_search(ids, lfirst(lc), HASH_FIND, NULL);
+
+			if (e == NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_UNDEFINED_OBJECT),
+						 errmsg("invalid %s: node \"%s\", field \"depends_on\" names an unknown node \"%s\"",
+								chk->what, specs[i]->id, (char *) lfirst(lc)),
+						 errhint(existing ? "A spawned node may depend on nodes of the run or on nodes spawned with it."
+								 : "Dependencies must be ids of nodes in the same definition.")));
+			if (e->index >= 0)
+				remaining[i]++;
+		}
+	}
+
+	/* Kahn's algorithm over the new nodes; what stays unordered is cyclic. */
+	ordered = palloc0(sizeof(bool) * Max(n, 1));
+	queue = palloc(sizeof(int) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+		if (remaining[i] == 0)
+			queue[tail++] = i;
+	while (head < tail)
+	{
+		int			done = queue[head++];
+
+		ordered[done] = true;
+		/* O(n * deps) is fine at the node limits; definitions are small. */
+		for (int j = 0; j < n; j++)
+		{
+			ListCell   *lc;
+
+			if (ordered[j] || remaining[j] == 0)
+				continue;
+			foreach(lc, specs[j]->depends_on)
+				if (strcmp((char *) lfirst(lc), specs[done]->id) == 0 &&
+					--remaining[j] == 0)
+					queue[tail++] = j;
+		}
+	}
+	if (tail < n)
+		report_cycle(chk, specs, n, ordered, ids);
+
+	for (int i = 0; i < n; i++)
+		result = lappend(result, specs[i]);
+	return result;
+}
+
+static List *
+validate(Checker *chk, Jsonb *definition, VbExistingNodes *existing,
+		 JsonbValue *nodes_override)
+{
+	JsonbValue	nodes;
+	JsonbValue	defaults;
+	JsonbValue	retry;
+	JsonbValue *defaults_retry = NULL;
+	JsonbContainer *root = &definition->root;
+
+	if (!JsonContainerIsObject(root))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s: it must be a JSON object with a \"nodes\" array", chk->what)));
+	if (nodes_override == NULL)
+	{
+		check_fields(chk, root, top_fields, NULL, "");
+		if (!vb_jsonb_get(root, "nodes", &nodes))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid %s: field \"nodes\" is required", chk->what)));
+	}
+	if (vb_jsonb_get(root, "defaults", &defaults))
+	{
+		if (defaults.type != jbvBinary || !JsonContainerIsObject(defaults.val.binary.data))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid %s: field \"defaults\" must be an object", chk->what),
+					 errdetail("Found %s.", vb_jsonb_type_name(&defaults))));
+		if (nodes_override == NULL)
+		{
+			JsonbIterator *it;
+			JsonbValue	k;
+			JsonbIteratorToken tok;
+			int			depth = 0;
+
+			/* Same refusal as on nodes for fields not acted on yet. */
+			it = JsonbIteratorInit(defaults.val.binary.data);
+			while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+			{
+				char	   *key;
+
+				if (tok == WJB_BEGIN_OBJECT)
+					depth++;
+				if (tok != WJB_KEY || depth != 1)
+					continue;
+				key = pnstrdup(k.val.string.val, k.val.string.len);
+				if (in_list(key, default_fields))
+					continue;
+				ereport(ERROR,
+						(errcode(in_list(key, later_node_fields) ?
+								 ERRCODE_FEATURE_NOT_SUPPORTED : ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("invalid %s: field \"defaults.%s\" is %s",
+								chk->what, key,
+								in_list(key, later_node_fields) ?
+								"not supported by this version of vectorbea" : "unknown"),
+						 errdetail("Allowed fields here: %s.", list_text(default_fields))));
+			}
+		}
+		if (vb_jsonb_get(defaults.val.binary.data, "retry", &retry))
+			defaults_retry = &retry;
+	}
+	return parse_nodes(chk, nodes_override ? nodes_override : &nodes,
+					   defaults_retry, existing);
+}
+
+/* Validates a workflow definition; returns its nodes, normalised. */
+List *
+vb_validate_definition(Jsonb *definition)
+{
+	Checker		chk = {"workflow definition", ""};
+
+	vb_check_payload_size(definition, "the workflow definition");
+	return validate(&chk, definition, NULL, NULL);
+}
+
+/*
+ * Validates the spawn list of node spawner against the run's definition (for
+ * its defaults) and its existing nodes.
+ */
+List *
+vb_validate_spawn(Jsonb *spawn, Jsonb *definition, const char *spawner,
+				  VbExistingNodes *existing)
+{
+	Checker		chk;
+	JsonbValue	nodes;
+
+	chk.what = psprintf("spawn list of node \"%s\"", spawner);
+	chk.field_prefix = "";
+	vb_check_payload_size(spawn, psprintf("the spawn list of node \"%s\"", spawner));
+	if (!JsonContainerIsArray(&spawn->root) || JsonContainerIsScalar(&spawn->root))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s: it must be a JSON array of node objects", chk.what),
+				 errhint("Pass spawn => '[{\"id\": \"next\", \"activity\": \"work\"}]'.")));
+	nodes.type = jbvBinary;
+	nodes.val.binary.data = &spawn->root;
+	nodes.val.binary.len = VARSIZE(spawn) - VARHDRSZ;
+	return validate(&chk, definition, existing, &nodes);
+}
+
+/*
+ * The normalised JSON array of specs: what RUN_STARTED and NODES_SPAWNED
+ * record, and what replay rebuilds nodes from.
+ */
+char *
+vb_node_specs_json(List *specs)
+{
+	StringInfoData buf;
+	ListCell   *lc;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '[');
+	foreach(lc, specs)
+	{
+		VbNodeSpec *s = lfirst(lc);
+		ListCell   *d;
+
+		if (foreach_current_index(lc) > 0)
+			appendStringInfoChar(&buf, ',');
+		appendStringInfoString(&buf, "{\"id\":");
+		vb_append_json_string(&buf, s->id);
+		appendStringInfoString(&buf, ",\"kind\":");
+		vb_append_json_string(&buf, s->kind);
+		appendStringInfoString(&buf, ",\"activity\":");
+		vb_append_json_string(&buf, s->activity);
+		appendStringInfoString(&buf, ",\"depends_on\":[");
+		foreach(d, s->depends_on)
+		{
+			if (foreach_current_index(d) > 0)
+				appendStringInfoChar(&buf, ',');
+			vb_append_json_string(&buf, lfirst(d));
+		}
+		appendStringInfo(&buf, "],\"input\":%s,\"retry\":{\"max_attempts\":%d,"
+						 "\"backoff\":\"%s\",\"initial_ms\":%ld,\"max_ms\":%ld,"
+						 "\"multiplier\":%g,\"jitter\":%s}}",
+						 s->input_json, s->max_attempts,
+						 s->backoff_exponential ? "exponential" : "fixed",
+						 (long) s->initial_ms, (long) s->max_ms, s->multiplier,
+						 s->jitter ? "true" : "false");
+	}
+	appendStringInfoChar(&buf, ']');
+	return buf.data;
+}

@@ -1,0 +1,87 @@
+/*-------------------------------------------------------------------------
+ *
+ * vectorbea.c
+ *	  Module entry point: PG_MODULE_MAGIC and the settings of vectorbea.
+ *
+ * Every setting of the extension is defined here, in one place, so that the
+ * documentation (docs/operations.md) can be checked against one list.
+ * Limits that protect the engine are PGC_SUSET: an ordinary role must not be
+ * able to raise them for its own session.
+ *
+ * IDENTIFICATION
+ *	  src/vectorbea.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "utils/guc.h"
+
+#include "vectorbea.h"
+
+PG_MODULE_MAGIC;
+
+int			vb_max_payload_kb = 1024;
+int			vb_max_nodes_per_run = 10000;
+bool		vb_notify_tasks = true;
+bool		vb_notify_runs = true;
+
+/* clock.c owns the parsed value; the string lives here with the GUC. */
+extern char *vb_test_clock_offset_text;
+extern bool vb_check_clock_offset(char **newval, void **extra, GucSource source);
+extern void vb_assign_clock_offset(const char *newval, void *extra);
+
+void		_PG_init(void);
+
+void
+_PG_init(void)
+{
+	DefineCustomIntVariable("vectorbea.max_payload_size",
+							"Largest JSON payload the engine accepts.",
+							"Applies to run input, node input, outputs, spawn lists, "
+							"checkpoints, errors and custom event data, measured as "
+							"stored jsonb.",
+							&vb_max_payload_kb,
+							1024, 1, 1024 * 1024,
+							PGC_SUSET, GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("vectorbea.max_nodes_per_run",
+							"Largest number of nodes one run may have, spawned nodes included.",
+							NULL,
+							&vb_max_nodes_per_run,
+							10000, 1, 1000000,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("vectorbea.notify_tasks",
+							 "Sends NOTIFY vectorbea_tasks when tasks become ready.",
+							 "NOTIFY serialises committing transactions; turn it off "
+							 "when no worker listens and workers poll instead.",
+							 &vb_notify_tasks,
+							 true,
+							 PGC_SUSET, 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("vectorbea.notify_runs",
+							 "Sends NOTIFY vectorbea_runs when a run finishes.",
+							 "NOTIFY serialises committing transactions; turn it off "
+							 "when nobody listens for finished runs.",
+							 &vb_notify_runs,
+							 true,
+							 PGC_SUSET, 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("vectorbea.test_clock_offset",
+							   "Moves the engine clock forward, for tests.",
+							   "A duration such as 90s or 2h30m added to the wall clock "
+							   "wherever the engine reads time. Only for tests: leases, "
+							   "backoff and timeouts are then tested without sleeping.",
+							   &vb_test_clock_offset_text,
+							   "0s",
+							   PGC_SUSET, 0,
+							   vb_check_clock_offset, vb_assign_clock_offset, NULL);
+
+	MarkGUCPrefixReserved("vectorbea");
+}

@@ -1,0 +1,147 @@
+/*-------------------------------------------------------------------------
+ *
+ * vectorbea.h
+ *	  Shared types, settings and cross-file prototypes of vectorbea.
+ *
+ * Every non-static symbol of the module carries the vb_ prefix, because all
+ * loaded extensions share one symbol namespace.  SQL-callable functions are
+ * named vectorbea_<sqlname>.
+ *
+ * Locking rule, relied on by every file that changes a run: a transaction
+ * locks the run's row (vb_run_lock) before it changes any of that run's
+ * nodes or appends an event.  The run row carries the per-run event sequence,
+ * so holding it orders a run's events in commit order with no gaps.  Only
+ * claim_tasks takes node rows first, and it never waits: it skips locked
+ * nodes and locked runs alike, so it cannot be part of a deadlock.
+ *
+ * IDENTIFICATION
+ *	  src/vectorbea.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef VECTORBEA_H
+#define VECTORBEA_H
+
+#include "postgres.h"
+
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+#include "nodes/pg_list.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+/* SQLSTATE for "the lease presented is no longer the task's lease". */
+#define ERRCODE_VB_LEASE_LOST	MAKE_SQLSTATE('V','B','0','0','1')
+
+/* Limits on identifiers used in definitions. */
+#define VB_MAX_NAME_LEN			128
+#define VB_MAX_ATTEMPTS_LIMIT	1000
+
+/* ---- settings (vectorbea.c) ---- */
+extern int	vb_max_payload_kb;
+extern int	vb_max_nodes_per_run;
+extern bool vb_notify_tasks;
+extern bool vb_notify_runs;
+
+/* ---- clock.c: the one engine clock, ids ---- */
+extern TimestampTz vb_now(void);
+extern pg_uuid_t *vb_uuid_v7(TimestampTz at);
+extern Datum vb_uuid_datum(pg_uuid_t *uuid);
+extern char *vb_uuid_text(pg_uuid_t *uuid);
+
+/* ---- duration.c ---- */
+extern bool vb_parse_duration(const char *text, int64 *ms);
+extern char *vb_format_duration(int64 ms);
+
+/* ---- jsonb_util.c: reading jsonb without a detour through text ---- */
+extern bool vb_jsonb_get(JsonbContainer *obj, const char *key, JsonbValue *out);
+extern const char *vb_jsonb_type_name(JsonbValue *v);
+extern Jsonb *vb_jsonb_from_value(JsonbValue *v);
+extern char *vb_jsonb_value_text(JsonbValue *v);
+extern Jsonb *vb_jsonb_from_cstring(const char *json);
+extern void vb_check_payload_size(Jsonb *payload, const char *what);
+extern void vb_append_json_string(StringInfo buf, const char *s);
+
+/* ---- validate.c: definitions and spawn lists ---- */
+
+/* A node after validation, with every default applied. */
+typedef struct VbNodeSpec
+{
+	char	   *id;
+	char	   *kind;
+	char	   *activity;
+	List	   *depends_on;		/* of char * */
+	char	   *input_json;		/* normalised JSON text of "input" */
+	int			max_attempts;
+	bool		backoff_exponential;
+	int64		initial_ms;
+	int64		max_ms;
+	double		multiplier;
+	bool		jitter;
+} VbNodeSpec;
+
+/* A run's existing nodes, as spawn validation needs them. */
+typedef struct VbExistingNodes
+{
+	int			count;
+	char	  **ids;
+} VbExistingNodes;
+
+extern bool vb_valid_name(const char *s);
+extern List *vb_validate_definition(Jsonb *definition);
+extern List *vb_validate_spawn(Jsonb *spawn, Jsonb *definition,
+							   const char *spawner, VbExistingNodes *existing);
+extern char *vb_node_specs_json(List *specs);
+
+/* ---- events.c: the run lock and the history ---- */
+
+/* A run locked by this transaction, with its counters kept in memory. */
+typedef struct VbRun
+{
+	pg_uuid_t	id;
+	char	   *status;
+	char	   *workflow;
+	int			workflow_version;
+	int64		last_seq;
+	int32		open_nodes;
+	int32		node_count;
+	TimestampTz created_at;
+	bool		finished;		/* set when this call ended the run */
+} VbRun;
+
+extern bool vb_run_lock(pg_uuid_t *run_id, VbRun *run);
+extern bool vb_run_lock_for_task(int64 task_id, VbRun *run);
+extern int64 vb_event(VbRun *run, const char *type, const char *node,
+					  int attempt, const char *data_json, TimestampTz at);
+extern void vb_run_save(VbRun *run, TimestampTz at);
+extern bool vb_event_type_reserved(const char *type);
+
+/* ---- graph.c: nodes becoming ready, runs finishing ---- */
+extern int	vb_insert_nodes(VbRun *run, const char *specs_json,
+							const char *spawned_by, int priority, TimestampTz at);
+extern void vb_release_dependents(VbRun *run, const char *node, TimestampTz at);
+extern void vb_finish_run_if_done(VbRun *run, TimestampTz at);
+extern void vb_notify_task_ready(const char *activity);
+extern void vb_notify_run_finished(VbRun *run);
+extern void vb_end_run(VbRun *run, const char *status, const char *event_type,
+					   const char *data_json, TimestampTz at);
+extern void vb_close_open_nodes(VbRun *run, const char *idle_status,
+								const char *running_status, TimestampTz at,
+								char **closed_json, char **revoked_json);
+
+/* ---- failure.c ---- */
+extern const char *vb_fail_attempt(VbRun *run, int64 task_id, const char *err_class,
+								   const char *error_json, bool retryable,
+								   int64 retry_after_ms, TimestampTz at);
+extern void vb_fail_run(VbRun *run, const char *node, const char *reason,
+						TimestampTz at);
+
+/* ---- lease.c: refusals of stale leases ---- */
+extern void vb_refuse_lease(int64 task_id, pg_uuid_t *lease, const char *action);
+extern int64 vb_interval_ms(Interval *iv, const char *what);
+
+/* ---- SPI helpers (events.c) ---- */
+extern SPIPlanPtr vb_prepare(const char *sql, int nargs, Oid *argtypes);
+
+#endif							/* VECTORBEA_H */

@@ -1,0 +1,350 @@
+/*-------------------------------------------------------------------------
+ *
+ * workflow.c
+ *	  Workflow definitions and the start of runs.
+ *
+ * define_workflow stores a validated definition as the next version of its
+ * name; start_run validates again (settings may have changed), creates the
+ * run, writes RUN_STARTED with every node normalised, and adds the nodes.
+ * An idempotency key makes start_run safe to retry: the same key with the
+ * same workflow and input returns the run it started the first time.
+ *
+ * IDENTIFICATION
+ *	  src/workflow.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+
+#include "vectorbea.h"
+
+static const char *const option_fields[] = {"workspace", "priority", "budget_usd",
+"budget_tokens", NULL};
+
+static void
+check_workflow_name(const char *name)
+{
+	if (!vb_valid_name(name))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_NAME),
+				 errmsg("invalid workflow name \"%s\"", name),
+				 errdetail("Names are 1 to %d characters: letters, digits, \"_\", \"-\", \".\" and \":\".",
+						   VB_MAX_NAME_LEN)));
+}
+
+/*
+ * define_workflow(name text, definition jsonb) -> int
+ */
+PG_FUNCTION_INFO_V1(vectorbea_define_workflow);
+Datum
+vectorbea_define_workflow(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	Jsonb	   *definition;
+	Datum		args[3];
+	Oid			types[3] = {TEXTOID, JSONBOID, TIMESTAMPTZOID};
+	bool		isnull;
+	int32		version;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("workflow name and definition must not be null")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	definition = PG_GETARG_JSONB_P(1);
+	check_workflow_name(name);
+	(void) vb_validate_definition(definition);
+
+	args[0] = CStringGetTextDatum(name);
+	args[1] = JsonbPGetDatum(definition);
+	args[2] = TimestampTzGetDatum(vb_now());
+
+	SPI_connect();
+	/* Concurrent definitions of one name take versions one after another. */
+	if (SPI_execute_with_args("SELECT pg_catalog.pg_advisory_xact_lock("
+							  "pg_catalog.hashtext('vectorbea.workflow:' || $1))",
+							  1, types, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not lock workflow name");
+	if (SPI_execute_with_args("INSERT INTO vectorbea.workflows (name, version, definition, created_at)"
+							  " SELECT $1, coalesce(max(version), 0) + 1, $2, $3"
+							  "   FROM vectorbea.workflows WHERE name = $1"
+							  " RETURNING version",
+							  3, types, args, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "vectorbea: could not store workflow");
+	version = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+	PG_RETURN_INT32(version);
+}
+
+/*
+ * validate_workflow(definition jsonb) -> jsonb: the nodes with every default
+ * applied, or the error define_workflow would raise.
+ */
+PG_FUNCTION_INFO_V1(vectorbea_validate_workflow);
+Datum
+vectorbea_validate_workflow(PG_FUNCTION_ARGS)
+{
+	List	   *specs;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("workflow definition must not be null")));
+	specs = vb_validate_definition(PG_GETARG_JSONB_P(0));
+	PG_RETURN_JSONB_P(vb_jsonb_from_cstring(vb_node_specs_json(specs)));
+}
+
+/* Checks start_run's options; returns the run priority. */
+static int
+check_options(Jsonb *options)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	int			depth = 0;
+	int			priority = 0;
+
+	if (!JsonContainerIsObject(&options->root))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid run options: they must be a JSON object")));
+	it = JsonbIteratorInit(&options->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		char	   *key;
+		JsonbValue	val;
+
+		if (tok == WJB_BEGIN_OBJECT)
+			depth++;
+		if (tok != WJB_KEY || depth != 1)
+			continue;
+		key = pnstrdup(v.val.string.val, v.val.string.len);
+		if (strcmp(key, "deadline") == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("invalid run options: field \"deadline\" is not supported by this version of vectorbea"),
+					 errdetail("Run deadlines are enforced by the scheduler, which vectorbea 0.1.0 does not have yet."),
+					 errhint("Remove the field; cancel_run() stops a run by hand.")));
+		if (!vb_jsonb_get(&options->root, key, &val))
+			continue;
+		if (strcmp(key, "workspace") == 0)
+		{
+			char	   *ws;
+
+			if (val.type != jbvString ||
+				!vb_valid_name(ws = pnstrdup(val.val.string.val, val.val.string.len)))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("invalid run options: field \"workspace\" must be a name"),
+						 errdetail("Names are 1 to %d characters: letters, digits, \"_\", \"-\", \".\" and \":\".",
+								   VB_MAX_NAME_LEN)));
+			(void) ws;
+		}
+		else if (strcmp(key, "priority") == 0 || strcmp(key, "budget_tokens") == 0)
+		{
+			char	   *text = NULL;
+			char	   *end;
+			long		n = 0;
+			bool		ok = (val.type == jbvNumeric);
+
+			if (ok)
+			{
+				text = DatumGetCString(DirectFunctionCall1(numeric_out,
+														   NumericGetDatum(val.val.numeric)));
+				errno = 0;
+				n = strtol(text, &end, 10);
+				ok = (*end == '\0' && errno == 0);
+			}
+			if (strcmp(key, "priority") == 0)
+			{
+				if (!ok || n < -1000 || n > 1000)
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("invalid run options: field \"priority\" must be an integer from -1000 to 1000"),
+							 errdetail("Found %s.", text ? text : vb_jsonb_type_name(&val))));
+				priority = (int) n;
+			}
+			else if (!ok || n < 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("invalid run options: field \"budget_tokens\" must be a non-negative integer"),
+						 errdetail("Found %s.", text ? text : vb_jsonb_type_name(&val))));
+		}
+		else if (strcmp(key, "budget_usd") == 0)
+		{
+			if (val.type != jbvNumeric ||
+				DatumGetFloat8(DirectFunctionCall1(numeric_float8,
+												   NumericGetDatum(val.val.numeric))) < 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("invalid run options: field \"budget_usd\" must be a non-negative number")));
+		}
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid run options: unknown field \"%s\"", key),
+					 errdetail("Allowed fields: workspace, priority, budget_usd, budget_tokens.")));
+	}
+	(void) option_fields;
+	return priority;
+}
+
+/* Returns the run of an earlier start_run with this key, or throws. */
+static Datum
+existing_run(const char *key, const char *workflow, Jsonb *input)
+{
+	Datum		args[3] = {CStringGetTextDatum(key), CStringGetTextDatum(workflow),
+	JsonbPGetDatum(input)};
+	Oid			types[3] = {TEXTOID, TEXTOID, JSONBOID};
+	bool		isnull;
+	bool		same;
+	Datum		id;
+
+	if (SPI_execute_with_args("SELECT id, workflow = $2 AND input = $3, workflow"
+							  "  FROM vectorbea.runs WHERE idempotency_key = $1",
+							  3, types, args, NULL, true, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "vectorbea: run with idempotency key \"%s\" vanished", key);
+	same = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	if (!same)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNIQUE_VIOLATION),
+				 errmsg("idempotency key \"%s\" was already used for a different run", key),
+				 errdetail("Run %s of workflow \"%s\" was started with this key and another workflow or input.",
+						   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1),
+						   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3)),
+				 errhint("Use a new key for a new run; reuse a key only to retry the same start.")));
+	id = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return id;
+}
+
+/*
+ * start_run(workflow text, input jsonb, idempotency_key text, options jsonb)
+ *   -> uuid
+ */
+PG_FUNCTION_INFO_V1(vectorbea_start_run);
+Datum
+vectorbea_start_run(PG_FUNCTION_ARGS)
+{
+	char	   *workflow;
+	Jsonb	   *input;
+	char	   *key = NULL;
+	Jsonb	   *options;
+	int			priority;
+	TimestampTz at = vb_now();
+	Datum		args[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			types[8] = {UUIDOID, TEXTOID, INT4OID, JSONBOID, JSONBOID, TEXTOID,
+	INT4OID, TIMESTAMPTZOID};
+	bool		isnull;
+	int32		version;
+	Jsonb	   *definition;
+	List	   *specs;
+	char	   *specs_json;
+	VbRun		run;
+	StringInfoData data;
+	pg_uuid_t  *run_id;
+	pg_uuid_t  *result;
+	MemoryContext caller_cxt = CurrentMemoryContext;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("workflow name must not be null")));
+	workflow = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	input = PG_ARGISNULL(1) ? vb_jsonb_from_cstring("{}") : PG_GETARG_JSONB_P(1);
+	if (!PG_ARGISNULL(2))
+		key = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	options = PG_ARGISNULL(3) ? vb_jsonb_from_cstring("{}") : PG_GETARG_JSONB_P(3);
+
+	if (!JsonContainerIsObject(&input->root))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("run input must be a JSON object"),
+				 errhint("Wrap the value: '{\"value\": ...}'.")));
+	vb_check_payload_size(input, "the run input");
+	if (key && (strlen(key) == 0 || strlen(key) > 512))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("idempotency key must be 1 to 512 characters long")));
+	priority = check_options(options);
+
+	SPI_connect();
+	args[0] = CStringGetTextDatum(workflow);
+	if (SPI_execute_with_args("SELECT version, definition FROM vectorbea.workflows"
+							  " WHERE name = $1 ORDER BY version DESC LIMIT 1",
+							  1, &types[1], args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: workflow lookup failed");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("workflow \"%s\" does not exist", workflow),
+				 errhint("Define it first with vectorbea.define_workflow().")));
+	version = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	definition = DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	specs = vb_validate_definition(definition);
+	specs_json = vb_node_specs_json(specs);
+
+	run_id = vb_uuid_v7(at);
+	args[0] = UUIDPGetDatum(run_id);
+	args[1] = CStringGetTextDatum(workflow);
+	args[2] = Int32GetDatum(version);
+	args[3] = JsonbPGetDatum(input);
+	args[4] = JsonbPGetDatum(options);
+	if (key)
+		args[5] = CStringGetTextDatum(key);
+	else
+		nulls[5] = 'n';
+	args[6] = Int32GetDatum(priority);
+	args[7] = TimestampTzGetDatum(at);
+	if (SPI_execute_with_args("INSERT INTO vectorbea.runs (id, workflow, workflow_version, input,"
+							  "  options, idempotency_key, priority, created_at, workspace,"
+							  "  budget_usd, budget_tokens)"
+							  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8,"
+							  "  coalesce($5->>'workspace', 'default'),"
+							  "  ($5->>'budget_usd')::numeric, ($5->>'budget_tokens')::bigint)"
+							  " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+							  8, types, args, nulls, false, 0) != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "vectorbea: could not insert run");
+
+	if (SPI_processed == 0)
+	{
+		Datum		id = existing_run(key, workflow, input);
+
+		result = MemoryContextAlloc(caller_cxt, sizeof(pg_uuid_t));
+		memcpy(result, DatumGetUUIDP(id), sizeof(pg_uuid_t));
+		SPI_finish();
+		PG_RETURN_UUID_P(result);
+	}
+
+	/* The row is new and invisible to others: no lock to take. */
+	memset(&run, 0, sizeof(run));
+	memcpy(&run.id, run_id, sizeof(pg_uuid_t));
+	run.status = "running";
+	run.workflow = workflow;
+	run.workflow_version = version;
+	run.created_at = at;
+
+	initStringInfo(&data);
+	appendStringInfoString(&data, "{\"workflow\":");
+	vb_append_json_string(&data, workflow);
+	appendStringInfo(&data, ",\"version\":%d,\"input\":%s,\"options\":%s,\"idempotency_key\":",
+					 version, JsonbToCString(NULL, &input->root, VARSIZE(input)),
+					 JsonbToCString(NULL, &options->root, VARSIZE(options)));
+	vb_append_json_string(&data, key);
+	appendStringInfo(&data, ",\"nodes\":%s}", specs_json);
+	vb_event(&run, "RUN_STARTED", NULL, 0, data.data, at);
+	vb_insert_nodes(&run, specs_json, NULL, priority, at);
+	vb_run_save(&run, at);
+
+	result = MemoryContextAlloc(caller_cxt, sizeof(pg_uuid_t));
+	memcpy(result, run_id, sizeof(pg_uuid_t));
+	SPI_finish();
+	PG_RETURN_UUID_P(result);
+}
