@@ -60,9 +60,9 @@ reclaim_expired_leases(Datum activities, TimestampTz at)
 							   " WHERE status = 'running' AND lease_expires_at <= $2"
 							   "   AND activity = ANY ($1)"
 							   " ORDER BY lease_expires_at LIMIT " CppAsString2(EXPIRED_PER_CLAIM)
-							   " FOR UPDATE SKIP LOCKED", 2, types);
+							   " FOR UPDATE SKIP LOCKED", lengthof(types), types);
 		run_plan = vb_prepare("SELECT 1 FROM vectorbea.runs WHERE id = $1"
-							  " FOR NO KEY UPDATE SKIP LOCKED", 1, run_types);
+							  " FOR NO KEY UPDATE SKIP LOCKED", lengthof(run_types), run_types);
 	}
 	args[0] = activities;
 	args[1] = TimestampTzGetDatum(at);
@@ -271,7 +271,7 @@ vectorbea_heartbeat(PG_FUNCTION_ARGS)
 						  "   SET lease_expires_at = greatest(lease_expires_at,"
 						  "                                   $4 + coalesce($3, lease_duration))"
 						  " WHERE id = $1 AND lease = $2 AND status = 'running'"
-						  " RETURNING lease_expires_at", 4, types);
+						  " RETURNING lease_expires_at", lengthof(types), types);
 	}
 	args[0] = Int64GetDatum(task_id);
 	args[1] = UUIDPGetDatum(lease);

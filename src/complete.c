@@ -222,7 +222,7 @@ vectorbea_complete_task(PG_FUNCTION_ARGS)
 		complete_plan = vb_prepare("UPDATE vectorbea.nodes"
 								   "   SET status = 'succeeded', output = $3, finished_at = $4"
 								   " WHERE id = $1 AND lease = $2 AND status = 'running'"
-								   " RETURNING node, attempt, started_at", 4, types);
+								   " RETURNING node, attempt, started_at", lengthof(types), types);
 	}
 	args[0] = Int64GetDatum(task_id);
 	args[1] = UUIDPGetDatum(lease);
@@ -348,7 +348,7 @@ vectorbea_save_checkpoint(PG_FUNCTION_ARGS)
 
 		plan = vb_prepare("UPDATE vectorbea.nodes SET checkpoint = $3"
 						  " WHERE id = $1 AND lease = $2 AND status = 'running'"
-						  " RETURNING node, attempt", 3, types);
+						  " RETURNING node, attempt", lengthof(types), types);
 	}
 	args[0] = Int64GetDatum(task_id);
 	args[1] = UUIDPGetDatum(lease);

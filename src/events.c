@@ -84,7 +84,7 @@ vb_run_lock(pg_uuid_t *run_id, VbRun *run)
 		Oid			types[1] = {UUIDOID};
 
 		plan = vb_prepare("SELECT " RUN_COLUMNS " FROM vectorbea.runs"
-						  " WHERE id = $1 FOR NO KEY UPDATE", 1, types);
+						  " WHERE id = $1 FOR NO KEY UPDATE", lengthof(types), types);
 	}
 	args[0] = UUIDPGetDatum(run_id);
 	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
@@ -108,7 +108,7 @@ vb_run_lock_for_task(int64 task_id, VbRun *run)
 
 		plan = vb_prepare("SELECT " RUN_COLUMNS " FROM vectorbea.runs"
 						  " WHERE id = (SELECT run_id FROM vectorbea.nodes WHERE id = $1)"
-						  " FOR NO KEY UPDATE", 1, types);
+						  " FOR NO KEY UPDATE", lengthof(types), types);
 	}
 	args[0] = Int64GetDatum(task_id);
 	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
@@ -138,7 +138,7 @@ vb_event(VbRun *run, const char *type, const char *node, int attempt,
 
 		plan = vb_prepare("INSERT INTO vectorbea.events"
 						  " (run_id, seq, type, node, attempt, data, at)"
-						  " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)", 7, types);
+						  " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)", lengthof(types), types);
 	}
 	run->last_seq++;
 	args[0] = UUIDPGetDatum(&run->id);
@@ -170,7 +170,7 @@ vb_run_save(VbRun *run, TimestampTz at)
 		Oid			types[4] = {UUIDOID, INT8OID, INT4OID, INT4OID};
 
 		plan = vb_prepare("UPDATE vectorbea.runs SET last_seq = $2, open_nodes = $3,"
-						  " node_count = $4 WHERE id = $1", 4, types);
+						  " node_count = $4 WHERE id = $1", lengthof(types), types);
 	}
 	args[0] = UUIDPGetDatum(&run->id);
 	args[1] = Int64GetDatum(run->last_seq);

@@ -97,13 +97,13 @@ vb_fail_attempt(VbRun *run, int64 task_id, const char *err_class,
 		Oid			t4[4] = {INT8OID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
 
 		get_plan = vb_prepare("SELECT node, activity, attempt, max_attempts, retry, started_at"
-							  "  FROM vectorbea.nodes WHERE id = $1", 1, t1);
+							  "  FROM vectorbea.nodes WHERE id = $1", lengthof(t1), t1);
 		retry_plan = vb_prepare("UPDATE vectorbea.nodes SET status = 'ready', error = $2::jsonb,"
 								" available_at = $3, lease = NULL, lease_expires_at = NULL"
-								" WHERE id = $1", 4, t4);
+								" WHERE id = $1", lengthof(t4), t4);
 		final_plan = vb_prepare("UPDATE vectorbea.nodes SET status = 'failed', error = $2::jsonb,"
 								" finished_at = $4, lease_expires_at = NULL"
-								" WHERE id = $1 AND $3 IS NOT NULL", 4, t4);
+								" WHERE id = $1 AND $3 IS NOT NULL", lengthof(t4), t4);
 	}
 	args[0] = Int64GetDatum(task_id);
 	if (SPI_execute_plan(get_plan, args, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
@@ -298,7 +298,7 @@ vectorbea_fail_task(PG_FUNCTION_ARGS)
 
 		lock_plan = vb_prepare("SELECT 1 FROM vectorbea.nodes"
 							   " WHERE id = $1 AND lease = $2 AND status = 'running'"
-							   " FOR UPDATE", 2, types);
+							   " FOR UPDATE", lengthof(types), types);
 	}
 	args[0] = Int64GetDatum(task_id);
 	args[1] = UUIDPGetDatum(lease);

@@ -181,7 +181,7 @@ vb_close_open_nodes(VbRun *run, const char *idle_status, const char *running_sta
 
 	if (plan == NULL)
 	{
-		Oid			types[3] = {UUIDOID, TEXTOID, TIMESTAMPTZOID};
+		Oid			types[4] = {UUIDOID, TEXTOID, TIMESTAMPTZOID, TEXTOID};
 
 		plan = vb_prepare("WITH open AS ("
 						  "  SELECT id, status FROM vectorbea.nodes"
@@ -226,7 +226,7 @@ vb_end_run(VbRun *run, const char *status, const char *event_type,
 		Oid			types[4] = {UUIDOID, TEXTOID, TIMESTAMPTZOID, TEXTOID};
 
 		plan = vb_prepare("UPDATE vectorbea.runs SET status = $2, finished_at = $3,"
-						  " error = $4::jsonb WHERE id = $1", 4, types);
+						  " error = $4::jsonb WHERE id = $1", lengthof(types), types);
 	}
 	args[0] = UUIDPGetDatum(&run->id);
 	args[1] = CStringGetTextDatum(status);

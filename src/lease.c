@@ -37,13 +37,12 @@ vb_refuse_lease(int64 task_id, pg_uuid_t *lease, const char *action)
 	TupleDesc	desc;
 	char	   *status;
 	char	   *node;
-	char	   *run;
 	char	   *attempt;
 	char	   *worker;
 	char	   *run_status;
 	char	   *detail;
 
-	if (SPI_execute_with_args("SELECT n.status, n.node, n.run_id, n.attempt, n.worker, r.status"
+	if (SPI_execute_with_args("SELECT n.status, n.node, NULL, n.attempt, n.worker, r.status"
 							  "  FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
 							  " WHERE n.id = $1",
 							  1, types, args, NULL, true, 1) != SPI_OK_SELECT)
@@ -56,7 +55,6 @@ vb_refuse_lease(int64 task_id, pg_uuid_t *lease, const char *action)
 	desc = SPI_tuptable->tupdesc;
 	status = SPI_getvalue(tup, desc, 1);
 	node = SPI_getvalue(tup, desc, 2);
-	run = SPI_getvalue(tup, desc, 3);
 	attempt = SPI_getvalue(tup, desc, 4);
 	worker = SPI_getvalue(tup, desc, 5);
 	run_status = SPI_getvalue(tup, desc, 6);
@@ -74,9 +72,9 @@ vb_refuse_lease(int64 task_id, pg_uuid_t *lease, const char *action)
 
 	ereport(ERROR,
 			(errcode(ERRCODE_VB_LEASE_LOST),
-			 errmsg("cannot %s task %ld: lease %s does not hold it",
-					action, (long) task_id, vb_uuid_text(lease)),
-			 errdetail("Node \"%s\" of run %s. %s", node, run, detail),
+			 errmsg("cannot %s task %ld: the lease presented does not hold it",
+					action, (long) task_id),
+			 errdetail("Task %ld is node \"%s\". %s", (long) task_id, node, detail),
 			 errhint("Discard this result: the task belongs to another attempt or is over.")));
 }
 

@@ -73,6 +73,13 @@ list_text(const char *const *list)
 	return buf.data;
 }
 
+/* "node \"plan\", " for messages; "" for the workflow's defaults. */
+static char *
+at(const char *label)
+{
+	return label ? psprintf("%s, ", label) : "";
+}
+
 /* "node \"plan\"" or "node #3" when the id itself is unusable. */
 static char *
 node_label(const char *id, int position)
@@ -130,8 +137,8 @@ type_error(Checker *chk, const char *label, const char *field, JsonbValue *v,
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("invalid %s: %s, field \"%s\" must be %s",
-					chk->what, label, field, expected),
+			 errmsg("invalid %s: %sfield \"%s\" must be %s",
+					chk->what, at(label), field, expected),
 			 errdetail("Found %s.", vb_jsonb_type_name(v))));
 }
 
@@ -161,8 +168,8 @@ get_name(Checker *chk, JsonbContainer *obj, const char *key, const char *label,
 		if (required)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid %s: %s, field \"%s\" is required",
-							chk->what, label, key)));
+					 errmsg("invalid %s: %sfield \"%s\" is required",
+							chk->what, at(label), key)));
 		return NULL;
 	}
 	if (v.type != jbvString)
@@ -171,8 +178,8 @@ get_name(Checker *chk, JsonbContainer *obj, const char *key, const char *label,
 	if (!vb_valid_name(s))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid %s: %s, field \"%s\" has an invalid value \"%s\"",
-						chk->what, label, key, s),
+				 errmsg("invalid %s: %sfield \"%s\" has an invalid value \"%s\"",
+						chk->what, at(label), key, s),
 				 errdetail("Names are 1 to %d characters: letters, digits, \"_\", \"-\", \".\" and \":\".",
 						   VB_MAX_NAME_LEN)));
 	return s;
@@ -190,8 +197,8 @@ get_duration(Checker *chk, JsonbValue *v, const char *label, const char *field)
 	if (!vb_parse_duration(text, &ms))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid %s: %s, field \"%s\" has an invalid duration \"%s\"",
-						chk->what, label, field, text),
+				 errmsg("invalid %s: %sfield \"%s\" has an invalid duration \"%s\"",
+						chk->what, at(label), field, text),
 				 errdetail("A duration is one or more numbers with a unit: ms, s, m, h or d, up to 366d."),
 				 errhint("Write durations like \"500ms\", \"30s\" or \"1m30s\".")));
 	return ms;
@@ -221,8 +228,8 @@ get_int(Checker *chk, JsonbValue *v, const char *label, const char *field,
 	if (*end != '\0' || errno != 0 || n < min || n > max)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid %s: %s, field \"%s\" must be an integer from %d to %d",
-						chk->what, label, field, min, max),
+				 errmsg("invalid %s: %sfield \"%s\" must be an integer from %d to %d",
+						chk->what, at(label), field, min, max),
 				 errdetail("Found %s.", text)));
 	return (int) n;
 }
@@ -240,8 +247,8 @@ get_number(Checker *chk, JsonbValue *v, const char *label, const char *field,
 	if (!(d >= min && d <= max))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid %s: %s, field \"%s\" must be a number from %g to %g",
-						chk->what, label, field, min, max),
+				 errmsg("invalid %s: %sfield \"%s\" must be a number from %g to %g",
+						chk->what, at(label), field, min, max),
 				 errdetail("Found %s.", numeric_text(v))));
 	return d;
 }
@@ -282,8 +289,8 @@ apply_retry(Checker *chk, JsonbValue *retry, VbNodeSpec *spec, const char *label
 		else
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid %s: %s, field \"%s.backoff\" has an unknown value \"%s\"",
-							chk->what, label, field, b),
+					 errmsg("invalid %s: %sfield \"%s.backoff\" has an unknown value \"%s\"",
+							chk->what, at(label), field, b),
 					 errdetail("Allowed values: exponential, fixed.")));
 	}
 	if (vb_jsonb_get(obj, "initial", &v))
@@ -302,8 +309,8 @@ apply_retry(Checker *chk, JsonbValue *retry, VbNodeSpec *spec, const char *label
 	if (spec->max_ms < spec->initial_ms)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid %s: %s, field \"%s.max\" is shorter than \"%s.initial\"",
-						chk->what, label, field, field),
+				 errmsg("invalid %s: %sfield \"%s.max\" is shorter than \"%s.initial\"",
+						chk->what, at(label), field, field),
 				 errdetail("max is %s, initial is %s.",
 						   vb_format_duration(spec->max_ms),
 						   vb_format_duration(spec->initial_ms)),
@@ -500,6 +507,7 @@ parse_nodes(Checker *chk, JsonbValue *nodes, JsonbValue *defaults_retry,
 	int			n;
 	int			existing_count = existing ? existing->count : 0;
 	VbNodeSpec **specs;
+	VbNodeSpec	template;
 	HTAB	   *ids;
 	int		   *remaining;
 	bool	   *ordered;
@@ -529,6 +537,17 @@ parse_nodes(Checker *chk, JsonbValue *nodes, JsonbValue *defaults_retry,
 						   existing ? psprintf("; the run already has %d", existing_count) : ""),
 				 errhint("Split the work into several runs, or raise vectorbea.max_nodes_per_run.")));
 
+	/* The defaults, checked once, are where every node starts from. */
+	memset(&template, 0, sizeof(template));
+	template.max_attempts = DEFAULT_MAX_ATTEMPTS;
+	template.backoff_exponential = true;
+	template.initial_ms = DEFAULT_INITIAL_MS;
+	template.max_ms = DEFAULT_MAX_MS;
+	template.multiplier = DEFAULT_MULTIPLIER;
+	template.jitter = true;
+	if (defaults_retry)
+		apply_retry(chk, defaults_retry, &template, NULL, "defaults.");
+
 	specs = palloc0(sizeof(VbNodeSpec *) * Max(n, 1));
 	ids = id_table(n + existing_count);
 	for (int i = 0; i < existing_count; i++)
@@ -545,14 +564,7 @@ parse_nodes(Checker *chk, JsonbValue *nodes, JsonbValue *defaults_retry,
 		IdEntry    *e;
 		bool		found;
 
-		spec->max_attempts = DEFAULT_MAX_ATTEMPTS;
-		spec->backoff_exponential = true;
-		spec->initial_ms = DEFAULT_INITIAL_MS;
-		spec->max_ms = DEFAULT_MAX_MS;
-		spec->multiplier = DEFAULT_MULTIPLIER;
-		spec->jitter = true;
-		if (defaults_retry)
-			apply_retry(chk, defaults_retry, spec, node_label(NULL, i), "defaults.");
+		*spec = template;
 		parse_node(chk, nodeval, i, spec);
 
 		e = hash_search(ids, spec->id, HASH_ENTER, &found);

@@ -1,0 +1,86 @@
+-- Installs the extension and the helpers every later test uses.
+CREATE EXTENSION vectorbea CASCADE;
+
+SELECT extname, extversion, extrelocatable, n.nspname
+  FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+ WHERE extname = 'vectorbea';
+
+-- Loaded by shared_preload_libraries, with every setting defined.
+SELECT name, setting, unit, context, vartype
+  FROM pg_settings WHERE name LIKE 'vectorbea.%' ORDER BY name;
+
+-- Settings live under a reserved prefix: a typo is an error, not a new GUC.
+SET vectorbea.no_such_setting = 1;
+
+-- The extension's own objects (pgcrypto, installed by CASCADE, may share
+-- the schema).
+CREATE VIEW vb_functions AS
+	SELECT p.oid, p.proname, p.proconfig, p.prosecdef FROM pg_proc p
+	  JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
+	 WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'vectorbea');
+
+-- Every function pins its search_path.
+SELECT p.proname
+  FROM vb_functions p
+ WHERE NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%')
+ ORDER BY 1;
+
+-- No function is executable by PUBLIC, and the tables are closed to it.
+SELECT p.proname FROM vb_functions p
+ WHERE has_function_privilege('public', p.oid, 'EXECUTE')
+ ORDER BY 1;
+SELECT count(*) AS functions, count(*) FILTER (WHERE prosecdef) AS security_definer
+  FROM vb_functions;
+SELECT c.relname FROM pg_class c
+ WHERE c.relnamespace = 'vectorbea'::regnamespace AND c.relkind IN ('r', 'v')
+   AND has_table_privilege('public', c.oid, 'SELECT')
+ ORDER BY 1;
+
+-- The checks every test ends with: the history agrees with the tables, and
+-- replaying twice gives the same state.
+CREATE FUNCTION check_run(run uuid, OUT differences bigint, OUT replay_stable boolean)
+LANGUAGE sql AS $$
+	SELECT (SELECT count(*) FROM vectorbea.verify_run(run)),
+		   vectorbea.replay(run) = vectorbea.replay(run)
+$$;
+
+-- Timelines without their clock times, durations and ids, for stable output.
+CREATE FUNCTION timeline_text(run uuid) RETURNS SETOF text
+LANGUAGE sql AS $$
+	SELECT regexp_replace(regexp_replace(regexp_replace(line,
+				'^\d\d:\d\d:\d\d\.\d{3} ', ''),
+				'[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}', '<uuid>', 'g'),
+				'\d+ms\)', 'Nms)', 'g')
+	  FROM vectorbea.timeline(run) AS line
+$$;
+
+-- Node states of a run, in a stable order.
+CREATE FUNCTION nodes_of(run uuid)
+RETURNS TABLE (node text, status text, attempt integer, deps_remaining integer, spawned_by text)
+LANGUAGE sql AS $$
+	SELECT node, status, attempt, deps_remaining, spawned_by
+	  FROM vectorbea.nodes WHERE run_id = run ORDER BY id
+$$;
+
+-- The engine clock is the wall clock plus the test offset.
+SELECT abs(extract(epoch FROM vectorbea.clock() - clock_timestamp())) < 5 AS clock_is_now;
+SET vectorbea.test_clock_offset = '1h';
+SELECT round(extract(epoch FROM vectorbea.clock() - clock_timestamp()) / 60) AS minutes_ahead;
+SET vectorbea.test_clock_offset = 'soon';
+RESET vectorbea.test_clock_offset;
+
+-- Run ids are UUID version 7: time-ordered.
+WITH u AS (SELECT vectorbea.uuid_v7() AS id)
+SELECT substr(id::text, 15, 1) AS version_digit,
+	   substr(id::text, 20, 1) IN ('8', '9', 'a', 'b') AS rfc_variant,
+	   abs(('x' || substr(replace(id::text, '-', ''), 1, 12))::bit(48)::bigint
+		   - (extract(epoch FROM clock_timestamp()) * 1000)::bigint) < 5000 AS leads_with_unix_ms
+  FROM u;
+
+-- Only superusers move the clock.
+CREATE ROLE vb_plain_user;
+SET ROLE vb_plain_user;
+SET vectorbea.test_clock_offset = '1h';
+-- ... and a role without grants cannot even reach the schema.
+SELECT vectorbea.clock();
+RESET ROLE;
