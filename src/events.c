@@ -263,9 +263,8 @@ vectorbea_append_event(PG_FUNCTION_ARGS)
 		if (SPI_processed == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
-					 errmsg("run %s has no node \"%s\"",
-							DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(run_id))),
-							node)));
+					 errmsg("the run has no node \"%s\"", node),
+					 errhint("Pass the id of one of the run's nodes, or NULL for an event of the whole run.")));
 	}
 	seq = vb_event(&run, type, node, 0,
 				   data ? JsonbToCString(NULL, &data->root, VARSIZE(data)) : "{}", at);

@@ -1,0 +1,59 @@
+-- The event history: append_event, append-only enforcement, timeline,
+-- replay (also as of an earlier event) and verify_run.
+SELECT vectorbea.define_workflow('history', '{"nodes":[
+	{"id":"fetch_ticket","activity":"fetch"},
+	{"id":"answer","activity":"answer","depends_on":["fetch_ticket"]}]}');
+SELECT vectorbea.start_run('history', '{"ticket": 7}') AS run \gset
+
+SELECT task_id, lease FROM vectorbea.claim_tasks('agent-1', ARRAY['fetch']) \gset
+-- Custom events share the run's sequence.
+SELECT vectorbea.append_event(:'run', 'AGENT_NOTE', '{"text": "looking up ticket 7"}', 'fetch_ticket');
+SELECT vectorbea.append_event(:'run', 'TOOL_CALL', '{"tool": "jira.get", "args": {"id": 7}}');
+SELECT vectorbea.complete_task(:task_id, :'lease', '{"subject": "login fails"}');
+SELECT seq AS after_fetch FROM vectorbea.events WHERE run_id = :'run' ORDER BY seq DESC LIMIT 1 \gset
+SELECT task_id, lease FROM vectorbea.claim_tasks('agent-1', ARRAY['answer']) \gset
+SELECT vectorbea.complete_task(:task_id, :'lease', '{"reply": "reset your password"}');
+
+SELECT seq, type, node, attempt FROM vectorbea.events WHERE run_id = :'run' ORDER BY seq;
+SELECT * FROM timeline_text(:'run');
+-- Lines start with the engine clock time, to the millisecond.
+SELECT count(*) FILTER (WHERE line ~ '^\d\d:\d\d:\d\d\.\d{3} [A-Z_]+') = count(*) AS all_timestamped
+  FROM vectorbea.timeline(:'run') AS line;
+
+-- Refusals.
+SELECT vectorbea.append_event(:'run', 'STEP_COMPLETED', '{}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.append_event(:'run', 'no spaces allowed', '{}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.append_event(:'run', 'NOTE', '[1]'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.append_event(:'run', 'NOTE', '{}', 'ghost'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.append_event('00000000-0000-7000-8000-000000000000', 'NOTE'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.append_event(:'run', NULL); \echo SQLSTATE :SQLSTATE
+SET vectorbea.max_payload_size = '1kB';
+SELECT vectorbea.append_event(:'run', 'NOTE', jsonb_build_object('x', repeat('y', 2000))); \echo SQLSTATE :SQLSTATE
+RESET vectorbea.max_payload_size;
+
+-- The history is append-only, even for its owner.
+UPDATE vectorbea.events SET data = '{}' WHERE run_id = :'run' AND seq = 1; \echo SQLSTATE :SQLSTATE
+DELETE FROM vectorbea.events WHERE run_id = :'run'; \echo SQLSTATE :SQLSTATE
+TRUNCATE vectorbea.events; \echo SQLSTATE :SQLSTATE
+SELECT count(*) AS events FROM vectorbea.events WHERE run_id = :'run';
+
+-- replay: the whole run, and the run as of an earlier event.
+SELECT jsonb_pretty(vectorbea.replay(:'run') - 'run');
+SELECT vectorbea.replay(:'run', :after_fetch)->'nodes'->'answer'->>'status' AS answer_then,
+	   vectorbea.replay(:'run', :after_fetch)->>'status' AS run_then,
+	   vectorbea.replay(:'run', 1)->'nodes'->'fetch_ticket'->>'status' AS fetch_at_start,
+	   vectorbea.replay(:'run', 1)->'nodes'->'answer'->>'status' AS answer_at_start;
+SELECT vectorbea.replay('00000000-0000-7000-8000-000000000000') IS NULL AS unknown_run_is_null;
+SELECT * FROM check_run(:'run');
+
+-- verify_run finds every difference between the tables and the history.
+-- (The tables are writable by their owner; the engine never does this.)
+UPDATE vectorbea.nodes SET status = 'failed', attempt = 5 WHERE run_id = :'run' AND node = 'answer';
+UPDATE vectorbea.runs SET status = 'running', last_seq = last_seq + 1 WHERE id = :'run';
+INSERT INTO vectorbea.nodes (run_id, node, activity, status, max_attempts, retry, created_at)
+	VALUES (:'run', 'intruder', 'x', 'ready', 1, '{}', vectorbea.clock());
+SELECT * FROM vectorbea.verify_run(:'run');
+-- A gap in the sequence is found too.
+SELECT vectorbea.start_run('history', '{"ticket": 8}') AS gap_run \gset
+INSERT INTO vectorbea.events (run_id, seq, type, at) VALUES (:'gap_run', 5, 'NOTE', vectorbea.clock());
+SELECT * FROM vectorbea.verify_run(:'gap_run');
