@@ -22,9 +22,11 @@ SELECT r.input->>'n' AS run_n, n.status, n.attempt, n.worker
 SELECT task_id, lease, run_id, node, activity, attempt, max_attempts, input, upstream,
 	   coalesce(checkpoint, 'null') AS checkpoint,
 	   idempotency_key = run_id || ':fetch' AS key_is_run_and_node,
-	   lease_expires_at - vectorbea.clock() BETWEEN '29 s' AND '31 s' AS lease_30s
+	   lease_expires_at - vectorbea.clock() BETWEEN '29 s' AND '31 s' AS lease_30s, run_input
   FROM vectorbea.claim_tasks('w2', ARRAY['fetch', 'nothing'], 1, '30 seconds') \gset
 \echo :node :activity :attempt/:max_attempts :input :upstream :checkpoint :key_is_run_and_node :lease_30s
+-- The run's own input comes along, so a worker needs no access to runs.
+\echo run_input :run_input
 SELECT :'run_id' = :'run_new' AS oldest_unclaimed_run;
 SELECT count(*) AS left_for_later FROM vectorbea.claim_tasks('w2', ARRAY['parse', 'store'], 10);
 

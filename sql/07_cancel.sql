@@ -22,7 +22,7 @@ SELECT vectorbea.fail_task(task_id, lease, '{"message": "x"}') FROM held; \echo 
 SELECT vectorbea.cancel_run(:'run', 'again');
 SELECT count(*) AS cancel_events FROM vectorbea.events WHERE run_id = :'run' AND type = 'RUN_CANCELLED';
 SELECT vectorbea.cancel_run('00000000-0000-7000-8000-000000000000'); \echo SQLSTATE :SQLSTATE
-SELECT vectorbea.cancel_run(:'run', 'x', compensate => true); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.cancel_run(:'run', 'x', compensate => true) AS finished_already;
 SELECT vectorbea.cancel_run(NULL); \echo SQLSTATE :SQLSTATE
 
 SELECT * FROM timeline_text(:'run');
@@ -32,6 +32,9 @@ SELECT * FROM check_run(:'run');
 
 -- A run cancelled before anything started.
 SELECT vectorbea.start_run('cancellable') AS run2 \gset
+-- Compensation is refused rather than ignored, and nothing is cancelled.
+SELECT vectorbea.cancel_run(:'run2', 'x', compensate => true); \echo SQLSTATE :SQLSTATE
+SELECT status FROM vectorbea.runs WHERE id = :'run2';
 SELECT vectorbea.cancel_run(:'run2');
 SELECT * FROM timeline_text(:'run2');
 SELECT * FROM check_run(:'run2');

@@ -207,13 +207,14 @@ CREATE FUNCTION @extschema@.claim_tasks(worker text, activities text[],
 										 OUT max_attempts integer, OUT input jsonb,
 										 OUT upstream jsonb, OUT checkpoint jsonb,
 										 OUT idempotency_key text,
-										 OUT lease_expires_at timestamptz)
+										 OUT lease_expires_at timestamptz,
+										 OUT run_input jsonb)
 	RETURNS SETOF record
 	LANGUAGE c SECURITY DEFINER ROWS 10
 	SET search_path = pg_catalog, pg_temp
 	AS 'MODULE_PATHNAME', 'vectorbea_claim_tasks';
 COMMENT ON FUNCTION @extschema@.claim_tasks(text, text[], integer, interval) IS
-	'Takes up to max_tasks ready tasks of the given activities (FOR UPDATE SKIP LOCKED) and leases them.';
+	'Takes up to max_tasks ready tasks of the given activities (FOR UPDATE SKIP LOCKED) and leases them; run_input is the input the run was started with.';
 
 CREATE FUNCTION @extschema@.heartbeat(task_id bigint, lease uuid,
 									   extend interval DEFAULT NULL)

@@ -3,11 +3,13 @@
  * claim.c
  *	  The worker's side of a lease: claim_tasks and heartbeat.
  *
- * claim_tasks never waits on a lock.  It takes ready nodes with FOR UPDATE
- * SKIP LOCKED inside a MATERIALIZED CTE (so LIMIT bounds the rows taken,
- * whatever the plan), then the runs of those nodes, again SKIP LOCKED: a run
- * busy in another transaction keeps its nodes for the next claim.  Because
- * it never waits, it cannot deadlock with the writers that lock a run first.
+ * claim_tasks never waits on a lock.  It takes ready nodes together with
+ * their runs, run first as every writer does, both SKIP LOCKED, inside a
+ * MATERIALIZED CTE (so LIMIT bounds the rows taken, whatever the plan): a
+ * run busy in another transaction keeps its nodes for the next claim.  A
+ * quota per activity, computed before anything is locked, keeps a claim over
+ * several activities from locking rows it will not lease, since such rows
+ * would stay locked until the worker's transaction ends.
  * One statement leases the nodes, numbers their STEP_STARTED events and
  * returns them with their upstream outputs.
  *
@@ -38,14 +40,13 @@
 
 /*
  * Fails the attempts whose lease ran out, for the activities being claimed.
- * Each node is taken with SKIP LOCKED and so is its run; whatever is busy is
- * left for the next claim.
+ * Each run and node is taken with SKIP LOCKED, run first; whatever is busy
+ * is left for the next claim.
  */
 static void
 reclaim_expired_leases(Datum activities, TimestampTz at)
 {
 	static SPIPlanPtr find_plan = NULL;
-	static SPIPlanPtr run_plan = NULL;
 	Datum		args[2];
 	uint64		n;
 	int64	   *task_ids;
@@ -54,15 +55,14 @@ reclaim_expired_leases(Datum activities, TimestampTz at)
 	if (find_plan == NULL)
 	{
 		Oid			types[2] = {TEXTARRAYOID, TIMESTAMPTZOID};
-		Oid			run_types[1] = {UUIDOID};
 
-		find_plan = vb_prepare("SELECT id, run_id FROM vectorbea.nodes"
-							   " WHERE status = 'running' AND lease_expires_at <= $2"
-							   "   AND activity = ANY ($1)"
-							   " ORDER BY lease_expires_at LIMIT " CppAsString2(EXPIRED_PER_CLAIM)
-							   " FOR UPDATE SKIP LOCKED", lengthof(types), types);
-		run_plan = vb_prepare("SELECT 1 FROM vectorbea.runs WHERE id = $1"
-							  " FOR NO KEY UPDATE SKIP LOCKED", lengthof(run_types), run_types);
+		find_plan = vb_prepare("SELECT n.id, n.run_id"
+							   "  FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
+							   " WHERE n.status = 'running' AND n.lease_expires_at <= $2"
+							   "   AND n.activity = ANY ($1)"
+							   " ORDER BY n.lease_expires_at LIMIT " CppAsString2(EXPIRED_PER_CLAIM)
+							   " FOR NO KEY UPDATE OF r SKIP LOCKED"
+							   " FOR UPDATE OF n SKIP LOCKED", lengthof(types), types);
 	}
 	args[0] = activities;
 	args[1] = TimestampTzGetDatum(at);
@@ -85,13 +85,8 @@ reclaim_expired_leases(Datum activities, TimestampTz at)
 	for (uint64 i = 0; i < n; i++)
 	{
 		VbRun		run;
-		Datum		run_arg[1] = {UUIDPGetDatum(&run_ids[i])};
 
-		if (SPI_execute_plan(run_plan, run_arg, NULL, false, 1) != SPI_OK_SELECT)
-			elog(ERROR, "vectorbea: run lock failed");
-		if (SPI_processed == 0)
-			continue;			/* busy: the next claim gets it */
-		/* Now held (by us), so this reads the counters without waiting. */
+		/* Held by us already, so this reads the counters without waiting. */
 		if (!vb_run_lock(&run_ids[i], &run) || strcmp(run.status, "running") != 0)
 			continue;
 		vb_fail_attempt(&run, task_ids[i], "lease_expired",
@@ -160,34 +155,48 @@ vectorbea_claim_tasks(PG_FUNCTION_ARGS)
 		Oid			types[5] = {TEXTOID, TEXTARRAYOID, INT4OID, TIMESTAMPTZOID, INTERVALOID};
 
 		/*
-		 * Per activity, the best ready nodes in index order, locked SKIP
-		 * LOCKED; then the best max_tasks of those; then their runs, SKIP
-		 * LOCKED.  Nodes whose run is busy are left ready.
+		 * First, without locking, the best max_tasks ready nodes over all
+		 * the activities decide how many each activity may take (its
+		 * quota), so that no more rows are locked than can be claimed.
+		 * Then, per activity, a scan in index order locks the run row and
+		 * the node row, each SKIP LOCKED, inside the scan, so the quota
+		 * counts only claimable nodes.  The run is locked first, as every
+		 * writer does.  A run busy in another transaction keeps its nodes
+		 * for the next claim.
 		 */
 		plan = vb_prepare(
-						  "WITH candidate AS MATERIALIZED ("
-						  "  SELECT c.id, c.run_id, c.priority, c.available_at"
-						  "    FROM (SELECT DISTINCT a FROM unnest($2::text[]) AS a) acts"
-						  "    CROSS JOIN LATERAL ("
-						  "      SELECT n.id, n.run_id, n.priority, n.available_at"
+						  "WITH acts AS ("
+						  "  SELECT DISTINCT a FROM unnest($2::text[]) AS a"
+						  "), best AS ("
+						  "  SELECT b.activity FROM acts CROSS JOIN LATERAL ("
+						  "      SELECT n.activity, n.priority, n.available_at, n.id"
 						  "        FROM vectorbea.nodes n"
 						  "       WHERE n.status = 'ready' AND n.activity = acts.a"
 						  "         AND n.available_at <= $4"
 						  "       ORDER BY n.priority DESC, n.available_at, n.id"
-						  "       LIMIT $3 FOR UPDATE SKIP LOCKED) c"
-						  "   ORDER BY c.priority DESC, c.available_at, c.id"
+						  "       LIMIT $3) b"
+						  "   ORDER BY b.priority DESC, b.available_at, b.id"
 						  "   LIMIT $3"
-						  "), locked_run AS MATERIALIZED ("
-						  "  SELECT r.id FROM vectorbea.runs r"
-						  "   WHERE r.id IN (SELECT run_id FROM candidate) AND r.status = 'running'"
-						  "   FOR NO KEY UPDATE SKIP LOCKED"
+						  "), quota AS ("
+						  "  SELECT activity, count(*) AS n FROM best GROUP BY activity"
+						  "), candidate AS MATERIALIZED ("
+						  "  SELECT c.id, c.run_id, c.priority, c.available_at"
+						  "    FROM quota CROSS JOIN LATERAL ("
+						  "      SELECT n.id, n.run_id, n.priority, n.available_at"
+						  "        FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
+						  "       WHERE n.status = 'ready' AND n.activity = quota.activity"
+						  "         AND n.available_at <= $4 AND r.status = 'running'"
+						  "       ORDER BY n.priority DESC, n.available_at, n.id"
+						  "       LIMIT quota.n"
+						  "       FOR NO KEY UPDATE OF r SKIP LOCKED"
+						  "       FOR UPDATE OF n SKIP LOCKED) c"
 						  "), claimed AS ("
 						  "  UPDATE vectorbea.nodes n"
 						  "     SET status = 'running', attempt = n.attempt + 1,"
 						  "         lease = gen_random_uuid(), lease_expires_at = $4 + $5,"
 						  "         lease_duration = $5, worker = $1, started_at = $4"
 						  "    FROM candidate c"
-						  "   WHERE n.id = c.id AND c.run_id IN (SELECT id FROM locked_run)"
+						  "   WHERE n.id = c.id"
 						  "  RETURNING n.id, n.lease, n.run_id, n.node, n.activity, n.attempt,"
 						  "            n.max_attempts, n.input, n.depends_on, n.checkpoint,"
 						  "            n.lease_expires_at, n.priority, n.available_at"
@@ -215,8 +224,8 @@ vectorbea_claim_tasks(PG_FUNCTION_ARGS)
 						  "                   WHERE d.run_id = nb.run_id AND d.node = ANY (nb.depends_on)),"
 						  "                 '{}'::jsonb),"
 						  "        nb.checkpoint, nb.run_id::text || ':' || nb.node,"
-						  "        nb.lease_expires_at"
-						  "   FROM numbered nb"
+						  "        nb.lease_expires_at, r.input"
+						  "   FROM numbered nb JOIN vectorbea.runs r ON r.id = nb.run_id"
 						  "  ORDER BY nb.priority DESC, nb.available_at, nb.id",
 						  5, types);
 	}

@@ -106,7 +106,7 @@ vb_fail_attempt(VbRun *run, int64 task_id, const char *err_class,
 								" WHERE id = $1 AND $3 IS NOT NULL", lengthof(t4), t4);
 	}
 	args[0] = Int64GetDatum(task_id);
-	if (SPI_execute_plan(get_plan, args, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+	if (SPI_execute_plan(get_plan, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "vectorbea: task %ld vanished", (long) task_id);
 	tup = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
@@ -342,12 +342,6 @@ vectorbea_cancel_run(PG_FUNCTION_ARGS)
 	run_id = PG_GETARG_UUID_P(0);
 	if (!PG_ARGISNULL(1))
 		reason = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	if (!PG_ARGISNULL(2) && PG_GETARG_BOOL(2))
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("cancel_run with compensate => true is not supported by this version of vectorbea"),
-				 errdetail("vectorbea 0.1.0 has no compensation yet; nothing was cancelled."),
-				 errhint("Cancel without compensation, or upgrade.")));
 
 	SPI_connect();
 	if (!vb_run_lock(run_id, &run))
@@ -359,6 +353,12 @@ vectorbea_cancel_run(PG_FUNCTION_ARGS)
 		SPI_finish();
 		PG_RETURN_BOOL(false);
 	}
+	if (!PG_ARGISNULL(2) && PG_GETARG_BOOL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cancel_run with compensate => true is not supported by this version of vectorbea"),
+				 errdetail("vectorbea 0.1.0 has no compensation yet; nothing was cancelled."),
+				 errhint("Cancel without compensation, or upgrade.")));
 	vb_close_open_nodes(&run, "cancelled", "cancelled", at, &cancelled, &revoked);
 	initStringInfo(&data);
 	appendStringInfoString(&data, "{\"reason\":");
