@@ -29,6 +29,7 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "nodes/parsenodes.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -162,9 +163,13 @@ vectorbea_claim_tasks(PG_FUNCTION_ARGS)
 		 * the node row, each SKIP LOCKED, inside the scan, so the quota
 		 * counts only claimable nodes.  The run is locked first, as every
 		 * writer does.  A run busy in another transaction keeps its nodes
-		 * for the next claim.
+		 * for the next claim.  The quota is not known when the statement is
+		 * planned, so the later steps are written to use the indexes
+		 * whatever row count the planner guesses, and the generic plan is
+		 * used from the first call: planning this statement costs more than
+		 * running it.
 		 */
-		plan = vb_prepare(
+		plan = vb_prepare_opts(
 						  "WITH acts AS ("
 						  "  SELECT DISTINCT a FROM unnest($2::text[]) AS a"
 						  "), best AS ("
@@ -195,8 +200,7 @@ vectorbea_claim_tasks(PG_FUNCTION_ARGS)
 						  "     SET status = 'running', attempt = n.attempt + 1,"
 						  "         lease = gen_random_uuid(), lease_expires_at = $4 + $5,"
 						  "         lease_duration = $5, worker = $1, started_at = $4"
-						  "    FROM candidate c"
-						  "   WHERE n.id = c.id"
+						  "   WHERE n.id = ANY (ARRAY(SELECT id FROM candidate))"
 						  "  RETURNING n.id, n.lease, n.run_id, n.node, n.activity, n.attempt,"
 						  "            n.max_attempts, n.input, n.depends_on, n.checkpoint,"
 						  "            n.lease_expires_at, n.priority, n.available_at"
@@ -224,10 +228,11 @@ vectorbea_claim_tasks(PG_FUNCTION_ARGS)
 						  "                   WHERE d.run_id = nb.run_id AND d.node = ANY (nb.depends_on)),"
 						  "                 '{}'::jsonb),"
 						  "        nb.checkpoint, nb.run_id::text || ':' || nb.node,"
-						  "        nb.lease_expires_at, r.input"
-						  "   FROM numbered nb JOIN vectorbea.runs r ON r.id = nb.run_id"
+						  "        nb.lease_expires_at,"
+						  "        (SELECT r.input FROM vectorbea.runs r WHERE r.id = nb.run_id)"
+						  "   FROM numbered nb"
 						  "  ORDER BY nb.priority DESC, nb.available_at, nb.id",
-						  5, types);
+						  lengthof(types), types, CURSOR_OPT_GENERIC_PLAN);
 	}
 	args[0] = CStringGetTextDatum(worker);
 	args[1] = PointerGetDatum(activities);

@@ -43,7 +43,18 @@ static const char *const engine_event_types[] = {
 SPIPlanPtr
 vb_prepare(const char *sql, int nargs, Oid *argtypes)
 {
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+	return vb_prepare_opts(sql, nargs, argtypes, 0);
+}
+
+/*
+ * As vb_prepare, with cursor options: CURSOR_OPT_GENERIC_PLAN for a hot
+ * statement whose generic plan is known to be right, so that it is never
+ * planned again per call.
+ */
+SPIPlanPtr
+vb_prepare_opts(const char *sql, int nargs, Oid *argtypes, int cursor_options)
+{
+	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes, cursor_options);
 
 	if (plan == NULL)
 		elog(ERROR, "vectorbea: could not prepare statement: %s\n%s",

@@ -143,5 +143,7 @@ extern int64 vb_interval_ms(Interval *iv, const char *what);
 
 /* ---- SPI helpers (events.c) ---- */
 extern SPIPlanPtr vb_prepare(const char *sql, int nargs, Oid *argtypes);
+extern SPIPlanPtr vb_prepare_opts(const char *sql, int nargs, Oid *argtypes,
+								  int cursor_options);
 
 #endif							/* VECTORBEA_H */
