@@ -91,12 +91,6 @@ vb_uuid_v7(TimestampTz at)
 	return uuid;
 }
 
-Datum
-vb_uuid_datum(pg_uuid_t *uuid)
-{
-	return UUIDPGetDatum(uuid);
-}
-
 PG_FUNCTION_INFO_V1(vectorbea_clock);
 Datum
 vectorbea_clock(PG_FUNCTION_ARGS)

@@ -78,7 +78,6 @@ fill_run(VbRun *run, HeapTuple tup, TupleDesc desc)
 	run->open_nodes = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
 	run->node_count = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
 	run->created_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 8, &isnull));
-	run->finished = false;
 }
 
 #define RUN_COLUMNS "id, status, workflow, workflow_version, last_seq, open_nodes, node_count, created_at"

@@ -78,7 +78,7 @@ vb_fail_attempt(VbRun *run, int64 task_id, const char *err_class,
 	static SPIPlanPtr get_plan = NULL;
 	static SPIPlanPtr retry_plan = NULL;
 	static SPIPlanPtr final_plan = NULL;
-	Datum		args[4];
+	Datum		args[3];
 	HeapTuple	tup;
 	TupleDesc	desc;
 	bool		isnull;
@@ -94,16 +94,16 @@ vb_fail_attempt(VbRun *run, int64 task_id, const char *err_class,
 	if (get_plan == NULL)
 	{
 		Oid			t1[1] = {INT8OID};
-		Oid			t4[4] = {INT8OID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+		Oid			t3[3] = {INT8OID, TEXTOID, TIMESTAMPTZOID};
 
 		get_plan = vb_prepare("SELECT node, activity, attempt, max_attempts, retry, started_at"
 							  "  FROM vectorbea.nodes WHERE id = $1", lengthof(t1), t1);
 		retry_plan = vb_prepare("UPDATE vectorbea.nodes SET status = 'ready', error = $2::jsonb,"
 								" available_at = $3, lease = NULL, lease_expires_at = NULL"
-								" WHERE id = $1", lengthof(t4), t4);
+								" WHERE id = $1", lengthof(t3), t3);
 		final_plan = vb_prepare("UPDATE vectorbea.nodes SET status = 'failed', error = $2::jsonb,"
-								" finished_at = $4, lease_expires_at = NULL"
-								" WHERE id = $1 AND $3 IS NOT NULL", lengthof(t4), t4);
+								" finished_at = $3, lease_expires_at = NULL"
+								" WHERE id = $1", lengthof(t3), t3);
 	}
 	args[0] = Int64GetDatum(task_id);
 	if (SPI_execute_plan(get_plan, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
@@ -132,7 +132,6 @@ vb_fail_attempt(VbRun *run, int64 task_id, const char *err_class,
 		TimestampTz available_at = at + delay * 1000;
 
 		args[2] = TimestampTzGetDatum(available_at);
-		args[3] = TimestampTzGetDatum(at);
 		if (SPI_execute_plan(retry_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "vectorbea: could not schedule retry");
 		vb_event(run, "STEP_RETRIED", node, attempt,
@@ -145,8 +144,7 @@ vb_fail_attempt(VbRun *run, int64 task_id, const char *err_class,
 		return "retrying";
 	}
 
-	args[2] = CStringGetTextDatum(err_class);
-	args[3] = TimestampTzGetDatum(at);
+	args[2] = TimestampTzGetDatum(at);
 	if (SPI_execute_plan(final_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "vectorbea: could not fail task");
 	run->open_nodes--;
@@ -274,7 +272,6 @@ vectorbea_fail_task(PG_FUNCTION_ARGS)
 	TimestampTz at = vb_now();
 	VbRun		run;
 	Datum		args[2];
-	MemoryContext caller_cxt = CurrentMemoryContext;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		ereport(ERROR,
@@ -312,7 +309,6 @@ vectorbea_fail_task(PG_FUNCTION_ARGS)
 							 retryable, retry_after_ms, at);
 	vb_run_save(&run, at);
 	SPI_finish();
-	(void) caller_cxt;
 	PG_RETURN_TEXT_P(cstring_to_text(result));
 }
 

@@ -235,7 +235,6 @@ vb_end_run(VbRun *run, const char *status, const char *event_type,
 	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "vectorbea: could not finish run");
 	run->status = pstrdup(status);
-	run->finished = true;
 	vb_event(run, event_type, NULL, 0, data_json, at);
 	vb_notify_run_finished(run);
 }

@@ -54,12 +54,6 @@ vb_jsonb_type_name(JsonbValue *v)
 	}
 }
 
-Jsonb *
-vb_jsonb_from_value(JsonbValue *v)
-{
-	return JsonbValueToJsonb(v);
-}
-
 /* The JSON text of a value, as it would be stored. */
 char *
 vb_jsonb_value_text(JsonbValue *v)

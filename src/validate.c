@@ -34,7 +34,6 @@
 typedef struct Checker
 {
 	const char *what;			/* "workflow definition", "spawn list of node \"x\"" */
-	const char *field_prefix;	/* "" or "defaults." */
 } Checker;
 
 static const char *const top_fields[] = {"nodes", "defaults", NULL};
@@ -706,7 +705,7 @@ validate(Checker *chk, Jsonb *definition, VbExistingNodes *existing,
 List *
 vb_validate_definition(Jsonb *definition)
 {
-	Checker		chk = {"workflow definition", ""};
+	Checker		chk = {"workflow definition"};
 
 	vb_check_payload_size(definition, "the workflow definition");
 	return validate(&chk, definition, NULL, NULL);
@@ -724,7 +723,6 @@ vb_validate_spawn(Jsonb *spawn, Jsonb *definition, const char *spawner,
 	JsonbValue	nodes;
 
 	chk.what = psprintf("spawn list of node \"%s\"", spawner);
-	chk.field_prefix = "";
 	vb_check_payload_size(spawn, psprintf("the spawn list of node \"%s\"", spawner));
 	if (!JsonContainerIsArray(&spawn->root) || JsonContainerIsScalar(&spawn->root))
 		ereport(ERROR,

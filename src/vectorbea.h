@@ -47,7 +47,6 @@ extern bool vb_notify_runs;
 /* ---- clock.c: the one engine clock, ids ---- */
 extern TimestampTz vb_now(void);
 extern pg_uuid_t *vb_uuid_v7(TimestampTz at);
-extern Datum vb_uuid_datum(pg_uuid_t *uuid);
 extern char *vb_uuid_text(pg_uuid_t *uuid);
 
 /* ---- duration.c ---- */
@@ -57,7 +56,6 @@ extern char *vb_format_duration(int64 ms);
 /* ---- jsonb_util.c: reading jsonb without a detour through text ---- */
 extern bool vb_jsonb_get(JsonbContainer *obj, const char *key, JsonbValue *out);
 extern const char *vb_jsonb_type_name(JsonbValue *v);
-extern Jsonb *vb_jsonb_from_value(JsonbValue *v);
 extern char *vb_jsonb_value_text(JsonbValue *v);
 extern Jsonb *vb_jsonb_from_cstring(const char *json);
 extern void vb_check_payload_size(Jsonb *payload, const char *what);
@@ -107,7 +105,6 @@ typedef struct VbRun
 	int32		open_nodes;
 	int32		node_count;
 	TimestampTz created_at;
-	bool		finished;		/* set when this call ended the run */
 } VbRun;
 
 extern bool vb_run_lock(pg_uuid_t *run_id, VbRun *run);

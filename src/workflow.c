@@ -24,9 +24,6 @@
 
 #include "vectorbea.h"
 
-static const char *const option_fields[] = {"workspace", "priority", "budget_usd",
-"budget_tokens", NULL};
-
 static void
 check_workflow_name(const char *name)
 {
@@ -135,16 +132,13 @@ check_options(Jsonb *options)
 			continue;
 		if (strcmp(key, "workspace") == 0)
 		{
-			char	   *ws;
-
 			if (val.type != jbvString ||
-				!vb_valid_name(ws = pnstrdup(val.val.string.val, val.val.string.len)))
+				!vb_valid_name(pnstrdup(val.val.string.val, val.val.string.len)))
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						 errmsg("invalid run options: field \"workspace\" must be a name"),
 						 errdetail("Names are 1 to %d characters: letters, digits, \"_\", \"-\", \".\" and \":\".",
 								   VB_MAX_NAME_LEN)));
-			(void) ws;
 		}
 		else if (strcmp(key, "priority") == 0 || strcmp(key, "budget_tokens") == 0)
 		{
@@ -191,7 +185,6 @@ check_options(Jsonb *options)
 					 errmsg("invalid run options: unknown field \"%s\"", key),
 					 errdetail("Allowed fields: workspace, priority, budget_usd, budget_tokens.")));
 	}
-	(void) option_fields;
 	return priority;
 }
 
