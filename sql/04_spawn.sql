@@ -47,18 +47,19 @@ SELECT * FROM timeline_text(:'run');
 SELECT * FROM check_run(:'run');
 
 -- The graph can keep growing from a spawned node, and a spawned node may
--- depend on an existing node that has not finished yet.
+-- depend on an existing node that has not finished yet.  Spawned nodes
+-- take the run's priority.
 SELECT vectorbea.define_workflow('grow', '{"nodes":[
 	{"id":"root","activity":"plan"},
 	{"id":"slow","activity":"slow"}],
 	"defaults": {"retry": {"max_attempts": 7}}}');
-SELECT vectorbea.start_run('grow') AS grow \gset
+SELECT vectorbea.start_run('grow', '{}', NULL, '{"priority": 3}') AS grow \gset
 SELECT task_id AS root_id, lease AS root_lease FROM vectorbea.claim_tasks('w', ARRAY['plan']) \gset
 SELECT vectorbea.complete_task(:root_id, :'root_lease', '{}', '[
 	{"id": "child", "activity": "work", "depends_on": ["root", "slow"]},
 	{"id": "sibling", "activity": "work"}]');
 -- child waits for slow; spawned nodes take the workflow's defaults.
-SELECT node, status, deps_remaining, max_attempts, spawned_by FROM vectorbea.nodes
+SELECT node, status, deps_remaining, max_attempts, priority, spawned_by FROM vectorbea.nodes
  WHERE run_id = :'grow' ORDER BY id;
 SELECT task_id AS sib_id, lease AS sib_lease FROM vectorbea.claim_tasks('w', ARRAY['work']) \gset
 SELECT vectorbea.complete_task(:sib_id, :'sib_lease', '{}', '[{"id": "grandchild", "activity": "work", "depends_on": ["sibling", "child"]}]');

@@ -24,6 +24,15 @@ SELECT task_id, lease FROM vectorbea.claim_tasks('w', ARRAY['call']) \gset
 SELECT vectorbea.fail_task(:task_id, :'lease', '{"message": "503 again"}');
 SELECT seq, node, attempt, data->>'delay_ms' AS delay_ms, data->>'next_attempt' AS next_attempt
   FROM vectorbea.events WHERE run_id = :'run' AND type = 'STEP_RETRIED' ORDER BY seq;
+-- Times inside event data are ISO 8601 in UTC whatever the session's zone,
+-- and agree with the tables.
+SET TimeZone = 'America/New_York';
+SELECT data->>'available_at' ~ '^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$' AS iso_utc,
+	   (data->>'available_at')::timestamptz = at + (data->>'delay_ms')::int * interval '1 ms' AS agrees
+  FROM vectorbea.events WHERE run_id = :'run' AND type = 'STEP_RETRIED' ORDER BY seq LIMIT 1;
+SELECT data->>'lease_expires_at' ~ '^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$' AS iso_utc
+  FROM vectorbea.events WHERE run_id = :'run' AND type = 'STEP_STARTED' ORDER BY seq LIMIT 1;
+RESET TimeZone;
 -- The last attempt fails for good: the node fails, the run fails, and its
 -- dependent is skipped.
 SET vectorbea.test_clock_offset = '6s';

@@ -44,6 +44,7 @@ SELECT vectorbea.replay(:'run', :after_fetch)->'nodes'->'answer'->>'status' AS a
 	   vectorbea.replay(:'run', 1)->'nodes'->'fetch_ticket'->>'status' AS fetch_at_start,
 	   vectorbea.replay(:'run', 1)->'nodes'->'answer'->>'status' AS answer_at_start;
 SELECT vectorbea.replay('00000000-0000-7000-8000-000000000000') IS NULL AS unknown_run_is_null;
+SELECT * FROM vectorbea.verify_run('00000000-0000-7000-8000-000000000000');
 SELECT * FROM check_run(:'run');
 
 -- verify_run finds every difference between the tables and the history.

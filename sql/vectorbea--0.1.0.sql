@@ -401,7 +401,10 @@ WITH r AS (
 	  FROM table_nodes t FULL JOIN history_nodes hn ON hn.node = t.node
 )
 SELECT msg FROM (
-	SELECT 1 AS o, NULL::text AS node, 'run is missing from the table' AS msg
+	SELECT 0 AS o, NULL::text AS node, 'run does not exist' AS msg
+	 WHERE NOT EXISTS (SELECT 1 FROM r) AND (SELECT s FROM h) IS NULL
+	UNION ALL
+	SELECT 1, NULL, 'run is missing from the table'
 	 WHERE NOT EXISTS (SELECT 1 FROM r) AND (SELECT s FROM h) IS NOT NULL
 	UNION ALL
 	SELECT 1, NULL, 'run has no RUN_STARTED event in the history'

@@ -217,7 +217,8 @@ vectorbea_claim_tasks(PG_FUNCTION_ARGS)
 						  "  INSERT INTO vectorbea.events (run_id, seq, type, node, attempt, data, at)"
 						  "  SELECT nb.run_id, s.base + nb.k, 'STEP_STARTED', nb.node, nb.attempt,"
 						  "         jsonb_build_object('worker', $1::text, 'task_id', nb.id,"
-						  "                            'lease_expires_at', nb.lease_expires_at),"
+						  "                            'lease_expires_at', to_char(nb.lease_expires_at AT TIME ZONE 'UTC',"
+						  "                                      'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')),"
 						  "         $4"
 						  "    FROM numbered nb JOIN seq s ON s.id = nb.run_id"
 						  ")"
@@ -252,8 +253,10 @@ vectorbea_claim_tasks(PG_FUNCTION_ARGS)
  * heartbeat(task_id bigint, lease uuid, extend interval) -> timestamptz
  *
  * Writes no event: a heartbeat changes no state that replay rebuilds, and
- * the history would otherwise grow with every minute of work.  It takes no
- * run lock either, so it never queues behind the run's other writers.
+ * the history would otherwise grow with every minute of work.  It still
+ * locks the run first, like every writer: a worker that heartbeats and then
+ * completes in one transaction must not hold its node while it waits for
+ * the run, or a run failure closing that node would deadlock with it.
  */
 PG_FUNCTION_INFO_V1(vectorbea_heartbeat);
 Datum
@@ -266,6 +269,7 @@ vectorbea_heartbeat(PG_FUNCTION_ARGS)
 	char		nulls[4] = {' ', ' ', ' ', ' '};
 	TimestampTz expires;
 	bool		isnull;
+	VbRun		run;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -277,6 +281,10 @@ vectorbea_heartbeat(PG_FUNCTION_ARGS)
 		(void) vb_interval_ms(PG_GETARG_INTERVAL_P(2), "extend");
 
 	SPI_connect();
+	if (!vb_run_lock_for_task(task_id, &run))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("task %ld does not exist", (long) task_id)));
 	if (plan == NULL)
 	{
 		Oid			types[4] = {INT8OID, UUIDOID, INTERVALOID, TIMESTAMPTZOID};

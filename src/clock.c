@@ -19,6 +19,7 @@
 #include "fmgr.h"
 #include "port.h"
 #include "utils/builtins.h"
+#include "utils/datetime.h"
 #include "utils/guc.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
@@ -103,6 +104,23 @@ Datum
 vectorbea_uuid_v7(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_UUID_P(vb_uuid_v7(vb_now()));
+}
+
+/*
+ * A timestamp as written into event data: ISO 8601 in UTC, whatever the
+ * session's TimeZone and DateStyle, so that histories compare byte for byte.
+ */
+char *
+vb_timestamp_iso(TimestampTz ts)
+{
+	struct pg_tm tm;
+	fsec_t		fsec;
+
+	if (timestamp2tm(ts, NULL, &tm, &fsec, NULL, NULL) != 0)
+		elog(ERROR, "vectorbea: timestamp out of range");
+	return psprintf("%04d-%02d-%02dT%02d:%02d:%02d.%06dZ",
+					tm.tm_year, tm.tm_mon, tm.tm_mday,
+					tm.tm_hour, tm.tm_min, tm.tm_sec, (int) fsec);
 }
 
 char *

@@ -153,7 +153,7 @@ not_running(int64 task_id, pg_uuid_t *lease, Jsonb *output)
 
 	if (SPI_execute_with_args("SELECT output IS NOT DISTINCT FROM $3 FROM vectorbea.nodes"
 							  " WHERE id = $1 AND lease = $2 AND status = 'succeeded'",
-							  3, types, args, nulls, true, 1) != SPI_OK_SELECT)
+							  3, types, args, nulls, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: task lookup failed");
 	if (SPI_processed == 1)
 	{
@@ -271,7 +271,7 @@ vectorbea_complete_task(PG_FUNCTION_ARGS)
 		if (SPI_execute_with_args("SELECT w.definition, (SELECT array_agg(node) FROM vectorbea.nodes"
 								  "  WHERE run_id = $1)::text[]"
 								  "  FROM vectorbea.workflows w WHERE w.name = $2 AND w.version = $3",
-								  3, rtypes, rargs, NULL, true, 1) != SPI_OK_SELECT ||
+								  3, rtypes, rargs, NULL, false, 1) != SPI_OK_SELECT ||
 			SPI_processed != 1)
 			elog(ERROR, "vectorbea: definition of run %s is missing", vb_uuid_text(&run.id));
 		definition = DatumGetJsonbP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -291,7 +291,7 @@ vectorbea_complete_task(PG_FUNCTION_ARGS)
 		if (specs != NIL)
 		{
 			specs_json = vb_node_specs_json(specs);
-			vb_insert_nodes(&run, specs_json, node, 0, at);
+			vb_insert_nodes(&run, specs_json, node, run.priority, at);
 			vb_event(&run, "NODES_SPAWNED", node, attempt,
 					 psprintf("{\"nodes\":%s}", specs_json), at);
 		}

@@ -78,9 +78,10 @@ fill_run(VbRun *run, HeapTuple tup, TupleDesc desc)
 	run->open_nodes = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
 	run->node_count = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
 	run->created_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 8, &isnull));
+	run->priority = DatumGetInt32(SPI_getbinval(tup, desc, 9, &isnull));
 }
 
-#define RUN_COLUMNS "id, status, workflow, workflow_version, last_seq, open_nodes, node_count, created_at"
+#define RUN_COLUMNS "id, status, workflow, workflow_version, last_seq, open_nodes, node_count, created_at, priority"
 
 /* Locks the run's row; false when there is no such run. */
 bool
@@ -268,7 +269,7 @@ vectorbea_append_event(PG_FUNCTION_ARGS)
 		Oid			types[2] = {UUIDOID, TEXTOID};
 
 		if (SPI_execute_with_args("SELECT 1 FROM vectorbea.nodes WHERE run_id = $1 AND node = $2",
-								  2, types, args, NULL, true, 1) != SPI_OK_SELECT)
+								  2, types, args, NULL, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "vectorbea: node lookup failed");
 		if (SPI_processed == 0)
 			ereport(ERROR,

@@ -136,7 +136,7 @@ vb_fail_attempt(VbRun *run, int64 task_id, const char *err_class,
 			elog(ERROR, "vectorbea: could not schedule retry");
 		vb_event(run, "STEP_RETRIED", node, attempt,
 				 psprintf("{\"delay_ms\":%ld,\"available_at\":\"%s\",\"next_attempt\":%d}",
-						  (long) delay, timestamptz_to_str(available_at), attempt + 1),
+						  (long) delay, vb_timestamp_iso(available_at), attempt + 1),
 				 at);
 		/* A delayed retry is announced when it comes due, not now. */
 		if (delay == 0)

@@ -45,7 +45,7 @@ vb_refuse_lease(int64 task_id, pg_uuid_t *lease, const char *action)
 	if (SPI_execute_with_args("SELECT n.status, n.node, NULL, n.attempt, n.worker, r.status"
 							  "  FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
 							  " WHERE n.id = $1",
-							  1, types, args, NULL, true, 1) != SPI_OK_SELECT)
+							  1, types, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: task lookup failed");
 	if (SPI_processed == 0)
 		ereport(ERROR,

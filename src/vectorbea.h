@@ -8,8 +8,9 @@
  * named vectorbea_<sqlname>.
  *
  * Locking rule, relied on by every file that changes a run: a transaction
- * locks the run's row (vb_run_lock) before it changes any of that run's
- * nodes or appends an event.  The run row carries the per-run event sequence,
+ * locks the run's row (vb_run_lock) before it changes or locks any of that
+ * run's nodes or appends an event; heartbeat too, although it writes no
+ * event, so that no transaction ever holds a node while waiting for its run.  The run row carries the per-run event sequence,
  * so holding it orders a run's events in commit order with no gaps.  Only
  * claim_tasks takes node rows first, and it never waits: it skips locked
  * nodes and locked runs alike, so it cannot be part of a deadlock.
@@ -48,6 +49,7 @@ extern bool vb_notify_runs;
 extern TimestampTz vb_now(void);
 extern pg_uuid_t *vb_uuid_v7(TimestampTz at);
 extern char *vb_uuid_text(pg_uuid_t *uuid);
+extern char *vb_timestamp_iso(TimestampTz ts);
 
 /* ---- duration.c ---- */
 extern bool vb_parse_duration(const char *text, int64 *ms);
@@ -104,6 +106,7 @@ typedef struct VbRun
 	int64		last_seq;
 	int32		open_nodes;
 	int32		node_count;
+	int32		priority;
 	TimestampTz created_at;
 } VbRun;
 

@@ -201,7 +201,7 @@ existing_run(const char *key, const char *workflow, Jsonb *input)
 
 	if (SPI_execute_with_args("SELECT id, workflow = $2 AND input = $3, workflow"
 							  "  FROM vectorbea.runs WHERE idempotency_key = $1",
-							  3, types, args, NULL, true, 1) != SPI_OK_SELECT ||
+							  3, types, args, NULL, false, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		elog(ERROR, "vectorbea: run with idempotency key \"%s\" vanished", key);
 	same = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
@@ -275,7 +275,7 @@ vectorbea_start_run(PG_FUNCTION_ARGS)
 	args[0] = CStringGetTextDatum(workflow);
 	if (SPI_execute_with_args("SELECT version, definition FROM vectorbea.workflows"
 							  " WHERE name = $1 ORDER BY version DESC LIMIT 1",
-							  1, &types[1], args, NULL, true, 1) != SPI_OK_SELECT)
+							  1, &types[1], args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: workflow lookup failed");
 	if (SPI_processed == 0)
 		ereport(ERROR,
@@ -326,6 +326,7 @@ vectorbea_start_run(PG_FUNCTION_ARGS)
 	run.workflow = workflow;
 	run.workflow_version = version;
 	run.created_at = at;
+	run.priority = priority;
 
 	initStringInfo(&data);
 	appendStringInfoString(&data, "{\"workflow\":");
