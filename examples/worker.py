@@ -123,7 +123,7 @@ class Task:
     def __init__(self, worker, row):
         (self.task_id, self.lease, self.run_id, self.node, self.activity,
          self.attempt, self.max_attempts, self.input, self.upstream,
-         self.checkpoint) = row
+         self.checkpoint, self.run_input) = row
         self.worker = worker
         self.label = f"{self.node}#{self.attempt}"
 
@@ -156,10 +156,9 @@ class Task:
 # The activities (simulated)
 # ---------------------------------------------------------------------------
 def scout(t):
-    # claim_tasks hands a task its node's own "input" (none here, as the
-    # definition gives scout none); the run's input is read from the run.
-    run_input = t.worker.sql_one(
-        "SELECT input FROM vectorbea.runs WHERE id = %s::uuid", (t.run_id,))
+    # "input" is the node's own input (none here: the definition gives scout
+    # none); "run_input" is what the run was started with.
+    run_input = t.run_input
     t.work(0.2)
     output = {"repo": run_input.get("repo", "acme/api"),
               "issue": run_input.get("issue"),
@@ -260,7 +259,7 @@ class Worker(threading.Thread):
         with self.conn.cursor() as cur:
             cur.execute(
                 "SELECT task_id, lease, run_id, node, activity, attempt,"
-                "       max_attempts, input, upstream, checkpoint"
+                "       max_attempts, input, upstream, checkpoint, run_input"
                 "  FROM vectorbea.claim_tasks(%s, %s, %s, %s::interval)",
                 (self.name, ACTIVITIES, BATCH, LEASE))
             return [Task(self, row) for row in cur.fetchall()]
