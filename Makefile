@@ -19,7 +19,10 @@ OBJS = \
 	src/claim.o \
 	src/complete.o \
 	src/failure.o \
-	src/lease.o
+	src/lease.o \
+	src/shmem.o \
+	src/sweep.o \
+	src/scheduler.o
 
 DATA = sql/vectorbea--0.1.0.sql
 PGFILEDESC = "vectorbea - durable AI agent workflows"

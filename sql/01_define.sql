@@ -12,9 +12,11 @@ UPDATE vectorbea.workflows SET definition = '{}' WHERE name = 'triage';
 -- validate_workflow shows the nodes with every default applied.
 SELECT jsonb_pretty(vectorbea.validate_workflow('{
 	"nodes": [{"id": "plan", "activity": "planner", "depends_on": [], "input": {"depth": 2},
-			   "retry": {"max_attempts": 5, "backoff": "exponential", "initial": "1s", "max": "1m"}},
+			   "retry": {"max_attempts": 5, "backoff": "exponential", "initial": "1s", "max": "1m"},
+			   "timeout": "10m"},
 			  {"id": "act", "activity": "actor", "depends_on": ["plan"]}],
-	"defaults": {"retry": {"max_attempts": 4, "jitter": false, "initial": "250ms"}}}'));
+	"defaults": {"retry": {"max_attempts": 4, "jitter": false, "initial": "250ms"},
+				 "timeout": "1h30m"}}'));
 
 -- Each refusal prints its SQLSTATE after the message.
 -- Names.
@@ -40,9 +42,11 @@ SELECT vectorbea.define_workflow('w', '{"nodes": [{"id":"a","activity":"x"},{"id
 SELECT vectorbea.define_workflow('w', '{"nodes": [{"id":"a","activity":"a","kind":"robot"}]}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.define_workflow('w', '{"nodes": [{"id":"a","activity":"a","kind":"llm"}]}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.define_workflow('w', '{"nodes": [{"id":"a","activity":"a","kind":"approval"}]}'); \echo SQLSTATE :SQLSTATE
-SELECT vectorbea.define_workflow('w', '{"nodes": [{"id":"a","activity":"a","timeout":"10m"}]}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.define_workflow('w', '{"nodes": [{"id":"a","activity":"a","timeout":"0s"}]}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.define_workflow('w', '{"nodes": [{"id":"a","activity":"a","timeout":600}]}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.define_workflow('w', '{"nodes": [{"id":"a","activity":"a","compensate":{"activity":"undo"}}]}'); \echo SQLSTATE :SQLSTATE
-SELECT vectorbea.define_workflow('w', '{"nodes": [{"id":"a","activity":"a"}], "defaults": {"timeout": "1m"}}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.define_workflow('w', '{"nodes": [{"id":"a","activity":"a"}], "defaults": {"llm": {}}}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.define_workflow('w', '{"nodes": [{"id":"a","activity":"a"}], "defaults": {"timeout": "forever"}}'); \echo SQLSTATE :SQLSTATE
 -- Unknown dependency.
 SELECT vectorbea.define_workflow('w', '{"nodes": [{"id":"a","activity":"a","depends_on":["ghost"]}]}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.define_workflow('w', '{"nodes": [{"id":"a","activity":"a","depends_on":"b"}]}'); \echo SQLSTATE :SQLSTATE

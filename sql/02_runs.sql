@@ -23,6 +23,11 @@ SELECT * FROM nodes_of(:'run_v2');
 SELECT vectorbea.start_run('fanout', '{}', NULL,
 	'{"workspace": "acme", "priority": 5, "budget_usd": 2.5, "budget_tokens": 100000}') AS run_opt \gset
 SELECT workspace, priority, budget_usd, budget_tokens FROM vectorbea.runs WHERE id = :'run_opt';
+-- A deadline is a duration from the start or a timestamp.
+SELECT vectorbea.start_run('fanout', '{}', NULL, '{"deadline": "1h"}') AS run_dl \gset
+SELECT deadline - created_at AS deadline_after FROM vectorbea.runs WHERE id = :'run_dl';
+SELECT vectorbea.start_run('fanout', '{}', NULL, '{"deadline": "2999-01-01T00:00:00Z"}') AS run_dl2 \gset
+SELECT deadline = '2999-01-01T00:00:00Z' AS absolute FROM vectorbea.runs WHERE id = :'run_dl2';
 SELECT priority FROM vectorbea.nodes WHERE run_id = :'run_opt';
 
 -- Idempotency: the same key with the same workflow and input is the same run.
@@ -48,7 +53,9 @@ SELECT vectorbea.start_run('fanout', '{}', NULL, '{"priority": 5000}'); \echo SQ
 SELECT vectorbea.start_run('fanout', '{}', NULL, '{"workspace": "two words"}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.start_run('fanout', '{}', NULL, '{"budget_usd": -1}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.start_run('fanout', '{}', NULL, '{"budget_tokens": "many"}'); \echo SQLSTATE :SQLSTATE
-SELECT vectorbea.start_run('fanout', '{}', NULL, '{"deadline": "1h"}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.start_run('fanout', '{}', NULL, '{"deadline": 3600}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.start_run('fanout', '{}', NULL, '{"deadline": "tomorrow-ish"}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.start_run('fanout', '{}', NULL, '{"deadline": "2001-01-01T00:00:00Z"}'); \echo SQLSTATE :SQLSTATE
 SET vectorbea.max_payload_size = '1kB';
 SELECT vectorbea.start_run('fanout', jsonb_build_object('blob', repeat('x', 2000))); \echo SQLSTATE :SQLSTATE
 RESET vectorbea.max_payload_size;

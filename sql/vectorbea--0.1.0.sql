@@ -33,6 +33,7 @@ CREATE TABLE @extschema@.runs (
 	priority		integer NOT NULL DEFAULT 0,
 	budget_usd		numeric,
 	budget_tokens	bigint,
+	deadline		timestamptz,
 	usage_usd		numeric NOT NULL DEFAULT 0,
 	usage_tokens	bigint NOT NULL DEFAULT 0,
 	idempotency_key	text UNIQUE,
@@ -53,6 +54,11 @@ COMMENT ON COLUMN @extschema@.runs.last_seq IS
 	'Sequence number of the run''s latest event; events are numbered 1..last_seq with no gaps.';
 CREATE INDEX runs_active_idx ON @extschema@.runs (created_at)
 	WHERE status IN ('running', 'compensating');
+-- the scheduler: runs with a deadline still running.
+CREATE INDEX runs_deadline_idx ON @extschema@.runs (deadline)
+	WHERE status = 'running' AND deadline IS NOT NULL;
+COMMENT ON COLUMN @extschema@.runs.deadline IS
+	'When the scheduler fails the run if it is still running (start_run option deadline).';
 
 CREATE TABLE @extschema@.nodes (
 	id				bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -73,6 +79,8 @@ CREATE TABLE @extschema@.nodes (
 	attempt			integer NOT NULL DEFAULT 0,
 	max_attempts	integer NOT NULL,
 	retry			jsonb NOT NULL,
+	timeout_ms		bigint CHECK (timeout_ms > 0),
+	attempt_deadline timestamptz,
 	priority		integer NOT NULL DEFAULT 0,
 	available_at	timestamptz,
 	lease			uuid,
@@ -92,6 +100,8 @@ COMMENT ON COLUMN @extschema@.nodes.deps_remaining IS
 	'Dependencies not yet succeeded, decremented under the run lock: a join becomes ready exactly once.';
 COMMENT ON COLUMN @extschema@.nodes.lease IS
 	'Token of the current attempt (or of the attempt that completed the node).';
+COMMENT ON COLUMN @extschema@.nodes.attempt_deadline IS
+	'End of the current attempt by the node''s timeout; lease_expires_at never passes it.';
 COMMENT ON COLUMN @extschema@.nodes.spawned_by IS
 	'The node whose completion added this one; NULL for nodes of the definition.';
 
@@ -101,6 +111,9 @@ CREATE INDEX nodes_ready_idx ON @extschema@.nodes
 -- lease expiry: running nodes are few, so this index stays tiny.
 CREATE INDEX nodes_running_idx ON @extschema@.nodes (lease_expires_at)
 	WHERE status = 'running';
+-- the scheduler: retries waiting for their time.
+CREATE INDEX nodes_retry_idx ON @extschema@.nodes (available_at)
+	WHERE status = 'ready' AND attempt > 0;
 -- fan-out: a finishing node releases the pending nodes of its run.
 CREATE INDEX nodes_pending_idx ON @extschema@.nodes (run_id)
 	WHERE status = 'pending';
@@ -483,7 +496,8 @@ SELECT to_char(e.at, 'HH24:MI:SS.MS') || ' ' || e.type ||
 		WHEN 'RUN_COMPLETED' THEN
 			format('→ succeeded, %s nodes (%sms)', e.data->>'nodes', e.data->>'duration_ms')
 		WHEN 'RUN_FAILED' THEN
-			format('→ failed at %s (%s), skipped %s, revoked %s', e.data->>'node', e.data->>'reason',
+			format('→ failed%s (%s), skipped %s, revoked %s',
+				   coalesce(' at ' || (e.data->>'node'), ''), e.data->>'reason',
 				   e.data->'skipped', e.data->'revoked')
 		WHEN 'RUN_CANCELLED' THEN
 			format('→ cancelled%s, cancelled %s, revoked %s',
@@ -498,5 +512,21 @@ $$;
 COMMENT ON FUNCTION @extschema@.timeline(uuid) IS
 	'The run''s history as readable lines, oldest first.';
 
+CREATE FUNCTION @extschema@.scheduler_status(
+		OUT database text, OUT pid integer, OUT state text,
+		OUT started_at timestamptz, OUT last_wake timestamptz, OUT next_due timestamptz,
+		OUT wakes bigint, OUT leases_expired bigint, OUT timeouts bigint,
+		OUT retries_announced bigint, OUT deadlines_enforced bigint,
+		OUT errors bigint, OUT last_error text)
+	RETURNS SETOF record
+	LANGUAGE c VOLATILE
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_scheduler_status';
+COMMENT ON FUNCTION @extschema@.scheduler_status() IS
+	'What each vectorbea scheduler is doing: state, last wake, next due time (engine clock), counters.';
+
 REVOKE ALL ON ALL TABLES IN SCHEMA @extschema@ FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA @extschema@ FROM PUBLIC;
+
+-- A scheduler waiting for the extension to appear in its database.
+SELECT pg_catalog.pg_notify('vectorbea_scheduler', 'installed');

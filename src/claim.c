@@ -13,9 +13,10 @@
  * One statement leases the nodes, numbers their STEP_STARTED events and
  * returns them with their upstream outputs.
  *
- * Leases that ran out are reclaimed here too (as a failed attempt of class
- * lease_expired, retried by the node's policy), so a task whose worker
- * vanished is offered again even where no scheduler runs.
+ * Attempts that ran out (lease or timeout) are ended here too, for the
+ * activities claimed (sweep.c), so a task whose worker vanished is offered
+ * again even where no scheduler runs.  A claim whose lease ends before the
+ * scheduler's next planned wake wakes it at commit.
  *
  * IDENTIFICATION
  *	  src/claim.c
@@ -37,67 +38,6 @@
 #include "vectorbea.h"
 
 #define MAX_TASKS_PER_CLAIM		1000
-#define EXPIRED_PER_CLAIM		100
-
-/*
- * Fails the attempts whose lease ran out, for the activities being claimed.
- * Each run and node is taken with SKIP LOCKED, run first; whatever is busy
- * is left for the next claim.
- */
-static void
-reclaim_expired_leases(Datum activities, TimestampTz at)
-{
-	static SPIPlanPtr find_plan = NULL;
-	Datum		args[2];
-	uint64		n;
-	int64	   *task_ids;
-	pg_uuid_t  *run_ids;
-
-	if (find_plan == NULL)
-	{
-		Oid			types[2] = {TEXTARRAYOID, TIMESTAMPTZOID};
-
-		find_plan = vb_prepare("SELECT n.id, n.run_id"
-							   "  FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
-							   " WHERE n.status = 'running' AND n.lease_expires_at <= $2"
-							   "   AND n.activity = ANY ($1)"
-							   " ORDER BY n.lease_expires_at LIMIT " CppAsString2(EXPIRED_PER_CLAIM)
-							   " FOR NO KEY UPDATE OF r SKIP LOCKED"
-							   " FOR UPDATE OF n SKIP LOCKED", lengthof(types), types);
-	}
-	args[0] = activities;
-	args[1] = TimestampTzGetDatum(at);
-	if (SPI_execute_plan(find_plan, args, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "vectorbea: expired lease scan failed");
-	n = SPI_processed;
-	if (n == 0)
-		return;
-
-	task_ids = palloc(sizeof(int64) * n);
-	run_ids = palloc(sizeof(pg_uuid_t) * n);
-	for (uint64 i = 0; i < n; i++)
-	{
-		bool		isnull;
-
-		task_ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-		memcpy(&run_ids[i], DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull)),
-			   sizeof(pg_uuid_t));
-	}
-	for (uint64 i = 0; i < n; i++)
-	{
-		VbRun		run;
-
-		/* Held by us already, so this reads the counters without waiting. */
-		if (!vb_run_lock(&run_ids[i], &run) || strcmp(run.status, "running") != 0)
-			continue;
-		vb_fail_attempt(&run, task_ids[i], "lease_expired",
-						"{\"message\":\"the lease expired before the worker reported\","
-						"\"class\":\"lease_expired\"}",
-						true, -1, at);
-		vb_run_save(&run, at);
-	}
-}
-
 /*
  * claim_tasks(worker text, activities text[], max_tasks int,
  *             lease_duration interval) -> SETOF record
@@ -115,6 +55,7 @@ vectorbea_claim_tasks(PG_FUNCTION_ARGS)
 	TimestampTz at = vb_now();
 	Datum		args[5];
 	int			nelems;
+	TimestampTz first_expiry = DT_NOEND;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -149,7 +90,7 @@ vectorbea_claim_tasks(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 
 	SPI_connect();
-	reclaim_expired_leases(PointerGetDatum(activities), at);
+	vb_expire_attempts(PointerGetDatum(activities), at, false, NULL);
 
 	if (plan == NULL)
 	{
@@ -198,7 +139,9 @@ vectorbea_claim_tasks(PG_FUNCTION_ARGS)
 						  "), claimed AS ("
 						  "  UPDATE vectorbea.nodes n"
 						  "     SET status = 'running', attempt = n.attempt + 1,"
-						  "         lease = gen_random_uuid(), lease_expires_at = $4 + $5,"
+						  "         lease = gen_random_uuid(),"
+						  "         lease_expires_at = least($4 + $5, $4 + n.timeout_ms * interval '1 ms'),"
+						  "         attempt_deadline = $4 + n.timeout_ms * interval '1 ms',"
 						  "         lease_duration = $5, worker = $1, started_at = $4"
 						  "   WHERE n.id = ANY (ARRAY(SELECT id FROM candidate))"
 						  "  RETURNING n.id, n.lease, n.run_id, n.node, n.activity, n.attempt,"
@@ -244,8 +187,19 @@ vectorbea_claim_tasks(PG_FUNCTION_ARGS)
 		elog(ERROR, "vectorbea: claim failed");
 
 	for (uint64 i = 0; i < SPI_processed; i++)
-		tuplestore_puttuple(rsinfo->setResult, SPI_tuptable->vals[i]);
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		bool		isnull;
+		TimestampTz expires = DatumGetTimestampTz(SPI_getbinval(tup, SPI_tuptable->tupdesc,
+															   12, &isnull));
+
+		if (expires < first_expiry)
+			first_expiry = expires;
+		tuplestore_puttuple(rsinfo->setResult, tup);
+	}
 	SPI_finish();
+	if (first_expiry != DT_NOEND)
+		vb_wake_scheduler(first_expiry);
 	return (Datum) 0;
 }
 
@@ -290,8 +244,9 @@ vectorbea_heartbeat(PG_FUNCTION_ARGS)
 		Oid			types[4] = {INT8OID, UUIDOID, INTERVALOID, TIMESTAMPTZOID};
 
 		plan = vb_prepare("UPDATE vectorbea.nodes"
-						  "   SET lease_expires_at = greatest(lease_expires_at,"
-						  "                                   $4 + coalesce($3, lease_duration))"
+						  "   SET lease_expires_at = least(greatest(lease_expires_at,"
+						  "                                         $4 + coalesce($3, lease_duration)),"
+						  "                                attempt_deadline)"
 						  " WHERE id = $1 AND lease = $2 AND status = 'running'"
 						  " RETURNING lease_expires_at", lengthof(types), types);
 	}

@@ -57,9 +57,8 @@ backoff_delay_ms(Jsonb *retry, int attempt)
 	if (vb_jsonb_get(&retry->root, "jitter", &v) && v.type == jbvBool)
 		jitter = v.val.boolean;
 
-	delay = exponential ? initial * pow(multiplier, attempt - 1) : initial;
-	if (delay > max)
-		delay = max;
+	/* max caps the exponential growth; a fixed backoff is what it says. */
+	delay = exponential ? Min(initial * pow(multiplier, attempt - 1), max) : initial;
 	if (jitter)
 		delay = delay / 2 + pg_prng_double(&pg_global_prng_state) * (delay / 2);
 	return (int64) llround(delay);
@@ -138,9 +137,11 @@ vb_fail_attempt(VbRun *run, int64 task_id, const char *err_class,
 				 psprintf("{\"delay_ms\":%ld,\"available_at\":\"%s\",\"next_attempt\":%d}",
 						  (long) delay, vb_timestamp_iso(available_at), attempt + 1),
 				 at);
-		/* A delayed retry is announced when it comes due, not now. */
+		/* A delayed retry is announced when it comes due, by the scheduler. */
 		if (delay == 0)
 			vb_notify_task_ready(activity);
+		else
+			vb_wake_scheduler(available_at);
 		return "retrying";
 	}
 

@@ -37,14 +37,14 @@ typedef struct Checker
 } Checker;
 
 static const char *const top_fields[] = {"nodes", "defaults", NULL};
-static const char *const default_fields[] = {"retry", NULL};
+static const char *const default_fields[] = {"retry", "timeout", NULL};
 static const char *const node_fields[] = {"id", "kind", "activity", "depends_on",
-"input", "retry", NULL};
+"input", "retry", "timeout", NULL};
 static const char *const retry_fields[] = {"max_attempts", "backoff", "initial",
 "max", "multiplier", "jitter", NULL};
 
 /* Contract fields not acted on by this version, and why. */
-static const char *const later_node_fields[] = {"timeout", "compensate", "approval",
+static const char *const later_node_fields[] = {"compensate", "approval",
 "llm", NULL};
 
 #define DEFAULT_MAX_ATTEMPTS	3
@@ -252,6 +252,20 @@ get_number(Checker *chk, JsonbValue *v, const char *label, const char *field,
 	return d;
 }
 
+/* A node timeout: a positive duration. */
+static int64
+get_timeout(Checker *chk, JsonbValue *v, const char *label, const char *field)
+{
+	int64		ms = get_duration(chk, v, label, field);
+
+	if (ms <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s: %sfield \"%s\" must be longer than zero",
+						chk->what, at(label), field)));
+	return ms;
+}
+
 /*
  * Applies one retry object (the workflow defaults or a node's own) on top of
  * spec's current policy.  prefix is "" or "defaults." so that the error names
@@ -305,7 +319,8 @@ apply_retry(Checker *chk, JsonbValue *retry, VbNodeSpec *spec, const char *label
 			type_error(chk, label, psprintf("%s.jitter", field), &v, "a boolean");
 		spec->jitter = v.val.boolean;
 	}
-	if (spec->max_ms < spec->initial_ms)
+	/* max caps the exponential growth; a fixed backoff never reaches it. */
+	if (spec->backoff_exponential && spec->max_ms < spec->initial_ms)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid %s: %sfield \"%s.max\" is shorter than \"%s.initial\"",
@@ -404,6 +419,8 @@ parse_node(Checker *chk, JsonbValue *nodeval, int position, VbNodeSpec *spec)
 
 	if (vb_jsonb_get(obj, "retry", &v))
 		apply_retry(chk, &v, spec, label, "");
+	if (vb_jsonb_get(obj, "timeout", &v))
+		spec->timeout_ms = get_timeout(chk, &v, label, "timeout");
 }
 
 typedef struct IdEntry
@@ -500,7 +517,7 @@ report_cycle(Checker *chk, VbNodeSpec **specs, int n, bool *ordered, HTAB *ids)
  */
 static List *
 parse_nodes(Checker *chk, JsonbValue *nodes, JsonbValue *defaults_retry,
-			VbExistingNodes *existing)
+			JsonbValue *defaults_timeout, VbExistingNodes *existing)
 {
 	JsonbContainer *arr;
 	int			n;
@@ -546,6 +563,8 @@ parse_nodes(Checker *chk, JsonbValue *nodes, JsonbValue *defaults_retry,
 	template.jitter = true;
 	if (defaults_retry)
 		apply_retry(chk, defaults_retry, &template, NULL, "defaults.");
+	if (defaults_timeout)
+		template.timeout_ms = get_timeout(chk, defaults_timeout, NULL, "defaults.timeout");
 
 	specs = palloc0(sizeof(VbNodeSpec *) * Max(n, 1));
 	ids = id_table(n + existing_count);
@@ -642,7 +661,9 @@ validate(Checker *chk, Jsonb *definition, VbExistingNodes *existing,
 	JsonbValue	nodes;
 	JsonbValue	defaults;
 	JsonbValue	retry;
+	JsonbValue	timeout;
 	JsonbValue *defaults_retry = NULL;
+	JsonbValue *defaults_timeout = NULL;
 	JsonbContainer *root = &definition->root;
 
 	if (!JsonContainerIsObject(root))
@@ -696,9 +717,11 @@ validate(Checker *chk, Jsonb *definition, VbExistingNodes *existing,
 		}
 		if (vb_jsonb_get(defaults.val.binary.data, "retry", &retry))
 			defaults_retry = &retry;
+		if (vb_jsonb_get(defaults.val.binary.data, "timeout", &timeout))
+			defaults_timeout = &timeout;
 	}
 	return parse_nodes(chk, nodes_override ? nodes_override : &nodes,
-					   defaults_retry, existing);
+					   defaults_retry, defaults_timeout, existing);
 }
 
 /* Validates a workflow definition; returns its nodes, normalised. */
@@ -769,11 +792,14 @@ vb_node_specs_json(List *specs)
 		}
 		appendStringInfo(&buf, "],\"input\":%s,\"retry\":{\"max_attempts\":%d,"
 						 "\"backoff\":\"%s\",\"initial_ms\":%ld,\"max_ms\":%ld,"
-						 "\"multiplier\":%g,\"jitter\":%s}}",
+						 "\"multiplier\":%g,\"jitter\":%s}",
 						 s->input_json, s->max_attempts,
 						 s->backoff_exponential ? "exponential" : "fixed",
 						 (long) s->initial_ms, (long) s->max_ms, s->multiplier,
 						 s->jitter ? "true" : "false");
+		if (s->timeout_ms > 0)
+			appendStringInfo(&buf, ",\"timeout_ms\":%ld", (long) s->timeout_ms);
+		appendStringInfoChar(&buf, '}');
 	}
 	appendStringInfoChar(&buf, ']');
 	return buf.data;

@@ -16,6 +16,7 @@
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "utils/guc.h"
 
 #include "vectorbea.h"
@@ -26,6 +27,8 @@ int			vb_max_payload_kb = 1024;
 int			vb_max_nodes_per_run = 10000;
 bool		vb_notify_tasks = true;
 bool		vb_notify_runs = true;
+char	   *vb_databases = NULL;
+int			vb_scheduler_idle_ms = 5 * 60 * 1000;
 
 /* clock.c owns the parsed value; the string lives here with the GUC. */
 extern char *vb_test_clock_offset_text;
@@ -83,5 +86,29 @@ _PG_init(void)
 							   PGC_SUSET, 0,
 							   vb_check_clock_offset, vb_assign_clock_offset, NULL);
 
+	DefineCustomStringVariable("vectorbea.database",
+							   "Databases served by a vectorbea scheduler, comma-separated.",
+							   "One background worker per database moves time-driven work "
+							   "(expired leases, timeouts, due retries, run deadlines). "
+							   "Empty starts none.",
+							   &vb_databases,
+							   "postgres",
+							   PGC_POSTMASTER, 0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("vectorbea.scheduler_idle_timeout",
+							"Longest a scheduler sleeps when nothing is due.",
+							"The scheduler wakes when due work is committed and sleeps "
+							"exactly until the next due item; this is only the fallback.",
+							&vb_scheduler_idle_ms,
+							5 * 60 * 1000, 100, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("vectorbea");
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	vb_shmem_install_hooks();
+	vb_register_schedulers();
 }

@@ -26,6 +26,7 @@
 #include "postgres.h"
 
 #include "executor/spi.h"
+#include "storage/lwlock.h"
 #include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
 #include "utils/jsonb.h"
@@ -44,6 +45,62 @@ extern int	vb_max_payload_kb;
 extern int	vb_max_nodes_per_run;
 extern bool vb_notify_tasks;
 extern bool vb_notify_runs;
+extern char *vb_databases;
+extern int	vb_scheduler_idle_ms;
+
+/* ---- shmem.c: the schedulers' shared state ---- */
+#define VB_MAX_SCHEDULERS		16
+#define VB_SCHEDULER_CHANNEL	"vectorbea_scheduler"
+
+typedef struct VbSchedulerSlot
+{
+	char		database[NAMEDATALEN];
+	Oid			database_oid;	/* set once the scheduler has connected */
+	int			pid;			/* 0 while no scheduler runs */
+	char		state[32];		/* "starting", "waiting for extension", "idle", "working" */
+	TimestampTz started_at;
+	TimestampTz last_wake;
+	TimestampTz next_due;		/* engine clock; DT_NOEND when nothing is due */
+	uint64		wakes;
+	uint64		leases_expired;
+	uint64		timeouts;
+	uint64		retries_announced;
+	uint64		deadlines;
+	uint64		errors;
+	char		last_error[256];
+} VbSchedulerSlot;
+
+typedef struct VbShared
+{
+	LWLock	   *lock;
+	int			nslots;
+	VbSchedulerSlot slots[VB_MAX_SCHEDULERS];
+} VbShared;
+
+extern VbShared *vb_shared;
+extern void vb_shmem_install_hooks(void);
+extern void vb_wake_scheduler(TimestampTz due);
+
+/* ---- sweep.c: time-driven work ---- */
+typedef struct VbSweepCounters
+{
+	uint64		leases_expired;
+	uint64		timeouts;
+	uint64		retries_announced;
+	uint64		deadlines;
+	uint64		errors;
+	char		last_error[256];
+} VbSweepCounters;
+
+extern int	vb_expire_attempts(Datum activities, TimestampTz at, bool isolate,
+							   VbSweepCounters *counters);
+extern int	vb_fail_overdue_runs(TimestampTz at, VbSweepCounters *counters);
+extern int	vb_announce_due(TimestampTz after, TimestampTz upto,
+							VbSweepCounters *counters);
+extern TimestampTz vb_next_due(TimestampTz now);
+
+/* ---- scheduler.c ---- */
+extern void vb_register_schedulers(void);
 
 /* ---- clock.c: the one engine clock, ids ---- */
 extern TimestampTz vb_now(void);
@@ -79,6 +136,7 @@ typedef struct VbNodeSpec
 	int64		max_ms;
 	double		multiplier;
 	bool		jitter;
+	int64		timeout_ms;		/* 0: no timeout */
 } VbNodeSpec;
 
 /* A run's existing nodes, as spawn validation needs them. */

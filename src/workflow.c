@@ -97,9 +97,68 @@ vectorbea_validate_workflow(PG_FUNCTION_ARGS)
 	PG_RETURN_JSONB_P(vb_jsonb_from_cstring(vb_node_specs_json(specs)));
 }
 
-/* Checks start_run's options; returns the run priority. */
+/*
+ * A run deadline: a duration from the start ("2h") or a timestamp
+ * ("2026-12-01T00:00:00Z"); it must lie in the future.
+ */
+static TimestampTz
+parse_deadline(JsonbValue *val, TimestampTz at)
+{
+	char	   *text;
+	int64		ms;
+	volatile TimestampTz deadline = 0;
+	volatile bool parsed = false;
+
+	if (val->type != jbvString)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid run options: field \"deadline\" must be a duration or a timestamp"),
+				 errdetail("Found %s.", vb_jsonb_type_name(val))));
+	text = pnstrdup(val->val.string.val, val->val.string.len);
+	if (vb_parse_duration(text, &ms))
+	{
+		deadline = at + ms * 1000;
+		parsed = true;
+	}
+	else
+	{
+		MemoryContext cxt = CurrentMemoryContext;
+
+		/* timestamptz_in only parses: nothing to clean up if it throws. */
+		PG_TRY();
+		{
+			deadline = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in,
+															   CStringGetDatum(text),
+															   ObjectIdGetDatum(InvalidOid),
+															   Int32GetDatum(-1)));
+			parsed = true;
+		}
+		PG_CATCH();
+		{
+			MemoryContextSwitchTo(cxt);
+			FlushErrorState();
+		}
+		PG_END_TRY();
+	}
+	if (!parsed || TIMESTAMP_NOT_FINITE(deadline))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid run options: field \"deadline\" has an invalid value \"%s\"", text),
+				 errhint("Give a duration from the start such as \"2h\", or a timestamp such as \"2026-12-01T00:00:00Z\".")));
+	if (deadline <= at)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid run options: field \"deadline\" is not in the future"),
+				 errdetail("The deadline %s has passed.", vb_timestamp_iso(deadline))));
+	return deadline;
+}
+
+/*
+ * Checks start_run's options; returns the run priority, and the deadline
+ * (0 for none) in *deadline.
+ */
 static int
-check_options(Jsonb *options)
+check_options(Jsonb *options, TimestampTz at, TimestampTz *deadline)
 {
 	JsonbIterator *it;
 	JsonbValue	v;
@@ -122,15 +181,11 @@ check_options(Jsonb *options)
 		if (tok != WJB_KEY || depth != 1)
 			continue;
 		key = pnstrdup(v.val.string.val, v.val.string.len);
-		if (strcmp(key, "deadline") == 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("invalid run options: field \"deadline\" is not supported by this version of vectorbea"),
-					 errdetail("Run deadlines are enforced by the scheduler, which vectorbea 0.1.0 does not have yet."),
-					 errhint("Remove the field; cancel_run() stops a run by hand.")));
 		if (!vb_jsonb_get(&options->root, key, &val))
 			continue;
-		if (strcmp(key, "workspace") == 0)
+		if (strcmp(key, "deadline") == 0)
+			*deadline = parse_deadline(&val, at);
+		else if (strcmp(key, "workspace") == 0)
 		{
 			if (val.type != jbvString ||
 				!vb_valid_name(pnstrdup(val.val.string.val, val.val.string.len)))
@@ -183,7 +238,7 @@ check_options(Jsonb *options)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("invalid run options: unknown field \"%s\"", key),
-					 errdetail("Allowed fields: workspace, priority, budget_usd, budget_tokens.")));
+					 errdetail("Allowed fields: workspace, priority, budget_usd, budget_tokens, deadline.")));
 	}
 	return priority;
 }
@@ -234,10 +289,11 @@ vectorbea_start_run(PG_FUNCTION_ARGS)
 	Jsonb	   *options;
 	int			priority;
 	TimestampTz at = vb_now();
-	Datum		args[8];
-	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	Oid			types[8] = {UUIDOID, TEXTOID, INT4OID, JSONBOID, JSONBOID, TEXTOID,
-	INT4OID, TIMESTAMPTZOID};
+	TimestampTz deadline = 0;
+	Datum		args[9];
+	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			types[9] = {UUIDOID, TEXTOID, INT4OID, JSONBOID, JSONBOID, TEXTOID,
+	INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID};
 	bool		isnull;
 	int32		version;
 	Jsonb	   *definition;
@@ -269,7 +325,7 @@ vectorbea_start_run(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("idempotency key must be 1 to 512 characters long")));
-	priority = check_options(options);
+	priority = check_options(options, at, &deadline);
 
 	SPI_connect();
 	args[0] = CStringGetTextDatum(workflow);
@@ -299,14 +355,17 @@ vectorbea_start_run(PG_FUNCTION_ARGS)
 		nulls[5] = 'n';
 	args[6] = Int32GetDatum(priority);
 	args[7] = TimestampTzGetDatum(at);
+	args[8] = TimestampTzGetDatum(deadline);
+	if (deadline == 0)
+		nulls[8] = 'n';
 	if (SPI_execute_with_args("INSERT INTO vectorbea.runs (id, workflow, workflow_version, input,"
 							  "  options, idempotency_key, priority, created_at, workspace,"
-							  "  budget_usd, budget_tokens)"
+							  "  budget_usd, budget_tokens, deadline)"
 							  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8,"
 							  "  coalesce($5->>'workspace', 'default'),"
-							  "  ($5->>'budget_usd')::numeric, ($5->>'budget_tokens')::bigint)"
+							  "  ($5->>'budget_usd')::numeric, ($5->>'budget_tokens')::bigint, $9)"
 							  " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
-							  8, types, args, nulls, false, 0) != SPI_OK_INSERT_RETURNING)
+							  lengthof(types), types, args, nulls, false, 0) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "vectorbea: could not insert run");
 
 	if (SPI_processed == 0)
@@ -339,6 +398,8 @@ vectorbea_start_run(PG_FUNCTION_ARGS)
 	vb_event(&run, "RUN_STARTED", NULL, 0, data.data, at);
 	vb_insert_nodes(&run, specs_json, NULL, priority, at);
 	vb_run_save(&run, at);
+	if (deadline != 0)
+		vb_wake_scheduler(deadline);
 
 	result = MemoryContextAlloc(caller_cxt, sizeof(pg_uuid_t));
 	memcpy(result, run_id, sizeof(pg_uuid_t));

@@ -1,0 +1,311 @@
+/*-------------------------------------------------------------------------
+ *
+ * scheduler.c
+ *	  The background worker that moves time-driven work: one "vectorbea
+ *	  scheduler" per database listed in vectorbea.database.
+ *
+ * The loop, top to bottom: handle signals; read what woke us; do what is
+ * due (each step a short transaction of its own); publish the next due
+ * time; sleep until it, or until woken.  It never holds a transaction or a
+ * snapshot while it sleeps.
+ *
+ * Wakes: a backend that commits work falling due before the scheduler's
+ * published next due time sends NOTIFY vectorbea_scheduler (shmem.c), which
+ * the scheduler LISTENs to; PostgreSQL delivers it at commit by setting the
+ * scheduler's latch.  SIGHUP (a reload, or a moved test clock) wakes it too.
+ * Otherwise it sleeps exactly until the next due item, or at most
+ * vectorbea.scheduler_idle_timeout when nothing is due, and issues no
+ * statement while nothing is due.
+ *
+ * Crash semantics: the workers are registered to start once recovery has
+ * finished, so a standby runs none until it is promoted.  After any start
+ * (a crash restart included) the first pass announces every ready activity
+ * (notifications of the crashed cluster are gone) and ends every attempt
+ * whose lease ran out meanwhile.  SIGTERM ends the worker at once (its
+ * transactions are short); the postmaster restarts it after one second,
+ * unless the cluster is shutting down.  Postmaster death ends every wait.
+ *
+ * IDENTIFICATION
+ *	  src/scheduler.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "commands/async.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/varlena.h"
+
+#include "vectorbea.h"
+
+/* How soon to look again at due work whose run was busy. */
+#define BUSY_RETRY_MS	100
+
+PGDLLEXPORT void vb_scheduler_main(Datum main_arg);
+
+static VbSchedulerSlot *my_slot = NULL;
+
+/*
+ * Registers one scheduler per database named in vectorbea.database.  Runs
+ * in the postmaster, from _PG_init, while shared_preload_libraries loads.
+ */
+void
+vb_register_schedulers(void)
+{
+	char	   *rawlist = pstrdup(vb_databases);
+	List	   *names;
+	ListCell   *lc;
+	int			slot = 0;
+
+	if (!SplitIdentifierString(rawlist, ',', &names))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid list syntax in vectorbea.database: \"%s\"", vb_databases),
+				 errhint("List database names separated by commas, e.g. 'app, analytics'.")));
+	foreach(lc, names)
+	{
+		BackgroundWorker worker;
+		char	   *dbname = lfirst(lc);
+
+		if (slot >= VB_MAX_SCHEDULERS)
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("vectorbea.database lists more than %d databases", VB_MAX_SCHEDULERS)));
+		memset(&worker, 0, sizeof(worker));
+		worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+		worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+		worker.bgw_restart_time = 1;
+		snprintf(worker.bgw_library_name, BGW_MAXLEN, "vectorbea");
+		snprintf(worker.bgw_function_name, BGW_MAXLEN, "vb_scheduler_main");
+		snprintf(worker.bgw_name, BGW_MAXLEN, "vectorbea scheduler for %s", dbname);
+		snprintf(worker.bgw_type, BGW_MAXLEN, "vectorbea scheduler");
+		strlcpy(worker.bgw_extra, dbname, BGW_EXTRALEN);
+		worker.bgw_main_arg = Int32GetDatum(slot);
+		RegisterBackgroundWorker(&worker);
+		slot++;
+	}
+}
+
+static void
+set_state(const char *state)
+{
+	LWLockAcquire(vb_shared->lock, LW_EXCLUSIVE);
+	strlcpy(my_slot->state, state, sizeof(my_slot->state));
+	LWLockRelease(vb_shared->lock);
+}
+
+static void
+clear_slot(int code, Datum arg)
+{
+	if (my_slot == NULL)
+		return;
+	LWLockAcquire(vb_shared->lock, LW_EXCLUSIVE);
+	my_slot->pid = 0;
+	my_slot->next_due = 0;
+	strlcpy(my_slot->state, "stopped", sizeof(my_slot->state));
+	LWLockRelease(vb_shared->lock);
+}
+
+/* Signals, config reload, and notifications that arrived while we slept. */
+static void
+handle_interrupts(void)
+{
+	CHECK_FOR_INTERRUPTS();
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+	/* Reading the queue keeps it from filling; the content does not matter. */
+	if (notifyInterruptPending)
+		ProcessNotifyInterrupt(false);
+}
+
+static void
+begin_step(const char *what)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, what);
+}
+
+static void
+end_step(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/* True when the extension is installed in our database (a catalog lookup). */
+static bool
+extension_installed(void)
+{
+	bool		installed;
+
+	StartTransactionCommand();
+	installed = OidIsValid(get_extension_oid("vectorbea", true));
+	CommitTransactionCommand();
+	return installed;
+}
+
+static void
+sleep_ms(long ms)
+{
+	int			rc;
+
+	rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+				   ms, PG_WAIT_EXTENSION);
+	if (rc & WL_LATCH_SET)
+		ResetLatch(MyLatch);
+}
+
+/*
+ * One pass over what is due at engine time `now`; returns the next due time.
+ * Each step is its own transaction, so a failure in one does not undo the
+ * others, and locks are held for one step only.
+ */
+static TimestampTz
+do_pass(TimestampTz now, TimestampTz *announced_upto, VbSweepCounters *c)
+{
+	TimestampTz next;
+
+	begin_step("vectorbea: ending expired attempts");
+	while (vb_expire_attempts((Datum) 0, now, true, c) > 0)
+		;
+	end_step();
+
+	begin_step("vectorbea: failing runs past their deadline");
+	while (vb_fail_overdue_runs(now, c) > 0)
+		;
+	end_step();
+
+	begin_step("vectorbea: announcing due retries");
+	vb_announce_due(*announced_upto, now, c);
+	*announced_upto = now;
+	next = vb_next_due(now);
+	end_step();
+	return next;
+}
+
+static void
+publish(TimestampTz now, TimestampTz next, VbSweepCounters *c)
+{
+	LWLockAcquire(vb_shared->lock, LW_EXCLUSIVE);
+	my_slot->last_wake = now;
+	my_slot->next_due = next;
+	my_slot->wakes++;
+	my_slot->leases_expired = c->leases_expired;
+	my_slot->timeouts = c->timeouts;
+	my_slot->retries_announced = c->retries_announced;
+	my_slot->deadlines = c->deadlines;
+	my_slot->errors = c->errors;
+	strlcpy(my_slot->last_error, c->last_error, sizeof(my_slot->last_error));
+	strlcpy(my_slot->state, "idle", sizeof(my_slot->state));
+	LWLockRelease(vb_shared->lock);
+}
+
+void
+vb_scheduler_main(Datum main_arg)
+{
+	int			slot_index = DatumGetInt32(main_arg);
+	char		dbname[BGW_EXTRALEN];
+	VbSweepCounters counters;
+	TimestampTz announced_upto = DT_NOBEGIN;
+	MemoryContext pass_cxt;
+
+	strlcpy(dbname, MyBgworkerEntry->bgw_extra, sizeof(dbname));
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(dbname, NULL, 0);
+	pgstat_report_appname("vectorbea scheduler");
+
+	memset(&counters, 0, sizeof(counters));
+	my_slot = &vb_shared->slots[slot_index];
+	LWLockAcquire(vb_shared->lock, LW_EXCLUSIVE);
+	if (vb_shared->nslots <= slot_index)
+		vb_shared->nslots = slot_index + 1;
+	strlcpy(my_slot->database, dbname, sizeof(my_slot->database));
+	my_slot->database_oid = MyDatabaseId;
+	my_slot->pid = MyProcPid;
+	my_slot->started_at = GetCurrentTimestamp();
+	my_slot->next_due = 0;	/* wake me for anything until the first pass */
+	strlcpy(my_slot->state, "starting", sizeof(my_slot->state));
+	LWLockRelease(vb_shared->lock);
+	on_shmem_exit(clear_slot, (Datum) 0);
+
+	/* LISTEN before the first pass, so no wake between them is lost. */
+	StartTransactionCommand();
+	Async_Listen(VB_SCHEDULER_CHANNEL);
+	CommitTransactionCommand();
+
+	pass_cxt = AllocSetContextCreate(TopMemoryContext, "vectorbea scheduler pass",
+									 ALLOCSET_DEFAULT_SIZES);
+	ereport(LOG,
+			(errmsg("vectorbea scheduler started for database \"%s\"", dbname)));
+
+	for (;;)
+	{
+		TimestampTz now;
+		TimestampTz next;
+		long		sleep;
+
+		handle_interrupts();
+		if (!extension_installed())
+		{
+			/* CREATE EXTENSION sends NOTIFY vectorbea_scheduler. */
+			set_state("waiting for extension");
+			announced_upto = DT_NOBEGIN;
+			sleep_ms(vb_scheduler_idle_ms);
+			continue;
+		}
+
+		set_state("working");
+		MemoryContextSwitchTo(pass_cxt);
+		now = vb_now();
+		next = do_pass(now, &announced_upto, &counters);
+		MemoryContextSwitchTo(TopMemoryContext);
+		MemoryContextReset(pass_cxt);
+		publish(now, next, &counters);
+
+		/* Sleep until the next due item by the engine clock, or until woken. */
+		if (next == DT_NOEND)
+			sleep = vb_scheduler_idle_ms;
+		else
+		{
+			int64		ms = (next - vb_now()) / 1000 + 1;
+
+			/*
+			 * Work already due was left by this pass only when its run was
+			 * busy (SKIP LOCKED): look again shortly rather than spin.
+			 */
+			if (ms <= 0)
+				ms = BUSY_RETRY_MS;
+			sleep = (long) Min(ms, (int64) vb_scheduler_idle_ms);
+		}
+		sleep_ms(sleep);
+	}
+}

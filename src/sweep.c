@@ -1,0 +1,314 @@
+/*-------------------------------------------------------------------------
+ *
+ * sweep.c
+ *	  Time-driven work: expired attempts, due retries, run deadlines, and
+ *	  the next time any of them falls due.
+ *
+ * Each function acts on what is due at a given engine time.  The scheduler
+ * calls them in a loop; claim_tasks calls vb_expire_attempts for the
+ * activities it claims, so expiry also works where no scheduler runs.
+ *
+ * An attempt ends at its lease_expires_at, which claim_tasks and heartbeat
+ * cap at the node's attempt deadline (claim time + the node's timeout).  So
+ * one index on lease_expires_at finds both: when the deadline is what
+ * ended it, the class is "timeout", otherwise "lease_expired".
+ *
+ * Rows are taken run first, each SKIP LOCKED, as in claim_tasks: a busy run
+ * is left for the next pass.  With isolate set (the scheduler), each item
+ * runs in a subtransaction, so one node's error is recorded and the others
+ * go on.  All functions run inside SPI.
+ *
+ * IDENTIFICATION
+ *	  src/sweep.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+
+#include "vectorbea.h"
+
+#define EXPIRE_BATCH	100
+
+/*
+ * Runs fn(arg, i) for item i in a subtransaction when isolate is set;
+ * returns false (after reporting) when it failed.
+ */
+static bool
+run_item(bool isolate, void (*fn) (void *, int), void *arg, int i,
+		 VbSweepCounters *counters)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	bool		ok = true;
+
+	if (!isolate)
+	{
+		fn(arg, i);
+		return true;
+	}
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		fn(arg, i);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		ereport(WARNING,
+				(errmsg("vectorbea scheduler: %s", edata->message),
+				 edata->detail ? errdetail_internal("%s", edata->detail) : 0,
+				 edata->context ? errcontext("%s", edata->context) : 0));
+		if (counters)
+		{
+			counters->errors++;
+			strlcpy(counters->last_error, edata->message, sizeof(counters->last_error));
+		}
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
+	CurrentResourceOwner = oldowner;
+	return ok;
+}
+
+typedef struct ExpireBatch
+{
+	int64	   *task_ids;
+	pg_uuid_t  *run_ids;
+	char	  **classes;
+	TimestampTz at;
+	int			timeouts;
+	int			expired;
+} ExpireBatch;
+
+static void
+expire_one(void *arg, int i)
+{
+	ExpireBatch *b = arg;
+	VbRun		run;
+	bool		timeout = strcmp(b->classes[i], "timeout") == 0;
+
+	/* Held by us already (taken in the scan), so this does not wait. */
+	if (!vb_run_lock(&b->run_ids[i], &run) || strcmp(run.status, "running") != 0)
+		return;
+	vb_fail_attempt(&run, b->task_ids[i], b->classes[i],
+					timeout ?
+					"{\"message\":\"the attempt ran past the node's timeout\",\"class\":\"timeout\"}" :
+					"{\"message\":\"the lease expired before the worker reported\",\"class\":\"lease_expired\"}",
+					true, -1, b->at);
+	vb_run_save(&run, b->at);
+	if (timeout)
+		b->timeouts++;
+	else
+		b->expired++;
+}
+
+/*
+ * Fails the attempts whose lease (or timeout) has run out at engine time
+ * `at`: for the given activities (a text[] Datum), or all when activities is
+ * (Datum) 0.  Returns the number of attempts ended.
+ */
+int
+vb_expire_attempts(Datum activities, TimestampTz at, bool isolate,
+				   VbSweepCounters *counters)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[2];
+	char		nulls[2] = {' ', ' '};
+	ExpireBatch b;
+	uint64		n;
+
+	if (plan == NULL)
+	{
+		Oid			types[2] = {TEXTARRAYOID, TIMESTAMPTZOID};
+
+		plan = vb_prepare("SELECT n.id, n.run_id,"
+						  "       CASE WHEN n.attempt_deadline <= n.lease_expires_at"
+						  "            THEN 'timeout' ELSE 'lease_expired' END"
+						  "  FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
+						  " WHERE n.status = 'running' AND n.lease_expires_at <= $2"
+						  "   AND ($1 IS NULL OR n.activity = ANY ($1))"
+						  " ORDER BY n.lease_expires_at LIMIT " CppAsString2(EXPIRE_BATCH)
+						  " FOR NO KEY UPDATE OF r SKIP LOCKED"
+						  " FOR UPDATE OF n SKIP LOCKED", lengthof(types), types);
+	}
+	args[0] = activities;
+	if (activities == (Datum) 0)
+		nulls[0] = 'n';
+	args[1] = TimestampTzGetDatum(at);
+	if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: expired lease scan failed");
+	n = SPI_processed;
+	if (n == 0)
+		return 0;
+
+	memset(&b, 0, sizeof(b));
+	b.at = at;
+	b.task_ids = palloc(sizeof(int64) * n);
+	b.run_ids = palloc(sizeof(pg_uuid_t) * n);
+	b.classes = palloc(sizeof(char *) * n);
+	for (uint64 i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		bool		isnull;
+
+		b.task_ids[i] = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
+		memcpy(&b.run_ids[i], DatumGetUUIDP(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull)),
+			   sizeof(pg_uuid_t));
+		b.classes[i] = SPI_getvalue(tup, SPI_tuptable->tupdesc, 3);
+	}
+	for (uint64 i = 0; i < n; i++)
+		run_item(isolate, expire_one, &b, (int) i, counters);
+	if (counters)
+	{
+		counters->leases_expired += b.expired;
+		counters->timeouts += b.timeouts;
+	}
+	return b.expired + b.timeouts;
+}
+
+typedef struct DeadlineBatch
+{
+	pg_uuid_t  *run_ids;
+	TimestampTz at;
+	int			failed;
+} DeadlineBatch;
+
+static void
+deadline_one(void *arg, int i)
+{
+	DeadlineBatch *b = arg;
+	VbRun		run;
+
+	if (!vb_run_lock(&b->run_ids[i], &run) || strcmp(run.status, "running") != 0)
+		return;
+	vb_fail_run(&run, NULL, "deadline_exceeded", b->at);
+	vb_run_save(&run, b->at);
+	b->failed++;
+}
+
+/* Fails the runs whose deadline has passed; returns how many. */
+int
+vb_fail_overdue_runs(TimestampTz at, VbSweepCounters *counters)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[1];
+	DeadlineBatch b;
+	uint64		n;
+
+	if (plan == NULL)
+	{
+		Oid			types[1] = {TIMESTAMPTZOID};
+
+		plan = vb_prepare("SELECT id FROM vectorbea.runs"
+						  " WHERE status = 'running' AND deadline <= $1"
+						  " ORDER BY deadline LIMIT " CppAsString2(EXPIRE_BATCH)
+						  " FOR NO KEY UPDATE SKIP LOCKED", lengthof(types), types);
+	}
+	args[0] = TimestampTzGetDatum(at);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: run deadline scan failed");
+	n = SPI_processed;
+	if (n == 0)
+		return 0;
+	memset(&b, 0, sizeof(b));
+	b.at = at;
+	b.run_ids = palloc(sizeof(pg_uuid_t) * n);
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		memcpy(&b.run_ids[i],
+			   DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull)),
+			   sizeof(pg_uuid_t));
+	}
+	for (uint64 i = 0; i < n; i++)
+		run_item(true, deadline_one, &b, (int) i, counters);
+	if (counters)
+		counters->deadlines += b.failed;
+	return b.failed;
+}
+
+/*
+ * Announces (NOTIFY vectorbea_tasks) the activities of retries that came
+ * due in (after, upto]; with after = DT_NOBEGIN, of every ready node, which
+ * is what a scheduler does when it starts, since notifications sent before
+ * a crash may never have been read.  Returns the number of activities.
+ */
+int
+vb_announce_due(TimestampTz after, TimestampTz upto, VbSweepCounters *counters)
+{
+	static SPIPlanPtr retry_plan = NULL;
+	static SPIPlanPtr all_plan = NULL;
+	Datum		args[2];
+
+	if (retry_plan == NULL)
+	{
+		Oid			types[2] = {TIMESTAMPTZOID, TIMESTAMPTZOID};
+
+		retry_plan = vb_prepare("SELECT DISTINCT activity FROM vectorbea.nodes"
+								" WHERE status = 'ready' AND attempt > 0"
+								"   AND available_at > $1 AND available_at <= $2",
+								lengthof(types), types);
+		all_plan = vb_prepare("SELECT DISTINCT activity FROM vectorbea.nodes"
+							  " WHERE status = 'ready' AND available_at <= $2",
+							  lengthof(types), types);
+	}
+	args[0] = TimestampTzGetDatum(after);
+	args[1] = TimestampTzGetDatum(upto);
+	if (SPI_execute_plan(TIMESTAMP_IS_NOBEGIN(after) ? all_plan : retry_plan,
+						 args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: due retry scan failed");
+	for (uint64 i = 0; i < SPI_processed; i++)
+		vb_notify_task_ready(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+	if (counters)
+		counters->retries_announced += SPI_processed;
+	return (int) SPI_processed;
+}
+
+/*
+ * The engine time at which the next piece of time-driven work falls due
+ * after `now`: an attempt's end, a retry, a run deadline.  DT_NOEND when
+ * nothing is scheduled.
+ */
+TimestampTz
+vb_next_due(TimestampTz now)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[1];
+	bool		isnull;
+	Datum		d;
+
+	if (plan == NULL)
+	{
+		Oid			types[1] = {TIMESTAMPTZOID};
+
+		plan = vb_prepare("SELECT least("
+						  " (SELECT min(lease_expires_at) FROM vectorbea.nodes WHERE status = 'running'),"
+						  " (SELECT min(available_at) FROM vectorbea.nodes"
+						  "   WHERE status = 'ready' AND attempt > 0 AND available_at > $1),"
+						  " (SELECT min(deadline) FROM vectorbea.runs"
+						  "   WHERE status = 'running' AND deadline IS NOT NULL))",
+						  lengthof(types), types);
+	}
+	args[0] = TimestampTzGetDatum(now);
+	if (SPI_execute_plan(plan, args, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "vectorbea: next due scan failed");
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? DT_NOEND : DatumGetTimestampTz(d);
+}

@@ -1,0 +1,198 @@
+# The scheduler: visible, woken by commits (not by polling), ending expired
+# leases and announcing due retries, quiet when idle, back after
+# pg_terminate_backend and after a crash, gone when the postmaster dies.
+use strict;
+use warnings;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time usleep);
+
+my $node = PostgreSQL::Test::Cluster->new('scheduler');
+$node->init;
+$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'vectorbea, pg_stat_statements'
+pg_stat_statements.track = all
+vectorbea.database = 'postgres'
+# Far longer than any wait below: every wake must come from a commit.
+vectorbea.scheduler_idle_timeout = '1h'
+log_min_messages = warning
+# A crashed worker restarts the cluster, as in production (the test
+# framework turns this off by default).
+restart_after_crash = on
+});
+$node->start;
+
+sub sql { return $node->safe_psql('postgres', shift); }
+
+# Polls $query until it returns $want; returns the seconds it took or undef.
+sub wait_for
+{
+	my ($query, $want, $timeout) = @_;
+	my $t0 = time;
+	while (time - $t0 < ($timeout // 30))
+	{
+		# The server may be restarting: a failed connection is just a miss.
+		my ($rc, $got) = $node->psql('postgres', $query);
+		return time - $t0 if $rc == 0 && $got eq $want;
+		usleep(20_000);
+	}
+	return undef;
+}
+
+# A process that has exited but not been reaped yet (a zombie) is gone.
+sub alive
+{
+	my $pid = shift;
+	open(my $fh, '<', "/proc/$pid/stat") or return 0;
+	my $stat = <$fh>;
+	close $fh;
+	return $stat !~ /^\d+ \(.*\) [ZX] /;
+}
+
+sub scheduler_pid
+{
+	return sql(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'vectorbea scheduler'});
+}
+
+ok(defined wait_for(q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'vectorbea scheduler'}, '1'),
+	'one scheduler is visible in pg_stat_activity');
+sql('CREATE EXTENSION vectorbea CASCADE');
+sql('CREATE EXTENSION pg_stat_statements');
+ok(defined wait_for(q{SELECT state FROM vectorbea.scheduler_status()}, 'idle'),
+	'CREATE EXTENSION wakes the waiting scheduler');
+is(sql(q{SELECT database || ' ' || (pid IS NOT NULL) || ' ' || (next_due IS NULL)
+		   FROM vectorbea.scheduler_status()}),
+	'postgres true true', 'scheduler_status: database, pid, nothing due');
+
+sql(q{SELECT vectorbea.define_workflow('sched', '{"nodes":[
+		{"id":"a","activity":"sa","retry":{"max_attempts":5,"initial":"0s","max":"0s"}},
+		{"id":"b","activity":"sb","depends_on":["a"],
+		 "retry":{"max_attempts":5,"backoff":"fixed","initial":"1h","jitter":false}}]}')});
+
+# --- Idle: no statements while nothing is due.
+sql('SELECT pg_stat_statements_reset()');
+sleep 3;
+is(sql(q{SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s
+		  JOIN pg_roles r ON r.oid = s.userid
+		 WHERE s.query ILIKE '%vectorbea.%' AND s.query NOT ILIKE '%pg_stat_statements%'}),
+	'0', 'an idle scheduler issues no statements');
+
+# --- A commit that makes a lease expire soon wakes the scheduler: the lease
+# ends within a second of its expiry, with the fallback timer at one hour.
+my $run = sql(q{SELECT vectorbea.start_run('sched')});
+my $lost = sql(q{SELECT task_id || ' ' || lease FROM vectorbea.claim_tasks('vanished', ARRAY['sa'], 1, '1 second')});
+my ($lost_id, $lost_lease) = split / /, $lost;
+my $t0 = time;
+my $took = wait_for(qq{SELECT count(*) FROM vectorbea.events
+	WHERE run_id = '$run' AND type = 'STEP_FAILED' AND data->>'class' = 'lease_expired'}, '1', 10);
+ok(defined $took && time - $t0 < 2.5, sprintf('a 1 s lease is ended by the scheduler %.2f s after the claim', time - $t0));
+
+# The task is offered again, another worker completes it, and the vanished
+# worker's late result changes nothing.
+my $again = sql(q{SELECT task_id || ' ' || lease || ' ' || attempt FROM vectorbea.claim_tasks('w2', ARRAY['sa'])});
+my ($again_id, $again_lease, $again_attempt) = split / /, $again;
+is($again_attempt, '2', 'the expired task is offered again as attempt 2');
+sql(qq{SELECT vectorbea.complete_task($again_id, '$again_lease', '{"by": "w2"}')});
+my ($rc, $out, $err) = $node->psql('postgres',
+	qq{SELECT vectorbea.complete_task($lost_id, '$lost_lease', '{"by": "vanished"}')});
+like($err, qr/VB001|does not hold it/, "the vanished worker's late completion is refused");
+is(sql(qq{SELECT output->>'by' FROM vectorbea.nodes WHERE id = $again_id}), 'w2', 'the result of w2 stands');
+
+# --- A retry made due by the test clock is announced within a second.
+my $listener = $node->background_psql('postgres');
+$listener->query_safe('LISTEN vectorbea_tasks');
+my $b = sql(q{SELECT task_id || ' ' || lease FROM vectorbea.claim_tasks('w3', ARRAY['sb'])});
+my ($b_id, $b_lease) = split / /, $b;
+sql(qq{SELECT vectorbea.fail_task($b_id, '$b_lease', '{"message": "later"}')});
+$listener->query_safe('SELECT 1');	# drain
+sql(q{ALTER SYSTEM SET vectorbea.test_clock_offset = '2h'});
+sql(q{SELECT pg_reload_conf()});
+$t0 = time;
+my $heard = 0;
+while (time - $t0 < 5)
+{
+	my $o = $listener->query_safe('SELECT 1');
+	if ($o =~ /Asynchronous notification "vectorbea_tasks" with payload "sb"/)
+	{
+		$heard = 1;
+		last;
+	}
+	usleep(20_000);
+}
+ok($heard && time - $t0 < 1.5, sprintf('a retry made due by the test clock is announced after %.2f s', time - $t0));
+ok(sql(q{SELECT retries_announced >= 1 AND leases_expired >= 1 FROM vectorbea.scheduler_status()}) eq 't',
+	'scheduler_status counts what it did');
+sql(q{ALTER SYSTEM RESET vectorbea.test_clock_offset});
+sql(q{SELECT pg_reload_conf()});
+$listener->quit;
+
+# --- A run deadline is enforced.
+my $late = sql(q{SELECT vectorbea.start_run('sched', '{}', NULL, '{"deadline": "1s"}')});
+ok(defined wait_for(qq{SELECT status FROM vectorbea.runs WHERE id = '$late'}, 'failed', 10),
+	'a run past its deadline fails');
+is(sql(qq{SELECT data->>'reason' FROM vectorbea.events WHERE run_id = '$late' AND type = 'RUN_FAILED'}),
+	'deadline_exceeded', 'RUN_FAILED says why');
+
+# --- A node timeout ends the attempt with class timeout.
+sql(q{SELECT vectorbea.define_workflow('timed', '{"nodes":[
+		{"id":"t","activity":"st","timeout":"1s","retry":{"max_attempts":1}}]}')});
+my $timed = sql(q{SELECT vectorbea.start_run('timed')});
+my $t = sql(q{SELECT task_id || ' ' || lease FROM vectorbea.claim_tasks('w4', ARRAY['st'], 1, '1 hour')});
+my ($t_id, $t_lease) = split / /, $t;
+is(sql(qq{SELECT vectorbea.heartbeat($t_id, '$t_lease', '1 hour') <= vectorbea.clock() + interval '1 second'}),
+	't', 'a heartbeat cannot extend an attempt past its timeout');
+ok(defined wait_for(qq{SELECT status FROM vectorbea.runs WHERE id = '$timed'}, 'failed', 10),
+	'an attempt past its timeout fails');
+is(sql(qq{SELECT data->>'class' FROM vectorbea.events WHERE run_id = '$timed' AND type = 'STEP_FAILED'}),
+	'timeout', 'with class timeout');
+
+# --- pg_terminate_backend: the scheduler comes back without a restart, and
+# a run in flight finishes.
+my $pid = scheduler_pid();
+sql(qq{SELECT pg_terminate_backend($pid)});
+ok(defined wait_for(qq{SELECT count(*) FROM pg_stat_activity
+	WHERE backend_type = 'vectorbea scheduler' AND pid <> $pid}, '1', 15),
+	'the scheduler comes back after pg_terminate_backend');
+my $flight = sql(q{SELECT vectorbea.start_run('sched')});
+sql(q{SELECT count(*) FROM vectorbea.claim_tasks('vanished2', ARRAY['sa'], 1, '1 second')});
+ok(defined wait_for(qq{SELECT count(*) FROM vectorbea.events
+	WHERE run_id = '$flight' AND type = 'STEP_RETRIED'}, '1', 10),
+	'the new scheduler ends the lease of the run in flight');
+
+# --- SIGKILL: a crash restart of the whole cluster; the run still finishes.
+$pid = scheduler_pid();
+kill 'KILL', $pid;
+ok(defined wait_for(qq{SELECT count(*) FROM pg_stat_activity
+	WHERE backend_type = 'vectorbea scheduler' AND pid <> $pid}, '1', 30),
+	'after SIGKILL the cluster restarts with a new scheduler');
+for my $act ('sa', 'sb')
+{
+	wait_for(qq{SELECT count(*) FROM vectorbea.nodes WHERE run_id = '$flight' AND node = '} . ($act eq 'sa' ? 'a' : 'b') . q{' AND status = 'ready'}, '1', 10);
+	sql(qq{SELECT vectorbea.complete_task(task_id, lease, '{}') FROM vectorbea.claim_tasks('w5', ARRAY['$act'])});
+}
+is(sql(qq{SELECT status FROM vectorbea.runs WHERE id = '$flight'}), 'succeeded', 'the run in flight finishes after the crash');
+
+for my $r ($run, $late, $timed, $flight)
+{
+	is(sql(qq{SELECT count(*) FROM vectorbea.verify_run('$r')}), '0', "run $r verifies");
+}
+
+# --- Postmaster death: the scheduler is gone within 2 seconds.
+$pid = scheduler_pid();
+my $postmaster = $node->{_pid};
+$node->kill9;
+$t0 = time;
+while (alive($pid) && time - $t0 < 5) { usleep(20_000); }
+my $gone = time - $t0;
+ok(!alive($pid) && $gone < 2, sprintf('the scheduler exits %.2f s after the postmaster dies', $gone));
+# The other children go too.  PostgreSQL refuses to start while the old
+# postmaster's pid still answers, as an unreaped zombie does for a moment.
+$t0 = time;
+usleep(100_000) while kill(0, $postmaster) && time - $t0 < 30;
+my $started = $node->start(fail_ok => 1);
+ok($started, 'the server starts again after the postmaster died');
+ok(defined wait_for(q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'vectorbea scheduler'}, '1', 30),
+	'the server restarts cleanly with its scheduler');
+$node->stop;
+done_testing();
