@@ -36,13 +36,78 @@
 
 #define EXPIRE_BATCH	100
 
+/* How long the scheduler leaves an item alone after failing on it. */
+#define ERROR_RETRY_MS	(30 * 1000)
+
+/*
+ * Records, in the run's history, that the scheduler could not act on a
+ * node (or on the run, when task_id is 0): a SCHEDULER_ERROR event, in a
+ * subtransaction of its own so that a failure here is only logged.  The
+ * item's due time moves ERROR_RETRY_MS ahead (the node's lease end, or the
+ * run's deadline), so a persistent error is retried at that pace rather
+ * than on every pass.  The run's row lock, taken by the scan, is still ours.
+ */
+static void
+record_error(pg_uuid_t *run_id, int64 task_id, const char *message, TimestampTz at)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+
+	TimestampTz retry_at = at + (int64) ERROR_RETRY_MS * 1000;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		VbRun		run;
+		char	   *node = NULL;
+		StringInfoData data;
+		Datum		args[2] = {task_id != 0 ? Int64GetDatum(task_id) : UUIDPGetDatum(run_id),
+		TimestampTzGetDatum(retry_at)};
+		Oid			types[2] = {task_id != 0 ? INT8OID : UUIDOID, TIMESTAMPTZOID};
+
+		if (vb_run_lock(run_id, &run))
+		{
+			if (task_id != 0 &&
+				SPI_execute_with_args("SELECT node FROM vectorbea.nodes WHERE id = $1",
+									  1, types, args, NULL, false, 1) == SPI_OK_SELECT &&
+				SPI_processed == 1)
+				node = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+			if (SPI_execute_with_args(task_id != 0 ?
+									  "UPDATE vectorbea.nodes SET lease_expires_at = $2"
+									  " WHERE id = $1 AND status = 'running'" :
+									  "UPDATE vectorbea.runs SET deadline = $2 WHERE id = $1",
+									  2, types, args, NULL, false, 0) != SPI_OK_UPDATE)
+				elog(ERROR, "vectorbea: could not postpone a failed item");
+			initStringInfo(&data);
+			appendStringInfoString(&data, "{\"message\":");
+			vb_append_json_string(&data, message);
+			appendStringInfo(&data, ",\"retry_at\":\"%s\"}", vb_timestamp_iso(retry_at));
+			vb_event(&run, "SCHEDULER_ERROR", node, 0, data.data, at);
+			vb_run_save(&run, at);
+		}
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcxt);
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
+	CurrentResourceOwner = oldowner;
+}
+
 /*
  * Runs fn(arg, i) for item i in a subtransaction when isolate is set;
- * returns false (after reporting) when it failed.
+ * returns false (after reporting) when it failed.  A failure is logged,
+ * counted, and recorded in the item's run by record_error.
  */
 static bool
 run_item(bool isolate, void (*fn) (void *, int), void *arg, int i,
-		 VbSweepCounters *counters)
+		 VbSweepCounters *counters, pg_uuid_t *run_id, int64 task_id,
+		 TimestampTz at)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
@@ -77,6 +142,7 @@ run_item(bool isolate, void (*fn) (void *, int), void *arg, int i,
 			counters->errors++;
 			strlcpy(counters->last_error, edata->message, sizeof(counters->last_error));
 		}
+		record_error(run_id, task_id, edata->message, at);
 		FreeErrorData(edata);
 		ok = false;
 	}
@@ -173,7 +239,8 @@ vb_expire_attempts(Datum activities, TimestampTz at, bool isolate,
 		b.classes[i] = SPI_getvalue(tup, SPI_tuptable->tupdesc, 3);
 	}
 	for (uint64 i = 0; i < n; i++)
-		run_item(isolate, expire_one, &b, (int) i, counters);
+		run_item(isolate, expire_one, &b, (int) i, counters,
+				 &b.run_ids[i], b.task_ids[i], at);
 	if (counters)
 	{
 		counters->leases_expired += b.expired;
@@ -238,7 +305,7 @@ vb_fail_overdue_runs(TimestampTz at, VbSweepCounters *counters)
 			   sizeof(pg_uuid_t));
 	}
 	for (uint64 i = 0; i < n; i++)
-		run_item(true, deadline_one, &b, (int) i, counters);
+		run_item(true, deadline_one, &b, (int) i, counters, &b.run_ids[i], 0, at);
 	if (counters)
 		counters->deadlines += b.failed;
 	return b.failed;

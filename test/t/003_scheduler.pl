@@ -147,6 +147,34 @@ ok(defined wait_for(qq{SELECT status FROM vectorbea.runs WHERE id = '$timed'}, '
 is(sql(qq{SELECT data->>'class' FROM vectorbea.events WHERE run_id = '$timed' AND type = 'STEP_FAILED'}),
 	'timeout', 'with class timeout');
 
+# --- One node's error is recorded on that node and the loop goes on; the
+# node is tried again later, not on every pass.
+sql(q{CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN RAISE EXCEPTION 'poisoned node %', NEW.node; END $$;
+	  CREATE TRIGGER poison BEFORE INSERT ON vectorbea.events FOR EACH ROW
+		WHEN (NEW.type = 'STEP_FAILED' AND NEW.node = 'p') EXECUTE FUNCTION poison()});
+sql(q{SELECT vectorbea.define_workflow('poison', '{"nodes":[
+		{"id":"p","activity":"sp","retry":{"initial":"0s","max":"0s"}},
+		{"id":"q","activity":"sp","retry":{"initial":"0s","max":"0s"}}]}')});
+my $poisoned = sql(q{SELECT vectorbea.start_run('poison')});
+sql(q{SELECT count(*) FROM vectorbea.claim_tasks('vanished3', ARRAY['sp'], 2, '1 second')});
+ok(defined wait_for(qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$poisoned'
+	AND type = 'STEP_FAILED' AND node = 'q'}, '1', 10), 'the healthy node is acted on');
+ok(defined wait_for(qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$poisoned'
+	AND type = 'SCHEDULER_ERROR' AND node = 'p' AND data->>'message' = 'poisoned node p'}, '1', 10),
+	'the failing node gets a SCHEDULER_ERROR event');
+like(sql(q{SELECT errors || ' ' || last_error FROM vectorbea.scheduler_status()}), qr/^1 poisoned node p$/,
+	'scheduler_status shows the error');
+sleep 1;
+is(sql(qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$poisoned' AND type = 'SCHEDULER_ERROR'}),
+	'1', 'and does not retry it on every pass');
+sql(q{DROP TRIGGER poison ON vectorbea.events});
+sql(q{ALTER SYSTEM SET vectorbea.test_clock_offset = '35s'});
+sql(q{SELECT pg_reload_conf()});
+ok(defined wait_for(qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$poisoned'
+	AND type = 'STEP_FAILED' AND node = 'p'}, '1', 10), 'once healthy it is acted on at its retry time');
+is(sql(qq{SELECT count(*) FROM vectorbea.verify_run('$poisoned')}), '0', 'the poisoned run verifies');
+
 # --- pg_terminate_backend: the scheduler comes back without a restart, and
 # a run in flight finishes.
 my $pid = scheduler_pid();
