@@ -21,6 +21,7 @@ OBJS = \
 	src/failure.o \
 	src/lease.o \
 	src/shmem.o \
+	src/approvals.o \
 	src/sweep.o \
 	src/scheduler.o
 

@@ -47,10 +47,11 @@ $$;
 -- Timelines without their clock times, durations and ids, for stable output.
 CREATE FUNCTION timeline_text(run uuid) RETURNS SETOF text
 LANGUAGE sql AS $$
-	SELECT regexp_replace(regexp_replace(regexp_replace(line,
+	SELECT regexp_replace(regexp_replace(regexp_replace(regexp_replace(line,
 				'^\d\d:\d\d:\d\d\.\d{3} ', ''),
 				'[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}', '<uuid>', 'g'),
-				'\d+ms\)', 'Nms)', 'g')
+				'\d+ms\)', 'Nms)', 'g'),
+				'\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z', '<time>', 'g')
 	  FROM vectorbea.timeline(run) AS line
 $$;
 

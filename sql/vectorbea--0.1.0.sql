@@ -81,6 +81,7 @@ CREATE TABLE @extschema@.nodes (
 	retry			jsonb NOT NULL,
 	timeout_ms		bigint CHECK (timeout_ms > 0),
 	attempt_deadline timestamptz,
+	approval		jsonb,
 	priority		integer NOT NULL DEFAULT 0,
 	available_at	timestamptz,
 	lease			uuid,
@@ -139,14 +140,26 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	RAISE EXCEPTION 'the event history is append-only'
-		USING ERRCODE = 'insufficient_privilege',
-			  DETAIL = format('%s on %s.%s is refused.', TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME),
-			  HINT = 'Record a correction with vectorbea.append_event() instead.';
+	IF TG_TABLE_NAME = 'events' THEN
+		RAISE EXCEPTION 'the event history is append-only'
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = format('%s on %s.%s is refused.', TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME),
+				  HINT = 'Record a correction with vectorbea.append_event() instead.';
+	ELSIF TG_TABLE_NAME = 'workflows' THEN
+		RAISE EXCEPTION 'workflow versions are immutable'
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = format('%s on %s.%s is refused.', TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME),
+				  HINT = 'Define the workflow again: that adds a version.';
+	ELSE
+		RAISE EXCEPTION 'approvals are part of the audit trail and are never removed'
+			USING ERRCODE = 'insufficient_privilege',
+				  DETAIL = format('%s on %s.%s is refused.', TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME),
+				  HINT = 'Decide a gate with UPDATE; cancel_run() closes the gates of a run.';
+	END IF;
 END
 $$;
 COMMENT ON FUNCTION @extschema@.refuse_event_change() IS
-	'Trigger function that keeps events (and workflow versions) immutable.';
+	'Trigger function that keeps events, workflow versions and approvals from being changed or removed.';
 
 CREATE TRIGGER events_append_only
 	BEFORE UPDATE OR DELETE ON @extschema@.events
@@ -157,6 +170,63 @@ CREATE TRIGGER events_no_truncate
 CREATE TRIGGER workflows_immutable
 	BEFORE UPDATE ON @extschema@.workflows
 	FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.refuse_event_change();
+
+CREATE TABLE @extschema@.approvals (
+	id				bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	run_id			uuid NOT NULL REFERENCES @extschema@.runs (id) ON DELETE CASCADE,
+	node			text NOT NULL,
+	task_id			bigint NOT NULL,
+	gate			text NOT NULL,
+	context			jsonb NOT NULL DEFAULT '{}',
+	approver_role	text,
+	escalate_to		text[] NOT NULL DEFAULT '{}',
+	escalation_level integer NOT NULL DEFAULT 0,
+	on_timeout		text NOT NULL DEFAULT 'reject'
+		CHECK (on_timeout IN ('reject', 'approve', 'escalate')),
+	timeout_ms		bigint,
+	expires_at		timestamptz,
+	status			text NOT NULL DEFAULT 'pending'
+		CHECK (status IN ('pending', 'approved', 'rejected', 'expired', 'closed')),
+	reason			text,
+	decided_by		text,
+	decided_at		timestamptz,
+	decided_role	name,
+	created_at		timestamptz NOT NULL
+);
+COMMENT ON TABLE @extschema@.approvals IS
+	'Human approval gates.  Decide with UPDATE ... SET status = ''approved'' | ''rejected'', reason = ..., decided_by = ...';
+COMMENT ON COLUMN @extschema@.approvals.approver_role IS
+	'Members of this role may decide the gate (and see it); NULL: any role allowed to update approvals.';
+COMMENT ON COLUMN @extschema@.approvals.decided_role IS
+	'The database role that decided, stamped by the engine.';
+COMMENT ON COLUMN @extschema@.approvals.decided_by IS
+	'The person who decided, as the application names them.';
+CREATE INDEX approvals_run_idx ON @extschema@.approvals (run_id);
+CREATE INDEX approvals_expiry_idx ON @extschema@.approvals (expires_at)
+	WHERE status = 'pending' AND expires_at IS NOT NULL;
+
+-- A role sees and decides only the gates it may approve.  The owner (and so
+-- the engine's SECURITY DEFINER functions) is not subject to the policy.
+ALTER TABLE @extschema@.approvals ENABLE ROW LEVEL SECURITY;
+CREATE POLICY approvals_for_approvers ON @extschema@.approvals
+	USING (approver_role IS NULL
+		   OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+					   WHERE r.rolname = approver_role
+						 AND pg_catalog.pg_has_role(r.oid, 'MEMBER')));
+
+CREATE FUNCTION @extschema@.approval_decide() RETURNS trigger
+	LANGUAGE c
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_approval_decide';
+COMMENT ON FUNCTION @extschema@.approval_decide() IS
+	'Trigger: checks a decision, stamps it, and moves the run on in the same transaction.';
+CREATE TRIGGER approvals_decide
+	BEFORE UPDATE ON @extschema@.approvals
+	FOR EACH ROW EXECUTE FUNCTION @extschema@.approval_decide();
+CREATE TRIGGER approvals_no_delete
+	BEFORE DELETE OR TRUNCATE ON @extschema@.approvals
+	FOR EACH STATEMENT EXECUTE FUNCTION @extschema@.refuse_event_change();
+
 
 CREATE VIEW @extschema@.dead_letters AS
 	SELECT n.run_id, r.workflow, r.workspace, n.id AS task_id, n.node, n.activity,
@@ -266,6 +336,16 @@ CREATE FUNCTION @extschema@.save_checkpoint(task_id bigint, lease uuid, state js
 COMMENT ON FUNCTION @extschema@.save_checkpoint(bigint, uuid, jsonb) IS
 	'Saves progress that a later attempt of the task receives as its checkpoint.';
 
+CREATE FUNCTION @extschema@.await_approval(task_id bigint, lease uuid, gate text,
+											context jsonb DEFAULT '{}',
+											timeout interval DEFAULT NULL)
+	RETURNS bigint
+	LANGUAGE c SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_await_approval';
+COMMENT ON FUNCTION @extschema@.await_approval(bigint, uuid, text, jsonb, interval) IS
+	'Turns a running task into an approval wait; the decision becomes its output.  Returns the approval id.';
+
 CREATE FUNCTION @extschema@.cancel_run(run uuid, reason text DEFAULT NULL,
 										compensate boolean DEFAULT false)
 	RETURNS boolean
@@ -318,9 +398,10 @@ WITH ev AS (
 		   CASE ev.type WHEN 'STEP_STARTED' THEN 'running'
 						WHEN 'STEP_COMPLETED' THEN 'succeeded'
 						WHEN 'STEP_RETRIED' THEN 'ready'
+						WHEN 'APPROVAL_REQUESTED' THEN 'waiting'
 						ELSE 'failed' END AS status
 	  FROM ev
-	 WHERE ev.type IN ('STEP_STARTED', 'STEP_COMPLETED', 'STEP_RETRIED')
+	 WHERE ev.type IN ('STEP_STARTED', 'STEP_COMPLETED', 'STEP_RETRIED', 'APPROVAL_REQUESTED')
 		OR (ev.type = 'STEP_FAILED' AND (ev.data->>'final')::boolean)
 	UNION ALL
 	SELECT closed.node, ev.seq,
@@ -479,7 +560,7 @@ SELECT to_char(e.at, 'HH24:MI:SS.MS') || ' ' || e.type ||
 		WHEN 'STEP_COMPLETED' THEN
 			format('%s → ok (%sms)', e.node, e.data->>'duration_ms')
 		WHEN 'STEP_FAILED' THEN
-			format('%s attempt %s → %s%s%s', e.node, e.attempt, e.data->>'class',
+			format('%s%s → %s%s%s', e.node, coalesce(' attempt ' || e.attempt, ''), e.data->>'class',
 				   coalesce(': ' || (e.data->'error'->>'message'), ''),
 				   CASE WHEN (e.data->>'final')::boolean THEN ' (final)' ELSE '' END)
 		WHEN 'STEP_RETRIED' THEN
@@ -493,6 +574,21 @@ SELECT to_char(e.at, 'HH24:MI:SS.MS') || ' ' || e.type ||
 			format('%s usage %s USD / %s tokens, budget %s USD / %s tokens', e.node,
 				   e.data->>'usage_usd', e.data->>'usage_tokens',
 				   coalesce(e.data->>'budget_usd', '-'), coalesce(e.data->>'budget_tokens', '-'))
+		WHEN 'APPROVAL_REQUESTED' THEN
+			format('%s gate=%s approval=%s waiting for %s%s', e.node, e.data->>'gate',
+				   e.data->>'approval', coalesce(e.data->>'approver_role', 'any approver'),
+				   coalesce(' until ' || (e.data->>'expires_at'), ''))
+		WHEN 'APPROVAL_GRANTED' THEN
+			format('%s by=%s reason=%s', e.node, coalesce(e.data->>'by', e.data->>'role'),
+				   quote_literal(coalesce(e.data->>'reason', '')))
+		WHEN 'APPROVAL_REJECTED' THEN
+			format('%s by=%s reason=%s', e.node, coalesce(e.data->>'by', e.data->>'role'),
+				   quote_literal(coalesce(e.data->>'reason', '')))
+		WHEN 'APPROVAL_ESCALATED' THEN
+			format('%s gate=%s from %s to %s until %s', e.node, e.data->>'gate',
+				   coalesce(e.data->>'from', 'any approver'), e.data->>'to', e.data->>'expires_at')
+		WHEN 'APPROVAL_EXPIRED' THEN
+			format('%s gate=%s → %s by timeout', e.node, e.data->>'gate', e.data->>'outcome')
 		WHEN 'RUN_COMPLETED' THEN
 			format('→ succeeded, %s nodes (%sms)', e.data->>'nodes', e.data->>'duration_ms')
 		WHEN 'RUN_FAILED' THEN
@@ -524,6 +620,14 @@ CREATE FUNCTION @extschema@.scheduler_status(
 	AS 'MODULE_PATHNAME', 'vectorbea_scheduler_status';
 COMMENT ON FUNCTION @extschema@.scheduler_status() IS
 	'What each vectorbea scheduler is doing: state, last wake, next due time (engine clock), counters.';
+
+CREATE FUNCTION @extschema@.run_due_work()
+	RETURNS jsonb
+	LANGUAGE c VOLATILE SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_run_due_work';
+COMMENT ON FUNCTION @extschema@.run_due_work() IS
+	'Does the scheduler''s due work now, in this transaction (expired attempts, run deadlines, gate timeouts); returns counts.';
 
 REVOKE ALL ON ALL TABLES IN SCHEMA @extschema@ FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA @extschema@ FROM PUBLIC;

@@ -193,7 +193,6 @@ vectorbea_complete_task(PG_FUNCTION_ARGS)
 	char	   *node;
 	int			attempt;
 	TimestampTz started_at;
-	StringInfoData data;
 	char	   *budget_detail = NULL;
 	bool		over_budget = false;
 
@@ -246,17 +245,11 @@ vectorbea_complete_task(PG_FUNCTION_ARGS)
 	started_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull));
 	run.open_nodes--;
 
-	initStringInfo(&data);
-	appendStringInfo(&data, "{\"output\":%s,\"duration_ms\":%ld",
-					 output ? JsonbToCString(NULL, &output->root, VARSIZE(output)) : "null",
-					 (long) ((at - started_at) / 1000));
-	if (u.given)
-		appendStringInfo(&data, ",\"usage\":{\"tokens\":%ld,\"usd\":%s}",
-						 (long) u.tokens, u.usd);
-	appendStringInfoChar(&data, '}');
-	vb_event(&run, "STEP_COMPLETED", node, attempt, data.data, at);
-
-	vb_release_dependents(&run, node, at);
+	vb_node_succeeded(&run, node, attempt,
+					  output ? JsonbToCString(NULL, &output->root, VARSIZE(output)) : NULL,
+					  (at - started_at) / 1000,
+					  u.given ? psprintf("{\"tokens\":%ld,\"usd\":%s}", (long) u.tokens, u.usd) : NULL,
+					  at);
 
 	if (spawn)
 	{
@@ -296,6 +289,7 @@ vectorbea_complete_task(PG_FUNCTION_ARGS)
 					 psprintf("{\"nodes\":%s}", specs_json), at);
 		}
 	}
+	vb_open_gates(&run, at);
 
 	if (u.given)
 		over_budget = book_usage(&run, &u, &budget_detail);

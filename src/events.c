@@ -79,6 +79,7 @@ fill_run(VbRun *run, HeapTuple tup, TupleDesc desc)
 	run->node_count = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
 	run->created_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 8, &isnull));
 	run->priority = DatumGetInt32(SPI_getbinval(tup, desc, 9, &isnull));
+	run->gates_pending = false;
 }
 
 #define RUN_COLUMNS "id, status, workflow, workflow_version, last_seq, open_nodes, node_count, created_at, priority"
@@ -122,6 +123,29 @@ vb_run_lock_for_task(int64 task_id, VbRun *run)
 						  " FOR NO KEY UPDATE", lengthof(types), types);
 	}
 	args[0] = Int64GetDatum(task_id);
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: run lock failed");
+	if (SPI_processed == 0)
+		return false;
+	fill_run(run, SPI_tuptable->vals[0], SPI_tuptable->tupdesc);
+	return true;
+}
+
+/* Locks the run's row if nobody holds it; false when busy (or missing). */
+bool
+vb_run_try_lock(pg_uuid_t *run_id, VbRun *run)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[1];
+
+	if (plan == NULL)
+	{
+		Oid			types[1] = {UUIDOID};
+
+		plan = vb_prepare("SELECT " RUN_COLUMNS " FROM vectorbea.runs"
+						  " WHERE id = $1 FOR NO KEY UPDATE SKIP LOCKED", lengthof(types), types);
+	}
+	args[0] = UUIDPGetDatum(run_id);
 	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: run lock failed");
 	if (SPI_processed == 0)

@@ -82,15 +82,15 @@ vb_insert_nodes(VbRun *run, const char *specs_json, const char *spawned_by,
 						  "WITH spec AS ("
 						  "  SELECT s.* FROM jsonb_to_recordset($2::jsonb) AS s(id text, kind text,"
 						  "    activity text, depends_on text[], input jsonb, retry jsonb,"
-						  "    timeout_ms bigint)"
+						  "    timeout_ms bigint, approval jsonb)"
 						  "), ins AS ("
 						  "  INSERT INTO vectorbea.nodes (run_id, node, kind, activity, status,"
-						  "    depends_on, deps_remaining, input, max_attempts, retry, timeout_ms, priority,"
+						  "    depends_on, deps_remaining, input, max_attempts, retry, timeout_ms, approval, priority,"
 						  "    available_at, spawned_by, created_at)"
 						  "  SELECT $1, s.id, s.kind, s.activity,"
 						  "    CASE WHEN d.remaining = 0 THEN 'ready' ELSE 'pending' END,"
 						  "    s.depends_on, d.remaining, s.input, (s.retry->>'max_attempts')::int,"
-						  "    s.retry, s.timeout_ms, $3, CASE WHEN d.remaining = 0 THEN $5 END, $4, $5"
+						  "    s.retry, s.timeout_ms, s.approval, $3, CASE WHEN d.remaining = 0 THEN $5 END, $4, $5"
 						  "  FROM spec s CROSS JOIN LATERAL ("
 						  "    SELECT count(*) FILTER (WHERE e.status IS DISTINCT FROM 'succeeded')::int"
 						  "           AS remaining"
@@ -120,7 +120,12 @@ vb_insert_nodes(VbRun *run, const char *specs_json, const char *spawned_by,
 		int64		ready = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
 
 		added += (int) DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull));
-		if (ready > 0)
+		if (ready == 0)
+			continue;
+		/* Only approval nodes have no activity: their gates open next. */
+		if (SPI_getvalue(tup, SPI_tuptable->tupdesc, 1) == NULL)
+			run->gates_pending = true;
+		else
 			vb_notify_task_ready(SPI_getvalue(tup, SPI_tuptable->tupdesc, 1));
 	}
 	run->open_nodes += added;
@@ -160,7 +165,11 @@ vb_release_dependents(VbRun *run, const char *node, TimestampTz at)
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		char	   *status = SPI_getvalue(tup, SPI_tuptable->tupdesc, 2);
 
-		if (strcmp(status, "ready") == 0)
+		if (strcmp(status, "ready") != 0)
+			continue;
+		if (SPI_getvalue(tup, SPI_tuptable->tupdesc, 1) == NULL)
+			run->gates_pending = true;
+		else
 			vb_notify_task_ready(SPI_getvalue(tup, SPI_tuptable->tupdesc, 1));
 	}
 }
@@ -237,7 +246,29 @@ vb_end_run(VbRun *run, const char *status, const char *event_type,
 		elog(ERROR, "vectorbea: could not finish run");
 	run->status = pstrdup(status);
 	vb_event(run, event_type, NULL, 0, data_json, at);
+	if (strcmp(status, "succeeded") != 0)
+		vb_close_gates(run, at);
 	vb_notify_run_finished(run);
+}
+
+/*
+ * A node has succeeded (its row is already updated): STEP_COMPLETED, and
+ * its pending dependents are released.  usage_json may be NULL.
+ */
+void
+vb_node_succeeded(VbRun *run, const char *node, int attempt, const char *output_json,
+				  int64 duration_ms, const char *usage_json, TimestampTz at)
+{
+	StringInfoData data;
+
+	initStringInfo(&data);
+	appendStringInfo(&data, "{\"output\":%s,\"duration_ms\":%ld",
+					 output_json ? output_json : "null", (long) duration_ms);
+	if (usage_json)
+		appendStringInfo(&data, ",\"usage\":%s", usage_json);
+	appendStringInfoChar(&data, '}');
+	vb_event(run, "STEP_COMPLETED", node, attempt, data.data, at);
+	vb_release_dependents(run, node, at);
 }
 
 /* A run whose nodes are all final, none of them failed, has succeeded. */

@@ -201,6 +201,11 @@ do_pass(TimestampTz now, TimestampTz *announced_upto, VbSweepCounters *c)
 		;
 	end_step();
 
+	begin_step("vectorbea: expiring and escalating approval gates");
+	while (vb_expire_gates(now, c) > 0)
+		;
+	end_step();
+
 	begin_step("vectorbea: announcing due retries");
 	vb_announce_due(*announced_upto, now, c);
 	*announced_upto = now;

@@ -28,6 +28,8 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/jsonb.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
@@ -111,7 +113,7 @@ run_item(bool isolate, void (*fn) (void *, int), void *arg, int i,
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
-	bool		ok = true;
+	volatile bool ok = true;
 
 	if (!isolate)
 	{
@@ -150,6 +152,14 @@ run_item(bool isolate, void (*fn) (void *, int), void *arg, int i,
 	MemoryContextSwitchTo(oldcxt);
 	CurrentResourceOwner = oldowner;
 	return ok;
+}
+
+/* run_item for other files' sweeps, always isolated. */
+bool
+vb_sweep_item(void (*fn) (void *, int), void *arg, int i, VbSweepCounters *counters,
+			  pg_uuid_t *run_id, int64 task_id, TimestampTz at)
+{
+	return run_item(true, fn, arg, i, counters, run_id, task_id, at);
 }
 
 typedef struct ExpireBatch
@@ -370,7 +380,9 @@ vb_next_due(TimestampTz now)
 						  " (SELECT min(available_at) FROM vectorbea.nodes"
 						  "   WHERE status = 'ready' AND attempt > 0 AND available_at > $1),"
 						  " (SELECT min(deadline) FROM vectorbea.runs"
-						  "   WHERE status = 'running' AND deadline IS NOT NULL))",
+						  "   WHERE status = 'running' AND deadline IS NOT NULL),"
+						  " (SELECT min(expires_at) FROM vectorbea.approvals"
+						  "   WHERE status = 'pending' AND expires_at IS NOT NULL))",
 						  lengthof(types), types);
 	}
 	args[0] = TimestampTzGetDatum(now);
@@ -378,4 +390,34 @@ vb_next_due(TimestampTz now)
 		elog(ERROR, "vectorbea: next due scan failed");
 	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	return isnull ? DT_NOEND : DatumGetTimestampTz(d);
+}
+
+/*
+ * run_due_work() -> jsonb: one pass of the scheduler's work, now, in the
+ * caller's transaction.  For operators (a database without a scheduler) and
+ * for tests that must place the scheduler's action exactly.
+ */
+PG_FUNCTION_INFO_V1(vectorbea_run_due_work);
+Datum
+vectorbea_run_due_work(PG_FUNCTION_ARGS)
+{
+	VbSweepCounters c;
+	TimestampTz now = vb_now();
+	char	   *result;
+
+	memset(&c, 0, sizeof(c));
+	SPI_connect();
+	while (vb_expire_attempts((Datum) 0, now, true, &c) > 0)
+		;
+	while (vb_fail_overdue_runs(now, &c) > 0)
+		;
+	while (vb_expire_gates(now, &c) > 0)
+		;
+	SPI_finish();
+	result = psprintf("{\"leases_expired\":%lu,\"timeouts\":%lu,\"deadlines_enforced\":%lu,"
+					  "\"gates_expired\":%lu,\"errors\":%lu}",
+					  (unsigned long) c.leases_expired, (unsigned long) c.timeouts,
+					  (unsigned long) c.deadlines, (unsigned long) c.gates_expired,
+					  (unsigned long) c.errors);
+	PG_RETURN_JSONB_P(vb_jsonb_from_cstring(result));
 }

@@ -39,13 +39,14 @@ typedef struct Checker
 static const char *const top_fields[] = {"nodes", "defaults", NULL};
 static const char *const default_fields[] = {"retry", "timeout", NULL};
 static const char *const node_fields[] = {"id", "kind", "activity", "depends_on",
-"input", "retry", "timeout", NULL};
+"input", "retry", "timeout", "approval", NULL};
+static const char *const approval_fields[] = {"gate", "timeout", "on_timeout",
+"approver_role", "escalate_to", "context", NULL};
 static const char *const retry_fields[] = {"max_attempts", "backoff", "initial",
 "max", "multiplier", "jitter", NULL};
 
 /* Contract fields not acted on by this version, and why. */
-static const char *const later_node_fields[] = {"compensate", "approval",
-"llm", NULL};
+static const char *const later_node_fields[] = {"compensate", "llm", NULL};
 
 #define DEFAULT_MAX_ATTEMPTS	3
 #define DEFAULT_INITIAL_MS		1000
@@ -155,9 +156,10 @@ vb_valid_name(const char *s)
 	return true;
 }
 
+/* A name field; field is how messages call it (e.g. "approval.gate"). */
 static char *
-get_name(Checker *chk, JsonbContainer *obj, const char *key, const char *label,
-		 bool required)
+get_name_as(Checker *chk, JsonbContainer *obj, const char *key, const char *field,
+			const char *label, bool required)
 {
 	JsonbValue	v;
 	char	   *s;
@@ -168,20 +170,27 @@ get_name(Checker *chk, JsonbContainer *obj, const char *key, const char *label,
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("invalid %s: %sfield \"%s\" is required",
-							chk->what, at(label), key)));
+							chk->what, at(label), field)));
 		return NULL;
 	}
 	if (v.type != jbvString)
-		type_error(chk, label, key, &v, "a string");
+		type_error(chk, label, field, &v, "a string");
 	s = pnstrdup(v.val.string.val, v.val.string.len);
 	if (!vb_valid_name(s))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid %s: %sfield \"%s\" has an invalid value \"%s\"",
-						chk->what, at(label), key, s),
+						chk->what, at(label), field, s),
 				 errdetail("Names are 1 to %d characters: letters, digits, \"_\", \"-\", \".\" and \":\".",
 						   VB_MAX_NAME_LEN)));
 	return s;
+}
+
+static char *
+get_name(Checker *chk, JsonbContainer *obj, const char *key, const char *label,
+		 bool required)
+{
+	return get_name_as(chk, obj, key, key, label, required);
 }
 
 static int64
@@ -331,6 +340,140 @@ apply_retry(Checker *chk, JsonbValue *retry, VbNodeSpec *spec, const char *label
 				 errhint("The longest delay between attempts must be at least the first one.")));
 }
 
+static char *
+role_name(Checker *chk, JsonbValue *v, const char *label, const char *field)
+{
+	char	   *s;
+
+	if (v->type != jbvString)
+		type_error(chk, label, field, v, "a role name");
+	s = pnstrdup(v->val.string.val, v->val.string.len);
+	if (strlen(s) == 0 || strlen(s) >= NAMEDATALEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s: %sfield \"%s\" has an invalid role name \"%s\"",
+						chk->what, at(label), field, s),
+				 errdetail("Role names are 1 to %d bytes.", NAMEDATALEN - 1)));
+	return s;
+}
+
+/*
+ * The "approval" object of an approval node: the gate it opens, who may
+ * decide, and what happens when nobody does in time.  An approval node has
+ * no activity (no worker does it) and no retry policy or node timeout.
+ */
+static void
+parse_approval(Checker *chk, JsonbContainer *node, const char *label, VbNodeSpec *spec)
+{
+	JsonbValue	a;
+	JsonbValue	v;
+	JsonbContainer *obj;
+	StringInfoData buf;
+	int64		timeout_ms = 0;
+	char	   *on_timeout = "reject";
+	char	   *approver_role = NULL;
+	List	   *escalate_to = NIL;
+	char	   *context = "{}";
+	char	   *gate;
+	ListCell   *lc;
+
+	for (const char *const *f = (const char *const[]) {"activity", "retry", "timeout", NULL}; *f; f++)
+		if (vb_jsonb_get(node, *f, &v))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid %s: %s, field \"%s\" does not apply to approval nodes",
+							chk->what, label, *f),
+					 errhint("A person decides an approval node; its timing is under \"approval\": timeout, on_timeout, escalate_to.")));
+	if (!vb_jsonb_get(node, "approval", &a))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s: %s, field \"approval\" is required for approval nodes",
+						chk->what, label),
+				 errhint("Give at least the gate: \"approval\": {\"gate\": \"publish\"}.")));
+	if (a.type != jbvBinary || !JsonContainerIsObject(a.val.binary.data))
+		type_error(chk, label, "approval", &a, "an object");
+	obj = a.val.binary.data;
+	check_fields(chk, obj, approval_fields, label, "approval");
+
+	gate = get_name_as(chk, obj, "gate", "approval.gate", label, true);
+	if (vb_jsonb_get(obj, "timeout", &v))
+		timeout_ms = get_timeout(chk, &v, label, "approval.timeout");
+	if (vb_jsonb_get(obj, "on_timeout", &v))
+	{
+		if (v.type != jbvString)
+			type_error(chk, label, "approval.on_timeout", &v, "a string");
+		on_timeout = pnstrdup(v.val.string.val, v.val.string.len);
+		if (strcmp(on_timeout, "reject") != 0 && strcmp(on_timeout, "approve") != 0 &&
+			strcmp(on_timeout, "escalate") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid %s: %s, field \"approval.on_timeout\" has an unknown value \"%s\"",
+							chk->what, label, on_timeout),
+					 errdetail("Allowed values: reject, approve, escalate.")));
+		if (timeout_ms == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid %s: %s, field \"approval.on_timeout\" needs \"approval.timeout\"",
+							chk->what, label),
+					 errhint("Say how long the gate waits, e.g. \"timeout\": \"1h\".")));
+	}
+	if (vb_jsonb_get(obj, "approver_role", &v))
+		approver_role = role_name(chk, &v, label, "approval.approver_role");
+	if (vb_jsonb_get(obj, "escalate_to", &v))
+	{
+		if (v.type == jbvString)
+			escalate_to = list_make1(role_name(chk, &v, label, "approval.escalate_to"));
+		else if (v.type == jbvBinary && JsonContainerIsArray(v.val.binary.data) &&
+				 JsonContainerSize(v.val.binary.data) > 0)
+		{
+			for (int i = 0; i < (int) JsonContainerSize(v.val.binary.data); i++)
+				escalate_to = lappend(escalate_to,
+									  role_name(chk, getIthJsonbValueFromContainer(v.val.binary.data, i),
+												label, psprintf("approval.escalate_to[%d]", i)));
+		}
+		else
+			type_error(chk, label, "approval.escalate_to", &v,
+					   "a role name or a non-empty array of role names");
+		if (strcmp(on_timeout, "escalate") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid %s: %s, field \"approval.escalate_to\" applies only with \"on_timeout\": \"escalate\"",
+							chk->what, label)));
+	}
+	else if (strcmp(on_timeout, "escalate") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s: %s, field \"approval.escalate_to\" is required with \"on_timeout\": \"escalate\"",
+						chk->what, label),
+				 errhint("Name the role (or the roles, in order) the gate passes to.")));
+	if (vb_jsonb_get(obj, "context", &v))
+	{
+		if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
+			type_error(chk, label, "approval.context", &v, "an object");
+		context = vb_jsonb_value_text(&v);
+	}
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"gate\":");
+	vb_append_json_string(&buf, gate);
+	if (timeout_ms > 0)
+		appendStringInfo(&buf, ",\"timeout_ms\":%ld", (long) timeout_ms);
+	appendStringInfo(&buf, ",\"on_timeout\":\"%s\",\"approver_role\":", on_timeout);
+	vb_append_json_string(&buf, approver_role);
+	appendStringInfoString(&buf, ",\"escalate_to\":[");
+	foreach(lc, escalate_to)
+	{
+		if (foreach_current_index(lc) > 0)
+			appendStringInfoChar(&buf, ',');
+		vb_append_json_string(&buf, lfirst(lc));
+	}
+	appendStringInfo(&buf, "],\"context\":%s}", context);
+	spec->approval_json = buf.data;
+	spec->activity = NULL;
+	spec->max_attempts = 1;
+	spec->timeout_ms = 0;
+}
+
 /* Parses one node object into spec, defaults already applied to spec. */
 static void
 parse_node(Checker *chk, JsonbValue *nodeval, int position, VbNodeSpec *spec)
@@ -358,21 +501,34 @@ parse_node(Checker *chk, JsonbValue *nodeval, int position, VbNodeSpec *spec)
 		if (v.type != jbvString)
 			type_error(chk, label, "kind", &v, "a string");
 		kind = pnstrdup(v.val.string.val, v.val.string.len);
-		if (strcmp(kind, "llm") == 0 || strcmp(kind, "approval") == 0)
+		if (strcmp(kind, "llm") == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 					 errmsg("invalid %s: %s, field \"kind\": \"%s\" nodes are not supported by this version of vectorbea",
 							chk->what, label, kind),
-					 errdetail("vectorbea 0.1.0 runs \"task\" nodes only."),
+					 errdetail("vectorbea 0.1.0 runs \"task\" and \"approval\" nodes."),
 					 errhint("Use a \"task\" node done by a worker.")));
-		if (strcmp(kind, "task") != 0)
+		if (strcmp(kind, "approval") == 0)
+			spec->kind = "approval";
+		else if (strcmp(kind, "task") != 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("invalid %s: %s, field \"kind\" has an unknown value \"%s\"",
 							chk->what, label, kind),
 					 errdetail("Allowed kinds: task, llm, approval.")));
 	}
-	spec->activity = get_name(chk, obj, "activity", label, true);
+	if (strcmp(spec->kind, "approval") == 0)
+		parse_approval(chk, obj, label, spec);
+	else
+	{
+		if (vb_jsonb_get(obj, "approval", &v))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid %s: %s, field \"approval\" belongs to approval nodes",
+							chk->what, label),
+					 errhint("Add \"kind\": \"approval\" to make this node a human gate.")));
+		spec->activity = get_name(chk, obj, "activity", label, true);
+	}
 
 	spec->depends_on = NIL;
 	if (vb_jsonb_get(obj, "depends_on", &v))
@@ -799,6 +955,8 @@ vb_node_specs_json(List *specs)
 						 s->jitter ? "true" : "false");
 		if (s->timeout_ms > 0)
 			appendStringInfo(&buf, ",\"timeout_ms\":%ld", (long) s->timeout_ms);
+		if (s->approval_json)
+			appendStringInfo(&buf, ",\"approval\":%s", s->approval_json);
 		appendStringInfoChar(&buf, '}');
 	}
 	appendStringInfoChar(&buf, ']');

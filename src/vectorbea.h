@@ -81,27 +81,6 @@ extern VbShared *vb_shared;
 extern void vb_shmem_install_hooks(void);
 extern void vb_wake_scheduler(TimestampTz due);
 
-/* ---- sweep.c: time-driven work ---- */
-typedef struct VbSweepCounters
-{
-	uint64		leases_expired;
-	uint64		timeouts;
-	uint64		retries_announced;
-	uint64		deadlines;
-	uint64		errors;
-	char		last_error[256];
-} VbSweepCounters;
-
-extern int	vb_expire_attempts(Datum activities, TimestampTz at, bool isolate,
-							   VbSweepCounters *counters);
-extern int	vb_fail_overdue_runs(TimestampTz at, VbSweepCounters *counters);
-extern int	vb_announce_due(TimestampTz after, TimestampTz upto,
-							VbSweepCounters *counters);
-extern TimestampTz vb_next_due(TimestampTz now);
-
-/* ---- scheduler.c ---- */
-extern void vb_register_schedulers(void);
-
 /* ---- clock.c: the one engine clock, ids ---- */
 extern TimestampTz vb_now(void);
 extern pg_uuid_t *vb_uuid_v7(TimestampTz at);
@@ -137,6 +116,7 @@ typedef struct VbNodeSpec
 	double		multiplier;
 	bool		jitter;
 	int64		timeout_ms;		/* 0: no timeout */
+	char	   *approval_json;	/* normalised "approval" of an approval node */
 } VbNodeSpec;
 
 /* A run's existing nodes, as spawn validation needs them. */
@@ -166,10 +146,12 @@ typedef struct VbRun
 	int32		node_count;
 	int32		priority;
 	TimestampTz created_at;
+	bool		gates_pending;	/* an approval node became ready: open its gate */
 } VbRun;
 
 extern bool vb_run_lock(pg_uuid_t *run_id, VbRun *run);
 extern bool vb_run_lock_for_task(int64 task_id, VbRun *run);
+extern bool vb_run_try_lock(pg_uuid_t *run_id, VbRun *run);
 extern int64 vb_event(VbRun *run, const char *type, const char *node,
 					  int attempt, const char *data_json, TimestampTz at);
 extern void vb_run_save(VbRun *run, TimestampTz at);
@@ -179,6 +161,9 @@ extern bool vb_event_type_reserved(const char *type);
 extern int	vb_insert_nodes(VbRun *run, const char *specs_json,
 							const char *spawned_by, int priority, TimestampTz at);
 extern void vb_release_dependents(VbRun *run, const char *node, TimestampTz at);
+extern void vb_node_succeeded(VbRun *run, const char *node, int attempt,
+							  const char *output_json, int64 duration_ms,
+							  const char *usage_json, TimestampTz at);
 extern void vb_finish_run_if_done(VbRun *run, TimestampTz at);
 extern void vb_notify_task_ready(const char *activity);
 extern void vb_notify_run_finished(VbRun *run);
@@ -203,5 +188,37 @@ extern int64 vb_interval_ms(Interval *iv, const char *what);
 extern SPIPlanPtr vb_prepare(const char *sql, int nargs, Oid *argtypes);
 extern SPIPlanPtr vb_prepare_opts(const char *sql, int nargs, Oid *argtypes,
 								  int cursor_options);
+
+/* ---- sweep.c: time-driven work ---- */
+typedef struct VbSweepCounters
+{
+	uint64		leases_expired;
+	uint64		timeouts;
+	uint64		retries_announced;
+	uint64		deadlines;
+	uint64		gates_expired;
+	uint64		errors;
+	char		last_error[256];
+} VbSweepCounters;
+
+extern int	vb_expire_attempts(Datum activities, TimestampTz at, bool isolate,
+							   VbSweepCounters *counters);
+extern int	vb_fail_overdue_runs(TimestampTz at, VbSweepCounters *counters);
+extern int	vb_announce_due(TimestampTz after, TimestampTz upto,
+							VbSweepCounters *counters);
+extern TimestampTz vb_next_due(TimestampTz now);
+extern bool vb_sweep_item(void (*fn) (void *, int), void *arg, int i,
+						  VbSweepCounters *counters, pg_uuid_t *run_id,
+						  int64 task_id, TimestampTz at);
+
+/* ---- approvals.c: human gates ---- */
+extern int64 vb_deciding_approval;
+extern bool vb_engine_writes_approvals;
+extern void vb_open_gates(VbRun *run, TimestampTz at);
+extern void vb_close_gates(VbRun *run, TimestampTz at);
+extern int	vb_expire_gates(TimestampTz at, VbSweepCounters *counters);
+
+/* ---- scheduler.c ---- */
+extern void vb_register_schedulers(void);
 
 #endif							/* VECTORBEA_H */

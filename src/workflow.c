@@ -386,6 +386,7 @@ vectorbea_start_run(PG_FUNCTION_ARGS)
 	run.workflow_version = version;
 	run.created_at = at;
 	run.priority = priority;
+	run.gates_pending = false;
 
 	initStringInfo(&data);
 	appendStringInfoString(&data, "{\"workflow\":");
@@ -397,6 +398,7 @@ vectorbea_start_run(PG_FUNCTION_ARGS)
 	appendStringInfo(&data, ",\"nodes\":%s}", specs_json);
 	vb_event(&run, "RUN_STARTED", NULL, 0, data.data, at);
 	vb_insert_nodes(&run, specs_json, NULL, priority, at);
+	vb_open_gates(&run, at);
 	vb_run_save(&run, at);
 	if (deadline != 0)
 		vb_wake_scheduler(deadline);

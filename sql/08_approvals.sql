@@ -1,0 +1,153 @@
+-- Human approval gates: opened by the engine, decided by UPDATE, checked by
+-- role, stamped, refused when not allowed, timed out and escalated.
+CREATE ROLE vb_editors;
+CREATE ROLE vb_oncall;
+CREATE ROLE vb_alice IN ROLE vb_editors;
+CREATE ROLE vb_bob;
+CREATE ROLE vb_carol IN ROLE vb_oncall;
+GRANT USAGE ON SCHEMA vectorbea TO vb_editors, vb_oncall, vb_bob;
+GRANT SELECT, UPDATE (status, reason, decided_by) ON vectorbea.approvals
+	TO vb_editors, vb_oncall, vb_bob;
+
+-- Validation of approval nodes.
+SELECT vectorbea.define_workflow('w', '{"nodes":[{"id":"g","kind":"approval"}]}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.define_workflow('w', '{"nodes":[{"id":"g","kind":"approval","approval":{}}]}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.define_workflow('w', '{"nodes":[{"id":"g","kind":"approval","approval":{"gate":"x","on_timeout":"escalate"}}]}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.define_workflow('w', '{"nodes":[{"id":"g","kind":"approval","approval":{"gate":"x","timeout":"1h","on_timeout":"escalate"}}]}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.define_workflow('w', '{"nodes":[{"id":"g","kind":"approval","approval":{"gate":"x","timeout":"1h","on_timeout":"ask"}}]}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.define_workflow('w', '{"nodes":[{"id":"g","kind":"approval","approval":{"gate":"x","escalate_to":"vb_oncall"}}]}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.define_workflow('w', '{"nodes":[{"id":"g","kind":"approval","approval":{"gate":"x","approver_role":7}}]}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.define_workflow('w', '{"nodes":[{"id":"g","kind":"approval","approval":{"gate":"x","who":"me"}}]}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.define_workflow('w', '{"nodes":[{"id":"g","kind":"approval","retry":{"max_attempts":2},"approval":{"gate":"x"}}]}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.define_workflow('w', '{"nodes":[{"id":"t","activity":"t","approval":{"gate":"x"}}]}'); \echo SQLSTATE :SQLSTATE
+
+SELECT vectorbea.define_workflow('briefing', '{"nodes":[
+	{"id":"collect","activity":"b_collect"},
+	{"id":"editor","kind":"approval","depends_on":["collect"],
+	 "approval":{"gate":"publish_release","timeout":"1h","on_timeout":"escalate",
+				 "approver_role":"vb_editors","escalate_to":["vb_oncall"],
+				 "context":{"channel":"#incidents"}}},
+	{"id":"brief","activity":"b_brief","depends_on":["editor"]}]}');
+
+-- The gate opens when its node becomes ready; the node waits.
+SELECT vectorbea.start_run('briefing', '{"incident": 7}') AS run \gset
+SELECT vectorbea.complete_task(task_id, lease, '{"logs": 3}') FROM vectorbea.claim_tasks('w', ARRAY['b_collect']);
+SELECT * FROM nodes_of(:'run');
+SELECT id AS gate_id FROM vectorbea.approvals WHERE run_id = :'run' \gset
+SELECT node, gate, context, approver_role, escalate_to, on_timeout, status,
+	   expires_at - created_at AS waits
+  FROM vectorbea.approvals WHERE id = :gate_id;
+
+-- A role that may not approve does not see the gate, and cannot decide it.
+SET ROLE vb_bob;
+SELECT count(*) AS gates_bob_sees FROM vectorbea.approvals;
+UPDATE vectorbea.approvals SET status = 'approved' WHERE id = :gate_id;
+RESET ROLE;
+-- Row-level security is the first line; the trigger is the second.
+ALTER TABLE vectorbea.approvals DISABLE ROW LEVEL SECURITY;
+SET ROLE vb_bob;
+UPDATE vectorbea.approvals SET status = 'approved' WHERE id = :gate_id; \echo SQLSTATE :SQLSTATE
+RESET ROLE;
+ALTER TABLE vectorbea.approvals ENABLE ROW LEVEL SECURITY;
+
+-- A member of the approver role sees it; only the decision columns change.
+SET ROLE vb_alice;
+SELECT count(*) AS gates_alice_sees FROM vectorbea.approvals;
+UPDATE vectorbea.approvals SET decided_at = now() WHERE id = :gate_id; \echo SQLSTATE :SQLSTATE
+UPDATE vectorbea.approvals SET decided_role = 'vb_bob', status = 'approved' WHERE id = :gate_id; \echo SQLSTATE :SQLSTATE
+UPDATE vectorbea.approvals SET status = 'maybe' WHERE id = :gate_id; \echo SQLSTATE :SQLSTATE
+RESET ROLE;
+-- The owner could change other columns were it not for the trigger.
+UPDATE vectorbea.approvals SET gate = 'other', status = 'approved' WHERE id = :gate_id; \echo SQLSTATE :SQLSTATE
+SELECT status FROM vectorbea.approvals WHERE id = :gate_id;
+
+-- The decision: stamped, recorded, and the graph moves on.
+SET ROLE vb_alice;
+UPDATE vectorbea.approvals SET status = 'approved', reason = 'looks good', decided_by = 'susmit'
+ WHERE id = :gate_id;
+RESET ROLE;
+SELECT status, reason, decided_by, decided_role, decided_at IS NOT NULL AS stamped
+  FROM vectorbea.approvals WHERE id = :gate_id;
+SELECT * FROM nodes_of(:'run');
+SELECT output - 'decided_at' - 'approval' AS editor_output FROM vectorbea.nodes
+ WHERE run_id = :'run' AND node = 'editor';
+SELECT upstream->'editor'->>'status' AS brief_sees
+  FROM vectorbea.claim_tasks('w', ARRAY['b_brief']) \gset
+\echo brief sees the gate :brief_sees
+-- Decided twice: refused, and nothing changes.
+SET ROLE vb_alice;
+UPDATE vectorbea.approvals SET status = 'rejected', reason = 'changed my mind' WHERE id = :gate_id; \echo SQLSTATE :SQLSTATE
+RESET ROLE;
+SELECT * FROM timeline_text(:'run');
+
+-- Rejection fails the node for good, and so its run.
+SELECT vectorbea.start_run('briefing', '{"incident": 8}') AS run2 \gset
+SELECT vectorbea.complete_task(task_id, lease, '{}') FROM vectorbea.claim_tasks('w', ARRAY['b_collect']);
+SET ROLE vb_alice;
+UPDATE vectorbea.approvals SET status = 'rejected', reason = 'not accurate', decided_by = 'susmit'
+ WHERE run_id = :'run2';
+RESET ROLE;
+SELECT * FROM nodes_of(:'run2');
+SELECT status FROM vectorbea.runs WHERE id = :'run2';
+SELECT * FROM timeline_text(:'run2');
+
+-- A cancelled run closes its gates; they can no longer be decided.
+SELECT vectorbea.start_run('briefing', '{"incident": 9}') AS run3 \gset
+SELECT vectorbea.complete_task(task_id, lease, '{}') FROM vectorbea.claim_tasks('w', ARRAY['b_collect']);
+SELECT vectorbea.cancel_run(:'run3', 'incident closed');
+SELECT status, decided_at IS NOT NULL AS closed_at FROM vectorbea.approvals WHERE run_id = :'run3';
+SET ROLE vb_alice;
+UPDATE vectorbea.approvals SET status = 'approved' WHERE run_id = :'run3'; \echo SQLSTATE :SQLSTATE
+RESET ROLE;
+
+-- Approvals are never deleted.
+DELETE FROM vectorbea.approvals WHERE run_id = :'run3'; \echo SQLSTATE :SQLSTATE
+
+-- Timeouts (run_due_work does the scheduler's work now): the gate passes to
+-- vb_oncall, then, past the last level, it is rejected.
+SELECT vectorbea.start_run('briefing', '{"incident": 10}') AS run4 \gset
+SELECT vectorbea.complete_task(task_id, lease, '{}') FROM vectorbea.claim_tasks('w', ARRAY['b_collect']);
+SET vectorbea.test_clock_offset = '61m';
+SELECT vectorbea.run_due_work()->>'gates_expired' AS escalated;
+SELECT approver_role, escalation_level, status FROM vectorbea.approvals WHERE run_id = :'run4';
+SET ROLE vb_alice;
+SELECT count(*) AS alice_sees_escalated FROM vectorbea.approvals WHERE run_id = :'run4';
+RESET ROLE;
+SET ROLE vb_carol;
+SELECT count(*) AS carol_sees_escalated FROM vectorbea.approvals WHERE run_id = :'run4';
+RESET ROLE;
+SET vectorbea.test_clock_offset = '122m';
+SELECT vectorbea.run_due_work()->>'gates_expired' AS expired;
+SELECT approver_role, status, decided_by FROM vectorbea.approvals WHERE run_id = :'run4';
+SELECT status FROM vectorbea.runs WHERE id = :'run4';
+SELECT * FROM timeline_text(:'run4');
+
+-- on_timeout approve: the gate passes by itself.
+SELECT vectorbea.define_workflow('lenient', '{"nodes":[
+	{"id":"gate","kind":"approval","approval":{"gate":"ok","timeout":"10m","on_timeout":"approve"}},
+	{"id":"after","activity":"b_after","depends_on":["gate"]}]}');
+RESET vectorbea.test_clock_offset;
+SELECT vectorbea.start_run('lenient') AS run5 \gset
+SET vectorbea.test_clock_offset = '11m';
+SELECT vectorbea.run_due_work()->>'gates_expired' AS expired;
+SELECT status, decided_by FROM vectorbea.approvals WHERE run_id = :'run5';
+SELECT * FROM nodes_of(:'run5');
+RESET vectorbea.test_clock_offset;
+
+-- await_approval: a running task turns into a wait; the decision is its output.
+SELECT vectorbea.define_workflow('deploy', '{"nodes":[{"id":"ship","activity":"b_ship"}]}');
+SELECT vectorbea.start_run('deploy') AS run6 \gset
+SELECT task_id AS ship_id, lease AS ship_lease FROM vectorbea.claim_tasks('w', ARRAY['b_ship']) \gset
+SELECT vectorbea.await_approval(:ship_id, :'ship_lease', 'prod_deploy', '{"diff": "+3 -1"}', '30 minutes') AS await_id \gset
+SELECT node, gate, context, approver_role, status FROM vectorbea.approvals WHERE id = :await_id;
+SELECT * FROM nodes_of(:'run6');
+SELECT vectorbea.complete_task(:ship_id, :'ship_lease', '{}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.await_approval(:ship_id, :'ship_lease', 'again'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.await_approval(:ship_id, :'ship_lease', 'bad gate name'); \echo SQLSTATE :SQLSTATE
+UPDATE vectorbea.approvals SET status = 'approved', decided_by = 'ops' WHERE id = :await_id;
+SELECT node, status, attempt, output->>'status' AS decision FROM vectorbea.nodes WHERE run_id = :'run6';
+SELECT status FROM vectorbea.runs WHERE id = :'run6';
+
+SELECT r.input, (c).differences, (c).replay_stable
+  FROM vectorbea.runs r, LATERAL check_run(r.id) c
+ WHERE r.workflow IN ('briefing', 'lenient', 'deploy') ORDER BY r.created_at;

@@ -1,0 +1,756 @@
+/*-------------------------------------------------------------------------
+ *
+ * approvals.c
+ *	  Human approval gates: opened by the engine, decided by UPDATE, timed
+ *	  out and escalated by the scheduler, closed with their run.
+ *
+ * A gate is a row of vectorbea.approvals.  It opens when an approval node
+ * becomes ready (vb_open_gates) or when a running task calls
+ * await_approval; its node then waits.  A person decides with a plain
+ * UPDATE of status, reason and decided_by; the BEFORE UPDATE trigger
+ * (vectorbea_approval_decide) checks the decision, stamps decided_at and
+ * the deciding role, and moves the graph on in the same transaction.
+ *
+ * Lock order.  The UPDATE has locked the approval row before the trigger
+ * runs, while every other writer of a run locks the run first and may then
+ * wait for the run's approval rows (closing them when the run ends).  So the
+ * trigger never waits for the run in the lock manager: it tries the run
+ * lock with SKIP LOCKED, in a short loop, and gives up with an error after
+ * two seconds.  A deadlock cannot form; a decision that races a run ending
+ * fails, its transaction rolls back, and the run's end closes the gate.
+ *
+ * The trigger runs with the rights of the deciding role, which is what the
+ * approver_role check needs; it switches to the table owner only for the
+ * engine's own writes, as a SECURITY DEFINER function would.
+ *
+ * IDENTIFICATION
+ *	  src/approvals.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_type.h"
+#include "commands/async.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+
+#include "vectorbea.h"
+
+/* How long a decision waits for a busy run before it gives up. */
+#define DECISION_LOCK_WAIT_MS	2000
+
+/* The approval row being decided by this backend's trigger, if any. */
+int64		vb_deciding_approval = 0;
+
+/*
+ * Set while the engine itself updates approval rows (closing, expiring,
+ * escalating): the decision trigger then lets the update through.  A
+ * backend-local C variable, so no SQL session can set it.
+ */
+bool		vb_engine_writes_approvals = false;
+
+/* Runs one engine UPDATE of approvals past the decision trigger. */
+static int
+engine_update(SPIPlanPtr plan, Datum *args, const char *nulls)
+{
+	int			rc;
+
+	vb_engine_writes_approvals = true;
+	PG_TRY();
+	{
+		rc = SPI_execute_plan(plan, args, nulls, false, 0);
+	}
+	PG_FINALLY();
+	{
+		vb_engine_writes_approvals = false;
+	}
+	PG_END_TRY();
+	return rc;
+}
+
+static void
+notify_approval(int64 id, pg_uuid_t *run_id, const char *gate, const char *status)
+{
+	StringInfoData payload;
+
+	initStringInfo(&payload);
+	appendStringInfo(&payload, "{\"id\":%ld,\"run\":\"%s\",\"gate\":", (long) id,
+					 vb_uuid_text(run_id));
+	vb_append_json_string(&payload, gate);
+	appendStringInfo(&payload, ",\"status\":\"%s\"}", status);
+	Async_Notify("vectorbea_approvals", payload.data);
+}
+
+/*
+ * Opens a gate for a node of a locked run; the node waits from now on.
+ * spec_json is the node's normalised "approval" (gate, timeout_ms,
+ * on_timeout, approver_role, escalate_to, context); context_json, when not
+ * NULL, replaces its context.  Returns the approval id.
+ */
+static int64
+open_gate(VbRun *run, int64 task_id, const char *node, int attempt,
+		  const char *spec_json, const char *context_json, TimestampTz at)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	int64		id;
+	char	   *gate;
+	Datum		expires;
+	bool		expires_null;
+	StringInfoData data;
+
+	if (plan == NULL)
+	{
+		Oid			types[5] = {INT8OID, TEXTOID, TIMESTAMPTZOID, TEXTOID, UUIDOID};
+
+		plan = vb_prepare(
+						  "WITH spec AS (SELECT $2::jsonb AS s),"
+						  " gate AS ("
+						  "  INSERT INTO vectorbea.approvals (run_id, node, task_id, gate, context,"
+						  "    approver_role, escalate_to, on_timeout, timeout_ms, expires_at, created_at)"
+						  "  SELECT $5, n.node, n.id, s->>'gate', coalesce($4::jsonb, s->'context', '{}'),"
+						  "    s->>'approver_role',"
+						  "    ARRAY(SELECT jsonb_array_elements_text(coalesce(s->'escalate_to', '[]'))),"
+						  "    coalesce(s->>'on_timeout', 'reject'), (s->>'timeout_ms')::bigint,"
+						  "    $3 + (s->>'timeout_ms')::bigint * interval '1 ms', $3"
+						  "    FROM spec, vectorbea.nodes n WHERE n.id = $1"
+						  "  RETURNING id, gate, approver_role, on_timeout, expires_at, context"
+						  "), waits AS ("
+						  "  UPDATE vectorbea.nodes SET status = 'waiting',"
+						  "         started_at = coalesce(started_at, $3), lease_expires_at = NULL"
+						  "   WHERE id = $1"
+						  ")"
+						  " SELECT id, gate, jsonb_build_object('approval', id, 'gate', gate,"
+						  "        'approver_role', approver_role, 'on_timeout', on_timeout,"
+						  "        'expires_at', to_char(expires_at AT TIME ZONE 'UTC',"
+						  "                              'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+						  "        'context', context)::text, expires_at"
+						  "   FROM gate", lengthof(types), types);
+	}
+	args[0] = Int64GetDatum(task_id);
+	args[1] = CStringGetTextDatum(spec_json);
+	args[2] = TimestampTzGetDatum(at);
+	if (context_json)
+		args[3] = CStringGetTextDatum(context_json);
+	else
+		nulls[3] = 'n';
+	args[4] = UUIDPGetDatum(&run->id);
+	if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "vectorbea: could not open the gate of node \"%s\"", node);
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+	gate = SPI_getvalue(tup, desc, 2);
+	initStringInfo(&data);
+	appendStringInfoString(&data, SPI_getvalue(tup, desc, 3));
+	expires = SPI_getbinval(tup, desc, 4, &expires_null);
+
+	vb_event(run, "APPROVAL_REQUESTED", node, attempt, data.data, at);
+	notify_approval(id, &run->id, gate, "pending");
+	if (!expires_null)
+		vb_wake_scheduler(DatumGetTimestampTz(expires));
+	return id;
+}
+
+/*
+ * Opens the gates of the approval nodes of a locked run that have become
+ * ready.  Callers write their own events first, so that the history shows a
+ * node before its gate.
+ */
+void
+vb_open_gates(VbRun *run, TimestampTz at)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[1];
+	uint64		n;
+	int64	   *ids;
+	char	  **nodes;
+	char	  **specs;
+
+	if (!run->gates_pending)
+		return;
+	run->gates_pending = false;
+	if (plan == NULL)
+	{
+		Oid			types[1] = {UUIDOID};
+
+		plan = vb_prepare("SELECT id, node, approval::text FROM vectorbea.nodes"
+						  " WHERE run_id = $1 AND kind = 'approval' AND status = 'ready'"
+						  " ORDER BY id", lengthof(types), types);
+	}
+	args[0] = UUIDPGetDatum(&run->id);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not find gates to open");
+	n = SPI_processed;
+	ids = palloc(sizeof(int64) * Max(n, 1));
+	nodes = palloc(sizeof(char *) * Max(n, 1));
+	specs = palloc(sizeof(char *) * Max(n, 1));
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		nodes[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+		specs[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3);
+	}
+	for (uint64 i = 0; i < n; i++)
+		open_gate(run, ids[i], nodes[i], 0, specs[i], NULL, at);
+}
+
+/*
+ * The pending gates of a run that has ended are closed: nobody can decide
+ * them any more.  The gate this backend is deciding right now (if a
+ * rejection failed the run) is left to its own UPDATE.
+ */
+void
+vb_close_gates(VbRun *run, TimestampTz at)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[3];
+
+	if (plan == NULL)
+	{
+		Oid			types[3] = {UUIDOID, TIMESTAMPTZOID, INT8OID};
+
+		plan = vb_prepare("UPDATE vectorbea.approvals SET status = 'closed', decided_at = $2"
+						  " WHERE run_id = $1 AND status = 'pending' AND id <> $3"
+						  " RETURNING id, gate", lengthof(types), types);
+	}
+	args[0] = UUIDPGetDatum(&run->id);
+	args[1] = TimestampTzGetDatum(at);
+	args[2] = Int64GetDatum(vb_deciding_approval);
+	if (engine_update(plan, args, NULL) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "vectorbea: could not close the gates of a run");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+
+		notify_approval(DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull)),
+						&run->id, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2),
+						"closed");
+	}
+}
+
+/*
+ * The node of a gate succeeds with output_json (approved) or fails for
+ * good with error_json (rejected); the run moves on as after complete_task
+ * or a final fail_task.
+ */
+static void
+settle_node(VbRun *run, int64 task_id, const char *node, bool approved,
+			const char *output_json, const char *error_json, const char *err_class,
+			TimestampTz at)
+{
+	if (approved)
+	{
+		static SPIPlanPtr plan = NULL;
+		Datum		args[3];
+		bool		isnull;
+		int			attempt;
+		TimestampTz started_at;
+
+		if (plan == NULL)
+		{
+			Oid			types[3] = {INT8OID, TEXTOID, TIMESTAMPTZOID};
+
+			plan = vb_prepare("UPDATE vectorbea.nodes SET status = 'succeeded',"
+							  " output = $2::jsonb, finished_at = $3"
+							  " WHERE id = $1 AND status = 'waiting'"
+							  " RETURNING attempt, started_at", lengthof(types), types);
+		}
+		args[0] = Int64GetDatum(task_id);
+		args[1] = CStringGetTextDatum(output_json);
+		args[2] = TimestampTzGetDatum(at);
+		if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING ||
+			SPI_processed != 1)
+			elog(ERROR, "vectorbea: node \"%s\" is not waiting for its gate", node);
+		attempt = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		started_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		run->open_nodes--;
+		vb_node_succeeded(run, node, attempt, output_json, (at - started_at) / 1000, NULL, at);
+		vb_open_gates(run, at);
+		vb_finish_run_if_done(run, at);
+	}
+	else
+		vb_fail_attempt(run, task_id, err_class, error_json, false, -1, at);
+}
+
+/* Takes the run lock without waiting in the lock manager (see the header). */
+static void
+lock_run_for_decision(pg_uuid_t *run_id, VbRun *run)
+{
+	for (int waited = 0;; waited += 10)
+	{
+		if (vb_run_try_lock(run_id, run))
+			return;
+		if (waited >= DECISION_LOCK_WAIT_MS)
+			ereport(ERROR,
+					(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+					 errmsg("the run of this gate stayed busy; the decision was not recorded"),
+					 errdetail("Another transaction held run %s for more than %d ms.",
+							   vb_uuid_text(run_id), DECISION_LOCK_WAIT_MS),
+					 errhint("Run the UPDATE again.")));
+		pg_usleep(10 * 1000L);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+static char *
+col_text(HeapTuple tup, TupleDesc desc, const char *name)
+{
+	return SPI_getvalue(tup, desc, SPI_fnumber(desc, name));
+}
+
+/*
+ * BEFORE UPDATE ... FOR EACH ROW on vectorbea.approvals: a person decides.
+ */
+PG_FUNCTION_INFO_V1(vectorbea_approval_decide);
+Datum
+vectorbea_approval_decide(PG_FUNCTION_ARGS)
+{
+	TriggerData *trig = (TriggerData *) fcinfo->context;
+	TupleDesc	desc;
+	HeapTuple	oldtup;
+	HeapTuple	newtup;
+	char	   *old_status;
+	char	   *new_status;
+	char	   *approver_role;
+	char	   *decider;
+	Oid			owner;
+	Oid			save_userid;
+	int			save_sec_context;
+	TimestampTz at = vb_now();
+	int64		id;
+	bool		isnull;
+	int			ncols;
+	int		   *cols;
+	Datum	   *vals;
+	bool	   *nulls;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trig->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trig->tg_event) || !TRIGGER_FIRED_BY_UPDATE(trig->tg_event))
+		elog(ERROR, "vectorbea_approval_decide must be a BEFORE UPDATE row trigger");
+	if (vb_engine_writes_approvals)
+		return PointerGetDatum(trig->tg_newtuple);
+	desc = trig->tg_relation->rd_att;
+	oldtup = trig->tg_trigtuple;
+	newtup = trig->tg_newtuple;
+	id = DatumGetInt64(heap_getattr(oldtup, SPI_fnumber(desc, "id"), desc, &isnull));
+	old_status = col_text(oldtup, desc, "status");
+	new_status = col_text(newtup, desc, "status");
+
+	if (strcmp(old_status, "pending") != 0)
+	{
+		char	   *by = col_text(oldtup, desc, "decided_by");
+		char	   *role = col_text(oldtup, desc, "decided_role");
+
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("approval %ld is already %s; only a pending gate can be decided",
+						(long) id, old_status),
+				 strcmp(old_status, "closed") == 0 ?
+				 errdetail("It was closed because its run ended.") :
+				 errdetail("Decided by %s (role %s).", by ? by : "nobody",
+						   role ? role : "none")));
+	}
+
+	/* Only the decision columns may change. */
+	for (int i = 1; i <= desc->natts; i++)
+	{
+		const char *name = NameStr(TupleDescAttr(desc, i - 1)->attname);
+		bool		oldnull,
+					newnull;
+		Datum		o,
+					n;
+		Form_pg_attribute att = TupleDescAttr(desc, i - 1);
+
+		if (att->attisdropped || strcmp(name, "status") == 0 ||
+			strcmp(name, "reason") == 0 || strcmp(name, "decided_by") == 0)
+			continue;
+		o = heap_getattr(oldtup, i, desc, &oldnull);
+		n = heap_getattr(newtup, i, desc, &newnull);
+		if (oldnull != newnull ||
+			(!oldnull && !datumIsEqual(o, n, att->attbyval, att->attlen)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("column \"%s\" of an approval cannot be changed", name),
+					 errdetail("A decision sets status, reason and decided_by; the engine stamps decided_at and decided_role."),
+					 errhint("UPDATE vectorbea.approvals SET status = 'approved', reason = '...', decided_by = '...' WHERE id = %ld;",
+							 (long) id)));
+	}
+	if (strcmp(new_status, "approved") != 0 && strcmp(new_status, "rejected") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid decision \"%s\" for approval %ld", new_status, (long) id),
+				 errdetail("A decision sets status to approved or rejected.")));
+
+	approver_role = col_text(oldtup, desc, "approver_role");
+	decider = GetUserNameFromId(GetUserId(), false);
+	if (approver_role)
+	{
+		Oid			role = get_role_oid(approver_role, true);
+
+		if (!OidIsValid(role) || !is_member_of_role(GetUserId(), role))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("role \"%s\" may not decide approval %ld", decider, (long) id),
+					 errdetail("Gate \"%s\" is decided by members of role \"%s\".",
+							   col_text(oldtup, desc, "gate"), approver_role),
+					 errhint("GRANT %s TO %s; or decide as a member of it.",
+							 approver_role, decider)));
+	}
+
+	/* The engine's writes, as the owner of the tables. */
+	owner = trig->tg_relation->rd_rel->relowner;
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	vb_deciding_approval = id;
+	PG_TRY();
+	{
+		pg_uuid_t	run_id;
+		VbRun		run;
+		int64		task_id;
+		char	   *node;
+		char	   *gate;
+		char	   *reason = col_text(newtup, desc, "reason");
+		char	   *by = col_text(newtup, desc, "decided_by");
+		bool		approved = strcmp(new_status, "approved") == 0;
+		StringInfoData ev;
+		StringInfoData out;
+
+		memcpy(&run_id, DatumGetUUIDP(heap_getattr(oldtup, SPI_fnumber(desc, "run_id"), desc, &isnull)),
+			   sizeof(pg_uuid_t));
+		task_id = DatumGetInt64(heap_getattr(oldtup, SPI_fnumber(desc, "task_id"), desc, &isnull));
+		node = col_text(oldtup, desc, "node");
+		gate = col_text(oldtup, desc, "gate");
+
+		SPI_connect();
+		lock_run_for_decision(&run_id, &run);
+		if (strcmp(run.status, "running") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("approval %ld can no longer be decided: its run is %s", (long) id, run.status),
+					 errhint("The run ended while the gate was open; its gates are closed.")));
+
+		initStringInfo(&ev);
+		appendStringInfo(&ev, "{\"approval\":%ld,\"gate\":", (long) id);
+		vb_append_json_string(&ev, gate);
+		appendStringInfoString(&ev, ",\"by\":");
+		vb_append_json_string(&ev, by);
+		appendStringInfoString(&ev, ",\"role\":");
+		vb_append_json_string(&ev, decider);
+		appendStringInfoString(&ev, ",\"reason\":");
+		vb_append_json_string(&ev, reason);
+		appendStringInfoChar(&ev, '}');
+		vb_event(&run, approved ? "APPROVAL_GRANTED" : "APPROVAL_REJECTED", node, 0, ev.data, at);
+
+		initStringInfo(&out);
+		appendStringInfo(&out, "{\"approval\":%ld,\"gate\":", (long) id);
+		vb_append_json_string(&out, gate);
+		appendStringInfo(&out, ",\"status\":\"%s\",\"decided_by\":", new_status);
+		vb_append_json_string(&out, by);
+		appendStringInfoString(&out, ",\"decided_role\":");
+		vb_append_json_string(&out, decider);
+		appendStringInfoString(&out, ",\"reason\":");
+		vb_append_json_string(&out, reason);
+		appendStringInfo(&out, ",\"decided_at\":\"%s\"", vb_timestamp_iso(at));
+		if (!approved)
+			appendStringInfo(&out, ",\"message\":\"rejected at gate %s\",\"class\":\"permanent\"",
+							 gate);
+		appendStringInfoChar(&out, '}');
+		settle_node(&run, task_id, node, approved, out.data, out.data, "permanent", at);
+		vb_run_save(&run, at);
+		notify_approval(id, &run_id, gate, new_status);
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		vb_deciding_approval = 0;
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+	}
+	PG_END_TRY();
+
+	/* Stamp the decision: nobody can forge these two. */
+	ncols = 2;
+	cols = palloc(sizeof(int) * ncols);
+	vals = palloc(sizeof(Datum) * ncols);
+	nulls = palloc0(sizeof(bool) * ncols);
+	cols[0] = SPI_fnumber(desc, "decided_at");
+	vals[0] = TimestampTzGetDatum(at);
+	cols[1] = SPI_fnumber(desc, "decided_role");
+	vals[1] = DirectFunctionCall1(namein, CStringGetDatum(decider));
+	return PointerGetDatum(heap_modify_tuple_by_cols(newtup, desc, ncols, cols, vals, nulls));
+}
+
+/*
+ * await_approval(task_id bigint, lease uuid, gate text, context jsonb,
+ *                timeout interval) -> bigint
+ *
+ * A running task turns into a wait: its gate opens, its lease ends, and the
+ * decision becomes its output.  Anyone who may update approvals may decide
+ * it (it has no approver_role); on timeout it is rejected.
+ */
+PG_FUNCTION_INFO_V1(vectorbea_await_approval);
+Datum
+vectorbea_await_approval(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	int64		task_id;
+	pg_uuid_t  *lease;
+	char	   *gate;
+	Jsonb	   *context = NULL;
+	int64		timeout_ms = 0;
+	TimestampTz at = vb_now();
+	VbRun		run;
+	Datum		args[2];
+	bool		isnull;
+	char	   *node;
+	int			attempt;
+	int64		id;
+	StringInfoData spec;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("task_id, lease and gate must not be null")));
+	task_id = PG_GETARG_INT64(0);
+	lease = PG_GETARG_UUID_P(1);
+	gate = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	if (!vb_valid_name(gate))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid gate name \"%s\"", gate),
+				 errdetail("Names are 1 to %d characters: letters, digits, \"_\", \"-\", \".\" and \":\".",
+						   VB_MAX_NAME_LEN)));
+	if (!PG_ARGISNULL(3))
+	{
+		context = PG_GETARG_JSONB_P(3);
+		if (!JsonContainerIsObject(&context->root))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("the context of a gate must be a JSON object")));
+		vb_check_payload_size(context, "the context of the gate");
+	}
+	if (!PG_ARGISNULL(4))
+		timeout_ms = vb_interval_ms(PG_GETARG_INTERVAL_P(4), "timeout");
+
+	SPI_connect();
+	if (!vb_run_lock_for_task(task_id, &run))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("task %ld does not exist", (long) task_id)));
+	if (plan == NULL)
+	{
+		Oid			types[2] = {INT8OID, UUIDOID};
+
+		plan = vb_prepare("SELECT node, attempt FROM vectorbea.nodes"
+						  " WHERE id = $1 AND lease = $2 AND status = 'running' FOR UPDATE",
+						  lengthof(types), types);
+	}
+	args[0] = Int64GetDatum(task_id);
+	args[1] = UUIDPGetDatum(lease);
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: task lock failed");
+	if (SPI_processed == 0)
+		vb_refuse_lease(task_id, lease, "await approval for");
+	node = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	attempt = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+
+	initStringInfo(&spec);
+	appendStringInfoString(&spec, "{\"gate\":");
+	vb_append_json_string(&spec, gate);
+	if (timeout_ms > 0)
+		appendStringInfo(&spec, ",\"timeout_ms\":%ld", (long) timeout_ms);
+	appendStringInfoString(&spec, ",\"on_timeout\":\"reject\",\"approver_role\":null,"
+						   "\"escalate_to\":[],\"context\":{}}");
+	id = open_gate(&run, task_id, node, attempt, spec.data,
+				   context ? JsonbToCString(NULL, &context->root, VARSIZE(context)) : NULL, at);
+	vb_run_save(&run, at);
+	SPI_finish();
+	PG_RETURN_INT64(id);
+}
+
+typedef struct GateBatch
+{
+	int64	   *ids;
+	pg_uuid_t  *run_ids;
+	TimestampTz at;
+	int			acted;
+} GateBatch;
+
+/* One gate past its expiry: escalate, or settle by on_timeout. */
+static void
+expire_gate(void *arg, int i)
+{
+	static SPIPlanPtr get_plan = NULL;
+	static SPIPlanPtr escalate_plan = NULL;
+	static SPIPlanPtr settle_plan = NULL;
+	GateBatch  *b = arg;
+	VbRun		run;
+	Datum		args[3];
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	char	   *gate;
+	char	   *node;
+	char	   *on_timeout;
+	char	   *next_role;
+	char	   *from_role;
+	int64		task_id;
+	StringInfoData ev;
+
+	if (get_plan == NULL)
+	{
+		Oid			t1[1] = {INT8OID};
+		Oid			t3[3] = {INT8OID, TEXTOID, TIMESTAMPTZOID};
+		Oid			t2[2] = {INT8OID, TIMESTAMPTZOID};
+
+		get_plan = vb_prepare("SELECT gate, node, task_id, on_timeout, timeout_ms, approver_role,"
+							  "       escalate_to[escalation_level + 1]"
+							  "  FROM vectorbea.approvals WHERE id = $1 AND status = 'pending'",
+							  lengthof(t1), t1);
+		escalate_plan = vb_prepare("UPDATE vectorbea.approvals SET approver_role = $2,"
+								   " escalation_level = escalation_level + 1,"
+								   " expires_at = $3 + timeout_ms * interval '1 ms'"
+								   " WHERE id = $1 RETURNING expires_at", lengthof(t3), t3);
+		settle_plan = vb_prepare("UPDATE vectorbea.approvals"
+								 " SET status = CASE WHEN on_timeout = 'approve' THEN 'approved'"
+								 "                   ELSE 'expired' END,"
+								 "     decided_at = $2, decided_by = 'vectorbea: timeout'"
+								 " WHERE id = $1", lengthof(t2), t2);
+	}
+	if (!vb_run_lock(&b->run_ids[i], &run) || strcmp(run.status, "running") != 0)
+		return;
+	args[0] = Int64GetDatum(b->ids[i]);
+	if (SPI_execute_plan(get_plan, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		return;
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	gate = SPI_getvalue(tup, desc, 1);
+	node = SPI_getvalue(tup, desc, 2);
+	task_id = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+	on_timeout = SPI_getvalue(tup, desc, 4);
+	from_role = SPI_getvalue(tup, desc, 6);
+	next_role = SPI_getvalue(tup, desc, 7);
+
+	initStringInfo(&ev);
+	appendStringInfo(&ev, "{\"approval\":%ld,\"gate\":", (long) b->ids[i]);
+	vb_append_json_string(&ev, gate);
+
+	if (strcmp(on_timeout, "escalate") == 0 && next_role != NULL)
+	{
+		TimestampTz expires;
+
+		args[1] = CStringGetTextDatum(next_role);
+		args[2] = TimestampTzGetDatum(b->at);
+		if (engine_update(escalate_plan, args, NULL) != SPI_OK_UPDATE_RETURNING)
+			elog(ERROR, "vectorbea: could not escalate approval %ld", (long) b->ids[i]);
+		expires = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		appendStringInfoString(&ev, ",\"from\":");
+		vb_append_json_string(&ev, from_role);
+		appendStringInfoString(&ev, ",\"to\":");
+		vb_append_json_string(&ev, next_role);
+		appendStringInfo(&ev, ",\"expires_at\":\"%s\"}", vb_timestamp_iso(expires));
+		vb_event(&run, "APPROVAL_ESCALATED", node, 0, ev.data, b->at);
+		notify_approval(b->ids[i], &run.id, gate, "escalated");
+		vb_wake_scheduler(expires);
+	}
+	else
+	{
+		bool		approved = strcmp(on_timeout, "approve") == 0;
+		StringInfoData out;
+
+		args[1] = TimestampTzGetDatum(b->at);
+		if (engine_update(settle_plan, args, NULL) != SPI_OK_UPDATE)
+			elog(ERROR, "vectorbea: could not expire approval %ld", (long) b->ids[i]);
+		appendStringInfo(&ev, ",\"outcome\":\"%s\"}", approved ? "approved" : "rejected");
+		vb_event(&run, "APPROVAL_EXPIRED", node, 0, ev.data, b->at);
+
+		initStringInfo(&out);
+		appendStringInfo(&out, "{\"approval\":%ld,\"gate\":", (long) b->ids[i]);
+		vb_append_json_string(&out, gate);
+		appendStringInfo(&out, ",\"status\":\"%s\",\"decided_by\":\"vectorbea: timeout\","
+						 "\"decided_at\":\"%s\"",
+						 approved ? "approved" : "expired", vb_timestamp_iso(b->at));
+		if (!approved)
+			appendStringInfo(&out, ",\"message\":\"nobody decided gate %s in time\","
+							 "\"class\":\"timeout\"", gate);
+		appendStringInfoChar(&out, '}');
+		vb_deciding_approval = b->ids[i];
+		PG_TRY();
+		{
+			settle_node(&run, task_id, node, approved, out.data, out.data, "timeout", b->at);
+		}
+		PG_FINALLY();
+		{
+			vb_deciding_approval = 0;
+		}
+		PG_END_TRY();
+		notify_approval(b->ids[i], &run.id, gate, approved ? "approved" : "expired");
+	}
+	vb_run_save(&run, b->at);
+	b->acted++;
+}
+
+/*
+ * The scheduler's part: gates past their expiry, taken run first, both
+ * SKIP LOCKED (a gate being decided right now is left to its decision).
+ */
+int
+vb_expire_gates(TimestampTz at, VbSweepCounters *counters)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[1];
+	GateBatch	b;
+	uint64		n;
+
+	if (plan == NULL)
+	{
+		Oid			types[1] = {TIMESTAMPTZOID};
+
+		plan = vb_prepare("SELECT a.id, a.run_id"
+						  "  FROM vectorbea.approvals a JOIN vectorbea.runs r ON r.id = a.run_id"
+						  " WHERE a.status = 'pending' AND a.expires_at <= $1"
+						  " ORDER BY a.expires_at LIMIT 100"
+						  " FOR NO KEY UPDATE OF r SKIP LOCKED"
+						  " FOR UPDATE OF a SKIP LOCKED", lengthof(types), types);
+	}
+	args[0] = TimestampTzGetDatum(at);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: gate expiry scan failed");
+	n = SPI_processed;
+	if (n == 0)
+		return 0;
+	memset(&b, 0, sizeof(b));
+	b.at = at;
+	b.ids = palloc(sizeof(int64) * n);
+	b.run_ids = palloc(sizeof(pg_uuid_t) * n);
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		b.ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		memcpy(&b.run_ids[i], DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull)),
+			   sizeof(pg_uuid_t));
+	}
+	for (uint64 i = 0; i < n; i++)
+		vb_sweep_item(expire_gate, &b, (int) i, counters, &b.run_ids[i], 0, at);
+	if (counters)
+		counters->gates_expired += b.acted;
+	return b.acted;
+}
