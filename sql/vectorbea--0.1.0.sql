@@ -613,7 +613,7 @@ CREATE FUNCTION @extschema@.scheduler_status(
 		OUT started_at timestamptz, OUT last_wake timestamptz, OUT next_due timestamptz,
 		OUT wakes bigint, OUT leases_expired bigint, OUT timeouts bigint,
 		OUT retries_announced bigint, OUT deadlines_enforced bigint,
-		OUT errors bigint, OUT last_error text)
+		OUT gates_expired bigint, OUT errors bigint, OUT last_error text)
 	RETURNS SETOF record
 	LANGUAGE c VOLATILE
 	SET search_path = pg_catalog, pg_temp

@@ -137,11 +137,14 @@ vb_fail_attempt(VbRun *run, int64 task_id, const char *err_class,
 				 psprintf("{\"delay_ms\":%ld,\"available_at\":\"%s\",\"next_attempt\":%d}",
 						  (long) delay, vb_timestamp_iso(available_at), attempt + 1),
 				 at);
-		/* A delayed retry is announced when it comes due, by the scheduler. */
+		/*
+		 * A delayed retry is announced when it comes due: by the scheduler,
+		 * or by this transaction if its time has come by the commit.
+		 */
 		if (delay == 0)
 			vb_notify_task_ready(activity);
 		else
-			vb_wake_scheduler(available_at);
+			vb_announce_at_commit(activity, available_at);
 		return "retrying";
 	}
 

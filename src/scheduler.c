@@ -182,6 +182,32 @@ sleep_ms(long ms)
 }
 
 /*
+ * Sleeps until `until` (engine clock) or a wake meant for us: a committed
+ * transaction's request, a reload, or a signal.  Latch sets from other
+ * NOTIFY traffic in the database are absorbed here without a pass.
+ */
+static void
+sleep_until(TimestampTz until, long max_ms)
+{
+	TimestampTz start = GetCurrentTimestamp();
+
+	for (;;)
+	{
+		int64		ms = (until - vb_now()) / 1000 + 1;
+		long		elapsed = (long) ((GetCurrentTimestamp() - start) / 1000);
+
+		if (until == DT_NOEND || ms > max_ms - elapsed)
+			ms = max_ms - elapsed;
+		if (ms <= 0)
+			return;
+		sleep_ms((long) ms);
+		if (ConfigReloadPending || ProcDiePending || my_slot->wake_requested)
+			return;
+		handle_interrupts();	/* drain the notification queue */
+	}
+}
+
+/*
  * One pass over what is due at engine time `now`; returns the next due time.
  * Each step is its own transaction, so a failure in one does not undo the
  * others, and locks are held for one step only.
@@ -215,16 +241,28 @@ do_pass(TimestampTz now, TimestampTz *announced_upto, VbSweepCounters *c)
 }
 
 static void
+begin_pass(void)
+{
+	LWLockAcquire(vb_shared->lock, LW_EXCLUSIVE);
+	my_slot->in_pass = true;
+	my_slot->wake_requested = false;
+	strlcpy(my_slot->state, "working", sizeof(my_slot->state));
+	LWLockRelease(vb_shared->lock);
+}
+
+static void
 publish(TimestampTz now, TimestampTz next, VbSweepCounters *c)
 {
 	LWLockAcquire(vb_shared->lock, LW_EXCLUSIVE);
 	my_slot->last_wake = now;
 	my_slot->next_due = next;
+	my_slot->in_pass = false;
 	my_slot->wakes++;
 	my_slot->leases_expired = c->leases_expired;
 	my_slot->timeouts = c->timeouts;
 	my_slot->retries_announced = c->retries_announced;
 	my_slot->deadlines = c->deadlines;
+	my_slot->gates_expired = c->gates_expired;
 	my_slot->errors = c->errors;
 	strlcpy(my_slot->last_error, c->last_error, sizeof(my_slot->last_error));
 	strlcpy(my_slot->state, "idle", sizeof(my_slot->state));
@@ -251,13 +289,23 @@ vb_scheduler_main(Datum main_arg)
 	memset(&counters, 0, sizeof(counters));
 	my_slot = &vb_shared->slots[slot_index];
 	LWLockAcquire(vb_shared->lock, LW_EXCLUSIVE);
+	/* Counters go on across restarts of the worker. */
+	counters.leases_expired = my_slot->leases_expired;
+	counters.timeouts = my_slot->timeouts;
+	counters.retries_announced = my_slot->retries_announced;
+	counters.deadlines = my_slot->deadlines;
+	counters.gates_expired = my_slot->gates_expired;
+	counters.errors = my_slot->errors;
+	strlcpy(counters.last_error, my_slot->last_error, sizeof(counters.last_error));
 	if (vb_shared->nslots <= slot_index)
 		vb_shared->nslots = slot_index + 1;
 	strlcpy(my_slot->database, dbname, sizeof(my_slot->database));
 	my_slot->database_oid = MyDatabaseId;
 	my_slot->pid = MyProcPid;
 	my_slot->started_at = GetCurrentTimestamp();
-	my_slot->next_due = 0;	/* wake me for anything until the first pass */
+	/* Until the first pass has published, every commit of due work wakes it. */
+	my_slot->in_pass = true;
+	my_slot->next_due = DT_NOBEGIN;
 	strlcpy(my_slot->state, "starting", sizeof(my_slot->state));
 	LWLockRelease(vb_shared->lock);
 	on_shmem_exit(clear_slot, (Datum) 0);
@@ -276,7 +324,6 @@ vb_scheduler_main(Datum main_arg)
 	{
 		TimestampTz now;
 		TimestampTz next;
-		long		sleep;
 
 		handle_interrupts();
 		if (!extension_installed())
@@ -288,7 +335,7 @@ vb_scheduler_main(Datum main_arg)
 			continue;
 		}
 
-		set_state("working");
+		begin_pass();
 		MemoryContextSwitchTo(pass_cxt);
 		now = vb_now();
 		next = do_pass(now, &announced_upto, &counters);
@@ -297,20 +344,15 @@ vb_scheduler_main(Datum main_arg)
 		publish(now, next, &counters);
 
 		/* Sleep until the next due item by the engine clock, or until woken. */
-		if (next == DT_NOEND)
-			sleep = vb_scheduler_idle_ms;
-		else
+		if (next != DT_NOEND && next <= vb_now())
 		{
-			int64		ms = (next - vb_now()) / 1000 + 1;
-
 			/*
 			 * Work already due was left by this pass only when its run was
 			 * busy (SKIP LOCKED): look again shortly rather than spin.
 			 */
-			if (ms <= 0)
-				ms = BUSY_RETRY_MS;
-			sleep = (long) Min(ms, (int64) vb_scheduler_idle_ms);
+			sleep_ms(BUSY_RETRY_MS);
 		}
-		sleep_ms(sleep);
+		else
+			sleep_until(next, vb_scheduler_idle_ms);
 	}
 }

@@ -21,6 +21,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "commands/async.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -29,7 +30,9 @@
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
+#include "utils/varlena.h"
 
 #include "vectorbea.h"
 
@@ -60,6 +63,7 @@ vb_shmem_startup(void)
 	{
 		memset(vb_shared, 0, sizeof(VbShared));
 		vb_shared->lock = &(GetNamedLWLockTranche("vectorbea"))->lock;
+		vb_fill_slot_names();
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -87,20 +91,138 @@ slot_for_my_database(void)
 }
 
 /*
- * Work that falls due at `due` was just written by this transaction: wake
- * the database's scheduler at commit if it plans to sleep past `due`.  The
- * wake is a NOTIFY on vectorbea_scheduler, so it is sent only if the
- * transaction commits, and PostgreSQL folds repeats into one.
+ * Wakes at commit.  A transaction that writes time-driven work notes the
+ * earliest due time; just before it commits it compares that with what the
+ * scheduler plans, and asks for a wake (NOTIFY vectorbea_scheduler) when
+ * the scheduler would sleep past it, or is in a pass that cannot see this
+ * transaction's rows.  Once committed it raises wake_requested, which tells
+ * the scheduler that the latch it finds set is meant for it: PostgreSQL
+ * signals every listening backend for any NOTIFY in the database.
+ *
+ * Retries whose time has already come by the commit are announced by the
+ * committing transaction itself (NOTIFY vectorbea_tasks), since a pass
+ * that ran before the commit could not announce them.
  */
+typedef struct PendingRetry
+{
+	char	   *activity;
+	TimestampTz available_at;
+} PendingRetry;
+
+static bool xact_callback_registered = false;
+static TimestampTz pending_due = DT_NOEND;
+static List *pending_retries = NIL;	/* in TopTransactionContext */
+static bool wake_sent = false;
+
+static void
+reset_pending(void)
+{
+	pending_due = DT_NOEND;
+	pending_retries = NIL;
+	wake_sent = false;
+}
+
+static void
+vb_xact_callback(XactEvent event, void *arg)
+{
+	VbSchedulerSlot *slot;
+	ListCell   *lc;
+
+	switch (event)
+	{
+		case XACT_EVENT_PRE_COMMIT:
+			if (pending_due == DT_NOEND && pending_retries == NIL)
+				return;
+			slot = slot_for_my_database();
+			if (slot && slot->pid != 0 && pending_due != DT_NOEND &&
+				(slot->in_pass || pending_due < slot->next_due))
+			{
+				Async_Notify(VB_SCHEDULER_CHANNEL, "");
+				wake_sent = true;
+			}
+			foreach(lc, pending_retries)
+			{
+				PendingRetry *r = lfirst(lc);
+
+				if (r->available_at <= vb_now())
+					vb_notify_task_ready(r->activity);
+			}
+			break;
+		case XACT_EVENT_COMMIT:
+			if (wake_sent && (slot = slot_for_my_database()) != NULL)
+				slot->wake_requested = true;
+			reset_pending();
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PREPARE:
+			reset_pending();
+			break;
+		default:
+			break;
+	}
+}
+
+static void
+ensure_callback(void)
+{
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(vb_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+}
+
+/* This transaction wrote work that falls due at `due`. */
 void
 vb_wake_scheduler(TimestampTz due)
 {
-	VbSchedulerSlot *slot = slot_for_my_database();
-
-	if (slot == NULL || slot->pid == 0)
+	if (vb_shared == NULL)
 		return;
-	if (due < slot->next_due)
-		Async_Notify(VB_SCHEDULER_CHANNEL, "");
+	ensure_callback();
+	if (due < pending_due)
+		pending_due = due;
+}
+
+/* This transaction scheduled a retry of activity at available_at. */
+void
+vb_announce_at_commit(const char *activity, TimestampTz available_at)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+	PendingRetry *r = palloc(sizeof(PendingRetry));
+
+	r->activity = pstrdup(activity);
+	r->available_at = available_at;
+	pending_retries = lappend(pending_retries, r);
+	MemoryContextSwitchTo(old);
+	ensure_callback();
+	vb_wake_scheduler(available_at);
+}
+
+/*
+ * Names the slots after vectorbea.database when shared memory is created,
+ * so that scheduler_status() lists a database whose scheduler could not
+ * start (it does not exist, or no worker slot was free).
+ */
+void
+vb_fill_slot_names(void)
+{
+	char	   *rawlist = pstrdup(vb_databases);
+	List	   *names;
+	ListCell   *lc;
+
+	if (!SplitIdentifierString(rawlist, ',', &names))
+		return;
+	foreach(lc, names)
+	{
+		int			i = foreach_current_index(lc);
+
+		if (i >= VB_MAX_SCHEDULERS)
+			break;
+		strlcpy(vb_shared->slots[i].database, lfirst(lc), NAMEDATALEN);
+		strlcpy(vb_shared->slots[i].state, "not started", sizeof(vb_shared->slots[i].state));
+		vb_shared->slots[i].next_due = DT_NOEND;
+		vb_shared->nslots = i + 1;
+	}
 }
 
 /*
@@ -120,28 +242,29 @@ vectorbea_scheduler_status(PG_FUNCTION_ARGS)
 	for (int i = 0; i < vb_shared->nslots; i++)
 	{
 		VbSchedulerSlot *s = &vb_shared->slots[i];
-		Datum		values[13];
-		bool		nulls[13];
+		Datum		values[14];
+		bool		nulls[14];
 
 		memset(nulls, 0, sizeof(nulls));
 		values[0] = CStringGetTextDatum(s->database);
 		values[1] = Int32GetDatum(s->pid);
 		nulls[1] = (s->pid == 0);
-		values[2] = CStringGetTextDatum(s->state);
+		values[2] = CStringGetTextDatum(s->state[0] ? s->state : "not started");
 		values[3] = TimestampTzGetDatum(s->started_at);
 		nulls[3] = (s->started_at == 0);
 		values[4] = TimestampTzGetDatum(s->last_wake);
 		nulls[4] = (s->last_wake == 0);
 		values[5] = TimestampTzGetDatum(s->next_due);
-		nulls[5] = (s->next_due == 0 || s->next_due == DT_NOEND);
+		nulls[5] = (s->next_due == 0 || TIMESTAMP_NOT_FINITE(s->next_due));
 		values[6] = Int64GetDatum((int64) s->wakes);
 		values[7] = Int64GetDatum((int64) s->leases_expired);
 		values[8] = Int64GetDatum((int64) s->timeouts);
 		values[9] = Int64GetDatum((int64) s->retries_announced);
 		values[10] = Int64GetDatum((int64) s->deadlines);
-		values[11] = Int64GetDatum((int64) s->errors);
-		values[12] = CStringGetTextDatum(s->last_error);
-		nulls[12] = (s->last_error[0] == '\0');
+		values[11] = Int64GetDatum((int64) s->gates_expired);
+		values[12] = Int64GetDatum((int64) s->errors);
+		values[13] = CStringGetTextDatum(s->last_error);
+		nulls[13] = (s->last_error[0] == '\0');
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	LWLockRelease(vb_shared->lock);

@@ -61,11 +61,14 @@ typedef struct VbSchedulerSlot
 	TimestampTz started_at;
 	TimestampTz last_wake;
 	TimestampTz next_due;		/* engine clock; DT_NOEND when nothing is due */
+	bool		in_pass;		/* a pass is reading the tables right now */
+	bool		wake_requested; /* a committed transaction added earlier work */
 	uint64		wakes;
 	uint64		leases_expired;
 	uint64		timeouts;
 	uint64		retries_announced;
 	uint64		deadlines;
+	uint64		gates_expired;
 	uint64		errors;
 	char		last_error[256];
 } VbSchedulerSlot;
@@ -80,6 +83,8 @@ typedef struct VbShared
 extern VbShared *vb_shared;
 extern void vb_shmem_install_hooks(void);
 extern void vb_wake_scheduler(TimestampTz due);
+extern void vb_announce_at_commit(const char *activity, TimestampTz available_at);
+extern void vb_fill_slot_names(void);
 
 /* ---- clock.c: the one engine clock, ids ---- */
 extern TimestampTz vb_now(void);

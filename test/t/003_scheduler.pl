@@ -147,6 +147,48 @@ ok(defined wait_for(qq{SELECT status FROM vectorbea.runs WHERE id = '$timed'}, '
 is(sql(qq{SELECT data->>'class' FROM vectorbea.events WHERE run_id = '$timed' AND type = 'STEP_FAILED'}),
 	'timeout', 'with class timeout');
 
+# --- Wakes race-free: work committed by a transaction that began before a
+# pass still wakes the scheduler, and a retry whose time came before its
+# transaction committed is announced at the commit.
+my $slow = $node->background_psql('postgres');
+$slow->query_safe(q{SET vectorbea.notify_tasks = off});
+my $first = sql(q{SELECT vectorbea.start_run('sched', '{}', NULL, '{"deadline": "1s"}')});
+$slow->query_safe(q{BEGIN});
+my $second = $slow->query_safe(q{SELECT vectorbea.start_run('sched', '{}', NULL, '{"deadline": "2s"}')});
+$second =~ s/\s+//g;
+ok(defined wait_for(qq{SELECT status FROM vectorbea.runs WHERE id = '$first'}, 'failed', 10),
+	'the first deadline is enforced while the second transaction is open');
+sleep 2;	# the second deadline passes before its transaction commits
+$slow->query_safe(q{COMMIT});
+$t0 = time;
+ok(defined wait_for(qq{SELECT status FROM vectorbea.runs WHERE id = '$second'}, 'failed', 10)
+	&& time - $t0 < 1.5, 'a deadline committed late still wakes the scheduler');
+
+my $listen2 = $node->background_psql('postgres');
+$listen2->query_safe('LISTEN vectorbea_tasks');
+sql(q{SELECT vectorbea.define_workflow('late_retry', '{"nodes":[{"id":"r","activity":"late_retry",
+	"retry":{"max_attempts":3,"backoff":"fixed","initial":"1s","jitter":false}}]}')});
+sql(q{SELECT vectorbea.start_run('late_retry')});
+$listen2->query_safe('SELECT 1');	# drain the start's notification
+my $lr = sql(q{SELECT task_id || ' ' || lease FROM vectorbea.claim_tasks('w9', ARRAY['late_retry'])});
+my ($lr_id, $lr_lease) = split / /, $lr;
+$slow->query_safe(q{BEGIN});
+$slow->query_safe(qq{SELECT vectorbea.fail_task($lr_id, '$lr_lease', '{"message": "busy"}')});
+sleep 2;	# the retry comes due before the failure commits
+$slow->query_safe(q{COMMIT});
+usleep(300_000);
+like($listen2->query_safe('SELECT 1'), qr/notification "vectorbea_tasks" with payload "late_retry"/,
+	'a retry due before its commit is announced by the commit');
+$listen2->quit;
+$slow->quit;
+
+# --- NOTIFY traffic that is not for the scheduler does not make it work.
+my $wakes = sql(q{SELECT wakes FROM vectorbea.scheduler_status()});
+sql(q{SELECT pg_notify('unrelated', 'x')}) for 1 .. 5;
+sleep 1;
+is(sql(q{SELECT wakes FROM vectorbea.scheduler_status()}), $wakes,
+	'other notifications do not cause passes');
+
 # --- One node's error is recorded on that node and the loop goes on; the
 # node is tried again later, not on every pass.
 sql(q{CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$
