@@ -18,8 +18,10 @@ The worker protocol, as this file follows it:
 
   * LISTEN vectorbea_tasks: the payload is the activity of a node that just
     became ready, so an idle worker can wait instead of spinning.  A retry
-    delayed by backoff is not announced when it comes due, so the worker
-    also claims again after a short wait (POLL_SECONDS) without a NOTIFY.
+    delayed by backoff is announced when it comes due by the scheduler (the
+    background worker); notifications can still be missed (a connection
+    drops, no scheduler serves the database), so the worker also claims
+    again after a short wait (POLL_SECONDS) without a NOTIFY.
   * claim_tasks(worker, activities, max_tasks, lease_duration) takes up to
     max_tasks ready tasks at once; each comes with a lease token that every
     later call about the task must present.
