@@ -84,27 +84,34 @@ fill_run(VbRun *run, HeapTuple tup, TupleDesc desc)
 
 #define RUN_COLUMNS "id, status, workflow, workflow_version, last_seq, open_nodes, node_count, created_at, priority"
 
-/* Locks the run's row; false when there is no such run. */
-bool
-vb_run_lock(pg_uuid_t *run_id, VbRun *run)
+/*
+ * Runs one of the run-locking statements below (prepared once into *plan)
+ * and fills run; false when it returned no row.
+ */
+static bool
+lock_run_with(SPIPlanPtr *plan, const char *sql, Oid argtype, Datum arg, VbRun *run)
 {
-	static SPIPlanPtr plan = NULL;
-	Datum		args[1];
+	Datum		args[1] = {arg};
 
-	if (plan == NULL)
-	{
-		Oid			types[1] = {UUIDOID};
-
-		plan = vb_prepare("SELECT " RUN_COLUMNS " FROM vectorbea.runs"
-						  " WHERE id = $1 FOR NO KEY UPDATE", lengthof(types), types);
-	}
-	args[0] = UUIDPGetDatum(run_id);
-	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
+	if (*plan == NULL)
+		*plan = vb_prepare(sql, 1, &argtype);
+	if (SPI_execute_plan(*plan, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: run lock failed");
 	if (SPI_processed == 0)
 		return false;
 	fill_run(run, SPI_tuptable->vals[0], SPI_tuptable->tupdesc);
 	return true;
+}
+
+/* Locks the run's row; false when there is no such run. */
+bool
+vb_run_lock(pg_uuid_t *run_id, VbRun *run)
+{
+	static SPIPlanPtr plan = NULL;
+
+	return lock_run_with(&plan, "SELECT " RUN_COLUMNS " FROM vectorbea.runs"
+						 " WHERE id = $1 FOR NO KEY UPDATE",
+						 UUIDOID, UUIDPGetDatum(run_id), run);
 }
 
 /* Locks the run that task_id belongs to; false when there is no such task. */
@@ -112,23 +119,11 @@ bool
 vb_run_lock_for_task(int64 task_id, VbRun *run)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		args[1];
 
-	if (plan == NULL)
-	{
-		Oid			types[1] = {INT8OID};
-
-		plan = vb_prepare("SELECT " RUN_COLUMNS " FROM vectorbea.runs"
-						  " WHERE id = (SELECT run_id FROM vectorbea.nodes WHERE id = $1)"
-						  " FOR NO KEY UPDATE", lengthof(types), types);
-	}
-	args[0] = Int64GetDatum(task_id);
-	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "vectorbea: run lock failed");
-	if (SPI_processed == 0)
-		return false;
-	fill_run(run, SPI_tuptable->vals[0], SPI_tuptable->tupdesc);
-	return true;
+	return lock_run_with(&plan, "SELECT " RUN_COLUMNS " FROM vectorbea.runs"
+						 " WHERE id = (SELECT run_id FROM vectorbea.nodes WHERE id = $1)"
+						 " FOR NO KEY UPDATE",
+						 INT8OID, Int64GetDatum(task_id), run);
 }
 
 /* Locks the run's row if nobody holds it; false when busy (or missing). */
@@ -136,22 +131,10 @@ bool
 vb_run_try_lock(pg_uuid_t *run_id, VbRun *run)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		args[1];
 
-	if (plan == NULL)
-	{
-		Oid			types[1] = {UUIDOID};
-
-		plan = vb_prepare("SELECT " RUN_COLUMNS " FROM vectorbea.runs"
-						  " WHERE id = $1 FOR NO KEY UPDATE SKIP LOCKED", lengthof(types), types);
-	}
-	args[0] = UUIDPGetDatum(run_id);
-	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "vectorbea: run lock failed");
-	if (SPI_processed == 0)
-		return false;
-	fill_run(run, SPI_tuptable->vals[0], SPI_tuptable->tupdesc);
-	return true;
+	return lock_run_with(&plan, "SELECT " RUN_COLUMNS " FROM vectorbea.runs"
+						 " WHERE id = $1 FOR NO KEY UPDATE SKIP LOCKED",
+						 UUIDOID, UUIDPGetDatum(run_id), run);
 }
 
 /*
