@@ -57,6 +57,7 @@ UPDATE vectorbea.approvals SET decided_at = now() WHERE id = :gate_id; \echo SQL
 UPDATE vectorbea.approvals SET decided_role = 'vb_bob', status = 'approved' WHERE id = :gate_id; \echo SQLSTATE :SQLSTATE
 UPDATE vectorbea.approvals SET status = 'maybe' WHERE id = :gate_id; \echo SQLSTATE :SQLSTATE
 RESET ROLE;
+UPDATE vectorbea.approvals SET status = NULL WHERE id = :gate_id; \echo SQLSTATE :SQLSTATE
 -- The owner could change other columns were it not for the trigger.
 UPDATE vectorbea.approvals SET gate = 'other', status = 'approved' WHERE id = :gate_id; \echo SQLSTATE :SQLSTATE
 SELECT status FROM vectorbea.approvals WHERE id = :gate_id;
@@ -90,6 +91,18 @@ RESET ROLE;
 SELECT * FROM nodes_of(:'run2');
 SELECT status FROM vectorbea.runs WHERE id = :'run2';
 SELECT * FROM timeline_text(:'run2');
+
+-- Two gates decided in one statement: the first rejection ends the run, so
+-- the second gate is closed instead; the statement succeeds.
+SELECT vectorbea.define_workflow('two_gates', '{"nodes":[
+	{"id":"legal","kind":"approval","approval":{"gate":"legal"}},
+	{"id":"security","kind":"approval","approval":{"gate":"security"}},
+	{"id":"ship","activity":"b_ship2","depends_on":["legal","security"]}]}');
+SELECT vectorbea.start_run('two_gates') AS run_two \gset
+UPDATE vectorbea.approvals SET status = 'rejected', decided_by = 'cto' WHERE run_id = :'run_two';
+SELECT node, status, decided_by FROM vectorbea.approvals WHERE run_id = :'run_two' ORDER BY id;
+SELECT status FROM vectorbea.runs WHERE id = :'run_two';
+SELECT * FROM check_run(:'run_two');
 
 -- A cancelled run closes its gates; they can no longer be decided.
 SELECT vectorbea.start_run('briefing', '{"incident": 9}') AS run3 \gset

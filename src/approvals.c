@@ -38,6 +38,8 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "storage/proc.h"
+#include "utils/memutils.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
@@ -52,6 +54,33 @@
 
 /* The approval row being decided by this backend's trigger, if any. */
 int64		vb_deciding_approval = 0;
+
+/*
+ * Runs ended by a decision of the UPDATE statement in progress.  Their other
+ * gates cannot be closed while the statement may still visit them, so the
+ * statement's AFTER trigger closes them.  Valid for one local transaction.
+ */
+static List *runs_to_close = NIL;
+static LocalTransactionId runs_to_close_lxid = InvalidLocalTransactionId;
+
+static List *
+current_runs_to_close(void)
+{
+	if (runs_to_close_lxid != MyProc->lxid)
+		runs_to_close = NIL;
+	return runs_to_close;
+}
+
+static bool
+run_in_list(List *list, pg_uuid_t *run_id)
+{
+	ListCell   *lc;
+
+	foreach(lc, list)
+		if (memcmp(lfirst(lc), run_id, sizeof(pg_uuid_t)) == 0)
+			return true;
+	return false;
+}
 
 /*
  * Set while the engine itself updates approval rows (closing, expiring,
@@ -214,8 +243,8 @@ vb_open_gates(VbRun *run, TimestampTz at)
 
 /*
  * The pending gates of a run that has ended are closed: nobody can decide
- * them any more.  The gate this backend is deciding right now (if a
- * rejection failed the run) is left to its own UPDATE.
+ * them any more.  When a decision ended the run, closing waits for the
+ * decision's statement to end (vectorbea_approvals_after_update).
  */
 void
 vb_close_gates(VbRun *run, TimestampTz at)
@@ -223,6 +252,22 @@ vb_close_gates(VbRun *run, TimestampTz at)
 	static SPIPlanPtr plan = NULL;
 	Datum		args[3];
 
+	if (vb_deciding_approval != 0)
+	{
+		List	   *list = current_runs_to_close();
+
+		if (!run_in_list(list, &run->id))
+		{
+			MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+			pg_uuid_t  *copy = palloc(sizeof(pg_uuid_t));
+
+			memcpy(copy, &run->id, sizeof(pg_uuid_t));
+			runs_to_close = lappend(list, copy);
+			runs_to_close_lxid = MyProc->lxid;
+			MemoryContextSwitchTo(old);
+		}
+		return;
+	}
 	if (plan == NULL)
 	{
 		Oid			types[3] = {UUIDOID, TIMESTAMPTZOID, INT8OID};
@@ -341,6 +386,7 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 	int		   *cols;
 	Datum	   *vals;
 	bool	   *nulls;
+	volatile bool closing = false;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trig->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(trig->tg_event) || !TRIGGER_FIRED_BY_UPDATE(trig->tg_event))
@@ -353,6 +399,11 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 	id = DatumGetInt64(heap_getattr(oldtup, SPI_fnumber(desc, "id"), desc, &isnull));
 	old_status = col_text(oldtup, desc, "status");
 	new_status = col_text(newtup, desc, "status");
+	if (new_status == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid decision for approval %ld: status must not be null", (long) id),
+				 errdetail("A decision sets status to approved or rejected.")));
 
 	if (strcmp(old_status, "pending") != 0)
 	{
@@ -441,12 +492,24 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 
 		SPI_connect();
 		lock_run_for_decision(&run_id, &run);
-		if (strcmp(run.status, "running") != 0)
+		if (strcmp(run.status, "running") != 0 &&
+			run_in_list(current_runs_to_close(), &run_id))
+		{
+			/* An earlier row of this statement ended the run: close this one. */
+			ereport(NOTICE,
+					(errmsg("approval %ld is closed, not %s: an earlier decision of this statement ended its run",
+							(long) id, new_status)));
+			SPI_finish();
+			closing = true;
+		}
+		else if (strcmp(run.status, "running") != 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("approval %ld can no longer be decided: its run is %s", (long) id, run.status),
 					 errhint("The run ended while the gate was open; its gates are closed.")));
 
+		if (!closing)
+		{
 		initStringInfo(&ev);
 		appendStringInfo(&ev, "{\"approval\":%ld,\"gate\":", (long) id);
 		vb_append_json_string(&ev, gate);
@@ -477,6 +540,7 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 		vb_run_save(&run, at);
 		notify_approval(id, &run_id, gate, new_status);
 		SPI_finish();
+		}
 	}
 	PG_FINALLY();
 	{
@@ -486,7 +550,7 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 	PG_END_TRY();
 
 	/* Stamp the decision: nobody can forge these two. */
-	ncols = 2;
+	ncols = closing ? 4 : 2;
 	cols = palloc(sizeof(int) * ncols);
 	vals = palloc(sizeof(Datum) * ncols);
 	nulls = palloc0(sizeof(bool) * ncols);
@@ -494,6 +558,13 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 	vals[0] = TimestampTzGetDatum(at);
 	cols[1] = SPI_fnumber(desc, "decided_role");
 	vals[1] = DirectFunctionCall1(namein, CStringGetDatum(decider));
+	if (closing)
+	{
+		cols[2] = SPI_fnumber(desc, "status");
+		vals[2] = CStringGetTextDatum("closed");
+		cols[3] = SPI_fnumber(desc, "decided_by");
+		nulls[3] = true;
+	}
 	return PointerGetDatum(heap_modify_tuple_by_cols(newtup, desc, ncols, cols, vals, nulls));
 }
 
@@ -749,8 +820,55 @@ vb_expire_gates(TimestampTz at, VbSweepCounters *counters)
 			   sizeof(pg_uuid_t));
 	}
 	for (uint64 i = 0; i < n; i++)
-		vb_sweep_item(expire_gate, &b, (int) i, counters, &b.run_ids[i], 0, at);
+		vb_sweep_item(expire_gate, &b, (int) i, counters, &b.run_ids[i],
+					  VB_ITEM_GATE, b.ids[i], at);
 	if (counters)
 		counters->gates_expired += b.acted;
 	return b.acted;
+}
+
+/*
+ * AFTER UPDATE ... FOR EACH STATEMENT on vectorbea.approvals: closes the
+ * other gates of the runs that a decision of this statement ended.
+ */
+PG_FUNCTION_INFO_V1(vectorbea_approvals_after_update);
+Datum
+vectorbea_approvals_after_update(PG_FUNCTION_ARGS)
+{
+	TriggerData *trig = (TriggerData *) fcinfo->context;
+	List	   *list;
+	ListCell   *lc;
+	Oid			save_userid;
+	int			save_sec_context;
+	TimestampTz at = vb_now();
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(trig->tg_event) ||
+		!TRIGGER_FIRED_FOR_STATEMENT(trig->tg_event))
+		elog(ERROR, "vectorbea_approvals_after_update must be an AFTER statement trigger");
+	list = current_runs_to_close();
+	if (list == NIL || vb_deciding_approval != 0)
+		return PointerGetDatum(NULL);
+	runs_to_close = NIL;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(trig->tg_relation->rd_rel->relowner,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	PG_TRY();
+	{
+		SPI_connect();
+		foreach(lc, list)
+		{
+			VbRun		run;
+
+			if (vb_run_lock(lfirst(lc), &run))
+				vb_close_gates(&run, at);
+		}
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+	}
+	PG_END_TRY();
+	return PointerGetDatum(NULL);
 }

@@ -82,13 +82,20 @@ vb_refuse_lease(int64 task_id, pg_uuid_t *lease, const char *action)
 int64
 vb_interval_ms(Interval *iv, const char *what)
 {
-	int64		us = iv->time + (int64) iv->day * USECS_PER_DAY +
-		(int64) iv->month * DAYS_PER_MONTH * USECS_PER_DAY;
+	/* Months and days as 30 and 24 h, as interval comparison does. */
+	double		days = (double) iv->month * DAYS_PER_MONTH + iv->day +
+		(double) iv->time / USECS_PER_DAY;
+	int64		ms;
 
-	if (us <= 0)
+	if (days <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must be positive", what),
 				 errhint("Pass an interval such as '5 minutes'.")));
-	return us / 1000;
+	if (days > 366)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be at most 366 days", what)));
+	ms = (int64) (days * 86400.0 * 1000.0);
+	return Max(ms, 1);		/* a positive interval under 1 ms is 1 ms */
 }

@@ -285,6 +285,8 @@ vb_scheduler_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(dbname, NULL, 0);
 	pgstat_report_appname("vectorbea scheduler");
+	/* Its statements are short index scans; compiling them never pays. */
+	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
 	memset(&counters, 0, sizeof(counters));
 	my_slot = &vb_shared->slots[slot_index];

@@ -42,19 +42,31 @@
 #define ERROR_RETRY_MS	(30 * 1000)
 
 /*
- * Records, in the run's history, that the scheduler could not act on a
- * node (or on the run, when task_id is 0): a SCHEDULER_ERROR event, in a
- * subtransaction of its own so that a failure here is only logged.  The
- * item's due time moves ERROR_RETRY_MS ahead (the node's lease end, or the
- * run's deadline), so a persistent error is retried at that pace rather
- * than on every pass.  The run's row lock, taken by the scan, is still ours.
+ * Records, in the run's history, that the scheduler could not act on an
+ * item (an attempt, a run's deadline, a gate's timeout): a SCHEDULER_ERROR
+ * event, in a subtransaction of its own so that a failure here is only
+ * logged.  The item's due time moves ERROR_RETRY_MS ahead (the attempt's
+ * lease end, the run's deadline, the gate's expiry), so a persistent error
+ * is retried at that pace rather than on every pass.  The run's row lock,
+ * taken by the scan, is still ours.
  */
 static void
-record_error(pg_uuid_t *run_id, int64 task_id, const char *message, TimestampTz at)
+record_error(pg_uuid_t *run_id, VbSweepItemKind kind, int64 item_id,
+			 const char *message, TimestampTz at)
 {
+	static const char *const node_sql[] = {
+		[VB_ITEM_ATTEMPT] = "SELECT node FROM vectorbea.nodes WHERE id = $1",
+		[VB_ITEM_GATE] = "SELECT node FROM vectorbea.approvals WHERE id = $1",
+	};
+	static const char *const postpone_sql[] = {
+		[VB_ITEM_ATTEMPT] = "UPDATE vectorbea.nodes SET lease_expires_at = $2"
+		" WHERE id = $1 AND status = 'running'",
+		[VB_ITEM_RUN] = "UPDATE vectorbea.runs SET deadline = $2 WHERE id = $1",
+		[VB_ITEM_GATE] = "UPDATE vectorbea.approvals SET expires_at = $2"
+		" WHERE id = $1 AND status = 'pending'",
+	};
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
-
 	TimestampTz retry_at = at + (int64) ERROR_RETRY_MS * 1000;
 
 	BeginInternalSubTransaction(NULL);
@@ -64,23 +76,20 @@ record_error(pg_uuid_t *run_id, int64 task_id, const char *message, TimestampTz 
 		VbRun		run;
 		char	   *node = NULL;
 		StringInfoData data;
-		Datum		args[2] = {task_id != 0 ? Int64GetDatum(task_id) : UUIDPGetDatum(run_id),
+		Datum		args[2] = {kind == VB_ITEM_RUN ? UUIDPGetDatum(run_id) : Int64GetDatum(item_id),
 		TimestampTzGetDatum(retry_at)};
-		Oid			types[2] = {task_id != 0 ? INT8OID : UUIDOID, TIMESTAMPTZOID};
+		Oid			types[2] = {kind == VB_ITEM_RUN ? UUIDOID : INT8OID, TIMESTAMPTZOID};
 
 		if (vb_run_lock(run_id, &run))
 		{
-			if (task_id != 0 &&
-				SPI_execute_with_args("SELECT node FROM vectorbea.nodes WHERE id = $1",
-									  1, types, args, NULL, false, 1) == SPI_OK_SELECT &&
+			if (kind != VB_ITEM_RUN &&
+				SPI_execute_with_args(node_sql[kind], 1, types, args, NULL, false, 1) == SPI_OK_SELECT &&
 				SPI_processed == 1)
 				node = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-			if (SPI_execute_with_args(task_id != 0 ?
-									  "UPDATE vectorbea.nodes SET lease_expires_at = $2"
-									  " WHERE id = $1 AND status = 'running'" :
-									  "UPDATE vectorbea.runs SET deadline = $2 WHERE id = $1",
-									  2, types, args, NULL, false, 0) != SPI_OK_UPDATE)
+			vb_engine_writes_approvals = true;
+			if (SPI_execute_with_args(postpone_sql[kind], 2, types, args, NULL, false, 0) != SPI_OK_UPDATE)
 				elog(ERROR, "vectorbea: could not postpone a failed item");
+			vb_engine_writes_approvals = false;
 			initStringInfo(&data);
 			appendStringInfoString(&data, "{\"message\":");
 			vb_append_json_string(&data, message);
@@ -92,6 +101,7 @@ record_error(pg_uuid_t *run_id, int64 task_id, const char *message, TimestampTz 
 	}
 	PG_CATCH();
 	{
+		vb_engine_writes_approvals = false;
 		MemoryContextSwitchTo(oldcxt);
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
@@ -108,8 +118,8 @@ record_error(pg_uuid_t *run_id, int64 task_id, const char *message, TimestampTz 
  */
 static bool
 run_item(bool isolate, void (*fn) (void *, int), void *arg, int i,
-		 VbSweepCounters *counters, pg_uuid_t *run_id, int64 task_id,
-		 TimestampTz at)
+		 VbSweepCounters *counters, pg_uuid_t *run_id, VbSweepItemKind kind,
+		 int64 item_id, TimestampTz at)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
@@ -144,7 +154,7 @@ run_item(bool isolate, void (*fn) (void *, int), void *arg, int i,
 			counters->errors++;
 			strlcpy(counters->last_error, edata->message, sizeof(counters->last_error));
 		}
-		record_error(run_id, task_id, edata->message, at);
+		record_error(run_id, kind, item_id, edata->message, at);
 		FreeErrorData(edata);
 		ok = false;
 	}
@@ -157,9 +167,9 @@ run_item(bool isolate, void (*fn) (void *, int), void *arg, int i,
 /* run_item for other files' sweeps, always isolated. */
 bool
 vb_sweep_item(void (*fn) (void *, int), void *arg, int i, VbSweepCounters *counters,
-			  pg_uuid_t *run_id, int64 task_id, TimestampTz at)
+			  pg_uuid_t *run_id, VbSweepItemKind kind, int64 item_id, TimestampTz at)
 {
-	return run_item(true, fn, arg, i, counters, run_id, task_id, at);
+	return run_item(true, fn, arg, i, counters, run_id, kind, item_id, at);
 }
 
 typedef struct ExpireBatch
@@ -250,7 +260,7 @@ vb_expire_attempts(Datum activities, TimestampTz at, bool isolate,
 	}
 	for (uint64 i = 0; i < n; i++)
 		run_item(isolate, expire_one, &b, (int) i, counters,
-				 &b.run_ids[i], b.task_ids[i], at);
+				 &b.run_ids[i], VB_ITEM_ATTEMPT, b.task_ids[i], at);
 	if (counters)
 	{
 		counters->leases_expired += b.expired;
@@ -315,7 +325,7 @@ vb_fail_overdue_runs(TimestampTz at, VbSweepCounters *counters)
 			   sizeof(pg_uuid_t));
 	}
 	for (uint64 i = 0; i < n; i++)
-		run_item(true, deadline_one, &b, (int) i, counters, &b.run_ids[i], 0, at);
+		run_item(true, deadline_one, &b, (int) i, counters, &b.run_ids[i], VB_ITEM_RUN, 0, at);
 	if (counters)
 		counters->deadlines += b.failed;
 	return b.failed;

@@ -212,9 +212,16 @@ extern int	vb_fail_overdue_runs(TimestampTz at, VbSweepCounters *counters);
 extern int	vb_announce_due(TimestampTz after, TimestampTz upto,
 							VbSweepCounters *counters);
 extern TimestampTz vb_next_due(TimestampTz now);
+typedef enum VbSweepItemKind
+{
+	VB_ITEM_ATTEMPT,			/* nodes.id: an attempt past its lease */
+	VB_ITEM_RUN,				/* a run past its deadline */
+	VB_ITEM_GATE				/* approvals.id: a gate past its expiry */
+} VbSweepItemKind;
+
 extern bool vb_sweep_item(void (*fn) (void *, int), void *arg, int i,
 						  VbSweepCounters *counters, pg_uuid_t *run_id,
-						  int64 task_id, TimestampTz at);
+						  VbSweepItemKind kind, int64 item_id, TimestampTz at);
 
 /* ---- approvals.c: human gates ---- */
 extern int64 vb_deciding_approval;
