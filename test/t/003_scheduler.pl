@@ -99,16 +99,33 @@ my ($rc, $out, $err) = $node->psql('postgres',
 like($err, qr/VB001|does not hold it/, "the vanished worker's late completion is refused");
 is(sql(qq{SELECT output->>'by' FROM vectorbea.nodes WHERE id = $again_id}), 'w2', 'the result of w2 stands');
 
-# --- A retry made due by the test clock is announced within a second.
+# --- A retry made due by the test clock is announced within a second, and
+# a task whose worker vanished under a one-hour lease is offered again when
+# the test clock passes the lease; nobody sleeps for either.
 my $listener = $node->background_psql('postgres');
 $listener->query_safe('LISTEN vectorbea_tasks');
 my $b = sql(q{SELECT task_id || ' ' || lease FROM vectorbea.claim_tasks('w3', ARRAY['sb'])});
 my ($b_id, $b_lease) = split / /, $b;
 sql(qq{SELECT vectorbea.fail_task($b_id, '$b_lease', '{"message": "later"}')});
+my $hour_run = sql(q{SELECT vectorbea.start_run('sched')});
+my ($gone_id, $gone_lease) = split / /,
+  sql(qq{SELECT task_id || ' ' || lease FROM vectorbea.claim_tasks('vanished4', ARRAY['sa'], 1, '1 hour')
+		 WHERE run_id = '$hour_run'});
 $listener->query_safe('SELECT 1');	# drain
 sql(q{ALTER SYSTEM SET vectorbea.test_clock_offset = '2h'});
 sql(q{SELECT pg_reload_conf()});
-$t0 = time;
+my $reloaded = time;
+ok(defined wait_for(qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$hour_run'
+	AND type = 'STEP_FAILED' AND data->>'class' = 'lease_expired'}, '1', 5),
+	'a one-hour lease is ended once the test clock passes it');
+my ($next_id, $next_lease) = split / /,
+  sql(q{SELECT task_id || ' ' || lease FROM vectorbea.claim_tasks('w8', ARRAY['sa'])});
+is($next_id, $gone_id, 'the task of the vanished worker is offered again');
+sql(qq{SELECT vectorbea.complete_task($next_id, '$next_lease', '{"by": "w8"}')});
+($rc, $out, $err) = $node->psql('postgres',
+	qq{SELECT vectorbea.complete_task($gone_id, '$gone_lease', '{"by": "vanished4"}')});
+like($err, qr/does not hold it/, "and the vanished worker's late completion changes nothing");
+$t0 = $reloaded;
 my $heard = 0;
 while (time - $t0 < 5)
 {
