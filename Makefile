@@ -22,6 +22,7 @@ OBJS = \
 	src/lease.o \
 	src/shmem.o \
 	src/approvals.o \
+	src/keys.o \
 	src/sweep.o \
 	src/scheduler.o
 

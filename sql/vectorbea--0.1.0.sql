@@ -120,6 +120,27 @@ CREATE INDEX nodes_retry_idx ON @extschema@.nodes (available_at)
 CREATE INDEX nodes_pending_idx ON @extschema@.nodes (run_id)
 	WHERE status = 'pending';
 
+CREATE TABLE @extschema@.provider_keys (
+	workspace		text NOT NULL,
+	provider		text NOT NULL CHECK (provider IN ('openai', 'anthropic')),
+	ciphertext		bytea NOT NULL,
+	base_url		text,
+	fingerprint		text NOT NULL,
+	set_at			timestamptz NOT NULL,
+	set_by			name NOT NULL DEFAULT session_user,
+	PRIMARY KEY (workspace, provider)
+);
+COMMENT ON TABLE @extschema@.provider_keys IS
+	'Provider API keys (BYOK), encrypted with pgcrypto under the master key, bound to their workspace and provider.  Readable by the extension owner only.';
+COMMENT ON COLUMN @extschema@.provider_keys.fingerprint IS
+	'The first 12 hex digits of the key''s SHA-256: enough to tell keys apart, nothing to use.';
+
+CREATE VIEW @extschema@.provider_key_info AS
+	SELECT workspace, provider, base_url, fingerprint, set_at, set_by
+	  FROM @extschema@.provider_keys;
+COMMENT ON VIEW @extschema@.provider_key_info IS
+	'Which provider keys are set, without the keys.';
+
 CREATE TABLE @extschema@.events (
 	run_id		uuid NOT NULL,
 	seq			bigint NOT NULL CHECK (seq > 0),
@@ -633,6 +654,31 @@ CREATE FUNCTION @extschema@.scheduler_status(
 	AS 'MODULE_PATHNAME', 'vectorbea_scheduler_status';
 COMMENT ON FUNCTION @extschema@.scheduler_status() IS
 	'What each vectorbea scheduler is doing: state, last wake, next due time (engine clock), counters.';
+
+CREATE FUNCTION @extschema@.set_provider_key(workspace text, provider text, api_key text,
+											  base_url text DEFAULT NULL)
+	RETURNS void
+	LANGUAGE c SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_set_provider_key';
+COMMENT ON FUNCTION @extschema@.set_provider_key(text, text, text, text) IS
+	'Stores a provider API key, encrypted under the master key.  Call it with the key as a bound parameter, or with statement logging off.';
+
+CREATE FUNCTION @extschema@.check_provider_key(workspace text, provider text)
+	RETURNS boolean
+	LANGUAGE c SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_check_provider_key';
+COMMENT ON FUNCTION @extschema@.check_provider_key(text, text) IS
+	'Whether the stored key decrypts under the current master key; never returns the key.';
+
+CREATE FUNCTION @extschema@.rotate_master_key(new_key_file text)
+	RETURNS integer
+	LANGUAGE c SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_rotate_master_key';
+COMMENT ON FUNCTION @extschema@.rotate_master_key(text) IS
+	'Re-encrypts every provider key under the master key in new_key_file, in one transaction; then point vectorbea.master_key_file at it.';
 
 CREATE FUNCTION @extschema@.run_due_work()
 	RETURNS jsonb

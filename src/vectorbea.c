@@ -105,6 +105,15 @@ _PG_init(void)
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
+	DefineCustomStringVariable("vectorbea.master_key_file",
+							   "File holding the master key that encrypts provider API keys.",
+							   "The file must belong to the server's OS user and be readable by "
+							   "it alone. The key itself is never the value of a setting.",
+							   &vb_master_key_file,
+							   "",
+							   PGC_SUSET, GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("vectorbea");
 
 	if (!process_shared_preload_libraries_in_progress)

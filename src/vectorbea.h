@@ -46,6 +46,7 @@ extern int	vb_max_nodes_per_run;
 extern bool vb_notify_tasks;
 extern bool vb_notify_runs;
 extern char *vb_databases;
+extern char *vb_master_key_file;
 extern int	vb_scheduler_idle_ms;
 
 /* ---- shmem.c: the schedulers' shared state ---- */

@@ -1,0 +1,346 @@
+/*-------------------------------------------------------------------------
+ *
+ * keys.c
+ *	  Bring-your-own-key storage: provider API keys encrypted with pgcrypto
+ *	  under a master key read from a file.
+ *
+ * The master key is never the value of a setting (members of
+ * pg_read_all_settings can read every setting): vectorbea.master_key_file
+ * names a file that only the server's OS user may read, as PostgreSQL
+ * requires of ssl_key_file.  A key is encrypted with pgp_sym_encrypt under
+ * a passphrase made of the master key, the workspace and the provider, so a
+ * ciphertext copied to another row does not decrypt there.
+ *
+ * Keys, passphrases and plaintexts travel only as bound parameters of SPI
+ * statements, never in SQL text, so neither the server log nor
+ * pg_stat_statements sees them; no message of this file contains one, and
+ * no function returns a plaintext key.
+ *
+ * IDENTIFICATION
+ *	  src/keys.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/fd.h"
+#include "utils/builtins.h"
+
+#include "vectorbea.h"
+
+char	   *vb_master_key_file = NULL;
+
+#define MAX_KEY_LEN			4096
+#define MAX_BASE_URL_LEN	2048
+#define MIN_MASTER_KEY_LEN	16
+
+static const char *const providers[] = {"openai", "anthropic", NULL};
+
+/*
+ * Reads a master key file, refusing one that others could read.  The key is
+ * returned in memory the caller frees with vb_forget (it is zeroed first).
+ */
+static char *
+read_master_key(const char *path)
+{
+	struct stat st;
+	FILE	   *f;
+	char	   *buf;
+	size_t		n;
+
+	if (path == NULL || path[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("vectorbea.master_key_file is not set"),
+				 errhint("Write a random key of at least %d characters to a file readable only by the server's OS user, and set vectorbea.master_key_file to its path.",
+						 MIN_MASTER_KEY_LEN)));
+	if (stat(path, &st) != 0)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not read the master key file \"%s\": %m", path)));
+	if (!S_ISREG(st.st_mode))
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("the master key file \"%s\" is not a regular file", path)));
+	if (st.st_uid != geteuid() || (st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("the master key file \"%s\" must be owned by the server's OS user and readable by it alone", path),
+				 errhint("chown the file to the user the server runs as, and chmod 600 it.")));
+	f = AllocateFile(path, "r");
+	if (f == NULL)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not open the master key file \"%s\": %m", path)));
+	buf = palloc0(MAX_KEY_LEN + 1);
+	n = fread(buf, 1, MAX_KEY_LEN, f);
+	FreeFile(f);
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+		buf[--n] = '\0';
+	if (n < MIN_MASTER_KEY_LEN || strlen(buf) != n)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("the master key in \"%s\" must be %d to %d characters of text",
+						path, MIN_MASTER_KEY_LEN, MAX_KEY_LEN)));
+	return buf;
+}
+
+static void
+forget(char *secret)
+{
+	if (secret)
+	{
+		explicit_bzero(secret, strlen(secret));
+		pfree(secret);
+	}
+}
+
+/* The schema pgcrypto is installed in, quoted for SQL text. */
+static const char *
+pgcrypto_schema(void)
+{
+	if (SPI_execute("SELECT quote_ident(n.nspname) FROM pg_catalog.pg_extension e"
+					" JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace"
+					" WHERE e.extname = 'pgcrypto'", true, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("pgcrypto is not installed"),
+				 errhint("CREATE EXTENSION pgcrypto; vectorbea encrypts provider keys with it.")));
+	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+}
+
+static void
+check_header_value(const char *what, const char *value, size_t max)
+{
+	size_t		len = strlen(value);
+
+	if (len == 0 || len > max)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be 1 to %zu characters long", what, max)));
+	for (const char *p = value; *p; p++)
+		if (*p == '\r' || *p == '\n' || (unsigned char) *p < 0x20)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("%s must not contain control characters", what),
+					 errdetail("Carriage returns and line feeds would let it forge HTTP headers.")));
+}
+
+static void
+check_provider(const char *provider)
+{
+	for (const char *const *p = providers; *p; p++)
+		if (strcmp(*p, provider) == 0)
+			return;
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("unknown provider \"%s\"", provider),
+			 errdetail("Providers: openai (any OpenAI-compatible endpoint, with base_url) and anthropic.")));
+}
+
+static void
+check_base_url(const char *url)
+{
+	check_header_value("base_url", url, MAX_BASE_URL_LEN);
+	if (strncmp(url, "https://", 8) != 0 && strncmp(url, "http://", 7) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("base_url must start with http:// or https://"),
+				 errdetail("Found \"%s\".", url)));
+}
+
+/*
+ * set_provider_key(workspace text, provider text, api_key text,
+ *                  base_url text) -> void
+ */
+PG_FUNCTION_INFO_V1(vectorbea_set_provider_key);
+Datum
+vectorbea_set_provider_key(PG_FUNCTION_ARGS)
+{
+	char	   *workspace;
+	char	   *provider;
+	char	   *api_key;
+	char	   *base_url = NULL;
+	char	   *master;
+	const char *schema;
+	Datum		args[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			types[6] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("workspace, provider and api_key must not be null")));
+	workspace = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	provider = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	api_key = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	if (!PG_ARGISNULL(3))
+		base_url = text_to_cstring(PG_GETARG_TEXT_PP(3));
+
+	if (!vb_valid_name(workspace))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid workspace name \"%s\"", workspace)));
+	check_provider(provider);
+	check_header_value("api_key", api_key, MAX_KEY_LEN);
+	if (base_url)
+		check_base_url(base_url);
+
+	SPI_connect();
+	master = read_master_key(vb_master_key_file);
+	schema = pgcrypto_schema();
+	args[0] = CStringGetTextDatum(workspace);
+	args[1] = CStringGetTextDatum(provider);
+	args[2] = CStringGetTextDatum(api_key);
+	args[3] = CStringGetTextDatum(master);
+	if (base_url)
+		args[4] = CStringGetTextDatum(base_url);
+	else
+		nulls[4] = 'n';
+	args[5] = TimestampTzGetDatum(vb_now());
+	if (SPI_execute_with_args(psprintf(
+									   "INSERT INTO vectorbea.provider_keys"
+									   " (workspace, provider, ciphertext, base_url, fingerprint, set_at)"
+									   " VALUES ($1, $2,"
+									   "  %s.pgp_sym_encrypt($3, $4 || E'\\n' || $1 || E'\\n' || $2,"
+									   "                     'cipher-algo=aes256'),"
+									   "  $5, left(encode(%s.digest($3, 'sha256'), 'hex'), 12), $6)"
+									   " ON CONFLICT (workspace, provider) DO UPDATE"
+									   " SET ciphertext = EXCLUDED.ciphertext, base_url = EXCLUDED.base_url,"
+									   "     fingerprint = EXCLUDED.fingerprint, set_at = EXCLUDED.set_at,"
+									   "     set_by = EXCLUDED.set_by",
+									   schema, schema),
+							  lengthof(types), types, args, nulls, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "vectorbea: could not store the provider key");
+	forget(master);
+	explicit_bzero(api_key, strlen(api_key));
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/*
+ * check_provider_key(workspace text, provider text) -> boolean: whether the
+ * stored key decrypts under the current master key, in its own row.  The
+ * plaintext never leaves the statement.
+ */
+PG_FUNCTION_INFO_V1(vectorbea_check_provider_key);
+Datum
+vectorbea_check_provider_key(PG_FUNCTION_ARGS)
+{
+	char	   *master;
+	const char *schema;
+	Datum		args[3];
+	Oid			types[3] = {TEXTOID, TEXTOID, TEXTOID};
+	volatile bool ok = false;
+	bool		isnull;
+	volatile bool decrypted = false;
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("workspace and provider must not be null")));
+	SPI_connect();
+	master = read_master_key(vb_master_key_file);
+	schema = pgcrypto_schema();
+	args[0] = PG_GETARG_DATUM(0);
+	args[1] = PG_GETARG_DATUM(1);
+	args[2] = CStringGetTextDatum(master);
+
+	/* A wrong passphrase makes pgcrypto throw; that is the answer "no". */
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		if (SPI_execute_with_args(psprintf("SELECT %s.digest(%s.pgp_sym_decrypt(ciphertext,"
+										   "  $3 || E'\\n' || workspace || E'\\n' || provider),"
+										   "  'sha256') IS NOT NULL"
+										   "  FROM vectorbea.provider_keys"
+										   " WHERE workspace = $1 AND provider = $2",
+										   schema, schema),
+								  3, types, args, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "vectorbea: could not read the provider key");
+		if (SPI_processed == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("no key is stored for provider \"%s\" in workspace \"%s\"",
+							TextDatumGetCString(args[1]), TextDatumGetCString(args[0]))));
+		ok = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		decrypted = true;
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		if (edata->sqlerrcode == ERRCODE_UNDEFINED_OBJECT)
+			ReThrowError(edata);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	forget(master);
+	SPI_finish();
+	PG_RETURN_BOOL(decrypted && ok);
+}
+
+/*
+ * rotate_master_key(new_key_file text) -> integer: re-encrypts every stored
+ * key under the master key in new_key_file, in one statement (and so one
+ * transaction); returns how many.  Point vectorbea.master_key_file at the
+ * new file right after.
+ */
+PG_FUNCTION_INFO_V1(vectorbea_rotate_master_key);
+Datum
+vectorbea_rotate_master_key(PG_FUNCTION_ARGS)
+{
+	char	   *old_master;
+	char	   *new_master;
+	const char *schema;
+	Datum		args[2];
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	uint64		n;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("new_key_file must not be null")));
+	SPI_connect();
+	old_master = read_master_key(vb_master_key_file);
+	new_master = read_master_key(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	if (strcmp(old_master, new_master) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the new master key is the current one")));
+	schema = pgcrypto_schema();
+	args[0] = CStringGetTextDatum(old_master);
+	args[1] = CStringGetTextDatum(new_master);
+	if (SPI_execute_with_args(psprintf("UPDATE vectorbea.provider_keys"
+									   "   SET ciphertext = %s.pgp_sym_encrypt("
+									   "         %s.pgp_sym_decrypt(ciphertext,"
+									   "           $1 || E'\\n' || workspace || E'\\n' || provider),"
+									   "         $2 || E'\\n' || workspace || E'\\n' || provider,"
+									   "         'cipher-algo=aes256')",
+									   schema, schema),
+							  2, types, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "vectorbea: could not re-encrypt the provider keys");
+	n = SPI_processed;
+	forget(old_master);
+	forget(new_master);
+	SPI_finish();
+	PG_RETURN_INT32((int32) n);
+}
