@@ -39,6 +39,96 @@
 
 #define MAX_TASKS_PER_CLAIM		1000
 /*
+ * The claim statement: a head that picks and locks candidate nodes, and a
+ * tail that leases them, numbers their STEP_STARTED events and returns
+ * them.  With several activities the head first computes a quota per
+ * activity (see claim_tasks); with one, the quota is max_tasks and the
+ * head is one locking scan.
+ */
+#define CLAIM_MANY_HEAD \
+	"WITH acts AS (" \
+	"  SELECT DISTINCT a FROM unnest($2::text[]) AS a" \
+	"), best AS (" \
+	"  SELECT b.activity FROM acts CROSS JOIN LATERAL (" \
+	"      SELECT n.activity, n.priority, n.available_at, n.id" \
+	"        FROM vectorbea.nodes n" \
+	"       WHERE n.status = 'ready' AND n.activity = acts.a" \
+	"         AND n.available_at <= $4" \
+	"       ORDER BY n.priority DESC, n.available_at, n.id" \
+	"       LIMIT $3) b" \
+	"   ORDER BY b.priority DESC, b.available_at, b.id" \
+	"   LIMIT $3" \
+	"), quota AS (" \
+	"  SELECT activity, count(*) AS n FROM best GROUP BY activity" \
+	"), candidate AS MATERIALIZED (" \
+	"  SELECT c.id, c.run_id, c.priority, c.available_at" \
+	"    FROM quota CROSS JOIN LATERAL (" \
+	"      SELECT n.id, n.run_id, n.priority, n.available_at" \
+	"        FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id" \
+	"       WHERE n.status = 'ready' AND n.activity = quota.activity" \
+	"         AND n.available_at <= $4 AND r.status = 'running'" \
+	"       ORDER BY n.priority DESC, n.available_at, n.id" \
+	"       LIMIT quota.n" \
+	"       FOR NO KEY UPDATE OF r SKIP LOCKED" \
+	"       FOR UPDATE OF n SKIP LOCKED) c"
+
+#define CLAIM_ONE_HEAD \
+	"WITH candidate AS MATERIALIZED (" \
+	"  SELECT n.id, n.run_id, n.priority, n.available_at" \
+	"    FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id" \
+	"   WHERE n.status = 'ready' AND n.activity = ($2::text[])[1]" \
+	"     AND n.available_at <= $4 AND r.status = 'running'" \
+	"   ORDER BY n.priority DESC, n.available_at, n.id" \
+	"   LIMIT $3" \
+	"   FOR NO KEY UPDATE OF r SKIP LOCKED" \
+	"   FOR UPDATE OF n SKIP LOCKED"
+
+#define CLAIM_TAIL \
+	"), claimed AS (" \
+	"  UPDATE vectorbea.nodes n" \
+	"     SET status = 'running', attempt = n.attempt + 1," \
+	"         lease = gen_random_uuid()," \
+	"         lease_expires_at = least($4 + $5, $4 + n.timeout_ms * interval '1 ms')," \
+	"         attempt_deadline = $4 + n.timeout_ms * interval '1 ms'," \
+	"         lease_duration = $5, worker = $1, started_at = $4" \
+	"   WHERE n.id = ANY (ARRAY(SELECT id FROM candidate))" \
+	"  RETURNING n.id, n.lease, n.run_id, n.node, n.activity, n.attempt," \
+	"            n.max_attempts, n.input, n.depends_on, n.checkpoint," \
+	"            n.lease_expires_at, n.priority, n.available_at" \
+	"), numbered AS (" \
+	"  SELECT cl.*, row_number() OVER (PARTITION BY cl.run_id ORDER BY cl.id) AS k," \
+	"         count(*) OVER (PARTITION BY cl.run_id) AS per_run" \
+	"    FROM claimed cl" \
+	"), seq AS (" \
+	"  UPDATE vectorbea.runs r" \
+	"     SET last_seq = r.last_seq" \
+	"                    + (SELECT count(*) FROM numbered nb WHERE nb.run_id = r.id)" \
+	"   WHERE r.id = ANY (ARRAY(SELECT run_id FROM numbered))" \
+	"  RETURNING r.id," \
+	"            r.last_seq - (SELECT count(*) FROM numbered nb WHERE nb.run_id = r.id)" \
+	"              AS base" \
+	"), started AS (" \
+	"  INSERT INTO vectorbea.events (run_id, seq, type, node, attempt, data, at)" \
+	"  SELECT nb.run_id, s.base + nb.k, 'STEP_STARTED', nb.node, nb.attempt," \
+	"         jsonb_build_object('worker', $1::text, 'task_id', nb.id," \
+	"                            'lease_expires_at', to_char(nb.lease_expires_at AT TIME ZONE 'UTC'," \
+	"                                      'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))," \
+	"         $4" \
+	"    FROM numbered nb JOIN seq s ON s.id = nb.run_id" \
+	")" \
+	" SELECT nb.id, nb.lease, nb.run_id, nb.node, nb.activity, nb.attempt," \
+	"        nb.max_attempts, nb.input," \
+	"        coalesce((SELECT jsonb_object_agg(d.node, d.output)" \
+	"                    FROM vectorbea.nodes d" \
+	"                   WHERE d.run_id = nb.run_id AND d.node = ANY (nb.depends_on))," \
+	"                 '{}'::jsonb)," \
+	"        nb.checkpoint, nb.run_id::text || ':' || nb.node," \
+	"        nb.lease_expires_at," \
+	"        (SELECT r.input FROM vectorbea.runs r WHERE r.id = nb.run_id)" \
+	"   FROM numbered nb" \
+	"  ORDER BY nb.priority DESC, nb.available_at, nb.id"
+
+/*
  * claim_tasks(worker text, activities text[], max_tasks int,
  *             lease_duration interval) -> SETOF record
  */
@@ -47,6 +137,7 @@ Datum
 vectorbea_claim_tasks(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr single_plan = NULL;
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	char	   *worker;
 	ArrayType  *activities;
@@ -111,82 +202,20 @@ vectorbea_claim_tasks(PG_FUNCTION_ARGS)
 		 * running it.
 		 */
 		plan = vb_prepare_opts(
-						  "WITH acts AS ("
-						  "  SELECT DISTINCT a FROM unnest($2::text[]) AS a"
-						  "), best AS ("
-						  "  SELECT b.activity FROM acts CROSS JOIN LATERAL ("
-						  "      SELECT n.activity, n.priority, n.available_at, n.id"
-						  "        FROM vectorbea.nodes n"
-						  "       WHERE n.status = 'ready' AND n.activity = acts.a"
-						  "         AND n.available_at <= $4"
-						  "       ORDER BY n.priority DESC, n.available_at, n.id"
-						  "       LIMIT $3) b"
-						  "   ORDER BY b.priority DESC, b.available_at, b.id"
-						  "   LIMIT $3"
-						  "), quota AS ("
-						  "  SELECT activity, count(*) AS n FROM best GROUP BY activity"
-						  "), candidate AS MATERIALIZED ("
-						  "  SELECT c.id, c.run_id, c.priority, c.available_at"
-						  "    FROM quota CROSS JOIN LATERAL ("
-						  "      SELECT n.id, n.run_id, n.priority, n.available_at"
-						  "        FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
-						  "       WHERE n.status = 'ready' AND n.activity = quota.activity"
-						  "         AND n.available_at <= $4 AND r.status = 'running'"
-						  "       ORDER BY n.priority DESC, n.available_at, n.id"
-						  "       LIMIT quota.n"
-						  "       FOR NO KEY UPDATE OF r SKIP LOCKED"
-						  "       FOR UPDATE OF n SKIP LOCKED) c"
-						  "), claimed AS ("
-						  "  UPDATE vectorbea.nodes n"
-						  "     SET status = 'running', attempt = n.attempt + 1,"
-						  "         lease = gen_random_uuid(),"
-						  "         lease_expires_at = least($4 + $5, $4 + n.timeout_ms * interval '1 ms'),"
-						  "         attempt_deadline = $4 + n.timeout_ms * interval '1 ms',"
-						  "         lease_duration = $5, worker = $1, started_at = $4"
-						  "   WHERE n.id = ANY (ARRAY(SELECT id FROM candidate))"
-						  "  RETURNING n.id, n.lease, n.run_id, n.node, n.activity, n.attempt,"
-						  "            n.max_attempts, n.input, n.depends_on, n.checkpoint,"
-						  "            n.lease_expires_at, n.priority, n.available_at"
-						  "), numbered AS ("
-						  "  SELECT cl.*, row_number() OVER (PARTITION BY cl.run_id ORDER BY cl.id) AS k,"
-						  "         count(*) OVER (PARTITION BY cl.run_id) AS per_run"
-						  "    FROM claimed cl"
-						  "), seq AS ("
-						  "  UPDATE vectorbea.runs r"
-						  "     SET last_seq = r.last_seq"
-						  "                    + (SELECT count(*) FROM numbered nb WHERE nb.run_id = r.id)"
-						  "   WHERE r.id = ANY (ARRAY(SELECT run_id FROM numbered))"
-						  "  RETURNING r.id,"
-						  "            r.last_seq - (SELECT count(*) FROM numbered nb WHERE nb.run_id = r.id)"
-						  "              AS base"
-						  "), started AS ("
-						  "  INSERT INTO vectorbea.events (run_id, seq, type, node, attempt, data, at)"
-						  "  SELECT nb.run_id, s.base + nb.k, 'STEP_STARTED', nb.node, nb.attempt,"
-						  "         jsonb_build_object('worker', $1::text, 'task_id', nb.id,"
-						  "                            'lease_expires_at', to_char(nb.lease_expires_at AT TIME ZONE 'UTC',"
-						  "                                      'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')),"
-						  "         $4"
-						  "    FROM numbered nb JOIN seq s ON s.id = nb.run_id"
-						  ")"
-						  " SELECT nb.id, nb.lease, nb.run_id, nb.node, nb.activity, nb.attempt,"
-						  "        nb.max_attempts, nb.input,"
-						  "        coalesce((SELECT jsonb_object_agg(d.node, d.output)"
-						  "                    FROM vectorbea.nodes d"
-						  "                   WHERE d.run_id = nb.run_id AND d.node = ANY (nb.depends_on)),"
-						  "                 '{}'::jsonb),"
-						  "        nb.checkpoint, nb.run_id::text || ':' || nb.node,"
-						  "        nb.lease_expires_at,"
-						  "        (SELECT r.input FROM vectorbea.runs r WHERE r.id = nb.run_id)"
-						  "   FROM numbered nb"
-						  "  ORDER BY nb.priority DESC, nb.available_at, nb.id",
+						  CLAIM_MANY_HEAD
+						  CLAIM_TAIL,
 						  lengthof(types), types, CURSOR_OPT_GENERIC_PLAN);
+		single_plan = vb_prepare_opts(
+									  CLAIM_ONE_HEAD
+									  CLAIM_TAIL,
+									  lengthof(types), types, CURSOR_OPT_GENERIC_PLAN);
 	}
 	args[0] = CStringGetTextDatum(worker);
 	args[1] = PointerGetDatum(activities);
 	args[2] = Int32GetDatum(max_tasks);
 	args[3] = TimestampTzGetDatum(at);
 	args[4] = IntervalPGetDatum(lease_duration);
-	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
+	if (SPI_execute_plan(nelems == 1 ? single_plan : plan, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: claim failed");
 
 	for (uint64 i = 0; i < SPI_processed; i++)
