@@ -258,13 +258,7 @@ publish(TimestampTz now, TimestampTz next, VbSweepCounters *c)
 	my_slot->next_due = next;
 	my_slot->in_pass = false;
 	my_slot->wakes++;
-	my_slot->leases_expired = c->leases_expired;
-	my_slot->timeouts = c->timeouts;
-	my_slot->retries_announced = c->retries_announced;
-	my_slot->deadlines = c->deadlines;
-	my_slot->gates_expired = c->gates_expired;
-	my_slot->errors = c->errors;
-	strlcpy(my_slot->last_error, c->last_error, sizeof(my_slot->last_error));
+	my_slot->counters = *c;
 	strlcpy(my_slot->state, "idle", sizeof(my_slot->state));
 	LWLockRelease(vb_shared->lock);
 }
@@ -288,17 +282,10 @@ vb_scheduler_main(Datum main_arg)
 	/* Its statements are short index scans; compiling them never pays. */
 	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
-	memset(&counters, 0, sizeof(counters));
 	my_slot = &vb_shared->slots[slot_index];
 	LWLockAcquire(vb_shared->lock, LW_EXCLUSIVE);
 	/* Counters go on across restarts of the worker. */
-	counters.leases_expired = my_slot->leases_expired;
-	counters.timeouts = my_slot->timeouts;
-	counters.retries_announced = my_slot->retries_announced;
-	counters.deadlines = my_slot->deadlines;
-	counters.gates_expired = my_slot->gates_expired;
-	counters.errors = my_slot->errors;
-	strlcpy(counters.last_error, my_slot->last_error, sizeof(counters.last_error));
+	counters = my_slot->counters;
 	if (vb_shared->nslots <= slot_index)
 		vb_shared->nslots = slot_index + 1;
 	strlcpy(my_slot->database, dbname, sizeof(my_slot->database));

@@ -257,14 +257,14 @@ vectorbea_scheduler_status(PG_FUNCTION_ARGS)
 		values[5] = TimestampTzGetDatum(s->next_due);
 		nulls[5] = (s->next_due == 0 || TIMESTAMP_NOT_FINITE(s->next_due));
 		values[6] = Int64GetDatum((int64) s->wakes);
-		values[7] = Int64GetDatum((int64) s->leases_expired);
-		values[8] = Int64GetDatum((int64) s->timeouts);
-		values[9] = Int64GetDatum((int64) s->retries_announced);
-		values[10] = Int64GetDatum((int64) s->deadlines);
-		values[11] = Int64GetDatum((int64) s->gates_expired);
-		values[12] = Int64GetDatum((int64) s->errors);
-		values[13] = CStringGetTextDatum(s->last_error);
-		nulls[13] = (s->last_error[0] == '\0');
+		values[7] = Int64GetDatum((int64) s->counters.leases_expired);
+		values[8] = Int64GetDatum((int64) s->counters.timeouts);
+		values[9] = Int64GetDatum((int64) s->counters.retries_announced);
+		values[10] = Int64GetDatum((int64) s->counters.deadlines);
+		values[11] = Int64GetDatum((int64) s->counters.gates_expired);
+		values[12] = Int64GetDatum((int64) s->counters.errors);
+		values[13] = CStringGetTextDatum(s->counters.last_error);
+		nulls[13] = (s->counters.last_error[0] == '\0');
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	LWLockRelease(vb_shared->lock);

@@ -53,6 +53,18 @@ extern int	vb_scheduler_idle_ms;
 #define VB_MAX_SCHEDULERS		16
 #define VB_SCHEDULER_CHANNEL	"vectorbea_scheduler"
 
+/* What the scheduler has done (sweep.c counts, shmem.c shows). */
+typedef struct VbSweepCounters
+{
+	uint64		leases_expired;
+	uint64		timeouts;
+	uint64		retries_announced;
+	uint64		deadlines;
+	uint64		gates_expired;
+	uint64		errors;
+	char		last_error[256];
+} VbSweepCounters;
+
 typedef struct VbSchedulerSlot
 {
 	char		database[NAMEDATALEN];
@@ -65,13 +77,7 @@ typedef struct VbSchedulerSlot
 	bool		in_pass;		/* a pass is reading the tables right now */
 	bool		wake_requested; /* a committed transaction added earlier work */
 	uint64		wakes;
-	uint64		leases_expired;
-	uint64		timeouts;
-	uint64		retries_announced;
-	uint64		deadlines;
-	uint64		gates_expired;
-	uint64		errors;
-	char		last_error[256];
+	VbSweepCounters counters;	/* kept across restarts of the worker */
 } VbSchedulerSlot;
 
 typedef struct VbShared
@@ -196,17 +202,6 @@ extern SPIPlanPtr vb_prepare_opts(const char *sql, int nargs, Oid *argtypes,
 								  int cursor_options);
 
 /* ---- sweep.c: time-driven work ---- */
-typedef struct VbSweepCounters
-{
-	uint64		leases_expired;
-	uint64		timeouts;
-	uint64		retries_announced;
-	uint64		deadlines;
-	uint64		gates_expired;
-	uint64		errors;
-	char		last_error[256];
-} VbSweepCounters;
-
 extern int	vb_expire_attempts(Datum activities, TimestampTz at, bool isolate,
 							   VbSweepCounters *counters);
 extern int	vb_fail_overdue_runs(TimestampTz at, VbSweepCounters *counters);
