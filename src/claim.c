@@ -188,9 +188,10 @@ vectorbea_claim_tasks(PG_FUNCTION_ARGS)
 		Oid			types[5] = {TEXTOID, TEXTARRAYOID, INT4OID, TIMESTAMPTZOID, INTERVALOID};
 
 		/*
-		 * First, without locking, the best max_tasks ready nodes over all
-		 * the activities decide how many each activity may take (its
-		 * quota), so that no more rows are locked than can be claimed.
+		 * For several activities, first, without locking, the best
+		 * max_tasks ready nodes over all of them decide how many each
+		 * activity may take (its quota), so that no more rows are locked
+		 * than can be claimed; one activity's quota is max_tasks.
 		 * Then, per activity, a scan in index order locks the run row and
 		 * the node row, each SKIP LOCKED, inside the scan, so the quota
 		 * counts only claimable nodes.  The run is locked first, as every
