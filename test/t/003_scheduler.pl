@@ -234,6 +234,26 @@ ok(defined wait_for(qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$po
 	AND type = 'STEP_FAILED' AND node = 'p'}, '1', 10), 'once healthy it is acted on at its retry time');
 is(sql(qq{SELECT count(*) FROM vectorbea.verify_run('$poisoned')}), '0', 'the poisoned run verifies');
 
+# The same for a gate past its timeout: its own expiry moves, not the run's
+# deadline, and it is handled once healthy.
+sql(q{CREATE TRIGGER zz_poison BEFORE UPDATE ON vectorbea.approvals FOR EACH ROW
+		WHEN (NEW.decided_by = 'vectorbea: timeout') EXECUTE FUNCTION poison()});
+sql(q{SELECT vectorbea.define_workflow('poison_gate', '{"nodes":[
+		{"id":"g","kind":"approval","approval":{"gate":"g","timeout":"1s","on_timeout":"approve"}}]}')});
+my $gated = sql(q{SELECT vectorbea.start_run('poison_gate', '{}', NULL, '{"deadline": "1d"}')});
+ok(defined wait_for(qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$gated'
+	AND type = 'SCHEDULER_ERROR' AND node = 'g'}, '1', 10), 'a failing gate gets a SCHEDULER_ERROR event');
+is(sql(qq{SELECT (a.expires_at - vectorbea.clock() > interval '20 s')
+		 || ' ' || (r.deadline - r.created_at = interval '1 day')
+		FROM vectorbea.approvals a JOIN vectorbea.runs r ON r.id = a.run_id WHERE r.id = '$gated'}),
+	'true true', "the gate's expiry moves ahead, the run's deadline does not");
+sql(q{DROP TRIGGER zz_poison ON vectorbea.approvals});
+sql(q{ALTER SYSTEM SET vectorbea.test_clock_offset = '70s'});
+sql(q{SELECT pg_reload_conf()});
+ok(defined wait_for(qq{SELECT status FROM vectorbea.approvals WHERE run_id = '$gated'}, 'approved', 10),
+	'once healthy the gate is handled at its new time');
+is(sql(qq{SELECT count(*) FROM vectorbea.verify_run('$gated')}), '0', 'the gated run verifies');
+
 # --- pg_terminate_backend: the scheduler comes back without a restart, and
 # a run in flight finishes.
 my $pid = scheduler_pid();
