@@ -24,6 +24,12 @@ OBJS = \
 	src/approvals.o \
 	src/keys.o \
 	src/sweep.o \
+	src/template.o \
+	src/llm_spec.o \
+	src/json.o \
+	src/allowlist.o \
+	src/http.o \
+	src/llm.o \
 	src/scheduler.o
 
 DATA = sql/vectorbea--0.1.0.sql
@@ -38,6 +44,8 @@ ISOLATION_OPTS = --inputdir=$(srcdir)/test --temp-config=$(srcdir)/test/vectorbe
 
 TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl
+
+SHLIB_LINK = -lcurl -ljansson
 
 PG_CPPFLAGS = -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers
 

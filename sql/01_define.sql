@@ -40,7 +40,7 @@ SELECT vectorbea.define_workflow('w', '{"nodes": [{"id":"a"}]}'); \echo SQLSTATE
 SELECT vectorbea.define_workflow('w', '{"nodes": [{"id":"a","activity":"x"},{"id":"b","activity":"x"},{"id":"a","activity":"y"}]}'); \echo SQLSTATE :SQLSTATE
 -- Unknown kind, and kinds this version refuses rather than ignores.
 SELECT vectorbea.define_workflow('w', '{"nodes": [{"id":"a","activity":"a","kind":"robot"}]}'); \echo SQLSTATE :SQLSTATE
-SELECT vectorbea.define_workflow('w', '{"nodes": [{"id":"a","activity":"a","kind":"llm"}]}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.define_workflow('w', '{"nodes": [{"id":"a","kind":"llm"}]}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.define_workflow('w', '{"nodes": [{"id":"a","activity":"a","kind":"approval"}]}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.define_workflow('w', '{"nodes": [{"id":"a","activity":"a","timeout":"0s"}]}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.define_workflow('w', '{"nodes": [{"id":"a","activity":"a","timeout":600}]}'); \echo SQLSTATE :SQLSTATE

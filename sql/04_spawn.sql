@@ -75,7 +75,7 @@ SELECT vectorbea.complete_task(:slow_id, :'slow_lease', '{}', '[{"id": "n", "act
 SELECT vectorbea.complete_task(:slow_id, :'slow_lease', '{}', '[{"id": "n", "activity": "a", "depends_on": ["ghost"]}]'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.complete_task(:slow_id, :'slow_lease', '{}', '[{"id": "p", "activity": "a", "depends_on": ["q"]}, {"id": "q", "activity": "a", "depends_on": ["p"]}]'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.complete_task(:slow_id, :'slow_lease', '{}', '[{"id": "n", "activity": "a", "depends_on": ["n"]}]'); \echo SQLSTATE :SQLSTATE
-SELECT vectorbea.complete_task(:slow_id, :'slow_lease', '{}', '[{"id": "n", "activity": "a", "kind": "llm"}]'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.complete_task(:slow_id, :'slow_lease', '{}', '[{"id": "n", "kind": "llm", "llm": {"provider": "openai", "model": "m", "prompt": "{{upstream.slow.output.x}}"}}]'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.complete_task(:slow_id, :'slow_lease', '{}', '[{"id": "n", "activity": "a", "retry": {"initial": "later"}}]'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.complete_task(:slow_id, :'slow_lease', '{}', '[{"id": "n", "activity": "a", "priority": 3}]'); \echo SQLSTATE :SQLSTATE
 SET vectorbea.max_nodes_per_run = 6;

@@ -83,6 +83,7 @@ CREATE TABLE @extschema@.nodes (
 	timeout_ms		bigint CHECK (timeout_ms > 0),
 	attempt_deadline timestamptz,
 	approval		jsonb,
+	llm				jsonb,
 	priority		integer NOT NULL DEFAULT 0,
 	available_at	timestamptz,
 	lease			uuid,
@@ -140,6 +141,35 @@ CREATE VIEW @extschema@.provider_key_info AS
 	  FROM @extschema@.provider_keys;
 COMMENT ON VIEW @extschema@.provider_key_info IS
 	'Which provider keys are set, without the keys.';
+
+CREATE TABLE @extschema@.model_prices (
+	provider			text NOT NULL,
+	model				text NOT NULL CHECK (model <> ''),
+	input_usd_per_mtok	numeric NOT NULL CHECK (input_usd_per_mtok >= 0),
+	output_usd_per_mtok	numeric NOT NULL CHECK (output_usd_per_mtok >= 0),
+	PRIMARY KEY (provider, model)
+);
+COMMENT ON TABLE @extschema@.model_prices IS
+	'USD per million tokens, by provider and model (a model name prefix: the longest one that matches prices a call).  Seeded with list prices; edit freely.';
+-- list prices per million tokens (input, output) when this version was released
+INSERT INTO @extschema@.model_prices VALUES
+	('openai', 'gpt-4o', 2.50, 10.00),
+	('openai', 'gpt-4o-mini', 0.15, 0.60),
+	('openai', 'gpt-4.1', 2.00, 8.00),
+	('openai', 'gpt-4.1-mini', 0.40, 1.60),
+	('openai', 'gpt-4.1-nano', 0.10, 0.40),
+	('openai', 'gpt-5', 1.25, 10.00),
+	('openai', 'gpt-5-mini', 0.25, 2.00),
+	('openai', 'gpt-5-nano', 0.05, 0.40),
+	('openai', 'o3', 2.00, 8.00),
+	('openai', 'o4-mini', 1.10, 4.40),
+	('anthropic', 'claude-opus-4', 15.00, 75.00),
+	('anthropic', 'claude-sonnet-4', 3.00, 15.00),
+	('anthropic', 'claude-3-7-sonnet', 3.00, 15.00),
+	('anthropic', 'claude-3-5-haiku', 0.80, 4.00),
+	('anthropic', 'claude-haiku-4-5', 1.00, 5.00);
+-- rows users add or change are theirs: pg_dump keeps them
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.model_prices', '');
 
 CREATE TABLE @extschema@.events (
 	run_id		uuid NOT NULL,
@@ -486,9 +516,9 @@ SELECT jsonb_build_object(
 		   'upto', (SELECT max(ev.seq) FROM ev),
 		   'usage', jsonb_build_object(
 				'tokens', (SELECT coalesce(sum((ev.data->'usage'->>'tokens')::bigint), 0)
-							 FROM ev WHERE ev.type = 'STEP_COMPLETED'),
+							 FROM ev WHERE ev.type IN ('STEP_COMPLETED', 'LLM_CALLED')),
 				'usd', (SELECT coalesce(sum((ev.data->'usage'->>'usd')::numeric), 0)
-						  FROM ev WHERE ev.type = 'STEP_COMPLETED')),
+						  FROM ev WHERE ev.type IN ('STEP_COMPLETED', 'LLM_CALLED'))),
 		   'nodes', coalesce((SELECT jsonb_object_agg(st.node, jsonb_build_object(
 								'kind', st.spec->'kind',
 								'activity', st.spec->'activity',

@@ -38,6 +38,9 @@
 #include "vectorbea.h"
 
 #define MAX_TASKS_PER_CLAIM		1000
+
+/* Set by the scheduler around its own claims of llm nodes (llm.c). */
+bool		vb_scheduler_claiming = false;
 /*
  * The claim statement: a head that picks and locks candidate nodes, and a
  * tail that leases them, numbers their STEP_STARTED events and returns
@@ -171,6 +174,25 @@ vectorbea_claim_tasks(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("activities must be a non-empty array without nulls"),
 				 errhint("Pass the activities this worker can do, e.g. ARRAY['scout'].")));
+	if (!vb_scheduler_claiming)
+	{
+		Datum	   *names;
+		int			n;
+
+		deconstruct_array(activities, TEXTOID, -1, false, TYPALIGN_INT, &names, NULL, &n);
+		for (int i = 0; i < n; i++)
+		{
+			char	   *name = TextDatumGetCString(names[i]);
+
+			if (strncmp(name, VB_RESERVED_PREFIX, strlen(VB_RESERVED_PREFIX)) == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+						 errmsg("activity \"%s\" belongs to the vectorbea scheduler", name),
+						 errdetail("Activities starting with \"%s\" are the engine's own: llm nodes are claimed and called by the scheduler.",
+								   VB_RESERVED_PREFIX),
+						 errhint("Claim the activities of task nodes.")));
+		}
+	}
 	if (max_tasks < 1 || max_tasks > MAX_TASKS_PER_CLAIM)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

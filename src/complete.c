@@ -104,8 +104,8 @@ parse_usage(Jsonb *usage, Usage *u)
  * Books usage on the run; true when the run's budget is now exceeded, with
  * the BUDGET_EXCEEDED data in *detail_json.
  */
-static bool
-book_usage(VbRun *run, Usage *u, char **detail_json)
+bool
+vb_book_usage(VbRun *run, int64 tokens, const char *usd, char **detail_json)
 {
 	static SPIPlanPtr plan = NULL;
 	Datum		args[3];
@@ -128,8 +128,8 @@ book_usage(VbRun *run, Usage *u, char **detail_json)
 						  3, types);
 	}
 	args[0] = UUIDPGetDatum(&run->id);
-	args[1] = Int64GetDatum(u->tokens);
-	args[2] = CStringGetTextDatum(u->usd);
+	args[1] = Int64GetDatum(tokens);
+	args[2] = CStringGetTextDatum(usd);
 	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "vectorbea: could not book usage");
 	over = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -292,7 +292,7 @@ vectorbea_complete_task(PG_FUNCTION_ARGS)
 	vb_open_gates(&run, at);
 
 	if (u.given)
-		over_budget = book_usage(&run, &u, &budget_detail);
+		over_budget = vb_book_usage(&run, u.tokens, u.usd, &budget_detail);
 
 	if (over_budget)
 	{

@@ -33,12 +33,15 @@
 /*
  * NOTIFY vectorbea_tasks with the activity as payload.  PostgreSQL folds
  * identical notifications of one transaction into one, so a transaction
- * that readies many nodes of one activity sends one.
+ * that readies many nodes of one activity sends one.  A ready llm node
+ * wakes the scheduler instead, which claims it.
  */
 void
 vb_notify_task_ready(const char *activity)
 {
-	if (vb_notify_tasks && activity)
+	if (activity && strcmp(activity, VB_LLM_ACTIVITY) == 0)
+		vb_wake_scheduler(vb_now());	/* llm nodes are the scheduler's work */
+	else if (vb_notify_tasks && activity)
 		Async_Notify("vectorbea_tasks", activity);
 }
 
@@ -82,15 +85,15 @@ vb_insert_nodes(VbRun *run, const char *specs_json, const char *spawned_by,
 						  "WITH spec AS ("
 						  "  SELECT s.* FROM jsonb_to_recordset($2::jsonb) AS s(id text, kind text,"
 						  "    activity text, depends_on text[], input jsonb, retry jsonb,"
-						  "    timeout_ms bigint, approval jsonb)"
+						  "    timeout_ms bigint, approval jsonb, llm jsonb)"
 						  "), ins AS ("
 						  "  INSERT INTO vectorbea.nodes (run_id, node, kind, activity, status,"
-						  "    depends_on, deps_remaining, input, max_attempts, retry, timeout_ms, approval, priority,"
+						  "    depends_on, deps_remaining, input, max_attempts, retry, timeout_ms, approval, llm, priority,"
 						  "    available_at, spawned_by, created_at)"
 						  "  SELECT $1, s.id, s.kind, s.activity,"
 						  "    CASE WHEN d.remaining = 0 THEN 'ready' ELSE 'pending' END,"
 						  "    s.depends_on, d.remaining, s.input, (s.retry->>'max_attempts')::int,"
-						  "    s.retry, s.timeout_ms, s.approval, $3, CASE WHEN d.remaining = 0 THEN $5 END, $4, $5"
+						  "    s.retry, s.timeout_ms, s.approval, s.llm, $3, CASE WHEN d.remaining = 0 THEN $5 END, $4, $5"
 						  "  FROM spec s CROSS JOIN LATERAL ("
 						  "    SELECT count(*) FILTER (WHERE e.status IS DISTINCT FROM 'succeeded')::int"
 						  "           AS remaining"

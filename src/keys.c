@@ -45,10 +45,10 @@ static const char *const providers[] = {"openai", "anthropic", NULL};
 
 /*
  * Reads a master key file, refusing one that others could read.  The key is
- * returned in memory the caller frees with vb_forget (it is zeroed first).
+ * returned in memory the caller frees with vb_forget (which zeroes it).
  */
-static char *
-read_master_key(const char *path)
+char *
+vb_read_master_key(const char *path)
 {
 	struct stat st;
 	FILE	   *f;
@@ -92,8 +92,8 @@ read_master_key(const char *path)
 	return buf;
 }
 
-static void
-forget(char *secret)
+void
+vb_forget(char *secret)
 {
 	if (secret)
 	{
@@ -103,8 +103,8 @@ forget(char *secret)
 }
 
 /* The schema pgcrypto is installed in, quoted for SQL text. */
-static const char *
-pgcrypto_schema(void)
+const char *
+vb_pgcrypto_schema(void)
 {
 	if (SPI_execute("SELECT quote_ident(n.nspname) FROM pg_catalog.pg_extension e"
 					" JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace"
@@ -195,8 +195,8 @@ vectorbea_set_provider_key(PG_FUNCTION_ARGS)
 		check_base_url(base_url);
 
 	SPI_connect();
-	master = read_master_key(vb_master_key_file);
-	schema = pgcrypto_schema();
+	master = vb_read_master_key(vb_master_key_file);
+	schema = vb_pgcrypto_schema();
 	args[0] = CStringGetTextDatum(workspace);
 	args[1] = CStringGetTextDatum(provider);
 	args[2] = CStringGetTextDatum(api_key);
@@ -220,7 +220,7 @@ vectorbea_set_provider_key(PG_FUNCTION_ARGS)
 									   schema, schema),
 							  lengthof(types), types, args, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "vectorbea: could not store the provider key");
-	forget(master);
+	vb_forget(master);
 	explicit_bzero(api_key, strlen(api_key));
 	SPI_finish();
 	PG_RETURN_VOID();
@@ -250,8 +250,8 @@ vectorbea_check_provider_key(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("workspace and provider must not be null")));
 	SPI_connect();
-	master = read_master_key(vb_master_key_file);
-	schema = pgcrypto_schema();
+	master = vb_read_master_key(vb_master_key_file);
+	schema = vb_pgcrypto_schema();
 	args[0] = PG_GETARG_DATUM(0);
 	args[1] = PG_GETARG_DATUM(1);
 	args[2] = CStringGetTextDatum(master);
@@ -293,7 +293,7 @@ vectorbea_check_provider_key(PG_FUNCTION_ARGS)
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);
 	CurrentResourceOwner = owner;
-	forget(master);
+	vb_forget(master);
 	SPI_finish();
 	PG_RETURN_BOOL(decrypted && ok);
 }
@@ -320,13 +320,13 @@ vectorbea_rotate_master_key(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("new_key_file must not be null")));
 	SPI_connect();
-	old_master = read_master_key(vb_master_key_file);
-	new_master = read_master_key(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	old_master = vb_read_master_key(vb_master_key_file);
+	new_master = vb_read_master_key(text_to_cstring(PG_GETARG_TEXT_PP(0)));
 	if (strcmp(old_master, new_master) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("the new master key is the current one")));
-	schema = pgcrypto_schema();
+	schema = vb_pgcrypto_schema();
 	args[0] = CStringGetTextDatum(old_master);
 	args[1] = CStringGetTextDatum(new_master);
 	if (SPI_execute_with_args(psprintf("UPDATE vectorbea.provider_keys"
@@ -339,8 +339,8 @@ vectorbea_rotate_master_key(PG_FUNCTION_ARGS)
 							  2, types, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "vectorbea: could not re-encrypt the provider keys");
 	n = SPI_processed;
-	forget(old_master);
-	forget(new_master);
+	vb_forget(old_master);
+	vb_forget(new_master);
 	SPI_finish();
 	PG_RETURN_INT32((int32) n);
 }

@@ -208,6 +208,49 @@ sleep_until(TimestampTz until, long max_ms)
 }
 
 /*
+ * Like sleep_until, while LLM calls are in flight: waits on their sockets
+ * too, and finishes each call as it ends (a transaction per batch), sending
+ * corrections and claiming more llm nodes as room frees up.  Returns when
+ * `until` comes, when the scheduler is woken, or when no call is left.
+ */
+static void
+wait_with_calls(TimestampTz until, MemoryContext cxt, VbSweepCounters *c)
+{
+	TimestampTz start = GetCurrentTimestamp();
+
+	while (vb_llm_busy())
+	{
+		int64		ms = (until - vb_now()) / 1000 + 1;
+		long		elapsed = (long) ((GetCurrentTimestamp() - start) / 1000);
+		bool		latch;
+
+		if (until == DT_NOEND || ms > vb_scheduler_idle_ms - elapsed)
+			ms = vb_scheduler_idle_ms - elapsed;
+		if (ms <= 0)
+			return;
+		MemoryContextSwitchTo(cxt);
+		latch = vb_http_wait((long) ms);
+		begin_step("vectorbea: finishing llm calls");
+		if (vb_llm_finish(c))
+		{
+			vb_llm_claim(c);
+			end_step();
+			vb_llm_send();
+		}
+		else
+			end_step();
+		MemoryContextSwitchTo(TopMemoryContext);
+		MemoryContextReset(cxt);
+		if (latch)
+		{
+			if (ConfigReloadPending || ProcDiePending || my_slot->wake_requested)
+				return;
+			handle_interrupts();
+		}
+	}
+}
+
+/*
  * One pass over what is due at engine time `now`; returns the next due time.
  * Each step is its own transaction, so a failure in one does not undo the
  * others, and locks are held for one step only.
@@ -231,6 +274,12 @@ do_pass(TimestampTz now, TimestampTz *announced_upto, VbSweepCounters *c)
 	while (vb_expire_gates(now, c) > 0)
 		;
 	end_step();
+
+	begin_step("vectorbea: claiming llm nodes");
+	vb_llm_check_leases();
+	vb_llm_claim(c);
+	end_step();
+	vb_llm_send();
 
 	begin_step("vectorbea: announcing due retries");
 	vb_announce_due(*announced_upto, now, c);
@@ -271,6 +320,7 @@ vb_scheduler_main(Datum main_arg)
 	VbSweepCounters counters;
 	TimestampTz announced_upto = DT_NOBEGIN;
 	MemoryContext pass_cxt;
+	bool		recovered = false;
 
 	strlcpy(dbname, MyBgworkerEntry->bgw_extra, sizeof(dbname));
 
@@ -306,6 +356,7 @@ vb_scheduler_main(Datum main_arg)
 
 	pass_cxt = AllocSetContextCreate(TopMemoryContext, "vectorbea scheduler pass",
 									 ALLOCSET_DEFAULT_SIZES);
+	vb_llm_init();
 	ereport(LOG,
 			(errmsg("vectorbea scheduler started for database \"%s\"", dbname)));
 
@@ -327,6 +378,13 @@ vb_scheduler_main(Datum main_arg)
 		begin_pass();
 		MemoryContextSwitchTo(pass_cxt);
 		now = vb_now();
+		if (!recovered)
+		{
+			begin_step("vectorbea: ending llm calls in doubt");
+			vb_llm_recover(&counters);
+			end_step();
+			recovered = true;
+		}
 		next = do_pass(now, &announced_upto, &counters);
 		MemoryContextSwitchTo(TopMemoryContext);
 		MemoryContextReset(pass_cxt);
@@ -339,8 +397,13 @@ vb_scheduler_main(Datum main_arg)
 			 * Work already due was left by this pass only when its run was
 			 * busy (SKIP LOCKED): look again shortly rather than spin.
 			 */
-			sleep_ms(BUSY_RETRY_MS);
+			if (vb_llm_busy())
+				wait_with_calls(vb_now() + BUSY_RETRY_MS * 1000, pass_cxt, &counters);
+			else
+				sleep_ms(BUSY_RETRY_MS);
 		}
+		else if (vb_llm_busy())
+			wait_with_calls(next, pass_cxt, &counters);
 		else
 			sleep_until(next, vb_scheduler_idle_ms);
 	}

@@ -12,9 +12,10 @@
  * the nodes and writes into RUN_STARTED / NODES_SPAWNED, so that replay
  * never has to know the defaulting rules.
  *
- * Fields of the contract that this version does not act on yet (timeouts,
- * compensation, llm and approval nodes) are refused with
- * feature_not_supported, never accepted and silently ignored.
+ * Fields of the contract that this version does not act on yet
+ * (compensation) are refused with feature_not_supported, never accepted and
+ * silently ignored.  The "llm" object of llm nodes is checked by
+ * llm_spec.c; activity names starting with "vectorbea:" are the engine's.
  *
  * IDENTIFICATION
  *	  src/validate.c
@@ -39,14 +40,14 @@ typedef struct Checker
 static const char *const top_fields[] = {"nodes", "defaults", NULL};
 static const char *const default_fields[] = {"retry", "timeout", NULL};
 static const char *const node_fields[] = {"id", "kind", "activity", "depends_on",
-"input", "retry", "timeout", "approval", NULL};
+"input", "retry", "timeout", "approval", "llm", NULL};
 static const char *const approval_fields[] = {"gate", "timeout", "on_timeout",
 "approver_role", "escalate_to", "context", NULL};
 static const char *const retry_fields[] = {"max_attempts", "backoff", "initial",
 "max", "multiplier", "jitter", NULL};
 
 /* Contract fields not acted on by this version, and why. */
-static const char *const later_node_fields[] = {"compensate", "llm", NULL};
+static const char *const later_node_fields[] = {"compensate", NULL};
 
 #define DEFAULT_MAX_ATTEMPTS	3
 #define DEFAULT_INITIAL_MS		1000
@@ -501,15 +502,10 @@ parse_node(Checker *chk, JsonbValue *nodeval, int position, VbNodeSpec *spec)
 		if (v.type != jbvString)
 			type_error(chk, label, "kind", &v, "a string");
 		kind = pnstrdup(v.val.string.val, v.val.string.len);
-		if (strcmp(kind, "llm") == 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("invalid %s: %s, field \"kind\": \"%s\" nodes are not supported by this version of vectorbea",
-							chk->what, label, kind),
-					 errdetail("vectorbea 0.1.0 runs \"task\" and \"approval\" nodes."),
-					 errhint("Use a \"task\" node done by a worker.")));
 		if (strcmp(kind, "approval") == 0)
 			spec->kind = "approval";
+		else if (strcmp(kind, "llm") == 0)
+			spec->kind = "llm";
 		else if (strcmp(kind, "task") != 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -517,8 +513,37 @@ parse_node(Checker *chk, JsonbValue *nodeval, int position, VbNodeSpec *spec)
 							chk->what, label, kind),
 					 errdetail("Allowed kinds: task, llm, approval.")));
 	}
+	if (strcmp(spec->kind, "llm") != 0 && vb_jsonb_get(obj, "llm", &v))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s: %s, field \"llm\" belongs to llm nodes",
+						chk->what, label),
+				 errhint("Add \"kind\": \"llm\" to have the scheduler call the model.")));
+	spec->llm_json = NULL;
 	if (strcmp(spec->kind, "approval") == 0)
 		parse_approval(chk, obj, label, spec);
+	else if (strcmp(spec->kind, "llm") == 0)
+	{
+		if (vb_jsonb_get(obj, "activity", &v))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid %s: %s, field \"activity\" does not apply to llm nodes",
+							chk->what, label),
+					 errdetail("The scheduler calls the model of an llm node itself."),
+					 errhint("Remove \"activity\", or make the node a \"task\".")));
+		if (vb_jsonb_get(obj, "approval", &v))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid %s: %s, field \"approval\" belongs to approval nodes",
+							chk->what, label)));
+		if (!vb_jsonb_get(obj, "llm", &v))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid %s: %s, field \"llm\" is required for llm nodes",
+							chk->what, label),
+					 errhint("Give {\"provider\": \"openai\", \"model\": \"...\", \"prompt\": \"...\"}.")));
+		spec->activity = VB_LLM_ACTIVITY;
+	}
 	else
 	{
 		if (vb_jsonb_get(obj, "approval", &v))
@@ -528,6 +553,13 @@ parse_node(Checker *chk, JsonbValue *nodeval, int position, VbNodeSpec *spec)
 							chk->what, label),
 					 errhint("Add \"kind\": \"approval\" to make this node a human gate.")));
 		spec->activity = get_name(chk, obj, "activity", label, true);
+		if (strncmp(spec->activity, VB_RESERVED_PREFIX, strlen(VB_RESERVED_PREFIX)) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_RESERVED_NAME),
+					 errmsg("invalid %s: %s, field \"activity\": names starting with \"%s\" are reserved",
+							chk->what, label, VB_RESERVED_PREFIX),
+					 errdetail("Found \"%s\".", spec->activity),
+					 errhint("Choose another activity name; llm nodes use \"kind\": \"llm\".")));
 	}
 
 	spec->depends_on = NIL;
@@ -577,6 +609,11 @@ parse_node(Checker *chk, JsonbValue *nodeval, int position, VbNodeSpec *spec)
 		apply_retry(chk, &v, spec, label, "");
 	if (vb_jsonb_get(obj, "timeout", &v))
 		spec->timeout_ms = get_timeout(chk, &v, label, "timeout");
+	if (strcmp(spec->kind, "llm") == 0)
+	{
+		vb_jsonb_get(obj, "llm", &v);
+		spec->llm_json = vb_validate_llm(chk->what, label, &v, spec->depends_on);
+	}
 }
 
 typedef struct IdEntry
@@ -957,6 +994,8 @@ vb_node_specs_json(List *specs)
 			appendStringInfo(&buf, ",\"timeout_ms\":%ld", (long) s->timeout_ms);
 		if (s->approval_json)
 			appendStringInfo(&buf, ",\"approval\":%s", s->approval_json);
+		if (s->llm_json)
+			appendStringInfo(&buf, ",\"llm\":%s", s->llm_json);
 		appendStringInfoChar(&buf, '}');
 	}
 	appendStringInfoChar(&buf, ']');

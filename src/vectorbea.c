@@ -29,6 +29,23 @@ bool		vb_notify_tasks = true;
 bool		vb_notify_runs = true;
 char	   *vb_databases = NULL;
 int			vb_scheduler_idle_ms = 5 * 60 * 1000;
+int			vb_llm_max_in_flight = 32;
+char	   *vb_llm_allowed_hosts = NULL;
+int			vb_llm_request_timeout_ms = 120 * 1000;
+int			vb_llm_connect_timeout_ms = 10 * 1000;
+int			vb_llm_max_response_kb = 4096;
+
+static bool
+check_allowed_hosts(char **newval, void **extra, GucSource source)
+{
+	char	   *problem;
+
+	if (vb_allowlist_valid(*newval, &problem))
+		return true;
+	GUC_check_errdetail("%s.", problem);
+	GUC_check_errhint("List host names, \"*.domain\" wildcards, IP addresses or CIDR ranges, separated by commas.");
+	return false;
+}
 
 /* clock.c owns the parsed value; the string lives here with the GUC. */
 extern char *vb_test_clock_offset_text;
@@ -113,6 +130,47 @@ _PG_init(void)
 							   "",
 							   PGC_SUSET, GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("vectorbea.llm_max_in_flight",
+							"Most LLM calls a scheduler has in flight at once.",
+							"Also the most connections it opens to providers.",
+							&vb_llm_max_in_flight,
+							32, 1, 1000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("vectorbea.llm_allowed_hosts",
+							   "Where LLM calls may go: host names, *.domain wildcards, IP addresses, CIDR ranges.",
+							   "A base_url's host must match a name or lie in a range, and the "
+							   "address actually connected to must lie in a range or be public.",
+							   &vb_llm_allowed_hosts,
+							   "api.openai.com, api.anthropic.com",
+							   PGC_SIGHUP, 0,
+							   check_allowed_hosts, NULL, NULL);
+
+	DefineCustomIntVariable("vectorbea.llm_request_timeout",
+							"Longest one LLM call may take, connection included.",
+							"A node's own timeout shortens it.",
+							&vb_llm_request_timeout_ms,
+							120 * 1000, 100, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("vectorbea.llm_connect_timeout",
+							"Longest an LLM call may take to connect.",
+							NULL,
+							&vb_llm_connect_timeout_ms,
+							10 * 1000, 100, 600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("vectorbea.llm_max_response_size",
+							"Largest provider response accepted.",
+							"A larger response fails the call permanently.",
+							&vb_llm_max_response_kb,
+							4096, 16, 1024 * 1024,
+							PGC_SIGHUP, GUC_UNIT_KB,
+							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("vectorbea");
 

@@ -36,6 +36,13 @@
 /* SQLSTATE for "the lease presented is no longer the task's lease". */
 #define ERRCODE_VB_LEASE_LOST	MAKE_SQLSTATE('V','B','0','0','1')
 
+/*
+ * Activity names starting with this prefix belong to the engine: llm nodes
+ * carry VB_LLM_ACTIVITY, which only the scheduler may claim.
+ */
+#define VB_RESERVED_PREFIX		"vectorbea:"
+#define VB_LLM_ACTIVITY			"vectorbea:llm"
+
 /* Limits on identifiers used in definitions. */
 #define VB_MAX_NAME_LEN			128
 #define VB_MAX_ATTEMPTS_LIMIT	1000
@@ -48,6 +55,13 @@ extern bool vb_notify_runs;
 extern char *vb_databases;
 extern char *vb_master_key_file;
 extern int	vb_scheduler_idle_ms;
+extern int	vb_llm_max_in_flight;
+extern char *vb_llm_allowed_hosts;
+extern int	vb_llm_request_timeout_ms;
+extern int	vb_llm_connect_timeout_ms;
+extern int	vb_llm_max_response_kb;
+
+#define VB_VERSION				"0.1.0"
 
 /* ---- shmem.c: the schedulers' shared state ---- */
 #define VB_MAX_SCHEDULERS		16
@@ -129,6 +143,7 @@ typedef struct VbNodeSpec
 	bool		jitter;
 	int64		timeout_ms;		/* 0: no timeout */
 	char	   *approval_json;	/* normalised "approval" of an approval node */
+	char	   *llm_json;		/* normalised "llm" of an llm node */
 } VbNodeSpec;
 
 /* A run's existing nodes, as spawn validation needs them. */
@@ -143,6 +158,13 @@ extern List *vb_validate_definition(Jsonb *definition);
 extern List *vb_validate_spawn(Jsonb *spawn, Jsonb *definition,
 							   const char *spawner, VbExistingNodes *existing);
 extern char *vb_node_specs_json(List *specs);
+
+/* ---- llm_spec.c, template.c: llm nodes' definitions and prompts ---- */
+extern char *vb_validate_llm(const char *what, const char *label, JsonbValue *llm,
+							 List *depends_on);
+extern char *vb_template_check(const char *template, List *depends_on);
+extern char *vb_template_render(const char *template, Jsonb *input, Jsonb *upstream,
+								Jsonb *run_input, char **problem);
 
 /* ---- events.c: the run lock and the history ---- */
 
@@ -192,6 +214,17 @@ extern const char *vb_fail_attempt(VbRun *run, int64 task_id, const char *err_cl
 extern void vb_fail_run(VbRun *run, const char *node, const char *reason,
 						TimestampTz at);
 
+/* ---- claim.c ---- */
+extern bool vb_scheduler_claiming;
+
+/* ---- complete.c ---- */
+extern bool vb_book_usage(VbRun *run, int64 tokens, const char *usd, char **detail_json);
+
+/* ---- keys.c ---- */
+extern char *vb_read_master_key(const char *path);
+extern void vb_forget(char *secret);
+extern const char *vb_pgcrypto_schema(void);
+
 /* ---- lease.c: refusals of stale leases ---- */
 extern void vb_refuse_lease(int64 task_id, pg_uuid_t *lease, const char *action);
 extern int64 vb_interval_ms(Interval *iv, const char *what);
@@ -225,6 +258,77 @@ extern bool vb_engine_writes_approvals;
 extern void vb_open_gates(VbRun *run, TimestampTz at);
 extern void vb_close_gates(VbRun *run, TimestampTz at);
 extern int	vb_expire_gates(TimestampTz at, VbSweepCounters *counters);
+
+/* ---- json.c: provider bodies and output schemas (jansson) ---- */
+typedef struct VbLlmAnswer
+{
+	char	   *text;
+	char	   *model;			/* as the provider reports it */
+	char	   *finish;			/* finish_reason / stop_reason */
+	int64		tokens_in;
+	int64		tokens_out;
+} VbLlmAnswer;
+
+extern char *vb_json_chat_request(const char *provider, const char *model,
+								  const char *system, int nmessages,
+								  const char *const *roles,
+								  const char *const *contents, int max_tokens,
+								  const char *temperature);
+extern bool vb_json_parse_answer(const char *provider, const char *body, size_t len,
+								 VbLlmAnswer *answer, char **problem);
+extern char *vb_json_error_message(const char *body, size_t len);
+extern char *vb_json_check_answer(const char *schema_text, const char *answer,
+								  char **json_out);
+extern char *vb_json_member(const char *object_text, const char *key);
+
+/* ---- allowlist.c: vectorbea.llm_allowed_hosts ---- */
+struct sockaddr;
+extern bool vb_allowlist_valid(const char *value, char **problem);
+extern bool vb_allowlist_host_allowed(const char *host);
+extern bool vb_allowlist_address_allowed(const struct sockaddr *sa);
+
+/* ---- http.c: libcurl multi driven by the scheduler's waits ---- */
+typedef struct VbHttpCall
+{
+	struct VbHttpCall *next;	/* in the done queue */
+	void	   *owner;			/* the caller's */
+	void	   *easy;			/* CURL *, NULL once finished */
+	struct curl_slist *headers;
+	TimestampTz started;
+	size_t		max_response;
+	/* results */
+	int			result;			/* CURLcode */
+	long		status;			/* HTTP status, 0 when none */
+	int64		elapsed_ms;
+	char	   *response;		/* malloc'd, NUL-terminated */
+	size_t		response_len;
+	size_t		response_cap;
+	bool		too_large;
+	bool		refused_address;
+	char		refused_text[64];
+	char		retry_after[64];
+	char		errbuf[256];	/* CURL_ERROR_SIZE */
+} VbHttpCall;
+
+extern void vb_http_init(void);
+extern char *vb_http_check_url(const char *url);
+extern VbHttpCall *vb_http_start(const char *url, int nheaders, const char *const *headers,
+								 const char *body, long timeout_ms, long connect_timeout_ms,
+								 size_t max_response, void *owner);
+extern void vb_http_abort(VbHttpCall *call);
+extern void vb_http_free(VbHttpCall *call);
+extern int	vb_http_in_flight(void);
+extern VbHttpCall *vb_http_next_done(void);
+extern bool vb_http_wait(long max_ms);
+
+/* ---- llm.c: llm nodes, run by the scheduler ---- */
+extern void vb_llm_init(void);
+extern void vb_llm_recover(VbSweepCounters *counters);
+extern void vb_llm_check_leases(void);
+extern void vb_llm_claim(VbSweepCounters *counters);
+extern void vb_llm_send(void);
+extern bool vb_llm_finish(VbSweepCounters *counters);
+extern bool vb_llm_busy(void);
 
 /* ---- scheduler.c ---- */
 extern void vb_register_schedulers(void);

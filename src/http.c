@@ -1,0 +1,461 @@
+/*-------------------------------------------------------------------------
+ *
+ * http.c
+ *	  The scheduler's outbound HTTP: libcurl's multi interface driven from
+ *	  PostgreSQL's WaitEventSet.
+ *
+ * Many calls are in flight at once and none blocks the scheduler: curl
+ * tells us which sockets it wants watched (socket callback) and when it
+ * wants to be called back (timer callback); vb_http_wait() waits on those
+ * sockets, the process latch and postmaster death together, and hands the
+ * ready sockets back to curl.  Finished calls queue up for the caller.
+ * The caller never has a transaction open while it waits here.
+ *
+ * Outbound safety is enforced for every call: http and https only, no
+ * redirects, no proxy from the environment, connect and total timeouts, a
+ * cap on the response size, the allow-list checked on the address curl is
+ * about to connect to (allowlist.c), and no verbose output.  Header values
+ * are checked for CR and LF by whoever builds them (llm.c).
+ *
+ * Callbacks run inside curl, so they never raise PostgreSQL errors or use
+ * palloc: buffers are malloc'd and failures are recorded on the call.
+ *
+ * IDENTIFICATION
+ *	  src/http.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <curl/curl.h>
+
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "utils/wait_event.h"
+
+#include "vectorbea.h"
+
+#define MAX_SOCKETS		1024
+
+typedef struct WatchedSocket
+{
+	curl_socket_t sock;
+	int			what;			/* CURL_POLL_IN / OUT / INOUT */
+} WatchedSocket;
+
+static CURLM *multi = NULL;
+static WatchedSocket sockets[MAX_SOCKETS];
+static int	nsockets = 0;
+static TimestampTz timer_due = 0;	/* 0: curl wants no timer call */
+static VbHttpCall *done_head = NULL;
+static VbHttpCall *done_tail = NULL;
+static int	in_flight = 0;
+
+static int
+socket_cb(CURL *easy, curl_socket_t sock, int what, void *userp, void *socketp)
+{
+	int			i;
+
+	for (i = 0; i < nsockets; i++)
+		if (sockets[i].sock == sock)
+			break;
+	if (what == CURL_POLL_REMOVE)
+	{
+		if (i < nsockets)
+			sockets[i] = sockets[--nsockets];
+		return 0;
+	}
+	if (i == nsockets)
+	{
+		if (nsockets >= MAX_SOCKETS)
+			return -1;			/* curl fails the transfer */
+		sockets[nsockets++].sock = sock;
+	}
+	sockets[i].what = what;
+	return 0;
+}
+
+static int
+timer_cb(CURLM *m, long timeout_ms, void *userp)
+{
+	if (timeout_ms < 0)
+		timer_due = 0;
+	else
+		timer_due = GetCurrentTimestamp() + (TimestampTz) timeout_ms * 1000;
+	return 0;
+}
+
+static size_t
+write_cb(char *data, size_t size, size_t nmemb, void *userp)
+{
+	VbHttpCall *call = userp;
+	size_t		n = size * nmemb;
+
+	if (call->response_len + n > call->max_response)
+	{
+		call->too_large = true;
+		return 0;				/* curl ends the transfer: CURLE_WRITE_ERROR */
+	}
+	if (call->response_len + n + 1 > call->response_cap)
+	{
+		size_t		cap = Max(call->response_cap * 2, call->response_len + n + 1);
+		char	   *grown = realloc(call->response, Max(cap, 4096));
+
+		if (grown == NULL)
+			return 0;
+		call->response = grown;
+		call->response_cap = Max(cap, 4096);
+	}
+	memcpy(call->response + call->response_len, data, n);
+	call->response_len += n;
+	call->response[call->response_len] = '\0';
+	return n;
+}
+
+/* Keeps Retry-After; other headers are not needed. */
+static size_t
+header_cb(char *line, size_t size, size_t nitems, void *userp)
+{
+	VbHttpCall *call = userp;
+	size_t		n = size * nitems;
+	static const char name[] = "retry-after:";
+
+	if (n > sizeof(name) - 1 && pg_strncasecmp(line, name, sizeof(name) - 1) == 0)
+	{
+		size_t		start = sizeof(name) - 1;
+		size_t		len;
+
+		while (start < n && (line[start] == ' ' || line[start] == '\t'))
+			start++;
+		len = n - start;
+		while (len > 0 && (line[start + len - 1] == '\r' || line[start + len - 1] == '\n' ||
+						   line[start + len - 1] == ' '))
+			len--;
+		if (len >= sizeof(call->retry_after))
+			len = sizeof(call->retry_after) - 1;
+		memcpy(call->retry_after, line + start, len);
+		call->retry_after[len] = '\0';
+	}
+	return n;
+}
+
+/* Checks the address curl is about to connect to against the allow-list. */
+static curl_socket_t
+opensocket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *address)
+{
+	VbHttpCall *call = clientp;
+
+	if (purpose != CURLSOCKTYPE_IPCXN || !vb_allowlist_address_allowed(&address->addr))
+	{
+		char		text[64] = "?";
+
+		if (address->family == AF_INET)
+			inet_ntop(AF_INET, &((struct sockaddr_in *) &address->addr)->sin_addr,
+					  text, sizeof(text));
+		else if (address->family == AF_INET6)
+			inet_ntop(AF_INET6, &((struct sockaddr_in6 *) &address->addr)->sin6_addr,
+					  text, sizeof(text));
+		call->refused_address = true;
+		strlcpy(call->refused_text, text, sizeof(call->refused_text));
+		return CURL_SOCKET_BAD;
+	}
+	return socket(address->family, address->socktype, address->protocol);
+}
+
+void
+vb_http_init(void)
+{
+	if (multi)
+		return;
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not initialise libcurl")));
+	multi = curl_multi_init();
+	if (multi == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not create a libcurl multi handle")));
+	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+}
+
+/*
+ * Checks a URL before a call to it is made: NULL when it may be called,
+ * else why not.  The address connected to is checked again later.
+ */
+char *
+vb_http_check_url(const char *url)
+{
+	CURLU	   *u = curl_url();
+	char	   *scheme = NULL;
+	char	   *host = NULL;
+	char	   *problem = NULL;
+
+	if (u == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory checking a URL")));
+	if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+		curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+		curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK)
+		problem = psprintf("\"%s\" is not a valid URL", url);
+	else if (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)
+		problem = psprintf("the URL scheme \"%s\" is not allowed; use http or https", scheme);
+	else
+	{
+		char	   *bare = host;
+		size_t		len = strlen(host);
+
+		/* An IPv6 literal comes back bracketed. */
+		if (len > 2 && host[0] == '[' && host[len - 1] == ']')
+			bare = pnstrdup(host + 1, len - 2);
+		if (!vb_allowlist_host_allowed(bare))
+			problem = psprintf("the host \"%s\" is not in vectorbea.llm_allowed_hosts", bare);
+	}
+	curl_free(scheme);
+	curl_free(host);
+	curl_url_cleanup(u);
+	return problem;
+}
+
+/* Never more connections than calls allowed in flight, cached ones included. */
+static void
+apply_limits(void)
+{
+	curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) vb_llm_max_in_flight);
+	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) vb_llm_max_in_flight);
+}
+
+static void
+queue_done(VbHttpCall *call)
+{
+	call->next = NULL;
+	if (done_tail)
+		done_tail->next = call;
+	else
+		done_head = call;
+	done_tail = call;
+}
+
+/*
+ * Starts a POST of body to url with the given header lines.  The call is
+ * returned at once; it finishes later through vb_http_next_done().  A call
+ * curl refuses to start (a malformed URL) is finished at once with its
+ * error.
+ */
+VbHttpCall *
+vb_http_start(const char *url, int nheaders, const char *const *headers,
+			  const char *body, long timeout_ms, long connect_timeout_ms,
+			  size_t max_response, void *owner)
+{
+	VbHttpCall *call = calloc(1, sizeof(VbHttpCall));
+	CURL	   *easy;
+	CURLMcode	mc;
+
+	if (call == NULL || (easy = curl_easy_init()) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory starting an HTTP call")));
+	apply_limits();
+	call->easy = easy;
+	call->owner = owner;
+	call->max_response = max_response;
+	call->started = GetCurrentTimestamp();
+	for (int i = 0; i < nheaders; i++)
+		call->headers = curl_slist_append(call->headers, headers[i]);
+	/* No "Expect: 100-continue" round trip before larger bodies. */
+	call->headers = curl_slist_append(call->headers, "Expect:");
+	call->headers = curl_slist_append(call->headers, "Content-Type: application/json");
+
+	curl_easy_setopt(easy, CURLOPT_URL, url);
+	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(easy, CURLOPT_PROXY, "");
+	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(easy, CURLOPT_VERBOSE, 0L);
+	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, timeout_ms);
+	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, connect_timeout_ms);
+	curl_easy_setopt(easy, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) max_response);
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, call->headers);
+	curl_easy_setopt(easy, CURLOPT_COPYPOSTFIELDS, body);
+	curl_easy_setopt(easy, CURLOPT_USERAGENT, "vectorbea/" VB_VERSION);
+	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_cb);
+	curl_easy_setopt(easy, CURLOPT_WRITEDATA, call);
+	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, header_cb);
+	curl_easy_setopt(easy, CURLOPT_HEADERDATA, call);
+	curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, opensocket_cb);
+	curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, call);
+	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, call->errbuf);
+	curl_easy_setopt(easy, CURLOPT_PRIVATE, call);
+
+	mc = curl_multi_add_handle(multi, easy);
+	if (mc != CURLM_OK)
+	{
+		call->result = CURLE_FAILED_INIT;
+		strlcpy(call->errbuf, curl_multi_strerror(mc), sizeof(call->errbuf));
+		queue_done(call);
+		return call;
+	}
+	in_flight++;
+	return call;
+}
+
+static void
+release(VbHttpCall *call)
+{
+	if (call->easy)
+		curl_easy_cleanup(call->easy);
+	/* Header lines carry the API key: zero curl's copies before freeing. */
+	for (struct curl_slist *h = call->headers; h; h = h->next)
+		explicit_bzero(h->data, strlen(h->data));
+	curl_slist_free_all(call->headers);
+	if (call->response)
+	{
+		/* Answers may quote prompts; leave nothing behind in freed memory. */
+		explicit_bzero(call->response, call->response_len);
+		free(call->response);
+	}
+	free(call);
+}
+
+/* Drops a call in flight (its run was cancelled, its lease lost). */
+void
+vb_http_abort(VbHttpCall *call)
+{
+	if (call->easy)
+	{
+		curl_multi_remove_handle(multi, call->easy);
+		in_flight--;
+	}
+	release(call);
+}
+
+void
+vb_http_free(VbHttpCall *call)
+{
+	release(call);
+}
+
+int
+vb_http_in_flight(void)
+{
+	return in_flight;
+}
+
+/* Moves the transfers curl has finished to the done queue. */
+static void
+collect_finished(void)
+{
+	CURLMsg    *msg;
+	int			left;
+
+	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
+	{
+		VbHttpCall *call;
+		curl_off_t	total_us = 0;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &call);
+		call->result = msg->data.result;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &call->status);
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_TOTAL_TIME_T, &total_us);
+		call->elapsed_ms = (int64) (total_us / 1000);
+		if (call->errbuf[0] == '\0')
+			strlcpy(call->errbuf, curl_easy_strerror(call->result), sizeof(call->errbuf));
+		curl_multi_remove_handle(multi, msg->easy_handle);
+		curl_easy_cleanup(msg->easy_handle);
+		call->easy = NULL;
+		in_flight--;
+		queue_done(call);
+	}
+}
+
+/* The next finished call, or NULL; the caller frees it with vb_http_free. */
+VbHttpCall *
+vb_http_next_done(void)
+{
+	VbHttpCall *call = done_head;
+
+	if (call)
+	{
+		done_head = call->next;
+		if (done_head == NULL)
+			done_tail = NULL;
+	}
+	return call;
+}
+
+/*
+ * Waits up to max_ms for the latch, postmaster death (which ends the
+ * process) or curl's sockets and timer, and lets curl do what is due.
+ * Returns true when the latch was set.
+ */
+bool
+vb_http_wait(long max_ms)
+{
+	WaitEventSet *set;
+	WaitEvent	events[MAX_SOCKETS + 2];
+	int			n;
+	long		timeout = max_ms;
+	bool		latch = false;
+	bool		timer_fired = false;
+	int			running;
+
+	if (timer_due != 0)
+	{
+		long		until_timer = (long) ((timer_due - GetCurrentTimestamp()) / 1000);
+
+		if (until_timer < timeout)
+			timeout = Max(until_timer, 0);
+	}
+	set = CreateWaitEventSet(CurrentMemoryContext, nsockets + 2);
+	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	for (int i = 0; i < nsockets; i++)
+	{
+		uint32		ev = 0;
+
+		if (sockets[i].what & CURL_POLL_IN)
+			ev |= WL_SOCKET_READABLE;
+		if (sockets[i].what & CURL_POLL_OUT)
+			ev |= WL_SOCKET_WRITEABLE;
+		if (ev)
+			AddWaitEventToSet(set, ev, sockets[i].sock, NULL, NULL);
+	}
+	n = WaitEventSetWait(set, timeout, events, lengthof(events), PG_WAIT_EXTENSION);
+	FreeWaitEventSet(set);
+
+	for (int i = 0; i < n; i++)
+	{
+		if (events[i].events & WL_LATCH_SET)
+		{
+			ResetLatch(MyLatch);
+			latch = true;
+		}
+		else if (events[i].events & (WL_SOCKET_READABLE | WL_SOCKET_WRITEABLE))
+		{
+			int			mask = 0;
+
+			if (events[i].events & WL_SOCKET_READABLE)
+				mask |= CURL_CSELECT_IN;
+			if (events[i].events & WL_SOCKET_WRITEABLE)
+				mask |= CURL_CSELECT_OUT;
+			curl_multi_socket_action(multi, events[i].fd, mask, &running);
+		}
+	}
+	if (timer_due != 0 && GetCurrentTimestamp() >= timer_due)
+	{
+		timer_due = 0;
+		timer_fired = true;
+	}
+	if (timer_fired)
+		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	collect_finished();
+	return latch;
+}

@@ -1,0 +1,432 @@
+/*-------------------------------------------------------------------------
+ *
+ * json.c
+ *	  Everything vectorbea does with jansson: provider request bodies, the
+ *	  parsing of provider answers and errors, and the checking of a model's
+ *	  answer against an llm node's output schema.
+ *
+ * jansson is used here and nowhere else.  It allocates with malloc, so every
+ * json_t is released before this file hands anything back, and what it hands
+ * back is palloc'd.  Nothing here raises an error for bad input: a body a
+ * provider got wrong or an answer that does not match is an outcome the
+ * caller classifies (transient, invalid_output), reported as text.
+ *
+ * Only the schema keywords llm_spec.c accepts are checked; the two files
+ * change together.
+ *
+ * IDENTIFICATION
+ *	  src/json.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <ctype.h>
+#include <math.h>
+
+#include <jansson.h>
+
+#include "lib/stringinfo.h"
+
+#include "vectorbea.h"
+
+#define MAX_REPORTED_PATH	200
+
+/* A malloc'd jansson string as palloc'd text (NULL stays NULL). */
+static char *
+take(char *s)
+{
+	char	   *copy;
+
+	if (s == NULL)
+		return NULL;
+	copy = pstrdup(s);
+	free(s);
+	return copy;
+}
+
+/* json_dumps then json_decref, so callers cannot forget the second. */
+static char *
+dumps_and_free(json_t *value)
+{
+	char	   *s = json_dumps(value, JSON_COMPACT | JSON_ENSURE_ASCII);
+
+	json_decref(value);
+	return s;
+}
+
+/*
+ * The request body of one chat call.  messages alternate user/assistant,
+ * starting with the user's prompt; a correction adds the model's previous
+ * answer and the validation error.  temperature is numeric text or NULL
+ * (then the provider's default applies).
+ */
+char *
+vb_json_chat_request(const char *provider, const char *model, const char *system,
+					 int nmessages, const char *const *roles,
+					 const char *const *contents, int max_tokens,
+					 const char *temperature)
+{
+	json_t	   *body = json_object();
+	json_t	   *msgs = json_array();
+	bool		anthropic = strcmp(provider, "anthropic") == 0;
+
+	json_object_set_new(body, "model", json_string(model));
+	if (system && !anthropic)
+		json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", "system", "content", system));
+	for (int i = 0; i < nmessages; i++)
+		json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", roles[i],
+											  "content", contents[i]));
+	if (system && anthropic)
+		json_object_set_new(body, "system", json_string(system));
+	json_object_set_new(body, "messages", msgs);
+	json_object_set_new(body, "max_tokens", json_integer(max_tokens));
+	if (temperature)
+		json_object_set_new(body, "temperature", json_real(strtod(temperature, NULL)));
+	return take(dumps_and_free(body));
+}
+
+static int64
+int_member(json_t *obj, const char *key)
+{
+	json_t	   *v = json_object_get(obj, key);
+
+	return json_is_integer(v) ? (int64) json_integer_value(v) : 0;
+}
+
+/*
+ * Reads a successful answer.  False with *problem set when the body is not
+ * the provider's answer shape (a truncated or garbled body).
+ */
+bool
+vb_json_parse_answer(const char *provider, const char *body, size_t len,
+					 VbLlmAnswer *answer, char **problem)
+{
+	json_error_t err;
+	json_t	   *root = json_loadb(body, len, 0, &err);
+	json_t	   *usage;
+	json_t	   *model;
+	StringInfoData text;
+
+	memset(answer, 0, sizeof(*answer));
+	*problem = NULL;
+	if (root == NULL)
+	{
+		*problem = psprintf("the provider's answer is not valid JSON (%s at byte %d)",
+							err.text, err.position);
+		return false;
+	}
+	initStringInfo(&text);
+	if (strcmp(provider, "anthropic") == 0)
+	{
+		json_t	   *content = json_object_get(root, "content");
+		size_t		i;
+		json_t	   *part;
+
+		if (!json_is_array(content))
+			*problem = pstrdup("the provider's answer has no \"content\" array");
+		else
+			json_array_foreach(content, i, part)
+			{
+				json_t	   *t = json_object_get(part, "text");
+
+				if (json_is_string(t))
+					appendBinaryStringInfo(&text, json_string_value(t), json_string_length(t));
+			}
+		usage = json_object_get(root, "usage");
+		answer->tokens_in = int_member(usage, "input_tokens");
+		answer->tokens_out = int_member(usage, "output_tokens");
+		if (json_is_string(json_object_get(root, "stop_reason")))
+			answer->finish = pstrdup(json_string_value(json_object_get(root, "stop_reason")));
+	}
+	else
+	{
+		json_t	   *choice = json_array_get(json_object_get(root, "choices"), 0);
+		json_t	   *content = json_object_get(json_object_get(choice, "message"), "content");
+
+		if (!json_is_string(content))
+			*problem = pstrdup("the provider's answer has no choices[0].message.content string");
+		else
+			appendBinaryStringInfo(&text, json_string_value(content), json_string_length(content));
+		usage = json_object_get(root, "usage");
+		answer->tokens_in = int_member(usage, "prompt_tokens");
+		answer->tokens_out = int_member(usage, "completion_tokens");
+		if (json_is_string(json_object_get(choice, "finish_reason")))
+			answer->finish = pstrdup(json_string_value(json_object_get(choice, "finish_reason")));
+	}
+	model = json_object_get(root, "model");
+	if (json_is_string(model))
+		answer->model = pstrdup(json_string_value(model));
+	json_decref(root);
+	if (*problem)
+		return false;
+	if (strlen(text.data) != (size_t) text.len)
+	{
+		*problem = pstrdup("the provider's answer contains a NUL character");
+		return false;
+	}
+	answer->text = text.data;
+	return true;
+}
+
+/*
+ * The message of a provider's error body ({"error": {"message": ...}} in
+ * both formats), or NULL when the body carries none.
+ */
+char *
+vb_json_error_message(const char *body, size_t len)
+{
+	json_t	   *root = json_loadb(body, len, 0, NULL);
+	json_t	   *msg;
+	char	   *result = NULL;
+
+	if (root == NULL)
+		return NULL;
+	msg = json_object_get(json_object_get(root, "error"), "message");
+	if (!json_is_string(msg))
+		msg = json_object_get(root, "message");
+	if (json_is_string(msg))
+		result = pstrdup(json_string_value(msg));
+	json_decref(root);
+	return result;
+}
+
+/* ---- output schemas ---- */
+
+static const char *
+type_name(json_t *v)
+{
+	switch (json_typeof(v))
+	{
+		case JSON_OBJECT:
+			return "an object";
+		case JSON_ARRAY:
+			return "an array";
+		case JSON_STRING:
+			return "a string";
+		case JSON_INTEGER:
+		case JSON_REAL:
+			return "a number";
+		case JSON_TRUE:
+		case JSON_FALSE:
+			return "a boolean";
+		case JSON_NULL:
+			return "null";
+	}
+	return "a value";
+}
+
+static bool
+has_type(json_t *v, const char *type)
+{
+	if (strcmp(type, "object") == 0)
+		return json_is_object(v);
+	if (strcmp(type, "array") == 0)
+		return json_is_array(v);
+	if (strcmp(type, "string") == 0)
+		return json_is_string(v);
+	if (strcmp(type, "number") == 0)
+		return json_is_number(v);
+	if (strcmp(type, "integer") == 0)
+		return json_is_integer(v) ||
+			(json_is_real(v) && floor(json_real_value(v)) == json_real_value(v));
+	if (strcmp(type, "boolean") == 0)
+		return json_is_boolean(v);
+	if (strcmp(type, "null") == 0)
+		return json_is_null(v);
+	return false;
+}
+
+static char *
+shorten(const char *path)
+{
+	if (strlen(path) <= MAX_REPORTED_PATH)
+		return pstrdup(path);
+	return psprintf("%.*s…", MAX_REPORTED_PATH, path);
+}
+
+/* NULL when v conforms to schema, else what is wrong and where. */
+static char *
+check_value(json_t *schema, json_t *v, const char *path)
+{
+	json_t	   *t = json_object_get(schema, "type");
+	json_t	   *e;
+
+	if (json_is_string(t) && !has_type(v, json_string_value(t)))
+		return psprintf("%s must be %s %s, found %s", shorten(path),
+						strcmp(json_string_value(t), "integer") == 0 ||
+						strcmp(json_string_value(t), "array") == 0 ||
+						strcmp(json_string_value(t), "object") == 0 ? "an" : "a",
+						json_string_value(t), type_name(v));
+	if (json_is_array(t))
+	{
+		size_t		i;
+		json_t	   *one;
+		bool		ok = false;
+
+		json_array_foreach(t, i, one)
+			if (json_is_string(one) && has_type(v, json_string_value(one)))
+			ok = true;
+		if (!ok)
+		{
+			char	   *types = json_dumps(t, JSON_COMPACT);
+			char	   *msg = psprintf("%s must be one of the types %s, found %s",
+									   shorten(path), types, type_name(v));
+
+			free(types);
+			return msg;
+		}
+	}
+	e = json_object_get(schema, "enum");
+	if (json_is_array(e))
+	{
+		size_t		i;
+		json_t	   *one;
+		bool		ok = false;
+
+		json_array_foreach(e, i, one)
+			if (json_equal(one, v))
+			ok = true;
+		if (!ok)
+		{
+			char	   *allowed = json_dumps(e, JSON_COMPACT | JSON_ENSURE_ASCII);
+			char	   *msg = psprintf("%s must be one of %s", shorten(path), allowed);
+
+			free(allowed);
+			return msg;
+		}
+	}
+	if (json_is_object(v))
+	{
+		json_t	   *props = json_object_get(schema, "properties");
+		json_t	   *req = json_object_get(schema, "required");
+		size_t		i;
+		json_t	   *one;
+		const char *key;
+		json_t	   *member;
+
+		json_array_foreach(req, i, one)
+			if (json_is_string(one) && json_object_get(v, json_string_value(one)) == NULL)
+			return psprintf("%s is missing the required property \"%s\"",
+							shorten(path), json_string_value(one));
+		json_object_foreach(v, key, member)
+		{
+			json_t	   *sub = json_object_get(props, key);
+			char	   *problem;
+
+			if (sub == NULL)
+			{
+				if (json_is_false(json_object_get(schema, "additionalProperties")))
+					return psprintf("%s has the property \"%s\", which the schema does not allow",
+									shorten(path), key);
+				continue;
+			}
+			problem = check_value(sub, member, psprintf("%s.%s", path, key));
+			if (problem)
+				return problem;
+		}
+	}
+	if (json_is_array(v))
+	{
+		json_t	   *items = json_object_get(schema, "items");
+		json_t	   *minv = json_object_get(schema, "minItems");
+		json_t	   *maxv = json_object_get(schema, "maxItems");
+		size_t		i;
+		json_t	   *one;
+
+		if (json_is_integer(minv) && (json_int_t) json_array_size(v) < json_integer_value(minv))
+			return psprintf("%s must have at least %lld items, found %zu", shorten(path),
+							(long long) json_integer_value(minv), json_array_size(v));
+		if (json_is_integer(maxv) && (json_int_t) json_array_size(v) > json_integer_value(maxv))
+			return psprintf("%s must have at most %lld items, found %zu", shorten(path),
+							(long long) json_integer_value(maxv), json_array_size(v));
+		if (json_is_object(items))
+			json_array_foreach(v, i, one)
+			{
+				char	   *problem = check_value(items, one, psprintf("%s[%zu]", path, i));
+
+				if (problem)
+					return problem;
+			}
+	}
+	return NULL;
+}
+
+/*
+ * Models often wrap JSON in a Markdown code fence; the fence is not part of
+ * the answer.
+ */
+static void
+strip_fence(const char **start, size_t *len)
+{
+	const char *s = *start;
+	size_t		n = *len;
+
+	while (n > 0 && isspace((unsigned char) *s))
+		s++, n--;
+	while (n > 0 && isspace((unsigned char) s[n - 1]))
+		n--;
+	if (n >= 6 && strncmp(s, "```", 3) == 0 && strncmp(s + n - 3, "```", 3) == 0)
+	{
+		const char *nl = memchr(s, '\n', n);
+
+		if (nl != NULL && nl < s + n - 3)
+		{
+			n -= (nl + 1 - s) + 3;
+			s = nl + 1;
+		}
+	}
+	*start = s;
+	*len = n;
+}
+
+/*
+ * Checks a model's answer text against schema (JSON text).  NULL when it is
+ * JSON that conforms, with *json_out its compact JSON text; otherwise what
+ * is wrong, worded for the model to correct.
+ */
+char *
+vb_json_check_answer(const char *schema_text, const char *answer, char **json_out)
+{
+	json_t	   *schema = json_loads(schema_text, 0, NULL);
+	json_t	   *value;
+	json_error_t err;
+	const char *start = answer;
+	size_t		len = strlen(answer);
+	char	   *problem;
+
+	*json_out = NULL;
+	if (schema == NULL)
+		elog(ERROR, "vectorbea: stored output schema is not JSON");
+	strip_fence(&start, &len);
+	value = json_loadb(start, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &err);
+	if (value == NULL)
+	{
+		json_decref(schema);
+		return psprintf("the answer is not valid JSON: %s (line %d, column %d)",
+						err.text, err.line, err.column);
+	}
+	problem = check_value(schema, value, "$");
+	if (problem == NULL)
+		*json_out = take(json_dumps(value, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_ENCODE_ANY));
+	json_decref(value);
+	json_decref(schema);
+	return problem;
+}
+
+/* The compact JSON text of member key of a JSON object text, or NULL. */
+char *
+vb_json_member(const char *object_text, const char *key)
+{
+	json_t	   *root = json_loads(object_text, JSON_DECODE_ANY, NULL);
+	json_t	   *member;
+	char	   *result = NULL;
+
+	if (root == NULL)
+		return NULL;
+	member = json_object_get(root, key);
+	if (member)
+		result = take(json_dumps(member, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_ENCODE_ANY));
+	json_decref(root);
+	return result;
+}

@@ -1,0 +1,296 @@
+/*-------------------------------------------------------------------------
+ *
+ * template.c
+ *	  Prompt templates of llm nodes: {{input.x}}, {{run.input.x}} and
+ *	  {{upstream.<node>.output.x}}.
+ *
+ * A template is checked when its workflow is defined (or its node spawned):
+ * every placeholder must be closed, name one of the three roots, use plain
+ * path segments, and an upstream placeholder must name a node the llm node
+ * depends on, so that its output exists when the prompt is rendered.
+ *
+ * Rendering happens when the scheduler has claimed the node, from the same
+ * input, upstream outputs and run input a worker would receive.  A string
+ * value is inserted as it is, anything else as its JSON text.  A path that
+ * leads nowhere is a permanent error that names the placeholder and the
+ * segment that was missing: asking again would find the same data.
+ *
+ * IDENTIFICATION
+ *	  src/template.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <ctype.h>
+
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+
+#include "vectorbea.h"
+
+#define MAX_PLACEHOLDER_LEN		512
+
+/* Splits "a.b.0.c" into segments; false when a segment is empty or odd. */
+static bool
+split_path(const char *expr, List **segments)
+{
+	const char *p = expr;
+
+	*segments = NIL;
+	for (;;)
+	{
+		const char *start = p;
+
+		while (*p && *p != '.')
+		{
+			if (!(isalnum((unsigned char) *p) || *p == '_' || *p == '-' || *p == ':'))
+				return false;
+			p++;
+		}
+		if (p == start)
+			return false;
+		*segments = lappend(*segments, pnstrdup(start, p - start));
+		if (*p == '\0')
+			return true;
+		p++;
+	}
+}
+
+/*
+ * Checks the placeholder expression expr (already trimmed).  Returns NULL
+ * when it is well formed, else why not.  *upstream_node is set to the node
+ * an upstream placeholder names.
+ */
+static char *
+check_expression(const char *expr, char **upstream_node)
+{
+	List	   *seg;
+	const char *root;
+
+	*upstream_node = NULL;
+	if (!split_path(expr, &seg))
+		return "a placeholder is a dotted path of letters, digits, \"_\", \"-\" and \":\"";
+	root = linitial(seg);
+	if (strcmp(root, "input") == 0)
+		return NULL;
+	if (strcmp(root, "run") == 0)
+	{
+		if (list_length(seg) < 2 || strcmp(lsecond(seg), "input") != 0)
+			return "\"run\" placeholders read the run's input: {{run.input.<path>}}";
+		return NULL;
+	}
+	if (strcmp(root, "upstream") == 0)
+	{
+		if (list_length(seg) < 3 || strcmp(lthird(seg), "output") != 0)
+			return "\"upstream\" placeholders read a dependency's output: {{upstream.<node>.output.<path>}}";
+		*upstream_node = lsecond(seg);
+		return NULL;
+	}
+	return "placeholders start with input, run.input or upstream.<node>.output";
+}
+
+/* Calls fn for each placeholder; returns NULL or the first problem. */
+typedef char *(*PlaceholderFn) (const char *expr, void *arg);
+
+static char *
+scan(const char *template, StringInfo out, PlaceholderFn fn, void *arg)
+{
+	const char *p = template;
+
+	for (;;)
+	{
+		const char *open = strstr(p, "{{");
+		const char *close;
+		char	   *expr;
+		char	   *problem;
+		size_t		len;
+
+		if (open == NULL)
+		{
+			if (out)
+				appendStringInfoString(out, p);
+			return NULL;
+		}
+		if (out)
+			appendBinaryStringInfo(out, p, open - p);
+		close = strstr(open + 2, "}}");
+		if (close == NULL)
+			return psprintf("\"{{\" at offset %d is never closed with \"}}\"",
+							(int) (open - template));
+		len = close - (open + 2);
+		if (len > MAX_PLACEHOLDER_LEN)
+			return psprintf("the placeholder at offset %d is longer than %d characters",
+							(int) (open - template), MAX_PLACEHOLDER_LEN);
+		/* Surrounding blanks are allowed: {{ input.x }}. */
+		while (len > 0 && isspace((unsigned char) open[2]))
+			open++, len--;
+		while (len > 0 && isspace((unsigned char) open[2 + len - 1]))
+			len--;
+		expr = pnstrdup(open + 2, len);
+		problem = fn(expr, arg);
+		if (problem)
+			return problem;
+		p = close + 2;
+	}
+}
+
+typedef struct CheckArg
+{
+	List	   *depends_on;
+} CheckArg;
+
+static char *
+check_one(const char *expr, void *arg)
+{
+	CheckArg   *ca = arg;
+	char	   *node;
+	char	   *problem = check_expression(expr, &node);
+	ListCell   *lc;
+
+	if (problem)
+		return psprintf("{{%s}}: %s", expr, problem);
+	if (node == NULL)
+		return NULL;
+	foreach(lc, ca->depends_on)
+		if (strcmp(lfirst(lc), node) == 0)
+			return NULL;
+	return psprintf("{{%s}} reads node \"%s\", which is not in \"depends_on\"", expr, node);
+}
+
+/*
+ * Checks a template against the node's dependencies; NULL when it is good,
+ * else a description of the first problem.
+ */
+char *
+vb_template_check(const char *template, List *depends_on)
+{
+	CheckArg	ca = {depends_on};
+
+	return scan(template, NULL, check_one, &ca);
+}
+
+typedef struct RenderArg
+{
+	Jsonb	   *input;
+	Jsonb	   *upstream;
+	Jsonb	   *run_input;
+	StringInfo	out;
+} RenderArg;
+
+/* Follows seg from index first on; false with *missing set when absent. */
+static bool
+follow(JsonbContainer *c, List *seg, int first, JsonbValue *result, char **missing)
+{
+	JsonbValue	cur;
+
+	cur.type = jbvBinary;
+	cur.val.binary.data = c;
+	cur.val.binary.len = 0;
+	for (int i = first; i < list_length(seg); i++)
+	{
+		const char *key = list_nth(seg, i);
+		JsonbContainer *cc;
+
+		if (cur.type != jbvBinary)
+		{
+			*missing = psprintf("\"%s\" is %s, not an object or array", (char *) list_nth(seg, i - 1),
+								vb_jsonb_type_name(&cur));
+			return false;
+		}
+		cc = cur.val.binary.data;
+		if (JsonContainerIsObject(cc))
+		{
+			if (!vb_jsonb_get(cc, key, &cur))
+			{
+				*missing = psprintf("there is no key \"%s\"", key);
+				return false;
+			}
+		}
+		else if (JsonContainerIsArray(cc) && !JsonContainerIsScalar(cc))
+		{
+			char	   *end;
+			long		idx = strtol(key, &end, 10);
+			JsonbValue *elem;
+
+			if (*end != '\0' || idx < 0 || idx >= (long) JsonContainerSize(cc) ||
+				(elem = getIthJsonbValueFromContainer(cc, (uint32) idx)) == NULL)
+			{
+				*missing = psprintf("there is no element [%s]", key);
+				return false;
+			}
+			cur = *elem;
+		}
+		else
+		{
+			*missing = psprintf("\"%s\" is a scalar", key);
+			return false;
+		}
+	}
+	*result = cur;
+	return true;
+}
+
+static char *
+render_one(const char *expr, void *arg)
+{
+	RenderArg  *ra = arg;
+	List	   *seg;
+	char	   *node;
+	char	   *missing = NULL;
+	JsonbValue	v;
+	bool		found;
+
+	if (check_expression(expr, &node) != NULL || !split_path(expr, &seg))
+		return psprintf("{{%s}} is not a valid placeholder", expr);
+	if (node)
+	{
+		JsonbValue	out;
+
+		if (!vb_jsonb_get(&ra->upstream->root, node, &out) || out.type == jbvNull)
+			return psprintf("{{%s}}: upstream node \"%s\" has no output", expr, node);
+		if (list_length(seg) == 3)
+		{
+			v = out;
+			found = true;
+		}
+		else if (out.type != jbvBinary)
+			return psprintf("{{%s}}: the output of upstream node \"%s\" is %s, not an object",
+							expr, node, vb_jsonb_type_name(&out));
+		else
+			found = follow(out.val.binary.data, seg, 3, &v, &missing);
+	}
+	else if (strcmp(linitial(seg), "run") == 0)
+		found = follow(&ra->run_input->root, seg, 2, &v, &missing);
+	else
+		found = follow(&ra->input->root, seg, 1, &v, &missing);
+	if (!found)
+		return psprintf("{{%s}} leads nowhere: %s", expr, missing);
+	if (v.type == jbvString)
+		appendBinaryStringInfo(ra->out, v.val.string.val, v.val.string.len);
+	else
+		appendStringInfoString(ra->out, vb_jsonb_value_text(&v));
+	return NULL;
+}
+
+/*
+ * Renders template; returns the text, or NULL with *problem set when a
+ * placeholder leads nowhere.
+ */
+char *
+vb_template_render(const char *template, Jsonb *input, Jsonb *upstream,
+				   Jsonb *run_input, char **problem)
+{
+	StringInfoData out;
+	RenderArg	ra;
+
+	initStringInfo(&out);
+	ra.input = input;
+	ra.upstream = upstream;
+	ra.run_input = run_input;
+	ra.out = &out;
+	*problem = scan(template, &out, render_one, &ra);
+	if (*problem)
+		return NULL;
+	return out.data;
+}
