@@ -5,7 +5,8 @@
  *	  parsing of provider answers and errors, and the checking of a model's
  *	  answer against an llm node's output schema.
  *
- * jansson is used here and nowhere else.  It allocates with malloc, so every
+ * jansson is used here and nowhere else, and never json_object(), whose
+ * name the server's own SQL function takes (see vb_json_chat_request).  It allocates with malloc, so every
  * json_t is released before this file hands anything back, and what it hands
  * back is palloc'd.  Nothing here raises an error for bad input: a body a
  * provider got wrong or an answer that does not match is an outcome the
@@ -67,11 +68,15 @@ vb_json_chat_request(const char *provider, const char *model, const char *system
 					 const char *const *contents, int max_tokens,
 					 const char *temperature)
 {
-	json_t	   *body = json_object();
+	/*
+	 * Not json_object(): the server exports a function of that name (the SQL
+	 * json_object), which the dynamic linker would bind our call to.
+	 * jansson's own calls inside libjansson are bound locally.
+	 */
+	json_t	   *body = json_pack("{s:s}", "model", model);
 	json_t	   *msgs = json_array();
 	bool		anthropic = strcmp(provider, "anthropic") == 0;
 
-	json_object_set_new(body, "model", json_string(model));
 	if (system && !anthropic)
 		json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", "system", "content", system));
 	for (int i = 0; i < nmessages; i++)

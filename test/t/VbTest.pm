@@ -1,0 +1,144 @@
+# VbTest -- helpers shared by vectorbea's TAP tests: a server with the
+# scheduler, polling for a state, and the fake LLM provider
+# (test/fake_provider.py) with its control endpoints.
+package VbTest;
+
+use strict;
+use warnings;
+use Exporter 'import';
+use File::Spec;
+use FindBin;
+use HTTP::Tiny;
+use JSON::PP;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Time::HiRes qw(time usleep);
+
+our @EXPORT = qw(vb_server vb_wait_for vb_master_key vb_store_key
+  vb_fake_start vb_fake_script vb_fake_requests vb_fake_stats vb_fake_reset
+  vb_json);
+
+my $json = JSON::PP->new->canonical;
+my $http = HTTP::Tiny->new(timeout => 30);
+my ($fake_pid, $fake_port);
+
+sub vb_json { return $json; }
+
+# A started server with vectorbea preloaded and its scheduler on database
+# postgres; $conf is added to postgresql.conf.
+sub vb_server
+{
+	my ($name, $conf) = @_;
+	my $node = PostgreSQL::Test::Cluster->new($name);
+	$node->init;
+	$node->append_conf('postgresql.conf', PostgreSQL::Test::Utils::slurp_file($ENV{VB_TEST_CONF}))
+	  if $ENV{VB_TEST_CONF};
+	$node->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'vectorbea'
+vectorbea.database = 'postgres'
+vectorbea.scheduler_idle_timeout = '1h'
+} . ($conf // ''));
+	$node->start;
+	return $node;
+}
+
+# Polls $query until it returns $want; returns the seconds it took, or
+# undef after $timeout seconds (default 30).
+sub vb_wait_for
+{
+	my ($node, $query, $want, $timeout) = @_;
+	my $t0 = time;
+	while (time - $t0 < ($timeout // 30))
+	{
+		my ($rc, $got) = $node->psql('postgres', $query);
+		return time - $t0 if $rc == 0 && $got eq $want;
+		usleep(20_000);
+	}
+	return undef;
+}
+
+# Writes a master key file (mode 0600) into the data directory and points
+# vectorbea.master_key_file at it.
+sub vb_master_key
+{
+	my ($node, $key) = @_;
+	my $path = $node->data_dir . '/vb_master_key';
+	open(my $fh, '>', $path) or die "cannot write $path: $!";
+	chmod(0600, $path);
+	print $fh ($key // 'tap-test-master-key-0123456789'), "\n";
+	close $fh;
+	$node->append_conf('postgresql.conf', "vectorbea.master_key_file = 'vb_master_key'\n");
+	$node->reload;
+	return $path;
+}
+
+# Stores a provider key without the key reaching the server log: statement
+# logging is off for the one transaction that carries it.
+sub vb_store_key
+{
+	my ($node, $workspace, $provider, $key, $base_url) = @_;
+	my $url = defined $base_url ? "'$base_url'" : 'NULL';
+	$node->safe_psql('postgres', qq{
+BEGIN;
+SET LOCAL log_statement = 'none';
+SET LOCAL log_min_duration_statement = -1;
+SET LOCAL log_min_error_statement = 'panic';
+SELECT vectorbea.set_provider_key('$workspace', '$provider', '$key', $url);
+COMMIT;});
+	return;
+}
+
+# Starts the fake provider on 127.0.0.1; returns its port.
+sub vb_fake_start
+{
+	my ($dir) = @_;
+	my $port_file = "$dir/fake_provider.port";
+	my $log = "$dir/fake_provider.log";
+	unlink $port_file;
+	my $script = File::Spec->catfile($FindBin::Bin, '..', 'fake_provider.py');
+	$fake_pid = fork();
+	die "fork: $!" unless defined $fake_pid;
+	if ($fake_pid == 0)
+	{
+		open(STDERR, '>>', $log) or die "cannot write $log: $!";
+		open(STDOUT, '>>', $log);
+		exec('python3', $script, '--port', '0', '--port-file', $port_file)
+		  or die "exec python3: $!";
+	}
+	my $t0 = time;
+	until (-s $port_file)
+	{
+		die "the fake provider did not start (see $log)" if time - $t0 > 20;
+		usleep(20_000);
+	}
+	$fake_port = PostgreSQL::Test::Utils::slurp_file($port_file);
+	chomp $fake_port;
+	return $fake_port;
+}
+
+END
+{
+	if ($fake_pid)
+	{
+		kill 'TERM', $fake_pid;
+		waitpid($fake_pid, 0);
+	}
+}
+
+sub fake_call
+{
+	my ($method, $path, $body) = @_;
+	my $res = $http->request($method, "http://127.0.0.1:$fake_port/_fake/$path",
+		defined $body
+		? { content => $json->encode($body), headers => { 'content-type' => 'application/json' } }
+		: {});
+	die "fake provider $method $path: $res->{status} $res->{content}" unless $res->{success};
+	return $json->decode($res->{content});
+}
+
+sub vb_fake_script { return fake_call('POST', 'script', { rules => [@_] }); }
+sub vb_fake_reset { return fake_call('POST', 'reset', {}); }
+sub vb_fake_requests { return fake_call('GET', 'requests')->{requests}; }
+sub vb_fake_stats { return fake_call('GET', 'stats'); }
+
+1;
