@@ -205,11 +205,11 @@ vb_close_open_nodes(VbRun *run, const char *idle_status, const char *running_sta
 						  "     SET status = CASE WHEN open.status = 'running' THEN $4 ELSE $2 END,"
 						  "         finished_at = $3"
 						  "    FROM open WHERE n.id = open.id"
-						  "  RETURNING n.node, open.status AS was"
+						  "  RETURNING n.node, n.kind, open.status AS was"
 						  ")"
 						  " SELECT coalesce(jsonb_agg(node ORDER BY node) FILTER (WHERE was <> 'running'), '[]')::text,"
 						  "        coalesce(jsonb_agg(node ORDER BY node) FILTER (WHERE was = 'running'), '[]')::text,"
-						  "        count(*)"
+						  "        count(*), count(*) FILTER (WHERE was = 'running' AND kind = 'llm')"
 						  "   FROM closed",
 						  4, types);
 	}
@@ -224,6 +224,9 @@ vb_close_open_nodes(VbRun *run, const char *idle_status, const char *running_sta
 	run->open_nodes -= (int32) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 														   SPI_tuptable->tupdesc, 3,
 														   &isnull));
+	/* The scheduler drops the revoked llm calls it has in flight. */
+	if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull)) > 0)
+		vb_wake_scheduler(at);
 }
 
 /* Sets the run's final status, writes its closing event and tells listeners. */

@@ -53,6 +53,9 @@ static TimestampTz timer_due = 0;	/* 0: curl wants no timer call */
 static VbHttpCall *done_head = NULL;
 static VbHttpCall *done_tail = NULL;
 static int	in_flight = 0;
+static int	applied_bound = 0;	/* vectorbea.llm_max_in_flight as curl knows it */
+
+static void apply_limits(void);
 
 static int
 socket_cb(CURL *easy, curl_socket_t sock, int what, void *userp, void *socketp)
@@ -165,6 +168,19 @@ opensocket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *address
 	return socket(address->family, address->socktype, address->protocol);
 }
 
+static void
+create_multi(void)
+{
+	multi = curl_multi_init();
+	if (multi == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not create a libcurl multi handle")));
+	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+	applied_bound = 0;
+}
+
 void
 vb_http_init(void)
 {
@@ -174,13 +190,7 @@ vb_http_init(void)
 		ereport(ERROR,
 				(errcode(ERRCODE_SYSTEM_ERROR),
 				 errmsg("could not initialise libcurl")));
-	multi = curl_multi_init();
-	if (multi == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("could not create a libcurl multi handle")));
-	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
-	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+	create_multi();
 }
 
 /*
@@ -222,12 +232,37 @@ vb_http_check_url(const char *url)
 	return problem;
 }
 
-/* Never more connections than calls allowed in flight, cached ones included. */
+/*
+ * Never more connections than calls allowed in flight, cached ones
+ * included.  curl closes no open connection when its limits go down, so
+ * after a reload lowers vectorbea.llm_max_in_flight the multi handle, with
+ * its cache, is replaced as soon as no call is in flight.  The scheduler
+ * calls this after every reload.
+ */
+void
+vb_http_apply_settings(void)
+{
+	if (multi != NULL)
+		apply_limits();
+}
+
 static void
 apply_limits(void)
 {
+	if (applied_bound == vb_llm_max_in_flight)
+		return;
+	if (applied_bound > vb_llm_max_in_flight)
+	{
+		if (in_flight > 0)
+			return;
+		curl_multi_cleanup(multi);
+		nsockets = 0;
+		timer_due = 0;
+		create_multi();
+	}
 	curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) vb_llm_max_in_flight);
 	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) vb_llm_max_in_flight);
+	applied_bound = vb_llm_max_in_flight;
 }
 
 static void
@@ -363,6 +398,9 @@ collect_finished(void)
 			continue;
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &call);
 		call->result = msg->data.result;
+		/* A Content-Length over the cap ends the call before any byte. */
+		if (call->result == CURLE_FILESIZE_EXCEEDED)
+			call->too_large = true;
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &call->status);
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_TOTAL_TIME_T, &total_us);
 		call->elapsed_ms = (int64) (total_us / 1000);
@@ -407,6 +445,7 @@ vb_http_wait(long max_ms)
 	bool		timer_fired = false;
 	int			running;
 
+	apply_limits();
 	if (timer_due != 0)
 	{
 		long		until_timer = (long) ((timer_due - GetCurrentTimestamp()) / 1000);

@@ -35,6 +35,8 @@
  */
 #include "postgres.h"
 
+#include <curl/curl.h>
+
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -46,6 +48,7 @@
 
 #define SCHEDULER_WORKER		"vectorbea scheduler"
 #define LEASE_MARGIN_MS			(60 * 1000)
+#define NODE_TIMEOUT_MARGIN_MS	500
 #define MAX_MESSAGES			(2 * 10 + 1)	/* the prompt, then answer/correction pairs */
 #define MAX_PROVIDER_MESSAGE	500
 
@@ -376,8 +379,18 @@ prepare_one(void *arg, int i)
 	c->max_tokens = json_int_field(&spec->root, "max_tokens");
 	c->max_corrections = json_int_field(&spec->root, "max_corrections");
 	c->timeout_ms = vb_llm_request_timeout_ms;
-	if (node_timeout_ms > 0 && node_timeout_ms < c->timeout_ms)
-		c->timeout_ms = (long) node_timeout_ms;
+	if (node_timeout_ms > 0)
+	{
+		/*
+		 * End the call a little before the node's timeout ends the attempt,
+		 * so that a slow provider is reported as such (transient), not as
+		 * an attempt the engine had to end (timeout).
+		 */
+		long		within = (long) Max(node_timeout_ms - NODE_TIMEOUT_MARGIN_MS,
+										node_timeout_ms / 2);
+
+		c->timeout_ms = Min(c->timeout_ms, within);
+	}
 	if (strcmp(c->provider, "anthropic") == 0)
 	{
 		url = psprintf("%s/messages", base_url ? base_url : "https://api.anthropic.com/v1");
@@ -632,7 +645,14 @@ classify(LlmCall *c, VbHttpCall *h, Outcome *o)
 							  vb_llm_max_response_kb);
 		return;
 	}
-	if (h->result != 0)
+	if (h->result == CURLE_OPERATION_TIMEDOUT)
+	{
+		o->err_class = "transient";
+		o->message = psprintf("the provider did not answer within %ld ms (the call's timeout)",
+							  c->timeout_ms);
+		return;
+	}
+	if (h->result != CURLE_OK)
 	{
 		o->err_class = "transient";
 		o->message = psprintf("the call failed after %ld ms: %s", (long) h->elapsed_ms,

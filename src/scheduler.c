@@ -132,6 +132,7 @@ handle_interrupts(void)
 	{
 		ConfigReloadPending = false;
 		ProcessConfigFile(PGC_SIGHUP);
+		vb_http_apply_settings();
 	}
 	/* Reading the queue keeps it from filling; the content does not matter. */
 	if (notifyInterruptPending)

@@ -311,6 +311,7 @@ typedef struct VbHttpCall
 } VbHttpCall;
 
 extern void vb_http_init(void);
+extern void vb_http_apply_settings(void);
 extern char *vb_http_check_url(const char *url);
 extern VbHttpCall *vb_http_start(const char *url, int nheaders, const char *const *headers,
 								 const char *body, long timeout_ms, long connect_timeout_ms,

@@ -117,4 +117,215 @@ is($json->decode(sql(qq{SELECT output FROM vectorbea.nodes WHERE run_id = '$run'
 	'the answer is the output');
 consistent($run, 'anthropic run');
 
+# ---------------------------------------------------------------------------
+# Failure classes and their retry behaviour.  Each case is one run of a
+# one-node workflow allowing two attempts; the first call meets the
+# scripted failure, a second (if the class retries) gets a good answer.
+sql(q{SELECT vectorbea.define_workflow('once', '{"nodes": [
+  {"id": "ask", "kind": "llm", "timeout": "2s",
+   "retry": {"max_attempts": 2, "initial": "100ms", "jitter": false},
+   "llm": {"provider": "openai", "model": "gpt-4o-mini", "prompt": "case {{run.input.case}}"}}]}')});
+
+sub failure_case
+{
+	my ($name, $rule, $class, $retried, $message_like, $requests) = @_;
+	vb_fake_reset();
+	vb_fake_script({ %$rule, match => { contains => "case $name" } },
+		{ match => { contains => "case $name" }, text => 'recovered' });
+	my $run = sql(qq{SELECT vectorbea.start_run('once', '{"case": "$name"}')});
+	my $status = finished($run, 40);
+	my $failed = events($run, 'STEP_FAILED');
+	is($failed->[0]{error}{class} // $failed->[0]{class}, $class, "$name: the attempt fails as $class");
+	like($failed->[0]{error}{message}, $message_like, "$name: with a clear message");
+	if ($retried)
+	{
+		is($status, 'succeeded', "$name: retried, and the second call succeeds");
+		is(scalar @{ vb_fake_requests() }, $requests // 2, "$name: two calls");
+	}
+	else
+	{
+		is($status, 'failed', "$name: not retried, the run fails");
+		is(scalar @{ events($run, 'STEP_STARTED') }, 1, "$name: one attempt only");
+	}
+	consistent($run, $name);
+	return $run;
+}
+
+my $rl = failure_case('ratelimit', { status => 429, headers => { 'Retry-After' => '1' },
+	error_message => 'Rate limit reached' }, 'rate_limited', 1, qr/429.*Rate limit reached/);
+my $gap = sql(qq{SELECT extract(epoch FROM (SELECT at FROM vectorbea.events WHERE run_id = '$rl' AND type = 'STEP_STARTED' ORDER BY seq DESC LIMIT 1)
+	- (SELECT at FROM vectorbea.events WHERE run_id = '$rl' AND type = 'STEP_FAILED'))});
+cmp_ok($gap, '>=', 0.9, 'ratelimit: the retry waited for Retry-After (1 s), not the 100 ms backoff');
+failure_case('server', { status => 500, error_message => 'The server had an error' }, 'transient', 1,
+	qr/answered 500: The server had an error/);
+failure_case('overloaded', { status => 503 }, 'transient', 1, qr/answered 503/);
+# curl retries a request once when a reused connection turns out dead, so
+# the reset meets both tries.
+failure_case('reset', { mode => 'reset', times => 2 }, 'transient', 1, qr/call failed/, 3);
+failure_case('truncated', { mode => 'truncate' }, 'transient', 1, qr/call failed/);
+failure_case('garbled', { mode => 'invalid_json' }, 'transient', 1, qr/not valid JSON/);
+failure_case('hang', { mode => 'hang' }, 'transient', 1, qr/did not answer within 1500 ms/);
+failure_case('unauthorized', { status => 401, error_message => 'Incorrect API key provided' }, 'permanent', 0,
+	qr/answered 401: Incorrect API key provided/);
+failure_case('forbidden', { status => 403 }, 'permanent', 0, qr/answered 403/);
+failure_case('badrequest', { status => 400, error_message => 'max_tokens is too large' }, 'permanent', 0,
+	qr/answered 400: max_tokens is too large/);
+failure_case('huge', { mode => 'huge', huge_bytes => 1_000_000 }, 'permanent', 0,
+	qr/exceeded vectorbea.llm_max_response_size/);
+failure_case('redirect', { mode => 'redirect', location => "http://127.0.0.1:$port/v1/chat/completions" },
+	'permanent', 0, qr/answered 302/);
+is(scalar @{ vb_fake_requests() }, 1, 'redirect: not followed');
+
+# ---------------------------------------------------------------------------
+# Self-correction against an output schema.
+sql(q{SELECT vectorbea.define_workflow('typed', '{"nodes": [
+  {"id": "t", "kind": "llm", "retry": {"max_attempts": 3},
+   "llm": {"provider": "openai", "model": "gpt-4o-mini", "prompt": "title for {{run.input.topic}}",
+           "output_schema": {"type": "object", "required": ["title"],
+                             "properties": {"title": {"type": "string"}}},
+           "max_corrections": 1}}]}')});
+vb_fake_reset();
+vb_fake_script({ text => 'Sure! Here is a title: Disk full' },
+	{ text => "```json\n{\"title\": \"Disk full\"}\n```" });
+$run = sql(q{SELECT vectorbea.start_run('typed', '{"topic": "disk"}')});
+is(finished($run), 'succeeded', 'self-correction: the second answer is accepted');
+my $sc = events($run, 'SELF_CORRECTION');
+is(scalar @$sc, 1, 'self-correction: one SELF_CORRECTION event');
+like($sc->[0]{error}, qr/not valid JSON/, 'self-correction: it carries the validation error');
+$reqs = vb_fake_requests();
+is(scalar @$reqs, 2, 'self-correction: two calls');
+my $msgs = $reqs->[1]{body}{messages};
+is($msgs->[1]{role}, 'assistant', 'the second call carries the first answer');
+like($msgs->[2]{content}, qr/does not match the required JSON schema: the answer is not valid JSON/,
+	'and the validation error');
+$out = $json->decode(sql(qq{SELECT output FROM vectorbea.nodes WHERE run_id = '$run'}));
+is_deeply($out->{json}, { title => 'Disk full' }, 'the parsed JSON is in the output');
+is($out->{corrections}, 1, 'the output counts the correction');
+is(scalar @{ events($run, 'LLM_CALLED') }, 2, 'each call has its LLM_CALLED');
+consistent($run, 'self-correction');
+
+vb_fake_reset();
+vb_fake_script({ text => '{"title": 7}' }, { text => '{"name": "x"}' });
+$run = sql(q{SELECT vectorbea.start_run('typed', '{"topic": "cpu"}')});
+is(finished($run), 'failed', 'self-correction: gives up after max_corrections');
+my $f = events($run, 'STEP_FAILED');
+is($f->[0]{error}{class}, 'invalid_output', 'the node fails as invalid_output');
+like($f->[0]{error}{message}, qr/after 1 correction: \$ is missing the required property "title"/,
+	'naming the last problem');
+is(scalar @$f, 1, 'invalid_output is not retried');
+is(scalar @{ vb_fake_requests() }, 2, 'one call plus one correction');
+like(events($run, 'SELF_CORRECTION')->[0]{error}, qr/\$\.title must be a string, found a number/,
+	'the first problem named the field');
+consistent($run, 'invalid output');
+
+# ---------------------------------------------------------------------------
+# A planner grows the graph: its answer spawns three investigations, which
+# external workers do; a summary waits for the planner.
+sql(q{SELECT vectorbea.define_workflow('investigate', '{"nodes": [
+  {"id": "plan", "kind": "llm",
+   "llm": {"provider": "openai", "model": "gpt-4o-mini",
+           "prompt": "Plan investigations of {{run.input.incident}}",
+           "allow_spawn": {"activities": ["investigate"], "max_nodes": 3}}}]}')});
+vb_fake_reset();
+vb_fake_script({ text => $json->encode({ plan => 'three checks', spawn => [
+	map { { id => "check_$_", activity => 'investigate', input => { area => $_ } } } qw(db network app) ] }) });
+$run = sql(q{SELECT vectorbea.start_run('investigate', '{"incident": "INC-42"}')});
+ok(defined vb_wait_for($node, qq{SELECT count(*) FROM vectorbea.nodes WHERE run_id = '$run' AND status = 'ready'}, '3'),
+	'planner: three investigation nodes are ready');
+is(sql(qq{SELECT string_agg(node || ':' || spawned_by, ',' ORDER BY node) FROM vectorbea.nodes WHERE run_id = '$run' AND node <> 'plan'}),
+	'check_app:plan,check_db:plan,check_network:plan', 'spawned by the planner');
+for my $i (1 .. 3)
+{
+	my ($t, $l, $in) = split /\|/, sql(q{SELECT task_id, lease, input->>'area' FROM vectorbea.claim_tasks('inv', ARRAY['investigate'])});
+	sql(qq{SELECT vectorbea.complete_task($t, '$l', '{"finding": "$in ok"}')});
+}
+is(finished($run), 'succeeded', 'planner: workers complete the spawned nodes and the run succeeds');
+consistent($run, 'planner');
+
+for my $bad (
+	[ 'too many', [ map { { id => "n$_", activity => 'investigate' } } 1 .. 4 ], qr/adds 4 nodes; "allow_spawn.max_nodes" allows 3/ ],
+	[ 'wrong activity', [ { id => 'deploy', activity => 'deploy' } ], qr/activity "deploy", which "allow_spawn.activities" does not list/ ],
+	[ 'llm node', [ { id => 'again', kind => 'llm', llm => { provider => 'openai', model => 'm', prompt => 'p' } } ], qr/not a task node/ ],
+	[ 'invalid node', [ { id => 'x', activity => 'investigate', depends_on => ['ghost'] } ], qr/spawn list was refused: .*ghost/ ])
+{
+	my ($what, $spawn, $like) = @$bad;
+	vb_fake_reset();
+	vb_fake_script({ text => $json->encode({ spawn => $spawn }) });
+	$run = sql(q{SELECT vectorbea.start_run('investigate', '{"incident": "INC-43"}')});
+	is(finished($run), 'failed', "planner, $what: the node fails");
+	like(events($run, 'STEP_FAILED')->[0]{error}{message}, $like, "planner, $what: saying why");
+	is(sql(qq{SELECT count(*) FROM vectorbea.nodes WHERE run_id = '$run'}), '1', "planner, $what: nothing added");
+	consistent($run, "planner, $what");
+}
+
+# ---------------------------------------------------------------------------
+# Failures before any call: a template path that leads nowhere, no key.
+sql(q{SELECT vectorbea.define_workflow('missing', '{"nodes": [
+  {"id": "m", "kind": "llm", "llm": {"provider": "openai", "model": "gpt-4o-mini", "prompt": "{{run.input.ticket.title}}"}}]}')});
+vb_fake_reset();
+$run = sql(q{SELECT vectorbea.start_run('missing', '{"ticket": {"id": 1}}')});
+is(finished($run), 'failed', 'a missing template path fails the node');
+like(events($run, 'STEP_FAILED')->[0]{error}{message},
+	qr/node "m", field "llm.prompt": \{\{run.input.ticket.title\}\} leads nowhere: there is no key "title"/,
+	'naming the placeholder and the missing key');
+is(events($run, 'STEP_FAILED')->[0]{error}{class}, 'permanent', 'permanently');
+is(scalar @{ vb_fake_requests() }, 0, 'and no call is made');
+$run = sql(q{SELECT vectorbea.start_run('missing', '{"ticket": {"title": "t"}}', options => '{"workspace": "nokey"}')});
+is(finished($run), 'failed', 'a workspace without a key fails the node');
+like(events($run, 'STEP_FAILED')->[0]{error}{message}, qr/no key is stored for provider "openai" in workspace "nokey"/,
+	'saying which key is missing');
+
+# ---------------------------------------------------------------------------
+# The allow-list: a host name not listed is refused before connecting; a
+# listed name whose address is internal is refused at connect time.
+vb_store_key($node, 'lan', 'openai', 'sk-test-lan', "http://localhost:$port/v1");
+$run = sql(q{SELECT vectorbea.start_run('missing', '{"ticket": {"title": "t"}}', options => '{"workspace": "lan"}')});
+is(finished($run), 'failed', 'allow-list: an unlisted host fails the node');
+like(events($run, 'STEP_FAILED')->[0]{error}{message}, qr/host "localhost" is not in vectorbea.llm_allowed_hosts/,
+	'allow-list: naming the host');
+$node->append_conf('postgresql.conf', "vectorbea.llm_allowed_hosts = 'localhost'\n");
+$node->reload;
+sleep 1;
+$run = sql(q{SELECT vectorbea.start_run('missing', '{"ticket": {"title": "t"}}', options => '{"workspace": "lan"}')});
+is(finished($run), 'failed', 'allow-list: a listed name resolving to loopback is refused');
+like(events($run, 'STEP_FAILED')->[0]{error}{message}, qr/connection to (127\.0\.0\.1|::1) was refused: the address is not allowed/,
+	'allow-list: checked on the address connected to');
+is(scalar @{ vb_fake_requests() }, 0, 'allow-list: nothing reached the provider');
+$node->append_conf('postgresql.conf', "vectorbea.llm_allowed_hosts = '127.0.0.1/32'\n");
+$node->reload;
+sleep 1;
+
+# ---------------------------------------------------------------------------
+# Cancelling a run aborts its call in flight.
+vb_fake_reset();
+vb_fake_script({ mode => 'hang' });
+$run = sql(q{SELECT vectorbea.start_run('typed', '{"topic": "slow"}')});
+ok(defined vb_wait_for($node, 'SELECT 1', '1') && defined(
+	(sub { my $t0 = time; while (time - $t0 < 20) { return 1 if vb_fake_stats()->{in_flight} == 1; usleep(50_000); } undef })->()),
+	'cancel: the call is in flight');
+sql(qq{SELECT vectorbea.cancel_run('$run', 'no longer needed')});
+my $t0 = time;
+1 while (vb_fake_stats()->{in_flight} > 0 && time - $t0 < 10 && usleep(50_000) >= 0);
+is(vb_fake_stats()->{in_flight}, 0, 'cancel: the call was aborted');
+cmp_ok(time - $t0, '<', 5, 'cancel: within seconds');
+is(scalar @{ events($run, 'LLM_CALLED') }, 0, 'cancel: no result recorded');
+consistent($run, 'cancelled');
+
+# ---------------------------------------------------------------------------
+# A crash while a call is in flight leaves it in doubt, visibly.
+vb_fake_reset();
+vb_fake_script({ delay_ms => 30000, text => 'lost' }, { text => '{"title": "after the crash"}' });
+$run = sql(q{SELECT vectorbea.start_run('typed', '{"topic": "crash"}')});
+$t0 = time;
+usleep(50_000) until (vb_fake_stats()->{in_flight} == 1 || time - $t0 > 20);
+my $sched = sql(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'vectorbea scheduler'});
+kill 'KILL', $sched;
+ok(defined vb_wait_for($node, qq{SELECT status FROM vectorbea.runs WHERE id = '$run'}, 'succeeded', 60),
+	'in doubt: after the crash the node is retried and the run succeeds');
+my $doubt = events($run, 'STEP_FAILED');
+is($doubt->[0]{error}{in_doubt}, JSON::PP::true, 'in doubt: the interrupted attempt is marked in_doubt');
+is(scalar @{ events($run, 'LLM_REQUESTED') }, 2, 'in doubt: both calls were recorded before they left');
+is(scalar @{ events($run, 'LLM_CALLED') }, 1, 'in doubt: only the second has a result');
+consistent($run, 'in doubt');
+
 done_testing();
