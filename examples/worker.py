@@ -3,8 +3,9 @@
 
 It does the activities of the demo workflow "pr_review" (see examples/demo):
 scout, council, implement, review, arbiter and pr.  Each one is simulated
-with a short sleep and a small JSON result; scout grows the graph by
-spawning the other nodes when it completes.
+with a short sleep and a small JSON result.  The graph between them is not
+in the definition: the llm node "plan", which the scheduler runs, answers
+with the nodes to add, and they become the tasks these workers claim.
 
     /usr/bin/python3 examples/worker.py [--run RUN_ID] [--workers 2]
                                         [--dsn "dbname=postgres"]
@@ -166,28 +167,18 @@ def scout(t):
               "issue": run_input.get("issue"),
               "finding": "HTTP client retries non-idempotent POSTs",
               "files": ["http/client.py", "http/retry.py"]}
-    spawn = [
-        {"id": "council", "activity": "council", "depends_on": ["scout"],
-         "input": {"members": ["architect", "maintainer", "sre"]}},
-        {"id": "implement", "activity": "implement", "depends_on": ["council"]},
-        {"id": "reviewer", "activity": "review", "depends_on": ["implement"],
-         "input": {"focus": "correctness"}},
-        {"id": "sec-review", "activity": "review", "depends_on": ["implement"],
-         "input": {"focus": "security"}},
-        {"id": "arbiter", "activity": "arbiter",
-         "depends_on": ["reviewer", "sec-review"]},
-        {"id": "pr", "activity": "pr", "depends_on": ["arbiter"]},
-    ]
-    t.say("found work; spawning council → implement → (reviewer, sec-review)"
-          " → arbiter → pr")
-    return output, spawn
+    t.say("found work; the llm planner decides what happens next")
+    return output, None
 
 
 def council(t):
     t.work(0.3)
-    finding = t.upstream["scout"]["finding"]
-    return {"plan": f"fix: {finding}; retry only idempotent methods",
-            "votes": {m: "yes" for m in t.input.get("members", [])}}, None
+    # The planner's output: its answer as text and, parsed against its
+    # output schema, as "json".
+    plan = (t.upstream.get("plan") or {}).get("json") or {}
+    summary = plan.get("summary", "fix the finding")
+    return {"plan": summary,
+            "votes": {m: "yes" for m in t.input.get("members", ["architect"])}}, None
 
 
 def implement(t):
@@ -214,7 +205,8 @@ def review(t):
 
 def arbiter(t):
     t.work(0.1)
-    verdicts = {n: out["verdict"] for n, out in sorted(t.upstream.items())}
+    verdicts = {n: out.get("verdict", "approve")
+                for n, out in sorted(t.upstream.items())}
     decision = "merge" if all(v == "approve" for v in verdicts.values()) else "hold"
     t.say(f"verdicts {json.dumps(verdicts)} → {decision}")
     return {"decision": decision, "verdicts": verdicts}, None

@@ -634,6 +634,17 @@ SELECT to_char(e.at, 'HH24:MI:SS.MS') || ' ' || e.type ||
 				   (SELECT string_agg(x->>'id', ', ') FROM jsonb_array_elements(e.data->'nodes') x))
 		WHEN 'RUN_CHECKPOINTED' THEN
 			format('%s attempt %s saved %s bytes', e.node, e.attempt, e.data->>'bytes')
+		WHEN 'LLM_REQUESTED' THEN
+			format('%s attempt %s call %s → %s %s (sent)', e.node, e.attempt, e.data->>'call',
+				   e.data->>'provider', e.data->>'model')
+		WHEN 'LLM_CALLED' THEN
+			format('%s attempt %s call %s ← %s%s in %sms, %s+%s tokens, %s USD', e.node, e.attempt,
+				   e.data->>'call', e.data->>'outcome', coalesce(': ' || (e.data->>'error'), ''),
+				   e.data->>'latency_ms', e.data->>'tokens_in', e.data->>'tokens_out',
+				   e.data->>'cost_usd')
+		WHEN 'SELF_CORRECTION' THEN
+			format('%s correction %s/%s: %s', e.node, e.data->>'correction',
+				   e.data->>'max_corrections', e.data->>'error')
 		WHEN 'BUDGET_EXCEEDED' THEN
 			format('%s usage %s USD / %s tokens, budget %s USD / %s tokens', e.node,
 				   e.data->>'usage_usd', e.data->>'usage_tokens',
