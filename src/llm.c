@@ -89,6 +89,8 @@ typedef struct LlmCall
 } LlmCall;
 
 static MemoryContext llm_cxt = NULL;
+static double price_call(const char *provider, const char *model,
+						 int64 tokens_in, int64 tokens_out);
 static LlmCall *calls = NULL;	/* every call this scheduler holds */
 
 void
@@ -202,6 +204,52 @@ record_request(VbRun *run, LlmCall *c, size_t body_len, TimestampTz at)
 					 c->calls, body_len, c->max_tokens, c->timeout_ms);
 	vb_event(run, "LLM_REQUESTED", c->node, c->attempt, data.data, at);
 	c->send = true;
+}
+
+/*
+ * Whether the call about to be made could cross the run's budget: its
+ * prompt (about four bytes a token) and max_tokens, priced from
+ * model_prices, on top of what the run has used.  If so the call is not
+ * made and the run stops with BUDGET_EXCEEDED.
+ */
+static bool
+stop_if_over_budget(VbRun *run, LlmCall *c, size_t body_len, TimestampTz at)
+{
+	static SPIPlanPtr plan = NULL;
+	int64		est_in = (int64) (body_len / 4) + 1;
+	int64		est_tokens = est_in + c->max_tokens;
+	double		est_usd = Max(price_call(c->provider, c->model, est_in, c->max_tokens), 0);
+	Datum		args[3];
+	char	   *detail;
+	bool		isnull;
+
+	if (plan == NULL)
+	{
+		Oid			types[3] = {UUIDOID, INT8OID, FLOAT8OID};
+
+		plan = vb_prepare("SELECT coalesce(usage_usd + $3::numeric > budget_usd, false)"
+						  "       OR coalesce(usage_tokens + $2 > budget_tokens, false),"
+						  "       jsonb_build_object('usage_usd', usage_usd, 'budget_usd', budget_usd,"
+						  "                          'usage_tokens', usage_tokens,"
+						  "                          'budget_tokens', budget_tokens,"
+						  "                          'estimated_usd', round($3::numeric, 8),"
+						  "                          'estimated_tokens', $2,"
+						  "                          'call_not_made', true)::text"
+						  "  FROM vectorbea.runs WHERE id = $1", lengthof(types), types);
+	}
+	args[0] = UUIDPGetDatum(&c->run_id);
+	args[1] = Int64GetDatum(est_tokens);
+	args[2] = Float8GetDatum(est_usd);
+	/* Not read-only: it must see the usage this transaction has booked. */
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "vectorbea: budget lookup failed");
+	if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+		return false;
+	detail = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	vb_event(run, "BUDGET_EXCEEDED", c->node, c->attempt, detail, at);
+	vb_fail_run(run, c->node, "budget_exceeded", at);
+	vb_run_save(run, at);
+	return true;
 }
 
 /* The request body of the call's conversation so far. */
@@ -408,16 +456,22 @@ prepare_one(void *arg, int i)
 	add_message(c, "user", prompt);
 
 	problem = vb_http_check_url(url);
+	if (problem == NULL && stop_if_over_budget(&run, c, strlen(request_body(c)), b->at))
+		problem = "";
 	if (problem)
 	{
+		explicit_bzero(c->secret, strlen(c->secret));
+		explicit_bzero(c->auth_header, strlen(c->auth_header));
 		MemoryContextDelete(cxt);
-		fail_unsent(b, i, &run, "permanent", problem);
+		if (problem[0] != '\0')
+			fail_unsent(b, i, &run, "permanent", problem);
 		return;
 	}
-	c->next = calls;
-	calls = c;
 	record_request(&run, c, strlen(request_body(c)), b->at);
 	vb_run_save(&run, b->at);
+	/* Held only once it is on record: an error above drops it unsent. */
+	c->next = calls;
+	calls = c;
 }
 
 /*
@@ -999,6 +1053,8 @@ finish_one(void *arg, int i)
 						psprintf("Your answer does not match the required JSON schema: %s.\n"
 								 "Reply again with only the corrected JSON, matching this schema: %s",
 								 problem, c->schema));
+			if (stop_if_over_budget(&run, c, strlen(request_body(c)), b->at))
+				return;
 			record_request(&run, c, strlen(request_body(c)), b->at);
 			vb_run_save(&run, b->at);
 			b->done[i] = false;

@@ -259,6 +259,39 @@ for my $bad (
 }
 
 # ---------------------------------------------------------------------------
+# Budgets: a call that could cross the run's budget is not made; a call
+# whose actual usage crosses it stops the run after it.
+vb_fake_reset();
+$run = sql(q{SELECT vectorbea.start_run('incident', '{"team": "payments"}', options => '{"budget_usd": 0.0001}')});
+($tid, $lease) = split /\|/, sql(q{SELECT task_id, lease FROM vectorbea.claim_tasks('w1', ARRAY['collect'])});
+sql(qq{SELECT vectorbea.complete_task($tid, '$lease', '{"summary": "s", "severity": 1}')});
+is(finished($run), 'failed', 'budget: a call estimated over the budget fails the run');
+my $be = events($run, 'BUDGET_EXCEEDED');
+is($be->[0]{call_not_made}, JSON::PP::true, 'budget: BUDGET_EXCEEDED says the call was not made');
+cmp_ok($be->[0]{estimated_usd}, '>', 0.0001, 'budget: with the estimate (max_tokens priced)');
+is(scalar @{ vb_fake_requests() }, 0, 'budget: nothing reached the provider');
+is(scalar @{ events($run, 'LLM_REQUESTED') }, 0, 'budget: no call was recorded');
+consistent($run, 'budget estimate');
+
+vb_fake_reset();
+vb_fake_script({ text => 'not json', usage => { input => 100, output => 150 } });
+$run = sql(q{SELECT vectorbea.start_run('typed', '{"topic": "tokens"}', options => '{"budget_tokens": 1300}')});
+is(finished($run), 'failed', 'budget: a correction that could cross the token budget is not made');
+is(scalar @{ vb_fake_requests() }, 1, 'budget: one call made, the correction not');
+is(scalar @{ events($run, 'SELF_CORRECTION') }, 1, 'budget: the correction was decided');
+is(events($run, 'BUDGET_EXCEEDED')->[0]{usage_tokens}, 250, 'budget: after booking the first call');
+consistent($run, 'budget on a correction');
+
+vb_fake_reset();
+vb_fake_script({ text => '{"title": "big"}', usage => { input => 2000, output => 10 } });
+$run = sql(q{SELECT vectorbea.start_run('typed', '{"topic": "big"}', options => '{"budget_tokens": 1200}')});
+is(finished($run), 'failed', 'budget: actual usage over the budget stops the run');
+is(events($run, 'LLM_CALLED')->[0]{tokens_in}, 2000, 'budget: the call is recorded');
+is(events($run, 'BUDGET_EXCEEDED')->[0]{usage_tokens}, 2010, 'budget: then BUDGET_EXCEEDED with the usage');
+is(sql(qq{SELECT usage_tokens FROM vectorbea.runs WHERE id = '$run'}), '2010', 'budget: booked on the run');
+consistent($run, 'budget after a call');
+
+# ---------------------------------------------------------------------------
 # Failures before any call: a template path that leads nowhere, no key.
 sql(q{SELECT vectorbea.define_workflow('missing', '{"nodes": [
   {"id": "m", "kind": "llm", "llm": {"provider": "openai", "model": "gpt-4o-mini", "prompt": "{{run.input.ticket.title}}"}}]}')});
