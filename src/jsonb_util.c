@@ -30,6 +30,25 @@ vb_jsonb_get(JsonbContainer *obj, const char *key, JsonbValue *out)
 	return getKeyJsonValueFromContainer(obj, key, strlen(key), out) != NULL;
 }
 
+/* The keys of an object container, in jsonb's order. */
+List *
+vb_jsonb_object_keys(JsonbContainer *obj)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	List	   *keys = NIL;
+
+	if (!JsonContainerIsObject(obj))
+		return NIL;
+	it = JsonbIteratorInit(obj);
+	/* skipNested: nested containers come back whole, as values. */
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		if (tok == WJB_KEY)
+			keys = lappend(keys, pnstrdup(v.val.string.val, v.val.string.len));
+	return keys;
+}
+
 const char *
 vb_jsonb_type_name(JsonbValue *v)
 {

@@ -48,26 +48,6 @@ typedef struct LlmCheck
 	const char *label;			/* node "brief" */
 } LlmCheck;
 
-static bool
-in_list(const char *s, const char *const *list)
-{
-	for (; *list; list++)
-		if (strcmp(s, *list) == 0)
-			return true;
-	return false;
-}
-
-static char *
-list_text(const char *const *list)
-{
-	StringInfoData buf;
-
-	initStringInfo(&buf);
-	for (; *list; list++)
-		appendStringInfo(&buf, "%s%s", buf.len ? ", " : "", *list);
-	return buf.data;
-}
-
 static void pg_attribute_noreturn()
 bad(LlmCheck *c, const char *field, const char *problem, const char *detail)
 {
@@ -134,26 +114,18 @@ get_int(LlmCheck *c, JsonbContainer *obj, const char *key, int min, int max, int
 static void
 check_keys(LlmCheck *c, JsonbContainer *obj, const char *const *allowed, const char *field)
 {
-	JsonbIterator *it = JsonbIteratorInit(obj);
-	JsonbValue	v;
-	JsonbIteratorToken tok;
-	int			depth = 0;
+	ListCell   *lc;
 
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	foreach(lc, vb_jsonb_object_keys(obj))
 	{
-		char	   *key;
+		char	   *key = lfirst(lc);
 
-		if (tok == WJB_BEGIN_OBJECT)
-			depth++;
-		if (tok != WJB_KEY || depth != 1)
-			continue;
-		key = pnstrdup(v.val.string.val, v.val.string.len);
-		if (!in_list(key, allowed))
+		if (!vb_in_list(key, allowed))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("invalid %s: %s, unknown field \"%s%s%s\"", c->what, c->label,
 							field, field[0] ? "." : "", key),
-					 errdetail("Allowed fields here: %s.", list_text(allowed))));
+					 errdetail("Allowed fields here: %s.", vb_list_text(allowed))));
 	}
 }
 
@@ -164,9 +136,9 @@ check_schema_type(LlmCheck *c, const char *field, JsonbValue *t)
 	{
 		char	   *s = pnstrdup(t->val.string.val, t->val.string.len);
 
-		if (!in_list(s, schema_types))
+		if (!vb_in_list(s, schema_types))
 			bad(c, field, psprintf("names an unknown type \"%s\"", s),
-				psprintf("Types: %s.", list_text(schema_types)));
+				psprintf("Types: %s.", vb_list_text(schema_types)));
 		return;
 	}
 	if (t->type == jbvBinary && JsonContainerIsArray(t->val.binary.data) &&
@@ -190,59 +162,36 @@ check_schema(LlmCheck *c, JsonbValue *schema, const char *field, int depth)
 {
 	JsonbContainer *obj;
 	JsonbValue	v;
+	ListCell   *lc;
 
 	if (depth > MAX_SCHEMA_DEPTH)
 		bad(c, field, psprintf("nests deeper than %d levels", MAX_SCHEMA_DEPTH), NULL);
 	if (schema->type != jbvBinary || !JsonContainerIsObject(schema->val.binary.data))
 		wrong_type(c, field, schema, "a JSON Schema object");
 	obj = schema->val.binary.data;
+	foreach(lc, vb_jsonb_object_keys(obj))
 	{
-		JsonbIterator *it = JsonbIteratorInit(obj);
-		JsonbIteratorToken tok;
-		int			d = 0;
+		char	   *key = lfirst(lc);
 
-		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-		{
-			char	   *key;
-
-			if (tok == WJB_BEGIN_OBJECT)
-				d++;
-			if (tok != WJB_KEY || d != 1)
-				continue;
-			key = pnstrdup(v.val.string.val, v.val.string.len);
-			if (!in_list(key, schema_keywords))
-				ereport(ERROR,
-						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-						 errmsg("invalid %s: %s, field \"llm.%s\" uses the JSON Schema keyword \"%s\", which vectorbea does not check",
-								c->what, c->label, field, key),
-						 errdetail("Supported keywords: %s.", list_text(schema_keywords)),
-						 errhint("Remove the keyword, or check that constraint in a later node.")));
-		}
+		if (!vb_in_list(key, schema_keywords))
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("invalid %s: %s, field \"llm.%s\" uses the JSON Schema keyword \"%s\", which vectorbea does not check",
+							c->what, c->label, field, key),
+					 errdetail("Supported keywords: %s.", vb_list_text(schema_keywords)),
+					 errhint("Remove the keyword, or check that constraint in a later node.")));
 	}
 	if (vb_jsonb_get(obj, "type", &v))
 		check_schema_type(c, psprintf("%s.type", field), &v);
 	if (vb_jsonb_get(obj, "properties", &v))
 	{
-		JsonbIterator *it;
-		JsonbValue	k;
-		JsonbIteratorToken tok;
-		int			d = 0;
-
 		if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
 			wrong_type(c, psprintf("%s.properties", field), &v, "an object of schemas");
-		it = JsonbIteratorInit(v.val.binary.data);
-		while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+		foreach(lc, vb_jsonb_object_keys(v.val.binary.data))
 		{
+			char	   *key = lfirst(lc);
 			JsonbValue	sub;
-			char	   *key;
 
-			if (tok == WJB_BEGIN_OBJECT)
-				d++;
-			else if (tok == WJB_END_OBJECT)
-				d--;
-			if (tok != WJB_KEY || d != 1)
-				continue;
-			key = pnstrdup(k.val.string.val, k.val.string.len);
 			vb_jsonb_get(v.val.binary.data, key, &sub);
 			check_schema(c, &sub, psprintf("%s.properties.%s", field, key), depth + 1);
 		}

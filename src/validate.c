@@ -54,8 +54,8 @@ static const char *const later_node_fields[] = {"compensate", NULL};
 #define DEFAULT_MAX_MS			(60 * 1000)
 #define DEFAULT_MULTIPLIER		2.0
 
-static bool
-in_list(const char *s, const char *const *list)
+bool
+vb_in_list(const char *s, const char *const *list)
 {
 	for (; *list; list++)
 		if (strcmp(s, *list) == 0)
@@ -63,8 +63,9 @@ in_list(const char *s, const char *const *list)
 	return false;
 }
 
-static char *
-list_text(const char *const *list)
+/* "a, b, c" for messages. */
+char *
+vb_list_text(const char *const *list)
 {
 	StringInfoData buf;
 
@@ -95,28 +96,17 @@ static void
 check_fields(Checker *chk, JsonbContainer *obj, const char *const *allowed,
 			 const char *label, const char *field_path)
 {
-	JsonbIterator *it = JsonbIteratorInit(obj);
-	JsonbValue	v;
-	JsonbIteratorToken tok;
-	int			depth = 0;
+	ListCell   *lc;
 
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	foreach(lc, vb_jsonb_object_keys(obj))
 	{
-		char	   *key;
+		char	   *key = lfirst(lc);
 		char	   *where;
 
-		if (tok == WJB_BEGIN_OBJECT)
-		{
-			depth++;
-			continue;
-		}
-		if (tok != WJB_KEY || depth != 1)
-			continue;
-		key = pnstrdup(v.val.string.val, v.val.string.len);
-		if (in_list(key, allowed))
+		if (vb_in_list(key, allowed))
 			continue;
 		where = field_path[0] ? psprintf("%s.%s", field_path, key) : key;
-		if (strcmp(field_path, "") == 0 && label && in_list(key, later_node_fields))
+		if (strcmp(field_path, "") == 0 && label && vb_in_list(key, later_node_fields))
 			ereport(ERROR,
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 					 errmsg("invalid %s: %s, field \"%s\" is not supported by this version of vectorbea",
@@ -128,7 +118,7 @@ check_fields(Checker *chk, JsonbContainer *obj, const char *const *allowed,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid %s: %s%sunknown field \"%s\"",
 						chk->what, label ? label : "", label ? ", " : "", where),
-				 errdetail("Allowed fields here: %s.", list_text(allowed))));
+				 errdetail("Allowed fields here: %s.", vb_list_text(allowed))));
 	}
 }
 
@@ -880,32 +870,23 @@ validate(Checker *chk, Jsonb *definition, VbExistingNodes *existing,
 					 errdetail("Found %s.", vb_jsonb_type_name(&defaults))));
 		if (nodes_override == NULL)
 		{
-			JsonbIterator *it;
-			JsonbValue	k;
-			JsonbIteratorToken tok;
-			int			depth = 0;
+			ListCell   *lc;
 
 			/* Same refusal as on nodes for fields not acted on yet. */
-			it = JsonbIteratorInit(defaults.val.binary.data);
-			while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+			foreach(lc, vb_jsonb_object_keys(defaults.val.binary.data))
 			{
-				char	   *key;
+				char	   *key = lfirst(lc);
 
-				if (tok == WJB_BEGIN_OBJECT)
-					depth++;
-				if (tok != WJB_KEY || depth != 1)
-					continue;
-				key = pnstrdup(k.val.string.val, k.val.string.len);
-				if (in_list(key, default_fields))
+				if (vb_in_list(key, default_fields))
 					continue;
 				ereport(ERROR,
-						(errcode(in_list(key, later_node_fields) ?
+						(errcode(vb_in_list(key, later_node_fields) ?
 								 ERRCODE_FEATURE_NOT_SUPPORTED : ERRCODE_INVALID_PARAMETER_VALUE),
 						 errmsg("invalid %s: field \"defaults.%s\" is %s",
 								chk->what, key,
-								in_list(key, later_node_fields) ?
+								vb_in_list(key, later_node_fields) ?
 								"not supported by this version of vectorbea" : "unknown"),
-						 errdetail("Allowed fields here: %s.", list_text(default_fields))));
+						 errdetail("Allowed fields here: %s.", vb_list_text(default_fields))));
 			}
 		}
 		if (vb_jsonb_get(defaults.val.binary.data, "retry", &retry))

@@ -119,6 +119,7 @@ extern char *vb_format_duration(int64 ms);
 
 /* ---- jsonb_util.c: reading jsonb without a detour through text ---- */
 extern bool vb_jsonb_get(JsonbContainer *obj, const char *key, JsonbValue *out);
+extern List *vb_jsonb_object_keys(JsonbContainer *obj);
 extern const char *vb_jsonb_type_name(JsonbValue *v);
 extern char *vb_jsonb_value_text(JsonbValue *v);
 extern Jsonb *vb_jsonb_from_cstring(const char *json);
@@ -154,6 +155,8 @@ typedef struct VbExistingNodes
 } VbExistingNodes;
 
 extern bool vb_valid_name(const char *s);
+extern bool vb_in_list(const char *s, const char *const *list);
+extern char *vb_list_text(const char *const *list);
 extern List *vb_validate_definition(Jsonb *definition);
 extern List *vb_validate_spawn(Jsonb *spawn, Jsonb *definition,
 							   const char *spawner, VbExistingNodes *existing);

@@ -3,10 +3,13 @@
 # pg_terminate_backend and after a crash, gone when the postmaster dies.
 use strict;
 use warnings;
+use FindBin;
+use lib $FindBin::Bin;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time usleep);
+use VbTest;
 
 my $node = PostgreSQL::Test::Cluster->new('scheduler');
 $node->init;
@@ -25,20 +28,8 @@ $node->start;
 
 sub sql { return $node->safe_psql('postgres', shift); }
 
-# Polls $query until it returns $want; returns the seconds it took or undef.
-sub wait_for
-{
-	my ($query, $want, $timeout) = @_;
-	my $t0 = time;
-	while (time - $t0 < ($timeout // 30))
-	{
-		# The server may be restarting: a failed connection is just a miss.
-		my ($rc, $got) = $node->psql('postgres', $query);
-		return time - $t0 if $rc == 0 && $got eq $want;
-		usleep(20_000);
-	}
-	return undef;
-}
+# Polls $query until it returns $want (VbTest::vb_wait_for).
+sub wait_for { return vb_wait_for($node, @_); }
 
 # A process that has exited but not been reaped yet (a zombie) is gone.
 sub alive

@@ -6,11 +6,14 @@
 # and a cancelled run closing its gate.
 use strict;
 use warnings;
+use FindBin;
+use lib $FindBin::Bin;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use JSON::PP;
 use Time::HiRes qw(time usleep);
+use VbTest;
 
 my $node = PostgreSQL::Test::Cluster->new('approvals');
 $node->init;
@@ -27,20 +30,8 @@ $node->start;
 
 sub sql { return $node->safe_psql('postgres', shift); }
 
-# Polls $query until it returns $want; returns the seconds it took or undef.
-sub wait_for
-{
-	my ($query, $want, $timeout) = @_;
-	my $t0 = time;
-	while (time - $t0 < ($timeout // 30))
-	{
-		# The server may be restarting: a failed connection is just a miss.
-		my ($rc, $got) = $node->psql('postgres', $query);
-		return time - $t0 if $rc == 0 && $got eq $want;
-		usleep(20_000);
-	}
-	return undef;
-}
+# Polls $query until it returns $want (VbTest::vb_wait_for).
+sub wait_for { return vb_wait_for($node, @_); }
 
 ok(defined wait_for(q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'vectorbea scheduler'}, '1'),
 	'the scheduler is running');

@@ -50,6 +50,7 @@ sub vb_wait_for
 	my $t0 = time;
 	while (time - $t0 < ($timeout // 30))
 	{
+		# The server may be restarting: a failed connection is just a miss.
 		my ($rc, $got) = $node->psql('postgres', $query);
 		return time - $t0 if $rc == 0 && $got eq $want;
 		usleep(20_000);
