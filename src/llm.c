@@ -917,7 +917,9 @@ output_json(LlmCall *c, Outcome *o, const char *json)
 
 /*
  * complete_task for the node, in a subtransaction: a spawn list that fails
- * validation fails the node instead (permanently, nothing added).
+ * validation, or an output over vectorbea.max_payload_size, fails the node
+ * instead (permanently: the same answer would be refused again), and
+ * nothing is added.
  */
 static void
 complete_node(VbRun *run, LlmCall *c, const char *output, const char *spawn, TimestampTz at)
@@ -951,9 +953,9 @@ complete_node(VbRun *run, LlmCall *c, const char *output, const char *spawn, Tim
 		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
-		if (!spawn)
-			ReThrowError(edata);
-		refused = psprintf("the model's spawn list was refused: %s", edata->message);
+		refused = psprintf("%s: %s",
+						   spawn ? "the model's spawn list was refused" : "the node's output was refused",
+						   edata->message);
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);

@@ -176,6 +176,17 @@ failure_case('redirect', { mode => 'redirect', location => "http://127.0.0.1:$po
 	'permanent', 0, qr/answered 302/);
 is(scalar @{ vb_fake_requests() }, 1, 'redirect: not followed');
 
+# An answer too large to store (vectorbea.max_payload_size) fails the node
+# permanently instead of leaving it to lease expiry.
+sql(q{ALTER SYSTEM SET vectorbea.max_payload_size = '16kB'});
+$node->reload;
+sleep 1;
+failure_case('toolarge', { text => 'x' x 20000 }, 'permanent', 0,
+	qr/the node's output was refused: the task output is too large/);
+sql(q{ALTER SYSTEM RESET vectorbea.max_payload_size});
+$node->reload;
+sleep 1;
+
 # ---------------------------------------------------------------------------
 # Self-correction against an output schema.
 sql(q{SELECT vectorbea.define_workflow('typed', '{"nodes": [
