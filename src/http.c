@@ -393,6 +393,7 @@ collect_finished(void)
 	{
 		VbHttpCall *call;
 		curl_off_t	total_us = 0;
+		curl_off_t	pretransfer_us = 0;
 
 		if (msg->msg != CURLMSG_DONE)
 			continue;
@@ -403,6 +404,9 @@ collect_finished(void)
 			call->too_large = true;
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &call->status);
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_TOTAL_TIME_T, &total_us);
+		/* Set once the request could be sent: on a reused connection too. */
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRETRANSFER_TIME_T, &pretransfer_us);
+		call->connected = pretransfer_us > 0;
 		call->elapsed_ms = (int64) (total_us / 1000);
 		if (call->errbuf[0] == '\0')
 			strlcpy(call->errbuf, curl_easy_strerror(call->result), sizeof(call->errbuf));
@@ -412,6 +416,12 @@ collect_finished(void)
 		in_flight--;
 		queue_done(call);
 	}
+}
+
+bool
+vb_http_has_done(void)
+{
+	return done_head != NULL;
 }
 
 /* The next finished call, or NULL; the caller frees it with vb_http_free. */
@@ -446,6 +456,8 @@ vb_http_wait(long max_ms)
 	int			running;
 
 	apply_limits();
+	if (done_head != NULL)
+		timeout = 0;			/* a call finished at start: no waiting */
 	if (timer_due != 0)
 	{
 		long		until_timer = (long) ((timer_due - GetCurrentTimestamp()) / 1000);

@@ -57,6 +57,28 @@ dumps_and_free(json_t *value)
 }
 
 /*
+ * OpenAI's reasoning models (o1, o3, o4, gpt-5 and their variants) refuse
+ * "max_tokens" and take "max_completion_tokens"; other OpenAI-compatible
+ * servers know only the former.
+ */
+static bool
+reasoning_model(const char *provider, const char *model)
+{
+	static const char *const families[] = {"o1", "o3", "o4", "gpt-5", NULL};
+
+	if (strcmp(provider, "openai") != 0)
+		return false;
+	for (const char *const *f = families; *f; f++)
+	{
+		size_t		len = strlen(*f);
+
+		if (strncmp(model, *f, len) == 0 && (model[len] == '\0' || model[len] == '-'))
+			return true;
+	}
+	return false;
+}
+
+/*
  * The request body of one chat call.  messages alternate user/assistant,
  * starting with the user's prompt; a correction adds the model's previous
  * answer and the validation error.  temperature is numeric text or NULL
@@ -85,7 +107,8 @@ vb_json_chat_request(const char *provider, const char *model, const char *system
 	if (system && anthropic)
 		json_object_set_new(body, "system", json_string(system));
 	json_object_set_new(body, "messages", msgs);
-	json_object_set_new(body, "max_tokens", json_integer(max_tokens));
+	json_object_set_new(body, reasoning_model(provider, model) ? "max_completion_tokens" : "max_tokens",
+						json_integer(max_tokens));
 	if (temperature)
 		json_object_set_new(body, "temperature", json_real(strtod(temperature, NULL)));
 	return take(dumps_and_free(body));

@@ -439,6 +439,14 @@ prepare_one(void *arg, int i)
 
 		c->timeout_ms = Min(c->timeout_ms, within);
 	}
+	/* "https://host/v1/" and "https://host/v1" name the same endpoint. */
+	if (base_url)
+	{
+		size_t		len = strlen(base_url);
+
+		while (len > 0 && base_url[len - 1] == '/')
+			base_url[--len] = '\0';
+	}
 	if (strcmp(c->provider, "anthropic") == 0)
 	{
 		url = psprintf("%s/messages", base_url ? base_url : "https://api.anthropic.com/v1");
@@ -474,6 +482,74 @@ prepare_one(void *arg, int i)
 	calls = c;
 }
 
+/* Whether an llm node is ready now: most passes find none. */
+static bool
+llm_work_ready(void)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[1] = {TimestampTzGetDatum(vb_now())};
+
+	if (plan == NULL)
+	{
+		Oid			types[1] = {TIMESTAMPTZOID};
+
+		plan = vb_prepare("SELECT FROM vectorbea.nodes"
+						  " WHERE status = 'ready' AND activity = '" VB_LLM_ACTIVITY "'"
+						  "   AND available_at <= $1 LIMIT 1", lengthof(types), types);
+	}
+	if (SPI_execute_plan(plan, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: llm work lookup failed");
+	return SPI_processed > 0;
+}
+
+/*
+ * The master key, or NULL after a warning (at most one a minute) when it
+ * cannot be read; the scheduler's status shows the error.
+ */
+static char *
+read_master_key_or_warn(VbSweepCounters *counters)
+{
+	static TimestampTz last_warning = 0;
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	char	   *volatile master = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		master = vb_read_master_key(vb_master_key_file);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+		TimestampTz now = GetCurrentTimestamp();
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		if (TimestampDifferenceExceeds(last_warning, now, 60 * 1000))
+		{
+			ereport(WARNING,
+					(errmsg("vectorbea scheduler: llm nodes wait: %s", edata->message),
+					 edata->hint ? errhint("%s", edata->hint) : 0));
+			last_warning = now;
+		}
+		if (counters)
+		{
+			counters->errors++;
+			strlcpy(counters->last_error, edata->message, sizeof(counters->last_error));
+		}
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return master;
+}
+
 /*
  * Claims as many ready llm nodes as there is room for, prepares their calls
  * and records them.  Runs in the caller's transaction; vb_llm_send() sends
@@ -488,10 +564,22 @@ vb_llm_claim(VbSweepCounters *counters)
 	uint64		n;
 	Datum		args[2];
 	Interval   *lease;
+	char	   *master;
 
 	for (LlmCall *c = calls; c; c = c->next)
 		room--;
 	if (room <= 0)
+		return;
+	if (!llm_work_ready())
+		return;
+
+	/*
+	 * Without the master key no call can be made: leave the nodes ready
+	 * (claiming them would only fail them) and say why.  The next pass
+	 * tries again.
+	 */
+	master = read_master_key_or_warn(counters);
+	if (master == NULL)
 		return;
 	if (plan == NULL)
 	{
@@ -519,9 +607,13 @@ vb_llm_claim(VbSweepCounters *counters)
 	PG_END_TRY();
 	n = SPI_processed;
 	if (n == 0)
+	{
+		vb_forget(master);
 		return;
+	}
 
 	memset(&b, 0, sizeof(b));
+	b.master = master;
 	b.at = vb_now();
 	b.task_ids = palloc(sizeof(int64) * n);
 	b.leases = palloc(sizeof(pg_uuid_t) * n);
@@ -546,8 +638,6 @@ vb_llm_claim(VbSweepCounters *counters)
 		b.upstreams[i] = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 7, &isnull));
 		b.run_inputs[i] = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 8, &isnull));
 	}
-	/* Unreadable master key: every item fails alike and is retried later. */
-	b.master = vb_read_master_key(vb_master_key_file);
 	for (uint64 i = 0; i < n; i++)
 		vb_sweep_item(prepare_one, &b, (int) i, counters, &b.run_ids[i],
 					  VB_ITEM_ATTEMPT, b.task_ids[i], b.at);
@@ -685,7 +775,7 @@ classify(LlmCall *c, VbHttpCall *h, Outcome *o)
 
 	memset(o, 0, sizeof(*o));
 	o->retry_after_ms = -1;
-	if (h->refused_address)
+	if (h->refused_address && h->result != CURLE_OK)
 	{
 		o->err_class = "permanent";
 		o->message = psprintf("the connection to %s was refused: the address is not allowed by vectorbea.llm_allowed_hosts",
@@ -697,6 +787,13 @@ classify(LlmCall *c, VbHttpCall *h, Outcome *o)
 		o->err_class = "permanent";
 		o->message = psprintf("the provider's response exceeded vectorbea.llm_max_response_size (%d kB)",
 							  vb_llm_max_response_kb);
+		return;
+	}
+	if (h->result == CURLE_OPERATION_TIMEDOUT && !h->connected)
+	{
+		o->err_class = "transient";
+		o->message = psprintf("could not connect to the provider within %ld ms: %s",
+							  (long) h->elapsed_ms, scrub(h->errbuf, c->secret));
 		return;
 	}
 	if (h->result == CURLE_OPERATION_TIMEDOUT)
@@ -1018,7 +1115,7 @@ finish_one(void *arg, int i)
 	if (o.err_class)
 	{
 		char	   *extra = o.retry_after_ms >= 0 ?
-			psprintf("\"retry_after\":\"%ld ms\"", (long) o.retry_after_ms) : NULL;
+			psprintf("\"retry_after\":\"%s\"", vb_format_duration(o.retry_after_ms)) : NULL;
 
 		vb_fail_attempt(&run, c->task_id, o.err_class, error_json(o.err_class, o.message, extra),
 						strcmp(o.err_class, "permanent") != 0, o.retry_after_ms, b->at);
@@ -1081,9 +1178,9 @@ finish_one(void *arg, int i)
 
 /*
  * Handles every finished call in the caller's transaction, each in a
- * subtransaction of its own.  Returns true when a call finished.
+ * subtransaction of its own.
  */
-bool
+void
 vb_llm_finish(VbSweepCounters *counters)
 {
 	FinishBatch b;
@@ -1107,7 +1204,7 @@ vb_llm_finish(VbSweepCounters *counters)
 		n++;
 	}
 	if (n == 0)
-		return false;
+		return;
 	b.done = palloc0(sizeof(bool) * n);
 	b.at = vb_now();
 	for (int i = 0; i < n; i++)
@@ -1119,7 +1216,6 @@ vb_llm_finish(VbSweepCounters *counters)
 		if (b.done[i])
 			forget_call(b.calls[i]);
 	}
-	return true;
 }
 
 /* ---- after a restart ---- */

@@ -231,15 +231,15 @@ wait_with_calls(TimestampTz until, MemoryContext cxt, VbSweepCounters *c)
 			return;
 		MemoryContextSwitchTo(cxt);
 		latch = vb_http_wait((long) ms);
-		begin_step("vectorbea: finishing llm calls");
-		if (vb_llm_finish(c))
+		if (vb_http_has_done())
 		{
+			/* Room has freed up: ready llm nodes are claimed in the same step. */
+			begin_step("vectorbea: finishing llm calls");
+			vb_llm_finish(c);
 			vb_llm_claim(c);
 			end_step();
 			vb_llm_send();
 		}
-		else
-			end_step();
 		MemoryContextSwitchTo(TopMemoryContext);
 		MemoryContextReset(cxt);
 		if (latch)

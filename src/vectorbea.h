@@ -307,6 +307,7 @@ typedef struct VbHttpCall
 	size_t		response_len;
 	size_t		response_cap;
 	bool		too_large;
+	bool		connected;		/* a connection was made */
 	bool		refused_address;
 	char		refused_text[64];
 	char		retry_after[64];
@@ -322,6 +323,7 @@ extern VbHttpCall *vb_http_start(const char *url, int nheaders, const char *cons
 extern void vb_http_abort(VbHttpCall *call);
 extern void vb_http_free(VbHttpCall *call);
 extern int	vb_http_in_flight(void);
+extern bool vb_http_has_done(void);
 extern VbHttpCall *vb_http_next_done(void);
 extern bool vb_http_wait(long max_ms);
 
@@ -331,7 +333,7 @@ extern void vb_llm_recover(VbSweepCounters *counters);
 extern void vb_llm_check_leases(void);
 extern void vb_llm_claim(VbSweepCounters *counters);
 extern void vb_llm_send(void);
-extern bool vb_llm_finish(VbSweepCounters *counters);
+extern void vb_llm_finish(VbSweepCounters *counters);
 extern bool vb_llm_busy(void);
 
 /* ---- scheduler.c ---- */

@@ -153,6 +153,7 @@ sub failure_case
 
 my $rl = failure_case('ratelimit', { status => 429, headers => { 'Retry-After' => '1' },
 	error_message => 'Rate limit reached' }, 'rate_limited', 1, qr/429.*Rate limit reached/);
+is(events($rl, 'STEP_FAILED')->[0]{error}{retry_after}, '1.00s', 'ratelimit: the error carries retry_after');
 my $gap = sql(qq{SELECT extract(epoch FROM (SELECT at FROM vectorbea.events WHERE run_id = '$rl' AND type = 'STEP_STARTED' ORDER BY seq DESC LIMIT 1)
 	- (SELECT at FROM vectorbea.events WHERE run_id = '$rl' AND type = 'STEP_FAILED'))});
 cmp_ok($gap, '>=', 0.9, 'ratelimit: the retry waited for Retry-After (1 s), not the 100 ms backoff');
@@ -338,6 +339,37 @@ is(scalar @{ vb_fake_requests() }, 0, 'allow-list: nothing reached the provider'
 $node->append_conf('postgresql.conf', "vectorbea.llm_allowed_hosts = '127.0.0.1/32'\n");
 $node->reload;
 sleep 1;
+
+# ---------------------------------------------------------------------------
+# OpenAI's reasoning models take max_completion_tokens; a base_url with a
+# trailing slash names the same endpoint.
+vb_store_key($node, 'reasoning', 'openai', 'sk-test-reasoning', "http://127.0.0.1:$port/v1/");
+sql(q{SELECT vectorbea.define_workflow('think', '{"nodes": [
+  {"id": "r", "kind": "llm", "llm": {"provider": "openai", "model": "o4-mini", "prompt": "think", "max_tokens": 2000}}]}')});
+vb_fake_reset();
+$run = sql(q{SELECT vectorbea.start_run('think', options => '{"workspace": "reasoning"}')});
+is(finished($run), 'succeeded', 'a reasoning model answers');
+$r = vb_fake_requests()->[0];
+is($r->{path}, '/v1/chat/completions', 'the trailing slash of base_url is not doubled');
+is($r->{body}{max_completion_tokens}, 2000, 'max_tokens is sent as max_completion_tokens');
+ok(!exists $r->{body}{max_tokens}, 'and not as max_tokens');
+
+# ---------------------------------------------------------------------------
+# A master key file the server may not use: llm nodes wait, the scheduler
+# keeps running and says why; once it is fixed they run.
+my $keyfile = $node->data_dir . '/vb_master_key';
+chmod(0644, $keyfile);
+my $sched_pid = sql(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'vectorbea scheduler'});
+$run = sql(q{SELECT vectorbea.start_run('haiku', '{"name": "Grace"}')});
+ok(defined vb_wait_for($node, q{SELECT last_error LIKE '%master key file%' FROM vectorbea.scheduler_status()}, 't'),
+	'master key: the scheduler reports the unreadable file');
+sleep 1;
+is(sql(qq{SELECT status FROM vectorbea.nodes WHERE run_id = '$run'}), 'ready', 'master key: the llm node waits, ready');
+is(sql(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'vectorbea scheduler'}), $sched_pid,
+	'master key: the scheduler did not restart');
+chmod(0600, $keyfile);
+$node->reload;
+is(finished($run), 'succeeded', 'master key: once fixed, the node runs');
 
 # ---------------------------------------------------------------------------
 # Cancelling a run aborts its call in flight.
