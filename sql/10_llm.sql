@@ -101,6 +101,20 @@ SELECT model FROM vectorbea.model_prices
 SET ROLE vb_plain_user;
 SELECT count(*) FROM vectorbea.model_prices; \echo SQLSTATE :SQLSTATE
 RESET ROLE;
+-- Editing a listed price makes it the user's; user rows win over the list
+-- for the same model, and only they are dumped (CREATE EXTENSION seeds the
+-- list again on restore).
+UPDATE vectorbea.model_prices SET input_usd_per_mtok = 0.10 WHERE provider = 'openai' AND model = 'gpt-4o-mini';
+INSERT INTO vectorbea.model_prices VALUES ('openai', 'gpt-4o', 2.00, 8.00);
+SELECT provider, model, input_usd_per_mtok, output_usd_per_mtok, source
+  FROM vectorbea.model_prices WHERE model IN ('gpt-4o', 'gpt-4o-mini') ORDER BY model, source;
+SELECT model, source FROM vectorbea.model_prices
+ WHERE provider = 'openai' AND starts_with('gpt-4o-2024-08-06', model)
+ ORDER BY length(model) DESC, source = 'user' DESC LIMIT 1;
+SELECT c.relname, x.cond
+  FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS x(oid, cond)
+  JOIN pg_class c ON c.oid = x.oid
+ WHERE e.extname = 'vectorbea' ORDER BY 1;
 
 SELECT * FROM check_run(:'run');
 SELECT * FROM check_run(:'prun');

@@ -147,29 +147,45 @@ CREATE TABLE @extschema@.model_prices (
 	model				text NOT NULL CHECK (model <> ''),
 	input_usd_per_mtok	numeric NOT NULL CHECK (input_usd_per_mtok >= 0),
 	output_usd_per_mtok	numeric NOT NULL CHECK (output_usd_per_mtok >= 0),
-	PRIMARY KEY (provider, model)
+	source				text NOT NULL DEFAULT 'user' CHECK (source IN ('list', 'user')),
+	PRIMARY KEY (provider, model, source)
 );
 COMMENT ON TABLE @extschema@.model_prices IS
-	'USD per million tokens, by provider and model (a model name prefix: the longest one that matches prices a call).  Seeded with list prices; edit freely.';
+	'USD per million tokens, by provider and model (a model name prefix: the longest one that matches prices a call, a user row before a list row).  Seeded with list prices; edit freely.';
+COMMENT ON COLUMN @extschema@.model_prices.source IS
+	'list: seeded by the extension; user: added or edited by you (editing a list row makes it yours).  pg_dump keeps the user rows; CREATE EXTENSION seeds the list again.';
 -- list prices per million tokens (input, output) when this version was released
 INSERT INTO @extschema@.model_prices VALUES
-	('openai', 'gpt-4o', 2.50, 10.00),
-	('openai', 'gpt-4o-mini', 0.15, 0.60),
-	('openai', 'gpt-4.1', 2.00, 8.00),
-	('openai', 'gpt-4.1-mini', 0.40, 1.60),
-	('openai', 'gpt-4.1-nano', 0.10, 0.40),
-	('openai', 'gpt-5', 1.25, 10.00),
-	('openai', 'gpt-5-mini', 0.25, 2.00),
-	('openai', 'gpt-5-nano', 0.05, 0.40),
-	('openai', 'o3', 2.00, 8.00),
-	('openai', 'o4-mini', 1.10, 4.40),
-	('anthropic', 'claude-opus-4', 15.00, 75.00),
-	('anthropic', 'claude-sonnet-4', 3.00, 15.00),
-	('anthropic', 'claude-3-7-sonnet', 3.00, 15.00),
-	('anthropic', 'claude-3-5-haiku', 0.80, 4.00),
-	('anthropic', 'claude-haiku-4-5', 1.00, 5.00);
--- rows users add or change are theirs: pg_dump keeps them
-SELECT pg_catalog.pg_extension_config_dump('@extschema@.model_prices', '');
+	('openai', 'gpt-4o', 2.50, 10.00, 'list'),
+	('openai', 'gpt-4o-mini', 0.15, 0.60, 'list'),
+	('openai', 'gpt-4.1', 2.00, 8.00, 'list'),
+	('openai', 'gpt-4.1-mini', 0.40, 1.60, 'list'),
+	('openai', 'gpt-4.1-nano', 0.10, 0.40, 'list'),
+	('openai', 'gpt-5', 1.25, 10.00, 'list'),
+	('openai', 'gpt-5-mini', 0.25, 2.00, 'list'),
+	('openai', 'gpt-5-nano', 0.05, 0.40, 'list'),
+	('openai', 'o3', 2.00, 8.00, 'list'),
+	('openai', 'o4-mini', 1.10, 4.40, 'list'),
+	('anthropic', 'claude-opus-4', 15.00, 75.00, 'list'),
+	('anthropic', 'claude-sonnet-4', 3.00, 15.00, 'list'),
+	('anthropic', 'claude-3-7-sonnet', 3.00, 15.00, 'list'),
+	('anthropic', 'claude-3-5-haiku', 0.80, 4.00, 'list'),
+	('anthropic', 'claude-haiku-4-5', 1.00, 5.00, 'list');
+
+CREATE FUNCTION @extschema@.model_price_edited() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	NEW.source := 'user';
+	RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.model_price_edited() IS
+	'Trigger function: an edited price is the user''s, so pg_dump keeps it.';
+CREATE TRIGGER model_prices_edited
+	BEFORE UPDATE ON @extschema@.model_prices
+	FOR EACH ROW EXECUTE FUNCTION @extschema@.model_price_edited();
 
 CREATE TABLE @extschema@.events (
 	run_id		uuid NOT NULL,
@@ -734,3 +750,19 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA @extschema@ FROM PUBLIC;
 
 -- A scheduler waiting for the extension to appear in its database.
 SELECT pg_catalog.pg_notify('vectorbea_scheduler', 'installed');
+
+/*
+ * pg_dump dumps no rows of an extension's tables unless they are marked as
+ * configuration: these hold the users' data, so all are (model_prices only
+ * the rows that are not the seeded list, which CREATE EXTENSION writes
+ * again).  pg_dump loads them in foreign-key order.
+ */
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.workflows', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.runs', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.nodes', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.events', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.approvals', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.provider_keys', '');
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.model_prices', 'WHERE source = ''user''');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('@extschema@.nodes', 'id')::regclass, '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('@extschema@.approvals', 'id')::regclass, '');

@@ -857,7 +857,7 @@ price_call(const char *provider, const char *model, int64 tokens_in, int64 token
 						  "       / 1000000.0"
 						  "  FROM vectorbea.model_prices"
 						  " WHERE provider = $1 AND starts_with($2, model)"
-						  " ORDER BY length(model) DESC LIMIT 1",
+						  " ORDER BY length(model) DESC, source = 'user' DESC LIMIT 1",
 						  lengthof(types), types);
 	}
 	args[0] = CStringGetTextDatum(provider);
