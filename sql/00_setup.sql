@@ -31,6 +31,8 @@ SELECT p.proname FROM vb_functions p
  ORDER BY 1;
 SELECT count(*) AS functions, count(*) FILTER (WHERE prosecdef) AS security_definer
   FROM vb_functions;
+-- pgcrypto, installed into the same schema by CASCADE, keeps its grants.
+SELECT has_function_privilege('public', 'vectorbea.digest(text, text)', 'EXECUTE') AS pgcrypto_public;
 SELECT c.relname FROM pg_class c
  WHERE c.relnamespace = 'vectorbea'::regnamespace AND c.relkind IN ('r', 'v')
    AND has_table_privilege('public', c.oid, 'SELECT')

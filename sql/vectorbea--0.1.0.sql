@@ -746,7 +746,24 @@ COMMENT ON FUNCTION @extschema@.run_due_work() IS
 	'Does the scheduler''s due work now, in this transaction (expired attempts, run deadlines, gate timeouts); returns counts.';
 
 REVOKE ALL ON ALL TABLES IN SCHEMA @extschema@ FROM PUBLIC;
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA @extschema@ FROM PUBLIC;
+-- Only this extension's functions: CASCADE may have installed pgcrypto in
+-- the same schema, and its functions keep their own grants.
+DO $$
+DECLARE
+	f regprocedure;
+BEGIN
+	FOR f IN
+		SELECT d.objid::regprocedure
+		  FROM pg_catalog.pg_depend d
+		 WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+		   AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
+		   AND d.refobjid = (SELECT oid FROM pg_catalog.pg_extension WHERE extname = 'vectorbea')
+		   AND d.deptype = 'e'
+	LOOP
+		EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+	END LOOP;
+END
+$$;
 
 -- A scheduler waiting for the extension to appear in its database.
 SELECT pg_catalog.pg_notify('vectorbea_scheduler', 'installed');
