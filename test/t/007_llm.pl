@@ -404,4 +404,26 @@ is(scalar @{ events($run, 'LLM_REQUESTED') }, 2, 'in doubt: both calls were reco
 is(scalar @{ events($run, 'LLM_CALLED') }, 1, 'in doubt: only the second has a result');
 consistent($run, 'in doubt');
 
+# ---------------------------------------------------------------------------
+# Postmaster death while calls are in flight: the scheduler, waiting on
+# curl's sockets, is gone within seconds.
+vb_fake_reset();
+vb_fake_script({ mode => 'hang', times => -1 });
+sql(q{SELECT vectorbea.start_run('typed', jsonb_build_object('topic', g)) FROM generate_series(1, 3) g});
+$t0 = time;
+usleep(50_000) until (vb_fake_stats()->{in_flight} >= 3 || time - $t0 > 20);
+cmp_ok(vb_fake_stats()->{in_flight}, ">=", 3, "postmaster death: three calls in flight");
+$sched = sql(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'vectorbea scheduler'});
+$node->kill9;
+$t0 = time;
+sub alive
+{
+	open(my $fh, '<', "/proc/$_[0]/stat") or return 0;
+	my $stat = <$fh>;
+	return $stat !~ /^\d+ \(.*\) [ZX] /;
+}
+usleep(20_000) while (alive($sched) && time - $t0 < 10);
+ok(!alive($sched), sprintf('postmaster death: the scheduler exits (after %.2f s)', time - $t0));
+cmp_ok(time - $t0, '<', 5, 'postmaster death: within seconds');
+
 done_testing();
