@@ -310,6 +310,20 @@ json_int_field(JsonbContainer *obj, const char *key)
 	return s ? atoi(s) : 0;
 }
 
+/* Zeroes the bytes of a plain (not compressed, not toasted) text datum. */
+static void
+forget_text(Datum d)
+{
+	struct varlena *v = (struct varlena *) DatumGetPointer(d);
+
+	if (v == NULL)
+		return;
+	if (VARATT_IS_SHORT(v))
+		explicit_bzero(VARDATA_SHORT(v), VARSIZE_SHORT(v) - VARHDRSZ_SHORT);
+	else if (!VARATT_IS_EXTENDED(v))
+		explicit_bzero(VARDATA(v), VARSIZE(v) - VARHDRSZ);
+}
+
 /* Fails the claimed attempt without a call: nothing was sent. */
 static void
 fail_unsent(ClaimBatch *b, int i, VbRun *run, const char *err_class, const char *message)
@@ -375,7 +389,10 @@ prepare_one(void *arg, int i)
 	node_timeout_ms = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
 	if (isnull)
 		node_timeout_ms = 0;
-	pfree(DatumGetPointer(args[1]));
+	/* Leave no copy of the master key or of the plaintext key behind. */
+	forget_text(args[1]);
+	if (key)
+		forget_text(SPI_getbinval(tup, desc, 4, &isnull));
 
 	if (key == NULL)
 	{
