@@ -177,6 +177,8 @@ record_request(VbRun *run, LlmCall *c, size_t body_len, TimestampTz at)
 	static SPIPlanPtr plan = NULL;
 	StringInfoData data;
 	Datum		args[3];
+	Datum		deadline;
+	bool		isnull;
 
 	if (plan == NULL)
 	{
@@ -184,15 +186,31 @@ record_request(VbRun *run, LlmCall *c, size_t body_len, TimestampTz at)
 
 		plan = vb_prepare("UPDATE vectorbea.nodes"
 						  "   SET lease_expires_at = least($3, attempt_deadline)"
-						  " WHERE id = $1 AND lease = $2 AND status = 'running'",
+						  " WHERE id = $1 AND lease = $2 AND status = 'running'"
+						  " RETURNING attempt_deadline",
 						  lengthof(types), types);
 	}
 	c->calls++;
 	args[0] = Int64GetDatum(c->task_id);
 	args[1] = UUIDPGetDatum(&c->lease);
 	args[2] = TimestampTzGetDatum(at + (int64) (c->timeout_ms + LEASE_MARGIN_MS) * 1000);
-	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE)
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING ||
+		SPI_processed != 1)
 		elog(ERROR, "vectorbea: could not extend the lease of an llm call");
+	deadline = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (!isnull)
+	{
+		/*
+		 * End the call a little before the node's timeout ends the attempt,
+		 * so that a slow provider is reported as such (transient), not as
+		 * an attempt the engine had to end (timeout).  Corrections get what
+		 * is left of the attempt.
+		 */
+		int64		remaining = (DatumGetTimestampTz(deadline) - at) / 1000;
+		int64		within = Max(remaining - NODE_TIMEOUT_MARGIN_MS, remaining / 2);
+
+		c->timeout_ms = (long) Min((int64) c->timeout_ms, Max(within, 1));
+	}
 
 	initStringInfo(&data);
 	appendStringInfoString(&data, "{\"provider\":");
@@ -357,7 +375,6 @@ prepare_one(void *arg, int i)
 	LlmCall    *c;
 	MemoryContext cxt;
 	MemoryContext old;
-	int64		node_timeout_ms;
 
 	if (!vb_run_lock(&b->run_ids[i], &run))
 		return;
@@ -367,8 +384,7 @@ prepare_one(void *arg, int i)
 		plan = vb_prepare(psprintf("SELECT n.llm, r.workspace, k.base_url,"
 								   "       CASE WHEN k.ciphertext IS NOT NULL THEN"
 								   "         %s.pgp_sym_decrypt(k.ciphertext,"
-								   "           $2 || E'\\n' || k.workspace || E'\\n' || k.provider) END,"
-								   "       n.timeout_ms"
+								   "           $2 || E'\\n' || k.workspace || E'\\n' || k.provider) END"
 								   "  FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
 								   "  LEFT JOIN vectorbea.provider_keys k"
 								   "    ON k.workspace = r.workspace AND k.provider = n.llm->>'provider'"
@@ -386,9 +402,6 @@ prepare_one(void *arg, int i)
 	workspace = SPI_getvalue(tup, desc, 2);
 	base_url = SPI_getvalue(tup, desc, 3);
 	key = SPI_getvalue(tup, desc, 4);
-	node_timeout_ms = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
-	if (isnull)
-		node_timeout_ms = 0;
 	/* Leave no copy of the master key or of the plaintext key behind. */
 	forget_text(args[1]);
 	if (key)
@@ -443,19 +456,7 @@ prepare_one(void *arg, int i)
 	c->temperature = json_text_field(&spec->root, "temperature");
 	c->max_tokens = json_int_field(&spec->root, "max_tokens");
 	c->max_corrections = json_int_field(&spec->root, "max_corrections");
-	c->timeout_ms = vb_llm_request_timeout_ms;
-	if (node_timeout_ms > 0)
-	{
-		/*
-		 * End the call a little before the node's timeout ends the attempt,
-		 * so that a slow provider is reported as such (transient), not as
-		 * an attempt the engine had to end (timeout).
-		 */
-		long		within = (long) Max(node_timeout_ms - NODE_TIMEOUT_MARGIN_MS,
-										node_timeout_ms / 2);
-
-		c->timeout_ms = Min(c->timeout_ms, within);
-	}
+	c->timeout_ms = vb_llm_request_timeout_ms;	/* record_request may shorten it */
 	/* "https://host/v1/" and "https://host/v1" name the same endpoint. */
 	if (base_url)
 	{

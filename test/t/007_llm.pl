@@ -165,7 +165,7 @@ failure_case('overloaded', { status => 503 }, 'transient', 1, qr/answered 503/);
 failure_case('reset', { mode => 'reset', times => 2 }, 'transient', 1, qr/call failed/, 3);
 failure_case('truncated', { mode => 'truncate' }, 'transient', 1, qr/call failed/);
 failure_case('garbled', { mode => 'invalid_json' }, 'transient', 1, qr/not valid JSON/);
-failure_case('hang', { mode => 'hang' }, 'transient', 1, qr/did not answer within 1500 ms/);
+failure_case('hang', { mode => 'hang' }, 'transient', 1, qr/did not answer within 1[45]\d\d ms/);
 failure_case('unauthorized', { status => 401, error_message => 'Incorrect API key provided' }, 'permanent', 0,
 	qr/answered 401: Incorrect API key provided/);
 failure_case('forbidden', { status => 403 }, 'permanent', 0, qr/answered 403/);
@@ -229,6 +229,23 @@ is(scalar @{ vb_fake_requests() }, 2, 'one call plus one correction');
 like(events($run, 'SELF_CORRECTION')->[0]{error}, qr/\$\.title must be a string, found a number/,
 	'the first problem named the field');
 consistent($run, 'invalid output');
+
+# A correction gets what is left of the node's timeout, so a slow second
+# answer is still the provider's failure (transient), not the engine's.
+sql(q{SELECT vectorbea.define_workflow('typed_quick', '{"nodes": [
+  {"id": "t", "kind": "llm", "timeout": "3s", "retry": {"max_attempts": 1},
+   "llm": {"provider": "openai", "model": "gpt-4o-mini", "prompt": "quick title",
+           "output_schema": {"type": "object", "required": ["title"]}, "max_corrections": 1}}]}')});
+vb_fake_reset();
+vb_fake_script({ delay_ms => 1500, text => 'no json' }, { mode => 'hang' });
+$run = sql(q{SELECT vectorbea.start_run('typed_quick')});
+is(finished($run), 'failed', 'correction timeout: the run fails');
+$f = events($run, 'STEP_FAILED');
+is($f->[0]{error}{class}, 'transient', 'correction timeout: as the provider\'s failure');
+like($f->[0]{error}{message}, qr/did not answer within \d+ ms/, 'correction timeout: the call timed out');
+my ($second_timeout) = $f->[0]{error}{message} =~ /within (\d+) ms/;
+cmp_ok($second_timeout, '<', 1500, 'correction timeout: the second call had only what was left');
+consistent($run, 'correction timeout');
 
 # ---------------------------------------------------------------------------
 # A planner grows the graph: its answer spawns three investigations, which
