@@ -14,6 +14,7 @@ OBJS = \
 	src/jsonb_util.o \
 	src/validate.o \
 	src/events.o \
+	src/subxact.o \
 	src/workflow.o \
 	src/graph.o \
 	src/claim.o \

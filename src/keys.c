@@ -226,6 +226,36 @@ vectorbea_set_provider_key(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+typedef struct KeyCheck
+{
+	const char *schema;
+	Datum		args[3];		/* workspace, provider, master key */
+	bool		ok;
+} KeyCheck;
+
+static void
+decrypt_in_place(void *arg)
+{
+	KeyCheck   *kc = arg;
+	Oid			types[3] = {TEXTOID, TEXTOID, TEXTOID};
+	bool		isnull;
+
+	if (SPI_execute_with_args(psprintf("SELECT %s.digest(%s.pgp_sym_decrypt(ciphertext,"
+									   "  $3 || E'\\n' || workspace || E'\\n' || provider),"
+									   "  'sha256') IS NOT NULL"
+									   "  FROM vectorbea.provider_keys"
+									   " WHERE workspace = $1 AND provider = $2",
+									   kc->schema, kc->schema),
+							  3, types, kc->args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not read the provider key");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("no key is stored for provider \"%s\" in workspace \"%s\"",
+						TextDatumGetCString(kc->args[1]), TextDatumGetCString(kc->args[0]))));
+	kc->ok = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
 /*
  * check_provider_key(workspace text, provider text) -> boolean: whether the
  * stored key decrypts under the current master key, in its own row.  The
@@ -236,14 +266,8 @@ Datum
 vectorbea_check_provider_key(PG_FUNCTION_ARGS)
 {
 	char	   *master;
-	const char *schema;
-	Datum		args[3];
-	Oid			types[3] = {TEXTOID, TEXTOID, TEXTOID};
-	volatile bool ok = false;
-	bool		isnull;
-	volatile bool decrypted = false;
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
+	KeyCheck	kc = {0};
+	ErrorData  *edata;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -251,51 +275,23 @@ vectorbea_check_provider_key(PG_FUNCTION_ARGS)
 				 errmsg("workspace and provider must not be null")));
 	SPI_connect();
 	master = vb_read_master_key(vb_master_key_file);
-	schema = vb_pgcrypto_schema();
-	args[0] = PG_GETARG_DATUM(0);
-	args[1] = PG_GETARG_DATUM(1);
-	args[2] = CStringGetTextDatum(master);
+	kc.schema = vb_pgcrypto_schema();
+	kc.args[0] = PG_GETARG_DATUM(0);
+	kc.args[1] = PG_GETARG_DATUM(1);
+	kc.args[2] = CStringGetTextDatum(master);
 
 	/* A wrong passphrase makes pgcrypto throw; that is the answer "no". */
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
+	edata = vb_try_in_subxact(decrypt_in_place, &kc);
+	if (edata && edata->sqlerrcode == ERRCODE_UNDEFINED_OBJECT)
+		ReThrowError(edata);
+	if (edata)
 	{
-		if (SPI_execute_with_args(psprintf("SELECT %s.digest(%s.pgp_sym_decrypt(ciphertext,"
-										   "  $3 || E'\\n' || workspace || E'\\n' || provider),"
-										   "  'sha256') IS NOT NULL"
-										   "  FROM vectorbea.provider_keys"
-										   " WHERE workspace = $1 AND provider = $2",
-										   schema, schema),
-								  3, types, args, NULL, true, 1) != SPI_OK_SELECT)
-			elog(ERROR, "vectorbea: could not read the provider key");
-		if (SPI_processed == 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_OBJECT),
-					 errmsg("no key is stored for provider \"%s\" in workspace \"%s\"",
-							TextDatumGetCString(args[1]), TextDatumGetCString(args[0]))));
-		ok = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		decrypted = true;
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		if (edata->sqlerrcode == ERRCODE_UNDEFINED_OBJECT)
-			ReThrowError(edata);
+		kc.ok = false;
 		FreeErrorData(edata);
 	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
 	vb_forget(master);
 	SPI_finish();
-	PG_RETURN_BOOL(decrypted && ok);
+	PG_RETURN_BOOL(kc.ok);
 }
 
 /*

@@ -37,7 +37,6 @@
 
 #include <curl/curl.h>
 
-#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
@@ -524,48 +523,36 @@ llm_work_ready(void)
  * The master key, or NULL after a warning (at most one a minute) when it
  * cannot be read; the scheduler's status shows the error.
  */
+static void
+read_master_key_into(void *arg)
+{
+	*(char **) arg = vb_read_master_key(vb_master_key_file);
+}
+
 static char *
 read_master_key_or_warn(VbSweepCounters *counters)
 {
 	static TimestampTz last_warning = 0;
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	char	   *volatile master = NULL;
+	char	   *master = NULL;
+	ErrorData  *edata = vb_try_in_subxact(read_master_key_into, &master);
+	TimestampTz now = GetCurrentTimestamp();
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
+	if (edata == NULL)
+		return master;
+	if (TimestampDifferenceExceeds(last_warning, now, 60 * 1000))
 	{
-		master = vb_read_master_key(vb_master_key_file);
-		ReleaseCurrentSubTransaction();
+		ereport(WARNING,
+				(errmsg("vectorbea scheduler: llm nodes wait: %s", edata->message),
+				 edata->hint ? errhint("%s", edata->hint) : 0));
+		last_warning = now;
 	}
-	PG_CATCH();
+	if (counters)
 	{
-		ErrorData  *edata;
-		TimestampTz now = GetCurrentTimestamp();
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		if (TimestampDifferenceExceeds(last_warning, now, 60 * 1000))
-		{
-			ereport(WARNING,
-					(errmsg("vectorbea scheduler: llm nodes wait: %s", edata->message),
-					 edata->hint ? errhint("%s", edata->hint) : 0));
-			last_warning = now;
-		}
-		if (counters)
-		{
-			counters->errors++;
-			strlcpy(counters->last_error, edata->message, sizeof(counters->last_error));
-		}
-		FreeErrorData(edata);
+		counters->errors++;
+		strlcpy(counters->last_error, edata->message, sizeof(counters->last_error));
 	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
-	return master;
+	FreeErrorData(edata);
+	return NULL;
 }
 
 /*
@@ -1036,56 +1023,50 @@ output_json(LlmCall *c, Outcome *o, const char *json)
  * instead (permanently: the same answer would be refused again), and
  * nothing is added.
  */
+typedef struct Completion
+{
+	Datum		args[4];
+	char		nulls[4];
+} Completion;
+
+static void
+call_complete_task(void *arg)
+{
+	Completion *cp = arg;
+	Oid			types[4] = {INT8OID, UUIDOID, JSONBOID, JSONBOID};
+
+	if (SPI_execute_with_args("SELECT vectorbea.complete_task($1, $2, $3, $4)",
+							  4, types, cp->args, cp->nulls, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not complete llm node");
+}
+
 static void
 complete_node(VbRun *run, LlmCall *c, const char *output, const char *spawn, TimestampTz at)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	Datum		args[4];
-	char		nulls[4] = {' ', ' ', ' ', spawn ? ' ' : 'n'};
-	Oid			types[4] = {INT8OID, UUIDOID, JSONBOID, JSONBOID};
-	char	   *volatile refused = NULL;
+	Completion	cp = {{0}, {' ', ' ', ' ', spawn ? ' ' : 'n'}};
+	ErrorData  *edata;
+	VbRun		again;
 
 	vb_run_save(run, at);		/* complete_task locks the run and reads its counters */
-	args[0] = Int64GetDatum(c->task_id);
-	args[1] = UUIDPGetDatum(&c->lease);
-	args[2] = JsonbPGetDatum(vb_jsonb_from_cstring(output));
-	args[3] = spawn ? JsonbPGetDatum(vb_jsonb_from_cstring(spawn)) : (Datum) 0;
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
+	cp.args[0] = Int64GetDatum(c->task_id);
+	cp.args[1] = UUIDPGetDatum(&c->lease);
+	cp.args[2] = JsonbPGetDatum(vb_jsonb_from_cstring(output));
+	cp.args[3] = spawn ? JsonbPGetDatum(vb_jsonb_from_cstring(spawn)) : (Datum) 0;
+	edata = vb_try_in_subxact(call_complete_task, &cp);
+	if (edata == NULL)
+		return;
+	if (vb_run_lock(&c->run_id, &again))
 	{
-		if (SPI_execute_with_args("SELECT vectorbea.complete_task($1, $2, $3, $4)",
-								  4, types, args, nulls, false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "vectorbea: could not complete llm node");
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
+		char	   *refused = psprintf("%s: %s",
+									   spawn ? "the model's spawn list was refused" :
+									   "the node's output was refused",
+									   edata->message);
 
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		refused = psprintf("%s: %s",
-						   spawn ? "the model's spawn list was refused" : "the node's output was refused",
-						   edata->message);
+		vb_fail_attempt(&again, c->task_id, "permanent",
+						error_json("permanent", refused, NULL), false, -1, at);
+		vb_run_save(&again, at);
 	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
-	if (refused)
-	{
-		VbRun		again;
-
-		if (vb_run_lock(&c->run_id, &again))
-		{
-			vb_fail_attempt(&again, c->task_id, "permanent",
-							error_json("permanent", refused, NULL), false, -1, at);
-			vb_run_save(&again, at);
-		}
-	}
+	FreeErrorData(edata);
 }
 
 typedef struct FinishBatch

@@ -25,7 +25,6 @@
  */
 #include "postgres.h"
 
-#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -41,6 +40,57 @@
 /* How long the scheduler leaves an item alone after failing on it. */
 #define ERROR_RETRY_MS	(30 * 1000)
 
+/* What record_error writes, for record_error_now. */
+typedef struct ErrorRecord
+{
+	pg_uuid_t  *run_id;
+	VbSweepItemKind kind;
+	int64		item_id;
+	const char *message;
+	TimestampTz at;
+} ErrorRecord;
+
+static void
+record_error_now(void *arg)
+{
+	static const char *const node_sql[] = {
+		[VB_ITEM_ATTEMPT] = "SELECT node FROM vectorbea.nodes WHERE id = $1",
+		[VB_ITEM_GATE] = "SELECT node FROM vectorbea.approvals WHERE id = $1",
+	};
+	static const char *const postpone_sql[] = {
+		[VB_ITEM_ATTEMPT] = "UPDATE vectorbea.nodes SET lease_expires_at = $2"
+		" WHERE id = $1 AND status = 'running'",
+		[VB_ITEM_RUN] = "UPDATE vectorbea.runs SET deadline = $2 WHERE id = $1",
+		[VB_ITEM_GATE] = "UPDATE vectorbea.approvals SET expires_at = $2"
+		" WHERE id = $1 AND status = 'pending'",
+	};
+	ErrorRecord *e = arg;
+	TimestampTz retry_at = e->at + (int64) ERROR_RETRY_MS * 1000;
+	VbRun		run;
+	char	   *node = NULL;
+	StringInfoData data;
+	Datum		args[2] = {e->kind == VB_ITEM_RUN ? UUIDPGetDatum(e->run_id) : Int64GetDatum(e->item_id),
+	TimestampTzGetDatum(retry_at)};
+	Oid			types[2] = {e->kind == VB_ITEM_RUN ? UUIDOID : INT8OID, TIMESTAMPTZOID};
+
+	if (!vb_run_lock(e->run_id, &run))
+		return;
+	if (e->kind != VB_ITEM_RUN &&
+		SPI_execute_with_args(node_sql[e->kind], 1, types, args, NULL, false, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1)
+		node = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	vb_engine_writes_approvals = true;
+	if (SPI_execute_with_args(postpone_sql[e->kind], 2, types, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "vectorbea: could not postpone a failed item");
+	vb_engine_writes_approvals = false;
+	initStringInfo(&data);
+	appendStringInfoString(&data, "{\"message\":");
+	vb_append_json_string(&data, e->message);
+	appendStringInfo(&data, ",\"retry_at\":\"%s\"}", vb_timestamp_iso(retry_at));
+	vb_event(&run, "SCHEDULER_ERROR", node, 0, data.data, e->at);
+	vb_run_save(&run, e->at);
+}
+
 /*
  * Records, in the run's history, that the scheduler could not act on an
  * item (an attempt, a run's deadline, a gate's timeout): a SCHEDULER_ERROR
@@ -54,61 +104,27 @@ static void
 record_error(pg_uuid_t *run_id, VbSweepItemKind kind, int64 item_id,
 			 const char *message, TimestampTz at)
 {
-	static const char *const node_sql[] = {
-		[VB_ITEM_ATTEMPT] = "SELECT node FROM vectorbea.nodes WHERE id = $1",
-		[VB_ITEM_GATE] = "SELECT node FROM vectorbea.approvals WHERE id = $1",
-	};
-	static const char *const postpone_sql[] = {
-		[VB_ITEM_ATTEMPT] = "UPDATE vectorbea.nodes SET lease_expires_at = $2"
-		" WHERE id = $1 AND status = 'running'",
-		[VB_ITEM_RUN] = "UPDATE vectorbea.runs SET deadline = $2 WHERE id = $1",
-		[VB_ITEM_GATE] = "UPDATE vectorbea.approvals SET expires_at = $2"
-		" WHERE id = $1 AND status = 'pending'",
-	};
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	TimestampTz retry_at = at + (int64) ERROR_RETRY_MS * 1000;
+	ErrorRecord e = {run_id, kind, item_id, message, at};
+	ErrorData  *edata = vb_try_in_subxact(record_error_now, &e);
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcxt);
-	PG_TRY();
-	{
-		VbRun		run;
-		char	   *node = NULL;
-		StringInfoData data;
-		Datum		args[2] = {kind == VB_ITEM_RUN ? UUIDPGetDatum(run_id) : Int64GetDatum(item_id),
-		TimestampTzGetDatum(retry_at)};
-		Oid			types[2] = {kind == VB_ITEM_RUN ? UUIDOID : INT8OID, TIMESTAMPTZOID};
+	vb_engine_writes_approvals = false;
+	if (edata)
+		FreeErrorData(edata);	/* the item's own error is logged already */
+}
 
-		if (vb_run_lock(run_id, &run))
-		{
-			if (kind != VB_ITEM_RUN &&
-				SPI_execute_with_args(node_sql[kind], 1, types, args, NULL, false, 1) == SPI_OK_SELECT &&
-				SPI_processed == 1)
-				node = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-			vb_engine_writes_approvals = true;
-			if (SPI_execute_with_args(postpone_sql[kind], 2, types, args, NULL, false, 0) != SPI_OK_UPDATE)
-				elog(ERROR, "vectorbea: could not postpone a failed item");
-			vb_engine_writes_approvals = false;
-			initStringInfo(&data);
-			appendStringInfoString(&data, "{\"message\":");
-			vb_append_json_string(&data, message);
-			appendStringInfo(&data, ",\"retry_at\":\"%s\"}", vb_timestamp_iso(retry_at));
-			vb_event(&run, "SCHEDULER_ERROR", node, 0, data.data, at);
-			vb_run_save(&run, at);
-		}
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		vb_engine_writes_approvals = false;
-		MemoryContextSwitchTo(oldcxt);
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(oldcxt);
-	CurrentResourceOwner = oldowner;
+typedef struct SweepItem
+{
+	void		(*fn) (void *, int);
+	void	   *arg;
+	int			i;
+} SweepItem;
+
+static void
+run_one(void *arg)
+{
+	SweepItem  *item = arg;
+
+	item->fn(item->arg, item->i);
 }
 
 /*
@@ -121,47 +137,29 @@ run_item(bool isolate, void (*fn) (void *, int), void *arg, int i,
 		 VbSweepCounters *counters, pg_uuid_t *run_id, VbSweepItemKind kind,
 		 int64 item_id, TimestampTz at)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	volatile bool ok = true;
+	SweepItem	item = {fn, arg, i};
+	ErrorData  *edata;
 
 	if (!isolate)
 	{
 		fn(arg, i);
 		return true;
 	}
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcxt);
-	PG_TRY();
+	edata = vb_try_in_subxact(run_one, &item);
+	if (edata == NULL)
+		return true;
+	ereport(WARNING,
+			(errmsg("vectorbea scheduler: %s", edata->message),
+			 edata->detail ? errdetail_internal("%s", edata->detail) : 0,
+			 edata->context ? errcontext("%s", edata->context) : 0));
+	if (counters)
 	{
-		fn(arg, i);
-		ReleaseCurrentSubTransaction();
+		counters->errors++;
+		strlcpy(counters->last_error, edata->message, sizeof(counters->last_error));
 	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		ereport(WARNING,
-				(errmsg("vectorbea scheduler: %s", edata->message),
-				 edata->detail ? errdetail_internal("%s", edata->detail) : 0,
-				 edata->context ? errcontext("%s", edata->context) : 0));
-		if (counters)
-		{
-			counters->errors++;
-			strlcpy(counters->last_error, edata->message, sizeof(counters->last_error));
-		}
-		record_error(run_id, kind, item_id, edata->message, at);
-		FreeErrorData(edata);
-		ok = false;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(oldcxt);
-	CurrentResourceOwner = oldowner;
-	return ok;
+	record_error(run_id, kind, item_id, edata->message, at);
+	FreeErrorData(edata);
+	return false;
 }
 
 /* run_item for other files' sweeps, always isolated. */

@@ -232,6 +232,9 @@ extern const char *vb_pgcrypto_schema(void);
 extern void vb_refuse_lease(int64 task_id, pg_uuid_t *lease, const char *action);
 extern int64 vb_interval_ms(Interval *iv, const char *what);
 
+/* ---- subxact.c ---- */
+extern ErrorData *vb_try_in_subxact(void (*fn) (void *), void *arg);
+
 /* ---- SPI helpers (events.c) ---- */
 extern SPIPlanPtr vb_prepare(const char *sql, int nargs, Oid *argtypes);
 extern SPIPlanPtr vb_prepare_opts(const char *sql, int nargs, Oid *argtypes,

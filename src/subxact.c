@@ -1,0 +1,56 @@
+/*-------------------------------------------------------------------------
+ *
+ * subxact.c
+ *	  Running a piece of work in a subtransaction of its own, and keeping
+ *	  its error instead of letting it end the transaction.
+ *
+ * The scheduler acts on many items in one transaction and must survive one
+ * item's error; an llm node whose completion is refused must fail instead;
+ * check_provider_key turns pgcrypto's "wrong key" into false.  Each of them
+ * runs the work here: on success the subtransaction is released, on error
+ * it is rolled back and the error handed back, copied into the caller's
+ * memory context, with the caller's resource owner restored.
+ *
+ * IDENTIFICATION
+ *	  src/subxact.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+
+#include "vectorbea.h"
+
+/*
+ * Runs fn(arg) in a subtransaction.  Returns NULL when it succeeded, else
+ * its error, the subtransaction having been rolled back.
+ */
+ErrorData *
+vb_try_in_subxact(void (*fn) (void *), void *arg)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *volatile edata = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		fn(arg);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return edata;
+}
