@@ -34,6 +34,7 @@ VB_REQUIRED_PACKAGES=(
 	make
 	gcc
 	python3-psycopg2
+	ca-certificates
 )
 
 # Root of the source tree this file belongs to (test/lib/ -> ../..).
