@@ -1114,7 +1114,7 @@ finish_one(void *arg, int i)
 	if (o.err_class)
 	{
 		char	   *extra = o.retry_after_ms >= 0 ?
-			psprintf("\"retry_after\":\"%s\"", vb_format_duration(o.retry_after_ms)) : NULL;
+			psprintf("\"retry_after\":\"%ldms\"", (long) o.retry_after_ms) : NULL;
 
 		vb_fail_attempt(&run, c->task_id, o.err_class, error_json(o.err_class, o.message, extra),
 						strcmp(o.err_class, "permanent") != 0, o.retry_after_ms, b->at);

@@ -153,7 +153,7 @@ sub failure_case
 
 my $rl = failure_case('ratelimit', { status => 429, headers => { 'Retry-After' => '1' },
 	error_message => 'Rate limit reached' }, 'rate_limited', 1, qr/429.*Rate limit reached/);
-is(events($rl, 'STEP_FAILED')->[0]{error}{retry_after}, '1.00s', 'ratelimit: the error carries retry_after');
+is(events($rl, 'STEP_FAILED')->[0]{error}{retry_after}, '1000ms', 'ratelimit: the error carries retry_after, exactly');
 my $gap = sql(qq{SELECT extract(epoch FROM (SELECT at FROM vectorbea.events WHERE run_id = '$rl' AND type = 'STEP_STARTED' ORDER BY seq DESC LIMIT 1)
 	- (SELECT at FROM vectorbea.events WHERE run_id = '$rl' AND type = 'STEP_FAILED'))});
 cmp_ok($gap, '>=', 0.9, 'ratelimit: the retry waited for Retry-After (1 s), not the 100 ms backoff');
