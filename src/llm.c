@@ -9,9 +9,10 @@
  *
  *	1. claim (claim_tasks with the engine's activity, SKIP LOCKED like any
  *	   worker), decrypt the workspace's key, render the templates, check the
- *	   URL against the allow-list, and write LLM_REQUESTED: the call is on
- *	   record before it leaves, so a crash while it is in flight leaves an
- *	   attempt visibly in doubt (and the next scheduler ends it as such).
+ *	   URL against the allow-list and the estimated cost against the run's
+ *	   budget, and write LLM_REQUESTED: the call is on record before it
+ *	   leaves, so a crash while it is in flight leaves an attempt visibly in
+ *	   doubt (and the next scheduler ends it as such).
  *	2. after commit, send it (http.c); many calls are in flight at once.
  *	3. when it finishes, write LLM_CALLED (latency, tokens, cost from
  *	   model_prices) and book its cost on the run; then either complete the
