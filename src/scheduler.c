@@ -313,6 +313,44 @@ publish(TimestampTz now, TimestampTz next, VbSweepCounters *c)
 	LWLockRelease(vb_shared->lock);
 }
 
+/*
+ * A database that does not exist (yet) ends each start with a FATAL, and
+ * the postmaster starts the worker again a second later.  Starts that did
+ * not reach their database wait 2, 4, ... up to 60 seconds first, so the
+ * log gets a line a minute, not a second, and a database created later is
+ * still served.  The count lives in shared memory; reaching the database
+ * resets it.
+ */
+static void
+back_off_before_connecting(void)
+{
+	int			failures;
+
+	LWLockAcquire(vb_shared->lock, LW_EXCLUSIVE);
+	failures = my_slot->connect_failures++;
+	strlcpy(my_slot->state, failures > 0 ? "waiting to connect" : "connecting",
+			sizeof(my_slot->state));
+	LWLockRelease(vb_shared->lock);
+	if (failures > 0)
+	{
+		TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														Min(60 * 1000L, 1000L << Min(failures, 6)));
+
+		/* A latch set by anything but SIGTERM does not end the pause. */
+		for (;;)
+		{
+			long		ms = (long) ((until - GetCurrentTimestamp()) / 1000);
+
+			if (ms <= 0)
+				break;
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 ms, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+		}
+	}
+}
+
 void
 vb_scheduler_main(Datum main_arg)
 {
@@ -328,13 +366,15 @@ vb_scheduler_main(Datum main_arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
+	my_slot = &vb_shared->slots[slot_index];
+	back_off_before_connecting();
 	BackgroundWorkerInitializeConnection(dbname, NULL, 0);
 	pgstat_report_appname("vectorbea scheduler");
 	/* Its statements are short index scans; compiling them never pays. */
 	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
 
-	my_slot = &vb_shared->slots[slot_index];
 	LWLockAcquire(vb_shared->lock, LW_EXCLUSIVE);
+	my_slot->connect_failures = 0;
 	/* Counters go on across restarts of the worker. */
 	counters = my_slot->counters;
 	if (vb_shared->nslots <= slot_index)
