@@ -63,16 +63,17 @@ PGDLLEXPORT void vb_scheduler_main(Datum main_arg);
 static VbSchedulerSlot *my_slot = NULL;
 
 /*
- * Registers one scheduler per database named in vectorbea.database.  Runs
- * in the postmaster, from _PG_init, while shared_preload_libraries loads.
+ * The databases named in vectorbea.database (as String nodes), each once:
+ * two schedulers on one database would each take the other's llm calls for
+ * calls in doubt.  warn: say so when a name repeats.
  */
-void
-vb_register_schedulers(void)
+List *
+vb_scheduler_databases(bool warn)
 {
 	char	   *rawlist = pstrdup(vb_databases);
 	List	   *names;
+	List	   *unique = NIL;
 	ListCell   *lc;
-	int			slot = 0;
 
 	if (!SplitIdentifierString(rawlist, ',', &names))
 		ereport(ERROR,
@@ -81,8 +82,36 @@ vb_register_schedulers(void)
 				 errhint("List database names separated by commas, e.g. 'app, analytics'.")));
 	foreach(lc, names)
 	{
+		char	   *name = lfirst(lc);
+
+		if (list_member(unique, makeString(name)))
+		{
+			if (warn)
+				ereport(WARNING,
+						(errmsg("vectorbea.database lists \"%s\" more than once; it gets one scheduler",
+								name)));
+			continue;
+		}
+		unique = lappend(unique, makeString(name));
+	}
+	return unique;
+}
+
+/*
+ * Registers one scheduler per database named in vectorbea.database.  Runs
+ * in the postmaster, from _PG_init, while shared_preload_libraries loads.
+ */
+void
+vb_register_schedulers(void)
+{
+	List	   *names = vb_scheduler_databases(true);
+	ListCell   *lc;
+	int			slot = 0;
+
+	foreach(lc, names)
+	{
 		BackgroundWorker worker;
-		char	   *dbname = lfirst(lc);
+		char	   *dbname = strVal(lfirst(lc));
 
 		if (slot >= VB_MAX_SCHEDULERS)
 			ereport(ERROR,

@@ -206,19 +206,16 @@ vb_announce_at_commit(const char *activity, TimestampTz available_at)
 void
 vb_fill_slot_names(void)
 {
-	char	   *rawlist = pstrdup(vb_databases);
-	List	   *names;
+	List	   *names = vb_scheduler_databases(false);
 	ListCell   *lc;
 
-	if (!SplitIdentifierString(rawlist, ',', &names))
-		return;
 	foreach(lc, names)
 	{
 		int			i = foreach_current_index(lc);
 
 		if (i >= VB_MAX_SCHEDULERS)
 			break;
-		strlcpy(vb_shared->slots[i].database, lfirst(lc), NAMEDATALEN);
+		strlcpy(vb_shared->slots[i].database, strVal(lfirst(lc)), NAMEDATALEN);
 		strlcpy(vb_shared->slots[i].state, "not started", sizeof(vb_shared->slots[i].state));
 		vb_shared->slots[i].next_due = DT_NOEND;
 		vb_shared->nslots = i + 1;

@@ -342,5 +342,6 @@ extern bool vb_llm_busy(void);
 
 /* ---- scheduler.c ---- */
 extern void vb_register_schedulers(void);
+extern List *vb_scheduler_databases(bool warn);
 
 #endif							/* VECTORBEA_H */

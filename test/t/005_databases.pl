@@ -12,7 +12,7 @@ my $node = PostgreSQL::Test::Cluster->new('databases');
 $node->init;
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'vectorbea'
-vectorbea.database = 'postgres, "App Two", later'
+vectorbea.database = 'postgres, "App Two", later, postgres'
 vectorbea.scheduler_idle_timeout = '1h'
 });
 $node->start;
@@ -33,6 +33,8 @@ sub wait_for
 
 ok(wait_for('postgres', q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'vectorbea scheduler'}, '2'),
 	'one scheduler per listed database, a quoted name included');
+like(slurp_file($node->logfile), qr/WARNING:  vectorbea.database lists "postgres" more than once; it gets one scheduler/,
+	'a database listed twice is named in a warning');
 is($node->safe_psql('postgres', q{SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_stat_activity
 	WHERE backend_type = 'vectorbea scheduler'}), 'App Two,postgres', 'each connected to its database');
 
