@@ -44,7 +44,7 @@ static const char *const schema_types[] = {"object", "array", "string", "number"
 
 typedef struct LlmCheck
 {
-	const char *what;			/* "workflow definition", ... */
+	VbChecker	chk;			/* what is validated, as validate.c says it */
 	const char *label;			/* node "brief" */
 } LlmCheck;
 
@@ -53,15 +53,14 @@ bad(LlmCheck *c, const char *field, const char *problem, const char *detail)
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("invalid %s: %s, field \"llm.%s\" %s", c->what, c->label, field, problem),
+			 errmsg("invalid %s: %s, field \"llm.%s\" %s", c->chk.what, c->label, field, problem),
 			 detail ? errdetail("%s", detail) : 0));
 }
 
 static void pg_attribute_noreturn()
 wrong_type(LlmCheck *c, const char *field, JsonbValue *v, const char *expected)
 {
-	bad(c, field, psprintf("must be %s", expected),
-		psprintf("Found %s.", vb_jsonb_type_name(v)));
+	vb_type_error(&c->chk, c->label, psprintf("llm.%s", field), v, expected);
 }
 
 static char *
@@ -76,7 +75,7 @@ get_string(LlmCheck *c, JsonbContainer *obj, const char *key, bool required,
 		if (required)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid %s: %s, field \"llm.%s\" is required", c->what, c->label, key)));
+					 errmsg("invalid %s: %s, field \"llm.%s\" is required", c->chk.what, c->label, key)));
 		return NULL;
 	}
 	if (v.type != jbvString)
@@ -94,39 +93,10 @@ static int
 get_int(LlmCheck *c, JsonbContainer *obj, const char *key, int min, int max, int dflt)
 {
 	JsonbValue	v;
-	char	   *text;
-	char	   *end;
-	long		n;
 
 	if (!vb_jsonb_get(obj, key, &v))
 		return dflt;
-	if (v.type != jbvNumeric)
-		wrong_type(c, key, &v, psprintf("an integer from %d to %d", min, max));
-	text = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v.val.numeric)));
-	n = strtol(text, &end, 10);
-	if (*end != '\0' || n < min || n > max)
-		bad(c, key, psprintf("must be an integer from %d to %d", min, max),
-			psprintf("Found %s.", text));
-	return (int) n;
-}
-
-/* Checks that every key of obj is allowed; field is the path for messages. */
-static void
-check_keys(LlmCheck *c, JsonbContainer *obj, const char *const *allowed, const char *field)
-{
-	ListCell   *lc;
-
-	foreach(lc, vb_jsonb_object_keys(obj))
-	{
-		char	   *key = lfirst(lc);
-
-		if (!vb_in_list(key, allowed))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid %s: %s, unknown field \"%s%s%s\"", c->what, c->label,
-							field, field[0] ? "." : "", key),
-					 errdetail("Allowed fields here: %s.", vb_list_text(allowed))));
-	}
+	return vb_get_int(&c->chk, &v, c->label, psprintf("llm.%s", key), min, max);
 }
 
 static void
@@ -177,7 +147,7 @@ check_schema(LlmCheck *c, JsonbValue *schema, const char *field, int depth)
 			ereport(ERROR,
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 					 errmsg("invalid %s: %s, field \"llm.%s\" uses the JSON Schema keyword \"%s\", which vectorbea does not check",
-							c->what, c->label, field, key),
+							c->chk.what, c->label, field, key),
 					 errdetail("Supported keywords: %s.", vb_list_text(schema_keywords)),
 					 errhint("Remove the keyword, or check that constraint in a later node.")));
 	}
@@ -221,7 +191,7 @@ check_schema(LlmCheck *c, JsonbValue *schema, const char *field, int depth)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("invalid %s: %s, field \"llm.%s.additionalProperties\" must be true or false",
-						c->what, c->label, field),
+						c->chk.what, c->label, field),
 				 errdetail("A schema for additional properties is not supported.")));
 	if (vb_jsonb_get(obj, "description", &v) && v.type != jbvString)
 		wrong_type(c, psprintf("%s.description", field), &v, "a string");
@@ -240,7 +210,7 @@ check_template(LlmCheck *c, const char *field, const char *template, List *depen
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid %s: %s, field \"llm.%s\" has a bad placeholder",
-						c->what, c->label, field),
+						c->chk.what, c->label, field),
 				 errdetail("%s.", problem),
 				 errhint("Placeholders: {{input.<path>}}, {{run.input.<path>}}, {{upstream.<node>.output.<path>}}.")));
 }
@@ -253,7 +223,7 @@ char *
 vb_validate_llm(const char *what, const char *label, JsonbValue *llm,
 				List *depends_on)
 {
-	LlmCheck	c = {what, label};
+	LlmCheck	c = {{what}, label};
 	JsonbContainer *obj;
 	JsonbValue	v;
 	char	   *provider;
@@ -275,7 +245,7 @@ vb_validate_llm(const char *what, const char *label, JsonbValue *llm,
 				 errdetail("Found %s.", vb_jsonb_type_name(llm)),
 				 errhint("An llm node needs at least {\"provider\": \"openai\", \"model\": \"...\", \"prompt\": \"...\"}.")));
 	obj = llm->val.binary.data;
-	check_keys(&c, obj, llm_fields, "llm");
+	vb_check_fields(&c.chk, obj, llm_fields, c.label, "llm");
 
 	provider = get_string(&c, obj, "provider", true, 0);
 	if (strcmp(provider, "openai") != 0 && strcmp(provider, "anthropic") != 0)
@@ -313,7 +283,7 @@ vb_validate_llm(const char *what, const char *label, JsonbValue *llm,
 		if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
 			wrong_type(&c, "allow_spawn", &v, "an object {\"activities\": [...], \"max_nodes\": N}");
 		as = v.val.binary.data;
-		check_keys(&c, as, spawn_fields, "llm.allow_spawn");
+		vb_check_fields(&c.chk, as, spawn_fields, c.label, "llm.allow_spawn");
 		if (!vb_jsonb_get(as, "activities", &acts))
 			bad(&c, "allow_spawn.activities", "is required",
 				"Name the activities the model may add nodes for.");

@@ -32,11 +32,6 @@
 
 #include "vectorbea.h"
 
-typedef struct Checker
-{
-	const char *what;			/* "workflow definition", "spawn list of node \"x\"" */
-} Checker;
-
 static const char *const top_fields[] = {"nodes", "defaults", NULL};
 static const char *const default_fields[] = {"retry", "timeout", NULL};
 static const char *const node_fields[] = {"id", "kind", "activity", "depends_on",
@@ -92,8 +87,8 @@ node_label(const char *id, int position)
 }
 
 /* Refuses keys outside allowed; names where they were found. */
-static void
-check_fields(Checker *chk, JsonbContainer *obj, const char *const *allowed,
+void
+vb_check_fields(VbChecker *chk, JsonbContainer *obj, const char *const *allowed,
 			 const char *label, const char *field_path)
 {
 	ListCell   *lc;
@@ -122,8 +117,8 @@ check_fields(Checker *chk, JsonbContainer *obj, const char *const *allowed,
 	}
 }
 
-static void
-type_error(Checker *chk, const char *label, const char *field, JsonbValue *v,
+void
+vb_type_error(VbChecker *chk, const char *label, const char *field, JsonbValue *v,
 		   const char *expected)
 {
 	ereport(ERROR,
@@ -149,7 +144,7 @@ vb_valid_name(const char *s)
 
 /* A name field; field is how messages call it (e.g. "approval.gate"). */
 static char *
-get_name_as(Checker *chk, JsonbContainer *obj, const char *key, const char *field,
+get_name_as(VbChecker *chk, JsonbContainer *obj, const char *key, const char *field,
 			const char *label, bool required)
 {
 	JsonbValue	v;
@@ -165,7 +160,7 @@ get_name_as(Checker *chk, JsonbContainer *obj, const char *key, const char *fiel
 		return NULL;
 	}
 	if (v.type != jbvString)
-		type_error(chk, label, field, &v, "a string");
+		vb_type_error(chk, label, field, &v, "a string");
 	s = pnstrdup(v.val.string.val, v.val.string.len);
 	if (!vb_valid_name(s))
 		ereport(ERROR,
@@ -178,20 +173,20 @@ get_name_as(Checker *chk, JsonbContainer *obj, const char *key, const char *fiel
 }
 
 static char *
-get_name(Checker *chk, JsonbContainer *obj, const char *key, const char *label,
+get_name(VbChecker *chk, JsonbContainer *obj, const char *key, const char *label,
 		 bool required)
 {
 	return get_name_as(chk, obj, key, key, label, required);
 }
 
 static int64
-get_duration(Checker *chk, JsonbValue *v, const char *label, const char *field)
+get_duration(VbChecker *chk, JsonbValue *v, const char *label, const char *field)
 {
 	char	   *text;
 	int64		ms;
 
 	if (v->type != jbvString)
-		type_error(chk, label, field, v, "a duration string such as \"30s\"");
+		vb_type_error(chk, label, field, v, "a duration string such as \"30s\"");
 	text = pnstrdup(v->val.string.val, v->val.string.len);
 	if (!vb_parse_duration(text, &ms))
 		ereport(ERROR,
@@ -211,8 +206,8 @@ numeric_text(JsonbValue *v)
 }
 
 /* An integer within [min, max], or an error naming the field. */
-static int
-get_int(Checker *chk, JsonbValue *v, const char *label, const char *field,
+int
+vb_get_int(VbChecker *chk, JsonbValue *v, const char *label, const char *field,
 		int min, int max)
 {
 	char	   *text;
@@ -220,7 +215,7 @@ get_int(Checker *chk, JsonbValue *v, const char *label, const char *field,
 	long		n;
 
 	if (v->type != jbvNumeric)
-		type_error(chk, label, field, v, "an integer");
+		vb_type_error(chk, label, field, v, "an integer");
 	text = numeric_text(v);
 	errno = 0;
 	n = strtol(text, &end, 10);
@@ -234,13 +229,13 @@ get_int(Checker *chk, JsonbValue *v, const char *label, const char *field,
 }
 
 static double
-get_number(Checker *chk, JsonbValue *v, const char *label, const char *field,
+get_number(VbChecker *chk, JsonbValue *v, const char *label, const char *field,
 		   double min, double max)
 {
 	double		d;
 
 	if (v->type != jbvNumeric)
-		type_error(chk, label, field, v, "a number");
+		vb_type_error(chk, label, field, v, "a number");
 	d = DatumGetFloat8(DirectFunctionCall1(numeric_float8,
 										   NumericGetDatum(v->val.numeric)));
 	if (!(d >= min && d <= max))
@@ -254,7 +249,7 @@ get_number(Checker *chk, JsonbValue *v, const char *label, const char *field,
 
 /* A node timeout: a positive duration. */
 static int64
-get_timeout(Checker *chk, JsonbValue *v, const char *label, const char *field)
+get_timeout(VbChecker *chk, JsonbValue *v, const char *label, const char *field)
 {
 	int64		ms = get_duration(chk, v, label, field);
 
@@ -272,7 +267,7 @@ get_timeout(Checker *chk, JsonbValue *v, const char *label, const char *field)
  * the field the user wrote.
  */
 static void
-apply_retry(Checker *chk, JsonbValue *retry, VbNodeSpec *spec, const char *label,
+apply_retry(VbChecker *chk, JsonbValue *retry, VbNodeSpec *spec, const char *label,
 			const char *prefix)
 {
 	JsonbContainer *obj;
@@ -280,12 +275,12 @@ apply_retry(Checker *chk, JsonbValue *retry, VbNodeSpec *spec, const char *label
 	char	   *field = psprintf("%sretry", prefix);
 
 	if (retry->type != jbvBinary || !JsonContainerIsObject(retry->val.binary.data))
-		type_error(chk, label, field, retry, "an object");
+		vb_type_error(chk, label, field, retry, "an object");
 	obj = retry->val.binary.data;
-	check_fields(chk, obj, retry_fields, label, field);
+	vb_check_fields(chk, obj, retry_fields, label, field);
 
 	if (vb_jsonb_get(obj, "max_attempts", &v))
-		spec->max_attempts = get_int(chk, &v, label,
+		spec->max_attempts = vb_get_int(chk, &v, label,
 									 psprintf("%s.max_attempts", field),
 									 1, VB_MAX_ATTEMPTS_LIMIT);
 	if (vb_jsonb_get(obj, "backoff", &v))
@@ -293,7 +288,7 @@ apply_retry(Checker *chk, JsonbValue *retry, VbNodeSpec *spec, const char *label
 		char	   *b;
 
 		if (v.type != jbvString)
-			type_error(chk, label, psprintf("%s.backoff", field), &v, "a string");
+			vb_type_error(chk, label, psprintf("%s.backoff", field), &v, "a string");
 		b = pnstrdup(v.val.string.val, v.val.string.len);
 		if (strcmp(b, "exponential") == 0)
 			spec->backoff_exponential = true;
@@ -316,7 +311,7 @@ apply_retry(Checker *chk, JsonbValue *retry, VbNodeSpec *spec, const char *label
 	if (vb_jsonb_get(obj, "jitter", &v))
 	{
 		if (v.type != jbvBool)
-			type_error(chk, label, psprintf("%s.jitter", field), &v, "a boolean");
+			vb_type_error(chk, label, psprintf("%s.jitter", field), &v, "a boolean");
 		spec->jitter = v.val.boolean;
 	}
 	/* max caps the exponential growth; a fixed backoff never reaches it. */
@@ -332,12 +327,12 @@ apply_retry(Checker *chk, JsonbValue *retry, VbNodeSpec *spec, const char *label
 }
 
 static char *
-role_name(Checker *chk, JsonbValue *v, const char *label, const char *field)
+role_name(VbChecker *chk, JsonbValue *v, const char *label, const char *field)
 {
 	char	   *s;
 
 	if (v->type != jbvString)
-		type_error(chk, label, field, v, "a role name");
+		vb_type_error(chk, label, field, v, "a role name");
 	s = pnstrdup(v->val.string.val, v->val.string.len);
 	if (strlen(s) == 0 || strlen(s) >= NAMEDATALEN)
 		ereport(ERROR,
@@ -354,7 +349,7 @@ role_name(Checker *chk, JsonbValue *v, const char *label, const char *field)
  * no activity (no worker does it) and no retry policy or node timeout.
  */
 static void
-parse_approval(Checker *chk, JsonbContainer *node, const char *label, VbNodeSpec *spec)
+parse_approval(VbChecker *chk, JsonbContainer *node, const char *label, VbNodeSpec *spec)
 {
 	JsonbValue	a;
 	JsonbValue	v;
@@ -382,9 +377,9 @@ parse_approval(Checker *chk, JsonbContainer *node, const char *label, VbNodeSpec
 						chk->what, label),
 				 errhint("Give at least the gate: \"approval\": {\"gate\": \"publish\"}.")));
 	if (a.type != jbvBinary || !JsonContainerIsObject(a.val.binary.data))
-		type_error(chk, label, "approval", &a, "an object");
+		vb_type_error(chk, label, "approval", &a, "an object");
 	obj = a.val.binary.data;
-	check_fields(chk, obj, approval_fields, label, "approval");
+	vb_check_fields(chk, obj, approval_fields, label, "approval");
 
 	gate = get_name_as(chk, obj, "gate", "approval.gate", label, true);
 	if (vb_jsonb_get(obj, "timeout", &v))
@@ -392,7 +387,7 @@ parse_approval(Checker *chk, JsonbContainer *node, const char *label, VbNodeSpec
 	if (vb_jsonb_get(obj, "on_timeout", &v))
 	{
 		if (v.type != jbvString)
-			type_error(chk, label, "approval.on_timeout", &v, "a string");
+			vb_type_error(chk, label, "approval.on_timeout", &v, "a string");
 		on_timeout = pnstrdup(v.val.string.val, v.val.string.len);
 		if (strcmp(on_timeout, "reject") != 0 && strcmp(on_timeout, "approve") != 0 &&
 			strcmp(on_timeout, "escalate") != 0)
@@ -423,7 +418,7 @@ parse_approval(Checker *chk, JsonbContainer *node, const char *label, VbNodeSpec
 												label, psprintf("approval.escalate_to[%d]", i)));
 		}
 		else
-			type_error(chk, label, "approval.escalate_to", &v,
+			vb_type_error(chk, label, "approval.escalate_to", &v,
 					   "a role name or a non-empty array of role names");
 		if (strcmp(on_timeout, "escalate") != 0)
 			ereport(ERROR,
@@ -440,7 +435,7 @@ parse_approval(Checker *chk, JsonbContainer *node, const char *label, VbNodeSpec
 	if (vb_jsonb_get(obj, "context", &v))
 	{
 		if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
-			type_error(chk, label, "approval.context", &v, "an object");
+			vb_type_error(chk, label, "approval.context", &v, "an object");
 		context = vb_jsonb_value_text(&v);
 	}
 
@@ -467,7 +462,7 @@ parse_approval(Checker *chk, JsonbContainer *node, const char *label, VbNodeSpec
 
 /* Parses one node object into spec, defaults already applied to spec. */
 static void
-parse_node(Checker *chk, JsonbValue *nodeval, int position, VbNodeSpec *spec)
+parse_node(VbChecker *chk, JsonbValue *nodeval, int position, VbNodeSpec *spec)
 {
 	JsonbContainer *obj;
 	JsonbValue	v;
@@ -482,7 +477,7 @@ parse_node(Checker *chk, JsonbValue *nodeval, int position, VbNodeSpec *spec)
 
 	spec->id = get_name(chk, obj, "id", label, true);
 	label = node_label(spec->id, position);
-	check_fields(chk, obj, node_fields, label, "");
+	vb_check_fields(chk, obj, node_fields, label, "");
 
 	spec->kind = "task";
 	if (vb_jsonb_get(obj, "kind", &v))
@@ -490,7 +485,7 @@ parse_node(Checker *chk, JsonbValue *nodeval, int position, VbNodeSpec *spec)
 		char	   *kind;
 
 		if (v.type != jbvString)
-			type_error(chk, label, "kind", &v, "a string");
+			vb_type_error(chk, label, "kind", &v, "a string");
 		kind = pnstrdup(v.val.string.val, v.val.string.len);
 		if (strcmp(kind, "approval") == 0)
 			spec->kind = "approval";
@@ -559,7 +554,7 @@ parse_node(Checker *chk, JsonbValue *nodeval, int position, VbNodeSpec *spec)
 		int			n;
 
 		if (v.type != jbvBinary || !JsonContainerIsArray(v.val.binary.data))
-			type_error(chk, label, "depends_on", &v, "an array of node ids");
+			vb_type_error(chk, label, "depends_on", &v, "an array of node ids");
 		deps = v.val.binary.data;
 		n = JsonContainerSize(deps);
 		for (int i = 0; i < n; i++)
@@ -569,7 +564,7 @@ parse_node(Checker *chk, JsonbValue *nodeval, int position, VbNodeSpec *spec)
 			ListCell   *lc;
 
 			if (d->type != jbvString)
-				type_error(chk, label, psprintf("depends_on[%d]", i), d, "a node id string");
+				vb_type_error(chk, label, psprintf("depends_on[%d]", i), d, "a node id string");
 			dep = pnstrdup(d->val.string.val, d->val.string.len);
 			if (strcmp(dep, spec->id) == 0)
 				ereport(ERROR,
@@ -591,7 +586,7 @@ parse_node(Checker *chk, JsonbValue *nodeval, int position, VbNodeSpec *spec)
 	if (vb_jsonb_get(obj, "input", &v))
 	{
 		if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
-			type_error(chk, label, "input", &v, "an object");
+			vb_type_error(chk, label, "input", &v, "an object");
 		spec->input_json = vb_jsonb_value_text(&v);
 	}
 
@@ -630,7 +625,7 @@ id_table(int size)
  * such dependencies must revisit a node.
  */
 static void
-report_cycle(Checker *chk, VbNodeSpec **specs, int n, bool *ordered, HTAB *ids)
+report_cycle(VbChecker *chk, VbNodeSpec **specs, int n, bool *ordered, HTAB *ids)
 {
 	int		   *visit_order = palloc0(sizeof(int) * n);
 	int			start = -1;
@@ -699,7 +694,7 @@ report_cycle(Checker *chk, VbNodeSpec **specs, int n, bool *ordered, HTAB *ids)
  * spawn list: new ids must not collide with them and may depend on them.
  */
 static List *
-parse_nodes(Checker *chk, JsonbValue *nodes, JsonbValue *defaults_retry,
+parse_nodes(VbChecker *chk, JsonbValue *nodes, JsonbValue *defaults_retry,
 			JsonbValue *defaults_timeout, VbExistingNodes *existing)
 {
 	JsonbContainer *arr;
@@ -838,7 +833,7 @@ parse_nodes(Checker *chk, JsonbValue *nodes, JsonbValue *defaults_retry,
 }
 
 static List *
-validate(Checker *chk, Jsonb *definition, VbExistingNodes *existing,
+validate(VbChecker *chk, Jsonb *definition, VbExistingNodes *existing,
 		 JsonbValue *nodes_override)
 {
 	JsonbValue	nodes;
@@ -855,7 +850,7 @@ validate(Checker *chk, Jsonb *definition, VbExistingNodes *existing,
 				 errmsg("invalid %s: it must be a JSON object with a \"nodes\" array", chk->what)));
 	if (nodes_override == NULL)
 	{
-		check_fields(chk, root, top_fields, NULL, "");
+		vb_check_fields(chk, root, top_fields, NULL, "");
 		if (!vb_jsonb_get(root, "nodes", &nodes))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -902,7 +897,7 @@ validate(Checker *chk, Jsonb *definition, VbExistingNodes *existing,
 List *
 vb_validate_definition(Jsonb *definition)
 {
-	Checker		chk = {"workflow definition"};
+	VbChecker		chk = {"workflow definition"};
 
 	vb_check_payload_size(definition, "the workflow definition");
 	return validate(&chk, definition, NULL, NULL);
@@ -916,7 +911,7 @@ List *
 vb_validate_spawn(Jsonb *spawn, Jsonb *definition, const char *spawner,
 				  VbExistingNodes *existing)
 {
-	Checker		chk;
+	VbChecker		chk;
 	JsonbValue	nodes;
 
 	chk.what = psprintf("spawn list of node \"%s\"", spawner);

@@ -155,7 +155,19 @@ typedef struct VbExistingNodes
 	char	  **ids;
 } VbExistingNodes;
 
+/* What is being validated, for messages: "workflow definition", ... */
+typedef struct VbChecker
+{
+	const char *what;
+} VbChecker;
+
 extern bool vb_valid_name(const char *s);
+extern void vb_check_fields(VbChecker *chk, JsonbContainer *obj, const char *const *allowed,
+							const char *label, const char *field_path);
+extern void vb_type_error(VbChecker *chk, const char *label, const char *field,
+						  JsonbValue *v, const char *expected) pg_attribute_noreturn();
+extern int	vb_get_int(VbChecker *chk, JsonbValue *v, const char *label, const char *field,
+					   int min, int max);
 extern bool vb_in_list(const char *s, const char *const *list);
 extern char *vb_list_text(const char *const *list);
 extern List *vb_validate_definition(Jsonb *definition);
