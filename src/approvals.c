@@ -809,16 +809,7 @@ vb_expire_gates(TimestampTz at, VbSweepCounters *counters)
 		return 0;
 	memset(&b, 0, sizeof(b));
 	b.at = at;
-	b.ids = palloc(sizeof(int64) * n);
-	b.run_ids = palloc(sizeof(pg_uuid_t) * n);
-	for (uint64 i = 0; i < n; i++)
-	{
-		bool		isnull;
-
-		b.ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-		memcpy(&b.run_ids[i], DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull)),
-			   sizeof(pg_uuid_t));
-	}
+	vb_read_due_items(1, 2, &b.ids, &b.run_ids);
 	for (uint64 i = 0; i < n; i++)
 		vb_sweep_item(expire_gate, &b, (int) i, counters, &b.run_ids[i],
 					  VB_ITEM_GATE, b.ids[i], at);

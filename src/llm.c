@@ -621,9 +621,8 @@ vb_llm_claim(VbSweepCounters *counters)
 	memset(&b, 0, sizeof(b));
 	b.master = master;
 	b.at = vb_now();
-	b.task_ids = palloc(sizeof(int64) * n);
+	vb_read_due_items(1, 3, &b.task_ids, &b.run_ids);
 	b.leases = palloc(sizeof(pg_uuid_t) * n);
-	b.run_ids = palloc(sizeof(pg_uuid_t) * n);
 	b.nodes = palloc(sizeof(char *) * n);
 	b.attempts = palloc(sizeof(int) * n);
 	b.inputs = palloc(sizeof(Jsonb *) * n);
@@ -635,9 +634,7 @@ vb_llm_claim(VbSweepCounters *counters)
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
 
-		b.task_ids[i] = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		memcpy(&b.leases[i], DatumGetUUIDP(SPI_getbinval(tup, desc, 2, &isnull)), sizeof(pg_uuid_t));
-		memcpy(&b.run_ids[i], DatumGetUUIDP(SPI_getbinval(tup, desc, 3, &isnull)), sizeof(pg_uuid_t));
 		b.nodes[i] = SPI_getvalue(tup, desc, 4);
 		b.attempts[i] = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
 		b.inputs[i] = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 6, &isnull));
@@ -1261,16 +1258,7 @@ vb_llm_recover(VbSweepCounters *counters)
 	if (n == 0)
 		return;
 	b.at = vb_now();
-	b.task_ids = palloc(sizeof(int64) * n);
-	b.run_ids = palloc(sizeof(pg_uuid_t) * n);
-	for (uint64 i = 0; i < n; i++)
-	{
-		bool		isnull;
-
-		b.task_ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-		memcpy(&b.run_ids[i], DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull)),
-			   sizeof(pg_uuid_t));
-	}
+	vb_read_due_items(1, 2, &b.task_ids, &b.run_ids);
 	for (uint64 i = 0; i < n; i++)
 		vb_sweep_item(recover_one, &b, (int) i, counters, &b.run_ids[i],
 					  VB_ITEM_ATTEMPT, b.task_ids[i], b.at);

@@ -163,6 +163,32 @@ run_item(bool isolate, void (*fn) (void *, int), void *arg, int i,
 	return false;
 }
 
+/*
+ * Reads the rows of the scan just run (SPI_tuptable) into arrays: the
+ * item ids from column id_column (skipped when ids is NULL) and the run ids
+ * from column run_column.  Returns the number of rows.
+ */
+uint64
+vb_read_due_items(int id_column, int run_column, int64 **ids, pg_uuid_t **run_ids)
+{
+	uint64		n = SPI_processed;
+
+	if (ids)
+		*ids = palloc(sizeof(int64) * Max(n, 1));
+	*run_ids = palloc(sizeof(pg_uuid_t) * Max(n, 1));
+	for (uint64 i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		bool		isnull;
+
+		if (ids)
+			(*ids)[i] = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, id_column, &isnull));
+		memcpy(&(*run_ids)[i], DatumGetUUIDP(SPI_getbinval(tup, SPI_tuptable->tupdesc, run_column, &isnull)),
+			   sizeof(pg_uuid_t));
+	}
+	return n;
+}
+
 /* run_item for other files' sweeps, always isolated. */
 bool
 vb_sweep_item(void (*fn) (void *, int), void *arg, int i, VbSweepCounters *counters,
@@ -252,19 +278,10 @@ vb_expire_attempts(Datum activities, TimestampTz at, bool isolate,
 
 	memset(&b, 0, sizeof(b));
 	b.at = at;
-	b.task_ids = palloc(sizeof(int64) * n);
-	b.run_ids = palloc(sizeof(pg_uuid_t) * n);
+	vb_read_due_items(1, 2, &b.task_ids, &b.run_ids);
 	b.classes = palloc(sizeof(char *) * n);
 	for (uint64 i = 0; i < n; i++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		bool		isnull;
-
-		b.task_ids[i] = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
-		memcpy(&b.run_ids[i], DatumGetUUIDP(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull)),
-			   sizeof(pg_uuid_t));
-		b.classes[i] = SPI_getvalue(tup, SPI_tuptable->tupdesc, 3);
-	}
+		b.classes[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3);
 	for (uint64 i = 0; i < n; i++)
 		run_item(isolate, expire_one, &b, (int) i, counters,
 				 &b.run_ids[i], VB_ITEM_ATTEMPT, b.task_ids[i], at);
@@ -322,15 +339,7 @@ vb_fail_overdue_runs(TimestampTz at, VbSweepCounters *counters)
 		return 0;
 	memset(&b, 0, sizeof(b));
 	b.at = at;
-	b.run_ids = palloc(sizeof(pg_uuid_t) * n);
-	for (uint64 i = 0; i < n; i++)
-	{
-		bool		isnull;
-
-		memcpy(&b.run_ids[i],
-			   DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull)),
-			   sizeof(pg_uuid_t));
-	}
+	vb_read_due_items(0, 1, NULL, &b.run_ids);
 	for (uint64 i = 0; i < n; i++)
 		run_item(true, deadline_one, &b, (int) i, counters, &b.run_ids[i], VB_ITEM_RUN, 0, at);
 	if (counters)

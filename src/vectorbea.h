@@ -267,6 +267,8 @@ typedef enum VbSweepItemKind
 	VB_ITEM_GATE				/* approvals.id: a gate past its expiry */
 } VbSweepItemKind;
 
+extern uint64 vb_read_due_items(int id_column, int run_column, int64 **ids,
+								pg_uuid_t **run_ids);
 extern bool vb_sweep_item(void (*fn) (void *, int), void *arg, int i,
 						  VbSweepCounters *counters, pg_uuid_t *run_id,
 						  VbSweepItemKind kind, int64 item_id, TimestampTz at);
