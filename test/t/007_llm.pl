@@ -14,21 +14,14 @@ use Test::More;
 use Time::HiRes qw(time usleep);
 use VbTest;
 
-my $node = vb_server('llm', qq{
-vectorbea.llm_allowed_hosts = '127.0.0.1/32'
+my ($node, $base, $port) = vb_llm_server('llm', qq{
 vectorbea.llm_max_response_size = '256kB'
 restart_after_crash = on
 });
-my $port = vb_fake_start($node->basedir);
-my $base = "http://127.0.0.1:$port/v1";
 my $json = vb_json();
 
 sub sql { return $node->safe_psql('postgres', shift); }
 
-ok(defined vb_wait_for($node, q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'vectorbea scheduler'}, '1'),
-	'the scheduler is running');
-sql('CREATE EXTENSION vectorbea CASCADE');
-vb_master_key($node);
 vb_store_key($node, 'default', 'openai', 'sk-test-openai-0001', $base);
 vb_store_key($node, 'default', 'anthropic', 'sk-ant-test-0002', $base);
 

@@ -23,17 +23,11 @@ use Test::More;
 use Time::HiRes qw(time usleep);
 use VbTest;
 
-my $node = vb_server('concurrency', "vectorbea.llm_allowed_hosts = '127.0.0.1/32'\nvectorbea.llm_max_in_flight = 100\n");
-my $port = vb_fake_start($node->basedir);
-my $base = "http://127.0.0.1:$port/v1";
+my ($node, $base) = vb_llm_server('concurrency', "vectorbea.llm_max_in_flight = 100\n");
 my $json = vb_json();
 
 sub sql { return $node->safe_psql('postgres', shift); }
 
-ok(defined vb_wait_for($node, q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'vectorbea scheduler'}, '1'),
-	'the scheduler is running');
-sql('CREATE EXTENSION vectorbea CASCADE');
-vb_master_key($node);
 vb_store_key($node, 'default', 'openai', 'sk-test-openai-0001', $base);
 
 sql(q{SELECT vectorbea.define_workflow('fan', '{"nodes": [

@@ -37,15 +37,12 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use VbTest;
 
-my $node = vb_server('secrets', qq{
+my ($node, $base) = vb_llm_server('secrets', qq{
 shared_preload_libraries = 'vectorbea, pg_stat_statements'
 pg_stat_statements.track = all
 log_statement = all
 log_min_messages = debug1
-vectorbea.llm_allowed_hosts = '127.0.0.1/32'
 });
-my $port = vb_fake_start($node->basedir);
-my $base = "http://127.0.0.1:$port/v1";
 
 my $hex = join '', map { sprintf '%02x', int rand 256 } 1 .. 16;
 my $canary = "sk-CANARY-$hex";
@@ -53,11 +50,8 @@ my $wrong_literal = 'sk-WRONGCALL-' . join '', map { sprintf '%02x', int rand 25
 
 sub sql { return $node->safe_psql('postgres', shift); }
 
-ok(defined vb_wait_for($node, q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'vectorbea scheduler'}, '1'),
-	'the scheduler is running');
-sql('CREATE EXTENSION vectorbea CASCADE');
 sql('CREATE EXTENSION pg_stat_statements');
-my $master_path = vb_master_key($node);
+my $master_path = $node->data_dir . '/vb_master_key';
 
 # The documented way: statement logging off for the one transaction.
 vb_store_key($node, 'default', 'openai', $canary, $base);

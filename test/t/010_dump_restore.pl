@@ -15,8 +15,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use VbTest;
 
-my $node = vb_server('dump', "vectorbea.llm_allowed_hosts = '127.0.0.1/32'\n");
-my $port = vb_fake_start($node->basedir);
+my ($node, $base) = vb_llm_server('dump');
 my $json = vb_json();
 
 sub sql
@@ -25,11 +24,7 @@ sub sql
 	return $node->safe_psql($db // 'postgres', $sql);
 }
 
-ok(defined vb_wait_for($node, q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'vectorbea scheduler'}, '1'),
-	'the scheduler is running');
-sql('CREATE EXTENSION vectorbea CASCADE');
-vb_master_key($node);
-vb_store_key($node, 'default', 'openai', 'sk-test-dump-0001', "http://127.0.0.1:$port/v1");
+vb_store_key($node, 'default', 'openai', 'sk-test-dump-0001', $base);
 
 # Some of everything: a finished run with an llm node, a run waiting at a
 # gate, a run with a task held by a worker, edited and added prices.

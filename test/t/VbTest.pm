@@ -14,7 +14,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Time::HiRes qw(time usleep);
 
-our @EXPORT = qw(vb_server vb_wait_for vb_master_key vb_store_key
+our @EXPORT = qw(vb_server vb_llm_server vb_wait_for vb_master_key vb_store_key
   vb_fake_start vb_fake_script vb_fake_requests vb_fake_stats vb_fake_reset
   vb_json);
 
@@ -40,6 +40,23 @@ vectorbea.scheduler_idle_timeout = '1h'
 } . ($conf // ''));
 	$node->start;
 	return $node;
+}
+
+# A server ready for llm nodes: vb_server with calls allowed to 127.0.0.1
+# (then $conf), the fake provider started, the scheduler running (a test),
+# the extension created and a master key in place.  Returns the server, the
+# fake provider's base URL for set_provider_key, and its port.
+sub vb_llm_server
+{
+	my ($name, $conf) = @_;
+	my $node = vb_server($name, "vectorbea.llm_allowed_hosts = '127.0.0.1/32'\n" . ($conf // ''));
+	my $port = vb_fake_start($node->basedir);
+	Test::More::ok(defined vb_wait_for($node,
+			q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'vectorbea scheduler'}, '1'),
+		'the scheduler is running');
+	$node->safe_psql('postgres', 'CREATE EXTENSION vectorbea CASCADE');
+	vb_master_key($node);
+	return ($node, "http://127.0.0.1:$port/v1", $port);
 }
 
 # Polls $query until it returns $want; returns the seconds it took, or
