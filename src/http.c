@@ -299,7 +299,6 @@ vb_http_start(const char *url, int nheaders, const char *const *headers,
 	call->easy = easy;
 	call->owner = owner;
 	call->max_response = max_response;
-	call->started = GetCurrentTimestamp();
 	for (int i = 0; i < nheaders; i++)
 		call->headers = curl_slist_append(call->headers, headers[i]);
 	/* No "Expect: 100-continue" round trip before larger bodies. */
@@ -374,12 +373,6 @@ void
 vb_http_free(VbHttpCall *call)
 {
 	release(call);
-}
-
-int
-vb_http_in_flight(void)
-{
-	return in_flight;
 }
 
 /* Moves the transfers curl has finished to the done queue. */

@@ -164,8 +164,6 @@ vb_json_parse_answer(const char *provider, const char *body, size_t len,
 		usage = json_object_get(root, "usage");
 		answer->tokens_in = int_member(usage, "input_tokens");
 		answer->tokens_out = int_member(usage, "output_tokens");
-		if (json_is_string(json_object_get(root, "stop_reason")))
-			answer->finish = pstrdup(json_string_value(json_object_get(root, "stop_reason")));
 	}
 	else
 	{
@@ -179,8 +177,6 @@ vb_json_parse_answer(const char *provider, const char *body, size_t len,
 		usage = json_object_get(root, "usage");
 		answer->tokens_in = int_member(usage, "prompt_tokens");
 		answer->tokens_out = int_member(usage, "completion_tokens");
-		if (json_is_string(json_object_get(choice, "finish_reason")))
-			answer->finish = pstrdup(json_string_value(json_object_get(choice, "finish_reason")));
 	}
 	model = json_object_get(root, "model");
 	if (json_is_string(model))

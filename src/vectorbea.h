@@ -285,7 +285,6 @@ typedef struct VbLlmAnswer
 {
 	char	   *text;
 	char	   *model;			/* as the provider reports it */
-	char	   *finish;			/* finish_reason / stop_reason */
 	int64		tokens_in;
 	int64		tokens_out;
 } VbLlmAnswer;
@@ -315,7 +314,6 @@ typedef struct VbHttpCall
 	void	   *owner;			/* the caller's */
 	void	   *easy;			/* CURL *, NULL once finished */
 	struct curl_slist *headers;
-	TimestampTz started;
 	size_t		max_response;
 	/* results */
 	int			result;			/* CURLcode */
@@ -340,7 +338,6 @@ extern VbHttpCall *vb_http_start(const char *url, int nheaders, const char *cons
 								 size_t max_response, void *owner);
 extern void vb_http_abort(VbHttpCall *call);
 extern void vb_http_free(VbHttpCall *call);
-extern int	vb_http_in_flight(void);
 extern bool vb_http_has_done(void);
 extern VbHttpCall *vb_http_next_done(void);
 extern bool vb_http_wait(long max_ms);
