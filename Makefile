@@ -15,6 +15,8 @@ OBJS = \
 	src/validate.o \
 	src/events.o \
 	src/subxact.o \
+	src/redact.o \
+	src/text_escape.o \
 	src/workflow.o \
 	src/graph.o \
 	src/claim.o \
@@ -33,7 +35,7 @@ OBJS = \
 	src/llm.o \
 	src/scheduler.o
 
-DATA = sql/vectorbea--0.1.0.sql
+DATA = sql/vectorbea--0.1.0.sql sql/vectorbea--0.1.0--0.2.0.sql
 PGFILEDESC = "vectorbea - durable AI agent workflows"
 
 # pg_regress inputs live in sql/ and expected/ (PGXS's default inputdir).

@@ -6,7 +6,12 @@
  * The setting is a comma-separated list of entries, each a host name
  * ("api.openai.com"), a wildcard for the subdomains of a name
  * ("*.openai.azure.com"), an IP address, or an address range in CIDR form
- * ("10.0.0.0/8", "fd00::/8").
+ * ("10.0.0.0/8", "fd00::/8"), each with an optional port or port range
+ * after a colon ("127.0.0.1:11434", "10.0.0.0/8:8000-8099"; an IPv6
+ * address with a port in brackets: "[fd00::1]:8000").  An entry without a
+ * port allows only the default port of the call's scheme (443 for https,
+ * 80 for http): allowing 127.0.0.1 for a local model must not let a call
+ * POST to the database's own port on the same address.
  *
  * A call is checked twice.  Before it starts, the host of its URL must
  * match a name entry or, when the host is an address, lie in an address
@@ -15,7 +20,9 @@
  * address.  A name entry therefore never reaches loopback, private,
  * link-local or other internal addresses, whatever its DNS says at the
  * moment of the call (DNS rebinding); internal endpoints such as a vLLM
- * server or the test suite's fake provider are allowed by address.
+ * server or the test suite's fake provider are allowed by address.  IPv6
+ * addresses that carry an IPv4 address (mapped, IPv4-compatible, NAT64,
+ * 6to4, Teredo) are judged by the IPv4 address they reach.
  *
  * IDENTIFICATION
  *	  src/allowlist.c
@@ -29,6 +36,10 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/inet.h"
+
 #include "vectorbea.h"
 
 #define MAX_ENTRIES		64
@@ -41,6 +52,8 @@ typedef struct AllowEntry
 	int			family;			/* AF_INET or AF_INET6 */
 	unsigned char addr[16];
 	int			prefix;			/* bits */
+	int			port_lo;		/* 0: the default port of the call's scheme */
+	int			port_hi;
 } AllowEntry;
 
 typedef struct AllowList
@@ -90,6 +103,70 @@ parse_range(const char *text, AllowEntry *e)
 	return true;
 }
 
+/* Parses "N" or "N-M" (1 to 65535, N <= M) into e; false if not that. */
+static bool
+parse_ports(const char *text, AllowEntry *e)
+{
+	char	   *end;
+	long		lo;
+	long		hi;
+
+	if (!isdigit((unsigned char) text[0]))
+		return false;
+	lo = strtol(text, &end, 10);
+	hi = lo;
+	if (*end == '-')
+	{
+		if (!isdigit((unsigned char) end[1]))
+			return false;
+		hi = strtol(end + 1, &end, 10);
+	}
+	if (*end != '\0' || lo < 1 || hi > 65535 || lo > hi)
+		return false;
+	e->port_lo = (int) lo;
+	e->port_hi = (int) hi;
+	return true;
+}
+
+/*
+ * Splits "host:ports", "[v6]:ports" or a bare entry into the part before
+ * the port (copied to host) and e's ports; false when the port is invalid.
+ * An unbracketed entry with more than one colon is an IPv6 address
+ * without a port.
+ */
+static bool
+split_port(const char *entry, char *host, size_t hostsize, AllowEntry *e, char **problem)
+{
+	const char *colon = NULL;
+
+	if (entry[0] == '[')
+	{
+		const char *close = strchr(entry, ']');
+
+		if (close == NULL || (close[1] != '\0' && close[1] != ':'))
+		{
+			*problem = psprintf("entry \"%s\" has an unclosed \"[\"", entry);
+			return false;
+		}
+		strlcpy(host, entry + 1, Min(hostsize, (size_t) (close - entry)));
+		colon = close[1] == ':' ? close + 1 : NULL;
+	}
+	else
+	{
+		colon = strchr(entry, ':');
+		if (colon && strchr(colon + 1, ':'))
+			colon = NULL;		/* bare IPv6 */
+		strlcpy(host, entry, colon ? Min(hostsize, (size_t) (colon - entry + 1)) : hostsize);
+	}
+	if (colon && !parse_ports(colon + 1, e))
+	{
+		*problem = psprintf("entry \"%s\" has an invalid port \"%s\"; give a port from 1 to 65535 or a range such as 8000-8099",
+							entry, colon + 1);
+		return false;
+	}
+	return true;
+}
+
 static bool
 valid_host_name(const char *s)
 {
@@ -116,6 +193,7 @@ parse_list(const char *value, AllowList *list, char **problem)
 		const char *start;
 		size_t		len;
 		char		entry[MAX_ENTRY_LEN + 1];
+		char		host[MAX_ENTRY_LEN + 1];
 		AllowEntry *e;
 
 		while (*p == ',' || isspace((unsigned char) *p))
@@ -140,19 +218,20 @@ parse_list(const char *value, AllowList *list, char **problem)
 		entry[len] = '\0';
 		e = &list->entries[list->n];
 		memset(e, 0, sizeof(*e));
-		if (!parse_range(entry, e))
+		if (!split_port(entry, host, sizeof(host), e, problem))
+			return false;
+		if (!parse_range(host, e))
 		{
-			const char *name = strncmp(entry, "*.", 2) == 0 ? entry + 2 : entry;
+			const char *name = strncmp(host, "*.", 2) == 0 ? host + 2 : host;
 
-			if (!valid_host_name(name) || strchr(entry, '/'))
+			if (!valid_host_name(name) || strchr(host, '/') || entry[0] == '[')
 			{
-				*problem = psprintf("entry \"%s\" is not a host name, \"*.domain\", an IP address or a CIDR range",
+				*problem = psprintf("entry \"%s\" is not a host name, \"*.domain\", an IP address or a CIDR range, with an optional \":port\"",
 									entry);
 				return false;
 			}
-			for (size_t i = 0; i < len; i++)
-				e->name[i] = pg_ascii_tolower((unsigned char) entry[i]);
-			e->name[len] = '\0';
+			for (size_t i = 0; host[i]; i++)
+				e->name[i] = pg_ascii_tolower((unsigned char) host[i]);
 		}
 		list->n++;
 	}
@@ -199,6 +278,20 @@ in_range(const AllowEntry *e, int family, const unsigned char *addr)
 	return ((e->addr[full] ^ addr[full]) & (0xff << (8 - rest))) == 0;
 }
 
+/*
+ * Whether e allows port, for a call whose scheme's port is default_port;
+ * port -1 asks whether e allows the host at any port.
+ */
+static bool
+port_allowed(const AllowEntry *e, int port, int default_port)
+{
+	if (port == -1)
+		return true;
+	if (e->port_lo == 0)
+		return port == default_port;
+	return port >= e->port_lo && port <= e->port_hi;
+}
+
 static bool
 v4_public(const unsigned char *a)
 {
@@ -223,15 +316,32 @@ static bool
 v6_public(const unsigned char *a)
 {
 	static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+	static const unsigned char compat[12] = {0};
+	static const unsigned char nat64[12] = {0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
 	bool		all_zero_but_last = true;
 
-	if (memcmp(a, mapped, 12) == 0)
-		return v4_public(a + 12);
 	for (int i = 0; i < 15; i++)
 		if (a[i] != 0)
 			all_zero_but_last = false;
 	if (all_zero_but_last)
 		return false;			/* :: and ::1 */
+	/* Addresses that reach an IPv4 address are as public as it is. */
+	if (memcmp(a, mapped, 12) == 0 || memcmp(a, compat, 12) == 0 ||
+		memcmp(a, nat64, 12) == 0)
+		return v4_public(a + 12);	/* ::ffff:a.b.c.d, ::a.b.c.d, 64:ff9b::a.b.c.d */
+	if (a[0] == 0x00 && a[1] == 0x64 && a[2] == 0xff && a[3] == 0x9b)
+		return false;			/* 64:ff9b:1::/48, NAT64 for local use */
+	if (a[0] == 0x20 && a[1] == 0x02)
+		return v4_public(a + 2);	/* 6to4: 2002:AABB:CCDD::/48 */
+	if (a[0] == 0x20 && a[1] == 0x01 && a[2] == 0 && a[3] == 0)
+	{
+		/* Teredo: the server's address, then the client's, inverted. */
+		unsigned char client[4];
+
+		for (int i = 0; i < 4; i++)
+			client[i] = a[12 + i] ^ 0xff;
+		return v4_public(a + 4) && v4_public(client);
+	}
 	if ((a[0] & 0xfe) == 0xfc)
 		return false;			/* unique local */
 	if (a[0] == 0xfe && (a[1] & 0xc0) == 0x80)
@@ -246,7 +356,7 @@ v6_public(const unsigned char *a)
  * start.  Names must match a name entry; addresses must be in a range.
  */
 bool
-vb_allowlist_host_allowed(const char *host)
+vb_allowlist_host_allowed(const char *host, int port, int default_port)
 {
 	AllowList  *list = allowlist();
 	AllowEntry	literal;
@@ -258,7 +368,8 @@ vb_allowlist_host_allowed(const char *host)
 	{
 		for (int i = 0; i < list->n; i++)
 			if (list->entries[i].is_range &&
-				in_range(&list->entries[i], literal.family, literal.addr))
+				in_range(&list->entries[i], literal.family, literal.addr) &&
+				port_allowed(&list->entries[i], port, default_port))
 				return true;
 		return false;
 	}
@@ -272,7 +383,7 @@ vb_allowlist_host_allowed(const char *host)
 	{
 		const char *name = list->entries[i].name;
 
-		if (list->entries[i].is_range)
+		if (list->entries[i].is_range || !port_allowed(&list->entries[i], port, default_port))
 			continue;
 		if (strcmp(name, lower) == 0)
 			return true;
@@ -288,24 +399,81 @@ vb_allowlist_host_allowed(const char *host)
 }
 
 /*
- * Whether the scheduler may connect to this address (called by libcurl
- * just before it connects): inside an address entry, or public.
+ * Whether the scheduler may connect to this address and port (called by
+ * libcurl just before it connects): inside an address entry that allows
+ * the port, or public.  A public address was reached through a name
+ * entry, whose port vb_allowlist_host_allowed has checked.
  */
 bool
-vb_allowlist_address_allowed(const struct sockaddr *sa)
+vb_allowlist_address_allowed(const struct sockaddr *sa, int default_port)
 {
 	AllowList  *list = allowlist();
 	const unsigned char *addr;
 	int			family = sa->sa_family;
+	int			port;
 
 	if (family == AF_INET)
+	{
 		addr = (const unsigned char *) &((const struct sockaddr_in *) sa)->sin_addr;
+		port = ntohs(((const struct sockaddr_in *) sa)->sin_port);
+	}
 	else if (family == AF_INET6)
+	{
 		addr = (const unsigned char *) &((const struct sockaddr_in6 *) sa)->sin6_addr;
+		port = ntohs(((const struct sockaddr_in6 *) sa)->sin6_port);
+	}
 	else
 		return false;
 	for (int i = 0; i < list->n; i++)
-		if (list->entries[i].is_range && in_range(&list->entries[i], family, addr))
+		if (list->entries[i].is_range && in_range(&list->entries[i], family, addr) &&
+			port_allowed(&list->entries[i], port, default_port))
 			return true;
 	return family == AF_INET ? v4_public(addr) : v6_public(addr);
+}
+
+/*
+ * llm_address_allowed(address inet, port integer, scheme text) -> boolean
+ *
+ * Whether the scheduler would connect to this address and port for a call
+ * of this scheme under the allow-list in force: the check made at connect
+ * time, for an operator to try before pointing a name at a model server.
+ */
+PG_FUNCTION_INFO_V1(vectorbea_llm_address_allowed);
+Datum
+vectorbea_llm_address_allowed(PG_FUNCTION_ARGS)
+{
+	inet	   *address = PG_GETARG_INET_PP(0);
+	int32		port = PG_GETARG_INT32(1);
+	char	   *scheme = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	struct sockaddr_storage ss;
+
+	if (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown scheme \"%s\"", scheme),
+				 errhint("LLM calls use http or https.")));
+	if (port < 1 || port > 65535)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("port must be from 1 to 65535"),
+				 errdetail("Found %d.", port)));
+	memset(&ss, 0, sizeof(ss));
+	if (ip_family(address) == PGSQL_AF_INET)
+	{
+		struct sockaddr_in *sin = (struct sockaddr_in *) &ss;
+
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16) port);
+		memcpy(&sin->sin_addr, ip_addr(address), 4);
+	}
+	else
+	{
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *) &ss;
+
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16) port);
+		memcpy(&sin6->sin6_addr, ip_addr(address), 16);
+	}
+	PG_RETURN_BOOL(vb_allowlist_address_allowed((struct sockaddr *) &ss,
+												strcmp(scheme, "https") == 0 ? 443 : 80));
 }

@@ -154,7 +154,7 @@ open_gate(VbRun *run, int64 task_id, const char *node, int attempt,
 						  "    approver_role, escalate_to, on_timeout, timeout_ms, expires_at, created_at)"
 						  "  SELECT $5, n.node, n.id, s->>'gate', coalesce($4::jsonb, s->'context', '{}'),"
 						  "    s->>'approver_role',"
-						  "    ARRAY(SELECT jsonb_array_elements_text(coalesce(s->'escalate_to', '[]'))),"
+						  "    ARRAY(SELECT pg_catalog.jsonb_array_elements_text(coalesce(s->'escalate_to', '[]'))),"
 						  "    coalesce(s->>'on_timeout', 'reject'), (s->>'timeout_ms')::bigint,"
 						  "    $3 + (s->>'timeout_ms')::bigint * interval '1 ms', $3"
 						  "    FROM spec, vectorbea.nodes n WHERE n.id = $1"
@@ -164,9 +164,9 @@ open_gate(VbRun *run, int64 task_id, const char *node, int attempt,
 						  "         started_at = coalesce(started_at, $3), lease_expires_at = NULL"
 						  "   WHERE id = $1"
 						  ")"
-						  " SELECT id, gate, jsonb_build_object('approval', id, 'gate', gate,"
+						  " SELECT id, gate, pg_catalog.jsonb_build_object('approval', id, 'gate', gate,"
 						  "        'approver_role', approver_role, 'on_timeout', on_timeout,"
-						  "        'expires_at', to_char(expires_at AT TIME ZONE 'UTC',"
+						  "        'expires_at', pg_catalog.to_char(expires_at AT TIME ZONE 'UTC',"
 						  "                              'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
 						  "        'context', context)::text, expires_at"
 						  "   FROM gate", lengthof(types), types);
@@ -450,20 +450,34 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 				 errmsg("invalid decision \"%s\" for approval %ld", new_status, (long) id),
 				 errdetail("A decision sets status to approved or rejected.")));
 
+	vb_check_text_size(col_text(newtup, desc, "reason"), "the reason of a decision",
+					   VB_MAX_REASON_BYTES);
+	vb_check_text_size(col_text(newtup, desc, "decided_by"), "decided_by",
+					   VB_MAX_DECIDED_BY_BYTES);
+
 	approver_role = col_text(oldtup, desc, "approver_role");
 	decider = GetUserNameFromId(GetUserId(), false);
 	if (approver_role)
 	{
 		Oid			role = get_role_oid(approver_role, true);
 
-		if (!OidIsValid(role) || !is_member_of_role(GetUserId(), role))
+		if (!OidIsValid(role))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("role \"%s\" may not decide approval %ld", decider, (long) id),
+					 errdetail("Gate \"%s\" is decided by members of role \"%s\", which does not exist.",
+							   col_text(oldtup, desc, "gate"), approver_role),
+					 errhint("CREATE ROLE %s; GRANT %s TO %s; then decide again.",
+							 quote_identifier(approver_role), quote_identifier(approver_role),
+							 quote_identifier(decider))));
+		if (!is_member_of_role(GetUserId(), role))
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 					 errmsg("role \"%s\" may not decide approval %ld", decider, (long) id),
 					 errdetail("Gate \"%s\" is decided by members of role \"%s\".",
 							   col_text(oldtup, desc, "gate"), approver_role),
 					 errhint("GRANT %s TO %s; or decide as a member of it.",
-							 approver_role, decider)));
+							 quote_identifier(approver_role), quote_identifier(decider))));
 	}
 
 	/* The engine's writes, as the owner of the tables. */
@@ -549,22 +563,29 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 	}
 	PG_END_TRY();
 
-	/* Stamp the decision: nobody can forge these two. */
-	ncols = closing ? 4 : 2;
+	/*
+	 * Stamp the decision: nobody can forge these two.  A gate closed instead
+	 * has no decider, like a gate that its run's end closes.
+	 */
+	ncols = closing ? 5 : 2;
 	cols = palloc(sizeof(int) * ncols);
 	vals = palloc(sizeof(Datum) * ncols);
 	nulls = palloc0(sizeof(bool) * ncols);
 	cols[0] = SPI_fnumber(desc, "decided_at");
 	vals[0] = TimestampTzGetDatum(at);
 	cols[1] = SPI_fnumber(desc, "decided_role");
-	vals[1] = DirectFunctionCall1(namein, CStringGetDatum(decider));
 	if (closing)
 	{
+		nulls[1] = true;
 		cols[2] = SPI_fnumber(desc, "status");
 		vals[2] = CStringGetTextDatum("closed");
 		cols[3] = SPI_fnumber(desc, "decided_by");
 		nulls[3] = true;
+		cols[4] = SPI_fnumber(desc, "reason");
+		nulls[4] = true;
 	}
+	else
+		vals[1] = DirectFunctionCall1(namein, CStringGetDatum(decider));
 	return PointerGetDatum(heap_modify_tuple_by_cols(newtup, desc, ncols, cols, vals, nulls));
 }
 

@@ -50,7 +50,7 @@ bool		vb_scheduler_claiming = false;
  */
 #define CLAIM_MANY_HEAD \
 	"WITH acts AS (" \
-	"  SELECT DISTINCT a FROM unnest($2::text[]) AS a" \
+	"  SELECT DISTINCT a FROM pg_catalog.unnest($2::text[]) AS a" \
 	"), best AS (" \
 	"  SELECT b.activity FROM acts CROSS JOIN LATERAL (" \
 	"      SELECT n.activity, n.priority, n.available_at, n.id" \
@@ -62,7 +62,7 @@ bool		vb_scheduler_claiming = false;
 	"   ORDER BY b.priority DESC, b.available_at, b.id" \
 	"   LIMIT $3" \
 	"), quota AS (" \
-	"  SELECT activity, count(*) AS n FROM best GROUP BY activity" \
+	"  SELECT activity, pg_catalog.count(*) AS n FROM best GROUP BY activity" \
 	"), candidate AS MATERIALIZED (" \
 	"  SELECT c.id, c.run_id, c.priority, c.available_at" \
 	"    FROM quota CROSS JOIN LATERAL (" \
@@ -90,7 +90,7 @@ bool		vb_scheduler_claiming = false;
 	"), claimed AS (" \
 	"  UPDATE vectorbea.nodes n" \
 	"     SET status = 'running', attempt = n.attempt + 1," \
-	"         lease = gen_random_uuid()," \
+	"         lease = pg_catalog.gen_random_uuid()," \
 	"         lease_expires_at = least($4 + $5, $4 + n.timeout_ms * interval '1 ms')," \
 	"         attempt_deadline = $4 + n.timeout_ms * interval '1 ms'," \
 	"         lease_duration = $5, worker = $1, started_at = $4" \
@@ -99,29 +99,29 @@ bool		vb_scheduler_claiming = false;
 	"            n.max_attempts, n.input, n.depends_on, n.checkpoint," \
 	"            n.lease_expires_at, n.priority, n.available_at" \
 	"), numbered AS (" \
-	"  SELECT cl.*, row_number() OVER (PARTITION BY cl.run_id ORDER BY cl.id) AS k," \
-	"         count(*) OVER (PARTITION BY cl.run_id) AS per_run" \
+	"  SELECT cl.*, pg_catalog.row_number() OVER (PARTITION BY cl.run_id ORDER BY cl.id) AS k," \
+	"         pg_catalog.count(*) OVER (PARTITION BY cl.run_id) AS per_run" \
 	"    FROM claimed cl" \
 	"), seq AS (" \
 	"  UPDATE vectorbea.runs r" \
 	"     SET last_seq = r.last_seq" \
-	"                    + (SELECT count(*) FROM numbered nb WHERE nb.run_id = r.id)" \
+	"                    + (SELECT pg_catalog.count(*) FROM numbered nb WHERE nb.run_id = r.id)" \
 	"   WHERE r.id = ANY (ARRAY(SELECT run_id FROM numbered))" \
 	"  RETURNING r.id," \
-	"            r.last_seq - (SELECT count(*) FROM numbered nb WHERE nb.run_id = r.id)" \
+	"            r.last_seq - (SELECT pg_catalog.count(*) FROM numbered nb WHERE nb.run_id = r.id)" \
 	"              AS base" \
 	"), started AS (" \
 	"  INSERT INTO vectorbea.events (run_id, seq, type, node, attempt, data, at)" \
 	"  SELECT nb.run_id, s.base + nb.k, 'STEP_STARTED', nb.node, nb.attempt," \
-	"         jsonb_build_object('worker', $1::text, 'task_id', nb.id," \
-	"                            'lease_expires_at', to_char(nb.lease_expires_at AT TIME ZONE 'UTC'," \
+	"         pg_catalog.jsonb_build_object('worker', $1::text, 'task_id', nb.id," \
+	"                            'lease_expires_at', pg_catalog.to_char(nb.lease_expires_at AT TIME ZONE 'UTC'," \
 	"                                      'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'))," \
 	"         $4" \
 	"    FROM numbered nb JOIN seq s ON s.id = nb.run_id" \
 	")" \
 	" SELECT nb.id, nb.lease, nb.run_id, nb.node, nb.activity, nb.attempt," \
 	"        nb.max_attempts, nb.input," \
-	"        coalesce((SELECT jsonb_object_agg(d.node, d.output)" \
+	"        coalesce((SELECT pg_catalog.jsonb_object_agg(d.node, d.output)" \
 	"                    FROM vectorbea.nodes d" \
 	"                   WHERE d.run_id = nb.run_id AND d.node = ANY (nb.depends_on))," \
 	"                 '{}'::jsonb)," \
@@ -184,7 +184,7 @@ vectorbea_claim_tasks(PG_FUNCTION_ARGS)
 		{
 			char	   *name = TextDatumGetCString(names[i]);
 
-			if (strncmp(name, VB_RESERVED_PREFIX, strlen(VB_RESERVED_PREFIX)) == 0)
+			if (vb_reserved_activity(name))
 				ereport(ERROR,
 						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 						 errmsg("activity \"%s\" belongs to the vectorbea scheduler", name),

@@ -26,6 +26,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "utils/numeric.h"
 
 #include "vectorbea.h"
 
@@ -35,6 +36,20 @@ typedef struct Usage
 	int64		tokens;
 	char	   *usd;			/* numeric text */
 } Usage;
+
+/* Whether a usage field's value is above what one completion may report. */
+static bool
+usage_too_large(const char *key, Numeric value)
+{
+	Datum		limit;
+
+	if (strcmp(key, "tokens") == 0)
+		limit = DirectFunctionCall1(int8_numeric, Int64GetDatum(VB_MAX_USAGE_TOKENS));
+	else
+		limit = DirectFunctionCall3(numeric_in, CStringGetDatum(VB_MAX_USAGE_USD),
+									ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+	return DatumGetBool(DirectFunctionCall2(numeric_gt, NumericGetDatum(value), limit));
+}
 
 static void
 parse_usage(Jsonb *usage, Usage *u)
@@ -82,6 +97,15 @@ parse_usage(Jsonb *usage, Usage *u)
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("invalid usage: field \"%s\" must not be negative", key),
 					 errdetail("Found %s.", text)));
+		if (usage_too_large(key, val.val.numeric))
+			ereport(ERROR,
+					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
+					 errmsg("invalid usage: field \"%s\" is out of range", key),
+					 errdetail("Found %s; one completion may report at most %s.",
+							   vb_short_text(text),
+							   strcmp(key, "tokens") == 0 ? psprintf(INT64_FORMAT " tokens", VB_MAX_USAGE_TOKENS)
+							   : VB_MAX_USAGE_USD " USD"),
+					 errhint("Report the usage of this task alone, in tokens and USD.")));
 		if (strcmp(key, "tokens") == 0)
 		{
 			char	   *end;
@@ -122,7 +146,7 @@ vb_book_usage(VbRun *run, int64 tokens, const char *usd, char **detail_json)
 						  " WHERE id = $1"
 						  " RETURNING coalesce(usage_usd > budget_usd, false)"
 						  "        OR coalesce(usage_tokens > budget_tokens, false),"
-						  "        jsonb_build_object('usage_usd', usage_usd, 'budget_usd', budget_usd,"
+						  "        pg_catalog.jsonb_build_object('usage_usd', usage_usd, 'budget_usd', budget_usd,"
 						  "                           'usage_tokens', usage_tokens,"
 						  "                           'budget_tokens', budget_tokens)::text",
 						  3, types);
@@ -261,7 +285,7 @@ vectorbea_complete_task(PG_FUNCTION_ARGS)
 		List	   *specs;
 		char	   *specs_json;
 
-		if (SPI_execute_with_args("SELECT w.definition, (SELECT array_agg(node) FROM vectorbea.nodes"
+		if (SPI_execute_with_args("SELECT w.definition, (SELECT pg_catalog.array_agg(node) FROM vectorbea.nodes"
 								  "  WHERE run_id = $1)::text[]"
 								  "  FROM vectorbea.workflows w WHERE w.name = $2 AND w.version = $3",
 								  3, rtypes, rargs, NULL, false, 1) != SPI_OK_SELECT ||

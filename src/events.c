@@ -201,8 +201,9 @@ vb_run_save(VbRun *run, TimestampTz at)
 bool
 vb_event_type_reserved(const char *type)
 {
+	/* APPROVAL_granted would read as the engine's event in any report. */
 	for (const char *const *t = engine_event_types; *t; t++)
-		if (strcmp(*t, type) == 0)
+		if (pg_strcasecmp(*t, type) == 0)
 			return true;
 	return false;
 }

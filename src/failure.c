@@ -49,11 +49,11 @@ backoff_delay_ms(Jsonb *retry, int attempt)
 	if (vb_jsonb_get(&retry->root, "backoff", &v) && v.type == jbvString)
 		exponential = (strncmp(v.val.string.val, "exponential", v.val.string.len) == 0);
 	if (vb_jsonb_get(&retry->root, "initial_ms", &v) && v.type == jbvNumeric)
-		initial = DatumGetFloat8(DirectFunctionCall1(numeric_float8, NumericGetDatum(v.val.numeric)));
+		initial = vb_numeric_double(v.val.numeric);
 	if (vb_jsonb_get(&retry->root, "max_ms", &v) && v.type == jbvNumeric)
-		max = DatumGetFloat8(DirectFunctionCall1(numeric_float8, NumericGetDatum(v.val.numeric)));
+		max = vb_numeric_double(v.val.numeric);
 	if (vb_jsonb_get(&retry->root, "multiplier", &v) && v.type == jbvNumeric)
-		multiplier = DatumGetFloat8(DirectFunctionCall1(numeric_float8, NumericGetDatum(v.val.numeric)));
+		multiplier = vb_numeric_double(v.val.numeric);
 	if (vb_jsonb_get(&retry->root, "jitter", &v) && v.type == jbvBool)
 		jitter = v.val.boolean;
 
@@ -222,14 +222,13 @@ parse_error(Jsonb *error, int64 *retry_after_ms)
 
 		if (v.type == jbvNumeric)
 		{
-			double		secs = DatumGetFloat8(DirectFunctionCall1(numeric_float8,
-																  NumericGetDatum(v.val.numeric)));
+			double		secs = vb_numeric_double(v.val.numeric);
 
 			if (!(secs >= 0 && secs <= 366.0 * 86400))
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						 errmsg("invalid error: field \"retry_after\" must be between 0 and 366 days"),
-						 errdetail("Found %g seconds.", secs)));
+						 errdetail("Found %s seconds.", vb_short_text(vb_jsonb_value_text(&v)))));
 			ms = (int64) llround(secs * 1000);
 		}
 		else if (v.type == jbvString)
@@ -341,7 +340,10 @@ vectorbea_cancel_run(PG_FUNCTION_ARGS)
 				 errmsg("run must not be null")));
 	run_id = PG_GETARG_UUID_P(0);
 	if (!PG_ARGISNULL(1))
+	{
 		reason = text_to_cstring(PG_GETARG_TEXT_PP(1));
+		vb_check_text_size(reason, "the reason of a cancel", VB_MAX_REASON_BYTES);
+	}
 
 	SPI_connect();
 	if (!vb_run_lock(run_id, &run))
@@ -357,7 +359,7 @@ vectorbea_cancel_run(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("cancel_run with compensate => true is not supported by this version of vectorbea"),
-				 errdetail("vectorbea 0.1.0 has no compensation yet; nothing was cancelled."),
+				 errdetail("vectorbea " VB_VERSION " has no compensation yet; nothing was cancelled."),
 				 errhint("Cancel without compensation, or upgrade.")));
 	vb_close_open_nodes(&run, "cancelled", "cancelled", at, &cancelled, &revoked);
 	initStringInfo(&data);

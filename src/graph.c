@@ -83,7 +83,7 @@ vb_insert_nodes(VbRun *run, const char *specs_json, const char *spawned_by,
 		 */
 		plan = vb_prepare(
 						  "WITH spec AS ("
-						  "  SELECT s.* FROM jsonb_to_recordset($2::jsonb) AS s(id text, kind text,"
+						  "  SELECT s.* FROM pg_catalog.jsonb_to_recordset($2::jsonb) AS s(id text, kind text,"
 						  "    activity text, depends_on text[], input jsonb, retry jsonb,"
 						  "    timeout_ms bigint, approval jsonb, llm jsonb)"
 						  "), ins AS ("
@@ -95,13 +95,13 @@ vb_insert_nodes(VbRun *run, const char *specs_json, const char *spawned_by,
 						  "    s.depends_on, d.remaining, s.input, (s.retry->>'max_attempts')::int,"
 						  "    s.retry, s.timeout_ms, s.approval, s.llm, $3, CASE WHEN d.remaining = 0 THEN $5 END, $4, $5"
 						  "  FROM spec s CROSS JOIN LATERAL ("
-						  "    SELECT count(*) FILTER (WHERE e.status IS DISTINCT FROM 'succeeded')::int"
+						  "    SELECT pg_catalog.count(*) FILTER (WHERE e.status IS DISTINCT FROM 'succeeded')::int"
 						  "           AS remaining"
-						  "      FROM unnest(s.depends_on) AS dep(id)"
+						  "      FROM pg_catalog.unnest(s.depends_on) AS dep(id)"
 						  "      LEFT JOIN vectorbea.nodes e ON e.run_id = $1 AND e.node = dep.id) d"
 						  "  RETURNING activity, status"
 						  ")"
-						  " SELECT activity, count(*) FILTER (WHERE status = 'ready'), count(*)"
+						  " SELECT activity, pg_catalog.count(*) FILTER (WHERE status = 'ready'), pg_catalog.count(*)"
 						  "   FROM ins GROUP BY activity",
 						  5, types);
 	}
@@ -207,9 +207,9 @@ vb_close_open_nodes(VbRun *run, const char *idle_status, const char *running_sta
 						  "    FROM open WHERE n.id = open.id"
 						  "  RETURNING n.node, n.kind, open.status AS was"
 						  ")"
-						  " SELECT coalesce(jsonb_agg(node ORDER BY node) FILTER (WHERE was <> 'running'), '[]')::text,"
-						  "        coalesce(jsonb_agg(node ORDER BY node) FILTER (WHERE was = 'running'), '[]')::text,"
-						  "        count(*), count(*) FILTER (WHERE was = 'running' AND kind = 'llm')"
+						  " SELECT coalesce(pg_catalog.jsonb_agg(node ORDER BY node) FILTER (WHERE was <> 'running'), '[]')::text,"
+						  "        coalesce(pg_catalog.jsonb_agg(node ORDER BY node) FILTER (WHERE was = 'running'), '[]')::text,"
+						  "        pg_catalog.count(*), pg_catalog.count(*) FILTER (WHERE was = 'running' AND kind = 'llm')"
 						  "   FROM closed",
 						  4, types);
 	}

@@ -151,7 +151,8 @@ opensocket_cb(void *clientp, curlsocktype purpose, struct curl_sockaddr *address
 {
 	VbHttpCall *call = clientp;
 
-	if (purpose != CURLSOCKTYPE_IPCXN || !vb_allowlist_address_allowed(&address->addr))
+	if (purpose != CURLSOCKTYPE_IPCXN ||
+		!vb_allowlist_address_allowed(&address->addr, call->default_port))
 	{
 		char		text[64] = "?";
 
@@ -193,6 +194,20 @@ vb_http_init(void)
 	create_multi();
 }
 
+/* A part of a parsed URL, copied into palloc'd memory; NULL when absent. */
+static char *
+url_part(CURLU *u, CURLUPart which, unsigned int flags)
+{
+	char	   *part = NULL;
+	char	   *copy;
+
+	if (curl_url_get(u, which, &part, flags) != CURLUE_OK || part == NULL)
+		return NULL;
+	copy = pstrdup(part);
+	curl_free(part);
+	return copy;
+}
+
 /*
  * Checks a URL before a call to it is made: NULL when it may be called,
  * else why not.  The address connected to is checked again later.
@@ -201,8 +216,9 @@ char *
 vb_http_check_url(const char *url)
 {
 	CURLU	   *u = curl_url();
-	char	   *scheme = NULL;
-	char	   *host = NULL;
+	char	   *scheme;
+	char	   *host;
+	char	   *port;
 	char	   *problem = NULL;
 
 	if (u == NULL)
@@ -210,8 +226,9 @@ vb_http_check_url(const char *url)
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("out of memory checking a URL")));
 	if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
-		curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
-		curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK)
+		(scheme = url_part(u, CURLUPART_SCHEME, 0)) == NULL ||
+		(host = url_part(u, CURLUPART_HOST, 0)) == NULL ||
+		(port = url_part(u, CURLUPART_PORT, CURLU_DEFAULT_PORT)) == NULL)
 		problem = psprintf("\"%s\" is not a valid URL", url);
 	else if (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)
 		problem = psprintf("the URL scheme \"%s\" is not allowed; use http or https", scheme);
@@ -219,15 +236,68 @@ vb_http_check_url(const char *url)
 	{
 		char	   *bare = host;
 		size_t		len = strlen(host);
+		int			default_port = strcmp(scheme, "https") == 0 ? 443 : 80;
 
 		/* An IPv6 literal comes back bracketed. */
 		if (len > 2 && host[0] == '[' && host[len - 1] == ']')
 			bare = pnstrdup(host + 1, len - 2);
-		if (!vb_allowlist_host_allowed(bare))
+
+		if (!vb_allowlist_host_allowed(bare, -1, default_port))
 			problem = psprintf("the host \"%s\" is not in vectorbea.llm_allowed_hosts", bare);
+		else if (!vb_allowlist_host_allowed(bare, atoi(port), default_port))
+			problem = psprintf("port %s of host \"%s\" is not allowed by vectorbea.llm_allowed_hosts (an entry without a port allows port %d only)",
+							   port, bare, default_port);
 	}
-	curl_free(scheme);
-	curl_free(host);
+	curl_url_cleanup(u);
+	return problem;
+}
+
+/*
+ * Why url cannot be a provider's base_url, or NULL when it can: http or
+ * https, a host, a port from 1 to 65535 if one is given, and nothing else
+ * in the authority or after the path.  Credentials in the URL would be
+ * stored and shown in the clear (provider_key_info), a query or fragment
+ * would be glued to every endpoint path.  The allow-list is not consulted
+ * here: it is checked on every call, against the setting in force then.
+ */
+char *
+vb_http_base_url_problem(const char *url)
+{
+	CURLU	   *u = curl_url();
+	char	   *problem = NULL;
+	char	   *scheme;
+	char	   *host;
+	char	   *port;
+	CURLUcode	rc;
+	const char *authority = strstr(url, "://");
+	size_t		authority_len;
+
+	if (u == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory checking a URL")));
+	/* libcurl would also read user:password@ from the authority: refuse it first. */
+	authority = authority ? authority + 3 : url;
+	authority_len = strcspn(authority, "/?#");
+	if (authority_len == 0)
+		problem = pstrdup("it has no host");
+	else if (memchr(authority, '@', authority_len) != NULL)
+		problem = pstrdup("it carries a user name or password; a provider's credential belongs in api_key, never in the URL");
+	else if ((rc = curl_url_set(u, CURLUPART_URL, url, 0)) != CURLUE_OK)
+		problem = psprintf("it is not a valid URL (%s)", curl_url_strerror(rc));
+	else if ((scheme = url_part(u, CURLUPART_SCHEME, 0)) == NULL ||
+			 (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0))
+		problem = psprintf("the scheme \"%s\" is not allowed; use http or https",
+						   scheme ? scheme : "");
+	else if ((host = url_part(u, CURLUPART_HOST, 0)) == NULL || host[0] == '\0')
+		problem = pstrdup("it has no host");
+	else if (url_part(u, CURLUPART_QUERY, 0) != NULL)
+		problem = pstrdup("it has a query string (\"?...\"); give the endpoint's base path only");
+	else if (url_part(u, CURLUPART_FRAGMENT, 0) != NULL)
+		problem = pstrdup("it has a fragment (\"#...\"); give the endpoint's base path only");
+	else if ((port = url_part(u, CURLUPART_PORT, 0)) != NULL &&
+			 (atoi(port) < 1 || atoi(port) > 65535))
+		problem = psprintf("port %s is not a port from 1 to 65535", port);
 	curl_url_cleanup(u);
 	return problem;
 }
@@ -299,6 +369,7 @@ vb_http_start(const char *url, int nheaders, const char *const *headers,
 	call->easy = easy;
 	call->owner = owner;
 	call->max_response = max_response;
+	call->default_port = pg_strncasecmp(url, "https:", 6) == 0 ? 443 : 80;
 	for (int i = 0; i < nheaders; i++)
 		call->headers = curl_slist_append(call->headers, headers[i]);
 	/* No "Expect: 100-continue" round trip before larger bodies. */

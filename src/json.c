@@ -123,6 +123,23 @@ int_member(json_t *obj, const char *key)
 }
 
 /*
+ * A token count the provider reports, or a problem: a negative or absurd
+ * count would be booked on the run and priced, so it makes the answer
+ * invalid rather than being believed.
+ */
+static bool
+token_member(json_t *usage, const char *key, int64 *tokens, char **problem)
+{
+	*tokens = int_member(usage, key);
+	if (*tokens >= 0 && *tokens <= VB_MAX_USAGE_TOKENS)
+		return true;
+	*problem = psprintf("the provider's answer reports an impossible token count (usage.%s = " INT64_FORMAT "; allowed 0 to " INT64_FORMAT ")",
+						key, *tokens, (int64) VB_MAX_USAGE_TOKENS);
+	*tokens = 0;
+	return false;
+}
+
+/*
  * Reads a successful answer.  False with *problem set when the body is not
  * the provider's answer shape (a truncated or garbled body).
  */
@@ -162,8 +179,8 @@ vb_json_parse_answer(const char *provider, const char *body, size_t len,
 					appendBinaryStringInfo(&text, json_string_value(t), json_string_length(t));
 			}
 		usage = json_object_get(root, "usage");
-		answer->tokens_in = int_member(usage, "input_tokens");
-		answer->tokens_out = int_member(usage, "output_tokens");
+		if (token_member(usage, "input_tokens", &answer->tokens_in, problem))
+			token_member(usage, "output_tokens", &answer->tokens_out, problem);
 	}
 	else
 	{
@@ -175,15 +192,19 @@ vb_json_parse_answer(const char *provider, const char *body, size_t len,
 		else
 			appendBinaryStringInfo(&text, json_string_value(content), json_string_length(content));
 		usage = json_object_get(root, "usage");
-		answer->tokens_in = int_member(usage, "prompt_tokens");
-		answer->tokens_out = int_member(usage, "completion_tokens");
+		if (token_member(usage, "prompt_tokens", &answer->tokens_in, problem))
+			token_member(usage, "completion_tokens", &answer->tokens_out, problem);
 	}
 	model = json_object_get(root, "model");
 	if (json_is_string(model))
 		answer->model = pstrdup(json_string_value(model));
 	json_decref(root);
 	if (*problem)
+	{
+		/* Nothing of an answer that is refused is booked. */
+		answer->tokens_in = answer->tokens_out = 0;
 		return false;
+	}
 	if (strlen(text.data) != (size_t) text.len)
 	{
 		*problem = pstrdup("the provider's answer contains a NUL character");

@@ -82,6 +82,34 @@ vb_jsonb_value_text(JsonbValue *v)
 	return JsonbToCString(NULL, &jb->root, VARSIZE(jb));
 }
 
+/*
+ * A JSON number as a double, never an error: numeric_float8 throws 22003
+ * for 1e400 before the caller could name the field, so the value goes
+ * through its text, and a number beyond double's range comes back as
+ * +/-infinity (or 0 when too small), which every range check refuses.
+ */
+double
+vb_numeric_double(Numeric n)
+{
+	char	   *text = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(n)));
+
+	return strtod(text, NULL);
+}
+
+/*
+ * A value for a message: as it is, or its first 20 characters and its
+ * length when it is longer than 40 (1e400 prints as 401 digits).
+ */
+char *
+vb_short_text(const char *text)
+{
+	size_t		len = strlen(text);
+
+	if (len <= 40)
+		return pstrdup(text);
+	return psprintf("%.20s… (%zu characters)", text, len);
+}
+
 Jsonb *
 vb_jsonb_from_cstring(const char *json)
 {
@@ -109,6 +137,29 @@ vb_check_payload_size(Jsonb *payload, const char *what)
 						   size, vb_max_payload_kb),
 				 errhint("Store large artefacts elsewhere and pass a reference, "
 						 "or raise vectorbea.max_payload_size.")));
+}
+
+/*
+ * Refuses a free text (a decision's reason, the name of who decided, a
+ * cancel reason) longer than max_bytes, or than vectorbea.max_payload_size
+ * when that is smaller: such texts go into events and node outputs, which
+ * the payload limit bounds.
+ */
+void
+vb_check_text_size(const char *text, const char *what, int max_bytes)
+{
+	size_t		limit = Min((size_t) max_bytes, (size_t) vb_max_payload_kb * 1024);
+	size_t		len;
+
+	if (text == NULL)
+		return;
+	len = strlen(text);
+	if (len > limit)
+		ereport(ERROR,
+				(errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
+				 errmsg("%s is too long", what),
+				 errdetail("It has %zu bytes; at most %zu are allowed.", len, limit),
+				 errhint("Keep it short and record details with vectorbea.append_event().")));
 }
 
 void

@@ -106,7 +106,7 @@ vb_forget(char *secret)
 const char *
 vb_pgcrypto_schema(void)
 {
-	if (SPI_execute("SELECT quote_ident(n.nspname) FROM pg_catalog.pg_extension e"
+	if (SPI_execute("SELECT pg_catalog.quote_ident(n.nspname) FROM pg_catalog.pg_extension e"
 					" JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace"
 					" WHERE e.extname = 'pgcrypto'", true, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
@@ -149,12 +149,21 @@ check_provider(const char *provider)
 static void
 check_base_url(const char *url)
 {
+	char	   *problem;
+
 	check_header_value("base_url", url, MAX_BASE_URL_LEN);
 	if (strncmp(url, "https://", 8) != 0 && strncmp(url, "http://", 7) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("base_url must start with http:// or https://"),
-				 errdetail("Found \"%s\".", url)));
+				 strchr(url, '@') ? 0 : errdetail("Found \"%s\".", url)));
+	problem = vb_http_base_url_problem(url);
+	/* The URL is not repeated: it may hold a credential. */
+	if (problem)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid base_url: %s", problem),
+				 errhint("Give the provider's API root, e.g. 'https://api.openai.com/v1' or 'http://127.0.0.1:11434/v1'.")));
 }
 
 /*
@@ -212,7 +221,7 @@ vectorbea_set_provider_key(PG_FUNCTION_ARGS)
 									   " VALUES ($1, $2,"
 									   "  %s.pgp_sym_encrypt($3, $4 || E'\\n' || $1 || E'\\n' || $2,"
 									   "                     'cipher-algo=aes256'),"
-									   "  $5, left(encode(%s.digest($3, 'sha256'), 'hex'), 12), $6)"
+									   "  $5, pg_catalog.left(pg_catalog.encode(%s.digest($3, 'sha256'), 'hex'), 12), $6)"
 									   " ON CONFLICT (workspace, provider) DO UPDATE"
 									   " SET ciphertext = EXCLUDED.ciphertext, base_url = EXCLUDED.base_url,"
 									   "     fingerprint = EXCLUDED.fingerprint, set_at = EXCLUDED.set_at,"

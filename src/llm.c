@@ -45,6 +45,7 @@
 #include "utils/memutils.h"
 
 #include "vectorbea.h"
+#include "redact.h"
 
 #define SCHEDULER_WORKER		"vectorbea scheduler"
 #define LEASE_MARGIN_MS			(60 * 1000)
@@ -128,33 +129,11 @@ forget_call(LlmCall *c)
 	MemoryContextDelete(c->cxt);
 }
 
-/* Replaces every occurrence of the key in text, so no message carries it. */
+/* text without any run of the key (redact.c), cut to a message's length. */
 static char *
 scrub(const char *text, const char *secret)
 {
-	StringInfoData out;
-	const char *p = text;
-	size_t		klen = secret ? strlen(secret) : 0;
-
-	if (text == NULL)
-		return NULL;
-	initStringInfo(&out);
-	while (*p)
-	{
-		if (klen >= 4 && strncmp(p, secret, klen) == 0)
-		{
-			appendStringInfoString(&out, "[redacted]");
-			p += klen;
-		}
-		else
-			appendStringInfoChar(&out, *p++);
-		if (out.len > MAX_PROVIDER_MESSAGE)
-		{
-			appendStringInfoString(&out, "…");
-			break;
-		}
-	}
-	return out.data;
+	return vb_redact(text, secret, MAX_PROVIDER_MESSAGE);
 }
 
 static void
@@ -247,10 +226,10 @@ stop_if_over_budget(VbRun *run, LlmCall *c, size_t body_len, TimestampTz at)
 
 		plan = vb_prepare("SELECT coalesce(usage_usd + $3::numeric > budget_usd, false)"
 						  "       OR coalesce(usage_tokens + $2 > budget_tokens, false),"
-						  "       jsonb_build_object('usage_usd', usage_usd, 'budget_usd', budget_usd,"
+						  "       pg_catalog.jsonb_build_object('usage_usd', usage_usd, 'budget_usd', budget_usd,"
 						  "                          'usage_tokens', usage_tokens,"
 						  "                          'budget_tokens', budget_tokens,"
-						  "                          'estimated_usd', round($3::numeric, 8),"
+						  "                          'estimated_usd', pg_catalog.round($3::numeric, 8),"
 						  "                          'estimated_tokens', $2,"
 						  "                          'call_not_made', true)::text"
 						  "  FROM vectorbea.runs WHERE id = $1", lengthof(types), types);
@@ -705,7 +684,7 @@ vb_llm_check_leases(void)
 	lease_arr = construct_array(leases, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR);
 	args[0] = PointerGetDatum(id_arr);
 	args[1] = PointerGetDatum(lease_arr);
-	if (SPI_execute_with_args("SELECT t.id FROM unnest($1, $2) AS t(id, lease)"
+	if (SPI_execute_with_args("SELECT t.id FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS t(id, lease)"
 							  " WHERE NOT EXISTS (SELECT FROM vectorbea.nodes n"
 							  "                    WHERE n.id = t.id AND n.lease = t.lease"
 							  "                      AND n.status = 'running')",
@@ -859,8 +838,8 @@ price_call(const char *provider, const char *model, int64 tokens_in, int64 token
 		plan = vb_prepare("SELECT ($3 * input_usd_per_mtok + $4 * output_usd_per_mtok)"
 						  "       / 1000000.0"
 						  "  FROM vectorbea.model_prices"
-						  " WHERE provider = $1 AND starts_with($2, model)"
-						  " ORDER BY length(model) DESC, source = 'user' DESC LIMIT 1",
+						  " WHERE provider = $1 AND pg_catalog.starts_with($2, model)"
+						  " ORDER BY pg_catalog.length(model) DESC, source = 'user' DESC LIMIT 1",
 						  lengthof(types), types);
 	}
 	args[0] = CStringGetTextDatum(provider);

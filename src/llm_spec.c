@@ -303,7 +303,7 @@ vb_validate_llm(const char *what, const char *label, JsonbValue *llm,
 			if (a->type != jbvString)
 				wrong_type(&c, psprintf("allow_spawn.activities[%u]", i), a, "an activity name");
 			name = pnstrdup(a->val.string.val, a->val.string.len);
-			if (!vb_valid_name(name) || strncmp(name, VB_RESERVED_PREFIX, strlen(VB_RESERVED_PREFIX)) == 0)
+			if (!vb_valid_name(name) || vb_reserved_activity(name))
 				bad(&c, psprintf("allow_spawn.activities[%u]", i),
 					psprintf("has an invalid activity name \"%s\"", name),
 					psprintf("Activity names are 1 to %d letters, digits, \"_\", \"-\", \".\" and \":\", and do not start with \"%s\".",
@@ -337,7 +337,7 @@ vb_validate_llm(const char *what, const char *label, JsonbValue *llm,
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 					 errmsg("invalid %s: %s, field \"llm.on_exhausted\": \"escalate\" is not supported by this version of vectorbea",
 							what, label),
-					 errdetail("vectorbea 0.1.0 fails the node with class invalid_output when its corrections run out."),
+					 errdetail("vectorbea " VB_VERSION " fails the node with class invalid_output when its corrections run out."),
 					 errhint("Use \"on_exhausted\": \"fail\", or add an approval node downstream.")));
 		if (strcmp(on_exhausted, "fail") != 0)
 			bad(&c, "on_exhausted", psprintf("has an unknown value \"%s\"", on_exhausted),

@@ -58,6 +58,16 @@
 /* How soon to look again at due work whose run was busy. */
 #define BUSY_RETRY_MS	100
 
+/*
+ * The scheduler runs engine SQL as the bootstrap superuser, in a database
+ * whose owner (and anyone with CREATE on public) may plant functions,
+ * aggregates and operators that out-match pg_catalog's for an unqualified
+ * call.  Its search_path therefore names nothing a non-superuser can write
+ * to, set with the highest source so that neither ALTER DATABASE ... SET
+ * nor ALTER ROLE ... SET nor a reload can change it.
+ */
+#define SAFE_SEARCH_PATH	"pg_catalog, pg_temp"
+
 PGDLLEXPORT void vb_scheduler_main(Datum main_arg);
 
 static VbSchedulerSlot *my_slot = NULL;
@@ -168,9 +178,30 @@ handle_interrupts(void)
 		ProcessNotifyInterrupt(false);
 }
 
+/*
+ * Nothing the scheduler runs may change its search_path (functions with a
+ * SET clause restore theirs on exit); should something ever do so, stop
+ * before running engine SQL under it: every step checks.  The postmaster
+ * starts the worker again, with the safe path.
+ */
+static void
+assert_safe_search_path(void)
+{
+	const char *path = GetConfigOption("search_path", false, false);
+
+	if (path == NULL || strcmp(path, SAFE_SEARCH_PATH) != 0)
+		ereport(FATAL,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("vectorbea scheduler: search_path changed to \"%s\"",
+						path ? path : ""),
+				 errdetail("The scheduler runs engine SQL only with search_path \"%s\".",
+						   SAFE_SEARCH_PATH)));
+}
+
 static void
 begin_step(const char *what)
 {
+	assert_safe_search_path();
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	SPI_connect();
@@ -398,6 +429,7 @@ vb_scheduler_main(Datum main_arg)
 	my_slot = &vb_shared->slots[slot_index];
 	back_off_before_connecting();
 	BackgroundWorkerInitializeConnection(dbname, NULL, 0);
+	SetConfigOption("search_path", SAFE_SEARCH_PATH, PGC_SUSET, PGC_S_OVERRIDE);
 	pgstat_report_appname("vectorbea scheduler");
 	/* Its statements are short index scans; compiling them never pays. */
 	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);

@@ -22,6 +22,7 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "catalog/pg_authid.h"
 #include "commands/async.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -29,6 +30,7 @@
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -231,6 +233,12 @@ vectorbea_scheduler_status(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 
+	/*
+	 * An error can name the master key file or other settings' values, which
+	 * members of pg_read_all_settings may read and others may not.
+	 */
+	bool		may_read_errors = has_privs_of_role(GetUserId(), ROLE_PG_READ_ALL_SETTINGS);
+
 	InitMaterializedSRF(fcinfo, 0);
 	if (vb_shared == NULL)
 		return (Datum) 0;		/* not preloaded: no scheduler */
@@ -260,7 +268,8 @@ vectorbea_scheduler_status(PG_FUNCTION_ARGS)
 		values[10] = Int64GetDatum((int64) s->counters.deadlines);
 		values[11] = Int64GetDatum((int64) s->counters.gates_expired);
 		values[12] = Int64GetDatum((int64) s->counters.errors);
-		values[13] = CStringGetTextDatum(s->counters.last_error);
+		values[13] = CStringGetTextDatum(may_read_errors ? s->counters.last_error :
+										 "(hidden: visible to members of pg_read_all_settings)");
 		nulls[13] = (s->counters.last_error[0] == '\0');
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}

@@ -402,12 +402,12 @@ vb_next_due(TimestampTz now)
 		Oid			types[1] = {TIMESTAMPTZOID};
 
 		plan = vb_prepare("SELECT least("
-						  " (SELECT min(lease_expires_at) FROM vectorbea.nodes WHERE status = 'running'),"
-						  " (SELECT min(available_at) FROM vectorbea.nodes"
+						  " (SELECT pg_catalog.min(lease_expires_at) FROM vectorbea.nodes WHERE status = 'running'),"
+						  " (SELECT pg_catalog.min(available_at) FROM vectorbea.nodes"
 						  "   WHERE status = 'ready' AND attempt > 0 AND available_at > $1),"
-						  " (SELECT min(deadline) FROM vectorbea.runs"
+						  " (SELECT pg_catalog.min(deadline) FROM vectorbea.runs"
 						  "   WHERE status = 'running' AND deadline IS NOT NULL),"
-						  " (SELECT min(expires_at) FROM vectorbea.approvals"
+						  " (SELECT pg_catalog.min(expires_at) FROM vectorbea.approvals"
 						  "   WHERE status = 'pending' AND expires_at IS NOT NULL))",
 						  lengthof(types), types);
 	}

@@ -106,7 +106,7 @@ vb_check_fields(VbChecker *chk, JsonbContainer *obj, const char *const *allowed,
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 					 errmsg("invalid %s: %s, field \"%s\" is not supported by this version of vectorbea",
 							chk->what, label, where),
-					 errdetail("vectorbea 0.1.0 does not act on \"%s\" yet; it refuses it rather than ignore it.",
+					 errdetail("vectorbea " VB_VERSION " does not act on \"%s\" yet; it refuses it rather than ignore it.",
 							   key),
 					 errhint("Remove the field, or upgrade to a version that supports it.")));
 		ereport(ERROR,
@@ -201,8 +201,10 @@ get_duration(VbChecker *chk, JsonbValue *v, const char *label, const char *field
 static char *
 numeric_text(JsonbValue *v)
 {
-	return DatumGetCString(DirectFunctionCall1(numeric_out,
-											   NumericGetDatum(v->val.numeric)));
+	char	   *text = DatumGetCString(DirectFunctionCall1(numeric_out,
+														   NumericGetDatum(v->val.numeric)));
+
+	return vb_short_text(text);
 }
 
 /* An integer within [min, max], or an error naming the field. */
@@ -236,8 +238,7 @@ get_number(VbChecker *chk, JsonbValue *v, const char *label, const char *field,
 
 	if (v->type != jbvNumeric)
 		vb_type_error(chk, label, field, v, "a number");
-	d = DatumGetFloat8(DirectFunctionCall1(numeric_float8,
-										   NumericGetDatum(v->val.numeric)));
+	d = vb_numeric_double(v->val.numeric);
 	if (!(d >= min && d <= max))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -340,6 +341,14 @@ role_name(VbChecker *chk, JsonbValue *v, const char *label, const char *field)
 				 errmsg("invalid %s: %sfield \"%s\" has an invalid role name \"%s\"",
 						chk->what, at(label), field, s),
 				 errdetail("Role names are 1 to %d bytes.", NAMEDATALEN - 1)));
+	/* PostgreSQL reserves these: no role can have them, so nobody could decide. */
+	if (strcmp(s, "public") == 0 || strcmp(s, "none") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_RESERVED_NAME),
+				 errmsg("invalid %s: %sfield \"%s\" names \"%s\", which is not a role",
+						chk->what, at(label), field, s),
+				 errdetail("\"%s\" is reserved by PostgreSQL; a gate given to it could never be decided.", s),
+				 errhint("Omit \"approver_role\" for a gate that any role allowed to UPDATE vectorbea.approvals may decide, or name a role its approvers are members of.")));
 	return s;
 }
 
@@ -538,7 +547,7 @@ parse_node(VbChecker *chk, JsonbValue *nodeval, int position, VbNodeSpec *spec)
 							chk->what, label),
 					 errhint("Add \"kind\": \"approval\" to make this node a human gate.")));
 		spec->activity = get_name(chk, obj, "activity", label, true);
-		if (strncmp(spec->activity, VB_RESERVED_PREFIX, strlen(VB_RESERVED_PREFIX)) == 0)
+		if (vb_reserved_activity(spec->activity))
 			ereport(ERROR,
 					(errcode(ERRCODE_RESERVED_NAME),
 					 errmsg("invalid %s: %s, field \"activity\": names starting with \"%s\" are reserved",

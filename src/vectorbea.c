@@ -43,7 +43,7 @@ check_allowed_hosts(char **newval, void **extra, GucSource source)
 	if (vb_allowlist_valid(*newval, &problem))
 		return true;
 	GUC_check_errdetail("%s.", problem);
-	GUC_check_errhint("List host names, \"*.domain\" wildcards, IP addresses or CIDR ranges, separated by commas.");
+	GUC_check_errhint("List host names, \"*.domain\" wildcards, IP addresses or CIDR ranges, each with an optional \":port\" or \":low-high\", separated by commas.");
 	return false;
 }
 
@@ -140,9 +140,9 @@ _PG_init(void)
 							NULL, NULL, NULL);
 
 	DefineCustomStringVariable("vectorbea.llm_allowed_hosts",
-							   "Where LLM calls may go: host names, *.domain wildcards, IP addresses, CIDR ranges.",
-							   "A base_url's host must match a name or lie in a range, and the "
-							   "address actually connected to must lie in a range or be public.",
+							   "Where LLM calls may go: host names, *.domain wildcards, IP addresses, CIDR ranges, each with an optional :port or :low-high.",
+							   "A base_url's host and port must match an entry (without a port, the scheme's "
+							   "default), and the address actually connected to must lie in a range or be public.",
 							   &vb_llm_allowed_hosts,
 							   "api.openai.com, api.anthropic.com",
 							   PGC_SIGHUP, 0,

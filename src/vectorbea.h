@@ -30,6 +30,7 @@
 #include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
 #include "utils/jsonb.h"
+#include "utils/numeric.h"
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
@@ -42,6 +43,26 @@
  */
 #define VB_RESERVED_PREFIX		"vectorbea:"
 #define VB_LLM_ACTIVITY			"vectorbea:llm"
+
+/* Whether an activity name is the engine's; case does not make it another. */
+static inline bool
+vb_reserved_activity(const char *name)
+{
+	return pg_strncasecmp(name, VB_RESERVED_PREFIX, strlen(VB_RESERVED_PREFIX)) == 0;
+}
+
+/*
+ * The most one completion or one provider answer may report: a billion
+ * tokens and a million USD are far above any real call, and keep the sums
+ * on a run far from numeric and bigint trouble.  Larger values are refused
+ * as invalid, not booked.
+ */
+#define VB_MAX_USAGE_TOKENS		INT64CONST(1000000000)
+#define VB_MAX_USAGE_USD		"1000000"
+
+/* Free texts that people write into the history. */
+#define VB_MAX_REASON_BYTES		4096	/* a decision's or a cancel's reason */
+#define VB_MAX_DECIDED_BY_BYTES	256		/* who decided, as the application names them */
 
 /* Limits on identifiers used in definitions. */
 #define VB_MAX_NAME_LEN			128
@@ -61,7 +82,7 @@ extern int	vb_llm_request_timeout_ms;
 extern int	vb_llm_connect_timeout_ms;
 extern int	vb_llm_max_response_kb;
 
-#define VB_VERSION				"0.1.0"
+#define VB_VERSION				"0.2.0"
 
 /* ---- shmem.c: the schedulers' shared state ---- */
 #define VB_MAX_SCHEDULERS		16
@@ -124,7 +145,10 @@ extern List *vb_jsonb_object_keys(JsonbContainer *obj);
 extern const char *vb_jsonb_type_name(JsonbValue *v);
 extern char *vb_jsonb_value_text(JsonbValue *v);
 extern Jsonb *vb_jsonb_from_cstring(const char *json);
+extern double vb_numeric_double(Numeric n);
+extern char *vb_short_text(const char *text);
 extern void vb_check_payload_size(Jsonb *payload, const char *what);
+extern void vb_check_text_size(const char *text, const char *what, int max_bytes);
 extern void vb_append_json_string(StringInfo buf, const char *s);
 
 /* ---- validate.c: definitions and spawn lists ---- */
@@ -304,8 +328,8 @@ extern char *vb_json_member(const char *object_text, const char *key);
 /* ---- allowlist.c: vectorbea.llm_allowed_hosts ---- */
 struct sockaddr;
 extern bool vb_allowlist_valid(const char *value, char **problem);
-extern bool vb_allowlist_host_allowed(const char *host);
-extern bool vb_allowlist_address_allowed(const struct sockaddr *sa);
+extern bool vb_allowlist_host_allowed(const char *host, int port, int default_port);
+extern bool vb_allowlist_address_allowed(const struct sockaddr *sa, int default_port);
 
 /* ---- http.c: libcurl multi driven by the scheduler's waits ---- */
 typedef struct VbHttpCall
@@ -315,6 +339,7 @@ typedef struct VbHttpCall
 	void	   *easy;			/* CURL *, NULL once finished */
 	struct curl_slist *headers;
 	size_t		max_response;
+	int			default_port;	/* of the URL's scheme, for the allow-list */
 	/* results */
 	int			result;			/* CURLcode */
 	long		status;			/* HTTP status, 0 when none */
@@ -333,6 +358,7 @@ typedef struct VbHttpCall
 extern void vb_http_init(void);
 extern void vb_http_apply_settings(void);
 extern char *vb_http_check_url(const char *url);
+extern char *vb_http_base_url_problem(const char *url);
 extern VbHttpCall *vb_http_start(const char *url, int nheaders, const char *const *headers,
 								 const char *body, long timeout_ms, long connect_timeout_ms,
 								 size_t max_response, void *owner);

@@ -19,10 +19,15 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 
 #include "vectorbea.h"
+
+/* A run's budget above a billion USD is a typo, not a budget. */
+#define MAX_BUDGET_USD	1e9
 
 static void
 check_workflow_name(const char *name)
@@ -36,6 +41,43 @@ check_workflow_name(const char *name)
 }
 
 /*
+ * A workflow belongs to the role that defined its first version: another
+ * version changes what every new run of it does, so only that role (or a
+ * role that has its privileges, superusers included) may add one.  The
+ * caller is the role outside this SECURITY DEFINER function: the session's
+ * current_user, after SET ROLE.  Called with the name's lock held.
+ */
+static void
+check_workflow_owner(const char *name, Oid caller)
+{
+	Datum		args[1] = {CStringGetTextDatum(name)};
+	Oid			types[1] = {TEXTOID};
+	char	   *owner;
+	Oid			owner_id;
+
+	if (SPI_execute_with_args("SELECT created_by::text FROM vectorbea.workflows"
+							  " WHERE name = $1 AND version = 1",
+							  1, types, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not look up workflow owner");
+	if (SPI_processed == 0)
+		return;					/* a new workflow: the caller becomes its owner */
+	owner = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	owner_id = get_role_oid(owner, true);
+	if (OidIsValid(owner_id) ? has_privs_of_role(caller, owner_id) : superuser_arg(caller))
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("permission denied to add a version to workflow \"%s\"", name),
+			 errdetail("Workflow \"%s\" belongs to role \"%s\", which defined its first version; role \"%s\" does not have its privileges.",
+					   name, owner, GetUserNameFromId(caller, false)),
+			 OidIsValid(owner_id) ?
+			 errhint("Define it as \"%s\", GRANT \"%s\" TO \"%s\", or choose another workflow name.",
+					 owner, owner, GetUserNameFromId(caller, false)) :
+			 errhint("Role \"%s\" no longer exists: a superuser may add the version, or choose another workflow name.",
+					 owner)));
+}
+
+/*
  * define_workflow(name text, definition jsonb) -> int
  */
 PG_FUNCTION_INFO_V1(vectorbea_define_workflow);
@@ -44,10 +86,11 @@ vectorbea_define_workflow(PG_FUNCTION_ARGS)
 {
 	char	   *name;
 	Jsonb	   *definition;
-	Datum		args[3];
-	Oid			types[3] = {TEXTOID, JSONBOID, TIMESTAMPTZOID};
+	Datum		args[4];
+	Oid			types[4] = {TEXTOID, JSONBOID, TIMESTAMPTZOID, NAMEOID};
 	bool		isnull;
 	int32		version;
+	Oid			caller = GetOuterUserId();
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -61,6 +104,8 @@ vectorbea_define_workflow(PG_FUNCTION_ARGS)
 	args[0] = CStringGetTextDatum(name);
 	args[1] = JsonbPGetDatum(definition);
 	args[2] = TimestampTzGetDatum(vb_now());
+	args[3] = DirectFunctionCall1(namein,
+								  CStringGetDatum(GetUserNameFromId(caller, false)));
 
 	SPI_connect();
 	/* Concurrent definitions of one name take versions one after another. */
@@ -68,11 +113,13 @@ vectorbea_define_workflow(PG_FUNCTION_ARGS)
 							  "pg_catalog.hashtext('vectorbea.workflow:' || $1))",
 							  1, types, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not lock workflow name");
-	if (SPI_execute_with_args("INSERT INTO vectorbea.workflows (name, version, definition, created_at)"
-							  " SELECT $1, coalesce(max(version), 0) + 1, $2, $3"
+	check_workflow_owner(name, caller);
+	if (SPI_execute_with_args("INSERT INTO vectorbea.workflows"
+							  " (name, version, definition, created_at, created_by)"
+							  " SELECT $1, coalesce(pg_catalog.max(version), 0) + 1, $2, $3, $4"
 							  "   FROM vectorbea.workflows WHERE name = $1"
 							  " RETURNING version",
-							  3, types, args, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
+							  4, types, args, NULL, false, 0) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "vectorbea: could not store workflow");
 	version = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	SPI_finish();
@@ -227,12 +274,15 @@ check_options(Jsonb *options, TimestampTz at, TimestampTz *deadline)
 		}
 		else if (strcmp(key, "budget_usd") == 0)
 		{
-			if (val.type != jbvNumeric ||
-				DatumGetFloat8(DirectFunctionCall1(numeric_float8,
-												   NumericGetDatum(val.val.numeric))) < 0)
+			double		usd = val.type == jbvNumeric ? vb_numeric_double(val.val.numeric) : -1;
+			char	   *text = val.type == jbvNumeric ? vb_short_text(vb_jsonb_value_text(&val)) : NULL;
+
+			if (!(usd >= 0 && usd <= MAX_BUDGET_USD))
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("invalid run options: field \"budget_usd\" must be a non-negative number")));
+						 errmsg("invalid run options: field \"budget_usd\" must be a number from 0 to %.0f",
+								MAX_BUDGET_USD),
+						 errdetail("Found %s.", text ? text : vb_jsonb_type_name(&val))));
 		}
 		else
 			ereport(ERROR,

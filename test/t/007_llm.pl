@@ -338,7 +338,7 @@ $run = sql(q{SELECT vectorbea.start_run('missing', '{"ticket": {"title": "t"}}',
 is(finished($run), 'failed', 'allow-list: an unlisted host fails the node');
 like(events($run, 'STEP_FAILED')->[0]{error}{message}, qr/host "localhost" is not in vectorbea.llm_allowed_hosts/,
 	'allow-list: naming the host');
-$node->append_conf('postgresql.conf', "vectorbea.llm_allowed_hosts = 'localhost'\n");
+$node->append_conf('postgresql.conf', "vectorbea.llm_allowed_hosts = 'localhost:$port'\n");
 $node->reload;
 sleep 1;
 $run = sql(q{SELECT vectorbea.start_run('missing', '{"ticket": {"title": "t"}}', options => '{"workspace": "lan"}')});
@@ -346,7 +346,7 @@ is(finished($run), 'failed', 'allow-list: a listed name resolving to loopback is
 like(events($run, 'STEP_FAILED')->[0]{error}{message}, qr/connection to (127\.0\.0\.1|::1) was refused: the address is not allowed/,
 	'allow-list: checked on the address connected to');
 is(scalar @{ vb_fake_requests() }, 0, 'allow-list: nothing reached the provider');
-$node->append_conf('postgresql.conf', "vectorbea.llm_allowed_hosts = '127.0.0.1/32'\n");
+$node->append_conf('postgresql.conf', "vectorbea.llm_allowed_hosts = '127.0.0.1:$port'\n");
 $node->reload;
 sleep 1;
 

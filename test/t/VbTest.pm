@@ -42,15 +42,18 @@ vectorbea.scheduler_idle_timeout = '1h'
 	return $node;
 }
 
-# A server ready for llm nodes: vb_server with calls allowed to 127.0.0.1
-# (then $conf), the fake provider started, the scheduler running (a test),
-# the extension created and a master key in place.  Returns the server, the
-# fake provider's base URL for set_provider_key, and its port.
+# A server ready for llm nodes: vb_server (with $conf), the fake provider
+# started, calls allowed to its port on 127.0.0.1 and nowhere else there,
+# the scheduler running (a test), the extension created and a master key
+# in place.  Returns the server, the fake provider's base URL for
+# set_provider_key, and its port.
 sub vb_llm_server
 {
 	my ($name, $conf) = @_;
-	my $node = vb_server($name, "vectorbea.llm_allowed_hosts = '127.0.0.1/32'\n" . ($conf // ''));
+	my $node = vb_server($name, $conf);
 	my $port = vb_fake_start($node->basedir);
+	$node->append_conf('postgresql.conf', "vectorbea.llm_allowed_hosts = '127.0.0.1:$port'\n");
+	$node->reload;
 	Test::More::ok(defined vb_wait_for($node,
 			q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'vectorbea scheduler'}, '1'),
 		'the scheduler is running');
