@@ -9,29 +9,38 @@ EXTENSION = vectorbea
 MODULE_big = vectorbea
 OBJS = \
 	src/vectorbea.o \
+	src/settings.o \
 	src/clock.o \
 	src/duration.o \
+	src/status.o \
 	src/jsonb_util.o \
-	src/validate.o \
-	src/events.o \
+	src/spi_util.o \
 	src/subxact.o \
 	src/redact.o \
 	src/text_escape.o \
-	src/workflow.o \
-	src/graph.o \
-	src/claim.o \
-	src/complete.o \
-	src/failure.o \
-	src/lease.o \
-	src/shmem.o \
-	src/approvals.o \
-	src/keys.o \
-	src/sweep.o \
-	src/template.o \
-	src/llm_spec.o \
-	src/json.o \
+	src/retry.o \
 	src/allowlist.o \
 	src/http.o \
+	src/provider_json.o \
+	src/template.o \
+	src/shmem.o \
+	src/notify.o \
+	src/events.o \
+	src/state.o \
+	src/check.o \
+	src/llm_spec.o \
+	src/validate.o \
+	src/workflow.o \
+	src/lease.o \
+	src/due_items.o \
+	src/sweep.o \
+	src/claim.o \
+	src/complete.o \
+	src/fail.o \
+	src/cancel.o \
+	src/custom_events.o \
+	src/approvals.o \
+	src/keys.o \
 	src/llm.o \
 	src/scheduler.o
 

@@ -3,7 +3,7 @@
  * Every change of the SQL surface since 0.1.0 goes here, never into
  * vectorbea--0.1.0.sql, which is frozen as released.  A fresh
  * CREATE EXTENSION runs 0.1.0 and then this script, so a fresh install and
- * an upgraded one are the same by construction; test/t/011_upgrade.pl
+ * an upgraded one are the same by construction; test/t/013_upgrade.pl
  * checks it on a database with runs in flight.
  */
 

@@ -40,7 +40,7 @@
 #include "utils/builtins.h"
 #include "utils/inet.h"
 
-#include "vectorbea.h"
+#include "allowlist.h"
 
 #define MAX_ENTRIES		64
 #define MAX_ENTRY_LEN	255
@@ -238,13 +238,20 @@ parse_list(const char *value, AllowList *list, char **problem)
 	return true;
 }
 
-/* GUC check: the setting must parse. */
+char	   *vb_llm_allowed_hosts = NULL;
+
+/* GUC check hook: the setting must parse. */
 bool
-vb_allowlist_valid(const char *value, char **problem)
+vb_check_allowed_hosts(char **newval, void **extra, GucSource source)
 {
 	AllowList	scratch;
+	char	   *problem;
 
-	return parse_list(value, &scratch, problem);
+	if (parse_list(*newval, &scratch, &problem))
+		return true;
+	GUC_check_errdetail("%s.", problem);
+	GUC_check_errhint("List host names, \"*.domain\" wildcards, IP addresses or CIDR ranges, each with an optional \":port\" or \":low-high\", separated by commas.");
+	return false;
 }
 
 static AllowList *

@@ -5,8 +5,8 @@
  *	  out and escalated by the scheduler, closed with their run.
  *
  * A gate is a row of vectorbea.approvals.  It opens when an approval node
- * becomes ready (vb_open_gates) or when a running task calls
- * await_approval; its node then waits.  A person decides with a plain
+ * becomes ready or when a running task calls await_approval
+ * (vb_state_wait_on_gate); its node then waits.  A person decides with a plain
  * UPDATE of status, reason and decided_by; the BEFORE UPDATE trigger
  * (vectorbea_approval_decide) checks the decision, stamps decided_at and
  * the deciding role, and moves the graph on in the same transaction.
@@ -22,6 +22,14 @@
  * The trigger runs with the rights of the deciding role, which is what the
  * approver_role check needs; it switches to the table owner only for the
  * engine's own writes, as a SECURITY DEFINER function would.
+ *
+ * The engine's own updates of gates (closing, expiring, escalating,
+ * postponing after an error) pass the trigger: they change a column that
+ * only the engine writes (decided_at, escalation_level or expires_at) as
+ * the table owner.  A person's UPDATE may change status, reason and
+ * decided_by only (column privileges, and the trigger checks it too), so
+ * it can never look like one.  Opening and closing gates are transitions
+ * of the state machine (state.c).
  *
  * IDENTIFICATION
  *	  src/approvals.c
@@ -48,292 +56,19 @@
 #include "utils/rel.h"
 
 #include "vectorbea.h"
+#include "approvals.h"
+#include "check.h"
+#include "clock.h"
+#include "due_items.h"
+#include "duration.h"
+#include "jsonb_util.h"
+#include "lease.h"
+#include "notify.h"
+#include "spi_util.h"
+#include "state.h"
 
 /* How long a decision waits for a busy run before it gives up. */
 #define DECISION_LOCK_WAIT_MS	2000
-
-/* The approval row being decided by this backend's trigger, if any. */
-int64		vb_deciding_approval = 0;
-
-/*
- * Runs ended by a decision of the UPDATE statement in progress.  Their other
- * gates cannot be closed while the statement may still visit them, so the
- * statement's AFTER trigger closes them.  Valid for one local transaction.
- */
-static List *runs_to_close = NIL;
-static LocalTransactionId runs_to_close_lxid = InvalidLocalTransactionId;
-
-static List *
-current_runs_to_close(void)
-{
-	if (runs_to_close_lxid != MyProc->lxid)
-		runs_to_close = NIL;
-	return runs_to_close;
-}
-
-static bool
-run_in_list(List *list, pg_uuid_t *run_id)
-{
-	ListCell   *lc;
-
-	foreach(lc, list)
-		if (memcmp(lfirst(lc), run_id, sizeof(pg_uuid_t)) == 0)
-			return true;
-	return false;
-}
-
-/*
- * Set while the engine itself updates approval rows (closing, expiring,
- * escalating): the decision trigger then lets the update through.  A
- * backend-local C variable, so no SQL session can set it.
- */
-bool		vb_engine_writes_approvals = false;
-
-/* Runs one engine UPDATE of approvals past the decision trigger. */
-static int
-engine_update(SPIPlanPtr plan, Datum *args, const char *nulls)
-{
-	int			rc;
-
-	vb_engine_writes_approvals = true;
-	PG_TRY();
-	{
-		rc = SPI_execute_plan(plan, args, nulls, false, 0);
-	}
-	PG_FINALLY();
-	{
-		vb_engine_writes_approvals = false;
-	}
-	PG_END_TRY();
-	return rc;
-}
-
-static void
-notify_approval(int64 id, pg_uuid_t *run_id, const char *gate, const char *status)
-{
-	StringInfoData payload;
-
-	initStringInfo(&payload);
-	appendStringInfo(&payload, "{\"id\":%ld,\"run\":\"%s\",\"gate\":", (long) id,
-					 vb_uuid_text(run_id));
-	vb_append_json_string(&payload, gate);
-	appendStringInfo(&payload, ",\"status\":\"%s\"}", status);
-	Async_Notify("vectorbea_approvals", payload.data);
-}
-
-/*
- * Opens a gate for a node of a locked run; the node waits from now on.
- * spec_json is the node's normalised "approval" (gate, timeout_ms,
- * on_timeout, approver_role, escalate_to, context); context_json, when not
- * NULL, replaces its context.  Returns the approval id.
- */
-static int64
-open_gate(VbRun *run, int64 task_id, const char *node, int attempt,
-		  const char *spec_json, const char *context_json, TimestampTz at)
-{
-	static SPIPlanPtr plan = NULL;
-	Datum		args[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
-	HeapTuple	tup;
-	TupleDesc	desc;
-	bool		isnull;
-	int64		id;
-	char	   *gate;
-	Datum		expires;
-	bool		expires_null;
-	StringInfoData data;
-
-	if (plan == NULL)
-	{
-		Oid			types[5] = {INT8OID, TEXTOID, TIMESTAMPTZOID, TEXTOID, UUIDOID};
-
-		plan = vb_prepare(
-						  "WITH spec AS (SELECT $2::jsonb AS s),"
-						  " gate AS ("
-						  "  INSERT INTO vectorbea.approvals (run_id, node, task_id, gate, context,"
-						  "    approver_role, escalate_to, on_timeout, timeout_ms, expires_at, created_at)"
-						  "  SELECT $5, n.node, n.id, s->>'gate', coalesce($4::jsonb, s->'context', '{}'),"
-						  "    s->>'approver_role',"
-						  "    ARRAY(SELECT pg_catalog.jsonb_array_elements_text(coalesce(s->'escalate_to', '[]'))),"
-						  "    coalesce(s->>'on_timeout', 'reject'), (s->>'timeout_ms')::bigint,"
-						  "    $3 + (s->>'timeout_ms')::bigint * interval '1 ms', $3"
-						  "    FROM spec, vectorbea.nodes n WHERE n.id = $1"
-						  "  RETURNING id, gate, approver_role, on_timeout, expires_at, context"
-						  "), waits AS ("
-						  "  UPDATE vectorbea.nodes SET status = 'waiting',"
-						  "         started_at = coalesce(started_at, $3), lease_expires_at = NULL"
-						  "   WHERE id = $1"
-						  ")"
-						  " SELECT id, gate, pg_catalog.jsonb_build_object('approval', id, 'gate', gate,"
-						  "        'approver_role', approver_role, 'on_timeout', on_timeout,"
-						  "        'expires_at', pg_catalog.to_char(expires_at AT TIME ZONE 'UTC',"
-						  "                              'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
-						  "        'context', context)::text, expires_at"
-						  "   FROM gate", lengthof(types), types);
-	}
-	args[0] = Int64GetDatum(task_id);
-	args[1] = CStringGetTextDatum(spec_json);
-	args[2] = TimestampTzGetDatum(at);
-	if (context_json)
-		args[3] = CStringGetTextDatum(context_json);
-	else
-		nulls[3] = 'n';
-	args[4] = UUIDPGetDatum(&run->id);
-	if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "vectorbea: could not open the gate of node \"%s\"", node);
-	tup = SPI_tuptable->vals[0];
-	desc = SPI_tuptable->tupdesc;
-	id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-	gate = SPI_getvalue(tup, desc, 2);
-	initStringInfo(&data);
-	appendStringInfoString(&data, SPI_getvalue(tup, desc, 3));
-	expires = SPI_getbinval(tup, desc, 4, &expires_null);
-
-	vb_event(run, "APPROVAL_REQUESTED", node, attempt, data.data, at);
-	notify_approval(id, &run->id, gate, "pending");
-	if (!expires_null)
-		vb_wake_scheduler(DatumGetTimestampTz(expires));
-	return id;
-}
-
-/*
- * Opens the gates of the approval nodes of a locked run that have become
- * ready.  Callers write their own events first, so that the history shows a
- * node before its gate.
- */
-void
-vb_open_gates(VbRun *run, TimestampTz at)
-{
-	static SPIPlanPtr plan = NULL;
-	Datum		args[1];
-	uint64		n;
-	int64	   *ids;
-	char	  **nodes;
-	char	  **specs;
-
-	if (!run->gates_pending)
-		return;
-	run->gates_pending = false;
-	if (plan == NULL)
-	{
-		Oid			types[1] = {UUIDOID};
-
-		plan = vb_prepare("SELECT id, node, approval::text FROM vectorbea.nodes"
-						  " WHERE run_id = $1 AND kind = 'approval' AND status = 'ready'"
-						  " ORDER BY id", lengthof(types), types);
-	}
-	args[0] = UUIDPGetDatum(&run->id);
-	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "vectorbea: could not find gates to open");
-	n = SPI_processed;
-	ids = palloc(sizeof(int64) * Max(n, 1));
-	nodes = palloc(sizeof(char *) * Max(n, 1));
-	specs = palloc(sizeof(char *) * Max(n, 1));
-	for (uint64 i = 0; i < n; i++)
-	{
-		bool		isnull;
-
-		ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-		nodes[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
-		specs[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3);
-	}
-	for (uint64 i = 0; i < n; i++)
-		open_gate(run, ids[i], nodes[i], 0, specs[i], NULL, at);
-}
-
-/*
- * The pending gates of a run that has ended are closed: nobody can decide
- * them any more.  When a decision ended the run, closing waits for the
- * decision's statement to end (vectorbea_approvals_after_update).
- */
-void
-vb_close_gates(VbRun *run, TimestampTz at)
-{
-	static SPIPlanPtr plan = NULL;
-	Datum		args[3];
-
-	if (vb_deciding_approval != 0)
-	{
-		List	   *list = current_runs_to_close();
-
-		if (!run_in_list(list, &run->id))
-		{
-			MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
-			pg_uuid_t  *copy = palloc(sizeof(pg_uuid_t));
-
-			memcpy(copy, &run->id, sizeof(pg_uuid_t));
-			runs_to_close = lappend(list, copy);
-			runs_to_close_lxid = MyProc->lxid;
-			MemoryContextSwitchTo(old);
-		}
-		return;
-	}
-	if (plan == NULL)
-	{
-		Oid			types[3] = {UUIDOID, TIMESTAMPTZOID, INT8OID};
-
-		plan = vb_prepare("UPDATE vectorbea.approvals SET status = 'closed', decided_at = $2"
-						  " WHERE run_id = $1 AND status = 'pending' AND id <> $3"
-						  " RETURNING id, gate", lengthof(types), types);
-	}
-	args[0] = UUIDPGetDatum(&run->id);
-	args[1] = TimestampTzGetDatum(at);
-	args[2] = Int64GetDatum(vb_deciding_approval);
-	if (engine_update(plan, args, NULL) != SPI_OK_UPDATE_RETURNING)
-		elog(ERROR, "vectorbea: could not close the gates of a run");
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		bool		isnull;
-
-		notify_approval(DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull)),
-						&run->id, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2),
-						"closed");
-	}
-}
-
-/*
- * The node of a gate succeeds with output_json (approved) or fails for
- * good with error_json (rejected); the run moves on as after complete_task
- * or a final fail_task.
- */
-static void
-settle_node(VbRun *run, int64 task_id, const char *node, bool approved,
-			const char *output_json, const char *error_json, const char *err_class,
-			TimestampTz at)
-{
-	if (approved)
-	{
-		static SPIPlanPtr plan = NULL;
-		Datum		args[3];
-		bool		isnull;
-		int			attempt;
-		TimestampTz started_at;
-
-		if (plan == NULL)
-		{
-			Oid			types[3] = {INT8OID, TEXTOID, TIMESTAMPTZOID};
-
-			plan = vb_prepare("UPDATE vectorbea.nodes SET status = 'succeeded',"
-							  " output = $2::jsonb, finished_at = $3"
-							  " WHERE id = $1 AND status = 'waiting'"
-							  " RETURNING attempt, started_at", lengthof(types), types);
-		}
-		args[0] = Int64GetDatum(task_id);
-		args[1] = CStringGetTextDatum(output_json);
-		args[2] = TimestampTzGetDatum(at);
-		if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING ||
-			SPI_processed != 1)
-			elog(ERROR, "vectorbea: node \"%s\" is not waiting for its gate", node);
-		attempt = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		started_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-		run->open_nodes--;
-		vb_node_succeeded(run, node, attempt, output_json, (at - started_at) / 1000, NULL, at);
-		vb_open_gates(run, at);
-		vb_finish_run_if_done(run, at);
-	}
-	else
-		vb_fail_attempt(run, task_id, err_class, error_json, false, -1, at);
-}
 
 /* Takes the run lock without waiting in the lock manager (see the header). */
 static void
@@ -359,6 +94,40 @@ static char *
 col_text(HeapTuple tup, TupleDesc desc, const char *name)
 {
 	return SPI_getvalue(tup, desc, SPI_fnumber(desc, name));
+}
+
+static char *
+col_text(HeapTuple tup, TupleDesc desc, const char *name);
+
+/* Whether column name differs between the two versions of the row. */
+static bool
+column_changed(TupleDesc desc, HeapTuple oldtup, HeapTuple newtup, const char *name)
+{
+	int			attnum = SPI_fnumber(desc, name);
+	Form_pg_attribute att = TupleDescAttr(desc, attnum - 1);
+	bool		oldnull,
+				newnull;
+	Datum		o = heap_getattr(oldtup, attnum, desc, &oldnull);
+	Datum		n = heap_getattr(newtup, attnum, desc, &newnull);
+
+	return oldnull != newnull ||
+		(!oldnull && !datumIsEqual(o, n, att->attbyval, att->attlen));
+}
+
+/*
+ * An update by the engine: it changes a column only the engine writes, as
+ * a role with the privileges of the table's owner (see the header).
+ */
+static bool
+engine_write(Relation rel, HeapTuple oldtup, HeapTuple newtup)
+{
+	TupleDesc	desc = rel->rd_att;
+
+	if (!column_changed(desc, oldtup, newtup, "decided_at") &&
+		!column_changed(desc, oldtup, newtup, "escalation_level") &&
+		!column_changed(desc, oldtup, newtup, "expires_at"))
+		return false;
+	return has_privs_of_role(GetUserId(), rel->rd_rel->relowner);
 }
 
 /*
@@ -391,11 +160,11 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trig->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(trig->tg_event) || !TRIGGER_FIRED_BY_UPDATE(trig->tg_event))
 		elog(ERROR, "vectorbea_approval_decide must be a BEFORE UPDATE row trigger");
-	if (vb_engine_writes_approvals)
-		return PointerGetDatum(trig->tg_newtuple);
 	desc = trig->tg_relation->rd_att;
 	oldtup = trig->tg_trigtuple;
 	newtup = trig->tg_newtuple;
+	if (engine_write(trig->tg_relation, oldtup, newtup))
+		return PointerGetDatum(newtup);
 	id = DatumGetInt64(heap_getattr(oldtup, SPI_fnumber(desc, "id"), desc, &isnull));
 	old_status = col_text(oldtup, desc, "status");
 	new_status = col_text(newtup, desc, "status");
@@ -484,7 +253,6 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 	owner = trig->tg_relation->rd_rel->relowner;
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	vb_deciding_approval = id;
 	PG_TRY();
 	{
 		pg_uuid_t	run_id;
@@ -506,8 +274,9 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 
 		SPI_connect();
 		lock_run_for_decision(&run_id, &run);
-		if (strcmp(run.status, "running") != 0 &&
-			run_in_list(current_runs_to_close(), &run_id))
+		/* Gates this decision closes must wait for its statement to end. */
+		run.deciding_approval = id;
+		if (run.status != VB_RUN_RUNNING && vb_state_run_closing_deferred(&run_id))
 		{
 			/* An earlier row of this statement ended the run: close this one. */
 			ereport(NOTICE,
@@ -516,10 +285,11 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 			SPI_finish();
 			closing = true;
 		}
-		else if (strcmp(run.status, "running") != 0)
+		else if (run.status != VB_RUN_RUNNING)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("approval %ld can no longer be decided: its run is %s", (long) id, run.status),
+					 errmsg("approval %ld can no longer be decided: its run is %s", (long) id,
+							vb_run_status_name(run.status)),
 					 errhint("The run ended while the gate was open; its gates are closed.")));
 
 		if (!closing)
@@ -550,15 +320,14 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 			appendStringInfo(&out, ",\"message\":\"rejected at gate %s\",\"class\":\"permanent\"",
 							 gate);
 		appendStringInfoChar(&out, '}');
-		settle_node(&run, task_id, node, approved, out.data, out.data, "permanent", at);
+		vb_state_settle_gate(&run, task_id, node, approved, out.data, "permanent", at);
 		vb_run_save(&run, at);
-		notify_approval(id, &run_id, gate, new_status);
+		vb_notify_approval(id, &run_id, gate, new_status);
 		SPI_finish();
 		}
 	}
 	PG_FINALLY();
 	{
-		vb_deciding_approval = 0;
 		SetUserIdAndSecContext(save_userid, save_sec_context);
 	}
 	PG_END_TRY();
@@ -601,7 +370,6 @@ PG_FUNCTION_INFO_V1(vectorbea_await_approval);
 Datum
 vectorbea_await_approval(PG_FUNCTION_ARGS)
 {
-	static SPIPlanPtr plan = NULL;
 	int64		task_id;
 	pg_uuid_t  *lease;
 	char	   *gate;
@@ -609,8 +377,6 @@ vectorbea_await_approval(PG_FUNCTION_ARGS)
 	int64		timeout_ms = 0;
 	TimestampTz at = vb_now();
 	VbRun		run;
-	Datum		args[2];
-	bool		isnull;
 	char	   *node;
 	int			attempt;
 	int64		id;
@@ -642,26 +408,8 @@ vectorbea_await_approval(PG_FUNCTION_ARGS)
 		timeout_ms = vb_interval_ms(PG_GETARG_INTERVAL_P(4), "timeout");
 
 	SPI_connect();
-	if (!vb_run_lock_for_task(task_id, &run))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("task %ld does not exist", (long) task_id)));
-	if (plan == NULL)
-	{
-		Oid			types[2] = {INT8OID, UUIDOID};
-
-		plan = vb_prepare("SELECT node, attempt FROM vectorbea.nodes"
-						  " WHERE id = $1 AND lease = $2 AND status = 'running' FOR UPDATE",
-						  lengthof(types), types);
-	}
-	args[0] = Int64GetDatum(task_id);
-	args[1] = UUIDPGetDatum(lease);
-	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "vectorbea: task lock failed");
-	if (SPI_processed == 0)
-		vb_refuse_lease(task_id, lease, "await approval for");
-	node = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	attempt = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	vb_lock_run_of_task(task_id, &run);
+	vb_require_lease(task_id, lease, "await approval for", &node, &attempt);
 
 	initStringInfo(&spec);
 	appendStringInfoString(&spec, "{\"gate\":");
@@ -670,7 +418,7 @@ vectorbea_await_approval(PG_FUNCTION_ARGS)
 		appendStringInfo(&spec, ",\"timeout_ms\":%ld", (long) timeout_ms);
 	appendStringInfoString(&spec, ",\"on_timeout\":\"reject\",\"approver_role\":null,"
 						   "\"escalate_to\":[],\"context\":{}}");
-	id = open_gate(&run, task_id, node, attempt, spec.data,
+	id = vb_state_wait_on_gate(&run, task_id, node, attempt, spec.data,
 				   context ? JsonbToCString(NULL, &context->root, VARSIZE(context)) : NULL, at);
 	vb_run_save(&run, at);
 	SPI_finish();
@@ -726,7 +474,7 @@ expire_gate(void *arg, int i)
 								 "     decided_at = $2, decided_by = 'vectorbea: timeout'"
 								 " WHERE id = $1", lengthof(t2), t2);
 	}
-	if (!vb_run_lock(&b->run_ids[i], &run) || strcmp(run.status, "running") != 0)
+	if (!vb_run_lock(&b->run_ids[i], &run) || run.status != VB_RUN_RUNNING)
 		return;
 	args[0] = Int64GetDatum(b->ids[i]);
 	if (SPI_execute_plan(get_plan, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
@@ -750,7 +498,7 @@ expire_gate(void *arg, int i)
 
 		args[1] = CStringGetTextDatum(next_role);
 		args[2] = TimestampTzGetDatum(b->at);
-		if (engine_update(escalate_plan, args, NULL) != SPI_OK_UPDATE_RETURNING)
+		if (SPI_execute_plan(escalate_plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "vectorbea: could not escalate approval %ld", (long) b->ids[i]);
 		expires = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 		appendStringInfoString(&ev, ",\"from\":");
@@ -759,7 +507,7 @@ expire_gate(void *arg, int i)
 		vb_append_json_string(&ev, next_role);
 		appendStringInfo(&ev, ",\"expires_at\":\"%s\"}", vb_timestamp_iso(expires));
 		vb_event(&run, "APPROVAL_ESCALATED", node, 0, ev.data, b->at);
-		notify_approval(b->ids[i], &run.id, gate, "escalated");
+		vb_notify_approval(b->ids[i], &run.id, gate, "escalated");
 		vb_wake_scheduler(expires);
 	}
 	else
@@ -768,7 +516,7 @@ expire_gate(void *arg, int i)
 		StringInfoData out;
 
 		args[1] = TimestampTzGetDatum(b->at);
-		if (engine_update(settle_plan, args, NULL) != SPI_OK_UPDATE)
+		if (SPI_execute_plan(settle_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "vectorbea: could not expire approval %ld", (long) b->ids[i]);
 		appendStringInfo(&ev, ",\"outcome\":\"%s\"}", approved ? "approved" : "rejected");
 		vb_event(&run, "APPROVAL_EXPIRED", node, 0, ev.data, b->at);
@@ -783,17 +531,9 @@ expire_gate(void *arg, int i)
 			appendStringInfo(&out, ",\"message\":\"nobody decided gate %s in time\","
 							 "\"class\":\"timeout\"", gate);
 		appendStringInfoChar(&out, '}');
-		vb_deciding_approval = b->ids[i];
-		PG_TRY();
-		{
-			settle_node(&run, task_id, node, approved, out.data, out.data, "timeout", b->at);
-		}
-		PG_FINALLY();
-		{
-			vb_deciding_approval = 0;
-		}
-		PG_END_TRY();
-		notify_approval(b->ids[i], &run.id, gate, approved ? "approved" : "expired");
+		/* The gate's own row is expired already: the run's others close now. */
+		vb_state_settle_gate(&run, task_id, node, approved, out.data, "timeout", b->at);
+		vb_notify_approval(b->ids[i], &run.id, gate, approved ? "approved" : "expired");
 	}
 	vb_run_save(&run, b->at);
 	b->acted++;
@@ -832,8 +572,8 @@ vb_expire_gates(TimestampTz at, VbSweepCounters *counters)
 	b.at = at;
 	vb_read_due_items(1, 2, &b.ids, &b.run_ids);
 	for (uint64 i = 0; i < n; i++)
-		vb_sweep_item(expire_gate, &b, (int) i, counters, &b.run_ids[i],
-					  VB_ITEM_GATE, b.ids[i], at);
+		vb_due_item(true, expire_gate, &b, (int) i, counters, &b.run_ids[i],
+					VB_ITEM_GATE, b.ids[i], at);
 	if (counters)
 		counters->gates_expired += b.acted;
 	return b.acted;
@@ -848,8 +588,6 @@ Datum
 vectorbea_approvals_after_update(PG_FUNCTION_ARGS)
 {
 	TriggerData *trig = (TriggerData *) fcinfo->context;
-	List	   *list;
-	ListCell   *lc;
 	Oid			save_userid;
 	int			save_sec_context;
 	TimestampTz at = vb_now();
@@ -857,24 +595,13 @@ vectorbea_approvals_after_update(PG_FUNCTION_ARGS)
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(trig->tg_event) ||
 		!TRIGGER_FIRED_FOR_STATEMENT(trig->tg_event))
 		elog(ERROR, "vectorbea_approvals_after_update must be an AFTER statement trigger");
-	list = current_runs_to_close();
-	if (list == NIL || vb_deciding_approval != 0)
-		return PointerGetDatum(NULL);
-	runs_to_close = NIL;
-
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(trig->tg_relation->rd_rel->relowner,
 						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 	PG_TRY();
 	{
 		SPI_connect();
-		foreach(lc, list)
-		{
-			VbRun		run;
-
-			if (vb_run_lock(lfirst(lc), &run))
-				vb_close_gates(&run, at);
-		}
+		vb_state_close_deferred_gates(at);
 		SPI_finish();
 	}
 	PG_FINALLY();

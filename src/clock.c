@@ -24,13 +24,11 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
-#include "vectorbea.h"
+#include "clock.h"
+#include "duration.h"
 
 char	   *vb_test_clock_offset_text = NULL;
 static int64 clock_offset_ms = 0;
-
-bool		vb_check_clock_offset(char **newval, void **extra, GucSource source);
-void		vb_assign_clock_offset(const char *newval, void *extra);
 
 bool
 vb_check_clock_offset(char **newval, void **extra, GucSource source)

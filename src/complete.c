@@ -3,11 +3,11 @@
  * complete.c
  *	  complete_task and save_checkpoint: results a worker hands back.
  *
- * complete_task does, in its caller's transaction: the fenced update of the
- * node (lease and status in the WHERE clause), STEP_COMPLETED, the release of
- * dependents, the validation and insertion of spawned nodes with
- * NODES_SPAWNED, the booking of usage against the run's budget, and the end
- * of the run when nothing is left open.  Either all of it commits or none.
+ * complete_task does, in its caller's transaction: the fenced success of
+ * the attempt (lease and status in the WHERE clause, state.c), the
+ * validation and insertion of spawned nodes with NODES_SPAWNED, the
+ * booking of usage against the run's budget, and the end of the run when
+ * nothing is left open.  Either all of it commits or none.
  *
  * Dependents are released before spawned nodes are added: a spawned node
  * that depends on the node being completed counts it as done when it is
@@ -29,6 +29,13 @@
 #include "utils/numeric.h"
 
 #include "vectorbea.h"
+#include "clock.h"
+#include "complete.h"
+#include "jsonb_util.h"
+#include "lease.h"
+#include "spi_util.h"
+#include "state.h"
+#include "validate.h"
 
 typedef struct Usage
 {
@@ -125,43 +132,6 @@ parse_usage(Jsonb *usage, Usage *u)
 }
 
 /*
- * Books usage on the run; true when the run's budget is now exceeded, with
- * the BUDGET_EXCEEDED data in *detail_json.
- */
-bool
-vb_book_usage(VbRun *run, int64 tokens, const char *usd, char **detail_json)
-{
-	static SPIPlanPtr plan = NULL;
-	Datum		args[3];
-	bool		isnull;
-	bool		over;
-
-	if (plan == NULL)
-	{
-		Oid			types[3] = {UUIDOID, INT8OID, TEXTOID};
-
-		plan = vb_prepare("UPDATE vectorbea.runs"
-						  "   SET usage_tokens = usage_tokens + $2,"
-						  "       usage_usd = usage_usd + $3::numeric"
-						  " WHERE id = $1"
-						  " RETURNING coalesce(usage_usd > budget_usd, false)"
-						  "        OR coalesce(usage_tokens > budget_tokens, false),"
-						  "        pg_catalog.jsonb_build_object('usage_usd', usage_usd, 'budget_usd', budget_usd,"
-						  "                           'usage_tokens', usage_tokens,"
-						  "                           'budget_tokens', budget_tokens)::text",
-						  3, types);
-	}
-	args[0] = UUIDPGetDatum(&run->id);
-	args[1] = Int64GetDatum(tokens);
-	args[2] = CStringGetTextDatum(usd);
-	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
-		elog(ERROR, "vectorbea: could not book usage");
-	over = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	*detail_json = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
-	return over;
-}
-
-/*
  * A completion that matched no running node: a repeat of the call that
  * succeeded (a no-op), the same lease with another output (an error), or a
  * stale lease (refused).
@@ -193,6 +163,83 @@ not_running(int64 task_id, pg_uuid_t *lease, Jsonb *output)
 }
 
 /*
+ * The nodes a completion spawns: validated against the run's definition and
+ * its existing nodes, added, and recorded in NODES_SPAWNED.
+ */
+static void
+add_spawned(VbRun *run, Jsonb *spawn, const char *node, int attempt, TimestampTz at)
+{
+	Datum		rargs[3] = {UUIDPGetDatum(&run->id), CStringGetTextDatum(run->workflow),
+	Int32GetDatum(run->workflow_version)};
+	Oid			rtypes[3] = {UUIDOID, TEXTOID, INT4OID};
+	VbExistingNodes existing;
+	Jsonb	   *definition;
+	List	   *specs;
+	char	   *specs_json;
+	bool		isnull;
+	Datum		arr;
+	Datum	   *elems;
+	int			nelems;
+
+	if (SPI_execute_with_args("SELECT w.definition, (SELECT pg_catalog.array_agg(node) FROM vectorbea.nodes"
+							  "  WHERE run_id = $1)::text[]"
+							  "  FROM vectorbea.workflows w WHERE w.name = $2 AND w.version = $3",
+							  3, rtypes, rargs, NULL, false, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "vectorbea: definition of run %s is missing", vb_uuid_text(&run->id));
+	definition = DatumGetJsonbP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	arr = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	deconstruct_array(DatumGetArrayTypeP(arr), TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, NULL, &nelems);
+	existing.count = nelems;
+	existing.ids = palloc(sizeof(char *) * Max(nelems, 1));
+	for (int i = 0; i < nelems; i++)
+		existing.ids[i] = TextDatumGetCString(elems[i]);
+	specs = vb_validate_spawn(spawn, definition, node, &existing);
+	if (specs == NIL)
+		return;
+	specs_json = vb_node_specs_json(specs);
+	vb_event(run, "NODES_SPAWNED", node, attempt, psprintf("{\"nodes\":%s}", specs_json), at);
+	vb_state_add_nodes(run, specs_json, node, at);
+}
+
+/*
+ * Completes task_id with lease in a locked run, all of it in the caller's
+ * transaction: the attempt succeeds (STEP_COMPLETED), its dependents are
+ * released, the nodes it spawns are validated and added (NODES_SPAWNED),
+ * its usage is booked, and the run ends when nothing is left open.  The
+ * same call repeated after success is a no-op; a lease that no longer
+ * holds the task is refused.  complete_task and the llm driver call this.
+ */
+void
+vb_complete_locked(VbRun *run, int64 task_id, pg_uuid_t *lease, Jsonb *output,
+				   Jsonb *spawn, Jsonb *usage, TimestampTz at)
+{
+	Usage		u;
+	char	   *node;
+	int			attempt;
+	char	   *budget_detail = NULL;
+
+	parse_usage(usage, &u);
+	if (!vb_state_succeed(run, task_id, lease, output,
+						  u.given ? psprintf("{\"tokens\":%ld,\"usd\":%s}", (long) u.tokens, u.usd) : NULL,
+						  at, &node, &attempt))
+	{
+		not_running(task_id, lease, output);
+		return;
+	}
+	if (spawn)
+		add_spawned(run, spawn, node, attempt, at);
+	if (u.given && vb_state_book_usage(run, u.tokens, u.usd, &budget_detail))
+	{
+		vb_event(run, "BUDGET_EXCEEDED", node, attempt, budget_detail, at);
+		vb_state_fail_run(run, node, "budget_exceeded", at);
+	}
+	else
+		vb_state_finish_run_if_done(run, at);
+}
+
+/*
  * complete_task(task_id bigint, lease uuid, output jsonb, spawn jsonb,
  *               usage jsonb) -> void
  */
@@ -200,25 +247,13 @@ PG_FUNCTION_INFO_V1(vectorbea_complete_task);
 Datum
 vectorbea_complete_task(PG_FUNCTION_ARGS)
 {
-	static SPIPlanPtr complete_plan = NULL;
 	int64		task_id;
 	pg_uuid_t  *lease;
 	Jsonb	   *output;
 	Jsonb	   *spawn;
 	Jsonb	   *usage;
-	Usage		u;
 	TimestampTz at = vb_now();
 	VbRun		run;
-	Datum		args[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
-	HeapTuple	tup;
-	TupleDesc	desc;
-	bool		isnull;
-	char	   *node;
-	int			attempt;
-	TimestampTz started_at;
-	char	   *budget_detail = NULL;
-	bool		over_budget = false;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -230,101 +265,11 @@ vectorbea_complete_task(PG_FUNCTION_ARGS)
 	spawn = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
 	usage = PG_ARGISNULL(4) ? NULL : PG_GETARG_JSONB_P(4);
 	vb_check_payload_size(output, "the task output");
-	parse_usage(usage, &u);
+	parse_usage(usage, &(Usage) {0});
 
 	SPI_connect();
-	if (!vb_run_lock_for_task(task_id, &run))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("task %ld does not exist", (long) task_id)));
-
-	if (complete_plan == NULL)
-	{
-		Oid			types[4] = {INT8OID, UUIDOID, JSONBOID, TIMESTAMPTZOID};
-
-		complete_plan = vb_prepare("UPDATE vectorbea.nodes"
-								   "   SET status = 'succeeded', output = $3, finished_at = $4"
-								   " WHERE id = $1 AND lease = $2 AND status = 'running'"
-								   " RETURNING node, attempt, started_at", lengthof(types), types);
-	}
-	args[0] = Int64GetDatum(task_id);
-	args[1] = UUIDPGetDatum(lease);
-	if (output)
-		args[2] = JsonbPGetDatum(output);
-	else
-		nulls[2] = 'n';
-	args[3] = TimestampTzGetDatum(at);
-	if (SPI_execute_plan(complete_plan, args, nulls, false, 0) != SPI_OK_UPDATE_RETURNING)
-		elog(ERROR, "vectorbea: could not complete task");
-	if (SPI_processed == 0)
-	{
-		not_running(task_id, lease, output);
-		SPI_finish();
-		PG_RETURN_VOID();
-	}
-	tup = SPI_tuptable->vals[0];
-	desc = SPI_tuptable->tupdesc;
-	node = SPI_getvalue(tup, desc, 1);
-	attempt = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
-	started_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull));
-	run.open_nodes--;
-
-	vb_node_succeeded(&run, node, attempt,
-					  output ? JsonbToCString(NULL, &output->root, VARSIZE(output)) : NULL,
-					  (at - started_at) / 1000,
-					  u.given ? psprintf("{\"tokens\":%ld,\"usd\":%s}", (long) u.tokens, u.usd) : NULL,
-					  at);
-
-	if (spawn)
-	{
-		Datum		rargs[3] = {UUIDPGetDatum(&run.id), CStringGetTextDatum(run.workflow),
-		Int32GetDatum(run.workflow_version)};
-		Oid			rtypes[3] = {UUIDOID, TEXTOID, INT4OID};
-		VbExistingNodes existing;
-		Jsonb	   *definition;
-		List	   *specs;
-		char	   *specs_json;
-
-		if (SPI_execute_with_args("SELECT w.definition, (SELECT pg_catalog.array_agg(node) FROM vectorbea.nodes"
-								  "  WHERE run_id = $1)::text[]"
-								  "  FROM vectorbea.workflows w WHERE w.name = $2 AND w.version = $3",
-								  3, rtypes, rargs, NULL, false, 1) != SPI_OK_SELECT ||
-			SPI_processed != 1)
-			elog(ERROR, "vectorbea: definition of run %s is missing", vb_uuid_text(&run.id));
-		definition = DatumGetJsonbP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		{
-			Datum		arr = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-			Datum	   *elems;
-			int			nelems;
-
-			deconstruct_array(DatumGetArrayTypeP(arr), TEXTOID, -1, false, TYPALIGN_INT,
-							  &elems, NULL, &nelems);
-			existing.count = nelems;
-			existing.ids = palloc(sizeof(char *) * Max(nelems, 1));
-			for (int i = 0; i < nelems; i++)
-				existing.ids[i] = TextDatumGetCString(elems[i]);
-		}
-		specs = vb_validate_spawn(spawn, definition, node, &existing);
-		if (specs != NIL)
-		{
-			specs_json = vb_node_specs_json(specs);
-			vb_insert_nodes(&run, specs_json, node, run.priority, at);
-			vb_event(&run, "NODES_SPAWNED", node, attempt,
-					 psprintf("{\"nodes\":%s}", specs_json), at);
-		}
-	}
-	vb_open_gates(&run, at);
-
-	if (u.given)
-		over_budget = vb_book_usage(&run, u.tokens, u.usd, &budget_detail);
-
-	if (over_budget)
-	{
-		vb_event(&run, "BUDGET_EXCEEDED", node, attempt, budget_detail, at);
-		vb_fail_run(&run, node, "budget_exceeded", at);
-	}
-	else
-		vb_finish_run_if_done(&run, at);
+	vb_lock_run_of_task(task_id, &run);
+	vb_complete_locked(&run, task_id, lease, output, spawn, usage, at);
 	vb_run_save(&run, at);
 	SPI_finish();
 	PG_RETURN_VOID();
@@ -356,10 +301,7 @@ vectorbea_save_checkpoint(PG_FUNCTION_ARGS)
 	vb_check_payload_size(state, "the checkpoint");
 
 	SPI_connect();
-	if (!vb_run_lock_for_task(task_id, &run))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("task %ld does not exist", (long) task_id)));
+	vb_lock_run_of_task(task_id, &run);
 	if (plan == NULL)
 	{
 		Oid			types[3] = {INT8OID, UUIDOID, JSONBOID};

@@ -18,7 +18,7 @@
 #include <ctype.h>
 #include <math.h>
 
-#include "vectorbea.h"
+#include "duration.h"
 
 /* One year: far beyond any sensible backoff, lease or timeout. */
 #define VB_MAX_DURATION_MS	((int64) 366 * 24 * 3600 * 1000)
@@ -99,4 +99,26 @@ vb_format_duration(int64 ms)
 	if (ms < 3600 * 1000)
 		return psprintf("%ldm%02lds", (long) (ms / 60000), (long) (ms % 60000) / 1000);
 	return psprintf("%ldh%02ldm", (long) (ms / 3600000), (long) (ms % 3600000) / 60000);
+}
+
+/* An interval argument as milliseconds; it must be positive. */
+int64
+vb_interval_ms(Interval *iv, const char *what)
+{
+	/* Months and days as 30 and 24 h, as interval comparison does. */
+	double		days = (double) iv->month * DAYS_PER_MONTH + iv->day +
+		(double) iv->time / USECS_PER_DAY;
+	int64		ms;
+
+	if (days <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be positive", what),
+				 errhint("Pass an interval such as '5 minutes'.")));
+	if (days > 366)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be at most 366 days", what)));
+	ms = (int64) (days * 86400.0 * 1000.0);
+	return Max(ms, 1);		/* a positive interval under 1 ms is 1 ms */
 }

@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * events.c
- *	  The run lock and the append-only event history.
+ *	  The run lock and the one writer of the append-only event history.
  *
  * A run's events are numbered 1, 2, 3 ... with no gaps, in commit order.
  * That falls out of one rule: the counter lives on the run's row, and a
@@ -11,6 +11,11 @@
  * is kept in the VbRun struct while the lock is held and written back once,
  * by vb_run_save, so an API call updates the run row once however many
  * events it writes.
+ *
+ * Events of several runs at once (a claim's STEP_STARTED) are numbered
+ * by vb_event_batch_write in one statement, for runs that the transaction
+ * has locked but holds in no VbRun.  Event timestamps in data use the
+ * engine's one format, vb_timestamp_iso (clock.c).
  *
  * All callers run inside SPI (connected by the SQL entry point).
  *
@@ -29,6 +34,8 @@
 #include "utils/uuid.h"
 
 #include "vectorbea.h"
+#include "events.h"
+#include "spi_util.h"
 
 /* Engine event types: append_event may not forge these. */
 static const char *const engine_event_types[] = {
@@ -40,30 +47,6 @@ static const char *const engine_event_types[] = {
 	"RUN_FAILED", "SCHEDULER_ERROR", NULL
 };
 
-SPIPlanPtr
-vb_prepare(const char *sql, int nargs, Oid *argtypes)
-{
-	return vb_prepare_opts(sql, nargs, argtypes, 0);
-}
-
-/*
- * As vb_prepare, with cursor options: CURSOR_OPT_GENERIC_PLAN for a hot
- * statement whose generic plan is known to be right, so that it is never
- * planned again per call.
- */
-SPIPlanPtr
-vb_prepare_opts(const char *sql, int nargs, Oid *argtypes, int cursor_options)
-{
-	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes, cursor_options);
-
-	if (plan == NULL)
-		elog(ERROR, "vectorbea: could not prepare statement: %s\n%s",
-			 SPI_result_code_string(SPI_result), sql);
-	if (SPI_keepplan(plan) != 0)
-		elog(ERROR, "vectorbea: could not keep prepared statement");
-	return plan;
-}
-
 static void
 fill_run(VbRun *run, HeapTuple tup, TupleDesc desc)
 {
@@ -71,7 +54,7 @@ fill_run(VbRun *run, HeapTuple tup, TupleDesc desc)
 
 	memcpy(&run->id, DatumGetUUIDP(SPI_getbinval(tup, desc, 1, &isnull)),
 		   sizeof(pg_uuid_t));
-	run->status = SPI_getvalue(tup, desc, 2);
+	run->status = vb_run_status_from_name(SPI_getvalue(tup, desc, 2));
 	run->workflow = SPI_getvalue(tup, desc, 3);
 	run->workflow_version = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
 	run->last_seq = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
@@ -80,6 +63,7 @@ fill_run(VbRun *run, HeapTuple tup, TupleDesc desc)
 	run->created_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 8, &isnull));
 	run->priority = DatumGetInt32(SPI_getbinval(tup, desc, 9, &isnull));
 	run->gates_pending = false;
+	run->deciding_approval = 0;
 }
 
 #define RUN_COLUMNS "id, status, workflow, workflow_version, last_seq, open_nodes, node_count, created_at, priority"
@@ -208,86 +192,89 @@ vb_event_type_reserved(const char *type)
 	return false;
 }
 
-static bool
-valid_event_type(const char *type)
-{
-	size_t		len = strlen(type);
 
-	if (len == 0 || len > 64 || !isalpha((unsigned char) type[0]))
-		return false;
-	for (const char *p = type; *p; p++)
-		if (!(isalnum((unsigned char) *p) || *p == '_' || *p == '.' || *p == ':' || *p == '-'))
-			return false;
-	return true;
+/* ---- events of several runs, numbered in one statement ---- */
+
+void
+vb_event_batch_init(VbEventBatch *batch, int capacity)
+{
+	capacity = Max(capacity, 1);
+	batch->count = 0;
+	batch->capacity = capacity;
+	batch->run_ids = palloc(sizeof(Datum) * capacity);
+	batch->types = palloc(sizeof(Datum) * capacity);
+	batch->nodes = palloc(sizeof(Datum) * capacity);
+	batch->attempts = palloc(sizeof(Datum) * capacity);
+	batch->data = palloc(sizeof(Datum) * capacity);
+}
+
+void
+vb_event_batch_add(VbEventBatch *batch, pg_uuid_t *run_id, const char *type,
+				   const char *node, int attempt, const char *data_json)
+{
+	pg_uuid_t  *copy = palloc(sizeof(pg_uuid_t));
+
+	if (batch->count == batch->capacity)
+		elog(ERROR, "vectorbea: event batch is full");
+	memcpy(copy, run_id, sizeof(pg_uuid_t));
+	batch->run_ids[batch->count] = UUIDPGetDatum(copy);
+	batch->types[batch->count] = CStringGetTextDatum(type);
+	batch->nodes[batch->count] = CStringGetTextDatum(node);
+	batch->attempts[batch->count] = Int32GetDatum(attempt);
+	batch->data[batch->count] = CStringGetTextDatum(data_json);
+	batch->count++;
 }
 
 /*
- * append_event(run uuid, type text, data jsonb, node text) -> bigint
- *
- * Custom events (agent notes, tool calls) share the run's sequence.  Engine
- * types are refused: replay trusts them to come from the engine.
+ * Appends the batch's events, numbered per run in the order they were
+ * added, after each run's last event.  Every run must be locked by this
+ * transaction, and none held in a VbRun, whose counter would go stale.
  */
-PG_FUNCTION_INFO_V1(vectorbea_append_event);
-Datum
-vectorbea_append_event(PG_FUNCTION_ARGS)
+void
+vb_event_batch_write(VbEventBatch *batch, TimestampTz at)
 {
-	pg_uuid_t  *run_id;
-	char	   *type;
-	Jsonb	   *data;
-	char	   *node = NULL;
-	VbRun		run;
-	int64		seq;
-	TimestampTz at = vb_now();
+	static SPIPlanPtr plan = NULL;
+	Datum		args[6];
 
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("run and type of an event must not be null")));
-	run_id = PG_GETARG_UUID_P(0);
-	type = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	data = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
-	if (!PG_ARGISNULL(3))
-		node = text_to_cstring(PG_GETARG_TEXT_PP(3));
-
-	if (!valid_event_type(type))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid event type \"%s\"", type),
-				 errdetail("Event types are 1 to 64 characters, start with a letter, and use letters, digits, \"_\", \".\", \":\" or \"-\".")));
-	if (vb_event_type_reserved(type))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("event type \"%s\" is reserved for the engine", type),
-				 errhint("Choose another name for custom events, e.g. \"AGENT_NOTE\".")));
-	if (data && !JsonContainerIsObject(&data->root))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("event data must be a JSON object")));
-	vb_check_payload_size(data, "the event data");
-
-	SPI_connect();
-	if (!vb_run_lock(run_id, &run))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("run %s does not exist",
-						DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(run_id))))));
-	if (node)
+	if (batch->count == 0)
+		return;
+	if (plan == NULL)
 	{
-		Datum		args[2] = {UUIDPGetDatum(run_id), CStringGetTextDatum(node)};
-		Oid			types[2] = {UUIDOID, TEXTOID};
+		Oid			types[6] = {UUIDARRAYOID, TEXTARRAYOID, TEXTARRAYOID, INT4ARRAYOID,
+		TEXTARRAYOID, TIMESTAMPTZOID};
 
-		if (SPI_execute_with_args("SELECT 1 FROM vectorbea.nodes WHERE run_id = $1 AND node = $2",
-								  2, types, args, NULL, false, 1) != SPI_OK_SELECT)
-			elog(ERROR, "vectorbea: node lookup failed");
-		if (SPI_processed == 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_OBJECT),
-					 errmsg("the run has no node \"%s\"", node),
-					 errhint("Pass the id of one of the run's nodes, or NULL for an event of the whole run.")));
+		plan = vb_prepare_opts("WITH ev AS ("
+							   "  SELECT e.run_id, e.type, e.node, e.attempt, e.data, e.ord,"
+							   "         pg_catalog.row_number() OVER (PARTITION BY e.run_id ORDER BY e.ord) AS k"
+							   "    FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+							   "                    pg_catalog.unnest($3), pg_catalog.unnest($4),"
+							   "                    pg_catalog.unnest($5))"
+							   "         WITH ORDINALITY AS e(run_id, type, node, attempt, data, ord)"
+							   "), per_run AS ("
+							   "  SELECT ev.run_id, pg_catalog.max(ev.k) AS n FROM ev GROUP BY ev.run_id"
+							   "), seq AS ("
+							   "  UPDATE vectorbea.runs r SET last_seq = r.last_seq + p.n"
+							   "    FROM per_run p WHERE r.id = p.run_id"
+							   "  RETURNING r.id, r.last_seq - p.n AS base"
+							   ")"
+							   " INSERT INTO vectorbea.events (run_id, seq, type, node, attempt, data, at)"
+							   " SELECT ev.run_id, s.base + ev.k, ev.type, ev.node, ev.attempt,"
+							   "        ev.data::jsonb, $6"
+							   "   FROM ev JOIN seq s ON s.id = ev.run_id",
+							   lengthof(types), types, CURSOR_OPT_GENERIC_PLAN);
 	}
-	seq = vb_event(&run, type, node, 0,
-				   data ? JsonbToCString(NULL, &data->root, VARSIZE(data)) : "{}", at);
-	vb_run_save(&run, at);
-	SPI_finish();
-	PG_RETURN_INT64(seq);
+	args[0] = PointerGetDatum(construct_array(batch->run_ids, batch->count, UUIDOID,
+											  UUID_LEN, false, TYPALIGN_CHAR));
+	args[1] = PointerGetDatum(construct_array(batch->types, batch->count, TEXTOID,
+											  -1, false, TYPALIGN_INT));
+	args[2] = PointerGetDatum(construct_array(batch->nodes, batch->count, TEXTOID,
+											  -1, false, TYPALIGN_INT));
+	args[3] = PointerGetDatum(construct_array(batch->attempts, batch->count, INT4OID,
+											  4, true, TYPALIGN_INT));
+	args[4] = PointerGetDatum(construct_array(batch->data, batch->count, TEXTOID,
+											  -1, false, TYPALIGN_INT));
+	args[5] = TimestampTzGetDatum(at);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_INSERT ||
+		SPI_processed != (uint64) batch->count)
+		elog(ERROR, "vectorbea: could not append %d events", batch->count);
 }

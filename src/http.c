@@ -34,9 +34,13 @@
 
 #include "miscadmin.h"
 #include "storage/latch.h"
+#include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
 #include "vectorbea.h"
+#include "allowlist.h"
+#include "http.h"
+#include "settings.h"
 
 #define MAX_SOCKETS		1024
 
@@ -229,7 +233,8 @@ vb_http_check_url(const char *url)
 		(scheme = url_part(u, CURLUPART_SCHEME, 0)) == NULL ||
 		(host = url_part(u, CURLUPART_HOST, 0)) == NULL ||
 		(port = url_part(u, CURLUPART_PORT, CURLU_DEFAULT_PORT)) == NULL)
-		problem = psprintf("\"%s\" is not a valid URL", url);
+		problem = strchr(url, '@') ? pstrdup("the base_url is not a valid URL") :
+			psprintf("\"%s\" is not a valid URL", url);
 	else if (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)
 		problem = psprintf("the URL scheme \"%s\" is not allowed; use http or https", scheme);
 	else

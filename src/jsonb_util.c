@@ -20,6 +20,8 @@
 #include "utils/jsonb.h"
 
 #include "vectorbea.h"
+#include "jsonb_util.h"
+#include "settings.h"
 
 /* Looks up key in an object container; false when absent. */
 bool

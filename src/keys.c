@@ -34,8 +34,13 @@
 #include "utils/builtins.h"
 
 #include "vectorbea.h"
+#include "check.h"
+#include "clock.h"
+#include "http.h"
+#include "keys.h"
+#include "settings.h"
+#include "subxact.h"
 
-char	   *vb_master_key_file = NULL;
 
 #define MAX_KEY_LEN			4096
 #define MAX_BASE_URL_LEN	2048

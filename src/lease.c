@@ -1,14 +1,18 @@
 /*-------------------------------------------------------------------------
  *
  * lease.c
- *	  Fencing: what a worker is told when its lease no longer holds a task.
+ *	  Fencing: the check every call on a task makes first, and what a
+ *	  worker is told when its lease no longer holds the task.
  *
  * Every call that acts on a task (heartbeat, complete_task, fail_task,
- * save_checkpoint) matches the lease token in the WHERE clause of its UPDATE.
- * When that matches nothing the result is refused with SQLSTATE VB001 and an
- * explanation of what became of the task, so the worker can drop its work.
- * The refusal is an error, so a worker that wrote its side effects in the
- * same transaction has them rolled back too; the server log records it.
+ * save_checkpoint, await_approval) locks the task's run first
+ * (vb_lock_run_of_task), as every writer of a run does, and then matches
+ * the lease token: in the WHERE clause of its own UPDATE, or with
+ * vb_require_lease.  When that matches nothing the result is refused with
+ * SQLSTATE VB001 and an explanation of what became of the task, so the
+ * worker can drop its work.  The refusal is an error, so a worker that
+ * wrote its side effects in the same transaction has them rolled back
+ * too; the server log records it.
  *
  * IDENTIFICATION
  *	  src/lease.c
@@ -23,6 +27,8 @@
 #include "utils/builtins.h"
 
 #include "vectorbea.h"
+#include "lease.h"
+#include "spi_util.h"
 
 /*
  * Explains why lease does not hold task_id and throws.  Called inside SPI
@@ -78,24 +84,41 @@ vb_refuse_lease(int64 task_id, pg_uuid_t *lease, const char *action)
 			 errhint("Discard this result: the task belongs to another attempt or is over.")));
 }
 
-/* An interval argument as milliseconds; it must be positive. */
-int64
-vb_interval_ms(Interval *iv, const char *what)
+/* Locks the run that task_id belongs to; an error when there is no such task. */
+void
+vb_lock_run_of_task(int64 task_id, VbRun *run)
 {
-	/* Months and days as 30 and 24 h, as interval comparison does. */
-	double		days = (double) iv->month * DAYS_PER_MONTH + iv->day +
-		(double) iv->time / USECS_PER_DAY;
-	int64		ms;
+	if (!vb_run_lock_for_task(task_id, run))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("task %ld does not exist", (long) task_id)));
+}
 
-	if (days <= 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must be positive", what),
-				 errhint("Pass an interval such as '5 minutes'.")));
-	if (days > 366)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s must be at most 366 days", what)));
-	ms = (int64) (days * 86400.0 * 1000.0);
-	return Max(ms, 1);		/* a positive interval under 1 ms is 1 ms */
+/*
+ * Locks the task when lease holds its running attempt, and returns its
+ * node and attempt; otherwise refuses (VB001) with what became of it.  The
+ * run is locked already (vb_lock_run_of_task).
+ */
+void
+vb_require_lease(int64 task_id, pg_uuid_t *lease, const char *action,
+				 char **node, int *attempt)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[2] = {Int64GetDatum(task_id), UUIDPGetDatum(lease)};
+	bool		isnull;
+
+	if (plan == NULL)
+	{
+		Oid			types[2] = {INT8OID, UUIDOID};
+
+		plan = vb_prepare("SELECT node, attempt FROM vectorbea.nodes"
+						  " WHERE id = $1 AND lease = $2 AND status = 'running' FOR UPDATE",
+						  lengthof(types), types);
+	}
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: task lock failed");
+	if (SPI_processed == 0)
+		vb_refuse_lease(task_id, lease, action);
+	*node = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	*attempt = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 }

@@ -7,7 +7,7 @@
  * The life of one attempt, each numbered step a short transaction of the
  * scheduler's, never one open across a network wait:
  *
- *	1. claim (claim_tasks with the engine's activity, SKIP LOCKED like any
+ *	1. claim (vb_claim with the engine's activity, SKIP LOCKED like any
  *	   worker), decrypt the workspace's key, render the templates, check the
  *	   URL against the allow-list and the estimated cost against the run's
  *	   budget, and write LLM_REQUESTED: the call is on record before it
@@ -45,7 +45,21 @@
 #include "utils/memutils.h"
 
 #include "vectorbea.h"
+#include "claim.h"
+#include "clock.h"
+#include "complete.h"
+#include "due_items.h"
+#include "http.h"
+#include "jsonb_util.h"
+#include "keys.h"
+#include "llm.h"
+#include "provider_json.h"
 #include "redact.h"
+#include "settings.h"
+#include "spi_util.h"
+#include "state.h"
+#include "subxact.h"
+#include "template.h"
 
 #define SCHEDULER_WORKER		"vectorbea scheduler"
 #define LEASE_MARGIN_MS			(60 * 1000)
@@ -244,7 +258,7 @@ stop_if_over_budget(VbRun *run, LlmCall *c, size_t body_len, TimestampTz at)
 		return false;
 	detail = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
 	vb_event(run, "BUDGET_EXCEEDED", c->node, c->attempt, detail, at);
-	vb_fail_run(run, c->node, "budget_exceeded", at);
+	vb_state_fail_run(run, c->node, "budget_exceeded", at);
 	vb_run_save(run, at);
 	return true;
 }
@@ -325,7 +339,7 @@ forget_text(Datum d)
 static void
 fail_unsent(ClaimBatch *b, int i, VbRun *run, const char *err_class, const char *message)
 {
-	vb_fail_attempt(run, b->task_ids[i], err_class, error_json(err_class, message, NULL),
+	vb_state_fail_attempt(run, b->task_ids[i], err_class, error_json(err_class, message, NULL),
 					strcmp(err_class, "permanent") != 0, -1, b->at);
 	vb_run_save(run, b->at);
 }
@@ -543,13 +557,15 @@ read_master_key_or_warn(VbSweepCounters *counters)
 void
 vb_llm_claim(VbSweepCounters *counters)
 {
-	static SPIPlanPtr plan = NULL;
 	int			room = vb_llm_max_in_flight;
 	ClaimBatch	b;
 	uint64		n;
-	Datum		args[2];
 	Interval   *lease;
 	char	   *master;
+	Datum		activity = CStringGetTextDatum(VB_LLM_ACTIVITY);
+	ArrayType  *activities;
+	VbStartedAttempts started;
+	TimestampTz at;
 
 	for (LlmCall *c = calls; c; c = c->next)
 		room--;
@@ -566,31 +582,12 @@ vb_llm_claim(VbSweepCounters *counters)
 	master = read_master_key_or_warn(counters);
 	if (master == NULL)
 		return;
-	if (plan == NULL)
-	{
-		Oid			types[2] = {INT4OID, INTERVALOID};
-
-		plan = vb_prepare("SELECT task_id, lease, run_id, node, attempt, input, upstream, run_input"
-						  "  FROM vectorbea.claim_tasks('" SCHEDULER_WORKER "',"
-						  "                             ARRAY['" VB_LLM_ACTIVITY "'], $1, $2)",
-						  lengthof(types), types);
-	}
 	lease = palloc0(sizeof(Interval));
 	lease->time = (int64) (vb_llm_request_timeout_ms + LEASE_MARGIN_MS) * 1000;
-	args[0] = Int32GetDatum(room);
-	args[1] = IntervalPGetDatum(lease);
-	vb_scheduler_claiming = true;
-	PG_TRY();
-	{
-		if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "vectorbea: llm claim failed");
-	}
-	PG_FINALLY();
-	{
-		vb_scheduler_claiming = false;
-	}
-	PG_END_TRY();
-	n = SPI_processed;
+	activities = construct_array(&activity, 1, TEXTOID, -1, false, TYPALIGN_INT);
+	at = vb_now();
+	vb_claim(SCHEDULER_WORKER, activities, room, lease, at, &started);
+	n = started.count;
 	if (n == 0)
 	{
 		vb_forget(master);
@@ -599,8 +596,9 @@ vb_llm_claim(VbSweepCounters *counters)
 
 	memset(&b, 0, sizeof(b));
 	b.master = master;
-	b.at = vb_now();
-	vb_read_due_items(1, 3, &b.task_ids, &b.run_ids);
+	b.at = at;
+	b.task_ids = palloc(sizeof(int64) * n);
+	b.run_ids = palloc(sizeof(pg_uuid_t) * n);
 	b.leases = palloc(sizeof(pg_uuid_t) * n);
 	b.nodes = palloc(sizeof(char *) * n);
 	b.attempts = palloc(sizeof(int) * n);
@@ -609,20 +607,23 @@ vb_llm_claim(VbSweepCounters *counters)
 	b.run_inputs = palloc(sizeof(Jsonb *) * n);
 	for (uint64 i = 0; i < n; i++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
+		HeapTuple	tup = started.rows->vals[i];
+		TupleDesc	desc = started.rows->tupdesc;
 		bool		isnull;
 
+		/* claim_tasks' columns: task_id, lease, run_id, node, activity, attempt, ... */
+		b.task_ids[i] = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		memcpy(&b.leases[i], DatumGetUUIDP(SPI_getbinval(tup, desc, 2, &isnull)), sizeof(pg_uuid_t));
+		memcpy(&b.run_ids[i], DatumGetUUIDP(SPI_getbinval(tup, desc, 3, &isnull)), sizeof(pg_uuid_t));
 		b.nodes[i] = SPI_getvalue(tup, desc, 4);
-		b.attempts[i] = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
-		b.inputs[i] = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 6, &isnull));
-		b.upstreams[i] = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 7, &isnull));
-		b.run_inputs[i] = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 8, &isnull));
+		b.attempts[i] = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
+		b.inputs[i] = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 8, &isnull));
+		b.upstreams[i] = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 9, &isnull));
+		b.run_inputs[i] = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 13, &isnull));
 	}
 	for (uint64 i = 0; i < n; i++)
-		vb_sweep_item(prepare_one, &b, (int) i, counters, &b.run_ids[i],
-					  VB_ITEM_ATTEMPT, b.task_ids[i], b.at);
+		vb_due_item(true, prepare_one, &b, (int) i, counters, &b.run_ids[i],
+					VB_ITEM_ATTEMPT, b.task_ids[i], b.at);
 	vb_forget(b.master);
 }
 
@@ -910,10 +911,10 @@ record_call(VbRun *run, LlmCall *c, VbHttpCall *h, Outcome *o, TimestampTz at)
 
 	if (tokens > 0 || usd > 0)
 	{
-		if (vb_book_usage(run, tokens, usd_text, &budget))
+		if (vb_state_book_usage(run, tokens, usd_text, &budget))
 		{
 			vb_event(run, "BUDGET_EXCEEDED", c->node, c->attempt, budget, at);
-			vb_fail_run(run, c->node, "budget_exceeded", at);
+			vb_state_fail_run(run, c->node, "budget_exceeded", at);
 			return false;
 		}
 	}
@@ -995,43 +996,51 @@ output_json(LlmCall *c, Outcome *o, const char *json)
 }
 
 /*
- * complete_task for the node, in a subtransaction: a spawn list that fails
- * validation, or an output over vectorbea.max_payload_size, fails the node
- * instead (permanently: the same answer would be refused again), and
- * nothing is added.
+ * Completes the node, in a subtransaction, as complete_task would: an
+ * output over vectorbea.max_payload_size, or a spawn list that fails
+ * validation, fails the node instead (permanently: the same answer would
+ * be refused again), and nothing is added.
  */
 typedef struct Completion
 {
-	Datum		args[4];
-	char		nulls[4];
+	VbRun		run;			/* a copy: the subtransaction may roll back */
+	LlmCall    *call;
+	Jsonb	   *output;
+	Jsonb	   *spawn;
+	TimestampTz at;
 } Completion;
 
 static void
-call_complete_task(void *arg)
+complete_in_subxact(void *arg)
 {
 	Completion *cp = arg;
-	Oid			types[4] = {INT8OID, UUIDOID, JSONBOID, JSONBOID};
 
-	if (SPI_execute_with_args("SELECT vectorbea.complete_task($1, $2, $3, $4)",
-							  4, types, cp->args, cp->nulls, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "vectorbea: could not complete llm node");
+	vb_check_payload_size(cp->output, "the task output");
+	vb_complete_locked(&cp->run, cp->call->task_id, &cp->call->lease, cp->output,
+					   cp->spawn, NULL, cp->at);
+	vb_run_save(&cp->run, cp->at);
 }
 
 static void
 complete_node(VbRun *run, LlmCall *c, const char *output, const char *spawn, TimestampTz at)
 {
-	Completion	cp = {{0}, {' ', ' ', ' ', spawn ? ' ' : 'n'}};
+	Completion	cp;
 	ErrorData  *edata;
 	VbRun		again;
 
-	vb_run_save(run, at);		/* complete_task locks the run and reads its counters */
-	cp.args[0] = Int64GetDatum(c->task_id);
-	cp.args[1] = UUIDPGetDatum(&c->lease);
-	cp.args[2] = JsonbPGetDatum(vb_jsonb_from_cstring(output));
-	cp.args[3] = spawn ? JsonbPGetDatum(vb_jsonb_from_cstring(spawn)) : (Datum) 0;
-	edata = vb_try_in_subxact(call_complete_task, &cp);
+	/* What the run holds so far is saved, so a rollback loses none of it. */
+	vb_run_save(run, at);
+	cp.run = *run;
+	cp.call = c;
+	cp.output = vb_jsonb_from_cstring(output);
+	cp.spawn = spawn ? vb_jsonb_from_cstring(spawn) : NULL;
+	cp.at = at;
+	edata = vb_try_in_subxact(complete_in_subxact, &cp);
 	if (edata == NULL)
+	{
+		*run = cp.run;
 		return;
+	}
 	if (vb_run_lock(&c->run_id, &again))
 	{
 		char	   *refused = psprintf("%s: %s",
@@ -1039,8 +1048,8 @@ complete_node(VbRun *run, LlmCall *c, const char *output, const char *spawn, Tim
 									   "the node's output was refused",
 									   edata->message);
 
-		vb_fail_attempt(&again, c->task_id, "permanent",
-						error_json("permanent", refused, NULL), false, -1, at);
+		vb_state_fail_attempt(&again, c->task_id, "permanent",
+							  error_json("permanent", refused, NULL), false, -1, at);
 		vb_run_save(&again, at);
 	}
 	FreeErrorData(edata);
@@ -1093,7 +1102,7 @@ finish_one(void *arg, int i)
 		char	   *extra = o.retry_after_ms >= 0 ?
 			psprintf("\"retry_after\":\"%ldms\"", (long) o.retry_after_ms) : NULL;
 
-		vb_fail_attempt(&run, c->task_id, o.err_class, error_json(o.err_class, o.message, extra),
+		vb_state_fail_attempt(&run, c->task_id, o.err_class, error_json(o.err_class, o.message, extra),
 						strcmp(o.err_class, "permanent") != 0, o.retry_after_ms, b->at);
 		vb_run_save(&run, b->at);
 		return;
@@ -1107,7 +1116,7 @@ finish_one(void *arg, int i)
 
 			if (c->corrections >= c->max_corrections)
 			{
-				vb_fail_attempt(&run, c->task_id, "invalid_output",
+				vb_state_fail_attempt(&run, c->task_id, "invalid_output",
 								error_json("invalid_output",
 										   psprintf("the answer does not match the output schema after %d correction%s: %s",
 													c->corrections, c->corrections == 1 ? "" : "s", problem),
@@ -1140,7 +1149,7 @@ finish_one(void *arg, int i)
 			spawn = vb_json_member(json, "spawn");
 			if (spawn && strcmp(spawn, "null") != 0 && (problem = check_spawn(c, spawn)) != NULL)
 			{
-				vb_fail_attempt(&run, c->task_id, "permanent",
+				vb_state_fail_attempt(&run, c->task_id, "permanent",
 								error_json("permanent", problem, NULL), false, -1, b->at);
 				vb_run_save(&run, b->at);
 				return;
@@ -1185,8 +1194,8 @@ vb_llm_finish(VbSweepCounters *counters)
 	b.at = vb_now();
 	for (int i = 0; i < n; i++)
 	{
-		if (!vb_sweep_item(finish_one, &b, i, counters, &b.calls[i]->run_id,
-						   VB_ITEM_ATTEMPT, b.calls[i]->task_id, b.at))
+		if (!vb_due_item(true, finish_one, &b, i, counters, &b.calls[i]->run_id,
+						 VB_ITEM_ATTEMPT, b.calls[i]->task_id, b.at))
 			b.done[i] = true;
 		vb_http_free(b.https[i]);
 		if (b.done[i])
@@ -1209,9 +1218,9 @@ recover_one(void *arg, int i)
 	RecoverBatch *b = arg;
 	VbRun		run;
 
-	if (!vb_run_lock(&b->run_ids[i], &run) || strcmp(run.status, "running") != 0)
+	if (!vb_run_lock(&b->run_ids[i], &run) || run.status != VB_RUN_RUNNING)
 		return;
-	vb_fail_attempt(&run, b->task_ids[i], "transient",
+	vb_state_fail_attempt(&run, b->task_ids[i], "transient",
 					"{\"message\":\"in doubt: the scheduler stopped while the call was in flight; the provider may have answered\","
 					"\"class\":\"transient\",\"in_doubt\":true}",
 					true, -1, b->at);
@@ -1239,6 +1248,6 @@ vb_llm_recover(VbSweepCounters *counters)
 	b.at = vb_now();
 	vb_read_due_items(1, 2, &b.task_ids, &b.run_ids);
 	for (uint64 i = 0; i < n; i++)
-		vb_sweep_item(recover_one, &b, (int) i, counters, &b.run_ids[i],
-					  VB_ITEM_ATTEMPT, b.task_ids[i], b.at);
+		vb_due_item(true, recover_one, &b, (int) i, counters, &b.run_ids[i],
+					VB_ITEM_ATTEMPT, b.task_ids[i], b.at);
 }

@@ -18,12 +18,18 @@
  */
 #include "postgres.h"
 
+#include <limits.h>
 #include <math.h>
 
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 
 #include "vectorbea.h"
+#include "check.h"
+#include "jsonb_util.h"
+#include "llm_spec.h"
+#include "settings.h"
+#include "template.h"
 
 #define MAX_MODEL_LEN			200
 #define MAX_OUTPUT_TOKENS		1000000

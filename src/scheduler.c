@@ -54,6 +54,14 @@
 #include "utils/varlena.h"
 
 #include "vectorbea.h"
+#include "approvals.h"
+#include "clock.h"
+#include "http.h"
+#include "llm.h"
+#include "scheduler.h"
+#include "settings.h"
+#include "shmem.h"
+#include "sweep.h"
 
 /* How soon to look again at due work whose run was busy. */
 #define BUSY_RETRY_MS	100
@@ -63,49 +71,15 @@
  * whose owner (and anyone with CREATE on public) may plant functions,
  * aggregates and operators that out-match pg_catalog's for an unqualified
  * call.  Its search_path therefore names nothing a non-superuser can write
- * to, set with the highest source so that neither ALTER DATABASE ... SET
- * nor ALTER ROLE ... SET nor a reload can change it.
+ * to, set at the override level, above ALTER DATABASE ... SET, ALTER ROLE
+ * ... SET, ALTER SYSTEM and the configuration files, so no reload changes
+ * it (only a SET in this session could, and the scheduler issues none).
  */
 #define SAFE_SEARCH_PATH	"pg_catalog, pg_temp"
 
 PGDLLEXPORT void vb_scheduler_main(Datum main_arg);
 
 static VbSchedulerSlot *my_slot = NULL;
-
-/*
- * The databases named in vectorbea.database (as String nodes), each once:
- * two schedulers on one database would each take the other's llm calls for
- * calls in doubt.  warn: say so when a name repeats.
- */
-List *
-vb_scheduler_databases(bool warn)
-{
-	char	   *rawlist = pstrdup(vb_databases);
-	List	   *names;
-	List	   *unique = NIL;
-	ListCell   *lc;
-
-	if (!SplitIdentifierString(rawlist, ',', &names))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid list syntax in vectorbea.database: \"%s\"", vb_databases),
-				 errhint("List database names separated by commas, e.g. 'app, analytics'.")));
-	foreach(lc, names)
-	{
-		char	   *name = lfirst(lc);
-
-		if (list_member(unique, makeString(name)))
-		{
-			if (warn)
-				ereport(WARNING,
-						(errmsg("vectorbea.database lists \"%s\" more than once; it gets one scheduler",
-								name)));
-			continue;
-		}
-		unique = lappend(unique, makeString(name));
-	}
-	return unique;
-}
 
 /*
  * Registers one scheduler per database named in vectorbea.database.  Runs

@@ -6,7 +6,7 @@
  * A slot says which database a scheduler serves, its pid, and what it is
  * doing (last wake, next due time, counters, last error), for
  * scheduler_status().  It also publishes the scheduler's next due time so
- * that a backend committing earlier due work can wake it (vb_wake_scheduler)
+ * that a backend committing earlier due work can wake it (notify.c)
  * instead of the scheduler polling.
  *
  * The slot is written by its scheduler only, under the module's LWLock;
@@ -37,11 +37,15 @@
 #include "utils/varlena.h"
 
 #include "vectorbea.h"
+#include "settings.h"
+#include "shmem.h"
 
 VbShared   *vb_shared = NULL;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static void fill_slot_names(void);
 
 static void
 vb_shmem_request(void)
@@ -65,7 +69,7 @@ vb_shmem_startup(void)
 	{
 		memset(vb_shared, 0, sizeof(VbShared));
 		vb_shared->lock = &(GetNamedLWLockTranche("vectorbea"))->lock;
-		vb_fill_slot_names();
+		fill_slot_names();
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -81,8 +85,8 @@ vb_shmem_install_hooks(void)
 }
 
 /* The slot of the scheduler serving this backend's database, or NULL. */
-static VbSchedulerSlot *
-slot_for_my_database(void)
+VbSchedulerSlot *
+vb_slot_for_my_database(void)
 {
 	if (vb_shared == NULL)
 		return NULL;
@@ -93,120 +97,12 @@ slot_for_my_database(void)
 }
 
 /*
- * Wakes at commit.  A transaction that writes time-driven work notes the
- * earliest due time; just before it commits it compares that with what the
- * scheduler plans, and asks for a wake (NOTIFY vectorbea_scheduler) when
- * the scheduler would sleep past it, or is in a pass that cannot see this
- * transaction's rows.  Once committed it raises wake_requested, which tells
- * the scheduler that the latch it finds set is meant for it: PostgreSQL
- * signals every listening backend for any NOTIFY in the database.
- *
- * Retries whose time has already come by the commit are announced by the
- * committing transaction itself (NOTIFY vectorbea_tasks), since a pass
- * that ran before the commit could not announce them.
- */
-typedef struct PendingRetry
-{
-	char	   *activity;
-	TimestampTz available_at;
-} PendingRetry;
-
-static bool xact_callback_registered = false;
-static TimestampTz pending_due = DT_NOEND;
-static List *pending_retries = NIL;	/* in TopTransactionContext */
-static bool wake_sent = false;
-
-static void
-reset_pending(void)
-{
-	pending_due = DT_NOEND;
-	pending_retries = NIL;
-	wake_sent = false;
-}
-
-static void
-vb_xact_callback(XactEvent event, void *arg)
-{
-	VbSchedulerSlot *slot;
-	ListCell   *lc;
-
-	switch (event)
-	{
-		case XACT_EVENT_PRE_COMMIT:
-			if (pending_due == DT_NOEND && pending_retries == NIL)
-				return;
-			slot = slot_for_my_database();
-			if (slot && slot->pid != 0 && pending_due != DT_NOEND &&
-				(slot->in_pass || pending_due < slot->next_due))
-			{
-				Async_Notify(VB_SCHEDULER_CHANNEL, "");
-				wake_sent = true;
-			}
-			foreach(lc, pending_retries)
-			{
-				PendingRetry *r = lfirst(lc);
-
-				if (r->available_at <= vb_now())
-					vb_notify_task_ready(r->activity);
-			}
-			break;
-		case XACT_EVENT_COMMIT:
-			if (wake_sent && (slot = slot_for_my_database()) != NULL)
-				slot->wake_requested = true;
-			reset_pending();
-			break;
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PREPARE:
-			reset_pending();
-			break;
-		default:
-			break;
-	}
-}
-
-static void
-ensure_callback(void)
-{
-	if (!xact_callback_registered)
-	{
-		RegisterXactCallback(vb_xact_callback, NULL);
-		xact_callback_registered = true;
-	}
-}
-
-/* This transaction wrote work that falls due at `due`. */
-void
-vb_wake_scheduler(TimestampTz due)
-{
-	if (vb_shared == NULL)
-		return;
-	ensure_callback();
-	if (due < pending_due)
-		pending_due = due;
-}
-
-/* This transaction scheduled a retry of activity at available_at. */
-void
-vb_announce_at_commit(const char *activity, TimestampTz available_at)
-{
-	MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
-	PendingRetry *r = palloc(sizeof(PendingRetry));
-
-	r->activity = pstrdup(activity);
-	r->available_at = available_at;
-	pending_retries = lappend(pending_retries, r);
-	MemoryContextSwitchTo(old);
-	ensure_callback();
-	vb_wake_scheduler(available_at);
-}
-
-/*
  * Names the slots after vectorbea.database when shared memory is created,
  * so that scheduler_status() lists a database whose scheduler could not
  * start (it does not exist, or no worker slot was free).
  */
-void
-vb_fill_slot_names(void)
+static void
+fill_slot_names(void)
 {
 	List	   *names = vb_scheduler_databases(false);
 	ListCell   *lc;

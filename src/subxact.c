@@ -22,7 +22,7 @@
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 
-#include "vectorbea.h"
+#include "subxact.h"
 
 /*
  * Runs fn(arg) in a subtransaction.  Returns NULL when it succeeded, else

@@ -14,9 +14,8 @@
  * ended it, the class is "timeout", otherwise "lease_expired".
  *
  * Rows are taken run first, each SKIP LOCKED, as in claim_tasks: a busy run
- * is left for the next pass.  With isolate set (the scheduler), each item
- * runs in a subtransaction, so one node's error is recorded and the others
- * go on.  All functions run inside SPI.
+ * is left for the next pass.  Each item is acted on through due_items.c.
+ * All functions run inside SPI.
  *
  * IDENTIFICATION
  *	  src/sweep.c
@@ -35,167 +34,16 @@
 #include "utils/resowner.h"
 
 #include "vectorbea.h"
+#include "approvals.h"
+#include "clock.h"
+#include "due_items.h"
+#include "jsonb_util.h"
+#include "notify.h"
+#include "spi_util.h"
+#include "state.h"
+#include "sweep.h"
 
 #define EXPIRE_BATCH	100
-
-/* How long the scheduler leaves an item alone after failing on it. */
-#define ERROR_RETRY_MS	(30 * 1000)
-
-/* What record_error writes, for record_error_now. */
-typedef struct ErrorRecord
-{
-	pg_uuid_t  *run_id;
-	VbSweepItemKind kind;
-	int64		item_id;
-	const char *message;
-	TimestampTz at;
-} ErrorRecord;
-
-static void
-record_error_now(void *arg)
-{
-	static const char *const node_sql[] = {
-		[VB_ITEM_ATTEMPT] = "SELECT node FROM vectorbea.nodes WHERE id = $1",
-		[VB_ITEM_GATE] = "SELECT node FROM vectorbea.approvals WHERE id = $1",
-	};
-	static const char *const postpone_sql[] = {
-		[VB_ITEM_ATTEMPT] = "UPDATE vectorbea.nodes SET lease_expires_at = $2"
-		" WHERE id = $1 AND status = 'running'",
-		[VB_ITEM_RUN] = "UPDATE vectorbea.runs SET deadline = $2 WHERE id = $1",
-		[VB_ITEM_GATE] = "UPDATE vectorbea.approvals SET expires_at = $2"
-		" WHERE id = $1 AND status = 'pending'",
-	};
-	ErrorRecord *e = arg;
-	TimestampTz retry_at = e->at + (int64) ERROR_RETRY_MS * 1000;
-	VbRun		run;
-	char	   *node = NULL;
-	StringInfoData data;
-	Datum		args[2] = {e->kind == VB_ITEM_RUN ? UUIDPGetDatum(e->run_id) : Int64GetDatum(e->item_id),
-	TimestampTzGetDatum(retry_at)};
-	Oid			types[2] = {e->kind == VB_ITEM_RUN ? UUIDOID : INT8OID, TIMESTAMPTZOID};
-
-	if (!vb_run_lock(e->run_id, &run))
-		return;
-	if (e->kind != VB_ITEM_RUN &&
-		SPI_execute_with_args(node_sql[e->kind], 1, types, args, NULL, false, 1) == SPI_OK_SELECT &&
-		SPI_processed == 1)
-		node = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	vb_engine_writes_approvals = true;
-	if (SPI_execute_with_args(postpone_sql[e->kind], 2, types, args, NULL, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "vectorbea: could not postpone a failed item");
-	vb_engine_writes_approvals = false;
-	initStringInfo(&data);
-	appendStringInfoString(&data, "{\"message\":");
-	vb_append_json_string(&data, e->message);
-	appendStringInfo(&data, ",\"retry_at\":\"%s\"}", vb_timestamp_iso(retry_at));
-	vb_event(&run, "SCHEDULER_ERROR", node, 0, data.data, e->at);
-	vb_run_save(&run, e->at);
-}
-
-/*
- * Records, in the run's history, that the scheduler could not act on an
- * item (an attempt, a run's deadline, a gate's timeout): a SCHEDULER_ERROR
- * event, in a subtransaction of its own so that a failure here is only
- * logged.  The item's due time moves ERROR_RETRY_MS ahead (the attempt's
- * lease end, the run's deadline, the gate's expiry), so a persistent error
- * is retried at that pace rather than on every pass.  The run's row lock,
- * taken by the scan, is still ours.
- */
-static void
-record_error(pg_uuid_t *run_id, VbSweepItemKind kind, int64 item_id,
-			 const char *message, TimestampTz at)
-{
-	ErrorRecord e = {run_id, kind, item_id, message, at};
-	ErrorData  *edata = vb_try_in_subxact(record_error_now, &e);
-
-	vb_engine_writes_approvals = false;
-	if (edata)
-		FreeErrorData(edata);	/* the item's own error is logged already */
-}
-
-typedef struct SweepItem
-{
-	void		(*fn) (void *, int);
-	void	   *arg;
-	int			i;
-} SweepItem;
-
-static void
-run_one(void *arg)
-{
-	SweepItem  *item = arg;
-
-	item->fn(item->arg, item->i);
-}
-
-/*
- * Runs fn(arg, i) for item i in a subtransaction when isolate is set;
- * returns false (after reporting) when it failed.  A failure is logged,
- * counted, and recorded in the item's run by record_error.
- */
-static bool
-run_item(bool isolate, void (*fn) (void *, int), void *arg, int i,
-		 VbSweepCounters *counters, pg_uuid_t *run_id, VbSweepItemKind kind,
-		 int64 item_id, TimestampTz at)
-{
-	SweepItem	item = {fn, arg, i};
-	ErrorData  *edata;
-
-	if (!isolate)
-	{
-		fn(arg, i);
-		return true;
-	}
-	edata = vb_try_in_subxact(run_one, &item);
-	if (edata == NULL)
-		return true;
-	ereport(WARNING,
-			(errmsg("vectorbea scheduler: %s", edata->message),
-			 edata->detail ? errdetail_internal("%s", edata->detail) : 0,
-			 edata->context ? errcontext("%s", edata->context) : 0));
-	if (counters)
-	{
-		counters->errors++;
-		strlcpy(counters->last_error, edata->message, sizeof(counters->last_error));
-	}
-	record_error(run_id, kind, item_id, edata->message, at);
-	FreeErrorData(edata);
-	return false;
-}
-
-/*
- * Reads the rows of the scan just run (SPI_tuptable) into arrays: the
- * item ids from column id_column (skipped when ids is NULL) and the run ids
- * from column run_column.  Returns the number of rows.
- */
-uint64
-vb_read_due_items(int id_column, int run_column, int64 **ids, pg_uuid_t **run_ids)
-{
-	uint64		n = SPI_processed;
-
-	if (ids)
-		*ids = palloc(sizeof(int64) * Max(n, 1));
-	*run_ids = palloc(sizeof(pg_uuid_t) * Max(n, 1));
-	for (uint64 i = 0; i < n; i++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		bool		isnull;
-
-		if (ids)
-			(*ids)[i] = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, id_column, &isnull));
-		memcpy(&(*run_ids)[i], DatumGetUUIDP(SPI_getbinval(tup, SPI_tuptable->tupdesc, run_column, &isnull)),
-			   sizeof(pg_uuid_t));
-	}
-	return n;
-}
-
-/* run_item for other files' sweeps, always isolated. */
-bool
-vb_sweep_item(void (*fn) (void *, int), void *arg, int i, VbSweepCounters *counters,
-			  pg_uuid_t *run_id, VbSweepItemKind kind, int64 item_id, TimestampTz at)
-{
-	return run_item(true, fn, arg, i, counters, run_id, kind, item_id, at);
-}
 
 typedef struct ExpireBatch
 {
@@ -215,9 +63,9 @@ expire_one(void *arg, int i)
 	bool		timeout = strcmp(b->classes[i], "timeout") == 0;
 
 	/* Held by us already (taken in the scan), so this does not wait. */
-	if (!vb_run_lock(&b->run_ids[i], &run) || strcmp(run.status, "running") != 0)
+	if (!vb_run_lock(&b->run_ids[i], &run) || run.status != VB_RUN_RUNNING)
 		return;
-	vb_fail_attempt(&run, b->task_ids[i], b->classes[i],
+	vb_state_fail_attempt(&run, b->task_ids[i], b->classes[i],
 					timeout ?
 					"{\"message\":\"the attempt ran past the node's timeout\",\"class\":\"timeout\"}" :
 					"{\"message\":\"the lease expired before the worker reported\",\"class\":\"lease_expired\"}",
@@ -283,7 +131,7 @@ vb_expire_attempts(Datum activities, TimestampTz at, bool isolate,
 	for (uint64 i = 0; i < n; i++)
 		b.classes[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3);
 	for (uint64 i = 0; i < n; i++)
-		run_item(isolate, expire_one, &b, (int) i, counters,
+		vb_due_item(isolate, expire_one, &b, (int) i, counters,
 				 &b.run_ids[i], VB_ITEM_ATTEMPT, b.task_ids[i], at);
 	if (counters)
 	{
@@ -306,9 +154,9 @@ deadline_one(void *arg, int i)
 	DeadlineBatch *b = arg;
 	VbRun		run;
 
-	if (!vb_run_lock(&b->run_ids[i], &run) || strcmp(run.status, "running") != 0)
+	if (!vb_run_lock(&b->run_ids[i], &run) || run.status != VB_RUN_RUNNING)
 		return;
-	vb_fail_run(&run, NULL, "deadline_exceeded", b->at);
+	vb_state_fail_run(&run, NULL, "deadline_exceeded", b->at);
 	vb_run_save(&run, b->at);
 	b->failed++;
 }
@@ -341,7 +189,7 @@ vb_fail_overdue_runs(TimestampTz at, VbSweepCounters *counters)
 	b.at = at;
 	vb_read_due_items(0, 1, NULL, &b.run_ids);
 	for (uint64 i = 0; i < n; i++)
-		run_item(true, deadline_one, &b, (int) i, counters, &b.run_ids[i], VB_ITEM_RUN, 0, at);
+		vb_due_item(true, deadline_one, &b, (int) i, counters, &b.run_ids[i], VB_ITEM_RUN, 0, at);
 	if (counters)
 		counters->deadlines += b.failed;
 	return b.failed;

@@ -28,6 +28,8 @@
 #include "utils/jsonb.h"
 
 #include "vectorbea.h"
+#include "jsonb_util.h"
+#include "template.h"
 
 #define MAX_PLACEHOLDER_LEN		512
 

@@ -31,6 +31,12 @@
 #include "utils/memutils.h"
 
 #include "vectorbea.h"
+#include "check.h"
+#include "duration.h"
+#include "jsonb_util.h"
+#include "llm_spec.h"
+#include "settings.h"
+#include "validate.h"
 
 static const char *const top_fields[] = {"nodes", "defaults", NULL};
 static const char *const default_fields[] = {"retry", "timeout", NULL};
@@ -42,40 +48,11 @@ static const char *const retry_fields[] = {"max_attempts", "backoff", "initial",
 "max", "multiplier", "jitter", NULL};
 
 /* Contract fields not acted on by this version, and why. */
-static const char *const later_node_fields[] = {"compensate", NULL};
 
 #define DEFAULT_MAX_ATTEMPTS	3
 #define DEFAULT_INITIAL_MS		1000
 #define DEFAULT_MAX_MS			(60 * 1000)
 #define DEFAULT_MULTIPLIER		2.0
-
-bool
-vb_in_list(const char *s, const char *const *list)
-{
-	for (; *list; list++)
-		if (strcmp(s, *list) == 0)
-			return true;
-	return false;
-}
-
-/* "a, b, c" for messages. */
-char *
-vb_list_text(const char *const *list)
-{
-	StringInfoData buf;
-
-	initStringInfo(&buf);
-	for (; *list; list++)
-		appendStringInfo(&buf, "%s%s", buf.len ? ", " : "", *list);
-	return buf.data;
-}
-
-/* "node \"plan\", " for messages; "" for the workflow's defaults. */
-static char *
-at(const char *label)
-{
-	return label ? psprintf("%s, ", label) : "";
-}
 
 /* "node \"plan\"" or "node #3" when the id itself is unusable. */
 static char *
@@ -84,62 +61,6 @@ node_label(const char *id, int position)
 	if (id)
 		return psprintf("node \"%s\"", id);
 	return psprintf("node #%d", position + 1);
-}
-
-/* Refuses keys outside allowed; names where they were found. */
-void
-vb_check_fields(VbChecker *chk, JsonbContainer *obj, const char *const *allowed,
-			 const char *label, const char *field_path)
-{
-	ListCell   *lc;
-
-	foreach(lc, vb_jsonb_object_keys(obj))
-	{
-		char	   *key = lfirst(lc);
-		char	   *where;
-
-		if (vb_in_list(key, allowed))
-			continue;
-		where = field_path[0] ? psprintf("%s.%s", field_path, key) : key;
-		if (strcmp(field_path, "") == 0 && label && vb_in_list(key, later_node_fields))
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("invalid %s: %s, field \"%s\" is not supported by this version of vectorbea",
-							chk->what, label, where),
-					 errdetail("vectorbea " VB_VERSION " does not act on \"%s\" yet; it refuses it rather than ignore it.",
-							   key),
-					 errhint("Remove the field, or upgrade to a version that supports it.")));
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid %s: %s%sunknown field \"%s\"",
-						chk->what, label ? label : "", label ? ", " : "", where),
-				 errdetail("Allowed fields here: %s.", vb_list_text(allowed))));
-	}
-}
-
-void
-vb_type_error(VbChecker *chk, const char *label, const char *field, JsonbValue *v,
-		   const char *expected)
-{
-	ereport(ERROR,
-			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("invalid %s: %sfield \"%s\" must be %s",
-					chk->what, at(label), field, expected),
-			 errdetail("Found %s.", vb_jsonb_type_name(v))));
-}
-
-bool
-vb_valid_name(const char *s)
-{
-	size_t		len = strlen(s);
-
-	if (len == 0 || len > VB_MAX_NAME_LEN)
-		return false;
-	for (; *s; s++)
-		if (!(isalnum((unsigned char) *s) || *s == '_' || *s == '-' ||
-			  *s == '.' || *s == ':'))
-			return false;
-	return true;
 }
 
 /* A name field; field is how messages call it (e.g. "approval.gate"). */
@@ -156,7 +77,7 @@ get_name_as(VbChecker *chk, JsonbContainer *obj, const char *key, const char *fi
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("invalid %s: %sfield \"%s\" is required",
-							chk->what, at(label), field)));
+							chk->what, vb_at(label), field)));
 		return NULL;
 	}
 	if (v.type != jbvString)
@@ -166,7 +87,7 @@ get_name_as(VbChecker *chk, JsonbContainer *obj, const char *key, const char *fi
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid %s: %sfield \"%s\" has an invalid value \"%s\"",
-						chk->what, at(label), field, s),
+						chk->what, vb_at(label), field, s),
 				 errdetail("Names are 1 to %d characters: letters, digits, \"_\", \"-\", \".\" and \":\".",
 						   VB_MAX_NAME_LEN)));
 	return s;
@@ -192,42 +113,10 @@ get_duration(VbChecker *chk, JsonbValue *v, const char *label, const char *field
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid %s: %sfield \"%s\" has an invalid duration \"%s\"",
-						chk->what, at(label), field, text),
+						chk->what, vb_at(label), field, text),
 				 errdetail("A duration is one or more numbers with a unit: ms, s, m, h or d, up to 366d."),
 				 errhint("Write durations like \"500ms\", \"30s\" or \"1m30s\".")));
 	return ms;
-}
-
-static char *
-numeric_text(JsonbValue *v)
-{
-	char	   *text = DatumGetCString(DirectFunctionCall1(numeric_out,
-														   NumericGetDatum(v->val.numeric)));
-
-	return vb_short_text(text);
-}
-
-/* An integer within [min, max], or an error naming the field. */
-int
-vb_get_int(VbChecker *chk, JsonbValue *v, const char *label, const char *field,
-		int min, int max)
-{
-	char	   *text;
-	char	   *end;
-	long		n;
-
-	if (v->type != jbvNumeric)
-		vb_type_error(chk, label, field, v, "an integer");
-	text = numeric_text(v);
-	errno = 0;
-	n = strtol(text, &end, 10);
-	if (*end != '\0' || errno != 0 || n < min || n > max)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid %s: %sfield \"%s\" must be an integer from %d to %d",
-						chk->what, at(label), field, min, max),
-				 errdetail("Found %s.", text)));
-	return (int) n;
 }
 
 static double
@@ -243,8 +132,8 @@ get_number(VbChecker *chk, JsonbValue *v, const char *label, const char *field,
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid %s: %sfield \"%s\" must be a number from %g to %g",
-						chk->what, at(label), field, min, max),
-				 errdetail("Found %s.", numeric_text(v))));
+						chk->what, vb_at(label), field, min, max),
+				 errdetail("Found %s.", vb_numeric_text(v))));
 	return d;
 }
 
@@ -258,7 +147,7 @@ get_timeout(VbChecker *chk, JsonbValue *v, const char *label, const char *field)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid %s: %sfield \"%s\" must be longer than zero",
-						chk->what, at(label), field)));
+						chk->what, vb_at(label), field)));
 	return ms;
 }
 
@@ -299,7 +188,7 @@ apply_retry(VbChecker *chk, JsonbValue *retry, VbNodeSpec *spec, const char *lab
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("invalid %s: %sfield \"%s.backoff\" has an unknown value \"%s\"",
-							chk->what, at(label), field, b),
+							chk->what, vb_at(label), field, b),
 					 errdetail("Allowed values: exponential, fixed.")));
 	}
 	if (vb_jsonb_get(obj, "initial", &v))
@@ -320,7 +209,7 @@ apply_retry(VbChecker *chk, JsonbValue *retry, VbNodeSpec *spec, const char *lab
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid %s: %sfield \"%s.max\" is shorter than \"%s.initial\"",
-						chk->what, at(label), field, field),
+						chk->what, vb_at(label), field, field),
 				 errdetail("max is %s, initial is %s.",
 						   vb_format_duration(spec->max_ms),
 						   vb_format_duration(spec->initial_ms)),
@@ -339,14 +228,14 @@ role_name(VbChecker *chk, JsonbValue *v, const char *label, const char *field)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid %s: %sfield \"%s\" has an invalid role name \"%s\"",
-						chk->what, at(label), field, s),
+						chk->what, vb_at(label), field, s),
 				 errdetail("Role names are 1 to %d bytes.", NAMEDATALEN - 1)));
 	/* PostgreSQL reserves these: no role can have them, so nobody could decide. */
 	if (strcmp(s, "public") == 0 || strcmp(s, "none") == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_RESERVED_NAME),
 				 errmsg("invalid %s: %sfield \"%s\" names \"%s\", which is not a role",
-						chk->what, at(label), field, s),
+						chk->what, vb_at(label), field, s),
 				 errdetail("\"%s\" is reserved by PostgreSQL; a gate given to it could never be decided.", s),
 				 errhint("Omit \"approver_role\" for a gate that any role allowed to UPDATE vectorbea.approvals may decide, or name a role its approvers are members of.")));
 	return s;
@@ -884,11 +773,11 @@ validate(VbChecker *chk, Jsonb *definition, VbExistingNodes *existing,
 				if (vb_in_list(key, default_fields))
 					continue;
 				ereport(ERROR,
-						(errcode(vb_in_list(key, later_node_fields) ?
+						(errcode(vb_field_not_yet_supported(key) ?
 								 ERRCODE_FEATURE_NOT_SUPPORTED : ERRCODE_INVALID_PARAMETER_VALUE),
 						 errmsg("invalid %s: field \"defaults.%s\" is %s",
 								chk->what, key,
-								vb_in_list(key, later_node_fields) ?
+								vb_field_not_yet_supported(key) ?
 								"not supported by this version of vectorbea" : "unknown"),
 						 errdetail("Allowed fields here: %s.", vb_list_text(default_fields))));
 			}

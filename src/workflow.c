@@ -25,6 +25,13 @@
 #include "utils/jsonb.h"
 
 #include "vectorbea.h"
+#include "check.h"
+#include "clock.h"
+#include "duration.h"
+#include "jsonb_util.h"
+#include "notify.h"
+#include "state.h"
+#include "validate.h"
 
 /* A run's budget above a billion USD is a typo, not a budget. */
 #define MAX_BUDGET_USD	1e9
@@ -431,12 +438,11 @@ vectorbea_start_run(PG_FUNCTION_ARGS)
 	/* The row is new and invisible to others: no lock to take. */
 	memset(&run, 0, sizeof(run));
 	memcpy(&run.id, run_id, sizeof(pg_uuid_t));
-	run.status = "running";
+	run.status = VB_RUN_RUNNING;
 	run.workflow = workflow;
 	run.workflow_version = version;
 	run.created_at = at;
 	run.priority = priority;
-	run.gates_pending = false;
 
 	initStringInfo(&data);
 	appendStringInfoString(&data, "{\"workflow\":");
@@ -447,8 +453,7 @@ vectorbea_start_run(PG_FUNCTION_ARGS)
 	vb_append_json_string(&data, key);
 	appendStringInfo(&data, ",\"nodes\":%s}", specs_json);
 	vb_event(&run, "RUN_STARTED", NULL, 0, data.data, at);
-	vb_insert_nodes(&run, specs_json, NULL, priority, at);
-	vb_open_gates(&run, at);
+	vb_state_add_nodes(&run, specs_json, NULL, at);
 	vb_run_save(&run, at);
 	if (deadline != 0)
 		vb_wake_scheduler(deadline);

@@ -30,6 +30,7 @@
 #include "lib/stringinfo.h"
 
 #include "vectorbea.h"
+#include "provider_json.h"
 
 #define MAX_REPORTED_PATH	200
 

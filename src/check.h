@@ -1,0 +1,34 @@
+/*-------------------------------------------------------------------------
+ *
+ * check.h
+ *	  Field checks shared by the validators of definitions, spawn lists
+ *	  and llm specs (check.c): every refusal names the node and the field.
+ *	  A leaf.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef VB_CHECK_H
+#define VB_CHECK_H
+
+#include "utils/jsonb.h"
+
+/* What is being validated, for messages: "workflow definition", ... */
+typedef struct VbChecker
+{
+	const char *what;
+} VbChecker;
+
+extern bool vb_valid_name(const char *s);
+extern void vb_check_fields(VbChecker *chk, JsonbContainer *obj, const char *const *allowed,
+							const char *label, const char *field_path);
+extern void vb_type_error(VbChecker *chk, const char *label, const char *field,
+						  JsonbValue *v, const char *expected) pg_attribute_noreturn();
+extern int	vb_get_int(VbChecker *chk, JsonbValue *v, const char *label, const char *field,
+					   int min, int max);
+extern bool vb_in_list(const char *s, const char *const *list);
+extern bool vb_field_not_yet_supported(const char *key);
+extern char *vb_list_text(const char *const *list);
+extern char *vb_at(const char *label);
+extern char *vb_numeric_text(JsonbValue *v);
+
+#endif							/* VB_CHECK_H */

@@ -1,0 +1,16 @@
+/*-------------------------------------------------------------------------
+ *
+ * claim.h
+ *	  Claims and heartbeats (claim.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef VB_CLAIM_H
+#define VB_CLAIM_H
+
+#include "state.h"
+
+extern void vb_claim(const char *worker, ArrayType *activities, int max_tasks,
+					 Interval *lease_duration, TimestampTz at, VbStartedAttempts *started);
+
+#endif							/* VB_CLAIM_H */

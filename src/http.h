@@ -1,0 +1,47 @@
+/*-------------------------------------------------------------------------
+ *
+ * http.h
+ *	  libcurl's multi interface driven by the scheduler's waits (http.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef VB_HTTP_H
+#define VB_HTTP_H
+
+typedef struct VbHttpCall
+{
+	struct VbHttpCall *next;	/* in the done queue */
+	void	   *owner;			/* the caller's */
+	void	   *easy;			/* CURL *, NULL once finished */
+	struct curl_slist *headers;
+	size_t		max_response;
+	int			default_port;	/* of the URL's scheme, for the allow-list */
+	/* results */
+	int			result;			/* CURLcode */
+	long		status;			/* HTTP status, 0 when none */
+	int64		elapsed_ms;
+	char	   *response;		/* malloc'd, NUL-terminated */
+	size_t		response_len;
+	size_t		response_cap;
+	bool		too_large;
+	bool		connected;		/* a connection was made */
+	bool		refused_address;
+	char		refused_text[64];
+	char		retry_after[64];
+	char		errbuf[256];	/* CURL_ERROR_SIZE */
+} VbHttpCall;
+
+extern void vb_http_init(void);
+extern void vb_http_apply_settings(void);
+extern char *vb_http_check_url(const char *url);
+extern char *vb_http_base_url_problem(const char *url);
+extern VbHttpCall *vb_http_start(const char *url, int nheaders, const char *const *headers,
+								 const char *body, long timeout_ms, long connect_timeout_ms,
+								 size_t max_response, void *owner);
+extern void vb_http_abort(VbHttpCall *call);
+extern void vb_http_free(VbHttpCall *call);
+extern bool vb_http_has_done(void);
+extern VbHttpCall *vb_http_next_done(void);
+extern bool vb_http_wait(long max_ms);
+
+#endif							/* VB_HTTP_H */

@@ -1,0 +1,180 @@
+/*-------------------------------------------------------------------------
+ *
+ * notify.c
+ *	  Telling others, at commit: NOTIFY vectorbea_tasks, vectorbea_runs and
+ *	  vectorbea_approvals, and waking the scheduler for earlier due work.
+ *
+ * NOTIFY serialises committing transactions, so it is sent only when
+ * someone can act on it (the settings vectorbea.notify_tasks and
+ * vectorbea.notify_runs turn the first two off).
+ *
+ * IDENTIFICATION
+ *	  src/notify.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "commands/async.h"
+#include "lib/stringinfo.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "vectorbea.h"
+#include "clock.h"
+#include "jsonb_util.h"
+#include "notify.h"
+#include "settings.h"
+#include "shmem.h"
+
+/*
+ * NOTIFY vectorbea_tasks with the activity as payload.  PostgreSQL folds
+ * identical notifications of one transaction into one, so a transaction
+ * that readies many nodes of one activity sends one.  A ready llm node
+ * wakes the scheduler instead, which claims it.
+ */
+void
+vb_notify_task_ready(const char *activity)
+{
+	if (activity && strcmp(activity, VB_LLM_ACTIVITY) == 0)
+		vb_wake_scheduler(vb_now());	/* llm nodes are the scheduler's work */
+	else if (vb_notify_tasks && activity)
+		Async_Notify("vectorbea_tasks", activity);
+}
+
+void
+vb_notify_run_finished(pg_uuid_t *run_id, const char *status)
+{
+	StringInfoData payload;
+
+	if (!vb_notify_runs)
+		return;
+	initStringInfo(&payload);
+	appendStringInfo(&payload, "{\"run\":\"%s\",\"status\":\"%s\"}",
+					 vb_uuid_text(run_id), status);
+	Async_Notify("vectorbea_runs", payload.data);
+}
+
+/* A gate opened, was decided, escalated or closed. */
+void
+vb_notify_approval(int64 id, pg_uuid_t *run_id, const char *gate, const char *status)
+{
+	StringInfoData payload;
+
+	initStringInfo(&payload);
+	appendStringInfo(&payload, "{\"id\":%ld,\"run\":\"%s\",\"gate\":", (long) id,
+					 vb_uuid_text(run_id));
+	vb_append_json_string(&payload, gate);
+	appendStringInfo(&payload, ",\"status\":\"%s\"}", status);
+	Async_Notify("vectorbea_approvals", payload.data);
+}
+
+/*
+ * Wakes at commit.  A transaction that writes time-driven work notes the
+ * earliest due time; just before it commits it compares that with what the
+ * scheduler plans, and asks for a wake (NOTIFY vectorbea_scheduler) when
+ * the scheduler would sleep past it, or is in a pass that cannot see this
+ * transaction's rows.  Once committed it raises wake_requested, which tells
+ * the scheduler that the latch it finds set is meant for it: PostgreSQL
+ * signals every listening backend for any NOTIFY in the database.
+ *
+ * Retries whose time has already come by the commit are announced by the
+ * committing transaction itself (NOTIFY vectorbea_tasks), since a pass
+ * that ran before the commit could not announce them.
+ */
+typedef struct PendingRetry
+{
+	char	   *activity;
+	TimestampTz available_at;
+} PendingRetry;
+
+static bool xact_callback_registered = false;
+static TimestampTz pending_due = DT_NOEND;
+static List *pending_retries = NIL;	/* in TopTransactionContext */
+static bool wake_sent = false;
+
+static void
+reset_pending(void)
+{
+	pending_due = DT_NOEND;
+	pending_retries = NIL;
+	wake_sent = false;
+}
+
+static void
+vb_xact_callback(XactEvent event, void *arg)
+{
+	VbSchedulerSlot *slot;
+	ListCell   *lc;
+
+	switch (event)
+	{
+		case XACT_EVENT_PRE_COMMIT:
+			if (pending_due == DT_NOEND && pending_retries == NIL)
+				return;
+			slot = vb_slot_for_my_database();
+			if (slot && slot->pid != 0 && pending_due != DT_NOEND &&
+				(slot->in_pass || pending_due < slot->next_due))
+			{
+				Async_Notify(VB_SCHEDULER_CHANNEL, "");
+				wake_sent = true;
+			}
+			foreach(lc, pending_retries)
+			{
+				PendingRetry *r = lfirst(lc);
+
+				if (r->available_at <= vb_now())
+					vb_notify_task_ready(r->activity);
+			}
+			break;
+		case XACT_EVENT_COMMIT:
+			if (wake_sent && (slot = vb_slot_for_my_database()) != NULL)
+				slot->wake_requested = true;
+			reset_pending();
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PREPARE:
+			reset_pending();
+			break;
+		default:
+			break;
+	}
+}
+
+static void
+ensure_callback(void)
+{
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(vb_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+}
+
+/* This transaction wrote work that falls due at `due`. */
+void
+vb_wake_scheduler(TimestampTz due)
+{
+	if (vb_shared == NULL)
+		return;
+	ensure_callback();
+	if (due < pending_due)
+		pending_due = due;
+}
+
+/* This transaction scheduled a retry of activity at available_at. */
+void
+vb_announce_at_commit(const char *activity, TimestampTz available_at)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+	PendingRetry *r = palloc(sizeof(PendingRetry));
+
+	r->activity = pstrdup(activity);
+	r->available_at = available_at;
+	pending_retries = lappend(pending_retries, r);
+	MemoryContextSwitchTo(old);
+	ensure_callback();
+	vb_wake_scheduler(available_at);
+}
+

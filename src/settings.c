@@ -1,0 +1,200 @@
+/*-------------------------------------------------------------------------
+ *
+ * settings.c
+ *	  The settings of vectorbea, defined in one place, so that the
+ *	  documentation (docs/operations.md) can be checked against one list.
+ *
+ * Limits that protect the engine are PGC_SUSET: an ordinary role must not
+ * be able to raise them for its own session.  Two settings keep their
+ * variables and check hooks with the code that parses them: the test clock
+ * offset (clock.c) and the LLM allow-list (allowlist.c); every other
+ * variable lives here.  A leaf, apart from those two hooks.
+ *
+ * IDENTIFICATION
+ *	  src/settings.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <limits.h>
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "nodes/pg_list.h"
+#include "nodes/value.h"
+#include "utils/guc.h"
+#include "utils/varlena.h"
+
+#include "allowlist.h"
+#include "clock.h"
+#include "settings.h"
+
+int			vb_max_payload_kb = 1024;
+int			vb_max_nodes_per_run = 10000;
+bool		vb_notify_tasks = true;
+bool		vb_notify_runs = true;
+char	   *vb_databases = NULL;
+int			vb_scheduler_idle_ms = 5 * 60 * 1000;
+char	   *vb_master_key_file = NULL;
+int			vb_llm_max_in_flight = 32;
+int			vb_llm_request_timeout_ms = 120 * 1000;
+int			vb_llm_connect_timeout_ms = 10 * 1000;
+int			vb_llm_max_response_kb = 4096;
+
+/* Called once, from _PG_init. */
+void
+vb_define_settings(void)
+{
+	DefineCustomIntVariable("vectorbea.max_payload_size",
+							"Largest JSON payload the engine accepts.",
+							"Applies to run input, node input, outputs, spawn lists, "
+							"checkpoints, errors and custom event data, measured as "
+							"stored jsonb.",
+							&vb_max_payload_kb,
+							1024, 1, 1024 * 1024,
+							PGC_SUSET, GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("vectorbea.max_nodes_per_run",
+							"Largest number of nodes one run may have, spawned nodes included.",
+							NULL,
+							&vb_max_nodes_per_run,
+							10000, 1, 1000000,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("vectorbea.notify_tasks",
+							 "Sends NOTIFY vectorbea_tasks when tasks become ready.",
+							 "NOTIFY serialises committing transactions; turn it off "
+							 "when no worker listens and workers poll instead.",
+							 &vb_notify_tasks,
+							 true,
+							 PGC_SUSET, 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("vectorbea.notify_runs",
+							 "Sends NOTIFY vectorbea_runs when a run finishes.",
+							 "NOTIFY serialises committing transactions; turn it off "
+							 "when nobody listens for finished runs.",
+							 &vb_notify_runs,
+							 true,
+							 PGC_SUSET, 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("vectorbea.test_clock_offset",
+							   "Moves the engine clock forward, for tests.",
+							   "A duration such as 90s or 2h30m added to the wall clock "
+							   "wherever the engine reads time. Only for tests: leases, "
+							   "backoff and timeouts are then tested without sleeping.",
+							   &vb_test_clock_offset_text,
+							   "0s",
+							   PGC_SUSET, 0,
+							   vb_check_clock_offset, vb_assign_clock_offset, NULL);
+
+	DefineCustomStringVariable("vectorbea.database",
+							   "Databases served by a vectorbea scheduler, comma-separated.",
+							   "One background worker per database moves time-driven work "
+							   "(expired leases, timeouts, due retries, run deadlines). "
+							   "Empty starts none.",
+							   &vb_databases,
+							   "postgres",
+							   PGC_POSTMASTER, 0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("vectorbea.scheduler_idle_timeout",
+							"Longest a scheduler sleeps when nothing is due.",
+							"The scheduler wakes when due work is committed and sleeps "
+							"exactly until the next due item; this is only the fallback.",
+							&vb_scheduler_idle_ms,
+							5 * 60 * 1000, 100, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("vectorbea.master_key_file",
+							   "File holding the master key that encrypts provider API keys.",
+							   "The file must belong to the server's OS user and be readable by "
+							   "it alone. The key itself is never the value of a setting.",
+							   &vb_master_key_file,
+							   "",
+							   PGC_SUSET, GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("vectorbea.llm_max_in_flight",
+							"Most LLM calls a scheduler has in flight at once.",
+							"Also the most connections it opens to providers.",
+							&vb_llm_max_in_flight,
+							32, 1, 1000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("vectorbea.llm_allowed_hosts",
+							   "Where LLM calls may go: host names, *.domain wildcards, IP addresses, CIDR ranges, each with an optional :port or :low-high.",
+							   "A base_url's host and port must match an entry (without a port, the scheme's "
+							   "default), and the address actually connected to must lie in a range or be public.",
+							   &vb_llm_allowed_hosts,
+							   "api.openai.com, api.anthropic.com",
+							   PGC_SIGHUP, 0,
+							   vb_check_allowed_hosts, NULL, NULL);
+
+	DefineCustomIntVariable("vectorbea.llm_request_timeout",
+							"Longest one LLM call may take, connection included.",
+							"A node's own timeout shortens it.",
+							&vb_llm_request_timeout_ms,
+							120 * 1000, 100, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("vectorbea.llm_connect_timeout",
+							"Longest an LLM call may take to connect.",
+							NULL,
+							&vb_llm_connect_timeout_ms,
+							10 * 1000, 100, 600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("vectorbea.llm_max_response_size",
+							"Largest provider response accepted.",
+							"A larger response fails the call permanently.",
+							&vb_llm_max_response_kb,
+							4096, 16, 1024 * 1024,
+							PGC_SIGHUP, GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("vectorbea");
+}
+
+/*
+ * The databases named in vectorbea.database (as String nodes), each once:
+ * two schedulers on one database would each take the other's llm calls for
+ * calls in doubt.  warn: say so when a name repeats.
+ */
+List *
+vb_scheduler_databases(bool warn)
+{
+	char	   *rawlist = pstrdup(vb_databases);
+	List	   *names;
+	List	   *unique = NIL;
+	ListCell   *lc;
+
+	if (!SplitIdentifierString(rawlist, ',', &names))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid list syntax in vectorbea.database: \"%s\"", vb_databases),
+				 errhint("List database names separated by commas, e.g. 'app, analytics'.")));
+	foreach(lc, names)
+	{
+		char	   *name = lfirst(lc);
+
+		if (list_member(unique, makeString(name)))
+		{
+			if (warn)
+				ereport(WARNING,
+						(errmsg("vectorbea.database lists \"%s\" more than once; it gets one scheduler",
+								name)));
+			continue;
+		}
+		unique = lappend(unique, makeString(name));
+	}
+	return unique;
+}

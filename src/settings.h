@@ -1,0 +1,28 @@
+/*-------------------------------------------------------------------------
+ *
+ * settings.h
+ *	  The settings of vectorbea (settings.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef VB_SETTINGS_H
+#define VB_SETTINGS_H
+
+#include "nodes/pg_list.h"
+
+extern int	vb_max_payload_kb;
+extern int	vb_max_nodes_per_run;
+extern bool vb_notify_tasks;
+extern bool vb_notify_runs;
+extern char *vb_databases;
+extern char *vb_master_key_file;
+extern int	vb_scheduler_idle_ms;
+extern int	vb_llm_max_in_flight;
+extern int	vb_llm_request_timeout_ms;
+extern int	vb_llm_connect_timeout_ms;
+extern int	vb_llm_max_response_kb;
+
+extern void vb_define_settings(void);
+extern List *vb_scheduler_databases(bool warn);
+
+#endif							/* VB_SETTINGS_H */

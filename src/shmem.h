@@ -1,0 +1,57 @@
+/*-------------------------------------------------------------------------
+ *
+ * shmem.h
+ *	  The schedulers' shared state: one slot per configured database
+ *	  (shmem.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef VB_SHMEM_H
+#define VB_SHMEM_H
+
+#include "storage/lwlock.h"
+#include "utils/timestamp.h"
+
+#define VB_MAX_SCHEDULERS		16
+#define VB_SCHEDULER_CHANNEL	"vectorbea_scheduler"
+
+/* What the scheduler has done (sweep.c counts, shmem.c shows). */
+typedef struct VbSweepCounters
+{
+	uint64		leases_expired;
+	uint64		timeouts;
+	uint64		retries_announced;
+	uint64		deadlines;
+	uint64		gates_expired;
+	uint64		errors;
+	char		last_error[256];
+} VbSweepCounters;
+
+typedef struct VbSchedulerSlot
+{
+	char		database[NAMEDATALEN];
+	Oid			database_oid;	/* set once the scheduler has connected */
+	int			pid;			/* 0 while no scheduler runs */
+	char		state[32];		/* "starting", "waiting for extension", "idle", "working" */
+	TimestampTz started_at;
+	TimestampTz last_wake;
+	TimestampTz next_due;		/* engine clock; DT_NOEND when nothing is due */
+	bool		in_pass;		/* a pass is reading the tables right now */
+	bool		wake_requested; /* a committed transaction added earlier work */
+	int			connect_failures;	/* starts that did not reach the database */
+	uint64		wakes;
+	VbSweepCounters counters;	/* kept across restarts of the worker */
+} VbSchedulerSlot;
+
+typedef struct VbShared
+{
+	LWLock	   *lock;
+	int			nslots;
+	VbSchedulerSlot slots[VB_MAX_SCHEDULERS];
+} VbShared;
+
+extern VbShared *vb_shared;
+extern void vb_shmem_install_hooks(void);
+extern VbSchedulerSlot *vb_slot_for_my_database(void);
+
+#endif							/* VB_SHMEM_H */

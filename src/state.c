@@ -1,0 +1,926 @@
+/*-------------------------------------------------------------------------
+ *
+ * state.c
+ *	  The engine's state machine: every change of a node's or a run's
+ *	  status, of a run's counters, and of a gate's status happens here.
+ *
+ *	  node:  (added) -> pending -> ready -> running -> succeeded
+ *	                              ready <- running          (retry)
+ *	                                       running -> failed
+ *	                    ready/running -> waiting -> succeeded | failed (gates)
+ *	         pending/ready/waiting -> skipped, running -> cancelled (run failed)
+ *	         every open status -> cancelled                  (run cancelled)
+ *	  run:   running -> succeeded | failed | cancelled
+ *
+ * Each transition is one function that updates the rows, writes its event
+ * through the event writer (events.c) and keeps the run's counters in the
+ * VbRun the caller locked; readiness writes no event (replay derives it).
+ * Adding a transition means adding a function here and a case to replay().
+ *
+ * Readiness is a count, not a query: every node carries deps_remaining,
+ * decremented under the run lock, so a join becomes ready exactly once.
+ *
+ * The scheduler is told about time-driven work and listeners about ready
+ * work and finished runs through notify.c.
+ *
+ * IDENTIFICATION
+ *	  src/state.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "storage/proc.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+
+#include "vectorbea.h"
+#include "clock.h"
+#include "jsonb_util.h"
+#include "notify.h"
+#include "retry.h"
+#include "spi_util.h"
+#include "state.h"
+
+static void open_ready_gates(VbRun *run, TimestampTz at);
+static void close_gates(VbRun *run, TimestampTz at);
+
+/* ---- nodes come into being and become ready ---- */
+
+/* A node became ready: its activity is announced, an approval node waits. */
+static void
+became_ready(VbRun *run, const char *activity)
+{
+	/* Only approval nodes have no activity: their gates open next. */
+	if (activity == NULL)
+		run->gates_pending = true;
+	else
+		vb_notify_task_ready(activity);
+}
+
+/*
+ * Inserts the nodes of a normalised spec array (vb_node_specs_json) into a
+ * locked run.  A node whose dependencies have all succeeded is ready at
+ * once, and an approval node among those opens its gate.  Returns the
+ * number of nodes added.  Callers write the event that lists the nodes
+ * (RUN_STARTED, NODES_SPAWNED) before, so a gate follows its node.
+ */
+int
+vb_state_add_nodes(VbRun *run, const char *specs_json, const char *spawned_by, TimestampTz at)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	int			added = 0;
+
+	if (plan == NULL)
+	{
+		Oid			types[5] = {UUIDOID, TEXTOID, INT4OID, TEXTOID, TIMESTAMPTZOID};
+
+		/*
+		 * Dependencies among the nodes added by this statement are not
+		 * visible to its own snapshot, so they count as not yet done, which
+		 * is right: new nodes have not run.
+		 */
+		plan = vb_prepare(
+						  "WITH spec AS ("
+						  "  SELECT s.* FROM pg_catalog.jsonb_to_recordset($2::jsonb) AS s(id text, kind text,"
+						  "    activity text, depends_on text[], input jsonb, retry jsonb,"
+						  "    timeout_ms bigint, approval jsonb, llm jsonb)"
+						  "), ins AS ("
+						  "  INSERT INTO vectorbea.nodes (run_id, node, kind, activity, status,"
+						  "    depends_on, deps_remaining, input, max_attempts, retry, timeout_ms, approval, llm, priority,"
+						  "    available_at, spawned_by, created_at)"
+						  "  SELECT $1, s.id, s.kind, s.activity,"
+						  "    CASE WHEN d.remaining = 0 THEN 'ready' ELSE 'pending' END,"
+						  "    s.depends_on, d.remaining, s.input, (s.retry->>'max_attempts')::int,"
+						  "    s.retry, s.timeout_ms, s.approval, s.llm, $3, CASE WHEN d.remaining = 0 THEN $5 END, $4, $5"
+						  "  FROM spec s CROSS JOIN LATERAL ("
+						  "    SELECT pg_catalog.count(*) FILTER (WHERE e.status IS DISTINCT FROM 'succeeded')::int"
+						  "           AS remaining"
+						  "      FROM pg_catalog.unnest(s.depends_on) AS dep(id)"
+						  "      LEFT JOIN vectorbea.nodes e ON e.run_id = $1 AND e.node = dep.id) d"
+						  "  RETURNING activity, status"
+						  ")"
+						  " SELECT activity, pg_catalog.count(*) FILTER (WHERE status = 'ready'), pg_catalog.count(*)"
+						  "   FROM ins GROUP BY activity",
+						  5, types);
+	}
+	args[0] = UUIDPGetDatum(&run->id);
+	args[1] = CStringGetTextDatum(specs_json);
+	args[2] = Int32GetDatum(run->priority);
+	if (spawned_by)
+		args[3] = CStringGetTextDatum(spawned_by);
+	else
+		nulls[3] = 'n';
+	args[4] = TimestampTzGetDatum(at);
+	if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not insert nodes");
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		bool		isnull;
+		int64		ready = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
+
+		added += (int) DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull));
+		if (ready > 0)
+			became_ready(run, SPI_getvalue(tup, SPI_tuptable->tupdesc, 1));
+	}
+	run->open_nodes += added;
+	run->node_count += added;
+	open_ready_gates(run, at);
+	return added;
+}
+
+/*
+ * node has just succeeded: one dependency fewer for each pending dependent,
+ * and those with none left become ready.
+ */
+static void
+release_dependents(VbRun *run, const char *node, TimestampTz at)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[3];
+
+	if (plan == NULL)
+	{
+		Oid			types[3] = {UUIDOID, TEXTOID, TIMESTAMPTZOID};
+
+		plan = vb_prepare("UPDATE vectorbea.nodes"
+						  "   SET deps_remaining = deps_remaining - 1,"
+						  "       status = CASE WHEN deps_remaining = 1 THEN 'ready' ELSE status END,"
+						  "       available_at = CASE WHEN deps_remaining = 1 THEN $3 ELSE available_at END"
+						  " WHERE run_id = $1 AND status = 'pending' AND $2 = ANY (depends_on)"
+						  " RETURNING activity, status",
+						  3, types);
+	}
+	args[0] = UUIDPGetDatum(&run->id);
+	args[1] = CStringGetTextDatum(node);
+	args[2] = TimestampTzGetDatum(at);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "vectorbea: could not release dependents of \"%s\"", node);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+
+		if (strcmp(SPI_getvalue(tup, SPI_tuptable->tupdesc, 2), "ready") == 0)
+			became_ready(run, SPI_getvalue(tup, SPI_tuptable->tupdesc, 1));
+	}
+}
+
+/* ---- ready -> running: a claim ---- */
+
+/*
+ * The claim statement: a head that picks and locks candidate nodes, and a
+ * tail that leases them and returns them with their upstream outputs.
+ * With several activities the head first computes a quota per activity;
+ * with one, the quota is max_tasks and the head is one locking scan.
+ *
+ * For several activities, first, without locking, the best max_tasks ready
+ * nodes over all of them decide how many each activity may take (its
+ * quota), so that no more rows are locked than can be claimed.  Then, per
+ * activity, a scan in index order locks the run row and the node row, each
+ * SKIP LOCKED, inside the scan, so the quota counts only claimable nodes.
+ * The run is locked first, as every writer does.  A run busy in another
+ * transaction keeps its nodes for the next claim.  LIMIT inside a
+ * MATERIALIZED CTE bounds the rows taken, whatever the plan.
+ */
+#define CLAIM_MANY_HEAD \
+	"WITH acts AS (" \
+	"  SELECT DISTINCT a FROM pg_catalog.unnest($2::text[]) AS a" \
+	"), best AS (" \
+	"  SELECT b.activity FROM acts CROSS JOIN LATERAL (" \
+	"      SELECT n.activity, n.priority, n.available_at, n.id" \
+	"        FROM vectorbea.nodes n" \
+	"       WHERE n.status = 'ready' AND n.activity = acts.a" \
+	"         AND n.available_at <= $4" \
+	"       ORDER BY n.priority DESC, n.available_at, n.id" \
+	"       LIMIT $3) b" \
+	"   ORDER BY b.priority DESC, b.available_at, b.id" \
+	"   LIMIT $3" \
+	"), quota AS (" \
+	"  SELECT activity, pg_catalog.count(*) AS n FROM best GROUP BY activity" \
+	"), candidate AS MATERIALIZED (" \
+	"  SELECT c.id, c.run_id, c.priority, c.available_at" \
+	"    FROM quota CROSS JOIN LATERAL (" \
+	"      SELECT n.id, n.run_id, n.priority, n.available_at" \
+	"        FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id" \
+	"       WHERE n.status = 'ready' AND n.activity = quota.activity" \
+	"         AND n.available_at <= $4 AND r.status = 'running'" \
+	"       ORDER BY n.priority DESC, n.available_at, n.id" \
+	"       LIMIT quota.n" \
+	"       FOR NO KEY UPDATE OF r SKIP LOCKED" \
+	"       FOR UPDATE OF n SKIP LOCKED) c"
+
+#define CLAIM_ONE_HEAD \
+	"WITH candidate AS MATERIALIZED (" \
+	"  SELECT n.id, n.run_id, n.priority, n.available_at" \
+	"    FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id" \
+	"   WHERE n.status = 'ready' AND n.activity = ($2::text[])[1]" \
+	"     AND n.available_at <= $4 AND r.status = 'running'" \
+	"   ORDER BY n.priority DESC, n.available_at, n.id" \
+	"   LIMIT $3" \
+	"   FOR NO KEY UPDATE OF r SKIP LOCKED" \
+	"   FOR UPDATE OF n SKIP LOCKED"
+
+#define CLAIM_TAIL \
+	"), claimed AS (" \
+	"  UPDATE vectorbea.nodes n" \
+	"     SET status = 'running', attempt = n.attempt + 1," \
+	"         lease = pg_catalog.gen_random_uuid()," \
+	"         lease_expires_at = least($4 + $5, $4 + n.timeout_ms * interval '1 ms')," \
+	"         attempt_deadline = $4 + n.timeout_ms * interval '1 ms'," \
+	"         lease_duration = $5, worker = $1, started_at = $4" \
+	"   WHERE n.id = ANY (ARRAY(SELECT id FROM candidate))" \
+	"  RETURNING n.id, n.lease, n.run_id, n.node, n.activity, n.attempt," \
+	"            n.max_attempts, n.input, n.depends_on, n.checkpoint," \
+	"            n.lease_expires_at, n.priority, n.available_at" \
+	")" \
+	" SELECT cl.id, cl.lease, cl.run_id, cl.node, cl.activity, cl.attempt," \
+	"        cl.max_attempts, cl.input," \
+	"        coalesce((SELECT pg_catalog.jsonb_object_agg(d.node, d.output)" \
+	"                    FROM vectorbea.nodes d" \
+	"                   WHERE d.run_id = cl.run_id AND d.node = ANY (cl.depends_on))," \
+	"                 '{}'::jsonb)," \
+	"        cl.checkpoint, cl.run_id::text || ':' || cl.node," \
+	"        cl.lease_expires_at," \
+	"        (SELECT r.input FROM vectorbea.runs r WHERE r.id = cl.run_id)" \
+	"   FROM claimed cl" \
+	"  ORDER BY cl.priority DESC, cl.available_at, cl.id"
+
+/*
+ * Leases up to max_tasks ready nodes of the activities to worker and
+ * writes their STEP_STARTED events.  It never waits on a lock.  The rows
+ * (claim_tasks' result columns) stay valid until the caller's SPI_finish.
+ */
+void
+vb_state_start_attempts(const char *worker, ArrayType *activities, int max_tasks,
+						Interval *lease_duration, TimestampTz at, VbStartedAttempts *started)
+{
+	static SPIPlanPtr many_plan = NULL;
+	static SPIPlanPtr one_plan = NULL;
+	Datum		args[5];
+	VbEventBatch events;
+	SPITupleTable *rows;
+	uint64		n;
+
+	if (many_plan == NULL)
+	{
+		Oid			types[5] = {TEXTOID, TEXTARRAYOID, INT4OID, TIMESTAMPTZOID, INTERVALOID};
+
+		/*
+		 * The quota is not known when the statement is planned, so the
+		 * later steps are written to use the indexes whatever row count the
+		 * planner guesses, and the generic plan is used from the first call:
+		 * planning this statement costs more than running it.
+		 */
+		many_plan = vb_prepare_opts(CLAIM_MANY_HEAD CLAIM_TAIL, lengthof(types), types,
+									CURSOR_OPT_GENERIC_PLAN);
+		one_plan = vb_prepare_opts(CLAIM_ONE_HEAD CLAIM_TAIL, lengthof(types), types,
+								   CURSOR_OPT_GENERIC_PLAN);
+	}
+	args[0] = CStringGetTextDatum(worker);
+	args[1] = PointerGetDatum(activities);
+	args[2] = Int32GetDatum(max_tasks);
+	args[3] = TimestampTzGetDatum(at);
+	args[4] = IntervalPGetDatum(lease_duration);
+	if (SPI_execute_plan(ArrayGetNItems(ARR_NDIM(activities), ARR_DIMS(activities)) == 1 ?
+						 one_plan : many_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: claim failed");
+	rows = SPI_tuptable;
+	n = SPI_processed;
+
+	started->count = n;
+	started->rows = rows;
+	started->first_expiry = DT_NOEND;
+	vb_event_batch_init(&events, (int) n);
+	for (uint64 i = 0; i < n; i++)
+	{
+		HeapTuple	tup = rows->vals[i];
+		TupleDesc	desc = rows->tupdesc;
+		bool		isnull;
+		TimestampTz expires = DatumGetTimestampTz(SPI_getbinval(tup, desc, 12, &isnull));
+		StringInfoData data;
+
+		if (expires < started->first_expiry)
+			started->first_expiry = expires;
+		initStringInfo(&data);
+		appendStringInfoString(&data, "{\"worker\":");
+		vb_append_json_string(&data, worker);
+		appendStringInfo(&data, ",\"task_id\":%s,\"lease_expires_at\":\"%s\"}",
+						 SPI_getvalue(tup, desc, 1), vb_timestamp_iso(expires));
+		vb_event_batch_add(&events, DatumGetUUIDP(SPI_getbinval(tup, desc, 3, &isnull)),
+						   "STEP_STARTED", SPI_getvalue(tup, desc, 4),
+						   DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull)), data.data);
+	}
+	vb_event_batch_write(&events, at);
+}
+
+/* ---- a running attempt ends ---- */
+
+/*
+ * Completes the running attempt of task_id that lease holds, in a locked
+ * run: succeeded with output, STEP_COMPLETED (with usage_json, which may
+ * be NULL), dependents released.  False when lease does not hold a running
+ * attempt of the task (nothing changed).  The caller ends the run when
+ * nothing is left open (vb_state_finish_run_if_done) once it has added
+ * what the completion spawns.
+ */
+bool
+vb_state_succeed(VbRun *run, int64 task_id, pg_uuid_t *lease, Jsonb *output,
+				 const char *usage_json, TimestampTz at, char **node, int *attempt)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	bool		isnull;
+	TimestampTz started_at;
+	StringInfoData data;
+
+	if (plan == NULL)
+	{
+		Oid			types[4] = {INT8OID, UUIDOID, JSONBOID, TIMESTAMPTZOID};
+
+		plan = vb_prepare("UPDATE vectorbea.nodes"
+						  "   SET status = 'succeeded', output = $3, finished_at = $4"
+						  " WHERE id = $1 AND lease = $2 AND status = 'running'"
+						  " RETURNING node, attempt, started_at", lengthof(types), types);
+	}
+	args[0] = Int64GetDatum(task_id);
+	args[1] = UUIDPGetDatum(lease);
+	if (output)
+		args[2] = JsonbPGetDatum(output);
+	else
+		nulls[2] = 'n';
+	args[3] = TimestampTzGetDatum(at);
+	if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "vectorbea: could not complete task");
+	if (SPI_processed == 0)
+		return false;
+	*node = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	*attempt = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	started_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	run->open_nodes--;
+
+	initStringInfo(&data);
+	appendStringInfo(&data, "{\"output\":%s,\"duration_ms\":%ld",
+					 output ? JsonbToCString(NULL, &output->root, VARSIZE(output)) : "null",
+					 (long) ((at - started_at) / 1000));
+	if (usage_json)
+		appendStringInfo(&data, ",\"usage\":%s", usage_json);
+	appendStringInfoChar(&data, '}');
+	vb_event(run, "STEP_COMPLETED", *node, *attempt, data.data, at);
+	release_dependents(run, *node, at);
+	open_ready_gates(run, at);
+	return true;
+}
+
+/*
+ * Fails the current attempt of task_id (running or waiting, locked by the
+ * caller's lease check) in a locked run.  retry_after_ms < 0 means "use the
+ * backoff policy".  Returns "retrying" or "failed"; a node failed for good
+ * fails the run.  The retry decision is made here and only here, whether
+ * the failure was reported by a worker or found by the engine.
+ */
+const char *
+vb_state_fail_attempt(VbRun *run, int64 task_id, const char *err_class,
+					  const char *error_json, bool retryable, int64 retry_after_ms,
+					  TimestampTz at)
+{
+	static SPIPlanPtr get_plan = NULL;
+	static SPIPlanPtr retry_plan = NULL;
+	static SPIPlanPtr final_plan = NULL;
+	Datum		args[3];
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	char	   *node;
+	char	   *activity;
+	int			attempt;
+	int			max_attempts;
+	Jsonb	   *retry;
+	TimestampTz started_at;
+	bool		final;
+	int64		duration_ms;
+
+	if (get_plan == NULL)
+	{
+		Oid			t1[1] = {INT8OID};
+		Oid			t3[3] = {INT8OID, TEXTOID, TIMESTAMPTZOID};
+
+		get_plan = vb_prepare("SELECT node, activity, attempt, max_attempts, retry, started_at"
+							  "  FROM vectorbea.nodes WHERE id = $1", lengthof(t1), t1);
+		retry_plan = vb_prepare("UPDATE vectorbea.nodes SET status = 'ready', error = $2::jsonb,"
+								" available_at = $3, lease = NULL, lease_expires_at = NULL"
+								" WHERE id = $1", lengthof(t3), t3);
+		final_plan = vb_prepare("UPDATE vectorbea.nodes SET status = 'failed', error = $2::jsonb,"
+								" finished_at = $3, lease_expires_at = NULL"
+								" WHERE id = $1", lengthof(t3), t3);
+	}
+	args[0] = Int64GetDatum(task_id);
+	if (SPI_execute_plan(get_plan, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "vectorbea: task %ld vanished", (long) task_id);
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	node = SPI_getvalue(tup, desc, 1);
+	activity = SPI_getvalue(tup, desc, 2);
+	attempt = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+	max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
+	retry = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 5, &isnull));
+	started_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 6, &isnull));
+	duration_ms = isnull ? 0 : (at - started_at) / 1000;
+
+	final = !retryable || strcmp(err_class, "permanent") == 0 || attempt >= max_attempts;
+
+	vb_event(run, "STEP_FAILED", node, attempt,
+			 psprintf("{\"class\":\"%s\",\"error\":%s,\"final\":%s,\"duration_ms\":%ld}",
+					  err_class, error_json, final ? "true" : "false", (long) duration_ms),
+			 at);
+
+	args[1] = CStringGetTextDatum(error_json);
+	if (!final)
+	{
+		int64		delay = retry_after_ms >= 0 ? retry_after_ms : vb_backoff_delay_ms(retry, attempt);
+		TimestampTz available_at = at + delay * 1000;
+
+		args[2] = TimestampTzGetDatum(available_at);
+		if (SPI_execute_plan(retry_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "vectorbea: could not schedule retry");
+		vb_event(run, "STEP_RETRIED", node, attempt,
+				 psprintf("{\"delay_ms\":%ld,\"available_at\":\"%s\",\"next_attempt\":%d}",
+						  (long) delay, vb_timestamp_iso(available_at), attempt + 1),
+				 at);
+		/*
+		 * A delayed retry is announced when it comes due: by the scheduler,
+		 * or by this transaction if its time has come by the commit.
+		 */
+		if (delay == 0)
+			vb_notify_task_ready(activity);
+		else
+			vb_announce_at_commit(activity, available_at);
+		return "retrying";
+	}
+
+	args[2] = TimestampTzGetDatum(at);
+	if (SPI_execute_plan(final_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "vectorbea: could not fail task");
+	run->open_nodes--;
+	vb_state_fail_run(run, node, err_class, at);
+	return "failed";
+}
+
+/* ---- gates ---- */
+
+/*
+ * Opens a gate for a node of a locked run; the node waits from now on.
+ * spec_json is the node's normalised "approval" (gate, timeout_ms,
+ * on_timeout, approver_role, escalate_to, context); context_json, when not
+ * NULL, replaces its context.  Returns the approval id.
+ */
+int64
+vb_state_wait_on_gate(VbRun *run, int64 task_id, const char *node, int attempt,
+					  const char *spec_json, const char *context_json, TimestampTz at)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	int64		id;
+	char	   *gate;
+	Datum		expires;
+	bool		expires_null;
+	char	   *approver_role;
+	StringInfoData data;
+
+	if (plan == NULL)
+	{
+		Oid			types[5] = {INT8OID, TEXTOID, TIMESTAMPTZOID, TEXTOID, UUIDOID};
+
+		plan = vb_prepare(
+						  "WITH spec AS (SELECT $2::jsonb AS s),"
+						  " gate AS ("
+						  "  INSERT INTO vectorbea.approvals (run_id, node, task_id, gate, context,"
+						  "    approver_role, escalate_to, on_timeout, timeout_ms, expires_at, created_at)"
+						  "  SELECT $5, n.node, n.id, s->>'gate', coalesce($4::jsonb, s->'context', '{}'),"
+						  "    s->>'approver_role',"
+						  "    ARRAY(SELECT pg_catalog.jsonb_array_elements_text(coalesce(s->'escalate_to', '[]'))),"
+						  "    coalesce(s->>'on_timeout', 'reject'), (s->>'timeout_ms')::bigint,"
+						  "    $3 + (s->>'timeout_ms')::bigint * interval '1 ms', $3"
+						  "    FROM spec, vectorbea.nodes n WHERE n.id = $1"
+						  "  RETURNING id, gate, approver_role, on_timeout, expires_at, context"
+						  "), waits AS ("
+						  "  UPDATE vectorbea.nodes SET status = 'waiting',"
+						  "         started_at = coalesce(started_at, $3), lease_expires_at = NULL"
+						  "   WHERE id = $1"
+						  ")"
+						  " SELECT id, gate, approver_role, on_timeout, expires_at, context::text"
+						  "   FROM gate", lengthof(types), types);
+	}
+	args[0] = Int64GetDatum(task_id);
+	args[1] = CStringGetTextDatum(spec_json);
+	args[2] = TimestampTzGetDatum(at);
+	if (context_json)
+		args[3] = CStringGetTextDatum(context_json);
+	else
+		nulls[3] = 'n';
+	args[4] = UUIDPGetDatum(&run->id);
+	if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "vectorbea: could not open the gate of node \"%s\"", node);
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+	gate = SPI_getvalue(tup, desc, 2);
+	approver_role = SPI_getvalue(tup, desc, 3);
+	expires = SPI_getbinval(tup, desc, 5, &expires_null);
+
+	initStringInfo(&data);
+	appendStringInfo(&data, "{\"approval\":%ld,\"gate\":", (long) id);
+	vb_append_json_string(&data, gate);
+	appendStringInfoString(&data, ",\"approver_role\":");
+	vb_append_json_string(&data, approver_role);
+	appendStringInfoString(&data, ",\"on_timeout\":");
+	vb_append_json_string(&data, SPI_getvalue(tup, desc, 4));
+	if (expires_null)
+		appendStringInfoString(&data, ",\"expires_at\":null");
+	else
+		appendStringInfo(&data, ",\"expires_at\":\"%s\"",
+						 vb_timestamp_iso(DatumGetTimestampTz(expires)));
+	appendStringInfo(&data, ",\"context\":%s}", SPI_getvalue(tup, desc, 6));
+
+	vb_event(run, "APPROVAL_REQUESTED", node, attempt, data.data, at);
+	vb_notify_approval(id, &run->id, gate, "pending");
+	if (!expires_null)
+		vb_wake_scheduler(DatumGetTimestampTz(expires));
+	return id;
+}
+
+/*
+ * Opens the gates of the approval nodes of a locked run that have become
+ * ready (run->gates_pending).  The event that made them ready is already
+ * written, so the history shows a node before its gate.
+ */
+static void
+open_ready_gates(VbRun *run, TimestampTz at)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[1];
+	uint64		n;
+	int64	   *ids;
+	char	  **nodes;
+	char	  **specs;
+
+	if (!run->gates_pending)
+		return;
+	run->gates_pending = false;
+	if (plan == NULL)
+	{
+		Oid			types[1] = {UUIDOID};
+
+		plan = vb_prepare("SELECT id, node, approval::text FROM vectorbea.nodes"
+						  " WHERE run_id = $1 AND kind = 'approval' AND status = 'ready'"
+						  " ORDER BY id", lengthof(types), types);
+	}
+	args[0] = UUIDPGetDatum(&run->id);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not find gates to open");
+	n = SPI_processed;
+	ids = palloc(sizeof(int64) * Max(n, 1));
+	nodes = palloc(sizeof(char *) * Max(n, 1));
+	specs = palloc(sizeof(char *) * Max(n, 1));
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		nodes[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+		specs[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3);
+	}
+	for (uint64 i = 0; i < n; i++)
+		vb_state_wait_on_gate(run, ids[i], nodes[i], 0, specs[i], NULL, at);
+}
+
+/*
+ * The node of a decided gate succeeds with output_json (approved) or fails
+ * for good with it as its error (rejected, expired); the run moves on as
+ * after complete_task or a final fail_task.  The gate row itself is the
+ * decision's (the UPDATE in progress, or the scheduler's expiry).
+ */
+void
+vb_state_settle_gate(VbRun *run, int64 task_id, const char *node, bool approved,
+					 const char *output_json, const char *err_class, TimestampTz at)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[3];
+	bool		isnull;
+	int			attempt;
+	TimestampTz started_at;
+
+	if (!approved)
+	{
+		vb_state_fail_attempt(run, task_id, err_class, output_json, false, -1, at);
+		return;
+	}
+	if (plan == NULL)
+	{
+		Oid			types[3] = {INT8OID, TEXTOID, TIMESTAMPTZOID};
+
+		plan = vb_prepare("UPDATE vectorbea.nodes SET status = 'succeeded',"
+						  " output = $2::jsonb, finished_at = $3"
+						  " WHERE id = $1 AND status = 'waiting'"
+						  " RETURNING attempt, started_at", lengthof(types), types);
+	}
+	args[0] = Int64GetDatum(task_id);
+	args[1] = CStringGetTextDatum(output_json);
+	args[2] = TimestampTzGetDatum(at);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING ||
+		SPI_processed != 1)
+		elog(ERROR, "vectorbea: node \"%s\" is not waiting for its gate", node);
+	attempt = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	started_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	run->open_nodes--;
+	vb_event(run, "STEP_COMPLETED", node, attempt,
+			 psprintf("{\"output\":%s,\"duration_ms\":%ld}", output_json,
+					  (long) ((at - started_at) / 1000)),
+			 at);
+	release_dependents(run, node, at);
+	open_ready_gates(run, at);
+	vb_state_finish_run_if_done(run, at);
+}
+
+/*
+ * Runs ended by a person's decision while the decision's UPDATE statement
+ * is still in progress: their other gates cannot be closed yet, since the
+ * statement may still visit them, so the statement's AFTER trigger closes
+ * them (vb_state_close_deferred_gates).  Valid for one local transaction.
+ */
+static List *runs_to_close = NIL;
+static LocalTransactionId runs_to_close_lxid = InvalidLocalTransactionId;
+
+static List *
+current_runs_to_close(void)
+{
+	if (runs_to_close_lxid != MyProc->lxid)
+		runs_to_close = NIL;
+	return runs_to_close;
+}
+
+static bool
+run_in_list(List *list, pg_uuid_t *run_id)
+{
+	ListCell   *lc;
+
+	foreach(lc, list)
+		if (memcmp(lfirst(lc), run_id, sizeof(pg_uuid_t)) == 0)
+			return true;
+	return false;
+}
+
+/* Whether a decision of the UPDATE in progress ended run_id already. */
+bool
+vb_state_run_closing_deferred(pg_uuid_t *run_id)
+{
+	return run_in_list(current_runs_to_close(), run_id);
+}
+
+/*
+ * The pending gates of a run that has ended are closed: nobody can decide
+ * them any more.  A closed gate has no decider and no reason.
+ */
+static void
+close_gates(VbRun *run, TimestampTz at)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[2];
+
+	if (run->deciding_approval != 0)
+	{
+		List	   *list = current_runs_to_close();
+
+		if (!run_in_list(list, &run->id))
+		{
+			MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+			pg_uuid_t  *copy = palloc(sizeof(pg_uuid_t));
+
+			memcpy(copy, &run->id, sizeof(pg_uuid_t));
+			runs_to_close = lappend(list, copy);
+			runs_to_close_lxid = MyProc->lxid;
+			MemoryContextSwitchTo(old);
+		}
+		return;
+	}
+	if (plan == NULL)
+	{
+		Oid			types[2] = {UUIDOID, TIMESTAMPTZOID};
+
+		plan = vb_prepare("UPDATE vectorbea.approvals SET status = 'closed', decided_at = $2"
+						  " WHERE run_id = $1 AND status = 'pending'"
+						  " RETURNING id, gate", lengthof(types), types);
+	}
+	args[0] = UUIDPGetDatum(&run->id);
+	args[1] = TimestampTzGetDatum(at);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "vectorbea: could not close the gates of a run");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+
+		vb_notify_approval(DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull)),
+						   &run->id, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2),
+						   "closed");
+	}
+}
+
+/*
+ * Closes the gates of the runs that decisions of the UPDATE statement just
+ * ended (its AFTER trigger calls this, inside SPI, as the table owner).
+ */
+void
+vb_state_close_deferred_gates(TimestampTz at)
+{
+	List	   *list = current_runs_to_close();
+	ListCell   *lc;
+
+	runs_to_close = NIL;
+	foreach(lc, list)
+	{
+		VbRun		run;
+
+		if (vb_run_lock(lfirst(lc), &run))
+			close_gates(&run, at);
+	}
+}
+
+/* ---- runs end ---- */
+
+/*
+ * Closes every open node of the run: those not started take idle_status,
+ * running ones take running_status and so lose their lease, which refuses
+ * their late results.  Returns JSON arrays of the closed node ids: those
+ * that had not started, and those whose lease was revoked.
+ */
+static void
+close_open_nodes(VbRun *run, VbNodeStatus idle_status, VbNodeStatus running_status,
+				 TimestampTz at, char **closed_json, char **revoked_json)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[4];
+	bool		isnull;
+
+	if (plan == NULL)
+	{
+		Oid			types[4] = {UUIDOID, TEXTOID, TIMESTAMPTZOID, TEXTOID};
+
+		plan = vb_prepare("WITH open AS ("
+						  "  SELECT id, status FROM vectorbea.nodes"
+						  "   WHERE run_id = $1 AND status IN ('pending', 'ready', 'running', 'waiting')"
+						  "   FOR UPDATE"
+						  "), closed AS ("
+						  "  UPDATE vectorbea.nodes n"
+						  "     SET status = CASE WHEN open.status = 'running' THEN $4 ELSE $2 END,"
+						  "         finished_at = $3"
+						  "    FROM open WHERE n.id = open.id"
+						  "  RETURNING n.node, n.kind, open.status AS was"
+						  ")"
+						  " SELECT coalesce(pg_catalog.jsonb_agg(node ORDER BY node) FILTER (WHERE was <> 'running'), '[]')::text,"
+						  "        coalesce(pg_catalog.jsonb_agg(node ORDER BY node) FILTER (WHERE was = 'running'), '[]')::text,"
+						  "        pg_catalog.count(*), pg_catalog.count(*) FILTER (WHERE was = 'running' AND kind = 'llm')"
+						  "   FROM closed",
+						  4, types);
+	}
+	args[0] = UUIDPGetDatum(&run->id);
+	args[1] = CStringGetTextDatum(vb_node_status_name(idle_status));
+	args[2] = TimestampTzGetDatum(at);
+	args[3] = CStringGetTextDatum(vb_node_status_name(running_status));
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not close the nodes of a run");
+	*closed_json = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	*revoked_json = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	run->open_nodes -= (int32) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+														   SPI_tuptable->tupdesc, 3,
+														   &isnull));
+	/* The scheduler drops the revoked llm calls it has in flight. */
+	if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull)) > 0)
+		vb_wake_scheduler(at);
+}
+
+/* Sets the run's final status, writes its closing event and tells listeners. */
+static void
+end_run(VbRun *run, VbRunStatus status, const char *event_type, const char *data_json,
+		TimestampTz at)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[4];
+
+	if (plan == NULL)
+	{
+		Oid			types[4] = {UUIDOID, TEXTOID, TIMESTAMPTZOID, TEXTOID};
+
+		plan = vb_prepare("UPDATE vectorbea.runs SET status = $2, finished_at = $3,"
+						  " error = $4::jsonb WHERE id = $1", lengthof(types), types);
+	}
+	args[0] = UUIDPGetDatum(&run->id);
+	args[1] = CStringGetTextDatum(vb_run_status_name(status));
+	args[2] = TimestampTzGetDatum(at);
+	args[3] = CStringGetTextDatum(status == VB_RUN_SUCCEEDED ? "null" : data_json);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "vectorbea: could not finish run");
+	run->status = status;
+	vb_event(run, event_type, NULL, 0, data_json, at);
+	if (status != VB_RUN_SUCCEEDED)
+		close_gates(run, at);
+	vb_notify_run_finished(&run->id, vb_run_status_name(status));
+}
+
+/* A run whose nodes are all final, none of them failed, has succeeded. */
+void
+vb_state_finish_run_if_done(VbRun *run, TimestampTz at)
+{
+	if (run->open_nodes == 0 && run->status == VB_RUN_RUNNING)
+		end_run(run, VB_RUN_SUCCEEDED, "RUN_COMPLETED",
+				psprintf("{\"duration_ms\":%ld,\"nodes\":%d}",
+						 (long) ((at - run->created_at) / 1000), run->node_count),
+				at);
+}
+
+/*
+ * Fails a locked run because of node (NULL for the run itself): open nodes
+ * are skipped, running ones lose their lease.  reason is the failed node's
+ * error class, budget_exceeded or deadline_exceeded.
+ */
+void
+vb_state_fail_run(VbRun *run, const char *node, const char *reason, TimestampTz at)
+{
+	char	   *skipped;
+	char	   *revoked;
+	StringInfoData data;
+
+	close_open_nodes(run, VB_NODE_SKIPPED, VB_NODE_CANCELLED, at, &skipped, &revoked);
+	initStringInfo(&data);
+	appendStringInfoString(&data, "{\"node\":");
+	vb_append_json_string(&data, node);
+	appendStringInfoString(&data, ",\"reason\":");
+	vb_append_json_string(&data, reason);
+	appendStringInfo(&data, ",\"skipped\":%s,\"revoked\":%s}", skipped, revoked);
+	end_run(run, VB_RUN_FAILED, "RUN_FAILED", data.data, at);
+}
+
+/* Cancels a locked, running run: every open node is cancelled. */
+void
+vb_state_cancel_run(VbRun *run, const char *reason, TimestampTz at)
+{
+	char	   *cancelled;
+	char	   *revoked;
+	StringInfoData data;
+
+	close_open_nodes(run, VB_NODE_CANCELLED, VB_NODE_CANCELLED, at, &cancelled, &revoked);
+	initStringInfo(&data);
+	appendStringInfoString(&data, "{\"reason\":");
+	vb_append_json_string(&data, reason);
+	appendStringInfo(&data, ",\"cancelled\":%s,\"revoked\":%s}", cancelled, revoked);
+	end_run(run, VB_RUN_CANCELLED, "RUN_CANCELLED", data.data, at);
+}
+
+/* ---- spend ---- */
+
+/*
+ * Books usage on the run; true when the run's budget is now exceeded, with
+ * the BUDGET_EXCEEDED data in *detail_json.
+ */
+bool
+vb_state_book_usage(VbRun *run, int64 tokens, const char *usd, char **detail_json)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[3];
+	bool		isnull;
+
+	if (plan == NULL)
+	{
+		Oid			types[3] = {UUIDOID, INT8OID, TEXTOID};
+
+		plan = vb_prepare("UPDATE vectorbea.runs"
+						  "   SET usage_tokens = usage_tokens + $2,"
+						  "       usage_usd = usage_usd + $3::numeric"
+						  " WHERE id = $1"
+						  " RETURNING coalesce(usage_usd > budget_usd, false)"
+						  "        OR coalesce(usage_tokens > budget_tokens, false),"
+						  "        pg_catalog.jsonb_build_object('usage_usd', usage_usd, 'budget_usd', budget_usd,"
+						  "                           'usage_tokens', usage_tokens,"
+						  "                           'budget_tokens', budget_tokens)::text",
+						  3, types);
+	}
+	args[0] = UUIDPGetDatum(&run->id);
+	args[1] = Int64GetDatum(tokens);
+	args[2] = CStringGetTextDatum(usd);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "vectorbea: could not book usage");
+	*detail_json = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}

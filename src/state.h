@@ -1,0 +1,67 @@
+/*-------------------------------------------------------------------------
+ *
+ * state.h
+ *	  The engine's state machine (state.c): the statuses of nodes and runs,
+ *	  and one function per transition.
+ *
+ * This is the only module that changes vectorbea.nodes.status,
+ * vectorbea.runs.status or a run's counters (open_nodes, node_count,
+ * usage), and it closes the gates of runs that end.  (A gate's decision is
+ * recorded by the person's UPDATE, or by the scheduler's expiry, in
+ * approvals.c.)  Each transition writes its event through the
+ * event writer (events.h) in the caller's transaction.  Every function
+ * runs inside SPI, with the run locked by the caller (events.h), unless it
+ * says otherwise.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef VB_STATE_H
+#define VB_STATE_H
+
+#include "events.h"
+
+/* Nodes come into being, become ready, and start. */
+extern int	vb_state_add_nodes(VbRun *run, const char *specs_json,
+							   const char *spawned_by, TimestampTz at);
+
+/* What vb_state_start_attempts leased, in the order a claim returns. */
+typedef struct VbStartedAttempts
+{
+	uint64		count;
+	SPITupleTable *rows;		/* columns: see claim_tasks' result */
+	TimestampTz first_expiry;	/* DT_NOEND when none */
+} VbStartedAttempts;
+
+extern void vb_state_start_attempts(const char *worker, ArrayType *activities,
+									int max_tasks, Interval *lease_duration,
+									TimestampTz at, VbStartedAttempts *started);
+
+/* A running attempt ends. */
+extern bool vb_state_succeed(VbRun *run, int64 task_id, pg_uuid_t *lease, Jsonb *output,
+							 const char *usage_json, TimestampTz at,
+							 char **node, int *attempt);
+extern const char *vb_state_fail_attempt(VbRun *run, int64 task_id, const char *err_class,
+										 const char *error_json, bool retryable,
+										 int64 retry_after_ms, TimestampTz at);
+
+/* Gates. */
+extern int64 vb_state_wait_on_gate(VbRun *run, int64 task_id, const char *node, int attempt,
+								   const char *spec_json, const char *context_json,
+								   TimestampTz at);
+extern void vb_state_settle_gate(VbRun *run, int64 task_id, const char *node, bool approved,
+								 const char *output_json, const char *err_class,
+								 TimestampTz at);
+extern bool vb_state_run_closing_deferred(pg_uuid_t *run_id);
+extern void vb_state_close_deferred_gates(TimestampTz at);
+
+/* Runs end. */
+extern void vb_state_finish_run_if_done(VbRun *run, TimestampTz at);
+extern void vb_state_fail_run(VbRun *run, const char *node, const char *reason,
+							  TimestampTz at);
+extern void vb_state_cancel_run(VbRun *run, const char *reason, TimestampTz at);
+
+/* Spend. */
+extern bool vb_state_book_usage(VbRun *run, int64 tokens, const char *usd,
+								char **detail_json);
+
+#endif							/* VB_STATE_H */

@@ -1,0 +1,46 @@
+/*-------------------------------------------------------------------------
+ *
+ * validate.h
+ *	  Definitions and spawn lists, validated before anything is written
+ *	  (validate.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef VB_VALIDATE_H
+#define VB_VALIDATE_H
+
+#include "nodes/pg_list.h"
+#include "utils/jsonb.h"
+
+/* A node after validation, with every default applied. */
+typedef struct VbNodeSpec
+{
+	char	   *id;
+	char	   *kind;
+	char	   *activity;
+	List	   *depends_on;		/* of char * */
+	char	   *input_json;		/* normalised JSON text of "input" */
+	int			max_attempts;
+	bool		backoff_exponential;
+	int64		initial_ms;
+	int64		max_ms;
+	double		multiplier;
+	bool		jitter;
+	int64		timeout_ms;		/* 0: no timeout */
+	char	   *approval_json;	/* normalised "approval" of an approval node */
+	char	   *llm_json;		/* normalised "llm" of an llm node */
+} VbNodeSpec;
+
+/* A run's existing nodes, as spawn validation needs them. */
+typedef struct VbExistingNodes
+{
+	int			count;
+	char	  **ids;
+} VbExistingNodes;
+
+extern List *vb_validate_definition(Jsonb *definition);
+extern List *vb_validate_spawn(Jsonb *spawn, Jsonb *definition,
+							   const char *spawner, VbExistingNodes *existing);
+extern char *vb_node_specs_json(List *specs);
+
+#endif							/* VB_VALIDATE_H */
