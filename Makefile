@@ -41,6 +41,10 @@ OBJS = \
 	src/custom_events.o \
 	src/approvals.o \
 	src/keys.o \
+	src/llm_request.o \
+	src/llm_cost.o \
+	src/llm_answer.o \
+	src/llm_recover.o \
 	src/llm.o \
 	src/scheduler.o
 

@@ -1,0 +1,225 @@
+/*-------------------------------------------------------------------------
+ *
+ * llm_answer.c
+ *	  What a finished llm call means: its failure class (429 rate limited,
+ *	  5xx and broken bodies transient, other 4xx permanent ...), the
+ *	  provider's message with the key redacted, the model's spawn list
+ *	  checked against allow_spawn, and the node's output.
+ *
+ * IDENTIFICATION
+ *	  src/llm_answer.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <curl/curl.h>
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+
+#include "vectorbea.h"
+#include "jsonb_util.h"
+#include "llm_call.h"
+#include "redact.h"
+#include "settings.h"
+
+/* text without any run of the key (redact.c), cut to a message's length. */
+static char *
+scrub(const char *text, const char *secret)
+{
+	return vb_redact(text, secret, MAX_PROVIDER_MESSAGE);
+}
+
+char *
+vb_llm_error_json(const char *err_class, const char *message, const char *extra)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"message\":");
+	vb_append_json_string(&buf, message);
+	appendStringInfo(&buf, ",\"class\":\"%s\"%s%s}", err_class, extra ? "," : "", extra ? extra : "");
+	return buf.data;
+}
+
+static int64
+retry_after_ms(const char *value)
+{
+	char	   *end;
+	double		secs;
+
+	if (value[0] == '\0')
+		return -1;
+	secs = strtod(value, &end);
+	if (end != value && *end == '\0' && secs >= 0)
+		return (int64) (secs * 1000);
+	/* An HTTP date: how far it is from now. */
+	{
+		TimestampTz when;
+
+		PG_TRY();
+		{
+			when = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in, CStringGetDatum(value),
+														   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
+		}
+		PG_CATCH();
+		{
+			FlushErrorState();
+			return -1;
+		}
+		PG_END_TRY();
+		return Max((when - GetCurrentTimestamp()) / 1000, 0);
+	}
+}
+
+/* Classifies a finished HTTP call. */
+void
+vb_llm_classify(LlmCall *c, VbHttpCall *h, VbLlmOutcome *o)
+{
+	char	   *provider_msg;
+	char	   *problem;
+
+	memset(o, 0, sizeof(*o));
+	o->retry_after_ms = -1;
+	if (h->refused_address && h->result != CURLE_OK)
+	{
+		o->err_class = "permanent";
+		o->message = psprintf("the connection to %s was refused: the address is not allowed by vectorbea.llm_allowed_hosts",
+							  h->refused_text);
+		return;
+	}
+	if (h->too_large)
+	{
+		o->err_class = "permanent";
+		o->message = psprintf("the provider's response exceeded vectorbea.llm_max_response_size (%d kB)",
+							  vb_llm_max_response_kb);
+		return;
+	}
+	if (h->result == CURLE_OPERATION_TIMEDOUT && !h->connected)
+	{
+		o->err_class = "transient";
+		o->message = psprintf("could not connect to the provider within %ld ms: %s",
+							  (long) h->elapsed_ms, scrub(h->errbuf, c->secret));
+		return;
+	}
+	if (h->result == CURLE_OPERATION_TIMEDOUT)
+	{
+		o->err_class = "transient";
+		o->message = psprintf("the provider did not answer within %ld ms (the call's timeout)",
+							  c->timeout_ms);
+		return;
+	}
+	if (h->result != CURLE_OK)
+	{
+		o->err_class = "transient";
+		o->message = psprintf("the call failed after %ld ms: %s", (long) h->elapsed_ms,
+							  scrub(h->errbuf, c->secret));
+		return;
+	}
+	provider_msg = h->response ? vb_json_error_message(h->response, h->response_len) : NULL;
+	provider_msg = scrub(provider_msg ? provider_msg : "(no message)", c->secret);
+	if (h->status == 429)
+	{
+		o->err_class = "rate_limited";
+		o->retry_after_ms = retry_after_ms(h->retry_after);
+		o->message = psprintf("the provider answered 429 (rate limited): %s", provider_msg);
+		return;
+	}
+	if (h->status >= 500)
+	{
+		o->err_class = "transient";
+		o->message = psprintf("the provider answered %ld: %s", h->status, provider_msg);
+		return;
+	}
+	if (h->status < 200 || h->status >= 300)
+	{
+		o->err_class = "permanent";
+		o->message = psprintf("the provider answered %ld: %s", h->status, provider_msg);
+		return;
+	}
+	if (!vb_json_parse_answer(c->provider, h->response ? h->response : "",
+							  h->response_len, &o->answer, &problem))
+	{
+		o->err_class = "transient";
+		o->message = problem;
+	}
+}
+
+/*
+ * Checks the model's spawn list against allow_spawn; NULL when it may be
+ * passed to complete_task (which validates it like any spawn list).
+ */
+char *
+vb_llm_check_spawn(LlmCall *c, const char *spawn_text)
+{
+	Jsonb	   *allow = vb_jsonb_from_cstring(c->allow_spawn);
+	Jsonb	   *spawn = vb_jsonb_from_cstring(spawn_text);
+	JsonbValue	acts;
+	JsonbValue	maxv;
+	int			max_nodes;
+	int			n;
+
+	vb_jsonb_get(&allow->root, "activities", &acts);
+	vb_jsonb_get(&allow->root, "max_nodes", &maxv);
+	max_nodes = atoi(vb_jsonb_value_text(&maxv));
+	if (!JsonContainerIsArray(&spawn->root) || JsonContainerIsScalar(&spawn->root))
+		return pstrdup("the answer's \"spawn\" must be an array of node objects");
+	n = JsonContainerSize(&spawn->root);
+	if (n > max_nodes)
+		return psprintf("the answer's \"spawn\" adds %d nodes; \"allow_spawn.max_nodes\" allows %d",
+						n, max_nodes);
+	for (int i = 0; i < n; i++)
+	{
+		JsonbValue *node = getIthJsonbValueFromContainer(&spawn->root, i);
+		JsonbValue	v;
+		char	   *activity;
+		bool		allowed = false;
+
+		if (node->type != jbvBinary || !JsonContainerIsObject(node->val.binary.data))
+			return psprintf("the answer's spawn[%d] is not a node object", i);
+		if (vb_jsonb_get(node->val.binary.data, "kind", &v) &&
+			!(v.type == jbvString && v.val.string.len == 4 &&
+			  strncmp(v.val.string.val, "task", 4) == 0))
+			return psprintf("the answer's spawn[%d] is not a task node; an llm node may add task nodes only", i);
+		if (!vb_jsonb_get(node->val.binary.data, "activity", &v) || v.type != jbvString)
+			return psprintf("the answer's spawn[%d] has no activity", i);
+		activity = pnstrdup(v.val.string.val, v.val.string.len);
+		for (uint32 k = 0; k < JsonContainerSize(acts.val.binary.data); k++)
+		{
+			JsonbValue *a = getIthJsonbValueFromContainer(acts.val.binary.data, k);
+
+			if (a->val.string.len == (int) strlen(activity) &&
+				strncmp(a->val.string.val, activity, a->val.string.len) == 0)
+				allowed = true;
+		}
+		if (!allowed)
+			return psprintf("the answer's spawn[%d] has activity \"%s\", which \"allow_spawn.activities\" does not list (it allows %s)",
+							i, activity, vb_jsonb_value_text(&acts));
+	}
+	return NULL;
+}
+
+/* The node's output: the answer, its JSON, the model, usage and cost. */
+char *
+vb_llm_output_json(LlmCall *c, VbLlmOutcome *o, const char *json)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"text\":");
+	vb_append_json_string(&buf, o->answer.text);
+	if (json)
+		appendStringInfo(&buf, ",\"json\":%s", json);
+	appendStringInfoString(&buf, ",\"model\":");
+	vb_append_json_string(&buf, o->answer.model ? o->answer.model : c->model);
+	appendStringInfo(&buf, ",\"usage\":{\"input_tokens\":%ld,\"output_tokens\":%ld},"
+					 "\"cost_usd\":%.8f,\"calls\":%d,\"corrections\":%d}",
+					 (long) c->tokens_in, (long) c->tokens_out, c->cost_usd,
+					 c->calls, c->corrections);
+	return buf.data;
+}
+

@@ -1,0 +1,73 @@
+/*-------------------------------------------------------------------------
+ *
+ * llm_recover.c
+ *	  After a scheduler starts: llm attempts still running belong to a
+ *	  scheduler that is gone (one per database), so their calls are in
+ *	  doubt.  Each ends as a transient failure marked in_doubt, and its
+ *	  node's retry policy decides what follows.
+ *
+ * IDENTIFICATION
+ *	  src/llm_recover.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+
+#include "vectorbea.h"
+#include "clock.h"
+#include "due_items.h"
+#include "llm.h"
+#include "state.h"
+
+typedef struct RecoverBatch
+{
+	int64	   *task_ids;
+	pg_uuid_t  *run_ids;
+	TimestampTz at;
+} RecoverBatch;
+
+static void
+recover_one(void *arg, int i)
+{
+	RecoverBatch *b = arg;
+	VbRun		run;
+
+	if (!vb_run_lock(&b->run_ids[i], &run) || run.status != VB_RUN_RUNNING)
+		return;
+	vb_state_fail_attempt(&run, b->task_ids[i], "transient",
+					"{\"message\":\"in doubt: the scheduler stopped while the call was in flight; the provider may have answered\","
+					"\"class\":\"transient\",\"in_doubt\":true}",
+					true, -1, b->at);
+	vb_run_save(&run, b->at);
+}
+
+/*
+ * At start: llm attempts still running belong to a scheduler that is gone
+ * (one per database), so their calls are in doubt.  They end as transient
+ * failures marked in_doubt and are retried by their retry policy.
+ */
+void
+vb_llm_recover(VbSweepCounters *counters)
+{
+	RecoverBatch b;
+	uint64		n;
+
+	if (SPI_execute("SELECT n.id, n.run_id FROM vectorbea.nodes n"
+					" WHERE n.status = 'running' AND n.activity = '" VB_LLM_ACTIVITY "'",
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not look for llm calls in doubt");
+	n = SPI_processed;
+	if (n == 0)
+		return;
+	b.at = vb_now();
+	vb_read_due_items(1, 2, &b.task_ids, &b.run_ids);
+	for (uint64 i = 0; i < n; i++)
+		vb_due_item(true, recover_one, &b, (int) i, counters, &b.run_ids[i],
+					VB_ITEM_ATTEMPT, b.task_ids[i], b.at);
+}

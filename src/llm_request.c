@@ -1,0 +1,218 @@
+/*-------------------------------------------------------------------------
+ *
+ * llm_request.c
+ *	  Building an llm call: the node's llm object, the workspace's key
+ *	  decrypted under the master key, the prompt rendered, the endpoint and
+ *	  its headers, and the request body of the conversation so far.
+ *
+ * The provider key exists in plaintext only in the scheduler's memory
+ * while its call is prepared and in flight; every other copy (the master
+ * key parameter, the decrypted datum) is zeroed here.
+ *
+ * IDENTIFICATION
+ *	  src/llm_request.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+
+#include "vectorbea.h"
+#include "jsonb_util.h"
+#include "keys.h"
+#include "llm_call.h"
+#include "settings.h"
+#include "spi_util.h"
+#include "template.h"
+
+static char *
+json_text_field(JsonbContainer *obj, const char *key)
+{
+	JsonbValue	v;
+
+	if (!vb_jsonb_get(obj, key, &v) || v.type == jbvNull)
+		return NULL;
+	if (v.type == jbvString)
+		return pnstrdup(v.val.string.val, v.val.string.len);
+	return vb_jsonb_value_text(&v);
+}
+
+static int
+json_int_field(JsonbContainer *obj, const char *key)
+{
+	char	   *s = json_text_field(obj, key);
+
+	return s ? atoi(s) : 0;
+}
+
+/* Zeroes the bytes of a plain (not compressed, not toasted) text datum. */
+static void
+forget_text(Datum d)
+{
+	struct varlena *v = (struct varlena *) DatumGetPointer(d);
+
+	if (v == NULL)
+		return;
+	if (VARATT_IS_SHORT(v))
+		explicit_bzero(VARDATA_SHORT(v), VARSIZE_SHORT(v) - VARHDRSZ_SHORT);
+	else if (!VARATT_IS_EXTENDED(v))
+		explicit_bzero(VARDATA(v), VARSIZE(v) - VARHDRSZ);
+}
+
+/* Adds a message to the call's conversation. */
+void
+vb_llm_add_message(LlmCall *c, const char *role, const char *content)
+{
+	MemoryContext old = MemoryContextSwitchTo(c->cxt);
+
+	if (c->nmessages >= MAX_MESSAGES)
+		elog(ERROR, "vectorbea: too many messages in one llm conversation");
+	c->roles[c->nmessages] = pstrdup(role);
+	c->contents[c->nmessages] = pstrdup(content);
+	c->nmessages++;
+	MemoryContextSwitchTo(old);
+}
+
+/* The request body of the call's conversation so far. */
+char *
+vb_llm_request_body(LlmCall *c)
+{
+	return vb_json_chat_request(c->provider, c->model, c->system, c->nmessages,
+								(const char *const *) c->roles,
+								(const char *const *) c->contents,
+								c->max_tokens, c->temperature);
+}
+
+/*
+ * The call of a claimed llm node, in a memory context of its own under
+ * parent; NULL with *problem (a permanent failure: nothing was sent) when
+ * no call can be made.
+ */
+LlmCall *
+vb_llm_build_call(MemoryContext parent, VbClaimedLlm *claimed, const char *master,
+				  char **problem)
+{
+	static SPIPlanPtr plan = NULL;
+	static char *plan_schema = NULL;
+	const char *schema = vb_pgcrypto_schema();
+	Datum		args[2];
+	Oid			types[2] = {INT8OID, TEXTOID};
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	Jsonb	   *spec;
+	char	   *workspace;
+	char	   *base_url;
+	char	   *key;
+	char	   *prompt;
+	char	   *system = NULL;
+	char	   *url;
+	LlmCall    *c;
+	MemoryContext cxt;
+	MemoryContext old;
+
+	*problem = NULL;
+	if (plan == NULL || strcmp(plan_schema, schema) != 0)
+	{
+		/* pgcrypto's schema is looked up, not assumed; replan if it moved. */
+		plan = vb_prepare(psprintf("SELECT n.llm, r.workspace, k.base_url,"
+								   "       CASE WHEN k.ciphertext IS NOT NULL THEN"
+								   "         %s.pgp_sym_decrypt(k.ciphertext,"
+								   "           $2 || E'\\n' || k.workspace || E'\\n' || k.provider) END"
+								   "  FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
+								   "  LEFT JOIN vectorbea.provider_keys k"
+								   "    ON k.workspace = r.workspace AND k.provider = n.llm->>'provider'"
+								   " WHERE n.id = $1", schema),
+						  lengthof(types), types);
+		plan_schema = MemoryContextStrdup(TopMemoryContext, schema);
+	}
+	args[0] = Int64GetDatum(claimed->task_id);
+	args[1] = CStringGetTextDatum(master);
+	if (SPI_execute_plan(plan, args, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "vectorbea: llm node %ld vanished", (long) claimed->task_id);
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	spec = DatumGetJsonbP(SPI_getbinval(tup, desc, 1, &isnull));
+	workspace = SPI_getvalue(tup, desc, 2);
+	base_url = SPI_getvalue(tup, desc, 3);
+	key = SPI_getvalue(tup, desc, 4);
+	/* Leave no copy of the master key or of the plaintext key behind. */
+	forget_text(args[1]);
+	if (key)
+		forget_text(SPI_getbinval(tup, desc, 4, &isnull));
+
+	if (key == NULL)
+	{
+		*problem = psprintf("no key is stored for provider \"%s\" in workspace \"%s\"; store one with vectorbea.set_provider_key()",
+							json_text_field(&spec->root, "provider"), workspace);
+		return NULL;
+	}
+	for (const char *p = key; *p; p++)
+		if (*p == '\r' || *p == '\n')
+		{
+			explicit_bzero(key, strlen(key));
+			*problem = pstrdup("the stored provider key contains a line break; store it again");
+			return NULL;
+		}
+
+	prompt = vb_template_render(json_text_field(&spec->root, "prompt"), claimed->input,
+								claimed->upstream, claimed->run_input, problem);
+	if (prompt && json_text_field(&spec->root, "system"))
+		system = vb_template_render(json_text_field(&spec->root, "system"), claimed->input,
+									claimed->upstream, claimed->run_input, problem);
+	if (*problem)
+	{
+		explicit_bzero(key, strlen(key));
+		*problem = psprintf("node \"%s\", field \"llm.%s\": %s", claimed->node,
+							prompt ? "system" : "prompt", *problem);
+		return NULL;
+	}
+
+	cxt = AllocSetContextCreate(parent, "vectorbea llm call", ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	c = palloc0(sizeof(LlmCall));
+	c->cxt = cxt;
+	c->task_id = claimed->task_id;
+	c->lease = claimed->lease;
+	c->run_id = claimed->run_id;
+	c->node = pstrdup(claimed->node);
+	c->attempt = claimed->attempt;
+	c->provider = json_text_field(&spec->root, "provider");
+	c->model = json_text_field(&spec->root, "model");
+	c->system = system ? pstrdup(system) : NULL;
+	c->schema = json_text_field(&spec->root, "output_schema");
+	c->allow_spawn = json_text_field(&spec->root, "allow_spawn");
+	c->temperature = json_text_field(&spec->root, "temperature");
+	c->max_tokens = json_int_field(&spec->root, "max_tokens");
+	c->max_corrections = json_int_field(&spec->root, "max_corrections");
+	c->timeout_ms = vb_llm_request_timeout_ms;	/* the driver may shorten it */
+	/* "https://host/v1/" and "https://host/v1" name the same endpoint. */
+	if (base_url)
+	{
+		size_t		len = strlen(base_url);
+
+		while (len > 0 && base_url[len - 1] == '/')
+			base_url[--len] = '\0';
+	}
+	if (strcmp(c->provider, "anthropic") == 0)
+	{
+		url = psprintf("%s/messages", base_url ? base_url : "https://api.anthropic.com/v1");
+		c->auth_header = psprintf("x-api-key: %s", key);
+	}
+	else
+	{
+		url = psprintf("%s/chat/completions", base_url ? base_url : "https://api.openai.com/v1");
+		c->auth_header = psprintf("Authorization: Bearer %s", key);
+	}
+	c->url = url;
+	c->secret = pstrdup(key);
+	MemoryContextSwitchTo(old);
+	explicit_bzero(key, strlen(key));
+	vb_llm_add_message(c, "user", prompt);
+	return c;
+}
