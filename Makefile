@@ -51,12 +51,15 @@ OBJS = \
 DATA = sql/vectorbea--0.1.0.sql sql/vectorbea--0.1.0--0.2.0.sql
 PGFILEDESC = "vectorbea - durable AI agent workflows"
 
-# pg_regress inputs live in sql/ and expected/ (PGXS's default inputdir).
-REGRESS = $(sort $(patsubst sql/%.sql,%,$(filter-out sql/vectorbea--%,$(wildcard sql/*.sql))))
-REGRESS_OPTS = --temp-config=$(srcdir)/test/vectorbea.conf
+# Tests live under test/, as in pgvector: pg_regress inputs in
+# test/regress/sql/ with their expected output in test/regress/expected/,
+# isolation specs in test/isolation/specs/ and test/isolation/expected/.
+# sql/ holds only the install and upgrade scripts.
+REGRESS = $(sort $(patsubst test/regress/sql/%.sql,%,$(wildcard test/regress/sql/*.sql)))
+REGRESS_OPTS = --inputdir=$(srcdir)/test/regress --temp-config=$(srcdir)/test/vectorbea.conf
 
-ISOLATION = $(sort $(patsubst test/specs/%.spec,%,$(wildcard test/specs/*.spec)))
-ISOLATION_OPTS = --inputdir=$(srcdir)/test --temp-config=$(srcdir)/test/vectorbea.conf
+ISOLATION = $(sort $(patsubst test/isolation/specs/%.spec,%,$(wildcard test/isolation/specs/*.spec)))
+ISOLATION_OPTS = --inputdir=$(srcdir)/test/isolation --temp-config=$(srcdir)/test/vectorbea.conf
 
 TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl
