@@ -1,5 +1,7 @@
 -- define_workflow: versions, and every validation error, each with nothing
 -- written.
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/setup.psql
 SELECT vectorbea.define_workflow('triage', '{"nodes":[{"id":"scout","activity":"scout"}]}');
 SELECT vectorbea.define_workflow('triage', '{"nodes":[{"id":"scout","activity":"scout"},
 	{"id":"fix","activity":"fix","depends_on":["scout"]}]}');

@@ -1,4 +1,6 @@
 -- start_run: nodes, RUN_STARTED, options, idempotency keys.
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/setup.psql
 SELECT vectorbea.define_workflow('fanout', '{"nodes":[
 	{"id":"collect","activity":"collect","input":{"source":"tickets"}},
 	{"id":"left","activity":"analyse","depends_on":["collect"]},

@@ -1,5 +1,7 @@
 -- The worker protocol: claim_tasks, heartbeat, save_checkpoint,
 -- complete_task, and the fencing of every call by the lease token.
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/setup.psql
 SELECT vectorbea.define_workflow('proto', '{"nodes":[
 	{"id":"fetch","activity":"fetch","input":{"url":"https://example.invalid/42"}},
 	{"id":"parse","activity":"parse","depends_on":["fetch"]},

@@ -1,5 +1,7 @@
 -- The living graph: a run that starts as `scout` alone grows, at run time,
 -- into council -> implement -> (reviewer, sec-review) -> arbiter -> pr.
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/setup.psql
 SELECT vectorbea.define_workflow('pr_review', '{"nodes":[{"id":"scout","activity":"scout"}]}');
 SELECT vectorbea.start_run('pr_review', '{"repo": "acme/api", "issue": 1234}') AS run \gset
 SELECT * FROM nodes_of(:'run');

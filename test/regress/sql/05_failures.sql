@@ -1,4 +1,6 @@
 -- fail_task, retries with backoff, lease expiry, and failed runs.
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/setup.psql
 SELECT vectorbea.define_workflow('flaky', '{"nodes":[
 	{"id":"call","activity":"call",
 	 "retry":{"max_attempts":4,"initial":"1s","max":"3s","jitter":false}},

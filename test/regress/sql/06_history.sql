@@ -1,5 +1,7 @@
 -- The event history: append_event, append-only enforcement, timeline,
 -- replay (also as of an earlier event) and verify_run.
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/setup.psql
 SELECT vectorbea.define_workflow('history', '{"nodes":[
 	{"id":"fetch_ticket","activity":"fetch"},
 	{"id":"answer","activity":"answer","depends_on":["fetch_ticket"]}]}');

@@ -1,4 +1,6 @@
 -- cancel_run: the kill switch for one run.
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/setup.psql
 SELECT vectorbea.define_workflow('cancellable', '{"nodes":[
 	{"id":"a","activity":"c1"},
 	{"id":"b","activity":"c1"},

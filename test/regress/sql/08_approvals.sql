@@ -1,5 +1,7 @@
 -- Human approval gates: opened by the engine, decided by UPDATE, checked by
 -- role, stamped, refused when not allowed, timed out and escalated.
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/setup.psql
 CREATE ROLE vb_editors;
 CREATE ROLE vb_oncall;
 CREATE ROLE vb_alice IN ROLE vb_editors;
@@ -164,3 +166,7 @@ SELECT status FROM vectorbea.runs WHERE id = :'run6';
 SELECT r.input, (c).differences, (c).replay_stable
   FROM vectorbea.runs r, LATERAL check_run(r.id) c
  WHERE r.workflow IN ('briefing', 'lenient', 'deploy') ORDER BY r.created_at;
+
+-- Roles are cluster-wide: leave none behind.
+DROP OWNED BY vb_editors, vb_oncall, vb_alice, vb_bob, vb_carol;
+DROP ROLE vb_alice, vb_carol, vb_bob, vb_editors, vb_oncall;

@@ -1,5 +1,7 @@
 -- Bring your own key: provider keys encrypted under a master key read from
 -- a file, bound to their workspace and provider, never shown again.
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/setup.psql
 
 -- Master key files, written by the server's OS user in its data directory
 -- (relative paths are read from there): mode 0600, except one left

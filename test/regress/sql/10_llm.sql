@@ -1,5 +1,7 @@
 -- llm nodes: what a definition may say, what is refused and why, and what
 -- is stored.  Calls themselves are made by the scheduler (TAP 007, 008).
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/setup.psql
 
 -- A complete llm node, normalised with its defaults.
 SELECT vectorbea.define_workflow('brief', $${"nodes": [

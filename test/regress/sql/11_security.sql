@@ -2,6 +2,13 @@
 -- named by field, reserved names in any case, workflow ownership, bounded
 -- free texts, escaped timelines, strict base_url, allow-list ports and
 -- IPv6 forms that embed IPv4.  Every refusal changes nothing.
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/setup.psql
+-- The master key file the base_url checks below store keys under.
+DO $$ BEGIN
+	EXECUTE format('COPY (SELECT %L) TO PROGRAM %L', 'first-master-key-0123456789',
+				   'umask 077 && cat > vb_master_1');
+END $$;
 
 SELECT vectorbea.define_workflow('sec', '{"nodes":[{"id":"a","activity":"sec_a"}]}');
 
@@ -156,3 +163,7 @@ SELECT vectorbea.llm_address_allowed('127.0.0.1', 0); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.llm_address_allowed('127.0.0.1', 443, 'gopher'); \echo SQLSTATE :SQLSTATE
 ALTER SYSTEM RESET vectorbea.llm_allowed_hosts;
 SELECT pg_reload_conf();
+
+-- Roles are cluster-wide: leave none behind.
+DROP OWNED BY vb_sec_owner, vb_sec_member, vb_sec_other;
+DROP ROLE vb_sec_member, vb_sec_owner, vb_sec_other;

@@ -1,5 +1,7 @@
--- Installs the extension and the helpers every later test uses.
-CREATE EXTENSION vectorbea CASCADE;
+-- The installed extension: its version and schema, its settings, the
+-- search_path and grants of its functions, the engine clock and UUIDv7.
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/setup.psql
 
 SELECT extname, extversion, extrelocatable, n.nspname
   FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
@@ -38,33 +40,6 @@ SELECT c.relname FROM pg_class c
    AND has_table_privilege('public', c.oid, 'SELECT')
  ORDER BY 1;
 
--- The checks every test ends with: the history agrees with the tables, and
--- replaying twice gives the same state.
-CREATE FUNCTION check_run(run uuid, OUT differences bigint, OUT replay_stable boolean)
-LANGUAGE sql AS $$
-	SELECT (SELECT count(*) FROM vectorbea.verify_run(run)),
-		   vectorbea.replay(run) = vectorbea.replay(run)
-$$;
-
--- Timelines without their clock times, durations and ids, for stable output.
-CREATE FUNCTION timeline_text(run uuid) RETURNS SETOF text
-LANGUAGE sql AS $$
-	SELECT regexp_replace(regexp_replace(regexp_replace(regexp_replace(line,
-				'^\d\d:\d\d:\d\d\.\d{3} ', ''),
-				'[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}', '<uuid>', 'g'),
-				'\d+ms\)', 'Nms)', 'g'),
-				'\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z', '<time>', 'g')
-	  FROM vectorbea.timeline(run) AS line
-$$;
-
--- Node states of a run, in a stable order.
-CREATE FUNCTION nodes_of(run uuid)
-RETURNS TABLE (node text, status text, attempt integer, deps_remaining integer, spawned_by text)
-LANGUAGE sql AS $$
-	SELECT node, status, attempt, deps_remaining, spawned_by
-	  FROM vectorbea.nodes WHERE run_id = run ORDER BY id
-$$;
-
 -- The engine clock is the wall clock plus the test offset.
 SELECT abs(extract(epoch FROM vectorbea.clock() - clock_timestamp())) < 5 AS clock_is_now;
 SET vectorbea.test_clock_offset = '1h';
@@ -81,7 +56,6 @@ SELECT substr(id::text, 15, 1) AS version_digit,
   FROM u;
 
 -- Only superusers move the clock.
-CREATE ROLE vb_plain_user;
 SET ROLE vb_plain_user;
 SET vectorbea.test_clock_offset = '1h';
 -- ... and a role without grants cannot even reach the schema.
