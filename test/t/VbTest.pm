@@ -44,12 +44,13 @@ vectorbea.scheduler_idle_timeout = '1h'
 
 # A server ready for llm nodes: vb_server (with $conf), the fake provider
 # started, calls allowed to its port on 127.0.0.1 and nowhere else there,
-# the scheduler running (a test), the extension created and a master key
-# in place.  Returns the server, the fake provider's base URL for
-# set_provider_key, and its port.
+# the scheduler running (a test), the extension created (at $version if
+# given, else the control file's default) and a master key in place.
+# Returns the server, the fake provider's base URL for set_provider_key,
+# and its port.
 sub vb_llm_server
 {
-	my ($name, $conf) = @_;
+	my ($name, $conf, $version) = @_;
 	my $node = vb_server($name, $conf);
 	my $port = vb_fake_start($node->basedir);
 	$node->append_conf('postgresql.conf', "vectorbea.llm_allowed_hosts = '127.0.0.1:$port'\n");
@@ -57,7 +58,8 @@ sub vb_llm_server
 	Test::More::ok(defined vb_wait_for($node,
 			q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'vectorbea scheduler'}, '1'),
 		'the scheduler is running');
-	$node->safe_psql('postgres', 'CREATE EXTENSION vectorbea CASCADE');
+	$node->safe_psql('postgres',
+		'CREATE EXTENSION vectorbea' . (defined $version ? " VERSION '$version'" : '') . ' CASCADE');
 	vb_master_key($node);
 	return ($node, "http://127.0.0.1:$port/v1", $port);
 }
