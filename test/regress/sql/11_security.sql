@@ -52,9 +52,12 @@ SELECT vectorbea.define_workflow('sec_bad', '{"nodes":[{"id":"g","kind":"approva
 SELECT count(*) AS workflows_named_sec_bad FROM vectorbea.workflows WHERE name = 'sec_bad';
 
 -- A workflow belongs to the role that defined its first version.
+-- vb_sec_admin stands for a superuser, so that no step below prints the
+-- name of the bootstrap superuser that runs the suite.
 CREATE ROLE vb_sec_owner;
 CREATE ROLE vb_sec_member IN ROLE vb_sec_owner;
 CREATE ROLE vb_sec_other;
+CREATE ROLE vb_sec_admin SUPERUSER;
 GRANT USAGE ON SCHEMA vectorbea TO vb_sec_owner, vb_sec_other;
 GRANT EXECUTE ON FUNCTION vectorbea.define_workflow(text, jsonb) TO vb_sec_owner, vb_sec_other;
 SET ROLE vb_sec_owner;
@@ -63,8 +66,10 @@ SET ROLE vb_sec_other;
 SELECT vectorbea.define_workflow('sec_owned', '{"nodes":[{"id":"a","activity":"sec_hijacked"}]}'); \echo SQLSTATE :SQLSTATE
 SET ROLE vb_sec_member;
 SELECT vectorbea.define_workflow('sec_owned', '{"nodes":[{"id":"a","activity":"sec_owned_v2"}]}');
-RESET ROLE;
+-- A superuser, no member of the owner, may add a version too.
+SET ROLE vb_sec_admin;
 SELECT vectorbea.define_workflow('sec_owned', '{"nodes":[{"id":"a","activity":"sec_owned_v3"}]}');
+RESET ROLE;
 SELECT version, created_by, definition->'nodes'->0->>'activity' AS activity
   FROM vectorbea.workflows WHERE name = 'sec_owned' ORDER BY version;
 
@@ -101,8 +106,10 @@ SELECT regexp_replace(line, '^\S+ ', '') AS line FROM vectorbea.timeline(:'run_w
 -- Gates closed because an earlier row of the same UPDATE ended their run
 -- have no decider, like every closed gate.
 SELECT vectorbea.start_run('sec_gate') AS run_two \gset
+SET ROLE vb_sec_admin;
 UPDATE vectorbea.approvals SET status = 'rejected', decided_by = 'cto', reason = 'no'
  WHERE run_id = :'run_two';
+RESET ROLE;
 SELECT node, status, decided_by, decided_role, reason, decided_at IS NOT NULL AS stamped
   FROM vectorbea.approvals WHERE run_id = :'run_two' ORDER BY id;
 SELECT * FROM check_run(:'run_two');
@@ -112,7 +119,9 @@ CREATE ROLE vb_sec_gone;
 SELECT vectorbea.define_workflow('sec_gone', '{"nodes":[{"id":"g","kind":"approval","approval":{"gate":"gone","approver_role":"vb_sec_gone"}}]}');
 SELECT vectorbea.start_run('sec_gone') AS run_gone \gset
 DROP ROLE vb_sec_gone;
+SET ROLE vb_sec_admin;
 UPDATE vectorbea.approvals SET status = 'approved' WHERE run_id = :'run_gone'; \echo SQLSTATE :SQLSTATE
+RESET ROLE;
 
 -- base_url: a provider's API root, nothing else.
 SET vectorbea.master_key_file = 'vb_master_1';
@@ -165,5 +174,5 @@ ALTER SYSTEM RESET vectorbea.llm_allowed_hosts;
 SELECT pg_reload_conf();
 
 -- Roles are cluster-wide: leave none behind.
-DROP OWNED BY vb_sec_owner, vb_sec_member, vb_sec_other;
-DROP ROLE vb_sec_member, vb_sec_owner, vb_sec_other;
+DROP OWNED BY vb_sec_owner, vb_sec_member, vb_sec_other, vb_sec_admin;
+DROP ROLE vb_sec_member, vb_sec_owner, vb_sec_other, vb_sec_admin;
