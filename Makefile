@@ -39,6 +39,7 @@ OBJS = \
 	src/fail.o \
 	src/cancel.o \
 	src/custom_events.o \
+	src/requeue.o \
 	src/approvals.o \
 	src/keys.o \
 	src/llm_request.o \

@@ -11,6 +11,7 @@
  *	         pending/ready/waiting -> skipped, running -> cancelled (run failed)
  *	         every open status -> cancelled                  (run cancelled)
  *	  run:   running -> succeeded | failed | cancelled
+ *	         failed -> running, when a person requeues the node it failed for
  *
  * Each transition is one function that updates the rows, writes its event
  * through the event writer (events.c) and keeps the run's counters in the
@@ -36,6 +37,7 @@
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "storage/proc.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 
@@ -886,6 +888,118 @@ vb_state_cancel_run(VbRun *run, const char *reason, TimestampTz at)
 	vb_append_json_string(&data, reason);
 	appendStringInfo(&data, ",\"cancelled\":%s,\"revoked\":%s}", cancelled, revoked);
 	end_run(run, VB_RUN_CANCELLED, "RUN_CANCELLED", data.data, at);
+}
+
+/* ---- a failed run comes back ---- */
+
+/*
+ * Requeues task_id, a node that failed for good, in a locked run: it gets a
+ * new attempt budget (its policy's max_attempts more) and is ready again.
+ * When the run failed because of this node, the run runs again: the nodes
+ * its failure skipped come back pending (or ready, when their dependencies
+ * have succeeded), and those whose lease it revoked are ready for a new
+ * attempt.  One NODES_REQUEUED event says who did it, why, and which nodes
+ * came back, so replay rebuilds it.  Returns false when the node is not
+ * failed (nothing changed).  The caller checks that the run may revive
+ * (vb_state_requeue_refusal).
+ */
+bool
+vb_state_requeue(VbRun *run, int64 task_id, const char *reason, const char *by,
+				 TimestampTz at)
+{
+	static SPIPlanPtr node_plan = NULL;
+	static SPIPlanPtr revive_plan = NULL;
+	static SPIPlanPtr run_plan = NULL;
+	Datum		args[3];
+	char	   *node;
+	char	   *activity;
+	int			max_attempts;
+	bool		isnull;
+	char	   *revived = "[]";
+	StringInfoData data;
+
+	if (node_plan == NULL)
+	{
+		Oid			t2[2] = {INT8OID, TIMESTAMPTZOID};
+		Oid			t3[3] = {UUIDOID, TIMESTAMPTZOID, INT8OID};
+		Oid			t1[1] = {UUIDOID};
+
+		node_plan = vb_prepare("UPDATE vectorbea.nodes"
+							   "   SET status = 'ready', available_at = $2, finished_at = NULL,"
+							   "       max_attempts = attempt + (retry->>'max_attempts')::int"
+							   " WHERE id = $1 AND status = 'failed'"
+							   " RETURNING node, activity, max_attempts", lengthof(t2), t2);
+		revive_plan = vb_prepare("WITH closed AS ("
+								 "  SELECT id FROM vectorbea.nodes"
+								 "   WHERE run_id = $1 AND id <> $3 AND status IN ('skipped', 'cancelled')"
+								 "   FOR UPDATE"
+								 "), reopened AS ("
+								 "  UPDATE vectorbea.nodes n"
+								 "     SET status = CASE WHEN n.deps_remaining = 0 THEN 'ready' ELSE 'pending' END,"
+								 "         available_at = CASE WHEN n.deps_remaining = 0 THEN $2 END,"
+								 "         finished_at = NULL, lease = NULL, lease_expires_at = NULL"
+								 "    FROM closed WHERE n.id = closed.id"
+								 "  RETURNING n.node, n.activity, n.status"
+								 ")"
+								 " SELECT coalesce(pg_catalog.jsonb_agg(node ORDER BY node), '[]')::text,"
+								 "        pg_catalog.count(*),"
+								 "        coalesce(pg_catalog.array_agg(DISTINCT activity)"
+								 "                 FILTER (WHERE status = 'ready' AND activity IS NOT NULL), '{}'),"
+								 "        pg_catalog.bool_or(status = 'ready' AND activity IS NULL)"
+								 "   FROM reopened", lengthof(t3), t3);
+		run_plan = vb_prepare("UPDATE vectorbea.runs SET status = 'running', finished_at = NULL,"
+							  " error = NULL WHERE id = $1", lengthof(t1), t1);
+	}
+	args[0] = Int64GetDatum(task_id);
+	args[1] = TimestampTzGetDatum(at);
+	if (SPI_execute_plan(node_plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "vectorbea: could not requeue task %ld", (long) task_id);
+	if (SPI_processed == 0)
+		return false;
+	node = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	activity = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	max_attempts = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	run->open_nodes++;
+
+	if (run->status == VB_RUN_FAILED)
+	{
+		ArrayType  *acts;
+		Datum	   *names;
+		int			n;
+
+		args[0] = UUIDPGetDatum(&run->id);
+		args[1] = TimestampTzGetDatum(at);
+		args[2] = Int64GetDatum(task_id);
+		if (SPI_execute_plan(revive_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "vectorbea: could not reopen the nodes of run %s", vb_uuid_text(&run->id));
+		revived = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		run->open_nodes += (int32) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+															   SPI_tuptable->tupdesc, 2, &isnull));
+		acts = DatumGetArrayTypeP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+		run->gates_pending = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull))
+			&& !isnull;
+		deconstruct_array(acts, TEXTOID, -1, false, TYPALIGN_INT, &names, NULL, &n);
+		for (int i = 0; i < n; i++)
+			vb_notify_task_ready(TextDatumGetCString(names[i]));
+		revived = pstrdup(revived);
+		args[0] = UUIDPGetDatum(&run->id);
+		if (SPI_execute_plan(run_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "vectorbea: could not resume run %s", vb_uuid_text(&run->id));
+		run->status = VB_RUN_RUNNING;
+	}
+
+	initStringInfo(&data);
+	appendStringInfoString(&data, "{\"requeued\":");
+	vb_append_json_string(&data, node);
+	appendStringInfo(&data, ",\"max_attempts\":%d,\"revived\":%s,\"by\":", max_attempts, revived);
+	vb_append_json_string(&data, by);
+	appendStringInfoString(&data, ",\"reason\":");
+	vb_append_json_string(&data, reason);
+	appendStringInfoChar(&data, '}');
+	vb_event(run, "NODES_REQUEUED", node, 0, data.data, at);
+	became_ready(run, activity);
+	open_ready_gates(run, at);
+	return true;
 }
 
 /* ---- spend ---- */

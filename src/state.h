@@ -60,6 +60,10 @@ extern void vb_state_fail_run(VbRun *run, const char *node, const char *reason,
 							  TimestampTz at);
 extern void vb_state_cancel_run(VbRun *run, const char *reason, TimestampTz at);
 
+/* A failed node, and its run, come back. */
+extern bool vb_state_requeue(VbRun *run, int64 task_id, const char *reason, const char *by,
+							 TimestampTz at);
+
 /* Spend. */
 extern bool vb_state_book_usage(VbRun *run, int64 tokens, const char *usd,
 								char **detail_json);

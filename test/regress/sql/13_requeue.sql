@@ -1,0 +1,112 @@
+-- Dead letters that come back: requeue() gives a node that failed for good
+-- a new attempt budget and its run runs again, with the nodes its failure
+-- had skipped or revoked; requeue_dead() does it for every dead letter a
+-- filter matches.  Replay and verify_run follow (NODES_REQUEUED).
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/setup.psql
+
+SELECT vectorbea.define_workflow('rq', '{"nodes":[
+	{"id":"fetch","activity":"rq_fetch","retry":{"max_attempts":2,"initial":"0s","max":"0s"}},
+	{"id":"side","activity":"rq_side"},
+	{"id":"report","activity":"rq_report","depends_on":["fetch","side"]},
+	{"id":"sign","kind":"approval","depends_on":["report"],"approval":{"gate":"rq_sign"}}]}');
+SELECT vectorbea.start_run('rq', '{"ticket": 1}') AS run \gset
+
+-- side is running when fetch fails for good (two attempts): the run fails,
+-- side's lease is revoked, report and sign are skipped.
+SELECT task_id AS side_task, lease AS side_lease FROM vectorbea.claim_tasks('w', ARRAY['rq_side']) \gset
+SELECT vectorbea.fail_task(task_id, lease, '{"message": "upstream down", "class": "transient"}')
+  FROM vectorbea.claim_tasks('w', ARRAY['rq_fetch']);
+SELECT vectorbea.fail_task(task_id, lease, '{"message": "upstream down", "class": "transient"}')
+  FROM vectorbea.claim_tasks('w', ARRAY['rq_fetch']);
+SELECT status FROM vectorbea.runs WHERE id = :'run';
+SELECT * FROM nodes_of(:'run');
+SELECT node, attempt, error->>'class' AS class FROM vectorbea.dead_letters WHERE run_id = :'run';
+SELECT id AS fetch_task FROM vectorbea.nodes WHERE run_id = :'run' AND node = 'fetch' \gset
+
+-- Bad input changes nothing.
+SELECT vectorbea.requeue(NULL); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.requeue(999999); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.requeue(:side_task); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.requeue(:fetch_task, repeat('x', 4097)); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.requeue_dead('[]'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.requeue_dead('{"flavour": "x"}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.requeue_dead('{"run": "not-a-uuid"}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.requeue_dead('{"failed_after": "yesterday-ish"}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.requeue_dead('{"workflow": 7}'); \echo SQLSTATE :SQLSTATE
+SELECT status FROM vectorbea.runs WHERE id = :'run';
+SELECT * FROM check_run(:'run');
+
+-- requeue, by an operator role: fetch is ready with two more attempts, the
+-- run runs again, side (revoked) is ready, report and sign (skipped) are
+-- pending.
+CREATE ROLE vb_rq_ops;
+GRANT USAGE ON SCHEMA vectorbea TO vb_rq_ops;
+GRANT EXECUTE ON FUNCTION vectorbea.requeue(bigint, text) TO vb_rq_ops;
+SET ROLE vb_rq_ops;
+SELECT vectorbea.requeue(:fetch_task, 'upstream is back');
+RESET ROLE;
+SELECT status, finished_at IS NULL AS open, error IS NULL AS no_error FROM vectorbea.runs WHERE id = :'run';
+SELECT * FROM nodes_of(:'run');
+SELECT max_attempts FROM vectorbea.nodes WHERE id = :fetch_task;
+SELECT count(*) AS dead_letters FROM vectorbea.dead_letters WHERE run_id = :'run';
+SELECT * FROM check_run(:'run');
+SELECT line FROM timeline_text(:'run') AS line WHERE line LIKE 'NODES_REQUEUED%';
+-- The revoked attempt's late result is still refused; a new attempt runs.
+SELECT vectorbea.complete_task(:side_task, :'side_lease', '{}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.complete_task(task_id, lease, '{"rows": 3}')
+  FROM vectorbea.claim_tasks('w', ARRAY['rq_fetch', 'rq_side'], 2);
+SELECT vectorbea.complete_task(task_id, lease, '{"done": true}')
+  FROM vectorbea.claim_tasks('w', ARRAY['rq_report']);
+-- The approval node skipped by the failure opens its gate now.
+SELECT gate, status FROM vectorbea.approvals WHERE run_id = :'run';
+UPDATE vectorbea.approvals SET status = 'approved', decided_by = 'ops' WHERE run_id = :'run';
+SELECT status FROM vectorbea.runs WHERE id = :'run';
+SELECT * FROM nodes_of(:'run');
+SELECT * FROM check_run(:'run');
+-- A node that succeeded cannot be requeued.
+SELECT vectorbea.requeue(:fetch_task); \echo SQLSTATE :SQLSTATE
+
+-- requeue_dead: by filter, run by run.
+SELECT vectorbea.start_run('rq', jsonb_build_object('ticket', i)) FROM generate_series(2, 4) i \g /dev/null
+SELECT count(*) FROM (
+	SELECT vectorbea.fail_task(task_id, lease, '{"message": "bad input", "class": "permanent"}')
+	  FROM vectorbea.claim_tasks('w', ARRAY['rq_fetch'], 3)) f;
+SELECT count(*) AS failed_runs FROM vectorbea.runs WHERE status = 'failed';
+SELECT vectorbea.requeue_dead('{"class": "transient"}') AS transient_requeued;
+SELECT vectorbea.requeue_dead('{"class": "permanent", "workflow": "rq", "activity": "rq_fetch"}', 'fixed the input')
+	AS permanent_requeued;
+SELECT count(*) FILTER (WHERE status = 'running') AS running, count(*) FILTER (WHERE status = 'failed') AS failed
+  FROM vectorbea.runs;
+SELECT count(*) FILTER (WHERE d.differences = 0 AND d.replay_stable) AS consistent_runs, count(*) AS runs
+  FROM vectorbea.runs r, LATERAL check_run(r.id) d;
+SELECT vectorbea.requeue_dead('{}') AS nothing_left;
+
+-- A run past its deadline would fail again at once: refused.
+SELECT vectorbea.define_workflow('rq_dl', '{"nodes":[{"id":"fetch","activity":"rq_dl_fetch"}]}');
+SELECT vectorbea.start_run('rq_dl', '{}', NULL, '{"deadline": "1h"}') AS run9 \gset
+SELECT vectorbea.fail_task(task_id, lease, '{"message": "no", "class": "permanent"}')
+  FROM vectorbea.claim_tasks('w', ARRAY['rq_dl_fetch']);
+SELECT id AS fetch9 FROM vectorbea.nodes WHERE run_id = :'run9' \gset
+SET vectorbea.test_clock_offset = '2h';
+-- (its message names the run and the deadline, masked here for a stable output)
+CREATE FUNCTION try_requeue(task bigint) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+	msg text;
+	detail text;
+BEGIN
+	PERFORM vectorbea.requeue(task);
+	RETURN 'requeued';
+EXCEPTION WHEN OTHERS THEN
+	GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL;
+	RETURN SQLSTATE || ' ' || regexp_replace(regexp_replace(msg || ' / ' || detail,
+		'[0-9a-f]{8}-[0-9a-f-]{27}', '<run>', 'g'), '\d{4}-\d\d-\d\dT[0-9:.]+Z', '<time>', 'g');
+END $$;
+SELECT try_requeue(:fetch9);
+SELECT vectorbea.requeue_dead(jsonb_build_object('run', :'run9')) AS past_deadline_requeued;
+RESET vectorbea.test_clock_offset;
+SELECT status FROM vectorbea.runs WHERE id = :'run9';
+SELECT * FROM check_run(:'run9');
+
+DROP OWNED BY vb_rq_ops;
+DROP ROLE vb_rq_ops;
