@@ -245,3 +245,261 @@ SELECT jsonb_build_object(
 $$;
 COMMENT ON FUNCTION @extschema@.replay(uuid, bigint) IS
 	'The run''s state rebuilt from its events alone, optionally as of event upto.';
+
+/*
+ * Pictures of a run and the difference between two runs (issue 15, part):
+ * graph() draws the living graph as Mermaid or Graphviz dot, with each
+ * node's state, kind and attempts, dependencies as solid arrows and spawn
+ * provenance as dashed ones, and gates with their decisions;
+ * timeline_chart() draws when each attempt ran and each gate waited as a
+ * Mermaid gantt chart; diff_runs() lists, node by node, what differs
+ * between two runs.  All three read the tables and the history only.
+ */
+CREATE FUNCTION @extschema@.graph(run uuid, format text DEFAULT 'mermaid')
+	RETURNS text
+	LANGUAGE plpgsql STABLE SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	result text;
+BEGIN
+	IF run IS NULL OR format IS NULL THEN
+		RAISE EXCEPTION 'run and format must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF format NOT IN ('mermaid', 'dot') THEN
+		RAISE EXCEPTION 'unknown graph format "%"', format
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use ''mermaid'' (for Markdown, GitHub, Mermaid Live) or ''dot'' (for Graphviz).';
+	END IF;
+	IF NOT EXISTS (SELECT FROM @extschema@.runs r WHERE r.id = graph.run) THEN
+		RAISE EXCEPTION 'run % does not exist', run USING ERRCODE = 'undefined_object';
+	END IF;
+
+	WITH n AS (
+		SELECT x.node, x.kind, x.status, x.attempt, x.max_attempts, x.depends_on, x.spawned_by,
+			   'n' || pg_catalog.row_number() OVER (ORDER BY x.id) AS key,
+			   (SELECT a.gate || ': ' || a.status
+					   || coalesce(' by ' || coalesce(a.decided_by, a.decided_role::text), '')
+				  FROM @extschema@.approvals a
+				 WHERE a.run_id = x.run_id AND a.node = x.node
+				 ORDER BY a.id DESC LIMIT 1) AS gate
+		  FROM @extschema@.nodes x WHERE x.run_id = graph.run
+	), labelled AS (
+		SELECT n.*,
+			   @extschema@.escape_text(n.node) AS title,
+			   @extschema@.escape_text(n.kind || ' · ' || n.status
+				   || CASE WHEN n.attempt > 1 THEN ' · attempt ' || n.attempt || '/' || n.max_attempts
+						   ELSE '' END) AS sub,
+			   @extschema@.escape_text(n.gate) AS gate_text,
+			   CASE n.status WHEN 'pending' THEN '#eeeeee' WHEN 'ready' THEN '#fff3cd'
+							 WHEN 'running' THEN '#cce5ff' WHEN 'waiting' THEN '#ffe0b2'
+							 WHEN 'succeeded' THEN '#d4edda' WHEN 'failed' THEN '#f8d7da'
+							 WHEN 'skipped' THEN '#e2e3e5' ELSE '#d6d8db' END AS colour
+		  FROM n
+	), dep AS (
+		SELECT p.key AS from_key, c.key AS to_key, p.node AS from_node, c.node AS to_node
+		  FROM labelled c, pg_catalog.unnest(c.depends_on) AS d(node)
+		  JOIN labelled p ON p.node = d.node
+	), spawn AS (
+		SELECT p.key AS from_key, c.key AS to_key, p.node AS from_node, c.node AS to_node
+		  FROM labelled c JOIN labelled p ON p.node = c.spawned_by
+	)
+	SELECT CASE graph.format
+		WHEN 'mermaid' THEN
+			'flowchart TD' || E'\n'
+			|| coalesce((SELECT pg_catalog.string_agg(
+						'  ' || l.key
+						|| CASE l.kind WHEN 'llm' THEN '(["' WHEN 'approval' THEN '{{"' ELSE '["' END
+						|| pg_catalog.replace(l.title, '"', '#quot;') || '<br/>'
+						|| pg_catalog.replace(l.sub, '"', '#quot;')
+						|| coalesce('<br/>' || pg_catalog.replace(l.gate_text, '"', '#quot;'), '')
+						|| CASE l.kind WHEN 'llm' THEN '"])' WHEN 'approval' THEN '"}}' ELSE '"]' END
+						|| ':::' || l.status, E'\n' ORDER BY l.key) FROM labelled l) || E'\n', '')
+			|| coalesce((SELECT pg_catalog.string_agg('  ' || d.from_key || ' --> ' || d.to_key, E'\n'
+						ORDER BY d.from_node, d.to_node) FROM dep d) || E'\n', '')
+			|| coalesce((SELECT pg_catalog.string_agg('  ' || s.from_key || ' -. spawned .-> ' || s.to_key, E'\n'
+						ORDER BY s.from_node, s.to_node) FROM spawn s) || E'\n', '')
+			|| '  classDef pending fill:#eeeeee,stroke:#9e9e9e' || E'\n'
+			|| '  classDef ready fill:#fff3cd,stroke:#b8860b' || E'\n'
+			|| '  classDef running fill:#cce5ff,stroke:#1565c0' || E'\n'
+			|| '  classDef waiting fill:#ffe0b2,stroke:#e65100' || E'\n'
+			|| '  classDef succeeded fill:#d4edda,stroke:#2e7d32' || E'\n'
+			|| '  classDef failed fill:#f8d7da,stroke:#c62828' || E'\n'
+			|| '  classDef skipped fill:#e2e3e5,stroke:#757575' || E'\n'
+			|| '  classDef cancelled fill:#d6d8db,stroke:#424242' || E'\n'
+		ELSE
+			'digraph run {' || E'\n'
+			|| '  rankdir=TB;' || E'\n'
+			|| '  node [style="filled,rounded", fontname="Helvetica", fontsize=11];' || E'\n'
+			|| coalesce((SELECT pg_catalog.string_agg(
+						'  "' || l.key || '" [label="'
+						|| pg_catalog.replace(pg_catalog.replace(l.title, '\', '\\'), '"', '\"') || '\n'
+						|| pg_catalog.replace(pg_catalog.replace(l.sub, '\', '\\'), '"', '\"')
+						|| coalesce('\n' || pg_catalog.replace(pg_catalog.replace(l.gate_text, '\', '\\'), '"', '\"'), '')
+						|| '", shape=' || CASE l.kind WHEN 'llm' THEN 'ellipse' WHEN 'approval' THEN 'hexagon'
+													  ELSE 'box' END
+						|| ', fillcolor="' || l.colour || '"];', E'\n' ORDER BY l.key) FROM labelled l) || E'\n', '')
+			|| coalesce((SELECT pg_catalog.string_agg('  "' || d.from_key || '" -> "' || d.to_key || '";', E'\n'
+						ORDER BY d.from_node, d.to_node) FROM dep d) || E'\n', '')
+			|| coalesce((SELECT pg_catalog.string_agg('  "' || s.from_key || '" -> "' || s.to_key
+						|| '" [style=dashed, color="#757575", label="spawned", fontsize=9];', E'\n'
+						ORDER BY s.from_node, s.to_node) FROM spawn s) || E'\n', '')
+			|| '}' || E'\n'
+		END
+	  INTO result;
+	RETURN result;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.graph(uuid, text) IS
+	'The run''s living graph as Mermaid (default) or Graphviz dot: nodes with kind, state, attempts and gate decisions; dependencies solid, spawns dashed.';
+REVOKE ALL ON FUNCTION @extschema@.graph(uuid, text) FROM PUBLIC;
+
+CREATE FUNCTION @extschema@.timeline_chart(run uuid)
+	RETURNS text
+	LANGUAGE plpgsql STABLE SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	result text;
+	r record;
+BEGIN
+	IF run IS NULL THEN
+		RAISE EXCEPTION 'run must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	SELECT x.workflow, x.workflow_version, x.finished_at INTO r
+	  FROM @extschema@.runs x WHERE x.id = timeline_chart.run;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'run % does not exist', run USING ERRCODE = 'undefined_object';
+	END IF;
+
+	WITH ev AS (
+		SELECT e.seq, e.type, e.node, e.attempt, e.data, e.at
+		  FROM @extschema@.events e WHERE e.run_id = timeline_chart.run
+	), run_end AS (
+		SELECT coalesce(pg_catalog.max(ev.at) FILTER (WHERE ev.type IN ('RUN_COMPLETED', 'RUN_FAILED',
+																		 'RUN_CANCELLED')),
+						@extschema@.clock()) AS at
+		  FROM ev
+	), bars AS (
+		-- An attempt: from its STEP_STARTED to the event that ended it.
+		SELECT s.node, s.seq, 'attempt ' || s.attempt AS label, s.at AS from_at,
+			   coalesce(fin.at, (SELECT at FROM run_end)) AS to_at,
+			   CASE fin.type WHEN 'STEP_COMPLETED' THEN 'done' WHEN 'STEP_FAILED' THEN 'crit'
+				   ELSE CASE WHEN r.finished_at IS NULL THEN 'active' ELSE 'crit' END END AS tag
+		  FROM ev s
+		  LEFT JOIN LATERAL (SELECT f.type, f.at FROM ev f
+							  WHERE f.node = s.node AND f.seq > s.seq
+								AND f.type IN ('STEP_COMPLETED', 'STEP_FAILED', 'APPROVAL_REQUESTED')
+							  ORDER BY f.seq LIMIT 1) fin ON true
+		 WHERE s.type = 'STEP_STARTED'
+		UNION ALL
+		-- A gate: from its request to its decision, expiry or the run's end.
+		SELECT q.node, q.seq, 'gate ' || (q.data->>'gate') || coalesce(' ' || dec.outcome, ''),
+			   q.at, coalesce(dec.at, (SELECT at FROM run_end)),
+			   CASE dec.outcome WHEN 'approved' THEN 'done' WHEN 'rejected' THEN 'crit'
+				   ELSE CASE WHEN r.finished_at IS NULL THEN 'active' ELSE 'crit' END END
+		  FROM ev q
+		  LEFT JOIN LATERAL (SELECT d.at,
+									CASE d.type WHEN 'APPROVAL_GRANTED' THEN 'approved'
+												WHEN 'APPROVAL_REJECTED' THEN 'rejected'
+												ELSE d.data->>'outcome' END AS outcome
+							   FROM ev d
+							  WHERE d.node = q.node AND d.seq > q.seq
+								AND d.type IN ('APPROVAL_GRANTED', 'APPROVAL_REJECTED', 'APPROVAL_EXPIRED')
+							  ORDER BY d.seq LIMIT 1) dec ON true
+		 WHERE q.type = 'APPROVAL_REQUESTED'
+	)
+	SELECT 'gantt' || E'\n'
+		   || '  title ' || pg_catalog.replace(@extschema@.escape_text(r.workflow), ':', ' ')
+		   || ' v' || r.workflow_version || E'\n'
+		   || '  dateFormat x' || E'\n'
+		   || '  axisFormat %H:%M:%S' || E'\n'
+		   || coalesce((SELECT pg_catalog.string_agg(sec.block, '' ORDER BY sec.first_seq)
+						  FROM (SELECT pg_catalog.min(b.seq) AS first_seq,
+									   '  section ' || pg_catalog.translate(@extschema@.escape_text(b.node), ':#;', '   ')
+									   || E'\n'
+									   || pg_catalog.string_agg('  ' || pg_catalog.translate(b.label, ':#;,', '    ')
+											|| ' :' || b.tag || ', '
+											|| (pg_catalog.date_part('epoch', b.from_at) * 1000)::bigint || ', '
+											|| greatest((pg_catalog.date_part('epoch', b.to_at) * 1000)::bigint,
+																   (pg_catalog.date_part('epoch', b.from_at) * 1000)::bigint + 1)
+											|| E'\n', '' ORDER BY b.seq) AS block
+								  FROM bars b GROUP BY b.node) sec), '')
+	  INTO result;
+	RETURN result;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.timeline_chart(uuid) IS
+	'When each attempt of the run ran and each gate waited, as a Mermaid gantt chart (times in epoch milliseconds).';
+REVOKE ALL ON FUNCTION @extschema@.timeline_chart(uuid) FROM PUBLIC;
+
+CREATE FUNCTION @extschema@.diff_runs(a uuid, b uuid)
+	RETURNS TABLE (node text, what text, a_value jsonb, b_value jsonb)
+	LANGUAGE plpgsql STABLE SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF diff_runs.a IS NULL OR diff_runs.b IS NULL THEN
+		RAISE EXCEPTION 'both runs must be given' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF NOT EXISTS (SELECT FROM @extschema@.runs r WHERE r.id = diff_runs.a) THEN
+		RAISE EXCEPTION 'run % (a) does not exist', diff_runs.a USING ERRCODE = 'undefined_object';
+	END IF;
+	IF NOT EXISTS (SELECT FROM @extschema@.runs r WHERE r.id = diff_runs.b) THEN
+		RAISE EXCEPTION 'run % (b) does not exist', diff_runs.b USING ERRCODE = 'undefined_object';
+	END IF;
+	RETURN QUERY
+	WITH per_node AS (
+		SELECT x.run_id, x.node AS id,
+			   pg_catalog.jsonb_build_object(
+				   'status', pg_catalog.to_jsonb(x.status),
+				   'attempts', pg_catalog.to_jsonb(x.attempt),
+				   'output', x.output,
+				   'tokens', pg_catalog.to_jsonb(coalesce(u.tokens, 0)),
+				   'cost_usd', pg_catalog.to_jsonb(coalesce(u.usd, 0)),
+				   'latency_ms', pg_catalog.to_jsonb(
+						(pg_catalog.date_part('epoch', x.finished_at - x.started_at) * 1000)::bigint)) AS facts
+		  FROM @extschema@.nodes x
+		  LEFT JOIN LATERAL (
+				SELECT pg_catalog.sum((e.data->'usage'->>'tokens')::bigint) AS tokens,
+					   pg_catalog.sum((e.data->'usage'->>'usd')::numeric) AS usd
+				  FROM @extschema@.events e
+				 WHERE e.run_id = x.run_id AND e.node = x.node
+				   AND e.type IN ('STEP_COMPLETED', 'LLM_CALLED')) u ON true
+		 WHERE x.run_id IN (diff_runs.a, diff_runs.b)
+	), pairs AS (
+		SELECT coalesce(pa.id, pb.id) AS id, pa.facts AS fa, pb.facts AS fb
+		  FROM (SELECT * FROM per_node WHERE run_id = diff_runs.a) pa
+		  FULL JOIN (SELECT * FROM per_node WHERE run_id = diff_runs.b) pb ON pb.id = pa.id
+	), facts AS (
+		SELECT p.id, k.key AS what, p.fa->k.key AS va, p.fb->k.key AS vb
+		  FROM pairs p,
+			   LATERAL (VALUES ('status'), ('attempts'), ('output'), ('tokens'), ('cost_usd'),
+							   ('latency_ms')) AS k(key)
+		 WHERE p.fa IS NOT NULL AND p.fb IS NOT NULL
+	)
+	SELECT p.id, CASE WHEN p.fa IS NULL THEN 'only in b' ELSE 'only in a' END,
+		   p.fa->'status', p.fb->'status'
+	  FROM pairs p WHERE p.fa IS NULL OR p.fb IS NULL
+	UNION ALL
+	-- Outputs that are both objects are compared key by key.
+	SELECT f.id, 'output.' || k.key, f.va->k.key, f.vb->k.key
+	  FROM facts f,
+		   LATERAL (SELECT pg_catalog.jsonb_object_keys(f.va)
+					UNION
+					SELECT pg_catalog.jsonb_object_keys(f.vb)) AS k(key)
+	 WHERE f.what = 'output' AND pg_catalog.jsonb_typeof(f.va) = 'object'
+	   AND pg_catalog.jsonb_typeof(f.vb) = 'object'
+	   AND (f.va->k.key) IS DISTINCT FROM (f.vb->k.key)
+	UNION ALL
+	SELECT f.id, f.what, f.va, f.vb
+	  FROM facts f
+	 WHERE f.va IS DISTINCT FROM f.vb
+	   AND NOT (f.what = 'output' AND pg_catalog.jsonb_typeof(f.va) = 'object'
+				AND pg_catalog.jsonb_typeof(f.vb) = 'object')
+	ORDER BY 1, 2;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.diff_runs(uuid, uuid) IS
+	'What differs between two runs, node by node: nodes only in one, status, attempts, output (key by key), tokens, cost and latency.';
+REVOKE ALL ON FUNCTION @extschema@.diff_runs(uuid, uuid) FROM PUBLIC;

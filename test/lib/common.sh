@@ -35,6 +35,7 @@ VB_REQUIRED_PACKAGES=(
 	gcc
 	python3-psycopg2
 	ca-certificates
+	graphviz
 )
 
 # Root of the source tree this file belongs to (test/lib/ -> ../..).

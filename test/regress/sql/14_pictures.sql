@@ -1,0 +1,61 @@
+-- Pictures of a run and the difference between two runs: graph() as
+-- Mermaid and dot (states, kinds, attempts, spawns drawn dashed, gates with
+-- their decisions), timeline_chart() as a Mermaid gantt chart, diff_runs()
+-- node by node.
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/setup.psql
+
+SELECT vectorbea.define_workflow('pic', '{"nodes":[
+	{"id":"scout","activity":"pic_scout"},
+	{"id":"plan","activity":"pic_plan","depends_on":["scout"],
+	 "retry":{"max_attempts":3,"initial":"0s","max":"0s"}},
+	{"id":"editor","kind":"approval","depends_on":["plan"],"approval":{"gate":"publish"}}]}');
+
+-- Run A: plan fails once, succeeds, spawns two investigations; the editor approves.
+SELECT vectorbea.start_run('pic', '{"topic": "latency"}') AS run_a \gset
+SELECT vectorbea.complete_task(task_id, lease, '{"found": 3}') FROM vectorbea.claim_tasks('w', ARRAY['pic_scout']);
+SELECT vectorbea.fail_task(task_id, lease, '{"message": "model busy", "class": "transient"}')
+  FROM vectorbea.claim_tasks('w', ARRAY['pic_plan']);
+SELECT vectorbea.complete_task(task_id, lease, '{"steps": ["a", "b"], "cost": "low"}',
+		spawn => '[{"id":"check_db","activity":"pic_check","depends_on":["plan"]},
+				   {"id":"check_api","activity":"pic_check","depends_on":["plan"]}]')
+  FROM vectorbea.claim_tasks('w', ARRAY['pic_plan']);
+SELECT count(*) FROM (SELECT vectorbea.complete_task(task_id, lease, '{"ok": true}')
+  FROM vectorbea.claim_tasks('w', ARRAY['pic_check'], 2)) c;
+UPDATE vectorbea.approvals SET status = 'approved', decided_by = 'dana' WHERE run_id = :'run_a';
+SELECT status FROM vectorbea.runs WHERE id = :'run_a';
+
+SELECT vectorbea.graph(:'run_a');
+SELECT vectorbea.graph(:'run_a', 'dot');
+
+-- The chart has a section per node, attempts and the gate as bars; times
+-- are epoch milliseconds, masked here.
+SELECT regexp_replace(vectorbea.timeline_chart(:'run_a'), '\d{13}', '<ms>', 'g') AS chart;
+
+-- Run B: plan succeeds at once with another output and spawns one check;
+-- the editor rejects.
+SELECT vectorbea.start_run('pic', '{"topic": "latency"}') AS run_b \gset
+SELECT vectorbea.complete_task(task_id, lease, '{"found": 3}') FROM vectorbea.claim_tasks('w', ARRAY['pic_scout']);
+SELECT vectorbea.complete_task(task_id, lease, '{"steps": ["a"], "cost": "low"}',
+		spawn => '[{"id":"check_db","activity":"pic_check","depends_on":["plan"]}]', usage => '{"tokens": 120, "usd": 0.002}')
+  FROM vectorbea.claim_tasks('w', ARRAY['pic_plan']);
+SELECT vectorbea.complete_task(task_id, lease, '{"ok": false}') FROM vectorbea.claim_tasks('w', ARRAY['pic_check']);
+UPDATE vectorbea.approvals SET status = 'rejected', decided_by = 'dana', reason = 'not yet' WHERE run_id = :'run_b';
+
+-- (latency is left out here: it differs from run to run of the test; the
+-- gate's output holds the decision time, so only its status is shown)
+SELECT node, what, a_value, b_value FROM vectorbea.diff_runs(:'run_a', :'run_b')
+ WHERE what <> 'latency_ms' AND NOT (node = 'editor' AND what = 'output');
+SELECT a_value->>'status' AS a_decision, b_value AS b_output
+  FROM vectorbea.diff_runs(:'run_a', :'run_b') WHERE node = 'editor' AND what = 'output';
+-- A run compared with itself differs in nothing.
+SELECT count(*) AS differences FROM vectorbea.diff_runs(:'run_a', :'run_a');
+SELECT vectorbea.graph(:'run_b');
+
+-- Bad input changes nothing.
+SELECT vectorbea.graph(:'run_a', 'png'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.graph(NULL); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.graph('00000000-0000-0000-0000-000000000000'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.timeline_chart('00000000-0000-0000-0000-000000000000'); \echo SQLSTATE :SQLSTATE
+SELECT * FROM vectorbea.diff_runs(:'run_a', '00000000-0000-0000-0000-000000000000'); \echo SQLSTATE :SQLSTATE
+SELECT * FROM vectorbea.diff_runs(NULL, :'run_a'); \echo SQLSTATE :SQLSTATE
