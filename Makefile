@@ -40,6 +40,7 @@ OBJS = \
 	src/cancel.o \
 	src/custom_events.o \
 	src/requeue.o \
+	src/retention.o \
 	src/approvals.o \
 	src/keys.o \
 	src/llm_request.o \

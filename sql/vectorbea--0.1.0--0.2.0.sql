@@ -503,3 +503,40 @@ $$;
 COMMENT ON FUNCTION @extschema@.diff_runs(uuid, uuid) IS
 	'What differs between two runs, node by node: nodes only in one, status, attempts, output (key by key), tokens, cost and latency.';
 REVOKE ALL ON FUNCTION @extschema@.diff_runs(uuid, uuid) FROM PUBLIC;
+
+/*
+ * Retention: purge_runs() deletes finished runs older than a cut-off with
+ * their nodes, events and approvals, a bounded batch a call, through the
+ * one engine path around the append-only triggers; with the setting
+ * vectorbea.retention the scheduler does it on its own.  Each batch is
+ * counted in purge_batches, which writes no event.
+ */
+CREATE TABLE @extschema@.purge_batches (
+	id			bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	purged_at	timestamptz NOT NULL,
+	runs		bigint NOT NULL CHECK (runs > 0),
+	nodes		bigint NOT NULL,
+	events		bigint NOT NULL,
+	approvals	bigint NOT NULL,
+	purged_by	text NOT NULL
+);
+COMMENT ON TABLE @extschema@.purge_batches IS
+	'One row per batch of finished runs purged (purge_runs() or vectorbea.retention): how many runs, nodes, events and approvals, when, by whom.';
+REVOKE ALL ON TABLE @extschema@.purge_batches FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.purge_batches', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('@extschema@.purge_batches', 'id')::regclass, '');
+
+-- Retention finds finished runs by when they finished.
+CREATE INDEX runs_finished_idx ON @extschema@.runs (finished_at)
+	WHERE finished_at IS NOT NULL;
+
+CREATE FUNCTION @extschema@.purge_runs(older_than interval,
+									   statuses text[] DEFAULT '{succeeded,failed,cancelled}',
+									   max_runs integer DEFAULT 500)
+	RETURNS integer
+	LANGUAGE c SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_purge_runs';
+COMMENT ON FUNCTION @extschema@.purge_runs(interval, text[], integer) IS
+	'Deletes up to max_runs finished runs older than older_than with their nodes, events and approvals; returns how many.  Call it again until it returns 0.';
+REVOKE ALL ON FUNCTION @extschema@.purge_runs(interval, text[], integer) FROM PUBLIC;

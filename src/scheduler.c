@@ -58,6 +58,7 @@
 #include "clock.h"
 #include "http.h"
 #include "llm.h"
+#include "retention.h"
 #include "scheduler.h"
 #include "settings.h"
 #include "shmem.h"
@@ -65,6 +66,9 @@
 
 /* How soon to look again at due work whose run was busy. */
 #define BUSY_RETRY_MS	100
+
+/* Runs purged in one scheduler step: its locks last that long. */
+#define PURGE_BATCH		500
 
 /*
  * The scheduler runs engine SQL as the bootstrap superuser, in a database
@@ -286,6 +290,36 @@ wait_with_calls(TimestampTz until, MemoryContext cxt, VbSweepCounters *c)
 }
 
 /*
+ * One batch of retention (vectorbea.retention): runs finished longer ago
+ * are purged with their history.  True when the batch was full.  A
+ * database still at 0.1.0 has no audit table: purging waits for ALTER
+ * EXTENSION ... UPDATE, with a warning an hour.
+ */
+static bool
+purge_old_runs(TimestampTz now)
+{
+	static TimestampTz last_warning = 0;
+	int			purged = 0;
+
+	begin_step("vectorbea: purging finished runs");
+	if (vb_retention_available())
+		purged = vb_purge_batch(vb_finished_statuses(),
+								now - (int64) vb_retention_min * 60 * USECS_PER_SEC,
+								PURGE_BATCH, "vectorbea scheduler", now);
+	else if (TimestampDifferenceExceeds(last_warning, GetCurrentTimestamp(), 3600 * 1000))
+	{
+		ereport(WARNING,
+				(errmsg("vectorbea scheduler: vectorbea.retention is set, but this database's extension has no retention yet"),
+				 errhint("ALTER EXTENSION vectorbea UPDATE;")));
+		last_warning = GetCurrentTimestamp();
+	}
+	end_step();
+	if (purged > 0)
+		ereport(DEBUG1, (errmsg("vectorbea scheduler: purged %d finished runs", purged)));
+	return purged == PURGE_BATCH;
+}
+
+/*
  * One pass over what is due at engine time `now`; returns the next due time.
  * Each step is its own transaction, so a failure in one does not undo the
  * others, and locks are held for one step only.
@@ -321,6 +355,9 @@ do_pass(TimestampTz now, TimestampTz *announced_upto, VbSweepCounters *c)
 	*announced_upto = now;
 	next = vb_next_due(now);
 	end_step();
+
+	if (vb_retention_min > 0 && purge_old_runs(now))
+		next = now;				/* a full batch: more may be waiting */
 	return next;
 }
 

@@ -41,6 +41,7 @@ int			vb_llm_max_in_flight = 32;
 int			vb_llm_request_timeout_ms = 120 * 1000;
 int			vb_llm_connect_timeout_ms = 10 * 1000;
 int			vb_llm_max_response_kb = 4096;
+int			vb_retention_min = 0;
 
 /* Called once, from _PG_init. */
 void
@@ -109,6 +110,15 @@ vb_define_settings(void)
 							&vb_scheduler_idle_ms,
 							5 * 60 * 1000, 100, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("vectorbea.retention",
+							"How long finished runs are kept before the scheduler purges them.",
+							"0 (the default) keeps them for ever; purge_runs() purges on demand. "
+							"The scheduler purges one bounded batch a pass.",
+							&vb_retention_min,
+							0, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MIN,
 							NULL, NULL, NULL);
 
 	DefineCustomStringVariable("vectorbea.master_key_file",

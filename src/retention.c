@@ -1,0 +1,239 @@
+/*-------------------------------------------------------------------------
+ *
+ * retention.c
+ *	  Retention: finished runs older than a cut-off are deleted, with their
+ *	  nodes, events and approvals, a bounded batch at a time.
+ *
+ * The history is append-only: triggers refuse UPDATE, DELETE and TRUNCATE
+ * on events, and DELETE on approvals (and so on runs, whose approvals
+ * cascade), for every role.  Purging is the one engine path around them:
+ * for the length of one batch it runs with session_replication_role =
+ * replica, which only a superuser may set and which keeps ordinary
+ * triggers (and the foreign keys' cascades, so every table is deleted
+ * from explicitly) from firing; the setting is restored before the batch
+ * returns.  A running run is never purged.  What was purged is counted in
+ * vectorbea.purge_batches, an audit that writes no event (the runs' events
+ * are what is gone).
+ *
+ * purge_runs() purges one batch in the caller's transaction, so a batch's
+ * locks last as long as that transaction: call it again until it returns
+ * 0.  With vectorbea.retention set, the scheduler purges one batch a pass.
+ *
+ * IDENTIFICATION
+ *	  src/retention.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+
+#include "vectorbea.h"
+#include "clock.h"
+#include "retention.h"
+#include "spi_util.h"
+
+#define MAX_PURGE_BATCH		10000
+
+static const char *const finished_statuses[] = {"succeeded", "failed", "cancelled", NULL};
+
+/* Whether this database has the audit table (it came with 0.2.0). */
+bool
+vb_retention_available(void)
+{
+	return OidIsValid(get_relname_relid("purge_batches",
+										get_namespace_oid("vectorbea", true)));
+}
+
+/*
+ * Deletes up to max_runs runs with a status in statuses (a text[] of
+ * finished statuses) that finished before `before`, with their nodes,
+ * events and approvals, and records the batch.  Runs locked by others are
+ * skipped.  Inside SPI; returns the number of runs purged.
+ */
+int
+vb_purge_batch(ArrayType *statuses, TimestampTz before, int max_runs, const char *by,
+			   TimestampTz at)
+{
+	static SPIPlanPtr check_plan = NULL;
+	static SPIPlanPtr purge_plan = NULL;
+	static SPIPlanPtr audit_plan = NULL;
+	Datum		args[6];
+	int			save_nestlevel;
+	int64		runs;
+	bool		isnull;
+	HeapTuple	tup;
+
+	if (purge_plan == NULL)
+	{
+		Oid			t3[3] = {TEXTARRAYOID, TIMESTAMPTZOID, INT4OID};
+		Oid			t6[6] = {TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, INT8OID, TEXTOID};
+
+		purge_plan = vb_prepare("WITH victim AS MATERIALIZED ("
+								"  SELECT id FROM vectorbea.runs"
+								"   WHERE status = ANY ($1) AND finished_at < $2"
+								"   ORDER BY finished_at LIMIT $3"
+								"   FOR UPDATE SKIP LOCKED"
+								"), ev AS ("
+								"  DELETE FROM vectorbea.events WHERE run_id IN (SELECT id FROM victim)"
+								"  RETURNING 1"
+								"), ap AS ("
+								"  DELETE FROM vectorbea.approvals WHERE run_id IN (SELECT id FROM victim)"
+								"  RETURNING 1"
+								"), nd AS ("
+								"  DELETE FROM vectorbea.nodes WHERE run_id IN (SELECT id FROM victim)"
+								"  RETURNING 1"
+								"), rn AS ("
+								"  DELETE FROM vectorbea.runs WHERE id IN (SELECT id FROM victim)"
+								"  RETURNING 1"
+								")"
+								" SELECT (SELECT pg_catalog.count(*) FROM rn), (SELECT pg_catalog.count(*) FROM nd),"
+								"        (SELECT pg_catalog.count(*) FROM ev), (SELECT pg_catalog.count(*) FROM ap)",
+								lengthof(t3), t3);
+		audit_plan = vb_prepare("INSERT INTO vectorbea.purge_batches"
+								" (purged_at, runs, nodes, events, approvals, purged_by)"
+								" VALUES ($1, $2, $3, $4, $5, $6)", lengthof(t6), t6);
+	}
+	args[0] = PointerGetDatum(statuses);
+	args[1] = TimestampTzGetDatum(before);
+	args[2] = Int32GetDatum(max_runs);
+
+	/*
+	 * Most of the scheduler's passes find nothing to purge; changing
+	 * session_replication_role resets the backend's plan cache, so look
+	 * first.
+	 */
+	if (check_plan == NULL)
+	{
+		Oid			t2[2] = {TEXTARRAYOID, TIMESTAMPTZOID};
+
+		check_plan = vb_prepare("SELECT FROM vectorbea.runs"
+								" WHERE status = ANY ($1) AND finished_at < $2 LIMIT 1",
+								lengthof(t2), t2);
+	}
+	if (SPI_execute_plan(check_plan, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: purge lookup failed");
+	if (SPI_processed == 0)
+		return 0;
+
+	/* The one path around the append-only triggers, for this statement only. */
+	save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("session_replication_role", "replica", PGC_SUSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	PG_TRY();
+	{
+		if (SPI_execute_plan(purge_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "vectorbea: purge failed");
+	}
+	PG_FINALLY();
+	{
+		AtEOXact_GUC(true, save_nestlevel);
+	}
+	PG_END_TRY();
+
+	tup = SPI_tuptable->vals[0];
+	runs = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
+	if (runs == 0)
+		return 0;
+	args[0] = TimestampTzGetDatum(at);
+	for (int i = 0; i < 4; i++)
+		args[i + 1] = SPI_getbinval(tup, SPI_tuptable->tupdesc, i + 1, &isnull);
+	args[5] = CStringGetTextDatum(by);
+	if (SPI_execute_plan(audit_plan, args, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "vectorbea: could not record a purge batch");
+	return (int) runs;
+}
+
+/* The finished statuses, as a text[] for vb_purge_batch. */
+ArrayType *
+vb_finished_statuses(void)
+{
+	Datum		names[3];
+
+	for (int i = 0; i < 3; i++)
+		names[i] = CStringGetTextDatum(finished_statuses[i]);
+	return construct_array(names, 3, TEXTOID, -1, false, TYPALIGN_INT);
+}
+
+/*
+ * purge_runs(older_than interval, statuses text[], max_runs integer)
+ *   -> integer
+ */
+PG_FUNCTION_INFO_V1(vectorbea_purge_runs);
+Datum
+vectorbea_purge_runs(PG_FUNCTION_ARGS)
+{
+	Interval   *older_than;
+	ArrayType  *statuses;
+	int32		max_runs;
+	TimestampTz at = vb_now();
+	TimestampTz before;
+	Datum	   *names;
+	bool	   *nulls;
+	int			n;
+	int			purged;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("older_than, statuses and max_runs must not be null")));
+	older_than = PG_GETARG_INTERVAL_P(0);
+	statuses = PG_GETARG_ARRAYTYPE_P(1);
+	max_runs = PG_GETARG_INT32(2);
+
+	if (older_than->month < 0 || older_than->day < 0 || older_than->time < 0 ||
+		(older_than->month == 0 && older_than->day == 0 && older_than->time == 0))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("older_than must be positive"),
+				 errhint("Pass how long finished runs are kept, e.g. '30 days'.")));
+	if (max_runs < 1 || max_runs > MAX_PURGE_BATCH)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_runs must be between 1 and %d", MAX_PURGE_BATCH),
+				 errdetail("Found %d.", max_runs),
+				 errhint("Purge in batches: call purge_runs again until it returns 0.")));
+	deconstruct_array(statuses, TEXTOID, -1, false, TYPALIGN_INT, &names, &nulls, &n);
+	if (n == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("statuses must not be empty"),
+				 errhint("Pass some of: succeeded, failed, cancelled.")));
+	for (int i = 0; i < n; i++)
+	{
+		const char *status = nulls[i] ? "NULL" : TextDatumGetCString(names[i]);
+		bool		known = false;
+
+		for (const char *const *f = finished_statuses; *f; f++)
+			if (strcmp(*f, status) == 0)
+				known = true;
+		if (known)
+			continue;
+		if (strcmp(status, "running") == 0 || strcmp(status, "compensating") == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("runs that are %s are never purged", status),
+					 errhint("Only finished runs are: succeeded, failed, cancelled.")));
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown run status \"%s\" in statuses", status),
+				 errdetail("Finished runs are succeeded, failed or cancelled.")));
+	}
+	before = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_mi_interval,
+													 TimestampTzGetDatum(at),
+													 IntervalPGetDatum(older_than)));
+
+	SPI_connect();
+	purged = vb_purge_batch(statuses, before, max_runs,
+							GetUserNameFromId(GetOuterUserId(), false), at);
+	SPI_finish();
+	PG_RETURN_INT32(purged);
+}

@@ -1,0 +1,53 @@
+# vectorbea.retention: the scheduler purges finished runs older than the
+# setting on its own, one bounded batch a pass, counts each batch in
+# purge_batches, and leaves running runs alone.
+use strict;
+use warnings;
+use FindBin;
+use lib $FindBin::Bin;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use VbTest;
+
+my $node = vb_server('retention');
+sub sql { return $node->safe_psql('postgres', shift); }
+ok(defined vb_wait_for($node,
+		q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'vectorbea scheduler'}, '1'),
+	'the scheduler is running');
+sql('CREATE EXTENSION vectorbea CASCADE');
+sql(q{SELECT vectorbea.define_workflow('ret', '{"nodes":[{"id":"work","activity":"ret_work"}]}')});
+sql(q{SELECT vectorbea.start_run('ret', jsonb_build_object('n', i)) FROM generate_series(1, 1200) i});
+# 1,000 finish; 200 stay running.
+sql(q{SELECT count(vectorbea.complete_task(task_id, lease, '{}'))
+		FROM vectorbea.claim_tasks('w', ARRAY['ret_work'], 1000)});
+is(sql(q{SELECT count(*) FILTER (WHERE status = 'succeeded') || ' ' || count(*) FILTER (WHERE status = 'running')
+		   FROM vectorbea.runs}), '1000 200', '1,000 runs finished, 200 running');
+
+# Off by default: a pass purges nothing.
+sql(q{SELECT pg_reload_conf()});
+sleep 1;
+is(sql(q{SELECT count(*) FROM vectorbea.purge_batches}), '0', 'retention is off by default');
+
+# Keep finished runs one hour, and move the engine clock two hours on.
+sql(q{ALTER SYSTEM SET vectorbea.retention = '1h'});
+sql(q{ALTER SYSTEM SET vectorbea.test_clock_offset = '2h'});
+sql(q{SELECT pg_reload_conf()});
+ok(defined vb_wait_for($node, q{SELECT count(*) FROM vectorbea.runs WHERE status = 'succeeded'}, '0', 60),
+	'the scheduler purged every finished run');
+is(sql(q{SELECT count(*) FROM vectorbea.runs WHERE status = 'running'}), '200', 'running runs are left');
+is(sql(q{SELECT count(*) FROM vectorbea.events e
+		   WHERE NOT EXISTS (SELECT FROM vectorbea.runs r WHERE r.id = e.run_id)}), '0',
+	'no event of a purged run is left');
+is(sql(q{SELECT sum(runs) || ' ' || max(runs) || ' ' || count(*) || ' ' || min(purged_by)
+		   FROM vectorbea.purge_batches}), '1000 500 2 vectorbea scheduler',
+	'two batches of at most 500 runs, recorded as the scheduler\'s');
+is(sql(q{SELECT count(*) FROM vectorbea.runs r, LATERAL vectorbea.verify_run(r.id)}), '0',
+	'every run left is consistent');
+is(sql(q{SELECT setting FROM pg_settings WHERE name = 'session_replication_role'}), 'origin',
+	'sessions keep their triggers');
+
+sql(q{ALTER SYSTEM RESET vectorbea.retention});
+sql(q{ALTER SYSTEM RESET vectorbea.test_clock_offset});
+sql(q{SELECT pg_reload_conf()});
+done_testing();
