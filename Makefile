@@ -41,6 +41,7 @@ OBJS = \
 	src/custom_events.o \
 	src/requeue.o \
 	src/retention.o \
+	src/fork.o \
 	src/approvals.o \
 	src/keys.o \
 	src/llm_request.o \

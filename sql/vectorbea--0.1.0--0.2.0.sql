@@ -540,3 +540,17 @@ CREATE FUNCTION @extschema@.purge_runs(older_than interval,
 COMMENT ON FUNCTION @extschema@.purge_runs(interval, text[], integer) IS
 	'Deletes up to max_runs finished runs older than older_than with their nodes, events and approvals; returns how many.  Call it again until it returns 0.';
 REVOKE ALL ON FUNCTION @extschema@.purge_runs(interval, text[], integer) FROM PUBLIC;
+
+/*
+ * Forks (issue 15, part): fork_run() reruns a finished run from one of its
+ * nodes on, reusing every output recorded before it, with changes to the
+ * rerun nodes' input or llm fields.
+ */
+CREATE FUNCTION @extschema@.fork_run(run uuid, from_node text, changes jsonb DEFAULT '{}')
+	RETURNS uuid
+	LANGUAGE c SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_fork_run';
+COMMENT ON FUNCTION @extschema@.fork_run(uuid, text, jsonb) IS
+	'Starts a new run of a finished run''s workflow version and input that reuses the outputs recorded before from_node and runs from_node and everything downstream of it again, with changes per node (input, llm fields).';
+REVOKE ALL ON FUNCTION @extschema@.fork_run(uuid, text, jsonb) FROM PUBLIC;

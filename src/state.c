@@ -51,6 +51,8 @@
 
 static void open_ready_gates(VbRun *run, TimestampTz at);
 static void close_gates(VbRun *run, TimestampTz at);
+static int	add_nodes(VbRun *run, const char *specs_json, const char *spawned_by, bool hold,
+					  TimestampTz at);
 
 /* ---- nodes come into being and become ready ---- */
 
@@ -75,14 +77,34 @@ became_ready(VbRun *run, const char *activity)
 int
 vb_state_add_nodes(VbRun *run, const char *specs_json, const char *spawned_by, TimestampTz at)
 {
+	return add_nodes(run, specs_json, spawned_by, false, at);
+}
+
+/*
+ * As vb_state_add_nodes, but every node is added pending, whatever its
+ * dependencies: a fork adds all its nodes first, marks the reused ones
+ * succeeded (vb_state_reuse), and only then lets the rest become ready
+ * (vb_state_release_held), so that no reused node is ever announced or
+ * opens a gate.
+ */
+int
+vb_state_add_nodes_held(VbRun *run, const char *specs_json, const char *spawned_by,
+						TimestampTz at)
+{
+	return add_nodes(run, specs_json, spawned_by, true, at);
+}
+
+static int
+add_nodes(VbRun *run, const char *specs_json, const char *spawned_by, bool hold, TimestampTz at)
+{
 	static SPIPlanPtr plan = NULL;
-	Datum		args[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	Datum		args[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 	int			added = 0;
 
 	if (plan == NULL)
 	{
-		Oid			types[5] = {UUIDOID, TEXTOID, INT4OID, TEXTOID, TIMESTAMPTZOID};
+		Oid			types[6] = {UUIDOID, TEXTOID, INT4OID, TEXTOID, TIMESTAMPTZOID, BOOLOID};
 
 		/*
 		 * Dependencies among the nodes added by this statement are not
@@ -99,9 +121,10 @@ vb_state_add_nodes(VbRun *run, const char *specs_json, const char *spawned_by, T
 						  "    depends_on, deps_remaining, input, max_attempts, retry, timeout_ms, approval, llm, priority,"
 						  "    available_at, spawned_by, created_at)"
 						  "  SELECT $1, s.id, s.kind, s.activity,"
-						  "    CASE WHEN d.remaining = 0 THEN 'ready' ELSE 'pending' END,"
+						  "    CASE WHEN d.remaining = 0 AND NOT $6 THEN 'ready' ELSE 'pending' END,"
 						  "    s.depends_on, d.remaining, s.input, (s.retry->>'max_attempts')::int,"
-						  "    s.retry, s.timeout_ms, s.approval, s.llm, $3, CASE WHEN d.remaining = 0 THEN $5 END, $4, $5"
+						  "    s.retry, s.timeout_ms, s.approval, s.llm, $3,"
+						  "    CASE WHEN d.remaining = 0 AND NOT $6 THEN $5 END, $4, $5"
 						  "  FROM spec s CROSS JOIN LATERAL ("
 						  "    SELECT pg_catalog.count(*) FILTER (WHERE e.status IS DISTINCT FROM 'succeeded')::int"
 						  "           AS remaining"
@@ -111,7 +134,7 @@ vb_state_add_nodes(VbRun *run, const char *specs_json, const char *spawned_by, T
 						  ")"
 						  " SELECT activity, pg_catalog.count(*) FILTER (WHERE status = 'ready'), pg_catalog.count(*)"
 						  "   FROM ins GROUP BY activity",
-						  5, types);
+						  lengthof(types), types);
 	}
 	args[0] = UUIDPGetDatum(&run->id);
 	args[1] = CStringGetTextDatum(specs_json);
@@ -121,6 +144,7 @@ vb_state_add_nodes(VbRun *run, const char *specs_json, const char *spawned_by, T
 	else
 		nulls[3] = 'n';
 	args[4] = TimestampTzGetDatum(at);
+	args[5] = BoolGetDatum(hold);
 	if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not insert nodes");
 
@@ -888,6 +912,73 @@ vb_state_cancel_run(VbRun *run, const char *reason, TimestampTz at)
 	vb_append_json_string(&data, reason);
 	appendStringInfo(&data, ",\"cancelled\":%s,\"revoked\":%s}", cancelled, revoked);
 	end_run(run, VB_RUN_CANCELLED, "RUN_CANCELLED", data.data, at);
+}
+
+/* ---- a fork reuses what its source recorded ---- */
+
+/*
+ * Node `node` of a locked run being forked (added held) succeeds with the
+ * output its source run recorded, without an attempt: STEP_COMPLETED says
+ * where the output came from (reused_json), and its dependents are
+ * released.  Gates wait for vb_state_release_held.
+ */
+void
+vb_state_reuse(VbRun *run, const char *node, const char *output_json,
+			   const char *reused_json, TimestampTz at)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[4];
+
+	if (plan == NULL)
+	{
+		Oid			types[4] = {UUIDOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
+
+		plan = vb_prepare("UPDATE vectorbea.nodes SET status = 'succeeded', output = $3::jsonb,"
+						  "       finished_at = $4, available_at = NULL"
+						  " WHERE run_id = $1 AND node = $2 AND status IN ('pending', 'ready')",
+						  lengthof(types), types);
+	}
+	args[0] = UUIDPGetDatum(&run->id);
+	args[1] = CStringGetTextDatum(node);
+	args[2] = CStringGetTextDatum(output_json ? output_json : "null");
+	args[3] = TimestampTzGetDatum(at);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE || SPI_processed != 1)
+		elog(ERROR, "vectorbea: node \"%s\" of the fork cannot be reused", node);
+	run->open_nodes--;
+	vb_event(run, "STEP_COMPLETED", node, 0,
+			 psprintf("{\"output\":%s,\"duration_ms\":0,\"reused\":%s}",
+					  output_json ? output_json : "null", reused_json),
+			 at);
+	release_dependents(run, node, at);
+}
+
+/*
+ * The nodes of a fork that were added held and are not reused: those whose
+ * dependencies have all succeeded become ready (and are announced), ready
+ * approval nodes open their gates.
+ */
+void
+vb_state_release_held(VbRun *run, TimestampTz at)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[2];
+
+	if (plan == NULL)
+	{
+		Oid			types[2] = {UUIDOID, TIMESTAMPTZOID};
+
+		plan = vb_prepare("UPDATE vectorbea.nodes SET status = 'ready', available_at = $2"
+						  " WHERE run_id = $1 AND status = 'pending' AND deps_remaining = 0"
+						  " RETURNING activity", lengthof(types), types);
+	}
+	args[0] = UUIDPGetDatum(&run->id);
+	args[1] = TimestampTzGetDatum(at);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "vectorbea: could not release the nodes of a fork");
+	for (uint64 i = 0; i < SPI_processed; i++)
+		became_ready(run, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+	open_ready_gates(run, at);
+	vb_state_finish_run_if_done(run, at);
 }
 
 /* ---- a failed run comes back ---- */

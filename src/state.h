@@ -60,6 +60,13 @@ extern void vb_state_fail_run(VbRun *run, const char *node, const char *reason,
 							  TimestampTz at);
 extern void vb_state_cancel_run(VbRun *run, const char *reason, TimestampTz at);
 
+/* A fork: nodes added held, reused ones succeed from the source's record. */
+extern int	vb_state_add_nodes_held(VbRun *run, const char *specs_json,
+									const char *spawned_by, TimestampTz at);
+extern void vb_state_reuse(VbRun *run, const char *node, const char *output_json,
+						   const char *reused_json, TimestampTz at);
+extern void vb_state_release_held(VbRun *run, TimestampTz at);
+
 /* A failed node, and its run, come back. */
 extern bool vb_state_requeue(VbRun *run, int64 task_id, const char *reason, const char *by,
 							 TimestampTz at);

@@ -1,0 +1,416 @@
+/*-------------------------------------------------------------------------
+ *
+ * fork.c
+ *	  fork_run(): rerun a finished run from one of its nodes on, reusing
+ *	  what it recorded before that node.
+ *
+ * The fork is a new run of the same workflow version, input and options,
+ * built from the source run's history (its RUN_STARTED and NODES_SPAWNED
+ * events hold every node as it was added, defaults applied):
+ *
+ *	- the rerun set is from_node and every node downstream of it (by
+ *	  depends_on, spawned nodes included), and every node of the source
+ *	  that did not succeed;
+ *	- nodes spawned by a rerun node are left out: the spawner spawns again
+ *	  when it reruns, whatever it decides then; nodes spawned by a reused
+ *	  node are kept, so the graph has its recorded shape up to the fork;
+ *	- every other node is reused: it succeeds at once with its recorded
+ *	  output, with no worker and no LLM call (STEP_COMPLETED with
+ *	  "reused": the source run and task);
+ *	- changes override, per rerun node, its input or fields of its llm
+ *	  object (prompt, system, model, max_tokens, temperature, ...), checked
+ *	  like a definition's.
+ *
+ * RUN_STARTED says which run and node the fork came from.  The source must
+ * be finished: a running run's history is still being written.
+ *
+ * IDENTIFICATION
+ *	  src/fork.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/uuid.h"
+
+#include "vectorbea.h"
+#include "check.h"
+#include "clock.h"
+#include "jsonb_util.h"
+#include "llm_spec.h"
+#include "spi_util.h"
+#include "state.h"
+
+static const char *const change_fields[] = {"input", "llm", NULL};
+
+/* One node of the fork, as the source's history added it. */
+typedef struct ForkNode
+{
+	char	   *id;
+	char	   *spec;			/* normalised spec, as JSON text */
+	char	   *spawner;		/* NULL for the definition's nodes */
+	int64		batch;			/* 0: RUN_STARTED; else the NODES_SPAWNED seq */
+	bool		rerun;
+	int64		source_task;
+	char	   *output;			/* the recorded output of a reused node */
+} ForkNode;
+
+/*
+ * The nodes of the fork: the source's nodes less those a rerun node
+ * spawned, in the order they were added, each marked rerun or reused.
+ */
+static ForkNode *
+plan_fork(pg_uuid_t *source, const char *from_node, int *count, bool *from_found)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[2] = {UUIDPGetDatum(source), CStringGetTextDatum(from_node)};
+	ForkNode   *nodes;
+
+	if (plan == NULL)
+	{
+		Oid			types[2] = {UUIDOID, TEXTOID};
+
+		plan = vb_prepare("WITH RECURSIVE spec AS ("
+						  "  SELECT x.value AS s, x.value->>'id' AS id, NULL::text AS spawner,"
+						  "         0::bigint AS batch, x.ord"
+						  "    FROM vectorbea.events e,"
+						  "         pg_catalog.jsonb_array_elements(e.data->'nodes') WITH ORDINALITY x(value, ord)"
+						  "   WHERE e.run_id = $1 AND e.type = 'RUN_STARTED'"
+						  "  UNION ALL"
+						  "  SELECT x.value, x.value->>'id', e.node, e.seq, x.ord"
+						  "    FROM vectorbea.events e,"
+						  "         pg_catalog.jsonb_array_elements(e.data->'nodes') WITH ORDINALITY x(value, ord)"
+						  "   WHERE e.run_id = $1 AND e.type = 'NODES_SPAWNED'"
+						  "), down(id) AS ("
+						  "  SELECT s.id FROM spec s WHERE s.id = $2"
+						  "  UNION"
+						  "  SELECT s.id FROM spec s, down d WHERE (s.s->'depends_on') ? d.id"
+						  "), dropped(id) AS ("
+						  "  SELECT s.id FROM spec s WHERE s.spawner IN (SELECT id FROM down)"
+						  "  UNION"
+						  "  SELECT s.id FROM spec s, dropped d WHERE s.spawner = d.id"
+						  ")"
+						  " SELECT s.id, s.s::text, s.spawner, s.batch,"
+						  "        s.id IN (SELECT id FROM down) OR n.status IS DISTINCT FROM 'succeeded',"
+						  "        n.id, n.output::text, EXISTS (SELECT FROM spec WHERE spec.id = $2)"
+						  "   FROM spec s LEFT JOIN vectorbea.nodes n ON n.run_id = $1 AND n.node = s.id"
+						  "  WHERE s.id NOT IN (SELECT id FROM dropped)"
+						  "  ORDER BY s.batch, s.ord",
+						  lengthof(types), types);
+	}
+	if (SPI_execute_plan(plan, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not read the history of the run to fork");
+	*count = (int) SPI_processed;
+	*from_found = false;
+	nodes = palloc0(sizeof(ForkNode) * Max(*count, 1));
+	for (int i = 0; i < *count; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+
+		nodes[i].id = SPI_getvalue(tup, desc, 1);
+		nodes[i].spec = SPI_getvalue(tup, desc, 2);
+		nodes[i].spawner = SPI_getvalue(tup, desc, 3);
+		nodes[i].batch = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
+		nodes[i].rerun = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
+		nodes[i].source_task = DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull));
+		nodes[i].output = SPI_getvalue(tup, desc, 7);
+		*from_found = DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull));
+	}
+	return nodes;
+}
+
+static ForkNode *
+find_node(ForkNode *nodes, int count, const char *id)
+{
+	for (int i = 0; i < count; i++)
+		if (strcmp(nodes[i].id, id) == 0)
+			return &nodes[i];
+	return NULL;
+}
+
+/* A normalised llm object as raw input again: its null fields left out. */
+static Jsonb *
+strip_nulls(Jsonb *obj)
+{
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_strip_nulls, JsonbPGetDatum(obj)));
+}
+
+/*
+ * Applies the change for node n (an object of input and/or llm) to its
+ * spec, checking it as a definition's fields are checked.
+ */
+static void
+apply_change(ForkNode *n, JsonbValue *change, const char *from_node)
+{
+	VbChecker	chk = {"fork change"};
+	char	   *label = psprintf("node \"%s\"", n->id);
+	JsonbValue	v;
+	Jsonb	   *spec = vb_jsonb_from_cstring(n->spec);
+	JsonbContainer *obj;
+	Datum		merged = JsonbPGetDatum(spec);
+
+	if (change->type != jbvBinary || !JsonContainerIsObject(change->val.binary.data))
+		vb_type_error(&chk, label, "", change, "an object of \"input\" and \"llm\"");
+	obj = change->val.binary.data;
+	vb_check_fields(&chk, obj, change_fields, label, "");
+	if (vb_jsonb_get(obj, "input", &v))
+	{
+		Jsonb	   *input;
+
+		if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
+			vb_type_error(&chk, label, "input", &v, "an object");
+		input = JsonbValueToJsonb(&v);
+		vb_check_payload_size(input, psprintf("the input of node \"%s\"", n->id));
+		merged = DirectFunctionCall3(jsonb_set, merged,
+									 PointerGetDatum(construct_array(&(Datum) {CStringGetTextDatum("input")},
+																	 1, TEXTOID, -1, false, TYPALIGN_INT)),
+									 JsonbPGetDatum(input));
+	}
+	if (vb_jsonb_get(obj, "llm", &v))
+	{
+		JsonbValue	old_llm;
+		JsonbValue	raw;
+		Jsonb	   *combined;
+		List	   *deps = NIL;
+		JsonbValue	depv;
+		char	   *normalised;
+
+		if (!vb_jsonb_get(&spec->root, "llm", &old_llm) || old_llm.type == jbvNull)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid fork change: node \"%s\" is not an llm node, so it has no \"llm\" to change",
+							n->id),
+					 errhint("Change its \"input\" instead.")));
+		if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
+			vb_type_error(&chk, label, "llm", &v, "an object of llm fields");
+		combined = DatumGetJsonbP(DirectFunctionCall2(jsonb_concat,
+													  JsonbPGetDatum(strip_nulls(JsonbValueToJsonb(&old_llm))),
+													  JsonbPGetDatum(JsonbValueToJsonb(&v))));
+		raw.type = jbvBinary;
+		raw.val.binary.data = &combined->root;
+		raw.val.binary.len = VARSIZE(combined);
+		if (vb_jsonb_get(&spec->root, "depends_on", &depv) && depv.type == jbvBinary)
+			for (uint32 k = 0; k < JsonContainerSize(depv.val.binary.data); k++)
+			{
+				JsonbValue *d = getIthJsonbValueFromContainer(depv.val.binary.data, k);
+
+				deps = lappend(deps, pnstrdup(d->val.string.val, d->val.string.len));
+			}
+		normalised = vb_validate_llm("fork change", label, &raw, deps);
+		merged = DirectFunctionCall3(jsonb_set, merged,
+									 PointerGetDatum(construct_array(&(Datum) {CStringGetTextDatum("llm")},
+																	 1, TEXTOID, -1, false, TYPALIGN_INT)),
+									 JsonbPGetDatum(vb_jsonb_from_cstring(normalised)));
+	}
+	n->spec = JsonbToCString(NULL, &DatumGetJsonbP(merged)->root, VARSIZE(DatumGetJsonbP(merged)));
+}
+
+/* Refuses changes for nodes the fork does not run again. */
+static void
+apply_changes(ForkNode *nodes, int count, Jsonb *changes, const char *from_node)
+{
+	ListCell   *lc;
+
+	foreach(lc, vb_jsonb_object_keys(&changes->root))
+	{
+		char	   *id = lfirst(lc);
+		ForkNode   *n = find_node(nodes, count, id);
+		JsonbValue	change;
+
+		if (n == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid fork change: the fork has no node \"%s\"", id),
+					 errdetail("Either the run has no such node, or a node the fork runs again spawned it, and whether it exists again is that node's decision."),
+					 errhint("Change the nodes from \"%s\" on, as the run's history lists them.", from_node)));
+		if (!n->rerun)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid fork change: node \"%s\" is reused, not run again", id),
+					 errdetail("It succeeded in the source run and is not downstream of \"%s\", so the fork takes its recorded output.",
+							   from_node),
+					 errhint("Fork from \"%s\" (or a node it depends on) to change it.", id)));
+		vb_jsonb_get(&changes->root, id, &change);
+		apply_change(n, &change, from_node);
+	}
+}
+
+/* The specs of one batch (the definition's, or one spawn), as a JSON array. */
+static char *
+batch_specs(ForkNode *nodes, int count, int first, int *next)
+{
+	StringInfoData buf;
+	int			i;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '[');
+	for (i = first; i < count && nodes[i].batch == nodes[first].batch; i++)
+		appendStringInfo(&buf, "%s%s", i > first ? "," : "", nodes[i].spec);
+	appendStringInfoChar(&buf, ']');
+	*next = i;
+	return buf.data;
+}
+
+/*
+ * fork_run(run uuid, from_node text, changes jsonb) -> uuid
+ */
+PG_FUNCTION_INFO_V1(vectorbea_fork_run);
+Datum
+vectorbea_fork_run(PG_FUNCTION_ARGS)
+{
+	MemoryContext caller_cxt = CurrentMemoryContext;
+	pg_uuid_t  *source_id;
+	char	   *from_node;
+	Jsonb	   *changes;
+	TimestampTz at = vb_now();
+	VbRun		source;
+	VbRun		run;
+	ForkNode   *nodes;
+	int			count;
+	bool		from_found;
+	pg_uuid_t  *fork_id;
+	pg_uuid_t  *result;
+	Datum		args[3];
+	Oid			types[3] = {UUIDOID, UUIDOID, TIMESTAMPTZOID};
+	StringInfoData data;
+	int			i;
+	char	   *run_input;
+	char	   *options;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("run and from_node must not be null")));
+	source_id = PG_GETARG_UUID_P(0);
+	from_node = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	changes = PG_ARGISNULL(2) ? vb_jsonb_from_cstring("{}") : PG_GETARG_JSONB_P(2);
+	if (!JsonContainerIsObject(&changes->root))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid fork changes: they must be a JSON object keyed by node"),
+				 errhint("For example '{\"brief\": {\"llm\": {\"prompt\": \"...\"}}}'.")));
+	vb_check_payload_size(changes, "the fork's changes");
+
+	SPI_connect();
+	if (!vb_run_lock(source_id, &source))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("run %s does not exist", vb_uuid_text(source_id))));
+	if (source.status == VB_RUN_RUNNING || source.status == VB_RUN_COMPENSATING)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("run %s is still %s; only a finished run can be forked",
+						vb_uuid_text(source_id), vb_run_status_name(source.status)),
+				 errhint("Wait for it to finish, or cancel it first.")));
+	nodes = plan_fork(source_id, from_node, &count, &from_found);
+	if (!from_found)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("run %s has no node \"%s\"", vb_uuid_text(source_id), from_node),
+				 errhint("Fork from one of the run's nodes: SELECT node FROM vectorbea.nodes WHERE run_id = '%s'.",
+						 vb_uuid_text(source_id))));
+	apply_changes(nodes, count, changes, from_node);
+
+	/* The new run: the source's workflow version, input and options. */
+	fork_id = vb_uuid_v7(at);
+	args[0] = UUIDPGetDatum(fork_id);
+	args[1] = UUIDPGetDatum(source_id);
+	args[2] = TimestampTzGetDatum(at);
+	if (SPI_execute_with_args("INSERT INTO vectorbea.runs (id, workflow, workflow_version, input,"
+							  "  options, workspace, priority, budget_usd, budget_tokens, created_at)"
+							  " SELECT $1, workflow, workflow_version, input, options, workspace,"
+							  "        priority, budget_usd, budget_tokens, $3"
+							  "   FROM vectorbea.runs WHERE id = $2"
+							  " RETURNING input::text, options::text",
+							  3, types, args, NULL, false, 0) != SPI_OK_INSERT_RETURNING ||
+		SPI_processed != 1)
+		elog(ERROR, "vectorbea: could not create the fork of run %s", vb_uuid_text(source_id));
+	run_input = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	options = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+
+	/* The row is new and invisible to others: no lock to take. */
+	memset(&run, 0, sizeof(run));
+	memcpy(&run.id, fork_id, sizeof(pg_uuid_t));
+	run.status = VB_RUN_RUNNING;
+	run.workflow = source.workflow;
+	run.workflow_version = source.workflow_version;
+	run.created_at = at;
+	run.priority = source.priority;
+
+	initStringInfo(&data);
+	appendStringInfoString(&data, "{\"workflow\":");
+	vb_append_json_string(&data, source.workflow);
+	appendStringInfo(&data, ",\"version\":%d,\"input\":%s,\"options\":%s,\"idempotency_key\":null,"
+					 "\"forked_from\":{\"run\":\"%s\",\"node\":",
+					 source.workflow_version, run_input, options, vb_uuid_text(source_id));
+	vb_append_json_string(&data, from_node);
+	appendStringInfo(&data, ",\"changes\":%s},\"nodes\":",
+					 JsonbToCString(NULL, &changes->root, VARSIZE(changes)));
+	i = 0;
+	if (count > 0 && nodes[0].batch == 0)
+	{
+		char	   *specs = batch_specs(nodes, count, 0, &i);
+
+		appendStringInfo(&data, "%s}", specs);
+		vb_event(&run, "RUN_STARTED", NULL, 0, data.data, at);
+		vb_state_add_nodes_held(&run, specs, NULL, at);
+	}
+	else
+	{
+		appendStringInfoString(&data, "[]}");
+		vb_event(&run, "RUN_STARTED", NULL, 0, data.data, at);
+	}
+	/* Spawns recorded by reused nodes, in the order they happened. */
+	while (i < count)
+	{
+		int			first = i;
+		char	   *specs = batch_specs(nodes, count, first, &i);
+
+		vb_event(&run, "NODES_SPAWNED", nodes[first].spawner, 0,
+				 psprintf("{\"nodes\":%s}", specs), at);
+		vb_state_add_nodes_held(&run, specs, nodes[first].spawner, at);
+	}
+
+	/* Reused nodes succeed in the order their source completed them. */
+	{
+		Datum		rargs[1] = {UUIDPGetDatum(source_id)};
+		Oid			rtypes[1] = {UUIDOID};
+		uint64		n;
+		char	  **order;
+
+		if (SPI_execute_with_args("SELECT node FROM vectorbea.nodes WHERE run_id = $1"
+								  "   AND status = 'succeeded' ORDER BY finished_at, id",
+								  1, rtypes, rargs, NULL, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "vectorbea: could not read the source run's completions");
+		n = SPI_processed;
+		order = palloc(sizeof(char *) * Max(n, 1));
+		for (uint64 k = 0; k < n; k++)
+			order[k] = SPI_getvalue(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 1);
+		for (uint64 k = 0; k < n; k++)
+		{
+			ForkNode   *fn = find_node(nodes, count, order[k]);
+
+			if (fn == NULL || fn->rerun)
+				continue;
+			vb_state_reuse(&run, fn->id, fn->output,
+						   psprintf("{\"run\":\"%s\",\"task_id\":" INT64_FORMAT "}",
+									vb_uuid_text(source_id), fn->source_task),
+						   at);
+		}
+	}
+	vb_state_release_held(&run, at);
+	vb_run_save(&run, at);
+
+	result = MemoryContextAlloc(caller_cxt, sizeof(pg_uuid_t));
+	memcpy(result, fork_id, sizeof(pg_uuid_t));
+	SPI_finish();
+	PG_RETURN_UUID_P(result);
+}

@@ -1,0 +1,83 @@
+-- fork_run(): a finished run rerun from one of its nodes on.  Nodes that
+-- finished before it and are not downstream of it are reused with their
+-- recorded outputs (no claim), nodes their spawns added keep the recorded
+-- shape, the rest runs again with the changes given; the fork's history
+-- says where it came from, and diff_runs() shows what changed.
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/setup.psql
+
+SELECT vectorbea.define_workflow('brief', '{"nodes":[
+	{"id":"collect","activity":"fk_collect"},
+	{"id":"metrics","activity":"fk_metrics"},
+	{"id":"plan","activity":"fk_plan","depends_on":["collect","metrics"]},
+	{"id":"write","kind":"llm","depends_on":["plan"],
+	 "llm":{"provider":"openai","model":"gpt-4o-mini","prompt":"Brief on {{upstream.plan.output.topic}}"}},
+	{"id":"publish","activity":"fk_publish","depends_on":["write"]}]}');
+SELECT vectorbea.start_run('brief', '{"day": "monday"}') AS src \gset
+SELECT count(*) FROM (SELECT vectorbea.complete_task(task_id, lease, jsonb_build_object('from', activity))
+	FROM vectorbea.claim_tasks('w', ARRAY['fk_collect', 'fk_metrics'], 2)) c;
+-- plan spawns an investigation that the write step does not wait for.
+SELECT vectorbea.complete_task(task_id, lease, '{"topic": "checkout latency"}',
+		spawn => '[{"id":"investigate","activity":"fk_investigate","depends_on":["plan"]}]')
+  FROM vectorbea.claim_tasks('w', ARRAY['fk_plan']);
+SELECT vectorbea.complete_task(task_id, lease, '{"finding": "db pool"}')
+  FROM vectorbea.claim_tasks('w', ARRAY['fk_investigate']);
+-- The llm node is the scheduler's; here a test stands in: it is cancelled.
+SELECT vectorbea.cancel_run(:'src', 'no provider in this test');
+SELECT * FROM nodes_of(:'src');
+
+-- Fork from the llm node with a new prompt: collect, metrics, plan and the
+-- investigation it spawned are reused; write and publish run again.
+SELECT vectorbea.fork_run(:'src', 'write',
+	'{"write": {"llm": {"prompt": "A shorter brief on {{upstream.plan.output.topic}}", "max_tokens": 200}}}') AS fork \gset
+SELECT * FROM nodes_of(:'fork');
+SELECT node, output FROM vectorbea.nodes WHERE run_id = :'fork' AND status = 'succeeded' ORDER BY id;
+SELECT llm->>'prompt' AS prompt, llm->>'max_tokens' AS max_tokens FROM vectorbea.nodes
+ WHERE run_id = :'fork' AND node = 'write';
+SELECT data->'forked_from'->>'node' AS forked_from_node,
+	   (data->'forked_from'->>'run')::uuid = :'src' AS from_source
+  FROM vectorbea.events WHERE run_id = :'fork' AND type = 'RUN_STARTED';
+SELECT regexp_replace(line, '^\d\d:\d\d:\d\d\.\d{3} ', '') AS line
+  FROM vectorbea.timeline(:'fork') AS line WHERE line !~ 'RUN_STARTED';
+SELECT count(*) AS reused_claimable FROM vectorbea.claim_tasks('w', ARRAY['fk_collect', 'fk_metrics', 'fk_plan', 'fk_investigate'], 10);
+SELECT * FROM check_run(:'fork');
+SELECT node, what FROM vectorbea.diff_runs(:'src', :'fork') WHERE what <> 'latency_ms';
+
+-- Fork from plan, changing its input: plan reruns, its old spawn is not
+-- copied (plan spawns again, or not, when it reruns).
+SELECT vectorbea.fork_run(:'src', 'plan', '{"plan": {"input": {"depth": 2}}}') AS fork2 \gset
+SELECT * FROM nodes_of(:'fork2');
+SELECT input FROM vectorbea.nodes WHERE run_id = :'fork2' AND node = 'plan';
+SELECT vectorbea.complete_task(task_id, lease, '{"topic": "payments"}',
+		spawn => '[{"id":"investigate","activity":"fk_investigate","depends_on":["plan"]},
+				   {"id":"investigate2","activity":"fk_investigate","depends_on":["plan"]}]')
+  FROM vectorbea.claim_tasks('w', ARRAY['fk_plan']);
+SELECT node, status, spawned_by FROM vectorbea.nodes WHERE run_id = :'fork2' ORDER BY id;
+SELECT * FROM check_run(:'fork2');
+
+-- Bad input changes nothing.  (Messages that name a run are masked.)
+CREATE FUNCTION masked_error(statement text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+	msg text;
+BEGIN
+	EXECUTE statement;
+	RETURN 'no error';
+EXCEPTION WHEN OTHERS THEN
+	GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
+	RETURN SQLSTATE || ' ' || regexp_replace(msg, '[0-9a-f]{8}-[0-9a-f-]{27}', '<run>', 'g');
+END $$;
+SELECT count(*) AS runs_before FROM vectorbea.runs \gset
+SELECT vectorbea.fork_run(NULL, 'write'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.fork_run('00000000-0000-0000-0000-000000000000', 'write'); \echo SQLSTATE :SQLSTATE
+SELECT masked_error(format('SELECT vectorbea.fork_run(%L, %L)', :'src', 'nope'));
+SELECT masked_error(format('SELECT vectorbea.fork_run(%L, %L)', :'fork', 'write'));
+SELECT vectorbea.fork_run(:'src', 'write', '[]'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.fork_run(:'src', 'write', '{"collect": {"input": {}}}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.fork_run(:'src', 'write', '{"ghost": {"input": {}}}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.fork_run(:'src', 'plan', '{"investigate": {"input": {}}}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.fork_run(:'src', 'write', '{"write": {"colour": "red"}}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.fork_run(:'src', 'write', '{"write": {"input": 7}}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.fork_run(:'src', 'write', '{"publish": {"llm": {"model": "x"}}}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.fork_run(:'src', 'write', '{"write": {"llm": {"max_tokens": -1}}}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.fork_run(:'src', 'write', '{"write": {"llm": {"prompt": "{{upstream.collect.output.x}}"}}}'); \echo SQLSTATE :SQLSTATE
+SELECT count(*) = :runs_before AS nothing_written FROM vectorbea.runs;
