@@ -451,6 +451,10 @@ BEGIN
 	RETURN QUERY
 	WITH per_node AS (
 		SELECT x.run_id, x.node AS id,
+			   -- A node a fork reused was not run: only its status and output compare.
+			   EXISTS (SELECT FROM @extschema@.events r
+						WHERE r.run_id = x.run_id AND r.node = x.node
+						  AND r.type = 'STEP_COMPLETED' AND r.data ? 'reused') AS reused,
 			   pg_catalog.jsonb_build_object(
 				   'status', pg_catalog.to_jsonb(x.status),
 				   'attempts', pg_catalog.to_jsonb(x.attempt),
@@ -468,7 +472,8 @@ BEGIN
 				   AND e.type IN ('STEP_COMPLETED', 'LLM_CALLED')) u ON true
 		 WHERE x.run_id IN (diff_runs.a, diff_runs.b)
 	), pairs AS (
-		SELECT coalesce(pa.id, pb.id) AS id, pa.facts AS fa, pb.facts AS fb
+		SELECT coalesce(pa.id, pb.id) AS id, pa.facts AS fa, pb.facts AS fb,
+			   coalesce(pa.reused, false) OR coalesce(pb.reused, false) AS reused
 		  FROM (SELECT * FROM per_node WHERE run_id = diff_runs.a) pa
 		  FULL JOIN (SELECT * FROM per_node WHERE run_id = diff_runs.b) pb ON pb.id = pa.id
 	), facts AS (
@@ -477,6 +482,7 @@ BEGIN
 			   LATERAL (VALUES ('status'), ('attempts'), ('output'), ('tokens'), ('cost_usd'),
 							   ('latency_ms')) AS k(key)
 		 WHERE p.fa IS NOT NULL AND p.fb IS NOT NULL
+		   AND (NOT p.reused OR k.key IN ('status', 'output'))
 	)
 	SELECT p.id, CASE WHEN p.fa IS NULL THEN 'only in b' ELSE 'only in a' END,
 		   p.fa->'status', p.fb->'status'
@@ -501,7 +507,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION @extschema@.diff_runs(uuid, uuid) IS
-	'What differs between two runs, node by node: nodes only in one, status, attempts, output (key by key), tokens, cost and latency.';
+	'What differs between two runs, node by node: nodes only in one, status, attempts, output (key by key), tokens, cost and latency (a node a fork reused: status and output only).';
 REVOKE ALL ON FUNCTION @extschema@.diff_runs(uuid, uuid) FROM PUBLIC;
 
 /*

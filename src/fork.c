@@ -12,8 +12,10 @@
  *	  depends_on, spawned nodes included), and every node of the source
  *	  that did not succeed;
  *	- nodes spawned by a rerun node are left out: the spawner spawns again
- *	  when it reruns, whatever it decides then; nodes spawned by a reused
- *	  node are kept, so the graph has its recorded shape up to the fork;
+ *	  when it reruns, whatever it decides then; so are nodes that depend on
+ *	  a node left out (their dependency may never come back); nodes
+ *	  spawned by a reused node are kept otherwise, so the graph has its
+ *	  recorded shape up to the fork;
  *	- every other node is reused: it succeeds at once with its recorded
  *	  output, with no worker and no LLM call (STEP_COMPLETED with
  *	  "reused": the source run and task);
@@ -94,7 +96,8 @@ plan_fork(pg_uuid_t *source, const char *from_node, int *count, bool *from_found
 						  "), dropped(id) AS ("
 						  "  SELECT s.id FROM spec s WHERE s.spawner IN (SELECT id FROM down)"
 						  "  UNION"
-						  "  SELECT s.id FROM spec s, dropped d WHERE s.spawner = d.id"
+						  "  SELECT s.id FROM spec s, dropped d"
+						  "   WHERE s.spawner = d.id OR (s.s->'depends_on') ? d.id"
 						  ")"
 						  " SELECT s.id, s.s::text, s.spawner, s.batch,"
 						  "        s.id IN (SELECT id FROM down) OR n.status IS DISTINCT FROM 'succeeded',"

@@ -55,6 +55,21 @@ SELECT vectorbea.complete_task(task_id, lease, '{"topic": "payments"}',
 SELECT node, status, spawned_by FROM vectorbea.nodes WHERE run_id = :'fork2' ORDER BY id;
 SELECT * FROM check_run(:'fork2');
 
+-- A node spawned by a reused node but depending on a node the fork leaves
+-- out is left out too: its dependency may never come back.
+SELECT vectorbea.define_workflow('dang', '{"nodes":[{"id":"a","activity":"dg_a"},{"id":"r","activity":"dg_r"}]}');
+SELECT vectorbea.start_run('dang') AS dang \gset
+SELECT vectorbea.complete_task(task_id, lease, '{}', spawn => '[{"id":"y","activity":"dg_y"}]')
+  FROM vectorbea.claim_tasks('w', ARRAY['dg_a']);
+SELECT vectorbea.complete_task(task_id, lease, '{"y": "old"}') FROM vectorbea.claim_tasks('w', ARRAY['dg_y']);
+SELECT vectorbea.complete_task(task_id, lease, '{}', spawn => '[{"id":"x","activity":"dg_x","depends_on":["y"]}]')
+  FROM vectorbea.claim_tasks('w', ARRAY['dg_r']);
+SELECT vectorbea.complete_task(task_id, lease, '{"from_y": "old"}') FROM vectorbea.claim_tasks('w', ARRAY['dg_x']);
+SELECT status FROM vectorbea.runs WHERE id = :'dang';
+SELECT vectorbea.fork_run(:'dang', 'a') AS dang_fork \gset
+SELECT node, status, attempt, spawned_by FROM vectorbea.nodes WHERE run_id = :'dang_fork' ORDER BY id;
+SELECT * FROM check_run(:'dang_fork');
+
 -- Bad input changes nothing.  (Messages that name a run are masked.)
 CREATE FUNCTION masked_error(statement text) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
