@@ -32,13 +32,19 @@ AS $$
 SELECT @extschema@.escape_text(to_char(e.at, 'HH24:MI:SS.MS') || ' ' || e.type ||
 	   coalesce(' ' || CASE e.type
 		WHEN 'RUN_STARTED' THEN
-			format('run=%s workflow=%s@%s nodes=%s input=%s', e.run_id, e.data->>'workflow',
+			format('run=%s workflow=%s@%s nodes=%s input=%s%s', e.run_id, e.data->>'workflow',
 				   e.data->>'version', jsonb_array_length(e.data->'nodes'),
-				   left((e.data->'input')::text, 80))
+				   CASE WHEN length((e.data->'input')::text) > 80
+						THEN left((e.data->'input')::text, 79) || '…'
+						ELSE (e.data->'input')::text END,
+				   coalesce(' forked from ' || (e.data->'forked_from'->>'run') || ' at '
+							|| (e.data->'forked_from'->>'node'), ''))
 		WHEN 'STEP_STARTED' THEN
 			format('%s attempt %s by %s', e.node, e.attempt, e.data->>'worker')
 		WHEN 'STEP_COMPLETED' THEN
-			format('%s → ok (%sms)', e.node, e.data->>'duration_ms')
+			CASE WHEN e.data ? 'reused'
+				 THEN format('%s → reused the output of run %s', e.node, e.data->'reused'->>'run')
+				 ELSE format('%s → ok (%sms)', e.node, e.data->>'duration_ms') END
 		WHEN 'STEP_FAILED' THEN
 			format('%s%s → %s%s%s', e.node, coalesce(' attempt ' || e.attempt, ''), e.data->>'class',
 				   coalesce(': ' || (e.data->'error'->>'message'), ''),
@@ -278,6 +284,7 @@ BEGIN
 	WITH n AS (
 		SELECT x.node, x.kind, x.status, x.attempt, x.max_attempts, x.depends_on, x.spawned_by,
 			   'n' || pg_catalog.row_number() OVER (ORDER BY x.id) AS key,
+			   pg_catalog.row_number() OVER (ORDER BY x.id) AS ord,
 			   (SELECT a.gate || ': ' || a.status
 					   || coalesce(' by ' || coalesce(a.decided_by, a.decided_role::text), '')
 				  FROM @extschema@.approvals a
@@ -314,7 +321,7 @@ BEGIN
 						|| pg_catalog.replace(l.sub, '"', '#quot;')
 						|| coalesce('<br/>' || pg_catalog.replace(l.gate_text, '"', '#quot;'), '')
 						|| CASE l.kind WHEN 'llm' THEN '"])' WHEN 'approval' THEN '"}}' ELSE '"]' END
-						|| ':::' || l.status, E'\n' ORDER BY l.key) FROM labelled l) || E'\n', '')
+						|| ':::' || l.status, E'\n' ORDER BY l.ord) FROM labelled l) || E'\n', '')
 			|| coalesce((SELECT pg_catalog.string_agg('  ' || d.from_key || ' --> ' || d.to_key, E'\n'
 						ORDER BY d.from_node, d.to_node) FROM dep d) || E'\n', '')
 			|| coalesce((SELECT pg_catalog.string_agg('  ' || s.from_key || ' -. spawned .-> ' || s.to_key, E'\n'
@@ -331,6 +338,7 @@ BEGIN
 			'digraph run {' || E'\n'
 			|| '  rankdir=TB;' || E'\n'
 			|| '  node [style="filled,rounded", fontname="Helvetica", fontsize=11];' || E'\n'
+			|| '  edge [fontname="Helvetica", fontsize=9];' || E'\n'
 			|| coalesce((SELECT pg_catalog.string_agg(
 						'  "' || l.key || '" [label="'
 						|| pg_catalog.replace(pg_catalog.replace(l.title, '\', '\\'), '"', '\"') || '\n'
@@ -338,11 +346,11 @@ BEGIN
 						|| coalesce('\n' || pg_catalog.replace(pg_catalog.replace(l.gate_text, '\', '\\'), '"', '\"'), '')
 						|| '", shape=' || CASE l.kind WHEN 'llm' THEN 'ellipse' WHEN 'approval' THEN 'hexagon'
 													  ELSE 'box' END
-						|| ', fillcolor="' || l.colour || '"];', E'\n' ORDER BY l.key) FROM labelled l) || E'\n', '')
+						|| ', fillcolor="' || l.colour || '"];', E'\n' ORDER BY l.ord) FROM labelled l) || E'\n', '')
 			|| coalesce((SELECT pg_catalog.string_agg('  "' || d.from_key || '" -> "' || d.to_key || '";', E'\n'
 						ORDER BY d.from_node, d.to_node) FROM dep d) || E'\n', '')
 			|| coalesce((SELECT pg_catalog.string_agg('  "' || s.from_key || '" -> "' || s.to_key
-						|| '" [style=dashed, color="#757575", label="spawned", fontsize=9];', E'\n'
+						|| '" [style=dashed, color="#757575", label="spawned"];', E'\n'
 						ORDER BY s.from_node, s.to_node) FROM spawn s) || E'\n', '')
 			|| '}' || E'\n'
 		END
@@ -560,3 +568,81 @@ CREATE FUNCTION @extschema@.fork_run(run uuid, from_node text, changes jsonb DEF
 COMMENT ON FUNCTION @extschema@.fork_run(uuid, text, jsonb) IS
 	'Starts a new run of a finished run''s workflow version and input that reuses the outputs recorded before from_node and runs from_node and everything downstream of it again, with changes per node (input, llm fields).';
 REVOKE ALL ON FUNCTION @extschema@.fork_run(uuid, text, jsonb) FROM PUBLIC;
+
+/*
+ * Schedules through pg_cron (issue 14, part): schedule_workflow() makes a
+ * pg_cron job that starts a run of a workflow at each tick, with an
+ * idempotency key per tick, so a tick that runs twice starts one run.
+ * They run as the role that schedules them (SECURITY INVOKER: pg_cron runs
+ * a job as its owner), which needs EXECUTE on start_run.
+ */
+CREATE FUNCTION @extschema@.schedule_workflow(name text, schedule text, workflow text,
+											  input jsonb DEFAULT '{}')
+	RETURNS bigint
+	LANGUAGE plpgsql
+	SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	tick text;
+	command text;
+	job bigint;
+BEGIN
+	IF name IS NULL OR schedule IS NULL OR workflow IS NULL OR input IS NULL THEN
+		RAISE EXCEPTION 'name, schedule, workflow and input must not be null'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF name !~ '^[A-Za-z0-9_.:-]{1,128}$' THEN
+		RAISE EXCEPTION 'invalid schedule name "%"', name
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'Names are 1 to 128 characters: letters, digits, "_", "-", "." and ":".';
+	END IF;
+	IF pg_catalog.jsonb_typeof(input) <> 'object' THEN
+		RAISE EXCEPTION 'run input must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	IF NOT EXISTS (SELECT FROM @extschema@.workflows w WHERE w.name = schedule_workflow.workflow) THEN
+		RAISE EXCEPTION 'workflow "%" does not exist', workflow
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Define it first with vectorbea.define_workflow().';
+	END IF;
+	IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'pg_cron') THEN
+		RAISE EXCEPTION 'schedules need the pg_cron extension, which is not installed in this database'
+			USING ERRCODE = 'feature_not_supported',
+				  HINT = 'Install the Debian package postgresql-15-cron, add pg_cron to shared_preload_libraries, set cron.database_name to this database, restart, then CREATE EXTENSION pg_cron.';
+	END IF;
+	-- A tick's key: the minute for cron expressions, the second for
+	-- pg_cron's "N seconds" schedules.
+	tick := CASE WHEN schedule ~ '^\s*\d+\s+seconds?\s*$' THEN 'YYYY-MM-DD"T"HH24:MI:SS'
+				 ELSE 'YYYY-MM-DD"T"HH24:MI' END;
+	command := pg_catalog.format(
+		'SELECT vectorbea.start_run(%L, %L::jsonb, %L || pg_catalog.to_char(pg_catalog.now() AT TIME ZONE ''UTC'', %L))',
+		workflow, input::text, 'schedule:' || name || ':', tick);
+	EXECUTE 'SELECT cron.schedule($1, $2, $3)' INTO job USING 'vectorbea:' || name, schedule, command;
+	RETURN job;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.schedule_workflow(text, text, text, jsonb) IS
+	'Creates (or replaces) the pg_cron job "vectorbea:<name>" that starts a run of the workflow at each tick of schedule (cron syntax, or "N seconds"), one run per tick.';
+REVOKE ALL ON FUNCTION @extschema@.schedule_workflow(text, text, text, jsonb) FROM PUBLIC;
+
+CREATE FUNCTION @extschema@.unschedule_workflow(name text)
+	RETURNS boolean
+	LANGUAGE plpgsql
+	SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	removed boolean;
+BEGIN
+	IF name IS NULL THEN
+		RAISE EXCEPTION 'name must not be null' USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'pg_cron') THEN
+		RAISE EXCEPTION 'schedules need the pg_cron extension, which is not installed in this database'
+			USING ERRCODE = 'feature_not_supported';
+	END IF;
+	EXECUTE 'SELECT cron.unschedule($1)' INTO removed USING 'vectorbea:' || name;
+	RETURN removed;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.unschedule_workflow(text) IS
+	'Removes the pg_cron job of a schedule made by schedule_workflow().';
+REVOKE ALL ON FUNCTION @extschema@.unschedule_workflow(text) FROM PUBLIC;

@@ -36,6 +36,7 @@ VB_REQUIRED_PACKAGES=(
 	python3-psycopg2
 	ca-certificates
 	graphviz
+	postgresql-15-cron
 )
 
 # Root of the source tree this file belongs to (test/lib/ -> ../..).
@@ -172,10 +173,14 @@ vb_as_ordinary_user() {
 # Build and private installation
 # ---------------------------------------------------------------------------
 vb__pg_stamp() {
-	printf '%s|%s|%s\n' \
+	# The lib and extension folders too: a package that adds an extension
+	# (pg_cron) must reach the staged copy.
+	printf '%s|%s|%s|%s|%s\n' \
 		"$(dpkg-query -W -f='${Version}' postgresql-$VB_PG_MAJOR 2>/dev/null)" \
 		"$(stat -c '%Y:%s' "$VB_PG_LIBDIR/bin/postgres" 2>/dev/null)" \
-		"$(stat -c '%Y' "$VB_PG_SHAREDIR/postgres.bki" 2>/dev/null)"
+		"$(stat -c '%Y' "$VB_PG_SHAREDIR/postgres.bki" 2>/dev/null)" \
+		"$(stat -c '%Y' "$VB_PG_LIBDIR/lib" 2>/dev/null)" \
+		"$(stat -c '%Y' "$VB_PG_SHAREDIR/extension" 2>/dev/null)"
 }
 
 vb_build() {
