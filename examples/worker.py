@@ -1,11 +1,21 @@
 #!/usr/bin/python3
 """examples/worker.py -- an example vectorbea worker in Python (psycopg2).
 
-It does the activities of the demo workflow "pr_review" (see examples/demo):
-scout, council, implement, review, arbiter and pr.  Each one is simulated
-with a short sleep and a small JSON result.  The graph between them is not
-in the definition: the llm node "plan", which the scheduler runs, answers
-with the nodes to add, and they become the tasks these workers claim.
+It does the activities of the demo workflow "incident_briefing" (see
+examples/demo), a morning incident briefing for an on-call team:
+
+    collect_escalations, pull_metrics, prepare_outline   the preparation
+    investigate                                          one check each
+    assemble                                             the findings, once
+                                                         the editor approved
+    publish                                              the written brief
+
+Each one is simulated with a short sleep and a small JSON result.  Most of
+the graph is not in the definition: the llm node "plan", which the
+scheduler runs, answers with the investigations to make and "assemble",
+which joins them with the editor's approval gate; "assemble" spawns the llm
+node "write_brief" and "publish" when it completes.  Spawned task nodes are
+like defined ones: these workers claim them.
 
     /usr/bin/python3 examples/worker.py [--run RUN_ID] [--workers 2]
                                         [--dsn "dbname=postgres"]
@@ -45,7 +55,6 @@ cluster.  See docs/operations.md for the grants of a worker role.)
 
 import argparse
 import json
-import random
 import select
 import sys
 import threading
@@ -54,7 +63,8 @@ import time
 import psycopg2
 from psycopg2.extras import Json
 
-ACTIVITIES = ["scout", "council", "implement", "review", "arbiter", "pr"]
+ACTIVITIES = ["collect_escalations", "pull_metrics", "prepare_outline",
+              "investigate", "assemble", "publish"]
 BATCH = 3                  # tasks per claim_tasks call
 LEASE = "3 seconds"        # short, so that heartbeats matter
 HEARTBEAT_SECONDS = 0.5    # well inside the lease
@@ -75,51 +85,6 @@ class Transient(Exception):
 
 
 # ---------------------------------------------------------------------------
-# What happened to the two reviews: claimed together? ran concurrently?
-# ---------------------------------------------------------------------------
-class ReviewTracker:
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.claimed = {}     # node -> (worker, time of the claim)
-        self.spans = {}       # node -> (start, end)
-
-    def on_claim(self, worker, nodes):
-        reviews = [n for n in nodes if n in ("reviewer", "sec-review")]
-        if not reviews:
-            return
-        with self.lock:
-            for n in reviews:
-                self.claimed[n] = (worker, time.monotonic())
-            if len(reviews) == 2:
-                log(worker, "reviewer and sec-review were claimable together: "
-                            "both became ready when implement finished, "
-                            "and one claim_tasks call took both")
-            elif len(self.claimed) == 2:
-                (w1, t1), (w2, t2) = (self.claimed["reviewer"],
-                                      self.claimed["sec-review"])
-                log(worker, "reviewer and sec-review were claimable together: "
-                            f"{w1} took reviewer, {w2} took sec-review, "
-                            f"{abs(t1 - t2) * 1000:.0f} ms apart")
-
-    def on_done(self, worker, node, start, end):
-        if node not in ("reviewer", "sec-review"):
-            return
-        with self.lock:
-            self.spans[node] = (start, end)
-            if len(self.spans) == 2:
-                (s1, e1), (s2, e2) = self.spans.values()
-                overlap = min(e1, e2) - max(s1, s2)
-                if overlap > 0:
-                    log(worker, f"reviewer and sec-review ran concurrently "
-                                f"({overlap * 1000:.0f} ms overlap)")
-                else:
-                    log(worker, "reviewer and sec-review ran one after the other")
-
-
-REVIEWS = ReviewTracker()
-
-
-# ---------------------------------------------------------------------------
 # One claimed task, and what an activity may do with it
 # ---------------------------------------------------------------------------
 class Task:
@@ -131,7 +96,7 @@ class Task:
         self.label = f"{self.node}#{self.attempt}"
 
     def say(self, msg):
-        log(self.worker.name, f"{self.label:<13} {msg}")
+        log(self.worker.name, f"{self.label:<28} {msg}")
 
     def work(self, seconds, heartbeat=False):
         """Simulated work; renews the lease every HEARTBEAT_SECONDS if asked."""
@@ -156,70 +121,117 @@ class Task:
 
 
 # ---------------------------------------------------------------------------
-# The activities (simulated)
+# The activities (simulated).  Each returns (output, spawn list or None).
 # ---------------------------------------------------------------------------
-def scout(t):
-    # "input" is the node's own input (none here: the definition gives scout
-    # none); "run_input" is what the run was started with.
-    run_input = t.run_input
-    t.work(0.2)
-    output = {"repo": run_input.get("repo", "acme/api"),
-              "issue": run_input.get("issue"),
-              "finding": "HTTP client retries non-idempotent POSTs",
-              "files": ["http/client.py", "http/retry.py"]}
-    t.say("found work; the llm planner decides what happens next")
-    return output, None
-
-
-def council(t):
+def collect_escalations(t):
+    # "input" is the node's own input (none here); "run_input" is what the
+    # run was started with.
     t.work(0.3)
-    # The planner's output: its answer as text and, parsed against its
-    # output schema, as "json".
-    plan = (t.upstream.get("plan") or {}).get("json") or {}
-    summary = plan.get("summary", "fix the finding")
-    return {"plan": summary,
-            "votes": {m: "yes" for m in t.input.get("members", ["architect"])}}, None
+    return {"count": 14,
+            "summary": "14 escalations overnight: 9 about slow checkout in the EU, "
+                       "3 about declined cards, 2 about refunds",
+            "top": ["ESC-4411 checkout times out at payment step (EU)",
+                    "ESC-4415 cards declined at a major retailer",
+                    "ESC-4420 refund stuck for 2 days"]}, None
 
 
-def implement(t):
-    if t.attempt == 1:
+def pull_metrics(t):
+    t.work(0.4)
+    service = t.run_input.get("service", "checkout")
+    return {"service": service,
+            "summary": f"{service} p95 latency 2.4 s since 02:10 UTC (baseline 0.8 s); "
+                       "card authorisation rate 91.2% (baseline 97.0%); "
+                       "support tickets 62 an hour (baseline 20)",
+            "p95_ms": 2400, "baseline_p95_ms": 800,
+            "auth_rate": 0.912, "baseline_auth_rate": 0.970,
+            "tickets_per_hour": 62}, None
+
+
+def prepare_outline(t):
+    t.work(0.2)
+    return {"sections": ["What happened", "Customer impact", "What we know",
+                         "What we do next"]}, None
+
+
+# What each investigation finds; an unknown one (a real model may name its
+# own) gets a generic answer.
+FINDINGS = {
+    "latency": "p95 rose from 0.8 s to 2.4 s at 02:10 UTC, when the EU pool "
+               "of checkout-api was scaled from 12 to 6 pods by a schedule "
+               "meant for the weekend",
+    "auth": "the authorisation rate fell for cards of one issuer only "
+            "(\"do not honour\" from the issuer, since 01:40 UTC); our "
+            "gateway is healthy",
+    "support": "41 of the 62 tickets an hour are about slow or failed "
+               "checkout; the rest is the usual level",
+}
+
+
+def investigate(t):
+    check = t.input.get("check", "")
+    if check == "auth" and t.attempt == 1:
+        # The first attempt gets halfway, keeps what it has, and hits a
+        # passing outage: fail_task with class "transient" and the engine
+        # retries after the node's backoff, with the checkpoint.
+        t.work(0.5)
+        t.save_checkpoint({"pulled": "gateway decline codes 00:00-06:00 UTC"})
         t.work(0.2)
-        t.save_checkpoint({"branch": "vb/idempotent-retries",
-                           "done": ["http/retry.py"]})
-        t.work(0.1)
-        raise Transient("CI runner lost its connection while pushing")
+        raise Transient("the payment gateway's reporting API answered 503")
     if t.checkpoint:
         t.say(f"resuming from checkpoint {json.dumps(t.checkpoint)}")
-    t.work(1.2, heartbeat=True)   # the long one: keeps its lease alive
-    done = list((t.checkpoint or {}).get("done", [])) + ["http/client.py"]
-    return {"branch": "vb/idempotent-retries", "files_changed": done,
-            "tests": "142 passed"}, None
+    if check == "latency":
+        t.work(1.6, heartbeat=True)   # the long one: keeps its lease alive
+    else:
+        t.work(0.8 if check == "support" else 0.6)
+    finding = FINDINGS.get(check, f"checked: {t.input.get('question', t.node)}")
+    return {"question": t.input.get("question", t.node), "finding": finding,
+            "confirmed": True}, None
 
 
-def review(t):
-    t.work(0.3 + random.random() * 0.1)
-    focus = t.input.get("focus", "general")
-    return {"focus": focus, "verdict": "approve",
-            "comments": 2 if focus == "correctness" else 0}, None
+def assemble(t):
+    t.work(0.3)
+    editor = t.upstream.get("editor") or {}
+    findings = [f"{node}: {out.get('finding')}"
+                for node, out in sorted(t.upstream.items())
+                if isinstance(out, dict) and "finding" in out]
+    output = {"findings": "; ".join(findings),
+              "sections": len(findings),
+              "approved_by": editor.get("decided_by"),
+              "editor_note": editor.get("reason") or "none"}
+    # The brief itself is written by a model: an llm node, spawned here
+    # (llm nodes are done by the scheduler, not by these workers), and a
+    # publish task after it.  The model is the run's: its input names it as
+    # "provider/model".
+    provider, _, model = t.run_input.get("writer", "openai/gpt-4o-mini").partition("/")
+    spawn = [
+        {"id": "write_brief", "kind": "llm", "depends_on": ["assemble"],
+         "retry": {"max_attempts": 3, "initial": "1s"},
+         "llm": {"provider": provider, "model": model,
+                 "system": "You write short, factual incident briefings for an on-call team.",
+                 "prompt": "Write the morning incident briefing for {{run.input.service}} "
+                           "on {{run.input.date}}, in at most 120 words, from these findings: "
+                           "{{upstream.assemble.output.findings}}. "
+                           "Editor's note: {{upstream.assemble.output.editor_note}}",
+                 "max_tokens": 400, "temperature": 0}},
+        {"id": "publish", "activity": "publish", "depends_on": ["write_brief"]},
+    ]
+    return output, spawn
 
 
-def arbiter(t):
-    t.work(0.1)
-    verdicts = {n: out.get("verdict", "approve")
-                for n, out in sorted(t.upstream.items())}
-    decision = "merge" if all(v == "approve" for v in verdicts.values()) else "hold"
-    t.say(f"verdicts {json.dumps(verdicts)} → {decision}")
-    return {"decision": decision, "verdicts": verdicts}, None
+def publish(t):
+    t.work(0.2)
+    brief = (t.upstream.get("write_brief") or {}).get("text", "")
+    headline = brief.strip().splitlines()[0] if brief.strip() else ""
+    date = t.run_input.get("date", "today")
+    return {"channel": "#incident-briefing",
+            "url": f"https://wiki.example.com/briefings/{date}",
+            "words": len(brief.split()), "headline": headline[:80]}, None
 
 
-def pr(t):
-    t.work(0.15)
-    return {"url": "https://git.example.com/acme/api/pull/128",
-            "title": "Retry only idempotent HTTP methods"}, None
-
-
-HANDLERS = {"scout": scout, "council": council, "implement": implement,
-            "review": review, "arbiter": arbiter, "pr": pr}
+HANDLERS = {"collect_escalations": collect_escalations,
+            "pull_metrics": pull_metrics, "prepare_outline": prepare_outline,
+            "investigate": investigate, "assemble": assemble,
+            "publish": publish}
 
 
 # ---------------------------------------------------------------------------
@@ -266,7 +278,6 @@ class Worker(threading.Thread):
             self.conn.notifies.clear()
 
     def execute(self, t):
-        start = time.monotonic()
         t.say(f"started ({t.activity}, attempt {t.attempt}/{t.max_attempts})")
         try:
             try:
@@ -295,9 +306,9 @@ class Worker(threading.Thread):
                 "       output => %s, spawn => %s)",
                 (t.task_id, t.lease, Json(output),
                  Json(spawn) if spawn is not None else None))
-            t.say("completed" + (f", spawned {len(spawn)} nodes" if spawn else "")
+            t.say("completed"
+                  + (f", spawned {', '.join(s['id'] for s in spawn)}" if spawn else "")
                   + f" → {_short(output)}")
-            REVIEWS.on_done(self.name, t.node, start, time.monotonic())
         except psycopg2.Error as e:
             if e.pgcode == LEASE_LOST:
                 # Another attempt owns the task now (or the run is over):
@@ -323,7 +334,6 @@ class Worker(threading.Thread):
                     continue
                 log(self.name, f"claim_tasks → {len(tasks)}: "
                                + ", ".join(t.label for t in tasks))
-                REVIEWS.on_claim(self.name, [t.node for t in tasks])
                 runners = [threading.Thread(target=self.execute, args=(t,))
                            for t in tasks]
                 for r in runners:
