@@ -441,20 +441,22 @@ COMMENT ON FUNCTION @extschema@.timeline_chart(uuid) IS
 	'When each attempt of the run ran and each gate waited, as a Mermaid gantt chart (times in epoch milliseconds).';
 REVOKE ALL ON FUNCTION @extschema@.timeline_chart(uuid) FROM PUBLIC;
 
-CREATE FUNCTION @extschema@.diff_runs(a uuid, b uuid)
-	RETURNS TABLE (node text, what text, a_value jsonb, b_value jsonb)
+-- The two runs are unnamed: the result's columns are a and b, as the
+-- contract names them, and a function's arguments and columns share names.
+CREATE FUNCTION @extschema@.diff_runs(uuid, uuid)
+	RETURNS TABLE (node text, what text, a jsonb, b jsonb)
 	LANGUAGE plpgsql STABLE SECURITY DEFINER
 	SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-	IF diff_runs.a IS NULL OR diff_runs.b IS NULL THEN
+	IF $1 IS NULL OR $2 IS NULL THEN
 		RAISE EXCEPTION 'both runs must be given' USING ERRCODE = 'null_value_not_allowed';
 	END IF;
-	IF NOT EXISTS (SELECT FROM @extschema@.runs r WHERE r.id = diff_runs.a) THEN
-		RAISE EXCEPTION 'run % (a) does not exist', diff_runs.a USING ERRCODE = 'undefined_object';
+	IF NOT EXISTS (SELECT FROM @extschema@.runs r WHERE r.id = $1) THEN
+		RAISE EXCEPTION 'run % (a) does not exist', $1 USING ERRCODE = 'undefined_object';
 	END IF;
-	IF NOT EXISTS (SELECT FROM @extschema@.runs r WHERE r.id = diff_runs.b) THEN
-		RAISE EXCEPTION 'run % (b) does not exist', diff_runs.b USING ERRCODE = 'undefined_object';
+	IF NOT EXISTS (SELECT FROM @extschema@.runs r WHERE r.id = $2) THEN
+		RAISE EXCEPTION 'run % (b) does not exist', $2 USING ERRCODE = 'undefined_object';
 	END IF;
 	RETURN QUERY
 	WITH per_node AS (
@@ -478,12 +480,12 @@ BEGIN
 				  FROM @extschema@.events e
 				 WHERE e.run_id = x.run_id AND e.node = x.node
 				   AND e.type IN ('STEP_COMPLETED', 'LLM_CALLED')) u ON true
-		 WHERE x.run_id IN (diff_runs.a, diff_runs.b)
+		 WHERE x.run_id IN ($1, $2)
 	), pairs AS (
 		SELECT coalesce(pa.id, pb.id) AS id, pa.facts AS fa, pb.facts AS fb,
 			   coalesce(pa.reused, false) OR coalesce(pb.reused, false) AS reused
-		  FROM (SELECT * FROM per_node WHERE run_id = diff_runs.a) pa
-		  FULL JOIN (SELECT * FROM per_node WHERE run_id = diff_runs.b) pb ON pb.id = pa.id
+		  FROM (SELECT * FROM per_node WHERE run_id = $1) pa
+		  FULL JOIN (SELECT * FROM per_node WHERE run_id = $2) pb ON pb.id = pa.id
 	), facts AS (
 		SELECT p.id, k.key AS what, p.fa->k.key AS va, p.fb->k.key AS vb
 		  FROM pairs p,

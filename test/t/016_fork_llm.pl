@@ -212,8 +212,8 @@ verified($fork, 'fork from brief');
 #  - brief: its answer, usage and cost (gpt-4o-mini at 0.15 / 0.60 USD per
 #    million tokens); attempts (1), calls, corrections and model are equal;
 #  - publish: what it published, the new brief.
-my @rows = split /\n/, sql(qq{SELECT string_agg(node || ' ' || what || ' ' || coalesce(a_value::text, '-') || ' '
-		|| coalesce(b_value::text, '-'), E'\n' ORDER BY node, what)
+my @rows = split /\n/, sql(qq{SELECT string_agg(node || ' ' || what || ' ' || coalesce(a::text, '-') || ' '
+		|| coalesce(b::text, '-'), E'\n' ORDER BY node, what)
 	FROM vectorbea.diff_runs('$src', '$fork') WHERE what <> 'latency_ms'});
 note("diff_runs(source, fork from brief), latency aside:\n" . join("\n", @rows));
 my %changed = map { (split / /)[0] => 1 } @rows;

@@ -44,9 +44,9 @@ UPDATE vectorbea.approvals SET status = 'rejected', decided_by = 'dana', reason 
 
 -- (latency is left out here: it differs from run to run of the test; the
 -- gate's output holds the decision time, so only its status is shown)
-SELECT node, what, a_value, b_value FROM vectorbea.diff_runs(:'run_a', :'run_b')
+SELECT node, what, a, b FROM vectorbea.diff_runs(:'run_a', :'run_b')
  WHERE what <> 'latency_ms' AND NOT (node = 'editor' AND what = 'output');
-SELECT a_value->>'status' AS a_decision, b_value AS b_output
+SELECT a->>'status' AS a_decision, b AS b_output
   FROM vectorbea.diff_runs(:'run_a', :'run_b') WHERE node = 'editor' AND what = 'output';
 -- A run compared with itself differs in nothing.
 SELECT count(*) AS differences FROM vectorbea.diff_runs(:'run_a', :'run_a');
