@@ -44,6 +44,8 @@
 #include <curl/curl.h>
 
 #include "catalog/pg_type.h"
+#include "common/cryptohash.h"
+#include "common/sha2.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -108,11 +110,31 @@ forget_call(LlmCall *c)
 	MemoryContextDelete(c->cxt);
 }
 
+/* The SHA-256 of len bytes of data, in hex. */
+static char *
+sha256_hex(const char *data, size_t len)
+{
+	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
+	uint8		digest[PG_SHA256_DIGEST_LENGTH];
+	char	   *hex = palloc(PG_SHA256_DIGEST_LENGTH * 2 + 1);
+
+	if (ctx == NULL || pg_cryptohash_init(ctx) < 0 ||
+		pg_cryptohash_update(ctx, (const uint8 *) data, len) < 0 ||
+		pg_cryptohash_final(ctx, digest, sizeof(digest)) < 0)
+		elog(ERROR, "vectorbea: could not hash an llm request");
+	pg_cryptohash_free(ctx);
+	for (int i = 0; i < PG_SHA256_DIGEST_LENGTH; i++)
+		sprintf(hex + 2 * i, "%02x", digest[i]);
+	return hex;
+}
+
 /* Writes LLM_REQUESTED for the call about to be sent and extends the lease. */
 static void
-record_request(VbRun *run, LlmCall *c, size_t body_len, TimestampTz at)
+record_request(VbRun *run, LlmCall *c, TimestampTz at)
 {
 	static SPIPlanPtr plan = NULL;
+	char	   *body = vb_llm_request_body(c);
+	size_t		body_len = strlen(body);
 	StringInfoData data;
 	Datum		args[3];
 	Datum		deadline;
@@ -155,9 +177,13 @@ record_request(VbRun *run, LlmCall *c, size_t body_len, TimestampTz at)
 	vb_append_json_string(&data, c->provider);
 	appendStringInfoString(&data, ",\"model\":");
 	vb_append_json_string(&data, c->model);
-	appendStringInfo(&data, ",\"call\":%d,\"request_bytes\":%zu,\"max_tokens\":%d,"
-					 "\"timeout_ms\":%ld}",
-					 c->calls, body_len, c->max_tokens, c->timeout_ms);
+	/*
+	 * What was asked, exactly, without the prompt itself: a fork or a
+	 * rerun can tell whether a call would be the same one.
+	 */
+	appendStringInfo(&data, ",\"call\":%d,\"request_bytes\":%zu,\"request_sha256\":\"%s\","
+					 "\"max_tokens\":%d,\"timeout_ms\":%ld}",
+					 c->calls, body_len, sha256_hex(body, body_len), c->max_tokens, c->timeout_ms);
 	vb_event(run, "LLM_REQUESTED", c->node, c->attempt, data.data, at);
 	c->send = true;
 }
@@ -208,7 +234,7 @@ prepare_one(void *arg, int i)
 			fail_unsent(b, i, &run, "permanent", problem);
 		return;
 	}
-	record_request(&run, c, strlen(vb_llm_request_body(c)), b->at);
+	record_request(&run, c, b->at);
 	vb_run_save(&run, b->at);
 	/* Held only once it is on record: an error above drops it unsent. */
 	c->next = calls;
@@ -571,7 +597,7 @@ finish_one(void *arg, int i)
 								 problem, c->schema));
 			if (vb_llm_stop_if_over_budget(&run, c, strlen(vb_llm_request_body(c)), b->at))
 				return;
-			record_request(&run, c, strlen(vb_llm_request_body(c)), b->at);
+			record_request(&run, c, b->at);
 			vb_run_save(&run, b->at);
 			b->done[i] = false;
 			return;

@@ -269,6 +269,14 @@ ok(wait_status($fork2, 'publish', 'ready'), 'fork from plan: brief reruns and pu
 is($pub->{upstream}{brief}{text}, $answer{brief_v2}, 'fork from plan: publish gets the brief of the new plan');
 complete($pub, { published => $pub->{upstream}{brief}{text} });
 is(finished($fork2), 'succeeded', 'fork from plan: the fork succeeds');
+# LLM_REQUESTED records a hash of each request: the planner was asked the
+# same thing as in the source, the brief (from another plan) was not.
+my %hash_of = map { my ($run, $node, $h) = split / /; ("$run $node" => $h) } split /\n/, sql(qq{
+	SELECT CASE run_id WHEN '$src' THEN 'src' ELSE 'fork2' END || ' ' || node || ' ' || (data->>'request_sha256')
+	  FROM vectorbea.events WHERE run_id IN ('$src', '$fork2') AND type = 'LLM_REQUESTED'});
+like($hash_of{'src plan'}, qr/^[0-9a-f]{64}$/, 'LLM_REQUESTED carries the request\'s SHA-256');
+is($hash_of{'fork2 plan'}, $hash_of{'src plan'}, 'fork from plan: the planner\'s request is the same one (same hash)');
+isnt($hash_of{'fork2 brief'}, $hash_of{'src brief'}, 'fork from plan: the brief\'s request is not');
 is(nodes_of($fork2),
 	'brief:succeeded:1:- collect:succeeded:0:- inv_cache:succeeded:1:plan metrics:succeeded:0:- '
 	  . 'outline:succeeded:0:- plan:succeeded:1:- publish:succeeded:1:-',
