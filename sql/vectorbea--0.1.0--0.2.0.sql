@@ -562,14 +562,15 @@ REVOKE ALL ON FUNCTION @extschema@.purge_runs(interval, text[], integer) FROM PU
  * nodes on, reusing every output recorded before it, with changes to the
  * rerun nodes' input or llm fields.
  */
-CREATE FUNCTION @extschema@.fork_run(run uuid, from_node text, changes jsonb DEFAULT '{}')
+CREATE FUNCTION @extschema@.fork_run(run uuid, from_node text, changes jsonb DEFAULT '{}',
+									 version integer DEFAULT NULL)
 	RETURNS uuid
 	LANGUAGE c SECURITY DEFINER
 	SET search_path = pg_catalog, pg_temp
 	AS 'MODULE_PATHNAME', 'vectorbea_fork_run';
-COMMENT ON FUNCTION @extschema@.fork_run(uuid, text, jsonb) IS
-	'Starts a new run of a finished run''s workflow version and input that reuses the outputs recorded before from_node and runs from_node and everything downstream of it again, with changes per node (input, llm fields).';
-REVOKE ALL ON FUNCTION @extschema@.fork_run(uuid, text, jsonb) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.fork_run(uuid, text, jsonb, integer) IS
+	'Starts a new run of a finished run''s workflow version (or of the version given) and input that reuses the outputs recorded before from_node and runs from_node, the version''s new and changed nodes and everything downstream of them again, with changes per node (input, llm fields).';
+REVOKE ALL ON FUNCTION @extschema@.fork_run(uuid, text, jsonb, integer) FROM PUBLIC;
 
 /*
  * Schedules through pg_cron (issue 14, part): schedule_workflow() makes a

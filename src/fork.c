@@ -4,18 +4,22 @@
  *	  fork_run(): rerun a finished run from one of its nodes on, reusing
  *	  what it recorded before that node.
  *
- * The fork is a new run of the same workflow version, input and options,
- * built from the source run's history (its RUN_STARTED and NODES_SPAWNED
- * events hold every node as it was added, defaults applied):
+ * The fork is a new run of the same workflow version (or of a version
+ * given), input and options, built from the source run's history (its
+ * RUN_STARTED and NODES_SPAWNED events hold every node as it was added,
+ * defaults applied):
  *
  *	- the rerun set is from_node and every node downstream of it (by
  *	  depends_on, spawned nodes included), and every node of the source
- *	  that did not succeed;
+ *	  that did not succeed; with a version given, also every node of that
+ *	  version's definition that is new or differs from the source's, and
+ *	  what is downstream of it;
  *	- nodes spawned by a rerun node are left out: the spawner spawns again
  *	  when it reruns, whatever it decides then; so are nodes that depend on
  *	  a node left out (their dependency may never come back); nodes
- *	  spawned by a reused node are kept otherwise, so the graph has its
- *	  recorded shape up to the fork;
+ *	  spawned by a reused node are kept otherwise (unless the version's
+ *	  definition took their spawner, id or dependencies away), so the
+ *	  graph has its recorded shape up to the fork;
  *	- every other node is reused: it succeeds at once with its recorded
  *	  output, with no worker and no LLM call (STEP_COMPLETED with
  *	  "reused": the source run and task);
@@ -48,6 +52,7 @@
 #include "llm_spec.h"
 #include "spi_util.h"
 #include "state.h"
+#include "validate.h"
 
 static const char *const change_fields[] = {"input", "llm", NULL};
 
@@ -68,33 +73,54 @@ typedef struct ForkNode
  * spawned, in the order they were added, each marked rerun or reused.
  */
 static ForkNode *
-plan_fork(pg_uuid_t *source, const char *from_node, int *count, bool *from_found)
+plan_fork(pg_uuid_t *source, const char *from_node, const char *definition_specs,
+		  int *count, bool *from_found)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		args[2] = {UUIDPGetDatum(source), CStringGetTextDatum(from_node)};
+	Datum		args[3] = {UUIDPGetDatum(source), CStringGetTextDatum(from_node), (Datum) 0};
+	char		nulls[3] = {' ', ' ', 'n'};
 	ForkNode   *nodes;
 
+	if (definition_specs)
+	{
+		args[2] = JsonbPGetDatum(vb_jsonb_from_cstring(definition_specs));
+		nulls[2] = ' ';
+	}
 	if (plan == NULL)
 	{
-		Oid			types[2] = {UUIDOID, TEXTOID};
+		Oid			types[3] = {UUIDOID, TEXTOID, JSONBOID};
 
 		plan = vb_prepare("WITH RECURSIVE spec AS ("
 						  "  SELECT x.value AS s, x.value->>'id' AS id, NULL::text AS spawner,"
 						  "         0::bigint AS batch, x.ord"
-						  "    FROM vectorbea.events e,"
-						  "         pg_catalog.jsonb_array_elements(e.data->'nodes') WITH ORDINALITY x(value, ord)"
-						  "   WHERE e.run_id = $1 AND e.type = 'RUN_STARTED'"
+						  "    FROM pg_catalog.jsonb_array_elements(coalesce($3,"
+						  "           (SELECT e.data->'nodes' FROM vectorbea.events e"
+						  "             WHERE e.run_id = $1 AND e.type = 'RUN_STARTED')))"
+						  "         WITH ORDINALITY x(value, ord)"
 						  "  UNION ALL"
 						  "  SELECT x.value, x.value->>'id', e.node, e.seq, x.ord"
 						  "    FROM vectorbea.events e,"
 						  "         pg_catalog.jsonb_array_elements(e.data->'nodes') WITH ORDINALITY x(value, ord)"
 						  "   WHERE e.run_id = $1 AND e.type = 'NODES_SPAWNED'"
+						  "), old_definition AS ("
+						  "  SELECT x.value AS s, x.value->>'id' AS id"
+						  "    FROM vectorbea.events e, pg_catalog.jsonb_array_elements(e.data->'nodes') x(value)"
+						  "   WHERE e.run_id = $1 AND e.type = 'RUN_STARTED'"
 						  "), down(id) AS ("
 						  "  SELECT s.id FROM spec s WHERE s.id = $2"
+						  /* with another version: its new and changed nodes run too */
+						  "     OR ($3 IS NOT NULL AND s.spawner IS NULL"
+						  "         AND s.s IS DISTINCT FROM (SELECT o.s FROM old_definition o WHERE o.id = s.id))"
 						  "  UNION"
 						  "  SELECT s.id FROM spec s, down d WHERE (s.s->'depends_on') ? d.id"
 						  "), dropped(id) AS ("
 						  "  SELECT s.id FROM spec s WHERE s.spawner IN (SELECT id FROM down)"
+						  /* with another version: spawns whose spawner, id or dependencies no longer fit */
+						  "     OR (s.spawner IS NOT NULL"
+						  "         AND (s.spawner NOT IN (SELECT id FROM spec)"
+						  "              OR s.id IN (SELECT id FROM spec WHERE spawner IS NULL)"
+						  "              OR EXISTS (SELECT FROM pg_catalog.jsonb_array_elements_text(s.s->'depends_on') d(id)"
+						  "                          WHERE d.id NOT IN (SELECT id FROM spec))))"
 						  "  UNION"
 						  "  SELECT s.id FROM spec s, dropped d"
 						  "   WHERE s.spawner = d.id OR (s.s->'depends_on') ? d.id"
@@ -107,7 +133,7 @@ plan_fork(pg_uuid_t *source, const char *from_node, int *count, bool *from_found
 						  "  ORDER BY s.batch, s.ord",
 						  lengthof(types), types);
 	}
-	if (SPI_execute_plan(plan, args, NULL, true, 0) != SPI_OK_SELECT)
+	if (SPI_execute_plan(plan, args, nulls, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not read the history of the run to fork");
 	*count = (int) SPI_processed;
 	*from_found = false;
@@ -263,7 +289,36 @@ batch_specs(ForkNode *nodes, int count, int first, int *next)
 }
 
 /*
- * fork_run(run uuid, from_node text, changes jsonb) -> uuid
+ * The normalised node specs of version `version` of the workflow, or an
+ * error naming the versions there are.
+ */
+static char *
+version_specs(const char *workflow, int32 version)
+{
+	Datum		args[2] = {CStringGetTextDatum(workflow), Int32GetDatum(version)};
+	Oid			types[2] = {TEXTOID, INT4OID};
+	bool		isnull;
+
+	if (SPI_execute_with_args("SELECT definition FROM vectorbea.workflows"
+							  " WHERE name = $1 AND version = $2",
+							  2, types, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: workflow lookup failed");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("workflow \"%s\" has no version %d", workflow, version),
+				 errhint("See its versions: SELECT version FROM vectorbea.workflows WHERE name = '%s'.",
+						 workflow)));
+	return vb_node_specs_json(vb_validate_definition(
+		DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull))));
+}
+
+/*
+ * fork_run(run uuid, from_node text, changes jsonb, version integer) -> uuid
+ *
+ * Without a version the fork keeps the source's workflow version; with one
+ * it takes that version's definition, and its new and changed nodes run
+ * again with from_node.
  */
 PG_FUNCTION_INFO_V1(vectorbea_fork_run);
 Datum
@@ -281,8 +336,11 @@ vectorbea_fork_run(PG_FUNCTION_ARGS)
 	bool		from_found;
 	pg_uuid_t  *fork_id;
 	pg_uuid_t  *result;
-	Datum		args[3];
-	Oid			types[3] = {UUIDOID, UUIDOID, TIMESTAMPTZOID};
+	Datum		args[4];
+	Oid			types[4] = {UUIDOID, UUIDOID, TIMESTAMPTZOID, INT4OID};
+	bool		version_given = PG_NARGS() > 3 && !PG_ARGISNULL(3);
+	int32		version = version_given ? PG_GETARG_INT32(3) : 0;
+	char	   *definition_specs = NULL;
 	StringInfoData data;
 	int			i;
 	char	   *run_input;
@@ -313,7 +371,11 @@ vectorbea_fork_run(PG_FUNCTION_ARGS)
 				 errmsg("run %s is still %s; only a finished run can be forked",
 						vb_uuid_text(source_id), vb_run_status_name(source.status)),
 				 errhint("Wait for it to finish, or cancel it first.")));
-	nodes = plan_fork(source_id, from_node, &count, &from_found);
+	if (version_given)
+		definition_specs = version_specs(source.workflow, version);
+	else
+		version = source.workflow_version;
+	nodes = plan_fork(source_id, from_node, definition_specs, &count, &from_found);
 	if (!from_found)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -322,18 +384,19 @@ vectorbea_fork_run(PG_FUNCTION_ARGS)
 						 vb_uuid_text(source_id))));
 	apply_changes(nodes, count, changes, from_node);
 
-	/* The new run: the source's workflow version, input and options. */
+	/* The new run: the source's input and options, at the chosen version. */
 	fork_id = vb_uuid_v7(at);
 	args[0] = UUIDPGetDatum(fork_id);
 	args[1] = UUIDPGetDatum(source_id);
 	args[2] = TimestampTzGetDatum(at);
+	args[3] = Int32GetDatum(version);
 	if (SPI_execute_with_args("INSERT INTO vectorbea.runs (id, workflow, workflow_version, input,"
 							  "  options, workspace, priority, budget_usd, budget_tokens, created_at)"
-							  " SELECT $1, workflow, workflow_version, input, options, workspace,"
+							  " SELECT $1, workflow, $4, input, options, workspace,"
 							  "        priority, budget_usd, budget_tokens, $3"
 							  "   FROM vectorbea.runs WHERE id = $2"
 							  " RETURNING input::text, options::text",
-							  3, types, args, NULL, false, 0) != SPI_OK_INSERT_RETURNING ||
+							  4, types, args, NULL, false, 0) != SPI_OK_INSERT_RETURNING ||
 		SPI_processed != 1)
 		elog(ERROR, "vectorbea: could not create the fork of run %s", vb_uuid_text(source_id));
 	run_input = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
@@ -344,7 +407,7 @@ vectorbea_fork_run(PG_FUNCTION_ARGS)
 	memcpy(&run.id, fork_id, sizeof(pg_uuid_t));
 	run.status = VB_RUN_RUNNING;
 	run.workflow = source.workflow;
-	run.workflow_version = source.workflow_version;
+	run.workflow_version = version;
 	run.created_at = at;
 	run.priority = source.priority;
 
@@ -352,8 +415,8 @@ vectorbea_fork_run(PG_FUNCTION_ARGS)
 	appendStringInfoString(&data, "{\"workflow\":");
 	vb_append_json_string(&data, source.workflow);
 	appendStringInfo(&data, ",\"version\":%d,\"input\":%s,\"options\":%s,\"idempotency_key\":null,"
-					 "\"forked_from\":{\"run\":\"%s\",\"node\":",
-					 source.workflow_version, run_input, options, vb_uuid_text(source_id));
+					 "\"forked_from\":{\"run\":\"%s\",\"version\":%d,\"node\":",
+					 version, run_input, options, vb_uuid_text(source_id), source.workflow_version);
 	vb_append_json_string(&data, from_node);
 	appendStringInfo(&data, ",\"changes\":%s},\"nodes\":",
 					 JsonbToCString(NULL, &changes->root, VARSIZE(changes)));

@@ -69,6 +69,24 @@ SELECT vectorbea.fork_run(:'dang', 'a') AS dang_fork \gset
 SELECT node, status, attempt, spawned_by FROM vectorbea.nodes WHERE run_id = :'dang_fork' ORDER BY id;
 SELECT * FROM check_run(:'dang_fork');
 
+-- Fork onto another version of the workflow: its changed node (write's
+-- prompt) and new node (review) run with from_node; the rest is reused.
+SELECT vectorbea.define_workflow('brief', '{"nodes":[
+	{"id":"collect","activity":"fk_collect"},
+	{"id":"metrics","activity":"fk_metrics"},
+	{"id":"plan","activity":"fk_plan","depends_on":["collect","metrics"]},
+	{"id":"write","kind":"llm","depends_on":["plan"],
+	 "llm":{"provider":"openai","model":"gpt-4o-mini","prompt":"Two lines on {{upstream.plan.output.topic}}"}},
+	{"id":"publish","activity":"fk_publish","depends_on":["write"]},
+	{"id":"review","activity":"fk_review","depends_on":["publish"]}]}');
+SELECT vectorbea.fork_run(:'src', 'publish', version => 2) AS fork_v2 \gset
+SELECT workflow_version FROM vectorbea.runs WHERE id = :'fork_v2';
+SELECT * FROM nodes_of(:'fork_v2');
+SELECT llm->>'prompt' AS prompt FROM vectorbea.nodes WHERE run_id = :'fork_v2' AND node = 'write';
+SELECT data->>'version' AS version, data->'forked_from'->>'version' AS from_version
+  FROM vectorbea.events WHERE run_id = :'fork_v2' AND type = 'RUN_STARTED';
+SELECT * FROM check_run(:'fork_v2');
+
 -- Bad input changes nothing.  (Messages that name a run are masked.)
 CREATE FUNCTION masked_error(statement text) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
@@ -94,4 +112,6 @@ SELECT vectorbea.fork_run(:'src', 'write', '{"write": {"input": 7}}'); \echo SQL
 SELECT vectorbea.fork_run(:'src', 'write', '{"publish": {"llm": {"model": "x"}}}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.fork_run(:'src', 'write', '{"write": {"llm": {"max_tokens": -1}}}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.fork_run(:'src', 'write', '{"write": {"llm": {"prompt": "{{upstream.collect.output.x}}"}}}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.fork_run(:'src', 'write', version => 7); \echo SQLSTATE :SQLSTATE
+SELECT masked_error(format('SELECT vectorbea.fork_run(%L, %L, version => 1)', :'src', 'review'));
 SELECT count(*) = :runs_before AS nothing_written FROM vectorbea.runs;
