@@ -37,6 +37,9 @@ VB_REQUIRED_PACKAGES=(
 	ca-certificates
 	graphviz
 	postgresql-15-cron
+	python3-psycopg
+	nodejs
+	$(command -v npm >/dev/null 2>&1 || echo npm)	# NodeSource's nodejs bundles npm and Conflicts: npm
 )
 
 # Root of the source tree this file belongs to (test/lib/ -> ../..).
