@@ -315,7 +315,15 @@ purge_old_runs(TimestampTz now)
 	}
 	end_step();
 	if (purged > 0)
+	{
+		/*
+		 * The purge is the last step of a pass, often less than a second
+		 * after the previous flush, and the scheduler may then sleep for
+		 * minutes: flush now, so autovacuum learns of the dead rows.
+		 */
+		pgstat_report_stat(true);
 		ereport(DEBUG1, (errmsg("vectorbea scheduler: purged %d finished runs", purged)));
+	}
 	return purged == PURGE_BATCH;
 }
 
