@@ -289,12 +289,16 @@ BEGIN
 					   || coalesce(' by ' || coalesce(a.decided_by, a.decided_role::text), '')
 				  FROM @extschema@.approvals a
 				 WHERE a.run_id = x.run_id AND a.node = x.node
-				 ORDER BY a.id DESC LIMIT 1) AS gate
+				 ORDER BY a.id DESC LIMIT 1) AS gate,
+			   EXISTS (SELECT FROM @extschema@.events e
+						WHERE e.run_id = x.run_id AND e.node = x.node
+						  AND e.type = 'STEP_COMPLETED' AND e.data ? 'reused') AS reused
 		  FROM @extschema@.nodes x WHERE x.run_id = graph.run
 	), labelled AS (
 		SELECT n.*,
 			   @extschema@.escape_text(n.node) AS title,
 			   @extschema@.escape_text(n.kind || ' · ' || n.status
+				   || CASE WHEN n.reused THEN ' · reused' ELSE '' END
 				   || CASE WHEN n.attempt > 1 THEN ' · attempt ' || n.attempt || '/' || n.max_attempts
 						   ELSE '' END) AS sub,
 			   @extschema@.escape_text(n.gate) AS gate_text,
@@ -359,7 +363,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION @extschema@.graph(uuid, text) IS
-	'The run''s living graph as Mermaid (default) or Graphviz dot: nodes with kind, state, attempts and gate decisions; dependencies solid, spawns dashed.';
+	'The run''s living graph as Mermaid (default) or Graphviz dot: nodes with kind, state, attempts, reuse by a fork and gate decisions; dependencies solid, spawns dashed.';
 REVOKE ALL ON FUNCTION @extschema@.graph(uuid, text) FROM PUBLIC;
 
 CREATE FUNCTION @extschema@.timeline_chart(run uuid)

@@ -166,7 +166,7 @@ vb_fake_script({ match => { contains => 'BRIEFER: two lines' }, text => $answer{
 my $fork = sql(q{SELECT vectorbea.fork_run('} . $src . q{', 'brief', $c${"brief": {"llm": {"prompt":
 	"BRIEFER: two lines on {{run.input.incident}}, sections {{upstream.outline.output.sections}}, plan {{upstream.plan.output.json.plan}}"}}}$c$)});
 is_deeply(jsql(qq{SELECT data->'forked_from' FROM vectorbea.events WHERE run_id = '$fork' AND type = 'RUN_STARTED'}),
-	{ run => $src, node => 'brief', changes => { brief => { llm => { prompt =>
+	{ run => $src, version => 1, node => 'brief', changes => { brief => { llm => { prompt =>
 		'BRIEFER: two lines on {{run.input.incident}}, sections {{upstream.outline.output.sections}}, plan {{upstream.plan.output.json.plan}}' } } } },
 	'fork from brief: RUN_STARTED says where the fork came from, with the change');
 is_deeply(claim([qw(collect metrics outline investigate)], 10), [],

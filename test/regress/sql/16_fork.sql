@@ -38,6 +38,8 @@ SELECT data->'forked_from'->>'node' AS forked_from_node,
 	   (data->'forked_from'->>'run')::uuid = :'src' AS from_source
   FROM vectorbea.events WHERE run_id = :'fork' AND type = 'RUN_STARTED';
 SELECT line FROM timeline_text(:'fork') AS line;
+-- The picture says which nodes the fork reused.
+SELECT vectorbea.graph(:'fork');
 SELECT count(*) AS reused_claimable FROM vectorbea.claim_tasks('w', ARRAY['fk_collect', 'fk_metrics', 'fk_plan', 'fk_investigate'], 10);
 SELECT * FROM check_run(:'fork');
 SELECT node, what FROM vectorbea.diff_runs(:'src', :'fork') WHERE what <> 'latency_ms';
