@@ -123,13 +123,15 @@ plan_fork(pg_uuid_t *source, const char *from_node, const char *definition_specs
 						  "                          WHERE d.id NOT IN (SELECT id FROM spec))))"
 						  "  UNION"
 						  "  SELECT s.id FROM spec s, dropped d"
-						  "   WHERE s.spawner = d.id OR (s.s->'depends_on') ? d.id"
+						  "   WHERE s.spawner IS NOT NULL"
+						  "     AND (s.spawner = d.id OR (s.s->'depends_on') ? d.id)"
 						  ")"
 						  " SELECT s.id, s.s::text, s.spawner, s.batch,"
 						  "        s.id IN (SELECT id FROM down) OR n.status IS DISTINCT FROM 'succeeded',"
 						  "        n.id, n.output::text, EXISTS (SELECT FROM spec WHERE spec.id = $2)"
 						  "   FROM spec s LEFT JOIN vectorbea.nodes n ON n.run_id = $1 AND n.node = s.id"
-						  "  WHERE s.id NOT IN (SELECT id FROM dropped)"
+						  /* only spawned rows are dropped: an id may be both, with another version */
+						  "  WHERE s.spawner IS NULL OR s.id NOT IN (SELECT id FROM dropped)"
 						  "  ORDER BY s.batch, s.ord",
 						  lengthof(types), types);
 	}

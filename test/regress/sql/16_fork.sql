@@ -89,6 +89,14 @@ SELECT data->>'version' AS version, data->'forked_from'->>'version' AS from_vers
   FROM vectorbea.events WHERE run_id = :'fork_v2' AND type = 'RUN_STARTED';
 SELECT * FROM check_run(:'fork_v2');
 
+-- Onto a version that took nodes away: x's spawner r is gone, and y is
+-- now a node of the definition, so the y that a spawned is not copied.
+SELECT vectorbea.define_workflow('dang', '{"nodes":[{"id":"a","activity":"dg_a"},
+	{"id":"r2","activity":"dg_r"},{"id":"y","activity":"dg_y2"}]}');
+SELECT vectorbea.fork_run(:'dang', 'r2', version => 2) AS dang_v2 \gset
+SELECT * FROM nodes_of(:'dang_v2');
+SELECT * FROM check_run(:'dang_v2');
+
 -- Bad input changes nothing.  (Messages that name a run are masked.)
 CREATE FUNCTION masked_error(statement text) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
