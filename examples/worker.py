@@ -70,6 +70,13 @@ LEASE = "3 seconds"        # short, so that heartbeats matter
 HEARTBEAT_SECONDS = 0.5    # well inside the lease
 POLL_SECONDS = 0.25        # claim again after this long even without NOTIFY
 LEASE_LOST = "VB001"
+LABEL_WIDTH = 28           # the column of "node#attempt" in the log
+
+# Hooks another worker file may replace (examples/pr_review_worker.py does):
+# called with the worker's name and the nodes of each batch it claims, and
+# with the worker, node and monotonic start and end of each completed task.
+on_claim = lambda worker, nodes: None
+on_done = lambda worker, node, start, end: None
 
 T0 = time.monotonic()
 _print_lock = threading.Lock()
@@ -96,7 +103,7 @@ class Task:
         self.label = f"{self.node}#{self.attempt}"
 
     def say(self, msg):
-        log(self.worker.name, f"{self.label:<28} {msg}")
+        log(self.worker.name, f"{self.label:<{LABEL_WIDTH}} {msg}")
 
     def work(self, seconds, heartbeat=False):
         """Simulated work; renews the lease every HEARTBEAT_SECONDS if asked."""
@@ -279,6 +286,7 @@ class Worker(threading.Thread):
 
     def execute(self, t):
         t.say(f"started ({t.activity}, attempt {t.attempt}/{t.max_attempts})")
+        start = time.monotonic()
         try:
             try:
                 output, spawn = HANDLERS[t.activity](t)
@@ -309,6 +317,7 @@ class Worker(threading.Thread):
             t.say("completed"
                   + (f", spawned {', '.join(s['id'] for s in spawn)}" if spawn else "")
                   + f" → {_short(output)}")
+            on_done(self.name, t.node, start, time.monotonic())
         except psycopg2.Error as e:
             if e.pgcode == LEASE_LOST:
                 # Another attempt owns the task now (or the run is over):
@@ -334,6 +343,7 @@ class Worker(threading.Thread):
                     continue
                 log(self.name, f"claim_tasks → {len(tasks)}: "
                                + ", ".join(t.label for t in tasks))
+                on_claim(self.name, [t.node for t in tasks])
                 runners = [threading.Thread(target=self.execute, args=(t,))
                            for t in tasks]
                 for r in runners:
@@ -353,8 +363,8 @@ def _short(value, limit=70):
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(description=__doc__):
+    ap = argparse.ArgumentParser(description=description.split("\n\n")[0])
     ap.add_argument("--run", help="exit once this run has finished")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--dsn", default="", help="libpq connection string")
