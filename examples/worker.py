@@ -75,8 +75,13 @@ LABEL_WIDTH = 28           # the column of "node#attempt" in the log
 # Hooks another worker file may replace (examples/pr_review_worker.py does):
 # called with the worker's name and the nodes of each batch it claims, and
 # with the worker, node and monotonic start and end of each completed task.
-on_claim = lambda worker, nodes: None
-on_done = lambda worker, node, start, end: None
+def on_claim(worker, nodes):
+    pass
+
+
+def on_done(worker, node, start, end):
+    pass
+
 
 T0 = time.monotonic()
 _print_lock = threading.Lock()

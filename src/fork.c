@@ -291,8 +291,8 @@ batch_specs(ForkNode *nodes, int count, int first, int *next)
 }
 
 /*
- * The normalised node specs of version `version` of the workflow, or an
- * error naming the versions there are.
+ * The normalised node specs of version `version` of the workflow; an
+ * error, with a hint to list the versions, when there is no such version.
  */
 static char *
 version_specs(const char *workflow, int32 version)
@@ -340,7 +340,7 @@ vectorbea_fork_run(PG_FUNCTION_ARGS)
 	pg_uuid_t  *result;
 	Datum		args[4];
 	Oid			types[4] = {UUIDOID, UUIDOID, TIMESTAMPTZOID, INT4OID};
-	bool		version_given = PG_NARGS() > 3 && !PG_ARGISNULL(3);
+	bool		version_given = !PG_ARGISNULL(3);
 	int32		version = version_given ? PG_GETARG_INT32(3) : 0;
 	char	   *definition_specs = NULL;
 	StringInfoData data;
