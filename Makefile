@@ -29,6 +29,7 @@ OBJS = \
 	src/state.o \
 	src/check.o \
 	src/llm_spec.o \
+	src/wait_spec.o \
 	src/validate.o \
 	src/workflow.o \
 	src/lease.o \
@@ -42,6 +43,8 @@ OBJS = \
 	src/requeue.o \
 	src/retention.o \
 	src/fork.o \
+	src/waits.o \
+	src/signals.o \
 	src/approvals.o \
 	src/keys.o \
 	src/llm_request.o \

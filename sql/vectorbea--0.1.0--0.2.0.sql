@@ -169,10 +169,11 @@ WITH ev AS (
 		   CASE ev.type WHEN 'STEP_STARTED' THEN 'running'
 						WHEN 'STEP_COMPLETED' THEN 'succeeded'
 						WHEN 'STEP_RETRIED' THEN 'ready'
-						WHEN 'APPROVAL_REQUESTED' THEN 'waiting'
-						ELSE 'failed' END AS status
+						WHEN 'STEP_FAILED' THEN 'failed'
+						ELSE 'waiting' END AS status
 	  FROM ev
-	 WHERE ev.type IN ('STEP_STARTED', 'STEP_COMPLETED', 'STEP_RETRIED', 'APPROVAL_REQUESTED')
+	 WHERE ev.type IN ('STEP_STARTED', 'STEP_COMPLETED', 'STEP_RETRIED', 'APPROVAL_REQUESTED',
+					   'TIMER_STARTED', 'SIGNAL_AWAITED', 'CHILD_RUN_STARTED')
 		OR (ev.type = 'STEP_FAILED' AND (ev.data->>'final')::boolean)
 	UNION ALL
 	SELECT closed.node, ev.seq,
@@ -199,7 +200,9 @@ WITH ev AS (
 	SELECT DISTINCT ON (node) node, status FROM marks ORDER BY node, seq DESC
 ), per_node AS (
 	SELECT a.node,
-		   (SELECT count(*) FROM ev WHERE ev.type = 'STEP_STARTED' AND ev.node = a.node) AS attempts,
+		   (SELECT count(*) FROM ev
+			 WHERE ev.type IN ('STEP_STARTED', 'TIMER_STARTED', 'SIGNAL_AWAITED', 'CHILD_RUN_STARTED')
+			   AND ev.node = a.node) AS attempts,
 		   (SELECT ev.data->'output' FROM ev
 			 WHERE ev.type = 'STEP_COMPLETED' AND ev.node = a.node
 			 ORDER BY ev.seq DESC LIMIT 1) AS output,
@@ -653,3 +656,70 @@ $$;
 COMMENT ON FUNCTION @extschema@.unschedule_workflow(text) IS
 	'Removes the pg_cron job of a schedule made by schedule_workflow().';
 REVOKE ALL ON FUNCTION @extschema@.unschedule_workflow(text) FROM PUBLIC;
+
+/*
+ * Timers, signals and child runs (issue 14): three node kinds the engine
+ * runs itself, without a worker.  A sleep node waits until a time; a
+ * signal node waits for a named signal sent with send_signal(); a run node
+ * starts another workflow as a child run and waits for it.  Any node may
+ * also say not_before.  While a node waits, attempt_deadline is when the
+ * scheduler ends the wait (the timer's time, the signal's timeout, the
+ * child's timeout).
+ */
+ALTER TABLE @extschema@.nodes DROP CONSTRAINT nodes_kind_check;
+ALTER TABLE @extschema@.nodes ADD CONSTRAINT nodes_kind_check
+	CHECK (kind IN ('task', 'llm', 'approval', 'sleep', 'signal', 'run'));
+ALTER TABLE @extschema@.nodes ADD COLUMN wait jsonb;
+ALTER TABLE @extschema@.nodes ADD COLUMN not_before text;
+COMMENT ON COLUMN @extschema@.nodes.wait IS
+	'The normalised "sleep", "signal" or "run" object of a node of that kind.';
+COMMENT ON COLUMN @extschema@.nodes.not_before IS
+	'The node''s not_before (a timestamp or a template): it is not started before that time.  available_at is ''infinity'' until the scheduler has read it.';
+-- the scheduler: waits that end at a time.
+CREATE INDEX nodes_wait_deadline_idx ON @extschema@.nodes (attempt_deadline)
+	WHERE status = 'waiting' AND attempt_deadline IS NOT NULL;
+-- the scheduler: nodes held by their not_before.
+CREATE INDEX nodes_not_before_idx ON @extschema@.nodes (available_at)
+	WHERE status = 'ready' AND not_before IS NOT NULL;
+
+ALTER TABLE @extschema@.runs ADD COLUMN parent_run uuid;
+ALTER TABLE @extschema@.runs ADD COLUMN parent_node text;
+COMMENT ON COLUMN @extschema@.runs.parent_run IS
+	'The run whose run node started this one as a child (no foreign key: retention may purge a parent first).';
+COMMENT ON COLUMN @extschema@.runs.parent_node IS
+	'The run node of parent_run that waits for this child.';
+-- the scheduler: running children whose parent stopped waiting for them.
+CREATE INDEX runs_running_children_idx ON @extschema@.runs (parent_run)
+	WHERE parent_run IS NOT NULL AND status = 'running';
+
+CREATE TABLE @extschema@.signals (
+	id				bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	run_id			uuid NOT NULL REFERENCES @extschema@.runs (id) ON DELETE CASCADE,
+	name			text NOT NULL,
+	payload			jsonb NOT NULL,
+	idempotency_key	text,
+	sent_at			timestamptz NOT NULL,
+	sent_by			name NOT NULL DEFAULT session_user,
+	delivered_to	bigint,
+	delivered_at	timestamptz,
+	UNIQUE (run_id, idempotency_key)
+);
+COMMENT ON TABLE @extschema@.signals IS
+	'Signals sent to runs with send_signal(); each is delivered to one signal node, in the order sent.';
+COMMENT ON COLUMN @extschema@.signals.delivered_to IS
+	'The node (nodes.id) whose output the payload became; NULL while the signal waits for a node.';
+CREATE INDEX signals_undelivered_idx ON @extschema@.signals (run_id, name, id)
+	WHERE delivered_to IS NULL;
+REVOKE ALL ON TABLE @extschema@.signals FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.signals', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('@extschema@.signals', 'id')::regclass, '');
+
+CREATE FUNCTION @extschema@.send_signal(run uuid, name text, payload jsonb DEFAULT '{}',
+										idempotency_key text DEFAULT NULL)
+	RETURNS bigint
+	LANGUAGE c SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_send_signal';
+COMMENT ON FUNCTION @extschema@.send_signal(uuid, text, jsonb, text) IS
+	'Sends a named signal to a running run: the first signal node of the run waiting for that name takes the payload as its output, or the next one to wait does.  Returns the signal''s id; a repeated idempotency key returns the first signal''s id and changes nothing.';
+REVOKE ALL ON FUNCTION @extschema@.send_signal(uuid, text, jsonb, text) FROM PUBLIC;

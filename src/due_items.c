@@ -2,7 +2,8 @@
  *
  * due_items.c
  *	  Acting on due items (an attempt past its lease, a run past its
- *	  deadline, a gate past its expiry, an llm call) one at a time.
+ *	  deadline, a gate past its expiry, a wait to start or end, an llm
+ *	  call) one at a time.
  *
  * With isolate set (the scheduler), each item runs in a subtransaction, so
  * one item's error is logged, counted, recorded in its run's history as
@@ -45,6 +46,7 @@ record_error_now(void *arg)
 	static const char *const node_sql[] = {
 		[VB_ITEM_ATTEMPT] = "SELECT node FROM vectorbea.nodes WHERE id = $1",
 		[VB_ITEM_GATE] = "SELECT node FROM vectorbea.approvals WHERE id = $1",
+		[VB_ITEM_WAIT] = "SELECT node FROM vectorbea.nodes WHERE id = $1",
 	};
 	static const char *const postpone_sql[] = {
 		[VB_ITEM_ATTEMPT] = "UPDATE vectorbea.nodes SET lease_expires_at = $2"
@@ -52,6 +54,12 @@ record_error_now(void *arg)
 		[VB_ITEM_RUN] = "UPDATE vectorbea.runs SET deadline = $2 WHERE id = $1",
 		[VB_ITEM_GATE] = "UPDATE vectorbea.approvals SET expires_at = $2"
 		" WHERE id = $1 AND status = 'pending'",
+		/* a node held by its not_before stays held */
+		[VB_ITEM_WAIT] = "UPDATE vectorbea.nodes"
+		"   SET available_at = CASE WHEN status = 'ready' AND available_at <> 'infinity'"
+		"                           THEN $2 ELSE available_at END,"
+		"       attempt_deadline = CASE WHEN status = 'waiting' THEN $2 ELSE attempt_deadline END"
+		" WHERE id = $1",
 	};
 	ErrorRecord *e = arg;
 	TimestampTz retry_at = e->at + (int64) ERROR_RETRY_MS * 1000;

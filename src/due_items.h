@@ -16,7 +16,8 @@ typedef enum VbDueItemKind
 {
 	VB_ITEM_ATTEMPT,			/* nodes.id: an attempt past its lease */
 	VB_ITEM_RUN,				/* a run past its deadline */
-	VB_ITEM_GATE				/* approvals.id: a gate past its expiry */
+	VB_ITEM_GATE,				/* approvals.id: a gate past its expiry */
+	VB_ITEM_WAIT				/* nodes.id: a sleep, signal or run node to start or end */
 } VbDueItemKind;
 
 extern uint64 vb_read_due_items(int id_column, int run_column, int64 **ids,

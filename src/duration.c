@@ -2,11 +2,13 @@
  *
  * duration.c
  *	  The duration syntax of definitions and settings: "500ms", "30s",
- *	  "1m30s", "2h", "1d".
+ *	  "1m30s", "2h", "1d"; and the timestamps they name.
  *
  * Durations are parsed here and nowhere else, so that a definition, a spawn
  * list and a setting all accept exactly the same spellings.  Values are
- * milliseconds.
+ * milliseconds.  Timestamps (a run's deadline, a timer's "until", a node's
+ * not_before) are parsed here too, without throwing, so that the caller's
+ * error can name the field, and the scheduler can fail one node cleanly.
  *
  * IDENTIFICATION
  *	  src/duration.c
@@ -17,6 +19,8 @@
 
 #include <ctype.h>
 #include <math.h>
+
+#include "utils/datetime.h"
 
 #include "duration.h"
 
@@ -121,4 +125,32 @@ vb_interval_ms(Interval *iv, const char *what)
 				 errmsg("%s must be at most 366 days", what)));
 	ms = (int64) (days * 86400.0 * 1000.0);
 	return Max(ms, 1);		/* a positive interval under 1 ms is 1 ms */
+}
+
+/*
+ * Parses a finite date and time ("2026-12-01T09:00:00Z"; without a zone,
+ * the session's TimeZone applies); false on anything else, "now" and
+ * "infinity" included: a definition's time must not move.  Never throws.
+ */
+bool
+vb_parse_timestamp(const char *text, TimestampTz *result)
+{
+	char		workbuf[MAXDATELEN + MAXDATEFIELDS];
+	char	   *field[MAXDATEFIELDS];
+	int			ftype[MAXDATEFIELDS];
+	int			nf;
+	int			dtype;
+	int			tz;
+	struct pg_tm tm;
+	fsec_t		fsec;
+
+	if (text == NULL || strlen(text) >= MAXDATELEN)
+		return false;
+	if (ParseDateTime(text, workbuf, sizeof(workbuf), field, ftype, MAXDATEFIELDS, &nf) != 0 ||
+		DecodeDateTime(field, ftype, nf, &dtype, &tm, &fsec, &tz) != 0 ||
+		dtype != DTK_DATE)
+		return false;
+	if (tm2timestamp(&tm, fsec, &tz, result) != 0 || TIMESTAMP_NOT_FINITE(*result))
+		return false;
+	return true;
 }

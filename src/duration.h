@@ -14,5 +14,6 @@
 extern bool vb_parse_duration(const char *text, int64 *ms);
 extern char *vb_format_duration(int64 ms);
 extern int64 vb_interval_ms(Interval *iv, const char *what);
+extern bool vb_parse_timestamp(const char *text, TimestampTz *result);
 
 #endif							/* VB_DURATION_H */

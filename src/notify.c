@@ -32,13 +32,15 @@
  * NOTIFY vectorbea_tasks with the activity as payload.  PostgreSQL folds
  * identical notifications of one transaction into one, so a transaction
  * that readies many nodes of one activity sends one.  A ready llm node
- * wakes the scheduler instead, which claims it.
+ * wakes the scheduler instead, which claims it, as does a node without an
+ * activity (sleep, signal, run), which the scheduler starts.
  */
 void
 vb_notify_task_ready(const char *activity)
 {
-	if (activity && strcmp(activity, VB_LLM_ACTIVITY) == 0)
-		vb_wake_scheduler(vb_now());	/* llm nodes are the scheduler's work */
+	/* llm nodes, and the engine's nodes without an activity, are the scheduler's work */
+	if (activity == NULL || strcmp(activity, VB_LLM_ACTIVITY) == 0)
+		vb_wake_scheduler(vb_now());
 	else if (vb_notify_tasks && activity)
 		Async_Notify("vectorbea_tasks", activity);
 }
@@ -167,8 +169,16 @@ vb_wake_scheduler(TimestampTz due)
 void
 vb_announce_at_commit(const char *activity, TimestampTz available_at)
 {
-	MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
-	PendingRetry *r = palloc(sizeof(PendingRetry));
+	MemoryContext old;
+	PendingRetry *r;
+
+	if (activity == NULL)
+	{
+		vb_wake_scheduler(available_at);	/* the engine's node: nobody else to tell */
+		return;
+	}
+	old = MemoryContextSwitchTo(TopTransactionContext);
+	r = palloc(sizeof(PendingRetry));
 
 	r->activity = pstrdup(activity);
 	r->available_at = available_at;

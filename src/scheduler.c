@@ -59,6 +59,7 @@
 #include "http.h"
 #include "llm.h"
 #include "retention.h"
+#include "waits.h"
 #include "scheduler.h"
 #include "settings.h"
 #include "shmem.h"
@@ -352,6 +353,15 @@ do_pass(TimestampTz now, TimestampTz *announced_upto, VbSweepCounters *c)
 		;
 	end_step();
 
+	begin_step("vectorbea: starting and ending timers, signal waits and child runs");
+	while (vb_start_waits(now, true, c) > 0)
+		;
+	while (vb_end_due_waits(now, true, c) > 0)
+		;
+	while (vb_cancel_orphans(now, c) > 0)
+		;
+	end_step();
+
 	begin_step("vectorbea: claiming llm nodes");
 	vb_llm_check_leases();
 	vb_llm_claim(c);
@@ -360,8 +370,9 @@ do_pass(TimestampTz now, TimestampTz *announced_upto, VbSweepCounters *c)
 
 	begin_step("vectorbea: announcing due retries");
 	vb_announce_due(*announced_upto, now, c);
+	vb_announce_not_before(*announced_upto, now);
 	*announced_upto = now;
-	next = vb_next_due(now);
+	next = Min(vb_next_due(now), vb_waits_next_due(now));
 	end_step();
 
 	if (vb_retention_min > 0 && purge_old_runs(now))

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * spi_util.c
- *	  Prepared statements kept for the life of the backend.
+ *	  Prepared statements kept for the life of the backend, and the schema
+ *	  version they may count on.
  *
  * Every engine statement is prepared once per backend into a static plan
  * pointer of the function that runs it, and kept (SPI_keepplan), so the
@@ -14,7 +15,9 @@
  */
 #include "postgres.h"
 
+#include "catalog/namespace.h"
 #include "executor/spi.h"
+#include "utils/lsyscache.h"
 
 #include "spi_util.h"
 
@@ -40,4 +43,15 @@ vb_prepare_opts(const char *sql, int nargs, Oid *argtypes, int cursor_options)
 	if (SPI_keepplan(plan) != 0)
 		elog(ERROR, "vectorbea: could not keep prepared statement");
 	return plan;
+}
+
+/*
+ * Whether this database's schema has timers, signals and child runs (0.2.0):
+ * a 0.2.0 library serves a 0.1.0 schema between its restart and ALTER
+ * EXTENSION UPDATE, and must not touch columns that are not there yet.
+ */
+bool
+vb_waits_available(void)
+{
+	return OidIsValid(get_relname_relid("signals", get_namespace_oid("vectorbea", true)));
 }

@@ -8,6 +8,8 @@
  *	                              ready <- running          (retry)
  *	                                       running -> failed
  *	                    ready/running -> waiting -> succeeded | failed (gates)
+ *	                    ready -> waiting -> succeeded | ready | failed
+ *	                                     (sleep, signal and run nodes: waits)
  *	         pending/ready/waiting -> skipped, running -> cancelled (run failed)
  *	         every open status -> cancelled                  (run cancelled)
  *	  run:   running -> succeeded | failed | cancelled
@@ -22,7 +24,8 @@
  * decremented under the run lock, so a join becomes ready exactly once.
  *
  * The scheduler is told about time-driven work and listeners about ready
- * work and finished runs through notify.c.
+ * work and finished runs through notify.c.  A child run that ends settles
+ * its parent's run node here too (tell_parent): child first, then parent.
  *
  * IDENTIFICATION
  *	  src/state.c
@@ -39,6 +42,7 @@
 #include "storage/proc.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/memutils.h"
 
 #include "vectorbea.h"
@@ -56,12 +60,18 @@ static int	add_nodes(VbRun *run, const char *specs_json, const char *spawned_by,
 
 /* ---- nodes come into being and become ready ---- */
 
-/* A node became ready: its activity is announced, an approval node waits. */
+/*
+ * A node became ready: its activity is announced; a node without one (an
+ * approval, sleep, signal or run node) is the engine's to start
+ * (open_ready_gates).  A node held by its not_before (available_at
+ * 'infinity') is announced by the scheduler once it has read that time.
+ */
 static void
-became_ready(VbRun *run, const char *activity)
+became_ready(VbRun *run, const char *activity, bool held)
 {
-	/* Only approval nodes have no activity: their gates open next. */
-	if (activity == NULL)
+	if (held)
+		vb_wake_scheduler(vb_now());
+	else if (activity == NULL)
 		run->gates_pending = true;
 	else
 		vb_notify_task_ready(activity);
@@ -94,15 +104,57 @@ vb_state_add_nodes_held(VbRun *run, const char *specs_json, const char *spawned_
 	return add_nodes(run, specs_json, spawned_by, true, at);
 }
 
+/*
+ * The insert of add_nodes.  A node with a not_before is held (available_at
+ * 'infinity') until the scheduler has read its time.  The columns of
+ * sleep, signal and run nodes come with 0.2.0's schema; a 0.1.0 schema
+ * (before ALTER EXTENSION UPDATE) gets the statement without them, and its
+ * definitions cannot have such nodes (validate.c).
+ */
+#define ADD_NODES_010 \
+	"", "", "", "NULL"
+#define ADD_NODES_WAITS \
+	", sleep jsonb, signal jsonb, run jsonb, not_before text", \
+	", wait, not_before", \
+	", coalesce(s.sleep, s.signal, s.run), s.not_before", \
+	"s.not_before"
+#define ADD_NODES_SQL(v) ADD_NODES_SQL_(v)
+#define ADD_NODES_SQL_(spec_cols, ins_cols, ins_vals, not_before) \
+	"WITH spec AS (" \
+	"  SELECT s.* FROM pg_catalog.jsonb_to_recordset($2::jsonb) AS s(id text, kind text," \
+	"    activity text, depends_on text[], input jsonb, retry jsonb," \
+	"    timeout_ms bigint, approval jsonb, llm jsonb" spec_cols ")" \
+	"), ins AS (" \
+	"  INSERT INTO vectorbea.nodes (run_id, node, kind, activity, status," \
+	"    depends_on, deps_remaining, input, max_attempts, retry, timeout_ms, approval, llm, priority," \
+	"    available_at, spawned_by, created_at" ins_cols ")" \
+	"  SELECT $1, s.id, s.kind, s.activity," \
+	"    CASE WHEN d.remaining = 0 AND NOT $6 THEN 'ready' ELSE 'pending' END," \
+	"    s.depends_on, d.remaining, s.input, (s.retry->>'max_attempts')::int," \
+	"    s.retry, s.timeout_ms, s.approval, s.llm, $3," \
+	"    CASE WHEN " not_before " IS NOT NULL THEN 'infinity'::timestamptz" \
+	"         WHEN d.remaining = 0 AND NOT $6 THEN $5 END, $4, $5" ins_vals \
+	"  FROM spec s CROSS JOIN LATERAL (" \
+	"    SELECT pg_catalog.count(*) FILTER (WHERE e.status IS DISTINCT FROM 'succeeded')::int" \
+	"           AS remaining" \
+	"      FROM pg_catalog.unnest(s.depends_on) AS dep(id)" \
+	"      LEFT JOIN vectorbea.nodes e ON e.run_id = $1 AND e.node = dep.id) d" \
+	"  RETURNING activity, status, available_at = 'infinity' AS held" \
+	")" \
+	" SELECT activity, held, pg_catalog.count(*) FILTER (WHERE status = 'ready'), pg_catalog.count(*)" \
+	"   FROM ins GROUP BY activity, held"
+
 static int
 add_nodes(VbRun *run, const char *specs_json, const char *spawned_by, bool hold, TimestampTz at)
 {
-	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plans[2] = {NULL, NULL};
+	int			waits = vb_waits_available() ? 1 : 0;
+	SPIPlanPtr	plan;
 	Datum		args[6];
 	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 	int			added = 0;
 
-	if (plan == NULL)
+	if (plans[waits] == NULL)
 	{
 		Oid			types[6] = {UUIDOID, TEXTOID, INT4OID, TEXTOID, TIMESTAMPTZOID, BOOLOID};
 
@@ -111,31 +163,10 @@ add_nodes(VbRun *run, const char *specs_json, const char *spawned_by, bool hold,
 		 * visible to its own snapshot, so they count as not yet done, which
 		 * is right: new nodes have not run.
 		 */
-		plan = vb_prepare(
-						  "WITH spec AS ("
-						  "  SELECT s.* FROM pg_catalog.jsonb_to_recordset($2::jsonb) AS s(id text, kind text,"
-						  "    activity text, depends_on text[], input jsonb, retry jsonb,"
-						  "    timeout_ms bigint, approval jsonb, llm jsonb)"
-						  "), ins AS ("
-						  "  INSERT INTO vectorbea.nodes (run_id, node, kind, activity, status,"
-						  "    depends_on, deps_remaining, input, max_attempts, retry, timeout_ms, approval, llm, priority,"
-						  "    available_at, spawned_by, created_at)"
-						  "  SELECT $1, s.id, s.kind, s.activity,"
-						  "    CASE WHEN d.remaining = 0 AND NOT $6 THEN 'ready' ELSE 'pending' END,"
-						  "    s.depends_on, d.remaining, s.input, (s.retry->>'max_attempts')::int,"
-						  "    s.retry, s.timeout_ms, s.approval, s.llm, $3,"
-						  "    CASE WHEN d.remaining = 0 AND NOT $6 THEN $5 END, $4, $5"
-						  "  FROM spec s CROSS JOIN LATERAL ("
-						  "    SELECT pg_catalog.count(*) FILTER (WHERE e.status IS DISTINCT FROM 'succeeded')::int"
-						  "           AS remaining"
-						  "      FROM pg_catalog.unnest(s.depends_on) AS dep(id)"
-						  "      LEFT JOIN vectorbea.nodes e ON e.run_id = $1 AND e.node = dep.id) d"
-						  "  RETURNING activity, status"
-						  ")"
-						  " SELECT activity, pg_catalog.count(*) FILTER (WHERE status = 'ready'), pg_catalog.count(*)"
-						  "   FROM ins GROUP BY activity",
-						  lengthof(types), types);
+		plans[waits] = vb_prepare(waits ? ADD_NODES_SQL(ADD_NODES_WAITS) : ADD_NODES_SQL(ADD_NODES_010),
+								  lengthof(types), types);
 	}
+	plan = plans[waits];
 	args[0] = UUIDPGetDatum(&run->id);
 	args[1] = CStringGetTextDatum(specs_json);
 	args[2] = Int32GetDatum(run->priority);
@@ -152,11 +183,12 @@ add_nodes(VbRun *run, const char *specs_json, const char *spawned_by, bool hold,
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		bool		isnull;
-		int64		ready = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
+		bool		held = DatumGetBool(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull));
+		int64		ready = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull));
 
-		added += (int) DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull));
+		added += (int) DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 4, &isnull));
 		if (ready > 0)
-			became_ready(run, SPI_getvalue(tup, SPI_tuptable->tupdesc, 1));
+			became_ready(run, SPI_getvalue(tup, SPI_tuptable->tupdesc, 1), held);
 	}
 	run->open_nodes += added;
 	run->node_count += added;
@@ -181,9 +213,10 @@ release_dependents(VbRun *run, const char *node, TimestampTz at)
 		plan = vb_prepare("UPDATE vectorbea.nodes"
 						  "   SET deps_remaining = deps_remaining - 1,"
 						  "       status = CASE WHEN deps_remaining = 1 THEN 'ready' ELSE status END,"
-						  "       available_at = CASE WHEN deps_remaining = 1 THEN $3 ELSE available_at END"
+						  "       available_at = CASE WHEN deps_remaining = 1 AND available_at IS DISTINCT FROM 'infinity'"
+						  "                               THEN $3 ELSE available_at END"
 						  " WHERE run_id = $1 AND status = 'pending' AND $2 = ANY (depends_on)"
-						  " RETURNING activity, status",
+						  " RETURNING activity, status, available_at = 'infinity'",
 						  3, types);
 	}
 	args[0] = UUIDPGetDatum(&run->id);
@@ -195,8 +228,11 @@ release_dependents(VbRun *run, const char *node, TimestampTz at)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
 
+		bool		isnull;
+
 		if (strcmp(SPI_getvalue(tup, SPI_tuptable->tupdesc, 2), "ready") == 0)
-			became_ready(run, SPI_getvalue(tup, SPI_tuptable->tupdesc, 1));
+			became_ready(run, SPI_getvalue(tup, SPI_tuptable->tupdesc, 1),
+						 DatumGetBool(SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull)));
 	}
 }
 
@@ -589,32 +625,39 @@ vb_state_wait_on_gate(VbRun *run, int64 task_id, const char *node, int attempt,
 }
 
 /*
- * Opens the gates of the approval nodes of a locked run that have become
- * ready (run->gates_pending).  The event that made them ready is already
+ * Starts what the engine starts at once among the nodes of a locked run
+ * that have become ready without an activity (run->gates_pending): the
+ * gates of approval nodes whose time has come.  Sleep, signal and run
+ * nodes, and nodes held by their not_before, are the scheduler's to start
+ * (waits.c): it is woken.  The event that made them ready is already
  * written, so the history shows a node before its gate.
  */
 static void
 open_ready_gates(VbRun *run, TimestampTz at)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		args[1];
+	Datum		args[2];
 	uint64		n;
 	int64	   *ids;
 	char	  **nodes;
 	char	  **specs;
+	bool		wake = false;
+	uint64		gates = 0;
 
 	if (!run->gates_pending)
 		return;
 	run->gates_pending = false;
 	if (plan == NULL)
 	{
-		Oid			types[1] = {UUIDOID};
+		Oid			types[2] = {UUIDOID, TIMESTAMPTZOID};
 
-		plan = vb_prepare("SELECT id, node, approval::text FROM vectorbea.nodes"
-						  " WHERE run_id = $1 AND kind = 'approval' AND status = 'ready'"
+		plan = vb_prepare("SELECT id, node, approval::text, kind = 'approval' AND available_at <= $2"
+						  "  FROM vectorbea.nodes"
+						  " WHERE run_id = $1 AND activity IS NULL AND status = 'ready'"
 						  " ORDER BY id", lengthof(types), types);
 	}
 	args[0] = UUIDPGetDatum(&run->id);
+	args[1] = TimestampTzGetDatum(at);
 	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not find gates to open");
 	n = SPI_processed;
@@ -623,14 +666,156 @@ open_ready_gates(VbRun *run, TimestampTz at)
 	specs = palloc(sizeof(char *) * Max(n, 1));
 	for (uint64 i = 0; i < n; i++)
 	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
 		bool		isnull;
 
-		ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
-		nodes[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
-		specs[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3);
+		if (!DatumGetBool(SPI_getbinval(tup, SPI_tuptable->tupdesc, 4, &isnull)))
+		{
+			wake = true;
+			continue;
+		}
+		ids[gates] = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
+		nodes[gates] = SPI_getvalue(tup, SPI_tuptable->tupdesc, 2);
+		specs[gates] = SPI_getvalue(tup, SPI_tuptable->tupdesc, 3);
+		gates++;
 	}
-	for (uint64 i = 0; i < n; i++)
+	for (uint64 i = 0; i < gates; i++)
 		vb_state_wait_on_gate(run, ids[i], nodes[i], 0, specs[i], NULL, at);
+	if (wake)
+		vb_wake_scheduler(at);
+}
+
+/* ---- waits the engine ends: timers, signals, child runs ---- */
+
+/*
+ * A ready sleep, signal or run node of a locked run starts waiting: a new
+ * attempt that ends at deadline (DT_NOEND: only an outside event ends it),
+ * with lease as its token (the child run's id; NULL for none).  event_type
+ * (TIMER_STARTED, SIGNAL_AWAITED, CHILD_RUN_STARTED) and data_json say
+ * what it waits for.  Returns the attempt number, 0 when the node was not
+ * ready (nothing changed).
+ */
+int
+vb_state_begin_wait(VbRun *run, int64 task_id, TimestampTz deadline, pg_uuid_t *lease,
+					const char *event_type, const char *data_json, TimestampTz at)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	bool		isnull;
+	int			attempt;
+
+	if (plan == NULL)
+	{
+		Oid			types[4] = {INT8OID, TIMESTAMPTZOID, TIMESTAMPTZOID, UUIDOID};
+
+		plan = vb_prepare("UPDATE vectorbea.nodes"
+						  "   SET status = 'waiting', attempt = attempt + 1, started_at = $2,"
+						  "       attempt_deadline = $3, lease = $4, lease_expires_at = NULL,"
+						  "       worker = NULL"
+						  " WHERE id = $1 AND status = 'ready'"
+						  " RETURNING node, attempt", lengthof(types), types);
+	}
+	args[0] = Int64GetDatum(task_id);
+	args[1] = TimestampTzGetDatum(at);
+	args[2] = TimestampTzGetDatum(deadline);
+	if (deadline == DT_NOEND)
+		nulls[2] = 'n';
+	if (lease)
+		args[3] = UUIDPGetDatum(lease);
+	else
+		nulls[3] = 'n';
+	if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "vectorbea: could not start the wait of task %ld", (long) task_id);
+	if (SPI_processed == 0)
+		return 0;
+	attempt = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	vb_event(run, event_type, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1),
+			 attempt, data_json, at);
+	if (deadline != DT_NOEND)
+		vb_wake_scheduler(deadline);
+	return attempt;
+}
+
+/*
+ * A waiting node of a locked run succeeds with output_json: STEP_COMPLETED,
+ * its dependents are released, and the run may finish.  False when the
+ * node was not waiting (nothing changed).
+ */
+bool
+vb_state_end_wait(VbRun *run, int64 task_id, const char *output_json, TimestampTz at)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[3];
+	bool		isnull;
+	char	   *node;
+	int			attempt;
+	TimestampTz started_at;
+
+	if (plan == NULL)
+	{
+		Oid			types[3] = {INT8OID, TEXTOID, TIMESTAMPTZOID};
+
+		plan = vb_prepare("UPDATE vectorbea.nodes SET status = 'succeeded',"
+						  " output = $2::jsonb, finished_at = $3"
+						  " WHERE id = $1 AND status = 'waiting'"
+						  " RETURNING node, attempt, started_at", lengthof(types), types);
+	}
+	args[0] = Int64GetDatum(task_id);
+	args[1] = CStringGetTextDatum(output_json);
+	args[2] = TimestampTzGetDatum(at);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "vectorbea: could not end the wait of task %ld", (long) task_id);
+	if (SPI_processed != 1)
+		return false;
+	node = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	attempt = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	started_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	run->open_nodes--;
+	vb_event(run, "STEP_COMPLETED", node, attempt,
+			 psprintf("{\"output\":%s,\"duration_ms\":%ld}", output_json,
+					  (long) ((at - started_at) / 1000)),
+			 at);
+	release_dependents(run, node, at);
+	open_ready_gates(run, at);
+	vb_state_finish_run_if_done(run, at);
+	return true;
+}
+
+/*
+ * A ready node of a locked run held by its not_before may start at
+ * available_at, which the scheduler read from it: until then no worker
+ * claims it.  No event: readiness is derived, and the time is the
+ * definition's.
+ */
+void
+vb_state_release_not_before(VbRun *run, int64 task_id, const char *activity,
+							TimestampTz available_at, TimestampTz at)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[2];
+
+	if (plan == NULL)
+	{
+		Oid			types[2] = {INT8OID, TIMESTAMPTZOID};
+
+		plan = vb_prepare("UPDATE vectorbea.nodes SET available_at = $2"
+						  " WHERE id = $1 AND status = 'ready' AND available_at = 'infinity'",
+						  lengthof(types), types);
+	}
+	args[0] = Int64GetDatum(task_id);
+	args[1] = TimestampTzGetDatum(available_at);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "vectorbea: could not release task %ld", (long) task_id);
+	if (available_at > at)
+		vb_announce_at_commit(activity, available_at);
+	else if (activity)
+		vb_notify_task_ready(activity);
+	else
+	{
+		run->gates_pending = true;
+		open_ready_gates(run, at);
+	}
 }
 
 /*
@@ -643,42 +828,13 @@ void
 vb_state_settle_gate(VbRun *run, int64 task_id, const char *node, bool approved,
 					 const char *output_json, const char *err_class, TimestampTz at)
 {
-	static SPIPlanPtr plan = NULL;
-	Datum		args[3];
-	bool		isnull;
-	int			attempt;
-	TimestampTz started_at;
-
 	if (!approved)
 	{
 		vb_state_fail_attempt(run, task_id, err_class, output_json, false, -1, at);
 		return;
 	}
-	if (plan == NULL)
-	{
-		Oid			types[3] = {INT8OID, TEXTOID, TIMESTAMPTZOID};
-
-		plan = vb_prepare("UPDATE vectorbea.nodes SET status = 'succeeded',"
-						  " output = $2::jsonb, finished_at = $3"
-						  " WHERE id = $1 AND status = 'waiting'"
-						  " RETURNING attempt, started_at", lengthof(types), types);
-	}
-	args[0] = Int64GetDatum(task_id);
-	args[1] = CStringGetTextDatum(output_json);
-	args[2] = TimestampTzGetDatum(at);
-	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING ||
-		SPI_processed != 1)
+	if (!vb_state_end_wait(run, task_id, output_json, at))
 		elog(ERROR, "vectorbea: node \"%s\" is not waiting for its gate", node);
-	attempt = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	started_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	run->open_nodes--;
-	vb_event(run, "STEP_COMPLETED", node, attempt,
-			 psprintf("{\"output\":%s,\"duration_ms\":%ld}", output_json,
-					  (long) ((at - started_at) / 1000)),
-			 at);
-	release_dependents(run, node, at);
-	open_ready_gates(run, at);
-	vb_state_finish_run_if_done(run, at);
 }
 
 /*
@@ -817,7 +973,8 @@ close_open_nodes(VbRun *run, VbNodeStatus idle_status, VbNodeStatus running_stat
 						  ")"
 						  " SELECT coalesce(pg_catalog.jsonb_agg(node ORDER BY node) FILTER (WHERE was <> 'running'), '[]')::text,"
 						  "        coalesce(pg_catalog.jsonb_agg(node ORDER BY node) FILTER (WHERE was = 'running'), '[]')::text,"
-						  "        pg_catalog.count(*), pg_catalog.count(*) FILTER (WHERE was = 'running' AND kind = 'llm')"
+						  "        pg_catalog.count(*), pg_catalog.count(*) FILTER (WHERE (was = 'running' AND kind = 'llm')"
+						  "                                                  OR (was = 'waiting' AND kind = 'run'))"
 						  "   FROM closed",
 						  4, types);
 	}
@@ -832,9 +989,93 @@ close_open_nodes(VbRun *run, VbNodeStatus idle_status, VbNodeStatus running_stat
 	run->open_nodes -= (int32) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 														   SPI_tuptable->tupdesc, 3,
 														   &isnull));
-	/* The scheduler drops the revoked llm calls it has in flight. */
+	/*
+	 * The scheduler drops the revoked llm calls it has in flight, and
+	 * cancels the child runs nobody waits for any more.
+	 */
 	if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull)) > 0)
 		vb_wake_scheduler(at);
+}
+
+/*
+ * A child run has ended: the run node of its parent that waits for it (its
+ * lease is the child's id) succeeds with the outputs of the child's last
+ * nodes (those no other node depends on), or its attempt fails: retryable
+ * when the child failed (class child_failed), for good when it was
+ * cancelled.  The parent is locked after the child, the one order in which
+ * the engine ever holds two runs: a parent never waits for a child's lock
+ * (its children are cancelled by the scheduler, waits.c).
+ */
+static void
+tell_parent(VbRun *child, VbRunStatus status, const char *data_json, TimestampTz at)
+{
+	static SPIPlanPtr parent_plan = NULL;
+	static SPIPlanPtr node_plan = NULL;
+	static SPIPlanPtr output_plan = NULL;
+	Datum		args[3];
+	bool		isnull;
+	Datum		parent_id;
+	char	   *parent_node;
+	char	   *child_id = vb_uuid_text(&child->id);
+	VbRun		parent;
+	int64		task_id;
+
+	if (parent_plan == NULL)
+	{
+		Oid			t1[1] = {UUIDOID};
+		Oid			t3[3] = {UUIDOID, TEXTOID, UUIDOID};
+
+		parent_plan = vb_prepare("SELECT parent_run, parent_node FROM vectorbea.runs"
+								 " WHERE id = $1 AND parent_run IS NOT NULL", lengthof(t1), t1);
+		node_plan = vb_prepare("SELECT id FROM vectorbea.nodes"
+							   " WHERE run_id = $1 AND node = $2 AND lease = $3"
+							   "   AND kind = 'run' AND status = 'waiting'", lengthof(t3), t3);
+		output_plan = vb_prepare("SELECT coalesce(pg_catalog.jsonb_object_agg(n.node, n.output), '{}')::text"
+								 "  FROM vectorbea.nodes n"
+								 " WHERE n.run_id = $1 AND n.status = 'succeeded'"
+								 "   AND NOT EXISTS (SELECT FROM vectorbea.nodes d"
+								 "                    WHERE d.run_id = $1 AND n.node = ANY (d.depends_on))",
+								 lengthof(t1), t1);
+	}
+	args[0] = UUIDPGetDatum(&child->id);
+	if (SPI_execute_plan(parent_plan, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not find the parent of run %s", child_id);
+	if (SPI_processed == 0)
+		return;
+	parent_id = datumCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull),
+						  false, sizeof(pg_uuid_t));
+	parent_node = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	if (!vb_run_lock(DatumGetUUIDP(parent_id), &parent) || parent.status != VB_RUN_RUNNING)
+		return;
+	args[0] = parent_id;
+	args[1] = CStringGetTextDatum(parent_node);
+	args[2] = UUIDPGetDatum(&child->id);
+	if (SPI_execute_plan(node_plan, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not find the node waiting for run %s", child_id);
+	if (SPI_processed == 0)
+		return;
+	task_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+
+	if (status == VB_RUN_SUCCEEDED)
+	{
+		args[0] = UUIDPGetDatum(&child->id);
+		if (SPI_execute_plan(output_plan, args, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "vectorbea: could not read the output of run %s", child_id);
+		vb_state_end_wait(&parent, task_id,
+						  SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), at);
+	}
+	else
+	{
+		bool		failed = (status == VB_RUN_FAILED);
+
+		vb_state_fail_attempt(&parent, task_id, failed ? "child_failed" : "permanent",
+							  psprintf("{\"message\":\"child run %s %s\",\"class\":\"%s\","
+									   "\"child_run\":\"%s\",\"child_error\":%s}",
+									   child_id, failed ? "failed" : "was cancelled",
+									   failed ? "child_failed" : "permanent", child_id, data_json),
+							  failed, -1, at);
+	}
+	vb_run_save(&parent, at);
 }
 
 /* Sets the run's final status, writes its closing event and tells listeners. */
@@ -863,6 +1104,8 @@ end_run(VbRun *run, VbRunStatus status, const char *event_type, const char *data
 	if (status != VB_RUN_SUCCEEDED)
 		close_gates(run, at);
 	vb_notify_run_finished(&run->id, vb_run_status_name(status));
+	if (vb_waits_available())
+		tell_parent(run, status, data_json, at);
 }
 
 /* A run whose nodes are all final, none of them failed, has succeeded. */
@@ -967,16 +1210,22 @@ vb_state_release_held(VbRun *run, TimestampTz at)
 	{
 		Oid			types[2] = {UUIDOID, TIMESTAMPTZOID};
 
-		plan = vb_prepare("UPDATE vectorbea.nodes SET status = 'ready', available_at = $2"
+		plan = vb_prepare("UPDATE vectorbea.nodes SET status = 'ready',"
+						  "       available_at = CASE WHEN available_at = 'infinity' THEN available_at ELSE $2 END"
 						  " WHERE run_id = $1 AND status = 'pending' AND deps_remaining = 0"
-						  " RETURNING activity", lengthof(types), types);
+						  " RETURNING activity, available_at = 'infinity'", lengthof(types), types);
 	}
 	args[0] = UUIDPGetDatum(&run->id);
 	args[1] = TimestampTzGetDatum(at);
 	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "vectorbea: could not release the nodes of a fork");
 	for (uint64 i = 0; i < SPI_processed; i++)
-		became_ready(run, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+	{
+		bool		isnull;
+
+		became_ready(run, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1),
+					 DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull)));
+	}
 	open_ready_gates(run, at);
 	vb_state_finish_run_if_done(run, at);
 }
@@ -1088,7 +1337,7 @@ vb_state_requeue(VbRun *run, int64 task_id, const char *reason, const char *by,
 	vb_append_json_string(&data, reason);
 	appendStringInfoChar(&data, '}');
 	vb_event(run, "NODES_REQUEUED", node, 0, data.data, at);
-	became_ready(run, activity);
+	became_ready(run, activity, false);
 	open_ready_gates(run, at);
 	return true;
 }

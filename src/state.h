@@ -54,6 +54,15 @@ extern void vb_state_settle_gate(VbRun *run, int64 task_id, const char *node, bo
 extern bool vb_state_run_closing_deferred(pg_uuid_t *run_id);
 extern void vb_state_close_deferred_gates(TimestampTz at);
 
+/* Timers, signals and child runs: waits the engine starts and ends. */
+extern int	vb_state_begin_wait(VbRun *run, int64 task_id, TimestampTz deadline,
+								pg_uuid_t *lease, const char *event_type,
+								const char *data_json, TimestampTz at);
+extern bool vb_state_end_wait(VbRun *run, int64 task_id, const char *output_json,
+							  TimestampTz at);
+extern void vb_state_release_not_before(VbRun *run, int64 task_id, const char *activity,
+										TimestampTz available_at, TimestampTz at);
+
 /* Runs end. */
 extern void vb_state_finish_run_if_done(VbRun *run, TimestampTz at);
 extern void vb_state_fail_run(VbRun *run, const char *node, const char *reason,

@@ -42,6 +42,7 @@
 #include "spi_util.h"
 #include "state.h"
 #include "sweep.h"
+#include "waits.h"
 
 #define EXPIRE_BATCH	100
 
@@ -278,6 +279,10 @@ vectorbea_run_due_work(PG_FUNCTION_ARGS)
 	VbSweepCounters c;
 	TimestampTz now = vb_now();
 	char	   *result;
+	int			n;
+	int			started = 0;
+	int			ended = 0;
+	int			orphans = 0;
 
 	memset(&c, 0, sizeof(c));
 	SPI_connect();
@@ -287,11 +292,18 @@ vectorbea_run_due_work(PG_FUNCTION_ARGS)
 		;
 	while (vb_expire_gates(now, &c) > 0)
 		;
+	while ((n = vb_start_waits(now, true, &c)) > 0)
+		started += n;
+	while ((n = vb_end_due_waits(now, true, &c)) > 0)
+		ended += n;
+	while ((n = vb_cancel_orphans(now, &c)) > 0)
+		orphans += n;
 	SPI_finish();
 	result = psprintf("{\"leases_expired\":%lu,\"timeouts\":%lu,\"deadlines_enforced\":%lu,"
-					  "\"gates_expired\":%lu,\"errors\":%lu}",
+					  "\"gates_expired\":%lu,\"waits_started\":%d,\"waits_ended\":%d,"
+					  "\"children_cancelled\":%d,\"errors\":%lu}",
 					  (unsigned long) c.leases_expired, (unsigned long) c.timeouts,
 					  (unsigned long) c.deadlines, (unsigned long) c.gates_expired,
-					  (unsigned long) c.errors);
+					  started, ended, orphans, (unsigned long) c.errors);
 	PG_RETURN_JSONB_P(vb_jsonb_from_cstring(result));
 }

@@ -1,15 +1,17 @@
 /*-------------------------------------------------------------------------
  *
  * template.c
- *	  Prompt templates of llm nodes: {{input.x}}, {{run.input.x}} and
- *	  {{upstream.<node>.output.x}}.
+ *	  Templates: {{input.x}}, {{run.input.x}} and
+ *	  {{upstream.<node>.output.x}} in llm prompts, in the input of run nodes
+ *	  (a JSON template, whose one-placeholder strings keep their type) and
+ *	  in the times of sleep nodes and not_before.
  *
  * A template is checked when its workflow is defined (or its node spawned):
  * every placeholder must be closed, name one of the three roots, use plain
  * path segments, and an upstream placeholder must name a node the llm node
  * depends on, so that its output exists when the prompt is rendered.
  *
- * Rendering happens when the scheduler has claimed the node, from the same
+ * Rendering happens when the scheduler has claimed or started the node, from the same
  * input, upstream outputs and run input a worker would receive.  A string
  * value is inserted as it is, anything else as its JSON text.  A path that
  * leads nowhere is a permanent error that names the placeholder and the
@@ -233,14 +235,13 @@ follow(JsonbContainer *c, List *seg, int first, JsonbValue *result, char **missi
 	return true;
 }
 
+/* Finds the value a placeholder names; NULL, or why there is none. */
 static char *
-render_one(const char *expr, void *arg)
+resolve(const char *expr, RenderArg *ra, JsonbValue *v)
 {
-	RenderArg  *ra = arg;
 	List	   *seg;
 	char	   *node;
 	char	   *missing = NULL;
-	JsonbValue	v;
 	bool		found;
 
 	if (check_expression(expr, &node) != NULL || !split_path(expr, &seg))
@@ -253,21 +254,33 @@ render_one(const char *expr, void *arg)
 			return psprintf("{{%s}}: upstream node \"%s\" has no output", expr, node);
 		if (list_length(seg) == 3)
 		{
-			v = out;
+			*v = out;
 			found = true;
 		}
 		else if (out.type != jbvBinary)
 			return psprintf("{{%s}}: the output of upstream node \"%s\" is %s, not an object",
 							expr, node, vb_jsonb_type_name(&out));
 		else
-			found = follow(out.val.binary.data, seg, 3, &v, &missing);
+			found = follow(out.val.binary.data, seg, 3, v, &missing);
 	}
 	else if (strcmp(linitial(seg), "run") == 0)
-		found = follow(&ra->run_input->root, seg, 2, &v, &missing);
+		found = follow(&ra->run_input->root, seg, 2, v, &missing);
 	else
-		found = follow(&ra->input->root, seg, 1, &v, &missing);
+		found = follow(&ra->input->root, seg, 1, v, &missing);
 	if (!found)
 		return psprintf("{{%s}} leads nowhere: %s", expr, missing);
+	return NULL;
+}
+
+static char *
+render_one(const char *expr, void *arg)
+{
+	RenderArg  *ra = arg;
+	JsonbValue	v;
+	char	   *problem = resolve(expr, ra, &v);
+
+	if (problem)
+		return problem;
 	if (v.type == jbvString)
 		appendBinaryStringInfo(ra->out, v.val.string.val, v.val.string.len);
 	else
@@ -295,4 +308,104 @@ vb_template_render(const char *template, Jsonb *input, Jsonb *upstream,
 	if (*problem)
 		return NULL;
 	return out.data;
+}
+
+/*
+ * The expression of a string that is one placeholder and nothing else
+ * ("{{ upstream.a.output.items }}"), or NULL.
+ */
+static char *
+whole_placeholder(const char *s)
+{
+	size_t		len = strlen(s);
+	const char *inner;
+
+	if (len < 4 || strncmp(s, "{{", 2) != 0 || strcmp(s + len - 2, "}}") != 0)
+		return NULL;
+	inner = s + 2;
+	if (strstr(inner, "{{") != NULL || strstr(inner, "}}") != s + len - 2)
+		return NULL;
+	while (isspace((unsigned char) *inner))
+		inner++;
+	len = (s + len - 2) - inner;
+	while (len > 0 && isspace((unsigned char) inner[len - 1]))
+		len--;
+	return pnstrdup(inner, len);
+}
+
+/*
+ * Checks every string of a JSON template (a run node's input) against the
+ * node's dependencies; NULL when all are good, else the first problem.
+ */
+char *
+vb_template_check_json(JsonbContainer *tmpl, List *depends_on)
+{
+	JsonbIterator *it = JsonbIteratorInit(tmpl);
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	while ((tok = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
+	{
+		char	   *problem;
+
+		if ((tok != WJB_VALUE && tok != WJB_ELEM) || v.type != jbvString)
+			continue;
+		problem = vb_template_check(pnstrdup(v.val.string.val, v.val.string.len), depends_on);
+		if (problem)
+			return problem;
+	}
+	return NULL;
+}
+
+/*
+ * Renders a JSON template: a string that is one placeholder becomes the
+ * value it names, with its type ("{{upstream.a.output.items}}" an array);
+ * any other string with placeholders is rendered as text; keys and other
+ * values stay.  Returns NULL with *problem set when a placeholder leads
+ * nowhere.
+ */
+Jsonb *
+vb_template_render_json(Jsonb *tmpl, Jsonb *input, Jsonb *upstream, Jsonb *run_input,
+						char **problem)
+{
+	JsonbIterator *it = JsonbIteratorInit(&tmpl->root);
+	JsonbParseState *state = NULL;
+	JsonbValue	v;
+	JsonbValue *res = NULL;
+	JsonbIteratorToken tok;
+	RenderArg	ra = {input, upstream, run_input, NULL};
+
+	*problem = NULL;
+	while ((tok = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
+	{
+		if ((tok == WJB_VALUE || tok == WJB_ELEM) && v.type == jbvString &&
+			memchr(v.val.string.val, '{', v.val.string.len) != NULL)
+		{
+			char	   *text = pnstrdup(v.val.string.val, v.val.string.len);
+			char	   *expr = whole_placeholder(text);
+			JsonbValue	value;
+
+			if (expr)
+			{
+				*problem = resolve(expr, &ra, &value);
+				if (*problem)
+					return NULL;
+			}
+			else
+			{
+				char	   *rendered = vb_template_render(text, input, upstream, run_input,
+														  problem);
+
+				if (*problem)
+					return NULL;
+				value.type = jbvString;
+				value.val.string.val = rendered;
+				value.val.string.len = strlen(rendered);
+			}
+			res = pushJsonbValue(&state, tok, &value);
+		}
+		else
+			res = pushJsonbValue(&state, tok, tok < WJB_BEGIN_ARRAY ? &v : NULL);
+	}
+	return JsonbValueToJsonb(res);
 }

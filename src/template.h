@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * template.h
- *	  llm prompts' {{placeholders}}: checked at definition, rendered at
- *	  run time (template.c).
+ *	  {{placeholders}} of llm prompts, of the input of run nodes and of
+ *	  times: checked at definition, rendered at run time (template.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -15,5 +15,8 @@
 extern char *vb_template_check(const char *template, List *depends_on);
 extern char *vb_template_render(const char *template, Jsonb *input, Jsonb *upstream,
 								Jsonb *run_input, char **problem);
+extern char *vb_template_check_json(JsonbContainer *tmpl, List *depends_on);
+extern Jsonb *vb_template_render_json(Jsonb *tmpl, Jsonb *input, Jsonb *upstream,
+									  Jsonb *run_input, char **problem);
 
 #endif							/* VB_TEMPLATE_H */

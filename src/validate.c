@@ -36,12 +36,15 @@
 #include "jsonb_util.h"
 #include "llm_spec.h"
 #include "settings.h"
+#include "spi_util.h"
 #include "validate.h"
+#include "wait_spec.h"
 
 static const char *const top_fields[] = {"nodes", "defaults", NULL};
 static const char *const default_fields[] = {"retry", "timeout", NULL};
 static const char *const node_fields[] = {"id", "kind", "activity", "depends_on",
-"input", "retry", "timeout", "approval", "llm", NULL};
+"input", "retry", "timeout", "approval", "llm", "sleep", "signal", "run", "not_before", NULL};
+static const char *const wait_kinds[] = {"sleep", "signal", "run", NULL};
 static const char *const approval_fields[] = {"gate", "timeout", "on_timeout",
 "approver_role", "escalate_to", "context", NULL};
 static const char *const retry_fields[] = {"max_attempts", "backoff", "initial",
@@ -389,13 +392,30 @@ parse_node(VbChecker *chk, JsonbValue *nodeval, int position, VbNodeSpec *spec)
 			spec->kind = "approval";
 		else if (strcmp(kind, "llm") == 0)
 			spec->kind = "llm";
+		else if (vb_in_list(kind, wait_kinds))
+			spec->kind = kind;
 		else if (strcmp(kind, "task") != 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("invalid %s: %s, field \"kind\" has an unknown value \"%s\"",
 							chk->what, label, kind),
-					 errdetail("Allowed kinds: task, llm, approval.")));
+					 errdetail("Allowed kinds: task, llm, approval, sleep, signal, run.")));
 	}
+	if (!vb_waits_available() &&
+		(vb_in_list(spec->kind, wait_kinds) || vb_jsonb_get(obj, "not_before", &v)))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("invalid %s: %s uses %s, which this database's vectorbea does not have yet",
+						chk->what, label,
+						vb_in_list(spec->kind, wait_kinds) ? psprintf("kind \"%s\"", spec->kind) : "\"not_before\""),
+				 errhint("Run ALTER EXTENSION vectorbea UPDATE.")));
+	for (const char *const *k = wait_kinds; *k; k++)
+		if (strcmp(spec->kind, *k) != 0 && vb_jsonb_get(obj, *k, &v))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid %s: %s, field \"%s\" belongs to %s nodes",
+							chk->what, label, *k, *k),
+					 errhint("Add \"kind\": \"%s\".", *k)));
 	if (strcmp(spec->kind, "llm") != 0 && vb_jsonb_get(obj, "llm", &v))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -426,6 +446,22 @@ parse_node(VbChecker *chk, JsonbValue *nodeval, int position, VbNodeSpec *spec)
 							chk->what, label),
 					 errhint("Give {\"provider\": \"openai\", \"model\": \"...\", \"prompt\": \"...\"}.")));
 		spec->activity = VB_LLM_ACTIVITY;
+	}
+	else if (vb_in_list(spec->kind, wait_kinds))
+	{
+		if (vb_jsonb_get(obj, "activity", &v))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid %s: %s, field \"activity\" does not apply to %s nodes",
+							chk->what, label, spec->kind),
+					 errdetail("The engine runs %s nodes itself, without a worker.", spec->kind),
+					 errhint("Remove \"activity\".")));
+		if (vb_jsonb_get(obj, "approval", &v))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid %s: %s, field \"approval\" belongs to approval nodes",
+							chk->what, label)));
+		spec->activity = NULL;
 	}
 	else
 	{
@@ -497,6 +533,12 @@ parse_node(VbChecker *chk, JsonbValue *nodeval, int position, VbNodeSpec *spec)
 		vb_jsonb_get(obj, "llm", &v);
 		spec->llm_json = vb_validate_llm(chk->what, label, &v, spec->depends_on);
 	}
+	spec->wait_json = NULL;
+	if (vb_in_list(spec->kind, wait_kinds))
+		spec->wait_json = vb_validate_wait(chk->what, label, spec->kind, obj, spec->depends_on);
+	spec->not_before = NULL;
+	if (vb_jsonb_get(obj, "not_before", &v))
+		spec->not_before = vb_validate_not_before(chk->what, label, &v, spec->depends_on);
 }
 
 typedef struct IdEntry
@@ -870,6 +912,13 @@ vb_node_specs_json(List *specs)
 			appendStringInfo(&buf, ",\"approval\":%s", s->approval_json);
 		if (s->llm_json)
 			appendStringInfo(&buf, ",\"llm\":%s", s->llm_json);
+		if (s->wait_json)
+			appendStringInfo(&buf, ",\"%s\":%s", s->kind, s->wait_json);
+		if (s->not_before)
+		{
+			appendStringInfoString(&buf, ",\"not_before\":");
+			vb_append_json_string(&buf, s->not_before);
+		}
 		appendStringInfoChar(&buf, '}');
 	}
 	appendStringInfoChar(&buf, ']');

@@ -29,6 +29,8 @@ typedef struct VbNodeSpec
 	int64		timeout_ms;		/* 0: no timeout */
 	char	   *approval_json;	/* normalised "approval" of an approval node */
 	char	   *llm_json;		/* normalised "llm" of an llm node */
+	char	   *wait_json;		/* normalised "sleep", "signal" or "run" */
+	char	   *not_before;		/* as given: a timestamp or a template */
 } VbNodeSpec;
 
 /* A run's existing nodes, as spawn validation needs them. */

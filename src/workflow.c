@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * workflow.c
- *	  Workflow definitions and the start of runs.
+ *	  Workflow definitions and the start of runs, by start_run and by run
+ *	  nodes (child runs).
  *
  * define_workflow stores a validated definition as the next version of its
  * name; start_run validates again (settings may have changed), creates the
@@ -32,6 +33,7 @@
 #include "notify.h"
 #include "state.h"
 #include "validate.h"
+#include "workflow.h"
 
 /* A run's budget above a billion USD is a typo, not a budget. */
 #define MAX_BUDGET_USD	1e9
@@ -85,6 +87,42 @@ check_workflow_owner(const char *name, Oid caller)
 }
 
 /*
+ * The workflows that the run nodes of a definition start must exist (the
+ * version too, when one is named), unless it is the workflow being defined:
+ * a name typed wrong is found now rather than when the node runs.
+ */
+static void
+check_child_workflows(const char *name, const char *specs_json)
+{
+	Datum		args[2] = {CStringGetTextDatum(specs_json), CStringGetTextDatum(name)};
+	Oid			types[2] = {TEXTOID, TEXTOID};
+
+	if (strstr(specs_json, "\"kind\":\"run\"") == NULL)
+		return;
+	if (SPI_execute_with_args("SELECT s->>'id', s->'run'->>'workflow', s->'run'->>'version'"
+							  "  FROM pg_catalog.jsonb_array_elements($1::jsonb) AS s"
+							  " WHERE s->>'kind' = 'run' AND s->'run'->>'workflow' <> $2"
+							  "   AND NOT EXISTS (SELECT FROM vectorbea.workflows w"
+							  "                    WHERE w.name = s->'run'->>'workflow'"
+							  "                      AND (s->'run'->'version' IS NULL"
+							  "                           OR w.version = (s->'run'->>'version')::int))"
+							  " LIMIT 1", 2, types, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not look up child workflows");
+	if (SPI_processed == 1)
+	{
+		char	   *version = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("invalid workflow definition: node \"%s\", field \"run.workflow\" names %sworkflow \"%s\", which does not exist",
+						SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1),
+						version ? psprintf("version %s of ", version) : "",
+						SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2)),
+				 errhint("Define the child workflow first.")));
+	}
+}
+
+/*
  * define_workflow(name text, definition jsonb) -> int
  */
 PG_FUNCTION_INFO_V1(vectorbea_define_workflow);
@@ -98,6 +136,7 @@ vectorbea_define_workflow(PG_FUNCTION_ARGS)
 	bool		isnull;
 	int32		version;
 	Oid			caller = GetOuterUserId();
+	List	   *specs;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -106,7 +145,7 @@ vectorbea_define_workflow(PG_FUNCTION_ARGS)
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	definition = PG_GETARG_JSONB_P(1);
 	check_workflow_name(name);
-	(void) vb_validate_definition(definition);
+	specs = vb_validate_definition(definition);
 
 	args[0] = CStringGetTextDatum(name);
 	args[1] = JsonbPGetDatum(definition);
@@ -121,6 +160,7 @@ vectorbea_define_workflow(PG_FUNCTION_ARGS)
 							  1, types, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not lock workflow name");
 	check_workflow_owner(name, caller);
+	check_child_workflows(name, vb_node_specs_json(specs));
 	if (SPI_execute_with_args("INSERT INTO vectorbea.workflows"
 							  " (name, version, definition, created_at, created_by)"
 							  " SELECT $1, coalesce(pg_catalog.max(version), 0) + 1, $2, $3, $4"
@@ -160,8 +200,8 @@ parse_deadline(JsonbValue *val, TimestampTz at)
 {
 	char	   *text;
 	int64		ms;
-	volatile TimestampTz deadline = 0;
-	volatile bool parsed = false;
+	TimestampTz deadline = 0;
+	bool		parsed;
 
 	if (val->type != jbvString)
 		ereport(ERROR,
@@ -175,26 +215,8 @@ parse_deadline(JsonbValue *val, TimestampTz at)
 		parsed = true;
 	}
 	else
-	{
-		MemoryContext cxt = CurrentMemoryContext;
-
-		/* timestamptz_in only parses: nothing to clean up if it throws. */
-		PG_TRY();
-		{
-			deadline = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in,
-															   CStringGetDatum(text),
-															   ObjectIdGetDatum(InvalidOid),
-															   Int32GetDatum(-1)));
-			parsed = true;
-		}
-		PG_CATCH();
-		{
-			MemoryContextSwitchTo(cxt);
-			FlushErrorState();
-		}
-		PG_END_TRY();
-	}
-	if (!parsed || TIMESTAMP_NOT_FINITE(deadline))
+		parsed = vb_parse_timestamp(text, &deadline);
+	if (!parsed)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid run options: field \"deadline\" has an invalid value \"%s\"", text),
@@ -333,6 +355,133 @@ existing_run(const char *key, const char *workflow, Jsonb *input)
 }
 
 /*
+ * Creates a run of version `version` of workflow (0: the latest) inside
+ * SPI: the row, RUN_STARTED with every node normalised, and the nodes.  A
+ * child run names its parent's run node (parent_run, parent_node); its
+ * RUN_STARTED says so.  Returns false, with the earlier run's id in
+ * *run_id, when key was used before for the same start; true with the new
+ * run's id (run_id, when not all zero, is the id to use).
+ */
+bool
+vb_create_run(const char *workflow, int version, Jsonb *input, Jsonb *options,
+			  const char *key, int priority, TimestampTz deadline,
+			  pg_uuid_t *parent_run, const char *parent_node, pg_uuid_t *run_id,
+			  TimestampTz at)
+{
+	static const pg_uuid_t no_id;
+	Datum		args[11];
+	char		nulls[11] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			types[11] = {UUIDOID, TEXTOID, INT4OID, JSONBOID, JSONBOID, TEXTOID,
+	INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID, UUIDOID, TEXTOID};
+	bool		isnull;
+	Jsonb	   *definition;
+	List	   *specs;
+	char	   *specs_json;
+	VbRun		run;
+	StringInfoData data;
+
+	args[0] = CStringGetTextDatum(workflow);
+	args[1] = Int32GetDatum(version);
+	if (SPI_execute_with_args("SELECT version, definition FROM vectorbea.workflows"
+							  " WHERE name = $1 AND ($2 = 0 OR version = $2)"
+							  " ORDER BY version DESC LIMIT 1",
+							  2, &types[1], args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: workflow lookup failed");
+	if (SPI_processed == 0 && version == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("workflow \"%s\" does not exist", workflow),
+				 errhint("Define it first with vectorbea.define_workflow().")));
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("workflow \"%s\" has no version %d", workflow, version),
+				 errhint("SELECT version FROM vectorbea.workflows WHERE name = '%s' lists its versions.",
+						 workflow)));
+	version = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	definition = DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	specs = vb_validate_definition(definition);
+	specs_json = vb_node_specs_json(specs);
+
+	if (memcmp(run_id, &no_id, sizeof(pg_uuid_t)) == 0)
+		memcpy(run_id, vb_uuid_v7(at), sizeof(pg_uuid_t));
+	args[0] = UUIDPGetDatum(run_id);
+	args[1] = CStringGetTextDatum(workflow);
+	args[2] = Int32GetDatum(version);
+	args[3] = JsonbPGetDatum(input);
+	args[4] = JsonbPGetDatum(options);
+	if (key)
+		args[5] = CStringGetTextDatum(key);
+	else
+		nulls[5] = 'n';
+	args[6] = Int32GetDatum(priority);
+	args[7] = TimestampTzGetDatum(at);
+	args[8] = TimestampTzGetDatum(deadline);
+	if (deadline == 0)
+		nulls[8] = 'n';
+	if (parent_run)
+	{
+		args[9] = UUIDPGetDatum(parent_run);
+		args[10] = CStringGetTextDatum(parent_node);
+	}
+	/* A 0.1.0 schema has no parent columns, and no run nodes to need them. */
+	if (SPI_execute_with_args(parent_run ?
+							  "INSERT INTO vectorbea.runs (id, workflow, workflow_version, input,"
+							  "  options, idempotency_key, priority, created_at, workspace,"
+							  "  budget_usd, budget_tokens, deadline, parent_run, parent_node)"
+							  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8,"
+							  "  coalesce($5->>'workspace', 'default'),"
+							  "  ($5->>'budget_usd')::numeric, ($5->>'budget_tokens')::bigint, $9, $10, $11)"
+							  " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id" :
+							  "INSERT INTO vectorbea.runs (id, workflow, workflow_version, input,"
+							  "  options, idempotency_key, priority, created_at, workspace,"
+							  "  budget_usd, budget_tokens, deadline)"
+							  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8,"
+							  "  coalesce($5->>'workspace', 'default'),"
+							  "  ($5->>'budget_usd')::numeric, ($5->>'budget_tokens')::bigint, $9)"
+							  " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+							  parent_run ? 11 : 9, types, args, nulls, false, 0) != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "vectorbea: could not insert run");
+
+	if (SPI_processed == 0)
+	{
+		Datum		id = existing_run(key, workflow, input);
+
+		memcpy(run_id, DatumGetUUIDP(id), sizeof(pg_uuid_t));
+		return false;
+	}
+
+	/* The row is new and invisible to others: no lock to take. */
+	memset(&run, 0, sizeof(run));
+	memcpy(&run.id, run_id, sizeof(pg_uuid_t));
+	run.status = VB_RUN_RUNNING;
+	run.workflow = pstrdup(workflow);
+	run.workflow_version = version;
+	run.created_at = at;
+	run.priority = priority;
+
+	initStringInfo(&data);
+	appendStringInfoString(&data, "{\"workflow\":");
+	vb_append_json_string(&data, workflow);
+	appendStringInfo(&data, ",\"version\":%d,\"input\":%s,\"options\":%s,\"idempotency_key\":",
+					 version, JsonbToCString(NULL, &input->root, VARSIZE(input)),
+					 JsonbToCString(NULL, &options->root, VARSIZE(options)));
+	vb_append_json_string(&data, key);
+	if (parent_run)
+	{
+		appendStringInfo(&data, ",\"parent_run\":\"%s\",\"parent_node\":", vb_uuid_text(parent_run));
+		vb_append_json_string(&data, parent_node);
+	}
+	appendStringInfo(&data, ",\"nodes\":%s}", specs_json);
+	vb_event(&run, "RUN_STARTED", NULL, 0, data.data, at);
+	vb_state_add_nodes(&run, specs_json, NULL, at);
+	vb_run_save(&run, at);
+	if (deadline != 0)
+		vb_wake_scheduler(deadline);
+	return true;
+}
+
+/*
  * start_run(workflow text, input jsonb, idempotency_key text, options jsonb)
  *   -> uuid
  */
@@ -347,18 +496,7 @@ vectorbea_start_run(PG_FUNCTION_ARGS)
 	int			priority;
 	TimestampTz at = vb_now();
 	TimestampTz deadline = 0;
-	Datum		args[9];
-	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	Oid			types[9] = {UUIDOID, TEXTOID, INT4OID, JSONBOID, JSONBOID, TEXTOID,
-	INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID};
-	bool		isnull;
-	int32		version;
-	Jsonb	   *definition;
-	List	   *specs;
-	char	   *specs_json;
-	VbRun		run;
-	StringInfoData data;
-	pg_uuid_t  *run_id;
+	pg_uuid_t	run_id;
 	pg_uuid_t  *result;
 	MemoryContext caller_cxt = CurrentMemoryContext;
 
@@ -385,81 +523,11 @@ vectorbea_start_run(PG_FUNCTION_ARGS)
 	priority = check_options(options, at, &deadline);
 
 	SPI_connect();
-	args[0] = CStringGetTextDatum(workflow);
-	if (SPI_execute_with_args("SELECT version, definition FROM vectorbea.workflows"
-							  " WHERE name = $1 ORDER BY version DESC LIMIT 1",
-							  1, &types[1], args, NULL, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "vectorbea: workflow lookup failed");
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("workflow \"%s\" does not exist", workflow),
-				 errhint("Define it first with vectorbea.define_workflow().")));
-	version = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	definition = DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	specs = vb_validate_definition(definition);
-	specs_json = vb_node_specs_json(specs);
-
-	run_id = vb_uuid_v7(at);
-	args[0] = UUIDPGetDatum(run_id);
-	args[1] = CStringGetTextDatum(workflow);
-	args[2] = Int32GetDatum(version);
-	args[3] = JsonbPGetDatum(input);
-	args[4] = JsonbPGetDatum(options);
-	if (key)
-		args[5] = CStringGetTextDatum(key);
-	else
-		nulls[5] = 'n';
-	args[6] = Int32GetDatum(priority);
-	args[7] = TimestampTzGetDatum(at);
-	args[8] = TimestampTzGetDatum(deadline);
-	if (deadline == 0)
-		nulls[8] = 'n';
-	if (SPI_execute_with_args("INSERT INTO vectorbea.runs (id, workflow, workflow_version, input,"
-							  "  options, idempotency_key, priority, created_at, workspace,"
-							  "  budget_usd, budget_tokens, deadline)"
-							  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8,"
-							  "  coalesce($5->>'workspace', 'default'),"
-							  "  ($5->>'budget_usd')::numeric, ($5->>'budget_tokens')::bigint, $9)"
-							  " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
-							  lengthof(types), types, args, nulls, false, 0) != SPI_OK_INSERT_RETURNING)
-		elog(ERROR, "vectorbea: could not insert run");
-
-	if (SPI_processed == 0)
-	{
-		Datum		id = existing_run(key, workflow, input);
-
-		result = MemoryContextAlloc(caller_cxt, sizeof(pg_uuid_t));
-		memcpy(result, DatumGetUUIDP(id), sizeof(pg_uuid_t));
-		SPI_finish();
-		PG_RETURN_UUID_P(result);
-	}
-
-	/* The row is new and invisible to others: no lock to take. */
-	memset(&run, 0, sizeof(run));
-	memcpy(&run.id, run_id, sizeof(pg_uuid_t));
-	run.status = VB_RUN_RUNNING;
-	run.workflow = workflow;
-	run.workflow_version = version;
-	run.created_at = at;
-	run.priority = priority;
-
-	initStringInfo(&data);
-	appendStringInfoString(&data, "{\"workflow\":");
-	vb_append_json_string(&data, workflow);
-	appendStringInfo(&data, ",\"version\":%d,\"input\":%s,\"options\":%s,\"idempotency_key\":",
-					 version, JsonbToCString(NULL, &input->root, VARSIZE(input)),
-					 JsonbToCString(NULL, &options->root, VARSIZE(options)));
-	vb_append_json_string(&data, key);
-	appendStringInfo(&data, ",\"nodes\":%s}", specs_json);
-	vb_event(&run, "RUN_STARTED", NULL, 0, data.data, at);
-	vb_state_add_nodes(&run, specs_json, NULL, at);
-	vb_run_save(&run, at);
-	if (deadline != 0)
-		vb_wake_scheduler(deadline);
-
+	memset(&run_id, 0, sizeof(run_id));
+	(void) vb_create_run(workflow, 0, input, options, key, priority, deadline, NULL, NULL,
+						 &run_id, at);
 	result = MemoryContextAlloc(caller_cxt, sizeof(pg_uuid_t));
-	memcpy(result, run_id, sizeof(pg_uuid_t));
+	memcpy(result, &run_id, sizeof(pg_uuid_t));
 	SPI_finish();
 	PG_RETURN_UUID_P(result);
 }

@@ -35,9 +35,11 @@ use FindBin;
 use IPC::Run;
 use Time::HiRes qw(usleep time);
 
+use lib $FindBin::Bin;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use VbTest;
 
 my $RUNS_PER_WORKFLOW = 50;
 my $NODES_PER_RUN     = 20;
@@ -190,9 +192,10 @@ is(scalar(keys %doomed), $DOOMED_TASKS, "doomed worker holds $DOOMED_TASKS tasks
 my $done_before = $node->safe_psql('postgres',
 	"SELECT count(*) FROM vectorbea.nodes WHERE status = 'succeeded'");
 my $t_kill = time;
-kill_server($node);
+vb_kill_server($node);
 my $t_killed = time;
-ok(1, "server killed with SIGKILL after $done_before tasks succeeded");
+ok($done_before > 0 && $done_before < $TASKS,
+	"server killed with SIGKILL in the middle: $done_before of $TASKS tasks had succeeded");
 
 # Crash recovery: start again.  The workers keep trying to connect.
 my $started = 0;
@@ -436,67 +439,3 @@ diag(sprintf(
 
 $node->stop;
 done_testing();
-
-# ---------------------------------------------------------------------------
-# SIGKILL every process of the server at once, like a power cut that spares
-# the page cache.  The postmaster is stopped first so that it neither forks
-# nor reacts to its children dying; then its children and itself are
-# killed.  Children are found through /proc (each calls setsid(), so there
-# is no process group to signal).
-# ---------------------------------------------------------------------------
-sub kill_server
-{
-	my ($node) = @_;
-	my $pidfile = $node->data_dir . '/postmaster.pid';
-	my ($pm) = split /\n/, slurp_file($pidfile);
-	die "no postmaster pid in $pidfile" unless $pm && $pm =~ /^\d+$/;
-
-	kill 'STOP', $pm or die "cannot stop postmaster $pm: $!";
-	my @children = children_of($pm);
-	kill 'KILL', @children if @children;
-	$node->kill9;    # SIGKILL to the postmaster; forgets its pid
-	note('killed postmaster ' . $pm . ' and ' . scalar(@children) . ' children');
-
-	# Wait until they are all gone.  A zombie postmaster counts as alive: a
-	# new postmaster refuses to start while the pid in postmaster.pid
-	# answers kill 0, and how fast orphans are reaped depends on pid 1.
-	my $until = time + 30;
-	while (time < $until)
-	{
-		last unless grep { -e "/proc/$_" } ($pm, @children);
-		usleep(20_000);
-	}
-	my @running = grep { alive($_) } ($pm, @children);
-	die "server processes still running after SIGKILL: @running" if @running;
-	return;
-}
-
-sub children_of
-{
-	my ($parent) = @_;
-	my @kids;
-	opendir(my $dh, '/proc') or die "cannot read /proc: $!";
-	for my $pid (grep { /^\d+$/ } readdir $dh)
-	{
-		open(my $fh, '<', "/proc/$pid/stat") or next;
-		my $stat = <$fh>;
-		close $fh;
-		next unless defined $stat;
-		# pid (comm) state ppid ...; comm may contain spaces and parentheses
-		my ($state, $ppid) = split ' ', substr($stat, rindex($stat, ')') + 2);
-		push @kids, $pid if defined $ppid && $ppid == $parent;
-	}
-	closedir $dh;
-	return @kids;
-}
-
-sub alive
-{
-	my ($pid) = @_;
-	open(my $fh, '<', "/proc/$pid/stat") or return 0;
-	my $stat = <$fh>;
-	close $fh;
-	return 0 unless defined $stat;
-	my ($state) = split ' ', substr($stat, rindex($stat, ')') + 2);
-	return $state ne 'Z' && $state ne 'X';
-}

@@ -16,7 +16,7 @@ use Time::HiRes qw(time usleep);
 
 our @EXPORT = qw(vb_server vb_llm_server vb_wait_for vb_master_key vb_store_key
   vb_fake_start vb_fake_script vb_fake_requests vb_fake_stats vb_fake_reset
-  vb_json);
+  vb_json vb_kill_server vb_alive);
 
 my $json = JSON::PP->new->canonical;
 my $http = HTTP::Tiny->new(timeout => 30);
@@ -163,5 +163,69 @@ sub vb_fake_script { return fake_call('POST', 'script', { rules => [@_] }); }
 sub vb_fake_reset { return fake_call('POST', 'reset', {}); }
 sub vb_fake_requests { return fake_call('GET', 'requests')->{requests}; }
 sub vb_fake_stats { return fake_call('GET', 'stats'); }
+
+# ---------------------------------------------------------------------------
+# SIGKILL every process of the server at once, like a power cut that spares
+# the page cache.  The postmaster is stopped first so that it neither forks
+# nor reacts to its children dying; then its children and itself are
+# killed.  Children are found through /proc (each calls setsid(), so there
+# is no process group to signal).
+# ---------------------------------------------------------------------------
+sub vb_kill_server
+{
+	my ($node) = @_;
+	my $pidfile = $node->data_dir . '/postmaster.pid';
+	my ($pm) = split /\n/, PostgreSQL::Test::Utils::slurp_file($pidfile);
+	die "no postmaster pid in $pidfile" unless $pm && $pm =~ /^\d+$/;
+
+	kill 'STOP', $pm or die "cannot stop postmaster $pm: $!";
+	my @children = vb_children_of($pm);
+	kill 'KILL', @children if @children;
+	$node->kill9;    # SIGKILL to the postmaster; forgets its pid
+	Test::More::note('killed postmaster ' . $pm . ' and ' . scalar(@children) . ' children');
+
+	# Wait until they are all gone.  A zombie postmaster counts as alive: a
+	# new postmaster refuses to start while the pid in postmaster.pid
+	# answers kill 0, and how fast orphans are reaped depends on pid 1.
+	my $until = time + 30;
+	while (time < $until)
+	{
+		last unless grep { -e "/proc/$_" } ($pm, @children);
+		usleep(20_000);
+	}
+	my @running = grep { vb_alive($_) } ($pm, @children);
+	die "server processes still running after SIGKILL: @running" if @running;
+	return;
+}
+
+sub vb_children_of
+{
+	my ($parent) = @_;
+	my @kids;
+	opendir(my $dh, '/proc') or die "cannot read /proc: $!";
+	for my $pid (grep { /^\d+$/ } readdir $dh)
+	{
+		open(my $fh, '<', "/proc/$pid/stat") or next;
+		my $stat = <$fh>;
+		close $fh;
+		next unless defined $stat;
+		# pid (comm) state ppid ...; comm may contain spaces and parentheses
+		my ($state, $ppid) = split ' ', substr($stat, rindex($stat, ')') + 2);
+		push @kids, $pid if defined $ppid && $ppid == $parent;
+	}
+	closedir $dh;
+	return @kids;
+}
+
+sub vb_alive
+{
+	my ($pid) = @_;
+	open(my $fh, '<', "/proc/$pid/stat") or return 0;
+	my $stat = <$fh>;
+	close $fh;
+	return 0 unless defined $stat;
+	my ($state) = split ' ', substr($stat, rindex($stat, ')') + 2);
+	return $state ne 'Z' && $state ne 'X';
+}
 
 1;

@@ -1,0 +1,705 @@
+/*-------------------------------------------------------------------------
+ *
+ * waits.c
+ *	  The nodes the engine runs without a worker: sleep (a timer), signal
+ *	  (a wait for send_signal) and run (a child run), and the not_before of
+ *	  any node.
+ *
+ * The scheduler starts them.  A node that becomes ready without an
+ * activity, or held by its not_before, wakes it (state.c); each pass then:
+ *
+ *	- reads the not_before of held nodes (rendering a template from the
+ *	  node's input, the run's input and its dependencies' outputs) and lets
+ *	  them be claimed at that time;
+ *	- starts ready sleep, signal and run nodes: each waits (status
+ *	  waiting) without holding a worker or a connection, with its end in
+ *	  attempt_deadline: the timer's time, the signal's timeout, the child's
+ *	  timeout.  A run node first starts its child, whose id becomes the
+ *	  node's lease; a signal node first takes a signal sent before it
+ *	  waited;
+ *	- ends the waits whose time has come;
+ *	- cancels running child runs whose parent node no longer waits for
+ *	  them (the parent was cancelled or failed, or the node timed out): a
+ *	  parent never locks a child (state.c locks child, then parent).
+ *
+ * A signal sent while its node waits, and a child run that ends, end the
+ * wait at once, in the sender's or the child's transaction (signals.c,
+ * state.c).  Everything lives in the tables, so a crash loses no timer:
+ * after a restart the first pass finds what is due.  Each item runs
+ * through due_items.c, so one bad node never stops the loop.
+ *
+ * IDENTIFICATION
+ *	  src/waits.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+
+#include "vectorbea.h"
+#include "clock.h"
+#include "due_items.h"
+#include "duration.h"
+#include "jsonb_util.h"
+#include "notify.h"
+#include "spi_util.h"
+#include "state.h"
+#include "subxact.h"
+#include "template.h"
+#include "waits.h"
+#include "workflow.h"
+
+#define WAITS_BATCH			100
+
+/* Child runs nest at most this deep: a workflow that runs itself stops. */
+#define MAX_CHILD_DEPTH		16
+
+typedef struct WaitBatch
+{
+	int64	   *ids;
+	pg_uuid_t  *run_ids;
+	TimestampTz at;
+	int			done;
+} WaitBatch;
+
+/* What start_one reads about a node. */
+typedef struct WaitNode
+{
+	int64		id;
+	char	   *kind;
+	char	   *node;
+	char	   *activity;
+	bool		held;
+	char	   *not_before;
+	Jsonb	   *wait;
+	Jsonb	   *input;
+	Jsonb	   *upstream;
+	Jsonb	   *run_input;
+	char	   *workspace;
+	int64		timeout_ms;
+} WaitNode;
+
+/* The node's attempt fails for good with a message; the run fails. */
+static void
+fail_for_good(VbRun *run, int64 task_id, const char *message, TimestampTz at)
+{
+	StringInfoData err;
+
+	initStringInfo(&err);
+	appendStringInfoString(&err, "{\"message\":");
+	vb_append_json_string(&err, message);
+	appendStringInfoString(&err, ",\"class\":\"permanent\"}");
+	vb_state_fail_attempt(run, task_id, "permanent", err.data, false, -1, at);
+}
+
+/* Renders a time template (or reads a timestamp); false with *problem set. */
+static bool
+render_time(const char *text, WaitNode *w, TimestampTz *t, char **problem)
+{
+	char	   *rendered = vb_template_render(text, w->input, w->upstream, w->run_input, problem);
+
+	if (rendered == NULL)
+		return false;
+	if (!vb_parse_timestamp(rendered, t))
+	{
+		*problem = psprintf("\"%s\" is not a timestamp", vb_short_text(rendered));
+		return false;
+	}
+	return true;
+}
+
+static char *
+wait_text(WaitNode *w, const char *key)
+{
+	JsonbValue	v;
+
+	if (!vb_jsonb_get(&w->wait->root, key, &v) || v.type == jbvNull)
+		return NULL;
+	if (v.type == jbvString)
+		return pnstrdup(v.val.string.val, v.val.string.len);
+	return vb_jsonb_value_text(&v);
+}
+
+/*
+ * Runs plan (a scan of node ids and their run ids, locked, with the time
+ * as its one parameter) and acts on each row with fn through due_items.c;
+ * returns how many items fn completed.
+ */
+static int
+act_on_scan(SPIPlanPtr plan, TimestampTz at, bool isolate, VbSweepCounters *counters,
+			void (*fn) (void *, int))
+{
+	Datum		args[1] = {TimestampTzGetDatum(at)};
+	WaitBatch	b;
+	uint64		n;
+
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: wait scan failed");
+	n = SPI_processed;
+	if (n == 0)
+		return 0;
+	memset(&b, 0, sizeof(b));
+	b.at = at;
+	vb_read_due_items(1, 2, &b.ids, &b.run_ids);
+	for (uint64 i = 0; i < n; i++)
+		vb_due_item(isolate, fn, &b, (int) i, counters, &b.run_ids[i], VB_ITEM_WAIT, b.ids[i], at);
+	return b.done;
+}
+
+/* ---- sleep ---- */
+
+static void
+start_sleep(VbRun *run, WaitNode *w, TimestampTz at)
+{
+	char	   *for_ms = wait_text(w, "for_ms");
+	TimestampTz until;
+	char	   *iso;
+
+	if (for_ms)
+		until = at + strtoll(for_ms, NULL, 10) * 1000;
+	else
+	{
+		char	   *problem;
+
+		if (!render_time(wait_text(w, "until"), w, &until, &problem))
+		{
+			fail_for_good(run, w->id, psprintf("sleep.until of node \"%s\": %s", w->node, problem), at);
+			return;
+		}
+	}
+	iso = vb_timestamp_iso(until);
+	if (vb_state_begin_wait(run, w->id, until, NULL, "TIMER_STARTED",
+							psprintf("{\"until\":\"%s\"}", iso), at) > 0 && until <= at)
+		vb_state_end_wait(run, w->id, psprintf("{\"slept_until\":\"%s\"}", iso), at);
+}
+
+/* ---- signal ---- */
+
+/*
+ * The oldest signal named `name` sent to a locked run that no node has
+ * taken, locked; false when there is none.
+ */
+static bool
+take_stored_signal(VbRun *run, const char *name, int64 *signal_id, char **payload)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[2];
+	bool		isnull;
+
+	if (plan == NULL)
+	{
+		Oid			types[2] = {UUIDOID, TEXTOID};
+
+		plan = vb_prepare("SELECT id, payload::text FROM vectorbea.signals"
+						  " WHERE run_id = $1 AND name = $2 AND delivered_to IS NULL"
+						  " ORDER BY id LIMIT 1 FOR UPDATE", lengthof(types), types);
+	}
+	args[0] = UUIDPGetDatum(&run->id);
+	args[1] = CStringGetTextDatum(name);
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not look for stored signals");
+	if (SPI_processed == 0)
+		return false;
+	*signal_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	*payload = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	return true;
+}
+
+/*
+ * Signal signal_id (of a locked run) is delivered to waiting node task_id:
+ * its payload becomes the node's output.  Once: the row records the node.
+ */
+void
+vb_deliver_signal(VbRun *run, int64 signal_id, int64 task_id, const char *payload,
+				  TimestampTz at)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[3];
+
+	if (plan == NULL)
+	{
+		Oid			types[3] = {INT8OID, INT8OID, TIMESTAMPTZOID};
+
+		plan = vb_prepare("UPDATE vectorbea.signals SET delivered_to = $2, delivered_at = $3"
+						  " WHERE id = $1 AND delivered_to IS NULL", lengthof(types), types);
+	}
+	args[0] = Int64GetDatum(signal_id);
+	args[1] = Int64GetDatum(task_id);
+	args[2] = TimestampTzGetDatum(at);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE || SPI_processed != 1)
+		elog(ERROR, "vectorbea: signal %ld was delivered already", (long) signal_id);
+	if (!vb_state_end_wait(run, task_id, payload, at))
+		elog(ERROR, "vectorbea: task %ld is not waiting for a signal", (long) task_id);
+}
+
+static void
+start_signal(VbRun *run, WaitNode *w, TimestampTz at)
+{
+	char	   *name = wait_text(w, "name");
+	char	   *timeout_ms = wait_text(w, "timeout_ms");
+	TimestampTz deadline = timeout_ms ? at + strtoll(timeout_ms, NULL, 10) * 1000 : DT_NOEND;
+	int64		signal_id = 0;
+	char	   *payload = NULL;
+	bool		stored = take_stored_signal(run, name, &signal_id, &payload);
+	StringInfoData data;
+
+	initStringInfo(&data);
+	appendStringInfoString(&data, "{\"name\":");
+	vb_append_json_string(&data, name);
+	if (deadline != DT_NOEND)
+		appendStringInfo(&data, ",\"timeout_at\":\"%s\"", vb_timestamp_iso(deadline));
+	if (stored)
+		appendStringInfo(&data, ",\"signal\":%ld", (long) signal_id);
+	appendStringInfoChar(&data, '}');
+	if (vb_state_begin_wait(run, w->id, stored ? DT_NOEND : deadline, NULL, "SIGNAL_AWAITED",
+							data.data, at) > 0 && stored)
+		vb_deliver_signal(run, signal_id, w->id, payload, at);
+}
+
+/* ---- run: a child run ---- */
+
+typedef struct ChildStart
+{
+	const char *workflow;
+	int			version;
+	Jsonb	   *input;
+	Jsonb	   *options;
+	int			priority;
+	pg_uuid_t  *parent;
+	const char *parent_node;
+	pg_uuid_t	child;
+	TimestampTz at;
+} ChildStart;
+
+static void
+create_child(void *arg)
+{
+	ChildStart *cs = arg;
+
+	(void) vb_create_run(cs->workflow, cs->version, cs->input, cs->options, NULL, cs->priority,
+						 0, cs->parent, cs->parent_node, &cs->child, cs->at);
+}
+
+/* How many runs above run_id started it, as child of a child of ... */
+static int
+child_depth(pg_uuid_t *run_id)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[1];
+	bool		isnull;
+
+	if (plan == NULL)
+	{
+		Oid			types[1] = {UUIDOID};
+
+		plan = vb_prepare("WITH RECURSIVE up(id, depth) AS ("
+						  "  SELECT parent_run, 1 FROM vectorbea.runs WHERE id = $1"
+						  "  UNION ALL"
+						  "  SELECT r.parent_run, up.depth + 1 FROM vectorbea.runs r JOIN up ON r.id = up.id"
+						  "   WHERE up.depth <= " CppAsString2(MAX_CHILD_DEPTH) ")"
+						  " SELECT pg_catalog.count(*) FROM up WHERE id IS NOT NULL",
+						  lengthof(types), types);
+	}
+	args[0] = UUIDPGetDatum(run_id);
+	if (SPI_execute_plan(plan, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not measure the depth of run %s", vb_uuid_text(run_id));
+	return (int) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+static void
+start_child(VbRun *run, WaitNode *w, TimestampTz at)
+{
+	ChildStart	cs;
+	char	   *version = wait_text(w, "version");
+	char	   *problem;
+	ErrorData  *edata;
+	StringInfoData data;
+	TimestampTz deadline = w->timeout_ms > 0 ? at + w->timeout_ms * 1000 : DT_NOEND;
+
+	memset(&cs, 0, sizeof(cs));
+	cs.workflow = wait_text(w, "workflow");
+	cs.version = version ? atoi(version) : 0;
+	cs.input = vb_template_render_json(w->input, w->input, w->upstream, w->run_input, &problem);
+	if (cs.input == NULL)
+	{
+		fail_for_good(run, w->id, psprintf("input of run node \"%s\": %s", w->node, problem), at);
+		return;
+	}
+	if (child_depth(&run->id) >= MAX_CHILD_DEPTH)
+	{
+		fail_for_good(run, w->id,
+					  psprintf("run node \"%s\" would start a child run more than %d levels deep",
+							   w->node, MAX_CHILD_DEPTH), at);
+		return;
+	}
+	initStringInfo(&data);
+	appendStringInfoString(&data, "{\"workspace\":");
+	vb_append_json_string(&data, w->workspace);
+	appendStringInfoChar(&data, '}');
+	cs.options = vb_jsonb_from_cstring(data.data);
+	cs.priority = run->priority;
+	cs.parent = &run->id;
+	cs.parent_node = w->node;
+	cs.at = at;
+
+	/* A child that cannot start (a bad input, a version gone) fails the node. */
+	edata = vb_try_in_subxact(create_child, &cs);
+	if (edata)
+	{
+		char	   *message = psprintf("run node \"%s\" could not start workflow \"%s\": %s",
+									   w->node, cs.workflow, edata->message);
+
+		FreeErrorData(edata);
+		fail_for_good(run, w->id, message, at);
+		return;
+	}
+	resetStringInfo(&data);
+	appendStringInfo(&data, "{\"child_run\":\"%s\",\"workflow\":", vb_uuid_text(&cs.child));
+	vb_append_json_string(&data, cs.workflow);
+	if (version)
+		appendStringInfo(&data, ",\"version\":%s", version);
+	if (deadline != DT_NOEND)
+		appendStringInfo(&data, ",\"timeout_at\":\"%s\"", vb_timestamp_iso(deadline));
+	appendStringInfoChar(&data, '}');
+	vb_state_begin_wait(run, w->id, deadline, &cs.child, "CHILD_RUN_STARTED", data.data, at);
+}
+
+/* ---- starting ---- */
+
+static bool
+read_node(int64 id, WaitNode *w)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[1];
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	Datum		d;
+
+	if (plan == NULL)
+	{
+		Oid			types[1] = {INT8OID};
+
+		plan = vb_prepare("SELECT n.kind, n.node, n.activity, n.available_at = 'infinity',"
+						  "       n.not_before, coalesce(n.wait, '{}'), n.input,"
+						  "       coalesce((SELECT pg_catalog.jsonb_object_agg(d.node, d.output)"
+						  "                   FROM vectorbea.nodes d"
+						  "                  WHERE d.run_id = n.run_id AND d.node = ANY (n.depends_on)),"
+						  "                '{}'::jsonb),"
+						  "       r.input, r.workspace, coalesce(n.timeout_ms, 0)"
+						  "  FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
+						  " WHERE n.id = $1 AND n.status = 'ready'", lengthof(types), types);
+	}
+	args[0] = Int64GetDatum(id);
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not read task %ld", (long) id);
+	if (SPI_processed == 0)
+		return false;
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	w->id = id;
+	w->kind = SPI_getvalue(tup, desc, 1);
+	w->node = SPI_getvalue(tup, desc, 2);
+	w->activity = SPI_getvalue(tup, desc, 3);
+	w->held = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
+	w->not_before = SPI_getvalue(tup, desc, 5);
+	w->wait = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 6, &isnull));
+	w->input = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 7, &isnull));
+	w->upstream = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 8, &isnull));
+	w->run_input = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 9, &isnull));
+	w->workspace = SPI_getvalue(tup, desc, 10);
+	d = SPI_getbinval(tup, desc, 11, &isnull);
+	w->timeout_ms = DatumGetInt64(d);
+	return true;
+}
+
+static void
+start_one(void *arg, int i)
+{
+	WaitBatch  *b = arg;
+	VbRun		run;
+	WaitNode	w;
+
+	if (!vb_run_lock(&b->run_ids[i], &run) || run.status != VB_RUN_RUNNING ||
+		!read_node(b->ids[i], &w))
+		return;
+	if (w.held)
+	{
+		TimestampTz t;
+		char	   *problem;
+
+		if (!render_time(w.not_before, &w, &t, &problem))
+			fail_for_good(&run, w.id, psprintf("not_before of node \"%s\": %s", w.node, problem),
+						  b->at);
+		else
+			vb_state_release_not_before(&run, w.id, w.activity, Max(t, b->at), b->at);
+		/* A wait whose time has come is started by the next round of the scan. */
+		vb_run_save(&run, b->at);
+		b->done++;
+		return;
+	}
+	if (strcmp(w.kind, "sleep") == 0)
+		start_sleep(&run, &w, b->at);
+	else if (strcmp(w.kind, "signal") == 0)
+		start_signal(&run, &w, b->at);
+	else if (strcmp(w.kind, "run") == 0)
+		start_child(&run, &w, b->at);
+	else
+	{
+		/* An approval node held by its not_before: its gate opens now. */
+		vb_state_release_not_before(&run, w.id, NULL, b->at, b->at);
+	}
+	vb_run_save(&run, b->at);
+	b->done++;
+}
+
+/*
+ * Starts the ready sleep, signal and run nodes whose time has come, and
+ * reads the not_before of held nodes.  Returns how many were acted on
+ * (items that failed are postponed, not counted, so a caller's loop ends).
+ */
+int
+vb_start_waits(TimestampTz at, bool isolate, VbSweepCounters *counters)
+{
+	static SPIPlanPtr plan = NULL;
+
+	if (!vb_waits_available())
+		return 0;
+	if (plan == NULL)
+	{
+		Oid			types[1] = {TIMESTAMPTZOID};
+
+		plan = vb_prepare("SELECT n.id, n.run_id"
+						  "  FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
+						  " WHERE n.status = 'ready' AND r.status = 'running'"
+						  "   AND ((n.activity IS NULL AND n.available_at <= $1"
+						  "         AND n.kind IN ('sleep', 'signal', 'run', 'approval'))"
+						  "        OR (n.not_before IS NOT NULL AND n.available_at = 'infinity'))"
+						  " ORDER BY n.id LIMIT " CppAsString2(WAITS_BATCH)
+						  " FOR NO KEY UPDATE OF r SKIP LOCKED"
+						  " FOR UPDATE OF n SKIP LOCKED", lengthof(types), types);
+	}
+	return act_on_scan(plan, at, isolate, counters, start_one);
+}
+
+/* ---- ending at a time ---- */
+
+static void
+end_one(void *arg, int i)
+{
+	static SPIPlanPtr plan = NULL;
+	WaitBatch  *b = arg;
+	VbRun		run;
+	Datum		args[2];
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	char	   *kind;
+	char	   *node;
+	Jsonb	   *wait;
+	TimestampTz deadline;
+	JsonbValue	v;
+
+	if (plan == NULL)
+	{
+		Oid			types[2] = {INT8OID, TIMESTAMPTZOID};
+
+		plan = vb_prepare("SELECT kind, node, wait, attempt_deadline, lease::text"
+						  "  FROM vectorbea.nodes"
+						  " WHERE id = $1 AND status = 'waiting' AND attempt_deadline <= $2",
+						  lengthof(types), types);
+	}
+	if (!vb_run_lock(&b->run_ids[i], &run) || run.status != VB_RUN_RUNNING)
+		return;
+	args[0] = Int64GetDatum(b->ids[i]);
+	args[1] = TimestampTzGetDatum(b->at);
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not read task %ld", (long) b->ids[i]);
+	if (SPI_processed == 0)
+		return;
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	kind = SPI_getvalue(tup, desc, 1);
+	node = SPI_getvalue(tup, desc, 2);
+	wait = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 3, &isnull));
+	deadline = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
+
+	if (strcmp(kind, "sleep") == 0)
+		vb_state_end_wait(&run, b->ids[i],
+						  psprintf("{\"slept_until\":\"%s\"}", vb_timestamp_iso(deadline)), b->at);
+	else if (strcmp(kind, "signal") == 0)
+	{
+		/* on_timeout "continue" has a default (null at least); "fail" none. */
+		if (vb_jsonb_get(&wait->root, "default", &v))
+			vb_state_end_wait(&run, b->ids[i], vb_jsonb_value_text(&v), b->at);
+		else
+		{
+			char	   *name = "";
+			StringInfoData err;
+
+			if (vb_jsonb_get(&wait->root, "name", &v) && v.type == jbvString)
+				name = pnstrdup(v.val.string.val, v.val.string.len);
+			initStringInfo(&err);
+			appendStringInfoString(&err, "{\"message\":");
+			vb_append_json_string(&err, psprintf("node \"%s\" waited for signal \"%s\" until its timeout",
+												 node, name));
+			appendStringInfoString(&err, ",\"class\":\"timeout\"}");
+			vb_state_fail_attempt(&run, b->ids[i], "timeout", err.data, false, -1, b->at);
+		}
+	}
+	else
+	{
+		char	   *child = SPI_getvalue(tup, desc, 5);
+
+		/* The child, no longer waited for, is cancelled by vb_cancel_orphans. */
+		vb_state_fail_attempt(&run, b->ids[i], "timeout",
+							  psprintf("{\"message\":\"child run %s did not finish within the node's timeout\","
+									   "\"class\":\"timeout\",\"child_run\":\"%s\"}", child, child),
+							  true, -1, b->at);
+	}
+	vb_run_save(&run, b->at);
+	b->done++;
+}
+
+/* Ends the waits whose time has come; returns how many. */
+int
+vb_end_due_waits(TimestampTz at, bool isolate, VbSweepCounters *counters)
+{
+	static SPIPlanPtr plan = NULL;
+
+	if (!vb_waits_available())
+		return 0;
+	if (plan == NULL)
+	{
+		Oid			types[1] = {TIMESTAMPTZOID};
+
+		plan = vb_prepare("SELECT n.id, n.run_id"
+						  "  FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
+						  " WHERE n.status = 'waiting' AND n.attempt_deadline <= $1"
+						  "   AND n.kind IN ('sleep', 'signal', 'run') AND r.status = 'running'"
+						  " ORDER BY n.attempt_deadline LIMIT " CppAsString2(WAITS_BATCH)
+						  " FOR NO KEY UPDATE OF r SKIP LOCKED"
+						  " FOR UPDATE OF n SKIP LOCKED", lengthof(types), types);
+	}
+	return act_on_scan(plan, at, isolate, counters, end_one);
+}
+
+/* ---- children nobody waits for ---- */
+
+static void
+cancel_one(void *arg, int i)
+{
+	WaitBatch  *b = arg;
+	VbRun		run;
+
+	if (!vb_run_lock(&b->run_ids[i], &run) || run.status != VB_RUN_RUNNING)
+		return;
+	vb_state_cancel_run(&run, "its parent run no longer waits for it", b->at);
+	vb_run_save(&run, b->at);
+	b->done++;
+}
+
+/*
+ * Cancels running child runs whose parent's run node no longer waits for
+ * them; returns how many were found.
+ */
+int
+vb_cancel_orphans(TimestampTz at, VbSweepCounters *counters)
+{
+	static SPIPlanPtr plan = NULL;
+	WaitBatch	b;
+	uint64		n;
+
+	if (!vb_waits_available())
+		return 0;
+	if (plan == NULL)
+		plan = vb_prepare("SELECT c.id FROM vectorbea.runs c"
+						  " WHERE c.parent_run IS NOT NULL AND c.status = 'running'"
+						  "   AND NOT EXISTS (SELECT FROM vectorbea.nodes n"
+						  "                    WHERE n.run_id = c.parent_run AND n.node = c.parent_node"
+						  "                      AND n.lease = c.id AND n.status = 'waiting')"
+						  " LIMIT " CppAsString2(WAITS_BATCH)
+						  " FOR NO KEY UPDATE OF c SKIP LOCKED", 0, NULL);
+	if (SPI_execute_plan(plan, NULL, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: orphan child scan failed");
+	n = SPI_processed;
+	if (n == 0)
+		return 0;
+	memset(&b, 0, sizeof(b));
+	b.at = at;
+	vb_read_due_items(0, 1, NULL, &b.run_ids);
+	for (uint64 i = 0; i < n; i++)
+		vb_due_item(true, cancel_one, &b, (int) i, counters, &b.run_ids[i], VB_ITEM_WAIT, 0, at);
+	return b.done;
+}
+
+/* ---- when ---- */
+
+/*
+ * The earliest time after `now` at which a wait ends or a node held by its
+ * not_before may start; DT_NOEND when none.  A held node whose time is not
+ * read yet, or an engine node ready now, is due now.
+ */
+TimestampTz
+vb_waits_next_due(TimestampTz now)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[1];
+	bool		isnull;
+	Datum		d;
+
+	if (!vb_waits_available())
+		return DT_NOEND;
+	if (plan == NULL)
+	{
+		Oid			types[1] = {TIMESTAMPTZOID};
+
+		plan = vb_prepare("SELECT least("
+						  " (SELECT pg_catalog.min(attempt_deadline) FROM vectorbea.nodes"
+						  "   WHERE status = 'waiting' AND attempt_deadline IS NOT NULL"
+						  "     AND kind IN ('sleep', 'signal', 'run')),"
+						  " (SELECT CASE WHEN pg_catalog.min(available_at) = 'infinity' THEN $1"
+						  "              ELSE pg_catalog.min(available_at) END"
+						  "    FROM vectorbea.nodes WHERE status = 'ready' AND not_before IS NOT NULL"
+						  "     AND available_at > $1))",
+						  lengthof(types), types);
+	}
+	args[0] = TimestampTzGetDatum(now);
+	if (SPI_execute_plan(plan, args, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "vectorbea: next wait scan failed");
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? DT_NOEND : DatumGetTimestampTz(d);
+}
+
+/*
+ * Announces the activities of nodes whose not_before came in (after, upto]
+ * (NOTIFY vectorbea_tasks), as vb_announce_due does for retries.
+ */
+void
+vb_announce_not_before(TimestampTz after, TimestampTz upto)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[2];
+
+	if (!vb_waits_available())
+		return;
+	if (plan == NULL)
+	{
+		Oid			types[2] = {TIMESTAMPTZOID, TIMESTAMPTZOID};
+
+		plan = vb_prepare("SELECT DISTINCT activity FROM vectorbea.nodes"
+						  " WHERE status = 'ready' AND not_before IS NOT NULL"
+						  "   AND available_at > $1 AND available_at <= $2 AND activity IS NOT NULL",
+						  lengthof(types), types);
+	}
+	args[0] = TimestampTzGetDatum(after);
+	args[1] = TimestampTzGetDatum(upto);
+	if (SPI_execute_plan(plan, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: due not_before scan failed");
+	for (uint64 i = 0; i < SPI_processed; i++)
+		vb_notify_task_ready(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+}

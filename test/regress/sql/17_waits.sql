@@ -1,0 +1,273 @@
+-- Timers, signals and child runs: sleep, signal and run nodes wait without a
+-- worker, and not_before holds any node until its time.  run_due_work()
+-- does the scheduler's part (no scheduler serves this database) and the
+-- test clock moves time.  Every run ends consistent with its history.
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/setup.psql
+
+-- Errors that name a run, without its id.
+CREATE FUNCTION try(sql text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+	EXECUTE sql;
+	RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+	RETURN SQLSTATE || ': ' || regexp_replace(SQLERRM, '[0-9a-f]{8}-[0-9a-f-]{27}', '<uuid>', 'g');
+END
+$$;
+
+-- The history of a run, event by event, without times and ids.
+CREATE FUNCTION history(run uuid) RETURNS TABLE (seq bigint, type text, node text, attempt integer)
+LANGUAGE sql AS $$
+	SELECT seq, type, node, attempt FROM vectorbea.events WHERE run_id = run ORDER BY seq
+$$;
+
+-- Bad definitions: each names the node and the field, and nothing is stored.
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"nap"}]}');
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"sleep"}]}');
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"sleep","sleep":[]}]}');
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"sleep","sleep":{}}]}');
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"sleep","sleep":{"for":"1h","until":"2030-01-01T00:00:00Z"}}]}');
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"sleep","sleep":{"for":"forever"}}]}');
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"sleep","sleep":{"for":"0s"}}]}');
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"sleep","sleep":{"for":"400d"}}]}');
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"sleep","sleep":{"until":"next tuesday"}}]}');
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"sleep","sleep":{"until":"infinity"}}]}');
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"sleep","sleep":{"until":"{{upstream.a.output.t}}"}}]}');
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"sleep","sleep":{"for":"1h","snooze":true}}]}');
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"sleep","activity":"nap","sleep":{"for":"1h"}}]}');
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","activity":"work","sleep":{"for":"1h"}}]}');
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"signal"}]}');
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"signal","signal":{}}]}');
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"signal","signal":{"name":"has space"}}]}');
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"signal","signal":{"name":"ok","on_timeout":"continue"}}]}');
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"signal","signal":{"name":"ok","timeout":"1h","on_timeout":"shrug"}}]}');
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"signal","signal":{"name":"ok","timeout":"1h","default":{}}}]}');
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"run"}]}');
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"run","run":{"workflow":"nowhere"}}]}');
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"run","run":{"workflow":"bad name"}}]}');
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"run","run":{"workflow":"x","version":0}}]}');
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"run","run":{"workflow":"x"},"input":{"q":"{{upstream.y.output}}"}}]}');
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","activity":"work","not_before":17}]}');
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","activity":"work","not_before":"soonish"}]}');
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","activity":"work","not_before":"{{input.when"}]}');
+SELECT count(*) AS workflows FROM vectorbea.workflows;
+
+-- A sleep of one hour passes in test-clock time, with no worker: the node
+-- waits, nothing can claim it, and the next task is ready when it ends.
+SELECT vectorbea.define_workflow('nap', '{"nodes":[
+	{"id":"first","activity":"w_first"},
+	{"id":"nap","kind":"sleep","sleep":{"for":"1h"},"depends_on":["first"]},
+	{"id":"after","activity":"w_after","depends_on":["nap"]}]}');
+SELECT vectorbea.start_run('nap', '{}') AS nap_run \gset
+SELECT vectorbea.complete_task(task_id, lease, '{"ok":true}')
+  FROM vectorbea.claim_tasks('w', ARRAY['w_first']);
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+SELECT * FROM nodes_of(:'nap_run');
+SELECT count(*) AS claimed FROM vectorbea.claim_tasks('w', ARRAY['w_after']);
+SET vectorbea.test_clock_offset = '59m';
+SELECT vectorbea.run_due_work()->'waits_ended' AS ended_early;
+SET vectorbea.test_clock_offset = '61m';
+SELECT vectorbea.run_due_work()->'waits_ended' AS ended;
+SELECT vectorbea.complete_task(task_id, lease, '{"done":true}')
+  FROM vectorbea.claim_tasks('w', ARRAY['w_after']);
+RESET vectorbea.test_clock_offset;
+SELECT status FROM vectorbea.runs WHERE id = :'nap_run';
+SELECT * FROM nodes_of(:'nap_run');
+SELECT output ? 'slept_until' AS has_time FROM vectorbea.nodes WHERE run_id = :'nap_run' AND node = 'nap';
+SELECT * FROM timeline_text(:'nap_run');
+SELECT * FROM check_run(:'nap_run');
+
+-- Sleep until a time from the input (a template); a time already past
+-- ends the sleep at once; a template that gives no time fails the node.
+SELECT vectorbea.define_workflow('alarm', '{"nodes":[
+	{"id":"wake","kind":"sleep","sleep":{"until":"{{run.input.at}}"}}]}');
+SELECT vectorbea.start_run('alarm', jsonb_build_object('at', now() + interval '2h')) AS alarm_run \gset
+SELECT vectorbea.start_run('alarm', '{"at":"2001-01-01T00:00:00Z"}') AS past_run \gset
+SELECT vectorbea.start_run('alarm', '{"at":"whenever"}') AS bad_time_run \gset
+SELECT vectorbea.start_run('alarm', '{}') AS no_time_run \gset
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+SELECT status FROM vectorbea.runs WHERE id = :'alarm_run';
+SELECT status FROM vectorbea.runs WHERE id = :'past_run';
+SELECT status, error->>'reason' AS reason FROM vectorbea.runs WHERE id = :'bad_time_run';
+SELECT error->>'message' AS message FROM vectorbea.nodes WHERE run_id = :'bad_time_run';
+SELECT error->>'message' AS message FROM vectorbea.nodes WHERE run_id = :'no_time_run';
+SET vectorbea.test_clock_offset = '2h1m';
+SELECT vectorbea.run_due_work()->'waits_ended' AS ended;
+RESET vectorbea.test_clock_offset;
+SELECT status FROM vectorbea.runs WHERE id = :'alarm_run';
+SELECT * FROM check_run(:'alarm_run');
+SELECT * FROM check_run(:'past_run');
+SELECT * FROM check_run(:'bad_time_run');
+
+-- not_before holds a worker task until its time (here from the input).
+SELECT vectorbea.define_workflow('later', '{"nodes":[
+	{"id":"call","activity":"w_call","not_before":"{{run.input.call_at}}"}]}');
+SELECT vectorbea.start_run('later', jsonb_build_object('call_at', now() + interval '30m')) AS later_run \gset
+SELECT count(*) AS claimed_before FROM vectorbea.claim_tasks('w', ARRAY['w_call']);
+SELECT vectorbea.run_due_work()->'waits_started' AS read;
+SELECT count(*) AS claimed_still FROM vectorbea.claim_tasks('w', ARRAY['w_call']);
+SET vectorbea.test_clock_offset = '31m';
+SELECT vectorbea.complete_task(task_id, lease, '{"called":true}')
+  FROM vectorbea.claim_tasks('w', ARRAY['w_call']);
+RESET vectorbea.test_clock_offset;
+SELECT status FROM vectorbea.runs WHERE id = :'later_run';
+SELECT * FROM check_run(:'later_run');
+
+-- Signals: one sent before its node waits is kept and delivered when it
+-- does; one sent while it waits is delivered at once; a repeated key is a
+-- no-op; each signal goes to one node.
+SELECT vectorbea.define_workflow('ci', '{"nodes":[
+	{"id":"build","activity":"w_build"},
+	{"id":"ci","kind":"signal","signal":{"name":"ci_done"},"depends_on":["build"]},
+	{"id":"review","kind":"signal","signal":{"name":"reviewed"}},
+	{"id":"merge","activity":"w_merge","depends_on":["ci","review"]}]}');
+SELECT vectorbea.start_run('ci', '{}') AS ci_run \gset
+SELECT vectorbea.send_signal(:'ci_run', 'ci_done', '{"green":true}', 'hook-1') AS early_signal \gset
+SELECT vectorbea.send_signal(:'ci_run', 'ci_done', '{"green":true}', 'hook-1') = :early_signal AS same_id;
+SELECT try(format($$SELECT vectorbea.send_signal(%L, 'ci_done', '{"green":false}', 'hook-1')$$, :'ci_run'));
+SELECT count(*) AS stored FROM vectorbea.signals WHERE run_id = :'ci_run';
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+SELECT * FROM nodes_of(:'ci_run');
+SELECT vectorbea.complete_task(task_id, lease, '{"built":true}')
+  FROM vectorbea.claim_tasks('w', ARRAY['w_build']);
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+SELECT node, status, output FROM vectorbea.nodes WHERE run_id = :'ci_run' AND kind = 'signal' ORDER BY node;
+SELECT vectorbea.send_signal(:'ci_run', 'reviewed', '{"by":"ana"}') IS NOT NULL AS sent;
+SELECT node, status, output FROM vectorbea.nodes WHERE run_id = :'ci_run' AND kind = 'signal' ORDER BY node;
+SELECT s.name, n.node AS delivered_to FROM vectorbea.signals s
+  LEFT JOIN vectorbea.nodes n ON n.id = s.delivered_to WHERE s.run_id = :'ci_run' ORDER BY s.id;
+-- A second signal of a name nobody waits for any more stays undelivered.
+SELECT vectorbea.send_signal(:'ci_run', 'ci_done', '{"green":true}', 'hook-2') IS NOT NULL AS sent;
+SELECT count(*) FILTER (WHERE delivered_to IS NULL) AS undelivered FROM vectorbea.signals WHERE run_id = :'ci_run';
+SELECT vectorbea.complete_task(task_id, lease, '{"merged":true}')
+  FROM vectorbea.claim_tasks('w', ARRAY['w_merge']);
+SELECT status FROM vectorbea.runs WHERE id = :'ci_run';
+SELECT * FROM history(:'ci_run');
+SELECT * FROM check_run(:'ci_run');
+
+-- Bad sends change nothing; a signal to a finished run is an error that
+-- says so, unless it repeats a send that was made.
+SELECT try(format($$SELECT vectorbea.send_signal(%L, 'ci_done', '{}')$$, :'ci_run'));
+SELECT vectorbea.send_signal(:'ci_run', 'ci_done', '{"green":true}', 'hook-2') IS NOT NULL AS repeat_ok;
+SELECT vectorbea.send_signal(NULL, 'x'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.send_signal(:'ci_run', NULL); \echo SQLSTATE :SQLSTATE
+SELECT try($$SELECT vectorbea.send_signal(gen_random_uuid(), 'x')$$);
+SELECT vectorbea.send_signal(:'ci_run', 'no spaces please'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.send_signal(:'ci_run', 'x', '{}', ''); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.send_signal(:'ci_run', 'x', '{}', repeat('k', 513)); \echo SQLSTATE :SQLSTATE
+SELECT count(*) AS signals FROM vectorbea.signals;
+SET ROLE vb_plain_user;
+SELECT try(format($$SELECT vectorbea.send_signal(%L, 'x')$$, :'ci_run'));
+RESET ROLE;
+
+-- A signal timeout: "fail" fails the node (and the run), "continue" gives
+-- the default as output.
+SELECT vectorbea.define_workflow('deadline', '{"nodes":[
+	{"id":"pay","kind":"signal","signal":{"name":"paid","timeout":"10m"}}]}');
+SELECT vectorbea.define_workflow('patient', '{"nodes":[
+	{"id":"pay","kind":"signal","signal":{"name":"paid","timeout":"10m","on_timeout":"continue","default":{"paid":false}}},
+	{"id":"next","activity":"w_next","depends_on":["pay"]}]}');
+SELECT vectorbea.start_run('deadline', '{}') AS strict_run \gset
+SELECT vectorbea.start_run('patient', '{}') AS patient_run \gset
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+SET vectorbea.test_clock_offset = '11m';
+SELECT vectorbea.run_due_work()->'waits_ended' AS ended;
+RESET vectorbea.test_clock_offset;
+SELECT status, error->>'reason' AS reason FROM vectorbea.runs WHERE id = :'strict_run';
+SELECT status, attempt, error->>'class' AS class FROM vectorbea.nodes WHERE run_id = :'strict_run';
+SELECT node, status, output FROM vectorbea.nodes WHERE run_id = :'patient_run' ORDER BY id;
+SELECT * FROM check_run(:'strict_run');
+SELECT * FROM check_run(:'patient_run');
+
+-- Child runs: the child gets its input from the template, the parent waits
+-- without a worker and takes the outputs of the child's last nodes.
+SELECT vectorbea.define_workflow('research', '{"nodes":[
+	{"id":"search","activity":"w_search"},
+	{"id":"summary","activity":"w_summary","depends_on":["search"]}]}');
+SELECT vectorbea.define_workflow('report', '{"nodes":[
+	{"id":"plan","activity":"w_plan"},
+	{"id":"dig","kind":"run","run":{"workflow":"research"},"depends_on":["plan"],
+	 "input":{"topic":"{{upstream.plan.output.topic}}","ask":"about {{run.input.who}}","n":"{{upstream.plan.output.n}}"},
+	 "retry":{"max_attempts":2,"initial":"0s","max":"0s"}},
+	{"id":"write","activity":"w_write","depends_on":["dig"]}]}');
+SELECT vectorbea.start_run('report', '{"who":"ada"}') AS parent_run \gset
+SELECT vectorbea.complete_task(task_id, lease, '{"topic":"engines","n":3}')
+  FROM vectorbea.claim_tasks('w', ARRAY['w_plan']);
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+SELECT id AS child_run FROM vectorbea.runs WHERE parent_run = :'parent_run' \gset
+SELECT input, parent_node, workspace FROM vectorbea.runs WHERE id = :'child_run';
+SELECT node, status, attempt, lease = :'child_run'::uuid AS lease_is_child
+  FROM vectorbea.nodes WHERE run_id = :'parent_run' AND node = 'dig';
+-- The child fails for good: the parent's node fails its attempt and
+-- retries with a new child.
+SELECT vectorbea.fail_task(task_id, lease, '{"message":"index down","class":"permanent"}')
+  FROM vectorbea.claim_tasks('w', ARRAY['w_search']);
+SELECT status FROM vectorbea.runs WHERE id = :'child_run';
+SELECT node, status, attempt, error->>'class' AS class FROM vectorbea.nodes WHERE run_id = :'parent_run' AND node = 'dig';
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+SELECT count(*) AS children FROM vectorbea.runs WHERE parent_run = :'parent_run';
+SELECT vectorbea.complete_task(task_id, lease, '{"hits":12}')
+  FROM vectorbea.claim_tasks('w', ARRAY['w_search']);
+SELECT vectorbea.complete_task(task_id, lease, '{"text":"engines are fun"}')
+  FROM vectorbea.claim_tasks('w', ARRAY['w_summary']);
+SELECT node, status, attempt, output FROM vectorbea.nodes WHERE run_id = :'parent_run' AND node = 'dig';
+SELECT upstream->'dig' AS write_sees, vectorbea.complete_task(task_id, lease, '{}') AS completed
+  FROM vectorbea.claim_tasks('w', ARRAY['w_write']);
+SELECT status FROM vectorbea.runs WHERE id = :'parent_run';
+SELECT r.status, r.parent_node, (SELECT count(*) FROM vectorbea.verify_run(r.id)) AS differences
+  FROM vectorbea.runs r WHERE r.parent_run = :'parent_run' ORDER BY r.created_at;
+SELECT * FROM check_run(:'parent_run');
+SELECT * FROM history(:'parent_run') WHERE node = 'dig';
+
+-- Fan-out to 100 children and a join on them; then cancelling a parent
+-- with 100 running children cancels them all.
+SELECT vectorbea.define_workflow('leaf', '{"nodes":[{"id":"leaf","activity":"w_leaf"}]}');
+SELECT vectorbea.define_workflow('fan', jsonb_build_object('nodes',
+	(SELECT jsonb_agg(jsonb_build_object('id', 'c' || i, 'kind', 'run',
+										 'run', jsonb_build_object('workflow', 'leaf'),
+										 'input', jsonb_build_object('i', i)))
+	   FROM generate_series(1, 100) i)
+	|| jsonb_build_array(jsonb_build_object('id', 'join', 'activity', 'w_join',
+		'depends_on', (SELECT jsonb_agg('c' || i) FROM generate_series(1, 100) i)))));
+SELECT vectorbea.start_run('fan', '{}') AS fan_run \gset
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+SELECT count(*) AS children FROM vectorbea.runs WHERE parent_run = :'fan_run' AND status = 'running';
+SELECT count(*) AS completed FROM (
+	SELECT vectorbea.complete_task(task_id, lease, jsonb_build_object('leaf', run_input->'i'))
+	  FROM vectorbea.claim_tasks('w', ARRAY['w_leaf'], 100)) c;
+SELECT count(*) FILTER (WHERE status = 'succeeded') AS children_done FROM vectorbea.runs WHERE parent_run = :'fan_run';
+SELECT upstream->'c42' AS c42 FROM vectorbea.claim_tasks('w', ARRAY['w_join']);
+SELECT * FROM check_run(:'fan_run');
+
+SELECT vectorbea.start_run('fan', '{}') AS doomed_run \gset
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+SELECT vectorbea.cancel_run(:'doomed_run', 'changed my mind');
+SELECT vectorbea.run_due_work()->'children_cancelled' AS children_cancelled;
+SELECT status, count(*) FROM vectorbea.runs WHERE parent_run = :'doomed_run' GROUP BY status;
+SELECT count(*) AS claimable FROM vectorbea.claim_tasks('w', ARRAY['w_leaf'], 100);
+SELECT count(*) AS inconsistent FROM vectorbea.runs r
+ WHERE (r.id = :'doomed_run' OR r.parent_run = :'doomed_run')
+   AND EXISTS (SELECT FROM vectorbea.verify_run(r.id));
+
+-- A child cancelled by hand fails its parent's node for good.
+SELECT vectorbea.define_workflow('one_child', '{"nodes":[{"id":"kid","kind":"run","run":{"workflow":"leaf","version":1}}]}');
+SELECT vectorbea.start_run('one_child', '{}') AS solo_run \gset
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+SELECT vectorbea.cancel_run(id, 'not needed') FROM vectorbea.runs WHERE parent_run = :'solo_run';
+SELECT status, error->>'reason' AS reason FROM vectorbea.runs WHERE id = :'solo_run';
+SELECT error->>'message' ~ 'was cancelled' AS says_cancelled FROM vectorbea.nodes WHERE run_id = :'solo_run';
+SELECT * FROM check_run(:'solo_run');
+
+-- A run node's timeout ends the wait; its child is cancelled.
+SELECT vectorbea.define_workflow('hurry', '{"nodes":[{"id":"kid","kind":"run","run":{"workflow":"leaf"},"timeout":"5m","retry":{"max_attempts":1}}]}');
+SELECT vectorbea.start_run('hurry', '{}') AS hurry_run \gset
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+SET vectorbea.test_clock_offset = '6m';
+SELECT vectorbea.run_due_work() - 'leases_expired' - 'timeouts' - 'deadlines_enforced' - 'gates_expired' - 'errors' AS due;
+RESET vectorbea.test_clock_offset;
+SELECT status FROM vectorbea.runs WHERE id = :'hurry_run';
+SELECT status FROM vectorbea.runs WHERE parent_run = :'hurry_run';
+SELECT * FROM check_run(:'hurry_run');
+
+DROP FUNCTION try(text);
+DROP FUNCTION history(uuid);
