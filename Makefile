@@ -29,6 +29,7 @@ OBJS = \
 	src/state.o \
 	src/check.o \
 	src/llm_spec.o \
+	src/gate_spec.o \
 	src/wait_spec.o \
 	src/validate.o \
 	src/workflow.o \
@@ -45,6 +46,7 @@ OBJS = \
 	src/fork.o \
 	src/waits.o \
 	src/signals.o \
+	src/votes.o \
 	src/approvals.o \
 	src/keys.o \
 	src/llm_request.o \

@@ -723,3 +723,44 @@ CREATE FUNCTION @extschema@.send_signal(run uuid, name text, payload jsonb DEFAU
 COMMENT ON FUNCTION @extschema@.send_signal(uuid, text, jsonb, text) IS
 	'Sends a named signal to a running run: the first signal node of the run waiting for that name takes the payload as its output, or the next one to wait does.  Returns the signal''s id; a repeated idempotency key returns the first signal''s id and changes nothing.';
 REVOKE ALL ON FUNCTION @extschema@.send_signal(uuid, text, jsonb, text) FROM PUBLIC;
+
+/*
+ * When things go wrong (issue 13): gates on failures and quorums.  A node
+ * with on_exhausted "escalate", or an attempt in doubt under the policy
+ * "ask", opens a gate of kind escalation or in_doubt instead of failing;
+ * the person decides accept (output becomes the node's output), retry
+ * (a fresh attempt budget, input optionally replaced) or fail.  An
+ * approval node may need quorum approvals out of a list of approvers, each
+ * of whom decides once (approval_votes).
+ */
+ALTER TABLE @extschema@.approvals ADD COLUMN kind text NOT NULL DEFAULT 'approval'
+	CHECK (kind IN ('approval', 'escalation', 'in_doubt'));
+ALTER TABLE @extschema@.approvals ADD COLUMN decision text
+	CHECK (decision IN ('accept', 'retry', 'fail'));
+ALTER TABLE @extschema@.approvals ADD COLUMN output jsonb;
+ALTER TABLE @extschema@.approvals ADD COLUMN input jsonb;
+ALTER TABLE @extschema@.approvals ADD COLUMN quorum integer CHECK (quorum > 0);
+ALTER TABLE @extschema@.approvals ADD COLUMN approvers text[];
+COMMENT ON COLUMN @extschema@.approvals.kind IS
+	'approval: an approval node or await_approval; escalation: a node out of attempts (on_exhausted "escalate"); in_doubt: an attempt cut by a crash (in_doubt "ask").';
+COMMENT ON COLUMN @extschema@.approvals.decision IS
+	'For escalation and in_doubt gates: accept (with status approved; output becomes the node''s output), retry (with status approved; input, when given, replaces the node''s input) or fail (with status rejected).';
+COMMENT ON COLUMN @extschema@.approvals.quorum IS
+	'How many of approvers must approve; each decides once (approval_votes).  NULL: the first decision settles the gate.';
+
+CREATE TABLE @extschema@.approval_votes (
+	approval_id	bigint NOT NULL REFERENCES @extschema@.approvals (id) ON DELETE CASCADE,
+	voter		text NOT NULL,
+	vote		text NOT NULL CHECK (vote IN ('approved', 'rejected')),
+	decided_by	text,
+	decided_role name NOT NULL,
+	reason		text,
+	decided_at	timestamptz NOT NULL,
+	PRIMARY KEY (approval_id, voter)
+);
+COMMENT ON TABLE @extschema@.approval_votes IS
+	'The individual decisions on a gate with a quorum: one per entry of its approvers.';
+COMMENT ON COLUMN @extschema@.approval_votes.voter IS
+	'The entry of approvers the decision counts for: the person (decided_by) or the role.';
+REVOKE ALL ON TABLE @extschema@.approval_votes FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.approval_votes', '');

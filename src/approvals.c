@@ -66,6 +66,7 @@
 #include "notify.h"
 #include "spi_util.h"
 #include "state.h"
+#include "votes.h"
 
 /* How long a decision waits for a busy run before it gives up. */
 #define DECISION_LOCK_WAIT_MS	2000
@@ -111,7 +112,7 @@ column_changed(TupleDesc desc, HeapTuple oldtup, HeapTuple newtup, const char *n
 	Datum		n = heap_getattr(newtup, attnum, desc, &newnull);
 
 	return oldnull != newnull ||
-		(!oldnull && !datumIsEqual(o, n, att->attbyval, att->attlen));
+		(!oldnull && !datum_image_eq(o, n, att->attbyval, att->attlen));
 }
 
 /*
@@ -128,6 +129,74 @@ engine_write(Relation rel, HeapTuple oldtup, HeapTuple newtup)
 		!column_changed(desc, oldtup, newtup, "expires_at"))
 		return false;
 	return has_privs_of_role(GetUserId(), rel->rd_rel->relowner);
+}
+
+/*
+ * The decision of a gate: on an approval gate, only status (decision,
+ * output and input are for gates of failures); on an escalation or
+ * in_doubt gate, accept or retry with status approved, fail with status
+ * rejected.  Accept needs the output, a JSON value; retry may replace the
+ * input, a JSON object.  Returns the decision ("accept", "retry", "fail";
+ * NULL on an approval gate) and the texts of output and input.
+ */
+static const char *
+check_decision(TupleDesc desc, HeapTuple oldtup, HeapTuple newtup, int64 id,
+			   const char *kind, const char *status, char **output, char **input)
+{
+	bool		approved = strcmp(status, "approved") == 0;
+	char	   *decision;
+
+	if (SPI_fnumber(desc, "decision") <= 0)
+		return NULL;			/* a 0.1.0 schema: approval gates only */
+	decision = col_text(newtup, desc, "decision");
+	*output = col_text(newtup, desc, "output");
+	*input = col_text(newtup, desc, "input");
+	if (strcmp(kind, "approval") == 0)
+	{
+		if (decision || *output || *input)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid decision for approval %ld: decision, output and input apply to gates of failures", (long) id),
+					 errdetail("Approval %ld is an approval gate; it is decided by status alone.", (long) id),
+					 errhint("SET status = 'approved' (or 'rejected'), reason = '...', decided_by = '...'.")));
+		return NULL;
+	}
+	if (decision == NULL)
+		decision = approved ? "accept" : "fail";
+	if (approved ? strcmp(decision, "fail") == 0 : strcmp(decision, "fail") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid decision for approval %ld: decision \"%s\" goes with status \"%s\"",
+						(long) id, decision, approved ? "rejected" : "approved"),
+				 errdetail("accept and retry approve the gate; fail rejects it."),
+				 errhint("SET status = 'approved', decision = 'accept', output = '...'; or status = 'approved', decision = 'retry'; or status = 'rejected'.")));
+	if (strcmp(decision, "accept") == 0 && *output == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("invalid decision for approval %ld: accept needs an output", (long) id),
+				 errdetail("The output becomes the output of node \"%s\" (gate of kind %s).",
+						   col_text(oldtup, desc, "node"), kind),
+				 errhint("SET status = 'approved', decision = 'accept', output = '{...}'.")));
+	if (strcmp(decision, "accept") != 0 && *output != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid decision for approval %ld: output goes with accept only", (long) id)));
+	if (*input != NULL && strcmp(decision, "retry") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid decision for approval %ld: input goes with retry only", (long) id)));
+	if (*input != NULL && (*input)[0] != '{')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid decision for approval %ld: input must be a JSON object", (long) id),
+				 errdetail("Found %s.", vb_short_text(*input))));
+	if (*output)
+		vb_check_payload_size(DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(*output))),
+							  "the output of a decision");
+	if (*input)
+		vb_check_payload_size(DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(*input))),
+							  "the input of a decision");
+	return decision;
 }
 
 /*
@@ -156,6 +225,12 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 	Datum	   *vals;
 	bool	   *nulls;
 	volatile bool closing = false;
+	volatile bool still_pending = false;
+	char	   *kind;
+	const char *volatile decision;
+	char	   *output = NULL;
+	char	   *input = NULL;
+	VbVoter		voter = {NULL, NULL};
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trig->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(trig->tg_event) || !TRIGGER_FIRED_BY_UPDATE(trig->tg_event))
@@ -189,7 +264,11 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 						   role ? role : "none")));
 	}
 
-	/* Only the decision columns may change. */
+	/*
+	 * Only the decision columns may change.  Values are compared as images:
+	 * a row older than a column the upgrade added reads the column's
+	 * default from the catalog, stored otherwise than in the new row.
+	 */
 	for (int i = 1; i <= desc->natts; i++)
 	{
 		const char *name = NameStr(TupleDescAttr(desc, i - 1)->attname);
@@ -200,16 +279,18 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 		Form_pg_attribute att = TupleDescAttr(desc, i - 1);
 
 		if (att->attisdropped || strcmp(name, "status") == 0 ||
-			strcmp(name, "reason") == 0 || strcmp(name, "decided_by") == 0)
+			strcmp(name, "reason") == 0 || strcmp(name, "decided_by") == 0 ||
+			strcmp(name, "decision") == 0 || strcmp(name, "output") == 0 ||
+			strcmp(name, "input") == 0)
 			continue;
 		o = heap_getattr(oldtup, i, desc, &oldnull);
 		n = heap_getattr(newtup, i, desc, &newnull);
 		if (oldnull != newnull ||
-			(!oldnull && !datumIsEqual(o, n, att->attbyval, att->attlen)))
+			(!oldnull && !datum_image_eq(o, n, att->attbyval, att->attlen)))
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 					 errmsg("column \"%s\" of an approval cannot be changed", name),
-					 errdetail("A decision sets status, reason and decided_by; the engine stamps decided_at and decided_role."),
+					 errdetail("A decision sets status, reason and decided_by (and decision, output and input on a gate of a failure); the engine stamps decided_at and decided_role."),
 					 errhint("UPDATE vectorbea.approvals SET status = 'approved', reason = '...', decided_by = '...' WHERE id = %ld;",
 							 (long) id)));
 	}
@@ -223,6 +304,9 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 					   VB_MAX_REASON_BYTES);
 	vb_check_text_size(col_text(newtup, desc, "decided_by"), "decided_by",
 					   VB_MAX_DECIDED_BY_BYTES);
+
+	kind = SPI_fnumber(desc, "kind") > 0 ? col_text(oldtup, desc, "kind") : "approval";
+	decision = check_decision(desc, oldtup, newtup, id, kind, new_status, &output, &input);
 
 	approver_role = col_text(oldtup, desc, "approver_role");
 	decider = GetUserNameFromId(GetUserId(), false);
@@ -248,6 +332,9 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 					 errhint("GRANT %s TO %s; or decide as a member of it.",
 							 quote_identifier(approver_role), quote_identifier(decider))));
 	}
+
+	if (SPI_fnumber(desc, "quorum") > 0 && col_text(oldtup, desc, "quorum") != NULL)
+		vb_find_voter(desc, oldtup, col_text(newtup, desc, "decided_by"), id, &voter);
 
 	/* The engine's writes, as the owner of the tables. */
 	owner = trig->tg_relation->rd_rel->relowner;
@@ -292,7 +379,15 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 							vb_run_status_name(run.status)),
 					 errhint("The run ended while the gate was open; its gates are closed.")));
 
-		if (!closing)
+		if (!closing && voter.entry != NULL &&
+			!vb_count_vote(&run, desc, oldtup, newtup, &voter, new_status, at))
+		{
+			/* The quorum is not decided yet: the gate stays pending. */
+			vb_run_save(&run, at);
+			SPI_finish();
+			still_pending = true;
+		}
+		else if (!closing)
 		{
 		initStringInfo(&ev);
 		appendStringInfo(&ev, "{\"approval\":%ld,\"gate\":", (long) id);
@@ -303,6 +398,8 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 		vb_append_json_string(&ev, decider);
 		appendStringInfoString(&ev, ",\"reason\":");
 		vb_append_json_string(&ev, reason);
+		if (strcmp(kind, "approval") != 0)
+			appendStringInfo(&ev, ",\"decision\":\"%s\"", decision);
 		appendStringInfoChar(&ev, '}');
 		vb_event(&run, approved ? "APPROVAL_GRANTED" : "APPROVAL_REJECTED", node, 0, ev.data, at);
 
@@ -319,8 +416,15 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 		if (!approved)
 			appendStringInfo(&out, ",\"message\":\"rejected at gate %s\",\"class\":\"permanent\"",
 							 gate);
+		if (voter.entry != NULL)
+			appendStringInfo(&out, ",\"votes\":%s", vb_votes_json(id));
+		if (strcmp(kind, "approval") != 0)
+			appendStringInfo(&out, ",\"decision\":\"%s\"", decision);
 		appendStringInfoChar(&out, '}');
-		vb_state_settle_gate(&run, task_id, node, approved, out.data, "permanent", at);
+		if (strcmp(kind, "approval") == 0)
+			vb_state_settle_gate(&run, task_id, node, approved, out.data, "permanent", at);
+		else
+			vb_state_decide_failure(&run, task_id, node, decision, output, input, out.data, id, at);
 		vb_run_save(&run, at);
 		vb_notify_approval(id, &run_id, gate, new_status);
 		SPI_finish();
@@ -331,6 +435,9 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 		SetUserIdAndSecContext(save_userid, save_sec_context);
 	}
 	PG_END_TRY();
+
+	if (still_pending)
+		return PointerGetDatum(vb_keep_pending(desc, oldtup, newtup));
 
 	/*
 	 * Stamp the decision: nobody can forge these two.  A gate closed instead
@@ -451,6 +558,7 @@ expire_gate(void *arg, int i)
 	char	   *on_timeout;
 	char	   *next_role;
 	char	   *from_role;
+	char	   *kind;
 	int64		task_id;
 	StringInfoData ev;
 
@@ -460,9 +568,11 @@ expire_gate(void *arg, int i)
 		Oid			t3[3] = {INT8OID, TEXTOID, TIMESTAMPTZOID};
 		Oid			t2[2] = {INT8OID, TIMESTAMPTZOID};
 
+		/* kind, through to_jsonb: a 0.1.0 schema has no such column. */
 		get_plan = vb_prepare("SELECT gate, node, task_id, on_timeout, timeout_ms, approver_role,"
-							  "       escalate_to[escalation_level + 1]"
-							  "  FROM vectorbea.approvals WHERE id = $1 AND status = 'pending'",
+							  "       escalate_to[escalation_level + 1],"
+							  "       coalesce(pg_catalog.to_jsonb(a)->>'kind', 'approval')"
+							  "  FROM vectorbea.approvals a WHERE id = $1 AND status = 'pending'",
 							  lengthof(t1), t1);
 		escalate_plan = vb_prepare("UPDATE vectorbea.approvals SET approver_role = $2,"
 								   " escalation_level = escalation_level + 1,"
@@ -487,6 +597,7 @@ expire_gate(void *arg, int i)
 	on_timeout = SPI_getvalue(tup, desc, 4);
 	from_role = SPI_getvalue(tup, desc, 6);
 	next_role = SPI_getvalue(tup, desc, 7);
+	kind = SPI_getvalue(tup, desc, 8);
 
 	initStringInfo(&ev);
 	appendStringInfo(&ev, "{\"approval\":%ld,\"gate\":", (long) b->ids[i]);
@@ -532,7 +643,11 @@ expire_gate(void *arg, int i)
 							 "\"class\":\"timeout\"", gate);
 		appendStringInfoChar(&out, '}');
 		/* The gate's own row is expired already: the run's others close now. */
-		vb_state_settle_gate(&run, task_id, node, approved, out.data, "timeout", b->at);
+		if (strcmp(kind, "approval") == 0)
+			vb_state_settle_gate(&run, task_id, node, approved, out.data, "timeout", b->at);
+		else
+			vb_state_decide_failure(&run, task_id, node, "fail", NULL, NULL, out.data,
+									b->ids[i], b->at);
 		vb_notify_approval(b->ids[i], &run.id, gate, approved ? "approved" : "expired");
 	}
 	vb_run_save(&run, b->at);

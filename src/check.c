@@ -2,7 +2,8 @@
  *
  * check.c
  *	  Field checks shared by the validators of definitions and spawn lists
- *	  (validate.c) and of llm specs (llm_spec.c).
+ *	  (validate.c), of llm specs (llm_spec.c), of sleep, signal and run
+ *	  nodes (wait_spec.c) and of gates (gate_spec.c).
  *
  * Every refusal says what was being validated, which node and which
  * field, what was found and what is allowed.  Fields of the contract that
@@ -23,6 +24,7 @@
 
 #include "vectorbea.h"
 #include "check.h"
+#include "duration.h"
 #include "jsonb_util.h"
 
 /* Node fields of the contract that this version refuses as not supported. */
@@ -152,3 +154,90 @@ vb_get_int(VbChecker *chk, JsonbValue *v, const char *label, const char *field,
 	return (int) n;
 }
 
+/* A name field; field is how messages call it (e.g. "approval.gate"). */
+char *
+vb_get_name_as(VbChecker *chk, JsonbContainer *obj, const char *key, const char *field,
+			const char *label, bool required)
+{
+	JsonbValue	v;
+	char	   *s;
+
+	if (!vb_jsonb_get(obj, key, &v))
+	{
+		if (required)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid %s: %sfield \"%s\" is required",
+							chk->what, vb_at(label), field)));
+		return NULL;
+	}
+	if (v.type != jbvString)
+		vb_type_error(chk, label, field, &v, "a string");
+	s = pnstrdup(v.val.string.val, v.val.string.len);
+	if (!vb_valid_name(s))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s: %sfield \"%s\" has an invalid value \"%s\"",
+						chk->what, vb_at(label), field, s),
+				 errdetail("Names are 1 to %d characters: letters, digits, \"_\", \"-\", \".\" and \":\".",
+						   VB_MAX_NAME_LEN)));
+	return s;
+}
+
+int64
+vb_get_duration(VbChecker *chk, JsonbValue *v, const char *label, const char *field)
+{
+	char	   *text;
+	int64		ms;
+
+	if (v->type != jbvString)
+		vb_type_error(chk, label, field, v, "a duration string such as \"30s\"");
+	text = pnstrdup(v->val.string.val, v->val.string.len);
+	if (!vb_parse_duration(text, &ms))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s: %sfield \"%s\" has an invalid duration \"%s\"",
+						chk->what, vb_at(label), field, text),
+				 errdetail("A duration is one or more numbers with a unit: ms, s, m, h or d, up to 366d."),
+				 errhint("Write durations like \"500ms\", \"30s\" or \"1m30s\".")));
+	return ms;
+}
+
+/* A node timeout: a positive duration. */
+int64
+vb_get_timeout(VbChecker *chk, JsonbValue *v, const char *label, const char *field)
+{
+	int64		ms = vb_get_duration(chk, v, label, field);
+
+	if (ms <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s: %sfield \"%s\" must be longer than zero",
+						chk->what, vb_at(label), field)));
+	return ms;
+}
+
+char *
+vb_get_role_name(VbChecker *chk, JsonbValue *v, const char *label, const char *field)
+{
+	char	   *s;
+
+	if (v->type != jbvString)
+		vb_type_error(chk, label, field, v, "a role name");
+	s = pnstrdup(v->val.string.val, v->val.string.len);
+	if (strlen(s) == 0 || strlen(s) >= NAMEDATALEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s: %sfield \"%s\" has an invalid role name \"%s\"",
+						chk->what, vb_at(label), field, s),
+				 errdetail("Role names are 1 to %d bytes.", NAMEDATALEN - 1)));
+	/* PostgreSQL reserves these: no role can have them, so nobody could decide. */
+	if (strcmp(s, "public") == 0 || strcmp(s, "none") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_RESERVED_NAME),
+				 errmsg("invalid %s: %sfield \"%s\" names \"%s\", which is not a role",
+						chk->what, vb_at(label), field, s),
+				 errdetail("\"%s\" is reserved by PostgreSQL; a gate given to it could never be decided.", s),
+				 errhint("Omit \"approver_role\" for a gate that any role allowed to UPDATE vectorbea.approvals may decide, or name a role its approvers are members of.")));
+	return s;
+}

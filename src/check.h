@@ -31,4 +31,14 @@ extern char *vb_list_text(const char *const *list);
 extern char *vb_at(const char *label);
 extern char *vb_numeric_text(JsonbValue *v);
 
+/* Fields every validator reads the same way. */
+extern char *vb_get_name_as(VbChecker *chk, JsonbContainer *obj, const char *key,
+							const char *field, const char *label, bool required);
+extern int64 vb_get_duration(VbChecker *chk, JsonbValue *v, const char *label,
+							 const char *field);
+extern int64 vb_get_timeout(VbChecker *chk, JsonbValue *v, const char *label,
+							const char *field);
+extern char *vb_get_role_name(VbChecker *chk, JsonbValue *v, const char *label,
+							  const char *field);
+
 #endif							/* VB_CHECK_H */

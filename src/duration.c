@@ -128,9 +128,10 @@ vb_interval_ms(Interval *iv, const char *what)
 }
 
 /*
- * Parses a finite date and time ("2026-12-01T09:00:00Z"; without a zone,
- * the session's TimeZone applies); false on anything else, "now" and
- * "infinity" included: a definition's time must not move.  Never throws.
+ * Parses a finite date and time that starts with its date
+ * ("2026-12-01T09:00:00Z"; without a zone, the session's TimeZone applies);
+ * false on anything else, "now", "tomorrow" and "infinity" included: a
+ * definition's time must not move.  Never throws.
  */
 bool
 vb_parse_timestamp(const char *text, TimestampTz *result)
@@ -144,7 +145,13 @@ vb_parse_timestamp(const char *text, TimestampTz *result)
 	struct pg_tm tm;
 	fsec_t		fsec;
 
-	if (text == NULL || strlen(text) >= MAXDATELEN)
+	/*
+	 * A date first: PostgreSQL also reads "now", "today" and "tomorrow",
+	 * which would move with the wall clock, not the engine's.
+	 */
+	if (text == NULL || strlen(text) >= MAXDATELEN ||
+		!(isdigit((unsigned char) text[0]) && isdigit((unsigned char) text[1]) &&
+		  isdigit((unsigned char) text[2]) && isdigit((unsigned char) text[3]) && text[4] == '-'))
 		return false;
 	if (ParseDateTime(text, workbuf, sizeof(workbuf), field, ftype, MAXDATEFIELDS, &nf) != 0 ||
 		DecodeDateTime(field, ftype, nf, &dtype, &tm, &fsec, &tz) != 0 ||

@@ -574,11 +574,17 @@ finish_one(void *arg, int i)
 
 			if (c->corrections >= c->max_corrections)
 			{
+				StringInfoData answer;
+
+				/* The last answer goes with the error: an escalation shows it. */
+				initStringInfo(&answer);
+				appendStringInfoString(&answer, "\"answer\":");
+				vb_append_json_string(&answer, o.answer.text);
 				vb_state_fail_attempt(&run, c->task_id, "invalid_output",
 								vb_llm_error_json("invalid_output",
 										   psprintf("the answer does not match the output schema after %d correction%s: %s",
 													c->corrections, c->corrections == 1 ? "" : "s", problem),
-										   NULL),
+										   answer.data),
 								false, -1, b->at);
 				vb_run_save(&run, b->at);
 				return;

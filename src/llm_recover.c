@@ -40,17 +40,19 @@ recover_one(void *arg, int i)
 
 	if (!vb_run_lock(&b->run_ids[i], &run) || run.status != VB_RUN_RUNNING)
 		return;
-	vb_state_fail_attempt(&run, b->task_ids[i], "transient",
-					"{\"message\":\"in doubt: the scheduler stopped while the call was in flight; the provider may have answered\","
-					"\"class\":\"transient\",\"in_doubt\":true}",
-					true, -1, b->at);
+	vb_state_attempt_in_doubt(&run, b->task_ids[i], "transient",
+							  "{\"message\":\"in doubt: the scheduler stopped while the call was in flight; the provider may have answered\","
+							  "\"class\":\"transient\",\"in_doubt\":true}",
+							  b->at);
 	vb_run_save(&run, b->at);
 }
 
 /*
  * At start: llm attempts still running belong to a scheduler that is gone
- * (one per database), so their calls are in doubt.  They end as transient
- * failures marked in_doubt and are retried by their retry policy.
+ * (one per database), so their calls are in doubt.  Each node's in_doubt
+ * policy decides: by default they end as transient failures marked
+ * in_doubt and are retried by their retry policy; "ask" holds the node
+ * for a person, "compensate" fails it for good (vb_state_attempt_in_doubt).
  */
 void
 vb_llm_recover(VbSweepCounters *counters)

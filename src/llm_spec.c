@@ -336,18 +336,11 @@ vb_validate_llm(const char *what, const char *label, JsonbValue *llm,
 	if (vb_jsonb_get(obj, "on_exhausted", &v))
 	{
 		if (v.type != jbvString)
-			wrong_type(&c, "on_exhausted", &v, "\"fail\"");
+			wrong_type(&c, "on_exhausted", &v, "\"fail\" or \"escalate\"");
 		on_exhausted = pnstrdup(v.val.string.val, v.val.string.len);
-		if (strcmp(on_exhausted, "escalate") == 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("invalid %s: %s, field \"llm.on_exhausted\": \"escalate\" is not supported by this version of vectorbea",
-							what, label),
-					 errdetail("vectorbea " VB_VERSION " fails the node with class invalid_output when its corrections run out."),
-					 errhint("Use \"on_exhausted\": \"fail\", or add an approval node downstream.")));
-		if (strcmp(on_exhausted, "fail") != 0)
-			bad(&c, "on_exhausted", psprintf("has an unknown value \"%s\"", on_exhausted),
-				"Allowed: fail.");
+		if (strcmp(on_exhausted, "fail") != 0 && strcmp(on_exhausted, "escalate") != 0)
+			bad(&c, "on_exhausted", psprintf("has an unknown value \"%s\"", vb_short_text(on_exhausted)),
+				"Allowed: fail, escalate (a person decides: the node's \"escalation\" gate).");
 	}
 
 	initStringInfo(&buf);

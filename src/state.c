@@ -54,6 +54,15 @@
 #include "state.h"
 
 static void open_ready_gates(VbRun *run, TimestampTz at);
+static const char *fail_attempt(VbRun *run, int64 task_id, const char *err_class,
+								const char *error_json, bool retryable, int64 retry_after_ms,
+								bool may_escalate, TimestampTz at);
+static int64 wait_on_gate(VbRun *run, int64 task_id, const char *node, int attempt,
+						  const char *kind, const char *spec_json, const char *context_json,
+						  TimestampTz at);
+static void open_failure_gate(VbRun *run, int64 task_id, const char *node, int attempt,
+							  const char *kind, const char *spec_json, const char *failed_json,
+							  const char *error_json, TimestampTz at);
 static void close_gates(VbRun *run, TimestampTz at);
 static int	add_nodes(VbRun *run, const char *specs_json, const char *spawned_by, bool hold,
 					  TimestampTz at);
@@ -112,14 +121,14 @@ vb_state_add_nodes_held(VbRun *run, const char *specs_json, const char *spawned_
  * definitions cannot have such nodes (validate.c).
  */
 #define ADD_NODES_010 \
-	"", "", "", "NULL"
+	"", "", "", "NULL", "s.approval"
 #define ADD_NODES_WAITS \
-	", sleep jsonb, signal jsonb, run jsonb, not_before text", \
+	", sleep jsonb, signal jsonb, run jsonb, not_before text, escalation jsonb", \
 	", wait, not_before", \
 	", coalesce(s.sleep, s.signal, s.run), s.not_before", \
-	"s.not_before"
+	"s.not_before", "coalesce(s.approval, s.escalation)"
 #define ADD_NODES_SQL(v) ADD_NODES_SQL_(v)
-#define ADD_NODES_SQL_(spec_cols, ins_cols, ins_vals, not_before) \
+#define ADD_NODES_SQL_(spec_cols, ins_cols, ins_vals, not_before, approval) \
 	"WITH spec AS (" \
 	"  SELECT s.* FROM pg_catalog.jsonb_to_recordset($2::jsonb) AS s(id text, kind text," \
 	"    activity text, depends_on text[], input jsonb, retry jsonb," \
@@ -131,7 +140,7 @@ vb_state_add_nodes_held(VbRun *run, const char *specs_json, const char *spawned_
 	"  SELECT $1, s.id, s.kind, s.activity," \
 	"    CASE WHEN d.remaining = 0 AND NOT $6 THEN 'ready' ELSE 'pending' END," \
 	"    s.depends_on, d.remaining, s.input, (s.retry->>'max_attempts')::int," \
-	"    s.retry, s.timeout_ms, s.approval, s.llm, $3," \
+	"    s.retry, s.timeout_ms, " approval ", s.llm, $3," \
 	"    CASE WHEN " not_before " IS NOT NULL THEN 'infinity'::timestamptz" \
 	"         WHEN d.remaining = 0 AND NOT $6 THEN $5 END, $4, $5" ins_vals \
 	"  FROM spec s CROSS JOIN LATERAL (" \
@@ -455,6 +464,18 @@ vb_state_fail_attempt(VbRun *run, int64 task_id, const char *err_class,
 					  const char *error_json, bool retryable, int64 retry_after_ms,
 					  TimestampTz at)
 {
+	return fail_attempt(run, task_id, err_class, error_json, retryable, retry_after_ms, true, at);
+}
+
+/*
+ * As vb_state_fail_attempt; a final failure of a node whose policy is
+ * on_exhausted "escalate" opens its escalation gate instead, unless
+ * may_escalate is false (a person has just decided "fail").
+ */
+static const char *
+fail_attempt(VbRun *run, int64 task_id, const char *err_class, const char *error_json,
+			 bool retryable, int64 retry_after_ms, bool may_escalate, TimestampTz at)
+{
 	static SPIPlanPtr get_plan = NULL;
 	static SPIPlanPtr retry_plan = NULL;
 	static SPIPlanPtr final_plan = NULL;
@@ -469,6 +490,7 @@ vb_state_fail_attempt(VbRun *run, int64 task_id, const char *err_class,
 	Jsonb	   *retry;
 	TimestampTz started_at;
 	bool		final;
+	bool		escalates;
 	int64		duration_ms;
 
 	if (get_plan == NULL)
@@ -476,7 +498,8 @@ vb_state_fail_attempt(VbRun *run, int64 task_id, const char *err_class,
 		Oid			t1[1] = {INT8OID};
 		Oid			t3[3] = {INT8OID, TEXTOID, TIMESTAMPTZOID};
 
-		get_plan = vb_prepare("SELECT node, activity, attempt, max_attempts, retry, started_at"
+		get_plan = vb_prepare("SELECT node, activity, attempt, max_attempts, retry, started_at,"
+							  "       retry->>'on_exhausted' = 'escalate', approval::text"
 							  "  FROM vectorbea.nodes WHERE id = $1", lengthof(t1), t1);
 		retry_plan = vb_prepare("UPDATE vectorbea.nodes SET status = 'ready', error = $2::jsonb,"
 								" available_at = $3, lease = NULL, lease_expires_at = NULL"
@@ -499,6 +522,16 @@ vb_state_fail_attempt(VbRun *run, int64 task_id, const char *err_class,
 	duration_ms = isnull ? 0 : (at - started_at) / 1000;
 
 	final = !retryable || strcmp(err_class, "permanent") == 0 || attempt >= max_attempts;
+	escalates = DatumGetBool(SPI_getbinval(tup, desc, 7, &isnull)) && !isnull;
+	if (final && may_escalate && escalates)
+	{
+		open_failure_gate(run, task_id, node, attempt, "escalation", SPI_getvalue(tup, desc, 8),
+						  psprintf("{\"class\":\"%s\",\"error\":%s,\"final\":false,"
+								   "\"escalated\":true,\"duration_ms\":%ld}",
+								   err_class, error_json, (long) duration_ms),
+						  error_json, at);
+		return "escalated";
+	}
 
 	vb_event(run, "STEP_FAILED", node, attempt,
 			 psprintf("{\"class\":\"%s\",\"error\":%s,\"final\":%s,\"duration_ms\":%ld}",
@@ -549,9 +582,50 @@ int64
 vb_state_wait_on_gate(VbRun *run, int64 task_id, const char *node, int attempt,
 					  const char *spec_json, const char *context_json, TimestampTz at)
 {
-	static SPIPlanPtr plan = NULL;
-	Datum		args[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	return wait_on_gate(run, task_id, node, attempt, "approval", spec_json, context_json, at);
+}
+
+/*
+ * The gate's insert.  The columns of kinds and quorums come with 0.2.0's
+ * schema; a 0.1.0 schema (before ALTER EXTENSION UPDATE) has approval
+ * gates only, without quorum (validate.c refuses the rest).
+ */
+#define GATE_SQL_010 "", "", ""
+#define GATE_SQL_020 \
+	", kind, quorum, approvers", \
+	", $6, (s->>'quorum')::int," \
+	"    CASE WHEN s ? 'approvers' THEN ARRAY(SELECT pg_catalog.jsonb_array_elements_text(s->'approvers')) END", \
+	", kind, quorum"
+#define GATE_SQL(v) GATE_SQL_(v)
+#define GATE_SQL_(cols, vals, ret) \
+	"WITH spec AS (SELECT $2::jsonb AS s)," \
+	" gate AS (" \
+	"  INSERT INTO vectorbea.approvals (run_id, node, task_id, gate, context," \
+	"    approver_role, escalate_to, on_timeout, timeout_ms, expires_at, created_at" cols ")" \
+	"  SELECT $5, n.node, n.id, s->>'gate', coalesce($4::jsonb, s->'context', '{}')," \
+	"    s->>'approver_role'," \
+	"    ARRAY(SELECT pg_catalog.jsonb_array_elements_text(coalesce(s->'escalate_to', '[]')))," \
+	"    coalesce(s->>'on_timeout', 'reject'), (s->>'timeout_ms')::bigint," \
+	"    $3 + (s->>'timeout_ms')::bigint * interval '1 ms', $3" vals \
+	"    FROM spec, vectorbea.nodes n WHERE n.id = $1" \
+	"  RETURNING id, gate, approver_role, on_timeout, expires_at, context" ret \
+	"), waits AS (" \
+	"  UPDATE vectorbea.nodes SET status = 'waiting'," \
+	"         started_at = coalesce(started_at, $3), lease_expires_at = NULL" \
+	"   WHERE id = $1" \
+	")" \
+	" SELECT id, gate, approver_role, on_timeout, expires_at, context::text" ret \
+	"   FROM gate"
+
+static int64
+wait_on_gate(VbRun *run, int64 task_id, const char *node, int attempt, const char *kind,
+			 const char *spec_json, const char *context_json, TimestampTz at)
+{
+	static SPIPlanPtr plans[2] = {NULL, NULL};
+	int			schema_020 = vb_waits_available() ? 1 : 0;
+	SPIPlanPtr	plan;
+	Datum		args[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 	HeapTuple	tup;
 	TupleDesc	desc;
 	bool		isnull;
@@ -562,30 +636,14 @@ vb_state_wait_on_gate(VbRun *run, int64 task_id, const char *node, int attempt,
 	char	   *approver_role;
 	StringInfoData data;
 
-	if (plan == NULL)
+	if (plans[schema_020] == NULL)
 	{
-		Oid			types[5] = {INT8OID, TEXTOID, TIMESTAMPTZOID, TEXTOID, UUIDOID};
+		Oid			types[6] = {INT8OID, TEXTOID, TIMESTAMPTZOID, TEXTOID, UUIDOID, TEXTOID};
 
-		plan = vb_prepare(
-						  "WITH spec AS (SELECT $2::jsonb AS s),"
-						  " gate AS ("
-						  "  INSERT INTO vectorbea.approvals (run_id, node, task_id, gate, context,"
-						  "    approver_role, escalate_to, on_timeout, timeout_ms, expires_at, created_at)"
-						  "  SELECT $5, n.node, n.id, s->>'gate', coalesce($4::jsonb, s->'context', '{}'),"
-						  "    s->>'approver_role',"
-						  "    ARRAY(SELECT pg_catalog.jsonb_array_elements_text(coalesce(s->'escalate_to', '[]'))),"
-						  "    coalesce(s->>'on_timeout', 'reject'), (s->>'timeout_ms')::bigint,"
-						  "    $3 + (s->>'timeout_ms')::bigint * interval '1 ms', $3"
-						  "    FROM spec, vectorbea.nodes n WHERE n.id = $1"
-						  "  RETURNING id, gate, approver_role, on_timeout, expires_at, context"
-						  "), waits AS ("
-						  "  UPDATE vectorbea.nodes SET status = 'waiting',"
-						  "         started_at = coalesce(started_at, $3), lease_expires_at = NULL"
-						  "   WHERE id = $1"
-						  ")"
-						  " SELECT id, gate, approver_role, on_timeout, expires_at, context::text"
-						  "   FROM gate", lengthof(types), types);
+		plans[schema_020] = vb_prepare(schema_020 ? GATE_SQL(GATE_SQL_020) : GATE_SQL(GATE_SQL_010),
+									   schema_020 ? 6 : 5, types);
 	}
+	plan = plans[schema_020];
 	args[0] = Int64GetDatum(task_id);
 	args[1] = CStringGetTextDatum(spec_json);
 	args[2] = TimestampTzGetDatum(at);
@@ -594,6 +652,7 @@ vb_state_wait_on_gate(VbRun *run, int64 task_id, const char *node, int attempt,
 	else
 		nulls[3] = 'n';
 	args[4] = UUIDPGetDatum(&run->id);
+	args[5] = CStringGetTextDatum(kind);
 	if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "vectorbea: could not open the gate of node \"%s\"", node);
 	tup = SPI_tuptable->vals[0];
@@ -615,13 +674,169 @@ vb_state_wait_on_gate(VbRun *run, int64 task_id, const char *node, int attempt,
 	else
 		appendStringInfo(&data, ",\"expires_at\":\"%s\"",
 						 vb_timestamp_iso(DatumGetTimestampTz(expires)));
-	appendStringInfo(&data, ",\"context\":%s}", SPI_getvalue(tup, desc, 6));
+	appendStringInfo(&data, ",\"context\":%s", SPI_getvalue(tup, desc, 6));
+	if (schema_020 && strcmp(kind, "approval") != 0)
+		appendStringInfo(&data, ",\"kind\":\"%s\"", kind);
+	if (schema_020 && SPI_getvalue(tup, desc, 8))
+		appendStringInfo(&data, ",\"quorum\":%s", SPI_getvalue(tup, desc, 8));
+	appendStringInfoChar(&data, '}');
 
 	vb_event(run, "APPROVAL_REQUESTED", node, attempt, data.data, at);
 	vb_notify_approval(id, &run->id, gate, "pending");
 	if (!expires_null)
 		vb_wake_scheduler(DatumGetTimestampTz(expires));
 	return id;
+}
+
+/*
+ * The attempt of task_id failed (failed_json is its STEP_FAILED data, not
+ * final) and a person decides what happens: a gate of kind escalation (the
+ * node is out of attempts) or in_doubt (the attempt was cut by a crash)
+ * opens with spec_json, the node's "escalation" gate, and the node waits.
+ * The gate's context holds the error, the attempts, the input and the
+ * checkpoint, for the person to judge.
+ */
+static void
+open_failure_gate(VbRun *run, int64 task_id, const char *node, int attempt, const char *kind,
+				  const char *spec_json, const char *failed_json, const char *error_json,
+				  TimestampTz at)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[3];
+
+	if (plan == NULL)
+	{
+		Oid			types[3] = {INT8OID, TEXTOID, TEXTOID};
+
+		plan = vb_prepare("UPDATE vectorbea.nodes SET error = $2::jsonb, lease_expires_at = NULL"
+						  " WHERE id = $1"
+						  " RETURNING pg_catalog.jsonb_build_object('kind', $3, 'error', $2::jsonb,"
+						  "   'attempts', attempt, 'input', input, 'checkpoint', checkpoint)::text",
+						  lengthof(types), types);
+	}
+	vb_event(run, "STEP_FAILED", node, attempt, failed_json, at);
+	args[0] = Int64GetDatum(task_id);
+	args[1] = CStringGetTextDatum(error_json);
+	args[2] = CStringGetTextDatum(kind);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING ||
+		SPI_processed != 1)
+		elog(ERROR, "vectorbea: could not hold task %ld for a person", (long) task_id);
+	wait_on_gate(run, task_id, node, attempt, kind, spec_json,
+				 SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), at);
+}
+
+/*
+ * An attempt of task_id (a locked run's) was cut by a crash after it may
+ * have taken effect: an llm call sent, or a worker's lease that ran out.
+ * The node's in_doubt policy decides: retry (a failure of class err_class,
+ * retried by the retry policy), ask (a gate of kind in_doubt: a person
+ * says done with an output, retry or fail) or compensate (the node fails
+ * for good, class in_doubt, and its run compensates, this node included).
+ */
+const char *
+vb_state_attempt_in_doubt(VbRun *run, int64 task_id, const char *err_class,
+						  const char *error_json, TimestampTz at)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[1];
+	char	   *policy;
+	char	   *node;
+	char	   *spec;
+	int			attempt;
+	bool		isnull;
+
+	if (!vb_waits_available())
+		return fail_attempt(run, task_id, err_class, error_json, true, -1, true, at);
+	if (plan == NULL)
+	{
+		Oid			types[1] = {INT8OID};
+
+		plan = vb_prepare("SELECT retry->>'in_doubt', node, approval::text, attempt"
+						  "  FROM vectorbea.nodes WHERE id = $1", lengthof(types), types);
+	}
+	args[0] = Int64GetDatum(task_id);
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "vectorbea: task %ld vanished", (long) task_id);
+	policy = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	node = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	spec = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+	attempt = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
+	if (policy && strcmp(policy, "ask") == 0)
+	{
+		open_failure_gate(run, task_id, node, attempt, "in_doubt", spec,
+						  psprintf("{\"class\":\"%s\",\"error\":%s,\"final\":false,"
+								   "\"in_doubt\":\"ask\",\"duration_ms\":0}", err_class, error_json),
+						  error_json, at);
+		return "asked";
+	}
+	if (policy && strcmp(policy, "compensate") == 0)
+		return fail_attempt(run, task_id, "in_doubt", error_json, false, -1, false, at);
+	return fail_attempt(run, task_id, err_class, error_json, true, -1, true, at);
+}
+
+/*
+ * A person decided the escalation or in_doubt gate of task_id (waiting, in
+ * a locked run): accept (the node succeeds with output_json), retry (a
+ * fresh attempt budget, the node's retry policy's max_attempts more; its
+ * input replaced by input_json when not NULL) or fail (the node fails for
+ * good, with record_json, the decision, as its error; no new escalation).
+ */
+void
+vb_state_decide_failure(VbRun *run, int64 task_id, const char *node, const char *decision,
+						const char *output_json, const char *input_json,
+						const char *record_json, int64 approval_id, TimestampTz at)
+{
+	static SPIPlanPtr retry_plan = NULL;
+	Datum		args[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	bool		isnull;
+	int			attempt;
+	int			max_attempts;
+	char	   *activity;
+
+	if (strcmp(decision, "accept") == 0)
+	{
+		if (!vb_state_end_wait(run, task_id, output_json, at))
+			elog(ERROR, "vectorbea: node \"%s\" is not waiting for its gate", node);
+		return;
+	}
+	if (strcmp(decision, "fail") == 0)
+	{
+		fail_attempt(run, task_id, "permanent", record_json, false, -1, false, at);
+		return;
+	}
+	if (retry_plan == NULL)
+	{
+		Oid			types[3] = {INT8OID, TIMESTAMPTZOID, TEXTOID};
+
+		retry_plan = vb_prepare("UPDATE vectorbea.nodes"
+								"   SET status = 'ready', available_at = $2, lease = NULL,"
+								"       lease_expires_at = NULL, attempt_deadline = NULL,"
+								"       max_attempts = attempt + (retry->>'max_attempts')::int,"
+								"       input = coalesce($3::jsonb, input)"
+								" WHERE id = $1 AND status = 'waiting'"
+								" RETURNING attempt, max_attempts, activity", lengthof(types), types);
+	}
+	args[0] = Int64GetDatum(task_id);
+	args[1] = TimestampTzGetDatum(at);
+	if (input_json)
+		args[2] = CStringGetTextDatum(input_json);
+	else
+		nulls[2] = 'n';
+	if (SPI_execute_plan(retry_plan, args, nulls, false, 0) != SPI_OK_UPDATE_RETURNING ||
+		SPI_processed != 1)
+		elog(ERROR, "vectorbea: node \"%s\" is not waiting for its gate", node);
+	attempt = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	max_attempts = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	activity = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+	vb_event(run, "STEP_RETRIED", node, attempt,
+			 psprintf("{\"delay_ms\":0,\"available_at\":\"%s\",\"next_attempt\":%d,"
+					  "\"max_attempts\":%d,\"approval\":%ld,\"input_replaced\":%s}",
+					  vb_timestamp_iso(at), attempt + 1, max_attempts, (long) approval_id,
+					  input_json ? "true" : "false"),
+			 at);
+	became_ready(run, activity, false);
+	open_ready_gates(run, at);
 }
 
 /*

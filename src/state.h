@@ -51,6 +51,12 @@ extern int64 vb_state_wait_on_gate(VbRun *run, int64 task_id, const char *node, 
 extern void vb_state_settle_gate(VbRun *run, int64 task_id, const char *node, bool approved,
 								 const char *output_json, const char *err_class,
 								 TimestampTz at);
+extern const char *vb_state_attempt_in_doubt(VbRun *run, int64 task_id, const char *err_class,
+											 const char *error_json, TimestampTz at);
+extern void vb_state_decide_failure(VbRun *run, int64 task_id, const char *node,
+									const char *decision, const char *output_json,
+									const char *input_json, const char *record_json,
+									int64 approval_id, TimestampTz at);
 extern bool vb_state_run_closing_deferred(pg_uuid_t *run_id);
 extern void vb_state_close_deferred_gates(TimestampTz at);
 

@@ -66,11 +66,15 @@ expire_one(void *arg, int i)
 	/* Held by us already (taken in the scan), so this does not wait. */
 	if (!vb_run_lock(&b->run_ids[i], &run) || run.status != VB_RUN_RUNNING)
 		return;
-	vb_state_fail_attempt(&run, b->task_ids[i], b->classes[i],
-					timeout ?
-					"{\"message\":\"the attempt ran past the node's timeout\",\"class\":\"timeout\"}" :
-					"{\"message\":\"the lease expired before the worker reported\",\"class\":\"lease_expired\"}",
-					true, -1, b->at);
+	if (timeout)
+		vb_state_fail_attempt(&run, b->task_ids[i], "timeout",
+							  "{\"message\":\"the attempt ran past the node's timeout\",\"class\":\"timeout\"}",
+							  true, -1, b->at);
+	else
+		/* The worker may have done the work: the node's in_doubt policy decides. */
+		vb_state_attempt_in_doubt(&run, b->task_ids[i], "lease_expired",
+								  "{\"message\":\"the lease expired before the worker reported\",\"class\":\"lease_expired\"}",
+								  b->at);
 	vb_run_save(&run, b->at);
 	if (timeout)
 		b->timeouts++;

@@ -33,6 +33,7 @@
 #include "vectorbea.h"
 #include "check.h"
 #include "duration.h"
+#include "gate_spec.h"
 #include "jsonb_util.h"
 #include "llm_spec.h"
 #include "settings.h"
@@ -43,10 +44,14 @@
 static const char *const top_fields[] = {"nodes", "defaults", NULL};
 static const char *const default_fields[] = {"retry", "timeout", NULL};
 static const char *const node_fields[] = {"id", "kind", "activity", "depends_on",
-"input", "retry", "timeout", "approval", "llm", "sleep", "signal", "run", "not_before", NULL};
+"input", "retry", "timeout", "approval", "llm", "sleep", "signal", "run", "not_before",
+"on_exhausted", "escalation", "in_doubt", NULL};
+/* Node fields whose columns come with the 0.2.0 schema. */
+static const char *const fields_of_020[] = {"not_before", "on_exhausted", "escalation",
+"in_doubt", NULL};
+static const char *const on_exhausted_values[] = {"fail", "escalate", NULL};
+static const char *const in_doubt_values[] = {"retry", "ask", "compensate", NULL};
 static const char *const wait_kinds[] = {"sleep", "signal", "run", NULL};
-static const char *const approval_fields[] = {"gate", "timeout", "on_timeout",
-"approver_role", "escalate_to", "context", NULL};
 static const char *const retry_fields[] = {"max_attempts", "backoff", "initial",
 "max", "multiplier", "jitter", NULL};
 
@@ -66,60 +71,11 @@ node_label(const char *id, int position)
 	return psprintf("node #%d", position + 1);
 }
 
-/* A name field; field is how messages call it (e.g. "approval.gate"). */
-static char *
-get_name_as(VbChecker *chk, JsonbContainer *obj, const char *key, const char *field,
-			const char *label, bool required)
-{
-	JsonbValue	v;
-	char	   *s;
-
-	if (!vb_jsonb_get(obj, key, &v))
-	{
-		if (required)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid %s: %sfield \"%s\" is required",
-							chk->what, vb_at(label), field)));
-		return NULL;
-	}
-	if (v.type != jbvString)
-		vb_type_error(chk, label, field, &v, "a string");
-	s = pnstrdup(v.val.string.val, v.val.string.len);
-	if (!vb_valid_name(s))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid %s: %sfield \"%s\" has an invalid value \"%s\"",
-						chk->what, vb_at(label), field, s),
-				 errdetail("Names are 1 to %d characters: letters, digits, \"_\", \"-\", \".\" and \":\".",
-						   VB_MAX_NAME_LEN)));
-	return s;
-}
-
 static char *
 get_name(VbChecker *chk, JsonbContainer *obj, const char *key, const char *label,
 		 bool required)
 {
-	return get_name_as(chk, obj, key, key, label, required);
-}
-
-static int64
-get_duration(VbChecker *chk, JsonbValue *v, const char *label, const char *field)
-{
-	char	   *text;
-	int64		ms;
-
-	if (v->type != jbvString)
-		vb_type_error(chk, label, field, v, "a duration string such as \"30s\"");
-	text = pnstrdup(v->val.string.val, v->val.string.len);
-	if (!vb_parse_duration(text, &ms))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid %s: %sfield \"%s\" has an invalid duration \"%s\"",
-						chk->what, vb_at(label), field, text),
-				 errdetail("A duration is one or more numbers with a unit: ms, s, m, h or d, up to 366d."),
-				 errhint("Write durations like \"500ms\", \"30s\" or \"1m30s\".")));
-	return ms;
+	return vb_get_name_as(chk, obj, key, key, label, required);
 }
 
 static double
@@ -138,20 +94,6 @@ get_number(VbChecker *chk, JsonbValue *v, const char *label, const char *field,
 						chk->what, vb_at(label), field, min, max),
 				 errdetail("Found %s.", vb_numeric_text(v))));
 	return d;
-}
-
-/* A node timeout: a positive duration. */
-static int64
-get_timeout(VbChecker *chk, JsonbValue *v, const char *label, const char *field)
-{
-	int64		ms = get_duration(chk, v, label, field);
-
-	if (ms <= 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid %s: %sfield \"%s\" must be longer than zero",
-						chk->what, vb_at(label), field)));
-	return ms;
 }
 
 /*
@@ -195,9 +137,9 @@ apply_retry(VbChecker *chk, JsonbValue *retry, VbNodeSpec *spec, const char *lab
 					 errdetail("Allowed values: exponential, fixed.")));
 	}
 	if (vb_jsonb_get(obj, "initial", &v))
-		spec->initial_ms = get_duration(chk, &v, label, psprintf("%s.initial", field));
+		spec->initial_ms = vb_get_duration(chk, &v, label, psprintf("%s.initial", field));
 	if (vb_jsonb_get(obj, "max", &v))
-		spec->max_ms = get_duration(chk, &v, label, psprintf("%s.max", field));
+		spec->max_ms = vb_get_duration(chk, &v, label, psprintf("%s.max", field));
 	if (vb_jsonb_get(obj, "multiplier", &v))
 		spec->multiplier = get_number(chk, &v, label,
 									  psprintf("%s.multiplier", field), 1.0, 10.0);
@@ -219,52 +161,18 @@ apply_retry(VbChecker *chk, JsonbValue *retry, VbNodeSpec *spec, const char *lab
 				 errhint("The longest delay between attempts must be at least the first one.")));
 }
 
-static char *
-role_name(VbChecker *chk, JsonbValue *v, const char *label, const char *field)
-{
-	char	   *s;
-
-	if (v->type != jbvString)
-		vb_type_error(chk, label, field, v, "a role name");
-	s = pnstrdup(v->val.string.val, v->val.string.len);
-	if (strlen(s) == 0 || strlen(s) >= NAMEDATALEN)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid %s: %sfield \"%s\" has an invalid role name \"%s\"",
-						chk->what, vb_at(label), field, s),
-				 errdetail("Role names are 1 to %d bytes.", NAMEDATALEN - 1)));
-	/* PostgreSQL reserves these: no role can have them, so nobody could decide. */
-	if (strcmp(s, "public") == 0 || strcmp(s, "none") == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_RESERVED_NAME),
-				 errmsg("invalid %s: %sfield \"%s\" names \"%s\", which is not a role",
-						chk->what, vb_at(label), field, s),
-				 errdetail("\"%s\" is reserved by PostgreSQL; a gate given to it could never be decided.", s),
-				 errhint("Omit \"approver_role\" for a gate that any role allowed to UPDATE vectorbea.approvals may decide, or name a role its approvers are members of.")));
-	return s;
-}
-
 /*
- * The "approval" object of an approval node: the gate it opens, who may
- * decide, and what happens when nobody does in time.  An approval node has
- * no activity (no worker does it) and no retry policy or node timeout.
+ * An approval node: the gate it opens (gate_spec.c).  It has no activity
+ * (no worker does it) and no retry policy or node timeout.
  */
 static void
 parse_approval(VbChecker *chk, JsonbContainer *node, const char *label, VbNodeSpec *spec)
 {
 	JsonbValue	a;
 	JsonbValue	v;
-	JsonbContainer *obj;
-	StringInfoData buf;
-	int64		timeout_ms = 0;
-	char	   *on_timeout = "reject";
-	char	   *approver_role = NULL;
-	List	   *escalate_to = NIL;
-	char	   *context = "{}";
-	char	   *gate;
-	ListCell   *lc;
 
-	for (const char *const *f = (const char *const[]) {"activity", "retry", "timeout", NULL}; *f; f++)
+	for (const char *const *f = (const char *const[]) {"activity", "retry", "timeout",
+			"on_exhausted", "escalation", "in_doubt", NULL}; *f; f++)
 		if (vb_jsonb_get(node, *f, &v))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -277,88 +185,91 @@ parse_approval(VbChecker *chk, JsonbContainer *node, const char *label, VbNodeSp
 				 errmsg("invalid %s: %s, field \"approval\" is required for approval nodes",
 						chk->what, label),
 				 errhint("Give at least the gate: \"approval\": {\"gate\": \"publish\"}.")));
-	if (a.type != jbvBinary || !JsonContainerIsObject(a.val.binary.data))
-		vb_type_error(chk, label, "approval", &a, "an object");
-	obj = a.val.binary.data;
-	vb_check_fields(chk, obj, approval_fields, label, "approval");
-
-	gate = get_name_as(chk, obj, "gate", "approval.gate", label, true);
-	if (vb_jsonb_get(obj, "timeout", &v))
-		timeout_ms = get_timeout(chk, &v, label, "approval.timeout");
-	if (vb_jsonb_get(obj, "on_timeout", &v))
-	{
-		if (v.type != jbvString)
-			vb_type_error(chk, label, "approval.on_timeout", &v, "a string");
-		on_timeout = pnstrdup(v.val.string.val, v.val.string.len);
-		if (strcmp(on_timeout, "reject") != 0 && strcmp(on_timeout, "approve") != 0 &&
-			strcmp(on_timeout, "escalate") != 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid %s: %s, field \"approval.on_timeout\" has an unknown value \"%s\"",
-							chk->what, label, on_timeout),
-					 errdetail("Allowed values: reject, approve, escalate.")));
-		if (timeout_ms == 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid %s: %s, field \"approval.on_timeout\" needs \"approval.timeout\"",
-							chk->what, label),
-					 errhint("Say how long the gate waits, e.g. \"timeout\": \"1h\".")));
-	}
-	if (vb_jsonb_get(obj, "approver_role", &v))
-		approver_role = role_name(chk, &v, label, "approval.approver_role");
-	if (vb_jsonb_get(obj, "escalate_to", &v))
-	{
-		if (v.type == jbvString)
-			escalate_to = list_make1(role_name(chk, &v, label, "approval.escalate_to"));
-		else if (v.type == jbvBinary && JsonContainerIsArray(v.val.binary.data) &&
-				 JsonContainerSize(v.val.binary.data) > 0)
-		{
-			for (int i = 0; i < (int) JsonContainerSize(v.val.binary.data); i++)
-				escalate_to = lappend(escalate_to,
-									  role_name(chk, getIthJsonbValueFromContainer(v.val.binary.data, i),
-												label, psprintf("approval.escalate_to[%d]", i)));
-		}
-		else
-			vb_type_error(chk, label, "approval.escalate_to", &v,
-					   "a role name or a non-empty array of role names");
-		if (strcmp(on_timeout, "escalate") != 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid %s: %s, field \"approval.escalate_to\" applies only with \"on_timeout\": \"escalate\"",
-							chk->what, label)));
-	}
-	else if (strcmp(on_timeout, "escalate") == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid %s: %s, field \"approval.escalate_to\" is required with \"on_timeout\": \"escalate\"",
-						chk->what, label),
-				 errhint("Name the role (or the roles, in order) the gate passes to.")));
-	if (vb_jsonb_get(obj, "context", &v))
-	{
-		if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
-			vb_type_error(chk, label, "approval.context", &v, "an object");
-		context = vb_jsonb_value_text(&v);
-	}
-
-	initStringInfo(&buf);
-	appendStringInfoString(&buf, "{\"gate\":");
-	vb_append_json_string(&buf, gate);
-	if (timeout_ms > 0)
-		appendStringInfo(&buf, ",\"timeout_ms\":%ld", (long) timeout_ms);
-	appendStringInfo(&buf, ",\"on_timeout\":\"%s\",\"approver_role\":", on_timeout);
-	vb_append_json_string(&buf, approver_role);
-	appendStringInfoString(&buf, ",\"escalate_to\":[");
-	foreach(lc, escalate_to)
-	{
-		if (foreach_current_index(lc) > 0)
-			appendStringInfoChar(&buf, ',');
-		vb_append_json_string(&buf, lfirst(lc));
-	}
-	appendStringInfo(&buf, "],\"context\":%s}", context);
-	spec->approval_json = buf.data;
+	spec->approval_json = vb_validate_gate(chk, label, "approval", &a, false, NULL);
 	spec->activity = NULL;
 	spec->max_attempts = 1;
 	spec->timeout_ms = 0;
+}
+
+/* A node field that takes one of a few words; NULL when absent. */
+static char *
+get_word(VbChecker *chk, JsonbContainer *obj, const char *key, const char *label,
+		 const char *const *allowed)
+{
+	JsonbValue	v;
+	char	   *word;
+
+	if (!vb_jsonb_get(obj, key, &v))
+		return NULL;
+	if (v.type != jbvString)
+		vb_type_error(chk, label, key, &v, psprintf("one of %s", vb_list_text(allowed)));
+	word = pnstrdup(v.val.string.val, v.val.string.len);
+	if (!vb_in_list(word, allowed))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s: %s, field \"%s\" has an unknown value \"%s\"",
+						chk->what, label, key, vb_short_text(word)),
+				 errdetail("Allowed: %s.", vb_list_text(allowed))));
+	return word;
+}
+
+/*
+ * What happens when a task, llm or run node fails for good
+ * (on_exhausted: fail, or escalate to a person through its "escalation"
+ * gate) and when an attempt of it is in doubt (in_doubt: retry, ask a
+ * person through the same gate, or compensate).
+ */
+static void
+parse_failure_policy(VbChecker *chk, JsonbContainer *obj, const char *label, VbNodeSpec *spec)
+{
+	JsonbValue	v;
+	char	   *on_exhausted = get_word(chk, obj, "on_exhausted", label, on_exhausted_values);
+	bool		llm_escalates = spec->llm_json &&
+		strstr(spec->llm_json, "\"on_exhausted\":\"escalate\"") != NULL;
+	bool		has_gate = vb_jsonb_get(obj, "escalation", &v);
+
+	spec->in_doubt = get_word(chk, obj, "in_doubt", label, in_doubt_values);
+	if ((on_exhausted || spec->in_doubt || has_gate) &&
+		strcmp(spec->kind, "task") != 0 && strcmp(spec->kind, "llm") != 0 &&
+		strcmp(spec->kind, "run") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s: %s, fields \"on_exhausted\", \"in_doubt\" and \"escalation\" do not apply to %s nodes",
+						chk->what, label, spec->kind),
+				 errdetail("They apply to task, llm and run nodes.")));
+	if (spec->in_doubt && strcmp(spec->kind, "run") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s: %s, field \"in_doubt\" does not apply to run nodes",
+						chk->what, label),
+				 errdetail("A child run is never in doubt: its end is recorded in the same database.")));
+	if (on_exhausted && spec->llm_json && strcmp(on_exhausted, "escalate") != 0 && llm_escalates)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s: %s, fields \"on_exhausted\" and \"llm.on_exhausted\" disagree",
+						chk->what, label),
+				 errhint("Give one of them.")));
+	spec->on_exhausted = (llm_escalates || (on_exhausted && strcmp(on_exhausted, "escalate") == 0)) ?
+		"escalate" : NULL;
+	if (spec->in_doubt && strcmp(spec->in_doubt, "retry") == 0)
+		spec->in_doubt = NULL;
+	if (spec->in_doubt && strcmp(spec->in_doubt, "compensate") == 0 &&
+		!vb_jsonb_get(obj, "compensate", &v))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s: %s, field \"in_doubt\": \"compensate\" needs \"compensate\"",
+						chk->what, label),
+				 errhint("Say how the node is undone: \"compensate\": {\"activity\": \"...\"}.")));
+	if (has_gate && spec->on_exhausted == NULL &&
+		(spec->in_doubt == NULL || strcmp(spec->in_doubt, "ask") != 0))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s: %s, field \"escalation\" applies only with \"on_exhausted\": \"escalate\" or \"in_doubt\": \"ask\"",
+						chk->what, label)));
+	spec->escalation_json = NULL;
+	if (spec->on_exhausted || (spec->in_doubt && strcmp(spec->in_doubt, "ask") == 0))
+		spec->escalation_json = vb_validate_gate(chk, label, "escalation", has_gate ? &v : NULL,
+												 true, psprintf("%s:escalation", spec->id));
 }
 
 /* Parses one node object into spec, defaults already applied to spec. */
@@ -401,14 +312,21 @@ parse_node(VbChecker *chk, JsonbValue *nodeval, int position, VbNodeSpec *spec)
 							chk->what, label, kind),
 					 errdetail("Allowed kinds: task, llm, approval, sleep, signal, run.")));
 	}
-	if (!vb_waits_available() &&
-		(vb_in_list(spec->kind, wait_kinds) || vb_jsonb_get(obj, "not_before", &v)))
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("invalid %s: %s uses %s, which this database's vectorbea does not have yet",
-						chk->what, label,
-						vb_in_list(spec->kind, wait_kinds) ? psprintf("kind \"%s\"", spec->kind) : "\"not_before\""),
-				 errhint("Run ALTER EXTENSION vectorbea UPDATE.")));
+	if (!vb_waits_available())
+	{
+		const char *newer = vb_in_list(spec->kind, wait_kinds) ?
+			psprintf("kind \"%s\"", spec->kind) : NULL;
+
+		for (const char *const *f = fields_of_020; *f && newer == NULL; f++)
+			if (vb_jsonb_get(obj, *f, &v))
+				newer = psprintf("\"%s\"", *f);
+		if (newer)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("invalid %s: %s uses %s, which this database's vectorbea does not have yet",
+							chk->what, label, newer),
+					 errhint("Run ALTER EXTENSION vectorbea UPDATE.")));
+	}
 	for (const char *const *k = wait_kinds; *k; k++)
 		if (strcmp(spec->kind, *k) != 0 && vb_jsonb_get(obj, *k, &v))
 			ereport(ERROR,
@@ -527,7 +445,7 @@ parse_node(VbChecker *chk, JsonbValue *nodeval, int position, VbNodeSpec *spec)
 	if (vb_jsonb_get(obj, "retry", &v))
 		apply_retry(chk, &v, spec, label, "");
 	if (vb_jsonb_get(obj, "timeout", &v))
-		spec->timeout_ms = get_timeout(chk, &v, label, "timeout");
+		spec->timeout_ms = vb_get_timeout(chk, &v, label, "timeout");
 	if (strcmp(spec->kind, "llm") == 0)
 	{
 		vb_jsonb_get(obj, "llm", &v);
@@ -535,10 +453,24 @@ parse_node(VbChecker *chk, JsonbValue *nodeval, int position, VbNodeSpec *spec)
 	}
 	spec->wait_json = NULL;
 	if (vb_in_list(spec->kind, wait_kinds))
+	{
 		spec->wait_json = vb_validate_wait(chk->what, label, spec->kind, obj, spec->depends_on);
+		/* A sleep or signal node's time is its own; a run node's timeout is its own. */
+		if (strcmp(spec->kind, "run") != 0 && vb_jsonb_get(obj, "timeout", &v))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid %s: %s, field \"timeout\" does not apply to %s nodes",
+							chk->what, label, spec->kind),
+					 strcmp(spec->kind, "signal") == 0 ?
+					 errhint("A signal node waits up to \"signal\": {\"timeout\": ...}.") :
+					 errhint("A sleep node ends at its own time.")));
+		if (!vb_jsonb_get(obj, "timeout", &v))
+			spec->timeout_ms = 0;
+	}
 	spec->not_before = NULL;
 	if (vb_jsonb_get(obj, "not_before", &v))
 		spec->not_before = vb_validate_not_before(chk->what, label, &v, spec->depends_on);
+	parse_failure_policy(chk, obj, label, spec);
 }
 
 typedef struct IdEntry
@@ -682,7 +614,7 @@ parse_nodes(VbChecker *chk, JsonbValue *nodes, JsonbValue *defaults_retry,
 	if (defaults_retry)
 		apply_retry(chk, defaults_retry, &template, NULL, "defaults.");
 	if (defaults_timeout)
-		template.timeout_ms = get_timeout(chk, defaults_timeout, NULL, "defaults.timeout");
+		template.timeout_ms = vb_get_timeout(chk, defaults_timeout, NULL, "defaults.timeout");
 
 	specs = palloc0(sizeof(VbNodeSpec *) * Max(n, 1));
 	ids = id_table(n + existing_count);
@@ -901,11 +833,18 @@ vb_node_specs_json(List *specs)
 		}
 		appendStringInfo(&buf, "],\"input\":%s,\"retry\":{\"max_attempts\":%d,"
 						 "\"backoff\":\"%s\",\"initial_ms\":%ld,\"max_ms\":%ld,"
-						 "\"multiplier\":%g,\"jitter\":%s}",
+						 "\"multiplier\":%g,\"jitter\":%s",
 						 s->input_json, s->max_attempts,
 						 s->backoff_exponential ? "exponential" : "fixed",
 						 (long) s->initial_ms, (long) s->max_ms, s->multiplier,
 						 s->jitter ? "true" : "false");
+		if (s->on_exhausted)
+			appendStringInfo(&buf, ",\"on_exhausted\":\"%s\"", s->on_exhausted);
+		if (s->in_doubt)
+			appendStringInfo(&buf, ",\"in_doubt\":\"%s\"", s->in_doubt);
+		appendStringInfoChar(&buf, '}');
+		if (s->escalation_json)
+			appendStringInfo(&buf, ",\"escalation\":%s", s->escalation_json);
 		if (s->timeout_ms > 0)
 			appendStringInfo(&buf, ",\"timeout_ms\":%ld", (long) s->timeout_ms);
 		if (s->approval_json)

@@ -31,6 +31,9 @@ typedef struct VbNodeSpec
 	char	   *llm_json;		/* normalised "llm" of an llm node */
 	char	   *wait_json;		/* normalised "sleep", "signal" or "run" */
 	char	   *not_before;		/* as given: a timestamp or a template */
+	char	   *on_exhausted;	/* "escalate", or NULL: fail */
+	char	   *in_doubt;		/* "ask", "compensate", or NULL: retry */
+	char	   *escalation_json;	/* normalised gate for escalate and ask */
 } VbNodeSpec;
 
 /* A run's existing nodes, as spawn validation needs them. */

@@ -67,22 +67,6 @@ required_object(VbChecker *chk, JsonbContainer *node, const char *kind, const ch
 	return v.val.binary.data;
 }
 
-static int64
-duration_field(VbChecker *chk, JsonbValue *v, const char *label, const char *field)
-{
-	char	   *text;
-	int64		ms;
-
-	if (v->type != jbvString)
-		vb_type_error(chk, label, field, v, "a duration string such as \"30s\"");
-	text = pnstrdup(v->val.string.val, v->val.string.len);
-	if (!vb_parse_duration(text, &ms) || ms <= 0)
-		bad(chk, label, field, psprintf("has an invalid duration \"%s\"", text),
-			"A duration is one or more numbers with a unit: ms, s, m, h or d, longer than zero and up to 366d.",
-			"Write durations like \"500ms\", \"30s\" or \"1h30m\".");
-	return ms;
-}
-
 /*
  * A time: a timestamp with its zone, or a template that gives one when the
  * node starts.  Returns the text as given.
@@ -134,7 +118,7 @@ sleep_spec(VbChecker *chk, JsonbContainer *node, const char *label, List *depend
 	{
 		vb_jsonb_get(obj, "for", &v);
 		appendStringInfo(&buf, "{\"for_ms\":%ld}",
-						 (long) duration_field(chk, &v, label, "sleep.for"));
+						 (long) vb_get_timeout(chk, &v, label, "sleep.for"));
 	}
 	else
 	{
@@ -168,7 +152,7 @@ signal_spec(VbChecker *chk, JsonbContainer *node, const char *label)
 			psprintf("Names are 1 to %d characters: letters, digits, \"_\", \"-\", \".\" and \":\".",
 					 VB_MAX_NAME_LEN), NULL);
 	if (vb_jsonb_get(obj, "timeout", &v))
-		timeout_ms = duration_field(chk, &v, label, "signal.timeout");
+		timeout_ms = vb_get_timeout(chk, &v, label, "signal.timeout");
 	if (vb_jsonb_get(obj, "on_timeout", &v))
 	{
 		if (v.type != jbvString)

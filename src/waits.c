@@ -55,6 +55,9 @@
 
 #define WAITS_BATCH			100
 
+/* When work skipped because its run was busy is looked at again. */
+#define RETRY_BUSY_MS		200
+
 /* Child runs nest at most this deep: a workflow that runs itself stops. */
 #define MAX_CHILD_DEPTH		16
 
@@ -280,6 +283,7 @@ create_child(void *arg)
 {
 	ChildStart *cs = arg;
 
+	vb_check_payload_size(cs->input, "the child run's input");
 	(void) vb_create_run(cs->workflow, cs->version, cs->input, cs->options, NULL, cs->priority,
 						 0, cs->parent, cs->parent_node, &cs->child, cs->at);
 }
@@ -346,7 +350,7 @@ start_child(VbRun *run, WaitNode *w, TimestampTz at)
 	cs.parent_node = w->node;
 	cs.at = at;
 
-	/* A child that cannot start (a bad input, a version gone) fails the node. */
+	/* A child that cannot start (a bad input, a version gone, too big) fails the node. */
 	edata = vb_try_in_subxact(create_child, &cs);
 	if (edata)
 	{
@@ -642,7 +646,8 @@ vb_cancel_orphans(TimestampTz at, VbSweepCounters *counters)
 /*
  * The earliest time after `now` at which a wait ends or a node held by its
  * not_before may start; DT_NOEND when none.  A held node whose time is not
- * read yet, or an engine node ready now, is due now.
+ * read yet, an engine node ready now, or a child nobody waits for, was
+ * left by this pass because its run was busy: it is due again shortly.
  */
 TimestampTz
 vb_waits_next_due(TimestampTz now)
@@ -658,14 +663,31 @@ vb_waits_next_due(TimestampTz now)
 	{
 		Oid			types[1] = {TIMESTAMPTZOID};
 
+		/*
+		 * Work the last pass left because its run was busy (SKIP LOCKED) is
+		 * due again a little later, not at once: a run held for long must
+		 * not keep the scheduler spinning.
+		 */
 		plan = vb_prepare("SELECT least("
 						  " (SELECT pg_catalog.min(attempt_deadline) FROM vectorbea.nodes"
 						  "   WHERE status = 'waiting' AND attempt_deadline IS NOT NULL"
 						  "     AND kind IN ('sleep', 'signal', 'run')),"
-						  " (SELECT CASE WHEN pg_catalog.min(available_at) = 'infinity' THEN $1"
+						  " (SELECT CASE WHEN pg_catalog.min(available_at) = 'infinity'"
+						  "              THEN $1 + interval '" CppAsString2(RETRY_BUSY_MS) " ms'"
 						  "              ELSE pg_catalog.min(available_at) END"
 						  "    FROM vectorbea.nodes WHERE status = 'ready' AND not_before IS NOT NULL"
-						  "     AND available_at > $1))",
+						  "     AND available_at > $1),"
+						  " (SELECT greatest(pg_catalog.min(available_at),"
+						  "                  $1 + interval '" CppAsString2(RETRY_BUSY_MS) " ms')"
+						  "    FROM vectorbea.nodes WHERE status = 'ready' AND activity IS NULL"
+						  "     AND kind IN ('sleep', 'signal', 'run')),"
+						  " (SELECT $1 + interval '" CppAsString2(RETRY_BUSY_MS) " ms'"
+						  "    FROM vectorbea.runs c"
+						  "   WHERE c.parent_run IS NOT NULL AND c.status = 'running'"
+						  "     AND NOT EXISTS (SELECT FROM vectorbea.nodes n"
+						  "                      WHERE n.run_id = c.parent_run AND n.node = c.parent_node"
+						  "                        AND n.lease = c.id AND n.status = 'waiting')"
+						  "   LIMIT 1))",
 						  lengthof(types), types);
 	}
 	args[0] = TimestampTzGetDatum(now);

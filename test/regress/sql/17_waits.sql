@@ -32,6 +32,9 @@ SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"sleep","sle
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"sleep","sleep":{"for":"400d"}}]}');
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"sleep","sleep":{"until":"next tuesday"}}]}');
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"sleep","sleep":{"until":"infinity"}}]}');
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"sleep","sleep":{"until":"tomorrow"}}]}');
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"sleep","sleep":{"for":"1h"},"timeout":"2h"}]}');
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"signal","signal":{"name":"s"},"timeout":"2h"}]}');
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"sleep","sleep":{"until":"{{upstream.a.output.t}}"}}]}');
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"sleep","sleep":{"for":"1h","snooze":true}}]}');
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"sleep","activity":"nap","sleep":{"for":"1h"}}]}');
@@ -156,9 +159,14 @@ SELECT vectorbea.send_signal(:'ci_run', 'no spaces please'); \echo SQLSTATE :SQL
 SELECT vectorbea.send_signal(:'ci_run', 'x', '{}', ''); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.send_signal(:'ci_run', 'x', '{}', repeat('k', 513)); \echo SQLSTATE :SQLSTATE
 SELECT count(*) AS signals FROM vectorbea.signals;
+-- EXECUTE is not granted to PUBLIC: a role with the schema but no grant.
+GRANT USAGE ON SCHEMA vectorbea TO vb_plain_user;
 SET ROLE vb_plain_user;
-SELECT try(format($$SELECT vectorbea.send_signal(%L, 'x')$$, :'ci_run'));
+\set VERBOSITY terse
+SELECT vectorbea.send_signal(:'ci_run', 'x'); \echo SQLSTATE :SQLSTATE
+\set VERBOSITY default
 RESET ROLE;
+REVOKE USAGE ON SCHEMA vectorbea FROM vb_plain_user;
 
 -- A signal timeout: "fail" fails the node (and the run), "continue" gives
 -- the default as output.

@@ -1,0 +1,233 @@
+/*-------------------------------------------------------------------------
+ *
+ * votes.c
+ *	  Quorums: a gate that needs quorum approvals out of its approvers.
+ *
+ * Each approver is an entry of the gate's approvers: a person, matched
+ * with the decided_by of the UPDATE, or a role, matched by membership of
+ * the deciding role.  A decision counts for the first entry that matches
+ * (a person before a role) and is kept in vectorbea.approval_votes, one
+ * row per entry, so an entry decides once: a second UPDATE for it is
+ * refused.  Every vote writes APPROVAL_VOTED.  The gate is approved when
+ * quorum entries have approved, rejected as soon as the approvals cast
+ * and the entries yet to vote cannot reach quorum; until then it stays
+ * pending (the UPDATE's row keeps its old decision columns).
+ *
+ * Two approvers who decide at once update the same row: PostgreSQL's row
+ * lock orders them, and the second sees the first's outcome, so the last
+ * two votes decide the gate once.
+ *
+ * IDENTIFICATION
+ *	  src/votes.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+
+#include "vectorbea.h"
+#include "clock.h"
+#include "jsonb_util.h"
+#include "spi_util.h"
+#include "votes.h"
+
+static char *
+col_text(HeapTuple tup, TupleDesc desc, const char *name)
+{
+	return SPI_getvalue(tup, desc, SPI_fnumber(desc, name));
+}
+
+/* The approvers of a gate's row, as C strings. */
+static List *
+approvers_of(TupleDesc desc, HeapTuple tup)
+{
+	bool		isnull;
+	Datum		d = heap_getattr(tup, SPI_fnumber(desc, "approvers"), desc, &isnull);
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	List	   *list = NIL;
+
+	if (isnull)
+		return NIL;
+	deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, &nulls, &n);
+	for (int i = 0; i < n; i++)
+		if (!nulls[i])
+			list = lappend(list, TextDatumGetCString(elems[i]));
+	return list;
+}
+
+/*
+ * The entry of the gate's approvers that the current role's decision, by
+ * person decided_by, counts for; refuses a decider who is none of them.
+ * Called with the decider's rights (membership is theirs).
+ */
+void
+vb_find_voter(TupleDesc desc, HeapTuple oldtup, const char *decided_by, int64 id,
+			  VbVoter *voter)
+{
+	List	   *approvers = approvers_of(desc, oldtup);
+	ListCell   *lc;
+	StringInfoData list;
+
+	voter->role = GetUserNameFromId(GetUserId(), false);
+	voter->entry = NULL;
+	if (decided_by)
+		foreach(lc, approvers)
+			if (strcmp(lfirst(lc), decided_by) == 0)
+				voter->entry = lfirst(lc);
+	if (voter->entry == NULL)
+		foreach(lc, approvers)
+		{
+			Oid			role = get_role_oid(lfirst(lc), true);
+
+			if (OidIsValid(role) && is_member_of_role(GetUserId(), role))
+			{
+				voter->entry = lfirst(lc);
+				break;
+			}
+		}
+	if (voter->entry != NULL)
+		return;
+	initStringInfo(&list);
+	foreach(lc, approvers)
+		appendStringInfo(&list, "%s%s", list.len ? ", " : "", (char *) lfirst(lc));
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("%s may not decide approval %ld: not one of its approvers",
+					decided_by ? psprintf("\"%s\" (role %s)", decided_by, voter->role) :
+					psprintf("role %s", voter->role), (long) id),
+			 errdetail("Approval %ld needs a quorum of: %s.", (long) id, list.data),
+			 errhint("Set decided_by to an approver's name, or decide as a member of an approver role.")));
+}
+
+/*
+ * Records the vote of voter (status: approved or rejected) on a gate of a
+ * locked run and writes APPROVAL_VOTED.  Returns true when the gate is now
+ * decided (with the same status), false while it stays pending.
+ */
+bool
+vb_count_vote(VbRun *run, TupleDesc desc, HeapTuple oldtup, HeapTuple newtup,
+			  VbVoter *voter, const char *status, TimestampTz at)
+{
+	static SPIPlanPtr vote_plan = NULL;
+	Datum		args[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	bool		isnull;
+	int64		id = DatumGetInt64(heap_getattr(oldtup, SPI_fnumber(desc, "id"), desc, &isnull));
+	int			quorum = atoi(col_text(oldtup, desc, "quorum"));
+	int			entries = list_length(approvers_of(desc, oldtup));
+	char	   *decided_by = col_text(newtup, desc, "decided_by");
+	char	   *reason = col_text(newtup, desc, "reason");
+	int64		approved;
+	int64		rejected;
+	bool		decided;
+	StringInfoData ev;
+
+	if (vote_plan == NULL)
+	{
+		Oid			types[7] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, NAMEOID, TEXTOID, TIMESTAMPTZOID};
+
+		vote_plan = vb_prepare("WITH vote AS ("
+							   "  INSERT INTO vectorbea.approval_votes"
+							   "    (approval_id, voter, vote, decided_by, decided_role, reason, decided_at)"
+							   "  VALUES ($1, $2, $3, $4, $5, $6, $7)"
+							   "  ON CONFLICT (approval_id, voter) DO NOTHING RETURNING vote"
+							   ")"
+							   " SELECT (SELECT pg_catalog.count(*) FROM vote),"
+							   "        pg_catalog.count(*) FILTER (WHERE v.vote = 'approved')"
+							   "          + (SELECT pg_catalog.count(*) FROM vote WHERE vote = 'approved'),"
+							   "        pg_catalog.count(*) FILTER (WHERE v.vote = 'rejected')"
+							   "          + (SELECT pg_catalog.count(*) FROM vote WHERE vote = 'rejected')"
+							   "   FROM vectorbea.approval_votes v WHERE v.approval_id = $1",
+							   lengthof(types), types);
+	}
+	args[0] = Int64GetDatum(id);
+	args[1] = CStringGetTextDatum(voter->entry);
+	args[2] = CStringGetTextDatum(status);
+	if (decided_by)
+		args[3] = CStringGetTextDatum(decided_by);
+	else
+		nulls[3] = 'n';
+	args[4] = DirectFunctionCall1(namein, CStringGetDatum(voter->role));
+	if (reason)
+		args[5] = CStringGetTextDatum(reason);
+	else
+		nulls[5] = 'n';
+	args[6] = TimestampTzGetDatum(at);
+	if (SPI_execute_plan(vote_plan, args, nulls, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "vectorbea: could not record a vote on approval %ld", (long) id);
+	if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNIQUE_VIOLATION),
+				 errmsg("approver \"%s\" has already decided approval %ld", voter->entry, (long) id),
+				 errdetail("Each approver of a quorum decides once; the vote stands."),
+				 errhint("SELECT * FROM vectorbea.approval_votes WHERE approval_id = %ld;", (long) id)));
+	approved = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	rejected = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	decided = approved >= quorum || approved + (entries - approved - rejected) < quorum;
+
+	initStringInfo(&ev);
+	appendStringInfo(&ev, "{\"approval\":%ld,\"gate\":", (long) id);
+	vb_append_json_string(&ev, col_text(oldtup, desc, "gate"));
+	appendStringInfoString(&ev, ",\"approver\":");
+	vb_append_json_string(&ev, voter->entry);
+	appendStringInfo(&ev, ",\"vote\":\"%s\",\"by\":", status);
+	vb_append_json_string(&ev, decided_by);
+	appendStringInfoString(&ev, ",\"role\":");
+	vb_append_json_string(&ev, voter->role);
+	appendStringInfoString(&ev, ",\"reason\":");
+	vb_append_json_string(&ev, reason);
+	appendStringInfo(&ev, ",\"approved\":%ld,\"rejected\":%ld,\"quorum\":%d,\"approvers\":%d,"
+					 "\"decided\":%s}",
+					 (long) approved, (long) rejected, quorum, entries, decided ? "true" : "false");
+	vb_event(run, "APPROVAL_VOTED", col_text(oldtup, desc, "node"), 0, ev.data, at);
+	return decided;
+}
+
+/*
+ * The votes on gate id, as a JSON array, for the decision's record (not
+ * read-only: it must see the vote this statement has just added).
+ */
+char *
+vb_votes_json(int64 id)
+{
+	Datum		args[1] = {Int64GetDatum(id)};
+	Oid			types[1] = {INT8OID};
+
+	if (SPI_execute_with_args("SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object("
+							  "  'approver', voter, 'vote', vote, 'by', decided_by, 'role', decided_role)"
+							  "  ORDER BY decided_at, voter), '[]')::text"
+							  "  FROM vectorbea.approval_votes WHERE approval_id = $1",
+							  1, types, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not read the votes on approval %ld", (long) id);
+	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+}
+
+/*
+ * The row an UPDATE that cast a vote leaves when the quorum is not decided
+ * yet: the gate's old decision columns, so it stays pending.
+ */
+HeapTuple
+vb_keep_pending(TupleDesc desc, HeapTuple oldtup, HeapTuple newtup)
+{
+	static const char *const kept[] = {"status", "reason", "decided_by", "decision", "output", "input"};
+	int			cols[lengthof(kept)];
+	Datum		vals[lengthof(kept)];
+	bool		nulls[lengthof(kept)];
+
+	for (int i = 0; i < (int) lengthof(kept); i++)
+	{
+		cols[i] = SPI_fnumber(desc, kept[i]);
+		vals[i] = heap_getattr(oldtup, cols[i], desc, &nulls[i]);
+	}
+	return heap_modify_tuple_by_cols(newtup, desc, lengthof(kept), cols, vals, nulls);
+}
