@@ -163,7 +163,7 @@ WITH ev AS (
 	SELECT spec.value->>'id' AS node, spec.value AS spec,
 		   CASE WHEN ev.type = 'NODES_SPAWNED' THEN ev.node END AS spawned_by
 	  FROM ev, jsonb_array_elements(ev.data->'nodes') AS spec
-	 WHERE ev.type IN ('RUN_STARTED', 'NODES_SPAWNED')
+	 WHERE ev.type IN ('RUN_STARTED', 'NODES_SPAWNED', 'COMPENSATION_STARTED')
 ), marks AS (
 	SELECT ev.node, ev.seq,
 		   CASE ev.type WHEN 'STEP_STARTED' THEN 'running'
@@ -177,7 +177,8 @@ WITH ev AS (
 		OR (ev.type = 'STEP_FAILED' AND (ev.data->>'final')::boolean)
 	UNION ALL
 	SELECT closed.node, ev.seq,
-		   CASE WHEN ev.type = 'RUN_FAILED' AND closed.list = 'skipped'
+		   CASE WHEN ev.type IN ('RUN_FAILED', 'COMPENSATION_STARTED', 'COMPENSATION_FAILED')
+					 AND closed.list = 'skipped'
 				THEN 'skipped' ELSE 'cancelled' END
 	  FROM ev,
 		   LATERAL (SELECT x, 'skipped' FROM jsonb_array_elements_text(ev.data->'skipped') x
@@ -186,7 +187,7 @@ WITH ev AS (
 					UNION ALL
 					SELECT x, 'revoked' FROM jsonb_array_elements_text(ev.data->'revoked') x)
 			   AS closed(node, list)
-	 WHERE ev.type IN ('RUN_FAILED', 'RUN_CANCELLED')
+	 WHERE ev.type IN ('RUN_FAILED', 'RUN_CANCELLED', 'COMPENSATION_STARTED', 'COMPENSATION_FAILED')
 	UNION ALL
 	-- A requeued node and the nodes its run's failure had closed are open
 	-- again: no mark, so their status is derived from their dependencies.
@@ -229,9 +230,10 @@ SELECT jsonb_build_object(
 		   'status', coalesce((SELECT CASE ev.type WHEN 'RUN_COMPLETED' THEN 'succeeded'
 												   WHEN 'RUN_FAILED' THEN 'failed'
 												   WHEN 'NODES_REQUEUED' THEN 'running'
+												   WHEN 'COMPENSATION_STARTED' THEN 'compensating'
 												   ELSE 'cancelled' END
 								 FROM ev WHERE ev.type IN ('RUN_COMPLETED', 'RUN_FAILED', 'RUN_CANCELLED',
-														   'NODES_REQUEUED')
+														   'NODES_REQUEUED', 'COMPENSATION_STARTED')
 								ORDER BY ev.seq DESC LIMIT 1), 'running'),
 		   'events', (SELECT count(*) FROM ev),
 		   'upto', (SELECT max(ev.seq) FROM ev),
@@ -764,3 +766,17 @@ COMMENT ON COLUMN @extschema@.approval_votes.voter IS
 	'The entry of approvers the decision counts for: the person (decided_by) or the role.';
 REVOKE ALL ON TABLE @extschema@.approval_votes FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.approval_votes', '');
+
+/*
+ * Compensation (issue 13): a node may say how it is undone (compensate).
+ * When its run fails, or is cancelled with compensate => true, the run
+ * becomes compensating and the compensations of the nodes that succeeded
+ * run as new nodes, one after another in reverse order of completion,
+ * each pointing at its original (compensation_of).
+ */
+ALTER TABLE @extschema@.nodes ADD COLUMN compensate jsonb;
+ALTER TABLE @extschema@.nodes ADD COLUMN compensation_of text;
+COMMENT ON COLUMN @extschema@.nodes.compensate IS
+	'The normalised node spec of the node''s compensation, run when its run fails or is cancelled with compensate => true.';
+COMMENT ON COLUMN @extschema@.nodes.compensation_of IS
+	'For a compensation node: the node of the run it undoes.';

@@ -363,7 +363,7 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 		lock_run_for_decision(&run_id, &run);
 		/* Gates this decision closes must wait for its statement to end. */
 		run.deciding_approval = id;
-		if (run.status != VB_RUN_RUNNING && vb_state_run_closing_deferred(&run_id))
+		if (!vb_run_active(run.status) && vb_state_run_closing_deferred(&run_id))
 		{
 			/* An earlier row of this statement ended the run: close this one. */
 			ereport(NOTICE,
@@ -372,7 +372,7 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 			SPI_finish();
 			closing = true;
 		}
-		else if (run.status != VB_RUN_RUNNING)
+		else if (!vb_run_active(run.status))
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("approval %ld can no longer be decided: its run is %s", (long) id,
@@ -584,7 +584,7 @@ expire_gate(void *arg, int i)
 								 "     decided_at = $2, decided_by = 'vectorbea: timeout'"
 								 " WHERE id = $1", lengthof(t2), t2);
 	}
-	if (!vb_run_lock(&b->run_ids[i], &run) || run.status != VB_RUN_RUNNING)
+	if (!vb_run_lock(&b->run_ids[i], &run) || !vb_run_active(run.status))
 		return;
 	args[0] = Int64GetDatum(b->ids[i]);
 	if (SPI_execute_plan(get_plan, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)

@@ -28,8 +28,9 @@
  * cancel_run(run uuid, reason text, compensate boolean) -> boolean
  *
  * The kill switch for one run.  Every open node is cancelled; running
- * leases are revoked, so their late results are refused.  Returns false
- * when the run had already finished.
+ * leases are revoked, so their late results are refused.  With compensate,
+ * what succeeded is undone first (the run compensates, then ends
+ * cancelled).  Returns false when the run had already finished.
  */
 PG_FUNCTION_INFO_V1(vectorbea_cancel_run);
 Datum
@@ -61,13 +62,7 @@ vectorbea_cancel_run(PG_FUNCTION_ARGS)
 		SPI_finish();
 		PG_RETURN_BOOL(false);
 	}
-	if (!PG_ARGISNULL(2) && PG_GETARG_BOOL(2))
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("cancel_run with compensate => true is not supported by this version of vectorbea"),
-				 errdetail("vectorbea " VB_VERSION " has no compensation yet; nothing was cancelled."),
-				 errhint("Cancel without compensation, or upgrade.")));
-	vb_state_cancel_run(&run, reason, at);
+	vb_state_cancel_run(&run, reason, !PG_ARGISNULL(2) && PG_GETARG_BOOL(2), at);
 	vb_run_save(&run, at);
 	SPI_finish();
 	PG_RETURN_BOOL(true);

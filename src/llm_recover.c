@@ -38,7 +38,7 @@ recover_one(void *arg, int i)
 	RecoverBatch *b = arg;
 	VbRun		run;
 
-	if (!vb_run_lock(&b->run_ids[i], &run) || run.status != VB_RUN_RUNNING)
+	if (!vb_run_lock(&b->run_ids[i], &run) || !vb_run_active(run.status))
 		return;
 	vb_state_attempt_in_doubt(&run, b->task_ids[i], "transient",
 							  "{\"message\":\"in doubt: the scheduler stopped while the call was in flight; the provider may have answered\","

@@ -46,7 +46,9 @@ check_requeueable(int64 task_id, VbRun *run, TimestampTz at)
 	bool		isnull;
 	Datum		deadline;
 
-	if (SPI_execute_with_args("SELECT n.status, n.node, r.deadline"
+	if (SPI_execute_with_args("SELECT n.status, n.node, r.deadline,"
+							  "       EXISTS (SELECT FROM vectorbea.events e WHERE e.run_id = r.id"
+							  "                  AND e.type = 'COMPENSATION_STARTED')"
 							  "  FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
 							  " WHERE n.id = $1", 1, types, args, NULL, false, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
@@ -65,6 +67,13 @@ check_requeueable(int64 task_id, VbRun *run, TimestampTz at)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("task %ld (node \"%s\") cannot be requeued: its run %s was cancelled",
 						(long) task_id, node, vb_uuid_text(&run->id)),
+				 errhint("Start the workflow again instead.")));
+	if (strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4), "t") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("task %ld (node \"%s\") cannot be requeued: run %s was compensated",
+						(long) task_id, node, vb_uuid_text(&run->id)),
+				 errdetail("What the run did was undone; running its nodes again would act on undone work."),
 				 errhint("Start the workflow again instead.")));
 	if (!isnull && DatumGetTimestampTz(deadline) <= at)
 		ereport(ERROR,
@@ -206,6 +215,8 @@ vectorbea_requeue_dead(PG_FUNCTION_ARGS)
 							  "  JOIN vectorbea.runs r ON r.id = d.run_id"
 							  " WHERE r.status = 'failed'"
 							  "   AND (r.deadline IS NULL OR r.deadline > $2)"
+							  "   AND NOT EXISTS (SELECT FROM vectorbea.events e WHERE e.run_id = r.id"
+							  "                      AND e.type = 'COMPENSATION_STARTED')"
 							  "   AND ($1->>'run' IS NULL OR d.run_id = ($1->>'run')::uuid)"
 							  "   AND ($1->>'workspace' IS NULL OR d.workspace = $1->>'workspace')"
 							  "   AND ($1->>'workflow' IS NULL OR d.workflow = $1->>'workflow')"

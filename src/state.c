@@ -116,16 +116,17 @@ vb_state_add_nodes_held(VbRun *run, const char *specs_json, const char *spawned_
 /*
  * The insert of add_nodes.  A node with a not_before is held (available_at
  * 'infinity') until the scheduler has read its time.  The columns of
- * sleep, signal and run nodes come with 0.2.0's schema; a 0.1.0 schema
+ * sleep, signal and run nodes and of compensations come with 0.2.0's schema; a 0.1.0 schema
  * (before ALTER EXTENSION UPDATE) gets the statement without them, and its
  * definitions cannot have such nodes (validate.c).
  */
 #define ADD_NODES_010 \
 	"", "", "", "NULL", "s.approval"
 #define ADD_NODES_WAITS \
-	", sleep jsonb, signal jsonb, run jsonb, not_before text, escalation jsonb", \
-	", wait, not_before", \
-	", coalesce(s.sleep, s.signal, s.run), s.not_before", \
+	", sleep jsonb, signal jsonb, run jsonb, not_before text, escalation jsonb," \
+	"  compensate jsonb, compensation_of text", \
+	", wait, not_before, compensate, compensation_of", \
+	", coalesce(s.sleep, s.signal, s.run), s.not_before, s.compensate, s.compensation_of", \
 	"s.not_before", "coalesce(s.approval, s.escalation)"
 #define ADD_NODES_SQL(v) ADD_NODES_SQL_(v)
 #define ADD_NODES_SQL_(spec_cols, ins_cols, ins_vals, not_before, approval) \
@@ -283,7 +284,7 @@ release_dependents(VbRun *run, const char *node, TimestampTz at)
 	"      SELECT n.id, n.run_id, n.priority, n.available_at" \
 	"        FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id" \
 	"       WHERE n.status = 'ready' AND n.activity = quota.activity" \
-	"         AND n.available_at <= $4 AND r.status = 'running'" \
+	"         AND n.available_at <= $4 AND r.status IN ('running', 'compensating')" \
 	"       ORDER BY n.priority DESC, n.available_at, n.id" \
 	"       LIMIT quota.n" \
 	"       FOR NO KEY UPDATE OF r SKIP LOCKED" \
@@ -294,7 +295,7 @@ release_dependents(VbRun *run, const char *node, TimestampTz at)
 	"  SELECT n.id, n.run_id, n.priority, n.available_at" \
 	"    FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id" \
 	"   WHERE n.status = 'ready' AND n.activity = ($2::text[])[1]" \
-	"     AND n.available_at <= $4 AND r.status = 'running'" \
+	"     AND n.available_at <= $4 AND r.status IN ('running', 'compensating')" \
 	"   ORDER BY n.priority DESC, n.available_at, n.id" \
 	"   LIMIT $3" \
 	"   FOR NO KEY UPDATE OF r SKIP LOCKED" \
@@ -770,7 +771,10 @@ vb_state_attempt_in_doubt(VbRun *run, int64 task_id, const char *err_class,
 		return "asked";
 	}
 	if (policy && strcmp(policy, "compensate") == 0)
-		return fail_attempt(run, task_id, "in_doubt", error_json, false, -1, false, at);
+		return fail_attempt(run, task_id, "in_doubt",
+							psprintf("{\"message\":\"in doubt: the attempt may have taken effect; the node is compensated\","
+									 "\"class\":\"in_doubt\",\"cut\":%s}", error_json),
+							false, -1, false, at);
 	return fail_attempt(run, task_id, err_class, error_json, true, -1, true, at);
 }
 
@@ -1323,7 +1327,149 @@ end_run(VbRun *run, VbRunStatus status, const char *event_type, const char *data
 		tell_parent(run, status, data_json, at);
 }
 
-/* A run whose nodes are all final, none of them failed, has succeeded. */
+/* ---- compensation ---- */
+
+/*
+ * The node specs of the compensations of a locked run: of the nodes that
+ * succeeded, and of those failed in doubt under in_doubt "compensate"
+ * (their effect may have happened), in reverse order of completion, each
+ * depending on the one before, each seeing its original's input and
+ * output.  "[]" when there is nothing to undo.
+ */
+static char *
+compensation_specs(VbRun *run)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[1];
+
+	if (plan == NULL)
+	{
+		Oid			types[1] = {UUIDOID};
+
+		plan = vb_prepare("WITH done AS ("
+						  "  SELECT node, input, output, compensate, finished_at, id,"
+						  "         pg_catalog.lag(node) OVER (ORDER BY finished_at DESC, id DESC) AS after"
+						  "    FROM vectorbea.nodes"
+						  "   WHERE run_id = $1 AND compensate IS NOT NULL"
+						  "     AND (status = 'succeeded' OR (status = 'failed' AND error->>'class' = 'in_doubt'))"
+						  ")"
+						  " SELECT coalesce(pg_catalog.jsonb_agg(compensate || pg_catalog.jsonb_build_object("
+						  "   'depends_on', CASE WHEN after IS NULL THEN '[]'::jsonb"
+						  "                      ELSE pg_catalog.jsonb_build_array(after || ':compensate') END,"
+						  "   'input', coalesce(compensate->'input', '{}') || pg_catalog.jsonb_build_object('original',"
+						  "       pg_catalog.jsonb_build_object('node', node, 'input', input, 'output', output)),"
+						  "   'compensation_of', node) ORDER BY finished_at DESC, id DESC), '[]')::text"
+						  "   FROM done", lengthof(types), types);
+	}
+	args[0] = UUIDPGetDatum(&run->id);
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "vectorbea: could not list the compensations of run %s", vb_uuid_text(&run->id));
+	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+}
+
+/*
+ * A locked run that fails (then: failed) or is cancelled with
+ * compensate => true (then: cancelled), its open nodes closed already
+ * (end_json: what RUN_FAILED or RUN_CANCELLED would say), undoes what
+ * succeeded: it becomes compensating and its compensation nodes are
+ * added (COMPENSATION_STARTED lists them and what was closed).  False,
+ * with nothing changed, when there is nothing to undo.
+ */
+static bool
+start_compensation(VbRun *run, VbRunStatus then, const char *end_json, TimestampTz at)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[2];
+	char	   *specs;
+	char	   *data;
+
+	if (!vb_waits_available())
+		return false;			/* a 0.1.0 schema has no compensations */
+	specs = compensation_specs(run);
+	if (strcmp(specs, "[]") == 0)
+		return false;
+	if (plan == NULL)
+	{
+		Oid			types[2] = {UUIDOID, TEXTOID};
+
+		plan = vb_prepare("UPDATE vectorbea.runs SET status = 'compensating', error = $2::jsonb"
+						  " WHERE id = $1", lengthof(types), types);
+	}
+	data = psprintf("{\"then\":\"%s\",%s", vb_run_status_name(then), end_json + 1);
+	args[0] = UUIDPGetDatum(&run->id);
+	args[1] = CStringGetTextDatum(data);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "vectorbea: could not start the compensation of run %s", vb_uuid_text(&run->id));
+	run->status = VB_RUN_COMPENSATING;
+	close_gates(run, at);
+	vb_event(run, "COMPENSATION_STARTED", NULL, 0,
+			 psprintf("%s,\"nodes\":%s}", pnstrdup(data, strlen(data) - 1), specs), at);
+	vb_state_add_nodes(run, specs, NULL, at);
+	return true;
+}
+
+/*
+ * A compensating run ends as it was going to (failed or cancelled), with
+ * its compensation's outcome: completed, or failed at node (whose failure
+ * stops the rest: closed now, listed in COMPENSATION_FAILED; NULL when
+ * the run itself stopped it, over its budget).
+ */
+static void
+end_compensation(VbRun *run, bool failed, const char *failed_node, TimestampTz at)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[1];
+	bool		cancelled;
+	char	   *original;
+	StringInfoData data;
+
+	if (plan == NULL)
+	{
+		Oid			types[1] = {UUIDOID};
+
+		plan = vb_prepare("SELECT error->>'then' = 'cancelled',"
+						  "       (error - 'then' - 'skipped' - 'revoked' - 'cancelled')::text,"
+						  "       (SELECT coalesce(pg_catalog.jsonb_agg(node ORDER BY id), '[]')::text"
+						  "          FROM vectorbea.nodes WHERE run_id = $1 AND compensation_of IS NOT NULL"
+						  "           AND status = 'succeeded')"
+						  "  FROM vectorbea.runs WHERE id = $1", lengthof(types), types);
+	}
+	args[0] = UUIDPGetDatum(&run->id);
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "vectorbea: could not read the compensation of run %s", vb_uuid_text(&run->id));
+	cancelled = strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "t") == 0;
+	original = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	initStringInfo(&data);
+	if (!failed)
+		vb_event(run, "COMPENSATION_COMPLETED", NULL, 0,
+				 psprintf("{\"compensated\":%s}",
+						  SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3)),
+				 at);
+	else
+	{
+		char	   *skipped;
+		char	   *revoked;
+
+		close_open_nodes(run, VB_NODE_SKIPPED, VB_NODE_CANCELLED, at, &skipped, &revoked);
+		appendStringInfoString(&data, "{\"node\":");
+		vb_append_json_string(&data, failed_node);
+		appendStringInfo(&data, ",\"skipped\":%s,\"revoked\":%s}", skipped, revoked);
+		vb_event(run, "COMPENSATION_FAILED", failed_node, 0, data.data, at);
+		resetStringInfo(&data);
+	}
+	/* The run's own end: what it said when it began to compensate. */
+	appendStringInfo(&data, "%s%s\"%s\":[],\"revoked\":[],\"compensation\":\"%s\"}",
+					 pnstrdup(original, strlen(original) - 1), strcmp(original, "{}") == 0 ? "" : ",",
+					 cancelled ? "cancelled" : "skipped", failed ? "failed" : "completed");
+	end_run(run, cancelled ? VB_RUN_CANCELLED : VB_RUN_FAILED,
+			cancelled ? "RUN_CANCELLED" : "RUN_FAILED", data.data, at);
+}
+
+/*
+ * A run whose nodes are all final, none of them failed, has succeeded; a
+ * compensating run whose compensations are all done ends as it was going
+ * to.
+ */
 void
 vb_state_finish_run_if_done(VbRun *run, TimestampTz at)
 {
@@ -1332,12 +1478,17 @@ vb_state_finish_run_if_done(VbRun *run, TimestampTz at)
 				psprintf("{\"duration_ms\":%ld,\"nodes\":%d}",
 						 (long) ((at - run->created_at) / 1000), run->node_count),
 				at);
+	else if (run->open_nodes == 0 && run->status == VB_RUN_COMPENSATING)
+		end_compensation(run, false, NULL, at);
 }
 
 /*
  * Fails a locked run because of node (NULL for the run itself): open nodes
  * are skipped, running ones lose their lease.  reason is the failed node's
- * error class, budget_exceeded or deadline_exceeded.
+ * error class, budget_exceeded or deadline_exceeded.  When nodes that
+ * succeeded say how they are undone, the run compensates first.  In a
+ * compensating run, node is a compensation that failed for good: the rest
+ * of the compensation is abandoned.
  */
 void
 vb_state_fail_run(VbRun *run, const char *node, const char *reason, TimestampTz at)
@@ -1346,6 +1497,11 @@ vb_state_fail_run(VbRun *run, const char *node, const char *reason, TimestampTz 
 	char	   *revoked;
 	StringInfoData data;
 
+	if (run->status == VB_RUN_COMPENSATING)
+	{
+		end_compensation(run, true, node, at);
+		return;
+	}
 	close_open_nodes(run, VB_NODE_SKIPPED, VB_NODE_CANCELLED, at, &skipped, &revoked);
 	initStringInfo(&data);
 	appendStringInfoString(&data, "{\"node\":");
@@ -1353,15 +1509,22 @@ vb_state_fail_run(VbRun *run, const char *node, const char *reason, TimestampTz 
 	appendStringInfoString(&data, ",\"reason\":");
 	vb_append_json_string(&data, reason);
 	appendStringInfo(&data, ",\"skipped\":%s,\"revoked\":%s}", skipped, revoked);
+	if (start_compensation(run, VB_RUN_FAILED, data.data, at))
+		return;
 	end_run(run, VB_RUN_FAILED, "RUN_FAILED", data.data, at);
 }
 
-/* Cancels a locked, running run: every open node is cancelled. */
+/*
+ * Cancels a locked, running or compensating run: every open node is
+ * cancelled (a compensation in progress is abandoned).  With compensate,
+ * a running run undoes what succeeded first.
+ */
 void
-vb_state_cancel_run(VbRun *run, const char *reason, TimestampTz at)
+vb_state_cancel_run(VbRun *run, const char *reason, bool compensate, TimestampTz at)
 {
 	char	   *cancelled;
 	char	   *revoked;
+	bool		was_compensating = (run->status == VB_RUN_COMPENSATING);
 	StringInfoData data;
 
 	close_open_nodes(run, VB_NODE_CANCELLED, VB_NODE_CANCELLED, at, &cancelled, &revoked);
@@ -1369,6 +1532,12 @@ vb_state_cancel_run(VbRun *run, const char *reason, TimestampTz at)
 	appendStringInfoString(&data, "{\"reason\":");
 	vb_append_json_string(&data, reason);
 	appendStringInfo(&data, ",\"cancelled\":%s,\"revoked\":%s}", cancelled, revoked);
+	if (was_compensating)
+		vb_event(run, "COMPENSATION_FAILED", NULL, 0,
+				 psprintf("{\"reason\":\"cancelled\",\"cancelled\":%s,\"revoked\":%s}",
+						  cancelled, revoked), at);
+	else if (compensate && start_compensation(run, VB_RUN_CANCELLED, data.data, at))
+		return;
 	end_run(run, VB_RUN_CANCELLED, "RUN_CANCELLED", data.data, at);
 }
 

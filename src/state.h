@@ -73,7 +73,8 @@ extern void vb_state_release_not_before(VbRun *run, int64 task_id, const char *a
 extern void vb_state_finish_run_if_done(VbRun *run, TimestampTz at);
 extern void vb_state_fail_run(VbRun *run, const char *node, const char *reason,
 							  TimestampTz at);
-extern void vb_state_cancel_run(VbRun *run, const char *reason, TimestampTz at);
+extern void vb_state_cancel_run(VbRun *run, const char *reason, bool compensate,
+								TimestampTz at);
 
 /* A fork: nodes added held, reused ones succeed from the source's record. */
 extern int	vb_state_add_nodes_held(VbRun *run, const char *specs_json,

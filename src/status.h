@@ -31,6 +31,13 @@ typedef enum VbRunStatus
 	VB_RUN_CANCELLED
 } VbRunStatus;
 
+/* Whether a run's nodes still do work: running, or undoing (compensating). */
+static inline bool
+vb_run_active(VbRunStatus status)
+{
+	return status == VB_RUN_RUNNING || status == VB_RUN_COMPENSATING;
+}
+
 extern const char *vb_node_status_name(VbNodeStatus status);
 extern VbNodeStatus vb_node_status_from_name(const char *name);
 extern const char *vb_run_status_name(VbRunStatus status);

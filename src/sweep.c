@@ -64,7 +64,7 @@ expire_one(void *arg, int i)
 	bool		timeout = strcmp(b->classes[i], "timeout") == 0;
 
 	/* Held by us already (taken in the scan), so this does not wait. */
-	if (!vb_run_lock(&b->run_ids[i], &run) || run.status != VB_RUN_RUNNING)
+	if (!vb_run_lock(&b->run_ids[i], &run) || !vb_run_active(run.status))
 		return;
 	if (timeout)
 		vb_state_fail_attempt(&run, b->task_ids[i], "timeout",

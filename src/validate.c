@@ -45,10 +45,12 @@ static const char *const top_fields[] = {"nodes", "defaults", NULL};
 static const char *const default_fields[] = {"retry", "timeout", NULL};
 static const char *const node_fields[] = {"id", "kind", "activity", "depends_on",
 "input", "retry", "timeout", "approval", "llm", "sleep", "signal", "run", "not_before",
-"on_exhausted", "escalation", "in_doubt", NULL};
+"on_exhausted", "escalation", "in_doubt", "compensate", NULL};
+static const char *const compensate_fields[] = {"kind", "activity", "input", "retry",
+"timeout", "llm", "escalation", "in_doubt", NULL};
 /* Node fields whose columns come with the 0.2.0 schema. */
 static const char *const fields_of_020[] = {"not_before", "on_exhausted", "escalation",
-"in_doubt", NULL};
+"in_doubt", "compensate", NULL};
 static const char *const on_exhausted_values[] = {"fail", "escalate", NULL};
 static const char *const in_doubt_values[] = {"retry", "ask", "compensate", NULL};
 static const char *const wait_kinds[] = {"sleep", "signal", "run", NULL};
@@ -191,6 +193,10 @@ parse_approval(VbChecker *chk, JsonbContainer *node, const char *label, VbNodeSp
 	spec->timeout_ms = 0;
 }
 
+static void parse_node(VbChecker *chk, JsonbValue *nodeval, int position, VbNodeSpec *spec);
+static char *parse_compensate(VbChecker *chk, JsonbValue *v, const char *label,
+							  VbNodeSpec *spec, VbNodeSpec *defaults);
+
 /* A node field that takes one of a few words; NULL when absent. */
 static char *
 get_word(VbChecker *chk, JsonbContainer *obj, const char *key, const char *label,
@@ -279,6 +285,7 @@ parse_node(VbChecker *chk, JsonbValue *nodeval, int position, VbNodeSpec *spec)
 	JsonbContainer *obj;
 	JsonbValue	v;
 	char	   *label = node_label(NULL, position);
+	VbNodeSpec	defaults = *spec;
 
 	if (nodeval->type != jbvBinary || !JsonContainerIsObject(nodeval->val.binary.data))
 		ereport(ERROR,
@@ -471,6 +478,73 @@ parse_node(VbChecker *chk, JsonbValue *nodeval, int position, VbNodeSpec *spec)
 	if (vb_jsonb_get(obj, "not_before", &v))
 		spec->not_before = vb_validate_not_before(chk->what, label, &v, spec->depends_on);
 	parse_failure_policy(chk, obj, label, spec);
+	spec->compensate_json = NULL;
+	spec->compensation_of = NULL;
+	if (vb_jsonb_get(obj, "compensate", &v))
+	{
+		if (strcmp(spec->kind, "task") != 0 && strcmp(spec->kind, "llm") != 0 &&
+			strcmp(spec->kind, "run") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid %s: %s, field \"compensate\" does not apply to %s nodes",
+							chk->what, label, spec->kind),
+					 errdetail("A compensation undoes work: of task, llm and run nodes.")));
+		spec->compensate_json = parse_compensate(chk, &v, label, spec, &defaults);
+	}
+}
+
+/*
+ * The "compensate" object of node spec: how it is undone, a task or an
+ * llm node of its own, checked as a node named "<id>:compensate" (so its
+ * errors name it) with the workflow's defaults.  It depends on nothing
+ * (the engine chains compensations in reverse order of completion), and
+ * when it fails for good a person decides (an escalation gate): a failed
+ * compensation is never skipped silently.  Returns the normalised spec.
+ */
+static char *
+parse_compensate(VbChecker *chk, JsonbValue *v, const char *label, VbNodeSpec *spec,
+				 VbNodeSpec *defaults)
+{
+	VbNodeSpec	comp = *defaults;
+	JsonbValue	node;
+	StringInfoData buf;
+	char	   *text;
+	char	   *json;
+	JsonbValue	k;
+
+	if (v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data))
+		vb_type_error(chk, label, "compensate", v, "an object: a task or an llm node");
+	vb_check_fields(chk, v->val.binary.data, compensate_fields, label, "compensate");
+	if (vb_jsonb_get(v->val.binary.data, "kind", &k) &&
+		!(k.type == jbvString &&
+		  vb_in_list(pnstrdup(k.val.string.val, k.val.string.len),
+					 (const char *const[]) {"task", "llm", NULL})))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s: %s, field \"compensate.kind\" must be \"task\" or \"llm\"",
+						chk->what, label),
+				 errdetail("A compensation is work a worker or a model does.")));
+	text = vb_jsonb_value_text(v);
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"id\":");
+	vb_append_json_string(&buf, psprintf("%s:compensate", spec->id));
+	if (strcmp(text, "{}") != 0)
+		appendStringInfo(&buf, ",%s", text + 1);
+	else
+		appendStringInfoChar(&buf, '}');
+	node.type = jbvBinary;
+	node.val.binary.data = &vb_jsonb_from_cstring(buf.data)->root;
+	node.val.binary.len = 0;
+	parse_node(chk, &node, -1, &comp);
+	comp.on_exhausted = "escalate";
+	if (comp.escalation_json == NULL)
+		comp.escalation_json = vb_validate_gate(chk, label, "compensate.escalation", NULL, true,
+												psprintf("%s:compensate", spec->id));
+	comp.depends_on = NIL;
+	json = vb_node_specs_json(list_make1(&comp));
+	/* The one spec of the array. */
+	json[strlen(json) - 1] = '\0';
+	return json + 1;
 }
 
 typedef struct IdEntry
@@ -845,6 +919,8 @@ vb_node_specs_json(List *specs)
 		appendStringInfoChar(&buf, '}');
 		if (s->escalation_json)
 			appendStringInfo(&buf, ",\"escalation\":%s", s->escalation_json);
+		if (s->compensate_json)
+			appendStringInfo(&buf, ",\"compensate\":%s", s->compensate_json);
 		if (s->timeout_ms > 0)
 			appendStringInfo(&buf, ",\"timeout_ms\":%ld", (long) s->timeout_ms);
 		if (s->approval_json)

@@ -34,6 +34,8 @@ typedef struct VbNodeSpec
 	char	   *on_exhausted;	/* "escalate", or NULL: fail */
 	char	   *in_doubt;		/* "ask", "compensate", or NULL: retry */
 	char	   *escalation_json;	/* normalised gate for escalate and ask */
+	char	   *compensate_json;	/* normalised spec of its compensation */
+	char	   *compensation_of;	/* unused at validation: the engine sets it */
 } VbNodeSpec;
 
 /* A run's existing nodes, as spawn validation needs them. */

@@ -602,7 +602,7 @@ cancel_one(void *arg, int i)
 
 	if (!vb_run_lock(&b->run_ids[i], &run) || run.status != VB_RUN_RUNNING)
 		return;
-	vb_state_cancel_run(&run, "its parent run no longer waits for it", b->at);
+	vb_state_cancel_run(&run, "its parent run no longer waits for it", false, b->at);
 	vb_run_save(&run, b->at);
 	b->done++;
 }
@@ -677,10 +677,11 @@ vb_waits_next_due(TimestampTz now)
 						  "              ELSE pg_catalog.min(available_at) END"
 						  "    FROM vectorbea.nodes WHERE status = 'ready' AND not_before IS NOT NULL"
 						  "     AND available_at > $1),"
-						  " (SELECT greatest(pg_catalog.min(available_at),"
-						  "                  $1 + interval '" CppAsString2(RETRY_BUSY_MS) " ms')"
-						  "    FROM vectorbea.nodes WHERE status = 'ready' AND activity IS NULL"
-						  "     AND kind IN ('sleep', 'signal', 'run')),"
+						  " (SELECT greatest(m.at, $1 + interval '" CppAsString2(RETRY_BUSY_MS) " ms')"
+						  "    FROM (SELECT pg_catalog.min(available_at) AS at FROM vectorbea.nodes"
+						  "           WHERE status = 'ready' AND activity IS NULL"
+						  "             AND kind IN ('sleep', 'signal', 'run')) m"
+						  "   WHERE m.at IS NOT NULL),"
 						  " (SELECT $1 + interval '" CppAsString2(RETRY_BUSY_MS) " ms'"
 						  "    FROM vectorbea.runs c"
 						  "   WHERE c.parent_run IS NOT NULL AND c.status = 'running'"

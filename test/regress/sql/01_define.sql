@@ -46,7 +46,7 @@ SELECT vectorbea.define_workflow('w', '{"nodes": [{"id":"a","kind":"llm"}]}'); \
 SELECT vectorbea.define_workflow('w', '{"nodes": [{"id":"a","activity":"a","kind":"approval"}]}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.define_workflow('w', '{"nodes": [{"id":"a","activity":"a","timeout":"0s"}]}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.define_workflow('w', '{"nodes": [{"id":"a","activity":"a","timeout":600}]}'); \echo SQLSTATE :SQLSTATE
-SELECT vectorbea.define_workflow('w', '{"nodes": [{"id":"a","activity":"a","compensate":{"activity":"undo"}}]}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.define_workflow('w', '{"nodes": [{"id":"a","activity":"a","compensate":{"activity":"undo","sleep":{}}}]}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.define_workflow('w', '{"nodes": [{"id":"a","activity":"a"}], "defaults": {"llm": {}}}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.define_workflow('w', '{"nodes": [{"id":"a","activity":"a"}], "defaults": {"timeout": "forever"}}'); \echo SQLSTATE :SQLSTATE
 -- Unknown dependency.

@@ -1,0 +1,168 @@
+-- Compensation (saga): when a run fails, or is cancelled with
+-- compensate => true, the compensations of the nodes that succeeded run as
+-- new nodes, one after another in reverse order of completion, each
+-- claimable like any task and seeing its original's input and output; then
+-- the run ends failed (or cancelled) with the outcome recorded.  A
+-- compensation that fails for good waits for a person (retry, done by hand,
+-- or abandon the rest).  Every run ends consistent with its history.
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/setup.psql
+
+-- The history of a run, event by event, without times and ids.
+CREATE FUNCTION history(run uuid) RETURNS TABLE (seq bigint, type text, node text)
+LANGUAGE sql AS $$
+	SELECT seq, type, node FROM vectorbea.events WHERE run_id = run ORDER BY seq
+$$;
+-- Errors that name a run, without its id.
+CREATE FUNCTION try(sql text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+	EXECUTE sql;
+	RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+	RETURN SQLSTATE || ': ' || regexp_replace(SQLERRM, '[0-9a-f]{8}-[0-9a-f-]{27}', '<uuid>', 'g');
+END
+$$;
+-- Claims one task of activity and completes it with output; returns the input it saw.
+CREATE FUNCTION work(activity text, output jsonb DEFAULT '{}') RETURNS jsonb
+LANGUAGE sql AS $$
+	SELECT c.input FROM vectorbea.claim_tasks('w', ARRAY[activity]) c,
+		   LATERAL vectorbea.complete_task(c.task_id, c.lease, output) done
+$$;
+
+-- Bad compensations name the node and the field; nothing is stored.
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"a","activity":"a","compensate":"undo_a"}]}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"a","activity":"a","compensate":{}}]}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"a","activity":"a","compensate":{"activity":"u","depends_on":["b"]}}]}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"a","activity":"a","compensate":{"kind":"sleep","sleep":{"for":"1h"}}}]}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"a","activity":"a","compensate":{"activity":"u","retry":{"max_attempts":0}}}]}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"a","activity":"a","compensate":{"activity":"u","compensate":{"activity":"v"}}}]}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"a","activity":"a","in_doubt":"compensate"}]}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"g","kind":"approval","approval":{"gate":"g"},"compensate":{"activity":"u"}}]}'); \echo SQLSTATE :SQLSTATE
+SELECT count(*) AS workflows FROM vectorbea.workflows;
+
+-- The saga: reserve, charge, ship; ship fails for good.
+SELECT vectorbea.define_workflow('order', '{"nodes":[
+	{"id":"reserve_inventory","activity":"o_reserve","compensate":{"activity":"o_release","input":{"why":"order failed"}}},
+	{"id":"charge_card","activity":"o_charge","depends_on":["reserve_inventory"],
+	 "compensate":{"activity":"o_refund","retry":{"max_attempts":1}}},
+	{"id":"ship","activity":"o_ship","depends_on":["charge_card"],"retry":{"max_attempts":1}},
+	{"id":"email","activity":"o_email","depends_on":["ship"]}]}');
+SELECT vectorbea.validate_workflow((SELECT definition FROM vectorbea.workflows WHERE name = 'order'))->1->'compensate' AS normalised;
+SELECT vectorbea.start_run('order', '{"order": 7, "sku": "A1"}') AS run \gset
+SELECT work('o_reserve', '{"reservation": "r-1"}');
+SELECT work('o_charge', '{"charge": "ch-9"}');
+SELECT vectorbea.fail_task(task_id, lease, '{"message":"no courier","class":"permanent"}')
+  FROM vectorbea.claim_tasks('w', ARRAY['o_ship']);
+SELECT status, error->>'then' AS then, error->>'node' AS node FROM vectorbea.runs WHERE id = :'run';
+SELECT node, status, compensation_of, depends_on FROM vectorbea.nodes WHERE run_id = :'run' ORDER BY id;
+-- Nothing else is claimable: the release waits for the refund.
+SELECT count(*) AS releases FROM vectorbea.claim_tasks('w', ARRAY['o_release']);
+SELECT work('o_refund', '{"refund": "re-3"}') AS refund_saw;
+SELECT work('o_release', '{"released": true}') AS release_saw;
+SELECT status, error->>'compensation' AS compensation, error->>'node' AS node FROM vectorbea.runs WHERE id = :'run';
+SELECT * FROM history(:'run');
+SELECT e.data->'compensated' AS compensated FROM vectorbea.events e
+ WHERE e.run_id = :'run' AND e.type = 'COMPENSATION_COMPLETED';
+SELECT * FROM check_run(:'run');
+-- Each compensation ran once, and a compensated run is not requeued.
+SELECT node, attempt FROM vectorbea.nodes WHERE run_id = :'run' AND compensation_of IS NOT NULL ORDER BY id;
+SELECT try(format('SELECT vectorbea.requeue(%s)', id)) FROM vectorbea.nodes WHERE run_id = :'run' AND node = 'ship';
+SELECT vectorbea.requeue_dead(jsonb_build_object('run', :'run')) AS requeued;
+
+-- A failing compensation is never skipped: it waits at an escalation gate
+-- (a dead letter for a person); the person retries it and it succeeds.
+SELECT vectorbea.start_run('order', '{"order": 8}') AS run2 \gset
+SELECT work('o_reserve') IS NOT NULL, work('o_charge') IS NOT NULL;
+SELECT vectorbea.fail_task(task_id, lease, '{"message":"no courier","class":"permanent"}')
+  FROM vectorbea.claim_tasks('w', ARRAY['o_ship']);
+SELECT vectorbea.fail_task(task_id, lease, '{"message":"bank offline","class":"transient"}')
+  FROM vectorbea.claim_tasks('w', ARRAY['o_refund']);
+SELECT node, status FROM vectorbea.nodes WHERE run_id = :'run2' AND compensation_of IS NOT NULL ORDER BY id;
+SELECT kind, gate, context->'error'->>'message' AS error FROM vectorbea.approvals WHERE run_id = :'run2';
+UPDATE vectorbea.approvals SET status = 'approved', decision = 'retry', decided_by = 'ops' WHERE run_id = :'run2';
+SELECT work('o_refund', '{"refund": "re-4"}') IS NOT NULL AS refunded;
+SELECT work('o_release') IS NOT NULL AS released;
+SELECT status, error->>'compensation' AS compensation FROM vectorbea.runs WHERE id = :'run2';
+SELECT * FROM check_run(:'run2');
+
+-- Done by hand, then abandoning the rest: the refund is marked done with
+-- an output; in another run the refund fails and the person abandons.
+SELECT vectorbea.start_run('order', '{"order": 9}') AS run3 \gset
+SELECT work('o_reserve') IS NOT NULL, work('o_charge') IS NOT NULL;
+SELECT vectorbea.fail_task(task_id, lease, '{"message":"no courier","class":"permanent"}')
+  FROM vectorbea.claim_tasks('w', ARRAY['o_ship']);
+SELECT vectorbea.fail_task(task_id, lease, '{"message":"card closed","class":"permanent"}')
+  FROM vectorbea.claim_tasks('w', ARRAY['o_refund']);
+UPDATE vectorbea.approvals SET status = 'rejected', reason = 'refund by cheque instead', decided_by = 'ops'
+ WHERE run_id = :'run3';
+SELECT status, error->>'compensation' AS compensation FROM vectorbea.runs WHERE id = :'run3';
+SELECT node, status FROM vectorbea.nodes WHERE run_id = :'run3' ORDER BY id;
+SELECT type, node, data->'skipped' AS skipped FROM vectorbea.events
+ WHERE run_id = :'run3' AND type LIKE 'COMPENSATION%' ORDER BY seq;
+SELECT task_id IS NOT NULL AS dead_letter FROM vectorbea.dead_letters WHERE run_id = :'run3' AND node = 'charge_card:compensate';
+SELECT * FROM check_run(:'run3');
+
+SELECT vectorbea.start_run('order', '{"order": 10}') AS run4 \gset
+SELECT work('o_reserve') IS NOT NULL, work('o_charge') IS NOT NULL;
+SELECT vectorbea.fail_task(task_id, lease, '{"message":"no courier","class":"permanent"}')
+  FROM vectorbea.claim_tasks('w', ARRAY['o_ship']);
+SELECT vectorbea.fail_task(task_id, lease, '{"message":"card closed","class":"permanent"}')
+  FROM vectorbea.claim_tasks('w', ARRAY['o_refund']);
+UPDATE vectorbea.approvals SET status = 'approved', decision = 'accept', output = '{"refund": "by hand"}'
+ WHERE run_id = :'run4';
+SELECT work('o_release') IS NOT NULL AS released;
+SELECT status, error->>'compensation' AS compensation FROM vectorbea.runs WHERE id = :'run4';
+SELECT node, status, output FROM vectorbea.nodes WHERE run_id = :'run4' AND compensation_of IS NOT NULL ORDER BY id;
+SELECT * FROM check_run(:'run4');
+
+-- cancel_run(compensate => true): the run undoes what it did, then ends
+-- cancelled; cancelling a compensating run abandons its compensation.
+SELECT vectorbea.start_run('order', '{"order": 11}') AS run5 \gset
+SELECT work('o_reserve') IS NOT NULL;
+SELECT vectorbea.cancel_run(:'run5', 'customer changed their mind', compensate => true);
+SELECT status, error->>'then' AS then FROM vectorbea.runs WHERE id = :'run5';
+SELECT node, status FROM vectorbea.nodes WHERE run_id = :'run5' ORDER BY id;
+SELECT work('o_release') AS release_saw;
+SELECT status, error->>'reason' AS reason, error->>'compensation' AS compensation FROM vectorbea.runs WHERE id = :'run5';
+SELECT * FROM check_run(:'run5');
+
+SELECT vectorbea.start_run('order', '{"order": 12}') AS run6 \gset
+SELECT work('o_reserve') IS NOT NULL, work('o_charge') IS NOT NULL;
+SELECT vectorbea.cancel_run(:'run6', 'stop', compensate => true);
+SELECT vectorbea.cancel_run(:'run6', 'stop undoing too');
+SELECT status FROM vectorbea.runs WHERE id = :'run6';
+SELECT node, status FROM vectorbea.nodes WHERE run_id = :'run6' AND compensation_of IS NOT NULL ORDER BY id;
+SELECT count(*) AS claimable FROM vectorbea.claim_tasks('w', ARRAY['o_refund', 'o_release'], 10);
+SELECT type FROM vectorbea.events WHERE run_id = :'run6' AND type IN ('COMPENSATION_STARTED', 'COMPENSATION_FAILED', 'RUN_CANCELLED') ORDER BY seq;
+SELECT * FROM check_run(:'run6');
+
+-- Without compensations, a run fails (or is cancelled) as before.
+SELECT vectorbea.define_workflow('plain', '{"nodes":[{"id":"a","activity":"p_a"},{"id":"b","activity":"p_b","depends_on":["a"],"retry":{"max_attempts":1}}]}');
+SELECT vectorbea.start_run('plain', '{}') AS run7 \gset
+SELECT work('p_a') IS NOT NULL;
+SELECT vectorbea.fail_task(task_id, lease, '{"message":"no","class":"permanent"}') FROM vectorbea.claim_tasks('w', ARRAY['p_b']);
+SELECT status FROM vectorbea.runs WHERE id = :'run7';
+SELECT count(*) AS compensation_events FROM vectorbea.events WHERE run_id = :'run7' AND type LIKE 'COMPENSATION%';
+
+-- In doubt, "compensate": a worker's lease runs out on a payment that may
+-- have gone through; the node fails for good (class in_doubt) and its own
+-- compensation runs first, then the earlier ones.
+SELECT vectorbea.define_workflow('pay', '{"nodes":[
+	{"id":"hold","activity":"y_hold","compensate":{"activity":"y_unhold"}},
+	{"id":"pay","activity":"y_pay","depends_on":["hold"],"in_doubt":"compensate",
+	 "compensate":{"activity":"y_void"}}]}');
+SELECT vectorbea.start_run('pay', '{}') AS run8 \gset
+SELECT work('y_hold') IS NOT NULL;
+SELECT count(*) FROM vectorbea.claim_tasks('w', ARRAY['y_pay'], 1, '1 minute');
+SET vectorbea.test_clock_offset = '2m';
+SELECT vectorbea.run_due_work()->'leases_expired' AS expired;
+SELECT node, status, error->>'class' AS class FROM vectorbea.nodes WHERE run_id = :'run8' ORDER BY id;
+SELECT work('y_void') -> 'original' ->> 'node' AS voided;
+SELECT work('y_unhold') -> 'original' ->> 'node' AS unheld;
+RESET vectorbea.test_clock_offset;
+SELECT status, error->>'reason' AS reason FROM vectorbea.runs WHERE id = :'run8';
+SELECT * FROM check_run(:'run8');
+
+DROP FUNCTION history(uuid);
+DROP FUNCTION try(text);
+DROP FUNCTION work(text, jsonb);
