@@ -42,6 +42,7 @@ OBJS = \
 	src/cancel.o \
 	src/custom_events.o \
 	src/requeue.o \
+	src/controls.o \
 	src/retention.o \
 	src/fork.o \
 	src/waits.o \

@@ -231,9 +231,12 @@ SELECT jsonb_build_object(
 												   WHEN 'RUN_FAILED' THEN 'failed'
 												   WHEN 'NODES_REQUEUED' THEN 'running'
 												   WHEN 'COMPENSATION_STARTED' THEN 'compensating'
+												   WHEN 'RUN_PAUSED' THEN 'paused'
+												   WHEN 'RUN_RESUMED' THEN ev.data->>'to'
 												   ELSE 'cancelled' END
 								 FROM ev WHERE ev.type IN ('RUN_COMPLETED', 'RUN_FAILED', 'RUN_CANCELLED',
-														   'NODES_REQUEUED', 'COMPENSATION_STARTED')
+														   'NODES_REQUEUED', 'COMPENSATION_STARTED',
+														   'RUN_PAUSED', 'RUN_RESUMED')
 								ORDER BY ev.seq DESC LIMIT 1), 'running'),
 		   'events', (SELECT count(*) FROM ev),
 		   'upto', (SELECT max(ev.seq) FROM ev),
@@ -780,3 +783,108 @@ COMMENT ON COLUMN @extschema@.nodes.compensate IS
 	'The normalised node spec of the node''s compensation, run when its run fails or is cancelled with compensate => true.';
 COMMENT ON COLUMN @extschema@.nodes.compensation_of IS
 	'For a compensation node: the node of the run it undoes.';
+
+/*
+ * Kill switches (issue 12, part): a run or a whole workspace can be paused
+ * (nothing of it is claimed or called until it resumes; work already
+ * claimed may still be completed), and a provider or one of its models
+ * disabled (no call to it is made; calls in flight are aborted).  Each is
+ * recorded as events of the runs it touches, effective at commit, and
+ * listed with its reason in vectorbea.controls.
+ */
+ALTER TABLE @extschema@.runs DROP CONSTRAINT runs_status_check;
+ALTER TABLE @extschema@.runs ADD CONSTRAINT runs_status_check
+	CHECK (status IN ('running', 'compensating', 'paused', 'succeeded', 'failed', 'cancelled'));
+ALTER TABLE @extschema@.runs ADD COLUMN paused jsonb;
+COMMENT ON COLUMN @extschema@.runs.paused IS
+	'While the run is paused: by whom (run or workspace), why, since when, and the status it resumes to.';
+
+CREATE TABLE @extschema@.paused_workspaces (
+	workspace	text PRIMARY KEY,
+	reason		text,
+	paused_by	name NOT NULL DEFAULT session_user,
+	paused_at	timestamptz NOT NULL
+);
+COMMENT ON TABLE @extschema@.paused_workspaces IS
+	'Workspaces paused with pause_workspace(): their runs are paused, new runs start paused.';
+REVOKE ALL ON TABLE @extschema@.paused_workspaces FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.paused_workspaces', '');
+
+CREATE TABLE @extschema@.disabled_models (
+	provider	text NOT NULL,
+	model		text NOT NULL,
+	reason		text,
+	disabled_by	name NOT NULL DEFAULT session_user,
+	disabled_at	timestamptz NOT NULL,
+	PRIMARY KEY (provider, model)
+);
+COMMENT ON TABLE @extschema@.disabled_models IS
+	'Providers (model ''*'') and models disabled with disable_model(): no call to them is made.';
+REVOKE ALL ON TABLE @extschema@.disabled_models FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.disabled_models', '');
+
+CREATE FUNCTION @extschema@.pause_run(run uuid, reason text DEFAULT NULL)
+	RETURNS boolean LANGUAGE c SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_pause_run';
+COMMENT ON FUNCTION @extschema@.pause_run(uuid, text) IS
+	'Pauses a running (or compensating) run: nothing of it is claimed or called until resume_run; its llm calls in flight are aborted.  False when it was paused already.';
+REVOKE ALL ON FUNCTION @extschema@.pause_run(uuid, text) FROM PUBLIC;
+
+CREATE FUNCTION @extschema@.resume_run(run uuid)
+	RETURNS boolean LANGUAGE c SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_resume_run';
+COMMENT ON FUNCTION @extschema@.resume_run(uuid) IS
+	'Resumes a paused run.  False when it was not paused.';
+REVOKE ALL ON FUNCTION @extschema@.resume_run(uuid) FROM PUBLIC;
+
+CREATE FUNCTION @extschema@.pause_workspace(workspace text, reason text DEFAULT NULL)
+	RETURNS integer LANGUAGE c SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_pause_workspace';
+COMMENT ON FUNCTION @extschema@.pause_workspace(text, text) IS
+	'Pauses a workspace: every running run of it is paused, and runs started in it start paused, until resume_workspace.  Returns how many runs it paused.';
+REVOKE ALL ON FUNCTION @extschema@.pause_workspace(text, text) FROM PUBLIC;
+
+CREATE FUNCTION @extschema@.resume_workspace(workspace text)
+	RETURNS integer LANGUAGE c SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_resume_workspace';
+COMMENT ON FUNCTION @extschema@.resume_workspace(text) IS
+	'Resumes a paused workspace and the runs its pause paused (not those paused one by one).  Returns how many runs it resumed.';
+REVOKE ALL ON FUNCTION @extschema@.resume_workspace(text) FROM PUBLIC;
+
+CREATE FUNCTION @extschema@.disable_model(provider text, model text DEFAULT '*', reason text DEFAULT NULL)
+	RETURNS integer LANGUAGE c SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_disable_model';
+COMMENT ON FUNCTION @extschema@.disable_model(text, text, text) IS
+	'Disables a model of a provider (or, with ''*'', the provider): no call to it is made, calls in flight are aborted, and its llm nodes wait until enable_model.  Returns how many calls it aborted.';
+REVOKE ALL ON FUNCTION @extschema@.disable_model(text, text, text) FROM PUBLIC;
+
+CREATE FUNCTION @extschema@.enable_model(provider text, model text DEFAULT '*')
+	RETURNS boolean LANGUAGE c SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_enable_model';
+COMMENT ON FUNCTION @extschema@.enable_model(text, text) IS
+	'Enables a model (or provider) disabled with disable_model.  False when it was not disabled.';
+REVOKE ALL ON FUNCTION @extschema@.enable_model(text, text) FROM PUBLIC;
+
+CREATE VIEW @extschema@.controls AS
+	SELECT 'workspace paused'::text AS control, w.workspace AS target, w.reason,
+		   w.paused_by::text AS set_by, w.paused_at AS since
+	  FROM @extschema@.paused_workspaces w
+	UNION ALL
+	SELECT 'run paused', r.id::text || ' (' || r.workspace || ')', r.paused->>'reason',
+		   r.paused->>'by', (r.paused->>'at')::timestamptz
+	  FROM @extschema@.runs r
+	 WHERE r.status = 'paused' AND r.paused->>'scope' = 'run'
+	UNION ALL
+	SELECT CASE WHEN d.model = '*' THEN 'provider disabled' ELSE 'model disabled' END,
+		   d.provider || CASE WHEN d.model = '*' THEN '' ELSE '/' || d.model END,
+		   d.reason, d.disabled_by::text, d.disabled_at
+	  FROM @extschema@.disabled_models d;
+COMMENT ON VIEW @extschema@.controls IS
+	'What is paused or disabled, why, by whom and since when.';
+REVOKE ALL ON @extschema@.controls FROM PUBLIC;

@@ -57,7 +57,7 @@ vectorbea_cancel_run(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("run %s does not exist", vb_uuid_text(run_id))));
-	if (run.status != VB_RUN_RUNNING && run.status != VB_RUN_COMPENSATING)
+	if (!vb_run_active(run.status))
 	{
 		SPI_finish();
 		PG_RETURN_BOOL(false);

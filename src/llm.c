@@ -55,6 +55,7 @@
 #include "claim.h"
 #include "clock.h"
 #include "complete.h"
+#include "controls.h"
 #include "due_items.h"
 #include "http.h"
 #include "jsonb_util.h"
@@ -221,6 +222,15 @@ prepare_one(void *arg, int i)
 	if (c == NULL)
 	{
 		fail_unsent(b, i, &run, "permanent", problem);
+		return;
+	}
+	/* A switch thrown after the node became ready: hold it, uncalled. */
+	if (vb_model_disabled(c->provider, c->model))
+	{
+		forget_call(c);
+		vb_state_abort_attempt(&run, b->claimed[i].task_id,
+							   psprintf("%s/%s is disabled", c->provider, c->model), true, b->at);
+		vb_run_save(&run, b->at);
 		return;
 	}
 	problem = vb_http_check_url(c->url);

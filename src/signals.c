@@ -122,7 +122,7 @@ vectorbea_send_signal(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("run %s does not exist", vb_uuid_text(run_id))));
-	if (run.status != VB_RUN_RUNNING)
+	if (run.status != VB_RUN_RUNNING && run.status != VB_RUN_PAUSED)
 	{
 		int64		earlier = 0;
 
@@ -140,7 +140,7 @@ vectorbea_send_signal(PG_FUNCTION_ARGS)
 		}
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("run %s is %s: signals go to running runs only",
+				 errmsg("run %s is %s: signals go to running (or paused) runs only",
 						vb_uuid_text(run_id), vb_run_status_name(run.status)),
 				 errdetail("Signal \"%s\" was not sent.", name)));
 	}

@@ -1264,7 +1264,8 @@ tell_parent(VbRun *child, VbRunStatus status, const char *data_json, TimestampTz
 	parent_id = datumCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull),
 						  false, sizeof(pg_uuid_t));
 	parent_node = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
-	if (!vb_run_lock(DatumGetUUIDP(parent_id), &parent) || parent.status != VB_RUN_RUNNING)
+	/* A paused parent still takes its child's end, as it takes a completion. */
+	if (!vb_run_lock(DatumGetUUIDP(parent_id), &parent) || !vb_run_active(parent.status))
 		return;
 	args[0] = parent_id;
 	args[1] = CStringGetTextDatum(parent_node);
@@ -1539,6 +1540,212 @@ vb_state_cancel_run(VbRun *run, const char *reason, bool compensate, TimestampTz
 	else if (compensate && start_compensation(run, VB_RUN_CANCELLED, data.data, at))
 		return;
 	end_run(run, VB_RUN_CANCELLED, "RUN_CANCELLED", data.data, at);
+}
+
+/* ---- kill switches ---- */
+
+/*
+ * The running attempt of task_id in a locked run is aborted by a kill
+ * switch (message says which): it does not count against the node's
+ * attempts, and the node is ready again, at once or, with hold, only when
+ * released (available_at 'infinity': its model is disabled).  The
+ * scheduler drops the call in flight when it sees the lease gone.  False
+ * when the attempt was not running.
+ */
+bool
+vb_state_abort_attempt(VbRun *run, int64 task_id, const char *message, bool hold,
+					   TimestampTz at)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[4];
+	StringInfoData err;
+	bool		isnull;
+	char	   *node;
+	int			attempt;
+
+	if (plan == NULL)
+	{
+		Oid			types[4] = {INT8OID, TEXTOID, TIMESTAMPTZOID, BOOLOID};
+
+		plan = vb_prepare("UPDATE vectorbea.nodes"
+						  "   SET status = 'ready', error = $2::jsonb, lease = NULL,"
+						  "       lease_expires_at = NULL, max_attempts = max_attempts + 1,"
+						  "       available_at = CASE WHEN $4 THEN 'infinity' ELSE $3 END"
+						  " WHERE id = $1 AND status = 'running'"
+						  " RETURNING node, attempt", lengthof(types), types);
+	}
+	initStringInfo(&err);
+	appendStringInfoString(&err, "{\"message\":");
+	vb_append_json_string(&err, message);
+	appendStringInfoString(&err, ",\"class\":\"aborted\"}");
+	args[0] = Int64GetDatum(task_id);
+	args[1] = CStringGetTextDatum(err.data);
+	args[2] = TimestampTzGetDatum(at);
+	args[3] = BoolGetDatum(hold);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "vectorbea: could not abort task %ld", (long) task_id);
+	if (SPI_processed == 0)
+		return false;
+	node = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	attempt = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	vb_event(run, "STEP_FAILED", node, attempt,
+			 psprintf("{\"class\":\"aborted\",\"error\":%s,\"final\":false,\"duration_ms\":0}",
+					  err.data), at);
+	vb_event(run, "STEP_RETRIED", node, attempt,
+			 psprintf("{\"delay_ms\":0,\"available_at\":%s,\"next_attempt\":%d,\"aborted\":true}",
+					  hold ? "null" : psprintf("\"%s\"", vb_timestamp_iso(at)), attempt + 1),
+			 at);
+	vb_wake_scheduler(at);
+	return true;
+}
+
+/*
+ * Pauses a locked, unfinished run: nothing of it is claimed or called
+ * until vb_state_resume_run.  scope is "run" or "workspace" (which switch
+ * paused it), by the role.  Its llm calls in flight are aborted; worker
+ * tasks it has out may still be completed.  RUN_PAUSED says who and why;
+ * each aborted attempt has its own events.  False when it was paused
+ * already.
+ */
+bool
+vb_state_pause_run(VbRun *run, const char *scope, const char *reason, const char *by,
+				   TimestampTz at)
+{
+	static SPIPlanPtr pause_plan = NULL;
+	static SPIPlanPtr calls_plan = NULL;
+	Datum		args[2];
+	StringInfoData data;
+	uint64		n;
+	int64	   *ids;
+
+	if (run->status == VB_RUN_PAUSED)
+		return false;
+	if (pause_plan == NULL)
+	{
+		Oid			t2[2] = {UUIDOID, TEXTOID};
+		Oid			t1[1] = {UUIDOID};
+
+		pause_plan = vb_prepare("UPDATE vectorbea.runs SET status = 'paused', paused = $2::jsonb"
+								" WHERE id = $1", lengthof(t2), t2);
+		calls_plan = vb_prepare("SELECT id FROM vectorbea.nodes"
+								" WHERE run_id = $1 AND status = 'running'"
+								"   AND activity = '" VB_LLM_ACTIVITY "' ORDER BY id",
+								lengthof(t1), t1);
+	}
+	initStringInfo(&data);
+	appendStringInfoString(&data, "{\"scope\":");
+	vb_append_json_string(&data, scope);
+	appendStringInfoString(&data, ",\"reason\":");
+	vb_append_json_string(&data, reason);
+	appendStringInfoString(&data, ",\"by\":");
+	vb_append_json_string(&data, by);
+	appendStringInfo(&data, ",\"at\":\"%s\",\"resume_to\":\"%s\"}", vb_timestamp_iso(at),
+					 vb_run_status_name(run->status));
+	args[0] = UUIDPGetDatum(&run->id);
+	args[1] = CStringGetTextDatum(data.data);
+	if (SPI_execute_plan(pause_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "vectorbea: could not pause run %s", vb_uuid_text(&run->id));
+	if (SPI_execute_plan(calls_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not find the llm calls of run %s", vb_uuid_text(&run->id));
+	n = SPI_processed;
+	ids = palloc(sizeof(int64) * Max(n, 1));
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	run->status = VB_RUN_PAUSED;
+	vb_event(run, "RUN_PAUSED", NULL, 0, data.data, at);
+	for (uint64 i = 0; i < n; i++)
+		vb_state_abort_attempt(run, ids[i], psprintf("the %s was paused", scope), false, at);
+	return true;
+}
+
+/*
+ * Resumes a locked, paused run to the status it had: its ready work is
+ * announced, and it finishes if everything ended while it was paused.
+ * False when it was not paused.
+ */
+bool
+vb_state_resume_run(VbRun *run, const char *by, TimestampTz at)
+{
+	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr ready_plan = NULL;
+	Datum		args[1];
+	char	   *to;
+	StringInfoData data;
+
+	if (run->status != VB_RUN_PAUSED)
+		return false;
+	if (plan == NULL)
+	{
+		Oid			types[1] = {UUIDOID};
+
+		plan = vb_prepare("UPDATE vectorbea.runs SET status = paused->>'resume_to', paused = NULL"
+						  " WHERE id = $1 RETURNING status", lengthof(types), types);
+		ready_plan = vb_prepare("SELECT DISTINCT activity FROM vectorbea.nodes"
+								" WHERE run_id = $1 AND status = 'ready'", lengthof(types), types);
+	}
+	args[0] = UUIDPGetDatum(&run->id);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING || SPI_processed != 1)
+		elog(ERROR, "vectorbea: could not resume run %s", vb_uuid_text(&run->id));
+	to = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	run->status = vb_run_status_from_name(to);
+	initStringInfo(&data);
+	appendStringInfo(&data, "{\"to\":\"%s\",\"by\":", to);
+	vb_append_json_string(&data, by);
+	appendStringInfoChar(&data, '}');
+	vb_event(run, "RUN_RESUMED", NULL, 0, data.data, at);
+	if (SPI_execute_plan(ready_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not find the ready work of run %s", vb_uuid_text(&run->id));
+	for (uint64 i = 0; i < SPI_processed; i++)
+		vb_notify_task_ready(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+	vb_state_finish_run_if_done(run, at);
+	return true;
+}
+
+/*
+ * The ready llm nodes of a provider's model (model "*": of every model of
+ * it) are held while it is disabled (hold), or released when it is
+ * enabled again and no switch of the provider or model still holds them.
+ * No event: their readiness is unchanged; the switch is the controls'
+ * record.  Returns how many nodes changed.
+ */
+int
+vb_state_hold_model(const char *provider, const char *model, bool hold, TimestampTz at)
+{
+	static SPIPlanPtr hold_plan = NULL;
+	static SPIPlanPtr release_plan = NULL;
+	Datum		args[3];
+
+	if (hold_plan == NULL)
+	{
+		Oid			types[3] = {TEXTOID, TEXTOID, TIMESTAMPTZOID};
+
+		hold_plan = vb_prepare("UPDATE vectorbea.nodes SET available_at = 'infinity'"
+							   " WHERE status = 'ready' AND activity = '" VB_LLM_ACTIVITY "'"
+							   "   AND not_before IS NULL AND available_at <> 'infinity'"
+							   "   AND llm->>'provider' = $1 AND ($2 = '*' OR llm->>'model' = $2)",
+							   2, types);
+		release_plan = vb_prepare("UPDATE vectorbea.nodes n SET available_at = $3"
+								  " WHERE status = 'ready' AND activity = '" VB_LLM_ACTIVITY "'"
+								  "   AND not_before IS NULL AND available_at = 'infinity'"
+								  "   AND llm->>'provider' = $1 AND ($2 = '*' OR llm->>'model' = $2)"
+								  "   AND NOT EXISTS (SELECT FROM vectorbea.disabled_models d"
+								  "                    WHERE d.provider = n.llm->>'provider'"
+								  "                      AND d.model IN ('*', n.llm->>'model'))",
+								  lengthof(types), types);
+	}
+	args[0] = CStringGetTextDatum(provider);
+	args[1] = CStringGetTextDatum(model);
+	args[2] = TimestampTzGetDatum(at);
+	if (SPI_execute_plan(hold ? hold_plan : release_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "vectorbea: could not %s the llm nodes of %s/%s", hold ? "hold" : "release",
+			 provider, model);
+	if (!hold && SPI_processed > 0)
+		vb_wake_scheduler(at);
+	return (int) SPI_processed;
 }
 
 /* ---- a fork reuses what its source recorded ---- */

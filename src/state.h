@@ -76,6 +76,15 @@ extern void vb_state_fail_run(VbRun *run, const char *node, const char *reason,
 extern void vb_state_cancel_run(VbRun *run, const char *reason, bool compensate,
 								TimestampTz at);
 
+/* Kill switches. */
+extern bool vb_state_abort_attempt(VbRun *run, int64 task_id, const char *message, bool hold,
+								   TimestampTz at);
+extern bool vb_state_pause_run(VbRun *run, const char *scope, const char *reason,
+							   const char *by, TimestampTz at);
+extern bool vb_state_resume_run(VbRun *run, const char *by, TimestampTz at);
+extern int	vb_state_hold_model(const char *provider, const char *model, bool hold,
+								TimestampTz at);
+
 /* A fork: nodes added held, reused ones succeed from the source's record. */
 extern int	vb_state_add_nodes_held(VbRun *run, const char *specs_json,
 									const char *spawned_by, TimestampTz at);

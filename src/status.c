@@ -28,6 +28,7 @@ static const char *const node_status_names[] = {
 static const char *const run_status_names[] = {
 	[VB_RUN_RUNNING] = "running",
 	[VB_RUN_COMPENSATING] = "compensating",
+	[VB_RUN_PAUSED] = "paused",
 	[VB_RUN_SUCCEEDED] = "succeeded",
 	[VB_RUN_FAILED] = "failed",
 	[VB_RUN_CANCELLED] = "cancelled",

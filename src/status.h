@@ -26,16 +26,22 @@ typedef enum VbRunStatus
 {
 	VB_RUN_RUNNING,
 	VB_RUN_COMPENSATING,
+	VB_RUN_PAUSED,				/* a kill switch holds it: nothing is claimed or called */
 	VB_RUN_SUCCEEDED,
 	VB_RUN_FAILED,
 	VB_RUN_CANCELLED
 } VbRunStatus;
 
-/* Whether a run's nodes still do work: running, or undoing (compensating). */
+/*
+ * Whether a run has not finished: running, undoing (compensating) or held
+ * by a kill switch (paused: work already claimed may still be reported,
+ * gates decided, leases expire).
+ */
 static inline bool
 vb_run_active(VbRunStatus status)
 {
-	return status == VB_RUN_RUNNING || status == VB_RUN_COMPENSATING;
+	return status == VB_RUN_RUNNING || status == VB_RUN_COMPENSATING ||
+		status == VB_RUN_PAUSED;
 }
 
 extern const char *vb_node_status_name(VbNodeStatus status);

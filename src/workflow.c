@@ -28,6 +28,7 @@
 #include "vectorbea.h"
 #include "check.h"
 #include "clock.h"
+#include "controls.h"
 #include "duration.h"
 #include "jsonb_util.h"
 #include "notify.h"
@@ -475,6 +476,19 @@ vb_create_run(const char *workflow, int version, Jsonb *input, Jsonb *options,
 	appendStringInfo(&data, ",\"nodes\":%s}", specs_json);
 	vb_event(&run, "RUN_STARTED", NULL, 0, data.data, at);
 	vb_state_add_nodes(&run, specs_json, NULL, at);
+	{
+		JsonbValue	w;
+		char	   *workspace = "default";
+		char	   *reason = NULL;
+
+		if (vb_jsonb_get(&options->root, "workspace", &w) && w.type == jbvString)
+			workspace = pnstrdup(w.val.string.val, w.val.string.len);
+
+		/* A run of a paused workspace starts paused. */
+		if (vb_workspace_paused(workspace, &reason))
+			vb_state_pause_run(&run, "workspace", reason,
+							   GetUserNameFromId(GetOuterUserId(), false), at);
+	}
 	vb_run_save(&run, at);
 	if (deadline != 0)
 		vb_wake_scheduler(deadline);

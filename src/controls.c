@@ -1,0 +1,420 @@
+/*-------------------------------------------------------------------------
+ *
+ * controls.c
+ *	  Kill switches: pause_run / resume_run, pause_workspace /
+ *	  resume_workspace, disable_model / enable_model.
+ *
+ * A paused run keeps its status paused (runs.paused says who, why and the
+ * status it resumes to): claims take only running and compensating runs,
+ * so nothing of it is claimed, and the scheduler neither calls its llm
+ * nodes nor starts its waits; its llm calls in flight are aborted (the
+ * attempts do not count).  What a worker has claimed may still be
+ * completed, a gate decided, a signal delivered.  A paused workspace
+ * pauses its runs one by one (each gets RUN_PAUSED) and makes runs started
+ * in it start paused; resuming it resumes only the runs its pause paused.
+ * A disabled model (or provider: model '*') has its calls in flight
+ * aborted and its ready nodes held until it is enabled; the scheduler
+ * checks the switch again before each call.  Everything takes effect when
+ * the caller commits; vectorbea.controls lists what holds.
+ *
+ * Runs are locked one at a time in id order.  A child run is a run of its
+ * own: it is paused with its workspace (children inherit the parent's),
+ * not with its parent.
+ *
+ * IDENTIFICATION
+ *	  src/controls.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/uuid.h"
+
+#include "vectorbea.h"
+#include "check.h"
+#include "clock.h"
+#include "controls.h"
+#include "events.h"
+#include "jsonb_util.h"
+#include "spi_util.h"
+#include "state.h"
+
+static const char *const providers[] = {"openai", "anthropic", NULL};
+
+static char *
+caller(void)
+{
+	return GetUserNameFromId(GetOuterUserId(), false);
+}
+
+static char *
+checked_reason(FunctionCallInfo fcinfo, int argno)
+{
+	char	   *reason;
+
+	if (PG_ARGISNULL(argno))
+		return NULL;
+	reason = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	vb_check_text_size(reason, "the reason of a kill switch", VB_MAX_REASON_BYTES);
+	return reason;
+}
+
+static char *
+checked_workspace(FunctionCallInfo fcinfo)
+{
+	char	   *workspace;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("workspace must not be null")));
+	workspace = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	if (!vb_valid_name(workspace))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid workspace name \"%s\"", vb_short_text(workspace)),
+				 errdetail("Names are 1 to %d characters: letters, digits, \"_\", \"-\", \".\" and \":\".",
+						   VB_MAX_NAME_LEN)));
+	return workspace;
+}
+
+/* A run of this call, locked; errors name what is wrong with it. */
+static void
+lock_unfinished_run(pg_uuid_t *run_id, VbRun *run, const char *what)
+{
+	if (!vb_run_lock(run_id, run))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("run %s does not exist", vb_uuid_text(run_id))));
+	if (!vb_run_active(run->status))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("run %s is %s: only an unfinished run can be %s",
+						vb_uuid_text(run_id), vb_run_status_name(run->status), what)));
+}
+
+/* Whether workspace is paused; its reason in *reason. */
+bool
+vb_workspace_paused(const char *workspace, char **reason)
+{
+	Datum		args[1] = {CStringGetTextDatum(workspace)};
+	Oid			types[1] = {TEXTOID};
+
+	if (!vb_waits_available())
+		return false;			/* a 0.1.0 schema has no switches */
+	if (SPI_execute_with_args("SELECT reason FROM vectorbea.paused_workspaces WHERE workspace = $1",
+							  1, types, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not look up workspace \"%s\"", workspace);
+	if (SPI_processed == 0)
+		return false;
+	*reason = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	return true;
+}
+
+/* Whether calls to provider/model are disabled right now. */
+bool
+vb_model_disabled(const char *provider, const char *model)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[2] = {CStringGetTextDatum(provider), CStringGetTextDatum(model)};
+
+	if (!vb_waits_available())
+		return false;
+	if (plan == NULL)
+	{
+		Oid			types[2] = {TEXTOID, TEXTOID};
+
+		plan = vb_prepare("SELECT FROM vectorbea.disabled_models"
+						  " WHERE provider = $1 AND model IN ('*', $2)", lengthof(types), types);
+	}
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not look up disabled models");
+	return SPI_processed > 0;
+}
+
+static char *
+run_workspace(pg_uuid_t *run_id)
+{
+	Datum		args[1] = {UUIDPGetDatum(run_id)};
+	Oid			types[1] = {UUIDOID};
+
+	if (SPI_execute_with_args("SELECT workspace FROM vectorbea.runs WHERE id = $1",
+							  1, types, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "vectorbea: run %s vanished", vb_uuid_text(run_id));
+	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+}
+
+/* pause_run(run uuid, reason text) -> boolean */
+PG_FUNCTION_INFO_V1(vectorbea_pause_run);
+Datum
+vectorbea_pause_run(PG_FUNCTION_ARGS)
+{
+	char	   *reason = checked_reason(fcinfo, 1);
+	TimestampTz at = vb_now();
+	VbRun		run;
+	bool		paused;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("run must not be null")));
+	SPI_connect();
+	lock_unfinished_run(PG_GETARG_UUID_P(0), &run, "paused");
+	paused = vb_state_pause_run(&run, "run", reason, caller(), at);
+	vb_run_save(&run, at);
+	SPI_finish();
+	PG_RETURN_BOOL(paused);
+}
+
+/* resume_run(run uuid) -> boolean */
+PG_FUNCTION_INFO_V1(vectorbea_resume_run);
+Datum
+vectorbea_resume_run(PG_FUNCTION_ARGS)
+{
+	TimestampTz at = vb_now();
+	VbRun		run;
+	bool		resumed;
+	char	   *why;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("run must not be null")));
+	SPI_connect();
+	lock_unfinished_run(PG_GETARG_UUID_P(0), &run, "resumed");
+	if (run.status == VB_RUN_PAUSED && vb_workspace_paused(run_workspace(&run.id), &why))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("run %s cannot be resumed: its workspace \"%s\" is paused",
+						vb_uuid_text(&run.id), run_workspace(&run.id)),
+				 why ? errdetail("The workspace was paused: %s", why) : 0,
+				 errhint("Resume the workspace with vectorbea.resume_workspace().")));
+	resumed = vb_state_resume_run(&run, caller(), at);
+	vb_run_save(&run, at);
+	SPI_finish();
+	PG_RETURN_BOOL(resumed);
+}
+
+/*
+ * The unfinished runs of workspace (paused ones only: paused, with scope),
+ * in id order, as an array of ids.
+ */
+static pg_uuid_t *
+runs_of_workspace(const char *workspace, bool paused_by_workspace, uint64 *n)
+{
+	Datum		args[2] = {CStringGetTextDatum(workspace), BoolGetDatum(paused_by_workspace)};
+	Oid			types[2] = {TEXTOID, BOOLOID};
+	pg_uuid_t  *ids;
+
+	if (SPI_execute_with_args("SELECT id FROM vectorbea.runs"
+							  " WHERE workspace = $1"
+							  "   AND CASE WHEN $2 THEN status = 'paused' AND paused->>'scope' = 'workspace'"
+							  "            ELSE status IN ('running', 'compensating') END"
+							  " ORDER BY id", 2, types, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not list the runs of workspace \"%s\"", workspace);
+	*n = SPI_processed;
+	ids = palloc(sizeof(pg_uuid_t) * Max(*n, 1));
+	for (uint64 i = 0; i < *n; i++)
+	{
+		bool		isnull;
+
+		memcpy(&ids[i], DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull)),
+			   sizeof(pg_uuid_t));
+	}
+	return ids;
+}
+
+/* pause_workspace(workspace text, reason text) -> integer */
+PG_FUNCTION_INFO_V1(vectorbea_pause_workspace);
+Datum
+vectorbea_pause_workspace(PG_FUNCTION_ARGS)
+{
+	char	   *workspace = checked_workspace(fcinfo);
+	char	   *reason = checked_reason(fcinfo, 1);
+	TimestampTz at = vb_now();
+	Datum		args[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	Oid			types[4] = {TEXTOID, TEXTOID, NAMEOID, TIMESTAMPTZOID};
+	pg_uuid_t  *ids;
+	uint64		n;
+	int			paused = 0;
+
+	SPI_connect();
+	args[0] = CStringGetTextDatum(workspace);
+	if (reason)
+		args[1] = CStringGetTextDatum(reason);
+	else
+		nulls[1] = 'n';
+	args[2] = DirectFunctionCall1(namein, CStringGetDatum(caller()));
+	args[3] = TimestampTzGetDatum(at);
+	if (SPI_execute_with_args("INSERT INTO vectorbea.paused_workspaces (workspace, reason, paused_by, paused_at)"
+							  " VALUES ($1, $2, $3, $4) ON CONFLICT (workspace) DO NOTHING",
+							  4, types, args, nulls, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "vectorbea: could not pause workspace \"%s\"", workspace);
+	ids = runs_of_workspace(workspace, false, &n);
+	for (uint64 i = 0; i < n; i++)
+	{
+		VbRun		run;
+
+		if (vb_run_lock(&ids[i], &run) && vb_run_active(run.status) &&
+			vb_state_pause_run(&run, "workspace", reason, caller(), at))
+		{
+			vb_run_save(&run, at);
+			paused++;
+		}
+	}
+	SPI_finish();
+	PG_RETURN_INT32(paused);
+}
+
+/* resume_workspace(workspace text) -> integer */
+PG_FUNCTION_INFO_V1(vectorbea_resume_workspace);
+Datum
+vectorbea_resume_workspace(PG_FUNCTION_ARGS)
+{
+	char	   *workspace = checked_workspace(fcinfo);
+	TimestampTz at = vb_now();
+	Datum		args[1] = {CStringGetTextDatum(workspace)};
+	Oid			types[1] = {TEXTOID};
+	pg_uuid_t  *ids;
+	uint64		n;
+	int			resumed = 0;
+
+	SPI_connect();
+	if (SPI_execute_with_args("DELETE FROM vectorbea.paused_workspaces WHERE workspace = $1",
+							  1, types, args, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "vectorbea: could not resume workspace \"%s\"", workspace);
+	ids = runs_of_workspace(workspace, true, &n);
+	for (uint64 i = 0; i < n; i++)
+	{
+		VbRun		run;
+
+		if (vb_run_lock(&ids[i], &run) && vb_state_resume_run(&run, caller(), at))
+		{
+			vb_run_save(&run, at);
+			resumed++;
+		}
+	}
+	SPI_finish();
+	PG_RETURN_INT32(resumed);
+}
+
+static void
+checked_model(FunctionCallInfo fcinfo, char **provider, char **model)
+{
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("provider and model must not be null"),
+				 errhint("Use model '*' for every model of the provider.")));
+	*provider = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	*model = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	if (!vb_in_list(*provider, providers))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown provider \"%s\"", vb_short_text(*provider)),
+				 errdetail("Providers: %s.", vb_list_text(providers))));
+	if (strcmp(*model, "*") != 0 && (strlen(*model) == 0 || strlen(*model) > 200))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid model name \"%s\"", vb_short_text(*model)),
+				 errdetail("A model name is 1 to 200 characters, or '*' for every model of the provider.")));
+}
+
+/* disable_model(provider text, model text, reason text) -> integer */
+PG_FUNCTION_INFO_V1(vectorbea_disable_model);
+Datum
+vectorbea_disable_model(PG_FUNCTION_ARGS)
+{
+	char	   *provider;
+	char	   *model;
+	char	   *reason;
+	TimestampTz at = vb_now();
+	Datum		args[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	Oid			types[5] = {TEXTOID, TEXTOID, TEXTOID, NAMEOID, TIMESTAMPTZOID};
+	int64	   *task_ids;
+	pg_uuid_t  *run_ids;
+	uint64		n;
+	int			aborted = 0;
+
+	checked_model(fcinfo, &provider, &model);
+	reason = checked_reason(fcinfo, 2);
+	SPI_connect();
+	args[0] = CStringGetTextDatum(provider);
+	args[1] = CStringGetTextDatum(model);
+	if (reason)
+		args[2] = CStringGetTextDatum(reason);
+	else
+		nulls[2] = 'n';
+	args[3] = DirectFunctionCall1(namein, CStringGetDatum(caller()));
+	args[4] = TimestampTzGetDatum(at);
+	if (SPI_execute_with_args("INSERT INTO vectorbea.disabled_models"
+							  " (provider, model, reason, disabled_by, disabled_at)"
+							  " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (provider, model) DO NOTHING",
+							  5, types, args, nulls, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "vectorbea: could not disable %s/%s", provider, model);
+	vb_state_hold_model(provider, model, true, at);
+
+	/* The calls in flight, run by run in id order. */
+	if (SPI_execute_with_args("SELECT id, run_id FROM vectorbea.nodes"
+							  " WHERE status = 'running' AND activity = '" VB_LLM_ACTIVITY "'"
+							  "   AND llm->>'provider' = $1 AND ($2 = '*' OR llm->>'model' = $2)"
+							  " ORDER BY run_id, id", 2, types, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not find the calls to %s/%s", provider, model);
+	n = SPI_processed;
+	task_ids = palloc(sizeof(int64) * Max(n, 1));
+	run_ids = palloc(sizeof(pg_uuid_t) * Max(n, 1));
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		task_ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		memcpy(&run_ids[i], DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull)),
+			   sizeof(pg_uuid_t));
+	}
+	for (uint64 i = 0; i < n; i++)
+	{
+		VbRun		run;
+
+		if (vb_run_lock(&run_ids[i], &run) &&
+			vb_state_abort_attempt(&run, task_ids[i],
+								   psprintf("%s/%s was disabled", provider, model), true, at))
+		{
+			vb_run_save(&run, at);
+			aborted++;
+		}
+	}
+	SPI_finish();
+	PG_RETURN_INT32(aborted);
+}
+
+/* enable_model(provider text, model text) -> boolean */
+PG_FUNCTION_INFO_V1(vectorbea_enable_model);
+Datum
+vectorbea_enable_model(PG_FUNCTION_ARGS)
+{
+	char	   *provider;
+	char	   *model;
+	Datum		args[2];
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	bool		enabled;
+
+	checked_model(fcinfo, &provider, &model);
+	SPI_connect();
+	args[0] = CStringGetTextDatum(provider);
+	args[1] = CStringGetTextDatum(model);
+	if (SPI_execute_with_args("DELETE FROM vectorbea.disabled_models WHERE provider = $1 AND model = $2",
+							  2, types, args, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "vectorbea: could not enable %s/%s", provider, model);
+	enabled = SPI_processed > 0;
+	if (enabled)
+		vb_state_hold_model(provider, model, false, vb_now());
+	SPI_finish();
+	PG_RETURN_BOOL(enabled);
+}

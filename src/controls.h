@@ -1,0 +1,14 @@
+/*-------------------------------------------------------------------------
+ *
+ * controls.h
+ *	  Kill switches: paused workspaces and disabled models (controls.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef VB_CONTROLS_H
+#define VB_CONTROLS_H
+
+extern bool vb_workspace_paused(const char *workspace, char **reason);
+extern bool vb_model_disabled(const char *provider, const char *model);
+
+#endif							/* VB_CONTROLS_H */

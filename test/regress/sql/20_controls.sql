@@ -1,0 +1,116 @@
+-- Kill switches: pause and resume a run or a workspace, disable and enable
+-- a model.  Nothing of a paused run is claimed; what was claimed may still
+-- be completed; everything is an event, effective at commit, listed in
+-- vectorbea.controls.  Every run ends consistent with its history.
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/setup.psql
+
+-- Errors that name a run, without its id.
+CREATE FUNCTION try(sql text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+	EXECUTE sql;
+	RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+	RETURN SQLSTATE || ': ' || regexp_replace(SQLERRM, '[0-9a-f]{8}-[0-9a-f-]{27}', '<uuid>', 'g');
+END
+$$;
+
+-- Bad input: a clear error, nothing written.
+SELECT vectorbea.pause_run(NULL); \echo SQLSTATE :SQLSTATE
+SELECT try($$SELECT vectorbea.pause_run(gen_random_uuid())$$);
+SELECT vectorbea.pause_workspace(NULL); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.pause_workspace('no spaces'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.pause_workspace('ws', repeat('x', 4097)); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.resume_workspace(NULL); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.disable_model('openia', 'gpt-4o'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.disable_model('openai', NULL); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.disable_model('openai', ''); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.enable_model('anthropics'); \echo SQLSTATE :SQLSTATE
+SELECT count(*) AS controls FROM vectorbea.controls;
+
+SELECT vectorbea.define_workflow('two', '{"nodes":[
+	{"id":"a","activity":"k_a"},
+	{"id":"b","activity":"k_b"},
+	{"id":"c","activity":"k_c","depends_on":["a","b"]}]}');
+
+-- pause_run: a is claimed first; while paused b is not claimable, but a's
+-- completion is accepted; after resume_run b is claimed and the run ends.
+SELECT vectorbea.start_run('two', '{}') AS run \gset
+SELECT task_id AS a_task, lease AS a_lease FROM vectorbea.claim_tasks('w', ARRAY['k_a']) \gset
+SELECT vectorbea.pause_run(:'run', 'looping agent');
+SELECT vectorbea.pause_run(:'run', 'again') AS paused_twice;
+SELECT status, paused->>'scope' AS scope, paused->>'reason' AS reason FROM vectorbea.runs WHERE id = :'run';
+SELECT control, reason FROM vectorbea.controls;
+SELECT count(*) AS claimable FROM vectorbea.claim_tasks('w', ARRAY['k_b', 'k_c'], 10);
+SELECT vectorbea.complete_task(:a_task, :'a_lease', '{"a": 1}');
+SELECT * FROM nodes_of(:'run');
+SELECT vectorbea.resume_run(:'run');
+SELECT vectorbea.resume_run(:'run') AS resumed_twice;
+SELECT vectorbea.complete_task(task_id, lease, '{}') FROM vectorbea.claim_tasks('w', ARRAY['k_b']);
+SELECT vectorbea.complete_task(task_id, lease, '{}') FROM vectorbea.claim_tasks('w', ARRAY['k_c']);
+SELECT status, paused FROM vectorbea.runs WHERE id = :'run';
+SELECT type, data->>'scope' AS scope, data->>'to' AS to_status FROM vectorbea.events
+ WHERE run_id = :'run' AND type IN ('RUN_PAUSED', 'RUN_RESUMED') ORDER BY seq;
+SELECT * FROM check_run(:'run');
+SELECT try(format('SELECT vectorbea.pause_run(%L)', :'run'));
+
+-- A run whose last work ends while it is paused finishes when resumed.
+SELECT vectorbea.start_run('two', '{}') AS run2 \gset
+CREATE TEMP TABLE held AS SELECT * FROM vectorbea.claim_tasks('w', ARRAY['k_a', 'k_b'], 2);
+SELECT vectorbea.pause_run(:'run2');
+SELECT count(*) FROM held, LATERAL vectorbea.complete_task(held.task_id, held.lease, '{}') c;
+SELECT status FROM vectorbea.runs WHERE id = :'run2';
+SELECT vectorbea.resume_run(:'run2');
+SELECT vectorbea.complete_task(task_id, lease, '{}') FROM vectorbea.claim_tasks('w', ARRAY['k_c']);
+SELECT status FROM vectorbea.runs WHERE id = :'run2';
+SELECT * FROM check_run(:'run2');
+DROP TABLE held;
+
+-- A paused run can be cancelled.
+SELECT vectorbea.start_run('two', '{}') AS run3 \gset
+SELECT vectorbea.pause_run(:'run3');
+SELECT vectorbea.cancel_run(:'run3', 'stop it for good');
+SELECT status FROM vectorbea.runs WHERE id = :'run3';
+SELECT * FROM check_run(:'run3');
+
+-- pause_workspace pauses its runs, and runs started in it start paused;
+-- a run paused by the workspace cannot be resumed alone; resume_workspace
+-- resumes the runs it paused, not one paused by itself.
+SELECT vectorbea.start_run('two', '{}', NULL, '{"workspace":"acme"}') AS w1 \gset
+SELECT vectorbea.start_run('two', '{}', NULL, '{"workspace":"acme"}') AS w2 \gset
+SELECT vectorbea.start_run('two', '{}', NULL, '{"workspace":"other"}') AS o1 \gset
+SELECT vectorbea.pause_run(:'w2', 'one by one');
+SELECT vectorbea.pause_workspace('acme', 'spend spike');
+SELECT vectorbea.pause_workspace('acme', 'again') AS paused_again;
+SELECT vectorbea.start_run('two', '{}', NULL, '{"workspace":"acme"}') AS w3 \gset
+SELECT workspace, status, paused->>'scope' AS scope FROM vectorbea.runs
+ WHERE id IN (:'w1', :'w2', :'w3', :'o1') ORDER BY created_at;
+SELECT control, target, reason FROM vectorbea.controls WHERE control <> 'run paused' ORDER BY control;
+SELECT count(*) AS acme_claimable FROM vectorbea.claim_tasks('w', ARRAY['k_a', 'k_b'], 10) c
+  JOIN vectorbea.runs r ON r.id = c.run_id WHERE r.workspace = 'acme';
+SELECT try(format('SELECT vectorbea.resume_run(%L)', :'w1'));
+SELECT vectorbea.resume_workspace('acme');
+SELECT id = :'w2' AS still_paused_is_w2 FROM vectorbea.runs WHERE workspace = 'acme' AND status = 'paused';
+SELECT vectorbea.resume_workspace('acme') AS resumed_again;
+SELECT count(*) AS inconsistent FROM vectorbea.runs r WHERE EXISTS (SELECT FROM vectorbea.verify_run(r.id));
+
+-- disable_model holds the ready llm nodes of the model (no scheduler here
+-- claims them: their available_at is 'infinity'); enable_model releases them.
+SELECT vectorbea.define_workflow('ask', '{"nodes":[
+	{"id":"q","kind":"llm","llm":{"provider":"openai","model":"gpt-4o-mini","prompt":"Hi"}},
+	{"id":"r","kind":"llm","llm":{"provider":"anthropic","model":"claude-3-5-haiku","prompt":"Hi"}}]}');
+SELECT vectorbea.start_run('ask', '{}') AS run4 \gset
+SELECT vectorbea.disable_model('openai', 'gpt-4o-mini', 'provider incident');
+SELECT node, available_at = 'infinity' AS held FROM vectorbea.nodes WHERE run_id = :'run4' ORDER BY node;
+SELECT vectorbea.disable_model('anthropic', '*', 'all of it');
+SELECT node, available_at = 'infinity' AS held FROM vectorbea.nodes WHERE run_id = :'run4' ORDER BY node;
+SELECT control, target, reason FROM vectorbea.controls WHERE control <> 'run paused' ORDER BY control, target;
+-- Enabling one model of a disabled provider releases nothing of it.
+SELECT vectorbea.enable_model('anthropic', 'claude-3-5-haiku') AS was_disabled;
+SELECT vectorbea.enable_model('anthropic');
+SELECT vectorbea.enable_model('openai', 'gpt-4o-mini');
+SELECT node, available_at = 'infinity' AS held FROM vectorbea.nodes WHERE run_id = :'run4' ORDER BY node;
+SELECT count(*) AS controls FROM vectorbea.controls WHERE control LIKE '%disabled';
+SELECT * FROM check_run(:'run4');
+
+DROP FUNCTION try(text);

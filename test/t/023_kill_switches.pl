@@ -1,0 +1,98 @@
+# 023_kill_switches.pl -- disable_model and pause_workspace stop calls in
+# flight at once, against the fake provider on loopback, with the real
+# scheduler.
+#
+# 100 llm calls hang at the provider.  disable_model: one second after the
+# commit no call to it is in flight, and the provider sees no new request
+# while it is disabled; the aborted attempts are recorded (STEP_FAILED
+# class aborted) and do not count against the nodes' attempts;
+# enable_model sends them again.  pause_workspace: the same for a
+# workspace, whose runs are paused; resume_workspace sends them again.
+# verify_run is empty for every run.
+use strict;
+use warnings;
+use FindBin;
+use lib $FindBin::Bin;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time usleep);
+use VbTest;
+
+my $CALLS = 100;
+my ($node, $base, $port) = vb_llm_server('kill_switches', qq{
+vectorbea.llm_max_in_flight = 200
+});
+
+sub sql { return $node->safe_psql('postgres', $_[0]); }
+
+vb_store_key($node, 'default', 'openai', 'sk-test-openai-0001', $base);
+vb_store_key($node, 'acme', 'openai', 'sk-test-openai-0002', $base);
+sql(q{SELECT vectorbea.define_workflow('ask', '{"nodes": [
+  {"id": "q", "kind": "llm", "llm": {"provider": "openai", "model": "gpt-4o-mini", "prompt": "n={{run.input.n}}"}}]}')});
+
+sub wait_in_flight
+{
+	my ($want, $timeout) = @_;
+	my $t0 = time;
+	while (time - $t0 < $timeout)
+	{
+		return time - $t0 if vb_fake_stats()->{in_flight} == $want;
+		usleep(20_000);
+	}
+	return undef;
+}
+
+# ---------------------------------------------------------------------------
+# disable_model
+vb_fake_script({ mode => 'hang', times => -1 });
+sql(qq{SELECT vectorbea.start_run('ask', jsonb_build_object('n', i)) FROM generate_series(1, $CALLS) i});
+ok(defined wait_in_flight($CALLS, 30), "$CALLS calls are in flight");
+my $sent = scalar @{ vb_fake_requests() };
+my $t0 = time;
+is(sql(q{SELECT vectorbea.disable_model('openai', 'gpt-4o-mini', 'incident at the provider')}), $CALLS,
+	'disable_model aborts every call in flight');
+ok(defined wait_in_flight(0, 1), sprintf('no call is in flight %.2f s after the commit', time - $t0));
+usleep(1_500_000);
+is(scalar @{ vb_fake_requests() }, $sent, 'and no request was sent while the model is disabled');
+is(sql(q{SELECT count(*) FROM vectorbea.events WHERE type = 'STEP_FAILED' AND data->>'class' = 'aborted'}),
+	$CALLS, 'each aborted attempt is recorded');
+is(sql(q{SELECT count(*) FROM vectorbea.nodes WHERE status = 'ready' AND available_at = 'infinity'}), $CALLS,
+	'the nodes wait, held, for the model');
+is(sql(q{SELECT count(*) FROM vectorbea.nodes WHERE max_attempts = attempt + 3}), $CALLS,
+	'the aborted attempts do not count against the nodes');
+
+vb_fake_reset();
+vb_fake_script({ text => 'ok', times => -1 });
+sql(q{SELECT vectorbea.enable_model('openai', 'gpt-4o-mini')});
+ok(defined vb_wait_for($node, q{SELECT count(*) FROM vectorbea.runs WHERE status = 'succeeded'}, $CALLS, 60),
+	'enable_model: every call is made again and every run succeeds');
+
+# ---------------------------------------------------------------------------
+# pause_workspace
+vb_fake_reset();
+vb_fake_script({ mode => 'hang', times => -1 });
+sql(qq{SELECT vectorbea.start_run('ask', jsonb_build_object('n', i), NULL, '{"workspace": "acme"}')
+		 FROM generate_series(1, $CALLS) i});
+ok(defined wait_in_flight($CALLS, 30), "$CALLS calls of workspace acme are in flight");
+$sent = scalar @{ vb_fake_requests() };
+$t0 = time;
+is(sql(q{SELECT vectorbea.pause_workspace('acme', 'runaway spend')}), $CALLS, 'pause_workspace pauses every run');
+ok(defined wait_in_flight(0, 1), sprintf('no call is in flight %.2f s after the commit', time - $t0));
+usleep(1_500_000);
+is(scalar @{ vb_fake_requests() }, $sent, 'and no request was sent while the workspace is paused');
+is(sql(q{SELECT count(*) FROM vectorbea.runs WHERE workspace = 'acme' AND status = 'paused'}), $CALLS,
+	'its runs are paused');
+is(sql(q{SELECT control || ':' || target || ':' || reason FROM vectorbea.controls}),
+	'workspace paused:acme:runaway spend', 'vectorbea.controls says what is paused and why');
+
+vb_fake_reset();
+vb_fake_script({ text => 'ok', times => -1 });
+is(sql(q{SELECT vectorbea.resume_workspace('acme')}), $CALLS, 'resume_workspace resumes them');
+ok(defined vb_wait_for($node, q{SELECT count(*) FROM vectorbea.runs WHERE workspace = 'acme' AND status = 'succeeded'},
+		$CALLS, 60), 'every run of the workspace succeeds');
+is(sql(q{SELECT count(*) FROM vectorbea.runs r, vectorbea.verify_run(r.id)}), '0',
+	'verify_run is empty for every run');
+
+$node->stop;
+done_testing();
