@@ -36,6 +36,7 @@ OBJS = \
 	src/lease.o \
 	src/due_items.o \
 	src/sweep.o \
+	src/limits.o \
 	src/claim.o \
 	src/complete.o \
 	src/fail.o \

@@ -888,3 +888,31 @@ CREATE VIEW @extschema@.controls AS
 COMMENT ON VIEW @extschema@.controls IS
 	'What is paused or disabled, why, by whom and since when.';
 REVOKE ALL ON @extschema@.controls FROM PUBLIC;
+
+/*
+ * Concurrency limits (issue 12, part): at most max_running nodes of an
+ * activity running at once, over every workspace ('*') or in one,
+ * enforced where attempts start (claim_tasks, and the scheduler's claim of
+ * llm nodes, activity vectorbea:llm).
+ */
+CREATE TABLE @extschema@.concurrency_limits (
+	activity	text NOT NULL,
+	workspace	text NOT NULL DEFAULT '*',
+	max_running	integer NOT NULL CHECK (max_running > 0),
+	set_by		name NOT NULL DEFAULT session_user,
+	set_at		timestamptz NOT NULL,
+	PRIMARY KEY (activity, workspace)
+);
+COMMENT ON TABLE @extschema@.concurrency_limits IS
+	'At most max_running nodes of activity running at once, in workspace (''*'': over all of them).  Set with set_concurrency_limit().';
+REVOKE ALL ON TABLE @extschema@.concurrency_limits FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.concurrency_limits', '');
+
+CREATE FUNCTION @extschema@.set_concurrency_limit(activity text, max_running integer,
+												  workspace text DEFAULT '*')
+	RETURNS boolean LANGUAGE c SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_set_concurrency_limit';
+COMMENT ON FUNCTION @extschema@.set_concurrency_limit(text, integer, text) IS
+	'Sets how many nodes of an activity may run at once (in a workspace, or ''*'' for all); NULL removes the limit.  Returns whether a limit was there.';
+REVOKE ALL ON FUNCTION @extschema@.set_concurrency_limit(text, integer, text) FROM PUBLIC;

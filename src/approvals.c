@@ -424,7 +424,8 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 		if (strcmp(kind, "approval") == 0)
 			vb_state_settle_gate(&run, task_id, node, approved, out.data, "permanent", at);
 		else
-			vb_state_decide_failure(&run, task_id, node, decision, output, input, out.data, id, at);
+			vb_state_decide_failure(&run, task_id, node, decision, output, input, out.data,
+									"permanent", id, at);
 		vb_run_save(&run, at);
 		vb_notify_approval(id, &run_id, gate, new_status);
 		SPI_finish();
@@ -647,7 +648,7 @@ expire_gate(void *arg, int i)
 			vb_state_settle_gate(&run, task_id, node, approved, out.data, "timeout", b->at);
 		else
 			vb_state_decide_failure(&run, task_id, node, "fail", NULL, NULL, out.data,
-									b->ids[i], b->at);
+									"timeout", b->ids[i], b->at);
 		vb_notify_approval(b->ids[i], &run.id, gate, approved ? "approved" : "expired");
 	}
 	vb_run_save(&run, b->at);

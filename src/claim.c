@@ -7,7 +7,8 @@
  * activities whose lease or timeout ran out (sweep.c), so that a task whose
  * worker vanished is offered again even where no scheduler runs, and asks
  * the state machine to start attempts (vb_state_start_attempts, which never
- * waits on a lock).  A claim whose lease ends before the scheduler's next
+ * waits on a lock), within the concurrency limits of the activities
+ * (limits.c).  A claim whose lease ends before the scheduler's next
  * planned wake wakes it at commit.  The scheduler claims llm nodes through
  * vb_claim, which takes the engine's reserved activity; the SQL door
  * refuses it.
@@ -32,6 +33,7 @@
 #include "clock.h"
 #include "duration.h"
 #include "lease.h"
+#include "limits_claim.h"
 #include "notify.h"
 #include "spi_util.h"
 #include "sweep.h"
@@ -48,8 +50,11 @@ void
 vb_claim(const char *worker, ArrayType *activities, int max_tasks,
 		 Interval *lease_duration, TimestampTz at, VbStartedAttempts *started)
 {
+	VB_STARTED_INIT(started);
 	vb_expire_attempts(PointerGetDatum(activities), at, false, NULL);
-	vb_state_start_attempts(worker, activities, max_tasks, lease_duration, at, started);
+	if (!vb_claim_within_limits(worker, activities, max_tasks, lease_duration, at, started))
+		vb_state_start_attempts(worker, activities, max_tasks, lease_duration, NULL, NULL, at,
+								started);
 	if (started->first_expiry != DT_NOEND)
 		vb_wake_scheduler(started->first_expiry);
 }
@@ -120,7 +125,7 @@ vectorbea_claim_tasks(PG_FUNCTION_ARGS)
 	SPI_connect();
 	vb_claim(worker, activities, max_tasks, lease_duration, at, &started);
 	for (uint64 i = 0; i < started.count; i++)
-		tuplestore_puttuple(rsinfo->setResult, started.rows->vals[i]);
+		tuplestore_puttuple(rsinfo->setResult, started.vals[i]);
 	SPI_finish();
 	return (Datum) 0;
 }

@@ -14,8 +14,10 @@
  * in it start paused; resuming it resumes only the runs its pause paused.
  * A disabled model (or provider: model '*') has its calls in flight
  * aborted and its ready nodes held until it is enabled; the scheduler
- * checks the switch again before each call.  Everything takes effect when
- * the caller commits; vectorbea.controls lists what holds.
+ * checks the switch again before each call.  A compensating run is not
+ * paused: undoing what it did runs to its end (cancel_run abandons it).
+ * Everything takes effect when the caller commits; vectorbea.controls
+ * lists what holds.
  *
  * Runs are locked one at a time in id order.  A child run is a run of its
  * own: it is paused with its workspace (children inherit the parent's),
@@ -165,6 +167,13 @@ vectorbea_pause_run(PG_FUNCTION_ARGS)
 				 errmsg("run must not be null")));
 	SPI_connect();
 	lock_unfinished_run(PG_GETARG_UUID_P(0), &run, "paused");
+	if (run.status == VB_RUN_COMPENSATING)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("run %s is compensating: its compensation is not paused",
+						vb_uuid_text(&run.id)),
+				 errdetail("Undoing what the run did is let run to its end."),
+				 errhint("Cancel the run to abandon its compensation.")));
 	paused = vb_state_pause_run(&run, "run", reason, caller(), at);
 	vb_run_save(&run, at);
 	SPI_finish();
@@ -214,7 +223,7 @@ runs_of_workspace(const char *workspace, bool paused_by_workspace, uint64 *n)
 	if (SPI_execute_with_args("SELECT id FROM vectorbea.runs"
 							  " WHERE workspace = $1"
 							  "   AND CASE WHEN $2 THEN status = 'paused' AND paused->>'scope' = 'workspace'"
-							  "            ELSE status IN ('running', 'compensating') END"
+							  "            ELSE status = 'running' END"
 							  " ORDER BY id", 2, types, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not list the runs of workspace \"%s\"", workspace);
 	*n = SPI_processed;

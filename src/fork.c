@@ -367,7 +367,7 @@ vectorbea_fork_run(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("run %s does not exist", vb_uuid_text(source_id))));
-	if (source.status == VB_RUN_RUNNING || source.status == VB_RUN_COMPENSATING)
+	if (vb_run_active(source.status))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("run %s is still %s; only a finished run can be forked",

@@ -358,8 +358,8 @@ vb_llm_claim(VbSweepCounters *counters)
 	b.claimed = palloc(sizeof(VbClaimedLlm) * n);
 	for (uint64 i = 0; i < n; i++)
 	{
-		HeapTuple	tup = started.rows->vals[i];
-		TupleDesc	desc = started.rows->tupdesc;
+		HeapTuple	tup = started.vals[i];
+		TupleDesc	desc = started.tupdesc;
 		VbClaimedLlm *cl = &b.claimed[i];
 		bool		isnull;
 

@@ -285,6 +285,7 @@ release_dependents(VbRun *run, const char *node, TimestampTz at)
 	"        FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id" \
 	"       WHERE n.status = 'ready' AND n.activity = quota.activity" \
 	"         AND n.available_at <= $4 AND r.status IN ('running', 'compensating')" \
+	"         AND ($6::text IS NULL OR r.workspace = $6) AND r.workspace <> ALL ($7::text[])" \
 	"       ORDER BY n.priority DESC, n.available_at, n.id" \
 	"       LIMIT quota.n" \
 	"       FOR NO KEY UPDATE OF r SKIP LOCKED" \
@@ -296,6 +297,7 @@ release_dependents(VbRun *run, const char *node, TimestampTz at)
 	"    FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id" \
 	"   WHERE n.status = 'ready' AND n.activity = ($2::text[])[1]" \
 	"     AND n.available_at <= $4 AND r.status IN ('running', 'compensating')" \
+	"     AND ($6::text IS NULL OR r.workspace = $6) AND r.workspace <> ALL ($7::text[])" \
 	"   ORDER BY n.priority DESC, n.available_at, n.id" \
 	"   LIMIT $3" \
 	"   FOR NO KEY UPDATE OF r SKIP LOCKED" \
@@ -333,18 +335,22 @@ release_dependents(VbRun *run, const char *node, TimestampTz at)
  */
 void
 vb_state_start_attempts(const char *worker, ArrayType *activities, int max_tasks,
-						Interval *lease_duration, TimestampTz at, VbStartedAttempts *started)
+						Interval *lease_duration, const char *only_workspace,
+						ArrayType *not_workspaces, TimestampTz at, VbStartedAttempts *started)
 {
 	static SPIPlanPtr many_plan = NULL;
 	static SPIPlanPtr one_plan = NULL;
-	Datum		args[5];
+	static ArrayType *no_workspaces = NULL;
+	Datum		args[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	VbEventBatch events;
 	SPITupleTable *rows;
 	uint64		n;
 
 	if (many_plan == NULL)
 	{
-		Oid			types[5] = {TEXTOID, TEXTARRAYOID, INT4OID, TIMESTAMPTZOID, INTERVALOID};
+		Oid			types[7] = {TEXTOID, TEXTARRAYOID, INT4OID, TIMESTAMPTZOID, INTERVALOID,
+		TEXTOID, TEXTARRAYOID};
 
 		/*
 		 * The quota is not known when the statement is planned, so the
@@ -362,15 +368,33 @@ vb_state_start_attempts(const char *worker, ArrayType *activities, int max_tasks
 	args[2] = Int32GetDatum(max_tasks);
 	args[3] = TimestampTzGetDatum(at);
 	args[4] = IntervalPGetDatum(lease_duration);
+	if (only_workspace)
+		args[5] = CStringGetTextDatum(only_workspace);
+	else
+		nulls[5] = 'n';
+	if (no_workspaces == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		no_workspaces = construct_empty_array(TEXTOID);
+		MemoryContextSwitchTo(old);
+	}
+	args[6] = PointerGetDatum(not_workspaces ? not_workspaces : no_workspaces);
 	if (SPI_execute_plan(ArrayGetNItems(ARR_NDIM(activities), ARR_DIMS(activities)) == 1 ?
-						 one_plan : many_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+						 one_plan : many_plan, args, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: claim failed");
 	rows = SPI_tuptable;
 	n = SPI_processed;
 
-	started->count = n;
-	started->rows = rows;
-	started->first_expiry = DT_NOEND;
+	/* Appended to what earlier claims of the same call started. */
+	if (n > 0)
+	{
+		started->vals = started->count == 0 ? palloc(sizeof(HeapTuple) * n) :
+			repalloc(started->vals, sizeof(HeapTuple) * (started->count + n));
+		memcpy(started->vals + started->count, rows->vals, sizeof(HeapTuple) * n);
+		started->tupdesc = rows->tupdesc;
+		started->count += n;
+	}
 	vb_event_batch_init(&events, (int) n);
 	for (uint64 i = 0; i < n; i++)
 	{
@@ -577,7 +601,7 @@ fail_attempt(VbRun *run, int64 task_id, const char *err_class, const char *error
  * Opens a gate for a node of a locked run; the node waits from now on.
  * spec_json is the node's normalised "approval" (gate, timeout_ms,
  * on_timeout, approver_role, escalate_to, context); context_json, when not
- * NULL, replaces its context.  Returns the approval id.
+ * NULL, adds to its context (its keys win).  Returns the approval id.
  */
 int64
 vb_state_wait_on_gate(VbRun *run, int64 task_id, const char *node, int attempt,
@@ -603,7 +627,7 @@ vb_state_wait_on_gate(VbRun *run, int64 task_id, const char *node, int attempt,
 	" gate AS (" \
 	"  INSERT INTO vectorbea.approvals (run_id, node, task_id, gate, context," \
 	"    approver_role, escalate_to, on_timeout, timeout_ms, expires_at, created_at" cols ")" \
-	"  SELECT $5, n.node, n.id, s->>'gate', coalesce($4::jsonb, s->'context', '{}')," \
+	"  SELECT $5, n.node, n.id, s->>'gate', coalesce(s->'context', '{}') || coalesce($4::jsonb, '{}')," \
 	"    s->>'approver_role'," \
 	"    ARRAY(SELECT pg_catalog.jsonb_array_elements_text(coalesce(s->'escalate_to', '[]')))," \
 	"    coalesce(s->>'on_timeout', 'reject'), (s->>'timeout_ms')::bigint," \
@@ -709,7 +733,9 @@ open_failure_gate(VbRun *run, int64 task_id, const char *node, int attempt, cons
 	{
 		Oid			types[3] = {INT8OID, TEXTOID, TEXTOID};
 
-		plan = vb_prepare("UPDATE vectorbea.nodes SET error = $2::jsonb, lease_expires_at = NULL"
+		/* The attempt is over: no deadline ends the wait, no child is awaited. */
+		plan = vb_prepare("UPDATE vectorbea.nodes SET error = $2::jsonb, lease_expires_at = NULL,"
+						  "       attempt_deadline = NULL, lease = NULL"
 						  " WHERE id = $1"
 						  " RETURNING pg_catalog.jsonb_build_object('kind', $3, 'error', $2::jsonb,"
 						  "   'attempts', attempt, 'input', input, 'checkpoint', checkpoint)::text",
@@ -788,7 +814,8 @@ vb_state_attempt_in_doubt(VbRun *run, int64 task_id, const char *err_class,
 void
 vb_state_decide_failure(VbRun *run, int64 task_id, const char *node, const char *decision,
 						const char *output_json, const char *input_json,
-						const char *record_json, int64 approval_id, TimestampTz at)
+						const char *record_json, const char *err_class, int64 approval_id,
+						TimestampTz at)
 {
 	static SPIPlanPtr retry_plan = NULL;
 	Datum		args[3];
@@ -806,7 +833,7 @@ vb_state_decide_failure(VbRun *run, int64 task_id, const char *node, const char 
 	}
 	if (strcmp(decision, "fail") == 0)
 	{
-		fail_attempt(run, task_id, "permanent", record_json, false, -1, false, at);
+		fail_attempt(run, task_id, err_class, record_json, false, -1, false, at);
 		return;
 	}
 	if (retry_plan == NULL)
@@ -1333,7 +1360,8 @@ end_run(VbRun *run, VbRunStatus status, const char *event_type, const char *data
 /*
  * The node specs of the compensations of a locked run: of the nodes that
  * succeeded, and of those failed in doubt under in_doubt "compensate"
- * (their effect may have happened), in reverse order of completion, each
+ * (their effect may have happened), not of those a fork reused (attempt
+ * 0: their work is the source run's), in reverse order of completion, each
  * depending on the one before, each seeing its original's input and
  * output.  "[]" when there is nothing to undo.
  */
@@ -1351,7 +1379,7 @@ compensation_specs(VbRun *run)
 						  "  SELECT node, input, output, compensate, finished_at, id,"
 						  "         pg_catalog.lag(node) OVER (ORDER BY finished_at DESC, id DESC) AS after"
 						  "    FROM vectorbea.nodes"
-						  "   WHERE run_id = $1 AND compensate IS NOT NULL"
+						  "   WHERE run_id = $1 AND compensate IS NOT NULL AND attempt > 0"
 						  "     AND (status = 'succeeded' OR (status = 'failed' AND error->>'class' = 'in_doubt'))"
 						  ")"
 						  " SELECT coalesce(pg_catalog.jsonb_agg(compensate || pg_catalog.jsonb_build_object("
@@ -1412,8 +1440,7 @@ start_compensation(VbRun *run, VbRunStatus then, const char *end_json, Timestamp
 /*
  * A compensating run ends as it was going to (failed or cancelled), with
  * its compensation's outcome: completed, or failed at node (whose failure
- * stops the rest: closed now, listed in COMPENSATION_FAILED; NULL when
- * the run itself stopped it, over its budget).
+ * stops the rest: closed now, listed in COMPENSATION_FAILED).
  */
 static void
 end_compensation(VbRun *run, bool failed, const char *failed_node, TimestampTz at)
@@ -1500,7 +1527,9 @@ vb_state_fail_run(VbRun *run, const char *node, const char *reason, TimestampTz 
 
 	if (run->status == VB_RUN_COMPENSATING)
 	{
-		end_compensation(run, true, node, at);
+		/* Undoing goes on over budget: BUDGET_EXCEEDED is on record. */
+		if (strcmp(reason, "budget_exceeded") != 0)
+			end_compensation(run, true, node, at);
 		return;
 	}
 	close_open_nodes(run, VB_NODE_SKIPPED, VB_NODE_CANCELLED, at, &skipped, &revoked);
@@ -1534,9 +1563,14 @@ vb_state_cancel_run(VbRun *run, const char *reason, bool compensate, TimestampTz
 	vb_append_json_string(&data, reason);
 	appendStringInfo(&data, ",\"cancelled\":%s,\"revoked\":%s}", cancelled, revoked);
 	if (was_compensating)
+	{
 		vb_event(run, "COMPENSATION_FAILED", NULL, 0,
 				 psprintf("{\"reason\":\"cancelled\",\"cancelled\":%s,\"revoked\":%s}",
 						  cancelled, revoked), at);
+		data.data[data.len - 1] = '\0';
+		data.len--;
+		appendStringInfoString(&data, ",\"compensation\":\"failed\"}");
+	}
 	else if (compensate && start_compensation(run, VB_RUN_CANCELLED, data.data, at))
 		return;
 	end_run(run, VB_RUN_CANCELLED, "RUN_CANCELLED", data.data, at);

@@ -28,12 +28,18 @@ extern int	vb_state_add_nodes(VbRun *run, const char *specs_json,
 typedef struct VbStartedAttempts
 {
 	uint64		count;
-	SPITupleTable *rows;		/* columns: see claim_tasks' result */
+	HeapTuple  *vals;			/* columns: see claim_tasks' result */
+	TupleDesc	tupdesc;
 	TimestampTz first_expiry;	/* DT_NOEND when none */
 } VbStartedAttempts;
 
+/* Zeroed, with no expiry yet: what vb_state_start_attempts appends to. */
+#define VB_STARTED_INIT(s) \
+	do { memset((s), 0, sizeof(VbStartedAttempts)); (s)->first_expiry = DT_NOEND; } while (0)
+
 extern void vb_state_start_attempts(const char *worker, ArrayType *activities,
 									int max_tasks, Interval *lease_duration,
+									const char *only_workspace, ArrayType *not_workspaces,
 									TimestampTz at, VbStartedAttempts *started);
 
 /* A running attempt ends. */
@@ -56,7 +62,7 @@ extern const char *vb_state_attempt_in_doubt(VbRun *run, int64 task_id, const ch
 extern void vb_state_decide_failure(VbRun *run, int64 task_id, const char *node,
 									const char *decision, const char *output_json,
 									const char *input_json, const char *record_json,
-									int64 approval_id, TimestampTz at);
+									const char *err_class, int64 approval_id, TimestampTz at);
 extern bool vb_state_run_closing_deferred(pg_uuid_t *run_id);
 extern void vb_state_close_deferred_gates(TimestampTz at);
 

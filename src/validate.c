@@ -257,6 +257,12 @@ parse_failure_policy(VbChecker *chk, JsonbContainer *obj, const char *label, VbN
 				 errhint("Give one of them.")));
 	spec->on_exhausted = (llm_escalates || (on_exhausted && strcmp(on_exhausted, "escalate") == 0)) ?
 		"escalate" : NULL;
+	if (spec->on_exhausted && !vb_waits_available())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("invalid %s: %s uses \"on_exhausted\": \"escalate\", which this database's vectorbea does not have yet",
+						chk->what, label),
+				 errhint("Run ALTER EXTENSION vectorbea UPDATE.")));
 	if (spec->in_doubt && strcmp(spec->in_doubt, "retry") == 0)
 		spec->in_doubt = NULL;
 	if (spec->in_doubt && strcmp(spec->in_doubt, "compensate") == 0 &&
@@ -528,6 +534,7 @@ parse_compensate(VbChecker *chk, JsonbValue *v, const char *label, VbNodeSpec *s
 	initStringInfo(&buf);
 	appendStringInfoString(&buf, "{\"id\":");
 	vb_append_json_string(&buf, psprintf("%s:compensate", spec->id));
+	appendStringInfoString(&buf, ",\"on_exhausted\":\"escalate\"");
 	if (strcmp(text, "{}") != 0)
 		appendStringInfo(&buf, ",%s", text + 1);
 	else
@@ -536,10 +543,6 @@ parse_compensate(VbChecker *chk, JsonbValue *v, const char *label, VbNodeSpec *s
 	node.val.binary.data = &vb_jsonb_from_cstring(buf.data)->root;
 	node.val.binary.len = 0;
 	parse_node(chk, &node, -1, &comp);
-	comp.on_exhausted = "escalate";
-	if (comp.escalation_json == NULL)
-		comp.escalation_json = vb_validate_gate(chk, label, "compensate.escalation", NULL, true,
-												psprintf("%s:compensate", spec->id));
 	comp.depends_on = NIL;
 	json = vb_node_specs_json(list_make1(&comp));
 	/* The one spec of the array. */

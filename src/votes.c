@@ -4,8 +4,9 @@
  *	  Quorums: a gate that needs quorum approvals out of its approvers.
  *
  * Each approver is an entry of the gate's approvers: a person, matched
- * with the decided_by of the UPDATE, or a role, matched by membership of
- * the deciding role.  A decision counts for the first entry that matches
+ * with the decided_by of the UPDATE, or a role (an entry that names an
+ * existing role), matched by membership of the deciding role only: naming
+ * a role in decided_by does not cast its vote.  A decision counts for the first entry that matches
  * (a person before a role) and is kept in vectorbea.approval_votes, one
  * row per entry, so an entry decides once: a second UPDATE for it is
  * refused.  Every vote writes APPROVAL_VOTED.  The gate is approved when
@@ -80,9 +81,10 @@ vb_find_voter(TupleDesc desc, HeapTuple oldtup, const char *decided_by, int64 id
 
 	voter->role = GetUserNameFromId(GetUserId(), false);
 	voter->entry = NULL;
+	/* A person by name; an entry that names a role is matched by membership only. */
 	if (decided_by)
 		foreach(lc, approvers)
-			if (strcmp(lfirst(lc), decided_by) == 0)
+			if (strcmp(lfirst(lc), decided_by) == 0 && !OidIsValid(get_role_oid(lfirst(lc), true)))
 				voter->entry = lfirst(lc);
 	if (voter->entry == NULL)
 		foreach(lc, approvers)

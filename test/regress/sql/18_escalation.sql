@@ -177,6 +177,10 @@ UPDATE vectorbea.approvals SET status = 'approved', decided_by = 'ana' WHERE id 
 SELECT status, decided_by FROM vectorbea.approvals WHERE id = :q;
 UPDATE vectorbea.approvals SET status = 'approved', decided_by = 'ana' WHERE id = :q; \echo SQLSTATE :SQLSTATE
 RESET ROLE;
+-- Naming a role entry in decided_by does not cast its vote: only its members do.
+SET ROLE vb_app;
+UPDATE vectorbea.approvals SET status = 'approved', decided_by = 'vb_finance' WHERE id = :q; \echo SQLSTATE :SQLSTATE
+RESET ROLE;
 -- Someone who is none of the approvers (neither a name nor a role of it).
 SET ROLE vb_dana;
 UPDATE vectorbea.approvals SET status = 'approved', decided_by = 'zoe' WHERE id = :q; \echo SQLSTATE :SQLSTATE

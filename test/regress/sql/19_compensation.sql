@@ -39,6 +39,10 @@ SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"a","activity":"a","com
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"a","activity":"a","in_doubt":"compensate"}]}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"g","kind":"approval","approval":{"gate":"g"},"compensate":{"activity":"u"}}]}'); \echo SQLSTATE :SQLSTATE
 SELECT count(*) AS workflows FROM vectorbea.workflows;
+-- A compensation may name its own gate and who decides it.
+SELECT vectorbea.validate_workflow('{"nodes":[{"id":"a","activity":"a",
+	"compensate":{"activity":"undo_a","escalation":{"gate":"undo_failed","approver_role":"vb_plain_user"}}}]}')
+	->0->'compensate'->'escalation'->>'gate' AS gate;
 
 -- The saga: reserve, charge, ship; ship fails for good.
 SELECT vectorbea.define_workflow('order', '{"nodes":[

@@ -113,4 +113,17 @@ SELECT node, available_at = 'infinity' AS held FROM vectorbea.nodes WHERE run_id
 SELECT count(*) AS controls FROM vectorbea.controls WHERE control LIKE '%disabled';
 SELECT * FROM check_run(:'run4');
 
+-- A compensating run is not paused: its undoing runs to its end.
+SELECT vectorbea.define_workflow('undo', '{"nodes":[
+	{"id":"a","activity":"u_a","compensate":{"activity":"u_undo"}},
+	{"id":"b","activity":"u_b","depends_on":["a"],"retry":{"max_attempts":1}}]}');
+SELECT vectorbea.start_run('undo', '{}', NULL, '{"workspace":"undo"}') AS run5 \gset
+SELECT vectorbea.complete_task(task_id, lease, '{}') FROM vectorbea.claim_tasks('w', ARRAY['u_a']);
+SELECT vectorbea.fail_task(task_id, lease, '{"message":"no","class":"permanent"}') FROM vectorbea.claim_tasks('w', ARRAY['u_b']);
+SELECT try(format('SELECT vectorbea.pause_run(%L)', :'run5'));
+SELECT vectorbea.pause_workspace('undo') AS paused_runs;
+SELECT status FROM vectorbea.runs WHERE id = :'run5';
+SELECT vectorbea.resume_workspace('undo');
+SELECT * FROM check_run(:'run5');
+
 DROP FUNCTION try(text);

@@ -1,0 +1,262 @@
+/*-------------------------------------------------------------------------
+ *
+ * limits.c
+ *	  Concurrency limits: at most N nodes of an activity running at once,
+ *	  over all workspaces or in one (set_concurrency_limit), enforced where
+ *	  attempts start: claim_tasks, and the scheduler's claim of llm nodes
+ *	  (activity vectorbea:llm).
+ *
+ * A claim of activities that have limits locks their limit rows (FOR
+ * UPDATE, in key order), and only then counts what runs: claimers of one
+ * limited activity take their turns, so two of them can never both see
+ * the last free place.  Claims of activities without a limit read the
+ * (empty) limit table and take no lock: there is no global lock on the
+ * claim path.  A completion needs no lock: it only frees a place.
+ *
+ * A limited activity is claimed in steps: first from each workspace with
+ * a limit of its own (at most its free places there), then from the other
+ * workspaces (at most the activity's free places overall); activities
+ * without limits are claimed last, together.  So a claim of several
+ * activities may return them in that order rather than strictly by
+ * priority.
+ *
+ * IDENTIFICATION
+ *	  src/limits.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <limits.h>
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+
+#include "vectorbea.h"
+#include "check.h"
+#include "clock.h"
+#include "jsonb_util.h"
+#include "limits_claim.h"
+#include "spi_util.h"
+#include "state.h"
+
+typedef struct ActivityLimit
+{
+	char	   *activity;
+	char	   *workspace;		/* "*": every workspace */
+	int			free;			/* places left: max_running - running */
+} ActivityLimit;
+
+static ArrayType *
+text_array(List *names)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(list_length(names), 1));
+	ListCell   *lc;
+
+	foreach(lc, names)
+		elems[foreach_current_index(lc)] = CStringGetTextDatum(lfirst(lc));
+	return construct_array(elems, list_length(names), TEXTOID, -1, false, TYPALIGN_INT);
+}
+
+/* Starts up to cap attempts of one activity; returns how many. */
+static int
+claim_step(const char *worker, const char *activity, int cap, Interval *lease,
+		   const char *only_workspace, ArrayType *not_workspaces, TimestampTz at,
+		   VbStartedAttempts *started)
+{
+	uint64		before = started->count;
+
+	if (cap <= 0)
+		return 0;
+	vb_state_start_attempts(worker, text_array(list_make1(pstrdup(activity))), cap, lease,
+							only_workspace, not_workspaces, at, started);
+	return (int) (started->count - before);
+}
+
+/*
+ * Starts up to max_tasks attempts of the activities within their
+ * concurrency limits.  Returns false, having done nothing, when none of
+ * them has a limit (the caller claims as usual).
+ */
+bool
+vb_claim_within_limits(const char *worker, ArrayType *activities, int max_tasks,
+					   Interval *lease, TimestampTz at, VbStartedAttempts *started)
+{
+	static SPIPlanPtr lock_plan = NULL;
+	static SPIPlanPtr free_plan = NULL;
+	Datum		args[1] = {PointerGetDatum(activities)};
+	List	   *limits = NIL;
+	List	   *limited = NIL;
+	List	   *unlimited = NIL;
+	Datum	   *names;
+	int			n;
+	int			left = max_tasks;
+	ListCell   *lc;
+
+	if (!vb_waits_available())
+		return false;			/* a 0.1.0 schema has no limits */
+	if (lock_plan == NULL)
+	{
+		Oid			types[1] = {TEXTARRAYOID};
+
+		lock_plan = vb_prepare("SELECT FROM vectorbea.concurrency_limits"
+							   " WHERE activity = ANY ($1) ORDER BY activity, workspace FOR UPDATE",
+							   lengthof(types), types);
+		/* A statement of its own: its snapshot sees what the lock waited for. */
+		free_plan = vb_prepare("SELECT l.activity, l.workspace, l.max_running -"
+							   "   (SELECT pg_catalog.count(*) FROM vectorbea.nodes n"
+							   "      JOIN vectorbea.runs r ON r.id = n.run_id"
+							   "     WHERE n.status = 'running' AND n.activity = l.activity"
+							   "       AND (l.workspace = '*' OR r.workspace = l.workspace))::int"
+							   "  FROM vectorbea.concurrency_limits l"
+							   " WHERE l.activity = ANY ($1) ORDER BY l.activity, l.workspace",
+							   lengthof(types), types);
+	}
+	if (SPI_execute_plan(lock_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not lock concurrency limits");
+	if (SPI_processed == 0)
+		return false;
+	if (SPI_execute_plan(free_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not count running attempts");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		ActivityLimit	   *l = palloc(sizeof(ActivityLimit));
+		bool		isnull;
+
+		l->activity = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		l->workspace = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+		l->free = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull));
+		limits = lappend(limits, l);
+	}
+
+	deconstruct_array(activities, TEXTOID, -1, false, TYPALIGN_INT, &names, NULL, &n);
+	for (int i = 0; i < n; i++)
+	{
+		char	   *a = TextDatumGetCString(names[i]);
+		bool		has = false;
+
+		foreach(lc, limits)
+			has |= strcmp(((ActivityLimit *) lfirst(lc))->activity, a) == 0;
+		if (!has)
+			unlimited = list_append_unique(unlimited, makeString(a)) ;
+		else
+			limited = list_append_unique(limited, makeString(a));
+	}
+
+	foreach(lc, limited)
+	{
+		char	   *a = strVal(lfirst(lc));
+		int			overall = INT_MAX;
+		List	   *scoped = NIL;
+		ListCell   *lc2;
+
+		foreach(lc2, limits)
+		{
+			ActivityLimit	   *l = lfirst(lc2);
+
+			if (strcmp(l->activity, a) != 0)
+				continue;
+			if (strcmp(l->workspace, "*") == 0)
+				overall = Max(l->free, 0);
+			else
+				scoped = lappend(scoped, l);
+		}
+		foreach(lc2, scoped)
+		{
+			ActivityLimit	   *l = lfirst(lc2);
+			int			got = claim_step(worker, a, Min(Min(l->free, overall), left), lease,
+										 l->workspace, NULL, at, started);
+
+			overall -= got;
+			left -= got;
+		}
+		if (overall > 0 && left > 0)
+		{
+			List	   *others = NIL;
+
+			foreach(lc2, scoped)
+				others = lappend(others, ((ActivityLimit *) lfirst(lc2))->workspace);
+			left -= claim_step(worker, a, Min(overall, left), lease, NULL,
+							   scoped ? text_array(others) : NULL, at, started);
+		}
+	}
+	if (unlimited != NIL && left > 0)
+	{
+		List	   *rest = NIL;
+
+		foreach(lc, unlimited)
+			rest = lappend(rest, strVal(lfirst(lc)));
+		vb_state_start_attempts(worker, text_array(rest), left, lease, NULL, NULL, at, started);
+	}
+	return true;
+}
+
+/*
+ * set_concurrency_limit(activity text, max_running integer, workspace text)
+ *   -> boolean: sets (or, with max_running NULL, removes) the limit;
+ * returns whether a limit was there before.
+ */
+PG_FUNCTION_INFO_V1(vectorbea_set_concurrency_limit);
+Datum
+vectorbea_set_concurrency_limit(PG_FUNCTION_ARGS)
+{
+	char	   *activity;
+	char	   *workspace;
+	Datum		args[5];
+	Oid			types[5] = {TEXTOID, TEXTOID, INT4OID, NAMEOID, TIMESTAMPTZOID};
+	bool		existed;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("activity and workspace must not be null"),
+				 errhint("Use workspace '*' for a limit over every workspace.")));
+	activity = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	workspace = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	if (!vb_valid_name(activity))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid activity name \"%s\"", vb_short_text(activity)),
+				 errdetail("Names are 1 to %d characters: letters, digits, \"_\", \"-\", \".\" and \":\".",
+						   VB_MAX_NAME_LEN)));
+	if (vb_reserved_activity(activity) && strcmp(activity, VB_LLM_ACTIVITY) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_RESERVED_NAME),
+				 errmsg("activity \"%s\" belongs to the engine", activity),
+				 errhint("ActivityLimit llm calls with activity '%s'.", VB_LLM_ACTIVITY)));
+	if (strcmp(workspace, "*") != 0 && !vb_valid_name(workspace))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid workspace name \"%s\"", vb_short_text(workspace)),
+				 errdetail("A workspace name, or '*' for every workspace.")));
+	if (!PG_ARGISNULL(1) && PG_GETARG_INT32(1) < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_running must be at least 1"),
+				 errdetail("Found %d.", PG_GETARG_INT32(1)),
+				 errhint("Pass NULL to remove the limit; pause the workspace to stop its work.")));
+
+	SPI_connect();
+	args[0] = CStringGetTextDatum(activity);
+	args[1] = CStringGetTextDatum(workspace);
+	if (SPI_execute_with_args("DELETE FROM vectorbea.concurrency_limits WHERE activity = $1 AND workspace = $2",
+							  2, types, args, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "vectorbea: could not replace a concurrency limit");
+	existed = SPI_processed > 0;
+	if (!PG_ARGISNULL(1))
+	{
+		args[2] = Int32GetDatum(PG_GETARG_INT32(1));
+		args[3] = DirectFunctionCall1(namein, CStringGetDatum(GetUserNameFromId(GetOuterUserId(), false)));
+		args[4] = TimestampTzGetDatum(vb_now());
+		if (SPI_execute_with_args("INSERT INTO vectorbea.concurrency_limits"
+								  " (activity, workspace, max_running, set_by, set_at)"
+								  " VALUES ($1, $2, $3, $4, $5)", 5, types, args, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "vectorbea: could not set a concurrency limit");
+	}
+	SPI_finish();
+	PG_RETURN_BOOL(existed);
+}

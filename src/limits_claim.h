@@ -1,0 +1,17 @@
+/*-------------------------------------------------------------------------
+ *
+ * limits_claim.h
+ *	  Claims within concurrency limits (limits.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef VB_LIMITS_CLAIM_H
+#define VB_LIMITS_CLAIM_H
+
+#include "state.h"
+
+extern bool vb_claim_within_limits(const char *worker, ArrayType *activities, int max_tasks,
+								   Interval *lease, TimestampTz at,
+								   VbStartedAttempts *started);
+
+#endif							/* VB_LIMITS_CLAIM_H */
