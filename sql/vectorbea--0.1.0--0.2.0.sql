@@ -828,7 +828,7 @@ CREATE FUNCTION @extschema@.pause_run(run uuid, reason text DEFAULT NULL)
 	SET search_path = pg_catalog, pg_temp
 	AS 'MODULE_PATHNAME', 'vectorbea_pause_run';
 COMMENT ON FUNCTION @extschema@.pause_run(uuid, text) IS
-	'Pauses a running (or compensating) run: nothing of it is claimed or called until resume_run; its llm calls in flight are aborted.  False when it was paused already.';
+	'Pauses a running run: nothing of it is claimed or called until resume_run; its llm calls in flight are aborted.  False when it was paused already.  A compensating run is not paused.';
 REVOKE ALL ON FUNCTION @extschema@.pause_run(uuid, text) FROM PUBLIC;
 
 CREATE FUNCTION @extschema@.resume_run(run uuid)
@@ -916,3 +916,82 @@ CREATE FUNCTION @extschema@.set_concurrency_limit(activity text, max_running int
 COMMENT ON FUNCTION @extschema@.set_concurrency_limit(text, integer, text) IS
 	'Sets how many nodes of an activity may run at once (in a workspace, or ''*'' for all); NULL removes the limit.  Returns whether a limit was there.';
 REVOKE ALL ON FUNCTION @extschema@.set_concurrency_limit(text, integer, text) FROM PUBLIC;
+
+/*
+ * Budgets (issue 12, part): a workspace budget in USD and/or tokens per
+ * calendar period (UTC day or month, or in total), with a policy at the
+ * limit (fail the run, or pause it until the budget is raised).  Before
+ * each llm call the worst case is reserved on its node (reserved_usd,
+ * reserved_tokens) under the budget row's lock, so concurrent runs of a
+ * workspace cannot overspend together.  A run's spend counts in the
+ * period the run started in.
+ */
+ALTER TABLE @extschema@.nodes ADD COLUMN reserved_usd numeric;
+ALTER TABLE @extschema@.nodes ADD COLUMN reserved_tokens bigint;
+COMMENT ON COLUMN @extschema@.nodes.reserved_usd IS
+	'The worst case of the llm call in flight, held against the run''s and the workspace''s budgets while the attempt runs.';
+CREATE INDEX runs_workspace_idx ON @extschema@.runs (workspace, created_at);
+
+CREATE TABLE @extschema@.budgets (
+	workspace	text PRIMARY KEY,
+	usd			numeric CHECK (usd >= 0),
+	tokens		bigint CHECK (tokens >= 0),
+	period		text NOT NULL DEFAULT 'month' CHECK (period IN ('day', 'month', 'total')),
+	on_exceed	text NOT NULL DEFAULT 'fail' CHECK (on_exceed IN ('fail', 'pause')),
+	set_by		name NOT NULL DEFAULT session_user,
+	set_at		timestamptz NOT NULL,
+	CHECK (usd IS NOT NULL OR tokens IS NOT NULL)
+);
+COMMENT ON TABLE @extschema@.budgets IS
+	'Workspace budgets, set with set_budget(): at most usd and/or tokens per period (UTC calendar day or month, or in total); on_exceed says what happens to a run whose call would cross it.';
+REVOKE ALL ON TABLE @extschema@.budgets FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.budgets', '');
+
+CREATE FUNCTION @extschema@.set_budget(workspace text, usd numeric, period text DEFAULT 'month',
+									   tokens bigint DEFAULT NULL, on_exceed text DEFAULT 'fail')
+	RETURNS integer LANGUAGE c SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_set_budget';
+COMMENT ON FUNCTION @extschema@.set_budget(text, numeric, text, bigint, text) IS
+	'Sets (or, with usd and tokens NULL, removes) a workspace''s budget; runs the budget had paused are resumed.  Returns how many.';
+REVOKE ALL ON FUNCTION @extschema@.set_budget(text, numeric, text, bigint, text) FROM PUBLIC;
+
+CREATE FUNCTION @extschema@.set_run_budget(run uuid, usd numeric, tokens bigint DEFAULT NULL)
+	RETURNS boolean LANGUAGE c SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_set_run_budget';
+COMMENT ON FUNCTION @extschema@.set_run_budget(uuid, numeric, bigint) IS
+	'Sets a run''s budget (NULL: none); a run its budget paused is resumed.  Returns whether it was resumed.';
+REVOKE ALL ON FUNCTION @extschema@.set_run_budget(uuid, numeric, bigint) FROM PUBLIC;
+
+CREATE VIEW @extschema@.spend AS
+	SELECT 'workspace'::text AS scope, w.workspace, NULL::uuid AS run,
+		   b.period, s.usd AS booked_usd, s.tokens AS booked_tokens,
+		   coalesce(rs.usd, 0) AS reserved_usd, coalesce(rs.tokens, 0) AS reserved_tokens,
+		   b.usd AS budget_usd, b.tokens AS budget_tokens
+	  FROM (SELECT DISTINCT workspace FROM @extschema@.runs
+			UNION SELECT workspace FROM @extschema@.budgets) w
+	  LEFT JOIN @extschema@.budgets b ON b.workspace = w.workspace
+	  CROSS JOIN LATERAL (
+		SELECT coalesce(sum(r.usage_usd), 0) AS usd, coalesce(sum(r.usage_tokens), 0) AS tokens
+		  FROM @extschema@.runs r
+		 WHERE r.workspace = w.workspace
+		   AND r.created_at >= CASE coalesce(b.period, 'total')
+								 WHEN 'day' THEN pg_catalog.date_trunc('day', @extschema@.clock(), 'UTC')
+								 WHEN 'month' THEN pg_catalog.date_trunc('month', @extschema@.clock(), 'UTC')
+								 ELSE '-infinity' END) s
+	  LEFT JOIN LATERAL (
+		SELECT sum(n.reserved_usd) AS usd, sum(n.reserved_tokens) AS tokens
+		  FROM @extschema@.nodes n JOIN @extschema@.runs r ON r.id = n.run_id
+		 WHERE r.workspace = w.workspace AND n.status = 'running' AND n.reserved_usd IS NOT NULL) rs ON true
+	UNION ALL
+	SELECT 'run', r.workspace, r.id, NULL, r.usage_usd, r.usage_tokens,
+		   coalesce((SELECT sum(n.reserved_usd) FROM @extschema@.nodes n
+					  WHERE n.run_id = r.id AND n.status = 'running'), 0),
+		   coalesce((SELECT sum(n.reserved_tokens) FROM @extschema@.nodes n
+					  WHERE n.run_id = r.id AND n.status = 'running'), 0),
+		   r.budget_usd, r.budget_tokens
+	  FROM @extschema@.runs r;
+COMMENT ON VIEW @extschema@.spend IS
+	'Spend per workspace (in its budget''s current period; in total without a budget) and per run: booked and reserved (calls in flight), in USD and tokens, with the budgets.';
+REVOKE ALL ON @extschema@.spend FROM PUBLIC;

@@ -29,6 +29,7 @@
 #include "utils/numeric.h"
 
 #include "vectorbea.h"
+#include "budget.h"
 #include "clock.h"
 #include "complete.h"
 #include "jsonb_util.h"
@@ -230,11 +231,10 @@ vb_complete_locked(VbRun *run, int64 task_id, pg_uuid_t *lease, Jsonb *output,
 	}
 	if (spawn)
 		add_spawned(run, spawn, node, attempt, at);
-	if (u.given && vb_state_book_usage(run, u.tokens, u.usd, &budget_detail))
-	{
-		vb_event(run, "BUDGET_EXCEEDED", node, attempt, budget_detail, at);
-		vb_state_fail_run(run, node, "budget_exceeded", at);
-	}
+	/* Under "pause" the work stands; the run's next llm call's check pauses it. */
+	if (u.given && vb_state_book_usage(run, u.tokens, u.usd, &budget_detail) &&
+		!vb_budget_pauses(run))
+		vb_budget_exceeded(run, node, attempt, 0, budget_detail, false, at);
 	else
 		vb_state_finish_run_if_done(run, at);
 }

@@ -19,9 +19,11 @@
  * Everything takes effect when the caller commits; vectorbea.controls
  * lists what holds.
  *
- * Runs are locked one at a time in id order.  A child run is a run of its
- * own: it is paused with its workspace (children inherit the parent's),
- * not with its parent.
+ * Runs are locked one at a time in descending id order: ids grow with
+ * time (uuid v7), so a child is locked before its parent, the order in
+ * which a child that ends locks them (state.c).  A child run is a run of
+ * its own: it is paused with its workspace (children inherit the
+ * parent's), not with its parent.
  *
  * IDENTIFICATION
  *	  src/controls.c
@@ -224,7 +226,7 @@ runs_of_workspace(const char *workspace, bool paused_by_workspace, uint64 *n)
 							  " WHERE workspace = $1"
 							  "   AND CASE WHEN $2 THEN status = 'paused' AND paused->>'scope' = 'workspace'"
 							  "            ELSE status = 'running' END"
-							  " ORDER BY id", 2, types, args, NULL, false, 0) != SPI_OK_SELECT)
+							  " ORDER BY id DESC", 2, types, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not list the runs of workspace \"%s\"", workspace);
 	*n = SPI_processed;
 	ids = palloc(sizeof(pg_uuid_t) * Max(*n, 1));
@@ -374,7 +376,7 @@ vectorbea_disable_model(PG_FUNCTION_ARGS)
 	if (SPI_execute_with_args("SELECT id, run_id FROM vectorbea.nodes"
 							  " WHERE status = 'running' AND activity = '" VB_LLM_ACTIVITY "'"
 							  "   AND llm->>'provider' = $1 AND ($2 = '*' OR llm->>'model' = $2)"
-							  " ORDER BY run_id, id", 2, types, args, NULL, false, 0) != SPI_OK_SELECT)
+							  " ORDER BY run_id DESC, id", 2, types, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not find the calls to %s/%s", provider, model);
 	n = SPI_processed;
 	task_ids = palloc(sizeof(int64) * Max(n, 1));
@@ -393,7 +395,7 @@ vectorbea_disable_model(PG_FUNCTION_ARGS)
 
 		if (vb_run_lock(&run_ids[i], &run) &&
 			vb_state_abort_attempt(&run, task_ids[i],
-								   psprintf("%s/%s was disabled", provider, model), true, at))
+								   psprintf("%s/%s was disabled", provider, model), DT_NOEND, at))
 		{
 			vb_run_save(&run, at);
 			aborted++;

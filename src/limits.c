@@ -33,6 +33,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "access/xact.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 
@@ -120,6 +121,12 @@ vb_claim_within_limits(const char *worker, ArrayType *activities, int max_tasks,
 		elog(ERROR, "vectorbea: could not lock concurrency limits");
 	if (SPI_processed == 0)
 		return false;
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("a claim of an activity with a concurrency limit needs READ COMMITTED"),
+				 errdetail("Under REPEATABLE READ or SERIALIZABLE the claim could not see what the claims before it took."),
+				 errhint("Claim in a READ COMMITTED transaction, PostgreSQL's default.")));
 	if (SPI_execute_plan(free_plan, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not count running attempts");
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -227,7 +234,7 @@ vectorbea_set_concurrency_limit(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_RESERVED_NAME),
 				 errmsg("activity \"%s\" belongs to the engine", activity),
-				 errhint("ActivityLimit llm calls with activity '%s'.", VB_LLM_ACTIVITY)));
+				 errhint("Limit llm calls with activity '%s'.", VB_LLM_ACTIVITY)));
 	if (strcmp(workspace, "*") != 0 && !vb_valid_name(workspace))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

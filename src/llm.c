@@ -218,6 +218,15 @@ prepare_one(void *arg, int i)
 
 	if (!vb_run_lock(&b->claimed[i].run_id, &run))
 		return;
+	/* An earlier call of this claim stopped the run (its budget): no call. */
+	if (run.status == VB_RUN_PAUSED)
+	{
+		vb_state_abort_attempt(&run, b->claimed[i].task_id, "its run is paused", b->at, b->at);
+		vb_run_save(&run, b->at);
+		return;
+	}
+	if (!vb_run_active(run.status))
+		return;					/* and its failure revoked this attempt */
 	c = vb_llm_build_call(llm_cxt, &b->claimed[i], b->master, &problem);
 	if (c == NULL)
 	{
@@ -229,7 +238,7 @@ prepare_one(void *arg, int i)
 	{
 		forget_call(c);
 		vb_state_abort_attempt(&run, b->claimed[i].task_id,
-							   psprintf("%s/%s is disabled", c->provider, c->model), true, b->at);
+							   psprintf("%s/%s is disabled", c->provider, c->model), DT_NOEND, b->at);
 		vb_run_save(&run, b->at);
 		return;
 	}
@@ -408,7 +417,8 @@ vb_llm_send(void)
 /*
  * Drops calls that were recorded but whose transaction rolled back, and
  * calls whose lease is gone (their run was cancelled or failed, or their
- * lease expired): the answer could not be used.
+ * lease expired): the answer could not be used.  Not read-only: after a
+ * claim, in its transaction, it must see what the claim changed.
  */
 void
 vb_llm_check_leases(void)
@@ -441,7 +451,7 @@ vb_llm_check_leases(void)
 							  " WHERE NOT EXISTS (SELECT FROM vectorbea.nodes n"
 							  "                    WHERE n.id = t.id AND n.lease = t.lease"
 							  "                      AND n.status = 'running')",
-							  2, types, args, NULL, true, 0) != SPI_OK_SELECT)
+							  2, types, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not check the leases of llm calls");
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{

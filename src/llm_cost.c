@@ -20,6 +20,8 @@
 
 #include "vectorbea.h"
 #include "jsonb_util.h"
+#include "budget.h"
+#include "clock.h"
 #include "llm_call.h"
 #include "spi_util.h"
 #include "state.h"
@@ -57,6 +59,9 @@ vb_llm_price_call(const char *provider, const char *model, int64 tokens_in, int6
 	return DatumGetFloat8(DirectFunctionCall1(numeric_float8, d));
 }
 
+/* How long a call that does not fit waits for the calls in flight to settle. */
+#define BUDGET_WAIT_MS	1000
+
 /*
  * Whether the call about to be made could cross the run's budget: its
  * prompt (about four bytes a token) and max_tokens, priced from
@@ -87,6 +92,37 @@ vb_llm_stop_if_over_budget(VbRun *run, LlmCall *c, size_t body_len, TimestampTz 
 						  "                          'estimated_tokens', $2,"
 						  "                          'call_not_made', true)::text"
 						  "  FROM vectorbea.runs WHERE id = $1", lengthof(types), types);
+	}
+	if (vb_waits_available())
+	{
+		/* 0.2.0: the run's and the workspace's budgets, with reservations. */
+		bool		pause = false;
+		bool		wait = false;
+
+		/* Under a budget in USD, a call that cannot be priced is not a free one. */
+		if (vb_llm_price_call(c->provider, c->model, est_in, c->max_tokens) < 0 &&
+			vb_budget_in_usd(run))
+		{
+			vb_state_fail_attempt(run, c->task_id, "permanent",
+								  vb_llm_error_json("permanent",
+													psprintf("model %s/%s has no price, and run %s spends under a budget in USD",
+															 c->provider, c->model, vb_uuid_text(&run->id)),
+													"\"hint\":\"Add the model to vectorbea.model_prices.\""),
+								  false, -1, at);
+			vb_run_save(run, at);
+			return true;
+		}
+
+		detail = vb_budget_reserve_call(run, c->task_id, est_usd, est_tokens, &pause, &wait);
+		if (detail == NULL)
+			return false;
+		if (wait)
+			vb_state_abort_attempt(run, c->task_id, "waiting for the budget's calls in flight to settle",
+								   at + (int64) BUDGET_WAIT_MS * 1000, at);
+		else
+			vb_budget_exceeded(run, c->node, c->attempt, c->task_id, detail, pause, at);
+		vb_run_save(run, at);
+		return true;
 	}
 	args[0] = UUIDPGetDatum(&c->run_id);
 	args[1] = Int64GetDatum(est_tokens);
@@ -159,10 +195,10 @@ vb_llm_record_call(VbRun *run, LlmCall *c, VbHttpCall *h, VbLlmOutcome *o, Times
 
 	if (tokens > 0 || usd > 0)
 	{
-		if (vb_state_book_usage(run, tokens, usd_text, &budget))
+		/* Under "pause" the answer stands; the next call's check pauses. */
+		if (vb_state_book_usage(run, tokens, usd_text, &budget) && !vb_budget_pauses(run))
 		{
-			vb_event(run, "BUDGET_EXCEEDED", c->node, c->attempt, budget, at);
-			vb_state_fail_run(run, c->node, "budget_exceeded", at);
+			vb_budget_exceeded(run, c->node, c->attempt, 0, budget, false, at);
 			return false;
 		}
 	}

@@ -365,6 +365,8 @@ do_pass(TimestampTz now, TimestampTz *announced_upto, VbSweepCounters *c)
 	begin_step("vectorbea: claiming llm nodes");
 	vb_llm_check_leases();
 	vb_llm_claim(c);
+	/* A call this claim recorded and then revoked (its run stopped) is not sent. */
+	vb_llm_check_leases();
 	end_step();
 	vb_llm_send();
 

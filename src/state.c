@@ -1579,16 +1579,16 @@ vb_state_cancel_run(VbRun *run, const char *reason, bool compensate, TimestampTz
 /* ---- kill switches ---- */
 
 /*
- * The running attempt of task_id in a locked run is aborted by a kill
- * switch (message says which): it does not count against the node's
- * attempts, and the node is ready again, at once or, with hold, only when
- * released (available_at 'infinity': its model is disabled).  The
+ * The running attempt of task_id in a locked run is aborted (message says
+ * why: a kill switch, a budget): it does not count against the node's
+ * attempts, and the node is ready again at available_at: DT_NOEND holds it
+ * until it is released (available_at 'infinity': its model is disabled).  The
  * scheduler drops the call in flight when it sees the lease gone.  False
  * when the attempt was not running.
  */
 bool
-vb_state_abort_attempt(VbRun *run, int64 task_id, const char *message, bool hold,
-					   TimestampTz at)
+vb_state_abort_attempt(VbRun *run, int64 task_id, const char *message,
+					   TimestampTz available_at, TimestampTz at)
 {
 	static SPIPlanPtr plan = NULL;
 	Datum		args[4];
@@ -1599,12 +1599,12 @@ vb_state_abort_attempt(VbRun *run, int64 task_id, const char *message, bool hold
 
 	if (plan == NULL)
 	{
-		Oid			types[4] = {INT8OID, TEXTOID, TIMESTAMPTZOID, BOOLOID};
+		Oid			types[3] = {INT8OID, TEXTOID, TIMESTAMPTZOID};
 
 		plan = vb_prepare("UPDATE vectorbea.nodes"
 						  "   SET status = 'ready', error = $2::jsonb, lease = NULL,"
 						  "       lease_expires_at = NULL, max_attempts = max_attempts + 1,"
-						  "       available_at = CASE WHEN $4 THEN 'infinity' ELSE $3 END"
+						  "       available_at = $3"
 						  " WHERE id = $1 AND status = 'running'"
 						  " RETURNING node, attempt", lengthof(types), types);
 	}
@@ -1614,8 +1614,7 @@ vb_state_abort_attempt(VbRun *run, int64 task_id, const char *message, bool hold
 	appendStringInfoString(&err, ",\"class\":\"aborted\"}");
 	args[0] = Int64GetDatum(task_id);
 	args[1] = CStringGetTextDatum(err.data);
-	args[2] = TimestampTzGetDatum(at);
-	args[3] = BoolGetDatum(hold);
+	args[2] = TimestampTzGetDatum(available_at);	/* DT_NOEND is 'infinity' */
 	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "vectorbea: could not abort task %ld", (long) task_id);
 	if (SPI_processed == 0)
@@ -1626,10 +1625,14 @@ vb_state_abort_attempt(VbRun *run, int64 task_id, const char *message, bool hold
 			 psprintf("{\"class\":\"aborted\",\"error\":%s,\"final\":false,\"duration_ms\":0}",
 					  err.data), at);
 	vb_event(run, "STEP_RETRIED", node, attempt,
-			 psprintf("{\"delay_ms\":0,\"available_at\":%s,\"next_attempt\":%d,\"aborted\":true}",
-					  hold ? "null" : psprintf("\"%s\"", vb_timestamp_iso(at)), attempt + 1),
+			 psprintf("{\"delay_ms\":%ld,\"available_at\":%s,\"next_attempt\":%d,\"aborted\":true}",
+					  available_at == DT_NOEND ? 0L : (long) ((available_at - at) / 1000),
+					  available_at == DT_NOEND ? "null" :
+					  psprintf("\"%s\"", vb_timestamp_iso(available_at)), attempt + 1),
 			 at);
 	vb_wake_scheduler(at);
+	if (available_at != DT_NOEND && available_at > at)
+		vb_wake_scheduler(available_at);
 	return true;
 }
 
@@ -1691,8 +1694,10 @@ vb_state_pause_run(VbRun *run, const char *scope, const char *reason, const char
 	}
 	run->status = VB_RUN_PAUSED;
 	vb_event(run, "RUN_PAUSED", NULL, 0, data.data, at);
-	for (uint64 i = 0; i < n; i++)
-		vb_state_abort_attempt(run, ids[i], psprintf("the %s was paused", scope), false, at);
+	/* A budget's pause lets the calls it has reserved for finish. */
+	if (strcmp(scope, "budget") != 0)
+		for (uint64 i = 0; i < n; i++)
+			vb_state_abort_attempt(run, ids[i], psprintf("the %s was paused", scope), at, at);
 	return true;
 }
 
@@ -1731,6 +1736,7 @@ vb_state_resume_run(VbRun *run, const char *by, TimestampTz at)
 	vb_append_json_string(&data, by);
 	appendStringInfoChar(&data, '}');
 	vb_event(run, "RUN_RESUMED", NULL, 0, data.data, at);
+	vb_wake_scheduler(at);		/* a deadline or a wait may have passed meanwhile */
 	if (SPI_execute_plan(ready_plan, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not find the ready work of run %s", vb_uuid_text(&run->id));
 	for (uint64 i = 0; i < SPI_processed; i++)

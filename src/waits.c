@@ -55,6 +55,14 @@
 
 #define WAITS_BATCH			100
 
+/*
+ * An llm node held at available_at 'infinity' by a disabled model is not
+ * one whose not_before is still to be read.
+ */
+#define HELD_BY_SWITCH \
+	"(n.activity = '" VB_LLM_ACTIVITY "' AND EXISTS (SELECT FROM vectorbea.disabled_models d" \
+	"   WHERE d.provider = n.llm->>'provider' AND d.model IN ('*', n.llm->>'model')))"
+
 /* When work skipped because its run was busy is looked at again. */
 #define RETRY_BUSY_MS		200
 
@@ -482,7 +490,8 @@ vb_start_waits(TimestampTz at, bool isolate, VbSweepCounters *counters)
 						  " WHERE n.status = 'ready' AND r.status = 'running'"
 						  "   AND ((n.activity IS NULL AND n.available_at <= $1"
 						  "         AND n.kind IN ('sleep', 'signal', 'run', 'approval'))"
-						  "        OR (n.not_before IS NOT NULL AND n.available_at = 'infinity'))"
+						  "        OR (n.not_before IS NOT NULL AND n.available_at = 'infinity'"
+						  "            AND NOT " HELD_BY_SWITCH "))"
 						  " ORDER BY n.id LIMIT " CppAsString2(WAITS_BATCH)
 						  " FOR NO KEY UPDATE OF r SKIP LOCKED"
 						  " FOR UPDATE OF n SKIP LOCKED", lengthof(types), types);
@@ -669,18 +678,21 @@ vb_waits_next_due(TimestampTz now)
 		 * not keep the scheduler spinning.
 		 */
 		plan = vb_prepare("SELECT least("
-						  " (SELECT pg_catalog.min(attempt_deadline) FROM vectorbea.nodes"
-						  "   WHERE status = 'waiting' AND attempt_deadline IS NOT NULL"
-						  "     AND kind IN ('sleep', 'signal', 'run')),"
-						  " (SELECT CASE WHEN pg_catalog.min(available_at) = 'infinity'"
+						  " (SELECT pg_catalog.min(n.attempt_deadline)"
+						  "    FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
+						  "   WHERE n.status = 'waiting' AND n.attempt_deadline IS NOT NULL"
+						  "     AND n.kind IN ('sleep', 'signal', 'run') AND r.status = 'running'),"
+						  " (SELECT CASE WHEN pg_catalog.min(n.available_at) = 'infinity'"
 						  "              THEN $1 + interval '" CppAsString2(RETRY_BUSY_MS) " ms'"
-						  "              ELSE pg_catalog.min(available_at) END"
-						  "    FROM vectorbea.nodes WHERE status = 'ready' AND not_before IS NOT NULL"
-						  "     AND available_at > $1),"
+						  "              ELSE pg_catalog.min(n.available_at) END"
+						  "    FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
+						  "   WHERE n.status = 'ready' AND n.not_before IS NOT NULL"
+						  "     AND n.available_at > $1 AND r.status = 'running' AND NOT " HELD_BY_SWITCH "),"
 						  " (SELECT greatest(m.at, $1 + interval '" CppAsString2(RETRY_BUSY_MS) " ms')"
-						  "    FROM (SELECT pg_catalog.min(available_at) AS at FROM vectorbea.nodes"
-						  "           WHERE status = 'ready' AND activity IS NULL"
-						  "             AND kind IN ('sleep', 'signal', 'run')) m"
+						  "    FROM (SELECT pg_catalog.min(n.available_at) AS at"
+						  "            FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
+						  "           WHERE n.status = 'ready' AND n.activity IS NULL AND r.status = 'running'"
+						  "             AND n.kind IN ('sleep', 'signal', 'run')) m"
 						  "   WHERE m.at IS NOT NULL),"
 						  " (SELECT $1 + interval '" CppAsString2(RETRY_BUSY_MS) " ms'"
 						  "    FROM vectorbea.runs c"

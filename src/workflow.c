@@ -314,11 +314,22 @@ check_options(Jsonb *options, TimestampTz at, TimestampTz *deadline)
 								MAX_BUDGET_USD),
 						 errdetail("Found %s.", text ? text : vb_jsonb_type_name(&val))));
 		}
+		else if (strcmp(key, "on_budget") == 0)
+		{
+			char	   *policy = val.type == jbvString ?
+				pnstrdup(val.val.string.val, val.val.string.len) : NULL;
+
+			if (policy == NULL || (strcmp(policy, "fail") != 0 && strcmp(policy, "pause") != 0))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("invalid run options: field \"on_budget\" must be \"fail\" or \"pause\""),
+						 errdetail("Found %s.", vb_short_text(vb_jsonb_value_text(&val)))));
+		}
 		else
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("invalid run options: unknown field \"%s\"", key),
-					 errdetail("Allowed fields: workspace, priority, budget_usd, budget_tokens, deadline.")));
+					 errdetail("Allowed fields: workspace, priority, budget_usd, budget_tokens, on_budget, deadline.")));
 	}
 	return priority;
 }

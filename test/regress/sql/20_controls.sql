@@ -126,4 +126,27 @@ SELECT status FROM vectorbea.runs WHERE id = :'run5';
 SELECT vectorbea.resume_workspace('undo');
 SELECT * FROM check_run(:'run5');
 
+-- Budgets: bad input is refused and changes nothing; a budget and the
+-- spend view (llm calls against budgets are tested in TAP 024).
+SELECT vectorbea.set_budget(NULL, 1); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.set_budget('no spaces', 1); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.set_budget('acme', -1); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.set_budget('acme', 1e12); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.set_budget('acme', 1, 'week'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.set_budget('acme', 1, 'month', -5); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.set_budget('acme', 1, 'month', NULL, 'shrug'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.set_run_budget(NULL, 1); \echo SQLSTATE :SQLSTATE
+SELECT try($$SELECT vectorbea.set_run_budget(gen_random_uuid(), 1)$$);
+SELECT try(format('SELECT vectorbea.set_run_budget(%L, -1)', :'run'));
+SELECT try(format('SELECT vectorbea.set_run_budget(%L, 1)', :'run'));
+SELECT vectorbea.start_run('two', '{}', NULL, '{"on_budget":"maybe"}'); \echo SQLSTATE :SQLSTATE
+SELECT count(*) AS budgets FROM vectorbea.budgets;
+SELECT vectorbea.set_budget('acme', 2.5, 'day', NULL, 'pause') AS resumed;
+SELECT workspace, usd, tokens, period, on_exceed FROM vectorbea.budgets;
+SELECT vectorbea.set_budget('acme', NULL, 'day') AS resumed;
+SELECT count(*) AS budgets FROM vectorbea.budgets;
+SELECT vectorbea.set_budget('acme', 10, 'total', 100000);
+SELECT workspace, period, booked_usd, reserved_usd, budget_usd, budget_tokens
+  FROM vectorbea.spend WHERE scope = 'workspace' ORDER BY workspace;
+
 DROP FUNCTION try(text);

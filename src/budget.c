@@ -1,0 +1,406 @@
+/*-------------------------------------------------------------------------
+ *
+ * budget.c
+ *	  Budgets: a run's (start_run options budget_usd, budget_tokens) and a
+ *	  workspace's (set_budget), checked before each llm call with the call's
+ *	  worst case reserved, and what happens at the limit.
+ *
+ * Before a call, its worst case (prompt size and max_tokens, priced from
+ * model_prices) is added to what the run and its workspace have booked
+ * and to the worst cases of their other calls in flight (reserved on
+ * their nodes); if that crosses a budget the call is not made.  The
+ * workspace's budget row is locked for the check, so two runs of one
+ * workspace cannot both take its last dollar; the reservation is written
+ * on the node in the same transaction as LLM_REQUESTED, and counts while
+ * the attempt runs (a crash that ends the attempt ends the reservation).
+ * Usage is booked on the run after the call (llm_cost.c); a workspace's
+ * spend in a period is the usage of its runs started in that period.
+ *
+ * At the limit the policy decides (the run's on_budget option for its own
+ * budget, the workspace budget's on_exceed for the workspace's): fail
+ * (BUDGET_EXCEEDED, the run fails) or pause (BUDGET_EXCEEDED, the attempt
+ * is aborted uncounted and the run paused with scope "budget" until its
+ * budget or its workspace's is raised, or resume_run).
+ *
+ * IDENTIFICATION
+ *	  src/budget.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/numeric.h"
+
+#include "vectorbea.h"
+#include "budget.h"
+#include "check.h"
+#include "clock.h"
+#include "jsonb_util.h"
+#include "spi_util.h"
+#include "state.h"
+
+static const char *const periods[] = {"day", "month", "total", NULL};
+static const char *const policies[] = {"fail", "pause", NULL};
+
+/* A budget above a billion USD is a typo, not a budget. */
+#define MAX_BUDGET_USD	1e9
+
+/*
+ * Checks the call of task_id (in a locked run) against the run's budget
+ * and its workspace's, with its worst case est_usd / est_tokens.  NULL
+ * when it may be made: its worst case is then reserved on the node.  Else
+ * the BUDGET_EXCEEDED data, with *pause set by the policy that applies,
+ * and *wait when other calls still hold reservations against that budget:
+ * their answers may cost less than their worst cases, so the call waits
+ * for them to settle before the budget is called spent.
+ */
+char *
+vb_budget_reserve_call(VbRun *run, int64 task_id, double est_usd, int64 est_tokens,
+					   bool *pause, bool *wait)
+{
+	static SPIPlanPtr run_plan = NULL;
+	static SPIPlanPtr lock_plan = NULL;
+	static SPIPlanPtr ws_plan = NULL;
+	static SPIPlanPtr reserve_plan = NULL;
+	Datum		args[4];
+	bool		isnull;
+	char	   *workspace;
+
+	if (run_plan == NULL)
+	{
+		Oid			types[4] = {UUIDOID, INT8OID, FLOAT8OID, INT8OID};
+		Oid			tw[4] = {TEXTOID, INT8OID, FLOAT8OID, INT8OID};
+		Oid			t1[1] = {TEXTOID};
+		Oid			tr[3] = {INT8OID, FLOAT8OID, INT8OID};
+
+		run_plan = vb_prepare("SELECT r.workspace, coalesce(r.options->>'on_budget', 'fail') = 'pause',"
+							  "       coalesce(r.usage_usd + res.usd + $3::numeric > r.budget_usd, false)"
+							  "       OR coalesce(r.usage_tokens + res.tokens + $2 > r.budget_tokens, false),"
+							  "       pg_catalog.jsonb_build_object('scope', 'run',"
+							  "           'usage_usd', r.usage_usd, 'budget_usd', r.budget_usd,"
+							  "           'usage_tokens', r.usage_tokens, 'budget_tokens', r.budget_tokens,"
+							  "           'reserved_usd', res.usd, 'reserved_tokens', res.tokens,"
+							  "           'estimated_usd', pg_catalog.round($3::numeric, 8),"
+							  "           'estimated_tokens', $2, 'call_not_made', true)::text,"
+							  "       res.usd > 0 OR res.tokens > 0"
+							  "  FROM vectorbea.runs r CROSS JOIN LATERAL ("
+							  "    SELECT coalesce(pg_catalog.sum(n.reserved_usd), 0) AS usd,"
+							  "           coalesce(pg_catalog.sum(n.reserved_tokens), 0) AS tokens"
+							  "      FROM vectorbea.nodes n"
+							  "     WHERE n.run_id = r.id AND n.status = 'running' AND n.id <> $4) res"
+							  " WHERE r.id = $1", lengthof(types), types);
+		lock_plan = vb_prepare("SELECT FROM vectorbea.budgets WHERE workspace = $1 FOR UPDATE",
+							   lengthof(t1), t1);
+		/* A statement of its own: its snapshot sees what the lock waited for. */
+		ws_plan = vb_prepare("SELECT b.on_exceed = 'pause',"
+							 "       coalesce(s.usd + res.usd + $3::numeric > b.usd, false)"
+							 "       OR coalesce(s.tokens + res.tokens + $2 > b.tokens, false),"
+							 "       pg_catalog.jsonb_build_object('scope', 'workspace', 'workspace', b.workspace,"
+							 "           'period', b.period, 'spent_usd', s.usd, 'budget_usd', b.usd,"
+							 "           'spent_tokens', s.tokens, 'budget_tokens', b.tokens,"
+							 "           'reserved_usd', res.usd, 'reserved_tokens', res.tokens,"
+							 "           'estimated_usd', pg_catalog.round($3::numeric, 8),"
+							 "           'estimated_tokens', $2, 'call_not_made', true)::text,"
+							 "       res.usd > 0 OR res.tokens > 0"
+							 "  FROM vectorbea.budgets b"
+							 " CROSS JOIN LATERAL ("
+							 "    SELECT coalesce(pg_catalog.sum(r.usage_usd), 0) AS usd,"
+							 "           coalesce(pg_catalog.sum(r.usage_tokens), 0) AS tokens"
+							 "      FROM vectorbea.runs r"
+							 "     WHERE r.workspace = b.workspace"
+							 "       AND r.created_at >= CASE b.period"
+							 "             WHEN 'day' THEN pg_catalog.date_trunc('day', vectorbea.clock(), 'UTC')"
+							 "             WHEN 'month' THEN pg_catalog.date_trunc('month', vectorbea.clock(), 'UTC')"
+							 "             ELSE '-infinity' END) s"
+							 " CROSS JOIN LATERAL ("
+							 "    SELECT coalesce(pg_catalog.sum(n.reserved_usd), 0) AS usd,"
+							 "           coalesce(pg_catalog.sum(n.reserved_tokens), 0) AS tokens"
+							 "      FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
+							 "     WHERE r.workspace = b.workspace AND n.status = 'running'"
+							 "       AND n.reserved_usd IS NOT NULL AND n.id <> $4) res"
+							 " WHERE b.workspace = $1", lengthof(tw), tw);
+		reserve_plan = vb_prepare("UPDATE vectorbea.nodes SET reserved_usd = $2::numeric, reserved_tokens = $3"
+								  " WHERE id = $1", lengthof(tr), tr);
+	}
+	if (!vb_waits_available())
+		return NULL;			/* a 0.1.0 schema: llm_cost.c checks the run's budget */
+	args[0] = UUIDPGetDatum(&run->id);
+	args[1] = Int64GetDatum(est_tokens);
+	args[2] = Float8GetDatum(est_usd);
+	args[3] = Int64GetDatum(task_id);
+	if (SPI_execute_plan(run_plan, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "vectorbea: budget lookup failed");
+	workspace = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull)))
+	{
+		*pause = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		*wait = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull));
+		return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4);
+	}
+
+	args[0] = CStringGetTextDatum(workspace);
+	if (SPI_execute_plan(lock_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not lock the budget of workspace \"%s\"", workspace);
+	if (SPI_processed > 0)
+	{
+		if (SPI_execute_plan(ws_plan, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "vectorbea: workspace budget lookup failed");
+		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)))
+		{
+			*pause = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+			*wait = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
+			return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+		}
+	}
+	args[0] = Int64GetDatum(task_id);
+	args[1] = Float8GetDatum(est_usd);
+	args[2] = Int64GetDatum(est_tokens);
+	if (SPI_execute_plan(reserve_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "vectorbea: could not reserve the budget of task %ld", (long) task_id);
+	return NULL;
+}
+
+/*
+ * A budget of a locked run was crossed (detail_json: BUDGET_EXCEEDED's
+ * data) by node's attempt task_id (0: no attempt to abort).  With pause
+ * the attempt is aborted and the run waits; else the run fails.
+ */
+void
+vb_budget_exceeded(VbRun *run, const char *node, int attempt, int64 task_id,
+				   const char *detail_json, bool pause, TimestampTz at)
+{
+	vb_event(run, "BUDGET_EXCEEDED", node, attempt, detail_json, at);
+	if (pause && vb_run_active(run->status))
+	{
+		if (task_id != 0)
+			vb_state_abort_attempt(run, task_id, "its run's budget is spent", at, at);
+		vb_state_pause_run(run, "budget", "budget exceeded", "vectorbea", at);
+		return;
+	}
+	vb_state_fail_run(run, node, "budget_exceeded", at);
+}
+
+/* Whether a budget in USD applies to a locked run: its own or its workspace's. */
+bool
+vb_budget_in_usd(VbRun *run)
+{
+	Datum		args[1] = {UUIDPGetDatum(&run->id)};
+	Oid			types[1] = {UUIDOID};
+
+	if (SPI_execute_with_args("SELECT r.budget_usd IS NOT NULL"
+							  "       OR EXISTS (SELECT FROM vectorbea.budgets b"
+							  "                   WHERE b.workspace = r.workspace AND b.usd IS NOT NULL)"
+							  "  FROM vectorbea.runs r WHERE r.id = $1", 1, types, args, NULL, false, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "vectorbea: run %s vanished", vb_uuid_text(&run->id));
+	return strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "t") == 0;
+}
+
+/* Whether a locked run's policy at its budget is to pause. */
+bool
+vb_budget_pauses(VbRun *run)
+{
+	Datum		args[1] = {UUIDPGetDatum(&run->id)};
+	Oid			types[1] = {UUIDOID};
+
+	if (SPI_execute_with_args("SELECT coalesce(options->>'on_budget', 'fail') = 'pause'"
+							  "  FROM vectorbea.runs WHERE id = $1", 1, types, args, NULL, false, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "vectorbea: run %s vanished", vb_uuid_text(&run->id));
+	return strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "t") == 0;
+}
+
+/* The runs of a workspace (or one run) that a budget paused, resumed. */
+static int
+resume_budget_paused(const char *workspace, pg_uuid_t *run_id, TimestampTz at)
+{
+	Datum		args[2];
+	char		nulls[2] = {' ', ' '};
+	Oid			types[2] = {TEXTOID, UUIDOID};
+	uint64		n;
+	pg_uuid_t  *ids;
+	int			resumed = 0;
+
+	if (workspace)
+		args[0] = CStringGetTextDatum(workspace);
+	else
+		nulls[0] = 'n';
+	if (run_id)
+		args[1] = UUIDPGetDatum(run_id);
+	else
+		nulls[1] = 'n';
+	if (SPI_execute_with_args("SELECT id FROM vectorbea.runs"
+							  " WHERE status = 'paused' AND paused->>'scope' = 'budget'"
+							  "   AND ($1::text IS NULL OR workspace = $1) AND ($2::uuid IS NULL OR id = $2)"
+							  " ORDER BY id DESC", 2, types, args, nulls, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not find the runs a budget paused");
+	n = SPI_processed;
+	ids = palloc(sizeof(pg_uuid_t) * Max(n, 1));
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		memcpy(&ids[i], DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull)),
+			   sizeof(pg_uuid_t));
+	}
+	for (uint64 i = 0; i < n; i++)
+	{
+		VbRun		run;
+
+		if (vb_run_lock(&ids[i], &run) &&
+			vb_state_resume_run(&run, GetUserNameFromId(GetOuterUserId(), false), at))
+		{
+			vb_run_save(&run, at);
+			resumed++;
+		}
+	}
+	return resumed;
+}
+
+static void
+check_amounts(FunctionCallInfo fcinfo, int usd_arg, int tokens_arg)
+{
+	if (!PG_ARGISNULL(usd_arg))
+	{
+		double		usd = DatumGetFloat8(DirectFunctionCall1(numeric_float8, PG_GETARG_DATUM(usd_arg)));
+
+		if (!(usd >= 0 && usd <= MAX_BUDGET_USD))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("usd must be a number from 0 to %.0f", MAX_BUDGET_USD),
+					 errdetail("Found %s.", DatumGetCString(DirectFunctionCall1(numeric_out, PG_GETARG_DATUM(usd_arg))))));
+	}
+	if (!PG_ARGISNULL(tokens_arg) && PG_GETARG_INT64(tokens_arg) < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("tokens must not be negative"),
+				 errdetail("Found %ld.", (long) PG_GETARG_INT64(tokens_arg))));
+}
+
+/*
+ * set_budget(workspace text, usd numeric, period text, tokens bigint,
+ *            on_exceed text) -> integer
+ */
+PG_FUNCTION_INFO_V1(vectorbea_set_budget);
+Datum
+vectorbea_set_budget(PG_FUNCTION_ARGS)
+{
+	char	   *workspace;
+	char	   *period;
+	char	   *on_exceed;
+	TimestampTz at = vb_now();
+	Datum		args[7];
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Oid			types[7] = {TEXTOID, NUMERICOID, INT8OID, TEXTOID, TEXTOID, NAMEOID, TIMESTAMPTZOID};
+	int			resumed;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(2) || PG_ARGISNULL(4))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("workspace, period and on_exceed must not be null"),
+				 errhint("Pass usd and tokens NULL to remove the budget.")));
+	workspace = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	period = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	on_exceed = text_to_cstring(PG_GETARG_TEXT_PP(4));
+	if (!vb_valid_name(workspace))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid workspace name \"%s\"", vb_short_text(workspace)),
+				 errdetail("Names are 1 to %d characters: letters, digits, \"_\", \"-\", \".\" and \":\".",
+						   VB_MAX_NAME_LEN)));
+	check_amounts(fcinfo, 1, 3);
+	if (!vb_in_list(period, periods))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid budget period \"%s\"", vb_short_text(period)),
+				 errdetail("Periods: %s (UTC calendar day or month, or the workspace's whole life).",
+						   vb_list_text(periods))));
+	if (!vb_in_list(on_exceed, policies))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid budget policy \"%s\"", vb_short_text(on_exceed)),
+				 errdetail("Policies: fail (the run fails), pause (the run waits until the budget is raised).")));
+
+	SPI_connect();
+	args[0] = CStringGetTextDatum(workspace);
+	if (PG_ARGISNULL(1) && PG_ARGISNULL(3))
+	{
+		if (SPI_execute_with_args("DELETE FROM vectorbea.budgets WHERE workspace = $1",
+								  1, types, args, NULL, false, 0) != SPI_OK_DELETE)
+			elog(ERROR, "vectorbea: could not remove the budget of workspace \"%s\"", workspace);
+	}
+	else
+	{
+		if (PG_ARGISNULL(1))
+			nulls[1] = 'n';
+		else
+			args[1] = PG_GETARG_DATUM(1);
+		if (PG_ARGISNULL(3))
+			nulls[2] = 'n';
+		else
+			args[2] = PG_GETARG_DATUM(3);
+		args[3] = CStringGetTextDatum(period);
+		args[4] = CStringGetTextDatum(on_exceed);
+		args[5] = DirectFunctionCall1(namein, CStringGetDatum(GetUserNameFromId(GetOuterUserId(), false)));
+		args[6] = TimestampTzGetDatum(at);
+		if (SPI_execute_with_args("INSERT INTO vectorbea.budgets"
+								  " (workspace, usd, tokens, period, on_exceed, set_by, set_at)"
+								  " VALUES ($1, $2, $3, $4, $5, $6, $7)"
+								  " ON CONFLICT (workspace) DO UPDATE SET usd = $2, tokens = $3, period = $4,"
+								  "   on_exceed = $5, set_by = $6, set_at = $7",
+								  7, types, args, nulls, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "vectorbea: could not set the budget of workspace \"%s\"", workspace);
+	}
+	resumed = resume_budget_paused(workspace, NULL, at);
+	SPI_finish();
+	PG_RETURN_INT32(resumed);
+}
+
+/* set_run_budget(run uuid, usd numeric, tokens bigint) -> boolean */
+PG_FUNCTION_INFO_V1(vectorbea_set_run_budget);
+Datum
+vectorbea_set_run_budget(PG_FUNCTION_ARGS)
+{
+	TimestampTz at = vb_now();
+	Datum		args[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	Oid			types[3] = {UUIDOID, NUMERICOID, INT8OID};
+	VbRun		run;
+	bool		resumed;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("run must not be null")));
+	check_amounts(fcinfo, 1, 2);
+	SPI_connect();
+	if (!vb_run_lock(PG_GETARG_UUID_P(0), &run))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("run %s does not exist", vb_uuid_text(PG_GETARG_UUID_P(0)))));
+	if (!vb_run_active(run.status))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("run %s is %s: only an unfinished run's budget can be set",
+						vb_uuid_text(&run.id), vb_run_status_name(run.status))));
+	args[0] = UUIDPGetDatum(&run.id);
+	if (PG_ARGISNULL(1))
+		nulls[1] = 'n';
+	else
+		args[1] = PG_GETARG_DATUM(1);
+	if (PG_ARGISNULL(2))
+		nulls[2] = 'n';
+	else
+		args[2] = PG_GETARG_DATUM(2);
+	if (SPI_execute_with_args("UPDATE vectorbea.runs SET budget_usd = $2, budget_tokens = $3 WHERE id = $1",
+							  3, types, args, nulls, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "vectorbea: could not set the budget of run %s", vb_uuid_text(&run.id));
+	resumed = resume_budget_paused(NULL, &run.id, at) > 0;
+	SPI_finish();
+	PG_RETURN_BOOL(resumed);
+}

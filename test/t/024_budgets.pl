@@ -1,0 +1,118 @@
+# 024_budgets.pl -- budgets stop a runaway agent before it spends, against
+# the fake provider on loopback, with the real scheduler.
+#
+# A run budget with on_budget "pause": a planner spawns 30 llm nodes; the
+# calls whose worst case would cross the budget are not made, the run
+# pauses, and its usage stays within the budget; raising the budget
+# (set_run_budget) resumes it and every node is called.
+#
+# A workspace budget shared by two runs of 20 llm nodes each, all calls in
+# flight at once (the provider answers after a delay): the worst cases are
+# reserved under the budget's lock, so the two runs together never spend
+# more than the budget; calls that would cross it fail their runs
+# (on_exceed "fail").
+#
+# Under a budget in USD, a call to a model without a price is refused, not
+# made for free.
+use strict;
+use warnings;
+use FindBin;
+use lib $FindBin::Bin;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time usleep);
+use VbTest;
+
+my ($node, $base, $port) = vb_llm_server('budgets', qq{
+vectorbea.llm_max_in_flight = 100
+});
+my $json = vb_json();
+
+sub sql { return $node->safe_psql('postgres', $_[0]); }
+
+vb_store_key($node, 'default', 'openai', 'sk-test-openai-0001', $base);
+vb_store_key($node, 'shared', 'openai', 'sk-test-openai-0002', $base);
+
+# gpt-4o-mini: 0.15 USD per million tokens in, 0.60 out.  max_tokens 1000:
+# a call's worst case is about 0.0006 USD; each answer costs 0.00006.
+my $llm = '{"provider": "openai", "model": "gpt-4o-mini", "prompt": "Look at {{input.n}}", "max_tokens": 1000}';
+
+# ---------------------------------------------------------------------------
+# A run budget that pauses: 0.0015 USD, about 25 answers but only
+# 2 worst cases.
+sql(q{SELECT vectorbea.define_workflow('planner', '{"nodes": [{"id": "plan", "activity": "plan"}]}')});
+vb_fake_script({ text => 'looked', usage => { input => 100, output => 75 }, times => -1 });
+my $run = sql(q{SELECT vectorbea.start_run('planner', '{}', NULL, '{"budget_usd": 0.0015, "on_budget": "pause"}')});
+my ($tid, $lease) = split /\|/, sql(q{SELECT task_id, lease FROM vectorbea.claim_tasks('w', ARRAY['plan'])});
+my $spawn = $json->encode([ map { { id => "look_$_", kind => 'llm', input => { n => $_ },
+	llm => $json->decode($llm) } } 1 .. 30 ]);
+sql(qq{SELECT vectorbea.complete_task($tid, '$lease', '{}', '$spawn')});
+ok(defined vb_wait_for($node, qq{SELECT status FROM vectorbea.runs WHERE id = '$run'}, 'paused', 30),
+	'run budget: the run pauses at its budget');
+my ($usage, $calls) = split /\|/, sql(qq{SELECT usage_usd, (SELECT count(*) FROM vectorbea.events
+	WHERE run_id = '$run' AND type = 'LLM_CALLED') FROM vectorbea.runs WHERE id = '$run'});
+cmp_ok($usage, "<=", 0.0015, "run budget: its usage ($usage USD after $calls calls) stays within the budget");
+cmp_ok($calls, '>=', 4, 'run budget: the calls that fitted were made');
+cmp_ok($calls, '<', 30, 'run budget: not all of them');
+is(sql(qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$run' AND type = 'BUDGET_EXCEEDED'
+		   AND (data->>'call_not_made')::boolean}), '1', 'run budget: one BUDGET_EXCEEDED, for a call not made');
+is(sql(qq{SELECT paused->>'scope' FROM vectorbea.runs WHERE id = '$run'}), 'budget', 'run budget: paused by its budget');
+my $before = scalar @{ vb_fake_requests() };
+usleep(1_000_000);
+is(scalar @{ vb_fake_requests() }, $before, 'run budget: nothing is called while it is paused');
+is(sql(qq{SELECT vectorbea.set_run_budget('$run', 1.0)}), 't', 'run budget: raising the budget resumes the run');
+ok(defined vb_wait_for($node, qq{SELECT status FROM vectorbea.runs WHERE id = '$run'}, 'succeeded', 60),
+	'run budget: every spawned node is called and the run succeeds');
+is(sql(qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$run' AND type = 'STEP_COMPLETED'
+		   AND node LIKE 'look_%'}), '30', 'run budget: all 30 llm nodes completed once');
+is(sql(qq{SELECT count(*) FROM vectorbea.verify_run('$run')}), '0', 'run budget: verify_run is empty');
+
+# ---------------------------------------------------------------------------
+# A workspace budget shared by two runs with all their calls in flight.
+vb_fake_reset();
+vb_fake_script({ text => 'ok', delay_ms => 1500, usage => { input => 100, output => 900 }, times => -1 });
+sql(q{SELECT vectorbea.set_budget('shared', 0.006, 'total')});
+sql(qq{SELECT vectorbea.define_workflow('wide', jsonb_build_object('nodes',
+	(SELECT jsonb_agg(jsonb_build_object('id', 'q' || i, 'kind', 'llm', 'input', jsonb_build_object('n', i),
+										 'llm', '$llm'::jsonb)) FROM generate_series(1, 20) i)))});
+my @runs = split /\n/, sql(q{SELECT vectorbea.start_run('wide', '{}', NULL, '{"workspace": "shared"}')
+							   FROM generate_series(1, 2)});
+ok(defined vb_wait_for($node, q{SELECT count(*) FROM vectorbea.runs WHERE workspace = 'shared' AND status = 'running'},
+		'0', 60), 'workspace budget: both runs end');
+my $spent = sql(q{SELECT sum(usage_usd) FROM vectorbea.runs WHERE workspace = 'shared'});
+cmp_ok($spent, '<=', 0.006, "workspace budget: together they spent $spent USD, within the budget");
+my $made = scalar @{ vb_fake_requests() };
+# A worst case is 0.0006075 USD, an answer costs 0.000555: 9 calls fit at
+# once, a tenth once they have settled, never an eleventh.
+cmp_ok($made, '>=', 9, "workspace budget: the calls that fitted were made ($made)");
+cmp_ok($made, '<=', 10, 'workspace budget: and no more than its budget allows');
+is(sql(q{SELECT count(*) FROM vectorbea.runs WHERE workspace = 'shared' AND status = 'failed'
+		   AND error->>'reason' = 'budget_exceeded'}), '2', 'workspace budget: both runs failed at the budget');
+is(sql(q{SELECT count(*) FROM vectorbea.events e JOIN vectorbea.runs r ON r.id = e.run_id
+		  WHERE r.workspace = 'shared' AND e.type = 'BUDGET_EXCEEDED' AND e.data->>'scope' = 'workspace'}), '2',
+	'workspace budget: BUDGET_EXCEEDED names the workspace budget');
+is(sql(q{SELECT booked_usd || ':' || reserved_usd || ':' || budget_usd FROM vectorbea.spend
+		  WHERE scope = 'workspace' AND workspace = 'shared'}), "$spent:0:0.006",
+	'workspace budget: the spend view shows booked, reserved and budget');
+# ---------------------------------------------------------------------------
+# Under a budget in USD, a model without a price is never a free call.
+vb_fake_reset();
+vb_fake_script({ text => 'free?', times => -1 });
+sql(q{SELECT vectorbea.define_workflow('unpriced', '{"nodes": [
+  {"id": "q", "kind": "llm", "llm": {"provider": "openai", "model": "no-such-price", "prompt": "hi"}}]}')});
+$run = sql(q{SELECT vectorbea.start_run('unpriced', '{}', NULL, '{"budget_usd": 1}')});
+ok(defined vb_wait_for($node, qq{SELECT status FROM vectorbea.runs WHERE id = '$run'}, 'failed', 30),
+	'unpriced model under a budget: the run fails');
+like(sql(qq{SELECT error->>'message' FROM vectorbea.nodes WHERE run_id = '$run'}), qr/has no price/,
+	'unpriced model under a budget: the node says the model has no price');
+is(scalar @{ vb_fake_requests() }, 0, 'unpriced model under a budget: no call was made');
+$run = sql(q{SELECT vectorbea.start_run('unpriced', '{}')});
+ok(defined vb_wait_for($node, qq{SELECT status FROM vectorbea.runs WHERE id = '$run'}, 'succeeded', 30),
+	'unpriced model without a budget: the call is made (priced false in LLM_CALLED)');
+
+is(sql(q{SELECT count(*) FROM vectorbea.runs r, vectorbea.verify_run(r.id)}), '0',
+	'verify_run is empty for every run');
+
+$node->stop;
+done_testing();
