@@ -9,9 +9,11 @@
  * A claim of activities that have limits locks their limit rows (FOR
  * UPDATE, in key order), and only then counts what runs: claimers of one
  * limited activity take their turns, so two of them can never both see
- * the last free place.  Claims of activities without a limit read the
- * (empty) limit table and take no lock: there is no global lock on the
- * claim path.  A completion needs no lock: it only frees a place.
+ * the last free place.  Claims of activities without a limit take no
+ * lock: there is no global lock on the claim path; and while no limit
+ * exists at all, a claim does not even look (a backend caches that until
+ * set_concurrency_limit's commit bumps a generation in shared memory).
+ * A completion needs no lock: it only frees a place.
  *
  * A limited activity is claimed in steps: first from each workspace with
  * a limit of its own (at most its free places there), then from the other
@@ -42,6 +44,7 @@
 #include "clock.h"
 #include "jsonb_util.h"
 #include "limits_claim.h"
+#include "shmem.h"
 #include "spi_util.h"
 #include "state.h"
 
@@ -61,6 +64,42 @@ text_array(List *names)
 	foreach(lc, names)
 		elems[foreach_current_index(lc)] = CStringGetTextDatum(lfirst(lc));
 	return construct_array(elems, list_length(names), TEXTOID, -1, false, TYPALIGN_INT);
+}
+
+/*
+ * Whether any concurrency limit exists, cached in the backend until
+ * set_concurrency_limit bumps the shared generation (at its commit): most
+ * databases have none, and every claim asks.
+ */
+static bool limits_pending_bump = false;
+
+static bool
+limits_exist(void)
+{
+	static uint64 seen_generation = PG_UINT64_MAX;
+	static bool any = false;
+	uint64		generation;
+
+	if (vb_shared == NULL)
+		return true;			/* no shared memory: always look */
+	generation = pg_atomic_read_u64(&vb_shared->limits_generation);
+	if (generation != seen_generation)
+	{
+		if (SPI_execute("SELECT FROM vectorbea.concurrency_limits LIMIT 1", true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "vectorbea: could not look up concurrency limits");
+		any = SPI_processed > 0;
+		seen_generation = generation;
+	}
+	return any;
+}
+
+static void
+limits_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT && limits_pending_bump && vb_shared)
+		pg_atomic_fetch_add_u64(&vb_shared->limits_generation, 1);
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT)
+		limits_pending_bump = false;
 }
 
 /* Starts up to cap attempts of one activity; returns how many. */
@@ -98,8 +137,8 @@ vb_claim_within_limits(const char *worker, ArrayType *activities, int max_tasks,
 	int			left = max_tasks;
 	ListCell   *lc;
 
-	if (!vb_waits_available())
-		return false;			/* a 0.1.0 schema has no limits */
+	if (!vb_waits_available() || !limits_exist())
+		return false;			/* the claim path stays as it was: no lock, no query */
 	if (lock_plan == NULL)
 	{
 		Oid			types[1] = {TEXTARRAYOID};
@@ -247,6 +286,16 @@ vectorbea_set_concurrency_limit(PG_FUNCTION_ARGS)
 				 errdetail("Found %d.", PG_GETARG_INT32(1)),
 				 errhint("Pass NULL to remove the limit; pause the workspace to stop its work.")));
 
+	{
+		static bool registered = false;
+
+		if (!registered)
+		{
+			RegisterXactCallback(limits_xact_callback, NULL);
+			registered = true;
+		}
+		limits_pending_bump = true;
+	}
 	SPI_connect();
 	args[0] = CStringGetTextDatum(activity);
 	args[1] = CStringGetTextDatum(workspace);

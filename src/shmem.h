@@ -9,6 +9,7 @@
 #ifndef VB_SHMEM_H
 #define VB_SHMEM_H
 
+#include "port/atomics.h"
 #include "storage/lwlock.h"
 #include "utils/timestamp.h"
 
@@ -46,6 +47,7 @@ typedef struct VbSchedulerSlot
 typedef struct VbShared
 {
 	LWLock	   *lock;
+	pg_atomic_uint64 limits_generation;	/* bumped when concurrency limits change */
 	int			nslots;
 	VbSchedulerSlot slots[VB_MAX_SCHEDULERS];
 } VbShared;

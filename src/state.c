@@ -263,7 +263,7 @@ release_dependents(VbRun *run, const char *node, TimestampTz at)
  * transaction keeps its nodes for the next claim.  LIMIT inside a
  * MATERIALIZED CTE bounds the rows taken, whatever the plan.
  */
-#define CLAIM_MANY_HEAD \
+#define CLAIM_MANY_HEAD(filter) \
 	"WITH acts AS (" \
 	"  SELECT DISTINCT a FROM pg_catalog.unnest($2::text[]) AS a" \
 	"), best AS (" \
@@ -284,24 +284,32 @@ release_dependents(VbRun *run, const char *node, TimestampTz at)
 	"      SELECT n.id, n.run_id, n.priority, n.available_at" \
 	"        FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id" \
 	"       WHERE n.status = 'ready' AND n.activity = quota.activity" \
-	"         AND n.available_at <= $4 AND r.status IN ('running', 'compensating')" \
-	"         AND ($6::text IS NULL OR r.workspace = $6) AND r.workspace <> ALL ($7::text[])" \
+	"         AND n.available_at <= $4 AND r.status IN ('running', 'compensating')" filter \
 	"       ORDER BY n.priority DESC, n.available_at, n.id" \
 	"       LIMIT quota.n" \
 	"       FOR NO KEY UPDATE OF r SKIP LOCKED" \
 	"       FOR UPDATE OF n SKIP LOCKED) c"
 
-#define CLAIM_ONE_HEAD \
+#define CLAIM_ONE_HEAD(filter) \
 	"WITH candidate AS MATERIALIZED (" \
 	"  SELECT n.id, n.run_id, n.priority, n.available_at" \
 	"    FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id" \
 	"   WHERE n.status = 'ready' AND n.activity = ($2::text[])[1]" \
-	"     AND n.available_at <= $4 AND r.status IN ('running', 'compensating')" \
-	"     AND ($6::text IS NULL OR r.workspace = $6) AND r.workspace <> ALL ($7::text[])" \
+	"     AND n.available_at <= $4 AND r.status IN ('running', 'compensating')" filter \
 	"   ORDER BY n.priority DESC, n.available_at, n.id" \
 	"   LIMIT $3" \
 	"   FOR NO KEY UPDATE OF r SKIP LOCKED" \
 	"   FOR UPDATE OF n SKIP LOCKED"
+
+/*
+ * The claims of concurrency limits (limits.c) choose workspaces: only $6,
+ * or any but those in $7.  They are statements of their own, so that the
+ * usual claim keeps its plan: with the filter the planner, costing it
+ * blind in a generic plan, chose one that sorted the whole backlog.
+ */
+#define CLAIM_NO_FILTER ""
+#define CLAIM_WORKSPACE_FILTER \
+	" AND ($6::text IS NULL OR r.workspace = $6) AND r.workspace <> ALL ($7::text[])"
 
 #define CLAIM_TAIL \
 	"), claimed AS (" \
@@ -340,7 +348,11 @@ vb_state_start_attempts(const char *worker, ArrayType *activities, int max_tasks
 {
 	static SPIPlanPtr many_plan = NULL;
 	static SPIPlanPtr one_plan = NULL;
+	static SPIPlanPtr many_filtered_plan = NULL;
+	static SPIPlanPtr one_filtered_plan = NULL;
 	static ArrayType *no_workspaces = NULL;
+	bool		filtered = only_workspace != NULL || not_workspaces != NULL;
+	bool		one;
 	Datum		args[7];
 	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	VbEventBatch events;
@@ -358,10 +370,14 @@ vb_state_start_attempts(const char *worker, ArrayType *activities, int max_tasks
 		 * planner guesses, and the generic plan is used from the first call:
 		 * planning this statement costs more than running it.
 		 */
-		many_plan = vb_prepare_opts(CLAIM_MANY_HEAD CLAIM_TAIL, lengthof(types), types,
+		many_plan = vb_prepare_opts(CLAIM_MANY_HEAD(CLAIM_NO_FILTER) CLAIM_TAIL, 5, types,
 									CURSOR_OPT_GENERIC_PLAN);
-		one_plan = vb_prepare_opts(CLAIM_ONE_HEAD CLAIM_TAIL, lengthof(types), types,
+		one_plan = vb_prepare_opts(CLAIM_ONE_HEAD(CLAIM_NO_FILTER) CLAIM_TAIL, 5, types,
 								   CURSOR_OPT_GENERIC_PLAN);
+		many_filtered_plan = vb_prepare(CLAIM_MANY_HEAD(CLAIM_WORKSPACE_FILTER) CLAIM_TAIL,
+										lengthof(types), types);
+		one_filtered_plan = vb_prepare(CLAIM_ONE_HEAD(CLAIM_WORKSPACE_FILTER) CLAIM_TAIL,
+									   lengthof(types), types);
 	}
 	args[0] = CStringGetTextDatum(worker);
 	args[1] = PointerGetDatum(activities);
@@ -380,8 +396,9 @@ vb_state_start_attempts(const char *worker, ArrayType *activities, int max_tasks
 		MemoryContextSwitchTo(old);
 	}
 	args[6] = PointerGetDatum(not_workspaces ? not_workspaces : no_workspaces);
-	if (SPI_execute_plan(ArrayGetNItems(ARR_NDIM(activities), ARR_DIMS(activities)) == 1 ?
-						 one_plan : many_plan, args, nulls, false, 0) != SPI_OK_SELECT)
+	one = ArrayGetNItems(ARR_NDIM(activities), ARR_DIMS(activities)) == 1;
+	if (SPI_execute_plan(filtered ? (one ? one_filtered_plan : many_filtered_plan) :
+						 (one ? one_plan : many_plan), args, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: claim failed");
 	rows = SPI_tuptable;
 	n = SPI_processed;

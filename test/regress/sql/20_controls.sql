@@ -126,6 +126,28 @@ SELECT status FROM vectorbea.runs WHERE id = :'run5';
 SELECT vectorbea.resume_workspace('undo');
 SELECT * FROM check_run(:'run5');
 
+-- Concurrency limits: bad input, then a limit in one workspace and one
+-- over all (the race of claimers is the isolation spec concurrency_limit).
+SELECT vectorbea.set_concurrency_limit(NULL, 1); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.set_concurrency_limit('k_a', 1, NULL); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.set_concurrency_limit('no spaces', 1); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.set_concurrency_limit('vectorbea:other', 1); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.set_concurrency_limit('k_a', 0); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.set_concurrency_limit('k_a', 1, 'bad name'); \echo SQLSTATE :SQLSTATE
+SELECT count(*) AS limits FROM vectorbea.concurrency_limits;
+SELECT count(vectorbea.start_run('two', '{}', NULL, jsonb_build_object('workspace', w)))
+  FROM unnest(ARRAY['lim1', 'lim2']) w, generate_series(1, 3);
+-- One k_a of workspace "other" is still running (claimed above): 2 places
+-- are free overall, one of them in lim1.
+SELECT vectorbea.set_concurrency_limit('k_a', 1, 'lim1');
+SELECT vectorbea.set_concurrency_limit('k_a', 3);
+SELECT r.workspace, count(*) FROM vectorbea.claim_tasks('w', ARRAY['k_a'], 10) c
+  JOIN vectorbea.runs r ON r.id = c.run_id GROUP BY r.workspace ORDER BY r.workspace;
+SELECT count(*) AS more FROM vectorbea.claim_tasks('w', ARRAY['k_a'], 10);
+SELECT vectorbea.set_concurrency_limit('k_a', NULL) AS removed, vectorbea.set_concurrency_limit('k_a', NULL, 'lim1') AS removed_too;
+SELECT r.workspace, count(*) FROM vectorbea.claim_tasks('w', ARRAY['k_a'], 10) c
+  JOIN vectorbea.runs r ON r.id = c.run_id GROUP BY r.workspace ORDER BY r.workspace;
+
 -- Budgets: bad input is refused and changes nothing; a budget and the
 -- spend view (llm calls against budgets are tested in TAP 024).
 SELECT vectorbea.set_budget(NULL, 1); \echo SQLSTATE :SQLSTATE
