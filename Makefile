@@ -52,6 +52,7 @@ OBJS = \
 	src/approvals.o \
 	src/keys.o \
 	src/llm_request.o \
+	src/rate.o \
 	src/budget.o \
 	src/llm_cost.o \
 	src/llm_answer.o \

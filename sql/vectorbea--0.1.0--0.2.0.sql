@@ -995,3 +995,36 @@ CREATE VIEW @extschema@.spend AS
 COMMENT ON VIEW @extschema@.spend IS
 	'Spend per workspace (in its budget''s current period; in total without a budget) and per run: booked and reserved (calls in flight), in USD and tokens, with the budgets.';
 REVOKE ALL ON @extschema@.spend FROM PUBLIC;
+
+/*
+ * Rate limits (issue 12, part): requests and tokens per minute for a
+ * workspace's calls to a provider (model '*') or one of its models, kept by
+ * the scheduler: a call whose time has not come waits (RATE_LIMITED), it
+ * does not fail.
+ */
+CREATE TABLE @extschema@.rate_limits (
+	workspace			text NOT NULL,
+	provider			text NOT NULL,
+	model				text NOT NULL DEFAULT '*',
+	requests_per_minute	integer CHECK (requests_per_minute > 0),
+	tokens_per_minute	integer CHECK (tokens_per_minute > 0),
+	set_by				name NOT NULL DEFAULT session_user,
+	set_at				timestamptz NOT NULL,
+	PRIMARY KEY (workspace, provider, model),
+	CHECK (requests_per_minute IS NOT NULL OR tokens_per_minute IS NOT NULL)
+);
+COMMENT ON TABLE @extschema@.rate_limits IS
+	'How many llm calls (and tokens, at worst) a workspace may send a provider, or one of its models, per minute.  Set with set_rate_limit().';
+REVOKE ALL ON TABLE @extschema@.rate_limits FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.rate_limits', '');
+
+CREATE FUNCTION @extschema@.set_rate_limit(workspace text, provider text,
+										   requests_per_minute integer,
+										   tokens_per_minute integer DEFAULT NULL,
+										   model text DEFAULT '*')
+	RETURNS boolean LANGUAGE c SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_set_rate_limit';
+COMMENT ON FUNCTION @extschema@.set_rate_limit(text, text, integer, integer, text) IS
+	'Sets (or, with both limits NULL, removes) how many requests and tokens per minute a workspace may send a provider (model ''*'') or one model.  Returns whether a limit was there.';
+REVOKE ALL ON FUNCTION @extschema@.set_rate_limit(text, text, integer, integer, text) FROM PUBLIC;

@@ -122,30 +122,44 @@ write_cb(char *data, size_t size, size_t nmemb, void *userp)
 	return n;
 }
 
-/* Keeps Retry-After; other headers are not needed. */
+/* Copies the value of header line into dst if the line is header name. */
+static void
+keep_header(const char *line, size_t n, const char *name, char *dst, size_t dstlen)
+{
+	size_t		namelen = strlen(name);
+	size_t		start = namelen;
+	size_t		len;
+
+	if (n <= namelen || pg_strncasecmp(line, name, namelen) != 0)
+		return;
+	while (start < n && (line[start] == ' ' || line[start] == '\t'))
+		start++;
+	len = n - start;
+	while (len > 0 && (line[start + len - 1] == '\r' || line[start + len - 1] == '\n' ||
+					   line[start + len - 1] == ' '))
+		len--;
+	if (len >= dstlen)
+		len = dstlen - 1;
+	memcpy(dst, line + start, len);
+	dst[len] = '\0';
+}
+
+/* Keeps Retry-After and the providers' remaining-requests headers; no other. */
 static size_t
 header_cb(char *line, size_t size, size_t nitems, void *userp)
 {
 	VbHttpCall *call = userp;
 	size_t		n = size * nitems;
-	static const char name[] = "retry-after:";
 
-	if (n > sizeof(name) - 1 && pg_strncasecmp(line, name, sizeof(name) - 1) == 0)
-	{
-		size_t		start = sizeof(name) - 1;
-		size_t		len;
-
-		while (start < n && (line[start] == ' ' || line[start] == '\t'))
-			start++;
-		len = n - start;
-		while (len > 0 && (line[start + len - 1] == '\r' || line[start + len - 1] == '\n' ||
-						   line[start + len - 1] == ' '))
-			len--;
-		if (len >= sizeof(call->retry_after))
-			len = sizeof(call->retry_after) - 1;
-		memcpy(call->retry_after, line + start, len);
-		call->retry_after[len] = '\0';
-	}
+	keep_header(line, n, "retry-after:", call->retry_after, sizeof(call->retry_after));
+	keep_header(line, n, "x-ratelimit-remaining-requests:", call->requests_remaining,
+				sizeof(call->requests_remaining));
+	keep_header(line, n, "anthropic-ratelimit-requests-remaining:", call->requests_remaining,
+				sizeof(call->requests_remaining));
+	keep_header(line, n, "x-ratelimit-reset-requests:", call->requests_reset,
+				sizeof(call->requests_reset));
+	keep_header(line, n, "anthropic-ratelimit-requests-reset:", call->requests_reset,
+				sizeof(call->requests_reset));
 	return n;
 }
 

@@ -28,6 +28,8 @@ typedef struct VbHttpCall
 	bool		refused_address;
 	char		refused_text[64];
 	char		retry_after[64];
+	char		requests_remaining[32];	/* x-ratelimit-remaining-requests, or Anthropic's */
+	char		requests_reset[64];	/* when they reset: a duration (OpenAI) or a time */
 	char		errbuf[256];	/* CURL_ERROR_SIZE */
 } VbHttpCall;
 

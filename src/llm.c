@@ -62,6 +62,7 @@
 #include "keys.h"
 #include "llm.h"
 #include "llm_call.h"
+#include "rate.h"
 #include "settings.h"
 #include "spi_util.h"
 #include "state.h"
@@ -241,6 +242,23 @@ prepare_one(void *arg, int i)
 							   psprintf("%s/%s is disabled", c->provider, c->model), DT_NOEND, b->at);
 		vb_run_save(&run, b->at);
 		return;
+	}
+	/* Its time under the rate limits: not yet, it waits (once) for it. */
+	{
+		TimestampTz until;
+		char	   *why;
+
+		if (!vb_rate_take(c->task_id, c->workspace, c->provider, c->model,
+						  (int64) (strlen(vb_llm_request_body(c)) / 4) + 1 + c->max_tokens,
+						  b->at, &until, &why))
+		{
+			forget_call(c);
+			vb_event(&run, "RATE_LIMITED", b->claimed[i].node, b->claimed[i].attempt, why, b->at);
+			vb_state_abort_attempt(&run, b->claimed[i].task_id, "waiting for its time under a rate limit",
+								   until, b->at);
+			vb_run_save(&run, b->at);
+			return;
+		}
 	}
 	problem = vb_http_check_url(c->url);
 	if (problem == NULL &&
@@ -575,6 +593,11 @@ finish_one(void *arg, int i)
 		vb_run_save(&run, b->at);
 		return;
 	}
+	/* The provider's word on when to call again slows every call to it. */
+	if (o.retry_after_ms >= 0)
+		vb_rate_block(c->workspace, c->provider, c->model, b->at + o.retry_after_ms * 1000);
+	if (o.blocked_until > 0)
+		vb_rate_block(c->workspace, c->provider, c->model, o.blocked_until);
 	if (o.err_class)
 	{
 		char	   *extra = o.retry_after_ms >= 0 ?

@@ -22,6 +22,8 @@
 #include "utils/memutils.h"
 
 #include "vectorbea.h"
+#include "clock.h"
+#include "duration.h"
 #include "jsonb_util.h"
 #include "llm_call.h"
 #include "redact.h"
@@ -76,6 +78,26 @@ retry_after_ms(const char *value)
 	}
 }
 
+/*
+ * A response that says no requests remain (x-ratelimit-remaining-requests
+ * or anthropic-ratelimit-requests-remaining: 0) blocks calls until their
+ * reset: a duration ("1s", "6m0s", OpenAI) or a time (Anthropic).
+ */
+static void
+requests_exhausted(VbHttpCall *h, VbLlmOutcome *o)
+{
+	int64		ms;
+	TimestampTz when;
+
+	if (strcmp(h->requests_remaining, "0") != 0 || h->requests_reset[0] == '\0')
+		return;
+	/* On the engine's clock, which the test clock may have moved. */
+	if (vb_parse_duration(h->requests_reset, &ms))
+		o->blocked_until = vb_now() + ms * 1000;
+	else if (vb_parse_timestamp(h->requests_reset, &when))
+		o->blocked_until = when + (vb_now() - GetCurrentTimestamp());
+}
+
 /* Classifies a finished HTTP call. */
 void
 vb_llm_classify(LlmCall *c, VbHttpCall *h, VbLlmOutcome *o)
@@ -85,6 +107,7 @@ vb_llm_classify(LlmCall *c, VbHttpCall *h, VbLlmOutcome *o)
 
 	memset(o, 0, sizeof(*o));
 	o->retry_after_ms = -1;
+	requests_exhausted(h, o);
 	if (h->refused_address && h->result != CURLE_OK)
 	{
 		o->err_class = "permanent";

@@ -30,6 +30,7 @@ typedef struct LlmCall
 	pg_uuid_t	lease;
 	pg_uuid_t	run_id;
 	char	   *node;
+	char	   *workspace;		/* its run's: whose key, budget and rate limits */
 	int			attempt;
 	/* the node's llm object */
 	char	   *provider;
@@ -77,6 +78,7 @@ typedef struct VbLlmOutcome
 	const char *err_class;		/* NULL: the provider answered */
 	char	   *message;
 	int64		retry_after_ms;
+	TimestampTz blocked_until;	/* the provider said no request remains until then; 0: no */
 	VbLlmAnswer answer;
 } VbLlmOutcome;
 

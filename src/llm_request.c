@@ -181,6 +181,7 @@ vb_llm_build_call(MemoryContext parent, VbClaimedLlm *claimed, const char *maste
 	c->lease = claimed->lease;
 	c->run_id = claimed->run_id;
 	c->node = pstrdup(claimed->node);
+	c->workspace = pstrdup(workspace);
 	c->attempt = claimed->attempt;
 	c->provider = json_text_field(&spec->root, "provider");
 	c->model = json_text_field(&spec->root, "model");

@@ -171,4 +171,20 @@ SELECT vectorbea.set_budget('acme', 10, 'total', 100000);
 SELECT workspace, period, booked_usd, reserved_usd, budget_usd, budget_tokens
   FROM vectorbea.spend WHERE scope = 'workspace' ORDER BY workspace;
 
+-- Rate limits: bad input is refused and changes nothing (the pacing of
+-- calls is tested in TAP 025).
+SELECT vectorbea.set_rate_limit(NULL, 'openai', 60); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.set_rate_limit('acme', 'openai', 60, NULL, NULL); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.set_rate_limit('no spaces', 'openai', 60); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.set_rate_limit('acme', 'openia', 60); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.set_rate_limit('acme', 'openai', 0); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.set_rate_limit('acme', 'openai', 60, -1); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.set_rate_limit('acme', 'openai', 60, 1000, ''); \echo SQLSTATE :SQLSTATE
+SELECT count(*) AS rate_limits FROM vectorbea.rate_limits;
+SELECT vectorbea.set_rate_limit('acme', 'openai', 60, 90000) AS existed;
+SELECT vectorbea.set_rate_limit('acme', 'anthropic', NULL, 40000, 'claude-3-5-haiku') AS existed;
+SELECT workspace, provider, model, requests_per_minute, tokens_per_minute FROM vectorbea.rate_limits ORDER BY provider;
+SELECT vectorbea.set_rate_limit('acme', 'openai', NULL) AS existed;
+SELECT count(*) AS rate_limits FROM vectorbea.rate_limits;
+
 DROP FUNCTION try(text);
