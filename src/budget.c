@@ -13,6 +13,9 @@
  * workspace cannot both take its last dollar; the reservation is written
  * on the node in the same transaction as LLM_REQUESTED, and counts while
  * the attempt runs (a crash that ends the attempt ends the reservation).
+ * A task node's estimate counts the same way while it runs, from its
+ * claim to its end: nothing is written at the claim, the reservation is
+ * what is running.
  * Usage is booked on the run after the call (llm_cost.c); a workspace's
  * spend in a period is the usage of its runs started in that period.
  *
@@ -46,6 +49,13 @@
 
 static const char *const periods[] = {"day", "month", "total", NULL};
 static const char *const policies[] = {"fail", "pause", NULL};
+
+/*
+ * What a running node holds against the budgets: an llm call's reserved
+ * worst case, or a task's estimate.
+ */
+#define RESERVED_USD	"coalesce(n.reserved_usd, (n.estimate->>'usd')::numeric)"
+#define RESERVED_TOKENS	"coalesce(n.reserved_tokens, (n.estimate->>'tokens')::bigint)"
 
 /* A budget above a billion USD is a typo, not a budget. */
 #define MAX_BUDGET_USD	1e9
@@ -89,8 +99,8 @@ vb_budget_reserve_call(VbRun *run, int64 task_id, double est_usd, int64 est_toke
 							  "           'estimated_tokens', $2, 'call_not_made', true)::text,"
 							  "       res.usd > 0 OR res.tokens > 0"
 							  "  FROM vectorbea.runs r CROSS JOIN LATERAL ("
-							  "    SELECT coalesce(pg_catalog.sum(n.reserved_usd), 0) AS usd,"
-							  "           coalesce(pg_catalog.sum(n.reserved_tokens), 0) AS tokens"
+							  "    SELECT coalesce(pg_catalog.sum(" RESERVED_USD "), 0) AS usd,"
+							  "           coalesce(pg_catalog.sum(" RESERVED_TOKENS "), 0) AS tokens"
 							  "      FROM vectorbea.nodes n"
 							  "     WHERE n.run_id = r.id AND n.status = 'running' AND n.id <> $4) res"
 							  " WHERE r.id = $1", lengthof(types), types);
@@ -118,11 +128,11 @@ vb_budget_reserve_call(VbRun *run, int64 task_id, double est_usd, int64 est_toke
 							 "             WHEN 'month' THEN pg_catalog.date_trunc('month', vectorbea.clock(), 'UTC')"
 							 "             ELSE '-infinity' END) s"
 							 " CROSS JOIN LATERAL ("
-							 "    SELECT coalesce(pg_catalog.sum(n.reserved_usd), 0) AS usd,"
-							 "           coalesce(pg_catalog.sum(n.reserved_tokens), 0) AS tokens"
+							 "    SELECT coalesce(pg_catalog.sum(" RESERVED_USD "), 0) AS usd,"
+							 "           coalesce(pg_catalog.sum(" RESERVED_TOKENS "), 0) AS tokens"
 							 "      FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
 							 "     WHERE r.workspace = b.workspace AND n.status = 'running'"
-							 "       AND n.reserved_usd IS NOT NULL AND n.id <> $4) res"
+							 "       AND (n.reserved_usd IS NOT NULL OR n.estimate IS NOT NULL) AND n.id <> $4) res"
 							 " WHERE b.workspace = $1", lengthof(tw), tw);
 		reserve_plan = vb_prepare("UPDATE vectorbea.nodes SET reserved_usd = $2::numeric, reserved_tokens = $3"
 								  " WHERE id = $1", lengthof(tr), tr);

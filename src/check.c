@@ -28,7 +28,7 @@
 #include "jsonb_util.h"
 
 /* Node fields of the contract that this version refuses as not supported. */
-static const char *const later_node_fields[] = {"estimate", NULL};
+static const char *const later_node_fields[] = {NULL};
 
 /* Whether key is a node field of the contract this version refuses. */
 bool

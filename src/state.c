@@ -124,9 +124,10 @@ vb_state_add_nodes_held(VbRun *run, const char *specs_json, const char *spawned_
 	"", "", "", "NULL", "s.approval"
 #define ADD_NODES_WAITS \
 	", sleep jsonb, signal jsonb, run jsonb, not_before text, escalation jsonb," \
-	"  compensate jsonb, compensation_of text", \
-	", wait, not_before, compensate, compensation_of", \
-	", coalesce(s.sleep, s.signal, s.run), s.not_before, s.compensate, s.compensation_of", \
+	"  compensate jsonb, compensation_of text, estimate jsonb", \
+	", wait, not_before, compensate, compensation_of, estimate", \
+	", coalesce(s.sleep, s.signal, s.run), s.not_before, s.compensate, s.compensation_of," \
+	"  s.estimate", \
 	"s.not_before", "coalesce(s.approval, s.escalation)"
 #define ADD_NODES_SQL(v) ADD_NODES_SQL_(v)
 #define ADD_NODES_SQL_(spec_cols, ins_cols, ins_vals, not_before, approval) \

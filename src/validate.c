@@ -45,12 +45,13 @@ static const char *const top_fields[] = {"nodes", "defaults", NULL};
 static const char *const default_fields[] = {"retry", "timeout", NULL};
 static const char *const node_fields[] = {"id", "kind", "activity", "depends_on",
 "input", "retry", "timeout", "approval", "llm", "sleep", "signal", "run", "not_before",
-"on_exhausted", "escalation", "in_doubt", "compensate", NULL};
+"on_exhausted", "escalation", "in_doubt", "compensate", "estimate", NULL};
+static const char *const estimate_fields[] = {"usd", "tokens", NULL};
 static const char *const compensate_fields[] = {"kind", "activity", "input", "retry",
 "timeout", "llm", "escalation", "in_doubt", NULL};
 /* Node fields whose columns come with the 0.2.0 schema. */
 static const char *const fields_of_020[] = {"not_before", "on_exhausted", "escalation",
-"in_doubt", "compensate", NULL};
+"in_doubt", "compensate", "estimate", NULL};
 static const char *const on_exhausted_values[] = {"fail", "escalate", NULL};
 static const char *const in_doubt_values[] = {"retry", "ask", "compensate", NULL};
 static const char *const wait_kinds[] = {"sleep", "signal", "run", NULL};
@@ -196,6 +197,47 @@ parse_approval(VbChecker *chk, JsonbContainer *node, const char *label, VbNodeSp
 static void parse_node(VbChecker *chk, JsonbValue *nodeval, int position, VbNodeSpec *spec);
 static char *parse_compensate(VbChecker *chk, JsonbValue *v, const char *label,
 							  VbNodeSpec *spec, VbNodeSpec *defaults);
+
+/*
+ * A task's "estimate": what an attempt of it may cost, in USD and/or
+ * tokens, held against the budgets while it runs (budget.c).
+ */
+static char *
+parse_estimate(VbChecker *chk, JsonbValue *v, const char *label, VbNodeSpec *spec)
+{
+	JsonbValue	f;
+	StringInfoData buf;
+	bool		any = false;
+
+	if (strcmp(spec->kind, "task") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s: %s, field \"estimate\" applies to task nodes", chk->what, label),
+				 errdetail("An llm node's calls are estimated from their prompt and max_tokens.")));
+	if (v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data))
+		vb_type_error(chk, label, "estimate", v, "an object: {\"usd\": 0.05, \"tokens\": 2000}");
+	vb_check_fields(chk, v->val.binary.data, estimate_fields, label, "estimate");
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	if (vb_jsonb_get(v->val.binary.data, "usd", &f))
+	{
+		(void) get_number(chk, &f, label, "estimate.usd", 0, 1e6);
+		appendStringInfo(&buf, "\"usd\":%s", vb_numeric_text(&f));
+		any = true;
+	}
+	if (vb_jsonb_get(v->val.binary.data, "tokens", &f))
+	{
+		appendStringInfo(&buf, "%s\"tokens\":%d", any ? "," : "",
+						 vb_get_int(chk, &f, label, "estimate.tokens", 0, 1000000000));
+		any = true;
+	}
+	if (!any)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s: %s, field \"estimate\" needs \"usd\" or \"tokens\"", chk->what, label)));
+	appendStringInfoChar(&buf, '}');
+	return buf.data;
+}
 
 /* A node field that takes one of a few words; NULL when absent. */
 static char *
@@ -484,6 +526,9 @@ parse_node(VbChecker *chk, JsonbValue *nodeval, int position, VbNodeSpec *spec)
 	if (vb_jsonb_get(obj, "not_before", &v))
 		spec->not_before = vb_validate_not_before(chk->what, label, &v, spec->depends_on);
 	parse_failure_policy(chk, obj, label, spec);
+	spec->estimate_json = NULL;
+	if (vb_jsonb_get(obj, "estimate", &v))
+		spec->estimate_json = parse_estimate(chk, &v, label, spec);
 	spec->compensate_json = NULL;
 	spec->compensation_of = NULL;
 	if (vb_jsonb_get(obj, "compensate", &v))
@@ -924,6 +969,8 @@ vb_node_specs_json(List *specs)
 			appendStringInfo(&buf, ",\"escalation\":%s", s->escalation_json);
 		if (s->compensate_json)
 			appendStringInfo(&buf, ",\"compensate\":%s", s->compensate_json);
+		if (s->estimate_json)
+			appendStringInfo(&buf, ",\"estimate\":%s", s->estimate_json);
 		if (s->timeout_ms > 0)
 			appendStringInfo(&buf, ",\"timeout_ms\":%ld", (long) s->timeout_ms);
 		if (s->approval_json)

@@ -35,6 +35,7 @@ typedef struct VbNodeSpec
 	char	   *in_doubt;		/* "ask", "compensate", or NULL: retry */
 	char	   *escalation_json;	/* normalised gate for escalate and ask */
 	char	   *compensate_json;	/* normalised spec of its compensation */
+	char	   *estimate_json;	/* {"usd", "tokens"}: held while it runs */
 	char	   *compensation_of;	/* unused at validation: the engine sets it */
 } VbNodeSpec;
 

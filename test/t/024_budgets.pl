@@ -12,6 +12,8 @@
 # more than the budget; calls that would cross it fail their runs
 # (on_exceed "fail").
 #
+# A running worker task's estimate holds room in its workspace's budget.
+#
 # Under a budget in USD, a call to a model without a price is refused, not
 # made for free.
 use strict;
@@ -95,6 +97,27 @@ is(sql(q{SELECT count(*) FROM vectorbea.events e JOIN vectorbea.runs r ON r.id =
 is(sql(q{SELECT booked_usd || ':' || reserved_usd || ':' || budget_usd FROM vectorbea.spend
 		  WHERE scope = 'workspace' AND workspace = 'shared'}), "$spent:0:0.006",
 	'workspace budget: the spend view shows booked, reserved and budget');
+# ---------------------------------------------------------------------------
+# A running task's estimate holds budget room: an llm call of the same
+# workspace that would not fit beside it waits until the task ends.
+vb_fake_reset();
+vb_fake_script({ text => 'fits now', times => -1 });
+vb_store_key($node, 'est', 'openai', 'sk-test-openai-0003', $base);
+sql(q{SELECT vectorbea.set_budget('est', 0.001, 'total')});
+sql(q{SELECT vectorbea.define_workflow('costly', '{"nodes": [{"id": "t", "activity": "costly", "estimate": {"usd": 0.0008}}]}')});
+sql(q{SELECT vectorbea.start_run('costly', '{}', NULL, '{"workspace": "est"}')});
+my ($etid, $elease) = split /\|/, sql(q{SELECT task_id, lease FROM vectorbea.claim_tasks('w', ARRAY['costly'])});
+$run = sql(qq{SELECT vectorbea.start_run('wide', '{}', NULL, '{"workspace": "est"}')});
+usleep(2_000_000);
+is(scalar @{ vb_fake_requests() }, 0, 'estimate: no call fits beside the running task\'s estimate');
+is(sql(qq{SELECT count(*) > 0 FROM vectorbea.events WHERE run_id = '$run' AND type = 'STEP_FAILED'
+		   AND data->>'class' = 'aborted'}), 't', 'estimate: the calls wait (aborted, uncounted)');
+sql(qq{SELECT vectorbea.complete_task($etid, '$elease', '{}', usage => '{"usd": 0}')});
+ok(defined vb_wait_for($node, q{SELECT count(*) > 0 FROM vectorbea.events e JOIN vectorbea.runs r ON r.id = e.run_id
+		WHERE r.workspace = 'est' AND e.type = 'LLM_CALLED'}, 't', 20),
+	'estimate: once the task has ended, calls are made');
+sql(qq{SELECT vectorbea.cancel_run('$run')});
+
 # ---------------------------------------------------------------------------
 # Under a budget in USD, a model without a price is never a free call.
 vb_fake_reset();

@@ -47,7 +47,7 @@ SELECT vectorbea.define_workflow('w', '{"nodes": [{"id":"a","activity":"a","kind
 SELECT vectorbea.define_workflow('w', '{"nodes": [{"id":"a","activity":"a","timeout":"0s"}]}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.define_workflow('w', '{"nodes": [{"id":"a","activity":"a","timeout":600}]}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.define_workflow('w', '{"nodes": [{"id":"a","activity":"a","compensate":{"activity":"undo","sleep":{}}}]}'); \echo SQLSTATE :SQLSTATE
-SELECT vectorbea.define_workflow('w', '{"nodes": [{"id":"a","activity":"a","estimate":{"usd":0.01}}]}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.define_workflow('w', '{"nodes": [{"id":"a","activity":"a","estimate":{"usd":"cheap"}}]}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.define_workflow('w', '{"nodes": [{"id":"a","activity":"a"}], "defaults": {"llm": {}}}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.define_workflow('w', '{"nodes": [{"id":"a","activity":"a"}], "defaults": {"timeout": "forever"}}'); \echo SQLSTATE :SQLSTATE
 -- Unknown dependency.

@@ -171,6 +171,23 @@ SELECT vectorbea.set_budget('acme', 10, 'total', 100000);
 SELECT workspace, period, booked_usd, reserved_usd, budget_usd, budget_tokens
   FROM vectorbea.spend WHERE scope = 'workspace' ORDER BY workspace;
 
+-- A task's estimate is held against the budgets while it runs (from its
+-- claim to its end), as an llm call's worst case is.
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"t","activity":"e","estimate":5}]}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"t","activity":"e","estimate":{}}]}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"t","activity":"e","estimate":{"usd":-1}}]}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"t","activity":"e","estimate":{"tokens":1.5}}]}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"t","activity":"e","estimate":{"eur":1}}]}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"t","kind":"llm","llm":{"provider":"openai","model":"m","prompt":"p"},"estimate":{"usd":1}}]}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.define_workflow('costly', '{"nodes":[{"id":"t","activity":"e_costly","estimate":{"usd":0.25,"tokens":5000}}]}');
+SELECT vectorbea.start_run('costly', '{}', NULL, '{"workspace":"acme"}') AS costly \gset
+SELECT reserved_usd, reserved_tokens FROM vectorbea.spend WHERE scope = 'workspace' AND workspace = 'acme';
+SELECT task_id AS e_task, lease AS e_lease FROM vectorbea.claim_tasks('w', ARRAY['e_costly']) \gset
+SELECT reserved_usd, reserved_tokens FROM vectorbea.spend WHERE scope = 'workspace' AND workspace = 'acme';
+SELECT reserved_usd FROM vectorbea.spend WHERE scope = 'run' AND run = :'costly';
+SELECT vectorbea.complete_task(:e_task, :'e_lease', '{}', usage => '{"usd": 0.2, "tokens": 4100}');
+SELECT booked_usd, reserved_usd FROM vectorbea.spend WHERE scope = 'workspace' AND workspace = 'acme';
+
 -- Rate limits: bad input is refused and changes nothing (the pacing of
 -- calls is tested in TAP 025).
 SELECT vectorbea.set_rate_limit(NULL, 'openai', 60); \echo SQLSTATE :SQLSTATE
