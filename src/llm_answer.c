@@ -204,13 +204,17 @@ vb_llm_check_spawn(LlmCall *c, const char *spawn_text)
 
 		if (node->type != jbvBinary || !JsonContainerIsObject(node->val.binary.data))
 			return psprintf("the answer's spawn[%d] is not a node object", i);
-		if (vb_jsonb_get(node->val.binary.data, "kind", &v) &&
-			!(v.type == jbvString && v.val.string.len == 4 &&
-			  strncmp(v.val.string.val, "task", 4) == 0))
-			return psprintf("the answer's spawn[%d] is not a task node; an llm node may add task nodes only", i);
-		if (!vb_jsonb_get(node->val.binary.data, "activity", &v) || v.type != jbvString)
+		if (vb_jsonb_get(node->val.binary.data, "kind", &v) && v.type == jbvString &&
+			v.val.string.len == 3 && strncmp(v.val.string.val, "llm", 3) == 0)
+			activity = VB_LLM_ACTIVITY;	/* allowed when allow_spawn lists it */
+		else if (vb_jsonb_get(node->val.binary.data, "kind", &v) &&
+				 !(v.type == jbvString && v.val.string.len == 4 &&
+				   strncmp(v.val.string.val, "task", 4) == 0))
+			return psprintf("the answer's spawn[%d] is not a task or llm node; an llm node may add those only", i);
+		else if (!vb_jsonb_get(node->val.binary.data, "activity", &v) || v.type != jbvString)
 			return psprintf("the answer's spawn[%d] has no activity", i);
-		activity = pnstrdup(v.val.string.val, v.val.string.len);
+		else
+			activity = pnstrdup(v.val.string.val, v.val.string.len);
 		for (uint32 k = 0; k < JsonContainerSize(acts.val.binary.data); k++)
 		{
 			JsonbValue *a = getIthJsonbValueFromContainer(acts.val.binary.data, k);
@@ -219,6 +223,9 @@ vb_llm_check_spawn(LlmCall *c, const char *spawn_text)
 				strncmp(a->val.string.val, activity, a->val.string.len) == 0)
 				allowed = true;
 		}
+		if (!allowed && strcmp(activity, VB_LLM_ACTIVITY) == 0)
+			return psprintf("the answer's spawn[%d] is an llm node, which \"allow_spawn.activities\" does not allow (it allows %s; \"%s\" would)",
+							i, vb_jsonb_value_text(&acts), VB_LLM_ACTIVITY);
 		if (!allowed)
 			return psprintf("the answer's spawn[%d] has activity \"%s\", which \"allow_spawn.activities\" does not list (it allows %s)",
 							i, activity, vb_jsonb_value_text(&acts));

@@ -309,11 +309,13 @@ vb_validate_llm(const char *what, const char *label, JsonbValue *llm,
 			if (a->type != jbvString)
 				wrong_type(&c, psprintf("allow_spawn.activities[%u]", i), a, "an activity name");
 			name = pnstrdup(a->val.string.val, a->val.string.len);
-			if (!vb_valid_name(name) || vb_reserved_activity(name))
+			/* VB_LLM_ACTIVITY: the model may add llm nodes (a planner of planners). */
+			if (!vb_valid_name(name) ||
+				(vb_reserved_activity(name) && strcmp(name, VB_LLM_ACTIVITY) != 0))
 				bad(&c, psprintf("allow_spawn.activities[%u]", i),
 					psprintf("has an invalid activity name \"%s\"", name),
-					psprintf("Activity names are 1 to %d letters, digits, \"_\", \"-\", \".\" and \":\", and do not start with \"%s\".",
-							 VB_MAX_NAME_LEN, VB_RESERVED_PREFIX));
+					psprintf("Activity names are 1 to %d letters, digits, \"_\", \"-\", \".\" and \":\", and do not start with \"%s\" (but \"%s\" lets the model add llm nodes).",
+							 VB_MAX_NAME_LEN, VB_RESERVED_PREFIX, VB_LLM_ACTIVITY));
 			if (i > 0)
 				appendStringInfoChar(&spawn, ',');
 			vb_append_json_string(&spawn, name);

@@ -267,7 +267,7 @@ consistent($run, 'planner');
 for my $bad (
 	[ 'too many', [ map { { id => "n$_", activity => 'investigate' } } 1 .. 4 ], qr/adds 4 nodes; "allow_spawn.max_nodes" allows 3/ ],
 	[ 'wrong activity', [ { id => 'deploy', activity => 'deploy' } ], qr/activity "deploy", which "allow_spawn.activities" does not list/ ],
-	[ 'llm node', [ { id => 'again', kind => 'llm', llm => { provider => 'openai', model => 'm', prompt => 'p' } } ], qr/not a task node/ ],
+	[ 'llm node', [ { id => 'again', kind => 'llm', llm => { provider => 'openai', model => 'm', prompt => 'p' } } ], qr/is an llm node, which "allow_spawn.activities" does not allow/ ],
 	[ 'invalid node', [ { id => 'x', activity => 'investigate', depends_on => ['ghost'] } ], qr/spawn list was refused: .*ghost/ ])
 {
 	my ($what, $spawn, $like) = @$bad;

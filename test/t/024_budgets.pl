@@ -1,7 +1,8 @@
 # 024_budgets.pl -- budgets stop a runaway agent before it spends, against
 # the fake provider on loopback, with the real scheduler.
 #
-# A run budget with on_budget "pause": a planner spawns 30 llm nodes; the
+# A run budget with on_budget "pause": a planner llm node spawns 30 llm
+# nodes (allow_spawn lists vectorbea:llm); the
 # calls whose worst case would cross the budget are not made, the run
 # pauses, and its usage stays within the budget; raising the budget
 # (set_run_budget) resumes it and every node is called.
@@ -43,13 +44,14 @@ my $llm = '{"provider": "openai", "model": "gpt-4o-mini", "prompt": "Look at {{i
 # ---------------------------------------------------------------------------
 # A run budget that pauses: 0.0015 USD, about 25 answers but only
 # 2 worst cases.
-sql(q{SELECT vectorbea.define_workflow('planner', '{"nodes": [{"id": "plan", "activity": "plan"}]}')});
-vb_fake_script({ text => 'looked', usage => { input => 100, output => 75 }, times => -1 });
+sql(q{SELECT vectorbea.define_workflow('planner', '{"nodes": [{"id": "plan", "kind": "llm",
+  "llm": {"provider": "openai", "model": "gpt-4o-mini", "prompt": "Plan the looks", "max_tokens": 1000,
+          "allow_spawn": {"activities": ["vectorbea:llm"], "max_nodes": 30}}}]}')});
+my $spawn = $json->encode({ spawn => [ map { { id => "look_$_", kind => 'llm', input => { n => $_ },
+	llm => $json->decode($llm) } } 1 .. 30 ] });
+vb_fake_script({ match => { contains => 'Plan the looks' }, text => $spawn, usage => { input => 100, output => 75 } },
+	{ text => 'looked', usage => { input => 100, output => 75 }, times => -1 });
 my $run = sql(q{SELECT vectorbea.start_run('planner', '{}', NULL, '{"budget_usd": 0.0015, "on_budget": "pause"}')});
-my ($tid, $lease) = split /\|/, sql(q{SELECT task_id, lease FROM vectorbea.claim_tasks('w', ARRAY['plan'])});
-my $spawn = $json->encode([ map { { id => "look_$_", kind => 'llm', input => { n => $_ },
-	llm => $json->decode($llm) } } 1 .. 30 ]);
-sql(qq{SELECT vectorbea.complete_task($tid, '$lease', '{}', '$spawn')});
 ok(defined vb_wait_for($node, qq{SELECT status FROM vectorbea.runs WHERE id = '$run'}, 'paused', 30),
 	'run budget: the run pauses at its budget');
 my ($usage, $calls) = split /\|/, sql(qq{SELECT usage_usd, (SELECT count(*) FROM vectorbea.events
