@@ -73,7 +73,7 @@ SELECT try_llm(t) FROM (VALUES
   ('{"provider": "openai", "model": "m", "prompt": "p", "output_schema": {"additionalProperties": {"type": "string"}}}'),
   ('{"provider": "openai", "model": "m", "prompt": "p", "allow_spawn": {"activities": []}}'),
   ('{"provider": "openai", "model": "m", "prompt": "p", "allow_spawn": {"activities": ["a"]}}'),
-  ('{"provider": "openai", "model": "m", "prompt": "p", "allow_spawn": {"activities": ["vectorbea:llm"], "max_nodes": 2}}'),
+  ('{"provider": "openai", "model": "m", "prompt": "p", "allow_spawn": {"activities": ["vectorbea:other"], "max_nodes": 2}}'),
   ('{"provider": "openai", "model": "m", "prompt": "p", "allow_spawn": {"activities": ["a"], "max_nodes": 2, "kinds": []}}'),
   ('{"provider": "openai", "model": "m", "prompt": "{{input.x"}'),
   ('{"provider": "openai", "model": "m", "prompt": "{{ secrets.key }}"}'),
