@@ -393,10 +393,10 @@ vectorbea_disable_model(PG_FUNCTION_ARGS)
 	{
 		VbRun		run;
 
-		if (vb_run_lock(&run_ids[i], &run) &&
-			vb_state_abort_attempt(&run, task_ids[i],
-								   psprintf("%s/%s was disabled", provider, model), DT_NOEND, at))
+		if (vb_run_lock(&run_ids[i], &run))
 		{
+			vb_state_stop_call(&run, task_ids[i], psprintf("%s/%s was disabled", provider, model),
+							   DT_NOEND, at);
 			vb_run_save(&run, at);
 			aborted++;
 		}

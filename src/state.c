@@ -1655,6 +1655,51 @@ vb_state_abort_attempt(VbRun *run, int64 task_id, const char *message,
 }
 
 /*
+ * An llm call in flight of a locked run is stopped by a kill switch: its
+ * attempt is aborted (vb_state_abort_attempt), unless the node asks a
+ * person about attempts in doubt (in_doubt "ask"): the call may have
+ * reached the provider, so a gate of kind in_doubt opens instead of
+ * sending it again after the switch.
+ */
+void
+vb_state_stop_call(VbRun *run, int64 task_id, const char *message, TimestampTz available_at,
+				   TimestampTz at)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[1] = {Int64GetDatum(task_id)};
+	StringInfoData err;
+	bool		isnull;
+
+	if (plan == NULL)
+	{
+		Oid			types[1] = {INT8OID};
+
+		plan = vb_prepare("SELECT node, attempt, approval::text FROM vectorbea.nodes"
+						  " WHERE id = $1 AND status = 'running' AND retry->>'in_doubt' = 'ask'",
+						  lengthof(types), types);
+	}
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not read task %ld", (long) task_id);
+	if (SPI_processed == 0)
+	{
+		vb_state_abort_attempt(run, task_id, message, available_at, at);
+		return;
+	}
+	initStringInfo(&err);
+	appendStringInfoString(&err, "{\"message\":");
+	vb_append_json_string(&err, psprintf("in doubt: %s while the call was in flight; the provider may have answered",
+										 message));
+	appendStringInfoString(&err, ",\"class\":\"aborted\",\"in_doubt\":true}");
+	open_failure_gate(run, task_id, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1),
+					  DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)),
+					  "in_doubt", SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3),
+					  psprintf("{\"class\":\"aborted\",\"error\":%s,\"final\":false,"
+							   "\"in_doubt\":\"ask\",\"duration_ms\":0}", err.data),
+					  err.data, at);
+	vb_wake_scheduler(at);		/* it drops the call it has in flight */
+}
+
+/*
  * Pauses a locked, unfinished run: nothing of it is claimed or called
  * until vb_state_resume_run.  scope is "run" or "workspace" (which switch
  * paused it), by the role.  Its llm calls in flight are aborted; worker
@@ -1715,7 +1760,7 @@ vb_state_pause_run(VbRun *run, const char *scope, const char *reason, const char
 	/* A budget's pause lets the calls it has reserved for finish. */
 	if (strcmp(scope, "budget") != 0)
 		for (uint64 i = 0; i < n; i++)
-			vb_state_abort_attempt(run, ids[i], psprintf("the %s was paused", scope), at, at);
+			vb_state_stop_call(run, ids[i], psprintf("the %s was paused", scope), at, at);
 	return true;
 }
 

@@ -8,6 +8,8 @@
 # class aborted) and do not count against the nodes' attempts;
 # enable_model sends them again.  pause_workspace: the same for a
 # workspace, whose runs are paused; resume_workspace sends them again.
+# A call of a node with in_doubt "ask" is not sent again after a switch:
+# it waits for a person at an in_doubt gate.
 # verify_run is empty for every run.
 use strict;
 use warnings;
@@ -91,6 +93,26 @@ vb_fake_script({ text => 'ok', times => -1 });
 is(sql(q{SELECT vectorbea.resume_workspace('acme')}), $CALLS, 'resume_workspace resumes them');
 ok(defined vb_wait_for($node, q{SELECT count(*) FROM vectorbea.runs WHERE workspace = 'acme' AND status = 'succeeded'},
 		$CALLS, 60), 'every run of the workspace succeeds');
+# ---------------------------------------------------------------------------
+# A call in flight of a node that asks about attempts in doubt is not sent
+# again after the switch: it waits for a person.
+vb_fake_reset();
+vb_fake_script({ mode => 'hang', times => -1 });
+sql(q{SELECT vectorbea.define_workflow('careful', '{"nodes": [
+  {"id": "q", "kind": "llm", "in_doubt": "ask", "llm": {"provider": "openai", "model": "gpt-4o-mini", "prompt": "pay"}}]}')});
+my $careful = sql(q{SELECT vectorbea.start_run('careful', '{}')});
+ok(defined wait_in_flight(1, 30), 'in doubt: the call is in flight');
+sql(qq{SELECT vectorbea.pause_run('$careful', 'look first')});
+ok(defined wait_in_flight(0, 1), 'in doubt: the pause stops it');
+is(sql(qq{SELECT n.status || ':' || a.kind FROM vectorbea.nodes n JOIN vectorbea.approvals a ON a.task_id = n.id
+		   WHERE n.run_id = '$careful'}), 'waiting:in_doubt', 'in doubt: the node waits at an in_doubt gate');
+sql(qq{SELECT vectorbea.resume_run('$careful')});
+usleep(1_500_000);
+is(scalar @{ vb_fake_requests() }, 1, 'in doubt: after the resume the call is not sent again');
+sql(qq{UPDATE vectorbea.approvals SET status = 'approved', decision = 'accept', output = '{"paid": true}'
+	   WHERE run_id = '$careful'});
+is(sql(qq{SELECT status FROM vectorbea.runs WHERE id = '$careful'}), 'succeeded', 'in doubt: a person settles it');
+
 is(sql(q{SELECT count(*) FROM vectorbea.runs r, vectorbea.verify_run(r.id)}), '0',
 	'verify_run is empty for every run');
 
