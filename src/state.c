@@ -1364,6 +1364,11 @@ end_run(VbRun *run, VbRunStatus status, const char *event_type, const char *data
 	args[3] = CStringGetTextDatum(status == VB_RUN_SUCCEEDED ? "null" : data_json);
 	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "vectorbea: could not finish run");
+	/* A run that ends while paused (failed, cancelled) is no longer held. */
+	if (run->status == VB_RUN_PAUSED &&
+		SPI_execute_with_args("UPDATE vectorbea.runs SET paused = NULL WHERE id = $1", 1,
+							  (Oid[]) {UUIDOID}, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "vectorbea: could not finish run");
 	run->status = status;
 	vb_event(run, event_type, NULL, 0, data_json, at);
 	if (status != VB_RUN_SUCCEEDED)

@@ -70,7 +70,7 @@ DROP TABLE held;
 SELECT vectorbea.start_run('two', '{}') AS run3 \gset
 SELECT vectorbea.pause_run(:'run3');
 SELECT vectorbea.cancel_run(:'run3', 'stop it for good');
-SELECT status FROM vectorbea.runs WHERE id = :'run3';
+SELECT status, paused FROM vectorbea.runs WHERE id = :'run3';
 SELECT * FROM check_run(:'run3');
 
 -- pause_workspace pauses its runs, and runs started in it start paused;
