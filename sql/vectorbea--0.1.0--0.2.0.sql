@@ -964,6 +964,13 @@ COMMENT ON FUNCTION @extschema@.set_run_budget(uuid, numeric, bigint) IS
 	'Sets a run''s budget (NULL: none); a run its budget paused is resumed.  Returns whether it was resumed.';
 REVOKE ALL ON FUNCTION @extschema@.set_run_budget(uuid, numeric, bigint) FROM PUBLIC;
 
+-- A task node may say what an attempt of it may cost (estimate): while
+-- it runs, from its claim to its end, that is held against the budgets
+-- as an llm call's worst case is.
+ALTER TABLE @extschema@.nodes ADD COLUMN estimate jsonb;
+COMMENT ON COLUMN @extschema@.nodes.estimate IS
+	'What an attempt of the node may cost ({"usd", "tokens"}): held against the budgets while it runs.';
+
 CREATE VIEW @extschema@.spend AS
 	SELECT 'workspace'::text AS scope, w.workspace, NULL::uuid AS run,
 		   b.period, s.usd AS booked_usd, s.tokens AS booked_tokens,
@@ -981,15 +988,17 @@ CREATE VIEW @extschema@.spend AS
 								 WHEN 'month' THEN pg_catalog.date_trunc('month', @extschema@.clock(), 'UTC')
 								 ELSE '-infinity' END) s
 	  LEFT JOIN LATERAL (
-		SELECT sum(n.reserved_usd) AS usd, sum(n.reserved_tokens) AS tokens
+		SELECT sum(coalesce(n.reserved_usd, (n.estimate->>'usd')::numeric)) AS usd,
+			   sum(coalesce(n.reserved_tokens, (n.estimate->>'tokens')::bigint)) AS tokens
 		  FROM @extschema@.nodes n JOIN @extschema@.runs r ON r.id = n.run_id
-		 WHERE r.workspace = w.workspace AND n.status = 'running' AND n.reserved_usd IS NOT NULL) rs ON true
+		 WHERE r.workspace = w.workspace AND n.status = 'running'
+		   AND (n.reserved_usd IS NOT NULL OR n.estimate IS NOT NULL)) rs ON true
 	UNION ALL
 	SELECT 'run', r.workspace, r.id, NULL, r.usage_usd, r.usage_tokens,
-		   coalesce((SELECT sum(n.reserved_usd) FROM @extschema@.nodes n
-					  WHERE n.run_id = r.id AND n.status = 'running'), 0),
-		   coalesce((SELECT sum(n.reserved_tokens) FROM @extschema@.nodes n
-					  WHERE n.run_id = r.id AND n.status = 'running'), 0),
+		   coalesce((SELECT sum(coalesce(n.reserved_usd, (n.estimate->>'usd')::numeric))
+					   FROM @extschema@.nodes n WHERE n.run_id = r.id AND n.status = 'running'), 0),
+		   coalesce((SELECT sum(coalesce(n.reserved_tokens, (n.estimate->>'tokens')::bigint))
+					   FROM @extschema@.nodes n WHERE n.run_id = r.id AND n.status = 'running'), 0),
 		   r.budget_usd, r.budget_tokens
 	  FROM @extschema@.runs r;
 COMMENT ON VIEW @extschema@.spend IS
@@ -1028,44 +1037,3 @@ CREATE FUNCTION @extschema@.set_rate_limit(workspace text, provider text,
 COMMENT ON FUNCTION @extschema@.set_rate_limit(text, text, integer, integer, text) IS
 	'Sets (or, with both limits NULL, removes) how many requests and tokens per minute a workspace may send a provider (model ''*'') or one model.  Returns whether a limit was there.';
 REVOKE ALL ON FUNCTION @extschema@.set_rate_limit(text, text, integer, integer, text) FROM PUBLIC;
-
-/*
- * Estimates (issue 12, part): a task node may say what an attempt of it
- * may cost; while it runs (from its claim to its end) that is held
- * against its run's and its workspace's budgets, as an llm call's worst
- * case is.
- */
-ALTER TABLE @extschema@.nodes ADD COLUMN estimate jsonb;
-COMMENT ON COLUMN @extschema@.nodes.estimate IS
-	'What an attempt of the node may cost ({"usd", "tokens"}): held against the budgets while it runs.';
-
-CREATE OR REPLACE VIEW @extschema@.spend AS
-	SELECT 'workspace'::text AS scope, w.workspace, NULL::uuid AS run,
-		   b.period, s.usd AS booked_usd, s.tokens AS booked_tokens,
-		   coalesce(rs.usd, 0) AS reserved_usd, coalesce(rs.tokens, 0) AS reserved_tokens,
-		   b.usd AS budget_usd, b.tokens AS budget_tokens
-	  FROM (SELECT DISTINCT workspace FROM @extschema@.runs
-			UNION SELECT workspace FROM @extschema@.budgets) w
-	  LEFT JOIN @extschema@.budgets b ON b.workspace = w.workspace
-	  CROSS JOIN LATERAL (
-		SELECT coalesce(sum(r.usage_usd), 0) AS usd, coalesce(sum(r.usage_tokens), 0) AS tokens
-		  FROM @extschema@.runs r
-		 WHERE r.workspace = w.workspace
-		   AND r.created_at >= CASE coalesce(b.period, 'total')
-								 WHEN 'day' THEN pg_catalog.date_trunc('day', @extschema@.clock(), 'UTC')
-								 WHEN 'month' THEN pg_catalog.date_trunc('month', @extschema@.clock(), 'UTC')
-								 ELSE '-infinity' END) s
-	  LEFT JOIN LATERAL (
-		SELECT sum(coalesce(n.reserved_usd, (n.estimate->>'usd')::numeric)) AS usd,
-			   sum(coalesce(n.reserved_tokens, (n.estimate->>'tokens')::bigint)) AS tokens
-		  FROM @extschema@.nodes n JOIN @extschema@.runs r ON r.id = n.run_id
-		 WHERE r.workspace = w.workspace AND n.status = 'running'
-		   AND (n.reserved_usd IS NOT NULL OR n.estimate IS NOT NULL)) rs ON true
-	UNION ALL
-	SELECT 'run', r.workspace, r.id, NULL, r.usage_usd, r.usage_tokens,
-		   coalesce((SELECT sum(coalesce(n.reserved_usd, (n.estimate->>'usd')::numeric))
-					   FROM @extschema@.nodes n WHERE n.run_id = r.id AND n.status = 'running'), 0),
-		   coalesce((SELECT sum(coalesce(n.reserved_tokens, (n.estimate->>'tokens')::bigint))
-					   FROM @extschema@.nodes n WHERE n.run_id = r.id AND n.status = 'running'), 0),
-		   r.budget_usd, r.budget_tokens
-	  FROM @extschema@.runs r;

@@ -317,12 +317,7 @@ vectorbea_set_budget(PG_FUNCTION_ARGS)
 	workspace = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	period = text_to_cstring(PG_GETARG_TEXT_PP(2));
 	on_exceed = text_to_cstring(PG_GETARG_TEXT_PP(4));
-	if (!vb_valid_name(workspace))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid workspace name \"%s\"", vb_short_text(workspace)),
-				 errdetail("Names are 1 to %d characters: letters, digits, \"_\", \"-\", \".\" and \":\".",
-						   VB_MAX_NAME_LEN)));
+	vb_check_workspace_name(workspace, false);
 	check_amounts(fcinfo, 1, 3);
 	if (!vb_in_list(period, periods))
 		ereport(ERROR,

@@ -27,16 +27,6 @@
 #include "duration.h"
 #include "jsonb_util.h"
 
-/* Node fields of the contract that this version refuses as not supported. */
-static const char *const later_node_fields[] = {NULL};
-
-/* Whether key is a node field of the contract this version refuses. */
-bool
-vb_field_not_yet_supported(const char *key)
-{
-	return vb_in_list(key, later_node_fields);
-}
-
 bool
 vb_in_list(const char *s, const char *const *list)
 {
@@ -80,14 +70,6 @@ vb_check_fields(VbChecker *chk, JsonbContainer *obj, const char *const *allowed,
 		if (vb_in_list(key, allowed))
 			continue;
 		where = field_path[0] ? psprintf("%s.%s", field_path, key) : key;
-		if (strcmp(field_path, "") == 0 && label && vb_field_not_yet_supported(key))
-			ereport(ERROR,
-					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("invalid %s: %s, field \"%s\" is not supported by this version of vectorbea",
-							chk->what, label, where),
-					 errdetail("vectorbea " VB_VERSION " does not act on \"%s\" yet; it refuses it rather than ignore it.",
-							   key),
-					 errhint("Remove the field, or upgrade to a version that supports it.")));
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid %s: %s%sunknown field \"%s\"",
@@ -240,4 +222,39 @@ vb_get_role_name(VbChecker *chk, JsonbValue *v, const char *label, const char *f
 				 errdetail("\"%s\" is reserved by PostgreSQL; a gate given to it could never be decided.", s),
 				 errhint("Omit \"approver_role\" for a gate that any role allowed to UPDATE vectorbea.approvals may decide, or name a role its approvers are members of.")));
 	return s;
+}
+
+/* The providers llm calls know (keys.c keeps its own words for its errors). */
+static const char *const llm_providers[] = {"openai", "anthropic", NULL};
+
+/* A workspace name argument; with every_allowed, '*' (all of them) too. */
+void
+vb_check_workspace_name(const char *workspace, bool every_allowed)
+{
+	if (every_allowed && strcmp(workspace, "*") == 0)
+		return;
+	if (!vb_valid_name(workspace))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid workspace name \"%s\"", vb_short_text(workspace)),
+				 every_allowed ?
+				 errdetail("A workspace name, or '*' for every workspace.") :
+				 errdetail("Names are 1 to %d characters: letters, digits, \"_\", \"-\", \".\" and \":\".",
+						   VB_MAX_NAME_LEN)));
+}
+
+/* A provider and one of its models, or '*' for every model of it. */
+void
+vb_check_llm_target(const char *provider, const char *model)
+{
+	if (!vb_in_list(provider, llm_providers))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown provider \"%s\"", vb_short_text(provider)),
+				 errdetail("Providers: %s.", vb_list_text(llm_providers))));
+	if (strcmp(model, "*") != 0 && (strlen(model) == 0 || strlen(model) > 200))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid model name \"%s\"", vb_short_text(model)),
+				 errdetail("A model name is 1 to 200 characters, or '*' for every model of the provider.")));
 }

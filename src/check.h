@@ -26,7 +26,6 @@ extern void vb_type_error(VbChecker *chk, const char *label, const char *field,
 extern int	vb_get_int(VbChecker *chk, JsonbValue *v, const char *label, const char *field,
 					   int min, int max);
 extern bool vb_in_list(const char *s, const char *const *list);
-extern bool vb_field_not_yet_supported(const char *key);
 extern char *vb_list_text(const char *const *list);
 extern char *vb_at(const char *label);
 extern char *vb_numeric_text(JsonbValue *v);
@@ -40,5 +39,9 @@ extern int64 vb_get_timeout(VbChecker *chk, JsonbValue *v, const char *label,
 							const char *field);
 extern char *vb_get_role_name(VbChecker *chk, JsonbValue *v, const char *label,
 							  const char *field);
+
+/* Arguments of the control functions. */
+extern void vb_check_workspace_name(const char *workspace, bool every_allowed);
+extern void vb_check_llm_target(const char *provider, const char *model);
 
 #endif							/* VB_CHECK_H */

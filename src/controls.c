@@ -48,8 +48,6 @@
 #include "spi_util.h"
 #include "state.h"
 
-static const char *const providers[] = {"openai", "anthropic", NULL};
-
 static char *
 caller(void)
 {
@@ -78,12 +76,7 @@ checked_workspace(FunctionCallInfo fcinfo)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("workspace must not be null")));
 	workspace = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	if (!vb_valid_name(workspace))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid workspace name \"%s\"", vb_short_text(workspace)),
-				 errdetail("Names are 1 to %d characters: letters, digits, \"_\", \"-\", \".\" and \":\".",
-						   VB_MAX_NAME_LEN)));
+	vb_check_workspace_name(workspace, false);
 	return workspace;
 }
 
@@ -325,16 +318,7 @@ checked_model(FunctionCallInfo fcinfo, char **provider, char **model)
 				 errhint("Use model '*' for every model of the provider.")));
 	*provider = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	*model = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	if (!vb_in_list(*provider, providers))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("unknown provider \"%s\"", vb_short_text(*provider)),
-				 errdetail("Providers: %s.", vb_list_text(providers))));
-	if (strcmp(*model, "*") != 0 && (strlen(*model) == 0 || strlen(*model) > 200))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid model name \"%s\"", vb_short_text(*model)),
-				 errdetail("A model name is 1 to 200 characters, or '*' for every model of the provider.")));
+	vb_check_llm_target(*provider, *model);
 }
 
 /* disable_model(provider text, model text, reason text) -> integer */

@@ -274,11 +274,7 @@ vectorbea_set_concurrency_limit(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_RESERVED_NAME),
 				 errmsg("activity \"%s\" belongs to the engine", activity),
 				 errhint("Limit llm calls with activity '%s'.", VB_LLM_ACTIVITY)));
-	if (strcmp(workspace, "*") != 0 && !vb_valid_name(workspace))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid workspace name \"%s\"", vb_short_text(workspace)),
-				 errdetail("A workspace name, or '*' for every workspace.")));
+	vb_check_workspace_name(workspace, true);
 	if (!PG_ARGISNULL(1) && PG_GETARG_INT32(1) < 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

@@ -53,8 +53,6 @@
 #define RATE_KEY_LEN	(3 * (VB_MAX_NAME_LEN + 1) + 256)
 #define MAX_PER_MINUTE	100000000
 
-static const char *const providers[] = {"openai", "anthropic", NULL};
-
 /* The schedule of one (workspace, provider, model): model "*" for all. */
 typedef struct RateState
 {
@@ -261,22 +259,8 @@ vectorbea_set_rate_limit(PG_FUNCTION_ARGS)
 	workspace = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	provider = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	model = text_to_cstring(PG_GETARG_TEXT_PP(4));
-	if (!vb_valid_name(workspace))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid workspace name \"%s\"", vb_short_text(workspace)),
-				 errdetail("Names are 1 to %d characters: letters, digits, \"_\", \"-\", \".\" and \":\".",
-						   VB_MAX_NAME_LEN)));
-	if (!vb_in_list(provider, providers))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("unknown provider \"%s\"", vb_short_text(provider)),
-				 errdetail("Providers: %s.", vb_list_text(providers))));
-	if (strcmp(model, "*") != 0 && (strlen(model) == 0 || strlen(model) > 200))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid model name \"%s\"", vb_short_text(model)),
-				 errdetail("A model name is 1 to 200 characters, or '*' for every model of the provider.")));
+	vb_check_workspace_name(workspace, false);
+	vb_check_llm_target(provider, model);
 	for (int a = 2; a <= 3; a++)
 		if (!PG_ARGISNULL(a) && (PG_GETARG_INT32(a) < 1 || PG_GETARG_INT32(a) > MAX_PER_MINUTE))
 			ereport(ERROR,

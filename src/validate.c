@@ -861,7 +861,6 @@ validate(VbChecker *chk, Jsonb *definition, VbExistingNodes *existing,
 		{
 			ListCell   *lc;
 
-			/* Same refusal as on nodes for fields not acted on yet. */
 			foreach(lc, vb_jsonb_object_keys(defaults.val.binary.data))
 			{
 				char	   *key = lfirst(lc);
@@ -869,12 +868,8 @@ validate(VbChecker *chk, Jsonb *definition, VbExistingNodes *existing,
 				if (vb_in_list(key, default_fields))
 					continue;
 				ereport(ERROR,
-						(errcode(vb_field_not_yet_supported(key) ?
-								 ERRCODE_FEATURE_NOT_SUPPORTED : ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("invalid %s: field \"defaults.%s\" is %s",
-								chk->what, key,
-								vb_field_not_yet_supported(key) ?
-								"not supported by this version of vectorbea" : "unknown"),
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("invalid %s: field \"defaults.%s\" is unknown", chk->what, key),
 						 errdetail("Allowed fields here: %s.", vb_list_text(default_fields))));
 			}
 		}
