@@ -1037,3 +1037,15 @@ CREATE FUNCTION @extschema@.set_rate_limit(workspace text, provider text,
 COMMENT ON FUNCTION @extschema@.set_rate_limit(text, text, integer, integer, text) IS
 	'Sets (or, with both limits NULL, removes) how many requests and tokens per minute a workspace may send a provider (model ''*'') or one model.  Returns whether a limit was there.';
 REVOKE ALL ON FUNCTION @extschema@.set_rate_limit(text, text, integer, integer, text) FROM PUBLIC;
+
+-- The task path in batches (issue: the task path at the speed of a commit).
+CREATE FUNCTION @extschema@.complete_tasks(task_ids bigint[], leases uuid[],
+										    outputs jsonb[] DEFAULT NULL,
+										    spawns jsonb[] DEFAULT NULL,
+										    usages jsonb[] DEFAULT NULL)
+	RETURNS integer
+	LANGUAGE c SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_complete_tasks';
+COMMENT ON FUNCTION @extschema@.complete_tasks(bigint[], uuid[], jsonb[], jsonb[], jsonb[]) IS
+	'complete_task for many tasks at once, in one transaction; returns how many attempts succeeded by this call.';

@@ -38,8 +38,6 @@
 #include "spi_util.h"
 #include "sweep.h"
 
-#define MAX_TASKS_PER_CLAIM		1000
-
 /*
  * Ends the expired attempts of the activities, then leases up to max_tasks
  * of their ready nodes to worker.  Inside SPI; the rows stay valid until
@@ -113,10 +111,10 @@ vectorbea_claim_tasks(PG_FUNCTION_ARGS)
 							   VB_RESERVED_PREFIX),
 					 errhint("Claim the activities of task nodes.")));
 	}
-	if (max_tasks < 1 || max_tasks > MAX_TASKS_PER_CLAIM)
+	if (max_tasks < 1 || max_tasks > VB_MAX_TASKS_PER_CALL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_tasks must be between 1 and %d", MAX_TASKS_PER_CLAIM),
+				 errmsg("max_tasks must be between 1 and %d", VB_MAX_TASKS_PER_CALL),
 				 errdetail("Found %d.", max_tasks)));
 	(void) vb_interval_ms(lease_duration, "lease_duration");
 

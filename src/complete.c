@@ -27,6 +27,7 @@
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
+#include "utils/uuid.h"
 
 #include "vectorbea.h"
 #include "budget.h"
@@ -210,9 +211,11 @@ add_spawned(VbRun *run, Jsonb *spawn, const char *node, int attempt, TimestampTz
  * released, the nodes it spawns are validated and added (NODES_SPAWNED),
  * its usage is booked, and the run ends when nothing is left open.  The
  * same call repeated after success is a no-op; a lease that no longer
- * holds the task is refused.  complete_task and the llm driver call this.
+ * holds the task is refused.  complete_task, complete_tasks (for items
+ * with spawn or usage) and the llm driver call this.  True when the attempt
+ * succeeded here, false for a repeat of a completion.
  */
-void
+bool
 vb_complete_locked(VbRun *run, int64 task_id, pg_uuid_t *lease, Jsonb *output,
 				   Jsonb *spawn, Jsonb *usage, TimestampTz at)
 {
@@ -227,7 +230,7 @@ vb_complete_locked(VbRun *run, int64 task_id, pg_uuid_t *lease, Jsonb *output,
 						  at, &node, &attempt))
 	{
 		not_running(task_id, lease, output);
-		return;
+		return false;
 	}
 	if (spawn)
 		add_spawned(run, spawn, node, attempt, at);
@@ -237,6 +240,7 @@ vb_complete_locked(VbRun *run, int64 task_id, pg_uuid_t *lease, Jsonb *output,
 		vb_budget_exceeded(run, node, attempt, 0, budget_detail, false, at);
 	else
 		vb_state_finish_run_if_done(run, at);
+	return true;
 }
 
 /*
@@ -273,6 +277,217 @@ vectorbea_complete_task(PG_FUNCTION_ARGS)
 	vb_run_save(&run, at);
 	SPI_finish();
 	PG_RETURN_VOID();
+}
+
+/* The elements of a one-dimensional array argument, or an error naming it. */
+static Datum *
+array_items(ArrayType *array, Oid type, int16 typlen, bool typbyval, char typalign,
+			const char *name, int expected, bool nulls_allowed, bool **nulls)
+{
+	Datum	   *items;
+	int			count;
+
+	if (ARR_NDIM(array) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("%s must be a one-dimensional array", name),
+				 errdetail("Found %d dimensions.", ARR_NDIM(array))));
+	if (!nulls_allowed && array_contains_nulls(array))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not contain nulls", name)));
+	deconstruct_array(array, type, typlen, typbyval, typalign, &items, nulls, &count);
+	if (expected >= 0 && count != expected)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("%s has %d elements, task_ids has %d", name, count, expected),
+				 errhint("Pass one element per task, in the order of task_ids (NULL where there is none).")));
+	return items;
+}
+
+static int
+int64_cmp(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * complete_tasks(task_ids bigint[], leases uuid[], outputs jsonb[],
+ *                spawns jsonb[], usages jsonb[]) -> integer
+ *
+ * Many completions in one call and one transaction, with complete_task's
+ * meaning for each item: all of them or, on any error, none.  The runs
+ * are locked together, in the order of their ids.  Items without spawn or
+ * usage, the usual case, go through vb_state_succeed_many: a fixed number
+ * of statements for the whole batch.  Items with spawn or usage then go
+ * one by one through vb_complete_locked, in the order given.  Returns how
+ * many attempts succeeded here (a repeated completion counts 0).
+ */
+PG_FUNCTION_INFO_V1(vectorbea_complete_tasks);
+Datum
+vectorbea_complete_tasks(PG_FUNCTION_ARGS)
+{
+	TimestampTz at = vb_now();
+	ArrayType  *ids_array;
+	ArrayType  *leases_array;
+	ArrayType  *outputs_array = NULL;
+	Datum	   *ids;
+	Datum	   *leases;
+	Datum	   *outputs = NULL;
+	Datum	   *spawns = NULL;
+	Datum	   *usages = NULL;
+	bool	   *output_nulls = NULL;
+	bool	   *spawn_nulls = NULL;
+	bool	   *usage_nulls = NULL;
+	Jsonb	  **outputs_of;
+	bool	   *plain;
+	bool	   *matched;
+	int64	   *sorted;
+	int			n;
+	int			nplain = 0;
+	int			nruns;
+	int			completed = 0;
+	VbRun	   *runs;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("task_ids and leases must not be null")));
+	ids_array = PG_GETARG_ARRAYTYPE_P(0);
+	leases_array = PG_GETARG_ARRAYTYPE_P(1);
+	ids = array_items(ids_array, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, "task_ids", -1,
+					  false, NULL);
+	n = ArrayGetNItems(ARR_NDIM(ids_array), ARR_DIMS(ids_array));
+	if (n > VB_MAX_TASKS_PER_CALL)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("complete_tasks takes at most %d tasks per call", VB_MAX_TASKS_PER_CALL),
+				 errdetail("Found %d.", n),
+				 errhint("Complete them in several calls.")));
+	leases = array_items(leases_array, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR, "leases", n,
+						 false, NULL);
+	if (!PG_ARGISNULL(2))
+	{
+		outputs_array = PG_GETARG_ARRAYTYPE_P(2);
+		outputs = array_items(outputs_array, JSONBOID, -1, false, TYPALIGN_INT, "outputs", n,
+							  true, &output_nulls);
+	}
+	if (!PG_ARGISNULL(3))
+		spawns = array_items(PG_GETARG_ARRAYTYPE_P(3), JSONBOID, -1, false, TYPALIGN_INT,
+							 "spawns", n, true, &spawn_nulls);
+	if (!PG_ARGISNULL(4))
+		usages = array_items(PG_GETARG_ARRAYTYPE_P(4), JSONBOID, -1, false, TYPALIGN_INT,
+							 "usages", n, true, &usage_nulls);
+	if (n == 0)
+		PG_RETURN_INT32(0);
+
+	/* A task twice in one call would be completed by the first and refused by the second. */
+	sorted = palloc(sizeof(int64) * n);
+	for (int i = 0; i < n; i++)
+		sorted[i] = DatumGetInt64(ids[i]);
+	qsort(sorted, n, sizeof(int64), int64_cmp);
+	for (int i = 1; i < n; i++)
+		if (sorted[i] == sorted[i - 1])
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("task %ld appears more than once in task_ids", (long) sorted[i]),
+					 errhint("Complete each task once per call.")));
+
+	outputs_of = palloc0(sizeof(Jsonb *) * n);
+	plain = palloc(sizeof(bool) * n);
+	matched = palloc0(sizeof(bool) * n);
+	for (int i = 0; i < n; i++)
+	{
+		bool		has_spawn = spawns && !spawn_nulls[i];
+		bool		has_usage = usages && !usage_nulls[i];
+
+		if (outputs && !output_nulls[i])
+		{
+			outputs_of[i] = DatumGetJsonbP(outputs[i]);
+			vb_check_payload_size(outputs_of[i], "the task output");
+		}
+		if (has_usage)
+			parse_usage(DatumGetJsonbP(usages[i]), &(Usage) {0});
+		plain[i] = !has_spawn && !has_usage;
+		nplain += plain[i];
+	}
+
+	SPI_connect();
+	nruns = vb_run_lock_for_tasks(PointerGetDatum(ids_array), &runs);
+	if (nplain == n)
+		completed += vb_state_succeed_many(runs, nruns, n, PointerGetDatum(ids_array),
+										   PointerGetDatum(leases_array),
+										   PointerGetDatum(outputs_array), outputs_of, at,
+										   matched);
+	else if (nplain > 0)
+	{
+		Datum	   *plain_ids = palloc(sizeof(Datum) * nplain);
+		Datum	   *plain_leases = palloc(sizeof(Datum) * nplain);
+		Datum	   *plain_outputs = palloc(sizeof(Datum) * nplain);
+		bool	   *plain_nulls = palloc(sizeof(bool) * nplain);
+		Jsonb	  **plain_outputs_of = palloc(sizeof(Jsonb *) * nplain);
+		bool	   *plain_matched = palloc(sizeof(bool) * nplain);
+		int			dims[1] = {nplain};
+		int			lbs[1] = {1};
+		int			k = 0;
+
+		for (int i = 0; i < n; i++)
+		{
+			if (!plain[i])
+				continue;
+			plain_ids[k] = ids[i];
+			plain_leases[k] = leases[i];
+			plain_outputs[k] = outputs_of[i] ? JsonbPGetDatum(outputs_of[i]) : (Datum) 0;
+			plain_nulls[k] = outputs_of[i] == NULL;
+			plain_outputs_of[k] = outputs_of[i];
+			k++;
+		}
+		completed += vb_state_succeed_many(runs, nruns, nplain,
+										   PointerGetDatum(construct_array(plain_ids, nplain, INT8OID, 8,
+																		   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE)),
+										   PointerGetDatum(construct_array(plain_leases, nplain, UUIDOID,
+																		   UUID_LEN, false, TYPALIGN_CHAR)),
+										   PointerGetDatum(construct_md_array(plain_outputs, plain_nulls, 1,
+																			  dims, lbs, JSONBOID, -1,
+																			  false, TYPALIGN_INT)),
+										   plain_outputs_of, at, plain_matched);
+		k = 0;
+		for (int i = 0; i < n; i++)
+			if (plain[i])
+				matched[i] = plain_matched[k++];
+	}
+
+	/* The plain items that matched no running attempt: repeats or refusals. */
+	for (int i = 0; i < n; i++)
+		if (plain[i] && !matched[i])
+			not_running(DatumGetInt64(ids[i]), DatumGetUUIDP(leases[i]), outputs_of[i]);
+
+	for (int i = 0; i < n; i++)
+	{
+		VbRun		run;
+		VbRun	   *held;
+
+		if (plain[i])
+			continue;
+		/* A task that does not exist locked no run: the lookup reports it. */
+		if (!vb_run_lock_for_task(DatumGetInt64(ids[i]), &run) ||
+			(held = vb_run_find(runs, nruns, &run.id)) == NULL)
+			vb_refuse_lease(DatumGetInt64(ids[i]), DatumGetUUIDP(leases[i]), "complete");
+		completed += vb_complete_locked(held, DatumGetInt64(ids[i]), DatumGetUUIDP(leases[i]),
+										outputs_of[i],
+										spawns && !spawn_nulls[i] ? DatumGetJsonbP(spawns[i]) : NULL,
+										usages && !usage_nulls[i] ? DatumGetJsonbP(usages[i]) : NULL,
+										at);
+	}
+
+	for (int r = 0; r < nruns; r++)
+		vb_state_finish_run_if_done(&runs[r], at);
+	vb_run_save_many(runs, nruns, at);
+	SPI_finish();
+	PG_RETURN_INT32(completed);
 }
 
 /*

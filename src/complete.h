@@ -10,7 +10,7 @@
 
 #include "events.h"
 
-extern void vb_complete_locked(VbRun *run, int64 task_id, pg_uuid_t *lease, Jsonb *output,
-							   Jsonb *spawn, Jsonb *usage, TimestampTz at);
+extern bool vb_complete_locked(VbRun *run, int64 task_id, pg_uuid_t *lease, Jsonb *output,
+							  Jsonb *spawn, Jsonb *usage, TimestampTz at);
 
 #endif							/* VB_COMPLETE_H */

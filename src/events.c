@@ -14,7 +14,8 @@
  *
  * Events of several runs at once (a claim's STEP_STARTED) are numbered
  * by vb_event_batch_write in one statement, for runs that the transaction
- * has locked but holds in no VbRun.  Event timestamps in data use the
+ * has locked but holds in no VbRun; a batch completion holds its runs
+ * (vb_run_lock_for_tasks) and numbers in memory (vb_event_batch_write_held).  Event timestamps in data use the
  * engine's one format, vb_timestamp_iso (clock.c).
  *
  * All callers run inside SPI (connected by the SQL entry point).
@@ -160,6 +161,104 @@ vb_event(VbRun *run, const char *type, const char *node, int attempt,
 	if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "vectorbea: could not append event %s", type);
 	return run->last_seq;
+}
+
+/* Orders runs as PostgreSQL orders uuids, for vb_run_find. */
+static int
+run_cmp(const void *a, const void *b)
+{
+	return memcmp(&((const VbRun *) a)->id, &((const VbRun *) b)->id, UUID_LEN);
+}
+
+/*
+ * Locks the runs of the tasks in task_ids (a bigint[]), in the order of
+ * their ids, and returns them in that order (*runs, palloc'd).  One order
+ * for every multi-run lock, so two batches never wait for each other in a
+ * circle.  Tasks that do not exist lock nothing: the caller reports them.
+ */
+int
+vb_run_lock_for_tasks(Datum task_ids, VbRun **runs)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[1] = {task_ids};
+	VbRun	   *out;
+
+	if (plan == NULL)
+	{
+		Oid			types[1] = {INT8ARRAYOID};
+
+		plan = vb_prepare_opts("SELECT " RUN_COLUMNS " FROM vectorbea.runs"
+							   " WHERE id = ANY (ARRAY(SELECT run_id FROM vectorbea.nodes"
+							   "                        WHERE id = ANY ($1)))"
+							   " ORDER BY id FOR NO KEY UPDATE",
+							   1, types, CURSOR_OPT_GENERIC_PLAN);
+	}
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: run lock failed");
+	out = palloc(sizeof(VbRun) * Max(SPI_processed, 1));
+	for (uint64 i = 0; i < SPI_processed; i++)
+		fill_run(&out[i], SPI_tuptable->vals[i], SPI_tuptable->tupdesc);
+	*runs = out;
+	return (int) SPI_processed;
+}
+
+/* The run with id among runs (as vb_run_lock_for_tasks returns them), or NULL. */
+VbRun *
+vb_run_find(VbRun *runs, int nruns, pg_uuid_t *id)
+{
+	VbRun		key;
+
+	memcpy(&key.id, id, sizeof(pg_uuid_t));
+	return bsearch(&key, runs, nruns, sizeof(VbRun), run_cmp);
+}
+
+/* vb_run_save for several locked runs, in one statement. */
+void
+vb_run_save_many(VbRun *runs, int nruns, TimestampTz at)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum	   *ids;
+	Datum	   *seqs;
+	Datum	   *open;
+	Datum	   *count;
+	Datum		args[4];
+
+	if (nruns == 1)
+	{
+		vb_run_save(&runs[0], at);
+		return;
+	}
+	if (nruns == 0)
+		return;
+	if (plan == NULL)
+	{
+		Oid			types[4] = {UUIDARRAYOID, INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID};
+
+		plan = vb_prepare_opts("UPDATE vectorbea.runs r"
+							   "   SET last_seq = t.seq, open_nodes = t.open, node_count = t.count"
+							   "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+							   "                  pg_catalog.unnest($3), pg_catalog.unnest($4))"
+							   "       AS t(id, seq, open, count)"
+							   " WHERE r.id = t.id", lengthof(types), types, CURSOR_OPT_GENERIC_PLAN);
+	}
+	ids = palloc(sizeof(Datum) * nruns);
+	seqs = palloc(sizeof(Datum) * nruns);
+	open = palloc(sizeof(Datum) * nruns);
+	count = palloc(sizeof(Datum) * nruns);
+	for (int i = 0; i < nruns; i++)
+	{
+		ids[i] = UUIDPGetDatum(&runs[i].id);
+		seqs[i] = Int64GetDatum(runs[i].last_seq);
+		open[i] = Int32GetDatum(runs[i].open_nodes);
+		count[i] = Int32GetDatum(runs[i].node_count);
+	}
+	args[0] = PointerGetDatum(construct_array(ids, nruns, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+	args[1] = PointerGetDatum(construct_array(seqs, nruns, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[2] = PointerGetDatum(construct_array(open, nruns, INT4OID, 4, true, TYPALIGN_INT));
+	args[3] = PointerGetDatum(construct_array(count, nruns, INT4OID, 4, true, TYPALIGN_INT));
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE ||
+		SPI_processed != (uint64) nruns)
+		elog(ERROR, "vectorbea: could not save the counters of %d runs", nruns);
 }
 
 /* Writes the counters kept in memory back to the locked run row. */
@@ -313,6 +412,61 @@ vb_event_batch_write(VbEventBatch *batch, TimestampTz at)
 	args[4] = PointerGetDatum(construct_array(batch->data, batch->count, TEXTOID,
 											  -1, false, TYPALIGN_INT));
 	args[5] = TimestampTzGetDatum(at);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_INSERT ||
+		SPI_processed != (uint64) batch->count)
+		elog(ERROR, "vectorbea: could not append %d events", batch->count);
+}
+
+/*
+ * Appends the batch's events to runs that this transaction has locked and
+ * holds in runs (vb_run_lock_for_tasks): each is numbered from its run's
+ * counter in memory, in the order added, and all go in one statement.
+ * The caller saves the counters (vb_run_save_many).
+ */
+void
+vb_event_batch_write_held(VbEventBatch *batch, VbRun *runs, int nruns, TimestampTz at)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum	   *seqs;
+	Datum		args[7];
+
+	if (batch->count == 0)
+		return;
+	if (plan == NULL)
+	{
+		Oid			types[7] = {UUIDARRAYOID, INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
+		INT4ARRAYOID, TEXTARRAYOID, TIMESTAMPTZOID};
+
+		plan = vb_prepare_opts("INSERT INTO vectorbea.events (run_id, seq, type, node, attempt, data, at)"
+							   " SELECT e.run_id, e.seq, e.type, e.node, e.attempt, e.data::jsonb, $7"
+							   "   FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+							   "                   pg_catalog.unnest($3), pg_catalog.unnest($4),"
+							   "                   pg_catalog.unnest($5), pg_catalog.unnest($6))"
+							   "        AS e(run_id, seq, type, node, attempt, data)",
+							   lengthof(types), types, CURSOR_OPT_GENERIC_PLAN);
+	}
+	seqs = palloc(sizeof(Datum) * batch->count);
+	for (int i = 0; i < batch->count; i++)
+	{
+		VbRun	   *run = vb_run_find(runs, nruns, DatumGetUUIDP(batch->run_ids[i]));
+
+		if (run == NULL)
+			elog(ERROR, "vectorbea: an event's run is not locked");
+		seqs[i] = Int64GetDatum(++run->last_seq);
+	}
+	args[0] = PointerGetDatum(construct_array(batch->run_ids, batch->count, UUIDOID,
+											  UUID_LEN, false, TYPALIGN_CHAR));
+	args[1] = PointerGetDatum(construct_array(seqs, batch->count, INT8OID,
+											  8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[2] = PointerGetDatum(construct_array(batch->types, batch->count, TEXTOID,
+											  -1, false, TYPALIGN_INT));
+	args[3] = PointerGetDatum(construct_array(batch->nodes, batch->count, TEXTOID,
+											  -1, false, TYPALIGN_INT));
+	args[4] = PointerGetDatum(construct_array(batch->attempts, batch->count, INT4OID,
+											  4, true, TYPALIGN_INT));
+	args[5] = PointerGetDatum(construct_array(batch->data, batch->count, TEXTOID,
+											  -1, false, TYPALIGN_INT));
+	args[6] = TimestampTzGetDatum(at);
 	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_INSERT ||
 		SPI_processed != (uint64) batch->count)
 		elog(ERROR, "vectorbea: could not append %d events", batch->count);

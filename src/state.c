@@ -496,6 +496,150 @@ vb_state_succeed(VbRun *run, int64 task_id, pg_uuid_t *lease, Jsonb *output,
 }
 
 /*
+ * vb_state_succeed for many attempts of runs that the caller has locked
+ * and holds in runs (vb_run_lock_for_tasks), in a fixed number of
+ * statements whatever their count: one UPDATE of the nodes, one INSERT of
+ * their STEP_COMPLETED events (numbered in the order of the items), one
+ * UPDATE that releases the dependents of them all.  A dependent of two
+ * nodes completed here loses both dependencies in that one UPDATE and so
+ * becomes ready exactly once.  task_ids, leases and outputs are bigint[],
+ * uuid[] and jsonb[] of n items (outputs may be (Datum) 0 for all NULL);
+ * outputs_of holds the same outputs for the events.  matched[i] says
+ * whether item i's attempt succeeded here; returns how many did.  The
+ * caller ends runs left with nothing open and saves the counters.
+ */
+int
+vb_state_succeed_many(VbRun *runs, int nruns, int n, Datum task_ids, Datum leases,
+					  Datum outputs, Jsonb **outputs_of, TimestampTz at, bool *matched)
+{
+	static SPIPlanPtr succeed_plan = NULL;
+	static SPIPlanPtr release_plan = NULL;
+	Datum		args[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	int			done = 0;
+	VbRun	  **run_of;
+	char	  **node_of;
+	int		   *attempt_of;
+	TimestampTz *started_of;
+	VbEventBatch events;
+	Datum	   *done_runs;
+	Datum	   *done_nodes;
+
+	if (succeed_plan == NULL)
+	{
+		Oid			stypes[4] = {INT8ARRAYOID, UUIDARRAYOID, JSONBARRAYOID, TIMESTAMPTZOID};
+		Oid			rtypes[3] = {UUIDARRAYOID, TEXTARRAYOID, TIMESTAMPTZOID};
+
+		succeed_plan = vb_prepare_opts("UPDATE vectorbea.nodes n"
+									   "   SET status = 'succeeded', output = t.output, finished_at = $4"
+									   "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+									   "                  pg_catalog.unnest($3))"
+									   "       WITH ORDINALITY AS t(id, lease, output, ord)"
+									   " WHERE n.id = t.id AND n.lease = t.lease AND n.status = 'running'"
+									   " RETURNING t.ord, n.run_id, n.node, n.attempt, n.started_at",
+									   lengthof(stypes), stypes, CURSOR_OPT_GENERIC_PLAN);
+		release_plan = vb_prepare_opts("WITH done AS ("
+									   "  SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2))"
+									   "    AS d(run_id, node)"
+									   "), hit AS ("
+									   "  SELECT p.id, pg_catalog.count(*)::int AS k"
+									   "    FROM done d JOIN vectorbea.nodes p"
+									   "      ON p.run_id = d.run_id AND p.status = 'pending'"
+									   "     AND d.node = ANY (p.depends_on)"
+									   "   GROUP BY p.id"
+									   ")"
+									   " UPDATE vectorbea.nodes n"
+									   "    SET deps_remaining = n.deps_remaining - hit.k,"
+									   "        status = CASE WHEN n.deps_remaining = hit.k THEN 'ready' ELSE n.status END,"
+									   "        available_at = CASE WHEN n.deps_remaining = hit.k"
+									   "                             AND n.available_at IS DISTINCT FROM 'infinity'"
+									   "                            THEN $3 ELSE n.available_at END"
+									   "   FROM hit WHERE n.id = hit.id"
+									   " RETURNING n.run_id, n.activity, n.status, n.available_at = 'infinity'",
+									   lengthof(rtypes), rtypes, CURSOR_OPT_GENERIC_PLAN);
+	}
+	args[0] = task_ids;
+	args[1] = leases;
+	if (outputs == (Datum) 0)
+		nulls[2] = 'n';
+	else
+		args[2] = outputs;
+	args[3] = TimestampTzGetDatum(at);
+	if (SPI_execute_plan(succeed_plan, args, nulls, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "vectorbea: could not complete tasks");
+
+	run_of = palloc0(sizeof(VbRun *) * n);
+	node_of = palloc0(sizeof(char *) * n);
+	attempt_of = palloc0(sizeof(int) * n);
+	started_of = palloc0(sizeof(TimestampTz) * n);
+	memset(matched, 0, sizeof(bool) * n);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int64		i = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)) - 1;
+
+		run_of[i] = vb_run_find(runs, nruns, DatumGetUUIDP(SPI_getbinval(tup, desc, 2, &isnull)));
+		if (run_of[i] == NULL)
+			elog(ERROR, "vectorbea: a completed task's run is not locked");
+		node_of[i] = SPI_getvalue(tup, desc, 3);
+		attempt_of[i] = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
+		started_of[i] = DatumGetTimestampTz(SPI_getbinval(tup, desc, 5, &isnull));
+		matched[i] = true;
+		done++;
+	}
+	if (done == 0)
+		return 0;
+
+	vb_event_batch_init(&events, done);
+	done_runs = palloc(sizeof(Datum) * done);
+	done_nodes = palloc(sizeof(Datum) * done);
+	done = 0;
+	for (int i = 0; i < n; i++)
+	{
+		StringInfoData data;
+
+		if (!matched[i])
+			continue;
+		run_of[i]->open_nodes--;
+		initStringInfo(&data);
+		appendStringInfo(&data, "{\"output\":%s,\"duration_ms\":%ld}",
+						 outputs_of[i] ? JsonbToCString(NULL, &outputs_of[i]->root,
+														VARSIZE(outputs_of[i])) : "null",
+						 (long) ((at - started_of[i]) / 1000));
+		vb_event_batch_add(&events, &run_of[i]->id, "STEP_COMPLETED", node_of[i], attempt_of[i],
+						   data.data);
+		done_runs[done] = UUIDPGetDatum(&run_of[i]->id);
+		done_nodes[done] = CStringGetTextDatum(node_of[i]);
+		done++;
+	}
+	vb_event_batch_write_held(&events, runs, nruns, at);
+
+	args[0] = PointerGetDatum(construct_array(done_runs, done, UUIDOID, UUID_LEN, false,
+											  TYPALIGN_CHAR));
+	args[1] = PointerGetDatum(construct_array(done_nodes, done, TEXTOID, -1, false,
+											  TYPALIGN_INT));
+	args[2] = TimestampTzGetDatum(at);
+	if (SPI_execute_plan(release_plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "vectorbea: could not release the dependents of completed tasks");
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+
+		if (strcmp(SPI_getvalue(tup, desc, 3), "ready") == 0)
+			became_ready(vb_run_find(runs, nruns, DatumGetUUIDP(SPI_getbinval(tup, desc, 1, &isnull))),
+						 SPI_getvalue(tup, desc, 2),
+						 DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull)));
+	}
+	for (int r = 0; r < nruns; r++)
+		open_ready_gates(&runs[r], at);
+	return done;
+}
+
+/*
  * Fails the current attempt of task_id (running or waiting, locked by the
  * caller's lease check) in a locked run.  retry_after_ms < 0 means "use the
  * backoff policy".  Returns "retrying" or "failed"; a node failed for good

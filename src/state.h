@@ -46,6 +46,9 @@ extern void vb_state_start_attempts(const char *worker, ArrayType *activities,
 extern bool vb_state_succeed(VbRun *run, int64 task_id, pg_uuid_t *lease, Jsonb *output,
 							 const char *usage_json, TimestampTz at,
 							 char **node, int *attempt);
+extern int	vb_state_succeed_many(VbRun *runs, int nruns, int n, Datum task_ids,
+								  Datum leases, Datum outputs, Jsonb **outputs_of,
+								  TimestampTz at, bool *matched);
 extern const char *vb_state_fail_attempt(VbRun *run, int64 task_id, const char *err_class,
 										 const char *error_json, bool retryable,
 										 int64 retry_after_ms, TimestampTz at);

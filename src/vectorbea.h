@@ -52,6 +52,8 @@ vb_reserved_activity(const char *name)
 /* Limits on identifiers used in definitions. */
 #define VB_MAX_NAME_LEN			128
 #define VB_MAX_ATTEMPTS_LIMIT	1000
+/* tasks one claim_tasks or complete_tasks call may take */
+#define VB_MAX_TASKS_PER_CALL	1000
 
 #define VB_VERSION				"0.2.0"
 

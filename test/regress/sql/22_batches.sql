@@ -1,0 +1,106 @@
+-- complete_tasks: many completions in one call, with complete_task's
+-- meaning for each, all or nothing; and the worker loop that completes the
+-- previous batch and claims the next in one transaction.
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/setup.psql
+SELECT vectorbea.define_workflow('fan', '{"nodes":[
+	{"id":"a1","activity":"work"},{"id":"a2","activity":"work"},
+	{"id":"a3","activity":"work"},{"id":"a4","activity":"work"},
+	{"id":"join","activity":"sum","depends_on":["a1","a2","a3","a4"]}]}');
+
+-- A fan-out whose four parents finish in one call: the join becomes ready
+-- exactly once, with one STEP_COMPLETED per parent numbered in order.
+SELECT vectorbea.start_run('fan', '{}') AS fan \gset
+CREATE TEMP TABLE c1 AS SELECT * FROM vectorbea.claim_tasks('w', ARRAY['work'], 4);
+SELECT vectorbea.complete_tasks(array_agg(task_id ORDER BY node), array_agg(lease ORDER BY node),
+								array_agg(jsonb_build_object('n', node) ORDER BY node)) AS completed
+  FROM c1;
+SELECT * FROM nodes_of(:'fan');
+SELECT seq, type, node, data->'output' AS output FROM vectorbea.events
+ WHERE run_id = :'fan' ORDER BY seq;
+SELECT upstream FROM vectorbea.claim_tasks('w', ARRAY['sum'], 5) \gset
+\echo :upstream
+SELECT * FROM check_run(:'fan');
+
+-- One call across runs: each run locked once, each run ends in it.
+SELECT vectorbea.define_workflow('pair', '{"nodes":[
+	{"id":"x","activity":"pair"},{"id":"y","activity":"pair"}]}');
+SELECT count(vectorbea.start_run('pair', jsonb_build_object('i', i))) AS started FROM generate_series(1, 3) i;
+CREATE TEMP TABLE c2 AS SELECT * FROM vectorbea.claim_tasks('w', ARRAY['pair'], 10);
+SELECT count(*) AS claimed FROM c2;
+SELECT vectorbea.complete_tasks(array_agg(task_id), array_agg(lease)) AS completed FROM c2;
+SELECT r.input->>'i' AS i, r.status, r.open_nodes,
+	   (SELECT array_agg(type ORDER BY seq) FROM vectorbea.events e WHERE e.run_id = r.id) AS history
+  FROM vectorbea.runs r WHERE workflow = 'pair' ORDER BY 1;
+SELECT count(*) FILTER (WHERE output IS NULL) AS null_outputs FROM vectorbea.nodes
+ WHERE run_id IN (SELECT run_id FROM c2);
+SELECT bool_and(c.differences = 0 AND c.replay_stable) AS all_consistent
+  FROM vectorbea.runs r, check_run(r.id) c WHERE workflow = 'pair';
+
+-- The same call again is a no-op and completes nothing.
+SELECT vectorbea.complete_tasks(array_agg(task_id), array_agg(lease)) AS repeated FROM c2;
+-- The same lease with another output is refused, like complete_task.
+SELECT vectorbea.complete_tasks(ARRAY[task_id], ARRAY[lease], ARRAY['{"other":1}'::jsonb])
+  FROM c2 LIMIT 1;
+
+-- All or nothing: one stale lease in a batch, and no task of it completes.
+SELECT vectorbea.start_run('pair', '{"i": 9}') AS nine \gset
+CREATE TEMP TABLE c3 AS SELECT * FROM vectorbea.claim_tasks('w', ARRAY['pair'], 2);
+SELECT task_id AS x_id, lease AS x_lease FROM c3 WHERE node = 'x' \gset
+SELECT task_id AS y_id, lease AS y_lease FROM c3 WHERE node = 'y' \gset
+SELECT vectorbea.complete_tasks(ARRAY[:x_id, :y_id], ARRAY[:'x_lease', gen_random_uuid()]);
+\echo SQLSTATE :SQLSTATE
+SELECT vectorbea.complete_tasks(ARRAY[:x_id, 999999999], ARRAY[:'x_lease', gen_random_uuid()]);
+\echo SQLSTATE :SQLSTATE
+SELECT status, count(*) FROM vectorbea.nodes WHERE run_id = :'nine' GROUP BY status;
+SELECT count(*) AS events FROM vectorbea.events WHERE run_id = :'nine';
+
+-- Arguments: clear errors, nothing written.
+SELECT vectorbea.complete_tasks(NULL, ARRAY[gen_random_uuid()]);
+SELECT vectorbea.complete_tasks(ARRAY[1::bigint], NULL);
+SELECT vectorbea.complete_tasks(ARRAY[1::bigint, NULL], ARRAY[gen_random_uuid(), gen_random_uuid()]);
+SELECT vectorbea.complete_tasks(ARRAY[1::bigint, 2], ARRAY[gen_random_uuid()]);
+SELECT vectorbea.complete_tasks(ARRAY[1::bigint], ARRAY[gen_random_uuid()], ARRAY['{}'::jsonb, '{}']);
+SELECT vectorbea.complete_tasks(ARRAY[:x_id, :x_id], ARRAY[:'x_lease', :'x_lease']::uuid[]);
+SELECT vectorbea.complete_tasks(ARRAY[[1::bigint]], ARRAY[[gen_random_uuid()]]);
+SELECT vectorbea.complete_tasks(array_agg(i), array_agg(gen_random_uuid()))
+  FROM generate_series(1::bigint, 1001) i;
+SELECT vectorbea.complete_tasks(ARRAY[:x_id], ARRAY[:'x_lease'::uuid],
+								usages => ARRAY['{"tokens": -1}'::jsonb]);
+SELECT vectorbea.complete_tasks('{}', '{}') AS nothing;
+SELECT status, count(*) FROM vectorbea.nodes WHERE run_id = :'nine' GROUP BY status;
+
+-- Items with spawn or usage in the same call: each has complete_task's
+-- meaning (spawned nodes added and recorded, usage booked).
+SELECT vectorbea.complete_tasks(array_agg(task_id ORDER BY node), array_agg(lease ORDER BY node),
+	ARRAY['{"r":"x"}', '{"r":"y"}']::jsonb[],
+	ARRAY['[{"id":"z","activity":"pair","depends_on":["x"]}]', NULL]::jsonb[],
+	ARRAY[NULL, '{"tokens": 12, "usd": 0.5}']::jsonb[]) AS completed
+  FROM c3;
+SELECT node, status, spawned_by, output FROM vectorbea.nodes WHERE run_id = :'nine' ORDER BY id;
+SELECT usage_tokens, usage_usd FROM vectorbea.runs WHERE id = :'nine';
+SELECT seq, type, node FROM vectorbea.events WHERE run_id = :'nine' ORDER BY seq;
+
+-- The pipelined loop: complete the previous task and claim the next in
+-- one transaction (one commit per task).
+SELECT task_id AS z_id, lease AS z_lease FROM vectorbea.claim_tasks('w', ARRAY['pair'], 1) \gset
+SELECT vectorbea.start_run('pair', '{"i": 10}') AS ten \gset
+BEGIN;
+SELECT vectorbea.complete_tasks(ARRAY[:z_id], ARRAY[:'z_lease'::uuid], ARRAY['{"r":"z"}'::jsonb]);
+SELECT node FROM vectorbea.claim_tasks('w', ARRAY['pair'], 1) \gset
+COMMIT;
+\echo next claimed :node
+SELECT run_id = :'ten' AS next_from_the_new_run FROM vectorbea.nodes WHERE status = 'running' AND activity = 'pair';
+SELECT status FROM vectorbea.runs WHERE id = :'nine';
+SELECT * FROM check_run(:'nine');
+
+-- An approval node released by a batch opens its gate once.
+SELECT vectorbea.define_workflow('gated', '{"nodes":[
+	{"id":"p","activity":"gw"},{"id":"q","activity":"gw"},
+	{"id":"ok","kind":"approval","approval":{"gate":"ok"},"depends_on":["p","q"]}]}');
+SELECT vectorbea.start_run('gated', '{}') AS gated \gset
+SELECT vectorbea.complete_tasks(array_agg(task_id), array_agg(lease)) AS completed
+  FROM vectorbea.claim_tasks('w', ARRAY['gw'], 2);
+SELECT gate, status FROM vectorbea.approvals WHERE run_id = :'gated';
+SELECT * FROM timeline_text(:'gated');
+SELECT * FROM check_run(:'gated');
