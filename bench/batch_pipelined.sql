@@ -4,8 +4,7 @@
 -- in the secondary table.  :ids and :leases start as empty arrays
 -- (pgbench -D) and carry over from one run of this script to the next.
 BEGIN;
-SELECT vectorbea.complete_task(t.id, t.lease, '{}')
-  FROM unnest(:ids::bigint[], :leases::uuid[]) AS t(id, lease);
+SELECT vectorbea.complete_tasks(:ids::bigint[], :leases::uuid[]);
 SELECT coalesce(array_agg(task_id), '{}') AS ids,
        coalesce(array_agg(lease), '{}') AS leases
   FROM vectorbea.claim_tasks('bench-' || :client_id, ARRAY['work'], :batch)
