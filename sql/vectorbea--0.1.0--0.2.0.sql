@@ -1049,3 +1049,13 @@ CREATE FUNCTION @extschema@.complete_tasks(task_ids bigint[], leases uuid[],
 	AS 'MODULE_PATHNAME', 'vectorbea_complete_tasks';
 COMMENT ON FUNCTION @extschema@.complete_tasks(bigint[], uuid[], jsonb[], jsonb[], jsonb[]) IS
 	'complete_task for many tasks at once, in one transaction; returns how many attempts succeeded by this call.';
+
+CREATE FUNCTION @extschema@.start_runs(workflow text, inputs jsonb[],
+									    idempotency_keys text[] DEFAULT NULL,
+									    options jsonb DEFAULT '{}')
+	RETURNS SETOF uuid
+	LANGUAGE c SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_start_runs';
+COMMENT ON FUNCTION @extschema@.start_runs(text, jsonb[], text[], jsonb) IS
+	'start_run for many inputs of one workflow in one call: one run per input, returned in the order of the inputs.';

@@ -202,6 +202,13 @@ vb_run_lock_for_tasks(Datum task_ids, VbRun **runs)
 	return (int) SPI_processed;
 }
 
+/* Puts runs in vb_run_find's order. */
+void
+vb_run_sort(VbRun *runs, int nruns)
+{
+	qsort(runs, nruns, sizeof(VbRun), run_cmp);
+}
+
 /* The run with id among runs (as vb_run_lock_for_tasks returns them), or NULL. */
 VbRun *
 vb_run_find(VbRun *runs, int nruns, pg_uuid_t *id)
@@ -470,4 +477,47 @@ vb_event_batch_write_held(VbEventBatch *batch, VbRun *runs, int nruns, Timestamp
 	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_INSERT ||
 		SPI_processed != (uint64) batch->count)
 		elog(ERROR, "vectorbea: could not append %d events", batch->count);
+}
+
+/*
+ * The first event of runs created by this transaction (invisible to
+ * others, so nothing to lock): one event of type per run, data[i] for
+ * runs[i], numbered from each run's counter, in one statement.
+ */
+void
+vb_event_first_of_new_runs(VbRun *runs, int nruns, const char *type, char **data,
+						   TimestampTz at)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum	   *ids = palloc(sizeof(Datum) * Max(nruns, 1));
+	Datum	   *seqs = palloc(sizeof(Datum) * Max(nruns, 1));
+	Datum	   *texts = palloc(sizeof(Datum) * Max(nruns, 1));
+	Datum		args[5];
+
+	if (nruns == 0)
+		return;
+	if (plan == NULL)
+	{
+		Oid			types[5] = {UUIDARRAYOID, INT8ARRAYOID, TEXTOID, TEXTARRAYOID, TIMESTAMPTZOID};
+
+		plan = vb_prepare_opts("INSERT INTO vectorbea.events (run_id, seq, type, data, at)"
+							   " SELECT e.run_id, e.seq, $3, e.data::jsonb, $5"
+							   "   FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+							   "                   pg_catalog.unnest($4)) AS e(run_id, seq, data)",
+							   lengthof(types), types, CURSOR_OPT_GENERIC_PLAN);
+	}
+	for (int i = 0; i < nruns; i++)
+	{
+		ids[i] = UUIDPGetDatum(&runs[i].id);
+		seqs[i] = Int64GetDatum(++runs[i].last_seq);
+		texts[i] = CStringGetTextDatum(data[i]);
+	}
+	args[0] = PointerGetDatum(construct_array(ids, nruns, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+	args[1] = PointerGetDatum(construct_array(seqs, nruns, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[2] = CStringGetTextDatum(type);
+	args[3] = PointerGetDatum(construct_array(texts, nruns, TEXTOID, -1, false, TYPALIGN_INT));
+	args[4] = TimestampTzGetDatum(at);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_INSERT ||
+		SPI_processed != (uint64) nruns)
+		elog(ERROR, "vectorbea: could not append %d events", nruns);
 }

@@ -48,6 +48,7 @@ extern bool vb_run_lock_for_task(int64 task_id, VbRun *run);
 extern bool vb_run_try_lock(pg_uuid_t *run_id, VbRun *run);
 extern void vb_run_save(VbRun *run, TimestampTz at);
 extern int	vb_run_lock_for_tasks(Datum task_ids, VbRun **runs);
+extern void vb_run_sort(VbRun *runs, int nruns);
 extern VbRun *vb_run_find(VbRun *runs, int nruns, pg_uuid_t *id);
 extern void vb_run_save_many(VbRun *runs, int nruns, TimestampTz at);
 
@@ -72,6 +73,9 @@ extern void vb_event_batch_add(VbEventBatch *batch, pg_uuid_t *run_id, const cha
 extern void vb_event_batch_write(VbEventBatch *batch, TimestampTz at);
 extern void vb_event_batch_write_held(VbEventBatch *batch, VbRun *runs, int nruns,
 									  TimestampTz at);
+
+extern void vb_event_first_of_new_runs(VbRun *runs, int nruns, const char *type,
+									   char **data, TimestampTz at);
 
 extern bool vb_event_type_reserved(const char *type);
 

@@ -208,6 +208,83 @@ add_nodes(VbRun *run, const char *specs_json, const char *spawned_by, bool hold,
 }
 
 /*
+ * The nodes of a normalised spec array, added to each of runs, which this
+ * transaction has just created (start_runs), in one statement.  A new run
+ * has no other nodes, so a node's open dependencies are all it names.  The
+ * caller takes this path only when no node is one the engine starts at
+ * once (an approval without dependencies): those need their run's gate
+ * opened (vb_state_add_nodes).
+ */
+void
+vb_state_add_nodes_to_new_runs(VbRun *runs, int nruns, const char *specs_json, TimestampTz at)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum	   *ids = palloc(sizeof(Datum) * Max(nruns, 1));
+	Datum		args[4];
+	int			added = 0;
+
+	if (nruns == 0)
+		return;
+	if (plan == NULL)
+	{
+		Oid			types[4] = {UUIDARRAYOID, TEXTOID, INT4OID, TIMESTAMPTZOID};
+
+		plan = vb_prepare_opts("WITH spec AS ("
+							   "  SELECT s.*, coalesce(pg_catalog.cardinality(s.depends_on), 0) AS deps"
+							   "    FROM pg_catalog.jsonb_to_recordset($2::jsonb) AS s(id text, kind text,"
+							   "      activity text, depends_on text[], input jsonb, retry jsonb,"
+							   "      timeout_ms bigint, approval jsonb, llm jsonb, sleep jsonb, signal jsonb,"
+							   "      run jsonb, not_before text, escalation jsonb, compensate jsonb,"
+							   "      compensation_of text, estimate jsonb)"
+							   "), ins AS ("
+							   "  INSERT INTO vectorbea.nodes (run_id, node, kind, activity, status,"
+							   "    depends_on, deps_remaining, input, max_attempts, retry, timeout_ms, approval,"
+							   "    llm, priority, available_at, created_at, wait, not_before, compensate,"
+							   "    compensation_of, estimate)"
+							   "  SELECT r.id, s.id, s.kind, s.activity,"
+							   "    CASE WHEN s.deps = 0 THEN 'ready' ELSE 'pending' END,"
+							   "    s.depends_on, s.deps, s.input, (s.retry->>'max_attempts')::int, s.retry,"
+							   "    s.timeout_ms, coalesce(s.approval, s.escalation), s.llm, $3,"
+							   "    CASE WHEN s.not_before IS NOT NULL THEN 'infinity'::timestamptz"
+							   "         WHEN s.deps = 0 THEN $4 END, $4,"
+							   "    coalesce(s.sleep, s.signal, s.run), s.not_before, s.compensate,"
+							   "    s.compensation_of, s.estimate"
+							   "    FROM pg_catalog.unnest($1) AS r(id) CROSS JOIN spec s"
+							   "  RETURNING activity, status, available_at = 'infinity' AS held"
+							   ")"
+							   " SELECT activity, held, pg_catalog.count(*) FILTER (WHERE status = 'ready'),"
+							   "        pg_catalog.count(*)"
+							   "   FROM ins GROUP BY activity, held",
+							   lengthof(types), types, CURSOR_OPT_GENERIC_PLAN);
+	}
+	for (int i = 0; i < nruns; i++)
+		ids[i] = UUIDPGetDatum(&runs[i].id);
+	args[0] = PointerGetDatum(construct_array(ids, nruns, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+	args[1] = CStringGetTextDatum(specs_json);
+	args[2] = Int32GetDatum(runs[0].priority);
+	args[3] = TimestampTzGetDatum(at);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not insert the nodes of new runs");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		bool		isnull;
+
+		added += (int) DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 4, &isnull));
+		if (DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull)) > 0)
+			became_ready(&runs[0], SPI_getvalue(tup, SPI_tuptable->tupdesc, 1),
+						 DatumGetBool(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull)));
+	}
+	if (runs[0].gates_pending)
+		elog(ERROR, "vectorbea: new runs with gates to open took the set path");
+	for (int i = 0; i < nruns; i++)
+	{
+		runs[i].open_nodes += added / nruns;
+		runs[i].node_count += added / nruns;
+	}
+}
+
+/*
  * node has just succeeded: one dependency fewer for each pending dependent,
  * and those with none left become ready.
  */

@@ -23,6 +23,8 @@
 /* Nodes come into being, become ready, and start. */
 extern int	vb_state_add_nodes(VbRun *run, const char *specs_json,
 							   const char *spawned_by, TimestampTz at);
+extern void vb_state_add_nodes_to_new_runs(VbRun *runs, int nruns, const char *specs_json,
+										   TimestampTz at);
 
 /* What vb_state_start_attempts leased, in the order a claim returns. */
 typedef struct VbStartedAttempts

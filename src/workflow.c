@@ -21,7 +21,9 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "funcapi.h"
 #include "utils/acl.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 
@@ -29,9 +31,11 @@
 #include "check.h"
 #include "clock.h"
 #include "controls.h"
+#include "events.h"
 #include "duration.h"
 #include "jsonb_util.h"
 #include "notify.h"
+#include "spi_util.h"
 #include "state.h"
 #include "validate.h"
 #include "workflow.h"
@@ -555,4 +559,287 @@ vectorbea_start_run(PG_FUNCTION_ARGS)
 	memcpy(result, &run_id, sizeof(pg_uuid_t));
 	SPI_finish();
 	PG_RETURN_UUID_P(result);
+}
+
+#define MAX_RUNS_PER_CALL 10000
+
+/* Whether a definition has a node that the engine starts as soon as its run starts. */
+static bool
+starts_engine_nodes(const char *specs_json)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[1] = {CStringGetTextDatum(specs_json)};
+	bool		isnull;
+
+	if (plan == NULL)
+	{
+		Oid			types[1] = {TEXTOID};
+
+		plan = vb_prepare("SELECT EXISTS (SELECT FROM pg_catalog.jsonb_to_recordset($1::jsonb)"
+						  "                 AS s(activity text, depends_on text[])"
+						  "                WHERE s.activity IS NULL"
+						  "                  AND coalesce(pg_catalog.cardinality(s.depends_on), 0) = 0)",
+						  1, types);
+	}
+	if (SPI_execute_plan(plan, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not read a definition's nodes");
+	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
+ * The runs of start_runs whose keys were not used before, created together:
+ * one INSERT of the runs, one of their RUN_STARTED events, one of their
+ * nodes, one save of their counters.  ids[i] is filled for every input;
+ * those whose key was used before get the earlier run (existing_run).
+ */
+static void
+create_runs_together(const char *workflow, int version, const char *specs_json, Jsonb **inputs,
+					 char **keys, int n, Jsonb *options, int priority, TimestampTz deadline,
+					 pg_uuid_t *ids, TimestampTz at)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum	   *id_items = palloc(sizeof(Datum) * n);
+	Datum	   *input_items = palloc(sizeof(Datum) * n);
+	Datum	   *key_items = palloc(sizeof(Datum) * n);
+	bool	   *key_nulls = palloc(sizeof(bool) * n);
+	bool	   *created = palloc0(sizeof(bool) * n);
+	char	  **data = palloc(sizeof(char *) * n);
+	VbRun	   *runs = palloc0(sizeof(VbRun) * n);
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+	int			nruns = 0;
+	Datum		args[9];
+	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	char	   *options_text = JsonbToCString(NULL, &options->root, VARSIZE(options));
+
+	if (plan == NULL)
+	{
+		Oid			types[9] = {UUIDARRAYOID, JSONBARRAYOID, TEXTARRAYOID, TEXTOID, INT4OID,
+		JSONBOID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+
+		plan = vb_prepare_opts("INSERT INTO vectorbea.runs (id, workflow, workflow_version, input,"
+							   "  options, idempotency_key, priority, created_at, workspace,"
+							   "  budget_usd, budget_tokens, deadline)"
+							   " SELECT t.id, $4, $5, t.input, $6, t.key, $7, $8,"
+							   "        coalesce($6->>'workspace', 'default'),"
+							   "        ($6->>'budget_usd')::numeric, ($6->>'budget_tokens')::bigint,"
+							   "        $9"
+							   "   FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+							   "                   pg_catalog.unnest($3)) WITH ORDINALITY AS t(id, input, key, ord)"
+							   "  ORDER BY t.ord"
+							   " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+							   lengthof(types), types, CURSOR_OPT_GENERIC_PLAN);
+	}
+	for (int i = 0; i < n; i++)
+	{
+		memcpy(&ids[i], vb_uuid_v7(at), sizeof(pg_uuid_t));
+		id_items[i] = UUIDPGetDatum(&ids[i]);
+		input_items[i] = JsonbPGetDatum(inputs[i]);
+		key_items[i] = keys[i] ? CStringGetTextDatum(keys[i]) : (Datum) 0;
+		key_nulls[i] = keys[i] == NULL;
+	}
+	args[0] = PointerGetDatum(construct_array(id_items, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+	args[1] = PointerGetDatum(construct_array(input_items, n, JSONBOID, -1, false, TYPALIGN_INT));
+	args[2] = PointerGetDatum(construct_md_array(key_items, key_nulls, 1, dims, lbs, TEXTOID, -1,
+												 false, TYPALIGN_INT));
+	args[3] = CStringGetTextDatum(workflow);
+	args[4] = Int32GetDatum(version);
+	args[5] = JsonbPGetDatum(options);
+	args[6] = Int32GetDatum(priority);
+	args[7] = TimestampTzGetDatum(at);
+	args[8] = TimestampTzGetDatum(deadline);
+	if (deadline == 0)
+		nulls[8] = 'n';
+	if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "vectorbea: could not insert runs");
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		pg_uuid_t  *id = DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull));
+
+		for (int i = 0; i < n; i++)
+			if (!created[i] && memcmp(&ids[i], id, sizeof(pg_uuid_t)) == 0)
+			{
+				created[i] = true;
+				break;
+			}
+	}
+
+	for (int i = 0; i < n; i++)
+	{
+		StringInfoData d;
+
+		if (!created[i])
+		{
+			/* Its key was used before: the earlier run, or an error. */
+			memcpy(&ids[i], DatumGetUUIDP(existing_run(keys[i], workflow, inputs[i])),
+				   sizeof(pg_uuid_t));
+			continue;
+		}
+		memcpy(&runs[nruns].id, &ids[i], sizeof(pg_uuid_t));
+		runs[nruns].status = VB_RUN_RUNNING;
+		runs[nruns].workflow = (char *) workflow;
+		runs[nruns].workflow_version = version;
+		runs[nruns].created_at = at;
+		runs[nruns].priority = priority;
+		initStringInfo(&d);
+		appendStringInfoString(&d, "{\"workflow\":");
+		vb_append_json_string(&d, workflow);
+		appendStringInfo(&d, ",\"version\":%d,\"input\":%s,\"options\":%s,\"idempotency_key\":",
+						 version, JsonbToCString(NULL, &inputs[i]->root, VARSIZE(inputs[i])),
+						 options_text);
+		vb_append_json_string(&d, keys[i]);
+		appendStringInfo(&d, ",\"nodes\":%s}", specs_json);
+		data[nruns] = d.data;
+		nruns++;
+	}
+	vb_event_first_of_new_runs(runs, nruns, "RUN_STARTED", data, at);
+	vb_state_add_nodes_to_new_runs(runs, nruns, specs_json, at);
+	vb_run_sort(runs, nruns);
+	vb_run_save_many(runs, nruns, at);
+	if (deadline != 0 && nruns > 0)
+		vb_wake_scheduler(deadline);
+}
+
+/*
+ * start_runs(workflow text, inputs jsonb[], idempotency_keys text[],
+ *            options jsonb) -> SETOF uuid
+ *
+ * start_run for many inputs of one workflow, with the same options, in one
+ * call and one transaction: one run per input, returned in the order of
+ * the inputs (WITH ORDINALITY pairs them).  A key used before returns its
+ * run, as start_run does.  The runs are created together (create_runs_
+ * together) unless their workflow starts an engine node at once or their
+ * workspace is paused: then one by one, as start_run creates them.
+ */
+PG_FUNCTION_INFO_V1(vectorbea_start_runs);
+Datum
+vectorbea_start_runs(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	TimestampTz at = vb_now();
+	TimestampTz deadline = 0;
+	char	   *workflow;
+	ArrayType  *input_array;
+	Datum	   *input_items;
+	bool	   *input_nulls;
+	Jsonb	  **inputs;
+	char	  **keys;
+	Jsonb	   *options;
+	int			n;
+	int			priority;
+	int			version;
+	bool		isnull;
+	char	   *specs_json;
+	pg_uuid_t  *ids;
+	JsonbValue	w;
+	char	   *workspace = "default";
+	char	   *reason;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("workflow and inputs must not be null")));
+	workflow = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	input_array = PG_GETARG_ARRAYTYPE_P(1);
+	if (ARR_NDIM(input_array) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("inputs must be a one-dimensional array"),
+				 errdetail("Found %d dimensions.", ARR_NDIM(input_array))));
+	deconstruct_array(input_array, JSONBOID, -1, false, TYPALIGN_INT, &input_items, &input_nulls, &n);
+	if (n > MAX_RUNS_PER_CALL)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("start_runs starts at most %d runs per call", MAX_RUNS_PER_CALL),
+				 errdetail("Found %d inputs.", n),
+				 errhint("Start them in several calls.")));
+	inputs = palloc(sizeof(Jsonb *) * Max(n, 1));
+	keys = palloc0(sizeof(char *) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		if (input_nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("input %d of %d is null", i + 1, n),
+					 errhint("Pass '{}' for a run without input.")));
+		inputs[i] = DatumGetJsonbP(input_items[i]);
+		if (!JsonContainerIsObject(&inputs[i]->root))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("run input %d of %d must be a JSON object", i + 1, n),
+					 errhint("Wrap the value: '{\"value\": ...}'.")));
+		vb_check_payload_size(inputs[i], "the run input");
+	}
+	if (!PG_ARGISNULL(2))
+	{
+		ArrayType  *key_array = PG_GETARG_ARRAYTYPE_P(2);
+		Datum	   *key_items;
+		bool	   *key_nulls;
+		int			nkeys;
+
+		deconstruct_array(key_array, TEXTOID, -1, false, TYPALIGN_INT, &key_items, &key_nulls, &nkeys);
+		if (ARR_NDIM(key_array) > 1 || nkeys != n)
+			ereport(ERROR,
+					(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+					 errmsg("idempotency_keys has %d elements, inputs has %d", nkeys, n),
+					 errhint("Pass one key per input, in the order of inputs (NULL for none).")));
+		for (int i = 0; i < n; i++)
+		{
+			if (key_nulls[i])
+				continue;
+			keys[i] = TextDatumGetCString(key_items[i]);
+			if (strlen(keys[i]) == 0 || strlen(keys[i]) > 512)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("idempotency key %d of %d must be 1 to 512 characters long", i + 1, n)));
+		}
+	}
+	options = PG_ARGISNULL(3) ? vb_jsonb_from_cstring("{}") : PG_GETARG_JSONB_P(3);
+	priority = check_options(options, at, &deadline);
+	if (vb_jsonb_get(&options->root, "workspace", &w) && w.type == jbvString)
+		workspace = pnstrdup(w.val.string.val, w.val.string.len);
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	if (n == 0)
+		return (Datum) 0;
+	ids = palloc(sizeof(pg_uuid_t) * n);
+
+	SPI_connect();
+	{
+		Datum		args[1] = {CStringGetTextDatum(workflow)};
+		Oid			types[1] = {TEXTOID};
+
+		if (SPI_execute_with_args("SELECT version, definition FROM vectorbea.workflows"
+								  " WHERE name = $1 ORDER BY version DESC LIMIT 1",
+								  1, types, args, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "vectorbea: workflow lookup failed");
+		if (SPI_processed == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("workflow \"%s\" does not exist", workflow),
+					 errhint("Define it first with vectorbea.define_workflow().")));
+		version = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		specs_json = vb_node_specs_json(vb_validate_definition(
+			DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull))));
+	}
+	if (!starts_engine_nodes(specs_json) && !vb_workspace_paused(workspace, &reason))
+		create_runs_together(workflow, version, specs_json, inputs, keys, n, options, priority,
+							 deadline, ids, at);
+	else
+		for (int i = 0; i < n; i++)
+		{
+			memset(&ids[i], 0, sizeof(pg_uuid_t));
+			(void) vb_create_run(workflow, version, inputs[i], options, keys[i], priority, deadline,
+								 NULL, NULL, &ids[i], at);
+		}
+	for (int i = 0; i < n; i++)
+	{
+		Datum		value = UUIDPGetDatum(&ids[i]);
+		bool		null = false;
+
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &value, &null);
+	}
+	SPI_finish();
+	return (Datum) 0;
 }

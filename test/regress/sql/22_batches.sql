@@ -104,3 +104,64 @@ SELECT vectorbea.complete_tasks(array_agg(task_id), array_agg(lease)) AS complet
 SELECT gate, status FROM vectorbea.approvals WHERE run_id = :'gated';
 SELECT * FROM timeline_text(:'gated');
 SELECT * FROM check_run(:'gated');
+
+-- start_runs: one run per input, in the order of the inputs, created
+-- together; each exactly as start_run would have made it.
+SELECT vectorbea.define_workflow('two', '{"nodes":[
+	{"id":"first","activity":"s1","input":{"from":"{{run.input.n}}"}},
+	{"id":"second","activity":"s2","depends_on":["first"]}]}');
+CREATE TEMP TABLE started AS
+	SELECT * FROM vectorbea.start_runs('two',
+		ARRAY['{"n": 1}', '{"n": 2}', '{"n": 3}']::jsonb[],
+		ARRAY['k1', NULL, 'k3'], '{"priority": 5, "workspace": "bulk"}') WITH ORDINALITY AS s(id, ord);
+SELECT s.ord, r.input, r.idempotency_key, r.priority, r.workspace, r.status, r.last_seq,
+	   r.open_nodes, r.node_count
+  FROM started s JOIN vectorbea.runs r ON r.id = s.id ORDER BY s.ord;
+SELECT s.ord, n.node, n.status, n.deps_remaining, n.priority, n.available_at IS NOT NULL AS available
+  FROM started s JOIN vectorbea.nodes n ON n.run_id = s.id ORDER BY s.ord, n.id;
+SELECT s.ord, e.seq, e.type, e.data->'input' AS input, jsonb_array_length(e.data->'nodes') AS nodes
+  FROM started s JOIN vectorbea.events e ON e.run_id = s.id ORDER BY s.ord, e.seq;
+SELECT bool_and(c.differences = 0 AND c.replay_stable) AS all_consistent
+  FROM started s, check_run(s.id) c;
+-- The same as start_run one by one (the replayed state, ids and times aside).
+SELECT vectorbea.start_run('two', '{"n": 2}', NULL, '{"priority": 5, "workspace": "bulk"}') AS single \gset
+SELECT (vectorbea.replay(:'single') - 'run' - 'started_at')
+	 = (vectorbea.replay(s.id) - 'run' - 'started_at') AS replay_same_as_start_run,
+	   (SELECT array_agg(k ORDER BY k) FROM jsonb_object_keys(vectorbea.replay(s.id)) k) AS replayed
+  FROM started s WHERE s.ord = 2;
+-- Keys: a key used before returns its run; with another input it is refused.
+SELECT s.id = (SELECT id FROM started WHERE ord = 1) AS same_run
+  FROM vectorbea.start_runs('two', ARRAY['{"n": 1}']::jsonb[], ARRAY['k1']) AS s(id);
+SELECT vectorbea.start_runs('two', ARRAY['{"n": 4}', '{"n": 99}']::jsonb[], ARRAY['k4', 'k1']);
+SELECT count(*) AS runs_with_k4 FROM vectorbea.runs WHERE idempotency_key = 'k4';
+-- The same key twice in one call with the same input is one run.
+SELECT count(DISTINCT s) AS distinct_runs
+  FROM vectorbea.start_runs('two', ARRAY['{"n": 5}', '{"n": 5}']::jsonb[], ARRAY['k5', 'k5']) AS s;
+-- Claimable at once, and worked to the end like any run.
+SELECT count(*) AS claimed FROM vectorbea.claim_tasks('w', ARRAY['s1'], 100);
+-- Workflows that open a gate at the start, and paused workspaces, take
+-- start_run's path one run at a time, with the same result.
+SELECT vectorbea.define_workflow('gate_first', '{"nodes":[
+	{"id":"ok","kind":"approval","approval":{"gate":"start"}},
+	{"id":"go","activity":"go","depends_on":["ok"]}]}');
+CREATE TEMP TABLE gated_runs AS
+	SELECT s AS id FROM vectorbea.start_runs('gate_first', ARRAY['{}', '{}']::jsonb[]) s;
+SELECT count(*) AS gates FROM gated_runs g JOIN vectorbea.approvals a ON a.run_id = g.id;
+SELECT bool_and(c.differences = 0) AS consistent FROM gated_runs g, check_run(g.id) c;
+SELECT vectorbea.pause_workspace('stopped', 'maintenance');
+CREATE TEMP TABLE paused_runs AS
+	SELECT s AS id FROM vectorbea.start_runs('two', ARRAY['{}', '{}']::jsonb[], NULL,
+											 '{"workspace": "stopped"}') s;
+SELECT r.status, count(*) FROM paused_runs p JOIN vectorbea.runs r USING (id) GROUP BY r.status;
+-- Bad input: clear errors, nothing started.
+SELECT count(*) AS runs_before FROM vectorbea.runs \gset
+SELECT vectorbea.start_runs('two', NULL);
+SELECT vectorbea.start_runs('nope', ARRAY['{}']::jsonb[]);
+SELECT vectorbea.start_runs('two', ARRAY['{}', NULL]::jsonb[]);
+SELECT vectorbea.start_runs('two', ARRAY['{}', '[1]']::jsonb[]);
+SELECT vectorbea.start_runs('two', ARRAY['{}']::jsonb[], ARRAY['a', 'b']);
+SELECT vectorbea.start_runs('two', ARRAY['{}']::jsonb[], ARRAY['']);
+SELECT vectorbea.start_runs('two', ARRAY['{}']::jsonb[], NULL, '{"priority": 5000}');
+SELECT vectorbea.start_runs('two', array_agg('{}'::jsonb)) FROM generate_series(1, 10001);
+SELECT vectorbea.start_runs('two', '{}') AS none;
+SELECT count(*) - :runs_before AS runs_added FROM vectorbea.runs;
