@@ -28,6 +28,7 @@ OBJS = \
 	src/events.o \
 	src/state.o \
 	src/check.o \
+	src/tenants.o \
 	src/llm_spec.o \
 	src/gate_spec.o \
 	src/wait_spec.o \

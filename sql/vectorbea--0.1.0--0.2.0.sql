@@ -971,6 +971,41 @@ ALTER TABLE @extschema@.nodes ADD COLUMN estimate jsonb;
 COMMENT ON COLUMN @extschema@.nodes.estimate IS
 	'What an attempt of the node may cost ({"usd", "tokens"}): held against the budgets while it runs.';
 
+/*
+ * Tenants (issue: hardening): workspaces mapped to roles.  A workspace
+ * mapped to at least one role is seen and acted on by the members of its
+ * roles only; one mapped to none stays open to every role with the
+ * privileges.  workspace_visible() and run_visible() are what the
+ * row-level security policies below and the views ask, row by row; they
+ * answer for their caller only (src/tenants.c).
+ */
+CREATE TABLE @extschema@.workspace_roles (
+	workspace		text NOT NULL,
+	role			oid NOT NULL,
+	granted_at		timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	PRIMARY KEY (workspace, role)
+);
+COMMENT ON TABLE @extschema@.workspace_roles IS
+	'Workspaces mapped to roles (grant_workspace): a mapped workspace''s runs, nodes, events, approvals and spend are its roles'' alone.';
+REVOKE ALL ON TABLE @extschema@.workspace_roles FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.workspace_roles', '');
+
+CREATE FUNCTION @extschema@.workspace_visible(workspace text)
+	RETURNS boolean
+	LANGUAGE c STABLE SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_workspace_visible';
+COMMENT ON FUNCTION @extschema@.workspace_visible(text) IS
+	'Whether the calling role may see a workspace: it is mapped to no role, or the caller is a member of one of its roles (or bypasses row-level security).  Executable by all: the row-level security policies ask it.';
+
+CREATE FUNCTION @extschema@.run_visible(run uuid)
+	RETURNS boolean
+	LANGUAGE c STABLE SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_run_visible';
+COMMENT ON FUNCTION @extschema@.run_visible(uuid) IS
+	'workspace_visible() of a run''s workspace, for the policies of the tables keyed by run.';
+
 CREATE VIEW @extschema@.spend AS
 	SELECT 'workspace'::text AS scope, w.workspace, NULL::uuid AS run,
 		   b.period, s.usd AS booked_usd, s.tokens AS booked_tokens,
@@ -993,6 +1028,7 @@ CREATE VIEW @extschema@.spend AS
 		  FROM @extschema@.nodes n JOIN @extschema@.runs r ON r.id = n.run_id
 		 WHERE r.workspace = w.workspace AND n.status = 'running'
 		   AND (n.reserved_usd IS NOT NULL OR n.estimate IS NOT NULL)) rs ON true
+	 WHERE @extschema@.workspace_visible(w.workspace)
 	UNION ALL
 	SELECT 'run', r.workspace, r.id, NULL, r.usage_usd, r.usage_tokens,
 		   coalesce((SELECT sum(coalesce(n.reserved_usd, (n.estimate->>'usd')::numeric))
@@ -1000,7 +1036,8 @@ CREATE VIEW @extschema@.spend AS
 		   coalesce((SELECT sum(coalesce(n.reserved_tokens, (n.estimate->>'tokens')::bigint))
 					   FROM @extschema@.nodes n WHERE n.run_id = r.id AND n.status = 'running'), 0),
 		   r.budget_usd, r.budget_tokens
-	  FROM @extschema@.runs r;
+	  FROM @extschema@.runs r
+	 WHERE @extschema@.workspace_visible(r.workspace);
 COMMENT ON VIEW @extschema@.spend IS
 	'Spend per workspace (in its budget''s current period; in total without a budget) and per run: booked and reserved (calls in flight), in USD and tokens, with the budgets.';
 REVOKE ALL ON @extschema@.spend FROM PUBLIC;
@@ -1049,6 +1086,7 @@ CREATE FUNCTION @extschema@.complete_tasks(task_ids bigint[], leases uuid[],
 	AS 'MODULE_PATHNAME', 'vectorbea_complete_tasks';
 COMMENT ON FUNCTION @extschema@.complete_tasks(bigint[], uuid[], jsonb[], jsonb[], jsonb[]) IS
 	'complete_task for many tasks at once, in one transaction; returns how many attempts succeeded by this call.';
+REVOKE ALL ON FUNCTION @extschema@.complete_tasks(bigint[], uuid[], jsonb[], jsonb[], jsonb[]) FROM PUBLIC;
 
 CREATE FUNCTION @extschema@.start_runs(workflow text, inputs jsonb[],
 									    idempotency_keys text[] DEFAULT NULL,
@@ -1059,3 +1097,48 @@ CREATE FUNCTION @extschema@.start_runs(workflow text, inputs jsonb[],
 	AS 'MODULE_PATHNAME', 'vectorbea_start_runs';
 COMMENT ON FUNCTION @extschema@.start_runs(text, jsonb[], text[], jsonb) IS
 	'start_run for many inputs of one workflow in one call: one run per input, returned in the order of the inputs.';
+REVOKE ALL ON FUNCTION @extschema@.start_runs(text, jsonb[], text[], jsonb) FROM PUBLIC;
+
+CREATE FUNCTION @extschema@.grant_workspace(workspace text, role regrole)
+	RETURNS boolean
+	LANGUAGE c SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_grant_workspace';
+COMMENT ON FUNCTION @extschema@.grant_workspace(text, regrole) IS
+	'Maps a workspace to a role: from its first role on, only the members of its roles see and act on the workspace.  Returns false when the mapping was there.';
+REVOKE ALL ON FUNCTION @extschema@.grant_workspace(text, regrole) FROM PUBLIC;
+
+CREATE FUNCTION @extschema@.revoke_workspace(workspace text, role regrole)
+	RETURNS boolean
+	LANGUAGE c SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_revoke_workspace';
+COMMENT ON FUNCTION @extschema@.revoke_workspace(text, regrole) IS
+	'Removes a mapping of grant_workspace; a workspace left with no role is open again.  Returns whether the mapping was there.';
+REVOKE ALL ON FUNCTION @extschema@.revoke_workspace(text, regrole) FROM PUBLIC;
+
+-- Row-level security: the rows of a mapped workspace are its roles' alone.
+-- The engine's functions are SECURITY DEFINER and owned by the extension's
+-- owner, whom row-level security lets by; they check the caller themselves
+-- (src/tenants.c).
+ALTER TABLE @extschema@.runs ENABLE ROW LEVEL SECURITY;
+CREATE POLICY workspace_members ON @extschema@.runs
+	USING (@extschema@.workspace_visible(workspace));
+ALTER TABLE @extschema@.nodes ENABLE ROW LEVEL SECURITY;
+CREATE POLICY workspace_members ON @extschema@.nodes
+	USING (@extschema@.run_visible(run_id));
+ALTER TABLE @extschema@.events ENABLE ROW LEVEL SECURITY;
+CREATE POLICY workspace_members ON @extschema@.events
+	USING (@extschema@.run_visible(run_id));
+-- approvals has row-level security since 0.1.0 (approvals_for_approvers):
+-- this policy narrows it (AS RESTRICTIVE: both must hold).
+CREATE POLICY workspace_members ON @extschema@.approvals AS RESTRICTIVE
+	USING (@extschema@.run_visible(run_id));
+-- Views read the tables as their owner, whom row-level security lets by:
+-- the ones users read filter by workspace themselves (spend, above).
+CREATE OR REPLACE VIEW @extschema@.dead_letters AS
+	SELECT n.run_id, r.workflow, r.workspace, n.id AS task_id, n.node, n.activity,
+		   n.attempt, n.error, n.finished_at
+	  FROM @extschema@.nodes n
+	  JOIN @extschema@.runs r ON r.id = n.run_id
+	 WHERE n.status = 'failed' AND @extschema@.workspace_visible(r.workspace);

@@ -23,6 +23,7 @@
 #include "clock.h"
 #include "jsonb_util.h"
 #include "state.h"
+#include "tenants.h"
 
 /*
  * cancel_run(run uuid, reason text, compensate boolean) -> boolean
@@ -53,6 +54,7 @@ vectorbea_cancel_run(PG_FUNCTION_ARGS)
 	}
 
 	SPI_connect();
+	vb_require_run_workspace(run_id, "cancel runs of");
 	if (!vb_run_lock(run_id, &run))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),

@@ -37,22 +37,24 @@
 #include "notify.h"
 #include "spi_util.h"
 #include "sweep.h"
+#include "tenants.h"
 
 /*
  * Ends the expired attempts of the activities, then leases up to max_tasks
- * of their ready nodes to worker.  Inside SPI; the rows stay valid until
- * the caller's SPI_finish.  The scheduler is woken at commit for the
- * earliest lease end.
+ * of their ready nodes to worker, in no workspace of excluded (NULL: in
+ * any).  Inside SPI; the rows stay valid until the caller's SPI_finish.
+ * The scheduler is woken at commit for the earliest lease end.
  */
 void
-vb_claim(const char *worker, ArrayType *activities, int max_tasks,
+vb_claim(const char *worker, ArrayType *activities, int max_tasks, ArrayType *excluded,
 		 Interval *lease_duration, TimestampTz at, VbStartedAttempts *started)
 {
 	VB_STARTED_INIT(started);
 	vb_expire_attempts(PointerGetDatum(activities), at, false, NULL);
-	if (!vb_claim_within_limits(worker, activities, max_tasks, lease_duration, at, started))
-		vb_state_start_attempts(worker, activities, max_tasks, lease_duration, NULL, NULL, at,
-								started);
+	if (!vb_claim_within_limits(worker, activities, max_tasks, excluded, lease_duration, at,
+								started))
+		vb_state_start_attempts(worker, activities, max_tasks, lease_duration, NULL, excluded,
+								at, started);
 	if (started->first_expiry != DT_NOEND)
 		vb_wake_scheduler(started->first_expiry);
 }
@@ -121,7 +123,9 @@ vectorbea_claim_tasks(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 
 	SPI_connect();
-	vb_claim(worker, activities, max_tasks, lease_duration, at, &started);
+	/* A worker role claims in the workspaces it may work in (tenants.c). */
+	vb_claim(worker, activities, max_tasks, vb_tenant_excluded_workspaces(), lease_duration, at,
+			 &started);
 	for (uint64 i = 0; i < started.count; i++)
 		tuplestore_puttuple(rsinfo->setResult, started.vals[i]);
 	SPI_finish();

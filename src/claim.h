@@ -11,6 +11,7 @@
 #include "state.h"
 
 extern void vb_claim(const char *worker, ArrayType *activities, int max_tasks,
+					 ArrayType *excluded,
 					 Interval *lease_duration, TimestampTz at, VbStartedAttempts *started);
 
 #endif							/* VB_CLAIM_H */

@@ -47,6 +47,7 @@
 #include "jsonb_util.h"
 #include "spi_util.h"
 #include "state.h"
+#include "tenants.h"
 
 static char *
 caller(void)
@@ -161,6 +162,7 @@ vectorbea_pause_run(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("run must not be null")));
 	SPI_connect();
+	vb_require_run_workspace(PG_GETARG_UUID_P(0), "pause runs of");
 	lock_unfinished_run(PG_GETARG_UUID_P(0), &run, "paused");
 	if (run.status == VB_RUN_COMPENSATING)
 		ereport(ERROR,
@@ -190,6 +192,7 @@ vectorbea_resume_run(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("run must not be null")));
 	SPI_connect();
+	vb_require_run_workspace(PG_GETARG_UUID_P(0), "resume runs of");
 	lock_unfinished_run(PG_GETARG_UUID_P(0), &run, "resumed");
 	if (run.status == VB_RUN_PAUSED && vb_workspace_paused(run_workspace(&run.id), &why))
 		ereport(ERROR,

@@ -105,13 +105,17 @@ limits_xact_callback(XactEvent event, void *arg)
 /* Starts up to cap attempts of one activity; returns how many. */
 static int
 claim_step(const char *worker, const char *activity, int cap, Interval *lease,
-		   const char *only_workspace, ArrayType *not_workspaces, TimestampTz at,
-		   VbStartedAttempts *started)
+		   const char *only_workspace, ArrayType *not_workspaces, ArrayType *excluded,
+		   TimestampTz at, VbStartedAttempts *started)
 {
 	uint64		before = started->count;
 
 	if (cap <= 0)
 		return 0;
+	if (excluded)
+		not_workspaces = not_workspaces == NULL ? excluded :
+			DatumGetArrayTypeP(DirectFunctionCall2(array_cat, PointerGetDatum(not_workspaces),
+												   PointerGetDatum(excluded)));
 	vb_state_start_attempts(worker, text_array(list_make1(pstrdup(activity))), cap, lease,
 							only_workspace, not_workspaces, at, started);
 	return (int) (started->count - before);
@@ -124,7 +128,8 @@ claim_step(const char *worker, const char *activity, int cap, Interval *lease,
  */
 bool
 vb_claim_within_limits(const char *worker, ArrayType *activities, int max_tasks,
-					   Interval *lease, TimestampTz at, VbStartedAttempts *started)
+					   ArrayType *excluded, Interval *lease, TimestampTz at,
+					   VbStartedAttempts *started)
 {
 	static SPIPlanPtr lock_plan = NULL;
 	static SPIPlanPtr free_plan = NULL;
@@ -215,7 +220,7 @@ vb_claim_within_limits(const char *worker, ArrayType *activities, int max_tasks,
 		{
 			ActivityLimit	   *l = lfirst(lc2);
 			int			got = claim_step(worker, a, Min(Min(l->free, overall), left), lease,
-										 l->workspace, NULL, at, started);
+										 l->workspace, NULL, excluded, at, started);
 
 			overall -= got;
 			left -= got;
@@ -227,7 +232,7 @@ vb_claim_within_limits(const char *worker, ArrayType *activities, int max_tasks,
 			foreach(lc2, scoped)
 				others = lappend(others, ((ActivityLimit *) lfirst(lc2))->workspace);
 			left -= claim_step(worker, a, Min(overall, left), lease, NULL,
-							   scoped ? text_array(others) : NULL, at, started);
+							   scoped ? text_array(others) : NULL, excluded, at, started);
 		}
 	}
 	if (unlimited != NIL && left > 0)
@@ -236,7 +241,7 @@ vb_claim_within_limits(const char *worker, ArrayType *activities, int max_tasks,
 
 		foreach(lc, unlimited)
 			rest = lappend(rest, strVal(lfirst(lc)));
-		vb_state_start_attempts(worker, text_array(rest), left, lease, NULL, NULL, at, started);
+		vb_state_start_attempts(worker, text_array(rest), left, lease, NULL, excluded, at, started);
 	}
 	return true;
 }

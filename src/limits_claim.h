@@ -11,7 +11,7 @@
 #include "state.h"
 
 extern bool vb_claim_within_limits(const char *worker, ArrayType *activities, int max_tasks,
-								   Interval *lease, TimestampTz at,
+								   ArrayType *excluded, Interval *lease, TimestampTz at,
 								   VbStartedAttempts *started);
 
 #endif							/* VB_LIMITS_CLAIM_H */

@@ -371,7 +371,7 @@ vb_llm_claim(VbSweepCounters *counters)
 	lease->time = (int64) (vb_llm_request_timeout_ms + LEASE_MARGIN_MS) * 1000;
 	activities = construct_array(&activity, 1, TEXTOID, -1, false, TYPALIGN_INT);
 	at = vb_now();
-	vb_claim(SCHEDULER_WORKER, activities, room, lease, at, &started);
+	vb_claim(SCHEDULER_WORKER, activities, room, NULL, lease, at, &started);
 	n = started.count;
 	if (n == 0)
 	{

@@ -69,6 +69,7 @@ vb_shmem_startup(void)
 	{
 		memset(vb_shared, 0, sizeof(VbShared));
 		pg_atomic_init_u64(&vb_shared->limits_generation, 0);
+		pg_atomic_init_u64(&vb_shared->tenants_generation, 0);
 		vb_shared->lock = &(GetNamedLWLockTranche("vectorbea"))->lock;
 		fill_slot_names();
 	}

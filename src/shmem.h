@@ -48,6 +48,7 @@ typedef struct VbShared
 {
 	LWLock	   *lock;
 	pg_atomic_uint64 limits_generation;	/* bumped when concurrency limits change */
+	pg_atomic_uint64 tenants_generation;	/* bumped when workspace_roles change */
 	int			nslots;
 	VbSchedulerSlot slots[VB_MAX_SCHEDULERS];
 } VbShared;

@@ -32,6 +32,7 @@
 #include "jsonb_util.h"
 #include "spi_util.h"
 #include "waits.h"
+#include "tenants.h"
 
 #define MAX_SIGNAL_KEY_LEN	512
 
@@ -113,6 +114,7 @@ vectorbea_send_signal(PG_FUNCTION_ARGS)
 	payload_text = JsonbToCString(NULL, &payload->root, VARSIZE(payload));
 
 	SPI_connect();
+	vb_require_run_workspace(run_id, "signal runs of");
 	if (!vb_waits_available())
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),

@@ -39,6 +39,7 @@
 #include "state.h"
 #include "validate.h"
 #include "workflow.h"
+#include "tenants.h"
 
 /* A run's budget above a billion USD is a typo, not a budget. */
 #define MAX_BUDGET_USD	1e9
@@ -552,6 +553,13 @@ vectorbea_start_run(PG_FUNCTION_ARGS)
 	priority = check_options(options, at, &deadline);
 
 	SPI_connect();
+	{
+		JsonbValue	w;
+
+		vb_require_workspace(vb_jsonb_get(&options->root, "workspace", &w) && w.type == jbvString ?
+							 pnstrdup(w.val.string.val, w.val.string.len) : "default",
+							 "start runs in");
+	}
 	memset(&run_id, 0, sizeof(run_id));
 	(void) vb_create_run(workflow, 0, input, options, key, priority, deadline, NULL, NULL,
 						 &run_id, at);
@@ -806,6 +814,7 @@ vectorbea_start_runs(PG_FUNCTION_ARGS)
 	ids = palloc(sizeof(pg_uuid_t) * n);
 
 	SPI_connect();
+	vb_require_workspace(workspace, "start runs in");
 	{
 		Datum		args[1] = {CStringGetTextDatum(workflow)};
 		Oid			types[1] = {TEXTOID};

@@ -27,7 +27,9 @@ SELECT p.proname
  WHERE NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%')
  ORDER BY 1;
 
--- No function is executable by PUBLIC, and the tables are closed to it.
+-- No function is executable by PUBLIC but the two that the row-level
+-- security policies call as the querying role (they answer for their
+-- caller only); the tables are closed to PUBLIC.
 SELECT p.proname FROM vb_functions p
  WHERE has_function_privilege('public', p.oid, 'EXECUTE')
  ORDER BY 1;

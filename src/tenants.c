@@ -1,0 +1,340 @@
+/*-------------------------------------------------------------------------
+ *
+ * tenants.c
+ *	  Workspaces mapped to roles (grant_workspace, revoke_workspace), and
+ *	  what the mapping allows: a mapped workspace belongs to its roles.
+ *
+ * Row-level security keeps a mapped workspace's rows of runs, nodes,
+ * events and approvals, and its lines of the spend and dead_letters views,
+ * from the queries of roles that are not members of one of its roles (the
+ * policies in the install script, through workspace_visible() and
+ * run_visible(), which answer for their caller only).  The engine's SQL doors
+ * are SECURITY DEFINER, which row-level security lets by, so they check
+ * for themselves here: claim_tasks leaves out the workspaces the caller
+ * may not work in (vb_tenant_excluded_workspaces), and the doors that
+ * start or steer runs refuse them (vb_require_workspace).  A workspace
+ * mapped to no role stays open to every role with the privileges, as
+ * before 0.2.0, so that mapping can be adopted one workspace at a time.
+ *
+ * The caller is the role outside the SECURITY DEFINER call
+ * (GetOuterUserId), as everywhere the engine records who acted.  Roles
+ * that bypass row-level security (superusers, BYPASSRLS) see and act on
+ * every workspace, as their queries do.  Membership is PostgreSQL's
+ * (is_member_of_role, cached and invalidated by PostgreSQL); the mapping
+ * is cached per backend until a change commits (a generation in shared
+ * memory), so claims read no table while it is unchanged.
+ *
+ * IDENTIFICATION
+ *	  src/tenants.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/syscache.h"
+
+#include "vectorbea.h"
+#include "check.h"
+#include "shmem.h"
+#include "spi_util.h"
+#include "tenants.h"
+
+typedef struct WorkspaceRole
+{
+	char	   *workspace;
+	Oid			role;
+} WorkspaceRole;
+
+static WorkspaceRole *mapping = NULL;	/* in TopMemoryContext */
+static int	mapping_count = 0;
+static uint64 mapping_generation = PG_UINT64_MAX;
+static bool tenants_pending_bump = false;
+static bool callback_registered = false;
+
+/* Reads workspace_roles again when a change has committed since.  Inside SPI. */
+static void
+load_mapping(void)
+{
+	uint64		generation = vb_shared ? pg_atomic_read_u64(&vb_shared->tenants_generation) : 0;
+	MemoryContext old;
+
+	if (vb_shared != NULL && generation == mapping_generation)
+		return;
+	if (SPI_execute("SELECT workspace, role FROM vectorbea.workspace_roles ORDER BY workspace, role",
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not read workspace_roles");
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	for (int i = 0; i < mapping_count; i++)
+		pfree(mapping[i].workspace);
+	if (mapping)
+		pfree(mapping);
+	mapping_count = (int) SPI_processed;
+	mapping = palloc(sizeof(WorkspaceRole) * Max(mapping_count, 1));
+	for (int i = 0; i < mapping_count; i++)
+	{
+		bool		isnull;
+
+		mapping[i].workspace = pstrdup(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+		mapping[i].role = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
+														 SPI_tuptable->tupdesc, 2, &isnull));
+	}
+	MemoryContextSwitchTo(old);
+	mapping_generation = generation;
+}
+
+static bool
+caller_bypasses(void)
+{
+	Oid			caller = GetOuterUserId();
+
+	return superuser_arg(caller) || has_bypassrls_privilege(caller);
+}
+
+/*
+ * Whether the caller may see and act on workspace: it is mapped to no
+ * role, or the caller is a member of one of its roles.  mapping is loaded.
+ */
+static bool
+caller_may(const char *workspace)
+{
+	Oid			caller = GetOuterUserId();
+	bool		mapped = false;
+
+	for (int i = 0; i < mapping_count; i++)
+	{
+		if (strcmp(mapping[i].workspace, workspace) != 0)
+			continue;
+		mapped = true;
+		if (is_member_of_role(caller, mapping[i].role))
+			return true;
+	}
+	return !mapped;
+}
+
+/*
+ * The workspaces the caller may not claim tasks in, or NULL for none (no
+ * mapping at all, or a role that bypasses row-level security).  Inside SPI.
+ */
+ArrayType *
+vb_tenant_excluded_workspaces(void)
+{
+	Datum	   *names;
+	int			n = 0;
+
+	load_mapping();
+	if (mapping_count == 0 || caller_bypasses())
+		return NULL;
+	names = palloc(sizeof(Datum) * mapping_count);
+	for (int i = 0; i < mapping_count; i++)
+	{
+		if (i > 0 && strcmp(mapping[i].workspace, mapping[i - 1].workspace) == 0)
+			continue;
+		if (!caller_may(mapping[i].workspace))
+			names[n++] = CStringGetTextDatum(mapping[i].workspace);
+	}
+	if (n == 0)
+		return NULL;
+	return construct_array(names, n, TEXTOID, -1, false, TYPALIGN_INT);
+}
+
+/*
+ * workspace_visible(workspace text) -> boolean: whether the caller may see
+ * workspace; what the row-level security policies ask, row by row.  It
+ * answers for its caller only, and reads the mapping as its owner.
+ */
+PG_FUNCTION_INFO_V1(vectorbea_workspace_visible);
+Datum
+vectorbea_workspace_visible(PG_FUNCTION_ARGS)
+{
+	bool		visible;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_BOOL(false);
+	SPI_connect();
+	load_mapping();
+	visible = mapping_count == 0 || caller_bypasses() ||
+		caller_may(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	SPI_finish();
+	PG_RETURN_BOOL(visible);
+}
+
+/*
+ * run_visible(run uuid) -> boolean: workspace_visible of the run's
+ * workspace, for the policies of the tables keyed by run (nodes, events,
+ * approvals), whatever the caller may read of runs.
+ */
+PG_FUNCTION_INFO_V1(vectorbea_run_visible);
+Datum
+vectorbea_run_visible(PG_FUNCTION_ARGS)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[1];
+	bool		visible = false;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_BOOL(false);
+	SPI_connect();
+	load_mapping();
+	if (mapping_count == 0 || caller_bypasses())
+		visible = true;
+	else
+	{
+		if (plan == NULL)
+		{
+			Oid			types[1] = {UUIDOID};
+
+			plan = vb_prepare("SELECT workspace FROM vectorbea.runs WHERE id = $1", 1, types);
+		}
+		args[0] = PG_GETARG_DATUM(0);
+		if (SPI_execute_plan(plan, args, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "vectorbea: could not read a run's workspace");
+		visible = SPI_processed == 1 &&
+			caller_may(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+	}
+	SPI_finish();
+	PG_RETURN_BOOL(visible);
+}
+
+/* Refuses action (e.g. "start a run in") on a workspace the caller is not in.  Inside SPI. */
+void
+vb_require_workspace(const char *workspace, const char *action)
+{
+	load_mapping();
+	if (mapping_count == 0 || caller_bypasses() || caller_may(workspace))
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("role \"%s\" may not %s workspace \"%s\"",
+					GetUserNameFromId(GetOuterUserId(), false), action, workspace),
+			 errdetail("Workspace \"%s\" belongs to the roles mapped to it in vectorbea.workspace_roles.",
+					   workspace),
+			 errhint("Act as a member of one of its roles, or ask an administrator to run "
+					 "vectorbea.grant_workspace('%s', <role>).", workspace)));
+}
+
+/* vb_require_workspace for the workspace of a run (nothing when there is no such run). */
+void
+vb_require_run_workspace(pg_uuid_t *run_id, const char *action)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[1] = {UUIDPGetDatum(run_id)};
+
+	load_mapping();
+	if (mapping_count == 0 || caller_bypasses())
+		return;
+	if (plan == NULL)
+	{
+		Oid			types[1] = {UUIDOID};
+
+		plan = vb_prepare("SELECT workspace FROM vectorbea.runs WHERE id = $1", 1, types);
+	}
+	if (SPI_execute_plan(plan, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not read a run's workspace");
+	if (SPI_processed == 1)
+		vb_require_workspace(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), action);
+}
+
+static void
+tenants_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT && tenants_pending_bump && vb_shared)
+		pg_atomic_fetch_add_u64(&vb_shared->tenants_generation, 1);
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT)
+		tenants_pending_bump = false;
+}
+
+/* Every backend reads the mapping again once this transaction commits. */
+static void
+bump_at_commit(void)
+{
+	if (!callback_registered)
+	{
+		RegisterXactCallback(tenants_xact_callback, NULL);
+		callback_registered = true;
+	}
+	tenants_pending_bump = true;
+	mapping_generation = PG_UINT64_MAX;		/* and this one at once */
+}
+
+/* The arguments of grant_workspace and revoke_workspace. */
+static void
+workspace_role_args(FunctionCallInfo fcinfo, char **workspace, Oid *role)
+{
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("workspace and role must not be null")));
+	*workspace = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	vb_check_workspace_name(*workspace, false);
+	*role = PG_GETARG_OID(1);
+	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(*role)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("role with OID %u does not exist", *role)));
+}
+
+/*
+ * grant_workspace(workspace text, role regrole) -> boolean: the members of
+ * role may see and act on workspace; from the first grant on, no one else
+ * may (row-level security and the engine's doors).  Returns false when the
+ * grant was there already.
+ */
+PG_FUNCTION_INFO_V1(vectorbea_grant_workspace);
+Datum
+vectorbea_grant_workspace(PG_FUNCTION_ARGS)
+{
+	char	   *workspace;
+	Oid			role;
+	Datum		args[2];
+	Oid			types[2] = {TEXTOID, OIDOID};
+	bool		added;
+
+	workspace_role_args(fcinfo, &workspace, &role);
+	args[0] = CStringGetTextDatum(workspace);
+	args[1] = ObjectIdGetDatum(role);
+	SPI_connect();
+	if (SPI_execute_with_args("INSERT INTO vectorbea.workspace_roles (workspace, role)"
+							  " VALUES ($1, $2) ON CONFLICT DO NOTHING",
+							  2, types, args, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "vectorbea: could not grant a workspace");
+	added = SPI_processed == 1;
+	SPI_finish();
+	bump_at_commit();
+	PG_RETURN_BOOL(added);
+}
+
+/*
+ * revoke_workspace(workspace text, role regrole) -> boolean: undoes
+ * grant_workspace.  A workspace left with no role is open again.
+ */
+PG_FUNCTION_INFO_V1(vectorbea_revoke_workspace);
+Datum
+vectorbea_revoke_workspace(PG_FUNCTION_ARGS)
+{
+	char	   *workspace;
+	Oid			role;
+	Datum		args[2];
+	Oid			types[2] = {TEXTOID, OIDOID};
+	bool		removed;
+
+	workspace_role_args(fcinfo, &workspace, &role);
+	args[0] = CStringGetTextDatum(workspace);
+	args[1] = ObjectIdGetDatum(role);
+	SPI_connect();
+	if (SPI_execute_with_args("DELETE FROM vectorbea.workspace_roles WHERE workspace = $1 AND role = $2",
+							  2, types, args, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "vectorbea: could not revoke a workspace");
+	removed = SPI_processed == 1;
+	SPI_finish();
+	bump_at_commit();
+	PG_RETURN_BOOL(removed);
+}

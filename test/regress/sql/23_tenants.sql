@@ -1,0 +1,124 @@
+-- Tenants: workspaces mapped to roles.  A matrix of roles x tables x
+-- operations: a mapped workspace is seen and acted on by its roles'
+-- members only; an unmapped one stays open; superusers see all.
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/setup.psql
+DROP ROLE IF EXISTS vb_t_acme, vb_t_globex, vb_t_acme_worker, vb_t_globex_worker, vb_t_outsider;
+CREATE ROLE vb_t_acme;
+CREATE ROLE vb_t_globex;
+CREATE ROLE vb_t_acme_worker IN ROLE vb_t_acme;
+CREATE ROLE vb_t_globex_worker IN ROLE vb_t_globex;
+CREATE ROLE vb_t_outsider;
+-- What docs/operations.md grants to people and workers.
+GRANT USAGE ON SCHEMA vectorbea TO vb_t_acme, vb_t_globex, vb_t_outsider;
+GRANT EXECUTE ON FUNCTION vectorbea.clock() TO vb_t_acme, vb_t_globex, vb_t_outsider;
+GRANT SELECT ON vectorbea.runs, vectorbea.nodes, vectorbea.events, vectorbea.approvals,
+	  vectorbea.spend, vectorbea.dead_letters TO vb_t_acme, vb_t_globex, vb_t_outsider;
+GRANT UPDATE (status, decided_by, decision, output, input, reason) ON vectorbea.approvals
+	TO vb_t_acme, vb_t_globex, vb_t_outsider;
+GRANT EXECUTE ON FUNCTION vectorbea.claim_tasks(text, text[], integer, interval),
+	  vectorbea.complete_task(bigint, uuid, jsonb, jsonb, jsonb),
+	  vectorbea.start_run(text, jsonb, text, jsonb),
+	  vectorbea.start_runs(text, jsonb[], text[], jsonb),
+	  vectorbea.cancel_run(uuid, text, boolean),
+	  vectorbea.pause_run(uuid, text), vectorbea.send_signal(uuid, text, jsonb, text)
+	TO vb_t_acme, vb_t_globex, vb_t_outsider;
+
+SELECT vectorbea.define_workflow('t', '{"nodes":[
+	{"id":"work","activity":"t_work"},
+	{"id":"ok","kind":"approval","approval":{"gate":"ok"},"depends_on":["work"]}]}');
+SELECT vectorbea.define_workflow('f', '{"nodes":[{"id":"bad","activity":"t_fail"}]}');
+-- In each workspace: a run at its approval gate, a failed run (a dead
+-- letter), and a run with a task to claim.
+SELECT count(vectorbea.start_run(w, '{}', NULL, jsonb_build_object('workspace', ws)))
+  FROM unnest(ARRAY['acme', 'globex', 'default']) ws, unnest(ARRAY['t', 'f']) w;
+SELECT count(vectorbea.complete_task(task_id, lease))
+  FROM vectorbea.claim_tasks('admin', ARRAY['t_work'], 10);
+SELECT count(vectorbea.fail_task(task_id, lease, '{"message": "no", "class": "permanent"}'))
+  FROM vectorbea.claim_tasks('admin', ARRAY['t_fail'], 10);
+SELECT count(vectorbea.start_run('t', '{}', NULL, jsonb_build_object('workspace', ws)))
+  FROM unnest(ARRAY['acme', 'globex', 'default']) ws;
+
+-- Before any mapping, every role with the grants sees everything.
+SET ROLE vb_t_outsider;
+SELECT count(*) AS outsider_runs_before FROM vectorbea.runs;
+RESET ROLE;
+
+SELECT vectorbea.grant_workspace('acme', 'vb_t_acme') AS granted,
+	   vectorbea.grant_workspace('globex', 'vb_t_globex') AS granted,
+	   vectorbea.grant_workspace('acme', 'vb_t_acme') AS again;
+
+-- The matrix: what each role sees of each table, by workspace.
+CREATE SCHEMA vb_t;
+GRANT USAGE ON SCHEMA vb_t TO PUBLIC;
+CREATE FUNCTION vb_t.seen() RETURNS TABLE (tbl text, workspaces text)
+LANGUAGE sql AS $$
+	SELECT 'runs', string_agg(DISTINCT workspace, ',') FROM vectorbea.runs
+	UNION ALL SELECT 'nodes', string_agg(DISTINCT (SELECT workspace FROM vectorbea.runs r WHERE r.id = run_id), ',') FROM vectorbea.nodes
+	UNION ALL SELECT 'events', string_agg(DISTINCT (SELECT workspace FROM vectorbea.runs r WHERE r.id = run_id), ',') FROM vectorbea.events
+	UNION ALL SELECT 'approvals', string_agg(DISTINCT (SELECT workspace FROM vectorbea.runs r WHERE r.id = run_id), ',') FROM vectorbea.approvals
+	UNION ALL SELECT 'spend', string_agg(DISTINCT workspace, ',') FROM vectorbea.spend
+	UNION ALL SELECT 'dead_letters', string_agg(DISTINCT workspace, ',') FROM vectorbea.dead_letters
+$$;
+GRANT EXECUTE ON FUNCTION vb_t.seen() TO PUBLIC;
+SET ROLE vb_t_acme_worker;
+SELECT 'acme_worker' AS role, * FROM vb_t.seen();
+SET ROLE vb_t_globex_worker;
+SELECT 'globex_worker' AS role, * FROM vb_t.seen();
+SET ROLE vb_t_outsider;
+SELECT 'outsider' AS role, * FROM vb_t.seen();
+RESET ROLE;
+SELECT 'superuser' AS role, * FROM vb_t.seen();
+
+-- Claims: a worker role claims only in its workspace (and open ones).
+SET ROLE vb_t_globex_worker;
+SELECT (SELECT workspace FROM vectorbea.runs r WHERE r.id = run_id) AS claimed_in
+  FROM vectorbea.claim_tasks('g1', ARRAY['t_work'], 10) ORDER BY 1;
+SET ROLE vb_t_outsider;
+SELECT (SELECT workspace FROM vectorbea.runs r WHERE r.id = run_id) AS claimed_in
+  FROM vectorbea.claim_tasks('o1', ARRAY['t_work'], 10) ORDER BY 1;
+RESET ROLE;
+SELECT (SELECT workspace FROM vectorbea.runs r WHERE r.id = run_id) AS left_for_acme, status FROM vectorbea.nodes
+ WHERE node = 'work' AND status = 'ready';
+
+-- Approvals: an UPDATE of another workspace's gate changes nothing.
+SET ROLE vb_t_outsider;
+UPDATE vectorbea.approvals SET status = 'approved', decided_by = 'outsider' WHERE status = 'pending';
+SET ROLE vb_t_acme_worker;
+UPDATE vectorbea.approvals SET status = 'approved', decided_by = 'acme' WHERE status = 'pending';
+RESET ROLE;
+SELECT (SELECT workspace FROM vectorbea.runs r WHERE r.id = run_id) AS workspace, status, decided_by FROM vectorbea.approvals ORDER BY 1;
+
+-- Starting and steering runs: refused outside one's workspaces, nothing written.
+SELECT id AS globex_run FROM vectorbea.runs WHERE workspace = 'globex' AND status = 'running' LIMIT 1 \gset
+SELECT count(*) AS runs_before FROM vectorbea.runs \gset
+SET ROLE vb_t_acme_worker;
+SELECT vectorbea.start_run('t', '{}', NULL, '{"workspace": "globex"}');
+SELECT vectorbea.start_runs('t', ARRAY['{}']::jsonb[], NULL, '{"workspace": "globex"}');
+SELECT vectorbea.cancel_run(:'globex_run');
+SELECT vectorbea.pause_run(:'globex_run');
+SELECT vectorbea.send_signal(:'globex_run', 'go');
+SELECT vectorbea.start_run('t', '{}', NULL, '{"workspace": "acme"}') IS NOT NULL AS own_workspace;
+SELECT vectorbea.start_run('t', '{}') IS NOT NULL AS open_workspace;
+RESET ROLE;
+SELECT count(*) - :runs_before AS runs_added, (SELECT status FROM vectorbea.runs WHERE id = :'globex_run') AS globex_run
+  FROM vectorbea.runs;
+
+-- Revoking the last role opens the workspace again.
+SELECT vectorbea.revoke_workspace('globex', 'vb_t_globex') AS revoked,
+	   vectorbea.revoke_workspace('globex', 'vb_t_globex') AS again;
+SET ROLE vb_t_outsider;
+SELECT 'outsider' AS role, * FROM vb_t.seen() WHERE tbl = 'runs';
+RESET ROLE;
+-- Mapping needs its function's grant; bad arguments are refused.
+SET ROLE vb_t_acme_worker;
+SELECT vectorbea.grant_workspace('globex', 'vb_t_acme');
+RESET ROLE;
+SELECT vectorbea.grant_workspace(NULL, 'vb_t_acme');
+SELECT vectorbea.grant_workspace('bad name!', 'vb_t_acme');
+SELECT vectorbea.grant_workspace('acme', 'no_such_role');
+
+DROP SCHEMA vb_t CASCADE;
+DROP OWNED BY vb_t_acme, vb_t_globex, vb_t_outsider;
+SELECT vectorbea.revoke_workspace('acme', 'vb_t_acme');
+DROP ROLE vb_t_acme_worker, vb_t_globex_worker, vb_t_acme, vb_t_globex, vb_t_outsider;
