@@ -69,6 +69,12 @@ load_mapping(void)
 
 	if (vb_shared != NULL && generation == mapping_generation)
 		return;
+	/* The 0.2.0 library on a 0.1.0 schema (before ALTER EXTENSION UPDATE): no mapping. */
+	if (!vb_waits_available())
+	{
+		mapping_count = 0;
+		return;
+	}
 	if (SPI_execute("SELECT workspace, role FROM vectorbea.workspace_roles ORDER BY workspace, role",
 					true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not read workspace_roles");
