@@ -10,6 +10,7 @@ MODULE_big = vectorbea
 OBJS = \
 	src/vectorbea.o \
 	src/settings.o \
+	src/crashpoint.o \
 	src/clock.o \
 	src/duration.o \
 	src/status.o \

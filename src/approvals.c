@@ -59,6 +59,7 @@
 #include "approvals.h"
 #include "check.h"
 #include "clock.h"
+#include "crashpoint.h"
 #include "due_items.h"
 #include "duration.h"
 #include "jsonb_util.h"
@@ -427,6 +428,7 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 			vb_state_decide_failure(&run, task_id, node, decision, output, input, out.data,
 									"permanent", id, at);
 		vb_run_save(&run, at);
+		vb_crash_point(VB_CRASH_APPROVAL_APPLYING);	/* tests only */
 		vb_notify_approval(id, &run_id, gate, new_status);
 		SPI_finish();
 		}

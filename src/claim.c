@@ -31,6 +31,7 @@
 #include "vectorbea.h"
 #include "claim.h"
 #include "clock.h"
+#include "crashpoint.h"
 #include "duration.h"
 #include "lease.h"
 #include "limits_claim.h"
@@ -126,6 +127,7 @@ vectorbea_claim_tasks(PG_FUNCTION_ARGS)
 	/* A worker role claims in the workspaces it may work in (tenants.c). */
 	vb_claim(worker, activities, max_tasks, vb_tenant_excluded_workspaces(), lease_duration, at,
 			 &started);
+	vb_crash_point_at_commit(VB_CRASH_CLAIM_COMMITTED);	/* tests only */
 	for (uint64 i = 0; i < started.count; i++)
 		tuplestore_puttuple(rsinfo->setResult, started.vals[i]);
 	SPI_finish();

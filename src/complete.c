@@ -32,6 +32,7 @@
 #include "vectorbea.h"
 #include "budget.h"
 #include "clock.h"
+#include "crashpoint.h"
 #include "complete.h"
 #include "jsonb_util.h"
 #include "lease.h"
@@ -203,6 +204,7 @@ add_spawned(VbRun *run, Jsonb *spawn, const char *node, int attempt, TimestampTz
 	specs_json = vb_node_specs_json(specs);
 	vb_event(run, "NODES_SPAWNED", node, attempt, psprintf("{\"nodes\":%s}", specs_json), at);
 	vb_state_add_nodes(run, specs_json, node, at);
+	vb_crash_point(VB_CRASH_SPAWNING);	/* tests only */
 }
 
 /*

@@ -54,6 +54,7 @@
 #include "vectorbea.h"
 #include "claim.h"
 #include "clock.h"
+#include "crashpoint.h"
 #include "complete.h"
 #include "controls.h"
 #include "due_items.h"
@@ -697,6 +698,7 @@ vb_llm_finish(VbSweepCounters *counters)
 	}
 	if (n == 0)
 		return;
+	vb_crash_point(VB_CRASH_LLM_ANSWERED);	/* tests only */
 	b.done = palloc0(sizeof(bool) * n);
 	b.at = vb_now();
 	for (int i = 0; i < n; i++)

@@ -7,8 +7,9 @@
  * Limits that protect the engine are PGC_SUSET: an ordinary role must not
  * be able to raise them for its own session.  Two settings keep their
  * variables and check hooks with the code that parses them: the test clock
- * offset (clock.c) and the LLM allow-list (allowlist.c); every other
- * variable lives here.  A leaf, apart from those two hooks.
+ * offset (clock.c), the test crash points (crashpoint.c) and the LLM
+ * allow-list (allowlist.c); every other variable lives here.  A leaf,
+ * apart from those hooks.
  *
  * IDENTIFICATION
  *	  src/settings.c
@@ -28,6 +29,7 @@
 
 #include "allowlist.h"
 #include "clock.h"
+#include "crashpoint.h"
 #include "settings.h"
 
 int			vb_max_payload_kb = 1024;
@@ -92,6 +94,17 @@ vb_define_settings(void)
 							   "0s",
 							   PGC_SUSET, 0,
 							   vb_check_clock_offset, vb_assign_clock_offset, NULL);
+
+	DefineCustomStringVariable("vectorbea.test_crash_point",
+							   "Makes the engine die at the named points, for tests.",
+							   "A comma-separated list of claim_committed, llm_answered, "
+							   "approval_applying, spawning and compensation_starting. A process "
+							   "that reaches a named point kills itself with SIGKILL and the "
+							   "server runs crash recovery. Only for tests; empty in production.",
+							   &vb_test_crash_point_text,
+							   "",
+							   PGC_SUSET, GUC_NOT_IN_SAMPLE,
+							   vb_check_crash_point, vb_assign_crash_point, NULL);
 
 	DefineCustomStringVariable("vectorbea.database",
 							   "Databases served by a vectorbea scheduler, comma-separated.",

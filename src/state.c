@@ -47,6 +47,7 @@
 
 #include "vectorbea.h"
 #include "clock.h"
+#include "crashpoint.h"
 #include "jsonb_util.h"
 #include "notify.h"
 #include "retry.h"
@@ -1678,6 +1679,7 @@ start_compensation(VbRun *run, VbRunStatus then, const char *end_json, Timestamp
 	vb_event(run, "COMPENSATION_STARTED", NULL, 0,
 			 psprintf("%s,\"nodes\":%s}", pnstrdup(data, strlen(data) - 1), specs), at);
 	vb_state_add_nodes(run, specs, NULL, at);
+	vb_crash_point(VB_CRASH_COMPENSATION_STARTING);	/* tests only */
 	return true;
 }
 

@@ -49,6 +49,14 @@ SELECT round(extract(epoch FROM vectorbea.clock() - clock_timestamp()) / 60) AS 
 SET vectorbea.test_clock_offset = 'soon';
 RESET vectorbea.test_clock_offset;
 
+-- Test crash points take a list of known names (docs/testing.md); an
+-- unknown one is refused.  Nothing here reaches a named point.
+SET vectorbea.test_crash_point = 'spawning, approval_applying';
+SHOW vectorbea.test_crash_point;
+SET vectorbea.test_crash_point = 'spawning, after_lunch';
+SHOW vectorbea.test_crash_point;
+RESET vectorbea.test_crash_point;
+
 -- Run ids are UUID version 7: time-ordered.
 WITH u AS (SELECT vectorbea.uuid_v7() AS id)
 SELECT substr(id::text, 15, 1) AS version_digit,
@@ -60,6 +68,7 @@ SELECT substr(id::text, 15, 1) AS version_digit,
 -- Only superusers move the clock.
 SET ROLE vb_plain_user;
 SET vectorbea.test_clock_offset = '1h';
+SET vectorbea.test_crash_point = 'spawning';
 -- ... and a role without grants cannot even reach the schema.
 SELECT vectorbea.clock();
 RESET ROLE;
