@@ -35,6 +35,7 @@
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "miscadmin.h"
+#include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
 #include "utils/guc.h"
 #include "utils/varlena.h"
@@ -90,8 +91,13 @@ vb_check_crash_point(char **newval, void **extra, GucSource source)
 				break;
 		if (p == VB_CRASH_POINT_COUNT)
 		{
+			StringInfoData known;
+
+			initStringInfo(&known);
+			for (p = 0; p < VB_CRASH_POINT_COUNT; p++)
+				appendStringInfo(&known, "%s%s", p > 0 ? ", " : "", point_names[p]);
 			GUC_check_errdetail("\"%s\" is not a crash point.", name);
-			GUC_check_errhint("Known points: claim_committed, llm_answered, approval_applying, spawning, compensation_starting.");
+			GUC_check_errhint("Known points: %s.", known.data);
 			return false;
 		}
 		bits |= POINT_BIT(p);
@@ -119,7 +125,7 @@ die_at(VbCrashPoint point)
 					point_names[point], MyProcPid),
 			 errdetail("vectorbea.test_crash_point is \"%s\".", vb_test_crash_point_text)));
 	kill(MyProcPid, SIGKILL);
-	/* SIGKILL is delivered before kill() returns to a process that sends it to itself. */
+	/* A signal a process sends itself arrives before kill() returns. */
 	for (;;)
 		pause();
 }
@@ -147,7 +153,7 @@ at_commit(XactEvent event, void *arg)
 	XLogFlush(XactLastCommitEnd);
 	for (int p = 0; p < VB_CRASH_POINT_COUNT; p++)
 		if (armed & POINT_BIT(p))
-			die_at(p);
+			die_at((VbCrashPoint) p);
 }
 
 /* What a subtransaction armed goes with it when it rolls back. */
