@@ -179,7 +179,6 @@ subtest 'claim_committed' => sub {
 		usleep(200_000);
 	}
 	is($got, '2', 'claim_committed: after its lease the task comes back as attempt 2');
-	cmp_ok(time - $t0, '<', 30, 'claim_committed: within the lease and a little');
 	is(sql(qq{SELECT data->>'class' FROM vectorbea.events WHERE run_id = '$run' AND type = 'STEP_FAILED'}),
 		'lease_expired', 'claim_committed: attempt 1 ended as lease_expired');
 	sql(qq{SELECT vectorbea.complete_task(n.id, n.lease, '{"a": 2}') FROM vectorbea.nodes n
