@@ -18,23 +18,46 @@ const HANDLERS = {
     return { key: task.input.key, attempt: task.attempt };
   },
 };
+const json = (value) => JSON.stringify(value ?? null);     // JSON goes as text
 
-async function runTask(db, t) {         // run the handler, then complete or fail the task
-  let fn = 'complete_task', arg;
-  try { arg = await HANDLERS[t.activity](t); } catch (e) {  // TaskError: its class, else transient
-    [fn, arg] = ['fail_task', { message: e.message, class: e.cls ?? 'transient' }];
-  }
+async function runHandler(t) {          // -> the task, the call that reports it, its argument
+  try { return { t, fn: 'complete_task', arg: await HANDLERS[t.activity](t) }; } catch (e) {
+    return { t, fn: 'fail_task', arg: { message: e.message, class: e.cls ?? 'transient' } };
+  }                                     // a TaskError has a class; anything else is transient
+}
+
+async function report(db, { t, fn, arg }) {   // one result, in a transaction of its own
   try {
-    await db.query('BEGIN');            // your own writes go here, to commit with the result
-    await db.query(`SELECT vectorbea.${fn}($1, $2, $3::jsonb)`,  // JSON goes as text
-                   [t.task_id, t.lease, JSON.stringify(arg ?? null)]);
-    await db.query('COMMIT');
-    return fn;
+    const { rows } = await db.query(`SELECT vectorbea.${fn}($1, $2, $3::jsonb) AS r`,
+                                    [t.task_id, t.lease, json(arg)]);
+    return fn === 'complete_task' ? 'completed' : `failed, ${rows[0].r}`;
   } catch (e) {
-    await db.query('ROLLBACK');
     if (e.code !== 'VB001') throw e;    // VB001: the lease no longer holds the task
     return `VB001, result dropped: ${e.detail}`;
   }
+}
+
+async function finish(db, results, claim, say) {   // report a batch and claim the next: one commit
+  for (const r of results) {            // failures alone, first: see "Failures" in the guide
+    if (r.fn === 'fail_task') say(r.t, await report(db, r));
+  }
+  const done = results.filter((r) => r.fn === 'complete_task');
+  if (!done.length) return claim();
+  try {
+    await db.query('BEGIN');            // all or nothing: one lost lease refuses the whole call
+    await db.query('SELECT vectorbea.complete_tasks($1::bigint[], $2::uuid[], $3::jsonb[])',
+      [done.map((r) => r.t.task_id), done.map((r) => r.t.lease), done.map((r) => json(r.arg))]);
+    const tasks = await claim();        // the next batch, in the same transaction
+    await db.query('COMMIT');
+    done.forEach((r) => say(r.t, 'completed'));
+    return tasks;
+  } catch (e) {                         // VB001: roll back, then report each task on its own
+    await db.query('ROLLBACK');
+    if (e.code !== 'VB001') throw e;
+    say(null, `complete_tasks refused (VB001, ${e.message}): one at a time`);
+  }
+  for (const r of done) say(r.t, await report(db, r));
+  return claim();
 }
 
 async function main() {
@@ -44,6 +67,7 @@ async function main() {
     activities: { type: 'string', default: env.VB_ACTIVITIES ?? Object.keys(HANDLERS).join(',') },
     lease: { type: 'string', default: '60' }, drain: { type: 'string', default: 'Infinity' } } });
   const log = (msg) => console.log(new Date().toISOString().slice(11, 19), a.name, msg);
+  const say = (t, outcome) => log(t ? `${t.node} attempt ${t.attempt}: ${outcome}` : outcome);
   const clients = [0, 1, 2].map(() =>
     new pg.Client({ connectionString: a.dsn || undefined, application_name: a.name }));
   const [db, listen, beat] = await Promise.all(clients.map((c) => c.connect().then(() => c)));
@@ -52,26 +76,33 @@ async function main() {
   await listen.query('LISTEN vectorbea_tasks');
   for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => { stop = true; wake(); });
   const held = new Map();               // task_id -> lease; every third of the lease, renew them
-  const timer = setInterval(() => held.forEach((lease, id) =>
-    beat.query('SELECT vectorbea.heartbeat($1, $2)', [id, lease])    // VB001: runTask drops it
-      .catch((e) => log(`heartbeat of task ${id}: ${e.code} ${e.message}`))), a.lease * 1000 / 3);
-  while (!stop) {
-    notified = false;
-    const { rows: tasks } = await db.query('SELECT * FROM vectorbea.claim_tasks($1, $2, $3, $4)',
-      [a.name, a.activities.split(','), BATCH, `${a.lease} seconds`]);
-    tasks.forEach((t) => held.set(t.task_id, t.lease));
-    for (const t of tasks) {            // the whole batch, even when asked to stop
-      log(`${t.node} attempt ${t.attempt}: ${await runTask(db, t)}`);
-      held.delete(t.task_id);
+  let beating = Promise.resolve();      // the rounds of heartbeats, one after the other
+  const timer = setInterval(() => { beating = beating.then(async () => {
+    for (const [id, lease] of held) {   // VB001: finish() drops the result
+      await beat.query('SELECT vectorbea.heartbeat($1, $2)', [id, lease])
+        .catch((e) => log(`heartbeat of task ${id}: ${e.code} ${e.message}`));
     }
-    if (tasks.length) idleSince = Date.now();
+  }); }, a.lease * 1000 / 3);
+  const claim = async () => (stop ? [] : (await db.query(
+    'SELECT * FROM vectorbea.claim_tasks($1, $2, $3, $4)',
+    [a.name, a.activities.split(','), BATCH, `${a.lease} seconds`])).rows);
+  for (let tasks = [];;) {
+    notified = false;
+    const results = [];
+    for (const t of tasks) results.push(await runHandler(t));  // the whole batch, even on stop
+    held.clear();                       // no heartbeat for a task while it is being reported
+    await beating;
+    tasks = await finish(db, results, claim, say);   // after a signal: report, claim nothing
+    tasks.forEach((t) => held.set(t.task_id, t.lease));
+    if (tasks.length) { idleSince = Date.now(); continue; }
     const left = idleSince + a.drain * 1000 - Date.now();
-    if (left <= 0) break;
-    if (!tasks.length && !notified && !stop)  // wait for a NOTIFY, a signal or the poll interval
+    if (stop || left <= 0) break;
+    if (!notified)                      // wait for a NOTIFY, a signal or the poll interval
       await new Promise((resolve) => { const t = setTimeout(resolve, Math.min(left, POLL_MS));
                                         wake = () => { clearTimeout(t); resolve(); }; });
   }
   clearInterval(timer);
+  await beating;
   await Promise.all(clients.map((c) => c.end()));
   log(`stopped: ${stop ? 'signal' : 'drained'}`);
 }

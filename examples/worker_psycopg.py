@@ -3,7 +3,7 @@
 batch in hand, then exit.  Connection settings: --dsn, else $VB_DSN, else libpq's PG* variables."""
 import argparse, os, select, signal, socket, time
 from datetime import timedelta
-from threading import Event, Thread
+from threading import Event, Lock, Thread
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
@@ -20,19 +20,44 @@ def flaky(task):                        # fails its first attempt, so that the e
 HANDLERS = {"echo": lambda task: task["input"], "flaky": flaky,
             "sleep": lambda task: time.sleep(task["input"]["seconds"]) or {"slept": True}}
 
-def run_task(work, t):                  # run the handler, then complete or fail the task
+def run_handler(t):                     # -> (task, the call that reports it, its JSON argument)
     try:
-        call, arg = "complete_task", Jsonb(HANDLERS[t["activity"]](t))
+        return t, "complete_task", Jsonb(HANDLERS[t["activity"]](t))
     except Exception as e:              # a TaskError has a class; anything else is transient
-        call, arg = "fail_task", Jsonb({"message": str(e), "class": getattr(e, "cls", "transient")})
+        return t, "fail_task", Jsonb({"message": str(e), "class": getattr(e, "cls", "transient")})
+
+def report(work, t, call, arg):         # one result, in a transaction of its own
     try:
-        with work.transaction():        # your own writes go here, to commit with the result
-            work.execute(f"SELECT vectorbea.{call}(%s, %s, %s)", (t["task_id"], t["lease"], arg))
-        return call
+        r = work.execute(f"SELECT vectorbea.{call}(%s, %s, %s) AS r", (t["task_id"], t["lease"], arg))
+        return "completed" if call == "complete_task" else f"failed, {r.fetchone()['r']}"
     except psycopg.Error as e:
         if e.sqlstate != "VB001":       # VB001: the lease no longer holds the task
             raise
         return f"VB001, result dropped: {e.diag.message_detail}"
+
+def finish(work, results, claim, say):  # report a batch and claim the next: one commit
+    for t, call, arg in results:        # failures alone, first: see "Failures" in the guide
+        if call == "fail_task":
+            say(t, report(work, t, call, arg))
+    done = [(t, arg) for t, call, arg in results if call == "complete_task"]
+    if not done:
+        return claim()
+    try:
+        with work.transaction():        # all or nothing: one lost lease refuses the whole call
+            work.execute("SELECT vectorbea.complete_tasks(%s::bigint[], %s::uuid[], %s::jsonb[])",
+                         [[t["task_id"] for t, _ in done], [t["lease"] for t, _ in done],
+                          [arg for _, arg in done]])
+            tasks = claim()             # the next batch, in the same transaction
+        for t, _ in done:
+            say(t, "completed")
+        return tasks
+    except psycopg.Error as e:          # VB001: roll back, then report each task on its own
+        if e.sqlstate != "VB001":
+            raise
+        say(None, f"complete_tasks refused (VB001, {e.diag.message_primary}): one at a time")
+    for t, arg in done:
+        say(t, report(work, t, "complete_task", arg))
+    return claim()
 
 def main():
     env, ap = os.environ.get, argparse.ArgumentParser(description=__doc__)
@@ -41,8 +66,9 @@ def main():
     ap.add_argument("--activities", default=env("VB_ACTIVITIES", ",".join(HANDLERS)))
     ap.add_argument("--lease", type=lambda s: timedelta(seconds=float(s)), default="60")
     ap.add_argument("--drain", type=float, default=float("inf"), help="exit after S idle seconds")
-    a, stop, done, held, idle_since = ap.parse_args(), Event(), Event(), {}, time.monotonic()
+    a, stop, done, held, lock = ap.parse_args(), Event(), Event(), {}, Lock()
     log = lambda msg: print(time.strftime("%H:%M:%S"), a.name, msg, flush=True)
+    say = lambda t, outcome: log(f"{t['node']} attempt {t['attempt']}: {outcome}" if t else outcome)
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK)    # a signal also ends the wait for work
     signal.set_wakeup_fd(wake_w)
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -52,23 +78,29 @@ def main():
     listen.execute("LISTEN vectorbea_tasks")
     def heartbeats():                   # every third of the lease, renew every held task
         while not done.wait(a.lease.total_seconds() / 3):
-            for task_id, lease in held.copy().items():     # held: task_id -> lease
-                try:
-                    beat.execute("SELECT vectorbea.heartbeat(%s, %s)", (task_id, lease))
-                except psycopg.Error as e:  # VB001: run_task() will drop the result
-                    log(f"heartbeat of task {task_id}: {e.sqlstate} {e.diag.message_primary}")
+            with lock:                  # held: task_id -> lease, changed only between rounds
+                for task_id, lease in held.items():
+                    try:
+                        beat.execute("SELECT vectorbea.heartbeat(%s, %s)", (task_id, lease))
+                    except psycopg.Error as e:  # VB001: the batch's report drops the result
+                        log(f"heartbeat of task {task_id}: {e.sqlstate} {e.diag.message_primary}")
     (hb := Thread(target=heartbeats, daemon=True)).start()
-    while not stop.is_set():
-        tasks = work.execute("SELECT * FROM vectorbea.claim_tasks(%s, %s::text[], %s, %s)",
-                             (a.name, a.activities.split(","), BATCH, a.lease)).fetchall()
-        held.update((t["task_id"], t["lease"]) for t in tasks)
-        for t in tasks:                 # the whole batch, even when asked to stop
-            log(f"{t['node']} attempt {t['attempt']}: {run_task(work, t)}")
-            del held[t["task_id"]]
-        idle_since = time.monotonic() if tasks else idle_since
-        if (left := idle_since + a.drain - time.monotonic()) <= 0:
+    claim = lambda: [] if stop.is_set() else work.execute(
+        "SELECT * FROM vectorbea.claim_tasks(%s, %s::text[], %s, %s)",
+        (a.name, a.activities.split(","), BATCH, a.lease)).fetchall()
+    tasks, idle_since = [], time.monotonic()
+    while True:
+        results = [run_handler(t) for t in tasks]   # the whole batch, even when asked to stop
+        with lock:                      # no heartbeat for a task while it is being reported
+            held.clear()
+        tasks = finish(work, results, claim, say)   # after a signal: report, claim nothing
+        with lock:
+            held.update((t["task_id"], t["lease"]) for t in tasks)
+        if tasks:
+            idle_since = time.monotonic()
+        elif stop.is_set() or (left := idle_since + a.drain - time.monotonic()) <= 0:
             break
-        if not tasks:                   # wait for a NOTIFY, a signal or the poll interval
+        else:                           # wait for a NOTIFY, a signal or the poll interval
             select.select([listen.fileno(), wake_r], [], [], min(left, POLL_SECONDS))
             listen.pgconn.consume_input()
             list(iter(listen.pgconn.notifies, None))    # drop them: any payload means "claim"

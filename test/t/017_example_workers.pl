@@ -1,8 +1,13 @@
 # 017_example_workers.pl -- the two example workers, examples/worker_psycopg.py
 # (psycopg 3) and examples/worker_node.js (node-postgres), run unchanged
-# against one server, side by side, as a role with only the worker grants.
+# against one server as a role with only the worker grants.
 #
-# Workflows:
+# Both use the pipelined loop (docs/worker-protocol.md#batches-complete_tasks-and-the-pipelined-loop):
+# claim a batch, run its handlers, then complete the batch with complete_tasks
+# and claim the next batch in one transaction; on VB001 roll back and report
+# the batch one task at a time.
+#
+# Part 1, side by side:
 #   ex_long    "long" sleeps 5 s under a 3 s lease, then "after" echoes;
 #   ex_mix     (4 runs) "hello" echoes, "flaky" fails its first attempt
 #              (transient), "nap" sleeps 0.2 s, "join" waits for all three;
@@ -10,13 +15,31 @@
 #              claimed it, so that the worker's completion gets VB001.
 # ex_long starts first: one worker takes "long" and sleeps in it, so the
 # other one takes the rest, and both do some of the work.  The Python worker
-# exits by --drain once idle; the Node worker is stopped with SIGTERM.
+# exits by --drain once idle.  Checked: every run but the cancelled one
+# succeeded; "long" finished in attempt 1, more than a lease after it started
+# (only heartbeats keep a lease that long); each "flaky" took exactly 2
+# attempts; both workers started tasks; the doomed result was dropped on VB001.
 #
-# Afterwards: every run but the cancelled one succeeded; no attempt was
-# started twice; "long" finished in attempt 1, more than a lease after it
-# started (only heartbeats can keep a lease that long); each "flaky" took
-# exactly 2 attempts; both workers show up in STEP_STARTED; the doomed
-# result was dropped on VB001; verify_run finds nothing for any run.
+# Part 2, each worker alone (the Node worker from part 1, then a new Python
+# worker), with runs tagged with the worker's name:
+#   pipelined  3 runs of ex_chain (s1 -> s2 -> s3 -> s4), started together
+#              by start_runs: the worker's events fall in exactly 5
+#              transactions for its 4 batches, and the STEP_COMPLETED of each
+#              step share one transaction with the STEP_STARTED of the next;
+#   fallback   ex_lost ("lost" sleeps 4 s under a 1 s timeout, one attempt)
+#              and 4 runs of ex_one (one echo), started in one transaction,
+#              so one batch; the engine ends "lost" while the worker holds
+#              it, so complete_tasks gets VB001: the worker rolls back,
+#              completes the 4 others one at a time (4 transactions) and
+#              drops "lost";
+#   stopping   ex_term: "t1" sleeps 1.5 s, then "t2" echoes; SIGTERM while
+#              "t1" runs: the worker completes "t1" in a transaction that
+#              claims nothing, never starts "t2", and exits with status 0.
+# A last Python worker finishes the "t2" left over and exits by --drain.
+#
+# At the end, for every run: each node that succeeded has exactly one
+# STEP_COMPLETED and no other node has one, no attempt was started twice,
+# and verify_run finds nothing.
 #
 # Node.js and npm must be installed (test/lib/common.sh installs them);
 # `pg` is installed with npm from examples/package-lock.json into a
@@ -93,6 +116,7 @@ GRANT EXECUTE ON FUNCTION
     vectorbea.claim_tasks(text, text[], integer, interval),
     vectorbea.heartbeat(bigint, uuid, interval),
     vectorbea.complete_task(bigint, uuid, jsonb, jsonb, jsonb),
+    vectorbea.complete_tasks(bigint[], uuid[], jsonb[], jsonb[], jsonb[]),
     vectorbea.fail_task(bigint, uuid, jsonb, boolean)
   TO vb_worker;
 });
@@ -107,7 +131,19 @@ my %workflows = (
 	  {"id": "join", "activity": "echo", "depends_on": ["hello", "flaky", "nap"],
 	   "input": {"joined": 3}}]}},
 	ex_cancel => q{{"nodes": [
-	  {"id": "doomed", "activity": "sleep", "input": {"seconds": 2}}]}});
+	  {"id": "doomed", "activity": "sleep", "input": {"seconds": 2}}]}},
+	ex_chain => q{{"nodes": [
+	  {"id": "s1", "activity": "echo", "input": {"step": 1}},
+	  {"id": "s2", "activity": "echo", "input": {"step": 2}, "depends_on": ["s1"]},
+	  {"id": "s3", "activity": "echo", "input": {"step": 3}, "depends_on": ["s2"]},
+	  {"id": "s4", "activity": "echo", "input": {"step": 4}, "depends_on": ["s3"]}]}},
+	ex_lost => q{{"nodes": [
+	  {"id": "lost", "activity": "sleep", "input": {"seconds": 4}, "timeout": "1s",
+	   "retry": {"max_attempts": 1}}]}},
+	ex_one => q{{"nodes": [{"id": "one", "activity": "echo", "input": {"one": 1}}]}},
+	ex_term => q{{"nodes": [
+	  {"id": "t1", "activity": "sleep", "input": {"seconds": 1.5}},
+	  {"id": "t2", "activity": "echo", "input": {"after": "t1"}, "depends_on": ["t1"]}]}});
 $pg->safe_psql('postgres',
 	"SELECT vectorbea.define_workflow('$_', \$d\$$workflows{$_}\$d\$)")
   for sort keys %workflows;
@@ -116,29 +152,40 @@ $pg->safe_psql('postgres',
 # The workers: Python configured on the command line, Node by environment
 # ---------------------------------------------------------------------------
 my $log_dir = $PostgreSQL::Test::Utils::log_path;
-my %w = (
-	'py-worker'   => { log => "$log_dir/017_py-worker.log" },
-	'node-worker' => { log => "$log_dir/017_node-worker.log" });
-$w{'py-worker'}{h} = IPC::Run::start(
-	[
-		$python, "$EXAMPLES/worker_psycopg.py",
-		'--dsn'        => $pg->connstr('postgres') . ' user=vb_worker',
-		'--name'       => 'py-worker',
-		'--activities' => 'echo,sleep,flaky',
-		'--lease'      => $LEASE,
-		'--drain'      => 3
-	],
-	'<', \undef, '>', $w{'py-worker'}{log}, '2>&1', IPC::Run::timeout(90));
+my %w;    # name -> {h => harness, log => file, text => output once it exited}
+
+sub start_worker
 {
-	my $host = $pg->host;
-	$host =~ s/([^A-Za-z0-9\/._~-])/sprintf('%%%02X', ord $1)/ge;
-	local $ENV{NODE_PATH}     = "$npm_dir/node_modules";
-	local $ENV{VB_DSN}        = "postgresql://vb_worker@/postgres?host=$host&port=" . $pg->port;
-	local $ENV{VB_WORKER}     = 'node-worker';
-	local $ENV{VB_ACTIVITIES} = 'echo,sleep,flaky';
-	$w{'node-worker'}{h} = IPC::Run::start(
-		[ $nodejs, "$EXAMPLES/worker_node.js", '--lease' => $LEASE, '--drain' => 60 ],
-		'<', \undef, '>', $w{'node-worker'}{log}, '2>&1', IPC::Run::timeout(90));
+	my ($name, $drain) = @_;
+	my $log = "$log_dir/017_$name.log";
+	my $h;
+	if ($name =~ /^py/)
+	{
+		$h = IPC::Run::start(
+			[
+				$python, "$EXAMPLES/worker_psycopg.py",
+				'--dsn'        => $pg->connstr('postgres') . ' user=vb_worker',
+				'--name'       => $name,
+				'--activities' => 'echo,sleep,flaky',
+				'--lease'      => $LEASE,
+				'--drain'      => $drain
+			],
+			'<', \undef, '>', $log, '2>&1', IPC::Run::timeout(90));
+	}
+	else
+	{
+		my $host = $pg->host;
+		$host =~ s/([^A-Za-z0-9\/._~-])/sprintf('%%%02X', ord $1)/ge;
+		local $ENV{NODE_PATH}     = "$npm_dir/node_modules";
+		local $ENV{VB_DSN}        = "postgresql://vb_worker@/postgres?host=$host&port=" . $pg->port;
+		local $ENV{VB_WORKER}     = $name;
+		local $ENV{VB_ACTIVITIES} = 'echo,sleep,flaky';
+		$h = IPC::Run::start(
+			[ $nodejs, "$EXAMPLES/worker_node.js", '--lease' => $LEASE, '--drain' => $drain ],
+			'<', \undef, '>', $log, '2>&1', IPC::Run::timeout(90));
+	}
+	$w{$name} = { h => $h, log => $log };
+	return;
 }
 
 END
@@ -156,18 +203,47 @@ sub logs
 	  sort keys %w;
 }
 
-ok( defined vb_wait_for($pg, q{
+sub query { return $pg->safe_psql('postgres', shift) }
+
+sub no_rows
+{
+	my ($sql, $name) = @_;
+	my $out = query($sql);
+	is($out, '', $name) or diag("offending rows:\n$out");
+}
+
+sub wait_listening
+{
+	my @names = @_;
+	my $in = join ', ', map { "'$_'" } @names;
+	ok( defined vb_wait_for($pg, qq{
 SELECT count(DISTINCT application_name) FROM pg_stat_activity
- WHERE application_name IN ('py-worker', 'node-worker') AND query = 'LISTEN vectorbea_tasks'},
-		'2', 30),
-	'both workers are listening on vectorbea_tasks')
-  or diag(logs());
-my $t_workers = time;
+ WHERE application_name IN ($in) AND query = 'LISTEN vectorbea_tasks'},
+			scalar(@names), 30),
+		join(' and ', @names) . ' listening on vectorbea_tasks')
+	  or diag(logs());
+}
+
+# Waits for the worker to exit; checks its status and its last line.
+sub worker_exits
+{
+	my ($name, $how) = @_;
+	my $h = $w{$name}{h};
+	my $finished = eval { $h->finish; 1 };
+	is($finished ? $h->full_result(0) : 'timeout', 0, "$name exited with status 0")
+	  or diag(logs());
+	$w{$name}{text} = slurp_file($w{$name}{log});
+	delete $w{$name}{h};
+	like($w{$name}{text}, qr/\Q$name\E stopped: $how$/m, "$name stopped: $how");
+}
 
 # ---------------------------------------------------------------------------
-# The work
+# Part 1: both workers side by side
 # ---------------------------------------------------------------------------
-sub query { return $pg->safe_psql('postgres', shift) }
+start_worker('py-worker',   3);
+start_worker('node-worker', 120);
+wait_listening('py-worker', 'node-worker');
+my $t_workers = time;
 
 query(q{SELECT vectorbea.start_run('ex_long', '{}')});
 ok( defined vb_wait_for($pg,
@@ -187,49 +263,15 @@ is(query("SELECT vectorbea.cancel_run('$cancel_run', 'test: the holder must get 
 
 ok( defined vb_wait_for($pg,
 		q{SELECT count(*) FROM vectorbea.runs WHERE status IN ('running', 'compensating')}, '0', 40),
-	'every run finished');
+	'every run of part 1 finished');
 is( query(q{
 SELECT count(*) FILTER (WHERE status = 'succeeded') || '/' || count(*)
-  FROM vectorbea.runs WHERE workflow <> 'ex_cancel'}),
+  FROM vectorbea.runs WHERE workflow IN ('ex_long', 'ex_mix')}),
 	($RUNS + 1) . '/' . ($RUNS + 1),
 	'every run succeeded (but the cancelled one)')
   or diag(query('SELECT workflow, status, error FROM vectorbea.runs') . "\n" . logs());
-my $t_done = time;
-
-# ---------------------------------------------------------------------------
-# Stopping: Node by SIGTERM, Python by --drain
-# ---------------------------------------------------------------------------
-my $node_h = $w{'node-worker'}{h};
-$node_h->signal('TERM');
-my $t_term = time;
-for my $name (sort keys %w)
-{
-	my $h = $w{$name}{h};
-	my $finished = eval { $h->finish; 1 };
-	is($finished ? $h->full_result(0) : 'timeout', 0, "$name exited with status 0")
-	  or diag(logs());
-	$w{$name}{text} = slurp_file($w{$name}{log});
-	delete $w{$name}{h};
-}
-my $t_term_secs = time - $t_term;
-like($w{'node-worker'}{text}, qr/node-worker stopped: signal$/m, 'node-worker stopped on SIGTERM');
-like($w{'py-worker'}{text}, qr/py-worker stopped: drained$/m, 'py-worker stopped after --drain');
-
-# ---------------------------------------------------------------------------
-# What the history says
-# ---------------------------------------------------------------------------
-sub no_rows
-{
-	my ($sql, $name) = @_;
-	my $out = query($sql);
-	is($out, '', $name) or diag("offending rows:\n$out");
-}
-
-no_rows(q{
-SELECT run_id, node, array_agg(attempt ORDER BY seq)
-  FROM vectorbea.events WHERE type = 'STEP_STARTED'
- GROUP BY run_id, node HAVING count(*) <> count(DISTINCT attempt)},
-	'every STEP_STARTED of a node has an attempt of its own');
+my $t_part1 = time;
+worker_exits('py-worker', 'drained');
 
 is( query(q{
 SELECT n.status || ' attempt ' || n.attempt
@@ -273,7 +315,8 @@ SELECT count(*) FROM vectorbea.nodes
 	3 * $RUNS, 'the handlers\' outputs were recorded');
 
 my %by_worker = map { split /\|/ } split /\n/, query(q{
-SELECT data->>'worker', count(*) FROM vectorbea.events WHERE type = 'STEP_STARTED'
+SELECT e.data->>'worker', count(*) FROM vectorbea.events e JOIN vectorbea.runs r ON r.id = e.run_id
+ WHERE e.type = 'STEP_STARTED' AND r.workflow IN ('ex_long', 'ex_mix', 'ex_cancel')
  GROUP BY 1 ORDER BY 1});
 is(join(',', sort keys %by_worker), 'node-worker,py-worker', 'both workers started tasks')
   or diag(explain \%by_worker);
@@ -286,16 +329,162 @@ SELECT r.status || ', ' || count(e.*) FILTER (WHERE e.type = 'STEP_COMPLETED')
  WHERE r.id = '$cancel_run' GROUP BY r.status}),
 	'cancelled, 0', 'the cancelled run recorded no completion');
 
+# ---------------------------------------------------------------------------
+# Part 2: each worker alone
+# ---------------------------------------------------------------------------
+
+# The events of $name's runs of @$workflows, grouped by the transaction that
+# wrote them (xmin: events are only ever inserted), in commit order (one
+# worker alone commits one transaction after the other), each transaction
+# as "completed s1 x3 + started s2 x3".
+sub transactions
+{
+	my ($name, $workflows, $types) = @_;
+	my $in = join ', ', map { "'$_'" } @$workflows;
+	return query(qq{
+WITH g AS (
+  SELECT e.xmin::text::bigint AS x, lower(substr(e.type, 6)) AS what, e.node, count(*) AS n
+    FROM vectorbea.events e JOIN vectorbea.runs r ON r.id = e.run_id
+   WHERE r.workflow IN ($in) AND r.input->>'w' = '$name' AND e.type IN ($types)
+   GROUP BY 1, 2, 3),
+t AS (SELECT x, string_agg(what || ' ' || node || ' x' || n, ' + ' ORDER BY what, node) AS d
+        FROM g GROUP BY x)
+SELECT string_agg(d, ' | ' ORDER BY x) FROM t});
+}
+
+sub alone
+{
+	my ($name, $kind) = @_;
+	my $tag = qq{"w": "$name"};
+
+	# The pipelined loop: the completion of a batch and the next claim commit together.
+	query(qq{SELECT count(*) FROM vectorbea.start_runs('ex_chain',
+		ARRAY['{$tag, "i": 1}', '{$tag, "i": 2}', '{$tag, "i": 3}']::jsonb[])});
+	ok( defined vb_wait_for($pg, qq{
+SELECT count(*) FROM vectorbea.runs
+ WHERE workflow = 'ex_chain' AND input->>'w' = '$name' AND status = 'succeeded'}, '3', 20),
+		"$kind: the 3 chains succeeded") or diag(logs());
+	is( transactions($name, ['ex_chain'], q{'STEP_STARTED', 'STEP_COMPLETED'}),
+		'started s1 x3 | completed s1 x3 + started s2 x3 | completed s2 x3 + started s3 x3'
+		  . ' | completed s3 x3 + started s4 x3 | completed s4 x3',
+		"$kind: 4 batches in 5 transactions, each completing a batch and claiming the next")
+	  or diag(logs());
+
+	# VB001: the engine ends "lost" while the worker holds it in a batch of 5.
+	query(qq{
+BEGIN;
+SELECT vectorbea.start_run('ex_lost', '{$tag}');
+SELECT count(*) FROM vectorbea.start_runs('ex_one',
+	ARRAY['{$tag, "i": 1}', '{$tag, "i": 2}', '{$tag, "i": 3}', '{$tag, "i": 4}']::jsonb[]);
+COMMIT;});
+	ok( defined vb_wait_for($pg, qq{
+SELECT count(*) FROM vectorbea.events e JOIN vectorbea.runs r ON r.id = e.run_id
+ WHERE r.input->>'w' = '$name' AND e.node = 'lost' AND e.type = 'STEP_STARTED'}, '1', 20),
+		"$kind: claimed \"lost\"") or diag(logs());
+	is(transactions($name, [ 'ex_lost', 'ex_one' ], q{'STEP_STARTED'}),
+		'started lost x1 + started one x4', "$kind: the 5 tasks were claimed in one batch");
+	# The scheduler ends the attempt at its deadline; run_due_work makes sure.
+	usleep(1_300_000);
+	query('SELECT vectorbea.run_due_work()');
+	is( query(qq{
+SELECT string_agg(concat_ws(' ', e.type, e.data->>'class'), ', ' ORDER BY e.seq)
+  FROM vectorbea.events e JOIN vectorbea.runs r ON r.id = e.run_id
+ WHERE r.workflow = 'ex_lost' AND r.input->>'w' = '$name' AND e.node = 'lost'})
+		  . '; completed so far: '
+		  . query(qq{
+SELECT count(*) FROM vectorbea.events e JOIN vectorbea.runs r ON r.id = e.run_id
+ WHERE r.workflow = 'ex_one' AND r.input->>'w' = '$name' AND e.type = 'STEP_COMPLETED'}),
+		'STEP_STARTED, STEP_FAILED timeout; completed so far: 0',
+		"$kind: the attempt of \"lost\" ended (timeout) while the worker held its batch");
+	ok( defined vb_wait_for($pg, qq{
+SELECT string_agg(workflow || ' ' || status, ', ' ORDER BY workflow, status)
+  FROM (SELECT workflow, status, count(*) FROM vectorbea.runs
+         WHERE workflow IN ('ex_lost', 'ex_one') AND input->>'w' = '$name'
+         GROUP BY 1, 2) s},
+			'ex_lost failed, ex_one succeeded', 20),
+		"$kind: the run of \"lost\" failed, the 4 others succeeded") or diag(logs());
+	is( transactions($name, ['ex_one'], q{'STEP_STARTED', 'STEP_COMPLETED'}),
+		'started one x4 | completed one x1 | completed one x1 | completed one x1 | completed one x1',
+		"$kind: after VB001, the 4 others were completed one at a time, claiming nothing with them");
+	is( query(qq{
+SELECT count(*) FROM vectorbea.events e JOIN vectorbea.runs r ON r.id = e.run_id
+ WHERE r.workflow = 'ex_lost' AND r.input->>'w' = '$name' AND e.type = 'STEP_COMPLETED'}),
+		'0', "$kind: no completion of \"lost\" was recorded");
+	my $text = slurp_file($w{$name}{log});
+	like($text, qr/\Q$name\E complete_tasks refused \(VB001, cannot complete task \d+/,
+		"$kind: logged the refused batch");
+	like($text, qr/\Q$name\E lost attempt 1: VB001, result dropped: /,
+		"$kind: dropped the result of \"lost\"");
+
+	# Stopping: SIGTERM while "t1" runs.
+	query(qq{SELECT vectorbea.start_run('ex_term', '{$tag}')});
+	ok( defined vb_wait_for($pg, qq{
+SELECT count(*) FROM vectorbea.events e JOIN vectorbea.runs r ON r.id = e.run_id
+ WHERE r.input->>'w' = '$name' AND e.node = 't1' AND e.type = 'STEP_STARTED'}, '1', 20),
+		"$kind: claimed \"t1\"") or diag(logs());
+	$w{$name}{h}->signal('TERM');
+	worker_exits($name, 'signal');
+	is( transactions($name, ['ex_term'], q{'STEP_STARTED', 'STEP_COMPLETED'})
+		  . '; t2 ' . query(qq{
+SELECT n.status FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id
+ WHERE r.input->>'w' = '$name' AND n.node = 't2'}),
+		'started t1 x1 | completed t1 x1; t2 ready',
+		"$kind: on SIGTERM, completed the batch in hand, claimed nothing, exited");
+	return;
+}
+
+alone('node-worker', 'Node');
+start_worker('py-alone', 60);
+wait_listening('py-alone');
+# It first finishes the Node worker's "t2".
+ok( defined vb_wait_for($pg, q{
+SELECT status FROM vectorbea.runs WHERE workflow = 'ex_term' AND input->>'w' = 'node-worker'},
+		'succeeded', 20),
+	'the new Python worker finished the run the Node worker left') or diag(logs());
+alone('py-alone', 'Python');
+start_worker('py-last', 1);
+worker_exits('py-last', 'drained');
+my $t_part2 = time;
+
+# ---------------------------------------------------------------------------
+# Every run
+# ---------------------------------------------------------------------------
+is( query(q{
+SELECT string_agg(workflow || ' ' || status || ' x' || n, ', ' ORDER BY workflow, status)
+  FROM (SELECT workflow, status, count(*) AS n FROM vectorbea.runs GROUP BY 1, 2) s}),
+	'ex_cancel cancelled x1, ex_chain succeeded x6, ex_long succeeded x1, ex_lost failed x2, '
+	  . "ex_mix succeeded x$RUNS, ex_one succeeded x8, ex_term succeeded x2",
+	'every run ended as its workflow says');
+no_rows(q{
+SELECT n.run_id, n.node, n.status, count(e.*) AS completions
+  FROM vectorbea.nodes n
+  LEFT JOIN vectorbea.events e ON e.run_id = n.run_id AND e.node = n.node AND e.type = 'STEP_COMPLETED'
+ GROUP BY n.run_id, n.node, n.status
+HAVING count(e.*) <> (n.status = 'succeeded')::int},
+	'every node that succeeded was completed exactly once, and no other node was');
+no_rows(q{
+SELECT run_id, node, array_agg(attempt ORDER BY seq)
+  FROM vectorbea.events WHERE type = 'STEP_STARTED'
+ GROUP BY run_id, node HAVING count(*) <> count(DISTINCT attempt)},
+	'every STEP_STARTED of a node has an attempt of its own');
 no_rows(q{SELECT r.id, v FROM vectorbea.runs r, vectorbea.verify_run(r.id) v},
 	'verify_run finds no difference for any run');
 
-unlike(logs(), qr/Traceback|Error:|ERROR/, 'no worker printed an unexpected error')
+# A heartbeat finds a lease gone where the engine ended the attempt ("lost",
+# and "doomed" if a round came before its handler ended), never for a task
+# being reported: the worker stops renewing a task before it reports it.
+my @refused = logs() =~ /heartbeat of task (\d+): VB001/g;
+is( query(q{SELECT coalesce(string_agg(DISTINCT node, ',' ORDER BY node), 'none')
+  FROM vectorbea.nodes WHERE node <> 'doomed' AND id IN (} . join(',', @refused, 0) . ')'),
+	'lost', 'heartbeats were refused for "lost" (and "doomed"), for no task being reported');
+
+unlike(logs(), qr/Traceback|Error:|ERROR|Warning/, 'no worker printed an unexpected error or warning')
   or diag(logs());
 
 diag(sprintf(
-	'tasks started: %s; npm %.1fs, setup %.1fs, work %.1fs, stop %.1fs, total %.1fs',
+	'part 1 tasks started: %s; npm %.1fs, setup %.1fs, part 1 %.1fs, part 2 %.1fs, total %.1fs',
 	join(', ', map { "$_ $by_worker{$_}" } sort keys %by_worker),
-	$t_npm, $t_workers - $t0 - $t_npm, $t_done - $t_workers, $t_term_secs, time - $t0));
+	$t_npm, $t_workers - $t0 - $t_npm, $t_part1 - $t_workers, $t_part2 - $t_part1, time - $t0));
 
 $pg->stop;
 done_testing();
