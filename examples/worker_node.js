@@ -20,13 +20,13 @@ const HANDLERS = {
 };
 const json = (value) => JSON.stringify(value ?? null);     // JSON goes as text
 
-async function runHandler(t) {          // -> the task, the call that reports it, its argument
-  try { return { t, fn: 'complete_task', arg: await HANDLERS[t.activity](t) }; } catch (e) {
-    return { t, fn: 'fail_task', arg: { message: e.message, class: e.cls ?? 'transient' } };
+async function runHandler(t) {          // -> [the call that reports the task, its argument]
+  try { return ['complete_task', await HANDLERS[t.activity](t)]; } catch (e) {
+    return ['fail_task', { message: e.message, class: e.cls ?? 'transient' }];
   }                                     // a TaskError has a class; anything else is transient
 }
 
-async function report(db, { t, fn, arg }) {   // one result, in a transaction of its own
+async function report(db, t, fn, arg) {       // one result, in a transaction of its own
   try {
     const { rows } = await db.query(`SELECT vectorbea.${fn}($1, $2, $3::jsonb) AS r`,
                                     [t.task_id, t.lease, json(arg)]);
@@ -37,26 +37,23 @@ async function report(db, { t, fn, arg }) {   // one result, in a transaction of
   }
 }
 
-async function finish(db, results, claim, say) {   // report a batch and claim the next: one commit
-  for (const r of results) {            // failures alone, first: see "Failures" in the guide
-    if (r.fn === 'fail_task') say(r.t, await report(db, r));
-  }
-  const done = results.filter((r) => r.fn === 'complete_task');
-  if (!done.length) return claim();
+async function finish(db, outputs, claim, say) {  // complete a batch, claim the next: one commit
+  if (!outputs.length) return claim();
   try {
     await db.query('BEGIN');            // all or nothing: one lost lease refuses the whole call
     await db.query('SELECT vectorbea.complete_tasks($1::bigint[], $2::uuid[], $3::jsonb[])',
-      [done.map((r) => r.t.task_id), done.map((r) => r.t.lease), done.map((r) => json(r.arg))]);
+      [outputs.map(([t]) => t.task_id), outputs.map(([t]) => t.lease),
+       outputs.map(([, output]) => json(output))]);
     const tasks = await claim();        // the next batch, in the same transaction
     await db.query('COMMIT');
-    done.forEach((r) => say(r.t, 'completed'));
+    outputs.forEach(([t]) => say(t, 'completed'));
     return tasks;
-  } catch (e) {                         // VB001: roll back, then report each task on its own
+  } catch (e) {                         // VB001: roll back, then complete each task on its own
     await db.query('ROLLBACK');
     if (e.code !== 'VB001') throw e;
     say(null, `complete_tasks refused (VB001, ${e.message}): one at a time`);
   }
-  for (const r of done) say(r.t, await report(db, r));
+  for (const [t, output] of outputs) say(t, await report(db, t, 'complete_task', output));
   return claim();
 }
 
@@ -88,13 +85,20 @@ async function main() {
     [a.name, a.activities.split(','), BATCH, `${a.lease} seconds`])).rows);
   for (let tasks = [];;) {
     notified = false;
-    const results = [];
-    for (const t of tasks) results.push(await runHandler(t));  // the whole batch, even on stop
-    held.clear();                       // no heartbeat for a task while it is being reported
+    const outputs = [];                 // [task, output] of the handlers that succeeded
+    for (const t of tasks) {            // the whole batch, even when asked to stop
+      const [fn, arg] = await runHandler(t);
+      if (fn === 'complete_task') { outputs.push([t, arg]); continue; }
+      held.delete(t.task_id);           // no heartbeat for a task while it is being reported
+      await beating;
+      say(t, await report(db, t, fn, arg));   // a failure at once, alone: see the guide
+    }
+    held.clear();
     await beating;
-    tasks = await finish(db, results, claim, say);   // after a signal: report, claim nothing
+    if (tasks.length) idleSince = Date.now();
+    tasks = await finish(db, outputs, claim, say);   // after a signal: complete, claim nothing
     tasks.forEach((t) => held.set(t.task_id, t.lease));
-    if (tasks.length) { idleSince = Date.now(); continue; }
+    if (tasks.length) continue;
     const left = idleSince + a.drain * 1000 - Date.now();
     if (stop || left <= 0) break;
     if (!notified)                      // wait for a NOTIFY, a signal or the poll interval

@@ -20,11 +20,11 @@ def flaky(task):                        # fails its first attempt, so that the e
 HANDLERS = {"echo": lambda task: task["input"], "flaky": flaky,
             "sleep": lambda task: time.sleep(task["input"]["seconds"]) or {"slept": True}}
 
-def run_handler(t):                     # -> (task, the call that reports it, its JSON argument)
+def run_handler(t):                     # -> (the call that reports the task, its JSON argument)
     try:
-        return t, "complete_task", Jsonb(HANDLERS[t["activity"]](t))
+        return "complete_task", Jsonb(HANDLERS[t["activity"]](t))
     except Exception as e:              # a TaskError has a class; anything else is transient
-        return t, "fail_task", Jsonb({"message": str(e), "class": getattr(e, "cls", "transient")})
+        return "fail_task", Jsonb({"message": str(e), "class": getattr(e, "cls", "transient")})
 
 def report(work, t, call, arg):         # one result, in a transaction of its own
     try:
@@ -35,28 +35,24 @@ def report(work, t, call, arg):         # one result, in a transaction of its ow
             raise
         return f"VB001, result dropped: {e.diag.message_detail}"
 
-def finish(work, results, claim, say):  # report a batch and claim the next: one commit
-    for t, call, arg in results:        # failures alone, first: see "Failures" in the guide
-        if call == "fail_task":
-            say(t, report(work, t, call, arg))
-    done = [(t, arg) for t, call, arg in results if call == "complete_task"]
-    if not done:
+def finish(work, outputs, claim, say):  # complete a batch and claim the next: one commit
+    if not outputs:
         return claim()
     try:
         with work.transaction():        # all or nothing: one lost lease refuses the whole call
             work.execute("SELECT vectorbea.complete_tasks(%s::bigint[], %s::uuid[], %s::jsonb[])",
-                         [[t["task_id"] for t, _ in done], [t["lease"] for t, _ in done],
-                          [arg for _, arg in done]])
+                         [[t["task_id"] for t, _ in outputs], [t["lease"] for t, _ in outputs],
+                          [output for _, output in outputs]])
             tasks = claim()             # the next batch, in the same transaction
-        for t, _ in done:
+        for t, _ in outputs:
             say(t, "completed")
         return tasks
-    except psycopg.Error as e:          # VB001: roll back, then report each task on its own
+    except psycopg.Error as e:          # VB001: roll back, then complete each task on its own
         if e.sqlstate != "VB001":
             raise
         say(None, f"complete_tasks refused (VB001, {e.diag.message_primary}): one at a time")
-    for t, arg in done:
-        say(t, report(work, t, "complete_task", arg))
+    for t, output in outputs:
+        say(t, report(work, t, "complete_task", output))
     return claim()
 
 def main():
@@ -90,20 +86,28 @@ def main():
         (a.name, a.activities.split(","), BATCH, a.lease)).fetchall()
     tasks, idle_since = [], time.monotonic()
     while True:
-        results = [run_handler(t) for t in tasks]   # the whole batch, even when asked to stop
-        with lock:                      # no heartbeat for a task while it is being reported
+        outputs = []                    # (task, output) of the handlers that succeeded
+        for t in tasks:                 # the whole batch, even when asked to stop
+            call, arg = run_handler(t)
+            if call == "complete_task":
+                outputs.append((t, arg))
+                continue
+            with lock:                  # no heartbeat for a task while it is being reported
+                del held[t["task_id"]]
+            say(t, report(work, t, call, arg))  # a failure at once, alone: see the guide
+        with lock:
             held.clear()
-        tasks = finish(work, results, claim, say)   # after a signal: report, claim nothing
+        idle_since = time.monotonic() if tasks else idle_since
+        tasks = finish(work, outputs, claim, say)   # after a signal: complete, claim nothing
         with lock:
             held.update((t["task_id"], t["lease"]) for t in tasks)
         if tasks:
-            idle_since = time.monotonic()
-        elif stop.is_set() or (left := idle_since + a.drain - time.monotonic()) <= 0:
+            continue
+        if stop.is_set() or (left := idle_since + a.drain - time.monotonic()) <= 0:
             break
-        else:                           # wait for a NOTIFY, a signal or the poll interval
-            select.select([listen.fileno(), wake_r], [], [], min(left, POLL_SECONDS))
-            listen.pgconn.consume_input()
-            list(iter(listen.pgconn.notifies, None))    # drop them: any payload means "claim"
+        select.select([listen.fileno(), wake_r], [], [], min(left, POLL_SECONDS))
+        listen.pgconn.consume_input()   # waited for a NOTIFY, a signal or the poll interval
+        list(iter(listen.pgconn.notifies, None))    # drop them: any payload means "claim"
     done.set(), hb.join(), [conn.close() for conn in conns]
     log("stopped: " + ("signal" if stop.is_set() else "drained"))
 

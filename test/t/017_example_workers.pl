@@ -3,9 +3,9 @@
 # against one server as a role with only the worker grants.
 #
 # Both use the pipelined loop (docs/worker-protocol.md#batches-complete_tasks-and-the-pipelined-loop):
-# claim a batch, run its handlers, then complete the batch with complete_tasks
-# and claim the next batch in one transaction; on VB001 roll back and report
-# the batch one task at a time.
+# claim a batch, run its handlers (reporting a failure at once, alone), then
+# complete the batch with complete_tasks and claim the next batch in one
+# transaction; on VB001 roll back and complete the batch one task at a time.
 #
 # Part 1, side by side:
 #   ex_long    "long" sleeps 5 s under a 3 s lease, then "after" echoes;
@@ -18,7 +18,8 @@
 # exits by --drain once idle.  Checked: every run but the cancelled one
 # succeeded; "long" finished in attempt 1, more than a lease after it started
 # (only heartbeats keep a lease that long); each "flaky" took exactly 2
-# attempts; both workers started tasks; the doomed result was dropped on VB001.
+# attempts, each failure reported in a transaction of its own; both workers
+# started tasks; the doomed result was dropped on VB001.
 #
 # Part 2, each worker alone (the Node worker from part 1, then a new Python
 # worker), with runs tagged with the worker's name:
@@ -306,6 +307,11 @@ SELECT count(*) FROM vectorbea.nodes n
 	$RUNS, 'every "flaky" failed once (transient), was retried, and succeeded in attempt 2');
 is(query(q{SELECT count(*) FROM vectorbea.nodes WHERE node = 'flaky' AND attempt <> 2}),
 	'0', 'no "flaky" took other than 2 attempts');
+no_rows(q{
+SELECT xmin::text, array_agg(type || ' ' || node ORDER BY run_id, seq) FROM vectorbea.events
+ GROUP BY xmin::text
+HAVING bool_or(type = 'STEP_FAILED' AND data->>'class' = 'transient') AND bool_or(type IN ('STEP_COMPLETED', 'STEP_STARTED'))},
+	'each failure was reported alone, in a transaction without completions or claims');
 
 is( query(q{
 SELECT count(*) FROM vectorbea.nodes
