@@ -64,6 +64,10 @@ SELECT @extschema@.escape_text(to_char(e.at, 'HH24:MI:SS.MS') || ' ' || e.type |
 				   e.data->>'call', e.data->>'outcome', coalesce(': ' || (e.data->>'error'), ''),
 				   e.data->>'latency_ms', e.data->>'tokens_in', e.data->>'tokens_out',
 				   e.data->>'cost_usd')
+		WHEN 'LLM_CHARGED' THEN
+			format('%s attempt %s call %s charged %s USD, %s tokens: %s', e.node, e.attempt,
+				   e.data->>'call', e.data->'usage'->>'usd', e.data->'usage'->>'tokens',
+				   e.data->>'reason')
 		WHEN 'SELF_CORRECTION' THEN
 			format('%s correction %s/%s: %s', e.node, e.data->>'correction',
 				   e.data->>'max_corrections', e.data->>'error')
@@ -242,9 +246,9 @@ SELECT jsonb_build_object(
 		   'upto', (SELECT max(ev.seq) FROM ev),
 		   'usage', jsonb_build_object(
 				'tokens', (SELECT coalesce(sum((ev.data->'usage'->>'tokens')::bigint), 0)
-							 FROM ev WHERE ev.type IN ('STEP_COMPLETED', 'LLM_CALLED')),
+							 FROM ev WHERE ev.type IN ('STEP_COMPLETED', 'LLM_CALLED', 'LLM_CHARGED')),
 				'usd', (SELECT coalesce(sum((ev.data->'usage'->>'usd')::numeric), 0)
-						  FROM ev WHERE ev.type IN ('STEP_COMPLETED', 'LLM_CALLED'))),
+						  FROM ev WHERE ev.type IN ('STEP_COMPLETED', 'LLM_CALLED', 'LLM_CHARGED'))),
 		   'nodes', coalesce((SELECT jsonb_object_agg(st.node, jsonb_build_object(
 								'kind', st.spec->'kind',
 								'activity', st.spec->'activity',
@@ -491,7 +495,7 @@ BEGIN
 					   pg_catalog.sum((e.data->'usage'->>'usd')::numeric) AS usd
 				  FROM @extschema@.events e
 				 WHERE e.run_id = x.run_id AND e.node = x.node
-				   AND e.type IN ('STEP_COMPLETED', 'LLM_CALLED')) u ON true
+				   AND e.type IN ('STEP_COMPLETED', 'LLM_CALLED', 'LLM_CHARGED')) u ON true
 		 WHERE x.run_id IN ($1, $2)
 	), pairs AS (
 		SELECT coalesce(pa.id, pb.id) AS id, pa.facts AS fa, pb.facts AS fb,

@@ -993,6 +993,65 @@ open_failure_gate(VbRun *run, int64 task_id, const char *node, int attempt, cons
 }
 
 /*
+ * An llm call that was in flight when its attempt was cut (its attempt's
+ * last LLM_REQUESTED has no LLM_CALLED): the provider may have answered
+ * and billed, and nobody will ever know what.  It is charged at the worst
+ * case reserved for it before it was sent, in LLM_CHARGED (whose usage
+ * replay counts) and on the run, so that what budgets see never lags
+ * behind what may have been spent.  LLM_REQUESTED without LLM_CALLED
+ * still says that the call was cut.
+ */
+static void
+charge_cut_call(VbRun *run, const char *node, int attempt, TimestampTz at)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[3];
+	HeapTuple	tup;
+	TupleDesc	desc;
+	char	   *usd;
+	char	   *tokens;
+	char	   *budget;
+	bool		isnull;
+
+	if (plan == NULL)
+	{
+		Oid			types[3] = {UUIDOID, TEXTOID, INT4OID};
+
+		plan = vb_prepare("SELECT e.type, e.data->>'call', n.reserved_usd::text, n.reserved_tokens"
+						  "  FROM vectorbea.events e"
+						  "  JOIN vectorbea.nodes n ON n.run_id = e.run_id AND n.node = e.node"
+						  " WHERE e.run_id = $1 AND e.node = $2 AND e.attempt = $3"
+						  "   AND e.type IN ('LLM_REQUESTED', 'LLM_CALLED') AND n.kind = 'llm'"
+						  " ORDER BY e.seq DESC LIMIT 1", lengthof(types), types);
+	}
+	args[0] = UUIDPGetDatum(&run->id);
+	args[1] = CStringGetTextDatum(node);
+	args[2] = Int32GetDatum(attempt);
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not look up a cut call");
+	if (SPI_processed == 0)
+		return;
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	if (strcmp(SPI_getvalue(tup, desc, 1), "LLM_REQUESTED") != 0)
+		return;					/* its last call was answered and booked */
+	usd = SPI_getvalue(tup, desc, 3);
+	tokens = SPI_getvalue(tup, desc, 4);
+	(void) SPI_getbinval(tup, desc, 2, &isnull);
+	if (usd == NULL && tokens == NULL)
+		return;					/* nothing was reserved: no budget, nothing priced */
+	vb_event(run, "LLM_CHARGED", node, attempt,
+			 psprintf("{\"call\":%s,\"usage\":{\"tokens\":%s,\"usd\":%s},"
+					  "\"reason\":\"cut in flight, answer unknown: charged at its reserved worst case\"}",
+					  isnull ? "null" : SPI_getvalue(tup, desc, 2), tokens ? tokens : "0",
+					  usd ? usd : "0"),
+			 at);
+	/* The budget's policy acts at the next call's check, which sees this. */
+	(void) vb_state_book_usage(run, tokens ? strtoll(tokens, NULL, 10) : 0, usd ? usd : "0",
+							   &budget);
+}
+
+/*
  * An attempt of task_id (a locked run's) was cut by a crash after it may
  * have taken effect: an llm call sent, or a worker's lease that ran out.
  * The node's in_doubt policy decides: retry (a failure of class err_class,
@@ -1028,6 +1087,7 @@ vb_state_attempt_in_doubt(VbRun *run, int64 task_id, const char *err_class,
 	node = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
 	spec = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
 	attempt = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
+	charge_cut_call(run, node, attempt, at);
 	if (policy && strcmp(policy, "ask") == 0)
 	{
 		open_failure_gate(run, task_id, node, attempt, "in_doubt", spec,

@@ -247,6 +247,12 @@ vectorbea.test_crash_point = ''
 	my ($failed_attempt, $failed) = split /\|/, sql(qq{SELECT attempt, data FROM vectorbea.events
 		WHERE run_id = '$run' AND node = 'r' AND type = 'STEP_FAILED'});
 	is($failed_attempt, '1', 'llm_answered: in_doubt retry: attempt 1 failed, once');
+	# Each cut call is charged its reserved worst case, once, and replay counts it.
+	is(sql(qq{SELECT string_agg(e.node || ':' || ((e.data->'usage'->>'usd')::numeric = n.reserved_usd), ' '
+					ORDER BY e.node)
+				FROM vectorbea.events e JOIN vectorbea.nodes n ON n.run_id = e.run_id AND n.node = e.node
+			   WHERE e.run_id = '$run' AND e.type = 'LLM_CHARGED' AND e.attempt = 1}), 'k:true r:true',
+		'llm_answered: each cut call is charged once, at the worst case reserved for it');
 	$failed = $json->decode($failed);
 	ok($failed->{error}{in_doubt} && !$failed->{final}, 'llm_answered: in_doubt retry: in doubt, not final')
 	  or diag(explain $failed);
