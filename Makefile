@@ -21,6 +21,7 @@ OBJS = \
 	src/text_escape.o \
 	src/retry.o \
 	src/allowlist.o \
+	src/resolve.o \
 	src/http.o \
 	src/provider_json.o \
 	src/template.o \

@@ -14,7 +14,9 @@
  * Outbound safety is enforced for every call: http and https only, no
  * redirects, no proxy from the environment, connect and total timeouts, a
  * cap on the response size, the allow-list checked on the address curl is
- * about to connect to (allowlist.c), and no verbose output.  Header values
+ * about to connect to (allowlist.c), and no verbose output.  The names
+ * pinned by vectorbea.test_resolve (resolve.c) go to curl's resolver
+ * cache; what they resolve to is checked like any address.  Header values
  * are checked for CR and LF by whoever builds them (llm.c).
  *
  * Callbacks run inside curl, so they never raise PostgreSQL errors or use
@@ -40,6 +42,7 @@
 #include "vectorbea.h"
 #include "allowlist.h"
 #include "http.h"
+#include "resolve.h"
 #include "settings.h"
 
 #define MAX_SOCKETS		1024
@@ -354,6 +357,64 @@ apply_limits(void)
 	applied_bound = vb_llm_max_in_flight;
 }
 
+/*
+ * The names vectorbea.test_resolve has ever pinned ("name:port"),
+ * malloc'd.  curl keeps a pinned address in the multi handle's cache for
+ * good, so a name taken out of the setting is unpinned ("-name:port").
+ */
+static char **pinned = NULL;
+static int	npinned = 0;
+
+static bool
+is_line_of(const char *line, const char *key)
+{
+	size_t		len = strlen(key);
+
+	return strncmp(line, key, len) == 0 && line[len] == ':';
+}
+
+/* curl's CURLOPT_RESOLVE list for a call, or NULL when nothing is pinned. */
+static struct curl_slist *
+resolve_list(void)
+{
+	List	   *lines = vb_test_resolve_lines();
+	struct curl_slist *list = NULL;
+	ListCell   *lc;
+
+	foreach(lc, lines)
+	{
+		char	   *line = lfirst(lc);
+		size_t		keylen = strchr(strchr(line, ':') + 1, ':') - line;
+		bool		known = false;
+
+		list = curl_slist_append(list, line);
+		for (int i = 0; i < npinned && !known; i++)
+			known = strlen(pinned[i]) == keylen && strncmp(pinned[i], line, keylen) == 0;
+		if (!known)
+		{
+			char	  **grown = realloc(pinned, (npinned + 1) * sizeof(char *));
+			char	   *key = strndup(line, keylen);
+
+			if (grown == NULL || key == NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_OUT_OF_MEMORY),
+						 errmsg("out of memory pinning a name of vectorbea.test_resolve")));
+			pinned = grown;
+			pinned[npinned++] = key;
+		}
+	}
+	for (int i = 0; i < npinned; i++)
+	{
+		bool		listed = false;
+
+		foreach(lc, lines)
+			listed = listed || is_line_of(lfirst(lc), pinned[i]);
+		if (!listed)
+			list = curl_slist_append(list, psprintf("-%s", pinned[i]));
+	}
+	return list;
+}
+
 static void
 queue_done(VbHttpCall *call)
 {
@@ -394,6 +455,7 @@ vb_http_start(const char *url, int nheaders, const char *const *headers,
 	/* No "Expect: 100-continue" round trip before larger bodies. */
 	call->headers = curl_slist_append(call->headers, "Expect:");
 	call->headers = curl_slist_append(call->headers, "Content-Type: application/json");
+	call->resolve = resolve_list();
 
 	curl_easy_setopt(easy, CURLOPT_URL, url);
 	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -406,6 +468,8 @@ vb_http_start(const char *url, int nheaders, const char *const *headers,
 	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, connect_timeout_ms);
 	curl_easy_setopt(easy, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) max_response);
 	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, call->headers);
+	if (call->resolve)
+		curl_easy_setopt(easy, CURLOPT_RESOLVE, call->resolve);
 	curl_easy_setopt(easy, CURLOPT_COPYPOSTFIELDS, body);
 	curl_easy_setopt(easy, CURLOPT_USERAGENT, "vectorbea/" VB_VERSION);
 	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_cb);
@@ -438,6 +502,7 @@ release(VbHttpCall *call)
 	for (struct curl_slist *h = call->headers; h; h = h->next)
 		explicit_bzero(h->data, strlen(h->data));
 	curl_slist_free_all(call->headers);
+	curl_slist_free_all(call->resolve);
 	if (call->response)
 	{
 		/* Answers may quote prompts; leave nothing behind in freed memory. */

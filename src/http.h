@@ -14,6 +14,7 @@ typedef struct VbHttpCall
 	void	   *owner;			/* the caller's */
 	void	   *easy;			/* CURL *, NULL once finished */
 	struct curl_slist *headers;
+	struct curl_slist *resolve;	/* vectorbea.test_resolve for curl, or NULL */
 	size_t		max_response;
 	int			default_port;	/* of the URL's scheme, for the allow-list */
 	/* results */

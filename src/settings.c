@@ -7,9 +7,9 @@
  * Limits that protect the engine are PGC_SUSET: an ordinary role must not
  * be able to raise them for its own session.  Two settings keep their
  * variables and check hooks with the code that parses them: the test clock
- * offset (clock.c), the test crash points (crashpoint.c) and the LLM
- * allow-list (allowlist.c); every other variable lives here.  A leaf,
- * apart from those hooks.
+ * offset (clock.c), the test crash points (crashpoint.c), the LLM
+ * allow-list (allowlist.c) and the test resolver (resolve.c); every other
+ * variable lives here.  A leaf, apart from those hooks.
  *
  * IDENTIFICATION
  *	  src/settings.c
@@ -30,6 +30,7 @@
 #include "allowlist.h"
 #include "clock.h"
 #include "crashpoint.h"
+#include "resolve.h"
 #include "settings.h"
 
 int			vb_max_payload_kb = 1024;
@@ -159,6 +160,15 @@ vb_define_settings(void)
 							   "api.openai.com, api.anthropic.com",
 							   PGC_SIGHUP, 0,
 							   vb_check_allowed_hosts, NULL, NULL);
+
+	DefineCustomStringVariable("vectorbea.test_resolve",
+							   "Pins host names to addresses for LLM calls, for tests: name:port:address entries.",
+							   "Like curl's --resolve.  The address is still checked against "
+							   "vectorbea.llm_allowed_hosts when the call connects.",
+							   &vb_test_resolve,
+							   "",
+							   PGC_SIGHUP, 0,
+							   vb_check_test_resolve, NULL, NULL);
 
 	DefineCustomIntVariable("vectorbea.llm_request_timeout",
 							"Longest one LLM call may take, connection included.",

@@ -173,6 +173,18 @@ SELECT vectorbea.llm_address_allowed('127.0.0.1', 443, 'gopher'); \echo SQLSTATE
 ALTER SYSTEM RESET vectorbea.llm_allowed_hosts;
 SELECT pg_reload_conf();
 
+-- vectorbea.test_resolve (the SSRF suite's resolver): name:port:address
+-- entries, an IPv6 address in brackets; a name and port once.
+ALTER SYSTEM SET vectorbea.test_resolve = 'model.test:8000'; \echo SQLSTATE :SQLSTATE
+ALTER SYSTEM SET vectorbea.test_resolve = 'model.test:0:127.0.0.1'; \echo SQLSTATE :SQLSTATE
+ALTER SYSTEM SET vectorbea.test_resolve = 'model.test:8000:localhost'; \echo SQLSTATE :SQLSTATE
+ALTER SYSTEM SET vectorbea.test_resolve = 'model.test:8000:::1'; \echo SQLSTATE :SQLSTATE
+ALTER SYSTEM SET vectorbea.test_resolve = 'bad_name:8000:127.0.0.1'; \echo SQLSTATE :SQLSTATE
+ALTER SYSTEM SET vectorbea.test_resolve = 'a.test:80:127.0.0.1, A.test:80:[::1]'; \echo SQLSTATE :SQLSTATE
+SET vectorbea.test_resolve = 'a.test:80:127.0.0.1'; \echo SQLSTATE :SQLSTATE
+ALTER SYSTEM SET vectorbea.test_resolve = 'a.test:80:127.0.0.1, b.test:8000:[::1]';
+ALTER SYSTEM RESET vectorbea.test_resolve;
+
 -- Roles are cluster-wide: leave none behind.
 DROP OWNED BY vb_sec_owner, vb_sec_member, vb_sec_other, vb_sec_admin;
 DROP ROLE vb_sec_member, vb_sec_owner, vb_sec_other, vb_sec_admin;
