@@ -21,8 +21,11 @@
  * link-local or other internal addresses, whatever its DNS says at the
  * moment of the call (DNS rebinding); internal endpoints such as a vLLM
  * server or the test suite's fake provider are allowed by address.  IPv6
- * addresses that carry an IPv4 address (mapped, IPv4-compatible, NAT64,
- * 6to4, Teredo) are judged by the IPv4 address they reach.
+ * addresses that carry an IPv4 address (mapped, IPv4-compatible,
+ * IPv4-translated, NAT64, 6to4, Teredo) are judged by the IPv4 address
+ * they reach.  An address of this machine is never public, whatever its
+ * range: a public address of the database host would otherwise let a name
+ * entry reach the host's own services.
  *
  * IDENTIFICATION
  *	  src/allowlist.c
@@ -33,6 +36,7 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <ifaddrs.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -299,6 +303,38 @@ port_allowed(const AllowEntry *e, int port, int default_port)
 	return port >= e->port_lo && port <= e->port_hi;
 }
 
+/*
+ * Whether addr (family AF_INET or AF_INET6) is an address of one of this
+ * machine's interfaces.  Called by libcurl's connect callback, so it
+ * raises no error and uses no palloc; when the interfaces cannot be read
+ * it answers true, so that the address is refused rather than trusted.
+ */
+static bool
+own_address(int family, const unsigned char *addr)
+{
+	struct ifaddrs *ifs;
+	bool		found = false;
+
+	if (getifaddrs(&ifs) != 0)
+		return true;
+	for (struct ifaddrs *i = ifs; i != NULL && !found; i = i->ifa_next)
+	{
+		if (i->ifa_addr == NULL || i->ifa_addr->sa_family != family)
+			continue;
+		if (family == AF_INET)
+			found = memcmp(&((struct sockaddr_in *) i->ifa_addr)->sin_addr, addr, 4) == 0;
+		else
+			found = memcmp(&((struct sockaddr_in6 *) i->ifa_addr)->sin6_addr, addr, 16) == 0;
+	}
+	freeifaddrs(ifs);
+	return found;
+}
+
+/*
+ * Whether an IPv4 address is public: not in a range the IANA registry of
+ * special-purpose addresses marks as not globally reachable, and not this
+ * machine's own.
+ */
 static bool
 v4_public(const unsigned char *a)
 {
@@ -312,11 +348,15 @@ v4_public(const unsigned char *a)
 		return false;
 	if (a[0] == 192 && a[1] == 168)
 		return false;
-	if (a[0] == 192 && a[1] == 0 && a[2] == 0)
-		return false;			/* IETF protocol assignments */
+	if (a[0] == 192 && a[1] == 0 && (a[2] == 0 || a[2] == 2))
+		return false;			/* IETF protocol assignments, TEST-NET-1 */
+	if (a[0] == 192 && a[1] == 88 && a[2] == 99)
+		return false;			/* 6to4 relay anycast */
 	if (a[0] == 198 && (a[1] & 0xfe) == 18)
 		return false;			/* benchmarking */
-	return true;
+	if ((a[0] == 198 && a[1] == 51 && a[2] == 100) || (a[0] == 203 && a[1] == 0 && a[2] == 113))
+		return false;			/* TEST-NET-2 and -3 */
+	return !own_address(AF_INET, a);
 }
 
 static bool
@@ -324,7 +364,9 @@ v6_public(const unsigned char *a)
 {
 	static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 	static const unsigned char compat[12] = {0};
+	static const unsigned char translated[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0};
 	static const unsigned char nat64[12] = {0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
+	static const unsigned char discard[8] = {0x01, 0, 0, 0, 0, 0, 0, 0};
 	bool		all_zero_but_last = true;
 
 	for (int i = 0; i < 15; i++)
@@ -334,10 +376,13 @@ v6_public(const unsigned char *a)
 		return false;			/* :: and ::1 */
 	/* Addresses that reach an IPv4 address are as public as it is. */
 	if (memcmp(a, mapped, 12) == 0 || memcmp(a, compat, 12) == 0 ||
-		memcmp(a, nat64, 12) == 0)
-		return v4_public(a + 12);	/* ::ffff:a.b.c.d, ::a.b.c.d, 64:ff9b::a.b.c.d */
+		memcmp(a, translated, 12) == 0 || memcmp(a, nat64, 12) == 0)
+		return v4_public(a + 12);	/* ::ffff:a.b.c.d, ::a.b.c.d, ::ffff:0:a.b.c.d,
+									 * 64:ff9b::a.b.c.d */
 	if (a[0] == 0x00 && a[1] == 0x64 && a[2] == 0xff && a[3] == 0x9b)
 		return false;			/* 64:ff9b:1::/48, NAT64 for local use */
+	if (memcmp(a, discard, 8) == 0)
+		return false;			/* 100::/64, discard only */
 	if (a[0] == 0x20 && a[1] == 0x02)
 		return v4_public(a + 2);	/* 6to4: 2002:AABB:CCDD::/48 */
 	if (a[0] == 0x20 && a[1] == 0x01 && a[2] == 0 && a[3] == 0)
@@ -349,13 +394,19 @@ v6_public(const unsigned char *a)
 			client[i] = a[12 + i] ^ 0xff;
 		return v4_public(a + 4) && v4_public(client);
 	}
+	if (a[0] == 0x20 && a[1] == 0x01 && a[2] == 0x0d && a[3] == 0xb8)
+		return false;			/* 2001:db8::/32, documentation */
+	if (a[0] == 0x3f && a[1] == 0xff && (a[2] & 0xf0) == 0)
+		return false;			/* 3fff::/20, documentation */
 	if ((a[0] & 0xfe) == 0xfc)
 		return false;			/* unique local */
 	if (a[0] == 0xfe && (a[1] & 0xc0) == 0x80)
 		return false;			/* link-local */
+	if (a[0] == 0xfe && (a[1] & 0xc0) == 0xc0)
+		return false;			/* site-local (deprecated, still routed by some) */
 	if (a[0] == 0xff)
 		return false;			/* multicast */
-	return true;
+	return !own_address(AF_INET6, a);
 }
 
 /*
