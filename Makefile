@@ -9,6 +9,7 @@ EXTENSION = vectorbea
 MODULE_big = vectorbea
 OBJS = \
 	src/vectorbea.o \
+	src/install_guard.o \
 	src/settings.o \
 	src/crashpoint.o \
 	src/clock.o \

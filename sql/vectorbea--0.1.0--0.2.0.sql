@@ -875,15 +875,19 @@ COMMENT ON FUNCTION @extschema@.enable_model(text, text) IS
 	'Enables a model (or provider) disabled with disable_model.  False when it was not disabled.';
 REVOKE ALL ON FUNCTION @extschema@.enable_model(text, text) FROM PUBLIC;
 
+-- Literals next to an operator carry the other operand's type (::text,
+-- ::numeric): this script runs with pgcrypto's schema on its search_path,
+-- where an untyped 'key' would let a look-alike ->>(jsonb, jsonb) bind to
+-- the view (docs/operations.md, the search_path rule).
 CREATE VIEW @extschema@.controls AS
 	SELECT 'workspace paused'::text AS control, w.workspace AS target, w.reason,
 		   w.paused_by::text AS set_by, w.paused_at AS since
 	  FROM @extschema@.paused_workspaces w
 	UNION ALL
-	SELECT 'run paused', r.id::text || ' (' || r.workspace || ')', r.paused->>'reason',
-		   r.paused->>'by', (r.paused->>'at')::timestamptz
+	SELECT 'run paused', r.id::text || ' (' || r.workspace || ')', r.paused->>'reason'::text,
+		   r.paused->>'by'::text, (r.paused->>'at'::text)::timestamptz
 	  FROM @extschema@.runs r
-	 WHERE r.status = 'paused' AND r.paused->>'scope' = 'run'
+	 WHERE r.status = 'paused' AND r.paused->>'scope'::text = 'run'
 	UNION ALL
 	SELECT CASE WHEN d.model = '*' THEN 'provider disabled' ELSE 'model disabled' END,
 		   d.provider || CASE WHEN d.model = '*' THEN '' ELSE '/' || d.model END,
@@ -938,7 +942,7 @@ CREATE INDEX runs_workspace_idx ON @extschema@.runs (workspace, created_at);
 
 CREATE TABLE @extschema@.budgets (
 	workspace	text PRIMARY KEY,
-	usd			numeric CHECK (usd >= 0),
+	usd			numeric CHECK (usd >= 0::numeric),
 	tokens		bigint CHECK (tokens >= 0),
 	period		text NOT NULL DEFAULT 'month' CHECK (period IN ('day', 'month', 'total')),
 	on_exceed	text NOT NULL DEFAULT 'fail' CHECK (on_exceed IN ('fail', 'pause')),
@@ -1027,17 +1031,17 @@ CREATE VIEW @extschema@.spend AS
 								 WHEN 'month' THEN pg_catalog.date_trunc('month', @extschema@.clock(), 'UTC')
 								 ELSE '-infinity' END) s
 	  LEFT JOIN LATERAL (
-		SELECT sum(coalesce(n.reserved_usd, (n.estimate->>'usd')::numeric)) AS usd,
-			   sum(coalesce(n.reserved_tokens, (n.estimate->>'tokens')::bigint)) AS tokens
+		SELECT sum(coalesce(n.reserved_usd, (n.estimate->>'usd'::text)::numeric)) AS usd,
+			   sum(coalesce(n.reserved_tokens, (n.estimate->>'tokens'::text)::bigint)) AS tokens
 		  FROM @extschema@.nodes n JOIN @extschema@.runs r ON r.id = n.run_id
 		 WHERE r.workspace = w.workspace AND n.status = 'running'
 		   AND (n.reserved_usd IS NOT NULL OR n.estimate IS NOT NULL)) rs ON true
 	 WHERE @extschema@.workspace_visible(w.workspace)
 	UNION ALL
 	SELECT 'run', r.workspace, r.id, NULL, r.usage_usd, r.usage_tokens,
-		   coalesce((SELECT sum(coalesce(n.reserved_usd, (n.estimate->>'usd')::numeric))
+		   coalesce((SELECT sum(coalesce(n.reserved_usd, (n.estimate->>'usd'::text)::numeric))
 					   FROM @extschema@.nodes n WHERE n.run_id = r.id AND n.status = 'running'), 0),
-		   coalesce((SELECT sum(coalesce(n.reserved_tokens, (n.estimate->>'tokens')::bigint))
+		   coalesce((SELECT sum(coalesce(n.reserved_tokens, (n.estimate->>'tokens'::text)::bigint))
 					   FROM @extschema@.nodes n WHERE n.run_id = r.id AND n.status = 'running'), 0),
 		   r.budget_usd, r.budget_tokens
 	  FROM @extschema@.runs r

@@ -3,7 +3,8 @@
  * vectorbea.c
  *	  Module entry point: PG_MODULE_MAGIC and _PG_init.
  *
- * Loading the library defines the settings (settings.c); loading it from
+ * Loading the library defines the settings (settings.c) and hooks the check
+ * made before the extension's scripts run (install_guard.c); loading it from
  * shared_preload_libraries also claims shared memory for the schedulers
  * (shmem.c) and registers one scheduler per database (scheduler.c).  The
  * top of the layers: nothing calls into this file.
@@ -18,6 +19,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 
+#include "install_guard.h"
 #include "scheduler.h"
 #include "settings.h"
 #include "shmem.h"
@@ -30,6 +32,7 @@ void
 _PG_init(void)
 {
 	vb_define_settings();
+	vb_install_guard_init();
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 	vb_shmem_install_hooks();
