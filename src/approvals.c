@@ -502,7 +502,7 @@ vectorbea_await_approval(PG_FUNCTION_ARGS)
 	if (!vb_valid_name(gate))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid gate name \"%s\"", gate),
+				 errmsg("invalid gate name \"%s\"", vb_short_text(gate)),
 				 errdetail("Names are 1 to %d characters: letters, digits, \"_\", \"-\", \".\" and \":\".",
 						   VB_MAX_NAME_LEN)));
 	if (!PG_ARGISNULL(3))

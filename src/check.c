@@ -160,7 +160,7 @@ vb_get_name_as(VbChecker *chk, JsonbContainer *obj, const char *key, const char 
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid %s: %sfield \"%s\" has an invalid value \"%s\"",
-						chk->what, vb_at(label), field, s),
+						chk->what, vb_at(label), field, vb_short_text(s)),
 				 errdetail("Names are 1 to %d characters: letters, digits, \"_\", \"-\", \".\" and \":\".",
 						   VB_MAX_NAME_LEN)));
 	return s;
@@ -179,7 +179,7 @@ vb_get_duration(VbChecker *chk, JsonbValue *v, const char *label, const char *fi
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid %s: %sfield \"%s\" has an invalid duration \"%s\"",
-						chk->what, vb_at(label), field, text),
+						chk->what, vb_at(label), field, vb_short_text(text)),
 				 errdetail("A duration is one or more numbers with a unit: ms, s, m, h or d, up to 366d."),
 				 errhint("Write durations like \"500ms\", \"30s\" or \"1m30s\".")));
 	return ms;

@@ -70,7 +70,7 @@ vectorbea_append_event(PG_FUNCTION_ARGS)
 	if (!valid_event_type(type))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid event type \"%s\"", type),
+				 errmsg("invalid event type \"%s\"", vb_short_text(type)),
 				 errdetail("Event types are 1 to 64 characters, start with a letter, and use letters, digits, \"_\", \".\", \":\" or \"-\".")));
 	if (vb_event_type_reserved(type))
 		ereport(ERROR,

@@ -66,7 +66,7 @@ parse_error(Jsonb *error, int64 *retry_after_ms)
 		if (!known)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid error: field \"class\" has an unknown value \"%s\"", c),
+					 errmsg("invalid error: field \"class\" has an unknown value \"%s\"", vb_short_text(c)),
 					 errdetail("Workers report transient, rate_limited, invalid_output or permanent; "
 							   "timeout and lease_expired are set by the engine.")));
 	}
@@ -92,7 +92,8 @@ parse_error(Jsonb *error, int64 *retry_after_ms)
 			if (!vb_parse_duration(text, &ms))
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("invalid error: field \"retry_after\" has an invalid duration \"%s\"", text),
+						 errmsg("invalid error: field \"retry_after\" has an invalid duration \"%s\"",
+								vb_short_text(text)),
 						 errhint("Give seconds as a number, or a duration such as \"30s\".")));
 		}
 		else

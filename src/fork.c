@@ -189,7 +189,11 @@ apply_change(ForkNode *n, JsonbValue *change, const char *from_node)
 	Datum		merged = JsonbPGetDatum(spec);
 
 	if (change->type != jbvBinary || !JsonContainerIsObject(change->val.binary.data))
-		vb_type_error(&chk, label, "", change, "an object of \"input\" and \"llm\"");
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid fork change: the change of node \"%s\" must be an object with \"input\", \"llm\" or both",
+						n->id),
+				 errdetail("Found %s.", vb_jsonb_type_name(change))));
 	obj = change->val.binary.data;
 	vb_check_fields(&chk, obj, change_fields, label, "");
 	if (vb_jsonb_get(obj, "input", &v))

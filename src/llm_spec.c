@@ -276,7 +276,7 @@ vb_validate_llm(const char *what, const char *label, JsonbValue *llm,
 		temperature = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v.val.numeric)));
 		t = strtod(temperature, NULL);
 		if (!(t >= 0 && t <= 2))
-			bad(&c, "temperature", "must be a number from 0 to 2", psprintf("Found %s.", temperature));
+			bad(&c, "temperature", "must be a number from 0 to 2", psprintf("Found %s.", vb_short_text(temperature)));
 	}
 
 	initStringInfo(&spawn);

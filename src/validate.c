@@ -136,7 +136,7 @@ apply_retry(VbChecker *chk, JsonbValue *retry, VbNodeSpec *spec, const char *lab
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("invalid %s: %sfield \"%s.backoff\" has an unknown value \"%s\"",
-							chk->what, vb_at(label), field, b),
+							chk->what, vb_at(label), field, vb_short_text(b)),
 					 errdetail("Allowed values: exponential, fixed.")));
 	}
 	if (vb_jsonb_get(obj, "initial", &v))
@@ -326,6 +326,13 @@ parse_failure_policy(VbChecker *chk, JsonbContainer *obj, const char *label, VbN
 												 true, psprintf("%s:escalation", spec->id));
 }
 
+/* qsort comparator of C strings. */
+static int
+compare_names(const void *a, const void *b)
+{
+	return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
 /* Parses one node object into spec, defaults already applied to spec. */
 static void
 parse_node(VbChecker *chk, JsonbValue *nodeval, int position, VbNodeSpec *spec)
@@ -364,7 +371,7 @@ parse_node(VbChecker *chk, JsonbValue *nodeval, int position, VbNodeSpec *spec)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("invalid %s: %s, field \"kind\" has an unknown value \"%s\"",
-							chk->what, label, kind),
+							chk->what, label, vb_short_text(kind)),
 					 errdetail("Allowed kinds: task, llm, approval, sleep, signal, run.")));
 	}
 	if (!vb_waits_available())
@@ -459,34 +466,51 @@ parse_node(VbChecker *chk, JsonbValue *nodeval, int position, VbNodeSpec *spec)
 	{
 		JsonbContainer *deps;
 		int			n;
+		char	  **sorted;
 
 		if (v.type != jbvBinary || !JsonContainerIsArray(v.val.binary.data))
 			vb_type_error(chk, label, "depends_on", &v, "an array of node ids");
 		deps = v.val.binary.data;
 		n = JsonContainerSize(deps);
+		sorted = palloc(sizeof(char *) * Max(n, 1));
 		for (int i = 0; i < n; i++)
 		{
 			JsonbValue *d = getIthJsonbValueFromContainer(deps, i);
 			char	   *dep;
-			ListCell   *lc;
 
 			if (d->type != jbvString)
 				vb_type_error(chk, label, psprintf("depends_on[%d]", i), d, "a node id string");
 			dep = pnstrdup(d->val.string.val, d->val.string.len);
+			/*
+			 * A dependency is a node id, held to the same rule: the ids are
+			 * looked up in a hash that keeps VB_MAX_NAME_LEN bytes of a key,
+			 * so a longer string would match an id it merely starts with.
+			 */
+			if (!vb_valid_name(dep))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("invalid %s: %s, field \"depends_on[%d]\" is not a node id: \"%s\"",
+								chk->what, label, i, vb_short_text(dep)),
+						 errdetail("Node ids are 1 to %d characters: letters, digits, \"_\", \"-\", \".\" and \":\".",
+								   VB_MAX_NAME_LEN)));
 			if (strcmp(dep, spec->id) == 0)
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
 						 errmsg("invalid %s: %s, field \"depends_on\": the node depends on itself",
 								chk->what, label),
 						 errdetail("A dependency cycle: %s → %s.", spec->id, spec->id)));
-			foreach(lc, spec->depends_on)
-				if (strcmp((char *) lfirst(lc), dep) == 0)
-					ereport(ERROR,
-							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							 errmsg("invalid %s: %s, field \"depends_on\" lists \"%s\" twice",
-									chk->what, label, dep)));
 			spec->depends_on = lappend(spec->depends_on, dep);
+			sorted[i] = dep;
 		}
+		/* Duplicates found by sorting: a long list must not cost n². */
+		qsort(sorted, n, sizeof(char *), compare_names);
+		for (int i = 1; i < n; i++)
+			if (strcmp(sorted[i - 1], sorted[i]) == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("invalid %s: %s, field \"depends_on\" lists \"%s\" twice",
+								chk->what, label, sorted[i])));
+		pfree(sorted);
 	}
 
 	spec->input_json = "{}";
@@ -613,6 +637,8 @@ id_table(int size)
 					   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 }
 
+#define CYCLE_SHOWN		20
+
 /*
  * Finds and reports a cycle among the nodes Kahn's algorithm could not
  * order.  Each of them has a dependency that is also unordered, so walking
@@ -625,6 +651,7 @@ report_cycle(VbChecker *chk, VbNodeSpec **specs, int n, bool *ordered, HTAB *ids
 	int			start = -1;
 	int			cur;
 	int			step = 1;
+	int			length = 0;
 	StringInfoData path;
 
 	for (int i = 0; i < n && start < 0; i++)
@@ -653,14 +680,19 @@ report_cycle(VbChecker *chk, VbNodeSpec **specs, int n, bool *ordered, HTAB *ids
 		cur = next;
 	}
 
-	/* cur is on the cycle; print it in the direction of the dependencies. */
+	/*
+	 * cur is on the cycle; print it in the direction of the dependencies,
+	 * its first CYCLE_SHOWN nodes only: a cycle through thousands of nodes
+	 * would make a message nobody reads.
+	 */
 	initStringInfo(&path);
 	start = cur;
 	do
 	{
 		ListCell   *lc;
 
-		appendStringInfo(&path, "%s → ", specs[cur]->id);
+		if (length++ < CYCLE_SHOWN)
+			appendStringInfo(&path, "%s → ", specs[cur]->id);
 		foreach(lc, specs[cur]->depends_on)
 		{
 			IdEntry    *e = hash_search(ids, lfirst(lc), HASH_FIND, NULL);
@@ -672,6 +704,8 @@ report_cycle(VbChecker *chk, VbNodeSpec **specs, int n, bool *ordered, HTAB *ids
 			}
 		}
 	} while (cur != start);
+	if (length > CYCLE_SHOWN)
+		appendStringInfo(&path, "… (%d nodes in all) → ", length);
 	appendStringInfoString(&path, specs[start]->id);
 
 	ereport(ERROR,

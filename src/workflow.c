@@ -50,7 +50,7 @@ check_workflow_name(const char *name)
 	if (!vb_valid_name(name))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_NAME),
-				 errmsg("invalid workflow name \"%s\"", name),
+				 errmsg("invalid workflow name \"%s\"", vb_short_text(name)),
 				 errdetail("Names are 1 to %d characters: letters, digits, \"_\", \"-\", \".\" and \":\".",
 						   VB_MAX_NAME_LEN)));
 }
@@ -225,7 +225,8 @@ parse_deadline(JsonbValue *val, TimestampTz at)
 	if (!parsed)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid run options: field \"deadline\" has an invalid value \"%s\"", text),
+				 errmsg("invalid run options: field \"deadline\" has an invalid value \"%s\"",
+						vb_short_text(text)),
 				 errhint("Give a duration from the start such as \"2h\", or a timestamp such as \"2026-12-01T00:00:00Z\".")));
 	if (deadline <= at)
 		ereport(ERROR,
@@ -298,14 +299,14 @@ check_options(Jsonb *options, TimestampTz at, TimestampTz *deadline)
 					ereport(ERROR,
 							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 							 errmsg("invalid run options: field \"priority\" must be an integer from -1000 to 1000"),
-							 errdetail("Found %s.", text ? text : vb_jsonb_type_name(&val))));
+							 errdetail("Found %s.", text ? vb_short_text(text) : vb_jsonb_type_name(&val))));
 				priority = (int) n;
 			}
 			else if (!ok || n < 0)
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						 errmsg("invalid run options: field \"budget_tokens\" must be a non-negative integer"),
-						 errdetail("Found %s.", text ? text : vb_jsonb_type_name(&val))));
+						 errdetail("Found %s.", text ? vb_short_text(text) : vb_jsonb_type_name(&val))));
 		}
 		else if (strcmp(key, "budget_usd") == 0)
 		{
