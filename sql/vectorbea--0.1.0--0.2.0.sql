@@ -940,6 +940,12 @@ COMMENT ON COLUMN @extschema@.nodes.reserved_usd IS
 	'The worst case of the llm call in flight, held against the run''s and the workspace''s budgets while the attempt runs.';
 CREATE INDEX runs_workspace_idx ON @extschema@.runs (workspace, created_at);
 
+-- A price is at most 1,000,000 USD per million tokens: with the token
+-- counts bounded too, the cost of a call stays far inside a double, which
+-- the budget checks compare it as (1e400 would not even convert).
+ALTER TABLE @extschema@.model_prices ADD CONSTRAINT model_prices_at_most_1000000_usd_per_mtok
+	CHECK (input_usd_per_mtok <= 1000000::numeric AND output_usd_per_mtok <= 1000000::numeric);
+
 CREATE TABLE @extschema@.budgets (
 	workspace	text PRIMARY KEY,
 	usd			numeric CHECK (usd >= 0::numeric),

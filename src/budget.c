@@ -277,13 +277,15 @@ check_amounts(FunctionCallInfo fcinfo, int usd_arg, int tokens_arg)
 {
 	if (!PG_ARGISNULL(usd_arg))
 	{
-		double		usd = DatumGetFloat8(DirectFunctionCall1(numeric_float8, PG_GETARG_DATUM(usd_arg)));
+		/* Not numeric_float8: it throws 22003 for 1e400 before the check. */
+		double		usd = vb_numeric_double(PG_GETARG_NUMERIC(usd_arg));
 
 		if (!(usd >= 0 && usd <= MAX_BUDGET_USD))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("usd must be a number from 0 to %.0f", MAX_BUDGET_USD),
-					 errdetail("Found %s.", DatumGetCString(DirectFunctionCall1(numeric_out, PG_GETARG_DATUM(usd_arg))))));
+					 errdetail("Found %s.", vb_short_text(DatumGetCString(DirectFunctionCall1(numeric_out,
+																							  PG_GETARG_DATUM(usd_arg)))))));
 	}
 	if (!PG_ARGISNULL(tokens_arg) && PG_GETARG_INT64(tokens_arg) < 0)
 		ereport(ERROR,

@@ -35,13 +35,17 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "utils/timestamp.h"
 
 #include "vectorbea.h"
 #include "clock.h"
+#include "jsonb_util.h"
 #include "retention.h"
 #include "spi_util.h"
 
 #define MAX_PURGE_BATCH		10000
+/* older_than beyond this would take the cut-off before the first timestamp. */
+#define MAX_OLDER_THAN_DAYS	(1000 * 366)
 
 static const char *const finished_statuses[] = {"succeeded", "failed", "cancelled", NULL};
 
@@ -200,6 +204,14 @@ vectorbea_purge_runs(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("older_than must be positive"),
 				 errhint("Pass how long finished runs are kept, e.g. '30 days'.")));
+	if ((int64) older_than->month * DAYS_PER_MONTH + older_than->day +
+		older_than->time / USECS_PER_DAY > MAX_OLDER_THAN_DAYS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("older_than must be at most 1000 years"),
+				 errdetail("Found %s.", DatumGetCString(DirectFunctionCall1(interval_out,
+																			IntervalPGetDatum(older_than)))),
+				 errhint("Pass how long finished runs are kept, e.g. '30 days'.")));
 	if (max_runs < 1 || max_runs > MAX_PURGE_BATCH)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -229,7 +241,7 @@ vectorbea_purge_runs(PG_FUNCTION_ARGS)
 					 errhint("Only finished runs are: succeeded, failed, cancelled.")));
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("unknown run status \"%s\" in statuses", status),
+				 errmsg("unknown run status \"%s\" in statuses", vb_short_text(status)),
 				 errdetail("Finished runs are succeeded, failed or cancelled.")));
 	}
 	before = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_mi_interval,
