@@ -20,6 +20,7 @@ OBJS = \
 	src/subxact.o \
 	src/redact.o \
 	src/text_escape.o \
+	src/encoding.o \
 	src/retry.o \
 	src/allowlist.o \
 	src/resolve.o \

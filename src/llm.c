@@ -58,6 +58,7 @@
 #include "complete.h"
 #include "controls.h"
 #include "due_items.h"
+#include "encoding.h"
 #include "http.h"
 #include "jsonb_util.h"
 #include "keys.h"
@@ -492,6 +493,27 @@ vb_llm_check_leases(void)
 
 /* ---- 3. finish ---- */
 
+
+/*
+ * The answer checked against the node's output schema: both are text of
+ * the database and go to jansson in UTF-8 (encoding.c).  What cannot be
+ * converted is a problem like any mismatch.
+ */
+static char *
+check_answer(LlmCall *c, const char *answer, char **json)
+{
+	char	   *problem = NULL;
+	const char *schema = vb_to_utf8(c->schema, "the output schema", &problem);
+	const char *text = schema ? vb_to_utf8(answer, "the answer", &problem) : NULL;
+
+	*json = NULL;
+	if (text == NULL)
+		return problem;
+	/* The checker's words quote the answer, in UTF-8. */
+	problem = vb_json_check_answer(schema, text, json);
+	return problem ? vb_from_utf8_lossy(problem) : NULL;
+}
+
 /*
  * Completes the node, in a subtransaction, as complete_task would: an
  * output over vectorbea.max_payload_size, or a spawn list that fails
@@ -611,7 +633,7 @@ finish_one(void *arg, int i)
 	}
 	if (c->schema)
 	{
-		problem = vb_json_check_answer(c->schema, o.answer.text, &json);
+		problem = check_answer(c, o.answer.text, &json);
 		if (problem)
 		{
 			StringInfoData data;

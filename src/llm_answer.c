@@ -24,6 +24,7 @@
 #include "vectorbea.h"
 #include "clock.h"
 #include "duration.h"
+#include "encoding.h"
 #include "jsonb_util.h"
 #include "llm_call.h"
 #include "redact.h"
@@ -144,7 +145,7 @@ vb_llm_classify(LlmCall *c, VbHttpCall *h, VbLlmOutcome *o)
 		return;
 	}
 	provider_msg = h->response ? vb_json_error_message(h->response, h->response_len) : NULL;
-	provider_msg = scrub(provider_msg ? provider_msg : "(no message)", c->secret);
+	provider_msg = scrub(vb_from_utf8_lossy(provider_msg ? provider_msg : "(no message)"), c->secret);
 	if (h->status == 429)
 	{
 		o->err_class = "rate_limited";
@@ -168,6 +169,18 @@ vb_llm_classify(LlmCall *c, VbHttpCall *h, VbLlmOutcome *o)
 							  h->response_len, &o->answer, &problem))
 	{
 		o->err_class = "transient";
+		o->message = problem;
+		return;
+	}
+	/* From here on the answer is text of the database (encoding.c). */
+	problem = NULL;
+	o->answer.text = vb_from_utf8(o->answer.text, strlen(o->answer.text), "the answer", &problem);
+	if (o->answer.text && o->answer.model)
+		o->answer.model = vb_from_utf8(o->answer.model, strlen(o->answer.model),
+									   "the model name the provider reports", &problem);
+	if (problem)
+	{
+		o->err_class = "permanent";
 		o->message = problem;
 	}
 }

@@ -35,7 +35,8 @@ typedef struct LlmCall
 	/* the node's llm object */
 	char	   *provider;
 	char	   *model;
-	char	   *system;
+	char	   *model_utf8;		/* as the request names it */
+	char	   *system;			/* in UTF-8, as it is sent */
 	char	   *schema;			/* NULL: any text is an answer */
 	char	   *allow_spawn;	/* NULL: no spawning */
 	char	   *temperature;
@@ -49,7 +50,7 @@ typedef struct LlmCall
 	double		cost_usd;
 	int			nmessages;
 	char	   *roles[MAX_MESSAGES];
-	char	   *contents[MAX_MESSAGES];
+	char	   *contents[MAX_MESSAGES];	/* in UTF-8, as they are sent */
 	/* the request */
 	char	   *url;
 	char	   *secret;			/* the API key; zeroed when the call ends */

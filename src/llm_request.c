@@ -23,6 +23,7 @@
 #include "utils/memutils.h"
 
 #include "vectorbea.h"
+#include "encoding.h"
 #include "jsonb_util.h"
 #include "keys.h"
 #include "llm_call.h"
@@ -64,28 +65,52 @@ forget_text(Datum d)
 		explicit_bzero(VARDATA(v), VARSIZE(v) - VARHDRSZ);
 }
 
-/* Adds a message to the call's conversation. */
+/* s in UTF-8; a text that cannot be is a bug of the caller's checks. */
+static char *
+utf8_or_error(const char *s)
+{
+	char	   *problem = NULL;
+	char	   *utf8 = vb_to_utf8(s, "a text of the conversation", &problem);
+
+	if (utf8 == NULL)
+		elog(ERROR, "vectorbea: %s", problem);
+	return utf8;
+}
+
+/*
+ * Adds a message to the call's conversation.  content is text of the
+ * database; it is kept in UTF-8, as the request sends it: converting needs
+ * a transaction, and the request is built when none is open.
+ * vb_llm_build_call has refused what cannot be converted, and the model's
+ * answers came as UTF-8, so the conversion succeeds.
+ */
 void
 vb_llm_add_message(LlmCall *c, const char *role, const char *content)
 {
+	char	   *utf8 = utf8_or_error(content);
 	MemoryContext old = MemoryContextSwitchTo(c->cxt);
 
 	if (c->nmessages >= MAX_MESSAGES)
 		elog(ERROR, "vectorbea: too many messages in one llm conversation");
 	c->roles[c->nmessages] = pstrdup(role);
-	c->contents[c->nmessages] = pstrdup(content);
+	c->contents[c->nmessages] = pstrdup(utf8);
 	c->nmessages++;
 	MemoryContextSwitchTo(old);
 }
 
-/* The request body of the call's conversation so far. */
+/* The request body of the call's conversation so far, in UTF-8. */
 char *
 vb_llm_request_body(LlmCall *c)
 {
-	return vb_json_chat_request(c->provider, c->model, c->system, c->nmessages,
-								(const char *const *) c->roles,
-								(const char *const *) c->contents,
-								c->max_tokens, c->temperature);
+	char	   *body = vb_json_chat_request(c->provider, c->model_utf8, c->system, c->nmessages,
+											(const char *const *) c->roles,
+											(const char *const *) c->contents,
+											c->max_tokens, c->temperature);
+
+	/* jansson builds nothing from a string that is not UTF-8. */
+	if (body == NULL)
+		elog(ERROR, "vectorbea: the request body of llm node %ld could not be built", (long) c->task_id);
+	return body;
 }
 
 /*
@@ -172,6 +197,20 @@ vb_llm_build_call(MemoryContext parent, VbClaimedLlm *claimed, const char *maste
 							prompt ? "system" : "prompt", *problem);
 		return NULL;
 	}
+	/*
+	 * Requests are UTF-8: refuse now what could not be sent (encoding.c).
+	 * The output schema goes back to the model in corrections.
+	 */
+	if (vb_to_utf8(prompt, "the prompt", problem) == NULL ||
+		(system && (system = vb_to_utf8(system, "the system prompt", problem)) == NULL) ||
+		vb_to_utf8(json_text_field(&spec->root, "model"), "the model name", problem) == NULL ||
+		(json_text_field(&spec->root, "output_schema") &&
+		 vb_to_utf8(json_text_field(&spec->root, "output_schema"), "the output schema", problem) == NULL))
+	{
+		explicit_bzero(key, strlen(key));
+		*problem = psprintf("node \"%s\": %s", claimed->node, *problem);
+		return NULL;
+	}
 
 	cxt = AllocSetContextCreate(parent, "vectorbea llm call", ALLOCSET_SMALL_SIZES);
 	old = MemoryContextSwitchTo(cxt);
@@ -185,6 +224,7 @@ vb_llm_build_call(MemoryContext parent, VbClaimedLlm *claimed, const char *maste
 	c->attempt = claimed->attempt;
 	c->provider = json_text_field(&spec->root, "provider");
 	c->model = json_text_field(&spec->root, "model");
+	c->model_utf8 = utf8_or_error(c->model);
 	c->system = system ? pstrdup(system) : NULL;
 	c->schema = json_text_field(&spec->root, "output_schema");
 	c->allow_spawn = json_text_field(&spec->root, "allow_spawn");

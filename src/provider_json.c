@@ -99,14 +99,27 @@ vb_json_chat_request(const char *provider, const char *model, const char *system
 	json_t	   *body = json_pack("{s:s}", "model", model);
 	json_t	   *msgs = json_array();
 	bool		anthropic = strcmp(provider, "anthropic") == 0;
+	bool		ok = body != NULL && msgs != NULL;
 
-	if (system && !anthropic)
-		json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", "system", "content", system));
-	for (int i = 0; i < nmessages; i++)
-		json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", roles[i],
-											  "content", contents[i]));
-	if (system && anthropic)
-		json_object_set_new(body, "system", json_string(system));
+	/*
+	 * Each json_pack or json_string gives NULL for a string that is not
+	 * UTF-8, and appending NULL appends nothing: a message would be left out
+	 * of the request without a word.  So every step is checked.
+	 */
+	if (ok && system && !anthropic)
+		ok = json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", "system",
+												   "content", system)) == 0;
+	for (int i = 0; ok && i < nmessages; i++)
+		ok = json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", roles[i],
+												   "content", contents[i])) == 0;
+	if (ok && system && anthropic)
+		ok = json_object_set_new(body, "system", json_string(system)) == 0;
+	if (!ok)
+	{
+		json_decref(msgs);
+		json_decref(body);
+		return NULL;
+	}
 	json_object_set_new(body, "messages", msgs);
 	json_object_set_new(body, reasoning_model(provider, model) ? "max_completion_tokens" : "max_tokens",
 						json_integer(max_tokens));
