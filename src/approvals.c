@@ -164,6 +164,14 @@ check_decision(TupleDesc desc, HeapTuple oldtup, HeapTuple newtup, int64 id,
 	}
 	if (decision == NULL)
 		decision = approved ? "accept" : "fail";
+	/* Before the column's CHECK, whose error would print the whole row. */
+	if (strcmp(decision, "accept") != 0 && strcmp(decision, "retry") != 0 &&
+		strcmp(decision, "fail") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid decision for approval %ld: decision \"%s\" is not accept, retry or fail",
+						(long) id, vb_short_text(decision)),
+				 errhint("SET status = 'approved', decision = 'accept', output = '...'; or status = 'approved', decision = 'retry'; or status = 'rejected'.")));
 	if (approved ? strcmp(decision, "fail") == 0 : strcmp(decision, "fail") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -298,7 +306,7 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 	if (strcmp(new_status, "approved") != 0 && strcmp(new_status, "rejected") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid decision \"%s\" for approval %ld", new_status, (long) id),
+				 errmsg("invalid decision \"%s\" for approval %ld", vb_short_text(new_status), (long) id),
 				 errdetail("A decision sets status to approved or rejected.")));
 
 	vb_check_text_size(col_text(newtup, desc, "reason"), "the reason of a decision",

@@ -138,6 +138,16 @@ is($node->safe_psql('raw', qq{SELECT count(*) FROM vectorbea.events WHERE run_id
 	'SQL_ASCII: no request is on record');
 
 # ---------------------------------------------------------------------------
+# A NUL in an answer: text cannot hold it, and the answer is refused as
+# not valid JSON (a transient failure, here the last attempt).
+script({ match => { contains => 'Echo' }, times => 1, text => "before\x{0}after" });
+$run = dbq('raw', 'UTF8', q{SELECT vectorbea.start_run('echo', '{"word": "nul"}')});
+is(finished('raw', $run), 'failed', 'an answer with a NUL fails the node');
+like(dbq('raw', 'UTF8', qq{SELECT data->>'class' || ': ' || (data->'error'->>'message') FROM vectorbea.events
+						   WHERE run_id = '$run' AND type = 'STEP_FAILED'}),
+	qr/^transient: the provider's answer is not valid JSON/, 'as an answer that is not valid JSON');
+
+# ---------------------------------------------------------------------------
 is(scheduler_pids(), $pids, 'no scheduler was restarted');
 unlike(slurp_file($node->logfile), qr/terminated by signal|server process .* was terminated|internal error/,
 	'the server log shows no crash');

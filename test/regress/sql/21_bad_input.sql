@@ -80,6 +80,12 @@ SELECT vectorbea.complete_task(:done_task, :'done_lease', '{"ok": true}');
 SELECT vectorbea.start_run('bi_dead') AS dead_run \gset
 SELECT task_id AS dead_task, lease AS dead_lease FROM vectorbea.claim_tasks('w', ARRAY['bi_dead']) \gset
 SELECT vectorbea.fail_task(:dead_task, :'dead_lease', '{"message": "gone"}');
+SELECT vectorbea.define_workflow('bi_esc', '{"nodes": [{"id": "a", "activity": "bi_esc", "retry": {"max_attempts": 1},
+	"on_exhausted": "escalate", "escalation": {"gate": "fix", "timeout": "1h"}}]}');
+SELECT vectorbea.start_run('bi_esc') AS esc_run \gset
+SELECT task_id AS esc_task, lease AS esc_lease FROM vectorbea.claim_tasks('w', ARRAY['bi_esc']) \gset
+SELECT vectorbea.fail_task(:esc_task, :'esc_lease', '{"message": "needs a person"}');
+SELECT id AS esc_gate FROM vectorbea.approvals WHERE run_id = :'esc_run' \gset
 CREATE TABLE public.bi_fixture AS
 	SELECT :'run'::uuid AS run, :task_id::bigint AS task_id, :'lease'::uuid AS lease,
 		   :'done_run'::uuid AS done_run, :dead_task::bigint AS dead_task;
@@ -266,6 +272,15 @@ SELECT bi_expect_error('oversized', 'workflow name', $q$SELECT vectorbea.define_
 SELECT bi_expect_error('oversized', 'model name', $q$SELECT vectorbea.disable_model('openai', repeat('m', 100000))$q$);
 SELECT bi_expect_error('oversized', 'workspace name', $q$SELECT vectorbea.set_budget(repeat('w', 100000), 5)$q$);
 SELECT bi_expect_error('oversized', 'activity name', $q$SELECT vectorbea.set_concurrency_limit(repeat('a', 100000), 5)$q$);
+-- A person's decision: an UPDATE of approvals, checked by its trigger.
+SELECT bi_expect_error('decision', 'output', format($q$UPDATE vectorbea.approvals SET status = 'approved', decision = 'accept', output = (SELECT j FROM bi_big) WHERE id = %s RETURNING status$q$, :esc_gate));
+SELECT bi_expect_error('decision', 'input', format($q$UPDATE vectorbea.approvals SET status = 'approved', decision = 'retry', input = (SELECT j FROM bi_big) WHERE id = %s RETURNING status$q$, :esc_gate));
+SELECT bi_expect_error('decision', 'reason', format($q$UPDATE vectorbea.approvals SET status = 'approved', decision = 'accept', reason = repeat('r', 5000) WHERE id = %s RETURNING status$q$, :esc_gate));
+SELECT bi_expect_error('decision', 'decided_by', format($q$UPDATE vectorbea.approvals SET status = 'approved', decision = 'accept', decided_by = repeat('d', 300) WHERE id = %s RETURNING status$q$, :esc_gate));
+SELECT bi_expect_error('decision', 'status NULL', format($q$UPDATE vectorbea.approvals SET status = NULL WHERE id = %s RETURNING status$q$, :esc_gate));
+SELECT bi_expect_error('decision', 'status unknown', format($q$UPDATE vectorbea.approvals SET status = 'maybe' WHERE id = %s RETURNING status$q$, :esc_gate));
+SELECT bi_expect_error('decision', 'decision unknown', format($q$UPDATE vectorbea.approvals SET status = 'approved', decision = 'later' WHERE id = %s RETURNING status$q$, :esc_gate));
+SELECT bi_expect_error('decision', 'decision NULL on a gate of failures', format($q$UPDATE vectorbea.approvals SET status = 'approved', decision = NULL WHERE id = %s RETURNING status$q$, :esc_gate));
 RESET vectorbea.max_payload_size;
 -- The default bound (1MB) holds without setting anything.
 SELECT bi_expect_error('oversized', 'run input over the default 1MB', $q$SELECT vectorbea.start_run('bi', jsonb_build_object('blob', repeat('x', 1100000)))$q$);
