@@ -5,7 +5,7 @@
  *	  documentation (docs/operations.md) can be checked against one list.
  *
  * Limits that protect the engine are PGC_SUSET: an ordinary role must not
- * be able to raise them for its own session.  Two settings keep their
+ * be able to raise them for its own session.  Four settings keep their
  * variables and check hooks with the code that parses them: the test clock
  * offset (clock.c), the test crash points (crashpoint.c), the LLM
  * allow-list (allowlist.c) and the test resolver (resolve.c); every other
