@@ -99,6 +99,12 @@ CREATE FUNCTION public.bi_sample(fn name, arg text, typ regtype) RETURNS text LA
 		WHEN fn IN ('fork_run', 'diff_runs') AND typ = 'uuid'::regtype THEN format('%L::uuid', f.done_run)
 		WHEN arg = 'run' OR (typ = 'uuid'::regtype AND arg = '') THEN format('%L::uuid', f.run)
 		WHEN arg = 'lease' THEN format('%L::uuid', f.lease)
+		WHEN arg = 'task_ids' THEN format('ARRAY[%s]::bigint[]', f.task_id)
+		WHEN arg = 'leases' THEN format('ARRAY[%L]::uuid[]', f.lease)
+		WHEN arg IN ('outputs', 'spawns', 'usages') THEN 'ARRAY[NULL]::jsonb[]'
+		WHEN arg = 'inputs' THEN 'ARRAY[''{}'']::jsonb[]'
+		WHEN arg = 'idempotency_keys' THEN 'ARRAY[''bi_k'']::text[]'
+		WHEN arg = 'role' THEN '''vb_plain_user''::regrole'
 		WHEN arg = 'task_id' AND fn = 'requeue' THEN f.dead_task::text
 		WHEN arg = 'task_id' THEN f.task_id::text
 		WHEN arg = 'name' AND fn = 'define_workflow' THEN '''bi_new'''
@@ -146,6 +152,8 @@ INSERT INTO bi_null_ok VALUES
 	('claim_tasks', 'max_tasks', '1'),
 	('complete_task', 'output', 'no output'), ('complete_task', 'spawn', 'no spawn list'),
 	('complete_task', 'usage', 'no usage'),
+	('complete_tasks', 'outputs', 'no output for any task'), ('complete_tasks', 'spawns', 'no spawn list for any task'),
+	('complete_tasks', 'usages', 'no usage for any task'),
 	('disable_model', 'reason', 'no reason'),
 	('escape_text', 't', 'STRICT: NULL'),
 	('fail_task', 'retryable', 'true'),
@@ -166,6 +174,8 @@ INSERT INTO bi_null_ok VALUES
 	('set_run_budget', 'usd', 'no USD budget'), ('set_run_budget', 'tokens', 'no token budget'),
 	('start_run', 'input', 'no input ({})'), ('start_run', 'idempotency_key', 'not deduplicated'),
 	('start_run', 'options', 'no options ({})'),
+	('start_runs', 'idempotency_keys', 'not deduplicated'), ('start_runs', 'options', 'no options ({})'),
+	('run_visible', 'run', 'false: visible to nobody'), ('workspace_visible', 'workspace', 'false: visible to nobody'),
 	('timeline', 'run', 'NULL: no such run'),
 	('verify_run', 'run', 'one row: the run does not exist');
 
