@@ -1156,3 +1156,9 @@ CREATE OR REPLACE VIEW @extschema@.dead_letters AS
 	  FROM @extschema@.nodes n
 	  JOIN @extschema@.runs r ON r.id = n.run_id
 	 WHERE n.status = 'failed' AND @extschema@.workspace_visible(r.workspace);
+
+-- claim_tasks of one activity goes run by run (src/state.c): the ready
+-- nodes of an activity by run, so that a claim finds the next run in one
+-- index descent and passes a busy run with one lock attempt.
+CREATE INDEX nodes_ready_run_idx ON @extschema@.nodes
+	(activity, priority DESC, run_id, available_at, id) WHERE status = 'ready';

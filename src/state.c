@@ -369,16 +369,51 @@ release_dependents(VbRun *run, const char *node, TimestampTz at)
 	"       FOR NO KEY UPDATE OF r SKIP LOCKED" \
 	"       FOR UPDATE OF n SKIP LOCKED) c"
 
+/*
+ * A claim of one activity goes run by run: the runs with ready nodes of
+ * the activity, highest priority first, then oldest (run ids are UUIDv7,
+ * in creation order), are found one after the other by a skip scan of
+ * nodes_ready_run_idx (each step one index descent past the run before),
+ * and each is tried once, SKIP LOCKED; a run it gets gives its ready nodes,
+ * oldest first, until max_tasks.  A busy run (another claimer's, or a
+ * completer's until it commits) costs one lock attempt however many ready
+ * nodes it has: scanning node by node cost one attempt per node, which made
+ * a claim beside one wide busy run walk all of it (bench/README.md,
+ * finding 4).  Everything is pulled lazily, so the outer LIMIT stops the
+ * scan, and the locking, at the last run it needs.
+ */
 #define CLAIM_ONE_HEAD(filter) \
-	"WITH candidate AS MATERIALIZED (" \
-	"  SELECT n.id, n.run_id, n.priority, n.available_at" \
-	"    FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id" \
-	"   WHERE n.status = 'ready' AND n.activity = ($2::text[])[1]" \
-	"     AND n.available_at <= $4 AND r.status IN ('running', 'compensating')" filter \
-	"   ORDER BY n.priority DESC, n.available_at, n.id" \
-	"   LIMIT $3" \
-	"   FOR NO KEY UPDATE OF r SKIP LOCKED" \
-	"   FOR UPDATE OF n SKIP LOCKED"
+	"WITH RECURSIVE ready_runs AS (" \
+	"  (SELECT n.priority, n.run_id FROM vectorbea.nodes n" \
+	"    WHERE n.status = 'ready' AND n.activity = ($2::text[])[1] AND n.available_at <= $4" \
+	"    ORDER BY n.priority DESC, n.run_id LIMIT 1)" \
+	"  UNION ALL" \
+	"  SELECT nx.priority, nx.run_id FROM ready_runs p CROSS JOIN LATERAL (" \
+	"    SELECT * FROM (" \
+	"      (SELECT n.priority, n.run_id FROM vectorbea.nodes n" \
+	"        WHERE n.status = 'ready' AND n.activity = ($2::text[])[1] AND n.available_at <= $4" \
+	"          AND n.priority = p.priority AND n.run_id > p.run_id" \
+	"        ORDER BY n.priority DESC, n.run_id LIMIT 1)" \
+	"      UNION ALL" \
+	"      (SELECT n.priority, n.run_id FROM vectorbea.nodes n" \
+	"        WHERE n.status = 'ready' AND n.activity = ($2::text[])[1] AND n.available_at <= $4" \
+	"          AND n.priority < p.priority" \
+	"        ORDER BY n.priority DESC, n.run_id LIMIT 1)) nxt" \
+	"    LIMIT 1) nx" \
+	"), candidate AS MATERIALIZED (" \
+	"  SELECT c.id, c.run_id, c.priority, c.available_at" \
+	"    FROM ready_runs o CROSS JOIN LATERAL (" \
+	"      SELECT r.id FROM vectorbea.runs r" \
+	"       WHERE r.id = o.run_id AND r.status IN ('running', 'compensating')" filter \
+	"       FOR NO KEY UPDATE OF r SKIP LOCKED) lr" \
+	"    CROSS JOIN LATERAL (" \
+	"      SELECT n.id, n.run_id, n.priority, n.available_at FROM vectorbea.nodes n" \
+	"       WHERE n.status = 'ready' AND n.activity = ($2::text[])[1] AND n.run_id = lr.id" \
+	"         AND n.available_at <= $4" \
+	"       ORDER BY n.priority DESC, n.run_id, n.available_at, n.id" \
+	"       LIMIT $3" \
+	"       FOR UPDATE OF n SKIP LOCKED) c" \
+	"   LIMIT $3"
 
 /*
  * The claims of concurrency limits (limits.c) choose workspaces: only $6,
