@@ -146,6 +146,7 @@ vb_as_ordinary_user() {
 		--exclude=./regression.diffs \
 		--exclude=./regression.out \
 		--exclude=./bench/results \
+		--exclude=./bench/node/node_modules \
 		. \
 	| runuser -u "$user" -- tar -C "$dest" -xf - --no-same-owner \
 	|| { vb_log "vectorbea: copying the source tree to $dest failed"; exit 1; }
