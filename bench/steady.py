@@ -357,6 +357,8 @@ def diagnoser(t0, out):
         points = [(name, start + max(length - 15, length / 2))
                   for name, start, length in (("before", 0, BEFORE), ("held", BEFORE, HOLD),
                                               ("after", BEFORE + HOLD, AFTER))]
+        # and a third of the way into the hold
+        points.insert(1, ("held, early", BEFORE + HOLD / 3))
     else:
         # Early (before the first ANALYZE of the new tables), and near the end.
         points = [("early", min(15, DURATION / 4)), ("end", max(DURATION - 15, DURATION / 2))]
@@ -633,6 +635,14 @@ def report(cur, rows, pss, notes, first_analyze, late_done, bad_exit):
                 " WHERE t.relname IN ('nodes', 'events', 'runs') ORDER BY t.relname, i.relname")
     indexes = cur.fetchall()
     total = {r[0]: r[1] for r in sizes}
+    # What a row holds (pg_column_size of the row; heap pages add a 24-byte
+    # tuple header, a 4-byte line pointer, and free space).
+    cur.execute("SELECT type, count(*), avg(pg_column_size(e.*))::int, avg(pg_column_size(e.data))::int"
+                "  FROM vectorbea.events e GROUP BY type ORDER BY count(*) DESC, type")
+    event_types = cur.fetchall()
+    cur.execute("SELECT (SELECT avg(pg_column_size(n.*))::int FROM vectorbea.nodes n),"
+                "       (SELECT avg(pg_column_size(r.*))::int FROM vectorbea.runs r)")
+    node_width, run_width = cur.fetchone()
 
     claim_all = [r for r in rows if r["claim_p99"] is not None]
     stalled = [r for r in rows if r["claim_p99"] is not None and r["claim_p99"] > STALL_MS]
@@ -737,6 +747,8 @@ def report(cur, rows, pss, notes, first_analyze, late_done, bad_exit):
         L.append(f"  bytes per finished task: nodes + events {ne / db_done:.0f}"
                  f" (nodes {total.get('nodes', 0) / db_done:.0f}, events {total.get('events', 0) / db_done:.0f});"
                  f" with runs {(ne + total.get('runs', 0)) / db_done:.0f}  (aim: nodes + events <= 1024)")
+        L.append(f"  row sizes (pg_column_size, average): node {node_width}, run {run_width} bytes; events"
+                 " by type (count, row, data): " + ", ".join(f"{t} {c} {w} {d}" for t, c, w, d in event_types))
     L.append("")
     if STATEMENTS and pss.get("end"):
         if HOLD:
