@@ -300,12 +300,15 @@ def diagnose(label, path):
     conn.notices = []          # keep them all (the default keeps 50)
     try:
         cur = conn.cursor()
+        # The plans come back to this session as LOG messages; keep them
+        # out of the server log (LOG ranks above WARNING there), where
+        # slow-plans.log collects the workers' slow statements.
         cur.execute("LOAD 'auto_explain'")
         cur.execute("SET auto_explain.log_min_duration = 0;"
                     " SET auto_explain.log_analyze = on; SET auto_explain.log_buffers = on;"
                     " SET auto_explain.log_timing = on; SET auto_explain.log_nested_statements = on;"
                     " SET auto_explain.sample_rate = 1;"
-                    " SET client_min_messages = log; SET log_min_messages = warning")
+                    " SET client_min_messages = log; SET log_min_messages = panic")
         conn.commit()
         claim = ("SELECT count(*) FROM vectorbea.claim_tasks('steady-explain', ARRAY['work'], %s,"
                  " %s::interval)")
