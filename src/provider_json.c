@@ -440,6 +440,25 @@ strip_fence(const char **start, size_t *len)
 }
 
 /*
+ * Why the answer check could not load schema_text (JSON that jsonb took),
+ * or NULL.  jansson refuses some of what jsonb takes: an integer beyond 64
+ * bits or a real beyond a double (in "enum"), nesting deeper than its
+ * limit; llm_spec.c asks at definition time, so that no stored schema
+ * fails the check of every answer later.
+ */
+char *
+vb_json_schema_problem(const char *schema_text)
+{
+	json_error_t err;
+	json_t	   *schema = json_loads(schema_text, 0, &err);
+
+	if (schema == NULL)
+		return psprintf("%s", err.text);
+	json_decref(schema);
+	return NULL;
+}
+
+/*
  * Checks a model's answer text against schema (JSON text).  NULL when it is
  * JSON that conforms, with *json_out its compact JSON text; otherwise what
  * is wrong, worded for the model to correct.
