@@ -169,7 +169,8 @@ vb_llm_classify(LlmCall *c, VbHttpCall *h, VbLlmOutcome *o)
 							  h->response_len, &o->answer, &problem))
 	{
 		o->err_class = "transient";
-		o->message = problem;
+		/* jansson's message quotes the body near the error, which may echo the key. */
+		o->message = scrub(problem, c->secret);
 		return;
 	}
 	/* From here on the answer is text of the database (encoding.c). */
