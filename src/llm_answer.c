@@ -30,11 +30,14 @@
 #include "redact.h"
 #include "settings.h"
 
-/* text without any run of the key (redact.c), cut to a message's length. */
+/*
+ * text without any run of the key (redact.c), valid in the database's
+ * encoding, cut to a message's length.
+ */
 static char *
 scrub(const char *text, const char *secret)
 {
-	return vb_redact(text, secret, MAX_PROVIDER_MESSAGE);
+	return vb_redact(vb_valid_text(text), secret, MAX_PROVIDER_MESSAGE);
 }
 
 char *

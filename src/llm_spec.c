@@ -26,6 +26,7 @@
 
 #include "vectorbea.h"
 #include "check.h"
+#include "encoding.h"
 #include "jsonb_util.h"
 #include "llm_spec.h"
 #include "provider_json.h"
@@ -334,7 +335,7 @@ vb_validate_llm(const char *what, const char *label, JsonbValue *llm,
 		if (problem)
 			bad(&c, "output_schema", "cannot be used to check answers",
 				psprintf("%s. Integers in a schema must fit in 64 bits (1e20 is stored as the integer 100000000000000000000), other numbers in a double, and values nest at most 2048 levels deep.",
-						 problem));
+						 vb_valid_text(problem)));
 	}
 	else if (spawn.len > 0)
 		schema = "{\"type\":\"object\"}";	/* a spawn list needs a JSON answer */
