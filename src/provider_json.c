@@ -28,6 +28,7 @@
 #include <jansson.h>
 
 #include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
 
 #include "vectorbea.h"
 #include "provider_json.h"
@@ -296,12 +297,15 @@ has_type(json_t *v, const char *type)
 	return false;
 }
 
+/* A path for a message, cut between characters when it is long. */
 static char *
 shorten(const char *path)
 {
-	if (strlen(path) <= MAX_REPORTED_PATH)
+	int			len = strlen(path);
+
+	if (len <= MAX_REPORTED_PATH)
 		return pstrdup(path);
-	return psprintf("%.*s…", MAX_REPORTED_PATH, path);
+	return psprintf("%.*s…", pg_mbcliplen(path, len, MAX_REPORTED_PATH), path);
 }
 
 /* NULL when v conforms to schema, else what is wrong and where. */

@@ -46,3 +46,9 @@ SELECT try_schema(s) FROM (VALUES
   ('{"enum": [9223372036854775807, -9223372036854775808, 2.5, 1.5e-300, 1e-400, [[["deep", "enough"]]]]}')
 ) AS v(s);
 
+-- Target validate: a long value quoted in a message is cut between two
+-- characters, not inside one (the cut used to split "é" and leave a message
+-- that is not valid UTF-8).
+SELECT vectorbea.validate_workflow(format(
+	'{"nodes": [{"id": "x", "kind": "llm", "llm": {"provider": "openai", "model": "m", "prompt": "p", "on_exhausted": "a%s"}}]}',
+	repeat('é', 40))::jsonb); \echo SQLSTATE :SQLSTATE
