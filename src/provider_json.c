@@ -31,6 +31,7 @@
 #include "mb/pg_wchar.h"
 
 #include "vectorbea.h"
+#include "encoding.h"
 #include "provider_json.h"
 
 #define MAX_REPORTED_PATH	200
@@ -485,8 +486,9 @@ vb_json_check_answer(const char *schema_text, const char *answer, char **json_ou
 	if (value == NULL)
 	{
 		json_decref(schema);
+		/* jansson quotes the answer near the error, and may cut a character. */
 		return psprintf("the answer is not valid JSON: %s (line %d, column %d)",
-						err.text, err.line, err.column);
+						vb_valid_text(err.text), err.line, err.column);
 	}
 	problem = check_value(schema, value, "$");
 	if (problem == NULL)
