@@ -11,7 +11,9 @@
  * stored.  A conversion that cannot be made is reported, never guessed:
  * SQL_ASCII text that is not UTF-8 has no meaning to convert from, and a
  * character the database's encoding lacks ("→" in LATIN1) has no place to
- * go.
+ * go.  Text from the network that no parser checked (libcurl's error text,
+ * a parser's quote of a body) is made valid in the database's encoding
+ * before it is stored (vb_valid_text).
  *
  * IDENTIFICATION
  *	  src/encoding.c
@@ -21,6 +23,7 @@
 #include "postgres.h"
 
 #include "catalog/namespace.h"
+#include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "utils/memutils.h"
 
@@ -111,4 +114,38 @@ vb_from_utf8_lossy(const char *s)
 				*p = '?';
 	}
 	return converted;
+}
+
+/*
+ * s with every byte that does not start a valid character of the database
+ * encoding replaced by U+FFFD (in UTF-8; "?" in other encodings).  Text that
+ * comes off the network without passing a parser that checks it (libcurl's
+ * error text, a JSON parser's quote of the body near its error) is stored
+ * in events and errors, and clients and jsonb expect valid text there.
+ */
+char *
+vb_valid_text(const char *s)
+{
+	int			encoding = GetDatabaseEncoding();
+	int			len = strlen(s);
+	StringInfoData buf;
+
+	if (pg_verifymbstr(s, len, true))
+		return pstrdup(s);
+	initStringInfo(&buf);
+	while (len > 0)
+	{
+		int			n = pg_encoding_verifymbchar(encoding, s, len);
+
+		if (n > 0)
+			appendBinaryStringInfo(&buf, s, n);
+		else
+		{
+			appendStringInfoString(&buf, encoding == PG_UTF8 ? "\xef\xbf\xbd" : "?");
+			n = 1;
+		}
+		s += n;
+		len -= n;
+	}
+	return buf.data;
 }

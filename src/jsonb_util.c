@@ -15,6 +15,7 @@
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
@@ -99,17 +100,19 @@ vb_numeric_double(Numeric n)
 }
 
 /*
- * A value for a message: as it is, or its first 20 characters and its
- * length when it is longer than 40 (1e400 prints as 401 digits).
+ * A value for a message: as it is, or its first 20 bytes and its length in
+ * characters when it is longer than 40 bytes (1e400 prints as 401 digits).
+ * The cut falls between characters: a message must stay valid text.
  */
 char *
 vb_short_text(const char *text)
 {
-	size_t		len = strlen(text);
+	int			len = strlen(text);
 
 	if (len <= 40)
 		return pstrdup(text);
-	return psprintf("%.20s… (%zu characters)", text, len);
+	return psprintf("%.*s… (%d characters)", pg_mbcliplen(text, len, 20), text,
+					pg_mbstrlen(text));
 }
 
 Jsonb *

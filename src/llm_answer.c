@@ -30,11 +30,14 @@
 #include "redact.h"
 #include "settings.h"
 
-/* text without any run of the key (redact.c), cut to a message's length. */
+/*
+ * text without any run of the key (redact.c), valid in the database's
+ * encoding, cut to a message's length.
+ */
 static char *
 scrub(const char *text, const char *secret)
 {
-	return vb_redact(text, secret, MAX_PROVIDER_MESSAGE);
+	return vb_redact(vb_valid_text(text), secret, MAX_PROVIDER_MESSAGE);
 }
 
 char *
@@ -49,6 +52,14 @@ vb_llm_error_json(const char *err_class, const char *message, const char *extra)
 	return buf.data;
 }
 
+/*
+ * How far ahead a provider's word on when to call again is believed: the
+ * engine's longest duration (duration.c).  Further is a provider's mistake,
+ * and as microseconds added to the clock it would overflow.
+ */
+#define MAX_WAIT_MS		((int64) 366 * 24 * 3600 * 1000)
+
+/* Retry-After: seconds or an HTTP date; -1 when absent or unreadable. */
 static int64
 retry_after_ms(const char *value)
 {
@@ -59,7 +70,7 @@ retry_after_ms(const char *value)
 		return -1;
 	secs = strtod(value, &end);
 	if (end != value && *end == '\0' && secs >= 0)
-		return (int64) (secs * 1000);
+		return secs * 1000 < MAX_WAIT_MS ? (int64) (secs * 1000) : MAX_WAIT_MS;
 	/* An HTTP date: how far it is from now. */
 	{
 		TimestampTz when;
@@ -75,7 +86,9 @@ retry_after_ms(const char *value)
 			return -1;
 		}
 		PG_END_TRY();
-		return Max((when - GetCurrentTimestamp()) / 1000, 0);
+		if (TIMESTAMP_NOT_FINITE(when))
+			return -1;
+		return Min(Max((when - GetCurrentTimestamp()) / 1000, 0), MAX_WAIT_MS);
 	}
 }
 
@@ -96,7 +109,8 @@ requests_exhausted(VbHttpCall *h, VbLlmOutcome *o)
 	if (vb_parse_duration(h->requests_reset, &ms))
 		o->blocked_until = vb_now() + ms * 1000;
 	else if (vb_parse_timestamp(h->requests_reset, &when))
-		o->blocked_until = when + (vb_now() - GetCurrentTimestamp());
+		o->blocked_until = vb_now() +
+			Min(Max(when - GetCurrentTimestamp(), 0), MAX_WAIT_MS * 1000);
 }
 
 /* Classifies a finished HTTP call. */
@@ -169,7 +183,8 @@ vb_llm_classify(LlmCall *c, VbHttpCall *h, VbLlmOutcome *o)
 							  h->response_len, &o->answer, &problem))
 	{
 		o->err_class = "transient";
-		o->message = problem;
+		/* jansson's message quotes the body near the error, which may echo the key. */
+		o->message = scrub(problem, c->secret);
 		return;
 	}
 	/* From here on the answer is text of the database (encoding.c). */

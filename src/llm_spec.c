@@ -26,8 +26,10 @@
 
 #include "vectorbea.h"
 #include "check.h"
+#include "encoding.h"
 #include "jsonb_util.h"
 #include "llm_spec.h"
+#include "provider_json.h"
 #include "settings.h"
 #include "template.h"
 
@@ -325,8 +327,15 @@ vb_validate_llm(const char *what, const char *label, JsonbValue *llm,
 
 	if (vb_jsonb_get(obj, "output_schema", &v))
 	{
+		char	   *problem;
+
 		check_schema(&c, &v, "output_schema", 0);
 		schema = vb_jsonb_value_text(&v);
+		problem = vb_json_schema_problem(schema);
+		if (problem)
+			bad(&c, "output_schema", "cannot be used to check answers",
+				psprintf("%s. Integers in a schema must fit in 64 bits (1e20 is stored as the integer 100000000000000000000), other numbers in a double, and values nest at most 2048 levels deep.",
+						 vb_valid_text(problem)));
 	}
 	else if (spawn.len > 0)
 		schema = "{\"type\":\"object\"}";	/* a spawn list needs a JSON answer */

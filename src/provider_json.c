@@ -28,8 +28,10 @@
 #include <jansson.h>
 
 #include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
 
 #include "vectorbea.h"
+#include "encoding.h"
 #include "provider_json.h"
 
 #define MAX_REPORTED_PATH	200
@@ -296,12 +298,15 @@ has_type(json_t *v, const char *type)
 	return false;
 }
 
+/* A path for a message, cut between characters when it is long. */
 static char *
 shorten(const char *path)
 {
-	if (strlen(path) <= MAX_REPORTED_PATH)
+	int			len = strlen(path);
+
+	if (len <= MAX_REPORTED_PATH)
 		return pstrdup(path);
-	return psprintf("%.*s…", MAX_REPORTED_PATH, path);
+	return psprintf("%.*s…", pg_mbcliplen(path, len, MAX_REPORTED_PATH), path);
 }
 
 /* NULL when v conforms to schema, else what is wrong and where. */
@@ -440,6 +445,25 @@ strip_fence(const char **start, size_t *len)
 }
 
 /*
+ * Why the answer check could not load schema_text (JSON that jsonb took),
+ * or NULL.  jansson refuses some of what jsonb takes: an integer beyond 64
+ * bits or a real beyond a double (in "enum"), nesting deeper than its
+ * limit; llm_spec.c asks at definition time, so that no stored schema
+ * fails the check of every answer later.
+ */
+char *
+vb_json_schema_problem(const char *schema_text)
+{
+	json_error_t err;
+	json_t	   *schema = json_loads(schema_text, 0, &err);
+
+	if (schema == NULL)
+		return psprintf("%s", err.text);
+	json_decref(schema);
+	return NULL;
+}
+
+/*
  * Checks a model's answer text against schema (JSON text).  NULL when it is
  * JSON that conforms, with *json_out its compact JSON text; otherwise what
  * is wrong, worded for the model to correct.
@@ -462,8 +486,9 @@ vb_json_check_answer(const char *schema_text, const char *answer, char **json_ou
 	if (value == NULL)
 	{
 		json_decref(schema);
+		/* jansson quotes the answer near the error, and may cut a character. */
 		return psprintf("the answer is not valid JSON: %s (line %d, column %d)",
-						err.text, err.line, err.column);
+						vb_valid_text(err.text), err.line, err.column);
 	}
 	problem = check_value(schema, value, "$");
 	if (problem == NULL)

@@ -25,6 +25,7 @@ extern char *vb_json_chat_request(const char *provider, const char *model,
 extern bool vb_json_parse_answer(const char *provider, const char *body, size_t len,
 								 VbLlmAnswer *answer, char **problem);
 extern char *vb_json_error_message(const char *body, size_t len);
+extern char *vb_json_schema_problem(const char *schema_text);
 extern char *vb_json_check_answer(const char *schema_text, const char *answer,
 								  char **json_out);
 extern char *vb_json_member(const char *object_text, const char *key);

@@ -182,15 +182,15 @@ typedef struct RenderArg
 	StringInfo	out;
 } RenderArg;
 
-/* Follows seg from index first on; false with *missing set when absent. */
+/*
+ * Follows seg from index first on, from start; false with *missing set when
+ * absent.
+ */
 static bool
-follow(JsonbContainer *c, List *seg, int first, JsonbValue *result, char **missing)
+follow(JsonbValue *start, List *seg, int first, JsonbValue *result, char **missing)
 {
-	JsonbValue	cur;
+	JsonbValue	cur = *start;
 
-	cur.type = jbvBinary;
-	cur.val.binary.data = c;
-	cur.val.binary.len = 0;
 	for (int i = first; i < list_length(seg); i++)
 	{
 		const char *key = list_nth(seg, i);
@@ -235,6 +235,19 @@ follow(JsonbContainer *c, List *seg, int first, JsonbValue *result, char **missi
 	return true;
 }
 
+/*
+ * jb as a value, with its length: {{input}} and {{run.input}} name the whole
+ * of it, and its text (vb_jsonb_value_text) copies that many bytes.
+ */
+static JsonbValue *
+whole(Jsonb *jb, JsonbValue *v)
+{
+	v->type = jbvBinary;
+	v->val.binary.data = &jb->root;
+	v->val.binary.len = VARSIZE(jb) - VARHDRSZ;
+	return v;
+}
+
 /* Finds the value a placeholder names; NULL, or why there is none. */
 static char *
 resolve(const char *expr, RenderArg *ra, JsonbValue *v)
@@ -243,6 +256,7 @@ resolve(const char *expr, RenderArg *ra, JsonbValue *v)
 	char	   *node;
 	char	   *missing = NULL;
 	bool		found;
+	JsonbValue	root;
 
 	if (check_expression(expr, &node) != NULL || !split_path(expr, &seg))
 		return psprintf("{{%s}} is not a valid placeholder", expr);
@@ -261,12 +275,12 @@ resolve(const char *expr, RenderArg *ra, JsonbValue *v)
 			return psprintf("{{%s}}: the output of upstream node \"%s\" is %s, not an object",
 							expr, node, vb_jsonb_type_name(&out));
 		else
-			found = follow(out.val.binary.data, seg, 3, v, &missing);
+			found = follow(&out, seg, 3, v, &missing);
 	}
 	else if (strcmp(linitial(seg), "run") == 0)
-		found = follow(&ra->run_input->root, seg, 2, v, &missing);
+		found = follow(whole(ra->run_input, &root), seg, 2, v, &missing);
 	else
-		found = follow(&ra->input->root, seg, 1, v, &missing);
+		found = follow(whole(ra->input, &root), seg, 1, v, &missing);
 	if (!found)
 		return psprintf("{{%s}} leads nowhere: %s", expr, missing);
 	return NULL;

@@ -60,7 +60,7 @@ Modes:
                   until the client closes it
     truncate      Content-Length of a full body, half of it sent, then close
     huge          a valid 200 whose answer text is huge_bytes long, streamed
-    invalid_json  a 200 whose body is "this is not json {"
+    invalid_json  a 200 whose body is "this is not json {", or the rule's text
     reset         close at once with SO_LINGER 0: the client sees a reset
     redirect      a 302 (or the rule's 3xx status) with Location
 
@@ -663,8 +663,9 @@ class FakeProvider:
             reset_connection(writer)
             return "reset", False
         if mode == "invalid_json":
-            await send_response(writer, 200, b"this is not json {",
-                                rule.headers, keep_alive)
+            body = (rule.text.encode() if rule.text is not None
+                    else b"this is not json {")
+            await send_response(writer, 200, body, rule.headers, keep_alive)
             return "200 invalid_json", True
         if mode == "redirect":
             status = rule.status if 300 <= rule.status < 400 else 302

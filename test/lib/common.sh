@@ -2,8 +2,9 @@
 # test/lib/common.sh -- shared helpers for vectorbea's test, demo and
 # benchmark scripts.  Source it; do not execute it.
 #
-#   vb_ensure_packages           install (root) or list (non-root) the Debian
-#                                packages the build and the tests need
+#   vb_ensure_packages [PKG...]  install (root) or list (non-root) the Debian
+#                                packages the build and the tests need, and
+#                                PKG... (e.g. "${VB_FUZZ_PACKAGES[@]}")
 #   vb_as_ordinary_user SCRIPT [ARGS...]
 #                                as root: re-run SCRIPT as the system user
 #                                "vectorbea" from a private copy of the tree
@@ -42,6 +43,10 @@ VB_REQUIRED_PACKAGES=(
 	$(command -v npm >/dev/null 2>&1 || echo npm)	# NodeSource's nodejs bundles npm and Conflicts: npm
 )
 
+# What the fuzz build adds (test/fuzz/run): clang with its sanitizer and
+# libFuzzer runtimes, and llvm-symbolizer for readable reports.
+VB_FUZZ_PACKAGES=(clang libclang-rt-dev llvm)
+
 # Root of the source tree this file belongs to (test/lib/ -> ../..).
 VB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
@@ -52,7 +57,7 @@ vb_log() { printf '%s\n' "$*" >&2; }
 # ---------------------------------------------------------------------------
 vb_ensure_packages() {
 	local pkg status missing=()
-	for pkg in "${VB_REQUIRED_PACKAGES[@]}"; do
+	for pkg in "${VB_REQUIRED_PACKAGES[@]}" "$@"; do
 		status=$(dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null) || status=
 		case $status in
 			ii*) ;;
@@ -139,6 +144,7 @@ vb_as_ordinary_user() {
 		--anchored \
 		--exclude=./tmp_install \
 		--exclude='./tmp_check*' \
+		--exclude=./tmp_fuzz \
 		--exclude=./results \
 		--exclude=./results_regress \
 		--exclude=./output_iso \

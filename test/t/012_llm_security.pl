@@ -85,6 +85,19 @@ vb_fake_script({ status => 400, error_message => 'model sk-proj not found; try a
 my $run = sql(q{SELECT vectorbea.start_run('one')});
 finished($run);
 like(stored_text($run), qr/model sk-proj not found; try another/, 'redaction: fewer than eight characters of the key are not redacted');
+# A 200 whose JSON breaks at a string holding part of the key: the JSON
+# parser's message quotes that token, and the quote is redacted too (found
+# by test/fuzz, target answer).
+vb_fake_reset();
+vb_fake_script({ mode => 'invalid_json', text => '{"model": "m" "' . substr($key, 8, 17) . '"}' });
+$run = sql(q{SELECT vectorbea.start_run('one')});
+is(finished($run), 'failed', 'redaction, a garbled answer: the node fails');
+my $garbled = stored_text($run);
+like($garbled, qr/not valid JSON \('\}' expected near '\\?"\[redacted\]\\?"'/,
+	'redaction, a garbled answer: the parser\'s message is kept, the key in its quote redacted');
+unlike(lc($garbled =~ s/\s+//gr), qr/\Q${\ lc substr($key, 8, 8)}\E/,
+	'redaction, a garbled answer: no eight characters of the key are stored');
+consistent($run, 'redaction, a garbled answer');
 
 # ---------------------------------------------------------------------------
 # Token counts a provider cannot have used are an invalid answer.
