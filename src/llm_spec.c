@@ -329,9 +329,18 @@ vb_validate_llm(const char *what, const char *label, JsonbValue *llm,
 	{
 		char	   *problem;
 
+		char	   *utf8;
+		char	   *unconvertible = NULL;
+
 		check_schema(&c, &v, "output_schema", 0);
 		schema = vb_jsonb_value_text(&v);
-		problem = vb_json_schema_problem(schema);
+		/*
+		 * The answer check loads the schema as UTF-8 (jansson), as the call
+		 * sends it; text that has no UTF-8 form (SQL_ASCII bytes) fails the
+		 * call with the reason instead (llm.md).
+		 */
+		utf8 = vb_to_utf8(schema, "the output schema", &unconvertible);
+		problem = utf8 ? vb_json_schema_problem(utf8) : NULL;
 		if (problem)
 			bad(&c, "output_schema", "cannot be used to check answers",
 				psprintf("%s. Integers in a schema must fit in 64 bits (1e20 is stored as the integer 100000000000000000000), other numbers in a double, and values nest at most 2048 levels deep.",
