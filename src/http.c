@@ -125,9 +125,12 @@ write_cb(char *data, size_t size, size_t nmemb, void *userp)
 	return n;
 }
 
-/* Copies the value of header line into dst if the line is header name. */
-static void
-keep_header(const char *line, size_t n, const char *name, char *dst, size_t dstlen)
+/*
+ * Copies the value of header line (n bytes, as libcurl hands it over) into
+ * dst if the line is header name ("retry-after:").
+ */
+void
+vb_http_keep_header(const char *line, size_t n, const char *name, char *dst, size_t dstlen)
 {
 	size_t		namelen = strlen(name);
 	size_t		start = namelen;
@@ -147,23 +150,30 @@ keep_header(const char *line, size_t n, const char *name, char *dst, size_t dstl
 	dst[len] = '\0';
 }
 
-/* Keeps Retry-After and the providers' remaining-requests headers; no other. */
+/*
+ * Keeps Retry-After and the providers' remaining-requests headers of one
+ * header line; no other.  The fuzz target of the answer parser feeds its
+ * headers through this too.
+ */
+void
+vb_http_keep_headers(VbHttpCall *call, const char *line, size_t n)
+{
+	vb_http_keep_header(line, n, "retry-after:", call->retry_after, sizeof(call->retry_after));
+	vb_http_keep_header(line, n, "x-ratelimit-remaining-requests:", call->requests_remaining,
+						sizeof(call->requests_remaining));
+	vb_http_keep_header(line, n, "anthropic-ratelimit-requests-remaining:", call->requests_remaining,
+						sizeof(call->requests_remaining));
+	vb_http_keep_header(line, n, "x-ratelimit-reset-requests:", call->requests_reset,
+						sizeof(call->requests_reset));
+	vb_http_keep_header(line, n, "anthropic-ratelimit-requests-reset:", call->requests_reset,
+						sizeof(call->requests_reset));
+}
+
 static size_t
 header_cb(char *line, size_t size, size_t nitems, void *userp)
 {
-	VbHttpCall *call = userp;
-	size_t		n = size * nitems;
-
-	keep_header(line, n, "retry-after:", call->retry_after, sizeof(call->retry_after));
-	keep_header(line, n, "x-ratelimit-remaining-requests:", call->requests_remaining,
-				sizeof(call->requests_remaining));
-	keep_header(line, n, "anthropic-ratelimit-requests-remaining:", call->requests_remaining,
-				sizeof(call->requests_remaining));
-	keep_header(line, n, "x-ratelimit-reset-requests:", call->requests_reset,
-				sizeof(call->requests_reset));
-	keep_header(line, n, "anthropic-ratelimit-requests-reset:", call->requests_reset,
-				sizeof(call->requests_reset));
-	return n;
+	vb_http_keep_headers(userp, line, size * nitems);
+	return size * nitems;
 }
 
 /* Checks the address curl is about to connect to against the allow-list. */

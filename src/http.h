@@ -35,6 +35,9 @@ typedef struct VbHttpCall
 } VbHttpCall;
 
 extern void vb_http_init(void);
+extern void vb_http_keep_header(const char *line, size_t n, const char *name, char *dst,
+								size_t dstlen);
+extern void vb_http_keep_headers(VbHttpCall *call, const char *line, size_t n);
 extern void vb_http_apply_settings(void);
 extern char *vb_http_check_url(const char *url);
 extern char *vb_http_base_url_problem(const char *url);

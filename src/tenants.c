@@ -289,6 +289,32 @@ workspace_role_args(FunctionCallInfo fcinfo, char **workspace, Oid *role)
 }
 
 /*
+ * Runs sql (an INSERT or a DELETE of workspace_roles with $1 workspace,
+ * $2 role) for grant_workspace and revoke_workspace; whether it changed a
+ * row.  Every backend reads the mapping again once it commits.
+ */
+static bool
+change_mapping(FunctionCallInfo fcinfo, const char *sql, int expected)
+{
+	char	   *workspace;
+	Oid			role;
+	Datum		args[2];
+	Oid			types[2] = {TEXTOID, OIDOID};
+	bool		changed;
+
+	workspace_role_args(fcinfo, &workspace, &role);
+	args[0] = CStringGetTextDatum(workspace);
+	args[1] = ObjectIdGetDatum(role);
+	SPI_connect();
+	if (SPI_execute_with_args(sql, 2, types, args, NULL, false, 0) != expected)
+		elog(ERROR, "vectorbea: could not change workspace_roles");
+	changed = SPI_processed == 1;
+	SPI_finish();
+	bump_at_commit();
+	return changed;
+}
+
+/*
  * grant_workspace(workspace text, role regrole) -> boolean: the members of
  * role may see and act on workspace; from the first grant on, no one else
  * may (row-level security and the engine's doors).  Returns false when the
@@ -298,24 +324,9 @@ PG_FUNCTION_INFO_V1(vectorbea_grant_workspace);
 Datum
 vectorbea_grant_workspace(PG_FUNCTION_ARGS)
 {
-	char	   *workspace;
-	Oid			role;
-	Datum		args[2];
-	Oid			types[2] = {TEXTOID, OIDOID};
-	bool		added;
-
-	workspace_role_args(fcinfo, &workspace, &role);
-	args[0] = CStringGetTextDatum(workspace);
-	args[1] = ObjectIdGetDatum(role);
-	SPI_connect();
-	if (SPI_execute_with_args("INSERT INTO vectorbea.workspace_roles (workspace, role)"
-							  " VALUES ($1, $2) ON CONFLICT DO NOTHING",
-							  2, types, args, NULL, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "vectorbea: could not grant a workspace");
-	added = SPI_processed == 1;
-	SPI_finish();
-	bump_at_commit();
-	PG_RETURN_BOOL(added);
+	PG_RETURN_BOOL(change_mapping(fcinfo,
+								  "INSERT INTO vectorbea.workspace_roles (workspace, role)"
+								  " VALUES ($1, $2) ON CONFLICT DO NOTHING", SPI_OK_INSERT));
 }
 
 /*
@@ -326,21 +337,7 @@ PG_FUNCTION_INFO_V1(vectorbea_revoke_workspace);
 Datum
 vectorbea_revoke_workspace(PG_FUNCTION_ARGS)
 {
-	char	   *workspace;
-	Oid			role;
-	Datum		args[2];
-	Oid			types[2] = {TEXTOID, OIDOID};
-	bool		removed;
-
-	workspace_role_args(fcinfo, &workspace, &role);
-	args[0] = CStringGetTextDatum(workspace);
-	args[1] = ObjectIdGetDatum(role);
-	SPI_connect();
-	if (SPI_execute_with_args("DELETE FROM vectorbea.workspace_roles WHERE workspace = $1 AND role = $2",
-							  2, types, args, NULL, false, 0) != SPI_OK_DELETE)
-		elog(ERROR, "vectorbea: could not revoke a workspace");
-	removed = SPI_processed == 1;
-	SPI_finish();
-	bump_at_commit();
-	PG_RETURN_BOOL(removed);
+	PG_RETURN_BOOL(change_mapping(fcinfo,
+								  "DELETE FROM vectorbea.workspace_roles"
+								  " WHERE workspace = $1 AND role = $2", SPI_OK_DELETE));
 }

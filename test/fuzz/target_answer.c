@@ -36,6 +36,7 @@
 #include "utils/timestamp.h"
 
 #include "clock.h"
+#include "http.h"
 #include "jsonb_util.h"
 #include "llm_call.h"
 #include "validate.h"
@@ -72,28 +73,6 @@ next_line(const char **p, const char *end)
 	line = pnstrdup(*p, nl - *p);
 	*p = nl < end ? nl + 1 : end;
 	return line;
-}
-
-/* As http.c's keep_header(): the value of "name:" header lines. */
-static void
-keep_header(const char *line, const char *name, char *dst, size_t dstlen)
-{
-	size_t		n = strlen(line);
-	size_t		namelen = strlen(name);
-	size_t		start = namelen;
-	size_t		len;
-
-	if (n <= namelen || pg_strncasecmp(line, name, namelen) != 0)
-		return;
-	while (start < n && (line[start] == ' ' || line[start] == '\t'))
-		start++;
-	len = n - start;
-	while (len > 0 && (line[start + len - 1] == '\r' || line[start + len - 1] == ' '))
-		len--;
-	if (len >= dstlen)
-		len = dstlen - 1;
-	memcpy(dst, line + start, len);
-	dst[len] = '\0';
 }
 
 /* No run of REDACT_MIN_RUN characters of the key, case and blanks ignored. */
@@ -212,18 +191,13 @@ vb_fuzz_answer(const char *text, size_t len)
 	h.connected = true;
 	h.elapsed_ms = 120;
 	strlcpy(h.errbuf, "(no error text)", sizeof(h.errbuf));
+	/* Headers through http.c's own rule, as libcurl would hand them over. */
 	while ((line = next_line(&p, end)) != NULL && line[0] != '\0' && strcmp(line, "\r") != 0)
 	{
-		keep_header(line, "retry-after:", h.retry_after, sizeof(h.retry_after));
-		keep_header(line, "x-ratelimit-remaining-requests:", h.requests_remaining,
-					sizeof(h.requests_remaining));
-		keep_header(line, "anthropic-ratelimit-requests-remaining:", h.requests_remaining,
-					sizeof(h.requests_remaining));
-		keep_header(line, "x-ratelimit-reset-requests:", h.requests_reset,
-					sizeof(h.requests_reset));
-		keep_header(line, "anthropic-ratelimit-requests-reset:", h.requests_reset,
-					sizeof(h.requests_reset));
-		keep_header(line, "curl-error:", h.errbuf, sizeof(h.errbuf));
+		size_t		n = strlen(line);
+
+		vb_http_keep_headers(&h, line, n);
+		vb_http_keep_header(line, n, "curl-error:", h.errbuf, sizeof(h.errbuf));
 	}
 	/* The body as http.c holds it: its bytes, NUL-terminated. */
 	h.response_len = end - p;
