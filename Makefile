@@ -28,6 +28,7 @@ OBJS = \
 	src/provider_json.o \
 	src/template.o \
 	src/shmem.o \
+	src/claim_marks.o \
 	src/notify.o \
 	src/events.o \
 	src/state.o \

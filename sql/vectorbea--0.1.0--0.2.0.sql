@@ -1162,3 +1162,22 @@ CREATE OR REPLACE VIEW @extschema@.dead_letters AS
 -- index descent and passes a busy run with one lock attempt.
 CREATE INDEX nodes_ready_run_idx ON @extschema@.nodes
 	(activity, priority DESC, run_id, available_at, id) WHERE status = 'ready';
+
+-- Claims of one activity start at a mark kept in shared memory, before
+-- which no ready node is visible (src/claim_marks.c), so that under a held
+-- snapshot they do not visit every node claimed since.  The trigger notes
+-- every row that is or becomes ready, whatever wrote it; the marks are
+-- moved only with what it noted.  ENABLE ALWAYS: it fires under
+-- session_replication_role = replica too.
+CREATE FUNCTION @extschema@.note_ready_node() RETURNS trigger
+	LANGUAGE c
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_note_ready_node';
+COMMENT ON FUNCTION @extschema@.note_ready_node() IS
+	'Trigger: notes the activity and claim order of a ready node for the claims'' marks; changes nothing.';
+REVOKE ALL ON FUNCTION @extschema@.note_ready_node() FROM PUBLIC;
+CREATE TRIGGER nodes_note_ready
+	BEFORE INSERT OR UPDATE ON @extschema@.nodes
+	FOR EACH ROW WHEN (NEW.status = 'ready' AND NEW.activity IS NOT NULL)
+	EXECUTE FUNCTION @extschema@.note_ready_node();
+ALTER TABLE @extschema@.nodes ENABLE ALWAYS TRIGGER nodes_note_ready;

@@ -5,7 +5,10 @@
  *
  * claim_tasks checks its arguments, ends the attempts of the claimed
  * activities whose lease or timeout ran out (sweep.c), so that a task whose
- * worker vanished is offered again even where no scheduler runs, and asks
+ * worker vanished is offered again even where no scheduler runs (where one
+ * runs and is ahead of its work, the scan is left to it: under a held
+ * snapshot it visits the old "running" entry of every task finished since,
+ * and cost a claim as much as the claim itself), and asks
  * the state machine to start attempts (vb_state_start_attempts, which never
  * waits on a lock), within the concurrency limits of the activities
  * (limits.c).  A claim whose lease ends before the scheduler's next
@@ -36,6 +39,7 @@
 #include "lease.h"
 #include "limits_claim.h"
 #include "notify.h"
+#include "shmem.h"
 #include "spi_util.h"
 #include "sweep.h"
 #include "tenants.h"
@@ -51,7 +55,8 @@ vb_claim(const char *worker, ArrayType *activities, int max_tasks, ArrayType *ex
 		 Interval *lease_duration, TimestampTz at, VbStartedAttempts *started)
 {
 	VB_STARTED_INIT(started);
-	vb_expire_attempts(PointerGetDatum(activities), at, false, NULL);
+	if (!vb_scheduler_ahead_of(at))
+		vb_expire_attempts(PointerGetDatum(activities), at, false, NULL);
 	if (!vb_claim_within_limits(worker, activities, max_tasks, excluded, lease_duration, at,
 								started))
 		vb_state_start_attempts(worker, activities, max_tasks, lease_duration, NULL, excluded,

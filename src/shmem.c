@@ -99,6 +99,21 @@ vb_slot_for_my_database(void)
 }
 
 /*
+ * Whether the scheduler serving this database is running and has nothing
+ * due at engine time `at` that it has not done: no lease it knows of has
+ * ended by then (a claim whose lease ends before the scheduler's planned
+ * wake wakes it at commit, notify.c).  Read without the lock: a stale
+ * value means one sweep made or skipped by a claim.
+ */
+bool
+vb_scheduler_ahead_of(TimestampTz at)
+{
+	VbSchedulerSlot *slot = vb_slot_for_my_database();
+
+	return slot != NULL && slot->pid != 0 && !slot->in_pass && slot->next_due > at;
+}
+
+/*
  * Names the slots after vectorbea.database when shared memory is created,
  * so that scheduler_status() lists a database whose scheduler could not
  * start (it does not exist, or no worker slot was free).

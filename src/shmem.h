@@ -56,5 +56,6 @@ typedef struct VbShared
 extern VbShared *vb_shared;
 extern void vb_shmem_install_hooks(void);
 extern VbSchedulerSlot *vb_slot_for_my_database(void);
+extern bool vb_scheduler_ahead_of(TimestampTz at);
 
 #endif							/* VB_SHMEM_H */

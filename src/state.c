@@ -46,6 +46,7 @@
 #include "utils/memutils.h"
 
 #include "vectorbea.h"
+#include "claim_marks.h"
 #include "clock.h"
 #include "crashpoint.h"
 #include "jsonb_util.h"
@@ -382,6 +383,11 @@ release_dependents(VbRun *run, const char *node, TimestampTz at)
  * finding 4).  Everything is pulled lazily, so the outer LIMIT stops the
  * scan, and the locking, at the last run it needs.
  *
+ * The first step starts at the activity's mark ($8, $9: priority and run
+ * id, claim_marks.c), before which no ready node is visible: under a held
+ * snapshot the index's front is a long run of entries of nodes claimed
+ * since, which every claim would otherwise visit.
+ *
  * The claims test a run's status as "r.status || ''" so that the partial
  * index runs_active_idx (WHERE status IN the same two) can never serve
  * the lookup of a run: its statistics can say one row while it holds an
@@ -391,9 +397,17 @@ release_dependents(VbRun *run, const char *node, TimestampTz at)
  */
 #define CLAIM_ONE_HEAD(filter) \
 	"WITH RECURSIVE ready_runs AS (" \
-	"  (SELECT n.priority, n.run_id FROM vectorbea.nodes n" \
-	"    WHERE n.status = 'ready' AND n.activity = ($2::text[])[1] AND n.available_at <= $4" \
-	"    ORDER BY n.priority DESC, n.run_id LIMIT 1)" \
+	"  (SELECT * FROM (" \
+	"    (SELECT n.priority, n.run_id FROM vectorbea.nodes n" \
+	"      WHERE n.status = 'ready' AND n.activity = ($2::text[])[1] AND n.available_at <= $4" \
+	"        AND n.priority = $8 AND n.run_id >= $9" \
+	"      ORDER BY n.priority DESC, n.run_id LIMIT 1)" \
+	"    UNION ALL" \
+	"    (SELECT n.priority, n.run_id FROM vectorbea.nodes n" \
+	"      WHERE n.status = 'ready' AND n.activity = ($2::text[])[1] AND n.available_at <= $4" \
+	"        AND n.priority < $8" \
+	"      ORDER BY n.priority DESC, n.run_id LIMIT 1)) first_run" \
+	"   LIMIT 1)" \
 	"  UNION ALL" \
 	"  SELECT nx.priority, nx.run_id FROM ready_runs p CROSS JOIN LATERAL (" \
 	"    SELECT * FROM (" \
@@ -474,16 +488,17 @@ vb_state_start_attempts(const char *worker, ArrayType *activities, int max_tasks
 	static ArrayType *no_workspaces = NULL;
 	bool		filtered = only_workspace != NULL || not_workspaces != NULL;
 	bool		one;
-	Datum		args[7];
-	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Datum		args[9];
+	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	VbClaimKey	start;
 	VbEventBatch events;
 	SPITupleTable *rows;
 	uint64		n;
 
 	if (many_plan == NULL)
 	{
-		Oid			types[7] = {TEXTOID, TEXTARRAYOID, INT4OID, TIMESTAMPTZOID, INTERVALOID,
-		TEXTOID, TEXTARRAYOID};
+		Oid			types[9] = {TEXTOID, TEXTARRAYOID, INT4OID, TIMESTAMPTZOID, INTERVALOID,
+		TEXTOID, TEXTARRAYOID, INT4OID, UUIDOID};
 
 		/*
 		 * The quota is not known when the statement is planned, so the
@@ -493,8 +508,8 @@ vb_state_start_attempts(const char *worker, ArrayType *activities, int max_tasks
 		 */
 		many_plan = vb_prepare_opts(CLAIM_MANY_HEAD(CLAIM_NO_FILTER) CLAIM_TAIL, 5, types,
 									CURSOR_OPT_GENERIC_PLAN);
-		one_plan = vb_prepare_opts(CLAIM_ONE_HEAD(CLAIM_NO_FILTER) CLAIM_TAIL, 5, types,
-								   CURSOR_OPT_GENERIC_PLAN);
+		one_plan = vb_prepare_opts(CLAIM_ONE_HEAD(CLAIM_NO_FILTER) CLAIM_TAIL, lengthof(types),
+								   types, CURSOR_OPT_GENERIC_PLAN);
 		many_filtered_plan = vb_prepare(CLAIM_MANY_HEAD(CLAIM_WORKSPACE_FILTER) CLAIM_TAIL,
 										lengthof(types), types);
 		one_filtered_plan = vb_prepare(CLAIM_ONE_HEAD(CLAIM_WORKSPACE_FILTER) CLAIM_TAIL,
@@ -518,6 +533,20 @@ vb_state_start_attempts(const char *worker, ArrayType *activities, int max_tasks
 	}
 	args[6] = PointerGetDatum(not_workspaces ? not_workspaces : no_workspaces);
 	one = ArrayGetNItems(ARR_NDIM(activities), ARR_DIMS(activities)) == 1;
+	start = VB_CLAIM_KEY_FIRST;
+	if (one)
+	{
+		Datum		first;
+		bool		isnull;
+		int			index = 1;
+
+		first = array_get_element(PointerGetDatum(activities), 1, &index, -1, -1, false,
+								  TYPALIGN_INT, &isnull);
+		if (!isnull)
+			vb_claim_mark_start(TextDatumGetCString(first), &start);
+	}
+	args[7] = Int32GetDatum(start.priority);
+	args[8] = UUIDPGetDatum(&start.run_id);
 	if (SPI_execute_plan(filtered ? (one ? one_filtered_plan : many_filtered_plan) :
 						 (one ? one_plan : many_plan), args, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: claim failed");

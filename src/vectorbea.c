@@ -6,8 +6,9 @@
  * Loading the library defines the settings (settings.c) and hooks the check
  * made before the extension's scripts run (install_guard.c); loading it from
  * shared_preload_libraries also claims shared memory for the schedulers
- * (shmem.c) and registers one scheduler per database (scheduler.c).  The
- * top of the layers: nothing calls into this file.
+ * (shmem.c) and for the claims' marks (claim_marks.c), and registers one
+ * scheduler per database (scheduler.c).  The top of the layers: nothing
+ * calls into this file.
  *
  * IDENTIFICATION
  *	  src/vectorbea.c
@@ -19,6 +20,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 
+#include "claim_marks.h"
 #include "install_guard.h"
 #include "scheduler.h"
 #include "settings.h"
@@ -36,5 +38,6 @@ _PG_init(void)
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 	vb_shmem_install_hooks();
+	vb_claim_marks_install_hooks();
 	vb_register_schedulers();
 }
