@@ -2,12 +2,39 @@
  *
  * Every change of the SQL surface since 0.1.0 goes here, never into
  * vectorbea--0.1.0.sql, which is frozen as released.  A fresh
- * CREATE EXTENSION runs 0.1.0 and then this script, so a fresh install and
- * an upgraded one are the same by construction; test/t/013_upgrade.pl
- * checks it on a database with runs in flight.
+ * CREATE EXTENSION runs vectorbea--0.2.0.sql, which the Makefile generates:
+ * the install guard's prelude below, the body of vectorbea--0.1.0.sql, then
+ * the body of this script without its prelude.  So a fresh install and an
+ * upgraded one run the same statements; test/t/013_upgrade.pl checks that
+ * they are the same on a database with runs in flight.
  */
 
 \echo Use "ALTER EXTENSION vectorbea UPDATE TO '0.2.0'" to load this file. \quit
+
+-- BEGIN install guard prelude (copied by the Makefile to the top of vectorbea--0.2.0.sql)
+/*
+ * The install guard (src/install_guard.c) first, before any statement that
+ * looks an operator or a function up in the search_path, where another
+ * role's look-alike could be called as the superuser running this script.
+ * A preloaded library has already checked, from its hook.  Otherwise the
+ * library is loaded here, and the SELECT makes the check itself:
+ * vectorbea_install_check() refuses, naming a look-alike, before anything
+ * else has run.  The SELECT does not count on CREATE FUNCTION to load the
+ * library (PostgreSQL 15's validator of C functions does, even with
+ * check_function_bodies off as pg_restore sets it, but its own comment
+ * calls that inconsistent), nor on the hook's check at the next statement.
+ * Nothing here is looked up in the path: the function and its return type
+ * are qualified, and it has no arguments.  The function lives only for
+ * these three statements, inside this script's transaction, so no other
+ * session ever sees it and there is no grant to revoke.
+ */
+CREATE FUNCTION @extschema@.install_check() RETURNS pg_catalog.void
+	LANGUAGE c
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_install_check';
+SELECT @extschema@.install_check();
+DROP FUNCTION @extschema@.install_check();
+-- END install guard prelude
 
 /*
  * timeline(): free text (reasons, who decided, worker names, provider

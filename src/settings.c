@@ -107,6 +107,15 @@ vb_define_settings(void)
 							   PGC_SUSET, GUC_NOT_IN_SAMPLE,
 							   vb_check_crash_point, vb_assign_crash_point, NULL);
 
+	/*
+	 * A postmaster setting may be defined only while shared_preload_libraries
+	 * loads: PostgreSQL ends with FATAL a session that defines one later, and
+	 * so every session of a server that does not preload the library, at its
+	 * first call of vectorbea (CREATE EXTENSION's among them).  There the
+	 * setting is read by nothing (no scheduler runs, no shared memory is
+	 * claimed), and it is defined as a reloadable one only so that SHOW
+	 * answers and a value in postgresql.conf is not reported as invalid.
+	 */
 	DefineCustomStringVariable("vectorbea.database",
 							   "Databases served by a vectorbea scheduler, comma-separated.",
 							   "One background worker per database moves time-driven work "
@@ -114,7 +123,8 @@ vb_define_settings(void)
 							   "Empty starts none.",
 							   &vb_databases,
 							   "postgres",
-							   PGC_POSTMASTER, 0,
+							   process_shared_preload_libraries_in_progress ? PGC_POSTMASTER : PGC_SIGHUP,
+							   0,
 							   NULL, NULL, NULL);
 
 	DefineCustomIntVariable("vectorbea.scheduler_idle_timeout",

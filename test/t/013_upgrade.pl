@@ -9,11 +9,14 @@
 # replay and read as they did before.  An empty database takes the same
 # path and compares the same.
 #
-# While CREATE EXTENSION runs vectorbea--0.1.0.sql and then the upgrade
-# script, both paths run the same scripts, so what the comparison catches
-# is whatever an upgrade does differently from a fresh install (work that
-# depends on the rows present or on the database's settings); once a
-# release ships its own install script, it compares that script with the
+# A fresh CREATE EXTENSION runs vectorbea--0.2.0.sql, which the Makefile
+# makes of the install guard's prelude, the 0.1.0 script and the upgrade
+# script without its copy of the prelude (checked here, on the installed
+# file).  Both paths so run the same statements, and what the comparison
+# catches is whatever an upgrade does differently from a fresh install
+# (work that depends on the rows present or on the database's settings),
+# or a generated script that lost or doubled something; once a release
+# ships a hand-written install script, it compares that script with the
 # upgrade path.  An edit of the released script would reach both sides
 # alike, so that script is pinned by its hash.
 use strict;
@@ -39,6 +42,28 @@ my $released_sha256 = 'bf5fae336ef7751d2364c06fece12990772adbf265c5bd985e9c2989d
 
 is(Digest::SHA->new(256)->addfile("$FindBin::Bin/../../sql/vectorbea--$old.sql", 'b')->hexdigest,
 	$released_sha256, "sql/vectorbea--$old.sql is the released script (changes go into an upgrade script)");
+
+# The installed vectorbea--0.2.0.sql: the prelude of the upgrade script,
+# once, then the 0.1.0 script, then the rest of the upgrade script, each
+# without its \echo line.
+{
+	my $sharedir = `pg_config --sharedir`;
+	chomp $sharedir;
+	my $installed = slurp_file("$sharedir/extension/vectorbea--$new.sql");
+	my ($install, $upgrade) =
+	  map { slurp_file("$FindBin::Bin/../../sql/vectorbea--$_.sql") } ($old, "$old--$new");
+	s/^\\echo .*\\quit\n//m for $install, $upgrade;
+	my ($prelude) = $upgrade =~ /^(-- BEGIN install guard prelude.*?^-- END install guard prelude[^\n]*\n)/ms;
+	ok(defined $prelude && $prelude =~ /^SELECT \@extschema\@\.install_check\(\);$/m,
+		'the upgrade script has the install guard prelude, which calls the check');
+	(my $upgrade_body = $upgrade) =~ s/\Q$prelude\E//;
+	my @at = map { index($installed, $_) } ($prelude, $install, $upgrade_body);
+	ok($at[0] >= 0 && $at[1] > $at[0] && $at[2] > $at[1],
+		"vectorbea--$new.sql holds the prelude, the $old script and the upgrade script, in that order");
+	is(scalar(() = $installed =~ /^-- BEGIN install guard prelude/mg), 1, "vectorbea--$new.sql has the prelude once");
+	unlike(substr($installed, 0, $at[0]), qr/^(?!\\echo )[^\s\/*]/m,
+		"vectorbea--$new.sql has no statement before the prelude");
+}
 
 my ($node, $base) = vb_llm_server('upgrade', undef, $old);
 

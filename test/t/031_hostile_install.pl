@@ -12,7 +12,8 @@
 # CREATE EXTENSION runs its scripts as a superuser with the extension's
 # schema and pgcrypto's on the search_path.  With pgcrypto in public, a
 # plant there was called during the install and stayed bound to CHECK
-# constraints (public.>=(numeric, integer), public.=(oid, regclass)).  Now:
+# constraints (public.>=(numeric, integer), public.=(oid, regclass)).  Now,
+# with the library preloaded:
 #   1. with pgcrypto in public, CREATE EXTENSION vectorbea (and ALTER
 #      EXTENSION UPDATE) is refused before anything runs, naming a plant;
 #   2. an extension schema that dbo owns, or may create objects in, is
@@ -26,7 +27,15 @@
 #      cancel, fork, purge, the views), and dbo calls the API with temp
 #      tables and temp functions named like the engine's in its pg_temp:
 #      no plant is called, the temp tables stay empty, the results are
-#      those of a clean database, and dbo is not a superuser.
+#      those of a clean database, and dbo is not a superuser;
+# and then on the same server restarted without preloading it:
+#   5. CREATE EXTENSION vectorbea (also with check_function_bodies off, as
+#      pg_restore runs it) and ALTER EXTENSION vectorbea UPDATE from 0.1.0
+#      are refused by the first statements of the 0.2.0 scripts, which load
+#      the library and check, before anything else of theirs runs: no plant
+#      is called, nothing is installed or upgraded; with pgcrypto out of
+#      public both go through.  The released 0.1.0 script asked for by name
+#      has no such prelude and is not covered there (the last control).
 use strict;
 use warnings;
 use FindBin;
@@ -130,9 +139,10 @@ $fn->{$_} = 1 for qw(now gen_random_uuid unnest digest pgp_sym_encrypt pgp_sym_d
   sum count max min array_agg string_agg jsonb_agg jsonb_object_agg to_char date_trunc);
 my @ops = split / /, '= <> < <= > >= -> ->> #> #>> #- @> <@ ? ?| ?& || + - * / % ~~ ~ !~ ~*';
 vb_plant_prepare(\&dbo, 'dbo');
-vb_plant_lookalikes(\&dbo, $fn, $crypto, \@ops,
+my @plant_opts = (
 	extra_types => [qw(oid regclass regproc regprocedure regnamespace regtype regrole regoper regoperator "char")],
 	unknown => 1);
+vb_plant_lookalikes(\&dbo, $fn, $crypto, \@ops, @plant_opts);
 my %planted = split /[|\n]/, su(q{SELECT kind, count(*) FROM public.planted_objects GROUP BY kind});
 diag(sprintf('planted before CREATE EXTENSION: %d functions, %d aggregates, %d operators; %d skipped',
 	$planted{function} // 0, $planted{aggregate} // 0, $planted{operator} // 0,
@@ -337,6 +347,104 @@ sql('upg', q{ALTER EXTENSION vectorbea UPDATE});
 is(sql('upg', q{SELECT extversion FROM pg_extension WHERE extname = 'vectorbea'}), '0.2.0', 'without it the upgrade goes through');
 no_plant_called('the upgrade', 'upg');
 
+# ---------------------------------------------------------------------------
+# 5. A server that does not preload the library.  No hook is in place when
+# CREATE or ALTER EXTENSION starts: the library is loaded by the script.
+# The 0.2.0 scripts (vectorbea--0.2.0.sql, which the Makefile makes of the
+# 0.1.0 script and the upgrade script, and the upgrade script itself) load
+# it and check in their first statements, before any of theirs looks an
+# operator or a function up in the path.  Database np: pgcrypto in public,
+# 0.1.0 installed before anything was planted there, then every look-alike
+# of the first part planted.
+# (vectorbea.database stays set: a library loaded after startup does not
+# make it a postmaster setting, which would end the session with FATAL.)
+$node->adjust_conf('postgresql.conf', 'shared_preload_libraries', "''");
+$node->restart;
+is(su(q{SHOW shared_preload_libraries}), '', 'the server no longer preloads vectorbea');
+su(q{CREATE DATABASE np OWNER dbo});
+sql('np', q{CREATE EXTENSION pgcrypto SCHEMA public; CREATE EXTENSION vectorbea VERSION '0.1.0'});
+vb_plant_prepare(sub { dbo(shift, 'np') }, 'dbo');
+vb_plant_lookalikes(sub { dbo(shift, 'np') }, $fn, $crypto, \@ops, @plant_opts);
+is(sql('np', q{SELECT count(*) FROM public.planted_objects}), su(q{SELECT count(*) FROM public.planted_objects}),
+	'np: the same look-alikes are planted');
+
+# A statement in a new session, where nothing has loaded the library yet
+# (its settings are placeholders, which pg_settings leaves out): the
+# error text, as fails() gives it.
+sub fails_unloaded
+{
+	my ($sql, $db) = @_;
+	my ($rc, $out, $err) = $node->psql($db,
+		"\\set VERBOSITY verbose\nSELECT count(*) FROM pg_settings WHERE name LIKE 'vectorbea.%';\n$sql");
+	(my $what = $sql) =~ s/\n/ /g;
+	is((split /\n/, $out)[0], '0', "$what: the library is not loaded in the session before it");
+	return $rc == 0 ? "(succeeded: $out)" : $err;
+}
+
+my $refusal = qr/ERROR:  42501: cannot install or upgrade vectorbea: schema "public" holds (operator|function|aggregate) public\..+?, owned by role "dbo", which is not a superuser\n/;
+my $no_check_function = q{SELECT count(*) FROM pg_proc WHERE prosrc = 'vectorbea_install_check'};
+
+# (For the upgrade the prelude is a guard for what may come at the script's
+# top later: the statement after it is a C function, which would load the
+# library too, and none before that looks an operator up.  The install's
+# is the prelude or nothing: the 0.1.0 script's first C function comes
+# after its seeded prices, as the control at the end shows.)
+like(fails_unloaded('ALTER EXTENSION vectorbea UPDATE', 'np'), $refusal,
+	'without preload, ALTER EXTENSION UPDATE is refused, naming a plant');
+is(sql('np', q{SELECT extversion FROM pg_extension WHERE extname = 'vectorbea'}) . ' '
+	  . sql('np', q{SELECT to_regprocedure('vectorbea.escape_text(text)') IS NULL}),
+	'0.1.0 t', 'the extension stays at 0.1.0, without the functions of 0.2.0');
+no_plant_called('ALTER EXTENSION UPDATE without preload', 'np');
+
+sql('np', q{DROP EXTENSION vectorbea; DROP SCHEMA IF EXISTS vectorbea});
+no_plant_called('DROP EXTENSION', 'np');
+# Also with check_function_bodies = off, as pg_restore sets it (the
+# prelude's SELECT loads the library whether CREATE FUNCTION does or not).
+for my $stmt ('CREATE EXTENSION vectorbea', 'CREATE EXTENSION vectorbea CASCADE',
+	"SET check_function_bodies = off;\nCREATE EXTENSION vectorbea")
+{
+	(my $what = $stmt) =~ s/\n/ /g;
+	like(fails_unloaded($stmt, 'np'), $refusal, "without preload, $what: refused, naming a plant");
+	is(sql('np', q{SELECT count(*) FROM pg_extension WHERE extname = 'vectorbea'}) . ' '
+		  . sql('np', q{SELECT count(*) FROM pg_namespace WHERE nspname = 'vectorbea'}) . ' '
+		  . sql('np', $no_check_function),
+		'0 0 0', "without preload, $what: nothing was installed");
+	no_plant_called("without preload, $what", 'np');
+}
+
+# With pgcrypto moved out of public, the same installs go through without
+# preload: the prelude's check passes, and its function is gone after it.
+sql('np', q{CREATE SCHEMA crypto; ALTER EXTENSION pgcrypto SET SCHEMA crypto});
+sql('np', q{CREATE EXTENSION vectorbea VERSION '0.1.0'});
+unlike(fails_unloaded('ALTER EXTENSION vectorbea UPDATE', 'np'), qr/ERROR/,
+	'without preload, ALTER EXTENSION UPDATE goes through with pgcrypto out of public');
+is(sql('np', q{SELECT extversion FROM pg_extension WHERE extname = 'vectorbea'}) . ' ' . sql('np', $no_check_function),
+	'0.2.0 0', 'the upgrade is done, and the check\'s function is gone');
+sql('np', q{DROP EXTENSION vectorbea; DROP SCHEMA IF EXISTS vectorbea});
+unlike(fails_unloaded("SET check_function_bodies = off;\nCREATE EXTENSION vectorbea", 'np'), qr/ERROR/,
+	'without preload, CREATE EXTENSION goes through with pgcrypto out of public');
+is(sql('np', q{SELECT extversion FROM pg_extension WHERE extname = 'vectorbea'}) . ' ' . sql('np', $no_check_function),
+	'0.2.0 0', 'the install is done, and the check\'s function is gone');
+is(sql('np', $bound_to_plants), '', 'nothing outside the plants depends on a plant');
+no_plant_called('the installs without preload', 'np');
+
 unlike(slurp_file($node->logfile, $log_offset), qr/LOG:  vectorbea planted call: /,
 	'the server log records no planted call after the control');
+
+# Control for part 5, and the case that stays open: the released 0.1.0
+# script asked for by name (VERSION '0.1.0') has no prelude.  On a server
+# that does not preload the library, nothing checks before its first C
+# function; before it, its seeded prices call public.>=(numeric, integer)
+# as the superuser.  The plant makes dbo a superuser, and the hook's check
+# at the statement after that function, in the same transaction, then
+# counts dbo's plants as a superuser's: the install goes through.
+# (docs/operations.md: install 0.1.0 by name only on a server that preloads
+# the library, or with pgcrypto out of public.)  Last, since dbo stays a
+# superuser.
+sql('np', q{DROP EXTENSION vectorbea; DROP SCHEMA IF EXISTS vectorbea; ALTER EXTENSION pgcrypto SET SCHEMA public});
+is(su(q{SELECT rolsuper FROM pg_roles WHERE rolname = 'dbo'}), 'f', 'control: dbo is not a superuser before');
+unlike(fails_unloaded("CREATE EXTENSION vectorbea VERSION '0.1.0'", 'np'), qr/ERROR/,
+	'control: without preload, the 0.1.0 script asked for by name goes through');
+cmp_ok(planted_calls('np'), '>', 0, 'control: it called plants (this case is not covered)');
+is(su(q{SELECT rolsuper FROM pg_roles WHERE rolname = 'dbo'}), 't', 'control: and dbo is a superuser');
 done_testing();
