@@ -1189,6 +1189,28 @@ CREATE OR REPLACE VIEW @extschema@.dead_letters AS
 -- index descent and passes a busy run with one lock attempt.
 CREATE INDEX nodes_ready_run_idx ON @extschema@.nodes
 	(activity, priority DESC, run_id, available_at, id) WHERE status = 'ready';
+-- ... and the only index of ready nodes by activity: with 0.1.0's
+-- nodes_ready_idx beside it (same columns first, same predicate), an
+-- autoanalyze could turn the claim's skip scan into a scan of that index
+-- filtered by run id, which reads every entry a held snapshot keeps
+-- (bench/README.md, growth under a held snapshot).  Claims of several
+-- activities take the same order (priority, run, node).
+DROP INDEX @extschema@.nodes_ready_idx;
+-- Lease expiry, as in 0.1.0, but a lookup of one running node by id
+-- ("WHERE id = $1 AND status = 'running'", complete_tasks' UPDATE) can no
+-- longer be planned as a whole scan of this index filtered by id: its
+-- statistics say few rows while it holds an entry for every node a held
+-- snapshot keeps (every task finished since).  The expiry scan and the
+-- scheduler's min(lease_expires_at) imply the added condition.
+DROP INDEX @extschema@.nodes_running_idx;
+CREATE INDEX nodes_running_idx ON @extschema@.nodes (lease_expires_at)
+	WHERE status = 'running' AND lease_expires_at IS NOT NULL;
+-- No query of the engine reads runs in created_at order, and this index's
+-- statistics (few running runs) let the planner scan all of it, filtered,
+-- for any lookup of running runs (a claim's run, the scheduler's
+-- deadlines and orphaned children): under a held snapshot, every run
+-- started since.
+DROP INDEX @extschema@.runs_active_idx;
 
 -- Claims of one activity start at a mark kept in shared memory, before
 -- which no ready node is visible (src/claim_marks.c), so that under a held

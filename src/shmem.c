@@ -99,18 +99,21 @@ vb_slot_for_my_database(void)
 }
 
 /*
- * Whether the scheduler serving this database is running and has nothing
- * due at engine time `at` that it has not done: no lease it knows of has
- * ended by then (a claim whose lease ends before the scheduler's planned
- * wake wakes it at commit, notify.c).  Read without the lock: a stale
- * value means one sweep made or skipped by a claim.
+ * Whether the scheduler serving this database is running and is at most
+ * VB_SCHEDULER_LAG_MS behind what it planned at engine time `at`: its
+ * next due time (the earliest lease end it knows of, among others; a
+ * claim whose lease ends before it wakes it at commit, notify.c) is no
+ * older than that.  During a pass the planned time is the pass's own, so
+ * a pass that takes longer than the lag counts as behind.  Read without
+ * the lock: a stale value means one sweep made or skipped by a claim.
  */
 bool
 vb_scheduler_ahead_of(TimestampTz at)
 {
 	VbSchedulerSlot *slot = vb_slot_for_my_database();
 
-	return slot != NULL && slot->pid != 0 && !slot->in_pass && slot->next_due > at;
+	return slot != NULL && slot->pid != 0 &&
+		slot->next_due > at - (TimestampTz) VB_SCHEDULER_LAG_MS * 1000;
 }
 
 /*

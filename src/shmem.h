@@ -16,6 +16,9 @@
 #define VB_MAX_SCHEDULERS		16
 #define VB_SCHEDULER_CHANNEL	"vectorbea_scheduler"
 
+/* How late the scheduler may be before claims end expired attempts themselves. */
+#define VB_SCHEDULER_LAG_MS		2000
+
 /* What the scheduler has done (sweep.c counts, shmem.c shows). */
 typedef struct VbSweepCounters
 {

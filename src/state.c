@@ -335,8 +335,9 @@ release_dependents(VbRun *run, const char *node, TimestampTz at)
  * with one, the quota is max_tasks and the head is one locking scan.
  *
  * For several activities, first, without locking, the best max_tasks ready
- * nodes over all of them decide how many each activity may take (its
- * quota), so that no more rows are locked than can be claimed.  Then, per
+ * nodes over all of them (in the order of nodes_ready_run_idx: priority,
+ * run, node, as a claim of one activity takes them) decide how many each
+ * activity may take (its quota), so that no more rows are locked than can be claimed.  Then, per
  * activity, a scan in index order locks the run row and the node row, each
  * SKIP LOCKED, inside the scan, so the quota counts only claimable nodes.
  * The run is locked first, as every writer does.  A run busy in another
@@ -348,13 +349,13 @@ release_dependents(VbRun *run, const char *node, TimestampTz at)
 	"  SELECT DISTINCT a FROM pg_catalog.unnest($2::text[]) AS a" \
 	"), best AS (" \
 	"  SELECT b.activity FROM acts CROSS JOIN LATERAL (" \
-	"      SELECT n.activity, n.priority, n.available_at, n.id" \
+	"      SELECT n.activity, n.priority, n.run_id, n.available_at, n.id" \
 	"        FROM vectorbea.nodes n" \
 	"       WHERE n.status = 'ready' AND n.activity = acts.a" \
 	"         AND n.available_at <= $4" \
-	"       ORDER BY n.priority DESC, n.available_at, n.id" \
+	"       ORDER BY n.priority DESC, n.run_id, n.available_at, n.id" \
 	"       LIMIT $3) b" \
-	"   ORDER BY b.priority DESC, b.available_at, b.id" \
+	"   ORDER BY b.priority DESC, b.run_id, b.available_at, b.id" \
 	"   LIMIT $3" \
 	"), quota AS (" \
 	"  SELECT activity, pg_catalog.count(*) AS n FROM best GROUP BY activity" \
@@ -365,7 +366,7 @@ release_dependents(VbRun *run, const char *node, TimestampTz at)
 	"        FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id" \
 	"       WHERE n.status = 'ready' AND n.activity = quota.activity" \
 	"         AND n.available_at <= $4 AND r.status || '' IN ('running', 'compensating')" filter \
-	"       ORDER BY n.priority DESC, n.available_at, n.id" \
+	"       ORDER BY n.priority DESC, n.run_id, n.available_at, n.id" \
 	"       LIMIT quota.n" \
 	"       FOR NO KEY UPDATE OF r SKIP LOCKED" \
 	"       FOR UPDATE OF n SKIP LOCKED) c"
@@ -375,8 +376,10 @@ release_dependents(VbRun *run, const char *node, TimestampTz at)
  * the activity, highest priority first, then oldest (run ids are UUIDv7,
  * in creation order), are found one after the other by a skip scan of
  * nodes_ready_run_idx (each step one index descent past the run before),
- * and each is tried once, SKIP LOCKED; a run it gets gives its ready nodes,
- * oldest first, until max_tasks.  A busy run (another claimer's, or a
+ * and each is tried once, SKIP LOCKED; a run it gets gives its ready nodes
+ * of that priority, oldest first, until max_tasks (the priority bounds the
+ * index range to the run's entries: without it the scan of one run read
+ * every entry of the activity, dead ones included).  A busy run (another claimer's, or a
  * completer's until it commits) costs one lock attempt however many ready
  * nodes it has: scanning node by node cost one attempt per node, which made
  * a claim beside one wide busy run walk all of it (bench/README.md,
@@ -388,9 +391,10 @@ release_dependents(VbRun *run, const char *node, TimestampTz at)
  * snapshot the index's front is a long run of entries of nodes claimed
  * since, which every claim would otherwise visit.
  *
- * The claims test a run's status as "r.status || ''" so that the partial
- * index runs_active_idx (WHERE status IN the same two) can never serve
- * the lookup of a run: its statistics can say one row while it holds an
+ * The claims test a run's status as "r.status || ''" so that a partial
+ * index on runs' status, such as a 0.1.0 schema's runs_active_idx (WHERE
+ * status IN the same two; 0.2.0 drops it), can never serve the lookup of
+ * a run: its statistics can say one row while it holds an
  * entry for every run a held snapshot keeps alive, and a claim planned
  * that way read all of them per run (bench/README.md, growth under a held
  * snapshot).  The primary key is the only index the lookup can use.
@@ -430,7 +434,7 @@ release_dependents(VbRun *run, const char *node, TimestampTz at)
 	"    CROSS JOIN LATERAL (" \
 	"      SELECT n.id, n.run_id, n.priority, n.available_at FROM vectorbea.nodes n" \
 	"       WHERE n.status = 'ready' AND n.activity = ($2::text[])[1] AND n.run_id = lr.id" \
-	"         AND n.available_at <= $4" \
+	"         AND n.priority = o.priority AND n.available_at <= $4" \
 	"       ORDER BY n.priority DESC, n.run_id, n.available_at, n.id" \
 	"       LIMIT $3" \
 	"       FOR UPDATE OF n SKIP LOCKED) c" \
