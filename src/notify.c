@@ -18,6 +18,9 @@
 #include "access/xact.h"
 #include "commands/async.h"
 #include "lib/stringinfo.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "storage/procarray.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -76,10 +79,12 @@ vb_notify_approval(int64 id, pg_uuid_t *run_id, const char *gate, const char *st
  * Wakes at commit.  A transaction that writes time-driven work notes the
  * earliest due time; just before it commits it compares that with what the
  * scheduler plans, and asks for a wake (NOTIFY vectorbea_scheduler) when
- * the scheduler would sleep past it, or is in a pass that cannot see this
- * transaction's rows.  Once committed it raises wake_requested, which tells
- * the scheduler that the latch it finds set is meant for it: PostgreSQL
- * signals every listening backend for any NOTIFY in the database.
+ * the scheduler would sleep past it.  Once committed it raises
+ * wake_requested, which tells the scheduler that the latch it finds set is
+ * meant for it: PostgreSQL signals every listening backend for any NOTIFY
+ * in the database.  While the scheduler is in a pass, which may not see
+ * this transaction's rows, the committed transaction instead lowers the
+ * due time the pass will end with (tell_scheduler_after_commit).
  *
  * Retries whose time has already come by the commit are announced by the
  * committing transaction itself (NOTIFY vectorbea_tasks), since a pass
@@ -96,12 +101,54 @@ static TimestampTz pending_due = DT_NOEND;
 static List *pending_retries = NIL;	/* in TopTransactionContext */
 static bool wake_sent = false;
 
+static bool tell_after_commit = false;
+
 static void
 reset_pending(void)
 {
 	pending_due = DT_NOEND;
 	pending_retries = NIL;
 	wake_sent = false;
+	tell_after_commit = false;
+}
+
+/*
+ * Once committed, work due at `due`: a pass running now may not have seen
+ * it, and ends by lowering its next due time to it (scheduler.c,
+ * publish); a pass that ended meanwhile planned without it, and is woken
+ * through its latch if it would sleep past it.  No NOTIFY: a wake sent to
+ * a scheduler in a pass made it run another one at once, and under load
+ * claims commit during every pass, so passes ran back to back.
+ */
+static void
+tell_scheduler_after_commit(VbSchedulerSlot *slot, TimestampTz due)
+{
+	bool		wake = false;
+	int			pid = 0;
+
+	LWLockAcquire(vb_shared->lock, LW_EXCLUSIVE);
+	if (slot->pid != 0)
+	{
+		if (slot->in_pass)
+		{
+			if (due < slot->due_in_pass)
+				slot->due_in_pass = due;
+		}
+		else if (due < slot->next_due)
+		{
+			slot->wake_requested = true;
+			wake = true;
+			pid = slot->pid;
+		}
+	}
+	LWLockRelease(vb_shared->lock);
+	if (wake)
+	{
+		PGPROC	   *proc = BackendPidGetProc(pid);
+
+		if (proc != NULL)
+			SetLatch(&proc->procLatch);
+	}
 }
 
 static void
@@ -116,11 +163,15 @@ vb_xact_callback(XactEvent event, void *arg)
 			if (pending_due == DT_NOEND && pending_retries == NIL)
 				return;
 			slot = vb_slot_for_my_database();
-			if (slot && slot->pid != 0 && pending_due != DT_NOEND &&
-				(slot->in_pass || pending_due < slot->next_due))
+			if (slot && slot->pid != 0 && pending_due != DT_NOEND)
 			{
-				Async_Notify(VB_SCHEDULER_CHANNEL, "");
-				wake_sent = true;
+				if (slot->in_pass)
+					tell_after_commit = true;
+				else if (pending_due < slot->next_due)
+				{
+					Async_Notify(VB_SCHEDULER_CHANNEL, "");
+					wake_sent = true;
+				}
 			}
 			foreach(lc, pending_retries)
 			{
@@ -131,8 +182,12 @@ vb_xact_callback(XactEvent event, void *arg)
 			}
 			break;
 		case XACT_EVENT_COMMIT:
-			if (wake_sent && (slot = vb_slot_for_my_database()) != NULL)
+			slot = vb_slot_for_my_database();
+			if (wake_sent && slot != NULL)
 				slot->wake_requested = true;
+			else if (slot != NULL && slot->pid != 0 && pending_due != DT_NOEND &&
+					 (tell_after_commit || slot->in_pass))
+				tell_scheduler_after_commit(slot, pending_due);
 			reset_pending();
 			break;
 		case XACT_EVENT_ABORT:

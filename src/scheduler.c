@@ -392,10 +392,21 @@ begin_pass(void)
 	LWLockRelease(vb_shared->lock);
 }
 
-static void
+/*
+ * Ends a pass: publishes the next due time, lowered to the work that
+ * transactions committed during the pass (notify.c), which the pass may
+ * not have seen; such work already due asks for another pass at once.
+ * Returns the next due time.
+ */
+static TimestampTz
 publish(TimestampTz now, TimestampTz next, VbSweepCounters *c)
 {
 	LWLockAcquire(vb_shared->lock, LW_EXCLUSIVE);
+	if (my_slot->due_in_pass < next)
+		next = my_slot->due_in_pass;
+	if (my_slot->due_in_pass <= vb_now())
+		my_slot->wake_requested = true;
+	my_slot->due_in_pass = DT_NOEND;
 	my_slot->last_wake = now;
 	my_slot->next_due = next;
 	my_slot->in_pass = false;
@@ -403,6 +414,7 @@ publish(TimestampTz now, TimestampTz next, VbSweepCounters *c)
 	my_slot->counters = *c;
 	strlcpy(my_slot->state, "idle", sizeof(my_slot->state));
 	LWLockRelease(vb_shared->lock);
+	return next;
 }
 
 /*
@@ -479,6 +491,7 @@ vb_scheduler_main(Datum main_arg)
 	/* Until the first pass has published, every commit of due work wakes it. */
 	my_slot->in_pass = true;
 	my_slot->next_due = DT_NOBEGIN;
+	my_slot->due_in_pass = DT_NOEND;
 	strlcpy(my_slot->state, "starting", sizeof(my_slot->state));
 	LWLockRelease(vb_shared->lock);
 	on_shmem_exit(clear_slot, (Datum) 0);
@@ -522,9 +535,11 @@ vb_scheduler_main(Datum main_arg)
 		next = do_pass(now, &announced_upto, &counters);
 		MemoryContextSwitchTo(TopMemoryContext);
 		MemoryContextReset(pass_cxt);
-		publish(now, next, &counters);
+		next = publish(now, next, &counters);
 
 		/* Sleep until the next due item by the engine clock, or until woken. */
+		if (my_slot->wake_requested)
+			continue;
 		if (next != DT_NOEND && next <= vb_now())
 		{
 			/*

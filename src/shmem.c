@@ -136,6 +136,7 @@ fill_slot_names(void)
 		strlcpy(vb_shared->slots[i].database, strVal(lfirst(lc)), NAMEDATALEN);
 		strlcpy(vb_shared->slots[i].state, "not started", sizeof(vb_shared->slots[i].state));
 		vb_shared->slots[i].next_due = DT_NOEND;
+		vb_shared->slots[i].due_in_pass = DT_NOEND;
 		vb_shared->nslots = i + 1;
 	}
 }

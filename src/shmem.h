@@ -42,6 +42,7 @@ typedef struct VbSchedulerSlot
 	TimestampTz next_due;		/* engine clock; DT_NOEND when nothing is due */
 	bool		in_pass;		/* a pass is reading the tables right now */
 	bool		wake_requested; /* a committed transaction added earlier work */
+	TimestampTz due_in_pass;	/* earliest work committed during the pass; DT_NOEND */
 	int			connect_failures;	/* starts that did not reach the database */
 	uint64		wakes;
 	VbSweepCounters counters;	/* kept across restarts of the worker */
