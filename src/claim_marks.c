@@ -21,9 +21,12 @@
  *
  * Moving a mark up must never pass a node that becomes ready later in a
  * transaction the moving claim could not see.  Every row that becomes
- * ready (or stays ready with a new key) is noted by the trigger
- * nodes_note_ready, whatever path wrote it; the transaction publishes what
- * it noted (activity, lowest key) just before it commits, and once the
+ * ready (or stays ready with a new key) is noted: updated rows by the
+ * trigger nodes_note_ready, whatever path wrote them; inserted rows by the
+ * engine's inserts themselves (state.c); an insert by anything else holds
+ * and then lowers every mark of the database (nodes_note_inserts).  The
+ * transaction publishes what it noted (activity, lowest key) just before
+ * it commits, and once the
  * commit is visible it lowers the mark to its key, adds the key to the
  * slot's floor, and withdraws what it published.  A claim reads the mark
  * and the slot's generation before its scan takes a snapshot, and after
@@ -76,6 +79,7 @@
 #define NOTED_PER_XACT		8	/* more activities in one transaction: all slots held */
 #define REFRESH_EVERY_MS	10	/* at most this often a claim moves a mark up */
 #define NOTE_TRIGGER		"nodes_note_ready"
+#define NOTE_INSERT_TRIGGER	"nodes_note_inserts"
 
 const VbClaimKey VB_CLAIM_KEY_FIRST = {PG_INT32_MAX, {{0}}};
 
@@ -133,6 +137,7 @@ static int	n_noted = 0;
 static bool noted_all = false;	/* more activities than noted[] holds */
 static bool did_publish = false;
 static bool callback_registered = false;
+static bool engine_insert = false;	/* the next INSERT into nodes notes itself */
 
 static Size
 marks_size(void)
@@ -261,6 +266,7 @@ forget_noted(void)
 	n_noted = 0;
 	noted_all = false;
 	did_publish = false;
+	engine_insert = false;
 }
 
 /* Just before the commit: what this transaction made ready, for claims. */
@@ -366,15 +372,21 @@ marks_xact_callback(XactEvent event, void *arg)
 }
 
 static void
-note_ready(const char *activity, const VbClaimKey *key)
+ensure_callback(void)
 {
-	if (strlen(activity) >= MARK_NAME_LEN)
-		return;					/* never has a slot: claimed from the front */
 	if (!callback_registered)
 	{
 		RegisterXactCallback(marks_xact_callback, NULL);
 		callback_registered = true;
 	}
+}
+
+static void
+note_ready(const char *activity, const VbClaimKey *key)
+{
+	if (strlen(activity) >= MARK_NAME_LEN)
+		return;					/* never has a slot: claimed from the front */
+	ensure_callback();
 	for (int i = 0; i < n_noted; i++)
 		if (strcmp(noted[i].activity, activity) == 0)
 		{
@@ -392,9 +404,35 @@ note_ready(const char *activity, const VbClaimKey *key)
 }
 
 /*
- * Trigger nodes_note_ready: BEFORE INSERT OR UPDATE ON nodes FOR EACH ROW
- * WHEN (NEW.status = 'ready' AND NEW.activity IS NOT NULL).  Notes the
- * row's activity and key; changes nothing.
+ * The engine's inserts of nodes (state.c) note what they make ready
+ * themselves, one key per activity and statement, and call this just
+ * before: a row trigger on every inserted node cost start_runs a quarter
+ * of its time per run.
+ */
+void
+vb_claim_marks_engine_insert(void)
+{
+	engine_insert = true;
+}
+
+/* This transaction makes a node of activity ready at key, before key. */
+void
+vb_claim_marks_note(const char *activity, const VbClaimKey *key)
+{
+	if (marks != NULL && activity != NULL)
+		note_ready(activity, key);
+}
+
+/*
+ * The triggers on nodes; they change nothing.
+ *
+ * nodes_note_ready: BEFORE UPDATE FOR EACH ROW WHEN (NEW.status = 'ready'
+ * AND NEW.activity IS NOT NULL): notes the row's activity and key.
+ *
+ * nodes_note_inserts: AFTER INSERT FOR EACH STATEMENT: an insert that is
+ * not the engine's (a restore's COPY, a superuser's INSERT) noted nothing,
+ * so this transaction holds every mark of the database until it ends and
+ * then lowers them to the front.
  */
 PG_FUNCTION_INFO_V1(vectorbea_note_ready_node);
 Datum
@@ -415,13 +453,24 @@ vectorbea_note_ready_node(PG_FUNCTION_ARGS)
 				run_id;
 	VbClaimKey	key;
 
+	if (CALLED_AS_TRIGGER(fcinfo) && TRIGGER_FIRED_FOR_STATEMENT(trigger->tg_event) &&
+		TRIGGER_FIRED_AFTER(trigger->tg_event) && TRIGGER_FIRED_BY_INSERT(trigger->tg_event))
+	{
+		if (!engine_insert && marks != NULL)
+		{
+			ensure_callback();
+			noted_all = true;
+		}
+		engine_insert = false;
+		return PointerGetDatum(NULL);
+	}
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trigger->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(trigger->tg_event) ||
-		TRIGGER_FIRED_BY_DELETE(trigger->tg_event))
+		!TRIGGER_FIRED_BY_UPDATE(trigger->tg_event))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("note_ready_node() must be fired BEFORE INSERT OR UPDATE FOR EACH ROW")));
-	row = TRIGGER_FIRED_BY_UPDATE(trigger->tg_event) ? trigger->tg_newtuple : trigger->tg_trigtuple;
+				 errmsg("note_ready_node() must be fired BEFORE UPDATE FOR EACH ROW or AFTER INSERT FOR EACH STATEMENT")));
+	row = trigger->tg_newtuple;
 	if (marks == NULL)
 		return PointerGetDatum(row);
 
@@ -459,7 +508,8 @@ marks_usable(void)
 {
 	Oid			nodes;
 	Relation	rel;
-	bool		enabled = false;
+	bool		enabled;
+	int			found = 0;
 
 	if (marks == NULL || marks->dropped)
 		return false;
@@ -474,9 +524,14 @@ marks_usable(void)
 		{
 			Trigger    *t = &rel->trigdesc->triggers[i];
 
-			if (strcmp(t->tgname, NOTE_TRIGGER) == 0)
-				enabled = t->tgenabled != TRIGGER_DISABLED;
+			if (strcmp(t->tgname, NOTE_TRIGGER) == 0 || strcmp(t->tgname, NOTE_INSERT_TRIGGER) == 0)
+			{
+				if (t->tgenabled == TRIGGER_DISABLED)
+					break;
+				found++;
+			}
 		}
+	enabled = found == 2;
 	RelationClose(rel);
 	return enabled;
 }

@@ -25,6 +25,8 @@ typedef struct VbClaimKey
 extern const VbClaimKey VB_CLAIM_KEY_FIRST;
 
 extern void vb_claim_marks_install_hooks(void);
+extern void vb_claim_marks_engine_insert(void);
+extern void vb_claim_marks_note(const char *activity, const VbClaimKey *key);
 
 /*
  * The key a claim of activity starts at (VB_CLAIM_KEY_FIRST when no mark is

@@ -77,6 +77,23 @@ static int	add_nodes(VbRun *run, const char *specs_json, const char *spawned_by,
  * (open_ready_gates).  A node held by its not_before (available_at
  * 'infinity') is announced by the scheduler once it has read that time.
  */
+/*
+ * Nodes of activity inserted ready for runs of priority, the first in id
+ * order run_id: for the claims' marks (claim_marks.c), which the trigger
+ * on nodes leaves to the engine's inserts.
+ */
+static void
+note_inserted_ready(const char *activity, int32 priority, const pg_uuid_t *run_id)
+{
+	VbClaimKey	key;
+
+	if (activity == NULL)
+		return;
+	key.priority = priority;
+	memcpy(&key.run_id, run_id, sizeof(pg_uuid_t));
+	vb_claim_marks_note(activity, &key);
+}
+
 static void
 became_ready(VbRun *run, const char *activity, bool held)
 {
@@ -189,6 +206,7 @@ add_nodes(VbRun *run, const char *specs_json, const char *spawned_by, bool hold,
 		nulls[3] = 'n';
 	args[4] = TimestampTzGetDatum(at);
 	args[5] = BoolGetDatum(hold);
+	vb_claim_marks_engine_insert();
 	if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not insert nodes");
 
@@ -201,7 +219,12 @@ add_nodes(VbRun *run, const char *specs_json, const char *spawned_by, bool hold,
 
 		added += (int) DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 4, &isnull));
 		if (ready > 0)
-			became_ready(run, SPI_getvalue(tup, SPI_tuptable->tupdesc, 1), held);
+		{
+			char	   *activity = SPI_getvalue(tup, SPI_tuptable->tupdesc, 1);
+
+			note_inserted_ready(activity, run->priority, &run->id);
+			became_ready(run, activity, held);
+		}
 	}
 	run->open_nodes += added;
 	run->node_count += added;
@@ -224,6 +247,7 @@ vb_state_add_nodes_to_new_runs(VbRun *runs, int nruns, const char *specs_json, T
 	Datum	   *ids = palloc(sizeof(Datum) * Max(nruns, 1));
 	Datum		args[4];
 	int			added = 0;
+	const pg_uuid_t *first_run;
 
 	if (nruns == 0)
 		return;
@@ -265,8 +289,13 @@ vb_state_add_nodes_to_new_runs(VbRun *runs, int nruns, const char *specs_json, T
 	args[1] = CStringGetTextDatum(specs_json);
 	args[2] = Int32GetDatum(runs[0].priority);
 	args[3] = TimestampTzGetDatum(at);
+	vb_claim_marks_engine_insert();
 	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not insert the nodes of new runs");
+	first_run = &runs[0].id;
+	for (int i = 1; i < nruns; i++)
+		if (memcmp(runs[i].id.data, first_run->data, UUID_LEN) < 0)
+			first_run = &runs[i].id;
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
@@ -274,8 +303,14 @@ vb_state_add_nodes_to_new_runs(VbRun *runs, int nruns, const char *specs_json, T
 
 		added += (int) DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 4, &isnull));
 		if (DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull)) > 0)
-			became_ready(&runs[0], SPI_getvalue(tup, SPI_tuptable->tupdesc, 1),
+		{
+			char	   *activity = SPI_getvalue(tup, SPI_tuptable->tupdesc, 1);
+
+			/* The runs share a priority; the first of them in id order comes first. */
+			note_inserted_ready(activity, runs[0].priority, first_run);
+			became_ready(&runs[0], activity,
 						 DatumGetBool(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull)));
+		}
 	}
 	if (runs[0].gates_pending)
 		elog(ERROR, "vectorbea: new runs with gates to open took the set path");
