@@ -626,6 +626,25 @@ move_mark(int slot, uint64 generation, const VbClaimKey *found, TimestampTz now)
 	return mark;
 }
 
+/*
+ * The start lowered to what this transaction made ready itself: its own
+ * rows are in its claims' snapshots, but they lower the shared mark only
+ * once committed (a claim after an expiry in the same call, or the
+ * pipelined loop's claim after a completion that released dependents).
+ */
+static void
+lower_to_own(const char *activity, VbClaimKey *start)
+{
+	if (noted_all)
+	{
+		*start = VB_CLAIM_KEY_FIRST;
+		return;
+	}
+	for (int i = 0; i < n_noted; i++)
+		if (strcmp(noted[i].activity, activity) == 0)
+			lower_to(start, &noted[i].key);
+}
+
 void
 vb_claim_mark_start(const char *activity, VbClaimKey *start)
 {
@@ -657,8 +676,10 @@ vb_claim_mark_start(const char *activity, VbClaimKey *start)
 	 * Only a scan with a snapshot of its own, taken after the generation was
 	 * read, can move the mark: not in a transaction that keeps one snapshot.
 	 */
-	if (!due || IsolationUsesXactSnapshot())
-		return;
-	found = first_ready_from(activity, &from);
-	*start = move_mark(slot, generation, &found, now);
+	if (due && !IsolationUsesXactSnapshot())
+	{
+		found = first_ready_from(activity, &from);
+		*start = move_mark(slot, generation, &found, now);
+	}
+	lower_to_own(activity, start);
 }
