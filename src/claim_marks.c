@@ -66,12 +66,14 @@
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/timestamp.h"
 
 #include "vectorbea.h"
 #include "claim_marks.h"
+#include "settings.h"
 #include "spi_util.h"
 
 #define MARK_SLOTS			256
@@ -679,6 +681,11 @@ vb_claim_mark_start(const char *activity, VbClaimKey *start)
 	if (due && !IsolationUsesXactSnapshot())
 	{
 		found = first_ready_from(activity, &from);
+		if (vb_test_pause_claim_mark)	/* tests only: commits land here */
+		{
+			DirectFunctionCall1(pg_advisory_lock_int8, Int64GetDatum(VB_TEST_PAUSE_LOCK));
+			DirectFunctionCall1(pg_advisory_unlock_int8, Int64GetDatum(VB_TEST_PAUSE_LOCK));
+		}
 		*start = move_mark(slot, generation, &found, now);
 	}
 	lower_to_own(activity, start);

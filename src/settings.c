@@ -36,6 +36,7 @@
 int			vb_max_payload_kb = 1024;
 int			vb_max_nodes_per_run = 10000;
 bool		vb_notify_tasks = true;
+bool		vb_test_pause_claim_mark = false;
 bool		vb_notify_runs = true;
 char	   *vb_databases = NULL;
 int			vb_scheduler_idle_ms = 5 * 60 * 1000;
@@ -95,6 +96,17 @@ vb_define_settings(void)
 							   "0s",
 							   PGC_SUSET, 0,
 							   vb_check_clock_offset, vb_assign_clock_offset, NULL);
+
+	DefineCustomBoolVariable("vectorbea.test_pause_claim_mark",
+							 "Makes a claim that moves a mark wait between its scan and the move, for tests.",
+							 "While on, such a claim takes and releases the advisory lock "
+							 CppAsString2(VB_TEST_PAUSE_LOCK) " after its scan, so that a test "
+							 "holding that lock can commit work in between. Only for tests; off "
+							 "in production.",
+							 &vb_test_pause_claim_mark,
+							 false,
+							 PGC_SUSET, GUC_NOT_IN_SAMPLE,
+							 NULL, NULL, NULL);
 
 	DefineCustomStringVariable("vectorbea.test_crash_point",
 							   "Makes the engine die at the named points, for tests.",
