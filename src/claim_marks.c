@@ -26,9 +26,9 @@
  * engine's inserts themselves (state.c); an insert by anything else holds
  * and then lowers every mark of the database (nodes_note_inserts).  The
  * transaction publishes what it noted (activity, lowest key) just before
- * it commits, and once the
- * commit is visible it lowers the mark to its key, adds the key to the
- * slot's floor, and withdraws what it published.  A claim reads the mark
+ * it commits, and once the commit is visible it lowers the mark to its
+ * key, adds the key to the slot's floor, and withdraws what it published
+ * (its own claims start at its keys before that).  A claim reads the mark
  * and the slot's generation before its scan takes a snapshot, and after
  * the scan moves the mark, only if no other claim moved it meanwhile
  * (same generation), to the lowest of what it found, the floor (commits
@@ -349,7 +349,11 @@ static void
 marks_xact_callback(XactEvent event, void *arg)
 {
 	if (n_noted == 0 && !noted_all)
+	{
+		/* an engine insert whose statement trigger never fired (no trigger) */
+		engine_insert = false;
 		return;
+	}
 	switch (event)
 	{
 		case XACT_EVENT_PRE_COMMIT:
@@ -414,6 +418,9 @@ note_ready(const char *activity, const VbClaimKey *key)
 void
 vb_claim_marks_engine_insert(void)
 {
+	if (marks == NULL)
+		return;
+	ensure_callback();			/* so that the flag never outlives the transaction */
 	engine_insert = true;
 }
 

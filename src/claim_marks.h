@@ -30,8 +30,9 @@ extern void vb_claim_marks_note(const char *activity, const VbClaimKey *key);
 
 /*
  * The key a claim of activity starts at (VB_CLAIM_KEY_FIRST when no mark is
- * kept).  Inside SPI: now and then it moves the mark up to the first ready
- * node, with one index scan.
+ * kept), lowered to the nodes this transaction made ready itself.  Inside
+ * SPI: now and then it moves the mark up to the first ready node, with one
+ * index scan.
  */
 extern void vb_claim_mark_start(const char *activity, VbClaimKey *start);
 

@@ -72,12 +72,6 @@ static int	add_nodes(VbRun *run, const char *specs_json, const char *spawned_by,
 /* ---- nodes come into being and become ready ---- */
 
 /*
- * A node became ready: its activity is announced; a node without one (an
- * approval, sleep, signal or run node) is the engine's to start
- * (open_ready_gates).  A node held by its not_before (available_at
- * 'infinity') is announced by the scheduler once it has read that time.
- */
-/*
  * Nodes of activity inserted ready for runs of priority, the first in id
  * order run_id: for the claims' marks (claim_marks.c), which the trigger
  * on nodes leaves to the engine's inserts.
@@ -94,6 +88,12 @@ note_inserted_ready(const char *activity, int32 priority, const pg_uuid_t *run_i
 	vb_claim_marks_note(activity, &key);
 }
 
+/*
+ * A node became ready: its activity is announced; a node without one (an
+ * approval, sleep, signal or run node) is the engine's to start
+ * (open_ready_gates).  A node held by its not_before (available_at
+ * 'infinity') is announced by the scheduler once it has read that time.
+ */
 static void
 became_ready(VbRun *run, const char *activity, bool held)
 {
@@ -372,8 +372,9 @@ release_dependents(VbRun *run, const char *node, TimestampTz at)
  * For several activities, first, without locking, the best max_tasks ready
  * nodes over all of them (in the order of nodes_ready_run_idx: priority,
  * run, node, as a claim of one activity takes them) decide how many each
- * activity may take (its quota), so that no more rows are locked than can be claimed.  Then, per
- * activity, a scan in index order locks the run row and the node row, each
+ * activity may take (its quota), so that no more rows are locked than can
+ * be claimed.  Then, per activity, a scan in index order locks the run row
+ * and the node row, each
  * SKIP LOCKED, inside the scan, so the quota counts only claimable nodes.
  * The run is locked first, as every writer does.  A run busy in another
  * transaction keeps its nodes for the next claim.  LIMIT inside a
@@ -414,8 +415,9 @@ release_dependents(VbRun *run, const char *node, TimestampTz at)
  * and each is tried once, SKIP LOCKED; a run it gets gives its ready nodes
  * of that priority, oldest first, until max_tasks (the priority bounds the
  * index range to the run's entries: without it the scan of one run read
- * every entry of the activity, dead ones included).  A busy run (another claimer's, or a
- * completer's until it commits) costs one lock attempt however many ready
+ * every entry of the activity, dead ones included).  A busy run (another
+ * claimer's, or a completer's until it commits) costs one lock attempt
+ * however many ready
  * nodes it has: scanning node by node cost one attempt per node, which made
  * a claim beside one wide busy run walk all of it (bench/README.md,
  * finding 4).  Everything is pulled lazily, so the outer LIMIT stops the
