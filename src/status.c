@@ -3,7 +3,9 @@
  * status.c
  *	  The one mapping between the statuses of nodes and runs and the text
  *	  stored in vectorbea.nodes.status and vectorbea.runs.status (whose
- *	  CHECK constraints list the same words).
+ *	  column comments list the same words; there is no CHECK constraint,
+ *	  which would cost every writing statement a parse of it, see
+ *	  docs/decisions.md).
  *
  * IDENTIFICATION
  *	  src/status.c
