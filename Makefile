@@ -42,6 +42,7 @@ OBJS = \
 	src/lease.o \
 	src/due_items.o \
 	src/sweep.o \
+	src/first_analyze.o \
 	src/limits.o \
 	src/claim.o \
 	src/complete.o \

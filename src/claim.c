@@ -12,9 +12,10 @@
  * the state machine to start attempts (vb_state_start_attempts, which never
  * waits on a lock), within the concurrency limits of the activities
  * (limits.c).  A claim whose lease ends before the scheduler's next
- * planned wake wakes it at commit.  The scheduler claims llm nodes through
- * vb_claim, which takes the engine's reserved activity; the SQL door
- * refuses it.
+ * planned wake wakes it at commit, and so does a claim that finds the
+ * engine's tables grown without statistics (first_analyze.c).  The
+ * scheduler claims llm nodes through vb_claim, which takes the engine's
+ * reserved activity; the SQL door refuses it.
  *
  * IDENTIFICATION
  *	  src/claim.c
@@ -36,6 +37,7 @@
 #include "clock.h"
 #include "crashpoint.h"
 #include "duration.h"
+#include "first_analyze.h"
 #include "lease.h"
 #include "limits_claim.h"
 #include "notify.h"
@@ -63,6 +65,9 @@ vb_claim(const char *worker, ArrayType *activities, int max_tasks, ArrayType *ex
 								at, started);
 	if (started->first_expiry != DT_NOEND)
 		vb_wake_scheduler(started->first_expiry);
+	/* Plans made while the tables were new read them whole: first_analyze.c. */
+	if (vb_first_analyze_wanted())
+		vb_wake_scheduler(at);
 }
 
 /*

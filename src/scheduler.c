@@ -56,6 +56,7 @@
 #include "vectorbea.h"
 #include "approvals.h"
 #include "clock.h"
+#include "first_analyze.h"
 #include "http.h"
 #include "llm.h"
 #include "retention.h"
@@ -337,6 +338,11 @@ static TimestampTz
 do_pass(TimestampTz now, TimestampTz *announced_upto, VbSweepCounters *c)
 {
 	TimestampTz next;
+
+	/* First, so that this pass's own statements are planned with statistics. */
+	begin_step("vectorbea: analysing new tables");
+	vb_first_analyze();
+	end_step();
 
 	begin_step("vectorbea: ending expired attempts");
 	while (vb_expire_attempts((Datum) 0, now, true, c) > 0)

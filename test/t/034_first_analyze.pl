@@ -1,0 +1,98 @@
+# The engine's tables are analysed by the scheduler as soon as they have
+# grown (src/first_analyze.c), not at autovacuum's first visit: a worker
+# session that prepared its claim while the tables were empty keeps a
+# plan that reads them whole until something invalidates it.  Autovacuum
+# is off here, so only the engine can analyse.
+use strict;
+use warnings;
+use FindBin;
+use lib $FindBin::Bin;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep);
+use VbTest;
+
+my $node = vb_server('first_analyze', "autovacuum = off\n");
+sub sql { return $node->safe_psql('postgres', shift); }
+
+sql(q{CREATE EXTENSION vectorbea CASCADE});
+sql(q{SELECT vectorbea.define_workflow('one', '{"nodes":[{"id":"a","activity":"fa"}]}')});
+
+# A task leased for 30 minutes: the scheduler's next due time, which the
+# claims below (leases of an hour) do not move, so only the engine's ask
+# for an analysis wakes it.
+sql(q{SELECT vectorbea.define_workflow('other', '{"nodes":[{"id":"a","activity":"ot"}]}')});
+sql(q{SELECT vectorbea.start_run('other', '{}')});
+is(sql(q{SELECT count(*) FROM vectorbea.claim_tasks('o', ARRAY['ot'], 1, '30 minutes')}), 1,
+	'a task leased for 30 minutes');
+ok(defined vb_wait_for($node, q{SELECT next_due > now() + interval '29 minutes'
+		FROM vectorbea.scheduler_status()}, 't', 30),
+	'the scheduler plans its next pass at that lease\'s end');
+
+sub analyses
+{
+	return sql(q{SELECT coalesce(sum(analyze_count), 0) FROM pg_stat_user_tables
+		WHERE schemaname = 'vectorbea' AND relname IN ('nodes', 'runs')});
+}
+
+# Blocks a claim of one task reads in the worker's session, its engine
+# statements included (EXPLAIN counts the buffers of the whole call).
+my $worker = $node->background_psql('postgres');
+sub claim_blocks
+{
+	my $plan = $worker->query_safe(q{EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)
+		SELECT * FROM vectorbea.claim_tasks('w', ARRAY['fa'], 1, '1 hour')});
+	my $json = vb_json()->decode($plan);
+	my $top = $json->[0]{Plan};
+	return ($top->{'Actual Rows'}, $top->{'Shared Hit Blocks'} + $top->{'Shared Read Blocks'});
+}
+
+# The worker's plans are made now, on empty tables.
+my ($rows, $blocks) = claim_blocks();
+is($rows, 0, 'nothing to claim yet');
+sleep 2;
+is(analyses(), 0, 'empty tables are left to autovacuum');
+
+# 20,000 runs of one node: nodes and runs grow far past 128 pages.
+sql(q{SELECT count(*) FROM generate_series(1, 20) b,
+	vectorbea.start_runs('one', array_fill(jsonb_build_object('b', b), ARRAY[1000]))});
+cmp_ok(sql(q{SELECT pg_relation_size('vectorbea.nodes') / 8192}), '>=', 128,
+	'nodes has grown past the threshold');
+is(analyses(), 0, 'starting runs analyses nothing');
+
+# The first claim after the growth still runs the plan made on empty
+# tables (nothing has invalidated it), and asks for the analysis.
+usleep(1_100_000);
+my ($stale_rows, $stale_blocks) = claim_blocks();
+is($stale_rows, 1, 'a claim on the grown tables');
+note("blocks read by a claim planned on empty tables: $stale_blocks");
+
+ok(defined vb_wait_for($node, q{SELECT count(*) FROM pg_stat_user_tables
+		WHERE schemaname = 'vectorbea' AND relname IN ('nodes', 'runs') AND analyze_count > 0}, '2', 30),
+	'the scheduler analysed nodes and runs');
+ok($node->log_contains(qr/vectorbea scheduler: analysed vectorbea\.nodes/),
+	'and said so in the log');
+
+# The same session plans again, with statistics: the next claims read a
+# few dozen blocks, not the tables.
+claim_blocks();
+my ($fresh_rows, $fresh_blocks) = claim_blocks();
+is($fresh_rows, 1, 'a claim after the analysis');
+note("blocks read by a claim planned with statistics: $fresh_blocks");
+cmp_ok($fresh_blocks, '<', 100, 'the claim no longer reads the tables');
+cmp_ok($stale_blocks, '>', 3 * $fresh_blocks, 'the stale plan read far more');
+
+# Once analysed, the tables are autoanalyze's again: growth asks for nothing.
+sql(q{SELECT count(*) FROM generate_series(1, 5) b,
+	vectorbea.start_runs('one', array_fill(jsonb_build_object('b', b), ARRAY[1000]))});
+usleep(1_100_000);
+claim_blocks();
+sleep 2;
+is(sql(q{SELECT sum(analyze_count) FROM pg_stat_user_tables
+	WHERE schemaname = 'vectorbea' AND relname IN ('nodes', 'runs')}), 2,
+	'analysed tables are not analysed again');
+
+$worker->quit;
+$node->stop;
+done_testing();
