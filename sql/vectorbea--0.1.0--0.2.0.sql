@@ -1230,6 +1230,15 @@ COMMENT ON COLUMN @extschema@.nodes.kind IS
 COMMENT ON COLUMN @extschema@.runs.status IS
 	'running, compensating, paused, succeeded, failed or cancelled; written only by the engine''s state module.';
 
+-- Who caused an event and who started a run, as text: a name is 64 bytes
+-- whatever it holds (NAMEDATALEN), a sixth of an event row and more than
+-- its data in most (a STEP_COMPLETED row was 200 bytes, 49 of them data),
+-- and a task writes two to four events.  The values and the defaults
+-- (session_user) are unchanged.  Both statements rewrite their table: on
+-- a large history this upgrade takes time (operations.md).
+ALTER TABLE @extschema@.events ALTER COLUMN db_role TYPE text;
+ALTER TABLE @extschema@.runs ALTER COLUMN created_by TYPE text;
+
 -- Claims of one activity start at a mark kept in shared memory, before
 -- which no ready node is visible (src/claim_marks.c), so that under a held
 -- snapshot they do not visit every node claimed since.  Every node that
