@@ -109,6 +109,9 @@ vb_first_analyze(void)
 		if (SPI_execute(psprintf("ANALYZE (SKIP_LOCKED) vectorbea.%s", name), false, 0) !=
 			SPI_OK_UTILITY)
 			elog(ERROR, "vectorbea: could not analyse vectorbea.%s", name);
+		/* Skipped (PostgreSQL warned): autovacuum holds it, and is at it. */
+		if (grown_unanalysed(name))
+			continue;
 		ereport(LOG,
 				(errmsg("vectorbea scheduler: analysed vectorbea.%s, which had grown to at least %d pages without statistics",
 						name, VB_FIRST_ANALYZE_PAGES)));
