@@ -36,8 +36,8 @@
 int			vb_max_payload_kb = 1024;
 int			vb_max_nodes_per_run = 10000;
 bool		vb_notify_tasks = true;
-bool		vb_test_pause_claim_mark = false;
 bool		vb_notify_runs = true;
+bool		vb_test_pause_claim_mark = false;
 char	   *vb_databases = NULL;
 int			vb_scheduler_idle_ms = 5 * 60 * 1000;
 char	   *vb_master_key_file = NULL;

@@ -15,9 +15,6 @@ extern int	vb_max_nodes_per_run;
 extern bool vb_notify_tasks;
 extern bool vb_notify_runs;
 extern bool vb_test_pause_claim_mark;
-
-/* The advisory lock a paused claim waits for (vectorbea.test_pause_claim_mark). */
-#define VB_TEST_PAUSE_LOCK 86214001
 extern char *vb_databases;
 extern char *vb_master_key_file;
 extern int	vb_scheduler_idle_ms;
@@ -29,5 +26,8 @@ extern int	vb_retention_min;
 
 extern void vb_define_settings(void);
 extern List *vb_scheduler_databases(bool warn);
+
+/* The advisory lock a paused claim waits for (vectorbea.test_pause_claim_mark). */
+#define VB_TEST_PAUSE_LOCK 86214001
 
 #endif							/* VB_SETTINGS_H */

@@ -374,11 +374,10 @@ release_dependents(VbRun *run, const char *node, TimestampTz at)
  * run, node, as a claim of one activity takes them) decide how many each
  * activity may take (its quota), so that no more rows are locked than can
  * be claimed.  Then, per activity, a scan in index order locks the run row
- * and the node row, each
- * SKIP LOCKED, inside the scan, so the quota counts only claimable nodes.
- * The run is locked first, as every writer does.  A run busy in another
- * transaction keeps its nodes for the next claim.  LIMIT inside a
- * MATERIALIZED CTE bounds the rows taken, whatever the plan.
+ * and the node row, each SKIP LOCKED, inside the scan, so the quota counts
+ * only claimable nodes.  The run is locked first, as every writer does.  A
+ * run busy in another transaction keeps its nodes for the next claim.
+ * LIMIT inside a MATERIALIZED CTE bounds the rows taken, whatever the plan.
  */
 #define CLAIM_MANY_HEAD(filter) \
 	"WITH acts AS (" \
@@ -417,11 +416,10 @@ release_dependents(VbRun *run, const char *node, TimestampTz at)
  * index range to the run's entries: without it the scan of one run read
  * every entry of the activity, dead ones included).  A busy run (another
  * claimer's, or a completer's until it commits) costs one lock attempt
- * however many ready
- * nodes it has: scanning node by node cost one attempt per node, which made
- * a claim beside one wide busy run walk all of it (bench/README.md,
- * finding 4).  Everything is pulled lazily, so the outer LIMIT stops the
- * scan, and the locking, at the last run it needs.
+ * however many ready nodes it has: scanning node by node cost one attempt
+ * per node, which made a claim beside one wide busy run walk all of it
+ * (bench/README.md, finding 4).  Everything is pulled lazily, so the outer
+ * LIMIT stops the scan, and the locking, at the last run it needs.
  *
  * The first step starts at the activity's mark ($8, $9: priority and run
  * id, claim_marks.c), before which no ready node is visible: under a held
