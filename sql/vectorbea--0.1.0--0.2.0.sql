@@ -191,7 +191,9 @@ WITH ev AS (
 ), started AS (
 	SELECT ev.data FROM ev WHERE ev.type = 'RUN_STARTED'
 ), added AS (
-	SELECT spec.value->>'id' AS node, spec.value AS spec,
+	-- a spec leaves out a field that has its default (docs/concepts.md)
+	SELECT spec.value->>'id' AS node,
+		   '{"kind": "task", "depends_on": []}'::jsonb || spec.value AS spec,
 		   CASE WHEN ev.type = 'NODES_SPAWNED' THEN ev.node END AS spawned_by
 	  FROM ev, jsonb_array_elements(ev.data->'nodes') AS spec
 	 WHERE ev.type IN ('RUN_STARTED', 'NODES_SPAWNED', 'COMPENSATION_STARTED')
@@ -1238,6 +1240,14 @@ COMMENT ON COLUMN @extschema@.runs.status IS
 -- a large history this upgrade takes time (operations.md).
 ALTER TABLE @extschema@.events ALTER COLUMN db_role TYPE text;
 ALTER TABLE @extschema@.runs ALTER COLUMN created_by TYPE text;
+
+-- A node with the default retry policy stores none: the policy was 150 of
+-- a task row's 350 bytes, written again by each of its updates.  The specs
+-- in RUN_STARTED and NODES_SPAWNED leave out the fields that have their
+-- default in the same way (src/validate.h); replay() fills them in.
+ALTER TABLE @extschema@.nodes ALTER COLUMN retry DROP NOT NULL;
+COMMENT ON COLUMN @extschema@.nodes.retry IS
+	'The node''s retry policy; NULL: the default (3 attempts, exponential backoff from 1 s to 60 s, multiplier 2, jitter).';
 
 -- Claims of one activity start at a mark kept in shared memory, before
 -- which no ready node is visible (src/claim_marks.c), so that under a held

@@ -77,8 +77,9 @@ plan_fork(pg_uuid_t *source, const char *from_node, const char *definition_specs
 		  int *count, bool *from_found)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		args[3] = {UUIDPGetDatum(source), CStringGetTextDatum(from_node), (Datum) 0};
-	char		nulls[3] = {' ', ' ', 'n'};
+	Datum		args[4] = {UUIDPGetDatum(source), CStringGetTextDatum(from_node), (Datum) 0,
+	JsonbPGetDatum(vb_jsonb_from_cstring(vb_node_spec_defaults_json()))};
+	char		nulls[4] = {' ', ' ', 'n', ' '};
 	ForkNode   *nodes;
 
 	if (definition_specs)
@@ -88,7 +89,7 @@ plan_fork(pg_uuid_t *source, const char *from_node, const char *definition_specs
 	}
 	if (plan == NULL)
 	{
-		Oid			types[3] = {UUIDOID, TEXTOID, JSONBOID};
+		Oid			types[4] = {UUIDOID, TEXTOID, JSONBOID, JSONBOID};
 
 		plan = vb_prepare("WITH RECURSIVE spec AS ("
 						  "  SELECT x.value AS s, x.value->>'id' AS id, NULL::text AS spawner,"
@@ -108,9 +109,14 @@ plan_fork(pg_uuid_t *source, const char *from_node, const char *definition_specs
 						  "   WHERE e.run_id = $1 AND e.type = 'RUN_STARTED'"
 						  "), down(id) AS ("
 						  "  SELECT s.id FROM spec s WHERE s.id = $2"
-						  /* with another version: its new and changed nodes run too */
+						  /*
+						   * with another version: its new and changed nodes run
+						   * too; $4 || spec is the spec in full, so a spec that
+						   * left out its defaults equals one written before that
+						   */
 						  "     OR ($3 IS NOT NULL AND s.spawner IS NULL"
-						  "         AND s.s IS DISTINCT FROM (SELECT o.s FROM old_definition o WHERE o.id = s.id))"
+						  "         AND $4 || s.s IS DISTINCT FROM"
+						  "             (SELECT $4 || o.s FROM old_definition o WHERE o.id = s.id))"
 						  "  UNION"
 						  "  SELECT s.id FROM spec s, down d WHERE (s.s->'depends_on') ? d.id"
 						  "), dropped(id) AS ("

@@ -22,29 +22,36 @@
 
 #include "jsonb_util.h"
 #include "retry.h"
+#include "validate.h"
 
-/* The delay before attempt + 1, by the node's normalised retry policy. */
+/*
+ * The delay before attempt + 1, by the node's normalised retry policy; NULL
+ * is the default policy (validate.h).
+ */
 int64
 vb_backoff_delay_ms(Jsonb *retry, int attempt)
 {
 	JsonbValue	v;
 	bool		exponential = true;
-	double		initial = 1000,
-				max = 60000,
-				multiplier = 2,
+	double		initial = VB_DEFAULT_INITIAL_MS,
+				max = VB_DEFAULT_MAX_MS,
+				multiplier = VB_DEFAULT_MULTIPLIER,
 				delay;
 	bool		jitter = true;
 
-	if (vb_jsonb_get(&retry->root, "backoff", &v) && v.type == jbvString)
-		exponential = (strncmp(v.val.string.val, "exponential", v.val.string.len) == 0);
-	if (vb_jsonb_get(&retry->root, "initial_ms", &v) && v.type == jbvNumeric)
-		initial = vb_numeric_double(v.val.numeric);
-	if (vb_jsonb_get(&retry->root, "max_ms", &v) && v.type == jbvNumeric)
-		max = vb_numeric_double(v.val.numeric);
-	if (vb_jsonb_get(&retry->root, "multiplier", &v) && v.type == jbvNumeric)
-		multiplier = vb_numeric_double(v.val.numeric);
-	if (vb_jsonb_get(&retry->root, "jitter", &v) && v.type == jbvBool)
-		jitter = v.val.boolean;
+	if (retry != NULL)
+	{
+		if (vb_jsonb_get(&retry->root, "backoff", &v) && v.type == jbvString)
+			exponential = (strncmp(v.val.string.val, "exponential", v.val.string.len) == 0);
+		if (vb_jsonb_get(&retry->root, "initial_ms", &v) && v.type == jbvNumeric)
+			initial = vb_numeric_double(v.val.numeric);
+		if (vb_jsonb_get(&retry->root, "max_ms", &v) && v.type == jbvNumeric)
+			max = vb_numeric_double(v.val.numeric);
+		if (vb_jsonb_get(&retry->root, "multiplier", &v) && v.type == jbvNumeric)
+			multiplier = vb_numeric_double(v.val.numeric);
+		if (vb_jsonb_get(&retry->root, "jitter", &v) && v.type == jbvBool)
+			jitter = v.val.boolean;
+	}
 
 	/* max caps the exponential growth; a fixed backoff is what it says. */
 	delay = exponential ? Min(initial * pow(multiplier, attempt - 1), max) : initial;

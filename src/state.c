@@ -54,6 +54,7 @@
 #include "retry.h"
 #include "spi_util.h"
 #include "state.h"
+#include "validate.h"
 
 static void open_ready_gates(VbRun *run, TimestampTz at);
 static const char *fail_attempt(VbRun *run, int64 task_id, const char *err_class,
@@ -133,6 +134,18 @@ vb_state_add_nodes_held(VbRun *run, const char *specs_json, const char *spawned_
 }
 
 /*
+ * A spec's fields that specs leave out when they have their default
+ * (validate.h); the default retry policy is stored as NULL.
+ */
+#define SPEC_KIND "coalesce(s.kind, '" VB_DEFAULT_KIND "')"
+#define SPEC_DEPENDS_ON "coalesce(s.depends_on, '{}')"
+#define SPEC_INPUT "coalesce(s.input, '{}')"
+#define SPEC_MAX_ATTEMPTS \
+	"coalesce((s.retry->>'max_attempts')::int, " CppAsString2(VB_DEFAULT_MAX_ATTEMPTS) ")"
+#define NODE_MAX_ATTEMPTS \
+	"coalesce((retry->>'max_attempts')::int, " CppAsString2(VB_DEFAULT_MAX_ATTEMPTS) ")"
+
+/*
  * The insert of add_nodes.  A node with a not_before is held (available_at
  * 'infinity') until the scheduler has read its time.  The columns of
  * sleep, signal and run nodes and of compensations come with 0.2.0's schema; a 0.1.0 schema
@@ -158,9 +171,9 @@ vb_state_add_nodes_held(VbRun *run, const char *specs_json, const char *spawned_
 	"  INSERT INTO vectorbea.nodes (run_id, node, kind, activity, status," \
 	"    depends_on, deps_remaining, input, max_attempts, retry, timeout_ms, approval, llm, priority," \
 	"    available_at, spawned_by, created_at" ins_cols ")" \
-	"  SELECT $1, s.id, s.kind, s.activity," \
+	"  SELECT $1, s.id, " SPEC_KIND ", s.activity," \
 	"    CASE WHEN d.remaining = 0 AND NOT $6 THEN 'ready' ELSE 'pending' END," \
-	"    s.depends_on, d.remaining, s.input, (s.retry->>'max_attempts')::int," \
+	"    " SPEC_DEPENDS_ON ", d.remaining, " SPEC_INPUT ", " SPEC_MAX_ATTEMPTS "," \
 	"    s.retry, s.timeout_ms, " approval ", s.llm, $3," \
 	"    CASE WHEN " not_before " IS NOT NULL THEN 'infinity'::timestamptz" \
 	"         WHEN d.remaining = 0 AND NOT $6 THEN $5 END, $4, $5" ins_vals \
@@ -267,9 +280,9 @@ vb_state_add_nodes_to_new_runs(VbRun *runs, int nruns, const char *specs_json, T
 							   "    depends_on, deps_remaining, input, max_attempts, retry, timeout_ms, approval,"
 							   "    llm, priority, available_at, created_at, wait, not_before, compensate,"
 							   "    compensation_of, estimate)"
-							   "  SELECT r.id, s.id, s.kind, s.activity,"
+							   "  SELECT r.id, s.id, " SPEC_KIND ", s.activity,"
 							   "    CASE WHEN s.deps = 0 THEN 'ready' ELSE 'pending' END,"
-							   "    s.depends_on, s.deps, s.input, (s.retry->>'max_attempts')::int, s.retry,"
+							   "    " SPEC_DEPENDS_ON ", s.deps, " SPEC_INPUT ", " SPEC_MAX_ATTEMPTS ", s.retry,"
 							   "    s.timeout_ms, coalesce(s.approval, s.escalation), s.llm, $3,"
 							   "    CASE WHEN s.not_before IS NOT NULL THEN 'infinity'::timestamptz"
 							   "         WHEN s.deps = 0 THEN $4 END, $4,"
@@ -862,7 +875,8 @@ fail_attempt(VbRun *run, int64 task_id, const char *err_class, const char *error
 	char	   *activity;
 	int			attempt;
 	int			max_attempts;
-	Jsonb	   *retry;
+	Datum		policy;
+	Jsonb	   *retry;			/* NULL: the default policy */
 	TimestampTz started_at;
 	bool		final;
 	bool		escalates;
@@ -892,7 +906,8 @@ fail_attempt(VbRun *run, int64 task_id, const char *err_class, const char *error
 	activity = SPI_getvalue(tup, desc, 2);
 	attempt = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
 	max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
-	retry = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 5, &isnull));
+	policy = SPI_getbinval(tup, desc, 5, &isnull);
+	retry = isnull ? NULL : DatumGetJsonbPCopy(policy);
 	started_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 6, &isnull));
 	duration_ms = isnull ? 0 : (at - started_at) / 1000;
 
@@ -1253,7 +1268,7 @@ vb_state_decide_failure(VbRun *run, int64 task_id, const char *node, const char 
 		retry_plan = vb_prepare("UPDATE vectorbea.nodes"
 								"   SET status = 'ready', available_at = $2, lease = NULL,"
 								"       lease_expires_at = NULL, attempt_deadline = NULL,"
-								"       max_attempts = attempt + (retry->>'max_attempts')::int,"
+								"       max_attempts = attempt + " NODE_MAX_ATTEMPTS ","
 								"       input = coalesce($3::jsonb, input)"
 								" WHERE id = $1 AND status = 'waiting'"
 								" RETURNING attempt, max_attempts, activity", lengthof(types), types);
@@ -2358,7 +2373,7 @@ vb_state_requeue(VbRun *run, int64 task_id, const char *reason, const char *by,
 
 		node_plan = vb_prepare("UPDATE vectorbea.nodes"
 							   "   SET status = 'ready', available_at = $2, finished_at = NULL,"
-							   "       max_attempts = attempt + (retry->>'max_attempts')::int"
+							   "       max_attempts = attempt + " NODE_MAX_ATTEMPTS
 							   " WHERE id = $1 AND status = 'failed'"
 							   " RETURNING node, activity, max_attempts", lengthof(t2), t2);
 		revive_plan = vb_prepare("WITH closed AS ("

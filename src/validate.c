@@ -60,10 +60,7 @@ static const char *const retry_fields[] = {"max_attempts", "backoff", "initial",
 
 /* Contract fields not acted on by this version, and why. */
 
-#define DEFAULT_MAX_ATTEMPTS	3
-#define DEFAULT_INITIAL_MS		1000
-#define DEFAULT_MAX_MS			(60 * 1000)
-#define DEFAULT_MULTIPLIER		2.0
+static char *specs_json(List *specs, bool compact);
 
 /* "node \"plan\"" or "node #3" when the id itself is unusable. */
 static char *
@@ -353,7 +350,7 @@ parse_node(VbChecker *chk, JsonbValue *nodeval, int position, VbNodeSpec *spec)
 	label = node_label(spec->id, position);
 	vb_check_fields(chk, obj, node_fields, label, "");
 
-	spec->kind = "task";
+	spec->kind = VB_DEFAULT_KIND;
 	if (vb_jsonb_get(obj, "kind", &v))
 	{
 		char	   *kind;
@@ -613,7 +610,8 @@ parse_compensate(VbChecker *chk, JsonbValue *v, const char *label, VbNodeSpec *s
 	node.val.binary.len = 0;
 	parse_node(chk, &node, -1, &comp);
 	comp.depends_on = NIL;
-	json = vb_node_specs_json(list_make1(&comp));
+	/* Every field: validate_workflow shows it, and compensations are rare. */
+	json = specs_json(list_make1(&comp), false);
 	/* The one spec of the array. */
 	json[strlen(json) - 1] = '\0';
 	return json + 1;
@@ -761,11 +759,11 @@ parse_nodes(VbChecker *chk, JsonbValue *nodes, JsonbValue *defaults_retry,
 
 	/* The defaults, checked once, are where every node starts from. */
 	memset(&template, 0, sizeof(template));
-	template.max_attempts = DEFAULT_MAX_ATTEMPTS;
+	template.max_attempts = VB_DEFAULT_MAX_ATTEMPTS;
 	template.backoff_exponential = true;
-	template.initial_ms = DEFAULT_INITIAL_MS;
-	template.max_ms = DEFAULT_MAX_MS;
-	template.multiplier = DEFAULT_MULTIPLIER;
+	template.initial_ms = VB_DEFAULT_INITIAL_MS;
+	template.max_ms = VB_DEFAULT_MAX_MS;
+	template.multiplier = VB_DEFAULT_MULTIPLIER;
 	template.jitter = true;
 	if (defaults_retry)
 		apply_retry(chk, defaults_retry, &template, NULL, "defaults.");
@@ -950,12 +948,22 @@ vb_validate_spawn(Jsonb *spawn, Jsonb *definition, const char *spawner,
 	return validate(&chk, definition, existing, &nodes);
 }
 
+/* Whether a node's retry policy is the default one, which specs leave out. */
+static bool
+default_retry(const VbNodeSpec *s)
+{
+	return s->max_attempts == VB_DEFAULT_MAX_ATTEMPTS && s->backoff_exponential &&
+		s->initial_ms == VB_DEFAULT_INITIAL_MS && s->max_ms == VB_DEFAULT_MAX_MS &&
+		s->multiplier == VB_DEFAULT_MULTIPLIER && s->jitter &&
+		s->on_exhausted == NULL && s->in_doubt == NULL;
+}
+
 /*
- * The normalised JSON array of specs: what RUN_STARTED and NODES_SPAWNED
- * record, and what replay rebuilds nodes from.
+ * The normalised JSON array of specs, with every field (compact false) or
+ * without the fields that have their default (validate.h).
  */
-char *
-vb_node_specs_json(List *specs)
+static char *
+specs_json(List *specs, bool compact)
 {
 	StringInfoData buf;
 	ListCell   *lc;
@@ -971,29 +979,41 @@ vb_node_specs_json(List *specs)
 			appendStringInfoChar(&buf, ',');
 		appendStringInfoString(&buf, "{\"id\":");
 		vb_append_json_string(&buf, s->id);
-		appendStringInfoString(&buf, ",\"kind\":");
-		vb_append_json_string(&buf, s->kind);
+		if (!compact || strcmp(s->kind, VB_DEFAULT_KIND) != 0)
+		{
+			appendStringInfoString(&buf, ",\"kind\":");
+			vb_append_json_string(&buf, s->kind);
+		}
 		appendStringInfoString(&buf, ",\"activity\":");
 		vb_append_json_string(&buf, s->activity);
-		appendStringInfoString(&buf, ",\"depends_on\":[");
-		foreach(d, s->depends_on)
+		if (!compact || s->depends_on != NIL)
 		{
-			if (foreach_current_index(d) > 0)
-				appendStringInfoChar(&buf, ',');
-			vb_append_json_string(&buf, lfirst(d));
+			appendStringInfoString(&buf, ",\"depends_on\":[");
+			foreach(d, s->depends_on)
+			{
+				if (foreach_current_index(d) > 0)
+					appendStringInfoChar(&buf, ',');
+				vb_append_json_string(&buf, lfirst(d));
+			}
+			appendStringInfoChar(&buf, ']');
 		}
-		appendStringInfo(&buf, "],\"input\":%s,\"retry\":{\"max_attempts\":%d,"
-						 "\"backoff\":\"%s\",\"initial_ms\":%ld,\"max_ms\":%ld,"
-						 "\"multiplier\":%g,\"jitter\":%s",
-						 s->input_json, s->max_attempts,
-						 s->backoff_exponential ? "exponential" : "fixed",
-						 (long) s->initial_ms, (long) s->max_ms, s->multiplier,
-						 s->jitter ? "true" : "false");
-		if (s->on_exhausted)
-			appendStringInfo(&buf, ",\"on_exhausted\":\"%s\"", s->on_exhausted);
-		if (s->in_doubt)
-			appendStringInfo(&buf, ",\"in_doubt\":\"%s\"", s->in_doubt);
-		appendStringInfoChar(&buf, '}');
+		if (!compact || strcmp(s->input_json, "{}") != 0)
+			appendStringInfo(&buf, ",\"input\":%s", s->input_json);
+		if (!compact || !default_retry(s))
+		{
+			appendStringInfo(&buf, ",\"retry\":{\"max_attempts\":%d,"
+							 "\"backoff\":\"%s\",\"initial_ms\":%ld,\"max_ms\":%ld,"
+							 "\"multiplier\":%g,\"jitter\":%s",
+							 s->max_attempts,
+							 s->backoff_exponential ? "exponential" : "fixed",
+							 (long) s->initial_ms, (long) s->max_ms, s->multiplier,
+							 s->jitter ? "true" : "false");
+			if (s->on_exhausted)
+				appendStringInfo(&buf, ",\"on_exhausted\":\"%s\"", s->on_exhausted);
+			if (s->in_doubt)
+				appendStringInfo(&buf, ",\"in_doubt\":\"%s\"", s->in_doubt);
+			appendStringInfoChar(&buf, '}');
+		}
 		if (s->escalation_json)
 			appendStringInfo(&buf, ",\"escalation\":%s", s->escalation_json);
 		if (s->compensate_json)
@@ -1017,4 +1037,39 @@ vb_node_specs_json(List *specs)
 	}
 	appendStringInfoChar(&buf, ']');
 	return buf.data;
+}
+
+/*
+ * The specs as RUN_STARTED and NODES_SPAWNED record them, and as replay
+ * rebuilds nodes from: without the fields that have their default, so that
+ * the history of a one-node run is a third of the size.  A 0.1.0 schema
+ * (before ALTER EXTENSION UPDATE) gets every field: its replay() and its
+ * nodes.retry (NOT NULL) know no defaults.
+ */
+char *
+vb_node_specs_json(List *specs)
+{
+	return specs_json(specs, vb_waits_available());
+}
+
+/* The specs with every default written out, as validate_workflow shows them. */
+char *
+vb_node_specs_full_json(List *specs)
+{
+	return specs_json(specs, false);
+}
+
+/*
+ * The fields a spec leaves out, with their defaults, as a JSON object:
+ * defaults || spec is the spec with every field, whichever form it was
+ * written in.
+ */
+char *
+vb_node_spec_defaults_json(void)
+{
+	return psprintf("{\"kind\":\"%s\",\"depends_on\":[],\"input\":{},"
+					"\"retry\":{\"max_attempts\":%d,\"backoff\":\"exponential\","
+					"\"initial_ms\":%d,\"max_ms\":%d,\"multiplier\":%g,\"jitter\":true}}",
+					VB_DEFAULT_KIND, VB_DEFAULT_MAX_ATTEMPTS, VB_DEFAULT_INITIAL_MS,
+					VB_DEFAULT_MAX_MS, VB_DEFAULT_MULTIPLIER);
 }

@@ -12,6 +12,19 @@
 #include "nodes/pg_list.h"
 #include "utils/jsonb.h"
 
+/*
+ * The defaults of a node.  A normalised spec in RUN_STARTED or NODES_SPAWNED
+ * leaves out a field that has its default ("kind" task, "depends_on" empty,
+ * "input" {}, "retry" the whole default policy), and nodes.retry is NULL
+ * for the default policy: so these values are part of the history's format
+ * and are never changed.  Another default would have to be written out.
+ */
+#define VB_DEFAULT_KIND			"task"
+#define VB_DEFAULT_MAX_ATTEMPTS	3
+#define VB_DEFAULT_INITIAL_MS	1000
+#define VB_DEFAULT_MAX_MS		(60 * 1000)
+#define VB_DEFAULT_MULTIPLIER	2.0
+
 /* A node after validation, with every default applied. */
 typedef struct VbNodeSpec
 {
@@ -50,5 +63,7 @@ extern List *vb_validate_definition(Jsonb *definition);
 extern List *vb_validate_spawn(Jsonb *spawn, Jsonb *definition,
 							   const char *spawner, VbExistingNodes *existing);
 extern char *vb_node_specs_json(List *specs);
+extern char *vb_node_specs_full_json(List *specs);
+extern char *vb_node_spec_defaults_json(void);
 
 #endif							/* VB_VALIDATE_H */

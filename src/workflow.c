@@ -194,7 +194,7 @@ vectorbea_validate_workflow(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("workflow definition must not be null")));
 	specs = vb_validate_definition(PG_GETARG_JSONB_P(0));
-	PG_RETURN_JSONB_P(vb_jsonb_from_cstring(vb_node_specs_json(specs)));
+	PG_RETURN_JSONB_P(vb_jsonb_from_cstring(vb_node_specs_full_json(specs)));
 }
 
 /*

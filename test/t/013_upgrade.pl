@@ -391,4 +391,22 @@ for my $run (@runs)
 		"$name{$run}: the whole history replays to the succeeded run");
 }
 
+# The 0.2.0 library wrote the held run's specs with every field (its
+# schema was 0.1.0's); runs of 0.2.0 leave the defaults out.  A fork of it
+# with another version still reruns only what changed: the work node,
+# the same in both versions, is reused.
+is(sql(qq{SELECT data->'nodes'->0 ? 'retry' FROM vectorbea.events WHERE run_id = '$held' AND seq = 1}), 't',
+	'held task: its RUN_STARTED has every field of its specs');
+sql(q{SELECT vectorbea.define_workflow('held', '{"nodes": [
+  {"id": "work", "activity": "work"},
+  {"id": "summary", "kind": "llm", "depends_on": ["work"],
+   "llm": {"provider": "openai", "model": "gpt-4o-mini", "prompt": "Summarise again {{upstream.work.output.note}}"}}]}')});
+my $fork = sql(qq{SELECT vectorbea.fork_run('$held', 'summary', '{}', 2)});
+is(sql(qq{SELECT data->'nodes'->0 ? 'retry' FROM vectorbea.events WHERE run_id = '$fork' AND seq = 1}), 'f',
+	'fork with version 2: its RUN_STARTED leaves the defaults out');
+is(sql(qq{SELECT status || ' ' || (output->>'note') FROM vectorbea.nodes WHERE run_id = '$fork' AND node = 'work'}),
+	'succeeded upgraded', 'fork with version 2: the unchanged node is reused, not run again');
+ok(defined vb_wait_for($node, qq{SELECT status FROM vectorbea.runs WHERE id = '$fork'}, 'succeeded', 30),
+	'fork with version 2: the changed llm node runs and the fork succeeds');
+
 done_testing();

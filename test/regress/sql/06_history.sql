@@ -49,6 +49,21 @@ SELECT vectorbea.replay('00000000-0000-7000-8000-000000000000') IS NULL AS unkno
 SELECT * FROM vectorbea.verify_run('00000000-0000-7000-8000-000000000000');
 SELECT * FROM check_run(:'run');
 
+-- A spec in the history leaves out the fields that have their default
+-- (kind task, no dependencies, input {}, the default retry policy), and a
+-- node with the default policy stores none; replay (above) fills them in.
+SELECT seq, data->'nodes' AS specs FROM vectorbea.events WHERE run_id = :'run' AND type = 'RUN_STARTED';
+SELECT node, retry, max_attempts FROM vectorbea.nodes WHERE run_id = :'run' ORDER BY id;
+-- A field that differs from its default is written, a policy in full.
+SELECT vectorbea.define_workflow('history_full', '{"defaults": {"retry": {"max_attempts": 5}}, "nodes":[
+	{"id":"a","kind":"task","activity":"fetch","input":{"q":1}},
+	{"id":"b","activity":"answer","depends_on":["a"],"retry":{"backoff":"fixed"}}]}');
+SELECT vectorbea.start_run('history_full', '{}') AS full_run \gset
+SELECT jsonb_pretty(data->'nodes') AS specs FROM vectorbea.events WHERE run_id = :'full_run' AND seq = 1;
+SELECT node, retry->>'max_attempts' AS policy_attempts, retry->>'backoff' AS backoff, max_attempts
+  FROM vectorbea.nodes WHERE run_id = :'full_run' ORDER BY id;
+SELECT * FROM check_run(:'full_run');
+
 -- verify_run finds every difference between the tables and the history.
 -- (The tables are writable by their owner; the engine never does this.)
 UPDATE vectorbea.nodes SET status = 'failed', attempt = 5 WHERE run_id = :'run' AND node = 'answer';
