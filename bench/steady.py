@@ -16,6 +16,10 @@ Processes (fork), all on the same machine as the server:
              claim_tasks(..., BATCH); commit.  An empty claim waits for a
              NOTIFY vectorbea_tasks, at most POLL_MS.  The work itself is
              a no-op.
+  waker      (WAKE=one only) the one listener: each notification wakes one
+             idle worker, instead of every worker listening and waking on
+             every notification (WAKE=all); a worker whose claim came back
+             full wakes one more
   sampler    pg_stat_activity every 100 ms: the wait event (or "CPU") of
              each active backend of the database, and what it runs
   holder     (hold mode only) after BEFORE seconds, a REPEATABLE READ
@@ -55,6 +59,7 @@ BATCH = setting("BATCH", 32)
 CHUNK_MS = setting("CHUNK_MS", 50)
 INTERVAL = setting("INTERVAL", 10)
 POLL_MS = setting("POLL_MS", 100)
+WAKE = setting("WAKE", "all", str)
 LEASE = setting("LEASE", "1 minute", str)
 HOLD = setting("HOLD", 0)
 BEFORE = setting("BEFORE", 0)
@@ -145,12 +150,40 @@ def new_worker_acc():
             "lost": 0, "errors": []}
 
 
-def worker(i, t0, end, out):
+def waker(t0, end, tokens):
+    """WAKE=one: one notification, one idle worker woken."""
+    conn = connect("steady-waker")
+    conn.autocommit = True
+    conn.cursor().execute("LISTEN vectorbea_tasks")
+    while time.time() < end:
+        if select.select([conn], [], [], 0.5)[0]:
+            conn.poll()
+            for _ in conn.notifies:
+                tokens.put(1)
+            conn.notifies.clear()
+
+
+def wait_for_work(conn, tokens):
+    """After an empty claim: a notification (or a waker's token), at most POLL_MS."""
+    if tokens is not None:
+        try:
+            tokens.get(timeout=POLL_MS / 1000)
+        except queue.Empty:
+            pass
+    elif conn.notifies:
+        conn.notifies.clear()
+    elif select.select([conn], [], [], POLL_MS / 1000)[0]:
+        conn.poll()
+        conn.notifies.clear()
+
+
+def worker(i, t0, end, out, tokens):
     name = f"steady-{i + 1}"
     conn = connect("steady-worker")
     conn.autocommit = True
     cur = conn.cursor()
-    cur.execute("LISTEN vectorbea_tasks")
+    if tokens is None:
+        cur.execute("LISTEN vectorbea_tasks")
     conn.autocommit = False
     ids, leases, starts = [], [], []
     acc = {}
@@ -209,12 +242,9 @@ def worker(i, t0, end, out):
             break
         if not rows:
             a["empty"] += 1
-            # Wait for a NOTIFY (delivered after the commit), at most POLL_MS.
-            if conn.notifies:
-                conn.notifies.clear()
-            elif select.select([conn], [], [], POLL_MS / 1000)[0]:
-                conn.poll()
-                conn.notifies.clear()
+            wait_for_work(conn, tokens)
+        elif tokens is not None and len(rows) == BATCH:
+            tokens.put(1)     # more may be ready than one claim takes
     out.put(("worker", acc))
     conn.close()
 
@@ -467,9 +497,14 @@ def main():
     out = mp.Queue()
     t0 = time.time() + 1.0
     end = t0 + DURATION
+    if WAKE not in ("all", "one"):
+        sys.exit(f"VB_STEADY_WAKE must be all or one ({WAKE})")
+    tokens = mp.Queue() if WAKE == "one" else None
     procs = [mp.Process(target=producer, args=(t0, end, out), name="producer")]
-    procs += [mp.Process(target=worker, args=(i, t0, end, out), name=f"worker-{i}")
+    procs += [mp.Process(target=worker, args=(i, t0, end, out, tokens), name=f"worker-{i}")
               for i in range(WORKERS)]
+    if tokens is not None:
+        procs.append(mp.Process(target=waker, args=(t0, end, tokens), name="waker"))
     procs.append(mp.Process(target=sampler, args=(t0, end, out), name="sampler"))
     if HOLD > 0:
         procs.append(mp.Process(target=holder, args=(t0, out), name="holder"))
@@ -659,7 +694,9 @@ def report(cur, rows, pss, notes, first_analyze, late_done, bad_exit):
     L.append(f"vectorbea steady-load bench (bench/steady){' with a held snapshot' if HOLD else ''}")
     L.append(f"settings: {RATE:.0f} runs/s of one task (start_runs every {CHUNK_MS} ms), {WORKERS} workers,"
              f" claim_tasks(..., {BATCH}, '{LEASE}') pipelined with complete_tasks in one transaction,"
-             f" an empty claim waits for NOTIFY at most {POLL_MS} ms; {DURATION} s"
+             f" an empty claim waits for NOTIFY at most {POLL_MS} ms"
+             + (" (one waker: each notification wakes one worker)" if WAKE == "one" else "")
+             + f"; {DURATION} s"
              + (f" ({BEFORE} s before, {HOLD} s held, {AFTER} s after)" if HOLD else "")
              + f"; report every {INTERVAL} s")
     L.append("")
