@@ -53,6 +53,7 @@
 #include "spi_util.h"
 #include "state.h"
 #include "validate.h"
+#include "workflow.h"
 
 static const char *const change_fields[] = {"input", "llm", NULL};
 
@@ -424,11 +425,9 @@ vectorbea_fork_run(PG_FUNCTION_ARGS)
 	run.priority = source.priority;
 
 	initStringInfo(&data);
-	appendStringInfoString(&data, "{\"workflow\":");
-	vb_append_json_string(&data, source.workflow);
-	appendStringInfo(&data, ",\"version\":%d,\"input\":%s,\"options\":%s,\"idempotency_key\":null,"
-					 "\"forked_from\":{\"run\":\"%s\",\"version\":%d,\"node\":",
-					 version, run_input, options, vb_uuid_text(source_id), source.workflow_version);
+	vb_run_started_head(&data, source.workflow, version, run_input, options, NULL);
+	appendStringInfo(&data, ",\"forked_from\":{\"run\":\"%s\",\"version\":%d,\"node\":",
+					 vb_uuid_text(source_id), source.workflow_version);
 	vb_append_json_string(&data, from_node);
 	appendStringInfo(&data, ",\"changes\":%s},\"nodes\":",
 					 JsonbToCString(NULL, &changes->root, VARSIZE(changes)));

@@ -373,6 +373,28 @@ existing_run(const char *key, const char *workflow, Jsonb *input)
 }
 
 /*
+ * The head of a RUN_STARTED's data: the workflow, its version and the
+ * run's input, then its options and idempotency key when it has them (an
+ * empty options object and no key are left out, as a spec leaves out its
+ * defaults: docs/concepts.md).  The caller appends the rest and the brace.
+ */
+void
+vb_run_started_head(StringInfo data, const char *workflow, int version,
+					const char *input_json, const char *options_json, const char *key)
+{
+	appendStringInfoString(data, "{\"workflow\":");
+	vb_append_json_string(data, workflow);
+	appendStringInfo(data, ",\"version\":%d,\"input\":%s", version, input_json);
+	if (strcmp(options_json, "{}") != 0)
+		appendStringInfo(data, ",\"options\":%s", options_json);
+	if (key)
+	{
+		appendStringInfoString(data, ",\"idempotency_key\":");
+		vb_append_json_string(data, key);
+	}
+}
+
+/*
  * Creates a run of version `version` of workflow (0: the latest) inside
  * SPI: the row, RUN_STARTED with every node normalised, and the nodes.  A
  * child run names its parent's run node (parent_run, parent_node); its
@@ -479,12 +501,8 @@ vb_create_run(const char *workflow, int version, Jsonb *input, Jsonb *options,
 	run.priority = priority;
 
 	initStringInfo(&data);
-	appendStringInfoString(&data, "{\"workflow\":");
-	vb_append_json_string(&data, workflow);
-	appendStringInfo(&data, ",\"version\":%d,\"input\":%s,\"options\":%s,\"idempotency_key\":",
-					 version, JsonbToCString(NULL, &input->root, VARSIZE(input)),
-					 JsonbToCString(NULL, &options->root, VARSIZE(options)));
-	vb_append_json_string(&data, key);
+	vb_run_started_head(&data, workflow, version, JsonbToCString(NULL, &input->root, VARSIZE(input)),
+						JsonbToCString(NULL, &options->root, VARSIZE(options)), key);
 	if (parent_run)
 	{
 		appendStringInfo(&data, ",\"parent_run\":\"%s\",\"parent_node\":", vb_uuid_text(parent_run));
@@ -692,12 +710,9 @@ create_runs_together(const char *workflow, int version, const char *specs_json, 
 		runs[nruns].created_at = at;
 		runs[nruns].priority = priority;
 		initStringInfo(&d);
-		appendStringInfoString(&d, "{\"workflow\":");
-		vb_append_json_string(&d, workflow);
-		appendStringInfo(&d, ",\"version\":%d,\"input\":%s,\"options\":%s,\"idempotency_key\":",
-						 version, JsonbToCString(NULL, &inputs[i]->root, VARSIZE(inputs[i])),
-						 options_text);
-		vb_append_json_string(&d, keys[i]);
+		vb_run_started_head(&d, workflow, version,
+							JsonbToCString(NULL, &inputs[i]->root, VARSIZE(inputs[i])),
+							options_text, keys[i]);
 		appendStringInfo(&d, ",\"nodes\":%s}", specs_json);
 		data[nruns] = d.data;
 		nruns++;

@@ -54,6 +54,14 @@ SELECT * FROM check_run(:'run');
 -- node with the default policy stores none; replay (above) fills them in.
 SELECT seq, data->'nodes' AS specs FROM vectorbea.events WHERE run_id = :'run' AND type = 'RUN_STARTED';
 SELECT node, retry, max_attempts FROM vectorbea.nodes WHERE run_id = :'run' ORDER BY id;
+-- Options and an idempotency key are there only when the run has them.
+SELECT vectorbea.start_run('history', '{"ticket": 9}', 'history-key-9', '{"priority": 2}') AS keyed_run \gset
+SELECT e.run_id = :'run' AS plain_run, array_agg(k ORDER BY k) AS run_started_fields,
+	   e.data->'options' AS options, e.data->>'idempotency_key' AS idempotency_key
+  FROM vectorbea.events e, jsonb_object_keys(e.data) k
+ WHERE e.run_id IN (:'run', :'keyed_run') AND e.type = 'RUN_STARTED'
+ GROUP BY e.run_id, e.data ORDER BY 1 DESC;
+SELECT * FROM check_run(:'keyed_run');
 -- A field that differs from its default is written, a policy in full.
 SELECT vectorbea.define_workflow('history_full', '{"defaults": {"retry": {"max_attempts": 5}}, "nodes":[
 	{"id":"a","kind":"task","activity":"fetch","input":{"q":1}},
