@@ -150,7 +150,7 @@ def new_worker_acc():
             "lost": 0, "errors": []}
 
 
-def waker(t0, end, tokens):
+def waker(end, tokens):
     """WAKE=one: one notification, one idle worker woken."""
     conn = connect("steady-waker")
     conn.autocommit = True
@@ -504,7 +504,7 @@ def main():
     procs += [mp.Process(target=worker, args=(i, t0, end, out, tokens), name=f"worker-{i}")
               for i in range(WORKERS)]
     if tokens is not None:
-        procs.append(mp.Process(target=waker, args=(t0, end, tokens), name="waker"))
+        procs.append(mp.Process(target=waker, args=(end, tokens), name="waker"))
     procs.append(mp.Process(target=sampler, args=(t0, end, out), name="sampler"))
     if HOLD > 0:
         procs.append(mp.Process(target=holder, args=(t0, out), name="holder"))

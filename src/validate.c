@@ -58,9 +58,21 @@ static const char *const wait_kinds[] = {"sleep", "signal", "run", NULL};
 static const char *const retry_fields[] = {"max_attempts", "backoff", "initial",
 "max", "multiplier", "jitter", NULL};
 
-/* Contract fields not acted on by this version, and why. */
-
 static char *specs_json(List *specs, bool compact);
+
+/* The default retry policy (validate.h). */
+static void
+set_default_retry(VbNodeSpec *s)
+{
+	s->max_attempts = VB_DEFAULT_MAX_ATTEMPTS;
+	s->backoff_exponential = true;
+	s->initial_ms = VB_DEFAULT_INITIAL_MS;
+	s->max_ms = VB_DEFAULT_MAX_MS;
+	s->multiplier = VB_DEFAULT_MULTIPLIER;
+	s->jitter = true;
+	s->on_exhausted = NULL;
+	s->in_doubt = NULL;
+}
 
 /* "node \"plan\"" or "node #3" when the id itself is unusable. */
 static char *
@@ -759,12 +771,7 @@ parse_nodes(VbChecker *chk, JsonbValue *nodes, JsonbValue *defaults_retry,
 
 	/* The defaults, checked once, are where every node starts from. */
 	memset(&template, 0, sizeof(template));
-	template.max_attempts = VB_DEFAULT_MAX_ATTEMPTS;
-	template.backoff_exponential = true;
-	template.initial_ms = VB_DEFAULT_INITIAL_MS;
-	template.max_ms = VB_DEFAULT_MAX_MS;
-	template.multiplier = VB_DEFAULT_MULTIPLIER;
-	template.jitter = true;
+	set_default_retry(&template);
 	if (defaults_retry)
 		apply_retry(chk, defaults_retry, &template, NULL, "defaults.");
 	if (defaults_timeout)
@@ -958,6 +965,24 @@ default_retry(const VbNodeSpec *s)
 		s->on_exhausted == NULL && s->in_doubt == NULL;
 }
 
+/* ,"retry":{...}: the node's retry policy with every field. */
+static void
+append_retry(StringInfo buf, const VbNodeSpec *s)
+{
+	appendStringInfo(buf, ",\"retry\":{\"max_attempts\":%d,"
+					 "\"backoff\":\"%s\",\"initial_ms\":%ld,\"max_ms\":%ld,"
+					 "\"multiplier\":%g,\"jitter\":%s",
+					 s->max_attempts,
+					 s->backoff_exponential ? "exponential" : "fixed",
+					 (long) s->initial_ms, (long) s->max_ms, s->multiplier,
+					 s->jitter ? "true" : "false");
+	if (s->on_exhausted)
+		appendStringInfo(buf, ",\"on_exhausted\":\"%s\"", s->on_exhausted);
+	if (s->in_doubt)
+		appendStringInfo(buf, ",\"in_doubt\":\"%s\"", s->in_doubt);
+	appendStringInfoChar(buf, '}');
+}
+
 /*
  * The normalised JSON array of specs, with every field (compact false) or
  * without the fields that have their default (validate.h).
@@ -1000,20 +1025,7 @@ specs_json(List *specs, bool compact)
 		if (!compact || strcmp(s->input_json, "{}") != 0)
 			appendStringInfo(&buf, ",\"input\":%s", s->input_json);
 		if (!compact || !default_retry(s))
-		{
-			appendStringInfo(&buf, ",\"retry\":{\"max_attempts\":%d,"
-							 "\"backoff\":\"%s\",\"initial_ms\":%ld,\"max_ms\":%ld,"
-							 "\"multiplier\":%g,\"jitter\":%s",
-							 s->max_attempts,
-							 s->backoff_exponential ? "exponential" : "fixed",
-							 (long) s->initial_ms, (long) s->max_ms, s->multiplier,
-							 s->jitter ? "true" : "false");
-			if (s->on_exhausted)
-				appendStringInfo(&buf, ",\"on_exhausted\":\"%s\"", s->on_exhausted);
-			if (s->in_doubt)
-				appendStringInfo(&buf, ",\"in_doubt\":\"%s\"", s->in_doubt);
-			appendStringInfoChar(&buf, '}');
-		}
+			append_retry(&buf, s);
 		if (s->escalation_json)
 			appendStringInfo(&buf, ",\"escalation\":%s", s->escalation_json);
 		if (s->compensate_json)
@@ -1067,9 +1079,14 @@ vb_node_specs_full_json(List *specs)
 char *
 vb_node_spec_defaults_json(void)
 {
-	return psprintf("{\"kind\":\"%s\",\"depends_on\":[],\"input\":{},"
-					"\"retry\":{\"max_attempts\":%d,\"backoff\":\"exponential\","
-					"\"initial_ms\":%d,\"max_ms\":%d,\"multiplier\":%g,\"jitter\":true}}",
-					VB_DEFAULT_KIND, VB_DEFAULT_MAX_ATTEMPTS, VB_DEFAULT_INITIAL_MS,
-					VB_DEFAULT_MAX_MS, VB_DEFAULT_MULTIPLIER);
+	VbNodeSpec	defaults;
+	StringInfoData buf;
+
+	memset(&defaults, 0, sizeof(defaults));
+	set_default_retry(&defaults);
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "{\"kind\":\"%s\",\"depends_on\":[],\"input\":{}", VB_DEFAULT_KIND);
+	append_retry(&buf, &defaults);
+	appendStringInfoChar(&buf, '}');
+	return buf.data;
 }
