@@ -1,7 +1,9 @@
 #!/usr/bin/env node
-// A vectorbea worker with node-postgres (docs/workers-node.md).  SIGTERM or SIGINT: finish the
-// batch in hand, then exit.  Connection: --dsn URL, else $VB_DSN, else the PG* variables.
-//   node worker_node.js [--dsn URL] [--name N] [--activities a,b] [--lease S] [--drain S]
+// vectorbea workers with node-postgres (docs/workers-node.md): --workers async workers in one
+// process, one listener that wakes one idle worker per notification.  SIGTERM or SIGINT: finish
+// the batches in hand, then exit.  Connection: --dsn URL, else $VB_DSN, else the PG* variables.
+//   node worker_node.js [--dsn URL] [--name N] [--workers N] [--activities a,b] [--lease S]
+//                       [--drain S]
 const os = require('node:os');
 const { parseArgs } = require('node:util');
 const pg = require('pg');
@@ -61,54 +63,73 @@ async function main() {
   const env = process.env, { values: a } = parseArgs({ options: {
     dsn: { type: 'string', default: env.VB_DSN ?? '' },
     name: { type: 'string', default: env.VB_WORKER ?? `${os.hostname()}:${process.pid}` },
+    workers: { type: 'string', default: env.VB_WORKERS ?? '4' },
     activities: { type: 'string', default: env.VB_ACTIVITIES ?? Object.keys(HANDLERS).join(',') },
     lease: { type: 'string', default: '60' }, drain: { type: 'string', default: 'Infinity' } } });
-  const log = (msg) => console.log(new Date().toISOString().slice(11, 19), a.name, msg);
-  const say = (t, outcome) => log(t ? `${t.node} attempt ${t.attempt}: ${outcome}` : outcome);
-  const clients = [0, 1, 2].map(() =>
+  const log = (msg, name = a.name) =>
+    console.log(new Date().toISOString().slice(11, 19), name, msg);
+  const clients = Array.from({ length: Number(a.workers) + 2 }, () =>
     new pg.Client({ connectionString: a.dsn || undefined, application_name: a.name }));
-  const [db, listen, beat] = await Promise.all(clients.map((c) => c.connect().then(() => c)));
-  let stop = false, notified = false, wake = () => {}, idleSince = Date.now();
-  listen.on('notification', () => { notified = true; wake(); });   // any payload: claim again
+  const [listen, beat, ...dbs] = await Promise.all(clients.map((c) => c.connect().then(() => c)));
+  let stop = false, drained = false, missed = false;
+  const idle = [];                      // the wake() of each idle worker
+  const wakeOne = () => {               // none idle: the next worker to go idle claims once more,
+    if (idle.length) idle[0](); else missed = true;   // as its last claim may have come too early
+  };
+  const stopAll = () => { stop = true; [...idle].forEach((wake) => wake()); };
+  const waitForWork = (ms) => new Promise((resolve) => {   // until wakeOne(), a signal or ms
+    if (stop || missed) { missed = false; resolve(); return; }
+    const wake = () => { clearTimeout(timer); idle.splice(idle.indexOf(wake), 1); resolve(); };
+    const timer = setTimeout(wake, ms);
+    idle.push(wake);
+  });
+  listen.on('notification', wakeOne);   // one listener for all workers: see the guide
   await listen.query('LISTEN vectorbea_tasks');
-  for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => { stop = true; wake(); });
-  const held = new Map();               // task_id -> lease; every third of the lease, renew them
-  let beating = Promise.resolve();      // the rounds of heartbeats, one after the other
+  for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, stopAll);
+  const held = new Map();               // task_id -> lease of every worker's batch; every third
+  let beating = Promise.resolve();      // of the lease, renew them, one round after the other
   const timer = setInterval(() => { beating = beating.then(async () => {
     for (const [id, lease] of held) {   // VB001: finish() drops the result
       await beat.query('SELECT vectorbea.heartbeat($1, $2)', [id, lease])
         .catch((e) => log(`heartbeat of task ${id}: ${e.code} ${e.message}`));
     }
   }); }, a.lease * 1000 / 3);
-  const claim = async () => (stop ? [] : (await db.query(
-    'SELECT * FROM vectorbea.claim_tasks($1, $2, $3, $4)',
-    [a.name, a.activities.split(','), BATCH, `${a.lease} seconds`])).rows);
-  for (let tasks = [];;) {
-    notified = false;
-    const outputs = [];                 // [task, output] of the handlers that succeeded
-    for (const t of tasks) {            // the whole batch, even when asked to stop
-      const [fn, arg] = await runHandler(t);
-      if (fn === 'complete_task') { outputs.push([t, arg]); continue; }
-      held.delete(t.task_id);           // no heartbeat for a task while it is being reported
+  const idleSince = new Map();          // for --drain: since when each worker has found nothing
+  async function worker(k, db) {
+    const name = `${a.name}/${k}`;
+    const say = (t, outcome) =>
+      log(t ? `${t.node} attempt ${t.attempt}: ${outcome}` : outcome, name);
+    const claim = async () => (stop ? [] : (await db.query(
+      'SELECT * FROM vectorbea.claim_tasks($1, $2, $3, $4)',
+      [name, a.activities.split(','), BATCH, `${a.lease} seconds`])).rows);
+    for (let tasks = []; tasks.length || !stop;) {
+      const outputs = [];               // [task, output] of the handlers that succeeded
+      for (const t of tasks) {          // the whole batch, even when asked to stop
+        const [fn, arg] = await runHandler(t);
+        if (fn === 'complete_task') { outputs.push([t, arg]); continue; }
+        held.delete(t.task_id);         // no heartbeat for a task while it is being reported
+        await beating;
+        say(t, await report(db, t, fn, arg));   // a failure at once, alone: see the guide
+      }
+      tasks.forEach((t) => held.delete(t.task_id));   // this worker's batch; the others' stay
       await beating;
-      say(t, await report(db, t, fn, arg));   // a failure at once, alone: see the guide
+      tasks = await finish(db, outputs, claim, say);   // after a signal: complete, claim nothing
+      tasks.forEach((t) => held.set(t.task_id, t.lease));
+      if (tasks.length) idleSince.delete(k);
+      else if (!idleSince.has(k)) idleSince.set(k, Date.now());
+      if (tasks.length === BATCH) wakeOne();   // a full claim: more may be ready, wake one more
+      if (tasks.length) continue;
+      const left = idleSince.size < dbs.length ? POLL_MS   // drained: every worker idle --drain s
+        : Math.max(...idleSince.values()) + a.drain * 1000 - Date.now();
+      if (left <= 0 && !stop) { drained = true; stopAll(); }
+      await waitForWork(Math.min(left, POLL_MS));
     }
-    held.clear();
-    await beating;
-    if (tasks.length) idleSince = Date.now();
-    tasks = await finish(db, outputs, claim, say);   // after a signal: complete, claim nothing
-    tasks.forEach((t) => held.set(t.task_id, t.lease));
-    if (tasks.length) continue;
-    const left = idleSince + a.drain * 1000 - Date.now();
-    if (stop || left <= 0) break;
-    if (!notified)                      // wait for a NOTIFY, a signal or the poll interval
-      await new Promise((resolve) => { const t = setTimeout(resolve, Math.min(left, POLL_MS));
-                                        wake = () => { clearTimeout(t); resolve(); }; });
   }
+  await Promise.all(dbs.map((db, k) => worker(k + 1, db)));
   clearInterval(timer);
   await beating;
   await Promise.all(clients.map((c) => c.end()));
-  log(`stopped: ${stop ? 'signal' : 'drained'}`);
+  log(`stopped: ${drained ? 'drained' : 'signal'}`);
 }
 
 main().catch((e) => { console.error(e); process.exit(1); });

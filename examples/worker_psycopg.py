@@ -1,7 +1,8 @@
 #!/usr/bin/python3
-"""A vectorbea worker with psycopg 3 (docs/workers-python.md).  SIGTERM or SIGINT: finish the
-batch in hand, then exit.  Connection settings: --dsn, else $VB_DSN, else libpq's PG* variables."""
-import argparse, os, select, signal, socket, time
+"""vectorbea workers with psycopg 3 (docs/workers-python.md): --workers threads in one process,
+one listener that wakes one idle worker per notification.  SIGTERM or SIGINT: finish the batches
+in hand, then exit.  Connection settings: --dsn, else $VB_DSN, else libpq's PG* variables."""
+import argparse, os, select, signal, socket, threading, time, traceback
 from datetime import timedelta
 from threading import Event, Lock, Thread
 import psycopg
@@ -59,57 +60,95 @@ def main():
     env, ap = os.environ.get, argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--dsn", default=env("VB_DSN", ""))
     ap.add_argument("--name", default=env("VB_WORKER", f"{socket.gethostname()}:{os.getpid()}"))
+    ap.add_argument("--workers", type=int, default=env("VB_WORKERS", "4"))
     ap.add_argument("--activities", default=env("VB_ACTIVITIES", ",".join(HANDLERS)))
     ap.add_argument("--lease", type=lambda s: timedelta(seconds=float(s)), default="60")
     ap.add_argument("--drain", type=float, default=float("inf"), help="exit after S idle seconds")
     a, stop, done, held, lock = ap.parse_args(), Event(), Event(), {}, Lock()
-    log = lambda msg: print(time.strftime("%H:%M:%S"), a.name, msg, flush=True)
-    say = lambda t, outcome: log(f"{t['node']} attempt {t['attempt']}: {outcome}" if t else outcome)
-    wake_r, wake_w = os.pipe2(os.O_NONBLOCK)    # a signal also ends the wait for work
+    log = lambda msg, name=a.name: print(time.strftime("%H:%M:%S"), name, msg, flush=True)
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK)    # a signal also ends the waker's select
     signal.set_wakeup_fd(wake_w)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    conns = work, listen, beat = [psycopg.connect(a.dsn, autocommit=True, row_factory=dict_row,
-                                                  application_name=a.name) for _ in range(3)]
-    listen.execute("LISTEN vectorbea_tasks")
+    # an error in a worker ends the process, rather than leave it running with a worker less
+    threading.excepthook = lambda e: (traceback.print_exception(e.exc_value), os._exit(1))
+    conns = listen, beat, *works = [psycopg.connect(a.dsn, autocommit=True, row_factory=dict_row,
+                                    application_name=a.name) for _ in range(a.workers + 2)]
+    listen.execute("LISTEN vectorbea_tasks")    # one listener for all workers: see the guide
     def heartbeats():                   # every third of the lease, renew every held task
         while not done.wait(a.lease.total_seconds() / 3):
-            with lock:                  # held: task_id -> lease, changed only between rounds
+            with lock:                  # held: task_id -> lease, of every worker's batch
                 for task_id, lease in held.items():
                     try:
                         beat.execute("SELECT vectorbea.heartbeat(%s, %s)", (task_id, lease))
                     except psycopg.Error as e:  # VB001: the batch's report drops the result
                         log(f"heartbeat of task {task_id}: {e.sqlstate} {e.diag.message_primary}")
-    (hb := Thread(target=heartbeats, daemon=True)).start()
-    claim = lambda: [] if stop.is_set() else work.execute(
-        "SELECT * FROM vectorbea.claim_tasks(%s, %s::text[], %s, %s)",
-        (a.name, a.activities.split(","), BATCH, a.lease)).fetchall()
-    tasks, idle_since = [], time.monotonic()
-    while True:
-        outputs = []                    # (task, output) of the handlers that succeeded
-        for t in tasks:                 # the whole batch, even when asked to stop
-            call, arg = run_handler(t)
-            if call == "complete_task":
-                outputs.append((t, arg))
-                continue
-            with lock:                  # no heartbeat for a task while it is being reported
-                del held[t["task_id"]]
-            say(t, report(work, t, call, arg))  # a failure at once, alone: see the guide
-        with lock:
-            held.clear()
-        idle_since = time.monotonic() if tasks else idle_since
-        tasks = finish(work, outputs, claim, say)   # after a signal: complete, claim nothing
-        with lock:
-            held.update((t["task_id"], t["lease"]) for t in tasks)
-        if tasks:
-            continue
-        if stop.is_set() or (left := idle_since + a.drain - time.monotonic()) <= 0:
+    idle, idle_since, missed, wakes = set(), {}, False, Lock()   # idle: the Events of idle workers
+    def wake_one():                     # none idle: the next worker to go idle claims once more,
+        nonlocal missed                 # as its last claim may have come before these tasks
+        with wakes:
+            if idle:
+                idle.pop().set()
+            else:
+                missed = True
+    def wait_for_work():                # until wake_one(), a signal or the poll interval
+        nonlocal missed
+        with wakes:
+            if stop.is_set() or missed:
+                missed = False
+                return
+            idle.add(woken := Event())
+        woken.wait(POLL_SECONDS)
+        with wakes:
+            idle.discard(woken)
+    def worker(k, work):
+        name = f"{a.name}/{k}"
+        say = lambda t, outcome: log(f"{t['node']} attempt {t['attempt']}: {outcome}"
+                                     if t else outcome, name)
+        claim = lambda: [] if stop.is_set() else work.execute(
+            "SELECT * FROM vectorbea.claim_tasks(%s, %s::text[], %s, %s)",
+            (name, a.activities.split(","), BATCH, a.lease)).fetchall()
+        tasks = []
+        while tasks or not stop.is_set():
+            outputs = []                # (task, output) of the handlers that succeeded
+            for t in tasks:             # the whole batch, even when asked to stop
+                call, arg = run_handler(t)
+                if call == "complete_task":
+                    outputs.append((t, arg))
+                    continue
+                with lock:              # no heartbeat for a task while it is being reported
+                    del held[t["task_id"]]
+                say(t, report(work, t, call, arg))  # a failure at once, alone: see the guide
+            with lock:                  # this worker's batch leaves held, the others' stay
+                [held.pop(t["task_id"], None) for t in tasks]
+            tasks = finish(work, outputs, claim, say)   # after a signal: complete, claim nothing
+            with lock:
+                held.update((t["task_id"], t["lease"]) for t in tasks)
+            with wakes:                 # for --drain: since when each worker has found nothing
+                idle_since.pop(k, None) if tasks else idle_since.setdefault(k, time.monotonic())
+            if len(tasks) == BATCH:     # a full claim: more may be ready, wake one more worker
+                wake_one()
+            if not tasks:
+                wait_for_work()
+    threads = [Thread(target=heartbeats, daemon=True)] + [
+        Thread(target=worker, args=(k, work), daemon=True) for k, work in enumerate(works, 1)]
+    [thread.start() for thread in threads]
+    while not stop.is_set():            # the waker
+        with wakes:                     # drained: every worker idle for --drain seconds
+            left = (max(idle_since.values()) + a.drain - time.monotonic()
+                    if len(idle_since) == a.workers else a.drain)
+        if left <= 0:
             break
         select.select([listen.fileno(), wake_r], [], [], min(left, POLL_SECONDS))
-        listen.pgconn.consume_input()   # waited for a NOTIFY, a signal or the poll interval
-        list(iter(listen.pgconn.notifies, None))    # drop them: any payload means "claim"
-    done.set(), hb.join(), [conn.close() for conn in conns]
-    log("stopped: " + ("signal" if stop.is_set() else "drained"))
+        listen.pgconn.consume_input()
+        for _ in iter(listen.pgconn.notifies, None):    # any payload means "claim"
+            wake_one()
+    why = "signal" if stop.is_set() else "drained"
+    with wakes:                         # idle workers exit, busy ones finish their batch
+        stop.set(), [woken.set() for woken in idle]
+    [thread.join() for thread in threads[1:]]
+    done.set(), threads[0].join(), [conn.close() for conn in conns]
+    log("stopped: " + why)
 
 if __name__ == "__main__":
     main()

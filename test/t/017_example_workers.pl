@@ -7,22 +7,35 @@
 # complete the batch with complete_tasks and claim the next batch in one
 # transaction; on VB001 roll back and complete the batch one task at a time.
 #
-# Part 1, side by side:
+# Each process runs several workers (--workers; VB_WORKERS for Node), worker k
+# claiming as "<name>/k", with one work connection each, one connection that
+# LISTENs and wakes one idle worker per notification, and one connection for
+# the heartbeats of every task the process holds.
+#
+# Part 1, side by side, the Python process with 3 workers, the Node one with 2:
 #   ex_long    "long" sleeps 5 s under a 3 s lease, then "after" echoes;
+#   ex_hold    (4 runs) "hold" sleeps 5 s, like "long";
 #   ex_mix     (4 runs) "hello" echoes, "flaky" fails its first attempt
 #              (transient), "nap" sleeps 0.2 s, "join" waits for all three;
 #   ex_cancel  "doomed" sleeps 2 s; its run is cancelled once a worker has
 #              claimed it, so that the worker's completion gets VB001.
-# ex_long starts first: one worker takes "long" and sleeps in it, so the
-# other one takes the rest, and both do some of the work.  The Python worker
-# exits by --drain once idle.  Checked: every run but the cancelled one
-# succeeded; "long" finished in attempt 1, more than a lease after it started
-# (only heartbeats keep a lease that long); each "flaky" took exactly 2
-# attempts, each failure reported in a transaction of its own; both workers
-# started tasks; the doomed result was dropped on VB001.
+# "long" and then the 4 runs of ex_hold start one after the other, each once
+# the task before it was claimed: a worker sleeping in one cannot claim
+# another, so the 5 tasks go to the 5 workers, one each, and both processes
+# and every worker of each do some of the work.  Checked: each process holds
+# exactly workers + 2 sessions, one of them LISTENing; each of the 5 workers
+# started one of the 5 sleeping tasks; every run but the cancelled one
+# succeeded; "long" and every "hold" finished in attempt 1, more than a lease
+# after it started (only heartbeats keep a lease that long, and one heartbeat
+# connection per process serves all its workers); each "flaky" took exactly 2
+# attempts, each failure reported in a transaction of its own; the doomed
+# result was dropped on VB001.  The Python process exits by --drain once all
+# its workers are idle; the Node one, idle, on SIGTERM, at once (the signal
+# wakes its idle workers; they do not wait for their poll).
 #
-# Part 2, each worker alone (the Node worker from part 1, then a new Python
-# worker), with runs tagged with the worker's name:
+# Part 2, each language alone with one worker (--workers 1: the exact
+# transaction counts below need a single worker), a Node process, then a
+# Python one, with runs tagged with the process's name:
 #   pipelined  3 runs of ex_chain (s1 -> s2 -> s3 -> s4), started together
 #              by start_runs: the worker's events fall in exactly 5
 #              transactions for its 4 batches, and the STEP_COMPLETED of each
@@ -36,7 +49,8 @@
 #   stopping   ex_term: "t1" sleeps 1.5 s, then "t2" echoes; SIGTERM while
 #              "t1" runs: the worker completes "t1" in a transaction that
 #              claims nothing, never starts "t2", and exits with status 0.
-# A last Python worker finishes the "t2" left over and exits by --drain.
+# A last Python process (2 workers) finishes the "t2" left over and, idle,
+# exits on SIGTERM at once.
 #
 # At the end, for every run: each node that succeeded has exactly one
 # STEP_COMPLETED and no other node has one, no attempt was started twice,
@@ -60,8 +74,10 @@ use Test::More;
 use VbTest;
 
 my $LEASE    = 3;    # seconds, for both workers
-my $LONG     = 5;    # seconds "long" sleeps: longer than its lease
+my $LONG     = 5;    # seconds "long" and "hold" sleep: longer than the lease
+my $HOLDS    = 4;    # runs of ex_hold: with "long", one for each worker of part 1
 my $RUNS     = 4;    # runs of ex_mix
+my %WORKERS  = ('py-worker' => 3, 'node-worker' => 2);    # workers in part 1
 my $EXAMPLES = "$FindBin::RealBin/../../examples";
 my $t0       = time;
 
@@ -125,6 +141,8 @@ my %workflows = (
 	ex_long => qq{{"nodes": [
 	  {"id": "long", "activity": "sleep", "input": {"seconds": $LONG}},
 	  {"id": "after", "activity": "echo", "depends_on": ["long"], "input": {"after": "long"}}]}},
+	ex_hold => qq{{"nodes": [
+	  {"id": "hold", "activity": "sleep", "input": {"seconds": $LONG}}]}},
 	ex_mix => q{{"nodes": [
 	  {"id": "hello", "activity": "echo", "input": {"hello": "world"}},
 	  {"id": "flaky", "activity": "flaky", "input": {"key": "k1"}},
@@ -155,9 +173,10 @@ $pg->safe_psql('postgres',
 my $log_dir = $PostgreSQL::Test::Utils::log_path;
 my %w;    # name -> {h => harness, log => file, text => output once it exited}
 
+# Starts a worker process with $workers workers, named $name.
 sub start_worker
 {
-	my ($name, $drain) = @_;
+	my ($name, $workers, $drain) = @_;
 	my $log = "$log_dir/017_$name.log";
 	my $h;
 	if ($name =~ /^py/)
@@ -167,6 +186,7 @@ sub start_worker
 				$python, "$EXAMPLES/worker_psycopg.py",
 				'--dsn'        => $pg->connstr('postgres') . ' user=vb_worker',
 				'--name'       => $name,
+				'--workers'    => $workers,
 				'--activities' => 'echo,sleep,flaky',
 				'--lease'      => $LEASE,
 				'--drain'      => $drain
@@ -180,6 +200,7 @@ sub start_worker
 		local $ENV{NODE_PATH}     = "$npm_dir/node_modules";
 		local $ENV{VB_DSN}        = "postgresql://vb_worker@/postgres?host=$host&port=" . $pg->port;
 		local $ENV{VB_WORKER}     = $name;
+		local $ENV{VB_WORKERS}    = $workers;
 		local $ENV{VB_ACTIVITIES} = 'echo,sleep,flaky';
 		$h = IPC::Run::start(
 			[ $nodejs, "$EXAMPLES/worker_node.js", '--lease' => $LEASE, '--drain' => $drain ],
@@ -213,16 +234,34 @@ sub no_rows
 	is($out, '', $name) or diag("offending rows:\n$out");
 }
 
-sub wait_listening
+# The sessions of the process named $name, as "5 sessions, 1 listening".
+sub sessions_sql
 {
-	my @names = @_;
-	my $in = join ', ', map { "'$_'" } @names;
+	my ($name) = @_;
+	return qq{
+SELECT count(*) || ' sessions, '
+       || count(*) FILTER (WHERE query = 'LISTEN vectorbea_tasks') || ' listening'
+  FROM pg_stat_activity WHERE application_name = '$name'};
+}
+
+# Waits until the process has connected and listens.
+sub wait_ready
+{
+	my ($name, $workers) = @_;
 	ok( defined vb_wait_for($pg, qq{
-SELECT count(DISTINCT application_name) FROM pg_stat_activity
- WHERE application_name IN ($in) AND query = 'LISTEN vectorbea_tasks'},
-			scalar(@names), 30),
-		join(' and ', @names) . ' listening on vectorbea_tasks')
-	  or diag(logs());
+SELECT count(*) >= $workers + 2 AND bool_or(query = 'LISTEN vectorbea_tasks')
+  FROM pg_stat_activity WHERE application_name = '$name'}, 't', 30),
+		"$name connected and listening") or diag(logs());
+}
+
+# Once every worker has claimed (so every connection is open): the process
+# holds a session per worker, one that listens, one for heartbeats.
+sub check_sessions
+{
+	my ($name, $workers) = @_;
+	is(query(sessions_sql($name)), ($workers + 2) . ' sessions, 1 listening',
+		"$name ($workers worker" . ($workers == 1 ? '' : 's')
+		  . '): a session per worker, one listener, one for heartbeats');
 }
 
 # Waits for the worker to exit; checks its status and its last line.
@@ -235,22 +274,52 @@ sub worker_exits
 	  or diag(logs());
 	$w{$name}{text} = slurp_file($w{$name}{log});
 	delete $w{$name}{h};
-	like($w{$name}{text}, qr/\Q$name\E stopped: $how$/m, "$name stopped: $how");
+	like($w{$name}{text}, qr/\Q$name\E stopped: $how\n\z/, "$name stopped: $how, its last line");
+}
+
+# SIGTERM to a process whose workers are all idle: it exits at once, its idle
+# workers woken, not left to sleep out their poll interval (5 s).
+sub stop_idle
+{
+	my ($name) = @_;
+	my $t = time;
+	$w{$name}{h}->signal('TERM');
+	worker_exits($name, 'signal');
+	my $took = time - $t;
+	cmp_ok($took, '<', 2, sprintf('%s, idle, exited %.1fs after SIGTERM', $name, $took));
 }
 
 # ---------------------------------------------------------------------------
-# Part 1: both workers side by side
+# Part 1: both processes side by side
 # ---------------------------------------------------------------------------
-start_worker('py-worker',   3);
-start_worker('node-worker', 120);
-wait_listening('py-worker', 'node-worker');
+start_worker('py-worker',   $WORKERS{'py-worker'},   3);
+start_worker('node-worker', $WORKERS{'node-worker'}, 120);
+wait_ready($_, $WORKERS{$_}) for sort keys %WORKERS;
 my $t_workers = time;
 
+# "long", then each "hold" once the task before it was claimed: each goes to
+# a worker that is not sleeping in one already.
 query(q{SELECT vectorbea.start_run('ex_long', '{}')});
 ok( defined vb_wait_for($pg,
 		q{SELECT count(*) FROM vectorbea.events WHERE type = 'STEP_STARTED' AND node = 'long'}, '1',
 		20),
 	'a worker claimed "long"') or diag(logs());
+my $holds = 0;
+for my $i (1 .. $HOLDS)
+{
+	query(qq{SELECT vectorbea.start_run('ex_hold', '{"i": $i}')});
+	last unless defined vb_wait_for($pg, q{
+SELECT count(*) FROM vectorbea.events WHERE type = 'STEP_STARTED' AND node = 'hold'}, $i, 20);
+	$holds = $i;
+}
+is($holds, $HOLDS, 'workers claimed each "hold" before the next one started') or diag(logs());
+is( query(q{
+SELECT string_agg(data->>'worker', ',' ORDER BY data->>'worker') FROM vectorbea.events
+ WHERE type = 'STEP_STARTED' AND node IN ('long', 'hold')}),
+	'node-worker/1,node-worker/2,py-worker/1,py-worker/2,py-worker/3',
+	'each worker of the two processes started one of "long" and the 4 "hold"')
+  or diag(logs());
+check_sessions($_, $WORKERS{$_}) for sort keys %WORKERS;
 my $cancel_run = query(qq{
 SELECT count(vectorbea.start_run('ex_mix', jsonb_build_object('i', g))) FROM generate_series(1, $RUNS) g;
 SELECT vectorbea.start_run('ex_cancel', '{}');});
@@ -267,8 +336,8 @@ ok( defined vb_wait_for($pg,
 	'every run of part 1 finished');
 is( query(q{
 SELECT count(*) FILTER (WHERE status = 'succeeded') || '/' || count(*)
-  FROM vectorbea.runs WHERE workflow IN ('ex_long', 'ex_mix')}),
-	($RUNS + 1) . '/' . ($RUNS + 1),
+  FROM vectorbea.runs WHERE workflow IN ('ex_long', 'ex_hold', 'ex_mix')}),
+	($RUNS + $HOLDS + 1) . '/' . ($RUNS + $HOLDS + 1),
 	'every run succeeded (but the cancelled one)')
   or diag(query('SELECT workflow, status, error FROM vectorbea.runs') . "\n" . logs());
 my $t_part1 = time;
@@ -293,6 +362,15 @@ SELECT extract(epoch FROM c.at - s.at)::numeric(10, 1)
  WHERE s.node = 'long' AND s.type = 'STEP_STARTED' AND c.type = 'STEP_COMPLETED'});
 cmp_ok($held || 0, '>', $LEASE,
 	"\"long\" held its ${LEASE}s lease for ${held}s: heartbeats renewed it");
+# Held by 4 workers of two processes at once: each process's one heartbeat
+# connection renewed the tasks of all its workers.
+is( query(qq{
+SELECT count(*) FROM vectorbea.nodes n
+  JOIN vectorbea.events s ON s.run_id = n.run_id AND s.node = n.node AND s.type = 'STEP_STARTED'
+  JOIN vectorbea.events c ON c.run_id = n.run_id AND c.node = n.node AND c.type = 'STEP_COMPLETED'
+ WHERE n.node = 'hold' AND n.status = 'succeeded' AND n.attempt = 1 AND s.attempt = 1
+   AND c.at - s.at > interval '$LEASE seconds'}),
+	$HOLDS, "every \"hold\" finished in its first attempt, held longer than its ${LEASE}s lease");
 
 is( query(q{
 SELECT count(*) FROM vectorbea.nodes n
@@ -322,10 +400,8 @@ SELECT count(*) FROM vectorbea.nodes
 
 my %by_worker = map { split /\|/ } split /\n/, query(q{
 SELECT e.data->>'worker', count(*) FROM vectorbea.events e JOIN vectorbea.runs r ON r.id = e.run_id
- WHERE e.type = 'STEP_STARTED' AND r.workflow IN ('ex_long', 'ex_mix', 'ex_cancel')
+ WHERE e.type = 'STEP_STARTED' AND r.workflow IN ('ex_long', 'ex_hold', 'ex_mix', 'ex_cancel')
  GROUP BY 1 ORDER BY 1});
-is(join(',', sort keys %by_worker), 'node-worker,py-worker', 'both workers started tasks')
-  or diag(explain \%by_worker);
 
 like(logs(), qr/ doomed attempt 1: VB001, result dropped/,
 	'the holder of "doomed" dropped its result on VB001');
@@ -335,8 +411,10 @@ SELECT r.status || ', ' || count(e.*) FILTER (WHERE e.type = 'STEP_COMPLETED')
  WHERE r.id = '$cancel_run' GROUP BY r.status}),
 	'cancelled, 0', 'the cancelled run recorded no completion');
 
+stop_idle('node-worker');
+
 # ---------------------------------------------------------------------------
-# Part 2: each worker alone
+# Part 2: each language alone, one worker
 # ---------------------------------------------------------------------------
 
 # The events of $name's runs of @$workflows, grouped by the transaction that
@@ -370,6 +448,7 @@ sub alone
 SELECT count(*) FROM vectorbea.runs
  WHERE workflow = 'ex_chain' AND input->>'w' = '$name' AND status = 'succeeded'}, '3', 20),
 		"$kind: the 3 chains succeeded") or diag(logs());
+	check_sessions($name, 1);
 	is( transactions($name, ['ex_chain'], q{'STEP_STARTED', 'STEP_COMPLETED'}),
 		'started s1 x3 | completed s1 x3 + started s2 x3 | completed s2 x3 + started s3 x3'
 		  . ' | completed s3 x3 + started s4 x3 | completed s4 x3',
@@ -417,9 +496,9 @@ SELECT count(*) FROM vectorbea.events e JOIN vectorbea.runs r ON r.id = e.run_id
  WHERE r.workflow = 'ex_lost' AND r.input->>'w' = '$name' AND e.type = 'STEP_COMPLETED'}),
 		'0', "$kind: no completion of \"lost\" was recorded");
 	my $text = slurp_file($w{$name}{log});
-	like($text, qr/\Q$name\E complete_tasks refused \(VB001, cannot complete task \d+/,
+	like($text, qr/\Q$name\E\/1 complete_tasks refused \(VB001, cannot complete task \d+/,
 		"$kind: logged the refused batch");
-	like($text, qr/\Q$name\E lost attempt 1: VB001, result dropped: /,
+	like($text, qr/\Q$name\E\/1 lost attempt 1: VB001, result dropped: /,
 		"$kind: dropped the result of \"lost\"");
 
 	# Stopping: SIGTERM while "t1" runs.
@@ -439,17 +518,23 @@ SELECT n.status FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id
 	return;
 }
 
-alone('node-worker', 'Node');
-start_worker('py-alone', 60);
-wait_listening('py-alone');
+start_worker('node-alone', 1, 120);
+wait_ready('node-alone', 1);
+alone('node-alone', 'Node');
+start_worker('py-alone', 1, 60);
+wait_ready('py-alone', 1);
 # It first finishes the Node worker's "t2".
 ok( defined vb_wait_for($pg, q{
-SELECT status FROM vectorbea.runs WHERE workflow = 'ex_term' AND input->>'w' = 'node-worker'},
+SELECT status FROM vectorbea.runs WHERE workflow = 'ex_term' AND input->>'w' = 'node-alone'},
 		'succeeded', 20),
 	'the new Python worker finished the run the Node worker left') or diag(logs());
 alone('py-alone', 'Python');
-start_worker('py-last', 1);
-worker_exits('py-last', 'drained');
+start_worker('py-last', 2, 120);
+ok( defined vb_wait_for($pg, q{
+SELECT status FROM vectorbea.runs WHERE workflow = 'ex_term' AND input->>'w' = 'py-alone'},
+		'succeeded', 20),
+	'a last Python process finished the run the Python worker left') or diag(logs());
+stop_idle('py-last');
 my $t_part2 = time;
 
 # ---------------------------------------------------------------------------
@@ -458,8 +543,8 @@ my $t_part2 = time;
 is( query(q{
 SELECT string_agg(workflow || ' ' || status || ' x' || n, ', ' ORDER BY workflow, status)
   FROM (SELECT workflow, status, count(*) AS n FROM vectorbea.runs GROUP BY 1, 2) s}),
-	'ex_cancel cancelled x1, ex_chain succeeded x6, ex_long succeeded x1, ex_lost failed x2, '
-	  . "ex_mix succeeded x$RUNS, ex_one succeeded x8, ex_term succeeded x2",
+	"ex_cancel cancelled x1, ex_chain succeeded x6, ex_hold succeeded x$HOLDS, ex_long succeeded x1, "
+	  . "ex_lost failed x2, ex_mix succeeded x$RUNS, ex_one succeeded x8, ex_term succeeded x2",
 	'every run ended as its workflow says');
 no_rows(q{
 SELECT n.run_id, n.node, n.status, count(e.*) AS completions
