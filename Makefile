@@ -29,6 +29,7 @@ OBJS = \
 	src/template.o \
 	src/shmem.o \
 	src/claim_marks.o \
+	src/relay.o \
 	src/notify.o \
 	src/events.o \
 	src/state.o \

@@ -6,7 +6,12 @@
  *
  * NOTIFY serialises committing transactions, so it is sent only when
  * someone can act on it (the settings vectorbea.notify_tasks and
- * vectorbea.notify_runs turn the first two off).
+ * vectorbea.notify_runs turn the first two off), and the engine's
+ * notifications are collected here until the commit, then handed to the
+ * database's scheduler, which sends them for many commits at once
+ * (relay.c); without a scheduler they are sent as plain NOTIFY in the
+ * committing transaction.  Either way a rolled-back (sub)transaction sends
+ * nothing, and identical notifications of one transaction are one.
  *
  * IDENTIFICATION
  *	  src/notify.c
@@ -28,8 +33,80 @@
 #include "clock.h"
 #include "jsonb_util.h"
 #include "notify.h"
+#include "relay.h"
 #include "settings.h"
 #include "shmem.h"
+
+/*
+ * The notifications of this transaction, in TopTransactionContext, each
+ * with the nesting level of the subtransaction that sent it: an aborted
+ * subtransaction drops its own, a committed one hands them to its parent.
+ */
+typedef struct PendingNotifications
+{
+	int			count;
+	int			size;
+	VbChannel  *channels;
+	char	  **payloads;
+	int		   *levels;
+} PendingNotifications;
+
+static PendingNotifications pending_notes;
+
+/* Identical notifications are folded while the list is short; NOTIFY folds the rest. */
+#define FOLD_SCAN_MAX	64
+
+static void ensure_callback(void);
+
+static void
+queue_notification(VbChannel channel, const char *payload)
+{
+	PendingNotifications *p = &pending_notes;
+	MemoryContext old;
+
+	ensure_callback();
+	for (int i = 0; p->count <= FOLD_SCAN_MAX && i < p->count; i++)
+		if (p->channels[i] == channel && strcmp(p->payloads[i], payload) == 0)
+			return;
+	old = MemoryContextSwitchTo(TopTransactionContext);
+	if (p->count == p->size)
+	{
+		p->size = p->size == 0 ? 8 : p->size * 2;
+		p->channels = p->count == 0 ? palloc(sizeof(VbChannel) * p->size) :
+			repalloc(p->channels, sizeof(VbChannel) * p->size);
+		p->payloads = p->count == 0 ? palloc(sizeof(char *) * p->size) :
+			repalloc(p->payloads, sizeof(char *) * p->size);
+		p->levels = p->count == 0 ? palloc(sizeof(int) * p->size) :
+			repalloc(p->levels, sizeof(int) * p->size);
+	}
+	p->channels[p->count] = channel;
+	p->payloads[p->count] = pstrdup(payload);
+	p->levels[p->count] = GetCurrentTransactionNestLevel();
+	p->count++;
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Just before the commit: hand the notifications to the relay, or, when it
+ * cannot take them (no scheduler, no room, a payload too long, a prepared
+ * transaction), send them as NOTIFY in this transaction.
+ */
+static void
+send_or_reserve(bool preparing)
+{
+	PendingNotifications *p = &pending_notes;
+	bool		fits = !preparing;
+
+	if (p->count == 0)
+		return;
+	for (int i = 0; fits && i < p->count; i++)
+		fits = strlen(p->payloads[i]) <= VB_RELAY_PAYLOAD_MAX;
+	if (fits && vb_relay_reserve(p->count))
+		return;
+	for (int i = 0; i < p->count; i++)
+		Async_Notify(vb_channel_name(p->channels[i]), p->payloads[i]);
+	p->count = 0;
+}
 
 /*
  * NOTIFY vectorbea_tasks with the activity as payload.  PostgreSQL folds
@@ -45,7 +122,7 @@ vb_notify_task_ready(const char *activity)
 	if (activity == NULL || strcmp(activity, VB_LLM_ACTIVITY) == 0)
 		vb_wake_scheduler(vb_now());
 	else if (vb_notify_tasks && activity)
-		Async_Notify("vectorbea_tasks", activity);
+		queue_notification(VB_CHANNEL_TASKS, activity);
 }
 
 void
@@ -58,7 +135,7 @@ vb_notify_run_finished(pg_uuid_t *run_id, const char *status)
 	initStringInfo(&payload);
 	appendStringInfo(&payload, "{\"run\":\"%s\",\"status\":\"%s\"}",
 					 vb_uuid_text(run_id), status);
-	Async_Notify("vectorbea_runs", payload.data);
+	queue_notification(VB_CHANNEL_RUNS, payload.data);
 }
 
 /* A gate opened, was decided, escalated or closed. */
@@ -72,7 +149,7 @@ vb_notify_approval(int64 id, pg_uuid_t *run_id, const char *gate, const char *st
 					 vb_uuid_text(run_id));
 	vb_append_json_string(&payload, gate);
 	appendStringInfo(&payload, ",\"status\":\"%s\"}", status);
-	Async_Notify("vectorbea_approvals", payload.data);
+	queue_notification(VB_CHANNEL_APPROVALS, payload.data);
 }
 
 /*
@@ -106,6 +183,7 @@ static bool tell_after_commit = false;
 static void
 reset_pending(void)
 {
+	memset(&pending_notes, 0, sizeof(pending_notes));	/* its memory goes with the transaction */
 	pending_due = DT_NOEND;
 	pending_retries = NIL;
 	wake_sent = false;
@@ -161,7 +239,10 @@ vb_xact_callback(XactEvent event, void *arg)
 	{
 		case XACT_EVENT_PRE_COMMIT:
 			if (pending_due == DT_NOEND && pending_retries == NIL)
+			{
+				send_or_reserve(false);
 				return;
+			}
 			slot = vb_slot_for_my_database();
 			if (slot && slot->pid != 0 && pending_due != DT_NOEND)
 			{
@@ -180,6 +261,10 @@ vb_xact_callback(XactEvent event, void *arg)
 				if (r->available_at <= vb_now())
 					vb_notify_task_ready(r->activity);
 			}
+			send_or_reserve(false);
+			break;
+		case XACT_EVENT_PRE_PREPARE:
+			send_or_reserve(true);
 			break;
 		case XACT_EVENT_COMMIT:
 			slot = vb_slot_for_my_database();
@@ -188,15 +273,44 @@ vb_xact_callback(XactEvent event, void *arg)
 			else if (slot != NULL && slot->pid != 0 && pending_due != DT_NOEND &&
 					 (tell_after_commit || slot->in_pass))
 				tell_scheduler_after_commit(slot, pending_due);
+			vb_relay_fill(pending_notes.channels, pending_notes.payloads);
 			reset_pending();
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PREPARE:
+			vb_relay_fill(NULL, NULL);
 			reset_pending();
 			break;
 		default:
 			break;
 	}
+}
+
+/* An aborted subtransaction's notifications are dropped, a committed one's are its parent's. */
+static void
+vb_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+					SubTransactionId parentSubid, void *arg)
+{
+	PendingNotifications *p = &pending_notes;
+	int			level = GetCurrentTransactionNestLevel();
+	int			kept = 0;
+
+	if (event != SUBXACT_EVENT_ABORT_SUB && event != SUBXACT_EVENT_COMMIT_SUB)
+		return;
+	for (int i = 0; i < p->count; i++)
+	{
+		if (p->levels[i] < level)
+			;
+		else if (event == SUBXACT_EVENT_COMMIT_SUB)
+			p->levels[i] = level - 1;
+		else
+			continue;
+		p->channels[kept] = p->channels[i];
+		p->payloads[kept] = p->payloads[i];
+		p->levels[kept] = p->levels[i];
+		kept++;
+	}
+	p->count = kept;
 }
 
 static void
@@ -205,6 +319,7 @@ ensure_callback(void)
 	if (!xact_callback_registered)
 	{
 		RegisterXactCallback(vb_xact_callback, NULL);
+		RegisterSubXactCallback(vb_subxact_callback, NULL);
 		xact_callback_registered = true;
 	}
 }

@@ -59,6 +59,7 @@
 #include "first_analyze.h"
 #include "http.h"
 #include "llm.h"
+#include "relay.h"
 #include "retention.h"
 #include "waits.h"
 #include "scheduler.h"
@@ -189,6 +190,7 @@ begin_step(const char *what)
 	pgstat_report_activity(STATE_RUNNING, what);
 }
 
+/* Notifications committed meanwhile wait at most one step (relay.c). */
 static void
 end_step(void)
 {
@@ -197,6 +199,7 @@ end_step(void)
 	CommitTransactionCommand();
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
+	vb_relay_send(false);
 }
 
 /* True when the extension is installed in our database (a catalog lookup). */
@@ -245,6 +248,7 @@ sleep_until(TimestampTz until, long max_ms)
 		if (ConfigReloadPending || ProcDiePending || my_slot->wake_requested)
 			return;
 		handle_interrupts();	/* drain the notification queue */
+		vb_relay_send(true);		/* what committed transactions handed over */
 	}
 }
 
@@ -287,6 +291,7 @@ wait_with_calls(TimestampTz until, MemoryContext cxt, VbSweepCounters *c)
 			if (ConfigReloadPending || ProcDiePending || my_slot->wake_requested)
 				return;
 			handle_interrupts();
+			vb_relay_send(true);
 		}
 	}
 }
@@ -506,6 +511,7 @@ vb_scheduler_main(Datum main_arg)
 	StartTransactionCommand();
 	Async_Listen(VB_SCHEDULER_CHANNEL);
 	CommitTransactionCommand();
+	vb_relay_attach(slot_index);
 
 	pass_cxt = AllocSetContextCreate(TopMemoryContext, "vectorbea scheduler pass",
 									 ALLOCSET_DEFAULT_SIZES);
@@ -519,6 +525,7 @@ vb_scheduler_main(Datum main_arg)
 		TimestampTz next;
 
 		handle_interrupts();
+		vb_relay_send(true);
 		if (!extension_installed())
 		{
 			/* CREATE EXTENSION sends NOTIFY vectorbea_scheduler. */

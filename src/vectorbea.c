@@ -22,6 +22,7 @@
 
 #include "claim_marks.h"
 #include "install_guard.h"
+#include "relay.h"
 #include "scheduler.h"
 #include "settings.h"
 #include "shmem.h"
@@ -39,5 +40,6 @@ _PG_init(void)
 		return;
 	vb_shmem_install_hooks();
 	vb_claim_marks_install_hooks();
+	vb_relay_install_hooks();
 	vb_register_schedulers();
 }

@@ -1,12 +1,26 @@
 # LISTEN/NOTIFY: vectorbea_tasks is sent once per activity per transaction
 # when tasks become ready, vectorbea_runs when a run finishes, nothing on a
-# rollback, nothing for a retry that is not due yet, and nothing when the
-# notify settings are off.
+# rollback (of the transaction or of a subtransaction), nothing for a retry
+# that is not due yet, and nothing when the notify settings are off.
+#
+# The relay (src/relay.c): with a scheduler serving the database, the
+# notifications are sent by the scheduler's process after the commit; a
+# transaction with more notifications than the relay's ring holds, and a
+# database no scheduler serves, send them themselves, at their commit.
+#
+# Relayed notifications arrive a moment after the commit, so each check
+# first commits a sentinel (a run whose activity is "sentinel") and waits
+# for its notification: the relay sends in commit order, so whatever the
+# checked statement sent has arrived by then.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes qw(time usleep);
+use FindBin;
+use lib $FindBin::RealBin;
+use VbTest;
 
 my $node = PostgreSQL::Test::Cluster->new('notify');
 $node->init;
@@ -20,21 +34,52 @@ $node->safe_psql('postgres', q{
 		{"id":"a","activity":"alpha"},
 		{"id":"b","activity":"alpha"},
 		{"id":"c","activity":"beta","depends_on":["a","b"],
-		 "retry":{"max_attempts":3,"initial":"1h","max":"1h"}}]}')});
+		 "retry":{"max_attempts":3,"initial":"1h","max":"1h"}}]}');
+	SELECT vectorbea.define_workflow('sentinel', '{"nodes":[{"id":"s","activity":"sentinel"}]}');
+	SELECT vectorbea.define_workflow('many', '{"nodes":[{"id":"m","activity":"many"}]}')});
+ok(defined vb_wait_for($node, q{SELECT count(pid) FROM vectorbea.scheduler_status()}, '1'),
+	'the scheduler is running');
+my $scheduler_pid = $node->safe_psql('postgres', q{SELECT pid FROM vectorbea.scheduler_status()});
 
 my $listener = $node->background_psql('postgres');
 $listener->query_safe('LISTEN vectorbea_tasks; LISTEN vectorbea_runs;');
 
-# What the listener has received since the last call, as [channel, payload].
+# Notifications in a listener's output, as [channel, payload, pid].
+sub parse_notifications
+{
+	my ($out) = @_;
+	my @got;
+	while ($out =~ /Asynchronous notification "([^"]+)" with payload "(.*?)" received from server process with PID (\d+)/g)
+	{
+		push @got, [ $1, $2, $3 ];
+	}
+	return @got;
+}
+
+my @pids;    # the sending processes of what received() returned last
+
+# What the listener has received since the last call, as [channel,
+# payload], up to the sentinel committed here (the sentinel itself left
+# out); the senders' pids go to @pids.
 sub received
 {
-	my $out = $listener->query_safe('SELECT 1;');
+	$node->safe_psql('postgres', q{SELECT vectorbea.start_run('sentinel')});
 	my @got;
-	while ($out =~ /Asynchronous notification "([^"]+)" with payload "(.*?)" received/g)
+	my $t0 = time;
+	until (grep { $_->[0] eq 'vectorbea_tasks' && $_->[1] eq 'sentinel' } @got)
 	{
-		push @got, [ $1, $2 ];
+		die 'the sentinel notification did not arrive within 30 s' if time - $t0 > 30;
+		usleep(10_000);
+		push @got, parse_notifications($listener->query_safe('SELECT 1;'));
 	}
-	return \@got;
+	my @before;
+	for my $n (@got)
+	{
+		last if $n->[0] eq 'vectorbea_tasks' && $n->[1] eq 'sentinel';
+		push @before, $n;
+	}
+	@pids = map { $_->[2] } @before;
+	return [ map { [ $_->[0], $_->[1] ] } @before ];
 }
 
 sub sql { return $node->safe_psql('postgres', shift); }
@@ -42,6 +87,7 @@ sub sql { return $node->safe_psql('postgres', shift); }
 my $run = sql(q{SELECT vectorbea.start_run('notify')});
 is_deeply(received(), [ [ 'vectorbea_tasks', 'alpha' ] ],
 	'two ready nodes of one activity: one notification with the activity');
+is_deeply(\@pids, [$scheduler_pid], 'sent by the scheduler, which relays it');
 
 sql(q{CREATE TABLE held AS SELECT * FROM vectorbea.claim_tasks('w', ARRAY['alpha'], 10)});
 is_deeply(received(), [], 'claiming sends nothing');
@@ -72,14 +118,66 @@ sql(qq{SELECT vectorbea.cancel_run('$run2', 'stop')});
 is_deeply(received(), [ [ 'vectorbea_runs', qq({"run":"$run2","status":"cancelled"}) ] ],
 	'a cancelled run is announced');
 
+# --- Subtransactions: what a rolled-back savepoint sent is dropped, what a
+# released one sent is the transaction's.
+sql(q{BEGIN; SAVEPOINT s; SELECT vectorbea.start_run('notify'); ROLLBACK TO SAVEPOINT s; COMMIT;});
+is_deeply(received(), [], 'a start rolled back to its savepoint sends nothing');
+my $run4 = sql(q{BEGIN; SAVEPOINT s; SELECT vectorbea.start_run('notify'); RELEASE SAVEPOINT s;
+	SAVEPOINT t; SELECT vectorbea.start_run('many'); ROLLBACK TO SAVEPOINT t; COMMIT;});
+($run4) = split /\n/, $run4;
+is_deeply(received(), [ [ 'vectorbea_tasks', 'alpha' ] ],
+	'a released savepoint keeps its notification, a rolled-back one beside it drops its own');
+sql(qq{DO \$\$ BEGIN PERFORM vectorbea.start_run('many'); RAISE division_by_zero;
+	EXCEPTION WHEN division_by_zero THEN NULL; END \$\$});
+is_deeply(received(), [], 'nor does a start undone by a PL/pgSQL exception block');
+
+# --- More notifications in one transaction than the relay holds (256):
+# the transaction sends them itself, at its commit, all of them.
+my $actor = $node->background_psql('postgres');
+my $actor_pid = $actor->query_safe('SELECT pg_backend_pid()');
+$actor->query_safe(q{SELECT count(*) FROM vectorbea.start_runs('many', array_fill('{}'::jsonb, ARRAY[300]))});
+is_deeply(received(), [ [ 'vectorbea_tasks', 'many' ] ], '300 runs started in one call: one notification');
+$actor->query_safe(q{SELECT count(vectorbea.cancel_run(id)) FROM vectorbea.runs WHERE workflow = 'many'});
+my $got = received();
+is(scalar(@$got), 300, '300 runs cancelled in one statement: 300 notifications');
+is(scalar(grep { $_->[0] eq 'vectorbea_runs' && $_->[1] =~ /"status":"cancelled"/ } @$got), 300,
+	'each a cancelled run');
+is_deeply([ sort { $a <=> $b } keys %{ { map { $_ => 1 } @pids } } ], [$actor_pid],
+	'sent by the cancelling backend itself, past the relay\'s room');
+$actor->quit;
+
+# --- A database no scheduler serves: the committing backend sends.
+sql(q{CREATE DATABASE quiet});
+$node->safe_psql('quiet', q{CREATE EXTENSION vectorbea CASCADE;
+	SELECT vectorbea.define_workflow('q', '{"nodes":[{"id":"a","activity":"quiet_work"}]}')});
+my $quiet_listener = $node->background_psql('quiet');
+$quiet_listener->query_safe('LISTEN vectorbea_tasks');
+my $quiet_actor = $node->background_psql('quiet');
+my $quiet_pid = $quiet_actor->query_safe('SELECT pg_backend_pid()');
+$quiet_actor->query_safe(q{SELECT vectorbea.start_run('q')});
+my @quiet;
+my $t0 = time;
+while (!@quiet && time - $t0 < 10)
+{
+	push @quiet, parse_notifications($quiet_listener->query_safe('SELECT 1;'));
+	usleep(10_000) unless @quiet;
+}
+is_deeply(\@quiet, [ [ 'vectorbea_tasks', 'quiet_work', $quiet_pid ] ],
+	'without a scheduler the starting backend sends the notification itself');
+$quiet_actor->quit;
+$quiet_listener->quit;
+
 sql(q{ALTER SYSTEM SET vectorbea.notify_tasks = off;
 	  ALTER SYSTEM SET vectorbea.notify_runs = off;});
 sql(q{SELECT pg_reload_conf()});
 my $run3 = sql(q{SELECT vectorbea.start_run('notify')});
 sql(qq{SELECT vectorbea.cancel_run('$run3')});
+sql(q{ALTER SYSTEM RESET vectorbea.notify_tasks;
+	  ALTER SYSTEM RESET vectorbea.notify_runs;});
+sql(q{SELECT pg_reload_conf()});
 is_deeply(received(), [], 'with the notify settings off nothing is sent');
 
-for my $r ($run, $run2, $run3)
+for my $r ($run, $run2, $run3, $run4)
 {
 	is(sql(qq{SELECT count(*) FROM vectorbea.verify_run('$r')}), '0', "run $r verifies");
 }

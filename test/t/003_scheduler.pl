@@ -176,17 +176,31 @@ my $listen2 = $node->background_psql('postgres');
 $listen2->query_safe('LISTEN vectorbea_tasks');
 sql(q{SELECT vectorbea.define_workflow('late_retry', '{"nodes":[{"id":"r","activity":"late_retry",
 	"retry":{"max_attempts":3,"backoff":"fixed","initial":"1s","jitter":false}}]}')});
+# Waits (up to $timeout s) until $listener has received vectorbea_tasks
+# with $payload: the scheduler relays notifications a moment after the
+# commit.
+sub heard
+{
+	my ($listener, $payload, $timeout) = @_;
+	my $t0 = time;
+	while (time - $t0 < $timeout)
+	{
+		return 1 if $listener->query_safe('SELECT 1') =~
+		  /notification "vectorbea_tasks" with payload "\Q$payload\E"/;
+		usleep(20_000);
+	}
+	return 0;
+}
+
 sql(q{SELECT vectorbea.start_run('late_retry')});
-$listen2->query_safe('SELECT 1');	# drain the start's notification
+ok(heard($listen2, 'late_retry', 5), 'the start is announced');
 my $lr = sql(q{SELECT task_id || ' ' || lease FROM vectorbea.claim_tasks('w9', ARRAY['late_retry'])});
 my ($lr_id, $lr_lease) = split / /, $lr;
 $slow->query_safe(q{BEGIN});
 $slow->query_safe(qq{SELECT vectorbea.fail_task($lr_id, '$lr_lease', '{"message": "busy"}')});
 sleep 2;	# the retry comes due before the failure commits
 $slow->query_safe(q{COMMIT});
-usleep(300_000);
-like($listen2->query_safe('SELECT 1'), qr/notification "vectorbea_tasks" with payload "late_retry"/,
-	'a retry due before its commit is announced by the commit');
+ok(heard($listen2, 'late_retry', 1), 'a retry due before its commit is announced by the commit');
 $listen2->quit;
 $slow->quit;
 

@@ -1,0 +1,35 @@
+/*-------------------------------------------------------------------------
+ *
+ * relay.h
+ *	  Notifications handed to the database's scheduler at commit, which
+ *	  sends them (relay.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef VB_RELAY_H
+#define VB_RELAY_H
+
+/* The engine's channels. */
+typedef enum VbChannel
+{
+	VB_CHANNEL_TASKS,			/* vectorbea_tasks: an activity has ready tasks */
+	VB_CHANNEL_RUNS,			/* vectorbea_runs: a run finished */
+	VB_CHANNEL_APPROVALS		/* vectorbea_approvals: a gate changed */
+} VbChannel;
+
+/* Longer payloads are sent directly, in the committing transaction. */
+#define VB_RELAY_PAYLOAD_MAX	256
+
+extern void vb_relay_install_hooks(void);
+extern const char *vb_channel_name(VbChannel channel);
+
+/* A committing backend (notify.c) */
+extern bool vb_relay_reserve(int n);
+extern void vb_relay_fill(const VbChannel *channels, char *const *payloads);
+
+/* The scheduler */
+extern void vb_relay_attach(int slot);
+extern bool vb_relay_pending(void);
+extern int	vb_relay_send(bool may_wait);
+
+#endif							/* VB_RELAY_H */
