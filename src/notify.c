@@ -154,14 +154,14 @@ vb_notify_approval(int64 id, pg_uuid_t *run_id, const char *gate, const char *st
 
 /*
  * Wakes at commit.  A transaction that writes time-driven work notes the
- * earliest due time; just before it commits it compares that with what the
- * scheduler plans, and asks for a wake (NOTIFY vectorbea_scheduler) when
- * the scheduler would sleep past it.  Once committed it raises
- * wake_requested, which tells the scheduler that the latch it finds set is
- * meant for it: PostgreSQL signals every listening backend for any NOTIFY
- * in the database.  While the scheduler is in a pass, which may not see
- * this transaction's rows, the committed transaction instead lowers the
- * due time the pass will end with (tell_scheduler_after_commit).
+ * earliest due time; once committed it compares that with what the
+ * scheduler plans (tell_scheduler_after_commit): while the scheduler is in
+ * a pass, which may not see this transaction's rows, it lowers the due
+ * time the pass will end with; otherwise, when the scheduler would sleep
+ * past it, it raises wake_requested, which tells the scheduler that the
+ * latch it finds set is meant for it (other latch sets, from NOTIFY traffic
+ * of the database among others, cause no pass), and sets its latch.  No
+ * NOTIFY: a notifying commit queues behind every other one (relay.c).
  *
  * Retries whose time has already come by the commit are announced by the
  * committing transaction itself (NOTIFY vectorbea_tasks), since a pass
@@ -176,9 +176,6 @@ typedef struct PendingRetry
 static bool xact_callback_registered = false;
 static TimestampTz pending_due = DT_NOEND;
 static List *pending_retries = NIL;	/* in TopTransactionContext */
-static bool wake_sent = false;
-
-static bool tell_after_commit = false;
 
 static void
 reset_pending(void)
@@ -186,17 +183,15 @@ reset_pending(void)
 	memset(&pending_notes, 0, sizeof(pending_notes));	/* its memory goes with the transaction */
 	pending_due = DT_NOEND;
 	pending_retries = NIL;
-	wake_sent = false;
-	tell_after_commit = false;
 }
 
 /*
  * Once committed, work due at `due`: a pass running now may not have seen
  * it, and ends by lowering its next due time to it (scheduler.c,
- * publish); a pass that ended meanwhile planned without it, and is woken
- * through its latch if it would sleep past it.  No NOTIFY: a wake sent to
- * a scheduler in a pass made it run another one at once, and under load
- * claims commit during every pass, so passes ran back to back.
+ * publish); a scheduler between passes planned without it, and is woken
+ * through its latch if it would sleep past it.  A pass is never woken for
+ * another one at once: under load claims commit during every pass, and
+ * passes ran back to back.
  */
 static void
 tell_scheduler_after_commit(VbSchedulerSlot *slot, TimestampTz due)
@@ -238,22 +233,6 @@ vb_xact_callback(XactEvent event, void *arg)
 	switch (event)
 	{
 		case XACT_EVENT_PRE_COMMIT:
-			if (pending_due == DT_NOEND && pending_retries == NIL)
-			{
-				send_or_reserve(false);
-				return;
-			}
-			slot = vb_slot_for_my_database();
-			if (slot && slot->pid != 0 && pending_due != DT_NOEND)
-			{
-				if (slot->in_pass)
-					tell_after_commit = true;
-				else if (pending_due < slot->next_due)
-				{
-					Async_Notify(VB_SCHEDULER_CHANNEL, "");
-					wake_sent = true;
-				}
-			}
 			foreach(lc, pending_retries)
 			{
 				PendingRetry *r = lfirst(lc);
@@ -267,11 +246,10 @@ vb_xact_callback(XactEvent event, void *arg)
 			send_or_reserve(true);
 			break;
 		case XACT_EVENT_COMMIT:
-			slot = vb_slot_for_my_database();
-			if (wake_sent && slot != NULL)
-				slot->wake_requested = true;
-			else if (slot != NULL && slot->pid != 0 && pending_due != DT_NOEND &&
-					 (tell_after_commit || slot->in_pass))
+			slot = pending_due == DT_NOEND ? NULL : vb_slot_for_my_database();
+			/* Unlocked reads: tell_scheduler_after_commit decides under the lock. */
+			if (slot != NULL && slot->pid != 0 &&
+				(slot->in_pass || pending_due < slot->next_due))
 				tell_scheduler_after_commit(slot, pending_due);
 			vb_relay_fill(pending_notes.channels, pending_notes.payloads);
 			reset_pending();

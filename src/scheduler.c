@@ -9,10 +9,12 @@
  * time; sleep until it, or until woken.  It never holds a transaction or a
  * snapshot while it sleeps.
  *
- * Wakes: a backend that commits work falling due before the scheduler's
- * published next due time sends NOTIFY vectorbea_scheduler (shmem.c), which
- * the scheduler LISTENs to; PostgreSQL delivers it at commit by setting the
- * scheduler's latch.  SIGHUP (a reload, or a moved test clock) wakes it too.
+ * Wakes: a backend that has committed work falling due before the
+ * scheduler's published next due time (shmem.c) raises wake_requested and
+ * sets the scheduler's latch (notify.c).  CREATE EXTENSION sends NOTIFY
+ * vectorbea_scheduler, which the scheduler LISTENs to.  SIGHUP (a reload,
+ * or a moved test clock) wakes it too, and committed transactions set its
+ * latch to have their notifications sent (relay.c).
  * Otherwise it sleeps exactly until the next due item, or at most
  * vectorbea.scheduler_idle_timeout when nothing is due, and issues no
  * statement while nothing is due.
