@@ -42,16 +42,9 @@
  * with the nesting level of the subtransaction that sent it: an aborted
  * subtransaction drops its own, a committed one hands them to its parent.
  */
-typedef struct PendingNotifications
-{
-	int			count;
-	int			size;
-	VbChannel  *channels;
-	char	  **payloads;
-	int		   *levels;
-} PendingNotifications;
-
-static PendingNotifications pending_notes;
+static VbNotification *pending_notes = NULL;
+static int	n_pending = 0;
+static int	pending_size = 0;
 
 /* Identical notifications are folded while the list is short; NOTIFY folds the rest. */
 #define FOLD_SCAN_MAX	64
@@ -61,29 +54,21 @@ static void ensure_callback(void);
 static void
 queue_notification(VbChannel channel, const char *payload)
 {
-	PendingNotifications *p = &pending_notes;
-	MemoryContext old;
-
 	ensure_callback();
-	for (int i = 0; p->count <= FOLD_SCAN_MAX && i < p->count; i++)
-		if (p->channels[i] == channel && strcmp(p->payloads[i], payload) == 0)
+	for (int i = 0; n_pending <= FOLD_SCAN_MAX && i < n_pending; i++)
+		if (pending_notes[i].channel == channel && strcmp(pending_notes[i].payload, payload) == 0)
 			return;
-	old = MemoryContextSwitchTo(TopTransactionContext);
-	if (p->count == p->size)
+	if (n_pending == pending_size)
 	{
-		p->size = p->size == 0 ? 8 : p->size * 2;
-		p->channels = p->count == 0 ? palloc(sizeof(VbChannel) * p->size) :
-			repalloc(p->channels, sizeof(VbChannel) * p->size);
-		p->payloads = p->count == 0 ? palloc(sizeof(char *) * p->size) :
-			repalloc(p->payloads, sizeof(char *) * p->size);
-		p->levels = p->count == 0 ? palloc(sizeof(int) * p->size) :
-			repalloc(p->levels, sizeof(int) * p->size);
+		pending_size = pending_size == 0 ? 8 : pending_size * 2;
+		pending_notes = pending_notes == NULL ?
+			MemoryContextAlloc(TopTransactionContext, sizeof(VbNotification) * pending_size) :
+			repalloc(pending_notes, sizeof(VbNotification) * pending_size);
 	}
-	p->channels[p->count] = channel;
-	p->payloads[p->count] = pstrdup(payload);
-	p->levels[p->count] = GetCurrentTransactionNestLevel();
-	p->count++;
-	MemoryContextSwitchTo(old);
+	pending_notes[n_pending].channel = channel;
+	pending_notes[n_pending].level = GetCurrentTransactionNestLevel();
+	pending_notes[n_pending].payload = MemoryContextStrdup(TopTransactionContext, payload);
+	n_pending++;
 }
 
 /*
@@ -94,18 +79,17 @@ queue_notification(VbChannel channel, const char *payload)
 static void
 send_or_reserve(bool preparing)
 {
-	PendingNotifications *p = &pending_notes;
 	bool		fits = !preparing;
 
-	if (p->count == 0)
+	if (n_pending == 0)
 		return;
-	for (int i = 0; fits && i < p->count; i++)
-		fits = strlen(p->payloads[i]) <= VB_RELAY_PAYLOAD_MAX;
-	if (fits && vb_relay_reserve(p->count))
+	for (int i = 0; fits && i < n_pending; i++)
+		fits = strlen(pending_notes[i].payload) <= VB_RELAY_PAYLOAD_MAX;
+	if (fits && vb_relay_reserve(n_pending))
 		return;
-	for (int i = 0; i < p->count; i++)
-		Async_Notify(vb_channel_name(p->channels[i]), p->payloads[i]);
-	p->count = 0;
+	for (int i = 0; i < n_pending; i++)
+		Async_Notify(vb_channel_name(pending_notes[i].channel), pending_notes[i].payload);
+	n_pending = 0;
 }
 
 /*
@@ -180,7 +164,8 @@ static List *pending_retries = NIL;	/* in TopTransactionContext */
 static void
 reset_pending(void)
 {
-	memset(&pending_notes, 0, sizeof(pending_notes));	/* its memory goes with the transaction */
+	pending_notes = NULL;		/* its memory goes with the transaction */
+	n_pending = pending_size = 0;
 	pending_due = DT_NOEND;
 	pending_retries = NIL;
 }
@@ -251,12 +236,12 @@ vb_xact_callback(XactEvent event, void *arg)
 			if (slot != NULL && slot->pid != 0 &&
 				(slot->in_pass || pending_due < slot->next_due))
 				tell_scheduler_after_commit(slot, pending_due);
-			vb_relay_fill(pending_notes.channels, pending_notes.payloads);
+			vb_relay_fill(pending_notes);
 			reset_pending();
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PREPARE:
-			vb_relay_fill(NULL, NULL);
+			vb_relay_release();
 			reset_pending();
 			break;
 		default:
@@ -269,26 +254,22 @@ static void
 vb_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 					SubTransactionId parentSubid, void *arg)
 {
-	PendingNotifications *p = &pending_notes;
 	int			level = GetCurrentTransactionNestLevel();
 	int			kept = 0;
 
 	if (event != SUBXACT_EVENT_ABORT_SUB && event != SUBXACT_EVENT_COMMIT_SUB)
 		return;
-	for (int i = 0; i < p->count; i++)
+	for (int i = 0; i < n_pending; i++)
 	{
-		if (p->levels[i] < level)
-			;
-		else if (event == SUBXACT_EVENT_COMMIT_SUB)
-			p->levels[i] = level - 1;
-		else
-			continue;
-		p->channels[kept] = p->channels[i];
-		p->payloads[kept] = p->payloads[i];
-		p->levels[kept] = p->levels[i];
-		kept++;
+		if (pending_notes[i].level >= level)
+		{
+			if (event == SUBXACT_EVENT_ABORT_SUB)
+				continue;
+			pending_notes[i].level = level - 1;
+		}
+		pending_notes[kept++] = pending_notes[i];
 	}
-	p->count = kept;
+	n_pending = kept;
 }
 
 static void

@@ -197,13 +197,12 @@ vb_relay_reserve(int n)
 }
 
 /*
- * Once committed: fills the entries reserved by vb_relay_reserve and wakes
- * the reader.  With channels NULL (the transaction aborted after its
- * reservation) gives their room back.  Runs in the commit or abort
- * callback, so it must not fail.
+ * Ends this transaction's reservation: fills its entries with the first of
+ * notes and wakes the reader, or, with notes NULL, gives the room back.
+ * Runs in the commit or abort callback, so it must not fail.
  */
-void
-vb_relay_fill(const VbChannel *channels, char *const *payloads)
+static void
+end_reservation(const VbNotification *notes)
 {
 	RelayRing  *ring = reserved_ring;
 	int			procno = -1;
@@ -212,21 +211,35 @@ vb_relay_fill(const VbChannel *channels, char *const *payloads)
 		return;
 	SpinLockAcquire(&ring->mutex);
 	ring->reserved -= reserved_n;
-	for (int i = 0; channels != NULL && i < reserved_n; i++)
+	for (int i = 0; notes != NULL && i < reserved_n; i++)
 	{
 		RelayEntry *e = &ring->entries[ring->tail % RELAY_ENTRIES];
 
-		e->channel = (uint8) channels[i];
-		strlcpy(e->payload, payloads[i], sizeof(e->payload));
+		e->channel = (uint8) notes[i].channel;
+		strlcpy(e->payload, notes[i].payload, sizeof(e->payload));
 		ring->tail++;
 	}
-	if (channels != NULL && ring->reader_pid != 0)
+	if (notes != NULL && ring->reader_pid != 0)
 		procno = ring->reader_procno;
 	SpinLockRelease(&ring->mutex);
 	reserved_ring = NULL;
 	reserved_n = 0;
 	if (procno >= 0)
 		SetLatch(&ProcGlobal->allProcs[procno].procLatch);
+}
+
+/* Once committed: the reserved entries get the first of notes. */
+void
+vb_relay_fill(const VbNotification *notes)
+{
+	end_reservation(notes);
+}
+
+/* After an abort: gives back the room reserved by vb_relay_reserve, if any. */
+void
+vb_relay_release(void)
+{
+	end_reservation(NULL);
 }
 
 static void

@@ -17,6 +17,14 @@ typedef enum VbChannel
 	VB_CHANNEL_APPROVALS		/* vectorbea_approvals: a gate changed */
 } VbChannel;
 
+/* One notification of a transaction; level is the subtransaction's (notify.c). */
+typedef struct VbNotification
+{
+	VbChannel	channel;
+	int			level;
+	char	   *payload;
+} VbNotification;
+
 /* Longer payloads are sent directly, in the committing transaction. */
 #define VB_RELAY_PAYLOAD_MAX	256
 
@@ -25,7 +33,8 @@ extern const char *vb_channel_name(VbChannel channel);
 
 /* A committing backend (notify.c) */
 extern bool vb_relay_reserve(int n);
-extern void vb_relay_fill(const VbChannel *channels, char *const *payloads);
+extern void vb_relay_fill(const VbNotification *notes);
+extern void vb_relay_release(void);
 
 /* The scheduler */
 extern void vb_relay_attach(int slot);
