@@ -35,6 +35,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/pg_extension.h"
 #include "commands/async.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
@@ -45,6 +46,7 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lmgr.h"
 #include "storage/lwlock.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
@@ -181,15 +183,40 @@ assert_safe_search_path(void)
 						   SAFE_SEARCH_PATH)));
 }
 
-static void
+/*
+ * Starts a step's transaction.  Its first lock is the extension's own, in
+ * share mode: DROP EXTENSION takes that lock (exclusive) before any of the
+ * tables, so a step and a DROP wait for each other instead of deadlocking
+ * over tables locked in different orders (the DROP failed with "deadlock
+ * detected" about one time in ten right after a restart).  False,
+ * with no transaction left open, when the extension is gone (a DROP that
+ * committed while the step waited); the pass ends there, and the loop waits
+ * for the extension again.
+ */
+static bool
 begin_step(const char *what)
 {
+	Oid			extension;
+
 	assert_safe_search_path();
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
+	extension = get_extension_oid("vectorbea", true);
+	if (OidIsValid(extension))
+	{
+		/* Reads the catalog again once granted (AcceptInvalidationMessages). */
+		LockDatabaseObject(ExtensionRelationId, extension, 0, AccessShareLock);
+		extension = get_extension_oid("vectorbea", true);
+	}
+	if (!OidIsValid(extension))
+	{
+		CommitTransactionCommand();
+		return false;
+	}
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, what);
+	return true;
 }
 
 /* Notifications committed meanwhile wait at most one step (relay.c). */
@@ -280,7 +307,12 @@ wait_with_calls(TimestampTz until, MemoryContext cxt, VbSweepCounters *c)
 		if (vb_http_has_done())
 		{
 			/* Room has freed up: ready llm nodes are claimed in the same step. */
-			begin_step("vectorbea: finishing llm calls");
+			if (!begin_step("vectorbea: finishing llm calls"))
+			{
+				MemoryContextSwitchTo(TopMemoryContext);
+				MemoryContextReset(cxt);
+				return;
+			}
 			vb_llm_finish(c);
 			vb_llm_claim(c);
 			end_step();
@@ -310,7 +342,8 @@ purge_old_runs(TimestampTz now)
 	static TimestampTz last_warning = 0;
 	int			purged = 0;
 
-	begin_step("vectorbea: purging finished runs");
+	if (!begin_step("vectorbea: purging finished runs"))
+		return false;
 	if (vb_retention_available())
 		purged = vb_purge_batch(vb_finished_statuses(),
 								now - (int64) vb_retention_min * 60 * USECS_PER_SEC,
@@ -339,7 +372,9 @@ purge_old_runs(TimestampTz now)
 /*
  * One pass over what is due at engine time `now`; returns the next due time.
  * Each step is its own transaction, so a failure in one does not undo the
- * others, and locks are held for one step only.
+ * others, and locks are held for one step only.  A step that finds the
+ * extension dropped ends the pass, due at once: the loop then waits for the
+ * extension to come back.
  */
 static TimestampTz
 do_pass(TimestampTz now, TimestampTz *announced_upto, VbSweepCounters *c)
@@ -347,26 +382,31 @@ do_pass(TimestampTz now, TimestampTz *announced_upto, VbSweepCounters *c)
 	TimestampTz next;
 
 	/* First, so that this pass's own statements are planned with statistics. */
-	begin_step("vectorbea: analysing new tables");
+	if (!begin_step("vectorbea: analysing new tables"))
+		return now;
 	vb_first_analyze();
 	end_step();
 
-	begin_step("vectorbea: ending expired attempts");
+	if (!begin_step("vectorbea: ending expired attempts"))
+		return now;
 	while (vb_expire_attempts((Datum) 0, now, true, c) > 0)
 		;
 	end_step();
 
-	begin_step("vectorbea: failing runs past their deadline");
+	if (!begin_step("vectorbea: failing runs past their deadline"))
+		return now;
 	while (vb_fail_overdue_runs(now, c) > 0)
 		;
 	end_step();
 
-	begin_step("vectorbea: expiring and escalating approval gates");
+	if (!begin_step("vectorbea: expiring and escalating approval gates"))
+		return now;
 	while (vb_expire_gates(now, c) > 0)
 		;
 	end_step();
 
-	begin_step("vectorbea: starting and ending timers, signal waits and child runs");
+	if (!begin_step("vectorbea: starting and ending timers, signal waits and child runs"))
+		return now;
 	while (vb_start_waits(now, true, c) > 0)
 		;
 	while (vb_end_due_waits(now, true, c) > 0)
@@ -375,7 +415,8 @@ do_pass(TimestampTz now, TimestampTz *announced_upto, VbSweepCounters *c)
 		;
 	end_step();
 
-	begin_step("vectorbea: claiming llm nodes");
+	if (!begin_step("vectorbea: claiming llm nodes"))
+		return now;
 	vb_llm_check_leases();
 	vb_llm_claim(c);
 	/* A call this claim recorded and then revoked (its run stopped) is not sent. */
@@ -383,7 +424,8 @@ do_pass(TimestampTz now, TimestampTz *announced_upto, VbSweepCounters *c)
 	end_step();
 	vb_llm_send();
 
-	begin_step("vectorbea: announcing due retries");
+	if (!begin_step("vectorbea: announcing due retries"))
+		return now;
 	vb_announce_due(*announced_upto, now, c);
 	vb_announce_not_before(*announced_upto, now);
 	*announced_upto = now;
@@ -542,10 +584,12 @@ vb_scheduler_main(Datum main_arg)
 		now = vb_now();
 		if (!recovered)
 		{
-			begin_step("vectorbea: ending llm calls in doubt");
-			vb_llm_recover(&counters);
-			end_step();
-			recovered = true;
+			if (begin_step("vectorbea: ending llm calls in doubt"))
+			{
+				vb_llm_recover(&counters);
+				end_step();
+				recovered = true;
+			}
 		}
 		next = do_pass(now, &announced_upto, &counters);
 		MemoryContextSwitchTo(TopMemoryContext);

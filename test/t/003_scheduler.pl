@@ -290,6 +290,32 @@ for my $r ($run, $late, $timed, $flight)
 	is(sql(qq{SELECT count(*) FROM vectorbea.verify_run('$r')}), '0', "run $r verifies");
 }
 
+# --- DROP EXTENSION while a pass begins: the pass waits on the extension's
+# own lock, which the DROP takes before any table (waiting on a table
+# instead is how the two deadlocked), and once the DROP commits the pass
+# ends quietly: the same process waits for the extension to come back.
+$pid = scheduler_pid();
+my $log_offset = -s $node->logfile;
+my $dropper = $node->background_psql('postgres');
+$dropper->query_safe('BEGIN; DROP EXTENSION vectorbea CASCADE;');
+sql('SELECT pg_reload_conf()');		# a reload starts a pass
+ok(defined wait_for(qq{SELECT count(*) FROM pg_locks
+		WHERE pid = $pid AND NOT granted AND locktype = 'object'
+		  AND classid = 'pg_extension'::regclass}, '1', 10),
+	'a pass that meets an uncommitted DROP EXTENSION waits on the extension lock');
+is(sql(qq{SELECT count(*) FROM pg_locks WHERE pid = $pid AND locktype = 'relation'}), '0',
+	'the waiting pass holds no table lock');
+$dropper->query_safe('COMMIT');
+$dropper->quit;
+ok(defined wait_for(qq{SELECT count(*) FROM pg_locks WHERE pid = $pid}, '0', 10),
+	'after the DROP commits the pass ends');
+sql('CREATE EXTENSION vectorbea CASCADE');
+ok(defined wait_for(q{SELECT state FROM vectorbea.scheduler_status()}, 'idle'),
+	'CREATE EXTENSION wakes the scheduler again');
+is(scheduler_pid(), $pid, 'the scheduler kept its process through the DROP');
+my $log = slurp_file($node->logfile, $log_offset);
+unlike($log, qr/ERROR|FATAL/, 'no error in the log from the DROP and the pass');
+
 # --- Postmaster death: the scheduler is gone within 2 seconds.
 $pid = scheduler_pid();
 my $postmaster = $node->{_pid};
