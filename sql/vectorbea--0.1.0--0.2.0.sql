@@ -1276,3 +1276,20 @@ CREATE TRIGGER nodes_note_inserts
 	EXECUTE FUNCTION @extschema@.note_ready_node();
 ALTER TABLE @extschema@.nodes ENABLE ALWAYS TRIGGER nodes_note_ready;
 ALTER TABLE @extschema@.nodes ENABLE ALWAYS TRIGGER nodes_note_inserts;
+
+-- The relay (src/relay.c): committed transactions hand their notifications
+-- to the database's scheduler, which sends them.  What each database's
+-- relay has done since the server started, for operators: a growing
+-- notifications_direct means the ring is too small for the load, a
+-- notifications_dropped a listener that stopped reading.
+CREATE FUNCTION @extschema@.relay_status(
+		OUT database text, OUT pid integer, OUT waiting bigint,
+		OUT notifications_relayed bigint, OUT notifications_direct bigint,
+		OUT notifications_dropped bigint)
+	RETURNS SETOF record
+	LANGUAGE c VOLATILE
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_relay_status';
+COMMENT ON FUNCTION @extschema@.relay_status() IS
+	'Per database: the scheduler relaying its notifications, entries waiting, notifications relayed, sent directly, and lost, since the server started.';
+REVOKE ALL ON FUNCTION @extschema@.relay_status() FROM PUBLIC;

@@ -79,13 +79,14 @@ queue_notification(VbChannel channel, const char *payload)
 static void
 send_or_reserve(bool preparing)
 {
-	bool		fits = !preparing;
+	bool		fits = true;
 
 	if (n_pending == 0)
 		return;
 	for (int i = 0; fits && i < n_pending; i++)
 		fits = strlen(pending_notes[i].payload) <= VB_RELAY_PAYLOAD_MAX;
-	if (fits && vb_relay_reserve(n_pending))
+	/* PREPARE refuses a transaction that notifies: nothing to count. */
+	if (!preparing && vb_relay_reserve(n_pending, fits))
 		return;
 	for (int i = 0; i < n_pending; i++)
 		Async_Notify(vb_channel_name(pending_notes[i].channel), pending_notes[i].payload);

@@ -31,6 +31,10 @@
  * they committed.  Only the database's scheduler reads its ring; after a
  * restart of the scheduler, it sends what the ring still holds.
  *
+ * Each ring counts what it relayed, what its transactions sent directly
+ * while a scheduler read it (no room, too long, too many) and what a
+ * failed batch lost; relay_status() shows them.
+ *
  * IDENTIFICATION
  *	  src/relay.c
  *
@@ -40,12 +44,16 @@
 
 #include "access/xact.h"
 #include "commands/async.h"
+#include "commands/dbcommands.h"
+#include "fmgr.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -94,6 +102,10 @@ typedef struct RelayRing
 	uint64		head;
 	uint64		tail;
 	uint64		reserved;
+	/* Since the server started (relay_status()), in notifications. */
+	uint64		relayed;		/* sent by the scheduler */
+	uint64		direct;			/* sent by their own transaction while the scheduler ran */
+	uint64		dropped;		/* taken by the scheduler and lost with its batch */
 	RelayEntry	entries[RELAY_ENTRIES];
 } RelayRing;
 
@@ -171,26 +183,33 @@ ring_for_my_database(void)
 }
 
 /*
- * Reserves room for n entries, just before this transaction commits.
- * False, with nothing reserved, when the notifications must be sent
- * directly: no scheduler reads this database's ring (or this backend is
- * it), or the ring has no room.
+ * Reserves room for n entries, just before this transaction commits; fits
+ * is false when a payload is too long for an entry.  False, with nothing
+ * reserved, when the notifications must be sent directly: no scheduler
+ * reads this database's ring (or this backend is it), or the ring cannot
+ * take them (too long, more than it holds, no room now), which the ring
+ * counts as sent directly.
  */
 bool
-vb_relay_reserve(int n)
+vb_relay_reserve(int n, bool fits)
 {
 	RelayRing  *ring = ring_for_my_database();
 
 	Assert(reserved_ring == NULL);
-	if (ring == NULL || n <= 0 || n > RELAY_ENTRIES)
+	if (ring == NULL || n <= 0)
 		return false;
 	SpinLockAcquire(&ring->mutex);
-	if (ring->reader_pid != 0 && ring->database_oid == MyDatabaseId &&
-		ring->tail - ring->head + ring->reserved + n <= RELAY_ENTRIES)
+	if (ring->reader_pid != 0 && ring->database_oid == MyDatabaseId)
 	{
-		ring->reserved += n;
-		reserved_ring = ring;
-		reserved_n = n;
+		if (fits && n <= RELAY_ENTRIES &&
+			ring->tail - ring->head + ring->reserved + n <= RELAY_ENTRIES)
+		{
+			ring->reserved += n;
+			reserved_ring = ring;
+			reserved_n = n;
+		}
+		else
+			ring->direct += n;
 	}
 	SpinLockRelease(&ring->mutex);
 	return reserved_ring != NULL;
@@ -271,6 +290,7 @@ vb_relay_attach(int slot)
 	{
 		my_ring->head = my_ring->tail;
 		my_ring->database_oid = MyDatabaseId;
+		my_ring->relayed = my_ring->direct = my_ring->dropped = 0;
 	}
 	my_ring->reader_pid = MyProcPid;
 	my_ring->reader_procno = MyProc->pgprocno;
@@ -290,6 +310,18 @@ vb_relay_pending(void)
 	pending = my_ring->tail != my_ring->head;
 	SpinLockRelease(&my_ring->mutex);
 	return pending;
+}
+
+/* The scheduler counts a batch sent, or lost. */
+static void
+count_batch(int taken, bool lost)
+{
+	SpinLockAcquire(&my_ring->mutex);
+	if (lost)
+		my_ring->dropped += taken;
+	else
+		my_ring->relayed += taken;
+	SpinLockRelease(&my_ring->mutex);
 }
 
 /*
@@ -341,6 +373,7 @@ vb_relay_send(bool may_wait)
 		} while (n == RELAY_CHUNK);
 		CommitTransactionCommand();
 		last_send = GetCurrentTimestamp();
+		count_batch(taken, false);
 	}
 	PG_CATCH();
 	{
@@ -348,10 +381,63 @@ vb_relay_send(bool may_wait)
 		EmitErrorReport();
 		FlushErrorState();
 		AbortCurrentTransaction();
+		count_batch(taken, true);
 		ereport(WARNING,
 				(errmsg("vectorbea scheduler: %d notifications could not be sent", (int) taken)));
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);
 	return taken;
+}
+
+/*
+ * relay_status() -> SETOF record: one row per database whose scheduler
+ * has read a ring since the server started.
+ */
+PG_FUNCTION_INFO_V1(vectorbea_relay_status);
+Datum
+vectorbea_relay_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (rings == NULL)
+		return (Datum) 0;		/* not preloaded: no relay */
+	for (int i = 0; i < VB_MAX_SCHEDULERS; i++)
+	{
+		RelayRing  *ring = &rings[i];
+		Oid			database_oid;
+		int			reader_pid;
+		uint64		waiting,
+					relayed,
+					direct,
+					dropped;
+		Datum		values[6];
+		bool		nulls[6] = {false, false, false, false, false, false};
+		char	   *name;
+
+		/* Read under the spinlock; the catalog is read outside it. */
+		SpinLockAcquire(&ring->mutex);
+		database_oid = ring->database_oid;
+		reader_pid = ring->reader_pid;
+		waiting = ring->tail - ring->head;
+		relayed = ring->relayed;
+		direct = ring->direct;
+		dropped = ring->dropped;
+		SpinLockRelease(&ring->mutex);
+		if (!OidIsValid(database_oid))
+			continue;
+		name = get_database_name(database_oid);
+		if (name == NULL)
+			continue;			/* dropped since */
+		values[0] = CStringGetTextDatum(name);
+		values[1] = Int32GetDatum(reader_pid);
+		nulls[1] = (reader_pid == 0);
+		values[2] = Int64GetDatum((int64) waiting);
+		values[3] = Int64GetDatum((int64) relayed);
+		values[4] = Int64GetDatum((int64) direct);
+		values[5] = Int64GetDatum((int64) dropped);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
 }

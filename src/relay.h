@@ -32,7 +32,7 @@ extern void vb_relay_install_hooks(void);
 extern const char *vb_channel_name(VbChannel channel);
 
 /* A committing backend (notify.c) */
-extern bool vb_relay_reserve(int n);
+extern bool vb_relay_reserve(int n, bool fits);
 extern void vb_relay_fill(const VbNotification *notes);
 extern void vb_relay_release(void);
 

@@ -133,6 +133,17 @@ is_deeply(received(), [], 'nor does a start undone by a PL/pgSQL exception block
 
 # --- More notifications in one transaction than the relay holds (256):
 # the transaction sends them itself, at its commit, all of them.
+# relay_status() counts each way.
+sub relay_counts
+{
+	return sql(q{SELECT pid || ' ' || waiting || ' ' || notifications_relayed || ' '
+		|| notifications_direct || ' ' || notifications_dropped
+		FROM vectorbea.relay_status() WHERE database = 'postgres'});
+}
+my ($relay_pid, $waiting, $relayed, $direct, $dropped) = split / /, relay_counts();
+is($relay_pid, $scheduler_pid, 'relay_status names the scheduler that relays');
+ok($relayed > 0 && $waiting == 0 && $direct == 0 && $dropped == 0,
+	"relay_status: everything so far relayed, none waiting ($relayed relayed)");
 my $actor = $node->background_psql('postgres');
 my $actor_pid = $actor->query_safe('SELECT pg_backend_pid()');
 $actor->query_safe(q{SELECT count(*) FROM vectorbea.start_runs('many', array_fill('{}'::jsonb, ARRAY[300]))});
@@ -145,6 +156,52 @@ is(scalar(grep { $_->[0] eq 'vectorbea_runs' && $_->[1] =~ /"status":"cancelled"
 is_deeply([ sort { $a <=> $b } keys %{ { map { $_ => 1 } @pids } } ], [$actor_pid],
 	'sent by the cancelling backend itself, past the relay\'s room');
 $actor->quit;
+my @after = split / /, relay_counts();
+# Relayed since: the start and the sentinels of the two received() calls.
+is(join(' ', $after[1], $after[2] - $relayed, $after[3] - $direct, $after[4]), '0 3 300 0',
+	'relay_status: the start relayed, the 300 cancellations counted as sent directly');
+
+# --- The ring full of other transactions' entries.  With the scheduler
+# stopped (SIGSTOP), 256 committed cancellations wait in the ring; the next
+# transaction finds no room and sends its own notification at once; the
+# scheduler, running again, sends the 256 in the order they committed.
+sql(q{SELECT count(*) FROM vectorbea.start_runs('notify', array_fill('{}'::jsonb, ARRAY[257]))});
+received();
+my @fill = split /\n/, sql(q{SELECT id FROM vectorbea.runs WHERE workflow = 'notify' AND status = 'running' ORDER BY id DESC LIMIT 257});
+($relay_pid, $waiting, $relayed, $direct, $dropped) = split / /, relay_counts();
+kill 'STOP', $scheduler_pid;
+my $canceller = $node->background_psql('postgres');
+my $canceller_pid = $canceller->query_safe('SELECT pg_backend_pid()');
+$canceller->query_safe(join('', map { "SELECT vectorbea.cancel_run('$_');\n" } @fill));
+my @full = split / /, relay_counts();
+is(join(' ', $full[1], $full[2] - $relayed, $full[3] - $direct), '256 0 1',
+	'a stopped scheduler: 256 notifications wait in the ring, the 257th is sent directly');
+my @direct_got;
+my $t0 = time;
+while (!@direct_got && time - $t0 < 10)
+{
+	push @direct_got, parse_notifications($listener->query_safe('SELECT 1;'));
+	usleep(10_000) unless @direct_got;
+}
+is_deeply(\@direct_got, [ [ 'vectorbea_runs', qq({"run":"$fill[-1]","status":"cancelled"}), $canceller_pid ] ],
+	'the transaction that found the ring full sent its notification itself, at once');
+kill 'CONT', $scheduler_pid;
+my @relayed_got;
+$t0 = time;
+while (@relayed_got < 256 && time - $t0 < 30)
+{
+	push @relayed_got, parse_notifications($listener->query_safe('SELECT 1;'));
+	usleep(10_000) if @relayed_got < 256;
+}
+is_deeply([ map { $_->[1] } @relayed_got ],
+	[ map { qq({"run":"$_","status":"cancelled"}) } @fill[0 .. 255] ],
+	'the scheduler, running again, sends the 256 waiting, in commit order');
+is_deeply([ sort { $a <=> $b } keys %{ { map { $_->[2] => 1 } @relayed_got } } ], [$scheduler_pid],
+	'all from the scheduler');
+my @drained = split / /, relay_counts();
+is(join(' ', $drained[1], $drained[2] - $relayed, $drained[3] - $direct), '0 256 1',
+	'relay_status: the ring empty again, 256 relayed, 1 sent directly');
+$canceller->quit;
 
 # --- A database no scheduler serves: the committing backend sends.
 sql(q{CREATE DATABASE quiet});
@@ -156,7 +213,7 @@ my $quiet_actor = $node->background_psql('quiet');
 my $quiet_pid = $quiet_actor->query_safe('SELECT pg_backend_pid()');
 $quiet_actor->query_safe(q{SELECT vectorbea.start_run('q')});
 my @quiet;
-my $t0 = time;
+$t0 = time;
 while (!@quiet && time - $t0 < 10)
 {
 	push @quiet, parse_notifications($quiet_listener->query_safe('SELECT 1;'));
@@ -164,6 +221,8 @@ while (!@quiet && time - $t0 < 10)
 }
 is_deeply(\@quiet, [ [ 'vectorbea_tasks', 'quiet_work', $quiet_pid ] ],
 	'without a scheduler the starting backend sends the notification itself');
+is($node->safe_psql('quiet', q{SELECT count(*) FROM vectorbea.relay_status() WHERE database = 'quiet'}), '0',
+	'relay_status has no row for a database no scheduler serves');
 $quiet_actor->quit;
 $quiet_listener->quit;
 
