@@ -201,6 +201,42 @@ is_deeply([ sort { $a <=> $b } keys %{ { map { $_->[2] => 1 } @relayed_got } } ]
 my @drained = split / /, relay_counts();
 is(join(' ', $drained[1], $drained[2] - $relayed, $drained[3] - $direct), '0 256 1',
 	'relay_status: the ring empty again, 256 relayed, 1 sent directly');
+
+# --- What a scheduler leaves in the ring, the next one sends.  Stopped
+# with three waiting and then terminated, it exits before sending them
+# (interrupts come first in its loop); its successor, started a second
+# later on the same ring, sends them in commit order.
+my @left = split /\n/, sql(q{SELECT vectorbea.start_run('notify') FROM generate_series(1, 3)});
+received();
+kill 'STOP', $scheduler_pid;
+$canceller->query_safe(join('', map { "SELECT vectorbea.cancel_run('$_');\n" } @left));
+is((split / /, relay_counts())[1], '3', 'three notifications wait for the stopped scheduler');
+kill 'TERM', $scheduler_pid;
+kill 'CONT', $scheduler_pid;
+my $successor = '';
+$t0 = time;
+while ($successor eq '' && time - $t0 < 30)
+{
+	$successor = sql(qq{SELECT pid FROM vectorbea.relay_status()
+		WHERE database = 'postgres' AND pid <> $scheduler_pid});
+	usleep(20_000) if $successor eq '';
+}
+isnt($successor, '', 'a new scheduler reads the ring');
+# (It also announces the ready activities on vectorbea_tasks, as every new
+# scheduler does.)
+my @left_got;
+$t0 = time;
+while (@left_got < 3 && time - $t0 < 30)
+{
+	push @left_got, grep { $_->[0] eq 'vectorbea_runs' } parse_notifications($listener->query_safe('SELECT 1;'));
+	usleep(10_000) if @left_got < 3;
+}
+is_deeply(\@left_got, [ map { [ 'vectorbea_runs', qq({"run":"$_","status":"cancelled"}), $successor ] } @left ],
+	'the new scheduler sends what the old one left, in commit order');
+$scheduler_pid = $successor;
+# Its first pass's announcements are not this test's: let them pass.
+vb_wait_for($node, qq{SELECT pid || ' ' || state FROM vectorbea.scheduler_status()}, "$successor idle");
+received();
 $canceller->quit;
 
 # --- A database no scheduler serves: the committing backend sends.
