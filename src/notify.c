@@ -156,6 +156,7 @@ typedef struct PendingRetry
 {
 	char	   *activity;
 	TimestampTz available_at;
+	int			level;			/* the subtransaction's, as for notifications */
 } PendingRetry;
 
 static bool xact_callback_registered = false;
@@ -250,13 +251,18 @@ vb_xact_callback(XactEvent event, void *arg)
 	}
 }
 
-/* An aborted subtransaction's notifications are dropped, a committed one's are its parent's. */
+/*
+ * An aborted subtransaction's notifications and retries to announce are
+ * dropped, a committed one's are its parent's.  (Its due time for the
+ * scheduler stays: at worst a pass that finds nothing.)
+ */
 static void
 vb_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 					SubTransactionId parentSubid, void *arg)
 {
 	int			level = GetCurrentTransactionNestLevel();
 	int			kept = 0;
+	ListCell   *lc;
 
 	if (event != SUBXACT_EVENT_ABORT_SUB && event != SUBXACT_EVENT_COMMIT_SUB)
 		return;
@@ -271,6 +277,17 @@ vb_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 		pending_notes[kept++] = pending_notes[i];
 	}
 	n_pending = kept;
+	foreach(lc, pending_retries)
+	{
+		PendingRetry *r = lfirst(lc);
+
+		if (r->level < level)
+			continue;
+		if (event == SUBXACT_EVENT_ABORT_SUB)
+			pending_retries = foreach_delete_current(pending_retries, lc);
+		else
+			r->level = level - 1;
+	}
 }
 
 static void
@@ -312,6 +329,7 @@ vb_announce_at_commit(const char *activity, TimestampTz available_at)
 
 	r->activity = pstrdup(activity);
 	r->available_at = available_at;
+	r->level = GetCurrentTransactionNestLevel();
 	pending_retries = lappend(pending_retries, r);
 	MemoryContextSwitchTo(old);
 	ensure_callback();

@@ -36,7 +36,9 @@ $node->safe_psql('postgres', q{
 		{"id":"c","activity":"beta","depends_on":["a","b"],
 		 "retry":{"max_attempts":3,"initial":"1h","max":"1h"}}]}');
 	SELECT vectorbea.define_workflow('sentinel', '{"nodes":[{"id":"s","activity":"sentinel"}]}');
-	SELECT vectorbea.define_workflow('many', '{"nodes":[{"id":"m","activity":"many"}]}')});
+	SELECT vectorbea.define_workflow('many', '{"nodes":[{"id":"m","activity":"many"}]}');
+	SELECT vectorbea.define_workflow('again', '{"nodes":[{"id":"g","activity":"again",
+		"retry":{"max_attempts":5,"initial":"1h","max":"1h","jitter":false}}]}')});
 ok(defined vb_wait_for($node, q{SELECT count(pid) FROM vectorbea.scheduler_status()}, '1'),
 	'the scheduler is running');
 my $scheduler_pid = $node->safe_psql('postgres', q{SELECT pid FROM vectorbea.scheduler_status()});
@@ -130,6 +132,29 @@ is_deeply(received(), [ [ 'vectorbea_tasks', 'alpha' ] ],
 sql(qq{DO \$\$ BEGIN PERFORM vectorbea.start_run('many'); RAISE division_by_zero;
 	EXCEPTION WHEN division_by_zero THEN NULL; END \$\$});
 is_deeply(received(), [], 'nor does a start undone by a PL/pgSQL exception block');
+
+# --- A retry whose time has come by the commit (the test clock moved in
+# the transaction) is announced by it; one failed inside a savepoint that
+# was rolled back is not.
+sql(q{SELECT vectorbea.start_run('again')});
+received();
+sql(q{BEGIN;
+	  SELECT vectorbea.fail_task(task_id, lease, '{"message": "once more"}')
+		FROM vectorbea.claim_tasks('w', ARRAY['again']);
+	  SET LOCAL vectorbea.test_clock_offset = '2h';
+	  COMMIT;});
+is_deeply(received(), [ [ 'vectorbea_tasks', 'again' ] ], 'a retry due by the commit is announced at the commit');
+sql(q{SET vectorbea.test_clock_offset = '2h';
+	  CREATE TABLE held_again AS SELECT * FROM vectorbea.claim_tasks('w', ARRAY['again'])});
+sql(q{BEGIN; SAVEPOINT s;
+	  SELECT vectorbea.fail_task(task_id, lease, '{"message": "undone"}') FROM held_again;
+	  ROLLBACK TO SAVEPOINT s;
+	  SET LOCAL vectorbea.test_clock_offset = '4h';
+	  COMMIT;});
+is_deeply(received(), [], 'a retry failed in a rolled-back savepoint is not announced');
+sql(q{SET vectorbea.test_clock_offset = '2h';
+	  SELECT vectorbea.complete_task(task_id, lease, '{}') FROM held_again});
+received();
 
 # --- More notifications in one transaction than the relay holds (256):
 # the transaction sends them itself, at its commit, all of them.
