@@ -40,10 +40,12 @@ recover_one(void *arg, int i)
 
 	if (!vb_run_lock(&b->run_ids[i], &run) || !vb_run_active(run.status))
 		return;
-	vb_state_attempt_in_doubt(&run, b->task_ids[i], "transient",
-							  "{\"message\":\"in doubt: the scheduler stopped while the call was in flight; the provider may have answered\","
-							  "\"class\":\"transient\",\"in_doubt\":true}",
-							  b->at);
+	/* Found before the run was locked: closed meanwhile, it is left alone. */
+	if (vb_state_attempt_in_doubt(&run, b->task_ids[i], "transient",
+								  "{\"message\":\"in doubt: the scheduler stopped while the call was in flight; the provider may have answered\","
+								  "\"class\":\"transient\",\"in_doubt\":true}",
+								  b->at) == NULL)
+		return;
 	vb_run_save(&run, b->at);
 }
 

@@ -1183,6 +1183,10 @@ charge_cut_call(VbRun *run, const char *node, int attempt, TimestampTz at)
  * retried by the retry policy), ask (a gate of kind in_doubt: a person
  * says done with an output, retry or fail) or compensate (the node fails
  * for good, class in_doubt, and its run compensates, this node included).
+ * NULL, with nothing changed, when the node is no longer running: the
+ * caller found it before it locked the run, and meanwhile the run closed
+ * it (a failure, a cancellation or a compensation that revoked it), as a
+ * running scheduler drops a revoked call.
  */
 const char *
 vb_state_attempt_in_doubt(VbRun *run, int64 task_id, const char *err_class,
@@ -1197,17 +1201,37 @@ vb_state_attempt_in_doubt(VbRun *run, int64 task_id, const char *err_class,
 	bool		isnull;
 
 	if (!vb_waits_available())
+	{
+		/* A 0.1.0 schema: no in_doubt policy, the attempt is retried. */
+		static SPIPlanPtr running_plan = NULL;
+
+		if (running_plan == NULL)
+		{
+			Oid			types[1] = {INT8OID};
+
+			running_plan = vb_prepare("SELECT FROM vectorbea.nodes WHERE id = $1 AND status = 'running'",
+									  lengthof(types), types);
+		}
+		args[0] = Int64GetDatum(task_id);
+		if (SPI_execute_plan(running_plan, args, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "vectorbea: could not read task %ld", (long) task_id);
+		if (SPI_processed == 0)
+			return NULL;
 		return fail_attempt(run, task_id, err_class, error_json, true, -1, true, at);
+	}
 	if (plan == NULL)
 	{
 		Oid			types[1] = {INT8OID};
 
 		plan = vb_prepare("SELECT retry->>'in_doubt', node, approval::text, attempt"
-						  "  FROM vectorbea.nodes WHERE id = $1", lengthof(types), types);
+						  "  FROM vectorbea.nodes WHERE id = $1 AND status = 'running'",
+						  lengthof(types), types);
 	}
 	args[0] = Int64GetDatum(task_id);
-	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "vectorbea: task %ld vanished", (long) task_id);
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not read task %ld", (long) task_id);
+	if (SPI_processed == 0)
+		return NULL;
 	policy = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	node = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
 	spec = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);

@@ -414,6 +414,41 @@ is(scalar @{ events($run, 'LLM_REQUESTED') }, 2, 'in doubt: both calls were reco
 is(scalar @{ events($run, 'LLM_CALLED') }, 1, 'in doubt: only the second has a result');
 consistent($run, 'in doubt');
 
+# A call in doubt whose run is closed before the next scheduler gets to it:
+# that scheduler finds the attempt running, waits for the run's lock, and
+# finds the run compensating (still active) and the node closed. It leaves
+# the node alone; it used to retry it inside the closing run, which then
+# ended with a node open that it did not count.
+sql(q{SELECT vectorbea.define_workflow('undoable', '{"nodes": [
+  {"id": "a", "activity": "undo_me", "compensate": {"activity": "undo_it"}},
+  {"id": "t", "kind": "llm", "depends_on": ["a"],
+   "llm": {"provider": "openai", "model": "gpt-4o-mini", "prompt": "title"}}]}')});
+vb_fake_reset();
+vb_fake_script({ delay_ms => 30000, text => 'lost' });
+$run = sql(q{SELECT vectorbea.start_run('undoable')});
+sql(q{SELECT vectorbea.complete_task(task_id, lease, '{}') FROM vectorbea.claim_tasks('w', ARRAY['undo_me'])});
+$t0 = time;
+usleep(50_000) until (vb_fake_stats()->{in_flight} == 1 || time - $t0 > 20);
+is(vb_fake_stats()->{in_flight}, 1, 'in doubt, run closing: the call is in flight');
+my $canceller = $node->background_psql('postgres');
+$canceller->query_safe(qq{BEGIN; SELECT vectorbea.cancel_run('$run', 'closed meanwhile', true);});
+$sched = sql(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'vectorbea scheduler'});
+kill 'TERM', $sched;
+ok(defined vb_wait_for($node, qq{SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+		WHERE a.backend_type = 'vectorbea scheduler' AND a.pid <> $sched AND NOT l.granted}, '1', 30),
+	'in doubt, run closing: the next scheduler waits for the run the cancellation holds');
+$canceller->query_safe('COMMIT');
+$canceller->quit;
+ok(defined vb_wait_for($node, q{SELECT state FROM vectorbea.scheduler_status()}, 'idle', 30),
+	'in doubt, run closing: the scheduler goes on');
+is(sql(qq{SELECT status FROM vectorbea.nodes WHERE run_id = '$run' AND node = 't'}), 'cancelled',
+	'in doubt, run closing: the node the cancellation closed stays closed');
+is(scalar @{ events($run, 'STEP_FAILED') }, 0, 'in doubt, run closing: no failure is recorded after the run closed');
+sql(q{SELECT vectorbea.complete_task(task_id, lease, '{}') FROM vectorbea.claim_tasks('w', ARRAY['undo_it'])});
+is(sql(qq{SELECT status || ' ' || open_nodes FROM vectorbea.runs WHERE id = '$run'}), 'cancelled 0',
+	'in doubt, run closing: compensated, the run ends cancelled with nothing open');
+consistent($run, 'in doubt, run closing');
+
 # ---------------------------------------------------------------------------
 # Postmaster death while calls are in flight: the scheduler, waiting on
 # curl's sockets, is gone within seconds.
