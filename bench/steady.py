@@ -60,6 +60,7 @@ CHUNK_MS = setting("CHUNK_MS", 50)
 INTERVAL = setting("INTERVAL", 10)
 POLL_MS = setting("POLL_MS", 100)
 WAKE = setting("WAKE", "all", str)
+CLAIM_WAIT = setting("CLAIM_WAIT", "", str)
 LEASE = setting("LEASE", "1 minute", str)
 HOLD = setting("HOLD", 0)
 BEFORE = setting("BEFORE", 0)
@@ -182,6 +183,8 @@ def worker(i, t0, end, out, tokens):
     conn = connect("steady-worker")
     conn.autocommit = True
     cur = conn.cursor()
+    if CLAIM_WAIT:
+        cur.execute("SET vectorbea.claim_wait = %s", (CLAIM_WAIT,))
     if tokens is None:
         cur.execute("LISTEN vectorbea_tasks")
     conn.autocommit = False

@@ -11,7 +11,9 @@
  * and cost a claim as much as the claim itself), and asks
  * the state machine to start attempts (vb_state_start_attempts, which never
  * waits on a lock), within the concurrency limits of the activities
- * (limits.c).  A claim whose lease ends before the scheduler's next
+ * (limits.c).  A claim of one activity whose ready work is all in runs
+ * busy in other transactions waits, briefly, for the first of them
+ * (vectorbea.claim_wait).  A claim whose lease ends before the scheduler's next
  * planned wake wakes it at commit, and so does a claim that finds the
  * engine's tables grown without statistics (first_analyze.c).  The
  * scheduler claims llm nodes through vb_claim, which takes the engine's
@@ -24,6 +26,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -41,28 +44,116 @@
 #include "lease.h"
 #include "limits_claim.h"
 #include "notify.h"
+#include "settings.h"
 #include "shmem.h"
 #include "spi_util.h"
+#include "subxact.h"
 #include "sweep.h"
 #include "tenants.h"
+
+/* A claim's arguments, for the second try made after waiting for a run. */
+typedef struct ClaimAfterWait
+{
+	const char *worker;
+	ArrayType  *activities;
+	int			max_tasks;
+	ArrayType  *excluded;
+	Interval   *lease_duration;
+	TimestampTz at;
+	pg_uuid_t	run_id;
+	int			wait_ms;
+	VbStartedAttempts *started;
+} ClaimAfterWait;
+
+/*
+ * Waits for the run, then claims again; true (keep the subtransaction)
+ * when that claimed something.  Otherwise the run's lock is given back
+ * with the subtransaction, so that its next writer does not wait for this
+ * transaction's commit.
+ */
+static bool
+claim_after_wait(void *arg)
+{
+	ClaimAfterWait *c = arg;
+
+	if (!vb_run_wait_lock(&c->run_id, c->excluded, c->wait_ms))
+		return false;
+	vb_state_start_attempts(c->worker, c->activities, c->max_tasks, c->lease_duration, NULL,
+							c->excluded, c->at, c->started);
+	return c->started->count > 0;
+}
+
+/*
+ * A claim of one activity that came back empty although a run has ready
+ * work found that run busy: a claimer or a completer of the same run
+ * holds it until its commit.  Returning empty would send the worker to
+ * sleep, or back at once to try again, which on a wide run (one run,
+ * thousands of ready tasks, every claim and completion its writer) made
+ * 24 empty claims per task (bench/README.md, the width table).  Instead,
+ * if that run has more than one ready task of the activity, the claim
+ * queues for the run's lock like the run's other writers, for at most
+ * vectorbea.claim_wait, and tries again once.  Only in a
+ * transaction that holds no row lock yet (no transaction id): waiting
+ * while holding one could close a circle of waits.
+ */
+static void
+wait_for_busy_run(const char *worker, ArrayType *activities, int max_tasks,
+				  ArrayType *excluded, Interval *lease_duration, TimestampTz at,
+				  int wait_ms, VbStartedAttempts *started)
+{
+	ClaimAfterWait c = {worker, activities, max_tasks, excluded, lease_duration, at,
+	{{0}}, wait_ms, started};
+	Datum		first;
+	bool		isnull;
+	int			index = 1;
+	ErrorData  *error;
+
+	if (wait_ms <= 0 || started->count > 0 ||
+		ArrayGetNItems(ARR_NDIM(activities), ARR_DIMS(activities)) != 1 ||
+		TransactionIdIsValid(GetTopTransactionIdIfAny()))
+		return;
+	first = array_get_element(PointerGetDatum(activities), 1, &index, -1, -1, false,
+							  TYPALIGN_INT, &isnull);
+	/*
+	 * A run with one ready task is passed over: the busy transaction is most
+	 * likely the claim taking it (a burst of new runs of one task each,
+	 * every worker woken at once), and waiting would only find it gone.
+	 */
+	if (isnull || vb_state_first_ready_run(TextDatumGetCString(first), at, &c.run_id) < 2)
+		return;
+	error = vb_try_in_subxact_keep(claim_after_wait, &c);
+	if (error == NULL)
+		return;
+	if (error->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+		ReThrowError(error);
+	/* the run stayed busy for all of wait_ms: empty, as without the wait */
+	FreeErrorData(error);
+	started->count = 0;
+}
 
 /*
  * Ends the expired attempts of the activities, then leases up to max_tasks
  * of their ready nodes to worker, in no workspace of excluded (NULL: in
- * any).  Inside SPI; the rows stay valid until the caller's SPI_finish.
- * The scheduler is woken at commit for the earliest lease end.
+ * any).  A claim of one activity that finds its ready work only in busy
+ * runs waits up to wait_ms for the first (wait_for_busy_run).  Inside SPI;
+ * the rows stay valid until the caller's SPI_finish.  The scheduler is
+ * woken at commit for the earliest lease end.
  */
 void
 vb_claim(const char *worker, ArrayType *activities, int max_tasks, ArrayType *excluded,
-		 Interval *lease_duration, TimestampTz at, VbStartedAttempts *started)
+		 Interval *lease_duration, TimestampTz at, int wait_ms, VbStartedAttempts *started)
 {
 	VB_STARTED_INIT(started);
 	if (!vb_scheduler_ahead_of(at))
 		vb_expire_attempts(PointerGetDatum(activities), at, false, NULL);
 	if (!vb_claim_within_limits(worker, activities, max_tasks, excluded, lease_duration, at,
 								started))
+	{
 		vb_state_start_attempts(worker, activities, max_tasks, lease_duration, NULL, excluded,
 								at, started);
+		wait_for_busy_run(worker, activities, max_tasks, excluded, lease_duration, at, wait_ms,
+						  started);
+	}
 	if (started->first_expiry != DT_NOEND)
 		vb_wake_scheduler(started->first_expiry);
 	/* Plans made while the tables were new read them whole: first_analyze.c. */
@@ -136,7 +227,7 @@ vectorbea_claim_tasks(PG_FUNCTION_ARGS)
 	SPI_connect();
 	/* A worker role claims in the workspaces it may work in (tenants.c). */
 	vb_claim(worker, activities, max_tasks, vb_tenant_excluded_workspaces(), lease_duration, at,
-			 &started);
+			 vb_claim_wait_ms, &started);
 	vb_crash_point_at_commit(VB_CRASH_CLAIM_COMMITTED);	/* tests only */
 	for (uint64 i = 0; i < started.count; i++)
 		tuplestore_puttuple(rsinfo->setResult, started.vals[i]);

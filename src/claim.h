@@ -12,6 +12,7 @@
 
 extern void vb_claim(const char *worker, ArrayType *activities, int max_tasks,
 					 ArrayType *excluded,
-					 Interval *lease_duration, TimestampTz at, VbStartedAttempts *started);
+					 Interval *lease_duration, TimestampTz at, int wait_ms,
+					 VbStartedAttempts *started);
 
 #endif							/* VB_CLAIM_H */

@@ -30,7 +30,10 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "storage/proc.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/uuid.h"
 
@@ -122,6 +125,55 @@ vb_run_try_lock(pg_uuid_t *run_id, VbRun *run)
 	return lock_run_with(&plan, "SELECT " RUN_COLUMNS " FROM vectorbea.runs"
 						 " WHERE id = $1 FOR NO KEY UPDATE SKIP LOCKED",
 						 UUIDOID, UUIDPGetDatum(run_id), run);
+}
+
+/*
+ * Waits up to timeout_ms for the lock of a run that a claim may take from
+ * (running or compensating, in no workspace of not_workspaces) and takes
+ * it; false when the run is not such a run.  A wait that runs out (or the
+ * session's lock_timeout, when that is shorter) raises lock_not_available: the caller runs this in a subtransaction, and only
+ * while its transaction holds no row lock, so that the wait cannot close a
+ * circle of waits (events.h).
+ */
+bool
+vb_run_wait_lock(pg_uuid_t *run_id, ArrayType *not_workspaces, int timeout_ms)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[2];
+	char		timeout[32];
+	int			nestlevel;
+	volatile int rc = 0;
+
+	if (plan == NULL)
+	{
+		Oid			types[2] = {UUIDOID, TEXTARRAYOID};
+
+		plan = vb_prepare("SELECT FROM vectorbea.runs r"
+						  " WHERE r.id = $1 AND r.status || '' IN ('running', 'compensating')"
+						  "   AND r.workspace <> ALL ($2)"
+						  " FOR NO KEY UPDATE", lengthof(types), types);
+	}
+	args[0] = UUIDPGetDatum(run_id);
+	args[1] = PointerGetDatum(not_workspaces ? not_workspaces : construct_empty_array(TEXTOID));
+	/* the session's own lock_timeout, when shorter, still holds */
+	if (LockTimeout > 0 && LockTimeout < timeout_ms)
+		timeout_ms = LockTimeout;
+	snprintf(timeout, sizeof(timeout), "%d", timeout_ms);
+	nestlevel = NewGUCNestLevel();
+	(void) set_config_option("lock_timeout", timeout, PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	PG_TRY();
+	{
+		rc = SPI_execute_plan(plan, args, NULL, false, 1);
+	}
+	PG_FINALLY();
+	{
+		AtEOXact_GUC(true, nestlevel);
+	}
+	PG_END_TRY();
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: run lock failed");
+	return SPI_processed == 1;
 }
 
 /*

@@ -9,8 +9,10 @@
  * no transaction ever holds a node while waiting for its run.  The run row
  * carries the per-run event sequence, so holding it orders a run's events
  * in commit order with no gaps.  Only the claim takes node rows first, and
- * it never waits: it skips locked nodes and locked runs alike, so it cannot
- * be part of a deadlock.
+ * it never waits while it holds a row: it skips locked nodes and locked
+ * runs alike, and the one wait it may make, for a busy run when it found
+ * nothing else (vb_run_wait_lock), it makes only in a transaction that has
+ * locked no row yet, so it cannot be part of a deadlock.
  *
  *-------------------------------------------------------------------------
  */
@@ -46,6 +48,7 @@ typedef struct VbRun
 extern bool vb_run_lock(pg_uuid_t *run_id, VbRun *run);
 extern bool vb_run_lock_for_task(int64 task_id, VbRun *run);
 extern bool vb_run_try_lock(pg_uuid_t *run_id, VbRun *run);
+extern bool vb_run_wait_lock(pg_uuid_t *run_id, ArrayType *not_workspaces, int timeout_ms);
 extern void vb_run_save(VbRun *run, TimestampTz at);
 extern int	vb_run_lock_for_tasks(Datum task_ids, VbRun **runs);
 extern void vb_run_sort(VbRun *runs, int nruns);

@@ -373,7 +373,8 @@ vb_llm_claim(VbSweepCounters *counters)
 	lease->time = (int64) (vb_llm_request_timeout_ms + LEASE_MARGIN_MS) * 1000;
 	activities = construct_array(&activity, 1, TEXTOID, -1, false, TYPALIGN_INT);
 	at = vb_now();
-	vb_claim(SCHEDULER_WORKER, activities, room, NULL, lease, at, &started);
+	/* the scheduler never waits for a run: it has other work to do */
+	vb_claim(SCHEDULER_WORKER, activities, room, NULL, lease, at, 0, &started);
 	n = started.count;
 	if (n == 0)
 	{

@@ -46,6 +46,7 @@ int			vb_llm_request_timeout_ms = 120 * 1000;
 int			vb_llm_connect_timeout_ms = 10 * 1000;
 int			vb_llm_max_response_kb = 4096;
 int			vb_retention_min = 0;
+int			vb_claim_wait_ms = 100;
 
 /* Called once, from _PG_init. */
 void
@@ -86,6 +87,15 @@ vb_define_settings(void)
 							 true,
 							 PGC_SUSET, 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("vectorbea.claim_wait",
+							"How long a claim that found ready work only in busy runs waits for the first of them.",
+							"Such a claim waits for the run's lock, in line with its other "
+							"writers, instead of coming back empty; 0 makes it come back at once.",
+							&vb_claim_wait_ms,
+							100, 0, 60 * 1000,
+							PGC_USERSET, GUC_UNIT_MS,
+							NULL, NULL, NULL);
 
 	DefineCustomStringVariable("vectorbea.test_clock_offset",
 							   "Moves the engine clock forward, for tests.",

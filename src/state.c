@@ -447,19 +447,22 @@ release_dependents(VbRun *run, const char *node, TimestampTz at)
  * that way read all of them per run (bench/README.md, growth under a held
  * snapshot).  The primary key is the only index the lookup can use.
  */
-#define CLAIM_ONE_HEAD(filter) \
-	"WITH RECURSIVE ready_runs AS (" \
+#define CLAIM_FIRST_READY_RUN(activity, at, priority, run_id) \
 	"  (SELECT * FROM (" \
 	"    (SELECT n.priority, n.run_id FROM vectorbea.nodes n" \
-	"      WHERE n.status = 'ready' AND n.activity = ($2::text[])[1] AND n.available_at <= $4" \
-	"        AND n.priority = $8 AND n.run_id >= $9" \
+	"      WHERE n.status = 'ready' AND n.activity = " activity " AND n.available_at <= " at \
+	"        AND n.priority = " priority " AND n.run_id >= " run_id \
 	"      ORDER BY n.priority DESC, n.run_id LIMIT 1)" \
 	"    UNION ALL" \
 	"    (SELECT n.priority, n.run_id FROM vectorbea.nodes n" \
-	"      WHERE n.status = 'ready' AND n.activity = ($2::text[])[1] AND n.available_at <= $4" \
-	"        AND n.priority < $8" \
+	"      WHERE n.status = 'ready' AND n.activity = " activity " AND n.available_at <= " at \
+	"        AND n.priority < " priority \
 	"      ORDER BY n.priority DESC, n.run_id LIMIT 1)) first_run" \
-	"   LIMIT 1)" \
+	"   LIMIT 1)"
+
+#define CLAIM_ONE_HEAD(filter) \
+	"WITH RECURSIVE ready_runs AS (" \
+	CLAIM_FIRST_READY_RUN("($2::text[])[1]", "$4", "$8", "$9") \
 	"  UNION ALL" \
 	"  SELECT nx.priority, nx.run_id FROM ready_runs p CROSS JOIN LATERAL (" \
 	"    SELECT * FROM (" \
@@ -635,6 +638,48 @@ vb_state_start_attempts(const char *worker, ArrayType *activities, int max_tasks
 						   DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull)), data.data);
 	}
 	vb_event_batch_write(&events, at);
+}
+
+/*
+ * The run that a claim of activity starts with: the first, in claim order,
+ * with a node ready and available at at, into *run_id; returns how many
+ * such nodes of the activity it has, counted up to 2 (0: no run has one).
+ * Nothing is locked.  A claim that came back empty although this run has
+ * ready work found it busy, and may wait for it (claim.c).
+ */
+int
+vb_state_first_ready_run(const char *activity, TimestampTz at, pg_uuid_t *run_id)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[4];
+	VbClaimKey	start = VB_CLAIM_KEY_FIRST;
+	bool		isnull;
+
+	if (plan == NULL)
+	{
+		Oid			types[4] = {TEXTOID, TIMESTAMPTZOID, INT4OID, UUIDOID};
+
+		plan = vb_prepare_opts("SELECT f.run_id,"
+							   "       (SELECT pg_catalog.count(*)::int4 FROM ("
+							   "          SELECT FROM vectorbea.nodes n"
+							   "           WHERE n.status = 'ready' AND n.activity = $1"
+							   "             AND n.priority = f.priority AND n.run_id = f.run_id"
+							   "             AND n.available_at <= $2 LIMIT 2) two)"
+							   "  FROM" CLAIM_FIRST_READY_RUN("$1", "$2", "$3", "$4") " f",
+							   lengthof(types), types, CURSOR_OPT_GENERIC_PLAN);
+	}
+	vb_claim_mark_start(activity, &start);
+	args[0] = CStringGetTextDatum(activity);
+	args[1] = TimestampTzGetDatum(at);
+	args[2] = Int32GetDatum(start.priority);
+	args[3] = UUIDPGetDatum(&start.run_id);
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not look for ready work");
+	if (SPI_processed == 0)
+		return 0;
+	memcpy(run_id, DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+												1, &isnull)), sizeof(pg_uuid_t));
+	return DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 }
 
 /* ---- a running attempt ends ---- */

@@ -44,6 +44,8 @@ extern void vb_state_start_attempts(const char *worker, ArrayType *activities,
 									const char *only_workspace, ArrayType *not_workspaces,
 									TimestampTz at, VbStartedAttempts *started);
 
+extern int	vb_state_first_ready_run(const char *activity, TimestampTz at, pg_uuid_t *run_id);
+
 /* A running attempt ends. */
 extern bool vb_state_succeed(VbRun *run, int64 task_id, pg_uuid_t *lease, Jsonb *output,
 							 const char *usage_json, TimestampTz at,

@@ -24,12 +24,42 @@
 
 #include "subxact.h"
 
+/* Adapts a step that always keeps its work to vb_try_in_subxact_keep. */
+typedef struct KeptStep
+{
+	void		(*fn) (void *);
+	void	   *arg;
+} KeptStep;
+
+static bool
+run_kept_step(void *arg)
+{
+	KeptStep   *step = arg;
+
+	step->fn(step->arg);
+	return true;
+}
+
 /*
  * Runs fn(arg) in a subtransaction.  Returns NULL when it succeeded, else
  * its error, the subtransaction having been rolled back.
  */
 ErrorData *
 vb_try_in_subxact(void (*fn) (void *), void *arg)
+{
+	KeptStep	step = {fn, arg};
+
+	return vb_try_in_subxact_keep(run_kept_step, &step);
+}
+
+/*
+ * Runs fn(arg) in a subtransaction that is kept when fn returns true and
+ * rolled back when it returns false, giving back what it locked (a claim
+ * that waited for a run and found nothing left in it, claim.c).  Returns
+ * NULL unless fn failed; then its error, the subtransaction rolled back.
+ */
+ErrorData *
+vb_try_in_subxact_keep(bool (*fn) (void *), void *arg)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -39,8 +69,10 @@ vb_try_in_subxact(void (*fn) (void *), void *arg)
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		fn(arg);
-		ReleaseCurrentSubTransaction();
+		if (fn(arg))
+			ReleaseCurrentSubTransaction();
+		else
+			RollbackAndReleaseCurrentSubTransaction();
 	}
 	PG_CATCH();
 	{

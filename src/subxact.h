@@ -11,5 +11,6 @@
 #include "utils/elog.h"
 
 extern ErrorData *vb_try_in_subxact(void (*fn) (void *), void *arg);
+extern ErrorData *vb_try_in_subxact_keep(bool (*fn) (void *), void *arg);
 
 #endif							/* VB_SUBXACT_H */
