@@ -108,9 +108,14 @@ wait_for_busy_run(const char *worker, ArrayType *activities, int max_tasks,
 	int			index = 1;
 	ErrorData  *error;
 
+	/*
+	 * Not under REPEATABLE READ or SERIALIZABLE either: there, locking the
+	 * run its holder has just updated fails with a serialization error
+	 * instead of claiming.
+	 */
 	if (wait_ms <= 0 || started->count > 0 ||
 		ArrayGetNItems(ARR_NDIM(activities), ARR_DIMS(activities)) != 1 ||
-		TransactionIdIsValid(GetTopTransactionIdIfAny()))
+		TransactionIdIsValid(GetTopTransactionIdIfAny()) || IsolationUsesXactSnapshot())
 		return;
 	first = array_get_element(PointerGetDatum(activities), 1, &index, -1, -1, false,
 							  TYPALIGN_INT, &isnull);

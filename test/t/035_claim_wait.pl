@@ -2,8 +2,9 @@
 # for at most vectorbea.claim_wait (src/claim.c), then comes back empty,
 # having changed nothing; the session's own lock_timeout is untouched; a
 # statement_timeout that ends the wait first is the caller's error, not
-# swallowed, and a shorter lock_timeout of the session holds.  (Waiting
-# and then claiming: isolation spec claim_wait.)
+# swallowed, and a shorter lock_timeout of the session holds; under
+# REPEATABLE READ it does not wait.  (Waiting and then claiming: isolation
+# spec claim_wait.)
 use strict;
 use warnings;
 use FindBin;
@@ -40,6 +41,15 @@ cmp_ok($elapsed, '>=', 0.4, 'after waiting vectorbea.claim_wait for the busy run
 is(sql(q{SET vectorbea.claim_wait = 0;
 	SELECT count(*) FROM vectorbea.claim_tasks('waiter', ARRAY['cw'], 1)}), 0,
 	'with claim_wait 0 the claim skips the busy run');
+
+# Under REPEATABLE READ the claim does not wait: locking the run after its
+# holder's commit would be a serialization failure, not a claim.
+$start = time;
+is(sql(q{SET vectorbea.claim_wait = '30s';
+	BEGIN ISOLATION LEVEL REPEATABLE READ;
+	SELECT count(*) FROM vectorbea.claim_tasks('waiter', ARRAY['cw'], 1);
+	COMMIT;}), 0, 'a claim under REPEATABLE READ skips the busy run');
+cmp_ok(time - $start, '<', 15, 'without waiting claim_wait');
 
 # A session's lock_timeout shorter than claim_wait bounds the wait.
 $start = time;
