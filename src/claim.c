@@ -13,11 +13,12 @@
  * waits on a lock), within the concurrency limits of the activities
  * (limits.c).  A claim of one activity whose ready work is all in runs
  * busy in other transactions waits, briefly, for the first of them
- * (vectorbea.claim_wait).  A claim whose lease ends before the scheduler's next
- * planned wake wakes it at commit, and so does a claim that finds the
- * engine's tables grown without statistics (first_analyze.c).  The
- * scheduler claims llm nodes through vb_claim, which takes the engine's
- * reserved activity; the SQL door refuses it.
+ * (vectorbea.claim_wait).  A claim whose lease ends before the
+ * scheduler's next planned wake wakes it at commit, and so does a claim
+ * that finds the engine's tables grown without statistics
+ * (first_analyze.c).  The scheduler claims llm nodes through vb_claim,
+ * which takes the engine's reserved activity (and never waits); the SQL
+ * door refuses it.
  *
  * IDENTIFICATION
  *	  src/claim.c
@@ -89,12 +90,12 @@ claim_after_wait(void *arg)
  * holds it until its commit.  Returning empty would send the worker to
  * sleep, or back at once to try again, which on a wide run (one run,
  * thousands of ready tasks, every claim and completion its writer) made
- * 24 empty claims per task (bench/README.md, the width table).  Instead,
- * if that run has more than one ready task of the activity, the claim
- * queues for the run's lock like the run's other writers, for at most
- * vectorbea.claim_wait, and tries again once.  Only in a
- * transaction that holds no row lock yet (no transaction id): waiting
- * while holding one could close a circle of waits.
+ * 33 empty claims for every task claimed (bench/README.md, "One wide
+ * run").  Instead, if that run has more than one ready task of the
+ * activity, the claim queues for the run's lock like the run's other
+ * writers, for at most vectorbea.claim_wait, and tries again once.  Only
+ * in a transaction that holds no row lock yet (no transaction id):
+ * waiting while holding one could close a circle of waits.
  */
 static void
 wait_for_busy_run(const char *worker, ArrayType *activities, int max_tasks,
@@ -133,7 +134,6 @@ wait_for_busy_run(const char *worker, ArrayType *activities, int max_tasks,
 		ReThrowError(error);
 	/* the run stayed busy for all of wait_ms: empty, as without the wait */
 	FreeErrorData(error);
-	started->count = 0;
 }
 
 /*

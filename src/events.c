@@ -131,9 +131,10 @@ vb_run_try_lock(pg_uuid_t *run_id, VbRun *run)
  * Waits up to timeout_ms for the lock of a run that a claim may take from
  * (running or compensating, in no workspace of not_workspaces) and takes
  * it; false when the run is not such a run.  A wait that runs out (or the
- * session's lock_timeout, when that is shorter) raises lock_not_available: the caller runs this in a subtransaction, and only
- * while its transaction holds no row lock, so that the wait cannot close a
- * circle of waits (events.h).
+ * session's lock_timeout, when that is shorter) raises lock_not_available:
+ * the caller runs this in a subtransaction, and only while its transaction
+ * holds no row lock, so that the wait cannot close a circle of waits
+ * (events.h).
  */
 bool
 vb_run_wait_lock(pg_uuid_t *run_id, ArrayType *not_workspaces, int timeout_ms)
