@@ -301,6 +301,58 @@ llm_work_ready(void)
 }
 
 /*
+ * Whether a claimable run with a ready llm node is held by another
+ * transaction: the claim skipped it (SKIP LOCKED), and nothing else may
+ * wake the scheduler when its holder commits (a heartbeat, a completion of
+ * another node, an operator's lock).  Runs held here by this transaction
+ * count as free: what they still have ready waits for room or a
+ * concurrency limit, whose ends wake the scheduler.  The probe locks the
+ * runs it can in a subtransaction that is always rolled back, and looks
+ * at no more than 64 runs.
+ */
+static bool
+probe_busy_llm_runs(void *arg)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[1] = {TimestampTzGetDatum(vb_now())};
+	bool		isnull;
+
+	if (plan == NULL)
+	{
+		Oid			types[1] = {TIMESTAMPTZOID};
+
+		plan = vb_prepare("WITH waiting AS MATERIALIZED ("
+						  "  SELECT r.id FROM vectorbea.runs r"
+						  "   WHERE r.status IN ('running', 'compensating') AND r.id IN ("
+						  "         SELECT n.run_id FROM vectorbea.nodes n"
+						  "          WHERE n.status = 'ready' AND n.activity = '" VB_LLM_ACTIVITY "'"
+						  "            AND n.available_at <= $1)"
+						  "   LIMIT 64)"
+						  "SELECT (SELECT pg_catalog.count(*) FROM waiting) >"
+						  "       (SELECT pg_catalog.count(*) FROM ("
+						  "          SELECT FROM vectorbea.runs r WHERE r.id IN (SELECT id FROM waiting)"
+						  "             FOR NO KEY UPDATE OF r SKIP LOCKED) free)",
+						  lengthof(types), types);
+	}
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "vectorbea: could not look for busy runs with llm work");
+	*(bool *) arg = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+											   1, &isnull));
+	return false;				/* give back every lock the probe took */
+}
+
+static bool
+llm_work_left_busy(void)
+{
+	bool		busy = false;
+	ErrorData  *error = vb_try_in_subxact_keep(probe_busy_llm_runs, &busy);
+
+	if (error)
+		ReThrowError(error);
+	return busy;
+}
+
+/*
  * The master key, or NULL after a warning (at most one a minute) when it
  * cannot be read; the scheduler's status shows the error.
  */
@@ -339,9 +391,10 @@ read_master_key_or_warn(VbSweepCounters *counters)
 /*
  * Claims as many ready llm nodes as there is room for, prepares their calls
  * and records them.  Runs in the caller's transaction; vb_llm_send() sends
- * them once it has committed.
+ * them once it has committed.  True when, with room left, ready llm work
+ * stayed behind a busy run: the caller looks again shortly.
  */
-void
+bool
 vb_llm_claim(VbSweepCounters *counters)
 {
 	int			room = vb_llm_max_in_flight;
@@ -357,9 +410,9 @@ vb_llm_claim(VbSweepCounters *counters)
 	for (LlmCall *c = calls; c; c = c->next)
 		room--;
 	if (room <= 0)
-		return;
+		return false;
 	if (!llm_work_ready())
-		return;
+		return false;
 
 	/*
 	 * Without the master key no call can be made: leave the nodes ready
@@ -368,7 +421,7 @@ vb_llm_claim(VbSweepCounters *counters)
 	 */
 	master = read_master_key_or_warn(counters);
 	if (master == NULL)
-		return;
+		return false;
 	lease = palloc0(sizeof(Interval));
 	lease->time = (int64) (vb_llm_request_timeout_ms + LEASE_MARGIN_MS) * 1000;
 	activities = construct_array(&activity, 1, TEXTOID, -1, false, TYPALIGN_INT);
@@ -379,7 +432,7 @@ vb_llm_claim(VbSweepCounters *counters)
 	if (n == 0)
 	{
 		vb_forget(master);
-		return;
+		return llm_work_left_busy();
 	}
 
 	memset(&b, 0, sizeof(b));
@@ -407,6 +460,7 @@ vb_llm_claim(VbSweepCounters *counters)
 		vb_due_item(true, prepare_one, &b, (int) i, counters, &b.claimed[i].run_id,
 					VB_ITEM_ATTEMPT, b.claimed[i].task_id, b.at);
 	vb_forget(b.master);
+	return n < (uint64) room && llm_work_left_busy();
 }
 
 /* ---- 2. send ---- */

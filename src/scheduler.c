@@ -314,7 +314,8 @@ wait_with_calls(TimestampTz until, MemoryContext cxt, VbSweepCounters *c)
 				return;
 			}
 			vb_llm_finish(c);
-			vb_llm_claim(c);
+			if (vb_llm_claim(c))
+				until = Min(until, vb_now() + BUSY_RETRY_MS * 1000);
 			end_step();
 			vb_llm_send();
 		}
@@ -380,6 +381,7 @@ static TimestampTz
 do_pass(TimestampTz now, TimestampTz *announced_upto, VbSweepCounters *c)
 {
 	TimestampTz next;
+	bool		llm_left_busy;
 
 	/* First, so that this pass's own statements are planned with statistics. */
 	if (!begin_step("vectorbea: analysing new tables"))
@@ -418,7 +420,7 @@ do_pass(TimestampTz now, TimestampTz *announced_upto, VbSweepCounters *c)
 	if (!begin_step("vectorbea: claiming llm nodes"))
 		return now;
 	vb_llm_check_leases();
-	vb_llm_claim(c);
+	llm_left_busy = vb_llm_claim(c);
 	/* A call this claim recorded and then revoked (its run stopped) is not sent. */
 	vb_llm_check_leases();
 	end_step();
@@ -431,6 +433,8 @@ do_pass(TimestampTz now, TimestampTz *announced_upto, VbSweepCounters *c)
 	*announced_upto = now;
 	next = Min(vb_next_due(now), vb_waits_next_due(now));
 	end_step();
+	if (llm_left_busy)
+		next = now;
 
 	if (vb_retention_min > 0 && purge_old_runs(now))
 		next = now;				/* a full batch: more may be waiting */

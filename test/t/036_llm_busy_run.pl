@@ -1,0 +1,94 @@
+# A ready llm node whose run another transaction holds when the scheduler
+# claims is not left waiting for an unrelated wake.
+#
+# The scheduler claims llm nodes with SKIP LOCKED, like any worker: a run
+# held at that moment (a worker's heartbeat or completion of another node, an
+# operator's lock) is passed over.  Its holder's commit may not wake the
+# scheduler at all, and the servers here sleep up to an hour when idle, so
+# the scheduler must look again shortly by itself (src/llm.c,
+# probe_busy_llm_runs).  It must not do so for llm nodes held back by a
+# concurrency limit: those wait for a call's end, which wakes it anyway, and
+# looking again every 100 ms would only burn passes.
+use strict;
+use warnings;
+use FindBin;
+use lib $FindBin::Bin;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time usleep);
+use VbTest;
+
+my ($node, $base) = vb_llm_server('llm_busy_run');
+sub sql { return $node->safe_psql('postgres', shift); }
+
+vb_store_key($node, 'default', 'openai', 'sk-test-openai-0001', $base);
+sql(q{SELECT vectorbea.define_workflow('brief', '{"nodes": [
+  {"id": "collect", "activity": "collect"},
+  {"id": "write", "kind": "llm", "depends_on": ["collect"],
+   "llm": {"provider": "openai", "model": "gpt-4o-mini", "prompt": "Brief on {{run.input.topic}}"}}]}')});
+vb_fake_script({ times => -1, text => 'a brief' });
+
+sub wakes { return sql(q{SELECT wakes FROM vectorbea.scheduler_status()}); }
+
+my $scheduler = sql(q{SELECT pid FROM vectorbea.scheduler_status()});
+like($scheduler, qr/^\d+$/, 'the scheduler is running');
+
+# ---------------------------------------------------------------------------
+# The run is held when the scheduler's pass claims.  The scheduler is stopped
+# while "write" becomes ready and the holder locks the run, so its next pass
+# runs with the run held whatever the timing.
+my $run = sql(q{SELECT vectorbea.start_run('brief', '{"topic": "disk"}')});
+my ($tid, $lease) = split /\|/,
+  sql(q{SELECT task_id, lease FROM vectorbea.claim_tasks('w1', ARRAY['collect'])});
+ok($tid, 'a worker leased collect');
+
+my $before = wakes();
+kill 'STOP', $scheduler;
+sql(qq{SELECT vectorbea.complete_task($tid, '$lease', '{}')});
+my $holder = $node->background_psql('postgres');
+$holder->query_safe(q{BEGIN});
+$holder->query_safe(qq{SELECT FROM vectorbea.runs WHERE id = '$run' FOR NO KEY UPDATE});
+kill 'CONT', $scheduler;
+
+ok(defined vb_wait_for($node, qq{SELECT wakes > $before FROM vectorbea.scheduler_status()}, 't'),
+	'the scheduler made a pass while the run was held');
+is(sql(qq{SELECT status FROM vectorbea.nodes WHERE run_id = '$run' AND node = 'write'}), 'ready',
+	'that pass left write ready: its run was busy');
+
+$holder->query_safe(q{COMMIT});
+my $waited = vb_wait_for($node,
+	qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$run' AND type = 'LLM_REQUESTED'}, '1', 10);
+ok(defined $waited, 'once the holder committed, the scheduler called for write by itself');
+note(sprintf('the call followed the commit after %.2f s', $waited // -1));
+ok(defined vb_wait_for($node, qq{SELECT status FROM vectorbea.runs WHERE id = '$run'}, 'succeeded'),
+	'and the run succeeded');
+is(sql(qq{SELECT count(*) FROM vectorbea.verify_run('$run')}), '0', 'verify_run is empty');
+
+# ---------------------------------------------------------------------------
+# Held back by a concurrency limit, not by a busy run: one call in flight (the
+# fake never answers it) fills a limit of one, and the second run's ready
+# "write" waits for it without the scheduler looking again every 100 ms.
+sql(q{SELECT vectorbea.set_concurrency_limit('vectorbea:llm', 1)});
+vb_fake_reset();
+vb_fake_script({ mode => 'hang', times => -1 });
+my @runs;
+for my $topic ('cpu', 'memory')
+{
+	my $r = sql(qq{SELECT vectorbea.start_run('brief', '{"topic": "$topic"}')});
+	my ($t, $l) = split /\|/,
+	  sql(qq{SELECT task_id, lease FROM vectorbea.claim_tasks('w1', ARRAY['collect'])});
+	sql(qq{SELECT vectorbea.complete_task($t, '$l', '{}')});
+	push @runs, $r;
+}
+ok(defined vb_wait_for($node, q{SELECT count(*) FROM vectorbea.nodes
+	WHERE activity = 'vectorbea:llm' AND status = 'running'}, '1'), 'one call is in flight');
+ok(defined vb_wait_for($node, q{SELECT state FROM vectorbea.scheduler_status()}, 'idle'),
+	'the scheduler is idle between passes');
+$before = wakes();
+sleep 2;
+is(sql(q{SELECT count(*) FROM vectorbea.nodes WHERE activity = 'vectorbea:llm' AND status = 'ready'}),
+	'1', 'the other write waits, ready, behind the limit');
+cmp_ok(wakes() - $before, '<=', 2, 'and the scheduler does not poll for it');
+
+done_testing();
