@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * first_analyze.h
- *	  The engine's tables analysed as soon as they have grown, before
- *	  autovacuum's first visit (first_analyze.c).
+ *	  The engine's tables analysed as soon as they have outgrown their
+ *	  statistics, before autovacuum's next visit (first_analyze.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -12,8 +12,9 @@
 #include "postgres.h"
 
 /*
- * A never-analysed table of the engine this big (in pages) is analysed by
- * the scheduler: 1 MB of nodes, about 2,000 of them.
+ * A table of the engine that has outgrown its statistics is analysed by
+ * the scheduler once it is this big (in pages): 1 MB of nodes, about 2,000
+ * of them.
  */
 #define VB_FIRST_ANALYZE_PAGES	128
 

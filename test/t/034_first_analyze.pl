@@ -1,8 +1,9 @@
 # The engine's tables are analysed by the scheduler as soon as they have
-# grown (src/first_analyze.c), not at autovacuum's first visit: a worker
-# session that prepared its claim while the tables were empty keeps a
-# plan that reads them whole until something invalidates it.  Autovacuum
-# is off here, so only the engine can analyse.
+# outgrown their statistics (src/first_analyze.c), not at autovacuum's next
+# visit: a worker session that prepared its claim while the tables were
+# empty, or analysed but small, keeps a plan that reads them whole until
+# something invalidates it.  Autovacuum is off here, so only the engine
+# and the test analyse.
 use strict;
 use warnings;
 use FindBin;
@@ -41,7 +42,8 @@ sub analyses
 my $worker = $node->background_psql('postgres');
 sub claim_blocks
 {
-	my $plan = $worker->query_safe(q{EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)
+	my $session = shift // $worker;
+	my $plan = $session->query_safe(q{EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)
 		SELECT * FROM vectorbea.claim_tasks('w', ARRAY['fa'], 1, '1 hour')});
 	my $json = vb_json()->decode($plan);
 	my $top = $json->[0]{Plan};
@@ -94,5 +96,40 @@ is(sql(q{SELECT sum(analyze_count) FROM pg_stat_user_tables
 	'analysed tables are not analysed again');
 
 $worker->quit;
+
+# Analysed while small, then grown in a burst, as when a planner spawns
+# thousands of nodes into tables that held a few dozen: the plans made on
+# those few pages read the grown tables whole as well, and the scheduler
+# analyses again.
+sql(q{DROP EXTENSION vectorbea CASCADE});
+sql(q{CREATE EXTENSION vectorbea CASCADE});
+sql(q{SELECT vectorbea.define_workflow('one', '{"nodes":[{"id":"a","activity":"fa"}]}')});
+sql(q{SELECT vectorbea.start_runs('one', array_fill('{}'::jsonb, ARRAY[50]))});
+sql(q{ANALYZE vectorbea.nodes, vectorbea.runs});
+is(analyses(), 2, 'nodes and runs analysed with 50 runs');
+my $spawner = $node->background_psql('postgres');
+($rows) = claim_blocks($spawner);
+is($rows, 1, 'a claim planned on the small tables');
+sleep 2;
+is(analyses(), 2, 'small analysed tables are left to autovacuum');
+
+sql(q{SELECT count(*) FROM generate_series(1, 20) b,
+	vectorbea.start_runs('one', array_fill(jsonb_build_object('b', b), ARRAY[1000]))});
+usleep(1_100_000);
+($stale_rows, $stale_blocks) = claim_blocks($spawner);
+is($stale_rows, 1, 'a claim on the tables grown from 50 runs to 20,050');
+note("blocks read by a claim planned on the small tables: $stale_blocks");
+ok(defined vb_wait_for($node, q{SELECT count(*) FROM pg_stat_user_tables
+		WHERE schemaname = 'vectorbea' AND relname IN ('nodes', 'runs') AND analyze_count > 1}, '2', 30),
+	'the scheduler analysed nodes and runs again');
+ok($node->log_contains(qr/vectorbea scheduler: analysed vectorbea\.nodes, which had outgrown its statistics/),
+	'and said why in the log');
+claim_blocks($spawner);
+($fresh_rows, $fresh_blocks) = claim_blocks($spawner);
+note("blocks read by a claim planned again: $fresh_blocks");
+cmp_ok($fresh_blocks, '<', 100, 'the claim no longer reads the tables');
+cmp_ok($stale_blocks, '>', 3 * $fresh_blocks, 'the plan of the small tables read far more');
+
+$spawner->quit;
 $node->stop;
 done_testing();
