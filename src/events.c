@@ -418,6 +418,20 @@ write_one(VbEventBatch *batch, TimestampTz at)
 		elog(ERROR, "vectorbea: could not append an event");
 }
 
+/* The batch's types, nodes, attempts and data as four arrays, into out. */
+static void
+batch_arrays(VbEventBatch *batch, Datum *out)
+{
+	out[0] = PointerGetDatum(construct_array(batch->types, batch->count, TEXTOID,
+											 -1, false, TYPALIGN_INT));
+	out[1] = PointerGetDatum(construct_array(batch->nodes, batch->count, TEXTOID,
+											 -1, false, TYPALIGN_INT));
+	out[2] = PointerGetDatum(construct_array(batch->attempts, batch->count, INT4OID,
+											 4, true, TYPALIGN_INT));
+	out[3] = PointerGetDatum(construct_array(batch->data, batch->count, TEXTOID,
+											 -1, false, TYPALIGN_INT));
+}
+
 /*
  * The events of a batch that are all of one run (a claim of several tasks
  * usually takes them from one run): numbered from that run's counter in
@@ -448,14 +462,7 @@ write_one_run(VbEventBatch *batch, TimestampTz at)
 	}
 	args[0] = batch->run_ids[0];
 	args[1] = Int32GetDatum(batch->count);
-	args[2] = PointerGetDatum(construct_array(batch->types, batch->count, TEXTOID,
-											  -1, false, TYPALIGN_INT));
-	args[3] = PointerGetDatum(construct_array(batch->nodes, batch->count, TEXTOID,
-											  -1, false, TYPALIGN_INT));
-	args[4] = PointerGetDatum(construct_array(batch->attempts, batch->count, INT4OID,
-											  4, true, TYPALIGN_INT));
-	args[5] = PointerGetDatum(construct_array(batch->data, batch->count, TEXTOID,
-											  -1, false, TYPALIGN_INT));
+	batch_arrays(batch, &args[2]);
 	args[6] = TimestampTzGetDatum(at);
 	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_INSERT ||
 		SPI_processed != (uint64) batch->count)
@@ -523,14 +530,7 @@ vb_event_batch_write(VbEventBatch *batch, TimestampTz at)
 	}
 	args[0] = PointerGetDatum(construct_array(batch->run_ids, batch->count, UUIDOID,
 											  UUID_LEN, false, TYPALIGN_CHAR));
-	args[1] = PointerGetDatum(construct_array(batch->types, batch->count, TEXTOID,
-											  -1, false, TYPALIGN_INT));
-	args[2] = PointerGetDatum(construct_array(batch->nodes, batch->count, TEXTOID,
-											  -1, false, TYPALIGN_INT));
-	args[3] = PointerGetDatum(construct_array(batch->attempts, batch->count, INT4OID,
-											  4, true, TYPALIGN_INT));
-	args[4] = PointerGetDatum(construct_array(batch->data, batch->count, TEXTOID,
-											  -1, false, TYPALIGN_INT));
+	batch_arrays(batch, &args[1]);
 	args[5] = TimestampTzGetDatum(at);
 	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_INSERT ||
 		SPI_processed != (uint64) batch->count)
@@ -578,14 +578,7 @@ vb_event_batch_write_held(VbEventBatch *batch, VbRun *runs, int nruns, Timestamp
 											  UUID_LEN, false, TYPALIGN_CHAR));
 	args[1] = PointerGetDatum(construct_array(seqs, batch->count, INT8OID,
 											  8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	args[2] = PointerGetDatum(construct_array(batch->types, batch->count, TEXTOID,
-											  -1, false, TYPALIGN_INT));
-	args[3] = PointerGetDatum(construct_array(batch->nodes, batch->count, TEXTOID,
-											  -1, false, TYPALIGN_INT));
-	args[4] = PointerGetDatum(construct_array(batch->attempts, batch->count, INT4OID,
-											  4, true, TYPALIGN_INT));
-	args[5] = PointerGetDatum(construct_array(batch->data, batch->count, TEXTOID,
-											  -1, false, TYPALIGN_INT));
+	batch_arrays(batch, &args[2]);
 	args[6] = TimestampTzGetDatum(at);
 	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_INSERT ||
 		SPI_processed != (uint64) batch->count)

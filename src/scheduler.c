@@ -384,7 +384,7 @@ do_pass(TimestampTz now, TimestampTz *announced_upto, VbSweepCounters *c)
 	bool		llm_left_busy;
 
 	/* First, so that this pass's own statements are planned with statistics. */
-	if (!begin_step("vectorbea: analysing new tables"))
+	if (!begin_step("vectorbea: analysing grown tables"))
 		return now;
 	vb_first_analyze();
 	end_step();
