@@ -44,6 +44,7 @@
 #include "clock.h"
 #include "jsonb_util.h"
 #include "limits_claim.h"
+#include "notify.h"
 #include "shmem.h"
 #include "spi_util.h"
 #include "state.h"
@@ -315,5 +316,12 @@ vectorbea_set_concurrency_limit(PG_FUNCTION_ARGS)
 			elog(ERROR, "vectorbea: could not set a concurrency limit");
 	}
 	SPI_finish();
+
+	/*
+	 * Work held back by the old limit may run now, and nothing else would
+	 * say so: the activity's workers (a notification) or, for llm calls,
+	 * the scheduler look again once this commits.
+	 */
+	vb_notify_task_ready(activity);
 	PG_RETURN_BOOL(existed);
 }

@@ -304,11 +304,13 @@ llm_work_ready(void)
  * Whether a claimable run with a ready llm node is held by another
  * transaction: the claim skipped it (SKIP LOCKED), and nothing else may
  * wake the scheduler when its holder commits (a heartbeat, a completion of
- * another node, an operator's lock).  Runs held here by this transaction
- * count as free: what they still have ready waits for room or a
- * concurrency limit, whose ends wake the scheduler.  The probe locks the
- * runs it can in a subtransaction that is always rolled back, and looks
- * at no more than 64 runs.
+ * another node, an operator's lock).  Called after a claim that had room
+ * left, so without a concurrency limit on llm calls any such node left
+ * ready was skipped for its run (or its own row), and a read says so.
+ * With a limit, nodes may wait for it instead, and a call's end wakes the
+ * scheduler for those; then the probe locks the runs it can (at most 64),
+ * in a subtransaction that is always rolled back, and only a run it could
+ * not lock counts.  Runs held by this transaction count as free.
  */
 static bool
 probe_busy_llm_runs(void *arg)
@@ -321,6 +323,7 @@ probe_busy_llm_runs(void *arg)
 	{
 		Oid			types[1] = {TIMESTAMPTZOID};
 
+		/* CASE evaluates the locking count only when it gets there. */
 		plan = vb_prepare("WITH waiting AS MATERIALIZED ("
 						  "  SELECT r.id FROM vectorbea.runs r"
 						  "   WHERE r.status IN ('running', 'compensating') AND r.id IN ("
@@ -328,10 +331,15 @@ probe_busy_llm_runs(void *arg)
 						  "          WHERE n.status = 'ready' AND n.activity = '" VB_LLM_ACTIVITY "'"
 						  "            AND n.available_at <= $1)"
 						  "   LIMIT 64)"
-						  "SELECT (SELECT pg_catalog.count(*) FROM waiting) >"
+						  "SELECT CASE"
+						  "  WHEN NOT EXISTS (SELECT FROM waiting) THEN false"
+						  "  WHEN NOT EXISTS (SELECT FROM vectorbea.concurrency_limits l"
+						  "                    WHERE l.activity = '" VB_LLM_ACTIVITY "') THEN true"
+						  "  ELSE (SELECT pg_catalog.count(*) FROM waiting) >"
 						  "       (SELECT pg_catalog.count(*) FROM ("
 						  "          SELECT FROM vectorbea.runs r WHERE r.id IN (SELECT id FROM waiting)"
-						  "             FOR NO KEY UPDATE OF r SKIP LOCKED) free)",
+						  "             FOR NO KEY UPDATE OF r SKIP LOCKED) free)"
+						  " END",
 						  lengthof(types), types);
 	}
 	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)

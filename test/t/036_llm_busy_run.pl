@@ -1,5 +1,6 @@
 # A ready llm node whose run another transaction holds when the scheduler
-# claims is not left waiting for an unrelated wake.
+# claims is not left waiting for an unrelated wake; nor is one that waited
+# for a concurrency limit that is then raised.
 #
 # The scheduler claims llm nodes with SKIP LOCKED, like any worker: a run
 # held at that moment (a worker's heartbeat or completion of another node, an
@@ -91,5 +92,29 @@ sleep 2;
 is(sql(q{SELECT count(*) FROM vectorbea.nodes WHERE activity = 'vectorbea:llm' AND status = 'ready'}),
 	'1', 'the other write waits, ready, behind the limit');
 cmp_ok(wakes() - $before, '<=', 2, 'and the scheduler does not poll for it');
+
+# ---------------------------------------------------------------------------
+# Both at once: the limit is raised while the waiting node's run is held.
+# The raise wakes the scheduler (nothing else would: the call in flight
+# never ends); its pass finds the run busy, which with a limit in place it
+# learns by trying to lock the run, and it looks again until the holder
+# commits.
+my ($waiting_run) = grep {
+	sql(qq{SELECT status FROM vectorbea.nodes WHERE run_id = '$_' AND node = 'write'}) eq 'ready' } @runs;
+ok($waiting_run, 'the run whose write waits for the limit');
+$holder->quit;
+$holder = $node->background_psql('postgres');
+$holder->query_safe(q{BEGIN});
+$holder->query_safe(qq{SELECT FROM vectorbea.runs WHERE id = '$waiting_run' FOR NO KEY UPDATE});
+$held_since = sql(q{SELECT vectorbea.clock()});
+sql(q{SELECT vectorbea.set_concurrency_limit('vectorbea:llm', 5)});
+ok(defined vb_wait_for($node, qq{SELECT last_wake >= '$held_since' FROM vectorbea.scheduler_status()}, 't'),
+	'raising the limit woke the scheduler');
+is(sql(qq{SELECT status FROM vectorbea.nodes WHERE run_id = '$waiting_run' AND node = 'write'}), 'ready',
+	'its pass left write ready: its run was busy');
+$holder->query_safe(q{COMMIT});
+ok(defined vb_wait_for($node, qq{SELECT count(*) FROM vectorbea.events
+	WHERE run_id = '$waiting_run' AND type = 'LLM_REQUESTED'}, '1', 10),
+	'once the holder committed, the scheduler called for it by itself');
 
 done_testing();
