@@ -300,6 +300,16 @@ llm_work_ready(void)
 	return SPI_processed > 0;
 }
 
+/* The claimable runs (at most 64) with an llm node ready now. */
+#define WAITING_LLM_RUNS \
+	"WITH waiting AS MATERIALIZED (" \
+	"  SELECT r.id FROM vectorbea.runs r" \
+	"   WHERE r.status IN ('running', 'compensating') AND r.id IN (" \
+	"         SELECT n.run_id FROM vectorbea.nodes n" \
+	"          WHERE n.status = 'ready' AND n.activity = '" VB_LLM_ACTIVITY "'" \
+	"            AND n.available_at <= $1)" \
+	"   LIMIT 64)"
+
 /*
  * Whether a claimable run with a ready llm node is held by another
  * transaction: the claim skipped it (SKIP LOCKED), and nothing else may
@@ -316,21 +326,15 @@ static bool
 probe_busy_llm_runs(void *arg)
 {
 	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plan_without_limits = NULL;
 	Datum		args[1] = {TimestampTzGetDatum(vb_now())};
+	Oid			types[1] = {TIMESTAMPTZOID};
+	bool		limits_table = vb_waits_available();
 	bool		isnull;
 
-	if (plan == NULL)
-	{
-		Oid			types[1] = {TIMESTAMPTZOID};
-
+	if (plan == NULL && limits_table)
 		/* CASE evaluates the locking count only when it gets there. */
-		plan = vb_prepare("WITH waiting AS MATERIALIZED ("
-						  "  SELECT r.id FROM vectorbea.runs r"
-						  "   WHERE r.status IN ('running', 'compensating') AND r.id IN ("
-						  "         SELECT n.run_id FROM vectorbea.nodes n"
-						  "          WHERE n.status = 'ready' AND n.activity = '" VB_LLM_ACTIVITY "'"
-						  "            AND n.available_at <= $1)"
-						  "   LIMIT 64)"
+		plan = vb_prepare(WAITING_LLM_RUNS
 						  "SELECT CASE"
 						  "  WHEN NOT EXISTS (SELECT FROM waiting) THEN false"
 						  "  WHEN NOT EXISTS (SELECT FROM vectorbea.concurrency_limits l"
@@ -341,8 +345,12 @@ probe_busy_llm_runs(void *arg)
 						  "             FOR NO KEY UPDATE OF r SKIP LOCKED) free)"
 						  " END",
 						  lengthof(types), types);
-	}
-	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+	/* A 0.1.0 schema, before ALTER EXTENSION UPDATE, has no limits. */
+	if (plan_without_limits == NULL && !limits_table)
+		plan_without_limits = vb_prepare(WAITING_LLM_RUNS "SELECT EXISTS (SELECT FROM waiting)",
+										 lengthof(types), types);
+	if (SPI_execute_plan(limits_table ? plan : plan_without_limits, args, NULL, false, 1) !=
+		SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "vectorbea: could not look for busy runs with llm work");
 	*(bool *) arg = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 											   1, &isnull));
