@@ -55,8 +55,9 @@ vb_try_in_subxact(void (*fn) (void *), void *arg)
 /*
  * Runs fn(arg) in a subtransaction that is kept when fn returns true and
  * rolled back when it returns false, giving back what it locked (a claim
- * that waited for a run and found nothing left in it, claim.c).  Returns
- * NULL unless fn failed; then its error, the subtransaction rolled back.
+ * that waited for a run and found nothing left in it, claim.c; the
+ * scheduler's probe of runs with llm work, llm.c).  Returns NULL unless fn
+ * failed; then its error, the subtransaction rolled back.
  */
 ErrorData *
 vb_try_in_subxact_keep(bool (*fn) (void *), void *arg)
