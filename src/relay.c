@@ -50,9 +50,9 @@
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lwlock.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
-#include "storage/spin.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -65,8 +65,14 @@
 /* Entries of one database's ring: a backlog of this many makes commits notify directly. */
 #define RELAY_ENTRIES		256
 
-/* Entries the scheduler copies out at a time, under the ring's spinlock. */
+/*
+ * Entries the scheduler copies out at a time, under the ring's lock: a
+ * committing backend waits for at most one chunk's copy.
+ */
 #define RELAY_CHUNK			32
+
+/* The rings' locks, one per ring (pg_stat_activity shows this name). */
+#define RELAY_TRANCHE		"vectorbea relay"
 
 /*
  * The scheduler sends at most one batch per this many microseconds: under
@@ -92,10 +98,13 @@ typedef struct RelayEntry
  * One database's ring.  head, tail and reserved count entries, never
  * wrapping back (an entry's place is its count modulo RELAY_ENTRIES), so
  * the ring holds tail - head entries and reserved more are promised.
+ * Everything in it is read and written under its lock, an LWLock rather
+ * than a spinlock because the holders copy payloads (up to a chunk of
+ * them, kilobytes) while they hold it.
  */
 typedef struct RelayRing
 {
-	slock_t		mutex;
+	LWLock	   *lock;			/* in the RELAY_TRANCHE tranche */
 	Oid			database_oid;	/* set by its scheduler */
 	int			reader_pid;		/* the scheduler reading it; 0 while none does */
 	int			reader_procno;	/* whose latch a commit sets */
@@ -129,6 +138,7 @@ relay_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	RequestAddinShmemSpace(rings_size());
+	RequestNamedLWLockTranche(RELAY_TRANCHE, VB_MAX_SCHEDULERS);
 }
 
 static void
@@ -142,9 +152,11 @@ relay_shmem_startup(void)
 	rings = ShmemInitStruct("vectorbea_relay", rings_size(), &found);
 	if (!found)
 	{
+		LWLockPadded *locks = GetNamedLWLockTranche(RELAY_TRANCHE);
+
 		memset(rings, 0, rings_size());
 		for (int i = 0; i < VB_MAX_SCHEDULERS; i++)
-			SpinLockInit(&rings[i].mutex);
+			rings[i].lock = &locks[i].lock;
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -198,7 +210,7 @@ vb_relay_reserve(int n, bool fits)
 	Assert(reserved_ring == NULL);
 	if (ring == NULL || n <= 0)
 		return false;
-	SpinLockAcquire(&ring->mutex);
+	LWLockAcquire(ring->lock, LW_EXCLUSIVE);
 	if (ring->reader_pid != 0 && ring->database_oid == MyDatabaseId)
 	{
 		if (fits && n <= RELAY_ENTRIES &&
@@ -211,7 +223,7 @@ vb_relay_reserve(int n, bool fits)
 		else
 			ring->direct += n;
 	}
-	SpinLockRelease(&ring->mutex);
+	LWLockRelease(ring->lock);
 	return reserved_ring != NULL;
 }
 
@@ -228,7 +240,7 @@ end_reservation(const VbNotification *notes)
 
 	if (ring == NULL)
 		return;
-	SpinLockAcquire(&ring->mutex);
+	LWLockAcquire(ring->lock, LW_EXCLUSIVE);
 	ring->reserved -= reserved_n;
 	for (int i = 0; notes != NULL && i < reserved_n; i++)
 	{
@@ -240,7 +252,7 @@ end_reservation(const VbNotification *notes)
 	}
 	if (notes != NULL && ring->reader_pid != 0)
 		procno = ring->reader_procno;
-	SpinLockRelease(&ring->mutex);
+	LWLockRelease(ring->lock);
 	reserved_ring = NULL;
 	reserved_n = 0;
 	if (procno >= 0)
@@ -266,10 +278,10 @@ detach(int code, Datum arg)
 {
 	if (my_ring == NULL)
 		return;
-	SpinLockAcquire(&my_ring->mutex);
+	LWLockAcquire(my_ring->lock, LW_EXCLUSIVE);
 	my_ring->reader_pid = 0;
 	my_ring->reader_procno = -1;
-	SpinLockRelease(&my_ring->mutex);
+	LWLockRelease(my_ring->lock);
 	my_ring = NULL;
 }
 
@@ -285,7 +297,7 @@ vb_relay_attach(int slot)
 	if (rings == NULL || slot < 0 || slot >= VB_MAX_SCHEDULERS)
 		return;
 	my_ring = &rings[slot];
-	SpinLockAcquire(&my_ring->mutex);
+	LWLockAcquire(my_ring->lock, LW_EXCLUSIVE);
 	if (my_ring->database_oid != MyDatabaseId)
 	{
 		my_ring->head = my_ring->tail;
@@ -294,7 +306,7 @@ vb_relay_attach(int slot)
 	}
 	my_ring->reader_pid = MyProcPid;
 	my_ring->reader_procno = MyProc->pgprocno;
-	SpinLockRelease(&my_ring->mutex);
+	LWLockRelease(my_ring->lock);
 	on_shmem_exit(detach, (Datum) 0);
 }
 
@@ -306,9 +318,9 @@ vb_relay_pending(void)
 
 	if (my_ring == NULL)
 		return false;
-	SpinLockAcquire(&my_ring->mutex);
+	LWLockAcquire(my_ring->lock, LW_SHARED);
 	pending = my_ring->tail != my_ring->head;
-	SpinLockRelease(&my_ring->mutex);
+	LWLockRelease(my_ring->lock);
 	return pending;
 }
 
@@ -316,12 +328,12 @@ vb_relay_pending(void)
 static void
 count_batch(int taken, bool lost)
 {
-	SpinLockAcquire(&my_ring->mutex);
+	LWLockAcquire(my_ring->lock, LW_EXCLUSIVE);
 	if (lost)
 		my_ring->dropped += taken;
 	else
 		my_ring->relayed += taken;
-	SpinLockRelease(&my_ring->mutex);
+	LWLockRelease(my_ring->lock);
 }
 
 /*
@@ -362,11 +374,11 @@ vb_relay_send(bool may_wait)
 								 GUC_ACTION_LOCAL, true, 0, false);
 		do
 		{
-			SpinLockAcquire(&my_ring->mutex);
+			LWLockAcquire(my_ring->lock, LW_EXCLUSIVE);
 			n = 0;
 			while (n < RELAY_CHUNK && my_ring->head != my_ring->tail)
 				chunk[n++] = my_ring->entries[my_ring->head++ % RELAY_ENTRIES];
-			SpinLockRelease(&my_ring->mutex);
+			LWLockRelease(my_ring->lock);
 			for (int i = 0; i < n; i++)
 				Async_Notify(channel_names[chunk[i].channel], chunk[i].payload);
 			taken += n;
@@ -416,15 +428,15 @@ vectorbea_relay_status(PG_FUNCTION_ARGS)
 		bool		nulls[6] = {false, false, false, false, false, false};
 		char	   *name;
 
-		/* Read under the spinlock; the catalog is read outside it. */
-		SpinLockAcquire(&ring->mutex);
+		/* Read under the ring's lock; the catalog is read outside it. */
+		LWLockAcquire(ring->lock, LW_SHARED);
 		database_oid = ring->database_oid;
 		reader_pid = ring->reader_pid;
 		waiting = ring->tail - ring->head;
 		relayed = ring->relayed;
 		direct = ring->direct;
 		dropped = ring->dropped;
-		SpinLockRelease(&ring->mutex);
+		LWLockRelease(ring->lock);
 		if (!OidIsValid(database_oid))
 			continue;
 		name = get_database_name(database_oid);
