@@ -409,6 +409,9 @@ vb_create_run(const char *workflow, int version, Jsonb *input, Jsonb *options,
 			  TimestampTz at)
 {
 	static const pg_uuid_t no_id;
+	static SPIPlanPtr lookup_plan = NULL;
+	static SPIPlanPtr insert_plan = NULL;
+	static SPIPlanPtr child_insert_plan = NULL;
 	Datum		args[11];
 	char		nulls[11] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	Oid			types[11] = {UUIDOID, TEXTOID, INT4OID, JSONBOID, JSONBOID, TEXTOID,
@@ -420,12 +423,13 @@ vb_create_run(const char *workflow, int version, Jsonb *input, Jsonb *options,
 	VbRun		run;
 	StringInfoData data;
 
+	if (lookup_plan == NULL)
+		lookup_plan = vb_prepare("SELECT version, definition FROM vectorbea.workflows"
+								 " WHERE name = $1 AND ($2 = 0 OR version = $2)"
+								 " ORDER BY version DESC LIMIT 1", 2, &types[1]);
 	args[0] = CStringGetTextDatum(workflow);
 	args[1] = Int32GetDatum(version);
-	if (SPI_execute_with_args("SELECT version, definition FROM vectorbea.workflows"
-							  " WHERE name = $1 AND ($2 = 0 OR version = $2)"
-							  " ORDER BY version DESC LIMIT 1",
-							  2, &types[1], args, NULL, false, 1) != SPI_OK_SELECT)
+	if (SPI_execute_plan(lookup_plan, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: workflow lookup failed");
 	if (SPI_processed == 0 && version == 0)
 		ereport(ERROR,
@@ -464,8 +468,13 @@ vb_create_run(const char *workflow, int version, Jsonb *input, Jsonb *options,
 		args[9] = UUIDPGetDatum(parent_run);
 		args[10] = CStringGetTextDatum(parent_node);
 	}
-	/* A 0.1.0 schema has no parent columns, and no run nodes to need them. */
-	if (SPI_execute_with_args(parent_run ?
+	/*
+	 * A 0.1.0 schema has no parent columns, and no run nodes to need them:
+	 * the statement with them is prepared only when a child run starts.
+	 */
+	if (parent_run ? child_insert_plan == NULL : insert_plan == NULL)
+	{
+		SPIPlanPtr	plan = vb_prepare(parent_run ?
 							  "INSERT INTO vectorbea.runs (id, workflow, workflow_version, input,"
 							  "  options, idempotency_key, priority, created_at, workspace,"
 							  "  budget_usd, budget_tokens, deadline, parent_run, parent_node)"
@@ -480,7 +489,15 @@ vb_create_run(const char *workflow, int version, Jsonb *input, Jsonb *options,
 							  "  coalesce($5->>'workspace', 'default'),"
 							  "  ($5->>'budget_usd')::numeric, ($5->>'budget_tokens')::bigint, $9)"
 							  " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
-							  parent_run ? 11 : 9, types, args, nulls, false, 0) != SPI_OK_INSERT_RETURNING)
+							  parent_run ? 11 : 9, types);
+
+		if (parent_run)
+			child_insert_plan = plan;
+		else
+			insert_plan = plan;
+	}
+	if (SPI_execute_plan(parent_run ? child_insert_plan : insert_plan, args, nulls, false, 0) !=
+		SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "vectorbea: could not insert run");
 
 	if (SPI_processed == 0)
