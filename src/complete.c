@@ -172,9 +172,9 @@ not_running(int64 task_id, pg_uuid_t *lease, Jsonb *output)
 static void
 add_spawned(VbRun *run, Jsonb *spawn, const char *node, int attempt, TimestampTz at)
 {
+	static SPIPlanPtr plan = NULL;
 	Datum		rargs[3] = {UUIDPGetDatum(&run->id), CStringGetTextDatum(run->workflow),
 	Int32GetDatum(run->workflow_version)};
-	Oid			rtypes[3] = {UUIDOID, TEXTOID, INT4OID};
 	VbExistingNodes existing;
 	Jsonb	   *definition;
 	List	   *specs;
@@ -184,11 +184,16 @@ add_spawned(VbRun *run, Jsonb *spawn, const char *node, int attempt, TimestampTz
 	Datum	   *elems;
 	int			nelems;
 
-	if (SPI_execute_with_args("SELECT w.definition, (SELECT pg_catalog.array_agg(node) FROM vectorbea.nodes"
-							  "  WHERE run_id = $1)::text[]"
-							  "  FROM vectorbea.workflows w WHERE w.name = $2 AND w.version = $3",
-							  3, rtypes, rargs, NULL, false, 1) != SPI_OK_SELECT ||
-		SPI_processed != 1)
+	if (plan == NULL)
+	{
+		Oid			rtypes[3] = {UUIDOID, TEXTOID, INT4OID};
+
+		plan = vb_prepare("SELECT w.definition, (SELECT pg_catalog.array_agg(node) FROM vectorbea.nodes"
+						  "  WHERE run_id = $1)::text[]"
+						  "  FROM vectorbea.workflows w WHERE w.name = $2 AND w.version = $3",
+						  3, rtypes);
+	}
+	if (SPI_execute_plan(plan, rargs, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "vectorbea: definition of run %s is missing", vb_uuid_text(&run->id));
 	definition = DatumGetJsonbP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	arr = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);

@@ -100,13 +100,19 @@ lock_unfinished_run(pg_uuid_t *run_id, VbRun *run, const char *what)
 bool
 vb_workspace_paused(const char *workspace, char **reason)
 {
+	static SPIPlanPtr plan = NULL;
 	Datum		args[1] = {CStringGetTextDatum(workspace)};
-	Oid			types[1] = {TEXTOID};
 
 	if (!vb_waits_available())
 		return false;			/* a 0.1.0 schema has no switches */
-	if (SPI_execute_with_args("SELECT reason FROM vectorbea.paused_workspaces WHERE workspace = $1",
-							  1, types, args, NULL, false, 1) != SPI_OK_SELECT)
+	if (plan == NULL)
+	{
+		Oid			types[1] = {TEXTOID};
+
+		plan = vb_prepare("SELECT reason FROM vectorbea.paused_workspaces WHERE workspace = $1",
+						  1, types);
+	}
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not look up workspace \"%s\"", workspace);
 	if (SPI_processed == 0)
 		return false;
