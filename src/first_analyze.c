@@ -22,10 +22,12 @@
  * task against 1.2 ms for the same graph in the definition, whose tables
  * the benchmark had analysed full; bench/README.md, "Fan-outs").
  *
- * So a claim that finds nodes or runs VB_FIRST_ANALYZE_PAGES big and never
- * analysed (reltuples < 0, the sign of neither ANALYZE nor VACUUM), or
- * OUTGROWN_FACTOR times as big as when they last were (relpages), wakes
- * the scheduler, at most once a second per session; the scheduler's pass
+ * So a claim, or a start of runs (a backlog loaded before the workers
+ * start claims nothing), that finds nodes or runs VB_FIRST_ANALYZE_PAGES
+ * big and never analysed (reltuples < 0, the sign of neither ANALYZE nor
+ * VACUUM), or OUTGROWN_FACTOR times as big as when they last were
+ * (relpages), wakes the scheduler, at most once a second per session; the
+ * scheduler's pass
  * analyses such tables first (SKIP_LOCKED: an autovacuum at work on one
  * gives it its statistics anyway).  ANALYZE invalidates every cached plan
  * on the table, so each session plans again, with statistics.  Steady

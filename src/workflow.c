@@ -33,6 +33,7 @@
 #include "controls.h"
 #include "events.h"
 #include "duration.h"
+#include "first_analyze.h"
 #include "jsonb_util.h"
 #include "notify.h"
 #include "spi_util.h"
@@ -599,6 +600,9 @@ vectorbea_start_run(PG_FUNCTION_ARGS)
 	memset(&run_id, 0, sizeof(run_id));
 	(void) vb_create_run(workflow, 0, input, options, key, priority, deadline, NULL, NULL,
 						 &run_id, at);
+	/* Starts grow the tables as claims do: first_analyze.c. */
+	if (vb_first_analyze_wanted())
+		vb_wake_scheduler(at);
 	result = MemoryContextAlloc(caller_cxt, sizeof(pg_uuid_t));
 	memcpy(result, &run_id, sizeof(pg_uuid_t));
 	SPI_finish();
@@ -893,6 +897,8 @@ vectorbea_start_runs(PG_FUNCTION_ARGS)
 			(void) vb_create_run(workflow, version, inputs[i], options, keys[i], priority, deadline,
 								 NULL, NULL, &ids[i], at);
 		}
+	if (vb_first_analyze_wanted())
+		vb_wake_scheduler(at);
 	for (int i = 0; i < n; i++)
 	{
 		Datum		value = UUIDPGetDatum(&ids[i]);
