@@ -27,14 +27,13 @@
  * big and never analysed (reltuples < 0, the sign of neither ANALYZE nor
  * VACUUM), or OUTGROWN_FACTOR times as big as when they last were
  * (relpages), wakes the scheduler, at most once a second per session; the
- * scheduler's pass
- * analyses such tables first (SKIP_LOCKED: an autovacuum at work on one
- * gives it its statistics anyway).  ANALYZE invalidates every cached plan
- * on the table, so each session plans again, with statistics.  Steady
- * growth stays autoanalyze's (10 % by default): a table crosses eight
- * times its analysed size only in a burst.  Without a scheduler for the
- * database (not preloaded, or not in vectorbea.database) these analyses
- * stay autovacuum's.
+ * scheduler's pass analyses such tables first (SKIP_LOCKED: an autovacuum
+ * at work on one gives it its statistics anyway).  ANALYZE invalidates
+ * every cached plan on the table, so each session plans again, with
+ * statistics.  Steady growth stays autoanalyze's (10 % by default): a
+ * table crosses eight times its analysed size only in a burst.  Without a
+ * scheduler for the database (not preloaded, or not in vectorbea.database)
+ * these analyses stay autovacuum's.
  *
  * IDENTIFICATION
  *	  src/first_analyze.c
