@@ -28,6 +28,7 @@
 #include "clock.h"
 #include "events.h"
 #include "jsonb_util.h"
+#include "spi_util.h"
 
 static bool
 valid_event_type(const char *type)
@@ -90,11 +91,18 @@ vectorbea_append_event(PG_FUNCTION_ARGS)
 				 errmsg("run %s does not exist", vb_uuid_text(run_id))));
 	if (node)
 	{
+		static SPIPlanPtr node_plan = NULL;
 		Datum		args[2] = {UUIDPGetDatum(run_id), CStringGetTextDatum(node)};
-		Oid			types[2] = {UUIDOID, TEXTOID};
 
-		if (SPI_execute_with_args("SELECT 1 FROM vectorbea.nodes WHERE run_id = $1 AND node = $2",
-								  2, types, args, NULL, false, 1) != SPI_OK_SELECT)
+		/* Kept: agents may note every tool call of a node. */
+		if (node_plan == NULL)
+		{
+			Oid			types[2] = {UUIDOID, TEXTOID};
+
+			node_plan = vb_prepare("SELECT 1 FROM vectorbea.nodes WHERE run_id = $1 AND node = $2",
+								   2, types);
+		}
+		if (SPI_execute_plan(node_plan, args, NULL, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "vectorbea: node lookup failed");
 		if (SPI_processed == 0)
 			ereport(ERROR,
