@@ -255,13 +255,6 @@ vb_run_lock_for_tasks(Datum task_ids, VbRun **runs)
 	return (int) SPI_processed;
 }
 
-/* Puts runs in vb_run_find's order. */
-void
-vb_run_sort(VbRun *runs, int nruns)
-{
-	qsort(runs, nruns, sizeof(VbRun), run_cmp);
-}
-
 /* The run with id among runs (as vb_run_lock_for_tasks returns them), or NULL. */
 VbRun *
 vb_run_find(VbRun *runs, int nruns, pg_uuid_t *id)

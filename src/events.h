@@ -51,7 +51,6 @@ extern bool vb_run_try_lock(pg_uuid_t *run_id, VbRun *run);
 extern bool vb_run_wait_lock(pg_uuid_t *run_id, ArrayType *not_workspaces, int timeout_ms);
 extern void vb_run_save(VbRun *run, TimestampTz at);
 extern int	vb_run_lock_for_tasks(Datum task_ids, VbRun **runs);
-extern void vb_run_sort(VbRun *runs, int nruns);
 extern VbRun *vb_run_find(VbRun *runs, int nruns, pg_uuid_t *id);
 extern void vb_run_save_many(VbRun *runs, int nruns, TimestampTz at);
 
