@@ -900,27 +900,8 @@ COMMENT ON FUNCTION @extschema@.enable_model(text, text) IS
 	'Enables a model (or provider) disabled with disable_model.  False when it was not disabled.';
 REVOKE ALL ON FUNCTION @extschema@.enable_model(text, text) FROM PUBLIC;
 
--- Literals next to an operator carry the other operand's type (::text,
--- ::numeric): this script runs with pgcrypto's schema on its search_path,
--- where an untyped 'key' would let a look-alike ->>(jsonb, jsonb) bind to
--- the view (docs/operations.md, the search_path rule).
-CREATE VIEW @extschema@.controls AS
-	SELECT 'workspace paused'::text AS control, w.workspace AS target, w.reason,
-		   w.paused_by::text AS set_by, w.paused_at AS since
-	  FROM @extschema@.paused_workspaces w
-	UNION ALL
-	SELECT 'run paused', r.id::text || ' (' || r.workspace || ')', r.paused->>'reason'::text,
-		   r.paused->>'by'::text, (r.paused->>'at'::text)::timestamptz
-	  FROM @extschema@.runs r
-	 WHERE r.status = 'paused' AND r.paused->>'scope'::text = 'run'
-	UNION ALL
-	SELECT CASE WHEN d.model = '*' THEN 'provider disabled' ELSE 'model disabled' END,
-		   d.provider || CASE WHEN d.model = '*' THEN '' ELSE '/' || d.model END,
-		   d.reason, d.disabled_by::text, d.disabled_at
-	  FROM @extschema@.disabled_models d;
-COMMENT ON VIEW @extschema@.controls IS
-	'What is paused or disabled, why, by whom and since when.';
-REVOKE ALL ON @extschema@.controls FROM PUBLIC;
+-- The view of what is paused or disabled (controls) comes after the
+-- tenants' functions, which it asks.
 
 /*
  * Concurrency limits (issue 12, part): at most max_running nodes of an
@@ -1181,6 +1162,35 @@ CREATE OR REPLACE VIEW @extschema@.dead_letters AS
 	  FROM @extschema@.nodes n
 	  JOIN @extschema@.runs r ON r.id = n.run_id
 	 WHERE n.status = 'failed' AND @extschema@.workspace_visible(r.workspace);
+
+-- Literals next to an operator carry the other operand's type (::text,
+-- ::numeric): this script runs with pgcrypto's schema on its search_path,
+-- where an untyped 'key' would let a look-alike ->>(jsonb, jsonb) bind to
+-- the view (docs/operations.md, the search_path rule).
+--
+-- Like spend and dead_letters, the view reads its tables as its owner and
+-- so filters by workspace itself: a role that may read it sees the pauses
+-- of the workspaces it may see.  Disabled models are the whole database's
+-- and stop every workspace's calls, so everyone who may read it sees them.
+CREATE VIEW @extschema@.controls AS
+	SELECT 'workspace paused'::text AS control, w.workspace AS target, w.reason,
+		   w.paused_by::text AS set_by, w.paused_at AS since
+	  FROM @extschema@.paused_workspaces w
+	 WHERE @extschema@.workspace_visible(w.workspace)
+	UNION ALL
+	SELECT 'run paused', r.id::text || ' (' || r.workspace || ')', r.paused->>'reason'::text,
+		   r.paused->>'by'::text, (r.paused->>'at'::text)::timestamptz
+	  FROM @extschema@.runs r
+	 WHERE r.status = 'paused' AND r.paused->>'scope'::text = 'run'
+	   AND @extschema@.workspace_visible(r.workspace)
+	UNION ALL
+	SELECT CASE WHEN d.model = '*' THEN 'provider disabled' ELSE 'model disabled' END,
+		   d.provider || CASE WHEN d.model = '*' THEN '' ELSE '/' || d.model END,
+		   d.reason, d.disabled_by::text, d.disabled_at
+	  FROM @extschema@.disabled_models d;
+COMMENT ON VIEW @extschema@.controls IS
+	'What is paused or disabled, why, by whom and since when.';
+REVOKE ALL ON @extschema@.controls FROM PUBLIC;
 
 -- claim_tasks of one activity goes run by run (src/state.c): the ready
 -- nodes of an activity by run, so that a claim finds the next run in one

@@ -13,7 +13,8 @@ CREATE ROLE vb_t_outsider;
 GRANT USAGE ON SCHEMA vectorbea TO vb_t_acme, vb_t_globex, vb_t_outsider;
 GRANT EXECUTE ON FUNCTION vectorbea.clock() TO vb_t_acme, vb_t_globex, vb_t_outsider;
 GRANT SELECT ON vectorbea.runs, vectorbea.nodes, vectorbea.events, vectorbea.approvals,
-	  vectorbea.spend, vectorbea.dead_letters TO vb_t_acme, vb_t_globex, vb_t_outsider;
+	  vectorbea.spend, vectorbea.dead_letters, vectorbea.controls
+	TO vb_t_acme, vb_t_globex, vb_t_outsider;
 GRANT UPDATE (status, decided_by, decision, output, input, reason) ON vectorbea.approvals
 	TO vb_t_acme, vb_t_globex, vb_t_outsider;
 GRANT EXECUTE ON FUNCTION vectorbea.claim_tasks(text, text[], integer, interval),
@@ -103,6 +104,31 @@ SELECT vectorbea.start_run('t', '{}') IS NOT NULL AS open_workspace;
 RESET ROLE;
 SELECT count(*) - :runs_before AS runs_added, (SELECT status FROM vectorbea.runs WHERE id = :'globex_run') AS globex_run
   FROM vectorbea.runs;
+
+-- The controls view: the pauses of the workspaces a role may see, and
+-- every disabled model (they stop every workspace's calls).
+SELECT count(vectorbea.pause_run(id, 'paused in ' || workspace))
+  FROM vectorbea.runs WHERE status = 'running' AND workspace IN ('acme', 'globex', 'default')
+   AND id IN (SELECT min(id::text)::uuid FROM vectorbea.runs WHERE status = 'running' GROUP BY workspace);
+SELECT vectorbea.pause_workspace('globex', 'globex stopped') IS NOT NULL AS paused,
+	   vectorbea.disable_model('openai', 'gpt-4o-mini', 'too dear') AS disabled;
+CREATE FUNCTION vb_t.controls_seen() RETURNS TABLE (control text, workspace text, reason text)
+LANGUAGE sql AS $$
+	SELECT control, CASE WHEN control = 'run paused' THEN substring(target FROM '\((.*)\)$') ELSE target END,
+		   reason
+	  FROM vectorbea.controls ORDER BY 1, 2
+$$;
+GRANT EXECUTE ON FUNCTION vb_t.controls_seen() TO PUBLIC;
+SET ROLE vb_t_acme_worker;
+SELECT 'acme_worker' AS role, * FROM vb_t.controls_seen();
+SET ROLE vb_t_globex_worker;
+SELECT 'globex_worker' AS role, * FROM vb_t.controls_seen();
+SET ROLE vb_t_outsider;
+SELECT 'outsider' AS role, * FROM vb_t.controls_seen();
+RESET ROLE;
+SELECT 'superuser' AS role, * FROM vb_t.controls_seen();
+SELECT vectorbea.resume_workspace('globex') IS NOT NULL AS resumed,
+	   vectorbea.enable_model('openai', 'gpt-4o-mini') AS enabled;
 
 -- Revoking the last role opens the workspace again.
 SELECT vectorbea.revoke_workspace('globex', 'vb_t_globex') AS revoked,
