@@ -1883,7 +1883,7 @@ compensation_specs(VbRun *run)
 						  ")"
 						  " SELECT coalesce(pg_catalog.jsonb_agg(compensate || pg_catalog.jsonb_build_object("
 						  "   'depends_on', CASE WHEN after IS NULL THEN '[]'::jsonb"
-						  "                      ELSE pg_catalog.jsonb_build_array(after || ':compensate') END,"
+						  "                      ELSE pg_catalog.jsonb_build_array(after || '" VB_COMPENSATION_SUFFIX "') END,"
 						  "   'input', coalesce(compensate->'input', '{}') || pg_catalog.jsonb_build_object('original',"
 						  "       pg_catalog.jsonb_build_object('node', node, 'input', input, 'output', output)),"
 						  "   'compensation_of', node) ORDER BY finished_at DESC, id DESC), '[]')::text"

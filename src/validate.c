@@ -25,6 +25,7 @@
 #include "postgres.h"
 
 #include "common/hashfn.h"
+#include "common/string.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/jsonb.h"
@@ -360,6 +361,21 @@ parse_node(VbChecker *chk, JsonbValue *nodeval, int position, VbNodeSpec *spec)
 
 	spec->id = get_name(chk, obj, "id", label, true);
 	label = node_label(spec->id, position);
+	/*
+	 * The engine names the compensation of node P "P:compensate" (position
+	 * -1, from parse_compensate): a node of that name would take the
+	 * compensation's place in the run, and the run could then neither
+	 * compensate nor end.
+	 */
+	if (position >= 0 && pg_str_endswith(spec->id, VB_COMPENSATION_SUFFIX))
+		ereport(ERROR,
+				(errcode(ERRCODE_RESERVED_NAME),
+				 errmsg("invalid %s: %s, field \"id\" ends in \"%s\", which names compensation nodes",
+						chk->what, label, VB_COMPENSATION_SUFFIX),
+				 errdetail("The engine adds the compensation of a node \"%s\" as \"%s\".",
+						   pnstrdup(spec->id, strlen(spec->id) - strlen(VB_COMPENSATION_SUFFIX)),
+						   spec->id),
+				 errhint("Choose another id; say how a node is undone with its \"compensate\" field.")));
 	vb_check_fields(chk, obj, node_fields, label, "");
 
 	spec->kind = VB_DEFAULT_KIND;
@@ -608,10 +624,19 @@ parse_compensate(VbChecker *chk, JsonbValue *v, const char *label, VbNodeSpec *s
 				 errmsg("invalid %s: %s, field \"compensate.kind\" must be \"task\" or \"llm\"",
 						chk->what, label),
 				 errdetail("A compensation is work a worker or a model does.")));
+	if (strlen(spec->id) + strlen(VB_COMPENSATION_SUFFIX) > VB_MAX_NAME_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s: %s, field \"compensate\": the compensation's id would be longer than %d characters",
+						chk->what, label, VB_MAX_NAME_LEN),
+				 errdetail("A compensation is named after its node, \"<id>%s\"; this id has %d characters.",
+						   VB_COMPENSATION_SUFFIX, (int) strlen(spec->id)),
+				 errhint("A node with \"compensate\" may have an id of at most %d characters.",
+						 VB_MAX_NAME_LEN - (int) strlen(VB_COMPENSATION_SUFFIX))));
 	text = vb_jsonb_value_text(v);
 	initStringInfo(&buf);
 	appendStringInfoString(&buf, "{\"id\":");
-	vb_append_json_string(&buf, psprintf("%s:compensate", spec->id));
+	vb_append_json_string(&buf, psprintf("%s" VB_COMPENSATION_SUFFIX, spec->id));
 	appendStringInfoString(&buf, ",\"on_exhausted\":\"escalate\"");
 	if (strcmp(text, "{}") != 0)
 		appendStringInfo(&buf, ",%s", text + 1);

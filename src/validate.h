@@ -25,6 +25,12 @@
 #define VB_DEFAULT_MAX_MS		(60 * 1000)
 #define VB_DEFAULT_MULTIPLIER	2.0
 
+/*
+ * The compensation of node P is the node "P:compensate": no node of a
+ * definition or a spawn list may end in it (validate.c).
+ */
+#define VB_COMPENSATION_SUFFIX	":compensate"
+
 /* A node after validation, with every default applied. */
 typedef struct VbNodeSpec
 {

@@ -38,6 +38,17 @@ SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"a","activity":"a","com
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"a","activity":"a","compensate":{"activity":"u","compensate":{"activity":"v"}}}]}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"a","activity":"a","in_doubt":"compensate"}]}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"g","kind":"approval","approval":{"gate":"g"},"compensate":{"activity":"u"}}]}'); \echo SQLSTATE :SQLSTATE
+-- A compensation's id, "<node>:compensate", is the engine's: a node of that
+-- name would take its place, and the run could neither compensate nor end.
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"a","activity":"a","compensate":{"activity":"u"}},
+	{"id":"a:compensate","activity":"x"}]}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"x:compensate","activity":"x"}]}'); \echo SQLSTATE :SQLSTATE
+-- ... and must be a name too: at most 128 characters.
+SELECT vectorbea.define_workflow('bad', format('{"nodes":[{"id":"%s","activity":"a","compensate":{"activity":"u"}}]}',
+	repeat('n', 118))::jsonb); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.validate_workflow(format('{"nodes":[{"id":"%s","activity":"a","compensate":{"activity":"u"}}]}',
+	repeat('n', 117))::jsonb)->0->'compensate'->>'id' = repeat('n', 117) || ':compensate' AS longest_accepted;
+SELECT count(*) AS stored FROM vectorbea.workflows WHERE name = 'bad';
 SELECT count(*) AS workflows FROM vectorbea.workflows;
 -- A compensation may name its own gate and who decides it.
 SELECT vectorbea.validate_workflow('{"nodes":[{"id":"a","activity":"a",
@@ -166,6 +177,15 @@ SELECT work('y_unhold') -> 'original' ->> 'node' AS unheld;
 RESET vectorbea.test_clock_offset;
 SELECT status, error->>'reason' AS reason FROM vectorbea.runs WHERE id = :'run8';
 SELECT * FROM check_run(:'run8');
+
+-- A spawn list may not take the name either; the completion changes nothing.
+SELECT vectorbea.define_workflow('spawner', '{"nodes":[{"id":"a","activity":"sp_a","compensate":{"activity":"u"}}]}') IS NOT NULL AS defined;
+SELECT vectorbea.start_run('spawner') AS sp_run \gset
+SELECT try(format('SELECT vectorbea.complete_task(%s, %L, ''{}'', ''[{"id": "a:compensate", "activity": "x"}]'')',
+				  task_id, lease)) AS spawn
+  FROM vectorbea.claim_tasks('w', ARRAY['sp_a']);
+SELECT node, status FROM vectorbea.nodes WHERE run_id = :'sp_run' ORDER BY node;
+SELECT vectorbea.cancel_run(:'sp_run') IS NOT NULL AS cancelled;
 
 DROP FUNCTION history(uuid);
 DROP FUNCTION try(text);
