@@ -309,6 +309,52 @@ vectorbea_check_provider_key(PG_FUNCTION_ARGS)
 }
 
 /*
+ * Refuses a rotation that would fail half-way: pgcrypto's own error for a
+ * key stored under another master key ("Wrong key or corrupt data") names
+ * no key, and the operator would have to find it by hand.
+ */
+static void
+check_every_key_decrypts(const char *schema, const char *master)
+{
+	KeyCheck	kc = {0};
+	uint64		count;
+	char	  **workspaces;
+	char	  **providers;
+
+	if (SPI_execute("SELECT workspace, provider FROM vectorbea.provider_keys ORDER BY 1, 2",
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not list the provider keys");
+	count = SPI_processed;
+	workspaces = palloc(sizeof(char *) * Max(count, 1));
+	providers = palloc(sizeof(char *) * Max(count, 1));
+	for (uint64 i = 0; i < count; i++)
+	{
+		workspaces[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		providers[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+	}
+	kc.schema = schema;
+	kc.args[2] = CStringGetTextDatum(master);
+	for (uint64 i = 0; i < count; i++)
+	{
+		ErrorData  *edata;
+
+		kc.args[0] = CStringGetTextDatum(workspaces[i]);
+		kc.args[1] = CStringGetTextDatum(providers[i]);
+		edata = vb_try_in_subxact(decrypt_in_place, &kc);
+		if (edata == NULL)
+			continue;
+		FreeErrorData(edata);
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the key of provider \"%s\" in workspace \"%s\" does not decrypt under the current master key",
+						providers[i], workspaces[i]),
+				 errdetail("A rotation re-encrypts every key or none; this one was stored under another master key, or its row was changed by hand."),
+				 errhint("Store it again with vectorbea.set_provider_key('%s', '%s', ...), or delete its row, then rotate.",
+						 workspaces[i], providers[i])));
+	}
+}
+
+/*
  * rotate_master_key(new_key_file text) -> integer: re-encrypts every stored
  * key under the master key in new_key_file, in one statement (and so one
  * transaction); returns how many.  Point vectorbea.master_key_file at the
@@ -337,6 +383,7 @@ vectorbea_rotate_master_key(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("the new master key is the current one")));
 	schema = vb_pgcrypto_schema();
+	check_every_key_decrypts(schema, old_master);
 	args[0] = CStringGetTextDatum(old_master);
 	args[1] = CStringGetTextDatum(new_master);
 	if (SPI_execute_with_args(psprintf("UPDATE vectorbea.provider_keys"

@@ -63,6 +63,14 @@ DELETE FROM vectorbea.provider_keys WHERE workspace = 'intruder';
 
 -- Rotation re-encrypts every key under the new master key, in one go.
 SELECT vectorbea.rotate_master_key('vb_master_1'); \echo SQLSTATE :SQLSTATE
+-- A key that does not decrypt under the current master key is named, and
+-- nothing is re-encrypted.
+INSERT INTO vectorbea.provider_keys (workspace, provider, ciphertext, fingerprint, set_at)
+	SELECT 'intruder', provider, ciphertext, fingerprint, set_at
+	  FROM vectorbea.provider_keys WHERE workspace = 'acme' AND provider = 'openai';
+SELECT vectorbea.rotate_master_key('vb_master_2'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.check_provider_key('acme', 'openai') AS still_under_old_master;
+DELETE FROM vectorbea.provider_keys WHERE workspace = 'intruder';
 SELECT vectorbea.rotate_master_key('vb_master_2') AS rotated;
 SELECT vectorbea.check_provider_key('acme', 'openai') AS decrypts_with_old_master;
 SET vectorbea.master_key_file = 'vb_master_2';
