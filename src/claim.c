@@ -42,6 +42,7 @@
 #include "crashpoint.h"
 #include "duration.h"
 #include "first_analyze.h"
+#include "jsonb_util.h"
 #include "lease.h"
 #include "limits_claim.h"
 #include "notify.h"
@@ -215,7 +216,7 @@ vectorbea_claim_tasks(PG_FUNCTION_ARGS)
 		if (vb_reserved_activity(name))
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-					 errmsg("activity \"%s\" belongs to the vectorbea scheduler", name),
+					 errmsg("activity \"%s\" belongs to the vectorbea scheduler", vb_short_text(name)),
 					 errdetail("Activities starting with \"%s\" are the engine's own: llm nodes are claimed and called by the scheduler.",
 							   VB_RESERVED_PREFIX),
 					 errhint("Claim the activities of task nodes.")));

@@ -107,7 +107,7 @@ vectorbea_append_event(PG_FUNCTION_ARGS)
 		if (SPI_processed == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
-					 errmsg("the run has no node \"%s\"", node),
+					 errmsg("the run has no node \"%s\"", vb_short_text(node)),
 					 errhint("Pass the id of one of the run's nodes, or NULL for an event of the whole run.")));
 	}
 	seq = vb_event(&run, type, node, 0,

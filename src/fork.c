@@ -270,7 +270,7 @@ apply_changes(ForkNode *nodes, int count, Jsonb *changes, const char *from_node)
 		if (n == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid fork change: the fork has no node \"%s\"", id),
+					 errmsg("invalid fork change: the fork has no node \"%s\"", vb_short_text(id)),
 					 errdetail("Either the run has no such node, or a node the fork runs again spawned it, and whether it exists again is that node's decision."),
 					 errhint("Change the nodes from \"%s\" on, as the run's history lists them.", from_node)));
 		if (!n->rerun)
@@ -392,7 +392,7 @@ vectorbea_fork_run(PG_FUNCTION_ARGS)
 	if (!from_found)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("run %s has no node \"%s\"", vb_uuid_text(source_id), from_node),
+				 errmsg("run %s has no node \"%s\"", vb_uuid_text(source_id), vb_short_text(from_node)),
 				 errhint("Fork from one of the run's nodes: SELECT node FROM vectorbea.nodes WHERE run_id = '%s'.",
 						 vb_uuid_text(source_id))));
 	apply_changes(nodes, count, changes, from_node);

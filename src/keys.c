@@ -37,6 +37,7 @@
 #include "check.h"
 #include "clock.h"
 #include "http.h"
+#include "jsonb_util.h"
 #include "keys.h"
 #include "settings.h"
 #include "subxact.h"
@@ -147,7 +148,7 @@ check_provider(const char *provider)
 			return;
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("unknown provider \"%s\"", provider),
+			 errmsg("unknown provider \"%s\"", vb_short_text(provider)),
 			 errdetail("Providers: openai (any OpenAI-compatible endpoint, with base_url) and anthropic.")));
 }
 
@@ -199,10 +200,7 @@ vectorbea_set_provider_key(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(3))
 		base_url = text_to_cstring(PG_GETARG_TEXT_PP(3));
 
-	if (!vb_valid_name(workspace))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid workspace name \"%s\"", workspace)));
+	vb_check_workspace_name(workspace, false);
 	check_provider(provider);
 	check_header_value("api_key", api_key, MAX_KEY_LEN);
 	if (base_url)
@@ -266,7 +264,8 @@ decrypt_in_place(void *arg)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("no key is stored for provider \"%s\" in workspace \"%s\"",
-						TextDatumGetCString(kc->args[1]), TextDatumGetCString(kc->args[0]))));
+						vb_short_text(TextDatumGetCString(kc->args[1])),
+						vb_short_text(TextDatumGetCString(kc->args[0])))));
 	kc->ok = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 

@@ -435,7 +435,7 @@ vb_create_run(const char *workflow, int version, Jsonb *input, Jsonb *options,
 	if (SPI_processed == 0 && version == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("workflow \"%s\" does not exist", workflow),
+				 errmsg("workflow \"%s\" does not exist", vb_short_text(workflow)),
 				 errhint("Define it first with vectorbea.define_workflow().")));
 	if (SPI_processed == 0)
 		ereport(ERROR,
@@ -877,7 +877,7 @@ vectorbea_start_runs(PG_FUNCTION_ARGS)
 		if (SPI_processed == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
-					 errmsg("workflow \"%s\" does not exist", workflow),
+					 errmsg("workflow \"%s\" does not exist", vb_short_text(workflow)),
 					 errhint("Define it first with vectorbea.define_workflow().")));
 		version = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 		specs_json = vb_node_specs_json(vb_validate_definition(

@@ -37,6 +37,10 @@ SELECT vectorbea.set_provider_key('acme', 'openai', ''); \echo SQLSTATE :SQLSTAT
 SELECT vectorbea.set_provider_key('acme', 'openai', 'sk-test-123', 'ftp://models.example'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.set_provider_key('two words', 'openai', 'sk-test-123'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.set_provider_key('acme', NULL, 'sk-test-123'); \echo SQLSTATE :SQLSTATE
+-- A long value is cut in the message: its first characters and its length.
+SELECT vectorbea.set_provider_key(repeat('w', 300), 'openai', 'sk-test-123'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.set_provider_key('acme', repeat('p', 300), 'sk-test-123'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.check_provider_key('acme', repeat('p', 300)); \echo SQLSTATE :SQLSTATE
 SELECT count(*) AS keys FROM vectorbea.provider_keys;
 
 -- Stored encrypted; what can be seen is a fingerprint.

@@ -411,6 +411,11 @@ SELECT vectorbea.escape_text(E'caf\u00e9 CSI \u009b[2J NEL \u0085 nbsp \u00a0.')
 DROP DATABASE bi_sql_ascii;
 DROP DATABASE bi_latin1;
 
+-- Names that name nothing are cut in the message, as bad values are.
+SELECT vectorbea.start_run(repeat('w', 300)); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.claim_tasks('w', ARRAY['vectorbea:' || repeat('x', 300)]); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.append_event(:'run', 'NOTE', '{}', repeat('n', 300)); \echo SQLSTATE :SQLSTATE
+
 -- The server is up, and the run is as it was.
 SELECT (SELECT status FROM vectorbea.runs WHERE id = :'run') AS run_status;
 DROP TABLE public.bi_fixture, public.bi_null_ok, public.bi_null_calls, public.bi_refused, public.bi_big, public.bi_deep;
