@@ -194,7 +194,10 @@ vb_rate_take(int64 task_id, const char *workspace, const char *provider, const c
 		{
 			start = t;
 			resetStringInfo(&why);
-			appendStringInfo(&why, "\"limit\":\"%s/%s/%s\",\"by\":\"%s\"", workspace, provider, app[i].model,
+			/* A model name is any text: it is escaped, the names are not. */
+			appendStringInfoString(&why, "\"limit\":");
+			vb_append_json_string(&why, psprintf("%s/%s/%s", workspace, provider, app[i].model));
+			appendStringInfo(&why, ",\"by\":\"%s\"",
 							 s->blocked_until == t ? "provider" :
 							 (app[i].rpm && s->next_request == t) ? "requests_per_minute" :
 							 "tokens_per_minute");

@@ -90,6 +90,23 @@ cmp_ok($r[1]{received_at} - $r[0]{received_at}, '>=', 1.8, 'but only when the pr
 is(sql(qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$next' AND type = 'RATE_LIMITED'
 		   AND data->>'by' = 'provider'}), '1', 'its wait is a RATE_LIMITED by the provider');
 
+# ---------------------------------------------------------------------------
+# A model's name is any text: a quote and a backslash in it still make a
+# RATE_LIMITED event (its "limit" names the model), and the calls go on.
+vb_fake_reset();
+vb_fake_script({ text => 'ok', times => -1 });
+sql(q{SELECT vectorbea.define_workflow('ask_odd', '{"nodes": [
+  {"id": "q", "kind": "llm", "llm": {"provider": "openai", "model": "gpt\\"odd\\\\1", "prompt": "n={{run.input.n}}", "max_tokens": 50}}]}')});
+sql(q{SELECT vectorbea.set_rate_limit('default', 'openai', 60, NULL, 'gpt"odd\1')});
+sql(q{SELECT vectorbea.start_run('ask_odd', jsonb_build_object('n', i)) FROM generate_series(1, 3) i});
+ok(defined vb_wait_for($node, q{SELECT count(*) FROM vectorbea.runs WHERE workflow = 'ask_odd' AND status = 'succeeded'}, '3', 20),
+	'calls of a model with a quote and a backslash in its name finish under its limit');
+is(sql(q{SELECT count(*) > 0, bool_and(data->>'limit' = 'default/openai/gpt"odd\1')
+		   FROM vectorbea.events WHERE type = 'RATE_LIMITED' AND run_id IN
+		   (SELECT id FROM vectorbea.runs WHERE workflow = 'ask_odd')}), 't|t',
+	'their waits are RATE_LIMITED events that name the model as it is');
+is(sql(q{SELECT count(*) FROM vectorbea.events WHERE type = 'SCHEDULER_ERROR'}), '0', 'and no scheduler error');
+
 is(sql(q{SELECT count(*) FROM vectorbea.runs r, vectorbea.verify_run(r.id)}), '0', 'verify_run is empty for every run');
 $node->stop;
 done_testing();
