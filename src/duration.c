@@ -20,7 +20,9 @@
 #include <ctype.h>
 #include <math.h>
 
+#include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "utils/timestamp.h"
 
 #include "duration.h"
 
@@ -105,7 +107,12 @@ vb_format_duration(int64 ms)
 	return psprintf("%ldh%02ldm", (long) (ms / 3600000), (long) (ms % 3600000) / 60000);
 }
 
-/* An interval argument as milliseconds; it must be positive. */
+/*
+ * An interval argument as milliseconds; it must be positive, and so must
+ * each of its parts: the engine adds the interval to a time as PostgreSQL
+ * does, a month as a calendar month, so "1 mon -30 days 1 second", a
+ * second by this count, ends two days before it starts in February.
+ */
 int64
 vb_interval_ms(Interval *iv, const char *what)
 {
@@ -114,6 +121,13 @@ vb_interval_ms(Interval *iv, const char *what)
 		(double) iv->time / USECS_PER_DAY;
 	int64		ms;
 
+	if (days > 0 && (iv->month < 0 || iv->day < 0 || iv->time < 0))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must not have negative parts", what),
+				 errdetail("Found %s.",
+						   DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(iv)))),
+				 errhint("Pass an interval such as '5 minutes'.")));
 	if (days <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

@@ -88,6 +88,7 @@ SELECT * FROM vectorbea.claim_tasks('w', ARRAY['a'], 0); \echo SQLSTATE :SQLSTAT
 SELECT * FROM vectorbea.claim_tasks('w', ARRAY['a'], 5000); \echo SQLSTATE :SQLSTATE
 SELECT * FROM vectorbea.claim_tasks('w', ARRAY['a'], 1, '-5 minutes'); \echo SQLSTATE :SQLSTATE
 SELECT * FROM vectorbea.claim_tasks('w', ARRAY['a'], 1, '400 days'); \echo SQLSTATE :SQLSTATE
+SELECT * FROM vectorbea.claim_tasks('w', ARRAY['a'], 1, '1 mon -30 days 1 second'); \echo SQLSTATE :SQLSTATE
 SELECT * FROM vectorbea.claim_tasks('', ARRAY['a']); \echo SQLSTATE :SQLSTATE
 SELECT * FROM vectorbea.claim_tasks(NULL, ARRAY['a']); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.complete_task(1, gen_random_uuid(), '{}', usage => '{"tokens": -1}'); \echo SQLSTATE :SQLSTATE
