@@ -18,6 +18,7 @@ OBJS = \
 	src/jsonb_util.o \
 	src/spi_util.o \
 	src/subxact.o \
+	src/gate_writes.o \
 	src/redact.o \
 	src/text_escape.o \
 	src/encoding.o \

@@ -24,11 +24,11 @@
  * engine's own writes, as a SECURITY DEFINER function would.
  *
  * The engine's own updates of gates (closing, expiring, escalating,
- * postponing after an error) pass the trigger: they change a column that
- * only the engine writes (decided_at, escalation_level or expires_at) as
- * the table owner.  A person's UPDATE may change status, reason and
- * decided_by only (column privileges, and the trigger checks it too), so
- * it can never look like one.  Opening and closing gates are transitions
+ * postponing after an error) pass the trigger: they run through
+ * gate_writes.c, which marks them while they run, as the table owner.  A
+ * person's UPDATE may change status, reason and decided_by only (column
+ * privileges, and the trigger checks it too), and a superuser's UPDATE
+ * that also sets decided_at is checked as a person's: it is refused.  Opening and closing gates are transitions
  * of the state machine (state.c).
  *
  * IDENTIFICATION
@@ -62,6 +62,7 @@
 #include "crashpoint.h"
 #include "due_items.h"
 #include "duration.h"
+#include "gate_writes.h"
 #include "jsonb_util.h"
 #include "lease.h"
 #include "notify.h"
@@ -101,35 +102,14 @@ col_text(HeapTuple tup, TupleDesc desc, const char *name)
 static char *
 col_text(HeapTuple tup, TupleDesc desc, const char *name);
 
-/* Whether column name differs between the two versions of the row. */
-static bool
-column_changed(TupleDesc desc, HeapTuple oldtup, HeapTuple newtup, const char *name)
-{
-	int			attnum = SPI_fnumber(desc, name);
-	Form_pg_attribute att = TupleDescAttr(desc, attnum - 1);
-	bool		oldnull,
-				newnull;
-	Datum		o = heap_getattr(oldtup, attnum, desc, &oldnull);
-	Datum		n = heap_getattr(newtup, attnum, desc, &newnull);
-
-	return oldnull != newnull ||
-		(!oldnull && !datum_image_eq(o, n, att->attbyval, att->attlen));
-}
-
 /*
- * An update by the engine: it changes a column only the engine writes, as
- * a role with the privileges of the table's owner (see the header).
+ * An update by the engine: one of its own statements (gate_writes.c), run
+ * with the privileges of the table's owner (see the header).
  */
 static bool
-engine_write(Relation rel, HeapTuple oldtup, HeapTuple newtup)
+engine_write(Relation rel)
 {
-	TupleDesc	desc = rel->rd_att;
-
-	if (!column_changed(desc, oldtup, newtup, "decided_at") &&
-		!column_changed(desc, oldtup, newtup, "escalation_level") &&
-		!column_changed(desc, oldtup, newtup, "expires_at"))
-		return false;
-	return has_privs_of_role(GetUserId(), rel->rd_rel->relowner);
+	return vb_gate_update_active() && has_privs_of_role(GetUserId(), rel->rd_rel->relowner);
 }
 
 /*
@@ -247,7 +227,7 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 	desc = trig->tg_relation->rd_att;
 	oldtup = trig->tg_trigtuple;
 	newtup = trig->tg_newtuple;
-	if (engine_write(trig->tg_relation, oldtup, newtup))
+	if (engine_write(trig->tg_relation))
 		return PointerGetDatum(newtup);
 	id = DatumGetInt64(heap_getattr(oldtup, SPI_fnumber(desc, "id"), desc, &isnull));
 	old_status = col_text(oldtup, desc, "status");
@@ -620,7 +600,7 @@ expire_gate(void *arg, int i)
 
 		args[1] = CStringGetTextDatum(next_role);
 		args[2] = TimestampTzGetDatum(b->at);
-		if (SPI_execute_plan(escalate_plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		if (vb_gate_update_plan(escalate_plan, args, NULL) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "vectorbea: could not escalate approval %ld", (long) b->ids[i]);
 		expires = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 		appendStringInfoString(&ev, ",\"from\":");
@@ -638,7 +618,7 @@ expire_gate(void *arg, int i)
 		StringInfoData out;
 
 		args[1] = TimestampTzGetDatum(b->at);
-		if (SPI_execute_plan(settle_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
+		if (vb_gate_update_plan(settle_plan, args, NULL) != SPI_OK_UPDATE)
 			elog(ERROR, "vectorbea: could not expire approval %ld", (long) b->ids[i]);
 		appendStringInfo(&ev, ",\"outcome\":\"%s\"}", approved ? "approved" : "rejected");
 		vb_event(&run, "APPROVAL_EXPIRED", node, 0, ev.data, b->at);

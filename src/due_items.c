@@ -24,6 +24,7 @@
 #include "clock.h"
 #include "due_items.h"
 #include "events.h"
+#include "gate_writes.h"
 #include "jsonb_util.h"
 #include "subxact.h"
 
@@ -76,7 +77,9 @@ record_error_now(void *arg)
 		SPI_execute_with_args(node_sql[e->kind], 1, types, args, NULL, false, 1) == SPI_OK_SELECT &&
 		SPI_processed == 1)
 		node = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	if (SPI_execute_with_args(postpone_sql[e->kind], 2, types, args, NULL, false, 0) != SPI_OK_UPDATE)
+	if ((e->kind == VB_ITEM_GATE ?
+		 vb_gate_update_sql(postpone_sql[e->kind], 2, types, args) :
+		 SPI_execute_with_args(postpone_sql[e->kind], 2, types, args, NULL, false, 0)) != SPI_OK_UPDATE)
 		elog(ERROR, "vectorbea: could not postpone a failed item");
 	initStringInfo(&data);
 	appendStringInfoString(&data, "{\"message\":");

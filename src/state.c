@@ -49,6 +49,7 @@
 #include "claim_marks.h"
 #include "clock.h"
 #include "crashpoint.h"
+#include "gate_writes.h"
 #include "jsonb_util.h"
 #include "notify.h"
 #include "retry.h"
@@ -1648,7 +1649,7 @@ close_gates(VbRun *run, TimestampTz at)
 	}
 	args[0] = UUIDPGetDatum(&run->id);
 	args[1] = TimestampTzGetDatum(at);
-	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+	if (vb_gate_update_plan(plan, args, NULL) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "vectorbea: could not close the gates of a run");
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{

@@ -62,6 +62,10 @@ RESET ROLE;
 UPDATE vectorbea.approvals SET status = NULL WHERE id = :gate_id; \echo SQLSTATE :SQLSTATE
 -- The owner could change other columns were it not for the trigger.
 UPDATE vectorbea.approvals SET gate = 'other', status = 'approved' WHERE id = :gate_id; \echo SQLSTATE :SQLSTATE
+-- ... or the columns the engine stamps: a decision by hand that also sets
+-- decided_at is a decision, refused, not one of the engine's own writes.
+UPDATE vectorbea.approvals SET status = 'approved', decided_by = 'op', decided_at = now() WHERE id = :gate_id; \echo SQLSTATE :SQLSTATE
+UPDATE vectorbea.approvals SET expires_at = expires_at + interval '1 hour' WHERE id = :gate_id; \echo SQLSTATE :SQLSTATE
 SELECT status FROM vectorbea.approvals WHERE id = :gate_id;
 
 -- The decision: stamped, recorded, and the graph moves on.
