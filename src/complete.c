@@ -356,7 +356,7 @@ vectorbea_complete_tasks(PG_FUNCTION_ARGS)
 	int			n;
 	int			nplain = 0;
 	int			nruns;
-	int			completed = 0;
+	volatile int completed = 0;
 	VbRun	   *runs;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
@@ -424,75 +424,101 @@ vectorbea_complete_tasks(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	nruns = vb_run_lock_for_tasks(PointerGetDatum(ids_array), &runs);
-	if (nplain == n)
-		completed += vb_state_succeed_many(runs, nruns, n, PointerGetDatum(ids_array),
-										   PointerGetDatum(leases_array),
-										   PointerGetDatum(outputs_array), outputs_of, at,
-										   matched);
-	else if (nplain > 0)
+	/* Whatever ends a run here changes its parent, when held, in runs (events.c). */
+	vb_run_hold_batch(runs, nruns);
+	PG_TRY();
 	{
-		Datum	   *plain_ids = palloc(sizeof(Datum) * nplain);
-		Datum	   *plain_leases = palloc(sizeof(Datum) * nplain);
-		Datum	   *plain_outputs = palloc(sizeof(Datum) * nplain);
-		bool	   *plain_nulls = palloc(sizeof(bool) * nplain);
-		Jsonb	  **plain_outputs_of = palloc(sizeof(Jsonb *) * nplain);
-		bool	   *plain_matched = palloc(sizeof(bool) * nplain);
-		int			dims[1] = {nplain};
-		int			lbs[1] = {1};
-		int			k = 0;
+		int			ended;
+
+		if (nplain == n)
+			completed += vb_state_succeed_many(runs, nruns, n, PointerGetDatum(ids_array),
+											   PointerGetDatum(leases_array),
+											   PointerGetDatum(outputs_array), outputs_of, at,
+											   matched);
+		else if (nplain > 0)
+		{
+			Datum	   *plain_ids = palloc(sizeof(Datum) * nplain);
+			Datum	   *plain_leases = palloc(sizeof(Datum) * nplain);
+			Datum	   *plain_outputs = palloc(sizeof(Datum) * nplain);
+			bool	   *plain_nulls = palloc(sizeof(bool) * nplain);
+			Jsonb	  **plain_outputs_of = palloc(sizeof(Jsonb *) * nplain);
+			bool	   *plain_matched = palloc(sizeof(bool) * nplain);
+			int			dims[1] = {nplain};
+			int			lbs[1] = {1};
+			int			k = 0;
+
+			for (int i = 0; i < n; i++)
+			{
+				if (!plain[i])
+					continue;
+				plain_ids[k] = ids[i];
+				plain_leases[k] = leases[i];
+				plain_outputs[k] = outputs_of[i] ? JsonbPGetDatum(outputs_of[i]) : (Datum) 0;
+				plain_nulls[k] = outputs_of[i] == NULL;
+				plain_outputs_of[k] = outputs_of[i];
+				k++;
+			}
+			completed += vb_state_succeed_many(runs, nruns, nplain,
+											   PointerGetDatum(construct_array(plain_ids, nplain, INT8OID, 8,
+																			   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE)),
+											   PointerGetDatum(construct_array(plain_leases, nplain, UUIDOID,
+																			   UUID_LEN, false, TYPALIGN_CHAR)),
+											   PointerGetDatum(construct_md_array(plain_outputs, plain_nulls, 1,
+																				  dims, lbs, JSONBOID, -1,
+																				  false, TYPALIGN_INT)),
+											   plain_outputs_of, at, plain_matched);
+			k = 0;
+			for (int i = 0; i < n; i++)
+				if (plain[i])
+					matched[i] = plain_matched[k++];
+		}
+
+		/* The plain items that matched no running attempt: repeats or refusals. */
+		for (int i = 0; i < n; i++)
+			if (plain[i] && !matched[i])
+				not_running(DatumGetInt64(ids[i]), DatumGetUUIDP(leases[i]), outputs_of[i]);
 
 		for (int i = 0; i < n; i++)
 		{
-			if (!plain[i])
-				continue;
-			plain_ids[k] = ids[i];
-			plain_leases[k] = leases[i];
-			plain_outputs[k] = outputs_of[i] ? JsonbPGetDatum(outputs_of[i]) : (Datum) 0;
-			plain_nulls[k] = outputs_of[i] == NULL;
-			plain_outputs_of[k] = outputs_of[i];
-			k++;
-		}
-		completed += vb_state_succeed_many(runs, nruns, nplain,
-										   PointerGetDatum(construct_array(plain_ids, nplain, INT8OID, 8,
-																		   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE)),
-										   PointerGetDatum(construct_array(plain_leases, nplain, UUIDOID,
-																		   UUID_LEN, false, TYPALIGN_CHAR)),
-										   PointerGetDatum(construct_md_array(plain_outputs, plain_nulls, 1,
-																			  dims, lbs, JSONBOID, -1,
-																			  false, TYPALIGN_INT)),
-										   plain_outputs_of, at, plain_matched);
-		k = 0;
-		for (int i = 0; i < n; i++)
+			VbRun		run;
+			VbRun	   *held;
+
 			if (plain[i])
-				matched[i] = plain_matched[k++];
+				continue;
+			/* A task that does not exist locked no run: the lookup reports it. */
+			if (!vb_run_lock_for_task(DatumGetInt64(ids[i]), &run) ||
+				(held = vb_run_find(runs, nruns, &run.id)) == NULL)
+				vb_refuse_lease(DatumGetInt64(ids[i]), DatumGetUUIDP(leases[i]), "complete");
+			completed += vb_complete_locked(held, DatumGetInt64(ids[i]), DatumGetUUIDP(leases[i]),
+											outputs_of[i],
+											spawns && !spawn_nulls[i] ? DatumGetJsonbP(spawns[i]) : NULL,
+											usages && !usage_nulls[i] ? DatumGetJsonbP(usages[i]) : NULL,
+											at);
+		}
+
+		/*
+		 * A run that ends may end the wait of a parent held here (its run node
+		 * succeeds or fails in the batch's copy of the parent, events.c), and
+		 * so end it: the runs are looked at again until none ends.
+		 */
+		do
+		{
+			ended = 0;
+			for (int r = 0; r < nruns; r++)
+			{
+				VbRunStatus before = runs[r].status;
+
+				vb_state_finish_run_if_done(&runs[r], at);
+				ended += runs[r].status != before;
+			}
+		} while (ended > 0);
+		vb_run_save_many(runs, nruns, at);
 	}
-
-	/* The plain items that matched no running attempt: repeats or refusals. */
-	for (int i = 0; i < n; i++)
-		if (plain[i] && !matched[i])
-			not_running(DatumGetInt64(ids[i]), DatumGetUUIDP(leases[i]), outputs_of[i]);
-
-	for (int i = 0; i < n; i++)
+	PG_FINALLY();
 	{
-		VbRun		run;
-		VbRun	   *held;
-
-		if (plain[i])
-			continue;
-		/* A task that does not exist locked no run: the lookup reports it. */
-		if (!vb_run_lock_for_task(DatumGetInt64(ids[i]), &run) ||
-			(held = vb_run_find(runs, nruns, &run.id)) == NULL)
-			vb_refuse_lease(DatumGetInt64(ids[i]), DatumGetUUIDP(leases[i]), "complete");
-		completed += vb_complete_locked(held, DatumGetInt64(ids[i]), DatumGetUUIDP(leases[i]),
-										outputs_of[i],
-										spawns && !spawn_nulls[i] ? DatumGetJsonbP(spawns[i]) : NULL,
-										usages && !usage_nulls[i] ? DatumGetJsonbP(usages[i]) : NULL,
-										at);
+		vb_run_hold_batch(NULL, 0);
 	}
-
-	for (int r = 0; r < nruns; r++)
-		vb_state_finish_run_if_done(&runs[r], at);
-	vb_run_save_many(runs, nruns, at);
+	PG_END_TRY();
 	SPI_finish();
 	PG_RETURN_INT32(completed);
 }

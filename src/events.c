@@ -265,6 +265,32 @@ vb_run_find(VbRun *runs, int nruns, pg_uuid_t *id)
 	return bsearch(&key, runs, nruns, sizeof(VbRun), run_cmp);
 }
 
+/*
+ * The runs a batch holds in memory (complete_tasks), sorted by id; NULL
+ * when none.  A run ending inside the batch may have to change another
+ * run of the same batch (a child run tells its parent): it must change the
+ * batch's copy, whose counters are ahead of the table until the batch
+ * saves them, or its events would take sequence numbers the batch has
+ * used and its changes would be overwritten by the batch's save.
+ */
+static VbRun *held_runs = NULL;
+static int	held_count = 0;
+
+/* Registers runs (sorted by id) as held by the batch now running; NULL ends it. */
+void
+vb_run_hold_batch(VbRun *runs, int nruns)
+{
+	held_runs = runs;
+	held_count = runs ? nruns : 0;
+}
+
+/* The batch's copy of a run it holds, or NULL. */
+VbRun *
+vb_run_held(pg_uuid_t *id)
+{
+	return held_runs ? vb_run_find(held_runs, held_count, id) : NULL;
+}
+
 /* vb_run_save for several locked runs, in one statement. */
 void
 vb_run_save_many(VbRun *runs, int nruns, TimestampTz at)

@@ -53,6 +53,8 @@ extern void vb_run_save(VbRun *run, TimestampTz at);
 extern int	vb_run_lock_for_tasks(Datum task_ids, VbRun **runs);
 extern VbRun *vb_run_find(VbRun *runs, int nruns, pg_uuid_t *id);
 extern void vb_run_save_many(VbRun *runs, int nruns, TimestampTz at);
+extern void vb_run_hold_batch(VbRun *runs, int nruns);
+extern VbRun *vb_run_held(pg_uuid_t *id);
 
 extern int64 vb_event(VbRun *run, const char *type, const char *node,
 					  int attempt, const char *data_json, TimestampTz at);

@@ -1758,7 +1758,8 @@ tell_parent(VbRun *child, VbRunStatus status, const char *data_json, TimestampTz
 	Datum		parent_id;
 	char	   *parent_node;
 	char	   *child_id = vb_uuid_text(&child->id);
-	VbRun		parent;
+	VbRun		locked;
+	VbRun	   *parent;
 	int64		task_id;
 
 	if (parent_plan == NULL)
@@ -1786,8 +1787,19 @@ tell_parent(VbRun *child, VbRunStatus status, const char *data_json, TimestampTz
 	parent_id = datumCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull),
 						  false, sizeof(pg_uuid_t));
 	parent_node = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
-	/* A paused parent still takes its child's end, as it takes a completion. */
-	if (!vb_run_lock(DatumGetUUIDP(parent_id), &parent) || !vb_run_active(parent.status))
+	/*
+	 * A paused parent still takes its child's end, as it takes a completion.
+	 * A parent that the caller's batch holds is changed in the batch's copy
+	 * (events.c), which the batch saves.
+	 */
+	parent = vb_run_held(DatumGetUUIDP(parent_id));
+	if (parent == NULL)
+	{
+		if (!vb_run_lock(DatumGetUUIDP(parent_id), &locked))
+			return;
+		parent = &locked;
+	}
+	if (!vb_run_active(parent->status))
 		return;
 	args[0] = parent_id;
 	args[1] = CStringGetTextDatum(parent_node);
@@ -1803,21 +1815,22 @@ tell_parent(VbRun *child, VbRunStatus status, const char *data_json, TimestampTz
 		args[0] = UUIDPGetDatum(&child->id);
 		if (SPI_execute_plan(output_plan, args, NULL, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "vectorbea: could not read the output of run %s", child_id);
-		vb_state_end_wait(&parent, task_id,
+		vb_state_end_wait(parent, task_id,
 						  SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), at);
 	}
 	else
 	{
 		bool		failed = (status == VB_RUN_FAILED);
 
-		vb_state_fail_attempt(&parent, task_id, failed ? "child_failed" : "permanent",
+		vb_state_fail_attempt(parent, task_id, failed ? "child_failed" : "permanent",
 							  psprintf("{\"message\":\"child run %s %s\",\"class\":\"%s\","
 									   "\"child_run\":\"%s\",\"child_error\":%s}",
 									   child_id, failed ? "failed" : "was cancelled",
 									   failed ? "child_failed" : "permanent", child_id, data_json),
 							  failed, -1, at);
 	}
-	vb_run_save(&parent, at);
+	if (parent == &locked)
+		vb_run_save(parent, at);
 }
 
 /* Sets the run's final status, writes its closing event and tells listeners. */

@@ -277,5 +277,21 @@ SELECT status FROM vectorbea.runs WHERE id = :'hurry_run';
 SELECT status FROM vectorbea.runs WHERE parent_run = :'hurry_run';
 SELECT * FROM check_run(:'hurry_run');
 
+-- A batch that completes a parent's task and the last task of its child:
+-- the child's end moves the parent on in the batch's own copy of it, and
+-- the parent ends in the same call.
+SELECT vectorbea.define_workflow('kid_b', '{"nodes":[{"id":"k","activity":"wb_k"}]}') IS NOT NULL AS defined;
+SELECT vectorbea.define_workflow('parent_b', '{"nodes":[
+	{"id":"r","kind":"run","run":{"workflow":"kid_b"}},
+	{"id":"p","activity":"wb_p"}]}') IS NOT NULL AS defined;
+SELECT vectorbea.start_run('parent_b') AS pb_run \gset
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+SELECT vectorbea.complete_tasks(array_agg(task_id ORDER BY task_id), array_agg(lease ORDER BY task_id)) AS completed
+  FROM vectorbea.claim_tasks('w', ARRAY['wb_p', 'wb_k'], 10);
+SELECT id = :'pb_run' AS is_parent, status, open_nodes FROM vectorbea.runs
+ WHERE id = :'pb_run' OR parent_run = :'pb_run' ORDER BY created_at;
+SELECT * FROM history(:'pb_run');
+SELECT * FROM check_run(:'pb_run');
+
 DROP FUNCTION try(text);
 DROP FUNCTION history(uuid);
