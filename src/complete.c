@@ -232,6 +232,18 @@ vb_complete_locked(VbRun *run, int64 task_id, pg_uuid_t *lease, Jsonb *output,
 	char	   *budget_detail = NULL;
 
 	parse_usage(usage, &u);
+	/*
+	 * While a run is undone only its compensations run, one after another:
+	 * a node spawned then would never start, or would wait for nodes that
+	 * were skipped, and the run would never end.
+	 */
+	if (spawn && run->status == VB_RUN_COMPENSATING)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("task %ld cannot spawn nodes: its run %s is compensating",
+						(long) task_id, vb_uuid_text(&run->id)),
+				 errdetail("While a run is undone, only its compensation nodes run."),
+				 errhint("Complete the compensation without spawn; record what it did with vectorbea.append_event().")));
 	if (!vb_state_succeed(run, task_id, lease, output,
 						  u.given ? psprintf("{\"tokens\":%ld,\"usd\":%s}", (long) u.tokens, u.usd) : NULL,
 						  at, &node, &attempt))

@@ -187,6 +187,20 @@ SELECT try(format('SELECT vectorbea.complete_task(%s, %L, ''{}'', ''[{"id": "a:c
 SELECT node, status FROM vectorbea.nodes WHERE run_id = :'sp_run' ORDER BY node;
 SELECT vectorbea.cancel_run(:'sp_run') IS NOT NULL AS cancelled;
 
+-- A compensation cannot spawn nodes: they would never run, nor let the run end.
+SELECT vectorbea.start_run('order', '{"order": 12}') AS run12 \gset
+SELECT work('o_reserve') IS NOT NULL, work('o_charge') IS NOT NULL;
+SELECT vectorbea.fail_task(task_id, lease, '{"message":"no courier","class":"permanent"}')
+  FROM vectorbea.claim_tasks('w', ARRAY['o_ship']);
+SELECT task_id AS refund_task, lease AS refund_lease FROM vectorbea.claim_tasks('w', ARRAY['o_refund']) \gset
+SELECT try(format('SELECT vectorbea.complete_task(%s, %L, ''{}'', ''[{"id": "more", "activity": "x"}]'')',
+				  :refund_task, :'refund_lease')) AS spawn;
+SELECT node, status FROM vectorbea.nodes WHERE run_id = :'run12' AND compensation_of IS NOT NULL ORDER BY id;
+SELECT vectorbea.complete_task(:refund_task, :'refund_lease', '{}');
+SELECT work('o_release') IS NOT NULL AS released;
+SELECT status, error->>'compensation' AS compensation FROM vectorbea.runs WHERE id = :'run12';
+SELECT * FROM check_run(:'run12');
+
 DROP FUNCTION history(uuid);
 DROP FUNCTION try(text);
 DROP FUNCTION work(text, jsonb);
