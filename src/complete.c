@@ -253,12 +253,15 @@ vb_complete_locked(VbRun *run, int64 task_id, pg_uuid_t *lease, Jsonb *output,
 	}
 	if (spawn)
 		add_spawned(run, spawn, node, attempt, at);
-	/* Under "pause" the work stands; the run's next llm call's check pauses it. */
+	/*
+	 * Under "pause" the work stands; the run's next llm call's check pauses
+	 * it.  A compensating run goes on over its budget (state.c), so it may
+	 * still end here with its last compensation.
+	 */
 	if (u.given && vb_state_book_usage(run, u.tokens, u.usd, &budget_detail) &&
 		!vb_budget_pauses(run))
 		vb_budget_exceeded(run, node, attempt, 0, budget_detail, false, at);
-	else
-		vb_state_finish_run_if_done(run, at);
+	vb_state_finish_run_if_done(run, at);
 	return true;
 }
 

@@ -187,6 +187,20 @@ SELECT try(format('SELECT vectorbea.complete_task(%s, %L, ''{}'', ''[{"id": "a:c
 SELECT node, status FROM vectorbea.nodes WHERE run_id = :'sp_run' ORDER BY node;
 SELECT vectorbea.cancel_run(:'sp_run') IS NOT NULL AS cancelled;
 
+-- A run that failed for its budget compensates; its last compensation,
+-- completed with usage, records the overrun and ends the run.
+SELECT vectorbea.define_workflow('dear', '{"nodes":[{"id":"a","activity":"d_a","compensate":{"activity":"d_undo"}},
+	{"id":"b","activity":"d_b","depends_on":["a"]}]}') IS NOT NULL AS defined;
+SELECT vectorbea.start_run('dear', '{}', NULL, '{"budget_usd": 1}') AS dear_run \gset
+SELECT vectorbea.complete_task(task_id, lease, '{}', NULL, '{"tokens": 10, "usd": 2}')
+  FROM vectorbea.claim_tasks('w', ARRAY['d_a']);
+SELECT status FROM vectorbea.runs WHERE id = :'dear_run';
+SELECT vectorbea.complete_task(task_id, lease, '{}', NULL, '{"tokens": 0, "usd": 0}')
+  FROM vectorbea.claim_tasks('w', ARRAY['d_undo']);
+SELECT status, error->>'reason' AS reason, error->>'compensation' AS compensation FROM vectorbea.runs WHERE id = :'dear_run';
+SELECT * FROM history(:'dear_run');
+SELECT * FROM check_run(:'dear_run');
+
 -- A compensation cannot spawn nodes: they would never run, nor let the run end.
 SELECT vectorbea.start_run('order', '{"order": 12}') AS run12 \gset
 SELECT work('o_reserve') IS NOT NULL, work('o_charge') IS NOT NULL;
