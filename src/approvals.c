@@ -352,12 +352,18 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 		lock_run_for_decision(&run_id, &run);
 		/* Gates this decision closes must wait for its statement to end. */
 		run.deciding_approval = id;
-		if (!vb_run_active(run.status) && vb_state_run_closing_deferred(&run_id))
+		if (vb_state_run_closing_deferred(&run_id))
 		{
-			/* An earlier row of this statement ended the run: close this one. */
+			/*
+			 * An earlier row of this statement ended the run, or started its
+			 * compensation (a compensating run is still active, but the gates
+			 * of its graph are closed, and their nodes skipped): close this one.
+			 */
 			ereport(NOTICE,
-					(errmsg("approval %ld is closed, not %s: an earlier decision of this statement ended its run",
-							(long) id, new_status)));
+					(errmsg("approval %ld is closed, not %s: an earlier decision of this statement %s",
+							(long) id, new_status,
+							run.status == VB_RUN_COMPENSATING ? "started its run's compensation" :
+							"ended its run")));
 			SPI_finish();
 			closing = true;
 		}

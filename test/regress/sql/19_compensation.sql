@@ -201,6 +201,27 @@ SELECT status, error->>'reason' AS reason, error->>'compensation' AS compensatio
 SELECT * FROM history(:'dear_run');
 SELECT * FROM check_run(:'dear_run');
 
+-- One UPDATE deciding two gates of a run: the first rejection starts the
+-- compensation, which closes the run's other gate; the statement's later
+-- row of that run is closed instead of decided, whatever it says.
+SELECT vectorbea.define_workflow('two_gates', '{"nodes":[
+	{"id":"a","activity":"tg_a","compensate":{"activity":"tg_undo"}},
+	{"id":"g1","kind":"approval","approval":{"gate":"g1"},"depends_on":["a"]},
+	{"id":"g2","kind":"approval","approval":{"gate":"g2"},"depends_on":["a"]}]}') IS NOT NULL AS defined;
+SELECT vectorbea.start_run('two_gates') AS tg1 \gset
+SELECT vectorbea.start_run('two_gates') AS tg2 \gset
+SELECT count(vectorbea.complete_task(task_id, lease, '{}')) FROM vectorbea.claim_tasks('w', ARRAY['tg_a'], 2);
+UPDATE vectorbea.approvals SET status = CASE gate WHEN 'g1' THEN 'rejected' ELSE 'approved' END
+ WHERE run_id = :'tg1' AND gate IN ('g1', 'g2');
+UPDATE vectorbea.approvals SET status = 'rejected' WHERE run_id = :'tg2' AND gate IN ('g1', 'g2');
+SELECT run_id = :'tg1' AS first, gate, status FROM vectorbea.approvals
+ WHERE run_id IN (:'tg1', :'tg2') ORDER BY 1 DESC, gate;
+SELECT count(*) AS undone FROM (SELECT work('tg_undo') UNION ALL SELECT work('tg_undo')) w;
+SELECT id = :'tg1' AS first, status, open_nodes, error->>'compensation' AS compensation
+  FROM vectorbea.runs WHERE id IN (:'tg1', :'tg2') ORDER BY 1 DESC;
+SELECT * FROM check_run(:'tg1');
+SELECT * FROM check_run(:'tg2');
+
 -- A compensation cannot spawn nodes: they would never run, nor let the run end.
 SELECT vectorbea.start_run('order', '{"order": 12}') AS run12 \gset
 SELECT work('o_reserve') IS NOT NULL, work('o_charge') IS NOT NULL;
