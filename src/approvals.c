@@ -329,6 +329,7 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 	owner = trig->tg_relation->rd_rel->relowner;
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	vb_state_decision_begin();
 	PG_TRY();
 	{
 		pg_uuid_t	run_id;
@@ -429,6 +430,7 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 	}
 	PG_FINALLY();
 	{
+		vb_state_decision_end();
 		SetUserIdAndSecContext(save_userid, save_sec_context);
 	}
 	PG_END_TRY();

@@ -1606,6 +1606,27 @@ run_in_list(List *list, pg_uuid_t *run_id)
 	return false;
 }
 
+/*
+ * A person's decision is being applied (the trigger of approvals, while
+ * its row is being updated).  Gates of any run it ends are closed at the
+ * end of the statement, not at once: a parent failed by its child's end is
+ * not the decided run, and the same statement may still reach its gate,
+ * which PostgreSQL refuses to update twice in one command.
+ */
+static int	decisions_running = 0;
+
+void
+vb_state_decision_begin(void)
+{
+	decisions_running++;
+}
+
+void
+vb_state_decision_end(void)
+{
+	decisions_running--;
+}
+
 /* Whether a decision of the UPDATE in progress ended run_id already. */
 bool
 vb_state_run_closing_deferred(pg_uuid_t *run_id)
@@ -1623,7 +1644,7 @@ close_gates(VbRun *run, TimestampTz at)
 	static SPIPlanPtr plan = NULL;
 	Datum		args[2];
 
-	if (run->deciding_approval != 0)
+	if (run->deciding_approval != 0 || decisions_running > 0)
 	{
 		List	   *list = current_runs_to_close();
 

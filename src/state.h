@@ -71,6 +71,8 @@ extern void vb_state_decide_failure(VbRun *run, int64 task_id, const char *node,
 									const char *input_json, const char *record_json,
 									const char *err_class, int64 approval_id, TimestampTz at);
 extern bool vb_state_run_closing_deferred(pg_uuid_t *run_id);
+extern void vb_state_decision_begin(void);
+extern void vb_state_decision_end(void);
 extern void vb_state_close_deferred_gates(TimestampTz at);
 
 /* Timers, signals and child runs: waits the engine starts and ends. */

@@ -293,5 +293,23 @@ SELECT id = :'pb_run' AS is_parent, status, open_nodes FROM vectorbea.runs
 SELECT * FROM history(:'pb_run');
 SELECT * FROM check_run(:'pb_run');
 
+-- One UPDATE rejecting a child run's gate and its parent's: the child's
+-- rejection fails the child, whose end fails the parent; the parent's gate,
+-- later in the same statement, is closed instead of decided.
+SELECT vectorbea.define_workflow('kid_g', '{"nodes":[{"id":"kg","kind":"approval","approval":{"gate":"kid_gate"}}]}') IS NOT NULL AS defined;
+SELECT vectorbea.define_workflow('parent_g', '{"nodes":[
+	{"id":"r","kind":"run","run":{"workflow":"kid_g"},"retry":{"max_attempts":1}},
+	{"id":"t","activity":"pg_t"},
+	{"id":"g","kind":"approval","approval":{"gate":"parent_gate"},"depends_on":["t"]}]}') IS NOT NULL AS defined;
+SELECT vectorbea.start_run('parent_g') AS pg_run \gset
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+SELECT count(vectorbea.complete_task(task_id, lease, '{}')) FROM vectorbea.claim_tasks('w', ARRAY['pg_t']);
+UPDATE vectorbea.approvals SET status = 'rejected'
+ WHERE status = 'pending' AND gate IN ('kid_gate', 'parent_gate')
+   AND (run_id = :'pg_run' OR run_id IN (SELECT id FROM vectorbea.runs WHERE parent_run = :'pg_run'));
+SELECT a.gate, a.status, r.status AS run_status FROM vectorbea.approvals a JOIN vectorbea.runs r ON r.id = a.run_id
+ WHERE a.gate IN ('kid_gate', 'parent_gate') AND (r.id = :'pg_run' OR r.parent_run = :'pg_run') ORDER BY a.id;
+SELECT * FROM check_run(:'pg_run');
+
 DROP FUNCTION try(text);
 DROP FUNCTION history(uuid);
