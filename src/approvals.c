@@ -351,8 +351,6 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 
 		SPI_connect();
 		lock_run_for_decision(&run_id, &run);
-		/* Gates this decision closes must wait for its statement to end. */
-		run.deciding_approval = id;
 		if (vb_state_run_closing_deferred(&run_id))
 		{
 			/*

@@ -77,8 +77,9 @@ record_error_now(void *arg)
 		SPI_execute_with_args(node_sql[e->kind], 1, types, args, NULL, false, 1) == SPI_OK_SELECT &&
 		SPI_processed == 1)
 		node = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	/* A gate's postponement is one of the engine's own writes of approvals. */
 	if ((e->kind == VB_ITEM_GATE ?
-		 vb_gate_update_sql(postpone_sql[e->kind], 2, types, args) :
+		 vb_gate_update_plan(SPI_prepare(postpone_sql[e->kind], 2, types), args, NULL) :
 		 SPI_execute_with_args(postpone_sql[e->kind], 2, types, args, NULL, false, 0)) != SPI_OK_UPDATE)
 		elog(ERROR, "vectorbea: could not postpone a failed item");
 	initStringInfo(&data);

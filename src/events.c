@@ -69,7 +69,6 @@ fill_run(VbRun *run, HeapTuple tup, TupleDesc desc)
 	run->created_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 8, &isnull));
 	run->priority = DatumGetInt32(SPI_getbinval(tup, desc, 9, &isnull));
 	run->gates_pending = false;
-	run->deciding_approval = 0;
 }
 
 #define RUN_COLUMNS "id, status, workflow, workflow_version, last_seq, open_nodes, node_count, created_at, priority"

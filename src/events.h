@@ -42,7 +42,6 @@ typedef struct VbRun
 	int32		priority;
 	TimestampTz created_at;
 	bool		gates_pending;	/* an approval node became ready: open its gate */
-	int64		deciding_approval;	/* a person's UPDATE of this gate is in progress */
 } VbRun;
 
 extern bool vb_run_lock(pg_uuid_t *run_id, VbRun *run);

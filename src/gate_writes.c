@@ -46,25 +46,6 @@ vb_gate_update_plan(SPIPlanPtr plan, Datum *args, const char *nulls)
 	return rc;
 }
 
-/* SPI_execute_with_args of one of the engine's UPDATEs of approvals. */
-int
-vb_gate_update_sql(const char *sql, int nargs, Oid *types, Datum *args)
-{
-	volatile int rc = 0;
-
-	gate_updates_running++;
-	PG_TRY();
-	{
-		rc = SPI_execute_with_args(sql, nargs, types, args, NULL, false, 0);
-	}
-	PG_FINALLY();
-	{
-		gate_updates_running--;
-	}
-	PG_END_TRY();
-	return rc;
-}
-
 /* Whether the UPDATE of approvals now running is one of the engine's. */
 bool
 vb_gate_update_active(void)

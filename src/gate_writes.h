@@ -12,7 +12,6 @@
 #include "executor/spi.h"
 
 extern int	vb_gate_update_plan(SPIPlanPtr plan, Datum *args, const char *nulls);
-extern int	vb_gate_update_sql(const char *sql, int nargs, Oid *types, Datum *args);
 extern bool vb_gate_update_active(void);
 
 #endif							/* VB_GATE_WRITES_H */

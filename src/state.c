@@ -1644,7 +1644,7 @@ close_gates(VbRun *run, TimestampTz at)
 	static SPIPlanPtr plan = NULL;
 	Datum		args[2];
 
-	if (run->deciding_approval != 0 || decisions_running > 0)
+	if (decisions_running > 0)
 	{
 		List	   *list = current_runs_to_close();
 
