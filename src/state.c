@@ -1875,9 +1875,15 @@ end_run(VbRun *run, VbRunStatus status, const char *event_type, const char *data
 	args[3] = CStringGetTextDatum(status == VB_RUN_SUCCEEDED ? "null" : data_json);
 	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "vectorbea: could not finish run");
-	/* A run that ends while paused (failed, cancelled) is no longer held. */
-	if (run->status == VB_RUN_PAUSED &&
-		SPI_execute_with_args("UPDATE vectorbea.runs SET paused = NULL WHERE id = $1", 1,
+	/*
+	 * A run that ends while paused (failed, cancelled) is no longer held,
+	 * nor one that was paused when it began to compensate: runs.paused
+	 * kept the record of that pause until now.  Both states exist only in
+	 * a 0.2.0 schema, which has the column.
+	 */
+	if ((run->status == VB_RUN_PAUSED || run->status == VB_RUN_COMPENSATING) &&
+		SPI_execute_with_args("UPDATE vectorbea.runs SET paused = NULL"
+							  " WHERE id = $1 AND paused IS NOT NULL", 1,
 							  (Oid[]) {UUIDOID}, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "vectorbea: could not finish run");
 	run->status = status;

@@ -125,6 +125,28 @@ SELECT vectorbea.pause_workspace('undo') AS paused_runs;
 SELECT status FROM vectorbea.runs WHERE id = :'run5';
 SELECT vectorbea.resume_workspace('undo');
 SELECT * FROM check_run(:'run5');
+-- A paused run that fails, or is cancelled with compensate => true,
+-- compensates: its undoing is not held, and runs.paused keeps the pause's
+-- record until the run ends.
+SELECT vectorbea.start_run('undo', '{}') AS run6 \gset
+SELECT vectorbea.complete_task(task_id, lease, '{}') FROM vectorbea.claim_tasks('w', ARRAY['u_a']);
+SELECT task_id AS b_task, lease AS b_lease FROM vectorbea.claim_tasks('w', ARRAY['u_b']) \gset
+SELECT vectorbea.pause_run(:'run6', 'looping');
+SELECT vectorbea.fail_task(:b_task, :'b_lease', '{"message":"no","class":"permanent"}');
+SELECT status, paused->>'reason' AS paused_for FROM vectorbea.runs WHERE id = :'run6';
+-- (run5's compensation, left ready above, ends here too)
+SELECT count(vectorbea.complete_task(task_id, lease, '{}')) AS undone
+  FROM vectorbea.claim_tasks('w', ARRAY['u_undo'], 10);
+SELECT status, paused FROM vectorbea.runs WHERE id = :'run6';
+SELECT * FROM check_run(:'run6');
+SELECT vectorbea.start_run('undo', '{}') AS run7 \gset
+SELECT vectorbea.complete_task(task_id, lease, '{}') FROM vectorbea.claim_tasks('w', ARRAY['u_a']);
+SELECT vectorbea.pause_run(:'run7', 'stop');
+SELECT vectorbea.cancel_run(:'run7', 'give up', compensate => true);
+SELECT status, paused->>'reason' AS paused_for FROM vectorbea.runs WHERE id = :'run7';
+SELECT vectorbea.complete_task(task_id, lease, '{}') FROM vectorbea.claim_tasks('w', ARRAY['u_undo']);
+SELECT status, paused FROM vectorbea.runs WHERE id = :'run7';
+SELECT * FROM check_run(:'run7');
 
 -- Concurrency limits: bad input, then a limit in one workspace and one
 -- over all (the race of claimers is the isolation spec concurrency_limit).
