@@ -2455,10 +2455,11 @@ vb_state_release_held(VbRun *run, TimestampTz at)
  * When the run failed because of this node, the run runs again: the nodes
  * its failure skipped come back pending (or ready, when their dependencies
  * have succeeded), and those whose lease it revoked are ready for a new
- * attempt.  One NODES_REQUEUED event says who did it, why, and which nodes
- * came back, so replay rebuilds it.  Returns false when the node is not
- * failed (nothing changed).  The caller checks that the run may revive
- * (vb_state_requeue_refusal).
+ * attempt; one that never started and has a not_before waits for it
+ * again, as when it was added.  One NODES_REQUEUED event says who did it,
+ * why, and which nodes came back, so replay rebuilds it.  Returns false
+ * when the node is not failed (nothing changed).  The caller checks that
+ * the run may revive (vb_state_requeue_refusal).
  */
 bool
 vb_state_requeue(VbRun *run, int64 task_id, const char *reason, const char *by,
@@ -2493,16 +2494,20 @@ vb_state_requeue(VbRun *run, int64 task_id, const char *reason, const char *by,
 								 "), reopened AS ("
 								 "  UPDATE vectorbea.nodes n"
 								 "     SET status = CASE WHEN n.deps_remaining = 0 THEN 'ready' ELSE 'pending' END,"
-								 "         available_at = CASE WHEN n.deps_remaining = 0 THEN $2 END,"
+								 "         available_at = CASE WHEN n.not_before IS NOT NULL AND n.attempt = 0"
+								 "                                 THEN 'infinity'::timestamptz"
+								 "                                 WHEN n.deps_remaining = 0 THEN $2 END,"
 								 "         finished_at = NULL, lease = NULL, lease_expires_at = NULL"
 								 "    FROM closed WHERE n.id = closed.id"
-								 "  RETURNING n.node, n.activity, n.status"
+								 "  RETURNING n.node, n.activity, n.status,"
+								 "            n.status = 'ready' AND n.available_at <> 'infinity' AS free"
 								 ")"
 								 " SELECT coalesce(pg_catalog.jsonb_agg(node ORDER BY node), '[]')::text,"
 								 "        pg_catalog.count(*),"
 								 "        coalesce(pg_catalog.array_agg(DISTINCT activity)"
-								 "                 FILTER (WHERE status = 'ready' AND activity IS NOT NULL), '{}'),"
-								 "        pg_catalog.bool_or(status = 'ready' AND activity IS NULL)"
+								 "                 FILTER (WHERE free AND activity IS NOT NULL), '{}'),"
+								 "        coalesce(pg_catalog.bool_or(free AND activity IS NULL), false),"
+								 "        coalesce(pg_catalog.bool_or(status = 'ready' AND NOT free), false)"
 								 "   FROM reopened", lengthof(t3), t3);
 		run_plan = vb_prepare("UPDATE vectorbea.runs SET status = 'running', finished_at = NULL,"
 							  " error = NULL WHERE id = $1", lengthof(t1), t1);
@@ -2533,8 +2538,10 @@ vb_state_requeue(VbRun *run, int64 task_id, const char *reason, const char *by,
 		run->open_nodes += (int32) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 															   SPI_tuptable->tupdesc, 2, &isnull));
 		acts = DatumGetArrayTypeP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
-		run->gates_pending = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull))
-			&& !isnull;
+		run->gates_pending = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
+		/* a node that never started waits for its not_before again */
+		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull)))
+			vb_wake_scheduler(at);
 		deconstruct_array(acts, TEXTOID, -1, false, TYPALIGN_INT, &names, NULL, &n);
 		for (int i = 0; i < n; i++)
 			vb_notify_task_ready(TextDatumGetCString(names[i]));

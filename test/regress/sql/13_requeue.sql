@@ -108,5 +108,30 @@ RESET vectorbea.test_clock_offset;
 SELECT status FROM vectorbea.runs WHERE id = :'run9';
 SELECT * FROM check_run(:'run9');
 
+-- A node that never started waits for its not_before again when its run
+-- comes back, ready or pending: requeue does not let it start before its time.
+SELECT vectorbea.define_workflow('rq_later', '{"nodes":[
+	{"id":"first","activity":"rq_first","retry":{"max_attempts":1}},
+	{"id":"later","activity":"rq_later","not_before":"{{run.input.at}}"},
+	{"id":"after","activity":"rq_later","depends_on":["first"],"not_before":"{{run.input.at}}"}]}');
+SELECT vectorbea.start_run('rq_later', jsonb_build_object('at', now() + interval '1 hour')) AS run10 \gset
+SELECT vectorbea.run_due_work()->'waits_started' AS read;
+SELECT vectorbea.fail_task(task_id, lease, '{"message":"no","class":"permanent"}')
+  FROM vectorbea.claim_tasks('w', ARRAY['rq_first']);
+SELECT status FROM vectorbea.runs WHERE id = :'run10';
+SELECT id AS first_task FROM vectorbea.nodes WHERE run_id = :'run10' AND node = 'first' \gset
+SELECT vectorbea.requeue(:first_task);
+SELECT node, status, available_at = 'infinity' AS held FROM vectorbea.nodes WHERE run_id = :'run10' ORDER BY node;
+SELECT vectorbea.complete_task(task_id, lease, '{}') FROM vectorbea.claim_tasks('w', ARRAY['rq_first']);
+SELECT count(*) AS claimed_before FROM vectorbea.claim_tasks('w', ARRAY['rq_later'], 2);
+SELECT vectorbea.run_due_work()->'waits_started' AS read;
+SELECT count(*) AS claimed_still FROM vectorbea.claim_tasks('w', ARRAY['rq_later'], 2);
+SET vectorbea.test_clock_offset = '61m';
+SELECT count(vectorbea.complete_task(task_id, lease, '{}')) AS completed
+  FROM vectorbea.claim_tasks('w', ARRAY['rq_later'], 2);
+RESET vectorbea.test_clock_offset;
+SELECT status FROM vectorbea.runs WHERE id = :'run10';
+SELECT * FROM check_run(:'run10');
+
 DROP OWNED BY vb_rq_ops;
 DROP ROLE vb_rq_ops;
