@@ -135,34 +135,49 @@ parse_usage(Jsonb *usage, Usage *u)
 }
 
 /*
- * A completion that matched no running node: a repeat of the call that
- * succeeded (a no-op), the same lease with another output (an error), or a
- * stale lease (refused).
+ * The normalised specs of node's spawn list, validated against the run's
+ * definition and its nodes; NULL when the list adds nothing.  For a
+ * repeated completion (again), the nodes that node's completion spawned
+ * are left out of the run's, so that the same list validates the same.
  */
-static void
-not_running(int64 task_id, pg_uuid_t *lease, Jsonb *output)
+static char *
+spawn_specs(VbRun *run, Jsonb *spawn, const char *node, bool again)
 {
-	Datum		args[3] = {Int64GetDatum(task_id), UUIDPGetDatum(lease),
-	output ? JsonbPGetDatum(output) : (Datum) 0};
-	char		nulls[3] = {' ', ' ', output ? ' ' : 'n'};
-	Oid			types[3] = {INT8OID, UUIDOID, JSONBOID};
+	static SPIPlanPtr plan = NULL;
+	Datum		rargs[4] = {UUIDPGetDatum(&run->id), CStringGetTextDatum(run->workflow),
+	Int32GetDatum(run->workflow_version), again ? CStringGetTextDatum(node) : (Datum) 0};
+	char		rnulls[4] = {' ', ' ', ' ', again ? ' ' : 'n'};
+	VbExistingNodes existing = {0};
+	Jsonb	   *definition;
+	List	   *specs;
 	bool		isnull;
+	Datum		arr;
 
-	if (SPI_execute_with_args("SELECT output IS NOT DISTINCT FROM $3 FROM vectorbea.nodes"
-							  " WHERE id = $1 AND lease = $2 AND status = 'succeeded'",
-							  3, types, args, nulls, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "vectorbea: task lookup failed");
-	if (SPI_processed == 1)
+	if (plan == NULL)
 	{
-		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
-			return;				/* the same call again: nothing to do */
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("task %ld was already completed with a different output", (long) task_id),
-				 errdetail("A completion is final; repeating it is allowed only with the same output."),
-				 errhint("Record further results with vectorbea.append_event().")));
+		Oid			rtypes[4] = {UUIDOID, TEXTOID, INT4OID, TEXTOID};
+
+		plan = vb_prepare("SELECT w.definition, (SELECT pg_catalog.array_agg(node) FROM vectorbea.nodes"
+						  "  WHERE run_id = $1 AND ($4 IS NULL OR spawned_by IS DISTINCT FROM $4))::text[]"
+						  "  FROM vectorbea.workflows w WHERE w.name = $2 AND w.version = $3",
+						  lengthof(rtypes), rtypes);
 	}
-	vb_refuse_lease(task_id, lease, "complete");
+	if (SPI_execute_plan(plan, rargs, rnulls, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "vectorbea: definition of run %s is missing", vb_uuid_text(&run->id));
+	definition = DatumGetJsonbP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	arr = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	if (!isnull)
+	{
+		Datum	   *elems;
+
+		deconstruct_array(DatumGetArrayTypeP(arr), TEXTOID, -1, false, TYPALIGN_INT,
+						  &elems, NULL, &existing.count);
+		existing.ids = palloc(sizeof(char *) * Max(existing.count, 1));
+		for (int i = 0; i < existing.count; i++)
+			existing.ids[i] = TextDatumGetCString(elems[i]);
+	}
+	specs = vb_validate_spawn(spawn, definition, node, &existing);
+	return specs == NIL ? NULL : vb_node_specs_json(specs);
 }
 
 /*
@@ -172,44 +187,79 @@ not_running(int64 task_id, pg_uuid_t *lease, Jsonb *output)
 static void
 add_spawned(VbRun *run, Jsonb *spawn, const char *node, int attempt, TimestampTz at)
 {
-	static SPIPlanPtr plan = NULL;
-	Datum		rargs[3] = {UUIDPGetDatum(&run->id), CStringGetTextDatum(run->workflow),
-	Int32GetDatum(run->workflow_version)};
-	VbExistingNodes existing;
-	Jsonb	   *definition;
-	List	   *specs;
-	char	   *specs_json;
-	bool		isnull;
-	Datum		arr;
-	Datum	   *elems;
-	int			nelems;
+	char	   *specs_json = spawn_specs(run, spawn, node, false);
 
-	if (plan == NULL)
-	{
-		Oid			rtypes[3] = {UUIDOID, TEXTOID, INT4OID};
-
-		plan = vb_prepare("SELECT w.definition, (SELECT pg_catalog.array_agg(node) FROM vectorbea.nodes"
-						  "  WHERE run_id = $1)::text[]"
-						  "  FROM vectorbea.workflows w WHERE w.name = $2 AND w.version = $3",
-						  3, rtypes);
-	}
-	if (SPI_execute_plan(plan, rargs, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "vectorbea: definition of run %s is missing", vb_uuid_text(&run->id));
-	definition = DatumGetJsonbP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	arr = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-	deconstruct_array(DatumGetArrayTypeP(arr), TEXTOID, -1, false, TYPALIGN_INT,
-					  &elems, NULL, &nelems);
-	existing.count = nelems;
-	existing.ids = palloc(sizeof(char *) * Max(nelems, 1));
-	for (int i = 0; i < nelems; i++)
-		existing.ids[i] = TextDatumGetCString(elems[i]);
-	specs = vb_validate_spawn(spawn, definition, node, &existing);
-	if (specs == NIL)
+	if (specs_json == NULL)
 		return;
-	specs_json = vb_node_specs_json(specs);
 	vb_event(run, "NODES_SPAWNED", node, attempt, psprintf("{\"nodes\":%s}", specs_json), at);
 	vb_state_add_nodes(run, specs_json, node, at);
 	vb_crash_point(VB_CRASH_SPAWNING);	/* tests only */
+}
+
+/*
+ * Whether a repeated completion's spawn list adds what the completion's
+ * did (its NODES_SPAWNED, if any): a different list would be dropped
+ * unseen, and its nodes never run.
+ */
+static bool
+same_spawn(VbRun *run, Jsonb *spawn, const char *node, int attempt)
+{
+	char	   *specs_json = spawn_specs(run, spawn, node, true);
+	Datum		args[4] = {UUIDPGetDatum(&run->id), CStringGetTextDatum(node), Int32GetDatum(attempt),
+	specs_json ? CStringGetTextDatum(specs_json) : (Datum) 0};
+	char		nulls[4] = {' ', ' ', ' ', specs_json ? ' ' : 'n'};
+	bool		isnull;
+
+	if (SPI_execute_with_args("SELECT $4::jsonb IS NOT DISTINCT FROM ("
+							  "  SELECT data->'nodes' FROM vectorbea.events"
+							  "   WHERE run_id = $1 AND type = 'NODES_SPAWNED' AND node = $2"
+							  "     AND attempt = $3)",
+							  lengthof(args), (Oid[]) {UUIDOID, TEXTOID, INT4OID, TEXTOID},
+							  args, nulls, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "vectorbea: could not read the spawn list of node \"%s\"", node);
+	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
+ * A completion that matched no running node: a repeat of the call that
+ * succeeded (a no-op), the same lease with another output or another spawn
+ * list (an error), or a stale lease (refused).  A repeat without a spawn
+ * list loses nothing and is not compared (run may then be NULL).
+ */
+static void
+not_running(VbRun *run, int64 task_id, pg_uuid_t *lease, Jsonb *output, Jsonb *spawn)
+{
+	Datum		args[3] = {Int64GetDatum(task_id), UUIDPGetDatum(lease),
+	output ? JsonbPGetDatum(output) : (Datum) 0};
+	char		nulls[3] = {' ', ' ', output ? ' ' : 'n'};
+	Oid			types[3] = {INT8OID, UUIDOID, JSONBOID};
+	bool		isnull;
+	bool		same_output;
+	char	   *node;
+	int			attempt;
+
+	if (SPI_execute_with_args("SELECT output IS NOT DISTINCT FROM $3, node, attempt FROM vectorbea.nodes"
+							  " WHERE id = $1 AND lease = $2 AND status = 'succeeded'",
+							  3, types, args, nulls, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: task lookup failed");
+	if (SPI_processed == 0)
+		vb_refuse_lease(task_id, lease, "complete");
+	same_output = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	node = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	attempt = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	if (!same_output)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("task %ld was already completed with a different output", (long) task_id),
+				 errdetail("A completion is final; repeating it is allowed only with the same output."),
+				 errhint("Record further results with vectorbea.append_event().")));
+	if (spawn && !same_spawn(run, spawn, node, attempt))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("task %ld was already completed with a different spawn list", (long) task_id),
+				 errdetail("Node \"%s\" spawned its nodes when it completed; a repeated completion adds none.",
+						   vb_short_text(node)),
+				 errhint("Add further nodes from the nodes that run next, with their own spawn lists.")));
 }
 
 /*
@@ -248,7 +298,7 @@ vb_complete_locked(VbRun *run, int64 task_id, pg_uuid_t *lease, Jsonb *output,
 						  u.given ? psprintf("{\"tokens\":%ld,\"usd\":%s}", (long) u.tokens, u.usd) : NULL,
 						  at, &node, &attempt))
 	{
-		not_running(task_id, lease, output);
+		not_running(run, task_id, lease, output, spawn);
 		return false;
 	}
 	if (spawn)
@@ -491,7 +541,7 @@ vectorbea_complete_tasks(PG_FUNCTION_ARGS)
 		/* The plain items that matched no running attempt: repeats or refusals. */
 		for (int i = 0; i < n; i++)
 			if (plain[i] && !matched[i])
-				not_running(DatumGetInt64(ids[i]), DatumGetUUIDP(leases[i]), outputs_of[i]);
+				not_running(NULL, DatumGetInt64(ids[i]), DatumGetUUIDP(leases[i]), outputs_of[i], NULL);
 
 		for (int i = 0; i < n; i++)
 		{

@@ -66,6 +66,16 @@ SELECT node, status, deps_remaining, max_attempts, priority, spawned_by FROM vec
 SELECT task_id AS sib_id, lease AS sib_lease FROM vectorbea.claim_tasks('w', ARRAY['work']) \gset
 SELECT vectorbea.complete_task(:sib_id, :'sib_lease', '{}', '[{"id": "grandchild", "activity": "work", "depends_on": ["sibling", "child"]}]');
 SELECT node, status, deps_remaining, spawned_by FROM vectorbea.nodes WHERE run_id = :'grow' ORDER BY id;
+-- A repeated completion adds nothing: with the same spawn list (or none)
+-- it is a no-op; with another, whose nodes would be dropped unseen, it is
+-- refused.
+SELECT vectorbea.complete_task(:sib_id, :'sib_lease', '{}', '[{"id": "grandchild", "activity": "work", "depends_on": ["sibling", "child"]}]');
+SELECT vectorbea.complete_task(:sib_id, :'sib_lease', '{}');
+SELECT vectorbea.complete_task(:sib_id, :'sib_lease', '{}', '[{"id": "grandchild", "activity": "work", "depends_on": ["sibling"]}]'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.complete_task(:sib_id, :'sib_lease', '{}', '[{"id": "cousin", "activity": "work"}]'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.complete_task(:sib_id, :'sib_lease', '{}', '[]'); \echo SQLSTATE :SQLSTATE
+SELECT count(*) AS spawn_events FROM vectorbea.events WHERE run_id = :'grow' AND type = 'NODES_SPAWNED' AND node = 'sibling';
+SELECT count(*) AS nodes FROM vectorbea.nodes WHERE run_id = :'grow';
 
 -- Spawn lists are validated as strictly as definitions; a refused spawn
 -- refuses the whole completion, and nothing changes.
