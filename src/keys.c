@@ -269,6 +269,70 @@ decrypt_in_place(void *arg)
 	kc->ok = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
+typedef struct KeyRead
+{
+	const char *schema;
+	Datum		args[3];		/* workspace, provider, master key */
+	char	   *plaintext;		/* NULL: no key stored */
+} KeyRead;
+
+static void
+read_plaintext(void *arg)
+{
+	KeyRead    *kr = arg;
+	Oid			types[3] = {TEXTOID, TEXTOID, TEXTOID};
+	text	   *t;
+	bool		isnull;
+
+	if (SPI_execute_with_args(psprintf("SELECT %s.pgp_sym_decrypt(ciphertext,"
+									   "  $3 || E'\\n' || workspace || E'\\n' || provider)"
+									   "  FROM vectorbea.provider_keys"
+									   " WHERE workspace = $1 AND provider = $2", kr->schema),
+							  3, types, kr->args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not read the provider key");
+	if (SPI_processed == 0)
+		return;
+	t = DatumGetTextPP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	kr->plaintext = text_to_cstring(t);
+	/* the result row's copy goes now; the caller zeroes the other */
+	explicit_bzero(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+}
+
+/*
+ * The plaintext of the key stored for provider in workspace, decrypted
+ * under master; NULL when none is stored.  A key that does not decrypt
+ * (stored under another master key, or its row changed by hand) is an
+ * error that names it: pgcrypto's own ("Wrong key or corrupt data") names
+ * nothing, and the scheduler records it for the operator.  The caller
+ * zeroes the plaintext with vb_forget.
+ */
+char *
+vb_provider_key_plaintext(const char *workspace, const char *provider, const char *master)
+{
+	KeyRead		kr = {0};
+	ErrorData  *edata;
+
+	kr.schema = vb_pgcrypto_schema();
+	kr.args[0] = CStringGetTextDatum(workspace);
+	kr.args[1] = CStringGetTextDatum(provider);
+	kr.args[2] = CStringGetTextDatum(master);
+	edata = vb_try_in_subxact(read_plaintext, &kr);
+	explicit_bzero(VARDATA(DatumGetPointer(kr.args[2])), strlen(master));
+	if (edata == NULL)
+		return kr.plaintext;
+	if (edata->sqlerrcode != ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION)
+		ReThrowError(edata);	/* not pgcrypto's answer about the key */
+	FreeErrorData(edata);
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("the key of provider \"%s\" in workspace \"%s\" does not decrypt under the current master key",
+					provider, workspace),
+			 errdetail("It was stored under another master key, or its row was changed by hand."),
+			 errhint("Point vectorbea.master_key_file at the file it was stored under, or store it again with vectorbea.set_provider_key('%s', '%s', ...).",
+					 workspace, provider)));
+	return NULL;				/* keep the compiler quiet */
+}
+
 /*
  * check_provider_key(workspace text, provider text) -> boolean: whether the
  * stored key decrypts under the current master key, in its own row.  The

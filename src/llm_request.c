@@ -6,8 +6,9 @@
  *	  its headers, and the request body of the conversation so far.
  *
  * The provider key exists in plaintext only in the scheduler's memory
- * while its call is prepared and in flight; every other copy (the master
- * key parameter, the decrypted datum) is zeroed here.
+ * while its call is prepared and in flight; keys.c zeroes the copies its
+ * decryption leaves (the master key parameter, the decrypted datum), and
+ * this file the plaintext of a call that is not made.
  *
  * IDENTIFICATION
  *	  src/llm_request.c
@@ -49,20 +50,6 @@ json_int_field(JsonbContainer *obj, const char *key)
 	char	   *s = json_text_field(obj, key);
 
 	return s ? atoi(s) : 0;
-}
-
-/* Zeroes the bytes of a plain (not compressed, not toasted) text datum. */
-static void
-forget_text(Datum d)
-{
-	struct varlena *v = (struct varlena *) DatumGetPointer(d);
-
-	if (v == NULL)
-		return;
-	if (VARATT_IS_SHORT(v))
-		explicit_bzero(VARDATA_SHORT(v), VARSIZE_SHORT(v) - VARHDRSZ_SHORT);
-	else if (!VARATT_IS_EXTENDED(v))
-		explicit_bzero(VARDATA(v), VARSIZE(v) - VARHDRSZ);
 }
 
 /* s in UTF-8; a text that cannot be is a bug of the caller's checks. */
@@ -123,17 +110,15 @@ vb_llm_build_call(MemoryContext parent, VbClaimedLlm *claimed, const char *maste
 				  char **problem)
 {
 	static SPIPlanPtr plan = NULL;
-	static char *plan_schema = NULL;
-	const char *schema = vb_pgcrypto_schema();
-	Datum		args[2];
-	Oid			types[2] = {INT8OID, TEXTOID};
+	Datum		args[1];
+	Oid			types[1] = {INT8OID};
 	HeapTuple	tup;
 	TupleDesc	desc;
 	bool		isnull;
 	Jsonb	   *spec;
 	char	   *workspace;
 	char	   *base_url;
-	char	   *key;
+	char	   *key = NULL;
 	char	   *prompt;
 	char	   *system = NULL;
 	char	   *url;
@@ -142,34 +127,24 @@ vb_llm_build_call(MemoryContext parent, VbClaimedLlm *claimed, const char *maste
 	MemoryContext old;
 
 	*problem = NULL;
-	if (plan == NULL || strcmp(plan_schema, schema) != 0)
-	{
-		/* pgcrypto's schema is looked up, not assumed; replan if it moved. */
-		plan = vb_prepare(psprintf("SELECT n.llm, r.workspace, k.base_url,"
-								   "       CASE WHEN k.ciphertext IS NOT NULL THEN"
-								   "         %s.pgp_sym_decrypt(k.ciphertext,"
-								   "           $2 || E'\\n' || k.workspace || E'\\n' || k.provider) END"
-								   "  FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
-								   "  LEFT JOIN vectorbea.provider_keys k"
-								   "    ON k.workspace = r.workspace AND k.provider = n.llm->>'provider'"
-								   " WHERE n.id = $1", schema),
+	if (plan == NULL)
+		plan = vb_prepare("SELECT n.llm, r.workspace, k.base_url, k.provider IS NOT NULL"
+						  "  FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
+						  "  LEFT JOIN vectorbea.provider_keys k"
+						  "    ON k.workspace = r.workspace AND k.provider = n.llm->>'provider'"
+						  " WHERE n.id = $1",
 						  lengthof(types), types);
-		plan_schema = MemoryContextStrdup(TopMemoryContext, schema);
-	}
 	args[0] = Int64GetDatum(claimed->task_id);
-	args[1] = CStringGetTextDatum(master);
 	if (SPI_execute_plan(plan, args, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "vectorbea: llm node %ld vanished", (long) claimed->task_id);
 	tup = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
-	spec = DatumGetJsonbP(SPI_getbinval(tup, desc, 1, &isnull));
+	spec = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 1, &isnull));
 	workspace = SPI_getvalue(tup, desc, 2);
 	base_url = SPI_getvalue(tup, desc, 3);
-	key = SPI_getvalue(tup, desc, 4);
-	/* Leave no copy of the master key or of the plaintext key behind. */
-	forget_text(args[1]);
-	if (key)
-		forget_text(SPI_getbinval(tup, desc, 4, &isnull));
+	/* A key that does not decrypt stops here, named (keys.c). */
+	if (DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull)))
+		key = vb_provider_key_plaintext(workspace, json_text_field(&spec->root, "provider"), master);
 
 	if (key == NULL)
 	{

@@ -231,6 +231,26 @@ is(sql(q{SELECT base_url FROM vectorbea.provider_keys WHERE workspace = 'default
 	'base_url is unchanged');
 
 # ---------------------------------------------------------------------------
+# A key that does not decrypt under the current master key (here a
+# ciphertext copied to another workspace's row) stops its call with an
+# error that names it, not pgcrypto's "Wrong key or corrupt data"; the
+# scheduler records it and tries again later.
+sql(q{INSERT INTO vectorbea.provider_keys (workspace, provider, ciphertext, fingerprint, set_at, base_url)
+  SELECT 'moved', provider, ciphertext, fingerprint, set_at, base_url FROM vectorbea.provider_keys
+   WHERE workspace = 'default' AND provider = 'openai'});
+my $moved = sql(q{SELECT vectorbea.start_run('secret_call', '{"case": "case-ok"}', NULL, '{"workspace": "moved"}')});
+ok(defined vb_wait_for($node, qq{SELECT count(*) > 0 FROM vectorbea.events
+	WHERE run_id = '$moved' AND type = 'SCHEDULER_ERROR'}, 't', 30), 'the call of the moved key stops');
+my $moved_error = sql(qq{SELECT data->>'message' FROM vectorbea.events
+	WHERE run_id = '$moved' AND type = 'SCHEDULER_ERROR' ORDER BY seq LIMIT 1});
+is($moved_error,
+	'the key of provider "openai" in workspace "moved" does not decrypt under the current master key',
+	'its error names the key');
+is(sql(qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$moved' AND type = 'LLM_REQUESTED'}), '0',
+	'and no call was made');
+sql(qq{SELECT vectorbea.cancel_run('$moved', 'key stored under another master key')});
+
+# ---------------------------------------------------------------------------
 # The canary is nowhere.
 is(sql(q{SELECT count(*) FROM vectorbea.runs WHERE status = 'running'}), '0', 'every run has ended');
 
