@@ -640,7 +640,10 @@ BEGIN
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
 	IF name !~ '^[A-Za-z0-9_.:-]{1,128}$' THEN
-		RAISE EXCEPTION 'invalid schedule name "%"', name
+		-- a long name is cut in the message, as every quoted value is
+		RAISE EXCEPTION 'invalid schedule name "%"',
+			CASE WHEN pg_catalog.octet_length(name) <= 40 THEN name
+				 ELSE pg_catalog.left(name, 20) || '… (' || pg_catalog.length(name) || ' characters)' END
 			USING ERRCODE = 'invalid_parameter_value',
 				  DETAIL = 'Names are 1 to 128 characters: letters, digits, "_", "-", "." and ":".';
 	END IF;
@@ -648,7 +651,9 @@ BEGIN
 		RAISE EXCEPTION 'run input must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
 	END IF;
 	IF NOT EXISTS (SELECT FROM @extschema@.workflows w WHERE w.name = schedule_workflow.workflow) THEN
-		RAISE EXCEPTION 'workflow "%" does not exist', workflow
+		RAISE EXCEPTION 'workflow "%" does not exist',
+			CASE WHEN pg_catalog.octet_length(workflow) <= 40 THEN workflow
+				 ELSE pg_catalog.left(workflow, 20) || '… (' || pg_catalog.length(workflow) || ' characters)' END
 			USING ERRCODE = 'undefined_object',
 				  HINT = 'Define it first with vectorbea.define_workflow().';
 	END IF;

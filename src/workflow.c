@@ -361,14 +361,14 @@ existing_run(const char *key, const char *workflow, Jsonb *input)
 	if (!same)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNIQUE_VIOLATION),
-				 errmsg("idempotency key \"%s\" was already used for a different run", key),
+				 errmsg("idempotency key \"%s\" was already used for a different run", vb_short_text(key)),
 				 strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3), workflow) == 0 ?
 				 errdetail("The key belongs to a run of workflow \"%s\" with a different input.", workflow) :
 				 errdetail("The key belongs to a run of workflow \"%s\", not \"%s\".",
 						   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3), workflow),
 				 errhint("Use a new key for a new run; reuse a key only to retry the same start. "
-						 "The run is: SELECT id FROM vectorbea.runs WHERE idempotency_key = '%s'.",
-						 key)));
+						 "The run is: SELECT id FROM vectorbea.runs WHERE idempotency_key = %s.",
+						 quote_literal_cstr(key))));
 	id = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	return id;
 }

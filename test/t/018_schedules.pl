@@ -63,6 +63,10 @@ is(sql(q{SELECT count(*) FROM vectorbea.runs r, LATERAL vectorbea.verify_run(r.i
 # Bad input changes nothing.
 ($rc, $out, $err) = $node->psql('postgres', q{SELECT vectorbea.schedule_workflow('x y', '1 minute', 'nightly')});
 like($err, qr/invalid schedule name "x y"/, 'a bad name is refused');
+($rc, $out, $err) = $node->psql('postgres', q{SELECT vectorbea.schedule_workflow(repeat('n', 100000) || ' x', '1 minute', 'nightly')});
+like($err, qr/invalid schedule name "nnnnnnnnnnnnnnnnnnnn… \(100002 characters\)"/, 'a long bad name is cut in the message');
+($rc, $out, $err) = $node->psql('postgres', q{SELECT vectorbea.schedule_workflow('ghost', '* * * * *', repeat('w', 50))});
+like($err, qr/workflow "wwwwwwwwwwwwwwwwwwww… \(50 characters\)" does not exist/, 'so is a long workflow name');
 ($rc, $out, $err) = $node->psql('postgres', q{SELECT vectorbea.schedule_workflow('ghost', '* * * * *', 'nope')});
 like($err, qr/workflow "nope" does not exist/, 'an unknown workflow is refused');
 ($rc, $out, $err) = $node->psql('postgres', q{SELECT vectorbea.schedule_workflow('bad', 'every tuesday', 'nightly')});

@@ -40,6 +40,11 @@ SELECT count(*) AS runs_with_key FROM vectorbea.runs WHERE idempotency_key = 'or
 SELECT vectorbea.define_workflow('other', '{"nodes":[{"id":"x","activity":"x"}]}');
 SELECT vectorbea.start_run('fanout', '{"order": 8}', 'order-7'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.start_run('other', '{"order": 7}', 'order-7'); \echo SQLSTATE :SQLSTATE
+-- The hint's query runs as it is, whatever the key holds; a long key is
+-- cut in the message.
+SELECT vectorbea.start_run('fanout', '{"order": 9}', E'it''s-' || repeat('k', 60)) IS NOT NULL AS started;
+SELECT vectorbea.start_run('fanout', '{"order": 10}', E'it''s-' || repeat('k', 60)); \echo SQLSTATE :SQLSTATE
+SELECT id IS NOT NULL AS hint_finds_it FROM vectorbea.runs WHERE idempotency_key = 'it''s-kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk';
 SELECT count(*) AS runs_with_key FROM vectorbea.runs WHERE idempotency_key = 'order-7';
 
 -- Refusals, each writing nothing.
