@@ -515,6 +515,14 @@ vectorbea_llm_address_allowed(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("port must be from 1 to 65535"),
 				 errdetail("Found %d.", port)));
+	/* a network is many addresses, which the list may treat differently */
+	if (ip_bits(address) != (ip_family(address) == PGSQL_AF_INET ? 32 : 128))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("address must be one host, not a network"),
+				 errdetail("Found %s.",
+						   DatumGetCString(DirectFunctionCall1(inet_out, InetPGetDatum(address)))),
+				 errhint("Pass one address, such as '10.0.0.1'; a connection goes to one.")));
 	memset(&ss, 0, sizeof(ss));
 	if (ip_family(address) == PGSQL_AF_INET)
 	{
