@@ -32,6 +32,22 @@ vb_fake_script({ times => -1, text => 'a brief' });
 
 sub wakes { return sql(q{SELECT wakes FROM vectorbea.scheduler_status()}); }
 
+# What a failure here needs to be understood: the scheduler's state, the
+# run's nodes and history, and who holds what.
+sub diag_state
+{
+	my ($r) = @_;
+	diag(sql(q{SELECT s::text FROM vectorbea.scheduler_status() s}));
+	diag(sql(qq{SELECT string_agg(node || ' ' || status || ' ' || available_at, E'\n')
+		FROM vectorbea.nodes WHERE run_id = '$r'}));
+	diag(sql(qq{SELECT string_agg(seq || ' ' || type || ' ' || coalesce(node, '') || ' ' || data::text,
+		E'\n' ORDER BY seq) FROM vectorbea.events WHERE run_id = '$r'}));
+	diag(sql(q{SELECT string_agg(pid || ' ' || coalesce(backend_type, '') || ' ' || state || ' '
+		|| coalesce(wait_event_type, '') || ':' || coalesce(wait_event, '') || ' ' || left(query, 80), E'\n')
+		FROM pg_stat_activity WHERE datname = 'postgres' OR backend_type LIKE 'vectorbea%'}));
+	diag(sql(q{SELECT string_agg(activity || '=' || max_running, ', ') FROM vectorbea.concurrency_limits}));
+}
+
 my $scheduler = sql(q{SELECT pid FROM vectorbea.scheduler_status()});
 like($scheduler, qr/^\d+$/, 'the scheduler is running');
 
@@ -61,7 +77,8 @@ is(sql(qq{SELECT status FROM vectorbea.nodes WHERE run_id = '$run' AND node = 'w
 $holder->query_safe(q{COMMIT});
 my $waited = vb_wait_for($node,
 	qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$run' AND type = 'LLM_REQUESTED'}, '1', 10);
-ok(defined $waited, 'once the holder committed, the scheduler called for write by itself');
+ok(defined $waited, 'once the holder committed, the scheduler called for write by itself')
+  or diag_state($run);
 note(sprintf('the call followed the commit after %.2f s', $waited // -1));
 ok(defined vb_wait_for($node, qq{SELECT status FROM vectorbea.runs WHERE id = '$run'}, 'succeeded'),
 	'and the run succeeded');
@@ -115,6 +132,7 @@ is(sql(qq{SELECT status FROM vectorbea.nodes WHERE run_id = '$waiting_run' AND n
 $holder->query_safe(q{COMMIT});
 ok(defined vb_wait_for($node, qq{SELECT count(*) FROM vectorbea.events
 	WHERE run_id = '$waiting_run' AND type = 'LLM_REQUESTED'}, '1', 10),
-	'once the holder committed, the scheduler called for it by itself');
+	'once the holder committed, the scheduler called for it by itself')
+  or diag_state($waiting_run);
 
 done_testing();
