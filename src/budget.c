@@ -60,6 +60,24 @@ static const char *const policies[] = {"fail", "pause", NULL};
 /* A budget above a billion USD is a typo, not a budget. */
 #define MAX_BUDGET_USD	1e9
 
+/* Holds a call's worst case on its node until the attempt ends. */
+static void
+reserve(int64 task_id, double est_usd, int64 est_tokens)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[3] = {Int64GetDatum(task_id), Float8GetDatum(est_usd), Int64GetDatum(est_tokens)};
+
+	if (plan == NULL)
+	{
+		Oid			types[3] = {INT8OID, FLOAT8OID, INT8OID};
+
+		plan = vb_prepare("UPDATE vectorbea.nodes SET reserved_usd = $2::numeric, reserved_tokens = $3"
+						  " WHERE id = $1", lengthof(types), types);
+	}
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "vectorbea: could not reserve the budget of task %ld", (long) task_id);
+}
+
 /*
  * Checks the call of task_id (in a locked run) against the run's budget
  * and its workspace's, with its worst case est_usd / est_tokens.  NULL
@@ -76,7 +94,6 @@ vb_budget_reserve_call(VbRun *run, int64 task_id, double est_usd, int64 est_toke
 	static SPIPlanPtr run_plan = NULL;
 	static SPIPlanPtr lock_plan = NULL;
 	static SPIPlanPtr ws_plan = NULL;
-	static SPIPlanPtr reserve_plan = NULL;
 	Datum		args[4];
 	bool		isnull;
 	char	   *workspace;
@@ -86,7 +103,6 @@ vb_budget_reserve_call(VbRun *run, int64 task_id, double est_usd, int64 est_toke
 		Oid			types[4] = {UUIDOID, INT8OID, FLOAT8OID, INT8OID};
 		Oid			tw[4] = {TEXTOID, INT8OID, FLOAT8OID, INT8OID};
 		Oid			t1[1] = {TEXTOID};
-		Oid			tr[3] = {INT8OID, FLOAT8OID, INT8OID};
 
 		run_plan = vb_prepare("SELECT r.workspace, coalesce(r.options->>'on_budget', 'fail') = 'pause',"
 							  "       coalesce(r.usage_usd + res.usd + $3::numeric > r.budget_usd, false)"
@@ -134,11 +150,20 @@ vb_budget_reserve_call(VbRun *run, int64 task_id, double est_usd, int64 est_toke
 							 "     WHERE r.workspace = b.workspace AND n.status = 'running'"
 							 "       AND (n.reserved_usd IS NOT NULL OR n.estimate IS NOT NULL) AND n.id <> $4) res"
 							 " WHERE b.workspace = $1", lengthof(tw), tw);
-		reserve_plan = vb_prepare("UPDATE vectorbea.nodes SET reserved_usd = $2::numeric, reserved_tokens = $3"
-								  " WHERE id = $1", lengthof(tr), tr);
 	}
 	if (!vb_waits_available())
 		return NULL;			/* a 0.1.0 schema: llm_cost.c checks the run's budget */
+	/*
+	 * Undoing goes on over a budget (failures.md): a compensation's call is
+	 * made, its worst case held like any other's, and the usage booked
+	 * after it records an overrun.  Stopping it would leave work half undone
+	 * (or pause a run that pause_run may not pause).
+	 */
+	if (run->status == VB_RUN_COMPENSATING)
+	{
+		reserve(task_id, est_usd, est_tokens);
+		return NULL;
+	}
 	args[0] = UUIDPGetDatum(&run->id);
 	args[1] = Int64GetDatum(est_tokens);
 	args[2] = Float8GetDatum(est_usd);
@@ -167,11 +192,7 @@ vb_budget_reserve_call(VbRun *run, int64 task_id, double est_usd, int64 est_toke
 			return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
 		}
 	}
-	args[0] = Int64GetDatum(task_id);
-	args[1] = Float8GetDatum(est_usd);
-	args[2] = Int64GetDatum(est_tokens);
-	if (SPI_execute_plan(reserve_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "vectorbea: could not reserve the budget of task %ld", (long) task_id);
+	reserve(task_id, est_usd, est_tokens);
 	return NULL;
 }
 
@@ -185,7 +206,8 @@ vb_budget_exceeded(VbRun *run, const char *node, int attempt, int64 task_id,
 				   const char *detail_json, bool pause, TimestampTz at)
 {
 	vb_event(run, "BUDGET_EXCEEDED", node, attempt, detail_json, at);
-	if (pause && vb_run_active(run->status))
+	/* a compensating run goes on (vb_state_fail_run): it is not paused */
+	if (pause && vb_run_active(run->status) && run->status != VB_RUN_COMPENSATING)
 	{
 		if (task_id != 0)
 			vb_state_abort_attempt(run, task_id, "its run's budget is spent", at, at);

@@ -305,11 +305,12 @@ vb_complete_locked(VbRun *run, int64 task_id, pg_uuid_t *lease, Jsonb *output,
 		add_spawned(run, spawn, node, attempt, at);
 	/*
 	 * Under "pause" the work stands; the run's next llm call's check pauses
-	 * it.  A compensating run goes on over its budget (state.c), so it may
-	 * still end here with its last compensation.
+	 * it.  A compensating run goes on over its budget (state.c), under
+	 * either policy, with the overrun on record, so it may still end here
+	 * with its last compensation.
 	 */
 	if (u.given && vb_state_book_usage(run, u.tokens, u.usd, &budget_detail) &&
-		!vb_budget_pauses(run))
+		(run->status == VB_RUN_COMPENSATING || !vb_budget_pauses(run)))
 		vb_budget_exceeded(run, node, attempt, 0, budget_detail, false, at);
 	vb_state_finish_run_if_done(run, at);
 	return true;

@@ -141,7 +141,8 @@ vb_llm_stop_if_over_budget(VbRun *run, LlmCall *c, size_t body_len, TimestampTz 
 
 /*
  * Writes LLM_CALLED and books the call's cost on the run.  Returns false
- * when that crossed the run's budget (the run has then failed).
+ * when that crossed the run's budget (the run has then failed; a
+ * compensating run goes on, and true is returned).
  */
 bool
 vb_llm_record_call(VbRun *run, LlmCall *c, VbHttpCall *h, VbLlmOutcome *o, TimestampTz at)
@@ -195,11 +196,16 @@ vb_llm_record_call(VbRun *run, LlmCall *c, VbHttpCall *h, VbLlmOutcome *o, Times
 
 	if (tokens > 0 || usd > 0)
 	{
-		/* Under "pause" the answer stands; the next call's check pauses. */
-		if (vb_state_book_usage(run, tokens, usd_text, &budget) && !vb_budget_pauses(run))
+		/*
+		 * Under "pause" the answer stands; the next call's check pauses.  A
+		 * compensating run goes on over its budget, under either policy,
+		 * with the overrun on record: its answer stands too.
+		 */
+		if (vb_state_book_usage(run, tokens, usd_text, &budget) &&
+			(run->status == VB_RUN_COMPENSATING || !vb_budget_pauses(run)))
 		{
 			vb_budget_exceeded(run, c->node, c->attempt, 0, budget, false, at);
-			return false;
+			return run->status == VB_RUN_COMPENSATING;
 		}
 	}
 	return true;

@@ -136,6 +136,39 @@ $run = sql(q{SELECT vectorbea.start_run('unpriced', '{}')});
 ok(defined vb_wait_for($node, qq{SELECT status FROM vectorbea.runs WHERE id = '$run'}, 'succeeded', 30),
 	'unpriced model without a budget: the call is made (priced false in LLM_CALLED)');
 
+# ---------------------------------------------------------------------------
+# A compensation is not stopped by the budget (failures.md, "While a run
+# compensates"): an llm compensation of a run over its budget is called,
+# the run is not paused, and it ends with its compensation completed.
+vb_fake_reset();
+vb_fake_script({ text => 'undone', usage => { input => 100, output => 75 }, times => -1 });
+sql(q{SELECT vectorbea.define_workflow('undo_llm', '{"nodes": [
+  {"id": "book", "activity": "b_book",
+   "compensate": {"kind": "llm", "llm": {"provider": "openai", "model": "gpt-4o-mini",
+                  "prompt": "Cancel booking {{input.original.output.ref}}", "max_tokens": 1000}}},
+  {"id": "pay", "activity": "b_pay", "depends_on": ["book"], "retry": {"max_attempts": 1}}]}')});
+for my $policy ('pause', 'fail')
+{
+	my $r = sql(qq{SELECT vectorbea.start_run('undo_llm', '{}', NULL, '{"budget_usd": 0.0001, "on_budget": "$policy"}')});
+	# book reports more than the whole budget: under "fail" the run fails
+	# (and compensates) at once; under "pause" the work stands and pay fails.
+	sql(q{SELECT vectorbea.complete_task(task_id, lease, '{"ref": "B-7"}', NULL, '{"usd": 0.001}')
+	  FROM vectorbea.claim_tasks('w', ARRAY['b_book'])});
+	sql(q{SELECT vectorbea.fail_task(task_id, lease, '{"message": "card declined", "class": "permanent"}')
+	  FROM vectorbea.claim_tasks('w', ARRAY['b_pay'])}) if $policy eq 'pause';
+	ok(defined vb_wait_for($node, qq{SELECT status || ' ' || (error->>'compensation')
+		FROM vectorbea.runs WHERE id = '$r'}, 'failed completed', 30),
+		"compensation over the budget ($policy): the run ends with its compensation completed")
+	  or diag(sql(qq{SELECT string_agg(seq || ' ' || type || ' ' || coalesce(node, ''), E'\n' ORDER BY seq)
+		FROM vectorbea.events WHERE run_id = '$r'}));
+	is(sql(qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$r' AND type = 'LLM_CALLED'
+		AND node = 'book:compensate'}), '1', "compensation over the budget ($policy): its call was made");
+	is(sql(qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$r' AND type = 'RUN_PAUSED'}), '0',
+		"compensation over the budget ($policy): the run was never paused");
+	cmp_ok(sql(qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$r' AND type = 'BUDGET_EXCEEDED'}), '>=', 1,
+		"compensation over the budget ($policy): the overrun is on record");
+}
+
 is(sql(q{SELECT count(*) FROM vectorbea.runs r, vectorbea.verify_run(r.id)}), '0',
 	'verify_run is empty for every run');
 
