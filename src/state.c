@@ -1760,11 +1760,27 @@ close_open_nodes(VbRun *run, VbNodeStatus idle_status, VbNodeStatus running_stat
 }
 
 /*
+ * Whether a failed run failed because a run node of it hit the nesting
+ * limit, itself or further down (VB_DEPTH_LIMIT_FIELD).
+ */
+static bool
+failed_too_deep(pg_uuid_t *run_id)
+{
+	Datum		args[1] = {UUIDPGetDatum(run_id)};
+
+	if (SPI_execute_with_args("SELECT FROM vectorbea.nodes WHERE run_id = $1 AND status = 'failed'"
+							  "   AND kind = 'run' AND (error->'" VB_DEPTH_LIMIT_FIELD "') = 'true'",
+							  1, (Oid[]) {UUIDOID}, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not read the failure of run %s", vb_uuid_text(run_id));
+	return SPI_processed > 0;
+}
+
+/*
  * A child run has ended: the run node of its parent that waits for it (its
  * lease is the child's id) succeeds with the outputs of the child's last
  * nodes (those no other node depends on), or its attempt fails: retryable
  * when the child failed (class child_failed), for good when it was
- * cancelled.  The parent is locked after the child, the one order in which
+ * cancelled or failed at the nesting limit.  The parent is locked after the child, the one order in which
  * the engine ever holds two runs: a parent never waits for a child's lock
  * (its children are cancelled by the scheduler, waits.c).
  */
@@ -1842,13 +1858,17 @@ tell_parent(VbRun *child, VbRunStatus status, const char *data_json, TimestampTz
 	else
 	{
 		bool		failed = (status == VB_RUN_FAILED);
+		bool		too_deep = failed && failed_too_deep(&child->id);
+		bool		retryable = failed && !too_deep;
+		const char *class = retryable ? "child_failed" : "permanent";
 
-		vb_state_fail_attempt(parent, task_id, failed ? "child_failed" : "permanent",
+		vb_state_fail_attempt(parent, task_id, class,
 							  psprintf("{\"message\":\"child run %s %s\",\"class\":\"%s\","
-									   "\"child_run\":\"%s\",\"child_error\":%s}",
+									   "\"child_run\":\"%s\",\"child_error\":%s%s}",
 									   child_id, failed ? "failed" : "was cancelled",
-									   failed ? "child_failed" : "permanent", child_id, data_json),
-							  failed, -1, at);
+									   class, child_id, data_json,
+									   too_deep ? ",\"" VB_DEPTH_LIMIT_FIELD "\":true" : ""),
+							  retryable, -1, at);
 	}
 	if (parent == &locked)
 		vb_run_save(parent, at);

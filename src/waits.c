@@ -317,7 +317,8 @@ child_depth(pg_uuid_t *run_id)
 						  lengthof(types), types);
 	}
 	args[0] = UUIDPGetDatum(run_id);
-	if (SPI_execute_plan(plan, args, NULL, true, 1) != SPI_OK_SELECT)
+	/* not read-only: it must see the runs this pass started a moment ago */
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not measure the depth of run %s", vb_uuid_text(run_id));
 	return (int) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
@@ -343,9 +344,14 @@ start_child(VbRun *run, WaitNode *w, TimestampTz at)
 	}
 	if (child_depth(&run->id) >= MAX_CHILD_DEPTH)
 	{
-		fail_for_good(run, w->id,
-					  psprintf("run node \"%s\" would start a child run more than %d levels deep",
-							   w->node, MAX_CHILD_DEPTH), at);
+		StringInfoData err;
+
+		initStringInfo(&err);
+		appendStringInfoString(&err, "{\"message\":");
+		vb_append_json_string(&err, psprintf("run node \"%s\" would start a child run more than %d levels deep",
+											 w->node, MAX_CHILD_DEPTH));
+		appendStringInfoString(&err, ",\"class\":\"permanent\",\"" VB_DEPTH_LIMIT_FIELD "\":true}");
+		vb_state_fail_attempt(run, w->id, "permanent", err.data, false, -1, at);
 		return;
 	}
 	initStringInfo(&data);

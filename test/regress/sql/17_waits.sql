@@ -311,5 +311,23 @@ SELECT a.gate, a.status, r.status AS run_status FROM vectorbea.approvals a JOIN 
  WHERE a.gate IN ('kid_gate', 'parent_gate') AND (r.id = :'pg_run' OR r.parent_run = :'pg_run') ORDER BY a.id;
 SELECT * FROM check_run(:'pg_run');
 
+-- A workflow that runs itself stops at the nesting limit, in one pass:
+-- the pass sees the children it has just started, the 17th level fails
+-- for good, and that failure goes up the chain without a retry (each
+-- retry would only nest again).
+SELECT vectorbea.define_workflow('selfrec', '{"nodes":[{"id":"again","kind":"run","run":{"workflow":"selfrec"}}]}');
+SELECT vectorbea.start_run('selfrec') AS rec_run \gset
+SET statement_timeout = '60s';
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+RESET statement_timeout;
+SELECT count(*) AS runs, string_agg(DISTINCT status, ',') AS statuses
+  FROM vectorbea.runs WHERE workflow = 'selfrec';
+SELECT count(*) AS attempts FROM vectorbea.events e JOIN vectorbea.runs r ON r.id = e.run_id
+ WHERE r.workflow = 'selfrec' AND e.type = 'CHILD_RUN_STARTED';
+SELECT error->>'class' AS class, error->>'depth_limit' AS depth_limit FROM vectorbea.nodes WHERE run_id = :'rec_run';
+SELECT n.error->>'message' AS deepest FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id
+ WHERE r.workflow = 'selfrec' AND n.error->>'message' LIKE 'run node%';
+SELECT * FROM check_run(:'rec_run');
+
 DROP FUNCTION try(text);
 DROP FUNCTION history(uuid);
