@@ -11,6 +11,12 @@
  * it is rolled back and the error handed back, copied into the caller's
  * memory context, with the caller's resource owner restored.
  *
+ * A cancel (statement_timeout, pg_cancel_backend) is not an item's error:
+ * it ends the statement, as PL/pgSQL's WHEN OTHERS lets it, so it is
+ * thrown again once the subtransaction is rolled back.  Kept, it would
+ * have been recorded against whatever item was running, and the
+ * cancelled statement would have gone on and committed.
+ *
  * IDENTIFICATION
  *	  src/subxact.c
  *
@@ -81,6 +87,11 @@ vb_try_in_subxact_keep(bool (*fn) (void *), void *arg)
 		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+		{
+			CurrentResourceOwner = owner;
+			ReThrowError(edata);
+		}
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);

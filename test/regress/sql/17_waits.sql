@@ -329,5 +329,28 @@ SELECT n.error->>'message' AS deepest FROM vectorbea.nodes n JOIN vectorbea.runs
  WHERE r.workflow = 'selfrec' AND n.error->>'message' LIKE 'run node%';
 SELECT * FROM check_run(:'rec_run');
 
+-- A cancel (statement_timeout, pg_cancel_backend) ends run_due_work()'s
+-- statement: it is not one item's error to record and carry on from.  A
+-- trigger stands in for a cancel that lands while a sleep node starts.
+SELECT vectorbea.define_workflow('nap_cancel', '{"nodes":[{"id":"cancel_me","kind":"sleep","sleep":{"for":"1h"}}]}');
+SELECT vectorbea.start_run('nap_cancel') AS nap_run \gset
+CREATE FUNCTION cancel_here() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF NEW.node = 'cancel_me' THEN
+		RAISE EXCEPTION 'canceling statement due to statement timeout' USING ERRCODE = 'query_canceled';
+	END IF;
+	RETURN NEW;
+END $$;
+CREATE TRIGGER cancel_here BEFORE UPDATE ON vectorbea.nodes FOR EACH ROW EXECUTE FUNCTION cancel_here();
+\set VERBOSITY terse
+SELECT vectorbea.run_due_work(); \echo SQLSTATE :SQLSTATE
+\set VERBOSITY default
+DROP TRIGGER cancel_here ON vectorbea.nodes;
+DROP FUNCTION cancel_here();
+SELECT count(*) AS scheduler_errors FROM vectorbea.events WHERE run_id = :'nap_run' AND type = 'SCHEDULER_ERROR';
+SELECT vectorbea.run_due_work()->'waits_started' AS started_after;
+SELECT status FROM vectorbea.nodes WHERE run_id = :'nap_run';
+SELECT * FROM check_run(:'nap_run');
+
 DROP FUNCTION try(text);
 DROP FUNCTION history(uuid);
