@@ -37,6 +37,42 @@ DROP FUNCTION @extschema@.install_check();
 -- END install guard prelude
 
 /*
+ * Tenants (issue: hardening): workspaces mapped to roles.  A workspace
+ * mapped to at least one role is seen and acted on by the members of its
+ * roles only; one mapped to none stays open to every role with the
+ * privileges.  workspace_visible() and run_visible() are what the
+ * row-level security policies below and the views ask, row by row; they
+ * answer for their caller only (src/tenants.c).  They come first: the
+ * functions below that read a run by id ask run_visible() too.
+ */
+CREATE TABLE @extschema@.workspace_roles (
+	workspace		text NOT NULL,
+	role			oid NOT NULL,
+	granted_at		timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	PRIMARY KEY (workspace, role)
+);
+COMMENT ON TABLE @extschema@.workspace_roles IS
+	'Workspaces mapped to roles (grant_workspace): a mapped workspace''s runs, nodes, events, approvals and spend are its roles'' alone.';
+REVOKE ALL ON TABLE @extschema@.workspace_roles FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('@extschema@.workspace_roles', '');
+
+CREATE FUNCTION @extschema@.workspace_visible(workspace text)
+	RETURNS boolean
+	LANGUAGE c STABLE SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_workspace_visible';
+COMMENT ON FUNCTION @extschema@.workspace_visible(text) IS
+	'Whether the calling role may see a workspace: it is mapped to no role, or the caller is a member of one of its roles (or bypasses row-level security).  Executable by all: the row-level security policies ask it.';
+
+CREATE FUNCTION @extschema@.run_visible(run uuid)
+	RETURNS boolean
+	LANGUAGE c STABLE SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_run_visible';
+COMMENT ON FUNCTION @extschema@.run_visible(uuid) IS
+	'workspace_visible() of a run''s workspace, for the policies of the tables keyed by run.';
+
+/*
  * timeline(): free text (reasons, who decided, worker names, provider
  * messages) could hold a line feed that forges what looks like another
  * event line, or a terminal escape sequence.  Every line is now passed
@@ -134,7 +170,7 @@ SELECT @extschema@.escape_text(to_char(e.at, 'HH24:MI:SS.MS') || ' ' || e.type |
 			concat_ws(' ', e.node, left(e.data::text, 120))
 	   END, ''))
   FROM @extschema@.events e
- WHERE e.run_id = timeline.run
+ WHERE e.run_id = timeline.run AND @extschema@.run_visible(timeline.run)
  ORDER BY e.seq
 $$;
 COMMENT ON FUNCTION @extschema@.timeline(uuid) IS
@@ -188,6 +224,8 @@ WITH ev AS (
 	SELECT e.seq, e.type, e.node, e.attempt, e.data
 	  FROM @extschema@.events e
 	 WHERE e.run_id = replay.run AND (replay.upto IS NULL OR e.seq <= replay.upto)
+	   -- a run of a workspace the caller may not see has no history for it
+	   AND @extschema@.run_visible(replay.run)
 ), started AS (
 	SELECT ev.data FROM ev WHERE ev.type = 'RUN_STARTED'
 ), added AS (
@@ -294,6 +332,86 @@ COMMENT ON FUNCTION @extschema@.replay(uuid, bigint) IS
 	'The run''s state rebuilt from its events alone, optionally as of event upto.';
 
 /*
+ * verify_run(): a run of a workspace the caller may not see (tenants,
+ * above) does not exist for it, as replay() has no history of it: the
+ * function reads the tables as their owner, whom row-level security lets
+ * by, so it asks run_visible() itself.
+ */
+CREATE OR REPLACE FUNCTION @extschema@.verify_run(run uuid)
+	RETURNS SETOF text
+	LANGUAGE sql STABLE SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+AS $$
+WITH r AS (
+	SELECT * FROM @extschema@.runs WHERE id = verify_run.run AND @extschema@.run_visible(verify_run.run)
+), h AS (
+	SELECT @extschema@.replay(verify_run.run) AS s
+), seqs AS (
+	SELECT count(*) AS n, coalesce(max(seq), 0) AS top
+	  FROM @extschema@.events WHERE run_id = verify_run.run AND @extschema@.run_visible(verify_run.run)
+), table_nodes AS (
+	SELECT n.node, jsonb_build_object(
+			   'kind', n.kind, 'activity', n.activity, 'depends_on', to_jsonb(n.depends_on),
+			   'status', n.status, 'attempts', n.attempt, 'output', n.output,
+			   'error', n.error, 'spawned_by', n.spawned_by) AS state
+	  FROM @extschema@.nodes n WHERE n.run_id = verify_run.run AND @extschema@.run_visible(verify_run.run)
+), history_nodes AS (
+	SELECT key AS node, value AS state FROM h, jsonb_each(h.s->'nodes')
+), pairs AS (
+	SELECT coalesce(t.node, hn.node) AS node, t.state AS t, hn.state AS hs
+	  FROM table_nodes t FULL JOIN history_nodes hn ON hn.node = t.node
+)
+SELECT msg FROM (
+	SELECT 0 AS o, NULL::text AS node, 'run does not exist' AS msg
+	 WHERE NOT EXISTS (SELECT 1 FROM r) AND (SELECT s FROM h) IS NULL
+	UNION ALL
+	SELECT 1, NULL, 'run is missing from the table'
+	 WHERE NOT EXISTS (SELECT 1 FROM r) AND (SELECT s FROM h) IS NOT NULL
+	UNION ALL
+	SELECT 1, NULL, 'run has no RUN_STARTED event in the history'
+	  FROM r WHERE (SELECT s FROM h) IS NULL
+	UNION ALL
+	SELECT 2, NULL, format('run status is %s in the table but %s in the history',
+						   r.status, h.s->>'status')
+	  FROM r, h WHERE r.status IS DISTINCT FROM h.s->>'status'
+	UNION ALL
+	SELECT 3, NULL, format('event sequence has gaps: %s events numbered up to %s',
+						   seqs.n, seqs.top)
+	  FROM seqs WHERE seqs.n <> seqs.top
+	UNION ALL
+	SELECT 3, NULL, format('runs.last_seq is %s but the last event is %s', r.last_seq, seqs.top)
+	  FROM r, seqs WHERE r.last_seq <> seqs.top
+	UNION ALL
+	SELECT 4, NULL, format('runs.open_nodes is %s but %s nodes are open', r.open_nodes,
+						   (SELECT count(*) FROM @extschema@.nodes n WHERE n.run_id = r.id
+							   AND n.status IN ('pending', 'ready', 'running', 'waiting')))
+	  FROM r
+	 WHERE r.open_nodes <> (SELECT count(*) FROM @extschema@.nodes n WHERE n.run_id = r.id
+							   AND n.status IN ('pending', 'ready', 'running', 'waiting'))
+	UNION ALL
+	SELECT 4, NULL, format('run usage is %s tokens / %s USD in the table but %s / %s in the history',
+						   r.usage_tokens, r.usage_usd, h.s->'usage'->>'tokens', h.s->'usage'->>'usd')
+	  FROM r, h
+	 WHERE r.usage_tokens <> (h.s->'usage'->>'tokens')::bigint
+		OR r.usage_usd <> (h.s->'usage'->>'usd')::numeric
+	UNION ALL
+	SELECT 5, p.node, format('node %s is in the table but not in the history', p.node)
+	  FROM pairs p WHERE p.hs IS NULL
+	UNION ALL
+	SELECT 5, p.node, format('node %s is in the history but not in the table', p.node)
+	  FROM pairs p WHERE p.t IS NULL
+	UNION ALL
+	SELECT 6, p.node, format('node %s: %s is %s in the table but %s in the history',
+							 p.node, f.key, p.t->f.key, p.hs->f.key)
+	  FROM pairs p, jsonb_each(p.t) f
+	 WHERE p.hs IS NOT NULL AND p.t->f.key IS DISTINCT FROM p.hs->f.key
+) d
+ORDER BY o, node, msg
+$$;
+COMMENT ON FUNCTION @extschema@.verify_run(uuid) IS
+	'Differences between the run replayed from its events and the tables; no rows means consistent.';
+
+/*
  * Pictures of a run and the difference between two runs (issue 15, part):
  * graph() draws the living graph as Mermaid or Graphviz dot, with each
  * node's state, kind and attempts, dependencies as solid arrows and spawn
@@ -318,7 +436,8 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Use ''mermaid'' (for Markdown, GitHub, Mermaid Live) or ''dot'' (for Graphviz).';
 	END IF;
-	IF NOT EXISTS (SELECT FROM @extschema@.runs r WHERE r.id = graph.run) THEN
+	-- a run of a workspace the caller may not see does not exist for it
+	IF NOT EXISTS (SELECT FROM @extschema@.runs r WHERE r.id = graph.run AND @extschema@.run_visible(r.id)) THEN
 		RAISE EXCEPTION 'run % does not exist', run USING ERRCODE = 'undefined_object';
 	END IF;
 
@@ -420,7 +539,7 @@ BEGIN
 		RAISE EXCEPTION 'run must not be null' USING ERRCODE = 'null_value_not_allowed';
 	END IF;
 	SELECT x.workflow, x.workflow_version, x.finished_at INTO r
-	  FROM @extschema@.runs x WHERE x.id = timeline_chart.run;
+	  FROM @extschema@.runs x WHERE x.id = timeline_chart.run AND @extschema@.run_visible(x.id);
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'run % does not exist', run USING ERRCODE = 'undefined_object';
 	END IF;
@@ -497,10 +616,10 @@ BEGIN
 	IF $1 IS NULL OR $2 IS NULL THEN
 		RAISE EXCEPTION 'both runs must be given' USING ERRCODE = 'null_value_not_allowed';
 	END IF;
-	IF NOT EXISTS (SELECT FROM @extschema@.runs r WHERE r.id = $1) THEN
+	IF NOT EXISTS (SELECT FROM @extschema@.runs r WHERE r.id = $1 AND @extschema@.run_visible(r.id)) THEN
 		RAISE EXCEPTION 'run % (a) does not exist', $1 USING ERRCODE = 'undefined_object';
 	END IF;
-	IF NOT EXISTS (SELECT FROM @extschema@.runs r WHERE r.id = $2) THEN
+	IF NOT EXISTS (SELECT FROM @extschema@.runs r WHERE r.id = $2 AND @extschema@.run_visible(r.id)) THEN
 		RAISE EXCEPTION 'run % (b) does not exist', $2 USING ERRCODE = 'undefined_object';
 	END IF;
 	RETURN QUERY
@@ -995,41 +1114,6 @@ REVOKE ALL ON FUNCTION @extschema@.set_run_budget(uuid, numeric, bigint) FROM PU
 ALTER TABLE @extschema@.nodes ADD COLUMN estimate jsonb;
 COMMENT ON COLUMN @extschema@.nodes.estimate IS
 	'What an attempt of the node may cost ({"usd", "tokens"}): held against the budgets while it runs.';
-
-/*
- * Tenants (issue: hardening): workspaces mapped to roles.  A workspace
- * mapped to at least one role is seen and acted on by the members of its
- * roles only; one mapped to none stays open to every role with the
- * privileges.  workspace_visible() and run_visible() are what the
- * row-level security policies below and the views ask, row by row; they
- * answer for their caller only (src/tenants.c).
- */
-CREATE TABLE @extschema@.workspace_roles (
-	workspace		text NOT NULL,
-	role			oid NOT NULL,
-	granted_at		timestamptz NOT NULL DEFAULT pg_catalog.now(),
-	PRIMARY KEY (workspace, role)
-);
-COMMENT ON TABLE @extschema@.workspace_roles IS
-	'Workspaces mapped to roles (grant_workspace): a mapped workspace''s runs, nodes, events, approvals and spend are its roles'' alone.';
-REVOKE ALL ON TABLE @extschema@.workspace_roles FROM PUBLIC;
-SELECT pg_catalog.pg_extension_config_dump('@extschema@.workspace_roles', '');
-
-CREATE FUNCTION @extschema@.workspace_visible(workspace text)
-	RETURNS boolean
-	LANGUAGE c STABLE SECURITY DEFINER
-	SET search_path = pg_catalog, pg_temp
-	AS 'MODULE_PATHNAME', 'vectorbea_workspace_visible';
-COMMENT ON FUNCTION @extschema@.workspace_visible(text) IS
-	'Whether the calling role may see a workspace: it is mapped to no role, or the caller is a member of one of its roles (or bypasses row-level security).  Executable by all: the row-level security policies ask it.';
-
-CREATE FUNCTION @extschema@.run_visible(run uuid)
-	RETURNS boolean
-	LANGUAGE c STABLE SECURITY DEFINER
-	SET search_path = pg_catalog, pg_temp
-	AS 'MODULE_PATHNAME', 'vectorbea_run_visible';
-COMMENT ON FUNCTION @extschema@.run_visible(uuid) IS
-	'workspace_visible() of a run''s workspace, for the policies of the tables keyed by run.';
 
 CREATE VIEW @extschema@.spend AS
 	SELECT 'workspace'::text AS scope, w.workspace, NULL::uuid AS run,

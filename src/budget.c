@@ -46,6 +46,7 @@
 #include "jsonb_util.h"
 #include "spi_util.h"
 #include "state.h"
+#include "tenants.h"
 
 static const char *const periods[] = {"day", "month", "total", NULL};
 static const char *const policies[] = {"fail", "pause", NULL};
@@ -408,6 +409,7 @@ vectorbea_set_run_budget(PG_FUNCTION_ARGS)
 				 errmsg("run must not be null")));
 	check_amounts(fcinfo, 1, 2);
 	SPI_connect();
+	vb_require_run_workspace(PG_GETARG_UUID_P(0), "change the budget of runs of");
 	if (!vb_run_lock(PG_GETARG_UUID_P(0), &run))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),

@@ -29,6 +29,7 @@
 #include "events.h"
 #include "jsonb_util.h"
 #include "spi_util.h"
+#include "tenants.h"
 
 static bool
 valid_event_type(const char *type)
@@ -85,6 +86,7 @@ vectorbea_append_event(PG_FUNCTION_ARGS)
 	vb_check_payload_size(data, "the event data");
 
 	SPI_connect();
+	vb_require_run_workspace(run_id, "append events to runs of");
 	if (!vb_run_lock(run_id, &run))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),

@@ -54,6 +54,7 @@
 #include "state.h"
 #include "validate.h"
 #include "workflow.h"
+#include "tenants.h"
 
 static const char *const change_fields[] = {"input", "llm", NULL};
 
@@ -374,6 +375,8 @@ vectorbea_fork_run(PG_FUNCTION_ARGS)
 	vb_check_payload_size(changes, "the fork's changes");
 
 	SPI_connect();
+	/* a fork reads the source's work and runs in its workspace */
+	vb_require_run_workspace(source_id, "fork runs of");
 	if (!vb_run_lock(source_id, &source))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),

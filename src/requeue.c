@@ -31,6 +31,7 @@
 #include "lease.h"
 #include "state.h"
 #include "subxact.h"
+#include "tenants.h"
 
 static const char *const filter_fields[] = {"run", "workspace", "workflow", "activity",
 "node", "class", "failed_after", "failed_before", NULL};
@@ -124,6 +125,7 @@ vectorbea_requeue(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	vb_lock_run_of_task(task_id, &run);
+	vb_require_run_workspace(&run.id, "requeue runs of");
 	check_requeueable(task_id, &run, at);
 	if (!vb_state_requeue(&run, task_id, reason, caller_name(), at))
 		elog(ERROR, "vectorbea: task %ld changed while it was requeued", (long) task_id);

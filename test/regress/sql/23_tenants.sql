@@ -22,7 +22,11 @@ GRANT EXECUTE ON FUNCTION vectorbea.claim_tasks(text, text[], integer, interval)
 	  vectorbea.start_run(text, jsonb, text, jsonb),
 	  vectorbea.start_runs(text, jsonb[], text[], jsonb),
 	  vectorbea.cancel_run(uuid, text, boolean),
-	  vectorbea.pause_run(uuid, text), vectorbea.send_signal(uuid, text, jsonb, text)
+	  vectorbea.pause_run(uuid, text), vectorbea.send_signal(uuid, text, jsonb, text),
+	  vectorbea.fork_run(uuid, text, jsonb, integer), vectorbea.append_event(uuid, text, jsonb, text),
+	  vectorbea.set_run_budget(uuid, numeric, bigint), vectorbea.requeue(bigint, text),
+	  vectorbea.replay(uuid, bigint), vectorbea.verify_run(uuid), vectorbea.timeline(uuid),
+	  vectorbea.graph(uuid, text), vectorbea.timeline_chart(uuid), vectorbea.diff_runs(uuid, uuid)
 	TO vb_t_acme, vb_t_globex, vb_t_outsider;
 
 SELECT vectorbea.define_workflow('t', '{"nodes":[
@@ -104,6 +108,48 @@ SELECT vectorbea.start_run('t', '{}') IS NOT NULL AS open_workspace;
 RESET ROLE;
 SELECT count(*) - :runs_before AS runs_added, (SELECT status FROM vectorbea.runs WHERE id = :'globex_run') AS globex_run
   FROM vectorbea.runs;
+
+-- Forks, events, budgets and requeues of another workspace's runs are
+-- refused like the rest; its runs do not exist for the functions that read
+-- a run (they read the tables as their owner, whom row-level security
+-- lets by).  A role's own workspace works as before.
+CREATE FUNCTION vb_t.try(sql text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+	EXECUTE sql;
+	RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+	RETURN SQLSTATE || ': ' || regexp_replace(SQLERRM, '[0-9a-f]{8}-[0-9a-f-]{27}', '<uuid>', 'g');
+END $$;
+GRANT EXECUTE ON FUNCTION vb_t.try(text) TO PUBLIC;
+SELECT id AS globex_failed FROM vectorbea.runs WHERE workspace = 'globex' AND status = 'failed' \gset
+SELECT id AS globex_dead FROM vectorbea.nodes WHERE run_id = :'globex_failed' AND status = 'failed' \gset
+SELECT id AS acme_failed FROM vectorbea.runs WHERE workspace = 'acme' AND status = 'failed' \gset
+SELECT count(*) AS globex_events_before FROM vectorbea.events e JOIN vectorbea.runs r ON r.id = e.run_id
+ WHERE r.workspace = 'globex' \gset
+SELECT count(*) AS globex_runs_before FROM vectorbea.runs WHERE workspace = 'globex' \gset
+SET ROLE vb_t_acme_worker;
+SELECT vb_t.try(format('SELECT vectorbea.fork_run(%L, %L)', :'globex_failed', 'bad')) AS fork;
+SELECT vb_t.try(format('SELECT vectorbea.append_event(%L, %L)', :'globex_run', 'NOTE')) AS append_event;
+SELECT vb_t.try(format('SELECT vectorbea.set_run_budget(%L, 10)', :'globex_run')) AS set_run_budget;
+SELECT vb_t.try(format('SELECT vectorbea.requeue(%s)', :globex_dead)) AS requeue;
+SELECT vectorbea.replay(:'globex_run') IS NULL AS no_history;
+SELECT * FROM vectorbea.verify_run(:'globex_run');
+SELECT count(*) AS timeline_lines FROM vectorbea.timeline(:'globex_run');
+SELECT vb_t.try(format('SELECT vectorbea.graph(%L)', :'globex_run')) AS graph;
+SELECT vb_t.try(format('SELECT vectorbea.timeline_chart(%L)', :'globex_run')) AS timeline_chart;
+SELECT vb_t.try(format('SELECT * FROM vectorbea.diff_runs(%L, %L)', :'globex_failed', :'acme_failed')) AS diff_a;
+SELECT vb_t.try(format('SELECT * FROM vectorbea.diff_runs(%L, %L)', :'acme_failed', :'globex_failed')) AS diff_b;
+SELECT vectorbea.replay(:'acme_failed')->>'status' AS own_history;
+SELECT count(*) AS own_differences FROM vectorbea.verify_run(:'acme_failed');
+SELECT count(*) > 0 AS own_timeline FROM vectorbea.timeline(:'acme_failed');
+SELECT vectorbea.graph(:'acme_failed') LIKE 'flowchart%' AS own_graph;
+SELECT vectorbea.fork_run(:'acme_failed', 'bad') IS NOT NULL AS own_fork;
+RESET ROLE;
+SELECT (SELECT count(*) FROM vectorbea.events e JOIN vectorbea.runs r ON r.id = e.run_id
+		 WHERE r.workspace = 'globex') - :globex_events_before AS globex_events_added,
+	   (SELECT count(*) FROM vectorbea.runs WHERE workspace = 'globex') - :globex_runs_before AS globex_runs_added,
+	   (SELECT budget_usd FROM vectorbea.runs WHERE id = :'globex_run') AS globex_budget,
+	   (SELECT status FROM vectorbea.runs WHERE id = :'globex_failed') AS globex_failed_run;
 
 -- The controls view: the pauses of the workspaces a role may see, and
 -- every disabled model (they stop every workspace's calls).
