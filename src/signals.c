@@ -21,6 +21,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -49,12 +50,12 @@ earlier_signal(pg_uuid_t *run_id, const char *key, const char *name, Jsonb *payl
 							  " WHERE run_id = $1 AND idempotency_key = $2",
 							  4, types, args, NULL, false, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
-		elog(ERROR, "vectorbea: signal with idempotency key \"%s\" vanished", key);
+		elog(ERROR, "vectorbea: signal with idempotency key \"%s\" vanished", vb_short_text(key));
 	if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNIQUE_VIOLATION),
 				 errmsg("idempotency key \"%s\" was already used for a different signal to run %s",
-						key, vb_uuid_text(run_id)),
+						vb_short_text(key), vb_uuid_text(run_id)),
 				 errdetail("The key belongs to signal \"%s\" with %s payload.",
 						   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3),
 						   strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3), name) == 0 ?
@@ -105,11 +106,11 @@ vectorbea_send_signal(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(3))
 	{
 		key = text_to_cstring(PG_GETARG_TEXT_PP(3));
-		if (strlen(key) == 0 || strlen(key) > MAX_SIGNAL_KEY_LEN)
+		if (key[0] == '\0' || pg_mbstrlen(key) > MAX_SIGNAL_KEY_LEN)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("idempotency key must be 1 to %d characters long", MAX_SIGNAL_KEY_LEN),
-					 errdetail("Found %zu characters.", strlen(key))));
+					 errdetail("Found %d characters.", pg_mbstrlen(key))));
 	}
 	payload_text = JsonbToCString(NULL, &payload->root, VARSIZE(payload));
 
@@ -128,12 +129,16 @@ vectorbea_send_signal(PG_FUNCTION_ARGS)
 	{
 		int64		earlier = 0;
 
-		/* A retried send of a signal that finished the run is still a no-op. */
+		/*
+		 * A retried send of a signal that finished the run is still a no-op,
+		 * even within the statement that sent it: not read-only, so the
+		 * lookup sees this statement's own insert.
+		 */
 		if (key && SPI_execute_with_args("SELECT 1 FROM vectorbea.signals"
 										 " WHERE run_id = $1 AND idempotency_key = $2",
 										 2, (Oid[]) {UUIDOID, TEXTOID},
 										 (Datum[]) {UUIDPGetDatum(run_id), CStringGetTextDatum(key)},
-										 NULL, true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+										 NULL, false, 1) == SPI_OK_SELECT && SPI_processed == 1)
 			earlier = earlier_signal(run_id, key, name, payload);
 		if (earlier > 0)
 		{
@@ -144,7 +149,7 @@ vectorbea_send_signal(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("run %s is %s: signals go to running (or paused) runs only",
 						vb_uuid_text(run_id), vb_run_status_name(run.status)),
-				 errdetail("Signal \"%s\" was not sent.", name)));
+				 errdetail("Signal \"%s\" was not sent.", vb_short_text(name))));
 	}
 
 	if (insert_plan == NULL)

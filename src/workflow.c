@@ -20,6 +20,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "funcapi.h"
 #include "utils/acl.h"
@@ -583,10 +584,11 @@ vectorbea_start_run(PG_FUNCTION_ARGS)
 				 errmsg("run input must be a JSON object"),
 				 errhint("Wrap the value: '{\"value\": ...}'.")));
 	vb_check_payload_size(input, "the run input");
-	if (key && (strlen(key) == 0 || strlen(key) > 512))
+	if (key && (key[0] == '\0' || pg_mbstrlen(key) > 512))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("idempotency key must be 1 to 512 characters long")));
+				 errmsg("idempotency key must be 1 to 512 characters long"),
+				 errdetail("Found %d characters.", pg_mbstrlen(key))));
 	priority = check_options(options, at, &deadline);
 
 	SPI_connect();
@@ -848,10 +850,11 @@ vectorbea_start_runs(PG_FUNCTION_ARGS)
 			if (key_nulls[i])
 				continue;
 			keys[i] = TextDatumGetCString(key_items[i]);
-			if (strlen(keys[i]) == 0 || strlen(keys[i]) > 512)
+			if (keys[i][0] == '\0' || pg_mbstrlen(keys[i]) > 512)
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("idempotency key %d of %d must be 1 to 512 characters long", i + 1, n)));
+						 errmsg("idempotency key %d of %d must be 1 to 512 characters long", i + 1, n),
+						 errdetail("Found %d characters.", pg_mbstrlen(keys[i]))));
 		}
 	}
 	options = PG_ARGISNULL(3) ? vb_jsonb_from_cstring("{}") : PG_GETARG_JSONB_P(3);

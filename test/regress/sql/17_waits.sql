@@ -158,7 +158,20 @@ SELECT try($$SELECT vectorbea.send_signal(gen_random_uuid(), 'x')$$);
 SELECT vectorbea.send_signal(:'ci_run', 'no spaces please'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.send_signal(:'ci_run', 'x', '{}', ''); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.send_signal(:'ci_run', 'x', '{}', repeat('k', 513)); \echo SQLSTATE :SQLSTATE
+-- A key is up to 512 characters, not bytes: 300 two-byte characters pass
+-- the check (and meet the finished run).
+SELECT try(format($$SELECT vectorbea.send_signal(%L, 'ci_done', '{}', %L)$$, :'ci_run', repeat('é', 300)));
 SELECT count(*) AS signals FROM vectorbea.signals;
+-- The same send twice in one statement, the first finishing the run: both
+-- return the signal's id, as a repeat after the run finished does.
+SELECT vectorbea.define_workflow('one_signal', '{"nodes":[{"id":"w","kind":"signal","signal":{"name":"go"}}]}');
+SELECT vectorbea.start_run('one_signal') AS one_run \gset
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+SELECT count(DISTINCT id) AS ids, count(*) AS sends
+  FROM (SELECT vectorbea.send_signal(:'one_run', 'go', '{"ok":true}', 'delivery-1') AS id
+		  FROM generate_series(1, 2)) s;
+SELECT status FROM vectorbea.runs WHERE id = :'one_run';
+SELECT * FROM check_run(:'one_run');
 -- EXECUTE is not granted to PUBLIC: a role with the schema but no grant.
 GRANT USAGE ON SCHEMA vectorbea TO vb_plain_user;
 SET ROLE vb_plain_user;
