@@ -50,6 +50,7 @@
 #include "clock.h"
 #include "jsonb_util.h"
 #include "llm_spec.h"
+#include "notify.h"
 #include "spi_util.h"
 #include "state.h"
 #include "validate.h"
@@ -343,6 +344,7 @@ vectorbea_fork_run(PG_FUNCTION_ARGS)
 	char	   *from_node;
 	Jsonb	   *changes;
 	TimestampTz at = vb_now();
+	TimestampTz deadline;
 	VbRun		source;
 	VbRun		run;
 	ForkNode   *nodes;
@@ -417,6 +419,24 @@ vectorbea_fork_run(PG_FUNCTION_ARGS)
 		elog(ERROR, "vectorbea: could not create the fork of run %s", vb_uuid_text(source_id));
 	run_input = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	options = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	/* The source's deadline option, counted from the fork's start. */
+	deadline = vb_options_deadline(vb_jsonb_from_cstring(options), at);
+	if (deadline != 0 && deadline <= at)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("run %s cannot be forked: its deadline %s has passed",
+						vb_uuid_text(source_id), vb_timestamp_iso(deadline)),
+				 errdetail("A fork keeps its run's options, so it would fail at once."),
+				 errhint("Start a new run with vectorbea.start_run() and a later deadline.")));
+	if (deadline != 0)
+	{
+		if (SPI_execute_with_args("UPDATE vectorbea.runs SET deadline = $2 WHERE id = $1", 2,
+								  (Oid[]) {UUIDOID, TIMESTAMPTZOID},
+								  (Datum[]) {UUIDPGetDatum(fork_id), TimestampTzGetDatum(deadline)},
+								  NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "vectorbea: could not set the deadline of run %s", vb_uuid_text(fork_id));
+		vb_wake_scheduler(deadline);
+	}
 
 	/* The row is new and invisible to others: no lock to take. */
 	memset(&run, 0, sizeof(run));

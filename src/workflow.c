@@ -239,6 +239,27 @@ parse_deadline(JsonbValue *val, TimestampTz at)
 }
 
 /*
+ * The deadline a run's stored options give a run that starts at `at` (a
+ * fork): a duration counts from at, a timestamp is kept, whether or not it
+ * has passed; 0 for none.  Stored options passed parse_deadline once.
+ */
+TimestampTz
+vb_options_deadline(Jsonb *options, TimestampTz at)
+{
+	JsonbValue	val;
+	char	   *text;
+	int64		ms;
+	TimestampTz deadline;
+
+	if (!vb_jsonb_get(&options->root, "deadline", &val) || val.type != jbvString)
+		return 0;
+	text = pnstrdup(val.val.string.val, val.val.string.len);
+	if (vb_parse_duration(text, &ms))
+		return at + ms * 1000;
+	return vb_parse_timestamp(text, &deadline) ? deadline : 0;
+}
+
+/*
  * Checks start_run's options; returns the run priority, and the deadline
  * (0 for none) in *deadline.
  */

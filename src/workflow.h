@@ -19,6 +19,7 @@ extern bool vb_create_run(const char *workflow, int version, Jsonb *input, Jsonb
 						  const char *key, int priority, TimestampTz deadline,
 						  pg_uuid_t *parent_run, const char *parent_node, pg_uuid_t *run_id,
 						  TimestampTz at);
+extern TimestampTz vb_options_deadline(Jsonb *options, TimestampTz at);
 extern void vb_run_started_head(StringInfo data, const char *workflow, int version,
 								const char *input_json, const char *options_json,
 								const char *key);

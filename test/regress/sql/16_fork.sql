@@ -125,3 +125,26 @@ SELECT vectorbea.fork_run(:'src', 'write', '{"write": {"llm": {"prompt": "{{upst
 SELECT vectorbea.fork_run(:'src', 'write', version => 7); \echo SQLSTATE :SQLSTATE
 SELECT masked_error(format('SELECT vectorbea.fork_run(%L, %L, version => 1)', :'src', 'review'));
 SELECT count(*) = :runs_before AS nothing_written FROM vectorbea.runs;
+
+-- A fork keeps its run's deadline option: a duration counts from the
+-- fork's start (and is enforced), a timestamp that has passed refuses the
+-- fork, which would fail at once.
+SELECT vectorbea.define_workflow('due', '{"nodes":[{"id":"a","activity":"due_a","retry":{"max_attempts":1}}]}');
+SELECT vectorbea.start_run('due', '{}', NULL, '{"deadline": "1h"}') AS due_src \gset
+SELECT vectorbea.fail_task(task_id, lease, '{"message":"no","class":"permanent"}')
+  FROM vectorbea.claim_tasks('w', ARRAY['due_a']);
+SET vectorbea.test_clock_offset = '3h';
+SELECT vectorbea.fork_run(:'due_src', 'a') AS due_fork \gset
+SELECT deadline - created_at AS fork_deadline_after FROM vectorbea.runs WHERE id = :'due_fork';
+SET vectorbea.test_clock_offset = '5h';
+SELECT vectorbea.run_due_work()->'deadlines_enforced' AS enforced;
+SELECT status, error->>'reason' AS reason FROM vectorbea.runs WHERE id = :'due_fork';
+RESET vectorbea.test_clock_offset;
+SELECT vectorbea.start_run('due', '{}', NULL, jsonb_build_object('deadline', now() + interval '1 hour')) AS due_abs \gset
+SELECT vectorbea.fail_task(task_id, lease, '{"message":"no","class":"permanent"}')
+  FROM vectorbea.claim_tasks('w', ARRAY['due_a']);
+SET vectorbea.test_clock_offset = '2h';
+SELECT regexp_replace(masked_error(format('SELECT vectorbea.fork_run(%L, %L)', :'due_abs', 'a')),
+					  '\d{4}-\d\d-\d\dT[0-9:.]+Z', '<time>') AS refused;
+RESET vectorbea.test_clock_offset;
+SELECT count(*) AS forks_of_due_abs FROM vectorbea.events WHERE type = 'RUN_STARTED' AND data->'forked_from'->>'run' = :'due_abs';
