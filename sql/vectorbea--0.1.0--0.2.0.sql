@@ -481,9 +481,14 @@ BEGIN
 			|| coalesce((SELECT pg_catalog.string_agg(
 						'  ' || l.key
 						|| CASE l.kind WHEN 'llm' THEN '(["' WHEN 'approval' THEN '{{"' ELSE '["' END
-						|| pg_catalog.replace(l.title, '"', '#quot;') || '<br/>'
-						|| pg_catalog.replace(l.sub, '"', '#quot;')
-						|| coalesce('<br/>' || pg_catalog.replace(l.gate_text, '"', '#quot;'), '')
+						-- Mermaid reads a label as HTML and its #...; as entity codes:
+						-- every character that could make markup is written as a code,
+						-- '#' first, and only the engine's own line breaks are <br/>.
+						|| pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(
+							   pg_catalog.replace(pg_catalog.replace(
+								   l.title || E'\n' || l.sub || coalesce(E'\n' || l.gate_text, ''),
+								   '#', '#35;'), '"', '#quot;'), '<', '#lt;'), '>', '#gt;'), '&', '#amp;'),
+							   E'\n', '<br/>')
 						|| CASE l.kind WHEN 'llm' THEN '"])' WHEN 'approval' THEN '"}}' ELSE '"]' END
 						|| ':::' || l.status, E'\n' ORDER BY l.ord) FROM labelled l) || E'\n', '')
 			|| coalesce((SELECT pg_catalog.string_agg('  ' || d.from_key || ' --> ' || d.to_key, E'\n'

@@ -52,6 +52,16 @@ SELECT a->>'status' AS a_decision, b AS b_output
 SELECT count(*) AS differences FROM vectorbea.diff_runs(:'run_a', :'run_a');
 SELECT vectorbea.graph(:'run_b');
 
+-- A person's name is text in the picture, never markup: Mermaid reads a
+-- label as HTML and #...; as entity codes, so <, >, &, # and " are codes.
+SELECT vectorbea.start_run('pic', '{"topic": "names"}') AS run_c \gset
+SELECT vectorbea.complete_task(task_id, lease, '{}') FROM vectorbea.claim_tasks('w', ARRAY['pic_scout']);
+SELECT vectorbea.complete_task(task_id, lease, '{}') FROM vectorbea.claim_tasks('w', ARRAY['pic_plan']);
+UPDATE vectorbea.approvals SET status = 'approved',
+	   decided_by = '<img src=https://tracker.example/p.png><br/>ask #quot;&amp;"'
+ WHERE run_id = :'run_c';
+SELECT line FROM regexp_split_to_table(vectorbea.graph(:'run_c'), E'\n') line WHERE line LIKE '%approved by%';
+
 -- Bad input changes nothing.
 SELECT vectorbea.graph(:'run_a', 'png'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.graph(NULL); \echo SQLSTATE :SQLSTATE
