@@ -113,6 +113,13 @@ plan_fork(pg_uuid_t *source, const char *from_node, const char *definition_specs
 						  "), down(id) AS ("
 						  "  SELECT s.id FROM spec s WHERE s.id = $2"
 						  /*
+						   * a node whose compensation succeeded was undone: its
+						   * output no longer stands, so it runs again
+						   */
+						  "     OR s.id IN (SELECT c.compensation_of FROM vectorbea.nodes c"
+						  "                  WHERE c.run_id = $1 AND c.compensation_of IS NOT NULL"
+						  "                    AND c.status = 'succeeded')"
+						  /*
 						   * with another version: its new and changed nodes run
 						   * too; $4 || spec is the spec in full, so a spec that
 						   * left out its defaults equals one written before that

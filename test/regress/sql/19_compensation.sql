@@ -83,6 +83,16 @@ SELECT * FROM check_run(:'run');
 SELECT node, attempt FROM vectorbea.nodes WHERE run_id = :'run' AND compensation_of IS NOT NULL ORDER BY id;
 SELECT try(format('SELECT vectorbea.requeue(%s)', id)) FROM vectorbea.nodes WHERE run_id = :'run' AND node = 'ship';
 SELECT vectorbea.requeue_dead(jsonb_build_object('run', :'run')) AS requeued;
+-- A fork does not reuse what the compensation undid: the card was
+-- refunded and the stock released, so a fork from ship charges and
+-- reserves again instead of shipping on a refunded charge.
+SELECT vectorbea.fork_run(:'run', 'ship') AS forked \gset
+SELECT node, status FROM vectorbea.nodes WHERE run_id = :'forked' ORDER BY id;
+SELECT work('o_reserve', '{"reservation": "r-2"}') IS NOT NULL AS reserved,
+	   work('o_charge', '{"charge": "ch-10"}') IS NOT NULL AS charged;
+SELECT input->'charge_card'->>'charge' AS ship_saw FROM (
+	SELECT c.upstream AS input FROM vectorbea.claim_tasks('w', ARRAY['o_ship']) c) x;
+SELECT * FROM check_run(:'forked');
 
 -- A failing compensation is never skipped: it waits at an escalation gate
 -- (a dead letter for a person); the person retries it and it succeeds.
