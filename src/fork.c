@@ -144,7 +144,7 @@ plan_fork(pg_uuid_t *source, const char *from_node, const char *definition_specs
 						  ")"
 						  " SELECT s.id, s.s::text, s.spawner, s.batch,"
 						  "        s.id IN (SELECT id FROM down) OR n.status IS DISTINCT FROM 'succeeded',"
-						  "        n.id, n.output::text, EXISTS (SELECT FROM spec WHERE spec.id = $2)"
+						  "        n.id, n.output::text"
 						  "   FROM spec s LEFT JOIN vectorbea.nodes n ON n.run_id = $1 AND n.node = s.id"
 						  /* only spawned rows are dropped: an id may be both, with another version */
 						  "  WHERE s.spawner IS NULL OR s.id NOT IN (SELECT id FROM dropped)"
@@ -169,9 +169,59 @@ plan_fork(pg_uuid_t *source, const char *from_node, const char *definition_specs
 		nodes[i].rerun = DatumGetBool(SPI_getbinval(tup, desc, 5, &isnull));
 		nodes[i].source_task = DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull));
 		nodes[i].output = SPI_getvalue(tup, desc, 7);
-		*from_found = DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull));
+		/* among the fork's nodes: a version may take from_node away */
+		if (strcmp(nodes[i].id, from_node) == 0)
+			*from_found = true;
 	}
 	return nodes;
+}
+
+/*
+ * Refuses a from_node that is not among the fork's nodes, saying why: the
+ * run has no such node; it is one of the run's compensations, which a fork
+ * never has; the version forked to (version, 0 for none) has none; or it
+ * was spawned by a node the fork runs again, and is left out.
+ */
+static void
+refuse_from_node(pg_uuid_t *source_id, VbRun *source, const char *from_node, int version)
+{
+	bool		in_run;
+	bool		compensation = false;
+	bool		isnull;
+
+	if (SPI_execute_with_args("SELECT compensation_of IS NOT NULL FROM vectorbea.nodes"
+							  " WHERE run_id = $1 AND node = $2", 2, (Oid[]) {UUIDOID, TEXTOID},
+							  (Datum[]) {UUIDPGetDatum(source_id), CStringGetTextDatum(from_node)},
+							  NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not read the nodes of run %s", vb_uuid_text(source_id));
+	in_run = SPI_processed == 1;
+	if (in_run)
+		compensation = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (in_run && compensation)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("node \"%s\" of run %s is a compensation; a fork has none",
+						vb_short_text(from_node), vb_uuid_text(source_id)),
+				 errhint("Fork from the node it undid: a fork runs its own nodes, and compensates them if it fails.")));
+	if (in_run && version > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("version %d of workflow \"%s\" has no node \"%s\"",
+						version, source->workflow, vb_short_text(from_node)),
+				 errdetail("Run %s has it, but a fork to that version does not.", vb_uuid_text(source_id)),
+				 errhint("Fork from a node the version has, or to the run's own version.")));
+	if (in_run)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("node \"%s\" of run %s is left out of its fork", vb_short_text(from_node),
+						vb_uuid_text(source_id)),
+				 errdetail("It was spawned by a node that runs again in the fork (one downstream, or one that was compensated), so the fork spawns anew."),
+				 errhint("Fork from the node that spawned it.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("run %s has no node \"%s\"", vb_uuid_text(source_id), vb_short_text(from_node)),
+			 errhint("Fork from one of the run's nodes: SELECT node FROM vectorbea.nodes WHERE run_id = '%s'.",
+					 vb_uuid_text(source_id))));
 }
 
 static ForkNode *
@@ -402,11 +452,7 @@ vectorbea_fork_run(PG_FUNCTION_ARGS)
 		version = source.workflow_version;
 	nodes = plan_fork(source_id, from_node, definition_specs, &count, &from_found);
 	if (!from_found)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("run %s has no node \"%s\"", vb_uuid_text(source_id), vb_short_text(from_node)),
-				 errhint("Fork from one of the run's nodes: SELECT node FROM vectorbea.nodes WHERE run_id = '%s'.",
-						 vb_uuid_text(source_id))));
+		refuse_from_node(source_id, &source, from_node, version_given ? version : 0);
 	apply_changes(nodes, count, changes, from_node);
 
 	/* The new run: the source's input and options, at the chosen version. */

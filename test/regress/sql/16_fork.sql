@@ -124,6 +124,8 @@ SELECT vectorbea.fork_run(:'src', 'write', '{"write": {"llm": {"max_tokens": -1}
 SELECT vectorbea.fork_run(:'src', 'write', '{"write": {"llm": {"prompt": "{{upstream.collect.output.x}}"}}}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.fork_run(:'src', 'write', version => 7); \echo SQLSTATE :SQLSTATE
 SELECT masked_error(format('SELECT vectorbea.fork_run(%L, %L, version => 1)', :'src', 'review'));
+-- A node of the run that the version took away is not a fork's to start from.
+SELECT masked_error(format('SELECT vectorbea.fork_run(%L, %L, version => 2)', :'dang', 'r'));
 SELECT count(*) = :runs_before AS nothing_written FROM vectorbea.runs;
 
 -- A fork keeps its run's deadline option: a duration counts from the

@@ -93,6 +93,20 @@ SELECT work('o_reserve', '{"reservation": "r-2"}') IS NOT NULL AS reserved,
 SELECT input->'charge_card'->>'charge' AS ship_saw FROM (
 	SELECT c.upstream AS input FROM vectorbea.claim_tasks('w', ARRAY['o_ship']) c) x;
 SELECT * FROM check_run(:'forked');
+SELECT try(format('SELECT vectorbea.fork_run(%L, %L)', :'run', 'charge_card:compensate'));
+-- A node spawned by a node that was compensated is spawned anew by the
+-- fork: it cannot be forked from.
+SELECT vectorbea.define_workflow('undone_spawner', '{"nodes":[
+	{"id":"a","activity":"sq_a","compensate":{"activity":"sq_undo"}},
+	{"id":"c","activity":"sq_c","depends_on":["a"],"retry":{"max_attempts":1}}]}');
+SELECT vectorbea.start_run('undone_spawner') AS us_run \gset
+SELECT vectorbea.complete_task(task_id, lease, '{}', spawn => '[{"id":"b","activity":"sq_b","depends_on":["a"]}]')
+  FROM vectorbea.claim_tasks('w', ARRAY['sq_a']);
+SELECT vectorbea.fail_task(task_id, lease, '{"message":"no","class":"permanent"}')
+  FROM vectorbea.claim_tasks('w', ARRAY['sq_c']);
+SELECT work('sq_undo') IS NOT NULL AS undone;
+SELECT status FROM vectorbea.runs WHERE id = :'us_run';
+SELECT try(format('SELECT vectorbea.fork_run(%L, %L)', :'us_run', 'b'));
 
 -- A failing compensation is never skipped: it waits at an escalation gate
 -- (a dead letter for a person); the person retries it and it succeeds.
