@@ -432,7 +432,9 @@ BEGIN
 		RAISE EXCEPTION 'run and format must not be null' USING ERRCODE = 'null_value_not_allowed';
 	END IF;
 	IF format NOT IN ('mermaid', 'dot') THEN
-		RAISE EXCEPTION 'unknown graph format "%"', format
+		RAISE EXCEPTION 'unknown graph format "%"',
+			CASE WHEN pg_catalog.octet_length(format) <= 40 THEN format
+				 ELSE pg_catalog.left(format, 20) || '… (' || pg_catalog.length(format) || ' characters)' END
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Use ''mermaid'' (for Markdown, GitHub, Mermaid Live) or ''dot'' (for Graphviz).';
 	END IF;

@@ -69,7 +69,7 @@ vb_check_fields(VbChecker *chk, JsonbContainer *obj, const char *const *allowed,
 
 		if (vb_in_list(key, allowed))
 			continue;
-		where = field_path[0] ? psprintf("%s.%s", field_path, key) : key;
+		where = vb_short_text(field_path[0] ? psprintf("%s.%s", field_path, key) : key);
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid %s: %s%sunknown field \"%s\"",

@@ -93,7 +93,7 @@ parse_usage(Jsonb *usage, Usage *u)
 		if (strcmp(key, "tokens") != 0 && strcmp(key, "usd") != 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid usage: unknown field \"%s\"", key),
+					 errmsg("invalid usage: unknown field \"%s\"", vb_short_text(key)),
 					 errdetail("Allowed fields: tokens, usd.")));
 		vb_jsonb_get(&usage->root, key, &val);
 		if (val.type != jbvNumeric)

@@ -357,7 +357,7 @@ check_options(Jsonb *options, TimestampTz at, TimestampTz *deadline)
 		else
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid run options: unknown field \"%s\"", key),
+					 errmsg("invalid run options: unknown field \"%s\"", vb_short_text(key)),
 					 errdetail("Allowed fields: workspace, priority, budget_usd, budget_tokens, on_budget, deadline.")));
 	}
 	return priority;

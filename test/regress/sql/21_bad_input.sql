@@ -415,6 +415,12 @@ DROP DATABASE bi_latin1;
 SELECT vectorbea.start_run(repeat('w', 300)); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.claim_tasks('w', ARRAY['vectorbea:' || repeat('x', 300)]); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.append_event(:'run', 'NOTE', '{}', repeat('n', 300)); \echo SQLSTATE :SQLSTATE
+-- So are unknown field names, wherever they are, and a bad graph format.
+SELECT vectorbea.validate_workflow(jsonb_build_object('nodes', jsonb_build_array(
+	jsonb_build_object('id', 'a', 'activity', 'a', repeat('f', 200), 1)))); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.start_run('bi', '{}', NULL, jsonb_build_object(repeat('o', 200), 1)); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.requeue_dead(jsonb_build_object(repeat('q', 200), 'x')); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.graph(:'run', repeat('m', 5000)); \echo SQLSTATE :SQLSTATE
 
 -- The server is up, and the run is as it was.
 SELECT (SELECT status FROM vectorbea.runs WHERE id = :'run') AS run_status;
