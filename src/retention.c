@@ -45,7 +45,7 @@
 
 #define MAX_PURGE_BATCH		10000
 /* older_than beyond this would take the cut-off before the first timestamp. */
-#define MAX_OLDER_THAN_DAYS	(1000 * 366)
+#define MAX_OLDER_THAN_YEARS	1000
 
 static const char *const finished_statuses[] = {"succeeded", "failed", "cancelled", NULL};
 
@@ -181,6 +181,8 @@ Datum
 vectorbea_purge_runs(PG_FUNCTION_ARGS)
 {
 	Interval   *older_than;
+	Interval	zero = {0};
+	Interval	longest = {.month = MAX_OLDER_THAN_YEARS * MONTHS_PER_YEAR};
 	ArrayType  *statuses;
 	int32		max_runs;
 	TimestampTz at = vb_now();
@@ -198,14 +200,17 @@ vectorbea_purge_runs(PG_FUNCTION_ARGS)
 	statuses = PG_GETARG_ARRAYTYPE_P(1);
 	max_runs = PG_GETARG_INT32(2);
 
-	if (older_than->month < 0 || older_than->day < 0 || older_than->time < 0 ||
-		(older_than->month == 0 && older_than->day == 0 && older_than->time == 0))
+	/* compared as PostgreSQL compares intervals: '1 day -1 hour' is 23 hours */
+	if (DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(older_than),
+										  IntervalPGetDatum(&zero))) <= 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("older_than must be positive"),
+				 errdetail("Found %s.", DatumGetCString(DirectFunctionCall1(interval_out,
+																			IntervalPGetDatum(older_than)))),
 				 errhint("Pass how long finished runs are kept, e.g. '30 days'.")));
-	if ((int64) older_than->month * DAYS_PER_MONTH + older_than->day +
-		older_than->time / USECS_PER_DAY > MAX_OLDER_THAN_DAYS)
+	if (DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(older_than),
+										  IntervalPGetDatum(&longest))) > 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("older_than must be at most 1000 years"),
@@ -234,7 +239,8 @@ vectorbea_purge_runs(PG_FUNCTION_ARGS)
 				known = true;
 		if (known)
 			continue;
-		if (strcmp(status, "running") == 0 || strcmp(status, "compensating") == 0)
+		if (strcmp(status, "running") == 0 || strcmp(status, "compensating") == 0 ||
+			strcmp(status, "paused") == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("runs that are %s are never purged", status),

@@ -29,14 +29,20 @@ SET ROLE vb_ret_ops;
 SELECT vectorbea.purge_runs('0 seconds'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.purge_runs('-1 day'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.purge_runs(NULL); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.purge_runs('1 day -24 hours'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.purge_runs('1001 years'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.purge_runs('1016 years'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.purge_runs('1 hour', '{running}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.purge_runs('1 hour', '{paused}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.purge_runs('1 hour', '{}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.purge_runs('1 hour', '{finished}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.purge_runs('1 hour', max_runs => 0); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.purge_runs('1 hour', max_runs => 10001); \echo SQLSTATE :SQLSTATE
 
--- Nothing is old enough yet.
+-- Nothing is old enough yet (an interval with a negative part counts as a whole).
 SELECT vectorbea.purge_runs('1 hour') AS purged;
+SELECT vectorbea.purge_runs('1 day -1 hour') AS purged;
+SELECT vectorbea.purge_runs('1000 years') AS purged;
 
 -- Two hours later (the engine clock moves only for a superuser): the failed
 -- run, then a batch of one, then the rest, then nothing.
