@@ -53,6 +53,7 @@
 #include "notify.h"
 #include "spi_util.h"
 #include "state.h"
+#include "template.h"
 #include "validate.h"
 #include "workflow.h"
 #include "tenants.h"
@@ -176,6 +177,23 @@ plan_fork(pg_uuid_t *source, const char *from_node, const char *definition_specs
 	return nodes;
 }
 
+/* The depends_on of a node spec, as a list of names. */
+static List *
+spec_depends_on(Jsonb *spec)
+{
+	List	   *deps = NIL;
+	JsonbValue	depv;
+
+	if (vb_jsonb_get(&spec->root, "depends_on", &depv) && depv.type == jbvBinary)
+		for (uint32 k = 0; k < JsonContainerSize(depv.val.binary.data); k++)
+		{
+			JsonbValue *d = getIthJsonbValueFromContainer(depv.val.binary.data, k);
+
+			deps = lappend(deps, pnstrdup(d->val.string.val, d->val.string.len));
+		}
+	return deps;
+}
+
 /*
  * Refuses a from_node that is not among the fork's nodes, saying why: the
  * run has no such node; it is one of the run's compensations, which a fork
@@ -265,11 +283,22 @@ apply_change(ForkNode *n, JsonbValue *change, const char *from_node)
 	if (vb_jsonb_get(obj, "input", &v))
 	{
 		Jsonb	   *input;
+		JsonbValue	kind;
+		char	   *problem;
 
 		if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
 			vb_type_error(&chk, label, "input", &v, "an object");
 		input = JsonbValueToJsonb(&v);
 		vb_check_payload_size(input, psprintf("the input of node \"%s\"", n->id));
+		/* a run node's input is its child's input, a template: checked as a definition's */
+		if (vb_jsonb_get(&spec->root, "kind", &kind) && kind.type == jbvString &&
+			kind.val.string.len == 3 && memcmp(kind.val.string.val, "run", 3) == 0 &&
+			(problem = vb_template_check_json(&input->root, spec_depends_on(spec))) != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid fork change: %s, field \"input\" has a bad placeholder", label),
+					 errdetail("%s.", problem),
+					 errhint("A run node's input is the child run's input; its strings may use {{run.input.<path>}} and {{upstream.<node>.output.<path>}}.")));
 		merged = DirectFunctionCall3(jsonb_set, merged,
 									 PointerGetDatum(construct_array(&(Datum) {CStringGetTextDatum("input")},
 																	 1, TEXTOID, -1, false, TYPALIGN_INT)),
@@ -278,10 +307,11 @@ apply_change(ForkNode *n, JsonbValue *change, const char *from_node)
 	if (vb_jsonb_get(obj, "llm", &v))
 	{
 		JsonbValue	old_llm;
+		JsonbValue	field;
+		JsonbValue	old_field;
+		Jsonb	   *old_fields;
 		JsonbValue	raw;
 		Jsonb	   *combined;
-		List	   *deps = NIL;
-		JsonbValue	depv;
 		char	   *normalised;
 
 		if (!vb_jsonb_get(&spec->root, "llm", &old_llm) || old_llm.type == jbvNull)
@@ -292,20 +322,34 @@ apply_change(ForkNode *n, JsonbValue *change, const char *from_node)
 					 errhint("Change its \"input\" instead.")));
 		if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
 			vb_type_error(&chk, label, "llm", &v, "an object of llm fields");
+		old_fields = strip_nulls(JsonbValueToJsonb(&old_llm));
+		/*
+		 * on_exhausted is the node's failure policy too (its retry policy's
+		 * and its escalation gate, set from it when the definition was
+		 * read): a fork changes what the node asks, not how it fails.
+		 */
+		if (vb_jsonb_get(v.val.binary.data, "on_exhausted", &field) &&
+			!(field.type == jbvString && vb_jsonb_get(&old_fields->root, "on_exhausted", &old_field) &&
+			  old_field.type == jbvString && old_field.val.string.len == field.val.string.len &&
+			  memcmp(old_field.val.string.val, field.val.string.val, field.val.string.len) == 0))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid fork change: %s, field \"llm.on_exhausted\" cannot be changed by a fork", label),
+					 errdetail("It is the node's failure policy, with its escalation gate, as its definition sets it."),
+					 errhint("Fork to a version of the workflow whose node has the policy you want.")));
+		/* a schema added by the change gets the default corrections, as in a definition */
+		if (vb_jsonb_get(v.val.binary.data, "output_schema", &field) && field.type != jbvNull &&
+			!vb_jsonb_get(&old_fields->root, "output_schema", &old_field) &&
+			!vb_jsonb_get(v.val.binary.data, "max_corrections", &field))
+			old_fields = DatumGetJsonbP(DirectFunctionCall2(jsonb_delete, JsonbPGetDatum(old_fields),
+															CStringGetTextDatum("max_corrections")));
 		combined = DatumGetJsonbP(DirectFunctionCall2(jsonb_concat,
-													  JsonbPGetDatum(strip_nulls(JsonbValueToJsonb(&old_llm))),
+													  JsonbPGetDatum(old_fields),
 													  JsonbPGetDatum(JsonbValueToJsonb(&v))));
 		raw.type = jbvBinary;
 		raw.val.binary.data = &combined->root;
 		raw.val.binary.len = VARSIZE(combined);
-		if (vb_jsonb_get(&spec->root, "depends_on", &depv) && depv.type == jbvBinary)
-			for (uint32 k = 0; k < JsonContainerSize(depv.val.binary.data); k++)
-			{
-				JsonbValue *d = getIthJsonbValueFromContainer(depv.val.binary.data, k);
-
-				deps = lappend(deps, pnstrdup(d->val.string.val, d->val.string.len));
-			}
-		normalised = vb_validate_llm("fork change", label, &raw, deps);
+		normalised = vb_validate_llm("fork change", label, &raw, spec_depends_on(spec));
 		merged = DirectFunctionCall3(jsonb_set, merged,
 									 PointerGetDatum(construct_array(&(Datum) {CStringGetTextDatum("llm")},
 																	 1, TEXTOID, -1, false, TYPALIGN_INT)),

@@ -108,6 +108,11 @@ EXCEPTION WHEN OTHERS THEN
 	GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT;
 	RETURN SQLSTATE || ' ' || regexp_replace(msg, '[0-9a-f]{8}-[0-9a-f-]{27}', '<run>', 'g');
 END $$;
+-- An output schema added by a change gets a definition's default
+-- corrections (2), not the 0 a node without a schema had.
+SELECT vectorbea.fork_run(:'src', 'write', '{"write": {"llm": {"output_schema": {"type": "object"}}}}') AS schema_fork \gset
+SELECT llm->>'max_corrections' AS max_corrections, llm->'output_schema' AS schema
+  FROM vectorbea.nodes WHERE run_id = :'schema_fork' AND node = 'write';
 SELECT count(*) AS runs_before FROM vectorbea.runs \gset
 SELECT vectorbea.fork_run(NULL, 'write'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.fork_run('00000000-0000-0000-0000-000000000000', 'write'); \echo SQLSTATE :SQLSTATE
@@ -126,6 +131,17 @@ SELECT vectorbea.fork_run(:'src', 'write', version => 7); \echo SQLSTATE :SQLSTA
 SELECT masked_error(format('SELECT vectorbea.fork_run(%L, %L, version => 1)', :'src', 'review'));
 -- A node of the run that the version took away is not a fork's to start from.
 SELECT masked_error(format('SELECT vectorbea.fork_run(%L, %L, version => 2)', :'dang', 'r'));
+-- A fork changes what an llm node asks, not how it fails.
+SELECT vectorbea.fork_run(:'src', 'write', '{"write": {"llm": {"on_exhausted": "escalate"}}}'); \echo SQLSTATE :SQLSTATE
+-- A run node's input is a template, checked as a definition's is.
+SELECT vectorbea.define_workflow('kid_of', '{"nodes":[{"id":"k","activity":"ko_k"}]}');
+SELECT vectorbea.define_workflow('par_of', '{"nodes":[{"id":"p","activity":"po_p"},
+	{"id":"kid","kind":"run","run":{"workflow":"kid_of"},"depends_on":["p"],"input":{"v":"{{upstream.p.output.v}}"}}]}');
+SELECT vectorbea.start_run('par_of') AS par_run \gset
+SELECT vectorbea.fail_task(task_id, lease, '{"message":"no","class":"permanent"}')
+  FROM vectorbea.claim_tasks('w', ARRAY['po_p']);
+SELECT count(*) AS runs_before FROM vectorbea.runs \gset
+SELECT vectorbea.fork_run(:'par_run', 'kid', '{"kid": {"input": {"v": "{{upstream.zz.output.v}}"}}}'); \echo SQLSTATE :SQLSTATE
 SELECT count(*) = :runs_before AS nothing_written FROM vectorbea.runs;
 
 -- A fork keeps its run's deadline option: a duration counts from the
