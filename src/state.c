@@ -1562,8 +1562,11 @@ vb_state_release_not_before(VbRun *run, int64 task_id, const char *activity,
 /*
  * The node of a decided gate succeeds with output_json (approved) or fails
  * for good with it as its error (rejected, expired); the run moves on as
- * after complete_task or a final fail_task.  The gate row itself is the
- * decision's (the UPDATE in progress, or the scheduler's expiry).
+ * after complete_task or a final fail_task.  A node failed by a decision
+ * does not escalate again (a task that asked await_approval and whose
+ * policy is on_exhausted "escalate" would open a second gate).  The gate
+ * row itself is the decision's (the UPDATE in progress, or the scheduler's
+ * expiry).
  */
 void
 vb_state_settle_gate(VbRun *run, int64 task_id, const char *node, bool approved,
@@ -1571,7 +1574,7 @@ vb_state_settle_gate(VbRun *run, int64 task_id, const char *node, bool approved,
 {
 	if (!approved)
 	{
-		vb_state_fail_attempt(run, task_id, err_class, output_json, false, -1, at);
+		fail_attempt(run, task_id, err_class, output_json, false, -1, false, at);
 		return;
 	}
 	if (!vb_state_end_wait(run, task_id, output_json, at))
@@ -1584,6 +1587,12 @@ vb_state_settle_gate(VbRun *run, int64 task_id, const char *node, bool approved,
  * statement may still visit them, so the statement's AFTER trigger closes
  * them (vb_state_close_deferred_gates).  Valid for one local transaction.
  */
+typedef struct RunToClose
+{
+	pg_uuid_t	run_id;
+	SubTransactionId subid;		/* the subtransaction whose decision ended it */
+} RunToClose;
+
 static List *runs_to_close = NIL;
 static LocalTransactionId runs_to_close_lxid = InvalidLocalTransactionId;
 
@@ -1601,9 +1610,37 @@ run_in_list(List *list, pg_uuid_t *run_id)
 	ListCell   *lc;
 
 	foreach(lc, list)
-		if (memcmp(lfirst(lc), run_id, sizeof(pg_uuid_t)) == 0)
+		if (memcmp(&((RunToClose *) lfirst(lc))->run_id, run_id, sizeof(pg_uuid_t)) == 0)
 			return true;
 	return false;
+}
+
+/*
+ * A decision rolled back with its subtransaction (ROLLBACK TO SAVEPOINT,
+ * a PL/pgSQL exception block) ended no run: its runs are forgotten, or a
+ * later UPDATE of the transaction would close their gates while they go
+ * on.  A subtransaction that commits hands its runs to its parent.
+ */
+static void
+forget_aborted_decisions(SubXactEvent event, SubTransactionId subid,
+						 SubTransactionId parent_subid, void *arg)
+{
+	ListCell   *lc;
+
+	if (runs_to_close_lxid != MyProc->lxid || runs_to_close == NIL)
+		return;
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+	{
+		foreach(lc, runs_to_close)
+			if (((RunToClose *) lfirst(lc))->subid >= subid)
+				runs_to_close = foreach_delete_current(runs_to_close, lc);
+	}
+	else if (event == SUBXACT_EVENT_COMMIT_SUB)
+	{
+		foreach(lc, runs_to_close)
+			if (((RunToClose *) lfirst(lc))->subid >= subid)
+				((RunToClose *) lfirst(lc))->subid = parent_subid;
+	}
 }
 
 /*
@@ -1650,13 +1687,20 @@ close_gates(VbRun *run, TimestampTz at)
 
 		if (!run_in_list(list, &run->id))
 		{
+			static bool callback_registered = false;
 			MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
-			pg_uuid_t  *copy = palloc(sizeof(pg_uuid_t));
+			RunToClose *entry = palloc(sizeof(RunToClose));
 
-			memcpy(copy, &run->id, sizeof(pg_uuid_t));
-			runs_to_close = lappend(list, copy);
+			memcpy(&entry->run_id, &run->id, sizeof(pg_uuid_t));
+			entry->subid = GetCurrentSubTransactionId();
+			runs_to_close = lappend(list, entry);
 			runs_to_close_lxid = MyProc->lxid;
 			MemoryContextSwitchTo(old);
+			if (!callback_registered)
+			{
+				RegisterSubXactCallback(forget_aborted_decisions, NULL);
+				callback_registered = true;
+			}
 		}
 		return;
 	}
@@ -1697,7 +1741,7 @@ vb_state_close_deferred_gates(TimestampTz at)
 	{
 		VbRun		run;
 
-		if (vb_run_lock(lfirst(lc), &run))
+		if (vb_run_lock(&((RunToClose *) lfirst(lc))->run_id, &run))
 			close_gates(&run, at);
 	}
 }

@@ -167,9 +167,40 @@ UPDATE vectorbea.approvals SET status = 'approved', decided_by = 'ops' WHERE id 
 SELECT node, status, attempt, output->>'status' AS decision FROM vectorbea.nodes WHERE run_id = :'run6';
 SELECT status FROM vectorbea.runs WHERE id = :'run6';
 
+-- A rejected await_approval fails its node for good, even when the
+-- node's policy escalates: a node failed by a decision does not escalate.
+SELECT vectorbea.define_workflow('deploy_esc', '{"nodes":[{"id":"ship","activity":"b_ship2",
+	"retry":{"max_attempts":3},"on_exhausted":"escalate"}]}');
+SELECT vectorbea.start_run('deploy_esc') AS run7 \gset
+SELECT task_id AS ship2_id, lease AS ship2_lease FROM vectorbea.claim_tasks('w', ARRAY['b_ship2']) \gset
+SELECT vectorbea.await_approval(:ship2_id, :'ship2_lease', 'prod_deploy2') AS await2_id \gset
+UPDATE vectorbea.approvals SET status = 'rejected', decided_by = 'ops' WHERE id = :await2_id;
+SELECT kind, gate, status FROM vectorbea.approvals WHERE run_id = :'run7' ORDER BY id;
+SELECT status FROM vectorbea.runs WHERE id = :'run7';
+
+-- A decision rolled back with its savepoint ended no run: a later decision
+-- of the same transaction is applied, not closed.
+SELECT vectorbea.define_workflow('two_gates', '{"nodes":[
+	{"id":"g1","kind":"approval","approval":{"gate":"first"}},
+	{"id":"g2","kind":"approval","approval":{"gate":"second"}},
+	{"id":"after","activity":"b_after2","depends_on":["g1","g2"]}]}');
+SELECT vectorbea.start_run('two_gates') AS run8 \gset
+SELECT id AS g1_id FROM vectorbea.approvals WHERE run_id = :'run8' AND gate = 'first' \gset
+SELECT id AS g2_id FROM vectorbea.approvals WHERE run_id = :'run8' AND gate = 'second' \gset
+BEGIN;
+SAVEPOINT before_reject;
+UPDATE vectorbea.approvals SET status = 'rejected', decided_by = 'ops' WHERE id = :g1_id RETURNING 1 / (id - id);
+ROLLBACK TO SAVEPOINT before_reject;
+UPDATE vectorbea.approvals SET status = 'approved', decided_by = 'ops' WHERE id = :g2_id;
+COMMIT;
+SELECT gate, status FROM vectorbea.approvals WHERE run_id = :'run8' ORDER BY id;
+UPDATE vectorbea.approvals SET status = 'approved', decided_by = 'ops' WHERE id = :g1_id;
+SELECT status FROM vectorbea.runs WHERE id = :'run8';
+SELECT * FROM nodes_of(:'run8');
+
 SELECT r.input, (c).differences, (c).replay_stable
   FROM vectorbea.runs r, LATERAL check_run(r.id) c
- WHERE r.workflow IN ('briefing', 'lenient', 'deploy') ORDER BY r.created_at;
+ WHERE r.workflow IN ('briefing', 'lenient', 'deploy', 'deploy_esc', 'two_gates') ORDER BY r.created_at;
 
 -- Roles are cluster-wide: leave none behind.
 DROP OWNED BY vb_editors, vb_oncall, vb_alice, vb_bob, vb_carol;
