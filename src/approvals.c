@@ -638,13 +638,16 @@ expire_gate(void *arg, int i)
 		if (!approved)
 			appendStringInfo(&out, ",\"message\":\"nobody decided gate %s in time\","
 							 "\"class\":\"timeout\"", gate);
+		/* a failure's gate that nobody decided is decided "fail", for good */
+		if (strcmp(kind, "approval") != 0)
+			appendStringInfoString(&out, ",\"decision\":\"fail\"");
 		appendStringInfoChar(&out, '}');
 		/* The gate's own row is expired already: the run's others close now. */
 		if (strcmp(kind, "approval") == 0)
 			vb_state_settle_gate(&run, task_id, node, approved, out.data, "timeout", b->at);
 		else
 			vb_state_decide_failure(&run, task_id, node, "fail", NULL, NULL, out.data,
-									"timeout", b->ids[i], b->at);
+									"permanent", b->ids[i], b->at);
 		vb_notify_approval(b->ids[i], &run.id, gate, approved ? "approved" : "expired");
 	}
 	vb_run_save(&run, b->at);

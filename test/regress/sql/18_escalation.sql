@@ -144,6 +144,11 @@ SELECT vectorbea.run_due_work()->'gates_expired' AS expired;
 RESET vectorbea.test_clock_offset;
 SELECT a.status AS gate, r.status AS run, r.error->>'reason' AS reason
   FROM vectorbea.approvals a JOIN vectorbea.runs r ON r.id = a.run_id WHERE a.run_id = :'run3';
+-- Nobody decided: the gate is decided "fail", and the node fails for good.
+SELECT n.error->>'class' AS error_class, n.error->>'decision' AS decision,
+	   (SELECT e.data->>'class' FROM vectorbea.events e WHERE e.run_id = :'run3' AND e.type = 'STEP_FAILED'
+		 ORDER BY e.seq DESC LIMIT 1) AS step_failed_class
+  FROM vectorbea.nodes n WHERE n.run_id = :'run3';
 SELECT type FROM vectorbea.events WHERE run_id = :'run3' ORDER BY seq;
 SELECT * FROM check_run(:'run3');
 
