@@ -211,7 +211,7 @@ vb_get_role_name(VbChecker *chk, JsonbValue *v, const char *label, const char *f
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid %s: %sfield \"%s\" has an invalid role name \"%s\"",
-						chk->what, vb_at(label), field, s),
+						chk->what, vb_at(label), field, vb_short_text(s)),
 				 errdetail("Role names are 1 to %d bytes.", NAMEDATALEN - 1)));
 	/* PostgreSQL reserves these: no role can have them, so nobody could decide. */
 	if (strcmp(s, "public") == 0 || strcmp(s, "none") == 0)

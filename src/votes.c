@@ -105,7 +105,7 @@ vb_find_voter(TupleDesc desc, HeapTuple oldtup, const char *decided_by, int64 id
 	ereport(ERROR,
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 			 errmsg("%s may not decide approval %ld: not one of its approvers",
-					decided_by ? psprintf("\"%s\" (role %s)", decided_by, voter->role) :
+					decided_by ? psprintf("\"%s\" (role %s)", vb_short_text(decided_by), voter->role) :
 					psprintf("role %s", voter->role), (long) id),
 			 errdetail("Approval %ld needs a quorum of: %s.", (long) id, list.data),
 			 errhint("Set decided_by to an approver's name, or decide as a member of an approver role.")));

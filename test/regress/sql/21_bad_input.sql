@@ -421,6 +421,8 @@ SELECT vectorbea.validate_workflow(jsonb_build_object('nodes', jsonb_build_array
 SELECT vectorbea.start_run('bi', '{}', NULL, jsonb_build_object(repeat('o', 200), 1)); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.requeue_dead(jsonb_build_object(repeat('q', 200), 'x')); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.graph(:'run', repeat('m', 5000)); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.validate_workflow(jsonb_build_object('nodes', jsonb_build_array(jsonb_build_object('id', 'g',
+	'kind', 'approval', 'approval', jsonb_build_object('gate', 'g', 'approver_role', repeat('r', 5000)))))); \echo SQLSTATE :SQLSTATE
 
 -- The server is up, and the run is as it was.
 SELECT (SELECT status FROM vectorbea.runs WHERE id = :'run') AS run_status;
