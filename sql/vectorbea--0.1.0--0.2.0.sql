@@ -560,17 +560,27 @@ BEGIN
 						@extschema@.clock()) AS at
 		  FROM ev
 	), bars AS (
-		-- An attempt: from its STEP_STARTED to the event that ended it.
-		SELECT s.node, s.seq, 'attempt ' || s.attempt AS label, s.at AS from_at,
+		-- An attempt: from its STEP_STARTED to the event that ended it (a
+		-- task that asked for a gate handed over to it: done); a sleep,
+		-- signal or child run, from the start of its wait to its end.
+		SELECT s.node, s.seq,
+			   CASE s.type WHEN 'STEP_STARTED' THEN 'attempt ' || s.attempt
+				   ELSE CASE s.type WHEN 'TIMER_STARTED' THEN 'sleep'
+								   WHEN 'SIGNAL_AWAITED' THEN 'signal ' || (s.data->>'name'::text)
+								   ELSE 'child run' END
+						|| CASE WHEN s.attempt > 1 THEN ' (attempt ' || s.attempt || ')' ELSE '' END
+			   END AS label,
+			   s.at AS from_at,
 			   coalesce(fin.at, (SELECT at FROM run_end)) AS to_at,
-			   CASE fin.type WHEN 'STEP_COMPLETED' THEN 'done' WHEN 'STEP_FAILED' THEN 'crit'
+			   CASE fin.type WHEN 'STEP_COMPLETED' THEN 'done' WHEN 'APPROVAL_REQUESTED' THEN 'done'
+				   WHEN 'STEP_FAILED' THEN 'crit'
 				   ELSE CASE WHEN r.finished_at IS NULL THEN 'active' ELSE 'crit' END END AS tag
 		  FROM ev s
 		  LEFT JOIN LATERAL (SELECT f.type, f.at FROM ev f
 							  WHERE f.node = s.node AND f.seq > s.seq
 								AND f.type IN ('STEP_COMPLETED', 'STEP_FAILED', 'APPROVAL_REQUESTED')
 							  ORDER BY f.seq LIMIT 1) fin ON true
-		 WHERE s.type = 'STEP_STARTED'
+		 WHERE s.type IN ('STEP_STARTED', 'TIMER_STARTED', 'SIGNAL_AWAITED', 'CHILD_RUN_STARTED')
 		UNION ALL
 		-- A gate: from its request to its decision, expiry or the run's end.
 		SELECT q.node, q.seq, 'gate ' || (q.data->>'gate') || coalesce(' ' || dec.outcome, ''),

@@ -62,6 +62,22 @@ UPDATE vectorbea.approvals SET status = 'approved',
  WHERE run_id = :'run_c';
 SELECT line FROM regexp_split_to_table(vectorbea.graph(:'run_c'), E'\n') line WHERE line LIKE '%approved by%';
 
+-- The chart has a bar for a task that handed over to a gate (done, then
+-- the gate's bar) and for the wait of a sleep node.
+SELECT vectorbea.define_workflow('pic_wait', '{"nodes":[
+	{"id":"ship","activity":"pic_ship"},
+	{"id":"nap","kind":"sleep","sleep":{"for":"1m"},"depends_on":["ship"]}]}');
+SELECT vectorbea.start_run('pic_wait') AS run_w \gset
+SELECT vectorbea.await_approval(task_id, lease, 'go_live') IS NOT NULL AS asked
+  FROM vectorbea.claim_tasks('w', ARRAY['pic_ship']);
+UPDATE vectorbea.approvals SET status = 'approved', decided_by = 'ops' WHERE run_id = :'run_w';
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+SET vectorbea.test_clock_offset = '2m';
+SELECT vectorbea.run_due_work()->'waits_ended' AS ended;
+RESET vectorbea.test_clock_offset;
+SELECT status FROM vectorbea.runs WHERE id = :'run_w';
+SELECT regexp_replace(vectorbea.timeline_chart(:'run_w'), '\d{13}', '<ms>', 'g') AS chart;
+
 -- Bad input changes nothing.
 SELECT vectorbea.graph(:'run_a', 'png'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.graph(NULL); \echo SQLSTATE :SQLSTATE
