@@ -223,10 +223,13 @@ run_cmp(const void *a, const void *b)
 }
 
 /*
- * Locks the runs of the tasks in task_ids (a bigint[]), in the order of
- * their ids, and returns them in that order (*runs, palloc'd).  One order
+ * Locks the runs of the tasks in task_ids (a bigint[]), newest first, and
+ * returns them sorted by id (*runs, palloc'd, for vb_run_find).  One order
  * for every multi-run lock, so two batches never wait for each other in a
- * circle.  Tasks that do not exist lock nothing: the caller reports them.
+ * circle; and a child run is created after its parent, so the batch takes
+ * a child before its parent, as a child's end does (child, then parent):
+ * it never holds a parent while it waits for the parent's child.  Tasks
+ * that do not exist lock nothing: the caller reports them.
  */
 int
 vb_run_lock_for_tasks(Datum task_ids, VbRun **runs)
@@ -242,7 +245,7 @@ vb_run_lock_for_tasks(Datum task_ids, VbRun **runs)
 		plan = vb_prepare_opts("SELECT " RUN_COLUMNS " FROM vectorbea.runs"
 							   " WHERE id = ANY (ARRAY(SELECT run_id FROM vectorbea.nodes"
 							   "                        WHERE id = ANY ($1)))"
-							   " ORDER BY id FOR NO KEY UPDATE",
+							   " ORDER BY created_at DESC, id DESC FOR NO KEY UPDATE",
 							   1, types, CURSOR_OPT_GENERIC_PLAN);
 	}
 	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
@@ -250,6 +253,7 @@ vb_run_lock_for_tasks(Datum task_ids, VbRun **runs)
 	out = palloc(sizeof(VbRun) * Max(SPI_processed, 1));
 	for (uint64 i = 0; i < SPI_processed; i++)
 		fill_run(&out[i], SPI_tuptable->vals[i], SPI_tuptable->tupdesc);
+	qsort(out, SPI_processed, sizeof(VbRun), run_cmp);
 	*runs = out;
 	return (int) SPI_processed;
 }
