@@ -387,7 +387,10 @@ release_dependents(VbRun *run, const char *node, TimestampTz at)
  * nodes over all of them (in the order of nodes_ready_run_idx: priority,
  * run, node, as a claim of one activity takes them) decide how many each
  * activity may take (its quota), so that no more rows are locked than can
- * be claimed.  Then, per activity, a scan in index order locks the run row
+ * be claimed.  Only nodes the claim may take count (of running or
+ * compensating runs, in the claim's workspaces): the ready nodes of a
+ * paused run, or of another tenant's, would take the quota of every
+ * activity after them, for good.  Then, per activity, a scan in index order locks the run row
  * and the node row, each SKIP LOCKED, inside the scan, so the quota counts
  * only claimable nodes.  The run is locked first, as every writer does.  A
  * run busy in another transaction keeps its nodes for the next claim.
@@ -399,9 +402,9 @@ release_dependents(VbRun *run, const char *node, TimestampTz at)
 	"), best AS (" \
 	"  SELECT b.activity FROM acts CROSS JOIN LATERAL (" \
 	"      SELECT n.activity, n.priority, n.run_id, n.available_at, n.id" \
-	"        FROM vectorbea.nodes n" \
+	"        FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id" \
 	"       WHERE n.status = 'ready' AND n.activity = acts.a" \
-	"         AND n.available_at <= $4" \
+	"         AND n.available_at <= $4 AND r.status || '' IN ('running', 'compensating')" filter \
 	"       ORDER BY n.priority DESC, n.run_id, n.available_at, n.id" \
 	"       LIMIT $3) b" \
 	"   ORDER BY b.priority DESC, b.run_id, b.available_at, b.id" \

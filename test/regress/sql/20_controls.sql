@@ -148,6 +148,17 @@ SELECT vectorbea.complete_task(task_id, lease, '{}') FROM vectorbea.claim_tasks(
 SELECT status, paused FROM vectorbea.runs WHERE id = :'run7';
 SELECT * FROM check_run(:'run7');
 
+-- A claim of several activities: a paused run's ready tasks, ahead in the
+-- queue, do not take the places of the other activities' tasks.
+SELECT vectorbea.define_workflow('pq_a', '{"nodes":[{"id":"x1","activity":"pq_x"},{"id":"x2","activity":"pq_x"}]}');
+SELECT vectorbea.define_workflow('pq_b', '{"nodes":[{"id":"y","activity":"pq_y"}]}');
+SELECT vectorbea.start_run('pq_a') AS pq_held \gset
+SELECT vectorbea.start_run('pq_b') AS pq_other \gset
+SELECT vectorbea.pause_run(:'pq_held', 'held');
+SELECT node FROM vectorbea.claim_tasks('w', ARRAY['pq_x', 'pq_y'], 1);
+SELECT vectorbea.resume_run(:'pq_held');
+SELECT count(*) AS claimed_after_resume FROM vectorbea.claim_tasks('w', ARRAY['pq_x', 'pq_y'], 10);
+
 -- Concurrency limits: bad input, then a limit in one workspace and one
 -- over all (the race of claimers is the isolation spec concurrency_limit).
 SELECT vectorbea.set_concurrency_limit(NULL, 1); \echo SQLSTATE :SQLSTATE
