@@ -282,10 +282,19 @@ vb_complete_locked(VbRun *run, int64 task_id, pg_uuid_t *lease, Jsonb *output,
 	char	   *budget_detail = NULL;
 
 	parse_usage(usage, &u);
+	if (!vb_state_succeed(run, task_id, lease, output,
+						  u.given ? psprintf("{\"tokens\":%ld,\"usd\":%s}", (long) u.tokens, u.usd) : NULL,
+						  at, &node, &attempt))
+	{
+		/* a repeat is checked as it is, whatever the run does since */
+		not_running(run, task_id, lease, output, spawn);
+		return false;
+	}
 	/*
 	 * While a run is undone only its compensations run, one after another:
 	 * a node spawned then would never start, or would wait for nodes that
-	 * were skipped, and the run would never end.
+	 * were skipped, and the run would never end.  The error undoes the
+	 * success above with the rest of the call.
 	 */
 	if (spawn && run->status == VB_RUN_COMPENSATING)
 		ereport(ERROR,
@@ -294,13 +303,6 @@ vb_complete_locked(VbRun *run, int64 task_id, pg_uuid_t *lease, Jsonb *output,
 						(long) task_id, vb_uuid_text(&run->id)),
 				 errdetail("While a run is undone, only its compensation nodes run."),
 				 errhint("Complete the compensation without spawn; record what it did with vectorbea.append_event().")));
-	if (!vb_state_succeed(run, task_id, lease, output,
-						  u.given ? psprintf("{\"tokens\":%ld,\"usd\":%s}", (long) u.tokens, u.usd) : NULL,
-						  at, &node, &attempt))
-	{
-		not_running(run, task_id, lease, output, spawn);
-		return false;
-	}
 	if (spawn)
 		add_spawned(run, spawn, node, attempt, at);
 	/*

@@ -100,10 +100,13 @@ SELECT vectorbea.define_workflow('undone_spawner', '{"nodes":[
 	{"id":"a","activity":"sq_a","compensate":{"activity":"sq_undo"}},
 	{"id":"c","activity":"sq_c","depends_on":["a"],"retry":{"max_attempts":1}}]}');
 SELECT vectorbea.start_run('undone_spawner') AS us_run \gset
-SELECT vectorbea.complete_task(task_id, lease, '{}', spawn => '[{"id":"b","activity":"sq_b","depends_on":["a"]}]')
-  FROM vectorbea.claim_tasks('w', ARRAY['sq_a']);
+SELECT task_id AS sq_a_task, lease AS sq_a_lease FROM vectorbea.claim_tasks('w', ARRAY['sq_a']) \gset
+SELECT vectorbea.complete_task(:sq_a_task, :'sq_a_lease', '{}', spawn => '[{"id":"b","activity":"sq_b","depends_on":["a"]}]');
 SELECT vectorbea.fail_task(task_id, lease, '{"message":"no","class":"permanent"}')
   FROM vectorbea.claim_tasks('w', ARRAY['sq_c']);
+-- A repeat of a completion made before the run began to compensate is still a no-op.
+SELECT 'no-op' AS repeat FROM (SELECT vectorbea.complete_task(:sq_a_task, :'sq_a_lease', '{}',
+	spawn => '[{"id":"b","activity":"sq_b","depends_on":["a"]}]')) x;
 SELECT work('sq_undo') IS NOT NULL AS undone;
 SELECT status FROM vectorbea.runs WHERE id = :'us_run';
 SELECT try(format('SELECT vectorbea.fork_run(%L, %L)', :'us_run', 'b'));
