@@ -83,6 +83,8 @@ limits_exist(void)
 
 	if (vb_shared == NULL)
 		return true;			/* no shared memory: always look */
+	if (limits_pending_bump)
+		return true;			/* this transaction changed them: its own view counts */
 	generation = pg_atomic_read_u64(&vb_shared->limits_generation);
 	if (generation != seen_generation)
 	{

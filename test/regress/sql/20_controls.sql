@@ -159,6 +159,14 @@ SELECT node FROM vectorbea.claim_tasks('w', ARRAY['pq_x', 'pq_y'], 1);
 SELECT vectorbea.resume_run(:'pq_held');
 SELECT count(*) AS claimed_after_resume FROM vectorbea.claim_tasks('w', ARRAY['pq_x', 'pq_y'], 10);
 
+-- A limit set earlier in a transaction holds for that transaction's claims.
+SELECT vectorbea.define_workflow('pl', '{"nodes":[{"id":"a","activity":"pl_x"},{"id":"b","activity":"pl_x"},{"id":"c","activity":"pl_x"}]}');
+SELECT vectorbea.start_run('pl') IS NOT NULL AS started;
+BEGIN;
+SELECT vectorbea.set_concurrency_limit('pl_x', 1) AS replaced;
+SELECT count(*) AS claimed_under_new_limit FROM vectorbea.claim_tasks('w', ARRAY['pl_x'], 5);
+ROLLBACK;
+
 -- Concurrency limits: bad input, then a limit in one workspace and one
 -- over all (the race of claimers is the isolation spec concurrency_limit).
 SELECT vectorbea.set_concurrency_limit(NULL, 1); \echo SQLSTATE :SQLSTATE
