@@ -32,6 +32,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -198,10 +199,11 @@ vectorbea_claim_tasks(PG_FUNCTION_ARGS)
 				 errmsg("lease_duration must not be null")));
 	lease_duration = PG_GETARG_INTERVAL_P(3);
 
-	if (strlen(worker) == 0 || strlen(worker) > 200)
+	if (worker[0] == '\0' || pg_mbstrlen(worker) > 200)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("worker name must be 1 to 200 characters long")));
+				 errmsg("worker name must be 1 to 200 characters long"),
+				 errdetail("Found %d characters.", pg_mbstrlen(worker))));
 	nelems = ArrayGetNItems(ARR_NDIM(activities), ARR_DIMS(activities));
 	if (nelems == 0 || array_contains_nulls(activities))
 		ereport(ERROR,
@@ -221,6 +223,8 @@ vectorbea_claim_tasks(PG_FUNCTION_ARGS)
 							   VB_RESERVED_PREFIX),
 					 errhint("Claim the activities of task nodes.")));
 	}
+	/* one dimension from 1, as the claims read it, whatever bounds were given */
+	activities = construct_array(names, nelems, TEXTOID, -1, false, TYPALIGN_INT);
 	if (max_tasks < 1 || max_tasks > VB_MAX_TASKS_PER_CALL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

@@ -27,8 +27,10 @@
 #include "utils/builtins.h"
 
 #include "vectorbea.h"
+#include "jsonb_util.h"
 #include "lease.h"
 #include "spi_util.h"
+#include "text_escape.h"
 
 /*
  * Explains why lease does not hold task_id and throws.  Called inside SPI
@@ -66,8 +68,15 @@ vb_refuse_lease(int64 task_id, pg_uuid_t *lease, const char *action)
 	run_status = SPI_getvalue(tup, desc, 6);
 
 	if (strcmp(status, "running") == 0)
+	{
+		StringInfoData shown;
+
+		/* a worker's name is any text: on one line, and cut when long */
+		initStringInfo(&shown);
+		vb_append_escaped_line(&shown, worker ? worker : "?");
 		detail = psprintf("The task is now attempt %s, held by worker \"%s\".",
-						  attempt, worker ? worker : "?");
+						  attempt, vb_short_text(shown.data));
+	}
 	else if (strcmp(status, "cancelled") == 0 || strcmp(status, "skipped") == 0)
 		detail = psprintf("The task was %s because its run is %s.", status, run_status);
 	else if (strcmp(status, "ready") == 0 || strcmp(status, "pending") == 0)
@@ -80,7 +89,7 @@ vb_refuse_lease(int64 task_id, pg_uuid_t *lease, const char *action)
 			(errcode(ERRCODE_VB_LEASE_LOST),
 			 errmsg("cannot %s task %ld: the lease presented does not hold it",
 					action, (long) task_id),
-			 errdetail("Task %ld is node \"%s\". %s", (long) task_id, node, detail),
+			 errdetail("Task %ld is node \"%s\". %s", (long) task_id, vb_short_text(node), detail),
 			 errhint("Discard this result: the task belongs to another attempt or is over.")));
 }
 

@@ -280,7 +280,7 @@ vectorbea_set_concurrency_limit(PG_FUNCTION_ARGS)
 	if (vb_reserved_activity(activity) && strcmp(activity, VB_LLM_ACTIVITY) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_RESERVED_NAME),
-				 errmsg("activity \"%s\" belongs to the engine", activity),
+				 errmsg("activity \"%s\" belongs to the engine", vb_short_text(activity)),
 				 errhint("Limit llm calls with activity '%s'.", VB_LLM_ACTIVITY)));
 	vb_check_workspace_name(workspace, true);
 	if (!PG_ARGISNULL(1) && PG_GETARG_INT32(1) < 1)

@@ -421,6 +421,16 @@ SELECT vectorbea.validate_workflow(jsonb_build_object('nodes', jsonb_build_array
 SELECT vectorbea.start_run('bi', '{}', NULL, jsonb_build_object(repeat('o', 200), 1)); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.requeue_dead(jsonb_build_object(repeat('q', 200), 'x')); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.graph(:'run', repeat('m', 5000)); \echo SQLSTATE :SQLSTATE
+-- A claim's activities may have any bounds (the array is read as given);
+-- a worker name counts characters; a lease refusal cuts the node and the
+-- worker it names, and shows the worker on one line.
+SELECT vectorbea.define_workflow('bi_lb', jsonb_build_object('nodes', jsonb_build_array(
+	jsonb_build_object('id', repeat('n', 100), 'activity', 'bi_lb'))));
+SELECT vectorbea.start_run('bi_lb') IS NOT NULL AS started;
+SELECT count(*) AS claimed_with_other_bounds FROM vectorbea.claim_tasks('w', '[0:0]={bi_nothing}'::text[]);
+SELECT task_id AS lb_task FROM vectorbea.claim_tasks(repeat('é', 150) || E'\nX', '[0:0]={bi_lb}'::text[]) \gset
+SELECT vectorbea.complete_task(:lb_task, gen_random_uuid()); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.set_concurrency_limit('vectorbea:' || repeat('a', 60), 1); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.validate_workflow(jsonb_build_object('nodes', jsonb_build_array(jsonb_build_object('id', 'g',
 	'kind', 'approval', 'approval', jsonb_build_object('gate', 'g', 'approver_role', repeat('r', 5000)))))); \echo SQLSTATE :SQLSTATE
 
