@@ -82,6 +82,8 @@ def main():
                     try:
                         beat.execute("SELECT vectorbea.heartbeat(%s, %s)", (task_id, lease))
                     except psycopg.Error as e:  # VB001: the batch's report drops the result
+                        if e.sqlstate != "VB001":   # the connection or the server: end the process
+                            raise
                         log(f"heartbeat of task {task_id}: {e.sqlstate} {e.diag.message_primary}")
     idle, idle_since, missed, wakes = set(), {}, False, Lock()   # idle: the Events of idle workers
     def wake_one():                     # none idle: the next worker to go idle claims once more,
