@@ -198,14 +198,18 @@ vb_llm_record_call(VbRun *run, LlmCall *c, VbHttpCall *h, VbLlmOutcome *o, Times
 	{
 		/*
 		 * Under "pause" the answer stands; the next call's check pauses.  A
-		 * compensating run goes on over its budget, under either policy,
-		 * with the overrun on record: its answer stands too.
+		 * run that was compensating goes on over its budget, under either
+		 * policy, with the overrun on record: its answer stands too.  (A
+		 * running run that fails here may begin to compensate: its answer
+		 * is void, its lease revoked.)
 		 */
+		bool		was_compensating = (run->status == VB_RUN_COMPENSATING);
+
 		if (vb_state_book_usage(run, tokens, usd_text, &budget) &&
-			(run->status == VB_RUN_COMPENSATING || !vb_budget_pauses(run)))
+			(was_compensating || !vb_budget_pauses(run)))
 		{
 			vb_budget_exceeded(run, c->node, c->attempt, 0, budget, false, at);
-			return run->status == VB_RUN_COMPENSATING;
+			return was_compensating;
 		}
 	}
 	return true;

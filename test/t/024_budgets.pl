@@ -169,6 +169,27 @@ for my $policy ('pause', 'fail')
 		"compensation over the budget ($policy): the overrun is on record");
 }
 
+# A running run whose llm answer crosses its budget fails and begins to
+# compensate: the answer is void (its lease revoked), not completed, and
+# nothing is recorded as the scheduler's error.
+vb_fake_reset();
+vb_fake_script({ text => 'costly', usage => { input => 1000000, output => 10 }, times => -1 });
+sql(q{SELECT vectorbea.define_workflow('over_then_undo', '{"nodes": [
+  {"id": "book", "activity": "ou_book", "compensate": {"activity": "ou_undo"}},
+  {"id": "ask", "kind": "llm", "depends_on": ["book"],
+   "llm": {"provider": "openai", "model": "gpt-4o-mini", "prompt": "hi", "max_tokens": 10}}]}')});
+my $ou = sql(q{SELECT vectorbea.start_run('over_then_undo', '{}', NULL, '{"budget_usd": 0.001}')});
+sql(q{SELECT vectorbea.complete_task(task_id, lease, '{}') FROM vectorbea.claim_tasks('w', ARRAY['ou_book'])});
+ok(defined vb_wait_for($node, qq{SELECT status FROM vectorbea.runs WHERE id = '$ou'}, 'compensating', 30),
+	'answer over the budget: the running run begins to compensate');
+is(sql(qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$ou' AND type = 'SCHEDULER_ERROR'}), '0',
+	'answer over the budget: no scheduler error');
+is(sql(qq{SELECT status FROM vectorbea.nodes WHERE run_id = '$ou' AND node = 'ask'}), 'cancelled',
+	'answer over the budget: the llm node is not completed');
+sql(q{SELECT vectorbea.complete_task(task_id, lease, '{}') FROM vectorbea.claim_tasks('w', ARRAY['ou_undo'])});
+is(sql(qq{SELECT status || ' ' || (error->>'compensation') FROM vectorbea.runs WHERE id = '$ou'}),
+	'failed completed', 'answer over the budget: the run ends failed, compensated');
+
 is(sql(q{SELECT count(*) FROM vectorbea.runs r, vectorbea.verify_run(r.id)}), '0',
 	'verify_run is empty for every run');
 
