@@ -87,11 +87,19 @@ async function main() {
   await listen.query('LISTEN vectorbea_tasks');
   for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, stopAll);
   const held = new Map();               // task_id -> lease of every worker's batch; every third
-  let beating = Promise.resolve();      // of the lease, renew them, one round after the other
+  const lost = new Set();               // of the lease, renew them, one round after the other
+  let beating = Promise.resolve();
   const timer = setInterval(() => { beating = beating.then(async () => {
-    for (const [id, lease] of held) {   // VB001: finish() drops the result
-      await beat.query('SELECT vectorbea.heartbeat($1, $2)', [id, lease])
-        .catch((e) => log(`heartbeat of task ${id}: ${e.code} ${e.message}`));
+    for (const [id, lease] of [...held]) {
+      await beat.query('SELECT vectorbea.heartbeat($1, $2)', [id, lease]).catch((e) => {
+        if (e.code !== 'VB001') {       // the connection or the server: end the process
+          console.error(e);
+          process.exit(1);
+        }                               // VB001: the task is gone; renewed no more, and left
+        log(`heartbeat of task ${id}: ${e.code} ${e.message}`);
+        held.delete(id);                // out of its batch's complete_tasks, which it would
+        lost.add(id);                   // refuse whole
+      });
     }
   }); }, a.lease * 1000 / 3);
   const idleSince = new Map();          // for --drain: since when each worker has found nothing
@@ -113,7 +121,13 @@ async function main() {
       }
       tasks.forEach((t) => held.delete(t.task_id));   // this worker's batch; the others' stay
       await beating;
-      tasks = await finish(db, outputs, claim, say);   // after a signal: complete, claim nothing
+      const kept = outputs.filter(([t]) => {   // a heartbeat found its lease gone: drop it
+        if (!lost.has(t.task_id)) return true;
+        say(t, 'VB001 at its heartbeat, result dropped');
+        return false;
+      });
+      tasks.forEach((t) => lost.delete(t.task_id));
+      tasks = await finish(db, kept, claim, say);   // after a signal: complete, claim nothing
       tasks.forEach((t) => held.set(t.task_id, t.lease));
       if (tasks.length) idleSince.delete(k);
       else if (!idleSince.has(k)) idleSince.set(k, Date.now());

@@ -64,7 +64,7 @@ def main():
     ap.add_argument("--activities", default=env("VB_ACTIVITIES", ",".join(HANDLERS)))
     ap.add_argument("--lease", type=lambda s: timedelta(seconds=float(s)), default="60")
     ap.add_argument("--drain", type=float, default=float("inf"), help="exit after S idle seconds")
-    a, stop, done, held, lock = ap.parse_args(), Event(), Event(), {}, Lock()
+    a, stop, done, held, lost, lock = ap.parse_args(), Event(), Event(), {}, set(), Lock()
     log = lambda msg, name=a.name: print(time.strftime("%H:%M:%S"), name, msg, flush=True)
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK)    # a signal also ends the waker's select
     signal.set_wakeup_fd(wake_w)
@@ -78,13 +78,15 @@ def main():
     def heartbeats():                   # every third of the lease, renew every held task
         while not done.wait(a.lease.total_seconds() / 3):
             with lock:                  # held: task_id -> lease, of every worker's batch
-                for task_id, lease in held.items():
+                for task_id, lease in list(held.items()):
                     try:
                         beat.execute("SELECT vectorbea.heartbeat(%s, %s)", (task_id, lease))
-                    except psycopg.Error as e:  # VB001: the batch's report drops the result
+                    except psycopg.Error as e:  # VB001: the task is gone; its worker drops it
                         if e.sqlstate != "VB001":   # the connection or the server: end the process
                             raise
                         log(f"heartbeat of task {task_id}: {e.sqlstate} {e.diag.message_primary}")
+                        del held[task_id]   # renewed no more, and left out of its batch's
+                        lost.add(task_id)   # complete_tasks, which it would refuse whole
     idle, idle_since, missed, wakes = set(), {}, False, Lock()   # idle: the Events of idle workers
     def wake_one():                     # none idle: the next worker to go idle claims once more,
         nonlocal missed                 # as its last claim may have come before these tasks
@@ -119,10 +121,16 @@ def main():
                     outputs.append((t, arg))
                     continue
                 with lock:              # no heartbeat for a task while it is being reported
-                    del held[t["task_id"]]
+                    held.pop(t["task_id"], None)
                 say(t, report(work, t, call, arg))  # a failure at once, alone: see the guide
             with lock:                  # this worker's batch leaves held, the others' stay
                 [held.pop(t["task_id"], None) for t in tasks]
+                gone = lost.intersection(t["task_id"] for t in tasks)
+                lost.difference_update(gone)
+            for t, _ in outputs:        # a heartbeat found its lease gone: nothing to report
+                if t["task_id"] in gone:
+                    say(t, "VB001 at its heartbeat, result dropped")
+            outputs = [(t, output) for t, output in outputs if t["task_id"] not in gone]
             tasks = finish(work, outputs, claim, say)   # after a signal: complete, claim nothing
             with lock:
                 held.update((t["task_id"], t["lease"]) for t in tasks)

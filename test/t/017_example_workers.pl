@@ -50,7 +50,13 @@
 #              "t1" runs: the worker completes "t1" in a transaction that
 #              claims nothing, never starts "t2", and exits with status 0.
 # A last Python process (2 workers) finishes the "t2" left over and, idle,
-# exits on SIGTERM at once.
+# exits on SIGTERM at once.  Part 2's workers have a 600 s lease, so that no
+# heartbeat comes in its few seconds.
+#
+# Part 3, each language alone again, under the 3 s lease: the fallback's
+# batch once more, but a heartbeat (every second) finds "lost" gone while its
+# handler sleeps: the worker drops its result and completes the 4 others in
+# one batch, no complete_tasks refused.
 #
 # At the end, for every run: each node that succeeded has exactly one
 # STEP_COMPLETED and no other node has one, no attempt was started twice,
@@ -176,7 +182,8 @@ my %w;    # name -> {h => harness, log => file, text => output once it exited}
 # Starts a worker process with $workers workers, named $name.
 sub start_worker
 {
-	my ($name, $workers, $drain) = @_;
+	my ($name, $workers, $drain, $lease) = @_;
+	$lease //= $LEASE;
 	my $log = "$log_dir/017_$name.log";
 	my $h;
 	if ($name =~ /^py/)
@@ -188,7 +195,7 @@ sub start_worker
 				'--name'       => $name,
 				'--workers'    => $workers,
 				'--activities' => 'echo,sleep,flaky',
-				'--lease'      => $LEASE,
+				'--lease'      => $lease,
 				'--drain'      => $drain
 			],
 			'<', \undef, '>', $log, '2>&1', IPC::Run::timeout(90));
@@ -203,7 +210,7 @@ sub start_worker
 		local $ENV{VB_WORKERS}    = $workers;
 		local $ENV{VB_ACTIVITIES} = 'echo,sleep,flaky';
 		$h = IPC::Run::start(
-			[ $nodejs, "$EXAMPLES/worker_node.js", '--lease' => $LEASE, '--drain' => $drain ],
+			[ $nodejs, "$EXAMPLES/worker_node.js", '--lease' => $lease, '--drain' => $drain ],
 			'<', \undef, '>', $log, '2>&1', IPC::Run::timeout(90));
 	}
 	$w{$name} = { h => $h, log => $log };
@@ -403,7 +410,8 @@ SELECT e.data->>'worker', count(*) FROM vectorbea.events e JOIN vectorbea.runs r
  WHERE e.type = 'STEP_STARTED' AND r.workflow IN ('ex_long', 'ex_hold', 'ex_mix', 'ex_cancel')
  GROUP BY 1 ORDER BY 1});
 
-like(logs(), qr/ doomed attempt 1: VB001, result dropped/,
+# Dropped at its completion (VB001), or before it, by a heartbeat that found it gone.
+like(logs(), qr/ doomed attempt 1: VB001(, | at its heartbeat, )result dropped/,
 	'the holder of "doomed" dropped its result on VB001');
 is( query(qq{
 SELECT r.status || ', ' || count(e.*) FILTER (WHERE e.type = 'STEP_COMPLETED')
@@ -518,10 +526,12 @@ SELECT n.status FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id
 	return;
 }
 
-start_worker('node-alone', 1, 120);
+# Part 2's leases are long (600 s: a heartbeat every 200 s), so that no heartbeat
+# finds "lost" gone before complete_tasks does (part 3 has the heartbeats).
+start_worker('node-alone', 1, 120, 600);
 wait_ready('node-alone', 1);
 alone('node-alone', 'Node');
-start_worker('py-alone', 1, 60);
+start_worker('py-alone', 1, 60, 600);
 wait_ready('py-alone', 1);
 # It first finishes the Node worker's "t2".
 ok( defined vb_wait_for($pg, q{
@@ -538,13 +548,60 @@ stop_idle('py-last');
 my $t_part2 = time;
 
 # ---------------------------------------------------------------------------
+# Part 3: a heartbeat finds a lease gone
+# ---------------------------------------------------------------------------
+# The batch of part 2's fallback ("lost" and 4 "one"), under a 3 s lease: a
+# heartbeat every second finds "lost" gone before its handler ends (4 s), so
+# the worker drops its result and completes the 4 others in one batch, with
+# no refused complete_tasks and no fallback.
+sub heartbeat_lost
+{
+	my ($name, $kind) = @_;
+	my $tag = qq{"w": "$name"};
+	start_worker($name, 1, 120);
+	wait_ready($name, 1);
+	query(qq{
+BEGIN;
+SELECT vectorbea.start_run('ex_lost', '{$tag}');
+SELECT count(*) FROM vectorbea.start_runs('ex_one',
+	ARRAY['{$tag, "i": 1}', '{$tag, "i": 2}', '{$tag, "i": 3}', '{$tag, "i": 4}']::jsonb[]);
+COMMIT;});
+	ok( defined vb_wait_for($pg, qq{
+SELECT count(*) FROM vectorbea.events e JOIN vectorbea.runs r ON r.id = e.run_id
+ WHERE r.input->>'w' = '$name' AND e.node = 'lost' AND e.type = 'STEP_STARTED'}, '1', 20),
+		"$kind: claimed \"lost\"") or diag(logs());
+	usleep(1_300_000);
+	query('SELECT vectorbea.run_due_work()');
+	ok( defined vb_wait_for($pg, qq{
+SELECT string_agg(workflow || ' ' || status, ', ' ORDER BY workflow, status)
+  FROM (SELECT workflow, status, count(*) FROM vectorbea.runs
+         WHERE workflow IN ('ex_lost', 'ex_one') AND input->>'w' = '$name'
+         GROUP BY 1, 2) s},
+			'ex_lost failed, ex_one succeeded', 20),
+		"$kind: the run of \"lost\" failed, the 4 others succeeded") or diag(logs());
+	is( transactions($name, [ 'ex_lost', 'ex_one' ], q{'STEP_STARTED', 'STEP_COMPLETED'}),
+		'started lost x1 + started one x4 | completed one x4',
+		"$kind: the 4 others were completed in one batch, without \"lost\"") or diag(logs());
+	stop_idle($name);
+	my $text = $w{$name}{text};
+	like($text, qr/heartbeat of task \d+: VB001 /, "$kind: a heartbeat got VB001");
+	like($text, qr/\Q$name\E\/1 lost attempt 1: VB001 at its heartbeat, result dropped\n/,
+		"$kind: dropped the result of \"lost\" as its heartbeat had found it gone");
+	unlike($text, qr/complete_tasks refused/, "$kind: no complete_tasks was refused");
+	return;
+}
+heartbeat_lost('node-beat', 'Node');
+heartbeat_lost('py-beat',   'Python');
+my $t_part3 = time;
+
+# ---------------------------------------------------------------------------
 # Every run
 # ---------------------------------------------------------------------------
 is( query(q{
 SELECT string_agg(workflow || ' ' || status || ' x' || n, ', ' ORDER BY workflow, status)
   FROM (SELECT workflow, status, count(*) AS n FROM vectorbea.runs GROUP BY 1, 2) s}),
 	"ex_cancel cancelled x1, ex_chain succeeded x6, ex_hold succeeded x$HOLDS, ex_long succeeded x1, "
-	  . "ex_lost failed x2, ex_mix succeeded x$RUNS, ex_one succeeded x8, ex_term succeeded x2",
+	  . "ex_lost failed x4, ex_mix succeeded x$RUNS, ex_one succeeded x16, ex_term succeeded x2",
 	'every run ended as its workflow says');
 no_rows(q{
 SELECT n.run_id, n.node, n.status, count(e.*) AS completions
@@ -573,9 +630,9 @@ unlike(logs(), qr/Traceback|Error:|ERROR|Warning/, 'no worker printed an unexpec
   or diag(logs());
 
 diag(sprintf(
-	'part 1 tasks started: %s; npm %.1fs, setup %.1fs, part 1 %.1fs, part 2 %.1fs, total %.1fs',
+	'part 1 tasks started: %s; npm %.1fs, setup %.1fs, part 1 %.1fs, part 2 %.1fs, part 3 %.1fs, total %.1fs',
 	join(', ', map { "$_ $by_worker{$_}" } sort keys %by_worker),
-	$t_npm, $t_workers - $t0 - $t_npm, $t_part1 - $t_workers, $t_part2 - $t_part1, time - $t0));
+	$t_npm, $t_workers - $t0 - $t_npm, $t_part1 - $t_workers, $t_part2 - $t_part1, $t_part3 - $t_part2, time - $t0));
 
 $pg->stop;
 done_testing();
