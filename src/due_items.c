@@ -8,7 +8,10 @@
  * With isolate set (the scheduler), each item runs in a subtransaction, so
  * one item's error is logged, counted, recorded in its run's history as
  * SCHEDULER_ERROR, and postponed, while the others go on: one bad node
- * never stops the loop.  All functions run inside SPI.
+ * never stops the loop.  An item that met a run another transaction holds
+ * (lock_not_available: the parent of a child run it ended, events.c) is
+ * rolled back and put off for 100 ms, without a word in the history.  All
+ * functions run inside SPI.
  *
  * IDENTIFICATION
  *	  src/due_items.c
@@ -31,7 +34,10 @@
 /* How long the scheduler leaves an item alone after failing on it. */
 #define ERROR_RETRY_MS	(30 * 1000)
 
-/* What record_error writes, for record_error_now. */
+/* How long it leaves an item that met a run another transaction holds. */
+#define BUSY_RETRY_MS	100
+
+/* What record_error writes (message set) or defer_busy postpones, for postpone_now. */
 typedef struct ErrorRecord
 {
 	pg_uuid_t  *run_id;
@@ -41,8 +47,13 @@ typedef struct ErrorRecord
 	TimestampTz at;
 } ErrorRecord;
 
+/*
+ * Moves the item's due time (the attempt's lease end, the run's deadline,
+ * the gate's expiry, the wait's time) to retry_at, and with a message
+ * records a SCHEDULER_ERROR in its run.
+ */
 static void
-record_error_now(void *arg)
+postpone_now(void *arg)
 {
 	static const char *const node_sql[] = {
 		[VB_ITEM_ATTEMPT] = "SELECT node FROM vectorbea.nodes WHERE id = $1",
@@ -63,7 +74,7 @@ record_error_now(void *arg)
 		" WHERE id = $1",
 	};
 	ErrorRecord *e = arg;
-	TimestampTz retry_at = e->at + (int64) ERROR_RETRY_MS * 1000;
+	TimestampTz retry_at = e->at + (int64) (e->message ? ERROR_RETRY_MS : BUSY_RETRY_MS) * 1000;
 	VbRun		run;
 	char	   *node = NULL;
 	StringInfoData data;
@@ -73,7 +84,7 @@ record_error_now(void *arg)
 
 	if (!vb_run_lock(e->run_id, &run))
 		return;
-	if (e->kind != VB_ITEM_RUN &&
+	if (e->message && e->kind != VB_ITEM_RUN &&
 		SPI_execute_with_args(node_sql[e->kind], 1, types, args, NULL, false, 1) == SPI_OK_SELECT &&
 		SPI_processed == 1)
 		node = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
@@ -82,6 +93,8 @@ record_error_now(void *arg)
 		 vb_gate_update_plan(SPI_prepare(postpone_sql[e->kind], 2, types), args, NULL) :
 		 SPI_execute_with_args(postpone_sql[e->kind], 2, types, args, NULL, false, 0)) != SPI_OK_UPDATE)
 		elog(ERROR, "vectorbea: could not postpone a failed item");
+	if (e->message == NULL)
+		return;
 	initStringInfo(&data);
 	appendStringInfoString(&data, "{\"message\":");
 	vb_append_json_string(&data, e->message);
@@ -104,10 +117,31 @@ record_error(pg_uuid_t *run_id, VbDueItemKind kind, int64 item_id,
 			 const char *message, TimestampTz at)
 {
 	ErrorRecord e = {run_id, kind, item_id, message, at};
-	ErrorData  *edata = vb_try_in_subxact(record_error_now, &e);
+	ErrorData  *edata = vb_try_in_subxact(postpone_now, &e);
 
 	if (edata)
 		FreeErrorData(edata);	/* the item's own error is logged already */
+}
+
+/*
+ * Puts off, by BUSY_RETRY_MS and without a word in the history, an item
+ * that met a run another transaction holds (lock_not_available: the parent
+ * of a child run it ended, events.c): the item was rolled back and comes
+ * back once that transaction has had time to commit.  A failure here is
+ * logged only.
+ */
+static void
+defer_busy(pg_uuid_t *run_id, VbDueItemKind kind, int64 item_id, TimestampTz at)
+{
+	ErrorRecord e = {run_id, kind, item_id, NULL, at};
+	ErrorData  *edata = vb_try_in_subxact(postpone_now, &e);
+
+	if (edata)
+	{
+		ereport(WARNING,
+				(errmsg("vectorbea scheduler: could not put off a busy item: %s", edata->message)));
+		FreeErrorData(edata);
+	}
 }
 
 typedef struct SweepItem
@@ -146,6 +180,15 @@ vb_due_item(bool isolate, void (*fn) (void *, int), void *arg, int i,
 	edata = vb_try_in_subxact(run_one, &item);
 	if (edata == NULL)
 		return true;
+	if (edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE)
+	{
+		ereport(DEBUG1,
+				(errmsg("vectorbea scheduler: %s", edata->message),
+				 errdetail_internal("The item is put off by %d ms.", BUSY_RETRY_MS)));
+		defer_busy(run_id, kind, item_id, at);
+		FreeErrorData(edata);
+		return false;
+	}
 	ereport(WARNING,
 			(errmsg("vectorbea scheduler: %s", edata->message),
 			 edata->detail ? errdetail_internal("%s", edata->detail) : 0,

@@ -38,6 +38,7 @@
 #include "utils/uuid.h"
 
 #include "vectorbea.h"
+#include "clock.h"
 #include "events.h"
 #include "spi_util.h"
 
@@ -124,6 +125,59 @@ vb_run_try_lock(pg_uuid_t *run_id, VbRun *run)
 	return lock_run_with(&plan, "SELECT " RUN_COLUMNS " FROM vectorbea.runs"
 						 " WHERE id = $1 FOR NO KEY UPDATE SKIP LOCKED",
 						 UUIDOID, UUIDPGetDatum(run_id), run);
+}
+
+/*
+ * Whether vb_run_lock_parent waits for a parent run's row; the scheduler
+ * turns waiting off for its time-driven steps (vb_run_parent_lock_waits).
+ */
+static bool parent_lock_waits = true;
+
+/* Sets whether vb_run_lock_parent waits; returns the previous setting. */
+bool
+vb_run_parent_lock_waits(bool waits)
+{
+	bool		previous = parent_lock_waits;
+
+	parent_lock_waits = waits;
+	return previous;
+}
+
+/*
+ * Locks the parent of a child run that ends (the one second run a
+ * transaction ever locks, after the child); false when there is no such
+ * run.  With waiting off, a parent that another transaction holds raises
+ * lock_not_available rather than wait for it: the scheduler then defers
+ * the item that ended the child (due_items.c) instead of stalling every
+ * other item behind a worker's open transaction.
+ */
+bool
+vb_run_lock_parent(pg_uuid_t *run_id, VbRun *run)
+{
+	static SPIPlanPtr exists_plan = NULL;
+	Datum		args[1] = {UUIDPGetDatum(run_id)};
+
+	if (parent_lock_waits)
+		return vb_run_lock(run_id, run);
+	if (vb_run_try_lock(run_id, run))
+		return true;
+	if (exists_plan == NULL)
+	{
+		Oid			types[1] = {UUIDOID};
+
+		exists_plan = vb_prepare("SELECT FROM vectorbea.runs WHERE id = $1", 1, types);
+	}
+	if (SPI_execute_plan(exists_plan, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not look for run %s", vb_uuid_text(run_id));
+	if (SPI_processed == 0)
+		return false;
+	ereport(ERROR,
+			(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+			 errmsg("vectorbea: parent run %s is locked by another transaction",
+					vb_uuid_text(run_id)),
+			 errdetail("A child run's end settles its parent's run node in the same transaction."),
+			 errhint("The scheduler comes back to the item once the parent is free.")));
+	return false;				/* keep the compiler quiet */
 }
 
 /*

@@ -60,6 +60,7 @@
 #include "vectorbea.h"
 #include "approvals.h"
 #include "clock.h"
+#include "events.h"
 #include "first_analyze.h"
 #include "http.h"
 #include "llm.h"
@@ -377,11 +378,48 @@ purge_old_runs(TimestampTz now)
  * extension dropped ends the pass, due at once: the loop then waits for the
  * extension to come back.
  */
+/*
+ * The steps of a pass that act on items due by time: expired attempts, runs
+ * past their deadline, gates past their expiry, waits to start or end.
+ * False when a step found the extension dropped.
+ */
+static bool
+end_due_items(TimestampTz now, VbSweepCounters *c)
+{
+	if (!begin_step("vectorbea: ending expired attempts"))
+		return false;
+	while (vb_expire_attempts((Datum) 0, now, true, c) > 0)
+		;
+	end_step();
+
+	if (!begin_step("vectorbea: failing runs past their deadline"))
+		return false;
+	while (vb_fail_overdue_runs(now, c) > 0)
+		;
+	end_step();
+
+	if (!begin_step("vectorbea: expiring and escalating approval gates"))
+		return false;
+	while (vb_expire_gates(now, c) > 0)
+		;
+	end_step();
+
+	if (!begin_step("vectorbea: starting and ending timers, signal waits and child runs"))
+		return false;
+	while (vb_start_waits(now, true, c) > 0)
+		;
+	while (vb_end_due_waits(now, true, c) > 0)
+		;
+	end_step();
+	return true;
+}
+
 static TimestampTz
 do_pass(TimestampTz now, TimestampTz *announced_upto, VbSweepCounters *c)
 {
 	TimestampTz next;
 	bool		llm_left_busy;
+	bool		ok;
 
 	/* First, so that this pass's own statements are planned with statistics. */
 	if (!begin_step("vectorbea: analysing grown tables"))
@@ -389,30 +427,21 @@ do_pass(TimestampTz now, TimestampTz *announced_upto, VbSweepCounters *c)
 	vb_first_analyze();
 	end_step();
 
-	if (!begin_step("vectorbea: ending expired attempts"))
+	/*
+	 * An item of these steps that ends a child run does not wait for its
+	 * parent's row: it is put off while another transaction holds it
+	 * (due_items.c), so one open worker transaction cannot stall the pass.
+	 * An orphan's cancel waits (its parent has ended, and the item has no
+	 * due time to put off), and so do the llm steps: a call's answer, once
+	 * rolled back, could only be had by calling again.
+	 */
+	vb_run_parent_lock_waits(false);
+	ok = end_due_items(now, c);
+	vb_run_parent_lock_waits(true);
+	if (!ok)
 		return now;
-	while (vb_expire_attempts((Datum) 0, now, true, c) > 0)
-		;
-	end_step();
-
-	if (!begin_step("vectorbea: failing runs past their deadline"))
+	if (!begin_step("vectorbea: cancelling the child runs of ended parents"))
 		return now;
-	while (vb_fail_overdue_runs(now, c) > 0)
-		;
-	end_step();
-
-	if (!begin_step("vectorbea: expiring and escalating approval gates"))
-		return now;
-	while (vb_expire_gates(now, c) > 0)
-		;
-	end_step();
-
-	if (!begin_step("vectorbea: starting and ending timers, signal waits and child runs"))
-		return now;
-	while (vb_start_waits(now, true, c) > 0)
-		;
-	while (vb_end_due_waits(now, true, c) > 0)
-		;
 	while (vb_cancel_orphans(now, c) > 0)
 		;
 	end_step();

@@ -1879,7 +1879,7 @@ tell_parent(VbRun *child, VbRunStatus status, const char *data_json, TimestampTz
 	parent = vb_run_held(DatumGetUUIDP(parent_id));
 	if (parent == NULL)
 	{
-		if (!vb_run_lock(DatumGetUUIDP(parent_id), &locked))
+		if (!vb_run_lock_parent(DatumGetUUIDP(parent_id), &locked))
 			return;
 		parent = &locked;
 	}
