@@ -756,12 +756,20 @@ REVOKE ALL ON FUNCTION @extschema@.fork_run(uuid, text, jsonb, integer) FROM PUB
 /*
  * Schedules through pg_cron (issue 14, part): schedule_workflow() makes a
  * pg_cron job that starts a run of a workflow at each tick, with an
- * idempotency key per tick, so a tick that runs twice starts one run.
- * They run as the role that schedules them (SECURITY INVOKER: pg_cron runs
- * a job as its owner), which needs EXECUTE on start_run.
+ * idempotency key per tick and role, so a tick that runs twice starts one
+ * run.  They run as the role that schedules them (SECURITY INVOKER: pg_cron
+ * runs a job as its owner), which needs EXECUTE on start_run.
+ *
+ * pg_cron runs the job's command with the database's and the role's
+ * search_path, which the database owner sets: every name in the command is
+ * schema-qualified, operators included, so that no object the owner creates
+ * runs with the rights of a more privileged role that scheduled the job.
+ * Before the job is made, a first run is started and rolled back, so that a
+ * schedule whose every tick would fail (an unknown workflow, an input too
+ * large, options or a workspace its role may not use) is refused at once.
  */
 CREATE FUNCTION @extschema@.schedule_workflow(name text, schedule text, workflow text,
-											  input jsonb DEFAULT '{}')
+											  input jsonb DEFAULT '{}', options jsonb DEFAULT '{}')
 	RETURNS bigint
 	LANGUAGE plpgsql
 	SET search_path = pg_catalog, pg_temp
@@ -771,47 +779,57 @@ DECLARE
 	command text;
 	job bigint;
 BEGIN
-	IF name IS NULL OR schedule IS NULL OR workflow IS NULL OR input IS NULL THEN
-		RAISE EXCEPTION 'name, schedule, workflow and input must not be null'
+	IF name IS NULL OR schedule IS NULL OR workflow IS NULL OR input IS NULL OR options IS NULL THEN
+		RAISE EXCEPTION 'name, schedule, workflow, input and options must not be null'
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
-	IF name !~ '^[A-Za-z0-9_.:-]{1,128}$' THEN
+	-- pg_cron's job names are 63 bytes; 10 of them are "vectorbea:".
+	IF name !~ '^[A-Za-z0-9_.:-]{1,53}$' THEN
 		-- a long name is cut in the message, as every quoted value is
 		RAISE EXCEPTION 'invalid schedule name "%"',
 			CASE WHEN pg_catalog.octet_length(name) <= 40 THEN name
 				 ELSE pg_catalog.left(name, 20) || '… (' || pg_catalog.length(name) || ' characters)' END
 			USING ERRCODE = 'invalid_parameter_value',
-				  DETAIL = 'Names are 1 to 128 characters: letters, digits, "_", "-", "." and ":".';
+				  DETAIL = 'Names are 1 to 53 characters: letters, digits, "_", "-", "." and ":".';
+	END IF;
+	IF pg_catalog.octet_length(schedule) > 100 THEN
+		RAISE EXCEPTION 'invalid schedule "%… (% characters)"', pg_catalog.left(schedule, 20), pg_catalog.length(schedule)
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'A schedule is a cron expression such as "0 7 * * 1-5", or "N seconds".';
 	END IF;
 	IF pg_catalog.jsonb_typeof(input) <> 'object' THEN
 		RAISE EXCEPTION 'run input must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
-	END IF;
-	IF NOT EXISTS (SELECT FROM @extschema@.workflows w WHERE w.name = schedule_workflow.workflow) THEN
-		RAISE EXCEPTION 'workflow "%" does not exist',
-			CASE WHEN pg_catalog.octet_length(workflow) <= 40 THEN workflow
-				 ELSE pg_catalog.left(workflow, 20) || '… (' || pg_catalog.length(workflow) || ' characters)' END
-			USING ERRCODE = 'undefined_object',
-				  HINT = 'Define it first with vectorbea.define_workflow().';
 	END IF;
 	IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'pg_cron') THEN
 		RAISE EXCEPTION 'schedules need the pg_cron extension, which is not installed in this database'
 			USING ERRCODE = 'feature_not_supported',
 				  HINT = 'Install the Debian package postgresql-15-cron, add pg_cron to shared_preload_libraries, set cron.database_name to this database, restart, then CREATE EXTENSION pg_cron.';
 	END IF;
+	-- What every tick will do, done once and undone: its errors are the tick's.
+	BEGIN
+		PERFORM @extschema@.start_run(workflow, input, NULL, options);
+		RAISE SQLSTATE 'VBDRY';
+	EXCEPTION WHEN SQLSTATE 'VBDRY' THEN
+		NULL;
+	END;
 	-- A tick's key: the minute for cron expressions, the second for
-	-- pg_cron's "N seconds" schedules.
-	tick := CASE WHEN schedule ~ '^\s*\d+\s+seconds?\s*$' THEN 'YYYY-MM-DD"T"HH24:MI:SS'
+	-- pg_cron's "N seconds" schedules (any case, as pg_cron reads them),
+	-- and the scheduling role, as pg_cron keeps one job per name and role.
+	tick := CASE WHEN schedule ~* '^\s*\d+\s*seconds?\s*$' THEN 'YYYY-MM-DD"T"HH24:MI:SS'
 				 ELSE 'YYYY-MM-DD"T"HH24:MI' END;
 	command := pg_catalog.format(
-		'SELECT vectorbea.start_run(%L, %L::jsonb, %L || pg_catalog.to_char(pg_catalog.now() AT TIME ZONE ''UTC'', %L))',
-		workflow, input::text, 'schedule:' || name || ':', tick);
+		'SELECT vectorbea.start_run(%L, %L::pg_catalog.jsonb, %L::pg_catalog.text OPERATOR(pg_catalog.||) '
+		'pg_catalog.to_char(pg_catalog.timezone(%L, pg_catalog.now()), %L), %L::pg_catalog.jsonb)',
+		workflow, input::text,
+		'schedule:' || name || '@' || pg_catalog.quote_ident(current_user::text) || ':',
+		'UTC', tick, options::text);
 	EXECUTE 'SELECT cron.schedule($1, $2, $3)' INTO job USING 'vectorbea:' || name, schedule, command;
 	RETURN job;
 END
 $$;
-COMMENT ON FUNCTION @extschema@.schedule_workflow(text, text, text, jsonb) IS
-	'Creates (or replaces) the pg_cron job "vectorbea:<name>" that starts a run of the workflow at each tick of schedule (cron syntax, or "N seconds"), one run per tick.';
-REVOKE ALL ON FUNCTION @extschema@.schedule_workflow(text, text, text, jsonb) FROM PUBLIC;
+COMMENT ON FUNCTION @extschema@.schedule_workflow(text, text, text, jsonb, jsonb) IS
+	'Creates (or replaces) the pg_cron job "vectorbea:<name>" of the calling role that starts a run of the workflow, with the input and start_run options given, at each tick of schedule (cron syntax, or "N seconds"), one run per tick.';
+REVOKE ALL ON FUNCTION @extschema@.schedule_workflow(text, text, text, jsonb, jsonb) FROM PUBLIC;
 
 CREATE FUNCTION @extschema@.unschedule_workflow(name text)
 	RETURNS boolean
@@ -819,21 +837,29 @@ CREATE FUNCTION @extschema@.unschedule_workflow(name text)
 	SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-	removed boolean;
+	job bigint;
 BEGIN
 	IF name IS NULL THEN
 		RAISE EXCEPTION 'name must not be null' USING ERRCODE = 'null_value_not_allowed';
 	END IF;
 	IF NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'pg_cron') THEN
 		RAISE EXCEPTION 'schedules need the pg_cron extension, which is not installed in this database'
-			USING ERRCODE = 'feature_not_supported';
+			USING ERRCODE = 'feature_not_supported',
+				  HINT = 'Install the Debian package postgresql-15-cron, add pg_cron to shared_preload_libraries, set cron.database_name to this database, restart, then CREATE EXTENSION pg_cron.';
 	END IF;
-	EXECUTE 'SELECT cron.unschedule($1)' INTO removed USING 'vectorbea:' || name;
-	RETURN removed;
+	-- The calling role's own job of that name (pg_cron keeps one per name
+	-- and role); none: false.
+	EXECUTE 'SELECT jobid FROM cron.job WHERE jobname = $1 AND username = current_user'
+		INTO job USING 'vectorbea:' || name;
+	IF job IS NULL THEN
+		RETURN false;
+	END IF;
+	EXECUTE 'SELECT cron.unschedule($1)' USING job;
+	RETURN true;
 END
 $$;
 COMMENT ON FUNCTION @extschema@.unschedule_workflow(text) IS
-	'Removes the pg_cron job of a schedule made by schedule_workflow().';
+	'Removes the calling role''s pg_cron job of a schedule made by schedule_workflow(); false when it has none of that name.';
 REVOKE ALL ON FUNCTION @extschema@.unschedule_workflow(text) FROM PUBLIC;
 
 /*

@@ -44,7 +44,7 @@ is(sql(q{SELECT jobname || ' ' || schedule FROM cron.job WHERE jobid = } . $job)
 ok(defined vb_wait_for($node, q{SELECT count(*) >= 1 FROM vectorbea.runs WHERE workflow = 'nightly'}, 't', 75),
 	'a tick starts a run');
 is(sql(q{SELECT count(*) FROM vectorbea.runs WHERE workflow = 'nightly'
-		   AND (input->>'kind') = 'tick' AND idempotency_key LIKE 'schedule:every2:%'}),
+		   AND (input->>'kind') = 'tick' AND idempotency_key LIKE 'schedule:every2@' || current_user || ':%'}),
 	sql(q{SELECT count(*) FROM vectorbea.runs WHERE workflow = 'nightly'}),
 	'every run has the input and a per-tick idempotency key');
 is(sql(q{SELECT count(DISTINCT idempotency_key) = count(*) FROM vectorbea.runs WHERE workflow = 'nightly'}), 't',
@@ -72,5 +72,94 @@ like($err, qr/workflow "nope" does not exist/, 'an unknown workflow is refused')
 ($rc, $out, $err) = $node->psql('postgres', q{SELECT vectorbea.schedule_workflow('bad', 'every tuesday', 'nightly')});
 like($err, qr/invalid schedule/, 'a schedule pg_cron cannot read is refused');
 is(sql(q{SELECT count(*) FROM cron.job}), '0', 'no job was left behind');
+($rc, $out, $err) = $node->psql('postgres', q{SELECT vectorbea.schedule_workflow(repeat('s', 54), '* * * * *', 'nightly')});
+like($err, qr/invalid schedule name "s{20}… \(54 characters\)".*1 to 53 characters/s,
+	"a name longer than pg_cron's job names allow is refused, not cut into another's");
+($rc, $out, $err) = $node->psql('postgres', q{SELECT vectorbea.schedule_workflow('long', repeat('*', 5000), 'nightly')});
+like($err, qr/invalid schedule "\*{20}… \(5000 characters\)"/, 'a long schedule is cut in the message');
+($rc, $out, $err) = $node->psql('postgres',
+	q{SELECT vectorbea.schedule_workflow('big', '0 3 * * *', 'nightly', jsonb_build_object('blob', repeat('x', 1100000)))});
+like($err, qr/ERROR:  the run input is too large/, 'an input that every tick would refuse is refused at once');
+($rc, $out, $err) = $node->psql('postgres',
+	q{SELECT vectorbea.schedule_workflow('opts', '0 3 * * *', 'nightly', '{}', '{"priority": "high"}')});
+like($err, qr/ERROR: .*priority/, 'so are options that every tick would refuse');
+is(sql(q{SELECT count(*) FROM cron.job}) . ' jobs, ' . sql(q{SELECT count(*) FROM vectorbea.runs WHERE workflow = 'nightly'}),
+	'0 jobs, ' . sql(q{SELECT count(*) FROM vectorbea.runs WHERE workflow = 'nightly' AND idempotency_key IS NOT NULL}),
+	'no job was left, and the checks started no run');
+is(sql(q{SELECT vectorbea.unschedule_workflow('never-made')}), 'f', 'unscheduling an unknown name: false');
+
+# ---------------------------------------------------------------------------
+# Roles: each schedules as itself, its workspace included.
+# ---------------------------------------------------------------------------
+sql(q{
+CREATE ROLE acme;
+CREATE ROLE t_a LOGIN IN ROLE acme;
+CREATE ROLE t_b LOGIN;
+GRANT USAGE ON SCHEMA vectorbea, cron TO t_a, t_b;
+GRANT EXECUTE ON FUNCTION vectorbea.schedule_workflow(text, text, text, jsonb, jsonb),
+	vectorbea.unschedule_workflow(text), vectorbea.start_run(text, jsonb, text, jsonb) TO t_a, t_b;
+SELECT vectorbea.grant_workspace('acme', 'acme');});
+sub as_role
+{
+	my ($role, $query) = @_;
+	return $node->psql('postgres', "SET ROLE $role; $query");
+}
+($rc, $out, $err) = as_role('t_b',
+	q{SELECT vectorbea.schedule_workflow('report', '0 3 * * *', 'nightly', '{}', '{"workspace": "acme"}')});
+like($err, qr/ERROR: .*acme/, "a role may not schedule runs into another tenant's workspace");
+($rc, $out, $err) = as_role('t_a',
+	q{SELECT vectorbea.schedule_workflow('report', '0 3 * * *', 'nightly', '{"who": "a"}', '{"workspace": "acme"}')});
+is($rc, 0, "acme's role schedules into acme") or diag($err);
+($rc, $out, $err) = as_role('t_b', q{SELECT vectorbea.schedule_workflow('report', '0 3 * * *', 'nightly', '{"who": "b"}')});
+is($rc, 0, 'another role schedules the same name') or diag($err);
+is(sql(q{SELECT string_agg(username || ' ' || jobname, ', ' ORDER BY username) FROM cron.job}),
+	't_a vectorbea:report, t_b vectorbea:report', 'two jobs, one per role');
+# One tick of both jobs, each run as pg_cron runs it: as its role.
+for my $role ('t_a', 't_b')
+{
+	my $command = sql(qq{SELECT command FROM cron.job WHERE username = '$role'});
+	($rc, $out, $err) = as_role($role, $command);
+	is($rc, 0, "$role\'s job ran") or diag($err);
+}
+is(sql(q{SELECT string_agg(input->>'who' || ' ' || workspace || ' ' || split_part(idempotency_key, ':', 2), ', '
+                           ORDER BY input->>'who')
+           FROM vectorbea.runs WHERE idempotency_key LIKE 'schedule:report@%'}),
+	'a acme report@t_a, b default report@t_b',
+	"the same tick of two roles' schedules of one name started a run each, acme's in acme");
+($rc, $out, $err) = as_role('t_b', q{SELECT vectorbea.unschedule_workflow('report')});
+is($out, 't', 'a role unschedules its own job');
+is(sql(q{SELECT string_agg(username, ', ') FROM cron.job}), 't_a', "and not another role's of the same name");
+sql(q{SELECT cron.unschedule(jobid) FROM cron.job});
+
+# ---------------------------------------------------------------------------
+# The database owner's search_path does not reach a superuser's job.
+# ---------------------------------------------------------------------------
+# pg_cron runs a job with the database's search_path, which its owner sets.
+# The owner (not a superuser) shadows || and jsonb with objects that make it
+# a superuser when a superuser uses them; the job's command names neither.
+sql(q{CREATE ROLE dbo LOGIN; ALTER DATABASE postgres OWNER TO dbo;});
+$node->safe_psql('postgres', q{
+CREATE SCHEMA evil;
+CREATE FUNCTION evil.promote() RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+	IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+		EXECUTE 'ALTER ROLE dbo SUPERUSER';
+	END IF;
+	RETURN true;
+END $$;
+CREATE FUNCTION evil.cat(a text, b text) RETURNS text LANGUAGE sql
+	AS $$ SELECT pg_catalog.textcat(a, b) WHERE evil.promote() $$;
+CREATE OPERATOR evil.|| (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.cat);
+CREATE DOMAIN evil.jsonb AS pg_catalog.jsonb CHECK (evil.promote());
+CREATE DOMAIN evil.text AS pg_catalog.text CHECK (evil.promote());
+}, extra_params => [ '-U', 'dbo' ]);
+$job = sql(q{SELECT vectorbea.schedule_workflow('as-superuser', '0 4 * * *', 'nightly', '{"kind": "su"}')});
+$command = sql(qq{SELECT command FROM cron.job WHERE jobid = $job});
+($rc, $out, $err) = $node->psql('postgres', "SET search_path = evil, pg_catalog; $command");
+is($rc, 0, "the superuser's job ran under the owner's search_path") or diag($err);
+is(sql(q{SELECT rolsuper FROM pg_roles WHERE rolname = 'dbo'}), 'f',
+	"the database owner's objects did not run: it is no superuser");
+is(sql(q{SELECT count(*) FROM vectorbea.runs WHERE input->>'kind' = 'su'}), '1', 'the job started its run');
+sql(q{SELECT cron.unschedule(jobid) FROM cron.job});
 
 done_testing();
