@@ -200,9 +200,100 @@ vb_llm_classify(LlmCall *c, VbHttpCall *h, VbLlmOutcome *o)
 	}
 }
 
+/* True when the JSON value is the string word. */
+static bool
+is_word(JsonbValue *v, const char *word)
+{
+	return v->type == jbvString && v->val.string.len == (int) strlen(word) &&
+		strncmp(v->val.string.val, word, v->val.string.len) == 0;
+}
+
+/* True when activities (allow_spawn's array) lists activity. */
+static bool
+lists(JsonbValue *activities, const char *activity, int len)
+{
+	for (uint32 k = 0; k < JsonContainerSize(activities->val.binary.data); k++)
+	{
+		JsonbValue *a = getIthJsonbValueFromContainer(activities->val.binary.data, k);
+
+		if (a->type == jbvString && a->val.string.len == len &&
+			strncmp(a->val.string.val, activity, len) == 0)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Checks one part of a spawned node, the node itself or its "compensate"
+ * (where names it: "spawn[0]", "spawn[0].compensate"), against the llm
+ * node's allowance: a task of a listed activity, or an llm node when
+ * "vectorbea:llm" is listed, whose own allow_spawn stays within this one;
+ * and nothing that asks a person (an escalation or in-doubt gate).  NULL
+ * when it may go on to complete_task's validation.
+ */
+static char *
+check_spawned_part(JsonbContainer *part, const char *where, JsonbValue *acts, int max_nodes)
+{
+	JsonbValue	v;
+	JsonbValue	llm;
+	bool		is_llm = false;
+
+	if (vb_jsonb_get(part, "kind", &v) && is_word(&v, "llm"))
+	{
+		is_llm = true;
+		if (!lists(acts, VB_LLM_ACTIVITY, strlen(VB_LLM_ACTIVITY)))
+			return psprintf("the answer's %s is an llm node, which \"allow_spawn.activities\" does not allow (it allows %s; \"%s\" would)",
+							where, vb_short_text(vb_jsonb_value_text(acts)), VB_LLM_ACTIVITY);
+	}
+	else if (vb_jsonb_get(part, "kind", &v) && !is_word(&v, "task"))
+		return psprintf("the answer's %s is not a task or llm node; an llm node may add those only", where);
+	else if (!vb_jsonb_get(part, "activity", &v) || v.type != jbvString)
+		return psprintf("the answer's %s has no activity", where);
+	else if (!lists(acts, v.val.string.val, v.val.string.len))
+		return psprintf("the answer's %s has activity \"%s\", which \"allow_spawn.activities\" does not list (it allows %s)",
+						where, vb_short_text(pnstrdup(v.val.string.val, v.val.string.len)),
+						vb_short_text(vb_jsonb_value_text(acts)));
+
+	/* A person is asked only where the workflow's author said so. */
+	if ((vb_jsonb_get(part, "on_exhausted", &v) && is_word(&v, "escalate")) ||
+		(vb_jsonb_get(part, "in_doubt", &v) && is_word(&v, "ask")) ||
+		vb_jsonb_get(part, "escalation", &v) ||
+		(is_llm && vb_jsonb_get(part, "llm", &llm) && llm.type == jbvBinary &&
+		 JsonContainerIsObject(llm.val.binary.data) &&
+		 vb_jsonb_get(llm.val.binary.data, "on_exhausted", &v) && is_word(&v, "escalate")))
+		return psprintf("the answer's %s asks for a person (\"on_exhausted\": \"escalate\", \"in_doubt\": \"ask\" or \"escalation\"), which an llm node may not add", where);
+
+	/* A spawned planner may spawn only what this one may, and no more at once. */
+	if (is_llm && vb_jsonb_get(part, "llm", &llm) && llm.type == jbvBinary &&
+		JsonContainerIsObject(llm.val.binary.data) &&
+		vb_jsonb_get(llm.val.binary.data, "allow_spawn", &v) && v.type == jbvBinary &&
+		JsonContainerIsObject(v.val.binary.data))
+	{
+		JsonbValue	inner;
+
+		if (vb_jsonb_get(v.val.binary.data, "activities", &inner) && inner.type == jbvBinary &&
+			JsonContainerIsArray(inner.val.binary.data))
+			for (uint32 k = 0; k < JsonContainerSize(inner.val.binary.data); k++)
+			{
+				JsonbValue *a = getIthJsonbValueFromContainer(inner.val.binary.data, k);
+
+				if (a->type == jbvString && !lists(acts, a->val.string.val, a->val.string.len))
+					return psprintf("the answer's %s has \"llm.allow_spawn\" with activity \"%s\", which \"allow_spawn.activities\" does not list (it allows %s)",
+									where, vb_short_text(pnstrdup(a->val.string.val, a->val.string.len)),
+									vb_short_text(vb_jsonb_value_text(acts)));
+			}
+		if (vb_jsonb_get(v.val.binary.data, "max_nodes", &inner) && inner.type == jbvNumeric &&
+			strtod(vb_jsonb_value_text(&inner), NULL) > max_nodes)
+			return psprintf("the answer's %s has \"llm.allow_spawn.max_nodes\" %s; \"allow_spawn.max_nodes\" allows %d",
+							where, vb_short_text(vb_jsonb_value_text(&inner)), max_nodes);
+	}
+	return NULL;
+}
+
 /*
  * Checks the model's spawn list against allow_spawn; NULL when it may be
- * passed to complete_task (which validates it like any spawn list).
+ * passed to complete_task (which validates it like any spawn list).  Every
+ * part of a node that runs work is checked: the node and its compensation.
  */
 char *
 vb_llm_check_spawn(LlmCall *c, const char *spawn_text)
@@ -226,37 +317,19 @@ vb_llm_check_spawn(LlmCall *c, const char *spawn_text)
 	for (int i = 0; i < n; i++)
 	{
 		JsonbValue *node = getIthJsonbValueFromContainer(&spawn->root, i);
-		JsonbValue	v;
-		char	   *activity;
-		bool		allowed = false;
+		JsonbValue	comp;
+		char	   *problem;
 
 		if (node->type != jbvBinary || !JsonContainerIsObject(node->val.binary.data))
 			return psprintf("the answer's spawn[%d] is not a node object", i);
-		if (vb_jsonb_get(node->val.binary.data, "kind", &v) && v.type == jbvString &&
-			v.val.string.len == 3 && strncmp(v.val.string.val, "llm", 3) == 0)
-			activity = VB_LLM_ACTIVITY;	/* allowed when allow_spawn lists it */
-		else if (vb_jsonb_get(node->val.binary.data, "kind", &v) &&
-				 !(v.type == jbvString && v.val.string.len == 4 &&
-				   strncmp(v.val.string.val, "task", 4) == 0))
-			return psprintf("the answer's spawn[%d] is not a task or llm node; an llm node may add those only", i);
-		else if (!vb_jsonb_get(node->val.binary.data, "activity", &v) || v.type != jbvString)
-			return psprintf("the answer's spawn[%d] has no activity", i);
-		else
-			activity = pnstrdup(v.val.string.val, v.val.string.len);
-		for (uint32 k = 0; k < JsonContainerSize(acts.val.binary.data); k++)
-		{
-			JsonbValue *a = getIthJsonbValueFromContainer(acts.val.binary.data, k);
-
-			if (a->val.string.len == (int) strlen(activity) &&
-				strncmp(a->val.string.val, activity, a->val.string.len) == 0)
-				allowed = true;
-		}
-		if (!allowed && strcmp(activity, VB_LLM_ACTIVITY) == 0)
-			return psprintf("the answer's spawn[%d] is an llm node, which \"allow_spawn.activities\" does not allow (it allows %s; \"%s\" would)",
-							i, vb_jsonb_value_text(&acts), VB_LLM_ACTIVITY);
-		if (!allowed)
-			return psprintf("the answer's spawn[%d] has activity \"%s\", which \"allow_spawn.activities\" does not list (it allows %s)",
-							i, activity, vb_jsonb_value_text(&acts));
+		problem = check_spawned_part(node->val.binary.data, psprintf("spawn[%d]", i),
+									 &acts, max_nodes);
+		if (problem == NULL && vb_jsonb_get(node->val.binary.data, "compensate", &comp) &&
+			comp.type == jbvBinary && JsonContainerIsObject(comp.val.binary.data))
+			problem = check_spawned_part(comp.val.binary.data,
+										 psprintf("spawn[%d].compensate", i), &acts, max_nodes);
+		if (problem)
+			return problem;
 	}
 	return NULL;
 }

@@ -264,16 +264,38 @@ for my $i (1 .. 3)
 is(finished($run), 'succeeded', 'planner: workers complete the spawned nodes and the run succeeds');
 consistent($run, 'planner');
 
+sql(q{SELECT vectorbea.define_workflow('investigate_deep', '{"nodes": [
+  {"id": "plan", "kind": "llm",
+   "llm": {"provider": "openai", "model": "gpt-4o-mini", "prompt": "Plan {{run.input.incident}}",
+           "allow_spawn": {"activities": ["investigate", "vectorbea:llm"], "max_nodes": 1}}}]}')});
 for my $bad (
 	[ 'too many', [ map { { id => "n$_", activity => 'investigate' } } 1 .. 4 ], qr/adds 4 nodes; "allow_spawn.max_nodes" allows 3/ ],
 	[ 'wrong activity', [ { id => 'deploy', activity => 'deploy' } ], qr/activity "deploy", which "allow_spawn.activities" does not list/ ],
 	[ 'llm node', [ { id => 'again', kind => 'llm', llm => { provider => 'openai', model => 'm', prompt => 'p' } } ], qr/is an llm node, which "allow_spawn.activities" does not allow/ ],
-	[ 'invalid node', [ { id => 'x', activity => 'investigate', depends_on => ['ghost'] } ], qr/spawn list was refused: .*ghost/ ])
+	[ 'invalid node', [ { id => 'x', activity => 'investigate', depends_on => ['ghost'] } ], qr/spawn list was refused: .*ghost/ ],
+	[ 'long activity', [ { id => 'x', activity => 'd' x 300 } ], qr/activity "d{20}… \(300 characters\)", which/ ],
+	# Every part that runs work is checked, and none may ask a person.
+	[ 'compensation of another activity', [ { id => 'x', activity => 'investigate', compensate => { activity => 'deploy' } } ],
+	  qr/spawn\[0\]\.compensate has activity "deploy", which "allow_spawn.activities" does not list/ ],
+	[ 'llm compensation', [ { id => 'x', activity => 'investigate',
+	  compensate => { kind => 'llm', llm => { provider => 'openai', model => 'gpt-4o', prompt => 'p' } } } ],
+	  qr/spawn\[0\]\.compensate is an llm node, which "allow_spawn.activities" does not allow/ ],
+	[ 'escalation', [ { id => 'x', activity => 'investigate', on_exhausted => 'escalate' } ], qr/spawn\[0\] asks for a person/ ],
+	[ 'in-doubt gate', [ { id => 'x', activity => 'investigate', in_doubt => 'ask' } ], qr/spawn\[0\] asks for a person/ ],
+	[ 'escalating compensation', [ { id => 'x', activity => 'investigate', compensate => { activity => 'investigate',
+	  escalation => { timeout => '1h' } } } ], qr/spawn\[0\]\.compensate asks for a person/ ],
+	# A planner that may add planners: they may add no more than it may.
+	[ 'wider sub-planner', [ { id => 'sub', kind => 'llm', llm => { provider => 'openai', model => 'gpt-4o-mini', prompt => 'p',
+	  allow_spawn => { activities => ['deploy'], max_nodes => 1 } } } ],
+	  qr/spawn\[0\] has "llm.allow_spawn" with activity "deploy", which "allow_spawn.activities" does not list/, 'investigate_deep' ],
+	[ 'larger sub-planner', [ { id => 'sub', kind => 'llm', llm => { provider => 'openai', model => 'gpt-4o-mini', prompt => 'p',
+	  allow_spawn => { activities => ['investigate'], max_nodes => 3 } } } ],
+	  qr/spawn\[0\] has "llm.allow_spawn.max_nodes" 3; "allow_spawn.max_nodes" allows 1/, 'investigate_deep' ])
 {
-	my ($what, $spawn, $like) = @$bad;
+	my ($what, $spawn, $like, $workflow) = @$bad;
 	vb_fake_reset();
 	vb_fake_script({ text => $json->encode({ spawn => $spawn }) });
-	$run = sql(q{SELECT vectorbea.start_run('investigate', '{"incident": "INC-43"}')});
+	$run = sql(qq{SELECT vectorbea.start_run('@{[ $workflow // 'investigate' ]}', '{"incident": "INC-43"}')});
 	is(finished($run), 'failed', "planner, $what: the node fails");
 	like(events($run, 'STEP_FAILED')->[0]{error}{message}, $like, "planner, $what: saying why");
 	is(sql(qq{SELECT count(*) FROM vectorbea.nodes WHERE run_id = '$run'}), '1', "planner, $what: nothing added");
