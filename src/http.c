@@ -126,6 +126,26 @@ write_cb(char *data, size_t size, size_t nmemb, void *userp)
 }
 
 /*
+ * Hands curl the request's body.  There is deliberately no seek callback:
+ * curl sends a request again on a new connection when a reused one turns
+ * out dead after the request went out, and such a request may have been
+ * received (an llm call charged twice, one recorded).  To send again curl
+ * must rewind the body, which it cannot without one: the call fails with
+ * CURLE_SEND_FAIL_REWIND instead, visibly, and the engine's retry policy
+ * decides.  A request refused before any byte went out needs no rewind.
+ */
+static size_t
+read_cb(char *buffer, size_t size, size_t nitems, void *userp)
+{
+	VbHttpCall *call = userp;
+	size_t		n = Min(size * nitems, call->body_len - call->body_sent);
+
+	memcpy(buffer, call->body + call->body_sent, n);
+	call->body_sent += n;
+	return n;
+}
+
+/*
  * Copies the value of header line (n bytes, as libcurl hands it over) into
  * dst if the line is header name ("retry-after:").
  */
@@ -451,7 +471,14 @@ vb_http_start(const char *url, int nheaders, const char *const *headers,
 	CURL	   *easy;
 	CURLMcode	mc;
 
-	if (call == NULL || (easy = curl_easy_init()) == NULL)
+	if (call != NULL)
+	{
+		call->body_len = strlen(body);
+		call->body = malloc(call->body_len + 1);
+		if (call->body)
+			memcpy(call->body, body, call->body_len + 1);
+	}
+	if (call == NULL || call->body == NULL || (easy = curl_easy_init()) == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("out of memory starting an HTTP call")));
@@ -480,7 +507,10 @@ vb_http_start(const char *url, int nheaders, const char *const *headers,
 	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, call->headers);
 	if (call->resolve)
 		curl_easy_setopt(easy, CURLOPT_RESOLVE, call->resolve);
-	curl_easy_setopt(easy, CURLOPT_COPYPOSTFIELDS, body);
+	curl_easy_setopt(easy, CURLOPT_POST, 1L);
+	curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) call->body_len);
+	curl_easy_setopt(easy, CURLOPT_READFUNCTION, read_cb);
+	curl_easy_setopt(easy, CURLOPT_READDATA, call);
 	curl_easy_setopt(easy, CURLOPT_USERAGENT, "vectorbea/" VB_VERSION);
 	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, write_cb);
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, call);
@@ -513,6 +543,12 @@ release(VbHttpCall *call)
 		explicit_bzero(h->data, strlen(h->data));
 	curl_slist_free_all(call->headers);
 	curl_slist_free_all(call->resolve);
+	if (call->body)
+	{
+		/* The body carries the prompt. */
+		explicit_bzero(call->body, call->body_len);
+		free(call->body);
+	}
 	if (call->response)
 	{
 		/* Answers may quote prompts; leave nothing behind in freed memory. */

@@ -15,6 +15,9 @@ typedef struct VbHttpCall
 	void	   *easy;			/* CURL *, NULL once finished */
 	struct curl_slist *headers;
 	struct curl_slist *resolve;	/* vectorbea.test_resolve for curl, or NULL */
+	char	   *body;			/* the request's body, malloc'd; read by read_cb */
+	size_t		body_len;
+	size_t		body_sent;		/* how much of it curl has read */
 	size_t		max_response;
 	int			default_port;	/* of the URL's scheme, for the allow-list */
 	/* results */

@@ -151,6 +151,14 @@ vb_llm_classify(LlmCall *c, VbHttpCall *h, VbLlmOutcome *o)
 							  c->timeout_ms);
 		return;
 	}
+	if (h->result == CURLE_SEND_FAIL_REWIND)
+	{
+		/* curl would have sent it again on a new connection (http.c, read_cb). */
+		o->err_class = "transient";
+		o->message = psprintf("the connection was lost after the request was sent (after %ld ms); it was not sent again, and the provider may have received it",
+							  (long) h->elapsed_ms);
+		return;
+	}
 	if (h->result != CURLE_OK)
 	{
 		o->err_class = "transient";
