@@ -162,7 +162,7 @@ check_base_url(const char *url)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("base_url must start with http:// or https://"),
-				 strchr(url, '@') ? 0 : errdetail("Found \"%s\".", url)));
+				 strchr(url, '@') ? 0 : errdetail("Found \"%s\".", vb_short_text(url))));
 	problem = vb_http_base_url_problem(url);
 	/* The URL is not repeated: it may hold a credential. */
 	if (problem)

@@ -582,7 +582,11 @@ check_answer(LlmCall *c, const char *answer, char **json)
 		return problem;
 	/* The checker's words quote the answer, in UTF-8. */
 	problem = vb_json_check_answer(schema, text, json);
-	return problem ? vb_from_utf8_lossy(problem) : NULL;
+	if (problem)
+		return vb_from_utf8_lossy(problem);
+	/* The JSON is the answer's own text: back to the database's encoding. */
+	*json = vb_from_utf8(*json, strlen(*json), "the answer", &problem);
+	return problem;
 }
 
 /*
@@ -747,8 +751,20 @@ finish_one(void *arg, int i)
 		}
 		if (c->allow_spawn)
 		{
-			spawn = vb_json_member(json, "spawn");
-			if (spawn && strcmp(spawn, "null") != 0 && (problem = vb_llm_check_spawn(c, spawn)) != NULL)
+			Jsonb	   *answer = vb_jsonb_from_cstring(json);
+			JsonbValue	member;
+
+			/* A schema of the user's own may let another JSON value through. */
+			spawn = NULL;
+			if (!JsonContainerIsObject(&answer->root))
+				problem = psprintf("the answer is a JSON %s; with \"allow_spawn\" it must be an object",
+								   JsonContainerIsArray(&answer->root) && !JsonContainerIsScalar(&answer->root) ?
+								   "array" : "scalar");
+			else if (vb_jsonb_get(&answer->root, "spawn", &member))
+				spawn = vb_jsonb_value_text(&member);
+			if (problem == NULL && spawn && strcmp(spawn, "null") != 0)
+				problem = vb_llm_check_spawn(c, spawn);
+			if (problem != NULL)
 			{
 				vb_state_fail_attempt(&run, c->task_id, "permanent",
 								vb_llm_error_json("permanent", problem, NULL), false, -1, b->at);

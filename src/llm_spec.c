@@ -209,6 +209,27 @@ check_schema(LlmCheck *c, JsonbValue *schema, const char *field, int depth)
 	(void) get_int(c, obj, "maxItems", 0, INT_MAX, 0);
 }
 
+/* True when a (checked) schema's "type", if any, allows an object. */
+static bool
+schema_allows_object(JsonbValue *schema)
+{
+	JsonbValue	t;
+
+	if (!vb_jsonb_get(schema->val.binary.data, "type", &t))
+		return true;
+	if (t.type == jbvString)
+		return t.val.string.len == 6 && strncmp(t.val.string.val, "object", 6) == 0;
+	for (uint32 i = 0; i < JsonContainerSize(t.val.binary.data); i++)
+	{
+		JsonbValue *e = getIthJsonbValueFromContainer(t.val.binary.data, i);
+
+		if (e->type == jbvString && e->val.string.len == 6 &&
+			strncmp(e->val.string.val, "object", 6) == 0)
+			return true;
+	}
+	return false;
+}
+
 static void
 check_template(LlmCheck *c, const char *field, const char *template, List *depends_on)
 {
@@ -333,6 +354,9 @@ vb_validate_llm(const char *what, const char *label, JsonbValue *llm,
 		char	   *unconvertible = NULL;
 
 		check_schema(&c, &v, "output_schema", 0);
+		if (spawn.len > 0 && !schema_allows_object(&v))
+			bad(&c, "output_schema", "must allow a JSON object when \"allow_spawn\" is given",
+				"The spawn list is the answer's member \"spawn\", so the answer is an object: give \"type\": \"object\" (or leave \"type\" out).");
 		schema = vb_jsonb_value_text(&v);
 		/*
 		 * The answer check loads the schema as UTF-8 (jansson), as the call

@@ -36,6 +36,8 @@
 
 #define MAX_REPORTED_PATH	200
 
+static char *shorten(const char *path);
+
 /* A malloc'd jansson string as palloc'd text (NULL stays NULL). */
 static char *
 take(char *s)
@@ -130,23 +132,34 @@ vb_json_chat_request(const char *provider, const char *model, const char *system
 	return take(dumps_and_free(body));
 }
 
-static int64
-int_member(json_t *obj, const char *key)
-{
-	json_t	   *v = json_object_get(obj, key);
-
-	return json_is_integer(v) ? (int64) json_integer_value(v) : 0;
-}
-
 /*
- * A token count the provider reports, or a problem: a negative or absurd
- * count would be booked on the run and priced, so it makes the answer
- * invalid rather than being believed.
+ * A token count the provider reports, or a problem: a negative, absurd or
+ * non-integer count would be booked on the run (or booked as 0) and priced,
+ * so it makes the answer invalid rather than being believed.  A count the
+ * answer leaves out is 0 (llm.md, costs and budgets).
  */
 static bool
 token_member(json_t *usage, const char *key, int64 *tokens, char **problem)
 {
-	*tokens = int_member(usage, key);
+	json_t	   *v = json_object_get(usage, key);
+	double		real = json_is_real(v) ? json_real_value(v) : 0;
+
+	*tokens = 0;
+	if (v == NULL || json_is_null(v))
+		return true;
+	if (json_is_integer(v))
+		*tokens = (int64) json_integer_value(v);
+	else if (json_is_real(v) && real == floor(real) && real >= 0 && real <= VB_MAX_USAGE_TOKENS)
+		*tokens = (int64) real;
+	else
+	{
+		char	   *text = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+
+		*problem = psprintf("the provider's answer reports a token count that is not a whole number (usage.%s = %s)",
+							key, text ? shorten(text) : "?");
+		free(text);
+		return false;
+	}
 	if (*tokens >= 0 && *tokens <= VB_MAX_USAGE_TOKENS)
 		return true;
 	*problem = psprintf("the provider's answer reports an impossible token count (usage.%s = " INT64_FORMAT "; allowed 0 to " INT64_FORMAT ")",
@@ -382,7 +395,7 @@ check_value(json_t *schema, json_t *v, const char *path)
 			{
 				if (json_is_false(json_object_get(schema, "additionalProperties")))
 					return psprintf("%s has the property \"%s\", which the schema does not allow",
-									shorten(path), key);
+									shorten(path), shorten(key));
 				continue;
 			}
 			problem = check_value(sub, member, psprintf("%s.%s", path, key));
@@ -465,8 +478,15 @@ vb_json_schema_problem(const char *schema_text)
 
 /*
  * Checks a model's answer text against schema (JSON text).  NULL when it is
- * JSON that conforms, with *json_out its compact JSON text; otherwise what
- * is wrong, worded for the model to correct.
+ * JSON that conforms, with *json_out the answer's own JSON text (a code
+ * fence around it taken off); otherwise what is wrong, worded for the model
+ * to correct.
+ *
+ * The JSON handed on is the model's text, not jansson's rendering of it:
+ * jansson holds a number as a double or a 64-bit integer, so 0.1 came back
+ * as 0.10000000000000001 and a longer integer was refused; jsonb keeps both
+ * exactly.  An integer beyond 64 bits is checked as a real (the schema's
+ * "integer" takes a real with no fraction).
  */
 char *
 vb_json_check_answer(const char *schema_text, const char *answer, char **json_out)
@@ -483,6 +503,9 @@ vb_json_check_answer(const char *schema_text, const char *answer, char **json_ou
 		elog(ERROR, "vectorbea: stored output schema is not JSON");
 	strip_fence(&start, &len);
 	value = json_loadb(start, len, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &err);
+	if (value == NULL && json_error_code(&err) == json_error_numeric_overflow)
+		value = json_loadb(start, len,
+						   JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &err);
 	if (value == NULL)
 	{
 		json_decref(schema);
@@ -492,25 +515,9 @@ vb_json_check_answer(const char *schema_text, const char *answer, char **json_ou
 	}
 	problem = check_value(schema, value, "$");
 	if (problem == NULL)
-		*json_out = take(json_dumps(value, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_ENCODE_ANY));
+		*json_out = pnstrdup(start, len);
 	json_decref(value);
 	json_decref(schema);
 	return problem;
 }
 
-/* The compact JSON text of member key of a JSON object text, or NULL. */
-char *
-vb_json_member(const char *object_text, const char *key)
-{
-	json_t	   *root = json_loads(object_text, JSON_DECODE_ANY, NULL);
-	json_t	   *member;
-	char	   *result = NULL;
-
-	if (root == NULL)
-		return NULL;
-	member = json_object_get(root, key);
-	if (member)
-		result = take(json_dumps(member, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_ENCODE_ANY));
-	json_decref(root);
-	return result;
-}

@@ -28,6 +28,5 @@ extern char *vb_json_error_message(const char *body, size_t len);
 extern char *vb_json_schema_problem(const char *schema_text);
 extern char *vb_json_check_answer(const char *schema_text, const char *answer,
 								  char **json_out);
-extern char *vb_json_member(const char *object_text, const char *key);
 
 #endif							/* VB_PROVIDER_JSON_H */

@@ -46,6 +46,8 @@ A rule (all keys optional):
                    first 60 characters of the last user message)
     usage          {"input": N, "output": M}; missing numbers are estimated
                    as ceil(characters / 4), at least 1
+    raw_usage      the answer's "usage" member as given, any JSON (counts
+                   that are strings or reals); null leaves the member out
     model          model name echoed instead of the request's
     delay_ms       wait this long before answering (other requests proceed)
     headers        extra response headers, e.g. {"Retry-After": "2"}
@@ -94,7 +96,7 @@ MAX_LINE = 1024 * 1024
 MODES = ("normal", "hang", "truncate", "huge", "invalid_json", "reset",
          "redirect")
 RULE_KEYS = {"match", "times", "status", "error_message", "error_type",
-             "text", "usage", "model", "delay_ms", "headers", "mode",
+             "text", "usage", "raw_usage", "model", "delay_ms", "headers", "mode",
              "huge_bytes", "location"}
 MATCH_KEYS = {"provider", "contains"}
 PROVIDERS = ("openai", "anthropic")
@@ -692,10 +694,16 @@ class FakeProvider:
             return error_body(provider, status, message, rule.error_type)
         text = rule.text if rule.text is not None else default_answer(payload)
         usage = rule.usage
-        return success_body(
+        body = success_body(
             provider, response_model(rule, payload), text,
             usage.get("input", default_input_tokens(payload)),
             usage.get("output", estimate_tokens(len(text))))
+        if "raw_usage" in rule.spec:
+            if rule.spec["raw_usage"] is None:
+                del body["usage"]
+            else:
+                body["usage"] = rule.spec["raw_usage"]
+        return body
 
 
 def response_model(rule, payload):

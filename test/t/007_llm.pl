@@ -161,6 +161,9 @@ my $reset = failure_case('reset', { mode => 'reset' }, 'transient', 1,
 	qr/the connection was lost after the request was sent .*it was not sent again/);
 is(scalar @{ events($reset, 'LLM_REQUESTED') }, 2, 'reset: each call the provider received was recorded');
 failure_case('truncated', { mode => 'truncate' }, 'transient', 1, qr/call failed/);
+# A count that is there but not a whole number is not booked as 0.
+failure_case('textcount', { raw_usage => { prompt_tokens => 500, completion_tokens => '900' } }, 'transient', 1,
+	qr/reports a token count that is not a whole number \(usage.completion_tokens = "900"\)/);
 failure_case('garbled', { mode => 'invalid_json' }, 'transient', 1, qr/not valid JSON/);
 failure_case('hang', { mode => 'hang' }, 'transient', 1, qr/did not answer within 1[45]\d\d ms/);
 failure_case('unauthorized', { status => 401, error_message => 'Incorrect API key provided' }, 'permanent', 0,
@@ -305,6 +308,58 @@ for my $bad (
 	is(sql(qq{SELECT count(*) FROM vectorbea.nodes WHERE run_id = '$run'}), '1', "planner, $what: nothing added");
 	consistent($run, "planner, $what");
 }
+
+# ---------------------------------------------------------------------------
+# The answer's JSON is the model's own text: numbers stay exactly as written
+# (0.1 is not 0.10000000000000001, an integer beyond 64 bits is kept), in
+# the node's output and in the input of a node it spawns.
+sql(q{SELECT vectorbea.define_workflow('exact', '{"nodes": [
+  {"id": "ask", "kind": "llm",
+   "llm": {"provider": "openai", "model": "gpt-4o-mini", "prompt": "exact {{run.input.n}}",
+           "allow_spawn": {"activities": ["investigate"], "max_nodes": 1}}}]}')});
+vb_fake_reset();
+vb_fake_script({ text => '{"score": 0.1, "id": 12345678901234567890, '
+	  . '"spawn": [{"id": "a", "activity": "investigate", "input": {"x": 0.1}}]}' });
+$run = sql(q{SELECT vectorbea.start_run('exact', '{"n": 1}')});
+ok(defined vb_wait_for($node, qq{SELECT count(*) FROM vectorbea.nodes WHERE run_id = '$run' AND node = 'a'}, '1'),
+	'exact numbers: the answer spawned its node');
+is(sql(qq{SELECT (output->'json'->>'score') || ' ' || (output->'json'->>'id') FROM vectorbea.nodes
+           WHERE run_id = '$run' AND node = 'ask'}),
+	'0.1 12345678901234567890', "exact numbers: the output's json keeps 0.1 and a 20-digit integer");
+is(sql(qq{SELECT input->>'x' FROM vectorbea.nodes WHERE run_id = '$run' AND node = 'a'}), '0.1',
+	"exact numbers: and so does the spawned node's input");
+sql(qq{SELECT vectorbea.cancel_run('$run', 'done')});
+consistent($run, 'exact numbers');
+
+# With allow_spawn and a schema of one's own that lets an array through,
+# the answer must still be an object.
+sql(q{SELECT vectorbea.define_workflow('spawn_any', '{"nodes": [
+  {"id": "ask", "kind": "llm",
+   "llm": {"provider": "openai", "model": "gpt-4o-mini", "prompt": "any {{run.input.n}}",
+           "output_schema": {"description": "anything"},
+           "allow_spawn": {"activities": ["investigate"], "max_nodes": 1}}}]}')});
+vb_fake_reset();
+vb_fake_script({ text => '[{"id": "a", "activity": "investigate"}]' });
+$run = sql(q{SELECT vectorbea.start_run('spawn_any', '{"n": 1}')});
+is(finished($run), 'failed', 'spawn, array answer: the node fails');
+is(events($run, 'STEP_FAILED')->[0]{error}{message}, 'the answer is a JSON array; with "allow_spawn" it must be an object',
+	'spawn, array answer: saying why');
+is(sql(qq{SELECT count(*) FROM vectorbea.nodes WHERE run_id = '$run'}), '1', 'spawn, array answer: nothing added');
+consistent($run, 'spawn, array answer');
+
+# A property name the schema does not allow is cut in the correction's error.
+sql(q{SELECT vectorbea.define_workflow('closed', '{"nodes": [
+  {"id": "ask", "kind": "llm",
+   "llm": {"provider": "openai", "model": "gpt-4o-mini", "prompt": "closed {{run.input.n}}", "max_corrections": 1,
+           "output_schema": {"type": "object", "additionalProperties": false}}}]}')});
+vb_fake_reset();
+vb_fake_script({ times => -1, text => $json->encode({ 'k' x 5000 => 1 }) });
+$run = sql(q{SELECT vectorbea.start_run('closed', '{"n": 1}')});
+is(finished($run), 'failed', 'long property: the node fails after its correction');
+my $correction = events($run, 'SELF_CORRECTION')->[0]{error};
+like($correction, qr/^\$ has the property "k{200}…", which the schema does not allow$/,
+	'long property: its name is cut in the error');
+consistent($run, 'long property');
 
 # ---------------------------------------------------------------------------
 # Budgets: a call that could cross the run's budget is not made; a call

@@ -35,6 +35,7 @@ SELECT vectorbea.set_provider_key('acme', 'mistral', 'sk-test-123'); \echo SQLST
 SELECT vectorbea.set_provider_key('acme', 'openai', E'sk-test\r\nX-Evil: 1'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.set_provider_key('acme', 'openai', ''); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.set_provider_key('acme', 'openai', 'sk-test-123', 'ftp://models.example'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.set_provider_key('acme', 'openai', 'sk-test-123', 'ftp://' || repeat('m', 300)); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.set_provider_key('two words', 'openai', 'sk-test-123'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.set_provider_key('acme', NULL, 'sk-test-123'); \echo SQLSTATE :SQLSTATE
 -- A long value is cut in the message: its first characters and its length.

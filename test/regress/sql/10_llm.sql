@@ -75,6 +75,8 @@ SELECT try_llm(t) FROM (VALUES
   ('{"provider": "openai", "model": "m", "prompt": "p", "allow_spawn": {"activities": ["a"]}}'),
   ('{"provider": "openai", "model": "m", "prompt": "p", "allow_spawn": {"activities": ["vectorbea:other"], "max_nodes": 2}}'),
   ('{"provider": "openai", "model": "m", "prompt": "p", "allow_spawn": {"activities": ["a"], "max_nodes": 2, "kinds": []}}'),
+  ('{"provider": "openai", "model": "m", "prompt": "p", "output_schema": {"type": "array"}, "allow_spawn": {"activities": ["a"], "max_nodes": 2}}'),
+  ('{"provider": "openai", "model": "m", "prompt": "p", "output_schema": {"type": ["object", "array"]}, "allow_spawn": {"activities": ["a"], "max_nodes": 2}}'),
   ('{"provider": "openai", "model": "m", "prompt": "{{input.x"}'),
   ('{"provider": "openai", "model": "m", "prompt": "{{ secrets.key }}"}'),
   ('{"provider": "openai", "model": "m", "prompt": "{{run.output}}"}'),
