@@ -1119,6 +1119,31 @@ CREATE INDEX runs_workspace_idx ON @extschema@.runs (workspace, created_at);
 ALTER TABLE @extschema@.model_prices ADD CONSTRAINT model_prices_at_most_1000000_usd_per_mtok
 	CHECK (input_usd_per_mtok <= 1000000::numeric AND output_usd_per_mtok <= 1000000::numeric);
 
+-- An edited list price becomes the user's (so pg_dump keeps it), which
+-- collided with a user row of the same model: a bare unique_violation.
+-- A user row wins over the list row anyway, so that edit is refused with
+-- what to do instead.
+CREATE OR REPLACE FUNCTION @extschema@.model_price_edited() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF OLD.source = 'list' AND EXISTS (
+			SELECT FROM @extschema@.model_prices p
+			 WHERE p.provider = NEW.provider AND p.model = NEW.model AND p.source = 'user') THEN
+		RAISE EXCEPTION 'model "%" of provider "%" has a user price, which wins over its list price',
+			CASE WHEN pg_catalog.octet_length(NEW.model) <= 40 THEN NEW.model
+				 ELSE pg_catalog.left(NEW.model, 20) || '… (' || pg_catalog.length(NEW.model) || ' characters)' END,
+			NEW.provider
+			USING ERRCODE = 'unique_violation',
+				  DETAIL = 'Editing a list price makes it a user price, and a model has at most one.',
+				  HINT = 'Edit the user row: add AND source = ''user'' to the UPDATE''s WHERE.';
+	END IF;
+	NEW.source := 'user';
+	RETURN NEW;
+END
+$$;
+
 CREATE TABLE @extschema@.budgets (
 	workspace	text PRIMARY KEY,
 	usd			numeric CHECK (usd >= 0::numeric),

@@ -115,6 +115,14 @@ SELECT provider, model, input_usd_per_mtok, output_usd_per_mtok, source
 SELECT model, source FROM vectorbea.model_prices
  WHERE provider = 'openai' AND starts_with('gpt-4o-2024-08-06', model)
  ORDER BY length(model) DESC, source = 'user' DESC LIMIT 1;
+-- gpt-4o has a user row now: editing its list row too is refused, clearly,
+-- and changes nothing; the user row is edited as usual.
+UPDATE vectorbea.model_prices SET output_usd_per_mtok = 9 WHERE provider = 'openai' AND model = 'gpt-4o';
+\echo SQLSTATE :SQLSTATE
+UPDATE vectorbea.model_prices SET output_usd_per_mtok = 9
+ WHERE provider = 'openai' AND model = 'gpt-4o' AND source = 'user';
+SELECT model, output_usd_per_mtok, source FROM vectorbea.model_prices
+ WHERE provider = 'openai' AND model = 'gpt-4o' ORDER BY source;
 SELECT c.relname, x.cond
   FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS x(oid, cond)
   JOIN pg_class c ON c.oid = x.oid
