@@ -749,30 +749,12 @@ finish_one(void *arg, int i)
 			b->done[i] = false;
 			return;
 		}
-		if (c->allow_spawn)
+		if (c->allow_spawn && (problem = vb_llm_answer_spawn(c, json, &spawn)) != NULL)
 		{
-			Jsonb	   *answer = vb_jsonb_from_cstring(json);
-			JsonbValue	member;
-
-			/* A schema of the user's own may let another JSON value through. */
-			spawn = NULL;
-			if (!JsonContainerIsObject(&answer->root))
-				problem = psprintf("the answer is a JSON %s; with \"allow_spawn\" it must be an object",
-								   JsonContainerIsArray(&answer->root) && !JsonContainerIsScalar(&answer->root) ?
-								   "array" : "scalar");
-			else if (vb_jsonb_get(&answer->root, "spawn", &member))
-				spawn = vb_jsonb_value_text(&member);
-			if (problem == NULL && spawn && strcmp(spawn, "null") != 0)
-				problem = vb_llm_check_spawn(c, spawn);
-			if (problem != NULL)
-			{
-				vb_state_fail_attempt(&run, c->task_id, "permanent",
-								vb_llm_error_json("permanent", problem, NULL), false, -1, b->at);
-				vb_run_save(&run, b->at);
-				return;
-			}
-			if (spawn && strcmp(spawn, "null") == 0)
-				spawn = NULL;
+			vb_state_fail_attempt(&run, c->task_id, "permanent",
+							vb_llm_error_json("permanent", problem, NULL), false, -1, b->at);
+			vb_run_save(&run, b->at);
+			return;
 		}
 	}
 	complete_node(&run, c, vb_llm_output_json(c, &o, json), spawn, b->at);

@@ -342,6 +342,29 @@ vb_llm_check_spawn(LlmCall *c, const char *spawn_text)
 	return NULL;
 }
 
+/*
+ * The spawn list of an answer the schema accepted (json: its JSON text),
+ * checked against allow_spawn: NULL with *spawn the list's JSON text (NULL
+ * when the answer has none, or null), or what is wrong.  A schema of the
+ * user's own may let a value other than an object through.
+ */
+char *
+vb_llm_answer_spawn(LlmCall *c, const char *json, char **spawn)
+{
+	Jsonb	   *answer = vb_jsonb_from_cstring(json);
+	JsonbValue	member;
+
+	*spawn = NULL;
+	if (!JsonContainerIsObject(&answer->root))
+		return psprintf("the answer is a JSON %s; with \"allow_spawn\" it must be an object",
+						JsonContainerIsArray(&answer->root) && !JsonContainerIsScalar(&answer->root) ?
+						"array" : "scalar");
+	if (!vb_jsonb_get(&answer->root, "spawn", &member) || member.type == jbvNull)
+		return NULL;
+	*spawn = vb_jsonb_value_text(&member);
+	return vb_llm_check_spawn(c, *spawn);
+}
+
 /* The node's output: the answer, its JSON, the model, usage and cost. */
 char *
 vb_llm_output_json(LlmCall *c, VbLlmOutcome *o, const char *json)

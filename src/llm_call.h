@@ -100,6 +100,7 @@ extern bool vb_llm_record_call(VbRun *run, LlmCall *c, VbHttpCall *h, VbLlmOutco
 /* llm_answer.c */
 extern void vb_llm_classify(LlmCall *c, VbHttpCall *h, VbLlmOutcome *o);
 extern char *vb_llm_check_spawn(LlmCall *c, const char *spawn_text);
+extern char *vb_llm_answer_spawn(LlmCall *c, const char *json, char **spawn);
 extern char *vb_llm_output_json(LlmCall *c, VbLlmOutcome *o, const char *json);
 extern char *vb_llm_error_json(const char *err_class, const char *message, const char *extra);
 

@@ -245,15 +245,16 @@ vb_fuzz_answer(const char *text, size_t len)
 		vb_fuzz_check_json("the answer's JSON", json);
 		if (c.allow_spawn)
 		{
-			char	   *spawn = vb_json_member(json, "spawn");
+			char	   *spawn;
 
-			if (spawn && strcmp(spawn, "null") != 0)
+			problem = vb_llm_answer_spawn(&c, json, &spawn);
+			if (spawn)
+				vb_fuzz_check_json("the answer's spawn list", spawn);
+			if (problem || spawn)
 			{
 				SpawnStep	step = {spawn, &c};
 				ErrorData  *edata;
 
-				vb_fuzz_check_json("the answer's spawn list", spawn);
-				problem = vb_llm_check_spawn(&c, spawn);
 				if (problem)
 				{
 					vb_fuzz_check_json("the error of a refused spawn list",
