@@ -397,9 +397,9 @@ Datum
 vectorbea_set_run_budget(PG_FUNCTION_ARGS)
 {
 	TimestampTz at = vb_now();
-	Datum		args[3];
-	char		nulls[3] = {' ', ' ', ' '};
-	Oid			types[3] = {UUIDOID, NUMERICOID, INT8OID};
+	Datum		args[4] = {0};
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	Oid			types[4] = {UUIDOID, NUMERICOID, INT8OID, TEXTOID};
 	VbRun		run;
 	bool		resumed;
 
@@ -428,9 +428,17 @@ vectorbea_set_run_budget(PG_FUNCTION_ARGS)
 		nulls[2] = 'n';
 	else
 		args[2] = PG_GETARG_DATUM(2);
-	if (SPI_execute_with_args("UPDATE vectorbea.runs SET budget_usd = $2, budget_tokens = $3 WHERE id = $1",
-							  3, types, args, nulls, false, 0) != SPI_OK_UPDATE)
+	args[3] = CStringGetTextDatum(GetUserNameFromId(GetOuterUserId(), false));
+	if (SPI_execute_with_args("UPDATE vectorbea.runs SET budget_usd = $2, budget_tokens = $3 WHERE id = $1"
+							  " RETURNING pg_catalog.jsonb_build_object('budget_usd', budget_usd,"
+							  "          'budget_tokens', budget_tokens, 'by', $4)::text",
+							  4, types, args, nulls, false, 0) != SPI_OK_UPDATE_RETURNING ||
+		SPI_processed != 1)
 		elog(ERROR, "vectorbea: could not set the budget of run %s", vb_uuid_text(&run.id));
+	/* The history says who changed the budget it is held to, and to what. */
+	vb_event(&run, "RUN_BUDGET_SET", NULL, 0,
+			 SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), at);
+	vb_run_save(&run, at);
 	resumed = resume_budget_paused(NULL, &run.id, at) > 0;
 	SPI_finish();
 	PG_RETURN_BOOL(resumed);

@@ -306,14 +306,22 @@ vb_complete_locked(VbRun *run, int64 task_id, pg_uuid_t *lease, Jsonb *output,
 	if (spawn)
 		add_spawned(run, spawn, node, attempt, at);
 	/*
-	 * Under "pause" the work stands; the run's next llm call's check pauses
-	 * it.  A compensating run goes on over its budget (state.c), under
-	 * either policy, with the overrun on record, so it may still end here
-	 * with its last compensation.
+	 * Under "pause" the work stands and the run is paused before any more
+	 * (it used to wait for an llm call's check, which a run of worker tasks
+	 * never makes); a run that this completion ends is not paused, with
+	 * the overrun on record.  A compensating run goes on over its budget
+	 * (state.c), under either policy, with the overrun on record, so it
+	 * may still end here with its last compensation.
 	 */
-	if (u.given && vb_state_book_usage(run, u.tokens, u.usd, &budget_detail) &&
-		(run->status == VB_RUN_COMPENSATING || !vb_budget_pauses(run)))
-		vb_budget_exceeded(run, node, attempt, 0, budget_detail, false, at);
+	if (u.given && vb_state_book_usage(run, u.tokens, u.usd, &budget_detail))
+	{
+		bool		pause = run->status != VB_RUN_COMPENSATING && vb_budget_pauses(run);
+
+		if (pause && run->open_nodes == 0)
+			vb_event(run, "BUDGET_EXCEEDED", node, attempt, budget_detail, at);
+		else
+			vb_budget_exceeded(run, node, attempt, 0, budget_detail, pause, at);
+	}
 	vb_state_finish_run_if_done(run, at);
 	return true;
 }

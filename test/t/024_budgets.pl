@@ -151,20 +151,27 @@ for my $policy ('pause', 'fail')
 {
 	my $r = sql(qq{SELECT vectorbea.start_run('undo_llm', '{}', NULL, '{"budget_usd": 0.0001, "on_budget": "$policy"}')});
 	# book reports more than the whole budget: under "fail" the run fails
-	# (and compensates) at once; under "pause" the work stands and pay fails.
+	# (and compensates) at once; under "pause" the work stands, the run is
+	# paused, and a cancel with compensation undoes it.
 	sql(q{SELECT vectorbea.complete_task(task_id, lease, '{"ref": "B-7"}', NULL, '{"usd": 0.001}')
 	  FROM vectorbea.claim_tasks('w', ARRAY['b_book'])});
-	sql(q{SELECT vectorbea.fail_task(task_id, lease, '{"message": "card declined", "class": "permanent"}')
-	  FROM vectorbea.claim_tasks('w', ARRAY['b_pay'])}) if $policy eq 'pause';
+	if ($policy eq 'pause')
+	{
+		is(sql(qq{SELECT status || ' ' || (paused->>'scope') FROM vectorbea.runs WHERE id = '$r'}), 'paused budget',
+			'compensation over the budget (pause): the overrun paused the run');
+		sql(qq{SELECT vectorbea.cancel_run('$r', 'over budget', compensate => true)});
+	}
+	my $end = $policy eq 'pause' ? 'cancelled completed' : 'failed completed';
 	ok(defined vb_wait_for($node, qq{SELECT status || ' ' || (error->>'compensation')
-		FROM vectorbea.runs WHERE id = '$r'}, 'failed completed', 30),
+		FROM vectorbea.runs WHERE id = '$r'}, $end, 30),
 		"compensation over the budget ($policy): the run ends with its compensation completed")
 	  or diag(sql(qq{SELECT string_agg(seq || ' ' || type || ' ' || coalesce(node, ''), E'\n' ORDER BY seq)
 		FROM vectorbea.events WHERE run_id = '$r'}));
 	is(sql(qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$r' AND type = 'LLM_CALLED'
 		AND node = 'book:compensate'}), '1', "compensation over the budget ($policy): its call was made");
-	is(sql(qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$r' AND type = 'RUN_PAUSED'}), '0',
-		"compensation over the budget ($policy): the run was never paused");
+	is(sql(qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$r' AND type = 'RUN_PAUSED'
+		AND seq > (SELECT seq FROM vectorbea.events WHERE run_id = '$r' AND type = 'COMPENSATION_STARTED')}), '0',
+		"compensation over the budget ($policy): the compensating run was never paused");
 	cmp_ok(sql(qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$r' AND type = 'BUDGET_EXCEEDED'}), '>=', 1,
 		"compensation over the budget ($policy): the overrun is on record");
 }

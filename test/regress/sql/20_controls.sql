@@ -212,6 +212,24 @@ SELECT vectorbea.set_budget('acme', 10, 'total', 100000);
 SELECT workspace, period, booked_usd, reserved_usd, budget_usd, budget_tokens
   FROM vectorbea.spend WHERE scope = 'workspace' ORDER BY workspace;
 
+-- on_budget "pause" stops a run of worker tasks too: the usage that
+-- crosses the budget stands, and the run is paused before its next task
+-- (it waited for an llm call's check, which such a run never makes).  A
+-- larger budget resumes it; a crossing by the run's last task ends it.
+SELECT vectorbea.define_workflow('paid', '{"nodes":[
+	{"id":"a","activity":"paid_a"},{"id":"b","activity":"paid_b","depends_on":["a"]}]}');
+SELECT vectorbea.start_run('paid', '{}', NULL, '{"budget_usd": 1, "on_budget": "pause"}') AS paid \gset
+SELECT task_id AS p_task, lease AS p_lease FROM vectorbea.claim_tasks('w', ARRAY['paid_a']) \gset
+SELECT vectorbea.complete_task(:p_task, :'p_lease', '{}', usage => '{"usd": 5}');
+SELECT status, usage_usd, paused->>'scope' AS scope FROM vectorbea.runs WHERE id = :'paid';
+SELECT count(*) AS claimed FROM vectorbea.claim_tasks('w', ARRAY['paid_b']);
+SELECT vectorbea.set_run_budget(:'paid', 10) AS resumed;
+SELECT task_id AS p_task, lease AS p_lease FROM vectorbea.claim_tasks('w', ARRAY['paid_b']) \gset
+SELECT vectorbea.complete_task(:p_task, :'p_lease', '{}', usage => '{"usd": 100}');
+SELECT status, usage_usd, paused FROM vectorbea.runs WHERE id = :'paid';
+SELECT string_agg(type || coalesce(' ' || node, ''), ', ' ORDER BY seq) FROM vectorbea.events WHERE run_id = :'paid';
+SELECT count(*) AS differences FROM vectorbea.verify_run(:'paid');
+
 -- A task's estimate is held against the budgets while it runs (from its
 -- claim to its end), as an llm call's worst case is.
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"t","activity":"e","estimate":5}]}'); \echo SQLSTATE :SQLSTATE
