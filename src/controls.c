@@ -258,6 +258,8 @@ vectorbea_pause_workspace(PG_FUNCTION_ARGS)
 	int			paused = 0;
 
 	SPI_connect();
+	/* It pauses the tenant's runs, as pause_run does: the same check. */
+	vb_require_workspace(workspace, "pause");
 	args[0] = CStringGetTextDatum(workspace);
 	if (reason)
 		args[1] = CStringGetTextDatum(reason);
@@ -299,6 +301,7 @@ vectorbea_resume_workspace(PG_FUNCTION_ARGS)
 	int			resumed = 0;
 
 	SPI_connect();
+	vb_require_workspace(workspace, "resume");
 	if (SPI_execute_with_args("DELETE FROM vectorbea.paused_workspaces WHERE workspace = $1",
 							  1, types, args, NULL, false, 0) != SPI_OK_DELETE)
 		elog(ERROR, "vectorbea: could not resume workspace \"%s\"", workspace);

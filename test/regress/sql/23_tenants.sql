@@ -23,6 +23,7 @@ GRANT EXECUTE ON FUNCTION vectorbea.claim_tasks(text, text[], integer, interval)
 	  vectorbea.start_runs(text, jsonb[], text[], jsonb),
 	  vectorbea.cancel_run(uuid, text, boolean),
 	  vectorbea.pause_run(uuid, text), vectorbea.send_signal(uuid, text, jsonb, text),
+	  vectorbea.pause_workspace(text, text), vectorbea.resume_workspace(text),
 	  vectorbea.fork_run(uuid, text, jsonb, integer), vectorbea.append_event(uuid, text, jsonb, text),
 	  vectorbea.set_run_budget(uuid, numeric, bigint), vectorbea.requeue(bigint, text),
 	  vectorbea.replay(uuid, bigint), vectorbea.verify_run(uuid), vectorbea.timeline(uuid),
@@ -103,10 +104,14 @@ SELECT vectorbea.start_runs('t', ARRAY['{}']::jsonb[], NULL, '{"workspace": "glo
 SELECT vectorbea.cancel_run(:'globex_run');
 SELECT vectorbea.pause_run(:'globex_run');
 SELECT vectorbea.send_signal(:'globex_run', 'go');
+SELECT vectorbea.pause_workspace('globex', 'not mine');
+SELECT vectorbea.resume_workspace('globex');
+SELECT vectorbea.pause_workspace('acme', 'mine') AS own_paused, vectorbea.resume_workspace('acme') AS own_resumed;
 SELECT vectorbea.start_run('t', '{}', NULL, '{"workspace": "acme"}') IS NOT NULL AS own_workspace;
 SELECT vectorbea.start_run('t', '{}') IS NOT NULL AS open_workspace;
 RESET ROLE;
-SELECT count(*) - :runs_before AS runs_added, (SELECT status FROM vectorbea.runs WHERE id = :'globex_run') AS globex_run
+SELECT count(*) - :runs_before AS runs_added, (SELECT status FROM vectorbea.runs WHERE id = :'globex_run') AS globex_run,
+	   (SELECT count(*) FROM vectorbea.paused_workspaces) AS paused_workspaces
   FROM vectorbea.runs;
 
 -- Forks, events, budgets and requeues of another workspace's runs are
