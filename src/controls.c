@@ -204,8 +204,8 @@ vectorbea_resume_run(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("run %s cannot be resumed: its workspace \"%s\" is paused",
-						vb_uuid_text(&run.id), run_workspace(&run.id)),
-				 why ? errdetail("The workspace was paused: %s", why) : 0,
+						vb_uuid_text(&run.id), vb_short_text(run_workspace(&run.id))),
+				 why ? errdetail("The workspace was paused: %s", vb_short_text(why)) : 0,
 				 errhint("Resume the workspace with vectorbea.resume_workspace().")));
 	resumed = vb_state_resume_run(&run, caller(), at);
 	vb_run_save(&run, at);

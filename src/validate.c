@@ -103,7 +103,7 @@ get_number(VbChecker *chk, JsonbValue *v, const char *label, const char *field,
 	if (!(d >= min && d <= max))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid %s: %sfield \"%s\" must be a number from %g to %g",
+				 errmsg("invalid %s: %sfield \"%s\" must be a number from %.15g to %.15g",
 						chk->what, vb_at(label), field, min, max),
 				 errdetail("Found %s.", vb_numeric_text(v))));
 	return d;
@@ -223,7 +223,10 @@ parse_estimate(VbChecker *chk, JsonbValue *v, const char *label, VbNodeSpec *spe
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid %s: %s, field \"estimate\" applies to task nodes", chk->what, label),
-				 errdetail("An llm node's calls are estimated from their prompt and max_tokens.")));
+				 strcmp(spec->kind, "llm") == 0 ?
+				 errdetail("An llm node's calls are estimated from their prompt and max_tokens.") :
+				 errdetail("An estimate is what a worker's attempt may cost; a %s node has no worker.",
+						   spec->kind)));
 	if (v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data))
 		vb_type_error(chk, label, "estimate", v, "an object: {\"usd\": 0.05, \"tokens\": 2000}");
 	vb_check_fields(chk, v->val.binary.data, estimate_fields, label, "estimate");
