@@ -1144,6 +1144,31 @@ BEGIN
 END
 $$;
 
+-- A price under a provider no node can name prices nothing: a typo there
+-- left every call of the model unpriced, and USD budgets blind to it.  A
+-- trigger, not a CHECK, so that an upgrade keeps rows written before.
+CREATE FUNCTION @extschema@.model_price_checked() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+	IF NEW.provider NOT IN ('openai', 'anthropic') THEN
+		RAISE EXCEPTION 'unknown provider "%" in model_prices',
+			CASE WHEN pg_catalog.octet_length(NEW.provider) <= 40 THEN NEW.provider
+				 ELSE pg_catalog.left(NEW.provider, 20) || '… (' || pg_catalog.length(NEW.provider) || ' characters)' END
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = 'Providers: openai (any OpenAI-compatible endpoint: its models are priced under openai) and anthropic.';
+	END IF;
+	RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION @extschema@.model_price_checked() IS
+	'Trigger function: a price names a provider a node can use.';
+REVOKE ALL ON FUNCTION @extschema@.model_price_checked() FROM PUBLIC;
+CREATE TRIGGER model_prices_checked
+	BEFORE INSERT OR UPDATE OF provider ON @extschema@.model_prices
+	FOR EACH ROW EXECUTE FUNCTION @extschema@.model_price_checked();
+
 CREATE TABLE @extschema@.budgets (
 	workspace	text PRIMARY KEY,
 	usd			numeric CHECK (usd >= 0::numeric),

@@ -123,6 +123,12 @@ UPDATE vectorbea.model_prices SET output_usd_per_mtok = 9
  WHERE provider = 'openai' AND model = 'gpt-4o' AND source = 'user';
 SELECT model, output_usd_per_mtok, source FROM vectorbea.model_prices
  WHERE provider = 'openai' AND model = 'gpt-4o' ORDER BY source;
+-- A provider no node can name is refused; nothing is written.
+INSERT INTO vectorbea.model_prices VALUES ('opneai', 'my-model', 1, 1);
+\echo SQLSTATE :SQLSTATE
+UPDATE vectorbea.model_prices SET provider = 'azure' WHERE provider = 'openai' AND model = 'gpt-4o' AND source = 'user';
+\echo SQLSTATE :SQLSTATE
+SELECT count(*) FROM vectorbea.model_prices WHERE provider NOT IN ('openai', 'anthropic') OR model = 'my-model';
 SELECT c.relname, x.cond
   FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS x(oid, cond)
   JOIN pg_class c ON c.oid = x.oid
