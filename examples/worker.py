@@ -47,8 +47,11 @@ The worker protocol, as this file follows it:
     is dropped, never retried.
 
 Each worker thread here stands for one worker process: it has its own
-connection and name, claims a batch, and runs the tasks of the batch
-concurrently.  (The run-status check reads vectorbea.runs, which needs
+connection and name, listens on it, claims a batch, and runs the tasks of
+the batch concurrently.  That keeps the demo's steps plain to read; a
+process with many workers should listen once and wake one idle worker per
+notification, as examples/worker_psycopg.py does
+(docs/worker-protocol.md, "Many workers in one process").  (The run-status check reads vectorbea.runs, which needs
 SELECT on that table; the demo connects as the superuser that created the
 cluster.  See docs/operations.md for the grants of a worker role.)
 """
@@ -283,11 +286,14 @@ class Worker(threading.Thread):
             return [Task(self, row) for row in cur.fetchall()]
 
     def wait_for_work(self, seconds):
-        """Sleeps until a NOTIFY arrives or seconds have passed."""
+        """Sleeps until a NOTIFY arrives or seconds have passed.  One that
+        arrived while the last claim ran (psycopg2 read it with the claim's
+        result) ends the wait at once: the claim may have come too early."""
+        self.conn.poll()
+        if not self.conn.notifies:
+            if select.select([self.conn], [], [], seconds)[0]:
+                self.conn.poll()
         self.conn.notifies.clear()
-        if select.select([self.conn], [], [], seconds)[0]:
-            self.conn.poll()
-            self.conn.notifies.clear()
 
     def execute(self, t):
         t.say(f"started ({t.activity}, attempt {t.attempt}/{t.max_attempts})")
