@@ -1970,7 +1970,9 @@ end_run(VbRun *run, VbRunStatus status, const char *event_type, const char *data
  * (their effect may have happened), not of those a fork reused (attempt
  * 0: their work is the source run's), in reverse order of completion, each
  * depending on the one before, each seeing its original's input and
- * output.  "[]" when there is nothing to undo.
+ * output.  "[]" when there is nothing to undo.  The order of completion is
+ * the history's (the seq of the node's last STEP_COMPLETED or STEP_FAILED):
+ * the nodes of one complete_tasks batch share their finished_at.
  */
 static char *
 compensation_specs(VbRun *run)
@@ -1982,19 +1984,25 @@ compensation_specs(VbRun *run)
 	{
 		Oid			types[1] = {UUIDOID};
 
-		plan = vb_prepare("WITH done AS ("
-						  "  SELECT node, input, output, compensate, finished_at, id,"
-						  "         pg_catalog.lag(node) OVER (ORDER BY finished_at DESC, id DESC) AS after"
-						  "    FROM vectorbea.nodes"
-						  "   WHERE run_id = $1 AND compensate IS NOT NULL AND attempt > 0"
-						  "     AND (status = 'succeeded' OR (status = 'failed' AND error->>'class' = 'in_doubt'))"
+		plan = vb_prepare("WITH ended AS ("
+						  "  SELECT n.node, n.input, n.output, n.compensate, n.finished_at, n.id,"
+						  "         (SELECT pg_catalog.max(e.seq) FROM vectorbea.events e"
+						  "           WHERE e.run_id = $1 AND e.node = n.node"
+						  "             AND e.type IN ('STEP_COMPLETED', 'STEP_FAILED')) AS seq"
+						  "    FROM vectorbea.nodes n"
+						  "   WHERE n.run_id = $1 AND n.compensate IS NOT NULL AND n.attempt > 0"
+						  "     AND (n.status = 'succeeded' OR (n.status = 'failed' AND n.error->>'class' = 'in_doubt'))"
+						  "), done AS ("
+						  "  SELECT node, input, output, compensate, finished_at, id, seq,"
+						  "         pg_catalog.lag(node) OVER (ORDER BY seq DESC NULLS LAST, finished_at DESC, id DESC) AS after"
+						  "    FROM ended"
 						  ")"
 						  " SELECT coalesce(pg_catalog.jsonb_agg(compensate || pg_catalog.jsonb_build_object("
 						  "   'depends_on', CASE WHEN after IS NULL THEN '[]'::jsonb"
 						  "                      ELSE pg_catalog.jsonb_build_array(after || '" VB_COMPENSATION_SUFFIX "') END,"
 						  "   'input', coalesce(compensate->'input', '{}') || pg_catalog.jsonb_build_object('original',"
 						  "       pg_catalog.jsonb_build_object('node', node, 'input', input, 'output', output)),"
-						  "   'compensation_of', node) ORDER BY finished_at DESC, id DESC), '[]')::text"
+						  "   'compensation_of', node) ORDER BY seq DESC NULLS LAST, finished_at DESC, id DESC), '[]')::text"
 						  "   FROM done", lengthof(types), types);
 	}
 	args[0] = UUIDPGetDatum(&run->id);

@@ -263,6 +263,26 @@ SELECT work('o_release') IS NOT NULL AS released;
 SELECT status, error->>'compensation' AS compensation FROM vectorbea.runs WHERE id = :'run12';
 SELECT * FROM check_run(:'run12');
 
+-- Nodes completed in one complete_tasks batch share their finished_at: they
+-- are undone in the reverse order of the history (c, a, b completed: b, a,
+-- c undone), not of their ids.
+SELECT vectorbea.define_workflow('batch_undo', '{"nodes":[
+  {"id":"a","activity":"bu_a","compensate":{"activity":"bu_undo"}},
+  {"id":"b","activity":"bu_b","compensate":{"activity":"bu_undo"}},
+  {"id":"c","activity":"bu_c","compensate":{"activity":"bu_undo"}},
+  {"id":"z","activity":"bu_z","depends_on":["a","b","c"]}]}');
+SELECT vectorbea.start_run('batch_undo', '{}') AS run13 \gset
+CREATE TEMP TABLE bu_claimed AS SELECT * FROM vectorbea.claim_tasks('w', ARRAY['bu_a', 'bu_b', 'bu_c'], 3);
+SELECT vectorbea.complete_tasks(
+  (SELECT array_agg(task_id ORDER BY array_position(ARRAY['c', 'a', 'b'], node)) FROM bu_claimed),
+  (SELECT array_agg(lease ORDER BY array_position(ARRAY['c', 'a', 'b'], node)) FROM bu_claimed));
+SELECT string_agg(node, ', ' ORDER BY seq) AS completed FROM vectorbea.events
+ WHERE run_id = :'run13' AND type = 'STEP_COMPLETED';
+SELECT vectorbea.cancel_run(:'run13', 'stop', compensate => true);
+SELECT node, status, depends_on FROM vectorbea.nodes
+ WHERE run_id = :'run13' AND compensation_of IS NOT NULL ORDER BY depends_on::text, node;
+SELECT * FROM check_run(:'run13');
+
 DROP FUNCTION history(uuid);
 DROP FUNCTION try(text);
 DROP FUNCTION work(text, jsonb);
