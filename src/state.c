@@ -2572,7 +2572,9 @@ vb_state_requeue(VbRun *run, int64 task_id, const char *reason, const char *by,
 								 "         available_at = CASE WHEN n.not_before IS NOT NULL AND n.attempt = 0"
 								 "                                 THEN 'infinity'::timestamptz"
 								 "                                 WHEN n.deps_remaining = 0 THEN $2 END,"
-								 "         finished_at = NULL, lease = NULL, lease_expires_at = NULL"
+								 "         finished_at = NULL, lease = NULL, lease_expires_at = NULL,"
+								 /* an attempt revoked is no failure: a fresh budget, as the requeued node's */
+								 "         max_attempts = GREATEST(n.max_attempts, n.attempt + " NODE_MAX_ATTEMPTS ")"
 								 "    FROM closed WHERE n.id = closed.id"
 								 "  RETURNING n.node, n.activity, n.status,"
 								 "            n.status = 'ready' AND n.available_at <> 'infinity' AS free"

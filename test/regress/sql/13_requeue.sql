@@ -133,5 +133,19 @@ RESET vectorbea.test_clock_offset;
 SELECT status FROM vectorbea.runs WHERE id = :'run10';
 SELECT * FROM check_run(:'run10');
 
+-- A node whose attempt the failure revoked comes back with a fresh attempt
+-- budget, as the requeued node does: its next attempt is within it.
+SELECT vectorbea.define_workflow('rq_revoked', '{"nodes":[
+  {"id":"a","activity":"rqr_a","retry":{"max_attempts":1}},
+  {"id":"b","activity":"rqr_b","retry":{"max_attempts":1}}]}');
+SELECT vectorbea.start_run('rq_revoked', '{}') AS run11 \gset
+SELECT count(*) AS b_claimed FROM vectorbea.claim_tasks('w', ARRAY['rqr_b']);
+SELECT vectorbea.fail_task(task_id, lease, '{"message": "x", "class": "permanent"}')
+  FROM vectorbea.claim_tasks('w', ARRAY['rqr_a']);
+SELECT vectorbea.requeue(id, 'again') FROM vectorbea.nodes WHERE run_id = :'run11' AND node = 'a';
+SELECT node, status, attempt, max_attempts FROM vectorbea.nodes WHERE run_id = :'run11' ORDER BY node;
+SELECT node, attempt, max_attempts FROM vectorbea.claim_tasks('w', ARRAY['rqr_b']);
+SELECT * FROM check_run(:'run11');
+
 DROP OWNED BY vb_rq_ops;
 DROP ROLE vb_rq_ops;
