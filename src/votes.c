@@ -101,7 +101,7 @@ vb_find_voter(TupleDesc desc, HeapTuple oldtup, const char *decided_by, int64 id
 		return;
 	initStringInfo(&list);
 	foreach(lc, approvers)
-		appendStringInfo(&list, "%s%s", list.len ? ", " : "", (char *) lfirst(lc));
+		appendStringInfo(&list, "%s%s", list.len ? ", " : "", vb_short_text(lfirst(lc)));
 	ereport(ERROR,
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 			 errmsg("%s may not decide approval %ld: not one of its approvers",
@@ -170,7 +170,7 @@ vb_count_vote(VbRun *run, TupleDesc desc, HeapTuple oldtup, HeapTuple newtup,
 	if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNIQUE_VIOLATION),
-				 errmsg("approver \"%s\" has already decided approval %ld", voter->entry, (long) id),
+				 errmsg("approver \"%s\" has already decided approval %ld", vb_short_text(voter->entry), (long) id),
 				 errdetail("Each approver of a quorum decides once; the vote stands."),
 				 errhint("SELECT * FROM vectorbea.approval_votes WHERE approval_id = %ld;", (long) id)));
 	approved = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));

@@ -201,6 +201,14 @@ SELECT type, data->>'approver' AS approver, data->>'approved' AS approved, data-
   FROM vectorbea.events WHERE run_id = :'run5' AND type LIKE 'APPROVAL%' ORDER BY seq;
 SELECT * FROM check_run(:'run5');
 
+-- Long approver names are cut in the refusal, as every quoted value is.
+SELECT vectorbea.define_workflow('long_names', format('{"nodes":[{"id":"sign","kind":"approval","approval":{"gate":"ln","quorum":1,"approvers":["%s","%s"]}}]}',
+	repeat('p', 63), repeat('q', 63))::jsonb);
+SELECT vectorbea.start_run('long_names', '{}') AS run_ln \gset
+SET ROLE vb_dana;
+UPDATE vectorbea.approvals SET status = 'approved', decided_by = 'zoe' WHERE run_id = :'run_ln'; \echo SQLSTATE :SQLSTATE
+RESET ROLE;
+
 -- A role entry decides once too, whoever of its members acts for it.
 SELECT vectorbea.start_run('spend', '{}') AS run6 \gset
 SELECT id AS q6 FROM vectorbea.approvals WHERE run_id = :'run6' \gset
