@@ -1966,32 +1966,38 @@ end_run(VbRun *run, VbRunStatus status, const char *event_type, const char *data
 
 /*
  * The node specs of the compensations of a locked run: of the nodes that
- * succeeded, and of those failed in doubt under in_doubt "compensate"
- * (their effect may have happened), not of those a fork reused (attempt
+ * succeeded, and of those failed in doubt under in_doubt "compensate", or
+ * whose running attempt under it the run's end just revoked (revoked_json,
+ * close_open_nodes' list: their effect may have happened too), not of
+ * those a fork reused (attempt
  * 0: their work is the source run's), in reverse order of completion, each
  * depending on the one before, each seeing its original's input and
  * output.  "[]" when there is nothing to undo.  The order of completion is
- * the history's (the seq of the node's last STEP_COMPLETED or STEP_FAILED):
- * the nodes of one complete_tasks batch share their finished_at.
+ * the history's (the seq of the node's last STEP_COMPLETED, STEP_FAILED or,
+ * for an attempt revoked, STEP_STARTED): the nodes of one complete_tasks
+ * batch share their finished_at.
  */
 static char *
-compensation_specs(VbRun *run)
+compensation_specs(VbRun *run, const char *revoked_json)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		args[1];
+	Datum		args[2];
 
 	if (plan == NULL)
 	{
-		Oid			types[1] = {UUIDOID};
+		Oid			types[2] = {UUIDOID, JSONBOID};
 
 		plan = vb_prepare("WITH ended AS ("
 						  "  SELECT n.node, n.input, n.output, n.compensate, n.finished_at, n.id,"
 						  "         (SELECT pg_catalog.max(e.seq) FROM vectorbea.events e"
 						  "           WHERE e.run_id = $1 AND e.node = n.node"
-						  "             AND e.type IN ('STEP_COMPLETED', 'STEP_FAILED')) AS seq"
+						  "             AND e.type IN ('STEP_COMPLETED', 'STEP_FAILED', 'STEP_STARTED')) AS seq"
 						  "    FROM vectorbea.nodes n"
 						  "   WHERE n.run_id = $1 AND n.compensate IS NOT NULL AND n.attempt > 0"
-						  "     AND (n.status = 'succeeded' OR (n.status = 'failed' AND n.error->>'class' = 'in_doubt'))"
+						  "     AND (n.status = 'succeeded'"
+						  "          OR (n.status = 'failed' AND n.error->>'class' = 'in_doubt')"
+						  "          OR (n.status = 'cancelled' AND n.retry->>'in_doubt' = 'compensate'"
+						  "              AND $2 ? n.node))"
 						  "), done AS ("
 						  "  SELECT node, input, output, compensate, finished_at, id, seq,"
 						  "         pg_catalog.lag(node) OVER (ORDER BY seq DESC NULLS LAST, finished_at DESC, id DESC) AS after"
@@ -2006,6 +2012,7 @@ compensation_specs(VbRun *run)
 						  "   FROM done", lengthof(types), types);
 	}
 	args[0] = UUIDPGetDatum(&run->id);
+	args[1] = DirectFunctionCall1(jsonb_in, CStringGetDatum(revoked_json));
 	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "vectorbea: could not list the compensations of run %s", vb_uuid_text(&run->id));
 	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
@@ -2020,7 +2027,8 @@ compensation_specs(VbRun *run)
  * with nothing changed, when there is nothing to undo.
  */
 static bool
-start_compensation(VbRun *run, VbRunStatus then, const char *end_json, TimestampTz at)
+start_compensation(VbRun *run, VbRunStatus then, const char *end_json, const char *revoked_json,
+				   TimestampTz at)
 {
 	static SPIPlanPtr plan = NULL;
 	Datum		args[2];
@@ -2029,7 +2037,7 @@ start_compensation(VbRun *run, VbRunStatus then, const char *end_json, Timestamp
 
 	if (!vb_waits_available())
 		return false;			/* a 0.1.0 schema has no compensations */
-	specs = compensation_specs(run);
+	specs = compensation_specs(run, revoked_json);
 	if (strcmp(specs, "[]") == 0)
 		return false;
 	if (plan == NULL)
@@ -2155,7 +2163,7 @@ vb_state_fail_run(VbRun *run, const char *node, const char *reason, TimestampTz 
 	appendStringInfoString(&data, ",\"reason\":");
 	vb_append_json_string(&data, reason);
 	appendStringInfo(&data, ",\"skipped\":%s,\"revoked\":%s}", skipped, revoked);
-	if (start_compensation(run, VB_RUN_FAILED, data.data, at))
+	if (start_compensation(run, VB_RUN_FAILED, data.data, revoked, at))
 		return;
 	end_run(run, VB_RUN_FAILED, "RUN_FAILED", data.data, at);
 }
@@ -2187,7 +2195,7 @@ vb_state_cancel_run(VbRun *run, const char *reason, bool compensate, TimestampTz
 		data.len--;
 		appendStringInfoString(&data, ",\"compensation\":\"failed\"}");
 	}
-	else if (compensate && start_compensation(run, VB_RUN_CANCELLED, data.data, at))
+	else if (compensate && start_compensation(run, VB_RUN_CANCELLED, data.data, revoked, at))
 		return;
 	end_run(run, VB_RUN_CANCELLED, "RUN_CANCELLED", data.data, at);
 }

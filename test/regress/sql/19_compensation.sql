@@ -283,6 +283,30 @@ SELECT node, status, depends_on FROM vectorbea.nodes
  WHERE run_id = :'run13' AND compensation_of IS NOT NULL ORDER BY depends_on::text, node;
 SELECT * FROM check_run(:'run13');
 
+-- Two attempts under in_doubt "compensate" whose leases run out together:
+-- the first to expire fails the run, which revokes the second; both may
+-- have had their effect, so both are undone (before, the revoked one was
+-- only cancelled).
+SELECT vectorbea.define_workflow('two_doubts', '{"nodes":[
+  {"id":"a","activity":"td_a","in_doubt":"compensate","compensate":{"activity":"td_undo"}},
+  {"id":"b","activity":"td_b","in_doubt":"compensate","compensate":{"activity":"td_undo"}}]}');
+SELECT vectorbea.start_run('two_doubts', '{}') AS run14 \gset
+SELECT count(*) AS claimed FROM vectorbea.claim_tasks('w', ARRAY['td_a', 'td_b'], 2, '1 second');
+SET vectorbea.test_clock_offset = '60s';
+SELECT vectorbea.run_due_work() IS NOT NULL AS swept;
+SELECT node, status, error->>'class' AS class FROM vectorbea.nodes
+ WHERE run_id = :'run14' AND compensation_of IS NULL ORDER BY node;
+SELECT data->'revoked' AS revoked, jsonb_path_query_array(data->'nodes', '$[*].id') AS undoing
+  FROM vectorbea.events WHERE run_id = :'run14' AND type = 'COMPENSATION_STARTED';
+SELECT count(vectorbea.complete_task(task_id, lease, '{}')) AS undone
+  FROM vectorbea.claim_tasks('w', ARRAY['td_undo'], 1);
+SELECT count(vectorbea.complete_task(task_id, lease, '{}')) AS undone
+  FROM vectorbea.claim_tasks('w', ARRAY['td_undo'], 1);
+SELECT node, status FROM vectorbea.nodes WHERE run_id = :'run14' AND compensation_of IS NOT NULL ORDER BY node;
+SELECT status, error->>'compensation' AS compensation FROM vectorbea.runs WHERE id = :'run14';
+SELECT * FROM check_run(:'run14');
+RESET vectorbea.test_clock_offset;
+
 DROP FUNCTION history(uuid);
 DROP FUNCTION try(text);
 DROP FUNCTION work(text, jsonb);
