@@ -322,6 +322,30 @@ check_amounts(FunctionCallInfo fcinfo, int usd_arg, int tokens_arg)
  *            on_exceed text) -> integer
  */
 PG_FUNCTION_INFO_V1(vectorbea_set_budget);
+/*
+ * DESIGN.md writes the period as an interval ('1 month'): one month and one
+ * day, as interval input spells them ("1 mon", "1 days", any case), name
+ * the calendar month and day.  Other spans have no calendar period.
+ */
+static char *
+calendar_period(char *period)
+{
+	int			n;
+	char		unit[16];
+	char		extra;
+
+	if (sscanf(period, " %d %15[A-Za-z] %c", &n, unit, &extra) != 2 || n != 1)
+		return period;
+	for (char *c = unit; *c; c++)
+		*c = pg_ascii_tolower((unsigned char) *c);
+	if (strcmp(unit, "month") == 0 || strcmp(unit, "months") == 0 ||
+		strcmp(unit, "mon") == 0 || strcmp(unit, "mons") == 0)
+		return "month";
+	if (strcmp(unit, "day") == 0 || strcmp(unit, "days") == 0)
+		return "day";
+	return period;
+}
+
 Datum
 vectorbea_set_budget(PG_FUNCTION_ARGS)
 {
@@ -344,11 +368,12 @@ vectorbea_set_budget(PG_FUNCTION_ARGS)
 	on_exceed = text_to_cstring(PG_GETARG_TEXT_PP(4));
 	vb_check_workspace_name(workspace, false);
 	check_amounts(fcinfo, 1, 3);
+	period = calendar_period(period);
 	if (!vb_in_list(period, periods))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid budget period \"%s\"", vb_short_text(period)),
-				 errdetail("Periods: %s (UTC calendar day or month, or the workspace's whole life).",
+				 errdetail("Periods: %s (UTC calendar day or month, or the workspace's whole life); '1 day' and '1 month' name the first two.",
 						   vb_list_text(periods))));
 	if (!vb_in_list(on_exceed, policies))
 		ereport(ERROR,

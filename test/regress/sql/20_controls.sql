@@ -208,6 +208,10 @@ SELECT vectorbea.set_budget('acme', 2.5, 'day', NULL, 'pause') AS resumed;
 SELECT workspace, usd, tokens, period, on_exceed FROM vectorbea.budgets;
 SELECT vectorbea.set_budget('acme', NULL, 'day') AS resumed;
 SELECT count(*) AS budgets FROM vectorbea.budgets;
+-- DESIGN.md's form: the period as an interval of one month (or day).
+SELECT vectorbea.set_budget('acme', 25.00, '1 month') AS resumed;
+SELECT period FROM vectorbea.budgets WHERE workspace = 'acme';
+SELECT vectorbea.set_budget('acme', 25.00, '2 months'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.set_budget('acme', 10, 'total', 100000);
 SELECT workspace, period, booked_usd, reserved_usd, budget_usd, budget_tokens
   FROM vectorbea.spend WHERE scope = 'workspace' ORDER BY workspace;
