@@ -318,11 +318,6 @@ check_amounts(FunctionCallInfo fcinfo, int usd_arg, int tokens_arg)
 }
 
 /*
- * set_budget(workspace text, usd numeric, period text, tokens bigint,
- *            on_exceed text) -> integer
- */
-PG_FUNCTION_INFO_V1(vectorbea_set_budget);
-/*
  * DESIGN.md writes the period as an interval ('1 month'): one month and one
  * day, as interval input spells them ("1 mon", "1 days", any case), name
  * the calendar month and day.  Other spans have no calendar period.
@@ -346,6 +341,11 @@ calendar_period(char *period)
 	return period;
 }
 
+/*
+ * set_budget(workspace text, usd numeric, period text, tokens bigint,
+ *            on_exceed text) -> integer
+ */
+PG_FUNCTION_INFO_V1(vectorbea_set_budget);
 Datum
 vectorbea_set_budget(PG_FUNCTION_ARGS)
 {
