@@ -944,6 +944,9 @@ ALTER TABLE @extschema@.approvals ADD COLUMN output jsonb;
 ALTER TABLE @extschema@.approvals ADD COLUMN input jsonb;
 ALTER TABLE @extschema@.approvals ADD COLUMN quorum integer CHECK (quorum > 0);
 ALTER TABLE @extschema@.approvals ADD COLUMN approvers text[];
+ALTER TABLE @extschema@.approvals ADD COLUMN approver_roles text[];
+COMMENT ON COLUMN @extschema@.approvals.approver_roles IS
+	'The entries of approvers that named a role when the gate opened: only its members count for them, even once the role is dropped; the other entries are people, matched with decided_by.';
 COMMENT ON COLUMN @extschema@.approvals.kind IS
 	'approval: an approval node or await_approval; escalation: a node out of attempts (on_exhausted "escalate"); in_doubt: an attempt cut by a crash (in_doubt "ask").';
 COMMENT ON COLUMN @extschema@.approvals.decision IS

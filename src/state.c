@@ -1031,9 +1031,11 @@ vb_state_wait_on_gate(VbRun *run, int64 task_id, const char *node, int attempt,
  */
 #define GATE_SQL_010 "", "", ""
 #define GATE_SQL_020 \
-	", kind, quorum, approvers", \
+	", kind, quorum, approvers, approver_roles", \
 	", $6, (s->>'quorum')::int," \
-	"    CASE WHEN s ? 'approvers' THEN ARRAY(SELECT pg_catalog.jsonb_array_elements_text(s->'approvers')) END", \
+	"    CASE WHEN s ? 'approvers' THEN ARRAY(SELECT pg_catalog.jsonb_array_elements_text(s->'approvers')) END," \
+	"    CASE WHEN s ? 'approvers' THEN ARRAY(SELECT a FROM pg_catalog.jsonb_array_elements_text(s->'approvers') a" \
+	"                                         WHERE EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.rolname = a)) END", \
 	", kind, quorum"
 #define GATE_SQL(v) GATE_SQL_(v)
 #define GATE_SQL_(cols, vals, ret) \

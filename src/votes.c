@@ -45,18 +45,26 @@ col_text(HeapTuple tup, TupleDesc desc, const char *name)
 	return SPI_getvalue(tup, desc, SPI_fnumber(desc, name));
 }
 
-/* The approvers of a gate's row, as C strings. */
+/*
+ * A text[] column of a gate's row (approvers, approver_roles), as C
+ * strings; *isnull (when asked) says whether it is NULL or absent.
+ */
 static List *
-approvers_of(TupleDesc desc, HeapTuple tup)
+text_list_of(TupleDesc desc, HeapTuple tup, const char *column, bool *isnull)
 {
-	bool		isnull;
-	Datum		d = heap_getattr(tup, SPI_fnumber(desc, "approvers"), desc, &isnull);
+	int			attno = SPI_fnumber(desc, column);
+	bool		null = true;
+	Datum		d = (Datum) 0;
 	Datum	   *elems;
 	bool	   *nulls;
 	int			n;
 	List	   *list = NIL;
 
+	if (attno > 0)
+		d = heap_getattr(tup, attno, desc, &null);
 	if (isnull)
+		*isnull = null;
+	if (null)
 		return NIL;
 	deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT,
 					  &elems, &nulls, &n);
@@ -64,6 +72,32 @@ approvers_of(TupleDesc desc, HeapTuple tup)
 		if (!nulls[i])
 			list = lappend(list, TextDatumGetCString(elems[i]));
 	return list;
+}
+
+/* The approvers of a gate's row. */
+static List *
+approvers_of(TupleDesc desc, HeapTuple tup)
+{
+	return text_list_of(desc, tup, "approvers", NULL);
+}
+
+/*
+ * Whether an entry of approvers is a role: one the gate recorded as a role
+ * when it opened (approver_roles), so that a role dropped since is matched
+ * by no one rather than by whoever writes its name in decided_by; a gate
+ * without that record (opened before it existed) asks the catalog now.
+ */
+static bool
+entry_is_role(const char *entry, List *roles, bool roles_unknown)
+{
+	ListCell   *lc;
+
+	if (roles_unknown)
+		return OidIsValid(get_role_oid(entry, true));
+	foreach(lc, roles)
+		if (strcmp(lfirst(lc), entry) == 0)
+			return true;
+	return false;
 }
 
 /*
@@ -76,6 +110,8 @@ vb_find_voter(TupleDesc desc, HeapTuple oldtup, const char *decided_by, int64 id
 			  VbVoter *voter)
 {
 	List	   *approvers = approvers_of(desc, oldtup);
+	bool		roles_unknown;
+	List	   *roles = text_list_of(desc, oldtup, "approver_roles", &roles_unknown);
 	ListCell   *lc;
 	StringInfoData list;
 
@@ -84,14 +120,15 @@ vb_find_voter(TupleDesc desc, HeapTuple oldtup, const char *decided_by, int64 id
 	/* A person by name; an entry that names a role is matched by membership only. */
 	if (decided_by)
 		foreach(lc, approvers)
-			if (strcmp(lfirst(lc), decided_by) == 0 && !OidIsValid(get_role_oid(lfirst(lc), true)))
+			if (strcmp(lfirst(lc), decided_by) == 0 && !entry_is_role(lfirst(lc), roles, roles_unknown))
 				voter->entry = lfirst(lc);
 	if (voter->entry == NULL)
 		foreach(lc, approvers)
 		{
 			Oid			role = get_role_oid(lfirst(lc), true);
 
-			if (OidIsValid(role) && is_member_of_role(GetUserId(), role))
+			if (entry_is_role(lfirst(lc), roles, roles_unknown) && OidIsValid(role) &&
+				is_member_of_role(GetUserId(), role))
 			{
 				voter->entry = lfirst(lc);
 				break;

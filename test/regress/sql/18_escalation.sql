@@ -201,6 +201,19 @@ SELECT type, data->>'approver' AS approver, data->>'approved' AS approved, data-
   FROM vectorbea.events WHERE run_id = :'run5' AND type LIKE 'APPROVAL%' ORDER BY seq;
 SELECT * FROM check_run(:'run5');
 
+-- An entry that named a role when the gate opened stays a role: once the
+-- role is dropped, nobody counts for it, and writing its name in
+-- decided_by does not cast its vote (it did: the entry became a name).
+CREATE ROLE vb_treasury;
+SELECT vectorbea.define_workflow('treasury', '{"nodes":[{"id":"sign","kind":"approval","approval":{"gate":"tr","quorum":1,"approvers":["ana","vb_treasury"]}}]}');
+SELECT vectorbea.start_run('treasury', '{}') AS run_tr \gset
+SELECT approvers, approver_roles FROM vectorbea.approvals WHERE run_id = :'run_tr';
+DROP ROLE vb_treasury;
+SET ROLE vb_app;
+UPDATE vectorbea.approvals SET status = 'approved', decided_by = 'vb_treasury' WHERE run_id = :'run_tr'; \echo SQLSTATE :SQLSTATE
+RESET ROLE;
+SELECT status FROM vectorbea.approvals WHERE run_id = :'run_tr';
+
 -- Long approver names are cut in the refusal, as every quoted value is.
 SELECT vectorbea.define_workflow('long_names', format('{"nodes":[{"id":"sign","kind":"approval","approval":{"gate":"ln","quorum":1,"approvers":["%s","%s"]}}]}',
 	repeat('p', 63), repeat('q', 63))::jsonb);
