@@ -221,13 +221,37 @@ same_spawn(VbRun *run, Jsonb *spawn, const char *node, int attempt)
 }
 
 /*
+ * Whether a repeated completion's usage (usage_json, as STEP_COMPLETED
+ * records it) is what the completion booked: a different one would be
+ * dropped unseen, and the run's budget would not see it.
+ */
+static bool
+same_usage(VbRun *run, const char *usage_json, const char *node, int attempt)
+{
+	Datum		args[4] = {UUIDPGetDatum(&run->id), CStringGetTextDatum(node), Int32GetDatum(attempt),
+	CStringGetTextDatum(usage_json)};
+	bool		isnull;
+
+	if (SPI_execute_with_args("SELECT $4::jsonb IS NOT DISTINCT FROM ("
+							  "  SELECT data->'usage' FROM vectorbea.events"
+							  "   WHERE run_id = $1 AND type = 'STEP_COMPLETED' AND node = $2"
+							  "     AND attempt = $3)",
+							  lengthof(args), (Oid[]) {UUIDOID, TEXTOID, INT4OID, TEXTOID},
+							  args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "vectorbea: could not read the usage of node \"%s\"", node);
+	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
  * A completion that matched no running node: a repeat of the call that
- * succeeded (a no-op), the same lease with another output or another spawn
- * list (an error), or a stale lease (refused).  A repeat without a spawn
- * list loses nothing and is not compared (run may then be NULL).
+ * succeeded (a no-op), the same lease with another output, another spawn
+ * list or another usage (an error), or a stale lease (refused).  A repeat
+ * without a spawn list or usage loses nothing and is not compared (run may
+ * then be NULL).
  */
 static void
-not_running(VbRun *run, int64 task_id, pg_uuid_t *lease, Jsonb *output, Jsonb *spawn)
+not_running(VbRun *run, int64 task_id, pg_uuid_t *lease, Jsonb *output, Jsonb *spawn,
+			const char *usage_json)
 {
 	Datum		args[3] = {Int64GetDatum(task_id), UUIDPGetDatum(lease),
 	output ? JsonbPGetDatum(output) : (Datum) 0};
@@ -260,6 +284,13 @@ not_running(VbRun *run, int64 task_id, pg_uuid_t *lease, Jsonb *output, Jsonb *s
 				 errdetail("Node \"%s\" spawned its nodes when it completed; a repeated completion adds none.",
 						   vb_short_text(node)),
 				 errhint("Add further nodes from the nodes that run next, with their own spawn lists.")));
+	if (usage_json && !same_usage(run, usage_json, node, attempt))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("task %ld was already completed with a different usage", (long) task_id),
+				 errdetail("Node \"%s\" booked its usage when it completed; a repeated completion books none.",
+						   vb_short_text(node)),
+				 errhint("Repeat the completion with the usage it was first reported with.")));
 }
 
 /*
@@ -280,14 +311,14 @@ vb_complete_locked(VbRun *run, int64 task_id, pg_uuid_t *lease, Jsonb *output,
 	char	   *node;
 	int			attempt;
 	char	   *budget_detail = NULL;
+	char	   *usage_json;
 
 	parse_usage(usage, &u);
-	if (!vb_state_succeed(run, task_id, lease, output,
-						  u.given ? psprintf("{\"tokens\":%ld,\"usd\":%s}", (long) u.tokens, u.usd) : NULL,
-						  at, &node, &attempt))
+	usage_json = u.given ? psprintf("{\"tokens\":%ld,\"usd\":%s}", (long) u.tokens, u.usd) : NULL;
+	if (!vb_state_succeed(run, task_id, lease, output, usage_json, at, &node, &attempt))
 	{
 		/* a repeat is checked as it is, whatever the run does since */
-		not_running(run, task_id, lease, output, spawn);
+		not_running(run, task_id, lease, output, spawn, usage_json);
 		return false;
 	}
 	/*
@@ -552,7 +583,7 @@ vectorbea_complete_tasks(PG_FUNCTION_ARGS)
 		/* The plain items that matched no running attempt: repeats or refusals. */
 		for (int i = 0; i < n; i++)
 			if (plain[i] && !matched[i])
-				not_running(NULL, DatumGetInt64(ids[i]), DatumGetUUIDP(leases[i]), outputs_of[i], NULL);
+				not_running(NULL, DatumGetInt64(ids[i]), DatumGetUUIDP(leases[i]), outputs_of[i], NULL, NULL);
 
 		for (int i = 0; i < n; i++)
 		{

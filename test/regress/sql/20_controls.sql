@@ -251,6 +251,13 @@ SELECT task_id AS e_task, lease AS e_lease FROM vectorbea.claim_tasks('w', ARRAY
 SELECT reserved_usd, reserved_tokens FROM vectorbea.spend WHERE scope = 'workspace' AND workspace = 'acme';
 SELECT reserved_usd FROM vectorbea.spend WHERE scope = 'run' AND run = :'costly';
 SELECT vectorbea.complete_task(:e_task, :'e_lease', '{}', usage => '{"usd": 0.2, "tokens": 4100}');
+-- A repeat with the same usage (in any spelling) is a no-op; another usage
+-- is refused (it would be dropped unseen by the budget); a repeat without
+-- usage is not compared.
+SELECT vectorbea.complete_task(:e_task, :'e_lease', '{}', usage => '{"tokens": 4100, "usd": 0.20}') AS same_usage;
+SELECT vectorbea.complete_task(:e_task, :'e_lease', '{}', usage => '{"usd": 20, "tokens": 4100}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.complete_task(:e_task, :'e_lease', '{}') AS without_usage;
+SELECT usage_usd, usage_tokens FROM vectorbea.runs WHERE id = :'costly';
 SELECT booked_usd, reserved_usd FROM vectorbea.spend WHERE scope = 'workspace' AND workspace = 'acme';
 
 -- Rate limits: bad input is refused and changes nothing (the pacing of
