@@ -248,7 +248,11 @@ vb_budget_pauses(VbRun *run)
 	return strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "t") == 0;
 }
 
-/* The runs of a workspace (or one run) that a budget paused, resumed. */
+/*
+ * The runs of a workspace (or one run) that a budget paused, resumed; one
+ * whose workspace has been paused since goes from the budget's pause to
+ * the workspace's.  Returns how many run again.
+ */
 static int
 resume_budget_paused(const char *workspace, pg_uuid_t *run_id, TimestampTz at)
 {
@@ -257,6 +261,9 @@ resume_budget_paused(const char *workspace, pg_uuid_t *run_id, TimestampTz at)
 	Oid			types[2] = {TEXTOID, UUIDOID};
 	uint64		n;
 	pg_uuid_t  *ids;
+	char	  **ws_reasons;		/* a paused workspace's reason, or NULL */
+	char	  **ws_by;
+	bool	   *ws_paused;
 	int			resumed = 0;
 
 	if (workspace)
@@ -267,19 +274,28 @@ resume_budget_paused(const char *workspace, pg_uuid_t *run_id, TimestampTz at)
 		args[1] = UUIDPGetDatum(run_id);
 	else
 		nulls[1] = 'n';
-	if (SPI_execute_with_args("SELECT id FROM vectorbea.runs"
-							  " WHERE status = 'paused' AND paused->>'scope' = 'budget'"
-							  "   AND ($1::text IS NULL OR workspace = $1) AND ($2::uuid IS NULL OR id = $2)"
-							  " ORDER BY id DESC", 2, types, args, nulls, false, 0) != SPI_OK_SELECT)
+	if (SPI_execute_with_args("SELECT r.id, w.workspace IS NOT NULL, w.reason, w.paused_by::text"
+							  "  FROM vectorbea.runs r"
+							  "  LEFT JOIN vectorbea.paused_workspaces w ON w.workspace = r.workspace"
+							  " WHERE r.status = 'paused' AND r.paused->>'scope' = 'budget'"
+							  "   AND ($1::text IS NULL OR r.workspace = $1) AND ($2::uuid IS NULL OR r.id = $2)"
+							  " ORDER BY r.id DESC", 2, types, args, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not find the runs a budget paused");
 	n = SPI_processed;
 	ids = palloc(sizeof(pg_uuid_t) * Max(n, 1));
+	ws_paused = palloc(sizeof(bool) * Max(n, 1));
+	ws_reasons = palloc(sizeof(char *) * Max(n, 1));
+	ws_by = palloc(sizeof(char *) * Max(n, 1));
 	for (uint64 i = 0; i < n; i++)
 	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
 
-		memcpy(&ids[i], DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull)),
-			   sizeof(pg_uuid_t));
+		memcpy(&ids[i], DatumGetUUIDP(SPI_getbinval(tup, desc, 1, &isnull)), sizeof(pg_uuid_t));
+		ws_paused[i] = DatumGetBool(SPI_getbinval(tup, desc, 2, &isnull));
+		ws_reasons[i] = SPI_getvalue(tup, desc, 3);
+		ws_by[i] = SPI_getvalue(tup, desc, 4);
 	}
 	for (uint64 i = 0; i < n; i++)
 	{
@@ -288,8 +304,16 @@ resume_budget_paused(const char *workspace, pg_uuid_t *run_id, TimestampTz at)
 		if (vb_run_lock(&ids[i], &run) &&
 			vb_state_resume_run(&run, GetUserNameFromId(GetOuterUserId(), false), at))
 		{
+			/*
+			 * Its workspace was paused meanwhile (a run paused already keeps
+			 * its pause): the budget no longer holds it, the workspace does,
+			 * so that resume_workspace lets it go on, not this.
+			 */
+			if (ws_paused[i])
+				vb_state_pause_run(&run, "workspace", ws_reasons[i], ws_by[i], at);
+			else
+				resumed++;
 			vb_run_save(&run, at);
-			resumed++;
 		}
 	}
 	return resumed;

@@ -233,6 +233,20 @@ SELECT vectorbea.complete_task(:p_task, :'p_lease', '{}', usage => '{"usd": 100}
 SELECT status, usage_usd, paused FROM vectorbea.runs WHERE id = :'paid';
 SELECT string_agg(type || coalesce(' ' || node, ''), ', ' ORDER BY seq) FROM vectorbea.events WHERE run_id = :'paid';
 SELECT count(*) AS differences FROM vectorbea.verify_run(:'paid');
+-- A run paused by its budget whose workspace is paused meanwhile keeps its
+-- pause; a larger budget then hands it to the workspace's pause (it ran
+-- again before), and resume_workspace lets it go on.
+SELECT vectorbea.start_run('paid', '{}', NULL, '{"budget_usd": 1, "on_budget": "pause", "workspace": "wsb"}') AS paid2 \gset
+SELECT task_id AS p_task, lease AS p_lease FROM vectorbea.claim_tasks('w', ARRAY['paid_a']) \gset
+SELECT vectorbea.complete_task(:p_task, :'p_lease', '{}', usage => '{"usd": 5}');
+SELECT vectorbea.pause_workspace('wsb', 'quarter end') AS paused;
+SELECT vectorbea.set_run_budget(:'paid2', 10) AS resumed;
+SELECT status, paused->>'scope' AS scope, paused->>'reason' AS reason FROM vectorbea.runs WHERE id = :'paid2';
+SELECT vectorbea.resume_workspace('wsb') AS resumed;
+SELECT status FROM vectorbea.runs WHERE id = :'paid2';
+SELECT string_agg(type, ', ' ORDER BY seq) FROM vectorbea.events WHERE run_id = :'paid2' AND type LIKE 'RUN_%';
+SELECT count(*) AS differences FROM vectorbea.verify_run(:'paid2');
+SELECT vectorbea.cancel_run(:'paid2', 'done');
 
 -- A task's estimate is held against the budgets while it runs (from its
 -- claim to its end), as an llm call's worst case is.
