@@ -1369,6 +1369,13 @@ CREATE VIEW @extschema@.controls AS
 	 WHERE r.status = 'paused' AND r.paused->>'scope'::text = 'run'
 	   AND @extschema@.workspace_visible(r.workspace)
 	UNION ALL
+	-- A budget's pause waits for a person too (a larger budget or resume_run).
+	SELECT 'run paused by its budget', r.id::text || ' (' || r.workspace || ')', r.paused->>'reason'::text,
+		   r.paused->>'by'::text, (r.paused->>'at'::text)::timestamptz
+	  FROM @extschema@.runs r
+	 WHERE r.status = 'paused' AND r.paused->>'scope'::text = 'budget'
+	   AND @extschema@.workspace_visible(r.workspace)
+	UNION ALL
 	SELECT CASE WHEN d.model = '*' THEN 'provider disabled' ELSE 'model disabled' END,
 		   d.provider || CASE WHEN d.model = '*' THEN '' ELSE '/' || d.model END,
 		   d.reason, d.disabled_by::text, d.disabled_at

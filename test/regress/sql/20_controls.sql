@@ -227,6 +227,7 @@ SELECT task_id AS p_task, lease AS p_lease FROM vectorbea.claim_tasks('w', ARRAY
 SELECT vectorbea.complete_task(:p_task, :'p_lease', '{}', usage => '{"usd": 5}');
 SELECT status, usage_usd, paused->>'scope' AS scope FROM vectorbea.runs WHERE id = :'paid';
 SELECT count(*) AS claimed FROM vectorbea.claim_tasks('w', ARRAY['paid_b']);
+SELECT control, reason, set_by FROM vectorbea.controls WHERE target LIKE :'paid' || '%';
 SELECT vectorbea.set_run_budget(:'paid', 10) AS resumed;
 SELECT task_id AS p_task, lease AS p_lease FROM vectorbea.claim_tasks('w', ARRAY['paid_b']) \gset
 SELECT vectorbea.complete_task(:p_task, :'p_lease', '{}', usage => '{"usd": 100}');
