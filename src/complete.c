@@ -197,48 +197,27 @@ add_spawned(VbRun *run, Jsonb *spawn, const char *node, int attempt, TimestampTz
 }
 
 /*
- * Whether a repeated completion's spawn list adds what the completion's
- * did (its NODES_SPAWNED, if any): a different list would be dropped
- * unseen, and its nodes never run.
+ * Whether json (NULL: none) is what node's attempt recorded as key in the
+ * data of its event type: a repeated completion whose spawn list
+ * (NODES_SPAWNED nodes) or usage (STEP_COMPLETED usage) differs from its
+ * completion's would be dropped unseen.
  */
 static bool
-same_spawn(VbRun *run, Jsonb *spawn, const char *node, int attempt)
+same_as_recorded(VbRun *run, const char *type, const char *key, const char *json,
+				 const char *node, int attempt)
 {
-	char	   *specs_json = spawn_specs(run, spawn, node, true);
-	Datum		args[4] = {UUIDPGetDatum(&run->id), CStringGetTextDatum(node), Int32GetDatum(attempt),
-	specs_json ? CStringGetTextDatum(specs_json) : (Datum) 0};
-	char		nulls[4] = {' ', ' ', ' ', specs_json ? ' ' : 'n'};
+	Datum		args[6] = {UUIDPGetDatum(&run->id), CStringGetTextDatum(node), Int32GetDatum(attempt),
+		CStringGetTextDatum(type), CStringGetTextDatum(key),
+	json ? CStringGetTextDatum(json) : (Datum) 0};
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', json ? ' ' : 'n'};
 	bool		isnull;
 
-	if (SPI_execute_with_args("SELECT $4::jsonb IS NOT DISTINCT FROM ("
-							  "  SELECT data->'nodes' FROM vectorbea.events"
-							  "   WHERE run_id = $1 AND type = 'NODES_SPAWNED' AND node = $2"
-							  "     AND attempt = $3)",
-							  lengthof(args), (Oid[]) {UUIDOID, TEXTOID, INT4OID, TEXTOID},
+	if (SPI_execute_with_args("SELECT $6::jsonb IS NOT DISTINCT FROM ("
+							  "  SELECT data->$5 FROM vectorbea.events"
+							  "   WHERE run_id = $1 AND type = $4 AND node = $2 AND attempt = $3)",
+							  lengthof(args), (Oid[]) {UUIDOID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID},
 							  args, nulls, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "vectorbea: could not read the spawn list of node \"%s\"", node);
-	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-}
-
-/*
- * Whether a repeated completion's usage (usage_json, as STEP_COMPLETED
- * records it) is what the completion booked: a different one would be
- * dropped unseen, and the run's budget would not see it.
- */
-static bool
-same_usage(VbRun *run, const char *usage_json, const char *node, int attempt)
-{
-	Datum		args[4] = {UUIDPGetDatum(&run->id), CStringGetTextDatum(node), Int32GetDatum(attempt),
-	CStringGetTextDatum(usage_json)};
-	bool		isnull;
-
-	if (SPI_execute_with_args("SELECT $4::jsonb IS NOT DISTINCT FROM ("
-							  "  SELECT data->'usage' FROM vectorbea.events"
-							  "   WHERE run_id = $1 AND type = 'STEP_COMPLETED' AND node = $2"
-							  "     AND attempt = $3)",
-							  lengthof(args), (Oid[]) {UUIDOID, TEXTOID, INT4OID, TEXTOID},
-							  args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "vectorbea: could not read the usage of node \"%s\"", node);
+		elog(ERROR, "vectorbea: could not read the %s of node \"%s\"", type, node);
 	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
@@ -277,14 +256,15 @@ not_running(VbRun *run, int64 task_id, pg_uuid_t *lease, Jsonb *output, Jsonb *s
 				 errmsg("task %ld was already completed with a different output", (long) task_id),
 				 errdetail("A completion is final; repeating it is allowed only with the same output."),
 				 errhint("Record further results with vectorbea.append_event().")));
-	if (spawn && !same_spawn(run, spawn, node, attempt))
+	if (spawn && !same_as_recorded(run, "NODES_SPAWNED", "nodes",
+								   spawn_specs(run, spawn, node, true), node, attempt))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("task %ld was already completed with a different spawn list", (long) task_id),
 				 errdetail("Node \"%s\" spawned its nodes when it completed; a repeated completion adds none.",
 						   vb_short_text(node)),
 				 errhint("Add further nodes from the nodes that run next, with their own spawn lists.")));
-	if (usage_json && !same_usage(run, usage_json, node, attempt))
+	if (usage_json && !same_as_recorded(run, "STEP_COMPLETED", "usage", usage_json, node, attempt))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("task %ld was already completed with a different usage", (long) task_id),
