@@ -1363,17 +1363,13 @@ CREATE VIEW @extschema@.controls AS
 	  FROM @extschema@.paused_workspaces w
 	 WHERE @extschema@.workspace_visible(w.workspace)
 	UNION ALL
-	SELECT 'run paused', r.id::text || ' (' || r.workspace || ')', r.paused->>'reason'::text,
+	-- A budget's pause waits for a person too (a larger budget or
+	-- resume_run); a workspace's is its row above.
+	SELECT CASE WHEN r.paused->>'scope'::text = 'run' THEN 'run paused' ELSE 'run paused by its budget' END,
+		   r.id::text || ' (' || r.workspace || ')', r.paused->>'reason'::text,
 		   r.paused->>'by'::text, (r.paused->>'at'::text)::timestamptz
 	  FROM @extschema@.runs r
-	 WHERE r.status = 'paused' AND r.paused->>'scope'::text = 'run'
-	   AND @extschema@.workspace_visible(r.workspace)
-	UNION ALL
-	-- A budget's pause waits for a person too (a larger budget or resume_run).
-	SELECT 'run paused by its budget', r.id::text || ' (' || r.workspace || ')', r.paused->>'reason'::text,
-		   r.paused->>'by'::text, (r.paused->>'at'::text)::timestamptz
-	  FROM @extschema@.runs r
-	 WHERE r.status = 'paused' AND r.paused->>'scope'::text = 'budget'
+	 WHERE r.status = 'paused' AND r.paused->>'scope'::text IN ('run', 'budget')
 	   AND @extschema@.workspace_visible(r.workspace)
 	UNION ALL
 	SELECT CASE WHEN d.model = '*' THEN 'provider disabled' ELSE 'model disabled' END,
