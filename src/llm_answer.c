@@ -243,17 +243,22 @@ static char *
 check_spawned_part(JsonbContainer *part, const char *where, JsonbValue *acts, int max_nodes)
 {
 	JsonbValue	v;
+	JsonbValue	kind;
 	JsonbValue	llm;
-	bool		is_llm = false;
+	bool		has_kind = vb_jsonb_get(part, "kind", &kind);
+	bool		is_llm = has_kind && is_word(&kind, "llm");
+	JsonbContainer *llm_spec = NULL;	/* the llm object of an llm node */
 
-	if (vb_jsonb_get(part, "kind", &v) && is_word(&v, "llm"))
+	if (is_llm)
 	{
-		is_llm = true;
 		if (!lists(acts, VB_LLM_ACTIVITY, strlen(VB_LLM_ACTIVITY)))
 			return psprintf("the answer's %s is an llm node, which \"allow_spawn.activities\" does not allow (it allows %s; \"%s\" would)",
 							where, vb_short_text(vb_jsonb_value_text(acts)), VB_LLM_ACTIVITY);
+		if (vb_jsonb_get(part, "llm", &llm) && llm.type == jbvBinary &&
+			JsonContainerIsObject(llm.val.binary.data))
+			llm_spec = llm.val.binary.data;
 	}
-	else if (vb_jsonb_get(part, "kind", &v) && !is_word(&v, "task"))
+	else if (has_kind && !is_word(&kind, "task"))
 		return psprintf("the answer's %s is not a task or llm node; an llm node may add those only", where);
 	else if (!vb_jsonb_get(part, "activity", &v) || v.type != jbvString)
 		return psprintf("the answer's %s has no activity", where);
@@ -266,15 +271,11 @@ check_spawned_part(JsonbContainer *part, const char *where, JsonbValue *acts, in
 	if ((vb_jsonb_get(part, "on_exhausted", &v) && is_word(&v, "escalate")) ||
 		(vb_jsonb_get(part, "in_doubt", &v) && is_word(&v, "ask")) ||
 		vb_jsonb_get(part, "escalation", &v) ||
-		(is_llm && vb_jsonb_get(part, "llm", &llm) && llm.type == jbvBinary &&
-		 JsonContainerIsObject(llm.val.binary.data) &&
-		 vb_jsonb_get(llm.val.binary.data, "on_exhausted", &v) && is_word(&v, "escalate")))
+		(llm_spec && vb_jsonb_get(llm_spec, "on_exhausted", &v) && is_word(&v, "escalate")))
 		return psprintf("the answer's %s asks for a person (\"on_exhausted\": \"escalate\", \"in_doubt\": \"ask\" or \"escalation\"), which an llm node may not add", where);
 
 	/* A spawned planner may spawn only what this one may, and no more at once. */
-	if (is_llm && vb_jsonb_get(part, "llm", &llm) && llm.type == jbvBinary &&
-		JsonContainerIsObject(llm.val.binary.data) &&
-		vb_jsonb_get(llm.val.binary.data, "allow_spawn", &v) && v.type == jbvBinary &&
+	if (llm_spec && vb_jsonb_get(llm_spec, "allow_spawn", &v) && v.type == jbvBinary &&
 		JsonContainerIsObject(v.val.binary.data))
 	{
 		JsonbValue	inner;
