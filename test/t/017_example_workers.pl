@@ -444,6 +444,40 @@ t AS (SELECT x, string_agg(what || ' ' || node || ' x' || n, ' + ' ORDER BY what
 SELECT string_agg(d, ' | ' ORDER BY x) FROM t});
 }
 
+# Starts, in one transaction, "lost" (sleeps 4 s under a 1 s timeout) and
+# 4 runs of "one", tagged with the worker's name, and waits for "lost" to be
+# claimed.
+sub start_lost_batch
+{
+	my ($name, $kind) = @_;
+	my $tag = qq{"w": "$name"};
+	query(qq{
+BEGIN;
+SELECT vectorbea.start_run('ex_lost', '{$tag}');
+SELECT count(*) FROM vectorbea.start_runs('ex_one',
+	ARRAY['{$tag, "i": 1}', '{$tag, "i": 2}', '{$tag, "i": 3}', '{$tag, "i": 4}']::jsonb[]);
+COMMIT;});
+	ok( defined vb_wait_for($pg, qq{
+SELECT count(*) FROM vectorbea.events e JOIN vectorbea.runs r ON r.id = e.run_id
+ WHERE r.input->>'w' = '$name' AND e.node = 'lost' AND e.type = 'STEP_STARTED'}, '1', 20),
+		"$kind: claimed \"lost\"") or diag(logs());
+	return;
+}
+
+# Waits for that batch's end: "lost" failed, the 4 others succeeded.
+sub lost_batch_ended
+{
+	my ($name, $kind) = @_;
+	ok( defined vb_wait_for($pg, qq{
+SELECT string_agg(workflow || ' ' || status, ', ' ORDER BY workflow, status)
+  FROM (SELECT workflow, status, count(*) FROM vectorbea.runs
+         WHERE workflow IN ('ex_lost', 'ex_one') AND input->>'w' = '$name'
+         GROUP BY 1, 2) s},
+			'ex_lost failed, ex_one succeeded', 20),
+		"$kind: the run of \"lost\" failed, the 4 others succeeded") or diag(logs());
+	return;
+}
+
 sub alone
 {
 	my ($name, $kind) = @_;
@@ -464,16 +498,7 @@ SELECT count(*) FROM vectorbea.runs
 	  or diag(logs());
 
 	# VB001: the engine ends "lost" while the worker holds it in a batch of 5.
-	query(qq{
-BEGIN;
-SELECT vectorbea.start_run('ex_lost', '{$tag}');
-SELECT count(*) FROM vectorbea.start_runs('ex_one',
-	ARRAY['{$tag, "i": 1}', '{$tag, "i": 2}', '{$tag, "i": 3}', '{$tag, "i": 4}']::jsonb[]);
-COMMIT;});
-	ok( defined vb_wait_for($pg, qq{
-SELECT count(*) FROM vectorbea.events e JOIN vectorbea.runs r ON r.id = e.run_id
- WHERE r.input->>'w' = '$name' AND e.node = 'lost' AND e.type = 'STEP_STARTED'}, '1', 20),
-		"$kind: claimed \"lost\"") or diag(logs());
+	start_lost_batch($name, $kind);
 	is(transactions($name, [ 'ex_lost', 'ex_one' ], q{'STEP_STARTED'}),
 		'started lost x1 + started one x4', "$kind: the 5 tasks were claimed in one batch");
 	# The scheduler ends the attempt at its deadline; run_due_work makes sure.
@@ -489,13 +514,7 @@ SELECT count(*) FROM vectorbea.events e JOIN vectorbea.runs r ON r.id = e.run_id
  WHERE r.workflow = 'ex_one' AND r.input->>'w' = '$name' AND e.type = 'STEP_COMPLETED'}),
 		'STEP_STARTED, STEP_FAILED timeout; completed so far: 0',
 		"$kind: the attempt of \"lost\" ended (timeout) while the worker held its batch");
-	ok( defined vb_wait_for($pg, qq{
-SELECT string_agg(workflow || ' ' || status, ', ' ORDER BY workflow, status)
-  FROM (SELECT workflow, status, count(*) FROM vectorbea.runs
-         WHERE workflow IN ('ex_lost', 'ex_one') AND input->>'w' = '$name'
-         GROUP BY 1, 2) s},
-			'ex_lost failed, ex_one succeeded', 20),
-		"$kind: the run of \"lost\" failed, the 4 others succeeded") or diag(logs());
+	lost_batch_ended($name, $kind);
 	is( transactions($name, ['ex_one'], q{'STEP_STARTED', 'STEP_COMPLETED'}),
 		'started one x4 | completed one x1 | completed one x1 | completed one x1 | completed one x1',
 		"$kind: after VB001, the 4 others were completed one at a time, claiming nothing with them");
@@ -557,28 +576,12 @@ my $t_part2 = time;
 sub heartbeat_lost
 {
 	my ($name, $kind) = @_;
-	my $tag = qq{"w": "$name"};
 	start_worker($name, 1, 120);
 	wait_ready($name, 1);
-	query(qq{
-BEGIN;
-SELECT vectorbea.start_run('ex_lost', '{$tag}');
-SELECT count(*) FROM vectorbea.start_runs('ex_one',
-	ARRAY['{$tag, "i": 1}', '{$tag, "i": 2}', '{$tag, "i": 3}', '{$tag, "i": 4}']::jsonb[]);
-COMMIT;});
-	ok( defined vb_wait_for($pg, qq{
-SELECT count(*) FROM vectorbea.events e JOIN vectorbea.runs r ON r.id = e.run_id
- WHERE r.input->>'w' = '$name' AND e.node = 'lost' AND e.type = 'STEP_STARTED'}, '1', 20),
-		"$kind: claimed \"lost\"") or diag(logs());
+	start_lost_batch($name, $kind);
 	usleep(1_300_000);
 	query('SELECT vectorbea.run_due_work()');
-	ok( defined vb_wait_for($pg, qq{
-SELECT string_agg(workflow || ' ' || status, ', ' ORDER BY workflow, status)
-  FROM (SELECT workflow, status, count(*) FROM vectorbea.runs
-         WHERE workflow IN ('ex_lost', 'ex_one') AND input->>'w' = '$name'
-         GROUP BY 1, 2) s},
-			'ex_lost failed, ex_one succeeded', 20),
-		"$kind: the run of \"lost\" failed, the 4 others succeeded") or diag(logs());
+	lost_batch_ended($name, $kind);
 	is( transactions($name, [ 'ex_lost', 'ex_one' ], q{'STEP_STARTED', 'STEP_COMPLETED'}),
 		'started lost x1 + started one x4 | completed one x4',
 		"$kind: the 4 others were completed in one batch, without \"lost\"") or diag(logs());
