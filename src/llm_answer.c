@@ -195,6 +195,16 @@ vb_llm_classify(LlmCall *c, VbHttpCall *h, VbLlmOutcome *o)
 		o->message = scrub(problem, c->secret);
 		return;
 	}
+	if (o->answer.refusal)
+	{
+		/* Asking again gets the same no, and each asking is paid for. */
+		o->err_class = "permanent";
+		o->message = o->answer.refusal[0] == '\0' ?
+			pstrdup("the model refused to answer and gave no reason") :
+			psprintf("the model refused to answer: %s",
+					 scrub(vb_from_utf8_lossy(o->answer.refusal), c->secret));
+		return;
+	}
 	/* From here on the answer is text of the database (encoding.c). */
 	problem = NULL;
 	o->answer.text = vb_from_utf8(o->answer.text, strlen(o->answer.text), "the answer", &problem);

@@ -154,7 +154,11 @@ vb_llm_record_call(VbRun *run, LlmCall *c, VbHttpCall *h, VbLlmOutcome *o, Times
 	char	   *usd_text;
 	char	   *budget;
 
-	if (o->err_class == NULL)
+	/*
+	 * An answer refused after it came (a refusal, a character the database
+	 * cannot hold) was paid for like any other.
+	 */
+	if (o->err_class == NULL || o->answer.tokens_in + o->answer.tokens_out > 0)
 	{
 		price = vb_llm_price_call(c->provider, o->answer.model ? o->answer.model : c->model,
 						   o->answer.tokens_in, o->answer.tokens_out);

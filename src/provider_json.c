@@ -207,6 +207,9 @@ vb_json_parse_answer(const char *provider, const char *body, size_t len,
 				if (json_is_string(t))
 					appendBinaryStringInfo(&text, json_string_value(t), json_string_length(t));
 			}
+		if (*problem == NULL && json_is_string(json_object_get(root, "stop_reason")) &&
+			strcmp(json_string_value(json_object_get(root, "stop_reason")), "refusal") == 0)
+			answer->refusal = pstrdup(text.data);
 		usage = json_object_get(root, "usage");
 		if (token_member(usage, "input_tokens", &answer->tokens_in, problem))
 			token_member(usage, "output_tokens", &answer->tokens_out, problem);
@@ -214,9 +217,14 @@ vb_json_parse_answer(const char *provider, const char *body, size_t len,
 	else
 	{
 		json_t	   *choice = json_array_get(json_object_get(root, "choices"), 0);
-		json_t	   *content = json_object_get(json_object_get(choice, "message"), "content");
+		json_t	   *message = json_object_get(choice, "message");
+		json_t	   *content = json_object_get(message, "content");
+		json_t	   *refusal = json_object_get(message, "refusal");
 
-		if (!json_is_string(content))
+		/* A refusal comes with "content": null and the model's words apart. */
+		if (json_is_string(refusal) && !json_is_string(content))
+			answer->refusal = pnstrdup(json_string_value(refusal), json_string_length(refusal));
+		else if (!json_is_string(content))
 			*problem = pstrdup("the provider's answer has no choices[0].message.content string");
 		else
 			appendBinaryStringInfo(&text, json_string_value(content), json_string_length(content));

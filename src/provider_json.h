@@ -15,6 +15,8 @@ typedef struct VbLlmAnswer
 	char	   *model;			/* as the provider reports it */
 	int64		tokens_in;
 	int64		tokens_out;
+	char	   *refusal;		/* the model declined to answer: its words ("" when
+								 * it gave none); NULL when it answered */
 } VbLlmAnswer;
 
 extern char *vb_json_chat_request(const char *provider, const char *model,

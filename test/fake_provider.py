@@ -48,6 +48,10 @@ A rule (all keys optional):
                    as ceil(characters / 4), at least 1
     raw_usage      the answer's "usage" member as given, any JSON (counts
                    that are strings or reals); null leaves the member out
+    refusal        the model declines, in these words (a 200): OpenAI's
+                   message has "content": null and "refusal"; Anthropic's
+                   answer has "stop_reason": "refusal" and the words as its
+                   text (no text part when they are "")
     model          model name echoed instead of the request's
     delay_ms       wait this long before answering (other requests proceed)
     headers        extra response headers, e.g. {"Retry-After": "2"}
@@ -96,7 +100,8 @@ MAX_LINE = 1024 * 1024
 MODES = ("normal", "hang", "truncate", "huge", "invalid_json", "reset",
          "redirect")
 RULE_KEYS = {"match", "times", "status", "error_message", "error_type",
-             "text", "usage", "raw_usage", "model", "delay_ms", "headers", "mode",
+             "text", "usage", "raw_usage", "refusal", "model", "delay_ms",
+             "headers", "mode",
              "huge_bytes", "location"}
 MATCH_KEYS = {"provider", "contains"}
 PROVIDERS = ("openai", "anthropic")
@@ -435,7 +440,7 @@ class Rule:
         require(spec.get("mode", "normal") in MODES,
                 f"mode must be one of {MODES}")
         for key in ("text", "error_message", "error_type", "model",
-                    "location"):
+                    "location", "refusal"):
             require(isinstance(spec.get(key, ""), str),
                     f"{key} must be a string")
         for key in ("delay_ms", "huge_bytes"):
@@ -698,12 +703,25 @@ class FakeProvider:
             provider, response_model(rule, payload), text,
             usage.get("input", default_input_tokens(payload)),
             usage.get("output", estimate_tokens(len(text))))
+        if "refusal" in rule.spec:
+            refuse(body, provider, rule.spec["refusal"])
         if "raw_usage" in rule.spec:
             if rule.spec["raw_usage"] is None:
                 del body["usage"]
             else:
                 body["usage"] = rule.spec["raw_usage"]
         return body
+
+
+def refuse(body, provider, words):
+    """Turns a success body into the provider's shape of a refusal."""
+    if provider == "anthropic":
+        body["content"] = [{"type": "text", "text": words}] if words else []
+        body["stop_reason"] = "refusal"
+    else:
+        message = body["choices"][0]["message"]
+        message["content"] = None
+        message["refusal"] = words
 
 
 def response_model(rule, payload):

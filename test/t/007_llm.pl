@@ -109,6 +109,15 @@ is_deeply($r->{body}{messages}, [ { role => 'user', content => 'Say hi to Ada' }
 is($json->decode(sql(qq{SELECT output FROM vectorbea.nodes WHERE run_id = '$run'}))->{text}, 'Hi Ada.',
 	'the answer is the output');
 consistent($run, 'anthropic run');
+# Anthropic's refusal: "stop_reason": "refusal", here with no words.
+vb_fake_reset();
+vb_fake_script({ refusal => '', usage => { input => 10, output => 1 } });
+$run = sql(q{SELECT vectorbea.start_run('haiku', '{"name": "Eve"}')});
+is(finished($run), 'failed', 'an anthropic refusal fails the node');
+is(sql(qq{SELECT error->>'class' || ': ' || (error->>'message') FROM vectorbea.nodes WHERE run_id = '$run'}),
+	'permanent: the model refused to answer and gave no reason', 'permanent, saying so');
+is(scalar @{ vb_fake_requests() }, 1, 'and it is not asked again');
+consistent($run, 'anthropic refusal');
 
 # ---------------------------------------------------------------------------
 # Failure classes and their retry behaviour.  Each case is one run of a
@@ -164,6 +173,16 @@ failure_case('truncated', { mode => 'truncate' }, 'transient', 1, qr/call failed
 # A count that is there but not a whole number is not booked as 0.
 failure_case('textcount', { raw_usage => { prompt_tokens => 500, completion_tokens => '900' } }, 'transient', 1,
 	qr/reports a token count that is not a whole number \(usage.completion_tokens = "900"\)/);
+# A refusal is not asked again (the same no, paid for each time), and it is
+# paid for: its tokens and cost are booked like an answer's.
+my $refused = failure_case('refused', { refusal => "I can't help with that.", usage => { input => 1000, output => 500 } },
+	'permanent', 0, qr/^the model refused to answer: I can't help with that\.$/);
+my $refused_call = events($refused, 'LLM_CALLED')->[0];
+is_deeply([ @$refused_call{qw(outcome tokens_in tokens_out)}, $refused_call->{priced} ? 'priced' : 'not priced' ],
+	[ 'permanent', 1000, 500, 'priced' ],
+	'refused: LLM_CALLED books the tokens and prices them');
+is(sql(qq{SELECT usage_tokens || ' ' || usage_usd FROM vectorbea.runs WHERE id = '$refused'}), '1500 0.00045000',
+	'refused: the run booked the refusal\'s tokens and cost');
 failure_case('garbled', { mode => 'invalid_json' }, 'transient', 1, qr/not valid JSON/);
 failure_case('hang', { mode => 'hang' }, 'transient', 1, qr/did not answer within 1[45]\d\d ms/);
 failure_case('unauthorized', { status => 401, error_message => 'Incorrect API key provided' }, 'permanent', 0,
