@@ -284,22 +284,33 @@ vectorbea_run_due_work(PG_FUNCTION_ARGS)
 	TimestampTz now = vb_now();
 	char	   *result;
 	int			n;
-	int			started = 0;
-	int			ended = 0;
+	volatile int started = 0;
+	volatile int ended = 0;
 	int			orphans = 0;
+	bool		waits;
 
 	memset(&c, 0, sizeof(c));
 	SPI_connect();
-	while (vb_expire_attempts((Datum) 0, now, true, &c) > 0)
-		;
-	while (vb_fail_overdue_runs(now, &c) > 0)
-		;
-	while (vb_expire_gates(now, &c) > 0)
-		;
-	while ((n = vb_start_waits(now, true, &c)) > 0)
-		started += n;
-	while ((n = vb_end_due_waits(now, true, &c)) > 0)
-		ended += n;
+	/* As the scheduler's pass: an item whose parent run is held is put off. */
+	waits = vb_run_parent_lock_waits(false);
+	PG_TRY();
+	{
+		while (vb_expire_attempts((Datum) 0, now, true, &c) > 0)
+			;
+		while (vb_fail_overdue_runs(now, &c) > 0)
+			;
+		while (vb_expire_gates(now, &c) > 0)
+			;
+		while ((n = vb_start_waits(now, true, &c)) > 0)
+			started += n;
+		while ((n = vb_end_due_waits(now, true, &c)) > 0)
+			ended += n;
+	}
+	PG_FINALLY();
+	{
+		vb_run_parent_lock_waits(waits);
+	}
+	PG_END_TRY();
 	while ((n = vb_cancel_orphans(now, &c)) > 0)
 		orphans += n;
 	SPI_finish();
