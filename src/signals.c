@@ -57,7 +57,7 @@ earlier_signal(pg_uuid_t *run_id, const char *key, const char *name, Jsonb *payl
 				 errmsg("idempotency key \"%s\" was already used for a different signal to run %s",
 						vb_short_text(key), vb_uuid_text(run_id)),
 				 errdetail("The key belongs to signal \"%s\" with %s payload.",
-						   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3),
+						   vb_short_text(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3)),
 						   strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3), name) == 0 ?
 						   "a different" : "its own"),
 				 errhint("Use a new key for a new signal; reuse a key only to retry the same send.")));

@@ -123,9 +123,9 @@ check_child_workflows(const char *name, const char *specs_json)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("invalid workflow definition: node \"%s\", field \"run.workflow\" names %sworkflow \"%s\", which does not exist",
-						SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1),
+						vb_short_text(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)),
 						version ? psprintf("version %s of ", version) : "",
-						SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2)),
+						vb_short_text(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2))),
 				 errhint("Define the child workflow first.")));
 	}
 }

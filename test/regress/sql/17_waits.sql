@@ -47,6 +47,8 @@ SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"signal","si
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"signal","signal":{"name":"ok","timeout":"1h","default":{}}}]}');
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"run"}]}');
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"run","run":{"workflow":"nowhere"}}]}');
+SELECT vectorbea.define_workflow('bad', jsonb_build_object('nodes', jsonb_build_array(jsonb_build_object(
+	'id', repeat('z', 60), 'kind', 'run', 'run', jsonb_build_object('workflow', repeat('w', 100))))));
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"run","run":{"workflow":"bad name"}}]}');
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"run","run":{"workflow":"x","version":0}}]}');
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"run","run":{"workflow":"x"},"input":{"q":"{{upstream.y.output}}"}}]}');
