@@ -1339,9 +1339,30 @@ CREATE POLICY workspace_members ON @extschema@.events
 -- this policy narrows it (AS RESTRICTIVE: both must hold).
 CREATE POLICY workspace_members ON @extschema@.approvals AS RESTRICTIVE
 	USING (@extschema@.run_visible(run_id));
+ALTER TABLE @extschema@.signals ENABLE ROW LEVEL SECURITY;
+CREATE POLICY workspace_members ON @extschema@.signals
+	USING (@extschema@.run_visible(run_id));
+-- A vote is seen with its gate, as approvals' policies decide for the
+-- caller (the gate's approvers, in the caller's workspaces).
+ALTER TABLE @extschema@.approval_votes ENABLE ROW LEVEL SECURITY;
+CREATE POLICY with_its_gate ON @extschema@.approval_votes
+	USING (EXISTS (SELECT FROM @extschema@.approvals a WHERE a.id = approval_id));
+-- An idempotency key is its workspace's own: unique over all runs, one
+-- tenant's key found another's run (its id, and whether a guessed input
+-- was the one it started with) and kept the other from using it.
+ALTER TABLE @extschema@.runs DROP CONSTRAINT runs_idempotency_key_key;
+ALTER TABLE @extschema@.runs ADD CONSTRAINT runs_workspace_idempotency_key_key
+	UNIQUE (workspace, idempotency_key);
 -- Views read the tables as their owner, whom row-level security lets by:
--- the ones users read filter by workspace themselves (spend, above).
-CREATE OR REPLACE VIEW @extschema@.dead_letters AS
+-- the ones users read filter by workspace themselves (spend, above), as
+-- security barriers, so that no cheaper condition of the caller's (a
+-- function that prints its argument) sees a row before the filter does.
+ALTER VIEW @extschema@.spend SET (security_barrier = true);
+CREATE OR REPLACE VIEW @extschema@.provider_key_info WITH (security_barrier) AS
+	SELECT workspace, provider, base_url, fingerprint, set_at, set_by
+	  FROM @extschema@.provider_keys
+	 WHERE @extschema@.workspace_visible(workspace);
+CREATE OR REPLACE VIEW @extschema@.dead_letters WITH (security_barrier) AS
 	SELECT n.run_id, r.workflow, r.workspace, n.id AS task_id, n.node, n.activity,
 		   n.attempt, n.error, n.finished_at
 	  FROM @extschema@.nodes n
@@ -1357,7 +1378,7 @@ CREATE OR REPLACE VIEW @extschema@.dead_letters AS
 -- so filters by workspace itself: a role that may read it sees the pauses
 -- of the workspaces it may see.  Disabled models are the whole database's
 -- and stop every workspace's calls, so everyone who may read it sees them.
-CREATE VIEW @extschema@.controls AS
+CREATE VIEW @extschema@.controls WITH (security_barrier) AS
 	SELECT 'workspace paused'::text AS control, w.workspace AS target, w.reason,
 		   w.paused_by::text AS set_by, w.paused_at AS since
 	  FROM @extschema@.paused_workspaces w

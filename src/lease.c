@@ -30,7 +30,17 @@
 #include "jsonb_util.h"
 #include "lease.h"
 #include "spi_util.h"
+#include "tenants.h"
 #include "text_escape.h"
+
+pg_attribute_noreturn()
+static void
+no_such_task(int64 task_id)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("task %ld does not exist", (long) task_id)));
+}
 
 /*
  * Explains why lease does not hold task_id and throws.  Called inside SPI
@@ -50,15 +60,13 @@ vb_refuse_lease(int64 task_id, pg_uuid_t *lease, const char *action)
 	char	   *run_status;
 	char	   *detail;
 
-	if (SPI_execute_with_args("SELECT n.status, n.node, NULL, n.attempt, n.worker, r.status"
+	if (SPI_execute_with_args("SELECT n.status, n.node, NULL, n.attempt, n.worker, r.status, r.workspace"
 							  "  FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
 							  " WHERE n.id = $1",
 							  1, types, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: task lookup failed");
 	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("task %ld does not exist", (long) task_id)));
+		no_such_task(task_id);
 	tup = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
 	status = SPI_getvalue(tup, desc, 1);
@@ -66,6 +74,9 @@ vb_refuse_lease(int64 task_id, pg_uuid_t *lease, const char *action)
 	attempt = SPI_getvalue(tup, desc, 4);
 	worker = SPI_getvalue(tup, desc, 5);
 	run_status = SPI_getvalue(tup, desc, 6);
+	/* Another tenant's task is described to no one outside it. */
+	if (!vb_workspace_visible(SPI_getvalue(tup, desc, 7)))
+		no_such_task(task_id);
 
 	if (strcmp(status, "running") == 0)
 	{
@@ -98,9 +109,7 @@ void
 vb_lock_run_of_task(int64 task_id, VbRun *run)
 {
 	if (!vb_run_lock_for_task(task_id, run))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("task %ld does not exist", (long) task_id)));
+		no_such_task(task_id);
 }
 
 /*

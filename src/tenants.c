@@ -40,6 +40,7 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
 #include "vectorbea.h"
@@ -60,10 +61,22 @@ static uint64 mapping_generation = PG_UINT64_MAX;
 static bool tenants_pending_bump = false;
 static bool callback_registered = false;
 
-/* Reads workspace_roles again when a change has committed since.  Inside SPI. */
+/*
+ * Reads workspace_roles again when a change has committed since, or while
+ * this transaction has one of its own (a savepoint may undo it).  Inside
+ * SPI.
+ *
+ * The rows are read with the latest snapshot, not the caller's: a
+ * repeatable-read transaction that began before a grant would otherwise
+ * keep the workspace open under the grant's generation.  The generation
+ * is read first; a change that commits after that read raises it (the
+ * commit is visible before its callback runs), so the next call reads
+ * again.
+ */
 static void
 load_mapping(void)
 {
+	static SPIPlanPtr plan = NULL;
 	uint64		generation = vb_shared ? pg_atomic_read_u64(&vb_shared->tenants_generation) : 0;
 	MemoryContext old;
 
@@ -75,8 +88,11 @@ load_mapping(void)
 		mapping_count = 0;
 		return;
 	}
-	if (SPI_execute("SELECT workspace, role FROM vectorbea.workspace_roles ORDER BY workspace, role",
-					true, 0) != SPI_OK_SELECT)
+	if (plan == NULL)
+		plan = vb_prepare("SELECT workspace, role FROM vectorbea.workspace_roles ORDER BY workspace, role",
+						  0, NULL);
+	if (SPI_execute_snapshot(plan, NULL, NULL, GetLatestSnapshot(), InvalidSnapshot,
+							 true, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not read workspace_roles");
 	old = MemoryContextSwitchTo(TopMemoryContext);
 	for (int i = 0; i < mapping_count; i++)
@@ -94,7 +110,7 @@ load_mapping(void)
 														 SPI_tuptable->tupdesc, 2, &isnull));
 	}
 	MemoryContextSwitchTo(old);
-	mapping_generation = generation;
+	mapping_generation = tenants_pending_bump ? PG_UINT64_MAX : generation;
 }
 
 static bool
@@ -166,11 +182,20 @@ vectorbea_workspace_visible(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(0))
 		PG_RETURN_BOOL(false);
 	SPI_connect();
-	load_mapping();
-	visible = mapping_count == 0 || caller_bypasses() ||
-		caller_may(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	visible = vb_workspace_visible(text_to_cstring(PG_GETARG_TEXT_PP(0)));
 	SPI_finish();
 	PG_RETURN_BOOL(visible);
+}
+
+/*
+ * Whether the caller may see workspace; for the doors whose errors would
+ * otherwise describe another tenant's rows.  Inside SPI.
+ */
+bool
+vb_workspace_visible(const char *workspace)
+{
+	load_mapping();
+	return mapping_count == 0 || caller_bypasses() || caller_may(workspace);
 }
 
 /*
@@ -254,6 +279,8 @@ tenants_xact_callback(XactEvent event, void *arg)
 {
 	if (event == XACT_EVENT_COMMIT && tenants_pending_bump && vb_shared)
 		pg_atomic_fetch_add_u64(&vb_shared->tenants_generation, 1);
+	if (event == XACT_EVENT_ABORT && tenants_pending_bump)
+		mapping_generation = PG_UINT64_MAX;	/* it may hold the undone change */
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT)
 		tenants_pending_bump = false;
 }

@@ -17,6 +17,7 @@
 #include "utils/uuid.h"
 
 extern ArrayType *vb_tenant_excluded_workspaces(void);
+extern bool vb_workspace_visible(const char *workspace);
 extern void vb_require_workspace(const char *workspace, const char *action);
 extern void vb_require_run_workspace(pg_uuid_t *run_id, const char *action);
 

@@ -363,20 +363,44 @@ check_options(Jsonb *options, TimestampTz at, TimestampTz *deadline)
 	return priority;
 }
 
-/* Returns the run of an earlier start_run with this key, or throws. */
-static Datum
-existing_run(const char *key, const char *workflow, Jsonb *input)
+/* The workspace a start's options name ("default" when they name none). */
+static const char *
+options_workspace(Jsonb *options)
 {
-	Datum		args[3] = {CStringGetTextDatum(key), CStringGetTextDatum(workflow),
-	JsonbPGetDatum(input)};
-	Oid			types[3] = {TEXTOID, TEXTOID, JSONBOID};
+	JsonbValue	w;
+
+	if (vb_jsonb_get(&options->root, "workspace", &w) && w.type == jbvString)
+		return pnstrdup(w.val.string.val, w.val.string.len);
+	return "default";
+}
+
+/*
+ * The conflict target of a run's insert: a key is its workspace's own (one
+ * tenant's key neither finds nor blocks another's run); a 0.1.0 schema,
+ * before ALTER EXTENSION UPDATE, knows only keys unique over all runs.
+ */
+#define KEY_CONFLICT_020 " ON CONFLICT (workspace, idempotency_key) DO NOTHING RETURNING id"
+#define KEY_CONFLICT_010 " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
+
+/*
+ * Returns the run of workspace that an earlier start with this key
+ * created, or throws.
+ */
+static Datum
+existing_run(const char *key, const char *workspace, const char *workflow, Jsonb *input)
+{
+	bool		keys_per_workspace = vb_waits_available();
+	Datum		args[4] = {CStringGetTextDatum(key), CStringGetTextDatum(workflow),
+	JsonbPGetDatum(input), CStringGetTextDatum(workspace)};
+	Oid			types[4] = {TEXTOID, TEXTOID, JSONBOID, TEXTOID};
 	bool		isnull;
 	bool		same;
 	Datum		id;
 
-	if (SPI_execute_with_args("SELECT id, workflow = $2 AND input = $3, workflow"
-							  "  FROM vectorbea.runs WHERE idempotency_key = $1",
-							  3, types, args, NULL, false, 1) != SPI_OK_SELECT ||
+	if (SPI_execute_with_args(psprintf("SELECT id, workflow = $2 AND input = $3, workflow"
+									   "  FROM vectorbea.runs WHERE idempotency_key = $1%s",
+									   keys_per_workspace ? " AND workspace = $4" : ""),
+							  keys_per_workspace ? 4 : 3, types, args, NULL, false, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		elog(ERROR, "vectorbea: run with idempotency key \"%s\" vanished", key);
 	same = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
@@ -389,8 +413,8 @@ existing_run(const char *key, const char *workflow, Jsonb *input)
 				 errdetail("The key belongs to a run of workflow \"%s\", not \"%s\".",
 						   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3), workflow),
 				 errhint("Use a new key for a new run; reuse a key only to retry the same start. "
-						 "The run is: SELECT id FROM vectorbea.runs WHERE idempotency_key = %s.",
-						 quote_literal_cstr(key))));
+						 "The run is: SELECT id FROM vectorbea.runs WHERE idempotency_key = %s AND workspace = %s.",
+						 quote_literal_cstr(key), quote_literal_cstr(workspace))));
 	id = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	return id;
 }
@@ -433,8 +457,9 @@ vb_create_run(const char *workflow, int version, Jsonb *input, Jsonb *options,
 {
 	static const pg_uuid_t no_id;
 	static SPIPlanPtr lookup_plan = NULL;
-	static SPIPlanPtr insert_plan = NULL;
+	static SPIPlanPtr insert_plans[2];	/* [on a 0.2.0 schema] */
 	static SPIPlanPtr child_insert_plan = NULL;
+	SPIPlanPtr	plan;
 	Datum		args[11];
 	char		nulls[11] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	Oid			types[11] = {UUIDOID, TEXTOID, INT4OID, JSONBOID, JSONBOID, TEXTOID,
@@ -495,37 +520,39 @@ vb_create_run(const char *workflow, int version, Jsonb *input, Jsonb *options,
 	 * A 0.1.0 schema has no parent columns, and no run nodes to need them:
 	 * the statement with them is prepared only when a child run starts.
 	 */
-	if (parent_run ? child_insert_plan == NULL : insert_plan == NULL)
+	if (parent_run)
 	{
-		SPIPlanPtr	plan = vb_prepare(parent_run ?
-							  "INSERT INTO vectorbea.runs (id, workflow, workflow_version, input,"
-							  "  options, idempotency_key, priority, created_at, workspace,"
-							  "  budget_usd, budget_tokens, deadline, parent_run, parent_node)"
-							  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8,"
-							  "  coalesce($5->>'workspace', 'default'),"
-							  "  ($5->>'budget_usd')::numeric, ($5->>'budget_tokens')::bigint, $9, $10, $11)"
-							  " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id" :
-							  "INSERT INTO vectorbea.runs (id, workflow, workflow_version, input,"
-							  "  options, idempotency_key, priority, created_at, workspace,"
-							  "  budget_usd, budget_tokens, deadline)"
-							  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8,"
-							  "  coalesce($5->>'workspace', 'default'),"
-							  "  ($5->>'budget_usd')::numeric, ($5->>'budget_tokens')::bigint, $9)"
-							  " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
-							  parent_run ? 11 : 9, types);
-
-		if (parent_run)
-			child_insert_plan = plan;
-		else
-			insert_plan = plan;
+		if (child_insert_plan == NULL)
+			child_insert_plan = vb_prepare("INSERT INTO vectorbea.runs (id, workflow, workflow_version, input,"
+										   "  options, idempotency_key, priority, created_at, workspace,"
+										   "  budget_usd, budget_tokens, deadline, parent_run, parent_node)"
+										   " VALUES ($1, $2, $3, $4, $5, $6, $7, $8,"
+										   "  coalesce($5->>'workspace', 'default'),"
+										   "  ($5->>'budget_usd')::numeric, ($5->>'budget_tokens')::bigint, $9, $10, $11)"
+										   KEY_CONFLICT_020, 11, types);
+		plan = child_insert_plan;
 	}
-	if (SPI_execute_plan(parent_run ? child_insert_plan : insert_plan, args, nulls, false, 0) !=
-		SPI_OK_INSERT_RETURNING)
+	else
+	{
+		bool		v020 = vb_waits_available();
+
+		if (insert_plans[v020] == NULL)
+			insert_plans[v020] = vb_prepare(psprintf("%s%s",
+													 "INSERT INTO vectorbea.runs (id, workflow, workflow_version, input,"
+													 "  options, idempotency_key, priority, created_at, workspace,"
+													 "  budget_usd, budget_tokens, deadline)"
+													 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8,"
+													 "  coalesce($5->>'workspace', 'default'),"
+													 "  ($5->>'budget_usd')::numeric, ($5->>'budget_tokens')::bigint, $9)",
+													 v020 ? KEY_CONFLICT_020 : KEY_CONFLICT_010), 9, types);
+		plan = insert_plans[v020];
+	}
+	if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "vectorbea: could not insert run");
 
 	if (SPI_processed == 0)
 	{
-		Datum		id = existing_run(key, workflow, input);
+		Datum		id = existing_run(key, options_workspace(options), workflow, input);
 
 		memcpy(run_id, DatumGetUUIDP(id), sizeof(pg_uuid_t));
 		return false;
@@ -552,15 +579,10 @@ vb_create_run(const char *workflow, int version, Jsonb *input, Jsonb *options,
 	vb_event(&run, "RUN_STARTED", NULL, 0, data.data, at);
 	vb_state_add_nodes(&run, specs_json, NULL, at);
 	{
-		JsonbValue	w;
-		char	   *workspace = "default";
 		char	   *reason = NULL;
 
-		if (vb_jsonb_get(&options->root, "workspace", &w) && w.type == jbvString)
-			workspace = pnstrdup(w.val.string.val, w.val.string.len);
-
 		/* A run of a paused workspace starts paused. */
-		if (vb_workspace_paused(workspace, &reason))
+		if (vb_workspace_paused(options_workspace(options), &reason))
 			vb_state_pause_run(&run, "workspace", reason,
 							   GetUserNameFromId(GetOuterUserId(), false), at);
 	}
@@ -707,7 +729,7 @@ create_runs_together(const char *workflow, int version, const char *specs_json, 
 							   "   FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
 							   "                   pg_catalog.unnest($3)) WITH ORDINALITY AS t(id, input, key, ord)"
 							   "  ORDER BY t.ord"
-							   " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+							   KEY_CONFLICT_020,
 							   lengthof(types), types, CURSOR_OPT_GENERIC_PLAN);
 	}
 	for (int i = 0; i < n; i++)
@@ -753,7 +775,8 @@ create_runs_together(const char *workflow, int version, const char *specs_json, 
 		if (!created[i])
 		{
 			/* Its key was used before: the earlier run, or an error. */
-			memcpy(&ids[i], DatumGetUUIDP(existing_run(keys[i], workflow, inputs[i])),
+			memcpy(&ids[i], DatumGetUUIDP(existing_run(keys[i], options_workspace(options),
+														workflow, inputs[i])),
 				   sizeof(pg_uuid_t));
 			continue;
 		}

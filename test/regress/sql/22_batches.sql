@@ -129,10 +129,12 @@ SELECT (vectorbea.replay(:'single') - 'run' - 'started_at')
 	 = (vectorbea.replay(s.id) - 'run' - 'started_at') AS replay_same_as_start_run,
 	   (SELECT array_agg(k ORDER BY k) FROM jsonb_object_keys(vectorbea.replay(s.id)) k) AS replayed
   FROM started s WHERE s.ord = 2;
--- Keys: a key used before returns its run; with another input it is refused.
+-- Keys: a key used before in the workspace returns its run; with another
+-- input it is refused.
 SELECT s.id = (SELECT id FROM started WHERE ord = 1) AS same_run
-  FROM vectorbea.start_runs('two', ARRAY['{"n": 1}']::jsonb[], ARRAY['k1']) AS s(id);
-SELECT vectorbea.start_runs('two', ARRAY['{"n": 4}', '{"n": 99}']::jsonb[], ARRAY['k4', 'k1']);
+  FROM vectorbea.start_runs('two', ARRAY['{"n": 1}']::jsonb[], ARRAY['k1'], '{"workspace": "bulk"}') AS s(id);
+SELECT vectorbea.start_runs('two', ARRAY['{"n": 4}', '{"n": 99}']::jsonb[], ARRAY['k4', 'k1'],
+							'{"workspace": "bulk"}');
 SELECT count(*) AS runs_with_k4 FROM vectorbea.runs WHERE idempotency_key = 'k4';
 -- The same key twice in one call with the same input is one run.
 SELECT count(DISTINCT s) AS distinct_runs

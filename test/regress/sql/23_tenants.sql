@@ -13,12 +13,14 @@ CREATE ROLE vb_t_outsider;
 GRANT USAGE ON SCHEMA vectorbea TO vb_t_acme, vb_t_globex, vb_t_outsider;
 GRANT EXECUTE ON FUNCTION vectorbea.clock() TO vb_t_acme, vb_t_globex, vb_t_outsider;
 GRANT SELECT ON vectorbea.runs, vectorbea.nodes, vectorbea.events, vectorbea.approvals,
-	  vectorbea.spend, vectorbea.dead_letters, vectorbea.controls
+	  vectorbea.spend, vectorbea.dead_letters, vectorbea.controls, vectorbea.signals,
+	  vectorbea.approval_votes, vectorbea.provider_key_info
 	TO vb_t_acme, vb_t_globex, vb_t_outsider;
 GRANT UPDATE (status, decided_by, decision, output, input, reason) ON vectorbea.approvals
 	TO vb_t_acme, vb_t_globex, vb_t_outsider;
 GRANT EXECUTE ON FUNCTION vectorbea.claim_tasks(text, text[], integer, interval),
 	  vectorbea.complete_task(bigint, uuid, jsonb, jsonb, jsonb),
+	  vectorbea.fail_task(bigint, uuid, jsonb, boolean), vectorbea.heartbeat(bigint, uuid, interval),
 	  vectorbea.start_run(text, jsonb, text, jsonb),
 	  vectorbea.start_runs(text, jsonb[], text[], jsonb),
 	  vectorbea.cancel_run(uuid, text, boolean),
@@ -44,6 +46,18 @@ SELECT count(vectorbea.fail_task(task_id, lease, '{"message": "no", "class": "pe
   FROM vectorbea.claim_tasks('admin', ARRAY['t_fail'], 10);
 SELECT count(vectorbea.start_run('t', '{}', NULL, jsonb_build_object('workspace', ws)))
   FROM unnest(ARRAY['acme', 'globex', 'default']) ws;
+-- ... a signal sent to each running run, a quorum gate with a vote, and
+-- a provider key (its row only: no key is read here).
+SELECT count(vectorbea.send_signal(id, 'note', jsonb_build_object('for', workspace)))
+  FROM vectorbea.runs WHERE status = 'running';
+SELECT vectorbea.define_workflow('q', '{"nodes":[
+	{"id":"vote","kind":"approval","approval":{"gate":"vote","quorum":2,"approvers":["ann","bob"]}}]}');
+SELECT count(vectorbea.start_run('q', '{}', NULL, jsonb_build_object('workspace', ws)))
+  FROM unnest(ARRAY['acme', 'globex', 'default']) ws;
+UPDATE vectorbea.approvals SET status = 'approved', decided_by = 'ann' WHERE gate = 'vote';
+UPDATE vectorbea.approvals SET status = 'approved', decided_by = 'bob' WHERE gate = 'vote';
+INSERT INTO vectorbea.provider_keys (workspace, provider, ciphertext, fingerprint, set_at)
+SELECT ws, 'openai', '\x00', 'fp-' || ws, now() FROM unnest(ARRAY['acme', 'globex', 'default']) ws;
 
 -- Before any mapping, every role with the grants sees everything.
 SET ROLE vb_t_outsider;
@@ -65,6 +79,11 @@ LANGUAGE sql AS $$
 	UNION ALL SELECT 'approvals', string_agg(DISTINCT (SELECT workspace FROM vectorbea.runs r WHERE r.id = run_id), ',') FROM vectorbea.approvals
 	UNION ALL SELECT 'spend', string_agg(DISTINCT workspace, ',') FROM vectorbea.spend
 	UNION ALL SELECT 'dead_letters', string_agg(DISTINCT workspace, ',') FROM vectorbea.dead_letters
+	UNION ALL SELECT 'signals', string_agg(DISTINCT payload->>'for', ',') FROM vectorbea.signals
+	UNION ALL SELECT 'approval_votes', string_agg(DISTINCT (SELECT workspace FROM vectorbea.runs r
+			JOIN vectorbea.approvals a ON a.run_id = r.id WHERE a.id = approval_id), ',') FROM vectorbea.approval_votes
+	UNION ALL SELECT 'approval_votes (count)', count(*)::text FROM vectorbea.approval_votes
+	UNION ALL SELECT 'provider_key_info', string_agg(DISTINCT workspace, ',') FROM vectorbea.provider_key_info
 $$;
 GRANT EXECUTE ON FUNCTION vb_t.seen() TO PUBLIC;
 SET ROLE vb_t_acme_worker;
@@ -75,6 +94,36 @@ SET ROLE vb_t_outsider;
 SELECT 'outsider' AS role, * FROM vb_t.seen();
 RESET ROLE;
 SELECT 'superuser' AS role, * FROM vb_t.seen();
+
+-- The views filter before any condition of the caller's: a cheap
+-- function that prints what it is given sees none of another tenant's rows.
+CREATE FUNCTION vb_t.leak(v text) RETURNS boolean LANGUAGE plpgsql COST 0.0000001 AS $$
+BEGIN
+	RAISE NOTICE 'leaked: %', v;
+	RETURN false;
+END $$;
+GRANT EXECUTE ON FUNCTION vb_t.leak(text) TO PUBLIC;
+SET ROLE vb_t_globex_worker;
+SET client_min_messages = notice;
+SELECT count(*) AS dead_letters FROM vectorbea.dead_letters WHERE vb_t.leak(workspace || ' ' || error::text);
+SELECT count(*) AS spend FROM vectorbea.spend WHERE vb_t.leak(workspace);
+SELECT count(*) AS controls FROM vectorbea.controls WHERE vb_t.leak(target);
+SELECT count(*) AS provider_key_info FROM vectorbea.provider_key_info WHERE vb_t.leak(workspace);
+SELECT count(*) AS signals FROM vectorbea.signals WHERE vb_t.leak(payload::text);
+RESET client_min_messages;
+RESET ROLE;
+
+-- A lease refusal describes no other tenant's task: for a non-member it
+-- does not exist, as for a task id never used.
+SELECT id AS acme_task FROM vectorbea.nodes n
+ WHERE node = 'work' AND (SELECT workspace FROM vectorbea.runs r WHERE r.id = n.run_id) = 'acme' LIMIT 1 \gset
+SET ROLE vb_t_globex_worker;
+SELECT vectorbea.complete_task(:acme_task, '00000000-0000-0000-0000-000000000000');
+SELECT vectorbea.fail_task(:acme_task, '00000000-0000-0000-0000-000000000000', '{"message": "x"}');
+SELECT vectorbea.heartbeat(:acme_task, '00000000-0000-0000-0000-000000000000');
+SET ROLE vb_t_acme_worker;
+SELECT vectorbea.complete_task(:acme_task, '00000000-0000-0000-0000-000000000000');
+RESET ROLE;
 
 -- Claims: a worker role claims only in its workspace (and open ones).
 SET ROLE vb_t_globex_worker;
@@ -93,7 +142,8 @@ UPDATE vectorbea.approvals SET status = 'approved', decided_by = 'outsider' WHER
 SET ROLE vb_t_acme_worker;
 UPDATE vectorbea.approvals SET status = 'approved', decided_by = 'acme' WHERE status = 'pending';
 RESET ROLE;
-SELECT (SELECT workspace FROM vectorbea.runs r WHERE r.id = run_id) AS workspace, status, decided_by FROM vectorbea.approvals ORDER BY 1;
+SELECT (SELECT workspace FROM vectorbea.runs r WHERE r.id = run_id) AS workspace, status, decided_by FROM vectorbea.approvals
+ WHERE gate = 'ok' ORDER BY 1;
 
 -- Starting and steering runs: refused outside one's workspaces, nothing written.
 SELECT id AS globex_run FROM vectorbea.runs WHERE workspace = 'globex' AND status = 'running' LIMIT 1 \gset
@@ -180,6 +230,39 @@ RESET ROLE;
 SELECT 'superuser' AS role, * FROM vb_t.controls_seen();
 SELECT vectorbea.resume_workspace('globex') IS NOT NULL AS resumed,
 	   vectorbea.enable_model('openai', 'gpt-4o-mini') AS enabled;
+
+-- Idempotency keys are a workspace's own: globex's 'order-1' neither
+-- finds acme's run nor is blocked by it; within a workspace a key still
+-- finds its run.
+SELECT vectorbea.start_run('t', '{"who": "acme"}', 'order-1', '{"workspace": "acme"}') AS acme_order \gset
+SET ROLE vb_t_globex_worker;
+SELECT vectorbea.start_run('t', '{"who": "globex"}', 'order-1', '{"workspace": "globex"}') AS globex_order \gset
+SELECT vectorbea.start_run('t', '{"who": "globex"}', 'order-1', '{"workspace": "globex"}') = :'globex_order' AS same_key_same_run;
+SELECT vectorbea.start_run('t', '{"who": "acme"}', 'order-1', '{"workspace": "globex"}');
+RESET ROLE;
+SELECT :'acme_order' <> :'globex_order' AS two_runs,
+	   (SELECT string_agg(workspace || ':' || (input->>'who'), ',' ORDER BY workspace) FROM vectorbea.runs
+		 WHERE idempotency_key = 'order-1') AS runs_of_the_key;
+
+-- A revoke undone by a rollback, or by a rollback to a savepoint, leaves
+-- the workspace closed, in this backend too (it had read the revoke).
+BEGIN;
+SELECT vectorbea.revoke_workspace('acme', 'vb_t_acme') AS revoked_in_transaction;
+SET LOCAL ROLE vb_t_globex;
+SELECT count(*) AS acme_runs_seen_within FROM vectorbea.runs WHERE workspace = 'acme';
+ROLLBACK;
+SET ROLE vb_t_globex;
+SELECT count(*) AS acme_runs_seen_after_rollback FROM vectorbea.runs WHERE workspace = 'acme';
+RESET ROLE;
+BEGIN;
+SAVEPOINT before_revoke;
+SELECT vectorbea.revoke_workspace('acme', 'vb_t_acme') AS revoked_in_savepoint;
+SET LOCAL ROLE vb_t_globex;
+SELECT count(*) AS acme_runs_seen_within FROM vectorbea.runs WHERE workspace = 'acme';
+ROLLBACK TO SAVEPOINT before_revoke;
+SET LOCAL ROLE vb_t_globex;
+SELECT count(*) AS acme_runs_seen_after_savepoint FROM vectorbea.runs WHERE workspace = 'acme';
+COMMIT;
 
 -- Revoking the last role opens the workspace again.
 SELECT vectorbea.revoke_workspace('globex', 'vb_t_globex') AS revoked,
