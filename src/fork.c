@@ -499,7 +499,11 @@ vectorbea_fork_run(PG_FUNCTION_ARGS)
 		refuse_from_node(source_id, &source, from_node, version_given ? version : 0);
 	apply_changes(nodes, count, changes, from_node);
 
-	/* The new run: the source's input and options, at the chosen version. */
+	/*
+	 * The new run: the source's input and options, at the chosen version.
+	 * Its budgets are its options' (what its RUN_STARTED says), not one
+	 * that set_run_budget gave the source since.
+	 */
 	fork_id = vb_uuid_v7(at);
 	args[0] = UUIDPGetDatum(fork_id);
 	args[1] = UUIDPGetDatum(source_id);
@@ -507,8 +511,8 @@ vectorbea_fork_run(PG_FUNCTION_ARGS)
 	args[3] = Int32GetDatum(version);
 	if (SPI_execute_with_args("INSERT INTO vectorbea.runs (id, workflow, workflow_version, input,"
 							  "  options, workspace, priority, budget_usd, budget_tokens, created_at)"
-							  " SELECT $1, workflow, $4, input, options, workspace,"
-							  "        priority, budget_usd, budget_tokens, $3"
+							  " SELECT $1, workflow, $4, input, options, workspace, priority,"
+							  "        (options->>'budget_usd')::numeric, (options->>'budget_tokens')::bigint, $3"
 							  "   FROM vectorbea.runs WHERE id = $2"
 							  " RETURNING input::text, options::text",
 							  4, types, args, NULL, false, 0) != SPI_OK_INSERT_RETURNING ||

@@ -166,3 +166,13 @@ SELECT regexp_replace(masked_error(format('SELECT vectorbea.fork_run(%L, %L)', :
 					  '\d{4}-\d\d-\d\dT[0-9:.]+Z', '<time>') AS refused;
 RESET vectorbea.test_clock_offset;
 SELECT count(*) AS forks_of_due_abs FROM vectorbea.events WHERE type = 'RUN_STARTED' AND data->'forked_from'->>'run' = :'due_abs';
+
+-- A fork's budgets are its options' (what its RUN_STARTED says), not one
+-- that set_run_budget gave the source since.
+SELECT vectorbea.define_workflow('fb', '{"nodes":[{"id":"a","activity":"fb_a"}]}');
+SELECT vectorbea.start_run('fb', '{}', NULL, '{"budget_tokens": 100}') AS fb_run \gset
+SELECT vectorbea.set_run_budget(:'fb_run', 2, 500);
+SELECT count(vectorbea.complete_task(task_id, lease)) FROM vectorbea.claim_tasks('w', ARRAY['fb_a']);
+SELECT vectorbea.fork_run(:'fb_run', 'a') AS fb_fork \gset
+SELECT budget_usd, budget_tokens FROM vectorbea.runs WHERE id = :'fb_fork';
+SELECT * FROM check_run(:'fb_fork');
