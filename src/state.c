@@ -53,6 +53,7 @@
 #include "jsonb_util.h"
 #include "notify.h"
 #include "retry.h"
+#include "settings.h"
 #include "spi_util.h"
 #include "state.h"
 #include "validate.h"
@@ -1898,11 +1899,27 @@ tell_parent(VbRun *child, VbRunStatus status, const char *data_json, TimestampTz
 
 	if (status == VB_RUN_SUCCEEDED)
 	{
+		char	   *output;
+		Size		size;
+
 		args[0] = UUIDPGetDatum(&child->id);
 		if (SPI_execute_plan(output_plan, args, NULL, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "vectorbea: could not read the output of run %s", child_id);
-		vb_state_end_wait(parent, task_id,
-						  SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), at);
+		output = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		/*
+		 * The outputs of the child's last nodes, each within the limit, may
+		 * together pass it: the parent's node fails, as a worker's output
+		 * that large would be refused.  Another child would end the same.
+		 */
+		size = VARSIZE_ANY_EXHDR(vb_jsonb_from_cstring(output));
+		if (size > (Size) vb_max_payload_kb * 1024)
+			vb_state_fail_attempt(parent, task_id, "permanent",
+								  psprintf("{\"message\":\"the output of child run %s is too large: it takes %zu bytes;"
+										   " vectorbea.max_payload_size allows %d kB\",\"class\":\"permanent\","
+										   "\"child_run\":\"%s\"}", child_id, size, vb_max_payload_kb, child_id),
+								  false, -1, at);
+		else
+			vb_state_end_wait(parent, task_id, output, at);
 	}
 	else
 	{

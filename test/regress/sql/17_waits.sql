@@ -281,6 +281,22 @@ SELECT status, error->>'reason' AS reason FROM vectorbea.runs WHERE id = :'solo_
 SELECT error->>'message' ~ 'was cancelled' AS says_cancelled FROM vectorbea.nodes WHERE run_id = :'solo_run';
 SELECT * FROM check_run(:'solo_run');
 
+-- A child whose last nodes' outputs together pass max_payload_size fails
+-- its parent's node for good; each output alone fits.
+SELECT vectorbea.define_workflow('wide_kid', '{"nodes":[{"id":"l","activity":"wk"},{"id":"r","activity":"wk"}]}') IS NOT NULL AS defined;
+SELECT vectorbea.define_workflow('wide_parent', '{"nodes":[{"id":"kid","kind":"run","run":{"workflow":"wide_kid"}}]}') IS NOT NULL AS defined;
+SELECT vectorbea.start_run('wide_parent', '{}') AS wide_run \gset
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+SET vectorbea.max_payload_size = '1kB';
+SELECT count(vectorbea.complete_task(task_id, lease, jsonb_build_object('text', repeat('x', 800))))
+  FROM vectorbea.claim_tasks('w', ARRAY['wk'], 2);
+RESET vectorbea.max_payload_size;
+SELECT status FROM vectorbea.runs WHERE parent_run = :'wide_run';
+SELECT n.status, n.error->>'class' AS class,
+	   regexp_replace(n.error->>'message', '[0-9a-f]{8}-[0-9a-f-]{27}', '<uuid>') AS message
+  FROM vectorbea.nodes n WHERE n.run_id = :'wide_run';
+SELECT * FROM check_run(:'wide_run');
+
 -- A run node's timeout ends the wait; its child is cancelled.
 SELECT vectorbea.define_workflow('hurry', '{"nodes":[{"id":"kid","kind":"run","run":{"workflow":"leaf"},"timeout":"5m","retry":{"max_attempts":1}}]}');
 SELECT vectorbea.start_run('hurry', '{}') AS hurry_run \gset
