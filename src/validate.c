@@ -571,6 +571,15 @@ parse_node(VbChecker *chk, JsonbValue *nodeval, int position, VbNodeSpec *spec)
 					 strcmp(spec->kind, "signal") == 0 ?
 					 errhint("A signal node waits up to \"signal\": {\"timeout\": ...}.") :
 					 errhint("A sleep node ends at its own time.")));
+		/* Nothing retries a sleep or a signal wait (defaults.retry may name them). */
+		if (strcmp(spec->kind, "run") != 0 && vb_jsonb_get(obj, "retry", &v))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid %s: %s, field \"retry\" does not apply to %s nodes",
+							chk->what, label, spec->kind),
+					 strcmp(spec->kind, "signal") == 0 ?
+					 errhint("A signal node that times out fails or continues as \"signal\": {\"on_timeout\": ...} says; it is not waited for again.") :
+					 errhint("A sleep node ends at its own time; it has no attempts to retry.")));
 		if (!vb_jsonb_get(obj, "timeout", &v))
 			spec->timeout_ms = 0;
 	}

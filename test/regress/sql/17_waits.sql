@@ -45,6 +45,8 @@ SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"signal","si
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"signal","signal":{"name":"ok","on_timeout":"continue"}}]}');
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"signal","signal":{"name":"ok","timeout":"1h","on_timeout":"shrug"}}]}');
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"signal","signal":{"name":"ok","timeout":"1h","default":{}}}]}');
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"sleep","sleep":{"for":"1m"},"retry":{"max_attempts":3}}]}');
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"signal","signal":{"name":"go","timeout":"1h"},"retry":{"max_attempts":3}}]}');
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"run"}]}');
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"run","run":{"workflow":"nowhere"}}]}');
 SELECT vectorbea.define_workflow('bad', jsonb_build_object('nodes', jsonb_build_array(jsonb_build_object(
