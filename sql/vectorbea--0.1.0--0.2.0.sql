@@ -485,11 +485,13 @@ BEGIN
 						|| CASE l.kind WHEN 'llm' THEN '(["' WHEN 'approval' THEN '{{"' ELSE '["' END
 						-- Mermaid reads a label as HTML and its #...; as entity codes:
 						-- every character that could make markup is written as a code,
-						-- '#' first, and only the engine's own line breaks are <br/>.
+						-- '#' first, '%' too (a %%{...}%% directive counts wherever it
+						-- stands), and only the engine's own line breaks are <br/>.
 						|| pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(
-							   pg_catalog.replace(pg_catalog.replace(
+							   pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(
 								   l.title || E'\n' || l.sub || coalesce(E'\n' || l.gate_text, ''),
-								   '#', '#35;'), '"', '#quot;'), '<', '#lt;'), '>', '#gt;'), '&', '#amp;'),
+								   '#', '#35;'), '%', '#37;'), '"', '#quot;'), '<', '#lt;'), '>', '#gt;'),
+								   '&', '#amp;'),
 							   E'\n', '<br/>')
 						|| CASE l.kind WHEN 'llm' THEN '"])' WHEN 'approval' THEN '"}}' ELSE '"]' END
 						|| ':::' || l.status, E'\n' ORDER BY l.ord) FROM labelled l) || E'\n', '')
@@ -562,7 +564,9 @@ BEGIN
 	), bars AS (
 		-- An attempt: from its STEP_STARTED to the event that ended it (a
 		-- task that asked for a gate handed over to it: done); a sleep,
-		-- signal or child run, from the start of its wait to its end.
+		-- signal or child run, from the start of its wait to its end.  The
+		-- run's end cuts what is still open (crit), even when a requeue
+		-- brings the run back later: the next attempt is a bar of its own.
 		SELECT s.node, s.seq,
 			   CASE s.type WHEN 'STEP_STARTED' THEN 'attempt ' || s.attempt
 				   ELSE CASE s.type WHEN 'TIMER_STARTED' THEN 'sleep'
@@ -574,27 +578,35 @@ BEGIN
 			   coalesce(fin.at, (SELECT at FROM run_end)) AS to_at,
 			   CASE fin.type WHEN 'STEP_COMPLETED' THEN 'done' WHEN 'APPROVAL_REQUESTED' THEN 'done'
 				   WHEN 'STEP_FAILED' THEN 'crit'
-				   ELSE CASE WHEN r.finished_at IS NULL THEN 'active' ELSE 'crit' END END AS tag
+				   ELSE CASE WHEN fin.type IS NULL AND r.finished_at IS NULL THEN 'active' ELSE 'crit' END
+			   END AS tag
 		  FROM ev s
 		  LEFT JOIN LATERAL (SELECT f.type, f.at FROM ev f
-							  WHERE f.node = s.node AND f.seq > s.seq
-								AND f.type IN ('STEP_COMPLETED', 'STEP_FAILED', 'APPROVAL_REQUESTED')
+							  WHERE f.seq > s.seq
+								AND ((f.node = s.node
+									  AND f.type IN ('STEP_COMPLETED', 'STEP_FAILED', 'APPROVAL_REQUESTED'))
+									 OR f.type IN ('RUN_FAILED', 'RUN_CANCELLED', 'COMPENSATION_STARTED'))
 							  ORDER BY f.seq LIMIT 1) fin ON true
 		 WHERE s.type IN ('STEP_STARTED', 'TIMER_STARTED', 'SIGNAL_AWAITED', 'CHILD_RUN_STARTED')
 		UNION ALL
-		-- A gate: from its request to its decision, expiry or the run's end.
+		-- A gate: from its request to its decision, expiry or the run's end
+		-- (which closes it, even when a requeue brings the run back).
 		SELECT q.node, q.seq, 'gate ' || (q.data->>'gate') || coalesce(' ' || dec.outcome, ''),
 			   q.at, coalesce(dec.at, (SELECT at FROM run_end)),
 			   CASE dec.outcome WHEN 'approved' THEN 'done' WHEN 'rejected' THEN 'crit'
-				   ELSE CASE WHEN r.finished_at IS NULL THEN 'active' ELSE 'crit' END END
+				   ELSE CASE WHEN dec.outcome IS NULL AND r.finished_at IS NULL THEN 'active' ELSE 'crit' END
+			   END
 		  FROM ev q
 		  LEFT JOIN LATERAL (SELECT d.at,
 									CASE d.type WHEN 'APPROVAL_GRANTED' THEN 'approved'
 												WHEN 'APPROVAL_REJECTED' THEN 'rejected'
-												ELSE d.data->>'outcome' END AS outcome
+												WHEN 'APPROVAL_EXPIRED' THEN d.data->>'outcome'
+												ELSE 'closed' END AS outcome
 							   FROM ev d
-							  WHERE d.node = q.node AND d.seq > q.seq
-								AND d.type IN ('APPROVAL_GRANTED', 'APPROVAL_REJECTED', 'APPROVAL_EXPIRED')
+							  WHERE d.seq > q.seq
+								AND ((d.node = q.node
+									  AND d.type IN ('APPROVAL_GRANTED', 'APPROVAL_REJECTED', 'APPROVAL_EXPIRED'))
+									 OR d.type IN ('RUN_FAILED', 'RUN_CANCELLED', 'COMPENSATION_STARTED'))
 							  ORDER BY d.seq LIMIT 1) dec ON true
 		 WHERE q.type = 'APPROVAL_REQUESTED'
 	)

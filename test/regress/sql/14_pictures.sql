@@ -53,12 +53,13 @@ SELECT count(*) AS differences FROM vectorbea.diff_runs(:'run_a', :'run_a');
 SELECT vectorbea.graph(:'run_b');
 
 -- A person's name is text in the picture, never markup: Mermaid reads a
--- label as HTML and #...; as entity codes, so <, >, &, # and " are codes.
+-- label as HTML and #...; as entity codes, so <, >, &, # and " are codes,
+-- and % too (%%{...}%% is a directive wherever it stands).
 SELECT vectorbea.start_run('pic', '{"topic": "names"}') AS run_c \gset
 SELECT vectorbea.complete_task(task_id, lease, '{}') FROM vectorbea.claim_tasks('w', ARRAY['pic_scout']);
 SELECT vectorbea.complete_task(task_id, lease, '{}') FROM vectorbea.claim_tasks('w', ARRAY['pic_plan']);
 UPDATE vectorbea.approvals SET status = 'approved',
-	   decided_by = '<img src=https://tracker.example/p.png><br/>ask #quot;&amp;"'
+	   decided_by = '<img src=https://tracker.example/p.png><br/>ask #quot;&amp;" %%{init: {''theme'': ''dark''}}%%'
  WHERE run_id = :'run_c';
 SELECT line FROM regexp_split_to_table(vectorbea.graph(:'run_c'), E'\n') line WHERE line LIKE '%approved by%';
 
@@ -77,6 +78,21 @@ SELECT vectorbea.run_due_work()->'waits_ended' AS ended;
 RESET vectorbea.test_clock_offset;
 SELECT status FROM vectorbea.runs WHERE id = :'run_w';
 SELECT regexp_replace(vectorbea.timeline_chart(:'run_w'), '\d{13}', '<ms>', 'g') AS chart;
+
+-- The run's end cuts the bars still open (b's first attempt, the first
+-- gate: crit), also when a requeue brings the run back and the node runs
+-- again and a new gate opens (bars of their own).
+SELECT vectorbea.define_workflow('cut', '{"nodes":[{"id":"a","activity":"cut_a","retry":{"max_attempts":1}},
+	{"id":"b","activity":"cut_b"},{"id":"g","kind":"approval","approval":{"gate":"ok"}}]}') IS NOT NULL AS defined;
+SELECT vectorbea.start_run('cut') AS run_cut \gset
+SELECT count(*) AS b_claimed FROM vectorbea.claim_tasks('w', ARRAY['cut_b']);
+SELECT vectorbea.fail_task(task_id, lease, '{"message":"no","class":"permanent"}') FROM vectorbea.claim_tasks('w', ARRAY['cut_a']);
+SELECT vectorbea.requeue(id, 'again') IS NOT NULL AS requeued FROM vectorbea.nodes WHERE run_id = :'run_cut' AND node = 'a';
+SELECT count(vectorbea.complete_task(task_id, lease)) AS completed FROM vectorbea.claim_tasks('w', ARRAY['cut_a', 'cut_b'], 10);
+UPDATE vectorbea.approvals SET status = 'approved', decided_by = 'dana' WHERE run_id = :'run_cut' AND status = 'pending';
+SELECT status FROM vectorbea.runs WHERE id = :'run_cut';
+SELECT regexp_replace(vectorbea.timeline_chart(:'run_cut'), '\d{13}', '<ms>', 'g') AS chart;
+SELECT * FROM check_run(:'run_cut');
 
 -- Bad input changes nothing.
 SELECT vectorbea.graph(:'run_a', 'png'); \echo SQLSTATE :SQLSTATE
