@@ -63,6 +63,7 @@ OBJS = \
 	src/llm_request.o \
 	src/rate.o \
 	src/budget.o \
+	src/usage.o \
 	src/llm_cost.o \
 	src/llm_answer.o \
 	src/llm_recover.o \

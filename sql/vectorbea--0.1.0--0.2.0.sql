@@ -313,9 +313,9 @@ SELECT jsonb_build_object(
 		   'upto', (SELECT max(ev.seq) FROM ev),
 		   'usage', jsonb_build_object(
 				'tokens', (SELECT coalesce(sum((ev.data->'usage'->>'tokens')::bigint), 0)
-							 FROM ev WHERE ev.type IN ('STEP_COMPLETED', 'LLM_CALLED', 'LLM_CHARGED')),
+							 FROM ev WHERE ev.type IN ('STEP_COMPLETED', 'STEP_FAILED', 'LLM_CALLED', 'LLM_CHARGED')),
 				'usd', (SELECT coalesce(sum((ev.data->'usage'->>'usd')::numeric), 0)
-						  FROM ev WHERE ev.type IN ('STEP_COMPLETED', 'LLM_CALLED', 'LLM_CHARGED'))),
+						  FROM ev WHERE ev.type IN ('STEP_COMPLETED', 'STEP_FAILED', 'LLM_CALLED', 'LLM_CHARGED'))),
 		   'nodes', coalesce((SELECT jsonb_object_agg(st.node, jsonb_build_object(
 								'kind', st.spec->'kind',
 								'activity', st.spec->'activity',
@@ -672,7 +672,7 @@ BEGIN
 					   pg_catalog.sum((e.data->'usage'->>'usd')::numeric) AS usd
 				  FROM @extschema@.events e
 				 WHERE e.run_id = x.run_id AND e.node = x.node
-				   AND e.type IN ('STEP_COMPLETED', 'LLM_CALLED', 'LLM_CHARGED')) u ON true
+				   AND e.type IN ('STEP_COMPLETED', 'STEP_FAILED', 'LLM_CALLED', 'LLM_CHARGED')) u ON true
 		 WHERE x.run_id IN ($1, $2)
 	), pairs AS (
 		SELECT coalesce(pa.id, pb.id) AS id, pa.facts AS fa, pb.facts AS fb,

@@ -26,11 +26,9 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
-#include "utils/numeric.h"
 #include "utils/uuid.h"
 
 #include "vectorbea.h"
-#include "budget.h"
 #include "clock.h"
 #include "crashpoint.h"
 #include "complete.h"
@@ -38,101 +36,8 @@
 #include "lease.h"
 #include "spi_util.h"
 #include "state.h"
+#include "usage.h"
 #include "validate.h"
-
-typedef struct Usage
-{
-	bool		given;
-	int64		tokens;
-	char	   *usd;			/* numeric text */
-} Usage;
-
-/* Whether a usage field's value is above what one completion may report. */
-static bool
-usage_too_large(const char *key, Numeric value)
-{
-	Datum		limit;
-
-	if (strcmp(key, "tokens") == 0)
-		limit = DirectFunctionCall1(int8_numeric, Int64GetDatum(VB_MAX_USAGE_TOKENS));
-	else
-		limit = DirectFunctionCall3(numeric_in, CStringGetDatum(VB_MAX_USAGE_USD),
-									ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
-	return DatumGetBool(DirectFunctionCall2(numeric_gt, NumericGetDatum(value), limit));
-}
-
-static void
-parse_usage(Jsonb *usage, Usage *u)
-{
-	JsonbIterator *it;
-	JsonbValue	v;
-	JsonbIteratorToken tok;
-	int			depth = 0;
-
-	u->given = false;
-	u->tokens = 0;
-	u->usd = "0";
-	if (usage == NULL)
-		return;
-	if (!JsonContainerIsObject(&usage->root))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid usage: it must be a JSON object like {\"tokens\": 812, \"usd\": 0.0042}")));
-	it = JsonbIteratorInit(&usage->root);
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-	{
-		char	   *key;
-		JsonbValue	val;
-		char	   *text;
-
-		if (tok == WJB_BEGIN_OBJECT)
-			depth++;
-		if (tok != WJB_KEY || depth != 1)
-			continue;
-		key = pnstrdup(v.val.string.val, v.val.string.len);
-		if (strcmp(key, "tokens") != 0 && strcmp(key, "usd") != 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid usage: unknown field \"%s\"", vb_short_text(key)),
-					 errdetail("Allowed fields: tokens, usd.")));
-		vb_jsonb_get(&usage->root, key, &val);
-		if (val.type != jbvNumeric)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid usage: field \"%s\" must be a number", key),
-					 errdetail("Found %s.", vb_jsonb_type_name(&val))));
-		text = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(val.val.numeric)));
-		if (text[0] == '-')
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid usage: field \"%s\" must not be negative", key),
-					 errdetail("Found %s.", text)));
-		if (usage_too_large(key, val.val.numeric))
-			ereport(ERROR,
-					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
-					 errmsg("invalid usage: field \"%s\" is out of range", key),
-					 errdetail("Found %s; one completion may report at most %s.",
-							   vb_short_text(text),
-							   strcmp(key, "tokens") == 0 ? psprintf(INT64_FORMAT " tokens", VB_MAX_USAGE_TOKENS)
-							   : VB_MAX_USAGE_USD " USD"),
-					 errhint("Report the usage of this task alone, in tokens and USD.")));
-		if (strcmp(key, "tokens") == 0)
-		{
-			char	   *end;
-
-			errno = 0;
-			u->tokens = strtoll(text, &end, 10);
-			if (*end != '\0' || errno != 0)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("invalid usage: field \"tokens\" must be an integer"),
-						 errdetail("Found %s.", text)));
-		}
-		else
-			u->usd = text;
-		u->given = true;
-	}
-}
 
 /*
  * The normalised specs of node's spawn list, validated against the run's
@@ -287,14 +192,13 @@ bool
 vb_complete_locked(VbRun *run, int64 task_id, pg_uuid_t *lease, Jsonb *output,
 				   Jsonb *spawn, Jsonb *usage, TimestampTz at)
 {
-	Usage		u;
+	VbUsage		u;
 	char	   *node;
 	int			attempt;
-	char	   *budget_detail = NULL;
 	char	   *usage_json;
 
-	parse_usage(usage, &u);
-	usage_json = u.given ? psprintf("{\"tokens\":%ld,\"usd\":%s}", (long) u.tokens, u.usd) : NULL;
+	vb_usage_parse(usage, &u);
+	usage_json = vb_usage_json(&u);
 	if (!vb_state_succeed(run, task_id, lease, output, usage_json, at, &node, &attempt))
 	{
 		/* a repeat is checked as it is, whatever the run does since */
@@ -316,23 +220,7 @@ vb_complete_locked(VbRun *run, int64 task_id, pg_uuid_t *lease, Jsonb *output,
 				 errhint("Complete the compensation without spawn; record what it did with vectorbea.append_event().")));
 	if (spawn)
 		add_spawned(run, spawn, node, attempt, at);
-	/*
-	 * Under "pause" the work stands and the run is paused before any more
-	 * (it used to wait for an llm call's check, which a run of worker tasks
-	 * never makes); a run that this completion ends is not paused, with
-	 * the overrun on record.  A compensating run goes on over its budget
-	 * (state.c), under either policy, with the overrun on record, so it
-	 * may still end here with its last compensation.
-	 */
-	if (u.given && vb_state_book_usage(run, u.tokens, u.usd, &budget_detail))
-	{
-		bool		pause = run->status != VB_RUN_COMPENSATING && vb_budget_pauses(run);
-
-		if (pause && run->open_nodes == 0)
-			vb_event(run, "BUDGET_EXCEEDED", node, attempt, budget_detail, at);
-		else
-			vb_budget_exceeded(run, node, attempt, 0, budget_detail, pause, at);
-	}
+	vb_usage_book(run, &u, node, attempt, at);
 	vb_state_finish_run_if_done(run, at);
 	return true;
 }
@@ -363,7 +251,7 @@ vectorbea_complete_task(PG_FUNCTION_ARGS)
 	spawn = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
 	usage = PG_ARGISNULL(4) ? NULL : PG_GETARG_JSONB_P(4);
 	vb_check_payload_size(output, "the task output");
-	parse_usage(usage, &(Usage) {0});
+	vb_usage_parse(usage, &(VbUsage) {0});
 
 	SPI_connect();
 	vb_lock_run_of_task(task_id, &run);
@@ -504,7 +392,7 @@ vectorbea_complete_tasks(PG_FUNCTION_ARGS)
 			vb_check_payload_size(outputs_of[i], "the task output");
 		}
 		if (has_usage)
-			parse_usage(DatumGetJsonbP(usages[i]), &(Usage) {0});
+			vb_usage_parse(DatumGetJsonbP(usages[i]), &(VbUsage) {0});
 		plain[i] = !has_spawn && !has_usage;
 		nplain += plain[i];
 	}

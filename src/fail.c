@@ -3,9 +3,11 @@
  * fail.c
  *	  fail_task: a worker reports a failed attempt.
  *
- * The door checks the error object (its class, its retry_after) and the
- * lease; whether the node retries or fails for good, and what that does to
- * its run, is the state machine's decision (vb_state_fail_attempt).
+ * The door checks the error object (its class, its retry_after, its
+ * usage) and the lease; whether the node retries or fails for good, and
+ * what that does to its run, is the state machine's decision
+ * (vb_state_fail_reported); the usage is booked after it, as a
+ * completion's is (usage.c).
  *
  * IDENTIFICATION
  *	  src/fail.c
@@ -27,14 +29,15 @@
 #include "jsonb_util.h"
 #include "lease.h"
 #include "state.h"
+#include "usage.h"
 
 /* Classes a worker may report; the engine sets timeout and lease_expired. */
 static const char *const worker_classes[] = {"transient", "rate_limited",
 "invalid_output", "permanent", NULL};
 
-/* Reads fail_task's error object; returns its class. */
+/* Reads fail_task's error object (its usage into *usage); returns its class. */
 static const char *
-parse_error(Jsonb *error, int64 *retry_after_ms)
+parse_error(Jsonb *error, int64 *retry_after_ms, VbUsage *usage)
 {
 	JsonbValue	v;
 	const char *err_class = "transient";
@@ -108,6 +111,18 @@ parse_error(Jsonb *error, int64 *retry_after_ms)
 					 errhint("Other classes retry with the node's backoff policy.")));
 		*retry_after_ms = ms;
 	}
+	/* What the failed attempt spent counts toward the budgets as a completion's does. */
+	if (vb_jsonb_get(&error->root, "usage", &v))
+	{
+		if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid error: field \"usage\" must be an object like {\"tokens\": 812, \"usd\": 0.0042}"),
+					 errdetail("Found %s.", vb_jsonb_type_name(&v))));
+		vb_usage_parse(JsonbValueToJsonb(&v), usage);
+	}
+	else
+		vb_usage_parse(NULL, usage);
 	return err_class;
 }
 
@@ -126,6 +141,7 @@ vectorbea_fail_task(PG_FUNCTION_ARGS)
 	int64		retry_after_ms;
 	const char *err_class;
 	const char *result;
+	VbUsage		usage;
 	TimestampTz at = vb_now();
 	VbRun		run;
 	char	   *node;
@@ -140,14 +156,18 @@ vectorbea_fail_task(PG_FUNCTION_ARGS)
 	error = PG_GETARG_JSONB_P(2);
 	retryable = PG_ARGISNULL(3) ? true : PG_GETARG_BOOL(3);
 	vb_check_payload_size(error, "the error");
-	err_class = parse_error(error, &retry_after_ms);
+	err_class = parse_error(error, &retry_after_ms, &usage);
 
 	SPI_connect();
 	vb_lock_run_of_task(task_id, &run);
 	vb_require_lease(task_id, lease, "fail", &node, &attempt);
-	result = vb_state_fail_attempt(&run, task_id, err_class,
-							 JsonbToCString(NULL, &error->root, VARSIZE(error)),
-							 retryable, retry_after_ms, at);
+	result = vb_state_fail_reported(&run, task_id, err_class,
+									JsonbToCString(NULL, &error->root, VARSIZE(error)),
+									vb_usage_json(&usage), retryable, retry_after_ms, at);
+	vb_usage_book(&run, &usage, node, attempt, at);
+	/* A retry that the budget's "fail" ended with its run will not come. */
+	if (strcmp(result, "retrying") == 0 && !vb_run_active(run.status))
+		result = "failed";
 	vb_run_save(&run, at);
 	SPI_finish();
 	PG_RETURN_TEXT_P(cstring_to_text(result));

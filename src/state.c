@@ -60,8 +60,8 @@
 
 static void open_ready_gates(VbRun *run, TimestampTz at);
 static const char *fail_attempt(VbRun *run, int64 task_id, const char *err_class,
-								const char *error_json, bool retryable, int64 retry_after_ms,
-								bool may_escalate, TimestampTz at);
+								const char *error_json, const char *usage_json, bool retryable,
+								int64 retry_after_ms, bool may_escalate, TimestampTz at);
 static int64 wait_on_gate(VbRun *run, int64 task_id, const char *node, int attempt,
 						  const char *kind, const char *spec_json, const char *context_json,
 						  TimestampTz at);
@@ -902,7 +902,21 @@ vb_state_fail_attempt(VbRun *run, int64 task_id, const char *err_class,
 					  const char *error_json, bool retryable, int64 retry_after_ms,
 					  TimestampTz at)
 {
-	return fail_attempt(run, task_id, err_class, error_json, retryable, retry_after_ms, true, at);
+	return fail_attempt(run, task_id, err_class, error_json, NULL, retryable, retry_after_ms, true, at);
+}
+
+/*
+ * As vb_state_fail_attempt, for a worker's report (fail_task) with the
+ * usage it reported (NULL: none), recorded in STEP_FAILED for the caller
+ * to book (usage.c).
+ */
+const char *
+vb_state_fail_reported(VbRun *run, int64 task_id, const char *err_class,
+					   const char *error_json, const char *usage_json, bool retryable,
+					   int64 retry_after_ms, TimestampTz at)
+{
+	return fail_attempt(run, task_id, err_class, error_json, usage_json, retryable,
+						retry_after_ms, true, at);
 }
 
 /*
@@ -912,8 +926,10 @@ vb_state_fail_attempt(VbRun *run, int64 task_id, const char *err_class,
  */
 static const char *
 fail_attempt(VbRun *run, int64 task_id, const char *err_class, const char *error_json,
-			 bool retryable, int64 retry_after_ms, bool may_escalate, TimestampTz at)
+			 const char *usage_json, bool retryable, int64 retry_after_ms, bool may_escalate,
+			 TimestampTz at)
 {
+	const char *usage_part = usage_json ? psprintf(",\"usage\":%s", usage_json) : "";
 	static SPIPlanPtr get_plan = NULL;
 	static SPIPlanPtr retry_plan = NULL;
 	static SPIPlanPtr final_plan = NULL;
@@ -967,15 +983,15 @@ fail_attempt(VbRun *run, int64 task_id, const char *err_class, const char *error
 	{
 		open_failure_gate(run, task_id, node, attempt, "escalation", SPI_getvalue(tup, desc, 8),
 						  psprintf("{\"class\":\"%s\",\"error\":%s,\"final\":false,"
-								   "\"escalated\":true,\"duration_ms\":%ld}",
-								   err_class, error_json, (long) duration_ms),
+								   "\"escalated\":true,\"duration_ms\":%ld%s}",
+								   err_class, error_json, (long) duration_ms, usage_part),
 						  error_json, at);
 		return "escalated";
 	}
 
 	vb_event(run, "STEP_FAILED", node, attempt,
-			 psprintf("{\"class\":\"%s\",\"error\":%s,\"final\":%s,\"duration_ms\":%ld}",
-					  err_class, error_json, final ? "true" : "false", (long) duration_ms),
+			 psprintf("{\"class\":\"%s\",\"error\":%s,\"final\":%s,\"duration_ms\":%ld%s}",
+					  err_class, error_json, final ? "true" : "false", (long) duration_ms, usage_part),
 			 at);
 
 	args[1] = CStringGetTextDatum(error_json);
@@ -1269,7 +1285,7 @@ vb_state_attempt_in_doubt(VbRun *run, int64 task_id, const char *err_class,
 			elog(ERROR, "vectorbea: could not read task %ld", (long) task_id);
 		if (SPI_processed == 0)
 			return NULL;
-		return fail_attempt(run, task_id, err_class, error_json, true, -1, true, at);
+		return fail_attempt(run, task_id, err_class, error_json, NULL, true, -1, true, at);
 	}
 	if (plan == NULL)
 	{
@@ -1301,8 +1317,8 @@ vb_state_attempt_in_doubt(VbRun *run, int64 task_id, const char *err_class,
 		return fail_attempt(run, task_id, "in_doubt",
 							psprintf("{\"message\":\"in doubt: the attempt may have taken effect; the node is compensated\","
 									 "\"class\":\"in_doubt\",\"cut\":%s}", error_json),
-							false, -1, false, at);
-	return fail_attempt(run, task_id, err_class, error_json, true, -1, true, at);
+							NULL, false, -1, false, at);
+	return fail_attempt(run, task_id, err_class, error_json, NULL, true, -1, true, at);
 }
 
 /*
@@ -1334,7 +1350,7 @@ vb_state_decide_failure(VbRun *run, int64 task_id, const char *node, const char 
 	}
 	if (strcmp(decision, "fail") == 0)
 	{
-		fail_attempt(run, task_id, err_class, record_json, false, -1, false, at);
+		fail_attempt(run, task_id, err_class, record_json, NULL, false, -1, false, at);
 		return;
 	}
 	if (retry_plan == NULL)
@@ -1580,7 +1596,7 @@ vb_state_settle_gate(VbRun *run, int64 task_id, const char *node, bool approved,
 {
 	if (!approved)
 	{
-		fail_attempt(run, task_id, err_class, output_json, false, -1, false, at);
+		fail_attempt(run, task_id, err_class, output_json, NULL, false, -1, false, at);
 		return;
 	}
 	if (!vb_state_end_wait(run, task_id, output_json, at))

@@ -63,6 +63,9 @@ extern int	vb_state_succeed_many(VbRun *runs, int nruns, int n, Datum task_ids,
 extern const char *vb_state_fail_attempt(VbRun *run, int64 task_id, const char *err_class,
 										 const char *error_json, bool retryable,
 										 int64 retry_after_ms, TimestampTz at);
+extern const char *vb_state_fail_reported(VbRun *run, int64 task_id, const char *err_class,
+										  const char *error_json, const char *usage_json,
+										  bool retryable, int64 retry_after_ms, TimestampTz at);
 
 /* Gates. */
 extern int64 vb_state_wait_on_gate(VbRun *run, int64 task_id, const char *node, int attempt,

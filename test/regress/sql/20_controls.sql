@@ -249,6 +249,35 @@ SELECT string_agg(type, ', ' ORDER BY seq) FROM vectorbea.events WHERE run_id = 
 SELECT count(*) AS differences FROM vectorbea.verify_run(:'paid2');
 SELECT vectorbea.cancel_run(:'paid2', 'done');
 
+-- A failed attempt's spend counts too: fail_task's error may carry the
+-- usage, booked like a completion's and recorded in STEP_FAILED.  Bad
+-- usage is refused and changes nothing.  Under "fail", a failure whose
+-- usage crosses the budget fails the run (fail_task says failed, the
+-- retry will not come); under "pause" the run is paused.
+SELECT vectorbea.define_workflow('tries', '{"nodes":[{"id":"t","activity":"tries_t","retry":{"max_attempts":5,"initial":"0s"}}]}');
+SELECT vectorbea.start_run('tries', '{}', NULL, '{"budget_tokens": 1000}') AS tries \gset
+SELECT task_id AS f_task, lease AS f_lease FROM vectorbea.claim_tasks('w', ARRAY['tries_t']) \gset
+SELECT vectorbea.fail_task(:f_task, :'f_lease', '{"message": "x", "usage": "lots"}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.fail_task(:f_task, :'f_lease', '{"message": "x", "usage": {"tokens": -1}}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.fail_task(:f_task, :'f_lease', '{"message": "x", "usage": {"eur": 1}}'); \echo SQLSTATE :SQLSTATE
+SELECT status, attempt FROM vectorbea.nodes WHERE run_id = :'tries';
+SELECT vectorbea.fail_task(:f_task, :'f_lease', '{"message": "schema mismatch", "class": "invalid_output", "usage": {"tokens": 600, "usd": 0.01}}');
+SELECT usage_tokens, usage_usd FROM vectorbea.runs WHERE id = :'tries';
+SELECT data->'usage' AS step_failed_usage FROM vectorbea.events WHERE run_id = :'tries' AND type = 'STEP_FAILED';
+SELECT task_id AS f_task, lease AS f_lease FROM vectorbea.claim_tasks('w', ARRAY['tries_t']) \gset
+SELECT vectorbea.fail_task(:f_task, :'f_lease', '{"message": "again", "usage": {"tokens": 600}}') AS second_failure;
+SELECT r.status, r.error->>'reason' AS reason, r.usage_tokens, n.status AS node
+  FROM vectorbea.runs r JOIN vectorbea.nodes n ON n.run_id = r.id WHERE r.id = :'tries';
+SELECT string_agg(type, ', ' ORDER BY seq) FROM vectorbea.events WHERE run_id = :'tries';
+SELECT count(*) AS differences FROM vectorbea.verify_run(:'tries');
+SELECT vectorbea.replay(:'tries')->'usage' AS replayed_usage;
+SELECT vectorbea.start_run('tries', '{}', NULL, '{"budget_tokens": 1000, "on_budget": "pause"}') AS tries2 \gset
+SELECT task_id AS f_task, lease AS f_lease FROM vectorbea.claim_tasks('w', ARRAY['tries_t']) \gset
+SELECT vectorbea.fail_task(:f_task, :'f_lease', '{"message": "costly", "usage": {"tokens": 1500}}') AS paused_failure;
+SELECT status, paused->>'scope' AS scope, usage_tokens FROM vectorbea.runs WHERE id = :'tries2';
+SELECT count(*) AS differences FROM vectorbea.verify_run(:'tries2');
+SELECT vectorbea.cancel_run(:'tries2', 'done');
+
 -- A task's estimate is held against the budgets while it runs (from its
 -- claim to its end), as an llm call's worst case is.
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"t","activity":"e","estimate":5}]}'); \echo SQLSTATE :SQLSTATE

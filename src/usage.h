@@ -1,0 +1,27 @@
+/*-------------------------------------------------------------------------
+ *
+ * usage.h
+ *	  The usage a worker reports with a task's end (usage.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef VB_USAGE_H
+#define VB_USAGE_H
+
+#include "utils/jsonb.h"
+
+#include "events.h"
+
+typedef struct VbUsage
+{
+	bool		given;
+	int64		tokens;
+	char	   *usd;			/* numeric text */
+} VbUsage;
+
+extern void vb_usage_parse(Jsonb *usage, VbUsage *u);
+extern char *vb_usage_json(const VbUsage *u);
+extern void vb_usage_book(VbRun *run, const VbUsage *u, const char *node, int attempt,
+						  TimestampTz at);
+
+#endif							/* VB_USAGE_H */
