@@ -89,7 +89,7 @@ vb_usage_parse(Jsonb *usage, VbUsage *u)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("invalid usage: field \"%s\" must not be negative", key),
-					 errdetail("Found %s.", text)));
+					 errdetail("Found %s.", vb_short_text(text))));
 		if (usage_too_large(key, val.val.numeric))
 			ereport(ERROR,
 					(errcode(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE),
@@ -109,7 +109,7 @@ vb_usage_parse(Jsonb *usage, VbUsage *u)
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						 errmsg("invalid usage: field \"tokens\" must be an integer"),
-						 errdetail("Found %s.", text)));
+						 errdetail("Found %s.", vb_short_text(text))));
 		}
 		else
 			u->usd = text;

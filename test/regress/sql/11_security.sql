@@ -18,6 +18,7 @@ SELECT vectorbea.start_run('sec') AS run \gset
 SELECT task_id, lease FROM vectorbea.claim_tasks('w1', ARRAY['sec_a']) \gset
 SELECT vectorbea.complete_task(:task_id, :'lease', '{}', usage => '{"usd": 1e400}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.complete_task(:task_id, :'lease', '{}', usage => '{"tokens": 1e400}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.complete_task(:task_id, :'lease', '{}', usage => '{"tokens": -1e400}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.complete_task(:task_id, :'lease', '{}', usage => '{"tokens": 1000000001}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.complete_task(:task_id, :'lease', '{}', usage => '{"usd": 1000000.01}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.complete_task(:task_id, :'lease', '{}', usage => '{"tokens": -5}'); \echo SQLSTATE :SQLSTATE
