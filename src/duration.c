@@ -20,6 +20,7 @@
 #include <ctype.h>
 #include <math.h>
 
+#include "pgtime.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/timestamp.h"
@@ -167,8 +168,20 @@ vb_parse_timestamp(const char *text, TimestampTz *result)
 		!(isdigit((unsigned char) text[0]) && isdigit((unsigned char) text[1]) &&
 		  isdigit((unsigned char) text[2]) && isdigit((unsigned char) text[3]) && text[4] == '-'))
 		return false;
-	if (ParseDateTime(text, workbuf, sizeof(workbuf), field, ftype, MAXDATEFIELDS, &nf) != 0 ||
-		DecodeDateTime(field, ftype, nf, &dtype, &tm, &fsec, &tz) != 0 ||
+	if (ParseDateTime(text, workbuf, sizeof(workbuf), field, ftype, MAXDATEFIELDS, &nf) != 0)
+		return false;
+
+	/*
+	 * A zone name ("Europe/Paris") that PostgreSQL does not know makes
+	 * DecodeDateTime throw, not return an error code: look such names up
+	 * first, so that an unknown one is "not a timestamp" like any other
+	 * bad text (a run's template may give it long after the definition).
+	 */
+	for (int i = 0; i < nf; i++)
+		if (ftype[i] == DTK_DATE && isalpha((unsigned char) field[i][0]) &&
+			pg_tzset(field[i]) == NULL)
+			return false;
+	if (DecodeDateTime(field, ftype, nf, &dtype, &tm, &fsec, &tz) != 0 ||
 		dtype != DTK_DATE)
 		return false;
 	if (tm2timestamp(&tm, fsec, &tz, result) != 0 || TIMESTAMP_NOT_FINITE(*result))

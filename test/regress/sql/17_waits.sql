@@ -120,6 +120,19 @@ RESET vectorbea.test_clock_offset;
 SELECT status FROM vectorbea.runs WHERE id = :'later_run';
 SELECT * FROM check_run(:'later_run');
 
+-- A time whose zone name PostgreSQL does not know is not a time: refused
+-- at definition and as a deadline, and from a template it fails the
+-- node for good (it used to raise a raw error at every pass, leaving the
+-- run running for ever).  A known zone name is read.
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","activity":"work","not_before":"2026-12-01 09:00 Mars/Olympus"}]}');
+SELECT vectorbea.start_run('later', '{"call_at": "2026-12-01T09:00:00Z"}', NULL, '{"deadline": "2030-01-01 Mars/Olympus"}');
+SELECT vectorbea.validate_workflow('{"nodes":[{"id":"z","activity":"work","not_before":"2026-12-01 09:00 Europe/Paris"}]}') IS NOT NULL AS known_zone_accepted;
+SELECT vectorbea.start_run('later', '{"call_at": "2026-12-01 09:00 Mars/Olympus"}') AS mars_run \gset
+SELECT vectorbea.run_due_work()->'errors' AS errors;
+SELECT status, error->>'class' AS class, error->>'message' AS message FROM vectorbea.nodes WHERE run_id = :'mars_run';
+SELECT status FROM vectorbea.runs WHERE id = :'mars_run';
+SELECT * FROM check_run(:'mars_run');
+
 -- Signals: one sent before its node waits is kept and delivered when it
 -- does; one sent while it waits is delivered at once; a repeated key is a
 -- no-op; each signal goes to one node.
