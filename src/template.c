@@ -61,6 +61,13 @@ split_path(const char *expr, List **segments)
 	}
 }
 
+/* A placeholder as messages show it: cut when long, like any value. */
+static char *
+shown(const char *expr)
+{
+	return vb_short_text(psprintf("{{%s}}", expr));
+}
+
 /*
  * Checks the placeholder expression expr (already trimmed).  Returns NULL
  * when it is well formed, else why not.  *upstream_node is set to the node
@@ -142,6 +149,7 @@ scan(const char *template, StringInfo out, PlaceholderFn fn, void *arg)
 typedef struct CheckArg
 {
 	List	   *depends_on;
+	bool		own_input;		/* {{input...}} may be read */
 } CheckArg;
 
 static char *
@@ -153,13 +161,18 @@ check_one(const char *expr, void *arg)
 	ListCell   *lc;
 
 	if (problem)
-		return psprintf("{{%s}}: %s", expr, problem);
+		return psprintf("%s: %s", shown(expr), problem);
+	if (!ca->own_input && strncmp(expr, "input", 5) == 0 && (expr[5] == '\0' || expr[5] == '.'))
+		return psprintf("%s: a run node's input is the template itself, not yet rendered; "
+						"read the run's input ({{run.input.<path>}}) or a dependency's output "
+						"({{upstream.<node>.output.<path>}})", shown(expr));
 	if (node == NULL)
 		return NULL;
 	foreach(lc, ca->depends_on)
 		if (strcmp(lfirst(lc), node) == 0)
 			return NULL;
-	return psprintf("{{%s}} reads node \"%s\", which is not in \"depends_on\"", expr, node);
+	return psprintf("%s reads node \"%s\", which is not in \"depends_on\"", shown(expr),
+					vb_short_text(node));
 }
 
 /*
@@ -169,7 +182,7 @@ check_one(const char *expr, void *arg)
 char *
 vb_template_check(const char *template, List *depends_on)
 {
-	CheckArg	ca = {depends_on};
+	CheckArg	ca = {depends_on, true};
 
 	return scan(template, NULL, check_one, &ca);
 }
@@ -259,21 +272,22 @@ resolve(const char *expr, RenderArg *ra, JsonbValue *v)
 	JsonbValue	root;
 
 	if (check_expression(expr, &node) != NULL || !split_path(expr, &seg))
-		return psprintf("{{%s}} is not a valid placeholder", expr);
+		return psprintf("%s is not a valid placeholder", shown(expr));
 	if (node)
 	{
 		JsonbValue	out;
 
 		if (!vb_jsonb_get(&ra->upstream->root, node, &out) || out.type == jbvNull)
-			return psprintf("{{%s}}: upstream node \"%s\" has no output", expr, node);
+			return psprintf("%s: upstream node \"%s\" has no output", shown(expr),
+							vb_short_text(node));
 		if (list_length(seg) == 3)
 		{
 			*v = out;
 			found = true;
 		}
 		else if (out.type != jbvBinary)
-			return psprintf("{{%s}}: the output of upstream node \"%s\" is %s, not an object",
-							expr, node, vb_jsonb_type_name(&out));
+			return psprintf("%s: the output of upstream node \"%s\" is %s, not an object",
+							shown(expr), vb_short_text(node), vb_jsonb_type_name(&out));
 		else
 			found = follow(&out, seg, 3, v, &missing);
 	}
@@ -282,7 +296,7 @@ resolve(const char *expr, RenderArg *ra, JsonbValue *v)
 	else
 		found = follow(whole(ra->input, &root), seg, 1, v, &missing);
 	if (!found)
-		return psprintf("{{%s}} leads nowhere: %s", expr, missing);
+		return psprintf("%s leads nowhere: %s", shown(expr), missing);
 	return NULL;
 }
 
@@ -350,6 +364,7 @@ whole_placeholder(const char *s)
 /*
  * Checks every string of a JSON template (a run node's input) against the
  * node's dependencies; NULL when all are good, else the first problem.
+ * {{input...}} is refused: the node's input is this template.
  */
 char *
 vb_template_check_json(JsonbContainer *tmpl, List *depends_on)
@@ -357,6 +372,7 @@ vb_template_check_json(JsonbContainer *tmpl, List *depends_on)
 	JsonbIterator *it = JsonbIteratorInit(tmpl);
 	JsonbValue	v;
 	JsonbIteratorToken tok;
+	CheckArg	ca = {depends_on, false};
 
 	while ((tok = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
 	{
@@ -364,7 +380,7 @@ vb_template_check_json(JsonbContainer *tmpl, List *depends_on)
 
 		if ((tok != WJB_VALUE && tok != WJB_ELEM) || v.type != jbvString)
 			continue;
-		problem = vb_template_check(pnstrdup(v.val.string.val, v.val.string.len), depends_on);
+		problem = scan(pnstrdup(v.val.string.val, v.val.string.len), NULL, check_one, &ca);
 		if (problem)
 			return problem;
 	}

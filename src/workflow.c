@@ -96,8 +96,9 @@ check_workflow_owner(const char *name, Oid caller)
 
 /*
  * The workflows that the run nodes of a definition start must exist (the
- * version too, when one is named), unless it is the workflow being defined:
- * a name typed wrong is found now rather than when the node runs.
+ * version too, when one is named): a name typed wrong is found now rather
+ * than when the node runs.  The workflow being defined may name itself,
+ * at a version it has or the one this definition becomes.
  */
 static void
 check_child_workflows(const char *name, const char *specs_json)
@@ -109,11 +110,15 @@ check_child_workflows(const char *name, const char *specs_json)
 		return;
 	if (SPI_execute_with_args("SELECT s->>'id', s->'run'->>'workflow', s->'run'->>'version'"
 							  "  FROM pg_catalog.jsonb_array_elements($1::jsonb) AS s"
-							  " WHERE s->>'kind' = 'run' AND s->'run'->>'workflow' <> $2"
-							  "   AND NOT EXISTS (SELECT FROM vectorbea.workflows w"
-							  "                    WHERE w.name = s->'run'->>'workflow'"
-							  "                      AND (s->'run'->'version' IS NULL"
-							  "                           OR w.version = (s->'run'->>'version')::int))"
+							  " WHERE s->>'kind' = 'run'"
+							  "   AND CASE WHEN s->'run'->>'workflow' <> $2"
+							  "            THEN NOT EXISTS (SELECT FROM vectorbea.workflows w"
+							  "                              WHERE w.name = s->'run'->>'workflow'"
+							  "                                AND (s->'run'->'version' IS NULL"
+							  "                                     OR w.version = (s->'run'->>'version')::int))"
+							  "            ELSE (s->'run'->>'version')::int >"
+							  "                 (SELECT coalesce(pg_catalog.max(w.version), 0) + 1"
+							  "                    FROM vectorbea.workflows w WHERE w.name = $2) END"
 							  " LIMIT 1", 2, types, args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not look up child workflows");
 	if (SPI_processed == 1)

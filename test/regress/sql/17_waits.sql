@@ -52,6 +52,11 @@ SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"run","run":
 SELECT vectorbea.define_workflow('bad', jsonb_build_object('nodes', jsonb_build_array(jsonb_build_object(
 	'id', repeat('z', 60), 'kind', 'run', 'run', jsonb_build_object('workflow', repeat('w', 100))))));
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"run","run":{"workflow":"bad name"}}]}');
+-- A run node's input is its child's input, a template: it cannot read
+-- itself; a workflow that starts itself names a version it has or gets.
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"run","run":{"workflow":"bad"},"input":{"n":"{{input.m}}","m":1}}]}');
+SELECT vectorbea.define_workflow('selfref', '{"nodes":[{"id":"r","kind":"run","run":{"workflow":"selfref","version":7}}]}');
+SELECT count(*) AS selfref_versions FROM vectorbea.workflows WHERE name = 'selfref';
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"run","run":{"workflow":"x","version":0}}]}');
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"run","run":{"workflow":"x"},"input":{"q":"{{upstream.y.output}}"}}]}');
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","activity":"work","not_before":17}]}');
