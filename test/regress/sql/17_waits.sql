@@ -57,6 +57,10 @@ SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"run","run":
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"run","run":{"workflow":"bad"},"input":{"n":"{{input.m}}","m":1}}]}');
 SELECT vectorbea.define_workflow('selfref', '{"nodes":[{"id":"r","kind":"run","run":{"workflow":"selfref","version":7}}]}');
 SELECT count(*) AS selfref_versions FROM vectorbea.workflows WHERE name = 'selfref';
+-- A long placeholder is cut in the message, like any value.
+SELECT vectorbea.define_workflow('bad', jsonb_build_object('nodes', jsonb_build_array(jsonb_build_object(
+	'id', 'z', 'kind', 'run', 'run', jsonb_build_object('workflow', 'bad'),
+	'input', jsonb_build_object('a', '{{upstream.' || repeat('q', 100) || '.output.t}}')))));
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"run","run":{"workflow":"x","version":0}}]}');
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","kind":"run","run":{"workflow":"x"},"input":{"q":"{{upstream.y.output}}"}}]}');
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"z","activity":"work","not_before":17}]}');
