@@ -2601,7 +2601,7 @@ vb_state_requeue(VbRun *run, int64 task_id, const char *reason, const char *by,
 		Oid			t1[1] = {UUIDOID};
 
 		node_plan = vb_prepare("UPDATE vectorbea.nodes"
-							   "   SET status = 'ready', available_at = $2, finished_at = NULL,"
+							   "   SET status = 'ready', available_at = $2, started_at = NULL, finished_at = NULL,"
 							   "       max_attempts = attempt + " NODE_MAX_ATTEMPTS
 							   " WHERE id = $1 AND status = 'failed'"
 							   " RETURNING node, activity, max_attempts", lengthof(t2), t2);
@@ -2615,7 +2615,8 @@ vb_state_requeue(VbRun *run, int64 task_id, const char *reason, const char *by,
 								 "         available_at = CASE WHEN n.not_before IS NOT NULL AND n.attempt = 0"
 								 "                                 THEN 'infinity'::timestamptz"
 								 "                                 WHEN n.deps_remaining = 0 THEN $2 END,"
-								 "         finished_at = NULL, lease = NULL, lease_expires_at = NULL,"
+								 /* a gate opened again starts its node's wait again */
+								 "         started_at = NULL, finished_at = NULL, lease = NULL, lease_expires_at = NULL,"
 								 /* an attempt revoked is no failure: a fresh budget, as the requeued node's */
 								 "         max_attempts = GREATEST(n.max_attempts, n.attempt + " NODE_MAX_ATTEMPTS ")"
 								 "    FROM closed WHERE n.id = closed.id"

@@ -147,5 +147,21 @@ SELECT node, status, attempt, max_attempts FROM vectorbea.nodes WHERE run_id = :
 SELECT node, attempt, max_attempts FROM vectorbea.claim_tasks('w', ARRAY['rqr_b']);
 SELECT * FROM check_run(:'run11');
 
+-- A requeued approval node's gate opens anew, and its node's wait starts
+-- anew: rejected after a minute, requeued an hour later, approved a minute
+-- after that, its STEP_COMPLETED says a minute.
+SELECT vectorbea.define_workflow('rq_gate', '{"nodes":[{"id":"ok","kind":"approval","approval":{"gate":"rq_ok"}}]}') IS NOT NULL AS defined;
+SELECT vectorbea.start_run('rq_gate') AS run12 \gset
+SET vectorbea.test_clock_offset = '1m';
+UPDATE vectorbea.approvals SET status = 'rejected', decided_by = 'ops' WHERE run_id = :'run12';
+SET vectorbea.test_clock_offset = '61m';
+SELECT vectorbea.requeue(id, 'reconsider') IS NOT NULL AS requeued FROM vectorbea.nodes WHERE run_id = :'run12';
+SET vectorbea.test_clock_offset = '62m';
+UPDATE vectorbea.approvals SET status = 'approved', decided_by = 'ops' WHERE run_id = :'run12' AND status = 'pending';
+RESET vectorbea.test_clock_offset;
+SELECT round((data->>'duration_ms')::numeric / 60000) AS waited_minutes
+  FROM vectorbea.events WHERE run_id = :'run12' AND type = 'STEP_COMPLETED';
+SELECT * FROM check_run(:'run12');
+
 DROP OWNED BY vb_rq_ops;
 DROP ROLE vb_rq_ops;
