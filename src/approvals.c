@@ -164,7 +164,7 @@ check_decision(TupleDesc desc, HeapTuple oldtup, HeapTuple newtup, int64 id,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("invalid decision for approval %ld: accept needs an output", (long) id),
 				 errdetail("The output becomes the output of node \"%s\" (gate of kind %s).",
-						   col_text(oldtup, desc, "node"), kind),
+						   vb_short_text(col_text(oldtup, desc, "node")), kind),
 				 errhint("SET status = 'approved', decision = 'accept', output = '{...}'.")));
 	if (strcmp(decision, "accept") != 0 && *output != NULL)
 		ereport(ERROR,
@@ -308,7 +308,7 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 					 errmsg("role \"%s\" may not decide approval %ld", decider, (long) id),
 					 errdetail("Gate \"%s\" is decided by members of role \"%s\", which does not exist.",
-							   col_text(oldtup, desc, "gate"), approver_role),
+							   vb_short_text(col_text(oldtup, desc, "gate")), approver_role),
 					 errhint("CREATE ROLE %s; GRANT %s TO %s; then decide again.",
 							 quote_identifier(approver_role), quote_identifier(approver_role),
 							 quote_identifier(decider))));
@@ -317,7 +317,7 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 					 errmsg("role \"%s\" may not decide approval %ld", decider, (long) id),
 					 errdetail("Gate \"%s\" is decided by members of role \"%s\".",
-							   col_text(oldtup, desc, "gate"), approver_role),
+							   vb_short_text(col_text(oldtup, desc, "gate")), approver_role),
 					 errhint("GRANT %s TO %s; or decide as a member of it.",
 							 quote_identifier(approver_role), quote_identifier(decider))));
 	}
@@ -363,6 +363,8 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 							(long) id, new_status,
 							run.status == VB_RUN_COMPENSATING ? "started its run's compensation" :
 							"ended its run")));
+			/* As a gate that the run's end closes is announced. */
+			vb_notify_approval(id, &run_id, gate, "closed");
 			SPI_finish();
 			closing = true;
 		}
@@ -438,24 +440,31 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 
 	/*
 	 * Stamp the decision: nobody can forge these two.  A gate closed instead
-	 * has no decider, like a gate that its run's end closes.
+	 * has no decider and records no decision, like a gate that its run's end
+	 * closes (decision, output and input are 0.2.0's columns).
 	 */
-	ncols = closing ? 5 : 2;
-	cols = palloc(sizeof(int) * ncols);
-	vals = palloc(sizeof(Datum) * ncols);
-	nulls = palloc0(sizeof(bool) * ncols);
+	cols = palloc(sizeof(int) * 8);
+	vals = palloc(sizeof(Datum) * 8);
+	nulls = palloc0(sizeof(bool) * 8);
 	cols[0] = SPI_fnumber(desc, "decided_at");
 	vals[0] = TimestampTzGetDatum(at);
 	cols[1] = SPI_fnumber(desc, "decided_role");
+	ncols = 2;
 	if (closing)
 	{
 		nulls[1] = true;
-		cols[2] = SPI_fnumber(desc, "status");
-		vals[2] = CStringGetTextDatum("closed");
-		cols[3] = SPI_fnumber(desc, "decided_by");
-		nulls[3] = true;
-		cols[4] = SPI_fnumber(desc, "reason");
-		nulls[4] = true;
+		cols[ncols] = SPI_fnumber(desc, "status");
+		vals[ncols++] = CStringGetTextDatum("closed");
+		for (const char *const *c = (const char *const[]) {"decided_by", "reason", "decision",
+				"output", "input", NULL}; *c; c++)
+		{
+			int			attno = SPI_fnumber(desc, *c);
+
+			if (attno <= 0)
+				continue;
+			cols[ncols] = attno;
+			nulls[ncols++] = true;
+		}
 	}
 	else
 		vals[1] = DirectFunctionCall1(namein, CStringGetDatum(decider));

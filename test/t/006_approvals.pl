@@ -391,6 +391,23 @@ like($err, qr/approval $gate6 is already closed; only a pending gate can be deci
 is(sql(qq{SELECT status FROM vectorbea.approvals WHERE id = $gate6}), 'closed', 'and changes nothing');
 is_deeply(gate_notes(received()), [], 'and notifies nothing');
 
+# =====================================================================
+# One statement decides two gates of a run: the first rejection ends the
+# run, so the second gate is closed instead, and announced as closed (a
+# listener kept showing it pending).
+sql(q{SELECT vectorbea.define_workflow('two_gates', '{"nodes":[
+	{"id":"legal","kind":"approval","approval":{"gate":"legal"}},
+	{"id":"security","kind":"approval","approval":{"gate":"security"}}]}')});
+my $run7 = sql(q{SELECT vectorbea.start_run('two_gates')});
+push @runs, $run7;
+my ($legal, $security) = split /\n/, sql(qq{SELECT id FROM vectorbea.approvals WHERE run_id = '$run7' ORDER BY id});
+received();
+sql(qq{UPDATE vectorbea.approvals SET status = 'rejected', decided_by = 'cto' WHERE run_id = '$run7'});
+is_deeply([ sort { $a->{id} <=> $b->{id} } @{ gate_notes(received()) } ],
+	[ { id => $legal, run => $run7, gate => 'legal', status => 'rejected' },
+	  { id => $security, run => $run7, gate => 'security', status => 'closed' } ],
+	'the gate closed instead is announced as closed');
+
 for my $r (@runs)
 {
 	is(sql(qq{SELECT count(*) FROM vectorbea.verify_run('$r')}), '0', "run $r verifies");

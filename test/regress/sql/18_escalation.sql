@@ -247,5 +247,20 @@ UPDATE vectorbea.approvals SET status = 'approved', decided_by = 'ana', decision
 SELECT count(*) AS votes FROM vectorbea.approval_votes v JOIN vectorbea.approvals a ON a.id = v.approval_id
  WHERE a.run_id = :'run7';
 
+-- A gate of a failure closed instead (an earlier row of the statement
+-- ended the run) records no decision: not the accept and output the
+-- statement set on it.
+SELECT vectorbea.define_workflow('gate_and_fix', '{"nodes":[
+	{"id":"g","kind":"approval","approval":{"gate":"go"}},
+	{"id":"t","activity":"gf_t","retry":{"max_attempts":1},"on_exhausted":"escalate"}]}') IS NOT NULL AS defined;
+SELECT vectorbea.start_run('gate_and_fix') AS run8 \gset
+SELECT vectorbea.fail_task(task_id, lease, '{"message": "no"}') FROM vectorbea.claim_tasks('w', ARRAY['gf_t']);
+UPDATE vectorbea.approvals SET status = CASE kind WHEN 'approval' THEN 'rejected' ELSE 'approved' END,
+	   decision = CASE kind WHEN 'approval' THEN NULL ELSE 'accept' END,
+	   output = CASE kind WHEN 'approval' THEN NULL ELSE '{"x": 1}'::jsonb END, decided_by = 'ana'
+ WHERE run_id = :'run8';
+SELECT kind, status, decision, output, decided_by, decided_role FROM vectorbea.approvals WHERE run_id = :'run8' ORDER BY id;
+SELECT * FROM check_run(:'run8');
+
 DROP OWNED BY vb_ops, vb_leads, vb_cto, vb_finance, vb_app;
 DROP ROLE vb_dana, vb_fred, vb_gina, vb_ops, vb_leads, vb_cto, vb_finance, vb_app;
