@@ -1068,7 +1068,7 @@ vb_state_wait_on_gate(VbRun *run, int64 task_id, const char *node, int attempt,
 	"    FROM spec, vectorbea.nodes n WHERE n.id = $1" \
 	"  RETURNING id, gate, approver_role, on_timeout, expires_at, context" ret \
 	"), waits AS (" \
-	"  UPDATE vectorbea.nodes SET status = 'waiting'," \
+	"  UPDATE vectorbea.nodes SET status = 'waiting', lease = NULL," \
 	"         started_at = coalesce(started_at, $3), lease_expires_at = NULL" \
 	"   WHERE id = $1" \
 	")" \

@@ -166,6 +166,10 @@ SELECT vectorbea.await_approval(:ship_id, :'ship_lease', 'bad gate name'); \echo
 UPDATE vectorbea.approvals SET status = 'approved', decided_by = 'ops' WHERE id = :await_id;
 SELECT node, status, attempt, output->>'status' AS decision FROM vectorbea.nodes WHERE run_id = :'run6';
 SELECT status FROM vectorbea.runs WHERE id = :'run6';
+-- The lease ended with the wait: after the decision too, a completion
+-- with it is refused (VB001), whatever its output.
+SELECT vectorbea.complete_task(:ship_id, :'ship_lease', '{"mine": true}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.complete_task(:ship_id, :'ship_lease', (SELECT output FROM vectorbea.nodes WHERE id = :ship_id)); \echo SQLSTATE :SQLSTATE
 
 -- A rejected await_approval fails its node for good, even when the
 -- node's policy escalates: a node failed by a decision does not escalate.
