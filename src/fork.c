@@ -51,6 +51,7 @@
 #include "jsonb_util.h"
 #include "llm_spec.h"
 #include "notify.h"
+#include "settings.h"
 #include "spi_util.h"
 #include "state.h"
 #include "template.h"
@@ -498,6 +499,14 @@ vectorbea_fork_run(PG_FUNCTION_ARGS)
 	if (!from_found)
 		refuse_from_node(source_id, &source, from_node, version_given ? version : 0);
 	apply_changes(nodes, count, changes, from_node);
+	/* A fork at another version may have more nodes than its source had. */
+	if (count > vb_max_nodes_per_run)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("run %s cannot be forked: the fork would have %d nodes, more than vectorbea.max_nodes_per_run",
+						vb_uuid_text(source_id), count),
+				 errdetail("vectorbea.max_nodes_per_run is %d.", vb_max_nodes_per_run),
+				 errhint("Fork at a version with fewer nodes, or raise vectorbea.max_nodes_per_run.")));
 
 	/*
 	 * The new run: the source's input and options, at the chosen version.

@@ -176,3 +176,17 @@ SELECT count(vectorbea.complete_task(task_id, lease)) FROM vectorbea.claim_tasks
 SELECT vectorbea.fork_run(:'fb_run', 'a') AS fb_fork \gset
 SELECT budget_usd, budget_tokens FROM vectorbea.runs WHERE id = :'fb_fork';
 SELECT * FROM check_run(:'fb_fork');
+
+-- A fork is held to max_nodes_per_run, as a start is: here the nodes of
+-- version 2 fit, but with the spawned node its source keeps they do not.
+SELECT vectorbea.define_workflow('fmax', '{"nodes":[{"id":"a","activity":"fmax_a"}]}');
+SELECT vectorbea.start_run('fmax') AS fmax_run \gset
+SELECT count(vectorbea.complete_task(task_id, lease, '{}', '[{"id":"s","activity":"fmax_s"}]'))
+  FROM vectorbea.claim_tasks('w', ARRAY['fmax_a']);
+SELECT count(vectorbea.complete_task(task_id, lease)) FROM vectorbea.claim_tasks('w', ARRAY['fmax_s']);
+SELECT vectorbea.define_workflow('fmax', '{"nodes":[{"id":"a","activity":"fmax_a"},{"id":"b","activity":"fmax_b"},
+	{"id":"c","activity":"fmax_c","depends_on":["b"]}]}');
+SET vectorbea.max_nodes_per_run = 3;
+SELECT masked_error(format('SELECT vectorbea.fork_run(%L, %L, version => 2)', :'fmax_run', 'b'));
+RESET vectorbea.max_nodes_per_run;
+SELECT count(*) AS fmax_runs FROM vectorbea.runs WHERE workflow = 'fmax';
