@@ -49,6 +49,7 @@
 #include "storage/proc.h"
 #include "utils/memutils.h"
 #include "utils/acl.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/jsonb.h"
@@ -68,6 +69,7 @@
 #include "notify.h"
 #include "spi_util.h"
 #include "state.h"
+#include "template.h"
 #include "votes.h"
 
 /* How long a decision waits for a busy run before it gives up. */
@@ -186,6 +188,46 @@ check_decision(TupleDesc desc, HeapTuple oldtup, HeapTuple newtup, int64 id,
 		vb_check_payload_size(DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(*input))),
 							  "the input of a decision");
 	return decision;
+}
+
+/*
+ * A retry's input replaces a run node's input, which is its child's input
+ * and a template: it is checked as a definition's is, against the node's
+ * dependencies, so that a bad placeholder fails the decision rather than
+ * the next attempt.  Inside SPI.
+ */
+static void
+check_retry_input(int64 id, int64 task_id, const char *input)
+{
+	Datum		args[1] = {Int64GetDatum(task_id)};
+	Oid			types[1] = {INT8OID};
+	List	   *depends_on = NIL;
+	Datum	   *deps;
+	int			ndeps;
+	bool		isnull;
+	Datum		deps_datum;
+	char	   *problem;
+
+	if (SPI_execute_with_args("SELECT kind = 'run', depends_on FROM vectorbea.nodes WHERE id = $1",
+							  1, types, args, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "vectorbea: task %ld vanished", (long) task_id);
+	if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+		return;
+	deps_datum = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	if (!isnull)
+	{
+		deconstruct_array(DatumGetArrayTypeP(deps_datum), TEXTOID, -1, false, TYPALIGN_INT,
+						  &deps, NULL, &ndeps);
+		for (int i = 0; i < ndeps; i++)
+			depends_on = lappend(depends_on, TextDatumGetCString(deps[i]));
+	}
+	problem = vb_template_check_json(&vb_jsonb_from_cstring(input)->root, depends_on);
+	if (problem)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid decision for approval %ld: input has a bad placeholder", (long) id),
+				 errdetail("%s.", problem),
+				 errhint("A run node's input is its child run's input; its strings may use {{run.input.<path>}} and {{upstream.<node>.output.<path>}}.")));
 }
 
 /*
@@ -385,6 +427,8 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 		}
 		else if (!closing)
 		{
+		if (input != NULL)
+			check_retry_input(id, task_id, input);
 		initStringInfo(&ev);
 		appendStringInfo(&ev, "{\"approval\":%ld,\"gate\":", (long) id);
 		vb_append_json_string(&ev, gate);

@@ -262,5 +262,24 @@ UPDATE vectorbea.approvals SET status = CASE kind WHEN 'approval' THEN 'rejected
 SELECT kind, status, decision, output, decided_by, decided_role FROM vectorbea.approvals WHERE run_id = :'run8' ORDER BY id;
 SELECT * FROM check_run(:'run8');
 
+-- A retry's input for a run node is its child's input, a template: it is
+-- checked as a definition's is, and a bad one changes nothing.
+SELECT vectorbea.define_workflow('esc_kid', '{"nodes":[{"id":"k","activity":"esc_k","retry":{"max_attempts":1}}]}') IS NOT NULL AS defined;
+SELECT vectorbea.define_workflow('esc_parent', '{"nodes":[{"id":"r","kind":"run","run":{"workflow":"esc_kid"},
+	"retry":{"max_attempts":1},"on_exhausted":"escalate"}]}') IS NOT NULL AS defined;
+SELECT vectorbea.start_run('esc_parent', '{"q": 1}') AS run9 \gset
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+SELECT vectorbea.fail_task(task_id, lease, '{"message": "no", "class": "permanent"}') FROM vectorbea.claim_tasks('w', ARRAY['esc_k']);
+SELECT kind, status FROM vectorbea.approvals WHERE run_id = :'run9';
+UPDATE vectorbea.approvals SET status = 'approved', decided_by = 'ana', decision = 'retry',
+	   input = '{"q": "{{upstream.nope.output.x}}"}' WHERE run_id = :'run9'; \echo SQLSTATE :SQLSTATE
+UPDATE vectorbea.approvals SET status = 'approved', decided_by = 'ana', decision = 'retry',
+	   input = '{"q": "{{input.q}}"}' WHERE run_id = :'run9'; \echo SQLSTATE :SQLSTATE
+SELECT kind, status FROM vectorbea.approvals WHERE run_id = :'run9';
+UPDATE vectorbea.approvals SET status = 'approved', decided_by = 'ana', decision = 'retry',
+	   input = '{"q": "{{run.input.q}}"}' WHERE run_id = :'run9';
+SELECT n.status, n.input FROM vectorbea.nodes n WHERE n.run_id = :'run9';
+SELECT * FROM check_run(:'run9');
+
 DROP OWNED BY vb_ops, vb_leads, vb_cto, vb_finance, vb_app;
 DROP ROLE vb_dana, vb_fred, vb_gina, vb_ops, vb_leads, vb_cto, vb_finance, vb_app;
