@@ -912,9 +912,7 @@ vectorbea_start_runs(PG_FUNCTION_ARGS)
 		workspace = pnstrdup(w.val.string.val, w.val.string.len);
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
-	if (n == 0)
-		return (Datum) 0;
-	ids = palloc(sizeof(pg_uuid_t) * n);
+	ids = palloc(sizeof(pg_uuid_t) * Max(n, 1));
 
 	SPI_connect();
 	vb_require_workspace(workspace, "start runs in");
@@ -934,6 +932,12 @@ vectorbea_start_runs(PG_FUNCTION_ARGS)
 		version = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 		specs_json = vb_node_specs_json(vb_validate_definition(
 			DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull))));
+	}
+	/* No inputs start nothing, but an unknown workflow is refused all the same. */
+	if (n == 0)
+	{
+		SPI_finish();
+		return (Datum) 0;
 	}
 	if (!starts_engine_nodes(specs_json) && !vb_workspace_paused(workspace, &reason))
 		create_runs_together(workflow, version, specs_json, inputs, keys, n, options, priority,

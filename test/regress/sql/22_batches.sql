@@ -166,4 +166,5 @@ SELECT vectorbea.start_runs('two', ARRAY['{}']::jsonb[], ARRAY['']);
 SELECT vectorbea.start_runs('two', ARRAY['{}']::jsonb[], NULL, '{"priority": 5000}');
 SELECT vectorbea.start_runs('two', array_agg('{}'::jsonb)) FROM generate_series(1, 10001);
 SELECT vectorbea.start_runs('two', '{}') AS none;
+SELECT vectorbea.start_runs('nope', '{}') AS none;
 SELECT count(*) - :runs_before AS runs_added FROM vectorbea.runs;
