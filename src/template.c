@@ -61,6 +61,11 @@ split_path(const char *expr, List **segments)
 	}
 }
 
+/* Why a JSON template (a run node's input) cannot read {{input...}}. */
+#define TEMPLATE_ITSELF "a run node's input is the template itself, not yet rendered; " \
+	"read the run's input ({{run.input.<path>}}) or a dependency's output " \
+	"({{upstream.<node>.output.<path>}})"
+
 /* A placeholder as messages show it: cut when long, like any value. */
 static char *
 shown(const char *expr)
@@ -163,9 +168,7 @@ check_one(const char *expr, void *arg)
 	if (problem)
 		return psprintf("%s: %s", shown(expr), problem);
 	if (!ca->own_input && strncmp(expr, "input", 5) == 0 && (expr[5] == '\0' || expr[5] == '.'))
-		return psprintf("%s: a run node's input is the template itself, not yet rendered; "
-						"read the run's input ({{run.input.<path>}}) or a dependency's output "
-						"({{upstream.<node>.output.<path>}})", shown(expr));
+		return psprintf("%s: %s", shown(expr), TEMPLATE_ITSELF);
 	if (node == NULL)
 		return NULL;
 	foreach(lc, ca->depends_on)
@@ -293,6 +296,8 @@ resolve(const char *expr, RenderArg *ra, JsonbValue *v)
 	}
 	else if (strcmp(linitial(seg), "run") == 0)
 		found = follow(whole(ra->run_input, &root), seg, 2, v, &missing);
+	else if (ra->input == NULL)
+		return psprintf("%s: %s", shown(expr), TEMPLATE_ITSELF);
 	else
 		found = follow(whole(ra->input, &root), seg, 1, v, &missing);
 	if (!found)
@@ -318,7 +323,8 @@ render_one(const char *expr, void *arg)
 
 /*
  * Renders template; returns the text, or NULL with *problem set when a
- * placeholder leads nowhere.
+ * placeholder leads nowhere.  input is NULL for a string of a run node's
+ * input, which has no {{input...}} to read.
  */
 char *
 vb_template_render(const char *template, Jsonb *input, Jsonb *upstream,
@@ -392,18 +398,17 @@ vb_template_check_json(JsonbContainer *tmpl, List *depends_on)
  * value it names, with its type ("{{upstream.a.output.items}}" an array);
  * any other string with placeholders is rendered as text; keys and other
  * values stay.  Returns NULL with *problem set when a placeholder leads
- * nowhere.
+ * nowhere.  It has no {{input...}}: it is a run node's input itself.
  */
 Jsonb *
-vb_template_render_json(Jsonb *tmpl, Jsonb *input, Jsonb *upstream, Jsonb *run_input,
-						char **problem)
+vb_template_render_json(Jsonb *tmpl, Jsonb *upstream, Jsonb *run_input, char **problem)
 {
 	JsonbIterator *it = JsonbIteratorInit(&tmpl->root);
 	JsonbParseState *state = NULL;
 	JsonbValue	v;
 	JsonbValue *res = NULL;
 	JsonbIteratorToken tok;
-	RenderArg	ra = {input, upstream, run_input, NULL};
+	RenderArg	ra = {NULL, upstream, run_input, NULL};
 
 	*problem = NULL;
 	while ((tok = JsonbIteratorNext(&it, &v, false)) != WJB_DONE)
@@ -423,7 +428,7 @@ vb_template_render_json(Jsonb *tmpl, Jsonb *input, Jsonb *upstream, Jsonb *run_i
 			}
 			else
 			{
-				char	   *rendered = vb_template_render(text, input, upstream, run_input,
+				char	   *rendered = vb_template_render(text, NULL, upstream, run_input,
 														  problem);
 
 				if (*problem)

@@ -16,7 +16,7 @@ extern char *vb_template_check(const char *template, List *depends_on);
 extern char *vb_template_render(const char *template, Jsonb *input, Jsonb *upstream,
 								Jsonb *run_input, char **problem);
 extern char *vb_template_check_json(JsonbContainer *tmpl, List *depends_on);
-extern Jsonb *vb_template_render_json(Jsonb *tmpl, Jsonb *input, Jsonb *upstream,
-									  Jsonb *run_input, char **problem);
+extern Jsonb *vb_template_render_json(Jsonb *tmpl, Jsonb *upstream, Jsonb *run_input,
+									  char **problem);
 
 #endif							/* VB_TEMPLATE_H */

@@ -336,7 +336,7 @@ start_child(VbRun *run, WaitNode *w, TimestampTz at)
 	memset(&cs, 0, sizeof(cs));
 	cs.workflow = wait_text(w, "workflow");
 	cs.version = version ? atoi(version) : 0;
-	cs.input = vb_template_render_json(w->input, w->input, w->upstream, w->run_input, &problem);
+	cs.input = vb_template_render_json(w->input, w->upstream, w->run_input, &problem);
 	if (cs.input == NULL)
 	{
 		fail_for_good(run, w->id, psprintf("input of run node \"%s\": %s", w->node, problem), at);

@@ -90,7 +90,7 @@ vb_fuzz_template(const char *text, size_t len)
 
 		check = vb_template_check_json(&t->root, depends_on);
 		vb_fuzz_check_text("a template's problem", check);
-		rendered = vb_template_render_json(t, input, upstream, run_input, &problem);
+		rendered = vb_template_render_json(t, upstream, run_input, &problem);
 		if (rendered == NULL)
 		{
 			vb_fuzz_check_text("a rendering's problem", problem);
