@@ -90,6 +90,8 @@ vb_refuse_lease(int64 task_id, pg_uuid_t *lease, const char *action)
 	}
 	else if (strcmp(status, "cancelled") == 0 || strcmp(status, "skipped") == 0)
 		detail = psprintf("The task was %s because its run is %s.", status, run_status);
+	else if ((strcmp(status, "ready") == 0 || strcmp(status, "pending") == 0) && atoi(attempt) == 0)
+		detail = pstrdup("The task has not started yet; no lease has been handed out for it.");
 	else if (strcmp(status, "ready") == 0 || strcmp(status, "pending") == 0)
 		detail = psprintf("The attempt ended (failed or its lease expired); the task waits for attempt %d.",
 						  atoi(attempt) + 1);

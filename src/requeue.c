@@ -55,7 +55,7 @@ check_requeueable(int64 task_id, VbRun *run, TimestampTz at)
 		SPI_processed != 1)
 		elog(ERROR, "vectorbea: task %ld vanished", (long) task_id);
 	status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	node = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	node = vb_short_text(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2));
 	deadline = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
 	if (strcmp(status, "failed") != 0)
 		ereport(ERROR,

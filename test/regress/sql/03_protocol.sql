@@ -48,6 +48,9 @@ SELECT vectorbea.save_checkpoint(:task_id, gen_random_uuid(), '{}'); \echo SQLST
 SELECT vectorbea.complete_task(:task_id, gen_random_uuid(), '{}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.fail_task(:task_id, gen_random_uuid(), '{"message": "x"}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.complete_task(999999, gen_random_uuid(), '{}'); \echo SQLSTATE :SQLSTATE
+-- A task no one has claimed yet: the refusal says so (no attempt ended).
+SELECT vectorbea.complete_task(id, gen_random_uuid(), '{}') FROM vectorbea.nodes
+ WHERE status IN ('ready', 'pending') AND attempt = 0 ORDER BY id LIMIT 1; \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.complete_task(NULL, gen_random_uuid(), '{}'); \echo SQLSTATE :SQLSTATE
 SELECT status, attempt, checkpoint FROM vectorbea.nodes WHERE id = :task_id;
 

@@ -163,5 +163,11 @@ SELECT round((data->>'duration_ms')::numeric / 60000) AS waited_minutes
   FROM vectorbea.events WHERE run_id = :'run12' AND type = 'STEP_COMPLETED';
 SELECT * FROM check_run(:'run12');
 
+-- A long node id is cut in requeue's refusal, like any value.
+SELECT vectorbea.define_workflow('rq_long', jsonb_build_object('nodes', jsonb_build_array(
+	jsonb_build_object('id', repeat('n', 60), 'activity', 'rq_long')))) IS NOT NULL AS defined;
+SELECT vectorbea.start_run('rq_long') AS run13 \gset
+SELECT vectorbea.requeue(id) FROM vectorbea.nodes WHERE run_id = :'run13';
+
 DROP OWNED BY vb_rq_ops;
 DROP ROLE vb_rq_ops;
