@@ -709,6 +709,9 @@ finish_one(void *arg, int i)
 	if (c->schema)
 	{
 		problem = check_answer(c, o.answer.text, &json);
+		/* Asked again, a model that ran out of room needs to know it did. */
+		if (problem && o.answer.truncated)
+			problem = psprintf("%s (the answer was cut off at max_tokens: write it shorter)", problem);
 		if (problem)
 		{
 			StringInfoData data;

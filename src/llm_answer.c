@@ -376,7 +376,7 @@ vb_llm_answer_spawn(LlmCall *c, const char *json, char **spawn)
 	return vb_llm_check_spawn(c, *spawn);
 }
 
-/* The node's output: the answer, its JSON, the model, usage and cost. */
+/* The node's output: the answer, its JSON, the model, usage and cost, and whether it was cut. */
 char *
 vb_llm_output_json(LlmCall *c, VbLlmOutcome *o, const char *json)
 {
@@ -390,9 +390,13 @@ vb_llm_output_json(LlmCall *c, VbLlmOutcome *o, const char *json)
 	appendStringInfoString(&buf, ",\"model\":");
 	vb_append_json_string(&buf, o->answer.model ? o->answer.model : c->model);
 	appendStringInfo(&buf, ",\"usage\":{\"input_tokens\":%ld,\"output_tokens\":%ld},"
-					 "\"cost_usd\":%.8f,\"calls\":%d,\"corrections\":%d}",
+					 "\"cost_usd\":%.8f,\"calls\":%d,\"corrections\":%d",
 					 (long) c->tokens_in, (long) c->tokens_out, c->cost_usd,
 					 c->calls, c->corrections);
+	/* Cut at max_tokens: the text is not all the model would have said. */
+	if (o->answer.truncated)
+		appendStringInfoString(&buf, ",\"truncated\":true");
+	appendStringInfoChar(&buf, '}');
 	return buf.data;
 }
 

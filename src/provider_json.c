@@ -210,6 +210,8 @@ vb_json_parse_answer(const char *provider, const char *body, size_t len,
 		if (*problem == NULL && json_is_string(json_object_get(root, "stop_reason")) &&
 			strcmp(json_string_value(json_object_get(root, "stop_reason")), "refusal") == 0)
 			answer->refusal = pstrdup(text.data);
+		answer->truncated = json_is_string(json_object_get(root, "stop_reason")) &&
+			strcmp(json_string_value(json_object_get(root, "stop_reason")), "max_tokens") == 0;
 		usage = json_object_get(root, "usage");
 		if (token_member(usage, "input_tokens", &answer->tokens_in, problem))
 			token_member(usage, "output_tokens", &answer->tokens_out, problem);
@@ -220,6 +222,7 @@ vb_json_parse_answer(const char *provider, const char *body, size_t len,
 		json_t	   *message = json_object_get(choice, "message");
 		json_t	   *content = json_object_get(message, "content");
 		json_t	   *refusal = json_object_get(message, "refusal");
+		json_t	   *finish = json_object_get(choice, "finish_reason");
 
 		/* A refusal comes with "content": null and the model's words apart. */
 		if (json_is_string(refusal) && !json_is_string(content))
@@ -228,6 +231,7 @@ vb_json_parse_answer(const char *provider, const char *body, size_t len,
 			*problem = pstrdup("the provider's answer has no choices[0].message.content string");
 		else
 			appendBinaryStringInfo(&text, json_string_value(content), json_string_length(content));
+		answer->truncated = json_is_string(finish) && strcmp(json_string_value(finish), "length") == 0;
 		usage = json_object_get(root, "usage");
 		if (token_member(usage, "prompt_tokens", &answer->tokens_in, problem))
 			token_member(usage, "completion_tokens", &answer->tokens_out, problem);

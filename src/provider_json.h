@@ -17,6 +17,7 @@ typedef struct VbLlmAnswer
 	int64		tokens_out;
 	char	   *refusal;		/* the model declined to answer: its words ("" when
 								 * it gave none); NULL when it answered */
+	bool		truncated;		/* the answer stopped at max_tokens */
 } VbLlmAnswer;
 
 extern char *vb_json_chat_request(const char *provider, const char *model,

@@ -52,6 +52,9 @@ A rule (all keys optional):
                    message has "content": null and "refusal"; Anthropic's
                    answer has "stop_reason": "refusal" and the words as its
                    text (no text part when they are "")
+    truncated      true: the answer stopped at max_tokens (OpenAI
+                   "finish_reason": "length", Anthropic "stop_reason":
+                   "max_tokens")
     model          model name echoed instead of the request's
     delay_ms       wait this long before answering (other requests proceed)
     headers        extra response headers, e.g. {"Retry-After": "2"}
@@ -100,8 +103,8 @@ MAX_LINE = 1024 * 1024
 MODES = ("normal", "hang", "truncate", "huge", "invalid_json", "reset",
          "redirect")
 RULE_KEYS = {"match", "times", "status", "error_message", "error_type",
-             "text", "usage", "raw_usage", "refusal", "model", "delay_ms",
-             "headers", "mode",
+             "text", "usage", "raw_usage", "refusal", "truncated", "model",
+             "delay_ms", "headers", "mode",
              "huge_bytes", "location"}
 MATCH_KEYS = {"provider", "contains"}
 PROVIDERS = ("openai", "anthropic")
@@ -446,6 +449,8 @@ class Rule:
         for key in ("delay_ms", "huge_bytes"):
             require(is_int(spec.get(key, 0)) and spec.get(key, 0) >= 0,
                     f"{key} must be an int >= 0")
+        require(isinstance(spec.get("truncated", False), bool),
+                "truncated must be true or false")
         usage = spec.get("usage", {})
         require(isinstance(usage, dict)
                 and set(usage) <= {"input", "output"}
@@ -705,6 +710,11 @@ class FakeProvider:
             usage.get("output", estimate_tokens(len(text))))
         if "refusal" in rule.spec:
             refuse(body, provider, rule.spec["refusal"])
+        if rule.spec.get("truncated"):
+            if provider == "anthropic":
+                body["stop_reason"] = "max_tokens"
+            else:
+                body["choices"][0]["finish_reason"] = "length"
         if "raw_usage" in rule.spec:
             if rule.spec["raw_usage"] is None:
                 del body["usage"]

@@ -249,6 +249,25 @@ like(events($run, 'SELF_CORRECTION')->[0]{error}, qr/\$\.title must be a string,
 	'the first problem named the field');
 consistent($run, 'invalid output');
 
+# An answer cut at max_tokens says so: in the output when it is taken as it
+# is, and in the correction when the cut broke the schema.
+vb_fake_reset();
+vb_fake_script({ text => '{"title": "Disk fu', truncated => JSON::PP::true() }, { text => '{"title": "Disk full"}' });
+$run = sql(q{SELECT vectorbea.start_run('typed', '{"topic": "disk"}')});
+is(finished($run), 'succeeded', 'truncated: corrected');
+like(events($run, 'SELF_CORRECTION')->[0]{error}, qr/cut off at max_tokens/, 'truncated: the correction says the answer was cut');
+like(vb_fake_requests()->[1]{body}{messages}[2]{content}, qr/cut off at max_tokens: write it shorter/,
+	'truncated: and so does the message to the model');
+ok(!exists $json->decode(sql(qq{SELECT output FROM vectorbea.nodes WHERE run_id = '$run'}))->{truncated},
+	'truncated: the whole second answer is not marked');
+vb_fake_reset();
+vb_fake_script({ text => 'Hi Ad', truncated => JSON::PP::true(), usage => { input => 10, output => 3 } });
+$run = sql(q{SELECT vectorbea.start_run('haiku', '{"name": "Ada"}')});
+is(finished($run), 'succeeded', 'truncated without a schema: taken as it is');
+is($json->decode(sql(qq{SELECT output FROM vectorbea.nodes WHERE run_id = '$run'}))->{truncated}, 1,
+	'truncated: the output says it was cut (anthropic stop_reason max_tokens)');
+consistent($run, 'truncated answer');
+
 # A correction gets what is left of the node's timeout, so a slow second
 # answer is still the provider's failure (transient), not the engine's.
 sql(q{SELECT vectorbea.define_workflow('typed_quick', '{"nodes": [
