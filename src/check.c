@@ -220,6 +220,8 @@ vb_get_role_name(VbChecker *chk, JsonbValue *v, const char *label, const char *f
 				 errmsg("invalid %s: %sfield \"%s\" names \"%s\", which is not a role",
 						chk->what, vb_at(label), field, s),
 				 errdetail("\"%s\" is reserved by PostgreSQL; a gate given to it could never be decided.", s),
+				 strstr(field, "escalate_to") != NULL ?
+				 errhint("List, one per timeout, the roles whose members decide the gate next; \"public\" and \"none\" are not roles.") :
 				 errhint("Omit \"approver_role\" for a gate that any role allowed to UPDATE vectorbea.approvals may decide, or name a role its approvers are members of.")));
 	return s;
 }
