@@ -271,6 +271,14 @@ SELECT r.status, r.error->>'reason' AS reason, r.usage_tokens, n.status AS node
 SELECT string_agg(type, ', ' ORDER BY seq) FROM vectorbea.events WHERE run_id = :'tries';
 SELECT count(*) AS differences FROM vectorbea.verify_run(:'tries');
 SELECT vectorbea.replay(:'tries')->'usage' AS replayed_usage;
+-- A final failure whose usage crosses the budget: the run has failed
+-- already, and BUDGET_EXCEEDED puts the overrun on record after it.
+SELECT vectorbea.start_run('tries', '{}', NULL, '{"budget_tokens": 1000}') AS tries3 \gset
+SELECT vectorbea.fail_task(task_id, lease, '{"message": "no", "class": "permanent", "usage": {"tokens": 5000}}') AS final_failure
+  FROM vectorbea.claim_tasks('w', ARRAY['tries_t']);
+SELECT status, usage_tokens FROM vectorbea.runs WHERE id = :'tries3';
+SELECT string_agg(type, ', ' ORDER BY seq) FROM vectorbea.events WHERE run_id = :'tries3';
+SELECT count(*) AS differences FROM vectorbea.verify_run(:'tries3');
 SELECT vectorbea.start_run('tries', '{}', NULL, '{"budget_tokens": 1000, "on_budget": "pause"}') AS tries2 \gset
 SELECT task_id AS f_task, lease AS f_lease FROM vectorbea.claim_tasks('w', ARRAY['tries_t']) \gset
 SELECT vectorbea.fail_task(:f_task, :'f_lease', '{"message": "costly", "usage": {"tokens": 1500}}') AS paused_failure;
