@@ -640,13 +640,7 @@ vectorbea_start_run(PG_FUNCTION_ARGS)
 	priority = check_options(options, at, &deadline);
 
 	SPI_connect();
-	{
-		JsonbValue	w;
-
-		vb_require_workspace(vb_jsonb_get(&options->root, "workspace", &w) && w.type == jbvString ?
-							 pnstrdup(w.val.string.val, w.val.string.len) : "default",
-							 "start runs in");
-	}
+	vb_require_workspace(options_workspace(options), "start runs in");
 	memset(&run_id, 0, sizeof(run_id));
 	(void) vb_create_run(workflow, 0, input, options, key, priority, deadline, NULL, NULL,
 						 &run_id, at);
@@ -842,8 +836,7 @@ vectorbea_start_runs(PG_FUNCTION_ARGS)
 	bool		isnull;
 	char	   *specs_json;
 	pg_uuid_t  *ids;
-	JsonbValue	w;
-	char	   *workspace = "default";
+	const char *workspace;
 	char	   *reason;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
@@ -908,8 +901,7 @@ vectorbea_start_runs(PG_FUNCTION_ARGS)
 	}
 	options = PG_ARGISNULL(3) ? vb_jsonb_from_cstring("{}") : PG_GETARG_JSONB_P(3);
 	priority = check_options(options, at, &deadline);
-	if (vb_jsonb_get(&options->root, "workspace", &w) && w.type == jbvString)
-		workspace = pnstrdup(w.val.string.val, w.val.string.len);
+	workspace = options_workspace(options);
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	ids = palloc(sizeof(pg_uuid_t) * Max(n, 1));
