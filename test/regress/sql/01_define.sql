@@ -100,3 +100,6 @@ SET ROLE vb_plain_user;
 SET vectorbea.max_payload_size = '1GB';
 SET vectorbea.max_nodes_per_run = 1000000;
 RESET ROLE;
+
+-- Every run the file left agrees with its history.
+SELECT * FROM inconsistent_runs();

@@ -80,3 +80,6 @@ SELECT * FROM check_run(:'run');
 SELECT * FROM check_run(:'run_v2');
 SELECT * FROM check_run(:'run_opt');
 SELECT * FROM check_run(:'run_k');
+
+-- Every run the file left agrees with its history.
+SELECT * FROM inconsistent_runs();

@@ -115,3 +115,6 @@ END $$;
 SELECT r.input->>'n' AS run_n, r.status, (c).differences, (c).replay_stable
   FROM vectorbea.runs r, LATERAL check_run(r.id) c
  WHERE r.workflow = 'proto' ORDER BY 1;
+
+-- Every run the file left agrees with its history.
+SELECT * FROM inconsistent_runs();

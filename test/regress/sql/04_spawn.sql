@@ -114,3 +114,6 @@ BEGIN
 END $$;
 SELECT status FROM vectorbea.runs WHERE id = :'grow';
 SELECT * FROM check_run(:'grow');
+
+-- Every run the file left agrees with its history.
+SELECT * FROM inconsistent_runs();

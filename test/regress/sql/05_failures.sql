@@ -146,3 +146,6 @@ SELECT status, usage_tokens, usage_usd FROM vectorbea.runs WHERE id = :'brun';
 SELECT * FROM nodes_of(:'brun');
 SELECT * FROM timeline_text(:'brun');
 SELECT * FROM check_run(:'brun');
+
+-- Every run the file left agrees with its history.
+SELECT * FROM inconsistent_runs();

@@ -83,3 +83,6 @@ SELECT * FROM vectorbea.verify_run(:'run');
 SELECT vectorbea.start_run('history', '{"ticket": 8}') AS gap_run \gset
 INSERT INTO vectorbea.events (run_id, seq, type, at) VALUES (:'gap_run', 5, 'NOTE', vectorbea.clock());
 SELECT * FROM vectorbea.verify_run(:'gap_run');
+
+-- Every run the file left agrees with its history.
+SELECT * FROM inconsistent_runs();

@@ -43,3 +43,6 @@ SELECT count(*) AS compensation_events FROM vectorbea.events
 SELECT vectorbea.cancel_run(:'run2') AS finished_already;
 SELECT * FROM timeline_text(:'run2');
 SELECT * FROM check_run(:'run2');
+
+-- Every run the file left agrees with its history.
+SELECT * FROM inconsistent_runs();

@@ -209,3 +209,6 @@ SELECT r.input, (c).differences, (c).replay_stable
 -- Roles are cluster-wide: leave none behind.
 DROP OWNED BY vb_editors, vb_oncall, vb_alice, vb_bob, vb_carol;
 DROP ROLE vb_alice, vb_carol, vb_bob, vb_editors, vb_oncall;
+
+-- Every run the file left agrees with its history.
+SELECT * FROM inconsistent_runs();

@@ -96,3 +96,6 @@ RESET ROLE;
 REVOKE USAGE ON SCHEMA vectorbea FROM vb_plain_user;
 REVOKE SELECT ON vectorbea.provider_key_info FROM vb_plain_user;
 RESET vectorbea.master_key_file;
+
+-- Every run the file left agrees with its history.
+SELECT * FROM inconsistent_runs();

@@ -136,3 +136,6 @@ SELECT c.relname, x.cond
 
 SELECT * FROM check_run(:'run');
 SELECT * FROM check_run(:'prun');
+
+-- Every run the file left agrees with its history.
+SELECT * FROM inconsistent_runs();

@@ -191,3 +191,6 @@ ALTER SYSTEM RESET vectorbea.test_resolve;
 -- Roles are cluster-wide: leave none behind.
 DROP OWNED BY vb_sec_owner, vb_sec_member, vb_sec_other, vb_sec_admin;
 DROP ROLE vb_sec_member, vb_sec_owner, vb_sec_other, vb_sec_admin;
+
+-- Every run the file left agrees with its history.
+SELECT * FROM inconsistent_runs();

@@ -59,3 +59,6 @@ UPDATE vectorbea.approvals SET status = 'approved', decided_by = 'owner'
 SELECT node, status, decided_by, decided_role IS NOT NULL AS stamped_role
   FROM vectorbea.approvals WHERE run_id = :'run2' ORDER BY id;
 SELECT * FROM check_run(:'run2');
+
+-- Every run the file left agrees with its history.
+SELECT * FROM inconsistent_runs();

@@ -171,3 +171,6 @@ SELECT vectorbea.requeue(id) FROM vectorbea.nodes WHERE run_id = :'run13';
 
 DROP OWNED BY vb_rq_ops;
 DROP ROLE vb_rq_ops;
+
+-- Every run the file left agrees with its history.
+SELECT * FROM inconsistent_runs();

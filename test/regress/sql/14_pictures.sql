@@ -101,3 +101,6 @@ SELECT vectorbea.graph('00000000-0000-0000-0000-000000000000'); \echo SQLSTATE :
 SELECT vectorbea.timeline_chart('00000000-0000-0000-0000-000000000000'); \echo SQLSTATE :SQLSTATE
 SELECT * FROM vectorbea.diff_runs(:'run_a', '00000000-0000-0000-0000-000000000000'); \echo SQLSTATE :SQLSTATE
 SELECT * FROM vectorbea.diff_runs(NULL, :'run_a'); \echo SQLSTATE :SQLSTATE
+
+-- Every run the file left agrees with its history.
+SELECT * FROM inconsistent_runs();

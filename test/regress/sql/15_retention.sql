@@ -74,3 +74,6 @@ SELECT count(*) AS events_kept FROM vectorbea.events WHERE run_id = :'running_ru
 
 DROP OWNED BY vb_ret_ops;
 DROP ROLE vb_ret_ops;
+
+-- Every run the file left agrees with its history.
+SELECT * FROM inconsistent_runs();

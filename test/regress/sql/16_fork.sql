@@ -190,3 +190,6 @@ SET vectorbea.max_nodes_per_run = 3;
 SELECT masked_error(format('SELECT vectorbea.fork_run(%L, %L, version => 2)', :'fmax_run', 'b'));
 RESET vectorbea.max_nodes_per_run;
 SELECT count(*) AS fmax_runs FROM vectorbea.runs WHERE workflow = 'fmax';
+
+-- Every run the file left agrees with its history.
+SELECT * FROM inconsistent_runs();

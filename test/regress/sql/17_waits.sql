@@ -409,3 +409,6 @@ SELECT * FROM check_run(:'nap_run');
 
 DROP FUNCTION try(text);
 DROP FUNCTION history(uuid);
+
+-- Every run the file left agrees with its history.
+SELECT * FROM inconsistent_runs();

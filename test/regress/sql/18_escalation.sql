@@ -283,3 +283,6 @@ SELECT * FROM check_run(:'run9');
 
 DROP OWNED BY vb_ops, vb_leads, vb_cto, vb_finance, vb_app;
 DROP ROLE vb_dana, vb_fred, vb_gina, vb_ops, vb_leads, vb_cto, vb_finance, vb_app;
+
+-- Every run the file left agrees with its history.
+SELECT * FROM inconsistent_runs();

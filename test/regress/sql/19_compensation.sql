@@ -310,3 +310,6 @@ RESET vectorbea.test_clock_offset;
 DROP FUNCTION history(uuid);
 DROP FUNCTION try(text);
 DROP FUNCTION work(text, jsonb);
+
+-- Every run the file left agrees with its history.
+SELECT * FROM inconsistent_runs();

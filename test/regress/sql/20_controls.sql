@@ -329,3 +329,6 @@ SELECT vectorbea.set_rate_limit('acme', 'openai', NULL) AS existed;
 SELECT count(*) AS rate_limits FROM vectorbea.rate_limits;
 
 DROP FUNCTION try(text);
+
+-- Every run the file left agrees with its history.
+SELECT * FROM inconsistent_runs();

@@ -439,3 +439,6 @@ SELECT (SELECT status FROM vectorbea.runs WHERE id = :'run') AS run_status;
 DROP TABLE public.bi_fixture, public.bi_null_ok, public.bi_null_calls, public.bi_refused, public.bi_big, public.bi_deep;
 DROP FUNCTION public.bi_try(text), bi_stable(text), bi_counts(), bi_delta(jsonb, jsonb), bi_sample(name, text, regtype),
 	bi_expect_error(text, text, text);
+
+-- Every run the file left agrees with its history.
+SELECT * FROM inconsistent_runs();

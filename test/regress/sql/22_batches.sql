@@ -168,3 +168,6 @@ SELECT vectorbea.start_runs('two', array_agg('{}'::jsonb)) FROM generate_series(
 SELECT vectorbea.start_runs('two', '{}') AS none;
 SELECT vectorbea.start_runs('nope', '{}') AS none;
 SELECT count(*) - :runs_before AS runs_added FROM vectorbea.runs;
+
+-- Every run the file left agrees with its history.
+SELECT * FROM inconsistent_runs();

@@ -282,3 +282,6 @@ DROP SCHEMA vb_t CASCADE;
 DROP OWNED BY vb_t_acme, vb_t_globex, vb_t_outsider;
 SELECT vectorbea.revoke_workspace('acme', 'vb_t_acme');
 DROP ROLE vb_t_acme_worker, vb_t_globex_worker, vb_t_acme, vb_t_globex, vb_t_outsider;
+
+-- Every run the file left agrees with its history.
+SELECT * FROM inconsistent_runs();

@@ -52,3 +52,6 @@ SELECT try_schema(s) FROM (VALUES
 SELECT vectorbea.validate_workflow(format(
 	'{"nodes": [{"id": "x", "kind": "llm", "llm": {"provider": "openai", "model": "m", "prompt": "p", "on_exhausted": "a%s"}}]}',
 	repeat('é', 40))::jsonb); \echo SQLSTATE :SQLSTATE
+
+-- Every run the file left agrees with its history.
+SELECT * FROM inconsistent_runs();
