@@ -283,6 +283,47 @@ WITH ev AS (
 			 ORDER BY ev.seq DESC LIMIT 1) AS error,
 		   lm.status AS marked
 	  FROM added a LEFT JOIN last_mark lm ON lm.node = a.node
+), gate_events AS (
+	SELECT ev.seq, ev.type, ev.node, ev.data, ev.data->>'approval' AS id
+	  FROM ev
+	 WHERE ev.type IN ('APPROVAL_REQUESTED', 'APPROVAL_GRANTED', 'APPROVAL_REJECTED',
+					   'APPROVAL_ESCALATED', 'APPROVAL_EXPIRED', 'APPROVAL_VOTED')
+), gate_decided AS (
+	SELECT DISTINCT ON (id) id, type, data
+	  FROM gate_events
+	 WHERE type IN ('APPROVAL_GRANTED', 'APPROVAL_REJECTED', 'APPROVAL_EXPIRED')
+	 ORDER BY id, seq
+), gates AS (
+	-- A gate nobody decided is closed by the end of its run (or the start
+	-- of its compensation), which writes no event of the gate's own.
+	SELECT o.id, jsonb_build_object(
+			   'node', o.node,
+			   'gate', o.data->'gate',
+			   'kind', coalesce(o.data->'kind', '"approval"'),
+			   'status', CASE d.type
+						   WHEN 'APPROVAL_GRANTED' THEN 'approved'
+						   WHEN 'APPROVAL_REJECTED' THEN 'rejected'
+						   WHEN 'APPROVAL_EXPIRED' THEN
+							   CASE d.data->>'outcome' WHEN 'approved' THEN 'approved' ELSE 'expired' END
+						   ELSE CASE WHEN EXISTS (
+										 SELECT 1 FROM ev
+										  WHERE ev.seq > o.seq
+											AND ev.type IN ('RUN_FAILED', 'RUN_CANCELLED', 'COMPENSATION_STARTED'))
+									 THEN 'closed' ELSE 'pending' END
+						 END,
+			   'escalation_level', (SELECT count(*) FROM gate_events g
+									 WHERE g.id = o.id AND g.type = 'APPROVAL_ESCALATED'),
+			   'approver_role', coalesce((SELECT g.data->'to' FROM gate_events g
+										   WHERE g.id = o.id AND g.type = 'APPROVAL_ESCALATED'
+										   ORDER BY g.seq DESC LIMIT 1),
+										 o.data->'approver_role'),
+			   'decided_by', CASE d.type WHEN 'APPROVAL_EXPIRED' THEN '"vectorbea: timeout"'
+										 ELSE d.data->'by' END,
+			   'decision', d.data->'decision',
+			   'votes', (SELECT count(*) FROM gate_events g
+						  WHERE g.id = o.id AND g.type = 'APPROVAL_VOTED')) AS state
+	  FROM gate_events o LEFT JOIN gate_decided d ON d.id = o.id
+	 WHERE o.type = 'APPROVAL_REQUESTED'
 ), state AS (
 	SELECT a.node, a.spec, a.spawned_by, p.attempts, p.output, p.error,
 		   coalesce(p.marked,
@@ -325,7 +366,8 @@ SELECT jsonb_build_object(
 								'output', st.output,
 								'error', st.error,
 								'spawned_by', st.spawned_by))
-							FROM state st), '{}'::jsonb))
+							FROM state st), '{}'::jsonb),
+		   'gates', coalesce((SELECT jsonb_object_agg(g.id, g.state) FROM gates g), '{}'::jsonb))
   FROM started s
 $$;
 COMMENT ON FUNCTION @extschema@.replay(uuid, bigint) IS
@@ -360,6 +402,18 @@ WITH r AS (
 ), pairs AS (
 	SELECT coalesce(t.node, hn.node) AS node, t.state AS t, hn.state AS hs
 	  FROM table_nodes t FULL JOIN history_nodes hn ON hn.node = t.node
+), table_gates AS (
+	SELECT a.id::text AS id, jsonb_build_object(
+			   'node', a.node, 'gate', a.gate, 'kind', a.kind, 'status', a.status,
+			   'escalation_level', a.escalation_level, 'approver_role', a.approver_role,
+			   'decided_by', a.decided_by, 'decision', a.decision,
+			   'votes', (SELECT count(*) FROM @extschema@.approval_votes v
+						  WHERE v.approval_id = a.id)) AS state
+	  FROM @extschema@.approvals a
+	 WHERE a.run_id = verify_run.run AND @extschema@.run_visible(verify_run.run)
+), gate_pairs AS (
+	SELECT coalesce(t.id, hg.key) AS id, t.state AS t, hg.value AS hs
+	  FROM table_gates t FULL JOIN (SELECT g.* FROM h, jsonb_each(h.s->'gates') g) hg ON hg.key = t.id
 )
 SELECT msg FROM (
 	SELECT 0 AS o, NULL::text AS node, 'run does not exist' AS msg
@@ -405,6 +459,19 @@ SELECT msg FROM (
 							 p.node, f.key, p.t->f.key, p.hs->f.key)
 	  FROM pairs p, jsonb_each(p.t) f
 	 WHERE p.hs IS NOT NULL AND p.t->f.key IS DISTINCT FROM p.hs->f.key
+	UNION ALL
+	SELECT 7, NULL, format('approval %s (gate %s) is in the table but not in the history',
+						   g.id, g.t->'gate')
+	  FROM gate_pairs g WHERE g.hs IS NULL
+	UNION ALL
+	SELECT 7, NULL, format('approval %s (gate %s) is in the history but not in the table',
+						   g.id, g.hs->'gate')
+	  FROM gate_pairs g WHERE g.t IS NULL
+	UNION ALL
+	SELECT 8, NULL, format('approval %s (gate %s): %s is %s in the table but %s in the history',
+						   g.id, g.t->'gate', f.key, g.t->f.key, g.hs->f.key)
+	  FROM gate_pairs g, jsonb_each(g.t) f
+	 WHERE g.hs IS NOT NULL AND g.t->f.key IS DISTINCT FROM g.hs->f.key
 ) d
 ORDER BY o, node, msg
 $$;

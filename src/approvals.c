@@ -485,7 +485,9 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 	/*
 	 * Stamp the decision: nobody can forge these two.  A gate closed instead
 	 * has no decider and records no decision, like a gate that its run's end
-	 * closes (decision, output and input are 0.2.0's columns).
+	 * closes (decision, output and input are 0.2.0's columns).  A failure's
+	 * gate rejected without a decision records the "fail" it was taken as,
+	 * as its APPROVAL_REJECTED does (verify_run compares the two).
 	 */
 	cols = palloc(sizeof(int) * 8);
 	vals = palloc(sizeof(Datum) * 8);
@@ -511,7 +513,14 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 		}
 	}
 	else
+	{
 		vals[1] = DirectFunctionCall1(namein, CStringGetDatum(decider));
+		if (decision != NULL)
+		{
+			cols[ncols] = SPI_fnumber(desc, "decision");
+			vals[ncols++] = CStringGetTextDatum(decision);
+		}
+	}
 	return PointerGetDatum(heap_modify_tuple_by_cols(newtup, desc, ncols, cols, vals, nulls));
 }
 

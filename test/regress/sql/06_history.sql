@@ -84,5 +84,28 @@ SELECT vectorbea.start_run('history', '{"ticket": 8}') AS gap_run \gset
 INSERT INTO vectorbea.events (run_id, seq, type, at) VALUES (:'gap_run', 5, 'NOTE', vectorbea.clock());
 SELECT * FROM vectorbea.verify_run(:'gap_run');
 
+-- And a gate whose row says what its events do not: decided with the
+-- trigger turned off, a vote slipped in, a row with no APPROVAL_REQUESTED.
+SELECT vectorbea.define_workflow('gated', '{"nodes": [{"id": "ok", "kind": "approval",
+	"approval": {"gate": "sign_off", "approver_role": "vb_plain_user"}}]}');
+SELECT vectorbea.start_run('gated') AS gated_run \gset
+SELECT * FROM vectorbea.verify_run(:'gated_run');
+ALTER TABLE vectorbea.approvals DISABLE TRIGGER approvals_decide;
+UPDATE vectorbea.approvals SET status = 'approved', decided_by = 'mallory', escalation_level = 1,
+	   approver_role = 'vb_other' WHERE run_id = :'gated_run';
+ALTER TABLE vectorbea.approvals ENABLE TRIGGER approvals_decide;
+INSERT INTO vectorbea.approval_votes (approval_id, voter, vote, decided_role, decided_at)
+	SELECT id, 'eve', 'approved', 'eve', vectorbea.clock() FROM vectorbea.approvals WHERE run_id = :'gated_run';
+INSERT INTO vectorbea.approvals (run_id, node, task_id, gate, created_at)
+	SELECT run_id, node, task_id, 'forged', created_at FROM vectorbea.approvals WHERE run_id = :'gated_run';
+SELECT regexp_replace(d, 'approval \d+', 'approval N') AS difference
+  FROM vectorbea.verify_run(:'gated_run') d;
+-- A gate's row gone (the table refuses deletes while its trigger is on).
+ALTER TABLE vectorbea.approvals DISABLE TRIGGER approvals_no_delete;
+DELETE FROM vectorbea.approvals WHERE run_id = :'gated_run';
+ALTER TABLE vectorbea.approvals ENABLE TRIGGER approvals_no_delete;
+SELECT regexp_replace(d, 'approval \d+', 'approval N') AS difference
+  FROM vectorbea.verify_run(:'gated_run') d;
+
 -- Every run the file left agrees with its history.
 SELECT * FROM inconsistent_runs();

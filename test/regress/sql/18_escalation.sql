@@ -112,6 +112,8 @@ SELECT id AS gate3 FROM vectorbea.approvals WHERE run_id = :'run2' AND status = 
 SET ROLE vb_dana;
 UPDATE vectorbea.approvals SET status = 'rejected', reason = 'company closed' WHERE id = :gate3;
 RESET ROLE;
+-- A rejection without a decision is taken as fail, and the row says so.
+SELECT status, decision, decided_by FROM vectorbea.approvals WHERE id = :gate3;
 SELECT status, error->>'reason' AS reason FROM vectorbea.runs WHERE id = :'run2';
 SELECT node, status, error->>'decision' AS decision, error->>'class' AS class
   FROM vectorbea.nodes WHERE run_id = :'run2' ORDER BY id;
