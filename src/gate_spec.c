@@ -29,6 +29,7 @@
 #include "check.h"
 #include "gate_spec.h"
 #include "jsonb_util.h"
+#include "spi_util.h"
 
 #define MAX_APPROVERS	100
 
@@ -160,6 +161,16 @@ vb_validate_gate(VbChecker *chk, const char *label, const char *field, JsonbValu
 	}
 	if (obj && vb_jsonb_get(obj, "approvers", &v))
 		approvers = get_approvers(chk, &v, label, F("approvers"));
+	/*
+	 * A 0.1.0 schema has no column for a quorum: a gate that took the
+	 * definition would open without it, and the first person decides.
+	 */
+	if (approvers != NIL && !vb_waits_available())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("invalid %s: %s uses \"%s\", which this database's vectorbea does not have yet",
+						chk->what, label, F("approvers")),
+				 errhint("Run ALTER EXTENSION vectorbea UPDATE.")));
 	if (obj && vb_jsonb_get(obj, "quorum", &v))
 	{
 		if (approvers == NIL)

@@ -358,6 +358,12 @@ check_options(Jsonb *options, TimestampTz at, TimestampTz *deadline)
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						 errmsg("invalid run options: field \"on_budget\" must be \"fail\" or \"pause\""),
 						 errdetail("Found %s.", vb_short_text(vb_jsonb_value_text(&val)))));
+			/* A 0.1.0 schema has no paused runs: the pause would fail at the budget. */
+			if (strcmp(policy, "pause") == 0 && !vb_waits_available())
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("invalid run options: field \"on_budget\" uses \"pause\", which this database's vectorbea does not have yet"),
+						 errhint("Run ALTER EXTENSION vectorbea UPDATE, or use \"on_budget\": \"fail\".")));
 		}
 		else
 			ereport(ERROR,

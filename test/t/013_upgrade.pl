@@ -125,6 +125,30 @@ my $t0 = time;
 usleep(20_000) until vb_fake_stats()->{in_flight} == 1 || time - $t0 > 10;
 is(vb_fake_stats()->{in_flight}, 1, 'and it is in flight');
 
+# What the library has and the 0.1.0 schema cannot hold is refused before
+# anything is written (0A000), not taken and then dropped or failed later:
+# a quorum (the gate would open without it, and one person decides it) and
+# a pause at the budget (a 0.1.0 run cannot be paused).
+sub refusal
+{
+	my ($sql) = @_;
+	my ($rc, $out, $err) = $node->psql('postgres', "\\set VERBOSITY verbose\n$sql");
+	return $rc == 0 ? "accepted: $out" : $err;
+}
+my $versions_before = sql(q{SELECT count(*) FROM vectorbea.workflows});
+like(refusal(q{SELECT vectorbea.define_workflow('two_sign', '{"nodes": [{"id": "sign", "kind": "approval",
+	 "approval": {"gate": "big_spend", "quorum": 2, "approvers": ["ana", "ben"]}}]}')}),
+	qr/0A000: invalid workflow definition: node "sign" uses "approval.approvers", which this database's vectorbea does not have yet/,
+	"a quorum is refused on the $old schema");
+like(refusal(q{SELECT vectorbea.define_workflow('napping', '{"nodes": [{"id": "nap", "kind": "sleep", "sleep": {"for": "1h"}}]}')}),
+	qr/0A000: invalid workflow definition: node "nap" uses kind "sleep"/, "a sleep node is refused on the $old schema");
+is(sql(q{SELECT count(*) FROM vectorbea.workflows}), $versions_before, 'and neither definition was stored');
+my $runs_before = sql(q{SELECT count(*) FROM vectorbea.runs});
+like(refusal(q{SELECT vectorbea.start_run('retried', '{}', NULL, '{"budget_tokens": 5, "on_budget": "pause"}')}),
+	qr/0A000: invalid run options: field "on_budget" uses "pause", which this database's vectorbea does not have yet/,
+	"a pause at the budget is refused on the $old schema");
+is(sql(q{SELECT count(*) FROM vectorbea.runs}), $runs_before, 'and no run was started');
+
 my @runs = ($held, $gated, $retried, $asking);
 my %name = ($held => 'held task', $gated => 'open gate', $retried => 'waiting retry', $asking => 'llm call');
 my %replay = map { $_ => sql("SELECT vectorbea.replay('$_')") } @runs;
