@@ -62,6 +62,17 @@ static VbHttpCall *done_tail = NULL;
 static int	in_flight = 0;
 static int	applied_bound = 0;	/* vectorbea.llm_max_in_flight as curl knows it */
 
+/*
+ * The allow-list and the pinned names that the cached connections were
+ * opened under (malloc'd).  opensocket_cb checks an address only when curl
+ * opens a connection, so after a reload changes either, no call may reuse
+ * a connection of the old settings: calls connect afresh until the multi
+ * handle, with its cache, can be replaced.
+ */
+static char *opened_under_allowlist = NULL;
+static char *opened_under_resolve = NULL;
+static bool cache_predates_settings = false;
+
 static void apply_limits(void);
 
 static int
@@ -358,7 +369,8 @@ vb_http_base_url_problem(const char *url)
  * Never more connections than calls allowed in flight, cached ones
  * included.  curl closes no open connection when its limits go down, so
  * after a reload lowers vectorbea.llm_max_in_flight the multi handle, with
- * its cache, is replaced as soon as no call is in flight.  The scheduler
+ * its cache, is replaced as soon as no call is in flight; so it is after a
+ * reload that changes the allow-list or the pinned names.  The scheduler
  * calls this after every reload.
  */
 void
@@ -368,20 +380,46 @@ vb_http_apply_settings(void)
 		apply_limits();
 }
 
+/* Whether the setting's value differs from *seen; if so, *seen becomes it. */
+static bool
+setting_changed(char **seen, const char *value)
+{
+	const char *now = value ? value : "";
+
+	if (*seen != NULL && strcmp(*seen, now) == 0)
+		return false;
+	free(*seen);
+	*seen = strdup(now);
+	if (*seen == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory noting the settings of the LLM connections")));
+	return true;
+}
+
 static void
 apply_limits(void)
 {
-	if (applied_bound == vb_llm_max_in_flight)
-		return;
-	if (applied_bound > vb_llm_max_in_flight)
+	bool		first = opened_under_allowlist == NULL;
+	bool		new_allowlist = setting_changed(&opened_under_allowlist, vb_llm_allowed_hosts);
+	bool		new_resolve = setting_changed(&opened_under_resolve, vb_test_resolve);
+	bool		lowered;
+
+	if ((new_allowlist || new_resolve) && !first)
+		cache_predates_settings = true;
+	lowered = applied_bound > vb_llm_max_in_flight;
+	if ((lowered || cache_predates_settings) && in_flight == 0)
 	{
-		if (in_flight > 0)
-			return;
 		curl_multi_cleanup(multi);
 		nsockets = 0;
 		timer_due = 0;
 		create_multi();
+		cache_predates_settings = false;
 	}
+	else if (lowered)
+		return;
+	if (applied_bound == vb_llm_max_in_flight)
+		return;
 	curl_multi_setopt(multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long) vb_llm_max_in_flight);
 	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) vb_llm_max_in_flight);
 	applied_bound = vb_llm_max_in_flight;
@@ -520,6 +558,9 @@ vb_http_start(const char *url, int nheaders, const char *const *headers,
 	curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, call);
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, call->errbuf);
 	curl_easy_setopt(easy, CURLOPT_PRIVATE, call);
+	/* No connection opened under the settings before the last reload. */
+	if (cache_predates_settings)
+		curl_easy_setopt(easy, CURLOPT_FRESH_CONNECT, 1L);
 
 	mc = curl_multi_add_handle(multi, easy);
 	if (mc != CURLM_OK)

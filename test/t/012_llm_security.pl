@@ -145,6 +145,33 @@ is(finished($run), 'succeeded', 'allow-list: the port named in an entry is allow
 is(scalar @{ vb_fake_requests() }, 1, 'allow-list: and the call reached the provider');
 
 # ---------------------------------------------------------------------------
+# A reload that narrows the allow-list holds for connections curl already
+# has open: the address is checked when a connection opens, so a call may
+# not reuse one opened under the old list.  A name pinned to 127.0.0.1 is
+# allowed by name, its address by the entry the reload then takes away.
+vb_store_key($node, 'pinned', 'openai', 'sk-pinned-test', "http://fakehost.test:$port/v1");
+$node->append_conf('postgresql.conf', "vectorbea.llm_allowed_hosts = 'fakehost.test:$port, 127.0.0.1:$port'\n"
+	  . "vectorbea.test_resolve = 'fakehost.test:$port:127.0.0.1'\n");
+$node->reload;
+ok(defined vb_wait_for($node, q{SHOW vectorbea.test_resolve}, "fakehost.test:$port:127.0.0.1"), 'reused connections: pinned');
+vb_fake_reset();
+$run = sql(q{SELECT vectorbea.start_run('one', options => '{"workspace": "pinned"}')});
+is(finished($run), 'succeeded', 'reused connections: a call through the pinned name succeeds');
+$node->append_conf('postgresql.conf', "vectorbea.llm_allowed_hosts = 'fakehost.test:$port'\n");
+$node->reload;
+ok(defined vb_wait_for($node, q{SHOW vectorbea.llm_allowed_hosts}, "fakehost.test:$port"), 'reused connections: the address entry is gone');
+$run = sql(q{SELECT vectorbea.start_run('one', options => '{"workspace": "pinned"}')});
+is(finished($run), 'failed', 'reused connections: the next call fails');
+like($json->decode(sql(qq{SELECT data FROM vectorbea.events WHERE run_id = '$run' AND type = 'STEP_FAILED'}))->{error}{message},
+	qr/^the connection to 127\.0\.0\.1 was refused: the address is not allowed by vectorbea\.llm_allowed_hosts$/,
+	'reused connections: refused at connect, not sent over the open connection');
+is(scalar @{ vb_fake_requests() }, 1, 'reused connections: the provider saw the first call only');
+consistent($run, 'reused connections');
+$node->append_conf('postgresql.conf', "vectorbea.llm_allowed_hosts = '127.0.0.1, 127.0.0.1:$port'\nvectorbea.test_resolve = ''\n");
+$node->reload;
+ok(defined vb_wait_for($node, q{SHOW vectorbea.llm_allowed_hosts}, "127.0.0.1, 127.0.0.1:$port"), 'reused connections: the list is back');
+
+# ---------------------------------------------------------------------------
 # scheduler_status().last_error may name the master key file: only roles
 # that may read settings see it.
 sql(q{CREATE ROLE vb_viewer LOGIN; CREATE ROLE vb_settings_reader LOGIN IN ROLE pg_read_all_settings;
