@@ -37,6 +37,45 @@ DROP FUNCTION @extschema@.install_check();
 -- END install guard prelude
 
 /*
+ * The engine's tables, all taken before anything changes.  Statement by
+ * statement, the script would take runs (an index) and then nodes (a new
+ * column) while a worker holds nodes and waits for runs: a deadlock that
+ * failed the update or the worker.  The locks are taken together, nodes
+ * first as most of the engine's transactions take it first, and all or
+ * none: a wait that would deadlock gives back what it took and tries again
+ * after a pause.  This script's deadlock check runs first (10 ms), so the
+ * one that gives way is the update, never a worker; a lock_timeout the
+ * caller set still bounds each wait.  Workers queue behind the update
+ * until it commits.  In a fresh install the tables are new and free.
+ */
+DO $lock$
+DECLARE
+	caller_deadlock_timeout text := pg_catalog.current_setting('deadlock_timeout');
+	deadlocks integer := 0;
+BEGIN
+	PERFORM pg_catalog.set_config('deadlock_timeout', '10ms', true);
+	LOOP
+		BEGIN
+			LOCK TABLE @extschema@.nodes, @extschema@.runs, @extschema@.events,
+				@extschema@.approvals, @extschema@.workflows, @extschema@.provider_keys,
+				@extschema@.model_prices
+				IN ACCESS EXCLUSIVE MODE;
+			EXIT;
+		EXCEPTION WHEN deadlock_detected THEN
+			deadlocks := deadlocks + 1;
+			IF deadlocks = 600 THEN
+				RAISE EXCEPTION 'the update could not take the engine''s tables: it met a deadlock 600 times'
+					USING ERRCODE = 'lock_not_available',
+						  HINT = 'Run ALTER EXTENSION vectorbea UPDATE again when fewer workers are busy, or stop them for the update.';
+			END IF;
+		END;
+		PERFORM pg_catalog.pg_sleep(0.1);
+	END LOOP;
+	PERFORM pg_catalog.set_config('deadlock_timeout', caller_deadlock_timeout, true);
+END
+$lock$;
+
+/*
  * Tenants (issue: hardening): workspaces mapped to roles.  A workspace
  * mapped to at least one role is seen and acted on by the members of its
  * roles only; one mapped to none stays open to every role with the
