@@ -1236,7 +1236,30 @@ CREATE INDEX runs_workspace_idx ON @extschema@.runs (workspace, created_at);
 
 -- A price is at most 1,000,000 USD per million tokens: with the token
 -- counts bounded too, the cost of a call stays far inside a double, which
--- the budget checks compare it as (1e400 would not even convert).
+-- the budget checks compare it as (1e400 would not even convert).  0.1.0
+-- took any price: one above the bound stops the update with the rows to
+-- correct, not with the constraint's bare error.
+DO $prices$
+DECLARE
+	over bigint;
+	listed text;
+BEGIN
+	SELECT pg_catalog.count(*),
+		   pg_catalog.string_agg(pg_catalog.format('%s/%s (%s source, input %s, output %s)',
+								 p.provider, pg_catalog.left(p.model, 40), p.source,
+								 p.input_usd_per_mtok, p.output_usd_per_mtok), '; ')
+	  INTO over, listed
+	  FROM (SELECT * FROM @extschema@.model_prices m
+			 WHERE m.input_usd_per_mtok > 1000000::numeric OR m.output_usd_per_mtok > 1000000::numeric
+			 ORDER BY m.provider, m.model, m.source LIMIT 5) p;
+	IF over > 0 THEN
+		RAISE EXCEPTION 'vectorbea 0.2.0 takes prices of at most 1000000 USD per million tokens, and model_prices has some above it'
+			USING ERRCODE = 'check_violation',
+				  DETAIL = pg_catalog.format('Above the bound: %s.', listed),
+				  HINT = 'Correct or delete those rows (UPDATE vectorbea.model_prices SET input_usd_per_mtok = ..., output_usd_per_mtok = ... WHERE ...), then run ALTER EXTENSION vectorbea UPDATE again.';
+	END IF;
+END
+$prices$;
 ALTER TABLE @extschema@.model_prices ADD CONSTRAINT model_prices_at_most_1000000_usd_per_mtok
 	CHECK (input_usd_per_mtok <= 1000000::numeric AND output_usd_per_mtok <= 1000000::numeric);
 

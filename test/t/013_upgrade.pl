@@ -367,6 +367,20 @@ is(extversion('empty'), $new, "and updated to $new");
 same_as_fresh(catalog('empty'), $fresh_catalog, 'empty', 'catalog');
 same_as_fresh(schema_dump('empty'), $fresh_dump, 'empty', 'schema dump');
 
+# 0.1.0 took any price; 0.2.0 bounds them.  A price above the bound stops
+# the update with the rows to correct, and the database stays at 0.1.0
+# until they are.
+sql('CREATE DATABASE priced');
+sql("CREATE EXTENSION vectorbea VERSION '$old' CASCADE", 'priced');
+sql(q{INSERT INTO vectorbea.model_prices VALUES ('openai', 'my-finetune', 2000000, 1)}, 'priced');
+my ($rc, $out, $err) = $node->psql('priced', "\\set VERBOSITY verbose\nALTER EXTENSION vectorbea UPDATE");
+like($err, qr/23514: vectorbea 0\.2\.0 takes prices of at most 1000000 USD per million tokens, and model_prices has some above it\n.*DETAIL:  Above the bound: openai\/my-finetune \(user source, input 2000000, output 1\)\.\n.*HINT:  Correct or delete those rows/s,
+	'a price above the bound stops the update, naming the row');
+is(extversion('priced'), $old, 'and the database stays at the old version');
+sql(q{UPDATE vectorbea.model_prices SET input_usd_per_mtok = 20 WHERE model = 'my-finetune'}, 'priced');
+sql('ALTER EXTENSION vectorbea UPDATE', 'priced');
+is(extversion('priced'), $new, 'once the price is corrected, the update goes through');
+
 # ---------------------------------------------------------------------------
 # The runs go on under 0.2.0.
 
