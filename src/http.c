@@ -203,8 +203,18 @@ vb_http_keep_headers(VbHttpCall *call, const char *line, size_t n)
 static size_t
 header_cb(char *line, size_t size, size_t nitems, void *userp)
 {
-	vb_http_keep_headers(userp, line, size * nitems);
-	return size * nitems;
+	VbHttpCall *call = userp;
+	size_t		n = size * nitems;
+
+	/* The headers are held to the cap as the body is, on their own. */
+	call->header_len += n;
+	if (call->header_len > call->max_response)
+	{
+		call->too_large = true;
+		return 0;				/* curl ends the transfer: CURLE_WRITE_ERROR */
+	}
+	vb_http_keep_headers(call, line, n);
+	return n;
 }
 
 /* Checks the address curl is about to connect to against the allow-list. */
@@ -634,8 +644,14 @@ collect_finished(void)
 			continue;
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &call);
 		call->result = msg->data.result;
-		/* A Content-Length over the cap ends the call before any byte. */
-		if (call->result == CURLE_FILESIZE_EXCEEDED)
+		/*
+		 * A Content-Length over the cap ends the call before any byte; so
+		 * do headers over curl's own bound (300 kB in all), below a larger
+		 * cap.
+		 */
+		if (call->result == CURLE_FILESIZE_EXCEEDED ||
+			(call->result == CURLE_RECV_ERROR &&
+			 strncmp(call->errbuf, "Too large response headers", 27) == 0))
 			call->too_large = true;
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &call->status);
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_TOTAL_TIME_T, &total_us);

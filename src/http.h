@@ -27,6 +27,7 @@ typedef struct VbHttpCall
 	char	   *response;		/* malloc'd, NUL-terminated */
 	size_t		response_len;
 	size_t		response_cap;
+	size_t		header_len;		/* bytes of response headers, all responses */
 	bool		too_large;
 	bool		connected;		/* a connection was made */
 	bool		refused_address;

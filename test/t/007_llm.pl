@@ -192,6 +192,11 @@ failure_case('badrequest', { status => 400, error_message => 'max_tokens is too 
 	qr/answered 400: max_tokens is too large/);
 failure_case('huge', { mode => 'huge', huge_bytes => 1_000_000 }, 'permanent', 0,
 	qr/exceeded vectorbea.llm_max_response_size/);
+# Headers count toward the cap too (on their own): 300 kB of them, in lines
+# curl takes, against 256 kB.  They were read in full and the call failed
+# transient, to be asked again.
+failure_case('bigheaders', { headers => { map { ("X-Pad-$_" => 'a' x 50_000) } 1 .. 6 } }, 'permanent', 0,
+	qr/exceeded vectorbea.llm_max_response_size/);
 failure_case('redirect', { mode => 'redirect', location => "http://127.0.0.1:$port/v1/chat/completions" },
 	'permanent', 0, qr/answered 302/);
 is(scalar @{ vb_fake_requests() }, 1, 'redirect: not followed');
