@@ -20,18 +20,24 @@ const HANDLERS = {
     return { key: task.input.key, attempt: task.attempt };
   },
 };
-const json = (value) => JSON.stringify(value ?? null);     // JSON goes as text
+const json = (value) => {               // JSON goes as text, checked here, so that a value
+  const text = JSON.stringify(value ?? null);  // jsonb refuses fails its own task, not the batch
+  if (text === undefined || text.replaceAll('\\\\', '').includes('\\u0000'))
+    throw new Error('the output is not JSON that jsonb can store (a function, or the character U+0000)');
+  return text;
+};
 
-async function runHandler(t) {          // -> [the call that reports the task, its argument]
-  try { return ['complete_task', await HANDLERS[t.activity](t)]; } catch (e) {
-    return ['fail_task', { message: e.message, class: e.cls ?? 'transient' }];
+async function runHandler(t) {          // -> [the call that reports the task, its JSON text]
+  try { return ['complete_task', json(await HANDLERS[t.activity](t))]; } catch (e) {
+    return ['fail_task', json({ message: String(e?.message ?? e).replaceAll('\0', '\\0'),
+                                class: e?.cls ?? 'transient' })];
   }                                     // a TaskError has a class; anything else is transient
 }
 
 async function report(db, t, fn, arg) {       // one result, in a transaction of its own
   try {
     const { rows } = await db.query(`SELECT vectorbea.${fn}($1, $2, $3::jsonb) AS r`,
-                                    [t.task_id, t.lease, json(arg)]);
+                                    [t.task_id, t.lease, arg]);
     return fn === 'complete_task' ? 'completed' : `failed, ${rows[0].r}`;
   } catch (e) {
     if (e.code !== 'VB001') throw e;    // VB001: the lease no longer holds the task
@@ -45,7 +51,7 @@ async function finish(db, outputs, claim, say) {  // complete a batch, claim the
     await db.query('BEGIN');            // all or nothing: one lost lease refuses the whole call
     await db.query('SELECT vectorbea.complete_tasks($1::bigint[], $2::uuid[], $3::jsonb[])',
       [outputs.map(([t]) => t.task_id), outputs.map(([t]) => t.lease),
-       outputs.map(([, output]) => json(output))]);
+       outputs.map(([, output]) => output)]);
     const tasks = await claim();        // the next batch, in the same transaction
     await db.query('COMMIT');
     outputs.forEach(([t]) => say(t, 'completed'));
@@ -146,4 +152,5 @@ async function main() {
   log(`stopped: ${drained ? 'drained' : 'signal'}`);
 }
 
-main().catch((e) => { console.error(e); process.exit(1); });
+module.exports = { HANDLERS, TaskError, main };   // to add handlers from a module of your own
+if (require.main === module) main().catch((e) => { console.error(e); process.exit(1); });

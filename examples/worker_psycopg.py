@@ -2,7 +2,7 @@
 """vectorbea workers with psycopg 3 (docs/workers-python.md): --workers threads in one process,
 one listener that wakes one idle worker per notification.  SIGTERM or SIGINT: finish the batches
 in hand, then exit.  Connection settings: --dsn, else $VB_DSN, else libpq's PG* variables."""
-import argparse, os, select, signal, socket, threading, time, traceback
+import argparse, json, os, select, signal, socket, threading, time, traceback
 from datetime import timedelta
 from threading import Event, Lock, Thread
 import psycopg
@@ -21,11 +21,18 @@ def flaky(task):                        # fails its first attempt, so that the e
 HANDLERS = {"echo": lambda task: task["input"], "flaky": flaky,
             "sleep": lambda task: time.sleep(task["input"]["seconds"]) or {"slept": True}}
 
+def as_jsonb(value):                    # checked here, so that a value jsonb refuses (NaN, a NUL
+    text = json.dumps(value, allow_nan=False)  # character) fails its own task, not the batch
+    if "\\u0000" in text.replace("\\\\", ""):
+        raise ValueError("the output holds the character U+0000, which jsonb cannot store")
+    return Jsonb(value, dumps=lambda _: text)
+
 def run_handler(t):                     # -> (the call that reports the task, its JSON argument)
     try:
-        return "complete_task", Jsonb(HANDLERS[t["activity"]](t))
+        return "complete_task", as_jsonb(HANDLERS[t["activity"]](t))
     except Exception as e:              # a TaskError has a class; anything else is transient
-        return "fail_task", Jsonb({"message": str(e), "class": getattr(e, "cls", "transient")})
+        return "fail_task", Jsonb({"message": str(e).replace("\0", "\\0"),
+                                   "class": getattr(e, "cls", "transient")})
 
 def report(work, t, call, arg):         # one result, in a transaction of its own
     try:

@@ -166,6 +166,11 @@ my %workflows = (
 	  {"id": "lost", "activity": "sleep", "input": {"seconds": 4}, "timeout": "1s",
 	   "retry": {"max_attempts": 1}}]}},
 	ex_one => q{{"nodes": [{"id": "one", "activity": "echo", "input": {"one": 1}}]}},
+	ex_fine => q{{"nodes": [{"id": "fine", "activity": "echo", "input": {"fine": true}}]}},
+	ex_poison1 => q{{"nodes": [{"id": "bad", "activity": "poison", "retry": {"max_attempts": 1},
+	  "input": {"kind": "first"}}]}},
+	ex_poison2 => q{{"nodes": [{"id": "bad", "activity": "poison", "retry": {"max_attempts": 1},
+	  "input": {"kind": "second"}}]}},
 	ex_term => q{{"nodes": [
 	  {"id": "t1", "activity": "sleep", "input": {"seconds": 1.5}},
 	  {"id": "t2", "activity": "echo", "input": {"after": "t1"}, "depends_on": ["t1"]}]}});
@@ -182,19 +187,20 @@ my %w;    # name -> {h => harness, log => file, text => output once it exited}
 # Starts a worker process with $workers workers, named $name.
 sub start_worker
 {
-	my ($name, $workers, $drain, $lease) = @_;
+	my ($name, $workers, $drain, $lease, $script, $activities) = @_;
 	$lease //= $LEASE;
+	$activities //= 'echo,sleep,flaky';
 	my $log = "$log_dir/017_$name.log";
 	my $h;
 	if ($name =~ /^py/)
 	{
 		$h = IPC::Run::start(
 			[
-				$python, "$EXAMPLES/worker_psycopg.py",
+				$python, $script // "$EXAMPLES/worker_psycopg.py",
 				'--dsn'        => $pg->connstr('postgres') . ' user=vb_worker',
 				'--name'       => $name,
 				'--workers'    => $workers,
-				'--activities' => 'echo,sleep,flaky',
+				'--activities' => $activities,
 				'--lease'      => $lease,
 				'--drain'      => $drain
 			],
@@ -208,9 +214,9 @@ sub start_worker
 		local $ENV{VB_DSN}        = "postgresql://vb_worker@/postgres?host=$host&port=" . $pg->port;
 		local $ENV{VB_WORKER}     = $name;
 		local $ENV{VB_WORKERS}    = $workers;
-		local $ENV{VB_ACTIVITIES} = 'echo,sleep,flaky';
+		local $ENV{VB_ACTIVITIES} = $activities;
 		$h = IPC::Run::start(
-			[ $nodejs, "$EXAMPLES/worker_node.js", '--lease' => $lease, '--drain' => $drain ],
+			[ $nodejs, $script // "$EXAMPLES/worker_node.js", '--lease' => $lease, '--drain' => $drain ],
 			'<', \undef, '>', $log, '2>&1', IPC::Run::timeout(90));
 	}
 	$w{$name} = { h => $h, log => $log };
@@ -598,13 +604,70 @@ heartbeat_lost('py-beat',   'Python');
 my $t_part3 = time;
 
 # ---------------------------------------------------------------------------
+# Part 4: an output jsonb refuses
+# ---------------------------------------------------------------------------
+# A handler added from a module of the user's own (as the guides show)
+# returns what PostgreSQL's jsonb refuses: NaN, a BigInt, a NUL character.
+# The worker checks each output on its own, so that task fails (its retry
+# policy decides) and the others of its batch complete; the batch's
+# complete_tasks used to be refused whole, the process exited, and the
+# other tasks lost their leases and an attempt, again at every restart.
+my $wrappers = PostgreSQL::Test::Utils::tempdir('wrappers');
+my %poison = (
+	Python => {
+		name => 'py-poison', script => "$wrappers/poison.py", kinds => [ 'NaN', 'NUL' ],
+		errors => [ 'Out of range float values are not JSON compliant',
+			'the output holds the character U+0000, which jsonb cannot store' ],
+		code => qq{import sys
+sys.path.insert(0, "$EXAMPLES")
+import worker_psycopg as w
+w.HANDLERS["poison"] = lambda task: (
+    {"ratio": float("nan")} if task["input"]["kind"] == "first" else {"text": "a\\0b"})
+w.main()
+} },
+	Node => {
+		name => 'node-poison', script => "$wrappers/poison.js", kinds => [ 'BigInt', 'NUL' ],
+		errors => [ 'Do not know how to serialize a BigInt',
+			'the output is not JSON that jsonb can store (a function, or the character U+0000)' ],
+		code => qq{const w = require("$EXAMPLES/worker_node.js");
+w.HANDLERS.poison = async (task) => (task.input.kind === 'first' ? { n: 10n } : { text: 'a\\u0000b' });
+w.main().catch((e) => { console.error(e); process.exit(1); });
+} });
+for my $kind ('Python', 'Node')
+{
+	my $p = $poison{$kind};
+	open(my $fh, '>', $p->{script}) or die "cannot write $p->{script}: $!";
+	print $fh $p->{code};
+	close $fh;
+	# One batch: two runs of each, started together.
+	my @runs = split /\n/, query(qq{
+SELECT vectorbea.start_run(w) FROM unnest(ARRAY['ex_poison1', 'ex_poison2', 'ex_fine', 'ex_fine']) w});
+	my $ids = join(',', map { "'$_'" } @runs);
+	start_worker($p->{name}, 1, 2, undef, $p->{script}, 'echo,poison');
+	worker_exits($p->{name}, 'drained');
+	is( query(qq{SELECT string_agg(workflow || ' ' || status, ', ' ORDER BY workflow, id)
+  FROM vectorbea.runs WHERE id IN ($ids)}),
+		'ex_fine succeeded, ex_fine succeeded, ex_poison1 failed, ex_poison2 failed',
+		"$kind poison: the bad outputs failed their runs, the others of the batch succeeded");
+	is( query(qq{SELECT string_agg(n.error->>'message', E'\n' ORDER BY n.id)
+  FROM vectorbea.nodes n WHERE n.run_id IN ($ids) AND n.node = 'bad'}),
+		"$p->{errors}[0]\n$p->{errors}[1]",
+		"$kind poison: each failure ($p->{kinds}[0], $p->{kinds}[1]) says what jsonb refused");
+	is( query(qq{SELECT count(*) FROM vectorbea.events
+  WHERE run_id IN ($ids) AND type = 'STEP_STARTED' AND attempt <> 1}), '0',
+		"$kind poison: no task needed a second attempt");
+	unlike($w{ $p->{name} }{text}, qr/complete_tasks refused/, "$kind poison: no complete_tasks was refused");
+}
+
+# ---------------------------------------------------------------------------
 # Every run
 # ---------------------------------------------------------------------------
 is( query(q{
 SELECT string_agg(workflow || ' ' || status || ' x' || n, ', ' ORDER BY workflow, status)
   FROM (SELECT workflow, status, count(*) AS n FROM vectorbea.runs GROUP BY 1, 2) s}),
-	"ex_cancel cancelled x1, ex_chain succeeded x6, ex_hold succeeded x$HOLDS, ex_long succeeded x1, "
-	  . "ex_lost failed x4, ex_mix succeeded x$RUNS, ex_one succeeded x16, ex_term succeeded x2",
+	"ex_cancel cancelled x1, ex_chain succeeded x6, ex_fine succeeded x4, ex_hold succeeded x$HOLDS, "
+	  . "ex_long succeeded x1, ex_lost failed x4, ex_mix succeeded x$RUNS, ex_one succeeded x16, "
+	  . "ex_poison1 failed x2, ex_poison2 failed x2, ex_term succeeded x2",
 	'every run ended as its workflow says');
 no_rows(q{
 SELECT n.run_id, n.node, n.status, count(e.*) AS completions
