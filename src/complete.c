@@ -103,35 +103,41 @@ add_spawned(VbRun *run, Jsonb *spawn, const char *node, int attempt, TimestampTz
 
 /*
  * Whether json (NULL: none) is what node's attempt recorded as key in the
- * data of its event type: a repeated completion whose spawn list
+ * data of its event type (missing, when not NULL, stands for a key the
+ * event does not have): a repeated completion whose spawn list
  * (NODES_SPAWNED nodes) or usage (STEP_COMPLETED usage) differs from its
  * completion's would be dropped unseen.
  */
 static bool
 same_as_recorded(VbRun *run, const char *type, const char *key, const char *json,
-				 const char *node, int attempt)
+				 const char *missing, const char *node, int attempt)
 {
-	Datum		args[6] = {UUIDPGetDatum(&run->id), CStringGetTextDatum(node), Int32GetDatum(attempt),
+	Datum		args[7] = {UUIDPGetDatum(&run->id), CStringGetTextDatum(node), Int32GetDatum(attempt),
 		CStringGetTextDatum(type), CStringGetTextDatum(key),
-	json ? CStringGetTextDatum(json) : (Datum) 0};
-	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', json ? ' ' : 'n'};
+		json ? CStringGetTextDatum(json) : (Datum) 0,
+	missing ? CStringGetTextDatum(missing) : (Datum) 0};
+	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', json ? ' ' : 'n', missing ? ' ' : 'n'};
 	bool		isnull;
 
-	if (SPI_execute_with_args("SELECT $6::jsonb IS NOT DISTINCT FROM ("
+	if (SPI_execute_with_args("SELECT $6::jsonb IS NOT DISTINCT FROM coalesce(("
 							  "  SELECT data->$5 FROM vectorbea.events"
-							  "   WHERE run_id = $1 AND type = $4 AND node = $2 AND attempt = $3)",
-							  lengthof(args), (Oid[]) {UUIDOID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID},
+							  "   WHERE run_id = $1 AND type = $4 AND node = $2 AND attempt = $3), $7::jsonb)",
+							  lengthof(args), (Oid[]) {UUIDOID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID},
 							  args, nulls, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "vectorbea: could not read the %s of node \"%s\"", type, node);
 	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
+/* A usage of no amounts, as a completion that reported none booked it. */
+#define NO_USAGE "{\"tokens\":0,\"usd\":0}"
+
 /*
  * A completion that matched no running node: a repeat of the call that
  * succeeded (a no-op), the same lease with another output, another spawn
  * list or another usage (an error), or a stale lease (refused).  A repeat
- * without a spawn list or usage loses nothing and is not compared (run may
- * then be NULL).
+ * without a spawn list or usage (SQL NULL) loses nothing and is not
+ * compared (run may then be NULL); an empty usage ({}) is compared as no
+ * amounts, like a completion that reported none.
  */
 static void
 not_running(VbRun *run, int64 task_id, pg_uuid_t *lease, Jsonb *output, Jsonb *spawn,
@@ -162,14 +168,15 @@ not_running(VbRun *run, int64 task_id, pg_uuid_t *lease, Jsonb *output, Jsonb *s
 				 errdetail("A completion is final; repeating it is allowed only with the same output."),
 				 errhint("Record further results with vectorbea.append_event().")));
 	if (spawn && !same_as_recorded(run, "NODES_SPAWNED", "nodes",
-								   spawn_specs(run, spawn, node, true), node, attempt))
+								   spawn_specs(run, spawn, node, true), NULL, node, attempt))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("task %ld was already completed with a different spawn list", (long) task_id),
 				 errdetail("Node \"%s\" spawned its nodes when it completed; a repeated completion adds none.",
 						   vb_short_text(node)),
 				 errhint("Add further nodes from the nodes that run next, with their own spawn lists.")));
-	if (usage_json && !same_as_recorded(run, "STEP_COMPLETED", "usage", usage_json, node, attempt))
+	if (usage_json && !same_as_recorded(run, "STEP_COMPLETED", "usage", usage_json, NO_USAGE,
+										node, attempt))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("task %ld was already completed with a different usage", (long) task_id),
@@ -202,7 +209,8 @@ vb_complete_locked(VbRun *run, int64 task_id, pg_uuid_t *lease, Jsonb *output,
 	if (!vb_state_succeed(run, task_id, lease, output, usage_json, at, &node, &attempt))
 	{
 		/* a repeat is checked as it is, whatever the run does since */
-		not_running(run, task_id, lease, output, spawn, usage_json);
+		not_running(run, task_id, lease, output, spawn,
+					usage == NULL ? NULL : usage_json ? usage_json : NO_USAGE);
 		return false;
 	}
 	/*

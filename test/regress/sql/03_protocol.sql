@@ -70,6 +70,11 @@ SELECT task_id AS parse_id, lease AS parse_lease, upstream
   FROM vectorbea.claim_tasks('w3', ARRAY['parse'], 5) \gset
 \echo :upstream
 SELECT vectorbea.complete_task(:parse_id, :'parse_lease', '{"value": 42}');
+-- It booked no usage: a repeat with zero amounts (or {}) is the same, one
+-- with tokens is not.
+SELECT vectorbea.complete_task(:parse_id, :'parse_lease', '{"value": 42}', usage => '{"tokens": 0, "usd": 0.00}') AS zero_usage;
+SELECT vectorbea.complete_task(:parse_id, :'parse_lease', '{"value": 42}', usage => '{}') AS empty_usage;
+SELECT vectorbea.complete_task(:parse_id, :'parse_lease', '{"value": 42}', usage => '{"tokens": 1}'); \echo SQLSTATE :SQLSTATE
 SELECT task_id AS store_id, lease AS store_lease, upstream
   FROM vectorbea.claim_tasks('w3', ARRAY['store']) \gset
 \echo :upstream

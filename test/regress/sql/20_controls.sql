@@ -309,6 +309,8 @@ SELECT vectorbea.complete_task(:e_task, :'e_lease', '{}', usage => '{"usd": 0.2,
 SELECT vectorbea.complete_task(:e_task, :'e_lease', '{}', usage => '{"tokens": 4100, "usd": 0.20}') AS same_usage;
 SELECT vectorbea.complete_task(:e_task, :'e_lease', '{}', usage => '{"usd": 20, "tokens": 4100}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.complete_task(:e_task, :'e_lease', '{}') AS without_usage;
+-- An empty usage is no amounts, not "not compared": it differs from 4100 tokens.
+SELECT vectorbea.complete_task(:e_task, :'e_lease', '{}', usage => '{}'); \echo SQLSTATE :SQLSTATE
 SELECT usage_usd, usage_tokens FROM vectorbea.runs WHERE id = :'costly';
 SELECT booked_usd, reserved_usd FROM vectorbea.spend WHERE scope = 'workspace' AND workspace = 'acme';
 
