@@ -95,8 +95,10 @@ vb_refuse_lease(int64 task_id, pg_uuid_t *lease, const char *action)
 	else if (strcmp(status, "ready") == 0 || strcmp(status, "pending") == 0)
 		detail = psprintf("The attempt ended (failed or its lease expired); the task waits for attempt %d.",
 						  atoi(attempt) + 1);
+	else if (strcmp(status, "waiting") == 0)
+		detail = psprintf("The task is waiting (attempt %s).", attempt);
 	else
-		detail = psprintf("The task is %s (attempt %s).", status, attempt);
+		detail = psprintf("The task has %s (attempt %s).", status, attempt);	/* succeeded, failed */
 
 	ereport(ERROR,
 			(errcode(ERRCODE_VB_LEASE_LOST),
