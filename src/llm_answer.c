@@ -30,6 +30,9 @@
 #include "redact.h"
 #include "settings.h"
 
+/* The longest model name an answer's "model" is recorded with (bytes). */
+#define VB_MAX_MODEL_USED 200
+
 /*
  * text without any run of the key (redact.c), valid in the database's
  * encoding, cut to a message's length.
@@ -215,7 +218,15 @@ vb_llm_classify(LlmCall *c, VbHttpCall *h, VbLlmOutcome *o)
 	{
 		o->err_class = "permanent";
 		o->message = problem;
+		return;
 	}
+	/*
+	 * An answer stays in the history and the node's output: a provider (or
+	 * a proxy in front of it) that echoes the key must not put it there.
+	 */
+	o->answer.text = vb_redact(o->answer.text, c->secret, 0);
+	if (o->answer.model)
+		o->answer.model = vb_redact(o->answer.model, c->secret, VB_MAX_MODEL_USED);
 }
 
 /* True when the JSON value is the string word. */

@@ -65,7 +65,7 @@ match_from(const char *text, size_t start, size_t len, const char *secret,
 
 /*
  * text with every run of the secret redacted, cut to at most max_len bytes
- * (on a character boundary, with an ellipsis) when max_len > 0.  A secret
+ * (on a character boundary) and an ellipsis when longer and max_len > 0.  A secret
  * shorter than the minimum run is redacted only where it appears whole.
  */
 char *

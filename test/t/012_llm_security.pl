@@ -98,6 +98,23 @@ like($garbled, qr/not valid JSON \('\}' expected near '\\?"\[redacted\]\\?"'/,
 unlike(lc($garbled =~ s/\s+//gr), qr/\Q${\ lc substr($key, 8, 8)}\E/,
 	'redaction, a garbled answer: no eight characters of the key are stored');
 consistent($run, 'redaction, a garbled answer');
+# A 200 whose answer and model name echo the key (a proxy in front of the
+# provider reflecting the request's header): the answer is kept, the key
+# redacted, in the output and in LLM_CALLED's model_used; a model name is
+# cut to 200 bytes.
+vb_fake_reset();
+vb_fake_script({ text => "the header said Bearer $key, as asked", model => "gpt-4o-mini $key " . ('m' x 300) });
+$run = sql(q{SELECT vectorbea.start_run('one')});
+is(finished($run), 'succeeded', 'redaction, an echoing answer: the node succeeds');
+is(sql(qq{SELECT output->>'text' FROM vectorbea.nodes WHERE run_id = '$run'}),
+	'the header said Bearer [redacted], as asked', 'redaction, an echoing answer: the answer is kept, the key redacted');
+like(sql(qq{SELECT data->>'model_used' FROM vectorbea.events WHERE run_id = '$run' AND type = 'LLM_CALLED'}),
+	qr/^gpt-4o-mini \[redacted\] m+…$/, 'redaction, an echoing answer: model_used is redacted and cut');
+cmp_ok(length(sql(qq{SELECT data->>'model_used' FROM vectorbea.events WHERE run_id = '$run' AND type = 'LLM_CALLED'})),
+	'<=', 203, 'redaction, an echoing answer: model_used is cut to 200 bytes and the ellipsis');
+unlike(lc(stored_text($run) =~ s/\s+//gr), qr/\Q${\ lc substr($key, 8, 8)}\E/,
+	'redaction, an echoing answer: no eight characters of the key are stored');
+consistent($run, 'redaction, an echoing answer');
 
 # ---------------------------------------------------------------------------
 # Token counts a provider cannot have used are an invalid answer.
