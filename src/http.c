@@ -42,6 +42,7 @@
 #include "vectorbea.h"
 #include "allowlist.h"
 #include "http.h"
+#include "jsonb_util.h"
 #include "resolve.h"
 #include "settings.h"
 
@@ -302,9 +303,10 @@ vb_http_check_url(const char *url)
 		(host = url_part(u, CURLUPART_HOST, 0)) == NULL ||
 		(port = url_part(u, CURLUPART_PORT, CURLU_DEFAULT_PORT)) == NULL)
 		problem = strchr(url, '@') ? pstrdup("the base_url is not a valid URL") :
-			psprintf("\"%s\" is not a valid URL", url);
+			psprintf("\"%s\" is not a valid URL", vb_short_text(url));
 	else if (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)
-		problem = psprintf("the URL scheme \"%s\" is not allowed; use http or https", scheme);
+		problem = psprintf("the URL scheme \"%s\" is not allowed; use http or https",
+						   vb_short_text(scheme));
 	else
 	{
 		char	   *bare = host;
