@@ -41,6 +41,7 @@
 #include <sys/socket.h>
 
 #include "fmgr.h"
+#include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/inet.h"
 
@@ -508,6 +509,9 @@ vectorbea_llm_address_allowed(PG_FUNCTION_ARGS)
 	if (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 /* not quoted when long: a leaf, without vb_short_text */
+				 strlen(scheme) > 40 ?
+				 errmsg("unknown scheme of %d characters", pg_mbstrlen(scheme)) :
 				 errmsg("unknown scheme \"%s\"", scheme),
 				 errhint("LLM calls use http or https.")));
 	if (port < 1 || port > 65535)

@@ -380,10 +380,10 @@ apply_changes(ForkNode *nodes, int count, Jsonb *changes, const char *from_node)
 		if (!n->rerun)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid fork change: node \"%s\" is reused, not run again", id),
+					 errmsg("invalid fork change: node \"%s\" is reused, not run again", vb_short_text(id)),
 					 errdetail("It succeeded in the source run and is not downstream of \"%s\", so the fork takes its recorded output.",
-							   from_node),
-					 errhint("Fork from \"%s\" (or a node it depends on) to change it.", id)));
+							   vb_short_text(from_node)),
+					 errhint("Fork from \"%s\" (or a node it depends on) to change it.", vb_short_text(id))));
 		vb_jsonb_get(&changes->root, id, &change);
 		apply_change(n, &change, from_node);
 	}

@@ -231,9 +231,15 @@ vectorbea_purge_runs(PG_FUNCTION_ARGS)
 				 errhint("Pass some of: succeeded, failed, cancelled.")));
 	for (int i = 0; i < n; i++)
 	{
-		const char *status = nulls[i] ? "NULL" : TextDatumGetCString(names[i]);
+		const char *status;
 		bool		known = false;
 
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("statuses must not contain nulls"),
+					 errhint("Pass some of: succeeded, failed, cancelled.")));
+		status = TextDatumGetCString(names[i]);
 		for (const char *const *f = finished_statuses; *f; f++)
 			if (strcmp(*f, status) == 0)
 				known = true;

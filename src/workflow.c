@@ -878,7 +878,7 @@ vectorbea_start_runs(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("run input %d of %d must be a JSON object", i + 1, n),
 					 errhint("Wrap the value: '{\"value\": ...}'.")));
-		vb_check_payload_size(inputs[i], "the run input");
+		vb_check_payload_size(inputs[i], psprintf("run input %d of %d", i + 1, n));
 	}
 	if (!PG_ARGISNULL(2))
 	{
@@ -888,7 +888,13 @@ vectorbea_start_runs(PG_FUNCTION_ARGS)
 		int			nkeys;
 
 		deconstruct_array(key_array, TEXTOID, -1, false, TYPALIGN_INT, &key_items, &key_nulls, &nkeys);
-		if (ARR_NDIM(key_array) > 1 || nkeys != n)
+		if (ARR_NDIM(key_array) > 1)
+			ereport(ERROR,
+					(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+					 errmsg("idempotency_keys must be a one-dimensional array"),
+					 errdetail("Found %d dimensions.", ARR_NDIM(key_array)),
+					 errhint("Pass one key per input, in the order of inputs (NULL for none).")));
+		if (nkeys != n)
 			ereport(ERROR,
 					(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
 					 errmsg("idempotency_keys has %d elements, inputs has %d", nkeys, n),

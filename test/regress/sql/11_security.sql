@@ -171,6 +171,7 @@ SELECT address, port, scheme, vectorbea.llm_address_allowed(address::inet, port,
 	   AS t(address, port, scheme);
 SELECT vectorbea.llm_address_allowed('127.0.0.1', 0); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.llm_address_allowed('127.0.0.1', 443, 'gopher'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.llm_address_allowed('127.0.0.1', 443, repeat('s', 100000)); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.llm_address_allowed('10.0.0.0/8', 443); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.llm_address_allowed('fd00::1/64', 443); \echo SQLSTATE :SQLSTATE
 ALTER SYSTEM RESET vectorbea.llm_allowed_hosts;

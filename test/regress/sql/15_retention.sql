@@ -36,6 +36,7 @@ SELECT vectorbea.purge_runs('1 hour', '{running}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.purge_runs('1 hour', '{paused}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.purge_runs('1 hour', '{}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.purge_runs('1 hour', '{finished}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.purge_runs('1 hour', ARRAY['failed', NULL]); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.purge_runs('1 hour', max_runs => 0); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.purge_runs('1 hour', max_runs => 10001); \echo SQLSTATE :SQLSTATE
 

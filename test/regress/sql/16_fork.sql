@@ -191,5 +191,14 @@ SELECT masked_error(format('SELECT vectorbea.fork_run(%L, %L, version => 2)', :'
 RESET vectorbea.max_nodes_per_run;
 SELECT count(*) AS fmax_runs FROM vectorbea.runs WHERE workflow = 'fmax';
 
+-- A long node id is quoted cut in the refusal of a change to a reused node.
+SELECT vectorbea.define_workflow('fk_long', jsonb_build_object('nodes', jsonb_build_array(
+	jsonb_build_object('id', repeat('n', 63) || '1', 'activity', 'fk_long'),
+	jsonb_build_object('id', 'b', 'activity', 'fk_long', 'depends_on', jsonb_build_array(repeat('n', 63) || '1')))));
+SELECT vectorbea.start_run('fk_long') AS long_run \gset
+SELECT count(*) FROM vectorbea.claim_tasks('w', ARRAY['fk_long']) t, LATERAL vectorbea.complete_task(t.task_id, t.lease, '{}') c;
+SELECT count(*) FROM vectorbea.claim_tasks('w', ARRAY['fk_long']) t, LATERAL vectorbea.complete_task(t.task_id, t.lease, '{}') c;
+SELECT vectorbea.fork_run(:'long_run', 'b', jsonb_build_object(repeat('n', 63) || '1', jsonb_build_object('input', '{}'::jsonb))); \echo SQLSTATE :SQLSTATE
+
 -- Every run the file left agrees with its history.
 SELECT * FROM inconsistent_runs();
