@@ -81,6 +81,12 @@ claim_after_wait(void *arg)
 
 	if (!vb_run_wait_lock(&c->run_id, c->excluded, c->wait_ms))
 		return false;
+	/*
+	 * The second look has a snapshot of its own, taken after the wait: a
+	 * workspace mapped to other roles meanwhile is closed to it as well.
+	 * Only a worker's claim waits, and its excluded list is the mapping's.
+	 */
+	c->excluded = vb_tenant_excluded_workspaces();
 	vb_state_start_attempts(c->worker, c->activities, c->max_tasks, c->lease_duration, NULL,
 							c->excluded, c->at, c->started);
 	return c->started->count > 0;
