@@ -191,7 +191,10 @@ check_filter(Jsonb *filter)
  *
  * Requeues every dead letter that matches the filter (all fields must
  * match; an empty filter matches every dead letter), run by run, each run
- * locked in turn; returns how many nodes came back.
+ * locked in turn and kept; returns how many nodes came back.  The runs are
+ * taken newest first, the one order of every multi-run lock
+ * (vb_run_lock_for_tasks), so that this never waits in a circle with a
+ * batch of completions; a run purged meanwhile is skipped.
  */
 PG_FUNCTION_INFO_V1(vectorbea_requeue_dead);
 Datum
@@ -229,7 +232,7 @@ vectorbea_requeue_dead(PG_FUNCTION_ARGS)
 							  "        OR d.finished_at >= ($1->>'failed_after')::timestamptz)"
 							  "   AND ($1->>'failed_before' IS NULL"
 							  "        OR d.finished_at < ($1->>'failed_before')::timestamptz)"
-							  " ORDER BY d.finished_at, d.task_id",
+							  " ORDER BY r.created_at DESC, r.id DESC, d.finished_at, d.task_id",
 							  2, types, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: dead letter lookup failed");
 	n = SPI_processed;
@@ -244,9 +247,11 @@ vectorbea_requeue_dead(PG_FUNCTION_ARGS)
 	{
 		VbRun		run;
 
-		vb_lock_run_of_task(task_ids[i], &run);
-		/* Another requeue may have revived the run meanwhile: skip what moved. */
-		if (run.status != VB_RUN_FAILED)
+		/*
+		 * Another requeue may have revived the run meanwhile, or retention
+		 * purged it: skip what moved or went.
+		 */
+		if (!vb_run_lock_for_task(task_ids[i], &run) || run.status != VB_RUN_FAILED)
 			continue;
 		if (vb_state_requeue(&run, task_ids[i], reason, caller_name(), at))
 			requeued++;
