@@ -450,7 +450,10 @@ vectorbea_set_run_budget(PG_FUNCTION_ARGS)
 	char		nulls[4] = {' ', ' ', ' ', ' '};
 	Oid			types[4] = {UUIDOID, NUMERICOID, INT8OID, TEXTOID};
 	VbRun		run;
-	bool		resumed;
+	bool		resumed = false;
+	bool		over;
+	bool		isnull;
+	char	   *detail;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -480,15 +483,32 @@ vectorbea_set_run_budget(PG_FUNCTION_ARGS)
 	args[3] = CStringGetTextDatum(GetUserNameFromId(GetOuterUserId(), false));
 	if (SPI_execute_with_args("UPDATE vectorbea.runs SET budget_usd = $2, budget_tokens = $3 WHERE id = $1"
 							  " RETURNING pg_catalog.jsonb_build_object('budget_usd', budget_usd,"
-							  "          'budget_tokens', budget_tokens, 'by', $4)::text",
+							  "          'budget_tokens', budget_tokens, 'by', $4)::text,"
+							  "        coalesce(usage_usd > budget_usd, false)"
+							  "        OR coalesce(usage_tokens > budget_tokens, false),"
+							  "        pg_catalog.jsonb_build_object('usage_usd', usage_usd, 'budget_usd', budget_usd,"
+							  "                           'usage_tokens', usage_tokens,"
+							  "                           'budget_tokens', budget_tokens)::text",
 							  4, types, args, nulls, false, 0) != SPI_OK_UPDATE_RETURNING ||
 		SPI_processed != 1)
 		elog(ERROR, "vectorbea: could not set the budget of run %s", vb_uuid_text(&run.id));
+	over = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	detail = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
 	/* The history says who changed the budget it is held to, and to what. */
 	vb_event(&run, "RUN_BUDGET_SET", NULL, 0,
 			 SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), at);
+	/*
+	 * A budget below what the run has spent is crossed now, not at the
+	 * next usage reported (which may never come, or report nothing and
+	 * take the blame): a running run fails or pauses by its policy, and a
+	 * run its budget paused stays paused.  A compensating run goes on
+	 * over its budget, as it does when usage crosses it.
+	 */
+	if (over && run.status == VB_RUN_RUNNING)
+		vb_budget_exceeded(&run, NULL, 0, 0, detail, vb_budget_pauses(&run), at);
 	vb_run_save(&run, at);
-	resumed = resume_budget_paused(NULL, &run.id, at) > 0;
+	if (!over)
+		resumed = resume_budget_paused(NULL, &run.id, at) > 0;
 	SPI_finish();
 	PG_RETURN_BOOL(resumed);
 }

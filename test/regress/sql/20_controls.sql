@@ -248,6 +248,26 @@ SELECT status FROM vectorbea.runs WHERE id = :'paid2';
 SELECT string_agg(type, ', ' ORDER BY seq) FROM vectorbea.events WHERE run_id = :'paid2' AND type LIKE 'RUN_%';
 SELECT count(*) AS differences FROM vectorbea.verify_run(:'paid2');
 SELECT vectorbea.cancel_run(:'paid2', 'done');
+-- A budget lowered below what a run has spent is crossed at once: under
+-- "fail" the run fails, without waiting for a usage report that may never
+-- come (or that reports nothing and takes the blame); under "pause" it
+-- pauses, and a budget still below the spend leaves it paused.
+SELECT vectorbea.start_run('paid', '{}', NULL, '{"budget_usd": 10}') AS low1 \gset
+SELECT task_id AS p_task, lease AS p_lease FROM vectorbea.claim_tasks('w', ARRAY['paid_a']) \gset
+SELECT vectorbea.complete_task(:p_task, :'p_lease', '{}', usage => '{"usd": 5}');
+SELECT vectorbea.set_run_budget(:'low1', 3) AS resumed;
+SELECT status, error FROM vectorbea.runs WHERE id = :'low1';
+SELECT string_agg(type, ', ' ORDER BY seq) FROM vectorbea.events WHERE run_id = :'low1' AND type NOT LIKE 'STEP_%';
+SELECT vectorbea.start_run('paid', '{}', NULL, '{"budget_usd": 10, "on_budget": "pause"}') AS low2 \gset
+SELECT task_id AS p_task, lease AS p_lease FROM vectorbea.claim_tasks('w', ARRAY['paid_a']) \gset
+SELECT vectorbea.complete_task(:p_task, :'p_lease', '{}', usage => '{"usd": 5}');
+SELECT vectorbea.set_run_budget(:'low2', 3) AS resumed;
+SELECT status, paused->>'scope' AS scope FROM vectorbea.runs WHERE id = :'low2';
+SELECT vectorbea.set_run_budget(:'low2', 4) AS resumed;
+SELECT status, paused->>'scope' AS scope FROM vectorbea.runs WHERE id = :'low2';
+SELECT vectorbea.set_run_budget(:'low2', 6) AS resumed;
+SELECT status FROM vectorbea.runs WHERE id = :'low2';
+SELECT vectorbea.cancel_run(:'low2', 'done');
 
 -- A failed attempt's spend counts too: fail_task's error may carry the
 -- usage, booked like a completion's and recorded in STEP_FAILED.  Bad
