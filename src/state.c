@@ -2346,7 +2346,9 @@ vb_state_stop_call(VbRun *run, int64 task_id, const char *message, TimestampTz a
  * paused it), by the role.  Its llm calls in flight are aborted; worker
  * tasks it has out may still be completed.  RUN_PAUSED says who and why;
  * each aborted attempt has its own events.  False when it was paused
- * already.
+ * already, except that a person's pause (scope "run") takes over the
+ * pause of the run's budget: a larger budget, which ends a budget's
+ * pause, must not end the pause of someone who stopped the run.
  */
 bool
 vb_state_pause_run(VbRun *run, const char *scope, const char *reason, const char *by,
@@ -2354,13 +2356,35 @@ vb_state_pause_run(VbRun *run, const char *scope, const char *reason, const char
 {
 	static SPIPlanPtr pause_plan = NULL;
 	static SPIPlanPtr calls_plan = NULL;
+	static SPIPlanPtr scope_plan = NULL;
 	Datum		args[2];
 	StringInfoData data;
 	uint64		n;
 	int64	   *ids;
+	const char *resume_to = vb_run_status_name(run->status);
 
 	if (run->status == VB_RUN_PAUSED)
-		return false;
+	{
+		if (strcmp(scope, "run") != 0)
+			return false;
+		if (scope_plan == NULL)
+		{
+			Oid			t1[1] = {UUIDOID};
+
+			scope_plan = vb_prepare("SELECT paused->>'scope', paused->>'resume_to'"
+									"  FROM vectorbea.runs WHERE id = $1", lengthof(t1), t1);
+		}
+		args[0] = UUIDPGetDatum(&run->id);
+		if (SPI_execute_plan(scope_plan, args, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "vectorbea: could not read the pause of run %s", vb_uuid_text(&run->id));
+		{
+			char	   *held_by = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+
+			resume_to = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+			if (held_by == NULL || strcmp(held_by, "budget") != 0 || resume_to == NULL)
+				return false;
+		}
+	}
 	if (pause_plan == NULL)
 	{
 		Oid			t2[2] = {UUIDOID, TEXTOID};
@@ -2381,7 +2405,7 @@ vb_state_pause_run(VbRun *run, const char *scope, const char *reason, const char
 	appendStringInfoString(&data, ",\"by\":");
 	vb_append_json_string(&data, by);
 	appendStringInfo(&data, ",\"at\":\"%s\",\"resume_to\":\"%s\"}", vb_timestamp_iso(at),
-					 vb_run_status_name(run->status));
+					 resume_to);
 	args[0] = UUIDPGetDatum(&run->id);
 	args[1] = CStringGetTextDatum(data.data);
 	if (SPI_execute_plan(pause_plan, args, NULL, false, 0) != SPI_OK_UPDATE)

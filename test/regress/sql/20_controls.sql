@@ -267,6 +267,18 @@ SELECT vectorbea.set_run_budget(:'low2', 4) AS resumed;
 SELECT status, paused->>'scope' AS scope FROM vectorbea.runs WHERE id = :'low2';
 SELECT vectorbea.set_run_budget(:'low2', 6) AS resumed;
 SELECT status FROM vectorbea.runs WHERE id = :'low2';
+-- A person who pauses a run its budget paused takes the pause over: a
+-- larger budget no longer ends it, only resume_run does.
+SELECT vectorbea.set_run_budget(:'low2', 3) AS resumed;
+SELECT vectorbea.pause_run(:'low2', 'looping agent') AS paused;
+SELECT status, paused->>'scope' AS scope, paused->>'reason' AS reason, paused->>'resume_to' AS resume_to
+  FROM vectorbea.runs WHERE id = :'low2';
+SELECT vectorbea.pause_run(:'low2', 'again') AS paused;
+SELECT vectorbea.set_run_budget(:'low2', 100) AS resumed;
+SELECT status, paused->>'scope' AS scope FROM vectorbea.runs WHERE id = :'low2';
+SELECT vectorbea.resume_run(:'low2') AS resumed;
+SELECT status FROM vectorbea.runs WHERE id = :'low2';
+SELECT string_agg(type, ', ' ORDER BY seq) FROM vectorbea.events WHERE run_id = :'low2' AND type NOT LIKE 'STEP_%';
 SELECT vectorbea.cancel_run(:'low2', 'done');
 
 -- A failed attempt's spend counts too: fail_task's error may carry the
