@@ -291,8 +291,9 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 						(long) id, old_status),
 				 strcmp(old_status, "closed") == 0 ?
 				 errdetail("It was closed because its run ended.") :
-				 errdetail("Decided by %s (role %s).", by ? vb_short_text(by) : "nobody",
-						   role ? role : "none")));
+				 role == NULL ?
+				 errdetail("Nobody decided it in time: its timeout settled it (on_timeout).") :
+				 errdetail("Decided by %s (role %s).", by ? vb_short_text(by) : "nobody", role)));
 	}
 
 	/*

@@ -152,6 +152,8 @@ SELECT vectorbea.run_due_work()->>'gates_expired' AS expired;
 SELECT status, decided_by FROM vectorbea.approvals WHERE run_id = :'run5';
 SELECT * FROM nodes_of(:'run5');
 RESET vectorbea.test_clock_offset;
+-- A decision after the timeout is refused, saying the timeout settled it.
+UPDATE vectorbea.approvals SET status = 'rejected' WHERE run_id = :'run5'; \echo SQLSTATE :SQLSTATE
 
 -- await_approval: a running task turns into a wait; the decision is its output.
 SELECT vectorbea.define_workflow('deploy', '{"nodes":[{"id":"ship","activity":"b_ship"}]}');
