@@ -249,14 +249,18 @@ vb_check_workspace_name(const char *workspace, bool every_allowed)
 void
 vb_check_llm_target(const char *provider, const char *model)
 {
+	bool		control = false;
+
 	if (!vb_in_list(provider, llm_providers))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("unknown provider \"%s\"", vb_short_text(provider)),
 				 errdetail("Providers: %s.", vb_list_text(llm_providers))));
-	if (strcmp(model, "*") != 0 && (strlen(model) == 0 || strlen(model) > 200))
+	for (const char *p = model; *p; p++)
+		control = control || (unsigned char) *p < 0x20;
+	if (strcmp(model, "*") != 0 && (strlen(model) == 0 || strlen(model) > 200 || control))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid model name \"%s\"", vb_short_text(model)),
-				 errdetail("A model name is 1 to 200 characters, or '*' for every model of the provider.")));
+				 errdetail("A model name is 1 to 200 characters, without control characters, or '*' for every model of the provider.")));
 }

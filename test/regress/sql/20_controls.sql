@@ -25,6 +25,8 @@ SELECT vectorbea.resume_workspace(NULL); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.disable_model('openia', 'gpt-4o'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.disable_model('openai', NULL); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.disable_model('openai', ''); \echo SQLSTATE :SQLSTATE
+-- no llm node can name a model with a line break in it: neither can a kill switch
+SELECT vectorbea.disable_model('openai', E'gpt\n4o'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.enable_model('anthropics'); \echo SQLSTATE :SQLSTATE
 SELECT count(*) AS controls FROM vectorbea.controls;
 
