@@ -32,6 +32,7 @@
 #include "crashpoint.h"
 #include "resolve.h"
 #include "settings.h"
+#include "shmem.h"
 
 int			vb_max_payload_kb = 1024;
 int			vb_max_nodes_per_run = 10000;
@@ -47,6 +48,37 @@ int			vb_llm_connect_timeout_ms = 10 * 1000;
 int			vb_llm_max_response_kb = 4096;
 int			vb_retention_min = 0;
 int			vb_claim_wait_ms = 100;
+
+/*
+ * vectorbea.database is read when the postmaster starts, where a list it
+ * cannot use is FATAL: refused when it is set (ALTER SYSTEM included), a
+ * value that would stop the next start never reaches the file.
+ */
+static bool
+check_databases(char **newval, void **extra, GucSource source)
+{
+	char	   *rawlist = pstrdup(*newval);
+	List	   *names;
+	List	   *unique = NIL;
+	ListCell   *lc;
+
+	if (!SplitIdentifierString(rawlist, ',', &names))
+	{
+		GUC_check_errdetail("List database names separated by commas, e.g. 'app, analytics'; "
+							"double-quote a name with commas, spaces or capitals.");
+		return false;
+	}
+	foreach(lc, names)
+		if (!list_member(unique, makeString(lfirst(lc))))
+			unique = lappend(unique, makeString(lfirst(lc)));
+	if (list_length(unique) > VB_MAX_SCHEDULERS)
+	{
+		GUC_check_errdetail("It lists %d databases; one server runs at most %d schedulers.",
+							list_length(unique), VB_MAX_SCHEDULERS);
+		return false;
+	}
+	return true;
+}
 
 /* Called once, from _PG_init. */
 void
@@ -147,7 +179,7 @@ vb_define_settings(void)
 							   "postgres",
 							   process_shared_preload_libraries_in_progress ? PGC_POSTMASTER : PGC_SIGHUP,
 							   0,
-							   NULL, NULL, NULL);
+							   check_databases, NULL, NULL);
 
 	DefineCustomIntVariable("vectorbea.scheduler_idle_timeout",
 							"Longest a scheduler sleeps when nothing is due.",

@@ -139,6 +139,15 @@ SELECT vectorbea.set_provider_key('sec', 'openai', 'sk-sec-1', 'http://127.0.0.1
 SELECT vectorbea.set_provider_key('sec', 'anthropic', 'sk-sec-2', 'https://[fd00::1]:8443/');
 SELECT provider, base_url FROM vectorbea.provider_key_info WHERE workspace = 'sec' ORDER BY provider;
 
+-- vectorbea.database is read when the server starts: a list it cannot use
+-- is refused when it is set, not found at the next start (which it stopped).
+ALTER SYSTEM SET vectorbea.database = 'postgres, "unterminated'; \echo SQLSTATE :SQLSTATE
+SELECT 'ALTER SYSTEM SET vectorbea.database = ' || quote_literal(string_agg('db' || i, ', ')) AS too_many
+  FROM generate_series(1, 17) i \gset
+:too_many; \echo SQLSTATE :SQLSTATE
+ALTER SYSTEM SET vectorbea.database = 'postgres, postgres, "Other DB"';
+ALTER SYSTEM RESET vectorbea.database;
+
 -- The allow-list: entries take a port or a port range; without one, the
 -- scheme's default port only.
 ALTER SYSTEM SET vectorbea.llm_allowed_hosts = '127.0.0.1:99999'; \echo SQLSTATE :SQLSTATE
