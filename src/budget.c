@@ -483,12 +483,8 @@ vectorbea_set_run_budget(PG_FUNCTION_ARGS)
 	args[3] = CStringGetTextDatum(GetUserNameFromId(GetOuterUserId(), false));
 	if (SPI_execute_with_args("UPDATE vectorbea.runs SET budget_usd = $2, budget_tokens = $3 WHERE id = $1"
 							  " RETURNING pg_catalog.jsonb_build_object('budget_usd', budget_usd,"
-							  "          'budget_tokens', budget_tokens, 'by', $4)::text,"
-							  "        coalesce(usage_usd > budget_usd, false)"
-							  "        OR coalesce(usage_tokens > budget_tokens, false),"
-							  "        pg_catalog.jsonb_build_object('usage_usd', usage_usd, 'budget_usd', budget_usd,"
-							  "                           'usage_tokens', usage_tokens,"
-							  "                           'budget_tokens', budget_tokens)::text",
+							  "          'budget_tokens', budget_tokens, 'by', $4)::text, "
+							  VB_RUN_OVER_BUDGET_SQL,
 							  4, types, args, nulls, false, 0) != SPI_OK_UPDATE_RETURNING ||
 		SPI_processed != 1)
 		elog(ERROR, "vectorbea: could not set the budget of run %s", vb_uuid_text(&run.id));

@@ -128,9 +128,6 @@ same_as_recorded(VbRun *run, const char *type, const char *key, const char *json
 	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
-/* A usage of no amounts, as a completion that reported none booked it. */
-#define NO_USAGE "{\"tokens\":0,\"usd\":0}"
-
 /*
  * A completion that matched no running node: a repeat of the call that
  * succeeded (a no-op), the same lease with another output, another spawn
@@ -175,8 +172,8 @@ not_running(VbRun *run, int64 task_id, pg_uuid_t *lease, Jsonb *output, Jsonb *s
 				 errdetail("Node \"%s\" spawned its nodes when it completed; a repeated completion adds none.",
 						   vb_short_text(node)),
 				 errhint("Add further nodes from the nodes that run next, with their own spawn lists.")));
-	if (usage_json && !same_as_recorded(run, "STEP_COMPLETED", "usage", usage_json, NO_USAGE,
-										node, attempt))
+	if (usage_json && !same_as_recorded(run, "STEP_COMPLETED", "usage", usage_json,
+										VB_USAGE_NONE_JSON, node, attempt))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("task %ld was already completed with a different usage", (long) task_id),
@@ -210,7 +207,7 @@ vb_complete_locked(VbRun *run, int64 task_id, pg_uuid_t *lease, Jsonb *output,
 	{
 		/* a repeat is checked as it is, whatever the run does since */
 		not_running(run, task_id, lease, output, spawn,
-					usage == NULL ? NULL : usage_json ? usage_json : NO_USAGE);
+					usage == NULL ? NULL : usage_json ? usage_json : VB_USAGE_NONE_JSON);
 		return false;
 	}
 	/*

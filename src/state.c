@@ -2732,11 +2732,7 @@ vb_state_book_usage(VbRun *run, int64 tokens, const char *usd, char **detail_jso
 						  "   SET usage_tokens = usage_tokens + $2,"
 						  "       usage_usd = usage_usd + $3::numeric"
 						  " WHERE id = $1"
-						  " RETURNING coalesce(usage_usd > budget_usd, false)"
-						  "        OR coalesce(usage_tokens > budget_tokens, false),"
-						  "        pg_catalog.jsonb_build_object('usage_usd', usage_usd, 'budget_usd', budget_usd,"
-						  "                           'usage_tokens', usage_tokens,"
-						  "                           'budget_tokens', budget_tokens)::text",
+						  " RETURNING " VB_RUN_OVER_BUDGET_SQL,
 						  3, types);
 	}
 	args[0] = UUIDPGetDatum(&run->id);

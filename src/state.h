@@ -127,4 +127,14 @@ extern bool vb_state_requeue(VbRun *run, int64 task_id, const char *reason, cons
 extern bool vb_state_book_usage(VbRun *run, int64 tokens, const char *usd,
 								char **detail_json);
 
+/*
+ * Two columns of a row of vectorbea.runs (for a RETURNING list): whether
+ * its usage is over one of its budgets, and BUDGET_EXCEEDED's data.
+ */
+#define VB_RUN_OVER_BUDGET_SQL \
+	"coalesce(usage_usd > budget_usd, false) OR coalesce(usage_tokens > budget_tokens, false)," \
+	" pg_catalog.jsonb_build_object('usage_usd', usage_usd, 'budget_usd', budget_usd," \
+	"                               'usage_tokens', usage_tokens," \
+	"                               'budget_tokens', budget_tokens)::text"
+
 #endif							/* VB_STATE_H */

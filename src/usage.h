@@ -19,6 +19,9 @@ typedef struct VbUsage
 	char	   *usd;			/* numeric text */
 } VbUsage;
 
+/* A report of no amounts, as vb_usage_json writes one. */
+#define VB_USAGE_NONE_JSON "{\"tokens\":0,\"usd\":0}"
+
 extern void vb_usage_parse(Jsonb *usage, VbUsage *u);
 extern char *vb_usage_json(const VbUsage *u);
 extern void vb_usage_book(VbRun *run, const VbUsage *u, const char *node, int attempt,
