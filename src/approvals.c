@@ -428,49 +428,49 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 		}
 		else if (!closing)
 		{
-		if (input != NULL)
-			check_retry_input(id, task_id, input);
-		initStringInfo(&ev);
-		appendStringInfo(&ev, "{\"approval\":%ld,\"gate\":", (long) id);
-		vb_append_json_string(&ev, gate);
-		appendStringInfoString(&ev, ",\"by\":");
-		vb_append_json_string(&ev, by);
-		appendStringInfoString(&ev, ",\"role\":");
-		vb_append_json_string(&ev, decider);
-		appendStringInfoString(&ev, ",\"reason\":");
-		vb_append_json_string(&ev, reason);
-		if (strcmp(kind, "approval") != 0)
-			appendStringInfo(&ev, ",\"decision\":\"%s\"", decision);
-		appendStringInfoChar(&ev, '}');
-		vb_event(&run, approved ? "APPROVAL_GRANTED" : "APPROVAL_REJECTED", node, 0, ev.data, at);
+			if (input != NULL)
+				check_retry_input(id, task_id, input);
+			initStringInfo(&ev);
+			appendStringInfo(&ev, "{\"approval\":%ld,\"gate\":", (long) id);
+			vb_append_json_string(&ev, gate);
+			appendStringInfoString(&ev, ",\"by\":");
+			vb_append_json_string(&ev, by);
+			appendStringInfoString(&ev, ",\"role\":");
+			vb_append_json_string(&ev, decider);
+			appendStringInfoString(&ev, ",\"reason\":");
+			vb_append_json_string(&ev, reason);
+			if (strcmp(kind, "approval") != 0)
+				appendStringInfo(&ev, ",\"decision\":\"%s\"", decision);
+			appendStringInfoChar(&ev, '}');
+			vb_event(&run, approved ? "APPROVAL_GRANTED" : "APPROVAL_REJECTED", node, 0, ev.data, at);
 
-		initStringInfo(&out);
-		appendStringInfo(&out, "{\"approval\":%ld,\"gate\":", (long) id);
-		vb_append_json_string(&out, gate);
-		appendStringInfo(&out, ",\"status\":\"%s\",\"decided_by\":", new_status);
-		vb_append_json_string(&out, by);
-		appendStringInfoString(&out, ",\"decided_role\":");
-		vb_append_json_string(&out, decider);
-		appendStringInfoString(&out, ",\"reason\":");
-		vb_append_json_string(&out, reason);
-		appendStringInfo(&out, ",\"decided_at\":\"%s\"", vb_timestamp_iso(at));
-		if (!approved)
-			appendStringInfo(&out, ",\"message\":\"rejected at gate %s\",\"class\":\"permanent\"",
-							 gate);
-		if (voter.entry != NULL)
-			appendStringInfo(&out, ",\"votes\":%s", vb_votes_json(id));
-		if (strcmp(kind, "approval") != 0)
-			appendStringInfo(&out, ",\"decision\":\"%s\"", decision);
-		appendStringInfoChar(&out, '}');
-		if (strcmp(kind, "approval") == 0)
-			vb_state_settle_gate(&run, task_id, node, approved, out.data, "permanent", at);
-		else
-			vb_state_decide_failure(&run, task_id, node, decision, output, input, out.data,
-									"permanent", id, at);
-		vb_run_save(&run, at);
-		vb_crash_point(VB_CRASH_APPROVAL_APPLYING);	/* tests only */
-		vb_notify_approval(id, &run_id, gate, new_status);
-		SPI_finish();
+			initStringInfo(&out);
+			appendStringInfo(&out, "{\"approval\":%ld,\"gate\":", (long) id);
+			vb_append_json_string(&out, gate);
+			appendStringInfo(&out, ",\"status\":\"%s\",\"decided_by\":", new_status);
+			vb_append_json_string(&out, by);
+			appendStringInfoString(&out, ",\"decided_role\":");
+			vb_append_json_string(&out, decider);
+			appendStringInfoString(&out, ",\"reason\":");
+			vb_append_json_string(&out, reason);
+			appendStringInfo(&out, ",\"decided_at\":\"%s\"", vb_timestamp_iso(at));
+			if (!approved)
+				appendStringInfo(&out, ",\"message\":\"rejected at gate %s\",\"class\":\"permanent\"",
+								 gate);
+			if (voter.entry != NULL)
+				appendStringInfo(&out, ",\"votes\":%s", vb_votes_json(id));
+			if (strcmp(kind, "approval") != 0)
+				appendStringInfo(&out, ",\"decision\":\"%s\"", decision);
+			appendStringInfoChar(&out, '}');
+			if (strcmp(kind, "approval") == 0)
+				vb_state_settle_gate(&run, task_id, node, approved, out.data, "permanent", at);
+			else
+				vb_state_decide_failure(&run, task_id, node, decision, output, input, out.data,
+										"permanent", id, at);
+			vb_run_save(&run, at);
+			vb_crash_point(VB_CRASH_APPROVAL_APPLYING);	/* tests only */
+			vb_notify_approval(id, &run_id, gate, new_status);
+			SPI_finish();
 		}
 	}
 	PG_FINALLY();

@@ -2365,6 +2365,8 @@ vb_state_pause_run(VbRun *run, const char *scope, const char *reason, const char
 
 	if (run->status == VB_RUN_PAUSED)
 	{
+		char	   *held_by;
+
 		if (strcmp(scope, "run") != 0)
 			return false;
 		if (scope_plan == NULL)
@@ -2377,13 +2379,10 @@ vb_state_pause_run(VbRun *run, const char *scope, const char *reason, const char
 		args[0] = UUIDPGetDatum(&run->id);
 		if (SPI_execute_plan(scope_plan, args, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "vectorbea: could not read the pause of run %s", vb_uuid_text(&run->id));
-		{
-			char	   *held_by = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-
-			resume_to = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
-			if (held_by == NULL || strcmp(held_by, "budget") != 0 || resume_to == NULL)
-				return false;
-		}
+		held_by = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		resume_to = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+		if (held_by == NULL || strcmp(held_by, "budget") != 0 || resume_to == NULL)
+			return false;
 	}
 	if (pause_plan == NULL)
 	{
