@@ -174,9 +174,16 @@ SELECT @extschema@.escape_text(to_char(e.at, 'HH24:MI:SS.MS') || ' ' || e.type |
 			format('%s correction %s/%s: %s', e.node, e.data->>'correction',
 				   e.data->>'max_corrections', e.data->>'error')
 		WHEN 'BUDGET_EXCEEDED' THEN
-			format('%s usage %s USD / %s tokens, budget %s USD / %s tokens', e.node,
-				   e.data->>'usage_usd', e.data->>'usage_tokens',
-				   coalesce(e.data->>'budget_usd', '-'), coalesce(e.data->>'budget_tokens', '-'))
+			CASE WHEN e.data->>'scope' = 'workspace' THEN
+				format('%s workspace %s spent %s USD / %s tokens (%s), budget %s USD / %s tokens',
+					   e.node, e.data->>'workspace', e.data->>'spent_usd', e.data->>'spent_tokens',
+					   e.data->>'period', coalesce(e.data->>'budget_usd', '-'),
+					   coalesce(e.data->>'budget_tokens', '-'))
+			ELSE
+				format('%s usage %s USD / %s tokens, budget %s USD / %s tokens', e.node,
+					   e.data->>'usage_usd', e.data->>'usage_tokens',
+					   coalesce(e.data->>'budget_usd', '-'), coalesce(e.data->>'budget_tokens', '-'))
+			END
 		WHEN 'APPROVAL_REQUESTED' THEN
 			format('%s gate=%s approval=%s waiting for %s%s', e.node, e.data->>'gate',
 				   e.data->>'approval', coalesce(e.data->>'approver_role', 'any approver'),

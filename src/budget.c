@@ -58,6 +58,20 @@ static const char *const policies[] = {"fail", "pause", NULL};
 #define RESERVED_USD	"coalesce(n.reserved_usd, (n.estimate->>'usd')::numeric)"
 #define RESERVED_TOKENS	"coalesce(n.reserved_tokens, (n.estimate->>'tokens')::bigint)"
 
+/*
+ * What the runs of budget b's workspace have booked in its current period
+ * (columns usd, tokens): the usage of its runs started in the period.
+ */
+#define WORKSPACE_SPEND_SQL \
+	"SELECT coalesce(pg_catalog.sum(sr.usage_usd), 0) AS usd," \
+	"       coalesce(pg_catalog.sum(sr.usage_tokens), 0) AS tokens" \
+	"  FROM vectorbea.runs sr" \
+	" WHERE sr.workspace = b.workspace" \
+	"   AND sr.created_at >= CASE b.period" \
+	"         WHEN 'day' THEN pg_catalog.date_trunc('day', vectorbea.clock(), 'UTC')" \
+	"         WHEN 'month' THEN pg_catalog.date_trunc('month', vectorbea.clock(), 'UTC')" \
+	"         ELSE '-infinity' END"
+
 /* A budget above a billion USD is a typo, not a budget. */
 #define MAX_BUDGET_USD	1e9
 
@@ -135,15 +149,7 @@ vb_budget_reserve_call(VbRun *run, int64 task_id, double est_usd, int64 est_toke
 							 "           'estimated_tokens', $2, 'call_not_made', true)::text,"
 							 "       res.usd > 0 OR res.tokens > 0"
 							 "  FROM vectorbea.budgets b"
-							 " CROSS JOIN LATERAL ("
-							 "    SELECT coalesce(pg_catalog.sum(r.usage_usd), 0) AS usd,"
-							 "           coalesce(pg_catalog.sum(r.usage_tokens), 0) AS tokens"
-							 "      FROM vectorbea.runs r"
-							 "     WHERE r.workspace = b.workspace"
-							 "       AND r.created_at >= CASE b.period"
-							 "             WHEN 'day' THEN pg_catalog.date_trunc('day', vectorbea.clock(), 'UTC')"
-							 "             WHEN 'month' THEN pg_catalog.date_trunc('month', vectorbea.clock(), 'UTC')"
-							 "             ELSE '-infinity' END) s"
+							 " CROSS JOIN LATERAL (" WORKSPACE_SPEND_SQL ") s"
 							 " CROSS JOIN LATERAL ("
 							 "    SELECT coalesce(pg_catalog.sum(" RESERVED_USD "), 0) AS usd,"
 							 "           coalesce(pg_catalog.sum(" RESERVED_TOKENS "), 0) AS tokens"
@@ -195,6 +201,50 @@ vb_budget_reserve_call(VbRun *run, int64 task_id, double est_usd, int64 est_toke
 	}
 	reserve(task_id, est_usd, est_tokens);
 	return NULL;
+}
+
+/*
+ * Whether the workspace of a locked run has booked more than its budget in
+ * the budget's period, once a worker's reported usage has been booked on
+ * the run (usage.c).  NULL when not, or without a workspace budget; else
+ * BUDGET_EXCEEDED's data, with *pause set by the budget's on_exceed.
+ *
+ * Unlike a call's check, this takes no lock on the budget: the work is
+ * done and paid for, there is nothing to hold back, and a completion that
+ * locked its workspace's budget row after its run's would deadlock with a
+ * batch (complete_tasks) locking the same two runs in turn.  A report that
+ * crosses the budget together with another transaction's, uncommitted,
+ * is booked; the next report or llm call of the workspace sees both.
+ */
+char *
+vb_budget_workspace_overspent(VbRun *run, bool *pause)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[1] = {UUIDPGetDatum(&run->id)};
+	bool		isnull;
+
+	if (!vb_waits_available())
+		return NULL;			/* a 0.1.0 schema has no workspace budgets */
+	if (plan == NULL)
+	{
+		Oid			types[1] = {UUIDOID};
+
+		plan = vb_prepare("SELECT b.on_exceed = 'pause',"
+						  "       pg_catalog.jsonb_build_object('scope', 'workspace', 'workspace', b.workspace,"
+						  "           'period', b.period, 'spent_usd', s.usd, 'budget_usd', b.usd,"
+						  "           'spent_tokens', s.tokens, 'budget_tokens', b.tokens)::text"
+						  "  FROM vectorbea.runs r JOIN vectorbea.budgets b ON b.workspace = r.workspace"
+						  " CROSS JOIN LATERAL (" WORKSPACE_SPEND_SQL ") s"
+						  " WHERE r.id = $1"
+						  "   AND (coalesce(s.usd > b.usd, false) OR coalesce(s.tokens > b.tokens, false))",
+						  lengthof(types), types);
+	}
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: workspace budget lookup failed");
+	if (SPI_processed == 0)
+		return NULL;
+	*pause = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
 }
 
 /*

@@ -13,6 +13,7 @@
 
 extern char *vb_budget_reserve_call(VbRun *run, int64 task_id, double est_usd,
 									int64 est_tokens, bool *pause, bool *wait);
+extern char *vb_budget_workspace_overspent(VbRun *run, bool *pause);
 extern bool vb_budget_pauses(VbRun *run);
 extern bool vb_budget_in_usd(VbRun *run);
 extern void vb_budget_exceeded(VbRun *run, const char *node, int attempt, int64 task_id,

@@ -133,7 +133,7 @@ extern bool vb_state_book_usage(VbRun *run, int64 tokens, const char *usd,
  */
 #define VB_RUN_OVER_BUDGET_SQL \
 	"coalesce(usage_usd > budget_usd, false) OR coalesce(usage_tokens > budget_tokens, false)," \
-	" pg_catalog.jsonb_build_object('usage_usd', usage_usd, 'budget_usd', budget_usd," \
+	" pg_catalog.jsonb_build_object('scope', 'run', 'usage_usd', usage_usd, 'budget_usd', budget_usd," \
 	"                               'usage_tokens', usage_tokens," \
 	"                               'budget_tokens', budget_tokens)::text"
 

@@ -3,7 +3,7 @@
  * usage.c
  *	  The usage a worker reports with a task's end (complete_task,
  *	  complete_tasks, fail_task): reading it, and booking it on the run
- *	  against the run's budgets.
+ *	  against the run's budgets and its workspace's.
  *
  * A completion and a failure book alike: the tokens and dollars are on
  * the run (and so in its workspace's spend) and in the event that ended
@@ -127,29 +127,35 @@ vb_usage_json(const VbUsage *u)
 }
 
 /*
- * Books u on a locked run for node's attempt, which has just ended.  At
- * the budget: under "pause" the work stands and the run is paused before
- * any more (a run of worker tasks makes no llm call whose check would
- * pause it); a run that this end finished, or is about to finish, is not
- * paused, with the overrun on record.  A compensating run goes on over
- * its budget (state.c), under either policy, with the overrun on record,
- * so it may still end with its last compensation.  Under "fail" a running
- * run fails.
+ * Books u on a locked run for node's attempt, which has just ended, and
+ * checks it against the run's budgets, then its workspace's: the run's
+ * own policy (on_budget) applies at its own budget, the workspace budget's
+ * on_exceed at the workspace's.  At the budget: under "pause" the work
+ * stands and the run is paused before any more (a run of worker tasks
+ * makes no llm call whose check would pause it); a run that this end
+ * finished, or is about to finish, is not paused, with the overrun on
+ * record.  A compensating run goes on over its budget (state.c), under
+ * either policy, with the overrun on record, so it may still end with its
+ * last compensation.  Under "fail" a running run fails.
  */
 void
 vb_usage_book(VbRun *run, const VbUsage *u, const char *node, int attempt, TimestampTz at)
 {
 	char	   *detail;
-	bool		pause;
+	bool		over_run;
+	bool		pause = false;
 
-	if (!u->given || !vb_state_book_usage(run, u->tokens, u->usd, &detail))
+	if (!u->given)
+		return;
+	over_run = vb_state_book_usage(run, u->tokens, u->usd, &detail);
+	if (!over_run && (detail = vb_budget_workspace_overspent(run, &pause)) == NULL)
 		return;
 	if (!vb_run_active(run->status))
 	{
 		vb_event(run, "BUDGET_EXCEEDED", node, attempt, detail, at);
 		return;
 	}
-	pause = run->status != VB_RUN_COMPENSATING && vb_budget_pauses(run);
+	pause = run->status != VB_RUN_COMPENSATING && (over_run ? vb_budget_pauses(run) : pause);
 	if (pause && run->open_nodes == 0)
 		vb_event(run, "BUDGET_EXCEEDED", node, attempt, detail, at);
 	else

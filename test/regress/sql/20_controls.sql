@@ -348,6 +348,45 @@ SELECT vectorbea.complete_task(:e_task, :'e_lease', '{}', usage => '{}'); \echo 
 SELECT usage_usd, usage_tokens FROM vectorbea.runs WHERE id = :'costly';
 SELECT booked_usd, reserved_usd FROM vectorbea.spend WHERE scope = 'workspace' AND workspace = 'acme';
 
+-- Usage that workers report counts against the workspace's budget too: a
+-- report that takes the workspace over it stops the reporting run by the
+-- budget's on_exceed (scope "workspace", whatever the run's on_budget),
+-- and so does every later report of the workspace's runs until the budget
+-- is raised.  A report under the budget changes nothing.
+SELECT vectorbea.set_budget('wsbud', 1, 'total', 1000);
+SELECT vectorbea.start_run('paid', '{}', NULL, '{"workspace": "wsbud"}') AS wb1 \gset
+SELECT vectorbea.start_run('paid', '{}', NULL, '{"workspace": "wsbud"}') AS wb2 \gset
+SELECT task_id AS p_task, lease AS p_lease FROM vectorbea.claim_tasks('w', ARRAY['paid_a']) \gset
+SELECT run_id = :'wb1' AS first_run FROM vectorbea.nodes WHERE id = :p_task;
+SELECT vectorbea.complete_task(:p_task, :'p_lease', '{}', usage => '{"usd": 0.6}');
+SELECT status FROM vectorbea.runs WHERE id = :'wb1';
+SELECT task_id AS p_task, lease AS p_lease FROM vectorbea.claim_tasks('w', ARRAY['paid_a']) \gset
+SELECT vectorbea.complete_task(:p_task, :'p_lease', '{}', usage => '{"usd": 0.6}');
+SELECT id = :'wb1' AS wb1, status, error->>'reason' AS reason, usage_usd
+  FROM vectorbea.runs WHERE id IN (:'wb1', :'wb2') ORDER BY id;
+SELECT node, data FROM vectorbea.events WHERE run_id = :'wb2' AND type = 'BUDGET_EXCEEDED';
+SELECT substr(t, 14) AS timeline FROM vectorbea.timeline(:'wb2') t WHERE t LIKE '%BUDGET_EXCEEDED%';
+-- wb1's next report finds the workspace spent: tokens this time.
+SELECT task_id AS p_task, lease AS p_lease FROM vectorbea.claim_tasks('w', ARRAY['paid_b']) \gset
+SELECT vectorbea.complete_task(:p_task, :'p_lease', '{}', usage => '{"tokens": 10}');
+SELECT status, error->>'reason' AS reason FROM vectorbea.runs WHERE id = :'wb1';
+-- Under "pause" the run pauses with scope "budget", and raising the
+-- workspace's budget resumes it.
+SELECT vectorbea.set_budget('wsbud', 1, 'total', NULL, 'pause') AS resumed;
+SELECT vectorbea.start_run('paid', '{}', NULL, '{"workspace": "wsbud", "on_budget": "fail"}') AS wb3 \gset
+SELECT vectorbea.complete_task(task_id, lease, '{}', usage => '{"usd": 0.01}')
+  FROM vectorbea.claim_tasks('w', ARRAY['paid_a']);
+SELECT status, paused->>'scope' AS scope FROM vectorbea.runs WHERE id = :'wb3';
+SELECT count(*) AS claimed FROM vectorbea.claim_tasks('w', ARRAY['paid_b']);
+SELECT vectorbea.set_budget('wsbud', 5, 'total', NULL, 'pause') AS resumed;
+SELECT vectorbea.complete_task(task_id, lease, '{}', usage => '{"usd": 0.01}')
+  FROM vectorbea.claim_tasks('w', ARRAY['paid_b']);
+SELECT status FROM vectorbea.runs WHERE id = :'wb3';
+SELECT string_agg(type, ', ' ORDER BY seq) FROM vectorbea.events WHERE run_id = :'wb3' AND type NOT LIKE 'STEP_%';
+SELECT r.id = :'wb1' AS wb1, v.* FROM vectorbea.runs r, vectorbea.verify_run(r.id) v
+ WHERE r.id IN (:'wb1', :'wb2', :'wb3');
+SELECT workspace, booked_usd, budget_usd FROM vectorbea.spend WHERE scope = 'workspace' AND workspace = 'wsbud';
+
 -- Rate limits: bad input is refused and changes nothing (the pacing of
 -- calls is tested in TAP 025).
 SELECT vectorbea.set_rate_limit(NULL, 'openai', 60); \echo SQLSTATE :SQLSTATE
