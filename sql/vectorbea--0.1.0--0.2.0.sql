@@ -546,7 +546,7 @@ BEGIN
 	END IF;
 	IF format NOT IN ('mermaid', 'dot') THEN
 		RAISE EXCEPTION 'unknown graph format "%"',
-			CASE WHEN pg_catalog.octet_length(format) <= 40 THEN format
+			CASE WHEN pg_catalog.length(format) <= 40 THEN format
 				 ELSE pg_catalog.left(format, 20) || '… (' || pg_catalog.length(format) || ' characters)' END
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Use ''mermaid'' (for Markdown, GitHub, Mermaid Live) or ''dot'' (for Graphviz).';
@@ -912,7 +912,7 @@ BEGIN
 	IF name !~ '^[A-Za-z0-9_.:-]{1,53}$' THEN
 		-- a long name is cut in the message, as every quoted value is
 		RAISE EXCEPTION 'invalid schedule name "%"',
-			CASE WHEN pg_catalog.octet_length(name) <= 40 THEN name
+			CASE WHEN pg_catalog.length(name) <= 40 THEN name
 				 ELSE pg_catalog.left(name, 20) || '… (' || pg_catalog.length(name) || ' characters)' END
 			USING ERRCODE = 'invalid_parameter_value',
 				  DETAIL = 'Names are 1 to 53 characters: letters, digits, "_", "-", "." and ":".';
@@ -1283,7 +1283,7 @@ BEGIN
 			SELECT FROM @extschema@.model_prices p
 			 WHERE p.provider = NEW.provider AND p.model = NEW.model AND p.source = 'user') THEN
 		RAISE EXCEPTION 'model "%" of provider "%" has a user price, which wins over its list price',
-			CASE WHEN pg_catalog.octet_length(NEW.model) <= 40 THEN NEW.model
+			CASE WHEN pg_catalog.length(NEW.model) <= 40 THEN NEW.model
 				 ELSE pg_catalog.left(NEW.model, 20) || '… (' || pg_catalog.length(NEW.model) || ' characters)' END,
 			NEW.provider
 			USING ERRCODE = 'unique_violation',
@@ -1305,7 +1305,7 @@ AS $$
 BEGIN
 	IF NEW.provider NOT IN ('openai', 'anthropic') THEN
 		RAISE EXCEPTION 'unknown provider "%" in model_prices',
-			CASE WHEN pg_catalog.octet_length(NEW.provider) <= 40 THEN NEW.provider
+			CASE WHEN pg_catalog.length(NEW.provider) <= 40 THEN NEW.provider
 				 ELSE pg_catalog.left(NEW.provider, 20) || '… (' || pg_catalog.length(NEW.provider) || ' characters)' END
 			USING ERRCODE = 'invalid_parameter_value',
 				  DETAIL = 'Providers: openai (any OpenAI-compatible endpoint: its models are priced under openai) and anthropic.';

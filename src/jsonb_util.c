@@ -100,19 +100,20 @@ vb_numeric_double(Numeric n)
 }
 
 /*
- * A value for a message: as it is, or its first 20 bytes and its length in
- * characters when it is longer than 40 bytes (1e400 prints as 401 digits).
+ * A value for a message: as it is, or its first 20 characters and its
+ * length when it is longer than 40 characters (1e400 prints as 401 digits).
  * The cut falls between characters: a message must stay valid text.
  */
 char *
 vb_short_text(const char *text)
 {
-	int			len = strlen(text);
+	int			chars = pg_mbstrlen(text);
 
-	if (len <= 40)
+	/* characters, not bytes: a name in Greek is cut where one in English is */
+	if (chars <= 40)
 		return pstrdup(text);
-	return psprintf("%.*s… (%d characters)", pg_mbcliplen(text, len, 20), text,
-					pg_mbstrlen(text));
+	return psprintf("%.*s… (%d characters)", pg_mbcharcliplen(text, strlen(text), 20), text,
+					chars);
 }
 
 Jsonb *
