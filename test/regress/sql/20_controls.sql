@@ -356,20 +356,19 @@ SELECT booked_usd, reserved_usd FROM vectorbea.spend WHERE scope = 'workspace' A
 SELECT vectorbea.set_budget('wsbud', 1, 'total', 1000);
 SELECT vectorbea.start_run('paid', '{}', NULL, '{"workspace": "wsbud"}') AS wb1 \gset
 SELECT vectorbea.start_run('paid', '{}', NULL, '{"workspace": "wsbud"}') AS wb2 \gset
-SELECT task_id AS p_task, lease AS p_lease FROM vectorbea.claim_tasks('w', ARRAY['paid_a']) \gset
-SELECT run_id = :'wb1' AS first_run FROM vectorbea.nodes WHERE id = :p_task;
+SELECT task_id AS p_task, lease AS p_lease, run_id AS wb_first FROM vectorbea.claim_tasks('w', ARRAY['paid_a']) \gset
 SELECT vectorbea.complete_task(:p_task, :'p_lease', '{}', usage => '{"usd": 0.6}');
-SELECT status FROM vectorbea.runs WHERE id = :'wb1';
-SELECT task_id AS p_task, lease AS p_lease FROM vectorbea.claim_tasks('w', ARRAY['paid_a']) \gset
+SELECT status FROM vectorbea.runs WHERE id = :'wb_first';
+SELECT task_id AS p_task, lease AS p_lease, run_id AS wb_second FROM vectorbea.claim_tasks('w', ARRAY['paid_a']) \gset
 SELECT vectorbea.complete_task(:p_task, :'p_lease', '{}', usage => '{"usd": 0.6}');
-SELECT id = :'wb1' AS wb1, status, error->>'reason' AS reason, usage_usd
-  FROM vectorbea.runs WHERE id IN (:'wb1', :'wb2') ORDER BY id;
-SELECT node, data FROM vectorbea.events WHERE run_id = :'wb2' AND type = 'BUDGET_EXCEEDED';
-SELECT substr(t, 14) AS timeline FROM vectorbea.timeline(:'wb2') t WHERE t LIKE '%BUDGET_EXCEEDED%';
--- wb1's next report finds the workspace spent: tokens this time.
+SELECT id = :'wb_first' AS first, status, error->>'reason' AS reason, usage_usd
+  FROM vectorbea.runs WHERE id IN (:'wb1', :'wb2') ORDER BY 1 DESC;
+SELECT node, data FROM vectorbea.events WHERE run_id = :'wb_second' AND type = 'BUDGET_EXCEEDED';
+SELECT substr(t, 14) AS timeline FROM vectorbea.timeline(:'wb_second') t WHERE t LIKE '%BUDGET_EXCEEDED%';
+-- The first run's next report finds the workspace spent: tokens this time.
 SELECT task_id AS p_task, lease AS p_lease FROM vectorbea.claim_tasks('w', ARRAY['paid_b']) \gset
 SELECT vectorbea.complete_task(:p_task, :'p_lease', '{}', usage => '{"tokens": 10}');
-SELECT status, error->>'reason' AS reason FROM vectorbea.runs WHERE id = :'wb1';
+SELECT status, error->>'reason' AS reason FROM vectorbea.runs WHERE id = :'wb_first';
 -- Under "pause" the run pauses with scope "budget", and raising the
 -- workspace's budget resumes it.
 SELECT vectorbea.set_budget('wsbud', 1, 'total', NULL, 'pause') AS resumed;
