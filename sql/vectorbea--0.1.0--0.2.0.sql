@@ -627,9 +627,14 @@ BEGIN
 			|| '  edge [fontname="Helvetica", fontsize=9];' || E'\n'
 			|| coalesce((SELECT pg_catalog.string_agg(
 						'  "' || l.key || '" [label="'
-						|| pg_catalog.replace(pg_catalog.replace(l.title, '\', '\\'), '"', '\"') || '\n'
-						|| pg_catalog.replace(pg_catalog.replace(l.sub, '\', '\\'), '"', '\"')
-						|| coalesce('\n' || pg_catalog.replace(pg_catalog.replace(l.gate_text, '\', '\\'), '"', '\"'), '')
+						-- A dot string ends at an unescaped '"', and Graphviz reads
+						-- &...; in a label as an entity (&#10; a line, &#1; a
+						-- control character that breaks the SVG): '\' and '"' are
+						-- backslashed, '&' written as &amp;, and only the engine's
+						-- own line breaks become \n.
+						|| pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(pg_catalog.replace(
+							   l.title || E'\n' || l.sub || coalesce(E'\n' || l.gate_text, ''),
+							   '\', '\\'), '"', '\"'), '&', '&amp;'), E'\n', '\n')
 						|| '", shape=' || CASE l.kind WHEN 'llm' THEN 'ellipse' WHEN 'approval' THEN 'hexagon'
 													  ELSE 'box' END
 						|| ', fillcolor="' || l.colour || '"];', E'\n' ORDER BY l.ord) FROM labelled l) || E'\n', '')
@@ -670,9 +675,12 @@ BEGIN
 		SELECT e.seq, e.type, e.node, e.attempt, e.data, e.at
 		  FROM @extschema@.events e WHERE e.run_id = timeline_chart.run
 	), run_end AS (
-		SELECT coalesce(pg_catalog.max(ev.at) FILTER (WHERE ev.type IN ('RUN_COMPLETED', 'RUN_FAILED',
-																		 'RUN_CANCELLED')),
-						@extschema@.clock()) AS at
+		-- A run that a requeue brought back is not over: what it runs now
+		-- goes on until now, not until the end it had before.
+		SELECT CASE WHEN r.finished_at IS NULL THEN @extschema@.clock()
+					ELSE coalesce(pg_catalog.max(ev.at) FILTER (WHERE ev.type IN ('RUN_COMPLETED', 'RUN_FAILED',
+																				   'RUN_CANCELLED')),
+								  r.finished_at) END AS at
 		  FROM ev
 	), bars AS (
 		-- An attempt: from its STEP_STARTED to the event that ended it (a

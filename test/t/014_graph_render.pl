@@ -28,7 +28,11 @@ sql(q{SELECT vectorbea.fail_task(task_id, lease, '{"message": "busy \"quoted\"",
 sql(q{SELECT vectorbea.complete_task(task_id, lease, '{}',
 		spawn => '[{"id":"check:db","activity":"g_check","depends_on":["plan"]}]')
 		FROM vectorbea.claim_tasks('w', ARRAY['g_plan'])});
-sql(qq{UPDATE vectorbea.approvals SET status = 'approved', decided_by = 'Dana "the editor"' WHERE run_id = '$run'});
+# Graphviz reads &...; in a label as an entity: written as text, a name
+# with &#10; would add a line to the picture, and &#1; a control
+# character that no XML reader takes.
+sql(qq{UPDATE vectorbea.approvals SET status = 'approved',
+		decided_by = 'Dana "the editor" &#10;forged &#1;&lt;b&gt;' WHERE run_id = '$run'});
 
 my $dir = PostgreSQL::Test::Utils::tempdir();
 my $dotfile = "$dir/run.dot";
@@ -45,6 +49,17 @@ for my $label ('scout', 'plan', 'editor', 'check:db', 'attempt 2/3', 'publish: a
 	like($out, qr/\Q$label\E/, "the picture shows \"$label\"");
 }
 is(() = $out =~ /class="edge"/g, 4, 'three dependencies and one spawn are drawn');
+like($out, qr/approved by Dana &quot;the editor&quot; &amp;#10;forged &amp;#1;&amp;lt;b&amp;gt;</,
+	'a name with entities is shown as it was written');
+unlike($out, qr/[\x00-\x08]/, 'no control character reaches the SVG');
+my $svgfile = "$dir/run.svg";
+open($fh, '>', $svgfile) or die "cannot write $svgfile: $!";
+print $fh $out;
+close $fh;
+my ($xml_out, $xml_err) = ('', '');
+ok(IPC::Run::run([ 'python3', '-c', 'import sys, xml.dom.minidom; xml.dom.minidom.parse(sys.argv[1])', $svgfile ],
+		'>', \$xml_out, '2>', \$xml_err),
+	'the SVG is well-formed XML') or diag($xml_err);
 
 my $mermaid = sql(qq{SELECT vectorbea.graph('$run')});
 like($mermaid, qr/\Aflowchart TD\n/, 'mermaid: a flowchart');

@@ -94,6 +94,18 @@ SELECT status FROM vectorbea.runs WHERE id = :'run_cut';
 SELECT regexp_replace(vectorbea.timeline_chart(:'run_cut'), '\d{13}', '<ms>', 'g') AS chart;
 SELECT * FROM check_run(:'run_cut');
 
+-- What runs after a requeue brought the run back runs until now: its bar
+-- is open (active) and does not end where the run had ended before.
+SELECT vectorbea.start_run('cut') AS run_back \gset
+SELECT vectorbea.fail_task(task_id, lease, '{"message":"no","class":"permanent"}') FROM vectorbea.claim_tasks('w', ARRAY['cut_a']);
+SELECT vectorbea.requeue(id, 'again') IS NOT NULL AS requeued FROM vectorbea.nodes WHERE run_id = :'run_back' AND node = 'a';
+SELECT count(*) AS claimed FROM vectorbea.claim_tasks('w', ARRAY['cut_a']);
+SET vectorbea.test_clock_offset = '1h';
+SELECT m[1] AS tag, m[3]::bigint - m[2]::bigint >= 3600000 AS until_now
+  FROM regexp_matches(vectorbea.timeline_chart(:'run_back'), 'attempt 2 :(\w+), (\d+), (\d+)') m;
+RESET vectorbea.test_clock_offset;
+SELECT * FROM check_run(:'run_back');
+
 -- Bad input changes nothing.
 SELECT vectorbea.graph(:'run_a', 'png'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.graph(NULL); \echo SQLSTATE :SQLSTATE
