@@ -36,15 +36,21 @@
 static const char *const filter_fields[] = {"run", "workspace", "workflow", "activity",
 "node", "class", "failed_after", "failed_before", NULL};
 
-/* Refuses, with the reason, a task (of a locked run) that cannot be requeued. */
-static void
-check_requeueable(int64 task_id, VbRun *run, TimestampTz at)
+/*
+ * Whether a task of a locked run can be requeued, read after the lock: its
+ * node failed for good, its run was neither cancelled nor compensated, and
+ * its deadline has not passed.  When it cannot, refuse raises the reason;
+ * otherwise the answer is false.
+ */
+static bool
+requeueable(int64 task_id, VbRun *run, TimestampTz at, bool refuse)
 {
 	Datum		args[1] = {Int64GetDatum(task_id)};
 	Oid			types[1] = {INT8OID};
 	char	   *status;
 	char	   *node;
 	bool		isnull;
+	bool		compensated;
 	Datum		deadline;
 
 	if (SPI_execute_with_args("SELECT n.status, n.node, r.deadline,"
@@ -56,27 +62,43 @@ check_requeueable(int64 task_id, VbRun *run, TimestampTz at)
 		elog(ERROR, "vectorbea: task %ld vanished", (long) task_id);
 	status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	node = vb_short_text(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2));
+	compensated = strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4), "t") == 0;
 	deadline = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
 	if (strcmp(status, "failed") != 0)
+	{
+		if (!refuse)
+			return false;
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("task %ld (node \"%s\") is %s; only a node that failed for good can be requeued",
 						(long) task_id, node, status),
 				 errhint("vectorbea.dead_letters lists the nodes that can.")));
+	}
 	if (run->status == VB_RUN_CANCELLED)
+	{
+		if (!refuse)
+			return false;
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("task %ld (node \"%s\") cannot be requeued: its run %s was cancelled",
 						(long) task_id, node, vb_uuid_text(&run->id)),
 				 errhint("Start the workflow again instead.")));
-	if (strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4), "t") == 0)
+	}
+	if (compensated)
+	{
+		if (!refuse)
+			return false;
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("task %ld (node \"%s\") cannot be requeued: run %s was compensated",
 						(long) task_id, node, vb_uuid_text(&run->id)),
 				 errdetail("What the run did was undone; running its nodes again would act on undone work."),
 				 errhint("Start the workflow again instead.")));
+	}
 	if (!isnull && DatumGetTimestampTz(deadline) <= at)
+	{
+		if (!refuse)
+			return false;
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("task %ld (node \"%s\") cannot be requeued: the deadline of run %s has passed",
@@ -84,6 +106,8 @@ check_requeueable(int64 task_id, VbRun *run, TimestampTz at)
 				 errdetail("The deadline was %s; the run would fail again at once.",
 						   vb_timestamp_iso(DatumGetTimestampTz(deadline))),
 				 errhint("Start the workflow again with a later deadline.")));
+	}
+	return true;
 }
 
 static char *
@@ -126,7 +150,7 @@ vectorbea_requeue(PG_FUNCTION_ARGS)
 	SPI_connect();
 	vb_lock_run_of_task(task_id, &run);
 	vb_require_run_workspace(&run.id, "requeue runs of");
-	check_requeueable(task_id, &run, at);
+	(void) requeueable(task_id, &run, at, true);
 	if (!vb_state_requeue(&run, task_id, reason, caller_name(), at))
 		elog(ERROR, "vectorbea: task %ld changed while it was requeued", (long) task_id);
 	vb_run_save(&run, at);
@@ -248,10 +272,14 @@ vectorbea_requeue_dead(PG_FUNCTION_ARGS)
 		VbRun		run;
 
 		/*
-		 * Another requeue may have revived the run meanwhile, or retention
-		 * purged it: skip what moved or went.
+		 * The list was read before the locks: meanwhile another requeue
+		 * may have revived the run, retention purged it, or the run came
+		 * back, failed again and compensated (requeueing it then would
+		 * run undone work and add its compensations a second time).  Skip
+		 * what moved or went.
 		 */
-		if (!vb_run_lock_for_task(task_ids[i], &run) || run.status != VB_RUN_FAILED)
+		if (!vb_run_lock_for_task(task_ids[i], &run) || run.status != VB_RUN_FAILED ||
+			!requeueable(task_ids[i], &run, at, false))
 			continue;
 		if (vb_state_requeue(&run, task_ids[i], reason, caller_name(), at))
 			requeued++;
