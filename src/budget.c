@@ -299,9 +299,13 @@ vb_budget_pauses(VbRun *run)
 }
 
 /*
- * The runs of a workspace (or one run) that a budget paused, resumed; one
- * whose workspace has been paused since goes from the budget's pause to
- * the workspace's.  Returns how many run again.
+ * The runs of a workspace (or one run) that a budget paused and that no
+ * budget holds any more, resumed: neither the run's own budget nor its
+ * workspace's is below what was booked against it (which budget paused a
+ * run is not recorded, and both apply).  A run paused before its next llm
+ * call is checked again at that call.  One whose workspace has been
+ * paused since goes from the budget's pause to the workspace's.  Returns
+ * how many run again.
  */
 static int
 resume_budget_paused(const char *workspace, pg_uuid_t *run_id, TimestampTz at)
@@ -329,6 +333,15 @@ resume_budget_paused(const char *workspace, pg_uuid_t *run_id, TimestampTz at)
 							  "  LEFT JOIN vectorbea.paused_workspaces w ON w.workspace = r.workspace"
 							  " WHERE r.status = 'paused' AND r.paused->>'scope' = 'budget'"
 							  "   AND ($1::text IS NULL OR r.workspace = $1) AND ($2::uuid IS NULL OR r.id = $2)"
+							  /* no budget holds it any more: neither its own ... */
+							  "   AND NOT (coalesce(r.usage_usd > r.budget_usd, false)"
+							  "            OR coalesce(r.usage_tokens > r.budget_tokens, false))"
+							  /* ... nor its workspace's */
+							  "   AND NOT EXISTS (SELECT FROM vectorbea.budgets b"
+							  "                    CROSS JOIN LATERAL (" WORKSPACE_SPEND_SQL ") s"
+							  "                   WHERE b.workspace = r.workspace"
+							  "                     AND (coalesce(s.usd > b.usd, false)"
+							  "                          OR coalesce(s.tokens > b.tokens, false)))"
 							  " ORDER BY r.id DESC", 2, types, args, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not find the runs a budget paused");
 	n = SPI_processed;
@@ -502,6 +515,7 @@ vectorbea_set_run_budget(PG_FUNCTION_ARGS)
 	VbRun		run;
 	bool		resumed = false;
 	bool		over;
+	bool		budget_paused;
 	bool		isnull;
 	char	   *detail;
 
@@ -534,23 +548,27 @@ vectorbea_set_run_budget(PG_FUNCTION_ARGS)
 	if (SPI_execute_with_args("UPDATE vectorbea.runs SET budget_usd = $2, budget_tokens = $3 WHERE id = $1"
 							  " RETURNING pg_catalog.jsonb_build_object('budget_usd', budget_usd,"
 							  "          'budget_tokens', budget_tokens, 'by', $4)::text, "
-							  VB_RUN_OVER_BUDGET_SQL,
+							  VB_RUN_OVER_BUDGET_SQL ", coalesce(paused->>'scope' = 'budget', false)",
 							  4, types, args, nulls, false, 0) != SPI_OK_UPDATE_RETURNING ||
 		SPI_processed != 1)
 		elog(ERROR, "vectorbea: could not set the budget of run %s", vb_uuid_text(&run.id));
 	over = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	detail = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+	budget_paused = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4,
+											   &isnull));
 	/* The history says who changed the budget it is held to, and to what. */
 	vb_event(&run, "RUN_BUDGET_SET", NULL, 0,
 			 SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), at);
 	/*
 	 * A budget below what the run has spent is crossed now, not at the
 	 * next usage reported (which may never come, or report nothing and
-	 * take the blame): a running run fails or pauses by its policy, and a
-	 * run its budget paused stays paused.  A compensating run goes on
-	 * over its budget, as it does when usage crosses it.
+	 * take the blame): a running run fails or pauses by its policy, and
+	 * so does a run someone paused (under "pause" it keeps that person's
+	 * pause, with the crossing on record); a run its budget paused stays
+	 * paused.  A compensating run goes on over its budget, as it does
+	 * when usage crosses it.
 	 */
-	if (over && run.status == VB_RUN_RUNNING)
+	if (over && (run.status == VB_RUN_RUNNING || (run.status == VB_RUN_PAUSED && !budget_paused)))
 		vb_budget_exceeded(&run, NULL, 0, 0, detail, vb_budget_pauses(&run), at);
 	vb_run_save(&run, at);
 	if (!over)

@@ -377,6 +377,9 @@ SELECT vectorbea.complete_task(task_id, lease, '{}', usage => '{"usd": 0.01}')
   FROM vectorbea.claim_tasks('w', ARRAY['paid_a']);
 SELECT status, paused->>'scope' AS scope FROM vectorbea.runs WHERE id = :'wb3';
 SELECT count(*) AS claimed FROM vectorbea.claim_tasks('w', ARRAY['paid_b']);
+-- A budget still below the spend resumes nothing.
+SELECT vectorbea.set_budget('wsbud', 1.1, 'total', NULL, 'pause') AS resumed;
+SELECT status FROM vectorbea.runs WHERE id = :'wb3';
 SELECT vectorbea.set_budget('wsbud', 5, 'total', NULL, 'pause') AS resumed;
 SELECT vectorbea.complete_task(task_id, lease, '{}', usage => '{"usd": 0.01}')
   FROM vectorbea.claim_tasks('w', ARRAY['paid_b']);
@@ -385,6 +388,37 @@ SELECT string_agg(type, ', ' ORDER BY seq) FROM vectorbea.events WHERE run_id = 
 SELECT r.id = :'wb1' AS wb1, v.* FROM vectorbea.runs r, vectorbea.verify_run(r.id) v
  WHERE r.id IN (:'wb1', :'wb2', :'wb3');
 SELECT workspace, booked_usd, budget_usd FROM vectorbea.spend WHERE scope = 'workspace' AND workspace = 'wsbud';
+
+-- A run its own budget paused stays paused when its workspace's budget
+-- changes, or goes: its own budget still holds it.  Raised, it resumes.
+SELECT vectorbea.start_run('paid', '{}', NULL, '{"workspace": "wsown", "budget_usd": 1, "on_budget": "pause"}') AS own \gset
+SELECT vectorbea.complete_task(task_id, lease, '{}', usage => '{"usd": 2}')
+  FROM vectorbea.claim_tasks('w', ARRAY['paid_a']);
+SELECT status, paused->>'scope' AS scope FROM vectorbea.runs WHERE id = :'own';
+SELECT vectorbea.set_budget('wsown', 100, 'total') AS resumed;
+SELECT vectorbea.set_budget('wsown', NULL, 'total') AS resumed;
+SELECT status FROM vectorbea.runs WHERE id = :'own';
+SELECT vectorbea.set_run_budget(:'own', 3) AS resumed;
+SELECT status FROM vectorbea.runs WHERE id = :'own';
+SELECT vectorbea.cancel_run(:'own', 'done');
+-- A budget set below the spend of a run someone paused is crossed too:
+-- under "fail" the run fails; under "pause" it keeps the person's pause,
+-- with the crossing on record.
+SELECT vectorbea.start_run('paid', '{}', NULL, '{"workspace": "wsown"}') AS held1 \gset
+SELECT vectorbea.complete_task(task_id, lease, '{}', usage => '{"usd": 2}')
+  FROM vectorbea.claim_tasks('w', ARRAY['paid_a']);
+SELECT vectorbea.pause_run(:'held1', 'a look first') AS paused;
+SELECT vectorbea.set_run_budget(:'held1', 1) AS resumed;
+SELECT status, error->>'reason' AS reason FROM vectorbea.runs WHERE id = :'held1';
+SELECT vectorbea.start_run('paid', '{}', NULL, '{"workspace": "wsown", "on_budget": "pause"}') AS held2 \gset
+SELECT vectorbea.complete_task(task_id, lease, '{}', usage => '{"usd": 2}')
+  FROM vectorbea.claim_tasks('w', ARRAY['paid_a']);
+SELECT vectorbea.pause_run(:'held2', 'a look first') AS paused;
+SELECT vectorbea.set_run_budget(:'held2', 1) AS resumed;
+SELECT status, paused->>'scope' AS scope, paused->>'reason' AS reason FROM vectorbea.runs WHERE id = :'held2';
+SELECT string_agg(type, ', ' ORDER BY seq) FROM vectorbea.events WHERE run_id IN (:'held1', :'held2') AND type NOT LIKE 'STEP_%'
+ GROUP BY run_id ORDER BY run_id = :'held1' DESC;
+SELECT vectorbea.cancel_run(:'held2', 'done');
 
 -- Rate limits: bad input is refused and changes nothing (the pacing of
 -- calls is tested in TAP 025).
