@@ -1498,6 +1498,22 @@ CREATE POLICY workspace_members ON @extschema@.approvals AS RESTRICTIVE
 ALTER TABLE @extschema@.signals ENABLE ROW LEVEL SECURITY;
 CREATE POLICY workspace_members ON @extschema@.signals
 	USING (@extschema@.run_visible(run_id));
+-- The controls of a mapped workspace (why it is paused, its budget, its
+-- limits) are its roles' too, and the operators' who may see it; the
+-- views over them (controls, spend) filter for themselves.  A
+-- concurrency limit of every workspace ('*') is seen by all.
+ALTER TABLE @extschema@.paused_workspaces ENABLE ROW LEVEL SECURITY;
+CREATE POLICY workspace_members ON @extschema@.paused_workspaces
+	USING (@extschema@.workspace_visible(workspace));
+ALTER TABLE @extschema@.budgets ENABLE ROW LEVEL SECURITY;
+CREATE POLICY workspace_members ON @extschema@.budgets
+	USING (@extschema@.workspace_visible(workspace));
+ALTER TABLE @extschema@.rate_limits ENABLE ROW LEVEL SECURITY;
+CREATE POLICY workspace_members ON @extschema@.rate_limits
+	USING (@extschema@.workspace_visible(workspace));
+ALTER TABLE @extschema@.concurrency_limits ENABLE ROW LEVEL SECURITY;
+CREATE POLICY workspace_members ON @extschema@.concurrency_limits
+	USING (workspace = '*' OR @extschema@.workspace_visible(workspace));
 -- A vote is seen with its gate, as approvals' policies decide for the
 -- caller (the gate's approvers, in the caller's workspaces).
 ALTER TABLE @extschema@.approval_votes ENABLE ROW LEVEL SECURITY;

@@ -228,6 +228,36 @@ SET ROLE vb_t_outsider;
 SELECT 'outsider' AS role, * FROM vb_t.controls_seen();
 RESET ROLE;
 SELECT 'superuser' AS role, * FROM vb_t.controls_seen();
+-- The controls' tables filter too: a role reads the pauses (with their
+-- reasons), budgets and limits of the workspaces it may see; a
+-- concurrency limit of every workspace ('*') is seen by all.
+GRANT SELECT ON vectorbea.paused_workspaces, vectorbea.budgets, vectorbea.rate_limits,
+	  vectorbea.concurrency_limits TO vb_t_acme, vb_t_globex, vb_t_outsider;
+SELECT vectorbea.set_budget('globex', 10) AS g, vectorbea.set_budget('acme', 10) AS a,
+	   vectorbea.set_rate_limit('globex', 'openai', 60) AS g_rate,
+	   vectorbea.set_concurrency_limit('t_limited', 2, 'globex') AS g_limit,
+	   vectorbea.set_concurrency_limit('t_limited', 3) AS all_limit;
+CREATE FUNCTION vb_t.control_rows() RETURNS TABLE (paused text, budgets text, rate_limits text, limits text)
+LANGUAGE sql AS $$
+	SELECT (SELECT string_agg(workspace || ': ' || reason, ', ' ORDER BY workspace) FROM vectorbea.paused_workspaces),
+		   (SELECT string_agg(workspace, ', ' ORDER BY workspace) FROM vectorbea.budgets),
+		   (SELECT string_agg(workspace, ', ' ORDER BY workspace) FROM vectorbea.rate_limits),
+		   (SELECT string_agg(workspace, ', ' ORDER BY workspace) FROM vectorbea.concurrency_limits
+			 WHERE activity = 't_limited')
+$$;
+GRANT EXECUTE ON FUNCTION vb_t.control_rows() TO PUBLIC;
+SET ROLE vb_t_acme_worker;
+SELECT 'acme_worker' AS role, * FROM vb_t.control_rows();
+SET ROLE vb_t_globex_worker;
+SELECT 'globex_worker' AS role, * FROM vb_t.control_rows();
+SET ROLE vb_t_outsider;
+SELECT 'outsider' AS role, * FROM vb_t.control_rows();
+RESET ROLE;
+SELECT 'superuser' AS role, * FROM vb_t.control_rows();
+SELECT vectorbea.set_budget('globex', NULL) AS g, vectorbea.set_budget('acme', NULL) AS a,
+	   vectorbea.set_rate_limit('globex', 'openai', NULL) AS g_rate,
+	   vectorbea.set_concurrency_limit('t_limited', NULL, 'globex') AS g_limit,
+	   vectorbea.set_concurrency_limit('t_limited', NULL) AS all_limit;
 SELECT vectorbea.resume_workspace('globex') IS NOT NULL AS resumed,
 	   vectorbea.enable_model('openai', 'gpt-4o-mini') AS enabled;
 
