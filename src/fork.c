@@ -267,7 +267,7 @@ static void
 apply_change(ForkNode *n, JsonbValue *change, const char *from_node)
 {
 	VbChecker	chk = {"fork change"};
-	char	   *label = psprintf("node \"%s\"", n->id);
+	char	   *label = psprintf("node \"%s\"", vb_short_text(n->id));
 	JsonbValue	v;
 	Jsonb	   *spec = vb_jsonb_from_cstring(n->spec);
 	JsonbContainer *obj;
@@ -277,7 +277,7 @@ apply_change(ForkNode *n, JsonbValue *change, const char *from_node)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid fork change: the change of node \"%s\" must be an object with \"input\", \"llm\" or both",
-						n->id),
+						vb_short_text(n->id)),
 				 errdetail("Found %s.", vb_jsonb_type_name(change))));
 	obj = change->val.binary.data;
 	vb_check_fields(&chk, obj, change_fields, label, "");
@@ -290,7 +290,7 @@ apply_change(ForkNode *n, JsonbValue *change, const char *from_node)
 		if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
 			vb_type_error(&chk, label, "input", &v, "an object");
 		input = JsonbValueToJsonb(&v);
-		vb_check_payload_size(input, psprintf("the input of node \"%s\"", n->id));
+		vb_check_payload_size(input, psprintf("the input of node \"%s\"", vb_short_text(n->id)));
 		/* a run node's input is its child's input, a template: checked as a definition's */
 		if (vb_jsonb_get(&spec->root, "kind", &kind) && kind.type == jbvString &&
 			kind.val.string.len == 3 && memcmp(kind.val.string.val, "run", 3) == 0 &&
@@ -319,7 +319,7 @@ apply_change(ForkNode *n, JsonbValue *change, const char *from_node)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("invalid fork change: node \"%s\" is not an llm node, so it has no \"llm\" to change",
-							n->id),
+							vb_short_text(n->id)),
 					 errhint("Change its \"input\" instead.")));
 		if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
 			vb_type_error(&chk, label, "llm", &v, "an object of llm fields");

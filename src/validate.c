@@ -80,7 +80,7 @@ static char *
 node_label(const char *id, int position)
 {
 	if (id)
-		return psprintf("node \"%s\"", id);
+		return psprintf("node \"%s\"", vb_short_text(id));
 	return psprintf("node #%d", position + 1);
 }
 
@@ -376,8 +376,8 @@ parse_node(VbChecker *chk, JsonbValue *nodeval, int position, VbNodeSpec *spec)
 				 errmsg("invalid %s: %s, field \"id\" ends in \"%s\", which names compensation nodes",
 						chk->what, label, VB_COMPENSATION_SUFFIX),
 				 errdetail("The engine adds the compensation of a node \"%s\" as \"%s\".",
-						   pnstrdup(spec->id, strlen(spec->id) - strlen(VB_COMPENSATION_SUFFIX)),
-						   spec->id),
+						   vb_short_text(pnstrdup(spec->id, strlen(spec->id) - strlen(VB_COMPENSATION_SUFFIX))),
+						   vb_short_text(spec->id)),
 				 errhint("Choose another id; say how a node is undone with its \"compensate\" field.")));
 	vb_check_fields(chk, obj, node_fields, label, "");
 
@@ -739,7 +739,7 @@ report_cycle(VbChecker *chk, VbNodeSpec **specs, int n, bool *ordered, HTAB *ids
 		ListCell   *lc;
 
 		if (length++ < CYCLE_SHOWN)
-			appendStringInfo(&path, "%s → ", specs[cur]->id);
+			appendStringInfo(&path, "%s → ", vb_short_text(specs[cur]->id));
 		foreach(lc, specs[cur]->depends_on)
 		{
 			IdEntry    *e = hash_search(ids, lfirst(lc), HASH_FIND, NULL);
@@ -753,12 +753,12 @@ report_cycle(VbChecker *chk, VbNodeSpec **specs, int n, bool *ordered, HTAB *ids
 	} while (cur != start);
 	if (length > CYCLE_SHOWN)
 		appendStringInfo(&path, "… (%d nodes in all) → ", length);
-	appendStringInfoString(&path, specs[start]->id);
+	appendStringInfoString(&path, vb_short_text(specs[start]->id));
 
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_OBJECT_DEFINITION),
 			 errmsg("invalid %s: node \"%s\", field \"depends_on\" closes a dependency cycle",
-					chk->what, specs[start]->id),
+					chk->what, vb_short_text(specs[start]->id)),
 			 errdetail("The cycle (each node depends on the next): %s.", path.data),
 			 errhint("A workflow is a directed acyclic graph; remove one of these dependencies.")));
 }
@@ -838,11 +838,11 @@ parse_nodes(VbChecker *chk, JsonbValue *nodes, JsonbValue *defaults_retry,
 			ereport(ERROR,
 					(errcode(ERRCODE_DUPLICATE_OBJECT),
 					 errmsg("invalid %s: node \"%s\", field \"id\" is not unique",
-							chk->what, spec->id),
+							chk->what, vb_short_text(spec->id)),
 					 e->index >= 0 ?
 					 errdetail("Nodes #%d and #%d both have the id \"%s\".",
-							   e->index + 1, i + 1, spec->id) :
-					 errdetail("The run already has a node \"%s\".", spec->id),
+							   e->index + 1, i + 1, vb_short_text(spec->id)) :
+					 errdetail("The run already has a node \"%s\".", vb_short_text(spec->id)),
 					 errhint("Every node of a run needs its own id.")));
 		e->index = i;
 		specs[i] = spec;
@@ -862,7 +862,7 @@ parse_nodes(VbChecker *chk, JsonbValue *nodes, JsonbValue *defaults_retry,
 				ereport(ERROR,
 						(errcode(ERRCODE_UNDEFINED_OBJECT),
 						 errmsg("invalid %s: node \"%s\", field \"depends_on\" names an unknown node \"%s\"",
-								chk->what, specs[i]->id, (char *) lfirst(lc)),
+								chk->what, vb_short_text(specs[i]->id), vb_short_text(lfirst(lc))),
 						 errhint(existing ? "A spawned node may depend on nodes of the run or on nodes spawned with it."
 								 : "Dependencies must be ids of nodes in the same definition.")));
 			if (e->index >= 0)
@@ -979,8 +979,8 @@ vb_validate_spawn(Jsonb *spawn, Jsonb *definition, const char *spawner,
 	VbChecker		chk;
 	JsonbValue	nodes;
 
-	chk.what = psprintf("spawn list of node \"%s\"", spawner);
-	vb_check_payload_size(spawn, psprintf("the spawn list of node \"%s\"", spawner));
+	chk.what = psprintf("spawn list of node \"%s\"", vb_short_text(spawner));
+	vb_check_payload_size(spawn, psprintf("the spawn list of node \"%s\"", vb_short_text(spawner)));
 	if (!JsonContainerIsArray(&spawn->root) || JsonContainerIsScalar(&spawn->root))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

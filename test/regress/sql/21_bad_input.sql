@@ -437,6 +437,13 @@ SELECT vectorbea.validate_workflow(jsonb_build_object('nodes', jsonb_build_array
 -- The server is up, and the run is as it was.
 SELECT (SELECT status FROM vectorbea.runs WHERE id = :'run') AS run_status;
 DROP TABLE public.bi_fixture, public.bi_null_ok, public.bi_null_calls, public.bi_refused, public.bi_big, public.bi_deep;
+-- Node ids of up to 128 characters are cut in messages, like every value
+-- over 40: in a field's error, a dependency, a duplicate and a cycle.
+SELECT bi_try($q$SELECT vectorbea.validate_workflow(jsonb_build_object('nodes', jsonb_build_array(jsonb_build_object('id', repeat('n', 100), 'activity', 'x', 'timeout', 'soon'))))$q$);
+SELECT bi_try($q$SELECT vectorbea.validate_workflow(jsonb_build_object('nodes', jsonb_build_array(jsonb_build_object('id', repeat('n', 100), 'activity', 'x', 'depends_on', jsonb_build_array(repeat('m', 90))))))$q$);
+SELECT bi_try($q$SELECT vectorbea.validate_workflow(jsonb_build_object('nodes', jsonb_build_array(jsonb_build_object('id', repeat('n', 100), 'activity', 'x'), jsonb_build_object('id', repeat('n', 100), 'activity', 'y'))))$q$);
+SELECT bi_try($q$SELECT vectorbea.validate_workflow(jsonb_build_object('nodes', jsonb_build_array(jsonb_build_object('id', repeat('n', 100), 'activity', 'x', 'depends_on', jsonb_build_array(repeat('m', 90))), jsonb_build_object('id', repeat('m', 90), 'activity', 'y', 'depends_on', jsonb_build_array(repeat('n', 100))))))$q$);
+
 DROP FUNCTION public.bi_try(text), bi_stable(text), bi_counts(), bi_delta(jsonb, jsonb), bi_sample(name, text, regtype),
 	bi_expect_error(text, text, text);
 
