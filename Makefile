@@ -93,9 +93,21 @@ SHLIB_LINK = -lcurl -ljansson
 
 PG_CPPFLAGS = -std=gnu11 -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers
 
+EXTRA_CLEAN = $(OBJS:.o=.d)
+
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# An object is rebuilt when a header it includes changes.  PGXS tracks that
+# only where PostgreSQL itself was configured with --enable-depend (Debian's
+# is not), and an edit of a header (a struct, a shared SQL fragment) left
+# objects built against the old one linked beside new ones.  gcc writes
+# src/x.d beside src/x.o.
+ifneq ($(autodepend), yes)
+override CFLAGS += -MMD -MP
+-include $(OBJS:.o=.d)
+endif
 
 # vectorbea--0.2.0.sql: the install guard's prelude (the block between the
 # BEGIN/END install guard prelude lines at the top of the upgrade script),

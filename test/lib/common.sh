@@ -140,7 +140,7 @@ vb_as_ordinary_user() {
 	# the original checkout is only read.
 	tar -C "$VB_ROOT" -cf - \
 		--exclude=.git \
-		--exclude='*.o' --exclude='*.so' --exclude='*.bc' \
+		--exclude='*.o' --exclude='*.so' --exclude='*.bc' --exclude='*.d' \
 		--anchored \
 		--exclude=./tmp_install \
 		--exclude='./tmp_check*' \
