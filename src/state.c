@@ -1266,6 +1266,8 @@ vb_state_attempt_in_doubt(VbRun *run, int64 task_id, const char *err_class,
 	char	   *node;
 	char	   *spec;
 	int			attempt;
+	Datum		started_at;
+	int64		duration_ms;
 	bool		isnull;
 
 	if (!vb_waits_available())
@@ -1291,7 +1293,7 @@ vb_state_attempt_in_doubt(VbRun *run, int64 task_id, const char *err_class,
 	{
 		Oid			types[1] = {INT8OID};
 
-		plan = vb_prepare("SELECT retry->>'in_doubt', node, approval::text, attempt"
+		plan = vb_prepare("SELECT retry->>'in_doubt', node, approval::text, attempt, started_at"
 						  "  FROM vectorbea.nodes WHERE id = $1 AND status = 'running'",
 						  lengthof(types), types);
 	}
@@ -1304,12 +1306,15 @@ vb_state_attempt_in_doubt(VbRun *run, int64 task_id, const char *err_class,
 	node = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
 	spec = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
 	attempt = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
+	started_at = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull);
+	duration_ms = isnull ? 0 : (at - DatumGetTimestampTz(started_at)) / 1000;
 	charge_cut_call(run, node, attempt, at);
 	if (policy && strcmp(policy, "ask") == 0)
 	{
 		open_failure_gate(run, task_id, node, attempt, "in_doubt", spec,
 						  psprintf("{\"class\":\"%s\",\"error\":%s,\"final\":false,"
-								   "\"in_doubt\":\"ask\",\"duration_ms\":0}", err_class, error_json),
+								   "\"in_doubt\":\"ask\",\"duration_ms\":%ld}", err_class, error_json,
+								   (long) duration_ms),
 						  error_json, at);
 		return "asked";
 	}

@@ -164,6 +164,9 @@ SELECT count(*) AS claimed FROM vectorbea.claim_tasks('w', ARRAY['t_send'], 1, '
 SET vectorbea.test_clock_offset = '2m';
 SELECT count(*) AS reclaimed FROM vectorbea.claim_tasks('w2', ARRAY['t_send']);
 RESET vectorbea.test_clock_offset;
+-- The attempt in doubt lasted the two minutes of its lease and more.
+SELECT data->>'class' AS class, (data->>'duration_ms')::bigint >= 120000 AS lasted
+  FROM vectorbea.events WHERE run_id = :'run4' AND type = 'STEP_FAILED';
 SELECT node, status, attempt, error->>'class' AS class FROM vectorbea.nodes WHERE run_id = :'run4' ORDER BY id;
 SELECT kind, gate, context->'error'->>'class' AS class FROM vectorbea.approvals WHERE run_id = :'run4';
 UPDATE vectorbea.approvals SET status = 'approved', decision = 'accept', output = '{"sent":true,"checked":"bank statement"}'
