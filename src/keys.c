@@ -258,7 +258,7 @@ decrypt_in_place(void *arg)
 									   "  FROM vectorbea.provider_keys"
 									   " WHERE workspace = $1 AND provider = $2",
 									   kc->schema, kc->schema),
-							  3, types, kc->args, NULL, true, 1) != SPI_OK_SELECT)
+							  3, types, kc->args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not read the provider key");
 	if (SPI_processed == 0)
 		ereport(ERROR,
@@ -284,11 +284,12 @@ read_plaintext(void *arg)
 	text	   *t;
 	bool		isnull;
 
+	/* not read-only: the key as stored now, not at the scheduler step's start */
 	if (SPI_execute_with_args(psprintf("SELECT %s.pgp_sym_decrypt(ciphertext,"
 									   "  $3 || E'\\n' || workspace || E'\\n' || provider)"
 									   "  FROM vectorbea.provider_keys"
 									   " WHERE workspace = $1 AND provider = $2", kr->schema),
-							  3, types, kr->args, NULL, true, 1) != SPI_OK_SELECT)
+							  3, types, kr->args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not read the provider key");
 	if (SPI_processed == 0)
 		return;

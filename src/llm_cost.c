@@ -51,7 +51,8 @@ vb_llm_price_call(const char *provider, const char *model, int64 tokens_in, int6
 	args[1] = CStringGetTextDatum(model);
 	args[2] = Int64GetDatum(tokens_in);
 	args[3] = Int64GetDatum(tokens_out);
-	if (SPI_execute_plan(plan, args, NULL, true, 1) != SPI_OK_SELECT)
+	/* the price now, not as the scheduler step's first snapshot saw it */
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: model price lookup failed");
 	if (SPI_processed == 0)
 		return -1;

@@ -135,7 +135,12 @@ vb_llm_build_call(MemoryContext parent, VbClaimedLlm *claimed, const char *maste
 						  " WHERE n.id = $1",
 						  lengthof(types), types);
 	args[0] = Int64GetDatum(claimed->task_id);
-	if (SPI_execute_plan(plan, args, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+	/*
+	 * Not read-only: that would read with the scheduler step's snapshot,
+	 * older than the claim's, in which a node that became ready while the
+	 * claim waited for a lock does not exist yet.
+	 */
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "vectorbea: llm node %ld vanished", (long) claimed->task_id);
 	tup = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;

@@ -160,7 +160,8 @@ vb_rate_take(int64 task_id, const char *workspace, const char *provider, const c
 		args[0] = CStringGetTextDatum(workspace);
 		args[1] = CStringGetTextDatum(provider);
 		args[2] = CStringGetTextDatum(model);
-		if (SPI_execute_plan(plan, args, NULL, true, 2) != SPI_OK_SELECT)
+		/* the limits now, not as the scheduler step's first snapshot saw them */
+		if (SPI_execute_plan(plan, args, NULL, false, 2) != SPI_OK_SELECT)
 			elog(ERROR, "vectorbea: could not look up rate limits");
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{

@@ -2382,7 +2382,8 @@ vb_state_pause_run(VbRun *run, const char *scope, const char *reason, const char
 									"  FROM vectorbea.runs WHERE id = $1", lengthof(t1), t1);
 		}
 		args[0] = UUIDPGetDatum(&run->id);
-		if (SPI_execute_plan(scope_plan, args, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		/* not read-only: the pause as it is now that the run is locked */
+		if (SPI_execute_plan(scope_plan, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 			elog(ERROR, "vectorbea: could not read the pause of run %s", vb_uuid_text(&run->id));
 		held_by = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 		resume_to = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
