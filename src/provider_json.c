@@ -334,6 +334,67 @@ shorten(const char *path)
 	return psprintf("%.*s…", pg_mbcliplen(path, len, MAX_REPORTED_PATH), path);
 }
 
+/*
+ * Whether an answer's value equals a value of an "enum", as JSON compares
+ * them: numbers by value (1 and 1.0 are one number, and an answer holding
+ * an integer beyond 64 bits is read with all its integers as reals),
+ * arrays element by element, objects member by member.  json_equal alone
+ * holds an integer and a real apart.
+ */
+static bool
+same_json(json_t *a, json_t *b)
+{
+	if (json_is_integer(a) && json_is_integer(b))
+		return json_integer_value(a) == json_integer_value(b);
+	if (json_is_number(a) && json_is_number(b))
+		return json_number_value(a) == json_number_value(b);
+	if (json_is_array(a) && json_is_array(b))
+	{
+		size_t		n = json_array_size(a);
+
+		if (json_array_size(b) != n)
+			return false;
+		for (size_t i = 0; i < n; i++)
+			if (!same_json(json_array_get(a, i), json_array_get(b, i)))
+				return false;
+		return true;
+	}
+	if (json_is_object(a) && json_is_object(b))
+	{
+		const char *key;
+		json_t	   *member;
+
+		if (json_object_size(a) != json_object_size(b))
+			return false;
+		json_object_foreach(a, key, member)
+		{
+			json_t	   *other = json_object_get(b, key);
+
+			if (other == NULL || !same_json(member, other))
+				return false;
+		}
+		return true;
+	}
+	return json_equal(a, b);
+}
+
+/* An enum's values for a message: whole when short, else their start and count. */
+static char *
+enum_text(json_t *e)
+{
+	char	   *all = json_dumps(e, JSON_COMPACT | JSON_ENSURE_ASCII);
+	char	   *text;
+	int			len = strlen(all);
+
+	if (len <= MAX_REPORTED_PATH)
+		text = pstrdup(all);
+	else
+		text = psprintf("%.*s… (%zu values)", pg_mbcliplen(all, len, MAX_REPORTED_PATH), all,
+						json_array_size(e));
+	free(all);
+	return text;
+}
+
 /* NULL when v conforms to schema, else what is wrong and where. */
 static char *
 check_value(json_t *schema, json_t *v, const char *path)
@@ -374,16 +435,10 @@ check_value(json_t *schema, json_t *v, const char *path)
 		bool		ok = false;
 
 		json_array_foreach(e, i, one)
-			if (json_equal(one, v))
+			if (same_json(one, v))
 			ok = true;
 		if (!ok)
-		{
-			char	   *allowed = json_dumps(e, JSON_COMPACT | JSON_ENSURE_ASCII);
-			char	   *msg = psprintf("%s must be one of %s", shorten(path), allowed);
-
-			free(allowed);
-			return msg;
-		}
+			return psprintf("%s must be one of %s", shorten(path), enum_text(e));
 	}
 	if (json_is_object(v))
 	{

@@ -254,6 +254,35 @@ like(events($run, 'SELF_CORRECTION')->[0]{error}, qr/\$\.title must be a string,
 	'the first problem named the field');
 consistent($run, 'invalid output');
 
+# "enum" compares numbers by value: 1.0 is the 1 of [1, 2], and an answer
+# with an integer beyond 64 bits (read with every number a real) still
+# matches; a long enum is cut in the message.
+sql(q{SELECT vectorbea.define_workflow('picked', '{"nodes": [
+  {"id": "t", "kind": "llm", "retry": {"max_attempts": 1},
+   "llm": {"provider": "openai", "model": "gpt-4o-mini", "prompt": "pick",
+           "output_schema": {"type": "object", "required": ["k"],
+                             "properties": {"k": {"enum": [1, 2, [1, {"a": 2}]]}}},
+           "max_corrections": 0}}]}')});
+for my $answer ('{"k": 1.0}', '{"k": 2, "id": 98765432109876543210}', '{"k": [1.0, {"a": 2.0}]}')
+{
+	vb_fake_reset();
+	vb_fake_script({ text => $answer });
+	$run = sql(q{SELECT vectorbea.start_run('picked')});
+	is(finished($run), 'succeeded', "enum: $answer matches");
+}
+my $many = join(', ', map { "\"choice number $_\"" } 1 .. 100);
+sql(qq{SELECT vectorbea.define_workflow('picked_long', '{"nodes": [
+  {"id": "t", "kind": "llm", "retry": {"max_attempts": 1},
+   "llm": {"provider": "openai", "model": "gpt-4o-mini", "prompt": "pick",
+           "output_schema": {"enum": [$many]}, "max_corrections": 0}}]}')});
+vb_fake_reset();
+vb_fake_script({ text => '"none of them"' });
+$run = sql(q{SELECT vectorbea.start_run('picked_long')});
+is(finished($run), 'failed', 'enum: an answer outside it fails');
+like(events($run, 'STEP_FAILED')->[0]{error}{message}, qr/\$ must be one of \["choice number 1",.*… \(100 values\)/,
+	'enum: a long list is cut in the message, with its count');
+cmp_ok(length(events($run, 'STEP_FAILED')->[0]{error}{message}), '<', 600, 'enum: the message stays short');
+
 # An answer cut at max_tokens says so: in the output when it is taken as it
 # is, and in the correction when the cut broke the schema.
 vb_fake_reset();
