@@ -47,6 +47,7 @@
 #include "common/cryptohash.h"
 #include "common/sha2.h"
 #include "executor/spi.h"
+#include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
@@ -720,10 +721,25 @@ finish_one(void *arg, int i)
 			{
 				StringInfoData answer;
 
-				/* The last answer goes with the error: an escalation shows it. */
+				/*
+				 * The last answer goes with the error: an escalation shows
+				 * it.  Cut to half of vectorbea.max_payload_size, since the
+				 * error is held to it like any payload, and STEP_FAILED and
+				 * the gate's context carry it with more around it.
+				 */
+				int			len = strlen(o.answer.text);
+				int			room = vb_max_payload_kb * 1024 / 2;
+
 				initStringInfo(&answer);
 				appendStringInfoString(&answer, "\"answer\":");
-				vb_append_json_string(&answer, o.answer.text);
+				if (len <= room)
+					vb_append_json_string(&answer, o.answer.text);
+				else
+				{
+					vb_append_json_string(&answer, pnstrdup(o.answer.text,
+															pg_mbcliplen(o.answer.text, len, room)));
+					appendStringInfo(&answer, ",\"answer_cut\":true,\"answer_bytes\":%d", len);
+				}
 				vb_state_fail_attempt(&run, c->task_id, "invalid_output",
 								vb_llm_error_json("invalid_output",
 										   psprintf("the answer does not match the output schema after %d correction%s: %s",

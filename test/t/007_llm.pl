@@ -208,6 +208,20 @@ $node->reload;
 sleep 1;
 failure_case('toolarge', { text => 'x' x 20000 }, 'permanent', 0,
 	qr/the node's output was refused: the task output is too large/);
+# The last answer that an error keeps (error.answer, for the person an
+# escalation asks) is cut to half of it: the error is a payload too.
+sql(q{SELECT vectorbea.define_workflow('typed_big', '{"nodes": [
+  {"id": "t", "kind": "llm", "retry": {"max_attempts": 1},
+   "llm": {"provider": "openai", "model": "gpt-4o-mini", "prompt": "json please",
+           "output_schema": {"type": "object"}, "max_corrections": 0}}]}')});
+vb_fake_reset();
+vb_fake_script({ text => 'y' x 20000 });
+$run = sql(q{SELECT vectorbea.start_run('typed_big')});
+is(finished($run), 'failed', 'a long answer that is not JSON fails the node');
+my $cut = events($run, 'STEP_FAILED')->[0]{error};
+is($cut->{class}, 'invalid_output', 'as invalid_output');
+is(length($cut->{answer}), 8192, 'its error keeps the first half of max_payload_size of the answer');
+ok($cut->{answer_cut} && $cut->{answer_bytes} == 20000, 'and says it was cut, from how much');
 sql(q{ALTER SYSTEM RESET vectorbea.max_payload_size});
 $node->reload;
 sleep 1;
