@@ -39,9 +39,14 @@ vb_llm_price_call(const char *provider, const char *model, int64 tokens_in, int6
 	{
 		Oid			types[4] = {TEXTOID, TEXTOID, INT8OID, INT8OID};
 
-		/* The longest listed prefix: "gpt-4o-mini-2024-07-18" is gpt-4o-mini. */
-		plan = vb_prepare("SELECT ($3 * input_usd_per_mtok + $4 * output_usd_per_mtok)"
-						  "       / 1000000.0"
+		/*
+		 * The longest listed prefix: "gpt-4o-mini-2024-07-18" is
+		 * gpt-4o-mini.  Rounded here, in decimal, to the 8 places the
+		 * events show: a double holds 0.000000125 as a hair less, and
+		 * printing it rounded the cost down.
+		 */
+		plan = vb_prepare("SELECT pg_catalog.round(($3 * input_usd_per_mtok + $4 * output_usd_per_mtok)"
+						  "                        / 1000000.0, 8)"
 						  "  FROM vectorbea.model_prices"
 						  " WHERE provider = $1 AND pg_catalog.starts_with($2, model)"
 						  " ORDER BY pg_catalog.length(model) DESC, source = 'user' DESC LIMIT 1",

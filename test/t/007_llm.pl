@@ -90,6 +90,26 @@ is(sql(qq{SELECT usage_tokens || ' ' || usage_usd FROM vectorbea.runs WHERE id =
 	'the run booked the tokens and the cost');
 consistent($run, 'two-step run');
 
+# Costs are decimal, rounded to 8 places per call: 1 token at 0.125 USD per
+# million is 0.000000125, which rounds to 0.00000013 (a double rounded it
+# down), and the output's cost is the sum of its calls' (two here).
+sql(q{INSERT INTO vectorbea.model_prices VALUES ('openai', 'tiny-model', 0.125, 0)});
+sql(q{SELECT vectorbea.define_workflow('tiny', '{"nodes": [
+  {"id": "t", "kind": "llm",
+   "llm": {"provider": "openai", "model": "tiny-model", "prompt": "one word",
+           "output_schema": {"type": "object"}, "max_corrections": 1}}]}')});
+vb_fake_reset();
+vb_fake_script({ text => 'not json', usage => { input => 1, output => 0 } },
+	{ text => '{}', usage => { input => 1, output => 0 } });
+$run = sql(q{SELECT vectorbea.start_run('tiny')});
+is(finished($run), 'succeeded', 'tiny costs: the run succeeds');
+is(sql(qq{SELECT string_agg(data->>'cost_usd', ' ' ORDER BY seq) FROM vectorbea.events
+		WHERE run_id = '$run' AND type = 'LLM_CALLED'}), '0.00000013 0.00000013',
+	'tiny costs: each call is rounded half up to 8 decimals');
+is(sql(qq{SELECT usage_usd FROM vectorbea.runs WHERE id = '$run'}), '0.00000026', 'tiny costs: the run booked their sum');
+is(sql(qq{SELECT output->>'cost_usd' FROM vectorbea.nodes WHERE run_id = '$run'}), '0.00000026',
+	'tiny costs: and the output says the same');
+
 # ---------------------------------------------------------------------------
 # Anthropic's wire format.
 vb_fake_reset();
