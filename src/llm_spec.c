@@ -97,14 +97,17 @@ get_string(LlmCheck *c, JsonbContainer *obj, const char *key, bool required,
 }
 
 /* An integer field within [min, max]; dflt when absent. */
+/* An integer member key of obj, which is the llm object's member at path (NULL: itself). */
 static int
-get_int(LlmCheck *c, JsonbContainer *obj, const char *key, int min, int max, int dflt)
+get_int(LlmCheck *c, JsonbContainer *obj, const char *path, const char *key, int min, int max,
+		int dflt)
 {
 	JsonbValue	v;
 
 	if (!vb_jsonb_get(obj, key, &v))
 		return dflt;
-	return vb_get_int(&c->chk, &v, c->label, psprintf("llm.%s", key), min, max);
+	return vb_get_int(&c->chk, &v, c->label,
+					  path ? psprintf("llm.%s.%s", path, key) : psprintf("llm.%s", key), min, max);
 }
 
 static void
@@ -115,7 +118,7 @@ check_schema_type(LlmCheck *c, const char *field, JsonbValue *t)
 		char	   *s = pnstrdup(t->val.string.val, t->val.string.len);
 
 		if (!vb_in_list(s, schema_types))
-			bad(c, field, psprintf("names an unknown type \"%s\"", s),
+			bad(c, field, psprintf("names an unknown type \"%s\"", vb_short_text(s)),
 				psprintf("Types: %s.", vb_list_text(schema_types)));
 		return;
 	}
@@ -155,7 +158,7 @@ check_schema(LlmCheck *c, JsonbValue *schema, const char *field, int depth)
 			ereport(ERROR,
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 					 errmsg("invalid %s: %s, field \"llm.%s\" uses the JSON Schema keyword \"%s\", which vectorbea does not check",
-							c->chk.what, c->label, field, key),
+							c->chk.what, c->label, field, vb_short_text(key)),
 					 errdetail("Supported keywords: %s.", vb_list_text(schema_keywords)),
 					 errhint("Remove the keyword, or check that constraint in a later node.")));
 	}
@@ -171,7 +174,7 @@ check_schema(LlmCheck *c, JsonbValue *schema, const char *field, int depth)
 			JsonbValue	sub;
 
 			vb_jsonb_get(v.val.binary.data, key, &sub);
-			check_schema(c, &sub, psprintf("%s.properties.%s", field, key), depth + 1);
+			check_schema(c, &sub, psprintf("%s.properties.%s", field, vb_short_text(key)), depth + 1);
 		}
 	}
 	if (vb_jsonb_get(obj, "required", &v))
@@ -205,8 +208,8 @@ check_schema(LlmCheck *c, JsonbValue *schema, const char *field, int depth)
 		wrong_type(c, psprintf("%s.description", field), &v, "a string");
 	if (vb_jsonb_get(obj, "title", &v) && v.type != jbvString)
 		wrong_type(c, psprintf("%s.title", field), &v, "a string");
-	(void) get_int(c, obj, "minItems", 0, INT_MAX, 0);
-	(void) get_int(c, obj, "maxItems", 0, INT_MAX, 0);
+	(void) get_int(c, obj, field, "minItems", 0, INT_MAX, 0);
+	(void) get_int(c, obj, field, "maxItems", 0, INT_MAX, 0);
 }
 
 /* True when a (checked) schema's "type", if any, allows an object. */
@@ -278,7 +281,7 @@ vb_validate_llm(const char *what, const char *label, JsonbValue *llm,
 
 	provider = get_string(&c, obj, "provider", true, 0);
 	if (strcmp(provider, "openai") != 0 && strcmp(provider, "anthropic") != 0)
-		bad(&c, "provider", psprintf("names an unknown provider \"%s\"", provider),
+		bad(&c, "provider", psprintf("names an unknown provider \"%s\"", vb_short_text(provider)),
 			"Providers: openai (any OpenAI-compatible endpoint, through the key's base_url) and anthropic.");
 	model = get_string(&c, obj, "model", true, MAX_MODEL_LEN);
 	for (const char *p = model; *p; p++)
@@ -289,7 +292,7 @@ vb_validate_llm(const char *what, const char *label, JsonbValue *llm,
 	if (system)
 		check_template(&c, "system", system, depends_on);
 	check_template(&c, "prompt", prompt, depends_on);
-	max_tokens = get_int(&c, obj, "max_tokens", 1, MAX_OUTPUT_TOKENS, DEFAULT_MAX_TOKENS);
+	max_tokens = get_int(&c, obj, NULL, "max_tokens", 1, MAX_OUTPUT_TOKENS, DEFAULT_MAX_TOKENS);
 	if (vb_jsonb_get(obj, "temperature", &v))
 	{
 		double		t;
@@ -319,7 +322,7 @@ vb_validate_llm(const char *what, const char *label, JsonbValue *llm,
 		if (acts.type != jbvBinary || !JsonContainerIsArray(acts.val.binary.data) ||
 			JsonContainerIsScalar(acts.val.binary.data) || JsonContainerSize(acts.val.binary.data) == 0)
 			wrong_type(&c, "allow_spawn.activities", &acts, "a non-empty array of activity names");
-		max_nodes = get_int(&c, as, "max_nodes", 1, vb_max_nodes_per_run, -1);
+		max_nodes = get_int(&c, as, "allow_spawn", "max_nodes", 1, vb_max_nodes_per_run, -1);
 		if (max_nodes < 0)
 			bad(&c, "allow_spawn.max_nodes", "is required",
 				"Bound how many nodes one answer may add.");
@@ -336,7 +339,7 @@ vb_validate_llm(const char *what, const char *label, JsonbValue *llm,
 			if (!vb_valid_name(name) ||
 				(vb_reserved_activity(name) && strcmp(name, VB_LLM_ACTIVITY) != 0))
 				bad(&c, psprintf("allow_spawn.activities[%u]", i),
-					psprintf("has an invalid activity name \"%s\"", name),
+					psprintf("has an invalid activity name \"%s\"", vb_short_text(name)),
 					psprintf("Activity names are 1 to %d letters, digits, \"_\", \"-\", \".\" and \":\", and do not start with \"%s\" (but \"%s\" lets the model add llm nodes).",
 							 VB_MAX_NAME_LEN, VB_RESERVED_PREFIX, VB_LLM_ACTIVITY));
 			if (i > 0)
@@ -372,7 +375,7 @@ vb_validate_llm(const char *what, const char *label, JsonbValue *llm,
 	}
 	else if (spawn.len > 0)
 		schema = "{\"type\":\"object\"}";	/* a spawn list needs a JSON answer */
-	corrections = get_int(&c, obj, "max_corrections", 0, MAX_CORRECTIONS_LIMIT,
+	corrections = get_int(&c, obj, NULL, "max_corrections", 0, MAX_CORRECTIONS_LIMIT,
 						  schema ? DEFAULT_CORRECTIONS : 0);
 	if (corrections > 0 && schema == NULL)
 		bad(&c, "max_corrections", "applies only with \"output_schema\"",

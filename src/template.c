@@ -223,7 +223,7 @@ follow(JsonbValue *start, List *seg, int first, JsonbValue *result, char **missi
 		{
 			if (!vb_jsonb_get(cc, key, &cur))
 			{
-				*missing = psprintf("there is no key \"%s\"", key);
+				*missing = psprintf("there is no key \"%s\"", vb_short_text(key));
 				return false;
 			}
 		}

@@ -444,6 +444,16 @@ SELECT bi_try($q$SELECT vectorbea.validate_workflow(jsonb_build_object('nodes', 
 SELECT bi_try($q$SELECT vectorbea.validate_workflow(jsonb_build_object('nodes', jsonb_build_array(jsonb_build_object('id', repeat('n', 100), 'activity', 'x'), jsonb_build_object('id', repeat('n', 100), 'activity', 'y'))))$q$);
 SELECT bi_try($q$SELECT vectorbea.validate_workflow(jsonb_build_object('nodes', jsonb_build_array(jsonb_build_object('id', repeat('n', 100), 'activity', 'x', 'depends_on', jsonb_build_array(repeat('m', 90))), jsonb_build_object('id', repeat('m', 90), 'activity', 'y', 'depends_on', jsonb_build_array(repeat('n', 100))))))$q$);
 
+-- An llm node's names are cut too, and a nested integer is named by its
+-- whole path.
+SELECT bi_try(format($q$SELECT vectorbea.validate_workflow('{"nodes":[{"id":"x","kind":"llm","llm":{"provider":"%s","model":"m","prompt":"p"}}]}')$q$, repeat('p', 100)));
+SELECT bi_try(format($q$SELECT vectorbea.validate_workflow('{"nodes":[{"id":"x","kind":"llm","llm":{"provider":"openai","model":"m","prompt":"p","output_schema":{"type":"%s"}}}]}')$q$, repeat('t', 100)));
+SELECT bi_try(format($q$SELECT vectorbea.validate_workflow('{"nodes":[{"id":"x","kind":"llm","llm":{"provider":"openai","model":"m","prompt":"p","output_schema":{"%s":1}}}]}')$q$, repeat('k', 100)));
+SELECT bi_try(format($q$SELECT vectorbea.validate_workflow('{"nodes":[{"id":"x","kind":"llm","llm":{"provider":"openai","model":"m","prompt":"p","output_schema":{"properties":{"%s":{"type":"bogus"}}}}}]}')$q$, repeat('q', 100)));
+SELECT bi_try(format($q$SELECT vectorbea.validate_workflow('{"nodes":[{"id":"x","kind":"llm","llm":{"provider":"openai","model":"m","prompt":"p","allow_spawn":{"activities":["%s"],"max_nodes":1}}}]}')$q$, repeat('a', 99) || '!'));
+SELECT bi_try($q$SELECT vectorbea.validate_workflow('{"nodes":[{"id":"x","kind":"llm","llm":{"provider":"openai","model":"m","prompt":"p","allow_spawn":{"activities":["a"],"max_nodes":0}}}]}')$q$);
+SELECT bi_try($q$SELECT vectorbea.validate_workflow('{"nodes":[{"id":"x","kind":"llm","llm":{"provider":"openai","model":"m","prompt":"p","output_schema":{"properties":{"steps":{"type":"array","maxItems":-1}}}}}]}')$q$);
+
 DROP FUNCTION public.bi_try(text), bi_stable(text), bi_counts(), bi_delta(jsonb, jsonb), bi_sample(name, text, regtype),
 	bi_expect_error(text, text, text);
 
