@@ -149,8 +149,22 @@ token_member(json_t *usage, const char *key, int64 *tokens, char **problem)
 		return true;
 	if (json_is_integer(v))
 		*tokens = (int64) json_integer_value(v);
-	else if (json_is_real(v) && real == floor(real) && real >= 0 && real <= VB_MAX_USAGE_TOKENS)
-		*tokens = (int64) real;
+	else if (json_is_real(v) && real == floor(real))
+	{
+		char	   *text;
+
+		if (real >= 0 && real <= VB_MAX_USAGE_TOKENS)
+		{
+			*tokens = (int64) real;
+			return true;
+		}
+		/* a whole number all the same: 1e10, or an integer beyond 64 bits */
+		text = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+		*problem = psprintf("the provider's answer reports an impossible token count (usage.%s = %s; allowed 0 to " INT64_FORMAT ")",
+							key, text ? shorten(text) : "?", (int64) VB_MAX_USAGE_TOKENS);
+		free(text);
+		return false;
+	}
 	else
 	{
 		char	   *text = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
@@ -182,6 +196,9 @@ vb_json_parse_answer(const char *provider, const char *body, size_t len,
 	json_t	   *model;
 	StringInfoData text;
 
+	/* An integer beyond 64 bits (a token count): read as a real, refused by its value. */
+	if (root == NULL && strstr(err.text, "too big integer") != NULL)
+		root = json_loadb(body, len, JSON_DECODE_INT_AS_REAL, &err);
 	memset(answer, 0, sizeof(*answer));
 	*problem = NULL;
 	if (root == NULL)

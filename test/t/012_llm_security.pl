@@ -136,6 +136,22 @@ for my $case ([ 'negative', { input => -1000000, output => 5 } ],
 		"$what token count: nothing is booked");
 	consistent($run, "$what token count");
 }
+# A whole count written as a real (1e10) or an integer beyond 64 bits is
+# impossible too, said so, not "not a whole number" or "not valid JSON".
+for my $raw ('1e10', '18446744073709551615')
+{
+	vb_fake_reset();
+	vb_fake_script({ mode => 'invalid_json', text => '{"id": "x", "object": "chat.completion", "model": "gpt-4o-mini",'
+		  . ' "choices": [{"index": 0, "message": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}],'
+		  . qq( "usage": {"prompt_tokens": $raw, "completion_tokens": 1, "total_tokens": 2}}) });
+	$run = sql(q{SELECT vectorbea.start_run('one')});
+	is(finished($run), 'failed', "token count $raw: the node fails");
+	my $failed = $json->decode(sql(qq{SELECT data FROM vectorbea.events WHERE run_id = '$run' AND type = 'STEP_FAILED'}));
+	like($failed->{error}{message}, qr/impossible token count \(usage\.prompt_tokens = [0-9.e+]+; allowed 0 to 1000000000\)/,
+		"token count $raw: the error says it is impossible");
+	is($failed->{class}, 'transient', "token count $raw: classed as a garbled answer");
+	consistent($run, "token count $raw");
+}
 
 # ---------------------------------------------------------------------------
 # The allow-list's ports: 127.0.0.1 without a port allows port 80 only, so
