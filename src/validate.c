@@ -645,6 +645,20 @@ parse_compensate(VbChecker *chk, JsonbValue *v, const char *label, VbNodeSpec *s
 						   VB_COMPENSATION_SUFFIX, (int) strlen(spec->id)),
 				 errhint("A node with \"compensate\" may have an id of at most %d characters.",
 						 VB_MAX_NAME_LEN - (int) strlen(VB_COMPENSATION_SUFFIX))));
+	/*
+	 * While a run is undone nothing is spawned (complete.c refuses it): an
+	 * llm compensation allowed to spawn would fail at its first answer
+	 * that does.
+	 */
+	if (vb_jsonb_get(v->val.binary.data, "llm", &k) && k.type == jbvBinary &&
+		JsonContainerIsObject(k.val.binary.data) &&
+		vb_jsonb_get(k.val.binary.data, "allow_spawn", &k))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s: %s, field \"compensate.llm.allow_spawn\" is not allowed",
+						chk->what, label),
+				 errdetail("While a run is undone, only its compensation nodes run: a compensation spawns nothing."),
+				 errhint("Remove \"allow_spawn\" from the compensation.")));
 	text = vb_jsonb_value_text(v);
 	initStringInfo(&buf);
 	appendStringInfoString(&buf, "{\"id\":");

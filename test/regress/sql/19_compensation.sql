@@ -36,6 +36,8 @@ SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"a","activity":"a","com
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"a","activity":"a","compensate":{"kind":"sleep","sleep":{"for":"1h"}}}]}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"a","activity":"a","compensate":{"activity":"u","retry":{"max_attempts":0}}}]}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"a","activity":"a","compensate":{"activity":"u","compensate":{"activity":"v"}}}]}'); \echo SQLSTATE :SQLSTATE
+-- nothing is spawned while a run is undone: an llm compensation may not ask to
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"a","activity":"a","compensate":{"kind":"llm","llm":{"provider":"openai","model":"m","prompt":"undo","allow_spawn":{"activities":["x"],"max_nodes":1}}}}]}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"a","activity":"a","in_doubt":"compensate"}]}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"g","kind":"approval","approval":{"gate":"g"},"compensate":{"activity":"u"}}]}'); \echo SQLSTATE :SQLSTATE
 -- A compensation's id, "<node>:compensate", is the engine's: a node of that
