@@ -342,7 +342,7 @@ resume_budget_paused(const char *workspace, pg_uuid_t *run_id, TimestampTz at)
 							  "                   WHERE b.workspace = r.workspace"
 							  "                     AND (coalesce(s.usd > b.usd, false)"
 							  "                          OR coalesce(s.tokens > b.tokens, false)))"
-							  " ORDER BY r.id DESC", 2, types, args, nulls, false, 0) != SPI_OK_SELECT)
+							  " ORDER BY r.created_at DESC, r.id DESC", 2, types, args, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not find the runs a budget paused");
 	n = SPI_processed;
 	ids = palloc(sizeof(pg_uuid_t) * Max(n, 1));

@@ -4,7 +4,8 @@
  *	  The worker's side of a lease: claim_tasks and heartbeat.
  *
  * claim_tasks checks its arguments, ends the attempts of the claimed
- * activities whose lease or timeout ran out (sweep.c), so that a task whose
+ * activities whose lease or timeout ran out (sweep.c; not in a transaction
+ * that has written), so that a task whose
  * worker vanished is offered again even where no scheduler runs (where one
  * runs and is ahead of its work, the scan is left to it: under a held
  * snapshot it visits the old "running" entry of every task finished since,
@@ -157,7 +158,15 @@ vb_claim(const char *worker, ArrayType *activities, int max_tasks, ArrayType *ex
 		 Interval *lease_duration, TimestampTz at, int wait_ms, VbStartedAttempts *started)
 {
 	VB_STARTED_INIT(started);
-	if (!vb_scheduler_ahead_of(at))
+	/*
+	 * Not in a transaction that has written already (the pipelined loop's
+	 * claim after its completions): ending an attempt that ends a child
+	 * run locks the child's parent, and waiting for it there, holding the
+	 * completed runs, could close a circle with a batch.  Such a claim
+	 * never waits; the scheduler, or the worker's next fresh claim, ends
+	 * those attempts.
+	 */
+	if (!vb_scheduler_ahead_of(at) && !TransactionIdIsValid(GetTopTransactionIdIfAny()))
 		vb_expire_attempts(PointerGetDatum(activities), at, false, NULL);
 	if (!vb_claim_within_limits(worker, activities, max_tasks, excluded, lease_duration, at,
 								started))

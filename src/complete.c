@@ -307,7 +307,8 @@ int64_cmp(const void *a, const void *b)
  *
  * Many completions in one call and one transaction, with complete_task's
  * meaning for each item: all of them or, on any error, none.  The runs
- * are locked together, in the order of their ids.  Items without spawn or
+ * are locked together, newest first, with the parents of child runs
+ * (vb_run_lock_for_tasks).  Items without spawn or
  * usage, the usual case, go through vb_state_succeed_many: a fixed number
  * of statements for the whole batch.  Items with spawn or usage then go
  * one by one through vb_complete_locked, in the order given.  Returns how

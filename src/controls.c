@@ -19,9 +19,10 @@
  * Everything takes effect when the caller commits; vectorbea.controls
  * lists what holds.
  *
- * Runs are locked one at a time in descending id order: ids grow with
- * time (uuid v7), so a child is locked before its parent, the order in
- * which a child that ends locks them (state.c).  A child run is a run of
+ * Runs are locked one at a time newest first (by start time, then id),
+ * the one order of every multi-run lock (events.c): a child is locked
+ * before its parent, the order in which a child that ends locks them
+ * (state.c).  Ids alone (uuid v7) are ordered by the millisecond only.  A child run is a run of
  * its own: it is paused with its workspace (children inherit the
  * parent's), not with its parent.
  *
@@ -215,7 +216,7 @@ vectorbea_resume_run(PG_FUNCTION_ARGS)
 
 /*
  * The unfinished runs of workspace (paused ones only: paused, with scope),
- * in id order, as an array of ids.
+ * newest first, as an array of ids.
  */
 static pg_uuid_t *
 runs_of_workspace(const char *workspace, bool paused_by_workspace, uint64 *n)
@@ -228,7 +229,7 @@ runs_of_workspace(const char *workspace, bool paused_by_workspace, uint64 *n)
 							  " WHERE workspace = $1"
 							  "   AND CASE WHEN $2 THEN status = 'paused' AND paused->>'scope' = 'workspace'"
 							  "            ELSE status = 'running' END"
-							  " ORDER BY id DESC", 2, types, args, NULL, false, 0) != SPI_OK_SELECT)
+							  " ORDER BY created_at DESC, id DESC", 2, types, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not list the runs of workspace \"%s\"", workspace);
 	*n = SPI_processed;
 	ids = palloc(sizeof(pg_uuid_t) * Max(*n, 1));
@@ -368,11 +369,12 @@ vectorbea_disable_model(PG_FUNCTION_ARGS)
 		elog(ERROR, "vectorbea: could not disable %s/%s", provider, model);
 	vb_state_hold_model(provider, model, true, at);
 
-	/* The calls in flight, run by run in id order. */
-	if (SPI_execute_with_args("SELECT id, run_id FROM vectorbea.nodes"
-							  " WHERE status = 'running' AND activity = '" VB_LLM_ACTIVITY "'"
-							  "   AND llm->>'provider' = $1 AND ($2 = '*' OR llm->>'model' = $2)"
-							  " ORDER BY run_id DESC, id", 2, types, args, NULL, false, 0) != SPI_OK_SELECT)
+	/* The calls in flight, run by run, newest run first (events.c's one order). */
+	if (SPI_execute_with_args("SELECT n.id, n.run_id FROM vectorbea.nodes n"
+							  "  JOIN vectorbea.runs r ON r.id = n.run_id"
+							  " WHERE n.status = 'running' AND n.activity = '" VB_LLM_ACTIVITY "'"
+							  "   AND n.llm->>'provider' = $1 AND ($2 = '*' OR n.llm->>'model' = $2)"
+							  " ORDER BY r.created_at DESC, r.id DESC, n.id", 2, types, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not find the calls to %s/%s", provider, model);
 	n = SPI_processed;
 	task_ids = palloc(sizeof(int64) * Max(n, 1));

@@ -277,18 +277,22 @@ run_cmp(const void *a, const void *b)
 }
 
 /*
- * Locks the runs of the tasks in task_ids (a bigint[]), newest first, and
- * returns them sorted by id (*runs, palloc'd, for vb_run_find).  One order
- * for every multi-run lock, so two batches never wait for each other in a
- * circle; and a child run is created after its parent, so the batch takes
- * a child before its parent, as a child's end does (child, then parent):
- * it never holds a parent while it waits for the parent's child.  Tasks
+ * Locks the runs of the tasks in task_ids (a bigint[]), with the parent of
+ * each that is a child run, newest first, and returns them sorted by id
+ * (*runs, palloc'd, for vb_run_find).  One order for every multi-run lock,
+ * so two batches never wait for each other in a circle.  The parents are
+ * taken in that order too: a child that ends tells its parent, and a
+ * parent locked then, after every run of the batch, could be held by a
+ * batch waiting for one of them (two batches of a child and an older run
+ * each deadlocked so).  A child run is created after its parent, so the
+ * batch takes a child before its parent, as a child's end does.  Tasks
  * that do not exist lock nothing: the caller reports them.
  */
 int
 vb_run_lock_for_tasks(Datum task_ids, VbRun **runs)
 {
 	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plan_010 = NULL;
 	Datum		args[1] = {task_ids};
 	VbRun	   *out;
 
@@ -296,13 +300,24 @@ vb_run_lock_for_tasks(Datum task_ids, VbRun **runs)
 	{
 		Oid			types[1] = {INT8ARRAYOID};
 
+		plan_010 = vb_prepare_opts("SELECT " RUN_COLUMNS " FROM vectorbea.runs"
+								   " WHERE id = ANY (ARRAY(SELECT run_id FROM vectorbea.nodes"
+								   "                        WHERE id = ANY ($1)))"
+								   " ORDER BY created_at DESC, id DESC FOR NO KEY UPDATE",
+								   1, types, CURSOR_OPT_GENERIC_PLAN);
 		plan = vb_prepare_opts("SELECT " RUN_COLUMNS " FROM vectorbea.runs"
-							   " WHERE id = ANY (ARRAY(SELECT run_id FROM vectorbea.nodes"
-							   "                        WHERE id = ANY ($1)))"
+							   " WHERE id = ANY (ARRAY(SELECT n.run_id FROM vectorbea.nodes n"
+							   "                        WHERE n.id = ANY ($1)"
+							   "                       UNION"
+							   "                       SELECT c.parent_run FROM vectorbea.runs c"
+							   "                        WHERE c.id IN (SELECT run_id FROM vectorbea.nodes"
+							   "                                        WHERE id = ANY ($1))"
+							   "                          AND c.parent_run IS NOT NULL))"
 							   " ORDER BY created_at DESC, id DESC FOR NO KEY UPDATE",
 							   1, types, CURSOR_OPT_GENERIC_PLAN);
 	}
-	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
+	/* a 0.1.0 schema has no child runs */
+	if (SPI_execute_plan(vb_waits_available() ? plan : plan_010, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: run lock failed");
 	out = palloc(sizeof(VbRun) * Max(SPI_processed, 1));
 	for (uint64 i = 0; i < SPI_processed; i++)
