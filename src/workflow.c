@@ -779,6 +779,29 @@ create_runs_together(const char *workflow, int version, const char *specs_json, 
 
 		if (!created[i])
 		{
+			int			j;
+
+			/*
+			 * A key given twice in this call: the same start again takes its
+			 * run; another input is refused here, by position (the run the
+			 * key found is this call's own, gone with its error).
+			 */
+			for (j = 0; j < i; j++)
+				if (created[j] && keys[j] && strcmp(keys[j], keys[i]) == 0)
+					break;
+			if (j < i)
+			{
+				if (!DatumGetBool(DirectFunctionCall2(jsonb_eq, JsonbPGetDatum(inputs[j]),
+													  JsonbPGetDatum(inputs[i]))))
+					ereport(ERROR,
+							(errcode(ERRCODE_UNIQUE_VIOLATION),
+							 errmsg("idempotency key \"%s\" is given twice with different inputs",
+									vb_short_text(keys[i])),
+							 errdetail("Run inputs %d and %d of %d have that key.", j + 1, i + 1, n),
+							 errhint("Give each run its own key; repeat a key only with the same input.")));
+				memcpy(&ids[i], &ids[j], sizeof(pg_uuid_t));
+				continue;
+			}
 			/* Its key was used before: the earlier run, or an error. */
 			memcpy(&ids[i], DatumGetUUIDP(existing_run(keys[i], options_workspace(options),
 														workflow, inputs[i])),

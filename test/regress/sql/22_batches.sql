@@ -139,6 +139,9 @@ SELECT count(*) AS runs_with_k4 FROM vectorbea.runs WHERE idempotency_key = 'k4'
 -- The same key twice in one call with the same input is one run.
 SELECT count(DISTINCT s) AS distinct_runs
   FROM vectorbea.start_runs('two', ARRAY['{"n": 5}', '{"n": 5}']::jsonb[], ARRAY['k5', 'k5']) AS s;
+-- With another input it is refused by position, and nothing is started.
+SELECT vectorbea.start_runs('two', ARRAY['{"n": 6}', '{"n": 7}', '{"n": 8}']::jsonb[], ARRAY['k6', 'k7', 'k6']);
+SELECT count(*) AS runs_with_k6 FROM vectorbea.runs WHERE idempotency_key IN ('k6', 'k7');
 -- Claimable at once, and worked to the end like any run.
 SELECT count(*) AS claimed FROM vectorbea.claim_tasks('w', ARRAY['s1'], 100);
 -- Workflows that open a gate at the start, and paused workspaces, take
