@@ -301,6 +301,25 @@ int64_cmp(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* The item of complete_tasks being checked or completed, for messages. */
+typedef struct BatchItem
+{
+	int			index;			/* 0-based; -1 between items */
+	int			count;
+	Datum	   *task_ids;
+} BatchItem;
+
+/* Names the item an error of complete_tasks is about (its CONTEXT line). */
+static void
+batch_item_context(void *arg)
+{
+	BatchItem  *item = arg;
+
+	if (item->index >= 0)
+		errcontext("complete_tasks item %d of %d (task %ld)", item->index + 1, item->count,
+				   (long) DatumGetInt64(item->task_ids[item->index]));
+}
+
 /*
  * complete_tasks(task_ids bigint[], leases uuid[], outputs jsonb[],
  *                spawns jsonb[], usages jsonb[]) -> integer
@@ -339,6 +358,8 @@ vectorbea_complete_tasks(PG_FUNCTION_ARGS)
 	int			nruns;
 	volatile int completed = 0;
 	VbRun	   *runs;
+	BatchItem	item;
+	ErrorContextCallback item_context;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -387,10 +408,19 @@ vectorbea_complete_tasks(PG_FUNCTION_ARGS)
 	outputs_of = palloc0(sizeof(Jsonb *) * n);
 	plain = palloc(sizeof(bool) * n);
 	matched = palloc0(sizeof(bool) * n);
+	item.index = -1;
+	item.count = n;
+	item.task_ids = ids;
+	item_context.callback = batch_item_context;
+	item_context.arg = &item;
+	item_context.previous = error_context_stack;
+	error_context_stack = &item_context;
 	for (int i = 0; i < n; i++)
 	{
 		bool		has_spawn = spawns && !spawn_nulls[i];
 		bool		has_usage = usages && !usage_nulls[i];
+
+		item.index = i;
 
 		if (outputs && !output_nulls[i])
 		{
@@ -402,6 +432,7 @@ vectorbea_complete_tasks(PG_FUNCTION_ARGS)
 		plain[i] = !has_spawn && !has_usage;
 		nplain += plain[i];
 	}
+	item.index = -1;
 
 	SPI_connect();
 	nruns = vb_run_lock_for_tasks(PointerGetDatum(ids_array), &runs);
@@ -466,6 +497,7 @@ vectorbea_complete_tasks(PG_FUNCTION_ARGS)
 
 			if (plain[i])
 				continue;
+			item.index = i;
 			/* A task that does not exist locked no run: the lookup reports it. */
 			if (!vb_run_lock_for_task(DatumGetInt64(ids[i]), &run) ||
 				(held = vb_run_find(runs, nruns, &run.id)) == NULL)
@@ -476,6 +508,7 @@ vectorbea_complete_tasks(PG_FUNCTION_ARGS)
 											usages && !usage_nulls[i] ? DatumGetJsonbP(usages[i]) : NULL,
 											at);
 		}
+		item.index = -1;
 
 		/*
 		 * A run that ends may end the wait of a parent held here (its run node
@@ -500,6 +533,7 @@ vectorbea_complete_tasks(PG_FUNCTION_ARGS)
 		vb_run_hold_batch(NULL, 0);
 	}
 	PG_END_TRY();
+	error_context_stack = item_context.previous;
 	SPI_finish();
 	PG_RETURN_INT32(completed);
 }

@@ -176,5 +176,17 @@ SELECT vectorbea.start_runs('two', '{}') AS none;
 SELECT vectorbea.start_runs('nope', '{}') AS none;
 SELECT count(*) - :runs_before AS runs_added FROM vectorbea.runs;
 
+-- An item's error says which item: two tasks of node "a" of two runs, the
+-- second with a spawn list that is not one; nothing is completed.
+SELECT vectorbea.define_workflow('named', '{"nodes":[{"id":"a","activity":"named_a"}]}') IS NOT NULL AS defined;
+SELECT count(vectorbea.start_run('named')) AS started FROM generate_series(1, 2);
+CREATE TEMP TABLE named_held AS SELECT task_id, lease FROM vectorbea.claim_tasks('w', ARRAY['named_a'], 2);
+SELECT vectorbea.complete_tasks(array_agg(task_id ORDER BY task_id), array_agg(lease ORDER BY task_id),
+								NULL, ARRAY[NULL, '"not a list"'::jsonb])
+  FROM named_held;
+SELECT count(*) AS still_running FROM vectorbea.nodes n JOIN named_held h ON h.task_id = n.id
+ WHERE n.status = 'running';
+SELECT vectorbea.complete_tasks(array_agg(task_id), array_agg(lease)) AS completed FROM named_held;
+
 -- Every run the file left agrees with its history.
 SELECT * FROM inconsistent_runs();
