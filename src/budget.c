@@ -60,7 +60,10 @@ static const char *const policies[] = {"fail", "pause", NULL};
 
 /*
  * What the runs of budget b's workspace have booked in its current period
- * (columns usd, tokens): the usage of its runs started in the period.
+ * (columns usd, tokens): the usage of its runs started in the period.  The
+ * clock is read once, in a subquery: clock() is volatile, and compared
+ * directly the period's start was no index bound, so each check read
+ * every run the workspace ever had.
  */
 #define WORKSPACE_SPEND_SQL \
 	"SELECT coalesce(pg_catalog.sum(sr.usage_usd), 0) AS usd," \
@@ -68,8 +71,8 @@ static const char *const policies[] = {"fail", "pause", NULL};
 	"  FROM vectorbea.runs sr" \
 	" WHERE sr.workspace = b.workspace" \
 	"   AND sr.created_at >= CASE b.period" \
-	"         WHEN 'day' THEN pg_catalog.date_trunc('day', vectorbea.clock(), 'UTC')" \
-	"         WHEN 'month' THEN pg_catalog.date_trunc('month', vectorbea.clock(), 'UTC')" \
+	"         WHEN 'day' THEN pg_catalog.date_trunc('day', (SELECT vectorbea.clock()), 'UTC')" \
+	"         WHEN 'month' THEN pg_catalog.date_trunc('month', (SELECT vectorbea.clock()), 'UTC')" \
 	"         ELSE '-infinity' END"
 
 /* A budget above a billion USD is a typo, not a budget. */
@@ -299,6 +302,38 @@ vb_budget_pauses(VbRun *run)
 }
 
 /*
+ * A run r that a budget paused and that no budget holds any more: neither
+ * its own ...
+ */
+#define BUDGET_RESUMABLE_SQL \
+	" r.status = 'paused' AND r.paused->>'scope' = 'budget'" \
+	" AND NOT (coalesce(r.usage_usd > r.budget_usd, false)" \
+	"          OR coalesce(r.usage_tokens > r.budget_tokens, false))" \
+	/* ... nor its workspace's */ \
+	" AND NOT EXISTS (SELECT FROM vectorbea.budgets b" \
+	"                  CROSS JOIN LATERAL (" WORKSPACE_SPEND_SQL ") s" \
+	"                 WHERE b.workspace = r.workspace" \
+	"                   AND (coalesce(s.usd > b.usd, false)" \
+	"                        OR coalesce(s.tokens > b.tokens, false)))"
+
+/*
+ * Whether a locked run is still one to resume: read after its lock, since
+ * meanwhile a person may have taken its pause over (pause_run), or usage
+ * booked may have crossed a budget again.
+ */
+static bool
+still_resumable(pg_uuid_t *run_id)
+{
+	Datum		args[1] = {UUIDPGetDatum(run_id)};
+	Oid			types[1] = {UUIDOID};
+
+	if (SPI_execute_with_args("SELECT FROM vectorbea.runs r WHERE r.id = $1 AND" BUDGET_RESUMABLE_SQL,
+							  1, types, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not read run %s", vb_uuid_text(run_id));
+	return SPI_processed == 1;
+}
+
+/*
  * The runs of a workspace (or one run) that a budget paused and that no
  * budget holds any more, resumed: neither the run's own budget nor its
  * workspace's is below what was booked against it (which budget paused a
@@ -331,17 +366,8 @@ resume_budget_paused(const char *workspace, pg_uuid_t *run_id, TimestampTz at)
 	if (SPI_execute_with_args("SELECT r.id, w.workspace IS NOT NULL, w.reason, w.paused_by::text"
 							  "  FROM vectorbea.runs r"
 							  "  LEFT JOIN vectorbea.paused_workspaces w ON w.workspace = r.workspace"
-							  " WHERE r.status = 'paused' AND r.paused->>'scope' = 'budget'"
+							  " WHERE " BUDGET_RESUMABLE_SQL
 							  "   AND ($1::text IS NULL OR r.workspace = $1) AND ($2::uuid IS NULL OR r.id = $2)"
-							  /* no budget holds it any more: neither its own ... */
-							  "   AND NOT (coalesce(r.usage_usd > r.budget_usd, false)"
-							  "            OR coalesce(r.usage_tokens > r.budget_tokens, false))"
-							  /* ... nor its workspace's */
-							  "   AND NOT EXISTS (SELECT FROM vectorbea.budgets b"
-							  "                    CROSS JOIN LATERAL (" WORKSPACE_SPEND_SQL ") s"
-							  "                   WHERE b.workspace = r.workspace"
-							  "                     AND (coalesce(s.usd > b.usd, false)"
-							  "                          OR coalesce(s.tokens > b.tokens, false)))"
 							  " ORDER BY r.created_at DESC, r.id DESC", 2, types, args, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not find the runs a budget paused");
 	n = SPI_processed;
@@ -364,7 +390,7 @@ resume_budget_paused(const char *workspace, pg_uuid_t *run_id, TimestampTz at)
 	{
 		VbRun		run;
 
-		if (vb_run_lock(&ids[i], &run) &&
+		if (vb_run_lock(&ids[i], &run) && still_resumable(&ids[i]) &&
 			vb_state_resume_run(&run, GetUserNameFromId(GetOuterUserId(), false), at))
 		{
 			/*
