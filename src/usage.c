@@ -126,6 +126,13 @@ vb_usage_json(const VbUsage *u)
 	return psprintf("{\"tokens\":%ld,\"usd\":%s}", (long) u->tokens, u->usd);
 }
 
+/* Whether a report holds any amount above zero. */
+static bool
+spends(const VbUsage *u)
+{
+	return u->tokens > 0 || strtod(u->usd, NULL) > 0;
+}
+
 /*
  * Books u on a locked run for node's attempt, which has just ended, and
  * checks it against the run's budgets, then its workspace's: the run's
@@ -148,7 +155,12 @@ vb_usage_book(VbRun *run, const VbUsage *u, const char *node, int attempt, Times
 	if (!u->given)
 		return;
 	over_run = vb_state_book_usage(run, u->tokens, u->usd, &detail);
-	if (!over_run && (detail = vb_budget_workspace_overspent(run, &pause)) == NULL)
+	/*
+	 * A report of nothing adds nothing to the workspace's spend: it does not
+	 * take the blame for what others spent (a run's own budget is its own).
+	 */
+	if (!over_run && (!spends(u) ||
+					  (detail = vb_budget_workspace_overspent(run, &pause)) == NULL))
 		return;
 	if (!vb_run_active(run->status))
 	{

@@ -369,6 +369,15 @@ SELECT substr(t, 14) AS timeline FROM vectorbea.timeline(:'wb_second') t WHERE t
 SELECT task_id AS p_task, lease AS p_lease FROM vectorbea.claim_tasks('w', ARRAY['paid_b']) \gset
 SELECT vectorbea.complete_task(:p_task, :'p_lease', '{}', usage => '{"tokens": 10}');
 SELECT status, error->>'reason' AS reason FROM vectorbea.runs WHERE id = :'wb_first';
+-- A report of nothing adds nothing: it does not take the blame for what
+-- the others spent; the next report that spends does.
+SELECT vectorbea.start_run('paid', '{}', NULL, '{"workspace": "wsbud"}') AS wbz \gset
+SELECT vectorbea.complete_task(task_id, lease, '{}', usage => '{"usd": 0, "tokens": 0}')
+  FROM vectorbea.claim_tasks('w', ARRAY['paid_a']);
+SELECT status FROM vectorbea.runs WHERE id = :'wbz';
+SELECT vectorbea.complete_task(task_id, lease, '{}', usage => '{"usd": 0.01}')
+  FROM vectorbea.claim_tasks('w', ARRAY['paid_b']);
+SELECT status, error->>'reason' AS reason FROM vectorbea.runs WHERE id = :'wbz';
 -- Under "pause" the run pauses with scope "budget", and raising the
 -- workspace's budget resumes it.
 SELECT vectorbea.set_budget('wsbud', 1, 'total', NULL, 'pause') AS resumed;
