@@ -278,15 +278,21 @@ run_cmp(const void *a, const void *b)
 
 /*
  * Locks the runs of the tasks in task_ids (a bigint[]), with the parent of
- * each that is a child run, newest first, and returns them sorted by id
- * (*runs, palloc'd, for vb_run_find).  One order for every multi-run lock,
- * so two batches never wait for each other in a circle.  The parents are
- * taken in that order too: a child that ends tells its parent, and a
- * parent locked then, after every run of the batch, could be held by a
- * batch waiting for one of them (two batches of a child and an older run
- * each deadlocked so).  A child run is created after its parent, so the
- * batch takes a child before its parent, as a child's end does.  Tasks
- * that do not exist lock nothing: the caller reports them.
+ * each child run the batch may end (and so on up), newest first, and
+ * returns them sorted by id (*runs, palloc'd, for vb_run_find).  One order
+ * for every multi-run lock, so two batches never wait for each other in a
+ * circle.  The parents are taken in that order too: a child that ends
+ * tells its parent, and a parent locked then, after every run of the
+ * batch, could be held by a batch waiting for one of them (two batches of
+ * a child and an older run each deadlocked so).  Only a child with no more
+ * open nodes than the batch has items in it may end, so the parents of
+ * the others are left alone (batches of sibling children would otherwise
+ * queue on their parent); that count is read before the locks, and a
+ * child that other writers bring down meanwhile still locks its parent
+ * when it ends, as a single completion does.  A child run is created after
+ * its parent, so the batch takes a child before its parent, as a child's
+ * end does.  Tasks that do not exist lock nothing: the caller reports
+ * them.
  */
 int
 vb_run_lock_for_tasks(Datum task_ids, VbRun **runs)
@@ -305,14 +311,22 @@ vb_run_lock_for_tasks(Datum task_ids, VbRun **runs)
 								   "                        WHERE id = ANY ($1)))"
 								   " ORDER BY created_at DESC, id DESC FOR NO KEY UPDATE",
 								   1, types, CURSOR_OPT_GENERIC_PLAN);
-		plan = vb_prepare_opts("SELECT " RUN_COLUMNS " FROM vectorbea.runs"
-							   " WHERE id = ANY (ARRAY(SELECT n.run_id FROM vectorbea.nodes n"
-							   "                        WHERE n.id = ANY ($1)"
-							   "                       UNION"
-							   "                       SELECT c.parent_run FROM vectorbea.runs c"
-							   "                        WHERE c.id IN (SELECT run_id FROM vectorbea.nodes"
-							   "                                        WHERE id = ANY ($1))"
-							   "                          AND c.parent_run IS NOT NULL))"
+		plan = vb_prepare_opts("WITH RECURSIVE batch AS ("
+							   "  SELECT run_id, pg_catalog.count(*) AS n FROM vectorbea.nodes"
+							   "   WHERE id = ANY ($1) GROUP BY run_id"
+							   "), ending(id) AS ("
+							   /* a child the batch may end: no more open nodes than its items */
+							   "  SELECT c.parent_run FROM vectorbea.runs c JOIN batch b ON b.run_id = c.id"
+							   "   WHERE c.parent_run IS NOT NULL AND c.open_nodes <= b.n"
+							   "  UNION"
+							   /* a parent that may end with it: its run node and the batch's items */
+							   "  SELECT p.parent_run FROM ending e JOIN vectorbea.runs p ON p.id = e.id"
+							   "   WHERE p.parent_run IS NOT NULL"
+							   "     AND p.open_nodes <= 1 + coalesce((SELECT b.n FROM batch b"
+							   "                                        WHERE b.run_id = p.id), 0)"
+							   ")"
+							   " SELECT " RUN_COLUMNS " FROM vectorbea.runs"
+							   " WHERE id = ANY (ARRAY(SELECT run_id FROM batch UNION SELECT id FROM ending))"
 							   " ORDER BY created_at DESC, id DESC FOR NO KEY UPDATE",
 							   1, types, CURSOR_OPT_GENERIC_PLAN);
 	}
