@@ -75,6 +75,10 @@ static const char *const policies[] = {"fail", "pause", NULL};
 	"         WHEN 'month' THEN pg_catalog.date_trunc('month', (SELECT vectorbea.clock()), 'UTC')" \
 	"         ELSE '-infinity' END"
 
+/* Whether spend s (WORKSPACE_SPEND_SQL) is over budget b. */
+#define WORKSPACE_OVER_BUDGET_SQL \
+	"(coalesce(s.usd > b.usd, false) OR coalesce(s.tokens > b.tokens, false))"
+
 /* A budget above a billion USD is a typo, not a budget. */
 #define MAX_BUDGET_USD	1e9
 
@@ -239,7 +243,7 @@ vb_budget_workspace_overspent(VbRun *run, bool *pause)
 						  "  FROM vectorbea.runs r JOIN vectorbea.budgets b ON b.workspace = r.workspace"
 						  " CROSS JOIN LATERAL (" WORKSPACE_SPEND_SQL ") s"
 						  " WHERE r.id = $1"
-						  "   AND (coalesce(s.usd > b.usd, false) OR coalesce(s.tokens > b.tokens, false))",
+						  "   AND " WORKSPACE_OVER_BUDGET_SQL,
 						  lengthof(types), types);
 	}
 	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
@@ -307,14 +311,11 @@ vb_budget_pauses(VbRun *run)
  */
 #define BUDGET_RESUMABLE_SQL \
 	" r.status = 'paused' AND r.paused->>'scope' = 'budget'" \
-	" AND NOT (coalesce(r.usage_usd > r.budget_usd, false)" \
-	"          OR coalesce(r.usage_tokens > r.budget_tokens, false))" \
+	" AND NOT " VB_RUN_IS_OVER_BUDGET_SQL \
 	/* ... nor its workspace's */ \
 	" AND NOT EXISTS (SELECT FROM vectorbea.budgets b" \
 	"                  CROSS JOIN LATERAL (" WORKSPACE_SPEND_SQL ") s" \
-	"                 WHERE b.workspace = r.workspace" \
-	"                   AND (coalesce(s.usd > b.usd, false)" \
-	"                        OR coalesce(s.tokens > b.tokens, false)))"
+	"                 WHERE b.workspace = r.workspace AND " WORKSPACE_OVER_BUDGET_SQL ")"
 
 /*
  * Whether a locked run is still one to resume: read after its lock, since

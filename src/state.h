@@ -127,12 +127,16 @@ extern bool vb_state_requeue(VbRun *run, int64 task_id, const char *reason, cons
 extern bool vb_state_book_usage(VbRun *run, int64 tokens, const char *usd,
 								char **detail_json);
 
+/* Whether a row of vectorbea.runs has used more than one of its budgets. */
+#define VB_RUN_IS_OVER_BUDGET_SQL \
+	"(coalesce(usage_usd > budget_usd, false) OR coalesce(usage_tokens > budget_tokens, false))"
+
 /*
  * Two columns of a row of vectorbea.runs (for a RETURNING list): whether
  * its usage is over one of its budgets, and BUDGET_EXCEEDED's data.
  */
 #define VB_RUN_OVER_BUDGET_SQL \
-	"coalesce(usage_usd > budget_usd, false) OR coalesce(usage_tokens > budget_tokens, false)," \
+	VB_RUN_IS_OVER_BUDGET_SQL "," \
 	" pg_catalog.jsonb_build_object('scope', 'run', 'usage_usd', usage_usd, 'budget_usd', budget_usd," \
 	"                               'usage_tokens', usage_tokens," \
 	"                               'budget_tokens', budget_tokens)::text"
