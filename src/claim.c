@@ -12,7 +12,9 @@
  * and cost a claim as much as the claim itself), and asks
  * the state machine to start attempts (vb_state_start_attempts, which never
  * waits on a lock), within the concurrency limits of the activities
- * (limits.c).  A claim of one activity whose ready work is all in runs
+ * (limits.c).  A claim of several activities that comes back short
+ * while ready work is left is topped up one activity at a time.  A claim
+ * of one activity whose ready work is all in runs
  * busy in other transactions waits, briefly, for the first of them
  * (vectorbea.claim_wait).  A claim whose lease ends before the
  * scheduler's next planned wake wakes it at commit, and so does a claim
@@ -146,6 +148,125 @@ wait_for_busy_run(const char *worker, ArrayType *activities, int max_tasks,
 }
 
 /*
+ * The activities of a claim of several that still have ready nodes it
+ * could take (of running or compensating runs, in the claim's
+ * workspaces), read without locking, in the order the worker named them;
+ * NULL when none.  What the claim itself took is running by now.
+ */
+static ArrayType *
+activities_with_ready_work(ArrayType *activities, ArrayType *excluded, TimestampTz at)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	Datum		found;
+	bool		isnull;
+
+	if (plan == NULL)
+	{
+		Oid			types[3] = {TEXTARRAYOID, TIMESTAMPTZOID, TEXTARRAYOID};
+
+		plan = vb_prepare("SELECT pg_catalog.array_agg(a.name ORDER BY a.position)"
+						  "  FROM pg_catalog.unnest($1::text[]) WITH ORDINALITY AS a (name, position)"
+						  " WHERE EXISTS (SELECT FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
+						  "                WHERE n.status = 'ready' AND n.activity = a.name"
+						  "                  AND n.available_at <= $2"
+						  "                  AND r.status || '' IN ('running', 'compensating')"
+						  "                  AND ($3::text[] IS NULL OR r.workspace <> ALL ($3::text[])))",
+						  lengthof(types), types);
+	}
+	args[0] = PointerGetDatum(activities);
+	args[1] = TimestampTzGetDatum(at);
+	if (excluded)
+		args[2] = PointerGetDatum(excluded);
+	else
+		nulls[2] = 'n';
+	if (SPI_execute_plan(plan, args, nulls, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "vectorbea: could not look for ready work");
+	found = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? NULL : DatumGetArrayTypePCopy(found);
+}
+
+/*
+ * Puts what several claims of one call leased in the order a claim returns
+ * its tasks: priority (highest first), available_at, task id.
+ */
+static void
+order_started(VbStartedAttempts *started)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum	   *ids = palloc(sizeof(Datum) * started->count);
+	HeapTuple  *ordered = palloc(sizeof(HeapTuple) * started->count);
+	Datum		args[1];
+	bool		isnull;
+
+	if (plan == NULL)
+	{
+		Oid			types[1] = {INT8ARRAYOID};
+
+		plan = vb_prepare("SELECT t.position::int4 FROM pg_catalog.unnest($1::int8[]) WITH ORDINALITY AS t (id, position)"
+						  "  JOIN vectorbea.nodes n ON n.id = t.id"
+						  " ORDER BY n.priority DESC, n.available_at, n.id", lengthof(types), types);
+	}
+	for (uint64 i = 0; i < started->count; i++)
+		ids[i] = SPI_getbinval(started->vals[i], started->tupdesc, 1, &isnull);
+	args[0] = PointerGetDatum(construct_array(ids, (int) started->count, INT8OID, 8,
+											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT ||
+		SPI_processed != started->count)
+		elog(ERROR, "vectorbea: could not order the claimed tasks");
+	for (uint64 i = 0; i < started->count; i++)
+		ordered[i] = started->vals[DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
+																 SPI_tuptable->tupdesc, 1,
+																 &isnull)) - 1];
+	memcpy(started->vals, ordered, sizeof(HeapTuple) * started->count);
+}
+
+/*
+ * A claim of several activities shares max_tasks among them by the best
+ * ready tasks before it locks anything, so the ready tasks of a run that
+ * another transaction holds take their activity's share and are then
+ * skipped: the claim came back short, or empty, while another of its
+ * activities had work in free runs (a worker of several activities beside
+ * one wide, busy run went to sleep with work waiting).  When it comes back
+ * short and ready work is left, each activity that has some is claimed
+ * alone for what is missing, in the order the worker named them: a claim
+ * of one activity passes a busy run with one lock attempt and goes on to
+ * the next.  An idle poll pays one read for this.
+ */
+static void
+top_up_short_claim(const char *worker, ArrayType *activities, int max_tasks,
+				   ArrayType *excluded, Interval *lease_duration, TimestampTz at,
+				   VbStartedAttempts *started)
+{
+	ArrayType  *left;
+	Datum	   *names;
+	int			n;
+	int			claims_with_tasks = started->count > 0 ? 1 : 0;
+
+	if (started->count >= (uint64) max_tasks ||
+		ArrayGetNItems(ARR_NDIM(activities), ARR_DIMS(activities)) < 2)
+		return;
+	left = activities_with_ready_work(activities, excluded, at);
+	if (left == NULL)
+		return;
+	deconstruct_array(left, TEXTOID, -1, false, TYPALIGN_INT, &names, NULL, &n);
+	for (int i = 0; i < n && started->count < (uint64) max_tasks; i++)
+	{
+		uint64		before = started->count;
+
+		vb_state_start_attempts(worker,
+								construct_array(&names[i], 1, TEXTOID, -1, false, TYPALIGN_INT),
+								max_tasks - (int) started->count, lease_duration, NULL,
+								excluded, at, started);
+		if (started->count > before)
+			claims_with_tasks++;
+	}
+	if (claims_with_tasks > 1)
+		order_started(started);
+}
+
+/*
  * Ends the expired attempts of the activities, then leases up to max_tasks
  * of their ready nodes to worker, in no workspace of excluded (NULL: in
  * any).  A claim of one activity that finds its ready work only in busy
@@ -173,6 +294,7 @@ vb_claim(const char *worker, ArrayType *activities, int max_tasks, ArrayType *ex
 	{
 		vb_state_start_attempts(worker, activities, max_tasks, lease_duration, NULL, excluded,
 								at, started);
+		top_up_short_claim(worker, activities, max_tasks, excluded, lease_duration, at, started);
 		wait_for_busy_run(worker, activities, max_tasks, excluded, lease_duration, at, wait_ms,
 						  started);
 	}
