@@ -6,10 +6,12 @@
  * Each approver is an entry of the gate's approvers: a person, matched
  * with the decided_by of the UPDATE, or a role (an entry that names an
  * existing role), matched by membership of the deciding role only: naming
- * a role in decided_by does not cast its vote.  A decision counts for the first entry that matches
- * (a person before a role) and is kept in vectorbea.approval_votes, one
- * row per entry, so an entry decides once: a second UPDATE for it is
- * refused.  Every vote writes APPROVAL_VOTED.  The gate is approved when
+ * a role in decided_by does not cast its vote.  A decision counts for the
+ * person it names, else for the first role entry the deciding role belongs
+ * to that has not voted (its own name first), and is kept in
+ * vectorbea.approval_votes, one row per entry, so an entry decides once:
+ * a second UPDATE for it is refused, and so is a second vote of one role
+ * through its memberships.  Every vote writes APPROVAL_VOTED.  The gate is approved when
  * quorum entries have approved, rejected as soon as the approvals cast
  * and the entries yet to vote cannot reach quorum; until then it stays
  * pending (the UPDATE's row keeps its old decision columns).
@@ -117,25 +119,37 @@ vb_find_voter(TupleDesc desc, HeapTuple oldtup, const char *decided_by, int64 id
 
 	voter->role = GetUserNameFromId(GetUserId(), false);
 	voter->entry = NULL;
+	voter->role_entries = NIL;
 	/* A person by name; an entry that names a role is matched by membership only. */
 	if (decided_by)
 		foreach(lc, approvers)
 			if (strcmp(lfirst(lc), decided_by) == 0 && !entry_is_role(lfirst(lc), roles, roles_unknown))
 				voter->entry = lfirst(lc);
-	if (voter->entry == NULL)
-		foreach(lc, approvers)
-		{
-			Oid			role = get_role_oid(lfirst(lc), true);
-
-			if (entry_is_role(lfirst(lc), roles, roles_unknown) && OidIsValid(role) &&
-				is_member_of_role(GetUserId(), role))
-			{
-				voter->entry = lfirst(lc);
-				break;
-			}
-		}
 	if (voter->entry != NULL)
 		return;
+	/*
+	 * Every role entry the decider belongs to, the one naming the deciding
+	 * role itself first: which of them is still open is known only under
+	 * the gate's row lock (vb_count_vote).
+	 */
+	foreach(lc, approvers)
+	{
+		Oid			role = get_role_oid(lfirst(lc), true);
+
+		if (entry_is_role(lfirst(lc), roles, roles_unknown) && OidIsValid(role) &&
+			is_member_of_role(GetUserId(), role))
+		{
+			if (strcmp(lfirst(lc), voter->role) == 0)
+				voter->role_entries = lcons(lfirst(lc), voter->role_entries);
+			else
+				voter->role_entries = lappend(voter->role_entries, lfirst(lc));
+		}
+	}
+	if (voter->role_entries != NIL)
+	{
+		voter->entry = linitial(voter->role_entries);
+		return;
+	}
 	initStringInfo(&list);
 	foreach(lc, approvers)
 		appendStringInfo(&list, "%s%s", list.len ? ", " : "", vb_short_text(lfirst(lc)));
@@ -146,6 +160,67 @@ vb_find_voter(TupleDesc desc, HeapTuple oldtup, const char *decided_by, int64 id
 					psprintf("role %s", voter->role), (long) id),
 			 errdetail("Approval %ld needs a quorum of: %s.", (long) id, list.data),
 			 errhint("Set decided_by to an approver's name, or decide as a member of an approver role.")));
+}
+
+/*
+ * The entry a decision matched by membership counts for: the first of
+ * voter's role entries without a vote.  A role votes once on a gate: a
+ * member of two approver roles, or of a group role and of its own entry,
+ * would otherwise make a quorum alone.  Taking the first matching entry
+ * whether or not it had voted made a gate whose group entry had voted
+ * refuse its other members, and the superuser, for good: an undecidable
+ * gate.  When every entry is taken, voter->entry stays the first, whose
+ * vote the caller's insert then finds.
+ */
+static void
+choose_role_entry(int64 id, VbVoter *voter)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[3];
+	Datum	   *entries = palloc(sizeof(Datum) * list_length(voter->role_entries));
+	ListCell   *lc;
+	int			n = 0;
+
+	if (plan == NULL)
+	{
+		Oid			types[3] = {INT8OID, TEXTARRAYOID, TEXTOID};
+
+		plan = vb_prepare("SELECT voter, decided_role::text = $3 FROM vectorbea.approval_votes"
+						  " WHERE approval_id = $1 AND voter = ANY ($2)", lengthof(types), types);
+	}
+	foreach(lc, voter->role_entries)
+		entries[n++] = CStringGetTextDatum(lfirst(lc));
+	args[0] = Int64GetDatum(id);
+	args[1] = PointerGetDatum(construct_array(entries, n, TEXTOID, -1, false, TYPALIGN_INT));
+	args[2] = CStringGetTextDatum(voter->role);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not read the votes on approval %ld", (long) id);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+
+		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull)))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNIQUE_VIOLATION),
+					 errmsg("role %s has already voted on approval %ld, for approver \"%s\"",
+							voter->role, (long) id,
+							vb_short_text(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1))),
+					 errdetail("A role counts once on a gate, for one of the approver roles it is a member of; the vote stands."),
+					 errhint("SELECT * FROM vectorbea.approval_votes WHERE approval_id = %ld;", (long) id)));
+	}
+	foreach(lc, voter->role_entries)
+	{
+		bool		taken = false;
+
+		for (uint64 i = 0; i < SPI_processed && !taken; i++)
+			taken = strcmp(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1),
+						   lfirst(lc)) == 0;
+		if (!taken)
+		{
+			voter->entry = lfirst(lc);
+			return;
+		}
+	}
 }
 
 /*
@@ -189,6 +264,8 @@ vb_count_vote(VbRun *run, TupleDesc desc, HeapTuple oldtup, HeapTuple newtup,
 							   "   FROM vectorbea.approval_votes v WHERE v.approval_id = $1",
 							   lengthof(types), types);
 	}
+	if (voter->role_entries != NIL)
+		choose_role_entry(id, voter);
 	args[0] = Int64GetDatum(id);
 	args[1] = CStringGetTextDatum(voter->entry);
 	args[2] = CStringGetTextDatum(status);

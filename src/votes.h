@@ -10,6 +10,7 @@
 
 #include "access/htup.h"
 #include "access/tupdesc.h"
+#include "nodes/pg_list.h"
 
 #include "events.h"
 
@@ -18,6 +19,9 @@ typedef struct VbVoter
 {
 	char	   *entry;			/* NULL: the gate has no quorum */
 	char	   *role;			/* the deciding role */
+	List	   *role_entries;	/* matched by membership: the entries it may
+								 * count for, its own name first; NIL for a
+								 * person matched by decided_by */
 } VbVoter;
 
 extern void vb_find_voter(TupleDesc desc, HeapTuple oldtup, const char *decided_by,

@@ -246,6 +246,36 @@ SELECT a.status AS gate, r.status AS run FROM vectorbea.approvals a JOIN vectorb
  WHERE a.id = :q6;
 SELECT * FROM check_run(:'run6');
 
+-- A group role beside its members' own roles: a vote counts for the
+-- deciding role's own entry, or else the first open entry it belongs to,
+-- and a role votes once (it took the group's entry and then refused every
+-- other member, and the superuser: the gate could never be decided).
+SELECT vectorbea.define_workflow('group_and_members', '{"nodes":[{"id":"sign","kind":"approval","approval":{"gate":"gm","quorum":2,"approvers":["vb_finance","vb_fred","vb_gina"]}}]}') IS NOT NULL AS defined;
+SELECT vectorbea.start_run('group_and_members', '{}') AS run_gm \gset
+SET ROLE vb_fred;
+UPDATE vectorbea.approvals SET status = 'approved' WHERE run_id = :'run_gm';
+UPDATE vectorbea.approvals SET status = 'approved' WHERE run_id = :'run_gm'; \echo SQLSTATE :SQLSTATE
+RESET ROLE;
+SET ROLE vb_gina;
+UPDATE vectorbea.approvals SET status = 'approved' WHERE run_id = :'run_gm';
+RESET ROLE;
+SELECT v.voter, v.decided_role, a.status FROM vectorbea.approval_votes v JOIN vectorbea.approvals a ON a.id = v.approval_id
+ WHERE a.run_id = :'run_gm' ORDER BY v.decided_at, v.voter;
+SELECT * FROM check_run(:'run_gm');
+-- The group's entry taken by one member, another member still counts for
+-- an entry of their own.
+SELECT vectorbea.define_workflow('group_then_member', '{"nodes":[{"id":"sign","kind":"approval","approval":{"gate":"gt","quorum":2,"approvers":["vb_finance","vb_fred"]}}]}') IS NOT NULL AS defined;
+SELECT vectorbea.start_run('group_then_member', '{}') AS run_gt \gset
+SET ROLE vb_gina;
+UPDATE vectorbea.approvals SET status = 'approved' WHERE run_id = :'run_gt';
+RESET ROLE;
+SET ROLE vb_fred;
+UPDATE vectorbea.approvals SET status = 'approved' WHERE run_id = :'run_gt';
+RESET ROLE;
+SELECT v.voter, v.decided_role, a.status FROM vectorbea.approval_votes v JOIN vectorbea.approvals a ON a.id = v.approval_id
+ WHERE a.run_id = :'run_gt' ORDER BY v.decided_at, v.voter;
+SELECT * FROM check_run(:'run_gt');
+
 -- decision, output and input belong to gates of failures.
 SELECT vectorbea.start_run('spend', '{}') AS run7 \gset
 UPDATE vectorbea.approvals SET status = 'approved', decided_by = 'ana', decision = 'accept' WHERE run_id = :'run7'; \echo SQLSTATE :SQLSTATE
