@@ -293,7 +293,8 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 				 errdetail("It was closed because its run ended.") :
 				 role == NULL ?
 				 errdetail("Nobody decided it in time: its timeout settled it (on_timeout).") :
-				 errdetail("Decided by %s (role %s).", by ? vb_short_text(by) : "nobody", role)));
+				 by ? errdetail("Decided by %s (role %s).", vb_short_text(by), role) :
+				 errdetail("Decided by role %s.", role)));
 	}
 
 	/*

@@ -82,11 +82,19 @@ void
 vb_type_error(VbChecker *chk, const char *label, const char *field, JsonbValue *v,
 		   const char *expected)
 {
+	/* where an array of some size is wanted, the size of the one found */
+	int			array_size = strstr(expected, "array") != NULL && v->type == jbvBinary &&
+		JsonContainerIsArray(v->val.binary.data) && !JsonContainerIsScalar(v->val.binary.data) ?
+		(int) JsonContainerSize(v->val.binary.data) : -1;
+
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("invalid %s: %sfield \"%s\" must be %s",
 					chk->what, vb_at(label), field, expected),
-			 errdetail("Found %s.", vb_jsonb_type_name(v))));
+			 array_size < 0 ? errdetail("Found %s.", vb_jsonb_type_name(v)) :
+			 array_size == 0 ? errdetail("Found an empty array.") :
+			 errdetail_plural("Found an array of %d element.", "Found an array of %d elements.",
+							  array_size, array_size)));
 }
 
 bool
@@ -222,6 +230,8 @@ vb_get_role_name(VbChecker *chk, JsonbValue *v, const char *label, const char *f
 				 errdetail("\"%s\" is reserved by PostgreSQL; a gate given to it could never be decided.", s),
 				 strstr(field, "escalate_to") != NULL ?
 				 errhint("List, one per timeout, the roles whose members decide the gate next; \"public\" and \"none\" are not roles.") :
+				 strstr(field, "approvers") != NULL ?
+				 errhint("List the people (by the name decided_by will carry) and the roles whose members decide; \"public\" and \"none\" are not roles.") :
 				 errhint("Omit \"approver_role\" for a gate that any role allowed to UPDATE vectorbea.approvals may decide, or name a role its approvers are members of.")));
 	return s;
 }

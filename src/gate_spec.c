@@ -61,7 +61,7 @@ get_approvers(VbChecker *chk, JsonbValue *v, const char *label, const char *fiel
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						 errmsg("invalid %s: %s, field \"%s\" lists \"%s\" twice",
-								chk->what, label, field, name),
+								chk->what, label, field, vb_short_text(name)),
 						 errdetail("Each approver decides once.")));
 		approvers = lappend(approvers, name);
 	}

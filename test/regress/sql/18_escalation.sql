@@ -40,6 +40,13 @@ SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"g","kind":"approval","
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"g","kind":"approval","approval":{"gate":"g","approvers":["a","a"]}}]}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"g","kind":"approval","approval":{"gate":"g","approvers":[]}}]}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"g","kind":"approval","approval":{"gate":"g","approvers":"ana"}}]}'); \echo SQLSTATE :SQLSTATE
+-- ... a long name listed twice is cut, a reserved name gets the approvers'
+-- hint, and a list of the wrong size says its size.
+SELECT vectorbea.define_workflow('bad', format('{"nodes":[{"id":"g","kind":"approval","approval":{"gate":"g","approvers":["%s","%s"]}}]}',
+	repeat('a', 62), repeat('a', 62))::jsonb); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"g","kind":"approval","approval":{"gate":"g","approvers":["ana","public"]}}]}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.define_workflow('bad', jsonb_build_object('nodes', jsonb_build_array(jsonb_build_object('id', 'g', 'kind', 'approval',
+	'approval', jsonb_build_object('gate', 'g', 'approvers', (SELECT jsonb_agg('p' || i) FROM generate_series(1, 101) i)))))); \echo SQLSTATE :SQLSTATE
 SELECT count(*) AS workflows FROM vectorbea.workflows;
 
 -- Escalation: the task is out of attempts, a gate opens with the last
@@ -258,6 +265,10 @@ UPDATE vectorbea.approvals SET status = 'approved' WHERE run_id = :'run_gm'; \ec
 RESET ROLE;
 SET ROLE vb_gina;
 UPDATE vectorbea.approvals SET status = 'approved' WHERE run_id = :'run_gm';
+RESET ROLE;
+-- Decided by a role without decided_by: a later decision says which role.
+SET ROLE vb_fred;
+UPDATE vectorbea.approvals SET status = 'rejected' WHERE run_id = :'run_gm'; \echo SQLSTATE :SQLSTATE
 RESET ROLE;
 SELECT v.voter, v.decided_role, a.status FROM vectorbea.approval_votes v JOIN vectorbea.approvals a ON a.id = v.approval_id
  WHERE a.run_id = :'run_gm' ORDER BY v.decided_at, v.voter;
