@@ -22,8 +22,8 @@ like defined ones: these workers claim them.
 
 Connection settings come from --dsn and the usual libpq environment
 (PGHOST, PGPORT, PGUSER, ...).  With --run it exits once that run has
-finished (exit status 0 if it succeeded); without it, it serves until
-interrupted.
+finished, exit status 0 if it succeeded (a paused run has not finished: it
+waits for it); without it, it serves until interrupted.
 
 The worker protocol, as this file follows it:
 
@@ -42,6 +42,10 @@ The worker protocol, as this file follows it:
   * complete_task(task_id, lease, output, spawn) finishes the task and adds
     the spawned nodes in the same transaction; fail_task(task_id, lease,
     error) reports a failure and the engine decides whether to retry.
+  * A completion the engine refuses (a bad spawn list, an output over the
+    size limit) leaves the task this worker's: it fails it for good, with
+    the refusal as the error, instead of leaving it to wait out its lease
+    and run again to the same refusal.
   * SQLSTATE VB001 means the lease no longer holds the task (it expired and
     the task went to another attempt, or the run was cancelled): the result
     is dropped, never retried.
@@ -274,7 +278,7 @@ class Worker(threading.Thread):
             return False
         status = self.sql_one("SELECT status FROM vectorbea.runs WHERE id = %s::uuid",
                               (self.run_id,))
-        return status is None or status not in ("running", "compensating")
+        return status is None or status not in ("running", "compensating", "paused")
 
     def claim(self):
         with self.conn.cursor() as cur:
@@ -298,6 +302,7 @@ class Worker(threading.Thread):
     def execute(self, t):
         t.say(f"started ({t.activity}, attempt {t.attempt}/{t.max_attempts})")
         start = time.monotonic()
+        completing = False
         try:
             try:
                 output, spawn = HANDLERS[t.activity](t)
@@ -320,6 +325,7 @@ class Worker(threading.Thread):
                            "class": "transient"})))
                 t.say(f"crashed: {type(e).__name__}: {e} → {result}")
                 return
+            completing = True
             self.sql_one(
                 "SELECT vectorbea.complete_task(%s, %s::uuid,"
                 "       output => %s, spawn => %s)",
@@ -337,6 +343,23 @@ class Worker(threading.Thread):
                 return
             t.say(f"database error: {e.pgerror or e}")
             self.error = e
+            if completing and e.pgcode and e.pgcode[:2] in ("22", "23", "54"):
+                self.fail_refused(t, e)
+
+    def fail_refused(self, t, e):
+        # complete_task refused what the activity produced (a bad spawn
+        # list, an output over the size limit): the task is still this
+        # worker's, so it is failed, for good, with the reason, rather
+        # than left to wait out its lease and be run again to the same end.
+        try:
+            result = self.sql_one(
+                "SELECT vectorbea.fail_task(%s, %s::uuid, %s, retryable => false)",
+                (t.task_id, t.lease,
+                 Json({"message": f"complete_task refused: {e.diag.message_primary}",
+                       "class": "permanent"})))
+            t.say(f"failed: complete_task refused its result → {result}")
+        except psycopg2.Error as again:
+            t.say(f"could not fail the task either: {again.pgerror or again}")
 
     def run(self):
         try:

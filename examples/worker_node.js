@@ -22,16 +22,21 @@ const HANDLERS = {
 };
 const json = (value) => {               // JSON goes as text, checked here, so that a value
   const text = JSON.stringify(value ?? null);  // jsonb refuses fails its own task, not the batch
-  if (text === undefined || text.replaceAll('\\\\', '').includes('\\u0000'))
-    throw new Error('the output is not JSON that jsonb can store (a function, or the character U+0000)');
+  if (text === undefined || /\\u(0000|d[89a-f])/i.test(text.replaceAll('\\\\', '')))
+    throw new Error('the output is not JSON that jsonb can store (a function, the character ' +
+                    'U+0000, or half a surrogate pair)');
   return text;
+};
+const errorOf = (e) => {                // the error, as text jsonb takes, cut to a size it keeps
+  let message = String(e?.message ?? e).replaceAll('\0', '\\0');
+  if (message.length > 2000) message = `${message.slice(0, 2000)}... (${message.length} characters)`;
+  return json({ message: message.toWellFormed(), class: e?.cls ?? 'transient' });
 };
 
 async function runHandler(t) {          // -> [the call that reports the task, its JSON text]
   try { return ['complete_task', json(await HANDLERS[t.activity](t))]; } catch (e) {
-    return ['fail_task', json({ message: String(e?.message ?? e).replaceAll('\0', '\\0'),
-                                class: e?.cls ?? 'transient' })];
-  }                                     // a TaskError has a class; anything else is transient
+    return ['fail_task', errorOf(e)];   // a TaskError has a class; anything else is transient
+  }
 }
 
 async function report(db, t, fn, arg) {       // one result, in a transaction of its own

@@ -22,17 +22,26 @@ HANDLERS = {"echo": lambda task: task["input"], "flaky": flaky,
             "sleep": lambda task: time.sleep(task["input"]["seconds"]) or {"slept": True}}
 
 def as_jsonb(value):                    # checked here, so that a value jsonb refuses (NaN, a NUL
-    text = json.dumps(value, allow_nan=False)  # character) fails its own task, not the batch
-    if "\\u0000" in text.replace("\\\\", ""):
+    text = json.dumps(value, allow_nan=False, ensure_ascii=False)  # character, half a surrogate
+    if "\\u0000" in text.replace("\\\\", ""):    # pair) fails its own task, not the batch
         raise ValueError("the output holds the character U+0000, which jsonb cannot store")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("the output holds half a surrogate pair, which jsonb cannot store") from None
     return Jsonb(value, dumps=lambda _: text)
+
+def error_of(e):                        # the error, as text jsonb takes, cut to a size it keeps
+    message = str(e).replace("\0", "\\0").encode("utf-8", "replace").decode("utf-8")
+    if len(message) > 2000:
+        message = f"{message[:2000]}... ({len(message)} characters)"
+    return Jsonb({"message": message, "class": getattr(e, "cls", "transient")})
 
 def run_handler(t):                     # -> (the call that reports the task, its JSON argument)
     try:
         return "complete_task", as_jsonb(HANDLERS[t["activity"]](t))
     except Exception as e:              # a TaskError has a class; anything else is transient
-        return "fail_task", Jsonb({"message": str(e).replace("\0", "\\0"),
-                                   "class": getattr(e, "cls", "transient")})
+        return "fail_task", error_of(e)
 
 def report(work, t, call, arg):         # one result, in a transaction of its own
     try:

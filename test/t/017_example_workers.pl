@@ -171,6 +171,10 @@ my %workflows = (
 	  "input": {"kind": "first"}}]}},
 	ex_poison2 => q{{"nodes": [{"id": "bad", "activity": "poison", "retry": {"max_attempts": 1},
 	  "input": {"kind": "second"}}]}},
+	ex_poison3 => q{{"nodes": [{"id": "bad", "activity": "poison", "retry": {"max_attempts": 1},
+	  "input": {"kind": "third"}}]}},
+	ex_poison4 => q{{"nodes": [{"id": "bad", "activity": "poison", "retry": {"max_attempts": 1},
+	  "input": {"kind": "fourth"}}]}},
 	ex_term => q{{"nodes": [
 	  {"id": "t1", "activity": "sleep", "input": {"seconds": 1.5}},
 	  {"id": "t2", "activity": "echo", "input": {"after": "t1"}, "depends_on": ["t1"]}]}});
@@ -607,30 +611,48 @@ my $t_part3 = time;
 # Part 4: an output jsonb refuses
 # ---------------------------------------------------------------------------
 # A handler added from a module of the user's own (as the guides show)
-# returns what PostgreSQL's jsonb refuses: NaN, a BigInt, a NUL character.
+# returns what PostgreSQL's jsonb refuses: NaN, a BigInt, a NUL character,
+# half a surrogate pair (what os.fsdecode makes of a file name that is not
+# UTF-8); or raises an error of 2 MB with half a surrogate pair.
 # The worker checks each output on its own, so that task fails (its retry
 # policy decides) and the others of its batch complete; the batch's
 # complete_tasks used to be refused whole, the process exited, and the
 # other tasks lost their leases and an attempt, again at every restart.
+# The error is cut and made valid text, or fail_task refused it the same
+# way.
 my $wrappers = PostgreSQL::Test::Utils::tempdir('wrappers');
 my %poison = (
 	Python => {
-		name => 'py-poison', script => "$wrappers/poison.py", kinds => [ 'NaN', 'NUL' ],
+		name => 'py-poison', script => "$wrappers/poison.py",
+		kinds => [ 'NaN', 'NUL', 'half a surrogate pair', 'a long error' ],
 		errors => [ 'Out of range float values are not JSON compliant',
-			'the output holds the character U+0000, which jsonb cannot store' ],
+			'the output holds the character U+0000, which jsonb cannot store',
+			'the output holds half a surrogate pair, which jsonb cannot store',
+			'caf? [2024 characters]... (2000005 characters)' ],
 		code => qq{import sys
 sys.path.insert(0, "$EXAMPLES")
 import worker_psycopg as w
-w.HANDLERS["poison"] = lambda task: (
-    {"ratio": float("nan")} if task["input"]["kind"] == "first" else {"text": "a\\0b"})
+def poison(task):
+    kind = task["input"]["kind"]
+    if kind == "fourth":
+        raise RuntimeError("caf\\udce9 " + "x" * 2_000_000)
+    return {"first": {"ratio": float("nan")}, "second": {"text": "a\\0b"},
+            "third": {"file": "caf\\udce9.csv"}}[kind]
+w.HANDLERS["poison"] = poison
 w.main()
 } },
 	Node => {
-		name => 'node-poison', script => "$wrappers/poison.js", kinds => [ 'BigInt', 'NUL' ],
+		name => 'node-poison', script => "$wrappers/poison.js",
+		kinds => [ 'BigInt', 'NUL', 'half a surrogate pair', 'a long error' ],
 		errors => [ 'Do not know how to serialize a BigInt',
-			'the output is not JSON that jsonb can store (a function, or the character U+0000)' ],
+			'the output is not JSON that jsonb can store (a function, the character U+0000, or half a surrogate pair)',
+			'the output is not JSON that jsonb can store (a function, the character U+0000, or half a surrogate pair)',
+			"caf\xEF\xBF\xBD [2024 characters]... (2000005 characters)" ],
 		code => qq{const w = require("$EXAMPLES/worker_node.js");
-w.HANDLERS.poison = async (task) => (task.input.kind === 'first' ? { n: 10n } : { text: 'a\\u0000b' });
+w.HANDLERS.poison = async (task) => {
+  if (task.input.kind === 'fourth') throw new Error('caf\\udce9 ' + 'x'.repeat(2000000));
+  return { first: { n: 10n }, second: { text: 'a\\u0000b' }, third: { file: 'caf\\udce9.csv' } }[task.input.kind];
+};
 w.main().catch((e) => { console.error(e); process.exit(1); });
 } });
 for my $kind ('Python', 'Node')
@@ -641,18 +663,26 @@ for my $kind ('Python', 'Node')
 	close $fh;
 	# One batch: two runs of each, started together.
 	my @runs = split /\n/, query(qq{
-SELECT vectorbea.start_run(w) FROM unnest(ARRAY['ex_poison1', 'ex_poison2', 'ex_fine', 'ex_fine']) w});
+SELECT vectorbea.start_run(w)
+  FROM unnest(ARRAY['ex_poison1', 'ex_poison2', 'ex_poison3', 'ex_poison4', 'ex_fine', 'ex_fine']) w});
 	my $ids = join(',', map { "'$_'" } @runs);
 	start_worker($p->{name}, 1, 2, undef, $p->{script}, 'echo,poison');
 	worker_exits($p->{name}, 'drained');
 	is( query(qq{SELECT string_agg(workflow || ' ' || status, ', ' ORDER BY workflow, id)
   FROM vectorbea.runs WHERE id IN ($ids)}),
-		'ex_fine succeeded, ex_fine succeeded, ex_poison1 failed, ex_poison2 failed',
+		'ex_fine succeeded, ex_fine succeeded, ex_poison1 failed, ex_poison2 failed, '
+		  . 'ex_poison3 failed, ex_poison4 failed',
 		"$kind poison: the bad outputs failed their runs, the others of the batch succeeded");
-	is( query(qq{SELECT string_agg(n.error->>'message', E'\n' ORDER BY n.id)
-  FROM vectorbea.nodes n WHERE n.run_id IN ($ids) AND n.node = 'bad'}),
-		"$p->{errors}[0]\n$p->{errors}[1]",
-		"$kind poison: each failure ($p->{kinds}[0], $p->{kinds}[1]) says what jsonb refused");
+	# a long message as its first 5 characters, its length and its last 24
+	my @messages = split /\n/, query(qq{
+SELECT string_agg(CASE WHEN length(m) > 200 THEN left(m, 5) || '[' || length(m) || ' characters]' || right(m, 24)
+                       ELSE m END, E'\n' ORDER BY id)
+  FROM (SELECT n.id, n.error->>'message' AS m FROM vectorbea.nodes n
+         WHERE n.run_id IN ($ids) AND n.node = 'bad') bad});
+	for my $i (0 .. 3)
+	{
+		is($messages[$i], $p->{errors}[$i], "$kind poison: the failure of $p->{kinds}[$i] says what went wrong");
+	}
 	is( query(qq{SELECT count(*) FROM vectorbea.events
   WHERE run_id IN ($ids) AND type = 'STEP_STARTED' AND attempt <> 1}), '0',
 		"$kind poison: no task needed a second attempt");
@@ -667,7 +697,8 @@ SELECT string_agg(workflow || ' ' || status || ' x' || n, ', ' ORDER BY workflow
   FROM (SELECT workflow, status, count(*) AS n FROM vectorbea.runs GROUP BY 1, 2) s}),
 	"ex_cancel cancelled x1, ex_chain succeeded x6, ex_fine succeeded x4, ex_hold succeeded x$HOLDS, "
 	  . "ex_long succeeded x1, ex_lost failed x4, ex_mix succeeded x$RUNS, ex_one succeeded x16, "
-	  . "ex_poison1 failed x2, ex_poison2 failed x2, ex_term succeeded x2",
+	  . "ex_poison1 failed x2, ex_poison2 failed x2, ex_poison3 failed x2, ex_poison4 failed x2, "
+	  . "ex_term succeeded x2",
 	'every run ended as its workflow says');
 no_rows(q{
 SELECT n.run_id, n.node, n.status, count(e.*) AS completions
