@@ -257,6 +257,7 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 	bool	   *nulls;
 	volatile bool closing = false;
 	volatile bool still_pending = false;
+	int			parent_wait;
 	char	   *kind;
 	const char *volatile decision;
 	char	   *output = NULL;
@@ -374,6 +375,12 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
 	vb_state_decision_begin();
+	/*
+	 * A decision that ends a child run settles its parent too: it tries the
+	 * parent as it tried the gate's run, and is refused, not kept waiting,
+	 * when another transaction holds it.
+	 */
+	parent_wait = vb_run_parent_lock_wait_limit(DECISION_LOCK_WAIT_MS);
 	PG_TRY();
 	{
 		pg_uuid_t	run_id;
@@ -476,6 +483,7 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 	}
 	PG_FINALLY();
 	{
+		vb_run_parent_lock_wait_limit(parent_wait);
 		vb_state_decision_end();
 		SetUserIdAndSecContext(save_userid, save_sec_context);
 	}

@@ -30,6 +30,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "storage/proc.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -128,28 +129,45 @@ vb_run_try_lock(pg_uuid_t *run_id, VbRun *run)
 }
 
 /*
- * Whether vb_run_lock_parent waits for a parent run's row; the scheduler
- * turns waiting off for its time-driven steps (vb_run_parent_lock_waits).
+ * How vb_run_lock_parent waits for a parent run's row: in the lock
+ * manager (-1, the default), not at all (0: the scheduler's time-driven
+ * steps and a claim's ending of expired attempts), or by trying every
+ * 10 ms for that many milliseconds (a decision, which promises not to
+ * wait in the lock manager).
  */
-static bool parent_lock_waits = true;
+static int	parent_lock_wait_ms = -1;
 
 /* Sets whether vb_run_lock_parent waits; returns the previous setting. */
 bool
 vb_run_parent_lock_waits(bool waits)
 {
-	bool		previous = parent_lock_waits;
+	bool		previous = parent_lock_wait_ms != 0;
 
-	parent_lock_waits = waits;
+	parent_lock_wait_ms = waits ? -1 : 0;
+	return previous;
+}
+
+/*
+ * Sets how long vb_run_lock_parent tries a held parent (-1: waits in the
+ * lock manager); returns the previous setting.
+ */
+int
+vb_run_parent_lock_wait_limit(int wait_ms)
+{
+	int			previous = parent_lock_wait_ms;
+
+	parent_lock_wait_ms = wait_ms;
 	return previous;
 }
 
 /*
  * Locks the parent of a child run that ends (the one second run a
  * transaction ever locks, after the child); false when there is no such
- * run.  With waiting off, a parent that another transaction holds raises
- * lock_not_available rather than wait for it: the scheduler then defers
- * the item that ended the child (due_items.c) instead of stalling every
- * other item behind a worker's open transaction.
+ * run.  With a limit on the wait, a parent that another transaction holds
+ * past it raises lock_not_available: the scheduler then defers the item
+ * that ended the child (due_items.c) instead of stalling every other item
+ * behind a worker's open transaction, a claim leaves that expired attempt
+ * for later, and a decision is refused, to be made again.
  */
 bool
 vb_run_lock_parent(pg_uuid_t *run_id, VbRun *run)
@@ -157,10 +175,17 @@ vb_run_lock_parent(pg_uuid_t *run_id, VbRun *run)
 	static SPIPlanPtr exists_plan = NULL;
 	Datum		args[1] = {UUIDPGetDatum(run_id)};
 
-	if (parent_lock_waits)
+	if (parent_lock_wait_ms < 0)
 		return vb_run_lock(run_id, run);
-	if (vb_run_try_lock(run_id, run))
-		return true;
+	for (int waited = 0;; waited += 10)
+	{
+		if (vb_run_try_lock(run_id, run))
+			return true;
+		if (waited >= parent_lock_wait_ms)
+			break;
+		pg_usleep(10 * 1000L);
+		CHECK_FOR_INTERRUPTS();
+	}
 	if (exists_plan == NULL)
 	{
 		Oid			types[1] = {UUIDOID};
@@ -176,7 +201,9 @@ vb_run_lock_parent(pg_uuid_t *run_id, VbRun *run)
 			 errmsg("vectorbea: parent run %s is locked by another transaction",
 					vb_uuid_text(run_id)),
 			 errdetail("A child run's end settles its parent's run node in the same transaction."),
-			 errhint("The scheduler comes back to the item once the parent is free.")));
+			 parent_lock_wait_ms == 0 ?
+			 errhint("The scheduler comes back to the item once the parent is free.") :
+			 errhint("Run the statement again once the transaction holding the parent has ended.")));
 	return false;				/* keep the compiler quiet */
 }
 

@@ -41,6 +41,7 @@
 #include "notify.h"
 #include "spi_util.h"
 #include "state.h"
+#include "subxact.h"
 #include "sweep.h"
 #include "waits.h"
 
@@ -80,6 +81,54 @@ expire_one(void *arg, int i)
 		b->timeouts++;
 	else
 		b->expired++;
+}
+
+typedef struct ExpireItem
+{
+	ExpireBatch *batch;
+	int			i;
+} ExpireItem;
+
+static void
+expire_item(void *arg)
+{
+	ExpireItem *item = arg;
+
+	expire_one(item->batch, item->i);
+}
+
+/*
+ * A claim's ending of expired attempts, which must not wait: ending one
+ * may end a child run, which locks the parent, and another transaction
+ * may hold it for as long as it likes.  So the parent is only tried, each
+ * attempt ended in a subtransaction, and one whose parent is busy is left
+ * (rolled back) for the scheduler or the next claim; any other error is
+ * the claim's.
+ */
+static void
+expire_in_claim(ExpireBatch *b, int n)
+{
+	bool		waits = vb_run_parent_lock_waits(false);
+
+	PG_TRY();
+	{
+		for (int i = 0; i < n; i++)
+		{
+			ExpireItem	item = {b, i};
+			ErrorData  *edata = vb_try_in_subxact(expire_item, &item);
+
+			if (edata == NULL)
+				continue;
+			if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+				ReThrowError(edata);
+			FreeErrorData(edata);
+		}
+	}
+	PG_FINALLY();
+	{
+		vb_run_parent_lock_waits(waits);
+	}
+	PG_END_TRY();
 }
 
 /*
@@ -135,9 +184,12 @@ vb_expire_attempts(Datum activities, TimestampTz at, bool isolate,
 	b.classes = palloc(sizeof(char *) * n);
 	for (uint64 i = 0; i < n; i++)
 		b.classes[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3);
-	for (uint64 i = 0; i < n; i++)
-		vb_due_item(isolate, expire_one, &b, (int) i, counters,
-				 &b.run_ids[i], VB_ITEM_ATTEMPT, b.task_ids[i], at);
+	if (isolate)
+		for (uint64 i = 0; i < n; i++)
+			vb_due_item(true, expire_one, &b, (int) i, counters,
+						&b.run_ids[i], VB_ITEM_ATTEMPT, b.task_ids[i], at);
+	else
+		expire_in_claim(&b, (int) n);
 	if (counters)
 	{
 		counters->leases_expired += b.expired;
