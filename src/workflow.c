@@ -698,6 +698,33 @@ starts_engine_nodes(const char *specs_json)
  * counters the event and node inserts keep in memory must agree: a start
  * that writes more (gates, engine nodes) takes the one-by-one path.
  */
+/*
+ * The earlier input of this start_runs call that has input i's key, or -1.
+ * The same start again takes its run; another input is refused here, by
+ * position: the run the key would find is this call's own, gone with the
+ * error, so "already used by run X" would send the user to nothing.
+ */
+static int
+key_given_before(char **keys, Jsonb **inputs, int i, int n)
+{
+	if (keys[i] == NULL)
+		return -1;
+	for (int j = 0; j < i; j++)
+		if (keys[j] && strcmp(keys[j], keys[i]) == 0)
+		{
+			if (!DatumGetBool(DirectFunctionCall2(jsonb_eq, JsonbPGetDatum(inputs[j]),
+												  JsonbPGetDatum(inputs[i]))))
+				ereport(ERROR,
+						(errcode(ERRCODE_UNIQUE_VIOLATION),
+						 errmsg("idempotency key \"%s\" is given twice with different inputs",
+								vb_short_text(keys[i])),
+						 errdetail("Run inputs %d and %d of %d have that key.", j + 1, i + 1, n),
+						 errhint("Give each run its own key; repeat a key only with the same input.")));
+			return j;
+		}
+	return -1;
+}
+
 static void
 create_runs_together(const char *workflow, int version, const char *specs_json, Jsonb **inputs,
 					 char **keys, int n, Jsonb *options, int priority, TimestampTz deadline,
@@ -779,26 +806,10 @@ create_runs_together(const char *workflow, int version, const char *specs_json, 
 
 		if (!created[i])
 		{
-			int			j;
+			int			j = key_given_before(keys, inputs, i, n);
 
-			/*
-			 * A key given twice in this call: the same start again takes its
-			 * run; another input is refused here, by position (the run the
-			 * key found is this call's own, gone with its error).
-			 */
-			for (j = 0; j < i; j++)
-				if (created[j] && keys[j] && strcmp(keys[j], keys[i]) == 0)
-					break;
-			if (j < i)
+			if (j >= 0)
 			{
-				if (!DatumGetBool(DirectFunctionCall2(jsonb_eq, JsonbPGetDatum(inputs[j]),
-													  JsonbPGetDatum(inputs[i]))))
-					ereport(ERROR,
-							(errcode(ERRCODE_UNIQUE_VIOLATION),
-							 errmsg("idempotency key \"%s\" is given twice with different inputs",
-									vb_short_text(keys[i])),
-							 errdetail("Run inputs %d and %d of %d have that key.", j + 1, i + 1, n),
-							 errhint("Give each run its own key; repeat a key only with the same input.")));
 				memcpy(&ids[i], &ids[j], sizeof(pg_uuid_t));
 				continue;
 			}
@@ -972,6 +983,13 @@ vectorbea_start_runs(PG_FUNCTION_ARGS)
 	else
 		for (int i = 0; i < n; i++)
 		{
+			int			j = key_given_before(keys, inputs, i, n);
+
+			if (j >= 0)
+			{
+				memcpy(&ids[i], &ids[j], sizeof(pg_uuid_t));
+				continue;
+			}
 			memset(&ids[i], 0, sizeof(pg_uuid_t));
 			(void) vb_create_run(workflow, version, inputs[i], options, keys[i], priority, deadline,
 								 NULL, NULL, &ids[i], at);

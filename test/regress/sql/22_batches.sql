@@ -152,6 +152,13 @@ SELECT vectorbea.define_workflow('gate_first', '{"nodes":[
 CREATE TEMP TABLE gated_runs AS
 	SELECT s AS id FROM vectorbea.start_runs('gate_first', ARRAY['{}', '{}']::jsonb[]) s;
 SELECT count(*) AS gates FROM gated_runs g JOIN vectorbea.approvals a ON a.run_id = g.id;
+-- That path treats a key given twice as the set path does: one run for
+-- the same input, refused by position for another (it said the key was
+-- already used, by the run this call's own error rolls back).
+SELECT count(DISTINCT s) AS distinct_runs
+  FROM vectorbea.start_runs('gate_first', ARRAY['{"n": 1}', '{"n": 1}']::jsonb[], ARRAY['g1', 'g1']) AS s;
+SELECT vectorbea.start_runs('gate_first', ARRAY['{"n": 2}', '{"n": 3}']::jsonb[], ARRAY['g2', 'g2']);
+SELECT count(*) AS runs_with_g2 FROM vectorbea.runs WHERE idempotency_key = 'g2';
 SELECT bool_and(c.differences = 0) AS consistent FROM gated_runs g, check_run(g.id) c;
 SELECT vectorbea.pause_workspace('stopped', 'maintenance');
 CREATE TEMP TABLE paused_runs AS
