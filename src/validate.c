@@ -225,8 +225,8 @@ parse_estimate(VbChecker *chk, JsonbValue *v, const char *label, VbNodeSpec *spe
 				 errmsg("invalid %s: %s, field \"estimate\" applies to task nodes", chk->what, label),
 				 strcmp(spec->kind, "llm") == 0 ?
 				 errdetail("An llm node's calls are estimated from their prompt and max_tokens.") :
-				 errdetail("An estimate is what a worker's attempt may cost; a %s node has no worker.",
-						   spec->kind)));
+				 errdetail("An estimate is what a worker's attempt may cost; %s %s node has no worker.",
+						   strchr("aeiou", spec->kind[0]) ? "an" : "a", spec->kind)));
 	if (v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data))
 		vb_type_error(chk, label, "estimate", v, "an object: {\"usd\": 0.05, \"tokens\": 2000}");
 	vb_check_fields(chk, v->val.binary.data, estimate_fields, label, "estimate");

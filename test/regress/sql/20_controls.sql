@@ -329,6 +329,7 @@ SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"t","activity":"e","est
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"t","activity":"e","estimate":{"eur":1}}]}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"t","kind":"llm","llm":{"provider":"openai","model":"m","prompt":"p"},"estimate":{"usd":1}}]}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"t","kind":"sleep","sleep":{"for":"1h"},"estimate":{"usd":1}}]}'); \echo SQLSTATE :SQLSTATE
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"t","kind":"approval","approval":{"gate":"g"},"estimate":{"usd":1}}]}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"t","activity":"e","estimate":{"usd":2000000}}]}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.define_workflow('costly', '{"nodes":[{"id":"t","activity":"e_costly","estimate":{"usd":0.25,"tokens":5000}}]}');
 SELECT vectorbea.start_run('costly', '{}', NULL, '{"workspace":"acme"}') AS costly \gset
