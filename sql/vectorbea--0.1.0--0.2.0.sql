@@ -81,12 +81,16 @@ $lock$;
  * roles only; one mapped to none stays open to every role with the
  * privileges.  workspace_visible() and run_visible() are what the
  * row-level security policies below and the views ask, row by row; they
- * answer for their caller only (src/tenants.c).  They come first: the
+ * answer for current_user only, as row-level security does (inside the
+ * engine's own functions, for the role that called them; src/tenants.c).  They come first: the
  * functions below that read a run by id ask run_visible() too.
  */
+-- role is a regrole, stored as the role's OID but dumped by name, so that a
+-- logical backup restored in another cluster (where the same OIDs name
+-- other roles) maps each workspace to the role of the same name.
 CREATE TABLE @extschema@.workspace_roles (
 	workspace		text NOT NULL,
-	role			oid NOT NULL,
+	role			regrole NOT NULL,
 	granted_at		timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	PRIMARY KEY (workspace, role)
 );
@@ -97,15 +101,15 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.workspace_roles', '');
 
 CREATE FUNCTION @extschema@.workspace_visible(workspace text)
 	RETURNS boolean
-	LANGUAGE c STABLE SECURITY DEFINER
+	LANGUAGE c STABLE
 	SET search_path = pg_catalog, pg_temp
 	AS 'MODULE_PATHNAME', 'vectorbea_workspace_visible';
 COMMENT ON FUNCTION @extschema@.workspace_visible(text) IS
-	'Whether the calling role may see a workspace: it is mapped to no role, or the caller is a member of one of its roles (or bypasses row-level security).  Executable by all: the row-level security policies ask it.';
+	'Whether current_user may see a workspace: it is mapped to no role, or current_user is a member of one of its roles (or bypasses row-level security); inside the engine''s own functions, the role that called them.  Executable by all: the row-level security policies ask it.';
 
 CREATE FUNCTION @extschema@.run_visible(run uuid)
 	RETURNS boolean
-	LANGUAGE c STABLE SECURITY DEFINER
+	LANGUAGE c STABLE
 	SET search_path = pg_catalog, pg_temp
 	AS 'MODULE_PATHNAME', 'vectorbea_run_visible';
 COMMENT ON FUNCTION @extschema@.run_visible(uuid) IS

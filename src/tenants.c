@@ -33,6 +33,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_authid.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -114,21 +115,24 @@ load_mapping(void)
 }
 
 static bool
+role_bypasses(Oid role)
+{
+	return superuser_arg(role) || has_bypassrls_privilege(role);
+}
+
+static bool
 caller_bypasses(void)
 {
-	Oid			caller = GetOuterUserId();
-
-	return superuser_arg(caller) || has_bypassrls_privilege(caller);
+	return role_bypasses(GetOuterUserId());
 }
 
 /*
- * Whether the caller may see and act on workspace: it is mapped to no
- * role, or the caller is a member of one of its roles.  mapping is loaded.
+ * Whether role may see and act on workspace: it is mapped to no role, or
+ * role is a member of one of its roles.  mapping is loaded.
  */
 static bool
-caller_may(const char *workspace)
+role_may(Oid role, const char *workspace)
 {
-	Oid			caller = GetOuterUserId();
 	bool		mapped = false;
 
 	for (int i = 0; i < mapping_count; i++)
@@ -136,10 +140,16 @@ caller_may(const char *workspace)
 		if (strcmp(mapping[i].workspace, workspace) != 0)
 			continue;
 		mapped = true;
-		if (is_member_of_role(caller, mapping[i].role))
+		if (is_member_of_role(role, mapping[i].role))
 			return true;
 	}
 	return !mapped;
+}
+
+static bool
+caller_may(const char *workspace)
+{
+	return role_may(GetOuterUserId(), workspace);
 }
 
 /*
@@ -169,22 +179,113 @@ vb_tenant_excluded_workspaces(void)
 }
 
 /*
- * workspace_visible(workspace text) -> boolean: whether the caller may see
- * workspace; what the row-level security policies ask, row by row.  It
- * answers for its caller only, and reads the mapping as its owner.
+ * The owner of the SQL function being called (the extension's owner), kept
+ * in fn_extra.
  */
+static Oid
+function_owner(FunctionCallInfo fcinfo)
+{
+	if (fcinfo->flinfo->fn_extra == NULL)
+	{
+		HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fcinfo->flinfo->fn_oid));
+		Oid		   *owner;
+
+		if (!HeapTupleIsValid(tup))
+			elog(ERROR, "vectorbea: cache lookup failed for function %u", fcinfo->flinfo->fn_oid);
+		owner = MemoryContextAlloc(fcinfo->flinfo->fn_mcxt, sizeof(Oid));
+		*owner = ((Form_pg_proc) GETSTRUCT(tup))->proowner;
+		ReleaseSysCache(tup);
+		fcinfo->flinfo->fn_extra = owner;
+	}
+	return *(Oid *) fcinfo->flinfo->fn_extra;
+}
+
+/*
+ * What workspace_visible() and run_visible() answer, for role asking: the
+ * workspace of a run given by id (run_id), or the workspace named.
+ */
+typedef struct VisibleQuestion
+{
+	Oid			asking;
+	const char *workspace;
+	Datum		run_id;
+	bool		visible;
+} VisibleQuestion;
+
+static void
+answer_visible(VisibleQuestion *q)
+{
+	static SPIPlanPtr plan = NULL;
+
+	SPI_connect();
+	load_mapping();
+	if (mapping_count == 0 || role_bypasses(q->asking))
+		q->visible = true;
+	else if (q->workspace != NULL)
+		q->visible = role_may(q->asking, q->workspace);
+	else
+	{
+		Datum		args[1] = {q->run_id};
+
+		if (plan == NULL)
+		{
+			Oid			types[1] = {UUIDOID};
+
+			plan = vb_prepare("SELECT workspace FROM vectorbea.runs WHERE id = $1", 1, types);
+		}
+		if (SPI_execute_plan(plan, args, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "vectorbea: could not read a run's workspace");
+		q->visible = SPI_processed == 1 &&
+			role_may(q->asking, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+	}
+	SPI_finish();
+}
+
+/*
+ * The SQL doors workspace_visible() and run_visible(), which the row-level
+ * security policies and the views ask row by row.  They answer for
+ * current_user, as PostgreSQL's row-level security does: for the owner of
+ * a SECURITY DEFINER function whose query reads the tables, not for the
+ * session that called that function (else another tenant's function,
+ * called by a member of a workspace, read that workspace's rows).  Inside
+ * the engine's own functions, which run as the extension's owner, the
+ * question is the engine's caller's: the role outside them, as in the
+ * rest of this file.  They read the mapping, and a run's workspace, as
+ * the function's owner, and are SECURITY INVOKER so that current_user is
+ * the one that asks.
+ */
+static bool
+visible_to_current_user(FunctionCallInfo fcinfo, const char *workspace, Datum run_id)
+{
+	Oid			owner = function_owner(fcinfo);
+	Oid			save_userid;
+	int			save_sec_context;
+	VisibleQuestion q = {InvalidOid, workspace, run_id, false};
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	q.asking = save_userid == owner ? GetOuterUserId() : save_userid;
+	SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	PG_TRY();
+	{
+		answer_visible(&q);
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+	}
+	PG_END_TRY();
+	return q.visible;
+}
+
+/* workspace_visible(workspace text) -> boolean */
 PG_FUNCTION_INFO_V1(vectorbea_workspace_visible);
 Datum
 vectorbea_workspace_visible(PG_FUNCTION_ARGS)
 {
-	bool		visible;
-
 	if (PG_ARGISNULL(0))
 		PG_RETURN_BOOL(false);
-	SPI_connect();
-	visible = vb_workspace_visible(text_to_cstring(PG_GETARG_TEXT_PP(0)));
-	SPI_finish();
-	PG_RETURN_BOOL(visible);
+	PG_RETURN_BOOL(visible_to_current_user(fcinfo, text_to_cstring(PG_GETARG_TEXT_PP(0)),
+										   (Datum) 0));
 }
 
 /*
@@ -207,32 +308,9 @@ PG_FUNCTION_INFO_V1(vectorbea_run_visible);
 Datum
 vectorbea_run_visible(PG_FUNCTION_ARGS)
 {
-	static SPIPlanPtr plan = NULL;
-	Datum		args[1];
-	bool		visible = false;
-
 	if (PG_ARGISNULL(0))
 		PG_RETURN_BOOL(false);
-	SPI_connect();
-	load_mapping();
-	if (mapping_count == 0 || caller_bypasses())
-		visible = true;
-	else
-	{
-		if (plan == NULL)
-		{
-			Oid			types[1] = {UUIDOID};
-
-			plan = vb_prepare("SELECT workspace FROM vectorbea.runs WHERE id = $1", 1, types);
-		}
-		args[0] = PG_GETARG_DATUM(0);
-		if (SPI_execute_plan(plan, args, NULL, true, 1) != SPI_OK_SELECT)
-			elog(ERROR, "vectorbea: could not read a run's workspace");
-		visible = SPI_processed == 1 &&
-			caller_may(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
-	}
-	SPI_finish();
-	PG_RETURN_BOOL(visible);
+	PG_RETURN_BOOL(visible_to_current_user(fcinfo, NULL, PG_GETARG_DATUM(0)));
 }
 
 /* Refuses action (e.g. "start a run in") on a workspace the caller is not in.  Inside SPI. */

@@ -224,6 +224,39 @@ choose_role_entry(int64 id, VbVoter *voter)
 }
 
 /*
+ * A person named by decided_by votes once on a gate, whichever entry the
+ * vote would count for: a member of two approver roles who switched role
+ * (SET ROLE) between two votes counted for both, a quorum made alone.
+ * The vote for the same entry is left to the caller's insert.
+ */
+static void
+refuse_second_vote_of(int64 id, const char *decided_by, const char *entry)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[3] = {Int64GetDatum(id), CStringGetTextDatum(decided_by),
+	CStringGetTextDatum(entry)};
+
+	if (plan == NULL)
+	{
+		Oid			types[3] = {INT8OID, TEXTOID, TEXTOID};
+
+		plan = vb_prepare("SELECT voter FROM vectorbea.approval_votes"
+						  " WHERE approval_id = $1 AND decided_by = $2 AND voter <> $3 LIMIT 1",
+						  lengthof(types), types);
+	}
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not read the votes on approval %ld", (long) id);
+	if (SPI_processed == 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNIQUE_VIOLATION),
+				 errmsg("\"%s\" has already voted on approval %ld, for approver \"%s\"",
+						vb_short_text(decided_by), (long) id,
+						vb_short_text(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1))),
+				 errdetail("A person named by decided_by votes once on a gate, whatever roles they act in; the vote stands."),
+				 errhint("SELECT * FROM vectorbea.approval_votes WHERE approval_id = %ld;", (long) id)));
+}
+
+/*
  * Records the vote of voter (status: approved or rejected) on a gate of a
  * locked run and writes APPROVAL_VOTED.  Returns true when the gate is now
  * decided (with the same status), false while it stays pending.
@@ -266,6 +299,8 @@ vb_count_vote(VbRun *run, TupleDesc desc, HeapTuple oldtup, HeapTuple newtup,
 	}
 	if (voter->role_entries != NIL)
 		choose_role_entry(id, voter);
+	if (decided_by != NULL)
+		refuse_second_vote_of(id, decided_by, voter->entry);
 	args[0] = Int64GetDatum(id);
 	args[1] = CStringGetTextDatum(voter->entry);
 	args[2] = CStringGetTextDatum(status);

@@ -10,6 +10,7 @@ use strict;
 use warnings;
 use FindBin;
 use lib $FindBin::Bin;
+use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -51,6 +52,11 @@ my ($held_task, $held_lease) = split /\|/,
 sql(q{UPDATE vectorbea.model_prices SET input_usd_per_mtok = 0.11 WHERE provider = 'openai' AND model = 'gpt-4o-mini';
 	  INSERT INTO vectorbea.model_prices VALUES ('openai', 'my-finetune', 1, 2)});
 
+# A workspace mapped to a role: the dump names the role, so a restore maps
+# it to the role of that name wherever it is restored (it kept the OID, and
+# in another cluster the number names another role, or none).
+sql(q{CREATE ROLE vb_tenant_a; SELECT vectorbea.grant_workspace('ws_a', 'vb_tenant_a')});
+
 # model_prices: the user's rows (the list is seeded by CREATE EXTENSION).
 my %rows = (map({ $_ => "SELECT count(*) FROM vectorbea.$_" } qw(workflows runs nodes events approvals provider_keys)),
 	model_prices => q{SELECT count(*) FROM vectorbea.model_prices WHERE source = 'user'});
@@ -61,6 +67,13 @@ my %replay = map { $_ => sql("SELECT vectorbea.replay('$_')") } ($done, $gated, 
 # Dump, and restore into a new database.
 my $dump = $node->basedir . '/vectorbea.dump';
 $node->command_ok([ 'pg_dump', '-Fc', '-f', $dump, '-d', $node->connstr('postgres') ], 'pg_dump succeeds');
+my $mapping = '';
+IPC::Run::run([ 'pg_restore', '--data-only', '--table=workspace_roles', '-f', '-', $dump ], '>', \$mapping);
+like($mapping, qr/^ws_a\tvb_tenant_a\t/m, 'the dump names the role of a workspace, not its OID');
+# The role made again, as in another cluster: same name, another OID.
+my $old_oid = sql(q{SELECT 'vb_tenant_a'::regrole::oid});
+sql(q{DROP ROLE vb_tenant_a; CREATE ROLE vb_tenant_a});
+isnt(sql(q{SELECT 'vb_tenant_a'::regrole::oid}), $old_oid, 'the role made again has another OID');
 sql('CREATE DATABASE restored');
 $node->command_ok([ 'pg_restore', '--exit-on-error', '-d', $node->connstr('restored'), $dump ],
 	'pg_restore succeeds, with no error');
@@ -80,6 +93,11 @@ is(sql(q{SELECT string_agg(model || ':' || source || ':' || input_usd_per_mtok, 
 	'prices: the list is seeded again, the user rows are restored');
 is(sql(q{SELECT vectorbea.check_provider_key('default', 'openai')}, 'restored'), 't',
 	'the restored key decrypts under the same master key');
+is(sql(q{SELECT workspace || ' ' || role FROM vectorbea.workspace_roles}, 'restored'), 'ws_a vb_tenant_a',
+	'the restored mapping names the role');
+is(sql(q{GRANT USAGE ON SCHEMA vectorbea TO vb_tenant_a; SET ROLE vb_tenant_a;
+	SELECT vectorbea.workspace_visible('ws_a')}, 'restored'), 't',
+	'and the role of that name, made after the dump, has the workspace');
 
 # The restored runs go on.
 sql(qq{SELECT vectorbea.complete_task($held_task, '$held_lease', '{"text": "late draft"}')}, 'restored');

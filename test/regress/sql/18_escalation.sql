@@ -286,6 +286,22 @@ RESET ROLE;
 SELECT v.voter, v.decided_role, a.status FROM vectorbea.approval_votes v JOIN vectorbea.approvals a ON a.id = v.approval_id
  WHERE a.run_id = :'run_gt' ORDER BY v.decided_at, v.voter;
 SELECT * FROM check_run(:'run_gt');
+-- A person named by decided_by votes once, whatever role they act in: a
+-- member of finance and of ops voted as one, then, after SET ROLE, as the
+-- other, and made the quorum alone.
+SELECT vectorbea.define_workflow('two_roles', '{"nodes":[{"id":"sign","kind":"approval","approval":{"gate":"tr2","quorum":2,"approvers":["vb_finance","vb_ops"]}}]}') IS NOT NULL AS defined;
+SELECT vectorbea.start_run('two_roles', '{}') AS run_tr2 \gset
+SET ROLE vb_fred;
+UPDATE vectorbea.approvals SET status = 'approved', decided_by = 'fred' WHERE run_id = :'run_tr2';
+RESET ROLE;
+SET ROLE vb_ops;
+UPDATE vectorbea.approvals SET status = 'approved', decided_by = 'fred' WHERE run_id = :'run_tr2'; \echo SQLSTATE :SQLSTATE
+RESET ROLE;
+SET ROLE vb_dana;
+UPDATE vectorbea.approvals SET status = 'approved', decided_by = 'dana' WHERE run_id = :'run_tr2';
+RESET ROLE;
+SELECT v.voter, v.decided_by, v.decided_role, a.status FROM vectorbea.approval_votes v JOIN vectorbea.approvals a ON a.id = v.approval_id
+ WHERE a.run_id = :'run_tr2' ORDER BY v.decided_at, v.voter;
 
 -- decision, output and input belong to gates of failures.
 SELECT vectorbea.start_run('spend', '{}') AS run7 \gset

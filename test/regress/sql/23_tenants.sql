@@ -112,6 +112,31 @@ SELECT count(*) AS provider_key_info FROM vectorbea.provider_key_info WHERE vb_t
 SELECT count(*) AS signals FROM vectorbea.signals WHERE vb_t.leak(payload::text);
 RESET client_min_messages;
 RESET ROLE;
+-- Row-level security answers for current_user: a SECURITY DEFINER
+-- function of globex's reads as globex whoever calls it (it read the rows
+-- of its caller's workspaces: a member of acme who called it handed acme's
+-- runs, history and dead letters to globex).
+CREATE TABLE vb_t.acme_runs AS SELECT id FROM vectorbea.runs WHERE workspace = 'acme';
+GRANT SELECT ON vb_t.acme_runs TO vb_t_globex;
+CREATE FUNCTION vb_t.globex_reads() RETURNS TABLE (source text, seen text)
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog AS $$
+	SELECT 'runs', string_agg(DISTINCT workspace, ',' ORDER BY workspace) FROM vectorbea.runs
+	UNION ALL SELECT 'acme events', count(*)::text FROM vectorbea.events WHERE run_id IN (SELECT id FROM vb_t.acme_runs)
+	UNION ALL SELECT 'acme nodes', count(*)::text FROM vectorbea.nodes WHERE run_id IN (SELECT id FROM vb_t.acme_runs)
+	UNION ALL SELECT 'dead_letters', string_agg(DISTINCT workspace, ',' ORDER BY workspace) FROM vectorbea.dead_letters
+	UNION ALL SELECT 'spend', string_agg(DISTINCT workspace, ',' ORDER BY workspace) FROM vectorbea.spend
+$$;
+ALTER FUNCTION vb_t.globex_reads() OWNER TO vb_t_globex;
+GRANT EXECUTE ON FUNCTION vb_t.globex_reads() TO vb_t_acme;
+SET ROLE vb_t_acme_worker;
+SELECT 'called by acme_worker' AS who, * FROM vb_t.globex_reads();
+RESET ROLE;
+-- ... and the member of acme, asking for itself, sees acme's.
+SET ROLE vb_t_acme_worker;
+SELECT string_agg(DISTINCT workspace, ',' ORDER BY workspace) AS acme_worker_sees FROM vectorbea.runs;
+RESET ROLE;
+DROP FUNCTION vb_t.globex_reads();
+DROP TABLE vb_t.acme_runs;
 
 -- A lease refusal describes no other tenant's task: for a non-member it
 -- does not exist, as for a task id never used.
@@ -228,6 +253,15 @@ SET ROLE vb_t_outsider;
 SELECT 'outsider' AS role, * FROM vb_t.controls_seen();
 RESET ROLE;
 SELECT 'superuser' AS role, * FROM vb_t.controls_seen();
+-- The leak probe again, now that the view has rows: a function cheaper
+-- than the view's filter sees only what the role may (globex's, the
+-- default workspace's and the disabled model).
+SET ROLE vb_t_globex_worker;
+SET client_min_messages = notice;
+SELECT count(*) AS controls FROM vectorbea.controls
+ WHERE vb_t.leak(control || ': ' || regexp_replace(target, '^[0-9a-f-]{36} ', ''));
+RESET client_min_messages;
+RESET ROLE;
 -- The controls' tables filter too: a role reads the pauses (with their
 -- reasons), budgets and limits of the workspaces it may see; a
 -- concurrency limit of every workspace ('*') is seen by all.
