@@ -121,5 +121,12 @@ SELECT r.input->>'n' AS run_n, r.status, (c).differences, (c).replay_stable
   FROM vectorbea.runs r, LATERAL check_run(r.id) c
  WHERE r.workflow = 'proto' ORDER BY 1;
 
+-- max_tasks NULL claims one task, as the default does.
+SELECT vectorbea.define_workflow('proto_pair', '{"nodes":[
+	{"id":"a","activity":"pair_task"}, {"id":"b","activity":"pair_task"}]}') IS NOT NULL AS defined;
+SELECT vectorbea.start_run('proto_pair') IS NOT NULL AS started;
+SELECT count(*) AS claimed FROM vectorbea.claim_tasks('w', ARRAY['pair_task'], NULL);
+SELECT count(*) AS still_ready FROM vectorbea.nodes WHERE activity = 'pair_task' AND status = 'ready';
+
 -- Every run the file left agrees with its history.
 SELECT * FROM inconsistent_runs();

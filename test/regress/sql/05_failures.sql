@@ -55,7 +55,6 @@ SELECT task_id, lease FROM vectorbea.claim_tasks('w', ARRAY['j']) \gset
 SELECT vectorbea.fail_task(:task_id, :'lease', '{"message": "x"}');
 SELECT (data->>'delay_ms')::int BETWEEN 5000 AND 10000 AS jittered_within_bounds
   FROM vectorbea.events WHERE run_id = :'jrun' AND type = 'STEP_RETRIED';
-
 -- Fixed backoff, and rate limits honour retry_after exactly.
 SELECT vectorbea.define_workflow('limited', '{"nodes":[{"id":"api","activity":"api",
 	"retry":{"max_attempts":5,"backoff":"fixed","initial":"2s","jitter":false}}]}');
@@ -146,6 +145,17 @@ SELECT status, usage_tokens, usage_usd FROM vectorbea.runs WHERE id = :'brun';
 SELECT * FROM nodes_of(:'brun');
 SELECT * FROM timeline_text(:'brun');
 SELECT * FROM check_run(:'brun');
+
+-- Jitter (above) is drawn anew for each retry: 20 retries of 10 s
+-- backoffs, all within the bounds, not all the same (without jitter all
+-- 20 would be 10000).
+SELECT count(vectorbea.start_run('jittery')) AS started FROM generate_series(1, 20);
+SELECT count(vectorbea.fail_task(task_id, lease, '{"message": "x"}')) AS failed
+  FROM vectorbea.claim_tasks('w', ARRAY['j'], 20);
+SELECT count(*) AS retries, count(DISTINCT data->>'delay_ms') > 1 AS drawn_anew,
+	   bool_and((data->>'delay_ms')::int BETWEEN 5000 AND 10000) AS within_bounds
+  FROM vectorbea.events e JOIN vectorbea.runs r ON r.id = e.run_id
+ WHERE r.workflow = 'jittery' AND e.type = 'STEP_RETRIED' AND e.run_id <> :'jrun';
 
 -- Every run the file left agrees with its history.
 SELECT * FROM inconsistent_runs();

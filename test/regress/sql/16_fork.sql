@@ -133,6 +133,8 @@ SELECT masked_error(format('SELECT vectorbea.fork_run(%L, %L, version => 1)', :'
 SELECT masked_error(format('SELECT vectorbea.fork_run(%L, %L, version => 2)', :'dang', 'r'));
 -- A fork changes what an llm node asks, not how it fails.
 SELECT vectorbea.fork_run(:'src', 'write', '{"write": {"llm": {"on_exhausted": "escalate"}}}'); \echo SQLSTATE :SQLSTATE
+-- None of these refusals started a run.
+SELECT count(*) = :runs_before AS nothing_written FROM vectorbea.runs;
 -- A run node's input is a template, checked as a definition's is.
 SELECT vectorbea.define_workflow('kid_of', '{"nodes":[{"id":"k","activity":"ko_k"}]}');
 SELECT vectorbea.define_workflow('par_of', '{"nodes":[{"id":"p","activity":"po_p"},

@@ -143,7 +143,12 @@ SELECT count(DISTINCT s) AS distinct_runs
 SELECT vectorbea.start_runs('two', ARRAY['{"n": 6}', '{"n": 7}', '{"n": 8}']::jsonb[], ARRAY['k6', 'k7', 'k6']);
 SELECT count(*) AS runs_with_k6 FROM vectorbea.runs WHERE idempotency_key IN ('k6', 'k7');
 -- Claimable at once, and worked to the end like any run.
-SELECT count(*) AS claimed FROM vectorbea.claim_tasks('w', ARRAY['s1'], 100);
+SELECT count(vectorbea.complete_task(task_id, lease, '{}')) AS claimed
+  FROM vectorbea.claim_tasks('w', ARRAY['s1'], 100);
+SELECT count(vectorbea.complete_task(task_id, lease, '{}')) AS second_steps
+  FROM vectorbea.claim_tasks('w', ARRAY['s2'], 100);
+SELECT status, count(*) FROM vectorbea.runs WHERE workflow = 'two' GROUP BY status;
+SELECT count(*) AS differences FROM vectorbea.runs r, vectorbea.verify_run(r.id) v WHERE r.workflow = 'two';
 -- Workflows that open a gate at the start, and paused workspaces, take
 -- start_run's path one run at a time, with the same result.
 SELECT vectorbea.define_workflow('gate_first', '{"nodes":[
