@@ -1356,6 +1356,19 @@ COMMENT ON FUNCTION @extschema@.set_budget(text, numeric, text, bigint, text) IS
 	'Sets (or, with usd and tokens NULL, removes) a workspace''s budget; runs the budget had paused are resumed.  Returns how many.';
 REVOKE ALL ON FUNCTION @extschema@.set_budget(text, numeric, text, bigint, text) FROM PUBLIC;
 
+-- DESIGN.md's form, period interval: the one-day and one-month intervals
+-- name the calendar periods; another span is refused by the text form.
+-- No default for period, so that a call without one finds the text form
+-- only (and an untyped '1 month' prefers text as well).
+CREATE FUNCTION @extschema@.set_budget(workspace text, usd numeric, period interval,
+									   tokens bigint DEFAULT NULL, on_exceed text DEFAULT 'fail')
+	RETURNS integer LANGUAGE c SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_set_budget_interval';
+COMMENT ON FUNCTION @extschema@.set_budget(text, numeric, interval, bigint, text) IS
+	'set_budget with the period as an interval: ''1 day'' or ''1 month'' (the UTC calendar day or month).';
+REVOKE ALL ON FUNCTION @extschema@.set_budget(text, numeric, interval, bigint, text) FROM PUBLIC;
+
 CREATE FUNCTION @extschema@.set_run_budget(run uuid, usd numeric, tokens bigint DEFAULT NULL)
 	RETURNS boolean LANGUAGE c SECURITY DEFINER
 	SET search_path = pg_catalog, pg_temp

@@ -457,14 +457,40 @@ calendar_period(char *period)
 
 /*
  * set_budget(workspace text, usd numeric, period text, tokens bigint,
- *            on_exceed text) -> integer
+ *            on_exceed text) -> integer, and the same with period interval
+ *            (DESIGN.md's form): one day or one month name the calendar
+ *            periods, another span is refused with its text.
  */
+static Datum set_budget(FunctionCallInfo fcinfo, char *period);
+
 PG_FUNCTION_INFO_V1(vectorbea_set_budget);
 Datum
 vectorbea_set_budget(PG_FUNCTION_ARGS)
 {
+	return set_budget(fcinfo, PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2)));
+}
+
+PG_FUNCTION_INFO_V1(vectorbea_set_budget_interval);
+Datum
+vectorbea_set_budget_interval(PG_FUNCTION_ARGS)
+{
+	Interval   *span;
+
+	if (PG_ARGISNULL(2))
+		return set_budget(fcinfo, NULL);
+	span = PG_GETARG_INTERVAL_P(2);
+	if (span->month == 1 && span->day == 0 && span->time == 0)
+		return set_budget(fcinfo, "month");
+	if (span->month == 0 && span->day == 1 && span->time == 0)
+		return set_budget(fcinfo, "day");
+	return set_budget(fcinfo, DatumGetCString(DirectFunctionCall1(interval_out,
+																  IntervalPGetDatum(span))));
+}
+
+static Datum
+set_budget(FunctionCallInfo fcinfo, char *period)
+{
 	char	   *workspace;
-	char	   *period;
 	char	   *on_exceed;
 	TimestampTz at = vb_now();
 	Datum		args[7];
@@ -472,13 +498,12 @@ vectorbea_set_budget(PG_FUNCTION_ARGS)
 	Oid			types[7] = {TEXTOID, NUMERICOID, INT8OID, TEXTOID, TEXTOID, NAMEOID, TIMESTAMPTZOID};
 	int			resumed;
 
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(2) || PG_ARGISNULL(4))
+	if (PG_ARGISNULL(0) || period == NULL || PG_ARGISNULL(4))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("workspace, period and on_exceed must not be null"),
 				 errhint("Pass usd and tokens NULL to remove the budget.")));
 	workspace = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	period = text_to_cstring(PG_GETARG_TEXT_PP(2));
 	on_exceed = text_to_cstring(PG_GETARG_TEXT_PP(4));
 	vb_check_workspace_name(workspace, false);
 	check_amounts(fcinfo, 1, 3);

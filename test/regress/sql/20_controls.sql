@@ -210,10 +210,19 @@ SELECT vectorbea.set_budget('acme', 2.5, 'day', NULL, 'pause') AS resumed;
 SELECT workspace, usd, tokens, period, on_exceed FROM vectorbea.budgets;
 SELECT vectorbea.set_budget('acme', NULL, 'day') AS resumed;
 SELECT count(*) AS budgets FROM vectorbea.budgets;
--- DESIGN.md's form: the period as an interval of one month (or day).
+-- DESIGN.md's form: the period as an interval of one month (or day),
+-- untyped or typed interval (which found no function), whatever the
+-- session's IntervalStyle.
 SELECT vectorbea.set_budget('acme', 25.00, '1 month') AS resumed;
 SELECT period FROM vectorbea.budgets WHERE workspace = 'acme';
 SELECT vectorbea.set_budget('acme', 25.00, '2 months'); \echo SQLSTATE :SQLSTATE
+SET IntervalStyle = iso_8601;
+SELECT vectorbea.set_budget('acme', 20.00, interval '1 day') AS resumed;
+SELECT period, usd FROM vectorbea.budgets WHERE workspace = 'acme';
+SELECT vectorbea.set_budget('acme', 25.00, interval '1 month', NULL, 'fail') AS resumed;
+SELECT period, usd FROM vectorbea.budgets WHERE workspace = 'acme';
+SELECT vectorbea.set_budget('acme', 25.00, interval '30 days'); \echo SQLSTATE :SQLSTATE
+RESET IntervalStyle;
 SELECT vectorbea.set_budget('acme', 10, 'total', 100000);
 SELECT workspace, period, booked_usd, reserved_usd, budget_usd, budget_tokens
   FROM vectorbea.spend WHERE scope = 'workspace' ORDER BY workspace;
