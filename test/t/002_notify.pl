@@ -289,17 +289,26 @@ $quiet_listener->quit;
 
 sql(q{ALTER SYSTEM SET vectorbea.notify_tasks = off;
 	  ALTER SYSTEM SET vectorbea.notify_runs = off;});
-sql(q{SELECT pg_reload_conf()});
+# (New sessions have the values once the postmaster has read the file.)
+ok(vb_reload($node, { 'vectorbea.notify_tasks' => 'off', 'vectorbea.notify_runs' => 'off' }),
+	'the notify settings are off');
 my $run3 = sql(q{SELECT vectorbea.start_run('notify')});
 sql(qq{SELECT vectorbea.cancel_run('$run3')});
 sql(q{ALTER SYSTEM RESET vectorbea.notify_tasks;
 	  ALTER SYSTEM RESET vectorbea.notify_runs;});
-sql(q{SELECT pg_reload_conf()});
+ok(vb_reload($node, { 'vectorbea.notify_tasks' => 'on', 'vectorbea.notify_runs' => 'on' }),
+	'the notify settings are on again');
 is_deeply(received(), [], 'with the notify settings off nothing is sent');
 
 for my $r ($run, $run2, $run3, $run4)
 {
 	is(sql(qq{SELECT count(*) FROM vectorbea.verify_run('$r')}), '0', "run $r verifies");
+}
+for my $db ('postgres', 'quiet')
+{
+	is($node->safe_psql($db, q{SELECT string_agg(r.id || ': ' || v::text, E'\n')
+		FROM vectorbea.runs r, vectorbea.verify_run(r.id) v}), '',
+		"verify_run finds no difference for any run of $db");
 }
 
 $listener->quit;

@@ -69,15 +69,16 @@ is(sql(q{SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s
 		 WHERE s.query ILIKE '%vectorbea.%' AND s.query NOT ILIKE '%pg_stat_statements%'}),
 	'0', 'an idle scheduler issues no statements');
 
-# --- A commit that makes a lease expire soon wakes the scheduler: the lease
-# ends within a second of its expiry, with the fallback timer at one hour.
+# --- A commit that makes a lease expire soon wakes the scheduler: with the
+# fallback timer at one hour, only the claim's commit can have it end the
+# lease within the wait.
 my $run = sql(q{SELECT vectorbea.start_run('sched')});
 my $lost = sql(q{SELECT task_id || ' ' || lease FROM vectorbea.claim_tasks('vanished', ARRAY['sa'], 1, '1 second')});
 my ($lost_id, $lost_lease) = split / /, $lost;
-my $t0 = time;
 my $took = wait_for(qq{SELECT count(*) FROM vectorbea.events
-	WHERE run_id = '$run' AND type = 'STEP_FAILED' AND data->>'class' = 'lease_expired'}, '1', 10);
-ok(defined $took && time - $t0 < 2.5, sprintf('a 1 s lease is ended by the scheduler %.2f s after the claim', time - $t0));
+	WHERE run_id = '$run' AND type = 'STEP_FAILED' AND data->>'class' = 'lease_expired'}, '1', 60);
+ok(defined $took, 'a 1 s lease is ended by the scheduler, woken by the claim\'s commit');
+note(sprintf('the lease ended %.2f s after the claim', $took // -1));
 
 # The task is offered again, another worker completes it, and the vanished
 # worker's late result changes nothing.
@@ -103,11 +104,14 @@ my ($gone_id, $gone_lease) = split / /,
   sql(qq{SELECT task_id || ' ' || lease FROM vectorbea.claim_tasks('vanished4', ARRAY['sa'], 1, '1 hour')
 		 WHERE run_id = '$hour_run'});
 $listener->query_safe('SELECT 1');	# drain
+# Both fall due an hour from now by the real clock, and the fallback timer
+# is at one hour: only the reload that moves the test clock can have them
+# handled within the waits below.
 sql(q{ALTER SYSTEM SET vectorbea.test_clock_offset = '2h'});
 sql(q{SELECT pg_reload_conf()});
 my $reloaded = time;
 ok(defined wait_for(qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$hour_run'
-	AND type = 'STEP_FAILED' AND data->>'class' = 'lease_expired'}, '1', 5),
+	AND type = 'STEP_FAILED' AND data->>'class' = 'lease_expired'}, '1', 60),
 	'a one-hour lease is ended once the test clock passes it');
 my ($next_id, $next_lease) = split / /,
   sql(q{SELECT task_id || ' ' || lease FROM vectorbea.claim_tasks('w8', ARRAY['sa'])});
@@ -116,9 +120,8 @@ sql(qq{SELECT vectorbea.complete_task($next_id, '$next_lease', '{"by": "w8"}')})
 ($rc, $out, $err) = $node->psql('postgres',
 	qq{SELECT vectorbea.complete_task($gone_id, '$gone_lease', '{"by": "vanished4"}')});
 like($err, qr/does not hold it/, "and the vanished worker's late completion changes nothing");
-$t0 = $reloaded;
 my $heard = 0;
-while (time - $t0 < 5)
+while (time - $reloaded < 60)
 {
 	my $o = $listener->query_safe('SELECT 1');
 	if ($o =~ /Asynchronous notification "vectorbea_tasks" with payload "sb"/)
@@ -128,16 +131,17 @@ while (time - $t0 < 5)
 	}
 	usleep(20_000);
 }
-ok($heard && time - $t0 < 1.5, sprintf('a retry made due by the test clock is announced after %.2f s', time - $t0));
+ok($heard, 'a retry made due by the test clock is announced');
+note(sprintf('announced %.2f s after the reload', time - $reloaded));
 ok(sql(q{SELECT retries_announced >= 1 AND leases_expired >= 1 FROM vectorbea.scheduler_status()}) eq 't',
 	'scheduler_status counts what it did');
 sql(q{ALTER SYSTEM RESET vectorbea.test_clock_offset});
-sql(q{SELECT pg_reload_conf()});
+ok(vb_reload($node, { 'vectorbea.test_clock_offset' => '0s' }), 'the test clock is back at 0s');
 $listener->quit;
 
 # --- A run deadline is enforced.
 my $late = sql(q{SELECT vectorbea.start_run('sched', '{}', NULL, '{"deadline": "1s"}')});
-ok(defined wait_for(qq{SELECT status FROM vectorbea.runs WHERE id = '$late'}, 'failed', 10),
+ok(defined wait_for(qq{SELECT status FROM vectorbea.runs WHERE id = '$late'}, 'failed', 60),
 	'a run past its deadline fails');
 is(sql(qq{SELECT data->>'reason' FROM vectorbea.events WHERE run_id = '$late' AND type = 'RUN_FAILED'}),
 	'deadline_exceeded', 'RUN_FAILED says why');
@@ -150,7 +154,7 @@ my $t = sql(q{SELECT task_id || ' ' || lease FROM vectorbea.claim_tasks('w4', AR
 my ($t_id, $t_lease) = split / /, $t;
 is(sql(qq{SELECT vectorbea.heartbeat($t_id, '$t_lease', '1 hour') <= vectorbea.clock() + interval '1 second'}),
 	't', 'a heartbeat cannot extend an attempt past its timeout');
-ok(defined wait_for(qq{SELECT status FROM vectorbea.runs WHERE id = '$timed'}, 'failed', 10),
+ok(defined wait_for(qq{SELECT status FROM vectorbea.runs WHERE id = '$timed'}, 'failed', 60),
 	'an attempt past its timeout fails');
 is(sql(qq{SELECT data->>'class' FROM vectorbea.events WHERE run_id = '$timed' AND type = 'STEP_FAILED'}),
 	'timeout', 'with class timeout');
@@ -164,13 +168,23 @@ my $first = sql(q{SELECT vectorbea.start_run('sched', '{}', NULL, '{"deadline": 
 $slow->query_safe(q{BEGIN});
 my $second = $slow->query_safe(q{SELECT vectorbea.start_run('sched', '{}', NULL, '{"deadline": "2s"}')});
 $second =~ s/\s+//g;
-ok(defined wait_for(qq{SELECT status FROM vectorbea.runs WHERE id = '$first'}, 'failed', 10),
+ok(defined wait_for(qq{SELECT status FROM vectorbea.runs WHERE id = '$first'}, 'failed', 60),
 	'the first deadline is enforced while the second transaction is open');
-sleep 2;	# the second deadline passes before its transaction commits
+# The second deadline passes before its transaction commits.
+my $second_deadline = $slow->query_safe(qq{SELECT deadline FROM vectorbea.runs WHERE id = '$second'});
+$second_deadline =~ s/^\s+|\s+$//g;
+ok(defined wait_for(qq{SELECT vectorbea.clock() > '$second_deadline'}, 't', 60),
+	'the second deadline has passed, its transaction still open');
+# Nothing committed would wake the scheduler before its one-hour timer: only
+# the commit can have it enforce the deadline within the wait.
+ok(defined wait_for(q{SELECT state = 'idle' AND (next_due IS NULL OR next_due > vectorbea.clock() + interval '10 minutes')
+		FROM vectorbea.scheduler_status()}, 't', 60),
+	'the scheduler sleeps, with nothing due for minutes')
+  or diag(sql(q{SELECT s::text FROM vectorbea.scheduler_status() s}));
 $slow->query_safe(q{COMMIT});
-$t0 = time;
-ok(defined wait_for(qq{SELECT status FROM vectorbea.runs WHERE id = '$second'}, 'failed', 10)
-	&& time - $t0 < 1.5, 'a deadline committed late still wakes the scheduler');
+my $late_took = wait_for(qq{SELECT status FROM vectorbea.runs WHERE id = '$second'}, 'failed', 60);
+ok(defined $late_took, 'a deadline committed late still wakes the scheduler');
+note(sprintf('the run failed %.2f s after the commit', $late_took // -1));
 
 my $listen2 = $node->background_psql('postgres');
 $listen2->query_safe('LISTEN vectorbea_tasks');
@@ -193,23 +207,37 @@ sub heard
 }
 
 sql(q{SELECT vectorbea.start_run('late_retry')});
-ok(heard($listen2, 'late_retry', 5), 'the start is announced');
+ok(heard($listen2, 'late_retry', 60), 'the start is announced');
 my $lr = sql(q{SELECT task_id || ' ' || lease FROM vectorbea.claim_tasks('w9', ARRAY['late_retry'])});
 my ($lr_id, $lr_lease) = split / /, $lr;
 $slow->query_safe(q{BEGIN});
 $slow->query_safe(qq{SELECT vectorbea.fail_task($lr_id, '$lr_lease', '{"message": "busy"}')});
-sleep 2;	# the retry comes due before the failure commits
+# The retry comes due before the failure commits.
+my $retry_at = $slow->query_safe(qq{SELECT available_at FROM vectorbea.nodes WHERE id = $lr_id});
+$retry_at =~ s/^\s+|\s+$//g;
+ok(defined wait_for(qq{SELECT vectorbea.clock() > '$retry_at'}, 't', 60),
+	'the retry is due, its failure not committed yet');
 $slow->query_safe(q{COMMIT});
-ok(heard($listen2, 'late_retry', 1), 'a retry due before its commit is announced by the commit');
+# The scheduler sleeps on its one-hour timer meanwhile: hearing it at all
+# means the commit had it announced.
+ok(heard($listen2, 'late_retry', 60), 'a retry due before its commit is announced by the commit');
 $listen2->quit;
 $slow->quit;
 
 # --- NOTIFY traffic that is not for the scheduler does not make it work.
+# The passes are counted from a moment the scheduler is between passes;
+# after the notifications a reload wakes it for one pass, and by the end of
+# that pass it has drained them too (it reads its notifications before any
+# pass): that pass is the only one.
+ok(defined wait_for(q{SELECT state FROM vectorbea.scheduler_status()}, 'idle', 60), 'the scheduler is idle');
 my $wakes = sql(q{SELECT wakes FROM vectorbea.scheduler_status()});
 sql(q{SELECT pg_notify('unrelated', 'x')}) for 1 .. 5;
-sleep 1;
-is(sql(q{SELECT wakes FROM vectorbea.scheduler_status()}), $wakes,
-	'other notifications do not cause passes');
+sql(q{SELECT pg_reload_conf()});
+ok(defined wait_for(qq{SELECT state = 'idle' AND wakes > $wakes FROM vectorbea.scheduler_status()}, 't', 60),
+	'a reload after the notifications wakes the scheduler');
+is(sql(q{SELECT wakes FROM vectorbea.scheduler_status()}), $wakes + 1,
+	'other notifications do not cause passes: the reload\'s pass is the only one')
+  or diag(sql(q{SELECT s::text FROM vectorbea.scheduler_status() s}));
 
 # --- One node's error is recorded on that node and the loop goes on; the
 # node is tried again later, not on every pass.
@@ -223,20 +251,21 @@ sql(q{SELECT vectorbea.define_workflow('poison', '{"nodes":[
 my $poisoned = sql(q{SELECT vectorbea.start_run('poison')});
 sql(q{SELECT count(*) FROM vectorbea.claim_tasks('vanished3', ARRAY['sp'], 2, '1 second')});
 ok(defined wait_for(qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$poisoned'
-	AND type = 'STEP_FAILED' AND node = 'q'}, '1', 10), 'the healthy node is acted on');
+	AND type = 'STEP_FAILED' AND node = 'q'}, '1', 60), 'the healthy node is acted on');
 ok(defined wait_for(qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$poisoned'
-	AND type = 'SCHEDULER_ERROR' AND node = 'p' AND data->>'message' = 'poisoned node p'}, '1', 10),
+	AND type = 'SCHEDULER_ERROR' AND node = 'p' AND data->>'message' = 'poisoned node p'}, '1', 60),
 	'the failing node gets a SCHEDULER_ERROR event');
 like(sql(q{SELECT errors || ' ' || last_error FROM vectorbea.scheduler_status()}), qr/^1 poisoned node p$/,
 	'scheduler_status shows the error');
-sleep 1;
+# Another pass, begun after the error: it leaves the node for later.
+ok(vb_scheduler_pass($node), 'the scheduler makes another pass');
 is(sql(qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$poisoned' AND type = 'SCHEDULER_ERROR'}),
 	'1', 'and does not retry it on every pass');
 sql(q{DROP TRIGGER poison ON vectorbea.events});
 sql(q{ALTER SYSTEM SET vectorbea.test_clock_offset = '35s'});
 sql(q{SELECT pg_reload_conf()});
 ok(defined wait_for(qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$poisoned'
-	AND type = 'STEP_FAILED' AND node = 'p'}, '1', 10), 'once healthy it is acted on at its retry time');
+	AND type = 'STEP_FAILED' AND node = 'p'}, '1', 60), 'once healthy it is acted on at its retry time');
 is(sql(qq{SELECT count(*) FROM vectorbea.verify_run('$poisoned')}), '0', 'the poisoned run verifies');
 
 # The same for a gate past its timeout: its own expiry moves, not the run's
@@ -247,7 +276,7 @@ sql(q{SELECT vectorbea.define_workflow('poison_gate', '{"nodes":[
 		{"id":"g","kind":"approval","approval":{"gate":"g","timeout":"1s","on_timeout":"approve"}}]}')});
 my $gated = sql(q{SELECT vectorbea.start_run('poison_gate', '{}', NULL, '{"deadline": "1d"}')});
 ok(defined wait_for(qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$gated'
-	AND type = 'SCHEDULER_ERROR' AND node = 'g'}, '1', 10), 'a failing gate gets a SCHEDULER_ERROR event');
+	AND type = 'SCHEDULER_ERROR' AND node = 'g'}, '1', 60), 'a failing gate gets a SCHEDULER_ERROR event');
 is(sql(qq{SELECT (a.expires_at - vectorbea.clock() > interval '20 s')
 		 || ' ' || (r.deadline - r.created_at = interval '1 day')
 		FROM vectorbea.approvals a JOIN vectorbea.runs r ON r.id = a.run_id WHERE r.id = '$gated'}),
@@ -255,7 +284,7 @@ is(sql(qq{SELECT (a.expires_at - vectorbea.clock() > interval '20 s')
 sql(q{DROP TRIGGER zz_poison ON vectorbea.approvals});
 sql(q{ALTER SYSTEM SET vectorbea.test_clock_offset = '70s'});
 sql(q{SELECT pg_reload_conf()});
-ok(defined wait_for(qq{SELECT status FROM vectorbea.approvals WHERE run_id = '$gated'}, 'approved', 10),
+ok(defined wait_for(qq{SELECT status FROM vectorbea.approvals WHERE run_id = '$gated'}, 'approved', 60),
 	'once healthy the gate is handled at its new time');
 is(sql(qq{SELECT count(*) FROM vectorbea.verify_run('$gated')}), '0', 'the gated run verifies');
 
@@ -269,7 +298,7 @@ ok(defined wait_for(qq{SELECT count(*) FROM pg_stat_activity
 my $flight = sql(q{SELECT vectorbea.start_run('sched')});
 sql(q{SELECT count(*) FROM vectorbea.claim_tasks('vanished2', ARRAY['sa'], 1, '1 second')});
 ok(defined wait_for(qq{SELECT count(*) FROM vectorbea.events
-	WHERE run_id = '$flight' AND type = 'STEP_RETRIED'}, '1', 10),
+	WHERE run_id = '$flight' AND type = 'STEP_RETRIED'}, '1', 60),
 	'the new scheduler ends the lease of the run in flight');
 
 # --- SIGKILL: a crash restart of the whole cluster; the run still finishes.
@@ -280,15 +309,14 @@ ok(defined wait_for(qq{SELECT count(*) FROM pg_stat_activity
 	'after SIGKILL the cluster restarts with a new scheduler');
 for my $act ('sa', 'sb')
 {
-	wait_for(qq{SELECT count(*) FROM vectorbea.nodes WHERE run_id = '$flight' AND node = '} . ($act eq 'sa' ? 'a' : 'b') . q{' AND status = 'ready'}, '1', 10);
+	wait_for(qq{SELECT count(*) FROM vectorbea.nodes WHERE run_id = '$flight' AND node = '} . ($act eq 'sa' ? 'a' : 'b') . q{' AND status = 'ready'}, '1', 60);
 	sql(qq{SELECT vectorbea.complete_task(task_id, lease, '{}') FROM vectorbea.claim_tasks('w5', ARRAY['$act'])});
 }
 is(sql(qq{SELECT status FROM vectorbea.runs WHERE id = '$flight'}), 'succeeded', 'the run in flight finishes after the crash');
 
-for my $r ($run, $late, $timed, $flight)
-{
-	is(sql(qq{SELECT count(*) FROM vectorbea.verify_run('$r')}), '0', "run $r verifies");
-}
+is(sql(qq{SELECT count(*) FROM vectorbea.verify_run('$flight')}), '0', 'the run in flight verifies');
+is(sql(q{SELECT string_agg(r.id || ': ' || v::text, E'\n') FROM vectorbea.runs r, vectorbea.verify_run(r.id) v}),
+	'', 'verify_run finds no difference for any run');
 
 # --- DROP EXTENSION while a pass begins: the pass waits on the extension's
 # own lock, which the DROP takes before any table (waiting on a table
@@ -316,14 +344,16 @@ is(scheduler_pid(), $pid, 'the scheduler kept its process through the DROP');
 my $log = slurp_file($node->logfile, $log_offset);
 unlike($log, qr/ERROR|FATAL/, 'no error in the log from the DROP and the pass');
 
-# --- Postmaster death: the scheduler is gone within 2 seconds.
+# --- Postmaster death: the scheduler, asleep on its one-hour timer, notices
+# it and exits (within the wait, so not at the timer).
 $pid = scheduler_pid();
 my $postmaster = $node->{_pid};
 $node->kill9;
-$t0 = time;
-while (alive($pid) && time - $t0 < 5) { usleep(20_000); }
+my $t0 = time;
+while (alive($pid) && time - $t0 < 60) { usleep(20_000); }
 my $gone = time - $t0;
-ok(!alive($pid) && $gone < 2, sprintf('the scheduler exits %.2f s after the postmaster dies', $gone));
+ok(!alive($pid), 'the scheduler exits when the postmaster dies');
+note(sprintf('the scheduler exited %.2f s after the postmaster died', $gone));
 # The other children go too.  PostgreSQL refuses to start while the old
 # postmaster's pid still answers, as an unreaped zombie does for a moment.
 $t0 = time;

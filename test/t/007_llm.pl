@@ -224,8 +224,7 @@ is(scalar @{ vb_fake_requests() }, 1, 'redirect: not followed');
 # An answer too large to store (vectorbea.max_payload_size) fails the node
 # permanently instead of leaving it to lease expiry.
 sql(q{ALTER SYSTEM SET vectorbea.max_payload_size = '16kB'});
-$node->reload;
-sleep 1;
+ok(vb_reload($node, { 'vectorbea.max_payload_size' => '16kB' }), 'max_payload_size is 16kB, for the scheduler too');
 failure_case('toolarge', { text => 'x' x 20000 }, 'permanent', 0,
 	qr/the node's output was refused: the task output is too large/);
 # The last answer that an error keeps (error.answer, for the person an
@@ -243,8 +242,7 @@ is($cut->{class}, 'invalid_output', 'as invalid_output');
 is(length($cut->{answer}), 8192, 'its error keeps the first half of max_payload_size of the answer');
 ok($cut->{answer_cut} && $cut->{answer_bytes} == 20000, 'and says it was cut, from how much');
 sql(q{ALTER SYSTEM RESET vectorbea.max_payload_size});
-$node->reload;
-sleep 1;
+ok(vb_reload($node, { 'vectorbea.max_payload_size' => '1MB' }), 'max_payload_size is back at 1MB');
 
 # ---------------------------------------------------------------------------
 # Self-correction against an output schema.
@@ -526,16 +524,14 @@ is(finished($run), 'failed', 'allow-list: an unlisted host fails the node');
 like(events($run, 'STEP_FAILED')->[0]{error}{message}, qr/host "localhost" is not in vectorbea.llm_allowed_hosts/,
 	'allow-list: naming the host');
 $node->append_conf('postgresql.conf', "vectorbea.llm_allowed_hosts = 'localhost:$port'\n");
-$node->reload;
-sleep 1;
+ok(vb_reload($node, { 'vectorbea.llm_allowed_hosts' => "localhost:$port" }), 'allow-list: localhost is listed');
 $run = sql(q{SELECT vectorbea.start_run('missing', '{"ticket": {"title": "t"}}', options => '{"workspace": "lan"}')});
 is(finished($run), 'failed', 'allow-list: a listed name resolving to loopback is refused');
 like(events($run, 'STEP_FAILED')->[0]{error}{message}, qr/connection to (127\.0\.0\.1|::1) was refused: the address is not allowed/,
 	'allow-list: checked on the address connected to');
 is(scalar @{ vb_fake_requests() }, 0, 'allow-list: nothing reached the provider');
 $node->append_conf('postgresql.conf', "vectorbea.llm_allowed_hosts = '127.0.0.1:$port'\n");
-$node->reload;
-sleep 1;
+ok(vb_reload($node, { 'vectorbea.llm_allowed_hosts' => "127.0.0.1:$port" }), 'allow-list: back to 127.0.0.1');
 
 # ---------------------------------------------------------------------------
 # OpenAI's reasoning models take max_completion_tokens; a base_url with a
@@ -560,7 +556,7 @@ my $sched_pid = sql(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'vec
 $run = sql(q{SELECT vectorbea.start_run('haiku', '{"name": "Grace"}')});
 ok(defined vb_wait_for($node, q{SELECT last_error LIKE '%master key file%' FROM vectorbea.scheduler_status()}, 't'),
 	'master key: the scheduler reports the unreadable file');
-sleep 1;
+ok(vb_scheduler_pass($node), 'master key: the scheduler makes another pass');
 is(sql(qq{SELECT status FROM vectorbea.nodes WHERE run_id = '$run'}), 'ready', 'master key: the llm node waits, ready');
 is(sql(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'vectorbea scheduler'}), $sched_pid,
 	'master key: the scheduler did not restart');
@@ -569,7 +565,9 @@ $node->reload;
 is(finished($run), 'succeeded', 'master key: once fixed, the node runs');
 
 # ---------------------------------------------------------------------------
-# Cancelling a run aborts its call in flight.
+# Cancelling a run aborts its call in flight.  The call hangs at the
+# provider, and only vectorbea.llm_request_timeout (2 min) would end it
+# otherwise: a call gone within the wait below was aborted by the cancel.
 vb_fake_reset();
 vb_fake_script({ mode => 'hang' });
 $run = sql(q{SELECT vectorbea.start_run('typed', '{"topic": "slow"}')});
@@ -578,9 +576,9 @@ ok(defined vb_wait_for($node, 'SELECT 1', '1') && defined(
 	'cancel: the call is in flight');
 sql(qq{SELECT vectorbea.cancel_run('$run', 'no longer needed')});
 my $t0 = time;
-1 while (vb_fake_stats()->{in_flight} > 0 && time - $t0 < 10 && usleep(50_000) >= 0);
-is(vb_fake_stats()->{in_flight}, 0, 'cancel: the call was aborted');
-cmp_ok(time - $t0, '<', 5, 'cancel: within seconds');
+1 while (vb_fake_stats()->{in_flight} > 0 && time - $t0 < 60 && usleep(50_000) >= 0);
+is(vb_fake_stats()->{in_flight}, 0, 'cancel: the call was aborted, before its request timeout');
+note(sprintf('cancel: the call was gone %.2f s after the cancel', time - $t0));
 is(scalar @{ events($run, 'LLM_CALLED') }, 0, 'cancel: no result recorded');
 consistent($run, 'cancelled');
 
@@ -640,7 +638,9 @@ consistent($run, 'in doubt, run closing');
 
 # ---------------------------------------------------------------------------
 # Postmaster death while calls are in flight: the scheduler, waiting on
-# curl's sockets, is gone within seconds.
+# curl's sockets, notices it and exits.  The calls hang until their request
+# timeout (2 min) and its timer is at one hour, so exiting within the wait
+# below is noticing the death while waiting.
 vb_fake_reset();
 vb_fake_script({ mode => 'hang', times => -1 });
 sql(q{SELECT vectorbea.start_run('typed', jsonb_build_object('topic', g)) FROM generate_series(1, 3) g});
@@ -656,8 +656,8 @@ sub alive
 	my $stat = <$fh>;
 	return $stat !~ /^\d+ \(.*\) [ZX] /;
 }
-usleep(20_000) while (alive($sched) && time - $t0 < 10);
-ok(!alive($sched), sprintf('postmaster death: the scheduler exits (after %.2f s)', time - $t0));
-cmp_ok(time - $t0, '<', 5, 'postmaster death: within seconds');
+usleep(20_000) while (alive($sched) && time - $t0 < 60);
+ok(!alive($sched), 'postmaster death: the scheduler exits, its calls still in flight');
+note(sprintf('postmaster death: the scheduler exited after %.2f s', time - $t0));
 
 done_testing();

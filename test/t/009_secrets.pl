@@ -114,11 +114,11 @@ is(scalar(grep { ($_->{headers}{authorization} // '') eq "Bearer $canary" } @$re
 # Key functions called wrongly.  Errors must not quote the key.
 my ($rc, $out, $err);
 
-# Like vb_store_key, but for a call that fails: logging off in its
-# transaction (an error's STATEMENT line included).
+# Like vb_store_key, but for a call that fails, with the refusal $refusal:
+# logging off in its transaction (an error's STATEMENT line included).
 sub store_key_fails
 {
-	my ($what, $call) = @_;
+	my ($what, $call, $refusal) = @_;
 	my ($rc, $out, $err) = $node->psql('postgres', qq{
 BEGIN;
 SET LOCAL log_statement = 'none';
@@ -127,17 +127,21 @@ SET LOCAL log_min_error_statement = 'panic';
 $call;
 COMMIT;});
 	isnt($rc, 0, "$what is refused");
-	like($err, qr/ERROR/, "$what: an error") or diag("stderr: $err");
+	like($err, $refusal, "$what: refused for that reason") or diag("stderr: $err");
 	unlike($err, qr/\Q$hex\E/, "$what: the error does not quote the key");
 }
 store_key_fails('set_provider_key for an unknown provider',
-	qq{SELECT vectorbea.set_provider_key('default', 'mistral', '$canary', '$base')});
+	qq{SELECT vectorbea.set_provider_key('default', 'mistral', '$canary', '$base')},
+	qr/ERROR:  unknown provider "mistral"/);
 store_key_fails('set_provider_key with an ftp base_url',
-	qq{SELECT vectorbea.set_provider_key('default', 'openai', '$canary', 'ftp://models.example')});
+	qq{SELECT vectorbea.set_provider_key('default', 'openai', '$canary', 'ftp://models.example')},
+	qr/ERROR:  base_url must start with http:\/\/ or https:\/\//);
 store_key_fails('set_provider_key for an invalid workspace',
-	qq{SELECT vectorbea.set_provider_key('two words', 'openai', '$canary')});
+	qq{SELECT vectorbea.set_provider_key('two words', 'openai', '$canary')},
+	qr/ERROR:  invalid workspace name "two words"/);
 store_key_fails('set_provider_key with a line break after the key',
-	qq{SELECT vectorbea.set_provider_key('default', 'openai', E'$canary\\r\\nX-Evil: 1')});
+	qq{SELECT vectorbea.set_provider_key('default', 'openai', E'$canary\\r\\nX-Evil: 1')},
+	qr/ERROR:  api_key must not contain control characters/);
 
 # The same wrong call with a plain literal and normal logging: that literal
 # may well be logged (the documentation says not to do this); not asserted.
@@ -253,6 +257,8 @@ sql(qq{SELECT vectorbea.cancel_run('$moved', 'key stored under another master ke
 # ---------------------------------------------------------------------------
 # The canary is nowhere.
 is(sql(q{SELECT count(*) FROM vectorbea.runs WHERE status = 'running'}), '0', 'every run has ended');
+is(sql(q{SELECT string_agg(r.id || ': ' || v::text, E'\n') FROM vectorbea.runs r, vectorbea.verify_run(r.id) v}),
+	'', 'verify_run finds no difference for any run');
 
 sub nowhere
 {

@@ -66,4 +66,7 @@ like($mermaid, qr/\Aflowchart TD\n/, 'mermaid: a flowchart');
 like($mermaid, qr/-\. spawned \.->/, 'mermaid: the spawn is drawn dashed');
 like($mermaid, qr/#quot;the editor#quot;/, 'mermaid: quotes in labels are escaped');
 
+is(sql(q{SELECT string_agg(r.id || ': ' || v::text, E'\n') FROM vectorbea.runs r, vectorbea.verify_run(r.id) v}),
+	'', 'verify_run finds no difference for any run');
+
 done_testing();

@@ -24,14 +24,21 @@ sql(q{SELECT count(vectorbea.complete_task(task_id, lease, '{}'))
 is(sql(q{SELECT count(*) FILTER (WHERE status = 'succeeded') || ' ' || count(*) FILTER (WHERE status = 'running')
 		   FROM vectorbea.runs}), '1000 200', '1,000 runs finished, 200 running');
 
-# Off by default: a pass purges nothing.
-sql(q{SELECT pg_reload_conf()});
-sleep 1;
-is(sql(q{SELECT count(*) FROM vectorbea.purge_batches}), '0', 'retention is off by default');
-
-# Keep finished runs one hour, and move the engine clock two hours on.
-sql(q{ALTER SYSTEM SET vectorbea.retention = '1h'});
+# Off by default: with the engine clock moved two hours on, the finished
+# runs are two hours old, and a pass of the scheduler (begun after the
+# scheduler read the new clock) purges nothing.
+is(sql(q{SHOW vectorbea.retention}), '0', 'retention is not set');
 sql(q{ALTER SYSTEM SET vectorbea.test_clock_offset = '2h'});
+ok(vb_reload($node, { 'vectorbea.test_clock_offset' => '2h' }), 'the engine clock is two hours on');
+is(sql(q{SELECT count(*) FROM vectorbea.runs WHERE status = 'succeeded'
+		   AND finished_at < vectorbea.clock() - interval '1 hour 59 minutes'}), '1000',
+	'the finished runs are two hours old');
+is(sql(q{SELECT count(*) FROM vectorbea.purge_batches}) . ' '
+	  . sql(q{SELECT count(*) FROM vectorbea.runs WHERE status = 'succeeded'}), '0 1000',
+	'retention is off by default: nothing was purged');
+
+# Keep finished runs one hour.
+sql(q{ALTER SYSTEM SET vectorbea.retention = '1h'});
 sql(q{SELECT pg_reload_conf()});
 ok(defined vb_wait_for($node, q{SELECT count(*) FROM vectorbea.runs WHERE status = 'succeeded'}, '0', 60),
 	'the scheduler purged every finished run');

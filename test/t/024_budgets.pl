@@ -63,8 +63,10 @@ is(sql(qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$run' AND type =
 		   AND (data->>'call_not_made')::boolean}), '1', 'run budget: one BUDGET_EXCEEDED, for a call not made');
 is(sql(qq{SELECT paused->>'scope' FROM vectorbea.runs WHERE id = '$run'}), 'budget', 'run budget: paused by its budget');
 my $before = scalar @{ vb_fake_requests() };
-usleep(1_000_000);
-is(scalar @{ vb_fake_requests() }, $before, 'run budget: nothing is called while it is paused');
+my $requested = sql(qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$run' AND type = 'LLM_REQUESTED'});
+ok(vb_scheduler_pass($node), 'run budget: the scheduler made a pass after the pause');
+is(sql(qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$run' AND type = 'LLM_REQUESTED'}) . ' '
+	  . scalar @{ vb_fake_requests() }, "$requested $before", 'run budget: nothing is called while it is paused');
 is(sql(qq{SELECT vectorbea.set_run_budget('$run', 1.0)}), 't', 'run budget: raising the budget resumes the run');
 ok(defined vb_wait_for($node, qq{SELECT status FROM vectorbea.runs WHERE id = '$run'}, 'succeeded', 60),
 	'run budget: every spawned node is called and the run succeeds');
@@ -110,10 +112,13 @@ sql(q{SELECT vectorbea.define_workflow('costly', '{"nodes": [{"id": "t", "activi
 sql(q{SELECT vectorbea.start_run('costly', '{}', NULL, '{"workspace": "est"}')});
 my ($etid, $elease) = split /\|/, sql(q{SELECT task_id, lease FROM vectorbea.claim_tasks('w', ARRAY['costly'])});
 $run = sql(qq{SELECT vectorbea.start_run('wide', '{}', NULL, '{"workspace": "est"}')});
-usleep(2_000_000);
-is(scalar @{ vb_fake_requests() }, 0, 'estimate: no call fits beside the running task\'s estimate');
-is(sql(qq{SELECT count(*) > 0 FROM vectorbea.events WHERE run_id = '$run' AND type = 'STEP_FAILED'
-		   AND data->>'class' = 'aborted'}), 't', 'estimate: the calls wait (aborted, uncounted)');
+ok(defined vb_wait_for($node, qq{SELECT count(*) > 0 FROM vectorbea.events WHERE run_id = '$run'
+		AND type = 'STEP_FAILED' AND data->>'class' = 'aborted'}, 't', 60),
+	'estimate: the calls wait (aborted, uncounted)');
+# The pass that held them back has ended, and one more after it.
+ok(vb_scheduler_pass($node), 'estimate: the scheduler made another pass');
+is(sql(qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$run' AND type = 'LLM_REQUESTED'}) . ' '
+	  . scalar @{ vb_fake_requests() }, '0 0', 'estimate: no call fits beside the running task\'s estimate');
 sql(qq{SELECT vectorbea.complete_task($etid, '$elease', '{}', usage => '{"usd": 0}')});
 ok(defined vb_wait_for($node, q{SELECT count(*) > 0 FROM vectorbea.events e JOIN vectorbea.runs r ON r.id = e.run_id
 		WHERE r.workspace = 'est' AND e.type = 'LLM_CALLED'}, 't', 20),

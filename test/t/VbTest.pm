@@ -14,8 +14,8 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Time::HiRes qw(time usleep);
 
-our @EXPORT = qw(vb_server vb_llm_server vb_wait_for vb_master_key vb_store_key
-  vb_fake_start vb_fake_script vb_fake_requests vb_fake_stats vb_fake_reset
+our @EXPORT = qw(vb_server vb_llm_server vb_wait_for vb_scheduler_pass vb_reload
+  vb_master_key vb_store_key vb_fake_start vb_fake_script vb_fake_requests vb_fake_stats vb_fake_reset
   vb_json vb_kill_server vb_alive);
 
 my $json = JSON::PP->new->canonical;
@@ -78,6 +78,67 @@ sub vb_wait_for
 		usleep(20_000);
 	}
 	return undef;
+}
+
+# Makes the scheduler of database $db (default postgres) run a pass that
+# begins after this call, and waits until that pass has ended: a marker
+# that the scheduler has had its chance at everything committed before the
+# call, for checks that something did NOT happen.  The pass count is taken
+# while the scheduler is between passes (so the next pass counted begins
+# after this point); a reload (pg_reload_conf) wakes it.  True when the
+# pass ended within $timeout seconds (default 60).
+sub vb_scheduler_pass
+{
+	my ($node, $db, $timeout) = @_;
+	$db //= 'postgres';
+	my $until = time + ($timeout // 60);
+	my $status = q{SELECT state || ' ' || wakes FROM vectorbea.scheduler_status()
+		WHERE database = current_database()};
+	my $wakes;
+	while (time < $until)
+	{
+		my ($rc, $out) = $node->psql($db, $status);
+		if ($rc == 0 && $out =~ /^idle (\d+)$/)
+		{
+			$wakes = $1;
+			last;
+		}
+		usleep(20_000);
+	}
+	return 0 unless defined $wakes;
+	$node->safe_psql($db, 'SELECT pg_reload_conf()');
+	while (time < $until)
+	{
+		my ($rc, $out) = $node->psql($db, $status);
+		return 1 if $rc == 0 && $out =~ /^idle (\d+)$/ && $1 > $wakes;
+		usleep(20_000);
+	}
+	Test::More::diag("no scheduler pass ended in $db; scheduler_status: "
+		  . ($node->psql($db, 'SELECT s::text FROM vectorbea.scheduler_status() s'))[1]);
+	return 0;
+}
+
+# Reloads the configuration (what ALTER SYSTEM or append_conf changed) and
+# waits until it is in force: a new session's SHOW gives each value of
+# %$want (setting => value), and the scheduler of $db has made a pass since
+# the reload woke it, so it runs with the new values too.  True when both
+# happened within $timeout seconds (default 60).
+sub vb_reload
+{
+	my ($node, $want, $db, $timeout) = @_;
+	$db //= 'postgres';
+	# The postmaster reads the file when signalled, and signals its children
+	# (the scheduler among them); sessions started after that have the new
+	# values.
+	$node->safe_psql($db, 'SELECT pg_reload_conf()');
+	for my $setting (sort keys %{ $want // {} })
+	{
+		next if defined vb_wait_for($node, "SHOW $setting", $want->{$setting}, $timeout // 60);
+		Test::More::diag("SHOW $setting did not become '$want->{$setting}'");
+		return 0;
+	}
+	# A pass that begins from here on begins after the scheduler read the file.
+	return vb_scheduler_pass($node, $db, $timeout);
 }
 
 # Writes a master key file (mode 0600) into the data directory and points
