@@ -204,6 +204,29 @@ vb_due_item(bool isolate, void (*fn) (void *, int), void *arg, int i,
 }
 
 /*
+ * Runs fn(arg, i) for item i in a subtransaction, for a caller that must
+ * not wait (a claim): an item that meets a run another transaction holds
+ * is rolled back and put off as the scheduler puts it off (so that the
+ * next claim does not take it first again); any other error is the
+ * caller's.  Returns whether the item was done.
+ */
+bool
+vb_due_item_unless_busy(void (*fn) (void *, int), void *arg, int i, pg_uuid_t *run_id,
+						VbDueItemKind kind, int64 item_id, TimestampTz at)
+{
+	SweepItem	item = {fn, arg, i};
+	ErrorData  *edata = vb_try_in_subxact(run_one, &item);
+
+	if (edata == NULL)
+		return true;
+	if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+		ReThrowError(edata);
+	FreeErrorData(edata);
+	defer_busy(run_id, kind, item_id, at);
+	return false;
+}
+
+/*
  * Reads the rows of the scan just run (SPI_tuptable) into arrays: the
  * item ids from column id_column (skipped when ids is NULL) and the run ids
  * from column run_column.  Returns the number of rows.

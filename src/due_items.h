@@ -25,5 +25,8 @@ extern uint64 vb_read_due_items(int id_column, int run_column, int64 **ids,
 extern bool vb_due_item(bool isolate, void (*fn) (void *, int), void *arg, int i,
 						VbSweepCounters *counters, pg_uuid_t *run_id,
 						VbDueItemKind kind, int64 item_id, TimestampTz at);
+extern bool vb_due_item_unless_busy(void (*fn) (void *, int), void *arg, int i,
+									pg_uuid_t *run_id, VbDueItemKind kind, int64 item_id,
+									TimestampTz at);
 
 #endif							/* VB_DUE_ITEMS_H */

@@ -137,7 +137,12 @@ vb_run_try_lock(pg_uuid_t *run_id, VbRun *run)
  */
 static int	parent_lock_wait_ms = -1;
 
-/* Sets whether vb_run_lock_parent waits; returns the previous setting. */
+/*
+ * Sets whether vb_run_lock_parent waits (in the lock manager, or not at
+ * all); returns the previous setting.  A caller that may run inside a
+ * limit of its own (a decision) saves and restores the limit itself
+ * (vb_run_parent_lock_wait_limit).
+ */
 bool
 vb_run_parent_lock_waits(bool waits)
 {
@@ -177,15 +182,9 @@ vb_run_lock_parent(pg_uuid_t *run_id, VbRun *run)
 
 	if (parent_lock_wait_ms < 0)
 		return vb_run_lock(run_id, run);
-	for (int waited = 0;; waited += 10)
-	{
-		if (vb_run_try_lock(run_id, run))
-			return true;
-		if (waited >= parent_lock_wait_ms)
-			break;
-		pg_usleep(10 * 1000L);
-		CHECK_FOR_INTERRUPTS();
-	}
+	if (vb_run_try_lock(run_id, run))
+		return true;
+	/* Not there at all, or held: only a held parent is worth trying again. */
 	if (exists_plan == NULL)
 	{
 		Oid			types[1] = {UUIDOID};
@@ -196,6 +195,13 @@ vb_run_lock_parent(pg_uuid_t *run_id, VbRun *run)
 		elog(ERROR, "vectorbea: could not look for run %s", vb_uuid_text(run_id));
 	if (SPI_processed == 0)
 		return false;
+	for (int waited = 10; waited <= parent_lock_wait_ms; waited += 10)
+	{
+		pg_usleep(10 * 1000L);
+		CHECK_FOR_INTERRUPTS();
+		if (vb_run_try_lock(run_id, run))
+			return true;
+	}
 	ereport(ERROR,
 			(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
 			 errmsg("vectorbea: parent run %s is locked by another transaction",

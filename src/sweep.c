@@ -41,7 +41,6 @@
 #include "notify.h"
 #include "spi_util.h"
 #include "state.h"
-#include "subxact.h"
 #include "sweep.h"
 #include "waits.h"
 
@@ -52,6 +51,7 @@ typedef struct ExpireBatch
 	int64	   *task_ids;
 	pg_uuid_t  *run_ids;
 	char	  **classes;
+	bool	   *has_parent;		/* the attempt's run is a child run */
 	TimestampTz at;
 	int			timeouts;
 	int			expired;
@@ -83,50 +83,32 @@ expire_one(void *arg, int i)
 		b->expired++;
 }
 
-typedef struct ExpireItem
-{
-	ExpireBatch *batch;
-	int			i;
-} ExpireItem;
-
-static void
-expire_item(void *arg)
-{
-	ExpireItem *item = arg;
-
-	expire_one(item->batch, item->i);
-}
-
 /*
- * A claim's ending of expired attempts, which must not wait: ending one
- * may end a child run, which locks the parent, and another transaction
- * may hold it for as long as it likes.  So the parent is only tried, each
- * attempt ended in a subtransaction, and one whose parent is busy is left
- * (rolled back) for the scheduler or the next claim; any other error is
- * the claim's.
+ * A claim's ending of expired attempts, which must not wait: ending one of
+ * a child run may end the child, which locks its parent, and another
+ * transaction may hold the parent for as long as it likes.  So for a child
+ * run's attempt the parent is only tried, in a subtransaction, and an
+ * attempt whose parent is busy is put off by the scheduler's 100 ms (not
+ * taken first again by the next claim); others end as before, with no
+ * subtransaction.
  */
 static void
 expire_in_claim(ExpireBatch *b, int n)
 {
-	bool		waits = vb_run_parent_lock_waits(false);
+	int			wait_ms = vb_run_parent_lock_wait_limit(0);
 
 	PG_TRY();
 	{
 		for (int i = 0; i < n; i++)
-		{
-			ExpireItem	item = {b, i};
-			ErrorData  *edata = vb_try_in_subxact(expire_item, &item);
-
-			if (edata == NULL)
-				continue;
-			if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
-				ReThrowError(edata);
-			FreeErrorData(edata);
-		}
+			if (b->has_parent[i])
+				(void) vb_due_item_unless_busy(expire_one, b, i, &b->run_ids[i], VB_ITEM_ATTEMPT,
+											   b->task_ids[i], b->at);
+			else
+				expire_one(b, i);
 	}
 	PG_FINALLY();
 	{
-		vb_run_parent_lock_waits(waits);
+		vb_run_parent_lock_wait_limit(wait_ms);
 	}
 	PG_END_TRY();
 }
@@ -140,13 +122,14 @@ int
 vb_expire_attempts(Datum activities, TimestampTz at, bool isolate,
 				   VbSweepCounters *counters)
 {
-	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plans[2] = {NULL, NULL};
+	bool		children = vb_waits_available();	/* 0.1.0 has no child runs */
 	Datum		args[2];
 	char		nulls[2] = {' ', ' '};
 	ExpireBatch b;
 	uint64		n;
 
-	if (plan == NULL)
+	if (plans[children] == NULL)
 	{
 		Oid			types[2] = {TEXTARRAYOID, TIMESTAMPTZOID};
 
@@ -157,22 +140,25 @@ vb_expire_attempts(Datum activities, TimestampTz at, bool isolate,
 		 * planning it afresh on most calls under concurrency (0.2 ms each):
 		 * the generic plan is used from the start.
 		 */
-		plan = vb_prepare_opts("SELECT n.id, n.run_id,"
-							   "       CASE WHEN n.attempt_deadline <= n.lease_expires_at"
-							   "            THEN 'timeout' ELSE 'lease_expired' END"
-							   "  FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
-							   " WHERE n.status = 'running' AND n.lease_expires_at <= $2"
-							   "   AND ($1 IS NULL OR n.activity = ANY ($1))"
-							   " ORDER BY n.lease_expires_at LIMIT " CppAsString2(EXPIRE_BATCH)
-							   " FOR NO KEY UPDATE OF r SKIP LOCKED"
-							   " FOR UPDATE OF n SKIP LOCKED", lengthof(types), types,
-							   CURSOR_OPT_GENERIC_PLAN);
+		plans[children] = vb_prepare_opts(psprintf(
+			"SELECT n.id, n.run_id,"
+			"       CASE WHEN n.attempt_deadline <= n.lease_expires_at"
+			"            THEN 'timeout' ELSE 'lease_expired' END,"
+			"       %s"
+			"  FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
+			" WHERE n.status = 'running' AND n.lease_expires_at <= $2"
+			"   AND ($1 IS NULL OR n.activity = ANY ($1))"
+			" ORDER BY n.lease_expires_at LIMIT " CppAsString2(EXPIRE_BATCH)
+			" FOR NO KEY UPDATE OF r SKIP LOCKED"
+			" FOR UPDATE OF n SKIP LOCKED",
+			children ? "r.parent_run IS NOT NULL" : "false"),
+			lengthof(types), types, CURSOR_OPT_GENERIC_PLAN);
 	}
 	args[0] = activities;
 	if (activities == (Datum) 0)
 		nulls[0] = 'n';
 	args[1] = TimestampTzGetDatum(at);
-	if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_SELECT)
+	if (SPI_execute_plan(plans[children], args, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: expired lease scan failed");
 	n = SPI_processed;
 	if (n == 0)
@@ -182,8 +168,15 @@ vb_expire_attempts(Datum activities, TimestampTz at, bool isolate,
 	b.at = at;
 	vb_read_due_items(1, 2, &b.task_ids, &b.run_ids);
 	b.classes = palloc(sizeof(char *) * n);
+	b.has_parent = palloc(sizeof(bool) * n);
 	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+
 		b.classes[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3);
+		b.has_parent[i] = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+													 4, &isnull));
+	}
 	if (isolate)
 		for (uint64 i = 0; i < n; i++)
 			vb_due_item(true, expire_one, &b, (int) i, counters,
