@@ -30,7 +30,9 @@ const json = (value) => {               // JSON goes as text, checked here, so t
 const errorOf = (e) => {                // the error, as text jsonb takes, cut to a size it keeps
   let message = String(e?.message ?? e).replaceAll('\0', '\\0');
   if (message.length > 2000) message = `${message.slice(0, 2000)}... (${message.length} characters)`;
-  return json({ message: message.toWellFormed(), class: e?.cls ?? 'transient' });
+  message = message.replace(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g,
+                            '\uFFFD');        // half a surrogate pair (toWellFormed from Node 20)
+  return json({ message, class: e?.cls ?? 'transient' });
 };
 
 async function runHandler(t) {          // -> [the call that reports the task, its JSON text]
