@@ -378,7 +378,7 @@ bump_at_commit(void)
 
 /* The arguments of grant_workspace and revoke_workspace. */
 static void
-workspace_role_args(FunctionCallInfo fcinfo, char **workspace, Oid *role)
+workspace_role_args(FunctionCallInfo fcinfo, char **workspace, Oid *role, bool must_exist)
 {
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -387,7 +387,8 @@ workspace_role_args(FunctionCallInfo fcinfo, char **workspace, Oid *role)
 	*workspace = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	vb_check_workspace_name(*workspace, false);
 	*role = PG_GETARG_OID(1);
-	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(*role)))
+	/* a dropped role's mapping can still be revoked, by its OID */
+	if (must_exist && !SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(*role)))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("role with OID %u does not exist", *role)));
@@ -407,7 +408,7 @@ change_mapping(FunctionCallInfo fcinfo, const char *sql, int expected)
 	Oid			types[2] = {TEXTOID, OIDOID};
 	bool		changed;
 
-	workspace_role_args(fcinfo, &workspace, &role);
+	workspace_role_args(fcinfo, &workspace, &role, expected == SPI_OK_INSERT);
 	args[0] = CStringGetTextDatum(workspace);
 	args[1] = ObjectIdGetDatum(role);
 	SPI_connect();

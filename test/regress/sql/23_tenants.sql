@@ -341,6 +341,17 @@ RESET ROLE;
 SELECT vectorbea.grant_workspace(NULL, 'vb_t_acme');
 SELECT vectorbea.grant_workspace('bad name!', 'vb_t_acme');
 SELECT vectorbea.grant_workspace('acme', 'no_such_role');
+SELECT vectorbea.grant_workspace('acme', 999999);
+-- A role dropped while mapped leaves its entry (the workspace stays
+-- closed); the entry is found by its OID and revoked by it.
+CREATE ROLE vb_t_gone;
+SELECT vectorbea.grant_workspace('gone', 'vb_t_gone');
+SELECT 'vb_t_gone'::regrole::oid AS gone_oid \gset
+DROP ROLE vb_t_gone;
+SELECT workspace, role::oid = :gone_oid AS dropped_role FROM vectorbea.workspace_roles
+ WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE oid = role);
+SELECT vectorbea.revoke_workspace('gone', :gone_oid) AS revoked;
+SELECT count(*) AS entries_of_gone FROM vectorbea.workspace_roles WHERE workspace = 'gone';
 
 DROP SCHEMA vb_t CASCADE;
 DROP OWNED BY vb_t_acme, vb_t_globex, vb_t_outsider;
