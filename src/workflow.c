@@ -684,20 +684,6 @@ starts_engine_nodes(const char *specs_json)
 	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
-/*
- * The runs of start_runs whose keys were not used before, created together:
- * one INSERT of the runs, one of their RUN_STARTED events, one of their
- * nodes.  ids[i] is filled for every input; those whose key was used
- * before get the earlier run (existing_run).
- *
- * The runs are inserted with the counters they have once started (one
- * event, every node of the definition open), so nothing writes them a
- * second time: an UPDATE of the new rows cost start_runs a second version
- * of every run and a join with runs whose plan, made while the table was
- * small, scanned all of it, 42 % of its time in bench/run starts.  The
- * counters the event and node inserts keep in memory must agree: a start
- * that writes more (gates, engine nodes) takes the one-by-one path.
- */
 typedef struct KeyAt
 {
 	const char *key;
@@ -763,6 +749,20 @@ key_given_before(char **keys, Jsonb **inputs, int *first, int i, int n)
 	return j;
 }
 
+/*
+ * The runs of start_runs whose keys were not used before, created together:
+ * one INSERT of the runs, one of their RUN_STARTED events, one of their
+ * nodes.  ids[i] is filled for every input; those whose key was used
+ * before get the earlier run (existing_run).
+ *
+ * The runs are inserted with the counters they have once started (one
+ * event, every node of the definition open), so nothing writes them a
+ * second time: an UPDATE of the new rows cost start_runs a second version
+ * of every run and a join with runs whose plan, made while the table was
+ * small, scanned all of it, 42 % of its time in bench/run starts.  The
+ * counters the event and node inserts keep in memory must agree: a start
+ * that writes more (gates, engine nodes) takes the one-by-one path.
+ */
 static void
 create_runs_together(const char *workflow, int version, const char *specs_json, Jsonb **inputs,
 					 char **keys, int *first, int n, Jsonb *options, int priority,
