@@ -157,7 +157,16 @@ ALTER SYSTEM SET vectorbea.llm_allowed_hosts = 'api.example.com:'; \echo SQLSTAT
 ALTER SYSTEM SET vectorbea.llm_allowed_hosts =
 	'127.0.0.1, 10.0.0.0/8:8000-8099, [fd00::1]:8443, fe80::/10, localhost:11434';
 SELECT pg_reload_conf();
-SELECT pg_sleep(0.2);
+-- Until this session has read the file (at most 10 s): each statement that
+-- \gexec sends is a command of its own, and a backend takes a reload
+-- between commands; a fixed sleep was a guess at how long that takes.
+\o /dev/null
+\set ECHO none
+SELECT format('SELECT pg_sleep(0.1) WHERE current_setting(%L) <> %L', 'vectorbea.llm_allowed_hosts',
+			  '127.0.0.1, 10.0.0.0/8:8000-8099, [fd00::1]:8443, fe80::/10, localhost:11434')
+  FROM generate_series(1, 100) \gexec
+\set ECHO all
+\o
 SHOW vectorbea.llm_allowed_hosts;
 SELECT address, port, scheme, vectorbea.llm_address_allowed(address::inet, port, scheme) AS allowed
   FROM (VALUES ('127.0.0.1', 443, 'https'), ('127.0.0.1', 80, 'http'),
