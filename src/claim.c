@@ -229,10 +229,12 @@ order_started(VbStartedAttempts *started)
  * skipped: the claim came back short, or empty, while another of its
  * activities had work in free runs (a worker of several activities beside
  * one wide, busy run went to sleep with work waiting).  When it comes back
- * short and ready work is left, each activity that has some is claimed
- * alone for what is missing, in the order the worker named them: a claim
- * of one activity passes a busy run with one lock attempt and goes on to
- * the next.  An idle poll pays one read for this.
+ * short having passed over ready tasks (vb_state_start_attempts says so)
+ * and ready work is left, each activity that has some is claimed alone for
+ * what is missing, in the order the worker named them: a claim of one
+ * activity passes a busy run with one lock attempt and goes on to the
+ * next.  A claim that passed over nothing (an idle poll, or all the ready
+ * work taken) pays nothing more.
  */
 static void
 top_up_short_claim(const char *worker, ArrayType *activities, int max_tasks,
@@ -244,7 +246,7 @@ top_up_short_claim(const char *worker, ArrayType *activities, int max_tasks,
 	int			n;
 	int			claims_with_tasks = started->count > 0 ? 1 : 0;
 
-	if (started->count >= (uint64) max_tasks ||
+	if (started->count >= (uint64) max_tasks || !started->skipped ||
 		ArrayGetNItems(ARR_NDIM(activities), ARR_DIMS(activities)) < 2)
 		return;
 	left = activities_with_ready_work(activities, excluded, at);

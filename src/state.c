@@ -506,7 +506,23 @@ release_dependents(VbRun *run, const char *node, TimestampTz at)
 #define CLAIM_WORKSPACE_FILTER \
 	" AND ($6::text IS NULL OR r.workspace = $6) AND r.workspace <> ALL ($7::text[])"
 
-#define CLAIM_TAIL \
+#define CLAIM_TAIL CLAIM_TAIL_CTE CLAIM_TAIL_SELECT
+
+/*
+ * A claim of several activities also says whether it skipped something:
+ * one more row, all NULL but for the quotas' total in the key's column
+ * (CLAIM_SKIP_ROW_COLUMN), which vb_state_start_attempts takes out.  Fewer
+ * tasks than the total means that ready tasks were passed over, their runs
+ * or rows busy in other transactions (claim.c tops such a claim up); an
+ * idle poll's total is 0, and it is not topped up.
+ */
+#define CLAIM_TAIL_MANY CLAIM_TAIL_CTE \
+	" (" CLAIM_TAIL_SELECT ")" \
+	" UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL," \
+	"        (SELECT coalesce(pg_catalog.sum(quota.n), 0)::text FROM quota), NULL, NULL"
+#define CLAIM_SKIP_ROW_COLUMN 11
+
+#define CLAIM_TAIL_CTE \
 	"), claimed AS (" \
 	"  UPDATE vectorbea.nodes n" \
 	"     SET status = 'running', attempt = n.attempt + 1," \
@@ -518,7 +534,9 @@ release_dependents(VbRun *run, const char *node, TimestampTz at)
 	"  RETURNING n.id, n.lease, n.run_id, n.node, n.activity, n.attempt," \
 	"            n.max_attempts, n.input, n.depends_on, n.checkpoint," \
 	"            n.lease_expires_at, n.priority, n.available_at" \
-	")" \
+	")"
+
+#define CLAIM_TAIL_SELECT \
 	" SELECT cl.id, cl.lease, cl.run_id, cl.node, cl.activity, cl.attempt," \
 	"        cl.max_attempts, cl.input," \
 	"        coalesce((SELECT pg_catalog.jsonb_object_agg(d.node, d.output)" \
@@ -566,11 +584,11 @@ vb_state_start_attempts(const char *worker, ArrayType *activities, int max_tasks
 		 * planner guesses, and the generic plan is used from the first call:
 		 * planning this statement costs more than running it.
 		 */
-		many_plan = vb_prepare_opts(CLAIM_MANY_HEAD(CLAIM_NO_FILTER) CLAIM_TAIL, 5, types,
+		many_plan = vb_prepare_opts(CLAIM_MANY_HEAD(CLAIM_NO_FILTER) CLAIM_TAIL_MANY, 5, types,
 									CURSOR_OPT_GENERIC_PLAN);
 		one_plan = vb_prepare_opts(CLAIM_ONE_HEAD(CLAIM_NO_FILTER) CLAIM_TAIL, lengthof(types),
 								   types, CURSOR_OPT_GENERIC_PLAN);
-		many_filtered_plan = vb_prepare(CLAIM_MANY_HEAD(CLAIM_WORKSPACE_FILTER) CLAIM_TAIL,
+		many_filtered_plan = vb_prepare(CLAIM_MANY_HEAD(CLAIM_WORKSPACE_FILTER) CLAIM_TAIL_MANY,
 										lengthof(types), types);
 		one_filtered_plan = vb_prepare(CLAIM_ONE_HEAD(CLAIM_WORKSPACE_FILTER) CLAIM_TAIL,
 									   lengthof(types), types);
@@ -612,6 +630,26 @@ vb_state_start_attempts(const char *worker, ArrayType *activities, int max_tasks
 		elog(ERROR, "vectorbea: claim failed");
 	rows = SPI_tuptable;
 	n = SPI_processed;
+
+	/* A claim of several activities' last row is its quotas' total. */
+	if (!one)
+	{
+		HeapTuple	last;
+		bool		isnull;
+
+		for (uint64 i = 0; i < n; i++)
+		{
+			(void) SPI_getbinval(rows->vals[i], rows->tupdesc, 1, &isnull);
+			if (!isnull)
+				continue;
+			last = rows->vals[i];
+			memmove(&rows->vals[i], &rows->vals[i + 1], sizeof(HeapTuple) * (n - i - 1));
+			n--;
+			if (strtoll(SPI_getvalue(last, rows->tupdesc, CLAIM_SKIP_ROW_COLUMN), NULL, 10) > (int64) n)
+				started->skipped = true;
+			break;
+		}
+	}
 
 	/* Appended to what earlier claims of the same call started. */
 	if (n > 0)

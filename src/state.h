@@ -40,6 +40,8 @@ typedef struct VbStartedAttempts
 	HeapTuple  *vals;			/* columns: see claim_tasks' result */
 	TupleDesc	tupdesc;
 	TimestampTz first_expiry;	/* DT_NOEND when none */
+	bool		skipped;		/* a claim of several activities passed over
+								 * ready tasks (their runs or rows busy) */
 } VbStartedAttempts;
 
 /* Zeroed, with no expiry yet: what vb_state_start_attempts appends to. */
