@@ -153,6 +153,10 @@ sub vb_master_key
 	close $fh;
 	$node->append_conf('postgresql.conf', "vectorbea.master_key_file = 'vb_master_key'\n");
 	$node->reload;
+	# A session started before the postmaster has read the file would not
+	# have the key: wait until a new one does.
+	die "vectorbea.master_key_file did not take effect"
+	  unless defined vb_wait_for($node, 'SHOW vectorbea.master_key_file', 'vb_master_key', 60);
 	return $path;
 }
 
