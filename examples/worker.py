@@ -307,10 +307,7 @@ class Worker(threading.Thread):
             try:
                 output, spawn = HANDLERS[t.activity](t)
             except Transient as e:
-                result = self.sql_one(
-                    "SELECT vectorbea.fail_task(%s, %s::uuid, %s)",
-                    (t.task_id, t.lease,
-                     Json({"message": str(e), "class": "transient"})))
+                result = self.fail(t, str(e), "transient")
                 t.say(f"failed: {e} → fail_task says '{result}'"
                       + (" (claimed again once the backoff has passed)"
                          if result == "retrying" else ""))
@@ -318,11 +315,7 @@ class Worker(threading.Thread):
             except psycopg2.Error:
                 raise                   # e.g. VB001 from a heartbeat: below
             except Exception as e:      # a bug in the activity: report it
-                result = self.sql_one(
-                    "SELECT vectorbea.fail_task(%s, %s::uuid, %s)",
-                    (t.task_id, t.lease,
-                     Json({"message": f"{type(e).__name__}: {e}",
-                           "class": "transient"})))
+                result = self.fail(t, f"{type(e).__name__}: {e}", "transient")
                 t.say(f"crashed: {type(e).__name__}: {e} → {result}")
                 return
             completing = True
@@ -346,17 +339,21 @@ class Worker(threading.Thread):
             if completing and e.pgcode and e.pgcode[:2] in ("22", "23", "54"):
                 self.fail_refused(t, e)
 
+    def fail(self, t, message, cls, retryable=True):
+        # fail_task: the engine retries a retryable failure while attempts
+        # are left, and answers what it did ("retrying" or "failed").
+        return self.sql_one(
+            "SELECT vectorbea.fail_task(%s, %s::uuid, %s, retryable => %s)",
+            (t.task_id, t.lease, Json({"message": message, "class": cls}), retryable))
+
     def fail_refused(self, t, e):
         # complete_task refused what the activity produced (a bad spawn
         # list, an output over the size limit): the task is still this
         # worker's, so it is failed, for good, with the reason, rather
         # than left to wait out its lease and be run again to the same end.
         try:
-            result = self.sql_one(
-                "SELECT vectorbea.fail_task(%s, %s::uuid, %s, retryable => false)",
-                (t.task_id, t.lease,
-                 Json({"message": f"complete_task refused: {e.diag.message_primary}",
-                       "class": "permanent"})))
+            result = self.fail(t, f"complete_task refused: {e.diag.message_primary}",
+                               "permanent", retryable=False)
             t.say(f"failed: complete_task refused its result → {result}")
         except psycopg2.Error as again:
             t.say(f"could not fail the task either: {again.pgerror or again}")

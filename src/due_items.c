@@ -160,6 +160,35 @@ run_one(void *arg)
 }
 
 /*
+ * Runs fn(arg, i) for item i in a subtransaction; true when it was done.
+ * An item that met a run another transaction holds (lock_not_available)
+ * is put off (defer_busy) with *error NULL; any other error is returned
+ * in *error for the caller to report or raise.
+ */
+static bool
+run_unless_busy(void (*fn) (void *, int), void *arg, int i, pg_uuid_t *run_id,
+				VbDueItemKind kind, int64 item_id, TimestampTz at, ErrorData **error)
+{
+	SweepItem	item = {fn, arg, i};
+	ErrorData  *edata = vb_try_in_subxact(run_one, &item);
+
+	*error = NULL;
+	if (edata == NULL)
+		return true;
+	if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+	{
+		*error = edata;
+		return false;
+	}
+	ereport(DEBUG1,
+			(errmsg("vectorbea: %s", edata->message),
+			 errdetail_internal("The item is put off by %d ms.", BUSY_RETRY_MS)));
+	FreeErrorData(edata);
+	defer_busy(run_id, kind, item_id, at);
+	return false;
+}
+
+/*
  * Runs fn(arg, i) for item i in a subtransaction when isolate is set;
  * returns false (after reporting) when it failed.  A failure is logged,
  * counted, and recorded in the item's run by record_error.
@@ -169,7 +198,6 @@ vb_due_item(bool isolate, void (*fn) (void *, int), void *arg, int i,
 		 VbSweepCounters *counters, pg_uuid_t *run_id, VbDueItemKind kind,
 		 int64 item_id, TimestampTz at)
 {
-	SweepItem	item = {fn, arg, i};
 	ErrorData  *edata;
 
 	if (!isolate)
@@ -177,18 +205,10 @@ vb_due_item(bool isolate, void (*fn) (void *, int), void *arg, int i,
 		fn(arg, i);
 		return true;
 	}
-	edata = vb_try_in_subxact(run_one, &item);
-	if (edata == NULL)
+	if (run_unless_busy(fn, arg, i, run_id, kind, item_id, at, &edata))
 		return true;
-	if (edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE)
-	{
-		ereport(DEBUG1,
-				(errmsg("vectorbea scheduler: %s", edata->message),
-				 errdetail_internal("The item is put off by %d ms.", BUSY_RETRY_MS)));
-		defer_busy(run_id, kind, item_id, at);
-		FreeErrorData(edata);
-		return false;
-	}
+	if (edata == NULL)
+		return false;			/* put off */
 	ereport(WARNING,
 			(errmsg("vectorbea scheduler: %s", edata->message),
 			 edata->detail ? errdetail_internal("%s", edata->detail) : 0,
@@ -214,15 +234,12 @@ bool
 vb_due_item_unless_busy(void (*fn) (void *, int), void *arg, int i, pg_uuid_t *run_id,
 						VbDueItemKind kind, int64 item_id, TimestampTz at)
 {
-	SweepItem	item = {fn, arg, i};
-	ErrorData  *edata = vb_try_in_subxact(run_one, &item);
+	ErrorData  *edata;
 
-	if (edata == NULL)
+	if (run_unless_busy(fn, arg, i, run_id, kind, item_id, at, &edata))
 		return true;
-	if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE)
+	if (edata != NULL)
 		ReThrowError(edata);
-	FreeErrorData(edata);
-	defer_busy(run_id, kind, item_id, at);
 	return false;
 }
 

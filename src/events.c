@@ -138,23 +138,9 @@ vb_run_try_lock(pg_uuid_t *run_id, VbRun *run)
 static int	parent_lock_wait_ms = -1;
 
 /*
- * Sets whether vb_run_lock_parent waits (in the lock manager, or not at
- * all); returns the previous setting.  A caller that may run inside a
- * limit of its own (a decision) saves and restores the limit itself
- * (vb_run_parent_lock_wait_limit).
- */
-bool
-vb_run_parent_lock_waits(bool waits)
-{
-	bool		previous = parent_lock_wait_ms != 0;
-
-	parent_lock_wait_ms = waits ? -1 : 0;
-	return previous;
-}
-
-/*
  * Sets how long vb_run_lock_parent tries a held parent (-1: waits in the
- * lock manager); returns the previous setting.
+ * lock manager; 0: not at all); returns the previous setting, for the
+ * caller to restore.
  */
 int
 vb_run_parent_lock_wait_limit(int wait_ms)

@@ -47,7 +47,6 @@ typedef struct VbRun
 extern bool vb_run_lock(pg_uuid_t *run_id, VbRun *run);
 extern bool vb_run_lock_for_task(int64 task_id, VbRun *run);
 extern bool vb_run_try_lock(pg_uuid_t *run_id, VbRun *run);
-extern bool vb_run_parent_lock_waits(bool waits);
 extern int	vb_run_parent_lock_wait_limit(int wait_ms);
 extern bool vb_run_lock_parent(pg_uuid_t *run_id, VbRun *run);
 extern bool vb_run_wait_lock(pg_uuid_t *run_id, ArrayType *not_workspaces, int timeout_ms);

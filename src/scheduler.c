@@ -435,9 +435,9 @@ do_pass(TimestampTz now, TimestampTz *announced_upto, VbSweepCounters *c)
 	 * due time to put off), and so do the llm steps: a call's answer, once
 	 * rolled back, could only be had by calling again.
 	 */
-	vb_run_parent_lock_waits(false);
+	(void) vb_run_parent_lock_wait_limit(0);
 	ok = end_due_items(now, c);
-	vb_run_parent_lock_waits(true);
+	(void) vb_run_parent_lock_wait_limit(-1);
 	if (!ok)
 		return now;
 	if (!begin_step("vectorbea: cancelling the child runs of ended parents"))

@@ -332,12 +332,12 @@ vectorbea_run_due_work(PG_FUNCTION_ARGS)
 	volatile int started = 0;
 	volatile int ended = 0;
 	int			orphans = 0;
-	bool		waits;
+	int			wait_ms;
 
 	memset(&c, 0, sizeof(c));
 	SPI_connect();
 	/* As the scheduler's pass: an item whose parent run is held is put off. */
-	waits = vb_run_parent_lock_waits(false);
+	wait_ms = vb_run_parent_lock_wait_limit(0);
 	PG_TRY();
 	{
 		while (vb_expire_attempts((Datum) 0, now, true, &c) > 0)
@@ -353,7 +353,7 @@ vectorbea_run_due_work(PG_FUNCTION_ARGS)
 	}
 	PG_FINALLY();
 	{
-		vb_run_parent_lock_waits(waits);
+		vb_run_parent_lock_wait_limit(wait_ms);
 	}
 	PG_END_TRY();
 	while ((n = vb_cancel_orphans(now, &c)) > 0)
