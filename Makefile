@@ -12,6 +12,8 @@ OBJS = \
 	src/install_guard.o \
 	src/settings.o \
 	src/crashpoint.o \
+	src/caller.o \
+	src/query_door.o \
 	src/clock.o \
 	src/duration.o \
 	src/status.o \

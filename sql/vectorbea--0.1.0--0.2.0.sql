@@ -76,6 +76,31 @@ END
 $lock$;
 
 /*
+ * The engine's functions are doors (src/caller.c): SECURITY INVOKER, so
+ * that they know the role that called them, current_user, and switching
+ * to the extension's owner themselves for the engine's reads and writes.
+ * As SECURITY DEFINER, 0.1.0's could only ask for the session's role, so
+ * a SECURITY DEFINER function of one tenant, called by a member of
+ * another, acted for that member.  EXECUTE still decides who may call
+ * each; the grants do not change.  The functions written in SQL become
+ * doors over a body of their own below (src/query_door.c).
+ */
+ALTER FUNCTION @extschema@.define_workflow(text, jsonb) SECURITY INVOKER;
+ALTER FUNCTION @extschema@.start_run(text, jsonb, text, jsonb) SECURITY INVOKER;
+ALTER FUNCTION @extschema@.claim_tasks(text, text[], integer, interval) SECURITY INVOKER;
+ALTER FUNCTION @extschema@.heartbeat(bigint, uuid, interval) SECURITY INVOKER;
+ALTER FUNCTION @extschema@.complete_task(bigint, uuid, jsonb, jsonb, jsonb) SECURITY INVOKER;
+ALTER FUNCTION @extschema@.fail_task(bigint, uuid, jsonb, boolean) SECURITY INVOKER;
+ALTER FUNCTION @extschema@.save_checkpoint(bigint, uuid, jsonb) SECURITY INVOKER;
+ALTER FUNCTION @extschema@.await_approval(bigint, uuid, text, jsonb, interval) SECURITY INVOKER;
+ALTER FUNCTION @extschema@.cancel_run(uuid, text, boolean) SECURITY INVOKER;
+ALTER FUNCTION @extschema@.append_event(uuid, text, jsonb, text) SECURITY INVOKER;
+ALTER FUNCTION @extschema@.set_provider_key(text, text, text, text) SECURITY INVOKER;
+ALTER FUNCTION @extschema@.check_provider_key(text, text) SECURITY INVOKER;
+ALTER FUNCTION @extschema@.rotate_master_key(text) SECURITY INVOKER;
+ALTER FUNCTION @extschema@.run_due_work() SECURITY INVOKER;
+
+/*
  * Tenants (issue: hardening): workspaces mapped to roles.  A workspace
  * mapped to at least one role is seen and acted on by the members of its
  * roles only; one mapped to none stays open to every role with the
@@ -130,9 +155,9 @@ COMMENT ON FUNCTION @extschema@.escape_text(text) IS
 	'The text on one line: control characters and line separators shown as \n, \r, \t, \xNN or \uNNNN.';
 REVOKE ALL ON FUNCTION @extschema@.escape_text(text) FROM PUBLIC;
 
-CREATE OR REPLACE FUNCTION @extschema@.timeline(run uuid)
+CREATE FUNCTION @extschema@.timeline_body(run uuid)
 	RETURNS SETOF text
-	LANGUAGE sql STABLE SECURITY DEFINER
+	LANGUAGE sql STABLE
 	SET search_path = pg_catalog, pg_temp
 AS $$
 SELECT @extschema@.escape_text(to_char(e.at, 'HH24:MI:SS.MS') || ' ' || e.type ||
@@ -220,9 +245,17 @@ SELECT @extschema@.escape_text(to_char(e.at, 'HH24:MI:SS.MS') || ' ' || e.type |
 			concat_ws(' ', e.node, left(e.data::text, 120))
 	   END, ''))
   FROM @extschema@.events e
- WHERE e.run_id = timeline.run AND @extschema@.run_visible(timeline.run)
+ WHERE e.run_id = timeline_body.run AND @extschema@.run_visible(timeline_body.run)
  ORDER BY e.seq
 $$;
+COMMENT ON FUNCTION @extschema@.timeline_body(uuid) IS
+	'The query of timeline(), which runs it as the extension''s owner for its caller; not for direct use.';
+REVOKE ALL ON FUNCTION @extschema@.timeline_body(uuid) FROM PUBLIC;
+CREATE OR REPLACE FUNCTION @extschema@.timeline(run uuid)
+	RETURNS SETOF text
+	LANGUAGE c STABLE
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_query_door';
 COMMENT ON FUNCTION @extschema@.timeline(uuid) IS
 	'The run''s history as readable lines, oldest first; free text is shown with control characters escaped.';
 
@@ -249,7 +282,7 @@ REVOKE ALL ON FUNCTION @extschema@.llm_address_allowed(inet, integer, text) FROM
  */
 CREATE FUNCTION @extschema@.requeue(task_id bigint, reason text DEFAULT NULL)
 	RETURNS boolean
-	LANGUAGE c SECURITY DEFINER
+	LANGUAGE c
 	SET search_path = pg_catalog, pg_temp
 	AS 'MODULE_PATHNAME', 'vectorbea_requeue';
 COMMENT ON FUNCTION @extschema@.requeue(bigint, text) IS
@@ -258,24 +291,24 @@ REVOKE ALL ON FUNCTION @extschema@.requeue(bigint, text) FROM PUBLIC;
 
 CREATE FUNCTION @extschema@.requeue_dead(filter jsonb DEFAULT '{}', reason text DEFAULT NULL)
 	RETURNS integer
-	LANGUAGE c SECURITY DEFINER
+	LANGUAGE c
 	SET search_path = pg_catalog, pg_temp
 	AS 'MODULE_PATHNAME', 'vectorbea_requeue_dead';
 COMMENT ON FUNCTION @extschema@.requeue_dead(jsonb, text) IS
 	'Requeues every dead letter the filter matches (run, workspace, workflow, activity, node, class, failed_after, failed_before); returns how many.';
 REVOKE ALL ON FUNCTION @extschema@.requeue_dead(jsonb, text) FROM PUBLIC;
 
-CREATE OR REPLACE FUNCTION @extschema@.replay(run uuid, upto bigint DEFAULT NULL)
+CREATE FUNCTION @extschema@.replay_body(run uuid, upto bigint DEFAULT NULL)
 	RETURNS jsonb
-	LANGUAGE sql STABLE SECURITY DEFINER
+	LANGUAGE sql STABLE
 	SET search_path = pg_catalog, pg_temp
 AS $$
 WITH ev AS (
 	SELECT e.seq, e.type, e.node, e.attempt, e.data
 	  FROM @extschema@.events e
-	 WHERE e.run_id = replay.run AND (replay.upto IS NULL OR e.seq <= replay.upto)
+	 WHERE e.run_id = replay_body.run AND (replay_body.upto IS NULL OR e.seq <= replay_body.upto)
 	   -- a run of a workspace the caller may not see has no history for it
-	   AND @extschema@.run_visible(replay.run)
+	   AND @extschema@.run_visible(replay_body.run)
 ), started AS (
 	SELECT ev.data FROM ev WHERE ev.type = 'RUN_STARTED'
 ), added AS (
@@ -385,7 +418,7 @@ WITH ev AS (
 	  FROM added a JOIN per_node p ON p.node = a.node
 )
 SELECT jsonb_build_object(
-		   'run', replay.run,
+		   'run', replay_body.run,
 		   'workflow', s.data->'workflow',
 		   'version', s.data->'version',
 		   'input', s.data->'input',
@@ -420,6 +453,14 @@ SELECT jsonb_build_object(
 		   'gates', coalesce((SELECT jsonb_object_agg(g.id, g.state) FROM gates g), '{}'::jsonb))
   FROM started s
 $$;
+COMMENT ON FUNCTION @extschema@.replay_body(uuid, bigint) IS
+	'The query of replay(), which runs it as the extension''s owner for its caller; not for direct use.';
+REVOKE ALL ON FUNCTION @extschema@.replay_body(uuid, bigint) FROM PUBLIC;
+CREATE OR REPLACE FUNCTION @extschema@.replay(run uuid, upto bigint DEFAULT NULL)
+	RETURNS jsonb
+	LANGUAGE c STABLE
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_query_door';
 COMMENT ON FUNCTION @extschema@.replay(uuid, bigint) IS
 	'The run''s state rebuilt from its events alone, optionally as of event upto.';
 
@@ -429,24 +470,24 @@ COMMENT ON FUNCTION @extschema@.replay(uuid, bigint) IS
  * function reads the tables as their owner, whom row-level security lets
  * by, so it asks run_visible() itself.
  */
-CREATE OR REPLACE FUNCTION @extschema@.verify_run(run uuid)
+CREATE FUNCTION @extschema@.verify_run_body(run uuid)
 	RETURNS SETOF text
-	LANGUAGE sql STABLE SECURITY DEFINER
+	LANGUAGE sql STABLE
 	SET search_path = pg_catalog, pg_temp
 AS $$
 WITH r AS (
-	SELECT * FROM @extschema@.runs WHERE id = verify_run.run AND @extschema@.run_visible(verify_run.run)
+	SELECT * FROM @extschema@.runs WHERE id = verify_run_body.run AND @extschema@.run_visible(verify_run_body.run)
 ), h AS (
-	SELECT @extschema@.replay(verify_run.run) AS s
+	SELECT @extschema@.replay(verify_run_body.run) AS s
 ), seqs AS (
 	SELECT count(*) AS n, coalesce(max(seq), 0) AS top
-	  FROM @extschema@.events WHERE run_id = verify_run.run AND @extschema@.run_visible(verify_run.run)
+	  FROM @extschema@.events WHERE run_id = verify_run_body.run AND @extschema@.run_visible(verify_run_body.run)
 ), table_nodes AS (
 	SELECT n.node, jsonb_build_object(
 			   'kind', n.kind, 'activity', n.activity, 'depends_on', to_jsonb(n.depends_on),
 			   'status', n.status, 'attempts', n.attempt, 'output', n.output,
 			   'error', n.error, 'spawned_by', n.spawned_by) AS state
-	  FROM @extschema@.nodes n WHERE n.run_id = verify_run.run AND @extschema@.run_visible(verify_run.run)
+	  FROM @extschema@.nodes n WHERE n.run_id = verify_run_body.run AND @extschema@.run_visible(verify_run_body.run)
 ), history_nodes AS (
 	SELECT key AS node, value AS state FROM h, jsonb_each(h.s->'nodes')
 ), pairs AS (
@@ -460,7 +501,7 @@ WITH r AS (
 			   'votes', (SELECT count(*) FROM @extschema@.approval_votes v
 						  WHERE v.approval_id = a.id)) AS state
 	  FROM @extschema@.approvals a
-	 WHERE a.run_id = verify_run.run AND @extschema@.run_visible(verify_run.run)
+	 WHERE a.run_id = verify_run_body.run AND @extschema@.run_visible(verify_run_body.run)
 ), gate_pairs AS (
 	SELECT coalesce(t.id, hg.key) AS id, t.state AS t, hg.value AS hs
 	  FROM table_gates t FULL JOIN (SELECT g.* FROM h, jsonb_each(h.s->'gates') g) hg ON hg.key = t.id
@@ -525,6 +566,14 @@ SELECT msg FROM (
 ) d
 ORDER BY o, node, msg
 $$;
+COMMENT ON FUNCTION @extschema@.verify_run_body(uuid) IS
+	'The query of verify_run(), which runs it as the extension''s owner for its caller; not for direct use.';
+REVOKE ALL ON FUNCTION @extschema@.verify_run_body(uuid) FROM PUBLIC;
+CREATE OR REPLACE FUNCTION @extschema@.verify_run(run uuid)
+	RETURNS SETOF text
+	LANGUAGE c STABLE
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_query_door';
 COMMENT ON FUNCTION @extschema@.verify_run(uuid) IS
 	'Differences between the run replayed from its events and the tables; no rows means consistent.';
 
@@ -537,9 +586,9 @@ COMMENT ON FUNCTION @extschema@.verify_run(uuid) IS
  * Mermaid gantt chart; diff_runs() lists, node by node, what differs
  * between two runs.  All three read the tables and the history only.
  */
-CREATE FUNCTION @extschema@.graph(run uuid, format text DEFAULT 'mermaid')
+CREATE FUNCTION @extschema@.graph_body(run uuid, format text DEFAULT 'mermaid')
 	RETURNS text
-	LANGUAGE plpgsql STABLE SECURITY DEFINER
+	LANGUAGE plpgsql STABLE
 	SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -556,7 +605,7 @@ BEGIN
 				  HINT = 'Use ''mermaid'' (for Markdown, GitHub, Mermaid Live) or ''dot'' (for Graphviz).';
 	END IF;
 	-- a run of a workspace the caller may not see does not exist for it
-	IF NOT EXISTS (SELECT FROM @extschema@.runs r WHERE r.id = graph.run AND @extschema@.run_visible(r.id)) THEN
+	IF NOT EXISTS (SELECT FROM @extschema@.runs r WHERE r.id = graph_body.run AND @extschema@.run_visible(r.id)) THEN
 		RAISE EXCEPTION 'run % does not exist', run USING ERRCODE = 'undefined_object';
 	END IF;
 
@@ -572,7 +621,7 @@ BEGIN
 			   EXISTS (SELECT FROM @extschema@.events e
 						WHERE e.run_id = x.run_id AND e.node = x.node
 						  AND e.type = 'STEP_COMPLETED' AND e.data ? 'reused') AS reused
-		  FROM @extschema@.nodes x WHERE x.run_id = graph.run
+		  FROM @extschema@.nodes x WHERE x.run_id = graph_body.run
 	), labelled AS (
 		SELECT n.*,
 			   @extschema@.escape_text(n.node) AS title,
@@ -594,7 +643,7 @@ BEGIN
 		SELECT p.key AS from_key, c.key AS to_key, p.node AS from_node, c.node AS to_node
 		  FROM labelled c JOIN labelled p ON p.node = c.spawned_by
 	)
-	SELECT CASE graph.format
+	SELECT CASE graph_body.format
 		WHEN 'mermaid' THEN
 			'flowchart TD' || E'\n'
 			|| coalesce((SELECT pg_catalog.string_agg(
@@ -653,13 +702,21 @@ BEGIN
 	RETURN result;
 END
 $$;
+COMMENT ON FUNCTION @extschema@.graph_body(uuid, text) IS
+	'The query of graph(), which runs it as the extension''s owner for its caller; not for direct use.';
+REVOKE ALL ON FUNCTION @extschema@.graph_body(uuid, text) FROM PUBLIC;
+CREATE FUNCTION @extschema@.graph(run uuid, format text DEFAULT 'mermaid')
+	RETURNS text
+	LANGUAGE c STABLE
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_query_door';
 COMMENT ON FUNCTION @extschema@.graph(uuid, text) IS
 	'The run''s living graph as Mermaid (default) or Graphviz dot: nodes with kind, state, attempts, reuse by a fork and gate decisions; dependencies solid, spawns dashed.';
 REVOKE ALL ON FUNCTION @extschema@.graph(uuid, text) FROM PUBLIC;
 
-CREATE FUNCTION @extschema@.timeline_chart(run uuid)
+CREATE FUNCTION @extschema@.timeline_chart_body(run uuid)
 	RETURNS text
-	LANGUAGE plpgsql STABLE SECURITY DEFINER
+	LANGUAGE plpgsql STABLE
 	SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -670,14 +727,14 @@ BEGIN
 		RAISE EXCEPTION 'run must not be null' USING ERRCODE = 'null_value_not_allowed';
 	END IF;
 	SELECT x.workflow, x.workflow_version, x.finished_at INTO r
-	  FROM @extschema@.runs x WHERE x.id = timeline_chart.run AND @extschema@.run_visible(x.id);
+	  FROM @extschema@.runs x WHERE x.id = timeline_chart_body.run AND @extschema@.run_visible(x.id);
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'run % does not exist', run USING ERRCODE = 'undefined_object';
 	END IF;
 
 	WITH ev AS (
 		SELECT e.seq, e.type, e.node, e.attempt, e.data, e.at
-		  FROM @extschema@.events e WHERE e.run_id = timeline_chart.run
+		  FROM @extschema@.events e WHERE e.run_id = timeline_chart_body.run
 	), run_end AS (
 		-- A run that a requeue brought back is not over: what it runs now
 		-- goes on until now, not until the end it had before.
@@ -755,15 +812,23 @@ BEGIN
 	RETURN result;
 END
 $$;
+COMMENT ON FUNCTION @extschema@.timeline_chart_body(uuid) IS
+	'The query of timeline_chart(), which runs it as the extension''s owner for its caller; not for direct use.';
+REVOKE ALL ON FUNCTION @extschema@.timeline_chart_body(uuid) FROM PUBLIC;
+CREATE FUNCTION @extschema@.timeline_chart(run uuid)
+	RETURNS text
+	LANGUAGE c STABLE
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_query_door';
 COMMENT ON FUNCTION @extschema@.timeline_chart(uuid) IS
 	'When each attempt of the run ran and each gate waited, as a Mermaid gantt chart (times in epoch milliseconds).';
 REVOKE ALL ON FUNCTION @extschema@.timeline_chart(uuid) FROM PUBLIC;
 
 -- The two runs are unnamed: the result's columns are a and b, as the
 -- contract names them, and a function's arguments and columns share names.
-CREATE FUNCTION @extschema@.diff_runs(uuid, uuid)
+CREATE FUNCTION @extschema@.diff_runs_body(uuid, uuid)
 	RETURNS TABLE (node text, what text, a jsonb, b jsonb)
-	LANGUAGE plpgsql STABLE SECURITY DEFINER
+	LANGUAGE plpgsql STABLE
 	SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -834,6 +899,14 @@ BEGIN
 	ORDER BY 1, 2;
 END
 $$;
+COMMENT ON FUNCTION @extschema@.diff_runs_body(uuid, uuid) IS
+	'The query of diff_runs(), which runs it as the extension''s owner for its caller; not for direct use.';
+REVOKE ALL ON FUNCTION @extschema@.diff_runs_body(uuid, uuid) FROM PUBLIC;
+CREATE FUNCTION @extschema@.diff_runs(uuid, uuid)
+	RETURNS TABLE (node text, what text, a jsonb, b jsonb)
+	LANGUAGE c STABLE
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_query_door';
 COMMENT ON FUNCTION @extschema@.diff_runs(uuid, uuid) IS
 	'What differs between two runs, node by node: nodes only in one, status, attempts, output (key by key), tokens, cost and latency (a node a fork reused: status and output only).';
 REVOKE ALL ON FUNCTION @extschema@.diff_runs(uuid, uuid) FROM PUBLIC;
@@ -868,7 +941,7 @@ CREATE FUNCTION @extschema@.purge_runs(older_than interval,
 									   statuses text[] DEFAULT '{succeeded,failed,cancelled}',
 									   max_runs integer DEFAULT 500)
 	RETURNS integer
-	LANGUAGE c SECURITY DEFINER
+	LANGUAGE c
 	SET search_path = pg_catalog, pg_temp
 	AS 'MODULE_PATHNAME', 'vectorbea_purge_runs';
 COMMENT ON FUNCTION @extschema@.purge_runs(interval, text[], integer) IS
@@ -883,7 +956,7 @@ REVOKE ALL ON FUNCTION @extschema@.purge_runs(interval, text[], integer) FROM PU
 CREATE FUNCTION @extschema@.fork_run(run uuid, from_node text, changes jsonb DEFAULT '{}',
 									 version integer DEFAULT NULL)
 	RETURNS uuid
-	LANGUAGE c SECURITY DEFINER
+	LANGUAGE c
 	SET search_path = pg_catalog, pg_temp
 	AS 'MODULE_PATHNAME', 'vectorbea_fork_run';
 COMMENT ON FUNCTION @extschema@.fork_run(uuid, text, jsonb, integer) IS
@@ -1057,7 +1130,7 @@ SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('@e
 CREATE FUNCTION @extschema@.send_signal(run uuid, name text, payload jsonb DEFAULT '{}',
 										idempotency_key text DEFAULT NULL)
 	RETURNS bigint
-	LANGUAGE c SECURITY DEFINER
+	LANGUAGE c
 	SET search_path = pg_catalog, pg_temp
 	AS 'MODULE_PATHNAME', 'vectorbea_send_signal';
 COMMENT ON FUNCTION @extschema@.send_signal(uuid, text, jsonb, text) IS
@@ -1160,7 +1233,7 @@ REVOKE ALL ON TABLE @extschema@.disabled_models FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.disabled_models', '');
 
 CREATE FUNCTION @extschema@.pause_run(run uuid, reason text DEFAULT NULL)
-	RETURNS boolean LANGUAGE c SECURITY DEFINER
+	RETURNS boolean LANGUAGE c
 	SET search_path = pg_catalog, pg_temp
 	AS 'MODULE_PATHNAME', 'vectorbea_pause_run';
 COMMENT ON FUNCTION @extschema@.pause_run(uuid, text) IS
@@ -1168,7 +1241,7 @@ COMMENT ON FUNCTION @extschema@.pause_run(uuid, text) IS
 REVOKE ALL ON FUNCTION @extschema@.pause_run(uuid, text) FROM PUBLIC;
 
 CREATE FUNCTION @extschema@.resume_run(run uuid)
-	RETURNS boolean LANGUAGE c SECURITY DEFINER
+	RETURNS boolean LANGUAGE c
 	SET search_path = pg_catalog, pg_temp
 	AS 'MODULE_PATHNAME', 'vectorbea_resume_run';
 COMMENT ON FUNCTION @extschema@.resume_run(uuid) IS
@@ -1176,7 +1249,7 @@ COMMENT ON FUNCTION @extschema@.resume_run(uuid) IS
 REVOKE ALL ON FUNCTION @extschema@.resume_run(uuid) FROM PUBLIC;
 
 CREATE FUNCTION @extschema@.pause_workspace(workspace text, reason text DEFAULT NULL)
-	RETURNS integer LANGUAGE c SECURITY DEFINER
+	RETURNS integer LANGUAGE c
 	SET search_path = pg_catalog, pg_temp
 	AS 'MODULE_PATHNAME', 'vectorbea_pause_workspace';
 COMMENT ON FUNCTION @extschema@.pause_workspace(text, text) IS
@@ -1184,7 +1257,7 @@ COMMENT ON FUNCTION @extschema@.pause_workspace(text, text) IS
 REVOKE ALL ON FUNCTION @extschema@.pause_workspace(text, text) FROM PUBLIC;
 
 CREATE FUNCTION @extschema@.resume_workspace(workspace text)
-	RETURNS integer LANGUAGE c SECURITY DEFINER
+	RETURNS integer LANGUAGE c
 	SET search_path = pg_catalog, pg_temp
 	AS 'MODULE_PATHNAME', 'vectorbea_resume_workspace';
 COMMENT ON FUNCTION @extschema@.resume_workspace(text) IS
@@ -1192,7 +1265,7 @@ COMMENT ON FUNCTION @extschema@.resume_workspace(text) IS
 REVOKE ALL ON FUNCTION @extschema@.resume_workspace(text) FROM PUBLIC;
 
 CREATE FUNCTION @extschema@.disable_model(provider text, model text DEFAULT '*', reason text DEFAULT NULL)
-	RETURNS integer LANGUAGE c SECURITY DEFINER
+	RETURNS integer LANGUAGE c
 	SET search_path = pg_catalog, pg_temp
 	AS 'MODULE_PATHNAME', 'vectorbea_disable_model';
 COMMENT ON FUNCTION @extschema@.disable_model(text, text, text) IS
@@ -1200,7 +1273,7 @@ COMMENT ON FUNCTION @extschema@.disable_model(text, text, text) IS
 REVOKE ALL ON FUNCTION @extschema@.disable_model(text, text, text) FROM PUBLIC;
 
 CREATE FUNCTION @extschema@.enable_model(provider text, model text DEFAULT '*')
-	RETURNS boolean LANGUAGE c SECURITY DEFINER
+	RETURNS boolean LANGUAGE c
 	SET search_path = pg_catalog, pg_temp
 	AS 'MODULE_PATHNAME', 'vectorbea_enable_model';
 COMMENT ON FUNCTION @extschema@.enable_model(text, text) IS
@@ -1231,7 +1304,7 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.concurrency_limits', '')
 
 CREATE FUNCTION @extschema@.set_concurrency_limit(activity text, max_running integer,
 												  workspace text DEFAULT '*')
-	RETURNS boolean LANGUAGE c SECURITY DEFINER
+	RETURNS boolean LANGUAGE c
 	SET search_path = pg_catalog, pg_temp
 	AS 'MODULE_PATHNAME', 'vectorbea_set_concurrency_limit';
 COMMENT ON FUNCTION @extschema@.set_concurrency_limit(text, integer, text) IS
@@ -1349,7 +1422,7 @@ SELECT pg_catalog.pg_extension_config_dump('@extschema@.budgets', '');
 
 CREATE FUNCTION @extschema@.set_budget(workspace text, usd numeric, period text DEFAULT 'month',
 									   tokens bigint DEFAULT NULL, on_exceed text DEFAULT 'fail')
-	RETURNS integer LANGUAGE c SECURITY DEFINER
+	RETURNS integer LANGUAGE c
 	SET search_path = pg_catalog, pg_temp
 	AS 'MODULE_PATHNAME', 'vectorbea_set_budget';
 COMMENT ON FUNCTION @extschema@.set_budget(text, numeric, text, bigint, text) IS
@@ -1362,7 +1435,7 @@ REVOKE ALL ON FUNCTION @extschema@.set_budget(text, numeric, text, bigint, text)
 -- only (and an untyped '1 month' prefers text as well).
 CREATE FUNCTION @extschema@.set_budget(workspace text, usd numeric, period interval,
 									   tokens bigint DEFAULT NULL, on_exceed text DEFAULT 'fail')
-	RETURNS integer LANGUAGE c SECURITY DEFINER
+	RETURNS integer LANGUAGE c
 	SET search_path = pg_catalog, pg_temp
 	AS 'MODULE_PATHNAME', 'vectorbea_set_budget_interval';
 COMMENT ON FUNCTION @extschema@.set_budget(text, numeric, interval, bigint, text) IS
@@ -1370,7 +1443,7 @@ COMMENT ON FUNCTION @extschema@.set_budget(text, numeric, interval, bigint, text
 REVOKE ALL ON FUNCTION @extschema@.set_budget(text, numeric, interval, bigint, text) FROM PUBLIC;
 
 CREATE FUNCTION @extschema@.set_run_budget(run uuid, usd numeric, tokens bigint DEFAULT NULL)
-	RETURNS boolean LANGUAGE c SECURITY DEFINER
+	RETURNS boolean LANGUAGE c
 	SET search_path = pg_catalog, pg_temp
 	AS 'MODULE_PATHNAME', 'vectorbea_set_run_budget';
 COMMENT ON FUNCTION @extschema@.set_run_budget(uuid, numeric, bigint) IS
@@ -1446,7 +1519,7 @@ CREATE FUNCTION @extschema@.set_rate_limit(workspace text, provider text,
 										   requests_per_minute integer,
 										   tokens_per_minute integer DEFAULT NULL,
 										   model text DEFAULT '*')
-	RETURNS boolean LANGUAGE c SECURITY DEFINER
+	RETURNS boolean LANGUAGE c
 	SET search_path = pg_catalog, pg_temp
 	AS 'MODULE_PATHNAME', 'vectorbea_set_rate_limit';
 COMMENT ON FUNCTION @extschema@.set_rate_limit(text, text, integer, integer, text) IS
@@ -1459,7 +1532,7 @@ CREATE FUNCTION @extschema@.complete_tasks(task_ids bigint[], leases uuid[],
 										    spawns jsonb[] DEFAULT NULL,
 										    usages jsonb[] DEFAULT NULL)
 	RETURNS integer
-	LANGUAGE c SECURITY DEFINER
+	LANGUAGE c
 	SET search_path = pg_catalog, pg_temp
 	AS 'MODULE_PATHNAME', 'vectorbea_complete_tasks';
 COMMENT ON FUNCTION @extschema@.complete_tasks(bigint[], uuid[], jsonb[], jsonb[], jsonb[]) IS
@@ -1470,7 +1543,7 @@ CREATE FUNCTION @extschema@.start_runs(workflow text, inputs jsonb[],
 									    idempotency_keys text[] DEFAULT NULL,
 									    options jsonb DEFAULT '{}')
 	RETURNS SETOF uuid
-	LANGUAGE c SECURITY DEFINER
+	LANGUAGE c
 	SET search_path = pg_catalog, pg_temp
 	AS 'MODULE_PATHNAME', 'vectorbea_start_runs';
 COMMENT ON FUNCTION @extschema@.start_runs(text, jsonb[], text[], jsonb) IS
@@ -1479,7 +1552,7 @@ REVOKE ALL ON FUNCTION @extschema@.start_runs(text, jsonb[], text[], jsonb) FROM
 
 CREATE FUNCTION @extschema@.grant_workspace(workspace text, role regrole)
 	RETURNS boolean
-	LANGUAGE c SECURITY DEFINER
+	LANGUAGE c
 	SET search_path = pg_catalog, pg_temp
 	AS 'MODULE_PATHNAME', 'vectorbea_grant_workspace';
 COMMENT ON FUNCTION @extschema@.grant_workspace(text, regrole) IS
@@ -1488,7 +1561,7 @@ REVOKE ALL ON FUNCTION @extschema@.grant_workspace(text, regrole) FROM PUBLIC;
 
 CREATE FUNCTION @extschema@.revoke_workspace(workspace text, role regrole)
 	RETURNS boolean
-	LANGUAGE c SECURITY DEFINER
+	LANGUAGE c
 	SET search_path = pg_catalog, pg_temp
 	AS 'MODULE_PATHNAME', 'vectorbea_revoke_workspace';
 COMMENT ON FUNCTION @extschema@.revoke_workspace(text, regrole) IS
@@ -1496,8 +1569,8 @@ COMMENT ON FUNCTION @extschema@.revoke_workspace(text, regrole) IS
 REVOKE ALL ON FUNCTION @extschema@.revoke_workspace(text, regrole) FROM PUBLIC;
 
 -- Row-level security: the rows of a mapped workspace are its roles' alone.
--- The engine's functions are SECURITY DEFINER and owned by the extension's
--- owner, whom row-level security lets by; they check the caller themselves
+-- The engine's functions read the tables as the extension's owner, whom
+-- row-level security lets by; they check their caller themselves
 -- (src/tenants.c).
 ALTER TABLE @extschema@.runs ENABLE ROW LEVEL SECURITY;
 CREATE POLICY workspace_members ON @extschema@.runs

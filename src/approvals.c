@@ -21,7 +21,7 @@
  *
  * The trigger runs with the rights of the deciding role, which is what the
  * approver_role check needs; it switches to the table owner only for the
- * engine's own writes, as a SECURITY DEFINER function would.
+ * engine's own writes, for the deciding role, as the doors do (caller.c).
  *
  * The engine's own updates of gates (closing, expiring, escalating,
  * postponing after an error) pass the trigger: they run through
@@ -58,6 +58,7 @@
 
 #include "vectorbea.h"
 #include "approvals.h"
+#include "caller.h"
 #include "check.h"
 #include "clock.h"
 #include "crashpoint.h"
@@ -245,9 +246,7 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 	char	   *new_status;
 	char	   *approver_role;
 	char	   *decider;
-	Oid			owner;
-	Oid			save_userid;
-	int			save_sec_context;
+	VbDoorSave	door;
 	TimestampTz at = vb_now();
 	int64		id;
 	bool		isnull;
@@ -370,10 +369,8 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 	if (SPI_fnumber(desc, "quorum") > 0 && col_text(oldtup, desc, "quorum") != NULL)
 		vb_find_voter(desc, oldtup, col_text(newtup, desc, "decided_by"), id, &voter);
 
-	/* The engine's writes, as the owner of the tables. */
-	owner = trig->tg_relation->rd_rel->relowner;
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	/* The engine's writes, as the owner of the tables, for the decider. */
+	vb_door_enter(trig->tg_relation->rd_rel->relowner, GetUserId(), &door);
 	vb_state_decision_begin();
 	/*
 	 * A decision that ends a child run settles its parent too: it tries the
@@ -485,7 +482,7 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 	{
 		vb_run_parent_lock_wait_limit(parent_wait);
 		vb_state_decision_end();
-		SetUserIdAndSecContext(save_userid, save_sec_context);
+		vb_door_leave(&door);
 	}
 	PG_END_TRY();
 
@@ -542,9 +539,8 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
  * decision becomes its output.  Anyone who may update approvals may decide
  * it (it has no approver_role); on timeout it is rejected.
  */
-PG_FUNCTION_INFO_V1(vectorbea_await_approval);
-Datum
-vectorbea_await_approval(PG_FUNCTION_ARGS)
+static Datum
+await_approval_as_owner(PG_FUNCTION_ARGS)
 {
 	int64		task_id;
 	pg_uuid_t  *lease;
@@ -599,6 +595,13 @@ vectorbea_await_approval(PG_FUNCTION_ARGS)
 	vb_run_save(&run, at);
 	SPI_finish();
 	PG_RETURN_INT64(id);
+}
+
+PG_FUNCTION_INFO_V1(vectorbea_await_approval);
+Datum
+vectorbea_await_approval(PG_FUNCTION_ARGS)
+{
+	return vb_door(fcinfo, await_approval_as_owner);
 }
 
 typedef struct GateBatch
@@ -775,16 +778,13 @@ Datum
 vectorbea_approvals_after_update(PG_FUNCTION_ARGS)
 {
 	TriggerData *trig = (TriggerData *) fcinfo->context;
-	Oid			save_userid;
-	int			save_sec_context;
+	VbDoorSave	door;
 	TimestampTz at = vb_now();
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(trig->tg_event) ||
 		!TRIGGER_FIRED_FOR_STATEMENT(trig->tg_event))
 		elog(ERROR, "vectorbea_approvals_after_update must be an AFTER statement trigger");
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(trig->tg_relation->rd_rel->relowner,
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	vb_door_enter(trig->tg_relation->rd_rel->relowner, GetUserId(), &door);
 	PG_TRY();
 	{
 		SPI_connect();
@@ -793,7 +793,7 @@ vectorbea_approvals_after_update(PG_FUNCTION_ARGS)
 	}
 	PG_FINALLY();
 	{
-		SetUserIdAndSecContext(save_userid, save_sec_context);
+		vb_door_leave(&door);
 	}
 	PG_END_TRY();
 	return PointerGetDatum(NULL);

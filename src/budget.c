@@ -41,6 +41,7 @@
 
 #include "vectorbea.h"
 #include "budget.h"
+#include "caller.h"
 #include "check.h"
 #include "clock.h"
 #include "jsonb_util.h"
@@ -392,7 +393,7 @@ resume_budget_paused(const char *workspace, pg_uuid_t *run_id, TimestampTz at)
 		VbRun		run;
 
 		if (vb_run_lock(&ids[i], &run) && still_resumable(&ids[i]) &&
-			vb_state_resume_run(&run, GetUserNameFromId(GetOuterUserId(), false), at))
+			vb_state_resume_run(&run, vb_caller_name(), at))
 		{
 			/*
 			 * Its workspace was paused meanwhile (a run paused already keeps
@@ -463,16 +464,21 @@ calendar_period(char *period)
  */
 static Datum set_budget(FunctionCallInfo fcinfo, char *period);
 
-PG_FUNCTION_INFO_V1(vectorbea_set_budget);
-Datum
-vectorbea_set_budget(PG_FUNCTION_ARGS)
+static Datum
+set_budget_as_owner(PG_FUNCTION_ARGS)
 {
 	return set_budget(fcinfo, PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2)));
 }
 
-PG_FUNCTION_INFO_V1(vectorbea_set_budget_interval);
+PG_FUNCTION_INFO_V1(vectorbea_set_budget);
 Datum
-vectorbea_set_budget_interval(PG_FUNCTION_ARGS)
+vectorbea_set_budget(PG_FUNCTION_ARGS)
+{
+	return vb_door(fcinfo, set_budget_as_owner);
+}
+
+static Datum
+set_budget_interval_as_owner(PG_FUNCTION_ARGS)
 {
 	Interval   *span;
 
@@ -485,6 +491,13 @@ vectorbea_set_budget_interval(PG_FUNCTION_ARGS)
 		return set_budget(fcinfo, "day");
 	return set_budget(fcinfo, DatumGetCString(DirectFunctionCall1(interval_out,
 																  IntervalPGetDatum(span))));
+}
+
+PG_FUNCTION_INFO_V1(vectorbea_set_budget_interval);
+Datum
+vectorbea_set_budget_interval(PG_FUNCTION_ARGS)
+{
+	return vb_door(fcinfo, set_budget_interval_as_owner);
 }
 
 static Datum
@@ -540,7 +553,7 @@ set_budget(FunctionCallInfo fcinfo, char *period)
 			args[2] = PG_GETARG_DATUM(3);
 		args[3] = CStringGetTextDatum(period);
 		args[4] = CStringGetTextDatum(on_exceed);
-		args[5] = DirectFunctionCall1(namein, CStringGetDatum(GetUserNameFromId(GetOuterUserId(), false)));
+		args[5] = DirectFunctionCall1(namein, CStringGetDatum(vb_caller_name()));
 		args[6] = TimestampTzGetDatum(at);
 		if (SPI_execute_with_args("INSERT INTO vectorbea.budgets"
 								  " (workspace, usd, tokens, period, on_exceed, set_by, set_at)"
@@ -556,9 +569,8 @@ set_budget(FunctionCallInfo fcinfo, char *period)
 }
 
 /* set_run_budget(run uuid, usd numeric, tokens bigint) -> boolean */
-PG_FUNCTION_INFO_V1(vectorbea_set_run_budget);
-Datum
-vectorbea_set_run_budget(PG_FUNCTION_ARGS)
+static Datum
+set_run_budget_as_owner(PG_FUNCTION_ARGS)
 {
 	TimestampTz at = vb_now();
 	Datum		args[4] = {0};
@@ -596,7 +608,7 @@ vectorbea_set_run_budget(PG_FUNCTION_ARGS)
 		nulls[2] = 'n';
 	else
 		args[2] = PG_GETARG_DATUM(2);
-	args[3] = CStringGetTextDatum(GetUserNameFromId(GetOuterUserId(), false));
+	args[3] = CStringGetTextDatum(vb_caller_name());
 	if (SPI_execute_with_args("UPDATE vectorbea.runs SET budget_usd = $2, budget_tokens = $3 WHERE id = $1"
 							  " RETURNING pg_catalog.jsonb_build_object('budget_usd', budget_usd,"
 							  "          'budget_tokens', budget_tokens, 'by', $4)::text, "
@@ -627,4 +639,11 @@ vectorbea_set_run_budget(PG_FUNCTION_ARGS)
 		resumed = resume_budget_paused(NULL, &run.id, at) > 0;
 	SPI_finish();
 	PG_RETURN_BOOL(resumed);
+}
+
+PG_FUNCTION_INFO_V1(vectorbea_set_run_budget);
+Datum
+vectorbea_set_run_budget(PG_FUNCTION_ARGS)
+{
+	return vb_door(fcinfo, set_run_budget_as_owner);
 }

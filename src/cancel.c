@@ -20,6 +20,7 @@
 #include "utils/uuid.h"
 
 #include "vectorbea.h"
+#include "caller.h"
 #include "clock.h"
 #include "jsonb_util.h"
 #include "state.h"
@@ -33,9 +34,8 @@
  * what succeeded is undone first (the run compensates, then ends
  * cancelled).  Returns false when the run had already finished.
  */
-PG_FUNCTION_INFO_V1(vectorbea_cancel_run);
-Datum
-vectorbea_cancel_run(PG_FUNCTION_ARGS)
+static Datum
+cancel_run_as_owner(PG_FUNCTION_ARGS)
 {
 	pg_uuid_t  *run_id;
 	char	   *reason = NULL;
@@ -68,4 +68,11 @@ vectorbea_cancel_run(PG_FUNCTION_ARGS)
 	vb_run_save(&run, at);
 	SPI_finish();
 	PG_RETURN_BOOL(true);
+}
+
+PG_FUNCTION_INFO_V1(vectorbea_cancel_run);
+Datum
+vectorbea_cancel_run(PG_FUNCTION_ARGS)
+{
+	return vb_door(fcinfo, cancel_run_as_owner);
 }

@@ -41,6 +41,7 @@
 #include "utils/builtins.h"
 
 #include "vectorbea.h"
+#include "caller.h"
 #include "claim.h"
 #include "clock.h"
 #include "crashpoint.h"
@@ -311,9 +312,8 @@ vb_claim(const char *worker, ArrayType *activities, int max_tasks, ArrayType *ex
  * claim_tasks(worker text, activities text[], max_tasks int,
  *             lease_duration interval) -> SETOF record
  */
-PG_FUNCTION_INFO_V1(vectorbea_claim_tasks);
-Datum
-vectorbea_claim_tasks(PG_FUNCTION_ARGS)
+static Datum
+claim_tasks_as_owner(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	char	   *worker;
@@ -384,6 +384,13 @@ vectorbea_claim_tasks(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
+PG_FUNCTION_INFO_V1(vectorbea_claim_tasks);
+Datum
+vectorbea_claim_tasks(PG_FUNCTION_ARGS)
+{
+	return vb_door(fcinfo, claim_tasks_as_owner);
+}
+
 /*
  * heartbeat(task_id bigint, lease uuid, extend interval) -> timestamptz
  *
@@ -393,9 +400,8 @@ vectorbea_claim_tasks(PG_FUNCTION_ARGS)
  * completes in one transaction must not hold its node while it waits for
  * the run, or a run failure closing that node would deadlock with it.
  */
-PG_FUNCTION_INFO_V1(vectorbea_heartbeat);
-Datum
-vectorbea_heartbeat(PG_FUNCTION_ARGS)
+static Datum
+heartbeat_as_owner(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
 	int64		task_id;
@@ -442,4 +448,11 @@ vectorbea_heartbeat(PG_FUNCTION_ARGS)
 	expires = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	SPI_finish();
 	PG_RETURN_TIMESTAMPTZ(expires);
+}
+
+PG_FUNCTION_INFO_V1(vectorbea_heartbeat);
+Datum
+vectorbea_heartbeat(PG_FUNCTION_ARGS)
+{
+	return vb_door(fcinfo, heartbeat_as_owner);
 }

@@ -29,6 +29,7 @@
 #include "utils/uuid.h"
 
 #include "vectorbea.h"
+#include "caller.h"
 #include "clock.h"
 #include "crashpoint.h"
 #include "complete.h"
@@ -234,9 +235,8 @@ vb_complete_locked(VbRun *run, int64 task_id, pg_uuid_t *lease, Jsonb *output,
  * complete_task(task_id bigint, lease uuid, output jsonb, spawn jsonb,
  *               usage jsonb) -> void
  */
-PG_FUNCTION_INFO_V1(vectorbea_complete_task);
-Datum
-vectorbea_complete_task(PG_FUNCTION_ARGS)
+static Datum
+complete_task_as_owner(PG_FUNCTION_ARGS)
 {
 	int64		task_id;
 	pg_uuid_t  *lease;
@@ -264,6 +264,13 @@ vectorbea_complete_task(PG_FUNCTION_ARGS)
 	vb_run_save(&run, at);
 	SPI_finish();
 	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(vectorbea_complete_task);
+Datum
+vectorbea_complete_task(PG_FUNCTION_ARGS)
+{
+	return vb_door(fcinfo, complete_task_as_owner);
 }
 
 /* The elements of a one-dimensional array argument, or an error naming it. */
@@ -333,9 +340,8 @@ batch_item_context(void *arg)
  * one by one through vb_complete_locked, in the order given.  Returns how
  * many attempts succeeded here (a repeated completion counts 0).
  */
-PG_FUNCTION_INFO_V1(vectorbea_complete_tasks);
-Datum
-vectorbea_complete_tasks(PG_FUNCTION_ARGS)
+static Datum
+complete_tasks_as_owner(PG_FUNCTION_ARGS)
 {
 	TimestampTz at = vb_now();
 	ArrayType  *ids_array;
@@ -538,12 +544,18 @@ vectorbea_complete_tasks(PG_FUNCTION_ARGS)
 	PG_RETURN_INT32(completed);
 }
 
+PG_FUNCTION_INFO_V1(vectorbea_complete_tasks);
+Datum
+vectorbea_complete_tasks(PG_FUNCTION_ARGS)
+{
+	return vb_door(fcinfo, complete_tasks_as_owner);
+}
+
 /*
  * save_checkpoint(task_id bigint, lease uuid, state jsonb) -> void
  */
-PG_FUNCTION_INFO_V1(vectorbea_save_checkpoint);
-Datum
-vectorbea_save_checkpoint(PG_FUNCTION_ARGS)
+static Datum
+save_checkpoint_as_owner(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr plan = NULL;
 	int64		task_id;
@@ -587,4 +599,11 @@ vectorbea_save_checkpoint(PG_FUNCTION_ARGS)
 	vb_run_save(&run, at);
 	SPI_finish();
 	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(vectorbea_save_checkpoint);
+Datum
+vectorbea_save_checkpoint(PG_FUNCTION_ARGS)
+{
+	return vb_door(fcinfo, save_checkpoint_as_owner);
 }

@@ -41,6 +41,7 @@
 #include "utils/uuid.h"
 
 #include "vectorbea.h"
+#include "caller.h"
 #include "check.h"
 #include "clock.h"
 #include "controls.h"
@@ -53,7 +54,7 @@
 static char *
 caller(void)
 {
-	return GetUserNameFromId(GetOuterUserId(), false);
+	return vb_caller_name();
 }
 
 static char *
@@ -155,9 +156,8 @@ run_workspace(pg_uuid_t *run_id)
 }
 
 /* pause_run(run uuid, reason text) -> boolean */
-PG_FUNCTION_INFO_V1(vectorbea_pause_run);
-Datum
-vectorbea_pause_run(PG_FUNCTION_ARGS)
+static Datum
+pause_run_as_owner(PG_FUNCTION_ARGS)
 {
 	char	   *reason = checked_reason(fcinfo, 1);
 	TimestampTz at = vb_now();
@@ -184,10 +184,16 @@ vectorbea_pause_run(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(paused);
 }
 
-/* resume_run(run uuid) -> boolean */
-PG_FUNCTION_INFO_V1(vectorbea_resume_run);
+PG_FUNCTION_INFO_V1(vectorbea_pause_run);
 Datum
-vectorbea_resume_run(PG_FUNCTION_ARGS)
+vectorbea_pause_run(PG_FUNCTION_ARGS)
+{
+	return vb_door(fcinfo, pause_run_as_owner);
+}
+
+/* resume_run(run uuid) -> boolean */
+static Datum
+resume_run_as_owner(PG_FUNCTION_ARGS)
 {
 	TimestampTz at = vb_now();
 	VbRun		run;
@@ -212,6 +218,13 @@ vectorbea_resume_run(PG_FUNCTION_ARGS)
 	vb_run_save(&run, at);
 	SPI_finish();
 	PG_RETURN_BOOL(resumed);
+}
+
+PG_FUNCTION_INFO_V1(vectorbea_resume_run);
+Datum
+vectorbea_resume_run(PG_FUNCTION_ARGS)
+{
+	return vb_door(fcinfo, resume_run_as_owner);
 }
 
 /*
@@ -244,9 +257,8 @@ runs_of_workspace(const char *workspace, bool paused_by_workspace, uint64 *n)
 }
 
 /* pause_workspace(workspace text, reason text) -> integer */
-PG_FUNCTION_INFO_V1(vectorbea_pause_workspace);
-Datum
-vectorbea_pause_workspace(PG_FUNCTION_ARGS)
+static Datum
+pause_workspace_as_owner(PG_FUNCTION_ARGS)
 {
 	char	   *workspace = checked_workspace(fcinfo);
 	char	   *reason = checked_reason(fcinfo, 1);
@@ -288,10 +300,16 @@ vectorbea_pause_workspace(PG_FUNCTION_ARGS)
 	PG_RETURN_INT32(paused);
 }
 
-/* resume_workspace(workspace text) -> integer */
-PG_FUNCTION_INFO_V1(vectorbea_resume_workspace);
+PG_FUNCTION_INFO_V1(vectorbea_pause_workspace);
 Datum
-vectorbea_resume_workspace(PG_FUNCTION_ARGS)
+vectorbea_pause_workspace(PG_FUNCTION_ARGS)
+{
+	return vb_door(fcinfo, pause_workspace_as_owner);
+}
+
+/* resume_workspace(workspace text) -> integer */
+static Datum
+resume_workspace_as_owner(PG_FUNCTION_ARGS)
 {
 	char	   *workspace = checked_workspace(fcinfo);
 	TimestampTz at = vb_now();
@@ -321,6 +339,13 @@ vectorbea_resume_workspace(PG_FUNCTION_ARGS)
 	PG_RETURN_INT32(resumed);
 }
 
+PG_FUNCTION_INFO_V1(vectorbea_resume_workspace);
+Datum
+vectorbea_resume_workspace(PG_FUNCTION_ARGS)
+{
+	return vb_door(fcinfo, resume_workspace_as_owner);
+}
+
 static void
 checked_model(FunctionCallInfo fcinfo, char **provider, char **model)
 {
@@ -335,9 +360,8 @@ checked_model(FunctionCallInfo fcinfo, char **provider, char **model)
 }
 
 /* disable_model(provider text, model text, reason text) -> integer */
-PG_FUNCTION_INFO_V1(vectorbea_disable_model);
-Datum
-vectorbea_disable_model(PG_FUNCTION_ARGS)
+static Datum
+disable_model_as_owner(PG_FUNCTION_ARGS)
 {
 	char	   *provider;
 	char	   *model;
@@ -403,10 +427,16 @@ vectorbea_disable_model(PG_FUNCTION_ARGS)
 	PG_RETURN_INT32(aborted);
 }
 
-/* enable_model(provider text, model text) -> boolean */
-PG_FUNCTION_INFO_V1(vectorbea_enable_model);
+PG_FUNCTION_INFO_V1(vectorbea_disable_model);
 Datum
-vectorbea_enable_model(PG_FUNCTION_ARGS)
+vectorbea_disable_model(PG_FUNCTION_ARGS)
+{
+	return vb_door(fcinfo, disable_model_as_owner);
+}
+
+/* enable_model(provider text, model text) -> boolean */
+static Datum
+enable_model_as_owner(PG_FUNCTION_ARGS)
 {
 	char	   *provider;
 	char	   *model;
@@ -426,4 +456,11 @@ vectorbea_enable_model(PG_FUNCTION_ARGS)
 		vb_state_hold_model(provider, model, false, vb_now());
 	SPI_finish();
 	PG_RETURN_BOOL(enabled);
+}
+
+PG_FUNCTION_INFO_V1(vectorbea_enable_model);
+Datum
+vectorbea_enable_model(PG_FUNCTION_ARGS)
+{
+	return vb_door(fcinfo, enable_model_as_owner);
 }

@@ -25,6 +25,7 @@
 #include "utils/uuid.h"
 
 #include "vectorbea.h"
+#include "caller.h"
 #include "clock.h"
 #include "events.h"
 #include "jsonb_util.h"
@@ -47,9 +48,8 @@ valid_event_type(const char *type)
 /*
  * append_event(run uuid, type text, data jsonb, node text) -> bigint
  */
-PG_FUNCTION_INFO_V1(vectorbea_append_event);
-Datum
-vectorbea_append_event(PG_FUNCTION_ARGS)
+static Datum
+append_event_as_owner(PG_FUNCTION_ARGS)
 {
 	pg_uuid_t  *run_id;
 	char	   *type;
@@ -117,4 +117,11 @@ vectorbea_append_event(PG_FUNCTION_ARGS)
 	vb_run_save(&run, at);
 	SPI_finish();
 	PG_RETURN_INT64(seq);
+}
+
+PG_FUNCTION_INFO_V1(vectorbea_append_event);
+Datum
+vectorbea_append_event(PG_FUNCTION_ARGS)
+{
+	return vb_door(fcinfo, append_event_as_owner);
 }

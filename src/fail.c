@@ -24,6 +24,7 @@
 #include "utils/jsonb.h"
 
 #include "vectorbea.h"
+#include "caller.h"
 #include "clock.h"
 #include "duration.h"
 #include "jsonb_util.h"
@@ -130,9 +131,8 @@ parse_error(Jsonb *error, int64 *retry_after_ms, VbUsage *usage)
  * fail_task(task_id bigint, lease uuid, error jsonb, retryable boolean)
  *   -> text ('retrying' or 'failed')
  */
-PG_FUNCTION_INFO_V1(vectorbea_fail_task);
-Datum
-vectorbea_fail_task(PG_FUNCTION_ARGS)
+static Datum
+fail_task_as_owner(PG_FUNCTION_ARGS)
 {
 	int64		task_id;
 	pg_uuid_t  *lease;
@@ -171,5 +171,12 @@ vectorbea_fail_task(PG_FUNCTION_ARGS)
 	vb_run_save(&run, at);
 	SPI_finish();
 	PG_RETURN_TEXT_P(cstring_to_text(result));
+}
+
+PG_FUNCTION_INFO_V1(vectorbea_fail_task);
+Datum
+vectorbea_fail_task(PG_FUNCTION_ARGS)
+{
+	return vb_door(fcinfo, fail_task_as_owner);
 }
 

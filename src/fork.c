@@ -46,6 +46,7 @@
 #include "utils/uuid.h"
 
 #include "vectorbea.h"
+#include "caller.h"
 #include "check.h"
 #include "clock.h"
 #include "jsonb_util.h"
@@ -437,9 +438,8 @@ version_specs(const char *workflow, int32 version)
  * it takes that version's definition, and its new and changed nodes run
  * again with from_node.
  */
-PG_FUNCTION_INFO_V1(vectorbea_fork_run);
-Datum
-vectorbea_fork_run(PG_FUNCTION_ARGS)
+static Datum
+fork_run_as_owner(PG_FUNCTION_ARGS)
 {
 	MemoryContext caller_cxt = CurrentMemoryContext;
 	pg_uuid_t  *source_id;
@@ -623,4 +623,11 @@ vectorbea_fork_run(PG_FUNCTION_ARGS)
 	memcpy(result, fork_id, sizeof(pg_uuid_t));
 	SPI_finish();
 	PG_RETURN_UUID_P(result);
+}
+
+PG_FUNCTION_INFO_V1(vectorbea_fork_run);
+Datum
+vectorbea_fork_run(PG_FUNCTION_ARGS)
+{
+	return vb_door(fcinfo, fork_run_as_owner);
 }

@@ -34,6 +34,7 @@
 #include "utils/builtins.h"
 
 #include "vectorbea.h"
+#include "caller.h"
 #include "check.h"
 #include "clock.h"
 #include "http.h"
@@ -176,9 +177,8 @@ check_base_url(const char *url)
  * set_provider_key(workspace text, provider text, api_key text,
  *                  base_url text) -> void
  */
-PG_FUNCTION_INFO_V1(vectorbea_set_provider_key);
-Datum
-vectorbea_set_provider_key(PG_FUNCTION_ARGS)
+static Datum
+set_provider_key_as_owner(PG_FUNCTION_ARGS)
 {
 	char	   *workspace;
 	char	   *provider;
@@ -236,6 +236,13 @@ vectorbea_set_provider_key(PG_FUNCTION_ARGS)
 	explicit_bzero(api_key, strlen(api_key));
 	SPI_finish();
 	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(vectorbea_set_provider_key);
+Datum
+vectorbea_set_provider_key(PG_FUNCTION_ARGS)
+{
+	return vb_door(fcinfo, set_provider_key_as_owner);
 }
 
 typedef struct KeyCheck
@@ -339,9 +346,8 @@ vb_provider_key_plaintext(const char *workspace, const char *provider, const cha
  * stored key decrypts under the current master key, in its own row.  The
  * plaintext never leaves the statement.
  */
-PG_FUNCTION_INFO_V1(vectorbea_check_provider_key);
-Datum
-vectorbea_check_provider_key(PG_FUNCTION_ARGS)
+static Datum
+check_provider_key_as_owner(PG_FUNCTION_ARGS)
 {
 	char	   *master;
 	KeyCheck	kc = {0};
@@ -370,6 +376,13 @@ vectorbea_check_provider_key(PG_FUNCTION_ARGS)
 	vb_forget(master);
 	SPI_finish();
 	PG_RETURN_BOOL(kc.ok);
+}
+
+PG_FUNCTION_INFO_V1(vectorbea_check_provider_key);
+Datum
+vectorbea_check_provider_key(PG_FUNCTION_ARGS)
+{
+	return vb_door(fcinfo, check_provider_key_as_owner);
 }
 
 /*
@@ -424,9 +437,8 @@ check_every_key_decrypts(const char *schema, const char *master)
  * transaction); returns how many.  Point vectorbea.master_key_file at the
  * new file right after.
  */
-PG_FUNCTION_INFO_V1(vectorbea_rotate_master_key);
-Datum
-vectorbea_rotate_master_key(PG_FUNCTION_ARGS)
+static Datum
+rotate_master_key_as_owner(PG_FUNCTION_ARGS)
 {
 	char	   *old_master;
 	char	   *new_master;
@@ -464,4 +476,11 @@ vectorbea_rotate_master_key(PG_FUNCTION_ARGS)
 	vb_forget(new_master);
 	SPI_finish();
 	PG_RETURN_INT32((int32) n);
+}
+
+PG_FUNCTION_INFO_V1(vectorbea_rotate_master_key);
+Datum
+vectorbea_rotate_master_key(PG_FUNCTION_ARGS)
+{
+	return vb_door(fcinfo, rotate_master_key_as_owner);
 }

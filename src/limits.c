@@ -40,6 +40,7 @@
 #include "utils/builtins.h"
 
 #include "vectorbea.h"
+#include "caller.h"
 #include "check.h"
 #include "clock.h"
 #include "jsonb_util.h"
@@ -254,9 +255,8 @@ vb_claim_within_limits(const char *worker, ArrayType *activities, int max_tasks,
  *   -> boolean: sets (or, with max_running NULL, removes) the limit;
  * returns whether a limit was there before.
  */
-PG_FUNCTION_INFO_V1(vectorbea_set_concurrency_limit);
-Datum
-vectorbea_set_concurrency_limit(PG_FUNCTION_ARGS)
+static Datum
+set_concurrency_limit_as_owner(PG_FUNCTION_ARGS)
 {
 	char	   *activity;
 	char	   *workspace;
@@ -310,7 +310,7 @@ vectorbea_set_concurrency_limit(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(1))
 	{
 		args[2] = Int32GetDatum(PG_GETARG_INT32(1));
-		args[3] = DirectFunctionCall1(namein, CStringGetDatum(GetUserNameFromId(GetOuterUserId(), false)));
+		args[3] = DirectFunctionCall1(namein, CStringGetDatum(vb_caller_name()));
 		args[4] = TimestampTzGetDatum(vb_now());
 		if (SPI_execute_with_args("INSERT INTO vectorbea.concurrency_limits"
 								  " (activity, workspace, max_running, set_by, set_at)"
@@ -326,4 +326,11 @@ vectorbea_set_concurrency_limit(PG_FUNCTION_ARGS)
 	 */
 	vb_notify_task_ready(activity);
 	PG_RETURN_BOOL(existed);
+}
+
+PG_FUNCTION_INFO_V1(vectorbea_set_concurrency_limit);
+Datum
+vectorbea_set_concurrency_limit(PG_FUNCTION_ARGS)
+{
+	return vb_door(fcinfo, set_concurrency_limit_as_owner);
 }

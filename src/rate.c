@@ -44,6 +44,7 @@
 #include "utils/memutils.h"
 
 #include "vectorbea.h"
+#include "caller.h"
 #include "check.h"
 #include "clock.h"
 #include "jsonb_util.h"
@@ -243,9 +244,8 @@ vb_rate_block(const char *workspace, const char *provider, const char *model, Ti
  * set_rate_limit(workspace text, provider text, requests_per_minute integer,
  *                tokens_per_minute integer, model text) -> boolean
  */
-PG_FUNCTION_INFO_V1(vectorbea_set_rate_limit);
-Datum
-vectorbea_set_rate_limit(PG_FUNCTION_ARGS)
+static Datum
+set_rate_limit_as_owner(PG_FUNCTION_ARGS)
 {
 	char	   *workspace;
 	char	   *provider;
@@ -293,7 +293,7 @@ vectorbea_set_rate_limit(PG_FUNCTION_ARGS)
 			nulls[4] = 'n';
 		else
 			args[4] = Int32GetDatum(PG_GETARG_INT32(3));
-		args[5] = DirectFunctionCall1(namein, CStringGetDatum(GetUserNameFromId(GetOuterUserId(), false)));
+		args[5] = DirectFunctionCall1(namein, CStringGetDatum(vb_caller_name()));
 		args[6] = TimestampTzGetDatum(vb_now());
 		if (SPI_execute_with_args("INSERT INTO vectorbea.rate_limits"
 								  " (workspace, provider, model, requests_per_minute, tokens_per_minute,"
@@ -303,4 +303,11 @@ vectorbea_set_rate_limit(PG_FUNCTION_ARGS)
 	}
 	SPI_finish();
 	PG_RETURN_BOOL(existed);
+}
+
+PG_FUNCTION_INFO_V1(vectorbea_set_rate_limit);
+Datum
+vectorbea_set_rate_limit(PG_FUNCTION_ARGS)
+{
+	return vb_door(fcinfo, set_rate_limit_as_owner);
 }

@@ -25,6 +25,7 @@
 #include "utils/uuid.h"
 
 #include "vectorbea.h"
+#include "caller.h"
 #include "check.h"
 #include "clock.h"
 #include "jsonb_util.h"
@@ -113,7 +114,7 @@ requeueable(int64 task_id, VbRun *run, TimestampTz at, bool refuse)
 static char *
 caller_name(void)
 {
-	return GetUserNameFromId(GetOuterUserId(), false);
+	return vb_caller_name();
 }
 
 static char *
@@ -131,9 +132,8 @@ checked_reason(FunctionCallInfo fcinfo, int argno)
 /*
  * requeue(task_id bigint, reason text) -> boolean
  */
-PG_FUNCTION_INFO_V1(vectorbea_requeue);
-Datum
-vectorbea_requeue(PG_FUNCTION_ARGS)
+static Datum
+requeue_as_owner(PG_FUNCTION_ARGS)
 {
 	int64		task_id;
 	char	   *reason;
@@ -156,6 +156,13 @@ vectorbea_requeue(PG_FUNCTION_ARGS)
 	vb_run_save(&run, at);
 	SPI_finish();
 	PG_RETURN_BOOL(true);
+}
+
+PG_FUNCTION_INFO_V1(vectorbea_requeue);
+Datum
+vectorbea_requeue(PG_FUNCTION_ARGS)
+{
+	return vb_door(fcinfo, requeue_as_owner);
 }
 
 typedef struct ParseArg
@@ -220,9 +227,8 @@ check_filter(Jsonb *filter)
  * (vb_run_lock_for_tasks), so that this never waits in a circle with a
  * batch of completions; a run purged meanwhile is skipped.
  */
-PG_FUNCTION_INFO_V1(vectorbea_requeue_dead);
-Datum
-vectorbea_requeue_dead(PG_FUNCTION_ARGS)
+static Datum
+requeue_dead_as_owner(PG_FUNCTION_ARGS)
 {
 	Jsonb	   *filter;
 	char	   *reason;
@@ -287,4 +293,11 @@ vectorbea_requeue_dead(PG_FUNCTION_ARGS)
 	}
 	SPI_finish();
 	PG_RETURN_INT32(requeued);
+}
+
+PG_FUNCTION_INFO_V1(vectorbea_requeue_dead);
+Datum
+vectorbea_requeue_dead(PG_FUNCTION_ARGS)
+{
+	return vb_door(fcinfo, requeue_dead_as_owner);
 }

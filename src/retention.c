@@ -38,6 +38,7 @@
 #include "utils/timestamp.h"
 
 #include "vectorbea.h"
+#include "caller.h"
 #include "clock.h"
 #include "jsonb_util.h"
 #include "retention.h"
@@ -176,9 +177,8 @@ vb_finished_statuses(void)
  * purge_runs(older_than interval, statuses text[], max_runs integer)
  *   -> integer
  */
-PG_FUNCTION_INFO_V1(vectorbea_purge_runs);
-Datum
-vectorbea_purge_runs(PG_FUNCTION_ARGS)
+static Datum
+purge_runs_as_owner(PG_FUNCTION_ARGS)
 {
 	Interval   *older_than;
 	Interval	zero = {0};
@@ -262,7 +262,14 @@ vectorbea_purge_runs(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	purged = vb_purge_batch(statuses, before, max_runs,
-							GetUserNameFromId(GetOuterUserId(), false), at);
+							vb_caller_name(), at);
 	SPI_finish();
 	PG_RETURN_INT32(purged);
+}
+
+PG_FUNCTION_INFO_V1(vectorbea_purge_runs);
+Datum
+vectorbea_purge_runs(PG_FUNCTION_ARGS)
+{
+	return vb_door(fcinfo, purge_runs_as_owner);
 }

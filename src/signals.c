@@ -27,6 +27,7 @@
 #include "utils/jsonb.h"
 
 #include "vectorbea.h"
+#include "caller.h"
 #include "check.h"
 #include "clock.h"
 #include "events.h"
@@ -68,9 +69,8 @@ earlier_signal(pg_uuid_t *run_id, const char *key, const char *name, Jsonb *payl
  * send_signal(run uuid, name text, payload jsonb, idempotency_key text)
  *   -> bigint
  */
-PG_FUNCTION_INFO_V1(vectorbea_send_signal);
-Datum
-vectorbea_send_signal(PG_FUNCTION_ARGS)
+static Datum
+send_signal_as_owner(PG_FUNCTION_ARGS)
 {
 	static SPIPlanPtr insert_plan = NULL;
 	static SPIPlanPtr waiter_plan = NULL;
@@ -176,7 +176,7 @@ vectorbea_send_signal(PG_FUNCTION_ARGS)
 	else
 		nulls[3] = 'n';
 	args[4] = TimestampTzGetDatum(at);
-	args[5] = DirectFunctionCall1(namein, CStringGetDatum(GetUserNameFromId(GetOuterUserId(), false)));
+	args[5] = DirectFunctionCall1(namein, CStringGetDatum(vb_caller_name()));
 	if (SPI_execute_plan(insert_plan, args, nulls, false, 0) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "vectorbea: could not store signal");
 	if (SPI_processed == 0)
@@ -201,7 +201,7 @@ vectorbea_send_signal(PG_FUNCTION_ARGS)
 	appendStringInfo(&data, ",\"payload\":%s,\"idempotency_key\":", payload_text);
 	vb_append_json_string(&data, key);
 	appendStringInfoString(&data, ",\"sent_by\":");
-	vb_append_json_string(&data, GetUserNameFromId(GetOuterUserId(), false));
+	vb_append_json_string(&data, vb_caller_name());
 	appendStringInfoString(&data, ",\"delivered_to\":");
 	vb_append_json_string(&data, node);
 	appendStringInfoChar(&data, '}');
@@ -211,4 +211,11 @@ vectorbea_send_signal(PG_FUNCTION_ARGS)
 	vb_run_save(&run, at);
 	SPI_finish();
 	PG_RETURN_INT64(signal_id);
+}
+
+PG_FUNCTION_INFO_V1(vectorbea_send_signal);
+Datum
+vectorbea_send_signal(PG_FUNCTION_ARGS)
+{
+	return vb_door(fcinfo, send_signal_as_owner);
 }

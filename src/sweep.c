@@ -35,6 +35,7 @@
 
 #include "vectorbea.h"
 #include "approvals.h"
+#include "caller.h"
 #include "clock.h"
 #include "due_items.h"
 #include "jsonb_util.h"
@@ -321,9 +322,8 @@ vb_next_due(TimestampTz now)
  * caller's transaction.  For operators (a database without a scheduler) and
  * for tests that must place the scheduler's action exactly.
  */
-PG_FUNCTION_INFO_V1(vectorbea_run_due_work);
-Datum
-vectorbea_run_due_work(PG_FUNCTION_ARGS)
+static Datum
+run_due_work_as_owner(PG_FUNCTION_ARGS)
 {
 	VbSweepCounters c;
 	TimestampTz now = vb_now();
@@ -366,4 +366,11 @@ vectorbea_run_due_work(PG_FUNCTION_ARGS)
 					  (unsigned long) c.deadlines, (unsigned long) c.gates_expired,
 					  started, ended, orphans, (unsigned long) c.errors);
 	PG_RETURN_JSONB_P(vb_jsonb_from_cstring(result));
+}
+
+PG_FUNCTION_INFO_V1(vectorbea_run_due_work);
+Datum
+vectorbea_run_due_work(PG_FUNCTION_ARGS)
+{
+	return vb_door(fcinfo, run_due_work_as_owner);
 }

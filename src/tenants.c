@@ -9,15 +9,15 @@
  * from the queries of roles that are not members of one of its roles (the
  * policies in the install script, through workspace_visible() and
  * run_visible(), which answer for their caller only).  The engine's SQL doors
- * are SECURITY DEFINER, which row-level security lets by, so they check
- * for themselves here: claim_tasks leaves out the workspaces the caller
- * may not work in (vb_tenant_excluded_workspaces), and the doors that
- * start or steer runs refuse them (vb_require_workspace).  A workspace
+ * read the tables as the extension's owner, which row-level security
+ * lets by, so they check for themselves here: claim_tasks leaves out the
+ * workspaces the caller may not work in (vb_tenant_excluded_workspaces),
+ * and the doors that start or steer runs refuse them (vb_require_workspace).  A workspace
  * mapped to no role stays open to every role with the privileges, as
  * before 0.2.0, so that mapping can be adopted one workspace at a time.
  *
- * The caller is the role outside the SECURITY DEFINER call
- * (GetOuterUserId), as everywhere the engine records who acted.  Roles
+ * The caller is the role that called the engine's door (vb_caller, in
+ * caller.c), as everywhere the engine records who acted.  Roles
  * that bypass row-level security (superusers, BYPASSRLS) see and act on
  * every workspace, as their queries do.  Membership is PostgreSQL's
  * (is_member_of_role, cached and invalidated by PostgreSQL); the mapping
@@ -45,6 +45,7 @@
 #include "utils/syscache.h"
 
 #include "vectorbea.h"
+#include "caller.h"
 #include "check.h"
 #include "shmem.h"
 #include "spi_util.h"
@@ -123,7 +124,7 @@ role_bypasses(Oid role)
 static bool
 caller_bypasses(void)
 {
-	return role_bypasses(GetOuterUserId());
+	return role_bypasses(vb_caller());
 }
 
 /*
@@ -149,7 +150,7 @@ role_may(Oid role, const char *workspace)
 static bool
 caller_may(const char *workspace)
 {
-	return role_may(GetOuterUserId(), workspace);
+	return role_may(vb_caller(), workspace);
 }
 
 /*
@@ -176,28 +177,6 @@ vb_tenant_excluded_workspaces(void)
 	if (n == 0)
 		return NULL;
 	return construct_array(names, n, TEXTOID, -1, false, TYPALIGN_INT);
-}
-
-/*
- * The owner of the SQL function being called (the extension's owner), kept
- * in fn_extra.
- */
-static Oid
-function_owner(FunctionCallInfo fcinfo)
-{
-	if (fcinfo->flinfo->fn_extra == NULL)
-	{
-		HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fcinfo->flinfo->fn_oid));
-		Oid		   *owner;
-
-		if (!HeapTupleIsValid(tup))
-			elog(ERROR, "vectorbea: cache lookup failed for function %u", fcinfo->flinfo->fn_oid);
-		owner = MemoryContextAlloc(fcinfo->flinfo->fn_mcxt, sizeof(Oid));
-		*owner = ((Form_pg_proc) GETSTRUCT(tup))->proowner;
-		ReleaseSysCache(tup);
-		fcinfo->flinfo->fn_extra = owner;
-	}
-	return *(Oid *) fcinfo->flinfo->fn_extra;
 }
 
 /*
@@ -243,38 +222,21 @@ answer_visible(VisibleQuestion *q)
 
 /*
  * The SQL doors workspace_visible() and run_visible(), which the row-level
- * security policies and the views ask row by row.  They answer for
- * current_user, as PostgreSQL's row-level security does: for the owner of
- * a SECURITY DEFINER function whose query reads the tables, not for the
- * session that called that function (else another tenant's function,
- * called by a member of a workspace, read that workspace's rows).  Inside
- * the engine's own functions, which run as the extension's owner, the
- * question is the engine's caller's: the role outside them, as in the
- * rest of this file.  They read the mapping, and a run's workspace, as
- * the function's owner, and are SECURITY INVOKER so that current_user is
- * the one that asks.
+ * security policies and the views ask row by row.  They answer for their
+ * caller (caller.c), as PostgreSQL's row-level security does: for
+ * current_user, which is the owner of a SECURITY DEFINER function whose
+ * query reads the tables, not the session that called that function (else
+ * another tenant's function, called by a member of a workspace, read that
+ * workspace's rows); inside the engine's doors, for the doors' caller.
+ * They read the mapping, and a run's workspace, as the extension's owner.
  */
-static bool
-visible_to_current_user(FunctionCallInfo fcinfo, const char *workspace, Datum run_id)
+static Datum
+workspace_visible_as_owner(PG_FUNCTION_ARGS)
 {
-	Oid			owner = function_owner(fcinfo);
-	Oid			save_userid;
-	int			save_sec_context;
-	VisibleQuestion q = {InvalidOid, workspace, run_id, false};
+	VisibleQuestion q = {vb_caller(), text_to_cstring(PG_GETARG_TEXT_PP(0)), (Datum) 0, false};
 
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	q.asking = save_userid == owner ? GetOuterUserId() : save_userid;
-	SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	PG_TRY();
-	{
-		answer_visible(&q);
-	}
-	PG_FINALLY();
-	{
-		SetUserIdAndSecContext(save_userid, save_sec_context);
-	}
-	PG_END_TRY();
-	return q.visible;
+	answer_visible(&q);
+	PG_RETURN_BOOL(q.visible);
 }
 
 /* workspace_visible(workspace text) -> boolean */
@@ -284,8 +246,7 @@ vectorbea_workspace_visible(PG_FUNCTION_ARGS)
 {
 	if (PG_ARGISNULL(0))
 		PG_RETURN_BOOL(false);
-	PG_RETURN_BOOL(visible_to_current_user(fcinfo, text_to_cstring(PG_GETARG_TEXT_PP(0)),
-										   (Datum) 0));
+	return vb_door(fcinfo, workspace_visible_as_owner);
 }
 
 /*
@@ -299,6 +260,15 @@ vb_workspace_visible(const char *workspace)
 	return mapping_count == 0 || caller_bypasses() || caller_may(workspace);
 }
 
+static Datum
+run_visible_as_owner(PG_FUNCTION_ARGS)
+{
+	VisibleQuestion q = {vb_caller(), NULL, PG_GETARG_DATUM(0), false};
+
+	answer_visible(&q);
+	PG_RETURN_BOOL(q.visible);
+}
+
 /*
  * run_visible(run uuid) -> boolean: workspace_visible of the run's
  * workspace, for the policies of the tables keyed by run (nodes, events,
@@ -310,7 +280,7 @@ vectorbea_run_visible(PG_FUNCTION_ARGS)
 {
 	if (PG_ARGISNULL(0))
 		PG_RETURN_BOOL(false);
-	PG_RETURN_BOOL(visible_to_current_user(fcinfo, NULL, PG_GETARG_DATUM(0)));
+	return vb_door(fcinfo, run_visible_as_owner);
 }
 
 /* Refuses action (e.g. "start a run in") on a workspace the caller is not in.  Inside SPI. */
@@ -323,7 +293,7 @@ vb_require_workspace(const char *workspace, const char *action)
 	ereport(ERROR,
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 			 errmsg("role \"%s\" may not %s workspace \"%s\"",
-					GetUserNameFromId(GetOuterUserId(), false), action, workspace),
+					vb_caller_name(), action, workspace),
 			 errdetail("Workspace \"%s\" belongs to the roles mapped to it in vectorbea.workspace_roles.",
 					   workspace),
 			 errhint("Act as a member of one of its roles, or ask an administrator to run "
@@ -426,24 +396,36 @@ change_mapping(FunctionCallInfo fcinfo, const char *sql, int expected)
  * may (row-level security and the engine's doors).  Returns false when the
  * grant was there already.
  */
-PG_FUNCTION_INFO_V1(vectorbea_grant_workspace);
-Datum
-vectorbea_grant_workspace(PG_FUNCTION_ARGS)
+static Datum
+grant_workspace_as_owner(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_BOOL(change_mapping(fcinfo,
 								  "INSERT INTO vectorbea.workspace_roles (workspace, role)"
 								  " VALUES ($1, $2) ON CONFLICT DO NOTHING", SPI_OK_INSERT));
 }
 
+PG_FUNCTION_INFO_V1(vectorbea_grant_workspace);
+Datum
+vectorbea_grant_workspace(PG_FUNCTION_ARGS)
+{
+	return vb_door(fcinfo, grant_workspace_as_owner);
+}
+
 /*
  * revoke_workspace(workspace text, role regrole) -> boolean: undoes
  * grant_workspace.  A workspace left with no role is open again.
  */
-PG_FUNCTION_INFO_V1(vectorbea_revoke_workspace);
-Datum
-vectorbea_revoke_workspace(PG_FUNCTION_ARGS)
+static Datum
+revoke_workspace_as_owner(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_BOOL(change_mapping(fcinfo,
 								  "DELETE FROM vectorbea.workspace_roles"
 								  " WHERE workspace = $1 AND role = $2", SPI_OK_DELETE));
+}
+
+PG_FUNCTION_INFO_V1(vectorbea_revoke_workspace);
+Datum
+vectorbea_revoke_workspace(PG_FUNCTION_ARGS)
+{
+	return vb_door(fcinfo, revoke_workspace_as_owner);
 }

@@ -29,6 +29,7 @@
 #include "utils/jsonb.h"
 
 #include "vectorbea.h"
+#include "caller.h"
 #include "check.h"
 #include "clock.h"
 #include "controls.h"
@@ -61,8 +62,8 @@ check_workflow_name(const char *name)
  * A workflow belongs to the role that defined its first version: another
  * version changes what every new run of it does, so only that role (or a
  * role that has its privileges, superusers included) may add one.  The
- * caller is the role outside this SECURITY DEFINER function: the session's
- * current_user, after SET ROLE.  Called with the name's lock held.
+ * caller is the role that called define_workflow (vb_caller).  Called
+ * with the name's lock held.
  */
 static void
 check_workflow_owner(const char *name, Oid caller)
@@ -138,9 +139,8 @@ check_child_workflows(const char *name, const char *specs_json)
 /*
  * define_workflow(name text, definition jsonb) -> int
  */
-PG_FUNCTION_INFO_V1(vectorbea_define_workflow);
-Datum
-vectorbea_define_workflow(PG_FUNCTION_ARGS)
+static Datum
+define_workflow_as_owner(PG_FUNCTION_ARGS)
 {
 	char	   *name;
 	Jsonb	   *definition;
@@ -148,7 +148,7 @@ vectorbea_define_workflow(PG_FUNCTION_ARGS)
 	Oid			types[4] = {TEXTOID, JSONBOID, TIMESTAMPTZOID, NAMEOID};
 	bool		isnull;
 	int32		version;
-	Oid			caller = GetOuterUserId();
+	Oid			caller = vb_caller();
 	List	   *specs;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
@@ -184,6 +184,13 @@ vectorbea_define_workflow(PG_FUNCTION_ARGS)
 	version = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	SPI_finish();
 	PG_RETURN_INT32(version);
+}
+
+PG_FUNCTION_INFO_V1(vectorbea_define_workflow);
+Datum
+vectorbea_define_workflow(PG_FUNCTION_ARGS)
+{
+	return vb_door(fcinfo, define_workflow_as_owner);
 }
 
 /*
@@ -595,7 +602,7 @@ vb_create_run(const char *workflow, int version, Jsonb *input, Jsonb *options,
 		/* A run of a paused workspace starts paused. */
 		if (vb_workspace_paused(options_workspace(options), &reason))
 			vb_state_pause_run(&run, "workspace", reason,
-							   GetUserNameFromId(GetOuterUserId(), false), at);
+							   vb_caller_name(), at);
 	}
 	vb_run_save(&run, at);
 	if (deadline != 0)
@@ -607,9 +614,8 @@ vb_create_run(const char *workflow, int version, Jsonb *input, Jsonb *options,
  * start_run(workflow text, input jsonb, idempotency_key text, options jsonb)
  *   -> uuid
  */
-PG_FUNCTION_INFO_V1(vectorbea_start_run);
-Datum
-vectorbea_start_run(PG_FUNCTION_ARGS)
+static Datum
+start_run_as_owner(PG_FUNCTION_ARGS)
 {
 	char	   *workflow;
 	Jsonb	   *input;
@@ -657,6 +663,13 @@ vectorbea_start_run(PG_FUNCTION_ARGS)
 	memcpy(result, &run_id, sizeof(pg_uuid_t));
 	SPI_finish();
 	PG_RETURN_UUID_P(result);
+}
+
+PG_FUNCTION_INFO_V1(vectorbea_start_run);
+Datum
+vectorbea_start_run(PG_FUNCTION_ARGS)
+{
+	return vb_door(fcinfo, start_run_as_owner);
 }
 
 #define MAX_RUNS_PER_CALL 10000
@@ -894,9 +907,8 @@ create_runs_together(const char *workflow, int version, const char *specs_json, 
  * together) unless their workflow starts an engine node at once or their
  * workspace is paused: then one by one, as start_run creates them.
  */
-PG_FUNCTION_INFO_V1(vectorbea_start_runs);
-Datum
-vectorbea_start_runs(PG_FUNCTION_ARGS)
+static Datum
+start_runs_as_owner(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	TimestampTz at = vb_now();
@@ -1045,4 +1057,11 @@ vectorbea_start_runs(PG_FUNCTION_ARGS)
 	}
 	SPI_finish();
 	return (Datum) 0;
+}
+
+PG_FUNCTION_INFO_V1(vectorbea_start_runs);
+Datum
+vectorbea_start_runs(PG_FUNCTION_ARGS)
+{
+	return vb_door(fcinfo, start_runs_as_owner);
 }

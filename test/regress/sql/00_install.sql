@@ -33,8 +33,22 @@ SELECT p.proname
 SELECT p.proname FROM vb_functions p
  WHERE has_function_privilege('public', p.oid, 'EXECUTE')
  ORDER BY 1;
-SELECT count(*) AS functions, count(*) FILTER (WHERE prosecdef) AS security_definer
-  FROM vb_functions;
+SELECT count(*) AS functions FROM vb_functions;
+-- No function is SECURITY DEFINER: each door switches to the extension's
+-- owner itself, so that it knows the role that called it (src/caller.c).
+SELECT p.proname FROM vb_functions p WHERE p.prosecdef ORDER BY 1;
+-- The functions written in SQL are C doors over a body of the same
+-- arguments (src/query_door.c) that no role but the owner may execute.
+SELECT d.proname AS door, l.lanname AS body_language, d.prosrc AS door_symbol,
+	   b.proowner = d.proowner AS same_owner,
+	   (SELECT count(*) FROM aclexplode(b.proacl) a WHERE a.grantee <> b.proowner) AS body_grants
+  FROM pg_proc b
+  JOIN vb_functions bf ON bf.oid = b.oid
+  JOIN pg_language l ON l.oid = b.prolang
+  LEFT JOIN pg_proc d ON d.pronamespace = b.pronamespace AND d.proname || '_body' = b.proname
+					 AND d.proargtypes = b.proargtypes
+ WHERE b.proname LIKE '%\_body'
+ ORDER BY 1;
 -- pgcrypto, installed into the same schema by CASCADE, keeps its grants.
 SELECT has_function_privilege('public', 'vectorbea.digest(text, text)', 'EXECUTE') AS pgcrypto_public;
 SELECT c.relname FROM pg_class c

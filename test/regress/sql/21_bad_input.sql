@@ -195,6 +195,8 @@ BEGIN
 			   coalesce(pr.proargnames, '{}') AS names
 		  FROM pg_proc pr
 		 WHERE pr.pronamespace = 'vectorbea'::regnamespace AND pr.prorettype <> 'trigger'::regtype
+		   -- the bodies of the doors written in SQL are called through their doors
+		   AND pr.proname !~ '_body$'
 		   AND EXISTS (SELECT FROM pg_depend d
 						WHERE d.classid = 'pg_proc'::regclass AND d.objid = pr.oid AND d.deptype = 'e'
 						  AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'vectorbea'))

@@ -135,6 +135,68 @@ RESET ROLE;
 SET ROLE vb_t_acme_worker;
 SELECT string_agg(DISTINCT workspace, ',' ORDER BY workspace) AS acme_worker_sees FROM vectorbea.runs;
 RESET ROLE;
+-- The engine's functions act for their caller too: called from globex's
+-- SECURITY DEFINER function, for globex, whoever called that.  (They
+-- acted for the session's role: acme's worker, calling it, let globex
+-- read acme's history, claim acme's task, and steer and start acme's
+-- runs.)
+SELECT n.run_id AS acme_run FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id
+ WHERE r.workspace = 'acme' AND n.node = 'work' AND n.status = 'ready' \gset
+CREATE FUNCTION vb_t.globex_engine(acme_run uuid) RETURNS TABLE (call text, outcome text)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+	calls text[] := ARRAY[
+		'SELECT count(*) FROM vectorbea.timeline($1)',
+		'SELECT vectorbea.replay($1)->>''status''',
+		'SELECT string_agg(v, ''; '') FROM vectorbea.verify_run($1) v',
+		'SELECT vectorbea.graph($1) IS NOT NULL',
+		'SELECT vectorbea.timeline_chart($1) IS NOT NULL',
+		'SELECT count(*) FROM vectorbea.diff_runs($1, $1)',
+		'SELECT count(*) FROM vectorbea.claim_tasks(''globex'', ARRAY[''t_work''], 10) WHERE run_id = $1',
+		'SELECT vectorbea.pause_run($1, ''by globex'')',
+		'SELECT vectorbea.cancel_run($1, ''by globex'')',
+		'SELECT vectorbea.append_event($1, ''NOTE'', ''{}'')',
+		'SELECT vectorbea.send_signal($1, ''note'', ''{}'')',
+		'SELECT vectorbea.fork_run($1, ''work'') IS NOT NULL',
+		'SELECT vectorbea.start_run(''t'', ''{}'', NULL, ''{"workspace": "acme"}'') IS NOT NULL',
+		'SELECT vectorbea.pause_workspace(''acme'', ''by globex'')'];
+	c text;
+	r text;
+BEGIN
+	FOREACH c IN ARRAY calls LOOP
+		call := c;
+		-- each call is undone after, so that the file's later claims are unchanged
+		BEGIN
+			EXECUTE c INTO r USING acme_run;
+			RAISE SQLSTATE 'VBUND' USING MESSAGE = coalesce(r, 'NULL');
+		EXCEPTION
+			WHEN SQLSTATE 'VBUND' THEN outcome := SQLERRM;
+			WHEN OTHERS THEN outcome := SQLSTATE || ': ' || SQLERRM;
+		END;
+		outcome := replace(outcome, acme_run::text, '<acme run>');
+		RETURN NEXT;
+	END LOOP;
+END
+$$;
+ALTER FUNCTION vb_t.globex_engine(uuid) OWNER TO vb_t_globex;
+GRANT EXECUTE ON FUNCTION vb_t.globex_engine(uuid) TO vb_t_acme;
+SET ROLE vb_t_acme_worker;
+SELECT * FROM vb_t.globex_engine(:'acme_run');
+RESET ROLE;
+-- The same calls, from a function of acme's own that its worker calls,
+-- are acme's: the engine acts for the function's owner, as PostgreSQL
+-- does, whoever calls it.
+CREATE FUNCTION vb_t.acme_reads(acme_run uuid) RETURNS TABLE (timeline bigint, status text)
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog AS $$
+	SELECT (SELECT count(*) FROM vectorbea.timeline(acme_run)), vectorbea.replay(acme_run)->>'status'
+$$;
+ALTER FUNCTION vb_t.acme_reads(uuid) OWNER TO vb_t_acme;
+GRANT EXECUTE ON FUNCTION vb_t.acme_reads(uuid) TO vb_t_globex;
+SET ROLE vb_t_globex_worker;
+SELECT * FROM vb_t.acme_reads(:'acme_run');
+RESET ROLE;
+DROP FUNCTION vb_t.globex_engine(uuid);
+DROP FUNCTION vb_t.acme_reads(uuid);
 DROP FUNCTION vb_t.globex_reads();
 DROP TABLE vb_t.acme_runs;
 
