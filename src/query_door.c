@@ -23,6 +23,7 @@
 #include "access/htup_details.h"
 #include "catalog/pg_proc.h"
 #include "fmgr.h"
+#include "lib/stringinfo.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_func.h"
 #include "utils/builtins.h"
@@ -32,11 +33,19 @@
 
 #include "caller.h"
 
+/* The body of a door: how to call it, and its name. */
+typedef struct DoorBody
+{
+	FmgrInfo	flinfo;
+	char	   *name;
+} DoorBody;
+
 /*
- * The FmgrInfo of the body of the door being called, found once per call
- * site and kept in the door's fn_extra.
+ * The body of the door being called, found once per call site and kept in
+ * the door's fn_extra.  (Not inlined into call_body, whose PG_TRY its
+ * locals would straddle.)
  */
-static FmgrInfo *
+static pg_noinline DoorBody *
 door_body(FunctionCallInfo fcinfo)
 {
 	FmgrInfo   *door = fcinfo->flinfo;
@@ -48,7 +57,7 @@ door_body(FunctionCallInfo fcinfo)
 		char	   *body_name;
 		List	   *qualified;
 		Oid			body_oid;
-		FmgrInfo   *body;
+		DoorBody   *body;
 
 		if (!HeapTupleIsValid(tup))
 			elog(ERROR, "vectorbea: cache lookup failed for function %u", door->fn_oid);
@@ -62,32 +71,85 @@ door_body(FunctionCallInfo fcinfo)
 			elog(ERROR, "vectorbea: function %s has no body %s",
 				 format_procedure(door->fn_oid), body_name);
 
-		body = MemoryContextAllocZero(door->fn_mcxt, sizeof(FmgrInfo));
-		fmgr_info_cxt(body_oid, body, door->fn_mcxt);
+		body = MemoryContextAllocZero(door->fn_mcxt, sizeof(DoorBody));
+		fmgr_info_cxt(body_oid, &body->flinfo, door->fn_mcxt);
 		/* the body resolves its result type and set mode from the call */
-		body->fn_expr = door->fn_expr;
+		body->flinfo.fn_expr = door->fn_expr;
+		body->name = MemoryContextStrdup(door->fn_mcxt, body_name);
 		door->fn_extra = body;
 	}
-	return (FmgrInfo *) door->fn_extra;
+	return (DoorBody *) door->fn_extra;
 }
 
-/* Calls the body with the door's arguments, result info and context. */
+/*
+ * The lines of an error's context that do not name the body (PL/pgSQL's
+ * "PL/pgSQL function vectorbea.graph_body(uuid,text) line 9 at RAISE", a
+ * SQL function's "SQL function \"timeline_body\" statement 1"): the door
+ * is what the caller called, and the lines of the caller's own functions
+ * around it stay.  NULL when none is left.
+ */
+static char *
+context_without_body(const char *context, const char *body_name)
+{
+	char	   *as_plpgsql = psprintf(".%s(", body_name);
+	char	   *as_sql = psprintf("\"%s\"", body_name);
+	StringInfoData kept;
+	const char *line = context;
+
+	initStringInfo(&kept);
+	while (*line != '\0')
+	{
+		const char *end = strchr(line, '\n');
+		size_t		len = end ? (size_t) (end - line) : strlen(line);
+		char	   *one = pnstrdup(line, len);
+
+		if (strstr(one, as_plpgsql) == NULL && strstr(one, as_sql) == NULL)
+		{
+			if (kept.len > 0)
+				appendStringInfoChar(&kept, '\n');
+			appendStringInfoString(&kept, one);
+		}
+		line += len + (end ? 1 : 0);
+	}
+	return kept.len > 0 ? kept.data : NULL;
+}
+
+/*
+ * Calls the body with the door's arguments, result info and context.  An
+ * error other than an internal one loses the context lines of the body,
+ * whose name the caller never called.
+ */
 static Datum
 call_body(PG_FUNCTION_ARGS)
 {
 	FmgrInfo   *door = fcinfo->flinfo;
+	DoorBody   *body = door_body(fcinfo);
+	MemoryContext caller_cxt = CurrentMemoryContext;
 	Datum		result;
 
-	fcinfo->flinfo = door_body(fcinfo);
+	fcinfo->flinfo = &body->flinfo;
 	PG_TRY();
 	{
 		result = FunctionCallInvoke(fcinfo);
 	}
-	PG_FINALLY();
+	PG_CATCH();
 	{
+		ErrorData  *edata;
+
 		fcinfo->flinfo = door;
+		MemoryContextSwitchTo(caller_cxt);
+		edata = CopyErrorData();
+		if (edata->context != NULL &&
+			ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_INTERNAL_ERROR)
+		{
+			FlushErrorState();
+			edata->context = context_without_body(edata->context, body->name);
+			ReThrowError(edata);
+		}
+		PG_RE_THROW();
 	}
 	PG_END_TRY();
+	fcinfo->flinfo = door;
 	return result;
 }
 

@@ -108,6 +108,15 @@ SELECT * FROM check_run(:'run_back');
 
 -- Bad input changes nothing.
 SELECT vectorbea.graph(:'run_a', 'png'); \echo SQLSTATE :SQLSTATE
+-- The error is the door's: no CONTEXT line names its internal body
+-- (graph_body), and a caller's own function keeps its line.
+CREATE FUNCTION public.vb_draw(r uuid) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+	RETURN vectorbea.graph(r, 'png');
+END
+$$;
+SELECT public.vb_draw(:'run_a'); \echo SQLSTATE :SQLSTATE
+DROP FUNCTION public.vb_draw(uuid);
 SELECT vectorbea.graph(NULL); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.graph('00000000-0000-0000-0000-000000000000'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.timeline_chart('00000000-0000-0000-0000-000000000000'); \echo SQLSTATE :SQLSTATE
