@@ -73,12 +73,37 @@ sub sql
 	return $node->safe_psql($db // 'postgres', $sql);
 }
 
+sub refusal
+{
+	my ($sql) = @_;
+	my ($rc, $out, $err) = $node->psql('postgres', "\\set VERBOSITY verbose\n$sql");
+	return $rc == 0 ? "accepted: $out" : $err;
+}
+
 sub extversion
 {
 	return sql(q{SELECT extversion FROM pg_extension WHERE extname = 'vectorbea'}, shift);
 }
 
 is(extversion(), $old, "the extension starts at $old");
+
+# The 0.1.0 definitions are SECURITY DEFINER: under them the new library
+# acts for the session's role, as 0.1.0 did (src/caller.c), until the
+# update makes them doors that act for current_user.  A workflow defined
+# by an application role belongs to that role, not to the extension's
+# owner, and another role may not add a version of it.
+sql(q{CREATE ROLE vb_up_app; CREATE ROLE vb_up_other;
+	  GRANT USAGE ON SCHEMA vectorbea TO vb_up_app, vb_up_other;
+	  GRANT EXECUTE ON FUNCTION vectorbea.define_workflow(text, jsonb) TO vb_up_app, vb_up_other});
+sql(q{SET ROLE vb_up_app; SELECT vectorbea.define_workflow('apps', '{"nodes": [{"id": "a", "activity": "a"}]}')});
+is(sql(q{SELECT created_by FROM vectorbea.workflows WHERE name = 'apps'}), 'vb_up_app',
+	"under ${old}'s definitions a workflow belongs to the role that defined it");
+like(refusal(q{SET ROLE vb_up_other; SELECT vectorbea.define_workflow('apps', '{"nodes": [{"id": "b", "activity": "b"}]}')}),
+	qr/42501.*vb_up_other/s, 'and another role may not add a version of it');
+# Gone again, so that the grants do not tell the upgraded extension from a fresh one.
+sql(q{REVOKE EXECUTE ON FUNCTION vectorbea.define_workflow(text, jsonb) FROM vb_up_app, vb_up_other;
+	  REVOKE USAGE ON SCHEMA vectorbea FROM vb_up_app, vb_up_other;
+	  DROP ROLE vb_up_app, vb_up_other});
 vb_store_key($node, 'default', 'openai', 'sk-test-upgrade-0001', $base);
 
 # ---------------------------------------------------------------------------
@@ -129,12 +154,6 @@ is(vb_fake_stats()->{in_flight}, 1, 'and it is in flight');
 # anything is written (0A000), not taken and then dropped or failed later:
 # a quorum (the gate would open without it, and one person decides it) and
 # a pause at the budget (a 0.1.0 run cannot be paused).
-sub refusal
-{
-	my ($sql) = @_;
-	my ($rc, $out, $err) = $node->psql('postgres', "\\set VERBOSITY verbose\n$sql");
-	return $rc == 0 ? "accepted: $out" : $err;
-}
 my $versions_before = sql(q{SELECT count(*) FROM vectorbea.workflows});
 like(refusal(q{SELECT vectorbea.define_workflow('two_sign', '{"nodes": [{"id": "sign", "kind": "approval",
 	 "approval": {"gate": "big_spend", "quorum": 2, "approvers": ["ana", "ben"]}}]}')}),
