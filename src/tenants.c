@@ -8,18 +8,19 @@
  * events and approvals, and its lines of the spend and dead_letters views,
  * from the queries of roles that are not members of one of its roles (the
  * policies in the install script, through workspace_visible() and
- * run_visible(), which answer for their caller only).  The engine's SQL doors
- * read the tables as the extension's owner, which row-level security
- * lets by, so they check for themselves here: claim_tasks leaves out the
- * workspaces the caller may not work in (vb_tenant_excluded_workspaces),
- * and the doors that start or steer runs refuse them (vb_require_workspace).  A workspace
- * mapped to no role stays open to every role with the privileges, as
- * before 0.2.0, so that mapping can be adopted one workspace at a time.
+ * run_visible(), which answer for their caller only).  The engine's SQL
+ * doors read the tables as the extension's owner, which row-level
+ * security lets by, so they check for themselves here: claim_tasks leaves
+ * out the workspaces the caller may not work in
+ * (vb_tenant_excluded_workspaces), and the doors that start or steer runs
+ * refuse them (vb_require_workspace).  A workspace mapped to no role stays
+ * open to every role with the privileges, as before 0.2.0, so that
+ * mapping can be adopted one workspace at a time.
  *
  * The caller is the role that called the engine's door (vb_caller, in
- * caller.c), as everywhere the engine records who acted.  Roles
- * that bypass row-level security (superusers, BYPASSRLS) see and act on
- * every workspace, as their queries do.  Membership is PostgreSQL's
+ * caller.c), as everywhere the engine records who acted.  Roles that
+ * bypass row-level security (superusers, BYPASSRLS) see and act on every
+ * workspace, as their queries do.  Membership is PostgreSQL's
  * (is_member_of_role, cached and invalidated by PostgreSQL); the mapping
  * is cached per backend until a change commits (a generation in shared
  * memory), so claims read no table while it is unchanged.
