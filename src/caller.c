@@ -16,8 +16,8 @@
  * one tenant, called by a member of another, acted for that member
  * (docs/decisions.md, "Who the engine's functions act for").
  *
- * A door called by the engine itself (current_user is already the owner,
- * inside another door) keeps the caller of the outermost door.  Outside
+ * A door called by the engine itself (current_user is the role another
+ * door switched to) keeps the caller of the outermost door.  Outside
  * every door (the scheduler, triggers on the tables) the caller is
  * current_user.  A door whose SQL function is still SECURITY DEFINER (a
  * 0.1.0 definition, before ALTER EXTENSION vectorbea UPDATE) has been
@@ -38,24 +38,33 @@
 
 #include "caller.h"
 
-/* The caller of the outermost door on the stack, and how many are. */
+/*
+ * The caller of the outermost door on the stack, the role the innermost
+ * one switched to, and how many are open.
+ */
 static Oid	door_caller = InvalidOid;
+static Oid	door_as = InvalidOid;
 static int	door_depth = 0;
 
 /*
- * Switches to owner, recording caller as the role the engine acts for (or
- * keeping the caller of the door already on the stack, when this door is
- * called by the engine as owner).  vb_door_leave(save) undoes it, on error
- * too.
+ * Switches to owner, recording caller as the role the engine acts for, or
+ * keeping the caller of the door already open when this door is called by
+ * the engine from inside it: caller is then the role that door switched
+ * to.  (Not this door's owner: after an update run by another superuser,
+ * functions of one extension have two owners, and a door of the one
+ * called from a door of the other took the engine for its caller.)
+ * vb_door_leave(save) undoes it, on error too.
  */
 void
 vb_door_enter(Oid owner, Oid caller, VbDoorSave *save)
 {
 	GetUserIdAndSecContext(&save->userid, &save->sec_context);
 	save->caller = door_caller;
+	save->as = door_as;
 	save->depth = door_depth;
-	if (door_depth == 0 || caller != owner)
+	if (door_depth == 0 || caller != door_as)
 		door_caller = caller;
+	door_as = owner;
 	door_depth++;
 	SetUserIdAndSecContext(owner, save->sec_context | SECURITY_LOCAL_USERID_CHANGE);
 }
@@ -65,6 +74,7 @@ vb_door_leave(const VbDoorSave *save)
 {
 	SetUserIdAndSecContext(save->userid, save->sec_context);
 	door_caller = save->caller;
+	door_as = save->as;
 	door_depth = save->depth;
 }
 

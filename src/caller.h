@@ -22,6 +22,7 @@ typedef struct VbDoorSave
 	Oid			userid;
 	int			sec_context;
 	Oid			caller;
+	Oid			as;
 	int			depth;
 } VbDoorSave;
 

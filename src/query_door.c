@@ -82,42 +82,40 @@ door_body(FunctionCallInfo fcinfo)
 }
 
 /*
- * The lines of an error's context that do not name the body (PL/pgSQL's
- * "PL/pgSQL function vectorbea.graph_body(uuid,text) line 9 at RAISE", a
- * SQL function's "SQL function \"timeline_body\" statement 1"): the door
- * is what the caller called, and the lines of the caller's own functions
- * around it stay.  NULL when none is left.
+ * An error's context without the lines of the body's frame and of the
+ * frames inside it: everything up to the first line that names the body
+ * (PL/pgSQL's "PL/pgSQL function vectorbea.graph_body(uuid,text) line 9
+ * at RAISE", a SQL function's "SQL function \"timeline_body\" statement
+ * 1"; the lines go from the innermost frame out).  The door is what the
+ * caller called, and the lines of the caller's own functions, after it,
+ * stay, whatever their names.  NULL when none is left; the context as it
+ * was when no line names the body.
  */
 static char *
-context_without_body(const char *context, const char *body_name)
+context_without_body(char *context, const char *body_name)
 {
 	char	   *as_plpgsql = psprintf(".%s(", body_name);
 	char	   *as_sql = psprintf("\"%s\"", body_name);
-	StringInfoData kept;
-	const char *line = context;
+	char	   *line = context;
 
-	initStringInfo(&kept);
 	while (*line != '\0')
 	{
-		const char *end = strchr(line, '\n');
-		size_t		len = end ? (size_t) (end - line) : strlen(line);
-		char	   *one = pnstrdup(line, len);
+		char	   *end = strchr(line, '\n');
+		char	   *one = end ? pnstrdup(line, end - line) : line;
 
-		if (strstr(one, as_plpgsql) == NULL && strstr(one, as_sql) == NULL)
-		{
-			if (kept.len > 0)
-				appendStringInfoChar(&kept, '\n');
-			appendStringInfoString(&kept, one);
-		}
-		line += len + (end ? 1 : 0);
+		if (strstr(one, as_plpgsql) != NULL || strstr(one, as_sql) != NULL)
+			return end ? pstrdup(end + 1) : NULL;
+		if (end == NULL)
+			break;
+		line = end + 1;
 	}
-	return kept.len > 0 ? kept.data : NULL;
+	return context;
 }
 
 /*
  * Calls the body with the door's arguments, result info and context.  An
  * error other than an internal one loses the context lines of the body,
- * whose name the caller never called.
+ * which the caller never called.
  */
 static Datum
 call_body(PG_FUNCTION_ARGS)

@@ -117,6 +117,15 @@ END
 $$;
 SELECT public.vb_draw(:'run_a'); \echo SQLSTATE :SQLSTATE
 DROP FUNCTION public.vb_draw(uuid);
+-- ... whatever its name: a caller's function named like the body keeps it.
+CREATE SCHEMA vb_pic;
+CREATE FUNCTION vb_pic.graph_body(r uuid) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+	RETURN vectorbea.graph(r, 'png');
+END
+$$;
+SELECT vb_pic.graph_body(:'run_a'); \echo SQLSTATE :SQLSTATE
+DROP SCHEMA vb_pic CASCADE;
 SELECT vectorbea.graph(NULL); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.graph('00000000-0000-0000-0000-000000000000'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.timeline_chart('00000000-0000-0000-0000-000000000000'); \echo SQLSTATE :SQLSTATE

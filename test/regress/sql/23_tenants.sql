@@ -199,6 +199,26 @@ GRANT EXECUTE ON FUNCTION vb_t.acme_reads(uuid) TO vb_t_globex;
 SET ROLE vb_t_globex_worker;
 SELECT * FROM vb_t.acme_reads(:'acme_run');
 RESET ROLE;
+-- Functions of one extension with two owners (an ALTER EXTENSION UPDATE
+-- run by another superuser than the CREATE: the functions it adds are
+-- the updater's): a door of one owner called from a door of the other
+-- still acts for the outer door's caller.  (The nested door took the
+-- engine for its caller, and timeline, replay and verify_run of acme's
+-- run answered globex.)
+CREATE ROLE vb_t_admin2 SUPERUSER;
+ALTER FUNCTION vectorbea.run_visible(uuid) OWNER TO vb_t_admin2;
+ALTER FUNCTION vectorbea.timeline_body(uuid) OWNER TO vb_t_admin2;
+SET ROLE vb_t_globex_worker;
+SELECT (SELECT count(*) FROM vectorbea.timeline(:'acme_run')) AS timeline_lines,
+	   vectorbea.replay(:'acme_run')->>'status' AS replay_status,
+	   (SELECT string_agg(v, '; ') FROM vectorbea.verify_run(:'acme_run') v) AS verify_run;
+SET ROLE vb_t_acme_worker;
+SELECT (SELECT count(*) FROM vectorbea.timeline(:'acme_run')) AS timeline_lines,
+	   vectorbea.replay(:'acme_run')->>'status' AS replay_status;
+RESET ROLE;
+ALTER FUNCTION vectorbea.run_visible(uuid) OWNER TO CURRENT_USER;
+ALTER FUNCTION vectorbea.timeline_body(uuid) OWNER TO CURRENT_USER;
+DROP ROLE vb_t_admin2;
 DROP FUNCTION vb_t.globex_engine(uuid);
 DROP FUNCTION vb_t.acme_reads(uuid);
 DROP FUNCTION vb_t.globex_reads();
