@@ -353,19 +353,35 @@ WITH ev AS (
 	 WHERE ev.type = 'NODES_REQUEUED'
 ), last_mark AS (
 	SELECT DISTINCT ON (node) node, status FROM marks ORDER BY node, seq DESC
+), node_events AS (
+	-- Each node's attempts and its last completion and failure, in one
+	-- pass over the history: a subquery per node scanned all of it for
+	-- every node, quadratic in the run's size (a minute at 10,000 nodes).
+	SELECT ev.node,
+		   count(*) FILTER (WHERE ev.type IN ('STEP_STARTED', 'TIMER_STARTED', 'SIGNAL_AWAITED',
+											 'CHILD_RUN_STARTED')) AS attempts,
+		   max(ev.seq) FILTER (WHERE ev.type = 'STEP_COMPLETED') AS completed_seq,
+		   max(ev.seq) FILTER (WHERE ev.type = 'STEP_FAILED') AS failed_seq
+	  FROM ev
+	 WHERE ev.node IS NOT NULL
+	 GROUP BY ev.node
 ), per_node AS (
-	SELECT a.node,
-		   (SELECT count(*) FROM ev
-			 WHERE ev.type IN ('STEP_STARTED', 'TIMER_STARTED', 'SIGNAL_AWAITED', 'CHILD_RUN_STARTED')
-			   AND ev.node = a.node) AS attempts,
-		   (SELECT ev.data->'output' FROM ev
-			 WHERE ev.type = 'STEP_COMPLETED' AND ev.node = a.node
-			 ORDER BY ev.seq DESC LIMIT 1) AS output,
-		   (SELECT ev.data->'error' FROM ev
-			 WHERE ev.type = 'STEP_FAILED' AND ev.node = a.node
-			 ORDER BY ev.seq DESC LIMIT 1) AS error,
+	SELECT a.node, coalesce(ne.attempts, 0) AS attempts,
+		   completed.data->'output' AS output, failed.data->'error' AS error,
 		   lm.status AS marked
-	  FROM added a LEFT JOIN last_mark lm ON lm.node = a.node
+	  FROM added a
+	  LEFT JOIN node_events ne ON ne.node = a.node
+	  LEFT JOIN ev completed ON completed.seq = ne.completed_seq
+	  LEFT JOIN ev failed ON failed.seq = ne.failed_seq
+	  LEFT JOIN last_mark lm ON lm.node = a.node
+), unmet AS (
+	-- the dependencies of each node that have not succeeded (last mark)
+	SELECT a.node, count(*) AS dependencies
+	  FROM added a
+	 CROSS JOIN LATERAL jsonb_array_elements_text(a.spec->'depends_on') AS dep(node)
+	  LEFT JOIN last_mark lm ON lm.node = dep.node AND lm.status = 'succeeded'
+	 WHERE lm.node IS NULL
+	 GROUP BY a.node
 ), gate_events AS (
 	SELECT ev.seq, ev.type, ev.node, ev.data, ev.data->>'approval' AS id
 	  FROM ev
@@ -409,13 +425,9 @@ WITH ev AS (
 	 WHERE o.type = 'APPROVAL_REQUESTED'
 ), state AS (
 	SELECT a.node, a.spec, a.spawned_by, p.attempts, p.output, p.error,
-		   coalesce(p.marked,
-					CASE WHEN NOT EXISTS (
-							SELECT 1 FROM jsonb_array_elements_text(a.spec->'depends_on') dep
-							 WHERE NOT EXISTS (SELECT 1 FROM last_mark lm
-												WHERE lm.node = dep AND lm.status = 'succeeded'))
-						 THEN 'ready' ELSE 'pending' END) AS status
+		   coalesce(p.marked, CASE WHEN u.node IS NULL THEN 'ready' ELSE 'pending' END) AS status
 	  FROM added a JOIN per_node p ON p.node = a.node
+	  LEFT JOIN unmet u ON u.node = a.node
 )
 SELECT jsonb_build_object(
 		   'run', replay_body.run,
@@ -618,9 +630,10 @@ BEGIN
 				  FROM @extschema@.approvals a
 				 WHERE a.run_id = x.run_id AND a.node = x.node
 				 ORDER BY a.id DESC LIMIT 1) AS gate,
-			   EXISTS (SELECT FROM @extschema@.events e
-						WHERE e.run_id = x.run_id AND e.node = x.node
-						  AND e.type = 'STEP_COMPLETED' AND e.data ? 'reused') AS reused
+			   -- one pass over the history (a hashed subplan), not one per node
+			   x.node IN (SELECT e.node FROM @extschema@.events e
+						   WHERE e.run_id = graph_body.run AND e.type = 'STEP_COMPLETED'
+							 AND e.data ? 'reused') AS reused
 		  FROM @extschema@.nodes x WHERE x.run_id = graph_body.run
 	), labelled AS (
 		SELECT n.*,
@@ -743,6 +756,25 @@ BEGIN
 																				   'RUN_CANCELLED')),
 								  r.finished_at) END AS at
 		  FROM ev
+	), next_end AS (
+		-- For each event, the first later one that ends its node's attempt,
+		-- its node's gate, or the run: one pass each in descending order (a
+		-- lookup per attempt read the history after it, quadratic in the
+		-- run's size).
+		SELECT ev.seq,
+			   pg_catalog.min(ev.seq) FILTER (WHERE ev.type IN ('STEP_COMPLETED', 'STEP_FAILED',
+																 'APPROVAL_REQUESTED'))
+				   OVER (PARTITION BY ev.node ORDER BY ev.seq DESC
+						 ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS attempt_end,
+			   pg_catalog.min(ev.seq) FILTER (WHERE ev.type IN ('APPROVAL_GRANTED', 'APPROVAL_REJECTED',
+																 'APPROVAL_EXPIRED'))
+				   OVER (PARTITION BY ev.node ORDER BY ev.seq DESC
+						 ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS gate_end,
+			   pg_catalog.min(ev.seq) FILTER (WHERE ev.type IN ('RUN_FAILED', 'RUN_CANCELLED',
+																 'COMPENSATION_STARTED'))
+				   OVER (ORDER BY ev.seq DESC
+						 ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS run_end
+		  FROM ev
 	), bars AS (
 		-- An attempt: from its STEP_STARTED to the event that ended it (a
 		-- task that asked for a gate handed over to it: done); a sleep,
@@ -763,12 +795,8 @@ BEGIN
 				   ELSE CASE WHEN fin.type IS NULL AND r.finished_at IS NULL THEN 'active' ELSE 'crit' END
 			   END AS tag
 		  FROM ev s
-		  LEFT JOIN LATERAL (SELECT f.type, f.at FROM ev f
-							  WHERE f.seq > s.seq
-								AND ((f.node = s.node
-									  AND f.type IN ('STEP_COMPLETED', 'STEP_FAILED', 'APPROVAL_REQUESTED'))
-									 OR f.type IN ('RUN_FAILED', 'RUN_CANCELLED', 'COMPENSATION_STARTED'))
-							  ORDER BY f.seq LIMIT 1) fin ON true
+		  JOIN next_end nx ON nx.seq = s.seq
+		  LEFT JOIN ev fin ON fin.seq = LEAST(nx.attempt_end, nx.run_end)
 		 WHERE s.type IN ('STEP_STARTED', 'TIMER_STARTED', 'SIGNAL_AWAITED', 'CHILD_RUN_STARTED')
 		UNION ALL
 		-- A gate: from its request to its decision, expiry or the run's end
@@ -779,17 +807,15 @@ BEGIN
 				   ELSE CASE WHEN dec.outcome IS NULL AND r.finished_at IS NULL THEN 'active' ELSE 'crit' END
 			   END
 		  FROM ev q
-		  LEFT JOIN LATERAL (SELECT d.at,
-									CASE d.type WHEN 'APPROVAL_GRANTED' THEN 'approved'
-												WHEN 'APPROVAL_REJECTED' THEN 'rejected'
-												WHEN 'APPROVAL_EXPIRED' THEN d.data->>'outcome'
-												ELSE 'closed' END AS outcome
-							   FROM ev d
-							  WHERE d.seq > q.seq
-								AND ((d.node = q.node
-									  AND d.type IN ('APPROVAL_GRANTED', 'APPROVAL_REJECTED', 'APPROVAL_EXPIRED'))
-									 OR d.type IN ('RUN_FAILED', 'RUN_CANCELLED', 'COMPENSATION_STARTED'))
-							  ORDER BY d.seq LIMIT 1) dec ON true
+		  JOIN next_end nx ON nx.seq = q.seq
+		  LEFT JOIN ev d ON d.seq = LEAST(nx.gate_end, nx.run_end)
+		  CROSS JOIN LATERAL (SELECT d.at,
+									 CASE WHEN d.seq IS NOT NULL THEN
+										 CASE d.type WHEN 'APPROVAL_GRANTED' THEN 'approved'
+													 WHEN 'APPROVAL_REJECTED' THEN 'rejected'
+													 WHEN 'APPROVAL_EXPIRED' THEN d.data->>'outcome'
+													 ELSE 'closed' END
+									 END AS outcome) dec
 		 WHERE q.type = 'APPROVAL_REQUESTED'
 	)
 	SELECT 'gantt' || E'\n'
@@ -842,12 +868,24 @@ BEGIN
 		RAISE EXCEPTION 'run % (b) does not exist', $2 USING ERRCODE = 'undefined_object';
 	END IF;
 	RETURN QUERY
-	WITH per_node AS (
+	WITH node_events AS (
+		-- Each node's reuse and usage in one pass over the two histories (a
+		-- lookup per node read the run's whole history for every node).
+		SELECT e.run_id, e.node,
+			   pg_catalog.bool_or(e.type = 'STEP_COMPLETED' AND e.data ? 'reused') AS reused,
+			   pg_catalog.sum((e.data->'usage'->>'tokens')::bigint)
+				   FILTER (WHERE e.type IN ('STEP_COMPLETED', 'STEP_FAILED', 'LLM_CALLED', 'LLM_CHARGED'))
+				   AS tokens,
+			   pg_catalog.sum((e.data->'usage'->>'usd')::numeric)
+				   FILTER (WHERE e.type IN ('STEP_COMPLETED', 'STEP_FAILED', 'LLM_CALLED', 'LLM_CHARGED'))
+				   AS usd
+		  FROM @extschema@.events e
+		 WHERE e.run_id IN ($1, $2) AND e.node IS NOT NULL
+		 GROUP BY e.run_id, e.node
+	), per_node AS (
 		SELECT x.run_id, x.node AS id,
 			   -- A node a fork reused was not run: only its status and output compare.
-			   EXISTS (SELECT FROM @extschema@.events r
-						WHERE r.run_id = x.run_id AND r.node = x.node
-						  AND r.type = 'STEP_COMPLETED' AND r.data ? 'reused') AS reused,
+			   coalesce(u.reused, false) AS reused,
 			   pg_catalog.jsonb_build_object(
 				   'status', pg_catalog.to_jsonb(x.status),
 				   'attempts', pg_catalog.to_jsonb(x.attempt),
@@ -857,12 +895,7 @@ BEGIN
 				   'latency_ms', pg_catalog.to_jsonb(
 						(pg_catalog.date_part('epoch', x.finished_at - x.started_at) * 1000)::bigint)) AS facts
 		  FROM @extschema@.nodes x
-		  LEFT JOIN LATERAL (
-				SELECT pg_catalog.sum((e.data->'usage'->>'tokens')::bigint) AS tokens,
-					   pg_catalog.sum((e.data->'usage'->>'usd')::numeric) AS usd
-				  FROM @extschema@.events e
-				 WHERE e.run_id = x.run_id AND e.node = x.node
-				   AND e.type IN ('STEP_COMPLETED', 'STEP_FAILED', 'LLM_CALLED', 'LLM_CHARGED')) u ON true
+		  LEFT JOIN node_events u ON u.run_id = x.run_id AND u.node = x.node
 		 WHERE x.run_id IN ($1, $2)
 	), pairs AS (
 		SELECT coalesce(pa.id, pb.id) AS id, pa.facts AS fa, pb.facts AS fb,
