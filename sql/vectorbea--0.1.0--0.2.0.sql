@@ -375,13 +375,12 @@ WITH ev AS (
 	  LEFT JOIN ev failed ON failed.seq = ne.failed_seq
 	  LEFT JOIN last_mark lm ON lm.node = a.node
 ), unmet AS (
-	-- the dependencies of each node that have not succeeded (last mark)
-	SELECT a.node, count(*) AS dependencies
+	-- the nodes with a dependency that has not succeeded (last mark)
+	SELECT DISTINCT a.node
 	  FROM added a
 	 CROSS JOIN LATERAL jsonb_array_elements_text(a.spec->'depends_on') AS dep(node)
 	  LEFT JOIN last_mark lm ON lm.node = dep.node AND lm.status = 'succeeded'
 	 WHERE lm.node IS NULL
-	 GROUP BY a.node
 ), gate_events AS (
 	SELECT ev.seq, ev.type, ev.node, ev.data, ev.data->>'approval' AS id
 	  FROM ev

@@ -39,12 +39,11 @@
 #include "caller.h"
 
 /*
- * The caller of the outermost door on the stack, the role the innermost
- * one switched to, and how many are open.
+ * The caller of the outermost door open, and the role the innermost one
+ * switched to (InvalidOid: no door is open).
  */
 static Oid	door_caller = InvalidOid;
 static Oid	door_as = InvalidOid;
-static int	door_depth = 0;
 
 /*
  * Switches to owner, recording caller as the role the engine acts for, or
@@ -61,11 +60,9 @@ vb_door_enter(Oid owner, Oid caller, VbDoorSave *save)
 	GetUserIdAndSecContext(&save->userid, &save->sec_context);
 	save->caller = door_caller;
 	save->as = door_as;
-	save->depth = door_depth;
-	if (door_depth == 0 || caller != door_as)
+	if (caller != door_as)
 		door_caller = caller;
 	door_as = owner;
-	door_depth++;
 	SetUserIdAndSecContext(owner, save->sec_context | SECURITY_LOCAL_USERID_CHANGE);
 }
 
@@ -75,7 +72,6 @@ vb_door_leave(const VbDoorSave *save)
 	SetUserIdAndSecContext(save->userid, save->sec_context);
 	door_caller = save->caller;
 	door_as = save->as;
-	door_depth = save->depth;
 }
 
 /*
@@ -117,7 +113,7 @@ vb_door(FunctionCallInfo fcinfo, PGFunction as_owner)
 Oid
 vb_caller(void)
 {
-	return door_depth > 0 ? door_caller : GetUserId();
+	return OidIsValid(door_as) ? door_caller : GetUserId();
 }
 
 /* vb_caller's name, for messages and the events that record who acted. */

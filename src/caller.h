@@ -23,7 +23,6 @@ typedef struct VbDoorSave
 	int			sec_context;
 	Oid			caller;
 	Oid			as;
-	int			depth;
 } VbDoorSave;
 
 extern Datum vb_door(FunctionCallInfo fcinfo, PGFunction as_owner);
