@@ -25,6 +25,7 @@ OBJS = \
 	src/text_escape.o \
 	src/encoding.o \
 	src/retry.o \
+	src/upstream.o \
 	src/allowlist.o \
 	src/resolve.o \
 	src/http.o \

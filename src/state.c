@@ -34,6 +34,7 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -56,6 +57,7 @@
 #include "settings.h"
 #include "spi_util.h"
 #include "state.h"
+#include "upstream.h"
 #include "validate.h"
 
 static void open_ready_gates(VbRun *run, TimestampTz at);
@@ -521,6 +523,7 @@ release_dependents(VbRun *run, const char *node, TimestampTz at)
 	" UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL," \
 	"        (SELECT coalesce(pg_catalog.sum(quota.n), 0)::text FROM quota), NULL, NULL"
 #define CLAIM_SKIP_ROW_COLUMN 11
+#define CLAIM_UPSTREAM_COLUMN 9
 
 #define CLAIM_TAIL_CTE \
 	"), claimed AS (" \
@@ -539,15 +542,81 @@ release_dependents(VbRun *run, const char *node, TimestampTz at)
 #define CLAIM_TAIL_SELECT \
 	" SELECT cl.id, cl.lease, cl.run_id, cl.node, cl.activity, cl.attempt," \
 	"        cl.max_attempts, cl.input," \
-	"        coalesce((SELECT pg_catalog.jsonb_object_agg(d.node, d.output)" \
-	"                    FROM vectorbea.nodes d" \
-	"                   WHERE d.run_id = cl.run_id AND d.node = ANY (cl.depends_on))," \
-	"                 '{}'::jsonb)," \
+	"        " VB_UPSTREAM_SQL("cl") "," \
 	"        cl.checkpoint, cl.run_id::text || ':' || cl.node," \
 	"        cl.lease_expires_at," \
 	"        (SELECT r.input FROM vectorbea.runs r WHERE r.id = cl.run_id)" \
 	"   FROM claimed cl" \
 	"  ORDER BY cl.priority DESC, cl.available_at, cl.id"
+
+/* The claim's row tup with upstream in its upstream column. */
+static HeapTuple
+replace_upstream(HeapTuple tup, TupleDesc desc, Jsonb *upstream)
+{
+	int			column = CLAIM_UPSTREAM_COLUMN;
+	Datum		value = JsonbPGetDatum(upstream);
+	bool		isnull = false;
+
+	return heap_modify_tuple_by_cols(tup, desc, 1, &column, &value, &isnull);
+}
+
+/*
+ * Fails for good the attempt of task_id, just started in run_id (which
+ * the claim has locked), whose upstream takes bytes, more than a jsonb
+ * value holds.  If that ends a child run, telling its parent may wait for
+ * the parent's lock, as a completion's would: the one wait a claim makes,
+ * on this rare path only.
+ */
+static void
+fail_too_large_upstream(pg_uuid_t *run_id, int64 task_id, const char *node, int64 bytes,
+						TimestampTz at)
+{
+	VbRun		run;
+
+	if (!vb_run_lock(run_id, &run))
+		elog(ERROR, "vectorbea: the run of task %ld vanished", (long) task_id);
+	fail_attempt(&run, task_id, "permanent", vb_upstream_too_large_json(node, bytes), NULL,
+				 false, -1, true, at);
+	vb_run_save(&run, at);
+}
+
+/*
+ * The attempts started from started->vals[first] on whose node has several
+ * dependencies come with their upstream NULL (upstream.c): it is made and
+ * put into their rows, or, when it cannot be made, the attempt (its
+ * STEP_STARTED written) fails for good and leaves the claim's result.
+ */
+static void
+make_join_upstreams(VbStartedAttempts *started, uint64 first, TimestampTz at)
+{
+	uint64		kept = first;
+
+	for (uint64 i = first; i < started->count; i++)
+	{
+		HeapTuple	tup = started->vals[i];
+		TupleDesc	desc = started->tupdesc;
+		bool		isnull;
+		int64		task_id;
+		int64		bytes;
+		Jsonb	   *upstream;
+
+		(void) SPI_getbinval(tup, desc, CLAIM_UPSTREAM_COLUMN, &isnull);
+		if (isnull)
+		{
+			task_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+			upstream = vb_upstream_of_node(task_id, &bytes);
+			if (upstream == NULL)
+			{
+				fail_too_large_upstream(DatumGetUUIDP(SPI_getbinval(tup, desc, 3, &isnull)),
+										task_id, SPI_getvalue(tup, desc, 4), bytes, at);
+				continue;
+			}
+			tup = replace_upstream(tup, desc, upstream);
+		}
+		started->vals[kept++] = tup;
+	}
+	started->count = kept;
+}
 
 /*
  * Leases up to max_tasks ready nodes of the activities to worker and
@@ -681,6 +750,7 @@ vb_state_start_attempts(const char *worker, ArrayType *activities, int max_tasks
 						   DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull)), data.data);
 	}
 	vb_event_batch_write(&events, at);
+	make_join_upstreams(started, started->count - n, at);
 }
 
 /*

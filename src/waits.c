@@ -50,6 +50,7 @@
 #include "state.h"
 #include "subxact.h"
 #include "template.h"
+#include "upstream.h"
 #include "waits.h"
 #include "workflow.h"
 
@@ -88,7 +89,8 @@ typedef struct WaitNode
 	char	   *not_before;
 	Jsonb	   *wait;
 	Jsonb	   *input;
-	Jsonb	   *upstream;
+	Jsonb	   *upstream;		/* NULL: too large (upstream_bytes) */
+	int64		upstream_bytes;
 	Jsonb	   *run_input;
 	char	   *workspace;
 	int64		timeout_ms;
@@ -404,10 +406,7 @@ read_node(int64 id, WaitNode *w)
 
 		plan = vb_prepare("SELECT n.kind, n.node, n.activity, n.available_at = 'infinity',"
 						  "       n.not_before, coalesce(n.wait, '{}'), n.input,"
-						  "       coalesce((SELECT pg_catalog.jsonb_object_agg(d.node, d.output)"
-						  "                   FROM vectorbea.nodes d"
-						  "                  WHERE d.run_id = n.run_id AND d.node = ANY (n.depends_on)),"
-						  "                '{}'::jsonb),"
+						  "       " VB_UPSTREAM_SQL("n") ","
 						  "       r.input, r.workspace, coalesce(n.timeout_ms, 0)"
 						  "  FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
 						  " WHERE n.id = $1 AND n.status = 'ready'", lengthof(types), types);
@@ -427,11 +426,14 @@ read_node(int64 id, WaitNode *w)
 	w->not_before = SPI_getvalue(tup, desc, 5);
 	w->wait = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 6, &isnull));
 	w->input = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 7, &isnull));
-	w->upstream = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 8, &isnull));
 	w->run_input = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 9, &isnull));
 	w->workspace = SPI_getvalue(tup, desc, 10);
 	d = SPI_getbinval(tup, desc, 11, &isnull);
 	w->timeout_ms = DatumGetInt64(d);
+	d = SPI_getbinval(tup, desc, 8, &isnull);
+	w->upstream_bytes = 0;
+	/* last: it runs statements of its own */
+	w->upstream = isnull ? vb_upstream_of_node(id, &w->upstream_bytes) : DatumGetJsonbPCopy(d);
 	return true;
 }
 
@@ -445,6 +447,14 @@ start_one(void *arg, int i)
 	if (!vb_run_lock(&b->run_ids[i], &run) || run.status != VB_RUN_RUNNING ||
 		!read_node(b->ids[i], &w))
 		return;
+	if (w.upstream == NULL)
+	{
+		vb_state_fail_attempt(&run, w.id, "permanent",
+							  vb_upstream_too_large_json(w.node, w.upstream_bytes), false, -1, b->at);
+		vb_run_save(&run, b->at);
+		b->done++;
+		return;
+	}
 	if (w.held)
 	{
 		TimestampTz t;

@@ -1,0 +1,33 @@
+/*-------------------------------------------------------------------------
+ *
+ * upstream.h
+ *	  What a node reads of its dependencies: the object of their outputs
+ *	  by node name (upstream.c).  A leaf.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef VB_UPSTREAM_H
+#define VB_UPSTREAM_H
+
+#include "utils/jsonb.h"
+
+/*
+ * The upstream object of node row n (an alias of vectorbea.nodes), as a
+ * statement's expression: made in the statement when n has at most one
+ * dependency, NULL when it has several, whose outputs together may not
+ * fit in a jsonb value; the caller then asks vb_upstream_of_node.
+ */
+#define VB_UPSTREAM_SQL(n) \
+	"CASE WHEN pg_catalog.cardinality(" n ".depends_on) <= 1 THEN" \
+	"  coalesce((SELECT pg_catalog.jsonb_object_agg(d.node, d.output)" \
+	"              FROM vectorbea.nodes d" \
+	"             WHERE d.run_id = " n ".run_id AND d.node = ANY (" n ".depends_on))," \
+	"           '{}'::jsonb) END"
+
+/* The most bytes of content a jsonb value may hold (JENTRY_OFFLENMASK). */
+#define VB_UPSTREAM_MAX_BYTES ((int64) JENTRY_OFFLENMASK)
+
+extern Jsonb *vb_upstream_of_node(int64 node_id, int64 *bytes);
+extern char *vb_upstream_too_large_json(const char *node, int64 bytes);
+
+#endif							/* VB_UPSTREAM_H */

@@ -1,0 +1,65 @@
+-- A join whose dependencies' outputs together pass what one jsonb value
+-- holds (256 MB), each output within vectorbea.max_payload_size: its
+-- attempt fails for good where its upstream would be made, in a claim or
+-- when the scheduler starts a sleep node, and nothing else stalls.  Before,
+-- jsonb_object_agg failed the whole claim, for every run of the activity,
+-- every time, and the scheduler's pass every 30 seconds.
+-- The outputs compress well, so they take little room in the tables, but
+-- they are made, checked and written in full: this file takes a while.
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/setup.psql
+SET vectorbea.max_payload_size = '200MB';
+-- The join escalates when it fails for good, so that the run goes on for
+-- the sleep node to be started too.
+SELECT vectorbea.define_workflow('big_join', '{"nodes":[
+	{"id":"a","activity":"part"},{"id":"b","activity":"part"},
+	{"id":"j","activity":"join","depends_on":["a","b"],
+	 "on_exhausted":"escalate","escalation":{"gate":"fix_join"}},
+	{"id":"s","kind":"sleep","sleep":{"for":"1s"},"depends_on":["a","b"]}]}');
+SELECT vectorbea.define_workflow('small_join', '{"nodes":[
+	{"id":"p","activity":"part"},{"id":"q","activity":"part"},
+	{"id":"j","activity":"join","depends_on":["p","q"]}]}');
+SELECT vectorbea.start_run('big_join', '{}') AS big \gset
+SELECT vectorbea.start_run('small_join', '{}') AS small \gset
+
+-- Each output of the big run takes 135 MB, the two together 270 MB.
+SELECT count(vectorbea.complete_task(task_id, lease,
+		   CASE WHEN run_id = :'big' THEN jsonb_build_object('text', repeat('x', 135000000))
+				ELSE jsonb_build_object('part', node) END)) AS completed
+  FROM vectorbea.claim_tasks('w1', ARRAY['part'], 10);
+
+-- One claim takes both joins: the small run's gets its upstream; the big
+-- run's attempt fails for good (and escalates) and is not returned.
+CREATE TEMP TABLE join_claims AS SELECT * FROM vectorbea.claim_tasks('w1', ARRAY['join'], 10);
+SELECT run_id = :'small' AS small_run, node, attempt, upstream FROM join_claims;
+SELECT status, attempt, error->>'class' AS class, error->>'message' AS message,
+	   error->>'upstream_bytes' AS upstream_bytes
+  FROM vectorbea.nodes WHERE run_id = :'big' AND node = 'j';
+SELECT type, node, attempt, data->'final' AS final, data->'escalated' AS escalated
+  FROM vectorbea.events WHERE run_id = :'big' AND seq > 5 ORDER BY seq;
+
+-- A retry decided on the gate makes the join ready again; the next claim
+-- fails it the same way, and escalates again, instead of failing.
+UPDATE vectorbea.approvals SET status = 'approved', decision = 'retry'
+ WHERE run_id = :'big' AND gate = 'fix_join';
+SELECT count(*) AS claimed FROM vectorbea.claim_tasks('w2', ARRAY['join'], 10);
+SELECT status, attempt FROM vectorbea.nodes WHERE run_id = :'big' AND node = 'j';
+SELECT count(*) FILTER (WHERE status = 'pending') AS pending_gates, count(*) AS gates
+  FROM vectorbea.approvals WHERE run_id = :'big';
+
+-- The sleep node fails for good when the scheduler would start it, and
+-- the run fails (before, every pass of the scheduler failed on it).
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+SELECT node, status, error->>'message' AS message
+  FROM vectorbea.nodes WHERE run_id = :'big' AND node IN ('j', 's') ORDER BY node;
+SELECT status FROM vectorbea.runs WHERE id = :'big';
+
+-- The small run goes on as usual.
+SELECT vectorbea.complete_task(task_id, lease, '{}') FROM join_claims;
+SELECT status FROM vectorbea.runs WHERE id = :'small';
+SELECT * FROM check_run(:'small');
+
+-- Every other run is consistent with its history.  (replay cannot return
+-- the big run's state, which holds both outputs.)
+SELECT r.workflow, d FROM vectorbea.runs r, vectorbea.verify_run(r.id) AS d
+ WHERE r.id <> :'big';
