@@ -298,17 +298,17 @@ COMMENT ON FUNCTION @extschema@.requeue_dead(jsonb, text) IS
 	'Requeues every dead letter the filter matches (run, workspace, workflow, activity, node, class, failed_after, failed_before); returns how many.';
 REVOKE ALL ON FUNCTION @extschema@.requeue_dead(jsonb, text) FROM PUBLIC;
 
-CREATE FUNCTION @extschema@.replay_body(run uuid, upto bigint DEFAULT NULL)
-	RETURNS jsonb
+CREATE FUNCTION @extschema@.replay_parts(run uuid, upto bigint DEFAULT NULL)
+	RETURNS TABLE (part text, key text, state jsonb)
 	LANGUAGE sql STABLE
 	SET search_path = pg_catalog, pg_temp
 AS $$
 WITH ev AS (
 	SELECT e.seq, e.type, e.node, e.attempt, e.data
 	  FROM @extschema@.events e
-	 WHERE e.run_id = replay_body.run AND (replay_body.upto IS NULL OR e.seq <= replay_body.upto)
+	 WHERE e.run_id = replay_parts.run AND (replay_parts.upto IS NULL OR e.seq <= replay_parts.upto)
 	   -- a run of a workspace the caller may not see has no history for it
-	   AND @extschema@.run_visible(replay_body.run)
+	   AND @extschema@.run_visible(replay_parts.run)
 ), started AS (
 	SELECT ev.data FROM ev WHERE ev.type = 'RUN_STARTED'
 ), added AS (
@@ -428,8 +428,8 @@ WITH ev AS (
 	  FROM added a JOIN per_node p ON p.node = a.node
 	  LEFT JOIN unmet u ON u.node = a.node
 )
-SELECT jsonb_build_object(
-		   'run', replay_body.run,
+SELECT 'run', NULL::text, jsonb_build_object(
+		   'run', replay_parts.run,
 		   'workflow', s.data->'workflow',
 		   'version', s.data->'version',
 		   'input', s.data->'input',
@@ -450,19 +450,44 @@ SELECT jsonb_build_object(
 				'tokens', (SELECT coalesce(sum((ev.data->'usage'->>'tokens')::bigint), 0)
 							 FROM ev WHERE ev.type IN ('STEP_COMPLETED', 'STEP_FAILED', 'LLM_CALLED', 'LLM_CHARGED')),
 				'usd', (SELECT coalesce(sum((ev.data->'usage'->>'usd')::numeric), 0)
-						  FROM ev WHERE ev.type IN ('STEP_COMPLETED', 'STEP_FAILED', 'LLM_CALLED', 'LLM_CHARGED'))),
-		   'nodes', coalesce((SELECT jsonb_object_agg(st.node, jsonb_build_object(
-								'kind', st.spec->'kind',
-								'activity', st.spec->'activity',
-								'depends_on', st.spec->'depends_on',
-								'status', st.status,
-								'attempts', st.attempts,
-								'output', st.output,
-								'error', st.error,
-								'spawned_by', st.spawned_by))
-							FROM state st), '{}'::jsonb),
-		   'gates', coalesce((SELECT jsonb_object_agg(g.id, g.state) FROM gates g), '{}'::jsonb))
+						  FROM ev WHERE ev.type IN ('STEP_COMPLETED', 'STEP_FAILED', 'LLM_CALLED', 'LLM_CHARGED'))))
   FROM started s
+UNION ALL
+SELECT 'node', st.node, jsonb_build_object(
+		   'kind', st.spec->'kind',
+		   'activity', st.spec->'activity',
+		   'depends_on', st.spec->'depends_on',
+		   'status', st.status,
+		   'attempts', st.attempts,
+		   'output', st.output,
+		   'error', st.error,
+		   'spawned_by', st.spawned_by)
+  FROM state st
+ WHERE EXISTS (SELECT FROM started)
+UNION ALL
+SELECT 'gate', g.id, g.state
+  FROM gates g
+ WHERE EXISTS (SELECT FROM started)
+$$;
+COMMENT ON FUNCTION @extschema@.replay_parts(uuid, bigint) IS
+	'The state replay() rebuilds, as rows: the run''s, then one per node and one per gate; not for direct use.';
+REVOKE ALL ON FUNCTION @extschema@.replay_parts(uuid, bigint) FROM PUBLIC;
+
+CREATE FUNCTION @extschema@.replay_body(run uuid, upto bigint DEFAULT NULL)
+	RETURNS jsonb
+	LANGUAGE sql STABLE
+	SET search_path = pg_catalog, pg_temp
+AS $$
+WITH p AS MATERIALIZED (
+	SELECT * FROM @extschema@.replay_parts(replay_body.run, replay_body.upto)
+)
+SELECT r.state || jsonb_build_object(
+		   'nodes', coalesce((SELECT jsonb_object_agg(n.key, n.state) FROM p n WHERE n.part = 'node'),
+							 '{}'::jsonb),
+		   'gates', coalesce((SELECT jsonb_object_agg(g.key, g.state) FROM p g WHERE g.part = 'gate'),
+							 '{}'::jsonb))
+  FROM p r
+ WHERE r.part = 'run'
 $$;
 COMMENT ON FUNCTION @extschema@.replay_body(uuid, bigint) IS
 	'The query of replay(), which runs it as the extension''s owner for its caller; not for direct use.';
@@ -488,8 +513,13 @@ CREATE FUNCTION @extschema@.verify_run_body(run uuid)
 AS $$
 WITH r AS (
 	SELECT * FROM @extschema@.runs WHERE id = verify_run_body.run AND @extschema@.run_visible(verify_run_body.run)
+), parts AS MATERIALIZED (
+	-- the replayed state as rows: a run whose nodes' outputs together pass
+	-- what one jsonb value holds (256 MB) is checked too, which replay()
+	-- cannot return
+	SELECT * FROM @extschema@.replay_parts(verify_run_body.run)
 ), h AS (
-	SELECT @extschema@.replay(verify_run_body.run) AS s
+	SELECT (SELECT p.state FROM parts p WHERE p.part = 'run') AS s
 ), seqs AS (
 	SELECT count(*) AS n, coalesce(max(seq), 0) AS top
 	  FROM @extschema@.events WHERE run_id = verify_run_body.run AND @extschema@.run_visible(verify_run_body.run)
@@ -500,7 +530,7 @@ WITH r AS (
 			   'error', n.error, 'spawned_by', n.spawned_by) AS state
 	  FROM @extschema@.nodes n WHERE n.run_id = verify_run_body.run AND @extschema@.run_visible(verify_run_body.run)
 ), history_nodes AS (
-	SELECT key AS node, value AS state FROM h, jsonb_each(h.s->'nodes')
+	SELECT p.key AS node, p.state FROM parts p WHERE p.part = 'node'
 ), pairs AS (
 	SELECT coalesce(t.node, hn.node) AS node, t.state AS t, hn.state AS hs
 	  FROM table_nodes t FULL JOIN history_nodes hn ON hn.node = t.node
@@ -515,7 +545,8 @@ WITH r AS (
 	 WHERE a.run_id = verify_run_body.run AND @extschema@.run_visible(verify_run_body.run)
 ), gate_pairs AS (
 	SELECT coalesce(t.id, hg.key) AS id, t.state AS t, hg.value AS hs
-	  FROM table_gates t FULL JOIN (SELECT g.* FROM h, jsonb_each(h.s->'gates') g) hg ON hg.key = t.id
+	  FROM table_gates t
+	  FULL JOIN (SELECT p.key, p.state AS value FROM parts p WHERE p.part = 'gate') hg ON hg.key = t.id
 )
 SELECT msg FROM (
 	SELECT 0 AS o, NULL::text AS node, 'run does not exist' AS msg

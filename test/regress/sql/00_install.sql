@@ -49,6 +49,11 @@ SELECT d.proname AS door, l.lanname AS body_language, d.prosrc AS door_symbol,
 					 AND d.proargtypes = b.proargtypes
  WHERE b.proname LIKE '%\_body'
  ORDER BY 1;
+-- The other functions not for direct use: only the owner may execute them.
+SELECT p.proname, (SELECT count(*) FROM aclexplode(b.proacl) a WHERE a.grantee <> b.proowner) AS grants
+  FROM vb_functions p JOIN pg_proc b ON b.oid = p.oid
+ WHERE obj_description(p.oid, 'pg_proc') LIKE '%not for direct use%' AND p.proname !~ '_body$'
+ ORDER BY 1;
 -- pgcrypto, installed into the same schema by CASCADE, keeps its grants.
 SELECT has_function_privilege('public', 'vectorbea.digest(text, text)', 'EXECUTE') AS pgcrypto_public;
 SELECT c.relname FROM pg_class c

@@ -195,8 +195,9 @@ BEGIN
 			   coalesce(pr.proargnames, '{}') AS names
 		  FROM pg_proc pr
 		 WHERE pr.pronamespace = 'vectorbea'::regnamespace AND pr.prorettype <> 'trigger'::regtype
-		   -- the bodies of the doors written in SQL are called through their doors
-		   AND pr.proname !~ '_body$'
+		   -- the bodies of the doors written in SQL are called through their
+		   -- doors, and replay_parts by two of them: none is for direct use
+		   AND coalesce(obj_description(pr.oid, 'pg_proc'), '') NOT LIKE '%not for direct use%'
 		   AND EXISTS (SELECT FROM pg_depend d
 						WHERE d.classid = 'pg_proc'::regclass AND d.objid = pr.oid AND d.deptype = 'e'
 						  AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'vectorbea'))

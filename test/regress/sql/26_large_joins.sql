@@ -59,7 +59,15 @@ SELECT vectorbea.complete_task(task_id, lease, '{}') FROM join_claims;
 SELECT status FROM vectorbea.runs WHERE id = :'small';
 SELECT * FROM check_run(:'small');
 
--- Every other run is consistent with its history.  (replay cannot return
--- the big run's state, which holds both outputs.)
+-- verify_run checks the big run node by node, although replay cannot
+-- return its state, which holds both outputs: with one field edited, the
+-- field is the one difference it finds.
+SELECT vectorbea.replay(:'big') IS NULL AS no_replay;
+SELECT s->>'status' AS status_at_3, jsonb_object_keys(s->'nodes') AS node
+  FROM vectorbea.replay(:'big', 3) AS s ORDER BY node;
+UPDATE vectorbea.nodes SET error = '{"message": "edited"}' WHERE run_id = :'big' AND node = 's';
+SELECT * FROM vectorbea.verify_run(:'big');
+
+-- Every other run is consistent with its history.
 SELECT r.workflow, d FROM vectorbea.runs r, vectorbea.verify_run(r.id) AS d
  WHERE r.id <> :'big';
