@@ -2634,8 +2634,8 @@ vb_state_hold_model(const char *provider, const char *model, bool hold, Timestam
 /*
  * Node `node` of a locked run being forked (added held) succeeds with the
  * output its source run recorded, without an attempt: STEP_COMPLETED says
- * where the output came from (reused_json), and its dependents are
- * released.  Gates wait for vb_state_release_held.
+ * where the output came from (reused_json).  Its dependents are counted
+ * by vb_state_release_held, once every reused node has succeeded.
  */
 void
 vb_state_reuse(VbRun *run, const char *node, const char *output_json,
@@ -2649,8 +2649,8 @@ vb_state_reuse(VbRun *run, const char *node, const char *output_json,
 		Oid			types[4] = {UUIDOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
 
 		plan = vb_prepare("UPDATE vectorbea.nodes SET status = 'succeeded', output = $3::jsonb,"
-						  "       finished_at = $4, available_at = NULL"
-						  " WHERE run_id = $1 AND node = $2 AND status IN ('pending', 'ready')",
+						  "       finished_at = $4, available_at = NULL, deps_remaining = 0"
+						  " WHERE run_id = $1 AND node = $2 AND status = 'pending'",
 						  lengthof(types), types);
 	}
 	args[0] = UUIDPGetDatum(&run->id);
@@ -2664,13 +2664,15 @@ vb_state_reuse(VbRun *run, const char *node, const char *output_json,
 			 psprintf("{\"output\":%s,\"duration_ms\":0,\"reused\":%s}",
 					  output_json ? output_json : "null", reused_json),
 			 at);
-	release_dependents(run, node, at);
 }
 
 /*
- * The nodes of a fork that were added held and are not reused: those whose
- * dependencies have all succeeded become ready (and are announced), ready
- * approval nodes open their gates.
+ * The nodes of a fork that were added held and are not reused: each one's
+ * dependencies not yet succeeded are counted again, and those with none
+ * become ready (and are announced); ready approval nodes open their gates.
+ * Counting once here, in one statement over the fork's edges, replaces a
+ * release per reused node, each of which read every pending node of the
+ * run: a fork of 10,000 nodes took 17 s.
  */
 void
 vb_state_release_held(VbRun *run, TimestampTz at)
@@ -2682,10 +2684,23 @@ vb_state_release_held(VbRun *run, TimestampTz at)
 	{
 		Oid			types[2] = {UUIDOID, TIMESTAMPTZOID};
 
-		plan = vb_prepare("UPDATE vectorbea.nodes SET status = 'ready',"
-						  "       available_at = CASE WHEN available_at = 'infinity' THEN available_at ELSE $2 END"
-						  " WHERE run_id = $1 AND status = 'pending' AND deps_remaining = 0"
-						  " RETURNING activity, available_at = 'infinity'", lengthof(types), types);
+		plan = vb_prepare("WITH counted AS ("
+						  "  SELECT n.id, (SELECT pg_catalog.count(*)"
+						  "                  FROM pg_catalog.unnest(n.depends_on) AS dep(node)"
+						  "                  LEFT JOIN vectorbea.nodes d"
+						  "                    ON d.run_id = n.run_id AND d.node = dep.node"
+						  "                 WHERE d.status IS DISTINCT FROM 'succeeded')::int AS remaining"
+						  "    FROM vectorbea.nodes n"
+						  "   WHERE n.run_id = $1 AND n.status = 'pending'"
+						  ")"
+						  " UPDATE vectorbea.nodes n"
+						  "    SET deps_remaining = c.remaining,"
+						  "        status = CASE WHEN c.remaining = 0 THEN 'ready' ELSE 'pending' END,"
+						  "        available_at = CASE WHEN c.remaining = 0 AND n.available_at IS DISTINCT FROM 'infinity'"
+						  "                            THEN $2 ELSE n.available_at END"
+						  "   FROM counted c WHERE n.id = c.id"
+						  " RETURNING n.activity, n.status, n.available_at = 'infinity'",
+						  lengthof(types), types);
 	}
 	args[0] = UUIDPGetDatum(&run->id);
 	args[1] = TimestampTzGetDatum(at);
@@ -2693,10 +2708,12 @@ vb_state_release_held(VbRun *run, TimestampTz at)
 		elog(ERROR, "vectorbea: could not release the nodes of a fork");
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
 		bool		isnull;
 
-		became_ready(run, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1),
-					 DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull)));
+		if (strcmp(SPI_getvalue(tup, SPI_tuptable->tupdesc, 2), "ready") == 0)
+			became_ready(run, SPI_getvalue(tup, SPI_tuptable->tupdesc, 1),
+						 DatumGetBool(SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull)));
 	}
 	open_ready_gates(run, at);
 	vb_state_finish_run_if_done(run, at);
