@@ -91,3 +91,26 @@ SET vectorbea.test_crash_point = 'spawning';
 -- ... and a role without grants cannot even reach the schema.
 SELECT vectorbea.clock();
 RESET ROLE;
+
+-- The engine's functions run their statements without JIT, whatever the
+-- session says (src/caller.c): a trigger of ours on the history sees jit
+-- off inside start_run, and the session's setting is back afterwards.
+CREATE TABLE public.jit_seen (setting text);
+CREATE FUNCTION public.note_jit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO public.jit_seen VALUES (current_setting('jit'));
+	RETURN NULL;
+END $$;
+CREATE TRIGGER note_jit AFTER INSERT ON vectorbea.events FOR EACH ROW EXECUTE FUNCTION public.note_jit();
+SELECT vectorbea.define_workflow('jit_probe', '{"nodes":[{"id":"t","activity":"jit_probe"}]}');
+SET jit = on;
+SELECT vectorbea.start_run('jit_probe', '{}') IS NOT NULL AS started;
+SELECT setting, count(*) FROM public.jit_seen GROUP BY 1;
+SHOW jit;
+-- ... and after an error inside, too.
+SELECT vectorbea.start_run('jit_probe', '[1]'); \echo SQLSTATE :SQLSTATE
+SHOW jit;
+RESET jit;
+DROP TRIGGER note_jit ON vectorbea.events;
+DROP FUNCTION public.note_jit();
+DROP TABLE public.jit_seen;
