@@ -74,7 +74,8 @@ SELECT * FROM check_run(:'full_run');
 
 -- verify_run finds every difference between the tables and the history.
 -- (The tables are writable by their owner; the engine never does this.)
-UPDATE vectorbea.nodes SET status = 'failed', attempt = 5 WHERE run_id = :'run' AND node = 'answer';
+UPDATE vectorbea.nodes SET status = 'failed', attempt = 5, output = '{"text": "edited"}'
+ WHERE run_id = :'run' AND node = 'answer';
 UPDATE vectorbea.runs SET status = 'running', last_seq = last_seq + 1 WHERE id = :'run';
 INSERT INTO vectorbea.nodes (run_id, node, activity, status, max_attempts, retry, created_at)
 	VALUES (:'run', 'intruder', 'x', 'ready', 1, '{}', vectorbea.clock());
