@@ -2672,7 +2672,7 @@ vb_state_reuse(VbRun *run, const char *node, const char *output_json,
  * become ready (and are announced); ready approval nodes open their gates.
  * Counting once here, in one statement over the fork's edges, replaces a
  * release per reused node, each of which read every pending node of the
- * run: a fork of 10,000 nodes took 17 s.
+ * run: forking a finished run of 10,000 tasks took 12.7 s.
  */
 void
 vb_state_release_held(VbRun *run, TimestampTz at)
