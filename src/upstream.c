@@ -37,6 +37,12 @@
 #include "spi_util.h"
 #include "upstream.h"
 
+/* The dependencies d of node n = $1, which the two statements below read. */
+#define DEPENDENCIES_OF_NODE \
+	" FROM vectorbea.nodes n" \
+	" JOIN vectorbea.nodes d ON d.run_id = n.run_id AND d.node = ANY (n.depends_on)" \
+	" WHERE n.id = $1"
+
 /* A dependency's share of the object: its key, its value, their JEntries. */
 static int64
 entry_bytes(const char *key, Datum output, bool isnull)
@@ -67,15 +73,10 @@ vb_upstream_of_node(int64 node_id, int64 *bytes)
 		Oid			types[1] = {INT8OID};
 
 		/* not read-only: the caller has just changed the node */
-		size_plan = vb_prepare("SELECT d.node, d.output FROM vectorbea.nodes n"
-							   "  JOIN vectorbea.nodes d"
-							   "    ON d.run_id = n.run_id AND d.node = ANY (n.depends_on)"
-							   " WHERE n.id = $1", lengthof(types), types);
+		size_plan = vb_prepare("SELECT d.node, d.output" DEPENDENCIES_OF_NODE,
+							   lengthof(types), types);
 		object_plan = vb_prepare("SELECT coalesce(pg_catalog.jsonb_object_agg(d.node, d.output), '{}')"
-								 "  FROM vectorbea.nodes n"
-								 "  JOIN vectorbea.nodes d"
-								 "    ON d.run_id = n.run_id AND d.node = ANY (n.depends_on)"
-								 " WHERE n.id = $1", lengthof(types), types);
+								 DEPENDENCIES_OF_NODE, lengthof(types), types);
 	}
 	args[0] = Int64GetDatum(node_id);
 	if (SPI_execute_plan(size_plan, args, NULL, false, 0) != SPI_OK_SELECT)
