@@ -1175,6 +1175,9 @@ COMMENT ON COLUMN @extschema@.runs.parent_run IS
 	'The run whose run node started this one as a child (no foreign key: retention may purge a parent first).';
 COMMENT ON COLUMN @extschema@.runs.parent_node IS
 	'The run node of parent_run that waits for this child.';
+ALTER TABLE @extschema@.runs ADD COLUMN tree_runs integer NOT NULL DEFAULT 0;
+COMMENT ON COLUMN @extschema@.runs.tree_runs IS
+	'On a run that no run started: how many child runs its run nodes and theirs have started, at any depth (vectorbea.max_tree_runs bounds it); 0 on child runs.';
 -- the scheduler: running children whose parent stopped waiting for them.
 CREATE INDEX runs_running_children_idx ON @extschema@.runs (parent_run)
 	WHERE parent_run IS NOT NULL AND status = 'running';

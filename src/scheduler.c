@@ -79,6 +79,24 @@
 #define PURGE_BATCH		500
 
 /*
+ * How long one step goes on taking batches of due items before it commits.
+ * Items can make more items in the same step (a child run started by a run
+ * node may start children of its own), so without a bound one step of a
+ * self-starting workflow built its whole tree in one transaction: minutes,
+ * with the tree's runs locked (cancel_run of its root waited for all of
+ * it) and every other timer, lease and llm call of the database waiting
+ * behind it.  What a step leaves goes to the next pass, which starts at
+ * once.
+ */
+#define STEP_WORK_MS	1000
+
+/* When the current step stops taking more batches. */
+static TimestampTz step_deadline;
+
+/* The pass left due items for lack of time (step_has_time). */
+static bool pass_cut_short;
+
+/*
  * The scheduler runs engine SQL as the bootstrap superuser, in a database
  * whose owner (and anyone with CREATE on public) may plant functions,
  * aggregates and operators that out-match pg_catalog's for an unqualified
@@ -217,7 +235,21 @@ begin_step(const char *what)
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, what);
+	step_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), STEP_WORK_MS);
 	return true;
+}
+
+/*
+ * True while the current step may take another batch.  A step always takes
+ * its first batch, so every pass makes progress.
+ */
+static bool
+step_has_time(void)
+{
+	if (GetCurrentTimestamp() < step_deadline)
+		return true;
+	pass_cut_short = true;
+	return false;
 }
 
 /* Notifications committed meanwhile wait at most one step (relay.c). */
@@ -388,27 +420,27 @@ end_due_items(TimestampTz now, VbSweepCounters *c)
 {
 	if (!begin_step("vectorbea: ending expired attempts"))
 		return false;
-	while (vb_expire_attempts((Datum) 0, now, true, c) > 0)
+	while (vb_expire_attempts((Datum) 0, now, true, c) > 0 && step_has_time())
 		;
 	end_step();
 
 	if (!begin_step("vectorbea: failing runs past their deadline"))
 		return false;
-	while (vb_fail_overdue_runs(now, c) > 0)
+	while (vb_fail_overdue_runs(now, c) > 0 && step_has_time())
 		;
 	end_step();
 
 	if (!begin_step("vectorbea: expiring and escalating approval gates"))
 		return false;
-	while (vb_expire_gates(now, c) > 0)
+	while (vb_expire_gates(now, c) > 0 && step_has_time())
 		;
 	end_step();
 
 	if (!begin_step("vectorbea: starting and ending timers, signal waits and child runs"))
 		return false;
-	while (vb_start_waits(now, true, c) > 0)
+	while (vb_start_waits(now, true, c) > 0 && step_has_time())
 		;
-	while (vb_end_due_waits(now, true, c) > 0)
+	while (vb_end_due_waits(now, true, c) > 0 && step_has_time())
 		;
 	end_step();
 	return true;
@@ -442,7 +474,7 @@ do_pass(TimestampTz now, TimestampTz *announced_upto, VbSweepCounters *c)
 		return now;
 	if (!begin_step("vectorbea: cancelling the child runs of ended parents"))
 		return now;
-	while (vb_cancel_orphans(now, c) > 0)
+	while (vb_cancel_orphans(now, c) > 0 && step_has_time())
 		;
 	end_step();
 
@@ -467,6 +499,8 @@ do_pass(TimestampTz now, TimestampTz *announced_upto, VbSweepCounters *c)
 
 	if (vb_retention_min > 0 && purge_old_runs(now))
 		next = now;				/* a full batch: more may be waiting */
+	if (pass_cut_short)
+		next = now;
 	return next;
 }
 
@@ -478,6 +512,7 @@ begin_pass(void)
 	my_slot->wake_requested = false;
 	strlcpy(my_slot->state, "working", sizeof(my_slot->state));
 	LWLockRelease(vb_shared->lock);
+	pass_cut_short = false;
 }
 
 /*
@@ -632,6 +667,13 @@ vb_scheduler_main(Datum main_arg)
 		/* Sleep until the next due item by the engine clock, or until woken. */
 		if (my_slot->wake_requested)
 			continue;
+		if (pass_cut_short)
+		{
+			/* Calls that have ended are finished between such passes too. */
+			if (vb_llm_busy())
+				wait_with_calls(vb_now(), pass_cxt, &counters);
+			continue;
+		}
 		if (next != DT_NOEND && next <= vb_now())
 		{
 			/*

@@ -36,6 +36,7 @@
 
 int			vb_max_payload_kb = 1024;
 int			vb_max_nodes_per_run = 10000;
+int			vb_max_tree_runs = 10000;
 bool		vb_notify_tasks = true;
 bool		vb_notify_runs = true;
 bool		vb_test_pause_claim_mark = false;
@@ -99,6 +100,14 @@ vb_define_settings(void)
 							NULL,
 							&vb_max_nodes_per_run,
 							10000, 1, 1000000,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("vectorbea.max_tree_runs",
+							"Largest number of child runs one run may start, at any depth.",
+							"Counted on the run that no run started, the root of the tree.",
+							&vb_max_tree_runs,
+							10000, 1, INT_MAX,
 							PGC_SUSET, 0,
 							NULL, NULL, NULL);
 

@@ -12,6 +12,7 @@
 
 extern int	vb_max_payload_kb;
 extern int	vb_max_nodes_per_run;
+extern int	vb_max_tree_runs;
 extern bool vb_notify_tasks;
 extern bool vb_notify_runs;
 extern bool vb_test_pause_claim_mark;

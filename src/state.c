@@ -1939,19 +1939,33 @@ close_open_nodes(VbRun *run, VbNodeStatus idle_status, VbNodeStatus running_stat
 }
 
 /*
- * Whether a failed run failed because a run node of it hit the nesting
- * limit, itself or further down (VB_DEPTH_LIMIT_FIELD).
+ * The limit a failed run failed at, when a run node of it hit one of the
+ * limits of child runs, itself or further down (VB_DEPTH_LIMIT_FIELD,
+ * VB_TREE_LIMIT_FIELD); NULL when it failed otherwise.
  */
-static bool
-failed_too_deep(pg_uuid_t *run_id)
+static const char *
+failed_at_limit(pg_uuid_t *run_id)
 {
+	static SPIPlanPtr plan = NULL;
 	Datum		args[1] = {UUIDPGetDatum(run_id)};
+	bool		isnull;
 
-	if (SPI_execute_with_args("SELECT FROM vectorbea.nodes WHERE run_id = $1 AND status = 'failed'"
-							  "   AND kind = 'run' AND (error->'" VB_DEPTH_LIMIT_FIELD "') = 'true'",
-							  1, (Oid[]) {UUIDOID}, args, NULL, false, 1) != SPI_OK_SELECT)
+	if (plan == NULL)
+	{
+		Oid			types[1] = {UUIDOID};
+
+		plan = vb_prepare("SELECT (error->'" VB_DEPTH_LIMIT_FIELD "') = 'true' FROM vectorbea.nodes"
+						  " WHERE run_id = $1 AND status = 'failed' AND kind = 'run'"
+						  "   AND ((error->'" VB_DEPTH_LIMIT_FIELD "') = 'true'"
+						  "        OR (error->'" VB_TREE_LIMIT_FIELD "') = 'true')",
+						  lengthof(types), types);
+	}
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not read the failure of run %s", vb_uuid_text(run_id));
-	return SPI_processed > 0;
+	if (SPI_processed == 0)
+		return NULL;
+	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull))
+		? VB_DEPTH_LIMIT_FIELD : VB_TREE_LIMIT_FIELD;
 }
 
 /*
@@ -1959,9 +1973,11 @@ failed_too_deep(pg_uuid_t *run_id)
  * lease is the child's id) succeeds with the outputs of the child's last
  * nodes (those no other node depends on), or its attempt fails: retryable
  * when the child failed (class child_failed), for good when it was
- * cancelled or failed at the nesting limit.  The parent is locked after the child, the one order in which
- * the engine ever holds two runs: a parent never waits for a child's lock
- * (its children are cancelled by the scheduler, waits.c).
+ * cancelled or failed at a limit of child runs.  The parent is locked
+ * after the child, the one order in which the engine ever holds two runs:
+ * a parent never waits for a child's lock (its children are cancelled by
+ * the scheduler, waits.c); starting a child locks its tree's root the same
+ * way, after the parent, and only tries (waits.c).
  */
 static void
 tell_parent(VbRun *child, VbRunStatus status, const char *data_json, TimestampTz at)
@@ -2053,8 +2069,8 @@ tell_parent(VbRun *child, VbRunStatus status, const char *data_json, TimestampTz
 	else
 	{
 		bool		failed = (status == VB_RUN_FAILED);
-		bool		too_deep = failed && failed_too_deep(&child->id);
-		bool		retryable = failed && !too_deep;
+		const char *limit = failed ? failed_at_limit(&child->id) : NULL;
+		bool		retryable = failed && limit == NULL;
 		const char *class = retryable ? "child_failed" : "permanent";
 
 		vb_state_fail_attempt(parent, task_id, class,
@@ -2062,7 +2078,7 @@ tell_parent(VbRun *child, VbRunStatus status, const char *data_json, TimestampTz
 									   "\"child_run\":\"%s\",\"child_error\":%s%s}",
 									   child_id, failed ? "failed" : "was cancelled",
 									   class, child_id, data_json,
-									   too_deep ? ",\"" VB_DEPTH_LIMIT_FIELD "\":true" : ""),
+									   limit ? psprintf(",\"%s\":true", limit) : ""),
 							  retryable, -1, at);
 	}
 	if (parent == &locked)

@@ -21,11 +21,13 @@
 #include "events.h"
 
 /*
- * In a node's error: it could not start a child run that deep (waits.c).
- * Such a failure goes up its chain of parents for good (tell_parent): a
- * retry would only nest again.
+ * In a node's error: it could not start a child run that deep, or one more
+ * child run in its tree (vectorbea.max_tree_runs; waits.c).  Such a failure
+ * goes up its chain of parents for good (tell_parent): a retry would only
+ * meet the limit again.
  */
 #define VB_DEPTH_LIMIT_FIELD	"depth_limit"
+#define VB_TREE_LIMIT_FIELD		"tree_limit"
 
 /* Nodes come into being, become ready, and start. */
 extern int	vb_state_add_nodes(VbRun *run, const char *specs_json,

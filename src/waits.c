@@ -46,6 +46,7 @@
 #include "duration.h"
 #include "jsonb_util.h"
 #include "notify.h"
+#include "settings.h"
 #include "spi_util.h"
 #include "state.h"
 #include "subxact.h"
@@ -298,13 +299,20 @@ create_child(void *arg)
 						 0, cs->parent, cs->parent_node, &cs->child, cs->at);
 }
 
-/* How many runs above run_id started it, as child of a child of ... */
+/*
+ * How many runs above run_id started it, as child of a child of ..., and
+ * the topmost of them (run_id itself when no run started it): the root,
+ * which counts its tree's runs.  Retention may have purged an ancestor
+ * that ended (parent_run has no foreign key); the walk then stops at the
+ * oldest one left.
+ */
 static int
-child_depth(pg_uuid_t *run_id)
+child_depth(pg_uuid_t *run_id, pg_uuid_t *root)
 {
 	static SPIPlanPtr plan = NULL;
 	Datum		args[1];
 	bool		isnull;
+	Datum		top;
 
 	if (plan == NULL)
 	{
@@ -315,20 +323,84 @@ child_depth(pg_uuid_t *run_id)
 						  "  UNION ALL"
 						  "  SELECT r.parent_run, up.depth + 1 FROM vectorbea.runs r JOIN up ON r.id = up.id"
 						  "   WHERE up.depth <= " CppAsString2(MAX_CHILD_DEPTH) ")"
-						  " SELECT pg_catalog.count(*) FROM up WHERE id IS NOT NULL",
+						  " SELECT pg_catalog.count(*) FILTER (WHERE up.id IS NOT NULL),"
+						  "        (SELECT u.id FROM up u JOIN vectorbea.runs r ON r.id = u.id"
+						  "          ORDER BY u.depth DESC LIMIT 1)"
+						  "   FROM up",
 						  lengthof(types), types);
 	}
 	args[0] = UUIDPGetDatum(run_id);
 	/* not read-only: it must see the runs this pass started a moment ago */
 	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not measure the depth of run %s", vb_uuid_text(run_id));
+	top = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	memcpy(root, isnull ? run_id : DatumGetUUIDP(top), sizeof(pg_uuid_t));
 	return (int) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
+ * Locks the tree's root and returns how many child runs its tree has
+ * started.  The lock is only tried: the caller holds a run of the tree, a
+ * descendant of the root, and a transaction that holds the root (a batch
+ * of completions) may be waiting for it.  A held root raises
+ * lock_not_available, and the scheduler puts the node off (due_items.c).
+ */
+static int
+lock_tree_count(pg_uuid_t *root)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[1] = {UUIDPGetDatum(root)};
+	bool		isnull;
+
+	if (plan == NULL)
+	{
+		Oid			types[1] = {UUIDOID};
+
+		plan = vb_prepare("SELECT tree_runs FROM vectorbea.runs WHERE id = $1 FOR NO KEY UPDATE NOWAIT",
+						  lengthof(types), types);
+	}
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "vectorbea: could not lock run %s, the root of its tree", vb_uuid_text(root));
+	return DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/* One more child run in the tree of root, which lock_tree_count locked. */
+static void
+count_tree_run(pg_uuid_t *root)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[1] = {UUIDPGetDatum(root)};
+
+	if (plan == NULL)
+	{
+		Oid			types[1] = {UUIDOID};
+
+		plan = vb_prepare("UPDATE vectorbea.runs SET tree_runs = tree_runs + 1 WHERE id = $1",
+						  lengthof(types), types);
+	}
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE || SPI_processed != 1)
+		elog(ERROR, "vectorbea: could not count a child run in the tree of run %s", vb_uuid_text(root));
+}
+
+/* Fails a run node for good at one of the limits of child runs. */
+static void
+fail_at_limit(VbRun *run, WaitNode *w, const char *message, const char *limit_field, TimestampTz at)
+{
+	StringInfoData err;
+
+	initStringInfo(&err);
+	appendStringInfoString(&err, "{\"message\":");
+	vb_append_json_string(&err, message);
+	appendStringInfo(&err, ",\"class\":\"permanent\",\"%s\":true}", limit_field);
+	vb_state_fail_attempt(run, w->id, "permanent", err.data, false, -1, at);
 }
 
 static void
 start_child(VbRun *run, WaitNode *w, TimestampTz at)
 {
 	ChildStart	cs;
+	pg_uuid_t	root;
+	int			tree_runs;
 	char	   *version = wait_text(w, "version");
 	char	   *problem;
 	ErrorData  *edata;
@@ -344,16 +416,19 @@ start_child(VbRun *run, WaitNode *w, TimestampTz at)
 		fail_for_good(run, w->id, psprintf("input of run node \"%s\": %s", w->node, problem), at);
 		return;
 	}
-	if (child_depth(&run->id) >= MAX_CHILD_DEPTH)
+	if (child_depth(&run->id, &root) >= MAX_CHILD_DEPTH)
 	{
-		StringInfoData err;
-
-		initStringInfo(&err);
-		appendStringInfoString(&err, "{\"message\":");
-		vb_append_json_string(&err, psprintf("run node \"%s\" would start a child run more than %d levels deep",
-											 w->node, MAX_CHILD_DEPTH));
-		appendStringInfoString(&err, ",\"class\":\"permanent\",\"" VB_DEPTH_LIMIT_FIELD "\":true}");
-		vb_state_fail_attempt(run, w->id, "permanent", err.data, false, -1, at);
+		fail_at_limit(run, w, psprintf("run node \"%s\" would start a child run more than %d levels deep",
+									   w->node, MAX_CHILD_DEPTH), VB_DEPTH_LIMIT_FIELD, at);
+		return;
+	}
+	tree_runs = lock_tree_count(&root);
+	if (tree_runs >= vb_max_tree_runs)
+	{
+		fail_at_limit(run, w, psprintf("run node \"%s\" would start child run %d of the tree of run %s;"
+									   " vectorbea.max_tree_runs allows %d",
+									   w->node, tree_runs + 1, vb_uuid_text(&root), vb_max_tree_runs),
+					  VB_TREE_LIMIT_FIELD, at);
 		return;
 	}
 	initStringInfo(&data);
@@ -377,6 +452,7 @@ start_child(VbRun *run, WaitNode *w, TimestampTz at)
 		fail_for_good(run, w->id, message, at);
 		return;
 	}
+	count_tree_run(&root);
 	resetStringInfo(&data);
 	appendStringInfo(&data, "{\"child_run\":\"%s\",\"workflow\":", vb_uuid_text(&cs.child));
 	vb_append_json_string(&data, cs.workflow);

@@ -384,6 +384,39 @@ SELECT n.error->>'message' AS deepest FROM vectorbea.nodes n JOIN vectorbea.runs
  WHERE r.workflow = 'selfrec' AND n.error->>'message' LIKE 'run node%';
 SELECT * FROM check_run(:'rec_run');
 
+-- The root of a tree counts the child runs started under it, at any depth.
+SELECT tree_runs FROM vectorbea.runs WHERE id = :'rec_run';
+SELECT count(*) AS child_runs_counting FROM vectorbea.runs WHERE workflow = 'selfrec' AND tree_runs > 0;
+
+-- A workflow that starts itself twice would make a tree of 2^17 - 1 runs;
+-- vectorbea.max_tree_runs stops it.  The run node that would start one
+-- child run more than the limit fails for good, and that failure goes up
+-- the chain without a retry, as at the nesting limit.
+SET vectorbea.max_tree_runs = 6;
+SELECT vectorbea.define_workflow('twice', '{"nodes":[
+  {"id":"left","kind":"run","run":{"workflow":"twice"}},
+  {"id":"right","kind":"run","run":{"workflow":"twice"}}]}');
+SELECT vectorbea.start_run('twice') AS twice_run \gset
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+SELECT vectorbea.run_due_work()->'children_cancelled' AS cancelled_later;
+RESET vectorbea.max_tree_runs;
+SELECT count(*) AS runs, count(*) FILTER (WHERE status = 'running') AS running
+  FROM vectorbea.runs WHERE workflow = 'twice';
+SELECT status, tree_runs FROM vectorbea.runs WHERE id = :'twice_run';
+SELECT count(*) AS child_starts FROM vectorbea.events e JOIN vectorbea.runs r ON r.id = e.run_id
+ WHERE r.workflow = 'twice' AND e.type = 'CHILD_RUN_STARTED';
+SELECT regexp_replace(n.error->>'message', '[0-9a-f-]{36}', '<root>') AS at_the_limit, n.error->>'class' AS class
+  FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id
+ WHERE r.workflow = 'twice' AND n.error->>'message' LIKE 'run node%'
+ ORDER BY 1;
+SELECT count(*) FILTER (WHERE n.error->>'tree_limit' = 'true') AS failed_at_limit,
+       count(*) FILTER (WHERE n.attempt > 1) AS retried
+  FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id WHERE r.workflow = 'twice';
+SELECT node, status, error->>'class' AS class, error->>'tree_limit' AS tree_limit
+  FROM vectorbea.nodes WHERE run_id = :'twice_run' ORDER BY node;
+SELECT * FROM check_run(:'twice_run');
+SELECT count(*) AS differences FROM vectorbea.runs r, vectorbea.verify_run(r.id) WHERE r.workflow = 'twice';
+
 -- A cancel (statement_timeout, pg_cancel_backend) ends run_due_work()'s
 -- statement: it is not one item's error to record and carry on from.  A
 -- trigger stands in for a cancel that lands while a sleep node starts.
