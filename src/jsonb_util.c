@@ -122,27 +122,51 @@ vb_jsonb_from_cstring(const char *json)
 	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
 }
 
+StaticAssertDecl(JENTRY_OFFLENMASK - VB_PAYLOAD_CEILING_KB * 1024 >= VB_MAX_NAME_LEN + 64,
+				 "a payload at the ceiling must fit in an object under a node's name");
+
 /*
- * Refuses a payload larger than vectorbea.max_payload_size.  The stored
- * jsonb size is what the tables and the history pay for, so that is what is
- * measured.
+ * The payload limit in force, in kB: vectorbea.max_payload_size, at most
+ * VB_PAYLOAD_CEILING_KB.  The setting keeps its range (up to 1 GB, as in
+ * 0.1.0), so that no configured value is refused at start; above the
+ * ceiling it acts as the ceiling.
+ */
+int
+vb_payload_limit_kb(void)
+{
+	return Min(vb_max_payload_kb, VB_PAYLOAD_CEILING_KB);
+}
+
+/*
+ * Refuses a payload larger than the payload limit.  The stored jsonb size
+ * is what the tables and the history pay for, so that is what is measured.
  */
 void
 vb_check_payload_size(Jsonb *payload, const char *what)
 {
 	Size		size;
+	int			limit_kb = vb_payload_limit_kb();
 
 	if (payload == NULL)
 		return;
 	size = VARSIZE_ANY_EXHDR(payload);
-	if (size > (Size) vb_max_payload_kb * 1024)
+	if (size <= (Size) limit_kb * 1024)
+		return;
+	if (limit_kb < vb_max_payload_kb)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("%s is too large", what),
-				 errdetail("It takes %zu bytes; vectorbea.max_payload_size allows %d kB.",
-						   size, vb_max_payload_kb),
-				 errhint("Store large artefacts elsewhere and pass a reference, "
-						 "or raise vectorbea.max_payload_size.")));
+				 errdetail("It takes %zu bytes; no payload may take more than %d kB, "
+						   "1 kB under the largest jsonb value, whatever vectorbea.max_payload_size says.",
+						   size, limit_kb),
+				 errhint("Store large artefacts elsewhere and pass a reference.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+			 errmsg("%s is too large", what),
+			 errdetail("It takes %zu bytes; vectorbea.max_payload_size allows %d kB.",
+					   size, limit_kb),
+			 errhint("Store large artefacts elsewhere and pass a reference, "
+					 "or raise vectorbea.max_payload_size.")));
 }
 
 /*
@@ -154,7 +178,7 @@ vb_check_payload_size(Jsonb *payload, const char *what)
 void
 vb_check_text_size(const char *text, const char *what, int max_bytes)
 {
-	size_t		limit = Min((size_t) max_bytes, (size_t) vb_max_payload_kb * 1024);
+	size_t		limit = Min((size_t) max_bytes, (size_t) vb_payload_limit_kb() * 1024);
 	size_t		len;
 
 	if (text == NULL)

@@ -728,7 +728,7 @@ finish_one(void *arg, int i)
 				 * the gate's context carry it with more around it.
 				 */
 				int			len = strlen(o.answer.text);
-				int			room = vb_max_payload_kb * 1024 / 2;
+				int			room = vb_payload_limit_kb() * 1024 / 2;
 
 				initStringInfo(&answer);
 				appendStringInfoString(&answer, "\"answer\":");

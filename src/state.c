@@ -1984,7 +1984,6 @@ tell_parent(VbRun *child, VbRunStatus status, const char *data_json, TimestampTz
 {
 	static SPIPlanPtr parent_plan = NULL;
 	static SPIPlanPtr node_plan = NULL;
-	static SPIPlanPtr output_plan = NULL;
 	Datum		args[3];
 	bool		isnull;
 	Datum		parent_id;
@@ -2004,12 +2003,6 @@ tell_parent(VbRun *child, VbRunStatus status, const char *data_json, TimestampTz
 		node_plan = vb_prepare("SELECT id FROM vectorbea.nodes"
 							   " WHERE run_id = $1 AND node = $2 AND lease = $3"
 							   "   AND kind = 'run' AND status = 'waiting'", lengthof(t3), t3);
-		output_plan = vb_prepare("SELECT coalesce(pg_catalog.jsonb_object_agg(n.node, n.output), '{}')::text"
-								 "  FROM vectorbea.nodes n"
-								 " WHERE n.run_id = $1 AND n.status = 'succeeded'"
-								 "   AND NOT EXISTS (SELECT FROM vectorbea.nodes d"
-								 "                    WHERE d.run_id = $1 AND n.node = ANY (d.depends_on))",
-								 lengthof(t1), t1);
 	}
 	args[0] = UUIDPGetDatum(&child->id);
 	if (SPI_execute_plan(parent_plan, args, NULL, false, 1) != SPI_OK_SELECT)
@@ -2044,27 +2037,27 @@ tell_parent(VbRun *child, VbRunStatus status, const char *data_json, TimestampTz
 
 	if (status == VB_RUN_SUCCEEDED)
 	{
-		char	   *output;
-		Size		size;
+		int64		bytes;
+		Jsonb	   *output = vb_child_output(&child->id, &bytes);
+		int			limit_kb = vb_payload_limit_kb();
 
-		args[0] = UUIDPGetDatum(&child->id);
-		if (SPI_execute_plan(output_plan, args, NULL, false, 1) != SPI_OK_SELECT)
-			elog(ERROR, "vectorbea: could not read the output of run %s", child_id);
-		output = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 		/*
 		 * The outputs of the child's last nodes, each within the limit, may
-		 * together pass it: the parent's node fails, as a worker's output
-		 * that large would be refused.  Another child would end the same.
+		 * together pass it, or even what one jsonb value holds: the parent's
+		 * node fails, as a worker's output that large would be refused.
+		 * Another child would end the same.
 		 */
-		size = VARSIZE_ANY_EXHDR(vb_jsonb_from_cstring(output));
-		if (size > (Size) vb_max_payload_kb * 1024)
+		if (output != NULL)
+			bytes = VARSIZE_ANY_EXHDR(output);
+		if (output == NULL || bytes > (int64) limit_kb * 1024)
 			vb_state_fail_attempt(parent, task_id, "permanent",
-								  psprintf("{\"message\":\"the output of child run %s is too large: it takes %zu bytes;"
+								  psprintf("{\"message\":\"the output of child run %s is too large: it %s %lld bytes;"
 										   " vectorbea.max_payload_size allows %d kB\",\"class\":\"permanent\","
-										   "\"child_run\":\"%s\"}", child_id, size, vb_max_payload_kb, child_id),
+										   "\"child_run\":\"%s\"}", child_id, output ? "takes" : "would take about",
+										   (long long) bytes, limit_kb, child_id),
 								  false, -1, at);
 		else
-			vb_state_end_wait(parent, task_id, output, at);
+			vb_state_end_wait(parent, task_id, JsonbToCString(NULL, &output->root, VARSIZE(output)), at);
 	}
 	else
 	{

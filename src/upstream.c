@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * upstream.c
- *	  The upstream object of a node of several dependencies, after
- *	  checking that their outputs together fit in one jsonb value.
+ *	  Objects of outputs by node name, made only after checking that they
+ *	  fit in one jsonb value: the upstream of a node of several
+ *	  dependencies, and the output of a child run for its parent.
  *
  * Every output is within vectorbea.max_payload_size, but the outputs of a
  * join's dependencies together may pass what a jsonb value can hold
@@ -12,11 +13,14 @@
  * to fail the same way, and a sleep or run node failed the scheduler's
  * pass every time.  So the statements that read a node's upstream make
  * it only for a node of at most one dependency (VB_UPSTREAM_SQL), and for
- * the others their callers come here.  The size is measured from the
- * stored values' headers, which give the uncompressed size without
- * reading a TOASTed value, and the object is made only when it fits.
- * Otherwise the caller fails the attempt for good
- * (vb_upstream_too_large_json): its input cannot be made, now or later.
+ * the others their callers come here.  A child run's output, the outputs
+ * of its last nodes, is made in the transaction that ends the child (a
+ * worker's completion): failing there, it failed that completion every
+ * time it was tried.  The size is measured from the stored values'
+ * headers, which give the uncompressed size without reading a TOASTed
+ * value, and the object is made only when it fits.  Otherwise the caller
+ * fails the attempt that would read it for good: it cannot be made, now
+ * or later.
  *
  * A leaf.
  *
@@ -32,6 +36,7 @@
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "utils/jsonb.h"
+#include "utils/uuid.h"
 
 #include "jsonb_util.h"
 #include "spi_util.h"
@@ -43,7 +48,14 @@
 	" JOIN vectorbea.nodes d ON d.run_id = n.run_id AND d.node = ANY (n.depends_on)" \
 	" WHERE n.id = $1"
 
-/* A dependency's share of the object: its key, its value, their JEntries. */
+/* The last nodes n of run $1, whose outputs are the run's output. */
+#define LAST_NODES_OF_RUN \
+	" FROM vectorbea.nodes n" \
+	" WHERE n.run_id = $1 AND n.status = 'succeeded'" \
+	"   AND NOT EXISTS (SELECT FROM vectorbea.nodes d" \
+	"                    WHERE d.run_id = $1 AND n.node = ANY (d.depends_on))"
+
+/* A node's share of the object: its key, its value, their JEntries. */
 static int64
 entry_bytes(const char *key, Datum output, bool isnull)
 {
@@ -53,6 +65,33 @@ entry_bytes(const char *key, Datum output, bool isnull)
 	if (!isnull)
 		bytes += (int64) toast_raw_datum_size(output) - VARHDRSZ + 3;
 	return bytes;
+}
+
+/*
+ * Makes the object of the (node, output) rows that measure_plan and
+ * object_plan read for args: NULL when it does not fit in a jsonb value.
+ * *bytes is what the object takes, or would take, at most.
+ */
+static Jsonb *
+object_if_it_fits(SPIPlanPtr measure_plan, SPIPlanPtr object_plan, Datum *args, int64 *bytes)
+{
+	bool		isnull;
+
+	if (SPI_execute_plan(measure_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not measure an object of outputs");
+	*bytes = sizeof(uint32);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		Datum		output = SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull);
+
+		*bytes += entry_bytes(SPI_getvalue(tup, SPI_tuptable->tupdesc, 1), output, isnull);
+	}
+	if (*bytes > VB_UPSTREAM_MAX_BYTES)
+		return NULL;
+	if (SPI_execute_plan(object_plan, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not make an object of outputs");
+	return DatumGetJsonbP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
 /*
@@ -66,7 +105,6 @@ vb_upstream_of_node(int64 node_id, int64 *bytes)
 	static SPIPlanPtr size_plan = NULL;
 	static SPIPlanPtr object_plan = NULL;
 	Datum		args[1];
-	bool		isnull;
 
 	if (size_plan == NULL)
 	{
@@ -79,21 +117,33 @@ vb_upstream_of_node(int64 node_id, int64 *bytes)
 								 DEPENDENCIES_OF_NODE, lengthof(types), types);
 	}
 	args[0] = Int64GetDatum(node_id);
-	if (SPI_execute_plan(size_plan, args, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "vectorbea: could not measure the upstream of task %ld", (long) node_id);
-	*bytes = sizeof(uint32);
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		Datum		output = SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull);
+	return object_if_it_fits(size_plan, object_plan, args, bytes);
+}
 
-		*bytes += entry_bytes(SPI_getvalue(tup, SPI_tuptable->tupdesc, 1), output, isnull);
+/*
+ * The output of child run run_id, which has succeeded, for its parent's
+ * run node: the object of the outputs of its last nodes (those that
+ * succeeded and that no other node depends on), by node name.  NULL when
+ * it does not fit in a jsonb value; *bytes is what it takes, or would
+ * take, at most.
+ */
+Jsonb *
+vb_child_output(pg_uuid_t *run_id, int64 *bytes)
+{
+	static SPIPlanPtr size_plan = NULL;
+	static SPIPlanPtr object_plan = NULL;
+	Datum		args[1];
+
+	if (size_plan == NULL)
+	{
+		Oid			types[1] = {UUIDOID};
+
+		size_plan = vb_prepare("SELECT n.node, n.output" LAST_NODES_OF_RUN, lengthof(types), types);
+		object_plan = vb_prepare("SELECT coalesce(pg_catalog.jsonb_object_agg(n.node, n.output), '{}')"
+								 LAST_NODES_OF_RUN, lengthof(types), types);
 	}
-	if (*bytes > VB_UPSTREAM_MAX_BYTES)
-		return NULL;
-	if (SPI_execute_plan(object_plan, args, NULL, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "vectorbea: could not read the upstream of task %ld", (long) node_id);
-	return DatumGetJsonbP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	args[0] = UUIDPGetDatum(run_id);
+	return object_if_it_fits(size_plan, object_plan, args, bytes);
 }
 
 /* The error of an attempt of node whose upstream takes bytes, too many. */

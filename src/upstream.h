@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * upstream.h
- *	  What a node reads of its dependencies: the object of their outputs
- *	  by node name (upstream.c).  A leaf.
+ *	  Objects of outputs by node name: what a node reads of its
+ *	  dependencies, and what a child run gives its parent (upstream.c).
+ *	  A leaf.
  *
  *-------------------------------------------------------------------------
  */
@@ -10,6 +11,7 @@
 #define VB_UPSTREAM_H
 
 #include "utils/jsonb.h"
+#include "utils/uuid.h"
 
 /*
  * The upstream object of node row n (an alias of vectorbea.nodes), as a
@@ -28,6 +30,7 @@
 #define VB_UPSTREAM_MAX_BYTES ((int64) JENTRY_OFFLENMASK)
 
 extern Jsonb *vb_upstream_of_node(int64 node_id, int64 *bytes);
+extern Jsonb *vb_child_output(pg_uuid_t *run_id, int64 *bytes);
 extern char *vb_upstream_too_large_json(const char *node, int64 bytes);
 
 #endif							/* VB_UPSTREAM_H */

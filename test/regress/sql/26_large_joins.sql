@@ -68,6 +68,45 @@ SELECT s->>'status' AS status_at_3, jsonb_object_keys(s->'nodes') AS node
 UPDATE vectorbea.nodes SET error = '{"message": "edited"}' WHERE run_id = :'big' AND node = 's';
 SELECT * FROM vectorbea.verify_run(:'big');
 
+-- A child run whose last nodes' outputs together pass what one jsonb
+-- value holds: the completion that ends the child commits, and the
+-- parent's run node fails for good, its message giving the size.  Before,
+-- making the child's output failed that completion, every time a worker
+-- tried it.
+SELECT vectorbea.define_workflow('big_kid', '{"nodes":[
+	{"id":"l","activity":"kid_part"},{"id":"r","activity":"kid_part"}]}') IS NOT NULL AS defined;
+SELECT vectorbea.define_workflow('big_parent', '{"nodes":[
+	{"id":"kid","kind":"run","run":{"workflow":"big_kid"}}]}') IS NOT NULL AS defined;
+SELECT vectorbea.start_run('big_parent', '{}') AS bp \gset
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+SELECT count(vectorbea.complete_task(task_id, lease, jsonb_build_object('text', repeat('y', 135000000))))
+	   AS completed
+  FROM vectorbea.claim_tasks('w3', ARRAY['kid_part'], 10);
+SELECT status FROM vectorbea.runs WHERE parent_run = :'bp';
+SELECT n.status, n.error->>'class' AS class,
+	   regexp_replace(n.error->>'message', '[0-9a-f]{8}-[0-9a-f-]{27}', '<uuid>') AS message
+  FROM vectorbea.nodes n WHERE n.run_id = :'bp';
+SELECT status FROM vectorbea.runs WHERE id = :'bp';
+SELECT * FROM check_run(:'bp');
+
+-- No payload may take more than 1 kB under the largest jsonb value,
+-- whatever vectorbea.max_payload_size says (it goes up to 1 GB): an output
+-- just over that is refused, and the attempt stays as it was.  Before, an
+-- output within some 15 bytes of the maximum, in a node of one dependency,
+-- would fail the claim of its dependent in every run, as a join too large
+-- did.  Completed within the limit, it reaches its dependent.
+SET vectorbea.max_payload_size = '1GB';
+SELECT vectorbea.define_workflow('one_part', '{"nodes":[{"id":"p","activity":"huge_part"},
+	{"id":"after","activity":"after_part","depends_on":["p"]}]}') IS NOT NULL AS defined;
+SELECT vectorbea.start_run('one_part', '{}') AS op \gset
+CREATE TEMP TABLE huge_claim AS SELECT * FROM vectorbea.claim_tasks('w4', ARRAY['huge_part']);
+SELECT vectorbea.complete_task(task_id, lease, jsonb_build_object('text', repeat('z', 268434500)))
+  FROM huge_claim;
+SELECT status, attempt, output IS NULL AS no_output FROM vectorbea.nodes WHERE run_id = :'op' AND node = 'p';
+SET vectorbea.max_payload_size = '200MB';
+SELECT count(vectorbea.complete_task(task_id, lease, '{}')) AS completed FROM huge_claim;
+SELECT node, upstream FROM vectorbea.claim_tasks('w4', ARRAY['after_part']);
+
 -- Every other run is consistent with its history.
 SELECT r.workflow, d FROM vectorbea.runs r, vectorbea.verify_run(r.id) AS d
  WHERE r.id <> :'big';
