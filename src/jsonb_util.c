@@ -152,19 +152,17 @@ vb_check_payload_size(Jsonb *payload, const char *what)
 	size = VARSIZE_ANY_EXHDR(payload);
 	if (size <= (Size) limit_kb * 1024)
 		return;
-	if (limit_kb < vb_max_payload_kb)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("%s is too large", what),
-				 errdetail("It takes %zu bytes; no payload may take more than %d kB, "
-						   "1 kB under the largest jsonb value, whatever vectorbea.max_payload_size says.",
-						   size, limit_kb),
-				 errhint("Store large artefacts elsewhere and pass a reference.")));
 	ereport(ERROR,
 			(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 			 errmsg("%s is too large", what),
+			 limit_kb < vb_max_payload_kb ?
+			 errdetail("It takes %zu bytes; no payload may take more than %d kB, "
+					   "1 kB under the largest jsonb value, whatever vectorbea.max_payload_size says.",
+					   size, limit_kb) :
 			 errdetail("It takes %zu bytes; vectorbea.max_payload_size allows %d kB.",
 					   size, limit_kb),
+			 limit_kb < vb_max_payload_kb ?
+			 errhint("Store large artefacts elsewhere and pass a reference.") :
 			 errhint("Store large artefacts elsewhere and pass a reference, "
 					 "or raise vectorbea.max_payload_size.")));
 }

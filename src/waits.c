@@ -97,17 +97,30 @@ typedef struct WaitNode
 	int64		timeout_ms;
 } WaitNode;
 
-/* The node's attempt fails for good with a message; the run fails. */
+/*
+ * The node's attempt fails for good with a message, and with flag (a field
+ * of the error set to true) unless it is NULL; the run fails.
+ */
 static void
-fail_for_good(VbRun *run, int64 task_id, const char *message, TimestampTz at)
+fail_for_good_flagged(VbRun *run, int64 task_id, const char *message, const char *flag,
+					  TimestampTz at)
 {
 	StringInfoData err;
 
 	initStringInfo(&err);
 	appendStringInfoString(&err, "{\"message\":");
 	vb_append_json_string(&err, message);
-	appendStringInfoString(&err, ",\"class\":\"permanent\"}");
+	appendStringInfoString(&err, ",\"class\":\"permanent\"");
+	if (flag)
+		appendStringInfo(&err, ",\"%s\":true", flag);
+	appendStringInfoChar(&err, '}');
 	vb_state_fail_attempt(run, task_id, "permanent", err.data, false, -1, at);
+}
+
+static void
+fail_for_good(VbRun *run, int64 task_id, const char *message, TimestampTz at)
+{
+	fail_for_good_flagged(run, task_id, message, NULL, at);
 }
 
 /* Renders a time template (or reads a timestamp); false with *problem set. */
@@ -382,19 +395,6 @@ count_tree_run(pg_uuid_t *root)
 		elog(ERROR, "vectorbea: could not count a child run in the tree of run %s", vb_uuid_text(root));
 }
 
-/* Fails a run node for good at one of the limits of child runs. */
-static void
-fail_at_limit(VbRun *run, WaitNode *w, const char *message, const char *limit_field, TimestampTz at)
-{
-	StringInfoData err;
-
-	initStringInfo(&err);
-	appendStringInfoString(&err, "{\"message\":");
-	vb_append_json_string(&err, message);
-	appendStringInfo(&err, ",\"class\":\"permanent\",\"%s\":true}", limit_field);
-	vb_state_fail_attempt(run, w->id, "permanent", err.data, false, -1, at);
-}
-
 static void
 start_child(VbRun *run, WaitNode *w, TimestampTz at)
 {
@@ -418,17 +418,19 @@ start_child(VbRun *run, WaitNode *w, TimestampTz at)
 	}
 	if (child_depth(&run->id, &root) >= MAX_CHILD_DEPTH)
 	{
-		fail_at_limit(run, w, psprintf("run node \"%s\" would start a child run more than %d levels deep",
+		fail_for_good_flagged(run, w->id,
+							  psprintf("run node \"%s\" would start a child run more than %d levels deep",
 									   w->node, MAX_CHILD_DEPTH), VB_DEPTH_LIMIT_FIELD, at);
 		return;
 	}
 	tree_runs = lock_tree_count(&root);
 	if (tree_runs >= vb_max_tree_runs)
 	{
-		fail_at_limit(run, w, psprintf("run node \"%s\" would start child run %d of the tree of run %s;"
+		fail_for_good_flagged(run, w->id,
+							  psprintf("run node \"%s\" would start child run %d of the tree of run %s;"
 									   " vectorbea.max_tree_runs allows %d",
 									   w->node, tree_runs + 1, vb_uuid_text(&root), vb_max_tree_runs),
-					  VB_TREE_LIMIT_FIELD, at);
+							  VB_TREE_LIMIT_FIELD, at);
 		return;
 	}
 	initStringInfo(&data);
