@@ -209,8 +209,11 @@ SELECT @extschema@.escape_text(to_char(e.at, 'HH24:MI:SS.MS') || ' ' || e.type |
 					   e.data->>'period', coalesce(e.data->>'budget_usd', '-'),
 					   coalesce(e.data->>'budget_tokens', '-'))
 			ELSE
-				format('%s usage %s USD / %s tokens, budget %s USD / %s tokens', e.node,
+				format('%s usage %s USD / %s tokens%s, budget %s USD / %s tokens', e.node,
 					   e.data->>'usage_usd', e.data->>'usage_tokens',
+					   CASE WHEN e.data ? 'child_usage_usd' THEN
+						   format(' (child runs %s USD / %s tokens)', e.data->>'child_usage_usd',
+								  e.data->>'child_usage_tokens') ELSE '' END,
 					   coalesce(e.data->>'budget_usd', '-'), coalesce(e.data->>'budget_tokens', '-'))
 			END
 		WHEN 'APPROVAL_REQUESTED' THEN
@@ -297,6 +300,18 @@ CREATE FUNCTION @extschema@.requeue_dead(filter jsonb DEFAULT '{}', reason text 
 COMMENT ON FUNCTION @extschema@.requeue_dead(jsonb, text) IS
 	'Requeues every dead letter the filter matches (run, workspace, workflow, activity, node, class, failed_after, failed_before); returns how many.';
 REVOKE ALL ON FUNCTION @extschema@.requeue_dead(jsonb, text) FROM PUBLIC;
+
+-- A run's budget covers its child runs (run nodes, below): a child gets
+-- what its parent has left as its own budget, and its spend comes back to
+-- the parent when it ends, beside the parent's own usage (usage_usd stays
+-- the run's own, which a workspace's spend adds up once per run).  Added
+-- here, before replay and verify_run, which read them.
+ALTER TABLE @extschema@.runs ADD COLUMN child_usage_usd numeric NOT NULL DEFAULT 0;
+ALTER TABLE @extschema@.runs ADD COLUMN child_usage_tokens bigint NOT NULL DEFAULT 0;
+COMMENT ON COLUMN @extschema@.runs.child_usage_usd IS
+	'What the child runs of this run spent in USD, booked when each ended (their own children''s included); counts against budget_usd with usage_usd.';
+COMMENT ON COLUMN @extschema@.runs.child_usage_tokens IS
+	'What the child runs of this run spent in tokens, booked when each ended (their own children''s included); counts against budget_tokens with usage_tokens.';
 
 CREATE FUNCTION @extschema@.replay_parts(run uuid, upto bigint DEFAULT NULL)
 	RETURNS TABLE (part text, key text, state jsonb)
@@ -450,7 +465,12 @@ SELECT 'run', NULL::text, jsonb_build_object(
 				'tokens', (SELECT coalesce(sum((ev.data->'usage'->>'tokens')::bigint), 0)
 							 FROM ev WHERE ev.type IN ('STEP_COMPLETED', 'STEP_FAILED', 'LLM_CALLED', 'LLM_CHARGED')),
 				'usd', (SELECT coalesce(sum((ev.data->'usage'->>'usd')::numeric), 0)
-						  FROM ev WHERE ev.type IN ('STEP_COMPLETED', 'STEP_FAILED', 'LLM_CALLED', 'LLM_CHARGED'))))
+						  FROM ev WHERE ev.type IN ('STEP_COMPLETED', 'STEP_FAILED', 'LLM_CALLED', 'LLM_CHARGED'))),
+		   'child_usage', jsonb_build_object(
+				'tokens', (SELECT coalesce(sum((ev.data->'child_usage'->>'tokens')::bigint), 0)
+							 FROM ev WHERE ev.type IN ('STEP_COMPLETED', 'STEP_FAILED')),
+				'usd', (SELECT coalesce(sum((ev.data->'child_usage'->>'usd')::numeric), 0)
+						  FROM ev WHERE ev.type IN ('STEP_COMPLETED', 'STEP_FAILED'))))
   FROM started s
 UNION ALL
 SELECT 'node', st.node, jsonb_build_object(
@@ -587,6 +607,13 @@ SELECT msg FROM (
 	  FROM r, h
 	 WHERE r.usage_tokens <> (h.s->'usage'->>'tokens')::bigint
 		OR r.usage_usd <> (h.s->'usage'->>'usd')::numeric
+	UNION ALL
+	SELECT 4, NULL, format('child runs'' usage is %s tokens / %s USD in the table but %s / %s in the history',
+						   r.child_usage_tokens, r.child_usage_usd, h.s->'child_usage'->>'tokens',
+						   h.s->'child_usage'->>'usd')
+	  FROM r, h
+	 WHERE r.child_usage_tokens <> (h.s->'child_usage'->>'tokens')::bigint
+		OR r.child_usage_usd <> (h.s->'child_usage'->>'usd')::numeric
 	UNION ALL
 	SELECT 5, p.node, format('node %s is in the table but not in the history', p.node)
 	  FROM pairs p WHERE p.hs IS NULL
@@ -1538,7 +1565,8 @@ CREATE VIEW @extschema@.spend AS
 	SELECT 'workspace'::text AS scope, w.workspace, NULL::uuid AS run,
 		   b.period, s.usd AS booked_usd, s.tokens AS booked_tokens,
 		   coalesce(rs.usd, 0) AS reserved_usd, coalesce(rs.tokens, 0) AS reserved_tokens,
-		   b.usd AS budget_usd, b.tokens AS budget_tokens
+		   b.usd AS budget_usd, b.tokens AS budget_tokens,
+		   NULL::numeric AS child_usage_usd, NULL::bigint AS child_usage_tokens
 	  FROM (SELECT DISTINCT workspace FROM @extschema@.runs
 			UNION SELECT workspace FROM @extschema@.budgets) w
 	  LEFT JOIN @extschema@.budgets b ON b.workspace = w.workspace
@@ -1559,11 +1587,17 @@ CREATE VIEW @extschema@.spend AS
 	 WHERE @extschema@.workspace_visible(w.workspace)
 	UNION ALL
 	SELECT 'run', r.workspace, r.id, NULL, r.usage_usd, r.usage_tokens,
-		   coalesce((SELECT sum(coalesce(n.reserved_usd, (n.estimate->>'usd'::text)::numeric))
-					   FROM @extschema@.nodes n WHERE n.run_id = r.id AND n.status = 'running'), 0),
-		   coalesce((SELECT sum(coalesce(n.reserved_tokens, (n.estimate->>'tokens'::text)::bigint))
-					   FROM @extschema@.nodes n WHERE n.run_id = r.id AND n.status = 'running'), 0),
-		   r.budget_usd, r.budget_tokens
+		   coalesce((SELECT sum(CASE WHEN n.status = 'running'
+									 THEN coalesce(n.reserved_usd, (n.estimate->>'usd'::text)::numeric)
+									 ELSE n.reserved_usd END)
+					   FROM @extschema@.nodes n WHERE n.run_id = r.id
+						AND (n.status = 'running' OR (n.status = 'waiting' AND n.kind = 'run'))), 0),
+		   coalesce((SELECT sum(CASE WHEN n.status = 'running'
+									 THEN coalesce(n.reserved_tokens, (n.estimate->>'tokens'::text)::bigint)
+									 ELSE n.reserved_tokens END)
+					   FROM @extschema@.nodes n WHERE n.run_id = r.id
+						AND (n.status = 'running' OR (n.status = 'waiting' AND n.kind = 'run'))), 0),
+		   r.budget_usd, r.budget_tokens, r.child_usage_usd, r.child_usage_tokens
 	  FROM @extschema@.runs r
 	 WHERE @extschema@.workspace_visible(r.workspace);
 COMMENT ON VIEW @extschema@.spend IS

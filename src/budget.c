@@ -19,11 +19,18 @@
  * Usage is booked on the run after the call (llm_cost.c); a workspace's
  * spend in a period is the usage of its runs started in that period.
  *
+ * A run's budget covers its child runs: a child starts with what its
+ * parent has left as its own budget, held by the parent's run node while
+ * the child runs, and its spend is booked on the parent when it ends
+ * (child_usage_usd, child_usage_tokens; state.c), next to the parent's own
+ * usage, which stays the run's own so that the workspace counts it once.
+ *
  * At the limit the policy decides (the run's on_budget option for its own
  * budget, the workspace budget's on_exceed for the workspace's): fail
  * (BUDGET_EXCEEDED, the run fails) or pause (BUDGET_EXCEEDED, the attempt
  * is aborted uncounted and the run paused with scope "budget" until its
- * budget or its workspace's is raised, or resume_run).
+ * budget or its workspace's is raised, or resume_run); the state machine
+ * makes either change (vb_state_budget_exceeded).
  *
  * IDENTIFICATION
  *	  src/budget.c
@@ -58,6 +65,22 @@ static const char *const policies[] = {"fail", "pause", NULL};
  */
 #define RESERVED_USD	"coalesce(n.reserved_usd, (n.estimate->>'usd')::numeric)"
 #define RESERVED_TOKENS	"coalesce(n.reserved_tokens, (n.estimate->>'tokens')::bigint)"
+
+/*
+ * What the nodes of run r (but node except) hold against the run's own
+ * budgets (columns usd, tokens): the reservations of its running nodes,
+ * and the budgets its run nodes gave the child runs they wait for.  The
+ * workspace's checks leave the latter out: a child's own reservations and
+ * usage count there.
+ */
+#define RUN_RESERVED_SQL(r, except) \
+	"SELECT coalesce(pg_catalog.sum(CASE WHEN n.status = 'running' THEN " RESERVED_USD \
+	"                                    ELSE n.reserved_usd END), 0) AS usd," \
+	"       coalesce(pg_catalog.sum(CASE WHEN n.status = 'running' THEN " RESERVED_TOKENS \
+	"                                    ELSE n.reserved_tokens END), 0) AS tokens" \
+	"  FROM vectorbea.nodes n" \
+	" WHERE n.run_id = " r " AND n.id <> " except \
+	"   AND (n.status = 'running' OR (n.status = 'waiting' AND n.kind = 'run'))"
 
 /*
  * What the runs of budget b's workspace have booked in its current period
@@ -128,20 +151,20 @@ vb_budget_reserve_call(VbRun *run, int64 task_id, double est_usd, int64 est_toke
 		Oid			t1[1] = {TEXTOID};
 
 		run_plan = vb_prepare("SELECT r.workspace, coalesce(r.options->>'on_budget', 'fail') = 'pause',"
-							  "       coalesce(r.usage_usd + res.usd + $3::numeric > r.budget_usd, false)"
-							  "       OR coalesce(r.usage_tokens + res.tokens + $2 > r.budget_tokens, false),"
-							  "       pg_catalog.jsonb_build_object('scope', 'run',"
+							  "       coalesce(r.usage_usd + r.child_usage_usd + res.usd + $3::numeric > r.budget_usd, false)"
+							  "       OR coalesce(r.usage_tokens + r.child_usage_tokens + res.tokens + $2 > r.budget_tokens, false),"
+							  "       (pg_catalog.jsonb_build_object('scope', 'run',"
 							  "           'usage_usd', r.usage_usd, 'budget_usd', r.budget_usd,"
 							  "           'usage_tokens', r.usage_tokens, 'budget_tokens', r.budget_tokens,"
 							  "           'reserved_usd', res.usd, 'reserved_tokens', res.tokens,"
 							  "           'estimated_usd', pg_catalog.round($3::numeric, 8),"
-							  "           'estimated_tokens', $2, 'call_not_made', true)::text,"
+							  "           'estimated_tokens', $2, 'call_not_made', true)"
+							  "        || CASE WHEN r.child_usage_usd > 0 OR r.child_usage_tokens > 0"
+							  "            THEN pg_catalog.jsonb_build_object('child_usage_usd', r.child_usage_usd,"
+							  "                                               'child_usage_tokens', r.child_usage_tokens)"
+							  "            ELSE '{}' END)::text,"
 							  "       res.usd > 0 OR res.tokens > 0"
-							  "  FROM vectorbea.runs r CROSS JOIN LATERAL ("
-							  "    SELECT coalesce(pg_catalog.sum(" RESERVED_USD "), 0) AS usd,"
-							  "           coalesce(pg_catalog.sum(" RESERVED_TOKENS "), 0) AS tokens"
-							  "      FROM vectorbea.nodes n"
-							  "     WHERE n.run_id = r.id AND n.status = 'running' AND n.id <> $4) res"
+							  "  FROM vectorbea.runs r CROSS JOIN LATERAL (" RUN_RESERVED_SQL("r.id", "$4") ") res"
 							  " WHERE r.id = $1", lengthof(types), types);
 		lock_plan = vb_prepare("SELECT FROM vectorbea.budgets WHERE workspace = $1 FOR UPDATE",
 							   lengthof(t1), t1);
@@ -253,27 +276,6 @@ vb_budget_workspace_overspent(VbRun *run, bool *pause)
 		return NULL;
 	*pause = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
-}
-
-/*
- * A budget of a locked run was crossed (detail_json: BUDGET_EXCEEDED's
- * data) by node's attempt task_id (0: no attempt to abort).  With pause
- * the attempt is aborted and the run waits; else the run fails.
- */
-void
-vb_budget_exceeded(VbRun *run, const char *node, int attempt, int64 task_id,
-				   const char *detail_json, bool pause, TimestampTz at)
-{
-	vb_event(run, "BUDGET_EXCEEDED", node, attempt, detail_json, at);
-	/* a compensating run goes on (vb_state_fail_run): it is not paused */
-	if (pause && vb_run_active(run->status) && run->status != VB_RUN_COMPENSATING)
-	{
-		if (task_id != 0)
-			vb_state_abort_attempt(run, task_id, "its run's budget is spent", at, at);
-		vb_state_pause_run(run, "budget", "budget exceeded", "vectorbea", at);
-		return;
-	}
-	vb_state_fail_run(run, node, "budget_exceeded", at);
 }
 
 /* Whether a budget in USD applies to a locked run: its own or its workspace's. */
@@ -633,7 +635,7 @@ set_run_budget_as_owner(PG_FUNCTION_ARGS)
 	 * when usage crosses it.
 	 */
 	if (over && (run.status == VB_RUN_RUNNING || (run.status == VB_RUN_PAUSED && !budget_paused)))
-		vb_budget_exceeded(&run, NULL, 0, 0, detail, vb_budget_pauses(&run), at);
+		vb_state_budget_exceeded(&run, NULL, 0, 0, detail, vb_budget_pauses(&run), at);
 	vb_run_save(&run, at);
 	if (!over)
 		resumed = resume_budget_paused(NULL, &run.id, at) > 0;
@@ -646,4 +648,62 @@ Datum
 vectorbea_set_run_budget(PG_FUNCTION_ARGS)
 {
 	return vb_door(fcinfo, set_run_budget_as_owner);
+}
+
+/*
+ * A run node of a locked run (task_id) is about to start a child run:
+ * when the run has a budget, the child gets as its own what the run has
+ * left (its budget less its own usage, its ended children's, and what its
+ * running nodes and its other waiting run nodes hold), never below 0, and
+ * the run's policy at the budget; the run node holds that grant against
+ * the run's budget while it waits (its reserved_usd, reserved_tokens), and
+ * the child's spend comes back to the run when the child ends (state.c).
+ * Appends the child's budget fields to options, a JSON object being
+ * written (its opening brace and a field already in it).
+ */
+void
+vb_budget_grant_child(VbRun *run, int64 task_id, StringInfo options)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[2] = {UUIDPGetDatum(&run->id), Int64GetDatum(task_id)};
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		usd_null;
+	bool		tokens_null;
+	bool		isnull;
+
+	if (plan == NULL)
+	{
+		Oid			types[2] = {UUIDOID, INT8OID};
+
+		plan = vb_prepare("WITH g AS ("
+						  "  SELECT CASE WHEN r.budget_usd IS NOT NULL THEN GREATEST("
+						  "             r.budget_usd - r.usage_usd - r.child_usage_usd - res.usd, 0) END AS usd,"
+						  "         CASE WHEN r.budget_tokens IS NOT NULL THEN GREATEST("
+						  "             r.budget_tokens - r.usage_tokens - r.child_usage_tokens - res.tokens, 0) END AS tokens,"
+						  "         r.options->>'on_budget' AS policy"
+						  "    FROM vectorbea.runs r CROSS JOIN LATERAL (" RUN_RESERVED_SQL("r.id", "$2") ") res"
+						  "   WHERE r.id = $1"
+						  ")"
+						  " UPDATE vectorbea.nodes n SET reserved_usd = g.usd, reserved_tokens = g.tokens"
+						  "   FROM g WHERE n.id = $2"
+						  " RETURNING g.usd::text, g.tokens::text, g.policy",
+						  lengthof(types), types);
+	}
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING || SPI_processed != 1)
+		elog(ERROR, "vectorbea: could not give the child of task %ld its budget", (long) task_id);
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	(void) SPI_getbinval(tup, desc, 1, &usd_null);
+	(void) SPI_getbinval(tup, desc, 2, &tokens_null);
+	if (!usd_null)
+		appendStringInfo(options, ",\"budget_usd\":%s", SPI_getvalue(tup, desc, 1));
+	if (!tokens_null)
+		appendStringInfo(options, ",\"budget_tokens\":%s", SPI_getvalue(tup, desc, 2));
+	(void) SPI_getbinval(tup, desc, 3, &isnull);
+	if ((!usd_null || !tokens_null) && !isnull)
+	{
+		appendStringInfoString(options, ",\"on_budget\":");
+		vb_append_json_string(options, SPI_getvalue(tup, desc, 3));
+	}
 }

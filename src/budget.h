@@ -9,6 +9,8 @@
 #ifndef VB_BUDGET_H
 #define VB_BUDGET_H
 
+#include "lib/stringinfo.h"
+
 #include "events.h"
 
 extern char *vb_budget_reserve_call(VbRun *run, int64 task_id, double est_usd,
@@ -16,7 +18,6 @@ extern char *vb_budget_reserve_call(VbRun *run, int64 task_id, double est_usd,
 extern char *vb_budget_workspace_overspent(VbRun *run, bool *pause);
 extern bool vb_budget_pauses(VbRun *run);
 extern bool vb_budget_in_usd(VbRun *run);
-extern void vb_budget_exceeded(VbRun *run, const char *node, int attempt, int64 task_id,
-							   const char *detail_json, bool pause, TimestampTz at);
+extern void vb_budget_grant_child(VbRun *run, int64 task_id, StringInfo options);
 
 #endif							/* VB_BUDGET_H */

@@ -6,7 +6,9 @@
  * The door checks the error object (its class, its retry_after, its
  * usage) and the lease; whether the node retries or fails for good, and
  * what that does to its run, is the state machine's decision
- * (vb_state_fail_reported); the usage is booked after it, as a
+ * (vb_state_fail_reported).  The usage is booked on the run before it, so
+ * that a failure that ends a child run hands its parent what the child
+ * spent with this report, and checked against the budgets after it, as a
  * completion's is (usage.c).
  *
  * IDENTIFICATION
@@ -161,10 +163,11 @@ fail_task_as_owner(PG_FUNCTION_ARGS)
 	SPI_connect();
 	vb_lock_run_of_task(task_id, &run);
 	vb_require_lease(task_id, lease, "fail", &node, &attempt);
+	vb_usage_add(&run, &usage);
 	result = vb_state_fail_reported(&run, task_id, err_class,
 									JsonbToCString(NULL, &error->root, VARSIZE(error)),
 									vb_usage_json(&usage), retryable, retry_after_ms, at);
-	vb_usage_book(&run, &usage, node, attempt, at);
+	vb_usage_check(&run, &usage, node, attempt, at);
 	/* A retry that the budget's "fail" ended with its run will not come. */
 	if (strcmp(result, "retrying") == 0 && !vb_run_active(run.status))
 		result = "failed";

@@ -126,7 +126,7 @@ vb_llm_stop_if_over_budget(VbRun *run, LlmCall *c, size_t body_len, TimestampTz 
 			vb_state_abort_attempt(run, c->task_id, "waiting for the budget's calls in flight to settle",
 								   at + (int64) BUDGET_WAIT_MS * 1000, at);
 		else
-			vb_budget_exceeded(run, c->node, c->attempt, c->task_id, detail, pause, at);
+			vb_state_budget_exceeded(run, c->node, c->attempt, c->task_id, detail, pause, at);
 		vb_run_save(run, at);
 		return true;
 	}
@@ -218,7 +218,7 @@ vb_llm_record_call(VbRun *run, LlmCall *c, VbHttpCall *h, VbLlmOutcome *o, Times
 		if (vb_state_book_usage(run, tokens, usd_text, &budget) &&
 			(was_compensating || !vb_budget_pauses(run)))
 		{
-			vb_budget_exceeded(run, c->node, c->attempt, 0, budget, false, at);
+			vb_state_budget_exceeded(run, c->node, c->attempt, 0, budget, false, at);
 			return was_compensating;
 		}
 	}

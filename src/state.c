@@ -61,8 +61,12 @@
 #include "validate.h"
 
 static void open_ready_gates(VbRun *run, TimestampTz at);
+static char *book_child_usage(VbRun *parent, pg_uuid_t *child_id, bool *over,
+							  char **detail_json, bool *pause);
+static bool end_wait(VbRun *run, int64 task_id, const char *output_json, const char *more_fields,
+					 TimestampTz at);
 static const char *fail_attempt(VbRun *run, int64 task_id, const char *err_class,
-								const char *error_json, const char *usage_json, bool retryable,
+								const char *error_json, const char *more_fields, bool retryable,
 								int64 retry_after_ms, bool may_escalate, TimestampTz at);
 static int64 wait_on_gate(VbRun *run, int64 task_id, const char *node, int attempt,
 						  const char *kind, const char *spec_json, const char *context_json,
@@ -1023,21 +1027,24 @@ vb_state_fail_reported(VbRun *run, int64 task_id, const char *err_class,
 					   const char *error_json, const char *usage_json, bool retryable,
 					   int64 retry_after_ms, TimestampTz at)
 {
-	return fail_attempt(run, task_id, err_class, error_json, usage_json, retryable,
+	return fail_attempt(run, task_id, err_class, error_json,
+						usage_json ? psprintf(",\"usage\":%s", usage_json) : NULL, retryable,
 						retry_after_ms, true, at);
 }
 
 /*
  * As vb_state_fail_attempt; a final failure of a node whose policy is
  * on_exhausted "escalate" opens its escalation gate instead, unless
- * may_escalate is false (a person has just decided "fail").
+ * may_escalate is false (a person has just decided "fail").  more_fields
+ * (NULL: none) are added to the event that records the failure, such as
+ * ,"usage":{...}.
  */
 static const char *
 fail_attempt(VbRun *run, int64 task_id, const char *err_class, const char *error_json,
-			 const char *usage_json, bool retryable, int64 retry_after_ms, bool may_escalate,
+			 const char *more_fields, bool retryable, int64 retry_after_ms, bool may_escalate,
 			 TimestampTz at)
 {
-	const char *usage_part = usage_json ? psprintf(",\"usage\":%s", usage_json) : "";
+	const char *more = more_fields ? more_fields : "";
 	static SPIPlanPtr get_plan = NULL;
 	static SPIPlanPtr retry_plan = NULL;
 	static SPIPlanPtr final_plan = NULL;
@@ -1092,14 +1099,14 @@ fail_attempt(VbRun *run, int64 task_id, const char *err_class, const char *error
 		open_failure_gate(run, task_id, node, attempt, "escalation", SPI_getvalue(tup, desc, 8),
 						  psprintf("{\"class\":\"%s\",\"error\":%s,\"final\":false,"
 								   "\"escalated\":true,\"duration_ms\":%ld%s}",
-								   err_class, error_json, (long) duration_ms, usage_part),
+								   err_class, error_json, (long) duration_ms, more),
 						  error_json, at);
 		return "escalated";
 	}
 
 	vb_event(run, "STEP_FAILED", node, attempt,
 			 psprintf("{\"class\":\"%s\",\"error\":%s,\"final\":%s,\"duration_ms\":%ld%s}",
-					  err_class, error_json, final ? "true" : "false", (long) duration_ms, usage_part),
+					  err_class, error_json, final ? "true" : "false", (long) duration_ms, more),
 			 at);
 
 	args[1] = CStringGetTextDatum(error_json);
@@ -1621,6 +1628,14 @@ vb_state_begin_wait(VbRun *run, int64 task_id, TimestampTz deadline, pg_uuid_t *
 bool
 vb_state_end_wait(VbRun *run, int64 task_id, const char *output_json, TimestampTz at)
 {
+	return end_wait(run, task_id, output_json, NULL, at);
+}
+
+/* vb_state_end_wait, with more_fields (NULL: none) added to STEP_COMPLETED. */
+static bool
+end_wait(VbRun *run, int64 task_id, const char *output_json, const char *more_fields,
+		 TimestampTz at)
+{
 	static SPIPlanPtr plan = NULL;
 	Datum		args[3];
 	bool		isnull;
@@ -1649,8 +1664,8 @@ vb_state_end_wait(VbRun *run, int64 task_id, const char *output_json, TimestampT
 	started_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
 	run->open_nodes--;
 	vb_event(run, "STEP_COMPLETED", node, attempt,
-			 psprintf("{\"output\":%s,\"duration_ms\":%ld}", output_json,
-					  (long) ((at - started_at) / 1000)),
+			 psprintf("{\"output\":%s,\"duration_ms\":%ld%s}", output_json,
+					  (long) ((at - started_at) / 1000), more_fields ? more_fields : ""),
 			 at);
 	release_dependents(run, node, at);
 	open_ready_gates(run, at);
@@ -1992,6 +2007,12 @@ tell_parent(VbRun *child, VbRunStatus status, const char *data_json, TimestampTz
 	VbRun		locked;
 	VbRun	   *parent;
 	int64		task_id;
+	int			attempt;
+	char	   *child_usage;
+	char	   *more = NULL;
+	char	   *over_detail = NULL;
+	bool		over = false;
+	bool		pause = false;
 
 	if (parent_plan == NULL)
 	{
@@ -2000,7 +2021,7 @@ tell_parent(VbRun *child, VbRunStatus status, const char *data_json, TimestampTz
 
 		parent_plan = vb_prepare("SELECT parent_run, parent_node FROM vectorbea.runs"
 								 " WHERE id = $1 AND parent_run IS NOT NULL", lengthof(t1), t1);
-		node_plan = vb_prepare("SELECT id FROM vectorbea.nodes"
+		node_plan = vb_prepare("SELECT id, attempt FROM vectorbea.nodes"
 							   " WHERE run_id = $1 AND node = $2 AND lease = $3"
 							   "   AND kind = 'run' AND status = 'waiting'", lengthof(t3), t3);
 	}
@@ -2034,6 +2055,16 @@ tell_parent(VbRun *child, VbRunStatus status, const char *data_json, TimestampTz
 	if (SPI_processed == 0)
 		return;
 	task_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	attempt = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+
+	/*
+	 * What the child spent counts against the parent's budget from now on
+	 * (it had the parent's remainder as its own budget, waits.c), and the
+	 * event that ends the run node says so, for replay.
+	 */
+	child_usage = book_child_usage(parent, &child->id, &over, &over_detail, &pause);
+	if (child_usage)
+		more = psprintf(",\"child_usage\":%s", child_usage);
 
 	if (status == VB_RUN_SUCCEEDED)
 	{
@@ -2050,14 +2081,14 @@ tell_parent(VbRun *child, VbRunStatus status, const char *data_json, TimestampTz
 		if (output != NULL)
 			bytes = VARSIZE_ANY_EXHDR(output);
 		if (output == NULL || bytes > (int64) limit_kb * 1024)
-			vb_state_fail_attempt(parent, task_id, "permanent",
-								  psprintf("{\"message\":\"the output of child run %s is too large: it %s %lld bytes;"
-										   " vectorbea.max_payload_size allows %d kB\",\"class\":\"permanent\","
-										   "\"child_run\":\"%s\"}", child_id, output ? "takes" : "would take about",
-										   (long long) bytes, limit_kb, child_id),
-								  false, -1, at);
+			fail_attempt(parent, task_id, "permanent",
+						 psprintf("{\"message\":\"the output of child run %s is too large: it %s %lld bytes;"
+								  " vectorbea.max_payload_size allows %d kB\",\"class\":\"permanent\","
+								  "\"child_run\":\"%s\"}", child_id, output ? "takes" : "would take about",
+								  (long long) bytes, limit_kb, child_id),
+						 more, false, -1, true, at);
 		else
-			vb_state_end_wait(parent, task_id, JsonbToCString(NULL, &output->root, VARSIZE(output)), at);
+			end_wait(parent, task_id, JsonbToCString(NULL, &output->root, VARSIZE(output)), more, at);
 	}
 	else
 	{
@@ -2066,14 +2097,16 @@ tell_parent(VbRun *child, VbRunStatus status, const char *data_json, TimestampTz
 		bool		retryable = failed && limit == NULL;
 		const char *class = retryable ? "child_failed" : "permanent";
 
-		vb_state_fail_attempt(parent, task_id, class,
-							  psprintf("{\"message\":\"child run %s %s\",\"class\":\"%s\","
-									   "\"child_run\":\"%s\",\"child_error\":%s%s}",
-									   child_id, failed ? "failed" : "was cancelled",
-									   class, child_id, data_json,
-									   limit ? psprintf(",\"%s\":true", limit) : ""),
-							  retryable, -1, at);
+		fail_attempt(parent, task_id, class,
+					 psprintf("{\"message\":\"child run %s %s\",\"class\":\"%s\","
+							  "\"child_run\":\"%s\",\"child_error\":%s%s}",
+							  child_id, failed ? "failed" : "was cancelled",
+							  class, child_id, data_json,
+							  limit ? psprintf(",\"%s\":true", limit) : ""),
+					 more, retryable, -1, true, at);
 	}
+	if (over)
+		vb_state_over_budget(parent, parent_node, attempt, over_detail, pause, at);
 	if (parent == &locked)
 		vb_run_save(parent, at);
 }
@@ -2860,25 +2893,120 @@ bool
 vb_state_book_usage(VbRun *run, int64 tokens, const char *usd, char **detail_json)
 {
 	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plan_010 = NULL;
+	Oid			types[3] = {UUIDOID, INT8OID, TEXTOID};
 	Datum		args[3];
+	bool		isnull;
+	bool		schema_020 = vb_waits_available();
+
+#define BOOK_USAGE_SQL(over_budget) \
+	"UPDATE vectorbea.runs" \
+	"   SET usage_tokens = usage_tokens + $2," \
+	"       usage_usd = usage_usd + $3::numeric" \
+	" WHERE id = $1" \
+	" RETURNING " over_budget
+
+	/* each on first use: a 0.1.0 schema has no child_usage columns */
+	if (schema_020 && plan == NULL)
+		plan = vb_prepare(BOOK_USAGE_SQL(VB_RUN_OVER_BUDGET_SQL), lengthof(types), types);
+	if (!schema_020 && plan_010 == NULL)
+		plan_010 = vb_prepare(BOOK_USAGE_SQL(VB_RUN_OVER_BUDGET_010_SQL), lengthof(types), types);
+	args[0] = UUIDPGetDatum(&run->id);
+	args[1] = Int64GetDatum(tokens);
+	args[2] = CStringGetTextDatum(usd);
+	if (SPI_execute_plan(schema_020 ? plan : plan_010, args, NULL, false, 0) !=
+		SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "vectorbea: could not book usage");
+	*detail_json = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
+ * A budget of a locked run was crossed (detail_json: BUDGET_EXCEEDED's
+ * data) by node's attempt task_id (0: no attempt to abort).  With pause
+ * the attempt is aborted and the run waits; else the run fails.
+ */
+void
+vb_state_budget_exceeded(VbRun *run, const char *node, int attempt, int64 task_id,
+						 const char *detail_json, bool pause, TimestampTz at)
+{
+	vb_event(run, "BUDGET_EXCEEDED", node, attempt, detail_json, at);
+	/* a compensating run goes on (vb_state_fail_run): it is not paused */
+	if (pause && vb_run_active(run->status) && run->status != VB_RUN_COMPENSATING)
+	{
+		if (task_id != 0)
+			vb_state_abort_attempt(run, task_id, "its run's budget is spent", at, at);
+		vb_state_pause_run(run, "budget", "budget exceeded", "vectorbea", at);
+		return;
+	}
+	vb_state_fail_run(run, node, "budget_exceeded", at);
+}
+
+/*
+ * Spend booked on a locked run after node's attempt ended (a worker's
+ * report, or a child run's spend) crossed a budget, whose policy is pause
+ * or not.  The work stands.  A run that has ended, or that has nothing
+ * left open, only gets the overrun on record: it is not failed or paused
+ * after the fact.  A compensating run goes on over its budget, with the
+ * overrun on record.  Else the run fails, or pauses before any more.
+ */
+void
+vb_state_over_budget(VbRun *run, const char *node, int attempt, const char *detail_json,
+					 bool pause, TimestampTz at)
+{
+	if (!vb_run_active(run->status))
+	{
+		vb_event(run, "BUDGET_EXCEEDED", node, attempt, detail_json, at);
+		return;
+	}
+	pause = pause && run->status != VB_RUN_COMPENSATING;
+	if (pause && run->open_nodes == 0)
+		vb_event(run, "BUDGET_EXCEEDED", node, attempt, detail_json, at);
+	else
+		vb_state_budget_exceeded(run, node, attempt, 0, detail_json, pause, at);
+}
+
+/*
+ * Books what child run child_id spent, its own children's included, on
+ * its parent, a locked run, when the child ends.  NULL when the child
+ * spent nothing; else the amount as "child_usage" of the event that ends
+ * the parent's run node records it ({"usd": ..., "tokens": ...}), with
+ * *over set when the parent's budget is now crossed (*detail_json:
+ * BUDGET_EXCEEDED's data; *pause: the parent's policy is pause).
+ */
+static char *
+book_child_usage(VbRun *parent, pg_uuid_t *child_id, bool *over, char **detail_json,
+				 bool *pause)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[2] = {UUIDPGetDatum(&parent->id), UUIDPGetDatum(child_id)};
 	bool		isnull;
 
 	if (plan == NULL)
 	{
-		Oid			types[3] = {UUIDOID, INT8OID, TEXTOID};
+		Oid			types[2] = {UUIDOID, UUIDOID};
 
-		plan = vb_prepare("UPDATE vectorbea.runs"
-						  "   SET usage_tokens = usage_tokens + $2,"
-						  "       usage_usd = usage_usd + $3::numeric"
-						  " WHERE id = $1"
-						  " RETURNING " VB_RUN_OVER_BUDGET_SQL,
-						  3, types);
+		plan = vb_prepare("WITH c AS ("
+						  "  SELECT usage_usd + child_usage_usd AS usd, usage_tokens + child_usage_tokens AS tokens"
+						  "    FROM vectorbea.runs WHERE id = $2"
+						  ")"
+						  " UPDATE vectorbea.runs r"
+						  "    SET child_usage_usd = r.child_usage_usd + c.usd,"
+						  "        child_usage_tokens = r.child_usage_tokens + c.tokens"
+						  "   FROM c"
+						  "  WHERE r.id = $1 AND (c.usd > 0 OR c.tokens > 0)"
+						  " RETURNING pg_catalog.jsonb_build_object('usd', c.usd, 'tokens', c.tokens)::text,"
+						  "           coalesce(r.options->>'on_budget', 'fail') = 'pause',"
+						  "           " VB_RUN_OVER_BUDGET_SQL, lengthof(types), types);
 	}
-	args[0] = UUIDPGetDatum(&run->id);
-	args[1] = Int64GetDatum(tokens);
-	args[2] = CStringGetTextDatum(usd);
 	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
-		elog(ERROR, "vectorbea: could not book usage");
-	*detail_json = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
-	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		elog(ERROR, "vectorbea: could not book the spend of child run %s on run %s",
+			 vb_uuid_text(child_id), vb_uuid_text(&parent->id));
+	*over = false;
+	if (SPI_processed == 0)
+		return NULL;
+	*pause = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	*over = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	*detail_json = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4);
+	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 }

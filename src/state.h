@@ -130,17 +130,37 @@ extern bool vb_state_requeue(VbRun *run, int64 task_id, const char *reason, cons
 /* Spend. */
 extern bool vb_state_book_usage(VbRun *run, int64 tokens, const char *usd,
 								char **detail_json);
+extern void vb_state_budget_exceeded(VbRun *run, const char *node, int attempt, int64 task_id,
+									 const char *detail_json, bool pause, TimestampTz at);
+extern void vb_state_over_budget(VbRun *run, const char *node, int attempt,
+								 const char *detail_json, bool pause, TimestampTz at);
 
-/* Whether a row of vectorbea.runs has used more than one of its budgets. */
+/*
+ * Whether a row of vectorbea.runs has spent more than one of its budgets:
+ * its own usage and what its ended child runs spent (0.2.0 columns).
+ */
 #define VB_RUN_IS_OVER_BUDGET_SQL \
-	"(coalesce(usage_usd > budget_usd, false) OR coalesce(usage_tokens > budget_tokens, false))"
+	"(coalesce(usage_usd + child_usage_usd > budget_usd, false)" \
+	" OR coalesce(usage_tokens + child_usage_tokens > budget_tokens, false))"
 
 /*
  * Two columns of a row of vectorbea.runs (for a RETURNING list): whether
- * its usage is over one of its budgets, and BUDGET_EXCEEDED's data.
+ * it is over one of its budgets, and BUDGET_EXCEEDED's data, which names
+ * its child runs' spend when they spent something.
  */
 #define VB_RUN_OVER_BUDGET_SQL \
 	VB_RUN_IS_OVER_BUDGET_SQL "," \
+	" (pg_catalog.jsonb_build_object('scope', 'run', 'usage_usd', usage_usd, 'budget_usd', budget_usd," \
+	"                                'usage_tokens', usage_tokens," \
+	"                                'budget_tokens', budget_tokens)" \
+	"  || CASE WHEN child_usage_usd > 0 OR child_usage_tokens > 0" \
+	"      THEN pg_catalog.jsonb_build_object('child_usage_usd', child_usage_usd," \
+	"                                         'child_usage_tokens', child_usage_tokens)" \
+	"      ELSE '{}' END)::text"
+
+/* VB_RUN_OVER_BUDGET_SQL for a 0.1.0 schema, whose runs have no child runs. */
+#define VB_RUN_OVER_BUDGET_010_SQL \
+	"(coalesce(usage_usd > budget_usd, false) OR coalesce(usage_tokens > budget_tokens, false))," \
 	" pg_catalog.jsonb_build_object('scope', 'run', 'usage_usd', usage_usd, 'budget_usd', budget_usd," \
 	"                               'usage_tokens', usage_tokens," \
 	"                               'budget_tokens', budget_tokens)::text"

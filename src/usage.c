@@ -134,42 +134,56 @@ spends(const VbUsage *u)
 }
 
 /*
- * Books u on a locked run for node's attempt, which has just ended, and
- * checks it against the run's budgets, then its workspace's: the run's
- * own policy (on_budget) applies at its own budget, the workspace budget's
- * on_exceed at the workspace's.  At the budget: under "pause" the work
- * stands and the run is paused before any more (a run of worker tasks
- * makes no llm call whose check would pause it); a run that this end
- * finished, or is about to finish, is not paused, with the overrun on
- * record.  A compensating run goes on over its budget (state.c), under
- * either policy, with the overrun on record, so it may still end with its
- * last compensation.  Under "fail" a running run fails.
+ * Adds u to a locked run's usage, before the state change that ends the
+ * attempt reporting it: a failure that ends a child run tells its parent
+ * at once, and the parent takes what the child spent, this report
+ * included.  vb_usage_check then checks the budgets.
  */
 void
-vb_usage_book(VbRun *run, const VbUsage *u, const char *node, int attempt, TimestampTz at)
+vb_usage_add(VbRun *run, VbUsage *u)
 {
-	char	   *detail;
-	bool		over_run;
+	u->over_run = false;
+	u->detail = NULL;
+	if (u->given)
+		u->over_run = vb_state_book_usage(run, u->tokens, u->usd, &u->detail);
+}
+
+/*
+ * Checks the usage u that vb_usage_add booked on a locked run for node's
+ * attempt, which has just ended, against the run's budgets, then its
+ * workspace's: the run's own policy (on_budget) applies at its own budget,
+ * the workspace budget's on_exceed at the workspace's.  At the budget:
+ * under "pause" the work stands and the run is paused before any more (a
+ * run of worker tasks makes no llm call whose check would pause it); a run
+ * that this end finished, or is about to finish, is not paused, with the
+ * overrun on record.  A compensating run goes on over its budget (state.c),
+ * under either policy, with the overrun on record, so it may still end
+ * with its last compensation.  Under "fail" a running run fails.
+ */
+void
+vb_usage_check(VbRun *run, const VbUsage *u, const char *node, int attempt, TimestampTz at)
+{
+	char	   *detail = u->detail;
 	bool		pause = false;
 
 	if (!u->given)
 		return;
-	over_run = vb_state_book_usage(run, u->tokens, u->usd, &detail);
 	/*
 	 * A report of nothing adds nothing to the workspace's spend: it does not
 	 * take the blame for what others spent (a run's own budget is its own).
 	 */
-	if (!over_run && (!spends(u) ||
-					  (detail = vb_budget_workspace_overspent(run, &pause)) == NULL))
+	if (!u->over_run && (!spends(u) ||
+						 (detail = vb_budget_workspace_overspent(run, &pause)) == NULL))
 		return;
-	if (!vb_run_active(run->status))
-	{
-		vb_event(run, "BUDGET_EXCEEDED", node, attempt, detail, at);
-		return;
-	}
-	pause = run->status != VB_RUN_COMPENSATING && (over_run ? vb_budget_pauses(run) : pause);
-	if (pause && run->open_nodes == 0)
-		vb_event(run, "BUDGET_EXCEEDED", node, attempt, detail, at);
-	else
-		vb_budget_exceeded(run, node, attempt, 0, detail, pause, at);
+	if (u->over_run && vb_run_active(run->status))
+		pause = vb_budget_pauses(run);
+	vb_state_over_budget(run, node, attempt, detail, pause, at);
+}
+
+/* vb_usage_add, then vb_usage_check: for an attempt that has ended already. */
+void
+vb_usage_book(VbRun *run, VbUsage *u, const char *node, int attempt, TimestampTz at)
+{
+	vb_usage_add(run, u);
+	vb_usage_check(run, u, node, attempt, at);
 }

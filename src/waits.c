@@ -41,6 +41,7 @@
 #include "utils/jsonb.h"
 
 #include "vectorbea.h"
+#include "budget.h"
 #include "clock.h"
 #include "due_items.h"
 #include "duration.h"
@@ -436,6 +437,7 @@ start_child(VbRun *run, WaitNode *w, TimestampTz at)
 	initStringInfo(&data);
 	appendStringInfoString(&data, "{\"workspace\":");
 	vb_append_json_string(&data, w->workspace);
+	vb_budget_grant_child(run, w->id, &data);
 	appendStringInfoChar(&data, '}');
 	cs.options = vb_jsonb_from_cstring(data.data);
 	cs.priority = run->priority;

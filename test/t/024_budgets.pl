@@ -17,6 +17,9 @@
 #
 # Under a budget in USD, a call to a model without a price is refused, not
 # made for free.
+#
+# A runaway agent that starts itself from a run node stays within its
+# root's budget: the budget covers the whole tree of child runs.
 use strict;
 use warnings;
 use FindBin;
@@ -201,6 +204,38 @@ is(sql(qq{SELECT status FROM vectorbea.nodes WHERE run_id = '$ou' AND node = 'as
 sql(q{SELECT vectorbea.complete_task(task_id, lease, '{}') FROM vectorbea.claim_tasks('w', ARRAY['ou_undo'])});
 is(sql(qq{SELECT status || ' ' || (error->>'compensation') FROM vectorbea.runs WHERE id = '$ou'}),
 	'failed completed', 'answer over the budget: the run ends failed, compensated');
+
+# ---------------------------------------------------------------------------
+# A runaway agent that starts itself: an llm node, then a run node of the
+# same workflow.  The root's budget covers its whole tree: each child gets
+# what its parent has left, so the calls stop where the root's budget
+# would be crossed.  Without that, each child had no budget, and the
+# chain made a call at every one of its 17 levels: 0.00102 USD, over the
+# root's 0.0009.
+vb_fake_reset();
+vb_fake_script({ text => 'thought', usage => { input => 100, output => 75 }, times => -1 });
+sql(q{SELECT vectorbea.define_workflow('deeper', '{"nodes": [
+  {"id": "think", "kind": "llm",
+   "llm": {"provider": "openai", "model": "gpt-4o-mini", "prompt": "Think again", "max_tokens": 1000}},
+  {"id": "again", "kind": "run", "run": {"workflow": "deeper"}, "depends_on": ["think"],
+   "retry": {"max_attempts": 1}}]}')});
+my $root = sql(q{SELECT vectorbea.start_run('deeper', '{}', NULL, '{"budget_usd": 0.0009}')});
+ok(defined vb_wait_for($node, qq{SELECT status FROM vectorbea.runs WHERE id = '$root'}, 'failed', 60),
+	'runaway tree: the root fails');
+my $tree = qq{WITH RECURSIVE t AS (SELECT id FROM vectorbea.runs WHERE id = '$root'
+	UNION ALL SELECT r.id FROM vectorbea.runs r JOIN t ON r.parent_run = t.id) SELECT r.* FROM vectorbea.runs r JOIN t USING (id)};
+my ($spent, $runs, $open) = split /\|/, sql(qq{SELECT sum(usage_usd), count(*), count(*) FILTER (WHERE status <> 'failed') FROM ($tree) x});
+cmp_ok($spent, '<=', 0.0009, "runaway tree: its $runs runs spent $spent USD, within the root's budget");
+cmp_ok($runs, '<', 17, 'runaway tree: it stopped before the nesting limit');
+is($open, '0', 'runaway tree: every run of it failed');
+is(sql(qq{SELECT count(*) FROM vectorbea.events e JOIN ($tree) x ON x.id = e.run_id
+		   WHERE e.type = 'BUDGET_EXCEEDED' AND (e.data->>'call_not_made')::boolean}), '1',
+	'runaway tree: the deepest call that would cross the budget was not made');
+is(sql(qq{SELECT (usage_usd + child_usage_usd = $spent) FROM vectorbea.runs WHERE id = '$root'}), 't',
+	'runaway tree: the root booked what every run below it spent');
+is(sql(qq{SELECT count(*) FROM ($tree) x WHERE x.parent_run IS NOT NULL
+		   AND x.budget_usd IS DISTINCT FROM (SELECT p.budget_usd - p.usage_usd FROM vectorbea.runs p WHERE p.id = x.parent_run)}),
+	'0', "runaway tree: each child's budget is what its parent had left");
 
 is(sql(q{SELECT count(*) FROM vectorbea.runs r, vectorbea.verify_run(r.id)}), '0',
 	'verify_run is empty for every run');

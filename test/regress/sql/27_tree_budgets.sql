@@ -1,0 +1,115 @@
+-- A run's budget covers its child runs.  A run node of a run with a budget
+-- gives its child what the run has left as the child's own budget (and the
+-- run's policy at the budget), and holds that amount against the run's
+-- budget while it waits; when the child ends, what it spent (its own
+-- children's included) is booked on the parent, in child_usage_usd and
+-- child_usage_tokens, next to the parent's own usage, and the event that
+-- ends the run node records it.  run_due_work() does the scheduler's part
+-- (no scheduler serves this database).  Every run ends consistent with its
+-- history.
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/sql/include/setup.psql
+
+-- The runs of one tree, the root first, then by depth and budget: their budgets,
+-- spend and status.
+CREATE FUNCTION tree(root uuid)
+RETURNS TABLE (depth int, status text, budget_usd numeric, budget_tokens bigint, on_budget text,
+			   usage_usd numeric, usage_tokens bigint, child_usage_usd numeric, child_usage_tokens bigint)
+LANGUAGE sql AS $$
+	WITH RECURSIVE t AS (
+		SELECT id, 0 AS depth FROM vectorbea.runs WHERE id = root
+		UNION ALL
+		SELECT r.id, t.depth + 1 FROM vectorbea.runs r JOIN t ON r.parent_run = t.id
+	)
+	SELECT t.depth, r.status, r.budget_usd, r.budget_tokens, r.options->>'on_budget',
+		   r.usage_usd, r.usage_tokens, r.child_usage_usd, r.child_usage_tokens
+	  FROM t JOIN vectorbea.runs r USING (id)
+	 ORDER BY t.depth, r.budget_usd, r.id
+$$;
+
+SELECT vectorbea.define_workflow('kid', '{"nodes":[{"id":"spend","activity":"kid_work"}]}');
+SELECT vectorbea.define_workflow('two_in_turn', '{"nodes":[
+  {"id":"first","kind":"run","run":{"workflow":"kid"}},
+  {"id":"second","kind":"run","run":{"workflow":"kid"},"depends_on":["first"]}]}');
+SELECT vectorbea.define_workflow('two_at_once', '{"nodes":[
+  {"id":"left","kind":"run","run":{"workflow":"kid"}},
+  {"id":"right","kind":"run","run":{"workflow":"kid"}}]}');
+SELECT vectorbea.define_workflow('then_more', '{"nodes":[
+  {"id":"delegate","kind":"run","run":{"workflow":"kid"}},
+  {"id":"more","activity":"boss_work","depends_on":["delegate"]}]}');
+
+-- Children in turn: the first gets the whole budget, the second what the
+-- first left; the second's overrun fails it, and its parent with it.
+SELECT vectorbea.start_run('two_in_turn', '{}', NULL, '{"budget_usd": 10}') AS turn \gset
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+SELECT * FROM tree(:'turn');
+SELECT node, status, reserved_usd, reserved_tokens FROM vectorbea.nodes WHERE run_id = :'turn' ORDER BY node;
+-- The grant is held against the parent's budget, not the workspace's: the
+-- child's own calls and usage count there.
+SELECT scope, booked_usd, reserved_usd, budget_usd, child_usage_usd
+  FROM vectorbea.spend WHERE run = :'turn' OR scope = 'workspace';
+SELECT vectorbea.complete_task(task_id, lease, '{"done": 1}', usage => '{"usd": 4, "tokens": 100}')
+  FROM vectorbea.claim_tasks('w', ARRAY['kid_work']);
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+SELECT * FROM tree(:'turn');
+SELECT scope, booked_usd, reserved_usd, budget_usd, child_usage_usd
+  FROM vectorbea.spend WHERE run = :'turn' OR scope = 'workspace';
+-- The second child reports more than it was given when its task fails
+-- for good: the report is booked on it before the failure ends it, so its
+-- parent takes the whole of it.
+SELECT vectorbea.fail_task(task_id, lease, '{"message": "went on too long", "class": "permanent", "usage": {"usd": 7}}')
+  FROM vectorbea.claim_tasks('w', ARRAY['kid_work']);
+SELECT * FROM tree(:'turn');
+SELECT type, node, attempt,
+	   data - 'output' - 'duration_ms' - 'error' - 'child_run' - 'delay_ms' - 'available_at' AS data
+  FROM vectorbea.events WHERE run_id = :'turn' ORDER BY seq;
+SELECT line FROM timeline_text(:'turn') AS line WHERE line LIKE 'BUDGET_EXCEEDED%';
+SELECT replay->'child_usage' AS replayed FROM vectorbea.replay(:'turn') AS replay;
+
+-- Children at once: the first to start takes what is left; the second
+-- gets nothing, and a report of anything above nothing crosses it (the
+-- child fails, and its run node is retried).
+SELECT vectorbea.start_run('two_at_once', '{}', NULL, '{"budget_usd": 3, "budget_tokens": 500}') AS once \gset
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+SELECT * FROM tree(:'once');
+SELECT sum(reserved_usd) AS held_usd, sum(reserved_tokens) AS held_tokens
+  FROM vectorbea.nodes WHERE run_id = :'once';
+SELECT vectorbea.complete_task(task_id, lease, '{}', usage => '{"usd": 0.5}')
+  FROM vectorbea.claim_tasks('w', ARRAY['kid_work'], 2);
+SELECT * FROM tree(:'once');
+SELECT node, status, attempt, error->>'class' AS class FROM vectorbea.nodes WHERE run_id = :'once' ORDER BY node;
+SELECT vectorbea.cancel_run(:'once', 'seen enough');
+
+-- Without a budget, a child has none either, and its spend is still
+-- booked on its parent.
+SELECT vectorbea.start_run('then_more', '{}') AS free \gset
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+SELECT vectorbea.complete_task(task_id, lease, '{}', usage => '{"usd": 2.5}')
+  FROM vectorbea.claim_tasks('w', ARRAY['kid_work']);
+SELECT * FROM tree(:'free');
+SELECT node, reserved_usd FROM vectorbea.nodes WHERE run_id = :'free' ORDER BY node;
+SELECT vectorbea.complete_task(task_id, lease, '{}')
+  FROM vectorbea.claim_tasks('w', ARRAY['boss_work']);
+SELECT status FROM vectorbea.runs WHERE id = :'free';
+
+-- Under "pause" the child inherits the policy.  Its last task's overrun
+-- does not pause it (the work is done: the child succeeds, the overrun on
+-- record); what it spent crosses its parent's budget, and the parent,
+-- with work left, pauses before any more.  Raising the parent's budget
+-- resumes it.
+SELECT vectorbea.start_run('then_more', '{}', NULL, '{"budget_usd": 1, "on_budget": "pause"}') AS paused \gset
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+SELECT vectorbea.complete_task(task_id, lease, '{}', usage => '{"usd": 1.5}')
+  FROM vectorbea.claim_tasks('w', ARRAY['kid_work']);
+SELECT * FROM tree(:'paused');
+SELECT paused->>'scope' AS scope FROM vectorbea.runs WHERE id = :'paused';
+SELECT count(*) AS claimable FROM vectorbea.claim_tasks('w', ARRAY['boss_work']);
+SELECT vectorbea.set_run_budget(:'paused', 5) AS resumed;
+SELECT vectorbea.complete_task(task_id, lease, '{}')
+  FROM vectorbea.claim_tasks('w', ARRAY['boss_work']);
+SELECT * FROM tree(:'paused');
+
+DROP FUNCTION tree(uuid);
+
+-- Every run the file left agrees with its history.
+SELECT * FROM inconsistent_runs();
