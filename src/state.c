@@ -37,6 +37,7 @@
 #include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "common/string.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
@@ -527,6 +528,7 @@ release_dependents(VbRun *run, const char *node, TimestampTz at)
 	" UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL," \
 	"        (SELECT coalesce(pg_catalog.sum(quota.n), 0)::text FROM quota), NULL, NULL"
 #define CLAIM_SKIP_ROW_COLUMN 11
+#define CLAIM_INPUT_COLUMN 8
 #define CLAIM_UPSTREAM_COLUMN 9
 
 #define CLAIM_TAIL_CTE \
@@ -566,21 +568,19 @@ replace_upstream(HeapTuple tup, TupleDesc desc, Jsonb *upstream)
 
 /*
  * Fails for good the attempt of task_id, just started in run_id (which
- * the claim has locked), whose upstream takes bytes, more than a jsonb
- * value holds.  If that ends a child run, telling its parent may wait for
- * the parent's lock, as a completion's would: the one wait a claim makes,
- * on this rare path only.
+ * the claim has locked), whose input or upstream would take more than a
+ * jsonb value holds (error_json says which).  If that ends a child run,
+ * telling its parent may wait for the parent's lock, as a completion's
+ * would: the one wait a claim makes, on this rare path only.
  */
 static void
-fail_too_large_upstream(pg_uuid_t *run_id, int64 task_id, const char *node, int64 bytes,
-						TimestampTz at)
+fail_too_large_claim(pg_uuid_t *run_id, int64 task_id, const char *error_json, TimestampTz at)
 {
 	VbRun		run;
 
 	if (!vb_run_lock(run_id, &run))
 		elog(ERROR, "vectorbea: the run of task %ld vanished", (long) task_id);
-	fail_attempt(&run, task_id, "permanent", vb_upstream_too_large_json(node, bytes), NULL,
-				 false, -1, true, at);
+	fail_attempt(&run, task_id, "permanent", error_json, NULL, false, -1, true, at);
 	vb_run_save(&run, at);
 }
 
@@ -611,11 +611,55 @@ make_join_upstreams(VbStartedAttempts *started, uint64 first, TimestampTz at)
 			upstream = vb_upstream_of_node(task_id, &bytes);
 			if (upstream == NULL)
 			{
-				fail_too_large_upstream(DatumGetUUIDP(SPI_getbinval(tup, desc, 3, &isnull)),
-										task_id, SPI_getvalue(tup, desc, 4), bytes, at);
+				fail_too_large_claim(DatumGetUUIDP(SPI_getbinval(tup, desc, 3, &isnull)), task_id,
+									 vb_upstream_too_large_json(SPI_getvalue(tup, desc, 4), bytes), at);
 				continue;
 			}
 			tup = replace_upstream(tup, desc, upstream);
+		}
+		started->vals[kept++] = tup;
+	}
+	started->count = kept;
+}
+
+/*
+ * The attempts started from started->vals[first] of compensation nodes
+ * (named with VB_COMPENSATION_SUFFIX, which a definition's nodes may not
+ * end with) get their input with their original's input and output
+ * (upstream.c); an attempt whose input cannot be made fails for good and
+ * leaves the claim's result, as a too large upstream does.
+ */
+static void
+make_compensation_inputs(VbStartedAttempts *started, uint64 first, TimestampTz at)
+{
+	uint64		kept = first;
+
+	if (!vb_waits_available())
+		return;					/* a 0.1.0 schema has no compensations */
+	for (uint64 i = first; i < started->count; i++)
+	{
+		HeapTuple	tup = started->vals[i];
+		TupleDesc	desc = started->tupdesc;
+		char	   *node = SPI_getvalue(tup, desc, 4);
+
+		if (pg_str_endswith(node, VB_COMPENSATION_SUFFIX))
+		{
+			bool		isnull;
+			int64		task_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+			int64		bytes;
+			Jsonb	   *input = vb_compensation_input(task_id, &bytes);
+			int			column = CLAIM_INPUT_COLUMN;
+			Datum		value;
+
+			if (input == NULL)
+			{
+				fail_too_large_claim(DatumGetUUIDP(SPI_getbinval(tup, desc, 3, &isnull)), task_id,
+									 vb_compensation_too_large_json(node, bytes), at);
+				continue;
+			}
+			value = JsonbPGetDatum(input);
+			isnull = false;
+			tup = heap_modify_tuple_by_cols(tup, desc, 1, &column, &value, &isnull);
 		}
 		started->vals[kept++] = tup;
 	}
@@ -645,6 +689,7 @@ vb_state_start_attempts(const char *worker, ArrayType *activities, int max_tasks
 	VbEventBatch events;
 	SPITupleTable *rows;
 	uint64		n;
+	uint64		first;
 
 	if (many_plan == NULL)
 	{
@@ -754,7 +799,10 @@ vb_state_start_attempts(const char *worker, ArrayType *activities, int max_tasks
 						   DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull)), data.data);
 	}
 	vb_event_batch_write(&events, at);
-	make_join_upstreams(started, started->count - n, at);
+	/* this claim's rows, from first on (each of the two may drop some) */
+	first = started->count - n;
+	make_join_upstreams(started, first, at);
+	make_compensation_inputs(started, first, at);
 }
 
 /*
@@ -2159,13 +2207,16 @@ end_run(VbRun *run, VbRunStatus status, const char *event_type, const char *data
  * succeeded, and of those failed in doubt under in_doubt "compensate", or
  * whose running attempt under it the run's end just revoked (revoked_json,
  * close_open_nodes' list: their effect may have happened too), not of
- * those a fork reused (attempt
- * 0: their work is the source run's), in reverse order of completion, each
- * depending on the one before, each seeing its original's input and
- * output.  "[]" when there is nothing to undo.  The order of completion is
- * the history's (the seq of the node's last STEP_COMPLETED, STEP_FAILED or,
- * for an attempt revoked, STEP_STARTED): the nodes of one complete_tasks
- * batch share their finished_at.
+ * those a fork reused (attempt 0: their work is the source run's), in
+ * reverse order of completion, each depending on the one before.  A spec
+ * names its original (compensation_of), whose input and output the
+ * compensation is claimed with (make_compensation_inputs), not copied
+ * here: copies of them all in one aggregate could pass what a jsonb value
+ * holds, and the run could then never begin to undo.  "[]" when there is
+ * nothing to undo.  The order of completion is the history's (the seq of
+ * the node's last STEP_COMPLETED, STEP_FAILED or, for an attempt revoked,
+ * STEP_STARTED): the nodes of one complete_tasks batch share their
+ * finished_at.
  */
 static char *
 compensation_specs(VbRun *run, const char *revoked_json)
@@ -2178,7 +2229,7 @@ compensation_specs(VbRun *run, const char *revoked_json)
 		Oid			types[2] = {UUIDOID, JSONBOID};
 
 		plan = vb_prepare("WITH ended AS ("
-						  "  SELECT n.node, n.input, n.output, n.compensate, n.finished_at, n.id,"
+						  "  SELECT n.node, n.compensate, n.finished_at, n.id,"
 						  "         (SELECT pg_catalog.max(e.seq) FROM vectorbea.events e"
 						  "           WHERE e.run_id = $1 AND e.node = n.node"
 						  "             AND e.type IN ('STEP_COMPLETED', 'STEP_FAILED', 'STEP_STARTED')) AS seq"
@@ -2189,15 +2240,14 @@ compensation_specs(VbRun *run, const char *revoked_json)
 						  "          OR (n.status = 'cancelled' AND n.retry->>'in_doubt' = 'compensate'"
 						  "              AND $2 ? n.node))"
 						  "), done AS ("
-						  "  SELECT node, input, output, compensate, finished_at, id, seq,"
+						  "  SELECT node, compensate, finished_at, id, seq,"
 						  "         pg_catalog.lag(node) OVER (ORDER BY seq DESC NULLS LAST, finished_at DESC, id DESC) AS after"
 						  "    FROM ended"
 						  ")"
 						  " SELECT coalesce(pg_catalog.jsonb_agg(compensate || pg_catalog.jsonb_build_object("
 						  "   'depends_on', CASE WHEN after IS NULL THEN '[]'::jsonb"
 						  "                      ELSE pg_catalog.jsonb_build_array(after || '" VB_COMPENSATION_SUFFIX "') END,"
-						  "   'input', coalesce(compensate->'input', '{}') || pg_catalog.jsonb_build_object('original',"
-						  "       pg_catalog.jsonb_build_object('node', node, 'input', input, 'output', output)),"
+						  "   'input', coalesce(compensate->'input', '{}'),"
 						  "   'compensation_of', node) ORDER BY seq DESC NULLS LAST, finished_at DESC, id DESC), '[]')::text"
 						  "   FROM done", lengthof(types), types);
 	}

@@ -3,7 +3,8 @@
  * upstream.c
  *	  Objects of outputs by node name, made only after checking that they
  *	  fit in one jsonb value: the upstream of a node of several
- *	  dependencies, and the output of a child run for its parent.
+ *	  dependencies, the output of a child run for its parent, and the
+ *	  input of a compensation with its original's input and output.
  *
  * Every output is within vectorbea.max_payload_size, but the outputs of a
  * join's dependencies together may pass what a jsonb value can hold
@@ -21,6 +22,14 @@
  * value, and the object is made only when it fits.  Otherwise the caller
  * fails the attempt that would read it for good: it cannot be made, now
  * or later.
+ *
+ * A compensation's input, as a worker or an llm template sees it, holds
+ * its original's input and output ("original").  They are added when the
+ * compensation is claimed, not copied into its row and its history when
+ * the compensation starts: one statement made the specs of all of a run's
+ * compensations with those copies in one aggregate, which failed, and
+ * with it the failure or cancel that started the compensation, once the
+ * originals together passed what one jsonb value holds.
  *
  * A leaf.
  *
@@ -146,6 +155,47 @@ vb_child_output(pg_uuid_t *run_id, int64 *bytes)
 	return object_if_it_fits(size_plan, object_plan, args, bytes);
 }
 
+/* A compensation node c and its original o, if it has one. */
+#define COMPENSATION_AND_ORIGINAL \
+	" FROM vectorbea.nodes c" \
+	" LEFT JOIN vectorbea.nodes o ON o.run_id = c.run_id AND o.node = c.compensation_of"
+
+/*
+ * The input that compensation node node_id is claimed with: its own, and
+ * "original", the node it compensates with that node's input and output
+ * ({"node", "input", "output"}).  A node that compensates nothing keeps
+ * its input.  NULL when it does not fit in a jsonb value; *bytes is what
+ * it takes, or would take, at most.  A 0.2.0 schema only.
+ */
+Jsonb *
+vb_compensation_input(int64 node_id, int64 *bytes)
+{
+	static SPIPlanPtr size_plan = NULL;
+	static SPIPlanPtr object_plan = NULL;
+	Datum		args[1];
+
+	if (size_plan == NULL)
+	{
+		Oid			types[1] = {INT8OID};
+
+		/*
+		 * A row for each part: the compensation's input (whose entries the
+		 * object takes over, counted here as one) and the original's.
+		 */
+		size_plan = vb_prepare("SELECT x.key, x.value" COMPENSATION_AND_ORIGINAL
+							   " CROSS JOIN LATERAL (VALUES ('input', c.input), ('original', o.input),"
+							   "                            ('node', pg_catalog.to_jsonb(o.node)),"
+							   "                            ('output', o.output)) x(key, value)"
+							   " WHERE c.id = $1", lengthof(types), types);
+		object_plan = vb_prepare("SELECT c.input || CASE WHEN o.id IS NULL THEN '{}'::jsonb"
+								 "   ELSE pg_catalog.jsonb_build_object('original', pg_catalog.jsonb_build_object("
+								 "          'node', o.node, 'input', o.input, 'output', o.output)) END"
+								 COMPENSATION_AND_ORIGINAL " WHERE c.id = $1", lengthof(types), types);
+	}
+	args[0] = Int64GetDatum(node_id);
+	return object_if_it_fits(size_plan, object_plan, args, bytes);
+}
+
 /* The error of an attempt of node whose upstream takes bytes, too many. */
 char *
 vb_upstream_too_large_json(const char *node, int64 bytes)
@@ -158,5 +208,20 @@ vb_upstream_too_large_json(const char *node, int64 bytes)
 										 " a node's upstream holds at most %lld bytes (256 MB)",
 										 node, (long long) bytes, (long long) VB_UPSTREAM_MAX_BYTES));
 	appendStringInfo(&err, ",\"class\":\"permanent\",\"upstream_bytes\":%lld}", (long long) bytes);
+	return err.data;
+}
+
+/* The error of an attempt of compensation node whose input would take bytes. */
+char *
+vb_compensation_too_large_json(const char *node, int64 bytes)
+{
+	StringInfoData err;
+
+	initStringInfo(&err);
+	appendStringInfoString(&err, "{\"message\":");
+	vb_append_json_string(&err, psprintf("the input of compensation node \"%s\" with its original's input and output"
+										 " takes %lld bytes; a node's input holds at most %lld bytes (256 MB)",
+										 node, (long long) bytes, (long long) VB_UPSTREAM_MAX_BYTES));
+	appendStringInfo(&err, ",\"class\":\"permanent\",\"input_bytes\":%lld}", (long long) bytes);
 	return err.data;
 }

@@ -2,7 +2,8 @@
  *
  * upstream.h
  *	  Objects of outputs by node name: what a node reads of its
- *	  dependencies, and what a child run gives its parent (upstream.c).
+ *	  dependencies, what a child run gives its parent, and what a
+ *	  compensation reads of its original (upstream.c).
  *	  A leaf.
  *
  *-------------------------------------------------------------------------
@@ -31,6 +32,8 @@
 
 extern Jsonb *vb_upstream_of_node(int64 node_id, int64 *bytes);
 extern Jsonb *vb_child_output(pg_uuid_t *run_id, int64 *bytes);
+extern Jsonb *vb_compensation_input(int64 node_id, int64 *bytes);
 extern char *vb_upstream_too_large_json(const char *node, int64 bytes);
+extern char *vb_compensation_too_large_json(const char *node, int64 bytes);
 
 #endif							/* VB_UPSTREAM_H */
