@@ -69,15 +69,19 @@ static const char *const policies[] = {"fail", "pause", NULL};
 /*
  * What the nodes of run r (but node except) hold against the run's own
  * budgets (columns usd, tokens): the reservations of its running nodes,
- * and the budgets its run nodes gave the child runs they wait for.  The
- * workspace's checks leave the latter out: a child's own reservations and
- * usage count there.
+ * and the budgets its run nodes gave the child runs they wait for; and
+ * whether its running nodes hold any (in_flight): those settle soon, a
+ * child run may take hours.  The workspace's checks leave the budgets
+ * given to children out: a child's own reservations and usage count
+ * there.
  */
 #define RUN_RESERVED_SQL(r, except) \
 	"SELECT coalesce(pg_catalog.sum(CASE WHEN n.status = 'running' THEN " RESERVED_USD \
 	"                                    ELSE n.reserved_usd END), 0) AS usd," \
 	"       coalesce(pg_catalog.sum(CASE WHEN n.status = 'running' THEN " RESERVED_TOKENS \
-	"                                    ELSE n.reserved_tokens END), 0) AS tokens" \
+	"                                    ELSE n.reserved_tokens END), 0) AS tokens," \
+	"       coalesce(pg_catalog.bool_or(n.status = 'running' AND" \
+	"                (" RESERVED_USD " > 0 OR " RESERVED_TOKENS " > 0)), false) AS in_flight" \
 	"  FROM vectorbea.nodes n" \
 	" WHERE n.run_id = " r " AND n.id <> " except \
 	"   AND (n.status = 'running' OR (n.status = 'waiting' AND n.kind = 'run'))"
@@ -131,7 +135,9 @@ reserve(int64 task_id, double est_usd, int64 est_tokens)
  * the BUDGET_EXCEEDED data, with *pause set by the policy that applies,
  * and *wait when other calls still hold reservations against that budget:
  * their answers may cost less than their worst cases, so the call waits
- * for them to settle before the budget is called spent.
+ * for them to settle before the budget is called spent.  What the run's
+ * child runs were given is not waited for: a child may run for hours, and
+ * each wait is an aborted attempt on record.
  */
 char *
 vb_budget_reserve_call(VbRun *run, int64 task_id, double est_usd, int64 est_tokens,
@@ -163,7 +169,7 @@ vb_budget_reserve_call(VbRun *run, int64 task_id, double est_usd, int64 est_toke
 							  "            THEN pg_catalog.jsonb_build_object('child_usage_usd', r.child_usage_usd,"
 							  "                                               'child_usage_tokens', r.child_usage_tokens)"
 							  "            ELSE '{}' END)::text,"
-							  "       res.usd > 0 OR res.tokens > 0"
+							  "       res.in_flight"
 							  "  FROM vectorbea.runs r CROSS JOIN LATERAL (" RUN_RESERVED_SQL("r.id", "$4") ") res"
 							  " WHERE r.id = $1", lengthof(types), types);
 		lock_plan = vb_prepare("SELECT FROM vectorbea.budgets WHERE workspace = $1 FOR UPDATE",

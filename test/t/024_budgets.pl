@@ -237,6 +237,29 @@ is(sql(qq{SELECT count(*) FROM ($tree) x WHERE x.parent_run IS NOT NULL
 		   AND x.budget_usd IS DISTINCT FROM (SELECT p.budget_usd - p.usage_usd FROM vectorbea.runs p WHERE p.id = x.parent_run)}),
 	'0', "runaway tree: each child's budget is what its parent had left");
 
+# A parent's own call that does not fit beside what its child was given
+# meets the policy at once: it does not wait for the child, which may run
+# for hours (each wait would be an aborted attempt on record, every
+# second).
+sql(q{SELECT vectorbea.define_workflow('slow_kid', '{"nodes": [{"id": "work", "activity": "slow_kid_work"}]}')});
+sql(q{SELECT vectorbea.define_workflow('hold_then_ask', '{"nodes": [
+  {"id": "kid", "kind": "run", "run": {"workflow": "slow_kid"}},
+  {"id": "go", "activity": "hold_go"},
+  {"id": "ask", "kind": "llm", "depends_on": ["go"],
+   "llm": {"provider": "openai", "model": "gpt-4o-mini", "prompt": "Ask now", "max_tokens": 1000}}]}')});
+my $holder = sql(q{SELECT vectorbea.start_run('hold_then_ask', '{}', NULL, '{"budget_usd": 0.001}')});
+ok(defined vb_wait_for($node, qq{SELECT count(*) FROM vectorbea.runs WHERE parent_run = '$holder'}, '1', 30),
+	'held budget: the child starts with the whole budget');
+sql(q{SELECT vectorbea.complete_task(task_id, lease, '{}') FROM vectorbea.claim_tasks('w', ARRAY['hold_go'])});
+ok(defined vb_wait_for($node, qq{SELECT status FROM vectorbea.runs WHERE id = '$holder'}, 'failed', 30),
+	'held budget: the call that does not fit fails the run');
+is(sql(qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$holder' AND node = 'ask'
+		   AND type = 'STEP_FAILED' AND data->>'class' = 'aborted'}), '0',
+	'held budget: the call did not wait for the child');
+is(sql(qq{SELECT data->>'reserved_usd' || ' ' || (data->>'call_not_made') FROM vectorbea.events
+		   WHERE run_id = '$holder' AND type = 'BUDGET_EXCEEDED'}), '0.001 true',
+	"held budget: BUDGET_EXCEEDED counts the child's budget as reserved");
+
 is(sql(q{SELECT count(*) FROM vectorbea.runs r, vectorbea.verify_run(r.id)}), '0',
 	'verify_run is empty for every run');
 
