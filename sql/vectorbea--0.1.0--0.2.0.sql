@@ -1601,7 +1601,7 @@ CREATE VIEW @extschema@.spend AS
 	  FROM @extschema@.runs r
 	 WHERE @extschema@.workspace_visible(r.workspace);
 COMMENT ON VIEW @extschema@.spend IS
-	'Spend per workspace (in its budget''s current period; in total without a budget) and per run: booked and reserved (calls in flight), in USD and tokens, with the budgets.';
+	'Spend per workspace (in its budget''s current period; in total without a budget) and per run: booked and reserved (calls in flight; for a run, also what its waiting run nodes gave their child runs), in USD and tokens, with the budgets; per run, what its ended child runs spent (child_usage_usd, child_usage_tokens), which counts against its budgets.';
 REVOKE ALL ON @extschema@.spend FROM PUBLIC;
 
 /*

@@ -634,15 +634,14 @@ make_compensation_inputs(VbStartedAttempts *started, uint64 first, TimestampTz a
 {
 	uint64		kept = first;
 
-	if (!vb_waits_available())
-		return;					/* a 0.1.0 schema has no compensations */
 	for (uint64 i = first; i < started->count; i++)
 	{
 		HeapTuple	tup = started->vals[i];
 		TupleDesc	desc = started->tupdesc;
 		char	   *node = SPI_getvalue(tup, desc, 4);
 
-		if (pg_str_endswith(node, VB_COMPENSATION_SUFFIX))
+		/* asked only then: a claim's hot path; a 0.1.0 schema has none */
+		if (pg_str_endswith(node, VB_COMPENSATION_SUFFIX) && vb_waits_available())
 		{
 			bool		isnull;
 			int64		task_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
