@@ -660,18 +660,23 @@ vectorbea_set_run_budget(PG_FUNCTION_ARGS)
  * A run node of a locked run (task_id) is about to start a child run:
  * when the run has a budget, the child gets as its own what the run has
  * left (its budget less its own usage, its ended children's, and what its
- * running nodes and its other waiting run nodes hold), never below 0, and
- * the run's policy at the budget; the run node holds that grant against
- * the run's budget while it waits (its reserved_usd, reserved_tokens), and
- * the child's spend comes back to the run when the child ends (state.c).
- * Appends the child's budget fields to options, a JSON object being
- * written (its opening brace and a field already in it).
+ * running nodes and its other waiting run nodes hold), never below 0, or
+ * what the node asks for (usd, tokens: numeric and bigint text, NULL for
+ * none) when that is less; a run without a budget gives what the node
+ * asks for.  The child takes the run's policy at the budget.  The run node
+ * holds that grant against the run's budget while it waits (its
+ * reserved_usd, reserved_tokens), and the child's spend comes back to the
+ * run when the child ends (state.c).  Appends the child's budget fields
+ * to options, a JSON object being written (its opening brace and a field
+ * already in it).
  */
 void
-vb_budget_grant_child(VbRun *run, int64 task_id, StringInfo options)
+vb_budget_grant_child(VbRun *run, int64 task_id, const char *usd, const char *tokens,
+					  StringInfo options)
 {
 	static SPIPlanPtr plan = NULL;
-	Datum		args[2] = {UUIDPGetDatum(&run->id), Int64GetDatum(task_id)};
+	Datum		args[4] = {UUIDPGetDatum(&run->id), Int64GetDatum(task_id)};
+	char		nulls[4] = {' ', ' ', ' ', ' '};
 	HeapTuple	tup;
 	TupleDesc	desc;
 	bool		usd_null;
@@ -680,13 +685,14 @@ vb_budget_grant_child(VbRun *run, int64 task_id, StringInfo options)
 
 	if (plan == NULL)
 	{
-		Oid			types[2] = {UUIDOID, INT8OID};
+		Oid			types[4] = {UUIDOID, INT8OID, TEXTOID, TEXTOID};
 
+		/* LEAST leaves a NULL out: no request, what is left */
 		plan = vb_prepare("WITH g AS ("
-						  "  SELECT CASE WHEN r.budget_usd IS NOT NULL THEN GREATEST("
-						  "             r.budget_usd - r.usage_usd - r.child_usage_usd - res.usd, 0) END AS usd,"
-						  "         CASE WHEN r.budget_tokens IS NOT NULL THEN GREATEST("
-						  "             r.budget_tokens - r.usage_tokens - r.child_usage_tokens - res.tokens, 0) END AS tokens,"
+						  "  SELECT CASE WHEN r.budget_usd IS NULL THEN $3::numeric ELSE LEAST($3::numeric, GREATEST("
+						  "             r.budget_usd - r.usage_usd - r.child_usage_usd - res.usd, 0)) END AS usd,"
+						  "         CASE WHEN r.budget_tokens IS NULL THEN $4::bigint ELSE LEAST($4::bigint, GREATEST("
+						  "             r.budget_tokens - r.usage_tokens - r.child_usage_tokens - res.tokens, 0)) END AS tokens,"
 						  "         r.options->>'on_budget' AS policy"
 						  "    FROM vectorbea.runs r CROSS JOIN LATERAL (" RUN_RESERVED_SQL("r.id", "$2") ") res"
 						  "   WHERE r.id = $1"
@@ -696,7 +702,15 @@ vb_budget_grant_child(VbRun *run, int64 task_id, StringInfo options)
 						  " RETURNING g.usd::text, g.tokens::text, g.policy",
 						  lengthof(types), types);
 	}
-	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING || SPI_processed != 1)
+	if (usd)
+		args[2] = CStringGetTextDatum(usd);
+	else
+		nulls[2] = 'n';
+	if (tokens)
+		args[3] = CStringGetTextDatum(tokens);
+	else
+		nulls[3] = 'n';
+	if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_UPDATE_RETURNING || SPI_processed != 1)
 		elog(ERROR, "vectorbea: could not give the child of task %ld its budget", (long) task_id);
 	tup = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;

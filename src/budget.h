@@ -18,6 +18,7 @@ extern char *vb_budget_reserve_call(VbRun *run, int64 task_id, double est_usd,
 extern char *vb_budget_workspace_overspent(VbRun *run, bool *pause);
 extern bool vb_budget_pauses(VbRun *run);
 extern bool vb_budget_in_usd(VbRun *run);
-extern void vb_budget_grant_child(VbRun *run, int64 task_id, StringInfo options);
+extern void vb_budget_grant_child(VbRun *run, int64 task_id, const char *usd,
+								  const char *tokens, StringInfo options);
 
 #endif							/* VB_BUDGET_H */

@@ -144,6 +144,25 @@ vb_get_int(VbChecker *chk, JsonbValue *v, const char *label, const char *field,
 	return (int) n;
 }
 
+/* A number within [min, max], or an error naming the field. */
+double
+vb_get_number(VbChecker *chk, JsonbValue *v, const char *label, const char *field,
+			  double min, double max)
+{
+	double		d;
+
+	if (v->type != jbvNumeric)
+		vb_type_error(chk, label, field, v, "a number");
+	d = vb_numeric_double(v->val.numeric);
+	if (!(d >= min && d <= max))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s: %sfield \"%s\" must be a number from %.15g to %.15g",
+						chk->what, vb_at(label), field, min, max),
+				 errdetail("Found %s.", vb_numeric_text(v))));
+	return d;
+}
+
 /* A name field; field is how messages call it (e.g. "approval.gate"). */
 char *
 vb_get_name_as(VbChecker *chk, JsonbContainer *obj, const char *key, const char *field,

@@ -25,6 +25,8 @@ extern void vb_type_error(VbChecker *chk, const char *label, const char *field,
 						  JsonbValue *v, const char *expected) pg_attribute_noreturn();
 extern int	vb_get_int(VbChecker *chk, JsonbValue *v, const char *label, const char *field,
 					   int min, int max);
+extern double vb_get_number(VbChecker *chk, JsonbValue *v, const char *label, const char *field,
+							double min, double max);
 extern bool vb_in_list(const char *s, const char *const *list);
 extern char *vb_list_text(const char *const *list);
 extern char *vb_at(const char *label);

@@ -91,24 +91,6 @@ get_name(VbChecker *chk, JsonbContainer *obj, const char *key, const char *label
 	return vb_get_name_as(chk, obj, key, key, label, required);
 }
 
-static double
-get_number(VbChecker *chk, JsonbValue *v, const char *label, const char *field,
-		   double min, double max)
-{
-	double		d;
-
-	if (v->type != jbvNumeric)
-		vb_type_error(chk, label, field, v, "a number");
-	d = vb_numeric_double(v->val.numeric);
-	if (!(d >= min && d <= max))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid %s: %sfield \"%s\" must be a number from %.15g to %.15g",
-						chk->what, vb_at(label), field, min, max),
-				 errdetail("Found %s.", vb_numeric_text(v))));
-	return d;
-}
-
 /*
  * Applies one retry object (the workflow defaults or a node's own) on top of
  * spec's current policy.  prefix is "" or "defaults." so that the error names
@@ -154,7 +136,7 @@ apply_retry(VbChecker *chk, JsonbValue *retry, VbNodeSpec *spec, const char *lab
 	if (vb_jsonb_get(obj, "max", &v))
 		spec->max_ms = vb_get_duration(chk, &v, label, psprintf("%s.max", field));
 	if (vb_jsonb_get(obj, "multiplier", &v))
-		spec->multiplier = get_number(chk, &v, label,
+		spec->multiplier = vb_get_number(chk, &v, label,
 									  psprintf("%s.multiplier", field), 1.0, 10.0);
 	if (vb_jsonb_get(obj, "jitter", &v))
 	{
@@ -234,7 +216,7 @@ parse_estimate(VbChecker *chk, JsonbValue *v, const char *label, VbNodeSpec *spe
 	appendStringInfoChar(&buf, '{');
 	if (vb_jsonb_get(v->val.binary.data, "usd", &f))
 	{
-		(void) get_number(chk, &f, label, "estimate.usd", 0, 1e6);
+		(void) vb_get_number(chk, &f, label, "estimate.usd", 0, 1e6);
 		appendStringInfo(&buf, "\"usd\":%s", vb_numeric_text(&f));
 		any = true;
 	}

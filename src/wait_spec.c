@@ -35,7 +35,7 @@
 
 static const char *const sleep_fields[] = {"for", "until", NULL};
 static const char *const signal_fields[] = {"name", "timeout", "on_timeout", "default", NULL};
-static const char *const run_fields[] = {"workflow", "version", NULL};
+static const char *const run_fields[] = {"workflow", "version", "budget_usd", "budget_tokens", NULL};
 static const char *const on_timeout_values[] = {"fail", "continue", NULL};
 
 static void pg_attribute_noreturn()
@@ -189,6 +189,8 @@ run_spec(VbChecker *chk, JsonbContainer *node, const char *label, List *depends_
 	JsonbValue	v;
 	char	   *workflow;
 	int			version = 0;
+	char	   *budget_usd = NULL;
+	int			budget_tokens = -1;
 	StringInfoData buf;
 
 	vb_check_fields(chk, obj, run_fields, label, "run");
@@ -203,6 +205,14 @@ run_spec(VbChecker *chk, JsonbContainer *node, const char *label, List *depends_
 			psprintf("is not a valid workflow name: \"%s\"", vb_short_text(workflow)), NULL, NULL);
 	if (vb_jsonb_get(obj, "version", &v))
 		version = vb_get_int(chk, &v, label, "run.version", 1, INT_MAX);
+	/* at most what the run has left when the child starts (budget.c) */
+	if (vb_jsonb_get(obj, "budget_usd", &v))
+	{
+		(void) vb_get_number(chk, &v, label, "run.budget_usd", 0, 1e9);
+		budget_usd = vb_numeric_text(&v);
+	}
+	if (vb_jsonb_get(obj, "budget_tokens", &v))
+		budget_tokens = vb_get_int(chk, &v, label, "run.budget_tokens", 0, INT_MAX);
 
 	/* The node's input is the child's input, a template. */
 	if (vb_jsonb_get(node, "input", &v) && v.type == jbvBinary)
@@ -219,6 +229,10 @@ run_spec(VbChecker *chk, JsonbContainer *node, const char *label, List *depends_
 	vb_append_json_string(&buf, workflow);
 	if (version > 0)
 		appendStringInfo(&buf, ",\"version\":%d", version);
+	if (budget_usd)
+		appendStringInfo(&buf, ",\"budget_usd\":%s", budget_usd);
+	if (budget_tokens >= 0)
+		appendStringInfo(&buf, ",\"budget_tokens\":%d", budget_tokens);
 	appendStringInfoChar(&buf, '}');
 	return buf.data;
 }

@@ -437,7 +437,7 @@ start_child(VbRun *run, WaitNode *w, TimestampTz at)
 	initStringInfo(&data);
 	appendStringInfoString(&data, "{\"workspace\":");
 	vb_append_json_string(&data, w->workspace);
-	vb_budget_grant_child(run, w->id, &data);
+	vb_budget_grant_child(run, w->id, wait_text(w, "budget_usd"), wait_text(w, "budget_tokens"), &data);
 	appendStringInfoChar(&data, '}');
 	cs.options = vb_jsonb_from_cstring(data.data);
 	cs.priority = run->priority;

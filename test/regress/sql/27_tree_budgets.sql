@@ -34,6 +34,18 @@ SELECT vectorbea.define_workflow('two_in_turn', '{"nodes":[
 SELECT vectorbea.define_workflow('two_at_once', '{"nodes":[
   {"id":"left","kind":"run","run":{"workflow":"kid"}},
   {"id":"right","kind":"run","run":{"workflow":"kid"}}]}');
+-- A run node may give its child less than what is left: "budget_usd" and
+-- "budget_tokens" of its "run" object.
+SELECT vectorbea.define_workflow('shared_out', '{"nodes":[
+  {"id":"small","kind":"run","run":{"workflow":"kid","budget_usd":1,"budget_tokens":100}},
+  {"id":"large","kind":"run","run":{"workflow":"kid","budget_usd":50}},
+  {"id":"plain","kind":"run","run":{"workflow":"kid"}}]}');
+-- Bad budgets are refused, naming the node and the field; nothing is stored.
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"r","kind":"run","run":{"workflow":"kid","budget_usd":-1}}]}');
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"r","kind":"run","run":{"workflow":"kid","budget_usd":"ten"}}]}');
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"r","kind":"run","run":{"workflow":"kid","budget_tokens":1.5}}]}');
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"r","kind":"run","run":{"workflow":"kid","budget":3}}]}');
+SELECT count(*) AS bad_versions FROM vectorbea.workflows WHERE name = 'bad';
 SELECT vectorbea.define_workflow('then_more', '{"nodes":[
   {"id":"delegate","kind":"run","run":{"workflow":"kid"}},
   {"id":"more","activity":"boss_work","depends_on":["delegate"]}]}');
@@ -79,6 +91,24 @@ SELECT vectorbea.complete_task(task_id, lease, '{}', usage => '{"usd": 0.5}')
 SELECT * FROM tree(:'once');
 SELECT node, status, attempt, error->>'class' AS class FROM vectorbea.nodes WHERE run_id = :'once' ORDER BY node;
 SELECT vectorbea.cancel_run(:'once', 'seen enough');
+
+-- Asked for: each child gets the smaller of what its node asks and what
+-- is left when it starts, in the order the nodes start (as defined):
+-- "small" takes the 1 it asks, "large" asks 50 and gets the 7 left,
+-- "plain" gets nothing.  The run has no token budget, so "small" gets the
+-- 100 tokens it asks; without a budget of the run's, each child gets what
+-- its node asks.
+SELECT vectorbea.start_run('shared_out', '{}', NULL, '{"budget_usd": 8}') AS shared \gset
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+SELECT n.node, c.budget_usd, c.budget_tokens, n.reserved_usd, n.reserved_tokens
+  FROM vectorbea.nodes n JOIN vectorbea.runs c ON c.id = n.lease
+ WHERE n.run_id = :'shared' ORDER BY n.node;
+SELECT vectorbea.start_run('shared_out', '{}') AS unbounded \gset
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+SELECT n.node, c.budget_usd, c.budget_tokens FROM vectorbea.nodes n JOIN vectorbea.runs c ON c.id = n.lease
+ WHERE n.run_id = :'unbounded' ORDER BY n.node;
+SELECT count(vectorbea.cancel_run(id, 'seen enough')) AS cancelled
+  FROM vectorbea.runs WHERE id IN (:'shared', :'unbounded') OR parent_run IN (:'shared', :'unbounded');
 
 -- Without a budget, a child has none either, and its spend is still
 -- booked on its parent.
