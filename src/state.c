@@ -2158,6 +2158,31 @@ tell_parent(VbRun *child, VbRunStatus status, const char *data_json, TimestampTz
 		vb_run_save(parent, at);
 }
 
+/*
+ * The run node task_id (node, attempt) of a locked run stopped waiting for
+ * child run child_id at its timeout (error_json: its error, class
+ * timeout): what the child has spent so far is booked on the run, as at
+ * the end of a child, and recorded with the failure, so that the retry's
+ * new child is given what is left after it.  The child, no longer waited
+ * for, is cancelled by the scheduler (waits.c); what it spends until then
+ * is not counted here.
+ */
+void
+vb_state_child_timed_out(VbRun *run, int64 task_id, const char *node, int attempt,
+						 pg_uuid_t *child_id, const char *error_json, TimestampTz at)
+{
+	char	   *over_detail = NULL;
+	bool		over = false;
+	bool		pause = false;
+	char	   *child_usage = book_child_usage(run, child_id, &over, &over_detail, &pause);
+
+	fail_attempt(run, task_id, "timeout", error_json,
+				 child_usage ? psprintf(",\"child_usage\":%s", child_usage) : NULL,
+				 true, -1, true, at);
+	if (over)
+		vb_state_over_budget(run, node, attempt, over_detail, pause, at);
+}
+
 /* Sets the run's final status, writes its closing event and tells listeners. */
 static void
 end_run(VbRun *run, VbRunStatus status, const char *event_type, const char *data_json,

@@ -134,6 +134,8 @@ extern void vb_state_budget_exceeded(VbRun *run, const char *node, int attempt, 
 									 const char *detail_json, bool pause, TimestampTz at);
 extern void vb_state_over_budget(VbRun *run, const char *node, int attempt,
 								 const char *detail_json, bool pause, TimestampTz at);
+extern void vb_state_child_timed_out(VbRun *run, int64 task_id, const char *node, int attempt,
+									 pg_uuid_t *child_id, const char *error_json, TimestampTz at);
 
 /*
  * Whether a row of vectorbea.runs has spent more than one of its budgets:

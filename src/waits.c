@@ -617,7 +617,7 @@ end_one(void *arg, int i)
 	{
 		Oid			types[2] = {INT8OID, TIMESTAMPTZOID};
 
-		plan = vb_prepare("SELECT kind, node, wait, attempt_deadline, lease::text"
+		plan = vb_prepare("SELECT kind, node, wait, attempt_deadline, lease::text, lease, attempt"
 						  "  FROM vectorbea.nodes"
 						  " WHERE id = $1 AND status = 'waiting' AND attempt_deadline <= $2",
 						  lengthof(types), types);
@@ -663,12 +663,15 @@ end_one(void *arg, int i)
 	else
 	{
 		char	   *child = SPI_getvalue(tup, desc, 5);
+		pg_uuid_t	child_id;
+		int			attempt = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
 
+		memcpy(&child_id, DatumGetUUIDP(SPI_getbinval(tup, desc, 6, &isnull)), sizeof(pg_uuid_t));
 		/* The child, no longer waited for, is cancelled by vb_cancel_orphans. */
-		vb_state_fail_attempt(&run, b->ids[i], "timeout",
-							  psprintf("{\"message\":\"child run %s did not finish within the node's timeout\","
-									   "\"class\":\"timeout\",\"child_run\":\"%s\"}", child, child),
-							  true, -1, b->at);
+		vb_state_child_timed_out(&run, b->ids[i], node, attempt, &child_id,
+								 psprintf("{\"message\":\"child run %s did not finish within the node's timeout\","
+										  "\"class\":\"timeout\",\"child_run\":\"%s\"}", child, child),
+								 b->at);
 	}
 	vb_run_save(&run, b->at);
 	b->done++;

@@ -139,6 +139,31 @@ SELECT vectorbea.complete_task(task_id, lease, '{}')
   FROM vectorbea.claim_tasks('w', ARRAY['boss_work']);
 SELECT * FROM tree(:'paused');
 
+-- A run node's timeout ends its wait: what the child has spent so far is
+-- booked on the parent then, with the failure (the child is cancelled by
+-- the scheduler later), so the retry's new child is given what is left
+-- after it.
+SELECT vectorbea.define_workflow('two_steps', '{"nodes":[{"id":"one","activity":"step_work"},
+  {"id":"two","activity":"step_work","depends_on":["one"]}]}');
+SELECT vectorbea.define_workflow('impatient', '{"nodes":[
+  {"id":"wait","kind":"run","run":{"workflow":"two_steps"},"timeout":"1h"}]}');
+SELECT vectorbea.start_run('impatient', '{}', NULL, '{"budget_usd": 10}') AS imp \gset
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+SELECT vectorbea.complete_task(task_id, lease, '{}', usage => '{"usd": 3}')
+  FROM vectorbea.claim_tasks('w', ARRAY['step_work']);
+SET vectorbea.test_clock_offset = '61m';
+SELECT vectorbea.run_due_work()->'waits_ended' AS ended;
+SELECT type, node, attempt, data->'class' AS class, data->'child_usage' AS child_usage
+  FROM vectorbea.events WHERE run_id = :'imp' AND type = 'STEP_FAILED';
+-- The retry, after its backoff; the old child was cancelled in the pass
+-- above, and its cancel books nothing more.
+SET vectorbea.test_clock_offset = '62m';
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+SELECT * FROM tree(:'imp');
+RESET vectorbea.test_clock_offset;
+SELECT count(vectorbea.cancel_run(id, 'seen enough')) AS cancelled
+  FROM vectorbea.runs WHERE (id = :'imp' OR parent_run = :'imp') AND status = 'running';
+
 DROP FUNCTION tree(uuid);
 
 -- Every run the file left agrees with its history.
