@@ -555,15 +555,14 @@ release_dependents(VbRun *run, const char *node, TimestampTz at)
 	"   FROM claimed cl" \
 	"  ORDER BY cl.priority DESC, cl.available_at, cl.id"
 
-/* The claim's row tup with upstream in its upstream column. */
+/* The claim's row tup with value in its column. */
 static HeapTuple
-replace_upstream(HeapTuple tup, TupleDesc desc, Jsonb *upstream)
+replace_column(HeapTuple tup, TupleDesc desc, int column, Jsonb *value)
 {
-	int			column = CLAIM_UPSTREAM_COLUMN;
-	Datum		value = JsonbPGetDatum(upstream);
+	Datum		datum = JsonbPGetDatum(value);
 	bool		isnull = false;
 
-	return heap_modify_tuple_by_cols(tup, desc, 1, &column, &value, &isnull);
+	return heap_modify_tuple_by_cols(tup, desc, 1, &column, &datum, &isnull);
 }
 
 /*
@@ -585,13 +584,18 @@ fail_too_large_claim(pg_uuid_t *run_id, int64 task_id, const char *error_json, T
 }
 
 /*
- * The attempts started from started->vals[first] on whose node has several
- * dependencies come with their upstream NULL (upstream.c): it is made and
- * put into their rows, or, when it cannot be made, the attempt (its
- * STEP_STARTED written) fails for good and leaves the claim's result.
+ * Completes the rows of the attempts started from started->vals[first]
+ * with what the claim statement leaves to this file, each made only once
+ * its size shows that it fits in a jsonb value (upstream.c):
+ * - the upstream of a node of several dependencies, which comes NULL;
+ * - the input of a compensation node (named with VB_COMPENSATION_SUFFIX,
+ *   which a definition's nodes may not end with), with its original's
+ *   input and output.
+ * An attempt whose upstream or input cannot be made (its STEP_STARTED
+ * written) fails for good and leaves the claim's result.
  */
 static void
-make_join_upstreams(VbStartedAttempts *started, uint64 first, TimestampTz at)
+complete_claimed_rows(VbStartedAttempts *started, uint64 first, TimestampTz at)
 {
 	uint64		kept = first;
 
@@ -600,65 +604,34 @@ make_join_upstreams(VbStartedAttempts *started, uint64 first, TimestampTz at)
 		HeapTuple	tup = started->vals[i];
 		TupleDesc	desc = started->tupdesc;
 		bool		isnull;
-		int64		task_id;
+		int64		task_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		char	   *node = SPI_getvalue(tup, desc, 4);
 		int64		bytes;
-		Jsonb	   *upstream;
+		Jsonb	   *made;
 
 		(void) SPI_getbinval(tup, desc, CLAIM_UPSTREAM_COLUMN, &isnull);
 		if (isnull)
 		{
-			task_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-			upstream = vb_upstream_of_node(task_id, &bytes);
-			if (upstream == NULL)
+			made = vb_upstream_of_node(task_id, &bytes);
+			if (made == NULL)
 			{
 				fail_too_large_claim(DatumGetUUIDP(SPI_getbinval(tup, desc, 3, &isnull)), task_id,
-									 vb_upstream_too_large_json(SPI_getvalue(tup, desc, 4), bytes), at);
+									 vb_upstream_too_large_json(node, bytes), at);
 				continue;
 			}
-			tup = replace_upstream(tup, desc, upstream);
+			tup = replace_column(tup, desc, CLAIM_UPSTREAM_COLUMN, made);
 		}
-		started->vals[kept++] = tup;
-	}
-	started->count = kept;
-}
-
-/*
- * The attempts started from started->vals[first] of compensation nodes
- * (named with VB_COMPENSATION_SUFFIX, which a definition's nodes may not
- * end with) get their input with their original's input and output
- * (upstream.c); an attempt whose input cannot be made fails for good and
- * leaves the claim's result, as a too large upstream does.
- */
-static void
-make_compensation_inputs(VbStartedAttempts *started, uint64 first, TimestampTz at)
-{
-	uint64		kept = first;
-
-	for (uint64 i = first; i < started->count; i++)
-	{
-		HeapTuple	tup = started->vals[i];
-		TupleDesc	desc = started->tupdesc;
-		char	   *node = SPI_getvalue(tup, desc, 4);
-
-		/* asked only then: a claim's hot path; a 0.1.0 schema has none */
+		/* the schema asked only then: a claim's hot path; 0.1.0 has none */
 		if (pg_str_endswith(node, VB_COMPENSATION_SUFFIX) && vb_waits_available())
 		{
-			bool		isnull;
-			int64		task_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-			int64		bytes;
-			Jsonb	   *input = vb_compensation_input(task_id, &bytes);
-			int			column = CLAIM_INPUT_COLUMN;
-			Datum		value;
-
-			if (input == NULL)
+			made = vb_compensation_input(task_id, &bytes);
+			if (made == NULL)
 			{
 				fail_too_large_claim(DatumGetUUIDP(SPI_getbinval(tup, desc, 3, &isnull)), task_id,
 									 vb_compensation_too_large_json(node, bytes), at);
 				continue;
 			}
-			value = JsonbPGetDatum(input);
-			isnull = false;
-			tup = heap_modify_tuple_by_cols(tup, desc, 1, &column, &value, &isnull);
+			tup = replace_column(tup, desc, CLAIM_INPUT_COLUMN, made);
 		}
 		started->vals[kept++] = tup;
 	}
@@ -688,7 +661,6 @@ vb_state_start_attempts(const char *worker, ArrayType *activities, int max_tasks
 	VbEventBatch events;
 	SPITupleTable *rows;
 	uint64		n;
-	uint64		first;
 
 	if (many_plan == NULL)
 	{
@@ -798,10 +770,7 @@ vb_state_start_attempts(const char *worker, ArrayType *activities, int max_tasks
 						   DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull)), data.data);
 	}
 	vb_event_batch_write(&events, at);
-	/* this claim's rows, from first on (each of the two may drop some) */
-	first = started->count - n;
-	make_join_upstreams(started, first, at);
-	make_compensation_inputs(started, first, at);
+	complete_claimed_rows(started, started->count - n, at);
 }
 
 /*
@@ -2055,8 +2024,7 @@ tell_parent(VbRun *child, VbRunStatus status, const char *data_json, TimestampTz
 	VbRun	   *parent;
 	int64		task_id;
 	int			attempt;
-	char	   *child_usage;
-	char	   *more = NULL;
+	char	   *more;
 	char	   *over_detail = NULL;
 	bool		over = false;
 	bool		pause = false;
@@ -2109,9 +2077,7 @@ tell_parent(VbRun *child, VbRunStatus status, const char *data_json, TimestampTz
 	 * (it had the parent's remainder as its own budget, waits.c), and the
 	 * event that ends the run node says so, for replay.
 	 */
-	child_usage = book_child_usage(parent, &child->id, &over, &over_detail, &pause);
-	if (child_usage)
-		more = psprintf(",\"child_usage\":%s", child_usage);
+	more = book_child_usage(parent, &child->id, &over, &over_detail, &pause);
 
 	if (status == VB_RUN_SUCCEEDED)
 	{
@@ -2174,11 +2140,9 @@ vb_state_child_timed_out(VbRun *run, int64 task_id, const char *node, int attemp
 	char	   *over_detail = NULL;
 	bool		over = false;
 	bool		pause = false;
-	char	   *child_usage = book_child_usage(run, child_id, &over, &over_detail, &pause);
+	char	   *more = book_child_usage(run, child_id, &over, &over_detail, &pause);
 
-	fail_attempt(run, task_id, "timeout", error_json,
-				 child_usage ? psprintf(",\"child_usage\":%s", child_usage) : NULL,
-				 true, -1, true, at);
+	fail_attempt(run, task_id, "timeout", error_json, more, true, -1, true, at);
 	if (over)
 		vb_state_over_budget(run, node, attempt, over_detail, pause, at);
 }
@@ -2234,7 +2198,7 @@ end_run(VbRun *run, VbRunStatus status, const char *event_type, const char *data
  * those a fork reused (attempt 0: their work is the source run's), in
  * reverse order of completion, each depending on the one before.  A spec
  * names its original (compensation_of), whose input and output the
- * compensation is claimed with (make_compensation_inputs), not copied
+ * compensation is claimed with (complete_claimed_rows), not copied
  * here: copies of them all in one aggregate could pass what a jsonb value
  * holds, and the run could then never begin to undo.  "[]" when there is
  * nothing to undo.  The order of completion is the history's (the seq of
@@ -3043,8 +3007,8 @@ vb_state_over_budget(VbRun *run, const char *node, int attempt, const char *deta
 /*
  * Books what child run child_id spent, its own children's included, on
  * its parent, a locked run, when the child ends.  NULL when the child
- * spent nothing; else the amount as "child_usage" of the event that ends
- * the parent's run node records it ({"usd": ..., "tokens": ...}), with
+ * spent nothing; else the field for the event that ends the parent's run
+ * node, ,"child_usage":{"usd": ..., "tokens": ...}, with
  * *over set when the parent's budget is now crossed (*detail_json:
  * BUDGET_EXCEEDED's data; *pause: the parent's policy is pause).
  */
@@ -3082,5 +3046,5 @@ book_child_usage(VbRun *parent, pg_uuid_t *child_id, bool *over, char **detail_j
 	*pause = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	*over = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
 	*detail_json = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4);
-	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	return psprintf(",\"child_usage\":%s", SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
 }
