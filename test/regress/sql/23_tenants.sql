@@ -96,21 +96,25 @@ RESET ROLE;
 SELECT 'superuser' AS role, * FROM vb_t.seen();
 
 -- The views filter before any condition of the caller's: a cheap
--- function that prints what it is given sees none of another tenant's rows.
-CREATE FUNCTION vb_t.leak(v text) RETURNS boolean LANGUAGE plpgsql COST 0.0000001 AS $$
+-- function that notes what it is given sees none of another tenant's rows.
+-- It keeps what it saw in a setting, printed sorted, so that the output
+-- does not depend on the order in which a plan visits the rows.
+CREATE FUNCTION vb_t.leak(view text, v text) RETURNS boolean LANGUAGE plpgsql COST 0.0000001 AS $$
 BEGIN
-	RAISE NOTICE 'leaked: %', v;
+	PERFORM set_config('vb_t.leaked', coalesce(current_setting('vb_t.leaked', true), '')
+					   || view || ': ' || v || E'\n', false);
 	RETURN false;
 END $$;
-GRANT EXECUTE ON FUNCTION vb_t.leak(text) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION vb_t.leak(text, text) TO PUBLIC;
 SET ROLE vb_t_globex_worker;
-SET client_min_messages = notice;
-SELECT count(*) AS dead_letters FROM vectorbea.dead_letters WHERE vb_t.leak(workspace || ' ' || error::text);
-SELECT count(*) AS spend FROM vectorbea.spend WHERE vb_t.leak(workspace);
-SELECT count(*) AS controls FROM vectorbea.controls WHERE vb_t.leak(target);
-SELECT count(*) AS provider_key_info FROM vectorbea.provider_key_info WHERE vb_t.leak(workspace);
-SELECT count(*) AS signals FROM vectorbea.signals WHERE vb_t.leak(payload::text);
-RESET client_min_messages;
+SELECT count(*) AS dead_letters FROM vectorbea.dead_letters WHERE vb_t.leak('dead_letters', workspace || ' ' || error::text);
+SELECT count(*) AS spend FROM vectorbea.spend WHERE vb_t.leak('spend', workspace);
+SELECT count(*) AS controls FROM vectorbea.controls WHERE vb_t.leak('controls', target);
+SELECT count(*) AS provider_key_info FROM vectorbea.provider_key_info WHERE vb_t.leak('provider_key_info', workspace);
+SELECT count(*) AS signals FROM vectorbea.signals WHERE vb_t.leak('signals', payload::text);
+SELECT seen, count(*) AS times
+  FROM regexp_split_to_table(rtrim(current_setting('vb_t.leaked'), E'\n'), E'\n') AS seen
+ GROUP BY seen ORDER BY seen;
 RESET ROLE;
 -- Row-level security answers for current_user: a SECURITY DEFINER
 -- function of globex's reads as globex whoever calls it (it read the rows
@@ -343,10 +347,12 @@ SELECT 'superuser' AS role, * FROM vb_t.controls_seen();
 -- than the view's filter sees only what the role may (globex's, the
 -- default workspace's and the disabled model).
 SET ROLE vb_t_globex_worker;
-SET client_min_messages = notice;
+SET vb_t.leaked = '';
 SELECT count(*) AS controls FROM vectorbea.controls
- WHERE vb_t.leak(control || ': ' || regexp_replace(target, '^[0-9a-f-]{36} ', ''));
-RESET client_min_messages;
+ WHERE vb_t.leak(control, regexp_replace(target, '^[0-9a-f-]{36} ', ''));
+SELECT seen, count(*) AS times
+  FROM regexp_split_to_table(rtrim(current_setting('vb_t.leaked'), E'\n'), E'\n') AS seen
+ GROUP BY seen ORDER BY seen;
 RESET ROLE;
 -- The controls' tables filter too: a role reads the pauses (with their
 -- reasons), budgets and limits of the workspaces it may see; a
