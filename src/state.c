@@ -624,7 +624,7 @@ complete_claimed_rows(VbStartedAttempts *started, uint64 first, TimestampTz at)
 		/* the schema asked only then: a claim's hot path; 0.1.0 has none */
 		if (pg_str_endswith(node, VB_COMPENSATION_SUFFIX) && vb_waits_available())
 		{
-			made = vb_compensation_input(task_id, &bytes);
+			made = vb_compensation_input(task_id, VB_UPSTREAM_MAX_BYTES, &bytes);
 			if (made == NULL)
 			{
 				fail_too_large_claim(DatumGetUUIDP(SPI_getbinval(tup, desc, 3, &isnull)), task_id,
@@ -1278,12 +1278,63 @@ wait_on_gate(VbRun *run, int64 task_id, const char *node, int attempt, const cha
 }
 
 /*
+ * The context of the failure gate of compensation node task_id, context
+ * with the input its attempts were given: its own and its original's
+ * input and output ("original"), which its row does not hold (they are
+ * added at the claim).  The person deciding sees what was to be undone.
+ * The gate and its APPROVAL_REQUESTED event keep a copy, so past
+ * vectorbea.max_payload_size the original is named only, with the size
+ * of the whole in "input_bytes".
+ */
+static char *
+compensation_gate_context(int64 task_id, const char *context)
+{
+	static SPIPlanPtr whole_plan = NULL;
+	static SPIPlanPtr named_plan = NULL;
+	Datum		args[3];
+	Jsonb	   *input;
+	int64		bytes;
+
+	if (whole_plan == NULL)
+	{
+		Oid			whole_types[2] = {TEXTOID, JSONBOID};
+		Oid			named_types[3] = {TEXTOID, INT8OID, INT8OID};
+
+		whole_plan = vb_prepare("SELECT ($1::jsonb || pg_catalog.jsonb_build_object('input', $2))::text",
+								lengthof(whole_types), whole_types);
+		named_plan = vb_prepare("SELECT ($1::jsonb || pg_catalog.jsonb_build_object("
+								"   'input', ($1::jsonb -> 'input') || pg_catalog.jsonb_build_object("
+								"      'original', pg_catalog.jsonb_build_object('node', c.compensation_of)),"
+								"   'input_bytes', $3))::text"
+								"  FROM vectorbea.nodes c WHERE c.id = $2",
+								lengthof(named_types), named_types);
+	}
+	input = vb_compensation_input(task_id, (int64) vb_max_payload_kb * 1024, &bytes);
+	args[0] = CStringGetTextDatum(context);
+	if (input != NULL)
+	{
+		args[1] = JsonbPGetDatum(input);
+		if (SPI_execute_plan(whole_plan, args, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "vectorbea: could not make the gate context of task %ld", (long) task_id);
+	}
+	else
+	{
+		args[1] = Int64GetDatum(task_id);
+		args[2] = Int64GetDatum(bytes);
+		if (SPI_execute_plan(named_plan, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "vectorbea: could not make the gate context of task %ld", (long) task_id);
+	}
+	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+}
+
+/*
  * The attempt of task_id failed (failed_json is its STEP_FAILED data, not
  * final) and a person decides what happens: a gate of kind escalation (the
  * node is out of attempts) or in_doubt (the attempt was cut by a crash)
  * opens with spec_json, the node's "escalation" gate, and the node waits.
  * The gate's context holds the error, the attempts, the input and the
- * checkpoint, for the person to judge.
+ * checkpoint, for the person to judge; a compensation's input holds its
+ * original.
  */
 static void
 open_failure_gate(VbRun *run, int64 task_id, const char *node, int attempt, const char *kind,
@@ -1292,6 +1343,7 @@ open_failure_gate(VbRun *run, int64 task_id, const char *node, int attempt, cons
 {
 	static SPIPlanPtr plan = NULL;
 	Datum		args[3];
+	char	   *context;
 
 	if (plan == NULL)
 	{
@@ -1312,8 +1364,11 @@ open_failure_gate(VbRun *run, int64 task_id, const char *node, int attempt, cons
 	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING ||
 		SPI_processed != 1)
 		elog(ERROR, "vectorbea: could not hold task %ld for a person", (long) task_id);
-	wait_on_gate(run, task_id, node, attempt, kind, spec_json,
-				 SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), at);
+	context = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	/* the schema asked only then, as at the claim; 0.1.0 has none */
+	if (pg_str_endswith(node, VB_COMPENSATION_SUFFIX) && vb_waits_available())
+		context = compensation_gate_context(task_id, context);
+	wait_on_gate(run, task_id, node, attempt, kind, spec_json, context, at);
 }
 
 /*

@@ -78,11 +78,12 @@ entry_bytes(const char *key, Datum output, bool isnull)
 
 /*
  * Makes the object of the (node, output) rows that measure_plan and
- * object_plan read for args: NULL when it does not fit in a jsonb value.
+ * object_plan read for args: NULL when it would take more than max_bytes.
  * *bytes is what the object takes, or would take, at most.
  */
 static Jsonb *
-object_if_it_fits(SPIPlanPtr measure_plan, SPIPlanPtr object_plan, Datum *args, int64 *bytes)
+object_if_it_fits(SPIPlanPtr measure_plan, SPIPlanPtr object_plan, Datum *args, int64 max_bytes,
+				  int64 *bytes)
 {
 	bool		isnull;
 
@@ -96,7 +97,7 @@ object_if_it_fits(SPIPlanPtr measure_plan, SPIPlanPtr object_plan, Datum *args, 
 
 		*bytes += entry_bytes(SPI_getvalue(tup, SPI_tuptable->tupdesc, 1), output, isnull);
 	}
-	if (*bytes > VB_UPSTREAM_MAX_BYTES)
+	if (*bytes > max_bytes)
 		return NULL;
 	if (SPI_execute_plan(object_plan, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not make an object of outputs");
@@ -126,7 +127,7 @@ vb_upstream_of_node(int64 node_id, int64 *bytes)
 								 DEPENDENCIES_OF_NODE, lengthof(types), types);
 	}
 	args[0] = Int64GetDatum(node_id);
-	return object_if_it_fits(size_plan, object_plan, args, bytes);
+	return object_if_it_fits(size_plan, object_plan, args, VB_UPSTREAM_MAX_BYTES, bytes);
 }
 
 /*
@@ -152,7 +153,7 @@ vb_child_output(pg_uuid_t *run_id, int64 *bytes)
 								 LAST_NODES_OF_RUN, lengthof(types), types);
 	}
 	args[0] = UUIDPGetDatum(run_id);
-	return object_if_it_fits(size_plan, object_plan, args, bytes);
+	return object_if_it_fits(size_plan, object_plan, args, VB_UPSTREAM_MAX_BYTES, bytes);
 }
 
 /* A compensation node c and its original o, if it has one. */
@@ -164,11 +165,12 @@ vb_child_output(pg_uuid_t *run_id, int64 *bytes)
  * The input that compensation node node_id is claimed with: its own, and
  * "original", the node it compensates with that node's input and output
  * ({"node", "input", "output"}).  A node that compensates nothing keeps
- * its input.  NULL when it does not fit in a jsonb value; *bytes is what
- * it takes, or would take, at most.  A 0.2.0 schema only.
+ * its input.  NULL when it would take more than max_bytes (at most
+ * VB_UPSTREAM_MAX_BYTES, what a jsonb value holds); *bytes is what it
+ * takes, or would take, at most.  A 0.2.0 schema only.
  */
 Jsonb *
-vb_compensation_input(int64 node_id, int64 *bytes)
+vb_compensation_input(int64 node_id, int64 max_bytes, int64 *bytes)
 {
 	static SPIPlanPtr size_plan = NULL;
 	static SPIPlanPtr object_plan = NULL;
@@ -193,7 +195,7 @@ vb_compensation_input(int64 node_id, int64 *bytes)
 								 COMPENSATION_AND_ORIGINAL " WHERE c.id = $1", lengthof(types), types);
 	}
 	args[0] = Int64GetDatum(node_id);
-	return object_if_it_fits(size_plan, object_plan, args, bytes);
+	return object_if_it_fits(size_plan, object_plan, args, max_bytes, bytes);
 }
 
 /* The error of an attempt of node whose upstream takes bytes, too many. */

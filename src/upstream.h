@@ -32,7 +32,7 @@
 
 extern Jsonb *vb_upstream_of_node(int64 node_id, int64 *bytes);
 extern Jsonb *vb_child_output(pg_uuid_t *run_id, int64 *bytes);
-extern Jsonb *vb_compensation_input(int64 node_id, int64 *bytes);
+extern Jsonb *vb_compensation_input(int64 node_id, int64 max_bytes, int64 *bytes);
 extern char *vb_upstream_too_large_json(const char *node, int64 bytes);
 extern char *vb_compensation_too_large_json(const char *node, int64 bytes);
 

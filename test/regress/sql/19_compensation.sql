@@ -116,13 +116,20 @@ SELECT try(format('SELECT vectorbea.fork_run(%L, %L)', :'us_run', 'b'));
 -- A failing compensation is never skipped: it waits at an escalation gate
 -- (a dead letter for a person); the person retries it and it succeeds.
 SELECT vectorbea.start_run('order', '{"order": 8}') AS run2 \gset
-SELECT work('o_reserve') IS NOT NULL, work('o_charge') IS NOT NULL;
+SELECT work('o_reserve') IS NOT NULL, work('o_charge', '{"charge": "ch-8"}') IS NOT NULL;
 SELECT vectorbea.fail_task(task_id, lease, '{"message":"no courier","class":"permanent"}')
   FROM vectorbea.claim_tasks('w', ARRAY['o_ship']);
 SELECT vectorbea.fail_task(task_id, lease, '{"message":"bank offline","class":"transient"}')
   FROM vectorbea.claim_tasks('w', ARRAY['o_refund']);
 SELECT node, status FROM vectorbea.nodes WHERE run_id = :'run2' AND compensation_of IS NOT NULL ORDER BY id;
 SELECT kind, gate, context->'error'->>'message' AS error FROM vectorbea.approvals WHERE run_id = :'run2';
+-- The person sees what was to be undone: the gate's context holds the
+-- input the compensation's attempts were given, its original's with it.
+SELECT context->'input' AS input FROM vectorbea.approvals WHERE run_id = :'run2';
+SELECT e.data->'context' = a.context AS same_in_history
+  FROM vectorbea.approvals a JOIN vectorbea.events e ON e.run_id = a.run_id
+   AND e.type = 'APPROVAL_REQUESTED' AND (e.data->>'approval')::bigint = a.id
+ WHERE a.run_id = :'run2';
 UPDATE vectorbea.approvals SET status = 'approved', decision = 'retry', decided_by = 'ops' WHERE run_id = :'run2';
 SELECT work('o_refund', '{"refund": "re-4"}') IS NOT NULL AS refunded;
 SELECT work('o_release') IS NOT NULL AS released;

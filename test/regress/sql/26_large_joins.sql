@@ -154,6 +154,11 @@ SELECT vectorbea.complete_task(id, lease, '{"undone": "b"}')
 SELECT count(*) AS claimed FROM vectorbea.claim_tasks('w5', ARRAY['undo_it']);
 SELECT node, status, error->>'class' AS class, error->>'message' AS message, error->>'input_bytes' AS input_bytes
   FROM vectorbea.nodes WHERE run_id = :'bu' AND compensation_of IS NOT NULL ORDER BY id;
+-- Its gate names the original without copying it (past
+-- vectorbea.max_payload_size), with the size of the whole input.
+SELECT context->'input' AS input, (context->>'input_bytes')::bigint > 270000000 AS input_bytes_over_270mb,
+	   pg_column_size(context) < 2000 AS small_context
+  FROM vectorbea.approvals WHERE run_id = :'bu' AND node = 'd:compensate';
 UPDATE vectorbea.approvals SET status = 'approved', decision = 'accept', output = '{"undone": "by hand"}'
  WHERE run_id = :'bu' AND node = 'd:compensate';
 SELECT vectorbea.complete_task(task_id, lease, jsonb_build_object('undone', input->'original'->>'node',
