@@ -60,33 +60,6 @@ static const char *const periods[] = {"day", "month", "total", NULL};
 static const char *const policies[] = {"fail", "pause", NULL};
 
 /*
- * What a running node holds against the budgets: an llm call's reserved
- * worst case, or a task's estimate.
- */
-#define RESERVED_USD	"coalesce(n.reserved_usd, (n.estimate->>'usd')::numeric)"
-#define RESERVED_TOKENS	"coalesce(n.reserved_tokens, (n.estimate->>'tokens')::bigint)"
-
-/*
- * What the nodes of run r (but node except) hold against the run's own
- * budgets (columns usd, tokens): the reservations of its running nodes,
- * and the budgets its run nodes gave the child runs they wait for; and
- * whether its running nodes hold any (in_flight): those settle soon, a
- * child run may take hours.  The workspace's checks leave the budgets
- * given to children out: a child's own reservations and usage count
- * there.
- */
-#define RUN_RESERVED_SQL(r, except) \
-	"SELECT coalesce(pg_catalog.sum(CASE WHEN n.status = 'running' THEN " RESERVED_USD \
-	"                                    ELSE n.reserved_usd END), 0) AS usd," \
-	"       coalesce(pg_catalog.sum(CASE WHEN n.status = 'running' THEN " RESERVED_TOKENS \
-	"                                    ELSE n.reserved_tokens END), 0) AS tokens," \
-	"       coalesce(pg_catalog.bool_or(n.status = 'running' AND" \
-	"                (" RESERVED_USD " > 0 OR " RESERVED_TOKENS " > 0)), false) AS in_flight" \
-	"  FROM vectorbea.nodes n" \
-	" WHERE n.run_id = " r " AND n.id <> " except \
-	"   AND (n.status = 'running' OR (n.status = 'waiting' AND n.kind = 'run'))"
-
-/*
  * What the runs of budget b's workspace have booked in its current period
  * (columns usd, tokens): the usage of its runs started in the period.  The
  * clock is read once, in a subquery: clock() is volatile, and compared
@@ -170,7 +143,7 @@ vb_budget_reserve_call(VbRun *run, int64 task_id, double est_usd, int64 est_toke
 							  "                                               'child_usage_tokens', r.child_usage_tokens)"
 							  "            ELSE '{}' END)::text,"
 							  "       res.in_flight"
-							  "  FROM vectorbea.runs r CROSS JOIN LATERAL (" RUN_RESERVED_SQL("r.id", "$4") ") res"
+							  "  FROM vectorbea.runs r CROSS JOIN LATERAL (" VB_RUN_RESERVED_SQL("r.id", "$4") ") res"
 							  " WHERE r.id = $1", lengthof(types), types);
 		lock_plan = vb_prepare("SELECT FROM vectorbea.budgets WHERE workspace = $1 FOR UPDATE",
 							   lengthof(t1), t1);
@@ -188,8 +161,8 @@ vb_budget_reserve_call(VbRun *run, int64 task_id, double est_usd, int64 est_toke
 							 "  FROM vectorbea.budgets b"
 							 " CROSS JOIN LATERAL (" WORKSPACE_SPEND_SQL ") s"
 							 " CROSS JOIN LATERAL ("
-							 "    SELECT coalesce(pg_catalog.sum(" RESERVED_USD "), 0) AS usd,"
-							 "           coalesce(pg_catalog.sum(" RESERVED_TOKENS "), 0) AS tokens"
+							 "    SELECT coalesce(pg_catalog.sum(" VB_RESERVED_USD "), 0) AS usd,"
+							 "           coalesce(pg_catalog.sum(" VB_RESERVED_TOKENS "), 0) AS tokens"
 							 "      FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
 							 "     WHERE r.workspace = b.workspace AND n.status = 'running'"
 							 "       AND (n.reserved_usd IS NOT NULL OR n.estimate IS NOT NULL) AND n.id <> $4) res"
@@ -694,7 +667,7 @@ vb_budget_grant_child(VbRun *run, int64 task_id, const char *usd, const char *to
 						  "         CASE WHEN r.budget_tokens IS NULL THEN $4::bigint ELSE LEAST($4::bigint, GREATEST("
 						  "             r.budget_tokens - r.usage_tokens - r.child_usage_tokens - res.tokens, 0)) END AS tokens,"
 						  "         r.options->>'on_budget' AS policy"
-						  "    FROM vectorbea.runs r CROSS JOIN LATERAL (" RUN_RESERVED_SQL("r.id", "$2") ") res"
+						  "    FROM vectorbea.runs r CROSS JOIN LATERAL (" VB_RUN_RESERVED_SQL("r.id", "$2") ") res"
 						  "   WHERE r.id = $1"
 						  ")"
 						  " UPDATE vectorbea.nodes n SET reserved_usd = g.usd, reserved_tokens = g.tokens"

@@ -62,7 +62,7 @@
 #include "validate.h"
 
 static void open_ready_gates(VbRun *run, TimestampTz at);
-static char *book_child_usage(VbRun *parent, pg_uuid_t *child_id, bool *over,
+static char *book_child_usage(VbRun *parent, pg_uuid_t *child_id, bool held, bool *over,
 							  char **detail_json, bool *pause);
 static bool end_wait(VbRun *run, int64 task_id, const char *output_json, const char *more_fields,
 					 TimestampTz at);
@@ -2137,7 +2137,7 @@ tell_parent(VbRun *child, VbRunStatus status, const char *data_json, TimestampTz
 	 * (it had the parent's remainder as its own budget, waits.c), and the
 	 * event that ends the run node says so, for replay.
 	 */
-	more = book_child_usage(parent, &child->id, &over, &over_detail, &pause);
+	more = book_child_usage(parent, &child->id, false, &over, &over_detail, &pause);
 
 	if (status == VB_RUN_SUCCEEDED)
 	{
@@ -2187,11 +2187,11 @@ tell_parent(VbRun *child, VbRunStatus status, const char *data_json, TimestampTz
 /*
  * The run node task_id (node, attempt) of a locked run stopped waiting for
  * child run child_id at its timeout (error_json: its error, class
- * timeout): what the child has spent so far is booked on the run, as at
- * the end of a child, and recorded with the failure, so that the retry's
- * new child is given what is left after it.  The child, no longer waited
- * for, is cancelled by the scheduler (waits.c); what it spends until then
- * is not counted here.
+ * timeout): what the child has spent so far, and what it still holds, is
+ * booked on the run, as at the end of a child, and recorded with the
+ * failure, so that the retry's new child is given what is left after it.
+ * The child, no longer waited for, is cancelled by the scheduler
+ * (waits.c), and its end books nothing more.
  */
 void
 vb_state_child_timed_out(VbRun *run, int64 task_id, const char *node, int attempt,
@@ -2200,7 +2200,7 @@ vb_state_child_timed_out(VbRun *run, int64 task_id, const char *node, int attemp
 	char	   *over_detail = NULL;
 	bool		over = false;
 	bool		pause = false;
-	char	   *more = book_child_usage(run, child_id, &over, &over_detail, &pause);
+	char	   *more = book_child_usage(run, child_id, true, &over, &over_detail, &pause);
 
 	fail_attempt(run, task_id, "timeout", error_json, more, true, -1, true, at);
 	if (over)
@@ -3071,33 +3071,51 @@ vb_state_over_budget(VbRun *run, const char *node, int attempt, const char *deta
  * node, ,"child_usage":{"usd": ..., "tokens": ...}, with
  * *over set when the parent's budget is now crossed (*detail_json:
  * BUDGET_EXCEEDED's data; *pause: the parent's policy is pause).
+ *
+ * With held, the child has not ended: its parent stops waiting for it
+ * (the run node's timeout), and the scheduler cancels it later.  What it
+ * holds then is booked as spent too (held_usd, held_tokens in the field):
+ * its calls in flight may still be billed, at up to their reserved worst
+ * case, and its running children spend within the budgets it gave them,
+ * but nobody books any of that on the parent any more.  Without it, a
+ * retry's new child was given the same money again.
  */
 static char *
-book_child_usage(VbRun *parent, pg_uuid_t *child_id, bool *over, char **detail_json,
+book_child_usage(VbRun *parent, pg_uuid_t *child_id, bool held, bool *over, char **detail_json,
 				 bool *pause)
 {
-	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plans[2] = {NULL, NULL};
 	Datum		args[2] = {UUIDPGetDatum(&parent->id), UUIDPGetDatum(child_id)};
 	bool		isnull;
 
-	if (plan == NULL)
+	if (plans[held] == NULL)
 	{
 		Oid			types[2] = {UUIDOID, UUIDOID};
 
-		plan = vb_prepare("WITH c AS ("
-						  "  SELECT usage_usd + child_usage_usd AS usd, usage_tokens + child_usage_tokens AS tokens"
-						  "    FROM vectorbea.runs WHERE id = $2"
-						  ")"
-						  " UPDATE vectorbea.runs r"
-						  "    SET child_usage_usd = r.child_usage_usd + c.usd,"
-						  "        child_usage_tokens = r.child_usage_tokens + c.tokens"
-						  "   FROM c"
-						  "  WHERE r.id = $1 AND (c.usd > 0 OR c.tokens > 0)"
-						  " RETURNING pg_catalog.jsonb_build_object('usd', c.usd, 'tokens', c.tokens)::text,"
-						  "           coalesce(r.options->>'on_budget', 'fail') = 'pause',"
-						  "           " VB_RUN_OVER_BUDGET_SQL, lengthof(types), types);
+		plans[held] = vb_prepare(psprintf(
+			"WITH c AS ("
+			"  SELECT cr.usage_usd + cr.child_usage_usd + h.usd AS usd,"
+			"         cr.usage_tokens + cr.child_usage_tokens + h.tokens AS tokens,"
+			"         h.usd AS held_usd, h.tokens AS held_tokens"
+			"    FROM vectorbea.runs cr CROSS JOIN LATERAL (%s) h"
+			"   WHERE cr.id = $2"
+			")"
+			" UPDATE vectorbea.runs r"
+			"    SET child_usage_usd = r.child_usage_usd + c.usd,"
+			"        child_usage_tokens = r.child_usage_tokens + c.tokens"
+			"   FROM c"
+			"  WHERE r.id = $1 AND (c.usd > 0 OR c.tokens > 0)"
+			" RETURNING (pg_catalog.jsonb_build_object('usd', c.usd, 'tokens', c.tokens)"
+			"            || CASE WHEN c.held_usd > 0 OR c.held_tokens > 0"
+			"                    THEN pg_catalog.jsonb_build_object('held_usd', c.held_usd,"
+			"                                                       'held_tokens', c.held_tokens)"
+			"                    ELSE '{}' END)::text,"
+			"           coalesce(r.options->>'on_budget', 'fail') = 'pause',"
+			"           " VB_RUN_OVER_BUDGET_SQL,
+			held ? VB_RUN_RESERVED_SQL("cr.id", "0") : "SELECT 0::numeric AS usd, 0::bigint AS tokens"),
+			lengthof(types), types);
 	}
-	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+	if (SPI_execute_plan(plans[held], args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "vectorbea: could not book the spend of child run %s on run %s",
 			 vb_uuid_text(child_id), vb_uuid_text(&parent->id));
 	*over = false;

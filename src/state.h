@@ -160,6 +160,34 @@ extern void vb_state_child_timed_out(VbRun *run, int64 task_id, const char *node
 	"                                         'child_usage_tokens', child_usage_tokens)" \
 	"      ELSE '{}' END)::text"
 
+/*
+ * What a running node holds against the budgets: an llm call's reserved
+ * worst case, or a task's estimate.
+ */
+#define VB_RESERVED_USD	"coalesce(n.reserved_usd, (n.estimate->>'usd')::numeric)"
+#define VB_RESERVED_TOKENS	"coalesce(n.reserved_tokens, (n.estimate->>'tokens')::bigint)"
+
+/*
+ * What the nodes of run r (but node except) hold against the run's own
+ * budgets (columns usd, tokens): the reservations of its running nodes,
+ * and the budgets its run nodes gave the child runs they wait for; and
+ * whether its running nodes hold any (in_flight): those settle soon, a
+ * child run may take hours.  The workspace's checks leave the budgets
+ * given to children out: a child's own reservations and usage count
+ * there.  (budget.c's checks; and state.c, for what a child whose parent
+ * stops waiting for it still holds.)
+ */
+#define VB_RUN_RESERVED_SQL(r, except) \
+	"SELECT coalesce(pg_catalog.sum(CASE WHEN n.status = 'running' THEN " VB_RESERVED_USD \
+	"                                    ELSE n.reserved_usd END), 0) AS usd," \
+	"       coalesce(pg_catalog.sum(CASE WHEN n.status = 'running' THEN " VB_RESERVED_TOKENS \
+	"                                    ELSE n.reserved_tokens END), 0) AS tokens," \
+	"       coalesce(pg_catalog.bool_or(n.status = 'running' AND" \
+	"                (" VB_RESERVED_USD " > 0 OR " VB_RESERVED_TOKENS " > 0)), false) AS in_flight" \
+	"  FROM vectorbea.nodes n" \
+	" WHERE n.run_id = " r " AND n.id <> " except \
+	"   AND (n.status = 'running' OR (n.status = 'waiting' AND n.kind = 'run'))"
+
 /* VB_RUN_OVER_BUDGET_SQL for a 0.1.0 schema, whose runs have no child runs. */
 #define VB_RUN_OVER_BUDGET_010_SQL \
 	"(coalesce(usage_usd > budget_usd, false) OR coalesce(usage_tokens > budget_tokens, false))," \

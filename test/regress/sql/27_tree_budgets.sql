@@ -139,18 +139,21 @@ SELECT vectorbea.complete_task(task_id, lease, '{}')
   FROM vectorbea.claim_tasks('w', ARRAY['boss_work']);
 SELECT * FROM tree(:'paused');
 
--- A run node's timeout ends its wait: what the child has spent so far is
--- booked on the parent then, with the failure (the child is cancelled by
--- the scheduler later), so the retry's new child is given what is left
--- after it.
+-- A run node's timeout ends its wait: what the child has spent so far,
+-- and what it still holds (here "two", running, with its estimate of 2
+-- USD: a task's report or a call's answer may still come), is booked on
+-- the parent then, with the failure (the child is cancelled by the
+-- scheduler later), so the retry's new child is given what is left after
+-- it: 5 of 10.
 SELECT vectorbea.define_workflow('two_steps', '{"nodes":[{"id":"one","activity":"step_work"},
-  {"id":"two","activity":"step_work","depends_on":["one"]}]}');
+  {"id":"two","activity":"step_work","depends_on":["one"],"estimate":{"usd":2}}]}');
 SELECT vectorbea.define_workflow('impatient', '{"nodes":[
   {"id":"wait","kind":"run","run":{"workflow":"two_steps"},"timeout":"1h"}]}');
 SELECT vectorbea.start_run('impatient', '{}', NULL, '{"budget_usd": 10}') AS imp \gset
 SELECT vectorbea.run_due_work()->'waits_started' AS started;
 SELECT vectorbea.complete_task(task_id, lease, '{}', usage => '{"usd": 3}')
   FROM vectorbea.claim_tasks('w', ARRAY['step_work']);
+SELECT node FROM vectorbea.claim_tasks('w', ARRAY['step_work'], 1, '2 hours');
 SET vectorbea.test_clock_offset = '61m';
 SELECT vectorbea.run_due_work()->'waits_ended' AS ended;
 SELECT type, node, attempt, data->'class' AS class, data->'child_usage' AS child_usage
