@@ -549,6 +549,43 @@ set_budget(FunctionCallInfo fcinfo, char *period)
 	PG_RETURN_INT32(resumed);
 }
 
+/*
+ * Says that the child runs run_id waits for keep their budgets: each was
+ * given what its parent had left when it started, and a change of the
+ * parent's does not reach it, which a person raising a tree's budget at
+ * its root would not guess.  Names the run nodes that wait for them.  A
+ * 0.2.0 schema only.
+ */
+static void
+notice_child_budgets(pg_uuid_t *run_id)
+{
+	Datum		args[1] = {UUIDPGetDatum(run_id)};
+	bool		isnull;
+	int			count;
+
+	if (SPI_execute_with_args("SELECT pg_catalog.count(*)::int4,"
+							  "       pg_catalog.string_agg(c.node, ', ' ORDER BY c.node) FILTER (WHERE c.rank <= 10)"
+							  "  FROM (SELECT n.node, pg_catalog.row_number() OVER (ORDER BY n.node) AS rank"
+							  "          FROM vectorbea.nodes n"
+							  "         WHERE n.run_id = $1 AND n.kind = 'run' AND n.status = 'waiting'"
+							  "           AND n.lease IS NOT NULL) c",
+							  1, (Oid[]) {UUIDOID}, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not read the child runs of run %s", vb_uuid_text(run_id));
+	count = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (count == 0)
+		return;
+	ereport(NOTICE,
+			(errmsg_plural("%d child run of this run keeps its own budget",
+						   "%d child runs of this run keep their own budgets",
+						   count, count),
+			 errdetail("The run nodes that wait for them: %s%s.",
+					   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2),
+					   count > 10 ? psprintf(" and %d more", count - 10) : ""),
+			 errhint("A child run's budget is what its parent had left when it started; set a child's"
+					 " with vectorbea.set_run_budget() (its id: vectorbea.runs.parent_run names"
+					 " its parent).")));
+}
+
 /* set_run_budget(run uuid, usd numeric, tokens bigint) -> boolean */
 static Datum
 set_run_budget_as_owner(PG_FUNCTION_ARGS)
@@ -618,6 +655,8 @@ set_run_budget_as_owner(PG_FUNCTION_ARGS)
 	vb_run_save(&run, at);
 	if (!over)
 		resumed = resume_budget_paused(NULL, &run.id, at) > 0;
+	if (vb_waits_available())
+		notice_child_budgets(&run.id);
 	SPI_finish();
 	PG_RETURN_BOOL(resumed);
 }

@@ -86,6 +86,10 @@ SELECT vectorbea.run_due_work()->'waits_started' AS started;
 SELECT * FROM tree(:'once');
 SELECT sum(reserved_usd) AS held_usd, sum(reserved_tokens) AS held_tokens
   FROM vectorbea.nodes WHERE run_id = :'once';
+-- Raising the parent's budget does not raise its children's: the call
+-- says so, naming the run nodes whose children keep theirs.
+SELECT vectorbea.set_run_budget(:'once', 4, 500) AS resumed;
+SELECT * FROM tree(:'once');
 SELECT vectorbea.complete_task(task_id, lease, '{}', usage => '{"usd": 0.5}')
   FROM vectorbea.claim_tasks('w', ARRAY['kid_work'], 2);
 SELECT * FROM tree(:'once');
