@@ -569,7 +569,7 @@ notice_child_budgets(pg_uuid_t *run_id)
 							  "          FROM vectorbea.nodes n"
 							  "         WHERE n.run_id = $1 AND n.kind = 'run' AND n.status = 'waiting'"
 							  "           AND n.lease IS NOT NULL) c",
-							  1, (Oid[]) {UUIDOID}, args, NULL, true, 1) != SPI_OK_SELECT)
+							  1, (Oid[]) {UUIDOID}, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not read the child runs of run %s", vb_uuid_text(run_id));
 	count = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	if (count == 0)
@@ -578,9 +578,10 @@ notice_child_budgets(pg_uuid_t *run_id)
 			(errmsg_plural("%d child run of this run keeps its own budget",
 						   "%d child runs of this run keep their own budgets",
 						   count, count),
-			 errdetail("The run nodes that wait for them: %s%s.",
-					   SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2),
-					   count > 10 ? psprintf(" and %d more", count - 10) : ""),
+			 errdetail_plural("The run node that waits for it: %s%s.",
+							  "The run nodes that wait for them: %s%s.", count,
+							  SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2),
+							  count > 10 ? psprintf(" and %d more", count - 10) : ""),
 			 errhint("A child run's budget is what its parent had left when it started; set a child's"
 					 " with vectorbea.set_run_budget() (its id: vectorbea.runs.parent_run names"
 					 " its parent).")));

@@ -171,6 +171,21 @@ RESET vectorbea.test_clock_offset;
 SELECT count(vectorbea.cancel_run(id, 'seen enough')) AS cancelled
   FROM vectorbea.runs WHERE (id = :'imp' OR parent_run = :'imp') AND status = 'running';
 
+-- A budget set below what the run has spent fails it, and its run node
+-- stops waiting (the scheduler cancels the child): the call says nothing
+-- of a child's budget then.
+SELECT vectorbea.define_workflow('pay_then_delegate', '{"nodes":[
+  {"id":"pay","activity":"boss_work"},
+  {"id":"delegate","kind":"run","run":{"workflow":"kid"},"depends_on":["pay"]}]}');
+SELECT vectorbea.start_run('pay_then_delegate', '{}', NULL, '{"budget_usd": 10}') AS low \gset
+SELECT vectorbea.complete_task(task_id, lease, '{}', usage => '{"usd": 2}')
+  FROM vectorbea.claim_tasks('w', ARRAY['boss_work']);
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+SELECT vectorbea.set_run_budget(:'low', 1) AS resumed;
+SELECT status, error->>'reason' AS reason FROM vectorbea.runs WHERE id = :'low';
+SELECT node, status FROM vectorbea.nodes WHERE run_id = :'low' ORDER BY node;
+SELECT vectorbea.run_due_work()->'children_cancelled' AS children_cancelled;
+
 DROP FUNCTION tree(uuid);
 
 -- Every run the file left agrees with its history.
