@@ -32,7 +32,9 @@
 
 #include "vectorbea.h"
 #include "encoding.h"
+#include "jsonb_util.h"
 #include "provider_json.h"
+#include "subxact.h"
 
 #define MAX_REPORTED_PATH	200
 
@@ -560,11 +562,25 @@ vb_json_schema_problem(const char *schema_text)
 	return NULL;
 }
 
+/* The step of jsonb_in that an answer must pass (vb_try_in_subxact). */
+static void
+parse_as_jsonb(void *json)
+{
+	(void) vb_jsonb_from_cstring((const char *) json);
+}
+
 /*
  * Checks a model's answer text against schema (JSON text).  NULL when it is
  * JSON that conforms, with *json_out the answer's own JSON text (a code
  * fence around it taken off); otherwise what is wrong, worded for the model
  * to correct.
+ *
+ * jansson takes some JSON that jsonb refuses: a number beyond what numeric
+ * holds (2e-400000, which jansson reads as 0).  Such an answer could not
+ * be stored as the node's output: its completion failed, and with it the
+ * record of the call, so the answer was lost.  jsonb_in is tried on it
+ * (in a subtransaction, as it refuses by error), and its refusal is a
+ * problem for the model to correct like any other.
  *
  * The JSON handed on is the model's text, not jansson's rendering of it:
  * jansson holds a number as a double or a 64-bit integer, so 0.1 came back
@@ -598,10 +614,22 @@ vb_json_check_answer(const char *schema_text, const char *answer, char **json_ou
 						vb_valid_text(err.text), err.line, err.column);
 	}
 	problem = check_value(schema, value, "$");
-	if (problem == NULL)
-		*json_out = pnstrdup(start, len);
 	json_decref(value);
 	json_decref(schema);
+	if (problem == NULL)
+	{
+		char	   *json = pnstrdup(start, len);
+		ErrorData  *refusal = vb_try_in_subxact(parse_as_jsonb, json);
+
+		if (refusal == NULL)
+			*json_out = json;
+		else if (refusal->detail)
+			problem = psprintf("the answer is JSON that PostgreSQL cannot store: %s (%s)",
+							   refusal->message, refusal->detail);
+		else
+			problem = psprintf("the answer is JSON that PostgreSQL cannot store: %s",
+							   refusal->message);
+	}
 	return problem;
 }
 
