@@ -78,8 +78,9 @@ entry_bytes(const char *key, Datum output, bool isnull)
 
 /*
  * Makes the object of the (node, output) rows that measure_plan and
- * object_plan read for args: NULL when it would take more than max_bytes.
- * *bytes is what the object takes, or would take, at most.
+ * object_plan read for args: NULL when it would take more than max_bytes,
+ * or than a jsonb value holds.  *bytes is what the object takes, or would
+ * take, at most.
  */
 static Jsonb *
 object_if_it_fits(SPIPlanPtr measure_plan, SPIPlanPtr object_plan, Datum *args, int64 max_bytes,
@@ -97,7 +98,7 @@ object_if_it_fits(SPIPlanPtr measure_plan, SPIPlanPtr object_plan, Datum *args, 
 
 		*bytes += entry_bytes(SPI_getvalue(tup, SPI_tuptable->tupdesc, 1), output, isnull);
 	}
-	if (*bytes > max_bytes)
+	if (*bytes > Min(max_bytes, VB_UPSTREAM_MAX_BYTES))
 		return NULL;
 	if (SPI_execute_plan(object_plan, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not make an object of outputs");
@@ -165,9 +166,9 @@ vb_child_output(pg_uuid_t *run_id, int64 *bytes)
  * The input that compensation node node_id is claimed with: its own, and
  * "original", the node it compensates with that node's input and output
  * ({"node", "input", "output"}).  A node that compensates nothing keeps
- * its input.  NULL when it would take more than max_bytes (at most
- * VB_UPSTREAM_MAX_BYTES, what a jsonb value holds); *bytes is what it
- * takes, or would take, at most.  A 0.2.0 schema only.
+ * its input.  NULL when it would take more than max_bytes, or than a
+ * jsonb value holds (VB_UPSTREAM_MAX_BYTES, whatever max_bytes says);
+ * *bytes is what it takes, or would take, at most.  A 0.2.0 schema only.
  */
 Jsonb *
 vb_compensation_input(int64 node_id, int64 max_bytes, int64 *bytes)
