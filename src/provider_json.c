@@ -1,9 +1,10 @@
 /*-------------------------------------------------------------------------
  *
- * json.c
+ * provider_json.c
  *	  Everything vectorbea does with jansson: provider request bodies, the
  *	  parsing of provider answers and errors, and the checking of a model's
- *	  answer against an llm node's output schema.
+ *	  answer against an llm node's output schema (and that jsonb can store
+ *	  it).
  *
  * jansson is used here and nowhere else, and never json_object(), whose
  * name the server's own SQL function takes (see vb_json_chat_request).  It allocates with malloc, so every
@@ -16,7 +17,7 @@
  * change together.
  *
  * IDENTIFICATION
- *	  src/json.c
+ *	  src/provider_json.c
  *
  *-------------------------------------------------------------------------
  */
