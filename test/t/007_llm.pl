@@ -272,6 +272,23 @@ is($out->{corrections}, 1, 'the output counts the correction');
 is(scalar @{ events($run, 'LLM_CALLED') }, 2, 'each call has its LLM_CALLED');
 consistent($run, 'self-correction');
 
+# An answer that matches its schema but that jsonb cannot store (a number
+# beyond numeric, which the checker's parser reads as 0) is corrected like
+# a mismatch.  It was lost before: storing the output failed the whole step.
+vb_fake_reset();
+vb_fake_script({ text => '{"title": "Disk full", "ratio": 2e-400000}' },
+	{ text => '{"title": "Disk full", "ratio": 0}' });
+$run = sql(q{SELECT vectorbea.start_run('typed', '{"topic": "disk"}')});
+is(finished($run), 'succeeded', 'unstorable answer: the corrected answer is accepted');
+$sc = events($run, 'SELF_CORRECTION');
+is(scalar @$sc, 1, 'unstorable answer: one SELF_CORRECTION event');
+like($sc->[0]{error}, qr/the answer is JSON that PostgreSQL cannot store: value overflows numeric format/,
+	'unstorable answer: the correction says why');
+is(scalar @{ events($run, 'LLM_CALLED') }, 2, 'unstorable answer: both calls recorded');
+$out = $json->decode(sql(qq{SELECT output FROM vectorbea.nodes WHERE run_id = '$run'}));
+is_deeply($out->{json}, { title => 'Disk full', ratio => 0 }, 'unstorable answer: the output is the corrected one');
+consistent($run, 'unstorable answer');
+
 vb_fake_reset();
 vb_fake_script({ text => '{"title": 7}' }, { text => '{"name": "x"}' });
 $run = sql(q{SELECT vectorbea.start_run('typed', '{"topic": "cpu"}')});
