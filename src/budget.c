@@ -564,11 +564,10 @@ notice_child_budgets(pg_uuid_t *run_id)
 	int			count;
 
 	if (SPI_execute_with_args("SELECT pg_catalog.count(*)::int4,"
-							  "       pg_catalog.string_agg(c.node, ', ' ORDER BY c.node) FILTER (WHERE c.rank <= 10)"
-							  "  FROM (SELECT n.node, pg_catalog.row_number() OVER (ORDER BY n.node) AS rank"
-							  "          FROM vectorbea.nodes n"
-							  "         WHERE n.run_id = $1 AND n.kind = 'run' AND n.status = 'waiting'"
-							  "           AND n.lease IS NOT NULL) c",
+							  "       pg_catalog.array_to_string((pg_catalog.array_agg(n.node ORDER BY n.node))[1:10], ', ')"
+							  "  FROM vectorbea.nodes n"
+							  " WHERE n.run_id = $1 AND n.kind = 'run' AND n.status = 'waiting'"
+							  "   AND n.lease IS NOT NULL",
 							  1, (Oid[]) {UUIDOID}, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not read the child runs of run %s", vb_uuid_text(run_id));
 	count = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));

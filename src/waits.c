@@ -617,7 +617,7 @@ end_one(void *arg, int i)
 	{
 		Oid			types[2] = {INT8OID, TIMESTAMPTZOID};
 
-		plan = vb_prepare("SELECT kind, node, wait, attempt_deadline, lease::text, lease, attempt"
+		plan = vb_prepare("SELECT kind, node, wait, attempt_deadline, lease, attempt"
 						  "  FROM vectorbea.nodes"
 						  " WHERE id = $1 AND status = 'waiting' AND attempt_deadline <= $2",
 						  lengthof(types), types);
@@ -662,11 +662,12 @@ end_one(void *arg, int i)
 	}
 	else
 	{
-		char	   *child = SPI_getvalue(tup, desc, 5);
 		pg_uuid_t	child_id;
-		int			attempt = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
+		char	   *child;
+		int			attempt = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
 
-		memcpy(&child_id, DatumGetUUIDP(SPI_getbinval(tup, desc, 6, &isnull)), sizeof(pg_uuid_t));
+		memcpy(&child_id, DatumGetUUIDP(SPI_getbinval(tup, desc, 5, &isnull)), sizeof(pg_uuid_t));
+		child = vb_uuid_text(&child_id);
 		/* The child, no longer waited for, is cancelled by vb_cancel_orphans. */
 		vb_state_child_timed_out(&run, b->ids[i], node, attempt, &child_id,
 								 psprintf("{\"message\":\"child run %s did not finish within the node's timeout\","
