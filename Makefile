@@ -35,6 +35,7 @@ OBJS = \
 	src/claim_marks.o \
 	src/relay.o \
 	src/notify.o \
+	src/early_release.o \
 	src/events.o \
 	src/state.o \
 	src/check.o \

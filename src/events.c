@@ -18,6 +18,10 @@
  * (vb_run_lock_for_tasks) and numbers in memory (vb_event_batch_write_held).  Event timestamps in data use the
  * engine's one format, vb_timestamp_iso (clock.c).
  *
+ * Every writer arms early_release.c: a transaction that numbered events
+ * holds runs' locks to its commit, and with vectorbea.early_lock_release
+ * gives them up before the commit's flush.
+ *
  * All callers run inside SPI (connected by the SQL entry point).
  *
  * IDENTIFICATION
@@ -40,6 +44,7 @@
 
 #include "vectorbea.h"
 #include "clock.h"
+#include "early_release.h"
 #include "events.h"
 #include "spi_util.h"
 
@@ -261,6 +266,7 @@ vb_event(VbRun *run, const char *type, const char *node, int attempt,
 	Datum		args[7];
 	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
+	vb_early_release_arm();
 	if (plan == NULL)
 	{
 		Oid			types[7] = {UUIDOID, INT8OID, TEXTOID, TEXTOID, INT4OID,
@@ -617,6 +623,7 @@ vb_event_batch_write(VbEventBatch *batch, TimestampTz at)
 
 	if (batch->count == 0)
 		return;
+	vb_early_release_arm();
 	if (batch->count == 1)
 	{
 		write_one(batch, at);
@@ -676,6 +683,7 @@ vb_event_batch_write_held(VbEventBatch *batch, VbRun *runs, int nruns, Timestamp
 
 	if (batch->count == 0)
 		return;
+	vb_early_release_arm();
 	if (plan == NULL)
 	{
 		Oid			types[7] = {UUIDARRAYOID, INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID,
@@ -726,6 +734,7 @@ vb_event_first_of_new_runs(VbRun *runs, int nruns, const char *type, char **data
 
 	if (nruns == 0)
 		return;
+	vb_early_release_arm();
 	if (plan == NULL)
 	{
 		Oid			types[5] = {UUIDARRAYOID, INT8ARRAYOID, TEXTOID, TEXTARRAYOID, TIMESTAMPTZOID};

@@ -39,6 +39,7 @@ int			vb_max_nodes_per_run = 10000;
 int			vb_max_tree_runs = 10000;
 bool		vb_notify_tasks = true;
 bool		vb_notify_runs = true;
+bool		vb_early_lock_release = false;
 bool		vb_test_pause_claim_mark = false;
 char	   *vb_databases = NULL;
 int			vb_scheduler_idle_ms = 5 * 60 * 1000;
@@ -126,6 +127,17 @@ vb_define_settings(void)
 							 "when nobody listens for finished runs.",
 							 &vb_notify_runs,
 							 true,
+							 PGC_SUSET, 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("vectorbea.early_lock_release",
+							 "Releases the runs' locks of a commit before its WAL flush, and flushes before the commit is acknowledged.",
+							 "One run's commits then share flushes: a wide run drains faster. "
+							 "Other sessions may see such a commit for the moments of its flush "
+							 "before it is durable; the committing client is answered only after it. "
+							 "Not used with synchronous_commit off or synchronous_standby_names set.",
+							 &vb_early_lock_release,
+							 false,
 							 PGC_SUSET, 0,
 							 NULL, NULL, NULL);
 

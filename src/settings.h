@@ -15,6 +15,7 @@ extern int	vb_max_nodes_per_run;
 extern int	vb_max_tree_runs;
 extern bool vb_notify_tasks;
 extern bool vb_notify_runs;
+extern bool vb_early_lock_release;
 extern bool vb_test_pause_claim_mark;
 extern char *vb_databases;
 extern char *vb_master_key_file;
