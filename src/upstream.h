@@ -18,13 +18,17 @@
  * The upstream object of node row n (an alias of vectorbea.nodes), as a
  * statement's expression: made in the statement when n has at most one
  * dependency, NULL when it has several, whose outputs together may not
- * fit in a jsonb value; the caller then asks vb_upstream_of_node.
+ * fit in a jsonb value; the caller then asks vb_upstream_of_node.  A node
+ * without dependencies reads nothing, and the one dependency is found by
+ * the unique key (run_id, node): most claimed nodes have none, and an
+ * aggregate over an array match cost every claim a subplan of three nodes
+ * to set up and a bitmap scan per claimed node.
  */
 #define VB_UPSTREAM_SQL(n) \
-	"CASE WHEN pg_catalog.cardinality(" n ".depends_on) <= 1 THEN" \
-	"  coalesce((SELECT pg_catalog.jsonb_object_agg(d.node, d.output)" \
+	"CASE pg_catalog.cardinality(" n ".depends_on) WHEN 0 THEN '{}'::jsonb WHEN 1 THEN" \
+	"  coalesce((SELECT pg_catalog.jsonb_build_object(d.node, d.output)" \
 	"              FROM vectorbea.nodes d" \
-	"             WHERE d.run_id = " n ".run_id AND d.node = ANY (" n ".depends_on))," \
+	"             WHERE d.run_id = " n ".run_id AND d.node = (" n ".depends_on)[1])," \
 	"           '{}'::jsonb) END"
 
 /* The most bytes of content a jsonb value may hold (JENTRY_OFFLENMASK). */
