@@ -520,6 +520,25 @@ CREATE OR REPLACE FUNCTION @extschema@.replay(run uuid, upto bigint DEFAULT NULL
 COMMENT ON FUNCTION @extschema@.replay(uuid, bigint) IS
 	'The run''s state rebuilt from its events alone, optionally as of event upto.';
 
+-- The graph's edges in both directions: a node lists the nodes that
+-- depend on it, so that a node that succeeds releases its dependents by
+-- the unique key (run_id, node), where it read every pending node of its
+-- run to find those whose depends_on names it: each completion cost in
+-- proportion to what the run still had to do, and a run of a thousand
+-- two-step branches cost a thousand rows read per completion
+-- (bench/README.md, "Dependents by key").  Written by the engine with the
+-- nodes that name it (src/state.c, add_nodes), NULL when no node depends
+-- on this one; filled here for the nodes an upgraded database has.
+ALTER TABLE @extschema@.nodes ADD COLUMN dependents text[];
+COMMENT ON COLUMN @extschema@.nodes.dependents IS
+	'The nodes of the run whose depends_on names this node (NULL: none), kept by the engine as nodes are added; a node that succeeds releases these.';
+UPDATE @extschema@.nodes p
+   SET dependents = k.nodes
+  FROM (SELECT c.run_id, dep.node AS parent, pg_catalog.array_agg(c.node) AS nodes
+		  FROM @extschema@.nodes c, pg_catalog.unnest(c.depends_on) AS dep(node)
+		 GROUP BY c.run_id, dep.node) k
+ WHERE p.run_id OPERATOR(pg_catalog.=) k.run_id AND p.node OPERATOR(pg_catalog.=) k.parent;
+
 /*
  * verify_run(): a run of a workspace the caller may not see (tenants,
  * above) does not exist for it, as replay() has no history of it: the
@@ -560,6 +579,17 @@ WITH r AS (
 	SELECT coalesce(t.node, hn.node) AS node, t.state AS t, hn.state AS hs,
 		   t.output AS t_output, hn.output AS hs_output
 	  FROM table_nodes t FULL JOIN history_nodes hn ON hn.node = t.node
+), listed_dependents AS (
+	-- the dependents column against the nodes whose depends_on (checked
+	-- against the history above) names the node
+	SELECT n.node, (SELECT pg_catalog.array_agg(x.node ORDER BY x.node)
+					  FROM pg_catalog.unnest(n.dependents) AS x(node)) AS listed
+	  FROM @extschema@.nodes n WHERE n.run_id = verify_run_body.run AND @extschema@.run_visible(verify_run_body.run)
+), named_dependents AS (
+	SELECT dep.node, pg_catalog.array_agg(c.node ORDER BY c.node) AS named
+	  FROM @extschema@.nodes c, pg_catalog.unnest(c.depends_on) AS dep(node)
+	 WHERE c.run_id = verify_run_body.run AND @extschema@.run_visible(verify_run_body.run)
+	 GROUP BY dep.node
 ), table_gates AS (
 	SELECT a.id::text AS id, jsonb_build_object(
 			   'node', a.node, 'gate', a.gate, 'kind', a.kind, 'status', a.status,
@@ -630,6 +660,11 @@ SELECT msg FROM (
 							 p.node, p.t_output, p.hs_output)
 	  FROM pairs p
 	 WHERE p.t IS NOT NULL AND p.hs IS NOT NULL AND p.t_output IS DISTINCT FROM p.hs_output
+	UNION ALL
+	SELECT 6, l.node, format('node %s: dependents is %s in the table but %s depend on it',
+							 l.node, coalesce(l.listed::text, 'NULL'), coalesce(d.named::text, 'no nodes'))
+	  FROM listed_dependents l LEFT JOIN named_dependents d ON d.node = l.node
+	 WHERE l.listed IS DISTINCT FROM d.named
 	UNION ALL
 	SELECT 7, NULL, format('approval %s (gate %s) is in the table but not in the history',
 						   g.id, g.t->'gate')

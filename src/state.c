@@ -78,6 +78,8 @@ static void open_failure_gate(VbRun *run, int64 task_id, const char *node, int a
 static void close_gates(VbRun *run, TimestampTz at);
 static int	add_nodes(VbRun *run, const char *specs_json, const char *spawned_by, bool hold,
 					  TimestampTz at);
+static void release_dependents_of_tasks(VbRun *runs, int nruns, Datum *parents, int nparents,
+										TimestampTz at);
 
 /* ---- nodes come into being and become ready ---- */
 
@@ -155,27 +157,44 @@ vb_state_add_nodes_held(VbRun *run, const char *specs_json, const char *spawned_
 	"coalesce((retry->>'max_attempts')::int, " CppAsString2(VB_DEFAULT_MAX_ATTEMPTS) ")"
 
 /*
+ * The nodes of a spec array that depend on each node it names, by name
+ * ("kids": parent, nodes), for the dependents column.
+ */
+#define SPEC_DEPENDENTS \
+	"  SELECT dep.id AS parent, pg_catalog.array_agg(s.id) AS nodes" \
+	"    FROM spec s, pg_catalog.unnest(s.depends_on) AS dep(id) GROUP BY dep.id"
+
+/*
  * The insert of add_nodes.  A node with a not_before is held (available_at
  * 'infinity') until the scheduler has read its time.  The columns of
- * sleep, signal and run nodes and of compensations come with 0.2.0's schema; a 0.1.0 schema
+ * sleep, signal and run nodes and of compensations, and the dependents
+ * column, come with 0.2.0's schema; a 0.1.0 schema
  * (before ALTER EXTENSION UPDATE) gets the statement without them, and its
- * definitions cannot have such nodes (validate.c).
+ * definitions cannot have such nodes (validate.c).  With 0.2.0's, the
+ * nodes already in the run that a new node depends on list it among their
+ * dependents (the run is locked, so no other writer adds to the list).
  */
 #define ADD_NODES_010 \
-	"", "", "", "NULL", "s.approval"
+	"", "", "", "", "", "NULL", "s.approval"
 #define ADD_NODES_WAITS \
 	", sleep jsonb, signal jsonb, run jsonb, not_before text, escalation jsonb," \
 	"  compensate jsonb, compensation_of text, estimate jsonb", \
-	", wait, not_before, compensate, compensation_of, estimate", \
+	"), kids AS (" SPEC_DEPENDENTS \
+	"), parents AS (" \
+	"  UPDATE vectorbea.nodes p SET dependents = coalesce(p.dependents, '{}') || k.nodes" \
+	"    FROM kids k WHERE p.run_id = $1 AND p.node = k.parent", \
+	" LEFT JOIN kids k ON k.parent = s.id", \
+	", wait, not_before, compensate, compensation_of, estimate, dependents", \
 	", coalesce(s.sleep, s.signal, s.run), s.not_before, s.compensate, s.compensation_of," \
-	"  s.estimate", \
+	"  s.estimate, k.nodes", \
 	"s.not_before", "coalesce(s.approval, s.escalation)"
 #define ADD_NODES_SQL(v) ADD_NODES_SQL_(v)
-#define ADD_NODES_SQL_(spec_cols, ins_cols, ins_vals, not_before, approval) \
+#define ADD_NODES_SQL_(spec_cols, edges, join_kids, ins_cols, ins_vals, not_before, approval) \
 	"WITH spec AS (" \
 	"  SELECT s.* FROM pg_catalog.jsonb_to_recordset($2::jsonb) AS s(id text, kind text," \
 	"    activity text, depends_on text[], input jsonb, retry jsonb," \
 	"    timeout_ms bigint, approval jsonb, llm jsonb" spec_cols ")" \
+	edges \
 	"), ins AS (" \
 	"  INSERT INTO vectorbea.nodes (run_id, node, kind, activity, status," \
 	"    depends_on, deps_remaining, input, max_attempts, retry, timeout_ms, approval, llm, priority," \
@@ -191,6 +210,7 @@ vb_state_add_nodes_held(VbRun *run, const char *specs_json, const char *spawned_
 	"           AS remaining" \
 	"      FROM pg_catalog.unnest(s.depends_on) AS dep(id)" \
 	"      LEFT JOIN vectorbea.nodes e ON e.run_id = $1 AND e.node = dep.id) d" \
+	join_kids \
 	"  RETURNING activity, status, available_at = 'infinity' AS held" \
 	")" \
 	" SELECT activity, held, pg_catalog.count(*) FILTER (WHERE status = 'ready'), pg_catalog.count(*)" \
@@ -284,11 +304,12 @@ vb_state_add_nodes_to_new_runs(VbRun *runs, int nruns, const char *specs_json, T
 							   "      timeout_ms bigint, approval jsonb, llm jsonb, sleep jsonb, signal jsonb,"
 							   "      run jsonb, not_before text, escalation jsonb, compensate jsonb,"
 							   "      compensation_of text, estimate jsonb)"
+							   "), kids AS (" SPEC_DEPENDENTS
 							   "), ins AS ("
 							   "  INSERT INTO vectorbea.nodes (run_id, node, kind, activity, status,"
 							   "    depends_on, deps_remaining, input, max_attempts, retry, timeout_ms, approval,"
 							   "    llm, priority, available_at, created_at, wait, not_before, compensate,"
-							   "    compensation_of, estimate)"
+							   "    compensation_of, estimate, dependents)"
 							   "  SELECT r.id, s.id, " SPEC_KIND ", s.activity,"
 							   "    CASE WHEN s.deps = 0 THEN 'ready' ELSE 'pending' END,"
 							   "    " SPEC_DEPENDS_ON ", s.deps, " SPEC_INPUT ", " SPEC_MAX_ATTEMPTS ", s.retry,"
@@ -296,8 +317,9 @@ vb_state_add_nodes_to_new_runs(VbRun *runs, int nruns, const char *specs_json, T
 							   "    CASE WHEN s.not_before IS NOT NULL THEN 'infinity'::timestamptz"
 							   "         WHEN s.deps = 0 THEN $4 END, $4,"
 							   "    coalesce(s.sleep, s.signal, s.run), s.not_before, s.compensate,"
-							   "    s.compensation_of, s.estimate"
+							   "    s.compensation_of, s.estimate, k.nodes"
 							   "    FROM pg_catalog.unnest($1) AS r(id) CROSS JOIN spec s"
+							   "    LEFT JOIN kids k ON k.parent = s.id"
 							   "  RETURNING activity, status, available_at = 'infinity' AS held"
 							   ")"
 							   " SELECT activity, held, pg_catalog.count(*) FILTER (WHERE status = 'ready'),"
@@ -344,37 +366,65 @@ vb_state_add_nodes_to_new_runs(VbRun *runs, int nruns, const char *specs_json, T
 }
 
 /*
- * node has just succeeded: one dependency fewer for each pending dependent,
- * and those with none left become ready.
+ * The dependents column that a statement which made one node succeed
+ * returned as column col, copied out of SPI's memory; *none when NULL.  In
+ * a 0.1.0 schema, which has no such column, the statement returns
+ * DEPENDENTS_010 (NULL).
  */
-static void
-release_dependents(VbRun *run, const char *node, TimestampTz at)
+#define DEPENDENTS_020 "dependents"
+#define DEPENDENTS_010 "NULL::text[]"
+
+static Datum
+returned_dependents(SPITupleTable *returned, int col, bool *none)
 {
-	static SPIPlanPtr plan = NULL;
+	Datum		dependents = SPI_getbinval(returned->vals[0], returned->tupdesc, col, none);
+
+	return *none ? (Datum) 0 : PointerGetDatum(DatumGetArrayTypePCopy(dependents));
+}
+
+/*
+ * node of run has just succeeded: one dependency fewer for each pending
+ * node that depends on it, and those with none left become ready.  With
+ * 0.2.0's schema they are dependents (the node's dependents column; none
+ * costs no statement), found by the key (run_id, node), so a completion
+ * reads its own dependents, not every node its run has yet to do.  A 0.1.0
+ * schema (before ALTER EXTENSION UPDATE) has no such column: the pending
+ * nodes of the run whose depends_on names node.
+ */
+#define RELEASE_SQL(dependents_of_node) \
+	"UPDATE vectorbea.nodes" \
+	"   SET deps_remaining = deps_remaining - 1," \
+	"       status = CASE WHEN deps_remaining = 1 THEN 'ready' ELSE status END," \
+	"       available_at = CASE WHEN deps_remaining = 1 AND available_at IS DISTINCT FROM 'infinity'" \
+	"                               THEN $3 ELSE available_at END" \
+	" WHERE run_id = $1 AND status = 'pending' AND " dependents_of_node \
+	" RETURNING activity, status, available_at = 'infinity'"
+
+static void
+release_dependents(VbRun *run, const char *node, Datum dependents, bool none, bool v020,
+				   TimestampTz at)
+{
+	static SPIPlanPtr plans[2] = {NULL, NULL};
 	Datum		args[3];
 
-	if (plan == NULL)
+	if (v020 && none)
+		return;
+	if (plans[v020] == NULL)
 	{
-		Oid			types[3] = {UUIDOID, TEXTOID, TIMESTAMPTZOID};
+		Oid			types[3] = {UUIDOID, v020 ? TEXTARRAYOID : TEXTOID, TIMESTAMPTZOID};
 
-		plan = vb_prepare("UPDATE vectorbea.nodes"
-						  "   SET deps_remaining = deps_remaining - 1,"
-						  "       status = CASE WHEN deps_remaining = 1 THEN 'ready' ELSE status END,"
-						  "       available_at = CASE WHEN deps_remaining = 1 AND available_at IS DISTINCT FROM 'infinity'"
-						  "                               THEN $3 ELSE available_at END"
-						  " WHERE run_id = $1 AND status = 'pending' AND $2 = ANY (depends_on)"
-						  " RETURNING activity, status, available_at = 'infinity'",
-						  3, types);
+		plans[v020] = vb_prepare(v020 ? RELEASE_SQL("node = ANY ($2)") :
+								 RELEASE_SQL("$2 = ANY (depends_on)"),
+								 lengthof(types), types);
 	}
 	args[0] = UUIDPGetDatum(&run->id);
-	args[1] = CStringGetTextDatum(node);
+	args[1] = v020 ? dependents : CStringGetTextDatum(node);
 	args[2] = TimestampTzGetDatum(at);
-	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+	if (SPI_execute_plan(plans[v020], args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "vectorbea: could not release dependents of \"%s\"", node);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
-
 		bool		isnull;
 
 		if (strcmp(SPI_getvalue(tup, SPI_tuptable->tupdesc, 2), "ready") == 0)
@@ -830,25 +880,31 @@ vb_state_first_ready_run(const char *activity, TimestampTz at, pg_uuid_t *run_id
  * nothing is left open (vb_state_finish_run_if_done) once it has added
  * what the completion spawns.
  */
+#define SUCCEED_SQL(dependents) \
+	"UPDATE vectorbea.nodes SET status = 'succeeded', output = $3, finished_at = $4" \
+	" WHERE id = $1 AND lease = $2 AND status = 'running'" \
+	" RETURNING node, attempt, started_at, " dependents
+
 bool
 vb_state_succeed(VbRun *run, int64 task_id, pg_uuid_t *lease, Jsonb *output,
 				 const char *usage_json, TimestampTz at, char **node, int *attempt)
 {
-	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plans[2] = {NULL, NULL};
+	int			v020 = vb_waits_available() ? 1 : 0;
 	Datum		args[4];
 	char		nulls[4] = {' ', ' ', ' ', ' '};
 	bool		isnull;
+	bool		no_dependents;
+	Datum		dependents;
 	TimestampTz started_at;
 	StringInfoData data;
 
-	if (plan == NULL)
+	if (plans[v020] == NULL)
 	{
 		Oid			types[4] = {INT8OID, UUIDOID, JSONBOID, TIMESTAMPTZOID};
 
-		plan = vb_prepare("UPDATE vectorbea.nodes"
-						  "   SET status = 'succeeded', output = $3, finished_at = $4"
-						  " WHERE id = $1 AND lease = $2 AND status = 'running'"
-						  " RETURNING node, attempt, started_at", lengthof(types), types);
+		plans[v020] = vb_prepare(v020 ? SUCCEED_SQL(DEPENDENTS_020) : SUCCEED_SQL(DEPENDENTS_010),
+								 lengthof(types), types);
 	}
 	args[0] = Int64GetDatum(task_id);
 	args[1] = UUIDPGetDatum(lease);
@@ -857,13 +913,14 @@ vb_state_succeed(VbRun *run, int64 task_id, pg_uuid_t *lease, Jsonb *output,
 	else
 		nulls[2] = 'n';
 	args[3] = TimestampTzGetDatum(at);
-	if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_UPDATE_RETURNING)
+	if (SPI_execute_plan(plans[v020], args, nulls, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "vectorbea: could not complete task");
 	if (SPI_processed == 0)
 		return false;
 	*node = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	*attempt = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	started_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	dependents = returned_dependents(SPI_tuptable, 4, &no_dependents);
 	run->open_nodes--;
 
 	initStringInfo(&data);
@@ -874,9 +931,65 @@ vb_state_succeed(VbRun *run, int64 task_id, pg_uuid_t *lease, Jsonb *output,
 		appendStringInfo(&data, ",\"usage\":%s", usage_json);
 	appendStringInfoChar(&data, '}');
 	vb_event(run, "STEP_COMPLETED", *node, *attempt, data.data, at);
-	release_dependents(run, *node, at);
+	release_dependents(run, *node, dependents, no_dependents, v020, at);
 	open_ready_gates(run, at);
 	return true;
+}
+
+/*
+ * The pending nodes that depend on nparents tasks of runs (locked by the
+ * caller) that have just succeeded, by task id (those whose dependents
+ * column is not NULL): one dependency fewer per task, and those with none
+ * left become ready.
+ */
+static void
+release_dependents_of_tasks(VbRun *runs, int nruns, Datum *parents, int nparents,
+							TimestampTz at)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[2];
+
+	if (nparents == 0)
+		return;
+	if (plan == NULL)
+	{
+		Oid			types[2] = {INT8ARRAYOID, TIMESTAMPTZOID};
+
+		plan = vb_prepare_opts("WITH hit AS ("
+							   "  SELECT p.id, pg_catalog.count(*)::int AS k"
+							   "    FROM vectorbea.nodes s"
+							   "   CROSS JOIN LATERAL pg_catalog.unnest(s.dependents) AS c(node)"
+							   "    JOIN vectorbea.nodes p"
+							   "      ON p.run_id = s.run_id AND p.node = c.node AND p.status = 'pending'"
+							   "   WHERE s.id = ANY ($1)"
+							   "   GROUP BY p.id"
+							   ")"
+							   " UPDATE vectorbea.nodes n"
+							   "    SET deps_remaining = n.deps_remaining - hit.k,"
+							   "        status = CASE WHEN n.deps_remaining = hit.k THEN 'ready' ELSE n.status END,"
+							   "        available_at = CASE WHEN n.deps_remaining = hit.k"
+							   "                             AND n.available_at IS DISTINCT FROM 'infinity'"
+							   "                            THEN $2 ELSE n.available_at END"
+							   "   FROM hit WHERE n.id = hit.id"
+							   " RETURNING n.run_id, n.activity, n.status, n.available_at = 'infinity'",
+							   lengthof(types), types, CURSOR_OPT_GENERIC_PLAN);
+	}
+	args[0] = PointerGetDatum(construct_array(parents, nparents, INT8OID, sizeof(int64),
+											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[1] = TimestampTzGetDatum(at);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "vectorbea: could not release the dependents of completed tasks");
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+
+		if (strcmp(SPI_getvalue(tup, desc, 3), "ready") == 0)
+			became_ready(vb_run_find(runs, nruns, DatumGetUUIDP(SPI_getbinval(tup, desc, 1, &isnull))),
+						 SPI_getvalue(tup, desc, 2),
+						 DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull)));
+	}
 }
 
 /*
@@ -884,7 +997,8 @@ vb_state_succeed(VbRun *run, int64 task_id, pg_uuid_t *lease, Jsonb *output,
  * and holds in runs (vb_run_lock_for_tasks), in a fixed number of
  * statements whatever their count: one UPDATE of the nodes, one INSERT of
  * their STEP_COMPLETED events (numbered in the order of the items), one
- * UPDATE that releases the dependents of them all.  A dependent of two
+ * UPDATE that releases the dependents of them all (none when none of them
+ * has dependents).  A dependent of two
  * nodes completed here loses both dependencies in that one UPDATE and so
  * becomes ready exactly once.  task_ids, leases and outputs are bigint[],
  * uuid[] and jsonb[] of n items (outputs may be (Datum) 0 for all NULL);
@@ -897,7 +1011,6 @@ vb_state_succeed_many(VbRun *runs, int nruns, int n, Datum task_ids, Datum lease
 					  Datum outputs, Jsonb **outputs_of, TimestampTz at, bool *matched)
 {
 	static SPIPlanPtr succeed_plan = NULL;
-	static SPIPlanPtr release_plan = NULL;
 	Datum		args[4];
 	char		nulls[4] = {' ', ' ', ' ', ' '};
 	int			done = 0;
@@ -906,13 +1019,12 @@ vb_state_succeed_many(VbRun *runs, int nruns, int n, Datum task_ids, Datum lease
 	int		   *attempt_of;
 	TimestampTz *started_of;
 	VbEventBatch events;
-	Datum	   *done_runs;
-	Datum	   *done_nodes;
+	Datum	   *parents;
+	int			nparents = 0;
 
 	if (succeed_plan == NULL)
 	{
 		Oid			stypes[4] = {INT8ARRAYOID, UUIDARRAYOID, JSONBARRAYOID, TIMESTAMPTZOID};
-		Oid			rtypes[3] = {UUIDARRAYOID, TEXTARRAYOID, TIMESTAMPTZOID};
 
 		succeed_plan = vb_prepare_opts("UPDATE vectorbea.nodes n"
 									   "   SET status = 'succeeded', output = t.output, finished_at = $4"
@@ -920,27 +1032,9 @@ vb_state_succeed_many(VbRun *runs, int nruns, int n, Datum task_ids, Datum lease
 									   "                  pg_catalog.unnest($3))"
 									   "       WITH ORDINALITY AS t(id, lease, output, ord)"
 									   " WHERE n.id = t.id AND n.lease = t.lease AND n.status = 'running'"
-									   " RETURNING t.ord, n.run_id, n.node, n.attempt, n.started_at",
+									   " RETURNING t.ord, n.run_id, n.node, n.attempt, n.started_at,"
+									   "           CASE WHEN n.dependents IS NOT NULL THEN n.id END",
 									   lengthof(stypes), stypes, CURSOR_OPT_GENERIC_PLAN);
-		release_plan = vb_prepare_opts("WITH done AS ("
-									   "  SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2))"
-									   "    AS d(run_id, node)"
-									   "), hit AS ("
-									   "  SELECT p.id, pg_catalog.count(*)::int AS k"
-									   "    FROM done d JOIN vectorbea.nodes p"
-									   "      ON p.run_id = d.run_id AND p.status = 'pending'"
-									   "     AND d.node = ANY (p.depends_on)"
-									   "   GROUP BY p.id"
-									   ")"
-									   " UPDATE vectorbea.nodes n"
-									   "    SET deps_remaining = n.deps_remaining - hit.k,"
-									   "        status = CASE WHEN n.deps_remaining = hit.k THEN 'ready' ELSE n.status END,"
-									   "        available_at = CASE WHEN n.deps_remaining = hit.k"
-									   "                             AND n.available_at IS DISTINCT FROM 'infinity'"
-									   "                            THEN $3 ELSE n.available_at END"
-									   "   FROM hit WHERE n.id = hit.id"
-									   " RETURNING n.run_id, n.activity, n.status, n.available_at = 'infinity'",
-									   lengthof(rtypes), rtypes, CURSOR_OPT_GENERIC_PLAN);
 	}
 	args[0] = task_ids;
 	args[1] = leases;
@@ -956,6 +1050,7 @@ vb_state_succeed_many(VbRun *runs, int nruns, int n, Datum task_ids, Datum lease
 	node_of = palloc0(sizeof(char *) * n);
 	attempt_of = palloc0(sizeof(int) * n);
 	started_of = palloc0(sizeof(TimestampTz) * n);
+	parents = palloc(sizeof(Datum) * Max(SPI_processed, 1));
 	memset(matched, 0, sizeof(bool) * n);
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
@@ -970,6 +1065,9 @@ vb_state_succeed_many(VbRun *runs, int nruns, int n, Datum task_ids, Datum lease
 		node_of[i] = SPI_getvalue(tup, desc, 3);
 		attempt_of[i] = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
 		started_of[i] = DatumGetTimestampTz(SPI_getbinval(tup, desc, 5, &isnull));
+		parents[nparents] = SPI_getbinval(tup, desc, 6, &isnull);
+		if (!isnull)
+			nparents++;
 		matched[i] = true;
 		done++;
 	}
@@ -977,9 +1075,6 @@ vb_state_succeed_many(VbRun *runs, int nruns, int n, Datum task_ids, Datum lease
 		return 0;
 
 	vb_event_batch_init(&events, done);
-	done_runs = palloc(sizeof(Datum) * done);
-	done_nodes = palloc(sizeof(Datum) * done);
-	done = 0;
 	for (int i = 0; i < n; i++)
 	{
 		StringInfoData data;
@@ -994,30 +1089,10 @@ vb_state_succeed_many(VbRun *runs, int nruns, int n, Datum task_ids, Datum lease
 						 (long) ((at - started_of[i]) / 1000));
 		vb_event_batch_add(&events, &run_of[i]->id, "STEP_COMPLETED", node_of[i], attempt_of[i],
 						   data.data);
-		done_runs[done] = UUIDPGetDatum(&run_of[i]->id);
-		done_nodes[done] = CStringGetTextDatum(node_of[i]);
-		done++;
 	}
 	vb_event_batch_write_held(&events, runs, nruns, at);
 
-	args[0] = PointerGetDatum(construct_array(done_runs, done, UUIDOID, UUID_LEN, false,
-											  TYPALIGN_CHAR));
-	args[1] = PointerGetDatum(construct_array(done_nodes, done, TEXTOID, -1, false,
-											  TYPALIGN_INT));
-	args[2] = TimestampTzGetDatum(at);
-	if (SPI_execute_plan(release_plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
-		elog(ERROR, "vectorbea: could not release the dependents of completed tasks");
-	for (uint64 r = 0; r < SPI_processed; r++)
-	{
-		HeapTuple	tup = SPI_tuptable->vals[r];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
-
-		if (strcmp(SPI_getvalue(tup, desc, 3), "ready") == 0)
-			became_ready(vb_run_find(runs, nruns, DatumGetUUIDP(SPI_getbinval(tup, desc, 1, &isnull))),
-						 SPI_getvalue(tup, desc, 2),
-						 DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull)));
-	}
+	release_dependents_of_tasks(runs, nruns, parents, nparents, at);
 	for (int r = 0; r < nruns; r++)
 		open_ready_gates(&runs[r], at);
 	return done;
@@ -1707,43 +1782,50 @@ vb_state_end_wait(VbRun *run, int64 task_id, const char *output_json, TimestampT
 	return end_wait(run, task_id, output_json, NULL, at);
 }
 
+#define END_WAIT_SQL(dependents) \
+	"UPDATE vectorbea.nodes SET status = 'succeeded', output = $2::jsonb, finished_at = $3" \
+	" WHERE id = $1 AND status = 'waiting'" \
+	" RETURNING node, attempt, started_at, " dependents
+
 /* vb_state_end_wait, with more_fields (NULL: none) added to STEP_COMPLETED. */
 static bool
 end_wait(VbRun *run, int64 task_id, const char *output_json, const char *more_fields,
 		 TimestampTz at)
 {
-	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plans[2] = {NULL, NULL};
+	int			v020 = vb_waits_available() ? 1 : 0;
 	Datum		args[3];
 	bool		isnull;
 	char	   *node;
 	int			attempt;
+	bool		no_dependents;
+	Datum		dependents;
 	TimestampTz started_at;
 
-	if (plan == NULL)
+	if (plans[v020] == NULL)
 	{
 		Oid			types[3] = {INT8OID, TEXTOID, TIMESTAMPTZOID};
 
-		plan = vb_prepare("UPDATE vectorbea.nodes SET status = 'succeeded',"
-						  " output = $2::jsonb, finished_at = $3"
-						  " WHERE id = $1 AND status = 'waiting'"
-						  " RETURNING node, attempt, started_at", lengthof(types), types);
+		plans[v020] = vb_prepare(v020 ? END_WAIT_SQL(DEPENDENTS_020) : END_WAIT_SQL(DEPENDENTS_010),
+								 lengthof(types), types);
 	}
 	args[0] = Int64GetDatum(task_id);
 	args[1] = CStringGetTextDatum(output_json);
 	args[2] = TimestampTzGetDatum(at);
-	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+	if (SPI_execute_plan(plans[v020], args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "vectorbea: could not end the wait of task %ld", (long) task_id);
 	if (SPI_processed != 1)
 		return false;
 	node = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	attempt = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	started_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	dependents = returned_dependents(SPI_tuptable, 4, &no_dependents);
 	run->open_nodes--;
 	vb_event(run, "STEP_COMPLETED", node, attempt,
 			 psprintf("{\"output\":%s,\"duration_ms\":%ld%s}", output_json,
 					  (long) ((at - started_at) / 1000), more_fields ? more_fields : ""),
 			 at);
-	release_dependents(run, node, at);
+	release_dependents(run, node, dependents, no_dependents, v020, at);
 	open_ready_gates(run, at);
 	vb_state_finish_run_if_done(run, at);
 	return true;

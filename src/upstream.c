@@ -57,12 +57,13 @@
 	" JOIN vectorbea.nodes d ON d.run_id = n.run_id AND d.node = ANY (n.depends_on)" \
 	" WHERE n.id = $1"
 
-/* The last nodes n of run $1, whose outputs are the run's output. */
+/*
+ * The last nodes n of run $1, whose outputs are the run's output: no node
+ * depends on them (a 0.2.0 schema: child runs come with it).
+ */
 #define LAST_NODES_OF_RUN \
 	" FROM vectorbea.nodes n" \
-	" WHERE n.run_id = $1 AND n.status = 'succeeded'" \
-	"   AND NOT EXISTS (SELECT FROM vectorbea.nodes d" \
-	"                    WHERE d.run_id = $1 AND n.node = ANY (d.depends_on))"
+	" WHERE n.run_id = $1 AND n.status = 'succeeded' AND n.dependents IS NULL"
 
 /* A node's share of the object: its key, its value, their JEntries. */
 static int64

@@ -63,9 +63,13 @@ SELECT vectorbea.complete_task(:root_id, :'root_lease', '{}', '[
 -- child waits for slow; spawned nodes take the workflow's defaults.
 SELECT node, status, deps_remaining, max_attempts, priority, spawned_by FROM vectorbea.nodes
  WHERE run_id = :'grow' ORDER BY id;
+-- Each node lists the nodes that depend on it, those of the definition and
+-- those spawned alike: slow, still open, now lists child, and completing
+-- it releases child through that list.
+SELECT node, dependents FROM vectorbea.nodes WHERE run_id = :'grow' ORDER BY id;
 SELECT task_id AS sib_id, lease AS sib_lease FROM vectorbea.claim_tasks('w', ARRAY['work']) \gset
 SELECT vectorbea.complete_task(:sib_id, :'sib_lease', '{}', '[{"id": "grandchild", "activity": "work", "depends_on": ["sibling", "child"]}]');
-SELECT node, status, deps_remaining, spawned_by FROM vectorbea.nodes WHERE run_id = :'grow' ORDER BY id;
+SELECT node, status, deps_remaining, spawned_by, dependents FROM vectorbea.nodes WHERE run_id = :'grow' ORDER BY id;
 -- A repeated completion adds nothing: with the same spawn list (or none)
 -- it is a no-op; with another, whose nodes would be dropped unseen, it is
 -- refused.
