@@ -762,7 +762,8 @@ report_cycle(VbChecker *chk, VbNodeSpec **specs, int n, bool *ordered, HTAB *ids
 /*
  * Parses an array of node objects against the defaults, checks ids,
  * dependencies and cycles.  existing (may be NULL) are the run's nodes for a
- * spawn list: new ids must not collide with them and may depend on them.
+ * spawn list (those it names): new ids must not collide with them and may
+ * depend on them.
  */
 static List *
 parse_nodes(VbChecker *chk, JsonbValue *nodes, JsonbValue *defaults_retry,
@@ -771,6 +772,7 @@ parse_nodes(VbChecker *chk, JsonbValue *nodes, JsonbValue *defaults_retry,
 	JsonbContainer *arr;
 	int			n;
 	int			existing_count = existing ? existing->count : 0;
+	int			existing_named = existing ? existing->named_count : 0;
 	VbNodeSpec **specs;
 	VbNodeSpec	template;
 	HTAB	   *ids;
@@ -812,10 +814,10 @@ parse_nodes(VbChecker *chk, JsonbValue *nodes, JsonbValue *defaults_retry,
 		template.timeout_ms = vb_get_timeout(chk, defaults_timeout, NULL, "defaults.timeout");
 
 	specs = palloc0(sizeof(VbNodeSpec *) * Max(n, 1));
-	ids = id_table(n + existing_count);
-	for (int i = 0; i < existing_count; i++)
+	ids = id_table(n + existing_named);
+	for (int i = 0; i < existing_named; i++)
 	{
-		IdEntry    *e = hash_search(ids, existing->ids[i], HASH_ENTER, NULL);
+		IdEntry    *e = hash_search(ids, existing->named_ids[i], HASH_ENTER, NULL);
 
 		e->index = -1;
 	}

@@ -58,11 +58,19 @@ typedef struct VbNodeSpec
 	char	   *compensation_of;	/* unused at validation: the engine sets it */
 } VbNodeSpec;
 
-/* A run's existing nodes, as spawn validation needs them. */
+/*
+ * A run's existing nodes, as spawn validation needs them: how many there
+ * are (for vectorbea.max_nodes_per_run), and those of them whose ids the
+ * spawn list names, as a node's id or a dependency (a new id must not be
+ * one of them; a dependency must be one of them or a new node).  Not every
+ * id of the run: reading them all cost each spawn in proportion to the
+ * run's size.
+ */
 typedef struct VbExistingNodes
 {
 	int			count;
-	char	  **ids;
+	int			named_count;
+	char	  **named_ids;
 } VbExistingNodes;
 
 extern List *vb_validate_definition(Jsonb *definition);

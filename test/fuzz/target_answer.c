@@ -113,7 +113,7 @@ validate_spawn(void *arg)
 {
 	SpawnStep  *s = arg;
 	char	   *ids[] = {"planner"};
-	VbExistingNodes existing = {1, ids};
+	VbExistingNodes existing = {1, 1, ids};
 
 	vb_validate_spawn(vb_jsonb_from_cstring(s->spawn), vb_jsonb_from_cstring(definition),
 					  s->c->node, &existing);

@@ -46,7 +46,7 @@ vb_fuzz_validate(const char *text, size_t len)
 	if (JsonContainerIsArray(&in->root) && !JsonContainerIsScalar(&in->root))
 	{
 		char	   *ids[] = {"planner", "done"};
-		VbExistingNodes existing = {lengthof(ids), ids};
+		VbExistingNodes existing = {lengthof(ids), lengthof(ids), ids};
 
 		specs = vb_validate_spawn(in, vb_jsonb_from_cstring(spawn_definition), "planner",
 								  &existing);
