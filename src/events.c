@@ -340,9 +340,18 @@ vb_run_lock_for_tasks(Datum task_ids, VbRun **runs)
 							   "  SELECT run_id, pg_catalog.count(*) AS n FROM vectorbea.nodes"
 							   "   WHERE id = ANY ($1) GROUP BY run_id"
 							   "), ending(id) AS ("
-							   /* a child the batch may end: no more open nodes than its items */
-							   "  SELECT c.parent_run FROM vectorbea.runs c JOIN batch b ON b.run_id = c.id"
-							   "   WHERE c.parent_run IS NOT NULL AND c.open_nodes <= b.n"
+							   /*
+							    * a child the batch may end: no more open nodes than its
+							    * items.  Read run by run from the batch (the LIMIT keeps
+							    * the subquery a parameterised lookup): joined as a plain
+							    * join, the generic plan took "parent_run IS NOT NULL" for
+							    * one row and read every run of a table of a few thousand
+							    * runs at each call, 170 of complete_tasks' 420 us.
+							    */
+							   "  SELECT k.parent_run FROM batch b CROSS JOIN LATERAL ("
+							   "    SELECT c.parent_run FROM vectorbea.runs c"
+							   "     WHERE c.id = b.run_id AND c.parent_run IS NOT NULL AND c.open_nodes <= b.n"
+							   "     LIMIT 1) k"
 							   "  UNION"
 							   /* a parent that may end with it: its run node and the batch's items */
 							   "  SELECT p.parent_run FROM ending e JOIN vectorbea.runs p ON p.id = e.id"
