@@ -459,6 +459,10 @@ release_dependents(VbRun *run, const char *node, Datum dependents, bool none, bo
  * only claimable nodes.  The run is locked first, as every writer does.  A
  * run busy in another transaction keeps its nodes for the next claim.
  * LIMIT inside a MATERIALIZED CTE bounds the rows taken, whatever the plan.
+ * Each node's run is looked up by key in a subquery of its own (kept so by
+ * its LIMIT or its lock): as a join, the generic plan took the runs that
+ * may be claimed for a few rows and read them all, with a sequential scan,
+ * at each claim (test/t/042_hot_plans.pl).
  */
 #define CLAIM_MANY_HEAD(filter) \
 	"WITH acts AS (" \
@@ -466,9 +470,11 @@ release_dependents(VbRun *run, const char *node, Datum dependents, bool none, bo
 	"), best AS (" \
 	"  SELECT b.activity FROM acts CROSS JOIN LATERAL (" \
 	"      SELECT n.activity, n.priority, n.run_id, n.available_at, n.id" \
-	"        FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id" \
-	"       WHERE n.status = 'ready' AND n.activity = acts.a" \
-	"         AND n.available_at <= $4 AND r.status || '' IN ('running', 'compensating')" filter \
+	"        FROM vectorbea.nodes n CROSS JOIN LATERAL (" \
+	"             SELECT FROM vectorbea.runs r" \
+	"              WHERE r.id = n.run_id AND r.status || '' IN ('running', 'compensating')" filter \
+	"              LIMIT 1) lr" \
+	"       WHERE n.status = 'ready' AND n.activity = acts.a AND n.available_at <= $4" \
 	"       ORDER BY n.priority DESC, n.run_id, n.available_at, n.id" \
 	"       LIMIT $3) b" \
 	"   ORDER BY b.priority DESC, b.run_id, b.available_at, b.id" \
@@ -479,12 +485,13 @@ release_dependents(VbRun *run, const char *node, Datum dependents, bool none, bo
 	"  SELECT c.id, c.run_id, c.priority, c.available_at" \
 	"    FROM quota CROSS JOIN LATERAL (" \
 	"      SELECT n.id, n.run_id, n.priority, n.available_at" \
-	"        FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id" \
-	"       WHERE n.status = 'ready' AND n.activity = quota.activity" \
-	"         AND n.available_at <= $4 AND r.status || '' IN ('running', 'compensating')" filter \
+	"        FROM vectorbea.nodes n CROSS JOIN LATERAL (" \
+	"             SELECT FROM vectorbea.runs r" \
+	"              WHERE r.id = n.run_id AND r.status || '' IN ('running', 'compensating')" filter \
+	"              FOR NO KEY UPDATE OF r SKIP LOCKED) lr" \
+	"       WHERE n.status = 'ready' AND n.activity = quota.activity AND n.available_at <= $4" \
 	"       ORDER BY n.priority DESC, n.run_id, n.available_at, n.id" \
 	"       LIMIT quota.n" \
-	"       FOR NO KEY UPDATE OF r SKIP LOCKED" \
 	"       FOR UPDATE OF n SKIP LOCKED) c"
 
 /*
