@@ -5,12 +5,14 @@
 # statistics of the moment; a plan that scans a table of runs, nodes or
 # events sequentially costs each call in proportion to the table, and did
 # once without any test noticing (complete_tasks' run lock read every run
-# of a table of a few thousand).  With 2,000 runs of ten tasks and a few
-# hundred of other shapes, analysed, one session with auto_explain
+# of a table of a few thousand).  With 1,000 runs of ten tasks and 400 of
+# other shapes (1,400 in all), analysed, one session with auto_explain
 # (nested statements included) goes through the task path twice over:
 # claims of one and of several activities, of one task and of ten;
 # complete_task and complete_tasks, the end of a run, the release of a
-# dependent, a spawn; heartbeat, save_checkpoint and fail_task.  No plan of
+# dependent, a spawn; heartbeat, save_checkpoint and fail_task; and a pass
+# of the scheduler's work (run_due_work: expired leases, deadlines, timers,
+# orphaned children, approvals that time out).  No plan of
 # any statement it ran, at the door or inside the engine, holds a
 # sequential scan of runs, nodes or events.
 
@@ -66,6 +68,7 @@ SELECT vectorbea.complete_task(:t4, :'l4', NULL,
 	'[{"id": "leaf1", "activity": "leaf"}, {"id": "leaf2", "activity": "leaf", "depends_on": ["leaf1"]}]');
 SELECT task_id AS t5, lease AS l5 FROM vectorbea.claim_tasks('w', ARRAY['work'], 1) \gset
 SELECT vectorbea.fail_task(:t5, :'l5', '{"message": "again"}');
+SELECT vectorbea.run_due_work();
 };
 
 my $log_start = -s $node->logfile;
