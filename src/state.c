@@ -1039,12 +1039,19 @@ vb_state_succeed_many(VbRun *runs, int nruns, int n, Datum task_ids, Datum lease
 	{
 		Oid			stypes[4] = {INT8ARRAYOID, UUIDARRAYOID, JSONBARRAYOID, TIMESTAMPTZOID};
 
+		/*
+		 * "n.id = ANY ($1)" repeats the join so that the primary key serves
+		 * it: on a table of a few thousand nodes the generic plan otherwise
+		 * hash-joined every node with the unnest (test/t/042_hot_plans.pl).
+		 */
+
 		succeed_plan = vb_prepare_opts("UPDATE vectorbea.nodes n"
 									   "   SET status = 'succeeded', output = t.output, finished_at = $4"
 									   "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
 									   "                  pg_catalog.unnest($3))"
 									   "       WITH ORDINALITY AS t(id, lease, output, ord)"
-									   " WHERE n.id = t.id AND n.lease = t.lease AND n.status = 'running'"
+									   " WHERE n.id = t.id AND n.id = ANY ($1)"
+									   "   AND n.lease = t.lease AND n.status = 'running'"
 									   " RETURNING t.ord, n.run_id, n.node, n.attempt, n.started_at,"
 									   "           CASE WHEN n.dependents IS NOT NULL THEN n.id END",
 									   lengthof(stypes), stypes, CURSOR_OPT_GENERIC_PLAN);
