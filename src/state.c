@@ -1044,7 +1044,6 @@ vb_state_succeed_many(VbRun *runs, int nruns, int n, Datum task_ids, Datum lease
 		 * it: on a table of a few thousand nodes the generic plan otherwise
 		 * hash-joined every node with the unnest (test/t/042_hot_plans.pl).
 		 */
-
 		succeed_plan = vb_prepare_opts("UPDATE vectorbea.nodes n"
 									   "   SET status = 'succeeded', output = t.output, finished_at = $4"
 									   "  FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
