@@ -729,12 +729,17 @@ vb_cancel_orphans(TimestampTz at, VbSweepCounters *counters)
 
 	if (!vb_waits_available())
 		return 0;
+	/*
+	 * The OFFSET 0 keeps NOT EXISTS a probe of each running child's parent
+	 * node by key: as an anti-join the planner hashed every node of the
+	 * table, at each pass of the scheduler (test/t/042_hot_plans.pl).
+	 */
 	if (plan == NULL)
 		plan = vb_prepare("SELECT c.id FROM vectorbea.runs c"
 						  " WHERE c.parent_run IS NOT NULL AND c.status = 'running'"
 						  "   AND NOT EXISTS (SELECT FROM vectorbea.nodes n"
 						  "                    WHERE n.run_id = c.parent_run AND n.node = c.parent_node"
-						  "                      AND n.lease = c.id AND n.status = 'waiting')"
+						  "                      AND n.lease = c.id AND n.status = 'waiting' OFFSET 0)"
 						  " LIMIT " CppAsString2(WAITS_BATCH)
 						  " FOR NO KEY UPDATE OF c SKIP LOCKED", 0, NULL);
 	if (SPI_execute_plan(plan, NULL, NULL, false, 0) != SPI_OK_SELECT)
@@ -775,7 +780,8 @@ vb_waits_next_due(TimestampTz now)
 		/*
 		 * Work the last pass left because its run was busy (SKIP LOCKED) is
 		 * due again a little later, not at once: a run held for long must
-		 * not keep the scheduler spinning.
+		 * not keep the scheduler spinning.  OFFSET 0: as in
+		 * vb_cancel_orphans.
 		 */
 		plan = vb_prepare("SELECT least("
 						  " (SELECT pg_catalog.min(n.attempt_deadline)"
@@ -799,7 +805,7 @@ vb_waits_next_due(TimestampTz now)
 						  "   WHERE c.parent_run IS NOT NULL AND c.status = 'running'"
 						  "     AND NOT EXISTS (SELECT FROM vectorbea.nodes n"
 						  "                      WHERE n.run_id = c.parent_run AND n.node = c.parent_node"
-						  "                        AND n.lease = c.id AND n.status = 'waiting')"
+						  "                        AND n.lease = c.id AND n.status = 'waiting' OFFSET 0)"
 						  "   LIMIT 1))",
 						  lengthof(types), types);
 	}
