@@ -155,11 +155,21 @@ vb_claim_within_limits(const char *worker, ArrayType *activities, int max_tasks,
 		lock_plan = vb_prepare("SELECT FROM vectorbea.concurrency_limits"
 							   " WHERE activity = ANY ($1) ORDER BY activity, workspace FOR UPDATE",
 							   lengthof(types), types);
-		/* A statement of its own: its snapshot sees what the lock waited for. */
+		/*
+		 * A statement of its own: its snapshot sees what the lock waited for.
+		 * The running attempts are read through nodes_running_idx, whose
+		 * predicate the condition on lease_expires_at repeats: a running
+		 * attempt always has an expiry (the claim sets it, and whatever
+		 * clears it moves the node out of running in the same statement
+		 * or transaction).  Without it no index served the count, and each
+		 * claim of a limited activity read the whole table
+		 * (test/t/042_hot_plans.pl).
+		 */
 		free_plan = vb_prepare("SELECT l.activity, l.workspace, l.max_running -"
 							   "   (SELECT pg_catalog.count(*) FROM vectorbea.nodes n"
 							   "      JOIN vectorbea.runs r ON r.id = n.run_id"
-							   "     WHERE n.status = 'running' AND n.activity = l.activity"
+							   "     WHERE n.status = 'running' AND n.lease_expires_at IS NOT NULL"
+							   "       AND n.activity = l.activity"
 							   "       AND (l.workspace = '*' OR r.workspace = l.workspace))::int"
 							   "  FROM vectorbea.concurrency_limits l"
 							   " WHERE l.activity = ANY ($1) ORDER BY l.activity, l.workspace",
