@@ -10,6 +10,7 @@ MODULE_big = vectorbea
 OBJS = \
 	src/vectorbea.o \
 	src/install_guard.o \
+	src/index_costs.o \
 	src/settings.o \
 	src/crashpoint.o \
 	src/caller.o \

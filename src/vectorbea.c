@@ -3,9 +3,10 @@
  * vectorbea.c
  *	  Module entry point: PG_MODULE_MAGIC and _PG_init.
  *
- * Loading the library defines the settings (settings.c) and hooks the check
- * made before the extension's scripts run (install_guard.c); loading it from
- * shared_preload_libraries also claims shared memory for the schedulers
+ * Loading the library defines the settings (settings.c), and hooks the
+ * check made before the extension's scripts run (install_guard.c) and the
+ * planner's view of the engine's partial indexes (index_costs.c); loading
+ * it from shared_preload_libraries also claims shared memory for the schedulers
  * (shmem.c) and for the claims' marks (claim_marks.c), and registers one
  * scheduler per database (scheduler.c).  The top of the layers: nothing
  * calls into this file.
@@ -21,6 +22,7 @@
 #include "miscadmin.h"
 
 #include "claim_marks.h"
+#include "index_costs.h"
 #include "install_guard.h"
 #include "relay.h"
 #include "scheduler.h"
@@ -36,6 +38,7 @@ _PG_init(void)
 {
 	vb_define_settings();
 	vb_install_guard_init();
+	vb_index_costs_init();
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 	vb_shmem_install_hooks();

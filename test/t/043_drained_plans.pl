@@ -1,0 +1,121 @@
+# 043_drained_plans.pl -- after a drain, the claims still find ready
+# nodes through the index of ready nodes.
+#
+# A queue's index holds the entries of its backlog: nodes_ready_run_idx
+# grows to the largest backlog it has held and keeps its pages after the
+# backlog is gone.  VACUUM then records a few live entries in many pages,
+# and the planner, which prices an index lookup at its share of the
+# index's pages, found a run's ready nodes cheaper through the unique
+# index on (run_id, node): every node of the run read and sorted, at each
+# claim (a run of 10,000 nodes: 104 claims a second instead of 4,962).
+# src/index_costs.c tells the planner no more pages than the live entries
+# fill.  Here 30,000 tasks are drained through the engine and vacuumed,
+# five left ready; a wide run and some small ones start; then one session
+# with auto_explain claims (one activity and two, one task and ten) and
+# completes twice over, a completion releasing a dependent, and fails a
+# task to be retried, with a pass of the scheduler's work.  No plan
+# reads nodes through another index with a filter on their status, or
+# scans runs, nodes or events whole.
+
+use strict;
+use warnings;
+use FindBin;
+use lib $FindBin::Bin;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use VbTest;
+
+my $node = vb_server('drained_plans', "autovacuum = off\n");
+my $sql = sub { return $node->safe_psql('postgres', $_[0]); };
+
+$sql->('CREATE EXTENSION vectorbea CASCADE');
+my $ten_nodes = join(', ', map { qq({"id": "n$_", "activity": "work"}) } 1 .. 10);
+$sql->(qq{SELECT vectorbea.define_workflow('ten', '{"nodes": [$ten_nodes]}')});
+$sql->(q{SELECT vectorbea.define_workflow('wide', jsonb_build_object('nodes',
+	(SELECT jsonb_agg(jsonb_build_object('id', 'w' || i, 'activity', 'work')) FROM generate_series(1, 2000) i)))});
+$sql->(q{SELECT vectorbea.define_workflow('left', '{"nodes": [{"id": "l", "activity": "left"}]}')});
+$sql->(q{SELECT vectorbea.define_workflow('pair', '{"nodes": [{"id": "a", "activity": "chain"},
+	{"id": "b", "activity": "after", "depends_on": ["a"]}]}')});
+
+# The backlog, drained a thousand at a time as workers would.
+$sql->(q{
+SELECT count(*) FROM vectorbea.start_runs('ten', array_fill('{}'::jsonb, ARRAY[3000]));
+SELECT count(*) FROM vectorbea.start_runs('left', array_fill('{}'::jsonb, ARRAY[5]));
+DO $$
+DECLARE
+	ids bigint[];
+	leases uuid[];
+BEGIN
+	LOOP
+		SELECT array_agg(task_id), array_agg(lease) INTO ids, leases
+		  FROM vectorbea.claim_tasks('drainer', ARRAY['work'], 1000);
+		EXIT WHEN ids IS NULL;
+		PERFORM vectorbea.complete_tasks(ids, leases);
+	END LOOP;
+END $$;
+});
+$sql->('VACUUM ANALYZE');
+is($sql->(q{SELECT count(*) FILTER (WHERE status = 'succeeded'), count(*) FILTER (WHERE status = 'ready')
+			  FROM vectorbea.nodes}), '30000|5', 'the backlog was drained, five nodes of another activity left');
+
+# New work after the drain; VACUUM and ANALYZE run later in a big table.
+$sql->(q{
+SELECT vectorbea.start_run('wide', '{}');
+SELECT count(*) FROM vectorbea.start_runs('ten', array_fill('{}'::jsonb, ARRAY[20]));
+SELECT count(*) FROM vectorbea.start_runs('pair', array_fill('{}'::jsonb, ARRAY[20]));
+});
+my ($pages, $tuples) = split /\|/, $sql->(q{SELECT relpages, reltuples FROM pg_class
+											  WHERE oid = 'vectorbea.nodes_ready_run_idx'::regclass});
+cmp_ok($pages, '>', 10 * $tuples,
+	"the index of ready nodes is recorded as sparse ($tuples entries in $pages pages), as after a drain");
+
+my $round = q{
+SELECT task_id AS t1, lease AS l1 FROM vectorbea.claim_tasks('w', ARRAY['work'], 1) \gset
+SELECT vectorbea.complete_task(:t1, :'l1');
+SELECT array_agg(task_id) AS ids, array_agg(lease) AS leases
+  FROM vectorbea.claim_tasks('w', ARRAY['work'], 10) \gset
+SELECT vectorbea.complete_tasks(:'ids', :'leases');
+SELECT array_agg(task_id) AS ids, array_agg(lease) AS leases
+  FROM vectorbea.claim_tasks('w', ARRAY['left', 'work'], 6) \gset
+SELECT vectorbea.complete_tasks(:'ids', :'leases');
+SELECT task_id AS t2, lease AS l2 FROM vectorbea.claim_tasks('w', ARRAY['chain'], 1) \gset
+SELECT vectorbea.complete_task(:t2, :'l2');
+SELECT task_id AS t3, lease AS l3 FROM vectorbea.claim_tasks('w', ARRAY['work'], 1) \gset
+SELECT vectorbea.heartbeat(:t3, :'l3');
+SELECT vectorbea.fail_task(:t3, :'l3', '{"message": "again"}');
+SELECT vectorbea.run_due_work();
+};
+my $log_start = -s $node->logfile;
+$sql->(q{
+LOAD 'auto_explain';
+SET auto_explain.log_min_duration = 0;
+SET auto_explain.log_nested_statements = on;
+} . $round . $round);
+my $log = substr(PostgreSQL::Test::Utils::slurp_file($node->logfile), $log_start);
+
+is($sql->(q{SELECT count(*) FROM vectorbea.nodes WHERE status = 'succeeded'}), 30000 + 2 * 18,
+	'the rounds claimed and completed their tasks');
+is($sql->(q{SELECT count(*) FROM vectorbea.nodes WHERE node = 'b' AND status = 'ready'}), '2',
+	'each round released a dependent');
+is($sql->(q{SELECT count(*) FROM vectorbea.events WHERE type = 'STEP_RETRIED'}), '2',
+	'each round failed a task, to be retried');
+
+my @plans = grep { /plan:\n\s+Query Text:/ } split /\n(?=\S)/, $log;
+my @claims = grep { /Query Text: WITH (?:RECURSIVE ready_runs|acts) AS/ } @plans;
+cmp_ok(scalar @claims, '>=', 6, 'auto_explain logged the plans of the claims')
+  or diag(substr($log, 0, 2000));
+
+# A scan of nodes that keeps the ready ones by a filter, through an index
+# other than the ready nodes', or the nodes of a status through the run's
+# whole range of the unique index: it reads the rows a partial index
+# would have skipped.
+my $filtered_scan = qr/Index Scan using (?:(?!nodes_ready_run_idx)\S+ on nodes \S+ .*\n(?:\s+Index Cond: .*\n)?\s+Filter: .*status = 'ready'|nodes_run_id_node_key on nodes \S+ .*\n\s+Index Cond: \(run_id = [^()]*\)\n\s+Filter: .*status = ).*/;
+my @filtered = map { /($filtered_scan)/ ? ($1) : () } @plans;
+is(scalar @filtered, 0, 'no plan reads nodes through another index and keeps those of a status by filter')
+  or diag(join("\n----\n", @filtered));
+my @scans = grep { /Seq Scan on (?:runs|nodes|events)\b/ } grep { /vectorbea\./ } @plans;
+is(scalar @scans, 0, 'no plan scans runs, nodes or events sequentially')
+  or diag(join("\n----\n", map { substr($_, 0, 3000) } @scans[0 .. ($#scans < 1 ? $#scans : 1)]));
+
+done_testing();
