@@ -28,7 +28,9 @@
  * That is still far more than the entries need (a page holds a hundred
  * and more), so the estimate stays on the side of caution; it changes
  * nothing for an index that is fuller than that.  Only partial indexes of
- * tables in the extension's schema are touched, and only their page count.
+ * tables in the extension's schema are touched, and only their page count;
+ * vectorbea.live_index_pages = off (per session) plans them as PostgreSQL
+ * would, to compare.
  *
  * IDENTIFICATION
  *	  src/index_costs.c
@@ -45,6 +47,7 @@
 #include "utils/lsyscache.h"
 
 #include "index_costs.h"
+#include "settings.h"
 
 static get_relation_info_hook_type prev_get_relation_info = NULL;
 
@@ -72,6 +75,8 @@ price_partial_indexes(PlannerInfo *root, Oid relation, bool inhparent, RelOptInf
 
 	if (prev_get_relation_info)
 		prev_get_relation_info(root, relation, inhparent, rel);
+	if (!vb_live_index_pages)
+		return;
 
 	/* The test that is cheap comes first: most relations have no such index. */
 	foreach(lc, rel->indexlist)

@@ -50,6 +50,7 @@ int			vb_llm_connect_timeout_ms = 10 * 1000;
 int			vb_llm_max_response_kb = 4096;
 int			vb_retention_min = 0;
 int			vb_claim_wait_ms = 100;
+bool		vb_live_index_pages = true;
 
 /*
  * vectorbea.database is read when the postmaster starts, where a list it
@@ -149,6 +150,16 @@ vb_define_settings(void)
 							100, 0, 60 * 1000,
 							PGC_USERSET, GUC_UNIT_MS,
 							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("vectorbea.live_index_pages",
+							 "Plans a sparse partial index of the engine's tables as the pages its live entries fill.",
+							 "A queue's index keeps the pages of its largest backlog; after a drain the "
+							 "planner would price a lookup in it as a read of many of them and take "
+							 "another index. Applies to statements planned after it is set.",
+							 &vb_live_index_pages,
+							 true,
+							 PGC_USERSET, 0,
+							 NULL, NULL, NULL);
 
 	DefineCustomStringVariable("vectorbea.test_clock_offset",
 							   "Moves the engine clock forward, for tests.",
