@@ -16,7 +16,7 @@
  * as a read of a large part of the index.  A claim's lookup of a run's
  * ready nodes then went through the unique index on (run_id, node)
  * instead, reading every node of the run and sorting them to take one:
- * with a run of 10,000 nodes, 104 claims a second instead of 4,962
+ * with a run of 10,000 nodes, 104 tasks a second instead of 4,962
  * (docs/decisions.md, "A drained queue's index is priced by its live
  * entries").  With a larger index, the claims' walks from run to run
  * could become sequential scans of nodes.
@@ -24,13 +24,12 @@
  * A scan never visits a deleted page, and VACUUM deletes the pages it
  * empties, so the pages a scan visits after it hold live entries: an
  * index with fewer live entries than pages has, for the planner, one page
- * per entry (plus the root).
- * That is still far more than the entries need (a page holds a hundred
- * and more), so the estimate stays on the side of caution; it changes
- * nothing for an index that is fuller than that.  Only partial indexes of
- * tables in the extension's schema are touched, and only their page count;
- * vectorbea.live_index_pages = off (per session) plans them as PostgreSQL
- * would, to compare.
+ * per entry (plus the root).  That is still far more than the entries
+ * need (a page holds a hundred and more), so the estimate stays on the
+ * side of caution; it changes nothing for an index that is fuller than
+ * that.  Only partial indexes of tables in the extension's schema are
+ * touched, and only their page count; vectorbea.live_index_pages = off
+ * (per session) plans them as PostgreSQL alone would, to compare.
  *
  * IDENTIFICATION
  *	  src/index_costs.c

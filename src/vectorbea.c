@@ -6,10 +6,10 @@
  * Loading the library defines the settings (settings.c), and hooks the
  * check made before the extension's scripts run (install_guard.c) and the
  * planner's view of the engine's partial indexes (index_costs.c); loading
- * it from shared_preload_libraries also claims shared memory for the schedulers
- * (shmem.c) and for the claims' marks (claim_marks.c), and registers one
- * scheduler per database (scheduler.c).  The top of the layers: nothing
- * calls into this file.
+ * it from shared_preload_libraries also claims shared memory for the
+ * schedulers (shmem.c) and for the claims' marks (claim_marks.c), and
+ * registers one scheduler per database (scheduler.c).  The top of the
+ * layers: nothing calls into this file.
  *
  * IDENTIFICATION
  *	  src/vectorbea.c
