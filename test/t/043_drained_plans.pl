@@ -14,8 +14,8 @@
 # with auto_explain claims (one activity and two, one task and ten) and
 # completes twice over, a completion releasing a dependent, and fails a
 # task to be retried, with a pass of the scheduler's work.  No plan
-# reads nodes through another index with a filter on their status, or
-# scans runs, nodes or events whole; with vectorbea.live_index_pages off
+# reads a run's ready or pending nodes through the wrong index
+# (vb_filtered_node_scans), or scans runs, nodes or events whole; with vectorbea.live_index_pages off
 # (PostgreSQL's own pricing), the same rounds do read whole runs, which
 # shows that the state is the one the hook is for.
 
@@ -88,12 +88,6 @@ SELECT vectorbea.heartbeat(:t3, :'l3');
 SELECT vectorbea.fail_task(:t3, :'l3', '{"message": "again"}');
 SELECT vectorbea.run_due_work();
 };
-# A scan of nodes that keeps the ready ones by a filter, through an index
-# other than the ready nodes', or the nodes of a status through the run's
-# whole range of the unique index: it reads the rows a partial index
-# would have skipped.
-my $filtered_scan = qr/Index Scan using (?:(?!nodes_ready_run_idx)\S+ on nodes \S+ .*\n(?:\s+Index Cond: .*\n)?\s+Filter: .*status = 'ready'|nodes_run_id_node_key on nodes \S+ .*\n\s+Index Cond: \(run_id = [^()]*\)\n\s+Filter: .*status = ).*/;
-
 # Two rounds in a session of their own with vectorbea.live_index_pages
 # set as given; returns the plans auto_explain logged.
 sub plans_with
@@ -116,13 +110,13 @@ SET auto_explain.log_nested_statements = on;
 
 # As PostgreSQL alone plans them, the claims read a run's nodes through
 # the unique index: the state is the one the hook is for.
-my @unpriced = map { /($filtered_scan)/ ? ($1) : () } plans_with('off');
+my @unpriced = vb_filtered_node_scans(plans_with('off'));
 cmp_ok(scalar @unpriced, '>', 0,
 	'live_index_pages off: the claims read whole runs through another index, keeping the ready nodes by filter');
 
 my @plans = plans_with('on');
-my @filtered = map { /($filtered_scan)/ ? ($1) : () } @plans;
-is(scalar @filtered, 0, 'no plan reads nodes through another index and keeps those of a status by filter')
+my @filtered = vb_filtered_node_scans(@plans);
+is(scalar @filtered, 0, 'no plan reads ready or pending nodes of a run through the wrong index')
   or diag(join("\n----\n", @filtered));
 my @scans = grep { /Seq Scan on (?:runs|nodes|events)\b/ } grep { /vectorbea\./ } @plans;
 is(scalar @scans, 0, 'no plan scans runs, nodes or events sequentially')

@@ -16,7 +16,7 @@ use Time::HiRes qw(time usleep);
 
 our @EXPORT = qw(vb_server vb_llm_server vb_wait_for vb_scheduler_pass vb_reload
   vb_master_key vb_store_key vb_fake_start vb_fake_script vb_fake_requests vb_fake_stats vb_fake_reset
-  vb_json vb_kill_server vb_alive);
+  vb_json vb_kill_server vb_alive vb_filtered_node_scans);
 
 my $json = JSON::PP->new->canonical;
 my $http = HTTP::Tiny->new(timeout => 30);
@@ -280,6 +280,21 @@ sub vb_children_of
 	}
 	closedir $dh;
 	return @kids;
+}
+
+# The scans of nodes, in auto_explain's plans, that read rows the queue
+# index made for them would have skipped: through an index other than the
+# ready nodes' keeping the ready ones by a filter, or through the whole
+# range of a run in the unique index on (run_id, node) keeping the pending
+# ones (nodes_pending_idx finds a run's pending nodes).  A run's nodes of
+# other statuses (succeeded, failed, open) are read by run where a
+# statement needs them all, at a run's end or cancel, and are not
+# counted.  Each is returned as its plan lines.
+sub vb_filtered_node_scans
+{
+	my (@plans) = @_;
+	my $scan = qr/Index Scan using (?:(?!nodes_ready_run_idx)\S+ on nodes \S+ .*\n(?:\s+Index Cond: .*\n)?\s+Filter: .*status = 'ready'|nodes_run_id_node_key on nodes \S+ .*\n\s+Index Cond: \(run_id = [^()]*\)\n\s+Filter: .*status = 'pending').*/;
+	return map { /($scan)/ ? ($1) : () } @plans;
 }
 
 sub vb_alive
