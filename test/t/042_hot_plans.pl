@@ -174,19 +174,7 @@ SELECT vectorbea.define_workflow('backlog', '{"nodes": [$backlog_nodes]}');
 SELECT vectorbea.define_workflow('spare', '{"nodes": [{"id": "p", "activity": "spare"}]}');
 SELECT count(*) FROM vectorbea.start_runs('backlog', array_fill('{}'::jsonb, ARRAY[$backlog_runs]));
 SELECT count(*) FROM vectorbea.start_runs('spare', array_fill('{}'::jsonb, ARRAY[5]));
-DO \$\$
-DECLARE
-	ids bigint[];
-	leases uuid[];
-BEGIN
-	LOOP
-		SELECT array_agg(task_id), array_agg(lease) INTO ids, leases
-		  FROM vectorbea.claim_tasks('drainer', ARRAY['work'], 1000);
-		EXIT WHEN ids IS NULL;
-		PERFORM vectorbea.complete_tasks(ids, leases);
-	END LOOP;
-END \$\$;
-});
+} . vb_drain_sql('work'));
 		$sql->('VACUUM ANALYZE');
 		$backlog_runs += 5;
 	}

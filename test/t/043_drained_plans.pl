@@ -44,19 +44,7 @@ $sql->(q{SELECT vectorbea.define_workflow('pair', '{"nodes": [{"id": "a", "activ
 $sql->(q{
 SELECT count(*) FROM vectorbea.start_runs('ten', array_fill('{}'::jsonb, ARRAY[3000]));
 SELECT count(*) FROM vectorbea.start_runs('left', array_fill('{}'::jsonb, ARRAY[5]));
-DO $$
-DECLARE
-	ids bigint[];
-	leases uuid[];
-BEGIN
-	LOOP
-		SELECT array_agg(task_id), array_agg(lease) INTO ids, leases
-		  FROM vectorbea.claim_tasks('drainer', ARRAY['work'], 1000);
-		EXIT WHEN ids IS NULL;
-		PERFORM vectorbea.complete_tasks(ids, leases);
-	END LOOP;
-END $$;
-});
+} . vb_drain_sql('work'));
 $sql->('VACUUM ANALYZE');
 is($sql->(q{SELECT count(*) FILTER (WHERE status = 'succeeded'), count(*) FILTER (WHERE status = 'ready')
 			  FROM vectorbea.nodes}), '30000|5', 'the backlog was drained, five nodes of another activity left');

@@ -16,7 +16,7 @@ use Time::HiRes qw(time usleep);
 
 our @EXPORT = qw(vb_server vb_llm_server vb_wait_for vb_scheduler_pass vb_reload
   vb_master_key vb_store_key vb_fake_start vb_fake_script vb_fake_requests vb_fake_stats vb_fake_reset
-  vb_json vb_kill_server vb_alive vb_filtered_node_scans);
+  vb_json vb_kill_server vb_alive vb_filtered_node_scans vb_drain_sql);
 
 my $json = JSON::PP->new->canonical;
 my $http = HTTP::Tiny->new(timeout => 30);
@@ -280,6 +280,27 @@ sub vb_children_of
 	}
 	closedir $dh;
 	return @kids;
+}
+
+# SQL that drains every ready task of $activity through the engine, as
+# workers would: claims of 1,000 and complete_tasks, until none is left.
+sub vb_drain_sql
+{
+	my ($activity) = @_;
+	return qq{
+DO \$\$
+DECLARE
+	ids bigint[];
+	leases uuid[];
+BEGIN
+	LOOP
+		SELECT array_agg(task_id), array_agg(lease) INTO ids, leases
+		  FROM vectorbea.claim_tasks('drainer', ARRAY['$activity'], 1000);
+		EXIT WHEN ids IS NULL;
+		PERFORM vectorbea.complete_tasks(ids, leases);
+	END LOOP;
+END \$\$;
+};
 }
 
 # The scans of nodes, in auto_explain's plans, that read rows the queue
