@@ -7,17 +7,18 @@
 # and the planner, which prices an index lookup at its share of the
 # index's pages, found a run's ready nodes cheaper through the unique
 # index on (run_id, node): every node of the run read and sorted, at each
-# claim (a run of 10,000 nodes: 104 claims a second instead of 4,962).
-# src/index_costs.c tells the planner no more pages than the live entries
-# fill.  Here 30,000 tasks are drained through the engine and vacuumed,
-# five left ready; a wide run and some small ones start; then one session
-# with auto_explain claims (one activity and two, one task and ten) and
-# completes twice over, a completion releasing a dependent, and fails a
-# task to be retried, with a pass of the scheduler's work.  No plan
-# reads a run's ready or pending nodes through the wrong index
-# (vb_filtered_node_scans), or scans runs, nodes or events whole; with vectorbea.live_index_pages off
-# (PostgreSQL's own pricing), the same rounds do read whole runs, which
-# shows that the state is the one the hook is for.
+# claim (runs of 10,000 nodes: 151-172 tasks a second instead of
+# 1,250-1,374, bench/run drained).  src/index_costs.c tells the planner
+# no more pages than the live entries fill.  Here 30,000 tasks are
+# drained through the engine and vacuumed, five left ready; a wide run
+# and some small ones start; then a session with auto_explain claims (one
+# activity and two, one task and ten) and completes twice over, a
+# completion releasing a dependent, and fails a task to be retried, with
+# a pass of the scheduler's work.  With vectorbea.live_index_pages off
+# (PostgreSQL's own pricing) the claims read whole runs, which shows that
+# the state is the one the hook is for; in a second session, with it on,
+# no plan reads a run's ready or pending nodes through the wrong index
+# (vb_filtered_node_scans), or scans runs, nodes or events whole.
 
 use strict;
 use warnings;
