@@ -368,10 +368,7 @@ SET auto_explain.log_nested_statements = on;
 				  FROM vectorbea.runs WHERE workflow = 'ticked'}),
 		't|t', "$db: the schedule's ticks started a run (one a minute)");
 
-	# auto_explain writes each plan as one entry: "duration: ... plan:",
-	# then "Query Text: ..." and the plan's lines, each indented.
-	my @plans = grep { /plan:\n\s+Query Text:/ } split /\n(?=\S)/, $log;
-	my @engine = grep { /vectorbea\./ } @plans;
+	my @engine = grep { /vectorbea\./ } vb_plans_in($log);
 	cmp_ok(scalar @engine, '>', 100, "$db: auto_explain logged the plans of the session and of the engine")
 	  or diag(substr($log, 0, 2000));
 	for my $want ('claim_tasks', 'complete_tasks', 'complete_task', 'fail_task', 'heartbeat',
@@ -389,7 +386,7 @@ SET auto_explain.log_nested_statements = on;
 sub no_scans_of
 {
 	my ($tables, $what, @plans) = @_;
-	my @scans = grep { /Seq Scan on (?:$tables)\b/ } @plans;
+	my @scans = vb_seq_scans($tables, @plans);
 	is(scalar @scans, 0, $what)
 	  or diag(join("\n----\n", map { substr($_, 0, 3000) } @scans[0 .. ($#scans < 2 ? $#scans : 2)]));
 }

@@ -77,6 +77,7 @@ SELECT vectorbea.heartbeat(:t3, :'l3');
 SELECT vectorbea.fail_task(:t3, :'l3', '{"message": "again"}');
 SELECT vectorbea.run_due_work();
 };
+
 # Two rounds in a session of their own with vectorbea.live_index_pages
 # set as given; returns the plans auto_explain logged.
 sub plans_with
@@ -90,7 +91,7 @@ SET auto_explain.log_min_duration = 0;
 SET auto_explain.log_nested_statements = on;
 } . $round . $round);
 	my $log = substr(PostgreSQL::Test::Utils::slurp_file($node->logfile), $log_start);
-	my @plans = grep { /plan:\n\s+Query Text:/ } split /\n(?=\S)/, $log;
+	my @plans = vb_plans_in($log);
 	cmp_ok(scalar(grep { /Query Text: WITH (?:RECURSIVE ready_runs|acts) AS/ } @plans), '>=', 6,
 		"live_index_pages $setting: auto_explain logged the plans of the claims")
 	  or diag(substr($log, 0, 2000));
@@ -107,7 +108,7 @@ my @plans = plans_with('on');
 my @filtered = vb_filtered_node_scans(@plans);
 is(scalar @filtered, 0, 'no plan reads ready or pending nodes of a run through the wrong index')
   or diag(join("\n----\n", @filtered));
-my @scans = grep { /Seq Scan on (?:runs|nodes|events)\b/ } grep { /vectorbea\./ } @plans;
+my @scans = vb_seq_scans('runs|nodes|events', grep { /vectorbea\./ } @plans);
 is(scalar @scans, 0, 'no plan scans runs, nodes or events sequentially')
   or diag(join("\n----\n", map { substr($_, 0, 3000) } @scans[0 .. ($#scans < 1 ? $#scans : 1)]));
 

@@ -16,7 +16,7 @@ use Time::HiRes qw(time usleep);
 
 our @EXPORT = qw(vb_server vb_llm_server vb_wait_for vb_scheduler_pass vb_reload
   vb_master_key vb_store_key vb_fake_start vb_fake_script vb_fake_requests vb_fake_stats vb_fake_reset
-  vb_json vb_kill_server vb_alive vb_filtered_node_scans vb_drain_sql);
+  vb_json vb_kill_server vb_alive vb_plans_in vb_seq_scans vb_filtered_node_scans vb_drain_sql);
 
 my $json = JSON::PP->new->canonical;
 my $http = HTTP::Tiny->new(timeout => 30);
@@ -301,6 +301,23 @@ BEGIN
 	END LOOP;
 END \$\$;
 };
+}
+
+# The plans auto_explain wrote into $log (a slice of the server log): each
+# is one entry, "duration: ... plan:", then "Query Text: ..." and the
+# plan's lines, each indented.
+sub vb_plans_in
+{
+	my ($log) = @_;
+	return grep { /plan:\n\s+Query Text:/ } split /\n(?=\S)/, $log;
+}
+
+# The plans that scan one of $tables (an alternation: "runs|nodes")
+# sequentially.
+sub vb_seq_scans
+{
+	my ($tables, @plans) = @_;
+	return grep { /Seq Scan on (?:$tables)\b/ } @plans;
 }
 
 # The scans of nodes, in auto_explain's plans, that read rows the queue
