@@ -233,10 +233,14 @@ add_nodes(VbRun *run, const char *specs_json, const char *spawned_by, bool hold,
 		/*
 		 * Dependencies among the nodes added by this statement are not
 		 * visible to its own snapshot, so they count as not yet done, which
-		 * is right: new nodes have not run.
+		 * is right: new nodes have not run.  The generic plan from the
+		 * first call: its lookups are by the unique key (run_id, node)
+		 * whatever the values, and left to the plan cache the statement was
+		 * planned again at nearly every call in a mix of starts and spawns
+		 * (0.8 ms a plan, twice its run; test/t/044_kept_plans.pl).
 		 */
-		plans[waits] = vb_prepare(waits ? ADD_NODES_SQL(ADD_NODES_WAITS) : ADD_NODES_SQL(ADD_NODES_010),
-								  lengthof(types), types);
+		plans[waits] = vb_prepare_opts(waits ? ADD_NODES_SQL(ADD_NODES_WAITS) : ADD_NODES_SQL(ADD_NODES_010),
+									   lengthof(types), types, CURSOR_OPT_GENERIC_PLAN);
 	}
 	plan = plans[waits];
 	args[0] = UUIDPGetDatum(&run->id);
@@ -567,10 +571,13 @@ release_dependents(VbRun *run, const char *node, Datum dependents, bool none, bo
 	"   LIMIT $3"
 
 /*
- * The claims of concurrency limits (limits.c) choose workspaces: only $6,
- * or any but those in $7.  They are statements of their own, so that the
- * usual claim keeps its plan: with the filter the planner, costing it
- * blind in a generic plan, chose one that sorted the whole backlog.
+ * The claims of concurrency limits (limits.c) and of worker roles kept out
+ * of some workspaces (tenants.c) choose workspaces: only $6, or any but
+ * those in $7.  They are statements of their own: when the filter was part
+ * of the one claim statement (before the claim went run by run), its
+ * generic plan sorted the whole backlog.  The filter only narrows the
+ * lookup of each run by its key, so their plans have the usual claim's
+ * shape (test/t/042_hot_plans.pl).
  */
 #define CLAIM_NO_FILTER ""
 #define CLAIM_WORKSPACE_FILTER \
@@ -737,7 +744,13 @@ vb_state_start_attempts(const char *worker, ArrayType *activities, int max_tasks
 		 * The quota is not known when the statement is planned, so the
 		 * later steps are written to use the indexes whatever row count the
 		 * planner guesses, and the generic plan is used from the first call:
-		 * planning this statement costs more than running it.
+		 * planning this statement costs more than running it.  So with the
+		 * workspace filter: left to the plan cache, the filtered variants
+		 * were planned afresh at every call (a custom plan always looked
+		 * cheaper than the generic one), which made every claim of a worker
+		 * role in a database with mapped workspaces cost three times the
+		 * owner's (docs/decisions.md, "Every variant of the claim keeps its
+		 * generic plan").
 		 */
 		if (!filtered && !one)
 			*plan = vb_prepare_opts(CLAIM_MANY_HEAD(CLAIM_NO_FILTER) CLAIM_TAIL_MANY, 5, types,
@@ -746,11 +759,11 @@ vb_state_start_attempts(const char *worker, ArrayType *activities, int max_tasks
 			*plan = vb_prepare_opts(CLAIM_ONE_HEAD(CLAIM_NO_FILTER) CLAIM_TAIL, lengthof(types),
 									types, CURSOR_OPT_GENERIC_PLAN);
 		else if (!one)
-			*plan = vb_prepare(CLAIM_MANY_HEAD(CLAIM_WORKSPACE_FILTER) CLAIM_TAIL_MANY,
-							   lengthof(types), types);
+			*plan = vb_prepare_opts(CLAIM_MANY_HEAD(CLAIM_WORKSPACE_FILTER) CLAIM_TAIL_MANY,
+									lengthof(types), types, CURSOR_OPT_GENERIC_PLAN);
 		else
-			*plan = vb_prepare(CLAIM_ONE_HEAD(CLAIM_WORKSPACE_FILTER) CLAIM_TAIL,
-							   lengthof(types), types);
+			*plan = vb_prepare_opts(CLAIM_ONE_HEAD(CLAIM_WORKSPACE_FILTER) CLAIM_TAIL,
+									lengthof(types), types, CURSOR_OPT_GENERIC_PLAN);
 	}
 	args[0] = CStringGetTextDatum(worker);
 	args[1] = PointerGetDatum(activities);

@@ -225,10 +225,12 @@ vb_fail_overdue_runs(TimestampTz at, VbSweepCounters *counters)
 	{
 		Oid			types[1] = {TIMESTAMPTZOID};
 
-		plan = vb_prepare("SELECT id FROM vectorbea.runs"
-						  " WHERE status = 'running' AND deadline <= $1"
-						  " ORDER BY deadline LIMIT " CppAsString2(EXPIRE_BATCH)
-						  " FOR NO KEY UPDATE SKIP LOCKED", lengthof(types), types);
+		/* read in deadline order by runs_deadline_idx, whatever the time given */
+		plan = vb_prepare_opts("SELECT id FROM vectorbea.runs"
+							   " WHERE status = 'running' AND deadline <= $1"
+							   " ORDER BY deadline LIMIT " CppAsString2(EXPIRE_BATCH)
+							   " FOR NO KEY UPDATE SKIP LOCKED", lengthof(types), types,
+							   CURSOR_OPT_GENERIC_PLAN);
 	}
 	args[0] = TimestampTzGetDatum(at);
 	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)

@@ -1006,12 +1006,15 @@ start_runs_as_owner(PG_FUNCTION_ARGS)
 	SPI_connect();
 	vb_require_workspace(workspace, "start runs in");
 	{
+		static SPIPlanPtr latest_plan = NULL;
 		Datum		args[1] = {CStringGetTextDatum(workflow)};
 		Oid			types[1] = {TEXTOID};
 
-		if (SPI_execute_with_args("SELECT version, definition FROM vectorbea.workflows"
-								  " WHERE name = $1 ORDER BY version DESC LIMIT 1",
-								  1, types, args, NULL, false, 1) != SPI_OK_SELECT)
+		if (latest_plan == NULL)
+			latest_plan = vb_prepare_opts("SELECT version, definition FROM vectorbea.workflows"
+										  " WHERE name = $1 ORDER BY version DESC LIMIT 1",
+										  lengthof(types), types, CURSOR_OPT_GENERIC_PLAN);
+		if (SPI_execute_plan(latest_plan, args, NULL, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "vectorbea: workflow lookup failed");
 		if (SPI_processed == 0)
 			ereport(ERROR,

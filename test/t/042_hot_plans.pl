@@ -21,10 +21,11 @@
 # cancel_run, a failed run that compensates, fork_run and diff_runs with
 # the history readers (replay, verify_run, graph, timeline), purge_runs,
 # claims under a concurrency limit, a run budget crossed by a task's usage
-# in a workspace with a budget, and the tick of a schedule (the command of
-# the pg_cron job schedule_workflow made).  No plan of any statement it
-# ran, at the door or inside the engine, holds a sequential scan of runs,
-# nodes or events.  The same again in a database a fifth of that size of
+# in a workspace with a budget, the tick of a schedule (the command of
+# the pg_cron job schedule_workflow made), and the claims of a worker role
+# kept out of a workspace mapped to another role.  No plan of any
+# statement it ran, at the door or inside the engine, holds a sequential
+# scan of runs, nodes or events.  The same again in a database a fifth of that size of
 # ten-task runs and a quarter of the rest (650 runs and 25 children),
 # where reading runs whole may rightly be cheaper than its index, but
 # nodes and events are still read by key.  And that small database once
@@ -140,6 +141,15 @@ SELECT vectorbea.complete_tasks(:'ids', :'leases');
 SELECT task_id AS t10, lease AS l10, run_id AS r10 FROM vectorbea.claim_tasks('w', ARRAY['costly'], 1) \\gset
 SELECT vectorbea.set_run_budget(:'r10', 1.0);
 SELECT vectorbea.complete_task(:t10, :'l10', '{}', NULL, '{"usd": 2.5, "tokens": 100}');
+-- A worker role kept out of a workspace mapped to another role: its
+-- claims choose workspaces.
+SET ROLE hot_tenant;
+SELECT task_id AS t11, lease AS l11 FROM vectorbea.claim_tasks('tw', ARRAY['work'], 1) \\gset
+SELECT vectorbea.complete_task(:t11, :'l11');
+SELECT array_agg(task_id) AS ids, array_agg(lease) AS leases
+  FROM vectorbea.claim_tasks('tw', ARRAY['other', 'work'], 4) \\gset
+SELECT vectorbea.complete_tasks(:'ids', :'leases');
+RESET ROLE;
 $tick_command;
 SELECT vectorbea.run_due_work();
 -- Last: purge_runs sets session_replication_role for its statement, and
@@ -161,6 +171,17 @@ sub engine_plans
 
 	$node->safe_psql('postgres', "CREATE DATABASE $db") if $db ne 'postgres';
 	$sql->('CREATE EXTENSION vectorbea CASCADE');
+	# A worker role, and a workspace mapped to another role (the roles are
+	# the cluster's, made by the first database).
+	$sql->(q{
+DO $$ BEGIN
+	IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'hot_tenant') THEN
+		CREATE ROLE hot_tenant;
+		CREATE ROLE hot_other;
+	END IF;
+END $$;
+SELECT vectorbea.grant_workspace('walled', 'hot_other');
+} . vb_worker_grants_sql('hot_tenant'));
 	# A backlog first, drained as workers would and vacuumed, five tasks of
 	# an activity no one claims left ready: the queues' indexes keep the
 	# backlog's pages with few live entries, and the statistics stay as the
@@ -239,6 +260,8 @@ SELECT count(*) FROM vectorbea.start_runs('sleeper',
 	   FROM generate_series(1, $each) g));
 SELECT count(*) FROM vectorbea.start_runs('costly', array_fill('{}'::jsonb, ARRAY[$each]), NULL,
 	'{"workspace": "spenders"}');
+SELECT count(*) FROM vectorbea.start_runs('ten', array_fill('{}'::jsonb, ARRAY[2]), NULL,
+	'{"workspace": "walled"}');
 SELECT vectorbea.set_budget('spenders', 1000, 'month');
 SELECT vectorbea.set_concurrency_limit('limited', 1);
 SELECT array_agg(task_id) AS ids, array_agg(lease) AS leases
@@ -262,7 +285,7 @@ SELECT count(vectorbea.cancel_run(id, 'old')) FROM vectorbea.runs WHERE workflow
 SELECT vectorbea.run_due_work();
 } . ($backlog ? '' : 'ANALYZE;'));
 	is($sql->(q{SELECT count(*) FILTER (WHERE parent_run IS NULL), count(*) FILTER (WHERE parent_run IS NOT NULL)
-				  FROM vectorbea.runs}), ($ten + 18 * $each + $backlog_runs) . "|$each",
+				  FROM vectorbea.runs}), ($ten + 18 * $each + $backlog_runs + 2) . "|$each",
 		"$db: the runs and the children are there");
 
 	my $log_start = -s $node->logfile;
@@ -361,6 +384,12 @@ SET auto_explain.log_nested_statements = on;
 		($each - 4) . '|2/4', "$db: two purges removed two cancelled runs each");
 	is($sql->(q{SELECT count(*) FROM vectorbea.nodes WHERE activity = 'limited' AND status = 'succeeded'}), '2',
 		"$db: claims of two under a limit of one took one each");
+	is($sql->(q{SELECT count(*), count(*) FILTER (WHERE r.workspace = 'walled'),
+					   count(*) FILTER (WHERE n.status = 'succeeded')
+				  FROM vectorbea.events e JOIN vectorbea.runs r ON r.id = e.run_id
+				  JOIN vectorbea.nodes n ON n.run_id = e.run_id AND n.node = e.node
+				 WHERE e.type = 'STEP_STARTED' AND e.data->>'worker' = 'tw'}),
+		'10|0|10', "$db: the worker role claimed and completed five tasks a round, none of the mapped workspace");
 	is($sql->(q{SELECT (SELECT count(*) FROM vectorbea.runs WHERE workflow = 'costly' AND status = 'failed'),
 					   (SELECT count(*) FROM vectorbea.events WHERE type = 'BUDGET_EXCEEDED')}),
 		'2|2', "$db: two runs went over the budget they were given, and failed");

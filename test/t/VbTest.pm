@@ -16,7 +16,8 @@ use Time::HiRes qw(time usleep);
 
 our @EXPORT = qw(vb_server vb_llm_server vb_wait_for vb_scheduler_pass vb_reload
   vb_master_key vb_store_key vb_fake_start vb_fake_script vb_fake_requests vb_fake_stats vb_fake_reset
-  vb_json vb_kill_server vb_alive vb_plans_in vb_seq_scans vb_filtered_node_scans vb_drain_sql);
+  vb_json vb_kill_server vb_alive vb_plans_in vb_seq_scans vb_filtered_node_scans vb_drain_sql
+  vb_worker_grants_sql);
 
 my $json = JSON::PP->new->canonical;
 my $http = HTTP::Tiny->new(timeout => 30);
@@ -300,6 +301,26 @@ BEGIN
 		PERFORM vectorbea.complete_tasks(ids, leases);
 	END LOOP;
 END \$\$;
+};
+}
+
+# What docs/operations.md grants a worker role: the schema, and the
+# functions a worker calls.
+sub vb_worker_grants_sql
+{
+	my ($role) = @_;
+	return qq{
+GRANT USAGE ON SCHEMA vectorbea TO $role;
+GRANT EXECUTE ON FUNCTION
+	vectorbea.claim_tasks(text, text[], integer, interval),
+	vectorbea.heartbeat(bigint, uuid, interval),
+	vectorbea.save_checkpoint(bigint, uuid, jsonb),
+	vectorbea.complete_task(bigint, uuid, jsonb, jsonb, jsonb),
+	vectorbea.complete_tasks(bigint[], uuid[], jsonb[], jsonb[], jsonb[]),
+	vectorbea.fail_task(bigint, uuid, jsonb, boolean),
+	vectorbea.await_approval(bigint, uuid, text, jsonb, interval),
+	vectorbea.append_event(uuid, text, jsonb, text)
+  TO $role;
 };
 }
 
