@@ -320,8 +320,14 @@ llm_work_ready(void)
  * ready was skipped for its run (or its own row), and a read says so.
  * With a limit, nodes may wait for it instead, and a call's end wakes the
  * scheduler for those; then the probe locks the runs it can (at most 64),
- * in a subtransaction that is always rolled back, and only a run it could
- * not lock counts.  Runs held by this transaction count as free.
+ * in a subtransaction that is always rolled back: a run it could not lock
+ * counts, and so does one it could whose workspace the limits leave room
+ * for.  The claim did not take that one either, so its node row was held,
+ * or the run was until a moment ago (its holder committed between the
+ * claim and the probe): either way nothing will wake the scheduler for it,
+ * and counting only the runs still held lost it (test/t/036_llm_busy_run.pl).
+ * Only a run whose workspace a full limit covers is left to a call's end.
+ * Runs held by this transaction count as free.
  */
 static bool
 probe_busy_llm_runs(void *arg)
@@ -336,14 +342,25 @@ probe_busy_llm_runs(void *arg)
 	if (plan == NULL && limits_table)
 		/* CASE evaluates the locking count only when it gets there. */
 		plan = vb_prepare(WAITING_LLM_RUNS
+						  ", free AS MATERIALIZED ("
+						  "  SELECT r.workspace FROM vectorbea.runs r WHERE r.id IN (SELECT id FROM waiting)"
+						  "     FOR NO KEY UPDATE OF r SKIP LOCKED"
+						  "), full_limits AS ("
+						  "  SELECT l.workspace FROM vectorbea.concurrency_limits l"
+						  "   WHERE l.activity = '" VB_LLM_ACTIVITY "'"
+						  "     AND l.max_running <= (SELECT pg_catalog.count(*) FROM vectorbea.nodes n"
+						  "                             JOIN vectorbea.runs r ON r.id = n.run_id"
+						  "                            WHERE n.status = 'running' AND n.lease_expires_at IS NOT NULL"
+						  "                              AND n.activity = l.activity"
+						  "                              AND (l.workspace = '*' OR r.workspace = l.workspace))"
+						  ")"
 						  "SELECT CASE"
 						  "  WHEN NOT EXISTS (SELECT FROM waiting) THEN false"
 						  "  WHEN NOT EXISTS (SELECT FROM vectorbea.concurrency_limits l"
 						  "                    WHERE l.activity = '" VB_LLM_ACTIVITY "') THEN true"
-						  "  ELSE (SELECT pg_catalog.count(*) FROM waiting) >"
-						  "       (SELECT pg_catalog.count(*) FROM ("
-						  "          SELECT FROM vectorbea.runs r WHERE r.id IN (SELECT id FROM waiting)"
-						  "             FOR NO KEY UPDATE OF r SKIP LOCKED) free)"
+						  "  ELSE (SELECT pg_catalog.count(*) FROM waiting) > (SELECT pg_catalog.count(*) FROM free)"
+						  "       OR EXISTS (SELECT FROM free f WHERE NOT EXISTS ("
+						  "                    SELECT FROM full_limits x WHERE x.workspace IN ('*', f.workspace)))"
 						  " END",
 						  lengthof(types), types);
 	/* A 0.1.0 schema, before ALTER EXTENSION UPDATE, has no limits. */

@@ -1,6 +1,7 @@
 # A ready llm node whose run another transaction holds when the scheduler
 # claims is not left waiting for an unrelated wake; nor is one that waited
-# for a concurrency limit that is then raised.
+# for a concurrency limit that is then raised; nor, under a limit with
+# room, one whose own row is held.
 #
 # The scheduler claims llm nodes with SKIP LOCKED, like any worker: a run
 # held at that moment (a worker's heartbeat or completion of another node, an
@@ -46,6 +47,33 @@ sub diag_state
 	diag(sql(q{SELECT string_agg(activity || '=' || max_running, ', ') FROM vectorbea.concurrency_limits}));
 }
 
+# Locks a row with $lock in a session of its own, then $wake makes the
+# scheduler pass: that pass must leave run $r's write ready.  The holder
+# then commits, which wakes nobody, and the scheduler must call for write
+# by itself.  Returns how long the call took to follow the commit (undef:
+# not within 60 s).
+sub hold_across_a_pass
+{
+	my ($r, $lock, $wake, $what) = @_;
+	my $holder = $node->background_psql('postgres');
+	$holder->query_safe(q{BEGIN});
+	$holder->query_safe($lock);
+	# A pass that starts from here on starts with the row held.
+	my $held_since = sql(q{SELECT vectorbea.clock()});
+	$wake->();
+	ok(defined vb_wait_for($node, qq{SELECT last_wake >= '$held_since' FROM vectorbea.scheduler_status()}, 't'),
+		"$what: the scheduler made a pass while the row was held");
+	is(sql(qq{SELECT status FROM vectorbea.nodes WHERE run_id = '$r' AND node = 'write'}), 'ready',
+		"$what: that pass left write ready");
+	$holder->query_safe(q{COMMIT});
+	$holder->quit;
+	my $waited = vb_wait_for($node,
+		qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$r' AND type = 'LLM_REQUESTED'}, '1', 60);
+	ok(defined $waited, "$what: once the holder committed, the scheduler called for write by itself")
+	  or diag_state($r);
+	return $waited;
+}
+
 my $scheduler = sql(q{SELECT pid FROM vectorbea.scheduler_status()});
 like($scheduler, qr/^\d+$/, 'the scheduler is running');
 
@@ -60,23 +88,8 @@ ok($tid, 'a worker leased collect');
 
 kill 'STOP', $scheduler;
 sql(qq{SELECT vectorbea.complete_task($tid, '$lease', '{}')});
-my $holder = $node->background_psql('postgres');
-$holder->query_safe(q{BEGIN});
-$holder->query_safe(qq{SELECT FROM vectorbea.runs WHERE id = '$run' FOR NO KEY UPDATE});
-# A pass that starts from here on starts after the scheduler goes on.
-my $held_since = sql(q{SELECT vectorbea.clock()});
-kill 'CONT', $scheduler;
-
-ok(defined vb_wait_for($node, qq{SELECT last_wake >= '$held_since' FROM vectorbea.scheduler_status()}, 't'),
-	'the scheduler made a pass while the run was held');
-is(sql(qq{SELECT status FROM vectorbea.nodes WHERE run_id = '$run' AND node = 'write'}), 'ready',
-	'that pass left write ready: its run was busy');
-
-$holder->query_safe(q{COMMIT});
-my $waited = vb_wait_for($node,
-	qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$run' AND type = 'LLM_REQUESTED'}, '1', 60);
-ok(defined $waited, 'once the holder committed, the scheduler called for write by itself')
-  or diag_state($run);
+my $waited = hold_across_a_pass($run, qq{SELECT FROM vectorbea.runs WHERE id = '$run' FOR NO KEY UPDATE},
+	sub { kill 'CONT', $scheduler }, 'the run held');
 note(sprintf('the call followed the commit after %.2f s', $waited // -1));
 ok(defined vb_wait_for($node, qq{SELECT status FROM vectorbea.runs WHERE id = '$run'}, 'succeeded'),
 	'and the run succeeded');
@@ -124,21 +137,22 @@ note('the next pass is planned ' . sql(q{SELECT coalesce((next_due - last_wake):
 my ($waiting_run) = grep {
 	sql(qq{SELECT status FROM vectorbea.nodes WHERE run_id = '$_' AND node = 'write'}) eq 'ready' } @runs;
 ok($waiting_run, 'the run whose write waits for the limit');
-$holder->quit;
-$holder = $node->background_psql('postgres');
-$holder->query_safe(q{BEGIN});
-$holder->query_safe(qq{SELECT FROM vectorbea.runs WHERE id = '$waiting_run' FOR NO KEY UPDATE});
-$held_since = sql(q{SELECT vectorbea.clock()});
-sql(q{SELECT vectorbea.set_concurrency_limit('vectorbea:llm', 5)});
-ok(defined vb_wait_for($node, qq{SELECT last_wake >= '$held_since' FROM vectorbea.scheduler_status()}, 't'),
-	'raising the limit woke the scheduler');
-is(sql(qq{SELECT status FROM vectorbea.nodes WHERE run_id = '$waiting_run' AND node = 'write'}), 'ready',
-	'its pass left write ready: its run was busy');
-$holder->query_safe(q{COMMIT});
-ok(defined vb_wait_for($node, qq{SELECT count(*) FROM vectorbea.events
-	WHERE run_id = '$waiting_run' AND type = 'LLM_REQUESTED'}, '1', 60),
-	'once the holder committed, the scheduler called for it by itself')
-  or diag_state($waiting_run);
+hold_across_a_pass($waiting_run, qq{SELECT FROM vectorbea.runs WHERE id = '$waiting_run' FOR NO KEY UPDATE},
+	sub { sql(q{SELECT vectorbea.set_concurrency_limit('vectorbea:llm', 5)}) }, 'the limit raised');
+
+# ---------------------------------------------------------------------------
+# Under a limit with room, the node's own row held, not its run: the claim
+# passes the node over while the probe, which locks runs, finds its run
+# free.  Such a run counts as busy all the same (a run released between
+# the claim and the probe looks the same): before, only a run the probe
+# could not lock counted, and the node waited for the next unrelated wake.
+my $row_run = sql(q{SELECT vectorbea.start_run('brief', '{"topic": "rows"}')});
+($tid, $lease) = split /\|/, sql(q{SELECT task_id, lease FROM vectorbea.claim_tasks('w1', ARRAY['collect'])});
+kill 'STOP', $scheduler;
+sql(qq{SELECT vectorbea.complete_task($tid, '$lease', '{}')});
+hold_across_a_pass($row_run,
+	qq{SELECT FROM vectorbea.nodes WHERE run_id = '$row_run' AND node = 'write' FOR UPDATE},
+	sub { kill 'CONT', $scheduler }, 'the node row held');
 
 is(sql(q{SELECT string_agg(r.id || ': ' || v::text, E'\n') FROM vectorbea.runs r, vectorbea.verify_run(r.id) v}),
 	'', 'verify_run finds no difference for any run');
