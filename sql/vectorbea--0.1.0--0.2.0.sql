@@ -1893,8 +1893,11 @@ CREATE FUNCTION @extschema@.note_ready_node() RETURNS trigger
 COMMENT ON FUNCTION @extschema@.note_ready_node() IS
 	'Trigger: notes ready nodes (and inserts the engine did not make) for the claims'' marks; changes nothing.';
 REVOKE ALL ON FUNCTION @extschema@.note_ready_node() FROM PUBLIC;
+-- AFTER, not BEFORE: a BEFORE row trigger makes PostgreSQL lock every
+-- row the statement updates before it writes it (one more WAL record per
+-- completed task), whether or not the trigger fires.
 CREATE TRIGGER nodes_note_ready
-	BEFORE UPDATE ON @extschema@.nodes
+	AFTER UPDATE ON @extschema@.nodes
 	FOR EACH ROW WHEN (NEW.status = 'ready' AND NEW.activity IS NOT NULL)
 	EXECUTE FUNCTION @extschema@.note_ready_node();
 CREATE TRIGGER nodes_note_inserts

@@ -435,8 +435,10 @@ vb_claim_marks_note(const char *activity, const VbClaimKey *key)
 /*
  * The triggers on nodes; they change nothing.
  *
- * nodes_note_ready: BEFORE UPDATE FOR EACH ROW WHEN (NEW.status = 'ready'
- * AND NEW.activity IS NOT NULL): notes the row's activity and key.
+ * nodes_note_ready: AFTER UPDATE FOR EACH ROW WHEN (NEW.status = 'ready'
+ * AND NEW.activity IS NOT NULL): notes the row's activity and key.  After:
+ * for a BEFORE row trigger PostgreSQL locks each updated row first, a
+ * WAL record per completed task, though the trigger fires for none.
  *
  * nodes_note_inserts: AFTER INSERT FOR EACH STATEMENT: an insert that is
  * not the engine's (a restore's COPY, a superuser's INSERT) noted nothing,
@@ -473,15 +475,15 @@ vectorbea_note_ready_node(PG_FUNCTION_ARGS)
 		engine_insert = false;
 		return PointerGetDatum(NULL);
 	}
-	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trigger->tg_event) ||
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(trigger->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(trigger->tg_event) ||
 		!TRIGGER_FIRED_BY_UPDATE(trigger->tg_event))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("note_ready_node() must be fired BEFORE UPDATE FOR EACH ROW or AFTER INSERT FOR EACH STATEMENT")));
+				 errmsg("note_ready_node() must be fired AFTER UPDATE FOR EACH ROW or AFTER INSERT FOR EACH STATEMENT")));
 	row = trigger->tg_newtuple;
 	if (marks == NULL)
-		return PointerGetDatum(row);
+		return PointerGetDatum(NULL);
 
 	desc = RelationGetDescr(trigger->tg_relation);
 	if (columns_of != RelationGetRelid(trigger->tg_relation))
@@ -500,11 +502,11 @@ vectorbea_note_ready_node(PG_FUNCTION_ARGS)
 	priority = heap_getattr(row, priority_att, desc, &priority_null);
 	run_id = heap_getattr(row, run_id_att, desc, &run_null);
 	if (activity_null || priority_null || run_null)
-		return PointerGetDatum(row);
+		return PointerGetDatum(NULL);
 	key.priority = DatumGetInt32(priority);
 	memcpy(&key.run_id, DatumGetUUIDP(run_id), sizeof(pg_uuid_t));
 	note_ready(TextDatumGetCString(activity), &key);
-	return PointerGetDatum(row);
+	return PointerGetDatum(NULL);
 }
 
 /*
