@@ -25,10 +25,10 @@
 # the pg_cron job schedule_workflow made), and the claims of a worker role
 # kept out of a workspace mapped to another role.  No plan of any
 # statement it ran, at the door or inside the engine, holds a sequential
-# scan of runs, nodes or events.  The same again in a database a fifth of that size of
-# ten-task runs and a quarter of the rest (650 runs and 25 children),
-# where reading runs whole may rightly be cheaper than its index, but
-# nodes and events are still read by key.  And that small database once
+# scan of runs, nodes or events.  The same again in a database a fifth
+# of that size of ten-task runs and a quarter of the rest (650 runs and
+# 25 children), where reading runs whole may rightly be cheaper than its
+# index, but nodes and events are still read by key.  And that small database once
 # more after a backlog of 20,000 tasks was drained and vacuumed, with the
 # statistics the drain left: the queues' indexes recorded as a few entries
 # in many pages (043_drained_plans.pl); there no plan may either read a
