@@ -261,14 +261,19 @@ vb_budget_workspace_overspent(VbRun *run, bool *pause)
 bool
 vb_budget_in_usd(VbRun *run)
 {
+	static SPIPlanPtr plan = NULL;
 	Datum		args[1] = {UUIDPGetDatum(&run->id)};
-	Oid			types[1] = {UUIDOID};
 
-	if (SPI_execute_with_args("SELECT r.budget_usd IS NOT NULL"
-							  "       OR EXISTS (SELECT FROM vectorbea.budgets b"
-							  "                   WHERE b.workspace = r.workspace AND b.usd IS NOT NULL)"
-							  "  FROM vectorbea.runs r WHERE r.id = $1", 1, types, args, NULL, false, 1) != SPI_OK_SELECT ||
-		SPI_processed != 1)
+	if (plan == NULL)
+	{
+		Oid			types[1] = {UUIDOID};
+
+		plan = vb_prepare("SELECT r.budget_usd IS NOT NULL"
+						  "       OR EXISTS (SELECT FROM vectorbea.budgets b"
+						  "                   WHERE b.workspace = r.workspace AND b.usd IS NOT NULL)"
+						  "  FROM vectorbea.runs r WHERE r.id = $1", lengthof(types), types);
+	}
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "vectorbea: run %s vanished", vb_uuid_text(&run->id));
 	return strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "t") == 0;
 }
@@ -277,12 +282,17 @@ vb_budget_in_usd(VbRun *run)
 bool
 vb_budget_pauses(VbRun *run)
 {
+	static SPIPlanPtr plan = NULL;
 	Datum		args[1] = {UUIDPGetDatum(&run->id)};
-	Oid			types[1] = {UUIDOID};
 
-	if (SPI_execute_with_args("SELECT coalesce(options->>'on_budget', 'fail') = 'pause'"
-							  "  FROM vectorbea.runs WHERE id = $1", 1, types, args, NULL, false, 1) != SPI_OK_SELECT ||
-		SPI_processed != 1)
+	if (plan == NULL)
+	{
+		Oid			types[1] = {UUIDOID};
+
+		plan = vb_prepare("SELECT coalesce(options->>'on_budget', 'fail') = 'pause'"
+						  "  FROM vectorbea.runs WHERE id = $1", lengthof(types), types);
+	}
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "vectorbea: run %s vanished", vb_uuid_text(&run->id));
 	return strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "t") == 0;
 }
@@ -307,11 +317,17 @@ vb_budget_pauses(VbRun *run)
 static bool
 still_resumable(pg_uuid_t *run_id)
 {
+	static SPIPlanPtr plan = NULL;
 	Datum		args[1] = {UUIDPGetDatum(run_id)};
-	Oid			types[1] = {UUIDOID};
 
-	if (SPI_execute_with_args("SELECT FROM vectorbea.runs r WHERE r.id = $1 AND" BUDGET_RESUMABLE_SQL,
-							  1, types, args, NULL, false, 1) != SPI_OK_SELECT)
+	if (plan == NULL)
+	{
+		Oid			types[1] = {UUIDOID};
+
+		plan = vb_prepare("SELECT FROM vectorbea.runs r WHERE r.id = $1 AND" BUDGET_RESUMABLE_SQL,
+						  lengthof(types), types);
+	}
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not read run %s", vb_uuid_text(run_id));
 	return SPI_processed == 1;
 }

@@ -146,11 +146,16 @@ vb_model_disabled(const char *provider, const char *model)
 static char *
 run_workspace(pg_uuid_t *run_id)
 {
+	static SPIPlanPtr plan = NULL;
 	Datum		args[1] = {UUIDPGetDatum(run_id)};
-	Oid			types[1] = {UUIDOID};
 
-	if (SPI_execute_with_args("SELECT workspace FROM vectorbea.runs WHERE id = $1",
-							  1, types, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+	if (plan == NULL)
+	{
+		Oid			types[1] = {UUIDOID};
+
+		plan = vb_prepare("SELECT workspace FROM vectorbea.runs WHERE id = $1", lengthof(types), types);
+	}
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "vectorbea: run %s vanished", vb_uuid_text(run_id));
 	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 }

@@ -30,6 +30,7 @@
 #include "clock.h"
 #include "jsonb_util.h"
 #include "lease.h"
+#include "spi_util.h"
 #include "state.h"
 #include "subxact.h"
 #include "tenants.h"
@@ -46,20 +47,25 @@ static const char *const filter_fields[] = {"run", "workspace", "workflow", "act
 static bool
 requeueable(int64 task_id, VbRun *run, TimestampTz at, bool refuse)
 {
+	static SPIPlanPtr plan = NULL;
 	Datum		args[1] = {Int64GetDatum(task_id)};
-	Oid			types[1] = {INT8OID};
 	char	   *status;
 	char	   *node;
 	bool		isnull;
 	bool		compensated;
 	Datum		deadline;
 
-	if (SPI_execute_with_args("SELECT n.status, n.node, r.deadline,"
-							  "       EXISTS (SELECT FROM vectorbea.events e WHERE e.run_id = r.id"
-							  "                  AND e.type = 'COMPENSATION_STARTED')"
-							  "  FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
-							  " WHERE n.id = $1", 1, types, args, NULL, false, 1) != SPI_OK_SELECT ||
-		SPI_processed != 1)
+	if (plan == NULL)
+	{
+		Oid			types[1] = {INT8OID};
+
+		plan = vb_prepare("SELECT n.status, n.node, r.deadline,"
+						  "       EXISTS (SELECT FROM vectorbea.events e WHERE e.run_id = r.id"
+						  "                  AND e.type = 'COMPENSATION_STARTED')"
+						  "  FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
+						  " WHERE n.id = $1", lengthof(types), types);
+	}
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "vectorbea: task %ld vanished", (long) task_id);
 	status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	node = vb_short_text(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2));

@@ -42,15 +42,19 @@
 static int64
 earlier_signal(pg_uuid_t *run_id, const char *key, const char *name, Jsonb *payload)
 {
+	static SPIPlanPtr plan = NULL;
 	Datum		args[4] = {UUIDPGetDatum(run_id), CStringGetTextDatum(key),
 	CStringGetTextDatum(name), JsonbPGetDatum(payload)};
-	Oid			types[4] = {UUIDOID, TEXTOID, TEXTOID, JSONBOID};
 	bool		isnull;
 
-	if (SPI_execute_with_args("SELECT id, name = $3 AND payload = $4, name FROM vectorbea.signals"
-							  " WHERE run_id = $1 AND idempotency_key = $2",
-							  4, types, args, NULL, false, 1) != SPI_OK_SELECT ||
-		SPI_processed != 1)
+	if (plan == NULL)
+	{
+		Oid			types[4] = {UUIDOID, TEXTOID, TEXTOID, JSONBOID};
+
+		plan = vb_prepare("SELECT id, name = $3 AND payload = $4, name FROM vectorbea.signals"
+						  " WHERE run_id = $1 AND idempotency_key = $2", lengthof(types), types);
+	}
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "vectorbea: signal with idempotency key \"%s\" vanished", vb_short_text(key));
 	if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)))
 		ereport(ERROR,

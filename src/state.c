@@ -2327,6 +2327,7 @@ end_run(VbRun *run, VbRunStatus status, const char *event_type, const char *data
 		TimestampTz at)
 {
 	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr unpause_plan = NULL;
 	Datum		args[4];
 
 	if (plan == NULL)
@@ -2348,11 +2349,14 @@ end_run(VbRun *run, VbRunStatus status, const char *event_type, const char *data
 	 * kept the record of that pause until now.  Both states exist only in
 	 * a 0.2.0 schema, which has the column.
 	 */
-	if ((run->status == VB_RUN_PAUSED || run->status == VB_RUN_COMPENSATING) &&
-		SPI_execute_with_args("UPDATE vectorbea.runs SET paused = NULL"
-							  " WHERE id = $1 AND paused IS NOT NULL", 1,
-							  (Oid[]) {UUIDOID}, args, NULL, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "vectorbea: could not finish run");
+	if (run->status == VB_RUN_PAUSED || run->status == VB_RUN_COMPENSATING)
+	{
+		if (unpause_plan == NULL)
+			unpause_plan = vb_prepare("UPDATE vectorbea.runs SET paused = NULL"
+									  " WHERE id = $1 AND paused IS NOT NULL", 1, (Oid[]) {UUIDOID});
+		if (SPI_execute_plan(unpause_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "vectorbea: could not finish run");
+	}
 	run->status = status;
 	vb_event(run, event_type, NULL, 0, data_json, at);
 	if (status != VB_RUN_SUCCEEDED)

@@ -332,16 +332,24 @@ child_depth(pg_uuid_t *run_id, pg_uuid_t *root)
 	{
 		Oid			types[1] = {UUIDOID};
 
-		plan = vb_prepare("WITH RECURSIVE up(id, depth) AS ("
-						  "  SELECT parent_run, 1 FROM vectorbea.runs WHERE id = $1"
-						  "  UNION ALL"
-						  "  SELECT r.parent_run, up.depth + 1 FROM vectorbea.runs r JOIN up ON r.id = up.id"
-						  "   WHERE up.depth <= " CppAsString2(MAX_CHILD_DEPTH) ")"
-						  " SELECT pg_catalog.count(*) FILTER (WHERE up.id IS NOT NULL),"
-						  "        (SELECT u.id FROM up u JOIN vectorbea.runs r ON r.id = u.id"
-						  "          ORDER BY u.depth DESC LIMIT 1)"
-						  "   FROM up",
-						  lengthof(types), types);
+		/*
+		 * Generic from the first call: its plan does not depend on the run,
+		 * and left to the plan cache it was planned again at most calls
+		 * (test/t/046_kept_plans_elsewhere.pl).  The oldest run left is
+		 * looked up by key, run by run (LIMIT keeps the lookup a
+		 * parameterised one): as a join, the plan read every run.
+		 */
+		plan = vb_prepare_opts("WITH RECURSIVE up(id, depth) AS ("
+							   "  SELECT parent_run, 1 FROM vectorbea.runs WHERE id = $1"
+							   "  UNION ALL"
+							   "  SELECT r.parent_run, up.depth + 1 FROM vectorbea.runs r JOIN up ON r.id = up.id"
+							   "   WHERE up.depth <= " CppAsString2(MAX_CHILD_DEPTH) ")"
+							   " SELECT pg_catalog.count(*) FILTER (WHERE up.id IS NOT NULL),"
+							   "        (SELECT u.id FROM up u CROSS JOIN LATERAL ("
+							   "           SELECT FROM vectorbea.runs r WHERE r.id = u.id LIMIT 1) alive"
+							   "          ORDER BY u.depth DESC LIMIT 1)"
+							   "   FROM up",
+							   lengthof(types), types, CURSOR_OPT_GENERIC_PLAN);
 	}
 	args[0] = UUIDPGetDatum(run_id);
 	/* not read-only: it must see the runs this pass started a moment ago */

@@ -407,18 +407,26 @@ options_workspace(Jsonb *options)
 static Datum
 existing_run(const char *key, const char *workspace, const char *workflow, Jsonb *input)
 {
+	/* [1]: keys are per workspace (0.2.0); [0]: one key space (0.1.0) */
+	static SPIPlanPtr plans[2] = {NULL, NULL};
 	bool		keys_per_workspace = vb_waits_available();
 	Datum		args[4] = {CStringGetTextDatum(key), CStringGetTextDatum(workflow),
 	JsonbPGetDatum(input), CStringGetTextDatum(workspace)};
-	Oid			types[4] = {TEXTOID, TEXTOID, JSONBOID, TEXTOID};
 	bool		isnull;
 	bool		same;
 	Datum		id;
 
-	if (SPI_execute_with_args(psprintf("SELECT id, workflow = $2 AND input = $3, workflow"
-									   "  FROM vectorbea.runs WHERE idempotency_key = $1%s",
-									   keys_per_workspace ? " AND workspace = $4" : ""),
-							  keys_per_workspace ? 4 : 3, types, args, NULL, false, 1) != SPI_OK_SELECT ||
+	if (plans[keys_per_workspace] == NULL)
+	{
+		Oid			types[4] = {TEXTOID, TEXTOID, JSONBOID, TEXTOID};
+
+		plans[keys_per_workspace] =
+			vb_prepare(psprintf("SELECT id, workflow = $2 AND input = $3, workflow"
+								"  FROM vectorbea.runs WHERE idempotency_key = $1%s",
+								keys_per_workspace ? " AND workspace = $4" : ""),
+					   keys_per_workspace ? 4 : 3, types);
+	}
+	if (SPI_execute_plan(plans[keys_per_workspace], args, NULL, false, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		elog(ERROR, "vectorbea: run with idempotency key \"%s\" vanished", key);
 	same = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
