@@ -698,13 +698,22 @@ vb_end_due_waits(TimestampTz at, bool isolate, VbSweepCounters *counters)
 	{
 		Oid			types[1] = {TIMESTAMPTZOID};
 
-		plan = vb_prepare("SELECT n.id, n.run_id"
-						  "  FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
-						  " WHERE n.status = 'waiting' AND n.attempt_deadline <= $1"
-						  "   AND n.kind IN ('sleep', 'signal', 'run') AND r.status = 'running'"
-						  " ORDER BY n.attempt_deadline LIMIT " CppAsString2(WAITS_BATCH)
-						  " FOR NO KEY UPDATE OF r SKIP LOCKED"
-						  " FOR UPDATE OF n SKIP LOCKED", lengthof(types), types);
+		/*
+		 * Generic from the first call, as the next due time below: a pass
+		 * of the scheduler runs it, and the plan cache, finding a plan for
+		 * the time at hand cheaper than the generic one whenever some nodes
+		 * wait, planned it again at every pass (bench/README.md, "The
+		 * scheduler's own statements").  Its plan reads the partial index
+		 * of waiting nodes whatever the time.
+		 */
+		plan = vb_prepare_opts("SELECT n.id, n.run_id"
+							   "  FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
+							   " WHERE n.status = 'waiting' AND n.attempt_deadline <= $1"
+							   "   AND n.kind IN ('sleep', 'signal', 'run') AND r.status = 'running'"
+							   " ORDER BY n.attempt_deadline LIMIT " CppAsString2(WAITS_BATCH)
+							   " FOR NO KEY UPDATE OF r SKIP LOCKED"
+							   " FOR UPDATE OF n SKIP LOCKED", lengthof(types), types,
+							   CURSOR_OPT_GENERIC_PLAN);
 	}
 	return act_on_scan(plan, at, isolate, counters, end_one);
 }
@@ -789,33 +798,36 @@ vb_waits_next_due(TimestampTz now)
 		 * Work the last pass left because its run was busy (SKIP LOCKED) is
 		 * due again a little later, not at once: a run held for long must
 		 * not keep the scheduler spinning.  OFFSET 0: as in
-		 * vb_cancel_orphans.
+		 * vb_cancel_orphans.  Generic from the first call: every pass
+		 * runs it, each of its parts reads a partial index or a key, and
+		 * left to the plan cache it was planned again at every pass, 0.7
+		 * ms each time.
 		 */
-		plan = vb_prepare("SELECT least("
-						  " (SELECT pg_catalog.min(n.attempt_deadline)"
-						  "    FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
-						  "   WHERE n.status = 'waiting' AND n.attempt_deadline IS NOT NULL"
-						  "     AND n.kind IN ('sleep', 'signal', 'run') AND r.status = 'running'),"
-						  " (SELECT CASE WHEN pg_catalog.min(n.available_at) = 'infinity'"
-						  "              THEN $1 + interval '" CppAsString2(RETRY_BUSY_MS) " ms'"
-						  "              ELSE pg_catalog.min(n.available_at) END"
-						  "    FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
-						  "   WHERE n.status = 'ready' AND n.not_before IS NOT NULL"
-						  "     AND n.available_at > $1 AND r.status = 'running' AND NOT " HELD_BY_SWITCH "),"
-						  " (SELECT greatest(m.at, $1 + interval '" CppAsString2(RETRY_BUSY_MS) " ms')"
-						  "    FROM (SELECT pg_catalog.min(n.available_at) AS at"
-						  "            FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
-						  "           WHERE n.status = 'ready' AND n.activity IS NULL AND r.status = 'running'"
-						  "             AND n.kind IN ('sleep', 'signal', 'run')) m"
-						  "   WHERE m.at IS NOT NULL),"
-						  " (SELECT $1 + interval '" CppAsString2(RETRY_BUSY_MS) " ms'"
-						  "    FROM vectorbea.runs c"
-						  "   WHERE c.parent_run IS NOT NULL AND c.status = 'running'"
-						  "     AND NOT EXISTS (SELECT FROM vectorbea.nodes n"
-						  "                      WHERE n.run_id = c.parent_run AND n.node = c.parent_node"
-						  "                        AND n.lease = c.id AND n.status = 'waiting' OFFSET 0)"
-						  "   LIMIT 1))",
-						  lengthof(types), types);
+		plan = vb_prepare_opts("SELECT least("
+							   " (SELECT pg_catalog.min(n.attempt_deadline)"
+							   "    FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
+							   "   WHERE n.status = 'waiting' AND n.attempt_deadline IS NOT NULL"
+							   "     AND n.kind IN ('sleep', 'signal', 'run') AND r.status = 'running'),"
+							   " (SELECT CASE WHEN pg_catalog.min(n.available_at) = 'infinity'"
+							   "              THEN $1 + interval '" CppAsString2(RETRY_BUSY_MS) " ms'"
+							   "              ELSE pg_catalog.min(n.available_at) END"
+							   "    FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
+							   "   WHERE n.status = 'ready' AND n.not_before IS NOT NULL"
+							   "     AND n.available_at > $1 AND r.status = 'running' AND NOT " HELD_BY_SWITCH "),"
+							   " (SELECT greatest(m.at, $1 + interval '" CppAsString2(RETRY_BUSY_MS) " ms')"
+							   "    FROM (SELECT pg_catalog.min(n.available_at) AS at"
+							   "            FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
+							   "           WHERE n.status = 'ready' AND n.activity IS NULL AND r.status = 'running'"
+							   "             AND n.kind IN ('sleep', 'signal', 'run')) m"
+							   "   WHERE m.at IS NOT NULL),"
+							   " (SELECT $1 + interval '" CppAsString2(RETRY_BUSY_MS) " ms'"
+							   "    FROM vectorbea.runs c"
+							   "   WHERE c.parent_run IS NOT NULL AND c.status = 'running'"
+							   "     AND NOT EXISTS (SELECT FROM vectorbea.nodes n"
+							   "                      WHERE n.run_id = c.parent_run AND n.node = c.parent_node"
+							   "                        AND n.lease = c.id AND n.status = 'waiting' OFFSET 0)"
+							   "   LIMIT 1))",
+							   lengthof(types), types, CURSOR_OPT_GENERIC_PLAN);
 	}
 	args[0] = TimestampTzGetDatum(now);
 	if (SPI_execute_plan(plan, args, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)

@@ -1,0 +1,78 @@
+# 047_scheduler_plans.pl -- the scheduler's own statements keep their
+# plans: none is planned again at every pass.
+#
+# 044 and 046 count plans in sessions; the scheduler's passes run
+# statements no session runs (the next due time of the waits), and whether
+# the plan cache keeps a generic plan depends on the data: with a few
+# hundred nodes waiting, a plan made for the pass's time always looked
+# cheaper than the generic one, and two statements of every pass were
+# planned again at each (0.7 and 0.25 ms; bench/README.md, "The
+# scheduler's own statements").  Here the scheduler serves a database with
+# 300 nodes asleep for an hour, and sleeps of a second end one after the
+# other, each a pass; pg_stat_statements (track_planning) then counts the
+# plans of the statements the scheduler ran (top-level statements in its
+# background worker, told apart from this test's by the role: the test
+# drives the runs as another one).
+
+use strict;
+use warnings;
+use FindBin;
+use lib $FindBin::Bin;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep);
+use VbTest;
+
+my $node = vb_server('scheduler_plans', q{autovacuum = off
+shared_preload_libraries = 'vectorbea, pg_stat_statements'
+pg_stat_statements.track = all
+pg_stat_statements.track_planning = on
+});
+my $sql = sub { return $node->safe_psql('postgres', $_[0]); };
+my $as_driver = sub { return $node->safe_psql('postgres', $_[0], extra_params => [ '-U', 'driver' ]); };
+
+$sql->(q{
+CREATE EXTENSION pg_stat_statements;
+CREATE EXTENSION vectorbea CASCADE;
+CREATE ROLE driver LOGIN SUPERUSER;
+SELECT vectorbea.define_workflow('long', '{"nodes": [{"id": "nap", "kind": "sleep", "sleep": {"for": "1h"}}]}');
+SELECT vectorbea.define_workflow('short', '{"nodes": [
+	{"id": "nap", "kind": "sleep", "sleep": {"for": "1s"}},
+	{"id": "after", "activity": "after_nap", "depends_on": ["nap"]}]}');
+SELECT count(*) FROM vectorbea.start_runs('long', array_fill('{}'::jsonb, ARRAY[300]));
+});
+# The scheduler starts the 300 sleeps (each node waiting for an hour).
+ok( $node->poll_query_until('postgres',
+		q{SELECT count(*) = 300 FROM vectorbea.nodes WHERE status = 'waiting'}),
+	'the scheduler started the long sleeps');
+$sql->('ANALYZE; SELECT pg_stat_statements_reset();');
+
+# Forty sleeps of a second, started a quarter of a second apart: their
+# ends keep the scheduler passing.
+my $naps = 40;
+for my $i (1 .. $naps)
+{
+	$as_driver->(q{SELECT vectorbea.start_run('short', '{}')});
+	usleep(250_000);
+}
+ok( $node->poll_query_until('postgres',
+		qq{SELECT count(*) = $naps FROM vectorbea.nodes WHERE node = 'after' AND status = 'ready'}),
+	'every short sleep ended and let its task be claimed');
+
+my $sched = q{FROM pg_stat_statements s JOIN pg_roles u ON u.oid = s.userid
+			   JOIN pg_database d ON d.oid = s.dbid
+			  WHERE d.datname = 'postgres' AND u.rolname <> 'driver' AND s.toplevel
+				AND s.query NOT LIKE '%pg_stat_statements%' AND s.query NOT LIKE '%FROM ONLY%'};
+my $passes = $sql->(qq{SELECT max(s.calls) $sched});
+ok($passes >= 20, "the scheduler ran its statements over many passes ($passes calls)");
+is($sql->(qq{SELECT count(*) $sched AND s.query LIKE '%n.attempt_deadline <= \$1%'}), '1',
+	'the scan of waits that came due is among them');
+is( $sql->(
+		qq{SELECT coalesce(string_agg(s.calls || ' calls, ' || s.plans || ' plans: '
+									  || left(regexp_replace(s.query, '\\s+', ' ', 'g'), 160), E'\\n'), '')
+			 $sched AND s.calls >= 10 AND s.plans > 6}),
+	'',
+	"no statement of the scheduler's passes was planned more than six times");
+
+done_testing();
