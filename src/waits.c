@@ -801,13 +801,18 @@ vb_waits_next_due(TimestampTz now)
 		 * vb_cancel_orphans.  Generic from the first call: every pass
 		 * runs it, each of its parts reads a partial index or a key, and
 		 * left to the plan cache it was planned again at every pass, 0.7
-		 * ms each time.
+		 * ms each time.  The first wait to end is the first entry of the
+		 * waiting nodes' index whose run is running: as the minimum over
+		 * all of them joined to their runs, every pass read every waiting
+		 * node and its run (8 ms with 5,000 waiting, bench/README.md).
 		 */
 		plan = vb_prepare_opts("SELECT least("
-							   " (SELECT pg_catalog.min(n.attempt_deadline)"
-							   "    FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
+							   " (SELECT n.attempt_deadline FROM vectorbea.nodes n"
 							   "   WHERE n.status = 'waiting' AND n.attempt_deadline IS NOT NULL"
-							   "     AND n.kind IN ('sleep', 'signal', 'run') AND r.status = 'running'),"
+							   "     AND n.kind IN ('sleep', 'signal', 'run')"
+							   "     AND EXISTS (SELECT FROM vectorbea.runs r"
+							   "                  WHERE r.id = n.run_id AND r.status = 'running' OFFSET 0)"
+							   "   ORDER BY n.attempt_deadline LIMIT 1),"
 							   " (SELECT CASE WHEN pg_catalog.min(n.available_at) = 'infinity'"
 							   "              THEN $1 + interval '" CppAsString2(RETRY_BUSY_MS) " ms'"
 							   "              ELSE pg_catalog.min(n.available_at) END"

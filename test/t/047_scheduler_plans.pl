@@ -8,11 +8,12 @@
 # cheaper than the generic one, and two statements of every pass were
 # planned again at each (0.7 and 0.25 ms; bench/README.md, "The
 # scheduler's own statements").  Here the scheduler serves a database with
-# 300 nodes asleep for an hour, and sleeps of a second end one after the
+# 1,000 nodes asleep for an hour, and sleeps of a second end one after the
 # other, each a pass; pg_stat_statements (track_planning) then counts the
 # plans of the statements the scheduler ran (top-level statements in its
 # background worker, told apart from this test's by the role: the test
-# drives the runs as another one).
+# drives the runs as another one), and the buffers its next due time of
+# the waits reads a pass.
 
 use strict;
 use warnings;
@@ -40,11 +41,11 @@ SELECT vectorbea.define_workflow('long', '{"nodes": [{"id": "nap", "kind": "slee
 SELECT vectorbea.define_workflow('short', '{"nodes": [
 	{"id": "nap", "kind": "sleep", "sleep": {"for": "1s"}},
 	{"id": "after", "activity": "after_nap", "depends_on": ["nap"]}]}');
-SELECT count(*) FROM vectorbea.start_runs('long', array_fill('{}'::jsonb, ARRAY[300]));
+SELECT count(*) FROM vectorbea.start_runs('long', array_fill('{}'::jsonb, ARRAY[1000]));
 });
-# The scheduler starts the 300 sleeps (each node waiting for an hour).
+# The scheduler starts the 1,000 sleeps (each node waiting for an hour).
 ok( $node->poll_query_until('postgres',
-		q{SELECT count(*) = 300 FROM vectorbea.nodes WHERE status = 'waiting'}),
+		q{SELECT count(*) = 1000 FROM vectorbea.nodes WHERE status = 'waiting'}),
 	'the scheduler started the long sleeps');
 $sql->('ANALYZE; SELECT pg_stat_statements_reset();');
 
@@ -68,6 +69,14 @@ my $passes = $sql->(qq{SELECT max(s.calls) $sched});
 ok($passes >= 20, "the scheduler ran its statements over many passes ($passes calls)");
 is($sql->(qq{SELECT count(*) $sched AND s.query LIKE '%n.attempt_deadline <= \$1%'}), '1',
 	'the scan of waits that came due is among them');
+# The next due time of the waits is the first entry of the waiting nodes'
+# index whose run runs: as a minimum over every waiting node joined to its
+# run, each pass read all 1,000 and their runs (500 buffers a pass here,
+# against about 20; 8 ms a pass with 5,000 waiting, bench/README.md).
+my $blocks = $sql->(qq{SELECT round((s.shared_blks_hit + s.shared_blks_read)::numeric / s.calls)
+						 $sched AND s.query LIKE '%attempt_deadline IS NOT NULL%'});
+ok($blocks ne '' && $blocks < 50,
+	"the next due time of the waits reads a few buffers a pass, not every waiting node ($blocks)");
 is( $sql->(
 		qq{SELECT coalesce(string_agg(s.calls || ' calls, ' || s.plans || ' plans: '
 									  || left(regexp_replace(s.query, '\\s+', ' ', 'g'), 160), E'\\n'), '')
