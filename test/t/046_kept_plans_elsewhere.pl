@@ -20,7 +20,9 @@
 # fifteen calls of purge_runs purge the runs they cancelled.  No
 # statement the engine ran inside them (not toplevel) may have been
 # planned more than six times (the plan cache's five custom plans and the
-# generic one).
+# generic one), but those planned at every call on purpose, listed below
+# by their text with the reason of each (docs/decisions.md, "Which
+# statements keep their plans").  The scheduler's own passes are 047's.
 
 use strict;
 use warnings;
