@@ -20,6 +20,7 @@ OBJS = \
 	src/status.o \
 	src/jsonb_util.o \
 	src/spi_util.o \
+	src/append_only.o \
 	src/subxact.o \
 	src/gate_writes.o \
 	src/redact.o \

@@ -1050,7 +1050,7 @@ REVOKE ALL ON FUNCTION @extschema@.diff_runs(uuid, uuid) FROM PUBLIC;
 /*
  * Retention: purge_runs() deletes finished runs older than a cut-off with
  * their nodes, events and approvals, a bounded batch a call, through the
- * one engine path around the append-only triggers; with the setting
+ * one engine path past the append-only triggers; with the setting
  * vectorbea.retention the scheduler does it on its own.  Each batch is
  * counted in purge_batches, which writes no event.
  */
@@ -1068,6 +1068,16 @@ COMMENT ON TABLE @extschema@.purge_batches IS
 REVOKE ALL ON TABLE @extschema@.purge_batches FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('@extschema@.purge_batches', '');
 SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('@extschema@.purge_batches', 'id')::regclass, '');
+
+-- The append-only trigger in C: it refuses what the PL/pgSQL one of 0.1.0
+-- refused, with the same errors, and lets a purge's DELETE of events and
+-- approvals pass, recognised by a flag of the purging backend
+-- (src/append_only.c), not by session_replication_role = replica: changing
+-- that setting empties the backend's plan cache.
+CREATE OR REPLACE FUNCTION @extschema@.refuse_event_change() RETURNS trigger
+	LANGUAGE c
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_refuse_event_change';
 
 -- Retention finds finished runs by when they finished.
 CREATE INDEX runs_finished_idx ON @extschema@.runs (finished_at)

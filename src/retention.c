@@ -6,14 +6,13 @@
  *
  * The history is append-only: triggers refuse UPDATE, DELETE and TRUNCATE
  * on events, and DELETE on approvals (and so on runs, whose approvals
- * cascade), for every role.  Purging is the one engine path around them:
- * for the length of one batch it runs with session_replication_role =
- * replica, which only a superuser may set and which keeps ordinary
- * triggers (and the foreign keys' cascades, so every table is deleted
- * from explicitly) from firing; the setting is restored before the batch
- * returns.  A running run is never purged.  What was purged is counted in
- * vectorbea.purge_batches, an audit that writes no event (the runs' events
- * are what is gone).
+ * cascade), for every role.  Purging is the one engine path past them:
+ * its one statement runs through vb_execute_purge() (append_only.c),
+ * which the triggers let delete events and approvals.  The statement
+ * deletes from every table explicitly, so the foreign keys' cascades,
+ * which fire after it, find nothing left.  A running run is never purged.
+ * What was purged is counted in vectorbea.purge_batches, an audit that
+ * writes no event (the runs' events are what is gone).
  *
  * purge_runs() purges one batch in the caller's transaction, so a batch's
  * locks last as long as that transaction: call it again until it returns
@@ -33,11 +32,11 @@
 #include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
 #include "vectorbea.h"
+#include "append_only.h"
 #include "caller.h"
 #include "clock.h"
 #include "jsonb_util.h"
@@ -68,46 +67,56 @@ int
 vb_purge_batch(ArrayType *statuses, TimestampTz before, int max_runs, const char *by,
 			   TimestampTz at)
 {
-	static SPIPlanPtr check_plan = NULL;
+	static SPIPlanPtr victims_plan = NULL;
 	static SPIPlanPtr purge_plan = NULL;
 	static SPIPlanPtr audit_plan = NULL;
 	Datum		args[6];
-	int			save_nestlevel;
 	int64		runs;
 	bool		isnull;
 	HeapTuple	tup;
 
+	/*
+	 * Two statements, the runs and then their rows, each with one plan for
+	 * every batch: the scheduler purges at the end of most passes under a
+	 * steady load.  A purge that took its runs from a CTE of its own was
+	 * planned again at every call once the tables grew, the plan cache
+	 * finding a generic plan that reads the whole history for a victim
+	 * list of unknown length dearer; an array of ids makes every delete an
+	 * index lookup, whatever the statistics.
+	 */
 	if (purge_plan == NULL)
 	{
 		Oid			t3[3] = {TEXTARRAYOID, TIMESTAMPTZOID, INT4OID};
+		Oid			t1[1] = {UUIDARRAYOID};
 		Oid			t6[6] = {TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, INT8OID, TEXTOID};
 
-		purge_plan = vb_prepare("WITH victim AS MATERIALIZED ("
-								"  SELECT id FROM vectorbea.runs"
-								"   WHERE status = ANY ($1) AND finished_at < $2"
-								"   ORDER BY finished_at LIMIT $3"
-								"   FOR UPDATE SKIP LOCKED"
-								"), ev AS ("
-								"  DELETE FROM vectorbea.events WHERE run_id IN (SELECT id FROM victim)"
-								"  RETURNING 1"
-								"), av AS ("
-								"  DELETE FROM vectorbea.approval_votes WHERE approval_id IN"
-								"    (SELECT id FROM vectorbea.approvals WHERE run_id IN (SELECT id FROM victim))"
-								"), sg AS ("
-								"  DELETE FROM vectorbea.signals WHERE run_id IN (SELECT id FROM victim)"
-								"), ap AS ("
-								"  DELETE FROM vectorbea.approvals WHERE run_id IN (SELECT id FROM victim)"
-								"  RETURNING 1"
-								"), nd AS ("
-								"  DELETE FROM vectorbea.nodes WHERE run_id IN (SELECT id FROM victim)"
-								"  RETURNING 1"
-								"), rn AS ("
-								"  DELETE FROM vectorbea.runs WHERE id IN (SELECT id FROM victim)"
-								"  RETURNING 1"
-								")"
-								" SELECT (SELECT pg_catalog.count(*) FROM rn), (SELECT pg_catalog.count(*) FROM nd),"
-								"        (SELECT pg_catalog.count(*) FROM ev), (SELECT pg_catalog.count(*) FROM ap)",
-								lengthof(t3), t3);
+		victims_plan = vb_prepare_opts("SELECT pg_catalog.array_agg(id) FROM ("
+									   "  SELECT id FROM vectorbea.runs"
+									   "   WHERE status = ANY ($1) AND finished_at < $2"
+									   "   ORDER BY finished_at LIMIT $3"
+									   "   FOR UPDATE SKIP LOCKED) victim",
+									   lengthof(t3), t3, CURSOR_OPT_GENERIC_PLAN);
+		purge_plan = vb_prepare_opts("WITH ev AS ("
+									 "  DELETE FROM vectorbea.events WHERE run_id = ANY ($1)"
+									 "  RETURNING 1"
+									 "), av AS ("
+									 "  DELETE FROM vectorbea.approval_votes WHERE approval_id IN"
+									 "    (SELECT id FROM vectorbea.approvals WHERE run_id = ANY ($1))"
+									 "), sg AS ("
+									 "  DELETE FROM vectorbea.signals WHERE run_id = ANY ($1)"
+									 "), ap AS ("
+									 "  DELETE FROM vectorbea.approvals WHERE run_id = ANY ($1)"
+									 "  RETURNING 1"
+									 "), nd AS ("
+									 "  DELETE FROM vectorbea.nodes WHERE run_id = ANY ($1)"
+									 "  RETURNING 1"
+									 "), rn AS ("
+									 "  DELETE FROM vectorbea.runs WHERE id = ANY ($1)"
+									 "  RETURNING 1"
+									 ")"
+									 " SELECT (SELECT pg_catalog.count(*) FROM rn), (SELECT pg_catalog.count(*) FROM nd),"
+									 "        (SELECT pg_catalog.count(*) FROM ev), (SELECT pg_catalog.count(*) FROM ap)",
+									 lengthof(t1), t1, CURSOR_OPT_GENERIC_PLAN);
 		audit_plan = vb_prepare("INSERT INTO vectorbea.purge_batches"
 								" (purged_at, runs, nodes, events, approvals, purged_by)"
 								" VALUES ($1, $2, $3, $4, $5, $6)", lengthof(t6), t6);
@@ -115,39 +124,14 @@ vb_purge_batch(ArrayType *statuses, TimestampTz before, int max_runs, const char
 	args[0] = PointerGetDatum(statuses);
 	args[1] = TimestampTzGetDatum(before);
 	args[2] = Int32GetDatum(max_runs);
-
-	/*
-	 * Most of the scheduler's passes find nothing to purge; changing
-	 * session_replication_role resets the backend's plan cache, so look
-	 * first.
-	 */
-	if (check_plan == NULL)
-	{
-		Oid			t2[2] = {TEXTARRAYOID, TIMESTAMPTZOID};
-
-		check_plan = vb_prepare("SELECT FROM vectorbea.runs"
-								" WHERE status = ANY ($1) AND finished_at < $2 LIMIT 1",
-								lengthof(t2), t2);
-	}
-	if (SPI_execute_plan(check_plan, args, NULL, true, 1) != SPI_OK_SELECT)
+	if (SPI_execute_plan(victims_plan, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: purge lookup failed");
-	if (SPI_processed == 0)
-		return 0;
+	args[0] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull)
+		return 0;				/* most of the scheduler's passes */
 
-	/* The one path around the append-only triggers, for this statement only. */
-	save_nestlevel = NewGUCNestLevel();
-	(void) set_config_option("session_replication_role", "replica", PGC_SUSET,
-							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-	PG_TRY();
-	{
-		if (SPI_execute_plan(purge_plan, args, NULL, false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "vectorbea: purge failed");
-	}
-	PG_FINALLY();
-	{
-		AtEOXact_GUC(true, save_nestlevel);
-	}
-	PG_END_TRY();
+	/* The one path past the append-only triggers. */
+	vb_execute_purge(purge_plan, args);
 
 	tup = SPI_tuptable->vals[0];
 	runs = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));

@@ -56,8 +56,6 @@ is(sql(q{SELECT count(*) FROM vectorbea.runs r, LATERAL vectorbea.verify_run(r.i
 ok(defined vb_wait_for($node, q{SELECT n_tup_del FROM pg_stat_user_tables
 		WHERE relid = 'vectorbea.runs'::regclass}, '1000', 30),
 	'the statistics count the 1,000 purged runs at once');
-is(sql(q{SELECT setting FROM pg_settings WHERE name = 'session_replication_role'}), 'origin',
-	'sessions keep their triggers');
 
 sql(q{ALTER SYSTEM RESET vectorbea.retention});
 sql(q{ALTER SYSTEM RESET vectorbea.test_clock_offset});

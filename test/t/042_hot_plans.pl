@@ -152,9 +152,7 @@ SELECT vectorbea.complete_tasks(:'ids', :'leases');
 RESET ROLE;
 $tick_command;
 SELECT vectorbea.run_due_work();
--- Last: purge_runs sets session_replication_role for its statement, and
--- that resets the session's plan cache (the next round plans again, from
--- the same statistics).
+-- Retention: the purge's two statements.
 SELECT vectorbea.purge_runs('75 minutes', '{cancelled}', 2);
 };
 }
