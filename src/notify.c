@@ -161,6 +161,7 @@ typedef struct PendingRetry
 
 static bool xact_callback_registered = false;
 static TimestampTz pending_due = DT_NOEND;
+static bool pending_orphans = false;
 static List *pending_retries = NIL;	/* in TopTransactionContext */
 
 static void
@@ -169,6 +170,7 @@ reset_pending(void)
 	pending_notes = NULL;		/* its memory goes with the transaction */
 	n_pending = pending_size = 0;
 	pending_due = DT_NOEND;
+	pending_orphans = false;
 	pending_retries = NIL;
 }
 
@@ -178,15 +180,19 @@ reset_pending(void)
  * publish); a scheduler between passes planned without it, and is woken
  * through its latch if it would sleep past it.  A pass is never woken for
  * another one at once: under load claims commit during every pass, and
- * passes ran back to back.
+ * passes ran back to back.  With orphans, the transaction also stopped
+ * waiting for a child run that may still run: the scheduler's next pass
+ * looks for such children (it does not when no commit asked it to).
  */
 static void
-tell_scheduler_after_commit(VbSchedulerSlot *slot, TimestampTz due)
+tell_scheduler_after_commit(VbSchedulerSlot *slot, TimestampTz due, bool orphans)
 {
 	bool		wake = false;
 	int			pid = 0;
 
 	LWLockAcquire(vb_shared->lock, LW_EXCLUSIVE);
+	if (orphans)
+		slot->orphan_requests++;
 	if (slot->pid != 0)
 	{
 		if (slot->in_pass)
@@ -235,9 +241,10 @@ vb_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_COMMIT:
 			slot = pending_due == DT_NOEND ? NULL : vb_slot_for_my_database();
 			/* Unlocked reads: tell_scheduler_after_commit decides under the lock. */
-			if (slot != NULL && slot->pid != 0 &&
-				(slot->in_pass || pending_due < slot->next_due))
-				tell_scheduler_after_commit(slot, pending_due);
+			if (slot != NULL &&
+				(pending_orphans ||
+				 (slot->pid != 0 && (slot->in_pass || pending_due < slot->next_due))))
+				tell_scheduler_after_commit(slot, pending_due, pending_orphans);
 			vb_relay_fill(pending_notes);
 			reset_pending();
 			break;
@@ -310,6 +317,20 @@ vb_wake_scheduler(TimestampTz due)
 	ensure_callback();
 	if (due < pending_due)
 		pending_due = due;
+}
+
+/*
+ * This transaction stopped waiting for a child run that may still be
+ * running (its parent's run node closed or timed out): the scheduler
+ * cancels such children, and looks for them only when told.
+ */
+void
+vb_wake_scheduler_for_orphans(TimestampTz at)
+{
+	if (vb_shared == NULL)
+		return;
+	vb_wake_scheduler(at);
+	pending_orphans = true;
 }
 
 /* This transaction scheduled a retry of activity at available_at. */

@@ -446,10 +446,48 @@ end_due_items(TimestampTz now, VbSweepCounters *c)
 	return true;
 }
 
+/*
+ * Cancels the child runs nobody waits for any more, when a commit said
+ * there may be some (vb_wake_scheduler_for_orphans) or the last look found
+ * some left: finding them reads every running child run, and a parent
+ * fanned out to thousands of them made that most of every pass.  The
+ * requests are counted, not flagged, so that one committed while this
+ * step runs is not lost, nor one whose step failed; the first pass of a
+ * scheduler looks in any case (a request may have come before a crash).
+ * *due: when to look again for children left busy, DT_NOEND if none.
+ * False when the extension is gone.
+ */
+static bool
+cancel_orphans(TimestampTz now, VbSweepCounters *c, TimestampTz *due)
+{
+	static bool looked_once = false;
+	static bool orphans_left = false;
+	static uint64 requests_seen = 0;
+	uint64		requests;
+
+	*due = DT_NOEND;
+	LWLockAcquire(vb_shared->lock, LW_SHARED);
+	requests = my_slot->orphan_requests;
+	LWLockRelease(vb_shared->lock);
+	if (looked_once && requests == requests_seen && !orphans_left)
+		return true;
+	if (!begin_step("vectorbea: cancelling the child runs of ended parents"))
+		return false;
+	while (vb_cancel_orphans(now, c) > 0 && step_has_time())
+		;
+	*due = vb_orphans_next_due(now);
+	end_step();
+	looked_once = true;
+	requests_seen = requests;
+	orphans_left = *due != DT_NOEND;
+	return true;
+}
+
 static TimestampTz
 do_pass(TimestampTz now, TimestampTz *announced_upto, VbSweepCounters *c)
 {
 	TimestampTz next;
+	TimestampTz orphans_due;
 	bool		llm_left_busy;
 	bool		ok;
 
@@ -472,11 +510,8 @@ do_pass(TimestampTz now, TimestampTz *announced_upto, VbSweepCounters *c)
 	(void) vb_run_parent_lock_wait_limit(-1);
 	if (!ok)
 		return now;
-	if (!begin_step("vectorbea: cancelling the child runs of ended parents"))
+	if (!cancel_orphans(now, c, &orphans_due))
 		return now;
-	while (vb_cancel_orphans(now, c) > 0 && step_has_time())
-		;
-	end_step();
 
 	if (!begin_step("vectorbea: claiming llm nodes"))
 		return now;
@@ -493,6 +528,7 @@ do_pass(TimestampTz now, TimestampTz *announced_upto, VbSweepCounters *c)
 	vb_announce_not_before(*announced_upto, now);
 	*announced_upto = now;
 	next = Min(vb_next_due(now), vb_waits_next_due(now));
+	next = Min(next, orphans_due);
 	end_step();
 	if (llm_left_busy)
 		next = now;

@@ -43,6 +43,7 @@ typedef struct VbSchedulerSlot
 	bool		in_pass;		/* a pass is reading the tables right now */
 	bool		wake_requested; /* a committed transaction added earlier work */
 	TimestampTz due_in_pass;	/* earliest work committed during the pass; DT_NOEND */
+	uint64		orphan_requests;	/* commits that stopped waiting for a running child run */
 	int			connect_failures;	/* starts that did not reach the database */
 	uint64		wakes;
 	VbSweepCounters counters;	/* kept across restarts of the worker */

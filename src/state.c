@@ -2119,8 +2119,8 @@ close_open_nodes(VbRun *run, VbNodeStatus idle_status, VbNodeStatus running_stat
 						  ")"
 						  " SELECT coalesce(pg_catalog.jsonb_agg(node ORDER BY node) FILTER (WHERE was <> 'running'), '[]')::text,"
 						  "        coalesce(pg_catalog.jsonb_agg(node ORDER BY node) FILTER (WHERE was = 'running'), '[]')::text,"
-						  "        pg_catalog.count(*), pg_catalog.count(*) FILTER (WHERE (was = 'running' AND kind = 'llm')"
-						  "                                                  OR (was = 'waiting' AND kind = 'run'))"
+						  "        pg_catalog.count(*), pg_catalog.count(*) FILTER (WHERE was = 'running' AND kind = 'llm'),"
+						  "        pg_catalog.count(*) FILTER (WHERE was = 'waiting' AND kind = 'run')"
 						  "   FROM closed",
 						  4, types);
 	}
@@ -2141,6 +2141,8 @@ close_open_nodes(VbRun *run, VbNodeStatus idle_status, VbNodeStatus running_stat
 	 */
 	if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull)) > 0)
 		vb_wake_scheduler(at);
+	if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull)) > 0)
+		vb_wake_scheduler_for_orphans(at);
 }
 
 /*
@@ -2319,6 +2321,7 @@ vb_state_child_timed_out(VbRun *run, int64 task_id, const char *node, int attemp
 	fail_attempt(run, task_id, "timeout", error_json, more, true, -1, true, at);
 	if (over)
 		vb_state_over_budget(run, node, attempt, over_detail, pause, at);
+	vb_wake_scheduler_for_orphans(at);
 }
 
 /* Sets the run's final status, writes its closing event and tells listeners. */
@@ -2835,7 +2838,11 @@ vb_state_resume_run(VbRun *run, const char *by, TimestampTz at)
 	vb_append_json_string(&data, by);
 	appendStringInfoChar(&data, '}');
 	vb_event(run, "RUN_RESUMED", NULL, 0, data.data, at);
-	vb_wake_scheduler(at);		/* a deadline or a wait may have passed meanwhile */
+	/*
+	 * A deadline or a wait may have passed meanwhile, and a child run's
+	 * parent may have stopped waiting for it: cancelled then.
+	 */
+	vb_wake_scheduler_for_orphans(at);
 	if (SPI_execute_plan(ready_plan, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not find the ready work of run %s", vb_uuid_text(&run->id));
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -3083,6 +3090,8 @@ vb_state_requeue(VbRun *run, int64 task_id, const char *reason, const char *by,
 		if (SPI_execute_plan(run_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "vectorbea: could not resume run %s", vb_uuid_text(&run->id));
 		run->status = VB_RUN_RUNNING;
+		/* A child run whose parent stopped waiting for it is cancelled again. */
+		vb_wake_scheduler_for_orphans(at);
 	}
 
 	initStringInfo(&data);

@@ -772,13 +772,40 @@ vb_cancel_orphans(TimestampTz at, VbSweepCounters *counters)
 	return b.done;
 }
 
+/*
+ * now + RETRY_BUSY_MS when a running child run is left that nobody waits
+ * for (vb_cancel_orphans skipped it: it or its run was busy); DT_NOEND
+ * when none is.  It reads every running child run, so the scheduler asks
+ * only after a commit told it that children may have been left
+ * (vb_wake_scheduler_for_orphans), not at every pass.
+ */
+TimestampTz
+vb_orphans_next_due(TimestampTz now)
+{
+	static SPIPlanPtr plan = NULL;
+
+	if (!vb_waits_available())
+		return DT_NOEND;
+	if (plan == NULL)
+		plan = vb_prepare_opts("SELECT FROM vectorbea.runs c"
+							   " WHERE c.parent_run IS NOT NULL AND c.status = 'running'"
+							   "   AND NOT EXISTS (SELECT FROM vectorbea.nodes n"
+							   "                    WHERE n.run_id = c.parent_run AND n.node = c.parent_node"
+							   "                      AND n.lease = c.id AND n.status = 'waiting' OFFSET 0)"
+							   " LIMIT 1", 0, NULL, CURSOR_OPT_GENERIC_PLAN);
+	if (SPI_execute_plan(plan, NULL, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: orphan child lookup failed");
+	return SPI_processed > 0 ? TimestampTzPlusMilliseconds(now, RETRY_BUSY_MS) : DT_NOEND;
+}
+
 /* ---- when ---- */
 
 /*
  * The earliest time after `now` at which a wait ends or a node held by its
  * not_before may start; DT_NOEND when none.  A held node whose time is not
- * read yet, an engine node ready now, or a child nobody waits for, was
- * left by this pass because its run was busy: it is due again shortly.
+ * read yet, or an engine node ready now, was left by this pass because its
+ * run was busy: it is due again shortly.  (Children nobody waits for:
+ * vb_orphans_next_due.)
  */
 TimestampTz
 vb_waits_next_due(TimestampTz now)
@@ -824,14 +851,7 @@ vb_waits_next_due(TimestampTz now)
 							   "            FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
 							   "           WHERE n.status = 'ready' AND n.activity IS NULL AND r.status = 'running'"
 							   "             AND n.kind IN ('sleep', 'signal', 'run')) m"
-							   "   WHERE m.at IS NOT NULL),"
-							   " (SELECT $1 + interval '" CppAsString2(RETRY_BUSY_MS) " ms'"
-							   "    FROM vectorbea.runs c"
-							   "   WHERE c.parent_run IS NOT NULL AND c.status = 'running'"
-							   "     AND NOT EXISTS (SELECT FROM vectorbea.nodes n"
-							   "                      WHERE n.run_id = c.parent_run AND n.node = c.parent_node"
-							   "                        AND n.lease = c.id AND n.status = 'waiting' OFFSET 0)"
-							   "   LIMIT 1))",
+							   "   WHERE m.at IS NOT NULL))",
 							   lengthof(types), types, CURSOR_OPT_GENERIC_PLAN);
 	}
 	args[0] = TimestampTzGetDatum(now);
