@@ -1240,6 +1240,12 @@ CREATE INDEX nodes_wait_deadline_idx ON @extschema@.nodes (attempt_deadline)
 -- the scheduler: nodes held by their not_before.
 CREATE INDEX nodes_not_before_idx ON @extschema@.nodes (available_at)
 	WHERE status = 'ready' AND not_before IS NOT NULL;
+-- the scheduler: ready nodes it runs itself (sleep, signal, run and
+-- approval nodes), which its passes start.  Without it their scan and the
+-- next due time read every node of the table at every pass: the planner
+-- found no index of ready nodes with no activity small enough.
+CREATE INDEX nodes_engine_ready_idx ON @extschema@.nodes (available_at)
+	WHERE status = 'ready' AND activity IS NULL;
 
 ALTER TABLE @extschema@.runs ADD COLUMN parent_run uuid;
 ALTER TABLE @extschema@.runs ADD COLUMN parent_node text;

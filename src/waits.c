@@ -66,6 +66,14 @@
 	"(n.activity = '" VB_LLM_ACTIVITY "' AND EXISTS (SELECT FROM vectorbea.disabled_models d" \
 	"   WHERE d.provider = n.llm->>'provider' AND d.model IN ('*', n.llm->>'model')))"
 
+/*
+ * Node n's run is running, as a probe of the run by its key for each node
+ * a scan in index order reads (OFFSET 0: not a join, which the planner
+ * made a hash of every running run).
+ */
+#define RUN_RUNNING \
+	"EXISTS (SELECT FROM vectorbea.runs r WHERE r.id = n.run_id AND r.status = 'running' OFFSET 0)"
+
 /* When work skipped because its run was busy is looked at again. */
 #define RETRY_BUSY_MS		200
 
@@ -589,16 +597,37 @@ vb_start_waits(TimestampTz at, bool isolate, VbSweepCounters *counters)
 	{
 		Oid			types[1] = {TIMESTAMPTZOID};
 
-		plan = vb_prepare("SELECT n.id, n.run_id"
-						  "  FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
-						  " WHERE n.status = 'ready' AND r.status = 'running'"
-						  "   AND ((n.activity IS NULL AND n.available_at <= $1"
-						  "         AND n.kind IN ('sleep', 'signal', 'run', 'approval'))"
-						  "        OR (n.not_before IS NOT NULL AND n.available_at = 'infinity'"
-						  "            AND NOT " HELD_BY_SWITCH "))"
-						  " ORDER BY n.id LIMIT " CppAsString2(WAITS_BATCH)
-						  " FOR NO KEY UPDATE OF r SKIP LOCKED"
-						  " FOR UPDATE OF n SKIP LOCKED", lengthof(types), types);
+		/*
+		 * Every pass runs it.  The candidates come from the two small
+		 * partial indexes of their kinds (nodes_engine_ready_idx,
+		 * nodes_not_before_idx), each run probed by its key, and only
+		 * they are joined to their runs and locked: as one join, the
+		 * planner, estimating the two conditions as independent, read
+		 * every node of the table, or hashed every run, at every pass.
+		 * The subqueries' n is their own; the outer conditions check the
+		 * locked rows again.  Generic from the first call, as the next due
+		 * time below.
+		 */
+		plan = vb_prepare_opts("SELECT w.id, w.run_id"
+							   "  FROM vectorbea.nodes w JOIN vectorbea.runs wr ON wr.id = w.run_id"
+							   " WHERE w.id = ANY (ARRAY("
+							   "         (SELECT n.id FROM vectorbea.nodes n"
+							   "           WHERE n.status = 'ready' AND n.activity IS NULL AND n.available_at <= $1"
+							   "             AND n.kind IN ('sleep', 'signal', 'run', 'approval') AND " RUN_RUNNING
+							   "           ORDER BY n.available_at LIMIT " CppAsString2(WAITS_BATCH) ")"
+							   "         UNION ALL"
+							   "         (SELECT n.id FROM vectorbea.nodes n"
+							   "           WHERE n.status = 'ready' AND n.not_before IS NOT NULL"
+							   "             AND n.available_at = 'infinity' AND NOT " HELD_BY_SWITCH
+							   "             AND " RUN_RUNNING
+							   "           LIMIT " CppAsString2(WAITS_BATCH) ")))"
+							   "   AND w.status = 'ready' AND wr.status = 'running'"
+							   "   AND ((w.activity IS NULL AND w.available_at <= $1)"
+							   "        OR (w.not_before IS NOT NULL AND w.available_at = 'infinity'))"
+							   " ORDER BY w.id LIMIT " CppAsString2(WAITS_BATCH)
+							   " FOR NO KEY UPDATE OF wr SKIP LOCKED"
+							   " FOR UPDATE OF w SKIP LOCKED", lengthof(types), types,
+							   CURSOR_OPT_GENERIC_PLAN);
 	}
 	return act_on_scan(plan, at, isolate, counters, start_one);
 }
@@ -831,27 +860,29 @@ vb_waits_next_due(TimestampTz now)
 		 * ms each time.  The first wait to end is the first entry of the
 		 * waiting nodes' index whose run is running: as the minimum over
 		 * all of them joined to their runs, every pass read every waiting
-		 * node and its run (8 ms with 5,000 waiting, bench/README.md).
+		 * node and its run (8 ms with 5,000 waiting, bench/README.md).  So
+		 * is the first node held by its not_before, and the first ready
+		 * node the engine runs itself (nodes_engine_ready_idx).
 		 */
 		plan = vb_prepare_opts("SELECT least("
 							   " (SELECT n.attempt_deadline FROM vectorbea.nodes n"
 							   "   WHERE n.status = 'waiting' AND n.attempt_deadline IS NOT NULL"
 							   "     AND n.kind IN ('sleep', 'signal', 'run')"
-							   "     AND EXISTS (SELECT FROM vectorbea.runs r"
-							   "                  WHERE r.id = n.run_id AND r.status = 'running' OFFSET 0)"
+							   "     AND " RUN_RUNNING
 							   "   ORDER BY n.attempt_deadline LIMIT 1),"
-							   " (SELECT CASE WHEN pg_catalog.min(n.available_at) = 'infinity'"
+							   " (SELECT CASE WHEN n.available_at = 'infinity'"
 							   "              THEN $1 + interval '" CppAsString2(RETRY_BUSY_MS) " ms'"
-							   "              ELSE pg_catalog.min(n.available_at) END"
-							   "    FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
+							   "              ELSE n.available_at END"
+							   "    FROM vectorbea.nodes n"
 							   "   WHERE n.status = 'ready' AND n.not_before IS NOT NULL"
-							   "     AND n.available_at > $1 AND r.status = 'running' AND NOT " HELD_BY_SWITCH "),"
-							   " (SELECT greatest(m.at, $1 + interval '" CppAsString2(RETRY_BUSY_MS) " ms')"
-							   "    FROM (SELECT pg_catalog.min(n.available_at) AS at"
-							   "            FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
-							   "           WHERE n.status = 'ready' AND n.activity IS NULL AND r.status = 'running'"
-							   "             AND n.kind IN ('sleep', 'signal', 'run')) m"
-							   "   WHERE m.at IS NOT NULL))",
+							   "     AND n.available_at > $1 AND NOT " HELD_BY_SWITCH
+							   "     AND " RUN_RUNNING
+							   "   ORDER BY n.available_at LIMIT 1),"
+							   " (SELECT greatest(n.available_at, $1 + interval '" CppAsString2(RETRY_BUSY_MS) " ms')"
+							   "    FROM vectorbea.nodes n"
+							   "   WHERE n.status = 'ready' AND n.activity IS NULL"
+							   "     AND n.kind IN ('sleep', 'signal', 'run') AND " RUN_RUNNING
+							   "   ORDER BY n.available_at LIMIT 1))",
 							   lengthof(types), types, CURSOR_OPT_GENERIC_PLAN);
 	}
 	args[0] = TimestampTzGetDatum(now);
