@@ -58,11 +58,10 @@ vb_execute_purge(SPIPlanPtr plan, Datum *args)
 	PG_END_TRY();
 }
 
+/* The trigger fires on these three only. */
 static const char *
 trigger_operation(TriggerEvent event)
 {
-	if (TRIGGER_FIRED_BY_INSERT(event))
-		return "INSERT";
 	if (TRIGGER_FIRED_BY_UPDATE(event))
 		return "UPDATE";
 	if (TRIGGER_FIRED_BY_DELETE(event))

@@ -453,15 +453,15 @@ end_due_items(TimestampTz now, VbSweepCounters *c)
  * fanned out to thousands of them made that most of every pass.  The
  * requests are counted, not flagged, so that one committed while this
  * step runs is not lost, nor one whose step failed; the first pass of a
- * scheduler looks in any case (a request may have come before a crash).
+ * scheduler looks in any case (a request may have come before a crash),
+ * and so does the pass after a look that left children busy.
  * *due: when to look again for children left busy, DT_NOEND if none.
  * False when the extension is gone.
  */
 static bool
 cancel_orphans(TimestampTz now, VbSweepCounters *c, TimestampTz *due)
 {
-	static bool looked_once = false;
-	static bool orphans_left = false;
+	static bool look_anyway = true;
 	static uint64 requests_seen = 0;
 	uint64		requests;
 
@@ -469,7 +469,7 @@ cancel_orphans(TimestampTz now, VbSweepCounters *c, TimestampTz *due)
 	LWLockAcquire(vb_shared->lock, LW_SHARED);
 	requests = my_slot->orphan_requests;
 	LWLockRelease(vb_shared->lock);
-	if (looked_once && requests == requests_seen && !orphans_left)
+	if (!look_anyway && requests == requests_seen)
 		return true;
 	if (!begin_step("vectorbea: cancelling the child runs of ended parents"))
 		return false;
@@ -477,9 +477,8 @@ cancel_orphans(TimestampTz now, VbSweepCounters *c, TimestampTz *due)
 		;
 	*due = vb_orphans_next_due(now);
 	end_step();
-	looked_once = true;
 	requests_seen = requests;
-	orphans_left = *due != DT_NOEND;
+	look_anyway = *due != DT_NOEND;
 	return true;
 }
 

@@ -74,6 +74,18 @@
 #define RUN_RUNNING \
 	"EXISTS (SELECT FROM vectorbea.runs r WHERE r.id = n.run_id AND r.status = 'running' OFFSET 0)"
 
+/*
+ * Child run c runs and its parent's run node no longer waits for it.  The
+ * OFFSET 0 keeps NOT EXISTS a probe of each running child's parent node by
+ * key: as an anti-join the planner hashed every node of the table, at each
+ * pass of the scheduler (test/t/042_hot_plans.pl).
+ */
+#define NOBODYS_CHILD \
+	"c.parent_run IS NOT NULL AND c.status = 'running'" \
+	" AND NOT EXISTS (SELECT FROM vectorbea.nodes n" \
+	"                  WHERE n.run_id = c.parent_run AND n.node = c.parent_node" \
+	"                    AND n.lease = c.id AND n.status = 'waiting' OFFSET 0)"
+
 /* When work skipped because its run was busy is looked at again. */
 #define RETRY_BUSY_MS		200
 
@@ -775,17 +787,8 @@ vb_cancel_orphans(TimestampTz at, VbSweepCounters *counters)
 
 	if (!vb_waits_available())
 		return 0;
-	/*
-	 * The OFFSET 0 keeps NOT EXISTS a probe of each running child's parent
-	 * node by key: as an anti-join the planner hashed every node of the
-	 * table, at each pass of the scheduler (test/t/042_hot_plans.pl).
-	 */
 	if (plan == NULL)
-		plan = vb_prepare("SELECT c.id FROM vectorbea.runs c"
-						  " WHERE c.parent_run IS NOT NULL AND c.status = 'running'"
-						  "   AND NOT EXISTS (SELECT FROM vectorbea.nodes n"
-						  "                    WHERE n.run_id = c.parent_run AND n.node = c.parent_node"
-						  "                      AND n.lease = c.id AND n.status = 'waiting' OFFSET 0)"
+		plan = vb_prepare("SELECT c.id FROM vectorbea.runs c WHERE " NOBODYS_CHILD
 						  " LIMIT " CppAsString2(WAITS_BATCH)
 						  " FOR NO KEY UPDATE OF c SKIP LOCKED", 0, NULL);
 	if (SPI_execute_plan(plan, NULL, NULL, false, 0) != SPI_OK_SELECT)
@@ -816,12 +819,8 @@ vb_orphans_next_due(TimestampTz now)
 	if (!vb_waits_available())
 		return DT_NOEND;
 	if (plan == NULL)
-		plan = vb_prepare_opts("SELECT FROM vectorbea.runs c"
-							   " WHERE c.parent_run IS NOT NULL AND c.status = 'running'"
-							   "   AND NOT EXISTS (SELECT FROM vectorbea.nodes n"
-							   "                    WHERE n.run_id = c.parent_run AND n.node = c.parent_node"
-							   "                      AND n.lease = c.id AND n.status = 'waiting' OFFSET 0)"
-							   " LIMIT 1", 0, NULL, CURSOR_OPT_GENERIC_PLAN);
+		plan = vb_prepare_opts("SELECT FROM vectorbea.runs c WHERE " NOBODYS_CHILD " LIMIT 1",
+							   0, NULL, CURSOR_OPT_GENERIC_PLAN);
 	if (SPI_execute_plan(plan, NULL, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: orphan child lookup failed");
 	return SPI_processed > 0 ? TimestampTzPlusMilliseconds(now, RETRY_BUSY_MS) : DT_NOEND;
@@ -853,11 +852,10 @@ vb_waits_next_due(TimestampTz now)
 		/*
 		 * Work the last pass left because its run was busy (SKIP LOCKED) is
 		 * due again a little later, not at once: a run held for long must
-		 * not keep the scheduler spinning.  OFFSET 0: as in
-		 * vb_cancel_orphans.  Generic from the first call: every pass
-		 * runs it, each of its parts reads a partial index or a key, and
-		 * left to the plan cache it was planned again at every pass, 0.7
-		 * ms each time.  The first wait to end is the first entry of the
+		 * not keep the scheduler spinning.  Generic from the first call:
+		 * every pass runs it, each of its parts reads a partial index or a
+		 * key, and left to the plan cache it was planned again at every
+		 * pass, 0.7 ms each time.  The first wait to end is the first entry of the
 		 * waiting nodes' index whose run is running: as the minimum over
 		 * all of them joined to their runs, every pass read every waiting
 		 * node and its run (8 ms with 5,000 waiting, bench/README.md).  So
