@@ -161,7 +161,10 @@ typedef struct PendingRetry
 
 static bool xact_callback_registered = false;
 static TimestampTz pending_due = DT_NOEND;
-static bool pending_orphans = false;
+/* Runs this transaction names for the scheduler's look for orphans (shmem.h). */
+static pg_uuid_t pending_orphan_runs[VB_ORPHAN_RUNS];
+static int	n_pending_orphan_runs = 0;
+static bool pending_orphans_overflowed = false;
 static List *pending_retries = NIL;	/* in TopTransactionContext */
 
 static void
@@ -170,7 +173,8 @@ reset_pending(void)
 	pending_notes = NULL;		/* its memory goes with the transaction */
 	n_pending = pending_size = 0;
 	pending_due = DT_NOEND;
-	pending_orphans = false;
+	n_pending_orphan_runs = 0;
+	pending_orphans_overflowed = false;
 	pending_retries = NIL;
 }
 
@@ -180,19 +184,39 @@ reset_pending(void)
  * publish); a scheduler between passes planned without it, and is woken
  * through its latch if it would sleep past it.  A pass is never woken for
  * another one at once: under load claims commit during every pass, and
- * passes ran back to back.  With orphans, the transaction also stopped
- * waiting for a child run that may still run: the scheduler's next pass
- * looks for such children (it does not when no commit asked it to).
+ * passes ran back to back.  The runs this transaction named for orphans
+ * (vb_wake_scheduler_for_orphans) join the slot's: the scheduler's next
+ * pass looks at their children, and at them, and nowhere else (it does
+ * not look when no commit asked it to).  A transaction just prepared
+ * counts itself instead: it commits later, from any backend, with no
+ * callback here, and the scheduler looks everywhere until no prepared
+ * transaction is left (scheduler.c).
  */
 static void
-tell_scheduler_after_commit(VbSchedulerSlot *slot, TimestampTz due, bool orphans)
+tell_scheduler_after_commit(VbSchedulerSlot *slot, TimestampTz due, bool prepared)
 {
 	bool		wake = false;
 	int			pid = 0;
 
 	LWLockAcquire(vb_shared->lock, LW_EXCLUSIVE);
-	if (orphans)
-		slot->orphan_requests++;
+	if (prepared)
+		slot->orphan_prepares++;
+	else if (pending_orphans_overflowed)
+		slot->orphan_runs_overflowed = true;
+	for (int i = 0; i < n_pending_orphan_runs && !prepared && !slot->orphan_runs_overflowed; i++)
+	{
+		int			j = 0;
+
+		while (j < slot->n_orphan_runs &&
+			   memcmp(&slot->orphan_runs[j], &pending_orphan_runs[i], sizeof(pg_uuid_t)) != 0)
+			j++;
+		if (j < slot->n_orphan_runs)
+			continue;
+		if (slot->n_orphan_runs == VB_ORPHAN_RUNS)
+			slot->orphan_runs_overflowed = true;
+		else
+			slot->orphan_runs[slot->n_orphan_runs++] = pending_orphan_runs[i];
+	}
 	if (slot->pid != 0)
 	{
 		if (slot->in_pass)
@@ -242,14 +266,20 @@ vb_xact_callback(XactEvent event, void *arg)
 			slot = pending_due == DT_NOEND ? NULL : vb_slot_for_my_database();
 			/* Unlocked reads: tell_scheduler_after_commit decides under the lock. */
 			if (slot != NULL &&
-				(pending_orphans ||
+				(n_pending_orphan_runs > 0 || pending_orphans_overflowed ||
 				 (slot->pid != 0 && (slot->in_pass || pending_due < slot->next_due))))
-				tell_scheduler_after_commit(slot, pending_due, pending_orphans);
+				tell_scheduler_after_commit(slot, pending_due, false);
 			vb_relay_fill(pending_notes);
 			reset_pending();
 			break;
-		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PREPARE:
+			if ((n_pending_orphan_runs > 0 || pending_orphans_overflowed) &&
+				(slot = vb_slot_for_my_database()) != NULL)
+				tell_scheduler_after_commit(slot, pending_due, true);
+			vb_relay_release();
+			reset_pending();
+			break;
+		case XACT_EVENT_ABORT:
 			vb_relay_release();
 			reset_pending();
 			break;
@@ -320,17 +350,27 @@ vb_wake_scheduler(TimestampTz due)
 }
 
 /*
- * This transaction stopped waiting for a child run that may still be
- * running (its parent's run node closed or timed out): the scheduler
- * cancels such children, and looks for them only when told.
+ * This transaction may have left a child run that nobody waits for: a run
+ * node of run_id closed or timed out while its child may still run, or
+ * run_id, a child, came back to life after its parent stopped waiting.
+ * The scheduler cancels such children, and looks for them only when told,
+ * at the children of the runs it is told of and at those runs themselves:
+ * a look at every running child run read thousands of them for one
+ * cancelled parent.  Runs beyond VB_ORPHAN_RUNS make it look everywhere.
  */
 void
-vb_wake_scheduler_for_orphans(TimestampTz at)
+vb_wake_scheduler_for_orphans(const pg_uuid_t *run_id, TimestampTz at)
 {
 	if (vb_shared == NULL)
 		return;
 	vb_wake_scheduler(at);
-	pending_orphans = true;
+	for (int i = 0; i < n_pending_orphan_runs; i++)
+		if (memcmp(&pending_orphan_runs[i], run_id, sizeof(pg_uuid_t)) == 0)
+			return;
+	if (n_pending_orphan_runs == VB_ORPHAN_RUNS)
+		pending_orphans_overflowed = true;
+	else
+		pending_orphan_runs[n_pending_orphan_runs++] = *run_id;
 }
 
 /* This transaction scheduled a retry of activity at available_at. */

@@ -35,6 +35,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/pg_type.h"
 #include "catalog/pg_extension.h"
 #include "commands/async.h"
 #include "commands/extension.h"
@@ -50,6 +51,7 @@
 #include "storage/lwlock.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -446,39 +448,86 @@ end_due_items(TimestampTz now, VbSweepCounters *c)
 	return true;
 }
 
+/* How often the scheduler looks while a prepared transaction named runs. */
+#define PREPARED_POLL_MS 1000
+
 /*
  * Cancels the child runs nobody waits for any more, when a commit said
  * there may be some (vb_wake_scheduler_for_orphans) or the last look found
- * some left: finding them reads every running child run, and a parent
- * fanned out to thousands of them made that most of every pass.  The
- * requests are counted, not flagged, so that one committed while this
- * step runs is not lost, nor one whose step failed; the first pass of a
- * scheduler looks in any case (a request may have come before a crash),
- * and so does the pass after a look that left children busy.
+ * some left.  A commit names the runs to look at (a parent whose run node
+ * stopped waiting, a child that came back to life), and the look reads
+ * their children and them only: reading every running child run made a
+ * parent fanned out to thousands of children most of every pass, and one
+ * cancelled parent cost a read of every other parent's children.  The
+ * runs are taken from the slot here and kept until a look at them ends
+ * with none left busy, so that none is lost to a step that failed.  The
+ * first pass of a scheduler looks at every running child run (a request
+ * may have come before a crash), and so does a look after the slot or
+ * this list overflowed, and a look every PREPARED_POLL_MS while a
+ * prepared transaction that named runs may still commit (its commit tells
+ * nobody).
  * *due: when to look again for children left busy, DT_NOEND if none.
  * False when the extension is gone.
  */
 static bool
 cancel_orphans(TimestampTz now, VbSweepCounters *c, TimestampTz *due)
 {
-	static bool look_anyway = true;
-	static uint64 requests_seen = 0;
-	uint64		requests;
+	static bool look_everywhere = true;
+	static pg_uuid_t named[VB_ORPHAN_RUNS];
+	static int	n_named = 0;
+	static uint64 prepares_seen = 0;
+	static bool watch_prepared = false;
+	bool		prepared_left = false;
+	bool		everywhere;
+	uint64		prepares;
+	ArrayType  *named_array = NULL;
 
 	*due = DT_NOEND;
-	LWLockAcquire(vb_shared->lock, LW_SHARED);
-	requests = my_slot->orphan_requests;
+	LWLockAcquire(vb_shared->lock, LW_EXCLUSIVE);
+	prepares = my_slot->orphan_prepares;
+	if (prepares != prepares_seen)
+		watch_prepared = true;
+	if (my_slot->orphan_runs_overflowed || n_named + my_slot->n_orphan_runs > VB_ORPHAN_RUNS)
+		look_everywhere = true;
+	else
+	{
+		memcpy(&named[n_named], my_slot->orphan_runs, my_slot->n_orphan_runs * sizeof(pg_uuid_t));
+		n_named += my_slot->n_orphan_runs;
+	}
+	my_slot->n_orphan_runs = 0;
+	my_slot->orphan_runs_overflowed = false;
 	LWLockRelease(vb_shared->lock);
-	if (!look_anyway && requests == requests_seen)
+	everywhere = look_everywhere || watch_prepared;
+	if (!everywhere && n_named == 0)
 		return true;
 	if (!begin_step("vectorbea: cancelling the child runs of ended parents"))
 		return false;
-	while (vb_cancel_orphans(now, c) > 0 && step_has_time())
+	/* Before the look: one committed after this is seen by the next look. */
+	if (watch_prepared)
+		prepared_left = vb_prepared_xacts_left();
+	if (!everywhere)
+	{
+		Datum	   *ids = palloc(n_named * sizeof(Datum));
+
+		for (int i = 0; i < n_named; i++)
+			ids[i] = UUIDPGetDatum(&named[i]);
+		named_array = construct_array(ids, n_named, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR);
+	}
+	while (vb_cancel_orphans(now, named_array, c) > 0 && step_has_time())
 		;
-	*due = vb_orphans_next_due(now);
+	*due = vb_orphans_next_due(now, named_array);
 	end_step();
-	requests_seen = requests;
-	look_anyway = *due != DT_NOEND;
+	if (*due == DT_NOEND)
+	{
+		look_everywhere = false;
+		n_named = 0;
+	}
+	else if (everywhere)
+		look_everywhere = true; /* the busy child may be anyone's */
+	prepares_seen = prepares;
+	watch_prepared = prepared_left;
+	if (prepared_left)
+		*due = Min(*due, TimestampTzPlusMilliseconds(now, PREPARED_POLL_MS));
 	return true;
 }
 

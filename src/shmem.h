@@ -12,8 +12,13 @@
 #include "port/atomics.h"
 #include "storage/lwlock.h"
 #include "utils/timestamp.h"
+#include "utils/uuid.h"
 
 #define VB_MAX_SCHEDULERS		16
+
+/* Runs a scheduler's slot names for its next look for orphaned children. */
+#define VB_ORPHAN_RUNS			64
+
 #define VB_SCHEDULER_CHANNEL	"vectorbea_scheduler"
 
 /* How late the scheduler may be before claims end expired attempts themselves. */
@@ -43,7 +48,16 @@ typedef struct VbSchedulerSlot
 	bool		in_pass;		/* a pass is reading the tables right now */
 	bool		wake_requested; /* a committed transaction added earlier work */
 	TimestampTz due_in_pass;	/* earliest work committed during the pass; DT_NOEND */
-	uint64		orphan_requests;	/* commits that stopped waiting for a running child run */
+	/*
+	 * Runs whose commits stopped waiting for a running child run (their
+	 * children are looked at) or revived a child run (it is looked at),
+	 * since the scheduler last took them; overflowed: more than fit, and
+	 * the scheduler looks at every running child run.
+	 */
+	int			n_orphan_runs;
+	bool		orphan_runs_overflowed;
+	pg_uuid_t	orphan_runs[VB_ORPHAN_RUNS];
+	uint64		orphan_prepares;	/* prepared transactions that named runs */
 	int			connect_failures;	/* starts that did not reach the database */
 	uint64		wakes;
 	VbSweepCounters counters;	/* kept across restarts of the worker */

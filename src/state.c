@@ -2142,7 +2142,7 @@ close_open_nodes(VbRun *run, VbNodeStatus idle_status, VbNodeStatus running_stat
 	if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull)) > 0)
 		vb_wake_scheduler(at);
 	if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull)) > 0)
-		vb_wake_scheduler_for_orphans(at);
+		vb_wake_scheduler_for_orphans(&run->id, at);
 }
 
 /*
@@ -2321,7 +2321,7 @@ vb_state_child_timed_out(VbRun *run, int64 task_id, const char *node, int attemp
 	fail_attempt(run, task_id, "timeout", error_json, more, true, -1, true, at);
 	if (over)
 		vb_state_over_budget(run, node, attempt, over_detail, pause, at);
-	vb_wake_scheduler_for_orphans(at);
+	vb_wake_scheduler_for_orphans(&run->id, at);
 }
 
 /* Sets the run's final status, writes its closing event and tells listeners. */
@@ -2842,7 +2842,7 @@ vb_state_resume_run(VbRun *run, const char *by, TimestampTz at)
 	 * A deadline or a wait may have passed meanwhile, and a child run's
 	 * parent may have stopped waiting for it: cancelled then.
 	 */
-	vb_wake_scheduler_for_orphans(at);
+	vb_wake_scheduler_for_orphans(&run->id, at);
 	if (SPI_execute_plan(ready_plan, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not find the ready work of run %s", vb_uuid_text(&run->id));
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -3091,7 +3091,7 @@ vb_state_requeue(VbRun *run, int64 task_id, const char *reason, const char *by,
 			elog(ERROR, "vectorbea: could not resume run %s", vb_uuid_text(&run->id));
 		run->status = VB_RUN_RUNNING;
 		/* A child run whose parent stopped waiting for it is cancelled again. */
-		vb_wake_scheduler_for_orphans(at);
+		vb_wake_scheduler_for_orphans(&run->id, at);
 	}
 
 	initStringInfo(&data);

@@ -358,7 +358,7 @@ run_due_work_as_owner(PG_FUNCTION_ARGS)
 		vb_run_parent_lock_wait_limit(wait_ms);
 	}
 	PG_END_TRY();
-	while ((n = vb_cancel_orphans(now, &c)) > 0)
+	while ((n = vb_cancel_orphans(now, NULL, &c)) > 0)
 		orphans += n;
 	SPI_finish();
 	result = psprintf("{\"leases_expired\":%lu,\"timeouts\":%lu,\"deadlines_enforced\":%lu,"

@@ -80,11 +80,29 @@
  * key: as an anti-join the planner hashed every node of the table, at each
  * pass of the scheduler (test/t/042_hot_plans.pl).
  */
-#define NOBODYS_CHILD \
-	"c.parent_run IS NOT NULL AND c.status = 'running'" \
+#define NOBODY_WAITS_FOR_C \
 	" AND NOT EXISTS (SELECT FROM vectorbea.nodes n" \
 	"                  WHERE n.run_id = c.parent_run AND n.node = c.parent_node" \
 	"                    AND n.lease = c.id AND n.status = 'waiting' OFFSET 0)"
+#define NOBODYS_CHILD \
+	"c.parent_run IS NOT NULL AND c.status = 'running'" NOBODY_WAITS_FOR_C
+
+/*
+ * The same among named runs (a uuid[], $1): the running children of each
+ * (runs_running_children_idx, probed per run: OFFSET 0 keeps the probe
+ * from becoming a join, which the generic plan, taking the array for ten
+ * runs of many children, made a scan of every run), and the runs
+ * themselves; each then probed by its key.  The status is tested as
+ * "c.status || ''" so that the probe cannot join that index whole to the
+ * keys (a BitmapAnd read all its entries).
+ */
+#define NOBODYS_CHILD_AMONG_NAMED \
+	"c.id = ANY (ARRAY(SELECT k.id FROM pg_catalog.unnest($1) AS p(id) CROSS JOIN LATERAL (" \
+	"                    SELECT k.id FROM vectorbea.runs k" \
+	"                     WHERE k.parent_run = p.id AND k.parent_run IS NOT NULL" \
+	"                       AND k.status = 'running' OFFSET 0) k" \
+	"                  UNION ALL SELECT pg_catalog.unnest($1)))" \
+	" AND c.parent_run IS NOT NULL AND c.status || '' = 'running'" NOBODY_WAITS_FOR_C
 
 /* When work skipped because its run was busy is looked at again. */
 #define RETRY_BUSY_MS		200
@@ -774,24 +792,44 @@ cancel_one(void *arg, int i)
 	b->done++;
 }
 
+/* A look's plan, with named runs or without (plans[1], plans[0]). */
+static SPIPlanPtr
+orphans_plan(SPIPlanPtr *plans, bool named, const char *named_sql, const char *every_sql)
+{
+	if (plans[named] == NULL)
+	{
+		Oid			types[1] = {UUIDARRAYOID};
+
+		plans[named] = vb_prepare_opts(named ? named_sql : every_sql, named ? 1 : 0, types,
+									   CURSOR_OPT_GENERIC_PLAN);
+	}
+	return plans[named];
+}
+
 /*
  * Cancels running child runs whose parent's run node no longer waits for
- * them; returns how many were found.
+ * them, among the children of the runs named (uuid[]) and those runs
+ * themselves, or among all when named is NULL; returns how many were
+ * cancelled.
  */
 int
-vb_cancel_orphans(TimestampTz at, VbSweepCounters *counters)
+vb_cancel_orphans(TimestampTz at, ArrayType *named, VbSweepCounters *counters)
 {
-	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plans[2] = {NULL, NULL};
+	SPIPlanPtr	plan;
+	Datum		args[1];
 	WaitBatch	b;
 	uint64		n;
 
 	if (!vb_waits_available())
 		return 0;
-	if (plan == NULL)
-		plan = vb_prepare("SELECT c.id FROM vectorbea.runs c WHERE " NOBODYS_CHILD
-						  " LIMIT " CppAsString2(WAITS_BATCH)
-						  " FOR NO KEY UPDATE OF c SKIP LOCKED", 0, NULL);
-	if (SPI_execute_plan(plan, NULL, NULL, false, 0) != SPI_OK_SELECT)
+	plan = orphans_plan(plans, named != NULL,
+						"SELECT c.id FROM vectorbea.runs c WHERE " NOBODYS_CHILD_AMONG_NAMED
+						" LIMIT " CppAsString2(WAITS_BATCH) " FOR NO KEY UPDATE OF c SKIP LOCKED",
+						"SELECT c.id FROM vectorbea.runs c WHERE " NOBODYS_CHILD
+						" LIMIT " CppAsString2(WAITS_BATCH) " FOR NO KEY UPDATE OF c SKIP LOCKED");
+	args[0] = PointerGetDatum(named);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: orphan child scan failed");
 	n = SPI_processed;
 	if (n == 0)
@@ -806,24 +844,45 @@ vb_cancel_orphans(TimestampTz at, VbSweepCounters *counters)
 
 /*
  * now + RETRY_BUSY_MS when a running child run is left that nobody waits
- * for (vb_cancel_orphans skipped it: it or its run was busy); DT_NOEND
- * when none is.  It reads every running child run, so the scheduler asks
- * only after a commit told it that children may have been left
- * (vb_wake_scheduler_for_orphans), not at every pass.
+ * for among those vb_cancel_orphans looked at with the same named runs
+ * (it skipped it: it or its run was busy); DT_NOEND when none is.  The
+ * scheduler asks only after a commit told it that children may have been
+ * left (vb_wake_scheduler_for_orphans), not at every pass.
  */
 TimestampTz
-vb_orphans_next_due(TimestampTz now)
+vb_orphans_next_due(TimestampTz now, ArrayType *named)
 {
-	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr plans[2] = {NULL, NULL};
+	SPIPlanPtr	plan;
+	Datum		args[1];
 
 	if (!vb_waits_available())
 		return DT_NOEND;
-	if (plan == NULL)
-		plan = vb_prepare_opts("SELECT FROM vectorbea.runs c WHERE " NOBODYS_CHILD " LIMIT 1",
-							   0, NULL, CURSOR_OPT_GENERIC_PLAN);
-	if (SPI_execute_plan(plan, NULL, NULL, true, 1) != SPI_OK_SELECT)
+	plan = orphans_plan(plans, named != NULL,
+						"SELECT FROM vectorbea.runs c WHERE " NOBODYS_CHILD_AMONG_NAMED " LIMIT 1",
+						"SELECT FROM vectorbea.runs c WHERE " NOBODYS_CHILD " LIMIT 1");
+	args[0] = PointerGetDatum(named);
+	if (SPI_execute_plan(plan, args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: orphan child lookup failed");
 	return SPI_processed > 0 ? TimestampTzPlusMilliseconds(now, RETRY_BUSY_MS) : DT_NOEND;
+}
+
+/*
+ * Whether a prepared transaction of this database is left to commit: one
+ * that stopped waiting for a child commits from any backend, unseen by the
+ * scheduler's requests (notify.c), so it looks everywhere meanwhile.
+ */
+bool
+vb_prepared_xacts_left(void)
+{
+	static SPIPlanPtr plan = NULL;
+
+	if (plan == NULL)
+		plan = vb_prepare("SELECT FROM pg_catalog.pg_prepared_xacts"
+						  " WHERE database = pg_catalog.current_database() LIMIT 1", 0, NULL);
+	if (SPI_execute_plan(plan, NULL, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not read the prepared transactions");
+	return SPI_processed > 0;
 }
 
 /* ---- when ---- */

@@ -7,12 +7,18 @@
 # out to a thousand children made that most of every pass of the
 # scheduler (bench/README.md, "The scheduler's own statements"); the
 # transactions that leave children behind now tell the scheduler so at
-# commit (notify.c), and it looks only then.  Here 200 children run for a
-# parent that keeps waiting for them while sleeps of a second end one
-# after the other, each a pass; then a parent is cancelled, and a run
-# node's timeout passes.  pg_stat_statements counts how often the
-# scheduler looked (its statements are top-level in its background
-# worker; the test's own run as another role).
+# commit (notify.c), and it looks only then, and only at the runs the
+# commits named: the children of a parent that stopped waiting, a child
+# that came back to life.  Here 200 children run for parents that keep
+# waiting for them while sleeps of a second end one after the other, each
+# a pass; then a parent is cancelled, and a run node's timeout passes,
+# and the looks read those parents' children, not the 150 others; then 70
+# parents are cancelled in one transaction, more than a commit can name,
+# and the scheduler looks at every running child run; and a parent is
+# cancelled in a prepared transaction, whose commit tells nobody.
+# pg_stat_statements counts how often the scheduler looked and what it
+# read (its statements are top-level in its background worker; the
+# test's own run as another role).
 
 use strict;
 use warnings;
@@ -26,6 +32,7 @@ use VbTest;
 
 my $node = vb_server('orphans', q{shared_preload_libraries = 'vectorbea, pg_stat_statements'
 pg_stat_statements.track = all
+max_prepared_transactions = 2
 });
 my $sql = sub { return $node->safe_psql('postgres', $_[0]); };
 my $as_driver = sub { return $node->safe_psql('postgres', $_[0], extra_params => [ '-U', 'driver' ]); };
@@ -70,6 +77,12 @@ is($until->(q{SELECT count(*) FROM vectorbea.runs WHERE workflow = 'nap' AND sta
 my $sched = q{FROM pg_stat_statements s JOIN pg_roles u ON u.oid = s.userid
 			  WHERE u.rolname <> 'driver' AND s.toplevel};
 my $looks = qq{SELECT coalesce(sum(s.calls), 0) $sched AND s.query LIKE '%c.parent_run IS NOT NULL%'};
+# A look at every running child run (the first pass's, or after too many
+# runs were named), and a look at named runs only.
+my $everywhere = qq{SELECT coalesce(sum(s.calls), 0) $sched AND s.query LIKE '%WHERE c.parent_run IS NOT NULL%'};
+my $named_blocks =
+  qq{SELECT coalesce(sum(s.shared_blks_hit + s.shared_blks_read) / nullif(sum(s.calls), 0), 0)::int
+	 $sched AND s.query LIKE '%k.parent_run = p.id%'};
 my $passes = $as_driver->(qq{SELECT max(s.calls) $sched AND s.query LIKE '%attempt_deadline IS NOT NULL%'});
 ok($passes >= 20, "the scheduler passed many times ($passes)");
 is($as_driver->($looks), '0', 'and never looked for children nobody waits for: no commit left any');
@@ -85,6 +98,7 @@ is($as_driver->(q{SELECT count(*) FROM vectorbea.runs WHERE workflow = 'kid' AND
 my $after_cancel = $as_driver->($looks);
 ok($after_cancel >= 1 && $after_cancel <= 6,
 	"the scheduler looked for them after the cancel committed ($after_cancel statements)");
+is($as_driver->($everywhere), '0', 'it looked at the cancelled parent\'s children only');
 
 # A run node's timeout passes: the node fails, and its child, no longer
 # waited for, is cancelled.
@@ -96,6 +110,33 @@ is( $until->(
 	'cancelled', 'its child, no longer waited for, is cancelled');
 is($as_driver->(q{SELECT count(*) FROM vectorbea.runs WHERE workflow = 'kid' AND status = 'running'}),
 	'150', 'no other child was touched');
+# Its looks read the failed run's child, not the 150 children of the
+# other parents (a look at all of them read 600 blocks and more).
+$sql->('SELECT pg_stat_statements_reset()');
+my $late2 = $as_driver->(q{SELECT vectorbea.start_run('late', '{}')});
+is( $until->(
+		qq{SELECT status FROM vectorbea.runs WHERE parent_run = '$late2'}, 'cancelled', 30),
+	'cancelled', 'another timeout, another child cancelled');
+my $blocks = $as_driver->($named_blocks);
+ok($blocks > 0 && $blocks < 60, "a look at one run's children read $blocks blocks");
+is($as_driver->($everywhere), '0', 'and never every running child run');
+
+# More parents than a commit names at once: the scheduler looks at every
+# running child run, and cancels all 70 children.
+$sql->(q{SELECT vectorbea.define_workflow('mom_one', '{"nodes": [{"id": "kid", "kind": "run", "run": {"workflow": "kid"}}]}')});
+$sql->(q{SELECT count(*) FROM vectorbea.start_runs('mom_one', array_fill('{}'::jsonb, ARRAY[70]))});
+is( $until->(
+		q{SELECT count(*) FROM vectorbea.runs c JOIN vectorbea.runs p ON p.id = c.parent_run
+		   WHERE p.workflow = 'mom_one' AND c.status = 'running'}, '70'),
+	'70', 'seventy parents of one child each');
+$as_driver->(q{SELECT count(vectorbea.cancel_run(id, 'all at once')) FROM vectorbea.runs WHERE workflow = 'mom_one'});
+is( $until->(
+		q{SELECT count(*) FROM vectorbea.runs c JOIN vectorbea.runs p ON p.id = c.parent_run
+		   WHERE p.workflow = 'mom_one' AND c.status = 'cancelled'}, '70', 30),
+	'70', 'cancelled in one transaction: all seventy children are cancelled');
+ok($as_driver->($everywhere) > 0, 'by a look at every running child run');
+is($as_driver->(q{SELECT count(*) FROM vectorbea.runs WHERE workflow = 'kid' AND status = 'running'}),
+	'150', 'and the other children run on');
 # A child that comes back to life after its parent stopped waiting for it
 # is cancelled again: a failed child requeued, and a paused child resumed
 # after its parent was cancelled.
@@ -129,6 +170,23 @@ is($as_driver->(qq{SELECT status FROM vectorbea.runs WHERE id = '$kid_c'}), 'pau
 $as_driver->(qq{SELECT vectorbea.resume_run('$kid_c')});
 is($until->(qq{SELECT status FROM vectorbea.runs WHERE id = '$kid_c'}, 'cancelled', 30),
 	'cancelled', 'resumed, the child is cancelled');
+
+# A parent cancelled in a prepared transaction: its COMMIT PREPARED tells
+# the scheduler nothing, so it looks at every running child run while the
+# transaction is prepared, and cancels the child once it has committed.
+my $mom_p = $as_driver->(q{SELECT vectorbea.start_run('mom_c', '{}')});
+is($until->(qq{SELECT status FROM vectorbea.runs WHERE parent_run = '$mom_p'}, 'running', 30),
+	'running', 'a child runs');
+# (PostgreSQL refuses to prepare a transaction that notifies.)
+$as_driver->(
+	qq{BEGIN; SET LOCAL vectorbea.notify_runs = off; SET LOCAL vectorbea.notify_tasks = off;
+	   SELECT vectorbea.cancel_run('$mom_p', 'two-phase'); PREPARE TRANSACTION 'cancel_mom_p'});
+usleep(1_500_000);
+is($as_driver->(qq{SELECT status FROM vectorbea.runs WHERE parent_run = '$mom_p'}), 'running',
+	'while the cancel is prepared, the child runs');
+$as_driver->(q{COMMIT PREPARED 'cancel_mom_p'});
+is( $until->(qq{SELECT status FROM vectorbea.runs WHERE parent_run = '$mom_p'}, 'cancelled', 30),
+	'cancelled', 'once it has committed, the child is cancelled');
 
 is($as_driver->(q{SELECT count(*) FROM vectorbea.runs r, LATERAL vectorbea.verify_run(r.id)}), '0',
 	'every run agrees with its history');
