@@ -73,8 +73,8 @@ queue_notification(VbChannel channel, const char *payload)
 
 /*
  * Just before the commit: hand the notifications to the relay, or, when it
- * cannot take them (no scheduler, no room, a payload too long, a prepared
- * transaction), send them as NOTIFY in this transaction.
+ * cannot take them (no scheduler, no room, a payload too long), send them
+ * as NOTIFY in this transaction.  Just before a PREPARE: drop them.
  */
 static void
 send_or_reserve(bool preparing)
@@ -83,10 +83,22 @@ send_or_reserve(bool preparing)
 
 	if (n_pending == 0)
 		return;
+	/*
+	 * PREPARE TRANSACTION refuses a transaction that notified, and a
+	 * prepared one commits later, from any backend, with nothing of the
+	 * engine's to send them: its notifications are dropped.  They are
+	 * hints (workers poll as well, docs/worker-protocol.md); refusing the
+	 * PREPARE for notifications the caller never asked for would keep
+	 * two-phase commit from the engine altogether.
+	 */
+	if (preparing)
+	{
+		n_pending = 0;
+		return;
+	}
 	for (int i = 0; fits && i < n_pending; i++)
 		fits = strlen(pending_notes[i].payload) <= VB_RELAY_PAYLOAD_MAX;
-	/* PREPARE refuses a transaction that notifies: nothing to count. */
-	if (!preparing && vb_relay_reserve(n_pending, fits))
+	if (vb_relay_reserve(n_pending, fits))
 		return;
 	for (int i = 0; i < n_pending; i++)
 		Async_Notify(vb_channel_name(pending_notes[i].channel), pending_notes[i].payload);
@@ -188,9 +200,10 @@ reset_pending(void)
  * (vb_wake_scheduler_for_orphans) join the slot's: the scheduler's next
  * pass looks at their children, and at them, and nowhere else (it does
  * not look when no commit asked it to).  A transaction just prepared
- * counts itself instead: it commits later, from any backend, with no
- * callback here, and the scheduler looks everywhere until no prepared
- * transaction is left (scheduler.c).
+ * that left the scheduler work (something due, or orphans) counts itself
+ * instead: it commits later, from any backend, with no callback here, so
+ * the scheduler passes once a second and looks for orphans everywhere
+ * until no prepared transaction is left (scheduler.c).
  */
 static void
 tell_scheduler_after_commit(VbSchedulerSlot *slot, TimestampTz due, bool prepared)
@@ -200,7 +213,7 @@ tell_scheduler_after_commit(VbSchedulerSlot *slot, TimestampTz due, bool prepare
 
 	LWLockAcquire(vb_shared->lock, LW_EXCLUSIVE);
 	if (prepared)
-		slot->orphan_prepares++;
+		slot->prepares++;
 	else if (pending_orphans_overflowed)
 		slot->orphan_runs_overflowed = true;
 	for (int i = 0; i < n_pending_orphan_runs && !prepared && !slot->orphan_runs_overflowed; i++)
@@ -273,8 +286,7 @@ vb_xact_callback(XactEvent event, void *arg)
 			reset_pending();
 			break;
 		case XACT_EVENT_PREPARE:
-			if ((n_pending_orphan_runs > 0 || pending_orphans_overflowed) &&
-				(slot = vb_slot_for_my_database()) != NULL)
+			if (pending_due != DT_NOEND && (slot = vb_slot_for_my_database()) != NULL)
 				tell_scheduler_after_commit(slot, pending_due, true);
 			vb_relay_release();
 			reset_pending();

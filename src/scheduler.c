@@ -448,7 +448,13 @@ end_due_items(TimestampTz now, VbSweepCounters *c)
 	return true;
 }
 
-/* How often the scheduler looks while a prepared transaction named runs. */
+/*
+ * How often the scheduler passes while a prepared transaction that left it
+ * work may still commit: COMMIT PREPARED, from any session, wakes nobody,
+ * and what it makes due (a sleep to start, an llm node, children nobody
+ * waits for) would otherwise wait for the next planned wake, up to
+ * vectorbea.scheduler_idle_timeout.
+ */
 #define PREPARED_POLL_MS 1000
 
 /*
@@ -464,9 +470,9 @@ end_due_items(TimestampTz now, VbSweepCounters *c)
  * first pass of a scheduler looks at every running child run (a request
  * may have come before a crash), and so does a look after the slot or
  * this list overflowed, and a look every PREPARED_POLL_MS while a
- * prepared transaction that named runs may still commit (its commit tells
- * nobody).
- * *due: when to look again for children left busy, DT_NOEND if none.
+ * prepared transaction that left work may still commit (notify.c).
+ * *due: when to look again for children left busy, or to pass again for
+ * a prepared transaction; DT_NOEND if neither.
  * False when the extension is gone.
  */
 static bool
@@ -484,7 +490,7 @@ cancel_orphans(TimestampTz now, VbSweepCounters *c, TimestampTz *due)
 
 	*due = DT_NOEND;
 	LWLockAcquire(vb_shared->lock, LW_EXCLUSIVE);
-	prepares = my_slot->orphan_prepares;
+	prepares = my_slot->prepares;
 	if (prepares != prepares_seen)
 		watch_prepared = true;
 	if (my_slot->orphan_runs_overflowed || n_named + my_slot->n_orphan_runs > VB_ORPHAN_RUNS)

@@ -57,7 +57,7 @@ typedef struct VbSchedulerSlot
 	int			n_orphan_runs;
 	bool		orphan_runs_overflowed;
 	pg_uuid_t	orphan_runs[VB_ORPHAN_RUNS];
-	uint64		orphan_prepares;	/* prepared transactions that named runs */
+	uint64		prepares;		/* prepared transactions that left work due */
 	int			connect_failures;	/* starts that did not reach the database */
 	uint64		wakes;
 	VbSweepCounters counters;	/* kept across restarts of the worker */

@@ -14,8 +14,8 @@
 # a pass; then a parent is cancelled, and a run node's timeout passes,
 # and the looks read those parents' children, not the 150 others; then 70
 # parents are cancelled in one transaction, more than a commit can name,
-# and the scheduler looks at every running child run; and a parent is
-# cancelled in a prepared transaction, whose commit tells nobody.
+# and the scheduler looks at every running child run (049_two_phase
+# cancels a parent in a prepared transaction, whose commit tells nobody).
 # pg_stat_statements counts how often the scheduler looked and what it
 # read (its statements are top-level in its background worker; the
 # test's own run as another role).
@@ -32,7 +32,6 @@ use VbTest;
 
 my $node = vb_server('orphans', q{shared_preload_libraries = 'vectorbea, pg_stat_statements'
 pg_stat_statements.track = all
-max_prepared_transactions = 2
 });
 my $sql = sub { return $node->safe_psql('postgres', $_[0]); };
 my $as_driver = sub { return $node->safe_psql('postgres', $_[0], extra_params => [ '-U', 'driver' ]); };
@@ -170,23 +169,6 @@ is($as_driver->(qq{SELECT status FROM vectorbea.runs WHERE id = '$kid_c'}), 'pau
 $as_driver->(qq{SELECT vectorbea.resume_run('$kid_c')});
 is($until->(qq{SELECT status FROM vectorbea.runs WHERE id = '$kid_c'}, 'cancelled', 30),
 	'cancelled', 'resumed, the child is cancelled');
-
-# A parent cancelled in a prepared transaction: its COMMIT PREPARED tells
-# the scheduler nothing, so it looks at every running child run while the
-# transaction is prepared, and cancels the child once it has committed.
-my $mom_p = $as_driver->(q{SELECT vectorbea.start_run('mom_c', '{}')});
-is($until->(qq{SELECT status FROM vectorbea.runs WHERE parent_run = '$mom_p'}, 'running', 30),
-	'running', 'a child runs');
-# (PostgreSQL refuses to prepare a transaction that notifies.)
-$as_driver->(
-	qq{BEGIN; SET LOCAL vectorbea.notify_runs = off; SET LOCAL vectorbea.notify_tasks = off;
-	   SELECT vectorbea.cancel_run('$mom_p', 'two-phase'); PREPARE TRANSACTION 'cancel_mom_p'});
-usleep(1_500_000);
-is($as_driver->(qq{SELECT status FROM vectorbea.runs WHERE parent_run = '$mom_p'}), 'running',
-	'while the cancel is prepared, the child runs');
-$as_driver->(q{COMMIT PREPARED 'cancel_mom_p'});
-is( $until->(qq{SELECT status FROM vectorbea.runs WHERE parent_run = '$mom_p'}, 'cancelled', 30),
-	'cancelled', 'once it has committed, the child is cancelled');
 
 is($as_driver->(q{SELECT count(*) FROM vectorbea.runs r, LATERAL vectorbea.verify_run(r.id)}), '0',
 	'every run agrees with its history');
