@@ -35,8 +35,8 @@
 #include "postgres.h"
 
 #include "access/xact.h"
-#include "catalog/pg_type.h"
 #include "catalog/pg_extension.h"
+#include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "commands/extension.h"
 #include "executor/spi.h"

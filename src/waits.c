@@ -869,8 +869,9 @@ vb_orphans_next_due(TimestampTz now, ArrayType *named)
 
 /*
  * Whether a prepared transaction of this database is left to commit: one
- * that stopped waiting for a child commits from any backend, unseen by the
- * scheduler's requests (notify.c), so it looks everywhere meanwhile.
+ * that left the scheduler work commits from any backend, and tells it
+ * nothing then (notify.c), so the scheduler passes and looks everywhere
+ * meanwhile.
  */
 bool
 vb_prepared_xacts_left(void)
