@@ -179,6 +179,22 @@ static int	n_pending_orphan_runs = 0;
 static bool pending_orphans_overflowed = false;
 static List *pending_retries = NIL;	/* in TopTransactionContext */
 
+/*
+ * Adds run_id to the set runs[0..*n) of at most VB_ORPHAN_RUNS; false when
+ * it is not there and there is no room.
+ */
+static bool
+add_orphan_run(pg_uuid_t *runs, int *n, const pg_uuid_t *run_id)
+{
+	for (int i = 0; i < *n; i++)
+		if (memcmp(&runs[i], run_id, sizeof(pg_uuid_t)) == 0)
+			return true;
+	if (*n == VB_ORPHAN_RUNS)
+		return false;
+	runs[(*n)++] = *run_id;
+	return true;
+}
+
 static void
 reset_pending(void)
 {
@@ -217,19 +233,8 @@ tell_scheduler_after_commit(VbSchedulerSlot *slot, TimestampTz due, bool prepare
 	else if (pending_orphans_overflowed)
 		slot->orphan_runs_overflowed = true;
 	for (int i = 0; i < n_pending_orphan_runs && !prepared && !slot->orphan_runs_overflowed; i++)
-	{
-		int			j = 0;
-
-		while (j < slot->n_orphan_runs &&
-			   memcmp(&slot->orphan_runs[j], &pending_orphan_runs[i], sizeof(pg_uuid_t)) != 0)
-			j++;
-		if (j < slot->n_orphan_runs)
-			continue;
-		if (slot->n_orphan_runs == VB_ORPHAN_RUNS)
+		if (!add_orphan_run(slot->orphan_runs, &slot->n_orphan_runs, &pending_orphan_runs[i]))
 			slot->orphan_runs_overflowed = true;
-		else
-			slot->orphan_runs[slot->n_orphan_runs++] = pending_orphan_runs[i];
-	}
 	if (slot->pid != 0)
 	{
 		if (slot->in_pass)
@@ -376,13 +381,8 @@ vb_wake_scheduler_for_orphans(const pg_uuid_t *run_id, TimestampTz at)
 	if (vb_shared == NULL)
 		return;
 	vb_wake_scheduler(at);
-	for (int i = 0; i < n_pending_orphan_runs; i++)
-		if (memcmp(&pending_orphan_runs[i], run_id, sizeof(pg_uuid_t)) == 0)
-			return;
-	if (n_pending_orphan_runs == VB_ORPHAN_RUNS)
+	if (!add_orphan_run(pending_orphan_runs, &n_pending_orphan_runs, run_id))
 		pending_orphans_overflowed = true;
-	else
-		pending_orphan_runs[n_pending_orphan_runs++] = *run_id;
 }
 
 /* This transaction scheduled a retry of activity at available_at. */
