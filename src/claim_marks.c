@@ -38,12 +38,20 @@
  * still committing is published; one that commits after the move lowers
  * the mark itself.
  *
+ * A prepared transaction that made nodes ready commits later, from any
+ * backend, with no callback here; so do transactions prepared before the
+ * server started (recovered from disk, unseen by this memory).  While one
+ * may be left, the marks are dropped and claims start at the front: from
+ * the PREPARE until the transaction has ended (by its id; when more are
+ * prepared than the list of ids holds, until every transaction up to the
+ * newest of them has), and from the server's start until every
+ * transaction older than the first claim has ended.  Then every mark
+ * starts again at the front.
+ *
  * Without shared memory (the library not preloaded), without the trigger
- * (a 0.1.0 schema) or with it disabled, claims start at the front.  A
- * prepared transaction that made nodes ready can commit from any backend
- * with no callback here: the marks are then dropped until the server
- * restarts.  Activities whose name does not fit a slot, or beyond the
- * slots' number, are claimed from the front.
+ * (a 0.1.0 schema) or with it disabled, claims start at the front.
+ * Activities whose name does not fit a slot, or beyond the slots' number,
+ * are claimed from the front.
  *
  * IDENTIFICATION
  *	  src/claim_marks.c
@@ -53,7 +61,9 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/transam.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -64,6 +74,7 @@
 #include "storage/backendid.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
+#include "storage/procarray.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
@@ -80,6 +91,8 @@
 #define MARK_NAME_LEN		64	/* longer activity names keep no mark */
 #define NOTED_PER_XACT		8	/* more activities in one transaction: all slots held */
 #define REFRESH_EVERY_MS	10	/* at most this often a claim moves a mark up */
+#define DROPPERS_KEPT		64	/* more prepared at once: waits by age instead */
+#define RESTORE_CHECK_MS	10	/* while dropped, at most this often a claim checks */
 #define NOTE_TRIGGER		"nodes_note_ready"
 #define NOTE_INSERT_TRIGGER	"nodes_note_inserts"
 
@@ -118,7 +131,13 @@ typedef struct Published
 typedef struct MarksShared
 {
 	LWLock	   *lock;
-	bool		dropped;		/* a prepared transaction made nodes ready */
+	bool		started;		/* a claim has come since the server started */
+	bool		dropped;		/* a commit unseen here may make nodes ready */
+	uint64		drops;			/* counts the drops: a restore sees none came */
+	int			n_droppers;
+	TransactionId droppers[DROPPERS_KEPT];	/* prepared, made nodes ready */
+	TransactionId older_than;	/* or: every transaction before this one */
+	TimestampTz checked_at;		/* when a claim last checked the droppers */
 	uint64		next_generation;
 	uint64		use_clock;
 	MarkSlot	slots[MARK_SLOTS];
@@ -345,6 +364,107 @@ withdraw_published(bool committed)
 	LWLockRelease(marks->lock);
 }
 
+/*
+ * Drops the marks until transaction xid (prepared, having made nodes
+ * ready) has ended; with the list full, until every transaction up to
+ * xid has.  A transaction with no id wrote nothing and made nothing ready.
+ */
+static void
+drop_marks_until_ended(TransactionId xid)
+{
+	if (!TransactionIdIsValid(xid))
+		return;
+	LWLockAcquire(marks->lock, LW_EXCLUSIVE);
+	if (marks->n_droppers < DROPPERS_KEPT)
+		marks->droppers[marks->n_droppers++] = xid;
+	else
+	{
+		TransactionIdAdvance(xid);
+		if (!TransactionIdIsValid(marks->older_than) ||
+			TransactionIdFollows(xid, marks->older_than))
+			marks->older_than = xid;
+	}
+	marks->dropped = true;
+	marks->drops++;
+	LWLockRelease(marks->lock);
+}
+
+/*
+ * The first claim since the server started (a crash included): the
+ * transactions it recovered as prepared are not in the droppers, so the
+ * marks stay dropped until every transaction older than now has ended.
+ */
+static void
+start_marks(void)
+{
+	TransactionId next = ReadNextTransactionId();
+
+	LWLockAcquire(marks->lock, LW_EXCLUSIVE);
+	if (!marks->started)
+	{
+		marks->started = true;
+		marks->older_than = next;
+		marks->dropped = true;
+		marks->drops++;
+	}
+	LWLockRelease(marks->lock);
+}
+
+/*
+ * Brings the marks back once every transaction that dropped them has
+ * ended: what those made ready is then in every new snapshot.  Each mark
+ * starts again at the front with a new generation, so that no claim moves
+ * one with a scan from before.  A drop while the droppers were checked
+ * keeps them off until the next check.
+ */
+static void
+restore_marks_if_ended(TimestampTz now)
+{
+	TransactionId droppers[DROPPERS_KEPT];
+	TransactionId older_than;
+	int			n;
+	uint64		drops;
+	bool		left = false;
+
+	LWLockAcquire(marks->lock, LW_SHARED);
+	if (!marks->dropped ||
+		!TimestampDifferenceExceeds(marks->checked_at, now, RESTORE_CHECK_MS))
+	{
+		LWLockRelease(marks->lock);
+		return;
+	}
+	n = marks->n_droppers;
+	memcpy(droppers, marks->droppers, n * sizeof(TransactionId));
+	older_than = marks->older_than;
+	drops = marks->drops;
+	LWLockRelease(marks->lock);
+
+	for (int i = 0; i < n && !left; i++)
+		left = TransactionIdIsInProgress(droppers[i]);
+	if (!left && TransactionIdIsValid(older_than))
+		left = TransactionIdPrecedes(GetOldestActiveTransactionId(), older_than);
+
+	LWLockAcquire(marks->lock, LW_EXCLUSIVE);
+	marks->checked_at = now;
+	if (!left && marks->drops == drops)
+	{
+		for (int i = 0; i < MARK_SLOTS; i++)
+		{
+			MarkSlot   *s = &marks->slots[i];
+
+			if (!s->in_use)
+				continue;
+			s->mark = VB_CLAIM_KEY_FIRST;
+			s->has_floor = false;
+			s->generation = ++marks->next_generation;
+		}
+		marks->n_droppers = 0;
+		marks->older_than = InvalidTransactionId;
+		marks->dropped = false;
+	}
+	LWLockRelease(marks->lock);
+}
+
 static void
 marks_xact_callback(XactEvent event, void *arg)
 {
@@ -367,9 +487,7 @@ marks_xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_PRE_PREPARE:
 			/* Its commit will come from another backend, unseen here. */
-			LWLockAcquire(marks->lock, LW_EXCLUSIVE);
-			marks->dropped = true;
-			LWLockRelease(marks->lock);
+			drop_marks_until_ended(GetTopTransactionIdIfAny());
 			forget_noted();
 			break;
 		default:
@@ -510,9 +628,9 @@ vectorbea_note_ready_node(PG_FUNCTION_ARGS)
 }
 
 /*
- * Whether claims may start at the marks: shared memory is there, no
- * prepared transaction dropped them, and this database's nodes table has
- * the trigger, enabled.
+ * Whether claims may start at the marks, dropped or not: shared memory is
+ * there, the server is not in recovery, and this database's nodes table
+ * has the triggers, enabled.
  */
 static bool
 marks_usable(void)
@@ -522,7 +640,7 @@ marks_usable(void)
 	bool		enabled;
 	int			found = 0;
 
-	if (marks == NULL || marks->dropped)
+	if (marks == NULL || RecoveryInProgress())
 		return false;
 	nodes = get_relname_relid("nodes", get_namespace_oid("vectorbea", true));
 	if (!OidIsValid(nodes))
@@ -670,8 +788,12 @@ vb_claim_mark_start(const char *activity, VbClaimKey *start)
 	if (strlen(activity) >= MARK_NAME_LEN || !marks_usable())
 		return;
 	now = GetCurrentTimestamp();
+	if (!marks->started)
+		start_marks();
+	if (marks->dropped)
+		restore_marks_if_ended(now);
 	LWLockAcquire(marks->lock, LW_SHARED);
-	slot = find_slot(activity, name_hash(activity));
+	slot = marks->dropped ? -1 : find_slot(activity, name_hash(activity));
 	if (slot >= 0)
 	{
 		from = marks->slots[slot].mark;

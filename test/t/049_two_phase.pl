@@ -10,6 +10,8 @@
 # second while a prepared transaction that left it work is left.  Here a
 # run with a task and a sleep is started, and a parent of a child run
 # cancelled, each in a prepared transaction committed a moment later.
+# Last, the claims' marks: off while such a transaction is prepared, and
+# back once it has ended, across a restart too.
 
 use strict;
 use warnings;
@@ -23,7 +25,7 @@ use VbTest;
 
 # The scheduler's idle sleep (an hour in the tests) is longer than the
 # test waits: only the poll for prepared transactions brings it back.
-my $node = vb_server('two_phase', q{max_prepared_transactions = 2
+my $node = vb_server('two_phase', q{max_prepared_transactions = 70
 });
 my $sql = sub { return $node->safe_psql('postgres', $_[0]); };
 $sql->(q{
@@ -69,7 +71,114 @@ $sql->(q{COMMIT PREPARED 'cancel_mom'});
 ok(defined vb_wait_for($node, qq{SELECT status FROM vectorbea.runs WHERE parent_run = '$mom'}, 'cancelled', 20),
 	'once committed, the child is cancelled');
 
-is($sql->(q{SELECT count(*) FROM vectorbea.runs r, LATERAL vectorbea.verify_run(r.id)}), '0',
+# The claims' marks (src/claim_marks.c) under a prepared transaction that
+# makes nodes ready: off from the PREPARE (its commit comes unseen), and
+# back once it has ended.  Under a held snapshot the entries of claimed
+# nodes stay in the ready index, and a claim that starts at the front
+# reads each of them; one that starts at its activity's mark reads none.
+$sql->(q{
+SELECT vectorbea.define_workflow('tpm', '{"nodes": [{"id": "work", "activity": "tpm_work"}]}');
+SELECT vectorbea.start_run('tpm', '{}') FROM generate_series(1, 5000);
+CREATE FUNCTION claim_blocks(activity text) RETURNS int LANGUAGE plpgsql AS $$
+DECLARE
+	plan json;
+BEGIN
+	EXECUTE format('EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT * FROM vectorbea.claim_tasks(%L, ARRAY[%L], 10)',
+		'blocks', activity) INTO plan;
+	RETURN (plan->0->'Plan'->>'Shared Hit Blocks')::int + (plan->0->'Plan'->>'Shared Read Blocks')::int;
+END $$;
+});
+# The last of three claims in one session: the first pays for the
+# session's catalog lookups and kept plans.
+sub claim_blocks
+{
+	my @blocks = split /\n/, $sql->(q{SELECT pg_sleep(0.05);
+		SELECT claim_blocks('tpm_work'); SELECT claim_blocks('tpm_work'); SELECT claim_blocks('tpm_work')});
+	return $blocks[-1];
+}
+my $holder = $node->background_psql('postgres');
+$holder->query_safe('BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM vectorbea.runs;');
+my $drain = q{SELECT count(vectorbea.complete_task(c.task_id, c.lease, '{}'))
+	FROM vectorbea.claim_tasks('w', ARRAY['tpm_work'], 500) c};
+my $done = 0;
+for (1 .. 40)
+{
+	my $n = $sql->($drain);
+	$done += $n;
+	last if $n == 0 && $done >= 5000;
+	usleep(20_000);
+}
+is($done, 5000, 'the 5,000 tasks are done under a held snapshot');
+# Claims move the mark at most every 10 ms: past the last claimed entry.
+my $on = claim_blocks();
+cmp_ok($on, '<', 100, "with the marks on, a claim reads few blocks ($on)");
+
+($rc, $out, $err) = $node->psql('postgres',
+	q{BEGIN; SELECT vectorbea.start_run('tpm', '{}'); PREPARE TRANSACTION 'tpm_ready'});
+is($rc, 0, 'a transaction that made a tpm task ready is prepared');
+my $off = claim_blocks();
+cmp_ok($off, '>', 400, "while it is prepared, claims start at the front: past the 5,000 claimed entries ($off blocks)");
+$sql->(q{COMMIT PREPARED 'tpm_ready'});
+is($sql->(q{SELECT count(vectorbea.complete_task(c.task_id, c.lease, '{}'))
+	FROM vectorbea.claim_tasks('w', ARRAY['tpm_work'], 5) c}), '1',
+	'once committed, its task is claimed');
+$on = claim_blocks();
+cmp_ok($on, '<', 100, "and the marks are back: a claim reads few blocks again ($on)");
+
+# More prepared at once than the list of them holds (64): the one beyond
+# it keeps the marks off as well, by its age.
+$sql->(q{SELECT vectorbea.define_workflow('tpo', '{"nodes": [{"id": "work", "activity": "tpo_work"}]}')});
+for my $i (1 .. 65)
+{
+	$sql->(qq{BEGIN; SELECT vectorbea.start_run('tpo', '{}'); PREPARE TRANSACTION 'tpo_$i'});
+}
+$sql->(qq{COMMIT PREPARED 'tpo_$_'}) for 1 .. 64;
+$off = claim_blocks();
+cmp_ok($off, '>', 400, "with the 65th still prepared, claims start at the front ($off blocks)");
+$sql->(q{COMMIT PREPARED 'tpo_65'});
+$on = claim_blocks();
+cmp_ok($on, '<', 100, "once it has committed, the marks are back ($on blocks)");
+is($sql->(q{SELECT count(*) FROM vectorbea.claim_tasks('w', ARRAY['tpo_work'], 100)}), '65',
+	'and the 65 tasks are claimed');
+$holder->quit;
+
+# A transaction prepared before the server restarted commits with no
+# trace in the new server's memory: the marks stay off until it has ended.
+# Run x's first task is claimed, then completed in a prepared transaction,
+# which makes its second ready; after the restart, nothing of x is ready
+# in what is committed, and run y (after x in the claims' order) is
+# drained: that would move a mark past x.
+$sql->(q{
+SELECT vectorbea.define_workflow('tpr', '{"nodes": [
+	{"id": "first", "activity": "tpr_work"},
+	{"id": "second", "activity": "tpr_work", "depends_on": ["first"]}]}');
+});
+my $x = $sql->(q{SELECT vectorbea.start_run('tpr', '{}')});
+my ($task, $lease) = split /\|/,
+  $sql->(q{SELECT c.task_id, c.lease FROM vectorbea.claim_tasks('w', ARRAY['tpr_work'], 1) c});
+($rc, $out, $err) = $node->psql('postgres', qq{BEGIN;
+	SELECT vectorbea.complete_task($task, '$lease', '{}');
+	PREPARE TRANSACTION 'tpr_first'});
+is($rc, 0, "run x's first task, claimed, is completed in a prepared transaction");
+$node->restart;
+is($sql->(q{SELECT count(*) FROM pg_prepared_xacts WHERE gid = 'tpr_first'}), '1',
+	'the prepared transaction outlives the restart');
+my $y = $sql->(q{SELECT vectorbea.start_run('tpr', '{}')});
+for (1 .. 3)
+{
+	$sql->(q{SELECT pg_sleep(0.05); SELECT count(vectorbea.complete_task(c.task_id, c.lease, '{}'))
+		FROM vectorbea.claim_tasks('w', ARRAY['tpr_work'], 5) c});
+}
+is($sql->(qq{SELECT status FROM vectorbea.runs WHERE id = '$y'}), 'succeeded', 'run y is drained');
+$sql->(q{COMMIT PREPARED 'tpr_first'});
+is($sql->(q{SELECT string_agg(c.run_id || '/' || c.node, ',')
+	FROM vectorbea.claim_tasks('w', ARRAY['tpr_work'], 5) c}), "$x/second",
+	"once committed, run x's second task is claimed");
+
+# (of the 5,000 one-task runs that filled the index, the last ten)
+is($sql->(q{SELECT count(*) FROM vectorbea.runs r, LATERAL vectorbea.verify_run(r.id)
+	WHERE r.workflow <> 'tpm'
+	   OR r.id IN (SELECT id FROM vectorbea.runs WHERE workflow = 'tpm' ORDER BY id DESC LIMIT 10)}), '0',
 	'every run agrees with its history');
 
 done_testing();
