@@ -155,11 +155,26 @@ COMMENT ON FUNCTION @extschema@.escape_text(text) IS
 	'The text on one line: control characters and line separators shown as \n, \r, \t, \xNN or \uNNNN.';
 REVOKE ALL ON FUNCTION @extschema@.escape_text(text) FROM PUBLIC;
 
+-- The queries of timeline(), replay() and verify_run() are PL/pgSQL
+-- functions of one statement, not SQL functions: PostgreSQL plans the
+-- statements of a SQL function (one that cannot be inlined, as none with
+-- SET can) again at every call, and PL/pgSQL keeps their plans for the
+-- session.  Checking every run of a database with verify_run() spent
+-- most of its 8 ms per run planning (bench/README.md, "Replay and
+-- verify_run keep their plans").  Each reads one run by key, whatever the
+-- run, so the generic plan from the first call (where the plan cache
+-- would plan the first five calls afresh, and one more to compare).
+-- #variable_conflict use_column keeps a SQL function's rule that a column
+-- wins over a parameter of the same name.
 CREATE FUNCTION @extschema@.timeline_body(run uuid)
 	RETURNS SETOF text
-	LANGUAGE sql STABLE
+	LANGUAGE plpgsql STABLE
 	SET search_path = pg_catalog, pg_temp
+	SET plan_cache_mode = force_generic_plan
 AS $$
+#variable_conflict use_column
+BEGIN
+RETURN QUERY
 SELECT @extschema@.escape_text(to_char(e.at, 'HH24:MI:SS.MS') || ' ' || e.type ||
 	   coalesce(' ' || CASE e.type
 		WHEN 'RUN_STARTED' THEN
@@ -249,7 +264,8 @@ SELECT @extschema@.escape_text(to_char(e.at, 'HH24:MI:SS.MS') || ' ' || e.type |
 	   END, ''))
   FROM @extschema@.events e
  WHERE e.run_id = timeline_body.run AND @extschema@.run_visible(timeline_body.run)
- ORDER BY e.seq
+ ORDER BY e.seq;
+END
 $$;
 COMMENT ON FUNCTION @extschema@.timeline_body(uuid) IS
 	'The query of timeline(), which runs it as the extension''s owner for its caller; not for direct use.';
@@ -315,9 +331,13 @@ COMMENT ON COLUMN @extschema@.runs.child_usage_tokens IS
 
 CREATE FUNCTION @extschema@.replay_parts(run uuid, upto bigint DEFAULT NULL)
 	RETURNS TABLE (part text, key text, state jsonb)
-	LANGUAGE sql STABLE
+	LANGUAGE plpgsql STABLE
 	SET search_path = pg_catalog, pg_temp
+	SET plan_cache_mode = force_generic_plan
 AS $$
+#variable_conflict use_column
+BEGIN
+RETURN QUERY
 WITH ev AS (
 	SELECT e.seq, e.type, e.node, e.attempt, e.data
 	  FROM @extschema@.events e
@@ -487,7 +507,8 @@ SELECT 'node', st.node, jsonb_build_object(
 UNION ALL
 SELECT 'gate', g.id, g.state
   FROM gates g
- WHERE EXISTS (SELECT FROM started)
+ WHERE EXISTS (SELECT FROM started);
+END
 $$;
 COMMENT ON FUNCTION @extschema@.replay_parts(uuid, bigint) IS
 	'The state replay() rebuilds, as rows: the run''s, then one per node and one per gate; not for direct use.';
@@ -495,9 +516,13 @@ REVOKE ALL ON FUNCTION @extschema@.replay_parts(uuid, bigint) FROM PUBLIC;
 
 CREATE FUNCTION @extschema@.replay_body(run uuid, upto bigint DEFAULT NULL)
 	RETURNS jsonb
-	LANGUAGE sql STABLE
+	LANGUAGE plpgsql STABLE
 	SET search_path = pg_catalog, pg_temp
+	SET plan_cache_mode = force_generic_plan
 AS $$
+#variable_conflict use_column
+BEGIN
+RETURN (
 WITH p AS MATERIALIZED (
 	SELECT * FROM @extschema@.replay_parts(replay_body.run, replay_body.upto)
 )
@@ -507,7 +532,8 @@ SELECT r.state || jsonb_build_object(
 		   'gates', coalesce((SELECT jsonb_object_agg(g.key, g.state) FROM p g WHERE g.part = 'gate'),
 							 '{}'::jsonb))
   FROM p r
- WHERE r.part = 'run'
+ WHERE r.part = 'run');
+END
 $$;
 COMMENT ON FUNCTION @extschema@.replay_body(uuid, bigint) IS
 	'The query of replay(), which runs it as the extension''s owner for its caller; not for direct use.';
@@ -547,9 +573,13 @@ UPDATE @extschema@.nodes p
  */
 CREATE FUNCTION @extschema@.verify_run_body(run uuid)
 	RETURNS SETOF text
-	LANGUAGE sql STABLE
+	LANGUAGE plpgsql STABLE
 	SET search_path = pg_catalog, pg_temp
+	SET plan_cache_mode = force_generic_plan
 AS $$
+#variable_conflict use_column
+BEGIN
+RETURN QUERY
 WITH r AS (
 	SELECT * FROM @extschema@.runs WHERE id = verify_run_body.run AND @extschema@.run_visible(verify_run_body.run)
 ), parts AS MATERIALIZED (
@@ -679,7 +709,8 @@ SELECT msg FROM (
 	  FROM gate_pairs g, jsonb_each(g.t) f
 	 WHERE g.hs IS NOT NULL AND g.t->f.key IS DISTINCT FROM g.hs->f.key
 ) d
-ORDER BY o, node, msg
+ORDER BY o, node, msg;
+END
 $$;
 COMMENT ON FUNCTION @extschema@.verify_run_body(uuid) IS
 	'The query of verify_run(), which runs it as the extension''s owner for its caller; not for direct use.';

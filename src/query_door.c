@@ -84,18 +84,16 @@ door_body(FunctionCallInfo fcinfo)
 /*
  * An error's context without the lines of the body's frame and of the
  * frames inside it: everything up to the first line that names the body
- * (PL/pgSQL's "PL/pgSQL function vectorbea.graph_body(uuid,text) line 9
- * at RAISE", a SQL function's "SQL function \"timeline_body\" statement
- * 1"; the lines go from the innermost frame out).  The door is what the
- * caller called, and the lines of the caller's own functions, after it,
- * stay, whatever their names.  NULL when none is left; the context as it
- * was when no line names the body.
+ * ("PL/pgSQL function vectorbea.graph_body(uuid,text) line 9 at RAISE";
+ * every body is PL/pgSQL; the lines go from the innermost frame out).
+ * The door is what the caller called, and the lines of the caller's own
+ * functions, after it, stay, whatever their names.  NULL when none is
+ * left; the context as it was when no line names the body.
  */
 static char *
 context_without_body(char *context, const char *body_name)
 {
 	char	   *as_plpgsql = psprintf(".%s(", body_name);
-	char	   *as_sql = psprintf("\"%s\"", body_name);
 	char	   *line = context;
 
 	while (*line != '\0')
@@ -103,7 +101,7 @@ context_without_body(char *context, const char *body_name)
 		char	   *end = strchr(line, '\n');
 		char	   *one = end ? pnstrdup(line, end - line) : line;
 
-		if (strstr(one, as_plpgsql) != NULL || strstr(one, as_sql) != NULL)
+		if (strstr(one, as_plpgsql) != NULL)
 			return end ? pstrdup(end + 1) : NULL;
 		if (end == NULL)
 			break;

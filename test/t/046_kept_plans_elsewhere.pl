@@ -246,11 +246,9 @@ my $counted = $sql->(q{SELECT count(*) FILTER (WHERE s.query LIKE '%signals%') >
 # statements whose plan should follow their arguments
 # (docs/decisions.md, "Which statements keep their plans").  Matched on
 # the statement's text, its white space made single spaces.
+# (replay, verify_run and timeline keep theirs: their bodies are PL/pgSQL
+# for it, where a SQL function's statements are planned at every call.)
 my @planned_per_call = (
-	# LANGUAGE sql functions, whose statements PostgreSQL 15 plans at every
-	# call: replay, verify_run, timeline
-	'%replay_parts.run%', '%FROM vectorbea.replay_parts(%', '%verify_run_body.run%',
-	'%vectorbea.escape_text(to_char(e.at%',
 	# graph and diff_runs (PL/pgSQL, whose plan cache keeps custom plans)
 	'%vectorbea.run_visible(r.id)%', 'WITH n AS ( SELECT x.node, x.kind%',
 	# fork_run
