@@ -470,7 +470,8 @@ end_due_items(TimestampTz now, VbSweepCounters *c)
  * first pass of a scheduler looks at every running child run (a request
  * may have come before a crash), and so does a look after the slot or
  * this list overflowed, and a look every PREPARED_POLL_MS while a
- * prepared transaction that left work may still commit (notify.c).
+ * prepared transaction that left work may still commit (notify.c): one
+ * counted in the slot, or any left at the first pass.
  * *due: when to look again for children left busy, or to pass again for
  * a prepared transaction; DT_NOEND if neither.
  * False when the extension is gone.
@@ -482,7 +483,13 @@ cancel_orphans(TimestampTz now, VbSweepCounters *c, TimestampTz *due)
 	static pg_uuid_t named[VB_ORPHAN_RUNS];
 	static int	n_named = 0;
 	static uint64 prepares_seen = 0;
-	static bool watch_prepared = false;
+
+	/*
+	 * From the first pass: transactions prepared before the server started
+	 * are recovered from disk, and no count in the new slot says they left
+	 * work.
+	 */
+	static bool watch_prepared = true;
 	bool		prepared_left = false;
 	bool		everywhere;
 	uint64		prepares;

@@ -160,6 +160,11 @@ my ($task, $lease) = split /\|/,
 	SELECT vectorbea.complete_task($task, '$lease', '{}');
 	PREPARE TRANSACTION 'tpr_first'});
 is($rc, 0, "run x's first task, claimed, is completed in a prepared transaction");
+# And a run with a sleep started in one, which leaves the scheduler work.
+($rc, $out, $err) = $node->psql('postgres',
+	q{BEGIN; SELECT vectorbea.start_run('tp', '{}', 'after-restart');
+	  PREPARE TRANSACTION 'tp_restart'});
+is($rc, 0, 'a run with a sleep is started in a prepared transaction');
 $node->restart;
 is($sql->(q{SELECT count(*) FROM pg_prepared_xacts WHERE gid = 'tpr_first'}), '1',
 	'the prepared transaction outlives the restart');
@@ -174,6 +179,13 @@ $sql->(q{COMMIT PREPARED 'tpr_first'});
 is($sql->(q{SELECT string_agg(c.run_id || '/' || c.node, ',')
 	FROM vectorbea.claim_tasks('w', ARRAY['tpr_work'], 5) c}), "$x/second",
 	"once committed, run x's second task is claimed");
+# The scheduler's slot was made anew at the restart, and counts no
+# PREPARE: it watches from its first pass.
+sleep(2);
+$sql->(q{COMMIT PREPARED 'tp_restart'});
+ok(defined vb_wait_for($node, q{SELECT n.status FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id
+		WHERE r.idempotency_key = 'after-restart' AND n.node = 'after'}, 'ready', 20),
+	'a sleep started by a transaction prepared before the restart starts and ends once it commits');
 
 # (of the 5,000 one-task runs that filled the index, the last ten)
 is($sql->(q{SELECT count(*) FROM vectorbea.runs r, LATERAL vectorbea.verify_run(r.id)
