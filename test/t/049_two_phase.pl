@@ -10,8 +10,10 @@
 # second while a prepared transaction that left it work is left.  Here a
 # run with a task and a sleep is started, and a parent of a child run
 # cancelled, each in a prepared transaction committed a moment later.
-# Last, the claims' marks: off while such a transaction is prepared, and
-# back once it has ended, across a restart too.
+# Then the claims' marks: off while such a transaction is prepared, and
+# back once it has ended, across a restart too.  Last, a transaction
+# prepared before a restart, which no count in the new scheduler's slot
+# knows of: the scheduler watches from its first pass.
 
 use strict;
 use warnings;
@@ -180,17 +182,15 @@ is($sql->(q{SELECT string_agg(c.run_id || '/' || c.node, ',')
 	FROM vectorbea.claim_tasks('w', ARRAY['tpr_work'], 5) c}), "$x/second",
 	"once committed, run x's second task is claimed");
 # The scheduler's slot was made anew at the restart, and counts no
-# PREPARE: it watches from its first pass.
+# PREPARE: it watches from its first pass.  (Its first passes are over
+# before the commit: a pass that finds the run is a poll's.)
 sleep(2);
 $sql->(q{COMMIT PREPARED 'tp_restart'});
 ok(defined vb_wait_for($node, q{SELECT n.status FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id
 		WHERE r.idempotency_key = 'after-restart' AND n.node = 'after'}, 'ready', 20),
 	'a sleep started by a transaction prepared before the restart starts and ends once it commits');
 
-# (of the 5,000 one-task runs that filled the index, the last ten)
-is($sql->(q{SELECT count(*) FROM vectorbea.runs r, LATERAL vectorbea.verify_run(r.id)
-	WHERE r.workflow <> 'tpm'
-	   OR r.id IN (SELECT id FROM vectorbea.runs WHERE workflow = 'tpm' ORDER BY id DESC LIMIT 10)}), '0',
+is($sql->(q{SELECT count(*) FROM vectorbea.runs r, LATERAL vectorbea.verify_run(r.id)}), '0',
 	'every run agrees with its history');
 
 done_testing();
