@@ -230,11 +230,14 @@ tell_scheduler_after_commit(VbSchedulerSlot *slot, TimestampTz due, bool prepare
 	LWLockAcquire(vb_shared->lock, LW_EXCLUSIVE);
 	if (prepared)
 		slot->prepares++;
-	else if (pending_orphans_overflowed)
-		slot->orphan_runs_overflowed = true;
-	for (int i = 0; i < n_pending_orphan_runs && !prepared && !slot->orphan_runs_overflowed; i++)
-		if (!add_orphan_run(slot->orphan_runs, &slot->n_orphan_runs, &pending_orphan_runs[i]))
+	else
+	{
+		if (pending_orphans_overflowed)
 			slot->orphan_runs_overflowed = true;
+		for (int i = 0; i < n_pending_orphan_runs && !slot->orphan_runs_overflowed; i++)
+			if (!add_orphan_run(slot->orphan_runs, &slot->n_orphan_runs, &pending_orphan_runs[i]))
+				slot->orphan_runs_overflowed = true;
+	}
 	if (slot->pid != 0)
 	{
 		if (slot->in_pass)
