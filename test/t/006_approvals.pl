@@ -46,6 +46,8 @@ sql(q{CREATE ROLE editors;
 	  GRANT SELECT, UPDATE (status, reason, decided_by) ON vectorbea.approvals TO editors, oncall;});
 
 # --- Sessions: a listener, an approver (alice) and a worker.
+sql(q{SELECT vectorbea.define_workflow('sentinel', '{"nodes":[{"id":"s","activity":"sentinel"}]}')});
+
 my $listener = $node->background_psql('postgres');
 $listener->query_safe('LISTEN vectorbea_approvals; LISTEN vectorbea_tasks;');
 my $alice = $node->background_psql('postgres');
@@ -68,11 +70,25 @@ sub pump_listener
 	}
 }
 
-# Takes what arrived since the last call, as [channel, payload].
+# Takes what arrived since the last call, as [channel, payload].  The
+# scheduler relays the engine's notifications a moment after the commit, so
+# this first commits a sentinel (a run whose activity is "sentinel") and
+# waits for its notification: the relay sends in commit order, so whatever
+# the statements before sent has arrived by then.
 sub received
 {
-	pump_listener();
-	my @got = map { [ $_->{channel}, $_->{payload} ] } @inbox;
+	$node->safe_psql('postgres', q{SELECT vectorbea.start_run('sentinel')});
+	my $t0 = time;
+	my $seen;
+	while (!$seen && time - $t0 < 30)
+	{
+		pump_listener();
+		$seen = grep { $_->{channel} eq 'vectorbea_tasks' && $_->{payload} eq 'sentinel' } @inbox;
+		usleep(20_000) unless $seen;
+	}
+	die 'the sentinel\'s notification did not arrive within 30 s' unless $seen;
+	my @got = map { [ $_->{channel}, $_->{payload} ] }
+	  grep { !($_->{channel} eq 'vectorbea_tasks' && $_->{payload} eq 'sentinel') } @inbox;
 	@inbox = ();
 	return \@got;
 }
