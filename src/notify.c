@@ -173,6 +173,8 @@ typedef struct PendingRetry
 
 static bool xact_callback_registered = false;
 static TimestampTz pending_due = DT_NOEND;
+/* Between PRE_PREPARE and PREPARE: the id the scheduler will watch. */
+static TransactionId preparing_xid = InvalidTransactionId;
 /* Runs this transaction names for the scheduler's look for orphans (shmem.h). */
 static pg_uuid_t pending_orphan_runs[VB_ORPHAN_RUNS];
 static int	n_pending_orphan_runs = 0;
@@ -201,6 +203,7 @@ reset_pending(void)
 	pending_notes = NULL;		/* its memory goes with the transaction */
 	n_pending = pending_size = 0;
 	pending_due = DT_NOEND;
+	preparing_xid = InvalidTransactionId;
 	n_pending_orphan_runs = 0;
 	pending_orphans_overflowed = false;
 	pending_retries = NIL;
@@ -216,20 +219,25 @@ reset_pending(void)
  * (vb_wake_scheduler_for_orphans) join the slot's: the scheduler's next
  * pass looks at their children, and at them, and nowhere else (it does
  * not look when no commit asked it to).  A transaction just prepared
- * that left the scheduler work (something due, or orphans) counts itself
- * instead: it commits later, from any backend, with no callback here, so
- * the scheduler passes once a second and looks for orphans everywhere
- * until no prepared transaction is left (scheduler.c).
+ * that left the scheduler work (something due, or orphans) leaves its id
+ * instead (`prepared_xid`, valid): it commits later, from any backend,
+ * with no callback here, so the scheduler passes once a second and looks
+ * for orphans everywhere until that transaction has ended (scheduler.c).
  */
 static void
-tell_scheduler_after_commit(VbSchedulerSlot *slot, TimestampTz due, bool prepared)
+tell_scheduler_after_commit(VbSchedulerSlot *slot, TimestampTz due, TransactionId prepared_xid)
 {
 	bool		wake = false;
 	int			pid = 0;
 
 	LWLockAcquire(vb_shared->lock, LW_EXCLUSIVE);
-	if (prepared)
-		slot->prepares++;
+	if (TransactionIdIsValid(prepared_xid))
+	{
+		if (slot->n_prepared < VB_PREPARED_KEPT)
+			slot->prepared[slot->n_prepared++] = prepared_xid;
+		else
+			slot->prepared_overflowed = true;
+	}
 	else
 	{
 		if (pending_orphans_overflowed)
@@ -282,6 +290,7 @@ vb_xact_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_PRE_PREPARE:
 			send_or_reserve(true);
+			preparing_xid = GetTopTransactionIdIfAny();
 			break;
 		case XACT_EVENT_COMMIT:
 			slot = pending_due == DT_NOEND ? NULL : vb_slot_for_my_database();
@@ -289,13 +298,15 @@ vb_xact_callback(XactEvent event, void *arg)
 			if (slot != NULL &&
 				(n_pending_orphan_runs > 0 || pending_orphans_overflowed ||
 				 (slot->pid != 0 && (slot->in_pass || pending_due < slot->next_due))))
-				tell_scheduler_after_commit(slot, pending_due, false);
+				tell_scheduler_after_commit(slot, pending_due, InvalidTransactionId);
 			vb_relay_fill(pending_notes);
 			reset_pending();
 			break;
 		case XACT_EVENT_PREPARE:
-			if (pending_due != DT_NOEND && (slot = vb_slot_for_my_database()) != NULL)
-				tell_scheduler_after_commit(slot, pending_due, true);
+			/* Work due was written, so the transaction has an id. */
+			if (pending_due != DT_NOEND && TransactionIdIsValid(preparing_xid) &&
+				(slot = vb_slot_for_my_database()) != NULL)
+				tell_scheduler_after_commit(slot, pending_due, preparing_xid);
 			vb_relay_release();
 			reset_pending();
 			break;

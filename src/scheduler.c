@@ -34,6 +34,7 @@
  */
 #include "postgres.h"
 
+#include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
@@ -50,6 +51,7 @@
 #include "storage/lmgr.h"
 #include "storage/lwlock.h"
 #include "storage/proc.h"
+#include "storage/procarray.h"
 #include "tcop/tcopprot.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -458,6 +460,58 @@ end_due_items(TimestampTz now, VbSweepCounters *c)
 #define PREPARED_POLL_MS 1000
 
 /*
+ * The prepared transactions that may still leave this scheduler work when
+ * they commit: by id, those whose PREPARE said so (notify.c names them in
+ * the slot); by age, every prepared transaction of the database older than
+ * watch_before, set at the first pass (transactions prepared before the
+ * server started are recovered from disk, and the new slot names none) and
+ * when the slot or this list overflowed.  Another application's two-phase
+ * commit leaves no id in the slot, so it keeps the scheduler polling only
+ * if it was prepared before one of those two moments.
+ */
+static TransactionId watched[VB_PREPARED_KEPT];
+static int	n_watched = 0;
+static TransactionId watch_before = InvalidTransactionId;
+static bool watch_by_age = true;	/* set watch_before at the next look */
+
+/* Takes the ids the slot names; under the slot's lock.  False on overflow. */
+static bool
+take_prepared_locked(void)
+{
+	bool		fits = !my_slot->prepared_overflowed;
+
+	for (int i = 0; i < my_slot->n_prepared; i++)
+	{
+		if (n_watched < VB_PREPARED_KEPT)
+			watched[n_watched++] = my_slot->prepared[i];
+		else
+			fits = false;
+	}
+	my_slot->n_prepared = 0;
+	my_slot->prepared_overflowed = false;
+	return fits;
+}
+
+/*
+ * Forgets the watched transactions that have ended; whether any is left.
+ * (A prepared transaction stays in the proc array until COMMIT or
+ * ROLLBACK PREPARED.)  Reads pg_prepared_xacts, so inside a step.
+ */
+static bool
+prepared_work_may_come(void)
+{
+	int			kept = 0;
+
+	for (int i = 0; i < n_watched; i++)
+		if (TransactionIdIsInProgress(watched[i]))
+			watched[kept++] = watched[i];
+	n_watched = kept;
+	if (TransactionIdIsValid(watch_before) && !vb_prepared_xacts_before(watch_before))
+		watch_before = InvalidTransactionId;
+	return n_watched > 0 || TransactionIdIsValid(watch_before);
+}
+
+/*
  * Cancels the child runs nobody waits for any more, when a commit said
  * there may be some (vb_wake_scheduler_for_orphans) or the last look found
  * some left.  A commit names the runs to look at (a parent whose run node
@@ -470,8 +524,7 @@ end_due_items(TimestampTz now, VbSweepCounters *c)
  * first pass of a scheduler looks at every running child run (a request
  * may have come before a crash), and so does a look after the slot or
  * this list overflowed, and a look every PREPARED_POLL_MS while a
- * prepared transaction that left work may still commit (notify.c): one
- * counted in the slot, or any left at the first pass.
+ * prepared transaction that left work may still commit (watched, above).
  * *due: when to look again for children left busy, or to pass again for
  * a prepared transaction; DT_NOEND if neither.
  * False when the extension is gone.
@@ -482,24 +535,15 @@ cancel_orphans(TimestampTz now, VbSweepCounters *c, TimestampTz *due)
 	static bool look_everywhere = true;
 	static pg_uuid_t named[VB_ORPHAN_RUNS];
 	static int	n_named = 0;
-	static uint64 prepares_seen = 0;
-
-	/*
-	 * From the first pass: transactions prepared before the server started
-	 * are recovered from disk, and no count in the new slot says they left
-	 * work.
-	 */
-	static bool watch_prepared = true;
+	bool		watching;
 	bool		prepared_left = false;
 	bool		everywhere;
-	uint64		prepares;
 	ArrayType  *named_array = NULL;
 
 	*due = DT_NOEND;
 	LWLockAcquire(vb_shared->lock, LW_EXCLUSIVE);
-	prepares = my_slot->prepares;
-	if (prepares != prepares_seen)
-		watch_prepared = true;
+	if (!take_prepared_locked())
+		watch_by_age = true;	/* by age: every id is older than the next */
 	if (my_slot->orphan_runs_overflowed || n_named + my_slot->n_orphan_runs > VB_ORPHAN_RUNS)
 		look_everywhere = true;
 	else
@@ -510,14 +554,20 @@ cancel_orphans(TimestampTz now, VbSweepCounters *c, TimestampTz *due)
 	my_slot->n_orphan_runs = 0;
 	my_slot->orphan_runs_overflowed = false;
 	LWLockRelease(vb_shared->lock);
-	everywhere = look_everywhere || watch_prepared;
+	if (watch_by_age)
+	{
+		watch_before = ReadNextTransactionId();
+		watch_by_age = false;
+	}
+	watching = n_watched > 0 || TransactionIdIsValid(watch_before);
+	everywhere = look_everywhere || watching;
 	if (!everywhere && n_named == 0)
 		return true;
 	if (!begin_step("vectorbea: cancelling the child runs of ended parents"))
 		return false;
 	/* Before the look: one committed after this is seen by the next look. */
-	if (watch_prepared)
-		prepared_left = vb_prepared_xacts_left();
+	if (watching)
+		prepared_left = prepared_work_may_come();
 	if (!everywhere)
 	{
 		Datum	   *ids = palloc(n_named * sizeof(Datum));
@@ -537,8 +587,6 @@ cancel_orphans(TimestampTz now, VbSweepCounters *c, TimestampTz *due)
 	}
 	else if (everywhere)
 		look_everywhere = true; /* the busy child may be anyone's */
-	prepares_seen = prepares;
-	watch_prepared = prepared_left;
 	if (prepared_left)
 		*due = Min(*due, TimestampTzPlusMilliseconds(now, PREPARED_POLL_MS));
 	return true;

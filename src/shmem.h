@@ -9,6 +9,7 @@
 #ifndef VB_SHMEM_H
 #define VB_SHMEM_H
 
+#include "access/transam.h"
 #include "port/atomics.h"
 #include "storage/lwlock.h"
 #include "utils/timestamp.h"
@@ -18,6 +19,9 @@
 
 /* Runs a scheduler's slot names for its next look for orphaned children. */
 #define VB_ORPHAN_RUNS			64
+
+/* Prepared transactions a scheduler's slot names by id (more: by age). */
+#define VB_PREPARED_KEPT		64
 
 #define VB_SCHEDULER_CHANNEL	"vectorbea_scheduler"
 
@@ -57,7 +61,14 @@ typedef struct VbSchedulerSlot
 	int			n_orphan_runs;
 	bool		orphan_runs_overflowed;
 	pg_uuid_t	orphan_runs[VB_ORPHAN_RUNS];
-	uint64		prepares;		/* prepared transactions that left work due */
+	/*
+	 * Prepared transactions whose PREPARE left the scheduler work, by id,
+	 * since the scheduler last took them; overflowed: more than fit, and
+	 * it watches every prepared transaction older than its next look.
+	 */
+	int			n_prepared;
+	bool		prepared_overflowed;
+	TransactionId prepared[VB_PREPARED_KEPT];
 	int			connect_failures;	/* starts that did not reach the database */
 	uint64		wakes;
 	VbSweepCounters counters;	/* kept across restarts of the worker */

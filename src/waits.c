@@ -868,22 +868,31 @@ vb_orphans_next_due(TimestampTz now, ArrayType *named)
 }
 
 /*
- * Whether a prepared transaction of this database is left to commit: one
- * that left the scheduler work commits from any backend, and tells it
- * nothing then (notify.c), so the scheduler passes and looks everywhere
- * meanwhile.
+ * Whether a transaction of this database prepared before `horizon` (an id
+ * not yet assigned when the scheduler started, or when more prepared
+ * transactions left it work than its slot names) is left to commit: it
+ * may have left the scheduler work, and its commit, from any backend,
+ * tells the scheduler nothing (notify.c).
  */
 bool
-vb_prepared_xacts_left(void)
+vb_prepared_xacts_before(TransactionId horizon)
 {
 	static SPIPlanPtr plan = NULL;
 
 	if (plan == NULL)
-		plan = vb_prepare("SELECT FROM pg_catalog.pg_prepared_xacts"
-						  " WHERE database = pg_catalog.current_database() LIMIT 1", 0, NULL);
-	if (SPI_execute_plan(plan, NULL, NULL, true, 1) != SPI_OK_SELECT)
+		plan = vb_prepare("SELECT transaction FROM pg_catalog.pg_prepared_xacts"
+						  " WHERE database = pg_catalog.current_database()", 0, NULL);
+	if (SPI_execute_plan(plan, NULL, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not read the prepared transactions");
-	return SPI_processed > 0;
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		Datum		xid = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull && TransactionIdPrecedes(DatumGetTransactionId(xid), horizon))
+			return true;
+	}
+	return false;
 }
 
 /* ---- when ---- */

@@ -12,8 +12,10 @@
 # cancelled, each in a prepared transaction committed a moment later.
 # Then the claims' marks: off while such a transaction is prepared, and
 # back once it has ended, across a restart too.  Last, a transaction
-# prepared before a restart, which no count in the new scheduler's slot
-# knows of: the scheduler watches from its first pass.
+# prepared before a restart, which the new scheduler's slot does not name:
+# the scheduler watches from its first pass; another application's
+# prepared transaction, which the scheduler does not watch; and more engine
+# transactions prepared at once than the slot names.
 
 use strict;
 use warnings;
@@ -181,14 +183,60 @@ $sql->(q{COMMIT PREPARED 'tpr_first'});
 is($sql->(q{SELECT string_agg(c.run_id || '/' || c.node, ',')
 	FROM vectorbea.claim_tasks('w', ARRAY['tpr_work'], 5) c}), "$x/second",
 	"once committed, run x's second task is claimed");
-# The scheduler's slot was made anew at the restart, and counts no
-# PREPARE: it watches from its first pass.  (Its first passes are over
+# The scheduler's slot was made anew at the restart, and names no
+# prepared transaction: it watches from its first pass.  (Its first passes are over
 # before the commit: a pass that finds the run is a poll's.)
 sleep(2);
 $sql->(q{COMMIT PREPARED 'tp_restart'});
 ok(defined vb_wait_for($node, q{SELECT n.status FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id
 		WHERE r.idempotency_key = 'after-restart' AND n.node = 'after'}, 'ready', 20),
 	'a sleep started by a transaction prepared before the restart starts and ends once it commits');
+
+# Another application's two-phase commit, beside the engine: a transaction
+# prepared after the scheduler started that did no engine work is not
+# watched.  Once what the engine's own prepared transaction left is done,
+# the scheduler sleeps (its idle sleep is an hour) though that one is still
+# prepared; watching every prepared transaction of the database, it passed
+# once a second for as long as the other application kept one prepared.
+sub passes { return $sql->(q{SELECT wakes FROM vectorbea.scheduler_status()}); }
+sub after_ready
+{
+	my $like = shift;
+	return qq{SELECT count(*) FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id
+		WHERE r.idempotency_key LIKE '$like' AND n.node = 'after' AND n.status = 'ready'};
+}
+$sql->(q{CREATE TABLE other_app (x int);
+	BEGIN; INSERT INTO other_app VALUES (1); PREPARE TRANSACTION 'other_app'});
+($rc, $out, $err) = $node->psql('postgres',
+	q{BEGIN; SELECT vectorbea.start_run('tp', '{}', 'beside-other'); PREPARE TRANSACTION 'tp_beside'});
+is($rc, 0, "the engine's transaction is prepared beside the other application's");
+$sql->(q{COMMIT PREPARED 'tp_beside'});
+ok(defined vb_wait_for($node, after_ready('beside-other'), '1', 20),
+	'once committed, its sleep starts and ends');
+# The poll that found it ended is over by now; from here on nothing is due.
+sleep(2);
+my $passes = passes();
+sleep(3);
+is(passes(), $passes, "no pass while only the other application's transaction is prepared");
+is($sql->(q{SELECT count(*) FROM pg_prepared_xacts WHERE gid = 'other_app'}), '1', 'which still is');
+$sql->(q{ROLLBACK PREPARED 'other_app'});
+
+# More engine transactions prepared at once than the slot names (64): the
+# one beyond is watched by its age, so the scheduler still polls for it
+# after the first 64 have committed and their work is done.
+for my $i (1 .. 65)
+{
+	($rc, $out, $err) = $node->psql('postgres',
+		qq{BEGIN; SELECT vectorbea.start_run('tp', '{}', 'many-$i'); PREPARE TRANSACTION 'many_$i'});
+	die "PREPARE many_$i: $err" if $rc != 0;
+}
+$sql->(qq{COMMIT PREPARED 'many_$_'}) for 1 .. 64;
+ok(defined vb_wait_for($node, after_ready('many-%'), '64', 30),
+	'64 prepared runs with a sleep, committed: each sleep starts and ends');
+sleep(2);
+$sql->(q{COMMIT PREPARED 'many_65'});
+ok(defined vb_wait_for($node, after_ready('many-%'), '65', 20),
+	'the 65th, beyond the ids the slot names, is done once it commits');
 
 is($sql->(q{SELECT count(*) FROM vectorbea.runs r, LATERAL vectorbea.verify_run(r.id)}), '0',
 	'every run agrees with its history');
