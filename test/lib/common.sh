@@ -199,7 +199,7 @@ vb_build() {
 	VB_BINDIR=$inst$VB_PG_LIBDIR/bin
 	export PGXS_DIR VB_BINDIR
 
-	make -s PG_CONFIG="$VB_PG_CONFIG" COPT=-Werror || return 1
+	make -s -j"$(nproc)" PG_CONFIG="$VB_PG_CONFIG" COPT=-Werror || return 1
 
 	local stamp
 	stamp=$(vb__pg_stamp)
