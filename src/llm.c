@@ -292,9 +292,11 @@ llm_work_ready(void)
 	{
 		Oid			types[1] = {TIMESTAMPTZOID};
 
-		plan = vb_prepare("SELECT FROM vectorbea.nodes"
-						  " WHERE status = 'ready' AND activity = '" VB_LLM_ACTIVITY "'"
-						  "   AND available_at <= $1 LIMIT 1", lengthof(types), types);
+		/* Every pass runs it: generic, as the scheduler's other scans. */
+		plan = vb_prepare_opts("SELECT FROM vectorbea.nodes"
+							   " WHERE status = 'ready' AND activity = '" VB_LLM_ACTIVITY "'"
+							   "   AND available_at <= $1 LIMIT 1", lengthof(types), types,
+							   CURSOR_OPT_GENERIC_PLAN);
 	}
 	if (SPI_execute_plan(plan, args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: llm work lookup failed");

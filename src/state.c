@@ -1838,8 +1838,9 @@ end_wait(VbRun *run, int64 task_id, const char *output_json, const char *more_fi
 	{
 		Oid			types[3] = {INT8OID, TEXTOID, TIMESTAMPTZOID};
 
-		plans[v020] = vb_prepare(v020 ? END_WAIT_SQL(DEPENDENTS_020) : END_WAIT_SQL(DEPENDENTS_010),
-								 lengthof(types), types);
+		/* By its key: the generic plan is the plan. */
+		plans[v020] = vb_prepare_opts(v020 ? END_WAIT_SQL(DEPENDENTS_020) : END_WAIT_SQL(DEPENDENTS_010),
+									  lengthof(types), types, CURSOR_OPT_GENERIC_PLAN);
 	}
 	args[0] = Int64GetDatum(task_id);
 	args[1] = CStringGetTextDatum(output_json);

@@ -684,10 +684,11 @@ end_one(void *arg, int i)
 	{
 		Oid			types[2] = {INT8OID, TIMESTAMPTZOID};
 
-		plan = vb_prepare("SELECT kind, node, wait, attempt_deadline, lease, attempt"
-						  "  FROM vectorbea.nodes"
-						  " WHERE id = $1 AND status = 'waiting' AND attempt_deadline <= $2",
-						  lengthof(types), types);
+		/* By its key: the generic plan is the plan. */
+		plan = vb_prepare_opts("SELECT kind, node, wait, attempt_deadline, lease, attempt"
+							   "  FROM vectorbea.nodes"
+							   " WHERE id = $1 AND status = 'waiting' AND attempt_deadline <= $2",
+							   lengthof(types), types, CURSOR_OPT_GENERIC_PLAN);
 	}
 	if (!vb_run_lock(&b->run_ids[i], &run) || run.status != VB_RUN_RUNNING)
 		return;
@@ -975,10 +976,11 @@ vb_announce_not_before(TimestampTz after, TimestampTz upto)
 	{
 		Oid			types[2] = {TIMESTAMPTZOID, TIMESTAMPTZOID};
 
-		plan = vb_prepare("SELECT DISTINCT activity FROM vectorbea.nodes"
-						  " WHERE status = 'ready' AND not_before IS NOT NULL"
-						  "   AND available_at > $1 AND available_at <= $2 AND activity IS NOT NULL",
-						  lengthof(types), types);
+		/* Every pass runs it: generic, as the retries' (sweep.c). */
+		plan = vb_prepare_opts("SELECT DISTINCT activity FROM vectorbea.nodes"
+							   " WHERE status = 'ready' AND not_before IS NOT NULL"
+							   "   AND available_at > $1 AND available_at <= $2 AND activity IS NOT NULL",
+							   lengthof(types), types, CURSOR_OPT_GENERIC_PLAN);
 	}
 	args[0] = TimestampTzGetDatum(after);
 	args[1] = TimestampTzGetDatum(upto);

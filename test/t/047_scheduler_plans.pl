@@ -92,14 +92,22 @@ my $start_blocks = $sql->(qq{SELECT round((s.shared_blks_hit + s.shared_blks_rea
 ok($start_blocks ne '' && $start_blocks < 15,
 	"the scan of the nodes to start reads a few buffers a pass, not every node ($start_blocks)");
 # The scheduler's statements run ten times or more and planned more than
-# six times (the plan cache's five custom plans and a generic one).
+# $most times.  Left to the plan cache, a statement is planned five times
+# for its parameters and then once generic, or at every call when those
+# plans look cheaper, which depends on the data: the scan for due retries
+# once was, in a CI run.  The statements of a pass are generic from their
+# first call, so each is planned once (twice after an invalidation); all
+# but the scan for expired gates, whose generic plan hashes every run
+# (042 shows it), and which is left to the plan cache.
 my $replanned = sub {
+	my ($most, $but) = @_;
 	return $sql->(
 		qq{SELECT coalesce(string_agg(s.calls || ' calls, ' || s.plans || ' plans: '
 									  || left(regexp_replace(s.query, '\\s+', ' ', 'g'), 160), E'\\n'), '')
-			 $sched AND s.calls >= 10 AND s.plans > 6});
+			 $sched AND s.calls >= 10 AND s.plans > $most AND s.query NOT LIKE '$but'});
 };
-is($replanned->(), '', "no statement of the scheduler's passes was planned more than six times");
+is($replanned->(2, '%a.expires_at <= %'), '',
+	"no statement of the scheduler's passes was planned more than twice");
 
 # With vectorbea.retention set, the scheduler purges a batch of finished
 # runs at the end of its passes.  Until the purge passed the append-only
@@ -140,6 +148,6 @@ my $batches = $sql->(q{SELECT count(*) || ' ' || sum(runs) FROM vectorbea.purge_
 is($batches, ($finished / 500) . " $finished", 'in batches of 500, one a pass');
 is($sql->(qq{SELECT s.calls >= 20 $sched AND s.query LIKE '%DELETE FROM vectorbea.events WHERE run_id = ANY%'}), 't',
 	'the purge is among the statements the scheduler ran');
-is($replanned->(), '', "purging, no statement of the scheduler's passes was planned more than six times");
+is($replanned->(6, ''), '', "purging, no statement of the scheduler's passes was planned more than six times");
 
 done_testing();
