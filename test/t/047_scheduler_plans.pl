@@ -91,8 +91,8 @@ my $start_blocks = $sql->(qq{SELECT round((s.shared_blks_hit + s.shared_blks_rea
 							   $sched AND s.query LIKE '%n.activity IS NULL AND n.available_at <= \$1%'});
 ok($start_blocks ne '' && $start_blocks < 15,
 	"the scan of the nodes to start reads a few buffers a pass, not every node ($start_blocks)");
-# The scheduler's statements run ten times or more and planned more than
-# $most times.  Left to the plan cache, a statement is planned five times
+# The scheduler's statements that ran ten times or more and were planned
+# more than $most times, but those like $but.  Left to the plan cache, a statement is planned five times
 # for its parameters and then once generic, or at every call when those
 # plans look cheaper, which depends on the data: the scan for due retries
 # once was, in a CI run.  The statements of a pass are generic from their

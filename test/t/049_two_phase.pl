@@ -184,8 +184,9 @@ is($sql->(q{SELECT string_agg(c.run_id || '/' || c.node, ',')
 	FROM vectorbea.claim_tasks('w', ARRAY['tpr_work'], 5) c}), "$x/second",
 	"once committed, run x's second task is claimed");
 # The scheduler's slot was made anew at the restart, and names no
-# prepared transaction: it watches from its first pass.  (Its first passes are over
-# before the commit: a pass that finds the run is a poll's.)
+# prepared transaction: it watches from its first pass.  (Its first
+# passes are over before the commit: a pass that finds the run is a
+# poll's.)
 sleep(2);
 $sql->(q{COMMIT PREPARED 'tp_restart'});
 ok(defined vb_wait_for($node, q{SELECT n.status FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id
