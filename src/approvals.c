@@ -730,8 +730,9 @@ expire_gate(void *arg, int i)
 }
 
 /*
- * The scheduler's part: gates past their expiry, taken run first, both
- * SKIP LOCKED (a gate being decided right now is left to its decision).
+ * The scheduler's part: gates past their expiry, each SKIP LOCKED and then
+ * its run SKIP LOCKED (a gate being decided right now is left to its
+ * decision, a gate whose run is busy to the next pass).
  */
 int
 vb_expire_gates(TimestampTz at, VbSweepCounters *counters)
@@ -745,12 +746,24 @@ vb_expire_gates(TimestampTz at, VbSweepCounters *counters)
 	{
 		Oid			types[1] = {TIMESTAMPTZOID};
 
-		plan = vb_prepare("SELECT a.id, a.run_id"
-						  "  FROM vectorbea.approvals a JOIN vectorbea.runs r ON r.id = a.run_id"
-						  " WHERE a.status = 'pending' AND a.expires_at <= $1"
-						  " ORDER BY a.expires_at LIMIT 100"
-						  " FOR NO KEY UPDATE OF r SKIP LOCKED"
-						  " FOR UPDATE OF a SKIP LOCKED", lengthof(types), types);
+		/*
+		 * Generic from the first call, as the scheduler's other scans: left
+		 * to the plan cache, it was planned again at every pass.  As a join
+		 * of gates and runs, the generic plan, not knowing how many gates
+		 * have expired, hashed every run; here each gate's run is read by
+		 * key, the gates in expiry order from their partial index.  The
+		 * gate is locked before its run, as a person's decision locks them,
+		 * so a gate whose run is busy stays locked until the step ends.
+		 */
+		plan = vb_prepare_opts("SELECT a.id, a.run_id"
+							   "  FROM (SELECT id, run_id, expires_at FROM vectorbea.approvals"
+							   "         WHERE status = 'pending' AND expires_at <= $1"
+							   "         ORDER BY expires_at LIMIT 100"
+							   "           FOR UPDATE SKIP LOCKED) a"
+							   " CROSS JOIN LATERAL (SELECT FROM vectorbea.runs r WHERE r.id = a.run_id"
+							   "                       FOR NO KEY UPDATE SKIP LOCKED) r"
+							   " ORDER BY a.expires_at", lengthof(types), types,
+							   CURSOR_OPT_GENERIC_PLAN);
 	}
 	args[0] = TimestampTzGetDatum(at);
 	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
