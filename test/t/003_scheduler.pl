@@ -133,7 +133,8 @@ while (time - $reloaded < 60)
 }
 ok($heard, 'a retry made due by the test clock is announced');
 note(sprintf('announced %.2f s after the reload', time - $reloaded));
-ok(sql(q{SELECT retries_announced >= 1 AND leases_expired >= 1 FROM vectorbea.scheduler_status()}) eq 't',
+ok(defined wait_for(q{SELECT retries_announced >= 1 AND leases_expired >= 1 FROM vectorbea.scheduler_status()},
+		't', 60),
 	'scheduler_status counts what it did');
 sql(q{ALTER SYSTEM RESET vectorbea.test_clock_offset});
 ok(vb_reload($node, { 'vectorbea.test_clock_offset' => '0s' }), 'the test clock is back at 0s');
@@ -255,7 +256,9 @@ ok(defined wait_for(qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$po
 ok(defined wait_for(qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$poisoned'
 	AND type = 'SCHEDULER_ERROR' AND node = 'p' AND data->>'message' = 'poisoned node p'}, '1', 60),
 	'the failing node gets a SCHEDULER_ERROR event');
-like(sql(q{SELECT errors || ' ' || last_error FROM vectorbea.scheduler_status()}), qr/^1 poisoned node p$/,
+# A pass publishes its counters at its end, steps after the event's.
+ok(defined wait_for(q{SELECT errors || ' ' || last_error FROM vectorbea.scheduler_status()},
+		'1 poisoned node p', 60),
 	'scheduler_status shows the error');
 # Another pass, begun after the error: it leaves the node for later.
 ok(vb_scheduler_pass($node), 'the scheduler makes another pass');

@@ -426,8 +426,12 @@ SELECT e.data->>'worker', count(*) FROM vectorbea.events e JOIN vectorbea.runs r
  GROUP BY 1 ORDER BY 1});
 
 # Dropped at its completion (VB001), or before it, by a heartbeat that found it gone.
-like(logs(), qr/ doomed attempt 1: VB001(, | at its heartbeat, )result dropped/,
-	'the holder of "doomed" dropped its result on VB001');
+# Nothing above waited for the worker that holds it (its handler sleeps
+# 2 s; the other runs can finish first): wait for its line.
+my $doomed = qr/ doomed attempt 1: VB001(, | at its heartbeat, )result dropped/;
+my $t_doomed = time;
+usleep(100_000) until logs() =~ $doomed || time - $t_doomed > 30;
+like(logs(), $doomed, 'the holder of "doomed" dropped its result on VB001');
 is( query(qq{
 SELECT r.status || ', ' || count(e.*) FILTER (WHERE e.type = 'STEP_COMPLETED')
   FROM vectorbea.runs r LEFT JOIN vectorbea.events e ON e.run_id = r.id
