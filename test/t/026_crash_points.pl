@@ -163,7 +163,10 @@ subtest 'claim_committed' => sub {
 	crash_session('claim_committed',
 		q{SELECT task_id FROM vectorbea.claim_tasks('doomed', ARRAY['cp_claim_a'], 1, '2 seconds');});
 
-	is(node_row($run, 'a'), 'running 1', 'claim_committed: the claim is kept: a is running, attempt 1');
+	# Attempt 1 proves the claim kept; the restarted scheduler ends its 2 s
+	# lease when it runs out, which a slow recovery may pass.
+	like(node_row($run, 'a'), qr/^(running|ready) 1$/,
+		'claim_committed: the claim is kept: a is at attempt 1 (running, or ready once its lease ran out)');
 	is(sql(qq{SELECT data->>'worker' FROM vectorbea.events WHERE run_id = '$run' AND type = 'STEP_STARTED'}),
 		'doomed', 'claim_committed: its STEP_STARTED names the worker that never got the answer');
 	verify_empty($run, 'claim_committed: after recovery');
@@ -375,7 +378,8 @@ subtest 'compensation_starting' => sub {
 	# The server dies again once the claim of the refund has committed.
 	crash_session('claim_committed',
 		q{SELECT task_id FROM vectorbea.claim_tasks('doomed', ARRAY['cp_refund'], 1, '2 seconds');});
-	is(node_row($run, 'charge:compensate'), 'running 1', 'compensation_starting: the refund is held by the lost claim');
+	like(node_row($run, 'charge:compensate'), qr/^(running|ready) 1$/,
+		'compensation_starting: the refund is at attempt 1, taken by the lost claim (running, or ready once its lease ran out)');
 	verify_empty($run, 'compensation_starting: after the second recovery');
 
 	my $t0 = time;

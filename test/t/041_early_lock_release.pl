@@ -23,6 +23,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use IPC::Run;
+use Time::HiRes qw(time usleep);
 use VbTest;
 
 my $node = vb_server('early_lock_release', qq{
@@ -128,12 +129,27 @@ is(sql(qq{SELECT count(*) FROM vectorbea.verify_run('$run')}), '0', 'verify_run 
 # --- Synchronous replication is never skipped.
 my $sync_run = sql(q{SELECT vectorbea.start_run('one', '{}')});
 my ($task, $lease) = split /\|/, sql(q{SELECT task_id, lease FROM vectorbea.claim_tasks('sync', ARRAY['flush'], 1)});
+sql(q{CREATE TABLE sync_probe (at timestamptz)});
 sql(q{ALTER SYSTEM SET synchronous_standby_names = 'nobody'});
 $node->reload;
 ok(defined vb_wait_for($node, q{SELECT current_setting('synchronous_standby_names')}, 'nobody'),
 	'a synchronous standby is named');
-# The checkpointer tells the backends that standbys are named; give it a moment.
-sleep 1;
+# The checkpointer tells the backends that standbys are named; until it
+# has, commits do not wait.  A throw-away row is inserted until its commit
+# waits (one that wrote no WAL would not), and that one is then let go
+# (cancelled, it stays committed).
+my $probe_waits = 0;
+my $probing = time;
+while (!$probe_waits && time - $probing < 30)
+{
+	$node->psql('postgres', 'INSERT INTO sync_probe VALUES (now())', timeout => 1,
+		timed_out => \$probe_waits);
+	usleep(100_000) unless $probe_waits;
+}
+ok($probe_waits, 'a commit waits for the named standby');
+$node->safe_psql('postgres', q{SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE wait_event = 'SyncRep'});
+ok(defined vb_wait_for($node, q{SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'}, '0'),
+	'the probe no longer waits');
 my $timed_out;
 $node->psql('postgres', qq{SELECT vectorbea.complete_task($task, '$lease', '{}')},
 	timeout => 3, timed_out => \$timed_out);
@@ -146,7 +162,9 @@ $node->reload;
 ok(defined vb_wait_for($node,
 		q{SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'}, '0'),
 	'released when the standby is no longer named');
-is(sql(qq{SELECT status FROM vectorbea.runs WHERE id = '$sync_run'}), 'succeeded',
+# The wait ends a moment before the commit is visible (SyncRep comes
+# before the transaction leaves the proc array).
+ok(defined vb_wait_for($node, qq{SELECT status FROM vectorbea.runs WHERE id = '$sync_run'}, 'succeeded'),
 	'the completion committed');
 
 $node->stop;
