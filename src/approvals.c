@@ -748,7 +748,8 @@ vb_expire_gates(TimestampTz at, VbSweepCounters *counters)
 
 		/*
 		 * Generic from the first call, as the scheduler's other scans: left
-		 * to the plan cache, it was planned again at every pass.  As a join
+		 * to the plan cache, it was planned at its first calls, and at every
+		 * call whenever a plan for the time looked cheaper.  As a join
 		 * of gates and runs, the generic plan, not knowing how many gates
 		 * have expired, hashed every run; here each gate's run is read by
 		 * key, the gates in expiry order from their partial index.  The

@@ -95,11 +95,11 @@ ok($start_blocks ne '' && $start_blocks < 15,
 	"the scan of the nodes to start reads a few buffers a pass, not every node ($start_blocks)");
 # The scheduler's statements that ran ten times or more and were planned
 # more than $most times.  Left to the plan cache, a statement is planned
-# five times for its parameters and then once generic, or at every call
-# when those plans look cheaper, which depends on the data: the scan for
-# due retries once was, in a CI run, and the scan for expired gates was at
-# every pass.  The statements of a pass are generic from their first call,
-# so each is planned once (twice after an invalidation).
+# for its parameters at its first calls, and at every call when those
+# plans look cheaper, which depends on the data: the scan for due retries
+# once was, in a CI run; the scan for expired gates, left to it, was
+# planned four times here.  The statements of a pass are generic from
+# their first call, so each is planned once (twice after an invalidation).
 my $replanned = sub {
 	my ($most) = @_;
 	return $sql->(
