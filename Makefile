@@ -35,6 +35,7 @@ OBJS = \
 	src/template.o \
 	src/shmem.o \
 	src/claim_marks.o \
+	src/prepared_notes.o \
 	src/relay.o \
 	src/notify.o \
 	src/early_release.o \

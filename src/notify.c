@@ -10,7 +10,8 @@
  * notifications are collected here until the commit, then handed to the
  * database's scheduler, which sends them for many commits at once
  * (relay.c); without a scheduler they are sent as plain NOTIFY in the
- * committing transaction.  Either way a rolled-back (sub)transaction sends
+ * committing transaction.  A transaction being prepared cannot notify: its
+ * notifications wait for the scheduler (prepared_notes.c).  Either way a rolled-back (sub)transaction sends
  * nothing, and identical notifications of one transaction are one.
  *
  * IDENTIFICATION
@@ -46,6 +47,13 @@ static VbNotification *pending_notes = NULL;
 static int	n_pending = 0;
 static int	pending_size = 0;
 
+/*
+ * Between PRE_PREPARE and PREPARE: the id the scheduler will watch, and
+ * whether the transaction's notifications wait for it (prepared_notes.c).
+ */
+static TransactionId preparing_xid = InvalidTransactionId;
+static bool held_notes = false;
+
 /* Identical notifications are folded while the list is short; NOTIFY folds the rest. */
 #define FOLD_SCAN_MAX	64
 
@@ -74,7 +82,8 @@ queue_notification(VbChannel channel, const char *payload)
 /*
  * Just before the commit: hand the notifications to the relay, or, when it
  * cannot take them (no scheduler, no room, a payload too long), send them
- * as NOTIFY in this transaction.  Just before a PREPARE: drop them.
+ * as NOTIFY in this transaction.  Just before a PREPARE: hold them for
+ * the scheduler (held_notes), or drop them.
  */
 static void
 send_or_reserve(bool preparing)
@@ -85,14 +94,17 @@ send_or_reserve(bool preparing)
 		return;
 	/*
 	 * PREPARE TRANSACTION refuses a transaction that notified, and a
-	 * prepared one commits later, from any backend, with nothing of the
-	 * engine's to send them: its notifications are dropped.  They are
-	 * hints (workers poll as well, docs/worker-protocol.md); refusing the
-	 * PREPARE for notifications the caller never asked for would keep
+	 * prepared one commits later, from any backend, with no callback here:
+	 * its notifications wait in shared memory, and the scheduler sends
+	 * them once the transaction has committed (prepared_notes.c).  Where
+	 * they cannot wait (no scheduler, no room) they are dropped: they are
+	 * hints (workers poll as well, docs/worker-protocol.md), and refusing
+	 * the PREPARE for notifications the caller never asked for would keep
 	 * two-phase commit from the engine altogether.
 	 */
 	if (preparing)
 	{
+		held_notes = vb_relay_hold_prepared(preparing_xid, pending_notes, n_pending);
 		n_pending = 0;
 		return;
 	}
@@ -173,8 +185,6 @@ typedef struct PendingRetry
 
 static bool xact_callback_registered = false;
 static TimestampTz pending_due = DT_NOEND;
-/* Between PRE_PREPARE and PREPARE: the id the scheduler will watch. */
-static TransactionId preparing_xid = InvalidTransactionId;
 /* Runs this transaction names for the scheduler's look for orphans (shmem.h). */
 static pg_uuid_t pending_orphan_runs[VB_ORPHAN_RUNS];
 static int	n_pending_orphan_runs = 0;
@@ -204,6 +214,7 @@ reset_pending(void)
 	n_pending = pending_size = 0;
 	pending_due = DT_NOEND;
 	preparing_xid = InvalidTransactionId;
+	held_notes = false;
 	n_pending_orphan_runs = 0;
 	pending_orphans_overflowed = false;
 	pending_retries = NIL;
@@ -270,27 +281,37 @@ tell_scheduler_after_commit(VbSchedulerSlot *slot, TimestampTz due, TransactionI
 	}
 }
 
+/* The retries whose time has come by now are announced at the commit. */
+static void
+announce_retries_due(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, pending_retries)
+	{
+		PendingRetry *r = lfirst(lc);
+
+		if (r->available_at <= vb_now())
+			vb_notify_task_ready(r->activity);
+	}
+}
+
 static void
 vb_xact_callback(XactEvent event, void *arg)
 {
 	VbSchedulerSlot *slot;
-	ListCell   *lc;
 
 	switch (event)
 	{
 		case XACT_EVENT_PRE_COMMIT:
-			foreach(lc, pending_retries)
-			{
-				PendingRetry *r = lfirst(lc);
-
-				if (r->available_at <= vb_now())
-					vb_notify_task_ready(r->activity);
-			}
+			announce_retries_due();
 			send_or_reserve(false);
 			break;
 		case XACT_EVENT_PRE_PREPARE:
-			send_or_reserve(true);
+			/* Retries due by the PREPARE are announced once it commits. */
+			announce_retries_due();
 			preparing_xid = GetTopTransactionIdIfAny();
+			send_or_reserve(true);
 			break;
 		case XACT_EVENT_COMMIT:
 			slot = pending_due == DT_NOEND ? NULL : vb_slot_for_my_database();
@@ -303,10 +324,15 @@ vb_xact_callback(XactEvent event, void *arg)
 			reset_pending();
 			break;
 		case XACT_EVENT_PREPARE:
-			/* Work due was written, so the transaction has an id. */
-			if (pending_due != DT_NOEND && TransactionIdIsValid(preparing_xid) &&
+			/*
+			 * Work due was written, or notifications held, so the
+			 * transaction has an id.  Held notifications wake the scheduler
+			 * now, so that it watches the transaction from its next look.
+			 */
+			if ((pending_due != DT_NOEND || held_notes) && TransactionIdIsValid(preparing_xid) &&
 				(slot = vb_slot_for_my_database()) != NULL)
-				tell_scheduler_after_commit(slot, pending_due, preparing_xid);
+				tell_scheduler_after_commit(slot, held_notes ? Min(pending_due, vb_now()) : pending_due,
+											preparing_xid);
 			vb_relay_release();
 			reset_pending();
 			break;

@@ -59,6 +59,7 @@
 #include "utils/timestamp.h"
 
 #include "vectorbea.h"
+#include "prepared_notes.h"
 #include "relay.h"
 #include "shmem.h"
 
@@ -310,7 +311,32 @@ vb_relay_attach(int slot)
 	on_shmem_exit(detach, (Datum) 0);
 }
 
-/* True when the scheduler's ring holds entries to send. */
+/*
+ * Just before PREPARE: the n notifications of transaction xid are held
+ * until it ends, for the scheduler to send if it committed
+ * (prepared_notes.c).  False when no scheduler reads this database's ring
+ * (nobody would send them) or they do not fit, which the ring counts as
+ * dropped: the caller drops them.
+ */
+bool
+vb_relay_hold_prepared(TransactionId xid, const VbNotification *notes, int n)
+{
+	RelayRing  *ring = ring_for_my_database();
+
+	if (ring == NULL || n <= 0)
+		return false;
+	if (vb_prepared_notes_hold(xid, notes, n))
+		return true;
+	LWLockAcquire(ring->lock, LW_EXCLUSIVE);
+	ring->dropped += n;
+	LWLockRelease(ring->lock);
+	return false;
+}
+
+/*
+ * True when the scheduler's ring holds entries to send, or a prepared
+ * transaction that held notifications has ended.
+ */
 bool
 vb_relay_pending(void)
 {
@@ -321,7 +347,7 @@ vb_relay_pending(void)
 	LWLockAcquire(my_ring->lock, LW_SHARED);
 	pending = my_ring->tail != my_ring->head;
 	LWLockRelease(my_ring->lock);
-	return pending;
+	return pending || vb_prepared_notes_ended();
 }
 
 /* The scheduler counts a batch sent, or lost. */
@@ -368,6 +394,7 @@ vb_relay_send(bool may_wait)
 	PG_TRY();
 	{
 		RelayEntry	chunk[RELAY_CHUNK];
+		VbNotification *committed;
 		int			n;
 
 		(void) set_config_option("synchronous_commit", "off", PGC_USERSET, PGC_S_SESSION,
@@ -383,6 +410,11 @@ vb_relay_send(bool may_wait)
 				Async_Notify(channel_names[chunk[i].channel], chunk[i].payload);
 			taken += n;
 		} while (n == RELAY_CHUNK);
+		/* Those of prepared transactions that have committed since. */
+		n = vb_prepared_notes_take(&committed);
+		for (int i = 0; i < n; i++)
+			Async_Notify(channel_names[committed[i].channel], committed[i].payload);
+		taken += n;
 		CommitTransactionCommand();
 		last_send = GetCurrentTimestamp();
 		count_batch(taken, false);

@@ -808,6 +808,12 @@ vb_scheduler_main(Datum main_arg)
 		MemoryContextSwitchTo(TopMemoryContext);
 		MemoryContextReset(pass_cxt);
 		next = publish(now, next, &counters);
+		/*
+		 * Before any sleep: a prepared transaction this pass stopped
+		 * watching has ended, and the notifications it held may be left
+		 * (a step's end leaves them when a batch has just gone).
+		 */
+		vb_relay_send(true);
 
 		/* Sleep until the next due item by the engine clock, or until woken. */
 		if (my_slot->wake_requested)

@@ -24,6 +24,7 @@
 #include "claim_marks.h"
 #include "index_costs.h"
 #include "install_guard.h"
+#include "prepared_notes.h"
 #include "relay.h"
 #include "scheduler.h"
 #include "settings.h"
@@ -44,5 +45,6 @@ _PG_init(void)
 	vb_shmem_install_hooks();
 	vb_claim_marks_install_hooks();
 	vb_relay_install_hooks();
+	vb_prepared_notes_install_hooks();
 	vb_register_schedulers();
 }

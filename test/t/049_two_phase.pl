@@ -4,8 +4,8 @@
 # has run in another session, which wakes nobody.
 #
 # PostgreSQL refuses to prepare a transaction that has notified; the
-# engine drops its notifications when the transaction is prepared (they
-# are hints: workers poll).  A plain commit wakes the scheduler for the
+# engine holds its notifications for the scheduler (050 listens for
+# them).  A plain commit wakes the scheduler for the
 # work it leaves; COMMIT PREPARED cannot, so the scheduler passes once a
 # second while a prepared transaction that left it work is left.  Here a
 # run with a task and a sleep is started, and a parent of a child run

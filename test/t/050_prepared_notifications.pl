@@ -1,0 +1,144 @@
+# 050_prepared_notifications.pl -- the notifications of a prepared
+# transaction reach listeners once COMMIT PREPARED has run, from any
+# session, and never after ROLLBACK PREPARED.
+#
+# PostgreSQL refuses to prepare a transaction that has notified, so the
+# engine holds a prepared transaction's notifications in shared memory
+# (prepared_notes.c), and the scheduler, which looks once a second while
+# the transaction is prepared, sends them once it has committed.  Here:
+# a task made ready, a due-now retry and a run's end, each in a prepared
+# transaction; a rollback; and a transaction with more notifications than
+# the room, whose notifications are dropped and counted.
+#
+# What a listener got is read up to a sentinel: a run committed the plain
+# way, whose notification the relay sends after everything committed
+# before it (002).  A prepared transaction's notifications are sent at the
+# first look after its commit, so the test waits for them themselves.
+
+use strict;
+use warnings;
+use FindBin;
+use lib $FindBin::Bin;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time usleep);
+use VbTest;
+
+my $node = vb_server('prepared_notifications', q{max_prepared_transactions = 5
+});
+sub sql { return $node->safe_psql('postgres', shift); }
+sql(q{CREATE EXTENSION vectorbea CASCADE;
+SELECT vectorbea.define_workflow('pn', '{"nodes": [{"id": "work", "activity": "pn_work",
+	"retry": {"max_attempts": 3, "initial": "0s", "max": "0s", "jitter": false}}]}');
+SELECT vectorbea.define_workflow('sentinel', '{"nodes": [{"id": "s", "activity": "sentinel"}]}');
+});
+ok(defined vb_wait_for($node, q{SELECT state FROM vectorbea.scheduler_status()}, 'idle'),
+	'the scheduler serves the database');
+
+my $listener = $node->background_psql('postgres');
+$listener->query_safe('LISTEN vectorbea_tasks; LISTEN vectorbea_runs;');
+my @inbox;
+
+sub pump
+{
+	my $out = $listener->query_safe('SELECT 1;');
+	while ($out =~ /Asynchronous notification "([^"]+)" with payload "(.*?)" received/g)
+	{
+		push @inbox, [ $1, $2 ];
+	}
+	return;
+}
+
+# Waits (at most 30 s) until the listener got [channel, payload]; true if
+# it did.  Removes it from the inbox.
+sub heard
+{
+	my ($channel, $payload, $seconds) = @_;
+	my $t0 = time;
+	while (time - $t0 < ($seconds // 30))
+	{
+		pump();
+		for my $i (0 .. $#inbox)
+		{
+			next unless $inbox[$i][0] eq $channel && $inbox[$i][1] eq $payload;
+			splice(@inbox, $i, 1);
+			return 1;
+		}
+		usleep(20_000);
+	}
+	return 0;
+}
+
+# Everything the listener got up to a sentinel committed now, sentinel left out.
+sub received_until_sentinel
+{
+	sql(q{SELECT vectorbea.start_run('sentinel')});
+	die 'the sentinel notification did not arrive within 30 s'
+	  unless heard('vectorbea_tasks', 'sentinel');
+	my @got = map { "$_->[0] $_->[1]" } @inbox;
+	@inbox = ();
+	return \@got;
+}
+
+sub prepare
+{
+	my ($gid, $statement) = @_;
+	my ($rc, $out, $err) = $node->psql('postgres', qq{BEGIN; $statement; PREPARE TRANSACTION '$gid'});
+	die "PREPARE $gid: $err" if $rc != 0;
+	return;
+}
+
+# --- A task made ready in a prepared transaction.
+prepare('start', q{SELECT vectorbea.start_run('pn', '{}', 'one')});
+is_deeply(received_until_sentinel(), [], 'nothing is heard while the transaction is prepared');
+sql(q{COMMIT PREPARED 'start'});
+ok(heard('vectorbea_tasks', 'pn_work'), 'once committed, from another session, its task is announced');
+
+# --- A due-now retry and a run's end, each in a prepared transaction.
+my ($task, $lease, $run) = split /\|/,
+  sql(q{SELECT task_id, lease, run_id FROM vectorbea.claim_tasks('w', ARRAY['pn_work'], 1)});
+prepare('retry', qq{SELECT vectorbea.fail_task($task, '$lease', '{"message": "again"}')});
+is(sql(qq{SELECT status FROM vectorbea.nodes WHERE id = $task}), 'running',
+	'the failure is not visible while prepared');
+sql(q{COMMIT PREPARED 'retry'});
+ok(heard('vectorbea_tasks', 'pn_work'), 'the retry due at once is announced once committed');
+($task, $lease) = split /\|/, sql(q{SELECT task_id, lease FROM vectorbea.claim_tasks('w', ARRAY['pn_work'], 1)});
+is(sql(qq{SELECT attempt FROM vectorbea.nodes WHERE id = $task}), '2', 'and a worker takes attempt 2');
+prepare('finish', qq{SELECT vectorbea.complete_task($task, '$lease', '{}')});
+sql(q{COMMIT PREPARED 'finish'});
+ok(heard('vectorbea_runs', qq({"run":"$run","status":"succeeded"})), "the run's end is announced once committed");
+
+# --- Rolled back: nothing is sent.  The scheduler has looked after the
+# rollback once a pass has begun since (a pass follows its looks).
+prepare('undone', q{SELECT vectorbea.start_run('pn', '{}', 'undone')});
+sql(q{ROLLBACK PREPARED 'undone'});
+ok(vb_scheduler_pass($node), 'the scheduler made a pass after the rollback');
+is_deeply(received_until_sentinel(), [], 'a rolled-back prepared transaction announces nothing');
+
+# --- More notifications than the room holds (128, every database
+# together): a transaction that ends 130 runs holds none, and they are
+# counted as dropped; its commit still does what it did.
+sql(q{SELECT count(*) FROM vectorbea.start_runs('pn', array_fill('{}'::jsonb, ARRAY[130]))});
+is_deeply(received_until_sentinel(), [ 'vectorbea_tasks pn_work' ], '130 runs started, one notification');
+my $dropped = sql(q{SELECT notifications_dropped FROM vectorbea.relay_status()});
+prepare('many', q{SELECT count(vectorbea.cancel_run(id)) FROM vectorbea.runs
+	WHERE workflow = 'pn' AND status = 'running'});
+is(sql(q{SELECT notifications_dropped FROM vectorbea.relay_status()}) - $dropped, 130,
+	'relay_status counts the 130 notifications that did not fit as dropped');
+sql(q{COMMIT PREPARED 'many'});
+is(sql(q{SELECT count(*) FROM vectorbea.runs WHERE workflow = 'pn' AND status = 'cancelled'}), '130',
+	'the transaction cancelled the 130 runs');
+ok(vb_scheduler_pass($node), 'the scheduler made a pass after the commit');
+is_deeply(received_until_sentinel(), [], 'and none of their notifications is sent');
+
+# --- Room again once those that fit are sent: a transaction that fits is
+# heard, after the one that did not.
+prepare('after', q{SELECT vectorbea.start_run('pn', '{}', 'after')});
+sql(q{COMMIT PREPARED 'after'});
+ok(heard('vectorbea_tasks', 'pn_work'), 'a prepared transaction that fits is announced again');
+
+is(sql(q{SELECT count(*) FROM vectorbea.runs r, LATERAL vectorbea.verify_run(r.id)}), '0',
+	'every run agrees with its history');
+$listener->quit;
+done_testing();
