@@ -59,10 +59,12 @@ Usage
 
 import argparse
 import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "lib"))
+from doc_checks import closing, display as display_under, expect_lines, line_of, run_checker, split_top  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SQL = ROOT / "sql" / "vectorbea--0.2.0.sql"
@@ -161,36 +163,6 @@ def statements(tokens):
             current.append(tok)
     if current:
         yield current
-
-
-def closing(tokens, i):
-    """Index of the bracket closing the one at tokens[i]; len(tokens) if none."""
-    depth = 0
-    for k in range(i, len(tokens)):
-        if tokens[k].kind == "op" and tokens[k].text in "([":
-            depth += 1
-        elif tokens[k].kind == "op" and tokens[k].text in ")]":
-            depth -= 1
-            if depth == 0:
-                return k
-    return len(tokens)
-
-
-def split_top(tokens, separator=","):
-    pieces, current, depth = [], [], 0
-    for tok in tokens:
-        if tok.kind == "op" and tok.text in "([":
-            depth += 1
-        elif tok.kind == "op" and tok.text in ")]":
-            depth -= 1
-        if depth == 0 and tok.is_op(separator):
-            pieces.append(current)
-            current = []
-        else:
-            current.append(tok)
-    if current or pieces:
-        pieces.append(current)
-    return pieces
 
 
 def join(tokens):
@@ -792,10 +764,7 @@ def check(sql_path, doc_path):
 
 
 def display(path):
-    try:
-        return str(Path(path).resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
+    return display_under(path, ROOT)
 
 
 # ---- self-test --------------------------------------------------------------
@@ -880,9 +849,6 @@ def self_test():
     with an argument renamed, a third."""
     script = Path(__file__).resolve()
 
-    def line_of(text, needle):
-        return text[:text.index(needle)].count("\n") + 1
-
     with tempfile.TemporaryDirectory(prefix="check_reference.") as tmp:
         sql = Path(tmp) / "t.sql"
         sql.write_text(SELF_TEST_SQL)
@@ -890,9 +856,7 @@ def self_test():
         for kind, second in (("clean", "b"), ("broken", "c")):
             doc = Path(tmp) / f"{kind}.md"
             doc.write_text(SELF_TEST_DOC % second)
-            result = subprocess.run([sys.executable, str(script), "--sql", str(sql), "--doc", str(doc)],
-                                    capture_output=True, text=True)
-            outputs[kind] = (result.returncode, result.stdout + result.stderr)
+            outputs[kind] = run_checker(script, "--sql", sql, "--doc", doc)
         doc_text = SELF_TEST_DOC % "b"
         common = [
             f"no such view: gone (docs {tmp}/%s.md:{line_of(doc_text, '### gone')}, SQL -): "
@@ -909,9 +873,7 @@ def self_test():
         summary = "reference: 4 of 5 functions, 1 of 1 views, 2 of 2 tables documented; %d problems"
         for kind, want in (("clean", [common[0] % "clean"] + common[1:] + [summary % 2]),
                            ("broken", [common[0] % "broken", renamed] + common[1:] + [summary % 3])):
-            status, output = outputs[kind]
-            assert status == 1 and sorted(output.splitlines()) == sorted(want), \
-                f"self-test: {kind} page: exit {status}, output:\n{output}\nwanted:\n" + "\n".join(want)
+            expect_lines(kind, outputs[kind], want)
     print("self-test: ok")
     return 0
 

@@ -94,10 +94,12 @@ import argparse
 import ast
 import math
 import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "lib"))
+from doc_checks import closing, display as display_under, expect_lines, line_of, run_checker, split_top  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SRC = ROOT / "src"
@@ -216,36 +218,6 @@ def read_c(path):
             body = re.sub(r"/\*.*?\*/|//.*$", " ", m.group(3))
             defines[m.group(1)] = None if m.group(2) else tokenize(body)
     return tokenize("\n".join(out)), defines
-
-
-def closing(tokens, i):
-    """Index of the bracket closing the one at tokens[i]."""
-    depth = 0
-    for k in range(i, len(tokens)):
-        if tokens[k].kind == "op" and tokens[k].text in "([{":
-            depth += 1
-        elif tokens[k].kind == "op" and tokens[k].text in ")]}":
-            depth -= 1
-            if depth == 0:
-                return k
-    return len(tokens)
-
-
-def split_top(tokens, separator=","):
-    pieces, current, depth = [], [], 0
-    for tok in tokens:
-        if tok.kind == "op" and tok.text in "([{":
-            depth += 1
-        elif tok.kind == "op" and tok.text in ")]}":
-            depth -= 1
-        if depth == 0 and tok.kind == "op" and tok.text == separator:
-            pieces.append(current)
-            current = []
-        else:
-            current.append(tok)
-    if current or pieces:
-        pieces.append(current)
-    return pieces
 
 
 def show_c(tokens):
@@ -836,10 +808,7 @@ def check(src_dir, doc_path):
 
 
 def display(path):
-    try:
-        return str(Path(path).resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
+    return display_under(path, ROOT)
 
 
 # ---- self-test --------------------------------------------------------------
@@ -938,9 +907,6 @@ def self_test():
     a maximum changed, six."""
     script = Path(__file__).resolve()
 
-    def line_of(text, needle):
-        return text[:text.index(needle)].count("\n") + 1
-
     with tempfile.TemporaryDirectory(prefix="check_settings.") as tmp:
         src = Path(tmp) / "src"
         src.mkdir()
@@ -950,9 +916,7 @@ def self_test():
         for kind in ("clean", "broken"):
             doc = Path(tmp) / f"{kind}.md"
             doc.write_text(SELF_TEST_DOC % (("300000", "1") if kind == "clean" else ("4min", "2")))
-            result = subprocess.run([sys.executable, str(script), "--src", str(src), "--doc", str(doc)],
-                                    capture_output=True, text=True)
-            outputs[kind] = (result.returncode, result.stdout + result.stderr)
+            outputs[kind] = run_checker(script, "--src", src, "--doc", doc)
         doc_text = SELF_TEST_DOC % ("300000", "1")
         c = f"{src}/t.c"
         common = [
@@ -980,9 +944,7 @@ def self_test():
         summary = "settings: 10 of 11 documented; %d problems"
         for kind, extra, count in (("clean", [], 4), ("broken", changed, 6)):
             want = [line % kind if "%s" in line else line for line in common] + extra + [summary % count]
-            status, output = outputs[kind]
-            assert status == 1 and sorted(output.splitlines()) == sorted(want), \
-                f"self-test: {kind} page: exit {status}, output:\n{output}\nwanted:\n" + "\n".join(want)
+            expect_lines(kind, outputs[kind], want)
     print("self-test: ok")
     return 0
 
