@@ -41,12 +41,12 @@
  * A prepared transaction that made nodes ready commits later, from any
  * backend, with no callback here; so do transactions prepared before the
  * server started (recovered from disk, unseen by this memory).  While one
- * may be left, the marks are dropped and claims start at the front: from
- * the PREPARE until the transaction has ended (by its id; when more are
- * prepared than the list of ids holds, until every transaction up to the
- * newest of them has), and from the server's start until every
- * transaction older than the first claim has ended.  Then every mark
- * starts again at the front.
+ * may be left, the marks are dropped and claims start at the front: those
+ * of its database from the PREPARE until the transaction has ended (by its
+ * id); every database's when more are prepared than the list of ids holds
+ * (until every transaction up to the newest of them has ended), and from
+ * the server's start until every transaction older than the first claim
+ * has ended.  Then the marks dropped start again at the front.
  *
  * Without shared memory (the library not preloaded), without the trigger
  * (a 0.1.0 schema) or with it disabled, claims start at the front.
@@ -132,11 +132,12 @@ typedef struct MarksShared
 {
 	LWLock	   *lock;
 	bool		started;		/* a claim has come since the server started */
-	bool		dropped;		/* a commit unseen here may make nodes ready */
-	uint64		drops;			/* counts the drops: a restore sees none came */
+	bool		dropped;		/* a commit unseen here may make nodes ready, anywhere */
+	uint64		drops;			/* counts those drops: a restore sees none came */
 	int			n_droppers;
 	TransactionId droppers[DROPPERS_KEPT];	/* prepared, made nodes ready */
-	TransactionId older_than;	/* or: every transaction before this one */
+	Oid			dropper_dbs[DROPPERS_KEPT]; /* in this database: its marks are dropped */
+	TransactionId older_than;	/* or: every transaction before this one, anywhere */
 	TimestampTz checked_at;		/* when a claim last checked the droppers */
 	uint64		next_generation;
 	uint64		use_clock;
@@ -365,9 +366,10 @@ withdraw_published(bool committed)
 }
 
 /*
- * Drops the marks until transaction xid (prepared, having made nodes
- * ready) has ended; with the list full, until every transaction up to
- * xid has.  A transaction with no id wrote nothing and made nothing ready.
+ * Drops this database's marks until transaction xid (prepared, having made
+ * nodes ready here) has ended; with the list full, every database's until
+ * every transaction up to xid has.  A transaction with no id wrote nothing
+ * and made nothing ready.
  */
 static void
 drop_marks_until_ended(TransactionId xid)
@@ -376,17 +378,49 @@ drop_marks_until_ended(TransactionId xid)
 		return;
 	LWLockAcquire(marks->lock, LW_EXCLUSIVE);
 	if (marks->n_droppers < DROPPERS_KEPT)
-		marks->droppers[marks->n_droppers++] = xid;
+	{
+		marks->droppers[marks->n_droppers] = xid;
+		marks->dropper_dbs[marks->n_droppers] = MyDatabaseId;
+		marks->n_droppers++;
+	}
 	else
 	{
 		TransactionIdAdvance(xid);
 		if (!TransactionIdIsValid(marks->older_than) ||
 			TransactionIdFollows(xid, marks->older_than))
 			marks->older_than = xid;
+		marks->dropped = true;
+		marks->drops++;
 	}
-	marks->dropped = true;
-	marks->drops++;
 	LWLockRelease(marks->lock);
+}
+
+/* Whether this database's marks are dropped.  Under the marks' lock. */
+static bool
+dropped_here(void)
+{
+	if (marks->dropped)
+		return true;
+	for (int i = 0; i < marks->n_droppers; i++)
+		if (marks->dropper_dbs[i] == MyDatabaseId)
+			return true;
+	return false;
+}
+
+/* A new generation at the front for the marks of database db (every one's: InvalidOid). */
+static void
+restart_marks_locked(Oid db)
+{
+	for (int i = 0; i < MARK_SLOTS; i++)
+	{
+		MarkSlot   *s = &marks->slots[i];
+
+		if (!s->in_use || (OidIsValid(db) && s->database != db))
+			continue;
+		s->mark = VB_CLAIM_KEY_FIRST;
+		s->has_floor = false;
+		s->generation = ++marks->next_generation;
+	}
 }
 
 /*
@@ -411,23 +445,30 @@ start_marks(void)
 }
 
 /*
- * Brings the marks back once every transaction that dropped them has
- * ended: what those made ready is then in every new snapshot.  Each mark
- * starts again at the front with a new generation, so that no claim moves
- * one with a scan from before.  A drop while the droppers were checked
- * keeps them off until the next check.
+ * Brings marks back once the transactions that dropped them have ended:
+ * what those made ready is then in every new snapshot.  A database's
+ * marks come back when the last transaction of its own that dropped them
+ * has ended, every database's when the age horizon has passed.  Each mark
+ * brought back starts again at the front with a new generation, so that no
+ * claim moves one with a scan from before.  A transaction that drops them
+ * while they are checked is listed, or moves the horizon, and keeps them
+ * off until a later check.
  */
 static void
 restore_marks_if_ended(TimestampTz now)
 {
 	TransactionId droppers[DROPPERS_KEPT];
+	Oid			dbs[DROPPERS_KEPT];
 	TransactionId older_than;
 	int			n;
+	int			n_ended = 0;
 	uint64		drops;
-	bool		left = false;
+	bool		dropped;
+	bool		horizon_passed = false;
+	int			kept = 0;
 
 	LWLockAcquire(marks->lock, LW_SHARED);
-	if (!marks->dropped ||
+	if ((!marks->dropped && marks->n_droppers == 0) ||
 		!TimestampDifferenceExceeds(marks->checked_at, now, RESTORE_CHECK_MS))
 	{
 		LWLockRelease(marks->lock);
@@ -435,30 +476,53 @@ restore_marks_if_ended(TimestampTz now)
 	}
 	n = marks->n_droppers;
 	memcpy(droppers, marks->droppers, n * sizeof(TransactionId));
+	memcpy(dbs, marks->dropper_dbs, n * sizeof(Oid));
+	dropped = marks->dropped;
 	older_than = marks->older_than;
 	drops = marks->drops;
 	LWLockRelease(marks->lock);
 
-	for (int i = 0; i < n && !left; i++)
-		left = TransactionIdIsInProgress(droppers[i]);
-	if (!left && TransactionIdIsValid(older_than))
-		left = TransactionIdPrecedes(GetOldestActiveTransactionId(), older_than);
+	/* The ended ones to the front of droppers[] and dbs[]. */
+	for (int i = 0; i < n; i++)
+	{
+		if (TransactionIdIsInProgress(droppers[i]))
+			continue;
+		droppers[n_ended] = droppers[i];
+		dbs[n_ended] = dbs[i];
+		n_ended++;
+	}
+	if (dropped)
+		horizon_passed = !TransactionIdIsValid(older_than) ||
+			!TransactionIdPrecedes(GetOldestActiveTransactionId(), older_than);
 
 	LWLockAcquire(marks->lock, LW_EXCLUSIVE);
 	marks->checked_at = now;
-	if (!left && marks->drops == drops)
+	/* By id: another claim may have checked and shortened the list meanwhile. */
+	for (int i = 0; i < marks->n_droppers; i++)
 	{
-		for (int i = 0; i < MARK_SLOTS; i++)
-		{
-			MarkSlot   *s = &marks->slots[i];
+		bool		ended = false;
 
-			if (!s->in_use)
-				continue;
-			s->mark = VB_CLAIM_KEY_FIRST;
-			s->has_floor = false;
-			s->generation = ++marks->next_generation;
-		}
-		marks->n_droppers = 0;
+		for (int j = 0; j < n_ended && !ended; j++)
+			ended = TransactionIdEquals(marks->droppers[i], droppers[j]);
+		if (ended)
+			continue;
+		marks->droppers[kept] = marks->droppers[i];
+		marks->dropper_dbs[kept] = marks->dropper_dbs[i];
+		kept++;
+	}
+	marks->n_droppers = kept;
+	for (int j = 0; j < n_ended; j++)
+	{
+		bool		still = false;
+
+		for (int i = 0; i < kept && !still; i++)
+			still = marks->dropper_dbs[i] == dbs[j];
+		if (!still)
+			restart_marks_locked(dbs[j]);
+	}
+	if (dropped && horizon_passed && marks->dropped && marks->drops == drops)
+	{
+		restart_marks_locked(InvalidOid);
 		marks->older_than = InvalidTransactionId;
 		marks->dropped = false;
 	}
@@ -790,10 +854,10 @@ vb_claim_mark_start(const char *activity, VbClaimKey *start)
 	now = GetCurrentTimestamp();
 	if (!marks->started)
 		start_marks();
-	if (marks->dropped)
+	if (marks->dropped || marks->n_droppers > 0)
 		restore_marks_if_ended(now);
 	LWLockAcquire(marks->lock, LW_SHARED);
-	slot = marks->dropped ? -1 : find_slot(activity, name_hash(activity));
+	slot = dropped_here() ? -1 : find_slot(activity, name_hash(activity));
 	if (slot >= 0)
 	{
 		from = marks->slots[slot].mark;

@@ -5,13 +5,14 @@
 #
 # PostgreSQL refuses to prepare a transaction that has notified; the
 # engine holds its notifications for the scheduler (050 listens for
-# them).  A plain commit wakes the scheduler for the
-# work it leaves; COMMIT PREPARED cannot, so the scheduler passes once a
-# second while a prepared transaction that left it work is left.  Here a
+# them).  A plain commit wakes the scheduler for the work it leaves;
+# COMMIT PREPARED cannot, so the scheduler passes once a second while a
+# prepared transaction that left it work is left.  Here a
 # run with a task and a sleep is started, and a parent of a child run
 # cancelled, each in a prepared transaction committed a moment later.
-# Then the claims' marks: off while such a transaction is prepared, and
-# back once it has ended, across a restart too.  Last, a transaction
+# Then the claims' marks: off in its database while such a transaction
+# is prepared (another database's stay on), and back once it has ended,
+# across a restart too.  Last, a transaction
 # prepared before a restart, which the new scheduler's slot does not name:
 # the scheduler watches from its first pass; another application's
 # prepared transaction, which the scheduler does not watch; and more engine
@@ -128,6 +129,22 @@ is($sql->(q{SELECT count(vectorbea.complete_task(c.task_id, c.lease, '{}'))
 	'once committed, its task is claimed');
 $on = claim_blocks();
 cmp_ok($on, '<', 100, "and the marks are back: a claim reads few blocks again ($on)");
+
+# A prepared transaction of another database that made nodes ready there
+# drops that database's marks only: this one's claims keep theirs (a
+# prepared transaction used to drop every database's).
+$sql->(q{CREATE DATABASE elsewhere});
+$node->safe_psql('elsewhere', q{CREATE EXTENSION vectorbea CASCADE;
+SELECT vectorbea.define_workflow('tpm', '{"nodes": [{"id": "work", "activity": "tpm_work"}]}')});
+($rc, $out, $err) = $node->psql('elsewhere',
+	q{BEGIN; SELECT vectorbea.start_run('tpm', '{}'); PREPARE TRANSACTION 'tpm_elsewhere'});
+is($rc, 0, 'a transaction of another database that made a tpm task ready is prepared');
+$on = claim_blocks();
+cmp_ok($on, '<', 100, "this database's claims still start at their mark ($on blocks)");
+$node->safe_psql('elsewhere', q{COMMIT PREPARED 'tpm_elsewhere'});
+is($node->safe_psql('elsewhere', q{SELECT count(vectorbea.complete_task(c.task_id, c.lease, '{}'))
+	FROM vectorbea.claim_tasks('w', ARRAY['tpm_work'], 5) c}), '1',
+	'and there, once committed, its task is claimed');
 
 # More prepared at once than the list of them holds (64): the one beyond
 # it keeps the marks off as well, by its age.
