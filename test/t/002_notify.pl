@@ -46,18 +46,6 @@ my $scheduler_pid = $node->safe_psql('postgres', q{SELECT pid FROM vectorbea.sch
 my $listener = $node->background_psql('postgres');
 $listener->query_safe('LISTEN vectorbea_tasks; LISTEN vectorbea_runs;');
 
-# Notifications in a listener's output, as [channel, payload, pid].
-sub parse_notifications
-{
-	my ($out) = @_;
-	my @got;
-	while ($out =~ /Asynchronous notification "([^"]+)" with payload "(.*?)" received from server process with PID (\d+)/g)
-	{
-		push @got, [ $1, $2, $3 ];
-	}
-	return @got;
-}
-
 my @pids;    # the sending processes of what received() returned last
 
 # What the listener has received since the last call, as [channel,
@@ -72,7 +60,7 @@ sub received
 	{
 		die 'the sentinel notification did not arrive within 30 s' if time - $t0 > 30;
 		usleep(10_000);
-		push @got, parse_notifications($listener->query_safe('SELECT 1;'));
+		push @got, vb_notifications($listener->query_safe('SELECT 1;'));
 	}
 	my @before;
 	for my $n (@got)
@@ -210,7 +198,7 @@ my @direct_got;
 my $t0 = time;
 while (!@direct_got && time - $t0 < 10)
 {
-	push @direct_got, parse_notifications($listener->query_safe('SELECT 1;'));
+	push @direct_got, vb_notifications($listener->query_safe('SELECT 1;'));
 	usleep(10_000) unless @direct_got;
 }
 is_deeply(\@direct_got, [ [ 'vectorbea_runs', qq({"run":"$fill[-1]","status":"cancelled"}), $canceller_pid ] ],
@@ -220,7 +208,7 @@ my @relayed_got;
 $t0 = time;
 while (@relayed_got < 256 && time - $t0 < 30)
 {
-	push @relayed_got, parse_notifications($listener->query_safe('SELECT 1;'));
+	push @relayed_got, vb_notifications($listener->query_safe('SELECT 1;'));
 	usleep(10_000) if @relayed_got < 256;
 }
 is_deeply([ map { $_->[1] } @relayed_got ],
@@ -258,7 +246,7 @@ my @left_got;
 $t0 = time;
 while (@left_got < 3 && time - $t0 < 30)
 {
-	push @left_got, grep { $_->[0] eq 'vectorbea_runs' } parse_notifications($listener->query_safe('SELECT 1;'));
+	push @left_got, grep { $_->[0] eq 'vectorbea_runs' } vb_notifications($listener->query_safe('SELECT 1;'));
 	usleep(10_000) if @left_got < 3;
 }
 is_deeply(\@left_got, [ map { [ 'vectorbea_runs', qq({"run":"$_","status":"cancelled"}), $successor ] } @left ],
@@ -282,7 +270,7 @@ my @quiet;
 $t0 = time;
 while (!@quiet && time - $t0 < 10)
 {
-	push @quiet, parse_notifications($quiet_listener->query_safe('SELECT 1;'));
+	push @quiet, vb_notifications($quiet_listener->query_safe('SELECT 1;'));
 	usleep(10_000) unless @quiet;
 }
 is_deeply(\@quiet, [ [ 'vectorbea_tasks', 'quiet_work', $quiet_pid ] ],

@@ -64,10 +64,7 @@ sub pump_listener
 {
 	my $out = $listener->query_safe('SELECT 1;');
 	my $now = time;
-	while ($out =~ /Asynchronous notification "([^"]+)" with payload "(.*?)" received/g)
-	{
-		push @inbox, { channel => $1, payload => $2, at => $now };
-	}
+	push @inbox, map { +{ channel => $_->[0], payload => $_->[1], at => $now } } vb_notifications($out);
 }
 
 # Takes what arrived since the last call, as [channel, payload].  The

@@ -42,11 +42,7 @@ my @inbox;
 
 sub pump
 {
-	my $out = $listener->query_safe('SELECT 1;');
-	while ($out =~ /Asynchronous notification "([^"]+)" with payload "(.*?)" received/g)
-	{
-		push @inbox, [ $1, $2 ];
-	}
+	push @inbox, map { [ $_->[0], $_->[1] ] } vb_notifications($listener->query_safe('SELECT 1;'));
 	return;
 }
 

@@ -17,13 +17,26 @@ use Time::HiRes qw(time usleep);
 our @EXPORT = qw(vb_server vb_llm_server vb_wait_for vb_scheduler_pass vb_reload
   vb_master_key vb_store_key vb_fake_start vb_fake_script vb_fake_requests vb_fake_stats vb_fake_reset
   vb_json vb_kill_server vb_alive vb_plans_in vb_seq_scans vb_filtered_node_scans vb_drain_sql
-  vb_worker_grants_sql);
+  vb_worker_grants_sql vb_notifications);
 
 my $json = JSON::PP->new->canonical;
 my $http = HTTP::Tiny->new(timeout => 30);
 my ($fake_pid, $fake_port);
 
 sub vb_json { return $json; }
+
+# The notifications in psql's output (of a background_psql that LISTENs,
+# after any query), in order, as [channel, payload, sending pid].
+sub vb_notifications
+{
+	my ($out) = @_;
+	my @got;
+	while ($out =~ /Asynchronous notification "([^"]+)" with payload "(.*?)" received from server process with PID (\d+)/g)
+	{
+		push @got, [ $1, $2, $3 ];
+	}
+	return @got;
+}
 
 # A started server with vectorbea preloaded and its scheduler on database
 # postgres; $conf is added to postgresql.conf.
