@@ -88,10 +88,13 @@ ok($blocks ne '' && $blocks < 50,
 # a pass here, and 88 for the next due time (its part for those nodes was
 # a minimum over the same join), against 11 and 9.  The 2,000 unclaimed
 # tasks make ready nodes common enough for the planner to expect many
-# ready nodes without an activity.
+# ready nodes without an activity.  The bound is twice what a pass
+# reads here, not a near fit: a full run, beside another test, measured 18
+# once (11 alone), which a bound of 15 failed; the plan it guards against
+# reads 62.
 my $start_blocks = $sql->(qq{SELECT round((s.shared_blks_hit + s.shared_blks_read)::numeric / s.calls)
 							   $sched AND s.query LIKE '%n.activity IS NULL AND n.available_at <= \$1%'});
-ok($start_blocks ne '' && $start_blocks < 15,
+ok($start_blocks ne '' && $start_blocks < 30,
 	"the scan of the nodes to start reads a few buffers a pass, not every node ($start_blocks)");
 # The scheduler's statements that ran ten times or more and were planned
 # more than $most times.  Left to the plan cache, a statement is planned
