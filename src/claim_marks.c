@@ -42,11 +42,12 @@
  * backend, with no callback here; so do transactions prepared before the
  * server started (recovered from disk, unseen by this memory).  While one
  * may be left, the marks are dropped and claims start at the front: those
- * of its database from the PREPARE until the transaction has ended (by its
- * id); every database's when more are prepared than the list of ids holds
- * (until every transaction up to the newest of them has ended), and from
- * the server's start until every transaction older than the first claim
- * has ended.  Then the marks dropped start again at the front.
+ * of its database until the transaction has ended (by its id), from the
+ * PREPARE, or from the first claim after the server's start for those it
+ * recovered (pg_prepared_xact() names their databases); every database's
+ * when more are prepared than the list of ids holds (until every
+ * transaction up to the newest of them has ended).  Then the marks dropped
+ * start again at the front.
  *
  * Without shared memory (the library not preloaded), without the trigger
  * (a 0.1.0 schema) or with it disabled, claims start at the front.
@@ -366,21 +367,17 @@ withdraw_published(bool committed)
 }
 
 /*
- * Drops this database's marks until transaction xid (prepared, having made
- * nodes ready here) has ended; with the list full, every database's until
- * every transaction up to xid has.  A transaction with no id wrote nothing
- * and made nothing ready.
+ * Drops database db's marks until transaction xid (prepared, having made,
+ * or maybe made, nodes ready there) has ended; with the list full, every
+ * database's until every transaction up to xid has.  Under the marks' lock.
  */
 static void
-drop_marks_until_ended(TransactionId xid)
+drop_marks_until_ended_locked(TransactionId xid, Oid db)
 {
-	if (!TransactionIdIsValid(xid))
-		return;
-	LWLockAcquire(marks->lock, LW_EXCLUSIVE);
 	if (marks->n_droppers < DROPPERS_KEPT)
 	{
 		marks->droppers[marks->n_droppers] = xid;
-		marks->dropper_dbs[marks->n_droppers] = MyDatabaseId;
+		marks->dropper_dbs[marks->n_droppers] = db;
 		marks->n_droppers++;
 	}
 	else
@@ -392,6 +389,19 @@ drop_marks_until_ended(TransactionId xid)
 		marks->dropped = true;
 		marks->drops++;
 	}
+}
+
+/*
+ * Drops this database's marks until this transaction, being prepared, has
+ * ended.  A transaction with no id wrote nothing and made nothing ready.
+ */
+static void
+drop_marks_until_ended(TransactionId xid)
+{
+	if (!TransactionIdIsValid(xid))
+		return;
+	LWLockAcquire(marks->lock, LW_EXCLUSIVE);
+	drop_marks_until_ended_locked(xid, MyDatabaseId);
 	LWLockRelease(marks->lock);
 }
 
@@ -425,23 +435,58 @@ restart_marks_locked(Oid db)
 
 /*
  * The first claim since the server started (a crash included): the
- * transactions it recovered as prepared are not in the droppers, so the
- * marks stay dropped until every transaction older than now has ended.
+ * transactions the server recovered as prepared are not among the
+ * droppers, for no memory here saw them prepared, and any of them may
+ * have made nodes ready.  Each drops its own database's marks, as if it
+ * had been prepared now; another database's claims keep theirs (the
+ * first claim used to drop every database's until every transaction older
+ * than it had ended).  One prepared since the start that made nodes ready
+ * is listed already, by its PREPARE, or is being prepared and lists
+ * itself.  Reads pg_prepared_xact(), which names each one's database: the
+ * caller is connected to SPI, as the extension's owner (the claim's door
+ * switched to it), so a worker role's own grants do not matter.
  */
 static void
 start_marks(void)
 {
-	TransactionId next = ReadNextTransactionId();
+	int			n;
+	TransactionId *xids;
+	Oid		   *dbs;
+
+	if (SPI_execute("SELECT transaction, dbid FROM pg_catalog.pg_prepared_xact()",
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not read the prepared transactions");
+	n = (int) SPI_processed;
+	xids = palloc(sizeof(TransactionId) * Max(n, 1));
+	dbs = palloc(sizeof(Oid) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		xids[i] = DatumGetTransactionId(SPI_getbinval(SPI_tuptable->vals[i],
+													  SPI_tuptable->tupdesc, 1, &isnull));
+		dbs[i] = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
+												SPI_tuptable->tupdesc, 2, &isnull));
+	}
 
 	LWLockAcquire(marks->lock, LW_EXCLUSIVE);
 	if (!marks->started)
 	{
 		marks->started = true;
-		marks->older_than = next;
-		marks->dropped = true;
-		marks->drops++;
+		for (int i = 0; i < n; i++)
+		{
+			bool		listed = false;
+
+			/* prepared since the start, it listed itself at its PREPARE */
+			for (int j = 0; j < marks->n_droppers && !listed; j++)
+				listed = TransactionIdEquals(marks->droppers[j], xids[i]);
+			if (!listed)
+				drop_marks_until_ended_locked(xids[i], dbs[i]);
+		}
 	}
 	LWLockRelease(marks->lock);
+	pfree(xids);
+	pfree(dbs);
 }
 
 /*

@@ -12,7 +12,8 @@
 # cancelled, each in a prepared transaction committed a moment later.
 # Then the claims' marks: off in its database while such a transaction
 # is prepared (another database's stay on), and back once it has ended,
-# across a restart too.  Last, a transaction
+# across a restart too (one recovered in another database leaves this
+# one's on).  Last, a transaction
 # prepared before a restart, which the new scheduler's slot does not name:
 # the scheduler watches from its first pass; another application's
 # prepared transaction, which the scheduler does not watch; and more engine
@@ -186,6 +187,10 @@ is($rc, 0, "run x's first task, claimed, is completed in a prepared transaction"
 	q{BEGIN; SELECT vectorbea.start_run('tp', '{}', 'after-restart');
 	  PREPARE TRANSACTION 'tp_restart'});
 is($rc, 0, 'a run with a sleep is started in a prepared transaction');
+# And one of another database that made a task ready there.
+($rc, $out, $err) = $node->psql('elsewhere',
+	q{BEGIN; SELECT vectorbea.start_run('tpm', '{}'); PREPARE TRANSACTION 'tpm_elsewhere_restart'});
+is($rc, 0, 'a transaction of another database that made a tpm task ready is prepared');
 $node->restart;
 is($sql->(q{SELECT count(*) FROM pg_prepared_xacts WHERE gid = 'tpr_first'}), '1',
 	'the prepared transaction outlives the restart');
@@ -209,6 +214,34 @@ $sql->(q{COMMIT PREPARED 'tp_restart'});
 ok(defined vb_wait_for($node, q{SELECT n.status FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id
 		WHERE r.idempotency_key = 'after-restart' AND n.node = 'after'}, 'ready', 20),
 	'a sleep started by a transaction prepared before the restart starts and ends once it commits');
+
+# The first claim after the restart lists the transactions the server
+# recovered as prepared, each with its database: the one still prepared
+# in the other database leaves this database's marks on (the first claim
+# used to drop every database's until every transaction older than it
+# had ended).  The same measure as above: 5,000 tasks drained under a
+# held snapshot, then a claim starts at its mark or reads past them all.
+$sql->(q{SELECT vectorbea.start_run('tpm', '{}') FROM generate_series(1, 5000)});
+$holder = $node->background_psql('postgres');
+$holder->query_safe('BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM vectorbea.runs;');
+$done = 0;
+for (1 .. 40)
+{
+	my $n = $sql->($drain);
+	$done += $n;
+	last if $n == 0 && $done >= 5000;
+	usleep(20_000);
+}
+is($done, 5000, 'after the restart, 5,000 more tasks are done under a held snapshot');
+is($node->safe_psql('elsewhere', q{SELECT count(*) FROM pg_prepared_xacts WHERE gid = 'tpm_elsewhere_restart'}),
+	'1', "while the other database's transaction prepared before the restart still is");
+$on = claim_blocks();
+cmp_ok($on, '<', 100, "this database's claims start at their mark ($on blocks)");
+$holder->quit;
+$node->safe_psql('elsewhere', q{COMMIT PREPARED 'tpm_elsewhere_restart'});
+is($node->safe_psql('elsewhere', q{SELECT count(vectorbea.complete_task(c.task_id, c.lease, '{}'))
+	FROM vectorbea.claim_tasks('w', ARRAY['tpm_work'], 5) c}), '1',
+	'and there, once committed, its task is claimed');
 
 # Another application's two-phase commit, beside the engine: a transaction
 # prepared after the scheduler started that did no engine work is not
