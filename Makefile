@@ -38,6 +38,7 @@ OBJS = \
 	src/prepared_notes.o \
 	src/relay.o \
 	src/notify.o \
+	src/prepared_finish.o \
 	src/early_release.o \
 	src/events.o \
 	src/state.o \

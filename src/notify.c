@@ -232,8 +232,10 @@ reset_pending(void)
  * not look when no commit asked it to).  A transaction just prepared
  * that left the scheduler work (something due, or orphans) leaves its id
  * instead (`prepared_xid`, valid): it commits later, from any backend,
- * with no callback here, so the scheduler passes once a second and looks
- * for orphans everywhere until that transaction has ended (scheduler.c).
+ * with no callback here, so the scheduler watches it until it has ended,
+ * woken by each COMMIT PREPARED of the database
+ * (vb_wake_scheduler_for_prepared) and polling, and looks for orphans
+ * everywhere meanwhile (scheduler.c).
  */
 static void
 tell_scheduler_after_commit(VbSchedulerSlot *slot, TimestampTz due, TransactionId prepared_xid)
@@ -404,6 +406,31 @@ vb_wake_scheduler(TimestampTz due)
 	ensure_callback();
 	if (due < pending_due)
 		pending_due = due;
+}
+
+/*
+ * This statement, COMMIT PREPARED or ROLLBACK PREPARED, has just ended a
+ * prepared transaction of this database (prepared_finish.c).  If the
+ * scheduler watches one, or one not taken yet names itself in the slot,
+ * it is woken at this statement's commit, as for work due now: the ended
+ * transaction may be its, and it looks at once rather than at its next
+ * poll.  Another application's two-phase commit, with none watched, wakes
+ * nobody.
+ */
+void
+vb_wake_scheduler_for_prepared(void)
+{
+	VbSchedulerSlot *slot;
+	bool		watched;
+
+	if (vb_shared == NULL || (slot = vb_slot_for_my_database()) == NULL)
+		return;
+	LWLockAcquire(vb_shared->lock, LW_SHARED);
+	watched = slot->pid != 0 &&
+		(slot->watches_prepared || slot->n_prepared > 0 || slot->prepared_overflowed);
+	LWLockRelease(vb_shared->lock);
+	if (watched)
+		vb_wake_scheduler(vb_now());
 }
 
 /*

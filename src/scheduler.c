@@ -451,15 +451,6 @@ end_due_items(TimestampTz now, VbSweepCounters *c)
 }
 
 /*
- * How often the scheduler passes while a prepared transaction that left it
- * work may still commit: COMMIT PREPARED, from any session, wakes nobody,
- * and what it makes due (a sleep to start, an llm node, children nobody
- * waits for) would otherwise wait for the next planned wake, up to
- * vectorbea.scheduler_idle_timeout.
- */
-#define PREPARED_POLL_MS 1000
-
-/*
  * The prepared transactions that may still leave this scheduler work when
  * they commit: by id, those whose PREPARE said so (notify.c names them in
  * the slot); by age, every prepared transaction of the database older than
@@ -468,6 +459,14 @@ end_due_items(TimestampTz now, VbSweepCounters *c)
  * when the slot or this list overflowed.  Another application's two-phase
  * commit leaves no id in the slot, so it keeps the scheduler polling only
  * if it was prepared before one of those two moments.
+ *
+ * COMMIT PREPARED, from any session, runs no callback of the engine's; the
+ * statement itself wakes the scheduler while it watches one
+ * (slot->watches_prepared, prepared_finish.c).  Should that wake be
+ * missed, what the transaction made due (a sleep to start, an llm node,
+ * children nobody waits for) would wait for the next planned wake, up to
+ * vectorbea.scheduler_idle_timeout; so while one is watched the scheduler
+ * also passes every vectorbea.prepared_poll_interval, the fallback.
  */
 static TransactionId watched[VB_PREPARED_KEPT];
 static int	n_watched = 0;
@@ -523,7 +522,7 @@ prepared_work_may_come(void)
  * with none left busy, so that none is lost to a step that failed.  The
  * first pass of a scheduler looks at every running child run (a request
  * may have come before a crash), and so does a look after the slot or
- * this list overflowed, and a look every PREPARED_POLL_MS while a
+ * this list overflowed, and a look at every poll while a
  * prepared transaction that left work may still commit (watched, above).
  * *due: when to look again for children left busy, or to pass again for
  * a prepared transaction; DT_NOEND if neither.
@@ -544,6 +543,9 @@ cancel_orphans(TimestampTz now, VbSweepCounters *c, TimestampTz *due)
 	LWLockAcquire(vb_shared->lock, LW_EXCLUSIVE);
 	if (!take_prepared_locked())
 		watch_by_age = true;	/* by age: every id is older than the next */
+	/* From the take: a COMMIT PREPARED from now on wakes it (notify.c). */
+	if (n_watched > 0 || watch_by_age || TransactionIdIsValid(watch_before))
+		my_slot->watches_prepared = true;
 	if (my_slot->orphan_runs_overflowed || n_named + my_slot->n_orphan_runs > VB_ORPHAN_RUNS)
 		look_everywhere = true;
 	else
@@ -567,7 +569,16 @@ cancel_orphans(TimestampTz now, VbSweepCounters *c, TimestampTz *due)
 		return false;
 	/* Before the look: one committed after this is seen by the next look. */
 	if (watching)
+	{
 		prepared_left = prepared_work_may_come();
+		if (!prepared_left)
+		{
+			/* A PREPARE since the take names itself in the slot: it wakes us too. */
+			LWLockAcquire(vb_shared->lock, LW_EXCLUSIVE);
+			my_slot->watches_prepared = false;
+			LWLockRelease(vb_shared->lock);
+		}
+	}
 	if (!everywhere)
 	{
 		Datum	   *ids = palloc(n_named * sizeof(Datum));
@@ -588,7 +599,7 @@ cancel_orphans(TimestampTz now, VbSweepCounters *c, TimestampTz *due)
 	else if (everywhere)
 		look_everywhere = true; /* the busy child may be anyone's */
 	if (prepared_left)
-		*due = Min(*due, TimestampTzPlusMilliseconds(now, PREPARED_POLL_MS));
+		*due = Min(*due, TimestampTzPlusMilliseconds(now, vb_prepared_poll_ms));
 	return true;
 }
 
@@ -760,6 +771,7 @@ vb_scheduler_main(Datum main_arg)
 	my_slot->in_pass = true;
 	my_slot->next_due = DT_NOBEGIN;
 	my_slot->due_in_pass = DT_NOEND;
+	my_slot->watches_prepared = false;
 	strlcpy(my_slot->state, "starting", sizeof(my_slot->state));
 	LWLockRelease(vb_shared->lock);
 	on_shmem_exit(clear_slot, (Datum) 0);

@@ -43,6 +43,7 @@ bool		vb_early_lock_release = false;
 bool		vb_test_pause_claim_mark = false;
 char	   *vb_databases = NULL;
 int			vb_scheduler_idle_ms = 5 * 60 * 1000;
+int			vb_prepared_poll_ms = 1000;
 char	   *vb_master_key_file = NULL;
 int			vb_llm_max_in_flight = 32;
 int			vb_llm_request_timeout_ms = 120 * 1000;
@@ -219,6 +220,14 @@ vb_define_settings(void)
 							"exactly until the next due item; this is only the fallback.",
 							&vb_scheduler_idle_ms,
 							5 * 60 * 1000, 100, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("vectorbea.prepared_poll_interval",
+							"How often a scheduler looks again while a prepared transaction may leave it work.",
+							"COMMIT PREPARED and ROLLBACK PREPARED wake the scheduler; this is only the fallback.",
+							&vb_prepared_poll_ms,
+							1000, 100, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 

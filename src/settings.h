@@ -20,6 +20,7 @@ extern bool vb_test_pause_claim_mark;
 extern char *vb_databases;
 extern char *vb_master_key_file;
 extern int	vb_scheduler_idle_ms;
+extern int	vb_prepared_poll_ms;
 extern int	vb_llm_max_in_flight;
 extern int	vb_llm_request_timeout_ms;
 extern int	vb_llm_connect_timeout_ms;

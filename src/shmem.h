@@ -69,6 +69,8 @@ typedef struct VbSchedulerSlot
 	int			n_prepared;
 	bool		prepared_overflowed;
 	TransactionId prepared[VB_PREPARED_KEPT];
+	/* It watches some prepared transaction: COMMIT PREPARED wakes it. */
+	bool		watches_prepared;
 	int			connect_failures;	/* starts that did not reach the database */
 	uint64		wakes;
 	VbSweepCounters counters;	/* kept across restarts of the worker */

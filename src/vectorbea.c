@@ -27,6 +27,7 @@
 #include "prepared_notes.h"
 #include "relay.h"
 #include "scheduler.h"
+#include "prepared_finish.h"
 #include "settings.h"
 #include "shmem.h"
 
@@ -46,5 +47,6 @@ _PG_init(void)
 	vb_claim_marks_install_hooks();
 	vb_relay_install_hooks();
 	vb_prepared_notes_install_hooks();
+	vb_prepared_finish_init();
 	vb_register_schedulers();
 }

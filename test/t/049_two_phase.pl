@@ -1,13 +1,16 @@
 # 049_two_phase.pl -- engine calls in a prepared transaction (two-phase
 # commit): PREPARE TRANSACTION succeeds although the engine would notify,
 # and what the transaction left the scheduler is done once COMMIT PREPARED
-# has run in another session, which wakes nobody.
+# has run in another session.
 #
 # PostgreSQL refuses to prepare a transaction that has notified; the
 # engine holds its notifications for the scheduler (050 listens for
-# them).  A plain commit wakes the scheduler for the work it leaves;
-# COMMIT PREPARED cannot, so the scheduler passes once a second while a
-# prepared transaction that left it work is left.  Here a
+# them).  A plain commit wakes the scheduler for the work it leaves, at
+# its end; a prepared transaction ends in the session that runs COMMIT
+# PREPARED, whose statement wakes the scheduler while it watches a
+# prepared transaction that left it work.  The scheduler also polls then,
+# the fallback, which is set to an hour here (as its idle sleep is) until
+# the last part, so that every part before shows the wake.  Here a
 # run with a task and a sleep is started, and a parent of a child run
 # cancelled, each in a prepared transaction committed a moment later.
 # Then the claims' marks: off in its database while such a transaction
@@ -16,8 +19,9 @@
 # one's on).  Last, a transaction
 # prepared before a restart, which the new scheduler's slot does not name:
 # the scheduler watches from its first pass; another application's
-# prepared transaction, which the scheduler does not watch; and more engine
-# transactions prepared at once than the slot names.
+# prepared transaction, which the scheduler does not watch and whose end
+# wakes nobody; more engine transactions prepared at once than the slot
+# names; and the poll, with its interval at a second.
 
 use strict;
 use warnings;
@@ -29,9 +33,11 @@ use Test::More;
 use Time::HiRes qw(usleep);
 use VbTest;
 
-# The scheduler's idle sleep (an hour in the tests) is longer than the
-# test waits: only the poll for prepared transactions brings it back.
+# The scheduler's idle sleep and its poll for prepared transactions (an
+# hour each) are longer than the test waits: only the wake of COMMIT
+# PREPARED brings it back.
 my $node = vb_server('two_phase', q{max_prepared_transactions = 70
+vectorbea.prepared_poll_interval = '1h'
 });
 my $sql = sub { return $node->safe_psql('postgres', $_[0]); };
 $sql->(q{
@@ -57,7 +63,7 @@ $sql->(q{COMMIT PREPARED 'start_tp'});
 my $run = $sql->(q{SELECT id FROM vectorbea.runs WHERE workflow = 'tp'});
 ok(defined vb_wait_for($node, qq{SELECT status FROM vectorbea.nodes WHERE run_id = '$run' AND node = 'after'},
 		'ready', 20),
-	'once committed, its sleep started and ended without a wake: the node after it is ready');
+	'once committed, its sleep started and ended: the node after it is ready');
 is($sql->(q{SELECT count(*) FROM vectorbea.claim_tasks('w', ARRAY['tp_work', 'tp_after'], 5)}), '2',
 	'a worker claims its two tasks');
 
@@ -271,6 +277,8 @@ sleep(3);
 is(passes(), $passes, "no pass while only the other application's transaction is prepared");
 is($sql->(q{SELECT count(*) FROM pg_prepared_xacts WHERE gid = 'other_app'}), '1', 'which still is');
 $sql->(q{ROLLBACK PREPARED 'other_app'});
+sleep(2);
+is(passes(), $passes, "nor at its ROLLBACK PREPARED: the scheduler watched no prepared transaction");
 
 # More engine transactions prepared at once than the slot names (64): the
 # one beyond is watched by its age, so the scheduler still polls for it
@@ -288,6 +296,22 @@ sleep(2);
 $sql->(q{COMMIT PREPARED 'many_65'});
 ok(defined vb_wait_for($node, after_ready('many-%'), '65', 20),
 	'the 65th, beyond the ids the slot names, is done once it commits');
+
+# The poll, the fallback should a wake be missed (none can be made to miss
+# here): with its interval at a second, an engine transaction left
+# prepared makes the scheduler pass every second, until it has ended.
+$sql->(q{ALTER SYSTEM SET vectorbea.prepared_poll_interval = '1s'});
+$sql->(q{SELECT pg_reload_conf()});
+($rc, $out, $err) = $node->psql('postgres',
+	q{BEGIN; SELECT vectorbea.start_run('tp', '{}', 'polled'); PREPARE TRANSACTION 'tp_polled'});
+is($rc, 0, 'an engine transaction is prepared with the poll at a second');
+# Its PREPARE woke the scheduler, whose pass took it: count from then.
+sleep(1);
+$passes = passes();
+sleep(3);
+cmp_ok(passes() - $passes, '>=', 2, 'the scheduler passes every second while it is prepared');
+$sql->(q{COMMIT PREPARED 'tp_polled'});
+ok(defined vb_wait_for($node, after_ready('polled'), '1', 20), 'once committed, its sleep starts and ends');
 
 is($sql->(q{SELECT count(*) FROM vectorbea.runs r, LATERAL vectorbea.verify_run(r.id)}), '0',
 	'every run agrees with its history');

@@ -4,8 +4,10 @@
 #
 # PostgreSQL refuses to prepare a transaction that has notified, so the
 # engine holds a prepared transaction's notifications in shared memory
-# (prepared_notes.c), and the scheduler, which looks once a second while
-# the transaction is prepared, sends them once it has committed.  Here:
+# (prepared_notes.c), and the scheduler sends them once it has committed:
+# COMMIT PREPARED wakes it (prepared_finish.c).  Its poll, the fallback,
+# is set to an hour here, as its idle sleep is, so that every
+# notification heard after a COMMIT PREPARED came by that wake.  Here:
 # a task made ready, a due-now retry and a run's end, each in a prepared
 # transaction; a rollback; and a transaction with more notifications than
 # the room, whose notifications are dropped and counted.
@@ -13,7 +15,7 @@
 # What a listener got is read up to a sentinel: a run committed the plain
 # way, whose notification the relay sends after everything committed
 # before it (002).  A prepared transaction's notifications are sent at the
-# first look after its commit, so the test waits for them themselves.
+# pass its COMMIT PREPARED wakes, so the test waits for them themselves.
 
 use strict;
 use warnings;
@@ -26,6 +28,7 @@ use Time::HiRes qw(time usleep);
 use VbTest;
 
 my $node = vb_server('prepared_notifications', q{max_prepared_transactions = 5
+vectorbea.prepared_poll_interval = '1h'
 });
 sub sql { return $node->safe_psql('postgres', shift); }
 sql(q{CREATE EXTENSION vectorbea CASCADE;
