@@ -339,6 +339,9 @@ vb_xact_callback(XactEvent event, void *arg)
 			reset_pending();
 			break;
 		case XACT_EVENT_ABORT:
+			/* A PREPARE that failed after its notifications were held. */
+			if (held_notes)
+				vb_relay_forget_prepared(preparing_xid);
 			vb_relay_release();
 			reset_pending();
 			break;

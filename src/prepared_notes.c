@@ -9,12 +9,13 @@
  * COMMIT PREPARED, from any session, runs no callback of the engine's.  So
  * a transaction being prepared leaves its notifications here instead
  * (relay.c decides, notify.c hands them over), tagged with its id and
- * database, and its id in the scheduler's slot, which then looks once a
- * second while the transaction stays prepared (scheduler.c).  Once
+ * database, and its id in the scheduler's slot; the scheduler then
+ * watches the transaction, woken by COMMIT PREPARED (prepared_finish.c)
+ * or by its poll (scheduler.c).  Once
  * TransactionIdIsInProgress says the transaction has ended, the clog says
  * how: the scheduler sends a committed one's notifications in its relay
  * batch and drops a rolled-back one's.  A transaction whose PREPARE failed
- * after its notifications were held has ended too, rolled back.
+ * after its notifications were held takes them out in its abort.
  *
  * The room is fixed (HELD_NOTES, for every database together); a
  * transaction whose notifications do not all fit, or one of whose payloads
@@ -128,6 +129,33 @@ vb_prepared_notes_hold(TransactionId xid, const VbNotification *notes, int n)
 	}
 	LWLockRelease(held->lock);
 	return fits;
+}
+
+/*
+ * This backend's PREPARE of transaction xid failed after its notifications
+ * were held (a duplicate identifier, max_prepared_transactions at zero):
+ * they go now, in its abort, rather than when the scheduler next finds
+ * the transaction rolled back, which may be an idle timeout away while
+ * they take room the other databases' prepared transactions need.
+ */
+void
+vb_prepared_notes_forget(TransactionId xid)
+{
+	int			kept = 0;
+
+	if (held == NULL || !TransactionIdIsValid(xid))
+		return;
+	LWLockAcquire(held->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < held->n; i++)
+	{
+		if (held->notes[i].xid == xid && held->notes[i].database == MyDatabaseId)
+			continue;
+		if (kept != i)
+			held->notes[kept] = held->notes[i];
+		kept++;
+	}
+	held->n = kept;
+	LWLockRelease(held->lock);
 }
 
 /*

@@ -15,6 +15,7 @@ extern void vb_prepared_notes_install_hooks(void);
 
 /* A backend, just before PREPARE (through relay.c) */
 extern bool vb_prepared_notes_hold(TransactionId xid, const VbNotification *notes, int n);
+extern void vb_prepared_notes_forget(TransactionId xid);
 
 /* The scheduler (relay.c) */
 extern bool vb_prepared_notes_ended(void);

@@ -333,6 +333,13 @@ vb_relay_hold_prepared(TransactionId xid, const VbNotification *notes, int n)
 	return false;
 }
 
+/* The PREPARE of transaction xid failed after its notifications were held. */
+void
+vb_relay_forget_prepared(TransactionId xid)
+{
+	vb_prepared_notes_forget(xid);
+}
+
 /*
  * True when the scheduler's ring holds entries to send, or a prepared
  * transaction that held notifications has ended.

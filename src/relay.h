@@ -35,6 +35,7 @@ extern const char *vb_channel_name(VbChannel channel);
 extern bool vb_relay_reserve(int n, bool fits);
 extern void vb_relay_fill(const VbNotification *notes);
 extern void vb_relay_release(void);
+extern void vb_relay_forget_prepared(TransactionId xid);
 extern bool vb_relay_hold_prepared(TransactionId xid, const VbNotification *notes, int n);
 
 /* The scheduler */

@@ -9,8 +9,9 @@
 # is set to an hour here, as its idle sleep is, so that every
 # notification heard after a COMMIT PREPARED came by that wake.  Here:
 # a task made ready, a due-now retry and a run's end, each in a prepared
-# transaction; a rollback; and a transaction with more notifications than
-# the room, whose notifications are dropped and counted.
+# transaction; a rollback; a transaction with more notifications than
+# the room, whose notifications are dropped and counted; and a PREPARE
+# that fails, whose notifications leave the room in its abort.
 #
 # What a listener got is read up to a sentinel: a run committed the plain
 # way, whose notification the relay sends after everything committed
@@ -136,6 +137,26 @@ is_deeply(received_until_sentinel(), [], 'and none of their notifications is sen
 prepare('after', q{SELECT vectorbea.start_run('pn', '{}', 'after')});
 sql(q{COMMIT PREPARED 'after'});
 ok(heard('vectorbea_tasks', 'pn_work'), 'a prepared transaction that fits is announced again');
+
+# --- A PREPARE that fails after its notifications were held (its
+# identifier is in use) takes them out in its abort, and nothing wakes the
+# scheduler in between: the next transaction's 100 fit in the room at once.
+prepare('taken', q{SELECT 1});
+sql(q{SELECT count(*) FROM vectorbea.start_runs('pn', array_fill('{}'::jsonb, ARRAY[100]))});
+is_deeply(received_until_sentinel(), [ 'vectorbea_tasks pn_work' ], '100 more runs started');
+my $cancel_all = q{SELECT count(vectorbea.cancel_run(id)) FROM vectorbea.runs
+	WHERE workflow = 'pn' AND status = 'running'};
+my ($rc, $out, $err) = $node->psql('postgres', qq{BEGIN; $cancel_all; PREPARE TRANSACTION 'taken'});
+like($err, qr/already in use/, 'a PREPARE of 100 run ends whose identifier is in use fails');
+$dropped = sql(q{SELECT notifications_dropped FROM vectorbea.relay_status()});
+prepare('fits', $cancel_all);
+is(sql(q{SELECT notifications_dropped FROM vectorbea.relay_status()}) - $dropped, 0,
+	'the next 100 are held: the failed one left no notification in the room');
+sql(q{COMMIT PREPARED 'fits'});
+my $last = sql(q{SELECT id FROM vectorbea.runs WHERE workflow = 'pn' AND status = 'cancelled'
+	ORDER BY finished_at DESC, id DESC LIMIT 1});
+ok(heard('vectorbea_runs', qq({"run":"$last","status":"cancelled"})), 'and they are heard once it commits');
+sql(q{ROLLBACK PREPARED 'taken'});
 
 is(sql(q{SELECT count(*) FROM vectorbea.runs r, LATERAL vectorbea.verify_run(r.id)}), '0',
 	'every run agrees with its history');
