@@ -52,6 +52,7 @@ static int	pending_size = 0;
  * whether the transaction's notifications wait for it (prepared_notes.c).
  */
 static TransactionId preparing_xid = InvalidTransactionId;
+static TimestampTz preparing_at = DT_NOBEGIN;
 static bool held_notes = false;
 
 /* Identical notifications are folded while the list is short; NOTIFY folds the rest. */
@@ -214,6 +215,7 @@ reset_pending(void)
 	n_pending = pending_size = 0;
 	pending_due = DT_NOEND;
 	preparing_xid = InvalidTransactionId;
+	preparing_at = DT_NOBEGIN;
 	held_notes = false;
 	n_pending_orphan_runs = 0;
 	pending_orphans_overflowed = false;
@@ -231,14 +233,17 @@ reset_pending(void)
  * pass looks at their children, and at them, and nowhere else (it does
  * not look when no commit asked it to).  A transaction just prepared
  * that left the scheduler work (something due, or orphans) leaves its id
- * instead (`prepared_xid`, valid): it commits later, from any backend,
- * with no callback here, so the scheduler watches it until it has ended,
- * woken by each COMMIT PREPARED of the database
- * (vb_wake_scheduler_for_prepared) and polling, and looks for orphans
- * everywhere meanwhile (scheduler.c).
+ * instead (`prepared_xid`, valid), with the engine time of its PREPARE
+ * (`prepared_at`): it commits later, from any backend, with no callback
+ * here, so the scheduler watches it until it has ended, woken by each
+ * COMMIT PREPARED of the database (vb_wake_scheduler_for_prepared) and
+ * polling, looks for orphans everywhere meanwhile, and once it has ended
+ * announces the retries that fell due since its PREPARE, which its passes
+ * meanwhile could not see (scheduler.c).
  */
 static void
-tell_scheduler_after_commit(VbSchedulerSlot *slot, TimestampTz due, TransactionId prepared_xid)
+tell_scheduler_after_commit(VbSchedulerSlot *slot, TimestampTz due, TransactionId prepared_xid,
+							TimestampTz prepared_at)
 {
 	bool		wake = false;
 	int			pid = 0;
@@ -247,7 +252,11 @@ tell_scheduler_after_commit(VbSchedulerSlot *slot, TimestampTz due, TransactionI
 	if (TransactionIdIsValid(prepared_xid))
 	{
 		if (slot->n_prepared < VB_PREPARED_KEPT)
-			slot->prepared[slot->n_prepared++] = prepared_xid;
+		{
+			slot->prepared[slot->n_prepared] = prepared_xid;
+			slot->prepared_at[slot->n_prepared] = prepared_at;
+			slot->n_prepared++;
+		}
 		else
 			slot->prepared_overflowed = true;
 	}
@@ -310,7 +319,11 @@ vb_xact_callback(XactEvent event, void *arg)
 			send_or_reserve(false);
 			break;
 		case XACT_EVENT_PRE_PREPARE:
-			/* Retries due by the PREPARE are announced once it commits. */
+			/*
+			 * Retries due by the PREPARE are announced once it commits; the
+			 * scheduler announces those due since (preparing_at) then too.
+			 */
+			preparing_at = vb_now();
 			announce_retries_due();
 			preparing_xid = GetTopTransactionIdIfAny();
 			send_or_reserve(true);
@@ -321,7 +334,7 @@ vb_xact_callback(XactEvent event, void *arg)
 			if (slot != NULL &&
 				(n_pending_orphan_runs > 0 || pending_orphans_overflowed ||
 				 (slot->pid != 0 && (slot->in_pass || pending_due < slot->next_due))))
-				tell_scheduler_after_commit(slot, pending_due, InvalidTransactionId);
+				tell_scheduler_after_commit(slot, pending_due, InvalidTransactionId, DT_NOBEGIN);
 			vb_relay_fill(pending_notes);
 			reset_pending();
 			break;
@@ -334,7 +347,7 @@ vb_xact_callback(XactEvent event, void *arg)
 			if ((pending_due != DT_NOEND || held_notes) && TransactionIdIsValid(preparing_xid) &&
 				(slot = vb_slot_for_my_database()) != NULL)
 				tell_scheduler_after_commit(slot, held_notes ? Min(pending_due, vb_now()) : pending_due,
-											preparing_xid);
+											preparing_xid, preparing_at);
 			vb_relay_release();
 			reset_pending();
 			break;

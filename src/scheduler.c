@@ -469,6 +469,7 @@ end_due_items(TimestampTz now, VbSweepCounters *c)
  * also passes every vectorbea.prepared_poll_interval, the fallback.
  */
 static TransactionId watched[VB_PREPARED_KEPT];
+static TimestampTz watched_at[VB_PREPARED_KEPT];	/* engine time of each PREPARE */
 static int	n_watched = 0;
 static TransactionId watch_before = InvalidTransactionId;
 static bool watch_by_age = true;	/* set watch_before at the next look */
@@ -482,7 +483,11 @@ take_prepared_locked(void)
 	for (int i = 0; i < my_slot->n_prepared; i++)
 	{
 		if (n_watched < VB_PREPARED_KEPT)
-			watched[n_watched++] = my_slot->prepared[i];
+		{
+			watched[n_watched] = my_slot->prepared[i];
+			watched_at[n_watched] = my_slot->prepared_at[i];
+			n_watched++;
+		}
 		else
 			fits = false;
 	}
@@ -494,19 +499,34 @@ take_prepared_locked(void)
 /*
  * Forgets the watched transactions that have ended; whether any is left.
  * (A prepared transaction stays in the proc array until COMMIT or
- * ROLLBACK PREPARED.)  Reads pg_prepared_xacts, so inside a step.
+ * ROLLBACK PREPARED.)  *ended_since: the earliest PREPARE of those that
+ * ended, DT_NOBEGIN when those watched by age have (nobody saw their
+ * PREPAREs), DT_NOEND when none has.  Reads pg_prepared_xacts, so inside
+ * a step.
  */
 static bool
-prepared_work_may_come(void)
+prepared_work_may_come(TimestampTz *ended_since)
 {
 	int			kept = 0;
 
+	*ended_since = DT_NOEND;
 	for (int i = 0; i < n_watched; i++)
-		if (TransactionIdIsInProgress(watched[i]))
-			watched[kept++] = watched[i];
+	{
+		if (!TransactionIdIsInProgress(watched[i]))
+		{
+			*ended_since = Min(*ended_since, watched_at[i]);
+			continue;
+		}
+		watched[kept] = watched[i];
+		watched_at[kept] = watched_at[i];
+		kept++;
+	}
 	n_watched = kept;
 	if (TransactionIdIsValid(watch_before) && !vb_prepared_xacts_before(watch_before))
+	{
 		watch_before = InvalidTransactionId;
+		*ended_since = DT_NOBEGIN;
+	}
 	return n_watched > 0 || TransactionIdIsValid(watch_before);
 }
 
@@ -525,11 +545,12 @@ prepared_work_may_come(void)
  * this list overflowed, and a look at every poll while a
  * prepared transaction that left work may still commit (watched, above).
  * *due: when to look again for children left busy, or to pass again for
- * a prepared transaction; DT_NOEND if neither.
+ * a prepared transaction; DT_NOEND if neither.  *ended_since: the earliest
+ * PREPARE of the watched transactions found ended (prepared_work_may_come).
  * False when the extension is gone.
  */
 static bool
-cancel_orphans(TimestampTz now, VbSweepCounters *c, TimestampTz *due)
+cancel_orphans(TimestampTz now, VbSweepCounters *c, TimestampTz *due, TimestampTz *ended_since)
 {
 	static bool look_everywhere = true;
 	static pg_uuid_t named[VB_ORPHAN_RUNS];
@@ -540,6 +561,7 @@ cancel_orphans(TimestampTz now, VbSweepCounters *c, TimestampTz *due)
 	ArrayType  *named_array = NULL;
 
 	*due = DT_NOEND;
+	*ended_since = DT_NOEND;
 	LWLockAcquire(vb_shared->lock, LW_EXCLUSIVE);
 	if (!take_prepared_locked())
 		watch_by_age = true;	/* by age: every id is older than the next */
@@ -570,7 +592,7 @@ cancel_orphans(TimestampTz now, VbSweepCounters *c, TimestampTz *due)
 	/* Before the look: one committed after this is seen by the next look. */
 	if (watching)
 	{
-		prepared_left = prepared_work_may_come();
+		prepared_left = prepared_work_may_come(ended_since);
 		if (!prepared_left)
 		{
 			/* A PREPARE since the take names itself in the slot: it wakes us too. */
@@ -608,6 +630,7 @@ do_pass(TimestampTz now, TimestampTz *announced_upto, VbSweepCounters *c)
 {
 	TimestampTz next;
 	TimestampTz orphans_due;
+	TimestampTz prepared_ended_since;
 	bool		llm_left_busy;
 	bool		ok;
 
@@ -630,8 +653,18 @@ do_pass(TimestampTz now, TimestampTz *announced_upto, VbSweepCounters *c)
 	(void) vb_run_parent_lock_wait_limit(-1);
 	if (!ok)
 		return now;
-	if (!cancel_orphans(now, c, &orphans_due))
+	if (!cancel_orphans(now, c, &orphans_due, &prepared_ended_since))
 		return now;
+
+	/*
+	 * Retries and held nodes that fell due while a prepared transaction
+	 * that has now ended held them were not visible to the announcements
+	 * since its PREPARE: this pass announces from there (those due by the
+	 * PREPARE were held for its commit, notify.c).  Ended by age, its
+	 * PREPARE unknown: every activity with ready work, as at a start.
+	 */
+	if (prepared_ended_since < *announced_upto)
+		*announced_upto = prepared_ended_since;
 
 	if (!begin_step("vectorbea: claiming llm nodes"))
 		return now;

@@ -69,6 +69,7 @@ typedef struct VbSchedulerSlot
 	int			n_prepared;
 	bool		prepared_overflowed;
 	TransactionId prepared[VB_PREPARED_KEPT];
+	TimestampTz prepared_at[VB_PREPARED_KEPT];	/* engine time of each PREPARE */
 	/* It watches some prepared transaction: COMMIT PREPARED wakes it. */
 	bool		watches_prepared;
 	int			connect_failures;	/* starts that did not reach the database */

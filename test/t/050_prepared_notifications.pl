@@ -10,8 +10,10 @@
 # notification heard after a COMMIT PREPARED came by that wake.  Here:
 # a task made ready, a due-now retry and a run's end, each in a prepared
 # transaction; a rollback; a transaction with more notifications than
-# the room, whose notifications are dropped and counted; and a PREPARE
-# that fails, whose notifications leave the room in its abort.
+# the room, whose notifications are dropped and counted; a PREPARE that
+# fails, whose notifications leave the room in its abort; a retry that
+# falls due while its transaction is prepared; and a transaction prepared
+# before a restart.
 #
 # What a listener got is read up to a sentinel: a run committed the plain
 # way, whose notification the relay sends after everything committed
@@ -36,6 +38,9 @@ sql(q{CREATE EXTENSION vectorbea CASCADE;
 SELECT vectorbea.define_workflow('pn', '{"nodes": [{"id": "work", "activity": "pn_work",
 	"retry": {"max_attempts": 3, "initial": "0s", "max": "0s", "jitter": false}}]}');
 SELECT vectorbea.define_workflow('sentinel', '{"nodes": [{"id": "s", "activity": "sentinel"}]}');
+SELECT vectorbea.define_workflow('pn_late', '{"nodes": [{"id": "work", "activity": "pn_late_work",
+	"retry": {"max_attempts": 2, "initial": "1s", "max": "1s", "jitter": false}}]}');
+SELECT vectorbea.define_workflow('pn_restart', '{"nodes": [{"id": "work", "activity": "pn_restart_work"}]}');
 });
 ok(defined vb_wait_for($node, q{SELECT state FROM vectorbea.scheduler_status()}, 'idle'),
 	'the scheduler serves the database');
@@ -157,6 +162,43 @@ my $last = sql(q{SELECT id FROM vectorbea.runs WHERE workflow = 'pn' AND status 
 	ORDER BY finished_at DESC, id DESC LIMIT 1});
 ok(heard('vectorbea_runs', qq({"run":"$last","status":"cancelled"})), 'and they are heard once it commits');
 sql(q{ROLLBACK PREPARED 'taken'});
+
+# --- A retry that falls due while its transaction is prepared: a pass of
+# the scheduler after its due time cannot see it (here one made by a
+# reload; the poll makes them at its default interval), and the pass that
+# the COMMIT PREPARED wakes announces it (the announcements start again
+# from the PREPARE).
+sql(q{SELECT vectorbea.start_run('pn_late', '{}')});
+ok(heard('vectorbea_tasks', 'pn_late_work'), 'a pn_late task is announced');
+($task, $lease) = split /\|/, sql(q{SELECT task_id, lease FROM vectorbea.claim_tasks('w', ARRAY['pn_late_work'], 1)});
+prepare('late', qq{SELECT vectorbea.fail_task($task, '$lease', '{"message": "again in a second"}')});
+sleep(2);
+is(sql(qq{SELECT status FROM vectorbea.nodes WHERE id = $task}), 'running',
+	'its retry, due a second after the PREPARE, is not visible while prepared');
+ok(vb_scheduler_pass($node), 'the scheduler makes a pass after its due time');
+# Only what comes after the commit counts.
+pump();
+@inbox = ();
+sql(q{COMMIT PREPARED 'late'});
+ok(heard('vectorbea_tasks', 'pn_late_work'), 'once committed, the retry that fell due meanwhile is announced');
+
+# --- A transaction prepared before a restart: the notifications it held
+# are lost with shared memory; once every transaction the server
+# recovered has ended, the scheduler announces every activity with ready
+# work, as it does at its start, and its task's is among them.
+prepare('before_restart', q{SELECT vectorbea.start_run('pn_restart', '{}')});
+$listener->quit;
+$node->restart;
+$listener = $node->background_psql('postgres');
+$listener->query_safe('LISTEN vectorbea_tasks; LISTEN vectorbea_runs;');
+@inbox = ();
+ok(defined vb_wait_for($node, q{SELECT state FROM vectorbea.scheduler_status()}, 'idle'),
+	'after the restart, the scheduler has made its first pass');
+# The first pass announced what was ready then, without this task.
+sleep(1);
+sql(q{COMMIT PREPARED 'before_restart'});
+ok(heard('vectorbea_tasks', 'pn_restart_work'),
+	'a task made ready by a transaction prepared before the restart is announced once it commits');
 
 is(sql(q{SELECT count(*) FROM vectorbea.runs r, LATERAL vectorbea.verify_run(r.id)}), '0',
 	'every run agrees with its history');
