@@ -237,7 +237,7 @@ reset_pending(void)
  * (`prepared_at`): it commits later, from any backend, with no callback
  * here, so the scheduler watches it until it has ended, woken by each
  * COMMIT PREPARED of the database (vb_wake_scheduler_for_prepared) and
- * polling, looks for orphans everywhere meanwhile, and once it has ended
+ * polling, and once it has ended looks for orphans everywhere and
  * announces the retries that fell due since its PREPARE, which its passes
  * meanwhile could not see (scheduler.c).
  */

@@ -542,8 +542,8 @@ prepared_work_may_come(TimestampTz *ended_since)
  * with none left busy, so that none is lost to a step that failed.  The
  * first pass of a scheduler looks at every running child run (a request
  * may have come before a crash), and so does a look after the slot or
- * this list overflowed, and a look at every poll while a
- * prepared transaction that left work may still commit (watched, above).
+ * this list overflowed, the look after a watched prepared transaction
+ * (above) has ended, and every look while one watched by age is left.
  * *due: when to look again for children left busy, or to pass again for
  * a prepared transaction; DT_NOEND if neither.  *ended_since: the earliest
  * PREPARE of the watched transactions found ended (prepared_work_may_come).
@@ -584,8 +584,7 @@ cancel_orphans(TimestampTz now, VbSweepCounters *c, TimestampTz *due, TimestampT
 		watch_by_age = false;
 	}
 	watching = n_watched > 0 || TransactionIdIsValid(watch_before);
-	everywhere = look_everywhere || watching;
-	if (!everywhere && n_named == 0)
+	if (!look_everywhere && !watching && n_named == 0)
 		return true;
 	if (!begin_step("vectorbea: cancelling the child runs of ended parents"))
 		return false;
@@ -600,6 +599,21 @@ cancel_orphans(TimestampTz now, VbSweepCounters *c, TimestampTz *due, TimestampT
 			my_slot->watches_prepared = false;
 			LWLockRelease(vb_shared->lock);
 		}
+	}
+
+	/*
+	 * A prepared transaction's orphans appear when it has ended: the look
+	 * is everywhere then, not at every pass while it is prepared (one left
+	 * lingering made every poll read every running child run).  Those
+	 * watched by age end unseen, one by one: everywhere while any is left.
+	 */
+	everywhere = look_everywhere || *ended_since != DT_NOEND || TransactionIdIsValid(watch_before);
+	if (!everywhere && n_named == 0)
+	{
+		end_step();
+		if (prepared_left)
+			*due = TimestampTzPlusMilliseconds(now, vb_prepared_poll_ms);
+		return true;
 	}
 	if (!everywhere)
 	{

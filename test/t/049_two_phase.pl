@@ -38,10 +38,13 @@ use VbTest;
 # PREPARED brings it back.
 my $node = vb_server('two_phase', q{max_prepared_transactions = 70
 vectorbea.prepared_poll_interval = '1h'
+shared_preload_libraries = 'vectorbea, pg_stat_statements'
+pg_stat_statements.track = all
 });
 my $sql = sub { return $node->safe_psql('postgres', $_[0]); };
 $sql->(q{
 CREATE EXTENSION vectorbea CASCADE;
+CREATE EXTENSION pg_stat_statements;
 SELECT vectorbea.define_workflow('tp', '{"nodes": [
 	{"id": "work", "activity": "tp_work"},
 	{"id": "nap", "kind": "sleep", "sleep": {"for": "1s"}},
@@ -306,12 +309,23 @@ $sql->(q{SELECT pg_reload_conf()});
 	q{BEGIN; SELECT vectorbea.start_run('tp', '{}', 'polled'); PREPARE TRANSACTION 'tp_polled'});
 is($rc, 0, 'an engine transaction is prepared with the poll at a second');
 # Its PREPARE woke the scheduler, whose pass took it: count from then.
+# Those passes do not look for orphaned child runs: a prepared
+# transaction's come when it has ended, and the look at every running
+# child run (the statements counted here) waits for that (it came at
+# every poll, a lingering prepared transaction's for ever).
+my $looks = sub {
+	return $sql->(q{SELECT coalesce(sum(calls), 0) FROM pg_stat_statements
+		WHERE query LIKE '%FROM vectorbea.runs c WHERE c.parent_run IS NOT NULL%'});
+};
 sleep(1);
 $passes = passes();
+my $looked = $looks->();
 sleep(3);
 cmp_ok(passes() - $passes, '>=', 2, 'the scheduler passes every second while it is prepared');
+is($looks->() - $looked, 0, 'and looks for orphaned child runs nowhere meanwhile');
 $sql->(q{COMMIT PREPARED 'tp_polled'});
 ok(defined vb_wait_for($node, after_ready('polled'), '1', 20), 'once committed, its sleep starts and ends');
+cmp_ok($looks->() - $looked, '>', 0, 'and the look at every running child run came once it had ended');
 
 is($sql->(q{SELECT count(*) FROM vectorbea.runs r, LATERAL vectorbea.verify_run(r.id)}), '0',
 	'every run agrees with its history');
