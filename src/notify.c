@@ -426,26 +426,54 @@ vb_wake_scheduler(TimestampTz due)
 
 /*
  * This statement, COMMIT PREPARED or ROLLBACK PREPARED, has just ended a
- * prepared transaction of this database (prepared_finish.c).  If the
- * scheduler watches one, or one not taken yet names itself in the slot,
- * it is woken at this statement's commit, as for work due now: the ended
- * transaction may be its, and it looks at once rather than at its next
- * poll.  Another application's two-phase commit, with none watched, wakes
- * nobody.
+ * prepared transaction of this database (prepared_finish.c).  The
+ * scheduler is woken at this statement's commit, as for work due now, when
+ * a transaction it watches, or one that named itself in the slot, has
+ * ended (this one, most often): another application's two-phase commit
+ * costs a look at the slot and a proc array check per watched id, and no
+ * pass.  While the scheduler watches some by age (more were prepared at
+ * once than its list holds), which one ended cannot be told: it is woken
+ * at most every VB_AGE_WAKE_MS.
  */
 void
 vb_wake_scheduler_for_prepared(void)
 {
 	VbSchedulerSlot *slot;
-	bool		watched;
+	TransactionId ids[2 * VB_PREPARED_KEPT];
+	int			n = 0;
+	bool		by_age;
+	bool		wake = false;
 
 	if (vb_shared == NULL || (slot = vb_slot_for_my_database()) == NULL)
 		return;
 	LWLockAcquire(vb_shared->lock, LW_SHARED);
-	watched = slot->pid != 0 &&
-		(slot->watches_prepared || slot->n_prepared > 0 || slot->prepared_overflowed);
+	if (slot->pid == 0)
+	{
+		LWLockRelease(vb_shared->lock);
+		return;
+	}
+	for (int i = 0; i < slot->n_prepared; i++)
+		ids[n++] = slot->prepared[i];
+	for (int i = 0; i < slot->n_watched; i++)
+		ids[n++] = slot->watched[i];
+	by_age = slot->watches_by_age || slot->prepared_overflowed;
 	LWLockRelease(vb_shared->lock);
-	if (watched)
+
+	for (int i = 0; i < n && !wake; i++)
+		wake = !TransactionIdIsInProgress(ids[i]);
+	if (!wake && by_age)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+
+		LWLockAcquire(vb_shared->lock, LW_EXCLUSIVE);
+		if (TimestampDifferenceExceeds(slot->age_woken_at, now, VB_AGE_WAKE_MS))
+		{
+			slot->age_woken_at = now;
+			wake = true;
+		}
+		LWLockRelease(vb_shared->lock);
+	}
+	if (wake)
 		vb_wake_scheduler(vb_now());
 }
 

@@ -453,16 +453,17 @@ end_due_items(TimestampTz now, VbSweepCounters *c)
 /*
  * The prepared transactions that may still leave this scheduler work when
  * they commit: by id, those whose PREPARE said so (notify.c names them in
- * the slot); by age, every prepared transaction of the database older than
- * watch_before, set at the first pass (transactions prepared before the
- * server started are recovered from disk, and the new slot names none) and
- * when the slot or this list overflowed.  Another application's two-phase
- * commit leaves no id in the slot, so it keeps the scheduler polling only
- * if it was prepared before one of those two moments.
+ * the slot) and, at the first look, every one of the database prepared then
+ * (transactions prepared before the server started are recovered from
+ * disk, and the new slot names none); by age, every prepared transaction
+ * of the database older than watch_before, set when the slot or this list
+ * overflowed.  Another application's two-phase commit leaves no id in the
+ * slot, so it keeps the scheduler polling only if it was prepared before
+ * one of those moments.
  *
  * COMMIT PREPARED, from any session, runs no callback of the engine's; the
- * statement itself wakes the scheduler while it watches one
- * (slot->watches_prepared, prepared_finish.c).  Should that wake be
+ * statement itself wakes the scheduler when one it watches has ended (the
+ * slot's copy of the list, prepared_finish.c).  Should that wake be
  * missed, what the transaction made due (a sleep to start, an llm node,
  * children nobody waits for) would wait for the next planned wake, up to
  * vectorbea.scheduler_idle_timeout; so while one is watched the scheduler
@@ -472,7 +473,57 @@ static TransactionId watched[VB_PREPARED_KEPT];
 static TimestampTz watched_at[VB_PREPARED_KEPT];	/* engine time of each PREPARE */
 static int	n_watched = 0;
 static TransactionId watch_before = InvalidTransactionId;
-static bool watch_by_age = true;	/* set watch_before at the next look */
+static bool watch_by_age = false;	/* set watch_before at the next look */
+static bool list_prepared = true;	/* at the first look: every one, by id */
+
+/*
+ * Puts a copy of the watched ids in the slot, for COMMIT PREPARED's wake
+ * (notify.c); under the slot's lock.
+ */
+static void
+publish_watched_locked(void)
+{
+	memcpy(my_slot->watched, watched, n_watched * sizeof(TransactionId));
+	my_slot->n_watched = n_watched;
+	my_slot->watches_by_age = watch_by_age || TransactionIdIsValid(watch_before);
+}
+
+/*
+ * At a scheduler's first look: the transactions of its database prepared
+ * now, by id, their PREPAREs unknown (DT_NOBEGIN): those the server
+ * recovered at its start, and any prepared before this scheduler started
+ * whose ids went to a slot nobody read.  Those beyond the list's room are
+ * watched by age.  In a step.
+ */
+static void
+watch_prepared_of_database(void)
+{
+	TransactionId found[VB_PREPARED_KEPT];
+	int			n = vb_prepared_xacts(found, VB_PREPARED_KEPT);
+
+	for (int i = 0; i < Min(n, VB_PREPARED_KEPT); i++)
+	{
+		bool		listed = false;
+
+		for (int j = 0; j < n_watched && !listed; j++)
+			listed = TransactionIdEquals(watched[j], found[i]);
+		if (listed)
+			continue;
+		if (n_watched == VB_PREPARED_KEPT)
+		{
+			n = VB_PREPARED_KEPT + 1;	/* no room: by age */
+			break;
+		}
+		watched[n_watched] = found[i];
+		watched_at[n_watched] = DT_NOBEGIN;
+		n_watched++;
+	}
+	if (n > VB_PREPARED_KEPT)
+		watch_before = ReadNextTransactionId();
+	LWLockAcquire(vb_shared->lock, LW_EXCLUSIVE);
+	publish_watched_locked();
+	LWLockRelease(vb_shared->lock);
+}
 
 /* Takes the ids the slot names; under the slot's lock.  False on overflow. */
 static bool
@@ -565,9 +616,7 @@ cancel_orphans(TimestampTz now, VbSweepCounters *c, TimestampTz *due, TimestampT
 	LWLockAcquire(vb_shared->lock, LW_EXCLUSIVE);
 	if (!take_prepared_locked())
 		watch_by_age = true;	/* by age: every id is older than the next */
-	/* From the take: a COMMIT PREPARED from now on wakes it (notify.c). */
-	if (n_watched > 0 || watch_by_age || TransactionIdIsValid(watch_before))
-		my_slot->watches_prepared = true;
+	publish_watched_locked();
 	if (my_slot->orphan_runs_overflowed || n_named + my_slot->n_orphan_runs > VB_ORPHAN_RUNS)
 		look_everywhere = true;
 	else
@@ -583,22 +632,24 @@ cancel_orphans(TimestampTz now, VbSweepCounters *c, TimestampTz *due, TimestampT
 		watch_before = ReadNextTransactionId();
 		watch_by_age = false;
 	}
-	watching = n_watched > 0 || TransactionIdIsValid(watch_before);
+	watching = n_watched > 0 || TransactionIdIsValid(watch_before) || list_prepared;
 	if (!look_everywhere && !watching && n_named == 0)
 		return true;
 	if (!begin_step("vectorbea: cancelling the child runs of ended parents"))
 		return false;
+	if (list_prepared)
+	{
+		watch_prepared_of_database();
+		list_prepared = false;
+	}
+	watching = n_watched > 0 || TransactionIdIsValid(watch_before);
 	/* Before the look: one committed after this is seen by the next look. */
 	if (watching)
 	{
 		prepared_left = prepared_work_may_come(ended_since);
-		if (!prepared_left)
-		{
-			/* A PREPARE since the take names itself in the slot: it wakes us too. */
-			LWLockAcquire(vb_shared->lock, LW_EXCLUSIVE);
-			my_slot->watches_prepared = false;
-			LWLockRelease(vb_shared->lock);
-		}
+		LWLockAcquire(vb_shared->lock, LW_EXCLUSIVE);
+		publish_watched_locked();
+		LWLockRelease(vb_shared->lock);
 	}
 
 	/*
@@ -818,7 +869,8 @@ vb_scheduler_main(Datum main_arg)
 	my_slot->in_pass = true;
 	my_slot->next_due = DT_NOBEGIN;
 	my_slot->due_in_pass = DT_NOEND;
-	my_slot->watches_prepared = false;
+	my_slot->n_watched = 0;
+	my_slot->watches_by_age = false;
 	strlcpy(my_slot->state, "starting", sizeof(my_slot->state));
 	LWLockRelease(vb_shared->lock);
 	on_shmem_exit(clear_slot, (Datum) 0);

@@ -22,6 +22,7 @@
 
 /* Prepared transactions a scheduler's slot names by id (more: by age). */
 #define VB_PREPARED_KEPT		64
+#define VB_AGE_WAKE_MS			100
 
 #define VB_SCHEDULER_CHANNEL	"vectorbea_scheduler"
 
@@ -70,8 +71,16 @@ typedef struct VbSchedulerSlot
 	bool		prepared_overflowed;
 	TransactionId prepared[VB_PREPARED_KEPT];
 	TimestampTz prepared_at[VB_PREPARED_KEPT];	/* engine time of each PREPARE */
-	/* It watches some prepared transaction: COMMIT PREPARED wakes it. */
-	bool		watches_prepared;
+	/*
+	 * The prepared transactions the scheduler watches by id (a copy of its
+	 * list), and whether it watches some by age: a COMMIT PREPARED wakes it
+	 * when one of those it names (here or above) has ended, and, while it
+	 * watches by age, at most every VB_AGE_WAKE_MS (notify.c).
+	 */
+	int			n_watched;
+	TransactionId watched[VB_PREPARED_KEPT];
+	bool		watches_by_age;
+	TimestampTz age_woken_at;
 	int			connect_failures;	/* starts that did not reach the database */
 	uint64		wakes;
 	VbSweepCounters counters;	/* kept across restarts of the worker */

@@ -869,16 +869,15 @@ vb_orphans_next_due(TimestampTz now, ArrayType *named)
 }
 
 /*
- * Whether a transaction of this database prepared before `horizon` (an id
- * not yet assigned when the scheduler started, or when more prepared
- * transactions left it work than its slot names) is left to commit: it
- * may have left the scheduler work, and its commit, from any backend,
- * tells the scheduler nothing (notify.c).
+ * The prepared transactions of this database, read from pg_prepared_xacts:
+ * the first `room` of them into xids; returns how many there are, which
+ * may be more.
  */
-bool
-vb_prepared_xacts_before(TransactionId horizon)
+static int
+read_prepared_xacts(TransactionId *xids, int room, TransactionId horizon)
 {
 	static SPIPlanPtr plan = NULL;
+	int			n = 0;
 
 	if (plan == NULL)
 		plan = vb_prepare("SELECT transaction FROM pg_catalog.pg_prepared_xacts"
@@ -890,10 +889,39 @@ vb_prepared_xacts_before(TransactionId horizon)
 		bool		isnull;
 		Datum		xid = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
 
-		if (!isnull && TransactionIdPrecedes(DatumGetTransactionId(xid), horizon))
-			return true;
+		if (isnull || (TransactionIdIsValid(horizon) &&
+					   !TransactionIdPrecedes(DatumGetTransactionId(xid), horizon)))
+			continue;
+		if (n < room)
+			xids[n] = DatumGetTransactionId(xid);
+		n++;
 	}
-	return false;
+	return n;
+}
+
+/*
+ * Whether a transaction of this database prepared before `horizon` (an id
+ * not yet assigned when more prepared transactions left the scheduler
+ * work than its slot names) is left to commit: it may have left the
+ * scheduler work, and its commit, from any backend, tells the scheduler
+ * nothing of its own (notify.c).
+ */
+bool
+vb_prepared_xacts_before(TransactionId horizon)
+{
+	return read_prepared_xacts(NULL, 0, horizon) > 0;
+}
+
+/*
+ * The transactions of this database that are prepared now, for a
+ * scheduler that starts: those recovered at the server's start, and any
+ * prepared before it whose ids went to a slot nobody read.  The first
+ * `room` into xids; returns how many there are.
+ */
+int
+vb_prepared_xacts(TransactionId *xids, int room)
+{
+	return read_prepared_xacts(xids, room, InvalidTransactionId);
 }
 
 /* ---- when ---- */

@@ -215,9 +215,9 @@ is($sql->(q{SELECT string_agg(c.run_id || '/' || c.node, ',')
 	FROM vectorbea.claim_tasks('w', ARRAY['tpr_work'], 5) c}), "$x/second",
 	"once committed, run x's second task is claimed");
 # The scheduler's slot was made anew at the restart, and names no
-# prepared transaction: it watches from its first pass.  (Its first
-# passes are over before the commit: a pass that finds the run is a
-# poll's.)
+# prepared transaction: its first pass lists those of the database.  (Its
+# first passes are over before the commit: a pass that finds the run is
+# the one the COMMIT PREPARED wakes.)
 sleep(2);
 $sql->(q{COMMIT PREPARED 'tp_restart'});
 ok(defined vb_wait_for($node, q{SELECT n.status FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id
@@ -282,10 +282,26 @@ is($sql->(q{SELECT count(*) FROM pg_prepared_xacts WHERE gid = 'other_app'}), '1
 $sql->(q{ROLLBACK PREPARED 'other_app'});
 sleep(2);
 is(passes(), $passes, "nor at its ROLLBACK PREPARED: the scheduler watched no prepared transaction");
+# Nor while it watches one: the wake is for a watched transaction that has
+# ended, not for every COMMIT PREPARED of the database.
+($rc, $out, $err) = $node->psql('postgres',
+	q{BEGIN; SELECT vectorbea.start_run('tp', '{}', 'watched'); PREPARE TRANSACTION 'tp_watched'});
+is($rc, 0, 'an engine transaction is prepared and watched');
+$sql->(q{BEGIN; INSERT INTO other_app VALUES (2); PREPARE TRANSACTION 'other_app_2'});
+# Its PREPARE woke the scheduler, whose pass took it.
+sleep(1);
+$passes = passes();
+$sql->(q{COMMIT PREPARED 'other_app_2'});
+sleep(2);
+is(passes(), $passes, "another application's COMMIT PREPARED makes no pass while the engine's is watched");
+$sql->(q{COMMIT PREPARED 'tp_watched'});
+ok(defined vb_wait_for($node, after_ready('watched'), '1', 20), "the engine's, once committed, is done");
 
 # More engine transactions prepared at once than the slot names (64): the
-# one beyond is watched by its age, so the scheduler still polls for it
-# after the first 64 have committed and their work is done.
+# one beyond is watched by its age, so the scheduler still watches for it
+# after the first 64 have committed and their work is done, and its
+# COMMIT PREPARED wakes it (those of a database watched by age wake it at
+# most every 100 ms).
 for my $i (1 .. 65)
 {
 	($rc, $out, $err) = $node->psql('postgres',
