@@ -438,13 +438,12 @@ restart_marks_locked(Oid db)
  * transactions the server recovered as prepared are not among the
  * droppers, for no memory here saw them prepared, and any of them may
  * have made nodes ready.  Each drops its own database's marks, as if it
- * had been prepared now; another database's claims keep theirs (the
- * first claim used to drop every database's until every transaction older
- * than it had ended).  One prepared since the start that made nodes ready
- * is listed already, by its PREPARE, or is being prepared and lists
- * itself.  Reads pg_prepared_xact(), which names each one's database: the
- * caller is connected to SPI, as the extension's owner (the claim's door
- * switched to it), so a worker role's own grants do not matter.
+ * had been prepared now; another database's claims keep theirs.  One
+ * prepared since the start that made nodes ready is listed already, by its
+ * PREPARE, or is being prepared and lists itself.  Reads
+ * pg_prepared_xact(), which names each one's database: the caller is
+ * connected to SPI, as the extension's owner (the claim's door switched to
+ * it), so a worker role's own grants do not matter.
  */
 static void
 start_marks(void)

@@ -654,9 +654,9 @@ cancel_orphans(TimestampTz now, VbSweepCounters *c, TimestampTz *due, TimestampT
 
 	/*
 	 * A prepared transaction's orphans appear when it has ended: the look
-	 * is everywhere then, not at every pass while it is prepared (one left
-	 * lingering made every poll read every running child run).  Those
-	 * watched by age end unseen, one by one: everywhere while any is left.
+	 * is everywhere then, not at every pass while it is prepared, which
+	 * may be for long.  Those watched by age end unseen, one by one:
+	 * everywhere while any is left.
 	 */
 	everywhere = look_everywhere || *ended_since != DT_NOEND || TransactionIdIsValid(watch_before);
 	if (!everywhere && n_named == 0)

@@ -7,8 +7,11 @@
  * check made before the extension's scripts run (install_guard.c) and the
  * planner's view of the engine's partial indexes (index_costs.c); loading
  * it from shared_preload_libraries also claims shared memory for the
- * schedulers (shmem.c) and for the claims' marks (claim_marks.c), and
- * registers one scheduler per database (scheduler.c).  The top of the
+ * schedulers (shmem.c), the claims' marks (claim_marks.c), the relay of
+ * notifications (relay.c) and the held notifications of prepared
+ * transactions (prepared_notes.c), hooks COMMIT PREPARED to wake the
+ * schedulers (prepared_finish.c), and registers one scheduler per
+ * database (scheduler.c).  The top of the
  * layers: nothing calls into this file.
  *
  * IDENTIFICATION
@@ -24,10 +27,10 @@
 #include "claim_marks.h"
 #include "index_costs.h"
 #include "install_guard.h"
+#include "prepared_finish.h"
 #include "prepared_notes.h"
 #include "relay.h"
 #include "scheduler.h"
-#include "prepared_finish.h"
 #include "settings.h"
 #include "shmem.h"
 

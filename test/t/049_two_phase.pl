@@ -273,7 +273,7 @@ is($rc, 0, "the engine's transaction is prepared beside the other application's"
 $sql->(q{COMMIT PREPARED 'tp_beside'});
 ok(defined vb_wait_for($node, after_ready('beside-other'), '1', 20),
 	'once committed, its sleep starts and ends');
-# The poll that found it ended is over by now; from here on nothing is due.
+# The pass that found it ended is over by now; from here on nothing is due.
 sleep(2);
 my $passes = passes();
 sleep(3);
@@ -336,7 +336,7 @@ my $looks = sub {
 sleep(1);
 $passes = passes();
 my $looked = $looks->();
-sleep(3);
+sleep(5);
 cmp_ok(passes() - $passes, '>=', 2, 'the scheduler passes every second while it is prepared');
 is($looks->() - $looked, 0, 'and looks for orphaned child runs nowhere meanwhile');
 $sql->(q{COMMIT PREPARED 'tp_polled'});
