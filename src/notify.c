@@ -258,7 +258,11 @@ tell_scheduler_after_commit(VbSchedulerSlot *slot, TimestampTz due, TransactionI
 			slot->n_prepared++;
 		}
 		else
+		{
+			if (!slot->prepared_overflowed || prepared_at < slot->overflowed_since)
+				slot->overflowed_since = prepared_at;
 			slot->prepared_overflowed = true;
+		}
 	}
 	else
 	{

@@ -474,6 +474,7 @@ static TimestampTz watched_at[VB_PREPARED_KEPT];	/* engine time of each PREPARE 
 static int	n_watched = 0;
 static TransactionId watch_before = InvalidTransactionId;
 static bool watch_by_age = false;	/* set watch_before at the next look */
+static TimestampTz by_age_since = DT_NOEND; /* the earliest PREPARE of those by age */
 static bool list_prepared = true;	/* at the first look: every one, by id */
 
 /*
@@ -519,18 +520,26 @@ watch_prepared_of_database(void)
 		n_watched++;
 	}
 	if (n > VB_PREPARED_KEPT)
+	{
 		watch_before = ReadNextTransactionId();
+		by_age_since = DT_NOBEGIN;
+	}
 	LWLockAcquire(vb_shared->lock, LW_EXCLUSIVE);
 	publish_watched_locked();
 	LWLockRelease(vb_shared->lock);
 }
 
-/* Takes the ids the slot names; under the slot's lock.  False on overflow. */
+/*
+ * Takes the ids the slot names; under the slot's lock.  False on overflow,
+ * with by_age_since lowered to the earliest PREPARE of those left out.
+ */
 static bool
 take_prepared_locked(void)
 {
 	bool		fits = !my_slot->prepared_overflowed;
 
+	if (!fits)
+		by_age_since = Min(by_age_since, my_slot->overflowed_since);
 	for (int i = 0; i < my_slot->n_prepared; i++)
 	{
 		if (n_watched < VB_PREPARED_KEPT)
@@ -540,7 +549,10 @@ take_prepared_locked(void)
 			n_watched++;
 		}
 		else
+		{
+			by_age_since = Min(by_age_since, my_slot->prepared_at[i]);
 			fits = false;
+		}
 	}
 	my_slot->n_prepared = 0;
 	my_slot->prepared_overflowed = false;
@@ -551,8 +563,9 @@ take_prepared_locked(void)
  * Forgets the watched transactions that have ended; whether any is left.
  * (A prepared transaction stays in the proc array until COMMIT or
  * ROLLBACK PREPARED.)  *ended_since: the earliest PREPARE of those that
- * ended, DT_NOBEGIN when those watched by age have (nobody saw their
- * PREPAREs), DT_NOEND when none has.  Reads pg_prepared_xacts, so inside
+ * ended, those watched by age included once they all have (by_age_since:
+ * DT_NOBEGIN for those found at the first look, whose PREPAREs nobody
+ * saw), DT_NOEND when none has.  Reads pg_prepared_xacts, so inside
  * a step.
  */
 static bool
@@ -576,7 +589,8 @@ prepared_work_may_come(TimestampTz *ended_since)
 	if (TransactionIdIsValid(watch_before) && !vb_prepared_xacts_before(watch_before))
 	{
 		watch_before = InvalidTransactionId;
-		*ended_since = DT_NOBEGIN;
+		*ended_since = Min(*ended_since, by_age_since);
+		by_age_since = DT_NOEND;
 	}
 	return n_watched > 0 || TransactionIdIsValid(watch_before);
 }

@@ -69,6 +69,7 @@ typedef struct VbSchedulerSlot
 	 */
 	int			n_prepared;
 	bool		prepared_overflowed;
+	TimestampTz overflowed_since;	/* the earliest PREPARE of those beyond */
 	TransactionId prepared[VB_PREPARED_KEPT];
 	TimestampTz prepared_at[VB_PREPARED_KEPT];	/* engine time of each PREPARE */
 	/*

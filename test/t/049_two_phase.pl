@@ -301,7 +301,14 @@ ok(defined vb_wait_for($node, after_ready('watched'), '1', 20), "the engine's, o
 # one beyond is watched by its age, so the scheduler still watches for it
 # after the first 64 have committed and their work is done, and its
 # COMMIT PREPARED wakes it (those of a database watched by age wake it at
-# most every 100 ms).
+# most every 100 ms).  Once it has ended, the scheduler announces the
+# retries due since its PREPARE, not every activity with ready work: a
+# listener that came after a task of tp_idle was made ready does not hear
+# of it.
+$sql->(q{SELECT vectorbea.define_workflow('tp_idle', '{"nodes": [{"id": "work", "activity": "tp_idle_work"}]}');
+	SELECT vectorbea.start_run('tp_idle', '{}')});
+my $listener = $node->background_psql('postgres');
+$listener->query_safe('LISTEN vectorbea_tasks;');
 for my $i (1 .. 65)
 {
 	($rc, $out, $err) = $node->psql('postgres',
@@ -315,6 +322,12 @@ sleep(2);
 $sql->(q{COMMIT PREPARED 'many_65'});
 ok(defined vb_wait_for($node, after_ready('many-%'), '65', 20),
 	'the 65th, beyond the ids the slot names, is done once it commits');
+# Its end was seen by then: the pass that started its sleep came after
+# it, and the one that ended it a second later.
+my @heard = map { $_->[1] } vb_notifications($listener->query_safe('SELECT 1;'));
+ok((grep { $_ eq 'tp_after' } @heard), 'the listener heard the sleeps end');
+ok(!(grep { $_ eq 'tp_idle_work' } @heard), 'and not of tp_idle, which nothing made ready since');
+$listener->quit;
 
 # The poll, the fallback should a wake be missed (none can be made to miss
 # here): with its interval at a second, an engine transaction left
