@@ -111,18 +111,24 @@ sub claim_blocks
 		SELECT claim_blocks('tpm_work'); SELECT claim_blocks('tpm_work'); SELECT claim_blocks('tpm_work')});
 	return $blocks[-1];
 }
-my $holder = $node->background_psql('postgres');
-$holder->query_safe('BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM vectorbea.runs;');
-my $drain = q{SELECT count(vectorbea.complete_task(c.task_id, c.lease, '{}'))
-	FROM vectorbea.claim_tasks('w', ARRAY['tpm_work'], 500) c};
-my $done = 0;
-for (1 .. 40)
+# Holds a snapshot in a session of its own, then claims and completes
+# the ready tpm tasks (5,000); returns that session and how many it did.
+sub drain_under_held_snapshot
 {
-	my $n = $sql->($drain);
-	$done += $n;
-	last if $n == 0 && $done >= 5000;
-	usleep(20_000);
+	my $holder = $node->background_psql('postgres');
+	$holder->query_safe('BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM vectorbea.runs;');
+	my $done = 0;
+	for (1 .. 40)
+	{
+		my $n = $sql->(q{SELECT count(vectorbea.complete_task(c.task_id, c.lease, '{}'))
+			FROM vectorbea.claim_tasks('w', ARRAY['tpm_work'], 500) c});
+		$done += $n;
+		last if $n == 0 && $done >= 5000;
+		usleep(20_000);
+	}
+	return ($holder, $done);
 }
+my ($holder, $done) = drain_under_held_snapshot();
 is($done, 5000, 'the 5,000 tasks are done under a held snapshot');
 # Claims move the mark at most every 10 ms: past the last claimed entry.
 my $on = claim_blocks();
@@ -231,16 +237,7 @@ ok(defined vb_wait_for($node, q{SELECT n.status FROM vectorbea.nodes n JOIN vect
 # had ended).  The same measure as above: 5,000 tasks drained under a
 # held snapshot, then a claim starts at its mark or reads past them all.
 $sql->(q{SELECT vectorbea.start_run('tpm', '{}') FROM generate_series(1, 5000)});
-$holder = $node->background_psql('postgres');
-$holder->query_safe('BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM vectorbea.runs;');
-$done = 0;
-for (1 .. 40)
-{
-	my $n = $sql->($drain);
-	$done += $n;
-	last if $n == 0 && $done >= 5000;
-	usleep(20_000);
-}
+($holder, $done) = drain_under_held_snapshot();
 is($done, 5000, 'after the restart, 5,000 more tasks are done under a held snapshot');
 is($node->safe_psql('elsewhere', q{SELECT count(*) FROM pg_prepared_xacts WHERE gid = 'tpm_elsewhere_restart'}),
 	'1', "while the other database's transaction prepared before the restart still is");
