@@ -212,6 +212,54 @@ fail_unsent(ClaimBatch *b, int i, VbRun *run, const char *err_class, const char 
 	vb_run_save(run, b->at);
 }
 
+/*
+ * Records call c of claimed attempt i, or, when it must not be made now (a
+ * switch thrown, a rate limit, a budget, an address not allowed), holds or
+ * fails the attempt instead; true when it was recorded, to be sent.
+ */
+static bool
+record_or_hold(ClaimBatch *b, int i, VbRun *run, LlmCall *c)
+{
+	char	   *problem;
+
+	/* A switch thrown after the node became ready: hold it, uncalled. */
+	if (vb_model_disabled(c->provider, c->model))
+	{
+		vb_state_abort_attempt(run, b->claimed[i].task_id,
+							   psprintf("%s/%s is disabled", c->provider, c->model), DT_NOEND, b->at);
+		vb_run_save(run, b->at);
+		return false;
+	}
+	/* Its time under the rate limits: not yet, it waits (once) for it. */
+	{
+		TimestampTz until;
+		char	   *why;
+
+		if (!vb_rate_take(c->task_id, c->workspace, c->provider, c->model,
+						  (int64) (strlen(vb_llm_request_body(c)) / 4) + 1 + c->max_tokens,
+						  b->at, &until, &why))
+		{
+			vb_event(run, "RATE_LIMITED", b->claimed[i].node, b->claimed[i].attempt, why, b->at);
+			vb_state_abort_attempt(run, b->claimed[i].task_id, "waiting for its time under a rate limit",
+								   until, b->at);
+			vb_run_save(run, b->at);
+			return false;
+		}
+	}
+	problem = vb_http_check_url(c->url);
+	if (problem == NULL &&
+		vb_llm_stop_if_over_budget(run, c, strlen(vb_llm_request_body(c)), b->at))
+		return false;
+	if (problem)
+	{
+		fail_unsent(b, i, run, "permanent", problem);
+		return false;
+	}
+	record_request(run, c, b->at);
+	vb_run_save(run, b->at);
+	return true;
+}
+
 static void
 prepare_one(void *arg, int i)
 {
@@ -219,6 +267,7 @@ prepare_one(void *arg, int i)
 	char	   *problem;
 	VbRun		run;
 	LlmCall    *c;
+	bool		recorded;
 
 	if (!vb_run_lock(&b->claimed[i].run_id, &run))
 		return;
@@ -237,45 +286,25 @@ prepare_one(void *arg, int i)
 		fail_unsent(b, i, &run, "permanent", problem);
 		return;
 	}
-	/* A switch thrown after the node became ready: hold it, uncalled. */
-	if (vb_model_disabled(c->provider, c->model))
+	/*
+	 * c lives in llm_cxt, for the life of the process, and holds the key:
+	 * an error here (caught by the item) must not leave it behind.
+	 */
+	PG_TRY();
+	{
+		recorded = record_or_hold(b, i, &run, c);
+	}
+	PG_CATCH();
 	{
 		forget_call(c);
-		vb_state_abort_attempt(&run, b->claimed[i].task_id,
-							   psprintf("%s/%s is disabled", c->provider, c->model), DT_NOEND, b->at);
-		vb_run_save(&run, b->at);
-		return;
+		PG_RE_THROW();
 	}
-	/* Its time under the rate limits: not yet, it waits (once) for it. */
-	{
-		TimestampTz until;
-		char	   *why;
-
-		if (!vb_rate_take(c->task_id, c->workspace, c->provider, c->model,
-						  (int64) (strlen(vb_llm_request_body(c)) / 4) + 1 + c->max_tokens,
-						  b->at, &until, &why))
-		{
-			forget_call(c);
-			vb_event(&run, "RATE_LIMITED", b->claimed[i].node, b->claimed[i].attempt, why, b->at);
-			vb_state_abort_attempt(&run, b->claimed[i].task_id, "waiting for its time under a rate limit",
-								   until, b->at);
-			vb_run_save(&run, b->at);
-			return;
-		}
-	}
-	problem = vb_http_check_url(c->url);
-	if (problem == NULL &&
-		vb_llm_stop_if_over_budget(&run, c, strlen(vb_llm_request_body(c)), b->at))
-		problem = "";
-	if (problem)
+	PG_END_TRY();
+	if (!recorded)
 	{
 		forget_call(c);
-		if (problem[0] != '\0')
-			fail_unsent(b, i, &run, "permanent", problem);
 		return;
 	}
-	record_request(&run, c, b->at);
-	vb_run_save(&run, b->at);
 	/* Held only once it is on record: an error above drops it unsent. */
 	c->next = calls;
 	calls = c;

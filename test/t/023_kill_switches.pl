@@ -75,11 +75,18 @@ is(sql(q{SELECT count(*) FROM vectorbea.nodes WHERE status = 'ready' AND availab
 	'the nodes wait, held, for the model');
 is(sql(q{SELECT count(*) FROM vectorbea.nodes WHERE max_attempts = attempt + 3}), $CALLS,
 	'the aborted attempts do not count against the nodes');
+# A node that becomes ready after the switch is held at its claim, and its
+# attempt says why.
+my $late = sql(q{SELECT vectorbea.start_run('ask', '{"n": 0}')});
+ok(vb_scheduler_pass($node), 'the scheduler made a pass after a run started while the model is disabled');
+is(sql(qq{SELECT status || ', ' || (error->>'message') || ', ' || available_at FROM vectorbea.nodes WHERE run_id = '$late'}),
+	'ready, openai/gpt-4o-mini is disabled, infinity', 'its node waits, held, saying the model is disabled');
+is(requested() . ' ' . scalar @{ vb_fake_requests() }, "$recorded $sent", 'and it made no call');
 
 vb_fake_reset();
 vb_fake_script({ text => 'ok', times => -1 });
 sql(q{SELECT vectorbea.enable_model('openai', 'gpt-4o-mini')});
-ok(defined vb_wait_for($node, q{SELECT count(*) FROM vectorbea.runs WHERE status = 'succeeded'}, $CALLS, 60),
+ok(defined vb_wait_for($node, q{SELECT count(*) FROM vectorbea.runs WHERE status = 'succeeded'}, $CALLS + 1, 60),
 	'enable_model: every call is made again and every run succeeds');
 
 # ---------------------------------------------------------------------------
