@@ -579,6 +579,9 @@ vb_http_start(const char *url, int nheaders, const char *const *headers,
 	{
 		call->result = CURLE_FAILED_INIT;
 		strlcpy(call->errbuf, curl_multi_strerror(mc), sizeof(call->errbuf));
+		/* Finished, never in flight: as collect_finished leaves a call. */
+		curl_easy_cleanup(easy);
+		call->easy = NULL;
 		queue_done(call);
 		return call;
 	}
@@ -611,7 +614,10 @@ release(VbHttpCall *call)
 	free(call);
 }
 
-/* Drops a call in flight (its run was cancelled, its lease lost). */
+/*
+ * Drops a call (its run was cancelled, its lease lost): in flight, or
+ * finished and waiting in the done queue for a step that did not come.
+ */
 void
 vb_http_abort(VbHttpCall *call)
 {
@@ -619,6 +625,22 @@ vb_http_abort(VbHttpCall *call)
 	{
 		curl_multi_remove_handle(multi, call->easy);
 		in_flight--;
+	}
+	else
+	{
+		VbHttpCall *prev = NULL;
+
+		for (VbHttpCall *q = done_head; q; prev = q, q = q->next)
+			if (q == call)
+			{
+				if (prev)
+					prev->next = q->next;
+				else
+					done_head = q->next;
+				if (done_tail == q)
+					done_tail = prev;
+				break;
+			}
 	}
 	release(call);
 }
