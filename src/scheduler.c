@@ -353,6 +353,12 @@ wait_with_calls(TimestampTz until, MemoryContext cxt, VbSweepCounters *c)
 			vb_llm_finish(c);
 			if (vb_llm_claim(c))
 				until = Min(until, vb_now() + BUSY_RETRY_MS * 1000);
+			/*
+			 * A call this step put on record (a correction, a claim) whose
+			 * lease a later answer of the batch revoked (it failed or
+			 * stopped the run) is not sent, as in do_pass.
+			 */
+			vb_llm_check_leases();
 			end_step();
 			vb_llm_send();
 		}
