@@ -74,24 +74,17 @@ retry_after_ms(const char *value)
 	secs = strtod(value, &end);
 	if (end != value && *end == '\0' && secs >= 0)
 		return secs * 1000 < MAX_WAIT_MS ? (int64) (secs * 1000) : MAX_WAIT_MS;
-	/* An HTTP date: how far it is from now. */
+	/*
+	 * An HTTP date: how far it is from now.  curl reads the header's date
+	 * formats and says -1 to anything else, without an error to catch.
+	 */
 	{
-		TimestampTz when;
+		time_t		when = curl_getdate(value, NULL);
 
-		PG_TRY();
-		{
-			when = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in, CStringGetDatum(value),
-														   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
-		}
-		PG_CATCH();
-		{
-			FlushErrorState();
+		if (when == (time_t) -1)
 			return -1;
-		}
-		PG_END_TRY();
-		if (TIMESTAMP_NOT_FINITE(when))
-			return -1;
-		return Min(Max((when - GetCurrentTimestamp()) / 1000, 0), MAX_WAIT_MS);
+		return Min(Max((time_t_to_timestamptz((pg_time_t) when) - GetCurrentTimestamp()) / 1000, 0),
+				   MAX_WAIT_MS);
 	}
 }
 

@@ -176,9 +176,32 @@ sub failure_case
 my $rl = failure_case('ratelimit', { status => 429, headers => { 'Retry-After' => '1' },
 	error_message => 'Rate limit reached' }, 'rate_limited', 1, qr/429.*Rate limit reached/);
 is(events($rl, 'STEP_FAILED')->[0]{error}{retry_after}, '1000ms', 'ratelimit: the error carries retry_after, exactly');
-my $gap = sql(qq{SELECT extract(epoch FROM (SELECT at FROM vectorbea.events WHERE run_id = '$rl' AND type = 'STEP_STARTED' ORDER BY seq DESC LIMIT 1)
-	- (SELECT at FROM vectorbea.events WHERE run_id = '$rl' AND type = 'STEP_FAILED'))});
-cmp_ok($gap, '>=', 0.9, 'ratelimit: the retry waited for Retry-After (1 s), not the 100 ms backoff');
+# Seconds from a run's failed attempt to its retry.
+sub retry_gap
+{
+	my ($run) = @_;
+	return sql(qq{SELECT extract(epoch FROM (SELECT at FROM vectorbea.events WHERE run_id = '$run' AND type = 'STEP_STARTED' ORDER BY seq DESC LIMIT 1)
+	- (SELECT at FROM vectorbea.events WHERE run_id = '$run' AND type = 'STEP_FAILED'))});
+}
+cmp_ok(retry_gap($rl), '>=', 0.9, 'ratelimit: the retry waited for Retry-After (1 s), not the 100 ms backoff');
+# Retry-After as an HTTP date: the retry waits for that time.
+{
+	my @day = qw(Sun Mon Tue Wed Thu Fri Sat);
+	my @mon = qw(Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec);
+	my @g = gmtime(int(time) + 4);
+	my $http_date = sprintf('%s, %02d %s %04d %02d:%02d:%02d GMT',
+		$day[$g[6]], $g[3], $mon[$g[4]], $g[5] + 1900, $g[2], $g[1], $g[0]);
+	my $run = failure_case('ratelimit_date', { status => 429, headers => { 'Retry-After' => $http_date } },
+		'rate_limited', 1, qr/429/);
+	like(events($run, 'STEP_FAILED')->[0]{error}{retry_after}, qr/^[1-4][0-9]{3}ms$/,
+		"ratelimit_date: Retry-After: $http_date is read as a wait of 1 to 4 s");
+	cmp_ok(retry_gap($run), '>=', 1.0, 'ratelimit_date: the retry waited for that date');
+	# Neither seconds nor a date: not a wait, the retry follows the backoff.
+	$run = failure_case('ratelimit_odd', { status => 429, headers => { 'Retry-After' => 'soon' } },
+		'rate_limited', 1, qr/429/);
+	ok(!exists events($run, 'STEP_FAILED')->[0]{error}{retry_after},
+		'ratelimit_odd: an unreadable Retry-After is no wait');
+}
 failure_case('server', { status => 500, error_message => 'The server had an error' }, 'transient', 1,
 	qr/answered 500: The server had an error/);
 failure_case('overloaded', { status => 503 }, 'transient', 1, qr/answered 503/);
