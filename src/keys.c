@@ -86,12 +86,13 @@ vb_read_master_key(const char *path)
 		ereport(ERROR,
 				(errcode_for_file_access(),
 				 errmsg("could not open the master key file \"%s\": %m", path)));
-	buf = palloc0(MAX_KEY_LEN + 1);
-	n = fread(buf, 1, MAX_KEY_LEN, f);
+	/* Room for a line end and one byte more: a longer key is refused, not cut. */
+	buf = palloc0(MAX_KEY_LEN + 4);
+	n = fread(buf, 1, MAX_KEY_LEN + 3, f);
 	FreeFile(f);
 	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
 		buf[--n] = '\0';
-	if (n < MIN_MASTER_KEY_LEN || strlen(buf) != n)
+	if (n < MIN_MASTER_KEY_LEN || n > MAX_KEY_LEN || strlen(buf) != n)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIG_FILE_ERROR),
 				 errmsg("the master key in \"%s\" must be %d to %d characters of text",
@@ -364,9 +365,12 @@ check_provider_key_as_owner(PG_FUNCTION_ARGS)
 	kc.args[1] = PG_GETARG_DATUM(1);
 	kc.args[2] = CStringGetTextDatum(master);
 
-	/* A wrong passphrase makes pgcrypto throw; that is the answer "no". */
+	/*
+	 * A wrong passphrase makes pgcrypto throw; that is the answer "no".
+	 * Anything else (a missing key, a lock timeout) is no answer.
+	 */
 	edata = vb_try_in_subxact(decrypt_in_place, &kc);
-	if (edata && edata->sqlerrcode == ERRCODE_UNDEFINED_OBJECT)
+	if (edata && edata->sqlerrcode != ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION)
 		ReThrowError(edata);
 	if (edata)
 	{
@@ -420,6 +424,8 @@ check_every_key_decrypts(const char *schema, const char *master)
 		edata = vb_try_in_subxact(decrypt_in_place, &kc);
 		if (edata == NULL)
 			continue;
+		if (edata->sqlerrcode != ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION)
+			ReThrowError(edata);	/* not pgcrypto's answer about the key */
 		FreeErrorData(edata);
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

@@ -16,6 +16,8 @@ BEGIN
 				   'umask 077 && cat > vb_master_2');
 	EXECUTE format('COPY (SELECT %L) TO PROGRAM %L', 'short',
 				   'umask 077 && cat > vb_master_short');
+	EXECUTE format('COPY (SELECT %L) TO PROGRAM %L', repeat('k', 4097),
+				   'umask 077 && cat > vb_master_long');
 	EXECUTE format('COPY (SELECT %L) TO %L', 'readable-master-key-0123456789',
 				   dir || '/vb_master_open');
 END $$;
@@ -27,6 +29,9 @@ SELECT vectorbea.set_provider_key('acme', 'openai', 'sk-test-123'); \echo SQLSTA
 SET vectorbea.master_key_file = 'vb_master_open';
 SELECT vectorbea.set_provider_key('acme', 'openai', 'sk-test-123'); \echo SQLSTATE :SQLSTATE
 SET vectorbea.master_key_file = 'vb_master_short';
+SELECT vectorbea.set_provider_key('acme', 'openai', 'sk-test-123'); \echo SQLSTATE :SQLSTATE
+-- One character too long is refused, not cut to the first 4096.
+SET vectorbea.master_key_file = 'vb_master_long';
 SELECT vectorbea.set_provider_key('acme', 'openai', 'sk-test-123'); \echo SQLSTATE :SQLSTATE
 SET vectorbea.master_key_file = 'vb_master_1';
 
