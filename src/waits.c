@@ -863,7 +863,8 @@ vb_orphans_next_due(TimestampTz now, ArrayType *named)
 						"SELECT FROM vectorbea.runs c WHERE " NOBODYS_CHILD_AMONG_NAMED " LIMIT 1",
 						"SELECT FROM vectorbea.runs c WHERE " NOBODYS_CHILD " LIMIT 1");
 	args[0] = PointerGetDatum(named);
-	if (SPI_execute_plan(plan, args, NULL, true, 1) != SPI_OK_SELECT)
+	/* Not read-only: as vb_cancel_orphans, with a snapshot taken now. */
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: orphan child lookup failed");
 	return SPI_processed > 0 ? TimestampTzPlusMilliseconds(now, RETRY_BUSY_MS) : DT_NOEND;
 }
