@@ -413,15 +413,15 @@ vb_relay_send(bool may_wait)
 			while (n < RELAY_CHUNK && my_ring->head != my_ring->tail)
 				chunk[n++] = my_ring->entries[my_ring->head++ % RELAY_ENTRIES];
 			LWLockRelease(my_ring->lock);
+			taken += n;			/* out of the ring: sent or lost */
 			for (int i = 0; i < n; i++)
 				Async_Notify(channel_names[chunk[i].channel], chunk[i].payload);
-			taken += n;
 		} while (n == RELAY_CHUNK);
 		/* Those of prepared transactions that have committed since. */
 		n = vb_prepared_notes_take(&committed);
+		taken += n;
 		for (int i = 0; i < n; i++)
 			Async_Notify(channel_names[committed[i].channel], committed[i].payload);
-		taken += n;
 		CommitTransactionCommand();
 		last_send = GetCurrentTimestamp();
 		count_batch(taken, false);
