@@ -38,6 +38,7 @@
 #include "access/xact.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/snapmgr.h"
 
 #include "vectorbea.h"
 #include "caller.h"
@@ -71,7 +72,10 @@ text_array(List *names)
 /*
  * Whether any concurrency limit exists, cached in the backend until
  * set_concurrency_limit bumps the shared generation (at its commit): most
- * databases have none, and every claim asks.
+ * databases have none, and every claim asks.  Read with the latest
+ * snapshot, taken after the generation: the statement's (or a REPEATABLE
+ * READ transaction's) may predate the commit that bumped it, and "none"
+ * would then be kept under the new generation until the next change.
  */
 static bool limits_pending_bump = false;
 
@@ -80,6 +84,7 @@ limits_exist(void)
 {
 	static uint64 seen_generation = PG_UINT64_MAX;
 	static bool any = false;
+	static SPIPlanPtr plan = NULL;
 	uint64		generation;
 
 	if (vb_shared == NULL)
@@ -89,7 +94,10 @@ limits_exist(void)
 	generation = pg_atomic_read_u64(&vb_shared->limits_generation);
 	if (generation != seen_generation)
 	{
-		if (SPI_execute("SELECT FROM vectorbea.concurrency_limits LIMIT 1", true, 1) != SPI_OK_SELECT)
+		if (plan == NULL)
+			plan = vb_prepare("SELECT FROM vectorbea.concurrency_limits LIMIT 1", 0, NULL);
+		if (SPI_execute_snapshot(plan, NULL, NULL, GetLatestSnapshot(), InvalidSnapshot,
+								 true, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "vectorbea: could not look up concurrency limits");
 		any = SPI_processed > 0;
 		seen_generation = generation;
@@ -175,7 +183,9 @@ vb_claim_within_limits(const char *worker, ArrayType *activities, int max_tasks,
 							   " WHERE l.activity = ANY ($1) ORDER BY l.activity, l.workspace",
 							   lengthof(types), types);
 	}
-	if (SPI_execute_plan(lock_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+	/* The latest snapshot, as limits_exist: a limit it found is locked. */
+	if (SPI_execute_snapshot(lock_plan, args, NULL, GetLatestSnapshot(), InvalidSnapshot,
+							 false, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not lock concurrency limits");
 	if (SPI_processed == 0)
 		return false;
@@ -313,18 +323,36 @@ set_concurrency_limit_as_owner(PG_FUNCTION_ARGS)
 	SPI_connect();
 	args[0] = CStringGetTextDatum(activity);
 	args[1] = CStringGetTextDatum(workspace);
-	if (SPI_execute_with_args("DELETE FROM vectorbea.concurrency_limits WHERE activity = $1 AND workspace = $2",
-							  2, types, args, NULL, false, 0) != SPI_OK_DELETE)
-		elog(ERROR, "vectorbea: could not replace a concurrency limit");
-	existed = SPI_processed > 0;
-	if (!PG_ARGISNULL(1))
+	if (PG_ARGISNULL(1))
 	{
+		if (SPI_execute_with_args("DELETE FROM vectorbea.concurrency_limits WHERE activity = $1 AND workspace = $2",
+								  2, types, args, NULL, false, 0) != SPI_OK_DELETE)
+			elog(ERROR, "vectorbea: could not remove a concurrency limit");
+		existed = SPI_processed > 0;
+	}
+	else
+	{
+		/*
+		 * A limit changed in place, never deleted and inserted: a claim
+		 * waiting on its row follows it to the new version, where a deleted
+		 * row would be skipped and the new one, after the claim's snapshot,
+		 * unseen: the claim would go unlimited.
+		 */
+		if (SPI_execute_with_args("SELECT FROM vectorbea.concurrency_limits"
+								  " WHERE activity = $1 AND workspace = $2 FOR UPDATE",
+								  2, types, args, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "vectorbea: could not look up a concurrency limit");
+		existed = SPI_processed > 0;
 		args[2] = Int32GetDatum(PG_GETARG_INT32(1));
 		args[3] = DirectFunctionCall1(namein, CStringGetDatum(vb_caller_name()));
 		args[4] = TimestampTzGetDatum(vb_now());
 		if (SPI_execute_with_args("INSERT INTO vectorbea.concurrency_limits"
 								  " (activity, workspace, max_running, set_by, set_at)"
-								  " VALUES ($1, $2, $3, $4, $5)", 5, types, args, NULL, false, 0) != SPI_OK_INSERT)
+								  " VALUES ($1, $2, $3, $4, $5)"
+								  " ON CONFLICT (activity, workspace) DO UPDATE"
+								  " SET max_running = EXCLUDED.max_running, set_by = EXCLUDED.set_by,"
+								  "     set_at = EXCLUDED.set_at",
+								  5, types, args, NULL, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "vectorbea: could not set a concurrency limit");
 	}
 	SPI_finish();
