@@ -186,6 +186,24 @@ SELECT status, error->>'reason' AS reason FROM vectorbea.runs WHERE id = :'low';
 SELECT node, status FROM vectorbea.nodes WHERE run_id = :'low' ORDER BY node;
 SELECT vectorbea.run_due_work()->'children_cancelled' AS children_cancelled;
 
+-- A run node out of attempts waits at its escalation gate holding nothing:
+-- its child ended and what it spent is booked, so the grant it gave the
+-- child no longer counts against the run's budget (it counted all 10
+-- while a person decided, leaving the run's other work nothing).
+SELECT vectorbea.define_workflow('escalating', '{"nodes":[
+  {"id":"delegate","kind":"run","run":{"workflow":"kid"},"retry":{"max_attempts":1},"on_exhausted":"escalate"},
+  {"id":"side","activity":"side_work","depends_on":["delegate"]}]}');
+SELECT vectorbea.start_run('escalating', '{}', NULL, '{"budget_usd": 10}') AS esc \gset
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+SELECT reserved_usd, booked_usd, child_usage_usd FROM vectorbea.spend WHERE run = :'esc';
+SELECT vectorbea.fail_task(task_id, lease, '{"message": "no", "class": "permanent", "usage": {"usd": 2}}')
+  FROM vectorbea.claim_tasks('w', ARRAY['kid_work']);
+SELECT n.status, n.reserved_usd, g.kind, g.status AS gate
+  FROM vectorbea.nodes n JOIN vectorbea.approvals g ON g.run_id = n.run_id AND g.node = n.node
+ WHERE n.run_id = :'esc' AND n.node = 'delegate';
+SELECT reserved_usd, booked_usd, child_usage_usd FROM vectorbea.spend WHERE run = :'esc';
+SELECT vectorbea.cancel_run(:'esc', 'seen enough');
+
 DROP FUNCTION tree(uuid);
 
 -- Every run the file left agrees with its history.
