@@ -154,7 +154,8 @@ plan_fork(pg_uuid_t *source, const char *from_node, const char *definition_specs
 						  "  ORDER BY s.batch, s.ord",
 						  lengthof(types), types);
 	}
-	if (SPI_execute_plan(plan, args, nulls, true, 0) != SPI_OK_SELECT)
+	/* Not read-only: the source as its lock found it, not as fork_run began. */
+	if (SPI_execute_plan(plan, args, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not read the history of the run to fork");
 	*count = (int) SPI_processed;
 	*from_found = false;
@@ -212,7 +213,7 @@ refuse_from_node(pg_uuid_t *source_id, VbRun *source, const char *from_node, int
 	if (SPI_execute_with_args("SELECT compensation_of IS NOT NULL FROM vectorbea.nodes"
 							  " WHERE run_id = $1 AND node = $2", 2, (Oid[]) {UUIDOID, TEXTOID},
 							  (Datum[]) {UUIDPGetDatum(source_id), CStringGetTextDatum(from_node)},
-							  NULL, true, 1) != SPI_OK_SELECT)
+							  NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not read the nodes of run %s", vb_uuid_text(source_id));
 	in_run = SPI_processed == 1;
 	if (in_run)
@@ -598,7 +599,7 @@ fork_run_as_owner(PG_FUNCTION_ARGS)
 
 		if (SPI_execute_with_args("SELECT node FROM vectorbea.nodes WHERE run_id = $1"
 								  "   AND status = 'succeeded' ORDER BY finished_at, id",
-								  1, rtypes, rargs, NULL, true, 0) != SPI_OK_SELECT)
+								  1, rtypes, rargs, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "vectorbea: could not read the source run's completions");
 		n = SPI_processed;
 		order = palloc(sizeof(char *) * Max(n, 1));
