@@ -168,8 +168,11 @@ fail_task_as_owner(PG_FUNCTION_ARGS)
 									JsonbToCString(NULL, &error->root, VARSIZE(error)),
 									vb_usage_json(&usage), retryable, retry_after_ms, at);
 	vb_usage_check(&run, &usage, node, attempt, at);
-	/* A retry that the budget's "fail" ended with its run will not come. */
-	if (strcmp(result, "retrying") == 0 && !vb_run_active(run.status))
+	/*
+	 * A retry that the budget's "fail" ended with its run will not come,
+	 * nor a person's decision: the run's end closed the gate.
+	 */
+	if (!vb_run_active(run.status))
 		result = "failed";
 	vb_run_save(&run, at);
 	SPI_finish();

@@ -322,6 +322,16 @@ SELECT vectorbea.fail_task(task_id, lease, '{"message": "no", "class": "permanen
 SELECT status, usage_tokens FROM vectorbea.runs WHERE id = :'tries3';
 SELECT string_agg(type, ', ' ORDER BY seq) FROM vectorbea.events WHERE run_id = :'tries3';
 SELECT count(*) AS differences FROM vectorbea.verify_run(:'tries3');
+-- A final failure that escalates to a person, whose usage crosses the
+-- budget: the run fails, its gate is closed with it, and fail_task says
+-- failed, not escalated.
+SELECT vectorbea.define_workflow('asks', '{"nodes":[{"id":"t","activity":"asks_t","retry":{"max_attempts":1},"on_exhausted":"escalate"}]}');
+SELECT vectorbea.start_run('asks', '{}', NULL, '{"budget_tokens": 1000}') AS asks \gset
+SELECT vectorbea.fail_task(task_id, lease, '{"message": "no", "class": "permanent", "usage": {"tokens": 5000}}') AS escalated_failure
+  FROM vectorbea.claim_tasks('w', ARRAY['asks_t']);
+SELECT r.status, g.kind, g.status AS gate
+  FROM vectorbea.runs r JOIN vectorbea.approvals g ON g.run_id = r.id WHERE r.id = :'asks';
+SELECT count(*) AS differences FROM vectorbea.verify_run(:'asks');
 SELECT vectorbea.start_run('tries', '{}', NULL, '{"budget_tokens": 1000, "on_budget": "pause"}') AS tries2 \gset
 SELECT task_id AS f_task, lease AS f_lease FROM vectorbea.claim_tasks('w', ARRAY['tries_t']) \gset
 SELECT vectorbea.fail_task(:f_task, :'f_lease', '{"message": "costly", "usage": {"tokens": 1500}}') AS paused_failure;
