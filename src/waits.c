@@ -978,7 +978,7 @@ vb_waits_next_due(TimestampTz now)
 							   " (SELECT greatest(n.available_at, $1 + interval '" CppAsString2(RETRY_BUSY_MS) " ms')"
 							   "    FROM vectorbea.nodes n"
 							   "   WHERE n.status = 'ready' AND n.activity IS NULL"
-							   "     AND n.kind IN ('sleep', 'signal', 'run') AND " RUN_RUNNING
+							   "     AND n.kind IN ('sleep', 'signal', 'run', 'approval') AND " RUN_RUNNING
 							   "   ORDER BY n.available_at LIMIT 1))",
 							   lengthof(types), types, CURSOR_OPT_GENERIC_PLAN);
 	}

@@ -96,5 +96,33 @@ is(sql(q{SELECT count(*) FROM vectorbea.runs r, vectorbea.verify_run(r.id)}), '0
 	'verify_run finds no difference in any run');
 
 $worker->quit;
+
+# ---------------------------------------------------------------------------
+# An approval node held by its not_before, whose run a worker holds when
+# the time comes: the pass that meets the held run puts the node off, and
+# the scheduler comes back for it shortly after, not at its next wake for
+# something else (nothing else is due here; the idle timeout is minutes).
+sql(q{SELECT vectorbea.define_workflow('later', '{"nodes":[
+	{"id":"ok","kind":"approval","approval":{"gate":"ok"},"not_before":"{{run.input.at}}"},
+	{"id":"side","activity":"later_side"}]}')});
+my $later = sql(q{SELECT vectorbea.start_run('later', jsonb_build_object('at', clock_timestamp() + interval '3 s'))});
+ok(defined vb_wait_for($node, qq{
+SELECT available_at < 'infinity' FROM vectorbea.nodes WHERE run_id = '$later' AND node = 'ok'}, 't'),
+	"the scheduler read the approval's not_before");
+my $holder = $node->background_psql('postgres');
+$holder->query_safe(q{BEGIN});
+is($holder->query_safe(q{SELECT node FROM vectorbea.claim_tasks('w', ARRAY['later_side'])}),
+	'side', "a worker holds the run before the approval's time");
+my $due = sql(qq{SELECT extract(epoch FROM available_at) FROM vectorbea.nodes WHERE run_id = '$later' AND node = 'ok'});
+sleep(1) while time < $due + 1.5;
+is(sql(qq{SELECT status FROM vectorbea.nodes WHERE run_id = '$later' AND node = 'ok'}), 'ready',
+	'past its time, the approval waits for the held run');
+# Rolled back: the worker's end wakes nobody.
+$holder->query_safe(q{ROLLBACK});
+$holder->quit;
+ok(defined vb_wait_for($node, qq{
+SELECT count(*) FROM vectorbea.events WHERE run_id = '$later' AND type = 'APPROVAL_REQUESTED'}, '1', 10),
+	'once the run is free, the scheduler comes back and opens the gate');
+
 $node->stop;
 done_testing();
