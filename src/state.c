@@ -2896,7 +2896,12 @@ vb_state_hold_model(const char *provider, const char *model, bool hold, Timestam
 	if (SPI_execute_plan(hold ? hold_plan : release_plan, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "vectorbea: could not %s the llm nodes of %s/%s", hold ? "hold" : "release",
 			 provider, model);
-	if (!hold && SPI_processed > 0)
+	/*
+	 * Released or not: nodes held by their not_before are not among those
+	 * the release touches, and their time is read only at a pass, which
+	 * nothing else may bring for minutes.
+	 */
+	if (!hold)
 		vb_wake_scheduler(at);
 	return (int) SPI_processed;
 }

@@ -136,6 +136,25 @@ sql(qq{UPDATE vectorbea.approvals SET status = 'approved', decision = 'accept', 
 	   WHERE run_id = '$careful'});
 is(sql(qq{SELECT status FROM vectorbea.runs WHERE id = '$careful'}), 'succeeded', 'in doubt: a person settles it');
 
+# ---------------------------------------------------------------------------
+# A node held by its not_before while its model is disabled: its time is
+# not read while the switch holds it, and enable_model, which has no other
+# node to release, must still wake the scheduler to read it (nothing else
+# is due here; the idle timeout is minutes).
+vb_fake_reset();
+vb_fake_script({ text => 'ok', times => -1 });
+sql(q{SELECT vectorbea.define_workflow('timed', '{"nodes": [
+  {"id": "q", "kind": "llm", "not_before": "2026-01-01T00:00:00Z",
+   "llm": {"provider": "openai", "model": "gpt-4o-mini", "prompt": "later"}}]}')});
+sql(q{SELECT vectorbea.disable_model('openai', 'gpt-4o-mini', 'again')});
+my $timed = sql(q{SELECT vectorbea.start_run('timed', '{}')});
+ok(vb_scheduler_pass($node), 'not_before: the scheduler made a pass while the model is disabled');
+is(sql(qq{SELECT status || ' ' || available_at FROM vectorbea.nodes WHERE run_id = '$timed'}), 'ready infinity',
+	'not_before: the node is held, its time unread');
+sql(q{SELECT vectorbea.enable_model('openai', 'gpt-4o-mini')});
+ok(defined vb_wait_for($node, qq{SELECT status FROM vectorbea.runs WHERE id = '$timed'}, 'succeeded', 10),
+	'not_before: enable_model wakes the scheduler, which makes the call');
+
 is(sql(q{SELECT count(*) FROM vectorbea.runs r, vectorbea.verify_run(r.id)}), '0',
 	'verify_run is empty for every run');
 
