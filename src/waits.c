@@ -677,16 +677,26 @@ end_one(void *arg, int i)
 	char	   *kind;
 	char	   *node;
 	Jsonb	   *wait;
-	TimestampTz deadline;
 	JsonbValue	v;
 
 	if (plan == NULL)
 	{
 		Oid			types[2] = {INT8OID, TIMESTAMPTZOID};
 
-		/* By its key: the generic plan is the plan. */
-		plan = vb_prepare_opts("SELECT kind, node, wait, attempt_deadline, lease, attempt"
-							   "  FROM vectorbea.nodes"
+		/*
+		 * By its key: the generic plan is the plan.  A sleep slept until
+		 * the time its TIMER_STARTED gave, which attempt_deadline no longer
+		 * says once an item put off moved it: its start and duration, or
+		 * (a sleep until a time, maybe a template) that event's own word.
+		 */
+		plan = vb_prepare_opts("SELECT kind, node, wait, attempt_deadline, lease, attempt,"
+							   "       CASE WHEN kind = 'sleep' THEN coalesce("
+							   "         started_at + (wait->>'for_ms')::bigint * interval '1 ms',"
+							   "         (SELECT (e.data->>'until')::timestamptz FROM vectorbea.events e"
+							   "           WHERE e.run_id = n.run_id AND e.node = n.node AND e.attempt = n.attempt"
+							   "             AND e.type = 'TIMER_STARTED' LIMIT 1),"
+							   "         attempt_deadline) END"
+							   "  FROM vectorbea.nodes n"
 							   " WHERE id = $1 AND status = 'waiting' AND attempt_deadline <= $2",
 							   lengthof(types), types, CURSOR_OPT_GENERIC_PLAN);
 	}
@@ -703,11 +713,14 @@ end_one(void *arg, int i)
 	kind = SPI_getvalue(tup, desc, 1);
 	node = SPI_getvalue(tup, desc, 2);
 	wait = DatumGetJsonbPCopy(SPI_getbinval(tup, desc, 3, &isnull));
-	deadline = DatumGetTimestampTz(SPI_getbinval(tup, desc, 4, &isnull));
 
 	if (strcmp(kind, "sleep") == 0)
+	{
+		TimestampTz slept_until = DatumGetTimestampTz(SPI_getbinval(tup, desc, 7, &isnull));
+
 		vb_state_end_wait(&run, b->ids[i],
-						  psprintf("{\"slept_until\":\"%s\"}", vb_timestamp_iso(deadline)), b->at);
+						  psprintf("{\"slept_until\":\"%s\"}", vb_timestamp_iso(slept_until)), b->at);
+	}
 	else if (strcmp(kind, "signal") == 0)
 	{
 		/* on_timeout "continue" has a default (null at least); "fail" none. */

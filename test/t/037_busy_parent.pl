@@ -90,6 +90,9 @@ is(sql(qq{
 SELECT count(*) FROM vectorbea.events
  WHERE run_id = '$kid' AND type IN ('STEP_COMPLETED', 'RUN_COMPLETED')}), '2',
 	"kid's sleep and kid completed once each");
+is(sql(qq{SELECT (output->>'slept_until')::timestamptz = '$kid_due'::timestamptz
+            FROM vectorbea.nodes WHERE run_id = '$kid' AND node = 'nap'}), 't',
+	"kid's sleep says it slept until its TIMER_STARTED's time, not the time it was put off to");
 is(sql(q{SELECT count(*) FROM vectorbea.events WHERE type = 'SCHEDULER_ERROR'}), '0',
 	'no SCHEDULER_ERROR in any run');
 is(sql(q{SELECT count(*) FROM vectorbea.runs r, vectorbea.verify_run(r.id)}), '0',
