@@ -144,6 +144,7 @@ record_request(VbRun *run, LlmCall *c, TimestampTz at)
 	Datum		args[3];
 	Datum		deadline;
 	bool		isnull;
+	TimestampTz leaves;
 
 	if (plan == NULL)
 	{
@@ -156,9 +157,11 @@ record_request(VbRun *run, LlmCall *c, TimestampTz at)
 						  lengthof(types), types);
 	}
 	c->calls++;
+	/* Its lease and its time are counted from when it leaves. */
+	leaves = Max(at, c->send_after);
 	args[0] = Int64GetDatum(c->task_id);
 	args[1] = UUIDPGetDatum(&c->lease);
-	args[2] = TimestampTzGetDatum(at + (int64) (c->timeout_ms + LEASE_MARGIN_MS) * 1000);
+	args[2] = TimestampTzGetDatum(leaves + (int64) (c->timeout_ms + LEASE_MARGIN_MS) * 1000);
 	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING ||
 		SPI_processed != 1)
 		elog(ERROR, "vectorbea: could not extend the lease of an llm call");
@@ -171,7 +174,7 @@ record_request(VbRun *run, LlmCall *c, TimestampTz at)
 		 * an attempt the engine had to end (timeout).  Corrections get what
 		 * is left of the attempt.
 		 */
-		int64		remaining = (DatumGetTimestampTz(deadline) - at) / 1000;
+		int64		remaining = (DatumGetTimestampTz(deadline) - leaves) / 1000;
 		int64		within = Max(remaining - NODE_TIMEOUT_MARGIN_MS, remaining / 2);
 
 		c->timeout_ms = (long) Min((int64) c->timeout_ms, Max(within, 1));
@@ -534,15 +537,18 @@ vb_llm_claim(VbSweepCounters *counters)
 void
 vb_llm_send(void)
 {
+	TimestampTz now = vb_now();
+
 	for (LlmCall *c = calls; c; c = c->next)
 	{
 		const char *headers[2];
 		int			nheaders = 0;
 		char	   *body;
 
-		if (!c->send)
+		if (!c->send || c->send_after > now)
 			continue;
 		c->send = false;
+		c->send_after = 0;
 		headers[nheaders++] = c->auth_header;
 		if (strcmp(c->provider, "anthropic") == 0)
 			headers[nheaders++] = "anthropic-version: 2023-06-01";
@@ -552,6 +558,21 @@ vb_llm_send(void)
 								(size_t) vb_llm_max_response_kb * 1024, c);
 		pfree(body);
 	}
+}
+
+/*
+ * When the first call recorded to be sent later (a correction that waits
+ * for its time under a rate limit) is due; DT_NOEND when none is.
+ */
+TimestampTz
+vb_llm_next_send(void)
+{
+	TimestampTz next = DT_NOEND;
+
+	for (LlmCall *c = calls; c; c = c->next)
+		if (c->send && c->send_after > 0)
+			next = Min(next, c->send_after);
+	return next;
 }
 
 /*
@@ -811,6 +832,25 @@ finish_one(void *arg, int i)
 								 problem, c->schema));
 			if (vb_llm_stop_if_over_budget(&run, c, strlen(vb_llm_request_body(c)), b->at))
 				return;
+			/*
+			 * A correction is a call of its own: it takes its place under
+			 * the rate limits (and a provider's block), and waits for it
+			 * here, its conversation kept, rather than start the attempt
+			 * over.
+			 */
+			{
+				TimestampTz until;
+				char	   *why;
+
+				if (!vb_rate_take(c->task_id, c->workspace, c->provider, c->model,
+								  (int64) (strlen(vb_llm_request_body(c)) / 4) + 1 + c->max_tokens,
+								  b->at, &until, &why))
+				{
+					vb_rate_forget_grant(c->task_id);
+					vb_event(&run, "RATE_LIMITED", c->node, c->attempt, why, b->at);
+					c->send_after = until;
+				}
+			}
 			record_request(&run, c, b->at);
 			vb_run_save(&run, b->at);
 			b->done[i] = false;

@@ -8,6 +8,7 @@
 #ifndef VB_LLM_H
 #define VB_LLM_H
 
+#include "datatype/timestamp.h"
 #include "shmem.h"
 
 extern void vb_llm_init(void);
@@ -17,5 +18,6 @@ extern bool vb_llm_claim(VbSweepCounters *counters);
 extern void vb_llm_send(void);
 extern void vb_llm_finish(VbSweepCounters *counters);
 extern bool vb_llm_busy(void);
+extern TimestampTz vb_llm_next_send(void);
 
 #endif							/* VB_LLM_H */

@@ -227,6 +227,17 @@ vb_rate_take(int64 task_id, const char *workspace, const char *provider, const c
 }
 
 /*
+ * The time vb_rate_take gave task_id is not to be taken by a later call of
+ * it: a call held in memory until that time (a correction) has used it.
+ */
+void
+vb_rate_forget_grant(int64 task_id)
+{
+	init_tables();
+	hash_search(grants, &task_id, HASH_REMOVE, NULL);
+}
+
+/*
  * The provider said no call may be made before `until` (a 429's
  * Retry-After, or no requests remaining until a reset): the schedule of
  * (workspace, provider, model) waits until then.

@@ -331,9 +331,14 @@ wait_with_calls(TimestampTz until, MemoryContext cxt, VbSweepCounters *c)
 
 	while (vb_llm_busy())
 	{
-		int64		ms = (until - vb_now()) / 1000 + 1;
-		long		elapsed = (long) ((GetCurrentTimestamp() - start) / 1000);
+		int64		ms;
+		long		elapsed;
 		bool		latch;
+
+		/* A correction held for its time under a rate limit leaves at a pass. */
+		until = Min(until, vb_llm_next_send());
+		ms = (until - vb_now()) / 1000 + 1;
+		elapsed = (long) ((GetCurrentTimestamp() - start) / 1000);
 
 		if (until == DT_NOEND || ms > vb_scheduler_idle_ms - elapsed)
 			ms = vb_scheduler_idle_ms - elapsed;

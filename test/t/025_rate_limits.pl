@@ -130,6 +130,29 @@ is(sql(q{SELECT count(*) > 0, bool_and(data->>'limit' = 'default/openai/gpt"odd\
 	'their waits are RATE_LIMITED events that name the model as it is');
 is(sql(q{SELECT count(*) FROM vectorbea.events WHERE type = 'SCHEDULER_ERROR'}), '0', 'and no scheduler error');
 
+# ---------------------------------------------------------------------------
+# A correction is a call of its own: under a limit of 30 requests a minute
+# (2 s apart), the correction of an answer that does not match the schema
+# waits for its time, the conversation kept in the same attempt, and is
+# made once.
+vb_fake_reset();
+vb_fake_script({ text => 'not json', times => 1 }, { text => '{"ok": true}', times => -1 });
+sql(q{SELECT vectorbea.define_workflow('ask_json', '{"nodes": [
+  {"id": "q", "kind": "llm", "llm": {"provider": "openai", "model": "gpt-json", "prompt": "give json", "max_tokens": 50,
+   "output_schema": {"type": "object"}, "max_corrections": 1}}]}')});
+sql(q{SELECT vectorbea.set_rate_limit('default', 'openai', 30, NULL, 'gpt-json')});
+my $json_run = sql(q{SELECT vectorbea.start_run('ask_json', '{}')});
+ok(defined vb_wait_for($node, qq{SELECT status FROM vectorbea.runs WHERE id = '$json_run'}, 'succeeded', 30),
+	'correction: the run succeeds with the corrected answer');
+my @c = @{ vb_fake_requests() };
+is(scalar @c, 2, 'correction: the provider saw the first answer\'s request and the correction');
+cmp_ok($c[1]{received_at} - $c[0]{received_at}, '>=', 1.8,
+	'correction: it was made 2 s after the first request, its time under the limit');
+is(sql(qq{SELECT string_agg(type, ', ' ORDER BY seq) FROM vectorbea.events WHERE run_id = '$json_run'
+		   AND type IN ('STEP_STARTED', 'SELF_CORRECTION', 'RATE_LIMITED', 'LLM_REQUESTED', 'STEP_COMPLETED')}),
+	'STEP_STARTED, LLM_REQUESTED, SELF_CORRECTION, RATE_LIMITED, LLM_REQUESTED, STEP_COMPLETED',
+	'correction: one attempt; its wait is a RATE_LIMITED, its conversation kept');
+
 is(sql(q{SELECT count(*) FROM vectorbea.runs r, vectorbea.verify_run(r.id)}), '0', 'verify_run is empty for every run');
 $node->stop;
 done_testing();
