@@ -233,7 +233,18 @@ record_or_hold(ClaimBatch *b, int i, VbRun *run, LlmCall *c)
 		vb_run_save(run, b->at);
 		return false;
 	}
-	/* Its time under the rate limits: not yet, it waits (once) for it. */
+	problem = vb_http_check_url(c->url);
+	if (problem)
+	{
+		fail_unsent(b, i, run, "permanent", problem);
+		return false;
+	}
+	if (vb_llm_stop_if_over_budget(run, c, strlen(vb_llm_request_body(c)), b->at))
+		return false;
+	/*
+	 * Its time under the rate limits: not yet, it waits (once) for it.
+	 * Last, so that a call refused for anything else takes no place.
+	 */
 	{
 		TimestampTz until;
 		char	   *why;
@@ -248,15 +259,6 @@ record_or_hold(ClaimBatch *b, int i, VbRun *run, LlmCall *c)
 			vb_run_save(run, b->at);
 			return false;
 		}
-	}
-	problem = vb_http_check_url(c->url);
-	if (problem == NULL &&
-		vb_llm_stop_if_over_budget(run, c, strlen(vb_llm_request_body(c)), b->at))
-		return false;
-	if (problem)
-	{
-		fail_unsent(b, i, run, "permanent", problem);
-		return false;
 	}
 	record_request(run, c, b->at);
 	vb_run_save(run, b->at);

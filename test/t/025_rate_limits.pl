@@ -153,6 +153,23 @@ is(sql(qq{SELECT string_agg(type, ', ' ORDER BY seq) FROM vectorbea.events WHERE
 	'STEP_STARTED, LLM_REQUESTED, SELF_CORRECTION, RATE_LIMITED, LLM_REQUESTED, STEP_COMPLETED',
 	'correction: one attempt; its wait is a RATE_LIMITED, its conversation kept');
 
+# ---------------------------------------------------------------------------
+# A call its budget refuses is not made and takes no place: under the same
+# kind of limit, the next call of the model goes at once.
+vb_fake_reset();
+vb_fake_script({ text => 'ok', times => -1 });
+sql(q{SELECT vectorbea.define_workflow('ask_costly', '{"nodes": [
+  {"id": "q", "kind": "llm", "llm": {"provider": "openai", "model": "gpt-costly", "prompt": "n={{run.input.n}}", "max_tokens": 50}}]}')});
+sql(q{SELECT vectorbea.set_rate_limit('default', 'openai', 30, NULL, 'gpt-costly')});
+my $refused = sql(q{SELECT vectorbea.start_run('ask_costly', '{"n": 1}', NULL, '{"budget_tokens": 10}')});
+ok(defined vb_wait_for($node, qq{SELECT status FROM vectorbea.runs WHERE id = '$refused'}, 'failed', 30),
+	'budget: a call over its run\'s budget is not made, the run fails');
+my $after = sql(q{SELECT vectorbea.start_run('ask_costly', '{"n": 2}')});
+ok(defined vb_wait_for($node, qq{SELECT status FROM vectorbea.runs WHERE id = '$after'}, 'succeeded', 30),
+	'budget: the next call succeeds');
+is(sql(qq{SELECT count(*) FROM vectorbea.events WHERE run_id IN ('$refused', '$after') AND type = 'RATE_LIMITED'}), '0',
+	'budget: the refused call took no place under the limit, the next did not wait');
+
 is(sql(q{SELECT count(*) FROM vectorbea.runs r, vectorbea.verify_run(r.id)}), '0', 'verify_run is empty for every run');
 $node->stop;
 done_testing();
