@@ -1465,11 +1465,14 @@ open_failure_gate(VbRun *run, int64 task_id, const char *node, int attempt, cons
 		 * The attempt is over: no deadline ends the wait, no child is
 		 * awaited, and a run node holds no grant for one against its run's
 		 * budget (its child's spend is booked; a waiting run node's
-		 * reservation counts, VB_RUN_RESERVED_SQL).
+		 * reservation counts, VB_RUN_RESERVED_SQL).  Another node's
+		 * reservation counts only while it runs: it stays, the record of
+		 * what a cut call was charged (charge_cut_call).
 		 */
 		plan = vb_prepare("UPDATE vectorbea.nodes SET error = $2::jsonb, lease_expires_at = NULL,"
 						  "       attempt_deadline = NULL, lease = NULL,"
-						  "       reserved_usd = NULL, reserved_tokens = NULL"
+						  "       reserved_usd = CASE WHEN kind = 'run' THEN NULL ELSE reserved_usd END,"
+						  "       reserved_tokens = CASE WHEN kind = 'run' THEN NULL ELSE reserved_tokens END"
 						  " WHERE id = $1"
 						  " RETURNING pg_catalog.jsonb_build_object('kind', $3, 'error', $2::jsonb,"
 						  "   'attempts', attempt, 'input', input, 'checkpoint', checkpoint)::text",
