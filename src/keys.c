@@ -110,6 +110,15 @@ vb_forget(char *secret)
 	}
 }
 
+/* Zeroes a text Datum that held a secret (a parameter's copy of it). */
+static void
+forget_text(Datum d)
+{
+	text	   *t = DatumGetTextPP(d);
+
+	explicit_bzero(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+}
+
 /* The schema pgcrypto is installed in, quoted for SQL text. */
 const char *
 vb_pgcrypto_schema(void)
@@ -233,6 +242,8 @@ set_provider_key_as_owner(PG_FUNCTION_ARGS)
 									   schema, schema),
 							  lengthof(types), types, args, nulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "vectorbea: could not store the provider key");
+	forget_text(args[2]);
+	forget_text(args[3]);
 	vb_forget(master);
 	explicit_bzero(api_key, strlen(api_key));
 	SPI_finish();
@@ -377,6 +388,7 @@ check_provider_key_as_owner(PG_FUNCTION_ARGS)
 		kc.ok = false;
 		FreeErrorData(edata);
 	}
+	forget_text(kc.args[2]);
 	vb_forget(master);
 	SPI_finish();
 	PG_RETURN_BOOL(kc.ok);
@@ -424,6 +436,7 @@ check_every_key_decrypts(const char *schema, const char *master)
 		edata = vb_try_in_subxact(decrypt_in_place, &kc);
 		if (edata == NULL)
 			continue;
+		forget_text(kc.args[2]);
 		if (edata->sqlerrcode != ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION)
 			ReThrowError(edata);	/* not pgcrypto's answer about the key */
 		FreeErrorData(edata);
@@ -435,6 +448,7 @@ check_every_key_decrypts(const char *schema, const char *master)
 				 errhint("Store it again with vectorbea.set_provider_key('%s', '%s', ...), or delete its row, then rotate.",
 						 workspaces[i], providers[i])));
 	}
+	forget_text(kc.args[2]);
 }
 
 /*
@@ -478,6 +492,8 @@ rotate_master_key_as_owner(PG_FUNCTION_ARGS)
 							  2, types, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "vectorbea: could not re-encrypt the provider keys");
 	n = SPI_processed;
+	forget_text(args[0]);
+	forget_text(args[1]);
 	vb_forget(old_master);
 	vb_forget(new_master);
 	SPI_finish();
