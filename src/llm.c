@@ -218,7 +218,10 @@ fail_unsent(ClaimBatch *b, int i, VbRun *run, const char *err_class, const char 
 /*
  * Records call c of claimed attempt i, or, when it must not be made now (a
  * switch thrown, a rate limit, a budget, an address not allowed), holds or
- * fails the attempt instead; true when it was recorded, to be sent.
+ * fails the attempt instead; true when it was recorded, to be sent.  A
+ * call refused before its turn under the rate limits gives up the time a
+ * wait there gave it (vb_rate_take): kept, it would let a later attempt,
+ * after a resume, through at once, past the limits.
  */
 static bool
 record_or_hold(ClaimBatch *b, int i, VbRun *run, LlmCall *c)
@@ -228,6 +231,7 @@ record_or_hold(ClaimBatch *b, int i, VbRun *run, LlmCall *c)
 	/* A switch thrown after the node became ready: hold it, uncalled. */
 	if (vb_model_disabled(c->provider, c->model))
 	{
+		vb_rate_forget_grant(c->task_id);
 		vb_state_abort_attempt(run, b->claimed[i].task_id,
 							   psprintf("%s/%s is disabled", c->provider, c->model), DT_NOEND, b->at);
 		vb_run_save(run, b->at);
@@ -236,11 +240,15 @@ record_or_hold(ClaimBatch *b, int i, VbRun *run, LlmCall *c)
 	problem = vb_http_check_url(c->url);
 	if (problem)
 	{
+		vb_rate_forget_grant(c->task_id);
 		fail_unsent(b, i, run, "permanent", problem);
 		return false;
 	}
 	if (vb_llm_stop_if_over_budget(run, c, strlen(vb_llm_request_body(c)), b->at))
+	{
+		vb_rate_forget_grant(c->task_id);
 		return false;
+	}
 	/*
 	 * Its time under the rate limits: not yet, it waits (once) for it.
 	 * Last, so that a call refused for anything else takes no place.

@@ -170,6 +170,31 @@ ok(defined vb_wait_for($node, qq{SELECT status FROM vectorbea.runs WHERE id = '$
 is(sql(qq{SELECT count(*) FROM vectorbea.events WHERE run_id IN ('$refused', '$after') AND type = 'RATE_LIMITED'}), '0',
 	'budget: the refused call took no place under the limit, the next did not wait');
 
+# A call that waited for its time and is then refused by its budget gives
+# that time up: resumed, it takes a new one, after the calls given times
+# meanwhile, instead of going at once on the old one.  Under 6 requests a
+# minute (10 s apart): a first call, then "late" given the time 10 s on;
+# before that, its run's token budget is lowered below the call, so at its
+# time the budget pauses the run; raised again, the run resumes and the
+# call waits once more, for the time 20 s on.
+sql(q{SELECT vectorbea.set_rate_limit('default', 'openai', 6, NULL, 'gpt-late')});
+sql(q{SELECT vectorbea.define_workflow('ask_late', '{"nodes": [
+  {"id": "q", "kind": "llm", "llm": {"provider": "openai", "model": "gpt-late", "prompt": "n={{run.input.n}}", "max_tokens": 50}}]}')});
+my $early = sql(q{SELECT vectorbea.start_run('ask_late', '{"n": 1}')});
+ok(defined vb_wait_for($node, qq{SELECT status FROM vectorbea.runs WHERE id = '$early'}, 'succeeded', 30),
+	'grant: the first call is made');
+my $late = sql(q{SELECT vectorbea.start_run('ask_late', '{"n": 2}', NULL, '{"budget_tokens": 100000, "on_budget": "pause"}')});
+ok(defined vb_wait_for($node, qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$late' AND type = 'RATE_LIMITED'}, '1', 30),
+	'grant: the second waits for its time');
+sql(qq{SELECT vectorbea.set_run_budget('$late', NULL, 10)});
+ok(defined vb_wait_for($node, qq{SELECT status FROM vectorbea.runs WHERE id = '$late'}, 'paused', 30),
+	'grant: at its time its budget, lowered meanwhile, pauses its run');
+sql(qq{SELECT vectorbea.set_run_budget('$late', NULL, 100000)});
+ok(defined vb_wait_for($node, qq{SELECT status FROM vectorbea.runs WHERE id = '$late'}, 'succeeded', 40),
+	'grant: raised again, the run resumes and the call is made');
+is(sql(qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$late' AND type = 'RATE_LIMITED'}), '2',
+	'grant: after the resume it waited for a new time, not the one it gave up');
+
 is(sql(q{SELECT count(*) FROM vectorbea.runs r, vectorbea.verify_run(r.id)}), '0', 'verify_run is empty for every run');
 $node->stop;
 done_testing();
