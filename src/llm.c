@@ -74,6 +74,9 @@
 #define SCHEDULER_WORKER		"vectorbea scheduler"
 #define LEASE_MARGIN_MS			(60 * 1000)
 #define NODE_TIMEOUT_MARGIN_MS	500
+/* A correction waits at most this long for its time under a rate limit. */
+#define MAX_HELD_MS				(60 * 1000)
+#define HELD_BUSY_RETRY_MS		100
 #define MAX_MESSAGES			(2 * 10 + 1)	/* the prompt, then answer/correction pairs */
 #define MAX_PROVIDER_MESSAGE	500
 
@@ -144,7 +147,6 @@ record_request(VbRun *run, LlmCall *c, TimestampTz at)
 	Datum		args[3];
 	Datum		deadline;
 	bool		isnull;
-	TimestampTz leaves;
 
 	if (plan == NULL)
 	{
@@ -157,11 +159,9 @@ record_request(VbRun *run, LlmCall *c, TimestampTz at)
 						  lengthof(types), types);
 	}
 	c->calls++;
-	/* Its lease and its time are counted from when it leaves. */
-	leaves = Max(at, c->send_after);
 	args[0] = Int64GetDatum(c->task_id);
 	args[1] = UUIDPGetDatum(&c->lease);
-	args[2] = TimestampTzGetDatum(leaves + (int64) (c->timeout_ms + LEASE_MARGIN_MS) * 1000);
+	args[2] = TimestampTzGetDatum(at + (int64) (c->timeout_ms + LEASE_MARGIN_MS) * 1000);
 	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING ||
 		SPI_processed != 1)
 		elog(ERROR, "vectorbea: could not extend the lease of an llm call");
@@ -174,7 +174,7 @@ record_request(VbRun *run, LlmCall *c, TimestampTz at)
 		 * an attempt the engine had to end (timeout).  Corrections get what
 		 * is left of the attempt.
 		 */
-		int64		remaining = (DatumGetTimestampTz(deadline) - leaves) / 1000;
+		int64		remaining = (DatumGetTimestampTz(deadline) - at) / 1000;
 		int64		within = Max(remaining - NODE_TIMEOUT_MARGIN_MS, remaining / 2);
 
 		c->timeout_ms = (long) Min((int64) c->timeout_ms, Max(within, 1));
@@ -194,6 +194,43 @@ record_request(VbRun *run, LlmCall *c, TimestampTz at)
 					 c->calls, body_len, sha256_hex(body, body_len), c->max_tokens, c->timeout_ms);
 	vb_event(run, "LLM_REQUESTED", c->node, c->attempt, data.data, at);
 	c->send = true;
+}
+
+/*
+ * Holds correction c until `until`, its time under a rate limit, when that
+ * is at most MAX_HELD_MS away and its node's timeout leaves the call room
+ * after it: its lease is kept until then and a margin.  False, nothing
+ * changed, when not.
+ */
+static bool
+hold_correction(LlmCall *c, TimestampTz until, TimestampTz at)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[4];
+
+	if (until - at > (int64) MAX_HELD_MS * 1000)
+		return false;
+	if (plan == NULL)
+	{
+		Oid			types[4] = {INT8OID, UUIDOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
+
+		plan = vb_prepare("UPDATE vectorbea.nodes"
+						  "   SET lease_expires_at = greatest(lease_expires_at, least($3, attempt_deadline))"
+						  " WHERE id = $1 AND lease = $2 AND status = 'running'"
+						  "   AND (attempt_deadline IS NULL OR attempt_deadline > $4)",
+						  lengthof(types), types);
+	}
+	args[0] = Int64GetDatum(c->task_id);
+	args[1] = UUIDPGetDatum(&c->lease);
+	args[2] = TimestampTzGetDatum(until + (int64) LEASE_MARGIN_MS * 1000);
+	/* room for the call after its time: as record_request leaves it */
+	args[3] = TimestampTzGetDatum(until + (int64) 2 * NODE_TIMEOUT_MARGIN_MS * 1000);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "vectorbea: could not hold the correction of task %ld", (long) c->task_id);
+	if (SPI_processed != 1)
+		return false;
+	c->held_until = until;
+	return true;
 }
 
 /* ---- 1. claim and prepare ---- */
@@ -547,18 +584,15 @@ vb_llm_claim(VbSweepCounters *counters)
 void
 vb_llm_send(void)
 {
-	TimestampTz now = vb_now();
-
 	for (LlmCall *c = calls; c; c = c->next)
 	{
 		const char *headers[2];
 		int			nheaders = 0;
 		char	   *body;
 
-		if (!c->send || c->send_after > now)
+		if (!c->send)
 			continue;
 		c->send = false;
-		c->send_after = 0;
 		headers[nheaders++] = c->auth_header;
 		if (strcmp(c->provider, "anthropic") == 0)
 			headers[nheaders++] = "anthropic-version: 2023-06-01";
@@ -571,8 +605,8 @@ vb_llm_send(void)
 }
 
 /*
- * When the first call recorded to be sent later (a correction that waits
- * for its time under a rate limit) is due; DT_NOEND when none is.
+ * When the first correction held for its time under a rate limit is due;
+ * DT_NOEND when none is held.
  */
 TimestampTz
 vb_llm_next_send(void)
@@ -580,9 +614,73 @@ vb_llm_next_send(void)
 	TimestampTz next = DT_NOEND;
 
 	for (LlmCall *c = calls; c; c = c->next)
-		if (c->send && c->send_after > 0)
-			next = Min(next, c->send_after);
+		if (c->held_until != 0)
+			next = Min(next, c->held_until);
 	return next;
+}
+
+typedef struct HeldCall
+{
+	LlmCall    *call;
+	TimestampTz at;
+	bool		recorded;
+} HeldCall;
+
+static void
+record_held_one(void *arg)
+{
+	HeldCall   *h = arg;
+	VbRun		run;
+
+	if (!vb_run_lock(&h->call->run_id, &run) || !vb_run_active(run.status))
+		return;
+	record_request(&run, h->call, h->at);
+	vb_run_save(&run, h->at);
+	h->recorded = true;
+}
+
+/*
+ * Records the held corrections whose time has come, each in a
+ * subtransaction of the caller's (after vb_llm_check_leases dropped those
+ * whose lease is gone); vb_llm_send sends them after its commit.  Until
+ * then nothing said they were sent: a kill switch or a restart meanwhile
+ * finds the attempt's last call answered, not one in doubt.  One whose run
+ * is held is tried again shortly; one that fails is dropped, and its
+ * attempt ends when its lease does.
+ */
+void
+vb_llm_record_held(void)
+{
+	TimestampTz now = vb_now();
+	LlmCall    *next;
+
+	for (LlmCall *c = calls; c; c = next)
+	{
+		HeldCall	h = {c, now, false};
+		ErrorData  *edata;
+
+		next = c->next;
+		if (c->held_until == 0 || c->held_until > now)
+			continue;
+		edata = vb_try_in_subxact(record_held_one, &h);
+		if (edata && edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE)
+		{
+			c->held_until = now + (int64) HELD_BUSY_RETRY_MS * 1000;
+			FreeErrorData(edata);
+			continue;
+		}
+		if (edata)
+		{
+			ereport(WARNING,
+					(errmsg("vectorbea scheduler: the correction of task %ld was not sent: %s",
+							(long) c->task_id, edata->message)));
+			FreeErrorData(edata);
+		}
+		if (h.recorded)
+			c->held_until = 0;
+		else
+			forget_call(c);
+	}
 }
 
 /*
@@ -844,9 +942,11 @@ finish_one(void *arg, int i)
 				return;
 			/*
 			 * A correction is a call of its own: it takes its place under
-			 * the rate limits (and a provider's block), and waits for it
-			 * here, its conversation kept, rather than start the attempt
-			 * over.
+			 * the rate limits (and a provider's block).  A wait of up to a
+			 * minute that its lease and its node's timeout leave room for
+			 * is spent here, the conversation kept (the answer it corrects
+			 * was paid for); a longer one ends the attempt, uncounted, as a
+			 * first call's wait does, and the attempt comes back then.
 			 */
 			{
 				TimestampTz until;
@@ -856,9 +956,18 @@ finish_one(void *arg, int i)
 								  (int64) (strlen(vb_llm_request_body(c)) / 4) + 1 + c->max_tokens,
 								  b->at, &until, &why))
 				{
-					vb_rate_forget_grant(c->task_id);
 					vb_event(&run, "RATE_LIMITED", c->node, c->attempt, why, b->at);
-					c->send_after = until;
+					if (hold_correction(c, until, b->at))
+					{
+						vb_rate_forget_grant(c->task_id);	/* its time is used by the held call */
+						vb_run_save(&run, b->at);
+						b->done[i] = false;
+						return;
+					}
+					vb_state_abort_attempt(&run, c->task_id, "waiting for its time under a rate limit",
+										   until, b->at);
+					vb_run_save(&run, b->at);
+					return;
 				}
 			}
 			record_request(&run, c, b->at);

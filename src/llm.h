@@ -19,5 +19,6 @@ extern void vb_llm_send(void);
 extern void vb_llm_finish(VbSweepCounters *counters);
 extern bool vb_llm_busy(void);
 extern TimestampTz vb_llm_next_send(void);
+extern void vb_llm_record_held(void);
 
 #endif							/* VB_LLM_H */

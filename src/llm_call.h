@@ -57,7 +57,7 @@ typedef struct LlmCall
 	char	   *auth_header;	/* holds the key too */
 	long		timeout_ms;
 	bool		send;			/* to be sent after the current transaction */
-	TimestampTz send_after;		/* and not before (a rate limit's time); 0: at once */
+	TimestampTz held_until;		/* a correction held for its time under a rate limit; 0: none */
 	VbHttpCall *http;			/* while in flight */
 } LlmCall;
 

@@ -13,7 +13,8 @@
  * it has been given (RATE_LIMITED says how long); its attempt is aborted
  * uncounted and its node comes back then, when it goes through on the
  * time it holds.  So a queue of calls drains at the limit's pace, each
- * waiting once, and no check repeats.
+ * waiting once, and no check repeats.  (A correction whose time is near
+ * waits in its attempt instead, llm.c, and gives that time up.)
  *
  * A provider's own signals slow a limit down: a 429 with Retry-After, or
  * a response that says no requests remain (OpenAI's

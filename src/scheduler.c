@@ -759,6 +759,7 @@ do_pass(TimestampTz now, TimestampTz *announced_upto, VbSweepCounters *c)
 	if (!begin_step("vectorbea: claiming llm nodes"))
 		return now;
 	vb_llm_check_leases();
+	vb_llm_record_held();
 	llm_left_busy = vb_llm_claim(c);
 	/* A call this claim recorded and then revoked (its run stopped) is not sent. */
 	vb_llm_check_leases();

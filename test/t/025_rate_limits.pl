@@ -131,36 +131,39 @@ is(sql(q{SELECT count(*) > 0, bool_and(data->>'limit' = 'default/openai/gpt"odd\
 is(sql(q{SELECT count(*) FROM vectorbea.events WHERE type = 'SCHEDULER_ERROR'}), '0', 'and no scheduler error');
 
 # ---------------------------------------------------------------------------
-# A correction is a call of its own: under a limit of 30 requests a minute
-# (2 s apart), the correction of an answer that does not match the schema
+# A correction is a call of its own: under a limit of 6 requests a minute
+# (10 s apart), the correction of an answer that does not match the schema
 # waits for its time, the conversation kept in the same attempt, and is
-# made once.
+# made once.  Its LLM_REQUESTED is written when it leaves, after the wait.
 vb_fake_reset();
 vb_fake_script({ text => 'not json', times => 1 }, { text => '{"ok": true}', times => -1 });
 sql(q{SELECT vectorbea.define_workflow('ask_json', '{"nodes": [
   {"id": "q", "kind": "llm", "llm": {"provider": "openai", "model": "gpt-json", "prompt": "give json", "max_tokens": 50,
    "output_schema": {"type": "object"}, "max_corrections": 1}}]}')});
-sql(q{SELECT vectorbea.set_rate_limit('default', 'openai', 30, NULL, 'gpt-json')});
+sql(q{SELECT vectorbea.set_rate_limit('default', 'openai', 6, NULL, 'gpt-json')});
 my $json_run = sql(q{SELECT vectorbea.start_run('ask_json', '{}')});
 ok(defined vb_wait_for($node, qq{SELECT status FROM vectorbea.runs WHERE id = '$json_run'}, 'succeeded', 30),
 	'correction: the run succeeds with the corrected answer');
 my @c = @{ vb_fake_requests() };
 is(scalar @c, 2, 'correction: the provider saw the first answer\'s request and the correction');
-cmp_ok($c[1]{received_at} - $c[0]{received_at}, '>=', 1.8,
-	'correction: it was made 2 s after the first request, its time under the limit');
+cmp_ok($c[1]{received_at} - $c[0]{received_at}, '>=', 9.8,
+	'correction: it was made 10 s after the first request, its time under the limit');
 is(sql(qq{SELECT string_agg(type, ', ' ORDER BY seq) FROM vectorbea.events WHERE run_id = '$json_run'
 		   AND type IN ('STEP_STARTED', 'SELF_CORRECTION', 'RATE_LIMITED', 'LLM_REQUESTED', 'STEP_COMPLETED')}),
 	'STEP_STARTED, LLM_REQUESTED, SELF_CORRECTION, RATE_LIMITED, LLM_REQUESTED, STEP_COMPLETED',
 	'correction: one attempt; its wait is a RATE_LIMITED, its conversation kept');
+cmp_ok(sql(qq{SELECT extract(epoch FROM max(at) - min(at)) FROM vectorbea.events
+			   WHERE run_id = '$json_run' AND type = 'LLM_REQUESTED'}), '>=', 9.8,
+	'correction: its LLM_REQUESTED was written when it left, not while it waited');
 
 # ---------------------------------------------------------------------------
-# A call its budget refuses is not made and takes no place: under the same
-# kind of limit, the next call of the model goes at once.
+# A call its budget refuses is not made and takes no place: under 6
+# requests a minute, the next call of the model goes at once.
 vb_fake_reset();
 vb_fake_script({ text => 'ok', times => -1 });
 sql(q{SELECT vectorbea.define_workflow('ask_costly', '{"nodes": [
   {"id": "q", "kind": "llm", "llm": {"provider": "openai", "model": "gpt-costly", "prompt": "n={{run.input.n}}", "max_tokens": 50}}]}')});
-sql(q{SELECT vectorbea.set_rate_limit('default', 'openai', 30, NULL, 'gpt-costly')});
+sql(q{SELECT vectorbea.set_rate_limit('default', 'openai', 6, NULL, 'gpt-costly')});
 my $refused = sql(q{SELECT vectorbea.start_run('ask_costly', '{"n": 1}', NULL, '{"budget_tokens": 10}')});
 ok(defined vb_wait_for($node, qq{SELECT status FROM vectorbea.runs WHERE id = '$refused'}, 'failed', 30),
 	'budget: a call over its run\'s budget is not made, the run fails');
