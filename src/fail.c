@@ -146,6 +146,7 @@ fail_task_as_owner(PG_FUNCTION_ARGS)
 	VbUsage		usage;
 	TimestampTz at = vb_now();
 	VbRun		run;
+	VbRunStatus before_check;
 	char	   *node;
 	int			attempt;
 
@@ -167,12 +168,15 @@ fail_task_as_owner(PG_FUNCTION_ARGS)
 	result = vb_state_fail_reported(&run, task_id, err_class,
 									JsonbToCString(NULL, &error->root, VARSIZE(error)),
 									vb_usage_json(&usage), retryable, retry_after_ms, at);
+	before_check = run.status;
 	vb_usage_check(&run, &usage, node, attempt, at);
 	/*
 	 * A retry that the budget's "fail" ended with its run will not come,
-	 * nor a person's decision: the run's end closed the gate.
+	 * nor a person's decision: the run's end (or the compensation it
+	 * began, which closes its open nodes) closed the gate.
 	 */
-	if (!vb_run_active(run.status))
+	if (!vb_run_active(run.status) ||
+		(run.status == VB_RUN_COMPENSATING && before_check != VB_RUN_COMPENSATING))
 		result = "failed";
 	vb_run_save(&run, at);
 	SPI_finish();

@@ -332,6 +332,21 @@ SELECT vectorbea.fail_task(task_id, lease, '{"message": "no", "class": "permanen
 SELECT r.status, g.kind, g.status AS gate
   FROM vectorbea.runs r JOIN vectorbea.approvals g ON g.run_id = r.id WHERE r.id = :'asks';
 SELECT count(*) AS differences FROM vectorbea.verify_run(:'asks');
+-- The same when the run has work to undo: it compensates (still active),
+-- the escalating node is closed, and fail_task says failed.
+SELECT vectorbea.define_workflow('asks_undo', '{"nodes":[
+  {"id":"pay","activity":"asks_pay","compensate":{"activity":"asks_refund"}},
+  {"id":"t","activity":"asks_t","depends_on":["pay"],"retry":{"max_attempts":1},"on_exhausted":"escalate"}]}');
+SELECT vectorbea.start_run('asks_undo', '{}', NULL, '{"budget_tokens": 1000}') AS asks_undo \gset
+SELECT count(vectorbea.complete_task(task_id, lease, '{}')) AS paid FROM vectorbea.claim_tasks('w', ARRAY['asks_pay']);
+SELECT vectorbea.fail_task(task_id, lease, '{"message": "no", "class": "permanent", "usage": {"tokens": 5000}}') AS escalated_failure
+  FROM vectorbea.claim_tasks('w', ARRAY['asks_t']);
+SELECT r.status AS run, n.status AS node, g.status AS gate
+  FROM vectorbea.runs r JOIN vectorbea.nodes n ON n.run_id = r.id AND n.node = 't'
+  JOIN vectorbea.approvals g ON g.run_id = r.id WHERE r.id = :'asks_undo';
+SELECT count(vectorbea.complete_task(task_id, lease, '{}')) AS refunded FROM vectorbea.claim_tasks('w', ARRAY['asks_refund']);
+SELECT status FROM vectorbea.runs WHERE id = :'asks_undo';
+SELECT count(*) AS differences FROM vectorbea.verify_run(:'asks_undo');
 SELECT vectorbea.start_run('tries', '{}', NULL, '{"budget_tokens": 1000, "on_budget": "pause"}') AS tries2 \gset
 SELECT task_id AS f_task, lease AS f_lease FROM vectorbea.claim_tasks('w', ARRAY['tries_t']) \gset
 SELECT vectorbea.fail_task(:f_task, :'f_lease', '{"message": "costly", "usage": {"tokens": 1500}}') AS paused_failure;
