@@ -381,6 +381,9 @@ check_provider_key_as_owner(PG_FUNCTION_ARGS)
 	 * Anything else (a missing key, a lock timeout) is no answer.
 	 */
 	edata = vb_try_in_subxact(decrypt_in_place, &kc);
+	/* Zeroed before any error leaves (the SQL's own copies are not ours). */
+	forget_text(kc.args[2]);
+	vb_forget(master);
 	if (edata && edata->sqlerrcode != ERRCODE_EXTERNAL_ROUTINE_INVOCATION_EXCEPTION)
 		ReThrowError(edata);
 	if (edata)
@@ -388,8 +391,6 @@ check_provider_key_as_owner(PG_FUNCTION_ARGS)
 		kc.ok = false;
 		FreeErrorData(edata);
 	}
-	forget_text(kc.args[2]);
-	vb_forget(master);
 	SPI_finish();
 	PG_RETURN_BOOL(kc.ok);
 }
