@@ -108,7 +108,7 @@ $worker->quit;
 sql(q{SELECT vectorbea.define_workflow('later', '{"nodes":[
 	{"id":"ok","kind":"approval","approval":{"gate":"ok"},"not_before":"{{run.input.at}}"},
 	{"id":"side","activity":"later_side"}]}')});
-my $later = sql(q{SELECT vectorbea.start_run('later', jsonb_build_object('at', clock_timestamp() + interval '3 s'))});
+my $later = sql(q{SELECT vectorbea.start_run('later', jsonb_build_object('at', clock_timestamp() + interval '10 s'))});
 ok(defined vb_wait_for($node, qq{
 SELECT available_at < 'infinity' FROM vectorbea.nodes WHERE run_id = '$later' AND node = 'ok'}, 't'),
 	"the scheduler read the approval's not_before");
