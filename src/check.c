@@ -111,6 +111,13 @@ vb_valid_name(const char *s)
 	return true;
 }
 
+/* A JSON number, whole, for JSON the engine stores and reads back. */
+char *
+vb_numeric_json(JsonbValue *v)
+{
+	return DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
+}
+
 /* A JSON number for a message, shortened when it is long. */
 char *
 vb_numeric_text(JsonbValue *v)

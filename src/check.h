@@ -31,6 +31,7 @@ extern bool vb_in_list(const char *s, const char *const *list);
 extern char *vb_list_text(const char *const *list);
 extern char *vb_at(const char *label);
 extern char *vb_numeric_text(JsonbValue *v);
+extern char *vb_numeric_json(JsonbValue *v);
 
 /* Fields every validator reads the same way. */
 extern char *vb_get_name_as(VbChecker *chk, JsonbContainer *obj, const char *key,

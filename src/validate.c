@@ -217,7 +217,7 @@ parse_estimate(VbChecker *chk, JsonbValue *v, const char *label, VbNodeSpec *spe
 	if (vb_jsonb_get(v->val.binary.data, "usd", &f))
 	{
 		(void) vb_get_number(chk, &f, label, "estimate.usd", 0, 1e6);
-		appendStringInfo(&buf, "\"usd\":%s", vb_numeric_text(&f));
+		appendStringInfo(&buf, "\"usd\":%s", vb_numeric_json(&f));
 		any = true;
 	}
 	if (vb_jsonb_get(v->val.binary.data, "tokens", &f))

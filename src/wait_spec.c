@@ -209,7 +209,7 @@ run_spec(VbChecker *chk, JsonbContainer *node, const char *label, List *depends_
 	if (vb_jsonb_get(obj, "budget_usd", &v))
 	{
 		(void) vb_get_number(chk, &v, label, "run.budget_usd", 0, 1e9);
-		budget_usd = vb_numeric_text(&v);
+		budget_usd = vb_numeric_json(&v);
 	}
 	if (vb_jsonb_get(obj, "budget_tokens", &v))
 		budget_tokens = vb_get_int(chk, &v, label, "run.budget_tokens", 0, INT_MAX);

@@ -204,6 +204,19 @@ SELECT n.status, n.reserved_usd, g.kind, g.status AS gate
 SELECT reserved_usd, booked_usd, child_usage_usd FROM vectorbea.spend WHERE run = :'esc';
 SELECT vectorbea.cancel_run(:'esc', 'seen enough');
 
+-- A number longer than a message shows (over 40 characters) is kept whole
+-- in the stored spec, which the engine reads back as JSON: a run node's
+-- budget_usd and a task's estimate.
+SELECT vectorbea.define_workflow('tiny', '{"nodes":[
+  {"id":"r","kind":"run","run":{"workflow":"kid","budget_usd":0.00000000000000000000000000000000000000003}},
+  {"id":"t","activity":"tiny_work","estimate":{"usd":0.00000000000000000000000000000000000000001}}]}');
+SELECT vectorbea.start_run('tiny', '{}') AS tiny \gset
+SELECT estimate FROM vectorbea.nodes WHERE run_id = :'tiny' AND node = 't';
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+SELECT budget_usd FROM vectorbea.runs WHERE parent_run = :'tiny';
+SELECT count(vectorbea.cancel_run(id, 'seen enough')) AS cancelled
+  FROM vectorbea.runs WHERE (id = :'tiny' OR parent_run = :'tiny') AND status = 'running';
+
 DROP FUNCTION tree(uuid);
 
 -- Every run the file left agrees with its history.
