@@ -81,7 +81,6 @@ load_mapping(void)
 {
 	static SPIPlanPtr plan = NULL;
 	uint64		generation = vb_shared ? pg_atomic_read_u64(&vb_shared->tenants_generation) : 0;
-	MemoryContext old;
 
 	if (vb_shared != NULL && generation == mapping_generation)
 		return;
@@ -97,22 +96,23 @@ load_mapping(void)
 	if (SPI_execute_snapshot(plan, NULL, NULL, GetLatestSnapshot(), InvalidSnapshot,
 							 true, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not read workspace_roles");
-	old = MemoryContextSwitchTo(TopMemoryContext);
 	for (int i = 0; i < mapping_count; i++)
 		pfree(mapping[i].workspace);
 	if (mapping)
 		pfree(mapping);
 	mapping_count = (int) SPI_processed;
-	mapping = palloc(sizeof(WorkspaceRole) * Max(mapping_count, 1));
+	mapping = MemoryContextAlloc(TopMemoryContext, sizeof(WorkspaceRole) * Max(mapping_count, 1));
 	for (int i = 0; i < mapping_count; i++)
 	{
 		bool		isnull;
 
-		mapping[i].workspace = pstrdup(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+		/* SPI_getvalue's text in the caller's context; the copy kept for good */
+		mapping[i].workspace = MemoryContextStrdup(TopMemoryContext,
+												   SPI_getvalue(SPI_tuptable->vals[i],
+																SPI_tuptable->tupdesc, 1));
 		mapping[i].role = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
 														 SPI_tuptable->tupdesc, 2, &isnull));
 	}
-	MemoryContextSwitchTo(old);
 	mapping_generation = tenants_pending_bump ? PG_UINT64_MAX : generation;
 }
 

@@ -400,6 +400,20 @@ SELECT :'acme_order' <> :'globex_order' AS two_runs,
 	   (SELECT string_agg(workspace || ':' || (input->>'who'), ',' ORDER BY workspace) FROM vectorbea.runs
 		 WHERE idempotency_key = 'order-1') AS runs_of_the_key;
 
+-- While this transaction has a change of its own, every check reads the
+-- mapping again; what a read leaves behind is freed: 20,000 checks leave
+-- the backend's top memory as it was (each used to keep a copy of every
+-- workspace name it read).
+BEGIN;
+SELECT vectorbea.grant_workspace('leaky', 'vb_t_globex') AS granted_in_transaction;
+SELECT sum(used_bytes) AS top_before FROM pg_backend_memory_contexts WHERE name = 'TopMemoryContext' \gset
+SET LOCAL ROLE vb_t_globex;
+SELECT count(*) AS acme_checks_passed FROM generate_series(1, 20000) g WHERE vectorbea.workspace_visible(CASE WHEN g > 0 THEN 'acme' END);
+RESET ROLE;
+SELECT sum(used_bytes) - :top_before < 200000 AS top_memory_kept
+  FROM pg_backend_memory_contexts WHERE name = 'TopMemoryContext';
+ROLLBACK;
+
 -- A revoke undone by a rollback, or by a rollback to a savepoint, leaves
 -- the workspace closed, in this backend too (it had read the revoke).
 BEGIN;
