@@ -25,6 +25,7 @@
 #include "postgres.h"
 
 #include "common/hashfn.h"
+#include "common/shortest_dec.h"
 #include "common/string.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
@@ -1007,12 +1008,16 @@ default_retry(const VbNodeSpec *s)
 static void
 append_retry(StringInfo buf, const VbNodeSpec *s)
 {
+	/* The shortest text that reads back as the same double (%g kept 6 digits). */
+	char		multiplier[DOUBLE_SHORTEST_DECIMAL_LEN];
+
+	double_to_shortest_decimal_buf(s->multiplier, multiplier);
 	appendStringInfo(buf, ",\"retry\":{\"max_attempts\":%d,"
 					 "\"backoff\":\"%s\",\"initial_ms\":%ld,\"max_ms\":%ld,"
-					 "\"multiplier\":%g,\"jitter\":%s",
+					 "\"multiplier\":%s,\"jitter\":%s",
 					 s->max_attempts,
 					 s->backoff_exponential ? "exponential" : "fixed",
-					 (long) s->initial_ms, (long) s->max_ms, s->multiplier,
+					 (long) s->initial_ms, (long) s->max_ms, multiplier,
 					 s->jitter ? "true" : "false");
 	if (s->on_exhausted)
 		appendStringInfo(buf, ",\"on_exhausted\":\"%s\"", s->on_exhausted);

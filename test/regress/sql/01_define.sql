@@ -20,6 +20,10 @@ SELECT jsonb_pretty(vectorbea.validate_workflow('{
 	"defaults": {"retry": {"max_attempts": 4, "jitter": false, "initial": "250ms"},
 				 "timeout": "1h30m"}}'));
 
+-- A backoff multiplier is kept to the last digit it was given.
+SELECT vectorbea.validate_workflow('{"nodes": [{"id": "a", "activity": "a", "retry": {"multiplier": 1.0000001}}]}') #> '{0,retry,multiplier}' AS a_multiplier,
+	   vectorbea.validate_workflow('{"nodes": [{"id": "b", "activity": "b", "retry": {"multiplier": 1.23456789}}]}') #> '{0,retry,multiplier}' AS b_multiplier;
+
 -- Each refusal prints its SQLSTATE after the message.
 -- Names.
 SELECT vectorbea.define_workflow('', '{"nodes":[{"id":"a","activity":"a"}]}'); \echo SQLSTATE :SQLSTATE
