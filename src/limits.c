@@ -105,13 +105,25 @@ limits_exist(void)
 	return any;
 }
 
+/* A prepared change is bumped for by COMMIT PREPARED (below). */
 static void
 limits_xact_callback(XactEvent event, void *arg)
 {
 	if (event == XACT_EVENT_COMMIT && limits_pending_bump && vb_shared)
 		pg_atomic_fetch_add_u64(&vb_shared->limits_generation, 1);
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT)
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT || event == XACT_EVENT_PREPARE)
 		limits_pending_bump = false;
+}
+
+/*
+ * COMMIT PREPARED has ended a transaction, which may have set the first
+ * concurrency limit: every backend asks again whether any exists.
+ */
+void
+vb_limits_prepared_committed(void)
+{
+	if (vb_shared)
+		pg_atomic_fetch_add_u64(&vb_shared->limits_generation, 1);
 }
 
 /* Starts up to cap attempts of one activity; returns how many. */

@@ -10,6 +10,7 @@
 
 #include "state.h"
 
+extern void vb_limits_prepared_committed(void);
 extern bool vb_claim_within_limits(const char *worker, ArrayType *activities, int max_tasks,
 								   ArrayType *excluded, Interval *lease, TimestampTz at,
 								   VbStartedAttempts *started);

@@ -16,6 +16,10 @@
  * transaction, so another application's two-phase commit costs a look at
  * the slot and no pass.  The poll stays, as the fallback.
  *
+ * A COMMIT PREPARED also tells the backends' caches of the workspace
+ * mapping and of the concurrency limits to read them again: a change to
+ * either says so at its commit, which for a prepared one happens here.
+ *
  * IDENTIFICATION
  *	  src/prepared_finish.c
  *
@@ -27,19 +31,22 @@
 #include "tcop/utility.h"
 
 #include "vectorbea.h"
+#include "limits_claim.h"
 #include "notify.h"
 #include "prepared_finish.h"
+#include "tenants.h"
 
 static ProcessUtility_hook_type prev_utility = NULL;
 
 static bool
-ends_prepared(Node *stmt)
+ends_prepared(Node *stmt, bool *committed)
 {
 	TransactionStmt *t;
 
 	if (stmt == NULL || !IsA(stmt, TransactionStmt))
 		return false;
 	t = (TransactionStmt *) stmt;
+	*committed = t->kind == TRANS_STMT_COMMIT_PREPARED;
 	return t->kind == TRANS_STMT_COMMIT_PREPARED || t->kind == TRANS_STMT_ROLLBACK_PREPARED;
 }
 
@@ -48,7 +55,8 @@ finish_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 			   ProcessUtilityContext context, ParamListInfo params,
 			   QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
 {
-	bool		ends = ends_prepared(pstmt->utilityStmt);
+	bool		committed = false;
+	bool		ends = ends_prepared(pstmt->utilityStmt, &committed);
 
 	if (prev_utility)
 		prev_utility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
@@ -58,6 +66,16 @@ finish_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
 	/* The prepared transaction has ended: the wake goes at this statement's commit. */
 	if (ends)
 		vb_wake_scheduler_for_prepared();
+	/*
+	 * Its changes are visible now.  Those of the workspace mapping and of
+	 * the concurrency limits, which backends cache, said so only at a
+	 * commit in the session that made them: each cache is read again.
+	 */
+	if (committed)
+	{
+		vb_tenants_prepared_committed();
+		vb_limits_prepared_committed();
+	}
 }
 
 /* Called once, from _PG_init. */

@@ -323,15 +323,32 @@ vb_require_run_workspace(pg_uuid_t *run_id, const char *action)
 		vb_require_workspace(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), action);
 }
 
+/*
+ * A change prepared (PREPARE TRANSACTION) commits later, in whatever
+ * session runs COMMIT PREPARED: that session bumps the generation
+ * (vb_tenants_prepared_committed), and this one forgets the mapping it
+ * read with the change in it.
+ */
 static void
 tenants_xact_callback(XactEvent event, void *arg)
 {
 	if (event == XACT_EVENT_COMMIT && tenants_pending_bump && vb_shared)
 		pg_atomic_fetch_add_u64(&vb_shared->tenants_generation, 1);
-	if (event == XACT_EVENT_ABORT && tenants_pending_bump)
+	if ((event == XACT_EVENT_ABORT || event == XACT_EVENT_PREPARE) && tenants_pending_bump)
 		mapping_generation = PG_UINT64_MAX;	/* it may hold the undone change */
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT)
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT || event == XACT_EVENT_PREPARE)
 		tenants_pending_bump = false;
+}
+
+/*
+ * COMMIT PREPARED has ended a transaction, which may have changed the
+ * mapping (nothing here can tell): every backend reads it again.
+ */
+void
+vb_tenants_prepared_committed(void)
+{
+	if (vb_shared)
+		pg_atomic_fetch_add_u64(&vb_shared->tenants_generation, 1);
 }
 
 /* Every backend reads the mapping again once this transaction commits. */

@@ -200,6 +200,25 @@ sql(q{COMMIT PREPARED 'before_restart'});
 ok(heard('vectorbea_tasks', 'pn_restart_work'),
 	'a task made ready by a transaction prepared before the restart is announced once it commits');
 
+# ---------------------------------------------------------------------------
+# A workspace grant prepared in one session and committed from another:
+# a backend that had read the mapping before reads it again, and the
+# workspace, open while unmapped, is closed to a role not granted it.
+sql(q{CREATE ROLE pn_member; CREATE ROLE pn_stranger;
+GRANT USAGE ON SCHEMA vectorbea TO pn_stranger;
+SELECT vectorbea.grant_workspace('pn_elsewhere', 'pn_member');});
+my $stranger = $node->background_psql('postgres');
+$stranger->query_safe(q{SET ROLE pn_stranger});
+is($stranger->query_safe(q{SELECT vectorbea.workspace_visible('pn_secret')}), 't',
+	'an unmapped workspace is open to a role not granted it');
+sql(q{BEGIN; SELECT vectorbea.grant_workspace('pn_secret', 'pn_member'); PREPARE TRANSACTION 'grant_secret';});
+is($stranger->query_safe(q{SELECT vectorbea.workspace_visible('pn_secret')}), 't',
+	'while the grant is prepared, it still is');
+sql(q{COMMIT PREPARED 'grant_secret'});
+is($stranger->query_safe(q{SELECT vectorbea.workspace_visible('pn_secret')}), 'f',
+	'once COMMIT PREPARED has run in another session, the same backend sees it closed');
+$stranger->quit;
+
 is(sql(q{SELECT count(*) FROM vectorbea.runs r, LATERAL vectorbea.verify_run(r.id)}), '0',
 	'every run agrees with its history');
 $listener->quit;
