@@ -60,6 +60,7 @@ spawn_specs(VbRun *run, Jsonb *spawn, const char *node, bool again)
 	VbExistingNodes existing = {0};
 	Jsonb	   *definition;
 	List	   *specs;
+	char	   *specs_json;
 	bool		isnull;
 	Datum		arr;
 
@@ -108,7 +109,12 @@ spawn_specs(VbRun *run, Jsonb *spawn, const char *node, bool again)
 	existing.count = run->node_count -
 		(int) DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
 	specs = vb_validate_spawn(spawn, definition, node, &existing);
-	return specs == NIL ? NULL : vb_node_specs_json(specs);
+	if (specs == NIL)
+		return NULL;
+	specs_json = vb_node_specs_json(specs);
+	/* as define_workflow checks a definition's */
+	vb_check_child_workflows(run->workflow, specs_json, "spawn list");
+	return specs_json;
 }
 
 /*

@@ -7,7 +7,9 @@
  * pass through the same checks before anything is written: known fields
  * only, known kinds, unique ids, dependencies that exist, no cycles,
  * durations that parse, a sane retry policy, sizes within the settings.
- * Every error names the node and the field.  The result is a list of
+ * Every error names the node and the field; the one check that reads a
+ * table, that a run node's child workflow exists, is made on the
+ * normalised JSON (vb_check_child_workflows).  The result is a list of
  * VbNodeSpec with all defaults applied, which is what the engine stores on
  * the nodes and writes into RUN_STARTED / NODES_SPAWNED, so that replay
  * never has to know the defaulting rules.
@@ -1132,4 +1134,46 @@ vb_node_spec_defaults_json(void)
 	append_retry(&buf, &defaults);
 	appendStringInfoChar(&buf, '}');
 	return buf.data;
+}
+
+/*
+ * The workflows that the run nodes of specs_json (a definition's, or a
+ * spawn list's: `what` says which) start must exist (the version too,
+ * when one is named): a name typed wrong is found now rather than when the
+ * node runs.  Workflow `name`, being defined or the spawning run's, may
+ * name itself, at a version it has or the one a definition becomes.
+ */
+void
+vb_check_child_workflows(const char *name, const char *specs_json, const char *what)
+{
+	Datum		args[2] = {CStringGetTextDatum(specs_json), CStringGetTextDatum(name)};
+	Oid			types[2] = {TEXTOID, TEXTOID};
+
+	if (strstr(specs_json, "\"kind\":\"run\"") == NULL)
+		return;
+	if (SPI_execute_with_args("SELECT s->>'id', s->'run'->>'workflow', s->'run'->>'version'"
+							  "  FROM pg_catalog.jsonb_array_elements($1::jsonb) AS s"
+							  " WHERE s->>'kind' = 'run'"
+							  "   AND CASE WHEN s->'run'->>'workflow' <> $2"
+							  "            THEN NOT EXISTS (SELECT FROM vectorbea.workflows w"
+							  "                              WHERE w.name = s->'run'->>'workflow'"
+							  "                                AND (s->'run'->'version' IS NULL"
+							  "                                     OR w.version = (s->'run'->>'version')::int))"
+							  "            ELSE (s->'run'->>'version')::int >"
+							  "                 (SELECT coalesce(pg_catalog.max(w.version), 0) + 1"
+							  "                    FROM vectorbea.workflows w WHERE w.name = $2) END"
+							  " LIMIT 1", 2, types, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not look up child workflows");
+	if (SPI_processed == 1)
+	{
+		char	   *version = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("invalid %s: node \"%s\", field \"run.workflow\" names %sworkflow \"%s\", which does not exist",
+						what, vb_short_text(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)),
+						version ? psprintf("version %s of ", version) : "",
+						vb_short_text(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2))),
+				 errhint("Define the child workflow first.")));
+	}
 }

@@ -96,47 +96,6 @@ check_workflow_owner(const char *name, Oid caller)
 }
 
 /*
- * The workflows that the run nodes of a definition start must exist (the
- * version too, when one is named): a name typed wrong is found now rather
- * than when the node runs.  The workflow being defined may name itself,
- * at a version it has or the one this definition becomes.
- */
-static void
-check_child_workflows(const char *name, const char *specs_json)
-{
-	Datum		args[2] = {CStringGetTextDatum(specs_json), CStringGetTextDatum(name)};
-	Oid			types[2] = {TEXTOID, TEXTOID};
-
-	if (strstr(specs_json, "\"kind\":\"run\"") == NULL)
-		return;
-	if (SPI_execute_with_args("SELECT s->>'id', s->'run'->>'workflow', s->'run'->>'version'"
-							  "  FROM pg_catalog.jsonb_array_elements($1::jsonb) AS s"
-							  " WHERE s->>'kind' = 'run'"
-							  "   AND CASE WHEN s->'run'->>'workflow' <> $2"
-							  "            THEN NOT EXISTS (SELECT FROM vectorbea.workflows w"
-							  "                              WHERE w.name = s->'run'->>'workflow'"
-							  "                                AND (s->'run'->'version' IS NULL"
-							  "                                     OR w.version = (s->'run'->>'version')::int))"
-							  "            ELSE (s->'run'->>'version')::int >"
-							  "                 (SELECT coalesce(pg_catalog.max(w.version), 0) + 1"
-							  "                    FROM vectorbea.workflows w WHERE w.name = $2) END"
-							  " LIMIT 1", 2, types, args, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "vectorbea: could not look up child workflows");
-	if (SPI_processed == 1)
-	{
-		char	   *version = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
-
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("invalid workflow definition: node \"%s\", field \"run.workflow\" names %sworkflow \"%s\", which does not exist",
-						vb_short_text(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)),
-						version ? psprintf("version %s of ", version) : "",
-						vb_short_text(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2))),
-				 errhint("Define the child workflow first.")));
-	}
-}
-
-/*
  * define_workflow(name text, definition jsonb) -> int
  */
 static Datum
@@ -173,7 +132,7 @@ define_workflow_as_owner(PG_FUNCTION_ARGS)
 							  1, types, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not lock workflow name");
 	check_workflow_owner(name, caller);
-	check_child_workflows(name, vb_node_specs_json(specs));
+	vb_check_child_workflows(name, vb_node_specs_json(specs), "workflow definition");
 	if (SPI_execute_with_args("INSERT INTO vectorbea.workflows"
 							  " (name, version, definition, created_at, created_by)"
 							  " SELECT $1, coalesce(pg_catalog.max(version), 0) + 1, $2, $3, $4"

@@ -443,5 +443,16 @@ SELECT * FROM check_run(:'nap_run');
 DROP FUNCTION try(text);
 DROP FUNCTION history(uuid);
 
+-- A spawned run node's workflow must exist too, as a defined one's: the
+-- completion that spawns it is refused and changes nothing.
+SELECT vectorbea.define_workflow('spawns_kids', '{"nodes":[{"id":"plan","activity":"kid_planner"}]}');
+SELECT vectorbea.start_run('spawns_kids', '{}') AS spawner \gset
+SELECT task_id AS plan_task, lease AS plan_lease FROM vectorbea.claim_tasks('w', ARRAY['kid_planner']) \gset
+SELECT vectorbea.complete_task(:plan_task, :'plan_lease', '{}',
+	spawn => '[{"id":"kid","kind":"run","run":{"workflow":"nowhere"}}]');
+SELECT status, (SELECT count(*) FROM vectorbea.nodes WHERE run_id = :'spawner') AS nodes
+  FROM vectorbea.nodes WHERE id = :plan_task;
+SELECT vectorbea.fail_task(:plan_task, :'plan_lease', '{"message": "done with the test", "class": "permanent"}');
+
 -- Every run the file left agrees with its history.
 SELECT * FROM inconsistent_runs();
