@@ -74,8 +74,12 @@
 #define SCHEDULER_WORKER		"vectorbea scheduler"
 #define LEASE_MARGIN_MS			(60 * 1000)
 #define NODE_TIMEOUT_MARGIN_MS	500
-/* A correction waits at most this long for its time under a rate limit. */
+/*
+ * A correction waits at most this long for its time under a rate limit,
+ * and only when its node's timeout leaves it this much after that time.
+ */
 #define MAX_HELD_MS				(60 * 1000)
+#define MIN_HELD_CALL_ROOM_MS	(10 * 1000)
 #define HELD_BUSY_RETRY_MS		100
 #define MAX_MESSAGES			(2 * 10 + 1)	/* the prompt, then answer/correction pairs */
 #define MAX_PROVIDER_MESSAGE	500
@@ -198,9 +202,9 @@ record_request(VbRun *run, LlmCall *c, TimestampTz at)
 
 /*
  * Holds correction c until `until`, its time under a rate limit, when that
- * is at most MAX_HELD_MS away and its node's timeout leaves the call room
- * after it: its lease is kept until then and a margin.  False, nothing
- * changed, when not.
+ * is at most MAX_HELD_MS away and its node's timeout leaves the call
+ * MIN_HELD_CALL_ROOM_MS after it: its lease is kept until then and a
+ * margin.  False, nothing changed, when not.
  */
 static bool
 hold_correction(LlmCall *c, TimestampTz until, TimestampTz at)
@@ -223,8 +227,7 @@ hold_correction(LlmCall *c, TimestampTz until, TimestampTz at)
 	args[0] = Int64GetDatum(c->task_id);
 	args[1] = UUIDPGetDatum(&c->lease);
 	args[2] = TimestampTzGetDatum(until + (int64) LEASE_MARGIN_MS * 1000);
-	/* room for the call after its time: as record_request leaves it */
-	args[3] = TimestampTzGetDatum(until + (int64) 2 * NODE_TIMEOUT_MARGIN_MS * 1000);
+	args[3] = TimestampTzGetDatum(until + (int64) MIN_HELD_CALL_ROOM_MS * 1000);
 	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "vectorbea: could not hold the correction of task %ld", (long) c->task_id);
 	if (SPI_processed != 1)
@@ -619,64 +622,76 @@ vb_llm_next_send(void)
 	return next;
 }
 
+typedef enum HeldOutcome
+{
+	HELD_RUN_BUSY,				/* its run is held, or gone: look again shortly */
+	HELD_DROPPED,				/* its run has ended: not sent */
+	HELD_RECORDED				/* on record, to be sent */
+} HeldOutcome;
+
 typedef struct HeldCall
 {
 	LlmCall    *call;
-	TimestampTz at;
-	bool		recorded;
+	HeldOutcome outcome;
 } HeldCall;
 
+/*
+ * Without waiting for the run: a worker's open transaction must not stall
+ * the scheduler.  A run that is gone is found by vb_llm_check_leases at
+ * the next pass (its lease is gone with it).
+ */
 static void
 record_held_one(void *arg)
 {
 	HeldCall   *h = arg;
 	VbRun		run;
+	TimestampTz at;
 
-	if (!vb_run_lock(&h->call->run_id, &run) || !vb_run_active(run.status))
+	h->outcome = HELD_RUN_BUSY;
+	if (!vb_run_try_lock(&h->call->run_id, &run))
 		return;
-	record_request(&run, h->call, h->at);
-	vb_run_save(&run, h->at);
-	h->recorded = true;
+	h->outcome = HELD_DROPPED;
+	if (!vb_run_active(run.status))
+		return;
+	at = vb_now();
+	record_request(&run, h->call, at);
+	vb_run_save(&run, at);
+	h->outcome = HELD_RECORDED;
 }
 
 /*
  * Records the held corrections whose time has come, each in a
  * subtransaction of the caller's (after vb_llm_check_leases dropped those
  * whose lease is gone); vb_llm_send sends them after its commit.  Until
- * then nothing said they were sent: a kill switch or a restart meanwhile
- * finds the attempt's last call answered, not one in doubt.  One whose run
- * is held is tried again shortly; one that fails is dropped, and its
+ * then the history says the attempt's last call was answered.  One whose
+ * run is held is tried again shortly; one that fails is dropped, and its
  * attempt ends when its lease does.
  */
 void
 vb_llm_record_held(void)
 {
-	TimestampTz now = vb_now();
 	LlmCall    *next;
 
 	for (LlmCall *c = calls; c; c = next)
 	{
-		HeldCall	h = {c, now, false};
+		HeldCall	h = {c, HELD_DROPPED};
 		ErrorData  *edata;
 
 		next = c->next;
-		if (c->held_until == 0 || c->held_until > now)
+		if (c->held_until == 0 || c->held_until > vb_now())
 			continue;
 		edata = vb_try_in_subxact(record_held_one, &h);
-		if (edata && edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE)
-		{
-			c->held_until = now + (int64) HELD_BUSY_RETRY_MS * 1000;
-			FreeErrorData(edata);
-			continue;
-		}
 		if (edata)
 		{
 			ereport(WARNING,
 					(errmsg("vectorbea scheduler: the correction of task %ld was not sent: %s",
 							(long) c->task_id, edata->message)));
 			FreeErrorData(edata);
+			h.outcome = HELD_DROPPED;
 		}
-		if (h.recorded)
+		if (h.outcome == HELD_RUN_BUSY)
+			c->held_until = vb_now() + (int64) HELD_BUSY_RETRY_MS * 1000;
+		else if (h.outcome == HELD_RECORDED)
 			c->held_until = 0;
 		else
 			forget_call(c);
