@@ -54,6 +54,8 @@
 
 #define RATE_KEY_LEN	(3 * (VB_MAX_NAME_LEN + 1) + 256)
 #define MAX_PER_MINUTE	100000000
+/* How late a node may come back and still go through on its given time. */
+#define GRANT_GRACE_MS	5000
 
 /* The schedule of one (workspace, provider, model): model "*" for all. */
 typedef struct RateState
@@ -140,12 +142,20 @@ vb_rate_take(int64 task_id, const char *workspace, const char *provider, const c
 	StringInfoData why;
 
 	init_tables();
-	/* A node back at the time it was given goes through on it. */
+	/*
+	 * A node back at the time it was given goes through on it, if it comes
+	 * back then: one held meanwhile (its run paused, its model disabled)
+	 * and released later takes a new place, or a whole paused queue would
+	 * go at once.
+	 */
 	grant = hash_search(grants, &task_id, HASH_FIND, &found);
 	if (found && grant->at <= now)
 	{
+		bool		in_time = now - grant->at <= (int64) GRANT_GRACE_MS * 1000;
+
 		hash_search(grants, &task_id, HASH_REMOVE, NULL);
-		return true;
+		if (in_time)
+			return true;
 	}
 
 	if (vb_waits_available())
