@@ -113,7 +113,7 @@ spawn_specs(VbRun *run, Jsonb *spawn, const char *node, bool again)
 		return NULL;
 	specs_json = vb_node_specs_json(specs);
 	/* as define_workflow checks a definition's */
-	vb_check_child_workflows(run->workflow, specs_json, "spawn list");
+	vb_check_child_workflows(run->workflow, specs_json, "spawn list", false);
 	return specs_json;
 }
 

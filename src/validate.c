@@ -1141,13 +1141,16 @@ vb_node_spec_defaults_json(void)
  * spawn list's: `what` says which) start must exist (the version too,
  * when one is named): a name typed wrong is found now rather than when the
  * node runs.  Workflow `name`, being defined or the spawning run's, may
- * name itself, at a version it has or the one a definition becomes.
+ * name itself, at a version it has, or (defining) the one the definition
+ * becomes.  Not read-only: a workflow defined since the caller's statement
+ * began (the scheduler's step, for an llm node's spawn) counts.
  */
 void
-vb_check_child_workflows(const char *name, const char *specs_json, const char *what)
+vb_check_child_workflows(const char *name, const char *specs_json, const char *what, bool defining)
 {
-	Datum		args[2] = {CStringGetTextDatum(specs_json), CStringGetTextDatum(name)};
-	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		args[3] = {CStringGetTextDatum(specs_json), CStringGetTextDatum(name),
+	Int32GetDatum(defining ? 1 : 0)};
+	Oid			types[3] = {TEXTOID, TEXTOID, INT4OID};
 
 	if (strstr(specs_json, "\"kind\":\"run\"") == NULL)
 		return;
@@ -1160,9 +1163,9 @@ vb_check_child_workflows(const char *name, const char *specs_json, const char *w
 							  "                                AND (s->'run'->'version' IS NULL"
 							  "                                     OR w.version = (s->'run'->>'version')::int))"
 							  "            ELSE (s->'run'->>'version')::int >"
-							  "                 (SELECT coalesce(pg_catalog.max(w.version), 0) + 1"
+							  "                 (SELECT coalesce(pg_catalog.max(w.version), 0) + $3"
 							  "                    FROM vectorbea.workflows w WHERE w.name = $2) END"
-							  " LIMIT 1", 2, types, args, NULL, true, 1) != SPI_OK_SELECT)
+							  " LIMIT 1", 3, types, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not look up child workflows");
 	if (SPI_processed == 1)
 	{

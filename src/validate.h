@@ -80,6 +80,7 @@ extern char *vb_node_specs_json(List *specs);
 extern char *vb_node_specs_full_json(List *specs);
 extern char *vb_node_spec_defaults_json(void);
 
-extern void vb_check_child_workflows(const char *name, const char *specs_json, const char *what);
+extern void vb_check_child_workflows(const char *name, const char *specs_json, const char *what,
+									 bool defining);
 
 #endif							/* VB_VALIDATE_H */

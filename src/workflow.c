@@ -132,7 +132,7 @@ define_workflow_as_owner(PG_FUNCTION_ARGS)
 							  1, types, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not lock workflow name");
 	check_workflow_owner(name, caller);
-	vb_check_child_workflows(name, vb_node_specs_json(specs), "workflow definition");
+	vb_check_child_workflows(name, vb_node_specs_json(specs), "workflow definition", true);
 	if (SPI_execute_with_args("INSERT INTO vectorbea.workflows"
 							  " (name, version, definition, created_at, created_by)"
 							  " SELECT $1, coalesce(pg_catalog.max(version), 0) + 1, $2, $3, $4"

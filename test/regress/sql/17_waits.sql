@@ -450,6 +450,10 @@ SELECT vectorbea.start_run('spawns_kids', '{}') AS spawner \gset
 SELECT task_id AS plan_task, lease AS plan_lease FROM vectorbea.claim_tasks('w', ARRAY['kid_planner']) \gset
 SELECT vectorbea.complete_task(:plan_task, :'plan_lease', '{}',
 	spawn => '[{"id":"kid","kind":"run","run":{"workflow":"nowhere"}}]');
+-- Its own workflow, at a version it does not have (a definition may name
+-- the version it becomes; a spawn may not).
+SELECT vectorbea.complete_task(:plan_task, :'plan_lease', '{}',
+	spawn => '[{"id":"kid","kind":"run","run":{"workflow":"spawns_kids","version":2}}]');
 SELECT status, (SELECT count(*) FROM vectorbea.nodes WHERE run_id = :'spawner') AS nodes
   FROM vectorbea.nodes WHERE id = :plan_task;
 SELECT vectorbea.fail_task(:plan_task, :'plan_lease', '{"message": "done with the test", "class": "permanent"}');
