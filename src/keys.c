@@ -475,28 +475,38 @@ rotate_master_key_as_owner(PG_FUNCTION_ARGS)
 	SPI_connect();
 	old_master = vb_read_master_key(vb_master_key_file);
 	new_master = vb_read_master_key(text_to_cstring(PG_GETARG_TEXT_PP(0)));
-	if (strcmp(old_master, new_master) == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("the new master key is the current one")));
-	schema = vb_pgcrypto_schema();
-	check_every_key_decrypts(schema, old_master);
-	args[0] = CStringGetTextDatum(old_master);
-	args[1] = CStringGetTextDatum(new_master);
-	if (SPI_execute_with_args(psprintf("UPDATE vectorbea.provider_keys"
-									   "   SET ciphertext = %s.pgp_sym_encrypt("
-									   "         %s.pgp_sym_decrypt(ciphertext,"
-									   "           $1 || E'\\n' || workspace || E'\\n' || provider),"
-									   "         $2 || E'\\n' || workspace || E'\\n' || provider,"
-									   "         'cipher-algo=aes256')",
-									   schema, schema),
-							  2, types, args, NULL, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "vectorbea: could not re-encrypt the provider keys");
-	n = SPI_processed;
-	forget_text(args[0]);
-	forget_text(args[1]);
-	vb_forget(old_master);
-	vb_forget(new_master);
+	/* Both keys are zeroed however this ends. */
+	PG_TRY();
+	{
+		if (strcmp(old_master, new_master) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("the new master key is the current one")));
+		schema = vb_pgcrypto_schema();
+		check_every_key_decrypts(schema, old_master);
+		args[0] = CStringGetTextDatum(old_master);
+		args[1] = CStringGetTextDatum(new_master);
+		if (SPI_execute_with_args(psprintf("UPDATE vectorbea.provider_keys"
+										   "   SET ciphertext = %s.pgp_sym_encrypt("
+										   "         %s.pgp_sym_decrypt(ciphertext,"
+										   "           $1 || E'\\n' || workspace || E'\\n' || provider),"
+										   "         $2 || E'\\n' || workspace || E'\\n' || provider,"
+										   "         'cipher-algo=aes256')",
+										   schema, schema),
+								  2, types, args, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "vectorbea: could not re-encrypt the provider keys");
+		n = SPI_processed;
+		forget_text(args[0]);
+		forget_text(args[1]);
+	}
+	PG_FINALLY();
+	{
+		explicit_bzero(old_master, strlen(old_master));
+		explicit_bzero(new_master, strlen(new_master));
+	}
+	PG_END_TRY();
+	pfree(old_master);
+	pfree(new_master);
 	SPI_finish();
 	PG_RETURN_INT32((int32) n);
 }
