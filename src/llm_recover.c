@@ -40,6 +40,18 @@ recover_one(void *arg, int i)
 
 	if (!vb_run_lock(&b->run_ids[i], &run) || !vb_run_active(run.status))
 		return;
+	/*
+	 * No call out (a correction was held for its rate limit): nothing is
+	 * in doubt; the attempt ends uncounted and starts again.
+	 */
+	if (!vb_state_llm_call_out(b->task_ids[i]))
+	{
+		vb_state_abort_attempt(&run, b->task_ids[i],
+							   "the scheduler stopped between two calls of the attempt, none in flight",
+							   b->at, b->at);
+		vb_run_save(&run, b->at);
+		return;
+	}
 	/* Found before the run was locked: closed meanwhile, it is left alone. */
 	if (vb_state_attempt_in_doubt(&run, b->task_ids[i], "transient",
 								  "{\"message\":\"in doubt: the scheduler stopped while the call was in flight; the provider may have answered\","

@@ -2680,11 +2680,43 @@ vb_state_abort_attempt(VbRun *run, int64 task_id, const char *message,
 }
 
 /*
+ * Whether the attempt of node n has a call out: its last LLM_REQUESTED has
+ * no LLM_CALLED after it.  One that holds a correction for its time under
+ * a rate limit (llm.c) has none: its last call was answered.
+ */
+#define LLM_CALL_OUT_SQL \
+	"coalesce((SELECT e.type FROM vectorbea.events e" \
+	"           WHERE e.run_id = n.run_id AND e.node = n.node AND e.attempt = n.attempt" \
+	"             AND e.type IN ('LLM_REQUESTED', 'LLM_CALLED')" \
+	"           ORDER BY e.seq DESC LIMIT 1) = 'LLM_REQUESTED', false)"
+
+/* Whether the running llm task task_id has a call out (LLM_CALL_OUT_SQL). */
+bool
+vb_state_llm_call_out(int64 task_id)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[1] = {Int64GetDatum(task_id)};
+	bool		isnull;
+
+	if (plan == NULL)
+	{
+		Oid			types[1] = {INT8OID};
+
+		plan = vb_prepare("SELECT " LLM_CALL_OUT_SQL " FROM vectorbea.nodes n WHERE n.id = $1",
+						  lengthof(types), types);
+	}
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not read task %ld", (long) task_id);
+	return SPI_processed == 1 &&
+		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
  * An llm call in flight of a locked run is stopped by a kill switch: its
  * attempt is aborted (vb_state_abort_attempt), unless the node asks a
- * person about attempts in doubt (in_doubt "ask"): the call may have
- * reached the provider, so a gate of kind in_doubt opens instead of
- * sending it again after the switch.
+ * person about attempts in doubt (in_doubt "ask") and a call is out: it
+ * may have reached the provider, so a gate of kind in_doubt opens instead
+ * of sending it again after the switch.
  */
 void
 vb_state_stop_call(VbRun *run, int64 task_id, const char *message, TimestampTz available_at,
@@ -2699,8 +2731,9 @@ vb_state_stop_call(VbRun *run, int64 task_id, const char *message, TimestampTz a
 	{
 		Oid			types[1] = {INT8OID};
 
-		plan = vb_prepare("SELECT node, attempt, approval::text FROM vectorbea.nodes"
-						  " WHERE id = $1 AND status = 'running' AND retry->>'in_doubt' = 'ask'",
+		plan = vb_prepare("SELECT node, attempt, approval::text FROM vectorbea.nodes n"
+						  " WHERE id = $1 AND status = 'running' AND retry->>'in_doubt' = 'ask'"
+						  "   AND " LLM_CALL_OUT_SQL,
 						  lengthof(types), types);
 	}
 	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)

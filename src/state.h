@@ -108,6 +108,7 @@ extern void vb_state_cancel_run(VbRun *run, const char *reason, bool compensate,
 /* Kill switches. */
 extern bool vb_state_abort_attempt(VbRun *run, int64 task_id, const char *message,
 								   TimestampTz available_at, TimestampTz at);
+extern bool vb_state_llm_call_out(int64 task_id);
 extern void vb_state_stop_call(VbRun *run, int64 task_id, const char *message,
 							   TimestampTz available_at, TimestampTz at);
 extern bool vb_state_pause_run(VbRun *run, const char *scope, const char *reason,

@@ -155,6 +155,30 @@ sql(q{SELECT vectorbea.enable_model('openai', 'gpt-4o-mini')});
 ok(defined vb_wait_for($node, qq{SELECT status FROM vectorbea.runs WHERE id = '$timed'}, 'succeeded', 10),
 	'not_before: enable_model wakes the scheduler, which makes the call');
 
+# ---------------------------------------------------------------------------
+# A node that asks about attempts in doubt, stopped while it holds a
+# correction for its time under a rate limit: no call is out (the last one
+# was answered), so nothing is in doubt, and the attempt is aborted like
+# any other.
+vb_fake_reset();
+vb_fake_script({ text => 'not json', times => 1 }, { text => '{"ok": true}', times => -1 });
+sql(q{SELECT vectorbea.set_rate_limit('default', 'openai', 6, NULL, 'gpt-held')});
+sql(q{SELECT vectorbea.define_workflow('careful_json', '{"nodes": [
+  {"id": "q", "kind": "llm", "in_doubt": "ask",
+   "llm": {"provider": "openai", "model": "gpt-held", "prompt": "json please",
+           "output_schema": {"type": "object"}, "max_corrections": 1}}]}')});
+my $held = sql(q{SELECT vectorbea.start_run('careful_json', '{}')});
+ok(defined vb_wait_for($node, qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$held' AND type = 'RATE_LIMITED'},
+		'1', 30), 'held: the correction waits for its time under the limit');
+sql(q{SELECT vectorbea.disable_model('openai', 'gpt-held', 'stop it')});
+is(sql(qq{SELECT count(*) FROM vectorbea.approvals WHERE run_id = '$held'}), '0',
+	'held: the switch opens no in_doubt gate: no call was out');
+is(sql(qq{SELECT status || ' ' || available_at FROM vectorbea.nodes WHERE run_id = '$held'}), 'ready infinity',
+	'held: the attempt is aborted and the node held for the model');
+sql(q{SELECT vectorbea.enable_model('openai', 'gpt-held')});
+ok(defined vb_wait_for($node, qq{SELECT status FROM vectorbea.runs WHERE id = '$held'}, 'succeeded', 40),
+	'held: enabled again, the node runs again and succeeds');
+
 is(sql(q{SELECT count(*) FROM vectorbea.runs r, vectorbea.verify_run(r.id)}), '0',
 	'verify_run is empty for every run');
 
