@@ -183,6 +183,18 @@ vb_validate_gate(VbChecker *chk, const char *label, const char *field, JsonbValu
 	}
 	else if (approvers != NIL)
 		quorum = 1;
+	/*
+	 * An escalation hands the gate to another role; a quorum's votes come
+	 * from its approvers' entries, which the new role's members are not:
+	 * the escalated gate could be decided by nobody it was passed to.
+	 */
+	if (approvers != NIL && escalate_to != NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid %s: %s, fields \"%s\" and \"%s\" do not go together",
+						chk->what, label, F("approvers"), F("escalate_to")),
+				 errdetail("An escalation passes the gate to a role whose members are not among the approvers who vote."),
+				 errhint("Use \"on_timeout\": \"reject\" or \"approve\" with a quorum, or escalate a gate without \"approvers\".")));
 #undef F
 
 	initStringInfo(&buf);

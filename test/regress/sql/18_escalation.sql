@@ -36,6 +36,8 @@ SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"g","kind":"approval","
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"c","kind":"run","run":{"workflow":"bad"},"in_doubt":"ask"}]}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"g","kind":"approval","approval":{"gate":"g","quorum":2}}]}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"g","kind":"approval","approval":{"gate":"g","quorum":3,"approvers":["a","b"]}}]}'); \echo SQLSTATE :SQLSTATE
+-- A quorum is not escalated: the role it would pass to is not among those who vote.
+SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"g","kind":"approval","approval":{"gate":"g","quorum":2,"approvers":["a","b"],"timeout":"1h","on_timeout":"escalate","escalate_to":"c"}}]}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"g","kind":"approval","approval":{"gate":"g","quorum":0,"approvers":["a"]}}]}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"g","kind":"approval","approval":{"gate":"g","approvers":["a","a"]}}]}'); \echo SQLSTATE :SQLSTATE
 SELECT vectorbea.define_workflow('bad', '{"nodes":[{"id":"g","kind":"approval","approval":{"gate":"g","approvers":[]}}]}'); \echo SQLSTATE :SQLSTATE
