@@ -78,16 +78,18 @@
 
 /* Takes the run lock without waiting in the lock manager (see the header). */
 static void
-lock_run_for_decision(pg_uuid_t *run_id, VbRun *run)
+lock_run_for_decision(pg_uuid_t *run_id, VbRun *run, int64 approval_id, const char *gate)
 {
 	for (int waited = 0;; waited += 10)
 	{
 		if (vb_run_try_lock(run_id, run))
 			return;
+		/* which gate: an UPDATE may decide many */
 		if (waited >= DECISION_LOCK_WAIT_MS)
 			ereport(ERROR,
 					(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
-					 errmsg("the run of this gate stayed busy; the decision was not recorded"),
+					 errmsg("the run of gate \"%s\" (approval %ld) stayed busy; the decision was not recorded",
+							vb_short_text(gate), (long) approval_id),
 					 errdetail("Another transaction held run %s for more than %d ms.",
 							   vb_uuid_text(run_id), DECISION_LOCK_WAIT_MS),
 					 errhint("Run the UPDATE again.")));
@@ -398,7 +400,7 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 		gate = col_text(oldtup, desc, "gate");
 
 		SPI_connect();
-		lock_run_for_decision(&run_id, &run);
+		lock_run_for_decision(&run_id, &run, id, gate);
 		if (vb_state_run_closing_deferred(&run_id))
 		{
 			/*
