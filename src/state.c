@@ -654,6 +654,44 @@ fail_too_large_claim(pg_uuid_t *run_id, int64 task_id, const char *error_json, T
 }
 
 /*
+ * A failure for good may have ended its run, and with it the attempts this
+ * claim started there (their leases revoked): those rows, from
+ * started->vals[first], are not handed out.
+ */
+static void
+drop_closed_rows(VbStartedAttempts *started, uint64 first)
+{
+	uint64		n = started->count - first;
+	uint64		kept = first;
+	Datum	   *ids;
+	Datum		args[1];
+	Oid			types[1] = {INT8ARRAYOID};
+	bool		isnull;
+
+	if (n == 0)
+		return;
+	ids = palloc(sizeof(Datum) * n);
+	for (uint64 i = 0; i < n; i++)
+		ids[i] = SPI_getbinval(started->vals[first + i], started->tupdesc, 1, &isnull);
+	args[0] = PointerGetDatum(construct_array(ids, (int) n, INT8OID, 8, true, TYPALIGN_DOUBLE));
+	if (SPI_execute_with_args("SELECT id FROM vectorbea.nodes WHERE id = ANY ($1) AND status = 'running'",
+							  1, types, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not read the claimed nodes");
+	for (uint64 i = first; i < started->count; i++)
+	{
+		int64		id = DatumGetInt64(SPI_getbinval(started->vals[i], started->tupdesc, 1, &isnull));
+		bool		running = false;
+
+		for (uint64 j = 0; j < SPI_processed && !running; j++)
+			running = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[j], SPI_tuptable->tupdesc, 1,
+												  &isnull)) == id;
+		if (running)
+			started->vals[kept++] = started->vals[i];
+	}
+	started->count = kept;
+}
+
+/*
  * Completes the rows of the attempts started from started->vals[first]
  * with what the claim statement leaves to this file, each made only once
  * its size shows that it fits in a jsonb value (upstream.c):
@@ -668,6 +706,7 @@ static void
 complete_claimed_rows(VbStartedAttempts *started, uint64 first, TimestampTz at)
 {
 	uint64		kept = first;
+	bool		any_failed = false;
 
 	for (uint64 i = first; i < started->count; i++)
 	{
@@ -687,6 +726,7 @@ complete_claimed_rows(VbStartedAttempts *started, uint64 first, TimestampTz at)
 			{
 				fail_too_large_claim(DatumGetUUIDP(SPI_getbinval(tup, desc, 3, &isnull)), task_id,
 									 vb_upstream_too_large_json(node, bytes), at);
+				any_failed = true;
 				continue;
 			}
 			tup = replace_column(tup, desc, CLAIM_UPSTREAM_COLUMN, made);
@@ -699,6 +739,7 @@ complete_claimed_rows(VbStartedAttempts *started, uint64 first, TimestampTz at)
 			{
 				fail_too_large_claim(DatumGetUUIDP(SPI_getbinval(tup, desc, 3, &isnull)), task_id,
 									 vb_compensation_too_large_json(node, bytes), at);
+				any_failed = true;
 				continue;
 			}
 			tup = replace_column(tup, desc, CLAIM_INPUT_COLUMN, made);
@@ -706,6 +747,8 @@ complete_claimed_rows(VbStartedAttempts *started, uint64 first, TimestampTz at)
 		started->vals[kept++] = tup;
 	}
 	started->count = kept;
+	if (any_failed)
+		drop_closed_rows(started, first);
 }
 
 /*
