@@ -260,8 +260,9 @@ fail_unsent(ClaimBatch *b, int i, VbRun *run, const char *err_class, const char 
  * switch thrown, a rate limit, a budget, an address not allowed), holds or
  * fails the attempt instead; true when it was recorded, to be sent.  A
  * call refused before its turn under the rate limits gives up the time a
- * wait there gave it (vb_rate_take): kept, it would let a later attempt,
- * after a resume, through at once, past the limits.
+ * wait there gave it (vb_rate_take): the attempt after a resume takes a
+ * new time, behind those given meanwhile, even within the grace rate.c
+ * allows a late node.
  */
 static bool
 record_or_hold(ClaimBatch *b, int i, VbRun *run, LlmCall *c)
