@@ -44,6 +44,7 @@ OBJS = \
 	src/state.o \
 	src/check.o \
 	src/tenants.o \
+	src/workspace_lock.o \
 	src/llm_spec.o \
 	src/gate_spec.o \
 	src/wait_spec.o \

@@ -51,10 +51,12 @@
 #include "caller.h"
 #include "check.h"
 #include "clock.h"
+#include "controls.h"
 #include "jsonb_util.h"
 #include "spi_util.h"
 #include "state.h"
 #include "tenants.h"
+#include "workspace_lock.h"
 
 static const char *const periods[] = {"day", "month", "total", NULL};
 static const char *const policies[] = {"fail", "pause", NULL};
@@ -349,9 +351,7 @@ resume_budget_paused(const char *workspace, pg_uuid_t *run_id, TimestampTz at)
 	Oid			types[2] = {TEXTOID, UUIDOID};
 	uint64		n;
 	pg_uuid_t  *ids;
-	char	  **ws_reasons;		/* a paused workspace's reason, or NULL */
-	char	  **ws_by;
-	bool	   *ws_paused;
+	char	  **workspaces;
 	int			resumed = 0;
 
 	if (workspace)
@@ -362,18 +362,14 @@ resume_budget_paused(const char *workspace, pg_uuid_t *run_id, TimestampTz at)
 		args[1] = UUIDPGetDatum(run_id);
 	else
 		nulls[1] = 'n';
-	if (SPI_execute_with_args("SELECT r.id, w.workspace IS NOT NULL, w.reason, w.paused_by::text"
-							  "  FROM vectorbea.runs r"
-							  "  LEFT JOIN vectorbea.paused_workspaces w ON w.workspace = r.workspace"
+	if (SPI_execute_with_args("SELECT r.id, r.workspace FROM vectorbea.runs r"
 							  " WHERE " BUDGET_RESUMABLE_SQL
 							  "   AND ($1::text IS NULL OR r.workspace = $1) AND ($2::uuid IS NULL OR r.id = $2)"
 							  " ORDER BY r.created_at DESC, r.id DESC", 2, types, args, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not find the runs a budget paused");
 	n = SPI_processed;
 	ids = palloc(sizeof(pg_uuid_t) * Max(n, 1));
-	ws_paused = palloc(sizeof(bool) * Max(n, 1));
-	ws_reasons = palloc(sizeof(char *) * Max(n, 1));
-	ws_by = palloc(sizeof(char *) * Max(n, 1));
+	workspaces = palloc(sizeof(char *) * Max(n, 1));
 	for (uint64 i = 0; i < n; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
@@ -381,14 +377,16 @@ resume_budget_paused(const char *workspace, pg_uuid_t *run_id, TimestampTz at)
 		bool		isnull;
 
 		memcpy(&ids[i], DatumGetUUIDP(SPI_getbinval(tup, desc, 1, &isnull)), sizeof(pg_uuid_t));
-		ws_paused[i] = DatumGetBool(SPI_getbinval(tup, desc, 2, &isnull));
-		ws_reasons[i] = SPI_getvalue(tup, desc, 3);
-		ws_by[i] = SPI_getvalue(tup, desc, 4);
+		workspaces[i] = SPI_getvalue(tup, desc, 2);
 	}
 	for (uint64 i = 0; i < n; i++)
 	{
 		VbRun		run;
+		char	   *reason = NULL;
+		char	   *by = NULL;
 
+		/* It sets the run going: under its workspace's lock, taken before the run's. */
+		vb_workspace_share(workspaces[i]);
 		if (vb_run_lock(&ids[i], &run) && still_resumable(&ids[i]) &&
 			vb_state_resume_run(&run, vb_caller_name(), at))
 		{
@@ -397,8 +395,8 @@ resume_budget_paused(const char *workspace, pg_uuid_t *run_id, TimestampTz at)
 			 * its pause): the budget no longer holds it, the workspace does,
 			 * so that resume_workspace lets it go on, not this.
 			 */
-			if (ws_paused[i])
-				vb_state_pause_run(&run, "workspace", ws_reasons[i], ws_by[i], at);
+			if (vb_workspace_paused(workspaces[i], &reason, &by))
+				vb_state_pause_run(&run, "workspace", reason, by, at);
 			else
 				resumed++;
 			vb_run_save(&run, at);
@@ -531,6 +529,13 @@ set_budget(FunctionCallInfo fcinfo, char *period)
 				 errdetail("Policies: fail (the run fails), pause (the run waits until the budget is raised).")));
 
 	SPI_connect();
+
+	/*
+	 * It may resume runs of the workspace: its lock before the budget's row,
+	 * which the scheduler's llm step locks while it holds a run (a pause
+	 * waiting for that run would otherwise close a circle).
+	 */
+	vb_workspace_share(workspace);
 	args[0] = CStringGetTextDatum(workspace);
 	if (PG_ARGISNULL(1) && PG_ARGISNULL(3))
 	{
@@ -624,6 +629,8 @@ set_run_budget_as_owner(PG_FUNCTION_ARGS)
 	check_amounts(fcinfo, 1, 2);
 	SPI_connect();
 	vb_require_run_workspace(PG_GETARG_UUID_P(0), "change the budget of runs of");
+	/* It may resume the run, setting it going: the workspace's lock first. */
+	vb_workspace_share_of_run(PG_GETARG_UUID_P(0));
 	if (!vb_run_lock(PG_GETARG_UUID_P(0), &run))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),

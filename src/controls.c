@@ -17,7 +17,9 @@
  * checks the switch again before each call.  A compensating run is not
  * paused: undoing what it did runs to its end (cancel_run abandons it).
  * Everything takes effect when the caller commits; vectorbea.controls
- * lists what holds.
+ * lists what holds.  A workspace's switch holds the workspace lock alone
+ * (workspace_lock.c), and reads and lists with the latest snapshot, so a
+ * run set going at the same moment is either listed or starts paused.
  *
  * Runs are locked one at a time newest first (by start time, then id),
  * the one order of every multi-run lock (events.c): a child is locked
@@ -38,6 +40,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/snapmgr.h"
 #include "utils/uuid.h"
 
 #include "vectorbea.h"
@@ -50,6 +53,7 @@
 #include "spi_util.h"
 #include "state.h"
 #include "tenants.h"
+#include "workspace_lock.h"
 
 static char *
 caller(void)
@@ -98,9 +102,16 @@ lock_unfinished_run(pg_uuid_t *run_id, VbRun *run, const char *what)
 						vb_uuid_text(run_id), vb_run_status_name(run->status), what)));
 }
 
-/* Whether workspace is paused; its reason in *reason. */
+/*
+ * Whether workspace is paused; its reason in *reason, and who paused it in
+ * *by when by is not NULL.  The caller holds the workspace lock (shared
+ * or alone, workspace_lock.c), so no switch of it is under way, and reads
+ * the latest committed one: in REPEATABLE READ a snapshot taken before a
+ * pause committed would let the run start running after the pause listed
+ * the runs.
+ */
 bool
-vb_workspace_paused(const char *workspace, char **reason)
+vb_workspace_paused(const char *workspace, char **reason, char **by)
 {
 	static SPIPlanPtr plan = NULL;
 	Datum		args[1] = {CStringGetTextDatum(workspace)};
@@ -111,15 +122,33 @@ vb_workspace_paused(const char *workspace, char **reason)
 	{
 		Oid			types[1] = {TEXTOID};
 
-		plan = vb_prepare("SELECT reason FROM vectorbea.paused_workspaces WHERE workspace = $1",
+		plan = vb_prepare("SELECT reason, paused_by::text FROM vectorbea.paused_workspaces WHERE workspace = $1",
 						  1, types);
 	}
-	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
+	if (SPI_execute_snapshot(plan, args, NULL, GetLatestSnapshot(), InvalidSnapshot,
+							 false, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not look up workspace \"%s\"", workspace);
 	if (SPI_processed == 0)
 		return false;
 	*reason = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	if (by)
+		*by = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
 	return true;
+}
+
+/*
+ * A run being set going (started, forked, requeued) in a paused workspace
+ * is paused by it at once, in the same transaction, with the workspace's
+ * reason and by the role setting it going.  The caller holds the
+ * workspace lock shared.  Returns whether it paused the run.
+ */
+bool
+vb_pause_if_workspace_paused(VbRun *run, const char *workspace, TimestampTz at)
+{
+	char	   *reason = NULL;
+
+	return vb_workspace_paused(workspace, &reason, NULL) &&
+		vb_state_pause_run(run, "workspace", reason, caller(), at);
 }
 
 /* Whether calls to provider/model are disabled right now. */
@@ -141,23 +170,6 @@ vb_model_disabled(const char *provider, const char *model)
 	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not look up disabled models");
 	return SPI_processed > 0;
-}
-
-static char *
-run_workspace(pg_uuid_t *run_id)
-{
-	static SPIPlanPtr plan = NULL;
-	Datum		args[1] = {UUIDPGetDatum(run_id)};
-
-	if (plan == NULL)
-	{
-		Oid			types[1] = {UUIDOID};
-
-		plan = vb_prepare("SELECT workspace FROM vectorbea.runs WHERE id = $1", lengthof(types), types);
-	}
-	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "vectorbea: run %s vanished", vb_uuid_text(run_id));
-	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 }
 
 /* pause_run(run uuid, reason text) -> boolean */
@@ -204,6 +216,7 @@ resume_run_as_owner(PG_FUNCTION_ARGS)
 	VbRun		run;
 	bool		resumed;
 	char	   *why;
+	char	   *workspace;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -211,12 +224,13 @@ resume_run_as_owner(PG_FUNCTION_ARGS)
 				 errmsg("run must not be null")));
 	SPI_connect();
 	vb_require_run_workspace(PG_GETARG_UUID_P(0), "resume runs of");
+	workspace = vb_workspace_share_of_run(PG_GETARG_UUID_P(0));
 	lock_unfinished_run(PG_GETARG_UUID_P(0), &run, "resumed");
-	if (run.status == VB_RUN_PAUSED && vb_workspace_paused(run_workspace(&run.id), &why))
+	if (run.status == VB_RUN_PAUSED && vb_workspace_paused(workspace, &why, NULL))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("run %s cannot be resumed: its workspace \"%s\" is paused",
-						vb_uuid_text(&run.id), vb_short_text(run_workspace(&run.id))),
+						vb_uuid_text(&run.id), vb_short_text(workspace)),
 				 why ? errdetail("The workspace was paused: %s", vb_short_text(why)) : 0,
 				 errhint("Resume the workspace with vectorbea.resume_workspace().")));
 	resumed = vb_state_resume_run(&run, caller(), at);
@@ -233,21 +247,32 @@ vectorbea_resume_run(PG_FUNCTION_ARGS)
 }
 
 /*
- * The unfinished runs of workspace (paused ones only: paused, with scope),
- * newest first, as an array of ids.
+ * The running runs of workspace (or the ones its pause paused, with
+ * paused_by_workspace), newest first, as an array of ids.  The caller
+ * holds the workspace lock alone, so every run set going before it is
+ * committed, and is read with the latest snapshot: in REPEATABLE READ the
+ * transaction's own would miss the runs started since it was taken
+ * (lock_listed_run then refuses them).
  */
 static pg_uuid_t *
 runs_of_workspace(const char *workspace, bool paused_by_workspace, uint64 *n)
 {
+	static SPIPlanPtr plan = NULL;
 	Datum		args[2] = {CStringGetTextDatum(workspace), BoolGetDatum(paused_by_workspace)};
-	Oid			types[2] = {TEXTOID, BOOLOID};
 	pg_uuid_t  *ids;
 
-	if (SPI_execute_with_args("SELECT id FROM vectorbea.runs"
-							  " WHERE workspace = $1"
-							  "   AND CASE WHEN $2 THEN status = 'paused' AND paused->>'scope' = 'workspace'"
-							  "            ELSE status = 'running' END"
-							  " ORDER BY created_at DESC, id DESC", 2, types, args, NULL, false, 0) != SPI_OK_SELECT)
+	if (plan == NULL)
+	{
+		Oid			types[2] = {TEXTOID, BOOLOID};
+
+		plan = vb_prepare("SELECT id FROM vectorbea.runs"
+						  " WHERE workspace = $1"
+						  "   AND CASE WHEN $2 THEN status = 'paused' AND paused->>'scope' = 'workspace'"
+						  "            ELSE status = 'running' END"
+						  " ORDER BY created_at DESC, id DESC", lengthof(types), types);
+	}
+	if (SPI_execute_snapshot(plan, args, NULL, GetLatestSnapshot(), InvalidSnapshot,
+							 false, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not list the runs of workspace \"%s\"", workspace);
 	*n = SPI_processed;
 	ids = palloc(sizeof(pg_uuid_t) * Max(*n, 1));
@@ -259,6 +284,28 @@ runs_of_workspace(const char *workspace, bool paused_by_workspace, uint64 *n)
 			   sizeof(pg_uuid_t));
 	}
 	return ids;
+}
+
+/*
+ * Locks a run runs_of_workspace listed; false when it went meanwhile
+ * (purged).  A run the transaction's snapshot cannot see (REPEATABLE READ,
+ * started after it was taken) cannot be locked, nor left out: the switch
+ * would miss it.
+ */
+static bool
+lock_listed_run(pg_uuid_t *run_id, VbRun *run, const char *workspace)
+{
+	if (vb_run_lock(run_id, run))
+		return true;
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("could not serialize access due to a run started in workspace \"%s\"",
+						vb_short_text(workspace)),
+				 errdetail("Run %s was started after this transaction's snapshot was taken.",
+						   vb_uuid_text(run_id)),
+				 errhint("Retry the transaction, or throw the switch in a transaction of its own.")));
+	return false;
 }
 
 /* pause_workspace(workspace text, reason text) -> integer */
@@ -278,6 +325,7 @@ pause_workspace_as_owner(PG_FUNCTION_ARGS)
 	SPI_connect();
 	/* It pauses the tenant's runs, as pause_run does: the same check. */
 	vb_require_workspace(workspace, "pause");
+	vb_workspace_lock(workspace);
 	args[0] = CStringGetTextDatum(workspace);
 	if (reason)
 		args[1] = CStringGetTextDatum(reason);
@@ -294,7 +342,7 @@ pause_workspace_as_owner(PG_FUNCTION_ARGS)
 	{
 		VbRun		run;
 
-		if (vb_run_lock(&ids[i], &run) && vb_run_active(run.status) &&
+		if (lock_listed_run(&ids[i], &run, workspace) && vb_run_active(run.status) &&
 			vb_state_pause_run(&run, "workspace", reason, caller(), at))
 		{
 			vb_run_save(&run, at);
@@ -323,18 +371,28 @@ resume_workspace_as_owner(PG_FUNCTION_ARGS)
 	pg_uuid_t  *ids;
 	uint64		n;
 	int			resumed = 0;
+	char	   *why;
 
 	SPI_connect();
 	vb_require_workspace(workspace, "resume");
+	vb_workspace_lock(workspace);
 	if (SPI_execute_with_args("DELETE FROM vectorbea.paused_workspaces WHERE workspace = $1",
 							  1, types, args, NULL, false, 0) != SPI_OK_DELETE)
 		elog(ERROR, "vectorbea: could not resume workspace \"%s\"", workspace);
+	/* A pause committed after this transaction's snapshot is still there: not resumed. */
+	if (IsolationUsesXactSnapshot() && vb_workspace_paused(workspace, &why, NULL))
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("could not serialize access due to a pause of workspace \"%s\"",
+						vb_short_text(workspace)),
+				 errdetail("The workspace was paused after this transaction's snapshot was taken."),
+				 errhint("Retry the transaction, or throw the switch in a transaction of its own.")));
 	ids = runs_of_workspace(workspace, true, &n);
 	for (uint64 i = 0; i < n; i++)
 	{
 		VbRun		run;
 
-		if (vb_run_lock(&ids[i], &run) && vb_state_resume_run(&run, caller(), at))
+		if (lock_listed_run(&ids[i], &run, workspace) && vb_state_resume_run(&run, caller(), at))
 		{
 			vb_run_save(&run, at);
 			resumed++;

@@ -49,6 +49,7 @@
 #include "caller.h"
 #include "check.h"
 #include "clock.h"
+#include "controls.h"
 #include "jsonb_util.h"
 #include "llm_spec.h"
 #include "notify.h"
@@ -59,6 +60,7 @@
 #include "validate.h"
 #include "workflow.h"
 #include "tenants.h"
+#include "workspace_lock.h"
 
 static const char *const change_fields[] = {"input", "llm", NULL};
 
@@ -464,6 +466,7 @@ fork_run_as_owner(PG_FUNCTION_ARGS)
 	int			i;
 	char	   *run_input;
 	char	   *options;
+	char	   *workspace;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -482,6 +485,8 @@ fork_run_as_owner(PG_FUNCTION_ARGS)
 	SPI_connect();
 	/* a fork reads the source's work and runs in its workspace */
 	vb_require_run_workspace(source_id, "fork runs of");
+	/* The fork is set going in the source's workspace: its lock before the source's. */
+	workspace = vb_workspace_share_of_run(source_id);
 	if (!vb_run_lock(source_id, &source))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -618,6 +623,8 @@ fork_run_as_owner(PG_FUNCTION_ARGS)
 		}
 	}
 	vb_state_release_held(&run, at);
+	/* A fork in a paused workspace starts paused, as a started run does. */
+	(void) vb_pause_if_workspace_paused(&run, workspace, at);
 	vb_run_save(&run, at);
 
 	result = MemoryContextAlloc(caller_cxt, sizeof(pg_uuid_t));

@@ -28,12 +28,14 @@
 #include "caller.h"
 #include "check.h"
 #include "clock.h"
+#include "controls.h"
 #include "jsonb_util.h"
 #include "lease.h"
 #include "spi_util.h"
 #include "state.h"
 #include "subxact.h"
 #include "tenants.h"
+#include "workspace_lock.h"
 
 static const char *const filter_fields[] = {"run", "workspace", "workflow", "activity",
 "node", "class", "failed_after", "failed_before", NULL};
@@ -145,6 +147,7 @@ requeue_as_owner(PG_FUNCTION_ARGS)
 	char	   *reason;
 	TimestampTz at = vb_now();
 	VbRun		run;
+	char	   *workspace;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -154,11 +157,14 @@ requeue_as_owner(PG_FUNCTION_ARGS)
 	reason = checked_reason(fcinfo, 1);
 
 	SPI_connect();
+	/* It sets the run going: under its workspace's lock, taken before the run's. */
+	workspace = vb_workspace_share_of_task(task_id);
 	vb_lock_run_of_task(task_id, &run);
 	vb_require_run_workspace(&run.id, "requeue runs of");
 	(void) requeueable(task_id, &run, at, true);
 	if (!vb_state_requeue(&run, task_id, reason, caller_name(), at))
 		elog(ERROR, "vectorbea: task %ld changed while it was requeued", (long) task_id);
+	(void) vb_pause_if_workspace_paused(&run, workspace, at);
 	vb_run_save(&run, at);
 	SPI_finish();
 	PG_RETURN_BOOL(true);
@@ -243,6 +249,7 @@ requeue_dead_as_owner(PG_FUNCTION_ARGS)
 	Oid			types[2] = {JSONBOID, TIMESTAMPTZOID};
 	uint64		n;
 	int64	   *task_ids;
+	char	  **workspaces;		/* of each task's run, whose locks are taken first */
 	int			requeued = 0;
 
 	filter = PG_ARGISNULL(0) ? vb_jsonb_from_cstring("{}") : PG_GETARG_JSONB_P(0);
@@ -252,7 +259,7 @@ requeue_dead_as_owner(PG_FUNCTION_ARGS)
 	SPI_connect();
 	args[0] = JsonbPGetDatum(filter);
 	args[1] = TimestampTzGetDatum(at);
-	if (SPI_execute_with_args("SELECT d.task_id FROM vectorbea.dead_letters d"
+	if (SPI_execute_with_args("SELECT d.task_id, r.workspace FROM vectorbea.dead_letters d"
 							  "  JOIN vectorbea.runs r ON r.id = d.run_id"
 							  " WHERE r.status = 'failed'"
 							  "   AND (r.deadline IS NULL OR r.deadline > $2)"
@@ -273,12 +280,22 @@ requeue_dead_as_owner(PG_FUNCTION_ARGS)
 		elog(ERROR, "vectorbea: dead letter lookup failed");
 	n = SPI_processed;
 	task_ids = palloc(sizeof(int64) * Max(n, 1));
+	workspaces = palloc(sizeof(char *) * Max(n, 1));
 	for (uint64 i = 0; i < n; i++)
 	{
 		bool		isnull;
 
 		task_ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		workspaces[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
 	}
+
+	/*
+	 * Every workspace's lock before any run: a run of one workspace held
+	 * while waiting for another's lock, behind a pause of that one that
+	 * waits for a run a batch holds while it waits for ours, is a circle.
+	 */
+	for (uint64 i = 0; i < n; i++)
+		vb_workspace_share(workspaces[i]);
 	for (uint64 i = 0; i < n; i++)
 	{
 		VbRun		run;
@@ -302,7 +319,10 @@ requeue_dead_as_owner(PG_FUNCTION_ARGS)
 			requeueable(task_ids[i], &run, at, false))
 		{
 			if (vb_state_requeue(&run, task_ids[i], reason, caller_name(), at))
+			{
 				requeued++;
+				(void) vb_pause_if_workspace_paused(&run, workspaces[i], at);
+			}
 			vb_run_save(&run, at);
 		}
 		SPI_finish();

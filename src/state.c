@@ -2808,7 +2808,9 @@ vb_state_stop_call(VbRun *run, int64 task_id, const char *message, TimestampTz a
  * each aborted attempt has its own events.  False when it was paused
  * already, except that a person's pause (scope "run") takes over the
  * pause of the run's budget: a larger budget, which ends a budget's
- * pause, must not end the pause of someone who stopped the run.
+ * pause, must not end the pause of someone who stopped the run.  False
+ * too for a compensating run, which no switch pauses: a workspace's pause
+ * that listed it running may lock it once it has begun to compensate.
  */
 bool
 vb_state_pause_run(VbRun *run, const char *scope, const char *reason, const char *by,
@@ -2823,6 +2825,8 @@ vb_state_pause_run(VbRun *run, const char *scope, const char *reason, const char
 	int64	   *ids;
 	const char *resume_to = vb_run_status_name(run->status);
 
+	if (run->status == VB_RUN_COMPENSATING)
+		return false;
 	if (run->status == VB_RUN_PAUSED)
 	{
 		char	   *held_by;

@@ -55,6 +55,7 @@
 #include "upstream.h"
 #include "waits.h"
 #include "workflow.h"
+#include "workspace_lock.h"
 
 #define WAITS_BATCH			100
 
@@ -470,6 +471,18 @@ start_child(VbRun *run, WaitNode *w, TimestampTz at)
 									   w->node, MAX_CHILD_DEPTH), VB_DEPTH_LIMIT_FIELD, at);
 		return;
 	}
+	/*
+	 * The child is set going in its parent's workspace, so under its lock
+	 * (workspace_lock.c), only tried: a pause of the workspace that holds
+	 * the lock, or waits for it, will lock this parent, which this
+	 * transaction holds, so waiting would close a circle.  The node is put
+	 * off (due_items.c) and comes back in 100 ms.
+	 */
+	if (!vb_workspace_try_share(w->workspace))
+		ereport(ERROR,
+				(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+				 errmsg("run node \"%s\" of run %s waits for workspace \"%s\" to be paused or resumed",
+						w->node, vb_uuid_text(&run->id), vb_short_text(w->workspace))));
 	tree_runs = lock_tree_count(&root);
 	if (tree_runs >= vb_max_tree_runs)
 	{

@@ -41,6 +41,7 @@
 #include "spi_util.h"
 #include "state.h"
 #include "validate.h"
+#include "workspace_lock.h"
 #include "workflow.h"
 #include "tenants.h"
 
@@ -563,14 +564,8 @@ vb_create_run(const char *workflow, int version, Jsonb *input, Jsonb *options,
 	appendStringInfo(&data, ",\"nodes\":%s}", specs_json);
 	vb_event(&run, "RUN_STARTED", NULL, 0, data.data, at);
 	vb_state_add_nodes(&run, specs_json, NULL, at);
-	{
-		char	   *reason = NULL;
-
-		/* A run of a paused workspace starts paused. */
-		if (vb_workspace_paused(options_workspace(options), &reason))
-			vb_state_pause_run(&run, "workspace", reason,
-							   vb_caller_name(), at);
-	}
+	/* A run of a paused workspace starts paused (its starter holds the workspace lock). */
+	(void) vb_pause_if_workspace_paused(&run, options_workspace(options), at);
 	vb_run_save(&run, at);
 	if (deadline != 0)
 		vb_wake_scheduler(deadline);
@@ -620,6 +615,7 @@ start_run_as_owner(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	vb_require_workspace(options_workspace(options), "start runs in");
+	vb_workspace_share(options_workspace(options));
 	memset(&run_id, 0, sizeof(run_id));
 	(void) vb_create_run(workflow, 0, input, options, key, priority, deadline, NULL, NULL,
 						 &run_id, at);
@@ -972,6 +968,7 @@ start_runs_as_owner(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	vb_require_workspace(workspace, "start runs in");
+	vb_workspace_share(workspace);
 	{
 		static SPIPlanPtr latest_plan = NULL;
 		Datum		args[1] = {CStringGetTextDatum(workflow)};
@@ -999,7 +996,7 @@ start_runs_as_owner(PG_FUNCTION_ARGS)
 		return (Datum) 0;
 	}
 	first = first_with_same_key(keys, n);
-	if (!starts_engine_nodes(specs_json) && !vb_workspace_paused(workspace, &reason))
+	if (!starts_engine_nodes(specs_json) && !vb_workspace_paused(workspace, &reason, NULL))
 		create_runs_together(workflow, version, specs_json, inputs, keys, first, n, options,
 							 priority, deadline, ids, at);
 	else

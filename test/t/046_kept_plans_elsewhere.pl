@@ -259,7 +259,7 @@ my @planned_per_call = (
 	'%array_to_string((pg_catalog.array_agg(n.node ORDER BY n.node))%',
 	# filters that choose their plan: requeue_dead's, and the runs a budget
 	# paused (of a workspace, or one run)
-	'%FROM vectorbea.dead_letters d %', '%LEFT JOIN vectorbea.paused_workspaces w ON w.workspace = r.workspace%',
+	'%FROM vectorbea.dead_letters d %', 'SELECT r.id, r.workspace FROM vectorbea.runs r WHERE r.status = %',
 	# schedule_workflow and unschedule_workflow (dynamic: pg_cron may be
 	# absent), and pg_cron's own
 	'%cron.%');
