@@ -443,6 +443,15 @@ count_tree_run(pg_uuid_t *root)
 		elog(ERROR, "vectorbea: could not count a child run in the tree of run %s", vb_uuid_text(root));
 }
 
+/* Whether an error is of the moment, not of what was asked: class 40, 53, or 55P03. */
+static bool
+transient_error(int sqlerrcode)
+{
+	return ERRCODE_TO_CATEGORY(sqlerrcode) == ERRCODE_TRANSACTION_ROLLBACK ||
+		ERRCODE_TO_CATEGORY(sqlerrcode) == ERRCODE_INSUFFICIENT_RESOURCES ||
+		sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
+}
+
 static void
 start_child(VbRun *run, WaitNode *w, TimestampTz at)
 {
@@ -504,8 +513,16 @@ start_child(VbRun *run, WaitNode *w, TimestampTz at)
 	cs.parent_node = w->node;
 	cs.at = at;
 
-	/* A child that cannot start (a bad input, a version gone, too big) fails the node. */
+	/*
+	 * A child that cannot start (a bad input, a version gone, too big)
+	 * fails the node.  A failure of the moment (a deadlock or serialization
+	 * failure, no memory or disk, a lock not available) is no fault of the
+	 * child's: it is thrown again, and the scheduler tries the node later
+	 * (due_items.c), as it does after any error of its own.
+	 */
 	edata = vb_try_in_subxact(create_child, &cs);
+	if (edata && transient_error(edata->sqlerrcode))
+		ReThrowError(edata);
 	if (edata)
 	{
 		char	   *message = psprintf("run node \"%s\" could not start workflow \"%s\": %s",

@@ -305,6 +305,32 @@ SELECT status, error->>'reason' AS reason FROM vectorbea.runs WHERE id = :'solo_
 SELECT error->>'message' ~ 'was cancelled' AS says_cancelled FROM vectorbea.nodes WHERE run_id = :'solo_run';
 SELECT * FROM check_run(:'solo_run');
 
+-- A child that cannot start for a reason of the moment (a deadlock, raised
+-- here by a trigger) does not fail its node: the scheduler records the
+-- error, puts the node off and starts the child on a later pass.
+CREATE FUNCTION refuse_children() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF NEW.parent_run IS NOT NULL THEN
+		RAISE EXCEPTION 'no child now' USING ERRCODE = 'deadlock_detected';
+	END IF;
+	RETURN NEW;
+END $$;
+CREATE TRIGGER refuse_children BEFORE INSERT ON vectorbea.runs
+	FOR EACH ROW EXECUTE FUNCTION refuse_children();
+SELECT vectorbea.start_run('one_child', '{}') AS later_run \gset
+SELECT r->'waits_started' AS started, r->'errors' AS errors FROM vectorbea.run_due_work() r;
+SELECT node, status, attempt FROM vectorbea.nodes WHERE run_id = :'later_run';
+SELECT data->>'message' AS scheduler_error FROM vectorbea.events
+ WHERE run_id = :'later_run' AND type = 'SCHEDULER_ERROR';
+DROP TRIGGER refuse_children ON vectorbea.runs;
+DROP FUNCTION refuse_children();
+SET vectorbea.test_clock_offset = '31s';
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+RESET vectorbea.test_clock_offset;
+SELECT n.status, c.status AS child_status FROM vectorbea.nodes n
+  JOIN vectorbea.runs c ON c.parent_run = n.run_id WHERE n.run_id = :'later_run';
+SELECT * FROM check_run(:'later_run');
+
 -- A child whose last nodes' outputs together pass max_payload_size fails
 -- its parent's node for good; each output alone fits.
 SELECT vectorbea.define_workflow('wide_kid', '{"nodes":[{"id":"l","activity":"wk"},{"id":"r","activity":"wk"}]}') IS NOT NULL AS defined;
