@@ -359,6 +359,23 @@ batch_item_context(void *arg)
 }
 
 /*
+ * Whether an earlier item of this call failed the run (its usage crossed
+ * a budget under "fail", a child run it ended failed its parent's node),
+ * made it compensate, or cancelled it: that revoked the run's other
+ * attempts, as it would have for a complete_task called after it.  Such
+ * an item is left out (it counts 0) instead of refused: refused, it would
+ * roll the whole call back, the run's failure with it, and the same batch
+ * sent again would meet the same refusal every time.
+ */
+static bool
+stopped_by_this_call(VbRun *run, VbRunStatus at_lock)
+{
+	return run->status != at_lock &&
+		(run->status == VB_RUN_FAILED || run->status == VB_RUN_COMPENSATING ||
+		 run->status == VB_RUN_CANCELLED);
+}
+
+/*
  * complete_tasks(task_ids bigint[], leases uuid[], outputs jsonb[],
  *                spawns jsonb[], usages jsonb[]) -> integer
  *
@@ -389,6 +406,7 @@ complete_tasks_as_owner(PG_FUNCTION_ARGS)
 	Jsonb	  **outputs_of;
 	bool	   *plain;
 	bool	   *matched;
+	VbRunStatus *status_at_lock;	/* each held run's, to tell what this call did to it */
 	int64	   *sorted;
 	int			n;
 	int			nplain = 0;
@@ -473,6 +491,9 @@ complete_tasks_as_owner(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	nruns = vb_run_lock_for_tasks(PointerGetDatum(ids_array), &runs);
+	status_at_lock = palloc(sizeof(VbRunStatus) * Max(nruns, 1));
+	for (int r = 0; r < nruns; r++)
+		status_at_lock[r] = runs[r].status;
 	/* Whatever ends a run here changes its parent, when held, in runs (events.c). */
 	vb_run_hold_batch(runs, nruns);
 	PG_TRY();
@@ -539,6 +560,8 @@ complete_tasks_as_owner(PG_FUNCTION_ARGS)
 			if (!vb_run_lock_for_task(DatumGetInt64(ids[i]), &run) ||
 				(held = vb_run_find(runs, nruns, &run.id)) == NULL)
 				vb_refuse_lease(DatumGetInt64(ids[i]), DatumGetUUIDP(leases[i]), "complete");
+			if (stopped_by_this_call(held, status_at_lock[held - runs]))
+				continue;
 			completed += vb_complete_locked(held, DatumGetInt64(ids[i]), DatumGetUUIDP(leases[i]),
 											outputs_of[i],
 											spawns && !spawn_nulls[i] ? DatumGetJsonbP(spawns[i]) : NULL,

@@ -200,5 +200,24 @@ SELECT count(*) AS still_running FROM vectorbea.nodes n JOIN named_held h ON h.t
  WHERE n.status = 'running';
 SELECT vectorbea.complete_tasks(array_agg(task_id), array_agg(lease)) AS completed FROM named_held;
 
+-- An item whose usage fails its run (budget policy "fail") revokes the
+-- run's other attempts, as a complete_task of it would: a later item of
+-- the same run in the call is left out (it counts 0), not refused.  Refused,
+-- it rolled the run's failure back with the call, and the same batch sent
+-- again met the same refusal every time.
+SELECT vectorbea.define_workflow('spent_pair', '{"nodes":[{"id":"a","activity":"spent_pair"},{"id":"b","activity":"spent_pair"}]}') IS NOT NULL AS defined;
+SELECT vectorbea.start_run('spent_pair', '{}', NULL, '{"budget_usd": 1}') AS spent_run \gset
+CREATE TEMP TABLE spent_held AS SELECT task_id, lease FROM vectorbea.claim_tasks('w', ARRAY['spent_pair'], 2);
+SELECT vectorbea.complete_tasks(array_agg(task_id ORDER BY task_id), array_agg(lease ORDER BY task_id),
+								NULL, NULL, ARRAY['{"usd": 2}', '{"usd": 0}']::jsonb[]) AS completed
+  FROM spent_held;
+SELECT status, error->>'reason' AS reason FROM vectorbea.runs WHERE id = :'spent_run';
+SELECT node, status FROM vectorbea.nodes WHERE run_id = :'spent_run' ORDER BY node;
+-- Sent again, after the failure committed: the second item is refused
+-- (VB001), as a complete_task of it would be; the first is a repeat.
+SELECT vectorbea.complete_tasks(array_agg(task_id ORDER BY task_id), array_agg(lease ORDER BY task_id),
+								NULL, NULL, ARRAY['{"usd": 2}', '{"usd": 0}']::jsonb[]) AS completed
+  FROM spent_held;
+
 -- Every run the file left agrees with its history.
 SELECT * FROM inconsistent_runs();
