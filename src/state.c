@@ -691,6 +691,25 @@ drop_closed_rows(VbStartedAttempts *started, uint64 first)
 	started->count = kept;
 }
 
+/* Whether node task_id is still running (a claim's rare path: after a row failed). */
+static bool
+node_running(int64 task_id)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[1] = {Int64GetDatum(task_id)};
+
+	if (plan == NULL)
+	{
+		Oid			types[1] = {INT8OID};
+
+		plan = vb_prepare("SELECT FROM vectorbea.nodes WHERE id = $1 AND status = 'running'",
+						  lengthof(types), types);
+	}
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not read task %ld", (long) task_id);
+	return SPI_processed == 1;
+}
+
 /*
  * Completes the rows of the attempts started from started->vals[first]
  * with what the claim statement leaves to this file, each made only once
@@ -718,6 +737,15 @@ complete_claimed_rows(VbStartedAttempts *started, uint64 first, TimestampTz at)
 		int64		bytes;
 		Jsonb	   *made;
 
+		/*
+		 * A row's failure may have ended its run (or a parent's) and closed
+		 * later rows: such a row is neither made nor failed a second time,
+		 * which would fail a closed node and end the run again (over the
+		 * compensation just begun).  drop_closed_rows below takes out the
+		 * earlier ones.
+		 */
+		if (any_failed && !node_running(task_id))
+			continue;
 		(void) SPI_getbinval(tup, desc, CLAIM_UPSTREAM_COLUMN, &isnull);
 		if (isnull)
 		{

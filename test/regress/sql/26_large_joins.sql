@@ -171,19 +171,25 @@ SELECT vectorbea.complete_task(task_id, lease, jsonb_build_object('undone', inpu
 SELECT node, output FROM vectorbea.nodes WHERE run_id = :'bu' AND compensation_of IS NOT NULL ORDER BY id;
 SELECT status, error->>'compensation' AS compensation FROM vectorbea.runs WHERE id = :'bu';
 
--- One claim takes a run's too-large join and another task of the same
--- run: the join fails for good and its run with it, which revokes the
--- other task's lease in that claim, so the claim hands out neither.
+-- One claim takes a run's too-large join and other tasks of the same
+-- run: the join fails for good and its run with it (the run begins to
+-- compensate), which revokes the other tasks' leases in that claim, so the
+-- claim hands out none of them.  A second too-large join among them is not
+-- failed again: before, it was, and that failure ended the compensation
+-- just begun (COMPENSATION_FAILED, nothing undone).
 SELECT vectorbea.define_workflow('big_pair', '{"nodes":[
-	{"id":"a","activity":"pair_part"},{"id":"b","activity":"pair_part"},
+	{"id":"a","activity":"pair_part","compensate":{"activity":"pair_undo"}},
+	{"id":"b","activity":"pair_part"},
 	{"id":"j","activity":"pair_next","depends_on":["a","b"]},
-	{"id":"k","activity":"pair_next","depends_on":["a"]}]}');
+	{"id":"k","activity":"pair_next","depends_on":["a"]},
+	{"id":"l","activity":"pair_next","depends_on":["a","b"]}]}');
 SELECT vectorbea.start_run('big_pair', '{}') AS pair \gset
 SELECT count(vectorbea.complete_task(task_id, lease, jsonb_build_object('text', repeat('x', 135000000)))) AS completed
   FROM vectorbea.claim_tasks('w6', ARRAY['pair_part'], 10);
 SELECT count(*) AS handed_out FROM vectorbea.claim_tasks('w6', ARRAY['pair_next'], 10);
 SELECT node, status FROM vectorbea.nodes WHERE run_id = :'pair' ORDER BY node;
 SELECT status FROM vectorbea.runs WHERE id = :'pair';
+SELECT type, node FROM vectorbea.events WHERE run_id = :'pair' AND seq > 6 ORDER BY seq;
 
 -- Every other run is consistent with its history (the run that
 -- compensated, with its 405 MB of inputs and outputs, is left out for
