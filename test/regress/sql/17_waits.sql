@@ -296,6 +296,33 @@ SELECT count(*) AS inconsistent FROM vectorbea.runs r
  WHERE (r.id = :'doomed_run' OR r.parent_run = :'doomed_run')
    AND EXISTS (SELECT FROM vectorbea.verify_run(r.id));
 
+-- A parent that compensates undoes its child too: the child it no longer
+-- waits for is cancelled with its own compensation (before, its work
+-- stood, and nothing could undo it: the parent's run node, which never
+-- succeeded, is not compensated).
+SELECT vectorbea.define_workflow('undo_kid', '{"nodes":[
+	{"id":"booked","activity":"uk_book","compensate":{"activity":"uk_unbook"}},
+	{"id":"more","activity":"uk_more","depends_on":["booked"]}]}') IS NOT NULL AS defined;
+SELECT vectorbea.define_workflow('undo_parent', '{"nodes":[
+	{"id":"paid","activity":"up_pay","compensate":{"activity":"up_refund"}},
+	{"id":"kid","kind":"run","run":{"workflow":"undo_kid"},"depends_on":["paid"]}]}') IS NOT NULL AS defined;
+SELECT vectorbea.start_run('undo_parent', '{}') AS undo_parent \gset
+SELECT count(vectorbea.complete_task(task_id, lease, '{}')) AS paid FROM vectorbea.claim_tasks('w', ARRAY['up_pay']);
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+SELECT count(vectorbea.complete_task(task_id, lease, '{}')) AS booked FROM vectorbea.claim_tasks('w', ARRAY['uk_book']);
+SELECT vectorbea.cancel_run(:'undo_parent', 'changed my mind', compensate => true);
+SELECT vectorbea.run_due_work()->'children_cancelled' AS children_cancelled;
+SELECT r.status AS child_status, n.node, n.status
+  FROM vectorbea.runs r JOIN vectorbea.nodes n ON n.run_id = r.id
+ WHERE r.parent_run = :'undo_parent' ORDER BY n.id;
+SELECT count(vectorbea.complete_task(task_id, lease, '{}')) AS undone
+  FROM vectorbea.claim_tasks('w', ARRAY['uk_unbook', 'up_refund'], 10);
+SELECT workflow, status, error->>'compensation' AS compensation FROM vectorbea.runs
+ WHERE id = :'undo_parent' OR parent_run = :'undo_parent' ORDER BY workflow;
+SELECT count(*) AS inconsistent FROM vectorbea.runs r
+ WHERE (r.id = :'undo_parent' OR r.parent_run = :'undo_parent')
+   AND EXISTS (SELECT FROM vectorbea.verify_run(r.id));
+
 -- A child cancelled by hand fails its parent's node for good.
 SELECT vectorbea.define_workflow('one_child', '{"nodes":[{"id":"kid","kind":"run","run":{"workflow":"leaf","version":1}}]}');
 SELECT vectorbea.start_run('one_child', '{}') AS solo_run \gset
