@@ -122,6 +122,18 @@ forget_call(LlmCall *c)
 	MemoryContextDelete(c->cxt);
 }
 
+/*
+ * Drops every call this scheduler holds, sent or not: after an error that
+ * rolled back an llm step, memory and history may disagree, so the calls
+ * go as at a restart, and vb_llm_recover ends their attempts.
+ */
+void
+vb_llm_forget_all(void)
+{
+	while (calls)
+		forget_call(calls);
+}
+
 /* The SHA-256 of len bytes of data, in hex. */
 static char *
 sha256_hex(const char *data, size_t len)

@@ -13,6 +13,7 @@
 
 extern void vb_llm_init(void);
 extern void vb_llm_recover(VbSweepCounters *counters);
+extern void vb_llm_forget_all(void);
 extern void vb_llm_check_leases(void);
 extern bool vb_llm_claim(VbSweepCounters *counters);
 extern void vb_llm_send(void);

@@ -46,6 +46,7 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "storage/condition_variable.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lmgr.h"
@@ -58,6 +59,7 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/timeout.h"
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
 
@@ -99,6 +101,21 @@ static TimestampTz step_deadline;
 
 /* The pass left due items for lack of time (step_has_time). */
 static bool pass_cut_short;
+
+/*
+ * The step under way acts on no llm call (begin_step; cleared by
+ * end_step): an error in it leaves the calls in flight as they are.  Any
+ * other error (in an llm step, or between steps) may have left a call's
+ * memory and its history apart, so the calls are dropped and the next
+ * pass ends their attempts as a restart would (vb_llm_recover).
+ */
+static bool step_spares_llm = false;
+
+/* Errors in a row that escaped a step (recover_from_error); 0 after a clean pass. */
+static int	errors_in_a_row = 0;
+
+/* The longest a scheduler waits after an error before its next pass. */
+#define MAX_ERROR_BACKOFF_MS	(60 * 1000)
 
 /*
  * The scheduler runs engine SQL as the bootstrap superuser, in a database
@@ -221,6 +238,7 @@ begin_step(const char *what)
 {
 	Oid			extension;
 
+	step_spares_llm = true;
 	assert_safe_search_path();
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -243,6 +261,16 @@ begin_step(const char *what)
 	return true;
 }
 
+/* begin_step for a step that acts on llm calls. */
+static bool
+begin_llm_step(const char *what)
+{
+	bool		begun = begin_step(what);
+
+	step_spares_llm = false;
+	return begun;
+}
+
 /*
  * True while the current step may take another batch.  A step always takes
  * its first batch, so every pass makes progress.
@@ -263,6 +291,7 @@ end_step(void)
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	step_spares_llm = false;
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	vb_relay_send(false);
@@ -349,7 +378,7 @@ wait_with_calls(TimestampTz until, MemoryContext cxt, VbSweepCounters *c)
 		if (vb_http_has_done())
 		{
 			/* Room has freed up: ready llm nodes are claimed in the same step. */
-			if (!begin_step("vectorbea: finishing llm calls"))
+			if (!begin_llm_step("vectorbea: finishing llm calls"))
 			{
 				MemoryContextSwitchTo(TopMemoryContext);
 				MemoryContextReset(cxt);
@@ -756,7 +785,7 @@ do_pass(TimestampTz now, TimestampTz *announced_upto, VbSweepCounters *c)
 	if (prepared_ended_since < *announced_upto)
 		*announced_upto = prepared_ended_since;
 
-	if (!begin_step("vectorbea: claiming llm nodes"))
+	if (!begin_llm_step("vectorbea: claiming llm nodes"))
 		return now;
 	vb_llm_check_leases();
 	vb_llm_record_held();
@@ -858,15 +887,65 @@ back_off_before_connecting(void)
 	}
 }
 
+/*
+ * Recovers from an error that escaped a step (a batch's statement, a
+ * commit, a cancel by pg_cancel_backend, no memory) as PostgreSQL's own
+ * background processes do: reports it, rolls back, and goes on, instead of
+ * ending the process (the postmaster would start a new one a second later,
+ * losing every llm call in flight, and again a second after that while
+ * the error persisted).  Waits 1 s, doubling with each error in a row up
+ * to a minute, before the next pass.
+ */
+static void
+recover_from_error(MemoryContext pass_cxt, VbSweepCounters *counters, bool *recovered)
+{
+	ErrorData  *edata;
+	int			backoff_ms;
+
+	HOLD_INTERRUPTS();
+	disable_all_timeouts(false);
+	QueryCancelPending = false;
+	EmitErrorReport();
+	MemoryContextSwitchTo(TopMemoryContext);
+	edata = CopyErrorData();
+	AbortCurrentTransaction();
+	LWLockReleaseAll();
+	ConditionVariableCancelSleep();
+	pgstat_report_wait_end();
+	FlushErrorState();
+	MemoryContextReset(pass_cxt);
+	(void) vb_run_parent_lock_wait_limit(-1);
+	if (!step_spares_llm)
+	{
+		vb_llm_forget_all();
+		*recovered = false;
+	}
+	step_spares_llm = false;
+	counters->errors++;
+	strlcpy(counters->last_error, edata->message ? edata->message : "", sizeof(counters->last_error));
+	FreeErrorData(edata);
+	errors_in_a_row = Min(errors_in_a_row + 1, 7);
+	backoff_ms = Min(1000 << (errors_in_a_row - 1), MAX_ERROR_BACKOFF_MS);
+	LWLockAcquire(vb_shared->lock, LW_EXCLUSIVE);
+	my_slot->counters = *counters;
+	my_slot->in_pass = false;
+	snprintf(my_slot->state, sizeof(my_slot->state), "error, next pass in %d s", backoff_ms / 1000);
+	LWLockRelease(vb_shared->lock);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	RESUME_INTERRUPTS();
+	sleep_ms(backoff_ms);
+}
+
 void
 vb_scheduler_main(Datum main_arg)
 {
 	int			slot_index = DatumGetInt32(main_arg);
 	char		dbname[BGW_EXTRALEN];
-	VbSweepCounters counters;
-	TimestampTz announced_upto = DT_NOBEGIN;
+	static VbSweepCounters counters;
+	static TimestampTz announced_upto = DT_NOBEGIN;
 	MemoryContext pass_cxt;
-	bool		recovered = false;
+	static bool recovered = false;
+	sigjmp_buf	local_sigjmp_buf;
 
 	strlcpy(dbname, MyBgworkerEntry->bgw_extra, sizeof(dbname));
 
@@ -880,6 +959,19 @@ vb_scheduler_main(Datum main_arg)
 	pgstat_report_appname("vectorbea scheduler");
 	/* Its statements are short index scans; compiling them never pays. */
 	SetConfigOption("jit", "off", PGC_SUSET, PGC_S_OVERRIDE);
+
+	/*
+	 * Its steps are written for READ COMMITTED and writable transactions
+	 * without time limits: a database's or role's defaults (ALTER DATABASE
+	 * ... SET default_transaction_isolation = 'serializable', say) are
+	 * for its sessions, not for the engine's worker.  Pinned as search_path
+	 * is.
+	 */
+	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("lock_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("idle_in_transaction_session_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
 
 	LWLockAcquire(vb_shared->lock, LW_EXCLUSIVE);
 	my_slot->connect_failures = 0;
@@ -913,6 +1005,14 @@ vb_scheduler_main(Datum main_arg)
 	ereport(LOG,
 			(errmsg("vectorbea scheduler started for database \"%s\"", dbname)));
 
+	/* An error that escapes a step comes back here (recover_from_error). */
+	if (sigsetjmp(local_sigjmp_buf, 1) != 0)
+	{
+		error_context_stack = NULL;
+		recover_from_error(pass_cxt, &counters, &recovered);
+	}
+	PG_exception_stack = &local_sigjmp_buf;
+
 	for (;;)
 	{
 		TimestampTz now;
@@ -934,7 +1034,7 @@ vb_scheduler_main(Datum main_arg)
 		now = vb_now();
 		if (!recovered)
 		{
-			if (begin_step("vectorbea: ending llm calls in doubt"))
+			if (begin_llm_step("vectorbea: ending llm calls in doubt"))
 			{
 				vb_llm_recover(&counters);
 				end_step();
@@ -945,6 +1045,7 @@ vb_scheduler_main(Datum main_arg)
 		MemoryContextSwitchTo(TopMemoryContext);
 		MemoryContextReset(pass_cxt);
 		next = publish(now, next, &counters);
+		errors_in_a_row = 0;
 		/*
 		 * Before any sleep: a prepared transaction this pass stopped
 		 * watching has ended, and the notifications it held may be left
