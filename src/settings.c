@@ -56,15 +56,25 @@ bool		vb_live_index_pages = true;
 /*
  * vectorbea.database is read when the postmaster starts, where a list it
  * cannot use is FATAL: refused when it is set (ALTER SYSTEM included), a
- * value that would stop the next start never reaches the file.
+ * value that would stop the next start never reaches the file.  One
+ * written into the file by hand is let through while the postmaster loads
+ * the library: PostgreSQL applies a preloaded library's settings from the
+ * file with a mere WARNING for a value its hook refuses, keeping the
+ * default, so the server would start serving "postgres" instead of the
+ * databases meant.  vb_register_schedulers then refuses it, and the
+ * server does not start.
  */
 static bool
 check_databases(char **newval, void **extra, GucSource source)
 {
-	char	   *rawlist = pstrdup(*newval);
+	char	   *rawlist;
 	List	   *names;
 	List	   *unique = NIL;
 	ListCell   *lc;
+
+	if (process_shared_preload_libraries_in_progress)
+		return true;
+	rawlist = pstrdup(*newval);
 
 	if (!SplitIdentifierString(rawlist, ',', &names))
 	{

@@ -14,7 +14,9 @@
 # connection too: with default_transaction_read_only = on every step failed,
 # and with serializable its locking scans failed on rows changed since
 # their snapshot.  The scheduler pins them as it pins search_path; a
-# scheduler started under such defaults ends a sleep as usual.
+# scheduler started under such defaults ends a sleep as usual.  And a
+# vectorbea.database no server can serve, written into postgresql.conf by
+# hand, stops the server's start instead of being replaced by the default.
 
 use strict;
 use warnings;
@@ -74,5 +76,22 @@ $errors = $sql->(q{SELECT errors FROM vectorbea.scheduler_status()});
 $nap_ends->('under read-only and serializable defaults');
 is($sql->(q{SELECT errors FROM vectorbea.scheduler_status()}), $errors, 'with no error');
 $sql->(q{ALTER DATABASE postgres RESET ALL});
+
+# A vectorbea.database written into postgresql.conf by hand that no server
+# can serve (more than 16 databases; a list that is not one) stops the
+# start, as documented.  Before, PostgreSQL applied it with a WARNING and
+# kept the default: the server started, serving "postgres" only.
+my $i = 0;
+for my $bad (join(', ', map { "db$_" } 1 .. 17), '"unterminated')
+{
+	my $other = PostgreSQL::Test::Cluster->new('bad_databases' . $i++);
+	$other->init;
+	$other->append_conf('postgresql.conf', qq{shared_preload_libraries = 'vectorbea'
+vectorbea.database = '$bad'
+});
+	ok(!$other->start(fail_ok => 1), "a server with vectorbea.database = '$bad' does not start");
+	like(slurp_file($other->logfile), qr/FATAL:  (vectorbea.database lists more than 16 databases|invalid list syntax in vectorbea.database)/,
+		'and its log says why');
+}
 
 done_testing();
