@@ -1970,3 +1970,36 @@ CREATE FUNCTION @extschema@.relay_status(
 COMMENT ON FUNCTION @extschema@.relay_status() IS
 	'Per database: the scheduler relaying its notifications, entries waiting, notifications relayed, sent directly, and lost, since the server started.';
 REVOKE ALL ON FUNCTION @extschema@.relay_status() FROM PUBLIC;
+
+-- Every statement that changes the tenant mapping or the concurrency
+-- limits, whoever runs it (the engine's functions, a superuser's own DML,
+-- a data-only restore's COPY), makes every backend read them again once
+-- it commits: backends cache both (src/tenants.c, src/limits.c), and a
+-- cache kept past a change left a workspace open to every role, or a
+-- limit unseen by claims.  ENABLE ALWAYS: under session_replication_role
+-- = replica too.
+CREATE FUNCTION @extschema@.workspace_roles_changed() RETURNS trigger
+	LANGUAGE c
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_workspace_roles_changed';
+COMMENT ON FUNCTION @extschema@.workspace_roles_changed() IS
+	'Trigger: every backend reads the workspace mapping again once the change commits; changes nothing.';
+REVOKE ALL ON FUNCTION @extschema@.workspace_roles_changed() FROM PUBLIC;
+CREATE TRIGGER workspace_roles_changed
+	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.workspace_roles
+	FOR EACH STATEMENT
+	EXECUTE FUNCTION @extschema@.workspace_roles_changed();
+ALTER TABLE @extschema@.workspace_roles ENABLE ALWAYS TRIGGER workspace_roles_changed;
+
+CREATE FUNCTION @extschema@.concurrency_limits_changed() RETURNS trigger
+	LANGUAGE c
+	SET search_path = pg_catalog, pg_temp
+	AS 'MODULE_PATHNAME', 'vectorbea_concurrency_limits_changed';
+COMMENT ON FUNCTION @extschema@.concurrency_limits_changed() IS
+	'Trigger: every backend asks again whether a concurrency limit exists once the change commits; changes nothing.';
+REVOKE ALL ON FUNCTION @extschema@.concurrency_limits_changed() FROM PUBLIC;
+CREATE TRIGGER concurrency_limits_changed
+	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON @extschema@.concurrency_limits
+	FOR EACH STATEMENT
+	EXECUTE FUNCTION @extschema@.concurrency_limits_changed();
+ALTER TABLE @extschema@.concurrency_limits ENABLE ALWAYS TRIGGER concurrency_limits_changed;

@@ -12,7 +12,8 @@
  * the last free place.  Claims of activities without a limit take no
  * lock: there is no global lock on the claim path; and while no limit
  * exists at all, a claim does not even look (a backend caches that until
- * set_concurrency_limit's commit bumps a generation in shared memory).
+ * a change of the table commits and its trigger's commit bumps a
+ * generation in shared memory).
  * A completion needs no lock: it only frees a place.
  *
  * A limited activity is claimed in steps: first from each workspace with
@@ -32,6 +33,7 @@
 #include <limits.h>
 
 #include "catalog/pg_type.h"
+#include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -70,8 +72,8 @@ text_array(List *names)
 }
 
 /*
- * Whether any concurrency limit exists, cached in the backend until
- * set_concurrency_limit bumps the shared generation (at its commit): most
+ * Whether any concurrency limit exists, cached in the backend until a
+ * change of the table bumps the shared generation (at its commit): most
  * databases have none, and every claim asks.  Read with the latest
  * snapshot, taken after the generation: the statement's (or a REPEATABLE
  * READ transaction's) may predate the commit that bumped it, and "none"
@@ -113,6 +115,34 @@ limits_xact_callback(XactEvent event, void *arg)
 		pg_atomic_fetch_add_u64(&vb_shared->limits_generation, 1);
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT || event == XACT_EVENT_PREPARE)
 		limits_pending_bump = false;
+}
+
+/*
+ * concurrency_limits_changed() -> trigger, after every statement that
+ * changes concurrency_limits, whoever runs it (set_concurrency_limit, or
+ * a superuser's own INSERT, UPDATE, DELETE, TRUNCATE or COPY): every
+ * backend asks again whether any limit exists once the change commits.
+ * Only set_concurrency_limit moved the generation before, so a limit
+ * inserted otherwise went unseen by the claims of backends that had found
+ * none.
+ */
+PG_FUNCTION_INFO_V1(vectorbea_concurrency_limits_changed);
+Datum
+vectorbea_concurrency_limits_changed(PG_FUNCTION_ARGS)
+{
+	static bool registered = false;
+	TriggerData *trig = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(trig->tg_event) ||
+		!TRIGGER_FIRED_FOR_STATEMENT(trig->tg_event))
+		elog(ERROR, "vectorbea_concurrency_limits_changed must be an AFTER statement trigger");
+	if (!registered)
+	{
+		RegisterXactCallback(limits_xact_callback, NULL);
+		registered = true;
+	}
+	limits_pending_bump = true;
+	return PointerGetDatum(NULL);
 }
 
 /*
@@ -322,16 +352,6 @@ set_concurrency_limit_as_owner(PG_FUNCTION_ARGS)
 				 errdetail("Found %d.", PG_GETARG_INT32(1)),
 				 errhint("Pass NULL to remove the limit; pause the workspace to stop its work.")));
 
-	{
-		static bool registered = false;
-
-		if (!registered)
-		{
-			RegisterXactCallback(limits_xact_callback, NULL);
-			registered = true;
-		}
-		limits_pending_bump = true;
-	}
 	SPI_connect();
 	args[0] = CStringGetTextDatum(activity);
 	args[1] = CStringGetTextDatum(workspace);

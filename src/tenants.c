@@ -36,6 +36,7 @@
 #include "catalog/pg_authid.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
+#include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -383,9 +384,33 @@ workspace_role_args(FunctionCallInfo fcinfo, char **workspace, Oid *role, bool m
 }
 
 /*
+ * workspace_roles_changed() -> trigger, after every statement that
+ * changes workspace_roles, whoever runs it: grant_workspace and
+ * revoke_workspace, and a superuser's own INSERT, UPDATE, DELETE, TRUNCATE
+ * or COPY (a data-only restore among them).  Every backend reads the
+ * mapping again once the change commits.  Only the two functions moved
+ * the generation before, so a backend kept a mapping the table no longer
+ * held (a workspace left open to every role) until the next grant or
+ * revoke anywhere.
+ */
+PG_FUNCTION_INFO_V1(vectorbea_workspace_roles_changed);
+Datum
+vectorbea_workspace_roles_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *trig = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_AFTER(trig->tg_event) ||
+		!TRIGGER_FIRED_FOR_STATEMENT(trig->tg_event))
+		elog(ERROR, "vectorbea_workspace_roles_changed must be an AFTER statement trigger");
+	bump_at_commit();
+	return PointerGetDatum(NULL);
+}
+
+/*
  * Runs sql (an INSERT or a DELETE of workspace_roles with $1 workspace,
  * $2 role) for grant_workspace and revoke_workspace; whether it changed a
- * row.  Every backend reads the mapping again once it commits.
+ * row.  Every backend reads the mapping again once it commits
+ * (workspace_roles_changed).
  */
 static bool
 change_mapping(FunctionCallInfo fcinfo, const char *sql, int expected)
@@ -404,8 +429,7 @@ change_mapping(FunctionCallInfo fcinfo, const char *sql, int expected)
 		elog(ERROR, "vectorbea: could not change workspace_roles");
 	changed = SPI_processed == 1;
 	SPI_finish();
-	bump_at_commit();
-	return changed;
+	return changed;				/* the table's trigger moves the generation */
 }
 
 /*
