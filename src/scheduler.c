@@ -103,13 +103,17 @@ static TimestampTz step_deadline;
 static bool pass_cut_short;
 
 /*
- * The step under way acts on no llm call (begin_step; cleared by
- * end_step): an error in it leaves the calls in flight as they are.  Any
- * other error (in an llm step, or between steps) may have left a call's
- * memory and its history apart, so the calls are dropped and the next
- * pass ends their attempts as a restart would (vb_llm_recover).
+ * An llm step (begin_llm_step, until end_step) or a send of llm calls is
+ * under way: an error then may have left a call's memory and its history
+ * apart, so recover_from_error drops the calls and the next pass ends
+ * their attempts as a restart would (vb_llm_recover).  An error anywhere
+ * else (another step, a cancel while the scheduler waits for answers)
+ * leaves the calls in flight as they are.
  */
-static bool step_spares_llm = false;
+static bool llm_calls_at_risk = false;
+
+/* The orphan look goes everywhere next time (cancel_orphans). */
+static bool orphans_look_everywhere = true;
 
 /* Errors in a row that escaped a step (recover_from_error); 0 after a clean pass. */
 static int	errors_in_a_row = 0;
@@ -238,7 +242,6 @@ begin_step(const char *what)
 {
 	Oid			extension;
 
-	step_spares_llm = true;
 	assert_safe_search_path();
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -252,6 +255,7 @@ begin_step(const char *what)
 	if (!OidIsValid(extension))
 	{
 		CommitTransactionCommand();
+		llm_calls_at_risk = false;
 		return false;
 	}
 	SPI_connect();
@@ -261,14 +265,21 @@ begin_step(const char *what)
 	return true;
 }
 
+/* vb_llm_send, with the calls at risk while it runs (llm_calls_at_risk). */
+static void
+send_llm_calls(void)
+{
+	llm_calls_at_risk = true;
+	vb_llm_send();
+	llm_calls_at_risk = false;
+}
+
 /* begin_step for a step that acts on llm calls. */
 static bool
 begin_llm_step(const char *what)
 {
-	bool		begun = begin_step(what);
-
-	step_spares_llm = false;
-	return begun;
+	llm_calls_at_risk = true;
+	return begin_step(what);
 }
 
 /*
@@ -291,7 +302,7 @@ end_step(void)
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
-	step_spares_llm = false;
+	llm_calls_at_risk = false;
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	vb_relay_send(false);
@@ -394,7 +405,7 @@ wait_with_calls(TimestampTz until, MemoryContext cxt, VbSweepCounters *c)
 			 */
 			vb_llm_check_leases();
 			end_step();
-			vb_llm_send();
+			send_llm_calls();
 		}
 		MemoryContextSwitchTo(TopMemoryContext);
 		MemoryContextReset(cxt);
@@ -657,7 +668,6 @@ prepared_work_may_come(TimestampTz *ended_since)
 static bool
 cancel_orphans(TimestampTz now, VbSweepCounters *c, TimestampTz *due, TimestampTz *ended_since)
 {
-	static bool look_everywhere = true;
 	static pg_uuid_t named[VB_ORPHAN_RUNS];
 	static int	n_named = 0;
 	bool		watching;
@@ -672,7 +682,7 @@ cancel_orphans(TimestampTz now, VbSweepCounters *c, TimestampTz *due, TimestampT
 		watch_by_age = true;	/* by age: every id is older than the next */
 	publish_watched_locked();
 	if (my_slot->orphan_runs_overflowed || n_named + my_slot->n_orphan_runs > VB_ORPHAN_RUNS)
-		look_everywhere = true;
+		orphans_look_everywhere = true;
 	else
 	{
 		memcpy(&named[n_named], my_slot->orphan_runs, my_slot->n_orphan_runs * sizeof(pg_uuid_t));
@@ -687,7 +697,7 @@ cancel_orphans(TimestampTz now, VbSweepCounters *c, TimestampTz *due, TimestampT
 		watch_by_age = false;
 	}
 	watching = n_watched > 0 || TransactionIdIsValid(watch_before) || list_prepared;
-	if (!look_everywhere && !watching && n_named == 0)
+	if (!orphans_look_everywhere && !watching && n_named == 0)
 		return true;
 	if (!begin_step("vectorbea: cancelling the child runs of ended parents"))
 		return false;
@@ -712,7 +722,7 @@ cancel_orphans(TimestampTz now, VbSweepCounters *c, TimestampTz *due, TimestampT
 	 * may be for long.  Those watched by age end unseen, one by one:
 	 * everywhere while any is left.
 	 */
-	everywhere = look_everywhere || *ended_since != DT_NOEND || TransactionIdIsValid(watch_before);
+	everywhere = orphans_look_everywhere || *ended_since != DT_NOEND || TransactionIdIsValid(watch_before);
 	if (!everywhere && n_named == 0)
 	{
 		end_step();
@@ -734,11 +744,11 @@ cancel_orphans(TimestampTz now, VbSweepCounters *c, TimestampTz *due, TimestampT
 	end_step();
 	if (*due == DT_NOEND)
 	{
-		look_everywhere = false;
+		orphans_look_everywhere = false;
 		n_named = 0;
 	}
 	else if (everywhere)
-		look_everywhere = true; /* the busy child may be anyone's */
+		orphans_look_everywhere = true; /* the busy child may be anyone's */
 	if (prepared_left)
 		*due = Min(*due, TimestampTzPlusMilliseconds(now, vb_prepared_poll_ms));
 	return true;
@@ -793,7 +803,7 @@ do_pass(TimestampTz now, TimestampTz *announced_upto, VbSweepCounters *c)
 	/* A call this claim recorded and then revoked (its run stopped) is not sent. */
 	vb_llm_check_leases();
 	end_step();
-	vb_llm_send();
+	send_llm_calls();
 
 	if (!begin_step("vectorbea: announcing due retries"))
 		return now;
@@ -897,10 +907,12 @@ back_off_before_connecting(void)
  * to a minute, before the next pass.
  */
 static void
-recover_from_error(MemoryContext pass_cxt, VbSweepCounters *counters, bool *recovered)
+recover_from_error(MemoryContext pass_cxt, VbSweepCounters *counters, bool *recovered,
+				   TimestampTz *announced_upto)
 {
 	ErrorData  *edata;
 	int			backoff_ms;
+	TimestampTz until;
 
 	HOLD_INTERRUPTS();
 	disable_all_timeouts(false);
@@ -915,12 +927,21 @@ recover_from_error(MemoryContext pass_cxt, VbSweepCounters *counters, bool *reco
 	FlushErrorState();
 	MemoryContextReset(pass_cxt);
 	(void) vb_run_parent_lock_wait_limit(-1);
-	if (!step_spares_llm)
+	if (llm_calls_at_risk)
 	{
 		vb_llm_forget_all();
 		*recovered = false;
 	}
-	step_spares_llm = false;
+	llm_calls_at_risk = false;
+
+	/*
+	 * What the failed pass had taken on (the ended prepared transactions it
+	 * read, the named runs whose look failed, the announcements whose
+	 * NOTIFY rolled back) is done again from the start, as after a restart.
+	 */
+	*announced_upto = DT_NOBEGIN;
+	orphans_look_everywhere = true;
+	list_prepared = true;
 	counters->errors++;
 	strlcpy(counters->last_error, edata->message ? edata->message : "", sizeof(counters->last_error));
 	FreeErrorData(edata);
@@ -933,7 +954,18 @@ recover_from_error(MemoryContext pass_cxt, VbSweepCounters *counters, bool *reco
 	LWLockRelease(vb_shared->lock);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	RESUME_INTERRUPTS();
-	sleep_ms(backoff_ms);
+
+	/* The whole pause: commits set the latch (relay.c, notify.c) at their rate. */
+	until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), backoff_ms);
+	for (;;)
+	{
+		long		left = (long) ((until - GetCurrentTimestamp()) / 1000);
+
+		if (left <= 0)
+			break;
+		sleep_ms(left);
+		CHECK_FOR_INTERRUPTS();
+	}
 }
 
 void
@@ -1009,7 +1041,7 @@ vb_scheduler_main(Datum main_arg)
 	if (sigsetjmp(local_sigjmp_buf, 1) != 0)
 	{
 		error_context_stack = NULL;
-		recover_from_error(pass_cxt, &counters, &recovered);
+		recover_from_error(pass_cxt, &counters, &recovered, &announced_upto);
 	}
 	PG_exception_stack = &local_sigjmp_buf;
 
