@@ -281,6 +281,8 @@ tell_scheduler_after_commit(VbSchedulerSlot *slot, TimestampTz due, TransactionI
 		}
 		else if (due < slot->next_due)
 		{
+			/* Its plan is now this work's time: vb_scheduler_ahead_of. */
+			slot->next_due = due;
 			slot->wake_requested = true;
 			wake = true;
 			pid = slot->pid;

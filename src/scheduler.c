@@ -823,10 +823,22 @@ do_pass(TimestampTz now, TimestampTz *announced_upto, VbSweepCounters *c)
 	return next;
 }
 
+/*
+ * Starts a pass.  Its planned time becomes the pass's own start if that is
+ * earlier (a commit woke it ahead of plan), so that a pass that blocks, or
+ * fails and backs off (recover_from_error), counts as behind once the lag
+ * has passed: claims then end expired leases themselves
+ * (vb_scheduler_ahead_of) instead of trusting a plan the scheduler is not
+ * keeping.
+ */
 static void
 begin_pass(void)
 {
+	TimestampTz now = vb_now();
+
 	LWLockAcquire(vb_shared->lock, LW_EXCLUSIVE);
+	if (my_slot->next_due > now)
+		my_slot->next_due = now;
 	my_slot->in_pass = true;
 	my_slot->wake_requested = false;
 	strlcpy(my_slot->state, "working", sizeof(my_slot->state));

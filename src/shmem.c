@@ -103,9 +103,10 @@ vb_slot_for_my_database(void)
  * VB_SCHEDULER_LAG_MS behind what it planned at engine time `at`: its
  * next due time (the earliest lease end it knows of, among others; a
  * claim whose lease ends before it wakes it at commit, notify.c) is no
- * older than that.  During a pass the planned time is the pass's own, so
- * a pass that takes longer than the lag counts as behind.  Read without
- * the lock: a stale value means one sweep made or skipped by a claim.
+ * older than that.  During a pass the planned time is at most the pass's
+ * start (scheduler.c, begin_pass), so a pass that takes longer than the
+ * lag, blocked or failed and pausing, counts as behind.  Read without the
+ * lock: a stale value means one sweep made or skipped by a claim.
  */
 bool
 vb_scheduler_ahead_of(TimestampTz at)
