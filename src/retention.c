@@ -16,7 +16,8 @@
  *
  * purge_runs() purges one batch in the caller's transaction, so a batch's
  * locks last as long as that transaction: call it again until it returns
- * 0.  With vectorbea.retention set, the scheduler purges one batch a pass.
+ * 0.  With vectorbea.retention set, the scheduler purges one batch a pass,
+ * bounded by its events too (vectorbea.retention_batch_events).
  *
  * IDENTIFICATION
  *	  src/retention.c
@@ -60,18 +61,25 @@ vb_retention_available(void)
 /*
  * Deletes up to max_runs runs with a status in statuses (a text[] of
  * finished statuses) that finished before `before`, with their nodes,
- * events and approvals, and records the batch.  Runs locked by others are
- * skipped.  Inside SPI; returns the number of runs purged.
+ * events and approvals, and records the batch.  The oldest runs go first,
+ * as many as have at most max_events events together, and at least one
+ * (a run with more is purged alone): a run's events, and its nodes with
+ * them, are what a purge's time, locks and WAL grow with, and runs of ten
+ * thousand tasks would make a batch of 500 runs last for minutes.  Runs
+ * locked by others are skipped.  Inside
+ * SPI; returns the number of runs purged, and sets *more when the batch
+ * stopped at a bound (older runs may be left).
  */
 int
-vb_purge_batch(ArrayType *statuses, TimestampTz before, int max_runs, const char *by,
-			   TimestampTz at)
+vb_purge_batch(ArrayType *statuses, TimestampTz before, int max_runs, int64 max_events,
+			   const char *by, TimestampTz at, bool *more)
 {
 	static SPIPlanPtr victims_plan = NULL;
 	static SPIPlanPtr purge_plan = NULL;
 	static SPIPlanPtr audit_plan = NULL;
 	Datum		args[6];
 	int64		runs;
+	int64		locked;
 	bool		isnull;
 	HeapTuple	tup;
 
@@ -86,16 +94,22 @@ vb_purge_batch(ArrayType *statuses, TimestampTz before, int max_runs, const char
 	 */
 	if (purge_plan == NULL)
 	{
-		Oid			t3[3] = {TEXTARRAYOID, TIMESTAMPTZOID, INT4OID};
+		Oid			t4[4] = {TEXTARRAYOID, TIMESTAMPTZOID, INT4OID, INT8OID};
 		Oid			t1[1] = {UUIDARRAYOID};
 		Oid			t6[6] = {TIMESTAMPTZOID, INT8OID, INT8OID, INT8OID, INT8OID, TEXTOID};
 
-		victims_plan = vb_prepare_opts("SELECT pg_catalog.array_agg(id) FROM ("
-									   "  SELECT id FROM vectorbea.runs"
-									   "   WHERE status = ANY ($1) AND finished_at < $2"
-									   "   ORDER BY finished_at LIMIT $3"
-									   "   FOR UPDATE SKIP LOCKED) victim",
-									   lengthof(t3), t3, CURSOR_OPT_GENERIC_PLAN);
+		/* last_seq is the run's number of events. */
+		victims_plan = vb_prepare_opts("SELECT pg_catalog.array_agg(id) FILTER (WHERE oldest OR events_upto <= $4),"
+									   "       pg_catalog.count(*)"
+									   "  FROM (SELECT id,"
+									   "               pg_catalog.row_number() OVER w = 1 AS oldest,"
+									   "               pg_catalog.sum(last_seq) OVER w AS events_upto"
+									   "          FROM (SELECT id, finished_at, last_seq FROM vectorbea.runs"
+									   "                 WHERE status = ANY ($1) AND finished_at < $2"
+									   "                 ORDER BY finished_at LIMIT $3"
+									   "                 FOR UPDATE SKIP LOCKED) locked"
+									   "        WINDOW w AS (ORDER BY finished_at, id ROWS UNBOUNDED PRECEDING)) victim",
+									   lengthof(t4), t4, CURSOR_OPT_GENERIC_PLAN);
 		purge_plan = vb_prepare_opts("WITH ev AS ("
 									 "  DELETE FROM vectorbea.events WHERE run_id = ANY ($1)"
 									 "  RETURNING 1"
@@ -124,8 +138,11 @@ vb_purge_batch(ArrayType *statuses, TimestampTz before, int max_runs, const char
 	args[0] = PointerGetDatum(statuses);
 	args[1] = TimestampTzGetDatum(before);
 	args[2] = Int32GetDatum(max_runs);
+	args[3] = Int64GetDatum(max_events);
+	*more = false;
 	if (SPI_execute_plan(victims_plan, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: purge lookup failed");
+	locked = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	args[0] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	if (isnull)
 		return 0;				/* most of the scheduler's passes */
@@ -137,6 +154,7 @@ vb_purge_batch(ArrayType *statuses, TimestampTz before, int max_runs, const char
 	runs = DatumGetInt64(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
 	if (runs == 0)
 		return 0;
+	*more = locked == max_runs || runs < locked;
 	args[0] = TimestampTzGetDatum(at);
 	for (int i = 0; i < 4; i++)
 		args[i + 1] = SPI_getbinval(tup, SPI_tuptable->tupdesc, i + 1, &isnull);
@@ -175,6 +193,7 @@ purge_runs_as_owner(PG_FUNCTION_ARGS)
 	bool	   *nulls;
 	int			n;
 	int			purged;
+	bool		more;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
 		ereport(ERROR,
@@ -245,8 +264,8 @@ purge_runs_as_owner(PG_FUNCTION_ARGS)
 													 IntervalPGetDatum(older_than)));
 
 	SPI_connect();
-	purged = vb_purge_batch(statuses, before, max_runs,
-							vb_caller_name(), at);
+	purged = vb_purge_batch(statuses, before, max_runs, PG_INT64_MAX,
+							vb_caller_name(), at, &more);
 	SPI_finish();
 	PG_RETURN_INT32(purged);
 }

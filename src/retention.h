@@ -13,7 +13,7 @@
 
 extern bool vb_retention_available(void);
 extern int	vb_purge_batch(ArrayType *statuses, TimestampTz before, int max_runs,
-						   const char *by, TimestampTz at);
+						   int64 max_events, const char *by, TimestampTz at, bool *more);
 extern ArrayType *vb_finished_statuses(void);
 
 #endif							/* VB_RETENTION_H */

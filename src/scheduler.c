@@ -81,7 +81,10 @@
 /* How soon to look again at due work whose run was busy. */
 #define BUSY_RETRY_MS	100
 
-/* Runs purged in one scheduler step: its locks last that long. */
+/*
+ * Runs purged in one scheduler step, at most: its locks last that long.
+ * Their events are bounded too (vectorbea.retention_batch_events).
+ */
 #define PURGE_BATCH		500
 
 /*
@@ -421,7 +424,8 @@ wait_with_calls(TimestampTz until, MemoryContext cxt, VbSweepCounters *c)
 
 /*
  * One batch of retention (vectorbea.retention): runs finished longer ago
- * are purged with their history.  True when the batch was full.  A
+ * are purged with their history.  True when the batch stopped at one of
+ * its bounds (runs or events), so that more may be waiting.  A
  * database still at 0.1.0 has no audit table: purging waits for ALTER
  * EXTENSION ... UPDATE, with a warning an hour.
  */
@@ -430,13 +434,15 @@ purge_old_runs(TimestampTz now)
 {
 	static TimestampTz last_warning = 0;
 	int			purged = 0;
+	bool		more = false;
 
 	if (!begin_step("vectorbea: purging finished runs"))
 		return false;
 	if (vb_retention_available())
 		purged = vb_purge_batch(vb_finished_statuses(),
 								now - (int64) vb_retention_min * 60 * USECS_PER_SEC,
-								PURGE_BATCH, "vectorbea scheduler", now);
+								PURGE_BATCH, vb_retention_batch_events, "vectorbea scheduler",
+								now, &more);
 	else if (TimestampDifferenceExceeds(last_warning, GetCurrentTimestamp(), 3600 * 1000))
 	{
 		ereport(WARNING,
@@ -455,7 +461,7 @@ purge_old_runs(TimestampTz now)
 		pgstat_report_stat(true);
 		ereport(DEBUG1, (errmsg("vectorbea scheduler: purged %d finished runs", purged)));
 	}
-	return purged == PURGE_BATCH;
+	return more;
 }
 
 /*

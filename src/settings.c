@@ -50,6 +50,7 @@ int			vb_llm_request_timeout_ms = 120 * 1000;
 int			vb_llm_connect_timeout_ms = 10 * 1000;
 int			vb_llm_max_response_kb = 4096;
 int			vb_retention_min = 0;
+int			vb_retention_batch_events = 50000;
 int			vb_claim_wait_ms = 100;
 bool		vb_live_index_pages = true;
 
@@ -248,6 +249,15 @@ vb_define_settings(void)
 							&vb_retention_min,
 							0, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MIN,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("vectorbea.retention_batch_events",
+							"Most events one purge batch of the scheduler deletes.",
+							"A batch also stops at 500 runs; a run with more events than this "
+							"is purged alone.",
+							&vb_retention_batch_events,
+							50000, 1, INT_MAX,
+							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 
 	DefineCustomStringVariable("vectorbea.master_key_file",

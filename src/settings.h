@@ -26,6 +26,7 @@ extern int	vb_llm_request_timeout_ms;
 extern int	vb_llm_connect_timeout_ms;
 extern int	vb_llm_max_response_kb;
 extern int	vb_retention_min;
+extern int	vb_retention_batch_events;
 extern int	vb_claim_wait_ms;
 extern bool vb_live_index_pages;
 
