@@ -264,6 +264,8 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 	char	   *output = NULL;
 	char	   *input = NULL;
 	VbVoter		voter = {NULL, NULL};
+	pg_uuid_t	gate_run;
+	bool		run_closing;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trig->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(trig->tg_event) || !TRIGGER_FIRED_BY_UPDATE(trig->tg_event))
@@ -343,9 +345,18 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 	kind = SPI_fnumber(desc, "kind") > 0 ? col_text(oldtup, desc, "kind") : "approval";
 	decision = check_decision(desc, oldtup, newtup, id, kind, new_status, &output, &input);
 
+	/*
+	 * A row of a run that an earlier row of this statement ended is closed,
+	 * not decided (below), as the run's gates the statement does not touch
+	 * are: who may decide it, or vote on it, does not matter then.
+	 */
+	memcpy(&gate_run, DatumGetUUIDP(heap_getattr(oldtup, SPI_fnumber(desc, "run_id"), desc, &isnull)),
+		   sizeof(pg_uuid_t));
+	run_closing = vb_state_run_closing_deferred(&gate_run);
+
 	approver_role = col_text(oldtup, desc, "approver_role");
 	decider = GetUserNameFromId(GetUserId(), false);
-	if (approver_role)
+	if (approver_role && !run_closing)
 	{
 		Oid			role = get_role_oid(approver_role, true);
 
@@ -368,7 +379,7 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 							 quote_identifier(approver_role), quote_identifier(decider))));
 	}
 
-	if (SPI_fnumber(desc, "quorum") > 0 && col_text(oldtup, desc, "quorum") != NULL)
+	if (!run_closing && SPI_fnumber(desc, "quorum") > 0 && col_text(oldtup, desc, "quorum") != NULL)
 		vb_find_voter(desc, oldtup, col_text(newtup, desc, "decided_by"), id, &voter);
 
 	/* The engine's writes, as the owner of the tables, for the decider. */

@@ -326,6 +326,18 @@ UPDATE vectorbea.approvals SET status = CASE kind WHEN 'approval' THEN 'rejected
 SELECT kind, status, decision, output, decided_by, decided_role FROM vectorbea.approvals WHERE run_id = :'run8' ORDER BY id;
 SELECT * FROM check_run(:'run8');
 
+-- A quorum gate reached after an earlier row ended its run is closed as
+-- well, whoever the statement names: cto is none of its approvers, which
+-- refused the whole statement before.
+SELECT vectorbea.define_workflow('gate_and_quorum', '{"nodes":[
+	{"id":"g","kind":"approval","approval":{"gate":"go"}},
+	{"id":"q","kind":"approval","approval":{"gate":"two_of","quorum":2,"approvers":["ana","ben"]}}]}') IS NOT NULL AS defined;
+SELECT vectorbea.start_run('gate_and_quorum') AS run9 \gset
+UPDATE vectorbea.approvals SET status = 'rejected', decided_by = 'cto', reason = 'no' WHERE run_id = :'run9';
+SELECT gate, status, decided_by, reason FROM vectorbea.approvals WHERE run_id = :'run9' ORDER BY id;
+SELECT status FROM vectorbea.runs WHERE id = :'run9';
+SELECT * FROM check_run(:'run9');
+
 -- A retry's input for a run node is its child's input, a template: it is
 -- checked as a definition's is, and a bad one changes nothing.
 SELECT vectorbea.define_workflow('esc_kid', '{"nodes":[{"id":"k","activity":"esc_k","retry":{"max_attempts":1}}]}') IS NOT NULL AS defined;
