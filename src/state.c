@@ -3109,6 +3109,114 @@ vb_state_release_held(VbRun *run, TimestampTz at)
 
 /* ---- a failed run comes back ---- */
 
+/* A node of a failed run that a person decides about again when it comes back. */
+typedef struct HeldNode
+{
+	int64		task_id;
+	char	   *node;
+	int			attempt;
+	char	   *spec;			/* the node's escalation gate */
+	char	   *gate_kind;		/* its closed gate's kind; NULL: a revoked attempt */
+	char	   *context;		/* its closed gate's context */
+	int64		duration_ms;	/* how long the revoked attempt had run */
+} HeldNode;
+
+/*
+ * The closed nodes of failed run run_id, task_id aside, that were waiting
+ * for a person when the run failed, or whose attempt the failure revoked
+ * under in_doubt "ask" (a worker's attempt, or an llm attempt with a call
+ * out): a requeue must not run them again without one.  Read before the
+ * nodes come back: a skipped node whose last gate is a closed gate of a
+ * failure was waiting on it (a run's end closes the gates of the nodes it
+ * skips), and a cancelled one was running.  Returns a List of HeldNode.
+ */
+static List *
+nodes_held_for_a_person(pg_uuid_t *run_id, int64 task_id)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[2];
+	List	   *held = NIL;
+
+	if (plan == NULL)
+	{
+		Oid			types[2] = {UUIDOID, INT8OID};
+
+		plan = vb_prepare("WITH latest AS ("
+						  "  SELECT DISTINCT ON (task_id) task_id, kind, status, context"
+						  "    FROM vectorbea.approvals WHERE run_id = $1"
+						  "   ORDER BY task_id, id DESC"
+						  ")"
+						  " SELECT n.id, n.node, n.attempt, n.approval::text,"
+						  "        CASE WHEN n.status = 'skipped' THEN g.kind END, g.context::text,"
+						  "        coalesce((EXTRACT(epoch FROM n.finished_at - n.started_at) * 1000)::bigint, 0)"
+						  "   FROM vectorbea.nodes n LEFT JOIN latest g ON g.task_id = n.id"
+						  "  WHERE n.run_id = $1 AND n.id <> $2"
+						  "    AND ((n.status = 'skipped' AND g.status = 'closed'"
+						  "          AND g.kind IN ('escalation', 'in_doubt'))"
+						  "         OR (n.status = 'cancelled' AND n.attempt > 0"
+						  "             AND n.retry->>'in_doubt' = 'ask'"
+						  "             AND (n.kind <> 'llm' OR " LLM_CALL_OUT_SQL ")))"
+						  "  ORDER BY n.id", lengthof(types), types);
+	}
+	args[0] = UUIDPGetDatum(run_id);
+	args[1] = Int64GetDatum(task_id);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not read the nodes of run %s that wait for a person",
+			 vb_uuid_text(run_id));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		HeldNode   *h = palloc0(sizeof(HeldNode));
+		bool		isnull;
+
+		h->task_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		h->node = SPI_getvalue(tup, desc, 2);
+		h->attempt = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+		h->spec = SPI_getvalue(tup, desc, 4);
+		h->gate_kind = SPI_getvalue(tup, desc, 5);
+		h->context = SPI_getvalue(tup, desc, 6);
+		h->duration_ms = DatumGetInt64(SPI_getbinval(tup, desc, 7, &isnull));
+		held = lappend(held, h);
+	}
+	return held;
+}
+
+/*
+ * The held nodes of a run that has come back wait for a person again: a
+ * gate like the one the failure closed opens (its context kept), and a
+ * revoked attempt is in doubt, as if its lease had run out: it fails,
+ * not for good, and a gate of kind in_doubt opens.  After NODES_REQUEUED,
+ * so that replay finds them waiting.
+ */
+static void
+ask_again(VbRun *run, List *held, TimestampTz at)
+{
+	ListCell   *lc;
+
+	foreach(lc, held)
+	{
+		HeldNode   *h = lfirst(lc);
+		StringInfoData err;
+
+		if (h->gate_kind != NULL)
+		{
+			(void) wait_on_gate(run, h->task_id, h->node, h->attempt, h->gate_kind, h->spec,
+								h->context, at);
+			continue;
+		}
+		charge_cut_call(run, h->node, h->attempt, at);
+		initStringInfo(&err);
+		appendStringInfoString(&err, "{\"message\":\"in doubt: its run failed while this attempt ran,"
+							   " which may have taken effect\",\"class\":\"revoked\",\"in_doubt\":true}");
+		open_failure_gate(run, h->task_id, h->node, h->attempt, "in_doubt", h->spec,
+						  psprintf("{\"class\":\"revoked\",\"error\":%s,\"final\":false,"
+								   "\"in_doubt\":\"ask\",\"duration_ms\":%lld}", err.data,
+								   (long long) h->duration_ms),
+						  err.data, at);
+	}
+}
+
 /*
  * Requeues task_id, a node that failed for good, in a locked run: it gets a
  * new attempt budget (its policy's max_attempts more) and is ready again.
@@ -3116,8 +3224,11 @@ vb_state_release_held(VbRun *run, TimestampTz at)
  * its failure skipped come back pending (or ready, when their dependencies
  * have succeeded), and those whose lease it revoked are ready for a new
  * attempt; one that never started and has a not_before waits for it
- * again, as when it was added.  One NODES_REQUEUED event says who did it,
- * why, and which nodes came back, so replay rebuilds it.  Returns false
+ * again, as when it was added.  A node that waited for a person, or whose
+ * revoked attempt is in doubt under "ask", waits for one again
+ * (ask_again).  One NODES_REQUEUED event says who did it, why, and which
+ * nodes came back, so replay rebuilds it, with the gates' own events
+ * after it.  Returns false
  * when the node is not failed (nothing changed).  The caller checks that
  * the run may revive (vb_state_requeue_refusal).
  */
@@ -3128,18 +3239,19 @@ vb_state_requeue(VbRun *run, int64 task_id, const char *reason, const char *by,
 	static SPIPlanPtr node_plan = NULL;
 	static SPIPlanPtr revive_plan = NULL;
 	static SPIPlanPtr run_plan = NULL;
-	Datum		args[3];
+	Datum		args[4];
 	char	   *node;
 	char	   *activity;
 	int			max_attempts;
 	bool		isnull;
 	char	   *revived = "[]";
+	List	   *held = NIL;
 	StringInfoData data;
 
 	if (node_plan == NULL)
 	{
 		Oid			t2[2] = {INT8OID, TIMESTAMPTZOID};
-		Oid			t3[3] = {UUIDOID, TIMESTAMPTZOID, INT8OID};
+		Oid			t4[4] = {UUIDOID, TIMESTAMPTZOID, INT8OID, INT8ARRAYOID};
 		Oid			t1[1] = {UUIDOID};
 
 		node_plan = vb_prepare("UPDATE vectorbea.nodes"
@@ -3162,8 +3274,10 @@ vb_state_requeue(VbRun *run, int64 task_id, const char *reason, const char *by,
 								 /* an attempt revoked is no failure: a fresh budget, as the requeued node's */
 								 "         max_attempts = GREATEST(n.max_attempts, n.attempt + " NODE_MAX_ATTEMPTS ")"
 								 "    FROM closed WHERE n.id = closed.id"
+								 /* a node held for a person is not announced: it waits at once */
 								 "  RETURNING n.node, n.activity, n.status,"
-								 "            n.status = 'ready' AND n.available_at <> 'infinity' AS free"
+								 "            n.status = 'ready' AND n.available_at <> 'infinity'"
+								 "            AND n.id <> ALL ($4) AS free"
 								 ")"
 								 " SELECT coalesce(pg_catalog.jsonb_agg(node ORDER BY node), '[]')::text,"
 								 "        pg_catalog.count(*),"
@@ -3171,7 +3285,7 @@ vb_state_requeue(VbRun *run, int64 task_id, const char *reason, const char *by,
 								 "                 FILTER (WHERE free AND activity IS NOT NULL), '{}'),"
 								 "        coalesce(pg_catalog.bool_or(free AND activity IS NULL), false),"
 								 "        coalesce(pg_catalog.bool_or(status = 'ready' AND NOT free), false)"
-								 "   FROM reopened", lengthof(t3), t3);
+								 "   FROM reopened", lengthof(t4), t4);
 		run_plan = vb_prepare("UPDATE vectorbea.runs SET status = 'running', finished_at = NULL,"
 							  " error = NULL WHERE id = $1", lengthof(t1), t1);
 	}
@@ -3192,9 +3306,18 @@ vb_state_requeue(VbRun *run, int64 task_id, const char *reason, const char *by,
 		Datum	   *names;
 		int			n;
 
+		ListCell   *lc;
+		Datum	   *held_ids;
+		int			n_held = 0;
+
+		held = nodes_held_for_a_person(&run->id, task_id);
+		held_ids = palloc(sizeof(Datum) * (list_length(held) + 1));
+		foreach(lc, held)
+			held_ids[n_held++] = Int64GetDatum(((HeldNode *) lfirst(lc))->task_id);
 		args[0] = UUIDPGetDatum(&run->id);
 		args[1] = TimestampTzGetDatum(at);
 		args[2] = Int64GetDatum(task_id);
+		args[3] = PointerGetDatum(construct_array(held_ids, n_held, INT8OID, 8, true, TYPALIGN_DOUBLE));
 		if (SPI_execute_plan(revive_plan, args, NULL, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "vectorbea: could not reopen the nodes of run %s", vb_uuid_text(&run->id));
 		revived = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
@@ -3227,6 +3350,7 @@ vb_state_requeue(VbRun *run, int64 task_id, const char *reason, const char *by,
 	appendStringInfoChar(&data, '}');
 	vb_event(run, "NODES_REQUEUED", node, 0, data.data, at);
 	became_ready(run, activity, false);
+	ask_again(run, held, at);
 	open_ready_gates(run, at);
 	return true;
 }

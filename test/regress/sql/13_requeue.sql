@@ -163,6 +163,66 @@ SELECT round((data->>'duration_ms')::numeric / 60000) AS waited_minutes
   FROM vectorbea.events WHERE run_id = :'run12' AND type = 'STEP_COMPLETED';
 SELECT * FROM check_run(:'run12');
 
+-- A node that waited for a person when its run failed waits for one again
+-- when the run comes back, at a gate like the one the failure closed: an
+-- escalation (out of attempts) and an in_doubt gate (its lease ran out
+-- under "ask") are not skipped into a fresh attempt.  And a node whose
+-- running attempt the failure revoked under "ask" may have taken effect:
+-- it is in doubt, a gate of kind in_doubt asks (class revoked).  A node
+-- without "ask" is ready again, as above.
+SELECT vectorbea.define_workflow('rq_ask', '{"nodes":[
+	{"id":"pay","activity":"rqa_pay","retry":{"max_attempts":1},"on_exhausted":"escalate",
+	 "escalation":{"gate":"fix_pay"}},
+	{"id":"send","activity":"rqa_send","in_doubt":"ask","escalation":{"gate":"send_in_doubt"}},
+	{"id":"wire","activity":"rqa_wire","in_doubt":"ask","escalation":{"gate":"wire_in_doubt"}},
+	{"id":"copy","activity":"rqa_copy"},
+	{"id":"check","activity":"rqa_check","retry":{"max_attempts":1}}]}') IS NOT NULL AS defined;
+SELECT vectorbea.start_run('rq_ask', '{}') AS run14 \gset
+SELECT vectorbea.fail_task(task_id, lease, '{"message":"card declined","class":"transient"}')
+  FROM vectorbea.claim_tasks('w', ARRAY['rqa_pay']);
+SELECT count(*) AS send_claimed FROM vectorbea.claim_tasks('w', ARRAY['rqa_send'], 1, '1 minute');
+SET vectorbea.test_clock_offset = '2m';
+SELECT count(*) AS send_reclaimed FROM vectorbea.claim_tasks('w2', ARRAY['rqa_send']);
+SELECT task_id AS wire_task, lease AS wire_lease FROM vectorbea.claim_tasks('w', ARRAY['rqa_wire']) \gset
+SELECT count(*) AS copy_claimed FROM vectorbea.claim_tasks('w', ARRAY['rqa_copy']);
+SELECT node, status FROM vectorbea.nodes WHERE run_id = :'run14' ORDER BY id;
+SELECT node, kind, gate, status FROM vectorbea.approvals WHERE run_id = :'run14' ORDER BY id;
+-- check fails for good: the run fails, its gates close, wire and copy are revoked.
+SELECT vectorbea.fail_task(task_id, lease, '{"message":"bad","class":"permanent"}')
+  FROM vectorbea.claim_tasks('w', ARRAY['rqa_check']);
+SELECT status FROM vectorbea.runs WHERE id = :'run14';
+SELECT node, status FROM vectorbea.nodes WHERE run_id = :'run14' ORDER BY id;
+SELECT vectorbea.requeue(id, 'check fixed') AS requeued FROM vectorbea.nodes WHERE run_id = :'run14' AND node = 'check';
+SELECT status FROM vectorbea.runs WHERE id = :'run14';
+SELECT node, status, error->>'class' AS class FROM vectorbea.nodes WHERE run_id = :'run14' ORDER BY id;
+SELECT node, kind, gate, status, context->'error'->>'class' AS class,
+	   context->'error'->>'message' AS message
+  FROM vectorbea.approvals WHERE run_id = :'run14' ORDER BY id;
+-- Nobody runs them behind the people's backs; copy (no "ask") runs again.
+SELECT node FROM vectorbea.claim_tasks('w', ARRAY['rqa_pay', 'rqa_send', 'rqa_wire', 'rqa_copy'], 10);
+-- The revoked attempt's late result is still refused.
+SELECT vectorbea.complete_task(:wire_task, :'wire_lease', '{}'); \echo SQLSTATE :SQLSTATE
+SELECT type, node, data->>'class' AS class, data->>'final' AS final
+  FROM vectorbea.events WHERE run_id = :'run14'
+   AND seq > (SELECT seq FROM vectorbea.events WHERE run_id = :'run14' AND type = 'NODES_REQUEUED')
+ ORDER BY seq;
+SELECT * FROM check_run(:'run14');
+-- The people decide: pay and wire were done, send is tried again.
+UPDATE vectorbea.approvals SET status = 'approved', decision = 'accept', output = '{"paid":true}', decided_by = 'ops'
+ WHERE run_id = :'run14' AND gate = 'fix_pay' AND status = 'pending';
+UPDATE vectorbea.approvals SET status = 'approved', decision = 'accept', output = '{"wired":true}', decided_by = 'ops'
+ WHERE run_id = :'run14' AND gate = 'wire_in_doubt' AND status = 'pending';
+UPDATE vectorbea.approvals SET status = 'approved', decision = 'retry', decided_by = 'ops'
+ WHERE run_id = :'run14' AND gate = 'send_in_doubt' AND status = 'pending';
+SELECT vectorbea.complete_task(id, lease, '{}') AS copy_completed
+  FROM vectorbea.nodes WHERE run_id = :'run14' AND node = 'copy';
+SELECT count(vectorbea.complete_task(task_id, lease, '{}')) AS completed
+  FROM vectorbea.claim_tasks('w', ARRAY['rqa_send', 'rqa_check'], 10);
+RESET vectorbea.test_clock_offset;
+SELECT status FROM vectorbea.runs WHERE id = :'run14';
+SELECT node, status, output FROM vectorbea.nodes WHERE run_id = :'run14' ORDER BY id;
+SELECT * FROM check_run(:'run14');
+
 -- A long node id is cut in requeue's refusal, like any value.
 SELECT vectorbea.define_workflow('rq_long', jsonb_build_object('nodes', jsonb_build_array(
 	jsonb_build_object('id', repeat('n', 60), 'activity', 'rq_long')))) IS NOT NULL AS defined;
