@@ -157,10 +157,18 @@ requeue_as_owner(PG_FUNCTION_ARGS)
 	reason = checked_reason(fcinfo, 1);
 
 	SPI_connect();
-	/* It sets the run going: under its workspace's lock, taken before the run's. */
-	workspace = vb_workspace_share_of_task(task_id);
+	/*
+	 * It sets the run going: under its workspace's lock, taken before the
+	 * run's, and only once the caller may act on the workspace.
+	 */
+	workspace = vb_require_task_workspace(task_id, "requeue runs of");
+	/* One committed since that read is not taken unchecked and unlocked. */
+	if (workspace == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("task %ld does not exist", (long) task_id)));
+	vb_workspace_share(workspace);
 	vb_lock_run_of_task(task_id, &run);
-	vb_require_run_workspace(&run.id, "requeue runs of");
 	(void) requeueable(task_id, &run, at, true);
 	if (!vb_state_requeue(&run, task_id, reason, caller_name(), at))
 		elog(ERROR, "vectorbea: task %ld changed while it was requeued", (long) task_id);

@@ -302,6 +302,38 @@ vb_require_workspace(const char *workspace, const char *action)
 					 "vectorbea.grant_workspace('%s', <role>).", workspace)));
 }
 
+/*
+ * The workspace of task_id's run, or NULL when there is no such task;
+ * refused (vb_require_workspace) when the caller may not act on it.  Read
+ * without a lock, before the caller takes any of that workspace's: a run's
+ * workspace never changes, and a caller refused here has queued behind
+ * none of its transactions.
+ */
+char *
+vb_require_task_workspace(int64 task_id, const char *action)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[1] = {Int64GetDatum(task_id)};
+	char	   *workspace;
+
+	if (plan == NULL)
+	{
+		Oid			types[1] = {INT8OID};
+
+		plan = vb_prepare_opts("SELECT r.workspace FROM vectorbea.nodes n"
+							   "  JOIN vectorbea.runs r ON r.id = n.run_id WHERE n.id = $1",
+							   lengthof(types), types, CURSOR_OPT_GENERIC_PLAN);
+	}
+	/* Not read-only: a run another session committed a moment ago is found. */
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not read the workspace of task %ld", (long) task_id);
+	if (SPI_processed == 0)
+		return NULL;
+	workspace = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	vb_require_workspace(workspace, action);
+	return workspace;
+}
+
 /* vb_require_workspace for the workspace of a run (nothing when there is no such run). */
 void
 vb_require_run_workspace(pg_uuid_t *run_id, const char *action)

@@ -20,6 +20,7 @@ extern ArrayType *vb_tenant_excluded_workspaces(void);
 extern bool vb_workspace_visible(const char *workspace);
 extern void vb_require_workspace(const char *workspace, const char *action);
 extern void vb_require_run_workspace(pg_uuid_t *run_id, const char *action);
+extern char *vb_require_task_workspace(int64 task_id, const char *action);
 extern void vb_tenants_prepared_committed(void);
 
 #endif							/* VB_TENANTS_H */

@@ -122,26 +122,6 @@ vb_workspace_share_of_run(pg_uuid_t *run_id)
 	return share_found();
 }
 
-/* The same, for the run of task_id. */
-char *
-vb_workspace_share_of_task(int64 task_id)
-{
-	static SPIPlanPtr plan = NULL;
-	Datum		args[1] = {Int64GetDatum(task_id)};
-
-	if (plan == NULL)
-	{
-		Oid			types[1] = {INT8OID};
-
-		plan = vb_prepare_opts("SELECT r.workspace FROM vectorbea.nodes n"
-							   "  JOIN vectorbea.runs r ON r.id = n.run_id WHERE n.id = $1",
-							   lengthof(types), types, CURSOR_OPT_GENERIC_PLAN);
-	}
-	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "vectorbea: could not read the workspace of task %ld", (long) task_id);
-	return share_found();
-}
-
 /* Holds workspace's lock alone until the transaction ends (the switch). */
 void
 vb_workspace_lock(const char *workspace)

@@ -16,7 +16,6 @@
 extern void vb_workspace_share(const char *workspace);
 extern bool vb_workspace_try_share(const char *workspace);
 extern char *vb_workspace_share_of_run(pg_uuid_t *run_id);
-extern char *vb_workspace_share_of_task(int64 task_id);
 extern void vb_workspace_lock(const char *workspace);
 
 #endif							/* VB_WORKSPACE_LOCK_H */
