@@ -486,11 +486,12 @@ SELECT 'run', NULL::text, jsonb_build_object(
 							 FROM ev WHERE ev.type IN ('STEP_COMPLETED', 'STEP_FAILED', 'LLM_CALLED', 'LLM_CHARGED')),
 				'usd', (SELECT coalesce(sum((ev.data->'usage'->>'usd')::numeric), 0)
 						  FROM ev WHERE ev.type IN ('STEP_COMPLETED', 'STEP_FAILED', 'LLM_CALLED', 'LLM_CHARGED'))),
+		   -- a requeue books the children its run's failure abandoned
 		   'child_usage', jsonb_build_object(
 				'tokens', (SELECT coalesce(sum((ev.data->'child_usage'->>'tokens')::bigint), 0)
-							 FROM ev WHERE ev.type IN ('STEP_COMPLETED', 'STEP_FAILED')),
+							 FROM ev WHERE ev.type IN ('STEP_COMPLETED', 'STEP_FAILED', 'NODES_REQUEUED')),
 				'usd', (SELECT coalesce(sum((ev.data->'child_usage'->>'usd')::numeric), 0)
-						  FROM ev WHERE ev.type IN ('STEP_COMPLETED', 'STEP_FAILED'))))
+						  FROM ev WHERE ev.type IN ('STEP_COMPLETED', 'STEP_FAILED', 'NODES_REQUEUED'))))
   FROM started s
 UNION ALL
 SELECT 'node', st.node, jsonb_build_object(
@@ -1005,12 +1006,16 @@ BEGIN
 	WITH node_events AS (
 		-- Each node's reuse and usage in one pass over the two histories (a
 		-- lookup per node read the run's whole history for every node).
+		-- A run node's child's spend, booked on the run when the node's
+		-- attempt ends, is in that event's child_usage.
 		SELECT e.run_id, e.node,
 			   pg_catalog.bool_or(e.type = 'STEP_COMPLETED' AND e.data ? 'reused') AS reused,
-			   pg_catalog.sum((e.data->'usage'->>'tokens')::bigint)
+			   pg_catalog.sum(coalesce((e.data->'usage'->>'tokens')::bigint, 0)
+							  + coalesce((e.data->'child_usage'->>'tokens')::bigint, 0))
 				   FILTER (WHERE e.type IN ('STEP_COMPLETED', 'STEP_FAILED', 'LLM_CALLED', 'LLM_CHARGED'))
 				   AS tokens,
-			   pg_catalog.sum((e.data->'usage'->>'usd')::numeric)
+			   pg_catalog.sum(coalesce((e.data->'usage'->>'usd')::numeric, 0)
+							  + coalesce((e.data->'child_usage'->>'usd')::numeric, 0))
 				   FILTER (WHERE e.type IN ('STEP_COMPLETED', 'STEP_FAILED', 'LLM_CALLED', 'LLM_CHARGED'))
 				   AS usd
 		  FROM @extschema@.events e

@@ -3183,6 +3183,76 @@ nodes_held_for_a_person(pg_uuid_t *run_id, int64 task_id)
 }
 
 /*
+ * The child runs that run nodes of failed run `run` waited for when it
+ * failed (a skipped run node whose lease names its child; task_id, the
+ * node requeued, aside): their end booked nothing on a run that had ended,
+ * so their spend, and what they still hold, is booked now, as at a run
+ * node's timeout (book_child_usage), before the nodes come back and their
+ * new children are given what the budget has left.  Without it, each
+ * requeue gave a new child the same money again.  Returns the field for
+ * NODES_REQUEUED, ,"child_usage":{"usd": ..., "tokens": ...} (what was
+ * booked, for replay), or "" when nothing was.
+ */
+static const char *
+book_abandoned_children(VbRun *run, int64 task_id)
+{
+	static SPIPlanPtr children_plan = NULL;
+	static SPIPlanPtr booked_plan = NULL;
+	Datum		args[3];
+	Datum	   *children;
+	uint64		n;
+	bool		isnull;
+	char	   *usd;
+	int64		tokens;
+
+	if (children_plan == NULL)
+	{
+		Oid			t2[2] = {UUIDOID, INT8OID};
+		Oid			t3[3] = {UUIDOID, NUMERICOID, INT8OID};
+
+		children_plan = vb_prepare("SELECT n.lease, r.child_usage_usd, r.child_usage_tokens"
+								   "  FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
+								   " WHERE n.run_id = $1 AND n.id <> $2 AND n.kind = 'run'"
+								   "   AND n.status = 'skipped' AND n.lease IS NOT NULL"
+								   " ORDER BY n.id", lengthof(t2), t2);
+		booked_plan = vb_prepare("SELECT (child_usage_usd - $2)::text, child_usage_tokens - $3,"
+								 "       child_usage_usd = $2 AND child_usage_tokens = $3"
+								 "  FROM vectorbea.runs WHERE id = $1", lengthof(t3), t3);
+	}
+	args[0] = UUIDPGetDatum(&run->id);
+	args[1] = Int64GetDatum(task_id);
+	if (SPI_execute_plan(children_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not read the child runs of run %s", vb_uuid_text(&run->id));
+	n = SPI_processed;
+	if (n == 0)
+		return "";
+	children = palloc(sizeof(Datum) * n);
+	for (uint64 i = 0; i < n; i++)
+		children[i] = datumCopy(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull),
+								false, sizeof(pg_uuid_t));
+	args[1] = datumCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull),
+						false, -1);
+	args[2] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		over;
+		bool		pause;
+		char	   *detail = NULL;
+
+		/* Over its budget or not, the run comes back: its next spend meets the policy. */
+		(void) book_child_usage(run, DatumGetUUIDP(children[i]), true, &over, &detail, &pause);
+	}
+	if (SPI_execute_plan(booked_plan, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "vectorbea: could not read what the child runs of run %s spent",
+			 vb_uuid_text(&run->id));
+	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull)))
+		return "";
+	usd = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	tokens = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	return psprintf(",\"child_usage\":{\"usd\":%s,\"tokens\":%lld}", usd, (long long) tokens);
+}
+
+/*
  * The held nodes of a run that has come back wait for a person again: a
  * gate like the one the failure closed opens (its context kept), and a
  * revoked attempt is in doubt, as if its lease had run out: it fails,
@@ -3245,6 +3315,7 @@ vb_state_requeue(VbRun *run, int64 task_id, const char *reason, const char *by,
 	int			max_attempts;
 	bool		isnull;
 	char	   *revived = "[]";
+	const char *child_usage = "";
 	List	   *held = NIL;
 	StringInfoData data;
 
@@ -3311,6 +3382,7 @@ vb_state_requeue(VbRun *run, int64 task_id, const char *reason, const char *by,
 		int			n_held = 0;
 
 		held = nodes_held_for_a_person(&run->id, task_id);
+		child_usage = book_abandoned_children(run, task_id);
 		held_ids = palloc(sizeof(Datum) * (list_length(held) + 1));
 		foreach(lc, held)
 			held_ids[n_held++] = Int64GetDatum(((HeldNode *) lfirst(lc))->task_id);
@@ -3347,7 +3419,7 @@ vb_state_requeue(VbRun *run, int64 task_id, const char *reason, const char *by,
 	vb_append_json_string(&data, by);
 	appendStringInfoString(&data, ",\"reason\":");
 	vb_append_json_string(&data, reason);
-	appendStringInfoChar(&data, '}');
+	appendStringInfo(&data, "%s}", child_usage);
 	vb_event(run, "NODES_REQUEUED", node, 0, data.data, at);
 	became_ready(run, activity, false);
 	ask_again(run, held, at);

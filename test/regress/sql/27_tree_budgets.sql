@@ -217,6 +217,46 @@ SELECT budget_usd FROM vectorbea.runs WHERE parent_run = :'tiny';
 SELECT count(vectorbea.cancel_run(id, 'seen enough')) AS cancelled
   FROM vectorbea.runs WHERE (id = :'tiny' OR parent_run = :'tiny') AND status = 'running';
 
+-- A requeue books what the children its run's failure abandoned spent:
+-- their end booked nothing on a run that had ended, and each requeue gave
+-- the run node's new child the whole budget again.
+SELECT vectorbea.define_workflow('ab_kid', '{"nodes":[{"id":"spend","activity":"ab_kid_work"}]}') IS NOT NULL AS defined;
+SELECT vectorbea.define_workflow('abandon', '{"nodes":[
+  {"id":"sub","kind":"run","run":{"workflow":"ab_kid"}},
+  {"id":"other","activity":"ab_other","retry":{"max_attempts":1}}]}') IS NOT NULL AS defined;
+SELECT vectorbea.start_run('abandon', '{}', NULL, '{"budget_usd": 10}') AS ab \gset
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+-- The child spends 6 in an attempt that fails and is retried: it runs on.
+SELECT vectorbea.fail_task(task_id, lease, '{"message": "try again", "usage": {"usd": 6, "tokens": 60}}')
+  FROM vectorbea.claim_tasks('w', ARRAY['ab_kid_work']);
+SELECT vectorbea.fail_task(task_id, lease, '{"message": "no", "class": "permanent"}')
+  FROM vectorbea.claim_tasks('w', ARRAY['ab_other']);
+SELECT vectorbea.run_due_work()->'children_cancelled' AS children_cancelled;
+SELECT * FROM tree(:'ab');
+SELECT vectorbea.requeue(id, 'other fixed') FROM vectorbea.nodes WHERE run_id = :'ab' AND node = 'other';
+SELECT data->'child_usage' AS booked FROM vectorbea.events WHERE run_id = :'ab' AND type = 'NODES_REQUEUED';
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+-- The new child gets what is left: 4.
+SELECT * FROM tree(:'ab');
+SELECT replay->'child_usage' AS replayed FROM vectorbea.replay(:'ab') AS replay;
+SELECT * FROM check_run(:'ab');
+SELECT count(vectorbea.cancel_run(id, 'seen enough')) AS cancelled FROM vectorbea.runs WHERE id = :'ab';
+
+-- diff_runs counts what a run node's child spent as the node's, as the
+-- budget books it: two runs whose children spent differently differ in
+-- the run node's tokens and cost_usd (it showed 0 and 0 for both).
+SELECT vectorbea.start_run('then_more', '{}') AS dx \gset
+SELECT vectorbea.start_run('then_more', '{}') AS dy \gset
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+SELECT vectorbea.complete_task(c.task_id, c.lease, '{"done": 1}',
+		usage => CASE r.parent_run WHEN :'dx' THEN '{"usd": 1, "tokens": 10}'::jsonb
+								   ELSE '{"usd": 2.5, "tokens": 30}'::jsonb END)
+  FROM vectorbea.claim_tasks('w', ARRAY['kid_work'], 10) c
+  JOIN vectorbea.nodes n ON n.id = c.task_id JOIN vectorbea.runs r ON r.id = n.run_id
+ WHERE r.parent_run IN (:'dx', :'dy');
+SELECT node, what, a, b FROM vectorbea.diff_runs(:'dx', :'dy') WHERE node = 'delegate' AND what <> 'latency_ms';
+SELECT count(vectorbea.cancel_run(id, 'seen enough')) AS cancelled FROM vectorbea.runs WHERE id IN (:'dx', :'dy');
+
 DROP FUNCTION tree(uuid);
 
 -- Every run the file left agrees with its history.
