@@ -3253,6 +3253,46 @@ book_abandoned_children(VbRun *run, int64 task_id)
 }
 
 /*
+ * The pause a person put failed run run_id under (pause_run, scope "run"),
+ * when it was still paused so as it failed: its last RUN_PAUSED or
+ * RUN_RESUMED before its last RUN_FAILED is that pause.  A run's end
+ * clears its pause, and a requeue must not lift what only a resume lifts.
+ * A budget's pause is not put back: the budget may have been raised, or
+ * its period renewed, since (set_budget resumes only paused runs), and a
+ * run still over it meets its policy at its next spend, as documented; a
+ * workspace's pause is the workspace's (vb_pause_if_workspace_paused).
+ * Sets *scope, *reason and *by; false when it was not paused so.
+ */
+static bool
+paused_when_failed(pg_uuid_t *run_id, char **scope, char **reason, char **by)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[1] = {UUIDPGetDatum(run_id)};
+
+	if (plan == NULL)
+	{
+		Oid			types[1] = {UUIDOID};
+
+		plan = vb_prepare("SELECT p.data->>'scope', p.data->>'reason', p.data->>'by'"
+						  "  FROM (SELECT e.type, e.data FROM vectorbea.events e"
+						  "         WHERE e.run_id = $1 AND e.type IN ('RUN_PAUSED', 'RUN_RESUMED')"
+						  "           AND e.seq < (SELECT pg_catalog.max(f.seq) FROM vectorbea.events f"
+						  "                         WHERE f.run_id = $1 AND f.type = 'RUN_FAILED')"
+						  "         ORDER BY e.seq DESC LIMIT 1) p"
+						  " WHERE p.type = 'RUN_PAUSED' AND p.data->>'scope' = 'run'",
+						  lengthof(types), types);
+	}
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not read the pauses of run %s", vb_uuid_text(run_id));
+	if (SPI_processed == 0)
+		return false;
+	*scope = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	*reason = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	*by = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+	return true;
+}
+
+/*
  * The held nodes of a run that has come back wait for a person again: a
  * gate like the one the failure closed opens (its context kept), and a
  * revoked attempt is in doubt, as if its lease had run out: it fails,
@@ -3317,6 +3357,10 @@ vb_state_requeue(VbRun *run, int64 task_id, const char *reason, const char *by,
 	char	   *revived = "[]";
 	const char *child_usage = "";
 	List	   *held = NIL;
+	bool		was_paused = false;
+	char	   *pause_scope = NULL;
+	char	   *pause_reason = NULL;
+	char	   *pause_by = NULL;
 	StringInfoData data;
 
 	if (node_plan == NULL)
@@ -3382,6 +3426,7 @@ vb_state_requeue(VbRun *run, int64 task_id, const char *reason, const char *by,
 		int			n_held = 0;
 
 		held = nodes_held_for_a_person(&run->id, task_id);
+		was_paused = paused_when_failed(&run->id, &pause_scope, &pause_reason, &pause_by);
 		child_usage = book_abandoned_children(run, task_id);
 		held_ids = palloc(sizeof(Datum) * (list_length(held) + 1));
 		foreach(lc, held)
@@ -3424,6 +3469,9 @@ vb_state_requeue(VbRun *run, int64 task_id, const char *reason, const char *by,
 	became_ready(run, activity, false);
 	ask_again(run, held, at);
 	open_ready_gates(run, at);
+	/* The pause it failed under holds it again, as its author left it. */
+	if (was_paused)
+		(void) vb_state_pause_run(run, pause_scope, pause_reason, pause_by, at);
 	return true;
 }
 

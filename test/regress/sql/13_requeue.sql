@@ -223,6 +223,43 @@ SELECT status FROM vectorbea.runs WHERE id = :'run14';
 SELECT node, status, output FROM vectorbea.nodes WHERE run_id = :'run14' ORDER BY id;
 SELECT * FROM check_run(:'run14');
 
+-- A run a person paused, which failed while paused (a task it had out
+-- failed for good), comes back paused: the run's end cleared the pause,
+-- and a requeue, perhaps another operator's requeue_dead, lifted it.
+SELECT vectorbea.define_workflow('rq_still', '{"nodes":[
+	{"id":"a","activity":"rqs_a","retry":{"max_attempts":1}},
+	{"id":"b","activity":"rqs_b"}]}') IS NOT NULL AS defined;
+SELECT vectorbea.start_run('rq_still', '{}') AS run15 \gset
+SELECT task_id AS a_task, lease AS a_lease FROM vectorbea.claim_tasks('w', ARRAY['rqs_a']) \gset
+SELECT vectorbea.pause_run(:'run15', 'looks wrong');
+SELECT vectorbea.fail_task(:a_task, :'a_lease', '{"message":"no","class":"permanent"}');
+SELECT status FROM vectorbea.runs WHERE id = :'run15';
+SELECT vectorbea.requeue(:a_task, 'fixed');
+SELECT status, paused->>'scope' AS scope, paused->>'reason' AS reason FROM vectorbea.runs WHERE id = :'run15';
+SELECT type, data->>'scope' AS scope, data->>'reason' AS reason FROM vectorbea.events
+ WHERE run_id = :'run15' AND seq >= (SELECT seq FROM vectorbea.events WHERE run_id = :'run15' AND type = 'NODES_REQUEUED')
+ ORDER BY seq;
+SELECT count(*) AS claimed_while_paused FROM vectorbea.claim_tasks('w', ARRAY['rqs_a', 'rqs_b'], 10);
+SELECT * FROM check_run(:'run15');
+SELECT vectorbea.resume_run(:'run15');
+SELECT count(vectorbea.complete_task(task_id, lease, '{}')) AS completed
+  FROM vectorbea.claim_tasks('w', ARRAY['rqs_a', 'rqs_b'], 10);
+SELECT status FROM vectorbea.runs WHERE id = :'run15';
+SELECT * FROM check_run(:'run15');
+
+-- A budget's pause is not put back: the budget may have been raised since,
+-- and a run still over it meets its policy at its next spend.
+SELECT vectorbea.start_run('rq_still', '{}', NULL, '{"budget_usd": 1, "on_budget": "pause"}') AS run16 \gset
+SELECT task_id AS a16_task, lease AS a16_lease FROM vectorbea.claim_tasks('w', ARRAY['rqs_a']) \gset
+SELECT vectorbea.complete_task(task_id, lease, '{}', usage => '{"usd": 2}')
+  FROM vectorbea.claim_tasks('w', ARRAY['rqs_b']);
+SELECT status, paused->>'scope' AS scope FROM vectorbea.runs WHERE id = :'run16';
+SELECT vectorbea.fail_task(:a16_task, :'a16_lease', '{"message":"no","class":"permanent"}');
+SELECT vectorbea.requeue(:a16_task, 'fixed');
+SELECT status FROM vectorbea.runs WHERE id = :'run16';
+SELECT * FROM check_run(:'run16');
+SELECT vectorbea.cancel_run(:'run16', 'done');
+
 -- A long node id is cut in requeue's refusal, like any value.
 SELECT vectorbea.define_workflow('rq_long', jsonb_build_object('nodes', jsonb_build_array(
 	jsonb_build_object('id', repeat('n', 60), 'activity', 'rq_long')))) IS NOT NULL AS defined;
