@@ -1564,13 +1564,27 @@ open_failure_gate(VbRun *run, int64 task_id, const char *node, int attempt, cons
 }
 
 /*
+ * Whether the attempt of node n has a call out: its last LLM_REQUESTED has
+ * no LLM_CALLED after it.  One that holds a correction for its time under
+ * a rate limit (llm.c) has none: its last call was answered.
+ */
+#define LLM_CALL_OUT_SQL \
+	"coalesce((SELECT e.type FROM vectorbea.events e" \
+	"           WHERE e.run_id = n.run_id AND e.node = n.node AND e.attempt = n.attempt" \
+	"             AND e.type IN ('LLM_REQUESTED', 'LLM_CALLED')" \
+	"           ORDER BY e.seq DESC LIMIT 1) = 'LLM_REQUESTED', false)"
+
+/*
  * An llm call that was in flight when its attempt was cut (its attempt's
  * last LLM_REQUESTED has no LLM_CALLED): the provider may have answered
  * and billed, and nobody will ever know what.  It is charged at the worst
  * case reserved for it before it was sent, in LLM_CHARGED (whose usage
  * replay counts) and on the run, so that what budgets see never lags
  * behind what may have been spent.  LLM_REQUESTED without LLM_CALLED
- * still says that the call was cut.
+ * still says that the call was cut.  Whatever cut it: a crash, a lease
+ * that ran out, a kill switch, or the run's end, which revokes it.  Once:
+ * a call already charged is not charged again (a requeue that asks about
+ * an attempt its run's failure charged).
  */
 static void
 charge_cut_call(VbRun *run, const char *node, int attempt, TimestampTz at)
@@ -1584,6 +1598,9 @@ charge_cut_call(VbRun *run, const char *node, int attempt, TimestampTz at)
 	char	   *budget;
 	bool		isnull;
 
+	/* A 0.1.0 schema reserves nothing (no reserved_usd): nothing to charge. */
+	if (!vb_waits_available())
+		return;
 	if (plan == NULL)
 	{
 		Oid			types[3] = {UUIDOID, TEXTOID, INT4OID};
@@ -1592,7 +1609,7 @@ charge_cut_call(VbRun *run, const char *node, int attempt, TimestampTz at)
 						  "  FROM vectorbea.events e"
 						  "  JOIN vectorbea.nodes n ON n.run_id = e.run_id AND n.node = e.node"
 						  " WHERE e.run_id = $1 AND e.node = $2 AND e.attempt = $3"
-						  "   AND e.type IN ('LLM_REQUESTED', 'LLM_CALLED') AND n.kind = 'llm'"
+						  "   AND e.type IN ('LLM_REQUESTED', 'LLM_CALLED', 'LLM_CHARGED') AND n.kind = 'llm'"
 						  " ORDER BY e.seq DESC LIMIT 1", lengthof(types), types);
 	}
 	args[0] = UUIDPGetDatum(&run->id);
@@ -1605,7 +1622,7 @@ charge_cut_call(VbRun *run, const char *node, int attempt, TimestampTz at)
 	tup = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
 	if (strcmp(SPI_getvalue(tup, desc, 1), "LLM_REQUESTED") != 0)
-		return;					/* its last call was answered and booked */
+		return;					/* answered and booked, or charged already */
 	usd = SPI_getvalue(tup, desc, 3);
 	tokens = SPI_getvalue(tup, desc, 4);
 	(void) SPI_getbinval(tup, desc, 2, &isnull);
@@ -2172,20 +2189,31 @@ vb_state_close_deferred_gates(TimestampTz at)
 /*
  * Closes every open node of the run: those not started take idle_status,
  * running ones take running_status and so lose their lease, which refuses
- * their late results.  Returns JSON arrays of the closed node ids: those
- * that had not started, and those whose lease was revoked.
+ * their late results; an llm call out among them is charged first.
+ * Returns JSON arrays of the closed node ids: those that had not started,
+ * and those whose lease was revoked.
  */
 static void
 close_open_nodes(VbRun *run, VbNodeStatus idle_status, VbNodeStatus running_status,
 				 TimestampTz at, char **closed_json, char **revoked_json)
 {
 	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr cut_plan = NULL;
 	Datum		args[4];
 	bool		isnull;
+	uint64		ncut;
+	char	  **cut_nodes;
+	int		   *cut_attempts;
 
 	if (plan == NULL)
 	{
 		Oid			types[4] = {UUIDOID, TEXTOID, TIMESTAMPTZOID, TEXTOID};
+		Oid			t1[1] = {UUIDOID};
+
+		cut_plan = vb_prepare("SELECT n.node, n.attempt FROM vectorbea.nodes n"
+							  " WHERE n.run_id = $1 AND n.status = 'running' AND n.kind = 'llm'"
+							  "   AND " LLM_CALL_OUT_SQL
+							  " ORDER BY n.id", lengthof(t1), t1);
 
 		plan = vb_prepare("WITH open AS ("
 						  "  SELECT id, status FROM vectorbea.nodes"
@@ -2205,6 +2233,25 @@ close_open_nodes(VbRun *run, VbNodeStatus idle_status, VbNodeStatus running_stat
 						  "   FROM closed",
 						  4, types);
 	}
+	/*
+	 * The llm calls out that the end revokes are cut: charged at their
+	 * worst case first (charge_cut_call), as the scheduler drops them.
+	 */
+	args[0] = UUIDPGetDatum(&run->id);
+	if (SPI_execute_plan(cut_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not read the llm calls out of run %s", vb_uuid_text(&run->id));
+	ncut = SPI_processed;
+	cut_nodes = palloc(sizeof(char *) * (ncut + 1));
+	cut_attempts = palloc(sizeof(int) * (ncut + 1));
+	for (uint64 i = 0; i < ncut; i++)
+	{
+		cut_nodes[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		cut_attempts[i] = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2,
+													  &isnull));
+	}
+	for (uint64 i = 0; i < ncut; i++)
+		charge_cut_call(run, cut_nodes[i], cut_attempts[i], at);
+
 	args[0] = UUIDPGetDatum(&run->id);
 	args[1] = CStringGetTextDatum(vb_node_status_name(idle_status));
 	args[2] = TimestampTzGetDatum(at);
@@ -2735,6 +2782,7 @@ vb_state_abort_attempt(VbRun *run, int64 task_id, const char *message,
 		return false;
 	node = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	attempt = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	charge_cut_call(run, node, attempt, at);
 	vb_event(run, "STEP_FAILED", node, attempt,
 			 psprintf("{\"class\":\"aborted\",\"error\":%s,\"final\":false,\"duration_ms\":0}",
 					  err.data), at);
@@ -2749,17 +2797,6 @@ vb_state_abort_attempt(VbRun *run, int64 task_id, const char *message,
 		vb_wake_scheduler(available_at);
 	return true;
 }
-
-/*
- * Whether the attempt of node n has a call out: its last LLM_REQUESTED has
- * no LLM_CALLED after it.  One that holds a correction for its time under
- * a rate limit (llm.c) has none: its last call was answered.
- */
-#define LLM_CALL_OUT_SQL \
-	"coalesce((SELECT e.type FROM vectorbea.events e" \
-	"           WHERE e.run_id = n.run_id AND e.node = n.node AND e.attempt = n.attempt" \
-	"             AND e.type IN ('LLM_REQUESTED', 'LLM_CALLED')" \
-	"           ORDER BY e.seq DESC LIMIT 1) = 'LLM_REQUESTED', false)"
 
 /* Whether the running llm task task_id has a call out (LLM_CALL_OUT_SQL). */
 bool
@@ -2797,6 +2834,9 @@ vb_state_stop_call(VbRun *run, int64 task_id, const char *message, TimestampTz a
 	Datum		args[1] = {Int64GetDatum(task_id)};
 	StringInfoData err;
 	bool		isnull;
+	char	   *node;
+	int			attempt;
+	char	   *spec;
 
 	if (plan == NULL)
 	{
@@ -2819,9 +2859,11 @@ vb_state_stop_call(VbRun *run, int64 task_id, const char *message, TimestampTz a
 	vb_append_json_string(&err, psprintf("in doubt: %s while the call was in flight; the provider may have answered",
 										 message));
 	appendStringInfoString(&err, ",\"class\":\"aborted\",\"in_doubt\":true}");
-	open_failure_gate(run, task_id, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1),
-					  DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)),
-					  "in_doubt", SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3),
+	node = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	attempt = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	spec = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+	charge_cut_call(run, node, attempt, at);
+	open_failure_gate(run, task_id, node, attempt, "in_doubt", spec,
 					  psprintf("{\"class\":\"aborted\",\"error\":%s,\"final\":false,"
 							   "\"in_doubt\":\"ask\",\"duration_ms\":0}", err.data),
 					  err.data, at);
