@@ -3303,10 +3303,10 @@ book_abandoned_children(VbRun *run, int64 task_id)
  * its period renewed, since (set_budget resumes only paused runs), and a
  * run still over it meets its policy at its next spend, as documented; a
  * workspace's pause is the workspace's (vb_pause_if_workspace_paused).
- * Sets *scope, *reason and *by; false when it was not paused so.
+ * Sets *reason and *by; false when it was not paused so.
  */
 static bool
-paused_when_failed(pg_uuid_t *run_id, char **scope, char **reason, char **by)
+paused_when_failed(pg_uuid_t *run_id, char **reason, char **by)
 {
 	static SPIPlanPtr plan = NULL;
 	Datum		args[1] = {UUIDPGetDatum(run_id)};
@@ -3315,7 +3315,7 @@ paused_when_failed(pg_uuid_t *run_id, char **scope, char **reason, char **by)
 	{
 		Oid			types[1] = {UUIDOID};
 
-		plan = vb_prepare("SELECT p.data->>'scope', p.data->>'reason', p.data->>'by'"
+		plan = vb_prepare("SELECT p.data->>'reason', p.data->>'by'"
 						  "  FROM (SELECT e.type, e.data FROM vectorbea.events e"
 						  "         WHERE e.run_id = $1 AND e.type IN ('RUN_PAUSED', 'RUN_RESUMED')"
 						  "           AND e.seq < (SELECT pg_catalog.max(f.seq) FROM vectorbea.events f"
@@ -3328,9 +3328,8 @@ paused_when_failed(pg_uuid_t *run_id, char **scope, char **reason, char **by)
 		elog(ERROR, "vectorbea: could not read the pauses of run %s", vb_uuid_text(run_id));
 	if (SPI_processed == 0)
 		return false;
-	*scope = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	*reason = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
-	*by = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+	*reason = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	*by = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
 	return true;
 }
 
@@ -3400,7 +3399,6 @@ vb_state_requeue(VbRun *run, int64 task_id, const char *reason, const char *by,
 	const char *child_usage = "";
 	List	   *held = NIL;
 	bool		was_paused = false;
-	char	   *pause_scope = NULL;
 	char	   *pause_reason = NULL;
 	char	   *pause_by = NULL;
 	StringInfoData data;
@@ -3468,7 +3466,7 @@ vb_state_requeue(VbRun *run, int64 task_id, const char *reason, const char *by,
 		int			n_held = 0;
 
 		held = nodes_held_for_a_person(&run->id, task_id);
-		was_paused = paused_when_failed(&run->id, &pause_scope, &pause_reason, &pause_by);
+		was_paused = paused_when_failed(&run->id, &pause_reason, &pause_by);
 		child_usage = book_abandoned_children(run, task_id);
 		held_ids = palloc(sizeof(Datum) * (list_length(held) + 1));
 		foreach(lc, held)
@@ -3511,9 +3509,9 @@ vb_state_requeue(VbRun *run, int64 task_id, const char *reason, const char *by,
 	became_ready(run, activity, false);
 	ask_again(run, held, at);
 	open_ready_gates(run, at);
-	/* The pause it failed under holds it again, as its author left it. */
+	/* The person's pause it failed under holds it again, as they left it. */
 	if (was_paused)
-		(void) vb_state_pause_run(run, pause_scope, pause_reason, pause_by, at);
+		(void) vb_state_pause_run(run, "run", pause_reason, pause_by, at);
 	return true;
 }
 
