@@ -3157,7 +3157,7 @@ typedef struct HeldNode
 	int64		task_id;
 	char	   *node;
 	int			attempt;
-	char	   *spec;			/* the node's escalation gate */
+	char	   *spec;			/* the gate to open: its escalation, or its await_approval */
 	char	   *gate_kind;		/* its closed gate's kind; NULL: a revoked attempt */
 	char	   *context;		/* its closed gate's context */
 	int64		duration_ms;	/* how long the revoked attempt had run */
@@ -3165,9 +3165,10 @@ typedef struct HeldNode
 
 /*
  * The closed nodes of failed run run_id, task_id aside, that were waiting
- * for a person when the run failed, or whose attempt the failure revoked
- * under in_doubt "ask" (a worker's attempt, or an llm attempt with a call
- * out): a requeue must not run them again without one.  Read before the
+ * for a person when the run failed (about a failure, or at a task's own
+ * gate, await_approval, whose attempt had done its work), or whose attempt
+ * the failure revoked under in_doubt "ask" (a worker's attempt, or an llm
+ * attempt with a call out): a requeue must not run them again without one.  Read before the
  * nodes come back: a skipped node whose last gate is a closed gate of a
  * failure was waiting on it (a run's end closes the gates of the nodes it
  * skips), and a cancelled one was running.  Returns a List of HeldNode.
@@ -3184,17 +3185,24 @@ nodes_held_for_a_person(pg_uuid_t *run_id, int64 task_id)
 		Oid			types[2] = {UUIDOID, INT8OID};
 
 		plan = vb_prepare("WITH latest AS ("
-						  "  SELECT DISTINCT ON (task_id) task_id, kind, status, context"
+						  "  SELECT DISTINCT ON (task_id) task_id, kind, status, context, gate, timeout_ms"
 						  "    FROM vectorbea.approvals WHERE run_id = $1"
 						  "   ORDER BY task_id, id DESC"
 						  ")"
-						  " SELECT n.id, n.node, n.attempt, n.approval::text,"
+						  " SELECT n.id, n.node, n.attempt,"
+						  /* a task's own gate is asked as await_approval asked it */
+						  "        CASE WHEN g.kind = 'approval'"
+						  "             THEN pg_catalog.jsonb_build_object('gate', g.gate, 'timeout_ms', g.timeout_ms,"
+						  "                                                'on_timeout', 'reject')::text"
+						  "             ELSE n.approval::text END,"
 						  "        CASE WHEN n.status = 'skipped' THEN g.kind END, g.context::text,"
 						  "        coalesce((EXTRACT(epoch FROM n.finished_at - n.started_at) * 1000)::bigint, 0)"
 						  "   FROM vectorbea.nodes n LEFT JOIN latest g ON g.task_id = n.id"
 						  "  WHERE n.run_id = $1 AND n.id <> $2"
 						  "    AND ((n.status = 'skipped' AND g.status = 'closed'"
-						  "          AND g.kind IN ('escalation', 'in_doubt'))"
+						  "          AND (g.kind IN ('escalation', 'in_doubt')"
+						  /* an approval node's gate opens again when it is ready */
+						  "               OR (g.kind = 'approval' AND n.kind <> 'approval')))"
 						  "         OR (n.status = 'cancelled' AND n.attempt > 0"
 						  "             AND n.retry->>'in_doubt' = 'ask'"
 						  "             AND (n.kind <> 'llm' OR " LLM_CALL_OUT_SQL ")))"

@@ -223,6 +223,40 @@ SELECT status FROM vectorbea.runs WHERE id = :'run14';
 SELECT node, status, output FROM vectorbea.nodes WHERE run_id = :'run14' ORDER BY id;
 SELECT * FROM check_run(:'run14');
 
+-- A task that waited at its own gate (await_approval) when its run failed
+-- had done its attempt's work: it waits for a person again, at a gate
+-- like the one the failure closed (its context, its timeout from now), and
+-- is not run again; the decision still becomes its output.
+SELECT vectorbea.define_workflow('rq_own_gate', '{"nodes":[
+	{"id":"ship","activity":"rqo_ship"},
+	{"id":"check","activity":"rqo_check","retry":{"max_attempts":1}}]}') IS NOT NULL AS defined;
+SELECT vectorbea.start_run('rq_own_gate', '{}') AS run17 \gset
+SELECT vectorbea.await_approval(task_id, lease, 'prod_deploy', '{"diff":"+3 -1"}', '30 minutes') > 0 AS asked
+  FROM vectorbea.claim_tasks('w', ARRAY['rqo_ship']);
+SELECT vectorbea.fail_task(task_id, lease, '{"message":"bad","class":"permanent"}')
+  FROM vectorbea.claim_tasks('w', ARRAY['rqo_check']);
+SELECT node, status, attempt FROM vectorbea.nodes WHERE run_id = :'run17' ORDER BY id;
+SET vectorbea.test_clock_offset = '10m';
+SELECT vectorbea.requeue(id, 'check fixed') AS requeued FROM vectorbea.nodes WHERE run_id = :'run17' AND node = 'check';
+SELECT node, status, attempt FROM vectorbea.nodes WHERE run_id = :'run17' ORDER BY id;
+SELECT node, kind, gate, status, context, approver_role, on_timeout,
+	   round(extract(epoch FROM expires_at - created_at) / 60) AS timeout_minutes,
+	   created_at > (SELECT min(created_at) FROM vectorbea.approvals WHERE run_id = :'run17') AS asked_anew
+  FROM vectorbea.approvals WHERE run_id = :'run17' ORDER BY id;
+SELECT count(*) AS ship_claimed FROM vectorbea.claim_tasks('w', ARRAY['rqo_ship'], 10);
+SELECT type, node, attempt, data->>'gate' AS gate FROM vectorbea.events
+ WHERE run_id = :'run17' AND seq > (SELECT seq FROM vectorbea.events WHERE run_id = :'run17' AND type = 'NODES_REQUEUED')
+ ORDER BY seq;
+SELECT * FROM check_run(:'run17');
+UPDATE vectorbea.approvals SET status = 'approved', reason = 'diff looks right', decided_by = 'ops'
+ WHERE run_id = :'run17' AND status = 'pending';
+SELECT count(vectorbea.complete_task(task_id, lease, '{}')) AS completed
+  FROM vectorbea.claim_tasks('w', ARRAY['rqo_check']);
+RESET vectorbea.test_clock_offset;
+SELECT status FROM vectorbea.runs WHERE id = :'run17';
+SELECT node, status, attempt, output->>'status' AS decision, output->>'gate' AS gate FROM vectorbea.nodes WHERE run_id = :'run17' ORDER BY id;
+SELECT * FROM check_run(:'run17');
+
 -- A run a person paused, which failed while paused (a task it had out
 -- failed for good), comes back paused: the run's end cleared the pause,
 -- and a requeue, perhaps another operator's requeue_dead, lifted it.
