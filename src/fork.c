@@ -202,44 +202,58 @@ spec_depends_on(Jsonb *spec)
 /*
  * Refuses a from_node that is not among the fork's nodes, saying why: the
  * run has no such node; it is one of the run's compensations, which a fork
- * never has; the version forked to (version, 0 for none) has none; or it
- * was spawned by a node the fork runs again, and is left out.
+ * never has; it was spawned, and the fork leaves it out (its spawner runs
+ * again, or the version forked to does not keep it); or the version forked
+ * to (version, 0 for none) has no such node.
  */
 static void
 refuse_from_node(pg_uuid_t *source_id, VbRun *source, const char *from_node, int version)
 {
 	bool		in_run;
 	bool		compensation = false;
+	char	   *spawned_by = NULL;
 	bool		isnull;
 
-	if (SPI_execute_with_args("SELECT compensation_of IS NOT NULL FROM vectorbea.nodes"
+	if (SPI_execute_with_args("SELECT compensation_of IS NOT NULL, spawned_by FROM vectorbea.nodes"
 							  " WHERE run_id = $1 AND node = $2", 2, (Oid[]) {UUIDOID, TEXTOID},
 							  (Datum[]) {UUIDPGetDatum(source_id), CStringGetTextDatum(from_node)},
 							  NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not read the nodes of run %s", vb_uuid_text(source_id));
 	in_run = SPI_processed == 1;
 	if (in_run)
+	{
 		compensation = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		spawned_by = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	}
 	if (in_run && compensation)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("node \"%s\" of run %s is a compensation; a fork has none",
 						vb_short_text(from_node), vb_uuid_text(source_id)),
 				 errhint("Fork from the node it undid: a fork runs its own nodes, and compensates them if it fails.")));
-	if (in_run && version > 0)
+	/* a definition never has a spawned node: "the version has none" would mislead */
+	if (in_run && spawned_by != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("node \"%s\" of run %s is left out of its fork", vb_short_text(from_node),
+						vb_uuid_text(source_id)),
+				 version > 0 ?
+				 errdetail("It was spawned by node \"%s\", and a fork to version %d does not keep it: its spawner runs again or is not in that version, that version defines a node of its id, or it depends on a node the fork leaves out.",
+						   vb_short_text(spawned_by), version) :
+				 errdetail("It was spawned by node \"%s\", which runs again in the fork (one downstream, or one that was compensated), so the fork spawns anew.",
+						   vb_short_text(spawned_by)),
+				 errhint("Fork from the node that spawned it%s.",
+						 version > 0 ? ", or to the run's own version" : "")));
+	if (in_run && version == 0)
+		elog(ERROR, "vectorbea: node \"%s\" of run %s is missing from the history its fork reads",
+			 vb_short_text(from_node), vb_uuid_text(source_id));
+	if (in_run)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("version %d of workflow \"%s\" has no node \"%s\"",
 						version, source->workflow, vb_short_text(from_node)),
 				 errdetail("Run %s has it, but a fork to that version does not.", vb_uuid_text(source_id)),
 				 errhint("Fork from a node the version has, or to the run's own version.")));
-	if (in_run)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("node \"%s\" of run %s is left out of its fork", vb_short_text(from_node),
-						vb_uuid_text(source_id)),
-				 errdetail("It was spawned by a node that runs again in the fork (one downstream, or one that was compensated), so the fork spawns anew."),
-				 errhint("Fork from the node that spawned it.")));
 	ereport(ERROR,
 			(errcode(ERRCODE_UNDEFINED_OBJECT),
 			 errmsg("run %s has no node \"%s\"", vb_uuid_text(source_id), vb_short_text(from_node)),

@@ -131,6 +131,23 @@ SELECT vectorbea.fork_run(:'src', 'write', version => 7); \echo SQLSTATE :SQLSTA
 SELECT masked_error(format('SELECT vectorbea.fork_run(%L, %L, version => 1)', :'src', 'review'));
 -- A node of the run that the version took away is not a fork's to start from.
 SELECT masked_error(format('SELECT vectorbea.fork_run(%L, %L, version => 2)', :'dang', 'r'));
+-- A spawned node that the version leaves out (its spawner r is gone) is
+-- left out of the fork; no version ever defined it, so it is not "the
+-- version has no node", and the detail names its spawner.
+CREATE FUNCTION masked_error_detail(statement text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+	msg text;
+	detail text;
+	hint text;
+BEGIN
+	EXECUTE statement;
+	RETURN 'no error';
+EXCEPTION WHEN OTHERS THEN
+	GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT;
+	RETURN SQLSTATE || ' ' || regexp_replace(msg, '[0-9a-f]{8}-[0-9a-f-]{27}', '<run>', 'g')
+		   || E'\nDETAIL: ' || detail || E'\nHINT: ' || hint;
+END $$;
+SELECT masked_error_detail(format('SELECT vectorbea.fork_run(%L, %L, version => 2)', :'dang', 'x'));
 -- A fork changes what an llm node asks, not how it fails.
 SELECT vectorbea.fork_run(:'src', 'write', '{"write": {"llm": {"on_exhausted": "escalate"}}}'); \echo SQLSTATE :SQLSTATE
 -- None of these refusals started a run.
