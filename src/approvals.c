@@ -331,24 +331,12 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 					 errhint("UPDATE vectorbea.approvals SET status = 'approved', reason = '...', decided_by = '...' WHERE id = %ld;",
 							 (long) id)));
 	}
-	if (strcmp(new_status, "approved") != 0 && strcmp(new_status, "rejected") != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid decision \"%s\" for approval %ld", vb_short_text(new_status), (long) id),
-				 errdetail("A decision sets status to approved or rejected.")));
-
-	vb_check_text_size(col_text(newtup, desc, "reason"), "the reason of a decision",
-					   VB_MAX_REASON_BYTES);
-	vb_check_text_size(col_text(newtup, desc, "decided_by"), "decided_by",
-					   VB_MAX_DECIDED_BY_BYTES);
-
-	kind = SPI_fnumber(desc, "kind") > 0 ? col_text(oldtup, desc, "kind") : "approval";
-	decision = check_decision(desc, oldtup, newtup, id, kind, new_status, &output, &input);
-
 	/*
 	 * A row of a run that an earlier row of this statement ended is closed,
 	 * not decided (below), as the run's gates the statement does not touch
-	 * are: who may decide it, or vote on it, does not matter then.
+	 * are: who may decide it, or vote on it, does not matter then.  Who
+	 * may decide is checked before what they decided, as PostgreSQL checks
+	 * a privilege before the values.
 	 */
 	memcpy(&gate_run, DatumGetUUIDP(heap_getattr(oldtup, SPI_fnumber(desc, "run_id"), desc, &isnull)),
 		   sizeof(pg_uuid_t));
@@ -381,6 +369,20 @@ vectorbea_approval_decide(PG_FUNCTION_ARGS)
 
 	if (!run_closing && SPI_fnumber(desc, "quorum") > 0 && col_text(oldtup, desc, "quorum") != NULL)
 		vb_find_voter(desc, oldtup, col_text(newtup, desc, "decided_by"), id, &voter);
+
+	if (strcmp(new_status, "approved") != 0 && strcmp(new_status, "rejected") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid decision \"%s\" for approval %ld", vb_short_text(new_status), (long) id),
+				 errdetail("A decision sets status to approved or rejected.")));
+
+	vb_check_text_size(col_text(newtup, desc, "reason"), "the reason of a decision",
+					   VB_MAX_REASON_BYTES);
+	vb_check_text_size(col_text(newtup, desc, "decided_by"), "decided_by",
+					   VB_MAX_DECIDED_BY_BYTES);
+
+	kind = SPI_fnumber(desc, "kind") > 0 ? col_text(oldtup, desc, "kind") : "approval";
+	decision = check_decision(desc, oldtup, newtup, id, kind, new_status, &output, &input);
 
 	/* The engine's writes, as the owner of the tables, for the decider. */
 	vb_door_enter(trig->tg_relation->rd_rel->relowner, GetUserId(), &door);

@@ -49,6 +49,8 @@ RESET ROLE;
 ALTER TABLE vectorbea.approvals DISABLE ROW LEVEL SECURITY;
 SET ROLE vb_bob;
 UPDATE vectorbea.approvals SET status = 'approved' WHERE id = :gate_id; \echo SQLSTATE :SQLSTATE
+-- Who may decide is checked before what they decided.
+UPDATE vectorbea.approvals SET status = 'maybe' WHERE id = :gate_id; \echo SQLSTATE :SQLSTATE
 RESET ROLE;
 ALTER TABLE vectorbea.approvals ENABLE ROW LEVEL SECURITY;
 

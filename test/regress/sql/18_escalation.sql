@@ -203,6 +203,8 @@ RESET ROLE;
 -- Someone who is none of the approvers (neither a name nor a role of it).
 SET ROLE vb_dana;
 UPDATE vectorbea.approvals SET status = 'approved', decided_by = 'zoe' WHERE id = :q; \echo SQLSTATE :SQLSTATE
+-- Not an approver, with a decision a gate of a failure would take: refused as not an approver.
+UPDATE vectorbea.approvals SET status = 'approved', decided_by = 'zoe', decision = 'accept' WHERE id = :q; \echo SQLSTATE :SQLSTATE
 RESET ROLE;
 SET ROLE vb_fred;
 UPDATE vectorbea.approvals SET status = 'approved', reason = 'fine by finance' WHERE id = :q;
