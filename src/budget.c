@@ -62,21 +62,41 @@ static const char *const periods[] = {"day", "month", "total", NULL};
 static const char *const policies[] = {"fail", "pause", NULL};
 
 /*
- * What the runs of budget b's workspace have booked in its current period
- * (columns usd, tokens): the usage of its runs started in the period.  The
- * clock is read once, in a subquery: clock() is volatile, and compared
- * directly the period's start was no index bound, so each check read
- * every run the workspace ever had.
+ * The bounds of budget b's period that holds the instant `at` (an SQL
+ * expression): UTC calendar days and months, computed in UTC, since a
+ * timestamptz plus '1 month' counts in the session's time zone.
  */
-#define WORKSPACE_SPEND_SQL \
+#define PERIOD_START_SQL(at) \
+	"CASE b.period" \
+	"  WHEN 'day' THEN pg_catalog.date_trunc('day', (" at ") AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'" \
+	"  WHEN 'month' THEN pg_catalog.date_trunc('month', (" at ") AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'" \
+	"  ELSE '-infinity'::timestamptz END"
+#define PERIOD_END_SQL(at) \
+	"CASE b.period" \
+	"  WHEN 'day' THEN (pg_catalog.date_trunc('day', (" at ") AT TIME ZONE 'UTC')" \
+	"                   + interval '1 day') AT TIME ZONE 'UTC'" \
+	"  WHEN 'month' THEN (pg_catalog.date_trunc('month', (" at ") AT TIME ZONE 'UTC')" \
+	"                     + interval '1 month') AT TIME ZONE 'UTC'" \
+	"  ELSE 'infinity'::timestamptz END"
+
+/* Whether run column `created` falls in budget b's period that holds `at`. */
+#define IN_PERIOD_SQL(created, at) \
+	" " created " >= " PERIOD_START_SQL(at) " AND " created " < " PERIOD_END_SQL(at)
+
+/*
+ * What the runs of budget b's workspace have booked in the budget's period
+ * that holds the instant `at` (columns usd, tokens): the usage of its runs
+ * started in that period.  A run's whole spend counts in the period it
+ * started in, so a run is checked against that period (at = its
+ * created_at), not the current one: a run started before midnight would
+ * otherwise spend into a period that nobody checks any more, and a
+ * runaway agent that outlives its day would be stopped by nothing.
+ */
+#define WORKSPACE_SPEND_SQL(at) \
 	"SELECT coalesce(pg_catalog.sum(sr.usage_usd), 0) AS usd," \
 	"       coalesce(pg_catalog.sum(sr.usage_tokens), 0) AS tokens" \
 	"  FROM vectorbea.runs sr" \
-	" WHERE sr.workspace = b.workspace" \
-	"   AND sr.created_at >= CASE b.period" \
-	"         WHEN 'day' THEN pg_catalog.date_trunc('day', (SELECT vectorbea.clock()), 'UTC')" \
-	"         WHEN 'month' THEN pg_catalog.date_trunc('month', (SELECT vectorbea.clock()), 'UTC')" \
-	"         ELSE '-infinity' END"
+	" WHERE sr.workspace = b.workspace AND" IN_PERIOD_SQL("sr.created_at", at)
 
 /* Whether spend s (WORKSPACE_SPEND_SQL) is over budget b. */
 #define WORKSPACE_OVER_BUDGET_SQL \
@@ -121,14 +141,14 @@ vb_budget_reserve_call(VbRun *run, int64 task_id, double est_usd, int64 est_toke
 	static SPIPlanPtr run_plan = NULL;
 	static SPIPlanPtr lock_plan = NULL;
 	static SPIPlanPtr ws_plan = NULL;
-	Datum		args[4];
+	Datum		args[5];
 	bool		isnull;
 	char	   *workspace;
 
 	if (run_plan == NULL)
 	{
 		Oid			types[4] = {UUIDOID, INT8OID, FLOAT8OID, INT8OID};
-		Oid			tw[4] = {TEXTOID, INT8OID, FLOAT8OID, INT8OID};
+		Oid			tw[5] = {TEXTOID, INT8OID, FLOAT8OID, INT8OID, TIMESTAMPTZOID};
 		Oid			t1[1] = {TEXTOID};
 
 		run_plan = vb_prepare("SELECT r.workspace, coalesce(r.options->>'on_budget', 'fail') = 'pause',"
@@ -144,7 +164,7 @@ vb_budget_reserve_call(VbRun *run, int64 task_id, double est_usd, int64 est_toke
 							  "            THEN pg_catalog.jsonb_build_object('child_usage_usd', r.child_usage_usd,"
 							  "                                               'child_usage_tokens', r.child_usage_tokens)"
 							  "            ELSE '{}' END)::text,"
-							  "       res.in_flight"
+							  "       res.in_flight, r.created_at"
 							  "  FROM vectorbea.runs r CROSS JOIN LATERAL (" VB_RUN_RESERVED_SQL("r.id", "$4") ") res"
 							  " WHERE r.id = $1", lengthof(types), types);
 		lock_plan = vb_prepare("SELECT FROM vectorbea.budgets WHERE workspace = $1 FOR UPDATE",
@@ -161,13 +181,15 @@ vb_budget_reserve_call(VbRun *run, int64 task_id, double est_usd, int64 est_toke
 							 "           'estimated_tokens', $2, 'call_not_made', true)::text,"
 							 "       res.usd > 0 OR res.tokens > 0"
 							 "  FROM vectorbea.budgets b"
-							 " CROSS JOIN LATERAL (" WORKSPACE_SPEND_SQL ") s"
+							 " CROSS JOIN LATERAL (" WORKSPACE_SPEND_SQL("$5") ") s"
 							 " CROSS JOIN LATERAL ("
 							 "    SELECT coalesce(pg_catalog.sum(" VB_RESERVED_USD "), 0) AS usd,"
 							 "           coalesce(pg_catalog.sum(" VB_RESERVED_TOKENS "), 0) AS tokens"
 							 "      FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
 							 "     WHERE r.workspace = b.workspace AND n.status = 'running'"
-							 "       AND (n.reserved_usd IS NOT NULL OR n.estimate IS NOT NULL) AND n.id <> $4) res"
+							 "       AND (n.reserved_usd IS NOT NULL OR n.estimate IS NOT NULL) AND n.id <> $4"
+							 /* what the calls of runs of the same period hold */
+							 "       AND" IN_PERIOD_SQL("r.created_at", "$5") ") res"
 							 " WHERE b.workspace = $1", lengthof(tw), tw);
 	}
 	if (!vb_waits_available())
@@ -190,6 +212,8 @@ vb_budget_reserve_call(VbRun *run, int64 task_id, double est_usd, int64 est_toke
 	if (SPI_execute_plan(run_plan, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "vectorbea: budget lookup failed");
 	workspace = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	/* the run's start: its spend counts in the workspace budget's period that holds it */
+	args[4] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 6, &isnull);
 	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull)))
 	{
 		*pause = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
@@ -217,8 +241,9 @@ vb_budget_reserve_call(VbRun *run, int64 task_id, double est_usd, int64 est_toke
 
 /*
  * Whether the workspace of a locked run has booked more than its budget in
- * the budget's period, once a worker's reported usage has been booked on
- * the run (usage.c).  NULL when not, or without a workspace budget; else
+ * the budget's period that holds the run's start, once a worker's reported
+ * usage has been booked on the run (usage.c).  NULL when not, or without a
+ * workspace budget; else
  * BUDGET_EXCEEDED's data, with *pause set by the budget's on_exceed.
  *
  * Unlike a call's check, this takes no lock on the budget: the work is
@@ -246,7 +271,7 @@ vb_budget_workspace_overspent(VbRun *run, bool *pause)
 						  "           'period', b.period, 'spent_usd', s.usd, 'budget_usd', b.usd,"
 						  "           'spent_tokens', s.tokens, 'budget_tokens', b.tokens)::text"
 						  "  FROM vectorbea.runs r JOIN vectorbea.budgets b ON b.workspace = r.workspace"
-						  " CROSS JOIN LATERAL (" WORKSPACE_SPEND_SQL ") s"
+						  " CROSS JOIN LATERAL (" WORKSPACE_SPEND_SQL("r.created_at") ") s"
 						  " WHERE r.id = $1"
 						  "   AND " WORKSPACE_OVER_BUDGET_SQL,
 						  lengthof(types), types);
@@ -308,7 +333,7 @@ vb_budget_pauses(VbRun *run)
 	" AND NOT " VB_RUN_IS_OVER_BUDGET_SQL \
 	/* ... nor its workspace's */ \
 	" AND NOT EXISTS (SELECT FROM vectorbea.budgets b" \
-	"                  CROSS JOIN LATERAL (" WORKSPACE_SPEND_SQL ") s" \
+	"                  CROSS JOIN LATERAL (" WORKSPACE_SPEND_SQL("r.created_at") ") s" \
 	"                 WHERE b.workspace = r.workspace AND " WORKSPACE_OVER_BUDGET_SQL ")"
 
 /*

@@ -227,6 +227,39 @@ SELECT vectorbea.set_budget('acme', 10, 'total', 100000);
 SELECT workspace, period, booked_usd, reserved_usd, budget_usd, budget_tokens
   FROM vectorbea.spend WHERE scope = 'workspace' ORDER BY workspace;
 
+-- A run's whole spend counts in the budget period it started in, and it
+-- is checked against that period: a run started before midnight (UTC)
+-- that spends after it crosses its own day's budget, not a fresh one,
+-- while a run started after midnight has the new day's.
+SELECT (extract(epoch FROM date_trunc('day', now() AT TIME ZONE 'UTC') + interval '2 days'
+		- (now() AT TIME ZONE 'UTC'))::bigint - 60) || 's' AS to_late_evening, (extract(epoch FROM date_trunc('day', now() AT TIME ZONE 'UTC') + interval '2 days'
+		- (now() AT TIME ZONE 'UTC'))::bigint + 60) || 's' AS after_midnight \gset
+SELECT vectorbea.set_budget('ovn', 10, 'day', NULL, 'fail') AS resumed;
+SELECT vectorbea.define_workflow('ovn_flow', '{"nodes":[
+	{"id":"a","activity":"ovn_a"},{"id":"b","activity":"ovn_b","depends_on":["a"]},
+	{"id":"c","activity":"ovn_c","depends_on":["b"]}]}') IS NOT NULL AS defined;
+SET vectorbea.test_clock_offset = :'to_late_evening';
+SELECT to_char(vectorbea.clock() AT TIME ZONE 'UTC', 'HH24:MI') AS evening;
+SELECT vectorbea.start_run('ovn_flow', '{}', NULL, '{"workspace": "ovn"}') AS ovn_late \gset
+SELECT vectorbea.complete_task(task_id, lease, '{}', usage => '{"usd": 6}')
+  FROM vectorbea.claim_tasks('w', ARRAY['ovn_a']);
+SET vectorbea.test_clock_offset = :'after_midnight';
+SELECT to_char(vectorbea.clock() AT TIME ZONE 'UTC', 'HH24:MI') AS morning;
+SELECT vectorbea.complete_task(task_id, lease, '{}', usage => '{"usd": 6}')
+  FROM vectorbea.claim_tasks('w', ARRAY['ovn_b']);
+SELECT status, usage_usd FROM vectorbea.runs WHERE id = :'ovn_late';
+SELECT data->>'scope' AS scope, data->>'period' AS period, data->>'spent_usd' AS spent_usd
+  FROM vectorbea.events WHERE run_id = :'ovn_late' AND type = 'BUDGET_EXCEEDED';
+SELECT vectorbea.start_run('ovn_flow', '{}', NULL, '{"workspace": "ovn"}') AS ovn_new \gset
+SELECT vectorbea.complete_task(task_id, lease, '{}', usage => '{"usd": 6}')
+  FROM vectorbea.claim_tasks('w', ARRAY['ovn_a']);
+SELECT status, usage_usd FROM vectorbea.runs WHERE id = :'ovn_new';
+SELECT booked_usd FROM vectorbea.spend WHERE scope = 'workspace' AND workspace = 'ovn';
+RESET vectorbea.test_clock_offset;
+SELECT vectorbea.cancel_run(:'ovn_new', 'done');
+SELECT vectorbea.set_budget('ovn', NULL, 'day') AS resumed;
+SELECT * FROM check_run(:'ovn_late');
+
 -- on_budget "pause" stops a run of worker tasks too: the usage that
 -- crosses the budget stands, and the run is paused before its next task
 -- (it waited for an llm call's check, which such a run never makes).  A
