@@ -3607,12 +3607,46 @@ vb_state_over_budget(VbRun *run, const char *node, int attempt, const char *deta
 }
 
 /*
+ * The child runs that run cr (an SQL expression) left behind, and theirs in
+ * turn: those its run nodes waited for when its end (or the start of its
+ * compensation) closed them, skipped or cancelled with the child's id
+ * still in their lease.  Their ends book nothing on cr (it no longer waits
+ * for them; the scheduler cancels them), so what they spent and still
+ * hold (VB_RUN_RESERVED_SQL) is counted with cr's own wherever cr's spend
+ * is booked; otherwise a root lost what a grandchild spent when the child
+ * between them ended first, and gave the next child that money again.  A
+ * requeue of cr clears those leases (vb_state_requeue), having booked them
+ * on cr itself (book_abandoned_children).  Columns usd, tokens.
+ */
+#define ABANDONED_CHILDREN_SQL(cr) \
+	"WITH RECURSIVE ab(id) AS (" \
+	"  SELECT an.lease FROM vectorbea.nodes an" \
+	"   WHERE an.run_id = " cr " AND an.kind = 'run' AND an.lease IS NOT NULL" \
+	"     AND an.status IN ('skipped', 'cancelled')" \
+	"  UNION" \
+	/* by key, whatever the statistics (OFFSET 0: not flattened into a join) */ \
+	"  SELECT x.lease FROM ab CROSS JOIN LATERAL (" \
+	"    SELECT an.lease FROM vectorbea.nodes an" \
+	"     WHERE an.run_id = ab.id AND an.kind = 'run' AND an.lease IS NOT NULL" \
+	"       AND an.status IN ('skipped', 'cancelled') OFFSET 0) x" \
+	")" \
+	" SELECT coalesce(pg_catalog.sum(g.usage_usd + g.child_usage_usd + gh.usd), 0) AS usd," \
+	"        coalesce(pg_catalog.sum(g.usage_tokens + g.child_usage_tokens + gh.tokens), 0) AS tokens" \
+	"   FROM ab CROSS JOIN LATERAL (SELECT r.id, r.usage_usd, r.child_usage_usd, r.usage_tokens," \
+	"                                      r.child_usage_tokens" \
+	"                                 FROM vectorbea.runs r WHERE r.id = ab.id OFFSET 0) g" \
+	"  CROSS JOIN LATERAL (" VB_RUN_RESERVED_SQL("g.id", "0") ") gh"
+
+/*
  * Books what child run child_id spent, its own children's included, on
  * its parent, a locked run, when the child ends.  NULL when the child
  * spent nothing; else the field for the event that ends the parent's run
  * node, ,"child_usage":{"usd": ..., "tokens": ...}, with
  * *over set when the parent's budget is now crossed (*detail_json:
- * BUDGET_EXCEEDED's data; *pause: the parent's policy is pause).
+ * BUDGET_EXCEEDED's data; *pause: the parent's policy is pause).  What
+ * the children the child left behind spent and hold counts too
+ * (ABANDONED_CHILDREN_SQL; "abandoned_usd", "abandoned_tokens" in the
+ * field).
  *
  * With held, the child has not ended: its parent stops waiting for it
  * (the run node's timeout), and the scheduler cancels it later.  What it
@@ -3634,12 +3668,14 @@ book_child_usage(VbRun *parent, pg_uuid_t *child_id, bool held, bool *over, char
 	{
 		Oid			types[2] = {UUIDOID, UUIDOID};
 
-		plans[held] = vb_prepare(psprintf(
+		plans[held] = vb_prepare_opts(psprintf(
 			"WITH c AS ("
-			"  SELECT cr.usage_usd + cr.child_usage_usd + h.usd AS usd,"
-			"         cr.usage_tokens + cr.child_usage_tokens + h.tokens AS tokens,"
-			"         h.usd AS held_usd, h.tokens AS held_tokens"
+			"  SELECT cr.usage_usd + cr.child_usage_usd + h.usd + a.usd AS usd,"
+			"         cr.usage_tokens + cr.child_usage_tokens + h.tokens + a.tokens AS tokens,"
+			"         h.usd AS held_usd, h.tokens AS held_tokens,"
+			"         a.usd AS abandoned_usd, a.tokens AS abandoned_tokens"
 			"    FROM vectorbea.runs cr CROSS JOIN LATERAL (%s) h"
+			"   CROSS JOIN LATERAL (" ABANDONED_CHILDREN_SQL("cr.id") ") a"
 			"   WHERE cr.id = $2"
 			")"
 			" UPDATE vectorbea.runs r"
@@ -3651,11 +3687,16 @@ book_child_usage(VbRun *parent, pg_uuid_t *child_id, bool held, bool *over, char
 			"            || CASE WHEN c.held_usd > 0 OR c.held_tokens > 0"
 			"                    THEN pg_catalog.jsonb_build_object('held_usd', c.held_usd,"
 			"                                                       'held_tokens', c.held_tokens)"
+			"                    ELSE '{}' END"
+			"            || CASE WHEN c.abandoned_usd > 0 OR c.abandoned_tokens > 0"
+			"                    THEN pg_catalog.jsonb_build_object('abandoned_usd', c.abandoned_usd,"
+			"                                                       'abandoned_tokens', c.abandoned_tokens)"
 			"                    ELSE '{}' END)::text,"
 			"           coalesce(r.options->>'on_budget', 'fail') = 'pause',"
 			"           " VB_RUN_OVER_BUDGET_SQL,
 			held ? VB_RUN_RESERVED_SQL("cr.id", "0") : "SELECT 0::numeric AS usd, 0::bigint AS tokens"),
-			lengthof(types), types);
+			/* by key whatever the values: never planned again per child's end */
+			lengthof(types), types, CURSOR_OPT_GENERIC_PLAN);
 	}
 	if (SPI_execute_plan(plans[held], args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "vectorbea: could not book the spend of child run %s on run %s",

@@ -242,6 +242,39 @@ SELECT replay->'child_usage' AS replayed FROM vectorbea.replay(:'ab') AS replay;
 SELECT * FROM check_run(:'ab');
 SELECT count(vectorbea.cancel_run(id, 'seen enough')) AS cancelled FROM vectorbea.runs WHERE id = :'ab';
 
+-- A child that ends while its own child runs on (it failed, or was
+-- cancelled) books on its parent what that grandchild spent and still
+-- holds: the grandchild's end books nothing on a run that has ended, and
+-- the root's next child was given the whole budget again.
+SELECT vectorbea.define_workflow('gc_leaf', '{"nodes":[{"id":"spend","activity":"gc_leaf_work"}]}') IS NOT NULL AS defined;
+SELECT vectorbea.define_workflow('gc_mid', '{"nodes":[
+  {"id":"deleg","kind":"run","run":{"workflow":"gc_leaf","budget_usd":5}},
+  {"id":"side","activity":"gc_mid_side","retry":{"max_attempts":1}}]}') IS NOT NULL AS defined;
+SELECT vectorbea.define_workflow('gc_root', '{"nodes":[
+  {"id":"kid","kind":"run","run":{"workflow":"gc_mid"}}]}') IS NOT NULL AS defined;
+SELECT vectorbea.start_run('gc_root', '{}', NULL, '{"budget_usd": 10}') AS gcr \gset
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+-- The grandchild spends 3 in an attempt that is retried: it runs on.
+SELECT vectorbea.fail_task(task_id, lease, '{"message": "again", "usage": {"usd": 3, "tokens": 30}}')
+  FROM vectorbea.claim_tasks('w', ARRAY['gc_leaf_work']);
+SELECT vectorbea.fail_task(task_id, lease, '{"message": "no", "class": "permanent"}')
+  FROM vectorbea.claim_tasks('w', ARRAY['gc_mid_side']);
+-- The root booked the grandchild's 3 and what it still holds (its running
+-- attempt holds nothing without an estimate): 3, not 0.
+SELECT * FROM tree(:'gcr');
+SELECT data->'child_usage' AS booked FROM vectorbea.events
+ WHERE run_id = :'gcr' AND type = 'STEP_FAILED';
+SELECT vectorbea.run_due_work()->'children_cancelled' AS children_cancelled;
+SET vectorbea.test_clock_offset = '1m';
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+RESET vectorbea.test_clock_offset;
+-- The root's new child gets what is left: 7.
+SELECT depth, status, budget_usd FROM tree(:'gcr') WHERE status = 'running';
+SELECT replay->'child_usage' AS replayed FROM vectorbea.replay(:'gcr') AS replay;
+SELECT * FROM check_run(:'gcr');
+SELECT count(vectorbea.cancel_run(id, 'seen enough')) AS cancelled FROM vectorbea.runs WHERE id = :'gcr';
+
 -- diff_runs counts what a run node's child spent as the node's, as the
 -- budget books it: two runs whose children spent differently differ in
 -- the run node's tokens and cost_usd (it showed 0 and 0 for both).
