@@ -779,8 +779,8 @@ do_pass(TimestampTz now, TimestampTz *announced_upto, VbSweepCounters *c)
 	 * An item of these steps that ends a child run does not wait for its
 	 * parent's row: it is put off while another transaction holds it
 	 * (due_items.c), so one open worker transaction cannot stall the pass.
-	 * An orphan's cancel waits (its parent has ended, and the item has no
-	 * due time to put off), and so do the llm steps: a call's answer, once
+	 * An orphan's cancel takes no lock of its parent (nobody there waits
+	 * for it, state.c), and the llm steps wait: a call's answer, once
 	 * rolled back, could only be had by calling again.
 	 */
 	(void) vb_run_parent_lock_wait_limit(0);

@@ -2352,6 +2352,20 @@ tell_parent(VbRun *child, VbRunStatus status, const char *data_json, TimestampTz
 	parent_id = datumCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull),
 						  false, sizeof(pg_uuid_t));
 	parent_node = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	args[0] = parent_id;
+	args[1] = CStringGetTextDatum(parent_node);
+	args[2] = UUIDPGetDatum(&child->id);
+
+	/*
+	 * A run node that no longer waits for this child never waits for it
+	 * again, so an orphan's end (the scheduler cancels it) leaves the
+	 * parent alone: taking the parent's lock first would keep the whole
+	 * scheduler waiting behind a worker's open transaction on the parent.
+	 */
+	if (SPI_execute_plan(node_plan, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not find the node waiting for run %s", child_id);
+	if (SPI_processed == 0)
+		return;
 	/*
 	 * A paused parent still takes its child's end, as it takes a completion.
 	 * A parent that the caller's batch holds is changed in the batch's copy
@@ -2366,9 +2380,7 @@ tell_parent(VbRun *child, VbRunStatus status, const char *data_json, TimestampTz
 	}
 	if (!vb_run_active(parent->status))
 		return;
-	args[0] = parent_id;
-	args[1] = CStringGetTextDatum(parent_node);
-	args[2] = UUIDPGetDatum(&child->id);
+	/* again under the lock: it may have stopped waiting meanwhile */
 	if (SPI_execute_plan(node_plan, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not find the node waiting for run %s", child_id);
 	if (SPI_processed == 0)
