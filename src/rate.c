@@ -14,7 +14,9 @@
  * uncounted and its node comes back then, when it goes through on the
  * time it holds.  So a queue of calls drains at the limit's pace, each
  * waiting once, and no check repeats.  (A correction whose time is near
- * waits in its attempt instead, llm.c, and gives that time up.)
+ * waits in its attempt instead, llm.c, and gives that time up.)  A limit
+ * changed by set_rate_limit repaces the schedule from the next call on:
+ * the places given under the old limit count as as many at the new pace.
  *
  * A provider's own signals slow a limit down: a 429 with Retry-After, or
  * a response that says no requests remain (OpenAI's
@@ -64,6 +66,8 @@ typedef struct RateState
 	TimestampTz next_request;	/* when the next request may go */
 	TimestampTz next_tokens;	/* when the next call's tokens may go */
 	TimestampTz blocked_until;	/* the provider said: not before */
+	int			rpm;			/* the limits next_request and next_tokens */
+	int			tpm;			/* were paced at (0: none yet) */
 } RateState;
 
 /* The time a waiting node was given. */
@@ -110,8 +114,26 @@ state_of(const char *workspace, const char *provider, const char *model)
 		s->next_request = 0;
 		s->next_tokens = 0;
 		s->blocked_until = 0;
+		s->rpm = 0;
+		s->tpm = 0;
 	}
 	return s;
+}
+
+/*
+ * A schedule's horizon (next, paced at old_pace a minute) under a limit
+ * set since to new_pace a minute: the places already given stand for as many
+ * calls at the new pace, so a raised limit lets the next call go soon
+ * instead of after the queue the old pace built, and a lowered one puts
+ * it after that queue at the new pace.  (Calls already given a time keep
+ * it.)
+ */
+static TimestampTz
+repaced(TimestampTz next, int old_pace, int new_pace, TimestampTz now)
+{
+	if (old_pace == 0 || old_pace == new_pace || next <= now)
+		return next;
+	return now + (TimestampTz) ((double) (next - now) * old_pace / new_pace);
 }
 
 typedef struct Applicable
@@ -183,6 +205,18 @@ vb_rate_take(int64 task_id, const char *workspace, const char *provider, const c
 			app[napp].rpm = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
 			app[napp].tpm = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull));
 			app[napp].state = state_of(workspace, provider, app[napp].model);
+			if (app[napp].rpm)
+			{
+				app[napp].state->next_request = repaced(app[napp].state->next_request,
+														app[napp].state->rpm, app[napp].rpm, now);
+				app[napp].state->rpm = app[napp].rpm;
+			}
+			if (app[napp].tpm)
+			{
+				app[napp].state->next_tokens = repaced(app[napp].state->next_tokens,
+													   app[napp].state->tpm, app[napp].tpm, now);
+				app[napp].state->tpm = app[napp].tpm;
+			}
 			napp++;
 		}
 	}

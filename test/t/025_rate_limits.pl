@@ -202,6 +202,29 @@ ok(defined vb_wait_for($node, qq{SELECT status FROM vectorbea.runs WHERE id = '$
 is(sql(qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$late' AND type = 'RATE_LIMITED'}), '2',
 	'grant: after the resume it waited for a new time, not the one it gave up');
 
+# A raised limit holds from the next call: under 6 requests a minute, 20
+# queued calls take places up to about 3 minutes ahead; raised to 6,000,
+# a new call is given a time within a second or so (those 20 places at
+# the new pace), not after the old queue.  The calls given times keep them.
+sql(q{SELECT vectorbea.set_rate_limit('default', 'openai', 6, NULL, 'gpt-raise')});
+sql(q{SELECT vectorbea.define_workflow('ask_raise', '{"nodes": [
+  {"id": "q", "kind": "llm", "llm": {"provider": "openai", "model": "gpt-raise", "prompt": "n={{run.input.n}}", "max_tokens": 50}}]}')});
+sql(q{SELECT vectorbea.start_run('ask_raise', jsonb_build_object('n', i)) FROM generate_series(1, 20) i});
+ok(defined vb_wait_for($node, q{SELECT count(*) FROM vectorbea.events e JOIN vectorbea.runs r ON r.id = e.run_id
+	WHERE r.workflow = 'ask_raise' AND e.type = 'RATE_LIMITED'}, '19', 30),
+	'raise: 19 of 20 calls wait for their times under 6 a minute');
+cmp_ok(sql(q{SELECT extract(epoch FROM max((e.data->>'until')::timestamptz) - min(e.at)) FROM vectorbea.events e
+	JOIN vectorbea.runs r ON r.id = e.run_id WHERE r.workflow = 'ask_raise' AND e.type = 'RATE_LIMITED'}), '>=', 170,
+	'raise: the last of them is given a time about 3 minutes ahead');
+sql(q{SELECT vectorbea.set_rate_limit('default', 'openai', 6000, NULL, 'gpt-raise')});
+my $raised = sql(q{SELECT vectorbea.start_run('ask_raise', '{"n": 21}')});
+ok(defined vb_wait_for($node, qq{SELECT status FROM vectorbea.runs WHERE id = '$raised'}, 'succeeded', 30),
+	'raise: a call started after the limit was raised is made');
+cmp_ok(sql(qq{SELECT extract(epoch FROM min(at) FILTER (WHERE type = 'LLM_REQUESTED')
+		- min(at) FILTER (WHERE type = 'RUN_STARTED')) FROM vectorbea.events WHERE run_id = '$raised'}), '<', 10,
+	'raise: it was made within seconds, not after the queue the old limit built');
+sql(q{SELECT count(vectorbea.cancel_run(id, 'done')) FROM vectorbea.runs WHERE workflow = 'ask_raise' AND status = 'running'});
+
 is(sql(q{SELECT count(*) FROM vectorbea.runs r, vectorbea.verify_run(r.id)}), '0', 'verify_run is empty for every run');
 $node->stop;
 done_testing();
