@@ -239,12 +239,12 @@ SELECT vectorbea.define_workflow('ovn_flow', '{"nodes":[
 	{"id":"a","activity":"ovn_a"},{"id":"b","activity":"ovn_b","depends_on":["a"]},
 	{"id":"c","activity":"ovn_c","depends_on":["b"]}]}') IS NOT NULL AS defined;
 SET vectorbea.test_clock_offset = :'to_late_evening';
-SELECT to_char(vectorbea.clock() AT TIME ZONE 'UTC', 'HH24:MI') AS evening;
+SELECT (vectorbea.clock() AT TIME ZONE 'UTC')::time > '23:55' AS just_before_midnight;
 SELECT vectorbea.start_run('ovn_flow', '{}', NULL, '{"workspace": "ovn"}') AS ovn_late \gset
 SELECT vectorbea.complete_task(task_id, lease, '{}', usage => '{"usd": 6}')
   FROM vectorbea.claim_tasks('w', ARRAY['ovn_a']);
 SET vectorbea.test_clock_offset = :'after_midnight';
-SELECT to_char(vectorbea.clock() AT TIME ZONE 'UTC', 'HH24:MI') AS morning;
+SELECT (vectorbea.clock() AT TIME ZONE 'UTC')::time < '00:05' AS just_after_midnight;
 SELECT vectorbea.complete_task(task_id, lease, '{}', usage => '{"usd": 6}')
   FROM vectorbea.claim_tasks('w', ARRAY['ovn_b']);
 SELECT status, usage_usd FROM vectorbea.runs WHERE id = :'ovn_late';
