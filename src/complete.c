@@ -490,6 +490,7 @@ complete_tasks_as_owner(PG_FUNCTION_ARGS)
 	item.index = -1;
 
 	SPI_connect();
+	vb_refuse_other_tenants_tasks(PointerGetDatum(ids_array));
 	nruns = vb_run_lock_for_tasks(PointerGetDatum(ids_array), &runs);
 	status_at_lock = palloc(sizeof(VbRunStatus) * Max(nruns, 1));
 	for (int r = 0; r < nruns; r++)

@@ -24,6 +24,7 @@
 #include "catalog/pg_type.h"
 #include "datatype/timestamp.h"
 #include "executor/spi.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 
 #include "vectorbea.h"
@@ -108,10 +109,67 @@ vb_refuse_lease(int64 task_id, pg_uuid_t *lease, const char *action)
 			 errhint("Discard this result: the task belongs to another attempt or is over.")));
 }
 
-/* Locks the run that task_id belongs to; an error when there is no such task. */
+/*
+ * Refuses, as tasks that do not exist (42704), the tasks among task_ids (a
+ * bigint[]) of workspaces the caller may not act on, before their runs are
+ * locked: a call of another tenant must not queue behind that tenant's
+ * transactions, nor hold its runs while it waits for its own (1,000 task
+ * ids in one complete_tasks), nor learn from a lock timeout which of its
+ * tasks are being worked on.  Nothing to do without a mapping of
+ * workspaces to roles, or for a role that bypasses row-level security.
+ * Read with a fresh snapshot: a run's workspace never changes.
+ */
+static void
+refuse_tasks_of(Datum task_ids, ArrayType *excluded)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[2];
+	bool		isnull;
+
+	if (plan == NULL)
+	{
+		Oid			types[2] = {INT8ARRAYOID, TEXTARRAYOID};
+
+		plan = vb_prepare_opts("SELECT n.id FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
+							   " WHERE n.id = ANY ($1) AND r.workspace = ANY ($2)"
+							   " ORDER BY pg_catalog.array_position($1, n.id) LIMIT 1",
+							   lengthof(types), types, CURSOR_OPT_GENERIC_PLAN);
+	}
+	args[0] = task_ids;
+	args[1] = PointerGetDatum(excluded);
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not read the workspaces of tasks");
+	if (SPI_processed == 1)
+		no_such_task(DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+												 &isnull)));
+}
+
+/* refuse_tasks_of the workspaces the caller may not act on. */
+void
+vb_refuse_other_tenants_tasks(Datum task_ids)
+{
+	ArrayType  *excluded = vb_tenant_excluded_workspaces();
+
+	if (excluded != NULL)
+		refuse_tasks_of(task_ids, excluded);
+}
+
+/*
+ * Locks the run that task_id belongs to; an error when there is no such
+ * task, or when it is another tenant's (vb_refuse_other_tenants_tasks).
+ */
 void
 vb_lock_run_of_task(int64 task_id, VbRun *run)
 {
+	ArrayType  *excluded = vb_tenant_excluded_workspaces();
+
+	if (excluded != NULL)
+	{
+		Datum		one = Int64GetDatum(task_id);
+
+		refuse_tasks_of(PointerGetDatum(construct_array(&one, 1, INT8OID, 8, FLOAT8PASSBYVAL,
+														TYPALIGN_DOUBLE)), excluded);
+	}
 	if (!vb_run_lock_for_task(task_id, run))
 		no_such_task(task_id);
 }

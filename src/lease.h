@@ -11,6 +11,7 @@
 
 #include "events.h"
 
+extern void vb_refuse_other_tenants_tasks(Datum task_ids);
 extern void vb_lock_run_of_task(int64 task_id, VbRun *run);
 extern void vb_require_lease(int64 task_id, pg_uuid_t *lease, const char *action,
 							 char **node, int *attempt);

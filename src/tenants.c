@@ -49,6 +49,7 @@
 #include "vectorbea.h"
 #include "caller.h"
 #include "check.h"
+#include "clock.h"
 #include "shmem.h"
 #include "spi_util.h"
 #include "tenants.h"
@@ -334,7 +335,11 @@ vb_require_task_workspace(int64 task_id, const char *action)
 	return workspace;
 }
 
-/* vb_require_workspace for the workspace of a run (nothing when there is no such run). */
+/*
+ * vb_require_workspace for the workspace of a run; a run that does not
+ * exist is refused as such (42704), as the doors that call this refuse it
+ * once they look for it themselves.
+ */
 void
 vb_require_run_workspace(pg_uuid_t *run_id, const char *action)
 {
@@ -350,10 +355,20 @@ vb_require_run_workspace(pg_uuid_t *run_id, const char *action)
 
 		plan = vb_prepare("SELECT workspace FROM vectorbea.runs WHERE id = $1", 1, types);
 	}
-	if (SPI_execute_plan(plan, args, NULL, true, 1) != SPI_OK_SELECT)
+	/*
+	 * Not read-only, and closed when nothing is found: the door's lock reads
+	 * the run with a snapshot of its own, so a check under the calling
+	 * statement's snapshot passed any run committed since that statement
+	 * began (its id computed meanwhile, from a notification), and the door
+	 * then acted on another tenant's run.
+	 */
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "vectorbea: could not read a run's workspace");
-	if (SPI_processed == 1)
-		vb_require_workspace(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), action);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("run %s does not exist", vb_uuid_text(run_id))));
+	vb_require_workspace(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), action);
 }
 
 /*
