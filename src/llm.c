@@ -744,7 +744,7 @@ vb_llm_check_leases(void)
 	lease_arr = construct_array(leases, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR);
 	args[0] = PointerGetDatum(id_arr);
 	args[1] = PointerGetDatum(lease_arr);
-	if (SPI_execute_with_args("SELECT t.id FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS t(id, lease)"
+	if (SPI_execute_with_args("SELECT t.id, t.lease FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS t(id, lease)"
 							  " WHERE NOT EXISTS (SELECT FROM vectorbea.nodes n"
 							  "                    WHERE n.id = t.id AND n.lease = t.lease"
 							  "                      AND n.status = 'running')",
@@ -754,9 +754,16 @@ vb_llm_check_leases(void)
 	{
 		bool		isnull;
 		int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		pg_uuid_t  *lease = DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2,
+													   &isnull));
 		LlmCall    *c = calls;
 
-		while (c && c->task_id != id)
+		/*
+		 * By task and lease: a node's old call and its new attempt's may
+		 * both be here (a pause and a resume between two steps), and the
+		 * new one, first in the list, holds the lease.
+		 */
+		while (c && (c->task_id != id || memcmp(&c->lease, lease, UUID_LEN) != 0))
 			c = c->next;
 		if (c)
 		{

@@ -399,6 +399,8 @@ wait_with_calls(TimestampTz until, MemoryContext cxt, VbSweepCounters *c)
 				return;
 			}
 			vb_llm_finish(c);
+			/* as in do_pass: the calls of leases gone are dropped before a claim */
+			vb_llm_check_leases();
 			if (vb_llm_claim(c))
 				until = Min(until, vb_now() + BUSY_RETRY_MS * 1000);
 			/*
