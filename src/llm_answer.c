@@ -115,6 +115,8 @@ vb_llm_classify(LlmCall *c, VbHttpCall *h, VbLlmOutcome *o)
 {
 	char	   *provider_msg;
 	char	   *problem;
+	bool		parsed;
+	char	   *reported_model;
 
 	memset(o, 0, sizeof(*o));
 	o->retry_after_ms = -1;
@@ -183,8 +185,17 @@ vb_llm_classify(LlmCall *c, VbHttpCall *h, VbLlmOutcome *o)
 		o->message = psprintf("the provider answered %ld: %s", h->status, provider_msg);
 		return;
 	}
-	if (!vb_json_parse_answer(c->provider, h->response ? h->response : "",
-							  h->response_len, &o->answer, &problem))
+	parsed = vb_json_parse_answer(c->provider, h->response ? h->response : "",
+								  h->response_len, &o->answer, &problem);
+	/*
+	 * The model name the provider reports is any text of its: it is kept
+	 * only with an answer, converted and redacted below, never raw with a
+	 * refusal or a problem (a proxy that echoes the key would put it in
+	 * LLM_CALLED's model_used).
+	 */
+	reported_model = o->answer.model;
+	o->answer.model = NULL;
+	if (!parsed)
 	{
 		o->err_class = "transient";
 		/* jansson's message quotes the body near the error, which may echo the key. */
@@ -204,9 +215,9 @@ vb_llm_classify(LlmCall *c, VbHttpCall *h, VbLlmOutcome *o)
 	/* From here on the answer is text of the database (encoding.c). */
 	problem = NULL;
 	o->answer.text = vb_from_utf8(o->answer.text, strlen(o->answer.text), "the answer", &problem);
-	if (o->answer.text && o->answer.model)
-		o->answer.model = vb_from_utf8(o->answer.model, strlen(o->answer.model),
-									   "the model name the provider reports", &problem);
+	if (o->answer.text && reported_model)
+		reported_model = vb_from_utf8(reported_model, strlen(reported_model),
+									  "the model name the provider reports", &problem);
 	if (problem)
 	{
 		o->err_class = "permanent";
@@ -218,8 +229,8 @@ vb_llm_classify(LlmCall *c, VbHttpCall *h, VbLlmOutcome *o)
 	 * a proxy in front of it) that echoes the key must not put it there.
 	 */
 	o->answer.text = vb_redact(o->answer.text, c->secret, 0);
-	if (o->answer.model)
-		o->answer.model = vb_redact(o->answer.model, c->secret, VB_MAX_MODEL_USED);
+	if (reported_model)
+		o->answer.model = vb_redact(reported_model, c->secret, VB_MAX_MODEL_USED);
 }
 
 /* True when the JSON value is the string word. */

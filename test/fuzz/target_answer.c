@@ -221,6 +221,14 @@ vb_fuzz_answer(const char *text, size_t len)
 		 o.blocked_until > now + MAX_WAIT_MS * 1000 + USECS_PER_DAY))
 		vb_fuzz_finding("reset \"%s\" blocks calls until %lld, now is %lld",
 						h.requests_reset, (long long) o.blocked_until, (long long) now);
+	/*
+	 * LLM_CALLED records the model the provider reports whatever the
+	 * outcome: never raw (a refusal or a broken answer kept it unredacted,
+	 * uncut and unconverted), never past its cap.
+	 */
+	check_redacted("the model the provider reports", o.answer.model);
+	if (o.answer.model && strlen(o.answer.model) > 200 + 64)
+		vb_fuzz_finding("the model the provider reports is kept at %zu bytes", strlen(o.answer.model));
 	if (o.err_class)
 	{
 		char	   *extra = o.retry_after_ms >= 0 ?
