@@ -76,6 +76,7 @@ static void open_failure_gate(VbRun *run, int64 task_id, const char *node, int a
 							  const char *kind, const char *spec_json, const char *failed_json,
 							  const char *error_json, TimestampTz at);
 static void close_gates(VbRun *run, TimestampTz at);
+static void charge_cut_call(VbRun *run, const char *node, int attempt, TimestampTz at);
 static int	add_nodes(VbRun *run, const char *specs_json, const char *spawned_by, bool hold,
 					  TimestampTz at);
 static void release_dependents_of_tasks(VbRun *runs, int nruns, Datum *parents, int nparents,
@@ -1293,6 +1294,13 @@ fail_attempt(VbRun *run, int64 task_id, const char *err_class, const char *error
 
 	final = !retryable || strcmp(err_class, "permanent") == 0 || attempt >= max_attempts;
 	escalates = DatumGetBool(SPI_getbinval(tup, desc, 7, &isnull)) && !isnull;
+	/*
+	 * The node's timeout cuts an llm call in flight like any other cut: the
+	 * provider may have answered and billed (charge_cut_call; nothing for
+	 * a task, or a call answered).
+	 */
+	if (strcmp(err_class, "timeout") == 0)
+		charge_cut_call(run, node, attempt, at);
 	if (final && may_escalate && escalates)
 	{
 		open_failure_gate(run, task_id, node, attempt, "escalation", SPI_getvalue(tup, desc, 8),

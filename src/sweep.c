@@ -72,6 +72,17 @@ expire_one(void *arg, int i)
 		vb_state_fail_attempt(&run, b->task_ids[i], "timeout",
 							  "{\"message\":\"the attempt ran past the node's timeout\",\"class\":\"timeout\"}",
 							  true, -1, b->at);
+	else if (strcmp(b->classes[i], "llm_lease_expired") == 0 && !vb_state_llm_call_out(b->task_ids[i]))
+		/*
+		 * An llm attempt with no call out (the scheduler could not send it:
+		 * an error of its step, its key not decrypting) did nothing that
+		 * could be in doubt, so the node's in_doubt policy (a person asked,
+		 * a compensation) has no say: it fails as transient, counted, so
+		 * that an error that lasts ends by the retry policy.
+		 */
+		vb_state_fail_attempt(&run, b->task_ids[i], "transient",
+							  "{\"message\":\"the lease expired before the attempt's call was sent\",\"class\":\"transient\"}",
+							  true, -1, b->at);
 	else
 		/* The worker may have done the work: the node's in_doubt policy decides. */
 		vb_state_attempt_in_doubt(&run, b->task_ids[i], "lease_expired",
@@ -143,8 +154,8 @@ vb_expire_attempts(Datum activities, TimestampTz at, bool isolate,
 		 */
 		plans[children] = vb_prepare_opts(psprintf(
 			"SELECT n.id, n.run_id,"
-			"       CASE WHEN n.attempt_deadline <= n.lease_expires_at"
-			"            THEN 'timeout' ELSE 'lease_expired' END,"
+			"       CASE WHEN n.attempt_deadline <= n.lease_expires_at THEN 'timeout'"
+			"            WHEN n.kind = 'llm' THEN 'llm_lease_expired' ELSE 'lease_expired' END,"
 			"       %s"
 			"  FROM vectorbea.nodes n JOIN vectorbea.runs r ON r.id = n.run_id"
 			" WHERE n.status = 'running' AND n.lease_expires_at <= $2"

@@ -252,6 +252,13 @@ is($moved_error,
 	'its error names the key');
 is(sql(qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$moved' AND type = 'LLM_REQUESTED'}), '0',
 	'and no call was made');
+# Its lease runs out (the engine clock a minute on): nothing was sent, so
+# nothing is in doubt; the attempt fails as transient, counted, and its
+# in_doubt policy has no say (it ended as lease_expired, in doubt).
+sql(q{SET vectorbea.test_clock_offset = '1m'; SELECT vectorbea.run_due_work()});
+is(sql(qq{SELECT string_agg((data->>'class') || ' ' || coalesce(data->'error'->>'in_doubt', 'not in doubt'), ', ')
+		FROM vectorbea.events WHERE run_id = '$moved' AND type = 'STEP_FAILED'}), 'transient not in doubt',
+	'its lease ran out: a transient failure, not in doubt');
 sql(qq{SELECT vectorbea.cancel_run('$moved', 'key stored under another master key')});
 
 # ---------------------------------------------------------------------------

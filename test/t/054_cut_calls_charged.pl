@@ -97,4 +97,20 @@ is(charges($run), '1:true', 'failure, then requeue: not charged again');
 is(sql(qq{SELECT count(*) FROM vectorbea.verify_run('$run')}), '0', 'failure: the run agrees with its history');
 sql(qq{SELECT vectorbea.cancel_run('$run', 'done')});
 
+# The node's timeout ends the attempt while its call is in flight (the
+# engine clock two minutes on, past the node's one-minute timeout): the
+# cut call is charged, as any cut.
+sql(q{SELECT vectorbea.define_workflow('timed', '{"nodes": [
+	{"id": "write", "kind": "llm", "timeout": "1m",
+	 "llm": {"provider": "openai", "model": "gpt-4o-mini", "prompt": "Timed {{run.input.topic}}",
+	         "max_tokens": 500}}]}')});
+$run = in_flight('timeout', 'timed');
+sql(q{SET vectorbea.test_clock_offset = '2m'; SELECT vectorbea.run_due_work()});
+is(sql(qq{SELECT string_agg(data->>'class', ', ') FROM vectorbea.events WHERE run_id = '$run' AND type = 'STEP_FAILED'}),
+	'timeout', 'timeout: the attempt ran past the node\'s timeout');
+is(charges($run), '1:true', 'timeout: the cut call is charged');
+is(sql(qq{SELECT count(*) FROM vectorbea.verify_run('$run')}), '0', 'timeout: the run agrees with its history');
+sql(qq{SELECT vectorbea.cancel_run('$run', 'done')});
+is(charges($run), '1:true', 'timeout, then cancel: not charged again');
+
 done_testing();
