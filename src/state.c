@@ -2679,10 +2679,94 @@ end_compensation(VbRun *run, bool failed, const char *failed_node, TimestampTz a
  * compensating run whose compensations are all done ends as it was going
  * to.
  */
+/*
+ * Whether child_id's parent run undoes what it did (it compensates, or
+ * has compensated): the child started by one of its run nodes is part of
+ * that, so the child is cancelled with its own compensation.  A parent
+ * whose compensation failed or was abandoned (cancel_run of a compensating
+ * run) leaves its child's work as it is, as someone stopped the undoing.
+ */
+bool
+vb_state_parent_compensates(pg_uuid_t *child_id)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[1] = {UUIDPGetDatum(child_id)};
+	bool		isnull;
+
+	if (plan == NULL)
+	{
+		Oid			types[1] = {UUIDOID};
+
+		plan = vb_prepare("SELECT p.status = 'compensating' OR p.error->>'compensation' = 'completed'"
+						  "  FROM vectorbea.runs c JOIN vectorbea.runs p ON p.id = c.parent_run"
+						  " WHERE c.id = $1", lengthof(types), types);
+	}
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not read the parent of run %s", vb_uuid_text(child_id));
+	return SPI_processed == 1 &&
+		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) &&
+		!isnull;
+}
+
+/*
+ * Whether child run `run`, all of whose nodes are done, is one its parent
+ * stopped waiting for while the parent undoes what it did
+ * (vb_state_parent_compensates): its work is part of the parent's, so it
+ * is to be cancelled with its own compensation, as the scheduler cancels
+ * such a child that is still running (waits.c).  Its last node finished
+ * before the scheduler got to it, and a success would leave its work
+ * standing under an undone parent.  Read first without a lock; when the
+ * parent's run node still waits for it, the parent is locked (after the
+ * child, the one order of two runs) and read again, so that a parent
+ * whose cancel or failure commits meanwhile is seen.
+ */
+static bool
+abandoned_by_undoing_parent(VbRun *run)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[1] = {UUIDPGetDatum(&run->id)};
+	bool		isnull;
+	VbRun		parent;
+
+	if (!vb_waits_available())
+		return false;			/* a 0.1.0 schema has no child runs */
+	if (plan == NULL)
+	{
+		Oid			types[1] = {UUIDOID};
+
+		plan = vb_prepare("SELECT child.parent_run,"
+						  "       EXISTS (SELECT FROM vectorbea.nodes n"
+						  "                WHERE n.run_id = child.parent_run AND n.node = child.parent_node"
+						  "                  AND n.lease = child.id AND n.kind = 'run' AND n.status = 'waiting')"
+						  "  FROM vectorbea.runs child WHERE child.id = $1 AND child.parent_run IS NOT NULL",
+						  lengthof(types), types);
+	}
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not read the parent of run %s", vb_uuid_text(&run->id));
+	if (SPI_processed == 0)
+		return false;
+	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)))
+	{
+		pg_uuid_t	parent_id;
+
+		memcpy(&parent_id, DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+													   &isnull)), sizeof(pg_uuid_t));
+		if (vb_run_held(&parent_id) == NULL && !vb_run_lock_parent(&parent_id, &parent))
+			return false;
+		if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "vectorbea: could not read the parent of run %s", vb_uuid_text(&run->id));
+		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull)))
+			return false;		/* it still waits: the child ends as it is */
+	}
+	return vb_state_parent_compensates(&run->id);
+}
+
 void
 vb_state_finish_run_if_done(VbRun *run, TimestampTz at)
 {
-	if (run->open_nodes == 0 && run->status == VB_RUN_RUNNING)
+	if (run->open_nodes == 0 && run->status == VB_RUN_RUNNING && abandoned_by_undoing_parent(run))
+		vb_state_cancel_run(run, "its parent run no longer waits for it", true, at);
+	else if (run->open_nodes == 0 && run->status == VB_RUN_RUNNING)
 		end_run(run, VB_RUN_SUCCEEDED, "RUN_COMPLETED",
 				psprintf("{\"duration_ms\":%ld,\"nodes\":%d}",
 						 (long) ((at - run->created_at) / 1000), run->node_count),

@@ -102,6 +102,7 @@ extern void vb_state_release_not_before(VbRun *run, int64 task_id, const char *a
 extern void vb_state_finish_run_if_done(VbRun *run, TimestampTz at);
 extern void vb_state_fail_run(VbRun *run, const char *node, const char *reason,
 							  TimestampTz at);
+extern bool vb_state_parent_compensates(pg_uuid_t *child_id);
 extern void vb_state_cancel_run(VbRun *run, const char *reason, bool compensate,
 								TimestampTz at);
 

@@ -823,35 +823,6 @@ vb_end_due_waits(TimestampTz at, bool isolate, VbSweepCounters *counters)
 
 /* ---- children nobody waits for ---- */
 
-/*
- * Whether child_id's parent run undoes what it did (it compensates, or
- * has compensated): the child started by one of its run nodes is part of
- * that, so the child is cancelled with its own compensation.  A parent
- * whose compensation failed or was abandoned (cancel_run of a compensating
- * run) leaves its child's work as it is, as someone stopped the undoing.
- */
-static bool
-parent_compensates(pg_uuid_t *child_id)
-{
-	static SPIPlanPtr plan = NULL;
-	Datum		args[1] = {UUIDPGetDatum(child_id)};
-	bool		isnull;
-
-	if (plan == NULL)
-	{
-		Oid			types[1] = {UUIDOID};
-
-		plan = vb_prepare("SELECT p.status = 'compensating' OR p.error->>'compensation' = 'completed'"
-						  "  FROM vectorbea.runs c JOIN vectorbea.runs p ON p.id = c.parent_run"
-						  " WHERE c.id = $1", lengthof(types), types);
-	}
-	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "vectorbea: could not read the parent of run %s", vb_uuid_text(child_id));
-	return SPI_processed == 1 &&
-		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) &&
-		!isnull;
-}
-
 static void
 cancel_one(void *arg, int i)
 {
@@ -860,7 +831,8 @@ cancel_one(void *arg, int i)
 
 	if (!vb_run_lock(&b->run_ids[i], &run) || run.status != VB_RUN_RUNNING)
 		return;
-	vb_state_cancel_run(&run, "its parent run no longer waits for it", parent_compensates(&run.id), b->at);
+	vb_state_cancel_run(&run, "its parent run no longer waits for it", vb_state_parent_compensates(&run.id),
+						b->at);
 	vb_run_save(&run, b->at);
 	b->done++;
 }

@@ -323,6 +323,30 @@ SELECT count(*) AS inconsistent FROM vectorbea.runs r
  WHERE (r.id = :'undo_parent' OR r.parent_run = :'undo_parent')
    AND EXISTS (SELECT FROM vectorbea.verify_run(r.id));
 
+-- The child's last task completes before the scheduler cancels it: it is
+-- cancelled with its own compensation all the same, not left succeeded
+-- with its work standing under a parent that undid its own.
+SELECT vectorbea.start_run('undo_parent', '{}') AS undo_late \gset
+SELECT count(vectorbea.complete_task(task_id, lease, '{}')) AS paid FROM vectorbea.claim_tasks('w', ARRAY['up_pay']);
+SELECT vectorbea.run_due_work()->'waits_started' AS started;
+SELECT count(vectorbea.complete_task(task_id, lease, '{}')) AS booked FROM vectorbea.claim_tasks('w', ARRAY['uk_book']);
+SELECT task_id AS more_task, lease AS more_lease FROM vectorbea.claim_tasks('w', ARRAY['uk_more']) \gset
+SELECT vectorbea.cancel_run(:'undo_late', 'changed my mind', compensate => true);
+SELECT vectorbea.complete_task(:more_task, :'more_lease', '{}');
+SELECT r.status AS child_status, n.node, n.status
+  FROM vectorbea.runs r JOIN vectorbea.nodes n ON n.run_id = r.id
+ WHERE r.parent_run = :'undo_late' ORDER BY n.id;
+SELECT type, data->>'reason' AS reason FROM vectorbea.events
+ WHERE run_id = (SELECT id FROM vectorbea.runs WHERE parent_run = :'undo_late')
+   AND type IN ('RUN_COMPLETED', 'RUN_CANCELLED', 'COMPENSATION_STARTED') ORDER BY seq;
+SELECT count(vectorbea.complete_task(task_id, lease, '{}')) AS undone
+  FROM vectorbea.claim_tasks('w', ARRAY['uk_unbook', 'up_refund'], 10);
+SELECT workflow, status, error->>'compensation' AS compensation FROM vectorbea.runs
+ WHERE id = :'undo_late' OR parent_run = :'undo_late' ORDER BY workflow;
+SELECT count(*) AS inconsistent FROM vectorbea.runs r
+ WHERE (r.id = :'undo_late' OR r.parent_run = :'undo_late')
+   AND EXISTS (SELECT FROM vectorbea.verify_run(r.id));
+
 -- A child cancelled by hand fails its parent's node for good.
 SELECT vectorbea.define_workflow('one_child', '{"nodes":[{"id":"kid","kind":"run","run":{"workflow":"leaf","version":1}}]}');
 SELECT vectorbea.start_run('one_child', '{}') AS solo_run \gset
