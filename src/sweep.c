@@ -58,6 +58,26 @@ typedef struct ExpireBatch
 	int			expired;
 } ExpireBatch;
 
+/* Whether task_id's attempt still runs, past its lease. */
+static bool
+still_expired(int64 task_id, TimestampTz at)
+{
+	static SPIPlanPtr plan = NULL;
+	Datum		args[2] = {Int64GetDatum(task_id), TimestampTzGetDatum(at)};
+
+	if (plan == NULL)
+	{
+		Oid			types[2] = {INT8OID, TIMESTAMPTZOID};
+
+		plan = vb_prepare("SELECT FROM vectorbea.nodes"
+						  " WHERE id = $1 AND status = 'running' AND lease_expires_at <= $2",
+						  lengthof(types), types);
+	}
+	if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "vectorbea: could not read task %ld", (long) task_id);
+	return SPI_processed == 1;
+}
+
 static void
 expire_one(void *arg, int i)
 {
@@ -67,6 +87,14 @@ expire_one(void *arg, int i)
 
 	/* Held by us already (taken in the scan), so this does not wait. */
 	if (!vb_run_lock(&b->run_ids[i], &run) || !vb_run_active(run.status))
+		return;
+	/*
+	 * An earlier attempt of this batch may have closed this one (it failed
+	 * the run, which began to compensate and so is still active): a closed
+	 * node is not failed again, which would bring it back ready in a run
+	 * that only undoes, or count it off twice.
+	 */
+	if (!still_expired(b->task_ids[i], b->at))
 		return;
 	if (timeout)
 		vb_state_fail_attempt(&run, b->task_ids[i], "timeout",

@@ -316,6 +316,29 @@ SELECT status, error->>'compensation' AS compensation FROM vectorbea.runs WHERE 
 SELECT * FROM check_run(:'run14');
 RESET vectorbea.test_clock_offset;
 
+-- Two attempts that ran past their timeouts are ended by one sweep: the
+-- first fails the run for good, which closes the second and begins to
+-- compensate (the run is still active).  The second is not failed again:
+-- it stayed cancelled, rather than coming back ready in a run that only
+-- undoes, or being counted off twice.
+SELECT vectorbea.define_workflow('two_late', '{"nodes":[
+  {"id":"book","activity":"tl_book","compensate":{"activity":"tl_unbook"}},
+  {"id":"a","activity":"tl_step","depends_on":["book"],"timeout":"1s","retry":{"max_attempts":1}},
+  {"id":"b","activity":"tl_step","depends_on":["book"],"timeout":"2s"}]}') IS NOT NULL AS defined;
+SELECT vectorbea.start_run('two_late', '{}') AS run15 \gset
+SELECT count(vectorbea.complete_task(task_id, lease, '{}')) AS booked FROM vectorbea.claim_tasks('w', ARRAY['tl_book']);
+SELECT count(*) AS claimed FROM vectorbea.claim_tasks('w', ARRAY['tl_step'], 2, '1 minute');
+SET vectorbea.test_clock_offset = '3s';
+SELECT vectorbea.run_due_work() IS NOT NULL AS swept;
+SELECT node, status FROM vectorbea.nodes WHERE run_id = :'run15' ORDER BY id;
+SELECT status, open_nodes FROM vectorbea.runs WHERE id = :'run15';
+SELECT count(*) AS claimable FROM vectorbea.claim_tasks('w', ARRAY['tl_step'], 10);
+SELECT count(vectorbea.complete_task(task_id, lease, '{}')) AS undone
+  FROM vectorbea.claim_tasks('w', ARRAY['tl_unbook'], 1);
+SELECT status, error->>'compensation' AS compensation FROM vectorbea.runs WHERE id = :'run15';
+SELECT * FROM check_run(:'run15');
+RESET vectorbea.test_clock_offset;
+
 DROP FUNCTION history(uuid);
 DROP FUNCTION try(text);
 DROP FUNCTION work(text, jsonb);
