@@ -134,6 +134,17 @@ vb_run_try_lock(pg_uuid_t *run_id, VbRun *run)
 }
 
 /*
+ * The runs a batch holds in memory (complete_tasks), sorted by id; NULL
+ * when none.  A run ending inside the batch may have to change another
+ * run of the same batch (a child run tells its parent): it must change the
+ * batch's copy, whose counters are ahead of the table until the batch
+ * saves them, or its events would take sequence numbers the batch has
+ * used and its changes would be overwritten by the batch's save.
+ */
+static VbRun *held_runs = NULL;
+static int	held_count = 0;
+
+/*
  * How vb_run_lock_parent waits for a parent run's row: in the lock
  * manager (-1, the default), not at all (0: the scheduler's time-driven
  * steps and a claim's ending of expired attempts), or by trying every
@@ -141,6 +152,9 @@ vb_run_try_lock(pg_uuid_t *run_id, VbRun *run)
  * wait in the lock manager).
  */
 static int	parent_lock_wait_ms = -1;
+
+/* How long a batch tries a parent it did not lock in order (vb_run_lock_parent). */
+#define BATCH_PARENT_LOCK_WAIT_MS	2000
 
 /*
  * Sets how long vb_run_lock_parent tries a held parent (-1: waits in the
@@ -170,8 +184,20 @@ vb_run_lock_parent(pg_uuid_t *run_id, VbRun *run)
 {
 	static SPIPlanPtr exists_plan = NULL;
 	Datum		args[1] = {UUIDPGetDatum(run_id)};
+	int			wait_ms = parent_lock_wait_ms;
 
-	if (parent_lock_wait_ms < 0)
+	/*
+	 * A batch that holds several runs (complete_tasks) locked in order the
+	 * parents of the children it expected to end; a child that ends all the
+	 * same (its budget crossed by an item's usage, or its other nodes
+	 * finished meanwhile) finds its parent unlocked.  Waiting for it in the
+	 * lock manager, with the batch's other runs held, could close a circle
+	 * with another batch (40P01): the parent is tried for a while instead,
+	 * and the batch refused, to be run again, when it stays busy.
+	 */
+	if (wait_ms < 0 && held_runs != NULL && held_count > 1)
+		wait_ms = BATCH_PARENT_LOCK_WAIT_MS;
+	if (wait_ms < 0)
 		return vb_run_lock(run_id, run);
 	if (vb_run_try_lock(run_id, run))
 		return true;
@@ -186,7 +212,7 @@ vb_run_lock_parent(pg_uuid_t *run_id, VbRun *run)
 		elog(ERROR, "vectorbea: could not look for run %s", vb_uuid_text(run_id));
 	if (SPI_processed == 0)
 		return false;
-	for (int waited = 10; waited <= parent_lock_wait_ms; waited += 10)
+	for (int waited = 10; waited <= wait_ms; waited += 10)
 	{
 		pg_usleep(10 * 1000L);
 		CHECK_FOR_INTERRUPTS();
@@ -198,7 +224,7 @@ vb_run_lock_parent(pg_uuid_t *run_id, VbRun *run)
 			 errmsg("vectorbea: parent run %s is locked by another transaction",
 					vb_uuid_text(run_id)),
 			 errdetail("A child run's end settles its parent's run node in the same transaction."),
-			 parent_lock_wait_ms == 0 ?
+			 wait_ms == 0 ?
 			 errhint("The scheduler comes back to the item once the parent is free.") :
 			 errhint("Run the statement again once the transaction holding the parent has ended.")));
 	return false;				/* keep the compiler quiet */
@@ -313,8 +339,9 @@ run_cmp(const void *a, const void *b)
  * open nodes than the batch has items in it may end, so the parents of
  * the others are left alone (batches of sibling children would otherwise
  * queue on their parent); that count is read before the locks, and a
- * child that other writers bring down meanwhile still locks its parent
- * when it ends, as a single completion does.  A child run is created after
+ * child that ends all the same (other writers brought it down meanwhile,
+ * or an item's usage crossed its budget) only tries its parent
+ * (vb_run_lock_parent), since the batch holds other runs.  A child run is created after
  * its parent, so the batch takes a child before its parent, as a child's
  * end does.  Tasks that do not exist lock nothing: the caller reports
  * them.
@@ -384,17 +411,6 @@ vb_run_find(VbRun *runs, int nruns, pg_uuid_t *id)
 	memcpy(&key.id, id, sizeof(pg_uuid_t));
 	return bsearch(&key, runs, nruns, sizeof(VbRun), run_cmp);
 }
-
-/*
- * The runs a batch holds in memory (complete_tasks), sorted by id; NULL
- * when none.  A run ending inside the batch may have to change another
- * run of the same batch (a child run tells its parent): it must change the
- * batch's copy, whose counters are ahead of the table until the batch
- * saves them, or its events would take sequence numbers the batch has
- * used and its changes would be overwritten by the batch's save.
- */
-static VbRun *held_runs = NULL;
-static int	held_count = 0;
 
 /* Registers runs (sorted by id) as held by the batch now running; NULL ends it. */
 void
