@@ -1593,6 +1593,14 @@ open_failure_gate(VbRun *run, int64 task_id, const char *node, int attempt, cons
  * that ran out, a kill switch, or the run's end, which revokes it.  Once:
  * a call already charged is not charged again (a requeue that asks about
  * an attempt its run's failure charged).
+ *
+ * A call recorded by this very transaction was never sent: the scheduler
+ * sends a call only once the LLM_REQUESTED that records it has committed
+ * (a sibling's failure in the same claim step, or a later answer of the
+ * same batch, ended the run first).  Nothing is in doubt and nothing was
+ * spent: an LLM_CALLED of outcome "not_sent" says so, and the call is out
+ * for no one after it (LLM_CALL_OUT_SQL: a requeue does not ask about it,
+ * a compensation does not undo it).
  */
 static void
 charge_cut_call(VbRun *run, const char *node, int attempt, TimestampTz at)
@@ -1613,7 +1621,8 @@ charge_cut_call(VbRun *run, const char *node, int attempt, TimestampTz at)
 	{
 		Oid			types[3] = {UUIDOID, TEXTOID, INT4OID};
 
-		plan = vb_prepare("SELECT e.type, e.data->>'call', n.reserved_usd::text, n.reserved_tokens"
+		plan = vb_prepare("SELECT e.type, e.data->>'call', n.reserved_usd::text, n.reserved_tokens,"
+						  "       e.xmin, e.data->>'provider', e.data->>'model'"
 						  "  FROM vectorbea.events e"
 						  "  JOIN vectorbea.nodes n ON n.run_id = e.run_id AND n.node = e.node"
 						  " WHERE e.run_id = $1 AND e.node = $2 AND e.attempt = $3"
@@ -1631,6 +1640,23 @@ charge_cut_call(VbRun *run, const char *node, int attempt, TimestampTz at)
 	desc = SPI_tuptable->tupdesc;
 	if (strcmp(SPI_getvalue(tup, desc, 1), "LLM_REQUESTED") != 0)
 		return;					/* answered and booked, or charged already */
+	if (TransactionIdIsCurrentTransactionId(DatumGetTransactionId(SPI_getbinval(tup, desc, 5, &isnull))))
+	{
+		StringInfoData data;
+
+		(void) SPI_getbinval(tup, desc, 2, &isnull);
+		initStringInfo(&data);
+		appendStringInfoString(&data, "{\"provider\":");
+		vb_append_json_string(&data, SPI_getvalue(tup, desc, 6));
+		appendStringInfoString(&data, ",\"model\":");
+		vb_append_json_string(&data, SPI_getvalue(tup, desc, 7));
+		appendStringInfo(&data, ",\"call\":%s,\"latency_ms\":0,\"http_status\":0,\"tokens_in\":0,"
+						 "\"tokens_out\":0,\"cost_usd\":0,\"priced\":false,\"outcome\":\"not_sent\","
+						 "\"error\":\"its attempt ended before the call was sent\"}",
+						 isnull ? "null" : SPI_getvalue(tup, desc, 2));
+		vb_event(run, "LLM_CALLED", node, attempt, data.data, at);
+		return;
+	}
 	usd = SPI_getvalue(tup, desc, 3);
 	tokens = SPI_getvalue(tup, desc, 4);
 	(void) SPI_getbinval(tup, desc, 2, &isnull);
@@ -2555,7 +2581,7 @@ compensation_specs(VbRun *run, const char *revoked_json)
 						  "     AND (n.status = 'succeeded'"
 						  "          OR (n.status = 'failed' AND n.error->>'class' = 'in_doubt')"
 						  "          OR (n.status = 'cancelled' AND n.retry->>'in_doubt' = 'compensate'"
-						  "              AND $2 ? n.node))"
+						  "              AND $2 ? n.node AND (n.kind <> 'llm' OR " LLM_CALL_OUT_SQL ")))"
 						  "), done AS ("
 						  "  SELECT node, compensate, finished_at, id, seq,"
 						  "         pg_catalog.lag(node) OVER (ORDER BY seq DESC NULLS LAST, finished_at DESC, id DESC) AS after"

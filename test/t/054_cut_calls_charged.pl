@@ -113,4 +113,34 @@ is(sql(qq{SELECT count(*) FROM vectorbea.verify_run('$run')}), '0', 'timeout: th
 sql(qq{SELECT vectorbea.cancel_run('$run', 'done')});
 is(charges($run), '1:true', 'timeout, then cancel: not charged again');
 
+# Two llm nodes of one run claimed in one step: the first is recorded
+# (LLM_REQUESTED), the second cannot be prepared (no key for its
+# provider) and fails the run, which revokes the first before the step
+# commits. That call was never sent: it is not charged, and a node that
+# compensates attempts in doubt is not compensated for it.
+sql(q{SELECT vectorbea.define_workflow('pair', '{"nodes": [
+	{"id": "first", "kind": "llm", "in_doubt": "compensate", "compensate": {"activity": "undo_first"},
+	 "llm": {"provider": "openai", "model": "gpt-4o-mini", "prompt": "First {{run.input.topic}}",
+	         "max_tokens": 500}},
+	{"id": "second", "kind": "llm",
+	 "llm": {"provider": "anthropic", "model": "claude-sonnet-4", "prompt": "Second {{run.input.topic}}",
+	         "max_tokens": 500}}]}')});
+$run = sql(q{SELECT vectorbea.start_run('pair', '{"topic": "pair"}')});
+ok(defined vb_wait_for($node, qq{SELECT status FROM vectorbea.runs WHERE id = '$run'}, 'failed'),
+	'pair: the node without a key fails the run');
+# The claim takes a run's ready nodes in the order they were added: first, then second.
+is(sql(qq{SELECT count(*) FROM vectorbea.events WHERE run_id = '$run' AND node = 'first' AND type = 'LLM_REQUESTED'}),
+	'1', 'pair: the first call was recorded before the second failed the run');
+is(sql(qq{SELECT string_agg(data->>'outcome', ', ') FROM vectorbea.events
+		WHERE run_id = '$run' AND node = 'first' AND type = 'LLM_CALLED'}), 'not_sent',
+	'pair: the recorded call says it was not sent');
+is(charges($run), '', 'pair: it is not charged');
+is(sql(qq{SELECT usage_usd FROM vectorbea.runs WHERE id = '$run'}), '0', 'pair: the run booked nothing');
+is(sql(qq{SELECT count(*) FROM vectorbea.nodes WHERE run_id = '$run' AND compensation_of IS NOT NULL}), '0',
+	'pair: nothing is compensated for it');
+sleep(1);
+is(scalar(grep { ($_->{body}{messages}[-1]{content} // '') eq 'First pair' } @{ vb_fake_requests() }), 0,
+	'pair: the provider never got the call');
+is(sql(qq{SELECT count(*) FROM vectorbea.verify_run('$run')}), '0', 'pair: the run agrees with its history');
+
 done_testing();
