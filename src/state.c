@@ -2701,11 +2701,6 @@ end_compensation(VbRun *run, bool failed, const char *failed_node, TimestampTz a
 }
 
 /*
- * A run whose nodes are all final, none of them failed, has succeeded; a
- * compensating run whose compensations are all done ends as it was going
- * to.
- */
-/*
  * Whether child_id's parent run undoes what it did (it compensates, or
  * has compensated): the child started by one of its run nodes is part of
  * that, so the child is cancelled with its own compensation.  A parent
@@ -2787,6 +2782,12 @@ abandoned_by_undoing_parent(VbRun *run)
 	return vb_state_parent_compensates(&run->id);
 }
 
+/*
+ * A run whose nodes are all final, none of them failed, has succeeded
+ * (or, a child its compensating parent no longer waits for, is cancelled
+ * with its compensation: abandoned_by_undoing_parent); a compensating run
+ * whose compensations are all done ends as it was going to.
+ */
 void
 vb_state_finish_run_if_done(VbRun *run, TimestampTz at)
 {
@@ -3321,7 +3322,7 @@ nodes_held_for_a_person(pg_uuid_t *run_id, int64 task_id)
 						  ")"
 						  " SELECT n.id, n.node, n.attempt,"
 						  /* a task's own gate is asked as await_approval asked it */
-						  "        CASE WHEN g.kind = 'approval'"
+						  "        CASE WHEN n.status = 'skipped' AND g.kind = 'approval' AND n.kind <> 'approval'"
 						  "             THEN pg_catalog.jsonb_build_object('gate', g.gate, 'timeout_ms', g.timeout_ms,"
 						  "                                                'on_timeout', 'reject')::text"
 						  "             ELSE n.approval::text END,"
